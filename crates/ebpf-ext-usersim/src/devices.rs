@@ -1,0 +1,272 @@
+//! Device objects, symbolic links and IRP completion, plus a simulated `DRIVER_OBJECT` for
+//! tests and leak checks of kernel objects.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::{mem, ptr};
+
+use ebpf_ext_sys::ntdef::{BOOLEAN, NTSTATUS, UNICODE_STRING};
+use ebpf_ext_sys::ntstatus::{
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
+};
+use ebpf_ext_sys::wdm::{
+    APC_LEVEL, DEVICE_OBJECT, DISPATCH_LEVEL, DO_DEVICE_INITIALIZING, DRIVER_EXTENSION, DRIVER_OBJECT, DRIVER_VERIFIER_DETECTED_VIOLATION, IRP,
+    PASSIVE_LEVEL, POOL_FLAG_NON_PAGED,
+};
+
+use crate::kernel::{Kernel, bugcheck, call_fails, lock, require_irql, with_kernel};
+use crate::pool::{pool_alloc, pool_free};
+
+const DEVICE_TAG: u32 = u32::from_le_bytes(*b"Devi");
+const MULTIPLE_IRP_COMPLETE_REQUESTS: u32 = 0x44;
+
+#[derive(Default)]
+pub(crate) struct DeviceState {
+    /// Live device objects and their names.
+    devices: HashMap<usize, Option<String>>,
+    links: HashMap<String, String>,
+    completed: HashMap<usize, (NTSTATUS, usize)>,
+}
+
+/// Reads a `UNICODE_STRING` (NULL gives `None`).
+///
+/// # Safety
+/// `s` is NULL or a valid `UNICODE_STRING` whose buffer holds `Length` bytes.
+pub(crate) unsafe fn read_unicode(s: *const UNICODE_STRING) -> Option<String> {
+    if s.is_null() {
+        return None;
+    }
+    // SAFETY: the caller passes a valid UNICODE_STRING.
+    let s = unsafe { &*s };
+    if s.Buffer.is_null() {
+        return Some(String::new());
+    }
+    // SAFETY: the buffer holds `Length` bytes of UTF-16.
+    let units = unsafe { std::slice::from_raw_parts(s.Buffer, usize::from(s.Length) / 2) };
+    Some(String::from_utf16_lossy(units))
+}
+
+/// A `DRIVER_OBJECT` (with its `DRIVER_EXTENSION`) as the I/O manager would pass to
+/// `DriverEntry`, for tests.
+pub struct DriverObject {
+    object: Box<DRIVER_OBJECT>,
+    _extension: Box<DRIVER_EXTENSION>,
+}
+
+impl DriverObject {
+    /// A zeroed driver object with its extension linked.
+    #[must_use]
+    pub fn new() -> DriverObject {
+        // SAFETY: DRIVER_OBJECT and DRIVER_EXTENSION are plain data for which all-zero is valid
+        // (NULL pointers, `None` function pointers).
+        let mut object: Box<DRIVER_OBJECT> = Box::new(unsafe { mem::zeroed() });
+        // SAFETY: as above.
+        let mut extension: Box<DRIVER_EXTENSION> = Box::new(unsafe { mem::zeroed() });
+        object.Type = 4;
+        #[expect(clippy::cast_possible_truncation, clippy::cast_possible_wrap, reason = "0x150 fits")]
+        let size = mem::size_of::<DRIVER_OBJECT>() as i16;
+        object.Size = size;
+        extension.DriverObject = ptr::addr_of_mut!(*object);
+        object.DriverExtension = ptr::addr_of_mut!(*extension);
+        DriverObject { object, _extension: extension }
+    }
+
+    /// The pointer to hand to `DriverEntry`.
+    #[must_use]
+    pub fn as_ptr(&mut self) -> *mut DRIVER_OBJECT {
+        ptr::addr_of_mut!(*self.object)
+    }
+
+    /// The driver object.
+    #[must_use]
+    pub fn get(&self) -> &DRIVER_OBJECT {
+        &self.object
+    }
+}
+
+impl Default for DriverObject {
+    fn default() -> Self {
+        DriverObject::new()
+    }
+}
+
+impl Kernel {
+    /// Number of live device objects.
+    #[must_use]
+    pub fn device_count(&self) -> usize {
+        lock(&self.inner().devices).devices.len()
+    }
+
+    /// Symbolic links: link name → device name.
+    #[must_use]
+    pub fn symbolic_links(&self) -> HashMap<String, String> {
+        lock(&self.inner().devices).links.clone()
+    }
+
+    /// The status and information an IRP was completed with, if it was.
+    #[must_use]
+    pub fn irp_completion(&self, irp: *const IRP) -> Option<(NTSTATUS, usize)> {
+        lock(&self.inner().devices).completed.get(&(irp as usize)).copied()
+    }
+
+    /// Panics if a device object, symbolic link, work item, NMR registration or ETW
+    /// registration is still alive.
+    ///
+    /// # Panics
+    /// On the first kind of leak found.
+    pub fn assert_no_object_leaks(&self) {
+        let devices = lock(&self.inner().devices);
+        assert!(devices.devices.is_empty(), "device objects not deleted: {:?}", devices.devices.values().collect::<Vec<_>>());
+        assert!(devices.links.is_empty(), "symbolic links not deleted: {:?}", devices.links);
+        drop(devices);
+        let items = self.inner().work.live_items();
+        assert!(items == 0, "{items} work item(s) not freed");
+        let nmr = self.nmr_registrations();
+        assert!(nmr.is_empty(), "NMR registrations not deregistered: {nmr:?}");
+        let etw = self.etw_registrations();
+        assert!(etw == 0, "{etw} ETW provider registration(s) not unregistered");
+    }
+}
+
+/// `IoCreateDevice`.
+///
+/// # Safety
+/// Kernel routine; arguments as documented.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn IoCreateDevice(
+    DriverObject: *mut DRIVER_OBJECT,
+    DeviceExtensionSize: u32,
+    DeviceName: *mut UNICODE_STRING,
+    DeviceType: u32,
+    DeviceCharacteristics: u32,
+    Exclusive: BOOLEAN,
+    DeviceObject: *mut *mut DEVICE_OBJECT,
+) -> NTSTATUS {
+    const API: &str = "IoCreateDevice";
+    require_irql(API, APC_LEVEL);
+    let _ = Exclusive;
+    if DriverObject.is_null() || DeviceObject.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: the caller passes NULL or a valid UNICODE_STRING.
+    let name = unsafe { read_unicode(DeviceName) };
+    let collision = with_kernel(API, |k| {
+        name.as_ref().is_some_and(|n| lock(&k.devices).devices.values().any(|d| d.as_deref() == Some(n.as_str())))
+    });
+    if collision {
+        return STATUS_OBJECT_NAME_COLLISION;
+    }
+    if with_kernel(API, |k| call_fails(k, API)) {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    let device_size = mem::size_of::<DEVICE_OBJECT>();
+    let p = pool_alloc(API, POOL_FLAG_NON_PAGED, device_size + DeviceExtensionSize as usize, DEVICE_TAG).cast::<DEVICE_OBJECT>();
+    if p.is_null() {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    // SAFETY: `p` is a zeroed allocation of a DEVICE_OBJECT plus its extension; the driver
+    // object is valid per the caller.
+    unsafe {
+        let device = &mut *p;
+        device.Type = 3;
+        #[expect(clippy::cast_possible_truncation, reason = "0x150 fits")]
+        let size = device_size as u16;
+        device.Size = size;
+        device.DriverObject = DriverObject;
+        device.NextDevice = (*DriverObject).DeviceObject;
+        device.Flags = DO_DEVICE_INITIALIZING;
+        device.Characteristics = DeviceCharacteristics;
+        device.DeviceType = DeviceType;
+        device.StackSize = 1;
+        device.AlignmentRequirement = 63;
+        device.DeviceExtension = if DeviceExtensionSize == 0 { ptr::null_mut() } else { p.cast::<u8>().add(device_size).cast::<c_void>() };
+        (*DriverObject).DeviceObject = p;
+        *DeviceObject = p;
+    }
+    with_kernel(API, |k| lock(&k.devices).devices.insert(p as usize, name));
+    STATUS_SUCCESS
+}
+
+/// `IoDeleteDevice`.
+///
+/// # Safety
+/// Kernel routine; `DeviceObject` came from `IoCreateDevice`.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn IoDeleteDevice(DeviceObject: *mut DEVICE_OBJECT) {
+    const API: &str = "IoDeleteDevice";
+    require_irql(API, APC_LEVEL);
+    let known = with_kernel(API, |k| lock(&k.devices).devices.remove(&(DeviceObject as usize)).is_some());
+    if !known {
+        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [DeviceObject as u64, 0, 0, 0], "IoDeleteDevice of an object that is not a live device");
+    }
+    // SAFETY: the device is live, so its driver object pointer and the list it is on are valid.
+    unsafe {
+        let driver = (*DeviceObject).DriverObject;
+        let mut link: *mut *mut DEVICE_OBJECT = ptr::addr_of_mut!((*driver).DeviceObject);
+        while !(*link).is_null() {
+            if *link == DeviceObject {
+                *link = (*DeviceObject).NextDevice;
+                break;
+            }
+            link = ptr::addr_of_mut!((**link).NextDevice);
+        }
+    }
+    pool_free(API, DeviceObject.cast(), Some(DEVICE_TAG));
+}
+
+/// `IoCreateSymbolicLink`.
+///
+/// # Safety
+/// Kernel routine; both strings are valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn IoCreateSymbolicLink(SymbolicLinkName: *mut UNICODE_STRING, DeviceName: *mut UNICODE_STRING) -> NTSTATUS {
+    const API: &str = "IoCreateSymbolicLink";
+    require_irql(API, PASSIVE_LEVEL);
+    // SAFETY: the caller passes valid strings.
+    let (Some(link), Some(device)) = (unsafe { read_unicode(SymbolicLinkName) }, unsafe { read_unicode(DeviceName) }) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    with_kernel(API, |k| {
+        if call_fails(k, API) {
+            return STATUS_INSUFFICIENT_RESOURCES;
+        }
+        let mut devices = lock(&k.devices);
+        if devices.links.contains_key(&link) {
+            return STATUS_OBJECT_NAME_COLLISION;
+        }
+        devices.links.insert(link, device);
+        STATUS_SUCCESS
+    })
+}
+
+/// `IoDeleteSymbolicLink`.
+///
+/// # Safety
+/// Kernel routine; the string is valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn IoDeleteSymbolicLink(SymbolicLinkName: *mut UNICODE_STRING) -> NTSTATUS {
+    const API: &str = "IoDeleteSymbolicLink";
+    require_irql(API, PASSIVE_LEVEL);
+    // SAFETY: the caller passes a valid string.
+    let Some(link) = (unsafe { read_unicode(SymbolicLinkName) }) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    with_kernel(API, |k| if lock(&k.devices).links.remove(&link).is_some() { STATUS_SUCCESS } else { STATUS_OBJECT_NAME_NOT_FOUND })
+}
+
+/// `IofCompleteRequest`.
+///
+/// # Safety
+/// Kernel routine; `Irp` is a valid IRP owned by the caller.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn IofCompleteRequest(Irp: *mut IRP, PriorityBoost: i8) {
+    const API: &str = "IofCompleteRequest";
+    require_irql(API, DISPATCH_LEVEL);
+    let _ = PriorityBoost;
+    // SAFETY: the caller owns a valid IRP; Status is the active member after completion.
+    let (status, information) = unsafe { ((*Irp).IoStatus.u.Status, (*Irp).IoStatus.Information) };
+    let again = with_kernel(API, |k| lock(&k.devices).completed.insert(Irp as usize, (status, information)).is_some());
+    if again {
+        bugcheck(API, MULTIPLE_IRP_COMPLETE_REQUESTS, [Irp as u64, 0, 0, 0], "IRP completed twice");
+    }
+}

@@ -1,0 +1,466 @@
+//! The simulated kernel instance, its per-thread binding, bug checks and fault injection.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::{env, fmt, process, thread};
+
+use ebpf_ext_sys::ntdef::{GUID, KIRQL};
+use ebpf_ext_sys::wdm::PASSIVE_LEVEL;
+
+use crate::devices::DeviceState;
+use crate::etw::EtwState;
+use crate::nmr::NmrState;
+use crate::pool::PoolState;
+use crate::workitem::WorkQueue;
+
+/// Settings of a simulated kernel, fixed when it is created.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Number of simulated processors (`KeQueryActiveProcessorCountEx`). Threads are given
+    /// processor numbers round-robin; a thread keeps its number for its lifetime.
+    pub processor_count: u32,
+    /// Number of system worker threads that run work items.
+    pub worker_threads: usize,
+    /// When true, `NmrDeregister*` returns `STATUS_SUCCESS` (instead of `STATUS_PENDING`) if
+    /// the registration had no bindings, as the user-mode NMRs of usersim and eBPF do. Real
+    /// `NETIO.SYS` documents only `STATUS_PENDING`; callers must accept both.
+    pub nmr_deregister_success_when_idle: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { processor_count: 4, worker_threads: 2, nmr_deregister_success_when_idle: false }
+    }
+}
+
+/// A bug check: what stopped the simulated machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BugCheck {
+    /// Bug check code (for example `0xC2` `BAD_POOL_CALLER`).
+    pub code: u32,
+    /// The four parameters.
+    pub parameters: [u64; 4],
+    /// The kernel routine that detected it.
+    pub api: String,
+    /// IRQL of the thread at the time.
+    pub irql: u8,
+    /// What went wrong, in words.
+    pub message: String,
+}
+
+impl fmt::Display for BugCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "*** STOP 0x{:08X} (0x{:X}, 0x{:X}, 0x{:X}, 0x{:X}) in {} at IRQL {}: {}",
+            self.code,
+            self.parameters[0],
+            self.parameters[1],
+            self.parameters[2],
+            self.parameters[3],
+            self.api,
+            self.irql,
+            self.message
+        )
+    }
+}
+
+/// A failure to inject: the N-th (1-based, counted from the moment it is injected) pool
+/// allocation, or the N-th call of a kernel routine that can fail on Windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Fail the N-th allocation: `ExAllocatePool2` and every routine that allocates
+    /// (`IoAllocateWorkItem`, `IoCreateDevice`, `EtwRegister`, `NmrRegister*`,
+    /// `ExAllocateCacheAwareRundownProtection`).
+    Allocation(u64),
+    /// Fail the N-th call of the named routine (see [`FAULTABLE_APIS`]).
+    Call(&'static str, u64),
+}
+
+/// Routines that can fail on Windows, and so can be fault-injected by name.
+pub const FAULTABLE_APIS: &[&str] = &[
+    "ExAllocatePool2",
+    "ExAllocateCacheAwareRundownProtection",
+    "IoAllocateWorkItem",
+    "IoCreateDevice",
+    "IoCreateSymbolicLink",
+    "EtwRegister",
+    "KeExpandKernelStackAndCalloutEx",
+    "NmrRegisterProvider",
+    "NmrRegisterClient",
+    "NmrClientAttachProvider",
+];
+
+#[derive(Default)]
+pub(crate) struct FaultState {
+    allocations: u64,
+    calls: HashMap<&'static str, u64>,
+    pending: Vec<(Fault, u64)>,
+    triggered: Vec<Fault>,
+}
+
+/// Shared state of one simulated kernel.
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) pool: Mutex<PoolState>,
+    pub(crate) faults: Mutex<FaultState>,
+    /// Rundown waiters and push-lock waiters sleep here; releasers notify.
+    pub(crate) wait_lock: Mutex<()>,
+    pub(crate) wait_cv: Condvar,
+    pub(crate) work: WorkQueue,
+    pub(crate) devices: Mutex<DeviceState>,
+    pub(crate) etw: Mutex<EtwState>,
+    pub(crate) nmr: Mutex<NmrState>,
+    pub(crate) nmr_cv: Condvar,
+    pub(crate) debug_output: Mutex<Vec<DebugMessage>>,
+    pub(crate) next_processor: AtomicU32,
+    pub(crate) stack_expansions: AtomicU64,
+}
+
+/// One `DbgPrintEx` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugMessage {
+    /// Component id.
+    pub component: u32,
+    /// Level or mask.
+    pub level: u32,
+    /// The text.
+    pub text: String,
+}
+
+/// Per-thread simulated CPU state.
+pub(crate) struct ThreadState {
+    pub(crate) irql: Cell<KIRQL>,
+    pub(crate) critical_region: Cell<u32>,
+    pub(crate) processor: Cell<Option<u32>>,
+    /// Addresses of spin locks and push locks this thread holds, with "exclusive".
+    pub(crate) held_locks: RefCell<Vec<(usize, bool)>>,
+    pub(crate) activity_id: Cell<GUID>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<Inner>>> = const { RefCell::new(None) };
+    pub(crate) static THREAD: ThreadState = const {
+        ThreadState {
+            irql: Cell::new(PASSIVE_LEVEL),
+            critical_region: Cell::new(0),
+            processor: Cell::new(None),
+            held_locks: RefCell::new(Vec::new()),
+            activity_id: Cell::new(GUID::NULL),
+        }
+    };
+}
+
+/// A simulated kernel. Create one per test; it binds itself to the creating thread, and the
+/// threads usersim starts (work items) inherit the binding. Kernel routines called on a thread
+/// with no kernel bound abort the process naming the routine.
+///
+/// Instances are independent: providers, allocations and injected faults of one are invisible
+/// to another.
+pub struct Kernel {
+    inner: Arc<Inner>,
+}
+
+impl Kernel {
+    /// A kernel with the default [`Config`], bound to the calling thread.
+    #[must_use]
+    pub fn new() -> Kernel {
+        Kernel::with_config(Config::default())
+    }
+
+    /// A kernel with the given settings, bound to the calling thread.
+    ///
+    /// # Panics
+    /// If `processor_count` or `worker_threads` is zero.
+    #[must_use]
+    pub fn with_config(config: Config) -> Kernel {
+        assert!(config.processor_count > 0, "a kernel needs a processor");
+        assert!(config.worker_threads > 0, "a kernel needs a worker thread");
+        let inner = Arc::new(Inner {
+            work: WorkQueue::new(),
+            config,
+            pool: Mutex::new(PoolState::default()),
+            faults: Mutex::new(FaultState::default()),
+            wait_lock: Mutex::new(()),
+            wait_cv: Condvar::new(),
+            devices: Mutex::new(DeviceState::default()),
+            etw: Mutex::new(EtwState::default()),
+            nmr: Mutex::new(NmrState::default()),
+            nmr_cv: Condvar::new(),
+            debug_output: Mutex::new(Vec::new()),
+            next_processor: AtomicU32::new(0),
+            stack_expansions: AtomicU64::new(0),
+        });
+        bind(Some(Arc::clone(&inner)));
+        Kernel { inner }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// Binds this kernel to the calling thread (a thread the test started itself).
+    pub fn bind_current_thread(&self) {
+        bind(Some(Arc::clone(&self.inner)));
+    }
+
+    /// Starts a thread bound to this kernel, at PASSIVE_LEVEL.
+    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+        let inner = Arc::clone(&self.inner);
+        thread::spawn(move || {
+            bind(Some(inner));
+            f()
+        })
+    }
+
+    /// Runs `f` on a scoped thread bound to this kernel.
+    pub fn scoped<'scope, 'env, T: Send + 'scope>(
+        &self,
+        scope: &'scope thread::Scope<'scope, 'env>,
+        f: impl FnOnce() -> T + Send + 'scope,
+    ) -> thread::ScopedJoinHandle<'scope, T> {
+        let inner = Arc::clone(&self.inner);
+        scope.spawn(move || {
+            bind(Some(inner));
+            let result = f();
+            bind(None);
+            result
+        })
+    }
+
+    /// Arms a fault; several may be armed at once.
+    ///
+    /// # Panics
+    /// If the count is zero or the routine cannot fail on Windows.
+    pub fn inject(&self, fault: Fault) {
+        let n = match fault {
+            Fault::Allocation(n) => n,
+            Fault::Call(api, n) => {
+                assert!(FAULTABLE_APIS.contains(&api), "{api} cannot fail on Windows; not injectable");
+                n
+            }
+        };
+        assert!(n > 0, "fault counts are 1-based");
+        let mut faults = lock(&self.inner.faults);
+        let base = match fault {
+            Fault::Allocation(_) => faults.allocations,
+            Fault::Call(api, _) => faults.calls.get(api).copied().unwrap_or(0),
+        };
+        faults.pending.push((fault, base + n));
+    }
+
+    /// Faults that have fired so far.
+    #[must_use]
+    pub fn faults_triggered(&self) -> Vec<Fault> {
+        lock(&self.inner.faults).triggered.clone()
+    }
+
+    /// Allocations made so far (the points a [`Fault::Allocation`] sweep covers).
+    #[must_use]
+    pub fn allocation_count(&self) -> u64 {
+        lock(&self.inner.faults).allocations
+    }
+
+    /// Calls of a fault-injectable routine made so far.
+    #[must_use]
+    pub fn call_count(&self, api: &str) -> u64 {
+        lock(&self.inner.faults).calls.get(api).copied().unwrap_or(0)
+    }
+
+    /// Times `KeExpandKernelStackAndCalloutEx` ran its callout.
+    #[must_use]
+    pub fn stack_expansions(&self) -> u64 {
+        self.inner.stack_expansions.load(Ordering::Relaxed)
+    }
+
+    /// `DbgPrintEx` output so far.
+    #[must_use]
+    pub fn debug_output(&self) -> Vec<DebugMessage> {
+        lock(&self.inner.debug_output).clone()
+    }
+
+    /// Blocks until every queued work item has run.
+    pub fn wait_for_work_items(&self) {
+        self.inner.work.wait_idle();
+    }
+}
+
+impl Default for Kernel {
+    fn default() -> Self {
+        Kernel::new()
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        self.inner.work.shutdown();
+        let is_current = CURRENT.with(|c| c.borrow().as_ref().is_some_and(|k| Arc::ptr_eq(k, &self.inner)));
+        if is_current {
+            bind(None);
+        }
+        lock(&self.inner.pool).release_all();
+    }
+}
+
+pub(crate) fn bind(inner: Option<Arc<Inner>>) {
+    CURRENT.with(|c| *c.borrow_mut() = inner);
+}
+
+/// Runs `f` with the kernel bound to this thread; aborts naming `api` if there is none.
+pub(crate) fn with_kernel<R>(api: &str, f: impl FnOnce(&Arc<Inner>) -> R) -> R {
+    // Borrowed, not cloned: cloning the Arc would write a cache line shared by every thread.
+    CURRENT.with(|c| match &*c.borrow() {
+        Some(inner) => f(inner),
+        None => {
+            eprintln!(
+                "usersim: {api} was called on a thread with no simulated kernel bound \
+                 (create a Kernel, or start the thread with Kernel::spawn)"
+            );
+            process::abort();
+        }
+    })
+}
+
+/// Aborts naming `api` if no kernel is bound, without touching the kernel (hot paths).
+pub(crate) fn require_bound(api: &str) {
+    let bound = CURRENT.with(|c| c.borrow().is_some());
+    if !bound {
+        with_kernel(api, |_| ());
+    }
+}
+
+/// Locks a mutex, ignoring poisoning (a panic elsewhere already failed the test).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Counts an allocation; true if an armed fault says it must fail.
+pub(crate) fn allocation_fails(inner: &Inner) -> bool {
+    let mut faults = lock(&inner.faults);
+    faults.allocations += 1;
+    let now = faults.allocations;
+    fire(&mut faults, |f| matches!(f, Fault::Allocation(_)), now)
+}
+
+/// Counts a call of a fault-injectable routine; true if it must fail.
+pub(crate) fn call_fails(inner: &Inner, api: &'static str) -> bool {
+    let mut faults = lock(&inner.faults);
+    let count = faults.calls.entry(api).or_insert(0);
+    *count += 1;
+    let now = *count;
+    fire(&mut faults, |f| matches!(f, Fault::Call(name, _) if *name == api), now)
+}
+
+fn fire(faults: &mut FaultState, kind: impl Fn(&Fault) -> bool, now: u64) -> bool {
+    if let Some(i) = faults.pending.iter().position(|(f, at)| kind(f) && *at == now) {
+        let (fault, _) = faults.pending.remove(i);
+        faults.triggered.push(fault);
+        true
+    } else {
+        false
+    }
+}
+
+/// The simulated IRQL of the calling thread.
+pub(crate) fn current_irql() -> KIRQL {
+    THREAD.with(|t| t.irql.get())
+}
+
+pub(crate) fn set_irql(irql: KIRQL) {
+    THREAD.with(|t| t.irql.set(irql));
+}
+
+/// Bug-checks if the calling thread's IRQL is above `max` for `api`.
+pub(crate) fn require_irql(api: &'static str, max: KIRQL) {
+    let irql = current_irql();
+    if irql > max {
+        bugcheck(
+            api,
+            ebpf_ext_sys::wdm::IRQL_NOT_LESS_OR_EQUAL,
+            [u64::from(irql), u64::from(max), 0, 0],
+            &format!("{api} called at IRQL {irql}, above its maximum {max}"),
+        );
+    }
+}
+
+/// Stops the simulated machine: prints the bug check (and a line the child-process helper
+/// parses) and aborts the process, as a bug check halts a machine.
+pub(crate) fn bugcheck(api: &str, code: u32, parameters: [u64; 4], message: &str) -> ! {
+    let check = BugCheck {
+        code,
+        parameters,
+        api: api.to_owned(),
+        irql: current_irql(),
+        message: message.to_owned(),
+    };
+    eprintln!("{check}");
+    eprintln!(
+        "{BUGCHECK_MARKER} code=0x{:X} p1=0x{:X} p2=0x{:X} p3=0x{:X} p4=0x{:X} irql={} api={} message={}",
+        check.code,
+        check.parameters[0],
+        check.parameters[1],
+        check.parameters[2],
+        check.parameters[3],
+        check.irql,
+        check.api,
+        check.message.replace('\n', " ")
+    );
+    process::abort();
+}
+
+const BUGCHECK_MARKER: &str = "USERSIM-BUGCHECK";
+const CHILD_ENV: &str = "EBPF_EXT_USERSIM_BUGCHECK_CHILD";
+
+/// Runs `scenario` in a child process, expecting it to bug-check, and returns the bug check.
+///
+/// `test_path` is the full name of the calling test as the test harness knows it (for example
+/// `"pool::double_free_bugchecks"` for a test in `tests/pool.rs`, or
+/// `"module::tests::name"` for a unit test). The child re-runs the test binary with that
+/// exact name; inside the child this function runs `scenario` directly. Everything the test
+/// did before calling this runs again in the child, so a kernel created there is bound there.
+///
+/// # Panics
+/// If the scenario finishes without a bug check, or the child cannot be started.
+pub fn expect_bugcheck(test_path: &str, scenario: impl FnOnce()) -> BugCheck {
+    if env::var(CHILD_ENV).is_ok_and(|v| v == test_path) {
+        scenario();
+        eprintln!("usersim: the scenario finished without a bug check");
+        process::exit(0);
+    }
+    let exe = env::current_exe().expect("path of the test binary");
+    let output = process::Command::new(exe)
+        .args([test_path, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, test_path)
+        .output()
+        .expect("start the child test process");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stderr.lines().chain(stdout.lines()).find(|l| l.starts_with(BUGCHECK_MARKER));
+    match line.and_then(parse_bugcheck_line) {
+        Some(check) => check,
+        None => panic!(
+            "expected a bug check from {test_path}; the child exited with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            output.status
+        ),
+    }
+}
+
+fn parse_bugcheck_line(line: &str) -> Option<BugCheck> {
+    let rest = line.strip_prefix(BUGCHECK_MARKER)?.trim_start();
+    let (head, message) = rest.split_once(" message=")?;
+    let mut values = HashMap::new();
+    for pair in head.split(' ') {
+        let (k, v) = pair.split_once('=')?;
+        values.insert(k, v);
+    }
+    let hex = |k: &str| u64::from_str_radix(values.get(k)?.trim_start_matches("0x"), 16).ok();
+    Some(BugCheck {
+        code: u32::try_from(hex("code")?).ok()?,
+        parameters: [hex("p1")?, hex("p2")?, hex("p3")?, hex("p4")?],
+        api: (*values.get("api")?).to_owned(),
+        irql: values.get("irql")?.parse().ok()?,
+        message: message.to_owned(),
+    })
+}

@@ -1,0 +1,43 @@
+//! A user-mode implementation of the Windows kernel routines that `ebpf-ext-sys` declares, so
+//! the SDK's kernel code runs unchanged in host tests.
+//!
+//! This is a simulation, not a mock: pool allocations are tagged, counted and poisoned on
+//! free; rundown references block and release like `EX_RUNDOWN_REF`; work items run on real
+//! worker threads; NMR matches providers and clients by NPI id and honours pending detaches;
+//! every thread has a simulated IRQL, and a routine called above its documented IRQL is a
+//! bug check. ETW events are captured and decoded from their TraceLogging metadata.
+//!
+//! # Runtime contract
+//!
+//! - A test creates a [`Kernel`], which binds itself to the creating thread. Threads usersim
+//!   starts inherit the binding; threads a test starts use [`Kernel::spawn`] or
+//!   [`Kernel::bind_current_thread`]. A kernel routine called on an unbound thread aborts the
+//!   process naming the routine.
+//! - A bug check prints the stop code, the routine and the IRQL, then aborts the process, as
+//!   it would halt a machine. Run tests one process per test (`cargo nextest`); a test that
+//!   expects a bug check runs the scenario in a child process with [`expect_bugcheck`].
+//! - Test binaries must reference this crate (`use ebpf_ext_usersim as _;`) or the linker
+//!   drops it and the kernel symbols are missing.
+//! - Only routines that can fail on Windows can be fault-injected ([`Fault`],
+//!   [`FAULTABLE_APIS`]).
+//!
+//! Every export is listed in [`exports::EXPORTS`] by module and name, so a loader can bind a
+//! driver image's imports to this implementation.
+#![expect(non_snake_case, reason = "kernel routines keep their parameter names")]
+
+mod cpu;
+mod devices;
+mod etw;
+pub mod exports;
+mod kernel;
+mod locks;
+mod misc;
+mod nmr;
+mod pool;
+mod rundown;
+mod workitem;
+
+pub use cpu::{critical_region_depth, set_current_irql};
+pub use devices::DriverObject;
+pub use kernel::{BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, expect_bugcheck};
+pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, tag_name};

@@ -1,0 +1,311 @@
+//! Run-down protection: `EX_RUNDOWN_REF` and the cache-aware variant.
+//!
+//! `EX_RUNDOWN_REF` uses Windows' encoding while no wait is in progress: references counted in
+//! steps of 2, bit 0 set once a wait has begun (from then on acquires fail). A waiter sleeps on
+//! the kernel's wait condition until the count drains; the release that drops the last
+//! reference under an active wait wakes it.
+//!
+//! The cache-aware reference keeps one counter per simulated processor, each on its own cache
+//! line, plus one "run-down active" flag. Acquire increments the current processor's counter
+//! and then checks the flag (undoing the increment if set); wait sets the flag and then sums
+//! the counters. Both sides use sequentially consistent operations, so either the waiter sees
+//! the increment or the acquirer sees the flag. A reference may be released on another
+//! processor than it was taken on: counters are signed and only their sum matters.
+
+use std::ffi::c_void;
+use std::mem::size_of;
+use std::ptr;
+use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ebpf_ext_sys::ntdef::{BOOLEAN, FALSE, TRUE};
+use ebpf_ext_sys::wdm::{
+    APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, EX_RUNDOWN_REF, EX_RUNDOWN_REF_CACHE_AWARE,
+    POOL_FLAG_CACHE_ALIGNED, POOL_FLAG_NON_PAGED, POOL_TYPE,
+};
+
+use crate::cpu::{current_processor, processor_count};
+use crate::kernel::{Inner, bugcheck, call_fails, lock, require_bound, require_irql, with_kernel};
+use crate::pool::{pool_alloc, pool_free};
+
+const ACTIVE: usize = 1;
+const ONE_REF: usize = 2;
+const CACHE_LINE: usize = 64;
+const CACHE_AWARE_MAGIC: u32 = 0x5275_6E43; // "CnuR"
+
+fn count_word<'a>(run_ref: *mut EX_RUNDOWN_REF) -> &'a AtomicUsize {
+    // SAFETY: callers pass a valid, aligned EX_RUNDOWN_REF that outlives the call; the kernel
+    // routines are the only writers while it is in use, and they write it atomically.
+    unsafe { AtomicUsize::from_ptr(ptr::addr_of_mut!((*run_ref).Count)) }
+}
+
+fn wake_waiters(k: &Inner) {
+    let _guard = lock(&k.wait_lock);
+    k.wait_cv.notify_all();
+}
+
+fn wait_until(k: &Inner, drained: impl Fn() -> bool) {
+    let mut guard = lock(&k.wait_lock);
+    while !drained() {
+        guard = k.wait_cv.wait_timeout(guard, Duration::from_millis(50)).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+    }
+}
+
+/// `ExInitializeRundownProtection`.
+///
+/// # Safety
+/// Kernel routine; `RunRef` is valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExInitializeRundownProtection(RunRef: *mut EX_RUNDOWN_REF) {
+    require_bound("ExInitializeRundownProtection");
+    require_irql("ExInitializeRundownProtection", APC_LEVEL);
+    count_word(RunRef).store(0, Ordering::Release);
+}
+
+/// `ExReInitializeRundownProtection`.
+///
+/// # Safety
+/// Kernel routine; `RunRef` is valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExReInitializeRundownProtection(RunRef: *mut EX_RUNDOWN_REF) {
+    const API: &str = "ExReInitializeRundownProtection";
+    require_bound(API);
+    require_irql(API, APC_LEVEL);
+    let word = count_word(RunRef);
+    let value = word.load(Ordering::Acquire);
+    if value != ACTIVE {
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [value as u64, RunRef as u64, 0, 0],
+            "re-initialised a rundown reference that was not run down",
+        );
+    }
+    word.store(0, Ordering::Release);
+}
+
+/// `ExAcquireRundownProtection`.
+///
+/// # Safety
+/// Kernel routine; `RunRef` is valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExAcquireRundownProtection(RunRef: *mut EX_RUNDOWN_REF) -> BOOLEAN {
+    require_bound("ExAcquireRundownProtection");
+    require_irql("ExAcquireRundownProtection", DISPATCH_LEVEL);
+    let word = count_word(RunRef);
+    let mut value = word.load(Ordering::Relaxed);
+    loop {
+        if value & ACTIVE != 0 {
+            return FALSE;
+        }
+        match word.compare_exchange_weak(value, value + ONE_REF, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return TRUE,
+            Err(seen) => value = seen,
+        }
+    }
+}
+
+/// `ExReleaseRundownProtection`.
+///
+/// # Safety
+/// Kernel routine; `RunRef` is valid and the caller holds a reference.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExReleaseRundownProtection(RunRef: *mut EX_RUNDOWN_REF) {
+    const API: &str = "ExReleaseRundownProtection";
+    require_bound(API);
+    require_irql(API, DISPATCH_LEVEL);
+    let old = count_word(RunRef).fetch_sub(ONE_REF, Ordering::Release);
+    if old < ONE_REF {
+        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [old as u64, RunRef as u64, 0, 0], "released a rundown reference that was not acquired");
+    }
+    if old == ACTIVE + ONE_REF {
+        with_kernel(API, |k| wake_waiters(k));
+    }
+}
+
+/// `ExWaitForRundownProtectionRelease`.
+///
+/// # Safety
+/// Kernel routine; `RunRef` is valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExWaitForRundownProtectionRelease(RunRef: *mut EX_RUNDOWN_REF) {
+    const API: &str = "ExWaitForRundownProtectionRelease";
+    require_irql(API, APC_LEVEL);
+    let word = count_word(RunRef);
+    word.fetch_or(ACTIVE, Ordering::AcqRel);
+    with_kernel(API, |k| wait_until(k, || word.load(Ordering::Acquire) == ACTIVE));
+}
+
+/// `ExRundownCompleted`.
+///
+/// # Safety
+/// Kernel routine; `RunRef` is valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExRundownCompleted(RunRef: *mut EX_RUNDOWN_REF) {
+    const API: &str = "ExRundownCompleted";
+    require_bound(API);
+    require_irql(API, APC_LEVEL);
+    let value = count_word(RunRef).load(Ordering::Acquire);
+    if value != ACTIVE {
+        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [value as u64, RunRef as u64, 0, 0], "ExRundownCompleted before the wait completed");
+    }
+}
+
+// ---- cache-aware ------------------------------------------------------------------------------
+
+/// Header of a cache-aware reference; the per-processor counters follow on their own cache
+/// lines.
+#[repr(C)]
+struct CacheAware {
+    magic: AtomicU32,
+    slots: u32,
+    /// Pool tag when allocated by `ExAllocateCacheAwareRundownProtection`, else 0.
+    pool_tag: u32,
+    active: AtomicUsize,
+    /// Offset from the header to the first counter (cache-line aligned).
+    first_slot: usize,
+}
+
+fn cache_aware_size(slots: u32) -> usize {
+    // Header, padding to reach a cache line boundary from any 8-aligned start, counters.
+    CACHE_LINE + CACHE_LINE + slots as usize * CACHE_LINE
+}
+
+fn cache_aware<'a>(api: &'static str, r: *mut EX_RUNDOWN_REF_CACHE_AWARE) -> &'a CacheAware {
+    if r.is_null() {
+        bugcheck(api, DRIVER_VERIFIER_DETECTED_VIOLATION, [0; 4], "NULL cache-aware rundown reference");
+    }
+    // SAFETY: non-null, and callers pass storage initialised by this module, which lays a
+    // `CacheAware` at its start; only atomics are written after initialisation.
+    let header = unsafe { &*r.cast::<CacheAware>() };
+    if header.magic.load(Ordering::Relaxed) != CACHE_AWARE_MAGIC {
+        bugcheck(api, DRIVER_VERIFIER_DETECTED_VIOLATION, [r as u64, 0, 0, 0], "cache-aware rundown reference used before initialisation");
+    }
+    header
+}
+
+fn slot(header: &CacheAware, index: u32) -> &AtomicIsize {
+    let base = ptr::from_ref(header).cast::<u8>();
+    // SAFETY: `first_slot + index * CACHE_LINE` lies inside the storage sized by
+    // `cache_aware_size(slots)` because `index < slots`; the slot is 64-byte aligned.
+    unsafe { &*base.add(header.first_slot + (index % header.slots) as usize * CACHE_LINE).cast::<AtomicIsize>() }
+}
+
+fn init_cache_aware(r: *mut EX_RUNDOWN_REF_CACHE_AWARE, slots: u32, pool_tag: u32) {
+    let base = r as usize;
+    let first = (base + size_of::<CacheAware>()).next_multiple_of(CACHE_LINE) - base;
+    // SAFETY: the storage is at least `cache_aware_size(slots)` bytes (checked or allocated by
+    // the callers) and 8-byte aligned; nothing else uses it yet.
+    unsafe {
+        ptr::write_bytes(r.cast::<u8>(), 0, first + slots as usize * CACHE_LINE);
+    }
+    let header = CacheAware { magic: AtomicU32::new(CACHE_AWARE_MAGIC), slots, pool_tag, active: AtomicUsize::new(0), first_slot: first };
+    // SAFETY: as above; the header fits before `first`.
+    unsafe { r.cast::<CacheAware>().write(header) };
+}
+
+/// `ExSizeOfRundownProtectionCacheAware`.
+#[unsafe(no_mangle)]
+pub extern "win64" fn ExSizeOfRundownProtectionCacheAware() -> usize {
+    require_irql("ExSizeOfRundownProtectionCacheAware", APC_LEVEL);
+    cache_aware_size(processor_count("ExSizeOfRundownProtectionCacheAware"))
+}
+
+/// `ExInitializeRundownProtectionCacheAware`.
+///
+/// # Safety
+/// Kernel routine; `RunRefCacheAware` points to `RunRefSize` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExInitializeRundownProtectionCacheAware(RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE, RunRefSize: usize) {
+    const API: &str = "ExInitializeRundownProtectionCacheAware";
+    require_irql(API, APC_LEVEL);
+    let slots = processor_count(API);
+    if RunRefSize < cache_aware_size(slots) || (RunRefCacheAware as usize) % 8 != 0 {
+        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [RunRefSize as u64, 0, 0, 0], "storage smaller than ExSizeOfRundownProtectionCacheAware() or misaligned");
+    }
+    init_cache_aware(RunRefCacheAware, slots, 0);
+}
+
+/// `ExAllocateCacheAwareRundownProtection`.
+#[unsafe(no_mangle)]
+pub extern "win64" fn ExAllocateCacheAwareRundownProtection(PoolType: POOL_TYPE, PoolTag: u32) -> *mut EX_RUNDOWN_REF_CACHE_AWARE {
+    const API: &str = "ExAllocateCacheAwareRundownProtection";
+    require_irql(API, APC_LEVEL);
+    let _ = PoolType;
+    if with_kernel(API, |k| call_fails(k, API)) || PoolTag == 0 {
+        return ptr::null_mut();
+    }
+    let slots = processor_count(API);
+    let p = pool_alloc(API, POOL_FLAG_NON_PAGED | POOL_FLAG_CACHE_ALIGNED, cache_aware_size(slots), PoolTag);
+    if !p.is_null() {
+        init_cache_aware(p.cast(), slots, PoolTag);
+    }
+    p.cast()
+}
+
+/// `ExFreeCacheAwareRundownProtection`.
+///
+/// # Safety
+/// Kernel routine; the reference came from `ExAllocateCacheAwareRundownProtection`.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExFreeCacheAwareRundownProtection(RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE) {
+    const API: &str = "ExFreeCacheAwareRundownProtection";
+    require_irql(API, APC_LEVEL);
+    let header = cache_aware(API, RunRefCacheAware);
+    let tag = header.pool_tag;
+    if tag == 0 {
+        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [RunRefCacheAware as u64, 0, 0, 0], "freeing a cache-aware reference that was not allocated by ExAllocateCacheAwareRundownProtection");
+    }
+    header.magic.store(0, Ordering::Relaxed);
+    pool_free(API, RunRefCacheAware.cast::<c_void>(), Some(tag));
+}
+
+/// `ExAcquireRundownProtectionCacheAware`.
+///
+/// # Safety
+/// Kernel routine; the reference is initialised.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExAcquireRundownProtectionCacheAware(RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE) -> BOOLEAN {
+    const API: &str = "ExAcquireRundownProtectionCacheAware";
+    require_bound(API);
+    require_irql(API, DISPATCH_LEVEL);
+    let header = cache_aware(API, RunRefCacheAware);
+    let counter = slot(header, current_processor(API));
+    counter.fetch_add(1, Ordering::SeqCst);
+    if header.active.load(Ordering::SeqCst) == 0 {
+        return TRUE;
+    }
+    counter.fetch_sub(1, Ordering::SeqCst);
+    with_kernel(API, |k| wake_waiters(k));
+    FALSE
+}
+
+/// `ExReleaseRundownProtectionCacheAware`.
+///
+/// # Safety
+/// Kernel routine; the caller holds a reference.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExReleaseRundownProtectionCacheAware(RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE) {
+    const API: &str = "ExReleaseRundownProtectionCacheAware";
+    require_bound(API);
+    require_irql(API, DISPATCH_LEVEL);
+    let header = cache_aware(API, RunRefCacheAware);
+    slot(header, current_processor(API)).fetch_sub(1, Ordering::SeqCst);
+    if header.active.load(Ordering::SeqCst) != 0 {
+        with_kernel(API, |k| wake_waiters(k));
+    }
+}
+
+/// `ExWaitForRundownProtectionReleaseCacheAware`.
+///
+/// # Safety
+/// Kernel routine; the reference is initialised.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExWaitForRundownProtectionReleaseCacheAware(RunRef: *mut EX_RUNDOWN_REF_CACHE_AWARE) {
+    const API: &str = "ExWaitForRundownProtectionReleaseCacheAware";
+    require_irql(API, APC_LEVEL);
+    let header = cache_aware(API, RunRef);
+    header.active.store(1, Ordering::SeqCst);
+    let outstanding = || (0..header.slots).map(|i| slot(header, i).load(Ordering::SeqCst)).fold(0isize, isize::wrapping_add);
+    with_kernel(API, |k| wait_until(k, || outstanding() == 0));
+}

@@ -1,0 +1,216 @@
+//! Work items: `IoAllocateWorkItem`, `IoQueueWorkItem`, `IoFreeWorkItem`, run on real worker
+//! threads bound to the kernel.
+//!
+//! A work item is marked "not queued" before its routine runs, so the routine may free or
+//! re-queue it. The routine must return at PASSIVE_LEVEL outside any critical region, or the
+//! worker bug-checks (`WORKER_THREAD_RETURNED_AT_BAD_IRQL`, 0xE1, as Windows does).
+
+use std::collections::{HashSet, VecDeque};
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, JoinHandle};
+use std::{mem, ptr};
+
+use ebpf_ext_sys::wdm::{
+    CustomPriorityWorkQueue, DEVICE_OBJECT, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, IO_WORKITEM_ROUTINE, MaximumWorkQueue,
+    PASSIVE_LEVEL, PIO_WORKITEM, POOL_FLAG_NON_PAGED, WORK_QUEUE_TYPE,
+};
+
+use crate::cpu::critical_region_depth;
+use crate::kernel::{Inner, bind, bugcheck, call_fails, current_irql, lock, require_irql, set_irql, with_kernel};
+use crate::pool::{pool_alloc, pool_free};
+
+const WORKER_THREAD_RETURNED_AT_BAD_IRQL: u32 = 0xE1;
+const WORKITEM_TAG: u32 = u32::from_le_bytes(*b"IoWk");
+
+#[repr(C)]
+struct WorkItem {
+    device: *mut DEVICE_OBJECT,
+    queued: AtomicBool,
+}
+
+struct Job {
+    item: usize,
+    routine: IO_WORKITEM_ROUTINE,
+    context: usize,
+    device: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Job>,
+    running: usize,
+    shutdown: bool,
+    live_items: HashSet<usize>,
+}
+
+pub(crate) struct WorkQueue {
+    state: Mutex<QueueState>,
+    cv: Condvar,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl WorkQueue {
+    pub(crate) fn new() -> Self {
+        WorkQueue { state: Mutex::new(QueueState::default()), cv: Condvar::new(), workers: Mutex::new(Vec::new()) }
+    }
+
+    pub(crate) fn wait_idle(&self) {
+        let mut state = lock(&self.state);
+        while !state.jobs.is_empty() || state.running > 0 {
+            state = self.cv.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    pub(crate) fn live_items(&self) -> usize {
+        lock(&self.state).live_items.len()
+    }
+
+    pub(crate) fn shutdown(&self) {
+        self.wait_idle();
+        lock(&self.state).shutdown = true;
+        self.cv.notify_all();
+        let workers = mem::take(&mut *lock(&self.workers));
+        let me = thread::current().id();
+        for worker in workers {
+            if worker.thread().id() != me {
+                let _ = worker.join();
+            }
+        }
+    }
+
+    fn start_workers(&self, inner: &Arc<Inner>) {
+        let mut workers = lock(&self.workers);
+        if !workers.is_empty() {
+            return;
+        }
+        for i in 0..inner.config.worker_threads {
+            let inner = Arc::clone(inner);
+            let handle = thread::Builder::new()
+                .name(format!("usersim-worker-{i}"))
+                .spawn(move || worker_main(&inner))
+                .expect("start a worker thread");
+            workers.push(handle);
+        }
+    }
+}
+
+fn worker_main(inner: &Arc<Inner>) {
+    bind(Some(Arc::clone(inner)));
+    let queue = &inner.work;
+    loop {
+        let job = {
+            let mut state = lock(&queue.state);
+            loop {
+                if let Some(job) = state.jobs.pop_front() {
+                    state.running += 1;
+                    // SAFETY: a queued item cannot be freed (IoFreeWorkItem bug-checks), so it
+                    // is live while its job is in the queue.
+                    let item = unsafe { &*(job.item as *const WorkItem) };
+                    item.queued.store(false, Ordering::Release);
+                    break Some(job);
+                }
+                if state.shutdown {
+                    break None;
+                }
+                state = queue.cv.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        };
+        let Some(job) = job else { break };
+        set_irql(PASSIVE_LEVEL);
+        // SAFETY: the routine and context were supplied by the driver to IoQueueWorkItem, which
+        // promises they stay valid until the routine runs.
+        unsafe { (job.routine)(job.device as *mut DEVICE_OBJECT, job.context as *mut c_void) };
+        let irql = current_irql();
+        if irql != PASSIVE_LEVEL || critical_region_depth() != 0 {
+            bugcheck(
+                "IoQueueWorkItem",
+                WORKER_THREAD_RETURNED_AT_BAD_IRQL,
+                [job.routine as usize as u64, u64::from(irql), job.item as u64, u64::from(critical_region_depth())],
+                "work item routine returned at raised IRQL or inside a critical region",
+            );
+        }
+        let mut state = lock(&queue.state);
+        state.running -= 1;
+        queue.cv.notify_all();
+    }
+    bind(None);
+}
+
+fn check_item(api: &'static str, inner: &Inner, item: PIO_WORKITEM) {
+    if item.is_null() || !lock(&inner.work.state).live_items.contains(&(item as usize)) {
+        bugcheck(api, DRIVER_VERIFIER_DETECTED_VIOLATION, [item as u64, 0, 0, 0], "not a live work item");
+    }
+}
+
+/// `IoAllocateWorkItem`.
+///
+/// # Safety
+/// Kernel routine; `DeviceObject` is a device object of the driver.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn IoAllocateWorkItem(DeviceObject: *mut DEVICE_OBJECT) -> PIO_WORKITEM {
+    const API: &str = "IoAllocateWorkItem";
+    require_irql(API, DISPATCH_LEVEL);
+    if DeviceObject.is_null() {
+        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [0; 4], "IoAllocateWorkItem with a NULL device object");
+    }
+    if with_kernel(API, |k| call_fails(k, API)) {
+        return ptr::null_mut();
+    }
+    let p = pool_alloc(API, POOL_FLAG_NON_PAGED, mem::size_of::<WorkItem>(), WORKITEM_TAG).cast::<WorkItem>();
+    if p.is_null() {
+        return ptr::null_mut();
+    }
+    // SAFETY: `p` is a fresh, suitably aligned allocation of a WorkItem.
+    unsafe { p.write(WorkItem { device: DeviceObject, queued: AtomicBool::new(false) }) };
+    with_kernel(API, |k| lock(&k.work.state).live_items.insert(p as usize));
+    p.cast()
+}
+
+/// `IoQueueWorkItem`.
+///
+/// # Safety
+/// Kernel routine; the item is live and not queued.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn IoQueueWorkItem(IoWorkItem: PIO_WORKITEM, WorkerRoutine: IO_WORKITEM_ROUTINE, QueueType: WORK_QUEUE_TYPE, Context: *mut c_void) {
+    const API: &str = "IoQueueWorkItem";
+    require_irql(API, DISPATCH_LEVEL);
+    let valid_queue = (0..MaximumWorkQueue).contains(&QueueType) || (CustomPriorityWorkQueue..CustomPriorityWorkQueue + 32).contains(&QueueType);
+    if !valid_queue {
+        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [QueueType as u64, 0, 0, 0], "invalid WORK_QUEUE_TYPE");
+    }
+    with_kernel(API, |k| {
+        check_item(API, k, IoWorkItem);
+        // SAFETY: `check_item` established that this is a live WorkItem.
+        let item = unsafe { &*IoWorkItem.cast::<WorkItem>() };
+        if item.queued.swap(true, Ordering::AcqRel) {
+            bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [IoWorkItem as u64, 0, 0, 0], "work item queued while already queued");
+        }
+        k.work.start_workers(k);
+        let mut state = lock(&k.work.state);
+        state.jobs.push_back(Job { item: IoWorkItem as usize, routine: WorkerRoutine, context: Context as usize, device: item.device as usize });
+        drop(state);
+        k.work.cv.notify_all();
+    });
+}
+
+/// `IoFreeWorkItem`.
+///
+/// # Safety
+/// Kernel routine; the item is live and not queued.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn IoFreeWorkItem(IoWorkItem: PIO_WORKITEM) {
+    const API: &str = "IoFreeWorkItem";
+    require_irql(API, DISPATCH_LEVEL);
+    with_kernel(API, |k| {
+        check_item(API, k, IoWorkItem);
+        // SAFETY: `check_item` established that this is a live WorkItem.
+        let item = unsafe { &*IoWorkItem.cast::<WorkItem>() };
+        if item.queued.load(Ordering::Acquire) {
+            bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [IoWorkItem as u64, 0, 0, 0], "work item freed while queued");
+        }
+        lock(&k.work.state).live_items.remove(&(IoWorkItem as usize));
+    });
+    pool_free(API, IoWorkItem.cast(), Some(WORKITEM_TAG));
+}
