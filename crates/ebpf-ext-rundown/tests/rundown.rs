@@ -1,0 +1,181 @@
+//! Rundown protection against usersim: counts, refusal after the wait begins, blocking waits,
+//! cross-thread release, reinitialisation and a bounded stress run.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
+use ebpf_ext_sys::Error;
+use ebpf_ext_usersim::{Fault, Kernel};
+
+const TAG: u32 = u32::from_le_bytes(*b"Rdt1");
+
+/// The raw count in Windows' encoding: references × 2, bit 0 = run-down active.
+fn raw(rundown: &Rundown) -> usize {
+    // SAFETY: reading the reference's word; the test holds no concurrent writers.
+    unsafe { (*rundown.as_ptr()).Count }
+}
+
+#[test]
+fn counts_follow_guards() {
+    let _k = Kernel::new();
+    let rundown = Rundown::new();
+    assert_eq!(raw(&rundown), 0);
+    let a = rundown.try_acquire().expect("acquire");
+    let b = rundown.try_acquire().expect("acquire");
+    assert_eq!(raw(&rundown), 4);
+    drop(a);
+    assert_eq!(raw(&rundown), 2);
+    drop(b);
+    assert_eq!(raw(&rundown), 0);
+    assert!(!rundown.is_run_down());
+    rundown.wait_for_release();
+    assert!(rundown.is_run_down());
+}
+
+#[test]
+fn acquire_refused_after_wait() {
+    let _k = Kernel::new();
+    let rundown = Rundown::new();
+    rundown.wait_for_release();
+    assert!(rundown.try_acquire().is_none());
+    // A second wait on a run-down reference returns at once.
+    rundown.wait_for_release();
+}
+
+#[test]
+fn wait_blocks_until_last_guard_drops() {
+    let kernel = Kernel::new();
+    let rundown = Rundown::new();
+    let first = rundown.try_acquire().expect("acquire");
+    let second = rundown.try_acquire().expect("acquire");
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        let waiter = kernel.scoped(s, || {
+            rundown.wait_for_release();
+            done.store(true, Ordering::SeqCst);
+        });
+        // Once the wait has begun, new acquires fail.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while raw(&rundown) & 1 == 0 {
+            assert!(Instant::now() < deadline, "the wait never began");
+            thread::yield_now();
+        }
+        assert!(rundown.try_acquire().is_none());
+        drop(first);
+        thread::sleep(Duration::from_millis(100));
+        assert!(!done.load(Ordering::SeqCst), "the wait returned with a guard outstanding");
+        drop(second);
+        waiter.join().expect("waiter");
+    });
+    assert!(done.load(Ordering::SeqCst));
+    assert!(rundown.is_run_down());
+}
+
+#[test]
+fn guard_released_on_another_thread() {
+    let kernel = Kernel::new();
+    let rundown = Rundown::new();
+    let guard = rundown.try_acquire().expect("acquire");
+    thread::scope(|s| {
+        kernel.scoped(s, move || drop(guard)).join().expect("release thread");
+    });
+    assert_eq!(raw(&rundown), 0);
+    rundown.wait_for_release();
+}
+
+#[test]
+fn reinitialize_only_after_run_down() {
+    let _k = Kernel::new();
+    let mut rundown = Rundown::new();
+    assert_eq!(rundown.reinitialize(), Err(Error::InvalidDeviceState));
+    rundown.wait_for_release();
+    rundown.reinitialize().expect("reinitialize");
+    assert!(!rundown.is_run_down());
+    let guard = rundown.try_acquire().expect("acquirable again");
+    drop(guard);
+    rundown.wait_for_release();
+}
+
+fn stress<G>(kernel: &Kernel, acquire: &(dyn Fn() -> Option<G> + Sync), wait: &(dyn Fn() + Sync)) -> u64 {
+    let acquired = AtomicU64::new(0);
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        for _ in 0..4 {
+            kernel.scoped(s, || {
+                for _ in 0..200_000 {
+                    match acquire() {
+                        Some(guard) => {
+                            acquired.fetch_add(1, Ordering::Relaxed);
+                            drop(guard);
+                        }
+                        None => {
+                            stop.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+        thread::sleep(Duration::from_millis(20));
+        wait();
+        // After the wait returns, nobody may acquire.
+        assert!(acquire().is_none());
+    });
+    acquired.load(Ordering::Relaxed)
+}
+
+#[test]
+fn stress_many_threads_then_wait() {
+    let kernel = Kernel::new();
+    let rundown = Rundown::new();
+    let n = stress(&kernel, &|| rundown.try_acquire(), &|| rundown.wait_for_release());
+    assert!(n > 0);
+    assert_eq!(raw(&rundown), 1, "run down with no references left");
+}
+
+#[test]
+fn cache_aware_contract() {
+    let kernel = Kernel::new();
+    let rundown = CacheAwareRundown::new(TAG).expect("allocate");
+    let guards: Vec<_> = (0..3).map(|_| rundown.try_acquire().expect("acquire")).collect();
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        let waiter = kernel.scoped(s, || {
+            rundown.wait_for_release();
+            done.store(true, Ordering::SeqCst);
+        });
+        thread::sleep(Duration::from_millis(50));
+        assert!(!done.load(Ordering::SeqCst));
+        // Released on other threads (other simulated processors) than they were taken on.
+        for guard in guards {
+            kernel.scoped(s, move || drop(guard)).join().expect("release");
+        }
+        waiter.join().expect("waiter");
+    });
+    assert!(rundown.is_run_down());
+    assert!(rundown.try_acquire().is_none());
+    drop(rundown);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn cache_aware_stress() {
+    let kernel = Kernel::new();
+    let rundown = CacheAwareRundown::new(TAG).expect("allocate");
+    let n = stress(&kernel, &|| rundown.try_acquire(), &|| rundown.wait_for_release());
+    assert!(n > 0);
+    drop(rundown);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn cache_aware_allocation_failure_is_an_error() {
+    let kernel = Kernel::new();
+    kernel.inject(Fault::Allocation(1));
+    assert!(matches!(CacheAwareRundown::new(TAG), Err(Error::InsufficientResources)));
+    let rundown = CacheAwareRundown::new(TAG).expect("second try succeeds");
+    drop(rundown);
+    kernel.assert_no_leaks();
+}
