@@ -313,13 +313,12 @@ pub(crate) fn with_kernel<R>(api: &str, f: impl FnOnce(&Arc<Inner>) -> R) -> R {
     // Borrowed, not cloned: cloning the Arc would write a cache line shared by every thread.
     CURRENT.with(|c| match &*c.borrow() {
         Some(inner) => f(inner),
-        None => {
-            eprintln!(
-                "usersim: {api} was called on a thread with no simulated kernel bound \
-                 (create a Kernel, or start the thread with Kernel::spawn)"
-            );
-            process::abort();
-        }
+        None => bugcheck(
+            api,
+            NO_KERNEL_BOUND,
+            [0; 4],
+            "called on a thread with no simulated kernel bound (create a Kernel, or start the thread with Kernel::spawn)",
+        ),
     })
 }
 
@@ -409,6 +408,10 @@ pub(crate) fn bugcheck(api: &str, code: u32, parameters: [u64; 4], message: &str
     );
     process::abort();
 }
+
+/// Code reported (through the bug-check path) when a kernel routine is called on a thread
+/// with no simulated kernel bound. Not a Windows bug check code.
+pub const NO_KERNEL_BOUND: u32 = 0;
 
 const BUGCHECK_MARKER: &str = "USERSIM-BUGCHECK";
 const CHILD_ENV: &str = "EBPF_EXT_USERSIM_BUGCHECK_CHILD";
