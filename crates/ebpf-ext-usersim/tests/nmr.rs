@@ -1,0 +1,320 @@
+//! NMR: attach in both registration orders, declined attaches, pending detaches completed
+//! from another thread, deregistration waits, cleanup callbacks and concurrent registration.
+
+use core::ffi::c_void;
+use core::ptr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::thread;
+
+use ebpf_ext_sys::netioddk::*;
+use ebpf_ext_sys::ntdef::{GUID, HANDLE};
+use ebpf_ext_sys::ntstatus::{STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING, STATUS_SUCCESS};
+use ebpf_ext_sys::ntdef::NTSTATUS;
+use ebpf_ext_usersim::{Config, Fault, Kernel};
+
+
+/// Handle-only NMR routines: usersim validates handles, so these are safe to call here.
+mod safe {
+    use ebpf_ext_sys::ntdef::{HANDLE, NTSTATUS};
+    pub(crate) fn NmrDeregisterProvider(h: HANDLE) -> NTSTATUS {
+        // SAFETY: usersim validates the handle and returns STATUS_INVALID_PARAMETER (or bug-checks) for a bad one.
+        unsafe { ebpf_ext_sys::netioddk::NmrDeregisterProvider(h) }
+    }
+    pub(crate) fn NmrWaitForProviderDeregisterComplete(h: HANDLE) -> NTSTATUS {
+        // SAFETY: usersim validates the handle and returns STATUS_INVALID_PARAMETER (or bug-checks) for a bad one.
+        unsafe { ebpf_ext_sys::netioddk::NmrWaitForProviderDeregisterComplete(h) }
+    }
+    pub(crate) fn NmrDeregisterClient(h: HANDLE) -> NTSTATUS {
+        // SAFETY: usersim validates the handle and returns STATUS_INVALID_PARAMETER (or bug-checks) for a bad one.
+        unsafe { ebpf_ext_sys::netioddk::NmrDeregisterClient(h) }
+    }
+    pub(crate) fn NmrWaitForClientDeregisterComplete(h: HANDLE) -> NTSTATUS {
+        // SAFETY: usersim validates the handle and returns STATUS_INVALID_PARAMETER (or bug-checks) for a bad one.
+        unsafe { ebpf_ext_sys::netioddk::NmrWaitForClientDeregisterComplete(h) }
+    }
+    pub(crate) fn NmrProviderDetachClientComplete(h: HANDLE) {
+        // SAFETY: usersim validates the handle and returns STATUS_INVALID_PARAMETER (or bug-checks) for a bad one.
+        unsafe { ebpf_ext_sys::netioddk::NmrProviderDetachClientComplete(h) }
+    }
+}
+
+const NPI: GUID = GUID::from_u128(0x1111_2222_3333_4444_5555_6666_7777_8888);
+const OTHER_NPI: GUID = GUID::from_u128(0x9999_2222_3333_4444_5555_6666_7777_8888);
+static MODULE: NPI_MODULEID = NPI_MODULEID::from_guid(GUID::from_u128(0xABCD));
+
+/// Test-side state of one provider or client.
+#[derive(Default)]
+struct Side {
+    accept: AtomicBool,
+    pend_detach: AtomicBool,
+    attached: AtomicU32,
+    detached: AtomicU32,
+    cleaned: AtomicU32,
+    binding: Mutex<Option<usize>>,
+}
+
+fn side(ctx: *mut c_void) -> &'static Side {
+    // SAFETY: every context registered by these tests is a leaked `Side`.
+    unsafe { &*ctx.cast::<Side>() }
+}
+
+unsafe extern "win64" fn provider_attach(
+    binding: HANDLE,
+    ctx: *mut c_void,
+    _client: *const NPI_REGISTRATION_INSTANCE,
+    _client_binding: *mut c_void,
+    _client_dispatch: *const c_void,
+    provider_binding: *mut *mut c_void,
+    provider_dispatch: *mut *const c_void,
+) -> NTSTATUS {
+    let s = side(ctx);
+    if !s.accept.load(Ordering::SeqCst) {
+        return STATUS_NOINTERFACE;
+    }
+    s.attached.fetch_add(1, Ordering::SeqCst);
+    *s.binding.lock().unwrap() = Some(binding as usize);
+    // SAFETY: NMR passes writable out slots.
+    unsafe {
+        *provider_binding = ctx;
+    }
+    // SAFETY: as above.
+    unsafe {
+        *provider_dispatch = ptr::null();
+    }
+    STATUS_SUCCESS
+}
+
+unsafe extern "win64" fn provider_detach(ctx: *mut c_void) -> NTSTATUS {
+    let s = side(ctx);
+    s.detached.fetch_add(1, Ordering::SeqCst);
+    if s.pend_detach.load(Ordering::SeqCst) { STATUS_PENDING } else { STATUS_SUCCESS }
+}
+
+unsafe extern "win64" fn provider_cleanup(ctx: *mut c_void) {
+    side(ctx).cleaned.fetch_add(1, Ordering::SeqCst);
+}
+
+unsafe extern "win64" fn client_attach(binding: HANDLE, ctx: *mut c_void, _provider: *const NPI_REGISTRATION_INSTANCE) -> NTSTATUS {
+    let s = side(ctx);
+    if !s.accept.load(Ordering::SeqCst) {
+        return STATUS_NOINTERFACE;
+    }
+    let mut provider_binding = ptr::null_mut();
+    let mut provider_dispatch = ptr::null();
+    // SAFETY: called from ClientAttachProvider with the binding handle NMR gave us.
+    let status = unsafe { NmrClientAttachProvider(binding, ctx, ptr::null(), &raw mut provider_binding, &raw mut provider_dispatch) };
+    if status == STATUS_SUCCESS {
+        s.attached.fetch_add(1, Ordering::SeqCst);
+        *s.binding.lock().unwrap() = Some(binding as usize);
+    }
+    status
+}
+
+unsafe extern "win64" fn client_detach(ctx: *mut c_void) -> NTSTATUS {
+    let s = side(ctx);
+    s.detached.fetch_add(1, Ordering::SeqCst);
+    if s.pend_detach.load(Ordering::SeqCst) { STATUS_PENDING } else { STATUS_SUCCESS }
+}
+
+unsafe extern "win64" fn client_cleanup(ctx: *mut c_void) {
+    side(ctx).cleaned.fetch_add(1, Ordering::SeqCst);
+}
+
+fn instance(npi: &'static GUID) -> NPI_REGISTRATION_INSTANCE {
+    NPI_REGISTRATION_INSTANCE {
+        Version: 0,
+        Size: 40,
+        NpiId: npi,
+        ModuleId: &raw const MODULE,
+        Number: 0,
+        NpiSpecificCharacteristics: ptr::null(),
+    }
+}
+
+fn new_side(accept: bool) -> &'static Side {
+    let s: &'static Side = Box::leak(Box::default());
+    s.accept.store(accept, Ordering::SeqCst);
+    s
+}
+
+fn register_provider(npi: &'static GUID, s: &'static Side) -> (NTSTATUS, HANDLE) {
+    let chars: &'static NPI_PROVIDER_CHARACTERISTICS = Box::leak(Box::new(NPI_PROVIDER_CHARACTERISTICS {
+        Version: 0,
+        Length: 72,
+        ProviderAttachClient: Some(provider_attach),
+        ProviderDetachClient: Some(provider_detach),
+        ProviderCleanupBindingContext: Some(provider_cleanup),
+        ProviderRegistrationInstance: instance(npi),
+    }));
+    let mut handle = ptr::null_mut();
+    // SAFETY: leaked characteristics and context outlive the registration.
+    let status = unsafe { NmrRegisterProvider(chars, ptr::from_ref(s).cast_mut().cast(), &raw mut handle) };
+    (status, handle)
+}
+
+fn register_client(npi: &'static GUID, s: &'static Side) -> (NTSTATUS, HANDLE) {
+    let chars: &'static NPI_CLIENT_CHARACTERISTICS = Box::leak(Box::new(NPI_CLIENT_CHARACTERISTICS {
+        Version: 0,
+        Length: 72,
+        ClientAttachProvider: Some(client_attach),
+        ClientDetachProvider: Some(client_detach),
+        ClientCleanupBindingContext: Some(client_cleanup),
+        ClientRegistrationInstance: instance(npi),
+    }));
+    let mut handle = ptr::null_mut();
+    // SAFETY: leaked characteristics and context outlive the registration.
+    let status = unsafe { NmrRegisterClient(chars, ptr::from_ref(s).cast_mut().cast(), &raw mut handle) };
+    (status, handle)
+}
+
+fn deregister_provider(h: HANDLE) {
+    let status = safe::NmrDeregisterProvider(h);
+    assert!(status == STATUS_PENDING || status == STATUS_SUCCESS, "{status:#x}");
+    assert_eq!(safe::NmrWaitForProviderDeregisterComplete(h), STATUS_SUCCESS);
+}
+
+fn deregister_client(h: HANDLE) {
+    let status = safe::NmrDeregisterClient(h);
+    assert!(status == STATUS_PENDING || status == STATUS_SUCCESS, "{status:#x}");
+    assert_eq!(safe::NmrWaitForClientDeregisterComplete(h), STATUS_SUCCESS);
+}
+
+#[test]
+fn attach_in_either_order_and_only_matching_npi() {
+    static NPI_ID: GUID = NPI;
+    static OTHER: GUID = OTHER_NPI;
+    let kernel = Kernel::new();
+    // Provider first.
+    let (p, c) = (new_side(true), new_side(true));
+    let (st, ph) = register_provider(&NPI_ID, p);
+    assert_eq!(st, STATUS_SUCCESS);
+    let (_, stranger_h) = register_client(&OTHER, new_side(true));
+    let (_, ch) = register_client(&NPI_ID, c);
+    assert_eq!((p.attached.load(Ordering::SeqCst), c.attached.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(kernel.nmr_binding_count(), 1);
+    deregister_client(ch);
+    assert_eq!((p.detached.load(Ordering::SeqCst), c.detached.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!((p.cleaned.load(Ordering::SeqCst), c.cleaned.load(Ordering::SeqCst)), (1, 1));
+    deregister_provider(ph);
+    // Client first.
+    let (p2, c2) = (new_side(true), new_side(true));
+    let (_, ch2) = register_client(&NPI_ID, c2);
+    assert_eq!(c2.attached.load(Ordering::SeqCst), 0);
+    let (_, ph2) = register_provider(&NPI_ID, p2);
+    assert_eq!((p2.attached.load(Ordering::SeqCst), c2.attached.load(Ordering::SeqCst)), (1, 1));
+    deregister_provider(ph2);
+    assert_eq!((p2.cleaned.load(Ordering::SeqCst), c2.cleaned.load(Ordering::SeqCst)), (1, 1));
+    deregister_client(ch2);
+    deregister_client(stranger_h);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn declined_attach_leaves_no_binding() {
+    static NPI_ID: GUID = NPI;
+    let kernel = Kernel::new();
+    let (p, c) = (new_side(false), new_side(true));
+    let (_, ph) = register_provider(&NPI_ID, p);
+    let (_, ch) = register_client(&NPI_ID, c);
+    assert_eq!(kernel.nmr_binding_count(), 0);
+    assert_eq!(c.attached.load(Ordering::SeqCst), 0);
+    deregister_client(ch);
+    deregister_provider(ph);
+    assert_eq!(p.detached.load(Ordering::SeqCst) + c.detached.load(Ordering::SeqCst), 0);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn pending_detach_completes_later_from_another_thread() {
+    static NPI_ID: GUID = NPI;
+    let kernel = Kernel::new();
+    let (p, c) = (new_side(true), new_side(true));
+    p.pend_detach.store(true, Ordering::SeqCst);
+    let (_, ph) = register_provider(&NPI_ID, p);
+    let (_, ch) = register_client(&NPI_ID, c);
+    assert_eq!(safe::NmrDeregisterProvider(ph), STATUS_PENDING);
+    assert_eq!(p.cleaned.load(Ordering::SeqCst), 0, "no cleanup before the pending detach completes");
+    let binding = p.binding.lock().unwrap().expect("bound");
+    let completer = kernel.spawn(move || {
+        thread::sleep(std::time::Duration::from_millis(50));
+        safe::NmrProviderDetachClientComplete(binding as HANDLE);
+    });
+    assert_eq!(safe::NmrWaitForProviderDeregisterComplete(ph), STATUS_SUCCESS);
+    completer.join().unwrap();
+    assert_eq!((p.cleaned.load(Ordering::SeqCst), c.cleaned.load(Ordering::SeqCst)), (1, 1));
+    deregister_client(ch);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn bad_handles_and_input() {
+    static NPI_ID: GUID = NPI;
+    let _kernel = Kernel::with_config(Config { nmr_deregister_success_when_idle: true, ..Config::default() });
+    assert_eq!(safe::NmrDeregisterProvider(0x1234 as HANDLE), STATUS_INVALID_PARAMETER);
+    assert_eq!(safe::NmrWaitForProviderDeregisterComplete(0x1234 as HANDLE), STATUS_INVALID_PARAMETER);
+    let mut h = ptr::null_mut();
+    // SAFETY: NULL characteristics are rejected before use.
+    assert_eq!(unsafe { NmrRegisterProvider(ptr::null(), ptr::null_mut(), &raw mut h) }, STATUS_INVALID_PARAMETER);
+    let (_, ph) = register_provider(&NPI_ID, new_side(true));
+    assert_eq!(safe::NmrWaitForProviderDeregisterComplete(ph), STATUS_INVALID_PARAMETER, "wait before deregister");
+    assert_eq!(safe::NmrDeregisterProvider(ph), STATUS_SUCCESS, "idle deregistration, when configured");
+    assert_eq!(safe::NmrDeregisterProvider(ph), STATUS_INVALID_PARAMETER, "twice");
+    assert_eq!(safe::NmrWaitForProviderDeregisterComplete(ph), STATUS_SUCCESS);
+    assert_eq!(safe::NmrWaitForProviderDeregisterComplete(ph), STATUS_INVALID_PARAMETER, "handle gone");
+}
+
+#[test]
+fn registration_faults() {
+    static NPI_ID: GUID = NPI;
+    let kernel = Kernel::new();
+    kernel.inject(Fault::Call("NmrRegisterProvider", 1));
+    assert_eq!(register_provider(&NPI_ID, new_side(true)).0, STATUS_INSUFFICIENT_RESOURCES);
+    let p = new_side(true);
+    let (_, ph) = register_provider(&NPI_ID, p);
+    kernel.inject(Fault::Call("NmrClientAttachProvider", 1));
+    let c = new_side(true);
+    let (st, ch) = register_client(&NPI_ID, c);
+    assert_eq!(st, STATUS_SUCCESS, "registration succeeds; the attach failed");
+    assert_eq!(kernel.nmr_binding_count(), 0);
+    deregister_client(ch);
+    deregister_provider(ph);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn leaked_registration_is_reported() {
+    static NPI_ID: GUID = NPI;
+    let kernel = Kernel::new();
+    let _ = register_provider(&NPI_ID, new_side(true));
+    let regs = kernel.nmr_registrations();
+    assert_eq!(regs.len(), 1);
+    assert_eq!((regs[0].kind, regs[0].npi_id, regs[0].deregistering), ("provider", NPI, false));
+}
+
+#[test]
+fn concurrent_register_and_deregister() {
+    static NPI_ID: GUID = NPI;
+    let kernel = Kernel::new();
+    let (_, ph) = register_provider(&NPI_ID, new_side(true));
+    thread::scope(|s| {
+        for _ in 0..4 {
+            kernel.scoped(s, || {
+                for _ in 0..200 {
+                    let c = new_side(true);
+                    let (_, ch) = register_client(&NPI_ID, c);
+                    deregister_client(ch);
+                    assert_eq!(c.attached.load(Ordering::SeqCst), c.cleaned.load(Ordering::SeqCst));
+                }
+            });
+        }
+        kernel.scoped(s, || {
+            for _ in 0..100 {
+                let (_, h) = register_provider(&NPI_ID, new_side(true));
+                deregister_provider(h);
+            }
+        });
+    });
+    deregister_provider(ph);
+    kernel.assert_no_leaks();
+}
