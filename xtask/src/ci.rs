@@ -25,7 +25,14 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     if !options.tests_only {
         run(Command::new(&cargo).args(["fmt", "--all", "--", "--check"]))?;
-        run(Command::new(&cargo).args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+        run(Command::new(&cargo).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
     }
     run(Command::new(&cargo).args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
     check_driver_target()?;
@@ -39,9 +46,16 @@ fn no_std_crates(root: &Path) -> Result<Vec<String>> {
     for entry in std::fs::read_dir(root.join("crates")).context("list crates/")? {
         let dir = entry?.path();
         let lib = dir.join("src").join("lib.rs");
-        let Ok(source) = std::fs::read_to_string(&lib) else { continue };
+        let Ok(source) = std::fs::read_to_string(&lib) else {
+            continue;
+        };
         if source.lines().any(|l| l.trim() == "#![no_std]") {
-            crates.push(dir.file_name().expect("crate dir").to_string_lossy().into_owned());
+            crates.push(
+                dir.file_name()
+                    .expect("crate dir")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
         }
     }
     crates.sort();
@@ -58,7 +72,10 @@ fn driver_toolchain() -> Result<(PathBuf, PathBuf)> {
     if !cargo.is_file() || !rustc.is_file() {
         bail!("no system Rust toolchain at /usr/bin; {hint}");
     }
-    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().context("run rustc --print sysroot")?;
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .context("run rustc --print sysroot")?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
         bail!("the system Rust toolchain has no library sources (needed for -Zbuild-std); {hint}");
@@ -73,12 +90,19 @@ pub(crate) fn check_driver_target() -> Result<()> {
     let target_dir = root.join("target").join("driver-check");
     for krate in no_std_crates(&root)? {
         let mut cmd = Command::new(&cargo);
-        cmd.args(["check", "--target", DRIVER_TARGET, "-Zbuild-std=core,alloc", "--package", &krate])
-            .env("RUSTC_BOOTSTRAP", "1")
-            .env("RUSTC", &rustc)
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .env_remove("CARGO")
-            .env("CARGO_TARGET_DIR", &target_dir);
+        cmd.args([
+            "check",
+            "--target",
+            DRIVER_TARGET,
+            "-Zbuild-std=core,alloc",
+            "--package",
+            &krate,
+        ])
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("RUSTC", &rustc)
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env("CARGO_TARGET_DIR", &target_dir);
         if let Some((_, features)) = DRIVER_FEATURES.iter().find(|(name, _)| *name == krate) {
             cmd.args(["--features", features]);
         }

@@ -7,7 +7,10 @@ use anyhow::{Context, Result, bail};
 
 /// The workspace root (the parent of this crate).
 pub(crate) fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 /// Runs a command in the workspace root, echoing it; an error names the command and status.
@@ -15,7 +18,9 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     cmd.current_dir(workspace_root());
     let shown = format!("{cmd:?}");
     eprintln!("\n==> {shown}");
-    let status = cmd.status().with_context(|| format!("could not start {shown}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {shown}"))?;
     if !status.success() {
         bail!("{shown} failed ({status})");
     }

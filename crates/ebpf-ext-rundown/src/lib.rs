@@ -27,10 +27,12 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use ebpf_ext_sys::wdm::{
-    EX_RUNDOWN_REF, EX_RUNDOWN_REF_CACHE_AWARE, ExAcquireRundownProtection, ExAcquireRundownProtectionCacheAware,
-    ExAllocateCacheAwareRundownProtection, ExFreeCacheAwareRundownProtection, ExInitializeRundownProtection,
-    ExReInitializeRundownProtection, ExReleaseRundownProtection, ExReleaseRundownProtectionCacheAware,
-    ExWaitForRundownProtectionRelease, ExWaitForRundownProtectionReleaseCacheAware, NonPagedPoolNx,
+    EX_RUNDOWN_REF, EX_RUNDOWN_REF_CACHE_AWARE, ExAcquireRundownProtection,
+    ExAcquireRundownProtectionCacheAware, ExAllocateCacheAwareRundownProtection,
+    ExFreeCacheAwareRundownProtection, ExInitializeRundownProtection,
+    ExReInitializeRundownProtection, ExReleaseRundownProtection,
+    ExReleaseRundownProtectionCacheAware, ExWaitForRundownProtectionRelease,
+    ExWaitForRundownProtectionReleaseCacheAware, NonPagedPoolNx,
 };
 use ebpf_ext_sys::{Error, Result};
 
@@ -59,7 +61,11 @@ impl Rundown {
     /// ≤ APC_LEVEL.
     #[must_use]
     pub fn new() -> Self {
-        let rundown = Rundown { inner: UnsafeCell::new(EX_RUNDOWN_REF::default()), run_down: AtomicBool::new(false), _pin: PhantomPinned };
+        let rundown = Rundown {
+            inner: UnsafeCell::new(EX_RUNDOWN_REF::default()),
+            run_down: AtomicBool::new(false),
+            _pin: PhantomPinned,
+        };
         // SAFETY: `inner` is valid, exclusively ours, and initialising a zeroed reference is
         // always allowed. INVARIANT: the reference is initialised from here on.
         unsafe { ExInitializeRundownProtection(rundown.inner.get()) };
@@ -78,7 +84,11 @@ impl Rundown {
         // SAFETY: the reference is initialised (type invariant).
         let acquired = unsafe { ExAcquireRundownProtection(self.inner.get()) } != 0;
         // Not `then_some`: that would build (and drop, releasing) a guard on failure too.
-        if acquired { Some(RundownGuard { rundown: self }) } else { None }
+        if acquired {
+            Some(RundownGuard { rundown: self })
+        } else {
+            None
+        }
     }
 
     /// Refuses new references and blocks until every guard is dropped
@@ -178,7 +188,10 @@ impl CacheAwareRundown {
         let raw = unsafe { ExAllocateCacheAwareRundownProtection(NonPagedPoolNx, pool_tag) };
         // INVARIANT: a non-null result is an initialised reference we own.
         let inner = NonNull::new(raw).ok_or(Error::InsufficientResources)?;
-        Ok(CacheAwareRundown { inner, run_down: AtomicBool::new(false) })
+        Ok(CacheAwareRundown {
+            inner,
+            run_down: AtomicBool::new(false),
+        })
     }
 
     /// Takes a reference unless a wait has begun; released when the guard drops.
@@ -190,7 +203,11 @@ impl CacheAwareRundown {
     pub fn try_acquire(&self) -> Option<CacheAwareRundownGuard<'_>> {
         // SAFETY: `inner` is a live, initialised reference (type invariant).
         let acquired = unsafe { ExAcquireRundownProtectionCacheAware(self.inner.as_ptr()) } != 0;
-        if acquired { Some(CacheAwareRundownGuard { rundown: self }) } else { None }
+        if acquired {
+            Some(CacheAwareRundownGuard { rundown: self })
+        } else {
+            None
+        }
     }
 
     /// Refuses new references and blocks until every guard is dropped.

@@ -65,7 +65,10 @@ fn wait_blocks_until_last_guard_drops() {
         assert!(rundown.try_acquire().is_none());
         drop(first);
         thread::sleep(Duration::from_millis(100));
-        assert!(!done.load(Ordering::SeqCst), "the wait returned with a guard outstanding");
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "the wait returned with a guard outstanding"
+        );
         drop(second);
         waiter.join().expect("waiter");
     });
@@ -79,7 +82,10 @@ fn guard_released_on_another_thread() {
     let rundown = Rundown::new();
     let guard = rundown.try_acquire().expect("acquire");
     thread::scope(|s| {
-        kernel.scoped(s, move || drop(guard)).join().expect("release thread");
+        kernel
+            .scoped(s, move || drop(guard))
+            .join()
+            .expect("release thread");
     });
     assert_eq!(raw(&rundown), 0);
     rundown.wait_for_release();
@@ -98,7 +104,11 @@ fn reinitialize_only_after_run_down() {
     rundown.wait_for_release();
 }
 
-fn stress<G>(kernel: &Kernel, acquire: &(dyn Fn() -> Option<G> + Sync), wait: &(dyn Fn() + Sync)) -> u64 {
+fn stress<G>(
+    kernel: &Kernel,
+    acquire: &(dyn Fn() -> Option<G> + Sync),
+    wait: &(dyn Fn() + Sync),
+) -> u64 {
     let acquired = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     thread::scope(|s| {
@@ -130,7 +140,9 @@ fn stress<G>(kernel: &Kernel, acquire: &(dyn Fn() -> Option<G> + Sync), wait: &(
 fn stress_many_threads_then_wait() {
     let kernel = Kernel::new();
     let rundown = Rundown::new();
-    let n = stress(&kernel, &|| rundown.try_acquire(), &|| rundown.wait_for_release());
+    let n = stress(&kernel, &|| rundown.try_acquire(), &|| {
+        rundown.wait_for_release()
+    });
     assert!(n > 0);
     assert_eq!(raw(&rundown), 1, "run down with no references left");
 }
@@ -139,7 +151,9 @@ fn stress_many_threads_then_wait() {
 fn cache_aware_contract() {
     let kernel = Kernel::new();
     let rundown = CacheAwareRundown::new(TAG).expect("allocate");
-    let guards: Vec<_> = (0..3).map(|_| rundown.try_acquire().expect("acquire")).collect();
+    let guards: Vec<_> = (0..3)
+        .map(|_| rundown.try_acquire().expect("acquire"))
+        .collect();
     let done = AtomicBool::new(false);
     thread::scope(|s| {
         let waiter = kernel.scoped(s, || {
@@ -150,7 +164,10 @@ fn cache_aware_contract() {
         assert!(!done.load(Ordering::SeqCst));
         // Released on other threads (other simulated processors) than they were taken on.
         for guard in guards {
-            kernel.scoped(s, move || drop(guard)).join().expect("release");
+            kernel
+                .scoped(s, move || drop(guard))
+                .join()
+                .expect("release");
         }
         waiter.join().expect("waiter");
     });
@@ -164,7 +181,9 @@ fn cache_aware_contract() {
 fn cache_aware_stress() {
     let kernel = Kernel::new();
     let rundown = CacheAwareRundown::new(TAG).expect("allocate");
-    let n = stress(&kernel, &|| rundown.try_acquire(), &|| rundown.wait_for_release());
+    let n = stress(&kernel, &|| rundown.try_acquire(), &|| {
+        rundown.wait_for_release()
+    });
     assert!(n > 0);
     drop(rundown);
     kernel.assert_no_leaks();
@@ -174,7 +193,10 @@ fn cache_aware_stress() {
 fn cache_aware_allocation_failure_is_an_error() {
     let kernel = Kernel::new();
     kernel.inject(Fault::Allocation(1));
-    assert!(matches!(CacheAwareRundown::new(TAG), Err(Error::InsufficientResources)));
+    assert!(matches!(
+        CacheAwareRundown::new(TAG),
+        Err(Error::InsufficientResources)
+    ));
     let rundown = CacheAwareRundown::new(TAG).expect("second try succeeds");
     drop(rundown);
     kernel.assert_no_leaks();

@@ -93,7 +93,8 @@ pub struct ebpf_extension_program_dispatch_table_t {
     /// Invoke (offset 8, the only entry both C extensions read).
     pub ebpf_program_invoke_function: Option<ebpf_program_invoke_function_t>,
     /// Batch begin.
-    pub ebpf_program_batch_begin_invoke_function: Option<ebpf_program_batch_begin_invoke_function_t>,
+    pub ebpf_program_batch_begin_invoke_function:
+        Option<ebpf_program_batch_begin_invoke_function_t>,
     /// Batch invoke.
     pub ebpf_program_batch_invoke_function: Option<ebpf_program_batch_invoke_function_t>,
     /// Batch end.

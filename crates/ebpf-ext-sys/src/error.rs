@@ -55,8 +55,14 @@
 //! The core's forward table checks `result > count` rather than `>=`, so it would read past
 //! its table for the value 35; this mapping treats 35 as unknown.
 
-use crate::ebpf_result::{EBPF_FAILED, EBPF_RESULT_COUNT, EBPF_RESULT_TO_NTSTATUS, EBPF_SUCCESS, ebpf_result_t};
+use crate::ebpf_result::{
+    EBPF_FAILED, EBPF_RESULT_COUNT, EBPF_RESULT_TO_NTSTATUS, EBPF_SUCCESS, ebpf_result_t,
+};
 use crate::ntdef::{NT_SUCCESS, NTSTATUS};
+#[expect(
+    clippy::wildcard_imports,
+    reason = "the mapping names most status codes"
+)]
 use crate::ntstatus::*;
 
 /// `Result` with the SDK's [`Error`].
@@ -186,7 +192,11 @@ impl Error {
     /// # Errors
     /// The error for any status with `NT_SUCCESS(status) == false`.
     pub const fn from_ntstatus(status: NTSTATUS) -> Result<NTSTATUS> {
-        if NT_SUCCESS(status) { Ok(status) } else { Err(Error::from_status_code(status)) }
+        if NT_SUCCESS(status) {
+            Ok(status)
+        } else {
+            Err(Error::from_status_code(status))
+        }
     }
 
     /// `Ok` for `EBPF_SUCCESS`, else the error the core's mapping gives; an unknown code is
@@ -223,7 +233,11 @@ pub const fn ntstatus_to_ebpf_result(status: NTSTATUS) -> ebpf_result_t {
     let mut i = 0;
     while i < EBPF_RESULT_TO_NTSTATUS.len() {
         if EBPF_RESULT_TO_NTSTATUS[i] == status {
-            #[expect(clippy::cast_possible_truncation, clippy::cast_possible_wrap, reason = "i < 35")]
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_possible_wrap,
+                reason = "i < 35"
+            )]
             let result = i as ebpf_result_t;
             return result;
         }
@@ -240,6 +254,7 @@ impl From<Error> for NTSTATUS {
 
 #[cfg(test)]
 mod tests {
+    #![expect(clippy::wildcard_imports, reason = "tests name many codes")]
     use super::*;
     use crate::ebpf_result::*;
 
@@ -259,21 +274,45 @@ mod tests {
     #[test]
     fn reference_rows() {
         assert_eq!(ebpf_result_to_ntstatus(EBPF_NO_MEMORY), STATUS_NO_MEMORY);
-        assert_eq!(ebpf_result_to_ntstatus(EBPF_INVALID_ARGUMENT), STATUS_INVALID_PARAMETER);
-        assert_eq!(ebpf_result_to_ntstatus(EBPF_KEY_NOT_FOUND), STATUS_NOT_FOUND);
-        assert_eq!(ebpf_result_to_ntstatus(EBPF_EXTENSION_FAILED_TO_LOAD), STATUS_DRIVER_UNABLE_TO_LOAD);
-        assert_eq!(ebpf_result_to_ntstatus(EBPF_INVALID_STATE), STATUS_INVALID_STATE_TRANSITION);
+        assert_eq!(
+            ebpf_result_to_ntstatus(EBPF_INVALID_ARGUMENT),
+            STATUS_INVALID_PARAMETER
+        );
+        assert_eq!(
+            ebpf_result_to_ntstatus(EBPF_KEY_NOT_FOUND),
+            STATUS_NOT_FOUND
+        );
+        assert_eq!(
+            ebpf_result_to_ntstatus(EBPF_EXTENSION_FAILED_TO_LOAD),
+            STATUS_DRIVER_UNABLE_TO_LOAD
+        );
+        assert_eq!(
+            ebpf_result_to_ntstatus(EBPF_INVALID_STATE),
+            STATUS_INVALID_STATE_TRANSITION
+        );
         assert_eq!(ebpf_result_to_ntstatus(EBPF_PENDING), STATUS_PENDING);
-        assert_eq!(ntstatus_to_ebpf_result(STATUS_INSUFFICIENT_RESOURCES), EBPF_OUT_OF_SPACE);
+        assert_eq!(
+            ntstatus_to_ebpf_result(STATUS_INSUFFICIENT_RESOURCES),
+            EBPF_OUT_OF_SPACE
+        );
     }
 
     #[test]
     fn unknown_codes_are_generic_errors() {
         assert_eq!(ebpf_result_to_ntstatus(-1), STATUS_UNSUCCESSFUL);
-        assert_eq!(ebpf_result_to_ntstatus(EBPF_RESULT_COUNT), STATUS_UNSUCCESSFUL);
+        assert_eq!(
+            ebpf_result_to_ntstatus(EBPF_RESULT_COUNT),
+            STATUS_UNSUCCESSFUL
+        );
         assert_eq!(ebpf_result_to_ntstatus(i32::MAX), STATUS_UNSUCCESSFUL);
         assert_eq!(Error::from_ebpf_result(12345), Err(Error::Unsuccessful));
-        for status in [STATUS_NOINTERFACE, STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_BUFFER_SIZE, STATUS_DEVICE_NOT_READY, STATUS_OBJECT_NAME_COLLISION] {
+        for status in [
+            STATUS_NOINTERFACE,
+            STATUS_BUFFER_TOO_SMALL,
+            STATUS_INVALID_BUFFER_SIZE,
+            STATUS_DEVICE_NOT_READY,
+            STATUS_OBJECT_NAME_COLLISION,
+        ] {
             assert_eq!(ntstatus_to_ebpf_result(status), EBPF_FAILED);
         }
         let odd = 0xC0DE_0001_u32.cast_signed();
@@ -286,7 +325,10 @@ mod tests {
         assert_eq!(Error::from_ntstatus(STATUS_SUCCESS), Ok(STATUS_SUCCESS));
         assert_eq!(Error::from_ntstatus(STATUS_PENDING), Ok(STATUS_PENDING));
         assert_eq!(Error::from_ntstatus(STATUS_NO_MEMORY), Err(Error::NoMemory));
-        assert_eq!(Error::from_ntstatus(STATUS_NOINTERFACE), Err(Error::NoInterface));
+        assert_eq!(
+            Error::from_ntstatus(STATUS_NOINTERFACE),
+            Err(Error::NoInterface)
+        );
         let api = Error::api("NmrRegisterProvider", STATUS_INSUFFICIENT_RESOURCES);
         assert_eq!(NTSTATUS::from(api), STATUS_INSUFFICIENT_RESOURCES);
         assert_eq!(api.ebpf_result(), EBPF_OUT_OF_SPACE);

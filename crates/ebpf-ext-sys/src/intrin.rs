@@ -24,7 +24,6 @@ pub fn KeGetCurrentIrql() -> KIRQL {
     #[expect(clippy::cast_possible_truncation, reason = "masked to 4 bits")]
     let irql = (cr8 & 0xF) as KIRQL;
     irql
-
 }
 
 /// `KeGetCurrentIrql()`: the current processor's IRQL.

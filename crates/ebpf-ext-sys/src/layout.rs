@@ -11,6 +11,11 @@
 //! and 0x148 in mingw, which omits `DECLSPEC_ALIGN(MEMORY_ALLOCATION_ALIGNMENT)`; its field
 //! offsets agree and are checked.
 
+#![expect(
+    clippy::wildcard_imports,
+    reason = "the table names types from every header module"
+)]
+
 use crate::ebpf_extension::*;
 use crate::ebpf_program_types::*;
 use crate::ebpf_windows::*;

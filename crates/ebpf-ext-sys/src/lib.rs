@@ -12,7 +12,12 @@
 //!
 //! The only platform `cfg` in this crate is the IRQL intrinsic in [`intrin`].
 #![no_std]
-#![expect(non_snake_case, non_camel_case_types, non_upper_case_globals, reason = "C names are kept")]
+#![expect(
+    non_snake_case,
+    non_camel_case_types,
+    non_upper_case_globals,
+    reason = "C names are kept"
+)]
 
 #[macro_use]
 mod macros;
@@ -46,11 +51,19 @@ pub struct Import {
 }
 
 /// `DbgPrintEx` is declared by hand (it is variadic), so it is listed here.
-const VARIADIC_IMPORTS: &[Import] = &[Import { module: "ntoskrnl.exe", name: "DbgPrintEx" }];
+const VARIADIC_IMPORTS: &[Import] = &[Import {
+    module: "ntoskrnl.exe",
+    name: "DbgPrintEx",
+}];
 
 /// Every kernel routine declared in this crate, grouped by declaring module. This is the list
 /// a driver may import, the list usersim must implement, and the source of the `.def` files.
-pub const IMPORTS: &[&[Import]] = &[wdm::IMPORTS, VARIADIC_IMPORTS, ntddk::IMPORTS, netioddk::IMPORTS];
+pub const IMPORTS: &[&[Import]] = &[
+    wdm::IMPORTS,
+    VARIADIC_IMPORTS,
+    ntddk::IMPORTS,
+    netioddk::IMPORTS,
+];
 
 /// Iterates over [`IMPORTS`].
 pub fn imports() -> impl Iterator<Item = &'static Import> {

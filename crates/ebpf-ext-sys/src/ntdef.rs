@@ -49,7 +49,10 @@ impl GUID {
     /// Builds a GUID from its textual form read as one 128-bit number:
     /// `2934ad50-2154-44b6-9622-6c528c068411` is `0x2934ad50_2154_44b6_9622_6c528c068411`.
     #[must_use]
-    #[expect(clippy::cast_possible_truncation, reason = "each field takes its own bits")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "each field takes its own bits"
+    )]
     pub const fn from_u128(value: u128) -> GUID {
         let tail = (value as u64).to_be_bytes();
         GUID {

@@ -129,7 +129,8 @@ pub struct IO_WORKITEM {
 pub type PIO_WORKITEM = *mut IO_WORKITEM;
 
 /// `IO_WORKITEM_ROUTINE`: runs at PASSIVE_LEVEL in a system worker thread.
-pub type IO_WORKITEM_ROUTINE = unsafe extern "win64" fn(DeviceObject: *mut DEVICE_OBJECT, Context: *mut c_void);
+pub type IO_WORKITEM_ROUTINE =
+    unsafe extern "win64" fn(DeviceObject: *mut DEVICE_OBJECT, Context: *mut c_void);
 
 /// `WORK_QUEUE_TYPE`.
 pub type WORK_QUEUE_TYPE = i32;
@@ -201,8 +202,10 @@ pub const fn CTL_CODE(DeviceType: u32, Function: u32, Method: u32, Access: u32) 
 }
 
 /// `DRIVER_INITIALIZE` (`DriverEntry`), called at PASSIVE_LEVEL.
-pub type DRIVER_INITIALIZE =
-    unsafe extern "win64" fn(DriverObject: *mut DRIVER_OBJECT, RegistryPath: *mut UNICODE_STRING) -> NTSTATUS;
+pub type DRIVER_INITIALIZE = unsafe extern "win64" fn(
+    DriverObject: *mut DRIVER_OBJECT,
+    RegistryPath: *mut UNICODE_STRING,
+) -> NTSTATUS;
 /// `DRIVER_UNLOAD`, called at PASSIVE_LEVEL.
 pub type DRIVER_UNLOAD = unsafe extern "win64" fn(DriverObject: *mut DRIVER_OBJECT);
 /// `DRIVER_DISPATCH`: an IRP handler.
@@ -435,16 +438,16 @@ pub struct IRP {
 pub struct IO_STACK_LOCATION_DEVICE_IO_CONTROL {
     /// Output buffer length.
     pub OutputBufferLength: u32,
-    /// Padding (POINTER_ALIGNMENT).
-    pub _pad0: u32,
+    /// Padding (members are pointer-aligned on x64).
+    pub Padding0: u32,
     /// Input buffer length.
     pub InputBufferLength: u32,
-    /// Padding (POINTER_ALIGNMENT).
-    pub _pad1: u32,
+    /// Padding (members are pointer-aligned on x64).
+    pub Padding1: u32,
     /// Control code.
     pub IoControlCode: u32,
-    /// Padding.
-    pub _pad2: u32,
+    /// Padding (members are pointer-aligned on x64).
+    pub Padding2: u32,
     /// `METHOD_NEITHER` input buffer.
     pub Type3InputBuffer: *mut c_void,
 }
@@ -488,9 +491,10 @@ pub struct IO_STACK_LOCATION {
 /// `irp` must point to a valid IRP owned by the caller.
 #[must_use]
 pub unsafe fn IoGetCurrentIrpStackLocation(irp: *mut IRP) -> *mut IO_STACK_LOCATION {
-    // SAFETY: the caller guarantees `irp` is a valid IRP; the overlay is the active view while
-    // a driver owns it.
-    unsafe { (*irp).Tail.Overlay.CurrentStackLocation }
+    // SAFETY: the caller guarantees `irp` is a valid IRP.
+    let tail = unsafe { &(*irp).Tail };
+    // SAFETY: the overlay is the active view of the tail while a driver owns the IRP.
+    unsafe { tail.Overlay.CurrentStackLocation }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -752,4 +756,3 @@ kernel_imports! {
     /// IRQL < DISPATCH_LEVEL, except `EVENT_ACTIVITY_CTRL_CREATE_ID` at any level.
     pub fn EtwActivityIdControl(ControlCode: u32, ActivityId: *mut GUID) -> NTSTATUS;
 }
-

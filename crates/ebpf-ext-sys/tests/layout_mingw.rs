@@ -33,11 +33,26 @@ fn assertions(types: &[TypeLayout]) -> String {
     for t in types {
         let name = t.c.expect("C name");
         if t.c_size {
-            writeln!(c, "_Static_assert(sizeof({name}) == {}, \"sizeof({name}) is {}\");", t.size, t.size).unwrap();
-            writeln!(c, "_Static_assert(_Alignof({name}) == {}, \"_Alignof({name}) is {}\");", t.align, t.align).unwrap();
+            writeln!(
+                c,
+                "_Static_assert(sizeof({name}) == {}, \"sizeof({name}) is {}\");",
+                t.size, t.size
+            )
+            .unwrap();
+            writeln!(
+                c,
+                "_Static_assert(_Alignof({name}) == {}, \"_Alignof({name}) is {}\");",
+                t.align, t.align
+            )
+            .unwrap();
         }
         for f in t.fields {
-            writeln!(c, "_Static_assert(offsetof({name}, {}) == {}, \"{name}.{} at offset {:#x}\");", f.c, f.offset, f.c, f.offset).unwrap();
+            writeln!(
+                c,
+                "_Static_assert(offsetof({name}, {}) == {}, \"{name}.{} at offset {:#x}\");",
+                f.c, f.offset, f.c, f.offset
+            )
+            .unwrap();
         }
     }
     c
@@ -56,7 +71,11 @@ fn compile(source: &str) -> Result<(), String> {
         .output()
         .expect("run the mingw-w64 compiler");
     let _ = std::fs::remove_dir_all(&dir);
-    if output.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&output.stderr).into_owned()) }
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
 }
 
 fn checked_types() -> Vec<TypeLayout> {
@@ -66,10 +85,18 @@ fn checked_types() -> Vec<TypeLayout> {
 #[test]
 fn layouts_match_mingw_headers() {
     let types = checked_types();
-    assert!(types.len() >= 15, "expected the kernel types to be checked, found {}", types.len());
+    assert!(
+        types.len() >= 15,
+        "expected the kernel types to be checked, found {}",
+        types.len()
+    );
     let fields: usize = types.iter().map(|t| t.fields.len()).sum();
-    compile(&assertions(&types)).unwrap_or_else(|errors| panic!("layout differs from the mingw-w64 headers:\n{errors}"));
-    println!("checked {} types and {fields} field offsets against mingw-w64", types.len());
+    compile(&assertions(&types))
+        .unwrap_or_else(|errors| panic!("layout differs from the mingw-w64 headers:\n{errors}"));
+    println!(
+        "checked {} types and {fields} field offsets against mingw-w64",
+        types.len()
+    );
 }
 
 /// The check can fail: a deliberately wrong offset is rejected by the compiler with the
@@ -77,11 +104,20 @@ fn layouts_match_mingw_headers() {
 #[test]
 fn a_wrong_offset_is_caught() {
     let mut types = checked_types();
-    let irp = types.iter_mut().find(|t| t.c == Some("IRP")).expect("IRP is checked");
+    let irp = types
+        .iter_mut()
+        .find(|t| t.c == Some("IRP"))
+        .expect("IRP is checked");
     let mut fields = irp.fields.to_vec();
-    let stack = fields.iter_mut().find(|f| f.c == "Tail.Overlay.CurrentStackLocation").expect("field checked");
+    let stack = fields
+        .iter_mut()
+        .find(|f| f.c == "Tail.Overlay.CurrentStackLocation")
+        .expect("field checked");
     stack.offset += 8;
     irp.fields = Box::leak(fields.into_boxed_slice());
     let errors = compile(&assertions(&types)).expect_err("a wrong offset must not compile");
-    assert!(errors.contains("IRP.Tail.Overlay.CurrentStackLocation at offset 0xc0"), "{errors}");
+    assert!(
+        errors.contains("IRP.Tail.Overlay.CurrentStackLocation at offset 0xc0"),
+        "{errors}"
+    );
 }

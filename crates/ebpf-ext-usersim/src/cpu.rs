@@ -4,13 +4,15 @@
 //! first time it asks and never changes, so it is stable while the thread is at
 //! DISPATCH_LEVEL, as the kernel guarantees.
 
-use std::sync::atomic::Ordering;
+use core::sync::atomic::Ordering;
 
 use ebpf_ext_sys::ntddk::ALL_PROCESSOR_GROUPS;
 use ebpf_ext_sys::ntdef::{KIRQL, PROCESSOR_NUMBER};
 use ebpf_ext_sys::wdm::{APC_LEVEL, HIGH_LEVEL, IRQL_NOT_GREATER_OR_EQUAL, IRQL_NOT_LESS_OR_EQUAL};
 
-use crate::kernel::{THREAD, bugcheck, current_irql, require_bound, require_irql, set_irql, with_kernel};
+use crate::kernel::{
+    THREAD, bugcheck, current_irql, require_bound, require_irql, set_irql, with_kernel,
+};
 
 /// Bug check `APC_INDEX_MISMATCH`: unbalanced critical region.
 const APC_INDEX_MISMATCH: u32 = 0x01;
@@ -37,7 +39,9 @@ pub(crate) fn current_processor(api: &str) -> u32 {
         if let Some(p) = t.processor.get() {
             return p;
         }
-        let p = with_kernel(api, |k| k.next_processor.fetch_add(1, Ordering::Relaxed) % k.config.processor_count);
+        let p = with_kernel(api, |k| {
+            k.next_processor.fetch_add(1, Ordering::Relaxed) % k.config.processor_count
+        });
         t.processor.set(Some(p));
         p
     })
@@ -102,7 +106,12 @@ pub extern "win64" fn KeLeaveCriticalRegion() {
     require_irql("KeLeaveCriticalRegion", APC_LEVEL);
     let depth = critical_region_depth();
     if depth == 0 {
-        bugcheck("KeLeaveCriticalRegion", APC_INDEX_MISMATCH, [0; 4], "KeLeaveCriticalRegion without a matching KeEnterCriticalRegion");
+        bugcheck(
+            "KeLeaveCriticalRegion",
+            APC_INDEX_MISMATCH,
+            [0; 4],
+            "KeLeaveCriticalRegion without a matching KeEnterCriticalRegion",
+        );
     }
     THREAD.with(|t| t.critical_region.set(depth - 1));
 }
@@ -112,11 +121,20 @@ pub extern "win64" fn KeLeaveCriticalRegion() {
 /// # Safety
 /// Kernel routine; `ProcNumber` is NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn KeGetCurrentProcessorNumberEx(ProcNumber: *mut PROCESSOR_NUMBER) -> u32 {
+pub unsafe extern "win64" fn KeGetCurrentProcessorNumberEx(
+    ProcNumber: *mut PROCESSOR_NUMBER,
+) -> u32 {
     let index = current_processor("KeGetCurrentProcessorNumberEx");
     if !ProcNumber.is_null() {
-        #[expect(clippy::cast_possible_truncation, reason = "one group of at most 64 processors")]
-        let number = PROCESSOR_NUMBER { Group: 0, Number: index as u8, Reserved: 0 };
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "one group of at most 64 processors"
+        )]
+        let number = PROCESSOR_NUMBER {
+            Group: 0,
+            Number: index as u8,
+            Reserved: 0,
+        };
         // SAFETY: the caller passes a writable PROCESSOR_NUMBER.
         unsafe { ProcNumber.write(number) };
     }
@@ -127,5 +145,9 @@ pub unsafe extern "win64" fn KeGetCurrentProcessorNumberEx(ProcNumber: *mut PROC
 #[unsafe(no_mangle)]
 pub extern "win64" fn KeQueryActiveProcessorCountEx(GroupNumber: u16) -> u32 {
     let count = processor_count("KeQueryActiveProcessorCountEx");
-    if GroupNumber == 0 || GroupNumber == ALL_PROCESSOR_GROUPS { count } else { 0 }
+    if GroupNumber == 0 || GroupNumber == ALL_PROCESSOR_GROUPS {
+        count
+    } else {
+        0
+    }
 }

@@ -1,17 +1,18 @@
 //! Device objects, symbolic links and IRP completion, plus a simulated `DRIVER_OBJECT` for
 //! tests and leak checks of kernel objects.
 
+use core::ffi::c_void;
+use core::{mem, ptr};
 use std::collections::HashMap;
-use std::ffi::c_void;
-use std::{mem, ptr};
 
 use ebpf_ext_sys::ntdef::{BOOLEAN, NTSTATUS, UNICODE_STRING};
 use ebpf_ext_sys::ntstatus::{
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_COLLISION,
+    STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
 };
 use ebpf_ext_sys::wdm::{
-    APC_LEVEL, DEVICE_OBJECT, DISPATCH_LEVEL, DO_DEVICE_INITIALIZING, DRIVER_EXTENSION, DRIVER_OBJECT, DRIVER_VERIFIER_DETECTED_VIOLATION, IRP,
-    PASSIVE_LEVEL, POOL_FLAG_NON_PAGED,
+    APC_LEVEL, DEVICE_OBJECT, DISPATCH_LEVEL, DO_DEVICE_INITIALIZING, DRIVER_EXTENSION,
+    DRIVER_OBJECT, DRIVER_VERIFIER_DETECTED_VIOLATION, IRP, PASSIVE_LEVEL, POOL_FLAG_NON_PAGED,
 };
 
 use crate::kernel::{Kernel, bugcheck, call_fails, lock, require_irql, with_kernel};
@@ -42,7 +43,7 @@ pub(crate) unsafe fn read_unicode(s: *const UNICODE_STRING) -> Option<String> {
         return Some(String::new());
     }
     // SAFETY: the buffer holds `Length` bytes of UTF-16.
-    let units = unsafe { std::slice::from_raw_parts(s.Buffer, usize::from(s.Length) / 2) };
+    let units = unsafe { core::slice::from_raw_parts(s.Buffer, usize::from(s.Length) / 2) };
     Some(String::from_utf16_lossy(units))
 }
 
@@ -63,12 +64,19 @@ impl DriverObject {
         // SAFETY: as above.
         let mut extension: Box<DRIVER_EXTENSION> = Box::new(unsafe { mem::zeroed() });
         object.Type = 4;
-        #[expect(clippy::cast_possible_truncation, clippy::cast_possible_wrap, reason = "0x150 fits")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_possible_wrap,
+            reason = "0x150 fits"
+        )]
         let size = mem::size_of::<DRIVER_OBJECT>() as i16;
         object.Size = size;
         extension.DriverObject = ptr::addr_of_mut!(*object);
         object.DriverExtension = ptr::addr_of_mut!(*extension);
-        DriverObject { object, _extension: extension }
+        DriverObject {
+            object,
+            _extension: extension,
+        }
     }
 
     /// The pointer to hand to `DriverEntry`.
@@ -106,7 +114,10 @@ impl Kernel {
     /// The status and information an IRP was completed with, if it was.
     #[must_use]
     pub fn irp_completion(&self, irp: *const IRP) -> Option<(NTSTATUS, usize)> {
-        lock(&self.inner().devices).completed.get(&(irp as usize)).copied()
+        lock(&self.inner().devices)
+            .completed
+            .get(&(irp as usize))
+            .copied()
     }
 
     /// Panics if a device object, symbolic link, work item, NMR registration or ETW
@@ -116,15 +127,29 @@ impl Kernel {
     /// On the first kind of leak found.
     pub fn assert_no_object_leaks(&self) {
         let devices = lock(&self.inner().devices);
-        assert!(devices.devices.is_empty(), "device objects not deleted: {:?}", devices.devices.values().collect::<Vec<_>>());
-        assert!(devices.links.is_empty(), "symbolic links not deleted: {:?}", devices.links);
+        assert!(
+            devices.devices.is_empty(),
+            "device objects not deleted: {:?}",
+            devices.devices.values().collect::<Vec<_>>()
+        );
+        assert!(
+            devices.links.is_empty(),
+            "symbolic links not deleted: {:?}",
+            devices.links
+        );
         drop(devices);
         let items = self.inner().work.live_items();
         assert!(items == 0, "{items} work item(s) not freed");
         let nmr = self.nmr_registrations();
-        assert!(nmr.is_empty(), "NMR registrations not deregistered: {nmr:?}");
+        assert!(
+            nmr.is_empty(),
+            "NMR registrations not deregistered: {nmr:?}"
+        );
         let etw = self.etw_registrations();
-        assert!(etw == 0, "{etw} ETW provider registration(s) not unregistered");
+        assert!(
+            etw == 0,
+            "{etw} ETW provider registration(s) not unregistered"
+        );
     }
 }
 
@@ -151,7 +176,12 @@ pub unsafe extern "win64" fn IoCreateDevice(
     // SAFETY: the caller passes NULL or a valid UNICODE_STRING.
     let name = unsafe { read_unicode(DeviceName) };
     let collision = with_kernel(API, |k| {
-        name.as_ref().is_some_and(|n| lock(&k.devices).devices.values().any(|d| d.as_deref() == Some(n.as_str())))
+        name.as_ref().is_some_and(|n| {
+            lock(&k.devices)
+                .devices
+                .values()
+                .any(|d| d.as_deref() == Some(n.as_str()))
+        })
     });
     if collision {
         return STATUS_OBJECT_NAME_COLLISION;
@@ -160,29 +190,42 @@ pub unsafe extern "win64" fn IoCreateDevice(
         return STATUS_INSUFFICIENT_RESOURCES;
     }
     let device_size = mem::size_of::<DEVICE_OBJECT>();
-    let p = pool_alloc(API, POOL_FLAG_NON_PAGED, device_size + DeviceExtensionSize as usize, DEVICE_TAG).cast::<DEVICE_OBJECT>();
+    let p = pool_alloc(
+        API,
+        POOL_FLAG_NON_PAGED,
+        device_size + DeviceExtensionSize as usize,
+        DEVICE_TAG,
+    )
+    .cast::<DEVICE_OBJECT>();
     if p.is_null() {
         return STATUS_INSUFFICIENT_RESOURCES;
     }
-    // SAFETY: `p` is a zeroed allocation of a DEVICE_OBJECT plus its extension; the driver
-    // object is valid per the caller.
-    unsafe {
-        let device = &mut *p;
+    // SAFETY: `p` is a fresh, zeroed allocation of a DEVICE_OBJECT plus its extension, owned
+    // here until it is published below.
+    let device = unsafe { &mut *p };
+    {
         device.Type = 3;
         #[expect(clippy::cast_possible_truncation, reason = "0x150 fits")]
         let size = device_size as u16;
         device.Size = size;
         device.DriverObject = DriverObject;
-        device.NextDevice = (*DriverObject).DeviceObject;
+        // SAFETY: the caller passes a valid driver object.
+        device.NextDevice = unsafe { (*DriverObject).DeviceObject };
         device.Flags = DO_DEVICE_INITIALIZING;
         device.Characteristics = DeviceCharacteristics;
         device.DeviceType = DeviceType;
         device.StackSize = 1;
         device.AlignmentRequirement = 63;
-        device.DeviceExtension = if DeviceExtensionSize == 0 { ptr::null_mut() } else { p.cast::<u8>().add(device_size).cast::<c_void>() };
-        (*DriverObject).DeviceObject = p;
-        *DeviceObject = p;
+        device.DeviceExtension = if DeviceExtensionSize == 0 {
+            ptr::null_mut()
+        } else {
+            p.cast::<u8>().wrapping_add(device_size).cast::<c_void>()
+        };
     }
+    // SAFETY: the caller passes a valid driver object; devices are linked at the list head.
+    unsafe { (*DriverObject).DeviceObject = p };
+    // SAFETY: the caller passes a writable out pointer (checked non-null above).
+    unsafe { *DeviceObject = p };
     with_kernel(API, |k| lock(&k.devices).devices.insert(p as usize, name));
     STATUS_SUCCESS
 }
@@ -195,21 +238,38 @@ pub unsafe extern "win64" fn IoCreateDevice(
 pub unsafe extern "win64" fn IoDeleteDevice(DeviceObject: *mut DEVICE_OBJECT) {
     const API: &str = "IoDeleteDevice";
     require_irql(API, APC_LEVEL);
-    let known = with_kernel(API, |k| lock(&k.devices).devices.remove(&(DeviceObject as usize)).is_some());
+    let known = with_kernel(API, |k| {
+        lock(&k.devices)
+            .devices
+            .remove(&(DeviceObject as usize))
+            .is_some()
+    });
     if !known {
-        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [DeviceObject as u64, 0, 0, 0], "IoDeleteDevice of an object that is not a live device");
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [DeviceObject as u64, 0, 0, 0],
+            "IoDeleteDevice of an object that is not a live device",
+        );
     }
-    // SAFETY: the device is live, so its driver object pointer and the list it is on are valid.
-    unsafe {
-        let driver = (*DeviceObject).DriverObject;
-        let mut link: *mut *mut DEVICE_OBJECT = ptr::addr_of_mut!((*driver).DeviceObject);
-        while !(*link).is_null() {
-            if *link == DeviceObject {
-                *link = (*DeviceObject).NextDevice;
-                break;
-            }
-            link = ptr::addr_of_mut!((**link).NextDevice);
+    // SAFETY: the device is live, so it and its driver object are valid.
+    let device = unsafe { &*DeviceObject };
+    let (driver, next) = (device.DriverObject, device.NextDevice);
+    // SAFETY: as above; the driver's device list holds only live devices.
+    let mut link: *mut *mut DEVICE_OBJECT = unsafe { &raw mut (*driver).DeviceObject };
+    loop {
+        // SAFETY: `link` points at the list head or at a live device's `NextDevice`.
+        let current = unsafe { *link };
+        if current.is_null() {
+            break;
         }
+        if current == DeviceObject {
+            // SAFETY: as above.
+            unsafe { *link = next };
+            break;
+        }
+        // SAFETY: `current` is a live device on the list.
+        link = unsafe { &raw mut (*current).NextDevice };
     }
     pool_free(API, DeviceObject.cast(), Some(DEVICE_TAG));
 }
@@ -219,11 +279,16 @@ pub unsafe extern "win64" fn IoDeleteDevice(DeviceObject: *mut DEVICE_OBJECT) {
 /// # Safety
 /// Kernel routine; both strings are valid.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn IoCreateSymbolicLink(SymbolicLinkName: *mut UNICODE_STRING, DeviceName: *mut UNICODE_STRING) -> NTSTATUS {
+pub unsafe extern "win64" fn IoCreateSymbolicLink(
+    SymbolicLinkName: *mut UNICODE_STRING,
+    DeviceName: *mut UNICODE_STRING,
+) -> NTSTATUS {
     const API: &str = "IoCreateSymbolicLink";
     require_irql(API, PASSIVE_LEVEL);
     // SAFETY: the caller passes valid strings.
-    let (Some(link), Some(device)) = (unsafe { read_unicode(SymbolicLinkName) }, unsafe { read_unicode(DeviceName) }) else {
+    let (Some(link), Some(device)) = (unsafe { read_unicode(SymbolicLinkName) }, unsafe {
+        read_unicode(DeviceName)
+    }) else {
         return STATUS_INVALID_PARAMETER;
     };
     with_kernel(API, |k| {
@@ -244,14 +309,22 @@ pub unsafe extern "win64" fn IoCreateSymbolicLink(SymbolicLinkName: *mut UNICODE
 /// # Safety
 /// Kernel routine; the string is valid.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn IoDeleteSymbolicLink(SymbolicLinkName: *mut UNICODE_STRING) -> NTSTATUS {
+pub unsafe extern "win64" fn IoDeleteSymbolicLink(
+    SymbolicLinkName: *mut UNICODE_STRING,
+) -> NTSTATUS {
     const API: &str = "IoDeleteSymbolicLink";
     require_irql(API, PASSIVE_LEVEL);
     // SAFETY: the caller passes a valid string.
     let Some(link) = (unsafe { read_unicode(SymbolicLinkName) }) else {
         return STATUS_INVALID_PARAMETER;
     };
-    with_kernel(API, |k| if lock(&k.devices).links.remove(&link).is_some() { STATUS_SUCCESS } else { STATUS_OBJECT_NAME_NOT_FOUND })
+    with_kernel(API, |k| {
+        if lock(&k.devices).links.remove(&link).is_some() {
+            STATUS_SUCCESS
+        } else {
+            STATUS_OBJECT_NAME_NOT_FOUND
+        }
+    })
 }
 
 /// `IofCompleteRequest`.
@@ -263,10 +336,23 @@ pub unsafe extern "win64" fn IofCompleteRequest(Irp: *mut IRP, PriorityBoost: i8
     const API: &str = "IofCompleteRequest";
     require_irql(API, DISPATCH_LEVEL);
     let _ = PriorityBoost;
-    // SAFETY: the caller owns a valid IRP; Status is the active member after completion.
-    let (status, information) = unsafe { ((*Irp).IoStatus.u.Status, (*Irp).IoStatus.Information) };
-    let again = with_kernel(API, |k| lock(&k.devices).completed.insert(Irp as usize, (status, information)).is_some());
+    // SAFETY: the caller owns a valid IRP.
+    let io_status = unsafe { (*Irp).IoStatus };
+    // SAFETY: `Status` is the member a driver writes before completing.
+    let status = unsafe { io_status.u.Status };
+    let information = io_status.Information;
+    let again = with_kernel(API, |k| {
+        lock(&k.devices)
+            .completed
+            .insert(Irp as usize, (status, information))
+            .is_some()
+    });
     if again {
-        bugcheck(API, MULTIPLE_IRP_COMPLETE_REQUESTS, [Irp as u64, 0, 0, 0], "IRP completed twice");
+        bugcheck(
+            API,
+            MULTIPLE_IRP_COMPLETE_REQUESTS,
+            [Irp as u64, 0, 0, 0],
+            "IRP completed twice",
+        );
     }
 }

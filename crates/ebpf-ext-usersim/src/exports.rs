@@ -3,7 +3,7 @@
 //! Each entry is coerced to the function-pointer type `ebpf-ext-sys` declares for that
 //! routine, so a signature that drifts from the declaration is a compile error.
 
-use std::ffi::c_void;
+use core::ffi::c_void;
 
 use ebpf_ext_sys::{netioddk, ntddk, wdm};
 
@@ -87,5 +87,7 @@ exports! {
 /// Looks up an export by module (case-insensitive, as the loader matches DLL names) and name.
 #[must_use]
 pub fn find(module: &str, name: &str) -> Option<&'static Export> {
-    EXPORTS.iter().find(|e| e.module.eq_ignore_ascii_case(module) && e.name == name)
+    EXPORTS
+        .iter()
+        .find(|e| e.module.eq_ignore_ascii_case(module) && e.name == name)
 }

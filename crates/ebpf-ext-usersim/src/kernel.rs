@@ -1,10 +1,11 @@
 //! The simulated kernel instance, its per-thread binding, bug checks and fault injection.
 
-use std::cell::{Cell, RefCell};
+use core::cell::{Cell, RefCell};
+use core::fmt;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::{env, fmt, process, thread};
+use std::{env, process, thread};
 
 use ebpf_ext_sys::ntdef::{GUID, KIRQL};
 use ebpf_ext_sys::wdm::PASSIVE_LEVEL;
@@ -31,7 +32,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { processor_count: 4, worker_threads: 2, nmr_deregister_success_when_idle: false }
+        Config {
+            processor_count: 4,
+            worker_threads: 2,
+            nmr_deregister_success_when_idle: false,
+        }
     }
 }
 
@@ -207,7 +212,10 @@ impl Kernel {
     }
 
     /// Starts a thread bound to this kernel, at PASSIVE_LEVEL.
-    pub fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> thread::JoinHandle<T> {
         let inner = Arc::clone(&self.inner);
         thread::spawn(move || {
             bind(Some(inner));
@@ -238,7 +246,10 @@ impl Kernel {
         let n = match fault {
             Fault::Allocation(n) => n,
             Fault::Call(api, n) => {
-                assert!(FAULTABLE_APIS.contains(&api), "{api} cannot fail on Windows; not injectable");
+                assert!(
+                    FAULTABLE_APIS.contains(&api),
+                    "{api} cannot fail on Windows; not injectable"
+                );
                 n
             }
         };
@@ -266,7 +277,11 @@ impl Kernel {
     /// Calls of a fault-injectable routine made so far.
     #[must_use]
     pub fn call_count(&self, api: &str) -> u64 {
-        lock(&self.inner.faults).calls.get(api).copied().unwrap_or(0)
+        lock(&self.inner.faults)
+            .calls
+            .get(api)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Times `KeExpandKernelStackAndCalloutEx` ran its callout.
@@ -296,7 +311,11 @@ impl Default for Kernel {
 impl Drop for Kernel {
     fn drop(&mut self) {
         self.inner.work.shutdown();
-        let is_current = CURRENT.with(|c| c.borrow().as_ref().is_some_and(|k| Arc::ptr_eq(k, &self.inner)));
+        let is_current = CURRENT.with(|c| {
+            c.borrow()
+                .as_ref()
+                .is_some_and(|k| Arc::ptr_eq(k, &self.inner))
+        });
         if is_current {
             bind(None);
         }
@@ -349,11 +368,19 @@ pub(crate) fn call_fails(inner: &Inner, api: &'static str) -> bool {
     let count = faults.calls.entry(api).or_insert(0);
     *count += 1;
     let now = *count;
-    fire(&mut faults, |f| matches!(f, Fault::Call(name, _) if *name == api), now)
+    fire(
+        &mut faults,
+        |f| matches!(f, Fault::Call(name, _) if *name == api),
+        now,
+    )
 }
 
 fn fire(faults: &mut FaultState, kind: impl Fn(&Fault) -> bool, now: u64) -> bool {
-    if let Some(i) = faults.pending.iter().position(|(f, at)| kind(f) && *at == now) {
+    if let Some(i) = faults
+        .pending
+        .iter()
+        .position(|(f, at)| kind(f) && *at == now)
+    {
         let (fault, _) = faults.pending.remove(i);
         faults.triggered.push(fault);
         true
@@ -440,7 +467,10 @@ pub fn expect_bugcheck(test_path: &str, scenario: impl FnOnce()) -> BugCheck {
         .expect("start the child test process");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stderr.lines().chain(stdout.lines()).find(|l| l.starts_with(BUGCHECK_MARKER));
+    let line = stderr
+        .lines()
+        .chain(stdout.lines())
+        .find(|l| l.starts_with(BUGCHECK_MARKER));
     match line.and_then(parse_bugcheck_line) {
         Some(check) => check,
         None => panic!(

@@ -24,6 +24,10 @@
 //! Every export is listed in [`exports::EXPORTS`] by module and name, so a loader can bind a
 //! driver image's imports to this implementation.
 #![expect(non_snake_case, reason = "kernel routines keep their parameter names")]
+#![allow(
+    clippy::std_instead_of_alloc,
+    reason = "host-only crate: std is its allocator and runtime"
+)]
 
 mod cpu;
 mod devices;
@@ -39,6 +43,8 @@ mod workitem;
 
 pub use cpu::{critical_region_depth, set_current_irql};
 pub use devices::DriverObject;
-pub use kernel::{BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND, expect_bugcheck};
+pub use kernel::{
+    BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND, expect_bugcheck,
+};
 pub use nmr::NmrRegistration;
 pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, tag_name};

@@ -8,17 +8,29 @@
 //! (spin locks in any mode; push locks exclusively, or shared behind a queued exclusive
 //! waiter) is a bug check instead of a deadlock.
 
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::time::Duration;
-use std::{hint, thread};
+use core::hint;
+use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use core::time::Duration;
+use std::thread;
 
 use ebpf_ext_sys::ntdef::KIRQL;
-use ebpf_ext_sys::wdm::{APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, EX_PUSH_LOCK, EX_SPIN_LOCK, IRQL_NOT_LESS_OR_EQUAL};
+use ebpf_ext_sys::wdm::{
+    APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, EX_PUSH_LOCK, EX_SPIN_LOCK,
+    IRQL_NOT_LESS_OR_EQUAL,
+};
 
-use crate::kernel::{THREAD, bugcheck, current_irql, lock, require_bound, require_irql, set_irql, with_kernel};
+use crate::kernel::{
+    THREAD, bugcheck, current_irql, lock, require_bound, require_irql, set_irql, with_kernel,
+};
 
 fn held(addr: usize) -> Option<bool> {
-    THREAD.with(|t| t.held_locks.borrow().iter().find(|(a, _)| *a == addr).map(|(_, excl)| *excl))
+    THREAD.with(|t| {
+        t.held_locks
+            .borrow()
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, excl)| *excl)
+    })
 }
 
 fn note_acquired(addr: usize, exclusive: bool) {
@@ -28,7 +40,10 @@ fn note_acquired(addr: usize, exclusive: bool) {
 fn note_released(api: &'static str, addr: usize, exclusive: bool) {
     let found = THREAD.with(|t| {
         let mut locks = t.held_locks.borrow_mut();
-        match locks.iter().rposition(|&(a, e)| a == addr && e == exclusive) {
+        match locks
+            .iter()
+            .rposition(|&(a, e)| a == addr && e == exclusive)
+        {
             Some(i) => {
                 locks.remove(i);
                 true
@@ -38,7 +53,12 @@ fn note_released(api: &'static str, addr: usize, exclusive: bool) {
     });
     if !found {
         let mode = if exclusive { "exclusive" } else { "shared" };
-        bugcheck(api, DRIVER_VERIFIER_DETECTED_VIOLATION, [addr as u64, 0, 0, 0], &format!("released a lock this thread does not hold {mode}"));
+        bugcheck(
+            api,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [addr as u64, 0, 0, 0],
+            &format!("released a lock this thread does not hold {mode}"),
+        );
     }
 }
 
@@ -67,18 +87,33 @@ fn spin_acquire_prologue(api: &'static str, lock: *mut EX_SPIN_LOCK) -> KIRQL {
     require_bound(api);
     require_irql(api, DISPATCH_LEVEL);
     if held(lock as usize).is_some() {
-        bugcheck(api, DRIVER_VERIFIER_DETECTED_VIOLATION, [lock as u64, 0, 0, 0], "spin lock acquired recursively (deadlock)");
+        bugcheck(
+            api,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [lock as u64, 0, 0, 0],
+            "spin lock acquired recursively (deadlock)",
+        );
     }
     let old = current_irql();
     set_irql(DISPATCH_LEVEL);
     old
 }
 
-fn spin_release_prologue(api: &'static str, lock: *mut EX_SPIN_LOCK, old_irql: KIRQL, exclusive: bool) {
+fn spin_release_prologue(
+    api: &'static str,
+    lock: *mut EX_SPIN_LOCK,
+    old_irql: KIRQL,
+    exclusive: bool,
+) {
     require_bound(api);
     let irql = current_irql();
     if irql != DISPATCH_LEVEL || old_irql > DISPATCH_LEVEL {
-        bugcheck(api, IRQL_NOT_LESS_OR_EQUAL, [u64::from(irql), u64::from(old_irql), 0, 0], &format!("{api} at IRQL {irql} (must be DISPATCH_LEVEL) restoring IRQL {old_irql}"));
+        bugcheck(
+            api,
+            IRQL_NOT_LESS_OR_EQUAL,
+            [u64::from(irql), u64::from(old_irql), 0, 0],
+            &format!("{api} at IRQL {irql} (must be DISPATCH_LEVEL) restoring IRQL {old_irql}"),
+        );
     }
     note_released(api, lock as usize, exclusive);
 }
@@ -94,7 +129,11 @@ pub unsafe extern "win64" fn ExAcquireSpinLockShared(SpinLock: *mut EX_SPIN_LOCK
     let mut spins = 0;
     loop {
         let v = word.load(Ordering::Relaxed);
-        if v & (SPIN_EXCLUSIVE | SPIN_WAITING) == 0 && word.compare_exchange_weak(v, v + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        if v & (SPIN_EXCLUSIVE | SPIN_WAITING) == 0
+            && word
+                .compare_exchange_weak(v, v + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
             break;
         }
         backoff(&mut spins);
@@ -126,7 +165,10 @@ pub unsafe extern "win64" fn ExAcquireSpinLockExclusive(SpinLock: *mut EX_SPIN_L
     loop {
         let v = word.load(Ordering::Relaxed);
         if v & (SPIN_EXCLUSIVE | SPIN_SHARED_MASK) == 0 {
-            if word.compare_exchange_weak(v, SPIN_EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            if word
+                .compare_exchange_weak(v, SPIN_EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
                 break;
             }
         } else if v & SPIN_WAITING == 0 {
@@ -144,7 +186,10 @@ pub unsafe extern "win64" fn ExAcquireSpinLockExclusive(SpinLock: *mut EX_SPIN_L
 /// # Safety
 /// Kernel routine; the caller holds the lock exclusive.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn ExReleaseSpinLockExclusive(SpinLock: *mut EX_SPIN_LOCK, OldIrql: KIRQL) {
+pub unsafe extern "win64" fn ExReleaseSpinLockExclusive(
+    SpinLock: *mut EX_SPIN_LOCK,
+    OldIrql: KIRQL,
+) {
     spin_release_prologue("ExReleaseSpinLockExclusive", SpinLock, OldIrql, true);
     spin_word(SpinLock).store(0, Ordering::Release);
     set_irql(OldIrql);
@@ -167,10 +212,20 @@ fn push_prologue(api: &'static str, lock: *mut EX_PUSH_LOCK, flags: u32) {
     require_irql(api, APC_LEVEL);
     let in_region = THREAD.with(|t| t.critical_region.get()) > 0 || current_irql() >= APC_LEVEL;
     if !in_region {
-        bugcheck(api, DRIVER_VERIFIER_DETECTED_VIOLATION, [lock as u64, 0, 0, 0], "push lock acquired outside a critical region (call KeEnterCriticalRegion first)");
+        bugcheck(
+            api,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [lock as u64, 0, 0, 0],
+            "push lock acquired outside a critical region (call KeEnterCriticalRegion first)",
+        );
     }
     if flags != 0 {
-        bugcheck(api, DRIVER_VERIFIER_DETECTED_VIOLATION, [lock as u64, u64::from(flags), 0, 0], "push lock flags must be 0");
+        bugcheck(
+            api,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [lock as u64, u64::from(flags), 0, 0],
+            "push lock flags must be 0",
+        );
     }
 }
 
@@ -178,7 +233,11 @@ fn push_wait(api: &'static str, mut try_take: impl FnMut() -> bool) {
     with_kernel(api, |k| {
         let mut guard = lock(&k.wait_lock);
         while !try_take() {
-            guard = k.wait_cv.wait_timeout(guard, Duration::from_millis(20)).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+            guard = k
+                .wait_cv
+                .wait_timeout(guard, Duration::from_millis(20))
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
     });
 }
@@ -209,16 +268,31 @@ pub unsafe extern "win64" fn ExAcquirePushLockExclusiveEx(PushLock: *mut EX_PUSH
     const API: &str = "ExAcquirePushLockExclusiveEx";
     push_prologue(API, PushLock, Flags);
     if held(PushLock as usize).is_some() {
-        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [PushLock as u64, 0, 0, 0], "push lock acquired exclusive by a thread that already holds it (deadlock)");
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [PushLock as u64, 0, 0, 0],
+            "push lock acquired exclusive by a thread that already holds it (deadlock)",
+        );
     }
     let word = push_word(PushLock);
-    let take = || word.compare_exchange(0, PUSH_EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed).is_ok();
+    let take = || {
+        word.compare_exchange(0, PUSH_EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    };
     if !take() {
         word.fetch_add(PUSH_WAITER, Ordering::Relaxed);
         push_wait(API, || {
             let v = word.load(Ordering::Relaxed);
             v & (PUSH_EXCLUSIVE | !(PUSH_EXCLUSIVE | PUSH_WAITER_MASK)) == 0
-                && word.compare_exchange(v, (v - PUSH_WAITER) | PUSH_EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed).is_ok()
+                && word
+                    .compare_exchange(
+                        v,
+                        (v - PUSH_WAITER) | PUSH_EXCLUSIVE,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
         });
     }
     note_acquired(PushLock as usize, true);
@@ -234,15 +308,28 @@ pub unsafe extern "win64" fn ExAcquirePushLockSharedEx(PushLock: *mut EX_PUSH_LO
     push_prologue(API, PushLock, Flags);
     let word = push_word(PushLock);
     match held(PushLock as usize) {
-        Some(true) => bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [PushLock as u64, 0, 0, 0], "push lock acquired shared by its exclusive owner (deadlock)"),
+        Some(true) => bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [PushLock as u64, 0, 0, 0],
+            "push lock acquired shared by its exclusive owner (deadlock)",
+        ),
         Some(false) if word.load(Ordering::Relaxed) & PUSH_WAITER_MASK != 0 => {
-            bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [PushLock as u64, 0, 0, 0], "recursive shared push lock acquire behind a queued exclusive waiter (deadlock)");
+            bugcheck(
+                API,
+                DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [PushLock as u64, 0, 0, 0],
+                "recursive shared push lock acquire behind a queued exclusive waiter (deadlock)",
+            );
         }
         _ => {}
     }
     let take = || {
         let v = word.load(Ordering::Relaxed);
-        v & (PUSH_EXCLUSIVE | PUSH_WAITER_MASK) == 0 && word.compare_exchange(v, v + PUSH_SHARED, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        v & (PUSH_EXCLUSIVE | PUSH_WAITER_MASK) == 0
+            && word
+                .compare_exchange(v, v + PUSH_SHARED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
     };
     if !take() {
         push_wait(API, take);

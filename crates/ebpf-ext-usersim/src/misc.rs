@@ -1,14 +1,21 @@
 //! Stack expansion, debug output and bug checks.
 
-use std::ffi::{CStr, c_char, c_void};
-use std::sync::atomic::Ordering;
+use core::ffi::{CStr, c_char, c_void};
+use core::sync::atomic::Ordering;
 
 use ebpf_ext_sys::ntddk::{EXPAND_STACK_CALLOUT, MAXIMUM_EXPANSION_SIZE};
 use ebpf_ext_sys::ntdef::{BOOLEAN, NTSTATUS};
-use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_INVALID_PARAMETER_3, STATUS_INVALID_PARAMETER_4, STATUS_NO_MEMORY, STATUS_SUCCESS};
-use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, HIGH_LEVEL, IRQL_NOT_LESS_OR_EQUAL};
+use ebpf_ext_sys::ntstatus::{
+    STATUS_INVALID_PARAMETER, STATUS_INVALID_PARAMETER_3, STATUS_INVALID_PARAMETER_4,
+    STATUS_NO_MEMORY, STATUS_SUCCESS,
+};
+use ebpf_ext_sys::wdm::{
+    DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, HIGH_LEVEL, IRQL_NOT_LESS_OR_EQUAL,
+};
 
-use crate::kernel::{DebugMessage, bugcheck, call_fails, current_irql, lock, require_irql, with_kernel};
+use crate::kernel::{
+    DebugMessage, bugcheck, call_fails, current_irql, lock, require_irql, with_kernel,
+};
 
 /// `KeExpandKernelStackAndCalloutEx`: runs the callout on the calling thread (host threads
 /// have far more than `MAXIMUM_EXPANSION_SIZE` of stack) after the documented checks.
@@ -42,7 +49,12 @@ pub unsafe extern "win64" fn KeExpandKernelStackAndCalloutEx(
     unsafe { Callout(Parameter) };
     let after = current_irql();
     if after != irql {
-        bugcheck(API, IRQL_NOT_LESS_OR_EQUAL, [u64::from(irql), u64::from(after), 0, 0], "stack-expansion callout returned at a different IRQL");
+        bugcheck(
+            API,
+            IRQL_NOT_LESS_OR_EQUAL,
+            [u64::from(irql), u64::from(after), 0, 0],
+            "stack-expansion callout returned at a different IRQL",
+        );
     }
     with_kernel(API, |k| k.stack_expansions.fetch_add(1, Ordering::Relaxed));
     STATUS_SUCCESS
@@ -55,27 +67,58 @@ pub unsafe extern "win64" fn KeExpandKernelStackAndCalloutEx(
 /// # Safety
 /// Kernel routine; `Format` and `Arg` are NUL-terminated strings.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn DbgPrintEx(ComponentId: u32, Level: u32, Format: *const c_char, Arg: *const c_char) -> u32 {
+pub unsafe extern "win64" fn DbgPrintEx(
+    ComponentId: u32,
+    Level: u32,
+    Format: *const c_char,
+    Arg: *const c_char,
+) -> u32 {
     const API: &str = "DbgPrintEx";
     require_irql(API, HIGH_LEVEL);
     // SAFETY: the caller passes a NUL-terminated format.
-    let format = unsafe { CStr::from_ptr(Format) }.to_string_lossy().into_owned();
+    let format = unsafe { CStr::from_ptr(Format) }
+        .to_string_lossy()
+        .into_owned();
     if format != "%s" {
-        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [0; 4], &format!("usersim's DbgPrintEx implements only the format \"%s\", got {format:?}"));
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [0; 4],
+            &format!("usersim's DbgPrintEx implements only the format \"%s\", got {format:?}"),
+        );
     }
     // SAFETY: with "%s" the argument is a NUL-terminated string.
-    let text = unsafe { CStr::from_ptr(Arg) }.to_string_lossy().into_owned();
-    with_kernel(API, |k| lock(&k.debug_output).push(DebugMessage { component: ComponentId, level: Level, text }));
+    let text = unsafe { CStr::from_ptr(Arg) }
+        .to_string_lossy()
+        .into_owned();
+    with_kernel(API, |k| {
+        lock(&k.debug_output).push(DebugMessage {
+            component: ComponentId,
+            level: Level,
+            text,
+        })
+    });
     0
 }
 
 /// `KeBugCheckEx`: records the bug check and aborts the process.
 #[unsafe(no_mangle)]
-pub extern "win64" fn KeBugCheckEx(BugCheckCode: u32, BugCheckParameter1: usize, BugCheckParameter2: usize, BugCheckParameter3: usize, BugCheckParameter4: usize) -> ! {
+pub extern "win64" fn KeBugCheckEx(
+    BugCheckCode: u32,
+    BugCheckParameter1: usize,
+    BugCheckParameter2: usize,
+    BugCheckParameter3: usize,
+    BugCheckParameter4: usize,
+) -> ! {
     bugcheck(
         "KeBugCheckEx",
         BugCheckCode,
-        [BugCheckParameter1 as u64, BugCheckParameter2 as u64, BugCheckParameter3 as u64, BugCheckParameter4 as u64],
+        [
+            BugCheckParameter1 as u64,
+            BugCheckParameter2 as u64,
+            BugCheckParameter3 as u64,
+            BugCheckParameter4 as u64,
+        ],
         "the driver called KeBugCheckEx",
     )
 }

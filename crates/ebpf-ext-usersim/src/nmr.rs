@@ -6,16 +6,25 @@
 //! `Nmr*DetachComplete` call that finished a binding), never under the registrar's lock, so
 //! they may call back into NMR.
 
+use core::ffi::c_void;
+use core::ptr;
 use std::collections::BTreeMap;
-use std::ffi::c_void;
-use std::ptr;
 
-use ebpf_ext_sys::netioddk::{NPI_CLIENT_CHARACTERISTICS, NPI_PROVIDER_CHARACTERISTICS, NPI_REGISTRATION_INSTANCE};
+use ebpf_ext_sys::netioddk::{
+    NPI_CLIENT_CHARACTERISTICS, NPI_PROVIDER_CHARACTERISTICS, NPI_REGISTRATION_INSTANCE,
+};
 use ebpf_ext_sys::ntdef::{GUID, HANDLE, NT_SUCCESS, NTSTATUS};
-use ebpf_ext_sys::ntstatus::{STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING, STATUS_SUCCESS};
-use ebpf_ext_sys::wdm::{APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, PASSIVE_LEVEL};
+use ebpf_ext_sys::ntstatus::{
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING,
+    STATUS_SUCCESS,
+};
+use ebpf_ext_sys::wdm::{
+    APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, PASSIVE_LEVEL,
+};
 
-use crate::kernel::{Inner, Kernel, allocation_fails, bugcheck, call_fails, lock, require_irql, with_kernel};
+use crate::kernel::{
+    Inner, Kernel, allocation_fails, bugcheck, call_fails, lock, require_irql, with_kernel,
+};
 
 const REGISTRATION_HANDLE_BASE: usize = 0x4E4D_5200_0000; // "NMR"
 const BINDING_HANDLE_BASE: usize = 0x4E4D_4200_0000;
@@ -40,7 +49,9 @@ enum Side {
     Absent,
     Attached,
     /// The detach callback is running; `complete_early` if `*DetachComplete` came first.
-    InCallback { complete_early: bool },
+    InCallback {
+        complete_early: bool,
+    },
     Pending,
     Done,
 }
@@ -65,7 +76,10 @@ pub(crate) struct NmrState {
 
 impl NmrState {
     fn bindings_of(&self, id: u64) -> usize {
-        self.bindings.values().filter(|b| b.provider == id || b.client == id).count()
+        self.bindings
+            .values()
+            .filter(|b| b.provider == id || b.client == id)
+            .count()
     }
 }
 
@@ -90,7 +104,11 @@ impl Kernel {
         nmr.registrations
             .iter()
             .map(|(&id, r)| NmrRegistration {
-                kind: if r.kind == Kind::Provider { "provider" } else { "client" },
+                kind: if r.kind == Kind::Provider {
+                    "provider"
+                } else {
+                    "client"
+                },
                 npi_id: r.npi_id,
                 deregistering: r.deregistering,
                 bindings: nmr.bindings_of(id),
@@ -101,21 +119,25 @@ impl Kernel {
     /// Bindings currently attached (both sides).
     #[must_use]
     pub fn nmr_binding_count(&self) -> usize {
-        lock(&self.inner().nmr).bindings.values().filter(|b| b.provider_side == Side::Attached && b.client_side == Side::Attached).count()
+        lock(&self.inner().nmr)
+            .bindings
+            .values()
+            .filter(|b| b.provider_side == Side::Attached && b.client_side == Side::Attached)
+            .count()
     }
 }
 
 fn registration_handle(id: u64) -> HANDLE {
-    (REGISTRATION_HANDLE_BASE + id as usize * 16) as HANDLE
+    (REGISTRATION_HANDLE_BASE + usize::try_from(id).expect("64-bit host") * 16) as HANDLE
 }
 
 fn binding_handle(id: u64) -> HANDLE {
-    (BINDING_HANDLE_BASE + id as usize * 16) as HANDLE
+    (BINDING_HANDLE_BASE + usize::try_from(id).expect("64-bit host") * 16) as HANDLE
 }
 
 fn handle_id(handle: HANDLE, base: usize) -> Option<u64> {
     let h = handle as usize;
-    (h > base && (h - base) % 16 == 0).then(|| ((h - base) / 16) as u64)
+    (h > base && (h - base).is_multiple_of(16)).then(|| ((h - base) / 16) as u64)
 }
 
 fn provider_chars(r: &Registration) -> &NPI_PROVIDER_CHARACTERISTICS {
@@ -145,7 +167,13 @@ fn npi_id_of(instance: &NPI_REGISTRATION_INSTANCE) -> Option<GUID> {
     Some(unsafe { *instance.NpiId })
 }
 
-fn register(api: &'static str, kind: Kind, characteristics: usize, context: *mut c_void, handle: *mut HANDLE) -> NTSTATUS {
+fn register(
+    api: &'static str,
+    kind: Kind,
+    characteristics: usize,
+    context: *mut c_void,
+    handle: *mut HANDLE,
+) -> NTSTATUS {
     require_irql(api, PASSIVE_LEVEL);
     if characteristics == 0 || handle.is_null() {
         return STATUS_INVALID_PARAMETER;
@@ -154,15 +182,25 @@ fn register(api: &'static str, kind: Kind, characteristics: usize, context: *mut
         Kind::Provider => {
             // SAFETY: non-null characteristics supplied by the caller.
             let c = unsafe { &*(characteristics as *const NPI_PROVIDER_CHARACTERISTICS) };
-            (c.Length, c.ProviderAttachClient.is_some() && c.ProviderDetachClient.is_some(), npi_id_of(&c.ProviderRegistrationInstance))
+            (
+                c.Length,
+                c.ProviderAttachClient.is_some() && c.ProviderDetachClient.is_some(),
+                npi_id_of(&c.ProviderRegistrationInstance),
+            )
         }
         Kind::Client => {
             // SAFETY: non-null characteristics supplied by the caller.
             let c = unsafe { &*(characteristics as *const NPI_CLIENT_CHARACTERISTICS) };
-            (c.Length, c.ClientAttachProvider.is_some() && c.ClientDetachProvider.is_some(), npi_id_of(&c.ClientRegistrationInstance))
+            (
+                c.Length,
+                c.ClientAttachProvider.is_some() && c.ClientDetachProvider.is_some(),
+                npi_id_of(&c.ClientRegistrationInstance),
+            )
         }
     };
-    let Some(npi_id) = npi_id.filter(|_| callbacks_ok && usize::from(length) >= size_of::<NPI_PROVIDER_CHARACTERISTICS>()) else {
+    let Some(npi_id) = npi_id.filter(|_| {
+        callbacks_ok && usize::from(length) >= size_of::<NPI_PROVIDER_CHARACTERISTICS>()
+    }) else {
         return STATUS_INVALID_PARAMETER;
     };
     with_kernel(api, |k| {
@@ -173,7 +211,16 @@ fn register(api: &'static str, kind: Kind, characteristics: usize, context: *mut
             let mut nmr = lock(&k.nmr);
             nmr.next_id += 1;
             let id = nmr.next_id;
-            nmr.registrations.insert(id, Registration { kind, npi_id, characteristics, context: context as usize, deregistering: false });
+            nmr.registrations.insert(
+                id,
+                Registration {
+                    kind,
+                    npi_id,
+                    characteristics,
+                    context: context as usize,
+                    deregistering: false,
+                },
+            );
             let peers: Vec<u64> = nmr
                 .registrations
                 .iter()
@@ -185,7 +232,11 @@ fn register(api: &'static str, kind: Kind, characteristics: usize, context: *mut
         // SAFETY: the caller passes a writable handle slot.
         unsafe { handle.write(registration_handle(id)) };
         for peer in peers {
-            let (provider, client) = if kind == Kind::Provider { (id, peer) } else { (peer, id) };
+            let (provider, client) = if kind == Kind::Provider {
+                (id, peer)
+            } else {
+                (peer, id)
+            };
             attach(k, provider, client);
         }
         STATUS_SUCCESS
@@ -196,7 +247,12 @@ fn register(api: &'static str, kind: Kind, characteristics: usize, context: *mut
 fn attach(k: &Inner, provider: u64, client: u64) {
     let (binding, attach_fn, client_context, provider_instance) = {
         let mut nmr = lock(&k.nmr);
-        let (Some(p), Some(c)) = (nmr.registrations.get(&provider), nmr.registrations.get(&client)) else { return };
+        let (Some(p), Some(c)) = (
+            nmr.registrations.get(&provider),
+            nmr.registrations.get(&client),
+        ) else {
+            return;
+        };
         if p.deregistering || c.deregistering {
             return;
         }
@@ -207,17 +263,35 @@ fn attach(k: &Inner, provider: u64, client: u64) {
         let binding = nmr.next_id;
         nmr.bindings.insert(
             binding,
-            Binding { provider, client, provider_context: 0, client_context: 0, provider_side: Side::Absent, client_side: Side::Absent, attaching: true },
+            Binding {
+                provider,
+                client,
+                provider_context: 0,
+                client_context: 0,
+                provider_side: Side::Absent,
+                client_side: Side::Absent,
+                attaching: true,
+            },
         );
         (binding, attach_fn, client_context, provider_instance)
     };
     let Some(attach_fn) = attach_fn else { return };
     // SAFETY: the client registered this callback and keeps it valid while registered.
-    let status = unsafe { attach_fn(binding_handle(binding), client_context as *mut c_void, provider_instance) };
+    let status = unsafe {
+        attach_fn(
+            binding_handle(binding),
+            client_context as *mut c_void,
+            provider_instance,
+        )
+    };
     let detach_now = {
         let mut nmr = lock(&k.nmr);
-        let deregistering = [provider, client].iter().any(|id| nmr.registrations.get(id).is_some_and(|r| r.deregistering));
-        let Some(b) = nmr.bindings.get_mut(&binding) else { return };
+        let deregistering = [provider, client]
+            .iter()
+            .any(|id| nmr.registrations.get(id).is_some_and(|r| r.deregistering));
+        let Some(b) = nmr.bindings.get_mut(&binding) else {
+            return;
+        };
         b.attaching = false;
         if NT_SUCCESS(status) && b.provider_side == Side::Attached {
             b.client_side = Side::Attached;
@@ -244,20 +318,38 @@ fn detach(k: &Inner, binding: u64) {
     for kind in [Kind::Client, Kind::Provider] {
         let call = {
             let mut nmr = lock(&k.nmr);
-            let Some(b) = nmr.bindings.get(&binding) else { return };
-            let side = if kind == Kind::Client { b.client_side } else { b.provider_side };
+            let Some(b) = nmr.bindings.get(&binding) else {
+                return;
+            };
+            let side = if kind == Kind::Client {
+                b.client_side
+            } else {
+                b.provider_side
+            };
             if side != Side::Attached {
                 continue;
             }
-            let reg_id = if kind == Kind::Client { b.client } else { b.provider };
-            let context = if kind == Kind::Client { b.client_context } else { b.provider_context };
-            let Some(r) = nmr.registrations.get(&reg_id) else { continue };
+            let reg_id = if kind == Kind::Client {
+                b.client
+            } else {
+                b.provider
+            };
+            let context = if kind == Kind::Client {
+                b.client_context
+            } else {
+                b.provider_context
+            };
+            let Some(r) = nmr.registrations.get(&reg_id) else {
+                continue;
+            };
             let f: Option<unsafe extern "win64" fn(*mut c_void) -> NTSTATUS> = match kind {
                 Kind::Client => client_chars(r).ClientDetachProvider,
                 Kind::Provider => provider_chars(r).ProviderDetachClient,
             };
             let b = nmr.bindings.get_mut(&binding).expect("binding present");
-            *side_mut(b, kind) = Side::InCallback { complete_early: false };
+            *side_mut(b, kind) = Side::InCallback {
+                complete_early: false,
+            };
             f.map(|f| (f, context))
         };
         let status = match call {
@@ -266,15 +358,34 @@ fn detach(k: &Inner, binding: u64) {
             None => STATUS_SUCCESS,
         };
         let mut nmr = lock(&k.nmr);
-        let Some(b) = nmr.bindings.get_mut(&binding) else { return };
+        let Some(b) = nmr.bindings.get_mut(&binding) else {
+            return;
+        };
         let side = side_mut(b, kind);
         *side = match (*side, status) {
-            (Side::InCallback { complete_early: true }, _) | (_, STATUS_SUCCESS) => Side::Done,
+            (
+                Side::InCallback {
+                    complete_early: true,
+                },
+                _,
+            )
+            | (_, STATUS_SUCCESS) => Side::Done,
             (_, STATUS_PENDING) => Side::Pending,
             (_, other) => {
                 drop(nmr);
-                let who = if kind == Kind::Client { "ClientDetachProvider" } else { "ProviderDetachClient" };
-                bugcheck(who, DRIVER_VERIFIER_DETECTED_VIOLATION, [other as u64, binding, 0, 0], &format!("{who} returned {other:#x}; only STATUS_SUCCESS or STATUS_PENDING are allowed"));
+                let who = if kind == Kind::Client {
+                    "ClientDetachProvider"
+                } else {
+                    "ProviderDetachClient"
+                };
+                bugcheck(
+                    who,
+                    DRIVER_VERIFIER_DETECTED_VIOLATION,
+                    [u64::from(other.cast_unsigned()), binding, 0, 0],
+                    &format!(
+                        "{who} returned {other:#x}; only STATUS_SUCCESS or STATUS_PENDING are allowed"
+                    ),
+                );
             }
         };
     }
@@ -282,7 +393,11 @@ fn detach(k: &Inner, binding: u64) {
 }
 
 fn side_mut(b: &mut Binding, kind: Kind) -> &mut Side {
-    if kind == Kind::Client { &mut b.client_side } else { &mut b.provider_side }
+    if kind == Kind::Client {
+        &mut b.client_side
+    } else {
+        &mut b.provider_side
+    }
 }
 
 fn side_done(side: Side) -> bool {
@@ -293,7 +408,9 @@ fn side_done(side: Side) -> bool {
 fn finish_if_done(k: &Inner, binding: u64) {
     let cleanups = {
         let mut nmr = lock(&k.nmr);
-        let Some(b) = nmr.bindings.get(&binding) else { return };
+        let Some(b) = nmr.bindings.get(&binding) else {
+            return;
+        };
         if b.attaching || !side_done(b.provider_side) || !side_done(b.client_side) {
             return;
         }
@@ -327,32 +444,47 @@ fn deregister(api: &'static str, kind: Kind, handle: HANDLE) -> NTSTATUS {
     with_kernel(api, |k| {
         let bindings: Vec<u64> = {
             let mut nmr = lock(&k.nmr);
-            let Some(id) = handle_id(handle, REGISTRATION_HANDLE_BASE) else { return STATUS_INVALID_PARAMETER };
+            let Some(id) = handle_id(handle, REGISTRATION_HANDLE_BASE) else {
+                return STATUS_INVALID_PARAMETER;
+            };
             match nmr.registrations.get_mut(&id) {
                 Some(r) if r.kind == kind && !r.deregistering => r.deregistering = true,
                 _ => return STATUS_INVALID_PARAMETER,
             }
-            nmr.bindings.iter().filter(|(_, b)| b.provider == id || b.client == id).map(|(&b, _)| b).collect()
+            nmr.bindings
+                .iter()
+                .filter(|(_, b)| b.provider == id || b.client == id)
+                .map(|(&b, _)| b)
+                .collect()
         };
         let had_bindings = !bindings.is_empty();
         for binding in bindings {
             detach(k, binding);
         }
-        if !had_bindings && k.config.nmr_deregister_success_when_idle { STATUS_SUCCESS } else { STATUS_PENDING }
+        if !had_bindings && k.config.nmr_deregister_success_when_idle {
+            STATUS_SUCCESS
+        } else {
+            STATUS_PENDING
+        }
     })
 }
 
 fn wait_deregister(api: &'static str, kind: Kind, handle: HANDLE) -> NTSTATUS {
     require_irql(api, APC_LEVEL);
     with_kernel(api, |k| {
-        let Some(id) = handle_id(handle, REGISTRATION_HANDLE_BASE) else { return STATUS_INVALID_PARAMETER };
+        let Some(id) = handle_id(handle, REGISTRATION_HANDLE_BASE) else {
+            return STATUS_INVALID_PARAMETER;
+        };
         let mut nmr = lock(&k.nmr);
         match nmr.registrations.get(&id) {
             Some(r) if r.kind == kind && r.deregistering => {}
             _ => return STATUS_INVALID_PARAMETER,
         }
         while nmr.bindings_of(id) > 0 {
-            nmr = k.nmr_cv.wait(nmr).unwrap_or_else(std::sync::PoisonError::into_inner);
+            nmr = k
+                .nmr_cv
+                .wait(nmr)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         nmr.registrations.remove(&id);
         STATUS_SUCCESS
@@ -363,16 +495,30 @@ fn detach_complete(api: &'static str, kind: Kind, handle: HANDLE) {
     require_irql(api, DISPATCH_LEVEL);
     with_kernel(api, |k| {
         let Some(binding) = handle_id(handle, BINDING_HANDLE_BASE) else {
-            bugcheck(api, DRIVER_VERIFIER_DETECTED_VIOLATION, [handle as u64, 0, 0, 0], "not a binding handle");
+            bugcheck(
+                api,
+                DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [handle as u64, 0, 0, 0],
+                "not a binding handle",
+            );
         };
         let mut nmr = lock(&k.nmr);
         let side = nmr.bindings.get_mut(&binding).map(|b| side_mut(b, kind));
         match side {
             Some(side @ Side::Pending) => *side = Side::Done,
-            Some(side @ Side::InCallback { .. }) => *side = Side::InCallback { complete_early: true },
+            Some(side @ Side::InCallback { .. }) => {
+                *side = Side::InCallback {
+                    complete_early: true,
+                }
+            }
             _ => {
                 drop(nmr);
-                bugcheck(api, DRIVER_VERIFIER_DETECTED_VIOLATION, [handle as u64, 0, 0, 0], &format!("{api} without a pending detach on this binding"));
+                bugcheck(
+                    api,
+                    DRIVER_VERIFIER_DETECTED_VIOLATION,
+                    [handle as u64, 0, 0, 0],
+                    &format!("{api} without a pending detach on this binding"),
+                );
             }
         }
         drop(nmr);
@@ -385,8 +531,18 @@ fn detach_complete(api: &'static str, kind: Kind, handle: HANDLE) {
 /// # Safety
 /// Kernel routine; the characteristics and context stay valid until deregistration completes.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn NmrRegisterProvider(ProviderCharacteristics: *const NPI_PROVIDER_CHARACTERISTICS, ProviderContext: *mut c_void, NmrProviderHandle: *mut HANDLE) -> NTSTATUS {
-    register("NmrRegisterProvider", Kind::Provider, ProviderCharacteristics as usize, ProviderContext, NmrProviderHandle)
+pub unsafe extern "win64" fn NmrRegisterProvider(
+    ProviderCharacteristics: *const NPI_PROVIDER_CHARACTERISTICS,
+    ProviderContext: *mut c_void,
+    NmrProviderHandle: *mut HANDLE,
+) -> NTSTATUS {
+    register(
+        "NmrRegisterProvider",
+        Kind::Provider,
+        ProviderCharacteristics as usize,
+        ProviderContext,
+        NmrProviderHandle,
+    )
 }
 
 /// `NmrRegisterClient`.
@@ -394,8 +550,18 @@ pub unsafe extern "win64" fn NmrRegisterProvider(ProviderCharacteristics: *const
 /// # Safety
 /// Kernel routine; the characteristics and context stay valid until deregistration completes.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn NmrRegisterClient(ClientCharacteristics: *const NPI_CLIENT_CHARACTERISTICS, ClientContext: *mut c_void, NmrClientHandle: *mut HANDLE) -> NTSTATUS {
-    register("NmrRegisterClient", Kind::Client, ClientCharacteristics as usize, ClientContext, NmrClientHandle)
+pub unsafe extern "win64" fn NmrRegisterClient(
+    ClientCharacteristics: *const NPI_CLIENT_CHARACTERISTICS,
+    ClientContext: *mut c_void,
+    NmrClientHandle: *mut HANDLE,
+) -> NTSTATUS {
+    register(
+        "NmrRegisterClient",
+        Kind::Client,
+        ClientCharacteristics as usize,
+        ClientContext,
+        NmrClientHandle,
+    )
 }
 
 /// `NmrDeregisterProvider`.
@@ -413,25 +579,41 @@ pub extern "win64" fn NmrDeregisterClient(NmrClientHandle: HANDLE) -> NTSTATUS {
 /// `NmrWaitForProviderDeregisterComplete`.
 #[unsafe(no_mangle)]
 pub extern "win64" fn NmrWaitForProviderDeregisterComplete(NmrProviderHandle: HANDLE) -> NTSTATUS {
-    wait_deregister("NmrWaitForProviderDeregisterComplete", Kind::Provider, NmrProviderHandle)
+    wait_deregister(
+        "NmrWaitForProviderDeregisterComplete",
+        Kind::Provider,
+        NmrProviderHandle,
+    )
 }
 
 /// `NmrWaitForClientDeregisterComplete`.
 #[unsafe(no_mangle)]
 pub extern "win64" fn NmrWaitForClientDeregisterComplete(NmrClientHandle: HANDLE) -> NTSTATUS {
-    wait_deregister("NmrWaitForClientDeregisterComplete", Kind::Client, NmrClientHandle)
+    wait_deregister(
+        "NmrWaitForClientDeregisterComplete",
+        Kind::Client,
+        NmrClientHandle,
+    )
 }
 
 /// `NmrProviderDetachClientComplete`.
 #[unsafe(no_mangle)]
 pub extern "win64" fn NmrProviderDetachClientComplete(NmrBindingHandle: HANDLE) {
-    detach_complete("NmrProviderDetachClientComplete", Kind::Provider, NmrBindingHandle);
+    detach_complete(
+        "NmrProviderDetachClientComplete",
+        Kind::Provider,
+        NmrBindingHandle,
+    );
 }
 
 /// `NmrClientDetachProviderComplete`.
 #[unsafe(no_mangle)]
 pub extern "win64" fn NmrClientDetachProviderComplete(NmrBindingHandle: HANDLE) {
-    detach_complete("NmrClientDetachProviderComplete", Kind::Client, NmrBindingHandle);
+    detach_complete(
+        "NmrClientDetachProviderComplete",
+        Kind::Client,
+        NmrBindingHandle,
+    );
 }
 
 /// `NmrClientAttachProvider`: called by a client from its `ClientAttachProvider`; calls the
@@ -453,24 +635,39 @@ pub unsafe extern "win64" fn NmrClientAttachProvider(
         return STATUS_INVALID_PARAMETER;
     }
     with_kernel(API, |k| {
-        let Some(binding) = handle_id(NmrBindingHandle, BINDING_HANDLE_BASE) else { return STATUS_INVALID_PARAMETER };
+        let Some(binding) = handle_id(NmrBindingHandle, BINDING_HANDLE_BASE) else {
+            return STATUS_INVALID_PARAMETER;
+        };
         let (attach_fn, provider_context, client_instance) = {
             let nmr = lock(&k.nmr);
-            let Some(b) = nmr.bindings.get(&binding).filter(|b| b.attaching && b.provider_side == Side::Absent) else {
+            let Some(b) = nmr
+                .bindings
+                .get(&binding)
+                .filter(|b| b.attaching && b.provider_side == Side::Absent)
+            else {
                 return STATUS_INVALID_PARAMETER;
             };
-            let (Some(p), Some(c)) = (nmr.registrations.get(&b.provider), nmr.registrations.get(&b.client)) else {
+            let (Some(p), Some(c)) = (
+                nmr.registrations.get(&b.provider),
+                nmr.registrations.get(&b.client),
+            ) else {
                 return STATUS_INVALID_PARAMETER;
             };
             if p.deregistering {
                 return STATUS_NOINTERFACE;
             }
-            (provider_chars(p).ProviderAttachClient, p.context, instance(c))
+            (
+                provider_chars(p).ProviderAttachClient,
+                p.context,
+                instance(c),
+            )
         };
         if call_fails(k, API) {
             return STATUS_INSUFFICIENT_RESOURCES;
         }
-        let Some(attach_fn) = attach_fn else { return STATUS_NOINTERFACE };
+        let Some(attach_fn) = attach_fn else {
+            return STATUS_NOINTERFACE;
+        };
         let mut provider_binding: *mut c_void = ptr::null_mut();
         let mut provider_dispatch: *const c_void = ptr::null();
         // SAFETY: the provider registered this callback and keeps it valid while registered;
@@ -494,10 +691,9 @@ pub unsafe extern "win64" fn NmrClientAttachProvider(
                 b.client_context = ClientBindingContext as usize;
             }
             // SAFETY: checked non-null above; the client passes writable slots.
-            unsafe {
-                ProviderBindingContext.write(provider_binding);
-                ProviderDispatch.write(provider_dispatch);
-            }
+            unsafe { ProviderBindingContext.write(provider_binding) };
+            // SAFETY: as above.
+            unsafe { ProviderDispatch.write(provider_dispatch) };
         }
         status
     })

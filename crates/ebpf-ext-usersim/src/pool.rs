@@ -6,18 +6,22 @@
 //! same block is recognised. Double free, tag mismatch and freeing an unknown address are bug
 //! checks `BAD_POOL_CALLER` (0xC2) with Windows' first parameters.
 
-use std::alloc::{self, Layout};
+use core::alloc::Layout;
+use core::ffi::c_void;
+use core::ptr;
+use std::alloc;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::ffi::c_void;
-use std::ptr;
 
 use ebpf_ext_sys::wdm::{
-    APC_LEVEL, BAD_POOL_CALLER, DISPATCH_LEVEL, PAGE_SIZE, POOL_FLAG_CACHE_ALIGNED, POOL_FLAG_LAST_KNOWN_REQUIRED,
-    POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED, POOL_FLAG_RAISE_ON_FAILURE, POOL_FLAG_REQUIRED_MASK,
-    POOL_FLAG_UNINITIALIZED, POOL_FLAGS,
+    APC_LEVEL, BAD_POOL_CALLER, DISPATCH_LEVEL, PAGE_SIZE, POOL_FLAG_CACHE_ALIGNED,
+    POOL_FLAG_LAST_KNOWN_REQUIRED, POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE,
+    POOL_FLAG_PAGED, POOL_FLAG_RAISE_ON_FAILURE, POOL_FLAG_REQUIRED_MASK, POOL_FLAG_UNINITIALIZED,
+    POOL_FLAGS,
 };
 
-use crate::kernel::{Kernel, allocation_fails, bugcheck, call_fails, current_irql, lock, require_irql, with_kernel};
+use crate::kernel::{
+    Kernel, allocation_fails, bugcheck, call_fails, current_irql, lock, require_irql, with_kernel,
+};
 
 /// Byte written over freed pool.
 pub const FREED_POISON: u8 = 0xDF;
@@ -70,7 +74,10 @@ pub struct TagUsage {
 /// Renders a pool tag as its characters in memory order, as debuggers show them.
 #[must_use]
 pub fn tag_name(tag: u32) -> String {
-    tag.to_le_bytes().iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect()
+    tag.to_le_bytes()
+        .iter()
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
+        .collect()
 }
 
 impl Kernel {
@@ -84,7 +91,14 @@ impl Kernel {
             entry.0 += 1;
             entry.1 += block.layout.size();
         }
-        by_tag.into_iter().map(|(tag, (count, bytes))| TagUsage { tag: tag_name(tag), count, bytes }).collect()
+        by_tag
+            .into_iter()
+            .map(|(tag, (count, bytes))| TagUsage {
+                tag: tag_name(tag),
+                count,
+                bytes,
+            })
+            .collect()
     }
 
     /// Allocations made since the kernel was created.
@@ -107,7 +121,12 @@ impl Kernel {
 
 /// Allocates kernel pool for `api` (which counts as an allocation for fault injection).
 /// Returns NULL on an injected failure.
-pub(crate) fn pool_alloc(api: &'static str, flags: POOL_FLAGS, size: usize, tag: u32) -> *mut c_void {
+pub(crate) fn pool_alloc(
+    api: &'static str,
+    flags: POOL_FLAGS,
+    size: usize,
+    tag: u32,
+) -> *mut c_void {
     with_kernel(api, |k| {
         if allocation_fails(k) {
             return ptr::null_mut();
@@ -127,13 +146,24 @@ pub(crate) fn pool_alloc(api: &'static str, flags: POOL_FLAGS, size: usize, tag:
         if p.is_null() {
             return ptr::null_mut();
         }
-        let fill = if flags & POOL_FLAG_UNINITIALIZED != 0 { UNINITIALIZED_FILL } else { 0 };
+        let fill = if flags & POOL_FLAG_UNINITIALIZED != 0 {
+            UNINITIALIZED_FILL
+        } else {
+            0
+        };
         // SAFETY: `p` is a fresh allocation of `layout.size()` bytes.
         unsafe { ptr::write_bytes(p, fill, layout.size()) };
         let mut pool = lock(&k.pool);
         pool.total_allocations += 1;
         pool.quarantined.remove(&(p as usize));
-        pool.live.insert(p as usize, Block { tag, layout, paged: flags & POOL_FLAG_PAGED != 0 });
+        pool.live.insert(
+            p as usize,
+            Block {
+                tag,
+                layout,
+                paged: flags & POOL_FLAG_PAGED != 0,
+            },
+        );
         p.cast()
     })
 }
@@ -151,7 +181,10 @@ pub(crate) fn pool_free(api: &'static str, p: *mut c_void, tag: Option<u32>) {
                     api,
                     BAD_POOL_CALLER,
                     [0x07, 0, addr as u64, u64::from(t)],
-                    &format!("double free of pool block {addr:#x} (tag '{}')", tag_name(t)),
+                    &format!(
+                        "double free of pool block {addr:#x} (tag '{}')",
+                        tag_name(t)
+                    ),
                 ),
                 None => bugcheck(
                     api,
@@ -162,7 +195,11 @@ pub(crate) fn pool_free(api: &'static str, p: *mut c_void, tag: Option<u32>) {
             }
         };
         let irql = current_irql();
-        let max = if block.paged { APC_LEVEL } else { DISPATCH_LEVEL };
+        let max = if block.paged {
+            APC_LEVEL
+        } else {
+            DISPATCH_LEVEL
+        };
         if irql > max {
             let tag_found = block.tag;
             pool.live.insert(addr, block);
@@ -184,7 +221,11 @@ pub(crate) fn pool_free(api: &'static str, p: *mut c_void, tag: Option<u32>) {
                 api,
                 BAD_POOL_CALLER,
                 [0x0A, addr as u64, u64::from(found), u64::from(tag)],
-                &format!("freed with tag '{}' but allocated with tag '{}'", tag_name(tag), tag_name(found)),
+                &format!(
+                    "freed with tag '{}' but allocated with tag '{}'",
+                    tag_name(tag),
+                    tag_name(found)
+                ),
             );
         }
         // SAFETY: the block is live, `layout.size()` bytes long, and now owned by the quarantine.
@@ -192,8 +233,11 @@ pub(crate) fn pool_free(api: &'static str, p: *mut c_void, tag: Option<u32>) {
         pool.quarantine.push_back((addr, block.layout));
         pool.quarantined.insert(addr, block.tag);
         pool.quarantine_bytes += block.layout.size();
-        while pool.quarantine.len() > QUARANTINE_BLOCKS || pool.quarantine_bytes > QUARANTINE_BYTES {
-            let Some((old, layout)) = pool.quarantine.pop_front() else { break };
+        while pool.quarantine.len() > QUARANTINE_BLOCKS || pool.quarantine_bytes > QUARANTINE_BYTES
+        {
+            let Some((old, layout)) = pool.quarantine.pop_front() else {
+                break;
+            };
             pool.quarantined.remove(&old);
             pool.quarantine_bytes -= layout.size();
             // SAFETY: quarantined blocks came from `alloc` with this layout and were not freed.
@@ -207,16 +251,30 @@ pub(crate) fn pool_free(api: &'static str, p: *mut c_void, tag: Option<u32>) {
 /// # Safety
 /// Kernel routine; see [`ebpf_ext_sys::wdm::ExAllocatePool2`].
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: usize, Tag: u32) -> *mut c_void {
+pub unsafe extern "win64" fn ExAllocatePool2(
+    Flags: POOL_FLAGS,
+    NumberOfBytes: usize,
+    Tag: u32,
+) -> *mut c_void {
     const API: &str = "ExAllocatePool2";
     let paged = Flags & POOL_FLAG_PAGED != 0;
     require_irql(API, if paged { APC_LEVEL } else { DISPATCH_LEVEL });
     if Flags & POOL_FLAG_RAISE_ON_FAILURE != 0 {
-        bugcheck(API, BAD_POOL_CALLER, [0x9B, Flags, 0, 0], "POOL_FLAG_RAISE_ON_FAILURE: exceptions cannot cross the kernel boundary here");
+        bugcheck(
+            API,
+            BAD_POOL_CALLER,
+            [0x9B, Flags, 0, 0],
+            "POOL_FLAG_RAISE_ON_FAILURE: exceptions cannot cross the kernel boundary here",
+        );
     }
-    let kinds = [POOL_FLAG_NON_PAGED, POOL_FLAG_NON_PAGED_EXECUTE, POOL_FLAG_PAGED];
+    let kinds = [
+        POOL_FLAG_NON_PAGED,
+        POOL_FLAG_NON_PAGED_EXECUTE,
+        POOL_FLAG_PAGED,
+    ];
     let kind_count = kinds.iter().filter(|&&k| Flags & k != 0).count();
-    let unknown_required = Flags & POOL_FLAG_REQUIRED_MASK & !((POOL_FLAG_LAST_KNOWN_REQUIRED << 1) - 1) != 0;
+    let unknown_required =
+        Flags & POOL_FLAG_REQUIRED_MASK & !((POOL_FLAG_LAST_KNOWN_REQUIRED << 1) - 1) != 0;
     if with_kernel(API, |k| call_fails(k, API)) || Tag == 0 || kind_count != 1 || unknown_required {
         return ptr::null_mut();
     }

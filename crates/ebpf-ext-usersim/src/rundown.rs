@@ -12,16 +12,16 @@
 //! the increment or the acquirer sees the flag. A reference may be released on another
 //! processor than it was taken on: counters are signed and only their sum matters.
 
-use std::ffi::c_void;
-use std::mem::size_of;
-use std::ptr;
-use std::sync::atomic::{AtomicIsize, AtomicU32, AtomicUsize, Ordering};
-use std::time::Duration;
+use core::ffi::c_void;
+use core::mem::size_of;
+use core::ptr;
+use core::sync::atomic::{AtomicIsize, AtomicU32, AtomicUsize, Ordering};
+use core::time::Duration;
 
 use ebpf_ext_sys::ntdef::{BOOLEAN, FALSE, TRUE};
 use ebpf_ext_sys::wdm::{
-    APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, EX_RUNDOWN_REF, EX_RUNDOWN_REF_CACHE_AWARE,
-    POOL_FLAG_CACHE_ALIGNED, POOL_FLAG_NON_PAGED, POOL_TYPE,
+    APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, EX_RUNDOWN_REF,
+    EX_RUNDOWN_REF_CACHE_AWARE, POOL_FLAG_CACHE_ALIGNED, POOL_FLAG_NON_PAGED, POOL_TYPE,
 };
 
 use crate::cpu::{current_processor, processor_count};
@@ -34,9 +34,10 @@ const CACHE_LINE: usize = 64;
 const CACHE_AWARE_MAGIC: u32 = 0x5275_6E43; // "CnuR"
 
 fn count_word<'a>(run_ref: *mut EX_RUNDOWN_REF) -> &'a AtomicUsize {
-    // SAFETY: callers pass a valid, aligned EX_RUNDOWN_REF that outlives the call; the kernel
-    // routines are the only writers while it is in use, and they write it atomically.
-    unsafe { AtomicUsize::from_ptr(ptr::addr_of_mut!((*run_ref).Count)) }
+    // SAFETY: callers pass a valid, aligned EX_RUNDOWN_REF that outlives the call; `Count` is
+    // its first and only field. The kernel routines are the only writers while it is in use,
+    // and they write it atomically.
+    unsafe { AtomicUsize::from_ptr(run_ref.cast::<usize>()) }
 }
 
 fn wake_waiters(k: &Inner) {
@@ -47,7 +48,11 @@ fn wake_waiters(k: &Inner) {
 fn wait_until(k: &Inner, drained: impl Fn() -> bool) {
     let mut guard = lock(&k.wait_lock);
     while !drained() {
-        guard = k.wait_cv.wait_timeout(guard, Duration::from_millis(50)).unwrap_or_else(std::sync::PoisonError::into_inner).0;
+        guard = k
+            .wait_cv
+            .wait_timeout(guard, Duration::from_millis(50))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0;
     }
 }
 
@@ -98,7 +103,12 @@ pub unsafe extern "win64" fn ExAcquireRundownProtection(RunRef: *mut EX_RUNDOWN_
         if value & ACTIVE != 0 {
             return FALSE;
         }
-        match word.compare_exchange_weak(value, value + ONE_REF, Ordering::Acquire, Ordering::Relaxed) {
+        match word.compare_exchange_weak(
+            value,
+            value + ONE_REF,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
             Ok(_) => return TRUE,
             Err(seen) => value = seen,
         }
@@ -116,7 +126,12 @@ pub unsafe extern "win64" fn ExReleaseRundownProtection(RunRef: *mut EX_RUNDOWN_
     require_irql(API, DISPATCH_LEVEL);
     let old = count_word(RunRef).fetch_sub(ONE_REF, Ordering::Release);
     if old < ONE_REF {
-        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [old as u64, RunRef as u64, 0, 0], "released a rundown reference that was not acquired");
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [old as u64, RunRef as u64, 0, 0],
+            "released a rundown reference that was not acquired",
+        );
     }
     if old == ACTIVE + ONE_REF {
         with_kernel(API, |k| wake_waiters(k));
@@ -133,7 +148,9 @@ pub unsafe extern "win64" fn ExWaitForRundownProtectionRelease(RunRef: *mut EX_R
     require_irql(API, APC_LEVEL);
     let word = count_word(RunRef);
     word.fetch_or(ACTIVE, Ordering::AcqRel);
-    with_kernel(API, |k| wait_until(k, || word.load(Ordering::Acquire) == ACTIVE));
+    with_kernel(API, |k| {
+        wait_until(k, || word.load(Ordering::Acquire) == ACTIVE)
+    });
 }
 
 /// `ExRundownCompleted`.
@@ -147,7 +164,12 @@ pub unsafe extern "win64" fn ExRundownCompleted(RunRef: *mut EX_RUNDOWN_REF) {
     require_irql(API, APC_LEVEL);
     let value = count_word(RunRef).load(Ordering::Acquire);
     if value != ACTIVE {
-        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [value as u64, RunRef as u64, 0, 0], "ExRundownCompleted before the wait completed");
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [value as u64, RunRef as u64, 0, 0],
+            "ExRundownCompleted before the wait completed",
+        );
     }
 }
 
@@ -173,22 +195,35 @@ fn cache_aware_size(slots: u32) -> usize {
 
 fn cache_aware<'a>(api: &'static str, r: *mut EX_RUNDOWN_REF_CACHE_AWARE) -> &'a CacheAware {
     if r.is_null() {
-        bugcheck(api, DRIVER_VERIFIER_DETECTED_VIOLATION, [0; 4], "NULL cache-aware rundown reference");
+        bugcheck(
+            api,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [0; 4],
+            "NULL cache-aware rundown reference",
+        );
     }
     // SAFETY: non-null, and callers pass storage initialised by this module, which lays a
     // `CacheAware` at its start; only atomics are written after initialisation.
     let header = unsafe { &*r.cast::<CacheAware>() };
     if header.magic.load(Ordering::Relaxed) != CACHE_AWARE_MAGIC {
-        bugcheck(api, DRIVER_VERIFIER_DETECTED_VIOLATION, [r as u64, 0, 0, 0], "cache-aware rundown reference used before initialisation");
+        bugcheck(
+            api,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [r as u64, 0, 0, 0],
+            "cache-aware rundown reference used before initialisation",
+        );
     }
     header
 }
 
 fn slot(header: &CacheAware, index: u32) -> &AtomicIsize {
-    let base = ptr::from_ref(header).cast::<u8>();
-    // SAFETY: `first_slot + index * CACHE_LINE` lies inside the storage sized by
-    // `cache_aware_size(slots)` because `index < slots`; the slot is 64-byte aligned.
-    unsafe { &*base.add(header.first_slot + (index % header.slots) as usize * CACHE_LINE).cast::<AtomicIsize>() }
+    let offset = header.first_slot + (index % header.slots) as usize * CACHE_LINE;
+    let counter = ptr::from_ref(header)
+        .wrapping_byte_add(offset)
+        .cast::<AtomicIsize>();
+    // SAFETY: `first_slot + (index % slots) * CACHE_LINE` lies inside the storage sized by
+    // `cache_aware_size(slots)`, on a 64-byte boundary, and was initialised to zero.
+    unsafe { &*counter }
 }
 
 fn init_cache_aware(r: *mut EX_RUNDOWN_REF_CACHE_AWARE, slots: u32, pool_tag: u32) {
@@ -199,7 +234,13 @@ fn init_cache_aware(r: *mut EX_RUNDOWN_REF_CACHE_AWARE, slots: u32, pool_tag: u3
     unsafe {
         ptr::write_bytes(r.cast::<u8>(), 0, first + slots as usize * CACHE_LINE);
     }
-    let header = CacheAware { magic: AtomicU32::new(CACHE_AWARE_MAGIC), slots, pool_tag, active: AtomicUsize::new(0), first_slot: first };
+    let header = CacheAware {
+        magic: AtomicU32::new(CACHE_AWARE_MAGIC),
+        slots,
+        pool_tag,
+        active: AtomicUsize::new(0),
+        first_slot: first,
+    };
     // SAFETY: as above; the header fits before `first`.
     unsafe { r.cast::<CacheAware>().write(header) };
 }
@@ -216,19 +257,30 @@ pub extern "win64" fn ExSizeOfRundownProtectionCacheAware() -> usize {
 /// # Safety
 /// Kernel routine; `RunRefCacheAware` points to `RunRefSize` writable bytes.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn ExInitializeRundownProtectionCacheAware(RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE, RunRefSize: usize) {
+pub unsafe extern "win64" fn ExInitializeRundownProtectionCacheAware(
+    RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE,
+    RunRefSize: usize,
+) {
     const API: &str = "ExInitializeRundownProtectionCacheAware";
     require_irql(API, APC_LEVEL);
     let slots = processor_count(API);
-    if RunRefSize < cache_aware_size(slots) || (RunRefCacheAware as usize) % 8 != 0 {
-        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [RunRefSize as u64, 0, 0, 0], "storage smaller than ExSizeOfRundownProtectionCacheAware() or misaligned");
+    if RunRefSize < cache_aware_size(slots) || !(RunRefCacheAware as usize).is_multiple_of(8) {
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [RunRefSize as u64, 0, 0, 0],
+            "storage smaller than ExSizeOfRundownProtectionCacheAware() or misaligned",
+        );
     }
     init_cache_aware(RunRefCacheAware, slots, 0);
 }
 
 /// `ExAllocateCacheAwareRundownProtection`.
 #[unsafe(no_mangle)]
-pub extern "win64" fn ExAllocateCacheAwareRundownProtection(PoolType: POOL_TYPE, PoolTag: u32) -> *mut EX_RUNDOWN_REF_CACHE_AWARE {
+pub extern "win64" fn ExAllocateCacheAwareRundownProtection(
+    PoolType: POOL_TYPE,
+    PoolTag: u32,
+) -> *mut EX_RUNDOWN_REF_CACHE_AWARE {
     const API: &str = "ExAllocateCacheAwareRundownProtection";
     require_irql(API, APC_LEVEL);
     let _ = PoolType;
@@ -236,7 +288,12 @@ pub extern "win64" fn ExAllocateCacheAwareRundownProtection(PoolType: POOL_TYPE,
         return ptr::null_mut();
     }
     let slots = processor_count(API);
-    let p = pool_alloc(API, POOL_FLAG_NON_PAGED | POOL_FLAG_CACHE_ALIGNED, cache_aware_size(slots), PoolTag);
+    let p = pool_alloc(
+        API,
+        POOL_FLAG_NON_PAGED | POOL_FLAG_CACHE_ALIGNED,
+        cache_aware_size(slots),
+        PoolTag,
+    );
     if !p.is_null() {
         init_cache_aware(p.cast(), slots, PoolTag);
     }
@@ -248,13 +305,20 @@ pub extern "win64" fn ExAllocateCacheAwareRundownProtection(PoolType: POOL_TYPE,
 /// # Safety
 /// Kernel routine; the reference came from `ExAllocateCacheAwareRundownProtection`.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn ExFreeCacheAwareRundownProtection(RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE) {
+pub unsafe extern "win64" fn ExFreeCacheAwareRundownProtection(
+    RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE,
+) {
     const API: &str = "ExFreeCacheAwareRundownProtection";
     require_irql(API, APC_LEVEL);
     let header = cache_aware(API, RunRefCacheAware);
     let tag = header.pool_tag;
     if tag == 0 {
-        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [RunRefCacheAware as u64, 0, 0, 0], "freeing a cache-aware reference that was not allocated by ExAllocateCacheAwareRundownProtection");
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [RunRefCacheAware as u64, 0, 0, 0],
+            "freeing a cache-aware reference that was not allocated by ExAllocateCacheAwareRundownProtection",
+        );
     }
     header.magic.store(0, Ordering::Relaxed);
     pool_free(API, RunRefCacheAware.cast::<c_void>(), Some(tag));
@@ -265,7 +329,9 @@ pub unsafe extern "win64" fn ExFreeCacheAwareRundownProtection(RunRefCacheAware:
 /// # Safety
 /// Kernel routine; the reference is initialised.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn ExAcquireRundownProtectionCacheAware(RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE) -> BOOLEAN {
+pub unsafe extern "win64" fn ExAcquireRundownProtectionCacheAware(
+    RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE,
+) -> BOOLEAN {
     const API: &str = "ExAcquireRundownProtectionCacheAware";
     require_bound(API);
     require_irql(API, DISPATCH_LEVEL);
@@ -285,7 +351,9 @@ pub unsafe extern "win64" fn ExAcquireRundownProtectionCacheAware(RunRefCacheAwa
 /// # Safety
 /// Kernel routine; the caller holds a reference.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn ExReleaseRundownProtectionCacheAware(RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE) {
+pub unsafe extern "win64" fn ExReleaseRundownProtectionCacheAware(
+    RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE,
+) {
     const API: &str = "ExReleaseRundownProtectionCacheAware";
     require_bound(API);
     require_irql(API, DISPATCH_LEVEL);
@@ -301,11 +369,17 @@ pub unsafe extern "win64" fn ExReleaseRundownProtectionCacheAware(RunRefCacheAwa
 /// # Safety
 /// Kernel routine; the reference is initialised.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn ExWaitForRundownProtectionReleaseCacheAware(RunRef: *mut EX_RUNDOWN_REF_CACHE_AWARE) {
+pub unsafe extern "win64" fn ExWaitForRundownProtectionReleaseCacheAware(
+    RunRef: *mut EX_RUNDOWN_REF_CACHE_AWARE,
+) {
     const API: &str = "ExWaitForRundownProtectionReleaseCacheAware";
     require_irql(API, APC_LEVEL);
     let header = cache_aware(API, RunRef);
     header.active.store(1, Ordering::SeqCst);
-    let outstanding = || (0..header.slots).map(|i| slot(header, i).load(Ordering::SeqCst)).fold(0isize, isize::wrapping_add);
+    let outstanding = || {
+        (0..header.slots)
+            .map(|i| slot(header, i).load(Ordering::SeqCst))
+            .fold(0isize, isize::wrapping_add)
+    };
     with_kernel(API, |k| wait_until(k, || outstanding() == 0));
 }

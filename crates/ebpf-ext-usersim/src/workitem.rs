@@ -5,20 +5,23 @@
 //! re-queue it. The routine must return at PASSIVE_LEVEL outside any critical region, or the
 //! worker bug-checks (`WORKER_THREAD_RETURNED_AT_BAD_IRQL`, 0xE1, as Windows does).
 
+use core::ffi::c_void;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::{mem, ptr};
 use std::collections::{HashSet, VecDeque};
-use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
-use std::{mem, ptr};
 
 use ebpf_ext_sys::wdm::{
-    CustomPriorityWorkQueue, DEVICE_OBJECT, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, IO_WORKITEM_ROUTINE, MaximumWorkQueue,
-    PASSIVE_LEVEL, PIO_WORKITEM, POOL_FLAG_NON_PAGED, WORK_QUEUE_TYPE,
+    CustomPriorityWorkQueue, DEVICE_OBJECT, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION,
+    IO_WORKITEM_ROUTINE, MaximumWorkQueue, PASSIVE_LEVEL, PIO_WORKITEM, POOL_FLAG_NON_PAGED,
+    WORK_QUEUE_TYPE,
 };
 
 use crate::cpu::critical_region_depth;
-use crate::kernel::{Inner, bind, bugcheck, call_fails, current_irql, lock, require_irql, set_irql, with_kernel};
+use crate::kernel::{
+    Inner, bind, bugcheck, call_fails, current_irql, lock, require_irql, set_irql, with_kernel,
+};
 use crate::pool::{pool_alloc, pool_free};
 
 const WORKER_THREAD_RETURNED_AT_BAD_IRQL: u32 = 0xE1;
@@ -53,13 +56,20 @@ pub(crate) struct WorkQueue {
 
 impl WorkQueue {
     pub(crate) fn new() -> Self {
-        WorkQueue { state: Mutex::new(QueueState::default()), cv: Condvar::new(), workers: Mutex::new(Vec::new()) }
+        WorkQueue {
+            state: Mutex::new(QueueState::default()),
+            cv: Condvar::new(),
+            workers: Mutex::new(Vec::new()),
+        }
     }
 
     pub(crate) fn wait_idle(&self) {
         let mut state = lock(&self.state);
         while !state.jobs.is_empty() || state.running > 0 {
-            state = self.cv.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+            state = self
+                .cv
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 
@@ -114,7 +124,10 @@ fn worker_main(inner: &Arc<Inner>) {
                 if state.shutdown {
                     break None;
                 }
-                state = queue.cv.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
+                state = queue
+                    .cv
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
         };
         let Some(job) = job else { break };
@@ -127,7 +140,12 @@ fn worker_main(inner: &Arc<Inner>) {
             bugcheck(
                 "IoQueueWorkItem",
                 WORKER_THREAD_RETURNED_AT_BAD_IRQL,
-                [job.routine as usize as u64, u64::from(irql), job.item as u64, u64::from(critical_region_depth())],
+                [
+                    job.routine as usize as u64,
+                    u64::from(irql),
+                    job.item as u64,
+                    u64::from(critical_region_depth()),
+                ],
                 "work item routine returned at raised IRQL or inside a critical region",
             );
         }
@@ -139,8 +157,17 @@ fn worker_main(inner: &Arc<Inner>) {
 }
 
 fn check_item(api: &'static str, inner: &Inner, item: PIO_WORKITEM) {
-    if item.is_null() || !lock(&inner.work.state).live_items.contains(&(item as usize)) {
-        bugcheck(api, DRIVER_VERIFIER_DETECTED_VIOLATION, [item as u64, 0, 0, 0], "not a live work item");
+    if item.is_null()
+        || !lock(&inner.work.state)
+            .live_items
+            .contains(&(item as usize))
+    {
+        bugcheck(
+            api,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [item as u64, 0, 0, 0],
+            "not a live work item",
+        );
     }
 }
 
@@ -153,17 +180,33 @@ pub unsafe extern "win64" fn IoAllocateWorkItem(DeviceObject: *mut DEVICE_OBJECT
     const API: &str = "IoAllocateWorkItem";
     require_irql(API, DISPATCH_LEVEL);
     if DeviceObject.is_null() {
-        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [0; 4], "IoAllocateWorkItem with a NULL device object");
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [0; 4],
+            "IoAllocateWorkItem with a NULL device object",
+        );
     }
     if with_kernel(API, |k| call_fails(k, API)) {
         return ptr::null_mut();
     }
-    let p = pool_alloc(API, POOL_FLAG_NON_PAGED, mem::size_of::<WorkItem>(), WORKITEM_TAG).cast::<WorkItem>();
+    let p = pool_alloc(
+        API,
+        POOL_FLAG_NON_PAGED,
+        mem::size_of::<WorkItem>(),
+        WORKITEM_TAG,
+    )
+    .cast::<WorkItem>();
     if p.is_null() {
         return ptr::null_mut();
     }
     // SAFETY: `p` is a fresh, suitably aligned allocation of a WorkItem.
-    unsafe { p.write(WorkItem { device: DeviceObject, queued: AtomicBool::new(false) }) };
+    unsafe {
+        p.write(WorkItem {
+            device: DeviceObject,
+            queued: AtomicBool::new(false),
+        })
+    };
     with_kernel(API, |k| lock(&k.work.state).live_items.insert(p as usize));
     p.cast()
 }
@@ -173,23 +216,44 @@ pub unsafe extern "win64" fn IoAllocateWorkItem(DeviceObject: *mut DEVICE_OBJECT
 /// # Safety
 /// Kernel routine; the item is live and not queued.
 #[unsafe(no_mangle)]
-pub unsafe extern "win64" fn IoQueueWorkItem(IoWorkItem: PIO_WORKITEM, WorkerRoutine: IO_WORKITEM_ROUTINE, QueueType: WORK_QUEUE_TYPE, Context: *mut c_void) {
+pub unsafe extern "win64" fn IoQueueWorkItem(
+    IoWorkItem: PIO_WORKITEM,
+    WorkerRoutine: IO_WORKITEM_ROUTINE,
+    QueueType: WORK_QUEUE_TYPE,
+    Context: *mut c_void,
+) {
     const API: &str = "IoQueueWorkItem";
     require_irql(API, DISPATCH_LEVEL);
-    let valid_queue = (0..MaximumWorkQueue).contains(&QueueType) || (CustomPriorityWorkQueue..CustomPriorityWorkQueue + 32).contains(&QueueType);
+    let valid_queue = (0..MaximumWorkQueue).contains(&QueueType)
+        || (CustomPriorityWorkQueue..CustomPriorityWorkQueue + 32).contains(&QueueType);
     if !valid_queue {
-        bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [QueueType as u64, 0, 0, 0], "invalid WORK_QUEUE_TYPE");
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [u64::from(QueueType.cast_unsigned()), 0, 0, 0],
+            "invalid WORK_QUEUE_TYPE",
+        );
     }
     with_kernel(API, |k| {
         check_item(API, k, IoWorkItem);
         // SAFETY: `check_item` established that this is a live WorkItem.
         let item = unsafe { &*IoWorkItem.cast::<WorkItem>() };
         if item.queued.swap(true, Ordering::AcqRel) {
-            bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [IoWorkItem as u64, 0, 0, 0], "work item queued while already queued");
+            bugcheck(
+                API,
+                DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [IoWorkItem as u64, 0, 0, 0],
+                "work item queued while already queued",
+            );
         }
         k.work.start_workers(k);
         let mut state = lock(&k.work.state);
-        state.jobs.push_back(Job { item: IoWorkItem as usize, routine: WorkerRoutine, context: Context as usize, device: item.device as usize });
+        state.jobs.push_back(Job {
+            item: IoWorkItem as usize,
+            routine: WorkerRoutine,
+            context: Context as usize,
+            device: item.device as usize,
+        });
         drop(state);
         k.work.cv.notify_all();
     });
@@ -208,9 +272,16 @@ pub unsafe extern "win64" fn IoFreeWorkItem(IoWorkItem: PIO_WORKITEM) {
         // SAFETY: `check_item` established that this is a live WorkItem.
         let item = unsafe { &*IoWorkItem.cast::<WorkItem>() };
         if item.queued.load(Ordering::Acquire) {
-            bugcheck(API, DRIVER_VERIFIER_DETECTED_VIOLATION, [IoWorkItem as u64, 0, 0, 0], "work item freed while queued");
+            bugcheck(
+                API,
+                DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [IoWorkItem as u64, 0, 0, 0],
+                "work item freed while queued",
+            );
         }
-        lock(&k.work.state).live_items.remove(&(IoWorkItem as usize));
+        lock(&k.work.state)
+            .live_items
+            .remove(&(IoWorkItem as usize));
     });
     pool_free(API, IoWorkItem.cast(), Some(WORKITEM_TAG));
 }

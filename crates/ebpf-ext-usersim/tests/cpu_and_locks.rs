@@ -2,17 +2,24 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 
 use ebpf_ext_sys::intrin::{KeGetCurrentIrql, KeRaiseIrql};
-use ebpf_ext_sys::ntddk::{KeEnterCriticalRegion, KeExpandKernelStackAndCalloutEx, KeLeaveCriticalRegion, MAXIMUM_EXPANSION_SIZE};
-use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER_3, STATUS_INVALID_PARAMETER_4, STATUS_NO_MEMORY, STATUS_SUCCESS};
+use ebpf_ext_sys::ntddk::{
+    KeEnterCriticalRegion, KeExpandKernelStackAndCalloutEx, KeLeaveCriticalRegion,
+    MAXIMUM_EXPANSION_SIZE,
+};
+use ebpf_ext_sys::ntstatus::{
+    STATUS_INVALID_PARAMETER_3, STATUS_INVALID_PARAMETER_4, STATUS_NO_MEMORY, STATUS_SUCCESS,
+};
 use ebpf_ext_sys::wdm::{
-    APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, DbgPrintEx, EX_PUSH_LOCK, EX_SPIN_LOCK, ExAcquirePushLockExclusiveEx,
-    ExAcquirePushLockSharedEx, ExAcquireSpinLockExclusive, ExAcquireSpinLockShared, ExReleasePushLockExclusiveEx, ExReleasePushLockSharedEx,
-    ExReleaseSpinLockExclusive, ExReleaseSpinLockShared, ExWaitForRundownProtectionRelease, EX_RUNDOWN_REF, IRQL_NOT_GREATER_OR_EQUAL,
-    IRQL_NOT_LESS_OR_EQUAL, KeLowerIrql, PASSIVE_LEVEL,
+    APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, DbgPrintEx, EX_PUSH_LOCK,
+    EX_RUNDOWN_REF, EX_SPIN_LOCK, ExAcquirePushLockExclusiveEx, ExAcquirePushLockSharedEx,
+    ExAcquireSpinLockExclusive, ExAcquireSpinLockShared, ExReleasePushLockExclusiveEx,
+    ExReleasePushLockSharedEx, ExReleaseSpinLockExclusive, ExReleaseSpinLockShared,
+    ExWaitForRundownProtectionRelease, IRQL_NOT_GREATER_OR_EQUAL, IRQL_NOT_LESS_OR_EQUAL,
+    KeLowerIrql, PASSIVE_LEVEL,
 };
 use ebpf_ext_usersim::{Fault, Kernel, expect_bugcheck, set_current_irql};
 
@@ -36,7 +43,10 @@ fn raise_to_lower_level_bugchecks() {
         // SAFETY: deliberately wrong.
         let _ = unsafe { KeRaiseIrql(APC_LEVEL) };
     });
-    assert_eq!((check.code, check.api.as_str()), (IRQL_NOT_GREATER_OR_EQUAL, "KfRaiseIrql"));
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (IRQL_NOT_GREATER_OR_EQUAL, "KfRaiseIrql")
+    );
 }
 
 #[test]
@@ -79,7 +89,11 @@ fn spin_lock_raises_to_dispatch_and_excludes_writers() {
             });
         }
     });
-    assert_eq!(counter.load(Ordering::Relaxed), 8000, "exclusive sections did not overlap");
+    assert_eq!(
+        counter.load(Ordering::Relaxed),
+        8000,
+        "exclusive sections did not overlap"
+    );
 }
 
 #[test]
@@ -104,7 +118,11 @@ fn push_lock_needs_a_critical_region() {
         // SAFETY: a valid lock; deliberately outside a critical region.
         unsafe { ExAcquirePushLockExclusiveEx(&raw mut lock, 0) };
     });
-    assert!(check.message.contains("critical region"), "{}", check.message);
+    assert!(
+        check.message.contains("critical region"),
+        "{}",
+        check.message
+    );
 }
 
 #[test]
@@ -156,9 +174,14 @@ fn stack_expansion_runs_the_callout_after_checks() {
     let counter = AtomicU32::new(0);
     let param = ptr::from_ref(&counter).cast_mut().cast::<c_void>();
     // SAFETY: the callout only increments the counter.
-    let run = |size, wait| unsafe { KeExpandKernelStackAndCalloutEx(count_callout, param, size, wait, ptr::null_mut()) };
+    let run = |size, wait| unsafe {
+        KeExpandKernelStackAndCalloutEx(count_callout, param, size, wait, ptr::null_mut())
+    };
     assert_eq!(run(16 * 1024, 1), STATUS_SUCCESS);
-    assert_eq!(run(MAXIMUM_EXPANSION_SIZE + 1, 0), STATUS_INVALID_PARAMETER_3);
+    assert_eq!(
+        run(MAXIMUM_EXPANSION_SIZE + 1, 0),
+        STATUS_INVALID_PARAMETER_3
+    );
     set_current_irql(DISPATCH_LEVEL);
     assert_eq!(run(16 * 1024, 1), STATUS_INVALID_PARAMETER_4);
     assert_eq!(run(16 * 1024, 0), STATUS_SUCCESS);
@@ -176,5 +199,8 @@ fn debug_print_is_captured() {
     unsafe { DbgPrintEx(77, 0, c"%s".as_ptr(), c"hello from the driver".as_ptr()) };
     let out = kernel.debug_output();
     assert_eq!(out.len(), 1);
-    assert_eq!((out[0].component, out[0].level, out[0].text.as_str()), (77, 0, "hello from the driver"));
+    assert_eq!(
+        (out[0].component, out[0].level, out[0].text.as_str()),
+        (77, 0, "hello from the driver")
+    );
 }

@@ -3,16 +3,18 @@
 
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
 
 use ebpf_ext_sys::netioddk::*;
-use ebpf_ext_sys::ntdef::{GUID, HANDLE};
-use ebpf_ext_sys::ntstatus::{STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING, STATUS_SUCCESS};
 use ebpf_ext_sys::ntdef::NTSTATUS;
+use ebpf_ext_sys::ntdef::{GUID, HANDLE};
+use ebpf_ext_sys::ntstatus::{
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING,
+    STATUS_SUCCESS,
+};
 use ebpf_ext_usersim::{Config, Fault, Kernel};
-
 
 /// Handle-only NMR routines: usersim validates handles, so these are safe to call here.
 mod safe {
@@ -88,14 +90,22 @@ unsafe extern "win64" fn provider_attach(
 unsafe extern "win64" fn provider_detach(ctx: *mut c_void) -> NTSTATUS {
     let s = side(ctx);
     s.detached.fetch_add(1, Ordering::SeqCst);
-    if s.pend_detach.load(Ordering::SeqCst) { STATUS_PENDING } else { STATUS_SUCCESS }
+    if s.pend_detach.load(Ordering::SeqCst) {
+        STATUS_PENDING
+    } else {
+        STATUS_SUCCESS
+    }
 }
 
 unsafe extern "win64" fn provider_cleanup(ctx: *mut c_void) {
     side(ctx).cleaned.fetch_add(1, Ordering::SeqCst);
 }
 
-unsafe extern "win64" fn client_attach(binding: HANDLE, ctx: *mut c_void, _provider: *const NPI_REGISTRATION_INSTANCE) -> NTSTATUS {
+unsafe extern "win64" fn client_attach(
+    binding: HANDLE,
+    ctx: *mut c_void,
+    _provider: *const NPI_REGISTRATION_INSTANCE,
+) -> NTSTATUS {
     let s = side(ctx);
     if !s.accept.load(Ordering::SeqCst) {
         return STATUS_NOINTERFACE;
@@ -103,7 +113,15 @@ unsafe extern "win64" fn client_attach(binding: HANDLE, ctx: *mut c_void, _provi
     let mut provider_binding = ptr::null_mut();
     let mut provider_dispatch = ptr::null();
     // SAFETY: called from ClientAttachProvider with the binding handle NMR gave us.
-    let status = unsafe { NmrClientAttachProvider(binding, ctx, ptr::null(), &raw mut provider_binding, &raw mut provider_dispatch) };
+    let status = unsafe {
+        NmrClientAttachProvider(
+            binding,
+            ctx,
+            ptr::null(),
+            &raw mut provider_binding,
+            &raw mut provider_dispatch,
+        )
+    };
     if status == STATUS_SUCCESS {
         s.attached.fetch_add(1, Ordering::SeqCst);
         *s.binding.lock().unwrap() = Some(binding as usize);
@@ -114,7 +132,11 @@ unsafe extern "win64" fn client_attach(binding: HANDLE, ctx: *mut c_void, _provi
 unsafe extern "win64" fn client_detach(ctx: *mut c_void) -> NTSTATUS {
     let s = side(ctx);
     s.detached.fetch_add(1, Ordering::SeqCst);
-    if s.pend_detach.load(Ordering::SeqCst) { STATUS_PENDING } else { STATUS_SUCCESS }
+    if s.pend_detach.load(Ordering::SeqCst) {
+        STATUS_PENDING
+    } else {
+        STATUS_SUCCESS
+    }
 }
 
 unsafe extern "win64" fn client_cleanup(ctx: *mut c_void) {
@@ -139,44 +161,57 @@ fn new_side(accept: bool) -> &'static Side {
 }
 
 fn register_provider(npi: &'static GUID, s: &'static Side) -> (NTSTATUS, HANDLE) {
-    let chars: &'static NPI_PROVIDER_CHARACTERISTICS = Box::leak(Box::new(NPI_PROVIDER_CHARACTERISTICS {
-        Version: 0,
-        Length: 72,
-        ProviderAttachClient: Some(provider_attach),
-        ProviderDetachClient: Some(provider_detach),
-        ProviderCleanupBindingContext: Some(provider_cleanup),
-        ProviderRegistrationInstance: instance(npi),
-    }));
+    let chars: &'static NPI_PROVIDER_CHARACTERISTICS =
+        Box::leak(Box::new(NPI_PROVIDER_CHARACTERISTICS {
+            Version: 0,
+            Length: 72,
+            ProviderAttachClient: Some(provider_attach),
+            ProviderDetachClient: Some(provider_detach),
+            ProviderCleanupBindingContext: Some(provider_cleanup),
+            ProviderRegistrationInstance: instance(npi),
+        }));
     let mut handle = ptr::null_mut();
     // SAFETY: leaked characteristics and context outlive the registration.
-    let status = unsafe { NmrRegisterProvider(chars, ptr::from_ref(s).cast_mut().cast(), &raw mut handle) };
+    let status =
+        unsafe { NmrRegisterProvider(chars, ptr::from_ref(s).cast_mut().cast(), &raw mut handle) };
     (status, handle)
 }
 
 fn register_client(npi: &'static GUID, s: &'static Side) -> (NTSTATUS, HANDLE) {
-    let chars: &'static NPI_CLIENT_CHARACTERISTICS = Box::leak(Box::new(NPI_CLIENT_CHARACTERISTICS {
-        Version: 0,
-        Length: 72,
-        ClientAttachProvider: Some(client_attach),
-        ClientDetachProvider: Some(client_detach),
-        ClientCleanupBindingContext: Some(client_cleanup),
-        ClientRegistrationInstance: instance(npi),
-    }));
+    let chars: &'static NPI_CLIENT_CHARACTERISTICS =
+        Box::leak(Box::new(NPI_CLIENT_CHARACTERISTICS {
+            Version: 0,
+            Length: 72,
+            ClientAttachProvider: Some(client_attach),
+            ClientDetachProvider: Some(client_detach),
+            ClientCleanupBindingContext: Some(client_cleanup),
+            ClientRegistrationInstance: instance(npi),
+        }));
     let mut handle = ptr::null_mut();
     // SAFETY: leaked characteristics and context outlive the registration.
-    let status = unsafe { NmrRegisterClient(chars, ptr::from_ref(s).cast_mut().cast(), &raw mut handle) };
+    let status =
+        unsafe { NmrRegisterClient(chars, ptr::from_ref(s).cast_mut().cast(), &raw mut handle) };
     (status, handle)
 }
 
 fn deregister_provider(h: HANDLE) {
     let status = safe::NmrDeregisterProvider(h);
-    assert!(status == STATUS_PENDING || status == STATUS_SUCCESS, "{status:#x}");
-    assert_eq!(safe::NmrWaitForProviderDeregisterComplete(h), STATUS_SUCCESS);
+    assert!(
+        status == STATUS_PENDING || status == STATUS_SUCCESS,
+        "{status:#x}"
+    );
+    assert_eq!(
+        safe::NmrWaitForProviderDeregisterComplete(h),
+        STATUS_SUCCESS
+    );
 }
 
 fn deregister_client(h: HANDLE) {
     let status = safe::NmrDeregisterClient(h);
-    assert!(status == STATUS_PENDING || status == STATUS_SUCCESS, "{status:#x}");
+    assert!(
+        status == STATUS_PENDING || status == STATUS_SUCCESS,
+        "{status:#x}"
+    );
     assert_eq!(safe::NmrWaitForClientDeregisterComplete(h), STATUS_SUCCESS);
 }
 
@@ -191,20 +226,50 @@ fn attach_in_either_order_and_only_matching_npi() {
     assert_eq!(st, STATUS_SUCCESS);
     let (_, stranger_h) = register_client(&OTHER, new_side(true));
     let (_, ch) = register_client(&NPI_ID, c);
-    assert_eq!((p.attached.load(Ordering::SeqCst), c.attached.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(
+        (
+            p.attached.load(Ordering::SeqCst),
+            c.attached.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
     assert_eq!(kernel.nmr_binding_count(), 1);
     deregister_client(ch);
-    assert_eq!((p.detached.load(Ordering::SeqCst), c.detached.load(Ordering::SeqCst)), (1, 1));
-    assert_eq!((p.cleaned.load(Ordering::SeqCst), c.cleaned.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(
+        (
+            p.detached.load(Ordering::SeqCst),
+            c.detached.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        (
+            p.cleaned.load(Ordering::SeqCst),
+            c.cleaned.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
     deregister_provider(ph);
     // Client first.
     let (p2, c2) = (new_side(true), new_side(true));
     let (_, ch2) = register_client(&NPI_ID, c2);
     assert_eq!(c2.attached.load(Ordering::SeqCst), 0);
     let (_, ph2) = register_provider(&NPI_ID, p2);
-    assert_eq!((p2.attached.load(Ordering::SeqCst), c2.attached.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(
+        (
+            p2.attached.load(Ordering::SeqCst),
+            c2.attached.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
     deregister_provider(ph2);
-    assert_eq!((p2.cleaned.load(Ordering::SeqCst), c2.cleaned.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(
+        (
+            p2.cleaned.load(Ordering::SeqCst),
+            c2.cleaned.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
     deregister_client(ch2);
     deregister_client(stranger_h);
     kernel.assert_no_leaks();
@@ -221,7 +286,10 @@ fn declined_attach_leaves_no_binding() {
     assert_eq!(c.attached.load(Ordering::SeqCst), 0);
     deregister_client(ch);
     deregister_provider(ph);
-    assert_eq!(p.detached.load(Ordering::SeqCst) + c.detached.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        p.detached.load(Ordering::SeqCst) + c.detached.load(Ordering::SeqCst),
+        0
+    );
     kernel.assert_no_leaks();
 }
 
@@ -234,15 +302,28 @@ fn pending_detach_completes_later_from_another_thread() {
     let (_, ph) = register_provider(&NPI_ID, p);
     let (_, ch) = register_client(&NPI_ID, c);
     assert_eq!(safe::NmrDeregisterProvider(ph), STATUS_PENDING);
-    assert_eq!(p.cleaned.load(Ordering::SeqCst), 0, "no cleanup before the pending detach completes");
+    assert_eq!(
+        p.cleaned.load(Ordering::SeqCst),
+        0,
+        "no cleanup before the pending detach completes"
+    );
     let binding = p.binding.lock().unwrap().expect("bound");
     let completer = kernel.spawn(move || {
-        thread::sleep(std::time::Duration::from_millis(50));
+        thread::sleep(core::time::Duration::from_millis(50));
         safe::NmrProviderDetachClientComplete(binding as HANDLE);
     });
-    assert_eq!(safe::NmrWaitForProviderDeregisterComplete(ph), STATUS_SUCCESS);
+    assert_eq!(
+        safe::NmrWaitForProviderDeregisterComplete(ph),
+        STATUS_SUCCESS
+    );
     completer.join().unwrap();
-    assert_eq!((p.cleaned.load(Ordering::SeqCst), c.cleaned.load(Ordering::SeqCst)), (1, 1));
+    assert_eq!(
+        (
+            p.cleaned.load(Ordering::SeqCst),
+            c.cleaned.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
     deregister_client(ch);
     kernel.assert_no_leaks();
 }
@@ -250,18 +331,49 @@ fn pending_detach_completes_later_from_another_thread() {
 #[test]
 fn bad_handles_and_input() {
     static NPI_ID: GUID = NPI;
-    let _kernel = Kernel::with_config(Config { nmr_deregister_success_when_idle: true, ..Config::default() });
-    assert_eq!(safe::NmrDeregisterProvider(0x1234 as HANDLE), STATUS_INVALID_PARAMETER);
-    assert_eq!(safe::NmrWaitForProviderDeregisterComplete(0x1234 as HANDLE), STATUS_INVALID_PARAMETER);
+    let _kernel = Kernel::with_config(Config {
+        nmr_deregister_success_when_idle: true,
+        ..Config::default()
+    });
+    assert_eq!(
+        safe::NmrDeregisterProvider(0x1234 as HANDLE),
+        STATUS_INVALID_PARAMETER
+    );
+    assert_eq!(
+        safe::NmrWaitForProviderDeregisterComplete(0x1234 as HANDLE),
+        STATUS_INVALID_PARAMETER
+    );
     let mut h = ptr::null_mut();
     // SAFETY: NULL characteristics are rejected before use.
-    assert_eq!(unsafe { NmrRegisterProvider(ptr::null(), ptr::null_mut(), &raw mut h) }, STATUS_INVALID_PARAMETER);
+    assert_eq!(
+        unsafe { NmrRegisterProvider(ptr::null(), ptr::null_mut(), &raw mut h) },
+        STATUS_INVALID_PARAMETER
+    );
     let (_, ph) = register_provider(&NPI_ID, new_side(true));
-    assert_eq!(safe::NmrWaitForProviderDeregisterComplete(ph), STATUS_INVALID_PARAMETER, "wait before deregister");
-    assert_eq!(safe::NmrDeregisterProvider(ph), STATUS_SUCCESS, "idle deregistration, when configured");
-    assert_eq!(safe::NmrDeregisterProvider(ph), STATUS_INVALID_PARAMETER, "twice");
-    assert_eq!(safe::NmrWaitForProviderDeregisterComplete(ph), STATUS_SUCCESS);
-    assert_eq!(safe::NmrWaitForProviderDeregisterComplete(ph), STATUS_INVALID_PARAMETER, "handle gone");
+    assert_eq!(
+        safe::NmrWaitForProviderDeregisterComplete(ph),
+        STATUS_INVALID_PARAMETER,
+        "wait before deregister"
+    );
+    assert_eq!(
+        safe::NmrDeregisterProvider(ph),
+        STATUS_SUCCESS,
+        "idle deregistration, when configured"
+    );
+    assert_eq!(
+        safe::NmrDeregisterProvider(ph),
+        STATUS_INVALID_PARAMETER,
+        "twice"
+    );
+    assert_eq!(
+        safe::NmrWaitForProviderDeregisterComplete(ph),
+        STATUS_SUCCESS
+    );
+    assert_eq!(
+        safe::NmrWaitForProviderDeregisterComplete(ph),
+        STATUS_INVALID_PARAMETER,
+        "handle gone"
+    );
 }
 
 #[test]
@@ -269,13 +381,19 @@ fn registration_faults() {
     static NPI_ID: GUID = NPI;
     let kernel = Kernel::new();
     kernel.inject(Fault::Call("NmrRegisterProvider", 1));
-    assert_eq!(register_provider(&NPI_ID, new_side(true)).0, STATUS_INSUFFICIENT_RESOURCES);
+    assert_eq!(
+        register_provider(&NPI_ID, new_side(true)).0,
+        STATUS_INSUFFICIENT_RESOURCES
+    );
     let p = new_side(true);
     let (_, ph) = register_provider(&NPI_ID, p);
     kernel.inject(Fault::Call("NmrClientAttachProvider", 1));
     let c = new_side(true);
     let (st, ch) = register_client(&NPI_ID, c);
-    assert_eq!(st, STATUS_SUCCESS, "registration succeeds; the attach failed");
+    assert_eq!(
+        st, STATUS_SUCCESS,
+        "registration succeeds; the attach failed"
+    );
     assert_eq!(kernel.nmr_binding_count(), 0);
     deregister_client(ch);
     deregister_provider(ph);
@@ -289,7 +407,10 @@ fn leaked_registration_is_reported() {
     let _ = register_provider(&NPI_ID, new_side(true));
     let regs = kernel.nmr_registrations();
     assert_eq!(regs.len(), 1);
-    assert_eq!((regs[0].kind, regs[0].npi_id, regs[0].deregistering), ("provider", NPI, false));
+    assert_eq!(
+        (regs[0].kind, regs[0].npi_id, regs[0].deregistering),
+        ("provider", NPI, false)
+    );
 }
 
 #[test]
@@ -304,7 +425,10 @@ fn concurrent_register_and_deregister() {
                     let c = new_side(true);
                     let (_, ch) = register_client(&NPI_ID, c);
                     deregister_client(ch);
-                    assert_eq!(c.attached.load(Ordering::SeqCst), c.cleaned.load(Ordering::SeqCst));
+                    assert_eq!(
+                        c.attached.load(Ordering::SeqCst),
+                        c.cleaned.load(Ordering::SeqCst)
+                    );
                 }
             });
         }

@@ -3,10 +3,12 @@
 use core::ffi::c_void;
 
 use ebpf_ext_sys::wdm::{
-    BAD_POOL_CALLER, DISPATCH_LEVEL, ExAllocatePool2, ExFreePool, ExFreePoolWithTag, IRQL_NOT_LESS_OR_EQUAL, POOL_FLAG_NON_PAGED,
-    POOL_FLAG_PAGED, POOL_FLAG_UNINITIALIZED,
+    BAD_POOL_CALLER, DISPATCH_LEVEL, ExAllocatePool2, ExFreePool, ExFreePoolWithTag,
+    IRQL_NOT_LESS_OR_EQUAL, POOL_FLAG_NON_PAGED, POOL_FLAG_PAGED, POOL_FLAG_UNINITIALIZED,
 };
-use ebpf_ext_usersim::{FREED_POISON, Fault, Kernel, UNINITIALIZED_FILL, expect_bugcheck, set_current_irql};
+use ebpf_ext_usersim::{
+    FREED_POISON, Fault, Kernel, UNINITIALIZED_FILL, expect_bugcheck, set_current_irql,
+};
 
 const TAG: u32 = u32::from_le_bytes(*b"Test");
 const OTHER: u32 = u32::from_le_bytes(*b"Othr");
@@ -33,7 +35,10 @@ fn allocations_are_zeroed_aligned_and_counted() {
     let usage = kernel.pool_outstanding();
     assert_eq!(usage.len(), 2);
     assert_eq!((usage[0].tag.as_str(), usage[0].count), ("Othr", 1));
-    assert_eq!((usage[1].tag.as_str(), usage[1].count, usage[1].bytes), ("Test", 2, 8292));
+    assert_eq!(
+        (usage[1].tag.as_str(), usage[1].count, usage[1].bytes),
+        ("Test", 2, 8292)
+    );
     // SAFETY: each block is live and freed once with its tag.
     unsafe {
         ExFreePoolWithTag(p.cast(), TAG);
@@ -48,15 +53,23 @@ fn invalid_requests_return_null() {
     let _kernel = Kernel::new();
     assert!(alloc(POOL_FLAG_NON_PAGED, 8, 0).is_null(), "tag 0");
     assert!(alloc(0, 8, TAG).is_null(), "no pool type");
-    assert!(alloc(POOL_FLAG_NON_PAGED | POOL_FLAG_PAGED, 8, TAG).is_null(), "two pool types");
-    assert!(alloc(POOL_FLAG_NON_PAGED | 0x8000, 8, TAG).is_null(), "unknown required flag");
+    assert!(
+        alloc(POOL_FLAG_NON_PAGED | POOL_FLAG_PAGED, 8, TAG).is_null(),
+        "two pool types"
+    );
+    assert!(
+        alloc(POOL_FLAG_NON_PAGED | 0x8000, 8, TAG).is_null(),
+        "unknown required flag"
+    );
 }
 
 #[test]
 fn leak_report_names_the_tag() {
     let kernel = Kernel::new();
     let _leak = alloc(POOL_FLAG_NON_PAGED, 24, TAG);
-    let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kernel.assert_no_leaks())).unwrap_err();
+    let report =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kernel.assert_no_leaks()))
+            .unwrap_err();
     let text = report.downcast_ref::<String>().expect("message");
     assert!(text.contains("Test") && text.contains("24"), "{text}");
 }
@@ -101,7 +114,10 @@ fn tag_mismatch_bugchecks() {
         unsafe { ExFreePoolWithTag(p.cast(), OTHER) };
     });
     assert_eq!(check.code, BAD_POOL_CALLER);
-    assert_eq!(check.parameters, [0x0A, check.parameters[1], u64::from(TAG), u64::from(OTHER)]);
+    assert_eq!(
+        check.parameters,
+        [0x0A, check.parameters[1], u64::from(TAG), u64::from(OTHER)]
+    );
 }
 
 #[test]
@@ -113,7 +129,11 @@ fn paged_allocation_at_dispatch_bugchecks() {
     });
     assert_eq!(check.code, IRQL_NOT_LESS_OR_EQUAL);
     assert_eq!(check.irql, DISPATCH_LEVEL);
-    assert!(check.message.contains("ExAllocatePool2"), "{}", check.message);
+    assert!(
+        check.message.contains("ExAllocatePool2"),
+        "{}",
+        check.message
+    );
 }
 
 #[test]
@@ -150,7 +170,10 @@ fn kernels_are_independent() {
     first.inject(Fault::Allocation(1));
     let second = Kernel::new(); // now bound to this thread
     assert!(second.pool_outstanding().is_empty());
-    assert!(!alloc(POOL_FLAG_NON_PAGED, 8, OTHER).is_null(), "the other kernel's fault does not apply");
+    assert!(
+        !alloc(POOL_FLAG_NON_PAGED, 8, OTHER).is_null(),
+        "the other kernel's fault does not apply"
+    );
     assert_eq!(first.pool_outstanding().len(), 1);
     assert_eq!(second.pool_outstanding()[0].tag, "Othr");
     assert!(!p.is_null());

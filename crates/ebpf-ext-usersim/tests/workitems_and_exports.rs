@@ -2,13 +2,14 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use ebpf_ext_sys::ntdef::UNICODE_STRING;
 use ebpf_ext_sys::ntstatus::{STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS};
 use ebpf_ext_sys::wdm::{
-    DEVICE_OBJECT, DRIVER_VERIFIER_DETECTED_VIOLATION, DelayedWorkQueue, FILE_DEVICE_UNKNOWN, IoAllocateWorkItem, IoCreateDevice,
-    IoDeleteDevice, IoFreeWorkItem, IoQueueWorkItem, PASSIVE_LEVEL,
+    DEVICE_OBJECT, DRIVER_VERIFIER_DETECTED_VIOLATION, DelayedWorkQueue, FILE_DEVICE_UNKNOWN,
+    IoAllocateWorkItem, IoCreateDevice, IoDeleteDevice, IoFreeWorkItem, IoQueueWorkItem,
+    PASSIVE_LEVEL,
 };
 use ebpf_ext_usersim::{DriverObject, Kernel, expect_bugcheck};
 
@@ -22,7 +23,10 @@ struct Ctx {
 unsafe extern "win64" fn routine(_device: *mut DEVICE_OBJECT, context: *mut c_void) {
     // SAFETY: tests pass a Ctx that outlives the work item.
     let ctx = unsafe { &*context.cast::<Ctx>() };
-    ctx.irql.store(u32::from(ebpf_ext_sys::intrin::KeGetCurrentIrql()), Ordering::SeqCst);
+    ctx.irql.store(
+        u32::from(ebpf_ext_sys::intrin::KeGetCurrentIrql()),
+        Ordering::SeqCst,
+    );
     if ctx.free_self {
         // SAFETY: the item is no longer queued while its routine runs.
         unsafe { IoFreeWorkItem(ctx.item) };
@@ -36,10 +40,24 @@ fn utf16(s: &str) -> Vec<u16> {
 
 fn create_device(driver: &mut DriverObject, name: &mut Vec<u16>) -> (i32, *mut DEVICE_OBJECT) {
     let bytes = u16::try_from(name.len() * 2).unwrap();
-    let mut us = UNICODE_STRING { Length: bytes, MaximumLength: bytes, Buffer: name.as_mut_ptr() };
+    let mut us = UNICODE_STRING {
+        Length: bytes,
+        MaximumLength: bytes,
+        Buffer: name.as_mut_ptr(),
+    };
     let mut device = ptr::null_mut();
     // SAFETY: valid driver object, name and out pointer.
-    let status = unsafe { IoCreateDevice(driver.as_ptr(), 16, &raw mut us, FILE_DEVICE_UNKNOWN, 0, 0, &raw mut device) };
+    let status = unsafe {
+        IoCreateDevice(
+            driver.as_ptr(),
+            16,
+            &raw mut us,
+            FILE_DEVICE_UNKNOWN,
+            0,
+            0,
+            &raw mut device,
+        )
+    };
     (status, device)
 }
 
@@ -53,9 +71,21 @@ fn work_item_runs_at_passive_on_a_worker_and_may_free_itself() {
     // SAFETY: a live device object.
     let item = unsafe { IoAllocateWorkItem(device) };
     assert!(!item.is_null());
-    let ctx = Box::new(Ctx { runs: AtomicU32::new(0), irql: AtomicU32::new(99), item, free_self: true });
+    let ctx = Box::new(Ctx {
+        runs: AtomicU32::new(0),
+        irql: AtomicU32::new(99),
+        item,
+        free_self: true,
+    });
     // SAFETY: the context outlives the item (we wait for it below).
-    unsafe { IoQueueWorkItem(item, routine, DelayedWorkQueue, ptr::from_ref(&*ctx).cast_mut().cast()) };
+    unsafe {
+        IoQueueWorkItem(
+            item,
+            routine,
+            DelayedWorkQueue,
+            ptr::from_ref(&*ctx).cast_mut().cast(),
+        )
+    };
     kernel.wait_for_work_items();
     assert_eq!(ctx.runs.load(Ordering::SeqCst), 1);
     assert_eq!(ctx.irql.load(Ordering::SeqCst), u32::from(PASSIVE_LEVEL));
@@ -75,14 +105,22 @@ unsafe extern "win64" fn blocker(_device: *mut DEVICE_OBJECT, _context: *mut c_v
 
 #[test]
 fn queueing_a_queued_item_bugchecks() {
-    let kernel = Kernel::with_config(ebpf_ext_usersim::Config { worker_threads: 1, ..Default::default() });
+    let kernel = Kernel::with_config(ebpf_ext_usersim::Config {
+        worker_threads: 1,
+        ..Default::default()
+    });
     let check = expect_bugcheck("queueing_a_queued_item_bugchecks", || {
         let mut driver = DriverObject::new();
         let mut name = utf16("\\Device\\Q");
         let (_, device) = create_device(&mut driver, &mut name);
         // SAFETY: a live device object.
         let (gate_item, item) = unsafe { (IoAllocateWorkItem(device), IoAllocateWorkItem(device)) };
-        let ctx = Box::leak(Box::new(Ctx { runs: AtomicU32::new(0), irql: AtomicU32::new(0), item, free_self: false }));
+        let ctx = Box::leak(Box::new(Ctx {
+            runs: AtomicU32::new(0),
+            irql: AtomicU32::new(0),
+            item,
+            free_self: false,
+        }));
         let ctx_ptr = ptr::from_mut(ctx).cast::<c_void>();
         // The only worker is held by the blocker, so `item` stays queued.
         // SAFETY: the blocker needs no context.
@@ -95,7 +133,11 @@ fn queueing_a_queued_item_bugchecks() {
     GATE.store(1, Ordering::SeqCst);
     drop(kernel);
     assert_eq!(check.code, DRIVER_VERIFIER_DETECTED_VIOLATION);
-    assert!(check.message.contains("already queued"), "{}", check.message);
+    assert!(
+        check.message.contains("already queued"),
+        "{}",
+        check.message
+    );
 }
 
 #[test]
@@ -105,7 +147,10 @@ fn device_names_collide() {
     let mut name = utf16("\\Device\\Same");
     let (first, d1) = create_device(&mut driver, &mut name);
     let (second, _) = create_device(&mut driver, &mut name);
-    assert_eq!((first, second), (STATUS_SUCCESS, STATUS_OBJECT_NAME_COLLISION));
+    assert_eq!(
+        (first, second),
+        (STATUS_SUCCESS, STATUS_OBJECT_NAME_COLLISION)
+    );
     assert_eq!(kernel.device_count(), 1);
     // SAFETY: live device deleted once.
     unsafe { IoDeleteDevice(d1) };
@@ -115,9 +160,19 @@ fn device_names_collide() {
 #[test]
 fn every_declared_import_is_implemented() {
     let declared: Vec<_> = ebpf_ext_sys::imports().collect();
-    let missing: Vec<_> = declared.iter().filter(|i| ebpf_ext_usersim::exports::find(i.module, i.name).is_none()).collect();
-    assert!(missing.is_empty(), "declared but not implemented: {missing:?}");
-    assert_eq!(ebpf_ext_usersim::exports::EXPORTS.len(), declared.len(), "usersim exports something not declared");
+    let missing: Vec<_> = declared
+        .iter()
+        .filter(|i| ebpf_ext_usersim::exports::find(i.module, i.name).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "declared but not implemented: {missing:?}"
+    );
+    assert_eq!(
+        ebpf_ext_usersim::exports::EXPORTS.len(),
+        declared.len(),
+        "usersim exports something not declared"
+    );
     for export in ebpf_ext_usersim::exports::EXPORTS {
         assert!(!export.address.is_null(), "{}", export.name);
     }
