@@ -201,3 +201,18 @@ fn cache_aware_allocation_failure_is_an_error() {
     drop(rundown);
     kernel.assert_no_leaks();
 }
+
+#[test]
+fn every_allocation_failure_is_handled() {
+    let points = ebpf_ext_usersim::sweep_allocation_failures(|_kernel| {
+        let first = CacheAwareRundown::new(TAG);
+        let second = CacheAwareRundown::new(TAG);
+        for rundown in [first, second].into_iter().flatten() {
+            let guard = rundown.try_acquire();
+            assert!(guard.is_some());
+            drop(guard);
+            rundown.wait_for_release();
+        }
+    });
+    assert_eq!(points, 2);
+}

@@ -178,10 +178,13 @@ impl Kernel {
     /// A kernel with the given settings, bound to the calling thread.
     ///
     /// # Panics
-    /// If `processor_count` or `worker_threads` is zero.
+    /// If `processor_count` is not 1..=64 or `worker_threads` is zero.
     #[must_use]
     pub fn with_config(config: Config) -> Kernel {
-        assert!(config.processor_count > 0, "a kernel needs a processor");
+        assert!(
+            (1..=64).contains(&config.processor_count),
+            "a kernel has 1 to 64 processors (one processor group)"
+        );
         assert!(config.worker_threads > 0, "a kernel needs a worker thread");
         let inner = Arc::new(Inner {
             work: WorkQueue::new(),
@@ -496,4 +499,37 @@ fn parse_bugcheck_line(line: &str) -> Option<BugCheck> {
         irql: values.get("irql")?.parse().ok()?,
         message: message.to_owned(),
     })
+}
+
+/// Sweeps every allocation failure point of `scenario`: runs it once on a fresh kernel to
+/// count its allocations, then once more per allocation, on a fresh kernel each time, with
+/// that allocation failing. After every run the kernel must have no leaks (pool, devices,
+/// work items, NMR and ETW registrations). Returns the number of failure points swept.
+///
+/// The scenario must clean up after itself whether or not a step failed, which is exactly what
+/// the sweep proves.
+///
+/// # Panics
+/// If a run leaks, or the scenario panics.
+pub fn sweep_allocation_failures(scenario: impl Fn(&Kernel)) -> u64 {
+    let points = {
+        let kernel = Kernel::new();
+        scenario(&kernel);
+        kernel.wait_for_work_items();
+        kernel.assert_no_leaks();
+        kernel.allocation_count()
+    };
+    for n in 1..=points {
+        let kernel = Kernel::new();
+        kernel.inject(Fault::Allocation(n));
+        scenario(&kernel);
+        kernel.wait_for_work_items();
+        assert_eq!(
+            kernel.faults_triggered(),
+            vec![Fault::Allocation(n)],
+            "allocation {n} of {points} was not reached"
+        );
+        kernel.assert_no_leaks();
+    }
+    points
 }

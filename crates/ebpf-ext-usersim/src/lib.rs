@@ -44,7 +44,8 @@ mod workitem;
 pub use cpu::{critical_region_depth, set_current_irql};
 pub use devices::DriverObject;
 pub use kernel::{
-    BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND, expect_bugcheck,
+    BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND,
+    expect_bugcheck, sweep_allocation_failures,
 };
 pub use nmr::NmrRegistration;
 pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, tag_name};
