@@ -16,7 +16,8 @@ const DRIVER_FEATURES: &[(&str, &str)] = &[("ebpf-ext-trace", "kernel_mode")];
 /// Options of `cargo xtask ci`.
 #[derive(Args)]
 pub(crate) struct Options {
-    /// Skip `cargo fmt --check` and clippy (tests and the driver-target check still run).
+    /// Skip `cargo fmt --check`, clippy and rustdoc (tests and the driver-target check still
+    /// run).
     #[arg(long)]
     pub(crate) tests_only: bool,
 }

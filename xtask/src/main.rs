@@ -15,8 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Everything CI checks: formatting, clippy, every test (one process per test), and the
-    /// no_std crates checked for the driver target.
+    /// Everything CI checks: formatting, clippy, rustdoc, every test (one process per test),
+    /// and the no_std crates checked for the driver target.
     Ci(ci::Options),
     /// Checks every no_std crate for the driver target (x86_64-pc-windows-msvc).
     CheckDriverTarget,
