@@ -18,7 +18,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::mem::{align_of, size_of};
 use core::ops::{Deref, DerefMut};
-use core::ptr::NonNull;
+use core::ptr::{self, NonNull};
 
 use ebpf_ext_sys::wdm::{
     ExAllocatePool2, ExFreePoolWithTag, PAGE_SIZE, POOL_FLAG_CACHE_ALIGNED, POOL_FLAG_NON_PAGED,
@@ -161,6 +161,73 @@ impl<T> Drop for PoolBox<T> {
 impl<T: fmt::Debug> fmt::Debug for PoolBox<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// A fixed-length array of `T` in non-paged pool, every element initialised to
+/// `T::default()`, freed on drop.
+///
+/// # Invariants
+/// `ptr` is a live pool allocation with tag `tag` holding `len` initialised `T`s owned here.
+pub struct PoolArray<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    tag: PoolTag,
+    _owns: PhantomData<T>,
+}
+
+// SAFETY: owns its elements like Box<[T]>.
+unsafe impl<T: Send> Send for PoolArray<T> {}
+// SAFETY: shared access only hands out &T.
+unsafe impl<T: Sync> Sync for PoolArray<T> {}
+
+impl<T: Default> PoolArray<T> {
+    /// `len` default elements.
+    ///
+    /// # Errors
+    /// [`Error::InsufficientResources`] if the allocation fails or the size overflows.
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL.
+    pub fn try_new(len: usize, tag: PoolTag) -> Result<Self> {
+        let layout = Layout::array::<T>(len.max(1)).map_err(|_| Error::InsufficientResources)?;
+        let ptr =
+            NonNull::new(allocate(layout, tag).cast::<T>()).ok_or(Error::InsufficientResources)?;
+        for i in 0..len {
+            // SAFETY: `i < len` lies inside the fresh allocation of `len` elements.
+            unsafe { ptr.as_ptr().add(i).write(T::default()) };
+        }
+        // INVARIANT: all `len` elements initialised above.
+        Ok(PoolArray {
+            ptr,
+            len,
+            tag,
+            _owns: PhantomData,
+        })
+    }
+}
+
+impl<T> Deref for PoolArray<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        // SAFETY: `len` initialised elements (type invariant).
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> DerefMut for PoolArray<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        // SAFETY: `len` initialised elements, exclusively borrowed.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl<T> Drop for PoolArray<T> {
+    fn drop(&mut self) {
+        // SAFETY: the elements are initialised and dropped once here.
+        unsafe { ptr::drop_in_place(ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len)) };
+        // SAFETY: a live allocation with this tag, freed once.
+        unsafe { ExFreePoolWithTag(self.ptr.as_ptr().cast::<c_void>(), self.tag.value()) };
     }
 }
 

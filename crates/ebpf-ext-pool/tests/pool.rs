@@ -3,7 +3,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use ebpf_ext_pool::{PoolAllocator, PoolBox, PoolTag};
+use ebpf_ext_pool::{PoolAllocator, PoolArray, PoolBox, PoolTag};
 use ebpf_ext_sys::Error;
 use ebpf_ext_usersim::{Fault, Kernel};
 
@@ -70,5 +70,22 @@ fn global_allocator_alignments() {
     let huge_align = Layout::from_size_align(64, 128).unwrap();
     // SAFETY: a non-zero layout; the pool cannot honour it and returns NULL.
     assert!(unsafe { alloc.alloc(huge_align) }.is_null());
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn array_is_default_initialised_and_freed() {
+    let kernel = Kernel::new();
+    let mut a: PoolArray<u64> = PoolArray::try_new(10, TAG).expect("allocate");
+    assert!(a.iter().all(|&v| v == 0));
+    a[9] = 5;
+    assert_eq!(a.iter().sum::<u64>(), 5);
+    drop(a);
+    kernel.inject(Fault::Allocation(1));
+    assert!(PoolArray::<u64>::try_new(4, TAG).is_err());
+    assert!(
+        PoolArray::<u64>::try_new(usize::MAX, TAG).is_err(),
+        "size overflow is an error, not a panic"
+    );
     kernel.assert_no_leaks();
 }

@@ -30,9 +30,9 @@ use ebpf_ext_sys::wdm::{
     EX_RUNDOWN_REF, EX_RUNDOWN_REF_CACHE_AWARE, ExAcquireRundownProtection,
     ExAcquireRundownProtectionCacheAware, ExAllocateCacheAwareRundownProtection,
     ExFreeCacheAwareRundownProtection, ExInitializeRundownProtection,
-    ExReInitializeRundownProtection, ExReleaseRundownProtection,
-    ExReleaseRundownProtectionCacheAware, ExWaitForRundownProtectionRelease,
-    ExWaitForRundownProtectionReleaseCacheAware, NonPagedPoolNx,
+    ExReInitializeRundownProtection, ExReInitializeRundownProtectionCacheAware,
+    ExReleaseRundownProtection, ExReleaseRundownProtectionCacheAware,
+    ExWaitForRundownProtectionRelease, ExWaitForRundownProtectionReleaseCacheAware, NonPagedPoolNx,
 };
 use ebpf_ext_sys::{Error, Result};
 
@@ -224,6 +224,28 @@ impl CacheAwareRundown {
     #[must_use]
     pub fn is_run_down(&self) -> bool {
         self.run_down.load(Ordering::Acquire)
+    }
+
+    /// Makes a run-down reference acquirable again
+    /// ([`ExReInitializeRundownProtectionCacheAware`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exreinitializerundownprotectioncacheaware)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidDeviceState`] if the wait has not completed.
+    ///
+    /// # IRQL
+    /// ≤ APC_LEVEL.
+    ///
+    /// # Locking
+    /// The caller must ensure no other thread waits on or re-initialises the reference at the
+    /// same time (guards cannot exist: the reference is run down).
+    pub fn reinitialize(&self) -> Result {
+        if !self.is_run_down() {
+            return Err(Error::InvalidDeviceState);
+        }
+        // SAFETY: `inner` is live and run down, so no reference is held.
+        unsafe { ExReInitializeRundownProtectionCacheAware(self.inner.as_ptr()) };
+        self.run_down.store(false, Ordering::Release);
+        Ok(())
     }
 }
 

@@ -216,3 +216,18 @@ fn every_allocation_failure_is_handled() {
     });
     assert_eq!(points, 2);
 }
+
+#[test]
+fn cache_aware_reinitialize() {
+    let kernel = Kernel::new();
+    let rundown = CacheAwareRundown::new(TAG).expect("allocate");
+    assert_eq!(rundown.reinitialize(), Err(Error::InvalidDeviceState));
+    rundown.wait_for_release();
+    assert!(rundown.try_acquire().is_none());
+    rundown.reinitialize().expect("reinitialize");
+    let guard = rundown.try_acquire().expect("acquirable again");
+    drop(guard);
+    rundown.wait_for_release();
+    drop(rundown);
+    kernel.assert_no_leaks();
+}

@@ -672,6 +672,9 @@ kernel_imports! {
     /// [`ExReleaseRundownProtectionCacheAware`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exreleaserundownprotectioncacheaware).
     /// IRQL ≤ DISPATCH_LEVEL.
     pub fn ExReleaseRundownProtectionCacheAware(RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE);
+    /// [`ExReInitializeRundownProtectionCacheAware`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exreinitializerundownprotectioncacheaware):
+    /// only after the reference was run down. IRQL ≤ APC_LEVEL.
+    pub fn ExReInitializeRundownProtectionCacheAware(RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE);
     /// [`ExWaitForRundownProtectionReleaseCacheAware`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exwaitforrundownprotectionreleasecacheaware).
     /// IRQL ≤ APC_LEVEL.
     pub fn ExWaitForRundownProtectionReleaseCacheAware(RunRef: *mut EX_RUNDOWN_REF_CACHE_AWARE);

@@ -63,7 +63,7 @@ exports! {
         ExAllocateCacheAwareRundownProtection, ExFreeCacheAwareRundownProtection,
         ExSizeOfRundownProtectionCacheAware, ExInitializeRundownProtectionCacheAware,
         ExAcquireRundownProtectionCacheAware, ExReleaseRundownProtectionCacheAware,
-        ExWaitForRundownProtectionReleaseCacheAware,
+        ExWaitForRundownProtectionReleaseCacheAware, ExReInitializeRundownProtectionCacheAware,
         ExAcquireSpinLockShared, ExReleaseSpinLockShared, ExAcquireSpinLockExclusive, ExReleaseSpinLockExclusive,
         ExInitializePushLock, ExAcquirePushLockExclusiveEx, ExAcquirePushLockSharedEx,
         ExReleasePushLockExclusiveEx, ExReleasePushLockSharedEx,

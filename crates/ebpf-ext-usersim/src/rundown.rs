@@ -383,3 +383,29 @@ pub unsafe extern "win64" fn ExWaitForRundownProtectionReleaseCacheAware(
     };
     with_kernel(API, |k| wait_until(k, || outstanding() == 0));
 }
+
+/// `ExReInitializeRundownProtectionCacheAware`.
+///
+/// # Safety
+/// Kernel routine; the reference is initialised and was run down.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExReInitializeRundownProtectionCacheAware(
+    RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE,
+) {
+    const API: &str = "ExReInitializeRundownProtectionCacheAware";
+    require_bound(API);
+    require_irql(API, APC_LEVEL);
+    let header = cache_aware(API, RunRefCacheAware);
+    let outstanding = (0..header.slots)
+        .map(|i| slot(header, i).load(Ordering::SeqCst))
+        .fold(0isize, isize::wrapping_add);
+    if header.active.load(Ordering::SeqCst) == 0 || outstanding != 0 {
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [RunRefCacheAware as u64, 0, 0, 0],
+            "re-initialised a cache-aware rundown reference that was not run down",
+        );
+    }
+    header.active.store(0, Ordering::SeqCst);
+}
