@@ -36,9 +36,27 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
         ]))?;
     }
     run(Command::new(&cargo).args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
+    run_loom_models(&cargo)?;
     check_driver_target()?;
     eprintln!("\nci: all checks passed");
     Ok(())
+}
+
+/// The `loom` models of lock-free protocols (built with `--cfg loom`, in their own target
+/// directory so the normal build is not invalidated).
+fn run_loom_models(cargo: &str) -> Result<()> {
+    let target_dir = workspace_root().join("target").join("loom");
+    run(Command::new(cargo)
+        .args([
+            "test",
+            "--release",
+            "--package",
+            "ebpf-ext-hook",
+            "--test",
+            "loom_snapshot",
+        ])
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", target_dir))
 }
 
 /// Crates under `crates/` whose `src/lib.rs` is `#![no_std]`.

@@ -1,0 +1,164 @@
+//! The published client set: two immutable snapshots, one current, swapped by writers.
+//!
+//! # Protocol
+//!
+//! There are two slots, each an array of entries guarded by its own cache-aware rundown
+//! reference. Exactly one slot is *current*; the other is *run down* (its rundown has been
+//! waited for, so nobody holds it and acquires fail).
+//!
+//! Reader (any IRQL ≤ DISPATCH_LEVEL, no lock):
+//! 1. load the current index;
+//! 2. try to acquire that slot's rundown; on failure (a writer has swapped it out and started
+//!    waiting), go back to 1;
+//! 3. read the entries; release the rundown when done.
+//!
+//! Writer (PASSIVE_LEVEL, holding the provider's writer push lock):
+//! 1. fill the non-current slot (run down, so no reader can be inside it — a reader that loaded
+//!    its index earlier fails to acquire it and retries);
+//! 2. re-initialise that slot's rundown, then store its index as current (release);
+//! 3. wait for the old slot's rundown: from then on no reader can acquire it, and the wait
+//!    returns when the last reader that did has released it. The old slot is now run down and
+//!    ready for the next writer.
+//!
+//! Why it is safe: a slot's contents change only while it is run down, and a reader reads a
+//! slot only while holding its rundown, so a reader never sees a slot being written. After
+//! step 3 no reader can reach an entry that exists only in the old slot: that is what lets a
+//! detaching client be freed once the writer that removed it returns. Readers write only their
+//! own processor's rundown counter (the cache-aware reference), never a line shared with other
+//! processors, and take no lock a writer takes.
+//!
+//! A reader retries at most once per concurrent publish; publishes happen only on attach and
+//! detach.
+
+use core::cell::UnsafeCell;
+use core::hint;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use ebpf_ext_pool::{PoolArray, PoolTag};
+use ebpf_ext_rundown::{CacheAwareRundown, CacheAwareRundownGuard};
+use ebpf_ext_sys::Result;
+
+struct Slot<T> {
+    rundown: CacheAwareRundown,
+    entries: UnsafeCell<PoolArray<T>>,
+    len: UnsafeCell<usize>,
+}
+
+/// Two snapshot slots of `T` entries with a fixed capacity.
+pub(crate) struct Snapshots<T> {
+    slots: [Slot<T>; 2],
+    current: AtomicUsize,
+    capacity: usize,
+}
+
+// SAFETY: entries are written only by a writer holding the provider's writer lock while the
+// slot is run down (see the protocol), and read only under the slot's rundown.
+unsafe impl<T: Send + Sync> Sync for Snapshots<T> {}
+// SAFETY: the slots own their pool memory.
+unsafe impl<T: Send> Send for Snapshots<T> {}
+
+/// A reader's hold on the current snapshot.
+pub(crate) struct SnapshotGuard<'a, T> {
+    _guard: CacheAwareRundownGuard<'a>,
+    entries: &'a [T],
+}
+
+impl<'a, T> SnapshotGuard<'a, T> {
+    pub(crate) fn entries(&self) -> &'a [T] {
+        self.entries
+    }
+}
+
+impl<T: Default + Copy> Snapshots<T> {
+    /// Two empty slots of `capacity` entries; slot 0 current.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub(crate) fn new(capacity: usize, tag: PoolTag) -> Result<Self> {
+        let slot = || -> Result<Slot<T>> {
+            Ok(Slot {
+                rundown: CacheAwareRundown::new(tag.value())?,
+                entries: UnsafeCell::new(PoolArray::try_new(capacity, tag)?),
+                len: UnsafeCell::new(0),
+            })
+        };
+        let snapshots = Snapshots {
+            slots: [slot()?, slot()?],
+            current: AtomicUsize::new(0),
+            capacity,
+        };
+        // The non-current slot starts run down (no references: returns at once).
+        snapshots.slots[1].rundown.wait_for_release();
+        Ok(snapshots)
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Holds the current snapshot.
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL.
+    #[inline]
+    pub(crate) fn read(&self) -> SnapshotGuard<'_, T> {
+        loop {
+            let index = self.current.load(Ordering::Acquire);
+            let slot = &self.slots[index];
+            if let Some(guard) = slot.rundown.try_acquire() {
+                // SAFETY: holding the slot's rundown, so no writer modifies it (protocol).
+                let len = unsafe { *slot.len.get() };
+                // SAFETY: as above; `len <= capacity`.
+                let entries = unsafe { &(&*slot.entries.get())[..len] };
+                return SnapshotGuard {
+                    _guard: guard,
+                    entries,
+                };
+            }
+            hint::spin_loop();
+        }
+    }
+
+    /// The current entries, for a writer.
+    ///
+    /// # Safety
+    /// The caller holds the writer lock (so the current slot cannot change).
+    pub(crate) unsafe fn current_for_writer(&self) -> &[T] {
+        let slot = &self.slots[self.current.load(Ordering::Acquire)];
+        // SAFETY: only writers change slots, and the caller excludes other writers.
+        let len = unsafe { *slot.len.get() };
+        // SAFETY: as above.
+        unsafe { &(&*slot.entries.get())[..len] }
+    }
+
+    /// Publishes a new snapshot built by `build` from the current entries into a buffer of
+    /// `capacity` entries (returning how many it wrote), then waits until no reader holds the
+    /// old one.
+    ///
+    /// # Safety
+    /// The caller holds the writer lock, at PASSIVE_LEVEL.
+    pub(crate) unsafe fn publish(&self, build: impl FnOnce(&[T], &mut [T]) -> usize) {
+        let old = self.current.load(Ordering::Acquire);
+        let new = 1 - old;
+        let (old_slot, new_slot) = (&self.slots[old], &self.slots[new]);
+        // SAFETY: the caller holds the writer lock; the new slot is run down, so no reader
+        // holds it; the old slot is only read.
+        let (old_entries, new_entries) = unsafe {
+            let old_len = *old_slot.len.get();
+            (
+                &(&*old_slot.entries.get())[..old_len],
+                &mut *new_slot.entries.get(),
+            )
+        };
+        let len = build(old_entries, new_entries).min(self.capacity);
+        for entry in &mut new_entries[len..] {
+            *entry = T::default();
+        }
+        // SAFETY: as above.
+        unsafe { *new_slot.len.get() = len };
+        // The new slot was run down by the previous publish (or at creation).
+        let _ = new_slot.rundown.reinitialize();
+        self.current.store(new, Ordering::Release);
+        old_slot.rundown.wait_for_release();
+    }
+}

@@ -1,0 +1,689 @@
+//! A program-information NPI provider: hands the eBPF core the description of one program
+//! type (type descriptor, context descriptor, helper prototypes and addresses, context
+//! create/destroy for `bpf_prog_test_run`).
+//!
+//! An extension describes its program type once, as `static` data built by `const fn`s that
+//! check at compile time what can be checked: header versions and sizes are filled in by the
+//! constructors; helper ids are in range and unique; the number of helper addresses equals
+//! the number of prototypes; the context descriptor's offsets lie inside the context. Then
+//! [`ProgramInfoProvider::register`] publishes it.
+//!
+//! ```ignore
+//! static CONTEXT: ContextDescriptor = ContextDescriptor::of::<SampleContext>(
+//!     Some(offset_of!(SampleContext, data_start)), Some(offset_of!(SampleContext, data_end)), None);
+//! static DESCRIPTOR: ProgramTypeDescriptor =
+//!     ProgramTypeDescriptor::new(c"sample", &CONTEXT, MY_PROGRAM_TYPE, 999, false);
+//! static HELPERS: [HelperPrototype; 1] = [HelperPrototype::new(0x10001, c"sample_get_pid",
+//!     EBPF_RETURN_TYPE_INTEGER, &[EBPF_ARGUMENT_TYPE_PTR_TO_CTX])];
+//! static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
+//! static HELPER_FUNCTIONS: [HelperFunction; 1] = [HelperFunction::new(sample_get_pid)];
+//! static ADDRESSES: HelperAddresses = HelperAddresses::new(&HELPER_FUNCTIONS);
+//! static DATA: ProgramData = ProgramData::new(&INFO).with_helpers(&ADDRESSES);
+//! let provider = ProgramInfoProvider::register(&DATA, TAG)?;
+//! ```
+//!
+//! This replaces netebpfext's `net_ebpf_extension_program_info_provider_register` /
+//! `_unregister` and ntosebpfext's `ebpf_extension_program_info_provider_register`.
+#![no_std]
+
+use core::ffi::{CStr, c_void};
+use core::marker::PhantomPinned;
+use core::ptr::{self, NonNull};
+
+use ebpf_ext_pool::{PoolBox, PoolTag};
+use ebpf_ext_sys::ebpf_base::{ebpf_argument_type_t, ebpf_return_type_t};
+use ebpf_ext_sys::ebpf_extension_uuids::EBPF_PROGRAM_INFO_EXTENSION_IID;
+use ebpf_ext_sys::ebpf_program_types::{
+    ebpf_context_descriptor_t, ebpf_helper_function_addresses_t,
+    ebpf_helper_function_prototype_flags_t, ebpf_helper_function_prototype_t,
+    ebpf_program_context_create_t, ebpf_program_context_destroy_t, ebpf_program_data_t,
+    ebpf_program_info_t, ebpf_program_type_descriptor_t, program_data_capabilities_t,
+};
+use ebpf_ext_sys::ebpf_windows::{
+    EBPF_HELPER_FUNCTION_ADDRESSES_HEADER, EBPF_HELPER_FUNCTION_PROTOTYPE_HEADER,
+    EBPF_MAX_GENERAL_HELPER_FUNCTION, EBPF_PROGRAM_DATA_HEADER, EBPF_PROGRAM_INFORMATION_HEADER,
+    EBPF_PROGRAM_TYPE_DESCRIPTOR_HEADER,
+};
+use ebpf_ext_sys::netioddk::{
+    NPI_MODULEID, NPI_PROVIDER_CHARACTERISTICS, NPI_REGISTRATION_INSTANCE, NmrDeregisterProvider,
+    NmrRegisterProvider, NmrWaitForProviderDeregisterComplete,
+};
+use ebpf_ext_sys::ntdef::{GUID, HANDLE, KIRQL, NTSTATUS};
+use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS};
+use ebpf_ext_sys::wdm::{HIGH_LEVEL, PASSIVE_LEVEL};
+use ebpf_ext_sys::{Error, Result};
+
+/// Marks a wrapper around ABI data that only ever points to `'static` immutable data.
+macro_rules! static_abi {
+    ($name:ident) => {
+        // SAFETY: the wrapped ABI struct is immutable after construction and its pointers
+        // refer only to `'static` immutable data, so sharing it across threads is sound.
+        unsafe impl Sync for $name {}
+        // SAFETY: as above.
+        unsafe impl Send for $name {}
+    };
+}
+
+/// Where the verifier finds the data pointers in a program context
+/// (`ebpf_context_descriptor_t`).
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct ContextDescriptor(ebpf_context_descriptor_t);
+
+impl ContextDescriptor {
+    /// The descriptor of a context of type `T`, with the offsets of its data-start, data-end
+    /// and metadata pointers (each `None` if absent).
+    ///
+    /// # Panics
+    /// At compile time if an offset does not leave room for a pointer inside `T`, or `T` is
+    /// smaller than the 16 bytes the core requires.
+    #[must_use]
+    pub const fn of<T>(data: Option<usize>, end: Option<usize>, meta: Option<usize>) -> Self {
+        Self::new(size_of::<T>(), data, end, meta)
+    }
+
+    /// A descriptor for a context of `size` bytes.
+    ///
+    /// # Panics
+    /// At compile time if an offset does not leave room for a pointer inside the context, or
+    /// the context is smaller than 16 bytes or larger than `i32::MAX`.
+    #[must_use]
+    pub const fn new(
+        size: usize,
+        data: Option<usize>,
+        end: Option<usize>,
+        meta: Option<usize>,
+    ) -> Self {
+        assert!(
+            size >= 16,
+            "the eBPF core requires a context of at least 16 bytes"
+        );
+        assert!(size <= i32::MAX as usize, "context too large");
+        ContextDescriptor(ebpf_context_descriptor_t {
+            size: to_i32(size),
+            data: offset(data, size),
+            end: offset(end, size),
+            meta: offset(meta, size),
+        })
+    }
+
+    /// The raw descriptor.
+    #[must_use]
+    pub const fn raw(&self) -> &ebpf_context_descriptor_t {
+        &self.0
+    }
+}
+
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "checked ≤ i32::MAX by callers"
+)]
+const fn to_i32(v: usize) -> i32 {
+    v as i32
+}
+
+const fn offset(field: Option<usize>, size: usize) -> i32 {
+    match field {
+        None => -1,
+        Some(o) => {
+            assert!(
+                o + size_of::<usize>() <= size,
+                "a context pointer offset lies outside the context"
+            );
+            assert!(
+                o % align_of::<usize>() == 0,
+                "a context pointer offset is not pointer-aligned"
+            );
+            to_i32(o)
+        }
+    }
+}
+
+/// A program type's descriptor (`ebpf_program_type_descriptor_t`).
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct ProgramTypeDescriptor(ebpf_program_type_descriptor_t);
+static_abi!(ProgramTypeDescriptor);
+
+impl ProgramTypeDescriptor {
+    /// A descriptor: name, context, program type GUID, `bpf_prog_type` number, privilege.
+    ///
+    /// # Panics
+    /// At compile time if the name is empty or the program type is the all-zero GUID.
+    #[must_use]
+    pub const fn new(
+        name: &'static CStr,
+        context: &'static ContextDescriptor,
+        program_type: GUID,
+        bpf_prog_type: u32,
+        is_privileged: bool,
+    ) -> Self {
+        assert!(!name.is_empty(), "a program type needs a name");
+        assert!(
+            program_type.to_u128() != 0,
+            "the program type must not be GUID_NULL"
+        );
+        ProgramTypeDescriptor(ebpf_program_type_descriptor_t {
+            header: EBPF_PROGRAM_TYPE_DESCRIPTOR_HEADER,
+            name: name.as_ptr(),
+            context_descriptor: &raw const context.0,
+            program_type,
+            bpf_prog_type,
+            is_privileged: if is_privileged { 1 } else { 0 },
+        })
+    }
+
+    /// The program type GUID.
+    #[must_use]
+    pub const fn program_type(&self) -> GUID {
+        self.0.program_type
+    }
+}
+
+/// One helper's prototype (`ebpf_helper_function_prototype_t`).
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct HelperPrototype(ebpf_helper_function_prototype_t);
+static_abi!(HelperPrototype);
+
+impl HelperPrototype {
+    /// A prototype: id, name, return type and up to five argument types.
+    ///
+    /// # Panics
+    /// At compile time if there are more than five arguments or the name is empty.
+    #[must_use]
+    pub const fn new(
+        helper_id: u32,
+        name: &'static CStr,
+        return_type: ebpf_return_type_t,
+        arguments: &[ebpf_argument_type_t],
+    ) -> Self {
+        assert!(
+            arguments.len() <= 5,
+            "a helper takes at most five arguments"
+        );
+        assert!(!name.is_empty(), "a helper needs a name");
+        let mut args = [0; 5];
+        let mut i = 0;
+        while i < arguments.len() {
+            args[i] = arguments[i];
+            i += 1;
+        }
+        HelperPrototype(ebpf_helper_function_prototype_t {
+            header: EBPF_HELPER_FUNCTION_PROTOTYPE_HEADER,
+            helper_id,
+            name: name.as_ptr(),
+            return_type,
+            arguments: args,
+            flags: ebpf_helper_function_prototype_flags_t { bits: 0 },
+            implicit_context: false,
+        })
+    }
+
+    /// The helper also receives the program context as an implicit sixth argument.
+    #[must_use]
+    pub const fn with_implicit_context(mut self) -> Self {
+        self.0.implicit_context = true;
+        self
+    }
+
+    /// The helper may reallocate the packet (`reallocate_packet` flag).
+    #[must_use]
+    pub const fn with_reallocate_packet(mut self) -> Self {
+        self.0.flags.bits |= 1;
+        self
+    }
+
+    /// The helper id.
+    #[must_use]
+    pub const fn id(&self) -> u32 {
+        self.0.helper_id
+    }
+}
+
+/// The eBPF helper calling shape: five 64-bit arguments, a 64-bit result, kernel convention.
+pub type HelperFn = unsafe extern "win64" fn(u64, u64, u64, u64, u64) -> u64;
+/// A helper with `implicit_context`: the program context arrives as a sixth argument.
+pub type HelperWithContextFn =
+    unsafe extern "win64" fn(u64, u64, u64, u64, u64, *const c_void) -> u64;
+
+/// A helper's address, as the core's address table holds it.
+#[repr(transparent)]
+#[derive(Debug, Clone, Copy)]
+pub struct HelperFunction(*const c_void);
+static_abi!(HelperFunction);
+
+impl HelperFunction {
+    /// A helper implementation.
+    #[must_use]
+    pub const fn new(f: HelperFn) -> Self {
+        HelperFunction(f as *const c_void)
+    }
+
+    /// A helper implementation that takes the program context (pair it with
+    /// [`HelperPrototype::with_implicit_context`]).
+    #[must_use]
+    pub const fn with_context(f: HelperWithContextFn) -> Self {
+        HelperFunction(f as *const c_void)
+    }
+}
+
+const _: () = assert!(size_of::<HelperFunction>() == size_of::<u64>());
+
+/// A helper address table (`ebpf_helper_function_addresses_t`).
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct HelperAddresses(ebpf_helper_function_addresses_t);
+static_abi!(HelperAddresses);
+
+impl HelperAddresses {
+    /// A table over `functions` (in the order of the matching prototypes).
+    ///
+    /// # Panics
+    /// At compile time if `functions` is empty (the core rejects an empty table; pass no table
+    /// instead) or too long.
+    #[must_use]
+    pub const fn new(functions: &'static [HelperFunction]) -> Self {
+        assert!(!functions.is_empty(), "an address table must not be empty");
+        assert!(functions.len() <= u32::MAX as usize, "too many helpers");
+        HelperAddresses(ebpf_helper_function_addresses_t {
+            header: EBPF_HELPER_FUNCTION_ADDRESSES_HEADER,
+            #[expect(clippy::cast_possible_truncation, reason = "checked above")]
+            helper_function_count: functions.len() as u32,
+            // HelperFunction is a transparent pointer, laid out like the core's uint64_t array.
+            helper_function_address: functions.as_ptr().cast::<u64>(),
+        })
+    }
+
+    const fn count(&self) -> u32 {
+        self.0.helper_function_count
+    }
+}
+
+/// Program information (`ebpf_program_info_t`): descriptor and helper prototypes.
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct ProgramInfo(ebpf_program_info_t);
+static_abi!(ProgramInfo);
+
+impl ProgramInfo {
+    /// Program information with program-type specific helpers (ids above 0xFFFF) and overrides
+    /// of global helpers (ids up to 0xFFFF).
+    ///
+    /// # Panics
+    /// At compile time if an id is out of its range or appears twice.
+    #[must_use]
+    pub const fn new(
+        descriptor: &'static ProgramTypeDescriptor,
+        helpers: &'static [HelperPrototype],
+        global_helpers: &'static [HelperPrototype],
+    ) -> Self {
+        check_ids(helpers, true);
+        check_ids(global_helpers, false);
+        ProgramInfo(ebpf_program_info_t {
+            header: EBPF_PROGRAM_INFORMATION_HEADER,
+            program_type_descriptor: &raw const descriptor.0,
+            count_of_program_type_specific_helpers: len_u32(helpers),
+            program_type_specific_helper_prototype: if helpers.is_empty() {
+                ptr::null()
+            } else {
+                helpers.as_ptr().cast()
+            },
+            count_of_global_helpers: len_u32(global_helpers),
+            global_helper_prototype: if global_helpers.is_empty() {
+                ptr::null()
+            } else {
+                global_helpers.as_ptr().cast()
+            },
+        })
+    }
+
+    /// The program type GUID.
+    #[must_use]
+    pub const fn program_type(&self) -> GUID {
+        // SAFETY: the descriptor pointer was made from a `&'static ProgramTypeDescriptor`.
+        unsafe { (*self.0.program_type_descriptor).program_type }
+    }
+}
+
+const fn len_u32(s: &[HelperPrototype]) -> u32 {
+    assert!(s.len() <= u32::MAX as usize, "too many helpers");
+    #[expect(clippy::cast_possible_truncation, reason = "checked above")]
+    let n = s.len() as u32;
+    n
+}
+
+const fn check_ids(helpers: &[HelperPrototype], type_specific: bool) {
+    let mut i = 0;
+    while i < helpers.len() {
+        let id = helpers[i].0.helper_id;
+        if type_specific {
+            assert!(
+                id > EBPF_MAX_GENERAL_HELPER_FUNCTION,
+                "program-type specific helper ids must be above 0xFFFF"
+            );
+        } else {
+            assert!(
+                id <= EBPF_MAX_GENERAL_HELPER_FUNCTION,
+                "global helper ids must be at most 0xFFFF"
+            );
+        }
+        let mut j = i + 1;
+        while j < helpers.len() {
+            assert!(helpers[j].0.helper_id != id, "duplicate helper id");
+            j += 1;
+        }
+        i += 1;
+    }
+}
+
+/// Everything the provider publishes (`ebpf_program_data_t`).
+#[repr(transparent)]
+#[derive(Debug)]
+pub struct ProgramData(ebpf_program_data_t);
+static_abi!(ProgramData);
+
+impl ProgramData {
+    /// Program data with no helper address tables, no context functions, `required_irql`
+    /// PASSIVE_LEVEL and no capabilities.
+    ///
+    /// # Panics
+    /// At compile time if `info` declares helpers (then use [`ProgramData::with_helpers`] /
+    /// [`ProgramData::with_global_helpers`] to supply their addresses; the check runs there and
+    /// in [`ProgramData::checked`]).
+    #[must_use]
+    pub const fn new(info: &'static ProgramInfo) -> Self {
+        ProgramData(ebpf_program_data_t {
+            header: EBPF_PROGRAM_DATA_HEADER,
+            program_info: &raw const info.0,
+            program_type_specific_helper_function_addresses: ptr::null(),
+            global_helper_function_addresses: ptr::null(),
+            context_create: None,
+            context_destroy: None,
+            required_irql: PASSIVE_LEVEL,
+            capabilities: program_data_capabilities_t { value: 0 },
+        })
+    }
+
+    const fn info(&self) -> &ebpf_program_info_t {
+        // SAFETY: made from a `&'static ProgramInfo` in `new`.
+        unsafe { &*self.0.program_info }
+    }
+
+    /// Addresses of the program-type specific helpers.
+    ///
+    /// # Panics
+    /// At compile time if the count differs from the number of prototypes.
+    #[must_use]
+    pub const fn with_helpers(mut self, addresses: &'static HelperAddresses) -> Self {
+        assert!(
+            addresses.count() == self.info().count_of_program_type_specific_helpers,
+            "helper address count differs from the number of helper prototypes"
+        );
+        self.0.program_type_specific_helper_function_addresses = &raw const addresses.0;
+        self
+    }
+
+    /// Addresses of the global helper overrides.
+    ///
+    /// # Panics
+    /// At compile time if the count differs from the number of global prototypes.
+    #[must_use]
+    pub const fn with_global_helpers(mut self, addresses: &'static HelperAddresses) -> Self {
+        assert!(
+            addresses.count() == self.info().count_of_global_helpers,
+            "global helper address count differs from the number of global helper prototypes"
+        );
+        self.0.global_helper_function_addresses = &raw const addresses.0;
+        self
+    }
+
+    /// Context create/destroy for `bpf_prog_test_run`.
+    #[must_use]
+    pub const fn with_context_functions(
+        mut self,
+        create: ebpf_program_context_create_t,
+        destroy: ebpf_program_context_destroy_t,
+    ) -> Self {
+        self.0.context_create = Some(create);
+        self.0.context_destroy = Some(destroy);
+        self
+    }
+
+    /// The IRQL `bpf_prog_test_run` runs the program at.
+    ///
+    /// # Panics
+    /// At compile time if above HIGH_LEVEL.
+    #[must_use]
+    pub const fn with_required_irql(mut self, irql: KIRQL) -> Self {
+        assert!(irql <= HIGH_LEVEL, "required_irql above HIGH_LEVEL");
+        self.0.required_irql = irql;
+        self
+    }
+
+    /// Final check, for a `static` initialiser: every declared helper has its address table.
+    ///
+    /// # Panics
+    /// At compile time if prototypes are declared without addresses.
+    #[must_use]
+    pub const fn checked(self) -> Self {
+        let info = self.info();
+        assert!(
+            info.count_of_program_type_specific_helpers == 0
+                || !self
+                    .0
+                    .program_type_specific_helper_function_addresses
+                    .is_null(),
+            "helper prototypes declared without helper addresses"
+        );
+        assert!(
+            info.count_of_global_helpers == 0 || !self.0.global_helper_function_addresses.is_null(),
+            "global helper prototypes declared without addresses"
+        );
+        self
+    }
+
+    /// The program type GUID (the provider's NMR module id).
+    #[must_use]
+    pub const fn program_type(&self) -> GUID {
+        // SAFETY: the descriptor pointer was made from a `&'static ProgramTypeDescriptor`.
+        unsafe { (*self.info().program_type_descriptor).program_type }
+    }
+
+    /// The raw program data.
+    #[must_use]
+    pub const fn raw(&self) -> &ebpf_program_data_t {
+        &self.0
+    }
+}
+
+/// The provider's NMR state; pinned in pool for as long as it is registered.
+struct ProviderContext {
+    characteristics: NPI_PROVIDER_CHARACTERISTICS,
+    module_id: NPI_MODULEID,
+    handle: HANDLE,
+    tag: PoolTag,
+    _pin: PhantomPinned,
+}
+
+/// What the provider keeps per attached core client.
+struct ClientContext {
+    _binding: HANDLE,
+    _client_module: GUID,
+    tag: PoolTag,
+}
+
+/// A registered program-information provider; dropping it unregisters and waits until the
+/// core has detached.
+///
+/// # IRQL
+/// Register and drop at PASSIVE_LEVEL.
+///
+/// # Locking
+/// Takes no lock of its own; NMR serialises the callbacks per binding.
+pub struct ProgramInfoProvider {
+    context: Option<PoolBox<ProviderContext>>,
+}
+
+// SAFETY: the context is only touched by NMR callbacks and by `Drop`, which NMR serialises.
+unsafe impl Send for ProgramInfoProvider {}
+// SAFETY: the provider exposes no shared mutation.
+unsafe impl Sync for ProgramInfoProvider {}
+
+impl ProgramInfoProvider {
+    /// Registers the provider for `data`'s program type (NMR module id = the program type).
+    ///
+    /// # Errors
+    /// [`Error::InsufficientResources`] if the context cannot be allocated; the status of
+    /// `NmrRegisterProvider` as [`Error::Api`] if it fails.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn register(data: &'static ProgramData, tag: PoolTag) -> Result<Self> {
+        let context = PoolBox::try_new(
+            ProviderContext {
+                characteristics: NPI_PROVIDER_CHARACTERISTICS {
+                    Version: 0,
+                    #[expect(clippy::cast_possible_truncation, reason = "72 bytes")]
+                    Length: size_of::<NPI_PROVIDER_CHARACTERISTICS>() as u16,
+                    ProviderAttachClient: Some(attach_client),
+                    ProviderDetachClient: Some(detach_client),
+                    ProviderCleanupBindingContext: Some(cleanup_binding_context),
+                    ProviderRegistrationInstance: NPI_REGISTRATION_INSTANCE {
+                        Version: 0,
+                        #[expect(clippy::cast_possible_truncation, reason = "40 bytes")]
+                        Size: size_of::<NPI_REGISTRATION_INSTANCE>() as u16,
+                        NpiId: &EBPF_PROGRAM_INFO_EXTENSION_IID,
+                        ModuleId: ptr::null(),
+                        Number: 0,
+                        NpiSpecificCharacteristics: (&raw const data.0).cast(),
+                    },
+                },
+                module_id: NPI_MODULEID::from_guid(data.program_type()),
+                handle: ptr::null_mut(),
+                tag,
+                _pin: PhantomPinned,
+            },
+            tag,
+        )?;
+        let raw = context.as_ptr();
+        // SAFETY: `raw` is our live pool allocation; it does not move (pool memory) and
+        // nothing else references it yet.
+        unsafe {
+            (*raw).characteristics.ProviderRegistrationInstance.ModuleId =
+                &raw const (*raw).module_id
+        };
+        let mut provider = ProgramInfoProvider {
+            context: Some(context),
+        };
+        // SAFETY: the characteristics, module id and context live in pool memory that stays
+        // put until `Drop` has waited for deregistration to complete.
+        let status = unsafe {
+            NmrRegisterProvider(
+                &raw const (*raw).characteristics,
+                raw.cast(),
+                &raw mut (*raw).handle,
+            )
+        };
+        if status != STATUS_SUCCESS {
+            // Nothing was registered: free without deregistering.
+            // SAFETY: registration failed, so NMR holds no pointer to the context.
+            unsafe { (*raw).handle = ptr::null_mut() };
+            drop(provider.context.take());
+            return Err(Error::api("NmrRegisterProvider", status));
+        }
+        Ok(provider)
+    }
+}
+
+impl Drop for ProgramInfoProvider {
+    fn drop(&mut self) {
+        let Some(context) = self.context.take() else {
+            return;
+        };
+        let handle = context.handle;
+        if !handle.is_null() {
+            // SAFETY: a live registration handle.
+            let status = unsafe { NmrDeregisterProvider(handle) };
+            if status == STATUS_PENDING || status == STATUS_SUCCESS {
+                // SAFETY: deregistration started above; waiting is required before freeing.
+                let _ = unsafe { NmrWaitForProviderDeregisterComplete(handle) };
+            }
+        }
+        drop(context);
+    }
+}
+
+/// Provider context pointer back to its tag.
+fn provider_tag(context: *mut c_void) -> Option<PoolTag> {
+    let context = NonNull::new(context.cast::<ProviderContext>())?;
+    // SAFETY: NMR passes back the ProviderContext pointer registered in `register`, which
+    // lives until deregistration completes.
+    Some(unsafe { context.as_ref() }.tag)
+}
+
+unsafe extern "win64" fn attach_client(
+    binding: HANDLE,
+    provider_context: *mut c_void,
+    client_registration: *const NPI_REGISTRATION_INSTANCE,
+    _client_binding_context: *mut c_void,
+    _client_dispatch: *const c_void,
+    provider_binding_context: *mut *mut c_void,
+    provider_dispatch: *mut *const c_void,
+) -> NTSTATUS {
+    if provider_binding_context.is_null() || provider_dispatch.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    let Some(tag) = provider_tag(provider_context) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    // SAFETY: checked non-null; NMR passes writable slots.
+    unsafe { provider_binding_context.write(ptr::null_mut()) };
+    // SAFETY: as above.
+    unsafe { provider_dispatch.write(ptr::null()) };
+    let client_module = client_module_guid(client_registration);
+    let client = match PoolBox::try_new(
+        ClientContext {
+            _binding: binding,
+            _client_module: client_module,
+            tag,
+        },
+        tag,
+    ) {
+        Ok(client) => client,
+        Err(e) => return e.ntstatus(),
+    };
+    // SAFETY: checked non-null above.
+    unsafe { provider_binding_context.write(client.into_raw().as_ptr().cast()) };
+    STATUS_SUCCESS
+}
+
+/// The client's module GUID, if its registration instance is readable.
+fn client_module_guid(instance: *const NPI_REGISTRATION_INSTANCE) -> GUID {
+    if instance.is_null() {
+        return GUID::NULL;
+    }
+    // SAFETY: NMR passes the client's registration instance, valid during attach.
+    let module = unsafe { (*instance).ModuleId };
+    if module.is_null() {
+        return GUID::NULL;
+    }
+    // SAFETY: a non-null module id of a registered client.
+    unsafe { (*module).guid() }.unwrap_or(GUID::NULL)
+}
+
+unsafe extern "win64" fn detach_client(_provider_binding_context: *mut c_void) -> NTSTATUS {
+    // No calls into the core are ever in flight from this provider.
+    STATUS_SUCCESS
+}
+
+unsafe extern "win64" fn cleanup_binding_context(provider_binding_context: *mut c_void) {
+    let Some(client) = NonNull::new(provider_binding_context.cast::<ClientContext>()) else {
+        return;
+    };
+    // SAFETY: the binding context is the live ClientContext leaked in `attach_client`.
+    let tag = unsafe { client.as_ref() }.tag;
+    // SAFETY: the binding context is the ClientContext leaked in `attach_client`, freed once.
+    drop(unsafe { PoolBox::from_raw(client, tag) });
+}
