@@ -11,7 +11,10 @@ use crate::exec::{run, workspace_root};
 /// The target Windows kernel drivers are built for.
 const DRIVER_TARGET: &str = "x86_64-pc-windows-msvc";
 /// Features that turn a crate's driver build on, per crate.
-const DRIVER_FEATURES: &[(&str, &str)] = &[("ebpf-ext-trace", "kernel_mode")];
+const DRIVER_FEATURES: &[(&str, &str)] = &[
+    ("ebpf-ext-trace", "kernel_mode"),
+    ("ebpf-extension-common", "driver"),
+];
 
 /// Options of `cargo xtask ci`.
 #[derive(Args)]

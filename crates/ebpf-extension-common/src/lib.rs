@@ -1,0 +1,37 @@
+//! Write eBPF for Windows extension drivers in Rust.
+//!
+//! This crate re-exports the SDK and adds the driver glue every extension needs:
+//!
+//! - [`sys`] (raw ABI), [`pool`], [`rundown`], [`program_info`], [`hook`];
+//! - [`prelude`]: the names an extension uses day to day;
+//! - [`driver`]: an RAII [`driver::Device`] and the start/stop ordering helpers;
+//! - with the `driver` feature, on the Windows target: [`driver::panic`] (a panic handler that
+//!   prints the panic with `DbgPrintEx` and bug-checks with [`driver::RUST_PANIC_BUGCHECK`])
+//!   and the `global_allocator!` macro for a pool-backed global allocator.
+#![no_std]
+
+pub use ebpf_ext_hook as hook;
+pub use ebpf_ext_pool as pool;
+pub use ebpf_ext_program_info as program_info;
+pub use ebpf_ext_rundown as rundown;
+pub use ebpf_ext_sys as sys;
+
+pub mod driver;
+
+/// The names an extension uses day to day.
+pub mod prelude {
+    pub use ebpf_ext_hook::{
+        AttachParameter, AttachPolicy, AttachRequest, Attached, Flow, HookConfig, HookExtension,
+        HookProvider, ProgramContext,
+    };
+    pub use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
+    pub use ebpf_ext_program_info::{
+        ContextDescriptor, HelperAddresses, HelperFunction, HelperPrototype, ProgramData,
+        ProgramInfo, ProgramInfoProvider, ProgramTypeDescriptor,
+    };
+    pub use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
+    pub use ebpf_ext_sys::ntdef::GUID;
+    pub use ebpf_ext_sys::{Error, Result};
+
+    pub use crate::driver::Device;
+}
