@@ -39,10 +39,12 @@ mod misc;
 mod nmr;
 mod pool;
 mod rundown;
+pub mod tracelogging;
 mod workitem;
 
 pub use cpu::{critical_region_depth, set_current_irql};
 pub use devices::DriverObject;
+pub use etw::{CapturedEvent, Enablement};
 pub use kernel::{
     BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND,
     expect_bugcheck, sweep_allocation_failures,
