@@ -262,7 +262,7 @@ struct Client<E: HookExtension> {
     module_id: GUID,
     data: E::ClientData,
     detaching: AtomicBool,
-    work_item: UnsafeCell<PIO_WORKITEM>,
+    work_item: PIO_WORKITEM,
     provider: *const ProviderContext<E>,
     tag: PoolTag,
 }
@@ -578,36 +578,28 @@ impl<E: HookExtension> HookProvider<E> {
             },
             config.tag,
         )?;
+        let mut context = context;
+        let ctx: &mut ProviderContext<E> = &mut context;
+        ctx.characteristics.ProviderRegistrationInstance.ModuleId = &raw const ctx.module_id;
+        ctx.characteristics
+            .ProviderRegistrationInstance
+            .NpiSpecificCharacteristics = (&raw const ctx.provider_data).cast();
+        // SAFETY: initialising the writer lock before anyone can use it.
+        unsafe { ExInitializePushLock(ctx.writer.get()) };
+        let characteristics = &raw const ctx.characteristics;
+        let handle = &raw mut ctx.handle;
         let raw = context.as_ptr();
-        // SAFETY: `raw` is our pool allocation, not yet shared; pool memory does not move.
-        unsafe {
-            (*raw).characteristics.ProviderRegistrationInstance.ModuleId =
-                &raw const (*raw).module_id;
-        }
-        // SAFETY: as above.
-        unsafe {
-            (*raw)
-                .characteristics
-                .ProviderRegistrationInstance
-                .NpiSpecificCharacteristics = (&raw const (*raw).provider_data).cast();
-        }
-        // SAFETY: as above; initialising the writer lock before anyone can use it.
-        unsafe { ExInitializePushLock((*raw).writer.get()) };
         let mut provider = HookProvider {
             context: Some(context),
         };
         // SAFETY: the characteristics and context stay in place until `Drop` has waited for
         // deregistration to complete.
-        let status = unsafe {
-            NmrRegisterProvider(
-                &raw const (*raw).characteristics,
-                raw.cast(),
-                &raw mut (*raw).handle,
-            )
-        };
+        let status = unsafe { NmrRegisterProvider(characteristics, raw.cast(), handle) };
         if status != STATUS_SUCCESS {
-            // SAFETY: registration failed, so NMR holds no reference to the context.
-            unsafe { (*raw).handle = ptr::null_mut() };
+            // Registration failed, so NMR holds no reference to the context.
+            if let Some(context) = provider.context.as_mut() {
+                context.handle = ptr::null_mut();
+            }
             drop(provider.context.take());
             return Err(Error::api("NmrRegisterProvider", status));
         }
@@ -962,7 +954,7 @@ unsafe extern "win64" fn attach_client<E: HookExtension>(
                     module_id: request.client_module_id,
                     data,
                     detaching: AtomicBool::new(false),
-                    work_item: UnsafeCell::new(work_item),
+                    work_item,
                     provider: ptr::from_ref(provider),
                     tag: config.tag,
                 };
@@ -1002,11 +994,11 @@ unsafe extern "win64" fn detach_client<E: HookExtension>(
     // alive until the routine completes the detach.
     unsafe {
         IoQueueWorkItem(
-            *client_ref.work_item.get(),
+            client_ref.work_item,
             detach_worker::<E>,
             DelayedWorkQueue,
             client.as_ptr().cast(),
-        )
+        );
     };
     STATUS_PENDING
 }
@@ -1029,7 +1021,7 @@ unsafe extern "win64" fn detach_worker<E: HookExtension>(
     }
     provider.extension.on_detach(&client_ref.data);
     // SAFETY: the item's routine is running, so it is no longer queued; freed once.
-    unsafe { IoFreeWorkItem(*client_ref.work_item.get()) };
+    unsafe { IoFreeWorkItem(client_ref.work_item) };
     let binding = client_ref.binding;
     // SAFETY: detach returned STATUS_PENDING for this binding. The client must not be touched
     // after this call: NMR may clean it up at once.

@@ -141,15 +141,11 @@ impl<T: Default + Copy> Snapshots<T> {
         let old = self.current.load(Ordering::Acquire);
         let new = 1 - old;
         let (old_slot, new_slot) = (&self.slots[old], &self.slots[new]);
-        // SAFETY: the caller holds the writer lock; the new slot is run down, so no reader
-        // holds it; the old slot is only read.
-        let (old_entries, new_entries) = unsafe {
-            let old_len = *old_slot.len.get();
-            (
-                &(&*old_slot.entries.get())[..old_len],
-                &mut *new_slot.entries.get(),
-            )
-        };
+        // SAFETY: the caller holds the writer lock, so the old slot does not change.
+        let old_entries = unsafe { self.current_for_writer() };
+        // SAFETY: the caller holds the writer lock and the new slot is run down, so nobody
+        // else accesses it.
+        let new_entries = unsafe { &mut *new_slot.entries.get() };
         let len = build(old_entries, new_entries).min(self.capacity);
         for entry in &mut new_entries[len..] {
             *entry = T::default();

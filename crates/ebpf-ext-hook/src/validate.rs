@@ -2,7 +2,6 @@
 
 use core::ffi::c_void;
 use core::mem::size_of;
-use core::ptr;
 
 use ebpf_ext_sys::ebpf_extension::{
     ebpf_extension_data_t, ebpf_extension_program_dispatch_table_t,
@@ -11,6 +10,7 @@ use ebpf_ext_sys::ebpf_extension::{
 };
 use ebpf_ext_sys::ebpf_windows::{
     EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION, EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION_SIZE,
+    ebpf_extension_header_t,
 };
 use ebpf_ext_sys::netioddk::NPI_REGISTRATION_INSTANCE;
 
@@ -98,7 +98,7 @@ pub(crate) unsafe fn validate<P: AttachParameter>(
         return Err(Rejection::NoClientData);
     }
     // SAFETY: the header is the first member of any version of the client data.
-    let header = unsafe { ptr::addr_of!((*data).header).read_unaligned() };
+    let header = unsafe { data.cast::<ebpf_extension_header_t>().read_unaligned() };
     if header.version != EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION {
         return Err(Rejection::UnsupportedVersion);
     }
@@ -130,24 +130,41 @@ pub(crate) unsafe fn validate<P: AttachParameter>(
         return Err(Rejection::NoDispatchTable);
     }
     let table = dispatch.cast::<ebpf_extension_program_dispatch_table_t>();
+    let entry = |offset: usize| table.wrapping_byte_add(offset);
     // SAFETY: every dispatch table starts with `version` and `count`.
-    let count = unsafe { ptr::addr_of!((*table).count).read_unaligned() };
+    let count = unsafe { table.wrapping_byte_add(2).cast::<u16>().read_unaligned() };
     if count == 0 {
         return Err(Rejection::EmptyDispatchTable);
     }
-    // SAFETY: `count >= 1`, so the entry at offset 8 exists.
-    let invoke = unsafe { ptr::addr_of!((*table).ebpf_program_invoke_function).read_unaligned() };
+    // SAFETY: `count >= 1`, so the entry at offset 8 exists; a function pointer and `Option`
+    // of it share the layout of a `usize` (0 = None).
+    let invoke: Option<ebpf_program_invoke_function_t> = unsafe {
+        entry(8)
+            .cast::<Option<ebpf_program_invoke_function_t>>()
+            .read_unaligned()
+    };
     let Some(invoke) = invoke else {
         return Err(Rejection::NoInvokeFunction);
     };
     let batch = if count >= 4 {
-        // SAFETY: `count >= 4`, so all four entries exist.
-        let (begin, batch_invoke, end) = unsafe {
-            (
-                ptr::addr_of!((*table).ebpf_program_batch_begin_invoke_function).read_unaligned(),
-                ptr::addr_of!((*table).ebpf_program_batch_invoke_function).read_unaligned(),
-                ptr::addr_of!((*table).ebpf_program_batch_end_invoke_function).read_unaligned(),
-            )
+        // SAFETY: `count >= 4`, so the entries at 16, 24 and 32 exist (function pointers, 0 =
+        // None).
+        let begin: Option<ebpf_program_batch_begin_invoke_function_t> = unsafe {
+            entry(16)
+                .cast::<Option<ebpf_program_batch_begin_invoke_function_t>>()
+                .read_unaligned()
+        };
+        // SAFETY: as above.
+        let batch_invoke: Option<ebpf_program_batch_invoke_function_t> = unsafe {
+            entry(24)
+                .cast::<Option<ebpf_program_batch_invoke_function_t>>()
+                .read_unaligned()
+        };
+        // SAFETY: as above.
+        let end: Option<ebpf_program_batch_end_invoke_function_t> = unsafe {
+            entry(32)
+                .cast::<Option<ebpf_program_batch_end_invoke_function_t>>()
+                .read_unaligned()
         };
         match (begin, batch_invoke, end) {
             (Some(begin), Some(invoke), Some(end)) => Some(BatchFunctions { begin, invoke, end }),
@@ -163,3 +180,33 @@ pub(crate) unsafe fn validate<P: AttachParameter>(
         batch,
     })
 }
+
+// The offsets read above are the ABI's (ebpf-extension-abi.md §2).
+const _: () = {
+    use core::mem::offset_of;
+    assert!(offset_of!(ebpf_extension_program_dispatch_table_t, count) == 2);
+    assert!(
+        offset_of!(
+            ebpf_extension_program_dispatch_table_t,
+            ebpf_program_invoke_function
+        ) == 8
+    );
+    assert!(
+        offset_of!(
+            ebpf_extension_program_dispatch_table_t,
+            ebpf_program_batch_begin_invoke_function
+        ) == 16
+    );
+    assert!(
+        offset_of!(
+            ebpf_extension_program_dispatch_table_t,
+            ebpf_program_batch_invoke_function
+        ) == 24
+    );
+    assert!(
+        offset_of!(
+            ebpf_extension_program_dispatch_table_t,
+            ebpf_program_batch_end_invoke_function
+        ) == 32
+    );
+};

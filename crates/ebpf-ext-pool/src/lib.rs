@@ -195,7 +195,9 @@ impl<T: Default> PoolArray<T> {
             NonNull::new(allocate(layout, tag).cast::<T>()).ok_or(Error::InsufficientResources)?;
         for i in 0..len {
             // SAFETY: `i < len` lies inside the fresh allocation of `len` elements.
-            unsafe { ptr.as_ptr().add(i).write(T::default()) };
+            let slot = unsafe { ptr.as_ptr().add(i) };
+            // SAFETY: as above; the slot is uninitialised and suitably aligned.
+            unsafe { slot.write(T::default()) };
         }
         // INVARIANT: all `len` elements initialised above.
         Ok(PoolArray {

@@ -567,29 +567,24 @@ impl ProgramInfoProvider {
             },
             tag,
         )?;
+        let mut context = context;
+        let ctx: &mut ProviderContext = &mut context;
+        ctx.characteristics.ProviderRegistrationInstance.ModuleId = &raw const ctx.module_id;
+        let characteristics = &raw const ctx.characteristics;
+        let handle = &raw mut ctx.handle;
         let raw = context.as_ptr();
-        // SAFETY: `raw` is our live pool allocation; it does not move (pool memory) and
-        // nothing else references it yet.
-        unsafe {
-            (*raw).characteristics.ProviderRegistrationInstance.ModuleId =
-                &raw const (*raw).module_id
-        };
         let mut provider = ProgramInfoProvider {
             context: Some(context),
         };
         // SAFETY: the characteristics, module id and context live in pool memory that stays
         // put until `Drop` has waited for deregistration to complete.
-        let status = unsafe {
-            NmrRegisterProvider(
-                &raw const (*raw).characteristics,
-                raw.cast(),
-                &raw mut (*raw).handle,
-            )
-        };
+        let status = unsafe { NmrRegisterProvider(characteristics, raw.cast(), handle) };
         if status != STATUS_SUCCESS {
-            // Nothing was registered: free without deregistering.
-            // SAFETY: registration failed, so NMR holds no pointer to the context.
-            unsafe { (*raw).handle = ptr::null_mut() };
+            // Nothing was registered (NMR holds no pointer to the context): free without
+            // deregistering.
+            if let Some(context) = provider.context.as_mut() {
+                context.handle = ptr::null_mut();
+            }
             drop(provider.context.take());
             return Err(Error::api("NmrRegisterProvider", status));
         }

@@ -1,9 +1,10 @@
 //! Rundown protection against usersim: counts, refusal after the wait begins, blocking waits,
 //! cross-thread release, reinitialisation and a bounded stress run.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::time::Duration;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
 use ebpf_ext_sys::Error;
@@ -115,15 +116,12 @@ fn stress<G>(
         for _ in 0..4 {
             kernel.scoped(s, || {
                 for _ in 0..200_000 {
-                    match acquire() {
-                        Some(guard) => {
-                            acquired.fetch_add(1, Ordering::Relaxed);
-                            drop(guard);
-                        }
-                        None => {
-                            stop.store(true, Ordering::Relaxed);
-                            break;
-                        }
+                    if let Some(guard) = acquire() {
+                        acquired.fetch_add(1, Ordering::Relaxed);
+                        drop(guard);
+                    } else {
+                        stop.store(true, Ordering::Relaxed);
+                        break;
                     }
                 }
             });
@@ -141,7 +139,7 @@ fn stress_many_threads_then_wait() {
     let kernel = Kernel::new();
     let rundown = Rundown::new();
     let n = stress(&kernel, &|| rundown.try_acquire(), &|| {
-        rundown.wait_for_release()
+        rundown.wait_for_release();
     });
     assert!(n > 0);
     assert_eq!(raw(&rundown), 1, "run down with no references left");
@@ -182,7 +180,7 @@ fn cache_aware_stress() {
     let kernel = Kernel::new();
     let rundown = CacheAwareRundown::new(TAG).expect("allocate");
     let n = stress(&kernel, &|| rundown.try_acquire(), &|| {
-        rundown.wait_for_release()
+        rundown.wait_for_release();
     });
     assert!(n > 0);
     drop(rundown);

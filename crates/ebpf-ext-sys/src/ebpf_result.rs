@@ -2,7 +2,7 @@
 //! `NTSTATUS` (`ebpf_error.h`).
 
 use crate::ntdef::NTSTATUS;
-#[expect(clippy::wildcard_imports, reason = "the table names 35 status codes")]
+#[allow(clippy::wildcard_imports, reason = "the table names 35 status codes")]
 use crate::ntstatus::*;
 
 /// `ebpf_result_t`: a 4-byte C enum. Held as an integer because a value received from the

@@ -59,7 +59,7 @@ use crate::ebpf_result::{
     EBPF_FAILED, EBPF_RESULT_COUNT, EBPF_RESULT_TO_NTSTATUS, EBPF_SUCCESS, ebpf_result_t,
 };
 use crate::ntdef::{NT_SUCCESS, NTSTATUS};
-#[expect(
+#[allow(
     clippy::wildcard_imports,
     reason = "the mapping names most status codes"
 )]
@@ -254,7 +254,7 @@ impl From<Error> for NTSTATUS {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::wildcard_imports, reason = "tests name many codes")]
+    #![allow(clippy::wildcard_imports, reason = "tests name many codes")]
     use super::*;
     use crate::ebpf_result::*;
 

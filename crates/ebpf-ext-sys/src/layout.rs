@@ -11,7 +11,7 @@
 //! and 0x148 in mingw, which omits `DECLSPEC_ALIGN(MEMORY_ALLOCATION_ALIGNMENT)`; its field
 //! offsets agree and are checked.
 
-#![expect(
+#![allow(
     clippy::wildcard_imports,
     reason = "the table names types from every header module"
 )]

@@ -4,7 +4,7 @@
 //! field. (The eBPF and NMR types are not in mingw-w64; their numbers are asserted at compile
 //! time in `ebpf_ext_sys::layout` against the reference.)
 
-use std::fmt::Write as _;
+use core::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 

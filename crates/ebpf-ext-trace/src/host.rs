@@ -32,6 +32,16 @@ use ebpf_ext_sys::{Error, Result};
 pub const META_CAPACITY: usize = 256;
 /// Largest payload built.
 pub const DATA_CAPACITY: usize = 512;
+/// `InType` Str8.
+const STR8: u8 = 23;
+/// `InType` Hex32.
+const HEX32: u8 = 20;
+/// `InType` flag: an `OutType` byte follows.
+const OUT_TYPE_FOLLOWS: u8 = 0x80;
+/// `OutType` Utf8.
+const OUT_UTF8: u8 = 35;
+/// `OutType` NtStatus.
+const OUT_NT_STATUS: u8 = 14;
 /// `WINEVENT_CHANNEL_TRACELOGGING`.
 const CHANNEL_TRACELOGGING: u8 = 11;
 
@@ -167,7 +177,12 @@ fn field_parts<'a>(
 ) -> (&'a str, &'static [u8], &'a [u8], Option<&'a [u8]>) {
     // (name, InType[/OutType] bytes, fixed payload, string payload)
     match *field {
-        Field::str8(name, value) => (name, &[23 | 0x80, 35], &[], Some(value.as_bytes())),
+        Field::str8(name, value) => (
+            name,
+            &[STR8 | OUT_TYPE_FOLLOWS, OUT_UTF8],
+            &[],
+            Some(value.as_bytes()),
+        ),
         Field::u32(name, v) => {
             scratch[..4].copy_from_slice(&v.to_le_bytes());
             (name, &[8], &scratch[..4], None)
@@ -182,7 +197,12 @@ fn field_parts<'a>(
         }
         Field::win_ntstatus(name, v) => {
             scratch[..4].copy_from_slice(&v.to_le_bytes());
-            (name, &[20 | 0x80, 14], &scratch[..4], None)
+            (
+                name,
+                &[HEX32 | OUT_TYPE_FOLLOWS, OUT_NT_STATUS],
+                &scratch[..4],
+                None,
+            )
         }
         Field::pointer(name, v) => {
             scratch[..8].copy_from_slice(&(v as u64).to_le_bytes());

@@ -248,9 +248,9 @@ fn host_encoding_matches_the_tracelogging_layout() {
     let mut expected = vec![0, 0, 0];
     expected.extend_from_slice(b"EbpfExtApiError\0");
     expected.extend_from_slice(b"api\0");
-    expected.extend_from_slice(&[23 | 0x80, 35]);
+    expected.extend_from_slice(&[0x17 | 0x80, 35]);
     expected.extend_from_slice(b"status\0");
-    expected.extend_from_slice(&[20 | 0x80, 14]);
+    expected.extend_from_slice(&[0x14 | 0x80, 14]);
     expected.extend_from_slice(b"n\0");
     expected.push(8);
     let size = u16::try_from(expected.len()).unwrap().to_le_bytes();

@@ -217,7 +217,7 @@ fn notify(callback: ETWENABLECALLBACK, context: usize, enablement: Option<Enable
             e.match_all,
             ptr::null(),
             context as *mut c_void,
-        )
+        );
     };
 }
 
@@ -372,7 +372,12 @@ pub unsafe extern "win64" fn EtwWriteTransfer(
             &[][..]
         } else {
             // SAFETY: each descriptor points to `Size` readable bytes (caller's contract).
-            unsafe { core::slice::from_raw_parts(d.Ptr as usize as *const u8, d.Size as usize) }
+            unsafe {
+                core::slice::from_raw_parts(
+                    usize::try_from(d.Ptr).unwrap_or(0) as *const u8,
+                    d.Size as usize,
+                )
+            }
         };
         match d.Reserved {
             EVENT_DATA_DESCRIPTOR_TYPE_PROVIDER_METADATA => provider_meta = Some(bytes),

@@ -96,7 +96,7 @@ pub unsafe extern "win64" fn DbgPrintEx(
             component: ComponentId,
             level: Level,
             text,
-        })
+        });
     });
     0
 }

@@ -65,6 +65,10 @@ struct Binding {
     client_side: Side,
     /// Still inside `ClientAttachProvider`.
     attaching: bool,
+    /// Both sides detached; the cleanup callbacks are running. The binding still counts
+    /// against its registrations until they return, so deregistration cannot complete before
+    /// the cleanups have run.
+    cleaning: bool,
 }
 
 #[derive(Default)]
@@ -271,6 +275,7 @@ fn attach(k: &Inner, provider: u64, client: u64) {
                 provider_side: Side::Absent,
                 client_side: Side::Absent,
                 attaching: true,
+                cleaning: false,
             },
         );
         (binding, attach_fn, client_context, provider_instance)
@@ -293,7 +298,9 @@ fn attach(k: &Inner, provider: u64, client: u64) {
             return;
         };
         b.attaching = false;
-        if NT_SUCCESS(status) && b.provider_side == Side::Attached {
+        // The provider side may already be detaching (its deregistration raced this attach):
+        // the client still attached and is owed a detach and a cleanup.
+        if NT_SUCCESS(status) && b.provider_side != Side::Absent {
             b.client_side = Side::Attached;
         }
         if b.provider_side == Side::Absent {
@@ -404,29 +411,34 @@ fn side_done(side: Side) -> bool {
     matches!(side, Side::Done | Side::Absent)
 }
 
-/// Removes a binding whose both sides have detached and runs the cleanup callbacks.
+/// Runs the cleanup callbacks of a binding whose both sides have detached, then removes it.
 fn finish_if_done(k: &Inner, binding: u64) {
     let cleanups = {
         let mut nmr = lock(&k.nmr);
         let Some(b) = nmr.bindings.get(&binding) else {
             return;
         };
-        if b.attaching || !side_done(b.provider_side) || !side_done(b.client_side) {
+        if b.attaching || b.cleaning || !side_done(b.provider_side) || !side_done(b.client_side) {
             return;
         }
-        let b = nmr.bindings.remove(&binding).expect("binding present");
+        let (provider, client) = (b.provider, b.client);
+        let (provider_side, client_side) = (b.provider_side, b.client_side);
+        let (provider_context, client_context) = (b.provider_context, b.client_context);
         let mut cleanups: Vec<(unsafe extern "win64" fn(*mut c_void), usize)> = Vec::new();
-        if b.provider_side == Side::Done
-            && let Some(r) = nmr.registrations.get(&b.provider)
+        if provider_side == Side::Done
+            && let Some(r) = nmr.registrations.get(&provider)
             && let Some(f) = provider_chars(r).ProviderCleanupBindingContext
         {
-            cleanups.push((f, b.provider_context));
+            cleanups.push((f, provider_context));
         }
-        if b.client_side == Side::Done
-            && let Some(r) = nmr.registrations.get(&b.client)
+        if client_side == Side::Done
+            && let Some(r) = nmr.registrations.get(&client)
             && let Some(f) = client_chars(r).ClientCleanupBindingContext
         {
-            cleanups.push((f, b.client_context));
+            cleanups.push((f, client_context));
+        }
+        if let Some(b) = nmr.bindings.get_mut(&binding) {
+            b.cleaning = true;
         }
         cleanups
     };
@@ -435,7 +447,8 @@ fn finish_if_done(k: &Inner, binding: u64) {
         // context is cleaned up exactly once, after both sides detached.
         unsafe { f(context as *mut c_void) };
     }
-    let _guard = lock(&k.nmr);
+    let mut nmr = lock(&k.nmr);
+    nmr.bindings.remove(&binding);
     k.nmr_cv.notify_all();
 }
 

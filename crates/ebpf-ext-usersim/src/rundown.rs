@@ -149,7 +149,7 @@ pub unsafe extern "win64" fn ExWaitForRundownProtectionRelease(RunRef: *mut EX_R
     let word = count_word(RunRef);
     word.fetch_or(ACTIVE, Ordering::AcqRel);
     with_kernel(API, |k| {
-        wait_until(k, || word.load(Ordering::Acquire) == ACTIVE)
+        wait_until(k, || word.load(Ordering::Acquire) == ACTIVE);
     });
 }
 

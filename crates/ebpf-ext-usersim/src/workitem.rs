@@ -205,7 +205,7 @@ pub unsafe extern "win64" fn IoAllocateWorkItem(DeviceObject: *mut DEVICE_OBJECT
         p.write(WorkItem {
             device: DeviceObject,
             queued: AtomicBool::new(false),
-        })
+        });
     };
     with_kernel(API, |k| lock(&k.work.state).live_items.insert(p as usize));
     p.cast()

@@ -96,7 +96,7 @@ fn write(handle: REGHANDLE, level: u8, keyword: u64, blobs: &[(&[u8], u32)]) -> 
     unsafe {
         EtwWriteTransfer(
             handle,
-            &event,
+            &raw const event,
             ptr::null(),
             ptr::null(),
             u32::try_from(descriptors.len()).unwrap(),
@@ -170,16 +170,16 @@ fn decoder_reads_the_tracelogging_layout() {
     let meta = event_meta(
         "Everything",
         &[
-            ("s", &[23 | 0x80, 35]),
+            ("s", &[0x17 | 0x80, 35]),
             ("u", &[8]),
             ("i", &[7]),
             ("b", &[13]),
-            ("st", &[20 | 0x80, 14]),
+            ("st", &[0x14 | 0x80, 14]),
             ("p", &[21]),
             ("g", &[15]),
-            ("tagged", &[8 | 0x80, 0x80, 0x01]),
-            ("arr", &[8 | 0x40]),
-            ("c", &[2 | 0x80, 35]),
+            ("tagged", &[0x08 | 0x80, 0x80, 0x01]),
+            ("arr", &[0x08 | 0x40]),
+            ("c", &[0x02 | 0x80, 35]),
         ],
     );
     let guid = GUID::from_u128(0x00112233_4455_6677_8899_aabbccddeeff);
@@ -282,8 +282,8 @@ fn traits_and_information_classes() {
     let kernel = Kernel::new();
     let handle = register();
     let traits = provider_meta("Traits");
-    // SAFETY: valid handle and buffer.
     assert_eq!(
+        // SAFETY: valid handle and buffer.
         unsafe {
             EtwSetInformation(
                 handle,
@@ -295,13 +295,13 @@ fn traits_and_information_classes() {
         STATUS_SUCCESS
     );
     assert_eq!(kernel.etw_provider_traits(PROVIDER), Some(traits.clone()));
-    // SAFETY: as above.
     assert_eq!(
+        // SAFETY: as above.
         unsafe { EtwSetInformation(handle, 7, traits.as_ptr().cast(), 1) },
         STATUS_INVALID_DEVICE_REQUEST
     );
-    // SAFETY: unknown handle.
     assert_eq!(
+        // SAFETY: unknown handle.
         unsafe { EtwSetInformation(0x5, 2, traits.as_ptr().cast(), 1) },
         STATUS_INVALID_HANDLE
     );
@@ -356,8 +356,8 @@ fn register_can_be_fault_injected() {
     let kernel = Kernel::new();
     kernel.inject(Fault::Call("EtwRegister", 1));
     let mut handle = 0;
-    // SAFETY: valid arguments.
     assert_eq!(
+        // SAFETY: valid arguments.
         unsafe { EtwRegister(&PROVIDER, None, ptr::null_mut(), &raw mut handle) },
         STATUS_NO_MEMORY
     );

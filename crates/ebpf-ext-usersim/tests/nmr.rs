@@ -17,6 +17,7 @@ use ebpf_ext_sys::ntstatus::{
 use ebpf_ext_usersim::{Config, Fault, Kernel};
 
 /// Handle-only NMR routines: usersim validates handles, so these are safe to call here.
+#[expect(non_snake_case, reason = "wrappers keep the kernel routine names")]
 mod safe {
     use ebpf_ext_sys::ntdef::{HANDLE, NTSTATUS};
     pub(crate) fn NmrDeregisterProvider(h: HANDLE) -> NTSTATUS {
@@ -344,8 +345,8 @@ fn bad_handles_and_input() {
         STATUS_INVALID_PARAMETER
     );
     let mut h = ptr::null_mut();
-    // SAFETY: NULL characteristics are rejected before use.
     assert_eq!(
+        // SAFETY: NULL characteristics are rejected before use.
         unsafe { NmrRegisterProvider(ptr::null(), ptr::null_mut(), &raw mut h) },
         STATUS_INVALID_PARAMETER
     );

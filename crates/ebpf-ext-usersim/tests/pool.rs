@@ -40,11 +40,11 @@ fn allocations_are_zeroed_aligned_and_counted() {
         ("Test", 2, 8292)
     );
     // SAFETY: each block is live and freed once with its tag.
-    unsafe {
-        ExFreePoolWithTag(p.cast(), TAG);
-        ExFreePoolWithTag(big.cast(), TAG);
-        ExFreePool(raw.cast());
-    }
+    unsafe { ExFreePoolWithTag(p.cast(), TAG) };
+    // SAFETY: as above.
+    unsafe { ExFreePoolWithTag(big.cast(), TAG) };
+    // SAFETY: as above (untagged free).
+    unsafe { ExFreePool(raw.cast()) };
     kernel.assert_no_leaks();
 }
 
@@ -68,7 +68,7 @@ fn leak_report_names_the_tag() {
     let kernel = Kernel::new();
     let _leak = alloc(POOL_FLAG_NON_PAGED, 24, TAG);
     let report =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kernel.assert_no_leaks()))
+        std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| kernel.assert_no_leaks()))
             .unwrap_err();
     let text = report.downcast_ref::<String>().expect("message");
     assert!(text.contains("Test") && text.contains("24"), "{text}");

@@ -84,7 +84,7 @@ fn work_item_runs_at_passive_on_a_worker_and_may_free_itself() {
             routine,
             DelayedWorkQueue,
             ptr::from_ref(&*ctx).cast_mut().cast(),
-        )
+        );
     };
     kernel.wait_for_work_items();
     assert_eq!(ctx.runs.load(Ordering::SeqCst), 1);
@@ -114,7 +114,9 @@ fn queueing_a_queued_item_bugchecks() {
         let mut name = utf16("\\Device\\Q");
         let (_, device) = create_device(&mut driver, &mut name);
         // SAFETY: a live device object.
-        let (gate_item, item) = unsafe { (IoAllocateWorkItem(device), IoAllocateWorkItem(device)) };
+        let gate_item = unsafe { IoAllocateWorkItem(device) };
+        // SAFETY: as above.
+        let item = unsafe { IoAllocateWorkItem(device) };
         let ctx = Box::leak(Box::new(Ctx {
             runs: AtomicU32::new(0),
             irql: AtomicU32::new(0),

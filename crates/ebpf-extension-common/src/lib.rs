@@ -5,7 +5,7 @@
 //! - [`sys`] (raw ABI), [`pool`], [`rundown`], [`program_info`], [`hook`];
 //! - [`prelude`]: the names an extension uses day to day;
 //! - [`driver`]: an RAII [`driver::Device`] and the start/stop ordering helpers;
-//! - with the `driver` feature, on the Windows target: [`driver::panic`] (a panic handler that
+//! - with the `driver` feature, on the Windows target: `driver::panic` (a panic handler that
 //!   prints the panic with `DbgPrintEx` and bug-checks with [`driver::RUST_PANIC_BUGCHECK`])
 //!   and the `global_allocator!` macro for a pool-backed global allocator.
 #![no_std]
