@@ -37,6 +37,9 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
             "-D",
             "warnings",
         ]))?;
+        run(Command::new(&cargo)
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"))?;
     }
     run(Command::new(&cargo).args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
     run_loom_models(&cargo)?;

@@ -596,6 +596,11 @@ impl<E: HookExtension> HookProvider<E> {
         // deregistration to complete.
         let status = unsafe { NmrRegisterProvider(characteristics, raw.cast(), handle) };
         if status != STATUS_SUCCESS {
+            ebpf_ext_trace::trace_api_failure!(
+                ebpf_ext_trace::keyword::EXTENSION,
+                "NmrRegisterProvider",
+                status
+            );
             // Registration failed, so NMR holds no reference to the context.
             if let Some(context) = provider.context.as_mut() {
                 context.handle = ptr::null_mut();
@@ -707,6 +712,11 @@ impl<E: HookExtension> HookProvider<E> {
         let mut call = || outcome = self.invoke_with(parameter, context, &mut filter, &mut verdict);
         let status = expand_stack(&mut call);
         if status != STATUS_SUCCESS {
+            ebpf_ext_trace::trace_api_failure!(
+                ebpf_ext_trace::keyword::EXTENSION,
+                "KeExpandKernelStackAndCalloutEx",
+                status
+            );
             return Err(Error::Unsuccessful);
         }
         outcome
@@ -756,6 +766,13 @@ impl<E: HookExtension> Drop for HookProvider<E> {
         let handle = context.handle;
         // SAFETY: a live registration handle.
         let status = unsafe { NmrDeregisterProvider(handle) };
+        if status != STATUS_PENDING && status != STATUS_SUCCESS {
+            ebpf_ext_trace::trace_api_failure!(
+                ebpf_ext_trace::keyword::EXTENSION,
+                "NmrDeregisterProvider",
+                status
+            );
+        }
         if status == STATUS_PENDING || status == STATUS_SUCCESS {
             // SAFETY: deregistration started; this waits until every client detached and was
             // cleaned up, after which NMR holds no reference to the context.
@@ -1040,7 +1057,13 @@ unsafe extern "win64" fn cleanup_binding_context<E: HookExtension>(
     drop(unsafe { PoolBox::from_raw(client, tag) });
 }
 
-/// Records why an attach was refused.
+/// Records why an attach was refused: an `EbpfExtGenericMessage` at Error level, keyword
+/// `EXTENSION`, with the reason and the status returned to NMR.
 fn trace_rejection(reason: &'static str, status: NTSTATUS) {
-    let _ = (reason, status);
+    ebpf_ext_trace::trace_message_status!(
+        ebpf_ext_trace::Level::Error,
+        ebpf_ext_trace::keyword::EXTENSION,
+        reason,
+        status
+    );
 }

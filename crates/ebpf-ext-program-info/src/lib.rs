@@ -580,6 +580,11 @@ impl ProgramInfoProvider {
         // put until `Drop` has waited for deregistration to complete.
         let status = unsafe { NmrRegisterProvider(characteristics, raw.cast(), handle) };
         if status != STATUS_SUCCESS {
+            ebpf_ext_trace::trace_api_failure!(
+                ebpf_ext_trace::keyword::EXTENSION,
+                "NmrRegisterProvider",
+                status
+            );
             // Nothing was registered (NMR holds no pointer to the context): free without
             // deregistering.
             if let Some(context) = provider.context.as_mut() {
@@ -601,6 +606,13 @@ impl Drop for ProgramInfoProvider {
         if !handle.is_null() {
             // SAFETY: a live registration handle.
             let status = unsafe { NmrDeregisterProvider(handle) };
+            if status != STATUS_PENDING && status != STATUS_SUCCESS {
+                ebpf_ext_trace::trace_api_failure!(
+                    ebpf_ext_trace::keyword::EXTENSION,
+                    "NmrDeregisterProvider",
+                    status
+                );
+            }
             if status == STATUS_PENDING || status == STATUS_SUCCESS {
                 // SAFETY: deregistration started above; waiting is required before freeing.
                 let _ = unsafe { NmrWaitForProviderDeregisterComplete(handle) };

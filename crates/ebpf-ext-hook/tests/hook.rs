@@ -1,0 +1,796 @@
+//! The hook provider against usersim and a test link: attach policies, validation, callbacks,
+//! asynchronous detach, unregister, invocation variants, faults and IRQL.
+
+#![allow(
+    clippy::std_instead_of_alloc,
+    clippy::too_many_lines,
+    clippy::similar_names,
+    reason = "tests"
+)]
+
+mod support;
+
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use ebpf_ext_hook::{
+    AttachPolicy, AttachRequest, Attached, Flow, HookConfig, HookExtension, HookProvider,
+    MAX_CLIENTS_PER_PARAMETER, ProgramContext,
+};
+use ebpf_ext_pool::PoolTag;
+use ebpf_ext_sys::ebpf_result::EBPF_NO_MEMORY;
+use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
+use ebpf_ext_sys::ntdef::{GUID, UNICODE_STRING};
+use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
+use ebpf_ext_sys::wdm::{
+    DEVICE_OBJECT, DISPATCH_LEVEL, FILE_DEVICE_UNKNOWN, IoCreateDevice, IoDeleteDevice,
+    PASSIVE_LEVEL,
+};
+use ebpf_ext_sys::{Error, Result};
+use ebpf_ext_usersim::tracelogging::Value;
+use ebpf_ext_usersim::{DriverObject, Fault, Kernel, set_current_irql};
+use support::{ClientSpec, DispatchSpec, Link};
+
+const ATTACH_TYPE: GUID = GUID::from_u128(0xa82e37b1_aee7_11ec_9a30_18602489beee);
+const PROGRAM_TYPE: GUID = GUID::from_u128(0x92ec8e39_aeec_11ec_9a30_18602489beee);
+const TAG: PoolTag = PoolTag::new(*b"HkTs");
+
+tracelogging::define_provider!(
+    TRACE,
+    "HookTestProvider",
+    id("f2f2ca01-ad02-4a07-9e90-95a2334f3692")
+);
+
+#[derive(Default)]
+struct TestHook {
+    reject: AtomicBool,
+    exclusive_wildcard: bool,
+    attaches: AtomicU32,
+    detaches: AtomicU32,
+    flags_seen: Mutex<Vec<u64>>,
+}
+
+impl HookExtension for TestHook {
+    type Parameter = u32;
+    type ClientData = u32;
+
+    fn on_attach(
+        &self,
+        request: &AttachRequest<u32>,
+        attached: &Attached<'_, Self>,
+    ) -> Result<u32> {
+        if self.reject.load(Ordering::SeqCst) {
+            return Err(Error::AccessDenied);
+        }
+        if self.exclusive_wildcard {
+            attached.check_exclusive_wildcard(request)?;
+        }
+        self.flags_seen
+            .lock()
+            .unwrap()
+            .push(request.prog_attach_flags);
+        Ok(self.attaches.fetch_add(1, Ordering::SeqCst))
+    }
+
+    fn on_detach(&self, _client: &u32) {
+        self.detaches.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct Setup {
+    kernel: Kernel,
+    driver: DriverObject,
+    device: *mut DEVICE_OBJECT,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let kernel = Kernel::new();
+        ebpf_ext_trace::initiate(&TRACE).expect("tracing");
+        let mut driver = DriverObject::new();
+        let mut device = ptr::null_mut();
+        // SAFETY: a valid driver object and out pointer; an unnamed device.
+        let status = unsafe {
+            IoCreateDevice(
+                driver.as_ptr(),
+                0,
+                ptr::null_mut::<UNICODE_STRING>(),
+                FILE_DEVICE_UNKNOWN,
+                0,
+                0,
+                &raw mut device,
+            )
+        };
+        assert_eq!(status, STATUS_SUCCESS);
+        Setup {
+            kernel,
+            driver,
+            device,
+        }
+    }
+
+    fn provider(&self, policy: AttachPolicy, hook: TestHook) -> HookProvider<TestHook> {
+        self.provider_with(config(policy), hook)
+    }
+
+    fn provider_with(&self, config: HookConfig<u32>, hook: TestHook) -> HookProvider<TestHook> {
+        // SAFETY: the device outlives the provider (deleted in `finish` after the provider).
+        unsafe { HookProvider::register(config, hook, self.device) }.expect("register")
+    }
+
+    fn finish(self) {
+        self.kernel.wait_for_work_items();
+        // SAFETY: created in `new`, deleted once.
+        unsafe { IoDeleteDevice(self.device) };
+        ebpf_ext_trace::terminate();
+        self.kernel.assert_no_leaks();
+        drop(self.driver);
+    }
+}
+
+fn config(policy: AttachPolicy) -> HookConfig<u32> {
+    HookConfig {
+        attach_type: ATTACH_TYPE,
+        program_type: PROGRAM_TYPE,
+        bpf_attach_type: 3,
+        link_type: 2,
+        policy,
+        wildcard: Some(0),
+        max_clients: 64,
+        tag: TAG,
+    }
+}
+
+/// A program that returns `verdict` and records `id` in `log`.
+fn program(
+    verdict: u32,
+    id: u32,
+    log: &Arc<Mutex<Vec<u32>>>,
+) -> impl Fn(*mut c_void) -> core::result::Result<u32, i32> + Send + Sync + 'static {
+    let log = Arc::clone(log);
+    move |_| {
+        log.lock().unwrap().push(id);
+        Ok(verdict)
+    }
+}
+
+fn link(param: Option<u32>, verdict: u32, id: u32, log: &Arc<Mutex<Vec<u32>>>) -> Link {
+    let spec = param.map_or_else(ClientSpec::wildcard, |p| {
+        ClientSpec::with_parameter(&p.to_le_bytes())
+    });
+    Link::attach(ATTACH_TYPE, spec, program(verdict, id, log))
+}
+
+#[test]
+fn single_attach_invokes_the_program_with_the_context() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::SingleAttach, TestHook::default());
+    let first = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |ctx| {
+        // SAFETY: the test passes a ProgramContext<u64>; the program sees its context.
+        Ok(u32::try_from(unsafe { *ctx.cast::<u64>() }).unwrap() + 1)
+    });
+    assert!(first.is_attached());
+    let mut ctx = ProgramContext::new(41u64);
+    assert_eq!(provider.invoke(&7, &mut ctx), Ok(42));
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let second = link(None, 0, 2, &log);
+    assert!(!second.is_attached());
+    assert_eq!(second.provider_status(), Some(STATUS_ACCESS_DENIED));
+    first.detach();
+    setup.kernel.wait_for_work_items();
+    assert_eq!(provider.invoke(&7, &mut ctx), Err(Error::ObjectNotFound));
+    let third = link(None, 0, 3, &log);
+    assert!(third.is_attached(), "a detached program frees the hook");
+    drop((second, third));
+    assert_eq!(provider.extension().detaches.load(Ordering::SeqCst), 2);
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn single_attach_per_parameter_rules() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::SingleAttachPerParameter, TestHook::default());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let wildcard = link(None, 0, 1, &log);
+    assert!(wildcard.is_attached());
+    let specific = link(Some(5), 0, 2, &log);
+    assert!(
+        specific.is_attached(),
+        "an existing wildcard does not block a specific parameter"
+    );
+    assert!(
+        !link(Some(5), 0, 3, &log).is_attached(),
+        "same parameter twice"
+    );
+    assert!(
+        !link(None, 0, 4, &log).is_attached(),
+        "wildcard while anything is attached"
+    );
+    assert!(
+        !link(Some(0), 0, 5, &log).is_attached(),
+        "the wildcard value is a wildcard"
+    );
+    assert!(link(Some(6), 0, 6, &log).is_attached());
+    drop((wildcard, specific));
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn multi_attach_limits_and_orders_wildcards_last() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, TestHook::default());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut links = vec![link(None, 0, 100, &log)];
+    for i in 0..MAX_CLIENTS_PER_PARAMETER {
+        let l = link(Some(9), 0, u32::try_from(i).unwrap(), &log);
+        assert!(l.is_attached(), "client {i}");
+        links.push(l);
+    }
+    let over = link(Some(9), 0, 99, &log);
+    assert!(!over.is_attached());
+    assert_eq!(over.provider_status(), Some(STATUS_ACCESS_DENIED));
+    links.push(link(Some(10), 0, 200, &log));
+    let mut ctx = ProgramContext::new(0u64);
+    provider.invoke(&9, &mut ctx).unwrap();
+    let order = log.lock().unwrap().clone();
+    let mut expected: Vec<u32> = (0..16).collect();
+    expected.push(100);
+    assert_eq!(
+        order, expected,
+        "specific programs in attach order, then the wildcard"
+    );
+    log.lock().unwrap().clear();
+    provider.invoke(&10, &mut ctx).unwrap();
+    assert_eq!(*log.lock().unwrap(), [200, 100]);
+    drop((links, over));
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn unrestricted_ignores_attach_data() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::Unrestricted, TestHook::default());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let links: Vec<Link> = (0..20u32)
+        .map(|i| {
+            let spec = ClientSpec::with_parameter(&vec![7u8; usize::try_from(i).unwrap() + 1]);
+            Link::attach(ATTACH_TYPE, spec, program(i, i, &log))
+        })
+        .collect();
+    assert!(links.iter().all(Link::is_attached));
+    assert_eq!(provider.clients().iter().count(), 20);
+    let mut ctx = ProgramContext::new(0u64);
+    assert_eq!(provider.invoke(&0, &mut ctx), Ok(19));
+    drop(links);
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn exclusive_wildcard_helper() {
+    let setup = Setup::new();
+    let hook = TestHook {
+        exclusive_wildcard: true,
+        ..TestHook::default()
+    };
+    let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, hook);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let specific = link(Some(3), 0, 1, &log);
+    assert!(specific.is_attached());
+    assert!(
+        !link(None, 0, 2, &log).is_attached(),
+        "a wildcard excludes everyone else"
+    );
+    assert!(!link(Some(3), 0, 3, &log).is_attached(), "same parameter");
+    assert!(link(Some(4), 0, 4, &log).is_attached());
+    drop(specific);
+    drop(provider);
+    setup.finish();
+}
+
+/// Every malformed client is refused with STATUS_INVALID_PARAMETER and a trace event naming
+/// the reason, and leaves no allocation behind.
+#[test]
+fn malformed_client_data_is_rejected() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, TestHook::default());
+    let header = |version, size, total_size| ebpf_extension_header_t {
+        version,
+        size,
+        total_size,
+    };
+    let mut cases: Vec<(String, ClientSpec, &str)> = Vec::new();
+    let base = ClientSpec::with_parameter(&5u32.to_le_bytes());
+    cases.push((
+        "no client data".into(),
+        ClientSpec {
+            no_client_data: true,
+            ..base.clone()
+        },
+        "no client data",
+    ));
+    for version in [0u16, 2, 3, 0x100, 0xFFFF] {
+        cases.push((
+            format!("version {version}"),
+            ClientSpec {
+                header: header(version, 48, 48),
+                ..base.clone()
+            },
+            "version",
+        ));
+    }
+    for size in [0usize, 1, 8, 24, 40, 47] {
+        cases.push((
+            format!("size {size}"),
+            ClientSpec {
+                header: header(1, size, 48),
+                ..base.clone()
+            },
+            "header size",
+        ));
+    }
+    for total in [0usize, 47] {
+        cases.push((
+            format!("total_size {total}"),
+            ClientSpec {
+                header: header(1, 48, total),
+                ..base.clone()
+            },
+            "total_size",
+        ));
+    }
+    for data_size in [1usize, 2, 3, 5, 6, 7, 8, 16, 64, 4096] {
+        let spec = ClientSpec {
+            data: Some(vec![0; data_size]),
+            ..base.clone()
+        };
+        cases.push((
+            format!("data_size {data_size}"),
+            spec,
+            "attach parameter size",
+        ));
+    }
+    cases.push((
+        "NULL data".into(),
+        ClientSpec {
+            null_data: true,
+            ..base.clone()
+        },
+        "data NULL",
+    ));
+    cases.push((
+        "NULL data, size from header".into(),
+        ClientSpec {
+            null_data: true,
+            data_size: Some(4),
+            data: None,
+            ..base.clone()
+        },
+        "data NULL",
+    ));
+    cases.push((
+        "huge data_size".into(),
+        ClientSpec {
+            data_size: Some(usize::MAX),
+            ..base.clone()
+        },
+        "attach parameter size",
+    ));
+    for (name, dispatch, reason) in [
+        (
+            "NULL dispatch",
+            DispatchSpec::Null,
+            "no client dispatch table",
+        ),
+        ("count 0", DispatchSpec::CountZero, "count is 0"),
+        ("NULL invoke", DispatchSpec::NullInvoke, "no invoke"),
+    ] {
+        cases.push((
+            name.into(),
+            ClientSpec {
+                dispatch,
+                ..base.clone()
+            },
+            reason,
+        ));
+        cases.push((
+            format!("{name}, wildcard"),
+            ClientSpec {
+                dispatch,
+                ..ClientSpec::wildcard()
+            },
+            reason,
+        ));
+    }
+    assert!(cases.len() >= 30, "{} cases", cases.len());
+    for (name, spec, reason) in cases {
+        setup.kernel.etw_clear();
+        let l = Link::attach(ATTACH_TYPE, spec, |_| Ok(0));
+        assert!(!l.is_attached(), "{name}: attached");
+        assert_eq!(
+            l.provider_status(),
+            Some(STATUS_INVALID_PARAMETER),
+            "{name}"
+        );
+        let events = setup.kernel.etw_events();
+        let message = events.iter().find_map(|e| match e.field("Message") {
+            Some(Value::Str(m)) => Some(m.clone()),
+            _ => None,
+        });
+        assert!(
+            message.as_deref().is_some_and(|m| m.contains(reason)),
+            "{name}: trace event {events:#?}"
+        );
+        assert_eq!(
+            events[0].field("status"),
+            Some(&Value::U64(u64::from(
+                STATUS_INVALID_PARAMETER.cast_unsigned()
+            ))),
+            "{name}"
+        );
+        drop(l);
+    }
+    assert_eq!(provider.clients().len(), 0);
+    // Valid shapes the provider must accept: a one-entry generic table (upstream harnesses), a
+    // table without batch entries, a larger future header, a wildcard by zero data_size.
+    let ok = [
+        ClientSpec {
+            dispatch: DispatchSpec::InvokeOnly,
+            ..base.clone()
+        },
+        ClientSpec {
+            dispatch: DispatchSpec::NoBatch,
+            ..base.clone()
+        },
+        ClientSpec {
+            header: header(1, 56, 64),
+            ..base.clone()
+        },
+        ClientSpec::wildcard(),
+    ];
+    let links: Vec<Link> = ok
+        .into_iter()
+        .map(|spec| Link::attach(ATTACH_TYPE, spec, |_| Ok(1)))
+        .collect();
+    assert!(links.iter().all(Link::is_attached));
+    drop(links);
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn extension_callbacks_see_requests_and_can_reject() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, TestHook::default());
+    let spec = ClientSpec {
+        prog_attach_flags: 0xF00D,
+        ..ClientSpec::with_parameter(&8u32.to_le_bytes())
+    };
+    let a = Link::attach(ATTACH_TYPE, spec, |_| Ok(0));
+    assert!(a.is_attached());
+    assert_eq!(*provider.extension().flags_seen.lock().unwrap(), [0xF00D]);
+    {
+        let clients = provider.clients();
+        let c = clients.iter().next().unwrap();
+        assert_eq!(
+            (c.parameter(), c.prog_attach_flags(), *c.data()),
+            (Some(&8), 0xF00D, 0)
+        );
+    }
+    provider.extension().reject.store(true, Ordering::SeqCst);
+    let b = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(0));
+    assert_eq!(b.provider_status(), Some(STATUS_ACCESS_DENIED));
+    drop((a, b));
+    assert_eq!(provider.extension().detaches.load(Ordering::SeqCst), 1);
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn verdict_stops_the_chain_and_filter_selects() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, TestHook::default());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let links = [
+        link(Some(1), 0, 1, &log),
+        link(Some(1), 1, 2, &log),
+        link(Some(1), 0, 3, &log),
+    ];
+    let mut ctx = ProgramContext::new(0u64);
+    let verdict = provider.invoke_with(
+        &1,
+        &mut ctx,
+        |_| true,
+        |v| if v == 1 { Flow::Stop } else { Flow::Continue },
+    );
+    assert_eq!(verdict, Ok(1));
+    assert_eq!(
+        *log.lock().unwrap(),
+        [1, 2],
+        "the third program does not run after a blocking verdict"
+    );
+    log.lock().unwrap().clear();
+    let only_odd = provider.invoke_with(&1, &mut ctx, |c| c.data() % 2 == 0, |_| Flow::Continue);
+    assert_eq!(only_odd, Ok(0));
+    assert_eq!(*log.lock().unwrap(), [1, 3]);
+    assert_eq!(
+        provider.invoke_with(&1, &mut ctx, |_| false, |_| Flow::Continue),
+        Err(Error::ObjectNotFound)
+    );
+    drop(links);
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn invoke_failure_is_returned() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::SingleAttach, TestHook::default());
+    let l = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Err(EBPF_NO_MEMORY));
+    let mut ctx = ProgramContext::new(0u64);
+    assert_eq!(provider.invoke(&0, &mut ctx), Err(Error::NoMemory));
+    drop(l);
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn expanded_stack_invocation() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::SingleAttach, TestHook::default());
+    let l = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(5));
+    let mut ctx = ProgramContext::new(0u64);
+    set_current_irql(DISPATCH_LEVEL);
+    assert_eq!(
+        provider.invoke_on_expanded_stack(&0, &mut ctx, |_| true, |_| Flow::Continue),
+        Ok(5)
+    );
+    set_current_irql(PASSIVE_LEVEL);
+    assert_eq!(setup.kernel.stack_expansions(), 1);
+    assert_eq!(
+        l.state.last_irql.load(Ordering::SeqCst),
+        u32::from(DISPATCH_LEVEL)
+    );
+    setup
+        .kernel
+        .inject(Fault::Call("KeExpandKernelStackAndCalloutEx", 1));
+    setup.kernel.etw_clear();
+    assert_eq!(
+        provider.invoke_on_expanded_stack(&0, &mut ctx, |_| true, |_| Flow::Continue),
+        Err(Error::Unsuccessful)
+    );
+    let events = setup.kernel.etw_events();
+    assert!(events.iter().any(|e| e.name == "EbpfExtApiError"
+        && e.field("api") == Some(&Value::Str("KeExpandKernelStackAndCalloutEx".into()))));
+    assert_eq!(l.invocations(), 1);
+    drop(l);
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn batch_uses_the_batch_entries_once_per_batch() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, TestHook::default());
+    let batched = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(1));
+    let single = Link::attach(
+        ATTACH_TYPE,
+        ClientSpec {
+            dispatch: DispatchSpec::InvokeOnly,
+            ..ClientSpec::with_parameter(&2u32.to_le_bytes())
+        },
+        |_| Ok(2),
+    );
+    let mut ctx = ProgramContext::new(0u64);
+    {
+        let mut batch = provider.begin_batch(&2);
+        for _ in 0..64 {
+            assert_eq!(batch.invoke(&mut ctx), Ok(1), "the wildcard runs last");
+        }
+    }
+    assert_eq!(support::batch_begins(), 1);
+    assert_eq!(support::BATCH_ENDS.load(Ordering::SeqCst), 1);
+    assert_eq!(batched.state.batch_invocations.load(Ordering::SeqCst), 64);
+    assert_eq!(
+        single.invocations(),
+        64,
+        "a table without batch entries is invoked singly"
+    );
+    drop((batched, single));
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn detach_waits_for_an_invocation_in_flight() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::SingleAttach, TestHook::default());
+    let entered = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let (e, r) = (Arc::clone(&entered), Arc::clone(&release));
+    let l = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), move |_| {
+        e.store(true, Ordering::SeqCst);
+        while !r.load(Ordering::SeqCst) {
+            thread::yield_now();
+        }
+        Ok(7)
+    });
+    let detached = AtomicBool::new(false);
+    thread::scope(|s| {
+        let invoker = setup.kernel.scoped(s, || {
+            let mut ctx = ProgramContext::new(0u64);
+            set_current_irql(DISPATCH_LEVEL);
+            let r = provider.invoke(&0, &mut ctx);
+            set_current_irql(PASSIVE_LEVEL);
+            r
+        });
+        while !entered.load(Ordering::SeqCst) {
+            thread::yield_now();
+        }
+        let detacher = setup.kernel.scoped(s, || {
+            l.detach();
+            detached.store(true, Ordering::SeqCst);
+        });
+        thread::sleep(Duration::from_millis(100));
+        assert!(
+            !detached.load(Ordering::SeqCst),
+            "detach completed while the program was running"
+        );
+        release.store(true, Ordering::SeqCst);
+        assert_eq!(invoker.join().unwrap(), Ok(7));
+        detacher.join().unwrap();
+    });
+    assert!(detached.load(Ordering::SeqCst));
+    let mut ctx = ProgramContext::new(0u64);
+    assert_eq!(provider.invoke(&0, &mut ctx), Err(Error::ObjectNotFound));
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn unregister_with_programs_attached() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::Unrestricted, TestHook::default());
+    let links: Vec<Link> = (0..5)
+        .map(|_| Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(0)))
+        .collect();
+    drop(provider);
+    assert!(
+        links.iter().all(|l| !l.is_attached()),
+        "the core saw every link detached"
+    );
+    drop(links);
+    setup.finish();
+}
+
+#[test]
+fn invocation_under_attach_and_detach_churn() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::Unrestricted, TestHook::default());
+    let stop = AtomicBool::new(false);
+    let calls = AtomicU32::new(0);
+    thread::scope(|s| {
+        for _ in 0..2 {
+            setup.kernel.scoped(s, || {
+                let mut ctx = ProgramContext::new(0u64);
+                while !stop.load(Ordering::SeqCst) {
+                    set_current_irql(DISPATCH_LEVEL);
+                    let _ = provider.invoke(&0, &mut ctx);
+                    set_current_irql(PASSIVE_LEVEL);
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        setup.kernel.scoped(s, || {
+            for i in 0..100u32 {
+                let l = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), move |_| Ok(i));
+                assert!(l.is_attached());
+                drop(l);
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+    });
+    assert!(calls.load(Ordering::Relaxed) > 0);
+    assert_eq!(provider.clients().len(), 0);
+    drop(provider);
+    setup.finish();
+}
+
+/// Every allocation failure on register, attach, detach and unregister: a clean status each
+/// time and nothing leaked.
+#[test]
+fn allocation_failure_sweep() {
+    let points = ebpf_ext_usersim::sweep_allocation_failures(|kernel| {
+        let mut driver = DriverObject::new();
+        let mut device = ptr::null_mut();
+        // SAFETY: a valid driver object and out pointer.
+        let status = unsafe {
+            IoCreateDevice(
+                driver.as_ptr(),
+                0,
+                ptr::null_mut(),
+                FILE_DEVICE_UNKNOWN,
+                0,
+                0,
+                &raw mut device,
+            )
+        };
+        if status != STATUS_SUCCESS {
+            return;
+        }
+        // SAFETY: the device outlives the provider.
+        let provider = unsafe {
+            HookProvider::register(
+                config(AttachPolicy::MultiAttachWithWildcard),
+                TestHook::default(),
+                device,
+            )
+        };
+        if let Ok(provider) = provider {
+            let a = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(0));
+            let b = Link::attach(
+                ATTACH_TYPE,
+                ClientSpec::with_parameter(&1u32.to_le_bytes()),
+                |_| Ok(1),
+            );
+            let mut ctx = ProgramContext::new(0u64);
+            let expected = if a.is_attached() || b.is_attached() {
+                Ok(0)
+            } else {
+                Err(Error::ObjectNotFound)
+            };
+            assert_eq!(provider.invoke(&1, &mut ctx).map(|_| 0), expected);
+            drop((a, b));
+            drop(provider);
+        }
+        kernel.wait_for_work_items();
+        // SAFETY: created above, deleted once.
+        unsafe { IoDeleteDevice(device) };
+    });
+    assert!(points >= 6, "swept {points} allocation points");
+}
+
+#[test]
+fn named_api_failures() {
+    for api in ["NmrRegisterProvider", "IoAllocateWorkItem"] {
+        let setup = Setup::new();
+        setup.kernel.inject(Fault::Call(api, 1));
+        // SAFETY: the device outlives the provider.
+        let provider = unsafe {
+            HookProvider::register(
+                config(AttachPolicy::SingleAttach),
+                TestHook::default(),
+                setup.device,
+            )
+        };
+        if api == "NmrRegisterProvider" {
+            assert!(matches!(
+                provider,
+                Err(Error::Api {
+                    api: "NmrRegisterProvider",
+                    ..
+                })
+            ));
+        } else {
+            {
+                let provider = provider.expect("register");
+                let l = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(0));
+                assert!(!l.is_attached());
+                assert_eq!(
+                    l.provider_status(),
+                    Some(ebpf_ext_sys::ntstatus::STATUS_INSUFFICIENT_RESOURCES)
+                );
+                drop(l);
+                drop(provider);
+            }
+        }
+        setup.finish();
+    }
+}
