@@ -42,6 +42,8 @@ pub(crate) struct ClientSpec {
     /// No `NpiSpecificCharacteristics` at all.
     pub(crate) no_client_data: bool,
     pub(crate) dispatch: DispatchSpec,
+    /// Invoke without bookkeeping (no shared counters written): for benchmarks.
+    pub(crate) quiet: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -72,6 +74,7 @@ impl ClientSpec {
             prog_attach_flags: 0,
             no_client_data: false,
             dispatch: DispatchSpec::Full,
+            quiet: false,
         }
     }
 }
@@ -118,6 +121,16 @@ unsafe extern "win64" fn invoke(
 ) -> ebpf_result_t {
     // SAFETY: the binding context is the LinkState registered at attach.
     let state = unsafe { &*binding.cast::<LinkState>() };
+    if state.spec.quiet {
+        return match (state.program)(context) {
+            Ok(v) => {
+                // SAFETY: the provider passes a writable result.
+                unsafe { result.write(v) };
+                EBPF_SUCCESS
+            }
+            Err(e) => e,
+        };
+    }
     state.invocations.fetch_add(1, Ordering::SeqCst);
     state.last_irql.store(
         u32::from(ebpf_ext_sys::intrin::KeGetCurrentIrql()),
@@ -319,6 +332,17 @@ impl Link {
             state,
             detached: status != STATUS_SUCCESS,
         }
+    }
+
+    /// The invoke function and binding context the provider calls, for baselines that must
+    /// pay the same per-program cost.
+    pub(crate) fn dispatch(
+        &self,
+    ) -> (
+        ebpf_ext_sys::ebpf_extension::ebpf_program_invoke_function_t,
+        *const c_void,
+    ) {
+        (invoke, ptr::from_ref(&*self.state).cast())
     }
 
     pub(crate) fn is_attached(&self) -> bool {
