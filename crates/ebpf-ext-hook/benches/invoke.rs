@@ -9,6 +9,8 @@
     missing_docs,
     clippy::std_instead_of_alloc,
     clippy::std_instead_of_core,
+    clippy::unnecessary_wraps,
+    clippy::semicolon_if_nothing_returned,
     reason = "benchmark harness"
 )]
 

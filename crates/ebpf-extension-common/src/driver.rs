@@ -29,12 +29,16 @@
 
 use core::ptr::{self, NonNull};
 
+use ebpf_ext_hook::{HookConfig, HookExtension, HookProvider};
+use ebpf_ext_pool::PoolTag;
+use ebpf_ext_program_info::{ProgramData, ProgramInfoProvider};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_sys::wdm::{
     DEVICE_OBJECT, DRIVER_OBJECT, FILE_DEVICE_SECURE_OPEN, FILE_DEVICE_UNKNOWN, IoCreateDevice,
     IoDeleteDevice,
 };
 use ebpf_ext_sys::{Error, Result};
+use ebpf_ext_trace::Tracing;
 
 /// Bug check code of a Rust panic in a driver (`'RUST'` read as a little-endian number):
 /// P1 = line, P2 = column, P3 = address of the file name, P4 = its length.
@@ -98,6 +102,110 @@ impl Drop for Device {
     fn drop(&mut self) {
         // SAFETY: created by IoCreateDevice and deleted once (type invariant).
         unsafe { IoDeleteDevice(self.device.as_ptr()) };
+    }
+}
+
+/// What an [`Extension`] starts: its ETW provider, its program type and one hook.
+pub struct ExtensionConfig<H: HookExtension> {
+    /// The extension's ETW provider (`tracelogging::define_provider!`).
+    pub trace_provider: &'static tracelogging::Provider,
+    /// The program type's description.
+    pub program_data: &'static ProgramData,
+    /// Pool tag for the providers' allocations.
+    pub tag: PoolTag,
+    /// The hook.
+    pub hook: HookConfig<H::Parameter>,
+    /// The hook's callbacks and data.
+    pub extension: H,
+}
+
+/// A running extension with one program type and one hook: tracing, a device object, the
+/// program-information provider and the hook provider. Fields drop in declaration order, which
+/// is the stop order: hook, program information, device, tracing.
+pub struct Extension<H: HookExtension> {
+    hook: HookProvider<H>,
+    program_info: ProgramInfoProvider,
+    device: Device,
+    tracing: Tracing,
+}
+
+impl<H: HookExtension> Extension<H> {
+    /// Starts tracing, creates a device, registers the program-information provider, then the
+    /// hook provider. If a step fails, what was started is stopped again (in reverse) before
+    /// the error is returned.
+    ///
+    /// # Safety
+    /// `driver` is the driver's live `DRIVER_OBJECT`, which outlives the extension.
+    ///
+    /// # Errors
+    /// The first step's error ([`ebpf_ext_sys::Error::Api`] naming the kernel routine, or
+    /// [`ebpf_ext_sys::Error::InsufficientResources`]).
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL (DriverEntry).
+    pub unsafe fn start(driver: *mut DRIVER_OBJECT, config: ExtensionConfig<H>) -> Result<Self> {
+        let tracing = Tracing::start(config.trace_provider)?;
+        ebpf_ext_trace::trace_entry!();
+        // SAFETY: the caller's driver object outlives the device (dropped with the extension).
+        let device = unsafe { Device::create(driver) }?;
+        let program_info = ProgramInfoProvider::register(config.program_data, config.tag)?;
+        // SAFETY: `device` is dropped after `hook` (field order).
+        let hook =
+            unsafe { HookProvider::register(config.hook, config.extension, device.as_ptr()) }?;
+        ebpf_ext_trace::trace_exit!();
+        Ok(Extension {
+            hook,
+            program_info,
+            device,
+            tracing,
+        })
+    }
+
+    /// The hook provider, for invoking programs.
+    #[must_use]
+    pub fn hook(&self) -> &HookProvider<H> {
+        &self.hook
+    }
+
+    /// The program-information provider.
+    #[must_use]
+    pub fn program_info(&self) -> &ProgramInfoProvider {
+        &self.program_info
+    }
+
+    /// The device object.
+    #[must_use]
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Stops everything in order (what dropping does), tracing each step.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL (driver unload).
+    pub fn stop(self) {
+        ebpf_ext_trace::trace_entry!();
+        let Extension {
+            hook,
+            program_info,
+            device,
+            tracing,
+        } = self;
+        drop(hook);
+        ebpf_ext_trace::trace_message!(
+            ebpf_ext_trace::Level::Verbose,
+            ebpf_ext_trace::keyword::BASE,
+            "hook provider unregistered"
+        );
+        drop(program_info);
+        ebpf_ext_trace::trace_message!(
+            ebpf_ext_trace::Level::Verbose,
+            ebpf_ext_trace::keyword::BASE,
+            "program information provider unregistered"
+        );
+        drop(device);
+        ebpf_ext_trace::trace_exit!();
+        drop(tracing);
     }
 }
 

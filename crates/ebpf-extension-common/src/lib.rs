@@ -2,9 +2,11 @@
 //!
 //! This crate re-exports the SDK and adds the driver glue every extension needs:
 //!
-//! - [`sys`] (raw ABI), [`pool`], [`rundown`], [`program_info`], [`hook`];
+//! - [`sys`] (raw ABI), [`pool`], [`rundown`], [`trace`], [`program_info`], [`hook`];
 //! - [`prelude`]: the names an extension uses day to day;
-//! - [`driver`]: an RAII [`driver::Device`] and the start/stop ordering helpers;
+//! - [`driver`]: an RAII [`driver::Device`] and [`driver::Extension`], which starts tracing,
+//!   the program-information provider and a hook provider in order, stops them in reverse and
+//!   undoes partial work when a step fails;
 //! - with the `driver` feature, on the Windows target: `driver::panic` (a panic handler that
 //!   prints the panic with `DbgPrintEx` and bug-checks with [`driver::RUST_PANIC_BUGCHECK`])
 //!   and the `global_allocator!` macro for a pool-backed global allocator.
@@ -15,6 +17,7 @@ pub use ebpf_ext_pool as pool;
 pub use ebpf_ext_program_info as program_info;
 pub use ebpf_ext_rundown as rundown;
 pub use ebpf_ext_sys as sys;
+pub use ebpf_ext_trace as trace;
 
 pub mod driver;
 
@@ -33,5 +36,7 @@ pub mod prelude {
     pub use ebpf_ext_sys::ntdef::GUID;
     pub use ebpf_ext_sys::{Error, Result};
 
-    pub use crate::driver::Device;
+    pub use ebpf_ext_trace::{Level, Tracing, keyword};
+
+    pub use crate::driver::{Device, Extension, ExtensionConfig};
 }
