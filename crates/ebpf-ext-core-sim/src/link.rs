@@ -1,0 +1,819 @@
+//! Links: one NMR client of the hook NPI per attached program, as the core's `ebpf_link.c`,
+//! with a Rust closure as the program.
+
+use core::ffi::c_void;
+use core::fmt;
+use core::mem::size_of;
+use core::ptr;
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::time::Duration;
+use std::sync::Mutex;
+use std::thread;
+
+use ebpf_ext_sys::ebpf_extension::{
+    EBPF_LINK_DISPATCH_TABLE_FUNCTION_COUNT_CURRENT, EBPF_LINK_DISPATCH_TABLE_VERSION_CURRENT,
+    ebpf_attach_provider_data_t, ebpf_execution_context_state_t,
+    ebpf_execution_context_state_tail_call_t, ebpf_extension_data_t,
+    ebpf_extension_program_dispatch_table_t,
+};
+use ebpf_ext_sys::ebpf_extension_uuids::EBPF_HOOK_EXTENSION_IID;
+use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_SUCCESS, ebpf_result_t};
+use ebpf_ext_sys::ebpf_structs::{bpf_attach_type_t, bpf_link_type};
+use ebpf_ext_sys::ebpf_windows::{EBPF_ATTACH_CLIENT_DATA_HEADER_VERSION, ebpf_extension_header_t};
+use ebpf_ext_sys::intrin::KeGetCurrentIrql;
+use ebpf_ext_sys::netioddk::{NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider};
+use ebpf_ext_sys::ntdef::{GUID, HANDLE, KIRQL, NT_SUCCESS, NTSTATUS};
+use ebpf_ext_sys::ntstatus::{STATUS_NOINTERFACE, STATUS_SUCCESS};
+
+use crate::error::{CoreError, Refusal, failed_to_load};
+use crate::nmr::{NmrClient, Registration, Shared, lock};
+use crate::validate::{npi_specific, provider_module_guid, validate_attach_provider_data};
+
+/// "The program": called with the program context pointer exactly as the extension passed
+/// it to `invoke`; `Ok(value)` is written to `*result` and `EBPF_SUCCESS` returned, `Err(e)`
+/// is returned as is.
+pub type Program = Box<dyn Fn(*mut c_void) -> Result<u32, ebpf_result_t> + Send + Sync>;
+
+/// Marks the state of a link that may be invoked.
+const LINK_MAGIC: u64 = u64::from_be_bytes(*b"CoreLink");
+/// Marks the state of a link about to be freed.
+const LINK_DEAD: u64 = u64::from_be_bytes(*b"DeadLink");
+/// `epoch_state[0]` of a batch state written by the core-sim's batch begin.
+const BATCH_MAGIC: u64 = u64::from_be_bytes(*b"CoreBtch");
+/// `last_irql` before the first invocation.
+const NO_IRQL: u8 = u8::MAX;
+/// The most bytes a malformed size in the client data is backed with.
+const MAX_BACKED: usize = 64 * 1024;
+
+static BATCH_BEGINS: AtomicU64 = AtomicU64::new(0);
+static BATCH_ENDS: AtomicU64 = AtomicU64::new(0);
+static BATCH_SERIAL: AtomicU64 = AtomicU64::new(0);
+static INVALID_CONTEXT_INVOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Successful batch begins in this process. Process-wide: the core's batch begin and end
+/// functions do not name a link.
+#[must_use]
+pub fn batch_begins() -> u64 {
+    BATCH_BEGINS.load(Ordering::SeqCst)
+}
+
+/// Successful batch ends in this process (process-wide, as [`batch_begins`]).
+#[must_use]
+pub fn batch_ends() -> u64 {
+    BATCH_ENDS.load(Ordering::SeqCst)
+}
+
+/// Invocations (single or batch) refused because the client binding context was NULL,
+/// misaligned or not a live link of this core-sim: each returned `EBPF_INVALID_ARGUMENT`.
+/// Process-wide, since such a context names no link.
+#[must_use]
+pub fn invalid_context_invocations() -> u64 {
+    INVALID_CONTEXT_INVOCATIONS.load(Ordering::SeqCst)
+}
+
+/// A way to malform what a link presents to the hook provider, for negative tests.
+///
+/// Malformations apply in order on top of what the core presents (client data
+/// `{EBPF_ATTACH_CLIENT_DATA_HEADER_VERSION, data, data_size, prog_attach_flags}` and
+/// dispatch table `{1, 4, invoke, batch_begin, batch_invoke, batch_end}`). Sizes are backed by
+/// real memory where possible: the client data buffer is as large as the largest of 48,
+/// `header.size` and `header.total_size`, and the attach parameter buffer as large as
+/// `data_size` (zero-filled), each up to 64 KiB; a provider that reads further than that, or
+/// than 16 bytes of [`Malformation::GenericDispatchTable`]'s entries it should not read, is
+/// itself at fault. Dispatch entries beyond a reduced `count` keep their values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Malformation {
+    /// `NpiSpecificCharacteristics` = NULL (no client data at all).
+    NoClientData,
+    /// `header.version` = this.
+    HeaderVersion(u16),
+    /// `header.size` = this.
+    HeaderSize(usize),
+    /// `header.total_size` = this.
+    HeaderTotalSize(usize),
+    /// `data` = NULL, `data_size` unchanged (give an attach parameter or
+    /// [`Malformation::DataSize`] for a non-zero size).
+    NullData,
+    /// `data_size` = this, `data` unchanged (NULL without an attach parameter).
+    DataSize(usize),
+    /// `ClientDispatch` = NULL.
+    NoDispatchTable,
+    /// Dispatch table `version` = this.
+    DispatchVersion(u16),
+    /// Dispatch table `count` = this (0 for an empty table).
+    DispatchCount(u16),
+    /// The generic table the upstream unit-test harnesses pass: `{version 1, count 1,
+    /// invoke}`; the batch entries are NULL.
+    GenericDispatchTable,
+    /// The invoke entry = NULL.
+    NullInvoke,
+    /// The three batch entries = NULL.
+    NullBatchFunctions,
+}
+
+/// What a [`Link`] attaches: program type, attach type, attach parameter, flags, and any
+/// [`Malformation`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSpec {
+    program_type: GUID,
+    attach_type: GUID,
+    attach_parameter: Vec<u8>,
+    prog_attach_flags: u64,
+    malformations: Vec<Malformation>,
+}
+
+impl LinkSpec {
+    /// A link of a program of `program_type` to the hook of `attach_type`, with no attach
+    /// parameter (`data` NULL, `data_size` 0) and flags 0.
+    #[must_use]
+    pub fn new(program_type: GUID, attach_type: GUID) -> Self {
+        LinkSpec {
+            program_type,
+            attach_type,
+            attach_parameter: Vec::new(),
+            prog_attach_flags: 0,
+            malformations: Vec::new(),
+        }
+    }
+
+    /// The attach parameter: the core copies it into its own allocation and presents it as
+    /// `data`/`data_size` (an empty one means none).
+    #[must_use]
+    pub fn attach_parameter(mut self, bytes: &[u8]) -> Self {
+        self.attach_parameter = bytes.to_vec();
+        self
+    }
+
+    /// `prog_attach_flags`.
+    #[must_use]
+    pub fn prog_attach_flags(mut self, flags: u64) -> Self {
+        self.prog_attach_flags = flags;
+        self
+    }
+
+    /// Adds a malformation (applied after those added before).
+    #[must_use]
+    pub fn malformed(mut self, malformation: Malformation) -> Self {
+        self.malformations.push(malformation);
+        self
+    }
+
+    /// The program type.
+    #[must_use]
+    pub fn program_type(&self) -> GUID {
+        self.program_type
+    }
+
+    /// The attach type.
+    #[must_use]
+    pub fn attach_type(&self) -> GUID {
+        self.attach_type
+    }
+}
+
+#[derive(Default)]
+struct LinkLog {
+    /// A provider is attached or attaching.
+    claimed: bool,
+    attached: bool,
+    bpf_attach_type: Option<bpf_attach_type_t>,
+    link_type: Option<bpf_link_type>,
+    refusal: Option<Refusal>,
+    provider_status: Option<NTSTATUS>,
+    /// Providers that were not for this link (`STATUS_NOINTERFACE`).
+    declined: u32,
+    detaches: u32,
+}
+
+/// The state behind a link's context pointer.
+///
+/// # Invariants
+/// `magic` is [`LINK_MAGIC`] from construction until the link's deregistration has completed
+/// and no invocation is in flight; the buffers and the dispatch table never change after
+/// construction.
+#[repr(C)]
+struct LinkState {
+    /// First: what `invoke` checks before anything else.
+    magic: AtomicU64,
+    program_type: GUID,
+    attach_type: GUID,
+    /// Backing of the client data (8-aligned).
+    client_data: Vec<u64>,
+    has_client_data: bool,
+    /// The core's copy of the attach parameter (padded to a malformed `data_size`).
+    attach_parameter: Vec<u8>,
+    dispatch: ebpf_extension_program_dispatch_table_t,
+    has_dispatch: bool,
+    program: Program,
+    log: Mutex<LinkLog>,
+    invocations: AtomicU64,
+    batch_invocations: AtomicU64,
+    in_flight: AtomicU64,
+    last_irql: AtomicU8,
+}
+
+const STANDARD_DISPATCH: ebpf_extension_program_dispatch_table_t =
+    ebpf_extension_program_dispatch_table_t {
+        version: EBPF_LINK_DISPATCH_TABLE_VERSION_CURRENT,
+        count: EBPF_LINK_DISPATCH_TABLE_FUNCTION_COUNT_CURRENT,
+        ebpf_program_invoke_function: Some(invoke),
+        ebpf_program_batch_begin_invoke_function: Some(batch_begin),
+        ebpf_program_batch_invoke_function: Some(batch_invoke),
+        ebpf_program_batch_end_invoke_function: Some(batch_end),
+    };
+
+impl LinkState {
+    fn new(spec: LinkSpec, program: Program) -> Self {
+        let mut header = EBPF_ATTACH_CLIENT_DATA_HEADER_VERSION;
+        let mut has_client_data = true;
+        let mut null_data = false;
+        let mut data_size = spec.attach_parameter.len();
+        let mut dispatch = STANDARD_DISPATCH;
+        let mut has_dispatch = true;
+        for malformation in &spec.malformations {
+            match *malformation {
+                Malformation::NoClientData => has_client_data = false,
+                Malformation::HeaderVersion(version) => header.version = version,
+                Malformation::HeaderSize(size) => header.size = size,
+                Malformation::HeaderTotalSize(size) => header.total_size = size,
+                Malformation::NullData => null_data = true,
+                Malformation::DataSize(size) => data_size = size,
+                Malformation::NoDispatchTable => has_dispatch = false,
+                Malformation::DispatchVersion(version) => dispatch.version = version,
+                Malformation::DispatchCount(count) => dispatch.count = count,
+                Malformation::GenericDispatchTable => {
+                    dispatch = ebpf_extension_program_dispatch_table_t {
+                        version: EBPF_LINK_DISPATCH_TABLE_VERSION_CURRENT,
+                        count: 1,
+                        ebpf_program_invoke_function: Some(invoke),
+                        ebpf_program_batch_begin_invoke_function: None,
+                        ebpf_program_batch_invoke_function: None,
+                        ebpf_program_batch_end_invoke_function: None,
+                    };
+                }
+                Malformation::NullInvoke => dispatch.ebpf_program_invoke_function = None,
+                Malformation::NullBatchFunctions => {
+                    dispatch.ebpf_program_batch_begin_invoke_function = None;
+                    dispatch.ebpf_program_batch_invoke_function = None;
+                    dispatch.ebpf_program_batch_end_invoke_function = None;
+                }
+            }
+        }
+        let mut attach_parameter = spec.attach_parameter;
+        if !attach_parameter.is_empty() && data_size > attach_parameter.len() {
+            attach_parameter.resize(data_size.min(MAX_BACKED), 0);
+        }
+        // The core sets `data` only for a non-empty attach parameter.
+        let data: *const c_void = if attach_parameter.is_empty() || null_data {
+            ptr::null()
+        } else {
+            attach_parameter.as_ptr().cast()
+        };
+        let backed = size_of::<ebpf_extension_data_t>()
+            .max(header.size)
+            .max(header.total_size)
+            .min(MAX_BACKED);
+        let mut client_data = vec![0u64; backed.div_ceil(size_of::<u64>())];
+        let value = ebpf_extension_data_t {
+            header,
+            data,
+            data_size,
+            prog_attach_flags: spec.prog_attach_flags,
+        };
+        // SAFETY: the buffer is 8-aligned and at least `size_of::<ebpf_extension_data_t>()`
+        // bytes long.
+        unsafe {
+            client_data
+                .as_mut_ptr()
+                .cast::<ebpf_extension_data_t>()
+                .write(value);
+        }
+        LinkState {
+            magic: AtomicU64::new(LINK_MAGIC),
+            program_type: spec.program_type,
+            attach_type: spec.attach_type,
+            client_data,
+            has_client_data,
+            attach_parameter,
+            dispatch,
+            has_dispatch,
+            program,
+            log: Mutex::new(LinkLog::default()),
+            invocations: AtomicU64::new(0),
+            batch_invocations: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            last_irql: AtomicU8::new(NO_IRQL),
+        }
+    }
+
+    /// The `NpiSpecificCharacteristics` the link presents.
+    fn client_data_ptr(&self) -> *const c_void {
+        if self.has_client_data {
+            self.client_data.as_ptr().cast()
+        } else {
+            ptr::null()
+        }
+    }
+
+    /// The `ClientDispatch` the link presents.
+    fn dispatch_ptr(&self) -> *const c_void {
+        if self.has_dispatch {
+            ptr::from_ref(&self.dispatch).cast()
+        } else {
+            ptr::null()
+        }
+    }
+
+    /// Runs the program for one invocation. The in-flight count covers the whole call, so a
+    /// detach that sees it at zero may free the link.
+    fn run(&self, program_context: *mut c_void, result: *mut u32, batch: bool) -> ebpf_result_t {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let status = self.run_counted(program_context, result, batch);
+        // Last access to `self`.
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        status
+    }
+
+    fn run_counted(
+        &self,
+        program_context: *mut c_void,
+        result: *mut u32,
+        batch: bool,
+    ) -> ebpf_result_t {
+        if result.is_null() {
+            return EBPF_INVALID_ARGUMENT;
+        }
+        let counter = if batch {
+            &self.batch_invocations
+        } else {
+            &self.invocations
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+        self.last_irql.store(KeGetCurrentIrql(), Ordering::SeqCst);
+        match (self.program)(program_context) {
+            Ok(value) => {
+                // SAFETY: non-NULL (checked) `uint32_t*` out parameter of the caller.
+                unsafe { result.write_unaligned(value) };
+                EBPF_SUCCESS
+            }
+            Err(error) => error,
+        }
+    }
+}
+
+impl NmrClient for LinkState {
+    fn attach_provider(
+        &self,
+        binding: HANDLE,
+        context: *mut c_void,
+        provider: *const NPI_REGISTRATION_INSTANCE,
+    ) -> NTSTATUS {
+        let refuse = |refusal: Refusal| {
+            let status = refusal.status();
+            lock(&self.log).refusal = Some(refusal);
+            status
+        };
+        if provider.is_null() {
+            return refuse(Refusal::NoRegistrationInstance);
+        }
+        // SAFETY: non-NULL registration instance from NMR.
+        let data = unsafe { npi_specific(provider) }.cast::<ebpf_attach_provider_data_t>();
+        // SAFETY: the provider's attach provider data: NULL or readable as its header says.
+        let provider_data = match unsafe { validate_attach_provider_data(data) } {
+            Ok(provider_data) => provider_data,
+            Err(e) => return refuse(Refusal::InvalidAttachProviderData(e)),
+        };
+        // SAFETY: NMR's registration instance.
+        let module = match unsafe { provider_module_guid(provider) } {
+            Ok(module) => module,
+            Err(refusal) => return refuse(refusal),
+        };
+        if module != self.attach_type || provider_data.supported_program_type != self.program_type {
+            lock(&self.log).declined += 1;
+            return STATUS_NOINTERFACE;
+        }
+        {
+            let mut log = lock(&self.log);
+            if log.claimed {
+                log.refusal = Some(Refusal::SecondProvider);
+                return Refusal::SecondProvider.status();
+            }
+            log.claimed = true;
+        }
+        let mut provider_binding_context: *mut c_void = ptr::null_mut();
+        let mut provider_dispatch: *const c_void = ptr::null();
+        // SAFETY: called from `ClientAttachProvider` with NMR's binding handle; the binding
+        // context is this link's registration context and the dispatch table lives in it,
+        // both alive until deregistration completes and no invocation is in flight; the out
+        // slots are locals.
+        let status = unsafe {
+            NmrClientAttachProvider(
+                binding,
+                context,
+                self.dispatch_ptr(),
+                &raw mut provider_binding_context,
+                &raw mut provider_dispatch,
+            )
+        };
+        let mut log = lock(&self.log);
+        log.provider_status = Some(status);
+        if NT_SUCCESS(status) {
+            log.attached = true;
+            log.bpf_attach_type = Some(provider_data.bpf_attach_type);
+            log.link_type = Some(provider_data.link_type);
+        } else {
+            log.claimed = false;
+        }
+        status
+    }
+
+    fn detach_provider(&self) -> NTSTATUS {
+        // The core does not call into the provider here: invocations still running finish
+        // under the provider's own rundown before it completes its detach.
+        let mut log = lock(&self.log);
+        log.attached = false;
+        log.claimed = false;
+        log.detaches += 1;
+        STATUS_SUCCESS
+    }
+}
+
+/// The link behind a client binding context, if it is one.
+///
+/// # Safety
+/// `context` is NULL, misaligned, or readable for 8 bytes; if those bytes are
+/// [`LINK_MAGIC`] it is a live link (the `ClientBindingContext` the provider received). A
+/// dangling context cannot be detected.
+unsafe fn live_link<'a>(context: *const c_void) -> Option<&'a LinkState> {
+    let state = context.cast::<LinkState>();
+    if state.is_null() || !state.is_aligned() {
+        INVALID_CONTEXT_INVOCATIONS.fetch_add(1, Ordering::SeqCst);
+        return None;
+    }
+    // SAFETY: non-NULL, aligned and readable (precondition); `magic` is the first field.
+    let magic = unsafe { &*context.cast::<AtomicU64>() }.load(Ordering::SeqCst);
+    if magic != LINK_MAGIC {
+        INVALID_CONTEXT_INVOCATIONS.fetch_add(1, Ordering::SeqCst);
+        return None;
+    }
+    // SAFETY: the magic says this is a live link's state (precondition).
+    Some(unsafe { Shared::<LinkState>::from_context(context) })
+}
+
+/// `ebpf_program_invoke_function_t`: runs the link's program.
+///
+/// Returns `EBPF_INVALID_ARGUMENT` for a binding context that is not a live link or a NULL
+/// `result`, otherwise `EBPF_SUCCESS` (with `*result` written) or the program's error.
+unsafe extern "win64" fn invoke(
+    extension_client_binding_context: *const c_void,
+    program_context: *mut c_void,
+    result: *mut u32,
+) -> ebpf_result_t {
+    // SAFETY: the provider passes the binding context it received at attach.
+    match unsafe { live_link(extension_client_binding_context) } {
+        Some(link) => link.run(program_context, result, false),
+        None => EBPF_INVALID_ARGUMENT,
+    }
+}
+
+/// `ebpf_program_batch_begin_invoke_function_t`: requires `state_size ≥
+/// sizeof(ebpf_execution_context_state_t)`, then writes a recognisable state.
+unsafe extern "win64" fn batch_begin(state_size: usize, state: *mut c_void) -> ebpf_result_t {
+    if state.is_null() || state_size < size_of::<ebpf_execution_context_state_t>() {
+        return EBPF_INVALID_ARGUMENT;
+    }
+    let value = ebpf_execution_context_state_t {
+        epoch_state: [
+            BATCH_MAGIC,
+            BATCH_SERIAL.fetch_add(1, Ordering::SeqCst),
+            0,
+            0,
+        ],
+        id: thread_tag(),
+        current_irql: KeGetCurrentIrql(),
+        tail_call_state: ebpf_execution_context_state_tail_call_t {
+            next_program: ptr::null(),
+            count: 0,
+        },
+    };
+    // SAFETY: the caller provides `state_size` (≥ the state's size, checked) writable bytes.
+    unsafe {
+        state
+            .cast::<ebpf_execution_context_state_t>()
+            .write_unaligned(value);
+    }
+    BATCH_BEGINS.fetch_add(1, Ordering::SeqCst);
+    EBPF_SUCCESS
+}
+
+/// Whether `state` was written by [`batch_begin`] and not yet ended.
+///
+/// # Safety
+/// `state` is NULL or readable for `sizeof(ebpf_execution_context_state_t)` bytes.
+unsafe fn batch_active(state: *const c_void) -> bool {
+    // SAFETY: non-NULL and readable (precondition); `epoch_state[0]` is the first `u64`.
+    !state.is_null() && unsafe { state.cast::<u64>().read_unaligned() } == BATCH_MAGIC
+}
+
+/// `ebpf_program_batch_invoke_function_t`: checks the batch state, then runs the program as
+/// [`invoke`] does (counted as a batch invocation).
+unsafe extern "win64" fn batch_invoke(
+    extension_client_binding_context: *const c_void,
+    program_context: *mut c_void,
+    result: *mut u32,
+    state: *const c_void,
+) -> ebpf_result_t {
+    // SAFETY: the provider passes the state it gave batch begin.
+    if !unsafe { batch_active(state) } {
+        return EBPF_INVALID_ARGUMENT;
+    }
+    // SAFETY: the provider passes the binding context it received at attach.
+    match unsafe { live_link(extension_client_binding_context) } {
+        Some(link) => link.run(program_context, result, true),
+        None => EBPF_INVALID_ARGUMENT,
+    }
+}
+
+/// `ebpf_program_batch_end_invoke_function_t`: checks and clears the batch state.
+unsafe extern "win64" fn batch_end(state: *mut c_void) -> ebpf_result_t {
+    // SAFETY: the provider passes the state it gave batch begin.
+    if !unsafe { batch_active(state) } {
+        return EBPF_INVALID_ARGUMENT;
+    }
+    // SAFETY: an active state is `sizeof(ebpf_execution_context_state_t)` writable bytes.
+    unsafe {
+        state
+            .cast::<u8>()
+            .write_bytes(0, size_of::<ebpf_execution_context_state_t>());
+    }
+    BATCH_ENDS.fetch_add(1, Ordering::SeqCst);
+    EBPF_SUCCESS
+}
+
+/// A small number naming the calling thread (the state's `id`).
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    TAG.with(|tag| *tag)
+}
+
+/// One attached program: an NMR client of the hook NPI, as the core's link object.
+///
+/// Dropping it detaches like [`Link::detach`] and panics (unless already panicking) if the
+/// provider violated the detach protocol.
+pub struct Link {
+    registration: Registration<LinkState>,
+    detached: bool,
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("program_type", &self.program_type())
+            .field("attach_type", &self.attach_type())
+            .field("attached", &self.is_attached())
+            .field("invocations", &self.invocations())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// Registers the link as an NMR client of the hook NPI (module id `MIT_GUID`, a fresh
+    /// GUID; client data and dispatch table as `spec` says) and requires a hook provider to
+    /// attach during registration, as the core does.
+    ///
+    /// For each provider NMR offers, the link checks, in order: the attach provider data
+    /// (version 1, size 48, `supported_program_type` ≠ GUID_NULL), else
+    /// `STATUS_INVALID_PARAMETER`; `ModuleId->Type == MIT_GUID`, else
+    /// `STATUS_INVALID_PARAMETER`; `ModuleId->Guid` is the attach type and
+    /// `supported_program_type` the program type, else `STATUS_NOINTERFACE` ("not for me");
+    /// no provider attached yet, else `STATUS_INVALID_PARAMETER`. Then it calls
+    /// `NmrClientAttachProvider` with the link's state as client binding context and its
+    /// dispatch table, and on success records `bpf_attach_type` and `link_type`.
+    ///
+    /// # Errors
+    /// - [`CoreError::RegisterClient`] if `NmrRegisterClient` fails;
+    /// - [`CoreError::ExtensionFailedToLoad`] if no provider attached: `provider_status` is
+    ///   what the last `NmrClientAttachProvider` returned (the provider's
+    ///   `ProviderAttachClient` status, e.g. `STATUS_ACCESS_DENIED`), `refusal` the last
+    ///   provider the link's own checks refused.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL, on a thread bound to a usersim kernel.
+    pub fn attach<P>(spec: LinkSpec, program: P) -> Result<Link, CoreError>
+    where
+        P: Fn(*mut c_void) -> Result<u32, ebpf_result_t> + Send + Sync + 'static,
+    {
+        let attach_type = spec.attach_type;
+        let state = LinkState::new(spec, Box::new(program));
+        let mut registration =
+            Registration::register(EBPF_HOOK_EXTENSION_IID, state, LinkState::client_data_ptr)?;
+        if lock(&registration.client().log).attached {
+            return Ok(Link {
+                registration,
+                detached: false,
+            });
+        }
+        let error = {
+            let log = lock(&registration.client().log);
+            failed_to_load(
+                "hook",
+                attach_type,
+                log.refusal.clone(),
+                log.provider_status,
+                log.declined,
+            )
+        };
+        registration.deregister()?;
+        Err(error)
+    }
+
+    fn state(&self) -> &LinkState {
+        self.registration.client()
+    }
+
+    /// The program type.
+    #[must_use]
+    pub fn program_type(&self) -> GUID {
+        self.state().program_type
+    }
+
+    /// The attach type.
+    #[must_use]
+    pub fn attach_type(&self) -> GUID {
+        self.state().attach_type
+    }
+
+    /// The link's module GUID (what the provider sees as the client's `ModuleId->Guid`).
+    #[must_use]
+    pub fn module_id(&self) -> GUID {
+        self.registration.module_id()
+    }
+
+    /// The `ClientBindingContext` the provider received (what it passes to `invoke`).
+    #[must_use]
+    pub fn client_binding_context(&self) -> *const c_void {
+        self.registration.context()
+    }
+
+    /// The `NpiSpecificCharacteristics` the link presents (NULL with
+    /// [`Malformation::NoClientData`]).
+    #[must_use]
+    pub fn client_data(&self) -> *const c_void {
+        self.state().client_data_ptr()
+    }
+
+    /// The `ClientDispatch` the link presents (NULL with [`Malformation::NoDispatchTable`]).
+    #[must_use]
+    pub fn client_dispatch(&self) -> *const c_void {
+        self.state().dispatch_ptr()
+    }
+
+    /// The client data header the link presents.
+    #[must_use]
+    pub fn client_data_header(&self) -> ebpf_extension_header_t {
+        // SAFETY: the buffer always holds an `ebpf_extension_data_t` written at construction
+        // and never changed.
+        unsafe {
+            self.state()
+                .client_data
+                .as_ptr()
+                .cast::<ebpf_extension_data_t>()
+                .read()
+        }
+        .header
+    }
+
+    /// The core's copy of the attach parameter (padded to a malformed `data_size`).
+    #[must_use]
+    pub fn attach_parameter(&self) -> &[u8] {
+        &self.state().attach_parameter
+    }
+
+    /// Whether a provider is attached: false after the provider deregistered (NMR called the
+    /// link's detach callback).
+    #[must_use]
+    pub fn is_attached(&self) -> bool {
+        lock(&self.state().log).attached
+    }
+
+    /// How many times a provider detached from this link.
+    #[must_use]
+    pub fn detach_count(&self) -> u32 {
+        lock(&self.state().log).detaches
+    }
+
+    /// `bpf_attach_type` of the provider that attached (kept after it detaches).
+    #[must_use]
+    pub fn bpf_attach_type(&self) -> Option<bpf_attach_type_t> {
+        lock(&self.state().log).bpf_attach_type
+    }
+
+    /// `link_type` of the provider that attached (kept after it detaches).
+    #[must_use]
+    pub fn link_type(&self) -> Option<bpf_link_type> {
+        lock(&self.state().log).link_type
+    }
+
+    /// What the last `NmrClientAttachProvider` returned.
+    #[must_use]
+    pub fn provider_status(&self) -> Option<NTSTATUS> {
+        lock(&self.state().log).provider_status
+    }
+
+    /// The last provider the link's checks refused (for example a second provider).
+    #[must_use]
+    pub fn last_refusal(&self) -> Option<Refusal> {
+        lock(&self.state().log).refusal.clone()
+    }
+
+    /// Calls of `invoke` that reached the program (NULL `result` excluded).
+    #[must_use]
+    pub fn invocations(&self) -> u64 {
+        self.state().invocations.load(Ordering::SeqCst)
+    }
+
+    /// Calls of batch invoke that reached the program.
+    #[must_use]
+    pub fn batch_invocations(&self) -> u64 {
+        self.state().batch_invocations.load(Ordering::SeqCst)
+    }
+
+    /// Successful batch begins, process-wide (see [`batch_begins`]).
+    #[must_use]
+    pub fn batch_begins(&self) -> u64 {
+        batch_begins()
+    }
+
+    /// Successful batch ends, process-wide (see [`batch_ends`]).
+    #[must_use]
+    pub fn batch_ends(&self) -> u64 {
+        batch_ends()
+    }
+
+    /// Invocations running now.
+    #[must_use]
+    pub fn in_flight(&self) -> u64 {
+        self.state().in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The IRQL of the last invocation, `None` before the first.
+    #[must_use]
+    pub fn last_irql(&self) -> Option<KIRQL> {
+        match self.state().last_irql.load(Ordering::SeqCst) {
+            NO_IRQL => None,
+            irql => Some(irql),
+        }
+    }
+
+    /// Detaches: `NmrDeregisterClient`, then `NmrWaitForClientDeregisterComplete`, which
+    /// returns once the provider has completed its (possibly pending) detach. Then waits
+    /// until no invocation of the link is running, and frees it. Works whether or not the
+    /// provider is still attached. Do not call it from inside the link's program: it would
+    /// wait for itself (as the real core's link deletion would wait for the provider's
+    /// rundown).
+    ///
+    /// # Errors
+    /// - [`CoreError::DetachedWhileInvoking`] if the provider completed its detach while an
+    ///   invocation was still running (a provider bug; the core-sim waited for it anyway);
+    /// - [`CoreError::Deregister`] if NMR rejects the deregistration (the link is leaked).
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn detach(mut self) -> Result<(), CoreError> {
+        self.detach_once()
+    }
+
+    fn detach_once(&mut self) -> Result<(), CoreError> {
+        if self.detached {
+            return Ok(());
+        }
+        self.detached = true;
+        self.registration.deregister()?;
+        let state = self.state();
+        let in_flight = state.in_flight.load(Ordering::SeqCst);
+        while state.in_flight.load(Ordering::SeqCst) != 0 {
+            thread::sleep(Duration::from_millis(1));
+        }
+        // INVARIANT: deregistered, nothing in flight: the state may be freed.
+        state.magic.store(LINK_DEAD, Ordering::SeqCst);
+        if in_flight == 0 {
+            Ok(())
+        } else {
+            Err(CoreError::DetachedWhileInvoking { in_flight })
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Err(error) = self.detach_once()
+            && !thread::panicking()
+        {
+            panic!("core-sim link detach: {error}");
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! The program-information NPI client: what the core does when a program of one type is
+//! loaded (`ebpf_program.c`), and the context calls of `bpf_prog_test_run`.
+
+use core::ffi::c_void;
+use core::fmt;
+use core::marker::PhantomData;
+use core::ptr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use ebpf_ext_sys::ebpf_base::{ebpf_argument_type_t, ebpf_return_type_t};
+use ebpf_ext_sys::ebpf_extension_uuids::EBPF_PROGRAM_INFO_EXTENSION_IID;
+use ebpf_ext_sys::ebpf_program_types::{
+    ebpf_context_descriptor_t, ebpf_program_context_create_t, ebpf_program_context_destroy_t,
+    ebpf_program_data_t,
+};
+use ebpf_ext_sys::ebpf_result::{
+    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_FAILED, EBPF_OPERATION_NOT_SUPPORTED, EBPF_SUCCESS,
+    ebpf_result_t,
+};
+use ebpf_ext_sys::intrin::{KeGetCurrentIrql, KeRaiseIrql};
+use ebpf_ext_sys::netioddk::{NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider};
+use ebpf_ext_sys::ntdef::{GUID, HANDLE, KIRQL, NT_SUCCESS, NTSTATUS};
+use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
+use ebpf_ext_sys::wdm::KeLowerIrql;
+
+use crate::error::{CoreError, Refusal, failed_to_load};
+use crate::nmr::{NmrClient, Registration, lock, read, write};
+use crate::validate::{
+    context_functions, copy_program_data, npi_specific, provider_module_guid, validate_program_data,
+};
+
+/// One helper function a program-information provider describes, with its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Helper {
+    /// `helper_id`.
+    pub id: u32,
+    /// `name`.
+    pub name: String,
+    /// `return_type`.
+    pub return_type: ebpf_return_type_t,
+    /// `arguments`.
+    pub arguments: [ebpf_argument_type_t; 5],
+    /// `flags.reallocate_packet` (false when the prototype's version has no flags).
+    pub reallocate_packet: bool,
+    /// `implicit_context` (false when the prototype's version has no such field).
+    pub implicit_context: bool,
+    /// The matching entry of the helper address table, or `None` when the provider
+    /// publishes no address table for this kind of helper.
+    pub address: Option<u64>,
+}
+
+/// The core-sim's owned copy of a provider's `ebpf_program_data_t`, taken at attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramInfo {
+    /// Type descriptor `name`.
+    pub name: String,
+    /// Type descriptor `program_type`.
+    pub program_type: GUID,
+    /// Type descriptor `bpf_prog_type`.
+    pub bpf_prog_type: u32,
+    /// Type descriptor `is_privileged`.
+    pub is_privileged: bool,
+    /// The context descriptor.
+    pub context_descriptor: ebpf_context_descriptor_t,
+    /// `required_irql`.
+    pub required_irql: KIRQL,
+    /// `capabilities.value` (0 for program data of size 65).
+    pub capabilities: u32,
+    /// Program-type-specific helpers, with `program_type_specific_helper_function_addresses`.
+    pub helpers: Vec<Helper>,
+    /// Global helper overrides, with `global_helper_function_addresses`.
+    pub global_helpers: Vec<Helper>,
+    /// `context_create` is non-NULL.
+    pub has_context_create: bool,
+    /// `context_destroy` is non-NULL.
+    pub has_context_destroy: bool,
+}
+
+impl ProgramInfo {
+    /// The helper (program-type-specific first, then global) with this id.
+    #[must_use]
+    pub fn helper(&self, id: u32) -> Option<&Helper> {
+        self.helpers
+            .iter()
+            .chain(&self.global_helpers)
+            .find(|h| h.id == id)
+    }
+}
+
+/// What the core keeps from an attached provider to call it later.
+#[derive(Clone, Copy)]
+struct ProviderBinding {
+    context_create: Option<ebpf_program_context_create_t>,
+    context_destroy: Option<ebpf_program_context_destroy_t>,
+    required_irql: KIRQL,
+}
+
+#[derive(Default)]
+struct AttachLog {
+    /// A provider is attached or attaching.
+    claimed: bool,
+    refusal: Option<Refusal>,
+    provider_status: Option<NTSTATUS>,
+    /// Providers of other program types.
+    declined: u32,
+    detaches: u32,
+}
+
+/// The client state NMR calls into.
+struct ProgramInfoState {
+    program_type: GUID,
+    log: Mutex<AttachLog>,
+    /// Calls into the provider hold it shared; the detach callback takes it exclusively, so
+    /// it waits for them and no call starts afterwards.
+    binding: RwLock<Option<ProviderBinding>>,
+    info: Mutex<Option<Arc<ProgramInfo>>>,
+}
+
+impl ProgramInfoState {
+    /// The checks of the core's program-information `ClientAttachProvider`. `Err(None)`:
+    /// another program type's provider.
+    ///
+    /// # Safety
+    /// `provider` is NULL or NMR's provider registration instance.
+    unsafe fn check(
+        &self,
+        provider: *const NPI_REGISTRATION_INSTANCE,
+    ) -> Result<(ProgramInfo, ProviderBinding), Option<Refusal>> {
+        // SAFETY: the caller's precondition.
+        let guid = unsafe { provider_module_guid(provider) }.map_err(Some)?;
+        if guid != self.program_type {
+            return Err(None);
+        }
+        // SAFETY: `provider` is non-NULL (`provider_module_guid` checked it).
+        let data = unsafe { npi_specific(provider) }.cast::<ebpf_program_data_t>();
+        let invalid = |e| Some(Refusal::InvalidProgramData(e));
+        // SAFETY: the provider's program data, NULL or readable as the ABI describes.
+        unsafe { validate_program_data(data) }.map_err(invalid)?;
+        // SAFETY: validated above.
+        let info = unsafe { copy_program_data(data) }.map_err(invalid)?;
+        // SAFETY: validated above.
+        let (context_create, context_destroy) = unsafe { context_functions(data) };
+        let binding = ProviderBinding {
+            context_create,
+            context_destroy,
+            required_irql: info.required_irql,
+        };
+        Ok((info, binding))
+    }
+}
+
+impl NmrClient for ProgramInfoState {
+    fn attach_provider(
+        &self,
+        binding: HANDLE,
+        context: *mut c_void,
+        provider: *const NPI_REGISTRATION_INSTANCE,
+    ) -> NTSTATUS {
+        // SAFETY: NMR passes its provider registration instance.
+        let (info, provider_binding) = match unsafe { self.check(provider) } {
+            Ok(ok) => ok,
+            Err(Some(refusal)) => {
+                let status = refusal.status();
+                lock(&self.log).refusal = Some(refusal);
+                return status;
+            }
+            Err(None) => {
+                lock(&self.log).declined += 1;
+                return STATUS_INVALID_PARAMETER;
+            }
+        };
+        {
+            let mut log = lock(&self.log);
+            if log.claimed {
+                log.refusal = Some(Refusal::SecondProvider);
+                return Refusal::SecondProvider.status();
+            }
+            log.claimed = true;
+        }
+        let mut provider_binding_context: *mut c_void = ptr::null_mut();
+        let mut provider_dispatch: *const c_void = ptr::null();
+        // SAFETY: called from `ClientAttachProvider` with NMR's binding handle; the binding
+        // context is this registration's context (alive until deregistration completes); the
+        // program-information NPI has no client dispatch; the out slots are locals.
+        let status = unsafe {
+            NmrClientAttachProvider(
+                binding,
+                context,
+                ptr::null(),
+                &raw mut provider_binding_context,
+                &raw mut provider_dispatch,
+            )
+        };
+        let mut log = lock(&self.log);
+        log.provider_status = Some(status);
+        if NT_SUCCESS(status) {
+            *write(&self.binding) = Some(provider_binding);
+            *lock(&self.info) = Some(Arc::new(info));
+        } else {
+            log.claimed = false;
+        }
+        status
+    }
+
+    fn detach_provider(&self) -> NTSTATUS {
+        // Waits for context calls in flight; none starts afterwards.
+        *write(&self.binding) = None;
+        let mut log = lock(&self.log);
+        log.claimed = false;
+        log.detaches += 1;
+        STATUS_SUCCESS
+    }
+}
+
+/// An NMR client of the program-information NPI for one program type: what the core does
+/// when a program of that type is loaded.
+///
+/// Replaces the program-information client of the C harnesses (`netebpf_ext_helper_t`,
+/// `ntosebpf_ext_helper_t`), and checks the provider as the core does (see
+/// [`ProgramInfoClient::attach`]). Dropping it deregisters and waits, like
+/// [`ProgramInfoClient::detach`].
+pub struct ProgramInfoClient {
+    registration: Registration<ProgramInfoState>,
+    /// The copy taken at attach.
+    attached_info: Arc<ProgramInfo>,
+}
+
+impl fmt::Debug for ProgramInfoClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProgramInfoClient")
+            .field("program_type", &self.program_type())
+            .field("attached", &self.is_attached())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProgramInfoClient {
+    /// Registers a program-information client (module id: `MIT_GUID`, a fresh GUID) and
+    /// requires the provider of `program_type` to attach during registration, as the core
+    /// does.
+    ///
+    /// For each provider NMR offers, the client checks, in order (each failure is
+    /// `STATUS_INVALID_PARAMETER` and no binding is made): `ModuleId->Type == MIT_GUID`;
+    /// `ModuleId->Guid == program_type` (other program types are declined silently); the
+    /// program data, rule by rule as the core does (see [`ProgramDataError`]); then that no
+    /// provider is attached yet. Then it calls `NmrClientAttachProvider` and keeps an owned
+    /// copy of the program data ([`ProgramInfoClient::info`]).
+    ///
+    /// [`ProgramDataError`]: crate::ProgramDataError
+    ///
+    /// # Errors
+    /// - [`CoreError::RegisterClient`] if `NmrRegisterClient` fails;
+    /// - [`CoreError::ExtensionFailedToLoad`] if no provider attached: its `refusal` says
+    ///   what the checks rejected (for example
+    ///   `Refusal::InvalidProgramData(ProgramDataError::NullHelperName { .. })`), its
+    ///   `provider_status` what the provider's `ProviderAttachClient` returned.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL, on a thread bound to a usersim kernel.
+    pub fn attach(program_type: GUID) -> Result<Self, CoreError> {
+        let state = ProgramInfoState {
+            program_type,
+            log: Mutex::new(AttachLog::default()),
+            binding: RwLock::new(None),
+            info: Mutex::new(None),
+        };
+        let mut registration =
+            Registration::register(EBPF_PROGRAM_INFO_EXTENSION_IID, state, |_| ptr::null())?;
+        let attached_info = lock(&registration.client().info).clone();
+        if let Some(attached_info) = attached_info
+            && read(&registration.client().binding).is_some()
+        {
+            return Ok(ProgramInfoClient {
+                registration,
+                attached_info,
+            });
+        }
+        let error = {
+            let log = lock(&registration.client().log);
+            failed_to_load(
+                "program-information",
+                program_type,
+                log.refusal.clone(),
+                log.provider_status,
+                log.declined,
+            )
+        };
+        registration.deregister()?;
+        Err(error)
+    }
+
+    /// The program type this client asked for.
+    #[must_use]
+    pub fn program_type(&self) -> GUID {
+        self.registration.client().program_type
+    }
+
+    /// The client's module GUID (what the provider sees as the client's `ModuleId->Guid`).
+    #[must_use]
+    pub fn module_id(&self) -> GUID {
+        self.registration.module_id()
+    }
+
+    /// Whether a provider is attached. False once the provider has deregistered (NMR called
+    /// the client's detach callback); true again if a valid provider registers later.
+    #[must_use]
+    pub fn is_attached(&self) -> bool {
+        read(&self.registration.client().binding).is_some()
+    }
+
+    /// How many times a provider detached from this client.
+    #[must_use]
+    pub fn detach_count(&self) -> u32 {
+        lock(&self.registration.client().log).detaches
+    }
+
+    /// The copy of the program data taken when the current provider attached (or, after it
+    /// detached, the last one).
+    #[must_use]
+    pub fn info(&self) -> Arc<ProgramInfo> {
+        lock(&self.registration.client().info)
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&self.attached_info))
+    }
+
+    /// Calls the provider's `context_create` as `bpf_prog_test_run` does. An empty slice is
+    /// passed as NULL with size 0. The returned context borrows both inputs: providers may
+    /// point into `data_in` (netebpfext's bind context points its app id there).
+    ///
+    /// # Errors
+    /// What `context_create` returned; `EBPF_EXTENSION_FAILED_TO_LOAD` if no provider is
+    /// attached; `EBPF_OPERATION_NOT_SUPPORTED` if the provider has no `context_create` or
+    /// no `context_destroy` (as the core); `EBPF_FAILED` if it succeeded with a NULL context.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    ///
+    /// # Locking
+    /// Holds the client's binding lock shared during the call: a provider detach waits for it.
+    pub fn create_context<'a>(
+        &'a self,
+        data_in: &'a [u8],
+        context_in: &'a [u8],
+    ) -> Result<TestRunContext<'a>, ebpf_result_t> {
+        self.create_context_with(Input::Bytes(data_in), Input::Bytes(context_in))
+    }
+
+    /// [`ProgramInfoClient::create_context`] with inputs that may be malformed
+    /// ([`Input::Null`]: NULL with a non-zero size).
+    ///
+    /// # Errors
+    /// As [`ProgramInfoClient::create_context`].
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn create_context_with<'a>(
+        &'a self,
+        data_in: Input<'a>,
+        context_in: Input<'a>,
+    ) -> Result<TestRunContext<'a>, ebpf_result_t> {
+        let binding = read(&self.registration.client().binding);
+        let Some(provider) = *binding else {
+            return Err(EBPF_EXTENSION_FAILED_TO_LOAD);
+        };
+        let (Some(create), Some(_)) = (provider.context_create, provider.context_destroy) else {
+            return Err(EBPF_OPERATION_NOT_SUPPORTED);
+        };
+        let (data, data_size) = data_in.raw();
+        let (context_in, context_size) = context_in.raw();
+        let mut context: *mut c_void = ptr::null_mut();
+        // SAFETY: the provider is attached and cannot detach while the binding lock is held
+        // shared, so its callback is callable; each input is NULL or valid for its size (an
+        // `Input::Null` size is the provider's to reject); the out slot is a local.
+        let result = unsafe { create(data, data_size, context_in, context_size, &raw mut context) };
+        if result != EBPF_SUCCESS {
+            return Err(result);
+        }
+        if context.is_null() {
+            return Err(EBPF_FAILED);
+        }
+        Ok(TestRunContext {
+            client: self,
+            context,
+            _inputs: PhantomData,
+        })
+    }
+
+    /// Runs `f` at the provider's `required_irql` (raised from the current IRQL if it is
+    /// lower; left as is otherwise), as `bpf_prog_test_run` runs the program.
+    ///
+    /// # IRQL
+    /// Any level up to `required_irql`; restored when `f` returns or unwinds.
+    pub fn at_required_irql<R>(&self, f: impl FnOnce() -> R) -> R {
+        let required = read(&self.registration.client().binding)
+            .map_or(self.info().required_irql, |b| b.required_irql);
+        if required <= KeGetCurrentIrql() {
+            return f();
+        }
+        // SAFETY: `required` is above the current IRQL (checked) and at most HIGH_LEVEL
+        // (validated at attach); the guard lowers it back on this thread.
+        let old = unsafe { KeRaiseIrql(required) };
+        let _restore = RestoreIrql(old);
+        f()
+    }
+
+    /// Deregisters the client and waits until the provider has detached.
+    ///
+    /// # Errors
+    /// [`CoreError::Deregister`] if NMR rejects the deregistration.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn detach(mut self) -> Result<(), CoreError> {
+        self.registration.deregister()
+    }
+
+    fn destroy_context(
+        &self,
+        context: *mut c_void,
+        data_capacity: usize,
+        context_capacity: usize,
+    ) -> Result<ContextOutput, CoreError> {
+        let binding = read(&self.registration.client().binding);
+        let Some(destroy) = binding.and_then(|b| b.context_destroy) else {
+            return Err(CoreError::NotAttached);
+        };
+        let mut data = vec![0u8; data_capacity];
+        let mut context_out = vec![0u8; context_capacity];
+        let mut data_size_out = data_capacity;
+        let mut context_size_out = context_capacity;
+        let out = |buffer: &mut Vec<u8>| {
+            if buffer.is_empty() {
+                ptr::null_mut()
+            } else {
+                buffer.as_mut_ptr()
+            }
+        };
+        // SAFETY: the provider is attached (binding lock held shared); `context` came from its
+        // `context_create` and is destroyed once; each output buffer is NULL or writable for
+        // the capacity passed in its size slot.
+        unsafe {
+            destroy(
+                context,
+                out(&mut data),
+                &raw mut data_size_out,
+                out(&mut context_out),
+                &raw mut context_size_out,
+            );
+        }
+        data.truncate(data_size_out);
+        context_out.truncate(context_size_out);
+        Ok(ContextOutput {
+            data,
+            data_size_out,
+            context: context_out,
+            context_size_out,
+        })
+    }
+}
+
+/// Restores the IRQL when dropped.
+struct RestoreIrql(KIRQL);
+
+impl Drop for RestoreIrql {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` is what the preceding raise on this thread returned.
+        unsafe { KeLowerIrql(self.0) };
+    }
+}
+
+/// An input buffer of `context_create`.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// These bytes (an empty slice is passed as NULL with size 0).
+    Bytes(&'a [u8]),
+    /// NULL with this size (a malformed input when the size is non-zero).
+    Null {
+        /// The size passed with the NULL pointer.
+        size: usize,
+    },
+}
+
+impl Input<'_> {
+    fn raw(self) -> (*const u8, usize) {
+        match self {
+            Input::Bytes([]) => (ptr::null(), 0),
+            Input::Bytes(bytes) => (bytes.as_ptr(), bytes.len()),
+            Input::Null { size } => (ptr::null(), size),
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for Input<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Input::Bytes(bytes)
+    }
+}
+
+/// A program context the provider created. Dropping it calls `context_destroy` with no
+/// output buffers.
+pub struct TestRunContext<'a> {
+    client: &'a ProgramInfoClient,
+    context: *mut c_void,
+    _inputs: PhantomData<&'a [u8]>,
+}
+
+impl fmt::Debug for TestRunContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestRunContext")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestRunContext<'_> {
+    /// The program context pointer (what a program receives).
+    #[must_use]
+    pub fn as_ptr(&self) -> *mut c_void {
+        self.context
+    }
+
+    /// Calls the provider's `context_destroy` with output buffers of these capacities, as
+    /// `bpf_prog_test_run` does, and returns what it wrote.
+    ///
+    /// # Errors
+    /// [`CoreError::NotAttached`] if the provider has detached (the context is then leaked
+    /// in the provider's pool: its module may be gone).
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn destroy(
+        mut self,
+        data_capacity: usize,
+        context_capacity: usize,
+    ) -> Result<ContextOutput, CoreError> {
+        let context = core::mem::replace(&mut self.context, ptr::null_mut());
+        self.client
+            .destroy_context(context, data_capacity, context_capacity)
+    }
+}
+
+impl Drop for TestRunContext<'_> {
+    fn drop(&mut self) {
+        if !self.context.is_null() {
+            let _ = self.client.destroy_context(self.context, 0, 0);
+        }
+    }
+}
+
+/// What `context_destroy` wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextOutput {
+    /// `data_out`, truncated to the size the provider reported (at most the capacity).
+    pub data: Vec<u8>,
+    /// The `*data_size_out` the provider reported.
+    pub data_size_out: usize,
+    /// `context_out`, truncated to the size the provider reported (at most the capacity).
+    pub context: Vec<u8>,
+    /// The `*context_size_out` the provider reported.
+    pub context_size_out: usize,
+}
