@@ -41,8 +41,12 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"))?;
     }
-    run(Command::new(&cargo).args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
+    // Doctests (nextest does not run them): the compile-fail examples prove the compile-time
+    // checks of the program-information description.
+    run(Command::new(&cargo).args(["test", "--workspace", "--doc"]))?;
     run_loom_models(&cargo)?;
+    // Last of the test runs, so its summary is the closing test line of CI's output.
+    run(Command::new(&cargo).args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
     check_driver_target()?;
     eprintln!("\nci: all checks passed");
     Ok(())

@@ -22,6 +22,54 @@
 //! let provider = ProgramInfoProvider::register(&DATA, TAG)?;
 //! ```
 //!
+//! Mistakes that fail to compile:
+//!
+//! ```compile_fail
+//! # use ebpf_ext_program_info::*;
+//! # use ebpf_ext_sys::ebpf_base::*;
+//! # static CONTEXT: ContextDescriptor = ContextDescriptor::new(16, None, None, None);
+//! # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+//! # unsafe extern "win64" fn f(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 { 0 }
+//! static HELPERS: [HelperPrototype; 2] = [
+//!     HelperPrototype::new(0x10001, c"a", EBPF_RETURN_TYPE_INTEGER, &[]),
+//!     HelperPrototype::new(0x10002, c"b", EBPF_RETURN_TYPE_INTEGER, &[]),
+//! ];
+//! static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
+//! static FUNCTIONS: [HelperFunction; 1] = [HelperFunction::new(f)];
+//! static ADDRESSES: HelperAddresses = HelperAddresses::new(&FUNCTIONS);
+//! // Two prototypes, one address: does not compile.
+//! static DATA: ProgramData = ProgramData::new(&INFO).with_helpers(&ADDRESSES);
+//! ```
+//!
+//! ```compile_fail
+//! # use ebpf_ext_program_info::*;
+//! # use ebpf_ext_sys::ebpf_base::*;
+//! // A program-type specific helper id must be above 0xFFFF.
+//! # static CONTEXT: ContextDescriptor = ContextDescriptor::new(16, None, None, None);
+//! # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+//! static HELPERS: [HelperPrototype; 1] = [HelperPrototype::new(5, c"a", EBPF_RETURN_TYPE_INTEGER, &[])];
+//! static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
+//! ```
+//!
+//! ```compile_fail
+//! # use ebpf_ext_program_info::*;
+//! #[repr(C)]
+//! struct Ctx { a: u64, b: u64 }
+//! // The data pointer would lie outside the 16-byte context.
+//! static CONTEXT: ContextDescriptor = ContextDescriptor::of::<Ctx>(Some(12), None, None);
+//! ```
+//!
+//! ```compile_fail
+//! # use ebpf_ext_program_info::*;
+//! # use ebpf_ext_sys::ebpf_base::*;
+//! # static CONTEXT: ContextDescriptor = ContextDescriptor::new(16, None, None, None);
+//! # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+//! // Prototypes declared, no address table supplied.
+//! static HELPERS: [HelperPrototype; 1] = [HelperPrototype::new(0x10001, c"a", EBPF_RETURN_TYPE_INTEGER, &[])];
+//! static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
+//! static DATA: ProgramData = ProgramData::new(&INFO).checked();
+//! ```
+//!
 //! This replaces netebpfext's `net_ebpf_extension_program_info_provider_register` /
 //! `_unregister` and ntosebpfext's `ebpf_extension_program_info_provider_register`.
 #![no_std]

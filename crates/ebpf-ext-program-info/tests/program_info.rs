@@ -1,0 +1,266 @@
+//! The program-information provider as the eBPF core (core-sim) sees it.
+
+use core::ffi::c_void;
+use core::mem::offset_of;
+use core::ptr;
+
+use ebpf_ext_core_sim::ProgramInfoClient;
+use ebpf_ext_pool::PoolTag;
+use ebpf_ext_program_info::{
+    ContextDescriptor, HelperAddresses, HelperFunction, HelperPrototype, ProgramData, ProgramInfo,
+    ProgramInfoProvider, ProgramTypeDescriptor,
+};
+use ebpf_ext_sys::Error;
+use ebpf_ext_sys::ebpf_base::{
+    EBPF_ARGUMENT_TYPE_CONST_SIZE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
+    EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM, EBPF_RETURN_TYPE_INTEGER,
+};
+use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_SUCCESS, ebpf_result_t};
+use ebpf_ext_sys::ntdef::GUID;
+use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, ExAllocatePool2, ExFreePoolWithTag, POOL_FLAG_NON_PAGED};
+use ebpf_ext_usersim::{Fault, Kernel, sweep_allocation_failures};
+
+const PROGRAM_TYPE: GUID = GUID::from_u128(0xf788ef4a_207d_4dc3_85cf_0f2ea107213c);
+const TAG: PoolTag = PoolTag::new(*b"PiTs");
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SampleContext {
+    data_start: *const u8,
+    data_end: *const u8,
+    value: u64,
+}
+
+unsafe extern "win64" fn get_value(ctx: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    // SAFETY: called with a SampleContext (by the tests, never here).
+    unsafe { (*(ctx as *const SampleContext)).value }
+}
+
+unsafe extern "win64" fn copy_data(
+    _: u64,
+    _: u64,
+    _: u64,
+    _: u64,
+    _: u64,
+    _ctx: *const c_void,
+) -> u64 {
+    0
+}
+
+/// `context_create`: the context must be a whole SampleContext; data becomes the packet.
+unsafe extern "win64" fn create(
+    data_in: *const u8,
+    data_size: usize,
+    context_in: *const u8,
+    context_size: usize,
+    context: *mut *mut c_void,
+) -> ebpf_result_t {
+    if context_in.is_null() || context_size < size_of::<SampleContext>() || context.is_null() {
+        return EBPF_INVALID_ARGUMENT;
+    }
+    // SAFETY: allocating from pool at PASSIVE_LEVEL.
+    let p =
+        unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size_of::<SampleContext>(), TAG.value()) }
+            .cast::<SampleContext>();
+    if p.is_null() {
+        return ebpf_ext_sys::ebpf_result::EBPF_NO_MEMORY;
+    }
+    // SAFETY: `context_in` holds a SampleContext (size checked).
+    let mut c = unsafe { context_in.cast::<SampleContext>().read_unaligned() };
+    c.data_start = data_in;
+    c.data_end = data_in.wrapping_add(data_size);
+    // SAFETY: fresh allocation; `context` is writable.
+    unsafe { p.write(c) };
+    // SAFETY: as above.
+    unsafe { context.write(p.cast()) };
+    EBPF_SUCCESS
+}
+
+unsafe extern "win64" fn destroy(
+    context: *mut c_void,
+    _data_out: *mut u8,
+    data_size_out: *mut usize,
+    context_out: *mut u8,
+    context_size_out: *mut usize,
+) {
+    if context.is_null() {
+        return;
+    }
+    // SAFETY: the core passes the context from `create` and writable size slots.
+    unsafe {
+        if !data_size_out.is_null() {
+            *data_size_out = 0;
+        }
+    }
+    let capacity = if context_size_out.is_null() {
+        0
+    } else {
+        // SAFETY: a non-null size slot from the core.
+        unsafe { *context_size_out }
+    };
+    if capacity >= size_of::<SampleContext>() && !context_out.is_null() {
+        // SAFETY: the context is a live SampleContext; the output has room.
+        let mut c = unsafe { context.cast::<SampleContext>().read() };
+        c.data_start = ptr::null();
+        c.data_end = ptr::null();
+        // SAFETY: as above.
+        unsafe { context_out.cast::<SampleContext>().write_unaligned(c) };
+        // SAFETY: writable slot.
+        unsafe { *context_size_out = size_of::<SampleContext>() };
+    } else if !context_size_out.is_null() {
+        // SAFETY: writable slot.
+        unsafe { *context_size_out = 0 };
+    }
+    // SAFETY: allocated in `create` with TAG.
+    unsafe { ExFreePoolWithTag(context, TAG.value()) };
+}
+
+static CONTEXT: ContextDescriptor = ContextDescriptor::of::<SampleContext>(
+    Some(offset_of!(SampleContext, data_start)),
+    Some(offset_of!(SampleContext, data_end)),
+    None,
+);
+static DESCRIPTOR: ProgramTypeDescriptor =
+    ProgramTypeDescriptor::new(c"sample", &CONTEXT, PROGRAM_TYPE, 999, true);
+static HELPERS: [HelperPrototype; 1] = [HelperPrototype::new(
+    0x1_0001,
+    c"sample_get_value",
+    EBPF_RETURN_TYPE_INTEGER,
+    &[EBPF_ARGUMENT_TYPE_PTR_TO_CTX],
+)];
+static GLOBAL_HELPERS: [HelperPrototype; 1] = [HelperPrototype::new(
+    19,
+    c"bpf_get_current_pid_tgid_override",
+    EBPF_RETURN_TYPE_INTEGER,
+    &[
+        EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
+        EBPF_ARGUMENT_TYPE_CONST_SIZE,
+    ],
+)
+.with_implicit_context()];
+static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &GLOBAL_HELPERS);
+static FUNCTIONS: [HelperFunction; 1] = [HelperFunction::new(get_value)];
+static GLOBAL_FUNCTIONS: [HelperFunction; 1] = [HelperFunction::with_context(copy_data)];
+static ADDRESSES: HelperAddresses = HelperAddresses::new(&FUNCTIONS);
+static GLOBAL_ADDRESSES: HelperAddresses = HelperAddresses::new(&GLOBAL_FUNCTIONS);
+static DATA: ProgramData = ProgramData::new(&INFO)
+    .with_helpers(&ADDRESSES)
+    .with_global_helpers(&GLOBAL_ADDRESSES)
+    .with_context_functions(create, destroy)
+    .with_required_irql(DISPATCH_LEVEL)
+    .checked();
+
+#[test]
+fn the_core_sees_and_accepts_the_program_data() {
+    let kernel = Kernel::new();
+    let provider = ProgramInfoProvider::register(&DATA, TAG).expect("register");
+    let client =
+        ProgramInfoClient::attach(PROGRAM_TYPE).expect("the core accepts the program data");
+    let info = client.info();
+    assert_eq!(
+        (
+            info.name.as_str(),
+            info.program_type,
+            info.bpf_prog_type,
+            info.is_privileged
+        ),
+        ("sample", PROGRAM_TYPE, 999, true)
+    );
+    let c = info.context_descriptor;
+    assert_eq!((c.size, c.data, c.end, c.meta), (24, 0, 8, -1));
+    assert_eq!(info.required_irql, DISPATCH_LEVEL);
+    assert_eq!(info.helpers.len(), 1);
+    let helper = &info.helpers[0];
+    assert_eq!(
+        (helper.id, helper.name.as_str()),
+        (0x1_0001, "sample_get_value")
+    );
+    assert_eq!(helper.arguments[0], EBPF_ARGUMENT_TYPE_PTR_TO_CTX);
+    assert_eq!(helper.address, Some(get_value as *const () as u64));
+    let global = &info.global_helpers[0];
+    assert!(global.implicit_context);
+    assert_eq!(global.address, Some(copy_data as *const () as u64));
+    assert!(info.has_context_create && info.has_context_destroy);
+    drop(client);
+    drop(provider);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn test_run_context_round_trip() {
+    let kernel = Kernel::new();
+    let provider = ProgramInfoProvider::register(&DATA, TAG).expect("register");
+    let client = ProgramInfoClient::attach(PROGRAM_TYPE).expect("attach");
+    let input = SampleContext {
+        data_start: ptr::null(),
+        data_end: ptr::null(),
+        value: 77,
+    };
+    // SAFETY: SampleContext is plain data; viewing it as bytes is fine.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            ptr::from_ref(&input).cast::<u8>(),
+            size_of::<SampleContext>(),
+        )
+    };
+    let packet = [1u8, 2, 3];
+    let ctx = client.create_context(&packet, bytes).expect("create");
+    // SAFETY: the provider created a SampleContext.
+    let created = unsafe { ctx.as_ptr().cast::<SampleContext>().read() };
+    assert_eq!(
+        (created.value, created.data_start, created.data_end),
+        (77, packet.as_ptr(), packet.as_ptr().wrapping_add(3))
+    );
+    let out = ctx.destroy(0, 64).expect("destroy");
+    assert_eq!(out.context_size_out, size_of::<SampleContext>());
+    assert!(
+        client.create_context(&packet, &bytes[..8]).is_err(),
+        "short context refused"
+    );
+    drop(client);
+    drop(provider);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn unregister_detaches_the_core() {
+    let kernel = Kernel::new();
+    let provider = ProgramInfoProvider::register(&DATA, TAG).expect("register");
+    let client = ProgramInfoClient::attach(PROGRAM_TYPE).expect("attach");
+    drop(provider);
+    assert!(!client.is_attached());
+    assert_eq!(client.detach_count(), 1);
+    drop(client);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn register_failures() {
+    let kernel = Kernel::new();
+    kernel.inject(Fault::Call("NmrRegisterProvider", 1));
+    assert!(matches!(
+        ProgramInfoProvider::register(&DATA, TAG),
+        Err(Error::Api {
+            api: "NmrRegisterProvider",
+            ..
+        })
+    ));
+    kernel.inject(Fault::Allocation(1));
+    assert!(matches!(
+        ProgramInfoProvider::register(&DATA, TAG),
+        Err(Error::InsufficientResources)
+    ));
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn allocation_failure_sweep() {
+    let points = sweep_allocation_failures(|_| {
+        if let Ok(provider) = ProgramInfoProvider::register(&DATA, TAG) {
+            let client = ProgramInfoClient::attach(PROGRAM_TYPE);
+            drop(client);
+            drop(provider);
+        }
+    });
+    assert!(points >= 3, "swept {points}");
+}
