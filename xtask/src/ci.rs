@@ -26,6 +26,7 @@ pub(crate) struct Options {
 }
 
 pub(crate) fn run_ci(options: &Options) -> Result<()> {
+    crate::prereqs::ensure()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     if !options.tests_only {
         run(Command::new(&cargo).args(["fmt", "--all", "--", "--check"]))?;
@@ -114,6 +115,7 @@ fn driver_toolchain() -> Result<(PathBuf, PathBuf)> {
 
 /// `cargo check --target x86_64-pc-windows-msvc -Zbuild-std=core,alloc` for every no_std crate.
 pub(crate) fn check_driver_target() -> Result<()> {
+    crate::prereqs::ensure()?;
     let root = workspace_root();
     let (cargo, rustc) = driver_toolchain()?;
     let target_dir = root.join("target").join("driver-check");

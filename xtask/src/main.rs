@@ -2,6 +2,7 @@
 
 mod ci;
 mod exec;
+mod prereqs;
 
 use clap::{Parser, Subcommand};
 
