@@ -2,7 +2,12 @@
 //! (attach provider data, module id), the core's client data and dispatch table, malformed
 //! links, invocation, batching and detach.
 
-#![allow(clippy::std_instead_of_alloc, clippy::unnecessary_wraps, clippy::semicolon_if_nothing_returned, reason = "tests")]
+#![allow(
+    clippy::std_instead_of_alloc,
+    clippy::unnecessary_wraps,
+    clippy::semicolon_if_nothing_returned,
+    reason = "tests"
+)]
 
 use core::ffi::c_void;
 use core::ptr;
@@ -157,8 +162,8 @@ fn malformed_links_are_refused() {
         Malformation::NullBatchFunctions,
         Malformation::DispatchVersion(2),
     ] {
-        let link = Link::attach(spec(1).malformed(m), verdict)
-            .unwrap_or_else(|e| panic!("{m:?}: {e}"));
+        let link =
+            Link::attach(spec(1).malformed(m), verdict).unwrap_or_else(|e| panic!("{m:?}: {e}"));
         let mut ctx = ProgramContext::new(1u32);
         let mut batch = provider.begin_batch(&1);
         assert_eq!(

@@ -703,58 +703,76 @@ fn invocation_under_attach_and_detach_churn() {
     setup.finish();
 }
 
+/// The scenario the failure sweeps run: register, two attaches, an invocation, two detaches,
+/// unregister; whatever fails must fail cleanly.
+fn lifecycle(kernel: &Kernel) {
+    let mut driver = DriverObject::new();
+    let mut device = ptr::null_mut();
+    // SAFETY: a valid driver object and out pointer.
+    let status = unsafe {
+        IoCreateDevice(
+            driver.as_ptr(),
+            0,
+            ptr::null_mut(),
+            FILE_DEVICE_UNKNOWN,
+            0,
+            0,
+            &raw mut device,
+        )
+    };
+    if status != STATUS_SUCCESS {
+        return;
+    }
+    // SAFETY: the device outlives the provider.
+    let provider = unsafe {
+        HookProvider::register(
+            config(AttachPolicy::MultiAttachWithWildcard),
+            TestHook::default(),
+            device,
+        )
+    };
+    if let Ok(provider) = provider {
+        let a = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(0));
+        let b = Link::attach(
+            ATTACH_TYPE,
+            ClientSpec::with_parameter(&1u32.to_le_bytes()),
+            |_| Ok(1),
+        );
+        let mut ctx = ProgramContext::new(0u64);
+        let expected = if a.is_attached() || b.is_attached() {
+            Ok(0)
+        } else {
+            Err(Error::ObjectNotFound)
+        };
+        let outcome = provider.invoke_on_expanded_stack(&1, &mut ctx, |_| true, |_| Flow::Continue);
+        // An injected stack-expansion failure is EBPF_FAILED (Unsuccessful); otherwise the
+        // outcome depends on which links attached.
+        if outcome != Err(Error::Unsuccessful) {
+            assert_eq!(outcome.map(|_| 0), expected);
+        }
+        drop((a, b));
+        drop(provider);
+    }
+    kernel.wait_for_work_items();
+    // SAFETY: created above, deleted once.
+    unsafe { IoDeleteDevice(device) };
+}
+
 /// Every allocation failure on register, attach, detach and unregister: a clean status each
 /// time and nothing leaked.
 #[test]
 fn allocation_failure_sweep() {
-    let points = ebpf_ext_usersim::sweep_allocation_failures(|kernel| {
-        let mut driver = DriverObject::new();
-        let mut device = ptr::null_mut();
-        // SAFETY: a valid driver object and out pointer.
-        let status = unsafe {
-            IoCreateDevice(
-                driver.as_ptr(),
-                0,
-                ptr::null_mut(),
-                FILE_DEVICE_UNKNOWN,
-                0,
-                0,
-                &raw mut device,
-            )
-        };
-        if status != STATUS_SUCCESS {
-            return;
-        }
-        // SAFETY: the device outlives the provider.
-        let provider = unsafe {
-            HookProvider::register(
-                config(AttachPolicy::MultiAttachWithWildcard),
-                TestHook::default(),
-                device,
-            )
-        };
-        if let Ok(provider) = provider {
-            let a = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(0));
-            let b = Link::attach(
-                ATTACH_TYPE,
-                ClientSpec::with_parameter(&1u32.to_le_bytes()),
-                |_| Ok(1),
-            );
-            let mut ctx = ProgramContext::new(0u64);
-            let expected = if a.is_attached() || b.is_attached() {
-                Ok(0)
-            } else {
-                Err(Error::ObjectNotFound)
-            };
-            assert_eq!(provider.invoke(&1, &mut ctx).map(|_| 0), expected);
-            drop((a, b));
-            drop(provider);
-        }
-        kernel.wait_for_work_items();
-        // SAFETY: created above, deleted once.
-        unsafe { IoDeleteDevice(device) };
-    });
+    let points = ebpf_ext_usersim::sweep_allocation_failures(lifecycle);
     assert!(points >= 6, "swept {points} allocation points");
+}
+
+/// Every failure of a kernel routine that can fail (NmrRegisterProvider, IoAllocateWorkItem,
+/// ExAllocateCacheAwareRundownProtection, NmrClientAttachProvider,
+/// KeExpandKernelStackAndCalloutEx, ...) along the same lifecycle.
+#[test]
+fn api_failure_sweep() {
+    let points = ebpf_ext_usersim::sweep_call_failures(lifecycle);
+    assert!(points >= 8, "swept {points} API failure points");
 }
 
 #[test]

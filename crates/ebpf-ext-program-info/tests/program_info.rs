@@ -18,7 +18,7 @@ use ebpf_ext_sys::ebpf_base::{
 use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_SUCCESS, ebpf_result_t};
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, ExAllocatePool2, ExFreePoolWithTag, POOL_FLAG_NON_PAGED};
-use ebpf_ext_usersim::{Fault, Kernel, sweep_allocation_failures};
+use ebpf_ext_usersim::{Fault, Kernel, sweep_allocation_failures, sweep_call_failures};
 
 const PROGRAM_TYPE: GUID = GUID::from_u128(0xf788ef4a_207d_4dc3_85cf_0f2ea107213c);
 const TAG: PoolTag = PoolTag::new(*b"PiTs");
@@ -263,4 +263,16 @@ fn allocation_failure_sweep() {
         }
     });
     assert!(points >= 3, "swept {points}");
+}
+
+#[test]
+fn api_failure_sweep() {
+    let points = sweep_call_failures(|_| {
+        if let Ok(provider) = ProgramInfoProvider::register(&DATA, TAG) {
+            let client = ProgramInfoClient::attach(PROGRAM_TYPE);
+            drop(client);
+            drop(provider);
+        }
+    });
+    assert!(points >= 2, "swept {points}");
 }

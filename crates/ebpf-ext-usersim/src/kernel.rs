@@ -533,3 +533,40 @@ pub fn sweep_allocation_failures(scenario: impl Fn(&Kernel)) -> u64 {
     }
     points
 }
+
+/// Sweeps every failure point of the fault-injectable routines ([`FAULTABLE_APIS`]) that
+/// `scenario` calls: runs it once on a fresh kernel to count the calls of each routine, then
+/// once per call, on a fresh kernel each time, with that call failing. After every run the
+/// kernel must have no leaks. Returns the number of failure points swept.
+///
+/// # Panics
+/// If a run leaks, or the scenario panics.
+pub fn sweep_call_failures(scenario: impl Fn(&Kernel)) -> u64 {
+    let counts: Vec<(&'static str, u64)> = {
+        let kernel = Kernel::new();
+        scenario(&kernel);
+        kernel.wait_for_work_items();
+        kernel.assert_no_leaks();
+        FAULTABLE_APIS
+            .iter()
+            .map(|&api| (api, kernel.call_count(api)))
+            .collect()
+    };
+    let mut points = 0;
+    for (api, calls) in counts {
+        for n in 1..=calls {
+            let kernel = Kernel::new();
+            kernel.inject(Fault::Call(api, n));
+            scenario(&kernel);
+            kernel.wait_for_work_items();
+            assert_eq!(
+                kernel.faults_triggered(),
+                vec![Fault::Call(api, n)],
+                "call {n} of {calls} to {api} was not reached"
+            );
+            kernel.assert_no_leaks();
+            points += 1;
+        }
+    }
+    points
+}

@@ -47,7 +47,7 @@ pub use devices::DriverObject;
 pub use etw::{CapturedEvent, Enablement};
 pub use kernel::{
     BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND,
-    expect_bugcheck, sweep_allocation_failures,
+    expect_bugcheck, sweep_allocation_failures, sweep_call_failures,
 };
 pub use nmr::NmrRegistration;
 pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, tag_name};

@@ -2,7 +2,9 @@
 
 use core::mem::offset_of;
 
-use ebpf_ext_usersim::{DriverObject, Fault, Kernel, sweep_allocation_failures};
+use ebpf_ext_usersim::{
+    DriverObject, Fault, Kernel, sweep_allocation_failures, sweep_call_failures,
+};
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_base::{
     EBPF_ARGUMENT_TYPE_PTR_TO_CTX, EBPF_RETURN_TYPE_INTEGER,
@@ -135,4 +137,16 @@ fn every_api_failure_during_start_is_undone() {
             kernel.assert_no_leaks();
         }
     }
+}
+
+#[test]
+fn every_kernel_routine_failure_during_start_is_undone() {
+    let points = sweep_call_failures(|_kernel| {
+        let mut driver = DriverObject::new();
+        // SAFETY: the driver object outlives the extension.
+        if let Ok(extension) = unsafe { Extension::start(driver.as_ptr(), config()) } {
+            extension.stop();
+        }
+    });
+    assert!(points >= 4, "swept {points} points");
 }
