@@ -1,47 +1,89 @@
-//! ETW trace logging for extensions, on the `tracelogging` crate.
+//! ETW trace logging for extensions, on the `tracelogging` crate: the Rust replacement of the
+//! C common library's `ebpf_ext_trace_initiate`/`_terminate` and `EBPF_EXT_LOG_*` macros.
 //!
 //! Each extension owns its ETW provider — its own name and GUID, as netebpfext
 //! (`NetEbpfExtProvider`) and ntosebpfext (`NtosEbpfExtProvider`) each have one — defined with
 //! `tracelogging::define_provider!` and handed to the SDK when the driver starts:
 //!
-//! ```ignore
-//! tracelogging::define_provider!(PROVIDER, "SampleEbpfExtProvider",
-//!     id("f2f2ca01-ad02-4a07-9e90-95a2334f3692"));
-//! let tracing = ebpf_ext_trace::Tracing::start(&PROVIDER)?; // unregisters when dropped
+//! ```standalone_crate
+//! # use ebpf_ext_usersim as _; // host: usersim implements the kernel's ETW routines
+//! # let kernel = ebpf_ext_usersim::Kernel::new();
+//! use ebpf_ext_trace::{Level, keyword};
+//!
+//! tracelogging::define_provider!(
+//!     PROVIDER,
+//!     "NetEbpfExtProvider",
+//!     id("f2f2ca01-ad02-4a07-9e90-95a2334f3692")
+//! );
+//!
+//! // DriverEntry:
+//! let tracing = ebpf_ext_trace::Tracing::start(&PROVIDER)?;
 //! ebpf_ext_trace::trace_message!(Level::Informational, keyword::EXTENSION, "started");
+//! // DriverUnload (dropping the guard unregisters the provider):
+//! drop(tracing);
+//! # let events = kernel.etw_events();
+//! # assert_eq!(events[0].name, "EbpfExtGenericMessage");
+//! # assert_eq!(events[0].provider_name.as_deref(), Some("NetEbpfExtProvider"));
+//! # assert_eq!(kernel.etw_registrations(), 0);
+//! # Ok::<(), ebpf_ext_sys::Error>(())
 //! ```
 //!
-//! The SDK's crates then log through that provider with the macros below, whose events follow
-//! the C common library (`EbpfExtGenericMessage` for entry/exit and messages,
-//! `EbpfExtApiError` for API failures; same levels, keywords and field names), so existing
-//! capture tooling (`.wprp` profiles, `tracefmt`) keeps working.
+//! The SDK's crates, and the extension, then log through that provider with the macros below.
+//! Their events are those of the C common library, so existing capture tooling (`.wprp`
+//! profiles, `tracefmt`) keeps working:
+//!
+//! | Macro | C macro | Event, level, keyword | Fields |
+//! |---|---|---|---|
+//! | [`trace_entry!`] / [`trace_exit!`] | `EBPF_EXT_LOG_ENTRY` / `_EXIT` | `EbpfExtGenericMessage`, Verbose, `FUNCTION_ENTRY_EXIT`, opcode Start / Stop | `Enter` / `Exit` (str8): the function's path |
+//! | [`trace_api_failure!`] | `EBPF_EXT_LOG_NTSTATUS_API_FAILURE` | `EbpfExtApiError`, Error, given | `api` (str8), `status` (win_ntstatus) |
+//! | [`trace_api_failure_message_string!`] | `..._API_FAILURE_MESSAGE_STRING` | `EbpfExtApiError`, Error, given | `api`, `status`, `Message`, `string_value` |
+//! | [`trace_message!`] | `EBPF_EXT_LOG_MESSAGE` | `EbpfExtGenericMessage`, given, given | `Message` (str8) |
+//! | [`trace_message_status!`] | `..._MESSAGE_NTSTATUS` | as above | `Message`, `status` (win_ntstatus) |
+//! | [`trace_message_string!`] | `..._MESSAGE_STRING` | as above | `Message`, `string_value` (str8) |
+//! | [`trace_message_value!`] | `..._MESSAGE_UINT64` | as above | `Message`, `value` (u64) |
+//! | [`trace_message_u32!`] | `..._MESSAGE_UINT32` | as above | `Message`, `value` (u32) |
+//! | [`trace_message_bool!`] | `..._MESSAGE_BOOL` | as above | `Message`, `value` (bool32) |
+//! | [`trace_message_pointer!`] | `..._MESSAGE_POINTER` | as above | `Message`, `value` (pointer) |
+//! | [`trace_message_guid_status!`] | `..._MESSAGE_GUID_STATUS` | as above | `Message`, `guid` (guid), `Status` (win_ntstatus) |
+//!
+//! Nothing in a macro's arguments is evaluated unless a session has the provider enabled for
+//! the event's level and keyword.
 //!
 //! # Two paths, one set of events
 //!
-//! - In a driver (`cfg(windows)`, feature `kernel_mode`) the macros expand to
-//!   `tracelogging::write_event!`: the crate's real TraceLogging encoding, through
-//!   `EtwWriteTransfer`.
-//! - On the host the `tracelogging` crate is a no-op, so this crate registers the provider with
-//!   `EtwRegister` itself and encodes each event exactly as `write_event!` would (same metadata
-//!   bytes, same payload), on the stack, for usersim's ETW capture to decode. This is the
-//!   crate's only platform `cfg`.
+//! - Driver builds (`cfg(windows)`, with this crate's `kernel_mode` feature, which turns on
+//!   the `tracelogging` crate's): [`initiate`] calls [`Provider::register`] and the macros
+//!   expand to `tracelogging::write_event!`, the crate's own TraceLogging encoding through
+//!   `EtwRegister`/`EtwWriteTransfer`.
+//! - Host builds: the `tracelogging` crate is a no-op off Windows, so this crate registers the
+//!   provider with `EtwRegister` (and its traits with `EtwSetInformation`) itself, follows the
+//!   enable callback, and encodes each event exactly as `write_event!` would — same provider
+//!   and event metadata bytes, same payload, same event descriptor — on the stack, for
+//!   `EtwWriteTransfer`: usersim's ETW captures and decodes it, so tests assert on the events a
+//!   driver writes. Strings that do not fit the host path's buffers (256 bytes of event
+//!   metadata, 512 of payload) are shortened. This is the crate's only platform `cfg`.
 //!
-//! Because `write_event!` generates `::tracelogging::...` paths, a crate that uses these macros
-//! must depend on `tracelogging` directly (as it does anyway to define its provider). Level and
-//! keyword arguments must be constant expressions (`write_event!` builds a static descriptor).
+//! # Using the macros: depend on `tracelogging` directly
+//!
+//! `write_event!` generates `tracelogging::...` paths, so a crate that invokes these macros
+//! must itself depend on `tracelogging` (it does anyway, to define its provider), with the
+//! version this crate uses (`=1.2.4`, `default-features = false`, features `etw` and `macros`).
+//! Level and keyword arguments must be constant expressions (`write_event!` builds a `const`
+//! event descriptor), which the host path enforces too.
 //!
 //! # IRQL
-//! `initiate`/`terminate` (and `Tracing`): PASSIVE_LEVEL. The macros: any IRQL (arguments in
-//! non-paged memory above APC_LEVEL).
+//!
+//! [`initiate`], [`terminate`] and [`Tracing`]: PASSIVE_LEVEL (`EtwRegister`/`EtwUnregister`).
+//! The macros: any IRQL; above APC_LEVEL their arguments must be in non-paged memory.
 #![no_std]
 
 #[cfg(not(windows))]
 #[doc(hidden)]
 pub mod host;
 
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
-use ebpf_ext_sys::Result;
+use ebpf_ext_sys::{Error, Result};
 #[doc(hidden)]
 pub use tracelogging as __tracelogging;
 pub use tracelogging::{Level, Provider};
@@ -49,23 +91,23 @@ pub use tracelogging::{Level, Provider};
 /// Keywords (the C library's `EBPF_EXT_TRACELOG_KEYWORD_*`). Bits 0x1–0x4 belong to the
 /// library; an extension's own keywords take the next free power of two.
 pub mod keyword {
-    /// Function entry/exit events.
+    /// Function entry/exit events (`EBPF_EXT_TRACELOG_KEYWORD_FUNCTION_ENTRY_EXIT`).
     pub const FUNCTION_ENTRY_EXIT: u64 = 0x1;
-    /// Base (SDK) events.
+    /// Base (SDK) events (`..._BASE`).
     pub const BASE: u64 = 0x2;
-    /// Extension events.
+    /// Extension events (`..._EXTENSION`).
     pub const EXTENSION: u64 = 0x4;
-    /// XDP hook.
+    /// XDP hook (`..._XDP`).
     pub const XDP: u64 = 0x8;
-    /// Bind hook.
+    /// Bind hook (`..._BIND`).
     pub const BIND: u64 = 0x10;
-    /// Sock-addr hooks.
+    /// Sock-addr hooks (`..._SOCK_ADDR`).
     pub const SOCK_ADDR: u64 = 0x20;
-    /// Sock-ops hook.
+    /// Sock-ops hook (`..._SOCK_OPS`).
     pub const SOCK_OPS: u64 = 0x40;
-    /// Process hook.
+    /// Process hook (`..._PROCESS`).
     pub const PROCESS: u64 = 0x80;
-    /// Net-event hook.
+    /// Net-event hook (`..._NETEVENT`).
     pub const NETEVENT: u64 = 0x100;
 }
 
@@ -74,51 +116,121 @@ pub const GENERIC_MESSAGE_EVENT: &str = "EbpfExtGenericMessage";
 /// Event name of API failure events.
 pub const API_ERROR_EVENT: &str = "EbpfExtApiError";
 
+/// No provider registered.
+const UNREGISTERED: u8 = 0;
+/// `initiate` or `terminate` is running.
+const BUSY: u8 = 1;
+/// `PROVIDER` is registered.
+const REGISTERED: u8 = 2;
+
+static STATE: AtomicU8 = AtomicU8::new(UNREGISTERED);
+/// The registered provider (non-NULL exactly while `STATE` is `REGISTERED`).
 static PROVIDER: AtomicPtr<Provider> = AtomicPtr::new(core::ptr::null_mut());
 
-/// The provider the SDK logs through, once [`initiate`] succeeded.
+/// The provider the SDK logs through, once [`initiate`] succeeded (until [`terminate`]).
+///
+/// # IRQL
+/// Any.
 #[must_use]
 #[inline]
 pub fn provider() -> Option<&'static Provider> {
     let p = PROVIDER.load(Ordering::Acquire);
-    // SAFETY: only `&'static Provider` values are stored.
-    (!p.is_null()).then(|| unsafe { &*p })
+    // SAFETY: only NULL or pointers made from `&'static Provider` are stored.
+    unsafe { p.as_ref() }
 }
 
 /// Registers `provider` with ETW and makes it the one the SDK logs through
-/// (`ebpf_ext_trace_initiate`). Calling it again while registered does nothing.
+/// (`ebpf_ext_trace_initiate`). Does nothing and succeeds if a provider is already registered;
+/// marks it registered only if registration succeeded, so a failed call can be retried.
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+///
+/// ebpf_ext_trace::initiate(&PROVIDER)?;
+/// ebpf_ext_trace::initiate(&PROVIDER)?; // already registered: nothing happens
+/// # assert_eq!(kernel.etw_registrations(), 1);
+/// ebpf_ext_trace::terminate();
+/// # assert_eq!(kernel.etw_registrations(), 0);
+/// # Ok::<(), ebpf_ext_sys::Error>(())
+/// ```
 ///
 /// # Errors
-/// [`ebpf_ext_sys::Error::Api`] with `EtwRegister`'s status.
+/// [`Error::Api`] naming `EtwRegister` with its status; [`Error::InvalidDeviceState`] while
+/// another thread is in `initiate` or [`terminate`].
 ///
 /// # IRQL
 /// PASSIVE_LEVEL.
 ///
 /// # Locking
-/// Not reentrant: call from DriverEntry (one thread).
+/// Takes no lock. Meant for DriverEntry; concurrent calls are safe (one registers, the others
+/// succeed without doing anything or fail with [`Error::InvalidDeviceState`]), never a
+/// double registration (which the `tracelogging` crate answers with a panic, a bug check in a
+/// driver).
 pub fn initiate(provider: &'static Provider) -> Result {
-    if !PROVIDER.load(Ordering::Acquire).is_null() {
-        return Ok(());
+    match STATE.compare_exchange(UNREGISTERED, BUSY, Ordering::Acquire, Ordering::Acquire) {
+        Ok(_) => {}
+        Err(REGISTERED) => return Ok(()),
+        Err(_) => return Err(Error::InvalidDeviceState),
     }
-    register(provider)?;
-    PROVIDER.store(core::ptr::from_ref(provider).cast_mut(), Ordering::Release);
-    Ok(())
+    match register(provider) {
+        Ok(()) => {
+            PROVIDER.store(core::ptr::from_ref(provider).cast_mut(), Ordering::Release);
+            STATE.store(REGISTERED, Ordering::Release);
+            Ok(())
+        }
+        Err(e) => {
+            STATE.store(UNREGISTERED, Ordering::Release);
+            Err(e)
+        }
+    }
 }
 
-/// Unregisters the provider (`ebpf_ext_trace_terminate`); does nothing if not registered. Must
-/// run before the driver unloads: ETW would otherwise call back into unloaded code.
+/// Unregisters the provider (`ebpf_ext_trace_terminate`); does nothing if none is registered.
+/// Must run before the driver unloads: ETW would otherwise call back into unloaded code. Once
+/// it returns, no enable callback runs and the macros write nothing.
 ///
 /// # IRQL
 /// PASSIVE_LEVEL.
+///
+/// # Locking
+/// Takes no lock. Do not race it with [`initiate`]: a `terminate` that overlaps an `initiate`
+/// does nothing.
 pub fn terminate() {
-    let p = PROVIDER.swap(core::ptr::null_mut(), Ordering::AcqRel);
-    if !p.is_null() {
-        // SAFETY: only `&'static Provider` values are stored.
-        unregister(unsafe { &*p });
+    if STATE
+        .compare_exchange(REGISTERED, BUSY, Ordering::Acquire, Ordering::Acquire)
+        .is_err()
+    {
+        return;
     }
+    let p = PROVIDER.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    // SAFETY: only NULL or pointers made from `&'static Provider` are stored.
+    if let Some(provider) = unsafe { p.as_ref() } {
+        unregister(provider);
+    }
+    // Not a tail call to EtwUnregister (the C library turned optimisation off to make sure of
+    // that, for Driver Verifier): the store below follows it.
+    STATE.store(UNREGISTERED, Ordering::Release);
 }
 
-/// Tracing for the driver's lifetime: [`initiate`] on start, [`terminate`] on drop.
+/// Tracing for the driver's lifetime: [`initiate`] when started, [`terminate`] when dropped.
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+/// {
+///     let _tracing = ebpf_ext_trace::Tracing::start(&PROVIDER)?;
+///     # assert_eq!(kernel.etw_registrations(), 1);
+/// }
+/// assert!(ebpf_ext_trace::provider().is_none());
+/// # assert_eq!(kernel.etw_registrations(), 0);
+/// # Ok::<(), ebpf_ext_sys::Error>(())
+/// ```
+///
+/// Dropping the guard unregisters the provider even if it was registered before `start` (there
+/// is one registration per driver).
 #[must_use = "tracing stops when this is dropped"]
 pub struct Tracing(());
 
@@ -130,6 +242,9 @@ impl Tracing {
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
+    ///
+    /// # Locking
+    /// As [`initiate`].
     pub fn start(provider: &'static Provider) -> Result<Tracing> {
         initiate(provider)?;
         Ok(Tracing(()))
@@ -137,6 +252,7 @@ impl Tracing {
 }
 
 impl Drop for Tracing {
+    /// [`terminate`]: PASSIVE_LEVEL.
     fn drop(&mut self) {
         terminate();
     }
@@ -144,16 +260,14 @@ impl Drop for Tracing {
 
 #[cfg(windows)]
 fn register(provider: &'static Provider) -> Result {
-    // SAFETY: the provider is 'static, so it outlives its registration; `initiate` never
-    // registers it twice (the crate would panic).
+    // SAFETY: the provider is 'static, so it outlives its registration, and `terminate`
+    // unregisters it before the driver unloads; `initiate`'s state machine never registers it
+    // twice or concurrently (the crate would panic).
     let status = unsafe { provider.register() };
     if status == 0 {
         Ok(())
     } else {
-        Err(ebpf_ext_sys::Error::api(
-            "EtwRegister",
-            status.cast_signed(),
-        ))
+        Err(Error::api("EtwRegister", status.cast_signed()))
     }
 }
 
@@ -172,7 +286,12 @@ fn unregister(_provider: &'static Provider) {
     host::unregister();
 }
 
-/// Whether an event of `level` and `keyword` would be delivered now.
+/// Whether an event of `level` and `keyword` would be written now (a session has the provider
+/// enabled for it), as `tracelogging::Provider::enabled` decides. The macros check this
+/// themselves; use it to skip other work that only feeds an event.
+///
+/// # IRQL
+/// Any.
 #[must_use]
 #[inline]
 pub fn enabled(level: Level, keyword: u64) -> bool {
@@ -186,10 +305,9 @@ pub fn enabled(level: Level, keyword: u64) -> bool {
     }
 }
 
-/// Writes one event through the registered provider; fields are
-/// `kind("name", value)` with kind one of `str8` (`&str`), `u32`, `u64`, `bool32` (`bool`),
-/// `win_ntstatus` (`i32`), `pointer` (`usize`), `guid` (`GUID`). Nothing is evaluated unless the
-/// event is enabled.
+/// Writes one event through the registered provider; fields are `kind("name", value)` with
+/// kind one of `str8` (`&str`), `u32`, `u64`, `bool32` (`bool`), `win_ntstatus` (`i32`),
+/// `pointer` (`usize`), `guid` (`GUID`). Nothing is evaluated unless the event is enabled.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __write_event {
@@ -205,12 +323,13 @@ macro_rules! __write_event {
         }
         #[cfg(not(windows))]
         {
-            let level: $crate::Level = $level;
-            let keyword: u64 = $keyword;
-            if $crate::host::enabled(level.as_int(), keyword) {
+            // Constants, as write_event! requires on Windows.
+            const LEVEL: $crate::Level = $level;
+            const KEYWORD: u64 = $keyword;
+            if $crate::host::enabled(LEVEL.as_int(), KEYWORD) {
                 $crate::host::write(
-                    level.as_int(),
-                    keyword,
+                    LEVEL.as_int(),
+                    KEYWORD,
                     $crate::host::opcode::$opcode,
                     $name,
                     &[ $( $crate::host::Field::$kind($field, $value) ),* ],
@@ -238,7 +357,7 @@ macro_rules! __windows_arg {
     };
 }
 
-/// The enclosing function's path, for entry/exit events.
+/// The enclosing function's path (`crate::module::function`), for entry/exit events.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __function_name {
@@ -250,7 +369,26 @@ macro_rules! __function_name {
 }
 
 /// Function entry (`EBPF_EXT_LOG_ENTRY`): `EbpfExtGenericMessage`, Verbose, keyword
-/// `FUNCTION_ENTRY_EXIT`, opcode Start, field `Enter` = the function's path.
+/// [`FUNCTION_ENTRY_EXIT`](keyword::FUNCTION_ENTRY_EXIT), opcode Start, field `Enter` = the
+/// enclosing function's path.
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// # tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+/// # ebpf_ext_trace::initiate(&PROVIDER).unwrap();
+/// fn attach() {
+///     ebpf_ext_trace::trace_entry!();
+///     // ...
+///     ebpf_ext_trace::trace_exit!();
+/// }
+/// attach();
+/// # let events = kernel.etw_events();
+/// # assert!(matches!(events[0].field("Enter"),
+/// #     Some(ebpf_ext_usersim::tracelogging::Value::Str(f)) if f.ends_with("::attach")));
+/// # assert_eq!((events[0].opcode, events[1].opcode), (1, 2));
+/// # ebpf_ext_trace::terminate();
+/// ```
 #[macro_export]
 macro_rules! trace_entry {
     () => {
@@ -279,7 +417,21 @@ macro_rules! trace_exit {
 }
 
 /// An NTSTATUS API failure (`EBPF_EXT_LOG_NTSTATUS_API_FAILURE`): `EbpfExtApiError`, Error,
-/// fields `api` and `status`.
+/// the given keyword, fields `api` (str8) and `status` (win_ntstatus).
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// # tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+/// # ebpf_ext_trace::initiate(&PROVIDER).unwrap();
+/// use ebpf_ext_trace::keyword;
+///
+/// let status: i32 = 0xC000_009Au32.cast_signed(); // STATUS_INSUFFICIENT_RESOURCES
+/// ebpf_ext_trace::trace_api_failure!(keyword::EXTENSION, "NmrRegisterProvider", status);
+/// # let event = &kernel.etw_events()[0];
+/// # assert_eq!((event.name.as_str(), event.level, event.keyword), ("EbpfExtApiError", 2, 4));
+/// # ebpf_ext_trace::terminate();
+/// ```
 #[macro_export]
 macro_rules! trace_api_failure {
     ($keyword:expr, $api:expr, $status:expr) => {
@@ -294,8 +446,24 @@ macro_rules! trace_api_failure {
     };
 }
 
-/// An API failure with a message and a string (`..._API_FAILURE_MESSAGE_STRING`): fields
-/// `api`, `status`, `Message`, `string_value`.
+/// An API failure with a message and a string (`..._API_FAILURE_MESSAGE_STRING`):
+/// `EbpfExtApiError`, Error, fields `api`, `status`, `Message`, `string_value`.
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// # tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+/// # ebpf_ext_trace::initiate(&PROVIDER).unwrap();
+/// ebpf_ext_trace::trace_api_failure_message_string!(
+///     ebpf_ext_trace::keyword::BASE,
+///     "IoCreateDevice",
+///     0xC000_0035u32.cast_signed(),
+///     "device name in use",
+///     "\\Device\\SampleEbpfExt"
+/// );
+/// # assert_eq!(kernel.etw_events()[0].fields.len(), 4);
+/// # ebpf_ext_trace::terminate();
+/// ```
 #[macro_export]
 macro_rules! trace_api_failure_message_string {
     ($keyword:expr, $api:expr, $status:expr, $message:expr, $string:expr) => {
@@ -312,7 +480,21 @@ macro_rules! trace_api_failure_message_string {
     };
 }
 
-/// A message (`EBPF_EXT_LOG_MESSAGE`): `EbpfExtGenericMessage`, field `Message`.
+/// A message (`EBPF_EXT_LOG_MESSAGE`): `EbpfExtGenericMessage`, the given level and keyword,
+/// field `Message` (str8).
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// # tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+/// # ebpf_ext_trace::initiate(&PROVIDER).unwrap();
+/// use ebpf_ext_trace::{Level, keyword};
+///
+/// ebpf_ext_trace::trace_message!(Level::Warning, keyword::XDP, "no program attached");
+/// # let event = &kernel.etw_events()[0];
+/// # assert_eq!((event.level, event.keyword), (3, 0x8));
+/// # ebpf_ext_trace::terminate();
+/// ```
 #[macro_export]
 macro_rules! trace_message {
     ($level:expr, $keyword:expr, $message:expr) => {
@@ -326,7 +508,21 @@ macro_rules! trace_message {
     };
 }
 
-/// A message with a status (`EBPF_EXT_LOG_MESSAGE_NTSTATUS`): fields `Message`, `status`.
+/// A message with a status (`EBPF_EXT_LOG_MESSAGE_NTSTATUS`): fields `Message`, `status`
+/// (win_ntstatus).
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// # tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+/// # ebpf_ext_trace::initiate(&PROVIDER).unwrap();
+/// use ebpf_ext_trace::{Level, keyword};
+///
+/// let status = 0x103; // STATUS_PENDING
+/// ebpf_ext_trace::trace_message_status!(Level::Verbose, keyword::BASE, "detach", status);
+/// # assert_eq!(kernel.etw_events()[0].fields[1].name, "status");
+/// # ebpf_ext_trace::terminate();
+/// ```
 #[macro_export]
 macro_rules! trace_message_status {
     ($level:expr, $keyword:expr, $message:expr, $status:expr) => {
@@ -341,7 +537,21 @@ macro_rules! trace_message_status {
     };
 }
 
-/// A message with a string (`EBPF_EXT_LOG_MESSAGE_STRING`): fields `Message`, `string_value`.
+/// A message with a string (`EBPF_EXT_LOG_MESSAGE_STRING`): fields `Message`, `string_value`
+/// (str8).
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// # tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+/// # ebpf_ext_trace::initiate(&PROVIDER).unwrap();
+/// use ebpf_ext_trace::{Level, keyword};
+///
+/// let name = "process_monitor";
+/// ebpf_ext_trace::trace_message_string!(Level::Informational, keyword::PROCESS, "attach", name);
+/// # assert_eq!(kernel.etw_events()[0].fields[1].name, "string_value");
+/// # ebpf_ext_trace::terminate();
+/// ```
 #[macro_export]
 macro_rules! trace_message_string {
     ($level:expr, $keyword:expr, $message:expr, $string:expr) => {
@@ -356,7 +566,19 @@ macro_rules! trace_message_string {
     };
 }
 
-/// A message with a `u64` (`EBPF_EXT_LOG_MESSAGE_UINT64`): fields `Message`, `value`.
+/// A message with a `u64` (`EBPF_EXT_LOG_MESSAGE_UINT64`): fields `Message`, `value` (u64).
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// # tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+/// # ebpf_ext_trace::initiate(&PROVIDER).unwrap();
+/// use ebpf_ext_trace::{Level, keyword};
+///
+/// ebpf_ext_trace::trace_message_value!(Level::Error, keyword::BASE, "returned error", 7u64);
+/// # assert_eq!(kernel.etw_events()[0].fields[1].in_type, 10);
+/// # ebpf_ext_trace::terminate();
+/// ```
 #[macro_export]
 macro_rules! trace_message_value {
     ($level:expr, $keyword:expr, $message:expr, $value:expr) => {
@@ -371,7 +593,19 @@ macro_rules! trace_message_value {
     };
 }
 
-/// A message with a `u32` (`EBPF_EXT_LOG_MESSAGE_UINT32`): fields `Message`, `value`.
+/// A message with a `u32` (`EBPF_EXT_LOG_MESSAGE_UINT32`): fields `Message`, `value` (u32).
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// # tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+/// # ebpf_ext_trace::initiate(&PROVIDER).unwrap();
+/// use ebpf_ext_trace::{Level, keyword};
+///
+/// ebpf_ext_trace::trace_message_u32!(Level::Verbose, keyword::BIND, "port", 443u32);
+/// # assert_eq!(kernel.etw_events()[0].fields[1].in_type, 8);
+/// # ebpf_ext_trace::terminate();
+/// ```
 #[macro_export]
 macro_rules! trace_message_u32 {
     ($level:expr, $keyword:expr, $message:expr, $value:expr) => {
@@ -386,7 +620,19 @@ macro_rules! trace_message_u32 {
     };
 }
 
-/// A message with a `bool` (`EBPF_EXT_LOG_MESSAGE_BOOL`): fields `Message`, `value`.
+/// A message with a `bool` (`EBPF_EXT_LOG_MESSAGE_BOOL`): fields `Message`, `value` (bool32).
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// # tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+/// # ebpf_ext_trace::initiate(&PROVIDER).unwrap();
+/// use ebpf_ext_trace::{Level, keyword};
+///
+/// ebpf_ext_trace::trace_message_bool!(Level::Verbose, keyword::BASE, "returned", true);
+/// # assert_eq!(kernel.etw_events()[0].fields[1].in_type, 13);
+/// # ebpf_ext_trace::terminate();
+/// ```
 #[macro_export]
 macro_rules! trace_message_bool {
     ($level:expr, $keyword:expr, $message:expr, $value:expr) => {
@@ -401,7 +647,22 @@ macro_rules! trace_message_bool {
     };
 }
 
-/// A message with a pointer (`EBPF_EXT_LOG_MESSAGE_POINTER`): fields `Message`, `value`.
+/// A message with a pointer (`EBPF_EXT_LOG_MESSAGE_POINTER`): fields `Message`, `value`
+/// (pointer: HexSize, Hex64 on x64), given as `usize`.
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// # tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+/// # ebpf_ext_trace::initiate(&PROVIDER).unwrap();
+/// use ebpf_ext_trace::{Level, keyword};
+///
+/// let context = 0u64;
+/// let address = core::ptr::from_ref(&context).addr();
+/// ebpf_ext_trace::trace_message_pointer!(Level::Verbose, keyword::BASE, "returned", address);
+/// # assert_eq!(kernel.etw_events()[0].fields[1].in_type, 21);
+/// # ebpf_ext_trace::terminate();
+/// ```
 #[macro_export]
 macro_rules! trace_message_pointer {
     ($level:expr, $keyword:expr, $message:expr, $value:expr) => {
@@ -417,7 +678,22 @@ macro_rules! trace_message_pointer {
 }
 
 /// A message with a GUID and a status (`EBPF_EXT_LOG_MESSAGE_GUID_STATUS`): fields `Message`,
-/// `guid`, `Status`.
+/// `guid` (guid, an `ebpf_ext_sys::ntdef::GUID`), `Status` (win_ntstatus).
+///
+/// ```standalone_crate
+/// # use ebpf_ext_usersim as _;
+/// # let kernel = ebpf_ext_usersim::Kernel::new();
+/// # tracelogging::define_provider!(PROVIDER, "NtosEbpfExtProvider");
+/// # ebpf_ext_trace::initiate(&PROVIDER).unwrap();
+/// use ebpf_ext_sys::ntdef::GUID;
+/// use ebpf_ext_trace::{Level, keyword};
+///
+/// let module = GUID::from_u128(0x5dd9a6d7_9d68_4f3c_8f6e_2c7b1d1a0e01);
+/// ebpf_ext_trace::trace_message_guid_status!(Level::Error, keyword::BASE, "attach", module, -1);
+/// # let event = &kernel.etw_events()[0];
+/// # assert_eq!(event.field("guid"), Some(&ebpf_ext_usersim::tracelogging::Value::Guid(module)));
+/// # ebpf_ext_trace::terminate();
+/// ```
 #[macro_export]
 macro_rules! trace_message_guid_status {
     ($level:expr, $keyword:expr, $message:expr, $guid:expr, $status:expr) => {
