@@ -59,8 +59,8 @@ use ebpf_ext_sys::ebpf_result::EBPF_SUCCESS;
 use ebpf_ext_sys::ebpf_structs::{bpf_attach_type_t, bpf_link_type};
 use ebpf_ext_sys::ebpf_windows::EBPF_ATTACH_PROVIDER_DATA_HEADER;
 use ebpf_ext_sys::netioddk::{
-    NPI_MODULEID, NPI_PROVIDER_CHARACTERISTICS, NPI_REGISTRATION_INSTANCE, NmrDeregisterProvider,
-    NmrProviderDetachClientComplete, NmrRegisterProvider, NmrWaitForProviderDeregisterComplete,
+    NPI_MODULEID, NPI_PROVIDER_CHARACTERISTICS, NPI_REGISTRATION_INSTANCE,
+    NmrProviderDetachClientComplete,
 };
 use ebpf_ext_sys::ntddk::{
     KeEnterCriticalRegion, KeExpandKernelStackAndCalloutEx, KeLeaveCriticalRegion,
@@ -544,23 +544,12 @@ impl<E: HookExtension> HookProvider<E> {
         let snapshots = Snapshots::new(config.max_clients, config.tag)?;
         let context = PoolBox::try_new(
             ProviderContext {
-                characteristics: NPI_PROVIDER_CHARACTERISTICS {
-                    Version: 0,
-                    #[expect(clippy::cast_possible_truncation, reason = "72 bytes")]
-                    Length: size_of::<NPI_PROVIDER_CHARACTERISTICS>() as u16,
-                    ProviderAttachClient: Some(attach_client::<E>),
-                    ProviderDetachClient: Some(detach_client::<E>),
-                    ProviderCleanupBindingContext: Some(cleanup_binding_context::<E>),
-                    ProviderRegistrationInstance: NPI_REGISTRATION_INSTANCE {
-                        Version: 0,
-                        #[expect(clippy::cast_possible_truncation, reason = "40 bytes")]
-                        Size: size_of::<NPI_REGISTRATION_INSTANCE>() as u16,
-                        NpiId: &EBPF_HOOK_EXTENSION_IID,
-                        ModuleId: ptr::null(),
-                        Number: 0,
-                        NpiSpecificCharacteristics: ptr::null(),
-                    },
-                },
+                characteristics: ebpf_ext_nmr::provider_characteristics(
+                    &EBPF_HOOK_EXTENSION_IID,
+                    attach_client::<E>,
+                    detach_client::<E>,
+                    cleanup_binding_context::<E>,
+                ),
                 module_id: NPI_MODULEID::from_guid(config.attach_type),
                 provider_data: ebpf_attach_provider_data_t {
                     header: EBPF_ATTACH_PROVIDER_DATA_HEADER,
@@ -587,28 +576,14 @@ impl<E: HookExtension> HookProvider<E> {
         // SAFETY: initialising the writer lock before anyone can use it.
         unsafe { ExInitializePushLock(ctx.writer.get()) };
         let characteristics = &raw const ctx.characteristics;
-        let handle = &raw mut ctx.handle;
         let raw = context.as_ptr();
-        let mut provider = HookProvider {
-            context: Some(context),
-        };
         // SAFETY: the characteristics and context stay in place until `Drop` has waited for
-        // deregistration to complete.
-        let status = unsafe { NmrRegisterProvider(characteristics, raw.cast(), handle) };
-        if status != STATUS_SUCCESS {
-            ebpf_ext_trace::trace_api_failure!(
-                ebpf_ext_trace::keyword::EXTENSION,
-                "NmrRegisterProvider",
-                status
-            );
-            // Registration failed, so NMR holds no reference to the context.
-            if let Some(context) = provider.context.as_mut() {
-                context.handle = ptr::null_mut();
-            }
-            drop(provider.context.take());
-            return Err(Error::api("NmrRegisterProvider", status));
-        }
-        Ok(provider)
+        // deregistration to complete. On failure NMR holds no reference and the context is
+        // freed on return.
+        context.handle = unsafe { ebpf_ext_nmr::register_provider(characteristics, raw.cast()) }?;
+        Ok(HookProvider {
+            context: Some(context),
+        })
     }
 
     fn context(&self) -> &ProviderContext<E> {
@@ -763,21 +738,9 @@ impl<E: HookExtension> Drop for HookProvider<E> {
         let Some(context) = self.context.take() else {
             return;
         };
-        let handle = context.handle;
-        // SAFETY: a live registration handle.
-        let status = unsafe { NmrDeregisterProvider(handle) };
-        if status != STATUS_PENDING && status != STATUS_SUCCESS {
-            ebpf_ext_trace::trace_api_failure!(
-                ebpf_ext_trace::keyword::EXTENSION,
-                "NmrDeregisterProvider",
-                status
-            );
-        }
-        if status == STATUS_PENDING || status == STATUS_SUCCESS {
-            // SAFETY: deregistration started; this waits until every client detached and was
-            // cleaned up, after which NMR holds no reference to the context.
-            let _ = unsafe { NmrWaitForProviderDeregisterComplete(handle) };
-        }
+        // SAFETY: the live registration handle of this provider, deregistered once. When this
+        // returns every client has detached and been cleaned up.
+        unsafe { ebpf_ext_nmr::deregister_provider(context.handle) };
         drop(context);
     }
 }
@@ -873,19 +836,6 @@ fn provider_of<'a, E: HookExtension>(context: *mut c_void) -> Option<&'a Provide
     Some(unsafe { context.as_ref() })
 }
 
-fn client_module_id(instance: *const NPI_REGISTRATION_INSTANCE) -> GUID {
-    if instance.is_null() {
-        return GUID::NULL;
-    }
-    // SAFETY: NMR passes the client's registration instance, valid during attach.
-    let module = unsafe { (*instance).ModuleId };
-    if module.is_null() {
-        return GUID::NULL;
-    }
-    // SAFETY: a registered client's module id.
-    unsafe { (*module).guid() }.unwrap_or(GUID::NULL)
-}
-
 unsafe extern "win64" fn attach_client<E: HookExtension>(
     binding: HANDLE,
     provider_context: *mut c_void,
@@ -930,7 +880,8 @@ unsafe extern "win64" fn attach_client<E: HookExtension>(
     let request = AttachRequest {
         parameter: valid.parameter,
         prog_attach_flags: valid.prog_attach_flags,
-        client_module_id: client_module_id(client_registration),
+        // SAFETY: NMR passes the client's registration instance.
+        client_module_id: unsafe { ebpf_ext_nmr::client_module_guid(client_registration) },
     };
     let guard = provider.lock_writer();
     // SAFETY: the writer lock is held.

@@ -79,6 +79,7 @@ use core::marker::PhantomPinned;
 use core::ptr::{self, NonNull};
 
 use ebpf_ext_pool::{PoolBox, PoolTag};
+use ebpf_ext_sys::Result;
 use ebpf_ext_sys::ebpf_base::{ebpf_argument_type_t, ebpf_return_type_t};
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_PROGRAM_INFO_EXTENSION_IID;
 use ebpf_ext_sys::ebpf_program_types::{
@@ -93,13 +94,11 @@ use ebpf_ext_sys::ebpf_windows::{
     EBPF_PROGRAM_TYPE_DESCRIPTOR_HEADER,
 };
 use ebpf_ext_sys::netioddk::{
-    NPI_MODULEID, NPI_PROVIDER_CHARACTERISTICS, NPI_REGISTRATION_INSTANCE, NmrDeregisterProvider,
-    NmrRegisterProvider, NmrWaitForProviderDeregisterComplete,
+    NPI_MODULEID, NPI_PROVIDER_CHARACTERISTICS, NPI_REGISTRATION_INSTANCE,
 };
 use ebpf_ext_sys::ntdef::{GUID, HANDLE, KIRQL, NTSTATUS};
-use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS};
+use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
 use ebpf_ext_sys::wdm::{HIGH_LEVEL, PASSIVE_LEVEL};
-use ebpf_ext_sys::{Error, Result};
 
 /// Marks a wrapper around ABI data that only ever points to `'static` immutable data.
 macro_rules! static_abi {
@@ -591,23 +590,12 @@ impl ProgramInfoProvider {
     pub fn register(data: &'static ProgramData, tag: PoolTag) -> Result<Self> {
         let context = PoolBox::try_new(
             ProviderContext {
-                characteristics: NPI_PROVIDER_CHARACTERISTICS {
-                    Version: 0,
-                    #[expect(clippy::cast_possible_truncation, reason = "72 bytes")]
-                    Length: size_of::<NPI_PROVIDER_CHARACTERISTICS>() as u16,
-                    ProviderAttachClient: Some(attach_client),
-                    ProviderDetachClient: Some(detach_client),
-                    ProviderCleanupBindingContext: Some(cleanup_binding_context),
-                    ProviderRegistrationInstance: NPI_REGISTRATION_INSTANCE {
-                        Version: 0,
-                        #[expect(clippy::cast_possible_truncation, reason = "40 bytes")]
-                        Size: size_of::<NPI_REGISTRATION_INSTANCE>() as u16,
-                        NpiId: &EBPF_PROGRAM_INFO_EXTENSION_IID,
-                        ModuleId: ptr::null(),
-                        Number: 0,
-                        NpiSpecificCharacteristics: (&raw const data.0).cast(),
-                    },
-                },
+                characteristics: ebpf_ext_nmr::provider_characteristics(
+                    &EBPF_PROGRAM_INFO_EXTENSION_IID,
+                    attach_client,
+                    detach_client,
+                    cleanup_binding_context,
+                ),
                 module_id: NPI_MODULEID::from_guid(data.program_type()),
                 handle: ptr::null_mut(),
                 tag,
@@ -618,30 +606,18 @@ impl ProgramInfoProvider {
         let mut context = context;
         let ctx: &mut ProviderContext = &mut context;
         ctx.characteristics.ProviderRegistrationInstance.ModuleId = &raw const ctx.module_id;
+        ctx.characteristics
+            .ProviderRegistrationInstance
+            .NpiSpecificCharacteristics = (&raw const data.0).cast();
         let characteristics = &raw const ctx.characteristics;
-        let handle = &raw mut ctx.handle;
         let raw = context.as_ptr();
-        let mut provider = ProgramInfoProvider {
-            context: Some(context),
-        };
         // SAFETY: the characteristics, module id and context live in pool memory that stays
-        // put until `Drop` has waited for deregistration to complete.
-        let status = unsafe { NmrRegisterProvider(characteristics, raw.cast(), handle) };
-        if status != STATUS_SUCCESS {
-            ebpf_ext_trace::trace_api_failure!(
-                ebpf_ext_trace::keyword::EXTENSION,
-                "NmrRegisterProvider",
-                status
-            );
-            // Nothing was registered (NMR holds no pointer to the context): free without
-            // deregistering.
-            if let Some(context) = provider.context.as_mut() {
-                context.handle = ptr::null_mut();
-            }
-            drop(provider.context.take());
-            return Err(Error::api("NmrRegisterProvider", status));
-        }
-        Ok(provider)
+        // put until `Drop` has waited for deregistration to complete. On failure NMR holds no
+        // reference and the context is freed on return.
+        context.handle = unsafe { ebpf_ext_nmr::register_provider(characteristics, raw.cast()) }?;
+        Ok(ProgramInfoProvider {
+            context: Some(context),
+        })
     }
 }
 
@@ -650,22 +626,9 @@ impl Drop for ProgramInfoProvider {
         let Some(context) = self.context.take() else {
             return;
         };
-        let handle = context.handle;
-        if !handle.is_null() {
-            // SAFETY: a live registration handle.
-            let status = unsafe { NmrDeregisterProvider(handle) };
-            if status != STATUS_PENDING && status != STATUS_SUCCESS {
-                ebpf_ext_trace::trace_api_failure!(
-                    ebpf_ext_trace::keyword::EXTENSION,
-                    "NmrDeregisterProvider",
-                    status
-                );
-            }
-            if status == STATUS_PENDING || status == STATUS_SUCCESS {
-                // SAFETY: deregistration started above; waiting is required before freeing.
-                let _ = unsafe { NmrWaitForProviderDeregisterComplete(handle) };
-            }
-        }
+        // SAFETY: the live registration handle of this provider, deregistered once. When this
+        // returns the core has detached and NMR holds no reference to the context.
+        unsafe { ebpf_ext_nmr::deregister_provider(context.handle) };
         drop(context);
     }
 }
@@ -697,7 +660,8 @@ unsafe extern "win64" fn attach_client(
     unsafe { provider_binding_context.write(ptr::null_mut()) };
     // SAFETY: as above.
     unsafe { provider_dispatch.write(ptr::null()) };
-    let client_module = client_module_guid(client_registration);
+    // SAFETY: NMR passes the client's registration instance.
+    let client_module = unsafe { ebpf_ext_nmr::client_module_guid(client_registration) };
     let client = match PoolBox::try_new(
         ClientContext {
             _binding: binding,
@@ -712,20 +676,6 @@ unsafe extern "win64" fn attach_client(
     // SAFETY: checked non-null above.
     unsafe { provider_binding_context.write(client.into_raw().as_ptr().cast()) };
     STATUS_SUCCESS
-}
-
-/// The client's module GUID, if its registration instance is readable.
-fn client_module_guid(instance: *const NPI_REGISTRATION_INSTANCE) -> GUID {
-    if instance.is_null() {
-        return GUID::NULL;
-    }
-    // SAFETY: NMR passes the client's registration instance, valid during attach.
-    let module = unsafe { (*instance).ModuleId };
-    if module.is_null() {
-        return GUID::NULL;
-    }
-    // SAFETY: a non-null module id of a registered client.
-    unsafe { (*module).guid() }.unwrap_or(GUID::NULL)
 }
 
 unsafe extern "win64" fn detach_client(_provider_binding_context: *mut c_void) -> NTSTATUS {
