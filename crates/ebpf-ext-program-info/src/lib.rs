@@ -582,8 +582,8 @@ impl ProgramInfoProvider {
     /// Registers the provider for `data`'s program type (NMR module id = the program type).
     ///
     /// # Errors
-    /// [`Error::InsufficientResources`] if the context cannot be allocated; the status of
-    /// `NmrRegisterProvider` as [`Error::Api`] if it fails.
+    /// [`ebpf_ext_sys::Error::InsufficientResources`] if the context cannot be allocated; the status of
+    /// `NmrRegisterProvider` as [`ebpf_ext_sys::Error::Api`] if it fails.
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
