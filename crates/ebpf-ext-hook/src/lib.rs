@@ -926,8 +926,16 @@ unsafe extern "win64" fn attach_client<E: HookExtension>(
                     provider: ptr::from_ref(provider),
                     tag: config.tag,
                 };
-                match PoolBox::try_new(client, config.tag) {
-                    Err(_) => STATUS_INSUFFICIENT_RESOURCES,
+                match PoolBox::try_new_or_return(client, config.tag) {
+                    Err(client) => {
+                        // The extension accepted this attach: undo its side before refusing.
+                        provider.extension.on_detach(&client.data);
+                        trace_rejection(
+                            "could not allocate the client",
+                            STATUS_INSUFFICIENT_RESOURCES,
+                        );
+                        STATUS_INSUFFICIENT_RESOURCES
+                    }
                     Ok(client) => {
                         let client = client.into_raw().as_ptr().cast_const();
                         // SAFETY: the writer lock is held at PASSIVE_LEVEL.

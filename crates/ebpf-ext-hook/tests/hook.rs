@@ -751,6 +751,12 @@ fn lifecycle(kernel: &Kernel) {
             assert_eq!(outcome.map(|_| 0), expected);
         }
         drop((a, b));
+        let hook = provider.extension();
+        assert_eq!(
+            hook.attaches.load(Ordering::SeqCst),
+            hook.detaches.load(Ordering::SeqCst),
+            "every accepted attach is matched by on_detach, whatever failed"
+        );
         drop(provider);
     }
     kernel.wait_for_work_items();

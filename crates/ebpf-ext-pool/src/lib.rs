@@ -104,6 +104,29 @@ impl<T> PoolBox<T> {
         })
     }
 
+    /// Like [`PoolBox::try_new`], but hands the value back when the allocation fails, for
+    /// callers that must undo something the value stands for.
+    ///
+    /// # Errors
+    /// The value, if the allocation fails.
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL.
+    pub fn try_new_or_return(value: T, tag: PoolTag) -> core::result::Result<Self, T> {
+        let p = allocate(Layout::new::<T>(), tag).cast::<T>();
+        let Some(ptr) = NonNull::new(p) else {
+            return Err(value);
+        };
+        // SAFETY: a fresh allocation of the right size and alignment (checked in `allocate`).
+        unsafe { ptr.as_ptr().write(value) };
+        // INVARIANT: initialised above.
+        Ok(PoolBox {
+            ptr,
+            tag,
+            _owns: PhantomData,
+        })
+    }
+
     /// The pointer, for handing to the kernel as a context. It stays valid until the box is
     /// dropped (or reclaimed with [`PoolBox::from_raw`]).
     #[must_use]
