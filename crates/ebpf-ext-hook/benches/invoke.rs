@@ -19,7 +19,6 @@ mod support;
 
 use core::ffi::c_void;
 use core::hint::black_box;
-use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,11 +30,9 @@ use ebpf_ext_hook::{
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::Result;
 use ebpf_ext_sys::ntdef::GUID;
-use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_sys::wdm::{
     DEVICE_OBJECT, DISPATCH_LEVEL, EX_RUNDOWN_REF, EX_SPIN_LOCK, ExAcquireRundownProtection,
     ExAcquireSpinLockShared, ExReleaseRundownProtection, ExReleaseSpinLockShared,
-    FILE_DEVICE_UNKNOWN, IoCreateDevice,
 };
 use ebpf_ext_usersim::{DriverObject, Kernel, set_current_irql};
 use support::{ClientSpec, Link};
@@ -66,20 +63,7 @@ struct World {
 fn world() -> World {
     let kernel = Kernel::new();
     let mut driver = DriverObject::new();
-    let mut device = ptr::null_mut();
-    // SAFETY: valid driver object and out pointer.
-    let status = unsafe {
-        IoCreateDevice(
-            driver.as_ptr(),
-            0,
-            ptr::null_mut(),
-            FILE_DEVICE_UNKNOWN,
-            0,
-            0,
-            &raw mut device,
-        )
-    };
-    assert_eq!(status, STATUS_SUCCESS);
+    let device = driver.create_device().expect("IoCreateDevice");
     World {
         kernel,
         _driver: driver,

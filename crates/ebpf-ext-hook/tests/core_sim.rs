@@ -10,7 +10,6 @@
 )]
 
 use core::ffi::c_void;
-use core::ptr;
 
 use ebpf_ext_core_sim::{CoreError, Link, LinkSpec, Malformation};
 use ebpf_ext_hook::{
@@ -18,11 +17,8 @@ use ebpf_ext_hook::{
 };
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::ntdef::GUID;
-use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
-use ebpf_ext_sys::wdm::{
-    DEVICE_OBJECT, DISPATCH_LEVEL, FILE_DEVICE_UNKNOWN, IoCreateDevice, IoDeleteDevice,
-    PASSIVE_LEVEL,
-};
+use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER};
+use ebpf_ext_sys::wdm::{DEVICE_OBJECT, DISPATCH_LEVEL, IoDeleteDevice, PASSIVE_LEVEL};
 use ebpf_ext_sys::{Error, Result};
 use ebpf_ext_usersim::{DriverObject, Kernel, set_current_irql};
 
@@ -42,20 +38,7 @@ impl HookExtension for Hook {
 fn setup() -> (Kernel, DriverObject, *mut DEVICE_OBJECT, HookProvider<Hook>) {
     let kernel = Kernel::new();
     let mut driver = DriverObject::new();
-    let mut device = ptr::null_mut();
-    // SAFETY: valid driver object and out pointer.
-    let status = unsafe {
-        IoCreateDevice(
-            driver.as_ptr(),
-            0,
-            ptr::null_mut(),
-            FILE_DEVICE_UNKNOWN,
-            0,
-            0,
-            &raw mut device,
-        )
-    };
-    assert_eq!(status, STATUS_SUCCESS);
+    let device = driver.create_device().expect("IoCreateDevice");
     let config = HookConfig {
         attach_type: ATTACH_TYPE,
         program_type: PROGRAM_TYPE,

@@ -11,7 +11,6 @@
 mod support;
 
 use core::ffi::c_void;
-use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
 use std::sync::{Arc, Mutex};
@@ -24,12 +23,9 @@ use ebpf_ext_hook::{
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::ebpf_result::EBPF_NO_MEMORY;
 use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
-use ebpf_ext_sys::ntdef::{GUID, UNICODE_STRING};
-use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
-use ebpf_ext_sys::wdm::{
-    DEVICE_OBJECT, DISPATCH_LEVEL, FILE_DEVICE_UNKNOWN, IoCreateDevice, IoDeleteDevice,
-    PASSIVE_LEVEL,
-};
+use ebpf_ext_sys::ntdef::GUID;
+use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER};
+use ebpf_ext_sys::wdm::{DEVICE_OBJECT, DISPATCH_LEVEL, IoDeleteDevice, PASSIVE_LEVEL};
 use ebpf_ext_sys::{Error, Result};
 use ebpf_ext_usersim::tracelogging::Value;
 use ebpf_ext_usersim::{DriverObject, Fault, Kernel, set_current_irql};
@@ -92,20 +88,7 @@ impl Setup {
         let kernel = Kernel::new();
         ebpf_ext_trace::initiate(&TRACE).expect("tracing");
         let mut driver = DriverObject::new();
-        let mut device = ptr::null_mut();
-        // SAFETY: a valid driver object and out pointer; an unnamed device.
-        let status = unsafe {
-            IoCreateDevice(
-                driver.as_ptr(),
-                0,
-                ptr::null_mut::<UNICODE_STRING>(),
-                FILE_DEVICE_UNKNOWN,
-                0,
-                0,
-                &raw mut device,
-            )
-        };
-        assert_eq!(status, STATUS_SUCCESS);
+        let device = driver.create_device().expect("IoCreateDevice");
         Setup {
             kernel,
             driver,
@@ -707,22 +690,9 @@ fn invocation_under_attach_and_detach_churn() {
 /// unregister; whatever fails must fail cleanly.
 fn lifecycle(kernel: &Kernel) {
     let mut driver = DriverObject::new();
-    let mut device = ptr::null_mut();
-    // SAFETY: a valid driver object and out pointer.
-    let status = unsafe {
-        IoCreateDevice(
-            driver.as_ptr(),
-            0,
-            ptr::null_mut(),
-            FILE_DEVICE_UNKNOWN,
-            0,
-            0,
-            &raw mut device,
-        )
-    };
-    if status != STATUS_SUCCESS {
+    let Ok(device) = driver.create_device() else {
         return;
-    }
+    };
     // SAFETY: the device outlives the provider.
     let provider = unsafe {
         HookProvider::register(

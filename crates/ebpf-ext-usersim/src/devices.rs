@@ -12,7 +12,8 @@ use ebpf_ext_sys::ntstatus::{
 };
 use ebpf_ext_sys::wdm::{
     APC_LEVEL, DEVICE_OBJECT, DISPATCH_LEVEL, DO_DEVICE_INITIALIZING, DRIVER_EXTENSION,
-    DRIVER_OBJECT, DRIVER_VERIFIER_DETECTED_VIOLATION, IRP, PASSIVE_LEVEL, POOL_FLAG_NON_PAGED,
+    DRIVER_OBJECT, DRIVER_VERIFIER_DETECTED_VIOLATION, FILE_DEVICE_UNKNOWN, IRP, PASSIVE_LEVEL,
+    POOL_FLAG_NON_PAGED,
 };
 
 use crate::kernel::{Kernel, bugcheck, call_fails, lock, require_irql, with_kernel};
@@ -89,6 +90,33 @@ impl DriverObject {
     #[must_use]
     pub fn get(&self) -> &DRIVER_OBJECT {
         &self.object
+    }
+
+    /// Creates an unnamed `FILE_DEVICE_UNKNOWN` device of this driver through the real
+    /// `IoCreateDevice` export (so it counts for fault injection and leak checks). Delete it
+    /// with `IoDeleteDevice`.
+    ///
+    /// # Errors
+    /// The status `IoCreateDevice` returned.
+    pub fn create_device(&mut self) -> Result<*mut DEVICE_OBJECT, NTSTATUS> {
+        let mut device = ptr::null_mut();
+        // SAFETY: a valid driver object and out pointer; an unnamed device.
+        let status = unsafe {
+            IoCreateDevice(
+                self.as_ptr(),
+                0,
+                ptr::null_mut(),
+                FILE_DEVICE_UNKNOWN,
+                0,
+                0,
+                &raw mut device,
+            )
+        };
+        if status == STATUS_SUCCESS {
+            Ok(device)
+        } else {
+            Err(status)
+        }
     }
 }
 
