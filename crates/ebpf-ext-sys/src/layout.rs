@@ -20,7 +20,9 @@ use crate::ebpf_extension::*;
 use crate::ebpf_program_types::*;
 use crate::ebpf_windows::*;
 use crate::netioddk::*;
+use crate::ntddk::*;
 use crate::ntdef::*;
+use crate::ntifs::*;
 use crate::wdm::*;
 
 /// One field: its path as C spells it (`Tail.Overlay.CurrentStackLocation`) and its offset.
@@ -147,6 +149,24 @@ pub static LAYOUTS: &[TypeLayout] = &[
     }),
     layout!(EVENT_FILTER_DESCRIPTOR, c = Some("EVENT_FILTER_DESCRIPTOR"), size = 16, align = 8, c_size = true, {
         Ptr => "Ptr" @ 0, Size => "Size" @ 8, Type => "Type" @ 12,
+    }),
+    // ---- ntddk.h / ntifs.h ------------------------------------------------------------------
+    layout!(PS_CREATE_NOTIFY_INFO, c = Some("PS_CREATE_NOTIFY_INFO"), size = 0x48, align = 8, c_size = true, {
+        Size => "Size" @ 0x00, Flags => "Flags" @ 0x08, ParentProcessId => "ParentProcessId" @ 0x10,
+        CreatingThreadId => "CreatingThreadId" @ 0x18, FileObject => "FileObject" @ 0x28,
+        ImageFileName => "ImageFileName" @ 0x30, CommandLine => "CommandLine" @ 0x38,
+        CreationStatus => "CreationStatus" @ 0x40,
+    }),
+    layout!(SECURITY_DESCRIPTOR, c = Some("SECURITY_DESCRIPTOR"), size = 40, align = 8, c_size = true, {
+        Revision => "Revision" @ 0, Sbz1 => "Sbz1" @ 1, Control => "Control" @ 2, Owner => "Owner" @ 8,
+        Group => "Group" @ 16, Sacl => "Sacl" @ 24, Dacl => "Dacl" @ 32,
+    }),
+    layout!(ACL, c = Some("ACL"), size = 8, align = 2, c_size = true, {
+        AclRevision => "AclRevision" @ 0, Sbz1 => "Sbz1" @ 1, AclSize => "AclSize" @ 2,
+        AceCount => "AceCount" @ 4, Sbz2 => "Sbz2" @ 6,
+    }),
+    layout!(ACCESS_ALLOWED_ACE, c = Some("ACCESS_ALLOWED_ACE"), size = 12, align = 4, c_size = true, {
+        Header => "Header" @ 0, Mask => "Mask" @ 4, SidStart => "SidStart" @ 8,
     }),
     // ---- netioddk.h (not in mingw-w64: checked against the reference only) ----------------
     layout!(NPI_MODULEID, c = None, size = 24, align = 4, c_size = false, {

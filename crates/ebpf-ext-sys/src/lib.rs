@@ -36,6 +36,7 @@ pub mod layout;
 pub mod netioddk;
 pub mod ntddk;
 pub mod ntdef;
+pub mod ntifs;
 pub mod ntstatus;
 pub mod wdm;
 
@@ -63,6 +64,7 @@ pub const IMPORTS: &[&[Import]] = &[
     VARIADIC_IMPORTS,
     ntddk::IMPORTS,
     netioddk::IMPORTS,
+    ntifs::IMPORTS,
 ];
 
 /// Iterates over [`IMPORTS`].

@@ -3,7 +3,7 @@
 
 use core::ffi::c_void;
 
-use crate::ntdef::{BOOLEAN, NTSTATUS, PROCESSOR_NUMBER};
+use crate::ntdef::{BOOLEAN, CLIENT_ID, HANDLE, NTSTATUS, PROCESSOR_NUMBER, UNICODE_STRING};
 
 /// `KERNEL_STACK_SIZE` on x64 (24 KiB).
 pub const KERNEL_STACK_SIZE: usize = 0x6000;
@@ -16,6 +16,40 @@ pub const ALL_PROCESSOR_GROUPS: u16 = 0xFFFF;
 
 /// `EXPAND_STACK_CALLOUT`: runs on the expanded stack; must restore any IRQL change.
 pub type EXPAND_STACK_CALLOUT = unsafe extern "win64" fn(Parameter: *mut c_void);
+
+/// `PS_CREATE_NOTIFY_INFO`: what a process-creation callback learns about a new process
+/// (0x48 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PS_CREATE_NOTIFY_INFO {
+    /// `sizeof(PS_CREATE_NOTIFY_INFO)`.
+    pub Size: usize,
+    /// Bit 0 `FileOpenNameAvailable`, bit 1 `IsSubsystemProcess`; the rest reserved.
+    pub Flags: u32,
+    /// The parent process id.
+    pub ParentProcessId: HANDLE,
+    /// The creating process and thread.
+    pub CreatingThreadId: CLIENT_ID,
+    /// `PFILE_OBJECT` of the executable.
+    pub FileObject: *mut c_void,
+    /// The executable's file name (`*const UNICODE_STRING`).
+    pub ImageFileName: *const UNICODE_STRING,
+    /// The command line, or NULL.
+    pub CommandLine: *const UNICODE_STRING,
+    /// Set to an error status to deny the creation.
+    pub CreationStatus: NTSTATUS,
+}
+
+/// `PS_CREATE_NOTIFY_INFO.Flags` bit: `ImageFileName` is the exact name used to open the file.
+pub const PS_CREATE_NOTIFY_FILE_OPEN_NAME_AVAILABLE: u32 = 0x1;
+
+/// `PCREATE_PROCESS_NOTIFY_ROUTINE_EX`: called at PASSIVE_LEVEL inside a critical region;
+/// `CreateInfo` is NULL when the process exits.
+pub type PCREATE_PROCESS_NOTIFY_ROUTINE_EX = unsafe extern "win64" fn(
+    Process: *mut c_void,
+    ProcessId: HANDLE,
+    CreateInfo: *mut PS_CREATE_NOTIFY_INFO,
+);
 
 kernel_imports! {
     module = "ntoskrnl.exe";
@@ -36,4 +70,13 @@ kernel_imports! {
     /// runs `Callout(Parameter)` with at least `Size` bytes of stack; `Context` must be NULL.
     /// IRQL ≤ DISPATCH_LEVEL, and `Wait` must be FALSE at DISPATCH_LEVEL.
     pub fn KeExpandKernelStackAndCalloutEx(Callout: EXPAND_STACK_CALLOUT, Parameter: *mut c_void, Size: usize, Wait: BOOLEAN, Context: *mut c_void) -> NTSTATUS;
+    /// [`PsSetCreateProcessNotifyRoutineEx`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntddk/nf-ntddk-pssetcreateprocessnotifyroutineex):
+    /// adds (`Remove` FALSE) or removes (TRUE, waiting for running callbacks) a process
+    /// notify routine. STATUS_ACCESS_DENIED when the image holding the routine lacks
+    /// IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY (`/INTEGRITYCHECK`). PASSIVE_LEVEL.
+    pub fn PsSetCreateProcessNotifyRoutineEx(NotifyRoutine: PCREATE_PROCESS_NOTIFY_ROUTINE_EX, Remove: BOOLEAN) -> NTSTATUS;
+    /// [`KeQueryPerformanceCounter`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntddk/nf-ntddk-kequeryperformancecounter):
+    /// the performance counter in ticks (the `LARGE_INTEGER` comes back in RAX), and its
+    /// frequency in ticks per second when `PerformanceFrequency` is not NULL. Any IRQL.
+    pub fn KeQueryPerformanceCounter(PerformanceFrequency: *mut i64) -> i64;
 }

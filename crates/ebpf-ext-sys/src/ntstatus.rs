@@ -275,3 +275,39 @@ pub const RPC_NT_CALL_FAILED: NTSTATUS = 0xC002_001B_u32 as NTSTATUS;
     reason = "NTSTATUS values are written as unsigned hex"
 )]
 pub const STATUS_GENERIC_COMMAND_FAILED: NTSTATUS = 0xC015_0026_u32 as NTSTATUS;
+/// Invalid ACL. (`0xC0000077`)
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "NTSTATUS values are written as unsigned hex"
+)]
+pub const STATUS_INVALID_ACL: NTSTATUS = 0xC000_0077_u32 as NTSTATUS;
+/// Invalid SID. (`0xC0000078`)
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "NTSTATUS values are written as unsigned hex"
+)]
+pub const STATUS_INVALID_SID: NTSTATUS = 0xC000_0078_u32 as NTSTATUS;
+/// Revision mismatch. (`0xC0000059`)
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "NTSTATUS values are written as unsigned hex"
+)]
+pub const STATUS_REVISION_MISMATCH: NTSTATUS = 0xC000_0059_u32 as NTSTATUS;
+/// Allotted space exceeded. (`0xC0000099`)
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "NTSTATUS values are written as unsigned hex"
+)]
+pub const STATUS_ALLOTTED_SPACE_EXCEEDED: NTSTATUS = 0xC000_0099_u32 as NTSTATUS;
+/// Datatype misalignment (a warning). (`0x80000002`)
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "NTSTATUS values are written as unsigned hex"
+)]
+pub const STATUS_DATATYPE_MISALIGNMENT: NTSTATUS = 0x8000_0002_u32 as NTSTATUS;
+/// Procedure not found. (`0xC000007A`)
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "NTSTATUS values are written as unsigned hex"
+)]
+pub const STATUS_PROCEDURE_NOT_FOUND: NTSTATUS = 0xC000_007A_u32 as NTSTATUS;

@@ -29,7 +29,7 @@ fn ddk_include_dir() -> PathBuf {
 }
 
 fn assertions(types: &[TypeLayout]) -> String {
-    let mut c = String::from("#include <ntddk.h>\n#include <stddef.h>\n\n");
+    let mut c = String::from("#include <ntifs.h>\n#include <stddef.h>\n\n");
     for t in types {
         let name = t.c.expect("C name");
         if t.c_size {

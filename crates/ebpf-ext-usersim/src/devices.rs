@@ -25,9 +25,12 @@ const MULTIPLE_IRP_COMPLETE_REQUESTS: u32 = 0x44;
 #[derive(Default)]
 pub(crate) struct DeviceState {
     /// Live device objects and their names.
-    devices: HashMap<usize, Option<String>>,
-    links: HashMap<String, String>,
-    completed: HashMap<usize, (NTSTATUS, usize)>,
+    pub(crate) devices: HashMap<usize, Option<String>>,
+    pub(crate) links: HashMap<String, String>,
+    pub(crate) completed: HashMap<usize, (NTSTATUS, usize)>,
+    /// DACLs applied with `ObSetSecurityObjectByPointer`: per device, (access mask, SID bytes)
+    /// of each access-allowed ACE.
+    pub(crate) dacls: HashMap<usize, Vec<(u32, Vec<u8>)>>,
 }
 
 /// Reads a `UNICODE_STRING` (NULL gives `None`).
@@ -271,6 +274,9 @@ pub unsafe extern "win64" fn IoDeleteDevice(DeviceObject: *mut DEVICE_OBJECT) {
             .devices
             .remove(&(DeviceObject as usize))
             .is_some()
+    });
+    with_kernel(API, |k| {
+        lock(&k.devices).dacls.remove(&(DeviceObject as usize))
     });
     if !known {
         bugcheck(

@@ -5,7 +5,7 @@
 
 use core::ffi::c_void;
 
-use ebpf_ext_sys::{netioddk, ntddk, wdm};
+use ebpf_ext_sys::{netioddk, ntddk, ntifs, wdm};
 
 /// One exported routine.
 #[derive(Debug, Clone, Copy)]
@@ -28,10 +28,15 @@ pub mod all {
     pub use crate::cpu::*;
     pub use crate::devices::*;
     pub use crate::etw::*;
+    pub use crate::io::{
+        ObSetSecurityObjectByPointer, RtlAddAccessAllowedAce, RtlCreateAcl,
+        RtlCreateSecurityDescriptor, RtlSetDaclSecurityDescriptor,
+    };
     pub use crate::locks::*;
     pub use crate::misc::*;
     pub use crate::nmr::*;
     pub use crate::pool::*;
+    pub use crate::process::{KeQueryPerformanceCounter, PsSetCreateProcessNotifyRoutineEx};
     pub use crate::rundown::*;
     pub use crate::workitem::*;
 }
@@ -76,6 +81,11 @@ exports! {
     "ntoskrnl.exe": ntddk::{
         KeEnterCriticalRegion, KeLeaveCriticalRegion, KeGetCurrentProcessorNumberEx,
         KeQueryActiveProcessorCountEx, KeExpandKernelStackAndCalloutEx,
+        PsSetCreateProcessNotifyRoutineEx, KeQueryPerformanceCounter,
+    }
+    "ntoskrnl.exe": ntifs::{
+        RtlCreateSecurityDescriptor, RtlCreateAcl, RtlAddAccessAllowedAce,
+        RtlSetDaclSecurityDescriptor, ObSetSecurityObjectByPointer,
     }
     "NETIO.SYS": netioddk::{
         NmrRegisterProvider, NmrDeregisterProvider, NmrWaitForProviderDeregisterComplete,

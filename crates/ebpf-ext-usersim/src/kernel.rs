@@ -96,6 +96,8 @@ pub const FAULTABLE_APIS: &[&str] = &[
     "NmrRegisterProvider",
     "NmrRegisterClient",
     "NmrClientAttachProvider",
+    "ObSetSecurityObjectByPointer",
+    "PsSetCreateProcessNotifyRoutineEx",
 ];
 
 #[derive(Default)]
@@ -119,6 +121,8 @@ pub(crate) struct Inner {
     pub(crate) etw: Mutex<EtwState>,
     pub(crate) nmr: Mutex<NmrState>,
     pub(crate) nmr_cv: Condvar,
+    pub(crate) process: Mutex<crate::process::ProcessState>,
+    pub(crate) process_cv: Condvar,
     pub(crate) debug_output: Mutex<Vec<DebugMessage>>,
     pub(crate) next_processor: AtomicU32,
     pub(crate) stack_expansions: AtomicU64,
@@ -197,6 +201,8 @@ impl Kernel {
             etw: Mutex::new(EtwState::default()),
             nmr: Mutex::new(NmrState::default()),
             nmr_cv: Condvar::new(),
+            process: Mutex::new(crate::process::ProcessState::default()),
+            process_cv: Condvar::new(),
             debug_output: Mutex::new(Vec::new()),
             next_processor: AtomicU32::new(0),
             stack_expansions: AtomicU64::new(0),

@@ -33,11 +33,13 @@ mod cpu;
 mod devices;
 mod etw;
 pub mod exports;
+mod io;
 mod kernel;
 mod locks;
 mod misc;
 mod nmr;
 mod pool;
+mod process;
 mod rundown;
 pub mod tracelogging;
 mod workitem;
@@ -45,9 +47,11 @@ mod workitem;
 pub use cpu::{critical_region_depth, set_current_irql};
 pub use devices::DriverObject;
 pub use etw::{CapturedEvent, Enablement};
+pub use io::{Caller, FileHandle, IoResult};
 pub use kernel::{
     BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND,
     expect_bugcheck, sweep_allocation_failures, sweep_call_failures,
 };
 pub use nmr::NmrRegistration;
 pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, tag_name};
+pub use process::{ImageFlagsLookup, NewProcess};
