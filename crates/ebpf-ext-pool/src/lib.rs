@@ -134,6 +134,22 @@ impl<T> PoolBox<T> {
         self.ptr.as_ptr()
     }
 
+    /// Moves the value out and frees the allocation.
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL.
+    #[must_use]
+    pub fn into_inner(self) -> T {
+        let (ptr, tag) = (self.ptr, self.tag);
+        core::mem::forget(self);
+        // SAFETY: the box owned an initialised T, read once here; `self` was forgotten so it
+        // is neither dropped nor freed twice.
+        let value = unsafe { ptr.as_ptr().read() };
+        // SAFETY: a live allocation with this tag, freed once.
+        unsafe { ExFreePoolWithTag(ptr.as_ptr().cast::<c_void>(), tag.value()) };
+        value
+    }
+
     /// Gives up ownership; the pointer must come back through [`PoolBox::from_raw`].
     #[must_use]
     pub fn into_raw(self) -> NonNull<T> {

@@ -4,6 +4,9 @@
 //!
 //! - [`sys`] (raw ABI), [`pool`], [`rundown`], [`trace`], [`program_info`], [`hook`];
 //! - [`prelude`]: the names an extension uses day to day;
+//! - [`control`]: a named control device restricted to SYSTEM and Administrators, and
+//!   `METHOD_BUFFERED` IOCTL plumbing; [`global`]: a driver's state between `DriverEntry` and
+//!   unload, borrowed under rundown protection;
 //! - [`driver`]: an RAII [`driver::Device`] and [`driver::Extension`], which starts tracing,
 //!   the program-information provider and a hook provider in order, stops them in reverse and
 //!   undoes partial work when a step fails;
@@ -19,7 +22,9 @@ pub use ebpf_ext_rundown as rundown;
 pub use ebpf_ext_sys as sys;
 pub use ebpf_ext_trace as trace;
 
+pub mod control;
 pub mod driver;
+pub mod global;
 
 /// The names an extension uses day to day.
 pub mod prelude {
@@ -38,5 +43,8 @@ pub mod prelude {
 
     pub use ebpf_ext_trace::{Level, Tracing, keyword};
 
+    pub use crate::control::{ControlDevice, DeviceControl, complete_request};
     pub use crate::driver::{Device, Extension, ExtensionConfig};
+    pub use crate::global::DriverGlobal;
+    pub use crate::utf16;
 }

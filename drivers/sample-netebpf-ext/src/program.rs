@@ -1,0 +1,117 @@
+//! The `sample_net` program type: context layout, helpers and the program data the SDK
+//! publishes.
+
+use core::mem::offset_of;
+
+use ebpf_extension_common::prelude::*;
+use ebpf_extension_common::sys::ebpf_base::{
+    EBPF_ARGUMENT_TYPE_CONST_SIZE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
+    EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM, EBPF_RETURN_TYPE_INTEGER,
+};
+
+/// Program type GUID of `sample_net`.
+pub const PROGRAM_TYPE: GUID = GUID::from_u128(0x1c37c7d8_8b7f_4428_b782_7253a2d00572);
+/// `bpf_prog_type` number of `sample_net`.
+pub const BPF_PROG_TYPE: u32 = 1000;
+/// Helper id of `sample_net_get_interface_id(ctx)`.
+pub const HELPER_GET_INTERFACE_ID: u32 = 0x1_0000;
+/// Helper id of `sample_net_checksum(data, size)`.
+pub const HELPER_CHECKSUM: u32 = 0x1_0001;
+
+/// What a `sample_net` program sees.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct PacketContext {
+    /// First byte of the packet.
+    pub data_start: *mut u8,
+    /// One past its last byte.
+    pub data_end: *mut u8,
+    /// The interface the packet arrived on.
+    pub interface_id: u32,
+    /// Its IP protocol number.
+    pub protocol: u32,
+}
+
+/// `sample_net_get_interface_id(ctx)`: the context's interface id.
+///
+/// # Safety
+/// `ctx` is the program's context pointer (the verifier guarantees it for
+/// `EBPF_ARGUMENT_TYPE_PTR_TO_CTX`).
+#[must_use]
+pub unsafe extern "win64" fn get_interface_id(ctx: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    // SAFETY: the verifier passes this program type's context.
+    let context = unsafe { &*(ctx as *const PacketContext) };
+    u64::from(context.interface_id)
+}
+
+/// `sample_net_checksum(data, size)`: the 16-bit one's-complement internet checksum (RFC
+/// 1071) of `size` bytes at `data`.
+///
+/// # Safety
+/// `data` points to `size` readable bytes (the verifier guarantees it for
+/// `PTR_TO_READABLE_MEM` followed by `CONST_SIZE`).
+#[must_use]
+pub unsafe extern "win64" fn checksum(data: u64, size: u64, _: u64, _: u64, _: u64) -> u64 {
+    let Ok(size) = usize::try_from(size) else {
+        return 0;
+    };
+    if data == 0 || size == 0 {
+        return u64::from(!0u16);
+    }
+    // SAFETY: the verifier guarantees `size` readable bytes at `data`.
+    let bytes = unsafe { core::slice::from_raw_parts(data as *const u8, size) };
+    u64::from(internet_checksum(bytes))
+}
+
+/// RFC 1071 checksum.
+#[must_use]
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut chunks = bytes.chunks_exact(2);
+    for pair in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "folded to 16 bits")]
+    let folded = sum as u16;
+    !folded
+}
+
+static CONTEXT: ContextDescriptor = ContextDescriptor::of::<PacketContext>(
+    Some(offset_of!(PacketContext, data_start)),
+    Some(offset_of!(PacketContext, data_end)),
+    None,
+);
+static DESCRIPTOR: ProgramTypeDescriptor =
+    ProgramTypeDescriptor::new(c"sample_net", &CONTEXT, PROGRAM_TYPE, BPF_PROG_TYPE, false);
+static HELPERS: [HelperPrototype; 2] = [
+    HelperPrototype::new(
+        HELPER_GET_INTERFACE_ID,
+        c"sample_net_get_interface_id",
+        EBPF_RETURN_TYPE_INTEGER,
+        &[EBPF_ARGUMENT_TYPE_PTR_TO_CTX],
+    ),
+    HelperPrototype::new(
+        HELPER_CHECKSUM,
+        c"sample_net_checksum",
+        EBPF_RETURN_TYPE_INTEGER,
+        &[
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE,
+        ],
+    ),
+];
+static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
+static FUNCTIONS: [HelperFunction; 2] = [
+    HelperFunction::new(get_interface_id),
+    HelperFunction::new(checksum),
+];
+static ADDRESSES: HelperAddresses = HelperAddresses::new(&FUNCTIONS);
+
+/// The program data the program-information provider publishes.
+pub static PROGRAM_DATA: ProgramData = ProgramData::new(&INFO).with_helpers(&ADDRESSES).checked();
