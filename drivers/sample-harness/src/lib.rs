@@ -22,6 +22,7 @@ use ebpf_ext_sys::wdm::DRIVER_OBJECT;
 use ebpf_ext_usersim::{DriverObject, Kernel};
 
 pub mod net;
+pub mod ntos;
 
 /// A driver's `DriverEntry`.
 pub type DriverEntry =

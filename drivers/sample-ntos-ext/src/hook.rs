@@ -1,0 +1,129 @@
+//! The process hook: any number of programs, the notify routine registered on the first
+//! attach and removed on the last detach, and the deny-on-failure verdict.
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use ebpf_extension_common::prelude::*;
+use ebpf_extension_common::sys::ebpf_structs::{BPF_LINK_TYPE_PLAIN, bpf_attach_type_t};
+use ebpf_extension_common::sys::ntddk::PsSetCreateProcessNotifyRoutineEx;
+use ebpf_extension_common::sys::ntdef::{FALSE, TRUE};
+use ebpf_extension_common::sys::ntstatus::STATUS_SUCCESS;
+use ebpf_extension_common::trace::{trace_api_failure, trace_message, trace_message_u32};
+
+use crate::program::{NotifyContext, PROGRAM_TYPE};
+
+/// Attach type GUID of the process hook.
+pub const ATTACH_TYPE: GUID = GUID::from_u128(0x5af54708_6942_43d6_ae75_e397995f72b0);
+/// `bpf_attach_type` number of the hook.
+pub const BPF_ATTACH_TYPE: bpf_attach_type_t = 1001;
+/// Pool tag of the sample's allocations.
+pub const TAG: PoolTag = PoolTag::new(*b"SPrc");
+
+/// The hook's extension data: how many programs are attached, which decides when the notify
+/// routine is registered.
+#[derive(Debug, Default)]
+pub struct SampleProcessHook {
+    attached: AtomicU32,
+}
+
+impl HookExtension for SampleProcessHook {
+    type Parameter = ();
+    type ClientData = ();
+
+    /// Runs under the provider's writer lock, so attaches and detaches are serialised.
+    fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> {
+        if self.attached.load(Ordering::Relaxed) == 0 {
+            // SAFETY: a routine of this driver, removed before unload (the last detach
+            // happens when the hook provider is dropped, at the latest).
+            let status =
+                unsafe { PsSetCreateProcessNotifyRoutineEx(crate::driver::process_notify, FALSE) };
+            if status != STATUS_SUCCESS {
+                trace_api_failure!(
+                    keyword::EXTENSION,
+                    "PsSetCreateProcessNotifyRoutineEx",
+                    status
+                );
+                return Err(Error::api("PsSetCreateProcessNotifyRoutineEx", status));
+            }
+            trace_message!(
+                Level::Informational,
+                keyword::EXTENSION,
+                "process notify routine registered"
+            );
+        }
+        let count = self.attached.fetch_add(1, Ordering::Relaxed) + 1;
+        trace_message_u32!(
+            Level::Verbose,
+            keyword::EXTENSION,
+            "programs attached",
+            count
+        );
+        Ok(())
+    }
+
+    fn on_detach(&self, (): &()) {
+        let count = self.attached.fetch_sub(1, Ordering::Relaxed) - 1;
+        trace_message_u32!(
+            Level::Verbose,
+            keyword::EXTENSION,
+            "programs attached",
+            count
+        );
+        if count == 0 {
+            // SAFETY: registered on the first attach; this waits for running callbacks, and
+            // is not called from inside one.
+            let status =
+                unsafe { PsSetCreateProcessNotifyRoutineEx(crate::driver::process_notify, TRUE) };
+            if status == STATUS_SUCCESS {
+                trace_message!(
+                    Level::Informational,
+                    keyword::EXTENSION,
+                    "process notify routine removed"
+                );
+            } else {
+                trace_api_failure!(
+                    keyword::EXTENSION,
+                    "PsSetCreateProcessNotifyRoutineEx",
+                    status
+                );
+            }
+        }
+    }
+}
+
+/// The hook's static description.
+pub const HOOK_CONFIG: HookConfig<()> = HookConfig {
+    attach_type: ATTACH_TYPE,
+    program_type: PROGRAM_TYPE,
+    bpf_attach_type: BPF_ATTACH_TYPE,
+    link_type: BPF_LINK_TYPE_PLAIN,
+    policy: AttachPolicy::Unrestricted,
+    wildcard: None,
+    max_clients: 64,
+    tag: TAG,
+};
+
+/// Runs every attached program for one process event. On creation the first program that
+/// returns a failure status stops the chain, and that status is returned to deny the
+/// creation.
+pub(crate) fn fire(hook: &HookProvider<SampleProcessHook>, context: NotifyContext) -> Option<i32> {
+    let create = context.public.operation == crate::program::OPERATION_CREATE;
+    let mut program_context = ProgramContext::new(context);
+    let mut denial = None;
+    let _ = hook.invoke_with(
+        &(),
+        &mut program_context,
+        |_| true,
+        |result| {
+            #[expect(clippy::cast_possible_wrap, reason = "programs return an NTSTATUS")]
+            let status = result as i32;
+            if create && status < 0 {
+                denial = Some(status);
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        },
+    );
+    denial
+}
