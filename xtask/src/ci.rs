@@ -9,7 +9,7 @@ use clap::Args;
 use crate::exec::{run, workspace_root};
 
 /// The target Windows kernel drivers are built for.
-const DRIVER_TARGET: &str = "x86_64-pc-windows-msvc";
+pub(crate) const DRIVER_TARGET: &str = "x86_64-pc-windows-msvc";
 /// Features that turn a crate's driver build on, per crate.
 const DRIVER_FEATURES: &[(&str, &str)] = &[
     ("ebpf-ext-trace", "kernel_mode"),
@@ -49,6 +49,9 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
     // Last of the test runs, so its summary is the closing test line of CI's output.
     run(Command::new(&cargo).args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
     check_driver_target()?;
+    crate::drivers::build_drivers(None)?;
+    crate::drivers::sign()?;
+    crate::drivers::package()?;
     eprintln!("\nci: all checks passed");
     Ok(())
 }
@@ -95,7 +98,7 @@ fn no_std_crates(root: &Path) -> Result<Vec<String>> {
 /// A toolchain that can build `core`/`alloc` for the driver target from source: Debian's
 /// `rustc-web` (system `cargo`/`rustc`) with `rust-web-src`. The rustup toolchain has no
 /// Windows target and cannot fetch one here.
-fn driver_toolchain() -> Result<(PathBuf, PathBuf)> {
+pub(crate) fn driver_toolchain() -> Result<(PathBuf, PathBuf)> {
     let cargo = PathBuf::from("/usr/bin/cargo");
     let rustc = PathBuf::from("/usr/bin/rustc");
     let hint = "install it with: sudo apt-get install rustc-web rust-web-src (Debian/Ubuntu)";

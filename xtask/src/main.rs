@@ -1,8 +1,11 @@
 //! Project tasks: `cargo xtask <command>`.
 
 mod ci;
+mod drivers;
 mod exec;
+mod pe;
 mod prereqs;
+mod samples;
 
 use clap::{Parser, Subcommand};
 
@@ -16,16 +19,37 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Builds, signs and packages both sample drivers, then runs them end to end on the host
+    /// with a readable report: the project's main job.
+    Demo,
     /// Everything CI checks: formatting, clippy, rustdoc, every test (one process per test),
-    /// and the no_std crates checked for the driver target.
+    /// the no_std crates checked for the driver target, and the sample drivers built, checked,
+    /// signed and packaged.
     Ci(ci::Options),
+    /// Builds the sample drivers into `.sys` images (target/driver/) and checks them.
+    BuildDrivers {
+        /// Only this driver package.
+        #[arg(long)]
+        package: Option<String>,
+    },
+    /// Test-signs the built drivers (a certificate made once per checkout) and verifies them.
+    Sign,
+    /// Lays out target/driver/<name>_package/ for each signed driver.
+    Package,
+    /// Runs the sample scenarios on the host; `--vm NAME` deploys to a Hyper-V VM (Windows).
+    TestSample(samples::TestOptions),
     /// Checks every no_std crate for the driver target (x86_64-pc-windows-msvc).
     CheckDriverTarget,
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Demo => samples::demo(),
         Command::Ci(options) => ci::run_ci(&options),
+        Command::BuildDrivers { package } => drivers::build_drivers(package.as_deref()).map(drop),
+        Command::Sign => drivers::sign().map(drop),
+        Command::Package => drivers::package().map(drop),
+        Command::TestSample(options) => samples::test_sample(&options),
         Command::CheckDriverTarget => ci::check_driver_target(),
     }
 }

@@ -7,8 +7,9 @@ use anyhow::{Result, bail};
 use crate::exec::run;
 
 /// Debian packages the checks use: the system Rust toolchain with library sources (driver
-/// target check), the mingw-w64 DDK headers and compiler (layout test), and the driver
-/// build/sign tools.
+/// builds), the mingw-w64 DDK headers and compiler (layout test), the driver link and
+/// signing tools (lld, llvm, osslsigncode, openssl) and Python's venv (for the independent
+/// `pefile` check).
 const PACKAGES: &[&str] = &[
     "rustc-web",
     "rust-web-src",
@@ -17,6 +18,8 @@ const PACKAGES: &[&str] = &[
     "osslsigncode",
     "mingw-w64-x86-64-dev",
     "gcc-mingw-w64-x86-64",
+    "openssl",
+    "python3-venv",
 ];
 
 fn installed(package: &str) -> bool {

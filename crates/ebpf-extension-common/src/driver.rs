@@ -278,6 +278,19 @@ pub mod panic {
     }
 }
 
+// LLVM references `_fltused` from any object that uses floating point (core's formatting
+// does); the MSVC C runtime defines it, and a driver links no C runtime. Defined in assembly
+// rather than as a Rust static, which a `cdylib` would export.
+#[cfg(all(target_os = "windows", feature = "driver"))]
+core::arch::global_asm!(
+    ".section .rdata,\"dr\"",
+    ".globl _fltused",
+    ".p2align 2",
+    "_fltused:",
+    ".long 0",
+    ".text",
+);
+
 /// Declares the driver's global allocator over non-paged pool with `tag`:
 /// `ebpf_extension_common::global_allocator!(PoolTag::new(*b"Smpl"));`
 #[macro_export]

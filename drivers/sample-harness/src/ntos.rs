@@ -107,6 +107,7 @@ fn process(id: usize, command_line: Option<&str>) -> NewProcess {
 ///
 /// # Panics
 /// If something leaked after unload (usersim's leak check).
+#[expect(clippy::too_many_lines, reason = "one narrated scenario")]
 pub fn scenario(
     kernel: &Kernel,
     entry: DriverEntry,

@@ -245,3 +245,30 @@ pub fn device_control(
         _ => refuse(STATUS_INVALID_DEVICE_REQUEST, "unknown control code"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misaligned_buffer_is_refused() {
+        let _kernel = ebpf_ext_usersim::Kernel::new();
+        let mut storage = [0u64; 8];
+        let bytes = &mut bytemuck_free_bytes(&mut storage)[1..];
+        let refused = check_common(bytes, 16, 16, REQUEST_VERSION, 0);
+        assert_eq!(refused, Err((STATUS_DATATYPE_MISALIGNMENT, 0)));
+        let aligned = check_common(
+            &bytemuck_free_bytes(&mut storage)[..],
+            16,
+            16,
+            REQUEST_VERSION,
+            0,
+        );
+        assert_eq!(aligned, Ok(0));
+    }
+
+    fn bytemuck_free_bytes(words: &mut [u64; 8]) -> &mut [u8] {
+        // SAFETY: u64 storage viewed as its 64 bytes.
+        unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), 64) }
+    }
+}

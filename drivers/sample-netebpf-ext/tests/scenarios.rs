@@ -1,0 +1,152 @@
+//! The sample on the host: the end-to-end scenario, reload, fault sweeps of load and unload
+//! and of the attach/fire path, detach under load, and unload with programs attached.
+#![allow(
+    clippy::std_instead_of_alloc,
+    clippy::std_instead_of_core,
+    reason = "host tests"
+)]
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use ebpf_ext_core_sim::{Link, LinkSpec};
+use ebpf_ext_sys::ntstatus::{STATUS_NOT_FOUND, STATUS_SUCCESS};
+use ebpf_ext_usersim::{Caller, Kernel, sweep_allocation_failures, sweep_call_failures};
+use sample_harness::LoadedDriver;
+use sample_harness::net::{profile_request, run, scenario};
+use sample_netebpf_ext::hook::ATTACH_TYPE;
+use sample_netebpf_ext::program::PROGRAM_TYPE;
+use sample_netebpf_ext::protocol::{IOCTL_SAMPLE_NET_PROFILE, ProfileReply, WIN32_PATH};
+use sample_netebpf_ext::{VERDICT_BLOCK, VERDICT_PERMIT, driver_entry};
+
+fn link(interface: u32, verdict: u32) -> Link {
+    Link::attach(
+        LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE).attach_parameter(&interface.to_ne_bytes()),
+        move |_| Ok(verdict),
+    )
+    .expect("attach")
+}
+
+#[test]
+fn the_end_to_end_scenario_holds_and_repeats_identically() {
+    let kernel = Kernel::new();
+    let first = scenario(&kernel, driver_entry, &mut |_| {}).expect("first run");
+    kernel.etw_clear();
+    let second = scenario(&kernel, driver_entry, &mut |_| {}).expect("reload in one process");
+    assert_eq!(first, second, "a reload behaves exactly as the first load");
+    assert!(
+        first
+            .traces
+            .iter()
+            .any(|t| t.contains("program attached for interface")),
+        "attach is traced: {:?}",
+        first.traces
+    );
+}
+
+#[test]
+fn every_allocation_and_api_failure_in_load_and_unload_is_clean() {
+    let scenario = |_: &Kernel| {
+        if let Ok(driver) = LoadedDriver::load(driver_entry, "SampleNetEbpfExt") {
+            driver.unload();
+        }
+    };
+    assert!(sweep_allocation_failures(scenario) > 5);
+    assert!(
+        sweep_call_failures(scenario) > 3,
+        "IoCreateDevice, NMR, ETW, security"
+    );
+}
+
+#[test]
+fn failures_while_attaching_and_firing_leak_nothing() {
+    let scenario = |kernel: &Kernel| {
+        let Ok(driver) = LoadedDriver::load(driver_entry, "SampleNetEbpfExt") else {
+            return;
+        };
+        if let Ok(link) = Link::attach(
+            LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE).attach_parameter(&1u32.to_ne_bytes()),
+            |_| Ok(VERDICT_PERMIT),
+        ) {
+            let handle = kernel.open(WIN32_PATH, Caller::System).expect("open");
+            let _ = run(kernel, &handle, 1, &[1, 2, 3]);
+            let _ = kernel.device_io_control(
+                &handle,
+                IOCTL_SAMPLE_NET_PROFILE,
+                &profile_request(1, 3, 0, &[1, 2, 3]),
+                ProfileReply::SIZE,
+            );
+            kernel.close(handle);
+            drop(link);
+        }
+        driver.unload();
+    };
+    assert!(sweep_allocation_failures(scenario) > 5);
+    assert!(sweep_call_failures(scenario) > 3);
+}
+
+#[test]
+fn programs_detach_and_reattach_while_events_fire() {
+    let kernel = Kernel::new();
+    let driver = LoadedDriver::load(driver_entry, "SampleNetEbpfExt").expect("load");
+    let stop = AtomicBool::new(false);
+    let (fired, not_found) = (AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                kernel.bind_current_thread();
+                let handle = kernel
+                    .open(WIN32_PATH, Caller::Administrator)
+                    .expect("open");
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, reply, _) = run(&kernel, &handle, 7, &[0; 32]).expect("reply");
+                    match status {
+                        STATUS_SUCCESS => {
+                            assert!(reply.programs_run >= 1);
+                            fired.fetch_add(1, Ordering::Relaxed);
+                        }
+                        STATUS_NOT_FOUND => {
+                            not_found.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => panic!("run failed with {other:#x}"),
+                    }
+                }
+                kernel.close(handle);
+            });
+        }
+        for round in 0..200 {
+            let specific = link(7, VERDICT_PERMIT);
+            let wildcard = link(
+                0,
+                if round % 2 == 0 {
+                    VERDICT_BLOCK
+                } else {
+                    VERDICT_PERMIT
+                },
+            );
+            std::thread::yield_now();
+            specific.detach().expect("detach");
+            wildcard.detach().expect("detach");
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(fired.load(Ordering::Relaxed) > 0, "no event ran a program");
+    driver.unload();
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn unloading_with_programs_attached_detaches_them() {
+    let kernel = Kernel::new();
+    let driver = LoadedDriver::load(driver_entry, "SampleNetEbpfExt").expect("load");
+    let attached = [link(1, VERDICT_PERMIT), link(0, VERDICT_BLOCK)];
+    driver.unload();
+    for l in &attached {
+        assert!(
+            !l.is_attached(),
+            "the provider detached every program at unload"
+        );
+        assert_eq!(l.detach_count(), 1);
+    }
+    drop(attached);
+    kernel.assert_no_leaks();
+}
