@@ -1,0 +1,71 @@
+<#
+.SYNOPSIS
+    Deploys one sample extension package to a test-signed Hyper-V VM, runs it, collects its
+    ETW log, and removes it again. Called by `cargo xtask test-sample --vm NAME` on Windows.
+
+.DESCRIPTION
+    Requirements: a Windows host with Hyper-V and its PowerShell module; a Windows VM with
+    test signing on (bcdedit /set TESTSIGNING ON, Secure Boot off), the eBPF for Windows
+    runtime installed, the Guest Service Interface enabled, and PowerShell Direct available.
+    Untested in this project's CI (which runs on Linux).
+
+.PARAMETER VMName
+    The VM.
+.PARAMETER PackageDir
+    target\driver\<name>_package (from `cargo xtask package`).
+.PARAMETER Credential
+    Administrator credential in the VM (prompted for when omitted).
+#>
+param(
+    [Parameter(Mandatory = $true)] [string] $VMName,
+    [Parameter(Mandatory = $true)] [string] $PackageDir,
+    [System.Management.Automation.PSCredential] $Credential = (Get-Credential -Message "Administrator in $VMName")
+)
+$ErrorActionPreference = 'Stop'
+
+$package = Get-Item $PackageDir
+$name = $package.Name -replace '_package$', ''
+$sys = Join-Path $package.FullName "$name.sys"
+if (-not (Test-Path $sys)) { throw "$sys not found: run cargo xtask package first" }
+$service = (Get-Content (Join-Path $package.FullName "$name.inf") |
+    Select-String -Pattern '^AddService\s*=\s*(\w+)').Matches[0].Groups[1].Value
+$remote = "C:\Temp\$name"
+
+Write-Host "==> copying $($package.FullName) to ${VMName}:$remote"
+Enable-VMIntegrationService -VMName $VMName -Name 'Guest Service Interface'
+foreach ($file in Get-ChildItem $package.FullName -File) {
+    Copy-VMFile -VMName $VMName -SourcePath $file.FullName -DestinationPath (Join-Path $remote $file.Name) `
+        -CreateFullPath -FileSource Host -Force
+}
+
+Invoke-Command -VMName $VMName -Credential $Credential -ArgumentList $remote, $name, $service -ScriptBlock {
+    param($remote, $name, $service)
+    $ErrorActionPreference = 'Stop'
+    Write-Host "==> trusting the test certificate"
+    Import-Certificate -FilePath "$remote\EbpfExtLocalTestCert.cer" -CertStoreLocation Cert:\LocalMachine\Root | Out-Null
+    Import-Certificate -FilePath "$remote\EbpfExtLocalTestCert.cer" -CertStoreLocation Cert:\LocalMachine\TrustedPublisher | Out-Null
+
+    Write-Host "==> tracing with $name.wprp"
+    wpr.exe -start "$remote\$name.wprp" -filemode | Out-Host
+
+    Write-Host "==> sc create / start $service"
+    sc.exe create $service type= kernel start= demand binpath= "$remote\$name.sys" | Out-Host
+    $started = $false
+    foreach ($attempt in 1..10) {
+        try { Start-Service $service; $started = $true; break } catch { Start-Sleep -Seconds 1 }
+    }
+    if (-not $started) { sc.exe query $service | Out-Host; throw "$service did not start" }
+    sc.exe query $service | Out-Host
+
+    # The service is running: its providers are registered with the eBPF core. Programs for
+    # its program type can now be loaded with the eBPF tools (netsh ebpf / bpftool).
+    Start-Sleep -Seconds 2
+
+    Write-Host "==> stop and delete $service"
+    Stop-Service $service
+    sc.exe delete $service | Out-Host
+    wpr.exe -stop "$remote\$name.etl" | Out-Host
+}
+
+$log = Join-Path $package.FullName "$name.vm.etl"
+Write-Host "==> the ETW log stays in the VM at $remote\$name.etl (copy it with a PSSession to $log)"
