@@ -1,0 +1,127 @@
+//! ControlDevice (security, links, undo on failure), DeviceControl and DriverGlobal.
+#![allow(
+    clippy::std_instead_of_alloc,
+    clippy::std_instead_of_core,
+    reason = "host tests"
+)]
+
+use core::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ebpf_ext_usersim::{Caller, DriverObject, Kernel, sweep_call_failures};
+use ebpf_extension_common::control::{ControlDevice, dispatch_succeed};
+use ebpf_extension_common::prelude::*;
+use ebpf_extension_common::sys::ntstatus::STATUS_ACCESS_DENIED;
+use ebpf_extension_common::sys::wdm::{FILE_DEVICE_NETWORK, IRP_MJ_CREATE};
+
+const TAG: PoolTag = PoolTag::new(*b"CtGl");
+
+fn create(driver: &mut DriverObject) -> Result<ControlDevice> {
+    // SAFETY: the test's driver object outlives the device.
+    unsafe {
+        ControlDevice::create(
+            driver.as_ptr(),
+            utf16!("\\Device\\CtlTest"),
+            utf16!("\\GLOBAL??\\CtlTest"),
+            FILE_DEVICE_NETWORK,
+        )
+    }
+}
+
+#[test]
+fn the_control_device_admits_only_system_and_administrators() {
+    let kernel = Kernel::new();
+    let mut driver = DriverObject::new();
+    // SAFETY: the test owns the driver object.
+    unsafe {
+        (*driver.as_ptr()).MajorFunction[usize::from(IRP_MJ_CREATE)] = Some(dispatch_succeed)
+    };
+    let device = create(&mut driver).expect("create");
+    assert_eq!(
+        kernel
+            .symbolic_links()
+            .get("\\GLOBAL??\\CtlTest")
+            .map(String::as_str),
+        Some("\\Device\\CtlTest")
+    );
+    assert_eq!(
+        kernel.open("\\\\.\\CtlTest", Caller::User).unwrap_err(),
+        STATUS_ACCESS_DENIED
+    );
+    for caller in [Caller::Administrator, Caller::System] {
+        let handle = kernel.open("\\\\.\\CtlTest", caller).expect("admitted");
+        kernel.close(handle);
+    }
+    drop(device);
+    assert!(kernel.symbolic_links().is_empty());
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_failed_step_deletes_what_was_created() {
+    let swept = sweep_call_failures(|_| {
+        let mut driver = DriverObject::new();
+        if let Ok(device) = create(&mut driver) {
+            drop(device);
+        }
+    });
+    assert_eq!(
+        swept, 3,
+        "IoCreateDevice, ObSetSecurityObjectByPointer, IoCreateSymbolicLink"
+    );
+}
+
+#[test]
+fn utf16_encodes_ascii_at_compile_time() {
+    const NAME: &[u16] = utf16!("\\Device\\X");
+    assert_eq!(String::from_utf16(NAME).unwrap(), "\\Device\\X");
+}
+
+#[test]
+fn a_global_is_empty_until_set_and_refuses_a_second_value() {
+    let _kernel = Kernel::new();
+    static GLOBAL: DriverGlobal<u32> = DriverGlobal::new(TAG);
+    assert!(GLOBAL.get().is_none());
+    GLOBAL.set(7).expect("set");
+    assert_eq!(*GLOBAL.get().expect("published"), 7);
+    assert_eq!(GLOBAL.set(8), Err(Error::InvalidDeviceState));
+    assert_eq!(GLOBAL.take().map(PoolBox::into_inner), Some(7));
+    assert!(GLOBAL.get().is_none(), "no borrow after take");
+    GLOBAL.set(9).expect("a reloaded driver publishes again");
+    assert_eq!(*GLOBAL.get().expect("published"), 9);
+    drop(GLOBAL.take());
+}
+
+#[test]
+fn take_waits_for_borrows_to_end() {
+    let kernel = Kernel::new();
+    static GLOBAL: DriverGlobal<u64> = DriverGlobal::new(TAG);
+    GLOBAL.set(1).expect("set");
+    let released = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let borrow = GLOBAL.get().expect("published");
+        s.spawn(|| {
+            kernel.bind_current_thread();
+            let value = GLOBAL.take().expect("taken");
+            assert!(
+                released.load(Ordering::SeqCst),
+                "take returned while a borrow was live"
+            );
+            drop(value);
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        released.store(true, Ordering::SeqCst);
+        drop(borrow);
+    });
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_global_whose_allocation_fails_stays_empty() {
+    let kernel = Kernel::new();
+    static GLOBAL: DriverGlobal<u64> = DriverGlobal::new(TAG);
+    kernel.inject(ebpf_ext_usersim::Fault::Allocation(1));
+    assert_eq!(GLOBAL.set(5), Err(Error::InsufficientResources));
+    assert!(GLOBAL.get().is_none());
+    kernel.assert_no_leaks();
+}
