@@ -34,7 +34,7 @@ fn the_control_device_admits_only_system_and_administrators() {
     let mut driver = DriverObject::new();
     // SAFETY: the test owns the driver object.
     unsafe {
-        (*driver.as_ptr()).MajorFunction[usize::from(IRP_MJ_CREATE)] = Some(dispatch_succeed)
+        (*driver.as_ptr()).MajorFunction[usize::from(IRP_MJ_CREATE)] = Some(dispatch_succeed);
     };
     let device = create(&mut driver).expect("create");
     assert_eq!(
@@ -79,8 +79,8 @@ fn utf16_encodes_ascii_at_compile_time() {
 
 #[test]
 fn a_global_is_empty_until_set_and_refuses_a_second_value() {
-    let _kernel = Kernel::new();
     static GLOBAL: DriverGlobal<u32> = DriverGlobal::new(TAG);
+    let _kernel = Kernel::new();
     assert!(GLOBAL.get().is_none());
     GLOBAL.set(7).expect("set");
     assert_eq!(*GLOBAL.get().expect("published"), 7);
@@ -94,8 +94,8 @@ fn a_global_is_empty_until_set_and_refuses_a_second_value() {
 
 #[test]
 fn take_waits_for_borrows_to_end() {
-    let kernel = Kernel::new();
     static GLOBAL: DriverGlobal<u64> = DriverGlobal::new(TAG);
+    let kernel = Kernel::new();
     GLOBAL.set(1).expect("set");
     let released = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -118,8 +118,8 @@ fn take_waits_for_borrows_to_end() {
 
 #[test]
 fn a_global_whose_allocation_fails_stays_empty() {
-    let kernel = Kernel::new();
     static GLOBAL: DriverGlobal<u64> = DriverGlobal::new(TAG);
+    let kernel = Kernel::new();
     kernel.inject(ebpf_ext_usersim::Fault::Allocation(1));
     assert_eq!(GLOBAL.set(5), Err(Error::InsufficientResources));
     assert!(GLOBAL.get().is_none());
