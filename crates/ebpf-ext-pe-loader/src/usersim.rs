@@ -1,0 +1,23 @@
+//! Binding images to `ebpf-ext-usersim`.
+
+/// Resolves an import against usersim's export table
+/// ([`ebpf_ext_usersim::exports::EXPORTS`]), matching module names case-insensitively.
+///
+/// Pass it to [`load`](crate::load) as the resolver.
+#[must_use]
+pub fn usersim_resolver(module: &str, name: &str) -> Option<usize> {
+    ebpf_ext_usersim::exports::find(module, name).map(|export| export.address as usize)
+}
+
+/// Makes emulated CR8 accesses read and write usersim's per-thread simulated IRQL
+/// ([`ebpf_ext_usersim::set_current_irql`] and the `KeGetCurrentIrql` export).
+///
+/// The thread running the driver code must have a usersim kernel bound, as for any kernel
+/// routine.
+pub fn use_usersim_irql() {
+    crate::set_irql_source(usersim_irql, ebpf_ext_usersim::set_current_irql);
+}
+
+fn usersim_irql() -> u8 {
+    ebpf_ext_usersim::exports::all::KeGetCurrentIrql()
+}

@@ -1,0 +1,183 @@
+//! Faults in images are reported with module, RVA and function, then abort; stack overflows
+//! on the kernel stack are caught by its guard page; other faults are left alone.
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+
+use ebpf_ext_pe_loader::{LoadedImage, call_win64, expect_fault, load, usersim_resolver};
+use support::{Built, Spec, build};
+
+fn loaded() -> (Built, LoadedImage) {
+    let built = build(&Spec::default());
+    let image = load("test.sys", &built.bytes, usersim_resolver).expect("load");
+    (built, image)
+}
+
+fn rva(name: &str) -> u32 {
+    build(&Spec::default()).rva(name)
+}
+
+#[test]
+fn null_dereference_is_reported_with_module_rva_and_function() {
+    let line = expect_fault(
+        "null_dereference_is_reported_with_module_rva_and_function",
+        || {
+            let (built, image) = loaded();
+            // SAFETY: crashes the child, which is the point.
+            let _ = unsafe { image.call(built.rva("crash"), []) };
+        },
+    );
+    // `xor eax, eax` is 2 bytes; the load faults.
+    assert_eq!(
+        line,
+        format!(
+            "fault: SIGSEGV in test.sys+{:#x} (crash+0x2), address 0x0",
+            rva("crash") + 2
+        )
+    );
+}
+
+#[test]
+fn illegal_instruction_is_reported() {
+    let line = expect_fault("illegal_instruction_is_reported", || {
+        let (built, image) = loaded();
+        // SAFETY: crashes the child, which is the point.
+        let _ = unsafe { image.call(built.rva("illegal"), []) };
+    });
+    assert_eq!(
+        line,
+        format!("fault: SIGILL in test.sys+{:#x} (illegal)", rva("illegal"))
+    );
+}
+
+#[test]
+fn fault_on_an_ordinary_thread_is_reported() {
+    let line = expect_fault("fault_on_an_ordinary_thread_is_reported", || {
+        let (built, image) = loaded();
+        let function = image.address(built.rva("crash")).unwrap();
+        std::thread::spawn(move || {
+            // SAFETY: a win64 function without arguments; crashes the child, the point.
+            let f = unsafe { core::mem::transmute::<usize, extern "win64" fn()>(function) };
+            f();
+        })
+        .join()
+        .unwrap();
+    });
+    assert!(line.starts_with("fault: SIGSEGV in test.sys+"), "{line}");
+    assert!(line.contains("(crash+0x2)"), "{line}");
+}
+
+#[test]
+fn stack_overflow_hits_the_guard_page() {
+    let line = expect_fault("stack_overflow_hits_the_guard_page", || {
+        let (built, image) = loaded();
+        // SAFETY: recurses without end; the child dies, the point.
+        let _ = unsafe { image.call(built.rva("recurse"), []) };
+    });
+    assert_eq!(
+        line,
+        format!(
+            "fault: stack overflow in test.sys+{:#x} (recurse)",
+            rva("recurse")
+        )
+    );
+}
+
+#[test]
+fn stack_overflow_is_caught_on_a_thread_without_an_alternate_signal_stack() {
+    let line = expect_fault(
+        "stack_overflow_is_caught_on_a_thread_without_an_alternate_signal_stack",
+        || {
+            let (built, image) = loaded();
+            let recurse = built.rva("recurse");
+            std::thread::spawn(move || {
+                let disable = libc::stack_t {
+                    ss_sp: core::ptr::null_mut(),
+                    ss_flags: libc::SS_DISABLE,
+                    ss_size: 0,
+                };
+                // SAFETY: disables this thread's alternate signal stack (std's stays mapped
+                // until the thread exits); the loader must install its own.
+                unsafe { libc::sigaltstack(&raw const disable, core::ptr::null_mut()) };
+                // SAFETY: recurses without end; the child dies, the point.
+                let _ = unsafe { image.call(recurse, []) };
+            })
+            .join()
+            .unwrap();
+        },
+    );
+    assert_eq!(
+        line,
+        format!(
+            "fault: stack overflow in test.sys+{:#x} (recurse)",
+            rva("recurse")
+        )
+    );
+}
+
+#[test]
+fn stack_overflow_in_chkstk_names_its_caller() {
+    let line = expect_fault("stack_overflow_in_chkstk_names_its_caller", || {
+        let (built, image) = loaded();
+        // SAFETY: a 64 KiB frame on a 24 KiB stack: __chkstk hits the guard page.
+        let _ = unsafe { image.call(built.rva("big_frame"), [0x1_0000]) };
+    });
+    // The call to __chkstk ends 12 bytes into big_frame.
+    assert_eq!(
+        line,
+        format!(
+            "fault: stack overflow in __chkstk called from test.sys+{:#x} (big_frame+0xc)",
+            rva("big_frame") + 12
+        )
+    );
+}
+
+#[test]
+fn stack_overflow_in_host_code_on_a_kernel_stack_is_caught() {
+    extern "win64" fn deep(depth: usize) -> usize {
+        if core::hint::black_box(depth) == usize::MAX {
+            return 0;
+        }
+        let buffer = core::hint::black_box([0_u8; 512]);
+        deep(depth + 1) + usize::from(buffer[depth % 512])
+    }
+    let line = expect_fault(
+        "stack_overflow_in_host_code_on_a_kernel_stack_is_caught",
+        || {
+            let _ = loaded();
+            // SAFETY: recurses until the guard page; the child dies, the point.
+            let _ = unsafe { call_win64(deep as *const () as usize, [0]) };
+        },
+    );
+    assert!(
+        line.starts_with("fault: stack overflow in host code at 0x"),
+        "{line}"
+    );
+}
+
+const OTHER_CHILD: &str = "EBPF_EXT_PE_LOADER_TEST_OTHER_FAULT";
+
+#[test]
+fn faults_outside_images_go_to_the_previous_handler() {
+    if std::env::var_os(OTHER_CHILD).is_some() {
+        let (_built, image) = loaded();
+        // SAFETY: deliberately faults outside any image: the default action must kill us.
+        unsafe { core::ptr::read_volatile(core::ptr::null::<u8>().wrapping_add(8)) };
+        drop(image);
+        std::process::exit(0);
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "faults_outside_images_go_to_the_previous_handler",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(OTHER_CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.signal(), Some(libc::SIGSEGV), "{stderr}");
+    assert!(!stderr.contains("fault: "), "{stderr}");
+}
