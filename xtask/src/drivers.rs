@@ -359,9 +359,10 @@ fn is_signed(sys: &Path) -> Result<bool> {
 
 /// Stamps `DriverVer` into an `.inx` template.
 fn stamp_inf(inx: &str, version: &str) -> String {
-    let date = Command::new("date")
-        .arg("+%m/%d/%Y")
-        .output().map_or_else(|_| "01/01/2026".into(), |o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let date = Command::new("date").arg("+%m/%d/%Y").output().map_or_else(
+        |_| "01/01/2026".into(),
+        |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+    );
     inx.replace("$DRIVERVER$", &format!("{date},{version}.0"))
 }
 

@@ -33,7 +33,6 @@ use ebpf_ext_sys::wdm::{
 use crate::kernel::{Kernel, bugcheck, call_fails, lock, require_irql, with_kernel};
 
 /// Longest SID: 8 bytes of header and 15 sub-authorities.
-#[cfg(debug_assertions)]
 const MAX_SID_LENGTH: usize = 8 + 4 * 15;
 
 /// Parses a SID at the start of `bytes`: its bytes, or `None` if it is not a valid SID.

@@ -3,8 +3,9 @@
 //! core-sim, fire events, check verdicts, helper results and trace events, detach, unload,
 //! and check that nothing leaked.
 //!
-//! A scenario takes the driver's entry point, so the same scenario runs against the sample
-//! crates linked into this process and, later, against their built images. Each scenario
+//! A scenario takes a [`Target`], so the same scenario runs against the sample crates linked
+//! into this process and against their built, signed images loaded by `ebpf-ext-pe-loader`
+//! ([`binary`]). Each scenario
 //! checks its own expectations and returns a report ([`net::NetReport`]) whose equality
 //! across runs is what "the same behaviour" means; `cargo xtask demo` prints it.
 #![allow(
@@ -16,11 +17,13 @@
 use core::ptr;
 use std::fmt::Write as _;
 
+use ebpf_ext_pe_loader::LoadedImage;
 use ebpf_ext_sys::ntdef::{NTSTATUS, UNICODE_STRING};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
-use ebpf_ext_sys::wdm::DRIVER_OBJECT;
+use ebpf_ext_sys::wdm::{DRIVER_OBJECT, DRIVER_UNLOAD};
 use ebpf_ext_usersim::{DriverObject, Kernel};
 
+pub mod binary;
 pub mod net;
 pub mod ntos;
 
@@ -44,14 +47,67 @@ macro_rules! expect {
     };
 }
 
+/// The driver a scenario drives: the sample crate linked into this process, or its built
+/// image loaded by the PE loader.
+#[derive(Clone, Copy)]
+pub enum Target<'a> {
+    /// The crate's `DriverEntry`, called directly.
+    Native(DriverEntry),
+    /// A loaded `.sys` image: its entry point and unload routine run on a kernel-sized stack.
+    Image(&'a LoadedImage),
+}
+
+impl Target<'_> {
+    /// What a report says about it.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Native(_) => "the sample crate linked into this process".into(),
+            Target::Image(image) => format!(
+                "the signed image {} loaded at {:#x}",
+                image.name(),
+                image.base()
+            ),
+        }
+    }
+
+    fn driver_entry(&self, object: *mut DRIVER_OBJECT, path: *const UNICODE_STRING) -> NTSTATUS {
+        match self {
+            // SAFETY: the sample's DriverEntry, with a fresh driver object and a valid path.
+            Target::Native(entry) => unsafe { entry(object, path) },
+            // SAFETY: as above; the image's imports are bound to usersim and a kernel is bound
+            // to this thread.
+            Target::Image(image) => unsafe { image.call_driver_entry(object.cast(), path.cast()) },
+        }
+    }
+
+    fn unload(&self, unload: DRIVER_UNLOAD, object: *mut DRIVER_OBJECT) {
+        match self {
+            // SAFETY: the driver's own unload routine with its object.
+            Target::Native(_) => unsafe { unload(object) },
+            Target::Image(image) => {
+                let rva = (unload as usize)
+                    .checked_sub(image.base())
+                    .and_then(|r| u32::try_from(r).ok())
+                    .expect("the unload routine lies in the image");
+                // SAFETY: as above, on a kernel-sized stack.
+                let called = unsafe { image.call(rva, [object as usize]) };
+                assert!(called.is_some(), "the unload routine lies in the image");
+            }
+        }
+    }
+}
+
 /// A driver loaded into the current usersim kernel.
-pub struct LoadedDriver {
+pub struct LoadedDriver<'a> {
+    target: Target<'a>,
     object: DriverObject,
     _registry_path: Vec<u16>,
 }
 
-impl LoadedDriver {
-    /// Calls `entry` as the I/O manager does, with a registry path for `service`.
+impl<'a> LoadedDriver<'a> {
+    /// Calls the target's `DriverEntry` as the I/O manager does, with a registry path for
+    /// `service`.
     ///
     /// # Errors
     /// The status `DriverEntry` returned (the driver is then not loaded and its unload
@@ -59,7 +115,7 @@ impl LoadedDriver {
     ///
     /// # Panics
     /// If the service name is absurdly long.
-    pub fn load(entry: DriverEntry, service: &str) -> Result<LoadedDriver, NTSTATUS> {
+    pub fn load(target: Target<'a>, service: &str) -> Result<LoadedDriver<'a>, NTSTATUS> {
         let mut object = DriverObject::new();
         let mut path: Vec<u16> =
             format!("\\Registry\\Machine\\System\\CurrentControlSet\\Services\\{service}")
@@ -71,11 +127,10 @@ impl LoadedDriver {
             MaximumLength: length,
             Buffer: path.as_mut_ptr(),
         };
-        // SAFETY: a fresh driver object that outlives the driver (it is dropped after unload)
-        // and a valid registry path.
-        let status = unsafe { entry(object.as_ptr(), &raw const registry_path) };
+        let status = target.driver_entry(object.as_ptr(), &raw const registry_path);
         if status == STATUS_SUCCESS {
             Ok(LoadedDriver {
+                target,
                 object,
                 _registry_path: path,
             })
@@ -94,8 +149,7 @@ impl LoadedDriver {
             .get()
             .DriverUnload
             .expect("the driver sets DriverUnload");
-        // SAFETY: the loaded driver's own unload routine, called once with its object.
-        unsafe { unload(self.object.as_ptr()) };
+        self.target.unload(unload, self.object.as_ptr());
     }
 
     /// The driver object.

@@ -21,7 +21,7 @@ use sample_netebpf_ext::protocol::{
 };
 use sample_netebpf_ext::{PacketContext, VERDICT_BLOCK, VERDICT_PERMIT};
 
-use crate::{DriverEntry, Failure, LoadedDriver, Narrator, call_helper, expect, trace_lines};
+use crate::{Failure, LoadedDriver, Narrator, Target, call_helper, expect, trace_lines};
 
 /// The sample's ETW provider name.
 pub const PROVIDER: &str = "SampleNetEbpfExtProvider";
@@ -297,7 +297,7 @@ fn refusals(kernel: &Kernel, handle: &FileHandle) -> Vec<(String, NTSTATUS, NTST
         .collect()
 }
 
-/// Runs the scenario against a driver whose `DriverEntry` is `entry`, on `kernel` (bound to
+/// Runs the scenario against `target`, on `kernel` (bound to
 /// this thread, with no other driver of this kind loaded).
 ///
 /// # Errors
@@ -308,11 +308,11 @@ fn refusals(kernel: &Kernel, handle: &FileHandle) -> Vec<(String, NTSTATUS, NTST
 #[expect(clippy::too_many_lines, reason = "one narrated scenario")]
 pub fn scenario(
     kernel: &Kernel,
-    entry: DriverEntry,
+    target: Target<'_>,
     say: Narrator<'_>,
 ) -> Result<NetReport, Failure> {
     say("load: DriverEntry");
-    let driver = LoadedDriver::load(entry, "SampleNetEbpfExt")
+    let driver = LoadedDriver::load(target, "SampleNetEbpfExt")
         .map_err(|s| format!("DriverEntry failed: {s:#x}"))?;
     let info_client =
         ProgramInfoClient::attach(PROGRAM_TYPE).map_err(|e| format!("program info: {e}"))?;

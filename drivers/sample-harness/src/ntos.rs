@@ -11,7 +11,7 @@ use sample_ntos_ext::hook::ATTACH_TYPE;
 use sample_ntos_ext::program::{HELPER_GET_IMAGE_PATH, PROGRAM_TYPE};
 use sample_ntos_ext::{OPERATION_CREATE, ProcessContext};
 
-use crate::{DriverEntry, Failure, LoadedDriver, Narrator, call_helper, expect, trace_lines};
+use crate::{Failure, LoadedDriver, Narrator, Target, call_helper, expect, trace_lines};
 
 /// The sample's ETW provider name.
 pub const PROVIDER: &str = "SampleNtosEbpfExtProvider";
@@ -100,7 +100,7 @@ fn process(id: usize, command_line: Option<&str>) -> NewProcess {
     }
 }
 
-/// Runs the scenario against a driver whose `DriverEntry` is `entry`.
+/// Runs the scenario against `target`.
 ///
 /// # Errors
 /// The first expectation that did not hold.
@@ -110,11 +110,11 @@ fn process(id: usize, command_line: Option<&str>) -> NewProcess {
 #[expect(clippy::too_many_lines, reason = "one narrated scenario")]
 pub fn scenario(
     kernel: &Kernel,
-    entry: DriverEntry,
+    target: Target<'_>,
     say: Narrator<'_>,
 ) -> Result<NtosReport, Failure> {
     say("load: DriverEntry");
-    let driver = LoadedDriver::load(entry, "SampleNtosEbpfExt")
+    let driver = LoadedDriver::load(target, "SampleNtosEbpfExt")
         .map_err(|s| format!("DriverEntry failed: {s:#x}"))?;
     let info_client =
         ProgramInfoClient::attach(PROGRAM_TYPE).map_err(|e| format!("program info: {e}"))?;

@@ -11,8 +11,8 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::{STATUS_NOT_FOUND, STATUS_SUCCESS};
 use ebpf_ext_usersim::{Caller, Kernel, sweep_allocation_failures, sweep_call_failures};
-use sample_harness::LoadedDriver;
 use sample_harness::net::{profile_request, run, scenario};
+use sample_harness::{LoadedDriver, Target};
 use sample_netebpf_ext::hook::ATTACH_TYPE;
 use sample_netebpf_ext::program::PROGRAM_TYPE;
 use sample_netebpf_ext::protocol::{IOCTL_SAMPLE_NET_PROFILE, ProfileReply, WIN32_PATH};
@@ -29,9 +29,10 @@ fn link(interface: u32, verdict: u32) -> Link {
 #[test]
 fn the_end_to_end_scenario_holds_and_repeats_identically() {
     let kernel = Kernel::new();
-    let first = scenario(&kernel, driver_entry, &mut |_| {}).expect("first run");
+    let first = scenario(&kernel, Target::Native(driver_entry), &mut |_| {}).expect("first run");
     kernel.etw_clear();
-    let second = scenario(&kernel, driver_entry, &mut |_| {}).expect("reload in one process");
+    let second = scenario(&kernel, Target::Native(driver_entry), &mut |_| {})
+        .expect("reload in one process");
     assert_eq!(first, second, "a reload behaves exactly as the first load");
     assert!(
         first
@@ -46,7 +47,7 @@ fn the_end_to_end_scenario_holds_and_repeats_identically() {
 #[test]
 fn every_allocation_and_api_failure_in_load_and_unload_is_clean() {
     let scenario = |_: &Kernel| {
-        if let Ok(driver) = LoadedDriver::load(driver_entry, "SampleNetEbpfExt") {
+        if let Ok(driver) = LoadedDriver::load(Target::Native(driver_entry), "SampleNetEbpfExt") {
             driver.unload();
         }
     };
@@ -60,7 +61,8 @@ fn every_allocation_and_api_failure_in_load_and_unload_is_clean() {
 #[test]
 fn failures_while_attaching_and_firing_leak_nothing() {
     let scenario = |kernel: &Kernel| {
-        let Ok(driver) = LoadedDriver::load(driver_entry, "SampleNetEbpfExt") else {
+        let Ok(driver) = LoadedDriver::load(Target::Native(driver_entry), "SampleNetEbpfExt")
+        else {
             return;
         };
         if let Ok(link) = Link::attach(
@@ -87,7 +89,8 @@ fn failures_while_attaching_and_firing_leak_nothing() {
 #[test]
 fn programs_detach_and_reattach_while_events_fire() {
     let kernel = Kernel::new();
-    let driver = LoadedDriver::load(driver_entry, "SampleNetEbpfExt").expect("load");
+    let driver =
+        LoadedDriver::load(Target::Native(driver_entry), "SampleNetEbpfExt").expect("load");
     let stop = AtomicBool::new(false);
     let (fired, not_found) = (AtomicU64::new(0), AtomicU64::new(0));
     std::thread::scope(|s| {
@@ -137,7 +140,8 @@ fn programs_detach_and_reattach_while_events_fire() {
 #[test]
 fn unloading_with_programs_attached_detaches_them() {
     let kernel = Kernel::new();
-    let driver = LoadedDriver::load(driver_entry, "SampleNetEbpfExt").expect("load");
+    let driver =
+        LoadedDriver::load(Target::Native(driver_entry), "SampleNetEbpfExt").expect("load");
     let attached = [link(1, VERDICT_PERMIT), link(0, VERDICT_BLOCK)];
     driver.unload();
     for l in &attached {

@@ -11,8 +11,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_SUCCESS};
 use ebpf_ext_usersim::{Fault, Kernel, NewProcess, sweep_allocation_failures, sweep_call_failures};
-use sample_harness::LoadedDriver;
 use sample_harness::ntos::scenario;
+use sample_harness::{LoadedDriver, Target};
 use sample_ntos_ext::driver_entry;
 use sample_ntos_ext::hook::ATTACH_TYPE;
 use sample_ntos_ext::program::PROGRAM_TYPE;
@@ -35,9 +35,10 @@ fn process(id: usize) -> NewProcess {
 #[test]
 fn the_end_to_end_scenario_holds_and_repeats_identically() {
     let kernel = Kernel::new();
-    let first = scenario(&kernel, driver_entry, &mut |_| {}).expect("first run");
+    let first = scenario(&kernel, Target::Native(driver_entry), &mut |_| {}).expect("first run");
     kernel.etw_clear();
-    let second = scenario(&kernel, driver_entry, &mut |_| {}).expect("reload in one process");
+    let second = scenario(&kernel, Target::Native(driver_entry), &mut |_| {})
+        .expect("reload in one process");
     assert_eq!(first, second);
     assert_eq!(first.notify_routines, [0, 1, 0]);
 }
@@ -45,7 +46,8 @@ fn the_end_to_end_scenario_holds_and_repeats_identically() {
 #[test]
 fn a_failed_notify_registration_refuses_the_attach() {
     let kernel = Kernel::new();
-    let driver = LoadedDriver::load(driver_entry, "SampleNtosEbpfExt").expect("load");
+    let driver =
+        LoadedDriver::load(Target::Native(driver_entry), "SampleNtosEbpfExt").expect("load");
     kernel.inject(Fault::Call("PsSetCreateProcessNotifyRoutineEx", 1));
     let refused = attach().expect_err("attach must fail without the notify routine");
     assert_eq!(refused.provider_status(), Some(STATUS_ACCESS_DENIED));
@@ -62,7 +64,8 @@ fn a_failed_notify_registration_refuses_the_attach() {
 fn an_image_without_the_integrity_flag_cannot_attach() {
     let kernel = Kernel::new();
     kernel.set_image_flags_lookup(Some(|_| Some(false)));
-    let driver = LoadedDriver::load(driver_entry, "SampleNtosEbpfExt").expect("load");
+    let driver =
+        LoadedDriver::load(Target::Native(driver_entry), "SampleNtosEbpfExt").expect("load");
     assert!(attach().is_err());
     assert_eq!(kernel.process_notify_routines(), 0);
     driver.unload();
@@ -72,7 +75,8 @@ fn an_image_without_the_integrity_flag_cannot_attach() {
 #[test]
 fn every_failure_in_load_attach_and_unload_is_clean() {
     let scenario = |kernel: &Kernel| {
-        let Ok(driver) = LoadedDriver::load(driver_entry, "SampleNtosEbpfExt") else {
+        let Ok(driver) = LoadedDriver::load(Target::Native(driver_entry), "SampleNtosEbpfExt")
+        else {
             return;
         };
         if let Ok(link) = attach() {
@@ -90,7 +94,8 @@ fn every_failure_in_load_attach_and_unload_is_clean() {
 #[test]
 fn processes_start_while_programs_come_and_go() {
     let kernel = Kernel::new();
-    let driver = LoadedDriver::load(driver_entry, "SampleNtosEbpfExt").expect("load");
+    let driver =
+        LoadedDriver::load(Target::Native(driver_entry), "SampleNtosEbpfExt").expect("load");
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
@@ -118,7 +123,8 @@ fn processes_start_while_programs_come_and_go() {
 #[test]
 fn unloading_with_programs_attached_removes_the_notify_routine() {
     let kernel = Kernel::new();
-    let driver = LoadedDriver::load(driver_entry, "SampleNtosEbpfExt").expect("load");
+    let driver =
+        LoadedDriver::load(Target::Native(driver_entry), "SampleNtosEbpfExt").expect("load");
     let links = [attach().expect("attach"), attach().expect("attach")];
     assert_eq!(kernel.process_notify_routines(), 1);
     driver.unload();

@@ -1,0 +1,127 @@
+//! Binary mode: the signed `.sys` images, loaded by the PE loader with their imports bound to
+//! usersim, must behave exactly as the sample crates linked natively — same invocations,
+//! verdicts, helper results, statuses and trace events (which, from an image, come through
+//! the `tracelogging` crate's real kernel-mode encoder and usersim's decoder) — and leave
+//! nothing behind. The images come from `cargo xtask build-drivers` and `cargo xtask sign`
+//! (`cargo xtask ci` and `test-sample` build them first).
+#![allow(
+    clippy::std_instead_of_alloc,
+    clippy::std_instead_of_core,
+    reason = "host tests"
+)]
+
+use ebpf_ext_core_sim::{Link, LinkSpec};
+use ebpf_ext_usersim::{Kernel, sweep_allocation_failures, sweep_call_failures};
+use sample_harness::{LoadedDriver, Target, binary, net, ntos};
+
+fn quiet(_: &str) {}
+
+#[test]
+fn the_netebpf_image_behaves_exactly_as_the_linked_crate() {
+    let native = {
+        let kernel = Kernel::new();
+        net::scenario(
+            &kernel,
+            Target::Native(sample_netebpf_ext::driver_entry),
+            &mut quiet,
+        )
+        .expect("native scenario")
+    };
+    let kernel = Kernel::new();
+    let image = binary::load_sample(&kernel, "sample_netebpf_ext").expect("image");
+    let from_image =
+        net::scenario(&kernel, Target::Image(&image), &mut quiet).expect("image scenario");
+    assert_eq!(from_image, native);
+    assert!(from_image.traces.len() > 20, "{:?}", from_image.traces);
+    assert!(
+        from_image
+            .traces
+            .iter()
+            .all(|t| !t.contains("decode error") && !t.starts_with(' ')),
+        "every event from the real encoder decodes: {:?}",
+        from_image.traces
+    );
+    drop(kernel);
+    binary::unload_sample(image);
+}
+
+#[test]
+fn the_ntos_image_behaves_exactly_as_the_linked_crate() {
+    let native = {
+        let kernel = Kernel::new();
+        ntos::scenario(
+            &kernel,
+            Target::Native(sample_ntos_ext::driver_entry),
+            &mut quiet,
+        )
+        .expect("native scenario")
+    };
+    let kernel = Kernel::new();
+    let image = binary::load_sample(&kernel, "sample_ntos_ext").expect("image");
+    let from_image =
+        ntos::scenario(&kernel, Target::Image(&image), &mut quiet).expect("image scenario");
+    assert_eq!(from_image, native);
+    drop(kernel);
+    binary::unload_sample(image);
+}
+
+#[test]
+fn every_failure_in_the_images_load_and_unload_is_clean() {
+    let loader_kernel = Kernel::new();
+    let image = binary::load_sample(&loader_kernel, "sample_netebpf_ext").expect("image");
+    let scenario = |_: &Kernel| {
+        if let Ok(driver) = LoadedDriver::load(Target::Image(&image), "SampleNetEbpfExt") {
+            driver.unload();
+        }
+    };
+    let native = |_: &Kernel| {
+        if let Ok(driver) = LoadedDriver::load(
+            Target::Native(sample_netebpf_ext::driver_entry),
+            "SampleNetEbpfExt",
+        ) {
+            driver.unload();
+        }
+    };
+    assert_eq!(
+        sweep_allocation_failures(scenario),
+        sweep_allocation_failures(native),
+        "the image allocates exactly as the crate does"
+    );
+    assert_eq!(sweep_call_failures(scenario), sweep_call_failures(native));
+    drop(loader_kernel);
+    binary::unload_sample(image);
+}
+
+#[test]
+fn the_ntos_image_honours_its_integrity_flag() {
+    let kernel = Kernel::new();
+    let image = binary::load_sample(&kernel, "sample_ntos_ext").expect("image");
+    let driver = LoadedDriver::load(Target::Image(&image), "SampleNtosEbpfExt").expect("load");
+    // Its /INTEGRITYCHECK flag is set, so the notify routine registers on the first attach.
+    let link = Link::attach(
+        LinkSpec::new(
+            sample_ntos_ext::program::PROGRAM_TYPE,
+            sample_ntos_ext::hook::ATTACH_TYPE,
+        ),
+        |_| Ok(0),
+    )
+    .expect("attach");
+    assert_eq!(kernel.process_notify_routines(), 1);
+    drop(link);
+    // Without the flag (as if linked without /INTEGRITYCHECK) the kernel refuses the routine,
+    // and the attach with it.
+    kernel.set_image_flags_lookup(Some(|_| Some(false)));
+    let refused = Link::attach(
+        LinkSpec::new(
+            sample_ntos_ext::program::PROGRAM_TYPE,
+            sample_ntos_ext::hook::ATTACH_TYPE,
+        ),
+        |_| Ok(0),
+    );
+    assert!(refused.is_err());
+    assert_eq!(kernel.process_notify_routines(), 0);
+    driver.unload();
+    kernel.assert_no_leaks();
+    drop(kernel);
+    binary::unload_sample(image);
+}
