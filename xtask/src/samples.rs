@@ -113,17 +113,19 @@ pub(crate) fn demo() -> Result<()> {
         "--binary",
     ]))?;
     println!("\nSummary");
+    let root = workspace_root();
+    let show = |p: &std::path::Path| p.strip_prefix(&root).unwrap_or(p).display().to_string();
     for sys in &built {
         let size = std::fs::metadata(sys).map_or(0, |m| m.len());
         println!(
             "  built    {} ({size} bytes): native subsystem, DriverEntry, FORCE_INTEGRITY, no W+X, checksum ok (xtask and pefile)",
-            sys.display()
+            show(sys)
         );
     }
     for sys in &signed {
         println!(
             "  signed   {} (Authenticode, test certificate; osslsigncode verify ok)",
-            sys.display()
+            show(sys)
         );
     }
     for dir in &packages {
@@ -131,7 +133,7 @@ pub(crate) fn demo() -> Result<()> {
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
             .collect();
         files.sort();
-        println!("  package  {}: {}", dir.display(), files.join(", "));
+        println!("  package  {}: {}", show(dir), files.join(", "));
     }
     println!(
         "  ran      the signed .sys images, loaded by ebpf-ext-pe-loader with their imports bound to\n           \
