@@ -34,7 +34,7 @@ enum Command {
     },
     /// Test-signs the built drivers (a certificate made once per checkout) and verifies them.
     Sign,
-    /// Lays out target/driver/<name>_package/ for each signed driver.
+    /// Lays out `target/driver/<name>_package/` for each signed driver.
     Package,
     /// Runs the sample scenarios on the host; `--vm NAME` deploys to a Hyper-V VM (Windows).
     TestSample(samples::TestOptions),
