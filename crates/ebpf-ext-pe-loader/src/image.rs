@@ -22,6 +22,9 @@ pub struct LoadOptions {
     /// Where to try to map the image (page-aligned). The kernel uses it when that range is
     /// free and picks another address otherwise; `None` lets the kernel choose.
     pub address_hint: Option<usize>,
+    /// Function names by RVA (from the image's PDB: [`load_file`] reads one found beside the
+    /// image), for fault reports and [`symbolize`](crate::symbolize).
+    pub symbols: Vec<(u32, String)>,
 }
 
 impl LoadOptions {
@@ -35,6 +38,13 @@ impl LoadOptions {
     #[must_use]
     pub fn address_hint(mut self, address: usize) -> LoadOptions {
         self.address_hint = Some(address);
+        self
+    }
+
+    /// Names functions by RVA (see [`LoadOptions::symbols`]).
+    #[must_use]
+    pub fn symbols(mut self, symbols: Vec<(u32, String)>) -> LoadOptions {
+        self.symbols = symbols;
         self
     }
 }
@@ -73,7 +83,10 @@ pub fn load_with(
     parse(bytes)?.load(name, options, resolver)
 }
 
-/// Reads and loads the driver image at `path`, named after its file name.
+/// Reads and loads the driver image at `path`, named after its file name. If a PDB with the
+/// same stem lies beside it (`driver.sys` and `driver.pdb`), its function names are used in
+/// fault reports and by [`symbolize`](crate::symbolize); a PDB that cannot be read is ignored
+/// (names then come from the exports and the entry point).
 ///
 /// # Errors
 /// [`Error::Read`] if the file cannot be read; otherwise as [`load`].
@@ -89,7 +102,13 @@ pub fn load_file(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    load(&name, &bytes, resolver)
+    let symbols = crate::pdb_names::function_names(&path.with_extension("pdb")).unwrap_or_default();
+    load_with(
+        &name,
+        &bytes,
+        &LoadOptions::new().symbols(symbols),
+        resolver,
+    )
 }
 
 pub(crate) fn errno() -> i32 {
@@ -295,7 +314,7 @@ impl PeImage<'_> {
             )?;
         }
 
-        let record = Box::new(self.record(name, base));
+        let record = Box::new(self.record(name, base, &options.symbols));
         let entry_point = base + self.entry_point() as usize;
         // SAFETY: the record is owned by the LoadedImage built below, whose Drop unregisters
         // it before freeing it; it is never mutated.
@@ -315,7 +334,7 @@ impl PeImage<'_> {
         })
     }
 
-    fn record(&self, name: &str, base: usize) -> ImageRecord {
+    fn record(&self, name: &str, base: usize, symbols: &[(u32, String)]) -> ImageRecord {
         let section_range = |s: &Section| (s.virtual_address, s.virtual_address + s.virtual_size);
         let mut names: Vec<(u32, Box<str>)> = self
             .exports()
@@ -325,6 +344,12 @@ impl PeImage<'_> {
         if !names.iter().any(|(rva, _)| *rva == self.entry_point()) {
             names.push((self.entry_point(), "DriverEntry".into()));
         }
+        // Exports and the entry point first, so they win over a PDB name at the same RVA.
+        names.extend(
+            symbols
+                .iter()
+                .map(|(rva, name)| (*rva, name.as_str().into())),
+        );
         names.sort_by_key(|(rva, _)| *rva);
         names.dedup_by_key(|(rva, _)| *rva);
         ImageRecord {

@@ -44,8 +44,8 @@
 //! ```
 //!
 //! Functions are found from the exception directory (`.pdata`, which covers every function
-//! with a frame) and named by the image's exports and its entry point (`DriverEntry`); PDB
-//! files are not read. Faults elsewhere go to the handler installed before (Rust's own
+//! with a frame) and named by the image's exports, its entry point (`DriverEntry`) and, when
+//! [`load_file`] finds `<image>.pdb` beside the image, the procedures of the PDB. Faults elsewhere go to the handler installed before (Rust's own
 //! stack-overflow handler, or the default action). Tests check a fault in a child process
 //! with [`expect_fault`].
 //!
@@ -75,6 +75,7 @@ mod chkstk;
 mod error;
 mod fault;
 mod image;
+mod pdb_names;
 pub mod pe;
 mod registry;
 mod stack;

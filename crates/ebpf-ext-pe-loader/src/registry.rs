@@ -182,7 +182,7 @@ pub struct Symbol {
 pub struct Function {
     /// RVA of its first instruction.
     pub start: u32,
-    /// Its name, when the image names it (exports, the entry point `DriverEntry`).
+    /// Its name, when known (exports, the entry point `DriverEntry`, the PDB beside the image).
     pub name: Option<String>,
 }
 

@@ -125,3 +125,34 @@ fn the_ntos_image_honours_its_integrity_flag() {
     drop(kernel);
     binary::unload_sample(image);
 }
+
+#[test]
+fn addresses_in_a_loaded_image_are_named_from_its_pdb() {
+    let kernel = Kernel::new();
+    let image = binary::load_sample(&kernel, "sample_netebpf_ext").expect("image");
+    let driver = LoadedDriver::load(Target::Image(&image), "SampleNetEbpfExt").expect("load");
+    // SAFETY: the driver object lives as long as `driver`.
+    let object = unsafe { &*driver.object() };
+    let unload = object.DriverUnload.expect("unload routine") as usize;
+    let device_control = object.MajorFunction[0x0E].expect("device control") as usize;
+    let name = |address: usize| {
+        let symbol = ebpf_ext_pe_loader::symbolize(address).expect("inside the image");
+        assert_eq!(symbol.module, "sample_netebpf_ext.sys");
+        symbol.function.and_then(|f| f.name).unwrap_or_default()
+    };
+    assert!(name(unload).ends_with("driver_unload"), "{}", name(unload));
+    assert!(
+        name(device_control).ends_with("dispatch_device_control"),
+        "{}",
+        name(device_control)
+    );
+    assert_eq!(
+        name(image.entry_point()),
+        "DriverEntry",
+        "the export name wins over the PDB's"
+    );
+    driver.unload();
+    kernel.assert_no_leaks();
+    drop(kernel);
+    binary::unload_sample(image);
+}
