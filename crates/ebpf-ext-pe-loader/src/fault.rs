@@ -13,7 +13,6 @@
 //! Everything on the handler's path is async-signal-safe: atomics, `const` thread-locals,
 //! formatting into a stack buffer, `write(2)` and `abort(3)`.
 
-use alloc::borrow::ToOwned;
 use alloc::string::String;
 use core::ffi::{c_int, c_void};
 use core::fmt::{self, Write as _};
@@ -361,43 +360,17 @@ fn chain(signal: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
     }
 }
 
-const CHILD_ENV: &str = "EBPF_EXT_PE_LOADER_FAULT_CHILD";
-
 /// Runs `scenario` in a child process, expecting a fault in a loaded image, and returns the
 /// line the fault handler printed (it starts with [`FAULT_MARKER`]).
 ///
 /// `test_path` is the full name of the calling test as the test harness knows it (for example
-/// `"faults::crash_is_reported"` for a test in `tests/faults.rs`). The child re-runs the test
-/// binary with that exact name; inside the child this function runs `scenario` directly.
-/// Everything the test did before calling this runs again in the child.
+/// `"faults::crash_is_reported"` for a test in `tests/faults.rs`); see
+/// [`ebpf_ext_usersim::run_dying_child`].
 ///
 /// # Panics
 /// If the child finishes without a fault report, exits successfully, or cannot be started.
 pub fn expect_fault(test_path: &str, scenario: impl FnOnce()) -> String {
-    if std::env::var(CHILD_ENV).is_ok_and(|v| v == test_path) {
-        scenario();
-        std::eprintln!("ebpf-ext-pe-loader: the scenario finished without a fault");
-        std::process::exit(0);
-    }
-    let exe = std::env::current_exe().expect("path of the test binary");
-    let output = std::process::Command::new(exe)
-        .args([test_path, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, test_path)
-        .output()
-        .expect("start the child test process");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stderr
-        .lines()
-        .chain(stdout.lines())
-        .find(|l| l.starts_with(FAULT_MARKER));
-    match line {
-        Some(line) if !output.status.success() => line.to_owned(),
-        _ => panic!(
-            "expected a fault from {test_path}; the child exited with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-            output.status
-        ),
-    }
+    ebpf_ext_usersim::run_dying_child(test_path, FAULT_MARKER, "a fault", scenario)
 }
 
 #[cfg(test)]

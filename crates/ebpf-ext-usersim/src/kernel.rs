@@ -452,20 +452,28 @@ pub const NO_KERNEL_BOUND: u32 = 0;
 const BUGCHECK_MARKER: &str = "USERSIM-BUGCHECK";
 const CHILD_ENV: &str = "EBPF_EXT_USERSIM_BUGCHECK_CHILD";
 
-/// Runs `scenario` in a child process, expecting it to bug-check, and returns the bug check.
+/// Runs `scenario` in a child process that is expected to die (a bug check, a fault), and
+/// returns the first line of its output that starts with `marker`.
 ///
 /// `test_path` is the full name of the calling test as the test harness knows it (for example
 /// `"pool::double_free_bugchecks"` for a test in `tests/pool.rs`, or
 /// `"module::tests::name"` for a unit test). The child re-runs the test binary with that
 /// exact name; inside the child this function runs `scenario` directly. Everything the test
 /// did before calling this runs again in the child, so a kernel created there is bound there.
+/// `expected` names what should happen, for the panic message.
 ///
 /// # Panics
-/// If the scenario finishes without a bug check, or the child cannot be started.
-pub fn expect_bugcheck(test_path: &str, scenario: impl FnOnce()) -> BugCheck {
+/// If the child exits successfully or prints no `marker` line (the message has its output),
+/// or cannot be started.
+pub fn run_dying_child(
+    test_path: &str,
+    marker: &str,
+    expected: &str,
+    scenario: impl FnOnce(),
+) -> String {
     if env::var(CHILD_ENV).is_ok_and(|v| v == test_path) {
         scenario();
-        eprintln!("usersim: the scenario finished without a bug check");
+        eprintln!("usersim: the scenario finished without {expected}");
         process::exit(0);
     }
     let exe = env::current_exe().expect("path of the test binary");
@@ -479,14 +487,25 @@ pub fn expect_bugcheck(test_path: &str, scenario: impl FnOnce()) -> BugCheck {
     let line = stderr
         .lines()
         .chain(stdout.lines())
-        .find(|l| l.starts_with(BUGCHECK_MARKER));
-    match line.and_then(parse_bugcheck_line) {
-        Some(check) => check,
-        None => panic!(
-            "expected a bug check from {test_path}; the child exited with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        .find(|l| l.starts_with(marker));
+    match line {
+        Some(line) if !output.status.success() => line.to_owned(),
+        _ => panic!(
+            "expected {expected} from {test_path}; the child exited with {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
             output.status
         ),
     }
+}
+
+/// Runs `scenario` in a child process, expecting it to bug-check, and returns the bug check
+/// (see [`run_dying_child`] for `test_path`).
+///
+/// # Panics
+/// If the scenario finishes without a bug check, or the child cannot be started.
+pub fn expect_bugcheck(test_path: &str, scenario: impl FnOnce()) -> BugCheck {
+    let line = run_dying_child(test_path, BUGCHECK_MARKER, "a bug check", scenario);
+    parse_bugcheck_line(&line)
+        .unwrap_or_else(|| panic!("unreadable bug check line from {test_path}: {line}"))
 }
 
 fn parse_bugcheck_line(line: &str) -> Option<BugCheck> {

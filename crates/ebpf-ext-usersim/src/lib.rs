@@ -50,7 +50,7 @@ pub use etw::{CapturedEvent, Enablement};
 pub use io::{Caller, FileHandle, IoResult};
 pub use kernel::{
     BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND,
-    expect_bugcheck, sweep_allocation_failures, sweep_call_failures,
+    expect_bugcheck, run_dying_child, sweep_allocation_failures, sweep_call_failures,
 };
 pub use nmr::NmrRegistration;
 pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, tag_name};
