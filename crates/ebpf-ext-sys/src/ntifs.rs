@@ -51,6 +51,20 @@ pub struct SECURITY_DESCRIPTOR {
     pub Dacl: *mut ACL,
 }
 
+impl SECURITY_DESCRIPTOR {
+    /// What `RtlCreateSecurityDescriptor` produces: revision 1, no control bits, no owner,
+    /// group, SACL or DACL.
+    pub const EMPTY: SECURITY_DESCRIPTOR = SECURITY_DESCRIPTOR {
+        Revision: 1,
+        Sbz1: 0,
+        Control: 0,
+        Owner: core::ptr::null_mut(),
+        Group: core::ptr::null_mut(),
+        Sacl: core::ptr::null_mut(),
+        Dacl: core::ptr::null_mut(),
+    };
+}
+
 /// `ACL` header (8 bytes); the ACEs follow it in the same buffer of `AclSize` bytes.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]

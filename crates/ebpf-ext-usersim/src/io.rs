@@ -125,17 +125,7 @@ pub unsafe extern "win64" fn RtlCreateSecurityDescriptor(
         return STATUS_UNKNOWN_REVISION;
     }
     // SAFETY: the caller passes a writable descriptor.
-    unsafe {
-        SecurityDescriptor.write(SECURITY_DESCRIPTOR {
-            Revision: 1,
-            Sbz1: 0,
-            Control: 0,
-            Owner: ptr::null_mut(),
-            Group: ptr::null_mut(),
-            Sacl: ptr::null_mut(),
-            Dacl: ptr::null_mut(),
-        });
-    }
+    unsafe { SecurityDescriptor.write(SECURITY_DESCRIPTOR::EMPTY) };
     STATUS_SUCCESS
 }
 

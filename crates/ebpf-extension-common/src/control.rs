@@ -103,15 +103,7 @@ pub unsafe fn restrict_to_system_and_administrators(device: *mut DEVICE_OBJECT) 
     // SAFETY: as above.
     let status = unsafe { RtlAddAccessAllowedAce(acl, ACL_REVISION, GENERIC_ALL, admins) };
     check("RtlAddAccessAllowedAce", status)?;
-    let mut sd = SECURITY_DESCRIPTOR {
-        Revision: 0,
-        Sbz1: 0,
-        Control: 0,
-        Owner: ptr::null_mut(),
-        Group: ptr::null_mut(),
-        Sacl: ptr::null_mut(),
-        Dacl: ptr::null_mut(),
-    };
+    let mut sd = SECURITY_DESCRIPTOR::EMPTY;
     // SAFETY: a writable descriptor.
     let status = unsafe { RtlCreateSecurityDescriptor(&raw mut sd, SECURITY_DESCRIPTOR_REVISION) };
     check("RtlCreateSecurityDescriptor", status)?;

@@ -16,8 +16,11 @@
 
 use core::ptr;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
+use ebpf_ext_core_sim::{ProgramInfo, ProgramInfoClient};
 use ebpf_ext_pe_loader::LoadedImage;
+use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::ntdef::{NTSTATUS, UNICODE_STRING};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_sys::wdm::{DRIVER_OBJECT, DRIVER_UNLOAD};
@@ -157,6 +160,48 @@ impl<'a> LoadedDriver<'a> {
     pub fn object(&self) -> *const DRIVER_OBJECT {
         ptr::from_ref(self.object.get())
     }
+}
+
+/// A loaded sample and the core's view of its program type.
+pub struct Opened<'a> {
+    /// The loaded driver.
+    pub driver: LoadedDriver<'a>,
+    /// The core-sim's program-information client (drop it before unloading).
+    pub info_client: ProgramInfoClient,
+    /// The program information it validated.
+    pub info: Arc<ProgramInfo>,
+    /// Helper names, in id order.
+    pub helpers: Vec<String>,
+}
+
+/// Loads `target` as `service` and attaches a program-information client for `program_type`,
+/// narrating both steps.
+///
+/// # Errors
+/// If `DriverEntry` fails or the program information is refused.
+pub fn open<'a>(
+    target: Target<'a>,
+    service: &str,
+    program_type: GUID,
+    say: Narrator<'_>,
+) -> Result<Opened<'a>, Failure> {
+    say("load: DriverEntry");
+    let driver =
+        LoadedDriver::load(target, service).map_err(|s| format!("DriverEntry failed: {s:#x}"))?;
+    let info_client =
+        ProgramInfoClient::attach(program_type).map_err(|e| format!("program info: {e}"))?;
+    let info = info_client.info();
+    let helpers: Vec<String> = info.helpers.iter().map(|h| h.name.clone()).collect();
+    say(&format!(
+        "program type {:?}, helpers {helpers:?}",
+        info.name
+    ));
+    Ok(Opened {
+        driver,
+        info_client,
+        info,
+        helpers,
+    })
 }
 
 /// The trace events one provider wrote, one line each: event name, then its fields.

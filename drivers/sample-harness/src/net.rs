@@ -3,7 +3,7 @@
 use core::ffi::c_void;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ebpf_ext_core_sim::{Link, LinkSpec, ProgramInfoClient};
+use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntdef::NTSTATUS;
 use ebpf_ext_sys::ntstatus::{
     STATUS_ACCESS_DENIED, STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_DEVICE_REQUEST,
@@ -21,7 +21,7 @@ use sample_netebpf_ext::protocol::{
 };
 use sample_netebpf_ext::{PacketContext, VERDICT_BLOCK, VERDICT_PERMIT};
 
-use crate::{Failure, LoadedDriver, Narrator, Target, call_helper, expect, trace_lines};
+use crate::{Failure, Narrator, Target, call_helper, expect, trace_lines};
 
 /// The sample's ETW provider name.
 pub const PROVIDER: &str = "SampleNetEbpfExtProvider";
@@ -311,17 +311,12 @@ pub fn scenario(
     target: Target<'_>,
     say: Narrator<'_>,
 ) -> Result<NetReport, Failure> {
-    say("load: DriverEntry");
-    let driver = LoadedDriver::load(target, "SampleNetEbpfExt")
-        .map_err(|s| format!("DriverEntry failed: {s:#x}"))?;
-    let info_client =
-        ProgramInfoClient::attach(PROGRAM_TYPE).map_err(|e| format!("program info: {e}"))?;
-    let info = info_client.info();
-    let helpers: Vec<String> = info.helpers.iter().map(|h| h.name.clone()).collect();
-    say(&format!(
-        "program type {:?}, helpers {helpers:?}",
-        info.name
-    ));
+    let crate::Opened {
+        driver,
+        info_client,
+        info,
+        helpers,
+    } = crate::open(target, "SampleNetEbpfExt", PROGRAM_TYPE, say)?;
     let address = |id| {
         info.helper(id)
             .and_then(|h| h.address)

@@ -3,7 +3,7 @@
 use core::ffi::c_void;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ebpf_ext_core_sim::{Link, LinkSpec, ProgramInfoClient};
+use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntdef::NTSTATUS;
 use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_SUCCESS};
 use ebpf_ext_usersim::{Kernel, NewProcess};
@@ -11,7 +11,7 @@ use sample_ntos_ext::hook::ATTACH_TYPE;
 use sample_ntos_ext::program::{HELPER_GET_IMAGE_PATH, PROGRAM_TYPE};
 use sample_ntos_ext::{OPERATION_CREATE, ProcessContext};
 
-use crate::{Failure, LoadedDriver, Narrator, Target, call_helper, expect, trace_lines};
+use crate::{Failure, Narrator, Target, call_helper, expect, trace_lines};
 
 /// The sample's ETW provider name.
 pub const PROVIDER: &str = "SampleNtosEbpfExtProvider";
@@ -113,17 +113,12 @@ pub fn scenario(
     target: Target<'_>,
     say: Narrator<'_>,
 ) -> Result<NtosReport, Failure> {
-    say("load: DriverEntry");
-    let driver = LoadedDriver::load(target, "SampleNtosEbpfExt")
-        .map_err(|s| format!("DriverEntry failed: {s:#x}"))?;
-    let info_client =
-        ProgramInfoClient::attach(PROGRAM_TYPE).map_err(|e| format!("program info: {e}"))?;
-    let info = info_client.info();
-    let helpers: Vec<String> = info.helpers.iter().map(|h| h.name.clone()).collect();
-    say(&format!(
-        "program type {:?}, helpers {helpers:?}",
-        info.name
-    ));
+    let crate::Opened {
+        driver,
+        info_client,
+        info,
+        helpers,
+    } = crate::open(target, "SampleNtosEbpfExt", PROGRAM_TYPE, say)?;
     let helper = info
         .helper(HELPER_GET_IMAGE_PATH)
         .and_then(|h| h.address)
