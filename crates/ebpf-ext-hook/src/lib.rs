@@ -185,7 +185,8 @@ pub trait HookExtension: Send + Sync + Sized + 'static {
     ) -> Result<Self::ClientData>;
 
     /// Called at PASSIVE_LEVEL once a detaching program can no longer be invoked, before the
-    /// detach completes.
+    /// detach completes, under the provider's writer lock like [`HookExtension::on_attach`]:
+    /// the two never overlap, so state they share needs no lock of its own.
     fn on_detach(&self, client: &Self::ClientData) {
         let _ = client;
     }
@@ -994,8 +995,10 @@ unsafe extern "win64" fn detach_worker<E: HookExtension>(
         // SAFETY: the writer lock is held at PASSIVE_LEVEL. After this returns, no reader can
         // reach this client.
         unsafe { provider.republish(None) };
+        // Under the writer lock, as on_attach: the extension's attach and detach callbacks
+        // never overlap.
+        provider.extension.on_detach(&client_ref.data);
     }
-    provider.extension.on_detach(&client_ref.data);
     // SAFETY: the item's routine is running, so it is no longer queued; freed once.
     unsafe { IoFreeWorkItem(client_ref.work_item) };
     let binding = client_ref.binding;

@@ -48,6 +48,24 @@ struct TestHook {
     attaches: AtomicU32,
     detaches: AtomicU32,
     flags_seen: Mutex<Vec<u64>>,
+    /// Set while an attach or detach callback runs; `overlaps` counts callbacks that found it
+    /// set (the provider promises they never overlap).
+    in_callback: AtomicBool,
+    overlaps: AtomicU32,
+}
+
+impl TestHook {
+    fn enter(&self) {
+        if self.in_callback.swap(true, Ordering::SeqCst) {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        // Widen the window in which an overlapping callback would be seen.
+        thread::yield_now();
+    }
+
+    fn leave(&self) {
+        self.in_callback.store(false, Ordering::SeqCst);
+    }
 }
 
 impl HookExtension for TestHook {
@@ -59,6 +77,21 @@ impl HookExtension for TestHook {
         request: &AttachRequest<u32>,
         attached: &Attached<'_, Self>,
     ) -> Result<u32> {
+        self.enter();
+        let result = self.attach(request, attached);
+        self.leave();
+        result
+    }
+
+    fn on_detach(&self, _client: &u32) {
+        self.enter();
+        self.detaches.fetch_add(1, Ordering::SeqCst);
+        self.leave();
+    }
+}
+
+impl TestHook {
+    fn attach(&self, request: &AttachRequest<u32>, attached: &Attached<'_, Self>) -> Result<u32> {
         if self.reject.load(Ordering::SeqCst) {
             return Err(Error::AccessDenied);
         }
@@ -70,10 +103,6 @@ impl HookExtension for TestHook {
             .unwrap()
             .push(request.prog_attach_flags);
         Ok(self.attaches.fetch_add(1, Ordering::SeqCst))
-    }
-
-    fn on_detach(&self, _client: &u32) {
-        self.detaches.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -682,6 +711,33 @@ fn invocation_under_attach_and_detach_churn() {
     });
     assert!(calls.load(Ordering::Relaxed) > 0);
     assert_eq!(provider.clients().len(), 0);
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn attach_and_detach_callbacks_never_overlap() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::Unrestricted, TestHook::default());
+    thread::scope(|s| {
+        for _ in 0..2 {
+            setup.kernel.scoped(s, || {
+                for i in 0..200u32 {
+                    let l = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), move |_| Ok(i));
+                    assert!(l.is_attached());
+                    drop(l);
+                }
+            });
+        }
+    });
+    let hook = provider.extension();
+    assert_eq!(hook.attaches.load(Ordering::SeqCst), 400);
+    assert_eq!(hook.detaches.load(Ordering::SeqCst), 400);
+    assert_eq!(
+        hook.overlaps.load(Ordering::SeqCst),
+        0,
+        "an attach and a detach callback overlapped"
+    );
     drop(provider);
     setup.finish();
 }

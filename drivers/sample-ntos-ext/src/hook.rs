@@ -30,7 +30,8 @@ impl HookExtension for SampleProcessHook {
     type Parameter = ();
     type ClientData = ();
 
-    /// Runs under the provider's writer lock, so attaches and detaches are serialised.
+    /// Runs under the provider's writer lock, as `on_detach` does, so the count and the
+    /// registration change together.
     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> {
         if self.attached.load(Ordering::Relaxed) == 0 {
             // SAFETY: a routine of this driver, removed before unload (the last detach

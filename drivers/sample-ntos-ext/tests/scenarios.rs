@@ -6,7 +6,7 @@
     reason = "host tests"
 )]
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_SUCCESS};
@@ -131,5 +131,42 @@ fn unloading_with_programs_attached_removes_the_notify_routine() {
     assert_eq!(kernel.process_notify_routines(), 0);
     assert!(links.iter().all(|l| !l.is_attached()));
     drop(links);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn racing_first_attaches_and_last_detaches_keep_the_routine_consistent() {
+    let kernel = Kernel::new();
+    let driver =
+        LoadedDriver::load(Target::Native(driver_entry), "SampleNtosEbpfExt").expect("load");
+    let next_id = AtomicUsize::new(10_000);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                kernel.bind_current_thread();
+                for _ in 0..300 {
+                    // The attached-program count keeps crossing 0 and 1 on both threads, so
+                    // registrations and removals of the notify routine race.
+                    let denier = Link::attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE), |_| {
+                        #[expect(
+                            clippy::cast_sign_loss,
+                            reason = "an NTSTATUS as the program's u32"
+                        )]
+                        Ok(STATUS_ACCESS_DENIED as u32)
+                    })
+                    .expect("an attach is never refused by a racing detach");
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    assert_eq!(
+                        kernel.create_process(&process(id)),
+                        STATUS_ACCESS_DENIED,
+                        "a program is attached but its notify routine is not registered"
+                    );
+                    denier.detach().expect("detach");
+                }
+            });
+        }
+    });
+    assert_eq!(kernel.process_notify_routines(), 0);
+    driver.unload();
     kernel.assert_no_leaks();
 }
