@@ -293,11 +293,55 @@ fn test_certificate(out: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     Ok((cert, key, cer))
 }
 
-/// Authenticode-signs each built `.sys` with the test certificate, then verifies it.
+/// Authenticode-signs `file` (a `.sys`, or a `.cat` on Windows) in place with the test
+/// certificate, replacing any signature it has, then verifies it.
+fn sign_file(file: &Path, description: &str, out: &Path) -> Result<()> {
+    let (cert, key, _) = test_certificate(out)?;
+    let osslsigncode = find_tool(&["osslsigncode"], "osslsigncode")?;
+    let tmp = file.with_extension("signing");
+    let _ = fs::remove_file(&tmp);
+    // Signing again replaces the signature rather than adding one.
+    let is_pe = file.extension().is_some_and(|e| e == "sys");
+    let input = if is_pe && is_signed(file)? {
+        let unsigned = file.with_extension("unsigned");
+        let _ = fs::remove_file(&unsigned);
+        run(Command::new(&osslsigncode)
+            .arg("remove-signature")
+            .arg("-in")
+            .arg(file)
+            .arg("-out")
+            .arg(&unsigned))?;
+        unsigned
+    } else {
+        file.to_path_buf()
+    };
+    run(Command::new(&osslsigncode)
+        .args(["sign", "-h", "sha256", "-n", description])
+        .arg("-certs")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .arg("-in")
+        .arg(&input)
+        .arg("-out")
+        .arg(&tmp))?;
+    fs::rename(&tmp, file)?;
+    if input != file {
+        fs::remove_file(&input)?;
+    }
+    run(Command::new(&osslsigncode)
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&cert)
+        .arg("-in")
+        .arg(file))
+    .context("the signature does not verify")
+}
+
+/// Authenticode-signs each built `.sys` with the test certificate, verifies it, and checks
+/// the signed image again.
 pub(crate) fn sign() -> Result<Vec<PathBuf>> {
     let out = output_dir();
-    let (cert, key, _) = test_certificate(&out)?;
-    let osslsigncode = find_tool(&["osslsigncode"], "osslsigncode")?;
     let mut signed = Vec::new();
     for driver in drivers()? {
         let sys = out.join(format!("{}.sys", driver.name));
@@ -307,43 +351,7 @@ pub(crate) fn sign() -> Result<Vec<PathBuf>> {
                 sys.display()
             );
         }
-        let tmp = sys.with_extension("sys.signing");
-        let _ = fs::remove_file(&tmp);
-        // Signing again replaces the signature rather than adding one.
-        let input = if is_signed(&sys)? {
-            let unsigned = sys.with_extension("sys.unsigned");
-            let _ = fs::remove_file(&unsigned);
-            run(Command::new(&osslsigncode)
-                .arg("remove-signature")
-                .arg("-in")
-                .arg(&sys)
-                .arg("-out")
-                .arg(&unsigned))?;
-            unsigned
-        } else {
-            sys.clone()
-        };
-        run(Command::new(&osslsigncode)
-            .args(["sign", "-h", "sha256", "-n", &driver.package])
-            .arg("-certs")
-            .arg(&cert)
-            .arg("-key")
-            .arg(&key)
-            .arg("-in")
-            .arg(&input)
-            .arg("-out")
-            .arg(&tmp))?;
-        fs::rename(&tmp, &sys)?;
-        if input != sys {
-            fs::remove_file(&input)?;
-        }
-        run(Command::new(&osslsigncode)
-            .arg("verify")
-            .arg("-CAfile")
-            .arg(&cert)
-            .arg("-in")
-            .arg(&sys))
-        .context("the signature does not verify")?;
+        sign_file(&sys, &driver.package, &out)?;
         let map = out.join(format!("{}.map", driver.name));
         check_image(&sys, &map, &out).context("the signed image fails its checks")?;
         signed.push(sys);
@@ -404,6 +412,11 @@ pub(crate) fn package() -> Result<Vec<PathBuf>> {
             run(Command::new("inf2cat")
                 .arg(format!("/driver:{}", dir.display()))
                 .arg("/os:10_x64"))?;
+            sign_file(
+                &dir.join(format!("{}.cat", driver.name)),
+                &driver.package,
+                &out,
+            )?;
         } else {
             eprintln!(
                 "  {}.cat skipped: inf2cat is a Windows WDK tool; the .sys itself is signed, which is what test-signed loading (sc create) needs",

@@ -9,6 +9,7 @@ pub(crate) const SUBSYSTEM_NATIVE: u16 = 1;
 /// `IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY`.
 pub(crate) const FORCE_INTEGRITY: u16 = 0x0080;
 const SCN_CNT_CODE: u32 = 0x0000_0020;
+const SCN_CNT_INITIALIZED_DATA: u32 = 0x0000_0040;
 const SCN_MEM_EXECUTE: u32 = 0x2000_0000;
 const SCN_MEM_READ: u32 = 0x4000_0000;
 const SCN_MEM_WRITE: u32 = 0x8000_0000;
@@ -223,7 +224,8 @@ impl Image {
             {
                 section.characteristics | SCN_CNT_CODE | SCN_MEM_EXECUTE | SCN_MEM_READ
             } else {
-                section.characteristics | 0x40 | SCN_MEM_READ
+                // Initialised data the driver may write, as `.data` is.
+                section.characteristics | SCN_CNT_INITIALIZED_DATA | SCN_MEM_READ | SCN_MEM_WRITE
             };
             changes.push(format!(
                 "section {} had no memory attributes: {:#010x} -> {fixed:#010x}",
@@ -322,6 +324,52 @@ mod tests {
             checksum_offset: 4,
         };
         assert_eq!(image.compute_checksum(), 0x0201 + 0x0403 + 8);
+    }
+
+    /// A minimal PE32+ header block with the given sections (name, characteristics).
+    fn image_with_sections(sections: &[(&str, u32)]) -> Image {
+        let mut bytes = vec![0u8; 0x400];
+        bytes[..2].copy_from_slice(b"MZ");
+        bytes[0x3C..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+        bytes[0x80..0x84].copy_from_slice(b"PE\0\0");
+        bytes[0x84..0x86].copy_from_slice(&0x8664u16.to_le_bytes());
+        let count = u16::try_from(sections.len()).unwrap();
+        bytes[0x86..0x88].copy_from_slice(&count.to_le_bytes());
+        bytes[0x94..0x96].copy_from_slice(&240u16.to_le_bytes()); // SizeOfOptionalHeader
+        bytes[0x98..0x9A].copy_from_slice(&0x20Bu16.to_le_bytes());
+        for (i, (name, characteristics)) in sections.iter().enumerate() {
+            let at = 0x98 + 240 + i * 40;
+            bytes[at..at + name.len()].copy_from_slice(name.as_bytes());
+            bytes[at + 36..at + 40].copy_from_slice(&characteristics.to_le_bytes());
+        }
+        Image::parse(bytes).unwrap()
+    }
+
+    #[test]
+    fn sections_without_attributes_get_the_ones_their_contents_need() {
+        let mut image =
+            image_with_sections(&[(".text", 0x6000_0020), (".retplne", 0), (".odd", 0)]);
+        let changes = image.fix_sections();
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        let reparsed = Image::parse(image.bytes.clone()).unwrap();
+        let attributes: Vec<u32> = reparsed
+            .sections
+            .iter()
+            .map(|s| s.characteristics)
+            .collect();
+        assert_eq!(attributes, [0x6000_0020, 0x6000_0020, 0xC000_0040]);
+        assert!(
+            image.fix_sections().is_empty(),
+            "a fixed image needs nothing more"
+        );
+        assert!(
+            image
+                .problems(Some(0), false)
+                .iter()
+                .all(|p| !p.contains("attributes")),
+            "{:?}",
+            image.problems(Some(0), false)
+        );
     }
 
     #[test]

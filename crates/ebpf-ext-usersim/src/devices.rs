@@ -30,7 +30,7 @@ pub(crate) struct DeviceState {
     pub(crate) completed: HashMap<usize, (NTSTATUS, usize)>,
     /// DACLs applied with `ObSetSecurityObjectByPointer`: per device, (access mask, SID bytes)
     /// of each access-allowed ACE.
-    pub(crate) dacls: HashMap<usize, Vec<(u32, Vec<u8>)>>,
+    pub(crate) dacls: HashMap<usize, Vec<(u8, u32, Vec<u8>)>>,
 }
 
 /// Reads a `UNICODE_STRING` (NULL gives `None`).
@@ -151,8 +151,8 @@ impl Kernel {
             .copied()
     }
 
-    /// Panics if a device object, symbolic link, work item, NMR registration or ETW
-    /// registration is still alive.
+    /// Panics if a device object, symbolic link, work item, NMR registration, process notify
+    /// routine or ETW registration is still alive.
     ///
     /// # Panics
     /// On the first kind of leak found.
@@ -175,6 +175,11 @@ impl Kernel {
         assert!(
             nmr.is_empty(),
             "NMR registrations not deregistered: {nmr:?}"
+        );
+        let routines = self.process_notify_routines();
+        assert!(
+            routines == 0,
+            "{routines} process notify routine(s) still registered (the callback would run in unloaded code)"
         );
         let etw = self.etw_registrations();
         assert!(

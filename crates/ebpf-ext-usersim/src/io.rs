@@ -101,13 +101,47 @@ fn walk_acl(acl: &[u8]) -> Option<(Vec<Ace<'_>>, usize)> {
     Some((aces, offset))
 }
 
-/// The access-allowed ACEs of an ACL as (mask, SID) pairs, or `None` if it is malformed.
-fn allowed_aces(acl: &[u8]) -> Option<Vec<(u32, Vec<u8>)>> {
+/// `ACCESS_DENIED_ACE_TYPE`.
+const ACCESS_DENIED_ACE_TYPE: u8 = 1;
+
+/// The access-allowed and access-denied ACEs of an ACL, in order, as (type, mask, SID), or
+/// `None` if it is malformed. Other ACE types do not grant or deny access to a device open.
+fn access_aces(acl: &[u8]) -> Option<Vec<(u8, u32, Vec<u8>)>> {
     let (aces, _) = walk_acl(acl)?;
     aces.into_iter()
-        .filter(|(kind, _, _)| *kind == ACCESS_ALLOWED_ACE_TYPE)
-        .map(|(_, mask, ace)| parse_sid(&ace[8..]).map(|sid| (mask, sid.to_vec())))
+        .filter(|(kind, _, _)| matches!(*kind, ACCESS_ALLOWED_ACE_TYPE | ACCESS_DENIED_ACE_TYPE))
+        .map(|(kind, mask, ace)| parse_sid(&ace[8..]).map(|sid| (kind, mask, sid.to_vec())))
         .collect()
+}
+
+/// Whether a DACL grants `wanted` to a caller with `groups`, evaluated as the kernel does: ACEs
+/// in order, a matching deny of any wanted right refuses, allows accumulate until every wanted
+/// right is granted. `GENERIC_ALL` (or `FILE_ALL_ACCESS`) covers every right.
+fn access_granted(aces: &[(u8, u32, Vec<u8>)], groups: &[Vec<u8>], wanted: u32) -> bool {
+    let covers = |mask: u32| {
+        if mask & GENERIC_ALL != 0 || mask & FILE_ALL_ACCESS == FILE_ALL_ACCESS {
+            wanted
+        } else {
+            mask & wanted
+        }
+    };
+    let mut granted = 0;
+    for (kind, mask, sid) in aces {
+        if !groups.contains(sid) {
+            continue;
+        }
+        let rights = covers(*mask) & !granted;
+        if *kind == ACCESS_DENIED_ACE_TYPE && rights != 0 {
+            return false;
+        }
+        if *kind == ACCESS_ALLOWED_ACE_TYPE {
+            granted |= rights;
+            if granted == wanted {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// `RtlCreateSecurityDescriptor`.
@@ -291,7 +325,7 @@ pub unsafe extern "win64" fn ObSetSecurityObjectByPointer(
         return STATUS_INVALID_SECURITY_DESCR;
     }
     // SAFETY: a present DACL of a valid descriptor is a readable ACL.
-    let Some(aces) = (unsafe { acl_bytes(sd.Dacl) }).and_then(allowed_aces) else {
+    let Some(aces) = (unsafe { acl_bytes(sd.Dacl) }).and_then(access_aces) else {
         return STATUS_INVALID_ACL;
     };
     with_kernel(API, |k| {
@@ -364,8 +398,8 @@ pub struct IoResult {
     pub status: NTSTATUS,
     /// `IoStatus.Information`.
     pub information: usize,
-    /// What the caller gets back: the first `min(information, output length)` bytes of the
-    /// system buffer on success, nothing on failure.
+    /// What the caller gets back: the first `information` bytes of the system buffer unless
+    /// the status is an error (then nothing).
     pub output: Vec<u8>,
 }
 
@@ -473,17 +507,10 @@ impl Kernel {
         let device = self
             .resolve_device(path)
             .ok_or(STATUS_OBJECT_NAME_NOT_FOUND)?;
-        if let Some(aces) = lock(&self.inner().devices).dacls.get(&(device as usize)) {
-            let wanted = GENERIC_READ | GENERIC_WRITE;
-            let groups = caller.sids();
-            let granted = aces
-                .iter()
-                .filter(|(_, sid)| groups.contains(sid))
-                .fold(0, |m, a| m | a.0);
-            let all = granted & GENERIC_ALL != 0 || granted & FILE_ALL_ACCESS == FILE_ALL_ACCESS;
-            if !all && granted & wanted != wanted {
-                return Err(STATUS_ACCESS_DENIED);
-            }
+        if let Some(aces) = lock(&self.inner().devices).dacls.get(&(device as usize))
+            && !access_granted(aces, &caller.sids(), GENERIC_READ | GENERIC_WRITE)
+        {
+            return Err(STATUS_ACCESS_DENIED);
         }
         let mut request = Request::new(device, IRP_MJ_CREATE, 0);
         match request.send(self, device) {
@@ -495,6 +522,9 @@ impl Kernel {
     /// Sends a `METHOD_BUFFERED` device-control request: one system buffer of
     /// max(input, output) bytes holding `input`, `IRP_MJ_DEVICE_CONTROL` to the driver, and
     /// the output copied back as the I/O manager does.
+    ///
+    /// A driver that completes a successful request with `Information` above the output
+    /// length is bug-checked (the copy would overrun the caller's buffer).
     ///
     /// # Panics
     /// If `code` is not `METHOD_BUFFERED`, or the driver leaves the IRP pending or
@@ -535,10 +565,22 @@ impl Kernel {
             Padding2: 0,
         };
         let (status, information) = request.send(self, handle.device);
-        let output = if ebpf_ext_sys::ntdef::NT_SUCCESS(status) {
-            request.bytes(information.min(output_len)).to_vec()
-        } else {
+        // The I/O manager copies `Information` bytes back unless the status is an error
+        // (success, informational and warning statuses such as STATUS_BUFFER_OVERFLOW all
+        // copy); more than the caller's buffer holds would overrun it.
+        let is_error = (status.cast_unsigned() >> 30) == 3;
+        if !is_error && information > output_len {
+            bugcheck(
+                "IofCompleteRequest",
+                DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [code.into(), information as u64, output_len as u64, 0],
+                "METHOD_BUFFERED request completed with Information above OutputBufferLength",
+            );
+        }
+        let output = if is_error {
             Vec::new()
+        } else {
+            request.bytes(information).to_vec()
         };
         IoResult {
             status,

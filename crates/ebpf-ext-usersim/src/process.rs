@@ -38,10 +38,19 @@ const MAX_ROUTINES: usize = 64;
 /// `IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY`; `None` when the address is in no loaded image.
 pub type ImageFlagsLookup = fn(address: usize) -> Option<bool>;
 
+/// A registered notify routine.
+struct Routine {
+    address: usize,
+    /// Callbacks of it running now.
+    running: u32,
+    /// Being removed: no new callback starts.
+    removing: bool,
+}
+
 #[derive(Default)]
 pub(crate) struct ProcessState {
-    /// Registered routines and how many of their callbacks are running.
-    routines: Vec<(usize, u32)>,
+    /// Registered routines.
+    routines: Vec<Routine>,
     /// Live processes: id → fake EPROCESS.
     processes: HashMap<usize, Box<[u64; 8]>>,
     image_flags: Option<ImageFlagsLookup>,
@@ -82,7 +91,8 @@ pub unsafe extern "win64" fn PsSetCreateProcessNotifyRoutineEx(
         {
             return STATUS_ACCESS_DENIED;
         }
-        if state.routines.iter().any(|&(r, _)| r == routine) || state.routines.len() >= MAX_ROUTINES
+        if state.routines.iter().any(|r| r.address == routine)
+            || state.routines.len() >= MAX_ROUTINES
         {
             return STATUS_INVALID_PARAMETER;
         }
@@ -90,24 +100,42 @@ pub unsafe extern "win64" fn PsSetCreateProcessNotifyRoutineEx(
         if call_fails(k, API) {
             return STATUS_INVALID_PARAMETER;
         }
-        lock(&k.process).routines.push((routine, 0));
+        lock(&k.process).routines.push(Routine {
+            address: routine,
+            running: 0,
+            removing: false,
+        });
         STATUS_SUCCESS
     })
 }
 
 fn remove_routine(k: &Inner, routine: usize) -> NTSTATUS {
     let mut state = lock(&k.process);
-    let Some(index) = state.routines.iter().position(|&(r, _)| r == routine) else {
-        return STATUS_PROCEDURE_NOT_FOUND;
-    };
-    while state.routines[index].1 != 0 {
+    // Stop new callbacks of it first, as the kernel does, then wait for the running ones.
+    match state
+        .routines
+        .iter_mut()
+        .find(|r| r.address == routine && !r.removing)
+    {
+        Some(entry) => entry.removing = true,
+        None => return STATUS_PROCEDURE_NOT_FOUND,
+    }
+    loop {
+        // Look it up again after every wake: other removals may have moved it.
+        let index = state
+            .routines
+            .iter()
+            .position(|r| r.address == routine)
+            .expect("only this removal takes a removing entry out");
+        if state.routines[index].running == 0 {
+            state.routines.remove(index);
+            return STATUS_SUCCESS;
+        }
         state = k
             .process_cv
             .wait(state)
             .unwrap_or_else(std::sync::PoisonError::into_inner);
     }
-    state.routines.remove(index);
-    STATUS_SUCCESS
 }
 
 /// `KeQueryPerformanceCounter`: 10 MHz ticks since the first call in the process.
@@ -236,10 +264,15 @@ impl Kernel {
         let inner = self.inner();
         let routines: Vec<usize> = {
             let mut state = lock(&inner.process);
-            for entry in &mut state.routines {
-                entry.1 += 1;
-            }
-            state.routines.iter().map(|&(r, _)| r).collect()
+            state
+                .routines
+                .iter_mut()
+                .filter(|r| !r.removing)
+                .map(|r| {
+                    r.running += 1;
+                    r.address
+                })
+                .collect()
         };
         let saved = crate::kernel::current_irql();
         crate::kernel::set_irql(PASSIVE_LEVEL);
@@ -253,8 +286,8 @@ impl Kernel {
             unsafe { f(object, process_id as *mut c_void, info) };
             IN_CALLBACK.with(|c| c.set(false));
             let mut state = lock(&inner.process);
-            if let Some(entry) = state.routines.iter_mut().find(|e| e.0 == routine) {
-                entry.1 -= 1;
+            if let Some(entry) = state.routines.iter_mut().find(|r| r.address == routine) {
+                entry.running -= 1;
             }
             drop(state);
             inner.process_cv.notify_all();

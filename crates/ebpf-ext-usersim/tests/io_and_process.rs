@@ -105,6 +105,9 @@ fn secure(device: *mut DEVICE_OBJECT) -> NTSTATUS {
 }
 
 static SEEN: Mutex<Vec<(u8, u32, u32, u32)>> = Mutex::new(Vec::new());
+const OVERFLOWING: u32 = 0x0012_0004;
+const OVERRUNNING: u32 = 0x0012_0008;
+const STATUS_BUFFER_OVERFLOW: NTSTATUS = 0x8000_0005_u32.cast_signed();
 
 /// A dispatch routine that echoes the input reversed and reports what it saw.
 unsafe extern "win64" fn dispatch(_device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTATUS {
@@ -123,7 +126,14 @@ unsafe extern "win64" fn dispatch(_device: *mut DEVICE_OBJECT, irp: *mut IRP) ->
         // SAFETY: METHOD_BUFFERED: one system buffer of max(in, out) bytes.
         let buffer = unsafe { (*irp).AssociatedIrp.SystemBuffer }.cast::<u8>();
         let n = p.InputBufferLength as usize;
-        if (p.OutputBufferLength as usize) < n {
+        if p.IoControlCode == OVERFLOWING {
+            // A warning: partial data, `Information` = the output length.
+            information = p.OutputBufferLength as usize;
+            STATUS_BUFFER_OVERFLOW
+        } else if p.IoControlCode == OVERRUNNING {
+            information = p.OutputBufferLength as usize + 1;
+            STATUS_SUCCESS
+        } else if (p.OutputBufferLength as usize) < n {
             STATUS_BUFFER_TOO_SMALL
         } else {
             // SAFETY: the buffer holds at least n bytes.
@@ -407,4 +417,161 @@ fn removal_waits_for_a_running_callback() {
             "removal returned before the callback"
         );
     });
+}
+
+static SLOW_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "win64" fn slow_a(_p: *mut c_void, _id: *mut c_void, _i: *mut PS_CREATE_NOTIFY_INFO) {
+    SLOW_CALLS.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_millis(60));
+}
+
+unsafe extern "win64" fn slow_b(_p: *mut c_void, _id: *mut c_void, _i: *mut PS_CREATE_NOTIFY_INFO) {
+    SLOW_CALLS.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_millis(60));
+}
+
+#[test]
+fn concurrent_removals_wait_for_their_own_routine_and_stop_new_callbacks() {
+    let kernel = Kernel::new();
+    // SAFETY: valid routines, removed below.
+    unsafe {
+        assert_eq!(PsSetCreateProcessNotifyRoutineEx(slow_a, 0), STATUS_SUCCESS);
+        assert_eq!(PsSetCreateProcessNotifyRoutineEx(slow_b, 0), STATUS_SUCCESS);
+    }
+    std::thread::scope(|s| {
+        let k = &kernel;
+        s.spawn(move || {
+            k.bind_current_thread();
+            k.create_process(&process(21))
+        });
+        while SLOW_CALLS.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        // slow_a is running; remove slow_b (later in the list) and slow_a at the same time.
+        let b = s.spawn(move || {
+            k.bind_current_thread();
+            // SAFETY: registered above.
+            unsafe { PsSetCreateProcessNotifyRoutineEx(slow_b, 1) }
+        });
+        let a = s.spawn(move || {
+            k.bind_current_thread();
+            // SAFETY: registered above.
+            unsafe { PsSetCreateProcessNotifyRoutineEx(slow_a, 1) }
+        });
+        assert_eq!(a.join().unwrap(), STATUS_SUCCESS);
+        assert_eq!(b.join().unwrap(), STATUS_SUCCESS);
+    });
+    assert_eq!(kernel.process_notify_routines(), 0);
+    assert!(
+        SLOW_CALLS.load(Ordering::SeqCst) <= 2,
+        "a routine being removed got a new callback"
+    );
+    // SAFETY: already removed: a second removal finds nothing.
+    let again = unsafe { PsSetCreateProcessNotifyRoutineEx(slow_a, 1) };
+    assert_eq!(again, ebpf_ext_sys::ntstatus::STATUS_PROCEDURE_NOT_FOUND);
+}
+
+#[test]
+#[should_panic(expected = "process notify routine(s) still registered")]
+fn a_routine_left_registered_is_a_leak() {
+    let kernel = Kernel::new();
+    // SAFETY: a valid routine, deliberately left registered.
+    unsafe { PsSetCreateProcessNotifyRoutineEx(notify, 0) };
+    kernel.assert_no_leaks();
+}
+
+fn echo_device(kernel: &Kernel, driver: &mut DriverObject, name: &str) -> *mut DEVICE_OBJECT {
+    let _ = kernel;
+    let device = named_device(
+        driver,
+        &format!("\\Device\\{name}"),
+        &format!("\\GLOBAL??\\{name}"),
+    );
+    // SAFETY: the test owns the driver object.
+    unsafe {
+        (*driver.as_ptr()).MajorFunction[usize::from(IRP_MJ_CREATE)] = Some(dispatch);
+        (*driver.as_ptr()).MajorFunction[usize::from(IRP_MJ_DEVICE_CONTROL)] = Some(dispatch);
+    }
+    device
+}
+
+#[test]
+fn a_warning_status_still_returns_the_data() {
+    let kernel = Kernel::new();
+    let mut driver = DriverObject::new();
+    let device = echo_device(&kernel, &mut driver, "Warn");
+    let handle = kernel.open("\\\\.\\Warn", Caller::System).expect("open");
+    let reply = kernel.device_io_control(&handle, OVERFLOWING, &[9, 8, 7, 6], 2);
+    assert_eq!(
+        (reply.status, reply.output),
+        (STATUS_BUFFER_OVERFLOW, vec![9, 8])
+    );
+    kernel.close(handle);
+    delete(device, "\\GLOBAL??\\Warn");
+}
+
+#[test]
+fn information_beyond_the_output_buffer_bugchecks() {
+    let check = expect_bugcheck("information_beyond_the_output_buffer_bugchecks", || {
+        let kernel = Kernel::new();
+        let mut driver = DriverObject::new();
+        let _device = echo_device(&kernel, &mut driver, "Overrun");
+        let handle = kernel.open("\\\\.\\Overrun", Caller::System).expect("open");
+        let _ = kernel.device_io_control(&handle, OVERRUNNING, &[1], 4);
+    });
+    assert_eq!(check.parameters[1..3], [5, 4]);
+}
+
+#[test]
+fn a_deny_ace_refuses_before_a_later_allow() {
+    let kernel = Kernel::new();
+    let mut driver = DriverObject::new();
+    let device = echo_device(&kernel, &mut driver, "Denied");
+    let mut acl = [0u32; 16];
+    let acl = acl.as_mut_ptr().cast::<ACL>();
+    // SAFETY: 64 writable bytes.
+    let status = unsafe { RtlCreateAcl(acl, 64, ACL_REVISION) };
+    assert_eq!(status, STATUS_SUCCESS);
+    // Deny BUILTIN\Users (an ACCESS_DENIED_ACE written by hand: type 1), then allow Everyone.
+    let users = ebpf_ext_sys::ntifs::ALIAS_USERS_SID;
+    // SAFETY: the ACL has room; a valid SID.
+    let status = unsafe {
+        RtlAddAccessAllowedAce(acl, ACL_REVISION, GENERIC_ALL, ptr::from_ref(&users).cast())
+    };
+    assert_eq!(status, STATUS_SUCCESS);
+    // SAFETY: the first ACE starts right after the 8-byte header; its type byte becomes DENIED.
+    unsafe { *acl.cast::<u8>().add(8) = 1 };
+    let everyone = ebpf_ext_sys::ntifs::WORLD_SID;
+    // SAFETY: as above.
+    let status = unsafe {
+        RtlAddAccessAllowedAce(
+            acl,
+            ACL_REVISION,
+            GENERIC_ALL,
+            ptr::from_ref(&everyone).cast(),
+        )
+    };
+    assert_eq!(status, STATUS_SUCCESS);
+    let mut sd = SECURITY_DESCRIPTOR::EMPTY;
+    // SAFETY: a valid descriptor and ACL.
+    let status = unsafe { RtlSetDaclSecurityDescriptor(&raw mut sd, 1, acl, 0) };
+    assert_eq!(status, STATUS_SUCCESS);
+    // SAFETY: a live device and a valid descriptor.
+    let status = unsafe {
+        ObSetSecurityObjectByPointer(device.cast(), DACL_SECURITY_INFORMATION, &raw mut sd)
+    };
+    assert_eq!(status, STATUS_SUCCESS);
+    for (caller, admitted) in [
+        (Caller::User, false),
+        (Caller::Administrator, false),
+        (Caller::System, true),
+    ] {
+        let result = kernel.open("\\\\.\\Denied", caller);
+        assert_eq!(result.is_ok(), admitted, "{caller:?}");
+        if let Ok(handle) = result {
+            kernel.close(handle);
+        }
+    }
+    delete(device, "\\GLOBAL??\\Denied");
 }

@@ -62,13 +62,30 @@ impl<T: Send + Sync> DriverGlobal<T> {
             return Err(Error::InvalidDeviceState);
         }
         let value = PoolBox::try_new(value, self.tag)?;
+        let raw = value.into_raw();
+        // Publish only into an empty global: a racing `set` that got there first wins, and
+        // this value goes back to the pool (dropped, which stops whatever it runs).
+        if self
+            .value
+            .compare_exchange(
+                ptr::null_mut(),
+                raw.as_ptr(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            // SAFETY: `raw` came from `into_raw` just above with this tag and was never
+            // published.
+            drop(unsafe { PoolBox::from_raw(raw, self.tag) });
+            return Err(Error::InvalidDeviceState);
+        }
         if self.run_down.swap(false, Ordering::AcqRel) {
-            // SAFETY: the reference completed a rundown in `take` and no borrow can exist
-            // (every acquire since then failed).
+            // SAFETY: the reference completed a rundown in `take`; no borrow can exist
+            // because every acquire since then failed, and only this `set` (which won the
+            // exchange) re-initialises it.
             unsafe { ExReInitializeRundownProtection(self.rundown.get()) };
         }
-        self.value
-            .store(value.into_raw().as_ptr(), Ordering::Release);
         Ok(())
     }
 

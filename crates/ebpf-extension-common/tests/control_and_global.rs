@@ -125,3 +125,31 @@ fn a_global_whose_allocation_fails_stays_empty() {
     assert!(GLOBAL.get().is_none());
     kernel.assert_no_leaks();
 }
+
+#[test]
+fn of_two_racing_sets_exactly_one_publishes_and_the_other_value_is_freed() {
+    static GLOBAL: DriverGlobal<u64> = DriverGlobal::new(TAG);
+    let kernel = Kernel::new();
+    for round in 0..200u64 {
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|i| {
+                    let kernel = &kernel;
+                    s.spawn(move || {
+                        kernel.bind_current_thread();
+                        GLOBAL.set(round * 2 + i)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        assert!(results.contains(&Err(Error::InvalidDeviceState)));
+        drop(GLOBAL.take().expect("one value published"));
+    }
+    kernel.assert_no_leaks();
+}

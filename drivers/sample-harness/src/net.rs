@@ -16,8 +16,9 @@ use sample_netebpf_ext::program::{
     HELPER_CHECKSUM, HELPER_GET_INTERFACE_ID, PROGRAM_TYPE, internet_checksum,
 };
 use sample_netebpf_ext::protocol::{
-    IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, MAX_PACKET, PROFILE_AT_DISPATCH, ProfileReply,
-    ProfileRequest, REQUEST_VERSION, RunReply, RunRequest, WIN32_PATH,
+    IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, MAX_ITERATIONS, MAX_PACKET,
+    PROFILE_AT_DISPATCH, ProfileReply, ProfileRequest, REQUEST_VERSION, RunReply, RunRequest,
+    WIN32_PATH,
 };
 use sample_netebpf_ext::{PacketContext, VERDICT_BLOCK, VERDICT_PERMIT};
 
@@ -207,8 +208,7 @@ fn refusals(kernel: &Kernel, handle: &FileHandle) -> Vec<(String, NTSTATUS, NTST
     bad_version[0] ^= 0xFF;
     let mut short_data = good.clone();
     short_data.pop();
-    let mut huge = RunRequest::from_bytes(&good).unwrap_or_default();
-    huge.data_len = u32::try_from(MAX_PACKET + 1).unwrap_or(u32::MAX);
+    let huge = run_request(1, 6, &vec![0u8; MAX_PACKET + 1]);
     let cases: Vec<(&str, u32, Vec<u8>, usize, NTSTATUS)> = vec![
         (
             "empty input",
@@ -241,7 +241,7 @@ fn refusals(kernel: &Kernel, handle: &FileHandle) -> Vec<(String, NTSTATUS, NTST
         (
             "packet over the limit",
             IOCTL_SAMPLE_NET_RUN,
-            huge.to_bytes().to_vec(),
+            huge,
             64,
             STATUS_INVALID_PARAMETER,
         ),
@@ -265,6 +265,13 @@ fn refusals(kernel: &Kernel, handle: &FileHandle) -> Vec<(String, NTSTATUS, NTST
             good,
             64,
             STATUS_INVALID_DEVICE_REQUEST,
+        ),
+        (
+            "iterations over the limit",
+            IOCTL_SAMPLE_NET_PROFILE,
+            profile_request(1, MAX_ITERATIONS + 1, 0, &packet),
+            64,
+            STATUS_INVALID_PARAMETER,
         ),
         (
             "zero iterations",

@@ -24,6 +24,8 @@ use crate::protocol::{
 
 /// Alignment the handlers require of the system buffer (the I/O manager's is 16).
 pub const BUFFER_ALIGNMENT: usize = 8;
+/// Iterations a profile request runs at DISPATCH_LEVEL before lowering the IRQL again.
+pub const DISPATCH_CHUNK: u64 = 64;
 
 /// A refused request: its status, with a trace event saying why.
 fn refuse(status: NTSTATUS, why: &'static str) -> (NTSTATUS, usize) {
@@ -74,7 +76,7 @@ fn hook_failure(error: Error) -> (NTSTATUS, usize) {
 ///
 /// # IRQL
 /// PASSIVE_LEVEL (dispatch routine).
-pub fn run(
+fn run(
     hook: &HookProvider<SampleNetHook>,
     buffer: &mut [u8],
     input_len: usize,
@@ -140,7 +142,7 @@ pub fn run(
 /// # IRQL
 /// PASSIVE_LEVEL (dispatch routine); the programs run at DISPATCH_LEVEL with
 /// [`PROFILE_AT_DISPATCH`].
-pub fn profile(
+fn profile(
     hook: &HookProvider<SampleNetHook>,
     buffer: &mut [u8],
     input_len: usize,
@@ -193,25 +195,37 @@ pub fn profile(
     let mut frequency = 0i64;
     // SAFETY: a writable out parameter.
     let start = unsafe { KeQueryPerformanceCounter(&raw mut frequency) };
-    let old_irql = if at_dispatch {
-        // SAFETY: raising from PASSIVE_LEVEL; lowered below on this thread.
-        Some(unsafe { KeRaiseIrql(DISPATCH_LEVEL) })
-    } else {
-        None
-    };
     let mut last = Ok(Outcome {
         verdict: 0,
         programs_run: 0,
     });
-    for _ in 0..request.iterations {
-        last = fire(hook, context);
-        if last.is_err() {
-            break;
+    let mut remaining = request.iterations;
+    while remaining > 0 && last.is_ok() {
+        // At DISPATCH_LEVEL the programs run in short stretches with the IRQL lowered in
+        // between, so a large request cannot hold the processor long enough for the DPC
+        // watchdog (each event may run 64 programs over a 64 KiB packet).
+        let chunk = if at_dispatch {
+            remaining.min(DISPATCH_CHUNK)
+        } else {
+            remaining
+        };
+        let old_irql = if at_dispatch {
+            // SAFETY: raising from PASSIVE_LEVEL; lowered below on this thread.
+            Some(unsafe { KeRaiseIrql(DISPATCH_LEVEL) })
+        } else {
+            None
+        };
+        for _ in 0..chunk {
+            last = fire(hook, context);
+            if last.is_err() {
+                break;
+            }
         }
-    }
-    if let Some(old) = old_irql {
-        // SAFETY: back to the level saved above.
-        unsafe { KeLowerIrql(old) };
+        if let Some(old) = old_irql {
+            // SAFETY: back to the level saved above.
+            unsafe { KeLowerIrql(old) };
+        }
+        remaining -= chunk;
     }
     // SAFETY: NULL frequency is allowed.
     let end = unsafe { KeQueryPerformanceCounter(core::ptr::null_mut()) };
@@ -231,7 +245,9 @@ pub fn profile(
     }
 }
 
-/// Routes a device-control request by code.
+/// Routes a device-control request by code. `buffer` is the whole system buffer, at least
+/// max(`input_len`, `output_len`) bytes (anything shorter is refused); `run` and `profile`
+/// rely on that.
 pub fn device_control(
     hook: &HookProvider<SampleNetHook>,
     code: u32,
@@ -239,6 +255,12 @@ pub fn device_control(
     input_len: usize,
     output_len: usize,
 ) -> (NTSTATUS, usize) {
+    if buffer.len() < input_len.max(output_len) {
+        return refuse(
+            STATUS_INVALID_PARAMETER,
+            "lengths exceed the request buffer",
+        );
+    }
     match code {
         IOCTL_SAMPLE_NET_RUN => run(hook, buffer, input_len, output_len),
         IOCTL_SAMPLE_NET_PROFILE => profile(hook, buffer, input_len, output_len),

@@ -69,7 +69,9 @@ pub unsafe extern "win64" fn get_image_path(
     _: u64,
 ) -> u64 {
     // SAFETY: programs of this type get a pointer to `NotifyContext::public`, the first field
-    // of a live NotifyContext.
+    // of a live NotifyContext: the notify routine builds every context they see, because the
+    // program data offers no `context_create` (a test-run context would be only the public
+    // part, and this read would overrun it; add `context_create` only with a NotifyContext).
     let context = unsafe { &*(ctx as *const NotifyContext) };
     // SAFETY: NULL or the notify routine's image name, valid during the invocation.
     let Some(image) = (unsafe { context.image.as_ref() }) else {
