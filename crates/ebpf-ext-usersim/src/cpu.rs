@@ -71,6 +71,11 @@ pub extern "win64" fn KfRaiseIrql(NewIrql: KIRQL) -> KIRQL {
             &format!("raise from IRQL {old} to lower IRQL {NewIrql}"),
         );
     }
+    if NewIrql > old {
+        with_kernel("KfRaiseIrql", |k| {
+            k.irql_raises.fetch_add(1, Ordering::Relaxed)
+        });
+    }
     set_irql(NewIrql);
     old
 }

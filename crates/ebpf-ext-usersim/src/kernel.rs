@@ -126,6 +126,7 @@ pub(crate) struct Inner {
     pub(crate) debug_output: Mutex<Vec<DebugMessage>>,
     pub(crate) next_processor: AtomicU32,
     pub(crate) stack_expansions: AtomicU64,
+    pub(crate) irql_raises: AtomicU64,
 }
 
 /// One `DbgPrintEx` message.
@@ -206,6 +207,7 @@ impl Kernel {
             debug_output: Mutex::new(Vec::new()),
             next_processor: AtomicU32::new(0),
             stack_expansions: AtomicU64::new(0),
+            irql_raises: AtomicU64::new(0),
         });
         bind(Some(Arc::clone(&inner)));
         Kernel { inner }
@@ -291,6 +293,12 @@ impl Kernel {
             .get(api)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Times `KfRaiseIrql` (`KeRaiseIrql`) raised a thread's IRQL, on any thread.
+    #[must_use]
+    pub fn irql_raises(&self) -> u64 {
+        self.inner.irql_raises.load(Ordering::Relaxed)
     }
 
     /// Times `KeExpandKernelStackAndCalloutEx` ran its callout.

@@ -10,12 +10,15 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::{STATUS_NOT_FOUND, STATUS_SUCCESS};
+use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
 use ebpf_ext_usersim::{Caller, Kernel, sweep_allocation_failures, sweep_call_failures};
 use sample_harness::net::{profile_request, run, scenario};
 use sample_harness::{LoadedDriver, Target};
 use sample_netebpf_ext::hook::ATTACH_TYPE;
 use sample_netebpf_ext::program::PROGRAM_TYPE;
-use sample_netebpf_ext::protocol::{IOCTL_SAMPLE_NET_PROFILE, ProfileReply, WIN32_PATH};
+use sample_netebpf_ext::protocol::{
+    IOCTL_SAMPLE_NET_PROFILE, PROFILE_AT_DISPATCH, ProfileReply, WIN32_PATH,
+};
 use sample_netebpf_ext::{VERDICT_BLOCK, VERDICT_PERMIT, driver_entry};
 
 fn link(interface: u32, verdict: u32) -> Link {
@@ -152,5 +155,33 @@ fn unloading_with_programs_attached_detaches_them() {
         assert_eq!(l.detach_count(), 1);
     }
     drop(attached);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn profiling_at_dispatch_lowers_the_irql_between_short_stretches() {
+    let kernel = Kernel::new();
+    let driver =
+        LoadedDriver::load(Target::Native(driver_entry), "SampleNetEbpfExt").expect("load");
+    let program = link(1, VERDICT_PERMIT);
+    let handle = kernel.open(WIN32_PATH, Caller::System).expect("open");
+    let raises = kernel.irql_raises();
+    let reply = kernel.device_io_control(
+        &handle,
+        IOCTL_SAMPLE_NET_PROFILE,
+        &profile_request(1, 200, PROFILE_AT_DISPATCH, &[0; 8]),
+        ProfileReply::SIZE,
+    );
+    assert_eq!(reply.status, STATUS_SUCCESS);
+    assert_eq!(program.invocations(), 200);
+    assert_eq!(program.last_irql(), Some(DISPATCH_LEVEL));
+    // 200 iterations in stretches of DISPATCH_CHUNK (64): four raises to DISPATCH_LEVEL.
+    assert_eq!(
+        kernel.irql_raises() - raises,
+        200u64.div_ceil(sample_netebpf_ext::control::DISPATCH_CHUNK)
+    );
+    kernel.close(handle);
+    drop(program);
+    driver.unload();
     kernel.assert_no_leaks();
 }
