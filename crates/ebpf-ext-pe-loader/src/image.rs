@@ -364,6 +364,7 @@ impl PeImage<'_> {
                 .collect(),
             functions: self.functions().iter().map(|f| (f.begin, f.end)).collect(),
             names: names.into_boxed_slice(),
+            dll_characteristics: self.dll_characteristics(),
         }
     }
 }

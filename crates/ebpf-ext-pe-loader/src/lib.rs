@@ -87,6 +87,6 @@ pub use fault::{FAULT_MARKER, clear_irql_source, expect_fault, set_irql_source};
 pub(crate) use image::errno;
 pub use image::{LoadOptions, LoadedImage, load, load_file, load_with};
 pub use pe::{PeImage, parse};
-pub use registry::{Function, Symbol, symbolize};
+pub use registry::{Function, Symbol, image_dll_characteristics, symbolize};
 pub use stack::{GUARD_SIZE, KERNEL_STACK_SIZE, call_win64};
-pub use usersim::{use_usersim_irql, usersim_resolver};
+pub use usersim::{use_usersim_irql, usersim_image_flags, usersim_resolver};

@@ -26,6 +26,8 @@ pub(crate) struct ImageRecord {
     pub(crate) functions: Box<[(u32, u32)]>,
     /// Named addresses (exports, the entry point), ascending by RVA.
     pub(crate) names: Box<[(u32, Box<str>)]>,
+    /// The optional header's `DllCharacteristics`.
+    pub(crate) dll_characteristics: u16,
 }
 
 impl ImageRecord {
@@ -195,6 +197,18 @@ impl fmt::Display for Symbol {
             .map(|func| (func.start, func.name.as_deref()));
         write_location(f, &self.module, self.rva, function)
     }
+}
+
+/// The `DllCharacteristics` of the loaded image containing `address`, if any (for example to
+/// check `IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY`, as `PsSetCreateProcessNotifyRoutineEx`
+/// does for the image holding its routine).
+#[must_use]
+pub fn image_dll_characteristics(address: usize) -> Option<u16> {
+    with_image(address, |record| {
+        record.rva(address)?;
+        Some(record.dll_characteristics)
+    })
+    .flatten()
 }
 
 /// Names the loaded image, offset and function of `address`, or `None` when no loaded image

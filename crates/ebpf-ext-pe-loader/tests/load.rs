@@ -357,6 +357,25 @@ fn symbolize_names_functions_and_forgets_unloaded_images() {
 }
 
 #[test]
+fn image_flags_are_known_by_address_while_loaded() {
+    let built = build(&test_spec());
+    let image = load("test.sys", &built.bytes, test_resolver).expect("load");
+    let inside = image.base() + built.rva("crash") as usize;
+    let flags = image.dll_characteristics();
+    assert_eq!(
+        ebpf_ext_pe_loader::image_dll_characteristics(inside),
+        Some(flags)
+    );
+    assert_eq!(
+        ebpf_ext_pe_loader::usersim_image_flags(inside),
+        Some(flags & 0x0080 != 0)
+    );
+    image.unload();
+    assert_eq!(ebpf_ext_pe_loader::image_dll_characteristics(inside), None);
+    assert_eq!(ebpf_ext_pe_loader::usersim_image_flags(inside), None);
+}
+
+#[test]
 fn without_exports_functions_are_named_by_start() {
     let mut spec = test_spec();
     spec.exports = false;

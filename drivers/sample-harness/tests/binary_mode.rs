@@ -42,7 +42,7 @@ fn the_netebpf_image_behaves_exactly_as_the_linked_crate() {
         from_image.traces
     );
     drop(kernel);
-    binary::unload_sample(image);
+    image.unload();
 }
 
 #[test]
@@ -62,7 +62,7 @@ fn the_ntos_image_behaves_exactly_as_the_linked_crate() {
         ntos::scenario(&kernel, Target::Image(&image), &mut quiet).expect("image scenario");
     assert_eq!(from_image, native);
     drop(kernel);
-    binary::unload_sample(image);
+    image.unload();
 }
 
 #[test]
@@ -89,7 +89,7 @@ fn every_failure_in_the_images_load_and_unload_is_clean() {
     );
     assert_eq!(sweep_call_failures(scenario), sweep_call_failures(native));
     drop(loader_kernel);
-    binary::unload_sample(image);
+    image.unload();
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn the_ntos_image_honours_its_integrity_flag() {
     driver.unload();
     kernel.assert_no_leaks();
     drop(kernel);
-    binary::unload_sample(image);
+    image.unload();
 }
 
 #[test]
@@ -154,5 +154,5 @@ fn addresses_in_a_loaded_image_are_named_from_its_pdb() {
     driver.unload();
     kernel.assert_no_leaks();
     drop(kernel);
-    binary::unload_sample(image);
+    image.unload();
 }

@@ -56,7 +56,7 @@ fn sample<R: PartialEq + core::fmt::Debug>(
     print_traces(traces(&report));
     drop(kernel);
     if let Some(image) = image {
-        binary::unload_sample(image);
+        image.unload();
         let kernel = Kernel::new();
         let linked = scenario(&kernel, Target::Native(native), &mut quiet)?;
         if linked != report {
