@@ -27,7 +27,7 @@ pub(crate) struct Options {
 
 pub(crate) fn run_ci(options: &Options) -> Result<()> {
     crate::prereqs::ensure()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::exec::cargo();
     if !options.tests_only {
         run(Command::new(&cargo).args(["fmt", "--all", "--", "--check"]))?;
         run(Command::new(&cargo).args([

@@ -13,6 +13,11 @@ pub(crate) fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The cargo that runs this xtask (`$CARGO`), else `cargo` from PATH.
+pub(crate) fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
 /// Runs a command in the workspace root, echoing it; an error names the command and status.
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     cmd.current_dir(workspace_root());

@@ -62,7 +62,7 @@ pub(crate) fn ensure() -> Result<()> {
             PACKAGES.join(" ")
         );
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::exec::cargo();
     let has_nextest = Command::new(&cargo)
         .args(["nextest", "--version"])
         .output()

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use crate::drivers::{build_drivers, output_dir, package, sign};
-use crate::exec::{run, workspace_root};
+use crate::exec::{cargo, run, workspace_root};
 
 /// Options of `cargo xtask test-sample`.
 #[derive(Args)]
@@ -20,10 +20,6 @@ pub(crate) struct TestOptions {
     /// only; see `scripts/Deploy-SampleToVm.ps1`).
     #[arg(long, value_name = "NAME")]
     pub(crate) vm: Option<String>,
-}
-
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
 /// The sample scenario tests on the host (one process per test): the scenarios against the

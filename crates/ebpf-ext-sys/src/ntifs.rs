@@ -137,6 +137,16 @@ impl<const N: usize> SID<N> {
     pub const fn length(&self) -> usize {
         8 + 4 * N
     }
+
+    /// Its bytes, as the kernel stores a SID.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: `repr(C)` bytes then `u32`s at offset 8 (4-aligned): no padding, so all
+        // `length()` bytes are initialised and belong to `self`.
+        unsafe {
+            core::slice::from_raw_parts(core::ptr::from_ref(self).cast::<u8>(), self.length())
+        }
+    }
 }
 
 /// `SECURITY_NT_AUTHORITY` (5).
@@ -149,6 +159,8 @@ pub const LOCAL_SYSTEM_SID: SID<1> = SID::new(SECURITY_NT_AUTHORITY, [18]);
 pub const ALIAS_ADMINS_SID: SID<2> = SID::new(SECURITY_NT_AUTHORITY, [32, 544]);
 /// BUILTIN\Users, `S-1-5-32-545`.
 pub const ALIAS_USERS_SID: SID<2> = SID::new(SECURITY_NT_AUTHORITY, [32, 545]);
+/// NT AUTHORITY\Authenticated Users, `S-1-5-11`.
+pub const AUTHENTICATED_USERS_SID: SID<1> = SID::new(SECURITY_NT_AUTHORITY, [11]);
 /// Everyone, `S-1-1-0`.
 pub const WORLD_SID: SID<1> = SID::new(SECURITY_WORLD_SID_AUTHORITY, [0]);
 

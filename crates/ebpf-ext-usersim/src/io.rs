@@ -13,9 +13,10 @@ use core::{mem, ptr};
 
 use ebpf_ext_sys::ntdef::{BOOLEAN, NTSTATUS, UserMode};
 use ebpf_ext_sys::ntifs::{
-    ACCESS_ALLOWED_ACE_TYPE, ACL, ACL_REVISION, DACL_SECURITY_INFORMATION, FILE_ALL_ACCESS,
-    GENERIC_ALL, GENERIC_READ, GENERIC_WRITE, SE_DACL_PRESENT, SE_SELF_RELATIVE,
-    SECURITY_DESCRIPTOR, SECURITY_DESCRIPTOR_REVISION,
+    ACCESS_ALLOWED_ACE_TYPE, ACL, ACL_REVISION, ALIAS_ADMINS_SID, ALIAS_USERS_SID,
+    AUTHENTICATED_USERS_SID, DACL_SECURITY_INFORMATION, FILE_ALL_ACCESS, GENERIC_ALL, GENERIC_READ,
+    GENERIC_WRITE, LOCAL_SYSTEM_SID, SE_DACL_PRESENT, SE_SELF_RELATIVE, SECURITY_DESCRIPTOR,
+    SECURITY_DESCRIPTOR_REVISION, WORLD_SID,
 };
 use ebpf_ext_sys::ntstatus::{
     STATUS_ACCESS_DENIED, STATUS_ALLOTTED_SPACE_EXCEEDED, STATUS_BUFFER_TOO_SMALL,
@@ -35,13 +36,15 @@ use crate::kernel::{Kernel, bugcheck, call_fails, lock, require_irql, with_kerne
 /// Longest SID: 8 bytes of header and 15 sub-authorities.
 const MAX_SID_LENGTH: usize = 8 + 4 * 15;
 
+/// The length of a SID from its 8-byte header, or `None` if the header is not a valid SID's.
+fn sid_length(header: &[u8]) -> Option<usize> {
+    let (&revision, &count) = (header.first()?, header.get(1)?);
+    (revision == 1 && count <= 15).then(|| 8 + 4 * usize::from(count))
+}
+
 /// Parses a SID at the start of `bytes`: its bytes, or `None` if it is not a valid SID.
 fn parse_sid(bytes: &[u8]) -> Option<&[u8]> {
-    let (&revision, &count) = (bytes.first()?, bytes.get(1)?);
-    if revision != 1 || count > 15 {
-        return None;
-    }
-    bytes.get(..8 + 4 * usize::from(count))
+    bytes.get(..sid_length(bytes)?)
 }
 
 /// Reads a SID's bytes, or `None` if it is not a valid SID.
@@ -55,10 +58,7 @@ unsafe fn read_sid(sid: *const u8) -> Option<Vec<u8>> {
     }
     // SAFETY: the caller guarantees the 8-byte header is readable.
     let header = unsafe { core::slice::from_raw_parts(sid, 8) };
-    if header[0] != 1 || header[1] > 15 {
-        return None;
-    }
-    let len = 8 + 4 * usize::from(header[1]);
+    let len = sid_length(header)?;
     // SAFETY: a valid header: the caller guarantees the whole SID is readable.
     let whole = unsafe { core::slice::from_raw_parts(sid, len) };
     Some(whole.to_vec())
@@ -351,22 +351,16 @@ pub enum Caller {
 
 impl Caller {
     fn sids(self) -> Vec<Vec<u8>> {
-        let sid = |authority: u8, subs: &[u32]| {
-            #[expect(clippy::cast_possible_truncation, reason = "at most two")]
-            let mut v = vec![1, subs.len() as u8, 0, 0, 0, 0, 0, authority];
-            for s in subs {
-                v.extend_from_slice(&s.to_le_bytes());
-            }
-            v
+        let system = LOCAL_SYSTEM_SID.as_bytes();
+        let admins = ALIAS_ADMINS_SID.as_bytes();
+        let users = ALIAS_USERS_SID.as_bytes();
+        let everyone = WORLD_SID.as_bytes();
+        let groups: &[&[u8]] = match self {
+            Caller::System => &[system, admins, everyone],
+            Caller::Administrator => &[admins, users, everyone],
+            Caller::User => &[users, AUTHENTICATED_USERS_SID.as_bytes(), everyone],
         };
-        let everyone = sid(1, &[0]);
-        let users = sid(5, &[32, 545]);
-        let admins = sid(5, &[32, 544]);
-        match self {
-            Caller::System => vec![sid(5, &[18]), admins, everyone],
-            Caller::Administrator => vec![admins, users, everyone],
-            Caller::User => vec![users, sid(5, &[11]), everyone],
-        }
+        groups.iter().map(|sid| sid.to_vec()).collect()
     }
 }
 
