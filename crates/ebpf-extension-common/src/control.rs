@@ -30,7 +30,7 @@ use ebpf_ext_sys::ntifs::{
     RtlCreateSecurityDescriptor, RtlSetDaclSecurityDescriptor, SE_DACL_PROTECTED,
     SECURITY_DESCRIPTOR, SECURITY_DESCRIPTOR_REVISION,
 };
-use ebpf_ext_sys::ntstatus::{STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS};
+use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_sys::wdm::{
     DEVICE_OBJECT, DO_DEVICE_INITIALIZING, DRIVER_OBJECT, FILE_DEVICE_SECURE_OPEN, IRP,
     IRP_MJ_DEVICE_CONTROL, IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice,
@@ -335,16 +335,4 @@ pub unsafe extern "win64" fn dispatch_succeed(
 ) -> NTSTATUS {
     // SAFETY: the I/O manager's IRP, completed once.
     unsafe { complete_request(irp, STATUS_SUCCESS, 0) }
-}
-
-/// A dispatch routine that refuses a request with `STATUS_INVALID_DEVICE_REQUEST`.
-///
-/// # Safety
-/// Called by the I/O manager with a live device and IRP.
-pub unsafe extern "win64" fn dispatch_invalid(
-    _device: *mut DEVICE_OBJECT,
-    irp: *mut IRP,
-) -> NTSTATUS {
-    // SAFETY: the I/O manager's IRP, completed once.
-    unsafe { complete_request(irp, STATUS_INVALID_DEVICE_REQUEST, 0) }
 }
