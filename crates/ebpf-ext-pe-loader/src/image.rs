@@ -98,6 +98,20 @@ pub fn load_file(
         path: path.display().to_string(),
         kind: e.kind(),
     })?;
+    load_file_bytes(path, &bytes, resolver)
+}
+
+/// [`load_file`] for `bytes` the caller has already read from `path`, so that it knows exactly
+/// what was loaded (a test or report can hash them). The image is named after `path`'s file
+/// name, and function names come from the PDB beside `path`, as in [`load_file`].
+///
+/// # Errors
+/// As [`load`].
+pub fn load_file_bytes(
+    path: &Path,
+    bytes: &[u8],
+    resolver: impl FnMut(&str, &str) -> Option<usize>,
+) -> Result<LoadedImage> {
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -105,7 +119,7 @@ pub fn load_file(
     let symbols = crate::pdb_names::function_names(&path.with_extension("pdb")).unwrap_or_default();
     load_with(
         &name,
-        &bytes,
+        bytes,
         &LoadOptions::new().symbols(symbols),
         resolver,
     )
