@@ -1,12 +1,12 @@
 //! `cargo xtask ci` and the driver-target check.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::exec::{run, workspace_root};
+use crate::prereqs::{Tool, command};
 
 /// The target Windows kernel drivers are built for.
 pub(crate) const DRIVER_TARGET: &str = "x86_64-pc-windows-msvc";
@@ -27,10 +27,9 @@ pub(crate) struct Options {
 
 pub(crate) fn run_ci(options: &Options) -> Result<()> {
     crate::prereqs::ensure()?;
-    let cargo = crate::exec::cargo();
     if !options.tests_only {
-        run(Command::new(&cargo).args(["fmt", "--all", "--", "--check"]))?;
-        run(Command::new(&cargo).args([
+        run(command(Tool::Cargo).args(["fmt", "--all", "--", "--check"]))?;
+        run(command(Tool::Cargo).args([
             "clippy",
             "--workspace",
             "--all-targets",
@@ -38,30 +37,30 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
             "-D",
             "warnings",
         ]))?;
-        run(Command::new(&cargo)
+        run(command(Tool::Cargo)
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"))?;
     }
     // Doctests (nextest does not run them): the compile-fail examples prove the compile-time
     // checks of the program-information description.
-    run(Command::new(&cargo).args(["test", "--workspace", "--doc"]))?;
-    run_loom_models(&cargo)?;
+    run(command(Tool::Cargo).args(["test", "--workspace", "--doc"]))?;
+    run_loom_models()?;
     check_driver_target()?;
     // The signed images, which the binary-mode tests load.
     crate::drivers::build_drivers(None)?;
     crate::drivers::sign()?;
     crate::drivers::package()?;
     // Last, so its summary is the closing test line of CI's output.
-    run(Command::new(&cargo).args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
+    run(command(Tool::Cargo).args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
     eprintln!("\nci: all checks passed");
     Ok(())
 }
 
 /// The `loom` models of lock-free protocols (built with `--cfg loom`, in their own target
 /// directory so the normal build is not invalidated).
-fn run_loom_models(cargo: &str) -> Result<()> {
+fn run_loom_models() -> Result<()> {
     let target_dir = workspace_root().join("target").join("loom");
-    run(Command::new(cargo)
+    run(command(Tool::Cargo)
         .args([
             "test",
             "--release",
@@ -96,35 +95,40 @@ fn no_std_crates(root: &Path) -> Result<Vec<String>> {
     Ok(crates)
 }
 
-/// A toolchain that can build `core`/`alloc` for the driver target from source: Debian's
-/// `rustc-web` (system `cargo`/`rustc`) with `rust-web-src`. The rustup toolchain has no
-/// Windows target and cannot fetch one here.
-pub(crate) fn driver_toolchain() -> Result<(PathBuf, PathBuf)> {
-    let cargo = PathBuf::from("/usr/bin/cargo");
-    let rustc = PathBuf::from("/usr/bin/rustc");
-    let hint = "install it with: sudo apt-get install rustc-web rust-web-src (Debian/Ubuntu)";
-    if !cargo.is_file() || !rustc.is_file() {
-        bail!("no system Rust toolchain at /usr/bin; {hint}");
+/// Checks for the toolchain that builds `core`/`alloc` for the driver target from source:
+/// Debian's `cargo-web` and `rustc-web` (`/usr/bin/cargo`, `/usr/bin/rustc`) with
+/// `rust-web-src`. The rustup toolchain has no Windows target and cannot fetch one here.
+pub(crate) fn driver_toolchain() -> Result<()> {
+    for tool in [Tool::SystemCargo, Tool::SystemRustc] {
+        if !Path::new(&tool.program()).is_file() {
+            bail!(
+                "{} is missing (the driver build needs it); {}",
+                tool.program().to_string_lossy(),
+                tool.hint()
+            );
+        }
     }
-    let sysroot = Command::new(&rustc)
+    let sysroot = command(Tool::SystemRustc)
         .args(["--print", "sysroot"])
         .output()
         .context("run rustc --print sysroot")?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
-        bail!("the system Rust toolchain has no library sources (needed for -Zbuild-std); {hint}");
+        bail!(
+            "the system Rust toolchain has no library sources (needed for -Zbuild-std); sudo apt-get install rust-web-src"
+        );
     }
-    Ok((cargo, rustc))
+    Ok(())
 }
 
 /// `cargo check --target x86_64-pc-windows-msvc -Zbuild-std=core,alloc` for every no_std crate.
 pub(crate) fn check_driver_target() -> Result<()> {
     crate::prereqs::ensure()?;
     let root = workspace_root();
-    let (cargo, rustc) = driver_toolchain()?;
+    driver_toolchain()?;
     let target_dir = root.join("target").join("driver-check");
-    for krate in no_std_crates(&root)? {
-        let mut cmd = Command::new(&cargo);
+    for krate in no_std_crates(root)? {
+        let mut cmd = command(Tool::SystemCargo);
         cmd.args([
             "check",
             "--target",
@@ -134,7 +138,7 @@ pub(crate) fn check_driver_target() -> Result<()> {
             &krate,
         ])
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("RUSTC", &rustc)
+        .env("RUSTC", Tool::SystemRustc.program())
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO")
         .env("CARGO_TARGET_DIR", &target_dir);

@@ -9,19 +9,31 @@
 use core::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
 use crate::ci::{DRIVER_TARGET, driver_toolchain};
-use crate::exec::{run, workspace_root};
+use crate::exec::{note, run, workspace_root};
 use crate::pe::{Image, map_symbol_rva};
+use crate::prereqs::{PEFILE, Tool, command};
 
 /// The cargo profile driver images are built with (fat LTO, one codegen unit, abort on
 /// panic: `Cargo.toml`).
 pub(crate) const PROFILE: &str = "driver";
-/// The pefile version the independent check installs.
-const PEFILE: &str = "pefile==2024.8.26";
+
+/// The variable that tells the harness where the images are (`sample_harness::binary`).
+pub(crate) const DRIVER_DIR_VAR: &str = "EBPF_EXT_DRIVER_DIR";
+
+/// The SHA-256 of `bytes`, in lower-case hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, b| {
+            let _ = write!(hex, "{b:02x}");
+            hex
+        })
+}
 
 /// A workspace crate that is a driver (it has `[package.metadata.wdk.driver-model]`).
 #[derive(Debug, Clone)]
@@ -67,29 +79,28 @@ pub(crate) fn drivers() -> Result<Vec<Driver>> {
     Ok(found)
 }
 
-fn find_tool(names: &[&str], package: &str) -> Result<String> {
-    for name in names {
-        if Command::new(name).arg("--version").output().is_ok() {
-            return Ok((*name).to_owned());
-        }
+/// Fails with how to install `tool` unless it can be started (some, like `llvm-dlltool`, have
+/// no `--version` and exit non-zero).
+fn require(tool: Tool) -> Result<()> {
+    let ok = command(tool).arg("--version").output().is_ok();
+    if !ok {
+        bail!(
+            "{} not found; {}",
+            tool.program().to_string_lossy(),
+            tool.hint()
+        );
     }
-    bail!(
-        "{} not found; install it with: sudo apt-get install {package}",
-        names[0]
-    )
+    Ok(())
 }
 
 /// Makes the import libraries from `xtask/link/*.def`.
 fn import_libraries(out: &Path) -> Result<PathBuf> {
-    let dlltool = find_tool(
-        &["llvm-dlltool", "llvm-dlltool-19", "llvm-dlltool-14"],
-        "llvm",
-    )?;
+    require(Tool::Dlltool)?;
     let lib_dir = out.join("lib");
     fs::create_dir_all(&lib_dir)?;
     let def_dir = workspace_root().join("xtask").join("link");
     for def in ["ntoskrnl", "netio", "rpcrt4"] {
-        run(Command::new(&dlltool)
+        run(command(Tool::Dlltool)
             .args(["-m", "i386:x86-64", "-d"])
             .arg(def_dir.join(format!("{def}.def")))
             .arg("-l")
@@ -128,27 +139,30 @@ fn link_flags(lib_dir: &Path) -> String {
     flags
 }
 
-/// Python with pefile, in a virtual environment under `target/driver/pyenv`.
-fn pefile_python(out: &Path) -> Result<PathBuf> {
-    let venv = out.join("pyenv");
-    let python = venv.join("bin").join("python");
-    if !python.is_file() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).context(
-            "python3 -m venv failed; install it with: sudo apt-get install python3-venv",
-        )?;
+/// The virtual environment of the pefile check: `target/driver/pyenv`.
+pub(crate) fn pefile_venv() -> PathBuf {
+    output_dir().join("pyenv")
+}
+
+/// Makes sure the pefile check's virtual environment exists and has pefile.
+fn pefile_python() -> Result<()> {
+    let venv = pefile_venv();
+    if !venv.join("bin").join("python").is_file() {
+        run(command(Tool::Python3).args(["-m", "venv"]).arg(&venv))
+            .with_context(|| format!("python3 -m venv failed; {}", Tool::Python3.hint()))?;
     }
-    let has_pefile = Command::new(&python)
+    let has_pefile = command(Tool::PefilePython)
         .args(["-c", "import pefile"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_pefile {
-        run(Command::new(&python).args(["-m", "pip", "install", "--quiet", PEFILE]))?;
+        run(command(Tool::PefilePython).args(["-m", "pip", "install", "--quiet", PEFILE]))?;
     }
-    Ok(python)
+    Ok(())
 }
 
 /// Checks an image with this crate's reader and with pefile; fails listing every problem.
-pub(crate) fn check_image(sys: &Path, map: &Path, out: &Path) -> Result<()> {
+pub(crate) fn check_image(sys: &Path, map: &Path) -> Result<()> {
     let image = Image::parse(fs::read(sys)?)?;
     let map = fs::read_to_string(map).with_context(|| format!("read {}", map.display()))?;
     let entry = map_symbol_rva(&map, "DriverEntry");
@@ -161,7 +175,7 @@ pub(crate) fn check_image(sys: &Path, map: &Path, out: &Path) -> Result<()> {
         );
     }
     let imports = image.imports()?;
-    eprintln!(
+    note(&format!(
         "  xtask: ok   {}: native subsystem, entry DriverEntry at {:#x}, FORCE_INTEGRITY, no W+X section, checksum {:#x}, imports {}",
         sys.file_name().unwrap_or_default().to_string_lossy(),
         image.entry_rva,
@@ -171,10 +185,10 @@ pub(crate) fn check_image(sys: &Path, map: &Path, out: &Path) -> Result<()> {
             .map(|(m, names)| format!("{m} ({})", names.len()))
             .collect::<Vec<_>>()
             .join(", ")
-    );
-    let python = pefile_python(out)?;
+    ));
+    pefile_python()?;
     let script = workspace_root().join("xtask").join("pecheck.py");
-    run(Command::new(python)
+    run(command(Tool::PefilePython)
         .arg(script)
         .arg(sys)
         .arg(format!("{:#x}", entry.unwrap_or(0)))
@@ -187,8 +201,7 @@ pub(crate) fn check_image(sys: &Path, map: &Path, out: &Path) -> Result<()> {
 pub(crate) fn build_drivers(only: Option<&str>) -> Result<Vec<PathBuf>> {
     crate::prereqs::ensure()?;
     let root = workspace_root();
-    let (cargo, rustc) = driver_toolchain()?;
-    find_tool(&["lld-link"], "lld")?;
+    driver_toolchain()?;
     let out = output_dir();
     fs::create_dir_all(&out)?;
     let lib_dir = import_libraries(&out)?;
@@ -198,7 +211,12 @@ pub(crate) fn build_drivers(only: Option<&str>) -> Result<Vec<PathBuf>> {
         if only.is_some_and(|p| p != driver.package) {
             continue;
         }
-        run(Command::new(&cargo)
+        let started = std::time::Instant::now();
+        println!(
+            "  {}: compiling (core/alloc from source on a first build), fat-LTO link ...",
+            driver.package
+        );
+        run(command(Tool::SystemCargo)
             .args([
                 "rustc",
                 "--lib",
@@ -220,7 +238,7 @@ pub(crate) fn build_drivers(only: Option<&str>) -> Result<Vec<PathBuf>> {
                 "driver",
             ])
             .env("RUSTC_BOOTSTRAP", "1")
-            .env("RUSTC", &rustc)
+            .env("RUSTC", Tool::SystemRustc.program())
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO")
             .env_remove("RUSTFLAGS")
@@ -229,12 +247,17 @@ pub(crate) fn build_drivers(only: Option<&str>) -> Result<Vec<PathBuf>> {
                 "CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_RUSTFLAGS",
                 link_flags(&lib_dir),
             ))?;
+        println!(
+            "  {}: built in {:.0} s",
+            driver.package,
+            started.elapsed().as_secs_f64()
+        );
         let artifacts = target_dir.join(DRIVER_TARGET).join(PROFILE);
         let dll = artifacts.join(format!("{}.dll", driver.name));
         let mut image =
             Image::parse(fs::read(&dll).with_context(|| format!("read {}", dll.display()))?)?;
         for change in image.fix_sections() {
-            eprintln!("  fix-up: {change}");
+            note(&format!("  fix-up: {change}"));
         }
         image.write_checksum();
         let sys = out.join(format!("{}.sys", driver.name));
@@ -248,11 +271,15 @@ pub(crate) fn build_drivers(only: Option<&str>) -> Result<Vec<PathBuf>> {
             artifacts.join("deps").join(format!("{}.map", driver.name)),
             &map,
         )?;
-        check_image(&sys, &map, &out)?;
+        check_image(&sys, &map)?;
         built.push(sys);
     }
     if built.is_empty() {
-        bail!("no driver crate matched");
+        bail!(
+            "no driver crate matched{} in {} (a driver crate has [package.metadata.wdk.driver-model])",
+            only.map(|p| format!(" {p}")).unwrap_or_default(),
+            root.join("drivers").display()
+        );
     }
     Ok(built)
 }
@@ -268,8 +295,8 @@ fn test_certificate(out: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     );
     if !(cert.is_file() && key.is_file() && cer.is_file()) {
         fs::create_dir_all(&dir)?;
-        let openssl = find_tool(&["openssl"], "openssl")?;
-        run(Command::new(&openssl)
+        require(Tool::Openssl)?;
+        run(command(Tool::Openssl)
             .args([
                 "req", "-x509", "-newkey", "rsa:3072", "-sha256", "-nodes", "-days", "3650",
             ])
@@ -284,7 +311,7 @@ fn test_certificate(out: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
             .arg(&key)
             .arg("-out")
             .arg(&cert))?;
-        run(Command::new(&openssl)
+        run(command(Tool::Openssl)
             .args(["x509", "-outform", "der", "-in"])
             .arg(&cert)
             .arg("-out")
@@ -297,7 +324,7 @@ fn test_certificate(out: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
 /// certificate, replacing any signature it has, then verifies it.
 fn sign_file(file: &Path, description: &str, out: &Path) -> Result<()> {
     let (cert, key, _) = test_certificate(out)?;
-    let osslsigncode = find_tool(&["osslsigncode"], "osslsigncode")?;
+    require(Tool::Osslsigncode)?;
     let tmp = file.with_extension("signing");
     let _ = fs::remove_file(&tmp);
     // Signing again replaces the signature rather than adding one.
@@ -305,7 +332,7 @@ fn sign_file(file: &Path, description: &str, out: &Path) -> Result<()> {
     let input = if is_pe && is_signed(file)? {
         let unsigned = file.with_extension("unsigned");
         let _ = fs::remove_file(&unsigned);
-        run(Command::new(&osslsigncode)
+        run(command(Tool::Osslsigncode)
             .arg("remove-signature")
             .arg("-in")
             .arg(file)
@@ -315,7 +342,7 @@ fn sign_file(file: &Path, description: &str, out: &Path) -> Result<()> {
     } else {
         file.to_path_buf()
     };
-    run(Command::new(&osslsigncode)
+    run(command(Tool::Osslsigncode)
         .args(["sign", "-h", "sha256", "-n", description])
         .arg("-certs")
         .arg(&cert)
@@ -329,7 +356,7 @@ fn sign_file(file: &Path, description: &str, out: &Path) -> Result<()> {
     if input != file {
         fs::remove_file(&input)?;
     }
-    run(Command::new(&osslsigncode)
+    run(command(Tool::Osslsigncode)
         .arg("verify")
         .arg("-CAfile")
         .arg(&cert)
@@ -353,7 +380,7 @@ pub(crate) fn sign() -> Result<Vec<PathBuf>> {
         }
         sign_file(&sys, &driver.package, &out)?;
         let map = out.join(format!("{}.map", driver.name));
-        check_image(&sys, &map, &out).context("the signed image fails its checks")?;
+        check_image(&sys, &map).context("the signed image fails its checks")?;
         signed.push(sys);
     }
     Ok(signed)
@@ -365,13 +392,33 @@ fn is_signed(sys: &Path) -> Result<bool> {
     Ok(image.has_signature())
 }
 
+/// Today's date (UTC) as `MM/DD/YYYY`, the form `DriverVer` takes.
+fn driver_date() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (year, month, day) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
+    format!("{month:02}/{day:02}/{year}")
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 /// Stamps `DriverVer` into an `.inx` template.
 fn stamp_inf(inx: &str, version: &str) -> String {
-    let date = Command::new("date").arg("+%m/%d/%Y").output().map_or_else(
-        |_| "01/01/2026".into(),
-        |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
-    );
-    inx.replace("$DRIVERVER$", &format!("{date},{version}.0"))
+    inx.replace("$DRIVERVER$", &format!("{},{version}.0", driver_date()))
 }
 
 /// Lays out `target/driver/<name>_package/` for every driver.
@@ -408,8 +455,8 @@ pub(crate) fn package() -> Result<Vec<PathBuf>> {
                 .with_context(|| format!("{} has no {file}", driver.package))?;
         }
         fs::copy(&cer, dir.join("EbpfExtLocalTestCert.cer"))?;
-        if cfg!(windows) && Command::new("inf2cat").arg("/?").output().is_ok() {
-            run(Command::new("inf2cat")
+        if cfg!(windows) && command(Tool::Inf2cat).arg("/?").output().is_ok() {
+            run(command(Tool::Inf2cat)
                 .arg(format!("/driver:{}", dir.display()))
                 .arg("/os:10_x64"))?;
             sign_file(
@@ -418,10 +465,10 @@ pub(crate) fn package() -> Result<Vec<PathBuf>> {
                 &out,
             )?;
         } else {
-            eprintln!(
+            note(&format!(
                 "  {}.cat skipped: inf2cat is a Windows WDK tool; the .sys itself is signed, which is what test-signed loading (sc create) needs",
                 driver.name
-            );
+            ));
         }
         packages.push(dir);
     }
@@ -452,6 +499,14 @@ mod tests {
             .filter(|l| !l.is_empty() && !l.starts_with(';'))
             .collect();
         (library, exports)
+    }
+
+    #[test]
+    fn driver_dates_are_civil_dates() {
+        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(super::civil_from_days(20_786), (2026, 11, 29));
+        assert_eq!(super::civil_from_days(-1), (1969, 12, 31));
     }
 
     #[test]

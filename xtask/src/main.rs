@@ -21,7 +21,7 @@ struct Cli {
 enum Command {
     /// Builds, signs and packages both sample drivers, then runs them end to end on the host
     /// with a readable report: the project's main job.
-    Demo,
+    Demo(samples::DemoOptions),
     /// Everything CI checks: formatting, clippy, rustdoc, every test (one process per test),
     /// the no_std crates checked for the driver target, and the sample drivers built, checked,
     /// signed and packaged.
@@ -40,11 +40,15 @@ enum Command {
     TestSample(samples::TestOptions),
     /// Checks every no_std crate for the driver target (x86_64-pc-windows-msvc).
     CheckDriverTarget,
+    /// The prerequisites (`xtask/prerequisites.tsv`): what is installed, and `--install` for
+    /// what is missing.
+    Prereqs(prereqs::Options),
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Demo => samples::demo(),
+        Command::Demo(options) => samples::demo(&options),
+        Command::Prereqs(options) => prereqs::prereqs(&options),
         Command::Ci(options) => ci::run_ci(&options),
         Command::BuildDrivers { package } => drivers::build_drivers(package.as_deref()).map(drop),
         Command::Sign => drivers::sign().map(drop),

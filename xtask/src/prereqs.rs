@@ -1,74 +1,473 @@
-//! Installs what the checks need on a fresh Debian/Ubuntu machine, or says exactly how.
+//! The one list of prerequisites (`xtask/prerequisites.tsv`) and the only place xtask starts a
+//! program.
+//!
+//! Every program xtask runs is a [`Tool`], and every `Tool` names its line of the list, so a
+//! program cannot be run without saying which package brings it. `.ci/run` installs the list's
+//! Debian lines before xtask is built (xtask itself needs the host C linker); `cargo xtask
+//! prereqs --install` installs the rest; the README's table is rendered from the same lines.
 
+use core::fmt::Write as _;
+use std::ffi::OsString;
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use clap::Args;
 
 use crate::exec::run;
 
-/// Debian packages the checks use: the system Rust toolchain with library sources (driver
-/// builds), the mingw-w64 DDK headers and compiler (layout test), the driver link and
-/// signing tools (lld, llvm, osslsigncode, openssl) and Python's venv (for the independent
-/// `pefile` check).
-const PACKAGES: &[&str] = &[
-    "rustc-web",
-    "rust-web-src",
-    "lld",
-    "llvm",
-    "osslsigncode",
-    "mingw-w64-x86-64-dev",
-    "gcc-mingw-w64-x86-64",
-    "openssl",
-    "python3-venv",
-];
+/// The list itself, compiled into xtask (the build reruns when it changes).
+const LIST: &str = include_str!("../prerequisites.tsv");
 
-fn installed(package: &str) -> bool {
-    Command::new("dpkg-query")
+/// Where a prerequisite comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// A Debian package (`apt-get install`).
+    Debian,
+    /// A rustup toolchain component (`rustup component add`).
+    Rustup,
+    /// A crate with a binary (`cargo install --locked`).
+    Crate,
+    /// A Python package, installed into the image check's virtual environment.
+    Pypi,
+    /// Only on a Windows host (or from its WDK); never needed on Linux.
+    Windows,
+}
+
+impl Source {
+    fn parse(word: &str) -> Option<Self> {
+        Some(match word {
+            "debian" => Self::Debian,
+            "rustup" => Self::Rustup,
+            "crate" => Self::Crate,
+            "pypi" => Self::Pypi,
+            "windows" => Self::Windows,
+            _ => return None,
+        })
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Debian => "Debian package",
+            Self::Rustup => "rustup",
+            Self::Crate => "crates.io (`cargo install --locked`)",
+            Self::Pypi => "PyPI (venv under `target/driver/pyenv`)",
+            Self::Windows => "Windows only",
+        }
+    }
+}
+
+/// One line of the list.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prerequisite {
+    /// Where it comes from.
+    pub(crate) source: Source,
+    /// What to install: a package, component or crate name (`cargo-web`).
+    pub(crate) name: &'static str,
+    /// The file or program the project uses from it (`/usr/bin/cargo`).
+    pub(crate) provides: &'static str,
+    /// What uses it.
+    pub(crate) purpose: &'static str,
+}
+
+/// Every line of the list, in order.
+///
+/// # Panics
+/// If the list is malformed; a unit test parses it, so a malformed list never ships.
+pub(crate) fn list() -> Vec<Prerequisite> {
+    LIST.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let fields: Vec<&'static str> = line.split('\t').collect();
+            let [source, name, provides, purpose] = fields[..] else {
+                panic!("prerequisites.tsv: not four tab-separated fields: {line:?}");
+            };
+            Prerequisite {
+                source: Source::parse(source)
+                    .unwrap_or_else(|| panic!("prerequisites.tsv: unknown source {source:?}")),
+                name,
+                provides,
+                purpose,
+            }
+        })
+        .collect()
+}
+
+/// A program xtask runs. Each names the line of the list that brings it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tool {
+    /// The cargo running xtask (`$CARGO`), from the rustup toolchain.
+    Cargo,
+    /// `rustup` itself (adds components).
+    Rustup,
+    /// Debian's `/usr/bin/cargo`, for the driver builds.
+    SystemCargo,
+    /// Debian's `/usr/bin/rustc`, for the driver builds.
+    SystemRustc,
+    /// `llvm-dlltool`.
+    Dlltool,
+    /// `osslsigncode`.
+    Osslsigncode,
+    /// `openssl`.
+    Openssl,
+    /// Debian's `python3` (makes the image check's virtual environment).
+    Python3,
+    /// The Python of the image check's virtual environment, with `pefile`.
+    PefilePython,
+    /// `dpkg-query`.
+    DpkgQuery,
+    /// `apt-get`.
+    AptGet,
+    /// `id`.
+    Id,
+    /// `powershell` (Windows hosts only).
+    Powershell,
+    /// `inf2cat` (Windows WDK only).
+    Inf2cat,
+}
+
+impl Tool {
+    /// Every tool, for the test that each has its line.
+    #[cfg(test)]
+    const ALL: [Self; 14] = [
+        Self::Cargo,
+        Self::Rustup,
+        Self::SystemCargo,
+        Self::SystemRustc,
+        Self::Dlltool,
+        Self::Osslsigncode,
+        Self::Openssl,
+        Self::Python3,
+        Self::PefilePython,
+        Self::DpkgQuery,
+        Self::AptGet,
+        Self::Id,
+        Self::Powershell,
+        Self::Inf2cat,
+    ];
+
+    /// The `name` column of the list's line that brings this tool.
+    pub(crate) fn package(self) -> &'static str {
+        match self {
+            Self::Cargo | Self::Rustup => "rustup",
+            Self::SystemCargo => "cargo-web",
+            Self::SystemRustc => "rustc-web",
+            Self::Dlltool => "llvm",
+            Self::Osslsigncode => "osslsigncode",
+            Self::Openssl => "openssl",
+            Self::Python3 => "python3-venv",
+            Self::PefilePython => PEFILE,
+            Self::DpkgQuery => "dpkg",
+            Self::AptGet => "apt",
+            Self::Id => "coreutils",
+            Self::Powershell => "powershell",
+            Self::Inf2cat => "WDK",
+        }
+    }
+
+    /// The program to start.
+    pub(crate) fn program(self) -> OsString {
+        match self {
+            Self::Cargo => std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+            Self::Rustup => "rustup".into(),
+            Self::SystemCargo => "/usr/bin/cargo".into(),
+            Self::SystemRustc => "/usr/bin/rustc".into(),
+            Self::Dlltool => "llvm-dlltool".into(),
+            Self::Osslsigncode => "osslsigncode".into(),
+            Self::Openssl => "openssl".into(),
+            Self::Python3 => "python3".into(),
+            Self::PefilePython => crate::drivers::pefile_venv()
+                .join("bin")
+                .join("python")
+                .into(),
+            Self::DpkgQuery => "dpkg-query".into(),
+            Self::AptGet => "apt-get".into(),
+            Self::Id => "id".into(),
+            Self::Powershell => "powershell".into(),
+            Self::Inf2cat => "inf2cat".into(),
+        }
+    }
+
+    /// Its line of the list.
+    pub(crate) fn prerequisite(self) -> Prerequisite {
+        list()
+            .into_iter()
+            .find(|p| p.name == self.package())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{self:?}: no line {:?} in prerequisites.tsv",
+                    self.package()
+                )
+            })
+    }
+
+    /// How to get it, for error messages.
+    pub(crate) fn hint(self) -> String {
+        install_hint(&self.prerequisite())
+    }
+}
+
+/// The pefile version the image check installs (its line of the list).
+pub(crate) const PEFILE: &str = "pefile==2024.8.26";
+
+/// A command for `tool`: the only `Command::new` in xtask, so every program it runs is on the
+/// list (a unit test checks there is no other).
+pub(crate) fn command(tool: Tool) -> Command {
+    Command::new(tool.program())
+}
+
+fn install_hint(p: &Prerequisite) -> String {
+    match p.source {
+        Source::Debian => format!("sudo apt-get install {}", p.name),
+        Source::Rustup => format!("rustup component add {}", p.name),
+        Source::Crate => format!("cargo install --locked {}", p.name),
+        Source::Pypi => format!("pip install {} (xtask does this in its venv)", p.name),
+        Source::Windows => format!("{} on a Windows host", p.name),
+    }
+}
+
+fn debian_installed(package: &str) -> bool {
+    command(Tool::DpkgQuery)
         .args(["-W", "-f=${Status}", package])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
+fn runs(program: impl Into<OsString>, arg: &str) -> bool {
+    // Not `command`: probing for a program by name before the list says how to get it.
+    let mut probe = Command::new(program.into());
+    probe.arg(arg).output().is_ok_and(|o| o.status.success())
+}
+
+fn cargo_subcommand_present(name: &str) -> bool {
+    let sub = name.strip_prefix("cargo-").unwrap_or(name);
+    command(Tool::Cargo)
+        .args([sub, "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 fn is_root() -> bool {
-    Command::new("id")
+    command(Tool::Id)
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// Ensures the Debian packages and `cargo-nextest` are present: installs them when running as
-/// root on a Debian-like system, otherwise fails with the command to run.
-pub(crate) fn ensure() -> Result<()> {
-    let has_dpkg = Command::new("dpkg-query").arg("--version").output().is_ok();
-    if has_dpkg {
-        let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
-        if !missing.is_empty() {
-            if is_root() {
-                run(Command::new("apt-get").args(["update", "-qq"]))?;
-                run(Command::new("apt-get")
-                    .args(["install", "-y", "-qq", "--no-install-recommends"])
-                    .args(&missing)
-                    .env("DEBIAN_FRONTEND", "noninteractive"))?;
-            } else {
-                bail!(
-                    "missing Debian packages; install them with:\n    sudo apt-get install {}",
-                    missing.join(" ")
-                );
-            }
-        }
-    } else {
-        eprintln!(
-            "xtask: not a Debian-like system; make sure these are installed: {}",
-            PACKAGES.join(" ")
+/// Whether a line is satisfied here. `None` when it does not apply to this host.
+fn present(p: &Prerequisite) -> Option<bool> {
+    match p.source {
+        Source::Debian => Some(if has_dpkg() {
+            debian_installed(p.name)
+        } else {
+            std::path::Path::new(p.provides).exists() || runs(p.provides, "--version")
+        }),
+        Source::Rustup if p.name == "rustup" => Some(runs("rustup", "--version")),
+        Source::Rustup | Source::Crate => Some(cargo_subcommand_present(p.provides)),
+        // Installed on first use, into the venv under target/driver.
+        Source::Pypi => None,
+        Source::Windows => cfg!(windows).then(|| runs(p.provides, "/?")),
+    }
+}
+
+fn has_dpkg() -> bool {
+    runs("dpkg-query", "--version")
+}
+
+/// Options of `cargo xtask prereqs`.
+#[derive(Args)]
+pub(crate) struct Options {
+    /// Install what is missing (Debian packages need root).
+    #[arg(long)]
+    install: bool,
+    /// Print the list as the README's Markdown table.
+    #[arg(long, conflicts_with = "install")]
+    markdown: bool,
+}
+
+/// `cargo xtask prereqs [--install | --markdown]`.
+pub(crate) fn prereqs(options: &Options) -> Result<()> {
+    if options.markdown {
+        print!("{}", markdown());
+        return Ok(());
+    }
+    if options.install {
+        return ensure();
+    }
+    for p in list() {
+        let state = match present(&p) {
+            Some(true) => "ok",
+            Some(false) => "MISSING",
+            None => "n/a",
+        };
+        println!(
+            "{state:<8} {:<8} {:<24} {:<40} {}",
+            format!("{:?}", p.source).to_lowercase(),
+            p.name,
+            p.provides,
+            p.purpose
         );
     }
-    let cargo = crate::exec::cargo();
-    let has_nextest = Command::new(&cargo)
-        .args(["nextest", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_nextest {
-        run(Command::new(&cargo).args(["install", "cargo-nextest", "--locked"]))?;
+    Ok(())
+}
+
+/// The README's table of the list.
+pub(crate) fn markdown() -> String {
+    let mut table = String::from("| From | Install | Used from it | For |\n|---|---|---|---|\n");
+    for p in list() {
+        let _ = writeln!(
+            table,
+            "| {} | `{}` | `{}` | {} |",
+            p.source.describe(),
+            p.name,
+            p.provides,
+            p.purpose
+        );
+    }
+    table
+}
+
+/// Ensures every line that applies to this host is present: installs what is missing (Debian
+/// packages only as root), otherwise fails naming each missing line and how to get it.
+pub(crate) fn ensure() -> Result<()> {
+    let missing: Vec<Prerequisite> = list()
+        .into_iter()
+        .filter(|p| present(p) == Some(false))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let debian: Vec<&str> = missing
+        .iter()
+        .filter(|p| p.source == Source::Debian)
+        .map(|p| p.name)
+        .collect();
+    if !debian.is_empty() {
+        if !has_dpkg() {
+            bail!(
+                "not a Debian-like system and these are missing: {}",
+                debian.join(" ")
+            );
+        }
+        if !is_root() {
+            bail!(
+                "missing Debian packages; install them with:\n    sudo apt-get install {}",
+                debian.join(" ")
+            );
+        }
+        run(command(Tool::AptGet).args(["update", "-qq"]))?;
+        run(command(Tool::AptGet)
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&debian)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    for p in &missing {
+        match p.source {
+            Source::Rustup if p.name == "rustup" => {
+                bail!("rustup is missing: install the Rust toolchain from rustup first")
+            }
+            Source::Rustup => run(command(Tool::Rustup).args(["component", "add", p.name]))
+                .with_context(|| format!("add the {} component", p.name))?,
+            Source::Crate => run(command(Tool::Cargo).args(["install", "--locked", p.name]))?,
+            Source::Debian | Source::Pypi | Source::Windows => {}
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xtask's folder, as cargo tells the running test (not compiled in).
+    fn manifest_dir() -> std::path::PathBuf {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .expect("cargo sets CARGO_MANIFEST_DIR for tests")
+            .into()
+    }
+
+    #[test]
+    fn every_tool_has_its_line() {
+        let list = list();
+        for tool in Tool::ALL {
+            assert!(
+                list.iter().any(|p| p.name == tool.package()),
+                "{tool:?} names {:?}, which is not in prerequisites.tsv",
+                tool.package()
+            );
+        }
+        let mut names: Vec<&str> = list.iter().map(|p| p.name).collect();
+        names.sort_unstable();
+        let count = names.len();
+        names.dedup();
+        assert_eq!(
+            names.len(),
+            count,
+            "a name appears twice in prerequisites.tsv"
+        );
+    }
+
+    #[test]
+    fn the_driver_toolchain_packages_are_listed() {
+        // The packages whose absence broke CI on fresh machines, each with what it provides.
+        let list = list();
+        for (package, provides) in [
+            ("cargo-web", "/usr/bin/cargo"),
+            ("rustc-web", "/usr/bin/rustc"),
+            ("rust-web-src", "/usr/lib/rustlib/src/rust/library"),
+            ("lld", "lld-link"),
+            ("llvm", "llvm-dlltool"),
+            ("gcc", "cc"),
+        ] {
+            assert!(
+                list.iter().any(|p| p.source == Source::Debian
+                    && p.name == package
+                    && p.provides == provides),
+                "{package} -> {provides} missing from prerequisites.tsv"
+            );
+        }
+    }
+
+    /// xtask starts programs only through [`command`] (or the two probes in this module),
+    /// so no program escapes the list.
+    #[test]
+    fn xtask_starts_programs_only_through_the_list() {
+        let src = manifest_dir().join("src");
+        let mut offenders = Vec::new();
+        for entry in std::fs::read_dir(&src).expect("xtask/src") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("source");
+            let allowed = if path.ends_with("prereqs.rs") { 2 } else { 0 };
+            let found = text.matches(concat!("Command", "::new(")).count();
+            if found != allowed {
+                offenders.push(format!("{}: {found}", path.display()));
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "programs started outside prereqs::command: {offenders:?}"
+        );
+    }
+
+    #[test]
+    fn the_readme_shows_the_list() {
+        let readme = manifest_dir().join("../README.md");
+        let readme = std::fs::read_to_string(readme).expect("README.md");
+        assert!(
+            readme.contains(&markdown()),
+            "README.md's prerequisite table differs from prerequisites.tsv; paste the output of \
+             cargo xtask prereqs --markdown"
+        );
+    }
+
+    #[test]
+    fn ci_installs_from_the_list() {
+        let root = manifest_dir().join("..");
+        let ci = std::fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
+        assert!(
+            ci.contains("xtask/prerequisites.tsv") && ci.contains("cargo xtask prereqs --install")
+        );
+        let workflow =
+            std::fs::read_to_string(root.join(".github/workflows/ci.yml")).expect("ci.yml");
+        assert!(workflow.contains("bash .ci/run"));
+    }
 }

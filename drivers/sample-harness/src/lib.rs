@@ -24,11 +24,13 @@ use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::ntdef::{NTSTATUS, UNICODE_STRING};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_sys::wdm::{DRIVER_OBJECT, DRIVER_UNLOAD};
+use ebpf_ext_usersim::tracelogging::Value;
 use ebpf_ext_usersim::{DriverObject, Kernel};
 
 pub mod binary;
 pub mod net;
 pub mod ntos;
+pub mod status;
 
 /// A driver's `DriverEntry`.
 pub type DriverEntry =
@@ -214,7 +216,16 @@ pub fn trace_lines(kernel: &Kernel, provider_name: &str) -> Vec<String> {
         .map(|e| {
             let mut line = e.name.clone();
             for field in &e.fields {
-                let _ = write!(line, " {}={:?}", field.name, field.value);
+                let status = match &field.value {
+                    _ if !field.name.eq_ignore_ascii_case("status") => None,
+                    Value::U64(v) => u32::try_from(*v).ok().map(u32::cast_signed),
+                    Value::I64(v) => NTSTATUS::try_from(*v).ok(),
+                    _ => None,
+                };
+                let _ = match status {
+                    Some(status) => write!(line, " {}={}", field.name, status::describe(status)),
+                    None => write!(line, " {}={:?}", field.name, field.value),
+                };
             }
             if let Some(error) = &e.decode_error {
                 let _ = write!(line, " (decode error: {error})");

@@ -1,15 +1,20 @@
 //! Runs both samples end to end on the host and prints what happened.
 //!
-//! `sample-demo --binary` (what `cargo xtask demo` runs) loads the signed images from
-//! `target/driver/` with the PE loader and drives them, then runs the same scenarios against
-//! the sample crates linked into this process and checks that both reports are identical.
-//! Without `--binary` only the linked crates run.
+//! `sample-demo --binary` (what `cargo xtask demo` runs) loads the signed images (from
+//! `$EBPF_EXT_DRIVER_DIR`, else the workspace's `target/driver/`) with the PE loader and drives
+//! them, then runs the same scenarios against the sample crates linked into this process and
+//! checks that both reports are identical. Each loaded image's absolute path and SHA-256 are
+//! printed; `--expect PATH=SHA256` (repeatable) makes the run fail unless the image loaded
+//! from `PATH` has that hash and every expected image was loaded. Without `--binary` only the
+//! linked crates run.
 #![allow(
     clippy::std_instead_of_alloc,
     clippy::std_instead_of_core,
     reason = "host binary"
 )]
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ebpf_ext_usersim::Kernel;
@@ -35,6 +40,9 @@ fn quiet(_: &str) {}
 /// A scenario of the harness: (kernel, target, narrator) to report.
 type Scenario<R> = fn(&Kernel, Target<'_>, sample_harness::Narrator<'_>) -> Result<R, String>;
 
+/// The hashes `--expect` asked for, by absolute path; each is removed when its image loads.
+type Expected = BTreeMap<PathBuf, String>;
+
 /// Runs one sample: against its image in binary mode (then against the linked crate, which
 /// must give the same report), else against the linked crate.
 fn sample<R: PartialEq + core::fmt::Debug>(
@@ -43,20 +51,48 @@ fn sample<R: PartialEq + core::fmt::Debug>(
     native: sample_harness::DriverEntry,
     scenario: Scenario<R>,
     traces: fn(&R) -> &[String],
-    binary_mode: bool,
+    expected: Option<&mut Expected>,
 ) -> Result<(), String> {
     let mut say = |line: &str| println!("  {line}");
     let kernel = Kernel::new();
-    let image = binary_mode
-        .then(|| binary::load_sample(&kernel, image_name))
+    let loaded = expected
+        .is_some()
+        .then(|| binary::load_sample_file(&kernel, image_name))
         .transpose()?;
-    let target = image.as_ref().map_or(Target::Native(native), Target::Image);
+    if let (Some(loaded), Some(expected)) = (&loaded, expected) {
+        println!(
+            "{package}: loaded {}\n  sha256 {}",
+            loaded.path.display(),
+            loaded.sha256
+        );
+        match expected.remove(&loaded.path) {
+            Some(sha) if sha == loaded.sha256 => println!("  = the image built and signed above"),
+            Some(sha) => {
+                return Err(format!(
+                    "{} was built with sha256 {sha} but {} was loaded",
+                    loaded.path.display(),
+                    loaded.sha256
+                ));
+            }
+            None if expected.is_empty() => {}
+            None => {
+                return Err(format!(
+                    "{} is not one of the images built: {:?}",
+                    loaded.path.display(),
+                    expected.keys().collect::<Vec<_>>()
+                ));
+            }
+        }
+    }
+    let target = loaded
+        .as_ref()
+        .map_or(Target::Native(native), |l| Target::Image(&l.image));
     println!("{package}: {}, on usersim", target.describe());
     let report = scenario(&kernel, target, &mut say)?;
     print_traces(traces(&report));
     drop(kernel);
-    if let Some(image) = image {
-        image.unload();
+    if let Some(loaded) = loaded {
+        loaded.image.unload();
         let kernel = Kernel::new();
         let linked = scenario(&kernel, Target::Native(native), &mut quiet)?;
         if linked != report {
@@ -64,22 +100,38 @@ fn sample<R: PartialEq + core::fmt::Debug>(
                 "the image and the linked crate differ:\n image:  {report:?}\n linked: {linked:?}"
             ));
         }
-        println!(
-            "  the linked crate gives an identical report (every result and trace event above)"
-        );
+        println!("  the linked crate gives an identical report (every result and trace event)");
     }
     Ok(())
 }
 
+/// `--expect PATH=SHA256` arguments.
+fn expected_images() -> Result<Expected, String> {
+    let mut expected = Expected::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--expect" {
+            let value = args.next().ok_or("--expect needs PATH=SHA256")?;
+            let (path, sha) = value
+                .rsplit_once('=')
+                .ok_or_else(|| format!("--expect {value}: not PATH=SHA256"))?;
+            expected.insert(PathBuf::from(path), sha.to_owned());
+        }
+    }
+    Ok(expected)
+}
+
 fn run() -> Result<(), String> {
     let binary_mode = std::env::args().any(|a| a == "--binary");
+    let mut expected = expected_images()?;
+    let checking = !expected.is_empty();
     sample(
         "sample-netebpf-ext",
         "sample_netebpf_ext",
         sample_netebpf_ext::driver_entry,
         net::scenario,
         |r| &r.traces,
-        binary_mode,
+        binary_mode.then_some(&mut expected),
     )?;
     sample(
         "sample-ntos-ext",
@@ -87,8 +139,15 @@ fn run() -> Result<(), String> {
         sample_ntos_ext::driver_entry,
         ntos::scenario,
         |r| &r.traces,
-        binary_mode,
-    )
+        binary_mode.then_some(&mut expected),
+    )?;
+    if checking && !expected.is_empty() {
+        return Err(format!(
+            "built but never loaded: {:?}",
+            expected.keys().collect::<Vec<_>>()
+        ));
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
