@@ -37,8 +37,15 @@ fn locate_workspace() -> Result<PathBuf> {
         }
         return Ok(root);
     }
+    let here = std::env::current_dir().context("current directory")?;
+    locate_workspace_from(&here)
+}
+
+/// The workspace that contains `dir`, as cargo sees it.
+fn locate_workspace_from(dir: &Path) -> Result<PathBuf> {
     let output = command(Tool::Cargo)
         .args(["locate-project", "--workspace", "--message-format", "plain"])
+        .current_dir(dir)
         .stderr(Stdio::inherit())
         .output()
         .context("run cargo locate-project")?;
@@ -115,5 +122,37 @@ pub(crate) fn note(line: &str) {
             let _ = writeln!(file, "{line}");
         }
         None => eprintln!("{line}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_workspace_is_the_one_around_the_directory_at_run_time() {
+        // A second workspace, as a copied checkout would be: cargo finds it, not this one.
+        let dir = std::env::temp_dir().join(format!(
+            "xtask-locate-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let inner = dir.join("crates").join("a");
+        std::fs::create_dir_all(inner.join("src")).expect("dirs");
+        std::fs::write(
+            dir.join("Cargo.toml"),
+            "[workspace]\nmembers = [\"crates/a\"]\nresolver = \"2\"\n",
+        )
+        .expect("workspace manifest");
+        std::fs::write(
+            inner.join("Cargo.toml"),
+            "[package]\nname = \"a\"\nversion = \"0.0.0\"\nedition = \"2021\"\n",
+        )
+        .expect("package manifest");
+        std::fs::write(inner.join("src").join("lib.rs"), "").expect("lib.rs");
+        let found = locate_workspace_from(&inner).and_then(|f| Ok(f.canonicalize()?));
+        let expected = dir.canonicalize().expect("the temporary workspace");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(found.expect("a workspace"), expected);
     }
 }

@@ -169,6 +169,9 @@ pub(crate) fn demo(options: &DemoOptions) -> Result<()> {
     for (sys, sha) in &images {
         demo.arg("--expect").arg(format!("{}={sha}", sys.display()));
     }
+    if options.verbose {
+        demo.arg("--all-traces");
+    }
     let status = demo.status().context("start sample-demo")?;
     if !status.success() {
         bail!("the end-to-end run failed ({status})");

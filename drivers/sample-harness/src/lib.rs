@@ -188,8 +188,8 @@ pub fn open<'a>(
     say: Narrator<'_>,
 ) -> Result<Opened<'a>, Failure> {
     say("load: DriverEntry");
-    let driver =
-        LoadedDriver::load(target, service).map_err(|s| format!("DriverEntry failed: {s:#x}"))?;
+    let driver = LoadedDriver::load(target, service)
+        .map_err(|s| format!("DriverEntry failed: {}", status::describe(s)))?;
     let info_client =
         ProgramInfoClient::attach(program_type).map_err(|e| format!("program info: {e}"))?;
     let info = info_client.info();

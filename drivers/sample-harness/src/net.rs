@@ -352,7 +352,7 @@ pub fn scenario(
     say("control device: standard user refused (STATUS_ACCESS_DENIED), administrator admitted");
     let handle = kernel
         .open(WIN32_PATH, Caller::Administrator)
-        .map_err(|s| format!("administrator open failed: {s:#x}"))?;
+        .map_err(|s| format!("administrator open failed: {}", crate::status::describe(s)))?;
 
     let packet: Vec<u8> = (0u8..20).collect();
     let mut runs = Vec::new();
@@ -364,7 +364,8 @@ pub fn scenario(
         let (status, reply, packet_out) = run(kernel, &handle, interface, &packet)?;
         let helper_calls = drain(&log);
         say(&format!(
-            "fire interface {interface}: status {status:#x}, verdict {}, {} program(s) ran, helpers {helper_calls:?}",
+            "fire interface {interface}: {}, verdict {}, {} program(s) ran, helpers {helper_calls:?}",
+            crate::status::describe(status),
             if reply.verdict == VERDICT_BLOCK {
                 "BLOCK"
             } else {
@@ -372,7 +373,11 @@ pub fn scenario(
             },
             reply.programs_run
         ));
-        expect!(status == STATUS_SUCCESS, "run on {interface}: {status:#x}");
+        expect!(
+            status == STATUS_SUCCESS,
+            "run on {interface}: {}",
+            crate::status::describe(status)
+        );
         expect!(
             reply.verdict == verdict && reply.programs_run == programs_run,
             "interface {interface}: {reply:?}"
@@ -415,8 +420,8 @@ pub fn scenario(
     );
     expect!(
         result.status == STATUS_SUCCESS,
-        "profile: {:#x}",
-        result.status
+        "profile: {}",
+        crate::status::describe(result.status)
     );
     let mut profile = ProfileReply::from_bytes(&result.output).ok_or("profile reply too short")?;
     say(&format!(
@@ -443,7 +448,9 @@ pub fn scenario(
     for (name, status, expected) in refusals(kernel, &handle) {
         expect!(
             status == expected,
-            "{name}: got {status:#x}, expected {expected:#x}"
+            "{name}: got {}, expected {}",
+            crate::status::describe(status),
+            crate::status::describe(expected)
         );
         refused.push((name, status));
     }
@@ -458,7 +465,8 @@ pub fn scenario(
     let (after_detach, _, _) = run(kernel, &handle, 1, &packet)?;
     expect!(
         after_detach == STATUS_NOT_FOUND,
-        "run with no program: {after_detach:#x}"
+        "run with no program: {}",
+        crate::status::describe(after_detach)
     );
     say("detached all programs; a run now gets STATUS_NOT_FOUND");
     kernel.close(handle);

@@ -168,7 +168,8 @@ pub fn scenario(
     ] {
         let status = kernel.create_process(&process(id, command));
         say(&format!(
-            "create process {id} ({command:?}): creation status {status:#x}"
+            "create process {id} ({command:?}): {}",
+            crate::status::describe(status)
         ));
         creations.push((id, status));
     }
@@ -205,7 +206,8 @@ pub fn scenario(
     creations.push((103, status));
     expect!(
         status == STATUS_SUCCESS,
-        "creation with no program: {status:#x}"
+        "creation with no program: {}",
+        crate::status::describe(status)
     );
     expect!(
         kernel.exit_process(102) && kernel.exit_process(103),

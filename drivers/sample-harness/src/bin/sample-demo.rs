@@ -6,7 +6,7 @@
 //! checks that both reports are identical. Each loaded image's absolute path and SHA-256 are
 //! printed; `--expect PATH=SHA256` (repeatable) makes the run fail unless the image loaded
 //! from `PATH` has that hash and every expected image was loaded. Without `--binary` only the
-//! linked crates run.
+//! linked crates run. `--all-traces` lists every trace event.
 #![allow(
     clippy::std_instead_of_alloc,
     clippy::std_instead_of_core,
@@ -20,18 +20,40 @@ use std::process::ExitCode;
 use ebpf_ext_usersim::Kernel;
 use sample_harness::{Target, binary, net, ntos};
 
-fn print_traces(traces: &[String]) {
-    let shown: Vec<&String> = traces
+/// The trace events: all of them with `--all-traces`; otherwise the counts, and each distinct
+/// event that carries a status (the refusals and failures), once, with how often it came.
+fn print_traces(traces: &[String], all: bool) {
+    let entry_exit = traces
         .iter()
-        .filter(|l| !l.contains("Enter=") && !l.contains("Exit="))
-        .collect();
+        .filter(|l| l.contains("Enter=") || l.contains("Exit="))
+        .count();
+    let mut with_status: Vec<(&String, usize)> = Vec::new();
+    for line in traces.iter().filter(|l| l.contains(" status=")) {
+        match with_status.iter_mut().find(|(l, _)| *l == line) {
+            Some((_, count)) => *count += 1,
+            None => with_status.push((line, 1)),
+        }
+    }
+    let shown: usize = with_status.iter().map(|(_, n)| n).sum();
     println!(
-        "  trace events: {} ({} function entry/exit events not shown)",
+        "  trace events: {} ({entry_exit} function entry/exit, {} informational, {shown} with a status{})",
         traces.len(),
-        traces.len() - shown.len()
+        traces.len() - entry_exit - shown,
+        if all { "" } else { ", listed below" }
     );
-    for line in shown {
-        println!("    {line}");
+    if all {
+        for line in traces {
+            println!("    {line}");
+        }
+        return;
+    }
+    for (line, count) in with_status {
+        let line = line.strip_prefix("EbpfExtGenericMessage ").unwrap_or(line);
+        if count > 1 {
+            println!("    {count}x {line}");
+        } else {
+            println!("    {line}");
+        }
     }
 }
 
@@ -60,13 +82,13 @@ fn sample<R: PartialEq + core::fmt::Debug>(
         .then(|| binary::load_sample_file(&kernel, image_name))
         .transpose()?;
     if let (Some(loaded), Some(expected)) = (&loaded, expected) {
-        println!(
+        print!(
             "{package}: loaded {}\n  sha256 {}",
             loaded.path.display(),
             loaded.sha256
         );
         match expected.remove(&loaded.path) {
-            Some(sha) if sha == loaded.sha256 => println!("  = the image built and signed above"),
+            Some(sha) if sha == loaded.sha256 => println!(" = the image built and signed above"),
             Some(sha) => {
                 return Err(format!(
                     "{} was built with sha256 {sha} but {} was loaded",
@@ -74,7 +96,7 @@ fn sample<R: PartialEq + core::fmt::Debug>(
                     loaded.sha256
                 ));
             }
-            None if expected.is_empty() => {}
+            None if expected.is_empty() => println!(),
             None => {
                 return Err(format!(
                     "{} is not one of the images built: {:?}",
@@ -89,7 +111,10 @@ fn sample<R: PartialEq + core::fmt::Debug>(
         .map_or(Target::Native(native), |l| Target::Image(&l.image));
     println!("{package}: {}, on usersim", target.describe());
     let report = scenario(&kernel, target, &mut say)?;
-    print_traces(traces(&report));
+    print_traces(
+        traces(&report),
+        std::env::args().any(|a| a == "--all-traces"),
+    );
     drop(kernel);
     if let Some(loaded) = loaded {
         loaded.image.unload();
