@@ -5,17 +5,23 @@
 //! the kernel's wait condition until the count drains; the release that drops the last
 //! reference under an active wait wakes it.
 //!
-//! The cache-aware reference keeps one counter per simulated processor, each on its own cache
-//! line, plus one "run-down active" flag. Acquire increments the current processor's counter
-//! and then checks the flag (undoing the increment if set); wait sets the flag and then sums
-//! the counters. Both sides use sequentially consistent operations, so either the waiter sees
-//! the increment or the acquirer sees the flag. A reference may be released on another
-//! processor than it was taken on: counters are signed and only their sum matters.
+//! Acquire is a compare-and-swap, as in the kernel: an acquire that fails (a wait has begun)
+//! writes nothing, so a concurrent observer (`ExReInitializeRundownProtection`'s check, a
+//! waiter) never sees a reference that was never granted.
+//!
+//! The cache-aware reference keeps one `EX_RUNDOWN_REF`-encoded word per simulated processor,
+//! each on its own cache line. Acquire compare-and-swaps the current processor's word, failing
+//! without a write once its bit 0 is set; wait sets bit 0 in every word (from then on every
+//! acquire fails) and then waits until the references of all words sum to zero. An acquire
+//! that succeeded on a word did so before the waiter's `fetch_or` on that word (both are
+//! read-modify-writes of one location), so the waiter's later reads count it. A reference
+//! may be released on another processor than it was taken on: subtracting 2 keeps bit 0, the
+//! words wrap, and only their sum matters.
 
 use core::ffi::c_void;
 use core::mem::size_of;
 use core::ptr;
-use core::sync::atomic::{AtomicIsize, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use core::time::Duration;
 
 use ebpf_ext_sys::ntdef::{BOOLEAN, FALSE, TRUE};
@@ -97,19 +103,28 @@ pub unsafe extern "win64" fn ExReInitializeRundownProtection(RunRef: *mut EX_RUN
 pub unsafe extern "win64" fn ExAcquireRundownProtection(RunRef: *mut EX_RUNDOWN_REF) -> BOOLEAN {
     require_bound("ExAcquireRundownProtection");
     require_irql("ExAcquireRundownProtection", DISPATCH_LEVEL);
-    let word = count_word(RunRef);
+    if try_acquire(count_word(RunRef)) {
+        TRUE
+    } else {
+        FALSE
+    }
+}
+
+/// Takes one reference on an `EX_RUNDOWN_REF`-encoded word unless a wait has begun. A failed
+/// attempt writes nothing: it is a compare-and-swap loop, never an increment undone later.
+fn try_acquire(word: &AtomicUsize) -> bool {
     let mut value = word.load(Ordering::Relaxed);
     loop {
         if value & ACTIVE != 0 {
-            return FALSE;
+            return false;
         }
         match word.compare_exchange_weak(
             value,
-            value + ONE_REF,
+            value.wrapping_add(ONE_REF),
             Ordering::Acquire,
             Ordering::Relaxed,
         ) {
-            Ok(_) => return TRUE,
+            Ok(_) => return true,
             Err(seen) => value = seen,
         }
     }
@@ -175,17 +190,35 @@ pub unsafe extern "win64" fn ExRundownCompleted(RunRef: *mut EX_RUNDOWN_REF) {
 
 // ---- cache-aware ------------------------------------------------------------------------------
 
-/// Header of a cache-aware reference; the per-processor counters follow on their own cache
-/// lines.
+/// Header of a cache-aware reference; the per-processor words (`EX_RUNDOWN_REF` encoding)
+/// follow on their own cache lines.
 #[repr(C)]
 struct CacheAware {
     magic: AtomicU32,
     slots: u32,
     /// Pool tag when allocated by `ExAllocateCacheAwareRundownProtection`, else 0.
     pool_tag: u32,
-    active: AtomicUsize,
-    /// Offset from the header to the first counter (cache-line aligned).
+    /// Offset from the header to the first word (cache-line aligned).
     first_slot: usize,
+}
+
+impl CacheAware {
+    fn words(&self) -> impl Iterator<Item = &AtomicUsize> {
+        (0..self.slots).map(|i| slot(self, i))
+    }
+
+    /// References outstanding, summed over the processors' words (each may have wrapped).
+    fn outstanding(&self) -> usize {
+        self.words()
+            .map(|w| w.load(Ordering::SeqCst) & !ACTIVE)
+            .fold(0, usize::wrapping_add)
+            / ONE_REF
+    }
+
+    /// Whether a wait has begun (bit 0 set in every word).
+    fn run_down(&self) -> bool {
+        self.words().all(|w| w.load(Ordering::SeqCst) & ACTIVE != 0)
+    }
 }
 
 fn cache_aware_size(slots: u32) -> usize {
@@ -216,11 +249,11 @@ fn cache_aware<'a>(api: &'static str, r: *mut EX_RUNDOWN_REF_CACHE_AWARE) -> &'a
     header
 }
 
-fn slot(header: &CacheAware, index: u32) -> &AtomicIsize {
+fn slot(header: &CacheAware, index: u32) -> &AtomicUsize {
     let offset = header.first_slot + (index % header.slots) as usize * CACHE_LINE;
     let counter = ptr::from_ref(header)
         .wrapping_byte_add(offset)
-        .cast::<AtomicIsize>();
+        .cast::<AtomicUsize>();
     // SAFETY: `first_slot + (index % slots) * CACHE_LINE` lies inside the storage sized by
     // `cache_aware_size(slots)`, on a 64-byte boundary, and was initialised to zero.
     unsafe { &*counter }
@@ -238,7 +271,6 @@ fn init_cache_aware(r: *mut EX_RUNDOWN_REF_CACHE_AWARE, slots: u32, pool_tag: u3
         magic: AtomicU32::new(CACHE_AWARE_MAGIC),
         slots,
         pool_tag,
-        active: AtomicUsize::new(0),
         first_slot: first,
     };
     // SAFETY: as above; the header fits before `first`.
@@ -336,14 +368,11 @@ pub unsafe extern "win64" fn ExAcquireRundownProtectionCacheAware(
     require_bound(API);
     require_irql(API, DISPATCH_LEVEL);
     let header = cache_aware(API, RunRefCacheAware);
-    let counter = slot(header, current_processor(API));
-    counter.fetch_add(1, Ordering::SeqCst);
-    if header.active.load(Ordering::SeqCst) == 0 {
-        return TRUE;
+    if try_acquire(slot(header, current_processor(API))) {
+        TRUE
+    } else {
+        FALSE
     }
-    counter.fetch_sub(1, Ordering::SeqCst);
-    with_kernel(API, |k| wake_waiters(k));
-    FALSE
 }
 
 /// `ExReleaseRundownProtectionCacheAware`.
@@ -358,8 +387,8 @@ pub unsafe extern "win64" fn ExReleaseRundownProtectionCacheAware(
     require_bound(API);
     require_irql(API, DISPATCH_LEVEL);
     let header = cache_aware(API, RunRefCacheAware);
-    slot(header, current_processor(API)).fetch_sub(1, Ordering::SeqCst);
-    if header.active.load(Ordering::SeqCst) != 0 {
+    let old = slot(header, current_processor(API)).fetch_sub(ONE_REF, Ordering::SeqCst);
+    if old & ACTIVE != 0 {
         with_kernel(API, |k| wake_waiters(k));
     }
 }
@@ -375,13 +404,10 @@ pub unsafe extern "win64" fn ExWaitForRundownProtectionReleaseCacheAware(
     const API: &str = "ExWaitForRundownProtectionReleaseCacheAware";
     require_irql(API, APC_LEVEL);
     let header = cache_aware(API, RunRef);
-    header.active.store(1, Ordering::SeqCst);
-    let outstanding = || {
-        (0..header.slots)
-            .map(|i| slot(header, i).load(Ordering::SeqCst))
-            .fold(0isize, isize::wrapping_add)
-    };
-    with_kernel(API, |k| wait_until(k, || outstanding() == 0));
+    for word in header.words() {
+        word.fetch_or(ACTIVE, Ordering::SeqCst);
+    }
+    with_kernel(API, |k| wait_until(k, || header.outstanding() == 0));
 }
 
 /// `ExReInitializeRundownProtectionCacheAware`.
@@ -396,16 +422,16 @@ pub unsafe extern "win64" fn ExReInitializeRundownProtectionCacheAware(
     require_bound(API);
     require_irql(API, APC_LEVEL);
     let header = cache_aware(API, RunRefCacheAware);
-    let outstanding = (0..header.slots)
-        .map(|i| slot(header, i).load(Ordering::SeqCst))
-        .fold(0isize, isize::wrapping_add);
-    if header.active.load(Ordering::SeqCst) == 0 || outstanding != 0 {
+    let outstanding = header.outstanding();
+    if !header.run_down() || outstanding != 0 {
         bugcheck(
             API,
             DRIVER_VERIFIER_DETECTED_VIOLATION,
-            [RunRefCacheAware as u64, 0, 0, 0],
+            [RunRefCacheAware as u64, outstanding as u64, 0, 0],
             "re-initialised a cache-aware rundown reference that was not run down",
         );
     }
-    header.active.store(0, Ordering::SeqCst);
+    for word in header.words() {
+        word.store(0, Ordering::SeqCst);
+    }
 }

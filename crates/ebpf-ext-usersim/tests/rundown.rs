@@ -1,0 +1,174 @@
+//! Run-down references: an acquire that fails (a wait has begun) writes nothing, as the
+//! kernel's compare-and-swap does, so nothing observing the reference concurrently sees a
+//! reference that was never granted.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::time::Duration;
+use std::thread;
+use std::time::Instant;
+
+use ebpf_ext_sys::ntdef::{FALSE, TRUE};
+use ebpf_ext_sys::wdm::{
+    EX_RUNDOWN_REF, EX_RUNDOWN_REF_CACHE_AWARE, ExAcquireRundownProtection,
+    ExAcquireRundownProtectionCacheAware, ExInitializeRundownProtection,
+    ExInitializeRundownProtectionCacheAware, ExReInitializeRundownProtectionCacheAware,
+    ExReleaseRundownProtectionCacheAware, ExSizeOfRundownProtectionCacheAware,
+    ExWaitForRundownProtectionRelease, ExWaitForRundownProtectionReleaseCacheAware,
+};
+use ebpf_ext_usersim::Kernel;
+
+/// How long an observer watches at most; it stops earlier once both sides did enough rounds.
+const WATCH: Duration = Duration::from_secs(2);
+/// Failed acquires (and observations) after which an observer may stop early.
+const ROUNDS: usize = 200_000;
+
+/// Storage for a reference, read by the observer word by word with atomic loads (the kernel
+/// routines write it atomically too).
+struct Words(Vec<AtomicU64>);
+
+impl Words {
+    fn new(bytes: usize) -> Words {
+        Words((0..bytes.div_ceil(8)).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    fn snapshot(&self) -> Vec<u64> {
+        self.0.iter().map(|w| w.load(Ordering::SeqCst)).collect()
+    }
+
+    fn as_ptr<T>(&self) -> *mut T {
+        self.0.as_ptr().cast_mut().cast()
+    }
+}
+
+/// Runs `acquire` (which must keep failing) on a kernel thread while this thread watches
+/// `words`; returns the first snapshot that differed from the one taken before, if any.
+fn watch_failed_acquires(
+    kernel: &Kernel,
+    words: &Words,
+    acquire: impl Fn() -> u8 + Sync,
+) -> Option<Vec<u64>> {
+    let before = words.snapshot();
+    let stop = AtomicBool::new(false);
+    let failed = AtomicUsize::new(0);
+    let mut changed = None;
+    thread::scope(|s| {
+        let hammer = kernel.scoped(s, || {
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(acquire(), FALSE, "acquire after a wait began succeeded");
+                failed.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let start = Instant::now();
+        let mut observations = 0usize;
+        while start.elapsed() < WATCH
+            && (observations < ROUNDS || failed.load(Ordering::Relaxed) < ROUNDS)
+        {
+            let now = words.snapshot();
+            if now != before {
+                changed = Some(now);
+                break;
+            }
+            observations += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        hammer.join().expect("acquiring thread");
+    });
+    assert!(failed.load(Ordering::Relaxed) > 0, "no acquire ran");
+    changed
+}
+
+#[test]
+fn failed_acquire_writes_nothing() {
+    let kernel = Kernel::new();
+    let words = Words::new(size_of::<EX_RUNDOWN_REF>());
+    let r = words.as_ptr::<EX_RUNDOWN_REF>();
+    // SAFETY: `r` is 8 aligned, 8-byte storage that outlives every use below.
+    unsafe { ExInitializeRundownProtection(r) };
+    // SAFETY: as above; no reference is held, so the wait returns at once.
+    unsafe { ExWaitForRundownProtectionRelease(r) };
+    let ptr = r as usize;
+    let changed = watch_failed_acquires(&kernel, &words, || {
+        // SAFETY: the storage outlives the scoped thread.
+        unsafe { ExAcquireRundownProtection(ptr as *mut EX_RUNDOWN_REF) }
+    });
+    assert_eq!(
+        changed, None,
+        "a failed ExAcquireRundownProtection wrote the reference"
+    );
+}
+
+/// The kernel's cache-aware acquire is a compare-and-swap on the processor's reference: when
+/// it fails it changes nothing. An increment undone afterwards would be visible to a
+/// concurrent `ExReInitializeRundownProtectionCacheAware` check (a false bug check) and to
+/// anyone summing the counts.
+#[test]
+fn failed_cache_aware_acquire_writes_nothing() {
+    let kernel = Kernel::new();
+    // SAFETY: no arguments; a kernel is bound.
+    let size = unsafe { ExSizeOfRundownProtectionCacheAware() };
+    let words = Words::new(size);
+    let r = words.as_ptr::<EX_RUNDOWN_REF_CACHE_AWARE>();
+    // SAFETY: `size` bytes of 8-aligned storage that outlives every use below.
+    unsafe { ExInitializeRundownProtectionCacheAware(r, size) };
+    // SAFETY: initialised; no reference is held, so the wait returns at once.
+    unsafe { ExWaitForRundownProtectionReleaseCacheAware(r) };
+    let ptr = r as usize;
+    let changed = watch_failed_acquires(&kernel, &words, || {
+        // SAFETY: initialised storage that outlives the scoped thread.
+        unsafe { ExAcquireRundownProtectionCacheAware(ptr as *mut EX_RUNDOWN_REF_CACHE_AWARE) }
+    });
+    assert_eq!(
+        changed, None,
+        "a failed ExAcquireRundownProtectionCacheAware wrote the reference"
+    );
+}
+
+/// Re-initialising a run-down reference while other threads' acquires keep failing is legal
+/// (those acquires granted nothing) and must not bug-check; after it, acquires succeed again.
+#[test]
+fn reinitialize_while_cache_aware_acquires_fail() {
+    let kernel = Kernel::new();
+    // SAFETY: no arguments; a kernel is bound.
+    let size = unsafe { ExSizeOfRundownProtectionCacheAware() };
+    let words = Words::new(size);
+    let r = words.as_ptr::<EX_RUNDOWN_REF_CACHE_AWARE>() as usize;
+    let r = move || r as *mut EX_RUNDOWN_REF_CACHE_AWARE;
+    // SAFETY: `size` bytes of 8-aligned storage that outlives every use below.
+    unsafe { ExInitializeRundownProtectionCacheAware(r(), size) };
+    let stop = AtomicBool::new(false);
+    let granted = AtomicUsize::new(0);
+    thread::scope(|s| {
+        for _ in 0..2 {
+            kernel.scoped(s, || {
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: initialised storage that outlives the scoped threads.
+                    if unsafe { ExAcquireRundownProtectionCacheAware(r()) } == TRUE {
+                        granted.fetch_add(1, Ordering::Relaxed);
+                        // SAFETY: the reference just acquired.
+                        unsafe { ExReleaseRundownProtectionCacheAware(r()) };
+                    }
+                }
+            });
+        }
+        let start = Instant::now();
+        let mut rounds = 0u32;
+        while rounds < 2_000 && start.elapsed() < WATCH {
+            // SAFETY: initialised; the other threads release what they acquire.
+            unsafe { ExWaitForRundownProtectionReleaseCacheAware(r()) };
+            // Let failing acquires run against the run-down reference.
+            for _ in 0..50 {
+                core::hint::spin_loop();
+            }
+            // SAFETY: run down (the wait returned), whatever the failing acquires do.
+            unsafe { ExReInitializeRundownProtectionCacheAware(r()) };
+            rounds += 1;
+        }
+        // Re-initialised last: the acquirers can now succeed.
+        while granted.load(Ordering::Relaxed) == 0 && start.elapsed() < 2 * WATCH {
+            thread::yield_now();
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(granted.load(Ordering::Relaxed) > 0, "no acquire succeeded");
+    drop(kernel);
+}
