@@ -5,6 +5,8 @@
 //! time in `ebpf_ext_sys::layout` against the reference.)
 
 use core::fmt::Write as _;
+use core::sync::atomic::{AtomicU32, Ordering};
+use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -58,10 +60,39 @@ fn assertions(types: &[TypeLayout]) -> String {
     c
 }
 
-fn compile(source: &str) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("ebpf-ext-layout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("layout.c");
+/// A directory of its own for one compilation, removed when dropped. Tests of one process run
+/// in parallel threads (plain `cargo test`), so the name is unique per call, not per process:
+/// the process id, a per-process counter and the caller's name, created with `create_dir`
+/// (which fails rather than share a directory that already exists).
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> ScratchDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        loop {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir()
+                .join(format!("ebpf-ext-layout-{}-{n}-{name}", std::process::id()));
+            match std::fs::create_dir(&dir) {
+                Ok(()) => return ScratchDir(dir),
+                // Left over from an earlier process with the same id: take the next number.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("create {}: {e}", dir.display()),
+            }
+        }
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Compiles `source` (the assertions) in a scratch directory named after `name`.
+fn compile(name: &str, source: &str) -> Result<(), String> {
+    let dir = ScratchDir::new(name);
+    let file = dir.0.join("layout.c");
     std::fs::write(&file, source).unwrap();
     let output = Command::new(COMPILER)
         .arg("-I")
@@ -70,7 +101,7 @@ fn compile(source: &str) -> Result<(), String> {
         .arg(&file)
         .output()
         .expect("run the mingw-w64 compiler");
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     if output.status.success() {
         Ok(())
     } else {
@@ -91,7 +122,7 @@ fn layouts_match_mingw_headers() {
         types.len()
     );
     let fields: usize = types.iter().map(|t| t.fields.len()).sum();
-    compile(&assertions(&types))
+    compile("layouts_match_mingw_headers", &assertions(&types))
         .unwrap_or_else(|errors| panic!("layout differs from the mingw-w64 headers:\n{errors}"));
     println!(
         "checked {} types and {fields} field offsets against mingw-w64",
@@ -115,7 +146,8 @@ fn a_wrong_offset_is_caught() {
         .expect("field checked");
     stack.offset += 8;
     irp.fields = Box::leak(fields.into_boxed_slice());
-    let errors = compile(&assertions(&types)).expect_err("a wrong offset must not compile");
+    let errors = compile("a_wrong_offset_is_caught", &assertions(&types))
+        .expect_err("a wrong offset must not compile");
     assert!(
         errors.contains("IRP.Tail.Overlay.CurrentStackLocation at offset 0xc0"),
         "{errors}"
