@@ -63,7 +63,7 @@ cleanup() {
     if [ "$keep" -eq 0 ]; then rm -rf "$root" "$work/overlay"; fi
 }
 trap cleanup EXIT
-mount_at() { # mount_at TARGET MOUNT-ARGS...
+mount_at() { # mount_at DIRECTORY MOUNT-ARGS...
     mkdir -p "$1"
     local target=$1
     shift
@@ -103,7 +103,8 @@ nextest=$(command -v cargo-nextest || true)
 if [ -n "$nextest" ] && [ "${nextest#"$cargo_home"}" = "$nextest" ]; then
     # The machine image ships cargo-nextest beside the toolchain, outside the cargo home.
     touch "$root/usr/local/bin/cargo-nextest"
-    mount_at "$root/usr/local/bin/cargo-nextest" --bind -o ro "$nextest"
+    mount --bind -o ro "$nextest" "$root/usr/local/bin/cargo-nextest"
+    mounts+=("$root/usr/local/bin/cargo-nextest")
     echo "fresh-machine: with the machine image's $nextest (read-only)"
 fi
 

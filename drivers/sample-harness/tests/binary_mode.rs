@@ -156,3 +156,51 @@ fn addresses_in_a_loaded_image_are_named_from_its_pdb() {
     drop(kernel);
     image.unload();
 }
+
+/// Runs the demo binary on the built images with `--expect` for the net image.
+fn demo_with_expected_net_hash(sha: &str) -> std::process::Output {
+    let dir = binary::image_dir().expect("image folder");
+    let net = std::path::absolute(dir.join("sample_netebpf_ext.sys")).expect("absolute path");
+    std::process::Command::new(env!("CARGO_BIN_EXE_sample-demo"))
+        .arg("--binary")
+        .arg("--expect")
+        .arg(format!("{}={sha}", net.display()))
+        .env(binary::DRIVER_DIR_VAR, &dir)
+        .output()
+        .expect("run sample-demo")
+}
+
+#[test]
+fn the_demo_proves_which_image_it_loaded() {
+    let kernel = Kernel::new();
+    let loaded = binary::load_sample_file(&kernel, "sample_netebpf_ext").expect("image");
+    let on_disk = std::fs::read(&loaded.path).expect("read the image");
+    assert_eq!(loaded.sha256, binary::sha256_hex(&on_disk));
+    assert!(loaded.path.is_absolute());
+    drop(kernel);
+    loaded.image.unload();
+
+    let good = demo_with_expected_net_hash(&loaded.sha256);
+    let stdout = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        good.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "loaded {}\n  sha256 {} = the image built and signed above",
+            loaded.path.display(),
+            loaded.sha256
+        )),
+        "{stdout}"
+    );
+
+    let bad = demo_with_expected_net_hash(&"0".repeat(64));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        stderr.contains(&format!("was built with sha256 {}", "0".repeat(64))),
+        "{stderr}"
+    );
+}
