@@ -24,7 +24,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
@@ -37,6 +37,8 @@ use ebpf_ext_sys::wdm::{
 };
 use ebpf_ext_sys::{Error, Result};
 use tracelogging::Provider;
+
+use crate::Registration;
 
 /// Largest event metadata built (bytes).
 pub const META_CAPACITY: usize = 256;
@@ -74,12 +76,48 @@ const IN_HEX_SIZE: u8 = if size_of::<usize>() == 8 {
 /// `WINEVENT_CHANNEL_TRACELOGGING` (`tracelogging::Channel::TraceLogging`).
 const CHANNEL_TRACELOGGING: u8 = 11;
 
-/// Registration handle (0: not registered).
-static HANDLE: AtomicU64 = AtomicU64::new(0);
-/// Enabled level, -1 when disabled (as the `tracelogging` crate keeps it).
-static LEVEL: AtomicI32 = AtomicI32::new(-1);
-static MATCH_ANY: AtomicU64 = AtomicU64::new(0);
-static MATCH_ALL: AtomicU64 = AtomicU64::new(0);
+/// What a driver keeps in globals for its ETW provider, kept per simulated kernel on the host
+/// (see [`with_state`]). All-zero is the initial state: unregistered, disabled.
+#[repr(C)]
+pub(crate) struct HostState {
+    /// Which provider the SDK logs through ([`initiate`](crate::initiate)'s state).
+    pub(crate) registration: Registration,
+    /// Registration handle (0: not registered).
+    handle: AtomicU64,
+    /// Enabled level plus one, 0 when disabled (the `tracelogging` crate keeps the level,
+    /// -1 when disabled).
+    level: AtomicU32,
+    match_any: AtomicU64,
+    match_all: AtomicU64,
+}
+
+// usersim's storage for host builds of driver globals: not a kernel routine, so declared here,
+// by the only code that uses it, rather than with the kernel's routines in `ebpf-ext-sys`.
+unsafe extern "C" {
+    /// `size` zeroed, 8-byte-aligned bytes private to the simulated kernel bound to the
+    /// calling thread, the same for every call with `key` through that kernel and alive as
+    /// long as it is; NULL when no kernel is bound.
+    fn ebpf_ext_usersim_kernel_local(key: *const c_void, size: usize) -> *mut c_void;
+}
+
+/// Its address names this crate's storage in every kernel.
+static STATE_KEY: u8 = 0;
+
+/// Runs `f` with the state of the simulated kernel bound to the calling thread; `None` when no
+/// kernel is bound (nothing registered, nothing enabled there).
+#[inline]
+pub(crate) fn with_state<R>(f: impl FnOnce(&HostState) -> R) -> Option<R> {
+    // SAFETY: usersim's routine takes any key and size and touches neither.
+    let p = unsafe {
+        ebpf_ext_usersim_kernel_local(ptr::from_ref(&STATE_KEY).cast(), size_of::<HostState>())
+    };
+    // SAFETY: NULL, or storage of `size_of::<HostState>()` zeroed bytes, 8-aligned (enough for
+    // every field), shared by the kernel's threads and alive as long as the kernel, which the
+    // calling thread's binding keeps alive until after `f` returns. All-zero bytes are a valid
+    // `HostState` (atomics, a NULL pointer), and it is only ever written through atomics.
+    let state = unsafe { p.cast::<HostState>().as_ref() }?;
+    Some(f(state))
+}
 
 /// Opcodes the macros use, named as `write_event!`'s `opcode()` shorthands.
 #[expect(
@@ -180,7 +218,8 @@ impl<'a> Parts<'a> {
     }
 }
 
-/// The enable callback: keeps the enablement as `tracelogging`'s provider context does.
+/// The enable callback: keeps the enablement as `tracelogging`'s provider context does, in
+/// the [`HostState`] registered as its context.
 unsafe extern "win64" fn enable_callback(
     _source: *const GUID,
     control_code: u32,
@@ -188,15 +227,20 @@ unsafe extern "win64" fn enable_callback(
     match_any: u64,
     match_all: u64,
     _filter: *const EVENT_FILTER_DESCRIPTOR,
-    _context: *mut c_void,
+    context: *mut c_void,
 ) {
+    // SAFETY: `register` passes the kernel's `HostState` as the context; it lives as long as
+    // the kernel, and ETW calls no callback after `EtwUnregister` returned or the kernel went.
+    let Some(state) = (unsafe { context.cast::<HostState>().as_ref() }) else {
+        return;
+    };
     match control_code {
         EVENT_CONTROL_CODE_ENABLE_PROVIDER => {
-            MATCH_ANY.store(match_any, Ordering::Relaxed);
-            MATCH_ALL.store(match_all, Ordering::Relaxed);
-            LEVEL.store(i32::from(level), Ordering::Release);
+            state.match_any.store(match_any, Ordering::Relaxed);
+            state.match_all.store(match_all, Ordering::Relaxed);
+            state.level.store(u32::from(level) + 1, Ordering::Release);
         }
-        EVENT_CONTROL_CODE_DISABLE_PROVIDER => LEVEL.store(-1, Ordering::Release),
+        EVENT_CONTROL_CODE_DISABLE_PROVIDER => state.level.store(0, Ordering::Release),
         _ => {}
     }
 }
@@ -204,40 +248,52 @@ unsafe extern "win64" fn enable_callback(
 /// `EtwRegister`, then `EtwSetInformation(EventProviderSetTraits, raw_meta)` as
 /// `Provider::register` does (its status ignored, as the crate ignores it).
 pub(crate) fn register(provider: &'static Provider) -> Result {
+    with_state(|state| register_in(state, provider)).unwrap_or_else(|| {
+        // No kernel bound: this `EtwRegister` stops the test, naming itself.
+        // SAFETY: NULL arguments, which EtwRegister rejects.
+        let status = unsafe { EtwRegister(ptr::null(), None, ptr::null_mut(), ptr::null_mut()) };
+        Err(Error::api("EtwRegister", status))
+    })
+}
+
+fn register_in(state: &HostState, provider: &'static Provider) -> Result {
     let id = GUID::from_bytes_le(provider.id().to_bytes_le());
     let mut handle: REGHANDLE = 0;
-    LEVEL.store(-1, Ordering::Release);
+    state.level.store(0, Ordering::Release);
     // SAFETY: the id and the out pointer are live locals; the callback is a function that
-    // lives as long as the program and needs no context.
+    // lives as long as the program, and its context, the kernel's `HostState`, as long as the
+    // kernel, longer than the registration.
     let status = unsafe {
         EtwRegister(
             &raw const id,
             Some(enable_callback),
-            ptr::null_mut(),
+            ptr::from_ref(state).cast_mut().cast(),
             &raw mut handle,
         )
     };
     if status != STATUS_SUCCESS {
-        LEVEL.store(-1, Ordering::Release);
+        state.level.store(0, Ordering::Release);
         return Err(Error::api("EtwRegister", status));
     }
     let meta = provider.raw_meta();
     let len = u32::try_from(meta.len()).unwrap_or(u32::MAX);
     // SAFETY: a live handle; the metadata is 'static and `len` bytes long.
     let _ = unsafe { EtwSetInformation(handle, EventProviderSetTraits, meta.as_ptr().cast(), len) };
-    HANDLE.store(handle, Ordering::Release);
+    state.handle.store(handle, Ordering::Release);
     Ok(())
 }
 
 /// `EtwUnregister`, if registered.
 pub(crate) fn unregister() {
-    let handle = HANDLE.swap(0, Ordering::AcqRel);
-    if handle != 0 {
-        // SAFETY: a handle from EtwRegister, unregistered once (the swap above).
-        let _ = unsafe { EtwUnregister(handle) };
-    }
-    // After EtwUnregister: a callback it waited for may have enabled the provider again.
-    LEVEL.store(-1, Ordering::Release);
+    with_state(|state| {
+        let handle = state.handle.swap(0, Ordering::AcqRel);
+        if handle != 0 {
+            // SAFETY: a handle from EtwRegister, unregistered once (the swap above).
+            let _ = unsafe { EtwUnregister(handle) };
+        }
+        // After EtwUnregister: a callback it waited for may have enabled the provider again.
+        state.level.store(0, Ordering::Release);
+    });
 }
 
 /// Whether a session wants an event of this level and keyword, as
@@ -245,14 +301,16 @@ pub(crate) fn unregister() {
 #[must_use]
 #[inline]
 pub fn enabled(level: u8, keyword: u64) -> bool {
-    let enabled_level = LEVEL.load(Ordering::Acquire);
-    if enabled_level < 0 || HANDLE.load(Ordering::Relaxed) == 0 {
-        return false;
-    }
-    let any = MATCH_ANY.load(Ordering::Relaxed);
-    let all = MATCH_ALL.load(Ordering::Relaxed);
-    i32::from(level) <= enabled_level
-        && (keyword == 0 || (keyword & any != 0 && keyword & all == all))
+    with_state(|state| {
+        let enabled = state.level.load(Ordering::Acquire);
+        if enabled == 0 || state.handle.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        let any = state.match_any.load(Ordering::Relaxed);
+        let all = state.match_all.load(Ordering::Relaxed);
+        u32::from(level) < enabled && (keyword == 0 || (keyword & any != 0 && keyword & all == all))
+    })
+    .unwrap_or(false)
 }
 
 /// A fixed-capacity byte buffer on the stack.
@@ -351,7 +409,7 @@ fn descriptor(bytes: &[u8], kind: u32) -> EVENT_DATA_DESCRIPTOR {
 
 /// Encodes and writes one event (the macros call it after [`enabled`] said yes).
 pub fn write(level: u8, keyword: u64, opcode: u8, name: &str, fields: &[Field<'_>]) {
-    let handle = HANDLE.load(Ordering::Acquire);
+    let handle = with_state(|state| state.handle.load(Ordering::Acquire)).unwrap_or(0);
     let Some(provider) = crate::provider() else {
         return;
     };

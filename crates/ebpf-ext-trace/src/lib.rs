@@ -61,7 +61,10 @@
 //!   and event metadata bytes, same payload, same event descriptor — on the stack, for
 //!   `EtwWriteTransfer`: usersim's ETW captures and decodes it, so tests assert on the events a
 //!   driver writes. Strings that do not fit the host path's buffers (256 bytes of event
-//!   metadata, 512 of payload) are shortened. This is the crate's only platform `cfg`.
+//!   metadata, 512 of payload) are shortened. The registration state (which a driver keeps
+//!   in its globals) is kept per simulated kernel there, in storage usersim gives each
+//!   kernel, because a test process may run several kernels at once. This is the crate's
+//!   only platform `cfg`.
 //!
 //! # Using the macros: depend on `tracelogging` directly
 //!
@@ -120,12 +123,95 @@ pub const API_ERROR_EVENT: &str = "EbpfExtApiError";
 const UNREGISTERED: u8 = 0;
 /// `initiate` or `terminate` is running.
 const BUSY: u8 = 1;
-/// `PROVIDER` is registered.
+/// `provider` is registered.
 const REGISTERED: u8 = 2;
 
-static STATE: AtomicU8 = AtomicU8::new(UNREGISTERED);
-/// The registered provider (non-NULL exactly while `STATE` is `REGISTERED`).
-static PROVIDER: AtomicPtr<Provider> = AtomicPtr::new(core::ptr::null_mut());
+/// Which provider the SDK logs through: the state [`initiate`] and [`terminate`] move between.
+/// A global of the driver in a driver build; on the host, one per simulated kernel (see
+/// [`with_registration`]). All-zero is the initial, unregistered state.
+#[repr(C)]
+pub(crate) struct Registration {
+    state: AtomicU8,
+    /// The registered provider (non-NULL exactly while `state` is `REGISTERED`).
+    provider: AtomicPtr<Provider>,
+}
+
+impl Registration {
+    #[cfg(windows)]
+    const fn new() -> Registration {
+        Registration {
+            state: AtomicU8::new(UNREGISTERED),
+            provider: AtomicPtr::new(core::ptr::null_mut()),
+        }
+    }
+
+    fn provider(&self) -> Option<&'static Provider> {
+        let p = self.provider.load(Ordering::Acquire);
+        // SAFETY: only NULL or pointers made from `&'static Provider` are stored.
+        unsafe { p.as_ref() }
+    }
+
+    fn initiate(&self, provider: &'static Provider) -> Result {
+        match self
+            .state
+            .compare_exchange(UNREGISTERED, BUSY, Ordering::Acquire, Ordering::Acquire)
+        {
+            Ok(_) => {}
+            Err(REGISTERED) => return Ok(()),
+            Err(_) => return Err(Error::InvalidDeviceState),
+        }
+        match register(provider) {
+            Ok(()) => {
+                self.provider
+                    .store(core::ptr::from_ref(provider).cast_mut(), Ordering::Release);
+                self.state.store(REGISTERED, Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                self.state.store(UNREGISTERED, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    fn terminate(&self) {
+        if self
+            .state
+            .compare_exchange(REGISTERED, BUSY, Ordering::Acquire, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        let p = self.provider.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: only NULL or pointers made from `&'static Provider` are stored.
+        if let Some(provider) = unsafe { p.as_ref() } {
+            unregister(provider);
+        }
+        // Not a tail call to EtwUnregister (the C library turned optimisation off to make sure
+        // of that, for Driver Verifier): the store below follows it.
+        self.state.store(UNREGISTERED, Ordering::Release);
+    }
+}
+
+/// The driver's registration.
+#[cfg(windows)]
+static REGISTRATION: Registration = Registration::new();
+
+/// Runs `f` with the driver's registration. On the host the SDK's code is linked natively into
+/// a test process that may run several simulated kernels at once (plain `cargo test`), each
+/// standing for a machine with this driver loaded, so the registration is kept per kernel:
+/// that of the kernel bound to the calling thread, `None` when none is.
+#[inline]
+fn with_registration<R>(f: impl FnOnce(&Registration) -> R) -> Option<R> {
+    #[cfg(windows)]
+    {
+        Some(f(&REGISTRATION))
+    }
+    #[cfg(not(windows))]
+    {
+        host::with_state(|state| f(&state.registration))
+    }
+}
 
 /// The provider the SDK logs through, once [`initiate`] succeeded (until [`terminate`]).
 ///
@@ -134,9 +220,7 @@ static PROVIDER: AtomicPtr<Provider> = AtomicPtr::new(core::ptr::null_mut());
 #[must_use]
 #[inline]
 pub fn provider() -> Option<&'static Provider> {
-    let p = PROVIDER.load(Ordering::Acquire);
-    // SAFETY: only NULL or pointers made from `&'static Provider` are stored.
-    unsafe { p.as_ref() }
+    with_registration(Registration::provider).flatten()
 }
 
 /// Registers `provider` with ETW and makes it the one the SDK logs through
@@ -169,22 +253,9 @@ pub fn provider() -> Option<&'static Provider> {
 /// double registration (which the `tracelogging` crate answers with a panic, a bug check in a
 /// driver).
 pub fn initiate(provider: &'static Provider) -> Result {
-    match STATE.compare_exchange(UNREGISTERED, BUSY, Ordering::Acquire, Ordering::Acquire) {
-        Ok(_) => {}
-        Err(REGISTERED) => return Ok(()),
-        Err(_) => return Err(Error::InvalidDeviceState),
-    }
-    match register(provider) {
-        Ok(()) => {
-            PROVIDER.store(core::ptr::from_ref(provider).cast_mut(), Ordering::Release);
-            STATE.store(REGISTERED, Ordering::Release);
-            Ok(())
-        }
-        Err(e) => {
-            STATE.store(UNREGISTERED, Ordering::Release);
-            Err(e)
-        }
-    }
+    // No registration only on a host thread with no simulated kernel: `EtwRegister` then
+    // stops the test naming itself, as every kernel routine does there.
+    with_registration(|r| r.initiate(provider)).unwrap_or_else(|| register(provider))
 }
 
 /// Unregisters the provider (`ebpf_ext_trace_terminate`); does nothing if none is registered.
@@ -198,20 +269,7 @@ pub fn initiate(provider: &'static Provider) -> Result {
 /// Takes no lock. Do not race it with [`initiate`]: a `terminate` that overlaps an `initiate`
 /// does nothing.
 pub fn terminate() {
-    if STATE
-        .compare_exchange(REGISTERED, BUSY, Ordering::Acquire, Ordering::Acquire)
-        .is_err()
-    {
-        return;
-    }
-    let p = PROVIDER.swap(core::ptr::null_mut(), Ordering::AcqRel);
-    // SAFETY: only NULL or pointers made from `&'static Provider` are stored.
-    if let Some(provider) = unsafe { p.as_ref() } {
-        unregister(provider);
-    }
-    // Not a tail call to EtwUnregister (the C library turned optimisation off to make sure of
-    // that, for Driver Verifier): the store below follows it.
-    STATE.store(UNREGISTERED, Ordering::Release);
+    with_registration(Registration::terminate);
 }
 
 /// Tracing for the driver's lifetime: [`initiate`] when started, [`terminate`] when dropped.

@@ -1,11 +1,12 @@
 //! Trace events reach usersim's ETW capture with the names, levels, keywords, opcodes and
 //! fields of the C common library, encoded as the `tracelogging` crate encodes them.
 //!
-//! The registration is process-wide state, so the tests take turns ([`setup`]) when a harness
-//! runs them on threads of one process.
+//! The registration is a driver global, kept per simulated kernel on the host: tests running
+//! as threads of one process (plain `cargo test`) each see only their own kernel's.
 
 use core::cell::Cell;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Barrier;
+use std::thread;
 
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_trace::host::{DATA_CAPACITY, Field, encode_for_test};
@@ -20,14 +21,9 @@ tracelogging::define_provider!(
 );
 const PROVIDER_ID: GUID = GUID::from_u128(0xd15cc421_e9e4_459b_87a6_b45b7d84e9a8);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Takes this process's turn and a fresh kernel; forgets a registration a failed test left.
-fn setup() -> (MutexGuard<'static, ()>, Kernel) {
-    let turn = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    let kernel = Kernel::new();
-    ebpf_ext_trace::terminate();
-    (turn, kernel)
+/// A fresh kernel, bound to this thread, with nothing registered.
+fn setup() -> Kernel {
+    Kernel::new()
 }
 
 fn only_event(kernel: &Kernel) -> CapturedEvent {
@@ -57,7 +53,7 @@ fn s(v: &str) -> Value {
 #[test]
 #[expect(clippy::too_many_lines, reason = "every macro, one after the other")]
 fn every_macro_family() {
-    let (_turn, kernel) = setup();
+    let kernel = setup();
     let _tracing = Tracing::start(&PROVIDER).expect("register");
 
     ebpf_ext_trace::trace_message!(Level::Informational, keyword::EXTENSION, "hello");
@@ -179,7 +175,7 @@ fn traced_function() {
 
 #[test]
 fn entry_and_exit_name_the_function() {
-    let (_turn, kernel) = setup();
+    let kernel = setup();
     ebpf_ext_trace::initiate(&PROVIDER).expect("register");
     traced_function();
     let events = kernel.etw_events();
@@ -207,7 +203,7 @@ fn entry_and_exit_name_the_function() {
 
 #[test]
 fn disabled_levels_and_keywords_are_not_written_nor_evaluated() {
-    let (_turn, kernel) = setup();
+    let kernel = setup();
     kernel.etw_enable(PROVIDER_ID, Enablement::new(2, keyword::BASE, 0));
     ebpf_ext_trace::initiate(&PROVIDER).expect("register");
     let evaluated = Cell::new(0);
@@ -253,7 +249,7 @@ fn disabled_levels_and_keywords_are_not_written_nor_evaluated() {
 
 #[test]
 fn initiate_is_idempotent_and_terminate_unregisters() {
-    let (_turn, kernel) = setup();
+    let kernel = setup();
     ebpf_ext_trace::initiate(&PROVIDER).expect("register");
     ebpf_ext_trace::initiate(&PROVIDER).expect("second initiate is a no-op");
     assert_eq!(kernel.etw_registrations(), 1);
@@ -281,7 +277,7 @@ fn initiate_is_idempotent_and_terminate_unregisters() {
 
 #[test]
 fn the_guard_unregisters_when_dropped() {
-    let (_turn, kernel) = setup();
+    let kernel = setup();
     {
         let _tracing = Tracing::start(&PROVIDER).expect("register");
         assert_eq!(kernel.etw_registrations(), 1);
@@ -292,7 +288,7 @@ fn the_guard_unregisters_when_dropped() {
 
 #[test]
 fn register_failure_is_reported_and_retryable() {
-    let (_turn, kernel) = setup();
+    let kernel = setup();
     kernel.inject(Fault::Call("EtwRegister", 1));
     assert!(matches!(
         ebpf_ext_trace::initiate(&PROVIDER),
@@ -318,7 +314,7 @@ fn register_failure_is_reported_and_retryable() {
 
 #[test]
 fn concurrent_initiate_registers_once() {
-    let (_turn, kernel) = setup();
+    let kernel = setup();
     let results: Vec<_> = std::thread::scope(|s| {
         let threads: Vec<_> = (0..8)
             .map(|_| kernel.scoped(s, || ebpf_ext_trace::initiate(&PROVIDER)))
@@ -409,7 +405,7 @@ fn host_encoding_matches_the_tracelogging_layout() {
 
 #[test]
 fn long_strings_are_shortened_and_every_field_kept() {
-    let (_turn, kernel) = setup();
+    let kernel = setup();
     ebpf_ext_trace::initiate(&PROVIDER).expect("register");
     let long = "é".repeat(1000); // 2000 bytes of two-byte characters
     ebpf_ext_trace::trace_api_failure_message_string!(
@@ -433,4 +429,39 @@ fn long_strings_are_shortened_and_every_field_kept() {
     assert_eq!(e.field("Message"), Some(&s("")));
     assert_eq!(e.field("string_value"), Some(&s("")));
     ebpf_ext_trace::terminate();
+}
+
+/// Two kernels in one process, as two tests running at once under plain `cargo test`: each
+/// kernel gets its own registration, its own events, and its own unregistration.
+#[test]
+fn each_kernel_has_its_own_registration() {
+    let registered = Barrier::new(2);
+    let one_terminated = Barrier::new(2);
+    thread::scope(|scope| {
+        for name in ["first", "second"] {
+            let (registered, one_terminated) = (&registered, &one_terminated);
+            scope.spawn(move || {
+                let kernel = Kernel::new();
+                ebpf_ext_trace::initiate(&PROVIDER).expect("register");
+                assert_eq!(kernel.etw_registrations(), 1, "{name}: registered here");
+                registered.wait();
+                ebpf_ext_trace::trace_message!(Level::Informational, keyword::BASE, name);
+                let event = only_event(&kernel);
+                assert_eq!(event.field("Message"), Some(&s(name)));
+                if name == "first" {
+                    ebpf_ext_trace::terminate();
+                    assert_eq!(kernel.etw_registrations(), 0);
+                    one_terminated.wait();
+                } else {
+                    one_terminated.wait();
+                    // The other kernel's terminate left this one registered and enabled.
+                    assert!(ebpf_ext_trace::provider().is_some());
+                    ebpf_ext_trace::trace_message!(Level::Informational, keyword::BASE, "still");
+                    assert_eq!(only_event(&kernel).field("Message"), Some(&s("still")));
+                    ebpf_ext_trace::terminate();
+                }
+                kernel.assert_no_leaks();
+            });
+        }
+    });
 }

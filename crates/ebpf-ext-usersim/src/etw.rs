@@ -28,9 +28,9 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Condvar, MutexGuard, PoisonError};
+use std::sync::{Arc, MutexGuard, PoisonError};
 use std::thread::{self, ThreadId};
 
 use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
@@ -57,13 +57,9 @@ use crate::tracelogging::{decode_event_metadata, decode_payload, decode_provider
 /// Registration handles count up from here ("ETW"), so a handle is never 0.
 const HANDLE_BASE: u64 = 0x4554_5700_0000;
 
-/// Activity ids `EVENT_ACTIVITY_CTRL_CREATE_ID` makes: this prefix, then a process-wide
-/// counter in the low 64 bits (locally unique, as Windows promises, not a real UUID).
+/// Activity ids `EVENT_ACTIVITY_CTRL_CREATE_ID` makes: this prefix, then the kernel's counter
+/// in the low 64 bits (locally unique, as Windows promises, not a real UUID).
 const ACTIVITY_ID_PREFIX: u128 = 0xACE0_0000_0000_4000_0000_0000_0000_0000;
-static NEXT_ACTIVITY: AtomicU64 = AtomicU64::new(1);
-
-/// Signalled whenever a thread stops delivering enable callbacks.
-static CALLBACKS_IDLE: Condvar = Condvar::new();
 
 /// How a session has a provider enabled: the `Level`, `MatchAnyKeyword` and `MatchAllKeyword`
 /// its enable callback receives.
@@ -160,7 +156,8 @@ fn begin_callbacks<'a>(
 ) -> (MutexGuard<'a, EtwState>, CallbackTurn<'a>) {
     let me = thread::current().id();
     while etw.notifier.is_some_and(|(owner, _)| owner != me) {
-        etw = CALLBACKS_IDLE
+        etw = inner
+            .etw_callbacks_idle
             .wait(etw)
             .unwrap_or_else(PoisonError::into_inner);
     }
@@ -177,7 +174,7 @@ impl Drop for CallbackTurn<'_> {
             _ => None,
         };
         drop(etw);
-        CALLBACKS_IDLE.notify_all();
+        self.inner.etw_callbacks_idle.notify_all();
     }
 }
 
@@ -419,7 +416,8 @@ pub extern "win64" fn EtwUnregister(RegHandle: REGHANDLE) -> NTSTATUS {
         }
         let me = thread::current().id();
         while etw.notifier.is_some_and(|(owner, _)| owner != me) {
-            etw = CALLBACKS_IDLE
+            etw = k
+                .etw_callbacks_idle
                 .wait(etw)
                 .unwrap_or_else(PoisonError::into_inner);
         }
@@ -636,9 +634,8 @@ pub unsafe extern "win64" fn EtwActivityIdControl(
         return STATUS_INVALID_PARAMETER;
     }
     let create = || {
-        GUID::from_u128(
-            ACTIVITY_ID_PREFIX | u128::from(NEXT_ACTIVITY.fetch_add(1, Ordering::Relaxed)),
-        )
+        let n = with_kernel(API, |k| k.next_activity.fetch_add(1, Ordering::Relaxed));
+        GUID::from_u128(ACTIVITY_ID_PREFIX | u128::from(n))
     };
     // SAFETY: `ActivityId` is non-NULL and valid for reads (the caller's contract).
     let read = || unsafe { *ActivityId };

@@ -12,6 +12,7 @@ use ebpf_ext_sys::wdm::PASSIVE_LEVEL;
 
 use crate::devices::DeviceState;
 use crate::etw::EtwState;
+use crate::locals::{Locals, forget_cached};
 use crate::nmr::NmrState;
 use crate::pool::PoolState;
 use crate::workitem::WorkQueue;
@@ -119,6 +120,10 @@ pub(crate) struct Inner {
     pub(crate) work: WorkQueue,
     pub(crate) devices: Mutex<DeviceState>,
     pub(crate) etw: Mutex<EtwState>,
+    /// Signalled whenever a thread stops delivering ETW enable callbacks.
+    pub(crate) etw_callbacks_idle: Condvar,
+    /// Counter of the activity ids `EtwActivityIdControl` creates.
+    pub(crate) next_activity: AtomicU64,
     pub(crate) nmr: Mutex<NmrState>,
     pub(crate) nmr_cv: Condvar,
     pub(crate) process: Mutex<crate::process::ProcessState>,
@@ -127,6 +132,8 @@ pub(crate) struct Inner {
     pub(crate) next_processor: AtomicU32,
     pub(crate) stack_expansions: AtomicU64,
     pub(crate) irql_raises: AtomicU64,
+    /// Storage of host builds' driver globals (see `locals`).
+    pub(crate) locals: Mutex<Locals>,
 }
 
 /// One `DbgPrintEx` message.
@@ -200,6 +207,8 @@ impl Kernel {
             wait_cv: Condvar::new(),
             devices: Mutex::new(DeviceState::default()),
             etw: Mutex::new(EtwState::default()),
+            etw_callbacks_idle: Condvar::new(),
+            next_activity: AtomicU64::new(1),
             nmr: Mutex::new(NmrState::default()),
             nmr_cv: Condvar::new(),
             process: Mutex::new(crate::process::ProcessState::default()),
@@ -208,6 +217,7 @@ impl Kernel {
             next_processor: AtomicU32::new(0),
             stack_expansions: AtomicU64::new(0),
             irql_raises: AtomicU64::new(0),
+            locals: Mutex::new(Locals::default()),
         });
         bind(Some(Arc::clone(&inner)));
         Kernel { inner }
@@ -341,7 +351,13 @@ impl Drop for Kernel {
 }
 
 pub(crate) fn bind(inner: Option<Arc<Inner>>) {
+    forget_cached();
     CURRENT.with(|c| *c.borrow_mut() = inner);
+}
+
+/// Runs `f` with the kernel bound to this thread, if there is one.
+pub(crate) fn try_with_kernel<R>(f: impl FnOnce(&Arc<Inner>) -> R) -> Option<R> {
+    CURRENT.with(|c| c.borrow().as_ref().map(f))
 }
 
 /// Runs `f` with the kernel bound to this thread; aborts naming `api` if there is none.

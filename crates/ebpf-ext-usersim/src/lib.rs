@@ -35,6 +35,7 @@ mod etw;
 pub mod exports;
 mod io;
 mod kernel;
+mod locals;
 mod locks;
 mod misc;
 mod nmr;
@@ -52,6 +53,7 @@ pub use kernel::{
     BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND,
     expect_bugcheck, run_dying_child, sweep_allocation_failures, sweep_call_failures,
 };
+pub use locals::ebpf_ext_usersim_kernel_local;
 pub use nmr::NmrRegistration;
 pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, tag_name};
 pub use process::{ImageFlagsLookup, NewProcess};
