@@ -8,9 +8,9 @@
     reason = "host tests"
 )]
 
+use core::cell::{Cell, RefCell};
 use core::ffi::c_void;
 use core::ptr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ebpf_ext_sys::ntddk::{PS_CREATE_NOTIFY_INFO, PsSetCreateProcessNotifyRoutineEx};
@@ -104,7 +104,11 @@ fn secure(device: *mut DEVICE_OBJECT) -> NTSTATUS {
     unsafe { ObSetSecurityObjectByPointer(device.cast(), DACL_SECURITY_INFORMATION, &raw mut sd) }
 }
 
-static SEEN: Mutex<Vec<(u8, u32, u32, u32)>> = Mutex::new(Vec::new());
+thread_local! {
+    /// What `dispatch` saw. Per thread, as each test runs on its own thread (also under plain
+    /// `cargo test`) and the I/O manager calls the dispatch routine on the requesting thread.
+    static SEEN: RefCell<Vec<(u8, u32, u32, u32)>> = const { RefCell::new(Vec::new()) };
+}
 const OVERFLOWING: u32 = 0x0012_0004;
 const OVERRUNNING: u32 = 0x0012_0008;
 const STATUS_BUFFER_OVERFLOW: NTSTATUS = 0x8000_0005_u32.cast_signed();
@@ -117,12 +121,14 @@ unsafe extern "win64" fn dispatch(_device: *mut DEVICE_OBJECT, irp: *mut IRP) ->
     let status = if stack.MajorFunction == IRP_MJ_DEVICE_CONTROL {
         // SAFETY: device-control parameters for IRP_MJ_DEVICE_CONTROL.
         let p = unsafe { stack.Parameters.DeviceIoControl };
-        SEEN.lock().unwrap().push((
-            stack.MajorFunction,
-            p.IoControlCode,
-            p.InputBufferLength,
-            p.OutputBufferLength,
-        ));
+        SEEN.with_borrow_mut(|seen| {
+            seen.push((
+                stack.MajorFunction,
+                p.IoControlCode,
+                p.InputBufferLength,
+                p.OutputBufferLength,
+            ));
+        });
         // SAFETY: METHOD_BUFFERED: one system buffer of max(in, out) bytes.
         let buffer = unsafe { (*irp).AssociatedIrp.SystemBuffer }.cast::<u8>();
         let n = p.InputBufferLength as usize;
@@ -142,7 +148,7 @@ unsafe extern "win64" fn dispatch(_device: *mut DEVICE_OBJECT, irp: *mut IRP) ->
             STATUS_SUCCESS
         }
     } else {
-        SEEN.lock().unwrap().push((stack.MajorFunction, 0, 0, 0));
+        SEEN.with_borrow_mut(|seen| seen.push((stack.MajorFunction, 0, 0, 0)));
         STATUS_SUCCESS
     };
     // SAFETY: the IRP is ours to complete.
@@ -181,7 +187,7 @@ fn ioctl_round_trip_through_the_drivers_dispatch_routine() {
     );
     kernel.close(handle);
     assert_eq!(
-        *SEEN.lock().unwrap(),
+        SEEN.with_borrow(Clone::clone),
         [
             (IRP_MJ_CREATE, 0, 0, 0),
             (IRP_MJ_DEVICE_CONTROL, 0x0012_0000, 3, 8),
@@ -255,9 +261,15 @@ fn security_routines_reject_bad_input() {
     unsafe { IoDeleteDevice(device) };
 }
 
-static EVENTS: Mutex<Vec<(usize, Option<(usize, usize, usize, String, Option<String>)>)>> =
-    Mutex::new(Vec::new());
-static DENY: AtomicUsize = AtomicUsize::new(0);
+/// What `notify` saw: the process id, and the creation details (`None` on exit).
+type ProcessEvent = (usize, Option<(usize, usize, usize, String, Option<String>)>);
+
+thread_local! {
+    /// Per thread, as `SEEN`: notify routines run on the thread creating the process.
+    static EVENTS: RefCell<Vec<ProcessEvent>> = const { RefCell::new(Vec::new()) };
+    /// The process id `notify` refuses.
+    static DENY: Cell<usize> = const { Cell::new(0) };
+}
 
 fn read(s: *const UNICODE_STRING) -> Option<String> {
     // SAFETY: NULL or a valid string for the callback's duration.
@@ -275,7 +287,7 @@ unsafe extern "win64" fn notify(
     assert_eq!(ebpf_ext_usersim::critical_region_depth(), 1);
     // SAFETY: NULL on exit, else valid for the call.
     let event = unsafe { info.as_mut() }.map(|i| {
-        if DENY.load(Ordering::Relaxed) == id as usize {
+        if DENY.get() == id as usize {
             i.CreationStatus = STATUS_ACCESS_DENIED;
         }
         (
@@ -286,7 +298,7 @@ unsafe extern "win64" fn notify(
             read(i.CommandLine),
         )
     });
-    EVENTS.lock().unwrap().push((id as usize, event));
+    EVENTS.with_borrow_mut(|events| events.push((id as usize, event)));
 }
 
 fn process(id: usize) -> NewProcess {
@@ -312,7 +324,7 @@ fn process_notifications_reach_registered_routines_and_can_deny_creation() {
         );
     }
     assert_eq!(kernel.create_process(&process(100)), STATUS_SUCCESS);
-    DENY.store(101, Ordering::Relaxed);
+    DENY.set(101);
     assert_eq!(kernel.create_process(&process(101)), STATUS_ACCESS_DENIED);
     assert!(kernel.exit_process(100));
     assert!(!kernel.exit_process(101), "a denied process never existed");
@@ -320,7 +332,7 @@ fn process_notifications_reach_registered_routines_and_can_deny_creation() {
     unsafe { assert_eq!(PsSetCreateProcessNotifyRoutineEx(notify, 1), STATUS_SUCCESS) };
     assert_eq!(kernel.process_notify_routines(), 0);
     assert_eq!(kernel.create_process(&process(102)), STATUS_SUCCESS);
-    let events = EVENTS.lock().unwrap().clone();
+    let events = EVENTS.with_borrow(Clone::clone);
     assert_eq!(
         events,
         [
