@@ -117,12 +117,7 @@ pub fn load_file_bytes(
         |n| n.to_string_lossy().into_owned(),
     );
     let symbols = crate::pdb_names::function_names(&path.with_extension("pdb")).unwrap_or_default();
-    load_with(
-        &name,
-        bytes,
-        &LoadOptions::new().symbols(symbols),
-        resolver,
-    )
+    load_with(&name, bytes, &LoadOptions::new().symbols(symbols), resolver)
 }
 
 pub(crate) fn errno() -> i32 {
