@@ -14,6 +14,77 @@
 //!   link client (`ebpf_link.c`), and a Rust closure as "the program". [`LinkSpec`] describes
 //!   the link and, for negative tests, how to malform what it presents ([`Malformation`]).
 //!
+//! # The core's contracts, enforced
+//!
+//! Every assumption the core makes about a provider, and how the core-sim fails when a
+//! provider breaks it (bug checks stop the process; tests catch them in a child process with
+//! `ebpf_ext_usersim::expect_bugcheck` and name them with [`Contract::of`]; the test that
+//! proves each one is in brackets, `tests/<file>.rs`).
+//!
+//! Hook (link) side, [`Link`]:
+//! - Batch state at one address from begin to end: a batch invoke or end with any other
+//!   address (a moved or copied state) → bug check `0x139`/`FAST_FAIL_CORRUPT_LIST_ENTRY`,
+//!   [`Contract::BatchStateMoved`] (contracts: `batch_invoke_with_a_moved_state_is_caught`,
+//!   `batch_end_with_a_moved_state_is_caught`, `batch_invoke_without_begin_is_caught`).
+//! - One end per begin: a second end → the same bug check (contracts:
+//!   `batch_end_twice_is_caught`); a second begin of a begun state → `0x139`,
+//!   [`Contract::BatchStateReused`] (contracts: `batch_begin_twice_on_one_state_is_caught`).
+//! - Begin and end at one IRQL → `0x1E`/`STATUS_ASSERTION_FAILURE`, [`Contract::BatchEndIrql`]
+//!   (contracts: `batch_end_at_another_irql_is_caught`).
+//! - Begin, invoke and end on one thread (processor) → `0x139`/`FAST_FAIL_INVALID_ARG`,
+//!   [`Contract::BatchOtherThread`] (contracts: `batch_end_on_another_thread_is_caught`).
+//! - Batch state of at least 64 bytes → `EBPF_INVALID_ARGUMENT` (link:
+//!   `batch_begin_invoke_end`); a NULL state or `result` → `0x1E`/`STATUS_ACCESS_VIOLATION`,
+//!   [`Contract::NullPointer`] (contracts: `batch_begin_with_a_null_state_is_caught`,
+//!   `invoke_with_a_null_result_is_caught`).
+//! - Invoke, batch begin, invoke and end at ≤ DISPATCH_LEVEL → `0x0A`
+//!   `IRQL_NOT_LESS_OR_EQUAL`, [`Contract::IrqlAboveDispatch`] (contracts:
+//!   `invoke_above_dispatch_is_caught`, `batch_begin_above_dispatch_is_caught`).
+//! - A program context, never NULL → `0x1E`/`STATUS_ASSERTION_FAILURE`,
+//!   [`Contract::NullProgramContext`] (contracts: `invoke_with_a_null_context_is_caught`).
+//! - The 64-byte context header in front of the context: the core-sim writes slot 0
+//!   (execution state) and slot 1 (descriptor) on every invoke, as the core does, so a context
+//!   without it has its neighbour overwritten; not otherwise detectable (contracts:
+//!   `the_core_writes_the_header_in_front_of_the_context`).
+//! - Only the binding context received at attach → `0x1E`/`STATUS_ACCESS_VIOLATION`,
+//!   [`Contract::NotALink`] (contracts:
+//!   `invoke_with_a_binding_context_that_is_not_a_link_is_caught`,
+//!   `invoke_with_a_misaligned_binding_context_is_caught`).
+//! - No invoke once the detach has completed → `0x1E`/`STATUS_ACCESS_VIOLATION`,
+//!   [`Contract::InvokeAfterDetach`] (contracts:
+//!   `invoke_after_the_detach_completed_is_caught`); detached links are never freed, so this
+//!   is a check, not a use after free.
+//! - No detach completed while an invocation runs → [`CoreError::DetachedWhileInvoking`] from
+//!   [`Link::detach`] (link:
+//!   `a_provider_completing_detach_under_a_running_invocation_is_reported`); a pending detach
+//!   is waited for (link: `detach_waits_until_the_extension_completes_its_pending_detach`).
+//! - Attach provider data version 1, size 48, program type set, `ModuleId` a `MIT_GUID`
+//!   → the provider is refused (`STATUS_INVALID_PARAMETER`, [`Refusal`]) and
+//!   [`Link::attach`] fails with [`CoreError::ExtensionFailedToLoad`] (link:
+//!   `the_core_refuses_invalid_hook_providers`); one provider per link (link:
+//!   `a_second_provider_for_the_same_link_is_refused`); the provider's attach status is
+//!   reported (link: `the_providers_attach_status_propagates`).
+//!
+//! Program-information side, [`ProgramInfoClient`]:
+//! - `ebpf_validate_program_data` and `ebpf_program.c`'s checks (versions, sizes, NULL
+//!   pointers, helper counts, `required_irql`, reserved capabilities, strides) → refused with
+//!   `STATUS_INVALID_PARAMETER` and a [`ProgramDataError`] (`program_info`:
+//!   `every_rule_of_the_core_refuses_its_bad_input`, `versions_the_core_accepts`,
+//!   `module_id_must_be_a_guid`, `a_second_provider_of_the_type_is_refused`).
+//! - Helper resolution by id range: ids from 0xFFFF in the type-specific table only, smaller
+//!   ones in the global overrides only ([`ProgramInfo::helper`]; `program_info`:
+//!   `helpers_resolve_by_the_cores_id_ranges`).
+//! - `context_create` and `context_destroy` both present → `EBPF_OPERATION_NOT_SUPPORTED`;
+//!   64 writable bytes in front of a created context, written once per test run (by effect,
+//!   as above) (`program_info`: `context_create_and_destroy_as_test_run_does`); test runs at
+//!   `required_irql` (`program_info`: `runs_at_the_required_irql`).
+//!
+//! Where the core-sim is stricter than the core: a batch invoke with a moved state fails at
+//! once (the core fails at end, or corrupts memory); an end on another thread fails at any
+//! IRQL (the core has a slow path below DISPATCH_LEVEL). Not enforced: a batch that is never
+//! ended (the core's epoch reclamation would stall; [`open_batches`] lets a test check it),
+//! and a provider reading `client_data->data` after its detach completed.
+//!
 //! Both call the real kernel exports (`NmrRegisterClient`, `NmrClientAttachProvider`,
 //! `NmrDeregisterClient`, `NmrWaitForClientDeregisterComplete`), which `ebpf-ext-usersim`
 //! implements.
@@ -59,18 +130,24 @@
 // The kernel routines this crate calls are defined by usersim; make sure it is linked.
 use ebpf_ext_usersim as _;
 
+mod batch;
+mod contract;
 mod error;
 mod link;
 mod nmr;
 mod program_info;
 mod validate;
 
+pub use batch::{batch_begins, batch_ends, open_batches};
+pub use contract::{
+    Contract, FAST_FAIL_CORRUPT_LIST_ENTRY, FAST_FAIL_INVALID_ARG, IRQL_NOT_LESS_OR_EQUAL,
+    KERNEL_SECURITY_CHECK_FAILURE, KMODE_EXCEPTION_NOT_HANDLED, STATUS_ACCESS_VIOLATION,
+    STATUS_ASSERTION_FAILURE,
+};
 pub use error::{
     AttachProviderDataError, CoreError, HelperTable, Object, ProgramDataError, Refusal,
 };
-pub use link::{
-    Link, LinkSpec, Malformation, Program, batch_begins, batch_ends, invalid_context_invocations,
-};
+pub use link::{Link, LinkSpec, Malformation, Program};
 pub use program_info::{
     ContextOutput, Helper, Input, ProgramInfo, ProgramInfoClient, TestRunContext,
 };

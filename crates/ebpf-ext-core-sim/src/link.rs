@@ -12,12 +12,11 @@ use std::thread;
 
 use ebpf_ext_sys::ebpf_extension::{
     EBPF_LINK_DISPATCH_TABLE_FUNCTION_COUNT_CURRENT, EBPF_LINK_DISPATCH_TABLE_VERSION_CURRENT,
-    ebpf_attach_provider_data_t, ebpf_execution_context_state_t,
-    ebpf_execution_context_state_tail_call_t, ebpf_extension_data_t,
+    ebpf_attach_provider_data_t, ebpf_execution_context_state_t, ebpf_extension_data_t,
     ebpf_extension_program_dispatch_table_t,
 };
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_HOOK_EXTENSION_IID;
-use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_SUCCESS, ebpf_result_t};
+use ebpf_ext_sys::ebpf_result::{EBPF_SUCCESS, ebpf_result_t};
 use ebpf_ext_sys::ebpf_structs::{bpf_attach_type_t, bpf_link_type};
 use ebpf_ext_sys::ebpf_windows::{EBPF_ATTACH_CLIENT_DATA_HEADER_VERSION, ebpf_extension_header_t};
 use ebpf_ext_sys::intrin::KeGetCurrentIrql;
@@ -25,6 +24,8 @@ use ebpf_ext_sys::netioddk::{NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider}
 use ebpf_ext_sys::ntdef::{GUID, HANDLE, KIRQL, NT_SUCCESS, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{STATUS_NOINTERFACE, STATUS_SUCCESS};
 
+use crate::batch;
+use crate::contract::Contract;
 use crate::error::{CoreError, Refusal, failed_to_load};
 use crate::nmr::{NmrClient, Registration, Shared, lock};
 use crate::validate::{npi_specific, provider_module_guid, validate_attach_provider_data};
@@ -38,38 +39,12 @@ pub type Program = Box<dyn Fn(*mut c_void) -> Result<u32, ebpf_result_t> + Send 
 const LINK_MAGIC: u64 = u64::from_be_bytes(*b"CoreLink");
 /// Marks the state of a link about to be freed.
 const LINK_DEAD: u64 = u64::from_be_bytes(*b"DeadLink");
-/// `epoch_state[0]` of a batch state written by the core-sim's batch begin.
-const BATCH_MAGIC: u64 = u64::from_be_bytes(*b"CoreBtch");
 /// `last_irql` before the first invocation.
 const NO_IRQL: u8 = u8::MAX;
 /// The most bytes a malformed size in the client data is backed with.
 const MAX_BACKED: usize = 64 * 1024;
-
-static BATCH_BEGINS: AtomicU64 = AtomicU64::new(0);
-static BATCH_ENDS: AtomicU64 = AtomicU64::new(0);
-static BATCH_SERIAL: AtomicU64 = AtomicU64::new(0);
-static INVALID_CONTEXT_INVOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-/// Successful batch begins in this process. Process-wide: the core's batch begin and end
-/// functions do not name a link.
-#[must_use]
-pub fn batch_begins() -> u64 {
-    BATCH_BEGINS.load(Ordering::SeqCst)
-}
-
-/// Successful batch ends in this process (process-wide, as [`batch_begins`]).
-#[must_use]
-pub fn batch_ends() -> u64 {
-    BATCH_ENDS.load(Ordering::SeqCst)
-}
-
-/// Invocations (single or batch) refused because the client binding context was NULL,
-/// misaligned or not a live link of this core-sim: each returned `EBPF_INVALID_ARGUMENT`.
-/// Process-wide, since such a context names no link.
-#[must_use]
-pub fn invalid_context_invocations() -> u64 {
-    INVALID_CONTEXT_INVOCATIONS.load(Ordering::SeqCst)
-}
+/// Size of the context header in front of every program context (`EBPF_CONTEXT_HEADER`).
+const CONTEXT_HEADER_SIZE: usize = 64;
 
 /// A way to malform what a link presents to the hook provider, for negative tests.
 ///
@@ -325,25 +300,39 @@ impl LinkState {
         }
     }
 
-    /// Runs the program for one invocation. The in-flight count covers the whole call, so a
-    /// detach that sees it at zero may free the link.
-    fn run(&self, program_context: *mut c_void, result: *mut u32, batch: bool) -> ebpf_result_t {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        let status = self.run_counted(program_context, result, batch);
-        // Last access to `self`.
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        status
-    }
-
-    fn run_counted(
+    /// Runs the program for one invocation: checks `result` and the context, writes the
+    /// context header's execution-state slot, calls the program. The in-flight count covers
+    /// the whole call, so a detach that sees it at zero may free the link.
+    fn run(
         &self,
         program_context: *mut c_void,
         result: *mut u32,
+        state: *const c_void,
         batch: bool,
     ) -> ebpf_result_t {
         if result.is_null() {
-            return EBPF_INVALID_ARGUMENT;
+            Contract::NullPointer.broken(format_args!("invoke with a NULL result"), 0, 0);
         }
+        if program_context.is_null() {
+            Contract::NullProgramContext.broken(
+                format_args!("invoke with a NULL program context"),
+                0,
+                0,
+            );
+        }
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        // As `ebpf_program_set_runtime_state` and `..._set_header_context_descriptor`: slot 0
+        // of the 64-byte header in front of the context is the execution state, slot 1 the
+        // context descriptor (a link knows none: NULL). A provider that passes a context
+        // without the header has the 16 bytes in front of it overwritten, as with the core.
+        let header = program_context.wrapping_byte_sub(CONTEXT_HEADER_SIZE);
+        // SAFETY: a program context is preceded by a 64-byte header the core may write (the
+        // provider's side of the contract; it cannot be checked).
+        unsafe { header.cast::<u64>().write_unaligned(state as usize as u64) };
+        // SAFETY: as above.
+        unsafe {
+            header.wrapping_byte_add(8).cast::<u64>().write_unaligned(0);
+        };
         let counter = if batch {
             &self.batch_invocations
         } else {
@@ -351,14 +340,17 @@ impl LinkState {
         };
         counter.fetch_add(1, Ordering::SeqCst);
         self.last_irql.store(KeGetCurrentIrql(), Ordering::SeqCst);
-        match (self.program)(program_context) {
+        let status = match (self.program)(program_context) {
             Ok(value) => {
                 // SAFETY: non-NULL (checked) `uint32_t*` out parameter of the caller.
                 unsafe { result.write_unaligned(value) };
                 EBPF_SUCCESS
             }
             Err(error) => error,
-        }
+        };
+        // Last access to `self`.
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        status
     }
 }
 
@@ -439,85 +431,68 @@ impl NmrClient for LinkState {
     }
 }
 
-/// The link behind a client binding context, if it is one.
+/// The link behind a client binding context; bug-checks if it is not a live link.
 ///
 /// # Safety
 /// `context` is NULL, misaligned, or readable for 8 bytes; if those bytes are
 /// [`LINK_MAGIC`] it is a live link (the `ClientBindingContext` the provider received). A
-/// dangling context cannot be detected.
-unsafe fn live_link<'a>(context: *const c_void) -> Option<&'a LinkState> {
+/// dangling context cannot be detected, but a detached link's state is never freed (see
+/// [`Link::detach`]), so a late invoke is caught rather than a use after free.
+unsafe fn live_link<'a>(context: *const c_void) -> &'a LinkState {
     let state = context.cast::<LinkState>();
     if state.is_null() || !state.is_aligned() {
-        INVALID_CONTEXT_INVOCATIONS.fetch_add(1, Ordering::SeqCst);
-        return None;
+        Contract::NotALink.broken(
+            format_args!("invoke with the binding context {context:p}, not a link's"),
+            context as usize,
+            0,
+        );
     }
     // SAFETY: non-NULL, aligned and readable (precondition); `magic` is the first field.
     let magic = unsafe { &*context.cast::<AtomicU64>() }.load(Ordering::SeqCst);
-    if magic != LINK_MAGIC {
-        INVALID_CONTEXT_INVOCATIONS.fetch_add(1, Ordering::SeqCst);
-        return None;
+    match magic {
+        // SAFETY: the magic says this is a live link's state (precondition).
+        LINK_MAGIC => unsafe { Shared::<LinkState>::from_context(context) },
+        LINK_DEAD => Contract::InvokeAfterDetach.broken(
+            format_args!("invoke of the link at {context:p} after its detach completed"),
+            context as usize,
+            0,
+        ),
+        _ => Contract::NotALink.broken(
+            format_args!("invoke with the binding context {context:p}, not a link's"),
+            context as usize,
+            0,
+        ),
     }
-    // SAFETY: the magic says this is a live link's state (precondition).
-    Some(unsafe { Shared::<LinkState>::from_context(context) })
 }
 
-/// `ebpf_program_invoke_function_t`: runs the link's program.
+/// `ebpf_program_invoke_function_t`: runs the link's program as the core's invoke does, with
+/// an execution state of its own on the stack (begin, batch invoke, end).
 ///
-/// Returns `EBPF_INVALID_ARGUMENT` for a binding context that is not a live link or a NULL
-/// `result`, otherwise `EBPF_SUCCESS` (with `*result` written) or the program's error.
+/// Bug-checks (see [`Contract`]) above DISPATCH_LEVEL, for a binding context that is not a
+/// live link, a NULL `result` or a NULL program context; otherwise returns `EBPF_SUCCESS`
+/// (with `*result` written) or the program's error.
 unsafe extern "win64" fn invoke(
     extension_client_binding_context: *const c_void,
     program_context: *mut c_void,
     result: *mut u32,
 ) -> ebpf_result_t {
+    batch::require_dispatch_or_below("invoke");
     // SAFETY: the provider passes the binding context it received at attach.
-    match unsafe { live_link(extension_client_binding_context) } {
-        Some(link) => link.run(program_context, result, false),
-        None => EBPF_INVALID_ARGUMENT,
-    }
+    let link = unsafe { live_link(extension_client_binding_context) };
+    // SAFETY: the state is plain data; all-zero is its initial value.
+    let state: ebpf_execution_context_state_t = unsafe { core::mem::zeroed() };
+    link.run(program_context, result, (&raw const state).cast(), false)
 }
 
-/// `ebpf_program_batch_begin_invoke_function_t`: requires `state_size ≥
-/// sizeof(ebpf_execution_context_state_t)`, then writes a recognisable state.
+/// `ebpf_program_batch_begin_invoke_function_t`: see [`batch::begin`].
 unsafe extern "win64" fn batch_begin(state_size: usize, state: *mut c_void) -> ebpf_result_t {
-    if state.is_null() || state_size < size_of::<ebpf_execution_context_state_t>() {
-        return EBPF_INVALID_ARGUMENT;
-    }
-    let value = ebpf_execution_context_state_t {
-        epoch_state: [
-            BATCH_MAGIC,
-            BATCH_SERIAL.fetch_add(1, Ordering::SeqCst),
-            0,
-            0,
-        ],
-        id: thread_tag(),
-        current_irql: KeGetCurrentIrql(),
-        tail_call_state: ebpf_execution_context_state_tail_call_t {
-            next_program: ptr::null(),
-            count: 0,
-        },
-    };
-    // SAFETY: the caller provides `state_size` (≥ the state's size, checked) writable bytes.
-    unsafe {
-        state
-            .cast::<ebpf_execution_context_state_t>()
-            .write_unaligned(value);
-    }
-    BATCH_BEGINS.fetch_add(1, Ordering::SeqCst);
-    EBPF_SUCCESS
+    // SAFETY: the provider passes `state_size` writable bytes (or NULL, which bug-checks).
+    unsafe { batch::begin(state_size, state) }
 }
 
-/// Whether `state` was written by [`batch_begin`] and not yet ended.
-///
-/// # Safety
-/// `state` is NULL or readable for `sizeof(ebpf_execution_context_state_t)` bytes.
-unsafe fn batch_active(state: *const c_void) -> bool {
-    // SAFETY: non-NULL and readable (precondition); `epoch_state[0]` is the first `u64`.
-    !state.is_null() && unsafe { state.cast::<u64>().read_unaligned() } == BATCH_MAGIC
-}
-
-/// `ebpf_program_batch_invoke_function_t`: checks the batch state, then runs the program as
-/// [`invoke`] does (counted as a batch invocation).
+/// `ebpf_program_batch_invoke_function_t`: checks the batch state (begun on this thread, at
+/// this address, not ended), then runs the program as [`invoke`] does (counted as a batch
+/// invocation).
 unsafe extern "win64" fn batch_invoke(
     extension_client_binding_context: *const c_void,
     program_context: *mut c_void,
@@ -525,39 +500,16 @@ unsafe extern "win64" fn batch_invoke(
     state: *const c_void,
 ) -> ebpf_result_t {
     // SAFETY: the provider passes the state it gave batch begin.
-    if !unsafe { batch_active(state) } {
-        return EBPF_INVALID_ARGUMENT;
-    }
+    unsafe { batch::require_invokable(state) };
     // SAFETY: the provider passes the binding context it received at attach.
-    match unsafe { live_link(extension_client_binding_context) } {
-        Some(link) => link.run(program_context, result, true),
-        None => EBPF_INVALID_ARGUMENT,
-    }
+    let link = unsafe { live_link(extension_client_binding_context) };
+    link.run(program_context, result, state, true)
 }
 
-/// `ebpf_program_batch_end_invoke_function_t`: checks and clears the batch state.
+/// `ebpf_program_batch_end_invoke_function_t`: see [`batch::end`].
 unsafe extern "win64" fn batch_end(state: *mut c_void) -> ebpf_result_t {
     // SAFETY: the provider passes the state it gave batch begin.
-    if !unsafe { batch_active(state) } {
-        return EBPF_INVALID_ARGUMENT;
-    }
-    // SAFETY: an active state is `sizeof(ebpf_execution_context_state_t)` writable bytes.
-    unsafe {
-        state
-            .cast::<u8>()
-            .write_bytes(0, size_of::<ebpf_execution_context_state_t>());
-    }
-    BATCH_ENDS.fetch_add(1, Ordering::SeqCst);
-    EBPF_SUCCESS
-}
-
-/// A small number naming the calling thread (the state's `id`).
-fn thread_tag() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    thread_local! {
-        static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    TAG.with(|tag| *tag)
+    unsafe { batch::end(state) }
 }
 
 /// One attached program: an NMR client of the hook NPI, as the core's link object.
@@ -742,18 +694,6 @@ impl Link {
         self.state().batch_invocations.load(Ordering::SeqCst)
     }
 
-    /// Successful batch begins, process-wide (see [`batch_begins`]).
-    #[must_use]
-    pub fn batch_begins(&self) -> u64 {
-        batch_begins()
-    }
-
-    /// Successful batch ends, process-wide (see [`batch_ends`]).
-    #[must_use]
-    pub fn batch_ends(&self) -> u64 {
-        batch_ends()
-    }
-
     /// Invocations running now.
     #[must_use]
     pub fn in_flight(&self) -> u64 {
@@ -771,7 +711,10 @@ impl Link {
 
     /// Detaches: `NmrDeregisterClient`, then `NmrWaitForClientDeregisterComplete`, which
     /// returns once the provider has completed its (possibly pending) detach. Then waits
-    /// until no invocation of the link is running, and frees it. Works whether or not the
+    /// until no invocation of the link is running, and retires it: the state is kept (never
+    /// freed), marked dead, so a provider that invokes the link after completing its detach
+    /// is caught ([`Contract::InvokeAfterDetach`](crate::Contract::InvokeAfterDetach), a bug
+    /// check) rather than reading freed memory. Works whether or not the
     /// provider is still attached. Do not call it from inside the link's program: it would
     /// wait for itself (as the real core's link deletion would wait for the provider's
     /// rundown).
@@ -798,8 +741,10 @@ impl Link {
         while state.in_flight.load(Ordering::SeqCst) != 0 {
             thread::sleep(Duration::from_millis(1));
         }
-        // INVARIANT: deregistered, nothing in flight: the state may be freed.
+        // INVARIANT: deregistered, nothing in flight: the link is dead. Its state stays
+        // allocated (a few hundred bytes per link) so a late invoke reads the dead magic.
         state.magic.store(LINK_DEAD, Ordering::SeqCst);
+        self.registration.keep_alive();
         if in_flight == 0 {
             Ok(())
         } else {

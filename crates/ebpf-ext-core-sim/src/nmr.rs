@@ -204,6 +204,12 @@ impl<T: NmrClient> Registration<T> {
     fn leak(&self) {
         mem::forget(Arc::clone(&self.shared));
     }
+
+    /// Keeps the client state allocated for the rest of the process, after deregistration
+    /// completed: a provider that still calls in finds it, not freed memory.
+    pub(crate) fn keep_alive(&self) {
+        self.leak();
+    }
 }
 
 impl<T: NmrClient> Drop for Registration<T> {

@@ -17,6 +17,7 @@ use ebpf_ext_sys::ebpf_result::{
     EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_FAILED, EBPF_OPERATION_NOT_SUPPORTED, EBPF_SUCCESS,
     ebpf_result_t,
 };
+use ebpf_ext_sys::ebpf_windows::EBPF_MAX_GENERAL_HELPER_FUNCTION;
 use ebpf_ext_sys::intrin::{KeGetCurrentIrql, KeRaiseIrql};
 use ebpf_ext_sys::netioddk::{NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider};
 use ebpf_ext_sys::ntdef::{GUID, HANDLE, KIRQL, NT_SUCCESS, NTSTATUS};
@@ -77,15 +78,25 @@ pub struct ProgramInfo {
 }
 
 impl ProgramInfo {
-    /// The helper (program-type-specific first, then global) with this id.
+    /// The helper a program calling `id` gets from this provider, by the core's id ranges
+    /// (`_ebpf_program_get_helper_address_info_from_program_data`): an id of at least
+    /// `EBPF_MAX_GENERAL_HELPER_FUNCTION` (0xFFFF) is looked up in the program-type-specific
+    /// helpers only; a smaller id in the provider's global overrides only (after which the
+    /// core would try its own general helpers, which the core-sim does not have). A helper
+    /// the provider published in the other range is never found, as with the core.
     #[must_use]
     pub fn helper(&self, id: u32) -> Option<&Helper> {
-        self.helpers
-            .iter()
-            .chain(&self.global_helpers)
-            .find(|h| h.id == id)
+        let table = if id >= EBPF_MAX_GENERAL_HELPER_FUNCTION {
+            &self.helpers
+        } else {
+            &self.global_helpers
+        };
+        table.iter().find(|h| h.id == id)
     }
 }
+
+/// Size of the context header in front of every program context (`EBPF_CONTEXT_HEADER`).
+const CONTEXT_HEADER_SIZE: usize = 64;
 
 /// What the core keeps from an attached provider to call it later.
 #[derive(Clone, Copy)]
@@ -378,9 +389,25 @@ impl ProgramInfoClient {
         if context.is_null() {
             return Err(EBPF_FAILED);
         }
+        // As the core once per test run: slot 0 of the 64-byte header in front of the context
+        // is the execution state (none outside a run: NULL), slot 1 the core's copy of the
+        // context descriptor. `context_create` must leave those bytes writable; a provider
+        // that does not has whatever precedes its context overwritten, as with the core.
+        let info = self.info();
+        let header = context.wrapping_byte_sub(CONTEXT_HEADER_SIZE);
+        // SAFETY: the provider's contract: 64 writable bytes precede the context.
+        unsafe { header.cast::<u64>().write_unaligned(0) };
+        // SAFETY: as above.
+        unsafe {
+            header
+                .wrapping_byte_add(8)
+                .cast::<*const ebpf_context_descriptor_t>()
+                .write_unaligned(&raw const info.context_descriptor);
+        }
         Ok(TestRunContext {
             client: self,
             context,
+            _info: info,
             _inputs: PhantomData,
         })
     }
@@ -501,6 +528,8 @@ impl<'a> From<&'a [u8]> for Input<'a> {
 pub struct TestRunContext<'a> {
     client: &'a ProgramInfoClient,
     context: *mut c_void,
+    /// The copy whose context descriptor the context header points to.
+    _info: Arc<ProgramInfo>,
     _inputs: PhantomData<&'a [u8]>,
 }
 

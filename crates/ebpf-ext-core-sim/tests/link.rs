@@ -6,19 +6,18 @@ mod common;
 
 use core::ffi::c_void;
 use core::mem::size_of;
-use core::ptr;
 use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 use std::sync::Arc;
 use std::thread;
 
 use common::{
-    ClientView, Gate, HookProvider, OTHER_ATTACH_TYPE, OTHER_PROGRAM_TYPE, TEST_ATTACH_TYPE,
-    TEST_BPF_ATTACH_TYPE, TEST_PROGRAM_TYPE, hook_data, wait_until,
+    ClientView, Gate, HookContext, HookProvider, OTHER_ATTACH_TYPE, OTHER_PROGRAM_TYPE,
+    TEST_ATTACH_TYPE, TEST_BPF_ATTACH_TYPE, TEST_PROGRAM_TYPE, hook_data, wait_until,
 };
 use ebpf_ext_core_sim::{
     AttachProviderDataError, CoreError, Link, LinkSpec, Malformation, Refusal, batch_begins,
-    batch_ends, invalid_context_invocations,
+    batch_ends, open_batches,
 };
 use ebpf_ext_sys::ebpf_extension::ebpf_execution_context_state_t;
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_HOOK_EXTENSION_IID;
@@ -236,62 +235,36 @@ fn invocation_runs_the_program_and_counts() {
     let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
     let hook = provider.state;
     let link = Link::attach(spec(), |context: *mut c_void| {
-        // SAFETY: the test passes a `u32` as the program context.
+        // SAFETY: the test passes a `HookContext`, whose context is a `u32`.
         let value = unsafe { context.cast::<u32>().read() };
         Ok(value + 1)
     })
     .expect("attached");
     assert_eq!(link.last_irql(), None);
-    let mut context = 41u32;
-    assert_eq!(
-        hook.invoke(0, (&raw mut context).cast()),
-        (EBPF_SUCCESS, 42)
-    );
+    let mut context = HookContext::new(41);
+    assert_eq!(hook.invoke(0, context.ptr()), (EBPF_SUCCESS, 42));
     assert_eq!(link.invocations(), 1);
     assert_eq!(link.last_irql(), Some(PASSIVE_LEVEL));
+    assert_ne!(context.header[0], 0, "the core's execution state in slot 0");
+    assert_eq!(
+        context.header[1], 0,
+        "no context descriptor known to a link"
+    );
+    assert_eq!(context.header[2..], [0; 6], "slots 2-7 untouched");
 
     // At DISPATCH_LEVEL, as a WFP classify runs.
     // SAFETY: raising from PASSIVE_LEVEL; lowered back below on this thread.
     let old = unsafe { ebpf_ext_sys::intrin::KeRaiseIrql(DISPATCH_LEVEL) };
-    let at_dispatch = hook.invoke(0, (&raw mut context).cast());
+    let at_dispatch = hook.invoke(0, context.ptr());
     // SAFETY: the value the raise returned.
     unsafe { ebpf_ext_sys::wdm::KeLowerIrql(old) };
     assert_eq!(at_dispatch, (EBPF_SUCCESS, 42));
     assert_eq!(link.last_irql(), Some(DISPATCH_LEVEL));
     assert_eq!(link.invocations(), 2);
 
-    // A NULL `result` is refused before the program runs.
-    let client = hook.client(0);
-    let invoke = client.table.unwrap().ebpf_program_invoke_function.unwrap();
-    // SAFETY: the core-sim checks its arguments.
-    let status = unsafe {
-        invoke(
-            link.client_binding_context(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-        )
-    };
-    assert_eq!(status, EBPF_INVALID_ARGUMENT);
-    assert_eq!(link.invocations(), 2);
-
-    // Binding contexts that are not a live link.
-    let before = invalid_context_invocations();
-    let not_a_link = [0u64; 8];
-    for bad in [
-        ptr::null(),
-        link.client_binding_context().wrapping_byte_add(1),
-        not_a_link.as_ptr().cast(),
-    ] {
-        assert_eq!(
-            hook.invoke_raw(&client, bad, ptr::null_mut()).0,
-            EBPF_INVALID_ARGUMENT
-        );
-    }
-    assert_eq!(invalid_context_invocations() - before, 3);
-
     // A program error is what invoke returns.
     let failing = Link::attach(spec(), |_| Err(EBPF_NO_MEMORY)).expect("attached");
-    assert_eq!(hook.invoke(1, ptr::null_mut()), (EBPF_NO_MEMORY, 0));
+    assert_eq!(hook.invoke_value(1, 0), (EBPF_NO_MEMORY, 0));
     assert_eq!(failing.invocations(), 1);
     drop(failing);
     drop(link);
@@ -308,54 +281,42 @@ fn batch_begin_invoke_end() {
     let begin = table.ebpf_program_batch_begin_invoke_function.unwrap();
     let invoke = table.ebpf_program_batch_invoke_function.unwrap();
     let end = table.ebpf_program_batch_end_invoke_function.unwrap();
-    let (begins, ends) = (batch_begins(), batch_ends());
+    assert_eq!((batch_begins(), batch_ends(), open_batches()), (0, 0, 0));
     let mut state = [0u64; 8];
     let state_ptr: *mut c_void = state.as_mut_ptr().cast();
 
     // SAFETY: a 64-byte buffer, announced as smaller.
     assert_eq!(unsafe { begin(32, state_ptr) }, EBPF_INVALID_ARGUMENT);
-    // SAFETY: NULL state.
-    assert_eq!(unsafe { begin(64, ptr::null_mut()) }, EBPF_INVALID_ARGUMENT);
-    let mut result = 0u32;
-    // SAFETY: a state batch begin never wrote.
-    let status = unsafe {
-        invoke(
-            link.client_binding_context(),
-            ptr::null_mut(),
-            &raw mut result,
-            state_ptr,
-        )
-    };
-    assert_eq!(status, EBPF_INVALID_ARGUMENT, "no batch begun");
+    assert_eq!(batch_begins(), 0);
 
     // SAFETY: a 64-byte buffer.
     assert_eq!(unsafe { begin(64, state_ptr) }, EBPF_SUCCESS);
-    assert_ne!(state, [0; 8], "recognisable state written");
+    assert_ne!(state, [0; 8], "the core's record written");
+    assert_eq!(open_batches(), 1);
+    let mut context = HookContext::new(0);
+    let mut result = 0u32;
     for _ in 0..3 {
         // SAFETY: the begun state and the link's binding context.
         let status = unsafe {
             invoke(
                 link.client_binding_context(),
-                ptr::null_mut(),
+                context.ptr(),
                 &raw mut result,
                 state_ptr,
             )
         };
         assert_eq!((status, result), (EBPF_SUCCESS, 9));
+        assert_eq!(
+            context.header[0], state_ptr as u64,
+            "the batch state in the context header"
+        );
     }
     // SAFETY: the begun state.
     assert_eq!(unsafe { end(state_ptr) }, EBPF_SUCCESS);
     assert_eq!(state, [0; 8], "state cleared");
-    // SAFETY: an ended state.
-    let twice = unsafe { end(state_ptr) };
-    assert_eq!(twice, EBPF_INVALID_ARGUMENT, "ended twice");
     assert_eq!(link.batch_invocations(), 3);
     assert_eq!(link.invocations(), 0);
-    assert_eq!((batch_begins() - begins, batch_ends() - ends), (1, 1));
-    assert_eq!(
-        (link.batch_begins(), link.batch_ends()),
-        (batch_begins(), batch_ends())
-    );
+    assert_eq!((batch_begins(), batch_ends(), open_batches()), (1, 1, 0));
     drop(link);
     provider.deregister();
     kernel.assert_no_leaks();
@@ -378,7 +339,7 @@ fn detach_waits_until_the_extension_completes_its_pending_detach() {
         Ok(7)
     })
     .expect("attached");
-    let invoker = kernel.spawn(move || hook.invoke(0, ptr::null_mut()));
+    let invoker = kernel.spawn(move || hook.invoke_value(0, 0));
     wait_until("the invocation is in flight", || link.in_flight() == 1);
     // The extension's detach work: wait for its rundown, then complete.
     let completer = kernel.spawn(move || {
@@ -426,7 +387,7 @@ fn a_provider_completing_detach_under_a_running_invocation_is_reported() {
         Ok(1)
     })
     .expect("attached");
-    let invoker = kernel.spawn(move || hook.invoke(0, ptr::null_mut()));
+    let invoker = kernel.spawn(move || hook.invoke_value(0, 0));
     wait_until("the invocation is in flight", || link.in_flight() == 1);
     let detacher = kernel.spawn(move || link.detach());
     wait_until("the provider detached", || {

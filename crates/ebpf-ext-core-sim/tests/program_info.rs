@@ -113,6 +113,48 @@ fn valid_provider_attaches_and_the_copy_matches() {
     kernel.assert_no_leaks();
 }
 
+/// `_ebpf_program_get_helper_address_info_from_program_data`'s ranges: ids from 0xFFFF up
+/// come from the program-type-specific table only, smaller ids from the global overrides
+/// only; a helper published in the wrong table is not found.
+#[test]
+fn helpers_resolve_by_the_cores_id_ranges() {
+    let kernel = Kernel::new();
+    let mut spec = ProgramDataSpec::valid();
+    // A type-specific helper with a general id, and a global override with a specific id.
+    spec.helpers
+        .push(Proto::new(20, c"specific_with_general_id"));
+    spec.global_helpers
+        .push(Proto::new(0xFFFF, c"global_with_specific_id"));
+    spec.helper_addresses = Some(Addresses::new(vec![
+        helper_a_address(),
+        helper_b_address(),
+        helper_a_address(),
+    ]));
+    spec.global_addresses = Some(Addresses::new(vec![
+        helper_pid_address(),
+        helper_pid_address(),
+    ]));
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let info = client.info();
+    let name = |id| info.helper(id).map(|h| h.name.as_str());
+    assert_eq!(name(0x1_0001), Some("test_get_a"));
+    assert_eq!(name(14), Some("bpf_get_current_pid_tgid"));
+    assert_eq!(
+        name(20),
+        None,
+        "a general id is not looked up in the specific table"
+    );
+    assert_eq!(
+        name(0xFFFF),
+        None,
+        "0xFFFF is not looked up in the global table"
+    );
+    client.detach().expect("detach");
+    provider.deregister();
+    kernel.assert_no_leaks();
+}
+
 #[test]
 fn no_provider_for_the_program_type_fails_to_load() {
     let kernel = Kernel::new();
@@ -630,6 +672,18 @@ fn context_create_and_destroy_as_test_run_does() {
     let seen = unsafe { context.as_ptr().cast::<TestContext>().read() };
     assert_eq!((seen.value, seen.flags), (7, 9));
     assert_eq!(seen.data_start, data.as_ptr(), "points into data_in");
+    // The core writes the header in front of the context once per test run: slot 1 is its
+    // copy of the context descriptor.
+    // SAFETY: the test provider allocates the 64-byte header in front of its context.
+    let descriptor = unsafe {
+        context
+            .as_ptr()
+            .wrapping_byte_sub(56)
+            .cast::<*const ebpf_context_descriptor_t>()
+            .read()
+    };
+    // SAFETY: the core-sim's copy, alive while the context is.
+    assert_eq!(unsafe { *descriptor }, client.info().context_descriptor);
     let out = context.destroy(64, 64).expect("destroyed");
     assert_eq!(out.data, data);
     assert_eq!(out.context_size_out, size_of::<TestContext>());

@@ -266,10 +266,11 @@ fn batching(c: &mut Criterion) {
     });
     group.bench_function("batched", |b| {
         b.iter(|| {
-            let mut batch = sdk.begin_batch(&0);
-            for _ in 0..64 {
-                black_box(batch.invoke(&mut ctx)).ok();
-            }
+            sdk.with_batch(&0, |batch| {
+                for _ in 0..64 {
+                    black_box(batch.invoke(&mut ctx)).ok();
+                }
+            });
         });
     });
     group.finish();

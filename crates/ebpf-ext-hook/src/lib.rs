@@ -20,7 +20,7 @@
 //!   unregisters and waits for every client.
 //! - **Invocation**: all matching programs in order, a filtered subset with a verdict callback
 //!   that can stop the chain, on an expanded kernel stack, one client at a time through
-//!   [`HookProvider::clients`], and batched ([`HookProvider::begin_batch`]) through the dispatch
+//!   [`HookProvider::clients`], and batched ([`HookProvider::with_batch`]) through the dispatch
 //!   table's batch entries.
 //!
 //! # The hot path
@@ -47,6 +47,7 @@ mod validate;
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::marker::PhantomPinned;
+use core::mem::MaybeUninit;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -698,39 +699,54 @@ impl<E: HookExtension> HookProvider<E> {
         outcome
     }
 
-    /// Starts a batch: one snapshot and one `batch_begin` for many events, then
-    /// [`Batch::invoke`] per event and `batch_end` when the batch is dropped. Programs whose
-    /// dispatch table has no batch entries are invoked singly inside the batch.
+    /// Runs `f` with a batch: one snapshot and one `batch_begin` for many events, then
+    /// [`Batch::invoke`] per event inside `f`, and `batch_end` when `f` returns (or unwinds).
+    /// Programs whose dispatch table has no batch entries are invoked singly inside the batch.
+    ///
+    /// The core's execution-context state lives in this call's frame: the core links its
+    /// address into a per-processor list at `batch_begin`, so that very address is what every
+    /// batch invoke and the one `batch_end` receive. The batch is only lent to `f`, so safe code
+    /// can neither move its state nor leak it (and with it the snapshot a detach waits for).
+    /// For example, `provider.with_batch(&parameter, |batch| events.iter_mut().map(|e|
+    /// batch.invoke(e)).collect::<Vec<_>>())` runs a whole receive queue in one batch.
     ///
     /// # IRQL
-    /// ≤ DISPATCH_LEVEL; the batch holds the snapshot, so a detach waits for it to end.
-    #[must_use]
-    pub fn begin_batch(&self, parameter: &E::Parameter) -> Batch<'_, E> {
+    /// ≤ DISPATCH_LEVEL. `f` must return at the IRQL it was called at: the core's
+    /// `batch_end` requires the IRQL of `batch_begin` (and, at DISPATCH_LEVEL, the processor).
+    /// The batch holds the snapshot, so a detach waits until `f` returns: keep batches short.
+    ///
+    /// # Locking
+    /// Takes no lock; `f` must not wait for a detach of this hook (it would wait for itself).
+    pub fn with_batch<R>(&self, parameter: &E::Parameter, f: impl FnOnce(&Batch<'_, E>) -> R) -> R {
         let snapshot = self.context().snapshots.read();
-        // SAFETY: the state is plain data; all-zero is its initial value.
-        let mut state: ebpf_execution_context_state_t = unsafe { core::mem::zeroed() };
+        // The core's state: all-zero is its initial value. It stays in this frame, never
+        // moved, until `_end` (declared after it, so dropped before it) has ended the batch.
+        let mut state = MaybeUninit::<ebpf_execution_context_state_t>::zeroed();
+        let state_ptr: *mut c_void = state.as_mut_ptr().cast();
         let first = snapshot
             .entries()
             .iter()
             .map(Entry::client)
             .find(|c| c.matches(parameter) && c.batch.is_some());
         let end = first.and_then(|c| c.batch).and_then(|b| {
-            // SAFETY: the core's batch-begin function, valid while the client is reachable;
-            // `state` is large enough (its own type).
-            let status = unsafe {
-                (b.begin)(
-                    size_of::<ebpf_execution_context_state_t>(),
-                    (&raw mut state).cast(),
-                )
-            };
+            // SAFETY: the core's batch-begin function, valid while the client is reachable
+            // (the snapshot is held); `state_ptr` is `size_of` the state, writable, and stays
+            // at this address until the matching end below.
+            let status =
+                unsafe { (b.begin)(size_of::<ebpf_execution_context_state_t>(), state_ptr) };
             (status == EBPF_SUCCESS).then_some(b.end)
         });
-        Batch {
+        let batch = Batch {
             snapshot,
             parameter: *parameter,
-            state,
+            state: state_ptr,
+            batched: end.is_some(),
+        };
+        let _end = BatchEnd {
             end,
-        }
+            state: state_ptr,
+        };
+        f(&batch)
     }
 }
 
@@ -746,12 +762,19 @@ impl<E: HookExtension> Drop for HookProvider<E> {
     }
 }
 
-/// Many events through one snapshot and one `batch_begin`/`batch_end` pair.
+/// Many events through one snapshot and one `batch_begin`/`batch_end` pair, lent to the
+/// closure of [`HookProvider::with_batch`].
+///
+/// # Invariants
+/// `state` points to the core's execution-context state in the frame of the `with_batch` call
+/// that lent this batch; when `batched`, `batch_begin` accepted it and `batch_end` has not run
+/// yet. The batch is neither `Send` nor `Sync` (raw pointer): it is used on the thread that
+/// began it.
 pub struct Batch<'a, E: HookExtension> {
     snapshot: snapshot::SnapshotGuard<'a, Entry<E>>,
     parameter: E::Parameter,
-    state: ebpf_execution_context_state_t,
-    end: Option<ebpf_ext_sys::ebpf_extension::ebpf_program_batch_end_invoke_function_t>,
+    state: *mut c_void,
+    batched: bool,
 }
 
 impl<E: HookExtension> Batch<'_, E> {
@@ -761,28 +784,28 @@ impl<E: HookExtension> Batch<'_, E> {
     /// As [`HookProvider::invoke`].
     ///
     /// # IRQL
-    /// ≤ DISPATCH_LEVEL.
+    /// ≤ DISPATCH_LEVEL, the IRQL `with_batch` was called at.
     #[inline]
-    pub fn invoke<T>(&mut self, context: &mut ProgramContext<T>) -> Result<u32> {
+    pub fn invoke<T>(&self, context: &mut ProgramContext<T>) -> Result<u32> {
         let program = context.program_pointer();
         let mut outcome = Err(Error::ObjectNotFound);
-        let batched = self.end.is_some();
         for entry in self.snapshot.entries() {
             let client = entry.client();
             if !client.matches(&self.parameter) || client.detaching.load(Ordering::Relaxed) {
                 continue;
             }
             let result = match client.batch {
-                Some(b) if batched => {
+                Some(b) if self.batched => {
                     let mut result = 0u32;
                     // SAFETY: the core's batch-invoke function and binding context, valid while
-                    // the client is reachable; `state` was prepared by batch_begin.
+                    // the client is reachable; `state` is the address batch_begin accepted
+                    // (type invariant).
                     let status = unsafe {
                         (b.invoke)(
                             client.binding_context,
                             program,
                             &raw mut result,
-                            (&raw const self.state).cast(),
+                            self.state.cast_const(),
                         )
                     };
                     if status != EBPF_SUCCESS {
@@ -800,11 +823,19 @@ impl<E: HookExtension> Batch<'_, E> {
     }
 }
 
-impl<E: HookExtension> Drop for Batch<'_, E> {
+/// Ends a begun batch exactly once, when `with_batch` returns or unwinds.
+struct BatchEnd {
+    end: Option<ebpf_ext_sys::ebpf_extension::ebpf_program_batch_end_invoke_function_t>,
+    state: *mut c_void,
+}
+
+impl Drop for BatchEnd {
     fn drop(&mut self) {
         if let Some(end) = self.end {
-            // SAFETY: the state was prepared by the matching batch_begin.
-            let _ = unsafe { end((&raw mut self.state).cast()) };
+            // SAFETY: the state batch_begin accepted, at the address it was begun at, still
+            // alive in `with_batch`'s frame; the snapshot keeping the core's function valid is
+            // dropped after this guard.
+            let _ = unsafe { end(self.state) };
         }
     }
 }

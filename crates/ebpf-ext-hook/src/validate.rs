@@ -4,9 +4,10 @@ use core::ffi::c_void;
 use core::mem::size_of;
 
 use ebpf_ext_sys::ebpf_extension::{
-    ebpf_extension_data_t, ebpf_extension_program_dispatch_table_t,
-    ebpf_program_batch_begin_invoke_function_t, ebpf_program_batch_end_invoke_function_t,
-    ebpf_program_batch_invoke_function_t, ebpf_program_invoke_function_t,
+    EBPF_LINK_DISPATCH_TABLE_VERSION_CURRENT, ebpf_extension_data_t,
+    ebpf_extension_program_dispatch_table_t, ebpf_program_batch_begin_invoke_function_t,
+    ebpf_program_batch_end_invoke_function_t, ebpf_program_batch_invoke_function_t,
+    ebpf_program_invoke_function_t,
 };
 use ebpf_ext_sys::ebpf_windows::{
     EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION, EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION_SIZE,
@@ -35,7 +36,11 @@ pub enum Rejection {
     NullAttachParameter,
     /// No client dispatch table.
     NoDispatchTable,
-    /// The dispatch table's `count` is 0.
+    /// The dispatch table's `version` is not `EBPF_LINK_DISPATCH_TABLE_VERSION_CURRENT` (1),
+    /// the only layout whose entries this provider knows how to read.
+    UnsupportedDispatchVersion,
+    /// The dispatch table's `count` (its size, in entries) is 0: too small to hold the
+    /// invoke entry.
     EmptyDispatchTable,
     /// The dispatch table's invoke entry (offset 8) is NULL.
     NoInvokeFunction,
@@ -54,7 +59,10 @@ impl Rejection {
             Rejection::AttachParameterSize => "attach parameter size differs from the hook's",
             Rejection::NullAttachParameter => "attach parameter size non-zero but data NULL",
             Rejection::NoDispatchTable => "no client dispatch table",
-            Rejection::EmptyDispatchTable => "client dispatch table count is 0",
+            Rejection::UnsupportedDispatchVersion => "unsupported client dispatch table version",
+            Rejection::EmptyDispatchTable => {
+                "client dispatch table count is 0 (too small for the invoke entry)"
+            }
             Rejection::NoInvokeFunction => "client dispatch table has no invoke function",
         }
     }
@@ -132,6 +140,11 @@ pub(crate) unsafe fn validate<P: AttachParameter>(
     let table = dispatch.cast::<ebpf_extension_program_dispatch_table_t>();
     let entry = |offset: usize| table.wrapping_byte_add(offset);
     // SAFETY: every dispatch table starts with `version` and `count`.
+    let version = unsafe { table.cast::<u16>().read_unaligned() };
+    if version != EBPF_LINK_DISPATCH_TABLE_VERSION_CURRENT {
+        return Err(Rejection::UnsupportedDispatchVersion);
+    }
+    // SAFETY: as above.
     let count = unsafe { table.wrapping_byte_add(2).cast::<u16>().read_unaligned() };
     if count == 0 {
         return Err(Rejection::EmptyDispatchTable);
@@ -184,6 +197,7 @@ pub(crate) unsafe fn validate<P: AttachParameter>(
 // The offsets read above are the ABI's (ebpf-extension-abi.md §2).
 const _: () = {
     use core::mem::offset_of;
+    assert!(offset_of!(ebpf_extension_program_dispatch_table_t, version) == 0);
     assert!(offset_of!(ebpf_extension_program_dispatch_table_t, count) == 2);
     assert!(
         offset_of!(

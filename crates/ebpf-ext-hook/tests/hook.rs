@@ -106,23 +106,43 @@ impl TestHook {
     }
 }
 
+/// Held by the tests that read trace events, while their provider is registered.
+///
+/// `ebpf-ext-trace` keeps one registration per process (a driver has one provider), not one
+/// per usersim kernel: two tests registering at once would share, and unregister, each
+/// other's registration. Only tests that read events register, one at a time; the others
+/// never touch the registration (their events are dropped).
+static TRACING: Mutex<()> = Mutex::new(());
+
 struct Setup {
     kernel: Kernel,
     driver: DriverObject,
     device: *mut DEVICE_OBJECT,
+    tracing: Option<std::sync::MutexGuard<'static, ()>>,
 }
 
 impl Setup {
     fn new() -> Self {
         let kernel = Kernel::new();
-        ebpf_ext_trace::initiate(&TRACE).expect("tracing");
         let mut driver = DriverObject::new();
         let device = driver.create_device().expect("IoCreateDevice");
         Setup {
             kernel,
             driver,
             device,
+            tracing: None,
         }
+    }
+
+    /// As [`Setup::new`], with the test's trace provider registered until `finish`.
+    fn traced() -> Self {
+        let guard = TRACING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut setup = Setup::new();
+        ebpf_ext_trace::initiate(&TRACE).expect("tracing");
+        setup.tracing = Some(guard);
+        setup
     }
 
     fn provider(&self, policy: AttachPolicy, hook: TestHook) -> HookProvider<TestHook> {
@@ -138,9 +158,12 @@ impl Setup {
         self.kernel.wait_for_work_items();
         // SAFETY: created in `new`, deleted once.
         unsafe { IoDeleteDevice(self.device) };
-        ebpf_ext_trace::terminate();
+        if self.tracing.is_some() {
+            ebpf_ext_trace::terminate();
+        }
         self.kernel.assert_no_leaks();
         drop(self.driver);
+        drop(self.tracing);
     }
 }
 
@@ -311,7 +334,7 @@ fn exclusive_wildcard_helper() {
 /// the reason, and leaves no allocation behind.
 #[test]
 fn malformed_client_data_is_rejected() {
-    let setup = Setup::new();
+    let setup = Setup::traced();
     let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, TestHook::default());
     let header = |version, size, total_size| ebpf_extension_header_t {
         version,
@@ -395,17 +418,35 @@ fn malformed_client_data_is_rejected() {
         },
         "attach parameter size",
     ));
+    let versions = [0u16, 2, 0xFFFF].map(|v| {
+        (
+            format!("dispatch version {v:#x}"),
+            DispatchSpec::Version(v),
+            "dispatch table version",
+        )
+    });
     for (name, dispatch, reason) in [
         (
-            "NULL dispatch",
+            "NULL dispatch".to_owned(),
             DispatchSpec::Null,
             "no client dispatch table",
         ),
-        ("count 0", DispatchSpec::CountZero, "count is 0"),
-        ("NULL invoke", DispatchSpec::NullInvoke, "no invoke"),
-    ] {
+        (
+            "count 0 (too small)".to_owned(),
+            DispatchSpec::CountZero,
+            "count is 0",
+        ),
+        (
+            "NULL invoke".to_owned(),
+            DispatchSpec::NullInvoke,
+            "no invoke",
+        ),
+    ]
+    .into_iter()
+    .chain(versions)
+    {
         cases.push((
-            name.into(),
+            name.clone(),
             ClientSpec {
                 dispatch,
                 ..base.clone()
@@ -555,7 +596,7 @@ fn invoke_failure_is_returned() {
 
 #[test]
 fn expanded_stack_invocation() {
-    let setup = Setup::new();
+    let setup = Setup::traced();
     let provider = setup.provider(AttachPolicy::SingleAttach, TestHook::default());
     let l = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(5));
     let mut ctx = ProgramContext::new(0u64);
@@ -601,14 +642,13 @@ fn batch_uses_the_batch_entries_once_per_batch() {
         |_| Ok(2),
     );
     let mut ctx = ProgramContext::new(0u64);
-    {
-        let mut batch = provider.begin_batch(&2);
+    provider.with_batch(&2, |batch| {
         for _ in 0..64 {
             assert_eq!(batch.invoke(&mut ctx), Ok(1), "the wildcard runs last");
         }
-    }
-    assert_eq!(support::batch_begins(), 1);
-    assert_eq!(support::BATCH_ENDS.load(Ordering::SeqCst), 1);
+    });
+    let log = support::batch_log();
+    assert_eq!((log.begins, log.ends), (1, 1));
     assert_eq!(batched.state.batch_invocations.load(Ordering::SeqCst), 64);
     assert_eq!(
         single.invocations(),
@@ -616,6 +656,41 @@ fn batch_uses_the_batch_entries_once_per_batch() {
         "a table without batch entries is invoked singly"
     );
     drop((batched, single));
+    drop(provider);
+    setup.finish();
+}
+
+/// The core links the state's address into a per-CPU list at batch begin and unlinks it at
+/// batch end: the address it sees must be the same at begin, at every batch invoke and at end.
+#[test]
+fn batch_state_keeps_one_address_from_begin_to_end() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, TestHook::default());
+    let links = [
+        Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(1)),
+        Link::attach(
+            ATTACH_TYPE,
+            ClientSpec::with_parameter(&2u32.to_le_bytes()),
+            |_| Ok(2),
+        ),
+    ];
+    let mut ctx = ProgramContext::new(0u64);
+    provider.with_batch(&2, |batch| {
+        for _ in 0..4 {
+            assert_eq!(batch.invoke(&mut ctx), Ok(1));
+        }
+    });
+    let log = support::batch_log();
+    assert_eq!((log.begins, log.ends), (1, 1));
+    assert_eq!(log.states.len(), 1 + 4 * 2 + 1, "{:?}", log.states);
+    let begun = log.states[0].1;
+    for (call, address) in &log.states {
+        assert_eq!(
+            *address, begun,
+            "{call:?} saw the state at {address:#x}, batch begin at {begun:#x}"
+        );
+    }
+    drop(links);
     drop(provider);
     setup.finish();
 }

@@ -861,7 +861,36 @@ impl HookProvider {
     }
 }
 
+/// A program context as an extension passes it to invoke: the 64-byte header the core
+/// writes, then the context itself (a `u32`).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub(crate) struct HookContext {
+    pub(crate) header: [u64; 8],
+    pub(crate) value: u32,
+}
+
+impl HookContext {
+    pub(crate) fn new(value: u32) -> Self {
+        HookContext {
+            header: [0; 8],
+            value,
+        }
+    }
+
+    /// The pointer a program sees: just past the header.
+    pub(crate) fn ptr(&mut self) -> *mut c_void {
+        (&raw mut self.value).cast()
+    }
+}
+
 impl HookState {
+    /// Invokes attached client `index` with a fresh [`HookContext`] holding `value`.
+    pub(crate) fn invoke_value(&self, index: usize, value: u32) -> (ebpf_result_t, u32) {
+        let mut context = HookContext::new(value);
+        self.invoke(index, context.ptr())
+    }
+
     /// The attached client `index`.
     pub(crate) fn client(&self, index: usize) -> ClientView {
         self.clients.lock().unwrap()[index].clone()

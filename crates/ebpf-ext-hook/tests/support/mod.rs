@@ -56,6 +56,8 @@ pub(crate) enum DispatchSpec {
     NullInvoke,
     /// count 4 but NULL batch entries.
     NoBatch,
+    /// The full table with this `version`.
+    Version(u16),
 }
 
 impl ClientSpec {
@@ -83,8 +85,6 @@ impl ClientSpec {
 pub(crate) struct LinkState {
     program: Program,
     pub(crate) invocations: AtomicU32,
-    pub(crate) batch_begins: AtomicU32,
-    pub(crate) batch_ends: AtomicU32,
     pub(crate) batch_invocations: AtomicU32,
     pub(crate) attached: AtomicBool,
     pub(crate) provider_status: std::sync::Mutex<Option<NTSTATUS>>,
@@ -152,16 +152,39 @@ unsafe extern "win64" fn batch_begin(size: usize, state: *mut c_void) -> ebpf_re
     }
     // SAFETY: the provider passes `size` writable bytes.
     unsafe { state.cast::<u64>().write(BATCH_MAGIC) };
-    BATCH_STATE_BEGINS.fetch_add(1, Ordering::SeqCst);
+    BATCHES.with_borrow_mut(|log| {
+        log.begins += 1;
+        log.states.push((BatchCall::Begin, state as usize));
+    });
     EBPF_SUCCESS
 }
 
-static BATCH_STATE_BEGINS: AtomicU32 = AtomicU32::new(0);
-pub(crate) static BATCH_ENDS: AtomicU32 = AtomicU32::new(0);
+/// Which batch function saw a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchCall {
+    Begin,
+    Invoke,
+    End,
+}
 
-/// Batch begins seen by the (process-wide) batch-begin function.
-pub(crate) fn batch_begins() -> u32 {
-    BATCH_STATE_BEGINS.load(Ordering::SeqCst)
+/// What the batch functions saw on one thread. A batch begins, runs and ends on one thread
+/// (the core's contract), so a thread-local log is exactly one test's batches: no state is
+/// shared between tests running as threads of one process.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BatchLog {
+    pub(crate) begins: u32,
+    pub(crate) ends: u32,
+    /// Every state address passed to begin, batch invoke and end, in call order.
+    pub(crate) states: Vec<(BatchCall, usize)>,
+}
+
+thread_local! {
+    static BATCHES: core::cell::RefCell<BatchLog> = core::cell::RefCell::default();
+}
+
+/// The batch calls made on the calling thread so far.
+pub(crate) fn batch_log() -> BatchLog {
+    BATCHES.with_borrow(Clone::clone)
 }
 
 unsafe extern "win64" fn batch_invoke(
@@ -170,6 +193,7 @@ unsafe extern "win64" fn batch_invoke(
     result: *mut u32,
     state: *const c_void,
 ) -> ebpf_result_t {
+    BATCHES.with_borrow_mut(|log| log.states.push((BatchCall::Invoke, state as usize)));
     // SAFETY: the provider passes the state prepared by batch_begin.
     if unsafe { state.cast::<u64>().read() } != BATCH_MAGIC {
         return EBPF_INVALID_ARGUMENT;
@@ -182,9 +206,12 @@ unsafe extern "win64" fn batch_invoke(
 }
 
 unsafe extern "win64" fn batch_end(state: *mut c_void) -> ebpf_result_t {
+    BATCHES.with_borrow_mut(|log| {
+        log.ends += 1;
+        log.states.push((BatchCall::End, state as usize));
+    });
     // SAFETY: the provider passes the state prepared by batch_begin.
     unsafe { state.cast::<u64>().write(0) };
-    BATCH_ENDS.fetch_add(1, Ordering::SeqCst);
     EBPF_SUCCESS
 }
 
@@ -232,8 +259,6 @@ unsafe extern "win64" fn client_detach(context: *mut c_void) -> NTSTATUS {
     STATUS_SUCCESS
 }
 
-static LINK_MODULE_COUNTER: AtomicU32 = AtomicU32::new(1);
-
 impl Link {
     /// Registers a link for `attach_type` running `program`.
     pub(crate) fn attach(
@@ -241,12 +266,9 @@ impl Link {
         spec: ClientSpec,
         program: impl Fn(*mut c_void) -> Result<u32, ebpf_result_t> + Send + Sync + 'static,
     ) -> Link {
-        let n = LINK_MODULE_COUNTER.fetch_add(1, Ordering::SeqCst);
         let mut state = Box::new(LinkState {
             program: Arc::new(program),
             invocations: AtomicU32::new(0),
-            batch_begins: AtomicU32::new(0),
-            batch_ends: AtomicU32::new(0),
             batch_invocations: AtomicU32::new(0),
             attached: AtomicBool::new(false),
             provider_status: std::sync::Mutex::new(None),
@@ -268,9 +290,7 @@ impl Link {
                 prog_attach_flags: spec.prog_attach_flags,
             },
             data: spec.data.clone(),
-            module_id: NPI_MODULEID::from_guid(GUID::from_u128(
-                0x11AC_0000_0000_0000_0000_0000_0000_0000 | u128::from(n),
-            )),
+            module_id: NPI_MODULEID::from_guid(GUID::NULL),
             characteristics: NPI_CLIENT_CHARACTERISTICS {
                 Version: 0,
                 Length: 72,
@@ -291,6 +311,7 @@ impl Link {
         });
         match spec.dispatch {
             DispatchSpec::CountZero => state.dispatch.count = 0,
+            DispatchSpec::Version(version) => state.dispatch.version = version,
             DispatchSpec::NullInvoke => state.dispatch.ebpf_program_invoke_function = None,
             DispatchSpec::NoBatch => {
                 state.dispatch.ebpf_program_batch_begin_invoke_function = None;
@@ -313,6 +334,11 @@ impl Link {
         if spec.null_data && state.data.is_none() {
             state.client_data.data = ptr::null();
         }
+        // A module id unique among live links: the state's own address.
+        let unique = ptr::from_ref(&*state) as usize as u128;
+        state.module_id = NPI_MODULEID::from_guid(GUID::from_u128(
+            0x11AC_0000_0000_0000_0000_0000_0000_0000 | unique,
+        ));
         state.characteristics.ClientRegistrationInstance.ModuleId = &raw const state.module_id;
         if !spec.no_client_data {
             state

@@ -1,0 +1,357 @@
+//! The core's contracts with a hook provider, each broken on purpose by a misbehaving test
+//! provider and caught by the core-sim with the bug check the core would raise (in a child
+//! process: a bug check stops the machine).
+#![allow(clippy::std_instead_of_alloc, reason = "host tests")]
+
+mod common;
+
+use core::ffi::c_void;
+use core::ptr;
+
+use common::{HookContext, HookProvider, TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE};
+use ebpf_ext_core_sim::{
+    Contract, FAST_FAIL_CORRUPT_LIST_ENTRY, KERNEL_SECURITY_CHECK_FAILURE, Link, LinkSpec,
+};
+use ebpf_ext_sys::ebpf_extension::{
+    ebpf_extension_program_dispatch_table_t, ebpf_program_batch_begin_invoke_function_t,
+    ebpf_program_batch_end_invoke_function_t, ebpf_program_batch_invoke_function_t,
+};
+use ebpf_ext_sys::ebpf_result::EBPF_SUCCESS;
+use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, PASSIVE_LEVEL};
+use ebpf_ext_usersim::{Kernel, expect_bugcheck, set_current_irql};
+
+/// Runs `scenario` in a child process and returns the contract its bug check names.
+fn caught(test: &str, scenario: impl FnOnce()) -> Contract {
+    let check = expect_bugcheck(test, scenario);
+    Contract::of(&check).unwrap_or_else(|| panic!("{test}: not a core-sim contract: {check}"))
+}
+
+/// A kernel, a test hook provider and one attached link returning 1.
+struct World {
+    link: Link,
+    provider: HookProvider,
+    kernel: Kernel,
+}
+
+impl World {
+    fn new() -> Self {
+        let kernel = Kernel::new();
+        let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+        let link = Link::attach(LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE), |_| {
+            Ok(1)
+        })
+        .expect("attached");
+        World {
+            link,
+            provider,
+            kernel,
+        }
+    }
+
+    fn table(&self) -> ebpf_extension_program_dispatch_table_t {
+        self.provider.state.client(0).table.expect("dispatch table")
+    }
+
+    fn batch(
+        &self,
+    ) -> (
+        ebpf_program_batch_begin_invoke_function_t,
+        ebpf_program_batch_invoke_function_t,
+        ebpf_program_batch_end_invoke_function_t,
+    ) {
+        let table = self.table();
+        (
+            table.ebpf_program_batch_begin_invoke_function.unwrap(),
+            table.ebpf_program_batch_invoke_function.unwrap(),
+            table.ebpf_program_batch_end_invoke_function.unwrap(),
+        )
+    }
+
+    /// Batch-invokes the link with `state`.
+    fn batch_invoke(&self, state: *const c_void) -> u32 {
+        let (_, invoke, _) = self.batch();
+        let mut context = HookContext::new(0);
+        let mut result = 0;
+        // SAFETY: the link's binding context and a context with its header; the state is the
+        // test's choice (the core-sim checks it).
+        let status = unsafe {
+            invoke(
+                self.link.client_binding_context(),
+                context.ptr(),
+                &raw mut result,
+                state,
+            )
+        };
+        assert_eq!(status, EBPF_SUCCESS);
+        result
+    }
+}
+
+/// The state a test provider begins a batch with (64 bytes, 8-aligned).
+type State = [u64; 8];
+
+fn begin(world: &World, state: &mut State) {
+    let (begin, _, _) = world.batch();
+    assert_eq!(
+        // SAFETY: 64 writable bytes.
+        unsafe { begin(64, state.as_mut_ptr().cast()) },
+        EBPF_SUCCESS
+    );
+}
+
+fn end(world: &World, state: &mut State) {
+    let (_, _, end) = world.batch();
+    // SAFETY: 64 writable bytes; whether they were begun is what the core-sim checks.
+    assert_eq!(unsafe { end(state.as_mut_ptr().cast()) }, EBPF_SUCCESS);
+}
+
+/// The defect the hook provider once had: begin with a local, then move it (here: copy it)
+/// and invoke with the copy.
+#[test]
+fn batch_invoke_with_a_moved_state_is_caught() {
+    let contract = caught("batch_invoke_with_a_moved_state_is_caught", || {
+        let world = World::new();
+        let mut state = State::default();
+        begin(&world, &mut state);
+        let moved = Box::new(state);
+        world.batch_invoke(moved.as_ptr().cast());
+    });
+    assert_eq!(contract, Contract::BatchStateMoved);
+    assert_eq!(
+        Contract::BatchStateMoved.bugcheck(),
+        (KERNEL_SECURITY_CHECK_FAILURE, FAST_FAIL_CORRUPT_LIST_ENTRY)
+    );
+}
+
+#[test]
+fn batch_end_with_a_moved_state_is_caught() {
+    let contract = caught("batch_end_with_a_moved_state_is_caught", || {
+        let world = World::new();
+        let mut state = State::default();
+        begin(&world, &mut state);
+        let mut moved = Box::new(state);
+        end(&world, &mut moved);
+    });
+    assert_eq!(contract, Contract::BatchStateMoved);
+}
+
+#[test]
+fn batch_invoke_without_begin_is_caught() {
+    let contract = caught("batch_invoke_without_begin_is_caught", || {
+        let world = World::new();
+        let state = State::default();
+        world.batch_invoke(state.as_ptr().cast());
+    });
+    assert_eq!(contract, Contract::BatchStateMoved);
+}
+
+#[test]
+fn batch_end_twice_is_caught() {
+    let contract = caught("batch_end_twice_is_caught", || {
+        let world = World::new();
+        let mut state = State::default();
+        begin(&world, &mut state);
+        end(&world, &mut state);
+        end(&world, &mut state);
+    });
+    assert_eq!(contract, Contract::BatchStateMoved);
+}
+
+#[test]
+fn batch_begin_twice_on_one_state_is_caught() {
+    let contract = caught("batch_begin_twice_on_one_state_is_caught", || {
+        let world = World::new();
+        let mut state = State::default();
+        begin(&world, &mut state);
+        begin(&world, &mut state);
+    });
+    assert_eq!(contract, Contract::BatchStateReused);
+}
+
+#[test]
+fn batch_end_at_another_irql_is_caught() {
+    let contract = caught("batch_end_at_another_irql_is_caught", || {
+        let world = World::new();
+        let mut state = State::default();
+        begin(&world, &mut state);
+        set_current_irql(DISPATCH_LEVEL);
+        end(&world, &mut state);
+    });
+    assert_eq!(contract, Contract::BatchEndIrql);
+}
+
+#[test]
+fn batch_end_on_another_thread_is_caught() {
+    let contract = caught("batch_end_on_another_thread_is_caught", || {
+        let world = World::new();
+        let mut state = State::default();
+        set_current_irql(DISPATCH_LEVEL);
+        begin(&world, &mut state);
+        set_current_irql(PASSIVE_LEVEL);
+        let (_, _, end) = world.batch();
+        let address = state.as_mut_ptr() as usize;
+        world
+            .kernel
+            .spawn(move || {
+                set_current_irql(DISPATCH_LEVEL);
+                // SAFETY: the state lives in the parent's frame, which waits for this thread.
+                unsafe { end((address as *mut u64).cast()) }
+            })
+            .join()
+            .expect("the bug check stops the process first");
+    });
+    assert_eq!(contract, Contract::BatchOtherThread);
+}
+
+#[test]
+fn batch_begin_with_a_null_state_is_caught() {
+    let contract = caught("batch_begin_with_a_null_state_is_caught", || {
+        let world = World::new();
+        let (begin, _, _) = world.batch();
+        // SAFETY: NULL is what the core-sim must catch.
+        let _ = unsafe { begin(64, ptr::null_mut()) };
+    });
+    assert_eq!(contract, Contract::NullPointer);
+}
+
+#[test]
+fn invoke_above_dispatch_is_caught() {
+    let contract = caught("invoke_above_dispatch_is_caught", || {
+        let world = World::new();
+        set_current_irql(DISPATCH_LEVEL + 1);
+        let _ = world.provider.state.invoke_value(0, 0);
+    });
+    assert_eq!(contract, Contract::IrqlAboveDispatch);
+}
+
+#[test]
+fn batch_begin_above_dispatch_is_caught() {
+    let contract = caught("batch_begin_above_dispatch_is_caught", || {
+        let world = World::new();
+        let mut state = State::default();
+        set_current_irql(DISPATCH_LEVEL + 1);
+        begin(&world, &mut state);
+    });
+    assert_eq!(contract, Contract::IrqlAboveDispatch);
+}
+
+#[test]
+fn invoke_with_a_null_context_is_caught() {
+    let contract = caught("invoke_with_a_null_context_is_caught", || {
+        let world = World::new();
+        let _ = world.provider.state.invoke(0, ptr::null_mut());
+    });
+    assert_eq!(contract, Contract::NullProgramContext);
+}
+
+#[test]
+fn invoke_with_a_null_result_is_caught() {
+    let contract = caught("invoke_with_a_null_result_is_caught", || {
+        let world = World::new();
+        let invoke = world.table().ebpf_program_invoke_function.unwrap();
+        let mut context = HookContext::new(0);
+        // SAFETY: a NULL result is what the core-sim must catch.
+        let _ = unsafe {
+            invoke(
+                world.link.client_binding_context(),
+                context.ptr(),
+                ptr::null_mut(),
+            )
+        };
+    });
+    assert_eq!(contract, Contract::NullPointer);
+}
+
+#[test]
+fn invoke_with_a_binding_context_that_is_not_a_link_is_caught() {
+    let contract = caught(
+        "invoke_with_a_binding_context_that_is_not_a_link_is_caught",
+        || {
+            let world = World::new();
+            let client = world.provider.state.client(0);
+            let not_a_link = [0u64; 8];
+            let mut context = HookContext::new(0);
+            let _ =
+                world
+                    .provider
+                    .state
+                    .invoke_raw(&client, not_a_link.as_ptr().cast(), context.ptr());
+        },
+    );
+    assert_eq!(contract, Contract::NotALink);
+}
+
+#[test]
+fn invoke_with_a_misaligned_binding_context_is_caught() {
+    let contract = caught("invoke_with_a_misaligned_binding_context_is_caught", || {
+        let world = World::new();
+        let client = world.provider.state.client(0);
+        let mut context = HookContext::new(0);
+        let _ = world.provider.state.invoke_raw(
+            &client,
+            world.link.client_binding_context().wrapping_byte_add(1),
+            context.ptr(),
+        );
+    });
+    assert_eq!(contract, Contract::NotALink);
+}
+
+/// A provider that completes its detach and then still invokes the link.
+#[test]
+fn invoke_after_the_detach_completed_is_caught() {
+    let contract = caught("invoke_after_the_detach_completed_is_caught", || {
+        let world = World::new();
+        let client = world.provider.state.client(0);
+        world.link.detach().expect("clean detach");
+        let mut context = HookContext::new(0);
+        let _ = world.provider.state.invoke_raw(
+            &client,
+            client.binding_context as *const c_void,
+            context.ptr(),
+        );
+    });
+    assert_eq!(contract, Contract::InvokeAfterDetach);
+}
+
+/// The core writes slot 0 (execution state) and slot 1 (context descriptor) of the 64 bytes
+/// in front of the context: a provider that passes a context without the header has whatever
+/// precedes it overwritten, as with the real core.
+#[test]
+fn the_core_writes_the_header_in_front_of_the_context() {
+    #[repr(C)]
+    struct NoHeader {
+        neighbour: [u64; 8],
+        value: u32,
+    }
+    let world = World::new();
+    let mut bare = NoHeader {
+        neighbour: [0xAAAA_AAAA_AAAA_AAAA; 8],
+        value: 0,
+    };
+    let (status, _) = world.provider.state.invoke(0, (&raw mut bare.value).cast());
+    assert_eq!(status, EBPF_SUCCESS);
+    assert_ne!(bare.neighbour[0], 0xAAAA_AAAA_AAAA_AAAA, "slot 0 written");
+    assert_eq!(bare.neighbour[1], 0, "slot 1 written");
+    assert_eq!(bare.neighbour[2..], [0xAAAA_AAAA_AAAA_AAAA; 6]);
+
+    let mut state = State::default();
+    begin(&world, &mut state);
+    let (_, invoke, _) = world.batch();
+    let mut context = HookContext::new(0);
+    let mut result = 0;
+    // SAFETY: a begun state, the link's binding context, a context with its header.
+    let status = unsafe {
+        invoke(
+            world.link.client_binding_context(),
+            context.ptr(),
+            &raw mut result,
+            state.as_ptr().cast(),
+        )
+    };
+    assert_eq!(status, EBPF_SUCCESS);
+    assert_eq!(context.header[0], state.as_ptr() as u64);
+    end(&world, &mut state);
+    let World { link, provider, .. } = world;
+    link.detach().expect("detach");
+    provider.deregister();
+}
