@@ -106,43 +106,26 @@ impl TestHook {
     }
 }
 
-/// Held by the tests that read trace events, while their provider is registered.
-///
-/// `ebpf-ext-trace` keeps one registration per process (a driver has one provider), not one
-/// per usersim kernel: two tests registering at once would share, and unregister, each
-/// other's registration. Only tests that read events register, one at a time; the others
-/// never touch the registration (their events are dropped).
-static TRACING: Mutex<()> = Mutex::new(());
-
 struct Setup {
     kernel: Kernel,
     driver: DriverObject,
     device: *mut DEVICE_OBJECT,
-    tracing: Option<std::sync::MutexGuard<'static, ()>>,
 }
 
 impl Setup {
+    /// A kernel, a device, and the test's trace provider registered until `finish` (the
+    /// registration is per usersim kernel, so tests running as threads of one process keep
+    /// theirs apart).
     fn new() -> Self {
         let kernel = Kernel::new();
+        ebpf_ext_trace::initiate(&TRACE).expect("tracing");
         let mut driver = DriverObject::new();
         let device = driver.create_device().expect("IoCreateDevice");
         Setup {
             kernel,
             driver,
             device,
-            tracing: None,
         }
-    }
-
-    /// As [`Setup::new`], with the test's trace provider registered until `finish`.
-    fn traced() -> Self {
-        let guard = TRACING
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut setup = Setup::new();
-        ebpf_ext_trace::initiate(&TRACE).expect("tracing");
-        setup.tracing = Some(guard);
-        setup
     }
 
     fn provider(&self, policy: AttachPolicy, hook: TestHook) -> HookProvider<TestHook> {
@@ -158,12 +141,9 @@ impl Setup {
         self.kernel.wait_for_work_items();
         // SAFETY: created in `new`, deleted once.
         unsafe { IoDeleteDevice(self.device) };
-        if self.tracing.is_some() {
-            ebpf_ext_trace::terminate();
-        }
+        ebpf_ext_trace::terminate();
         self.kernel.assert_no_leaks();
         drop(self.driver);
-        drop(self.tracing);
     }
 }
 
@@ -334,7 +314,7 @@ fn exclusive_wildcard_helper() {
 /// the reason, and leaves no allocation behind.
 #[test]
 fn malformed_client_data_is_rejected() {
-    let setup = Setup::traced();
+    let setup = Setup::new();
     let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, TestHook::default());
     let header = |version, size, total_size| ebpf_extension_header_t {
         version,
@@ -596,7 +576,7 @@ fn invoke_failure_is_returned() {
 
 #[test]
 fn expanded_stack_invocation() {
-    let setup = Setup::traced();
+    let setup = Setup::new();
     let provider = setup.provider(AttachPolicy::SingleAttach, TestHook::default());
     let l = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(5));
     let mut ctx = ProgramContext::new(0u64);
