@@ -1,9 +1,25 @@
 //! Device objects, symbolic links and IRP completion, plus a simulated `DRIVER_OBJECT` for
 //! tests and leak checks of kernel objects.
+//!
+//! # Object lifetimes
+//!
+//! As in the object manager, a device object is referenced: by the I/O manager from
+//! `IoCreateDevice` until `IoDeleteDevice`, and by each work item from `IoQueueWorkItem` until
+//! its routine has returned. `IoDeleteDevice` removes the device's name and unlinks it from
+//! its driver at once (it is delete-pending); its memory goes when the last reference drops.
+//! A device object in turn references its driver object, and the driver object is what keeps
+//! the driver image loaded: a [`DriverObject`] lives until the test dropped it *and* its last
+//! device object was freed, and then drops what [`DriverObject::keep_alive`] gave it (the
+//! image). So a driver whose unload routine deletes its device while one of its work item
+//! routines is still returning (ebpf-for-windows issue #2197) keeps its device object, driver
+//! object and image until that routine has returned, as on Windows.
 
+use core::any::Any;
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::{mem, ptr};
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
 
 use ebpf_ext_sys::ntdef::{BOOLEAN, NTSTATUS, UNICODE_STRING};
 use ebpf_ext_sys::ntstatus::{
@@ -16,16 +32,30 @@ use ebpf_ext_sys::wdm::{
     POOL_FLAG_NON_PAGED,
 };
 
-use crate::kernel::{Kernel, bugcheck, call_fails, lock, require_irql, with_kernel};
+use crate::kernel::{
+    Inner, Kernel, bugcheck, call_fails, lock, require_irql, try_with_kernel, with_kernel,
+};
 use crate::pool::{pool_alloc, pool_free};
 
 const DEVICE_TAG: u32 = u32::from_le_bytes(*b"Devi");
 const MULTIPLE_IRP_COMPLETE_REQUESTS: u32 = 0x44;
 
+/// A device object's references and what it keeps alive.
+struct DeviceObjectState {
+    /// The I/O manager's (until `IoDeleteDevice`) plus one per queued or running work item.
+    references: usize,
+    /// The driver object's storage, when it is a [`DriverObject`]'s.
+    driver: Option<Arc<DriverShared>>,
+}
+
 #[derive(Default)]
 pub(crate) struct DeviceState {
-    /// Live device objects and their names.
+    /// Live device objects (created, not deleted) and their names.
     pub(crate) devices: HashMap<usize, Option<String>>,
+    /// Every device object not yet freed (live or delete-pending), with its references.
+    objects: HashMap<usize, DeviceObjectState>,
+    /// The [`DriverObject`]s this kernel has seen, by `DRIVER_OBJECT` address.
+    drivers: HashMap<usize, Weak<DriverShared>>,
     pub(crate) links: HashMap<String, String>,
     pub(crate) completed: HashMap<usize, (NTSTATUS, usize)>,
     /// DACLs applied with `ObSetSecurityObjectByPointer`: per device, (access mask, SID bytes)
@@ -51,22 +81,52 @@ pub(crate) unsafe fn read_unicode(s: *const UNICODE_STRING) -> Option<String> {
     Some(String::from_utf16_lossy(units))
 }
 
+/// The storage of a [`DriverObject`], shared with the device objects of the driver.
+struct DriverShared {
+    object: UnsafeCell<DRIVER_OBJECT>,
+    extension: UnsafeCell<DRIVER_EXTENSION>,
+    /// What [`DriverObject::keep_alive`] was given, dropped with the driver object.
+    kept: Mutex<Vec<Box<dyn Any + Send>>>,
+}
+
+// SAFETY: the `DRIVER_OBJECT` and `DRIVER_EXTENSION` hold raw pointers, which only kernel
+// routines and the driver dereference, under their own contracts, on whichever thread they
+// run (as in the kernel); the rest is `Send` and behind a mutex.
+unsafe impl Send for DriverShared {}
+// SAFETY: as above; shared access only reads the objects or writes them through raw pointers,
+// as the kernel does.
+unsafe impl Sync for DriverShared {}
+
+impl Drop for DriverShared {
+    fn drop(&mut self) {
+        // The image goes before the driver object's memory, as `IopDeleteDriver` unloads it.
+        lock(&self.kept).clear();
+    }
+}
+
 /// A `DRIVER_OBJECT` (with its `DRIVER_EXTENSION`) as the I/O manager would pass to
 /// `DriverEntry`, for tests.
+///
+/// As on Windows, the object outlives its device objects: its memory (and whatever
+/// [`keep_alive`](DriverObject::keep_alive) was given, such as the driver image) is freed when
+/// this value has been dropped and the last device object of the driver has been freed, which
+/// may be after a work item routine of the driver has returned (see `IoQueueWorkItem`).
 pub struct DriverObject {
-    object: Box<DRIVER_OBJECT>,
-    _extension: Box<DRIVER_EXTENSION>,
+    shared: Arc<DriverShared>,
 }
 
 impl DriverObject {
-    /// A zeroed driver object with its extension linked.
+    /// A zeroed driver object with its extension linked. When a kernel is bound to the
+    /// calling thread, its device objects keep the driver object alive (see the type's docs);
+    /// otherwise that starts when [`as_ptr`](DriverObject::as_ptr) is first called on a thread
+    /// with a kernel.
     #[must_use]
     pub fn new() -> DriverObject {
-        // SAFETY: DRIVER_OBJECT and DRIVER_EXTENSION are plain data for which all-zero is valid
-        // (NULL pointers, `None` function pointers).
-        let mut object: Box<DRIVER_OBJECT> = Box::new(unsafe { mem::zeroed() });
-        // SAFETY: as above.
-        let mut extension: Box<DRIVER_EXTENSION> = Box::new(unsafe { mem::zeroed() });
+        // SAFETY: DRIVER_OBJECT is plain data for which all-zero is valid (NULL pointers,
+        // `None` function pointers).
+        let mut object: DRIVER_OBJECT = unsafe { mem::zeroed() };
+        // SAFETY: as above, for DRIVER_EXTENSION.
+        let extension: DRIVER_EXTENSION = unsafe { mem::zeroed() };
         object.Type = 4;
         #[expect(
             clippy::cast_possible_truncation,
@@ -75,24 +135,59 @@ impl DriverObject {
         )]
         let size = mem::size_of::<DRIVER_OBJECT>() as i16;
         object.Size = size;
-        extension.DriverObject = ptr::addr_of_mut!(*object);
-        object.DriverExtension = ptr::addr_of_mut!(*extension);
-        DriverObject {
-            object,
-            _extension: extension,
-        }
+        let shared = Arc::new(DriverShared {
+            object: UnsafeCell::new(object),
+            extension: UnsafeCell::new(extension),
+            kept: Mutex::new(Vec::new()),
+        });
+        let (object, extension) = (shared.object.get(), shared.extension.get());
+        // SAFETY: the object is fresh and not shared yet; the pointer comes from its cell.
+        unsafe { (*object).DriverExtension = extension };
+        // SAFETY: as above, for the extension.
+        unsafe { (*extension).DriverObject = object };
+        let driver = DriverObject { shared };
+        driver.introduce();
+        driver
+    }
+
+    /// Makes the driver object known to the kernel bound to this thread, if any, so that its
+    /// device objects reference it.
+    fn introduce(&self) {
+        let key = self.shared.object.get() as usize;
+        try_with_kernel(|k| {
+            let mut devices = lock(&k.devices);
+            let known = devices
+                .drivers
+                .get(&key)
+                .is_some_and(|d| ptr::eq(d.as_ptr(), Arc::as_ptr(&self.shared)));
+            if !known {
+                devices.drivers.retain(|_, d| d.strong_count() > 0);
+                devices.drivers.insert(key, Arc::downgrade(&self.shared));
+            }
+        });
     }
 
     /// The pointer to hand to `DriverEntry`.
     #[must_use]
     pub fn as_ptr(&mut self) -> *mut DRIVER_OBJECT {
-        ptr::addr_of_mut!(*self.object)
+        self.introduce();
+        self.shared.object.get()
     }
 
     /// The driver object.
     #[must_use]
     pub fn get(&self) -> &DRIVER_OBJECT {
-        &self.object
+        // SAFETY: the object lives as long as `self.shared`; kernel routines write it only
+        // from calls the test makes, not while the test reads it.
+        unsafe { &*self.shared.object.get() }
+    }
+
+    /// Keeps `value` until the driver object goes (after this value is dropped and the last
+    /// device object of the driver was freed), then drops it: give it the loaded driver image,
+    /// so that the image is unloaded when Windows would unload it, never under a work item
+    /// routine that is still returning.
+    pub fn keep_alive(&self, value: impl Any + Send) {
+        lock(&self.shared.kept).push(Box::new(value));
     }
 
     /// Creates an unnamed `FILE_DEVICE_UNKNOWN` device of this driver through the real
@@ -130,10 +225,18 @@ impl Default for DriverObject {
 }
 
 impl Kernel {
-    /// Number of live device objects.
+    /// Number of live device objects (created and not deleted).
     #[must_use]
     pub fn device_count(&self) -> usize {
         lock(&self.inner().devices).devices.len()
+    }
+
+    /// Number of device objects deleted but not freed yet: still referenced, by a work item
+    /// whose routine has not returned.
+    #[must_use]
+    pub fn delete_pending_devices(&self) -> usize {
+        let devices = lock(&self.inner().devices);
+        devices.objects.len() - devices.devices.len()
     }
 
     /// Symbolic links: link name → device name.
@@ -167,6 +270,12 @@ impl Kernel {
             devices.links.is_empty(),
             "symbolic links not deleted: {:?}",
             devices.links
+        );
+        let pending = devices.objects.len() - devices.devices.len();
+        assert!(
+            pending == 0,
+            "{pending} deleted device object(s) still referenced (a work item routine has not \
+             returned: wait_for_work_items first)"
         );
         drop(devices);
         let items = self.inner().work.live_items();
@@ -262,8 +371,60 @@ pub unsafe extern "win64" fn IoCreateDevice(
     unsafe { (*DriverObject).DeviceObject = p };
     // SAFETY: the caller passes a writable out pointer (checked non-null above).
     unsafe { *DeviceObject = p };
-    with_kernel(API, |k| lock(&k.devices).devices.insert(p as usize, name));
+    with_kernel(API, |k| {
+        let mut devices = lock(&k.devices);
+        let driver = devices
+            .drivers
+            .get(&(DriverObject as usize))
+            .and_then(Weak::upgrade);
+        devices.objects.insert(
+            p as usize,
+            DeviceObjectState {
+                references: 1,
+                driver,
+            },
+        );
+        devices.devices.insert(p as usize, name);
+    });
     STATUS_SUCCESS
+}
+
+/// Takes a reference on a device object (`ObReferenceObject`); false (nothing taken) when the
+/// kernel does not know the object.
+pub(crate) fn reference_device(k: &Inner, device: *mut DEVICE_OBJECT) -> bool {
+    lock(&k.devices)
+        .objects
+        .get_mut(&(device as usize))
+        .map(|o| o.references += 1)
+        .is_some()
+}
+
+/// Drops a reference on a device object (`ObDereferenceObject`); the last one frees it, and
+/// drops its reference on its driver object (which may unload the image).
+pub(crate) fn dereference_device(api: &'static str, k: &Inner, device: *mut DEVICE_OBJECT) {
+    let freed = {
+        let mut devices = lock(&k.devices);
+        let Some(object) = devices.objects.get_mut(&(device as usize)) else {
+            drop(devices);
+            bugcheck(
+                api,
+                DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [device as u64, 0, 0, 0],
+                "dereferenced a device object that was already freed",
+            );
+        };
+        object.references -= 1;
+        if object.references == 0 {
+            devices.objects.remove(&(device as usize))
+        } else {
+            None
+        }
+    };
+    if let Some(object) = freed {
+        pool_free(api, device.cast(), Some(DEVICE_TAG));
+        // Outside the lock: the driver object's last reference drops what it kept.
+        drop(object.driver);
+    }
 }
 
 /// `IoDeleteDevice`.
@@ -291,7 +452,8 @@ pub unsafe extern "win64" fn IoDeleteDevice(DeviceObject: *mut DEVICE_OBJECT) {
             "IoDeleteDevice of an object that is not a live device",
         );
     }
-    // SAFETY: the device is live, so it and its driver object are valid.
+    // SAFETY: the device was live, so it and its driver object are valid (the device still
+    // holds the I/O manager's reference).
     let device = unsafe { &*DeviceObject };
     let (driver, next) = (device.DriverObject, device.NextDevice);
     // SAFETY: as above; the driver's device list holds only live devices.
@@ -310,7 +472,9 @@ pub unsafe extern "win64" fn IoDeleteDevice(DeviceObject: *mut DEVICE_OBJECT) {
         // SAFETY: `current` is a live device on the list.
         link = unsafe { &raw mut (*current).NextDevice };
     }
-    pool_free(API, DeviceObject.cast(), Some(DEVICE_TAG));
+    // The I/O manager's reference: freed now, or delete-pending until the work items
+    // referencing it are done.
+    with_kernel(API, |k| dereference_device(API, k, DeviceObject));
 }
 
 /// `IoCreateSymbolicLink`.

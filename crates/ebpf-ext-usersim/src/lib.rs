@@ -3,9 +3,10 @@
 //!
 //! This is a simulation, not a mock: pool allocations are tagged, counted and poisoned on
 //! free; rundown references block and release like `EX_RUNDOWN_REF`; work items run on real
-//! worker threads; NMR matches providers and clients by NPI id and honours pending detaches;
-//! every thread has a simulated IRQL, and a routine called above its documented IRQL is a
-//! bug check. ETW events are captured and decoded from their TraceLogging metadata.
+//! worker threads and reference their device object (so its driver object, and the image a
+//! [`DriverObject`] keeps alive) until their routine has returned; NMR matches providers and
+//! clients by NPI id and honours pending detaches; every thread has a simulated IRQL, and a
+//! routine called above its documented IRQL is a bug check. ETW events are captured and decoded from their TraceLogging metadata.
 //!
 //! # Runtime contract
 //!

@@ -4,6 +4,16 @@
 //! A work item is marked "not queued" before its routine runs, so the routine may free or
 //! re-queue it. The routine must return at PASSIVE_LEVEL outside any critical region, or the
 //! worker bug-checks (`WORKER_THREAD_RETURNED_AT_BAD_IRQL`, 0xE1, as Windows does).
+//!
+//! `IoQueueWorkItem` references the work item's device object, and the worker drops that
+//! reference only after the routine has returned: this is what distinguishes `IoQueueWorkItem`
+//! from `ExQueueWorkItem`. A driver may therefore delete its device and return from its unload
+//! routine while the routine is still running or returning; the device object, its driver
+//! object and so the driver image stay until the routine is done (see `devices`). The WDK
+//! pages do not say so (the reference notes it as unconfirmed); the I/O manager's design does
+//! (D. Holan, "Why are there two types of work items?", MSDN blog, 2006-08-07: `IO_WORKITEM`
+//! exists because a `WORK_QUEUE_ITEM` holds no reference on the device or driver object, so the
+//! image could unload while its routine runs), and ebpf-for-windows issue #2197 relies on it.
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +29,7 @@ use ebpf_ext_sys::wdm::{
 };
 
 use crate::cpu::critical_region_depth;
+use crate::devices::{dereference_device, reference_device};
 use crate::kernel::{
     Inner, bind, bugcheck, call_fails, current_irql, lock, require_irql, set_irql, with_kernel,
 };
@@ -38,6 +49,8 @@ struct Job {
     routine: IO_WORKITEM_ROUTINE,
     context: usize,
     device: usize,
+    /// Whether `IoQueueWorkItem` took a reference on the device (it knew the object).
+    referenced: bool,
 }
 
 #[derive(Default)]
@@ -149,6 +162,11 @@ fn worker_main(inner: &Arc<Inner>) {
                 "work item routine returned at raised IRQL or inside a critical region",
             );
         }
+        // The routine has returned: only now may the device object, its driver object and
+        // the driver image go.
+        if job.referenced {
+            dereference_device("IoQueueWorkItem", inner, job.device as *mut DEVICE_OBJECT);
+        }
         let mut state = lock(&queue.state);
         state.running -= 1;
         queue.cv.notify_all();
@@ -211,7 +229,7 @@ pub unsafe extern "win64" fn IoAllocateWorkItem(DeviceObject: *mut DEVICE_OBJECT
     p.cast()
 }
 
-/// `IoQueueWorkItem`.
+/// `IoQueueWorkItem`: references the item's device object until the routine has returned.
 ///
 /// # Safety
 /// Kernel routine; the item is live and not queued.
@@ -247,12 +265,15 @@ pub unsafe extern "win64" fn IoQueueWorkItem(
             );
         }
         k.work.start_workers(k);
+        // Held until the routine has returned (dropped by the worker).
+        let referenced = reference_device(k, item.device);
         let mut state = lock(&k.work.state);
         state.jobs.push_back(Job {
             item: IoWorkItem as usize,
             routine: WorkerRoutine,
             context: Context as usize,
             device: item.device as usize,
+            referenced,
         });
         drop(state);
         k.work.cv.notify_all();
