@@ -32,6 +32,7 @@
 
 use core::cell::UnsafeCell;
 use core::hint;
+use core::marker::PhantomData;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use ebpf_ext_pool::{PoolArray, PoolTag};
@@ -138,15 +139,59 @@ impl<T: Default + Copy> Snapshots<T> {
     /// # Safety
     /// The caller holds the writer lock, at PASSIVE_LEVEL.
     pub(crate) unsafe fn publish(&self, build: impl FnOnce(&[T], &mut [T]) -> usize) {
-        let old = self.current.load(Ordering::Acquire);
+        // SAFETY: the caller holds the writer lock at PASSIVE_LEVEL for this call.
+        let mut writer = unsafe { self.writer() };
+        writer.publish(build);
+    }
+
+    /// The writer's side of the protocol, for as long as the caller holds the writer lock.
+    ///
+    /// # Safety
+    /// The caller holds the writer lock, at PASSIVE_LEVEL, for as long as the returned writer
+    /// (and anything borrowed from it) lives.
+    unsafe fn writer(&self) -> Writer<'_, T> {
+        // INVARIANT: the caller's contract.
+        Writer {
+            snapshots: self,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+/// The snapshots as the one writer sees them: its methods are the writer's steps of the
+/// protocol, safe because the lock it stands for excludes every other writer.
+///
+/// # Invariants
+/// While it lives, its creator holds the provider's writer lock at PASSIVE_LEVEL (on this
+/// thread: the writer is not `Send`).
+struct Writer<'a, T> {
+    snapshots: &'a Snapshots<T>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T: Default + Copy> Writer<'_, T> {
+    /// The current entries.
+    fn current(&self) -> &[T] {
+        let slot = &self.snapshots.slots[self.snapshots.current.load(Ordering::Acquire)];
+        // SAFETY: only writers change slots, and the writer lock (type invariant) excludes
+        // other writers; `publish` needs `&mut self`, so it cannot run while this borrow lives.
+        let len = unsafe { *slot.len.get() };
+        // SAFETY: as above.
+        unsafe { &(&*slot.entries.get())[..len] }
+    }
+
+    /// Writer steps 1-3: fill the non-current slot with `build`, make it current, wait for
+    /// the old one's readers.
+    fn publish(&mut self, build: impl FnOnce(&[T], &mut [T]) -> usize) {
+        let snapshots = self.snapshots;
+        let old = snapshots.current.load(Ordering::Acquire);
         let new = 1 - old;
-        let (old_slot, new_slot) = (&self.slots[old], &self.slots[new]);
-        // SAFETY: the caller holds the writer lock, so the old slot does not change.
-        let old_entries = unsafe { self.current_for_writer() };
-        // SAFETY: the caller holds the writer lock and the new slot is run down, so nobody
-        // else accesses it.
+        let (old_slot, new_slot) = (&snapshots.slots[old], &snapshots.slots[new]);
+        let old_entries = self.current();
+        // SAFETY: the writer lock is held (type invariant) and the new slot is run down, so
+        // nobody else accesses it.
         let new_entries = unsafe { &mut *new_slot.entries.get() };
-        let len = build(old_entries, new_entries).min(self.capacity);
+        let len = build(old_entries, new_entries).min(snapshots.capacity);
         for entry in &mut new_entries[len..] {
             *entry = T::default();
         }
@@ -154,7 +199,7 @@ impl<T: Default + Copy> Snapshots<T> {
         unsafe { *new_slot.len.get() = len };
         // The new slot was run down by the previous publish (or at creation).
         let _ = new_slot.rundown.reinitialize();
-        self.current.store(new, Ordering::Release);
+        snapshots.current.store(new, Ordering::Release);
         old_slot.rundown.wait_for_release();
     }
 }

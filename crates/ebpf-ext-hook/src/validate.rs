@@ -2,6 +2,7 @@
 
 use core::ffi::c_void;
 use core::mem::size_of;
+use core::ptr;
 
 use ebpf_ext_sys::ebpf_extension::{
     EBPF_LINK_DISPATCH_TABLE_VERSION_CURRENT, ebpf_extension_data_t,
@@ -97,16 +98,23 @@ pub(crate) unsafe fn validate<P: AttachParameter>(
     policy: AttachPolicy,
     wildcard: Option<P>,
 ) -> Result<ValidClient<P>, Rejection> {
-    if instance.is_null() {
+    // SAFETY: the caller's contract is `Presented::new`'s.
+    let presented = unsafe { Presented::new(instance, dispatch) };
+    validate_presented(&presented, policy, wildcard)
+}
+
+/// The rules of [`validate`], in order, over what the client presented.
+fn validate_presented<P: AttachParameter>(
+    presented: &Presented,
+    policy: AttachPolicy,
+    wildcard: Option<P>,
+) -> Result<ValidClient<P>, Rejection> {
+    if !presented.has_instance() {
         return Err(Rejection::NoRegistrationInstance);
     }
-    // SAFETY: non-null instance supplied by NMR.
-    let data = unsafe { (*instance).NpiSpecificCharacteristics }.cast::<ebpf_extension_data_t>();
-    if data.is_null() {
+    let Some(header) = presented.header() else {
         return Err(Rejection::NoClientData);
-    }
-    // SAFETY: the header is the first member of any version of the client data.
-    let header = unsafe { data.cast::<ebpf_extension_header_t>().read_unaligned() };
+    };
     if header.version != EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION {
         return Err(Rejection::UnsupportedVersion);
     }
@@ -116,8 +124,9 @@ pub(crate) unsafe fn validate<P: AttachParameter>(
     if header.total_size < header.size {
         return Err(Rejection::TotalSizeTooSmall);
     }
-    // SAFETY: `header.size` covers the whole current structure (checked above).
-    let client = unsafe { data.read_unaligned() };
+    let Some(client) = presented.client_data() else {
+        return Err(Rejection::HeaderSizeTooSmall);
+    };
     let parameter = if policy == AttachPolicy::Unrestricted || client.data_size == 0 {
         None
     } else if client.data_size != size_of::<P>() {
@@ -125,64 +134,29 @@ pub(crate) unsafe fn validate<P: AttachParameter>(
     } else if client.data.is_null() {
         return Err(Rejection::NullAttachParameter);
     } else {
-        // SAFETY: `data` is non-null and holds `size_of::<P>()` bytes (the client's promise);
-        // `P: AttachParameter` is valid for any bit pattern.
-        let value = unsafe { client.data.cast::<P>().read_unaligned() };
+        let Some(value) = presented.parameter::<P>() else {
+            return Err(Rejection::NullAttachParameter);
+        };
         if wildcard == Some(value) {
             None
         } else {
             Some(value)
         }
     };
-    if dispatch.is_null() {
+    let Some(table) = presented.dispatch_header() else {
         return Err(Rejection::NoDispatchTable);
-    }
-    let table = dispatch.cast::<ebpf_extension_program_dispatch_table_t>();
-    let entry = |offset: usize| table.wrapping_byte_add(offset);
-    // SAFETY: every dispatch table starts with `version` and `count`.
-    let version = unsafe { table.cast::<u16>().read_unaligned() };
-    if version != EBPF_LINK_DISPATCH_TABLE_VERSION_CURRENT {
+    };
+    if table.version != EBPF_LINK_DISPATCH_TABLE_VERSION_CURRENT {
         return Err(Rejection::UnsupportedDispatchVersion);
     }
-    // SAFETY: as above.
-    let count = unsafe { table.wrapping_byte_add(2).cast::<u16>().read_unaligned() };
-    if count == 0 {
+    if table.count == 0 {
         return Err(Rejection::EmptyDispatchTable);
     }
-    // SAFETY: `count >= 1`, so the entry at offset 8 exists; a function pointer and `Option`
-    // of it share the layout of a `usize` (0 = None).
-    let invoke: Option<ebpf_program_invoke_function_t> = unsafe {
-        entry(8)
-            .cast::<Option<ebpf_program_invoke_function_t>>()
-            .read_unaligned()
-    };
-    let Some(invoke) = invoke else {
+    let Some(invoke) = presented.invoke_entry() else {
         return Err(Rejection::NoInvokeFunction);
     };
-    let batch = if count >= 4 {
-        // SAFETY: `count >= 4`, so the entries at 16, 24 and 32 exist (function pointers, 0 =
-        // None).
-        let begin: Option<ebpf_program_batch_begin_invoke_function_t> = unsafe {
-            entry(16)
-                .cast::<Option<ebpf_program_batch_begin_invoke_function_t>>()
-                .read_unaligned()
-        };
-        // SAFETY: as above.
-        let batch_invoke: Option<ebpf_program_batch_invoke_function_t> = unsafe {
-            entry(24)
-                .cast::<Option<ebpf_program_batch_invoke_function_t>>()
-                .read_unaligned()
-        };
-        // SAFETY: as above.
-        let end: Option<ebpf_program_batch_end_invoke_function_t> = unsafe {
-            entry(32)
-                .cast::<Option<ebpf_program_batch_end_invoke_function_t>>()
-                .read_unaligned()
-        };
-        match (begin, batch_invoke, end) {
-            (Some(begin), Some(invoke), Some(end)) => Some(BatchFunctions { begin, invoke, end }),
-            _ => None,
-        }
+    let batch = if table.count >= 4 {
+        presented.batch_entries()
     } else {
         None
     };
@@ -192,6 +166,133 @@ pub(crate) unsafe fn validate<P: AttachParameter>(
         invoke,
         batch,
     })
+}
+
+/// The function pointer types of the dispatch table's entries.
+trait DispatchFunction: Copy {}
+impl DispatchFunction for ebpf_program_invoke_function_t {}
+impl DispatchFunction for ebpf_program_batch_begin_invoke_function_t {}
+impl DispatchFunction for ebpf_program_batch_invoke_function_t {}
+impl DispatchFunction for ebpf_program_batch_end_invoke_function_t {}
+
+/// The `version` and `count` every dispatch table starts with.
+#[derive(Clone, Copy)]
+struct DispatchHeader {
+    version: u16,
+    count: u16,
+}
+
+/// What NMR passed to `ProviderAttachClient`, each part read only as far as it says it
+/// extends: every method is safe on its own, so the rules above stay safe code.
+///
+/// # Invariants
+/// `instance` and `dispatch` satisfy [`validate`]'s safety contract.
+struct Presented {
+    instance: *const NPI_REGISTRATION_INSTANCE,
+    dispatch: *const c_void,
+}
+
+impl Presented {
+    /// # Safety
+    /// As [`validate`].
+    unsafe fn new(instance: *const NPI_REGISTRATION_INSTANCE, dispatch: *const c_void) -> Self {
+        // INVARIANT: the caller's contract.
+        Presented { instance, dispatch }
+    }
+
+    fn has_instance(&self) -> bool {
+        !self.instance.is_null()
+    }
+
+    /// The client data (`NpiSpecificCharacteristics`), NULL without an instance.
+    fn data(&self) -> *const ebpf_extension_data_t {
+        if self.instance.is_null() {
+            return ptr::null();
+        }
+        // SAFETY: a non-NULL instance supplied by NMR (type invariant).
+        unsafe { (*self.instance).NpiSpecificCharacteristics }.cast()
+    }
+
+    /// The client data header; `None` without client data.
+    fn header(&self) -> Option<ebpf_extension_header_t> {
+        let data = self.data();
+        if data.is_null() {
+            return None;
+        }
+        // SAFETY: the header is the first member of any version of the client data.
+        Some(unsafe { data.cast::<ebpf_extension_header_t>().read_unaligned() })
+    }
+
+    /// The whole current client data, when its header says it is that large.
+    fn client_data(&self) -> Option<ebpf_extension_data_t> {
+        let header = self.header()?;
+        if header.size < EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION_SIZE {
+            return None;
+        }
+        // SAFETY: `header.size` covers the whole current structure (checked above), and the
+        // client data is readable for `header.size` bytes (type invariant).
+        Some(unsafe { self.data().read_unaligned() })
+    }
+
+    /// The attach parameter, when the client data points to exactly a `P`.
+    fn parameter<P: AttachParameter>(&self) -> Option<P> {
+        let client = self.client_data()?;
+        if client.data.is_null() || client.data_size != size_of::<P>() {
+            return None;
+        }
+        // SAFETY: `data` is non-null and holds `data_size` = `size_of::<P>()` bytes (type
+        // invariant); `P: AttachParameter` is valid for any bit pattern.
+        Some(unsafe { client.data.cast::<P>().read_unaligned() })
+    }
+
+    /// The dispatch table's `version` and `count`; `None` without a table.
+    fn dispatch_header(&self) -> Option<DispatchHeader> {
+        if self.dispatch.is_null() {
+            return None;
+        }
+        // SAFETY: every dispatch table starts with `version` and `count`.
+        let version = unsafe { self.dispatch.cast::<u16>().read_unaligned() };
+        // SAFETY: as above.
+        let count = unsafe {
+            self.dispatch
+                .wrapping_byte_add(2)
+                .cast::<u16>()
+                .read_unaligned()
+        };
+        Some(DispatchHeader { version, count })
+    }
+
+    /// Entry `index` (0: invoke, at offset 8) when the table has it; `None` for a NULL entry.
+    fn entry<F: DispatchFunction>(&self, index: u16) -> Option<F> {
+        let table = self.dispatch_header()?;
+        if index >= table.count {
+            return None;
+        }
+        let offset = 8 + 8 * usize::from(index);
+        // SAFETY: the table holds `count` entries after its 8-byte header (type invariant) and
+        // `index < count`; `F` is a function pointer type (`DispatchFunction`), and a function
+        // pointer and `Option` of it share the layout of a `usize` (0 = `None`).
+        unsafe {
+            self.dispatch
+                .wrapping_byte_add(offset)
+                .cast::<Option<F>>()
+                .read_unaligned()
+        }
+    }
+
+    /// The invoke entry, when the table has a non-NULL one.
+    fn invoke_entry(&self) -> Option<ebpf_program_invoke_function_t> {
+        self.entry(0)
+    }
+
+    /// The three batch entries, when the table has all of them non-NULL.
+    fn batch_entries(&self) -> Option<BatchFunctions> {
+        Some(BatchFunctions {
+            begin: self.entry::<ebpf_program_batch_begin_invoke_function_t>(1)?,
+            invoke: self.entry::<ebpf_program_batch_invoke_function_t>(2)?,
+            end: self.entry::<ebpf_program_batch_end_invoke_function_t>(3)?,
+        })
+    }
 }
 
 // The offsets read above are the ABI's (ebpf-extension-abi.md §2).
