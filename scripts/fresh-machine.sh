@@ -90,15 +90,25 @@ mount_at "$root/sys" -t sysfs sysfs
 mount_at "$root/dev" --bind /dev
 mount_at "$root/dev/pts" --bind /dev/pts
 
-# The rustup toolchain, read-only; the cargo home as an overlay on this machine's (its
-# registry cache and binaries), so downloads and `cargo install` write to a throw-away layer.
+# The rustup toolchain, read-only, with a cargo home of its own: the rustup proxies only (not
+# whatever was `cargo install`ed here), and the registry cache as an overlay on this machine's,
+# so downloads and `cargo install` write to a throw-away layer.
 rustup_home="${RUSTUP_HOME:-$HOME/.rustup}"
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 mount_at "$root/root/.rustup" --bind -o ro "$rustup_home"
 mount -o remount,bind,ro "$root/root/.rustup"
+mkdir -p "$root/root/.cargo/bin"
+cp "$cargo_home/bin/rustup" "$root/root/.cargo/bin/rustup"
+for tool in "$cargo_home"/bin/*; do
+    name=$(basename "$tool")
+    if [ "$name" != rustup ] && cmp -s "$tool" "$cargo_home/bin/rustup"; then
+        ln -s rustup "$root/root/.cargo/bin/$name"
+    fi
+done
+echo "fresh-machine: rustup proxies: $(ls "$root/root/.cargo/bin" | tr '\n' ' ')"
 mkdir -p "$work/overlay/upper" "$work/overlay/work" "$cargo_home/registry"
-mount_at "$root/root/.cargo" -t overlay overlay \
-    -o "lowerdir=$cargo_home,upperdir=$work/overlay/upper,workdir=$work/overlay/work"
+mount_at "$root/root/.cargo/registry" -t overlay overlay \
+    -o "lowerdir=$cargo_home/registry,upperdir=$work/overlay/upper,workdir=$work/overlay/work"
 nextest=$(command -v cargo-nextest || true)
 if [ -n "$nextest" ] && [ "${nextest#"$cargo_home"}" = "$nextest" ]; then
     # The machine image ships cargo-nextest beside the toolchain, outside the cargo home.
