@@ -675,6 +675,31 @@ fn batch_state_keeps_one_address_from_begin_to_end() {
     setup.finish();
 }
 
+/// A batch whose closure unwinds still ends (once), and its snapshot no longer holds up a
+/// detach.
+#[test]
+fn batch_ends_when_its_closure_unwinds() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, TestHook::default());
+    let link = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(1));
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        provider.with_batch(&0, |batch| {
+            let mut ctx = ProgramContext::new(0u64);
+            assert_eq!(batch.invoke(&mut ctx), Ok(1));
+            panic!("the event handler failed");
+        })
+    }));
+    assert!(unwound.is_err());
+    let log = support::batch_log();
+    assert_eq!((log.begins, log.ends), (1, 1));
+    assert!(log.states.iter().all(|(_, a)| *a == log.states[0].1));
+    link.detach();
+    setup.kernel.wait_for_work_items();
+    assert_eq!(provider.clients().len(), 0, "the detach completed");
+    drop(provider);
+    setup.finish();
+}
+
 #[test]
 fn detach_waits_for_an_invocation_in_flight() {
     let setup = Setup::new();
