@@ -682,7 +682,7 @@ fn batch_ends_when_its_closure_unwinds() {
     let setup = Setup::new();
     let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, TestHook::default());
     let link = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(1));
-    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let unwound = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
         provider.with_batch(&0, |batch| {
             let mut ctx = ProgramContext::new(0u64);
             assert_eq!(batch.invoke(&mut ctx), Ok(1));
