@@ -54,6 +54,9 @@
 //!   [`Contract::InvokeAfterDetach`] (contracts:
 //!   `invoke_after_the_detach_completed_is_caught`); detached links are never freed, so this
 //!   is a check, not a use after free.
+//! - No use of `client_data->data` once the detach has completed: the core frees it, the
+//!   core-sim fills it with usersim's freed-pool poison (by effect; contracts:
+//!   `the_attach_parameter_is_gone_after_the_detach`).
 //! - No detach completed while an invocation runs → [`CoreError::DetachedWhileInvoking`] from
 //!   [`Link::detach`] (link:
 //!   `a_provider_completing_detach_under_a_running_invocation_is_reported`); a pending detach
@@ -82,8 +85,9 @@
 //! Where the core-sim is stricter than the core: a batch invoke with a moved state fails at
 //! once (the core fails at end, or corrupts memory); an end on another thread fails at any
 //! IRQL (the core has a slow path below DISPATCH_LEVEL). Not enforced: a batch that is never
-//! ended (the core's epoch reclamation would stall; [`open_batches`] lets a test check it),
-//! and a provider reading `client_data->data` after its detach completed.
+//! ended (the core's epoch reclamation would stall; [`open_batches`] lets a test check it);
+//! an invoke racing the end of the core-sim's deregistration wait (between the provider's
+//! `NmrProviderDetachClientComplete` and the link being marked dead) is not caught.
 //!
 //! Both call the real kernel exports (`NmrRegisterClient`, `NmrClientAttachProvider`,
 //! `NmrDeregisterClient`, `NmrWaitForClientDeregisterComplete`), which `ebpf-ext-usersim`

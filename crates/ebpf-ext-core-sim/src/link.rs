@@ -176,8 +176,9 @@ struct LinkState {
     /// Backing of the client data (8-aligned).
     client_data: Vec<u64>,
     has_client_data: bool,
-    /// The core's copy of the attach parameter (padded to a malformed `data_size`).
-    attach_parameter: Vec<u8>,
+    /// The core's copy of the attach parameter (padded to a malformed `data_size`); poisoned
+    /// once the link is dead, as the core frees it.
+    attach_parameter: Box<[AtomicU8]>,
     dispatch: ebpf_extension_program_dispatch_table_t,
     has_dispatch: bool,
     program: Program,
@@ -239,6 +240,8 @@ impl LinkState {
         if !attach_parameter.is_empty() && data_size > attach_parameter.len() {
             attach_parameter.resize(data_size.min(MAX_BACKED), 0);
         }
+        let attach_parameter: Box<[AtomicU8]> =
+            attach_parameter.into_iter().map(AtomicU8::new).collect();
         // The core sets `data` only for a non-empty attach parameter.
         let data: *const c_void = if attach_parameter.is_empty() || null_data {
             ptr::null()
@@ -639,10 +642,22 @@ impl Link {
         .header
     }
 
-    /// The core's copy of the attach parameter (padded to a malformed `data_size`).
+    /// The core's copy of the attach parameter (padded to a malformed `data_size`); after the
+    /// link's detach completed, [`FREED_POISON`](ebpf_ext_usersim::FREED_POISON) bytes.
     #[must_use]
-    pub fn attach_parameter(&self) -> &[u8] {
-        &self.state().attach_parameter
+    pub fn attach_parameter(&self) -> Vec<u8> {
+        self.state()
+            .attach_parameter
+            .iter()
+            .map(|b| b.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    /// Where the core's copy of the attach parameter lives (what the client data's `data`
+    /// points to, unless malformed).
+    #[must_use]
+    pub fn attach_parameter_address(&self) -> *const u8 {
+        self.state().attach_parameter.as_ptr().cast()
     }
 
     /// Whether a provider is attached: false after the provider deregistered (NMR called the
@@ -744,6 +759,10 @@ impl Link {
         // INVARIANT: deregistered, nothing in flight: the link is dead. Its state stays
         // allocated (a few hundred bytes per link) so a late invoke reads the dead magic.
         state.magic.store(LINK_DEAD, Ordering::SeqCst);
+        // The core frees `client_data.data` now: a provider still reading it reads poison.
+        for byte in &state.attach_parameter {
+            byte.store(ebpf_ext_usersim::FREED_POISON, Ordering::SeqCst);
+        }
         self.registration.keep_alive();
         if in_flight == 0 {
             Ok(())

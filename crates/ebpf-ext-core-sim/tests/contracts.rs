@@ -355,3 +355,25 @@ fn the_core_writes_the_header_in_front_of_the_context() {
     link.detach().expect("detach");
     provider.deregister();
 }
+
+/// The core frees the attach parameter it presented (`client_data->data`) once the detach
+/// has completed: a provider that kept the pointer reads freed-pool poison.
+#[test]
+fn the_attach_parameter_is_gone_after_the_detach() {
+    let kernel = Kernel::new();
+    let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+    let link = Link::attach(
+        LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE).attach_parameter(&[1, 2, 3, 4]),
+        |_| Ok(1),
+    )
+    .expect("attached");
+    let seen = provider.state.client(0);
+    assert_eq!(seen.parameter, [1, 2, 3, 4]);
+    let data = seen.data as *const [u8; 4];
+    link.detach().expect("detach");
+    // SAFETY: the core-sim keeps a detached link's memory (poisoned) for the process's life.
+    let after = unsafe { data.read() };
+    assert_eq!(after, [ebpf_ext_usersim::FREED_POISON; 4]);
+    provider.deregister();
+    drop(kernel);
+}

@@ -74,7 +74,7 @@ fn attach_presents_the_cores_client_data_and_dispatch_table() {
     assert_eq!(seen.parameter, [1, 2, 3, 4]);
     assert_eq!(
         seen.data,
-        link.attach_parameter().as_ptr() as usize,
+        link.attach_parameter_address() as usize,
         "the core's copy"
     );
     assert_eq!(seen.binding_context, link.client_binding_context() as usize);
