@@ -500,6 +500,12 @@ impl LoadedImage {
     }
 
     /// Unmaps the image (the same as dropping it).
+    ///
+    /// Windows unloads a driver image only when its driver object goes, after the last of its
+    /// device objects, which a work item of the driver references until its routine has
+    /// returned (ebpf-for-windows issue #2197). To unload when Windows would, after calling the
+    /// unload routine give the image to the driver object
+    /// ([`ebpf_ext_usersim::DriverObject::keep_alive`]) instead of calling this.
     pub fn unload(self) {}
 }
 

@@ -5,12 +5,15 @@ mod support;
 
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::time::Duration;
+use std::time::Instant;
 
 use ebpf_ext_pe_loader::{
     Error, LoadOptions, call_win64, load, load_with, parse, symbolize, usersim_resolver,
 };
 use ebpf_ext_sys::wdm::POOL_FLAG_NON_PAGED;
-use ebpf_ext_usersim::Kernel;
+use ebpf_ext_usersim::{DriverObject, Kernel};
 use support::{
     DATA, ENTRY_ADDEND, FILE_HEADER, GLOBAL_VALUE, IMAGE_BASE, RDATA, SCN_DATA, Spec, TEXT,
     XorShift, build, sec,
@@ -421,4 +424,80 @@ fn call_win64_passes_four_arguments_on_a_kernel_stack() {
     // SAFETY: as above.
     let again = unsafe { call_win64(stack_pointer as *const () as usize, [1, 2, 3, 4]) };
     assert_eq!(rsp, again, "the thread reuses its kernel stack");
+}
+
+/// What the work item routine of [`an_image_kept_by_its_driver_object_outlives_its_work_items`]
+/// shares with the test.
+struct Returning {
+    item: *mut ebpf_ext_sys::wdm::IO_WORKITEM,
+    started: AtomicBool,
+    may_return: AtomicBool,
+}
+
+unsafe extern "win64" fn returning_routine(
+    _device: *mut ebpf_ext_sys::wdm::DEVICE_OBJECT,
+    context: *mut c_void,
+) {
+    // SAFETY: the test passes a `Returning` that outlives the work item.
+    let returning = unsafe { &*context.cast::<Returning>() };
+    // SAFETY: dequeued before the routine runs, so it may be freed here.
+    unsafe { ebpf_ext_sys::wdm::IoFreeWorkItem(returning.item) };
+    returning.started.store(true, Ordering::SeqCst);
+    let start = Instant::now();
+    while !returning.may_return.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::yield_now();
+    }
+}
+
+/// ebpf-for-windows issue #2197 with a loaded image: given to its driver object, the image
+/// stays mapped while a work item routine of the driver is still returning after the unload
+/// deleted the device, and is unmapped once the routine has returned.
+#[test]
+fn an_image_kept_by_its_driver_object_outlives_its_work_items() {
+    // A name of its own: once unloaded, another test's image may be mapped at its address.
+    const NAME: &str = "workitem.sys";
+    let kernel = Kernel::new();
+    let built = build(&test_spec());
+    let image = load(NAME, &built.bytes, test_resolver).expect("load");
+    let inside = image.base() + built.rva("crash") as usize;
+    let mut driver = DriverObject::new();
+    let device = driver.create_device().expect("IoCreateDevice");
+    // SAFETY: a live device object.
+    let item = unsafe { ebpf_ext_sys::wdm::IoAllocateWorkItem(device) };
+    assert!(!item.is_null());
+    let returning = Returning {
+        item,
+        started: AtomicBool::new(false),
+        may_return: AtomicBool::new(false),
+    };
+    // SAFETY: a live, unqueued item; `returning` outlives the routine (waited for below).
+    unsafe {
+        ebpf_ext_sys::wdm::IoQueueWorkItem(
+            item,
+            returning_routine,
+            ebpf_ext_sys::wdm::DelayedWorkQueue,
+            ptr::from_ref(&returning).cast_mut().cast(),
+        );
+    };
+    while !returning.started.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    // The unload: delete the device; the I/O manager then lets go of the driver object,
+    // which holds the image.
+    // SAFETY: the driver's device, deleted once.
+    unsafe { ebpf_ext_sys::wdm::IoDeleteDevice(device) };
+    driver.keep_alive(image);
+    drop(driver);
+    assert!(
+        symbolize(inside).is_some_and(|s| s.module == NAME),
+        "the image was unmapped while a work item routine of the driver was still returning"
+    );
+    returning.may_return.store(true, Ordering::SeqCst);
+    kernel.wait_for_work_items();
+    assert!(
+        symbolize(inside).is_none_or(|s| s.module != NAME),
+        "the image is unmapped once the routine has returned"
+    );
+    kernel.assert_no_leaks();
 }
