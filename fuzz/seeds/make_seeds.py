@@ -94,3 +94,9 @@ hook_seed(
     [link(b"\x01\0\0\0"), link(b"\x01\0\0\0"), link()],
     [attach(0), attach(1), attach(2), invoke(b"\x01")],
 )
+
+
+# ---- program_info ----------------------------------------------------------------------------
+# All zero bytes describe well-formed program data: current headers, a named type descriptor
+# with a 16-byte context, no helpers, no address tables.
+write("program_info", "well-formed-no-helpers", bytes(300))
