@@ -9,9 +9,11 @@
 #   --keep   leave the root filesystem under target/fresh-machine/ for inspection
 # Needs: root, debootstrap, git, overlayfs. Takes about as long as CI plus ~3 minutes.
 set -euo pipefail
+# All of it in one function, read whole before it runs: editing this file while it runs is safe.
+main() {
 
 keep=0
-[ "${1:-}" = "--keep" ] && keep=1
+if [ "${1:-}" = "--keep" ]; then keep=1; fi
 
 repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 work="$repo/target/fresh-machine"
@@ -135,3 +137,6 @@ else
     echo "fresh-machine: FAIL (.ci/run exited $status after ${elapsed} s; see $log)"
 fi
 exit "$status"
+}
+
+main "$@"
