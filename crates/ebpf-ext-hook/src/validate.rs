@@ -16,7 +16,8 @@ use ebpf_ext_sys::ebpf_windows::{
 };
 use ebpf_ext_sys::netioddk::NPI_REGISTRATION_INSTANCE;
 
-use crate::{AttachParameter, AttachPolicy};
+use crate::config::AttachParameter;
+use crate::policy::AttachPolicy;
 
 /// Why a client was rejected. Every rejection is `STATUS_INVALID_PARAMETER`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,7 +128,7 @@ fn validate_presented<P: AttachParameter>(
     let Some(client) = presented.client_data() else {
         return Err(Rejection::HeaderSizeTooSmall);
     };
-    let parameter = if policy == AttachPolicy::Unrestricted || client.data_size == 0 {
+    let parameter = if !policy.reads_parameter() || client.data_size == 0 {
         None
     } else if client.data_size != size_of::<P>() {
         return Err(Rejection::AttachParameterSize);

@@ -70,15 +70,35 @@
 //! static DATA: ProgramData = ProgramData::new(&INFO).checked();
 //! ```
 //!
+//! With [`helpers!`] each helper is declared once — id, name, argument kinds and the Rust
+//! function together — and the prototype table and address table are generated from that one
+//! list, so they cannot disagree or be misordered:
+//!
+//! ```ignore
+//! fn get_pid(context: &SampleContext) -> u64 { context.pid }
+//! helpers! {
+//!     context SampleContext;
+//!     /// The prototypes.
+//!     pub static HELPERS;
+//!     /// Their addresses.
+//!     pub static ADDRESSES;
+//!     0x10001, c"sample_get_pid" => get_pid(Context);
+//! }
+//! static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
+//! static DATA: ProgramData = ProgramData::new(&INFO).with_helpers(&ADDRESSES).checked();
+//! ```
+//!
 //! This replaces netebpfext's `net_ebpf_extension_program_info_provider_register` /
 //! `_unregister` and ntosebpfext's `ebpf_extension_program_info_provider_register`.
 #![no_std]
 
-use core::ffi::{CStr, c_void};
-use core::marker::PhantomPinned;
-use core::ptr::{self, NonNull};
+mod helpers;
 
-use ebpf_ext_pool::{PoolBox, PoolTag};
+use core::ffi::{CStr, c_void};
+use core::ptr;
+
+use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider};
+use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::Result;
 use ebpf_ext_sys::ebpf_base::{ebpf_argument_type_t, ebpf_return_type_t};
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_PROGRAM_INFO_EXTENSION_IID;
@@ -93,11 +113,9 @@ use ebpf_ext_sys::ebpf_windows::{
     EBPF_MAX_GENERAL_HELPER_FUNCTION, EBPF_PROGRAM_DATA_HEADER, EBPF_PROGRAM_INFORMATION_HEADER,
     EBPF_PROGRAM_TYPE_DESCRIPTOR_HEADER,
 };
-use ebpf_ext_sys::netioddk::{
-    NPI_MODULEID, NPI_PROVIDER_CHARACTERISTICS, NPI_REGISTRATION_INSTANCE,
-};
-use ebpf_ext_sys::ntdef::{GUID, HANDLE, KIRQL, NTSTATUS};
-use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
+use ebpf_ext_sys::netioddk::NPIID;
+use ebpf_ext_sys::ntdef::{GUID, KIRQL, NTSTATUS};
+use ebpf_ext_sys::ntstatus::STATUS_INSUFFICIENT_RESOURCES;
 use ebpf_ext_sys::wdm::{HIGH_LEVEL, PASSIVE_LEVEL};
 
 /// Marks a wrapper around ABI data that only ever points to `'static` immutable data.
@@ -288,6 +306,10 @@ impl HelperPrototype {
         self.0.helper_id
     }
 }
+
+#[doc(hidden)]
+pub use ebpf_ext_sys as __sys;
+pub use helpers::{Anything, Bytes, BytesMut, Context, HelperArgument, argument_types};
 
 /// The eBPF helper calling shape: five 64-bit arguments, a 64-bit result, kernel convention.
 pub type HelperFn = unsafe extern "win64" fn(u64, u64, u64, u64, u64) -> u64;
@@ -545,20 +567,40 @@ impl ProgramData {
     }
 }
 
-/// The provider's NMR state; pinned in pool for as long as it is registered.
-struct ProviderContext {
-    characteristics: NPI_PROVIDER_CHARACTERISTICS,
-    module_id: NPI_MODULEID,
-    handle: HANDLE,
-    tag: PoolTag,
-    _pin: PhantomPinned,
+/// The program-information NPI as [`ebpf_ext_nmr`] sees it: the program data to publish.
+struct ProgramInfoNpi {
+    data: &'static ProgramData,
 }
 
 /// What the provider keeps per attached core client.
-struct ClientContext {
-    _binding: HANDLE,
-    _client_module: GUID,
-    tag: PoolTag,
+struct CoreClient {
+    _module: GUID,
+}
+
+impl NpiProvider for ProgramInfoNpi {
+    type Characteristics = ebpf_program_data_t;
+    type Binding = CoreClient;
+    const NPI_ID: &'static NPIID = &EBPF_PROGRAM_INFO_EXTENSION_IID;
+
+    fn characteristics(&self) -> &ebpf_program_data_t {
+        &self.data.0
+    }
+
+    fn attach(
+        &self,
+        client: &AttachingClient<'_>,
+    ) -> core::result::Result<Bound<CoreClient>, NTSTATUS> {
+        client
+            .allocate(CoreClient {
+                _module: client.module_id(),
+            })
+            .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)
+    }
+
+    fn detach(_: &CoreClient) -> Detach {
+        // No calls into the core are ever in flight from this provider.
+        Detach::Complete
+    }
 }
 
 /// A registered program-information provider; dropping it unregisters and waits until the
@@ -570,13 +612,8 @@ struct ClientContext {
 /// # Locking
 /// Takes no lock of its own; NMR serialises the callbacks per binding.
 pub struct ProgramInfoProvider {
-    context: Option<PoolBox<ProviderContext>>,
+    _provider: Provider<ProgramInfoNpi>,
 }
-
-// SAFETY: the context is only touched by NMR callbacks and by `Drop`, which NMR serialises.
-unsafe impl Send for ProgramInfoProvider {}
-// SAFETY: the provider exposes no shared mutation.
-unsafe impl Sync for ProgramInfoProvider {}
 
 impl ProgramInfoProvider {
     /// Registers the provider for `data`'s program type (NMR module id = the program type).
@@ -588,107 +625,9 @@ impl ProgramInfoProvider {
     /// # IRQL
     /// PASSIVE_LEVEL.
     pub fn register(data: &'static ProgramData, tag: PoolTag) -> Result<Self> {
-        let context = PoolBox::try_new(
-            ProviderContext {
-                characteristics: ebpf_ext_nmr::provider_characteristics(
-                    &EBPF_PROGRAM_INFO_EXTENSION_IID,
-                    attach_client,
-                    detach_client,
-                    cleanup_binding_context,
-                ),
-                module_id: NPI_MODULEID::from_guid(data.program_type()),
-                handle: ptr::null_mut(),
-                tag,
-                _pin: PhantomPinned,
-            },
-            tag,
-        )?;
-        let mut context = context;
-        let ctx: &mut ProviderContext = &mut context;
-        ctx.characteristics.ProviderRegistrationInstance.ModuleId = &raw const ctx.module_id;
-        ctx.characteristics
-            .ProviderRegistrationInstance
-            .NpiSpecificCharacteristics = (&raw const data.0).cast();
-        let characteristics = &raw const ctx.characteristics;
-        let raw = context.as_ptr();
-        // SAFETY: the characteristics, module id and context live in pool memory that stays
-        // put until `Drop` has waited for deregistration to complete. On failure NMR holds no
-        // reference and the context is freed on return.
-        context.handle = unsafe { ebpf_ext_nmr::register_provider(characteristics, raw.cast()) }?;
+        let provider = Provider::register(data.program_type(), ProgramInfoNpi { data }, tag)?;
         Ok(ProgramInfoProvider {
-            context: Some(context),
+            _provider: provider,
         })
     }
-}
-
-impl Drop for ProgramInfoProvider {
-    fn drop(&mut self) {
-        let Some(context) = self.context.take() else {
-            return;
-        };
-        // SAFETY: the live registration handle of this provider, deregistered once. When this
-        // returns the core has detached and NMR holds no reference to the context.
-        unsafe { ebpf_ext_nmr::deregister_provider(context.handle) };
-        drop(context);
-    }
-}
-
-/// Provider context pointer back to its tag.
-fn provider_tag(context: *mut c_void) -> Option<PoolTag> {
-    let context = NonNull::new(context.cast::<ProviderContext>())?;
-    // SAFETY: NMR passes back the ProviderContext pointer registered in `register`, which
-    // lives until deregistration completes.
-    Some(unsafe { context.as_ref() }.tag)
-}
-
-unsafe extern "win64" fn attach_client(
-    binding: HANDLE,
-    provider_context: *mut c_void,
-    client_registration: *const NPI_REGISTRATION_INSTANCE,
-    _client_binding_context: *mut c_void,
-    _client_dispatch: *const c_void,
-    provider_binding_context: *mut *mut c_void,
-    provider_dispatch: *mut *const c_void,
-) -> NTSTATUS {
-    if provider_binding_context.is_null() || provider_dispatch.is_null() {
-        return STATUS_INVALID_PARAMETER;
-    }
-    let Some(tag) = provider_tag(provider_context) else {
-        return STATUS_INVALID_PARAMETER;
-    };
-    // SAFETY: checked non-null; NMR passes writable slots.
-    unsafe { provider_binding_context.write(ptr::null_mut()) };
-    // SAFETY: as above.
-    unsafe { provider_dispatch.write(ptr::null()) };
-    // SAFETY: NMR passes the client's registration instance.
-    let client_module = unsafe { ebpf_ext_nmr::client_module_guid(client_registration) };
-    let client = match PoolBox::try_new(
-        ClientContext {
-            _binding: binding,
-            _client_module: client_module,
-            tag,
-        },
-        tag,
-    ) {
-        Ok(client) => client,
-        Err(e) => return e.ntstatus(),
-    };
-    // SAFETY: checked non-null above.
-    unsafe { provider_binding_context.write(client.into_raw().as_ptr().cast()) };
-    STATUS_SUCCESS
-}
-
-unsafe extern "win64" fn detach_client(_provider_binding_context: *mut c_void) -> NTSTATUS {
-    // No calls into the core are ever in flight from this provider.
-    STATUS_SUCCESS
-}
-
-unsafe extern "win64" fn cleanup_binding_context(provider_binding_context: *mut c_void) {
-    let Some(client) = NonNull::new(provider_binding_context.cast::<ClientContext>()) else {
-        return;
-    };
-    // SAFETY: the binding context is the live ClientContext leaked in `attach_client`.
-    let tag = unsafe { client.as_ref() }.tag;
-    // SAFETY: the binding context is the ClientContext leaked in `attach_client`, freed once.
-    drop(unsafe { PoolBox::from_raw(client, tag) });
 }

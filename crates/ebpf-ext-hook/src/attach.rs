@@ -1,0 +1,144 @@
+//! Attach and detach: what the hook NPI provider does when NMR attaches or detaches a link.
+//!
+//! Attach validates what the client presented, applies the attach policy and the hook's
+//! capacity, asks the extension, and publishes the new client — each step a `?`, each refusal
+//! traced once with its status. Detach marks the client, and a [`WorkItem`] later removes it
+//! from the published set, waits until no invocation can reach it, calls on-detach and
+//! completes the detach.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use ebpf_ext_nmr::{AttachingClient, Bound, Detach};
+use ebpf_ext_sys::ntdef::NTSTATUS;
+use ebpf_ext_sys::ntstatus::{
+    STATUS_ACCESS_DENIED, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER,
+};
+
+use crate::client::{Attached, Client, live};
+use crate::config::{AttachRequest, HookExtension};
+use crate::provider::HookState;
+use crate::validate::validate;
+use crate::work_item::{Work, WorkItem};
+
+/// A refused attach: traced here, once, with the status NMR returns.
+fn refuse(reason: &'static str, status: NTSTATUS) -> NTSTATUS {
+    ebpf_ext_trace::trace_message_status!(
+        ebpf_ext_trace::Level::Error,
+        ebpf_ext_trace::keyword::EXTENSION,
+        reason,
+        status
+    );
+    status
+}
+
+/// `ProviderAttachClient` for one hook.
+///
+/// # IRQL
+/// PASSIVE_LEVEL.
+///
+/// # Locking
+/// Takes the writer lock for the policy check, the extension's on-attach and the publish, so
+/// that they see and change one consistent set of clients.
+pub(crate) fn attach<E: HookExtension>(
+    state: &HookState<E>,
+    client: &AttachingClient<'_>,
+) -> Result<Bound<Client<E>>, NTSTATUS> {
+    let config = &state.config;
+    // SAFETY: NMR passed these to this attach: NULL or valid for what they claim.
+    let valid = unsafe {
+        validate::<E::Parameter>(
+            client.registration(),
+            client.dispatch(),
+            config.policy,
+            config.wildcard,
+        )
+    }
+    .map_err(|rejection| refuse(rejection.reason(), STATUS_INVALID_PARAMETER))?;
+    // SAFETY: the device object outlives the provider (`HookProvider::register`'s contract),
+    // and so every client's work item.
+    let work_item = unsafe { WorkItem::allocate(state.device) }
+        .map_err(|_| refuse("IoAllocateWorkItem failed", STATUS_INSUFFICIENT_RESOURCES))?;
+    let request = AttachRequest {
+        parameter: valid.parameter,
+        prog_attach_flags: valid.prog_attach_flags,
+        client_module_id: client.module_id(),
+    };
+    let writer = state.lock_writer();
+    let current = writer.current();
+    let attached = live(current).map(|c| c.parameter.as_ref());
+    if !config.policy.admits(attached, request.parameter.as_ref()) {
+        return Err(refuse(
+            "attach refused by the hook's attach policy",
+            STATUS_ACCESS_DENIED,
+        ));
+    }
+    if live(current).count() >= state.snapshots.capacity() {
+        return Err(refuse(
+            "hook is at its max_clients capacity",
+            STATUS_INSUFFICIENT_RESOURCES,
+        ));
+    }
+    let data = state
+        .extension
+        .on_attach(&request, &Attached { entries: current })
+        .map_err(|_| refuse("attach refused by the extension", STATUS_ACCESS_DENIED))?;
+    let bound = client
+        .allocate(Client {
+            binding_context: client.binding_context(),
+            invoke: valid.invoke,
+            batch: valid.batch,
+            parameter: request.parameter,
+            prog_attach_flags: request.prog_attach_flags,
+            module_id: request.client_module_id,
+            data,
+            detaching: AtomicBool::new(false),
+            work_item,
+            completion: client.detach_completion(),
+            provider: state,
+        })
+        .map_err(|refused| {
+            // The extension accepted this attach: undo its side before refusing (the work
+            // item frees itself with `refused`).
+            state.extension.on_detach(&refused.data);
+            refuse(
+                "could not allocate the client",
+                STATUS_INSUFFICIENT_RESOURCES,
+            )
+        })?;
+    writer.republish(Some(&bound));
+    Ok(bound)
+}
+
+/// `ProviderDetachClient`: marks the client and leaves the rest to its work item.
+///
+/// # IRQL
+/// ≤ DISPATCH_LEVEL.
+pub(crate) fn detach<E: HookExtension>(client: &Client<E>) -> Detach {
+    client.detaching.store(true, Ordering::Relaxed);
+    // SAFETY: NMR detaches a binding once, so this is the item's one queueing; the client
+    // stays in place until its cleanup, which NMR runs only after `run` completes the detach.
+    unsafe { client.work_item.queue(client) };
+    Detach::Pending
+}
+
+impl<E: HookExtension> Work for Client<E> {
+    fn work_item(&self) -> &WorkItem {
+        &self.work_item
+    }
+
+    /// Removes the client from the published set, waits out the invocations that may still
+    /// reach it, calls on-detach, and completes the detach.
+    fn run(&self) {
+        let state = self.provider();
+        {
+            let writer = state.lock_writer();
+            // After this returns, no invocation can reach this client.
+            writer.republish(None);
+            // Under the writer lock, as on-attach: the two callbacks never overlap.
+            state.extension.on_detach(&self.data);
+        }
+        // SAFETY: `detach` returned Pending for this binding, and this is its one completion.
+        // The client is not touched afterwards: NMR may clean it up at once.
+        unsafe { self.completion.complete() };
+    }
+}

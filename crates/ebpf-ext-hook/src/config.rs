@@ -1,0 +1,137 @@
+//! What an extension declares about its hook: the attach parameter type, the static
+//! configuration, the callbacks, and the context programs see.
+
+use core::ffi::c_void;
+
+use ebpf_ext_nmr::foreign;
+use ebpf_ext_pool::PoolTag;
+use ebpf_ext_sys::Result;
+use ebpf_ext_sys::ebpf_extension::EBPF_CONTEXT_HEADER;
+use ebpf_ext_sys::ebpf_structs::{bpf_attach_type_t, bpf_link_type};
+use ebpf_ext_sys::ntdef::GUID;
+
+use crate::client::Attached;
+use crate::policy::AttachPolicy;
+
+/// A plain-data attach parameter, compared bytewise as netebpfext does.
+///
+/// # Safety
+/// Every bit pattern of `size_of::<Self>()` bytes must be a valid value (the provider reads it
+/// from memory the core supplies), and the type must have no padding.
+pub unsafe trait AttachParameter:
+    Copy + Default + PartialEq + Send + Sync + 'static
+{
+}
+
+// SAFETY: integers and byte arrays accept any bit pattern and have no padding.
+unsafe impl AttachParameter for u8 {}
+// SAFETY: as above.
+unsafe impl AttachParameter for u16 {}
+// SAFETY: as above.
+unsafe impl AttachParameter for u32 {}
+// SAFETY: as above.
+unsafe impl AttachParameter for u64 {}
+// SAFETY: as above.
+unsafe impl AttachParameter for i32 {}
+// SAFETY: as above.
+unsafe impl AttachParameter for i64 {}
+// SAFETY: as above.
+unsafe impl<const N: usize> AttachParameter for [u8; N] where [u8; N]: Default {}
+// SAFETY: GUID is four integer fields without padding (16 bytes, align 4).
+unsafe impl AttachParameter for GUID {}
+// SAFETY: zero-sized: the hook takes no parameter.
+unsafe impl AttachParameter for () {}
+
+/// Static description of a hook.
+#[derive(Debug, Clone, Copy)]
+pub struct HookConfig<P> {
+    /// Attach type GUID: the provider's NMR module id, matched by the core.
+    pub attach_type: GUID,
+    /// Program type the hook accepts (`supported_program_type`).
+    pub program_type: GUID,
+    /// `bpf_attach_type` number.
+    pub bpf_attach_type: bpf_attach_type_t,
+    /// `bpf_link_type` number.
+    pub link_type: bpf_link_type,
+    /// Attach policy.
+    pub policy: AttachPolicy,
+    /// The parameter value that means "any" (a zero `data_size` always does).
+    pub wildcard: Option<P>,
+    /// Most programs attached at once (the capacity of each published snapshot).
+    pub max_clients: usize,
+    /// Pool tag for the provider's allocations.
+    pub tag: PoolTag,
+}
+
+/// What a link asks for when it attaches.
+#[derive(Debug, Clone, Copy)]
+pub struct AttachRequest<P> {
+    /// The attach parameter, `None` for a wildcard attach (or under
+    /// [`AttachPolicy::Unrestricted`]).
+    pub parameter: Option<P>,
+    /// `prog_attach_flags` from the client data (no defined values; passed through).
+    pub prog_attach_flags: u64,
+    /// The link's NMR module id.
+    pub client_module_id: GUID,
+}
+
+/// The extension's side of a hook: its callbacks and data.
+pub trait HookExtension: Send + Sync + Sized + 'static {
+    /// Attach parameter type (`()` for none).
+    type Parameter: AttachParameter;
+    /// Data the extension keeps per attached program.
+    type ClientData: Send + Sync + 'static;
+
+    /// Called for every attach that passed validation and the attach policy, at PASSIVE_LEVEL
+    /// under the provider's writer lock. An error rejects the attach with
+    /// `STATUS_ACCESS_DENIED`.
+    ///
+    /// # Errors
+    /// Whatever the extension decides; the attach is then refused.
+    fn on_attach(
+        &self,
+        request: &AttachRequest<Self::Parameter>,
+        attached: &Attached<'_, Self>,
+    ) -> Result<Self::ClientData>;
+
+    /// Called at PASSIVE_LEVEL once a detaching program can no longer be invoked, before the
+    /// detach completes, under the provider's writer lock like [`HookExtension::on_attach`]:
+    /// the two never overlap, so state they share needs no lock of its own.
+    fn on_detach(&self, client: &Self::ClientData) {
+        let _ = client;
+    }
+}
+
+/// The program context the provider passes to programs: the 64-byte header the core owns,
+/// then the extension's context. Programs see a pointer to `context`.
+#[repr(C)]
+#[derive(Debug, Clone)]
+pub struct ProgramContext<T> {
+    header: EBPF_CONTEXT_HEADER,
+    /// The extension's program context.
+    pub context: T,
+}
+
+impl<T> ProgramContext<T> {
+    /// Wraps a context with a zeroed header.
+    pub const fn new(context: T) -> Self {
+        ProgramContext {
+            header: [0; 8],
+            context,
+        }
+    }
+
+    /// The pointer programs receive: the extension's context, just after the header.
+    pub(crate) fn program_pointer(&mut self) -> *mut c_void {
+        foreign::to_foreign_mut(&mut self.context)
+    }
+}
+
+/// Whether to go on to the next program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Run the next matching program.
+    Continue,
+    /// Stop: the verdict is final.
+    Stop,
+}

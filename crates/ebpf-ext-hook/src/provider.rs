@@ -1,0 +1,185 @@
+//! [`HookProvider`]: the registered hook NPI provider, its state, and its writer side (the
+//! lock and the publishing of client snapshots).
+
+use core::cell::UnsafeCell;
+
+use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider};
+use ebpf_ext_sys::ebpf_extension::ebpf_attach_provider_data_t;
+use ebpf_ext_sys::ebpf_extension_uuids::EBPF_HOOK_EXTENSION_IID;
+use ebpf_ext_sys::ebpf_windows::EBPF_ATTACH_PROVIDER_DATA_HEADER;
+use ebpf_ext_sys::netioddk::NPIID;
+use ebpf_ext_sys::ntddk::{KeEnterCriticalRegion, KeLeaveCriticalRegion};
+use ebpf_ext_sys::ntdef::NTSTATUS;
+use ebpf_ext_sys::wdm::{
+    DEVICE_OBJECT, EX_PUSH_LOCK, ExAcquirePushLockExclusiveEx, ExReleasePushLockExclusiveEx,
+};
+use ebpf_ext_sys::{Error, Result};
+
+use crate::client::{AttachedClients, Client, Entry, live};
+use crate::config::{HookConfig, HookExtension};
+use crate::snapshot::Snapshots;
+
+/// The provider's state, pinned in pool by [`ebpf_ext_nmr::Provider`] while registered.
+pub(crate) struct HookState<E: HookExtension> {
+    provider_data: ebpf_attach_provider_data_t,
+    pub(crate) config: HookConfig<E::Parameter>,
+    pub(crate) extension: E,
+    pub(crate) device: *mut DEVICE_OBJECT,
+    /// A zeroed push lock is an initialised one (`ExInitializePushLock` stores 0).
+    writer: UnsafeCell<EX_PUSH_LOCK>,
+    pub(crate) snapshots: Snapshots<Entry<E>>,
+}
+
+// SAFETY: the device object may be used from any thread; the push lock is only touched by the
+// kernel's routines; the snapshots are Sync; the extension is Send + Sync.
+unsafe impl<E: HookExtension> Send for HookState<E> {}
+// SAFETY: as above.
+unsafe impl<E: HookExtension> Sync for HookState<E> {}
+
+impl<E: HookExtension> NpiProvider for HookState<E> {
+    type Characteristics = ebpf_attach_provider_data_t;
+    type Binding = Client<E>;
+    const NPI_ID: &'static NPIID = &EBPF_HOOK_EXTENSION_IID;
+
+    fn characteristics(&self) -> &ebpf_attach_provider_data_t {
+        &self.provider_data
+    }
+
+    fn attach(
+        &self,
+        client: &AttachingClient<'_>,
+    ) -> core::result::Result<Bound<Client<E>>, NTSTATUS> {
+        crate::attach::attach(self, client)
+    }
+
+    fn detach(client: &Client<E>) -> Detach {
+        crate::attach::detach(client)
+    }
+}
+
+impl<E: HookExtension> HookState<E> {
+    /// Takes the writer push lock exclusively (inside a critical region).
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub(crate) fn lock_writer(&self) -> WriterGuard<'_, E> {
+        // SAFETY: PASSIVE_LEVEL callers; paired with KeLeaveCriticalRegion in the guard's drop.
+        unsafe { KeEnterCriticalRegion() };
+        // SAFETY: the push lock lives as long as the provider and is initialised (zero).
+        unsafe { ExAcquirePushLockExclusiveEx(self.writer.get(), 0) };
+        WriterGuard { state: self }
+    }
+}
+
+/// Exclusive hold of the writer push lock: the one writer of the client snapshots.
+pub(crate) struct WriterGuard<'a, E: HookExtension> {
+    state: &'a HookState<E>,
+}
+
+impl<E: HookExtension> WriterGuard<'_, E> {
+    /// The entries published now.
+    pub(crate) fn current(&self) -> &[Entry<E>] {
+        // SAFETY: this guard holds the writer lock.
+        unsafe { self.state.snapshots.current_for_writer() }
+    }
+
+    /// Publishes a snapshot of the live clients with `added` placed by the attach policy,
+    /// and waits until no invocation holds the old one.
+    pub(crate) fn republish(&self, added: Option<&Client<E>>) {
+        let policy = self.state.config.policy;
+        let build = |old: &[Entry<E>], new: &mut [Entry<E>]| {
+            let mut n = 0;
+            policy.arrange(
+                live(old).map(Entry::new),
+                added.map(Entry::new),
+                |e| e.client().parameter.is_none(),
+                |e| {
+                    if n < new.len() {
+                        new[n] = e;
+                        n += 1;
+                    }
+                },
+            );
+            n
+        };
+        // SAFETY: this guard holds the writer lock, at PASSIVE_LEVEL.
+        unsafe { self.state.snapshots.publish(build) };
+    }
+}
+
+impl<E: HookExtension> Drop for WriterGuard<'_, E> {
+    fn drop(&mut self) {
+        // SAFETY: held exclusive by this guard.
+        unsafe { ExReleasePushLockExclusiveEx(self.state.writer.get(), 0) };
+        // SAFETY: entered in `lock_writer`.
+        unsafe { KeLeaveCriticalRegion() };
+    }
+}
+
+/// A registered hook provider. Dropping it unregisters: NMR detaches every program, each
+/// detach completes once no invocation can reach it, and only then is the provider freed.
+pub struct HookProvider<E: HookExtension> {
+    provider: Provider<HookState<E>>,
+}
+
+impl<E: HookExtension> HookProvider<E> {
+    /// Registers a hook NPI provider.
+    ///
+    /// # Safety
+    /// `device` is a live device object of the driver that outlives the provider (work items
+    /// for detach are allocated against it).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `max_clients` is 0; [`Error::InsufficientResources`] if an
+    /// allocation fails; [`Error::Api`] with `NmrRegisterProvider`'s status if it fails.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub unsafe fn register(
+        config: HookConfig<E::Parameter>,
+        extension: E,
+        device: *mut DEVICE_OBJECT,
+    ) -> Result<Self> {
+        if config.max_clients == 0 || device.is_null() {
+            return Err(Error::InvalidParameter);
+        }
+        let snapshots = Snapshots::new(config.max_clients, config.tag)?;
+        let state = HookState {
+            provider_data: ebpf_attach_provider_data_t {
+                header: EBPF_ATTACH_PROVIDER_DATA_HEADER,
+                supported_program_type: config.program_type,
+                bpf_attach_type: config.bpf_attach_type,
+                link_type: config.link_type,
+            },
+            config,
+            extension,
+            device,
+            writer: UnsafeCell::new(0),
+            snapshots,
+        };
+        Ok(HookProvider {
+            provider: Provider::register(config.attach_type, state, config.tag)?,
+        })
+    }
+
+    pub(crate) fn state(&self) -> &HookState<E> {
+        self.provider.get()
+    }
+
+    /// The extension (per-provider data).
+    #[must_use]
+    pub fn extension(&self) -> &E {
+        &self.state().extension
+    }
+
+    /// The programs attached now, in invocation order.
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL.
+    #[must_use]
+    pub fn clients(&self) -> AttachedClients<'_, E> {
+        AttachedClients {
+            snapshot: self.state().snapshots.read(),
+        }
+    }
+}
