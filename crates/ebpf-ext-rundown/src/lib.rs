@@ -72,6 +72,19 @@ impl Rundown {
         rundown
     }
 
+    /// An initialised rundown reference built at compile time, for a `static` (or zeroed
+    /// storage): a zeroed `EX_RUNDOWN_REF` is exactly what `ExInitializeRundownProtection`
+    /// produces.
+    #[must_use]
+    pub const fn new_static() -> Self {
+        // INVARIANT: a zero count is the initialised, not-run-down state.
+        Rundown {
+            inner: UnsafeCell::new(EX_RUNDOWN_REF { Count: 0 }),
+            run_down: AtomicBool::new(false),
+            _pin: PhantomPinned,
+        }
+    }
+
     /// Takes a reference, unless a wait has begun
     /// ([`ExAcquireRundownProtection`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exacquirerundownprotection)).
     /// The reference is released when the guard drops.
@@ -117,11 +130,16 @@ impl Rundown {
     ///
     /// # IRQL
     /// ≤ APC_LEVEL.
-    pub fn reinitialize(&mut self) -> Result {
+    ///
+    /// # Locking
+    /// The caller must ensure no other thread waits on or re-initialises the reference at the
+    /// same time (guards cannot exist: the reference is run down), as for
+    /// [`CacheAwareRundown::reinitialize`].
+    pub fn reinitialize(&self) -> Result {
         if !self.is_run_down() {
             return Err(Error::InvalidDeviceState);
         }
-        // SAFETY: the reference has been run down and `&mut self` proves no guard exists.
+        // SAFETY: the reference has been run down, so no guard exists and none can be taken.
         unsafe { ExReInitializeRundownProtection(self.inner.get()) };
         self.run_down.store(false, Ordering::Release);
         Ok(())

@@ -95,7 +95,7 @@ fn guard_released_on_another_thread() {
 #[test]
 fn reinitialize_only_after_run_down() {
     let _k = Kernel::new();
-    let mut rundown = Rundown::new();
+    let rundown = Rundown::new();
     assert_eq!(rundown.reinitialize(), Err(Error::InvalidDeviceState));
     rundown.wait_for_release();
     rundown.reinitialize().expect("reinitialize");

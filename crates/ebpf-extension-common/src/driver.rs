@@ -30,6 +30,8 @@
 use core::ptr::{self, NonNull};
 
 use ebpf_ext_hook::{HookConfig, HookExtension, HookProvider};
+
+use crate::control::ControlDevice;
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_program_info::{ProgramData, ProgramInfoProvider};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
@@ -299,5 +301,270 @@ macro_rules! global_allocator {
         #[global_allocator]
         static GLOBAL_ALLOCATOR: $crate::pool::PoolAllocator =
             $crate::pool::PoolAllocator::new($tag);
+    };
+}
+
+// ---- A declarative driver ------------------------------------------------------------------
+
+/// The names of an extension's control device (see [`crate::control::ControlDevice`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ControlDeviceNames {
+    /// `\Device\Name`, as [`crate::utf16!`] makes it.
+    pub name: &'static [u16],
+    /// `\GLOBAL??\Name` (user mode opens `\\.\Name`).
+    pub link: &'static [u16],
+    /// `FILE_DEVICE_*` type.
+    pub device_type: u32,
+}
+
+/// An extension driver: what it starts, and how it answers its control device. The SDK's
+/// [`crate::driver_entry!`] turns it into `DriverEntry`, the unload routine and the dispatch
+/// table, and keeps the running value between entry and unload.
+///
+/// `DriverEntry` starts tracing, creates the device object hooks need, calls
+/// [`ExtensionDriver::start`], then creates the control device (if any); a failed step undoes
+/// the earlier ones. Unload deletes the control device (waiting for running requests), drops
+/// the extension (its fields in declaration order: declare hooks before the program types
+/// they run, so they stop first), then the device and tracing.
+pub trait ExtensionDriver: Send + Sync + Sized + 'static {
+    /// The driver's ETW provider (`tracelogging::define_provider!`).
+    const TRACE_PROVIDER: &'static tracelogging::Provider;
+    /// Pool tag of the SDK's allocations for this driver.
+    const TAG: PoolTag;
+    /// The control device, if the driver has one; its requests go to
+    /// [`ExtensionDriver::device_control`].
+    const CONTROL_DEVICE: Option<ControlDeviceNames> = None;
+
+    /// Starts the extension's program types and hooks, in order; return them in a value whose
+    /// fields drop in stop order. `?` on each step undoes the earlier ones on failure.
+    ///
+    /// # Errors
+    /// The first step's error: `DriverEntry` returns its status.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    fn start(start: &Start<'_>) -> Result<Self>;
+
+    /// Handles a control-device request (see [`crate::ioctl`]). The default refuses every
+    /// code.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL (the dispatch routine).
+    fn device_control(&self, request: crate::ioctl::Request<'_>) -> crate::ioctl::Completion {
+        request.unknown()
+    }
+}
+
+/// What [`ExtensionDriver::start`] starts providers with.
+pub struct Start<'a> {
+    device: &'a Device,
+    tag: PoolTag,
+}
+
+impl Start<'_> {
+    /// Registers the program-information provider of one program type.
+    ///
+    /// # Errors
+    /// As [`ProgramInfoProvider::register`].
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn program_type(&self, data: &'static ProgramData) -> Result<ProgramInfoProvider> {
+        ProgramInfoProvider::register(data, self.tag)
+    }
+
+    /// Registers a hook provider with its own extension type and attach policy.
+    ///
+    /// The provider's detach work items use the driver's device object, which the SDK deletes
+    /// only after the [`ExtensionDriver`] value (and every provider it holds) is dropped.
+    ///
+    /// # Errors
+    /// As [`HookProvider::register`].
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn hook<E: HookExtension>(
+        &self,
+        config: HookConfig<E::Parameter>,
+        extension: E,
+    ) -> Result<HookProvider<E>> {
+        // SAFETY: the device outlives the extension value that holds this provider (field
+        // order of `Running`); a provider the driver leaks instead outlives its image anyway.
+        unsafe { HookProvider::register(config, extension, self.device.as_ptr()) }
+    }
+}
+
+/// A running extension driver, as [`crate::driver_entry!`] keeps it. Fields drop in stop
+/// order: control device (no new requests), the extension, the device object, tracing.
+pub struct Running<D: ExtensionDriver> {
+    control: Option<ControlDevice>,
+    extension: D,
+    _device: Device,
+    _tracing: Tracing,
+}
+
+impl<D: ExtensionDriver> core::ops::Deref for Running<D> {
+    type Target = D;
+    fn deref(&self) -> &D {
+        &self.extension
+    }
+}
+
+/// The runtime of [`crate::driver_entry!`]; not for direct use.
+#[doc(hidden)]
+pub mod glue {
+    use ebpf_ext_sys::ntdef::NTSTATUS;
+    use ebpf_ext_sys::ntstatus::{
+        STATUS_DEVICE_NOT_READY, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS,
+    };
+    use ebpf_ext_sys::wdm::{
+        DRIVER_DISPATCH, DRIVER_OBJECT, DRIVER_UNLOAD, IRP, IRP_MJ_CLEANUP, IRP_MJ_CLOSE,
+        IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL,
+    };
+
+    use super::{Device, ExtensionDriver, Running, Start};
+    use crate::control::{ControlDevice, DeviceControl, complete_request, dispatch_succeed};
+    use crate::global::DriverGlobal;
+    use crate::ioctl::Request;
+    use ebpf_ext_sys::Result;
+    use ebpf_ext_trace::Tracing;
+
+    /// `DriverEntry`.
+    ///
+    /// # Safety
+    /// Called once per load by the I/O manager with a live driver object that outlives the
+    /// driver; `unload` and `dispatch` are the routines [`crate::driver_entry!`] generated for
+    /// `global`.
+    pub unsafe fn entry<D: ExtensionDriver>(
+        global: &'static DriverGlobal<Running<D>>,
+        driver: *mut DRIVER_OBJECT,
+        unload: DRIVER_UNLOAD,
+        dispatch: DRIVER_DISPATCH,
+    ) -> NTSTATUS {
+        // SAFETY: the I/O manager's driver object, ours to fill in during DriverEntry.
+        let object = unsafe { &mut *driver };
+        if D::CONTROL_DEVICE.is_some() {
+            object.MajorFunction[usize::from(IRP_MJ_CREATE)] = Some(dispatch_succeed);
+            object.MajorFunction[usize::from(IRP_MJ_CLEANUP)] = Some(dispatch_succeed);
+            object.MajorFunction[usize::from(IRP_MJ_CLOSE)] = Some(dispatch_succeed);
+            object.MajorFunction[usize::from(IRP_MJ_DEVICE_CONTROL)] = Some(dispatch);
+        }
+        object.DriverUnload = Some(unload);
+        // SAFETY: the caller's driver object outlives the running driver.
+        match unsafe { start::<D>(driver) }.and_then(|running| global.set(running)) {
+            Ok(()) => STATUS_SUCCESS,
+            Err(e) => e.ntstatus(),
+        }
+    }
+
+    /// # Safety
+    /// As [`entry`].
+    unsafe fn start<D: ExtensionDriver>(driver: *mut DRIVER_OBJECT) -> Result<Running<D>> {
+        let tracing = Tracing::start(D::TRACE_PROVIDER)?;
+        ebpf_ext_trace::trace_entry!();
+        // SAFETY: the driver object outlives the device (dropped with `Running`).
+        let device = unsafe { Device::create(driver) }?;
+        let extension = D::start(&Start {
+            device: &device,
+            tag: D::TAG,
+        })?;
+        let control = match D::CONTROL_DEVICE {
+            // SAFETY: as above; the dispatch table was set before this request can arrive.
+            Some(names) => Some(unsafe {
+                ControlDevice::create(driver, names.name, names.link, names.device_type)
+            }?),
+            None => None,
+        };
+        ebpf_ext_trace::trace_exit!();
+        Ok(Running {
+            control,
+            extension,
+            _device: device,
+            _tracing: tracing,
+        })
+    }
+
+    /// `DriverUnload`: waits for running requests and callbacks, then stops everything.
+    pub fn unload<D: ExtensionDriver>(global: &'static DriverGlobal<Running<D>>) {
+        if let Some(running) = global.take() {
+            let mut running = running.into_inner();
+            drop(running.control.take());
+            ebpf_ext_trace::trace_message!(
+                ebpf_ext_trace::Level::Verbose,
+                ebpf_ext_trace::keyword::BASE,
+                "driver unloading"
+            );
+            drop(running);
+        }
+    }
+
+    /// `IRP_MJ_DEVICE_CONTROL`.
+    ///
+    /// # Safety
+    /// Called by the I/O manager with a live IRP, not yet completed.
+    pub unsafe fn device_control<D: ExtensionDriver>(
+        global: &'static DriverGlobal<Running<D>>,
+        irp: *mut IRP,
+    ) -> NTSTATUS {
+        // SAFETY: the I/O manager's IRP, not yet completed.
+        let Some(mut control) = (unsafe { DeviceControl::from_irp(irp) }) else {
+            // SAFETY: as above; completed once.
+            return unsafe { complete_request(irp, STATUS_INVALID_DEVICE_REQUEST, 0) };
+        };
+        let Some(running) = global.get() else {
+            // SAFETY: as above.
+            return unsafe { complete_request(irp, STATUS_DEVICE_NOT_READY, 0) };
+        };
+        let (code, input_len, output_len) =
+            (control.code(), control.input_len(), control.output_len());
+        let completion =
+            running.device_control(Request::new(code, control.buffer(), input_len, output_len));
+        drop(running);
+        // SAFETY: as above.
+        unsafe { complete_request(irp, completion.status, completion.information) }
+    }
+}
+
+/// Declares a driver's entry points for an [`ExtensionDriver`]: `driver_entry` (exported as
+/// `DriverEntry` on Windows; on the host it keeps its Rust name so several drivers link into
+/// one test), the unload and dispatch routines, and the `static` that keeps the running
+/// driver between them (a [`crate::global::DriverGlobal`], usable from callbacks without a
+/// context: `DRIVER.get()` borrows the driver).
+///
+/// ```ignore
+/// ebpf_extension_common::driver_entry!(static DRIVER: SampleNet);
+/// ```
+#[macro_export]
+macro_rules! driver_entry {
+    ($vis:vis static $global:ident : $driver:ty) => {
+        /// The running driver, between `DriverEntry` and unload.
+        $vis static $global: $crate::global::DriverGlobal<$crate::driver::Running<$driver>> =
+            $crate::global::DriverGlobal::new(<$driver as $crate::driver::ExtensionDriver>::TAG);
+
+        /// `DriverEntry`: starts the driver (see [`ExtensionDriver`]).
+        ///
+        /// # Safety
+        /// Called once per load by the I/O manager (or a test) with a live driver object that
+        /// outlives the driver; PASSIVE_LEVEL.
+        ///
+        /// [`ExtensionDriver`]: $crate::driver::ExtensionDriver
+        #[cfg_attr(target_os = "windows", unsafe(export_name = "DriverEntry"))]
+        pub unsafe extern "win64" fn driver_entry(
+            driver: *mut $crate::sys::wdm::DRIVER_OBJECT,
+            _registry_path: *const $crate::sys::ntdef::UNICODE_STRING,
+        ) -> $crate::sys::ntdef::NTSTATUS {
+            unsafe extern "win64" fn unload(_driver: *mut $crate::sys::wdm::DRIVER_OBJECT) {
+                $crate::driver::glue::unload(&$global);
+            }
+            unsafe extern "win64" fn dispatch(
+                _device: *mut $crate::sys::wdm::DEVICE_OBJECT,
+                irp: *mut $crate::sys::wdm::IRP,
+            ) -> $crate::sys::ntdef::NTSTATUS {
+                // SAFETY: the I/O manager's IRP for this driver's control device.
+                unsafe { $crate::driver::glue::device_control(&$global, irp) }
+            }
+            // SAFETY: the caller's contract; the routines are this driver's, for `$global`.
+            unsafe { $crate::driver::glue::entry(&$global, driver, unload, dispatch) }
+        }
     };
 }

@@ -7,7 +7,13 @@
 //! - [`control`]: a named control device restricted to SYSTEM and Administrators, and
 //!   `METHOD_BUFFERED` IOCTL plumbing; [`global`]: a driver's state between `DriverEntry` and
 //!   unload, borrowed under rundown protection;
-//! - [`driver`]: an RAII [`driver::Device`] and [`driver::Extension`], which starts tracing,
+//! - [`driver`]: [`driver::ExtensionDriver`] and [`driver_entry!`], which turn an extension
+//!   into `DriverEntry`, unload and the dispatch table and keep it running in between, starting
+//!   any number of program types and hooks in order; [`ioctl`]: typed buffered IOCTLs, refused
+//!   by the SDK when malformed; [`irql`]: an IRQL guard and a performance-counter stopwatch;
+//!   [`process`]: a safe process-creation notify routine;
+//! - [`helpers!`]: one declaration per helper;
+//! - also in [`driver`]: an RAII [`driver::Device`] and [`driver::Extension`], which starts tracing,
 //!   the program-information provider and a hook provider in order, stops them in reverse and
 //!   undoes partial work when a step fails;
 //! - with the `driver` feature, on the Windows target: `driver::panic` (a panic handler that
@@ -18,6 +24,7 @@
 pub use ebpf_ext_hook as hook;
 pub use ebpf_ext_pool as pool;
 pub use ebpf_ext_program_info as program_info;
+pub use ebpf_ext_program_info::helpers;
 pub use ebpf_ext_rundown as rundown;
 pub use ebpf_ext_sys as sys;
 pub use ebpf_ext_trace as trace;
@@ -25,6 +32,9 @@ pub use ebpf_ext_trace as trace;
 pub mod control;
 pub mod driver;
 pub mod global;
+pub mod ioctl;
+pub mod irql;
+pub mod process;
 
 /// The names an extension uses day to day.
 pub mod prelude {
@@ -34,8 +44,8 @@ pub mod prelude {
     };
     pub use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
     pub use ebpf_ext_program_info::{
-        ContextDescriptor, HelperAddresses, HelperFunction, HelperPrototype, ProgramData,
-        ProgramInfo, ProgramInfoProvider, ProgramTypeDescriptor,
+        Anything, Bytes, BytesMut, Context, ContextDescriptor, HelperAddresses, HelperFunction,
+        HelperPrototype, ProgramData, ProgramInfo, ProgramInfoProvider, ProgramTypeDescriptor,
     };
     pub use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
     pub use ebpf_ext_sys::ntdef::GUID;
@@ -44,7 +54,11 @@ pub mod prelude {
     pub use ebpf_ext_trace::{Level, Tracing, keyword};
 
     pub use crate::control::{ControlDevice, DeviceControl, complete_request};
-    pub use crate::driver::{Device, Extension, ExtensionConfig};
+    pub use crate::driver::{
+        ControlDeviceNames, Device, Extension, ExtensionConfig, ExtensionDriver, Start,
+    };
     pub use crate::global::DriverGlobal;
-    pub use crate::utf16;
+    pub use crate::ioctl::{Call, Completion, Ioctl, Refusal, Request};
+    pub use crate::irql::{RaisedIrql, Stopwatch};
+    pub use crate::{driver_entry, helpers, utf16, wire};
 }

@@ -1,107 +1,43 @@
-//! `DriverEntry`, unload and the dispatch routines.
+//! The driver: what it starts, and how its control device answers.
 
-use ebpf_extension_common::control::{
-    ControlDevice, DeviceControl, complete_request, dispatch_succeed,
-};
 use ebpf_extension_common::prelude::*;
-use ebpf_extension_common::sys::ntdef::{NTSTATUS, UNICODE_STRING};
-use ebpf_extension_common::sys::ntstatus::{
-    STATUS_DEVICE_NOT_READY, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS,
-};
-use ebpf_extension_common::sys::wdm::{
-    DEVICE_OBJECT, DRIVER_OBJECT, FILE_DEVICE_NETWORK, IRP, IRP_MJ_CLEANUP, IRP_MJ_CLOSE,
-    IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL,
-};
+use ebpf_extension_common::sys::wdm::FILE_DEVICE_NETWORK;
 
 use crate::hook::{HOOK_CONFIG, SampleNetHook, TAG};
 use crate::program::PROGRAM_DATA;
+use crate::protocol::{Profile, Run};
 
-/// The running driver. Fields drop in order: the control device first (no new requests),
-/// then the extension (hook, program information, tracing).
-struct Driver {
-    control: ControlDevice,
-    extension: Extension<SampleNetHook>,
+/// The running extension. Fields drop in order: the hook first, then its program type.
+pub struct SampleNet {
+    hook: HookProvider<SampleNetHook>,
+    _program_type: ProgramInfoProvider,
 }
 
-static DRIVER: DriverGlobal<Driver> = DriverGlobal::new(TAG);
+impl ExtensionDriver for SampleNet {
+    const TRACE_PROVIDER: &'static tracelogging::Provider = &crate::TRACE_PROVIDER;
+    const TAG: PoolTag = TAG;
+    const CONTROL_DEVICE: Option<ControlDeviceNames> = Some(ControlDeviceNames {
+        name: utf16!("\\Device\\SampleNetEbpfExt"),
+        link: utf16!("\\GLOBAL??\\SampleNetEbpfExt"),
+        device_type: FILE_DEVICE_NETWORK,
+    });
 
-/// `DriverEntry`: starts the extension, creates the control device and publishes both.
-///
-/// # Safety
-/// Called once by the I/O manager (or a test) with a live driver object that outlives the
-/// driver; PASSIVE_LEVEL.
-#[cfg_attr(target_os = "windows", unsafe(export_name = "DriverEntry"))]
-pub unsafe extern "win64" fn driver_entry(
-    driver: *mut DRIVER_OBJECT,
-    _registry_path: *const UNICODE_STRING,
-) -> NTSTATUS {
-    // SAFETY: the I/O manager's driver object, ours to fill in DriverEntry.
-    let object = unsafe { &mut *driver };
-    object.MajorFunction[usize::from(IRP_MJ_CREATE)] = Some(dispatch_succeed);
-    object.MajorFunction[usize::from(IRP_MJ_CLEANUP)] = Some(dispatch_succeed);
-    object.MajorFunction[usize::from(IRP_MJ_CLOSE)] = Some(dispatch_succeed);
-    object.MajorFunction[usize::from(IRP_MJ_DEVICE_CONTROL)] = Some(dispatch_device_control);
-    object.DriverUnload = Some(driver_unload);
-    match start(driver) {
-        Ok(()) => STATUS_SUCCESS,
-        Err(e) => e.ntstatus(),
+    fn start(start: &Start<'_>) -> Result<Self> {
+        let program_type = start.program_type(&PROGRAM_DATA)?;
+        let hook = start.hook(HOOK_CONFIG, SampleNetHook::default())?;
+        Ok(SampleNet {
+            hook,
+            _program_type: program_type,
+        })
+    }
+
+    fn device_control(&self, request: Request<'_>) -> Completion {
+        match request.code() {
+            Run::CODE => request.handle(|call| crate::control::run(&self.hook, call)),
+            Profile::CODE => request.handle(|call| crate::control::profile(&self.hook, call)),
+            _ => request.unknown(),
+        }
     }
 }
 
-fn start(driver: *mut DRIVER_OBJECT) -> Result<()> {
-    let config = ExtensionConfig {
-        trace_provider: &crate::TRACE_PROVIDER,
-        program_data: &PROGRAM_DATA,
-        tag: TAG,
-        hook: HOOK_CONFIG,
-        extension: SampleNetHook::default(),
-    };
-    // SAFETY: the driver object outlives the extension (stopped in unload).
-    let extension = unsafe { Extension::start(driver, config) }?;
-    // SAFETY: as above; the dispatch table is set.
-    let control = unsafe {
-        ControlDevice::create(
-            driver,
-            utf16!("\\Device\\SampleNetEbpfExt"),
-            utf16!("\\GLOBAL??\\SampleNetEbpfExt"),
-            FILE_DEVICE_NETWORK,
-        )
-    }?;
-    DRIVER.set(Driver { control, extension })
-}
-
-/// `DriverUnload`: waits for running requests, then stops everything.
-unsafe extern "win64" fn driver_unload(_driver: *mut DRIVER_OBJECT) {
-    if let Some(driver) = DRIVER.take() {
-        let Driver { control, extension } = driver.into_inner();
-        drop(control);
-        extension.stop();
-    }
-}
-
-/// `IRP_MJ_DEVICE_CONTROL`.
-unsafe extern "win64" fn dispatch_device_control(
-    _device: *mut DEVICE_OBJECT,
-    irp: *mut IRP,
-) -> NTSTATUS {
-    // SAFETY: the I/O manager's IRP, not yet completed.
-    let Some(mut request) = (unsafe { DeviceControl::from_irp(irp) }) else {
-        // SAFETY: as above; completed once.
-        return unsafe { complete_request(irp, STATUS_INVALID_DEVICE_REQUEST, 0) };
-    };
-    let Some(driver) = DRIVER.get() else {
-        // SAFETY: as above.
-        return unsafe { complete_request(irp, STATUS_DEVICE_NOT_READY, 0) };
-    };
-    let (code, input_len, output_len) = (request.code(), request.input_len(), request.output_len());
-    let (status, information) = crate::control::device_control(
-        driver.extension.hook(),
-        code,
-        request.buffer(),
-        input_len,
-        output_len,
-    );
-    drop(driver);
-    // SAFETY: as above.
-    unsafe { complete_request(irp, status, information) }
-}
+driver_entry!(static DRIVER: SampleNet);

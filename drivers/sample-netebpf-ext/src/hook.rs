@@ -7,7 +7,7 @@ use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_structs::{BPF_LINK_TYPE_PLAIN, bpf_attach_type_t};
 use ebpf_extension_common::trace::{trace_message_u32, trace_message_value};
 
-use crate::program::PROGRAM_TYPE;
+use crate::program::{PROGRAM_TYPE, PacketContext};
 
 /// Attach type GUID of the `sample_net` hook.
 pub const ATTACH_TYPE: GUID = GUID::from_u128(0xdee75b22_bd34_4844_bc64_67a4e1228e72);
@@ -121,5 +121,3 @@ pub fn fire(hook: &HookProvider<SampleNetHook>, context: PacketContext) -> Resul
         programs_run,
     })
 }
-
-use crate::program::PacketContext;

@@ -8,17 +8,16 @@
 //! - **Hook** ([`hook`]): programs attach with an interface id (a `u32`; 0 or no parameter is
 //!   the wildcard), many per interface. An event runs the interface's programs, then the
 //!   wildcard ones, and stops at the first that returns [`VERDICT_BLOCK`].
-//! - **Control device** `\\.\SampleNetEbpfExt` ([`protocol`]): `IOCTL_SAMPLE_NET_RUN` fires
-//!   the hook once with a caller-supplied packet and returns the verdict;
-//!   `IOCTL_SAMPLE_NET_PROFILE` fires it N times and returns the duration. Only SYSTEM and
-//!   Administrators can open it: the SDK's [`ControlDevice`] applies a DACL with kernel
-//!   exports (see [`ebpf_extension_common::control`]).
+//! - **Control device** `\\.\SampleNetEbpfExt` ([`protocol`], [`control`]):
+//!   `IOCTL_SAMPLE_NET_RUN` fires the hook once with a caller-supplied packet and returns the
+//!   verdict; `IOCTL_SAMPLE_NET_PROFILE` fires it N times and returns the duration. Both are
+//!   typed IOCTLs: the SDK refuses bad lengths, versions and alignment before the handlers
+//!   run. Only SYSTEM and Administrators can open the device.
+//! - **Driver** ([`driver`]): what `DriverEntry` starts, declared with the SDK's
+//!   `ExtensionDriver` and `driver_entry!`.
 //!
-//! Everything else — NMR registration, client validation, rundown, ETW, the device's security
-//! — is the SDK's. The only `cfg` is the `DriverEntry` export name: on the host the function
-//! keeps its Rust name so two samples can be linked into one test binary.
-//!
-//! [`ControlDevice`]: ebpf_extension_common::control::ControlDevice
+//! Everything else — `DriverEntry`, unload, the dispatch table, NMR, client validation,
+//! rundown, ETW, the device's security — is the SDK's, and the sample has no `unsafe` code.
 #![no_std]
 
 // Host builds of the `cdylib` target need a panic handler and unwinding support: the host's

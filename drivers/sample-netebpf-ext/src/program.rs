@@ -4,10 +4,6 @@
 use core::mem::offset_of;
 
 use ebpf_extension_common::prelude::*;
-use ebpf_extension_common::sys::ebpf_base::{
-    EBPF_ARGUMENT_TYPE_CONST_SIZE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
-    EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM, EBPF_RETURN_TYPE_INTEGER,
-};
 
 /// Program type GUID of `sample_net`.
 pub const PROGRAM_TYPE: GUID = GUID::from_u128(0x1c37c7d8_8b7f_4428_b782_7253a2d00572);
@@ -33,34 +29,14 @@ pub struct PacketContext {
 }
 
 /// `sample_net_get_interface_id(ctx)`: the context's interface id.
-///
-/// # Safety
-/// `ctx` is the program's context pointer (the verifier guarantees it for
-/// `EBPF_ARGUMENT_TYPE_PTR_TO_CTX`).
-#[must_use]
-pub unsafe extern "win64" fn get_interface_id(ctx: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    // SAFETY: the verifier passes this program type's context.
-    let context = unsafe { &*(ctx as *const PacketContext) };
+fn get_interface_id(context: &PacketContext) -> u64 {
     u64::from(context.interface_id)
 }
 
 /// `sample_net_checksum(data, size)`: the 16-bit one's-complement internet checksum (RFC
-/// 1071) of `size` bytes at `data`.
-///
-/// # Safety
-/// `data` points to `size` readable bytes (the verifier guarantees it for
-/// `PTR_TO_READABLE_MEM` followed by `CONST_SIZE`).
-#[must_use]
-pub unsafe extern "win64" fn checksum(data: u64, size: u64, _: u64, _: u64, _: u64) -> u64 {
-    let Ok(size) = usize::try_from(size) else {
-        return 0;
-    };
-    if data == 0 || size == 0 {
-        return u64::from(!0u16);
-    }
-    // SAFETY: the verifier guarantees `size` readable bytes at `data`.
-    let bytes = unsafe { core::slice::from_raw_parts(data as *const u8, size) };
-    u64::from(internet_checksum(bytes))
+/// 1071) of `size` bytes at `data` (0xFFFF for none).
+fn checksum(data: &[u8]) -> u64 {
+    u64::from(internet_checksum(data))
 }
 
 /// RFC 1071 checksum.
@@ -89,29 +65,16 @@ static CONTEXT: ContextDescriptor = ContextDescriptor::of::<PacketContext>(
 );
 static DESCRIPTOR: ProgramTypeDescriptor =
     ProgramTypeDescriptor::new(c"sample_net", &CONTEXT, PROGRAM_TYPE, BPF_PROG_TYPE, false);
-static HELPERS: [HelperPrototype; 2] = [
-    HelperPrototype::new(
-        HELPER_GET_INTERFACE_ID,
-        c"sample_net_get_interface_id",
-        EBPF_RETURN_TYPE_INTEGER,
-        &[EBPF_ARGUMENT_TYPE_PTR_TO_CTX],
-    ),
-    HelperPrototype::new(
-        HELPER_CHECKSUM,
-        c"sample_net_checksum",
-        EBPF_RETURN_TYPE_INTEGER,
-        &[
-            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
-            EBPF_ARGUMENT_TYPE_CONST_SIZE,
-        ],
-    ),
-];
+helpers! {
+    context PacketContext;
+    /// The helpers' prototypes.
+    static HELPERS;
+    /// Their addresses, in the same order.
+    static ADDRESSES;
+    HELPER_GET_INTERFACE_ID, c"sample_net_get_interface_id" => get_interface_id(Context);
+    HELPER_CHECKSUM, c"sample_net_checksum" => checksum(Bytes);
+}
 static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
-static FUNCTIONS: [HelperFunction; 2] = [
-    HelperFunction::new(get_interface_id),
-    HelperFunction::new(checksum),
-];
-static ADDRESSES: HelperAddresses = HelperAddresses::new(&FUNCTIONS);
 
 /// The program data the program-information provider publishes.
 pub static PROGRAM_DATA: ProgramData = ProgramData::new(&INFO).with_helpers(&ADDRESSES).checked();

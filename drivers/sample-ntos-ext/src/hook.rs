@@ -4,12 +4,11 @@
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use ebpf_extension_common::prelude::*;
+use ebpf_extension_common::process;
 use ebpf_extension_common::sys::ebpf_structs::{BPF_LINK_TYPE_PLAIN, bpf_attach_type_t};
-use ebpf_extension_common::sys::ntddk::PsSetCreateProcessNotifyRoutineEx;
-use ebpf_extension_common::sys::ntdef::{FALSE, TRUE};
-use ebpf_extension_common::sys::ntstatus::STATUS_SUCCESS;
-use ebpf_extension_common::trace::{trace_api_failure, trace_message, trace_message_u32};
+use ebpf_extension_common::trace::{trace_message, trace_message_u32};
 
+use crate::driver::SampleProcess;
 use crate::program::{NotifyContext, PROGRAM_TYPE};
 
 /// Attach type GUID of the process hook.
@@ -34,18 +33,7 @@ impl HookExtension for SampleProcessHook {
     /// registration change together.
     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> {
         if self.attached.load(Ordering::Relaxed) == 0 {
-            // SAFETY: a routine of this driver, removed before unload (the last detach
-            // happens when the hook provider is dropped, at the latest).
-            let status =
-                unsafe { PsSetCreateProcessNotifyRoutineEx(crate::driver::process_notify, FALSE) };
-            if status != STATUS_SUCCESS {
-                trace_api_failure!(
-                    keyword::EXTENSION,
-                    "PsSetCreateProcessNotifyRoutineEx",
-                    status
-                );
-                return Err(Error::api("PsSetCreateProcessNotifyRoutineEx", status));
-            }
+            process::add::<SampleProcess>()?;
             trace_message!(
                 Level::Informational,
                 keyword::EXTENSION,
@@ -70,24 +58,12 @@ impl HookExtension for SampleProcessHook {
             "programs attached",
             count
         );
-        if count == 0 {
-            // SAFETY: registered on the first attach; this waits for running callbacks, and
-            // is not called from inside one.
-            let status =
-                unsafe { PsSetCreateProcessNotifyRoutineEx(crate::driver::process_notify, TRUE) };
-            if status == STATUS_SUCCESS {
-                trace_message!(
-                    Level::Informational,
-                    keyword::EXTENSION,
-                    "process notify routine removed"
-                );
-            } else {
-                trace_api_failure!(
-                    keyword::EXTENSION,
-                    "PsSetCreateProcessNotifyRoutineEx",
-                    status
-                );
-            }
+        if count == 0 && process::remove::<SampleProcess>().is_ok() {
+            trace_message!(
+                Level::Informational,
+                keyword::EXTENSION,
+                "process notify routine removed"
+            );
         }
     }
 }

@@ -12,7 +12,10 @@
 //! - **Verdict**: on creation, a program returning a failure `NTSTATUS` (negative) denies the
 //!   creation with that status; later programs do not run. On exit the return is ignored.
 //!
-//! Everything else — NMR, client validation, rundown, ETW — is the SDK's.
+//! - **Driver** ([`driver`]): what `DriverEntry` starts, and the notify routine.
+//!
+//! Everything else — `DriverEntry`, unload, NMR, client validation, rundown, ETW, the notify
+//! routine's registration — is the SDK's; the only `unsafe` is in the helper.
 #![no_std]
 
 // Host builds of the `cdylib` target need a panic handler and unwinding support: the host's

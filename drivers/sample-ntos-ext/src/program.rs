@@ -4,10 +4,6 @@
 use core::mem::offset_of;
 
 use ebpf_extension_common::prelude::*;
-use ebpf_extension_common::sys::ebpf_base::{
-    EBPF_ARGUMENT_TYPE_CONST_SIZE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
-    EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM, EBPF_RETURN_TYPE_INTEGER,
-};
 use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 use ebpf_extension_common::sys::wdm::PASSIVE_LEVEL;
 
@@ -56,24 +52,10 @@ pub(crate) struct NotifyContext {
 /// `sample_process_get_image_path(ctx, buffer, size)`: copies the image path (UTF-16LE, no
 /// terminator) into `buffer` and returns its length in bytes; 0 if there is none (on exit);
 /// -1 if `size` is too small (nothing is copied).
-///
-/// # Safety
-/// `ctx` is a `sample_process` program's context and `buffer` holds `size` writable bytes
-/// (the verifier guarantees both).
-#[must_use]
-pub unsafe extern "win64" fn get_image_path(
-    ctx: u64,
-    buffer: u64,
-    size: u64,
-    _: u64,
-    _: u64,
-) -> u64 {
-    // SAFETY: programs of this type get a pointer to `NotifyContext::public`, the first field
-    // of a live NotifyContext: the notify routine builds every context they see, because the
-    // program data offers no `context_create` (a test-run context would be only the public
-    // part, and this read would overrun it; add `context_create` only with a NotifyContext).
-    let context = unsafe { &*(ctx as *const NotifyContext) };
-    // SAFETY: NULL or the notify routine's image name, valid during the invocation.
+fn get_image_path(context: &NotifyContext, buffer: &mut [u8]) -> u64 {
+    // SAFETY: NULL or the notify routine's image name, valid during the invocation. Programs
+    // of this type see only contexts the notify routine builds (the program data offers no
+    // `context_create`, whose test-run context would be only the public part).
     let Some(image) = (unsafe { context.image.as_ref() }) else {
         return 0;
     };
@@ -81,11 +63,11 @@ pub unsafe extern "win64" fn get_image_path(
     if image.Buffer.is_null() || len == 0 {
         return 0;
     }
-    if size < len as u64 || buffer == 0 {
+    let Some(out) = buffer.get_mut(..len) else {
         return u64::MAX; // -1
-    }
-    // SAFETY: `len` readable bytes in the string, `size ≥ len` writable bytes in `buffer`.
-    unsafe { core::ptr::copy_nonoverlapping(image.Buffer.cast::<u8>(), buffer as *mut u8, len) };
+    };
+    // SAFETY: `len` readable bytes in the string, valid during the invocation.
+    out.copy_from_slice(unsafe { core::slice::from_raw_parts(image.Buffer.cast::<u8>(), len) });
     len as u64
 }
 
@@ -101,19 +83,15 @@ static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(
     BPF_PROG_TYPE,
     false,
 );
-static HELPERS: [HelperPrototype; 1] = [HelperPrototype::new(
-    HELPER_GET_IMAGE_PATH,
-    c"sample_process_get_image_path",
-    EBPF_RETURN_TYPE_INTEGER,
-    &[
-        EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
-        EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
-        EBPF_ARGUMENT_TYPE_CONST_SIZE,
-    ],
-)];
+helpers! {
+    context NotifyContext;
+    /// The helper's prototype.
+    static HELPERS;
+    /// Its address.
+    static ADDRESSES;
+    HELPER_GET_IMAGE_PATH, c"sample_process_get_image_path" => get_image_path(Context, BytesMut);
+}
 static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
-static FUNCTIONS: [HelperFunction; 1] = [HelperFunction::new(get_image_path)];
-static ADDRESSES: HelperAddresses = HelperAddresses::new(&FUNCTIONS);
 
 /// The program data the program-information provider publishes.
 pub static PROGRAM_DATA: ProgramData = ProgramData::new(&INFO)

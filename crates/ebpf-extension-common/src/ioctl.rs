@@ -1,0 +1,452 @@
+//! Typed `METHOD_BUFFERED` IOCTLs: an extension names each control code's request and reply
+//! types ([`Ioctl`]) and writes a handler over typed values; the SDK refuses malformed
+//! requests — lengths, alignment, version, payload size — with a status and a trace event
+//! before the handler runs.
+//!
+//! ```ignore
+//! wire! {
+//!     /// `IOCTL_MY_RUN` input.
+//!     pub struct RunRequest { pub version: u32, pub data_len: u32 }
+//! }
+//! wire! { pub struct RunReply { pub verdict: u32, pub programs_run: u32 } }
+//! pub enum Run {}
+//! impl Ioctl for Run {
+//!     const CODE: u32 = CTL_CODE(FILE_DEVICE_NETWORK, 0x800, METHOD_BUFFERED, FILE_ANY_ACCESS);
+//!     type Request = RunRequest;
+//!     type Reply = RunReply;
+//!     const VERSION: Option<u32> = Some(1);
+//!     const MAX_PAYLOAD: usize = 0x1_0000;
+//!     fn payload_len(request: &RunRequest) -> Option<usize> { Some(request.data_len as usize) }
+//! }
+//! // In `ExtensionDriver::device_control`:
+//! match request.code() {
+//!     Run::CODE => request.handle::<Run>(|call| { …; Ok(call.reply(&RunReply { … })) }),
+//!     _ => request.unknown(),
+//! }
+//! ```
+
+use core::mem::{align_of, size_of};
+use core::ptr;
+
+use ebpf_ext_sys::ntdef::NTSTATUS;
+use ebpf_ext_sys::ntstatus::{
+    STATUS_BUFFER_TOO_SMALL, STATUS_DATATYPE_MISALIGNMENT, STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_INVALID_PARAMETER, STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
+};
+use ebpf_ext_trace::{Level, keyword, trace_message_status};
+
+/// Plain data that crosses the user/kernel boundary as bytes. Implement it with [`wire!`].
+///
+/// # Safety
+/// The type is `repr(C)` with no padding, and every bit pattern of its bytes is a valid
+/// value.
+pub unsafe trait Wire: Copy + 'static {}
+
+// SAFETY: integers have no padding and accept any bit pattern.
+unsafe impl Wire for u8 {}
+// SAFETY: as above.
+unsafe impl Wire for u16 {}
+// SAFETY: as above.
+unsafe impl Wire for u32 {}
+// SAFETY: as above.
+unsafe impl Wire for u64 {}
+// SAFETY: as above.
+unsafe impl Wire for i32 {}
+// SAFETY: as above.
+unsafe impl Wire for i64 {}
+// SAFETY: as above, element-wise; arrays have no padding between elements.
+unsafe impl<T: Wire, const N: usize> Wire for [T; N] {}
+
+/// The bytes of `value` into the start of `out`.
+///
+/// # Panics
+/// If `out` is shorter than `T`.
+pub fn write<T: Wire>(value: &T, out: &mut [u8]) {
+    let out = &mut out[..size_of::<T>()];
+    // SAFETY: `T: Wire` has no padding, so all of its `size_of::<T>()` bytes are initialised;
+    // `out` holds that many bytes and does not overlap the borrowed `value`.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            ptr::from_ref(value).cast::<u8>(),
+            out.as_mut_ptr(),
+            size_of::<T>(),
+        );
+    };
+}
+
+/// A `T` read from the start of `bytes` (any alignment); `None` if too short.
+#[must_use]
+pub fn read<T: Wire>(bytes: &[u8]) -> Option<T> {
+    let bytes = bytes.get(..size_of::<T>())?;
+    // SAFETY: `size_of::<T>()` readable bytes; every bit pattern is a valid `T` (`Wire`).
+    Some(unsafe { ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// Declares a `repr(C)` wire struct: implements [`Wire`] after proving at compile time that
+/// every field is [`Wire`] and that the struct has no padding, and adds `SIZE`, `to_bytes`
+/// and `from_bytes`.
+#[macro_export]
+macro_rules! wire {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$field_meta:meta])* $field_vis:vis $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr(C)]
+        $vis struct $name {
+            $( $(#[$field_meta])* $field_vis $field: $ty ),*
+        }
+
+        const _: () = {
+            const fn field_is_wire<T: $crate::ioctl::Wire>() {}
+            $( field_is_wire::<$ty>(); )*
+            assert!(
+                ::core::mem::size_of::<$name>() == 0 $( + ::core::mem::size_of::<$ty>() )*,
+                "a wire struct must have no padding"
+            );
+        };
+
+        // SAFETY: `repr(C)`, every field `Wire` and no padding (both checked just above), so
+        // the struct has no padding and accepts any bit pattern.
+        unsafe impl $crate::ioctl::Wire for $name {}
+
+        impl $name {
+            /// Size on the wire.
+            $vis const SIZE: usize = ::core::mem::size_of::<$name>();
+
+            /// The bytes of this value.
+            #[must_use]
+            $vis fn to_bytes(self) -> [u8; ::core::mem::size_of::<$name>()] {
+                let mut bytes = [0u8; ::core::mem::size_of::<$name>()];
+                $crate::ioctl::write(&self, &mut bytes);
+                bytes
+            }
+
+            /// Reads a value from the start of `bytes` (any alignment); `None` if too short.
+            #[must_use]
+            $vis fn from_bytes(bytes: &[u8]) -> Option<Self> {
+                $crate::ioctl::read(bytes)
+            }
+        }
+    };
+}
+
+/// One control code: its request and reply types and the rules the SDK checks.
+pub trait Ioctl {
+    /// The control code (`CTL_CODE(…, METHOD_BUFFERED, …)`).
+    const CODE: u32;
+    /// The request header at the start of the input.
+    type Request: Wire;
+    /// The reply header at the start of the output.
+    type Reply: Wire;
+    /// If `Some`, the request starts with this `u32` version; another is refused with
+    /// `STATUS_REVISION_MISMATCH`.
+    const VERSION: Option<u32> = None;
+    /// Most payload bytes the input may carry after the request header.
+    const MAX_PAYLOAD: usize = 0;
+    /// Alignment the system buffer must have (the I/O manager's is 16).
+    const ALIGNMENT: usize = 8;
+
+    /// The payload length the request announces, if it announces one: the input must then be
+    /// exactly the header plus that many bytes.
+    fn payload_len(request: &Self::Request) -> Option<usize> {
+        let _ = request;
+        None
+    }
+}
+
+/// A refused request: its status and why (the trace event's message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// The completion status.
+    pub status: NTSTATUS,
+    /// Why, for the trace event.
+    pub why: &'static str,
+}
+
+impl Refusal {
+    /// A refusal with `status` because of `why`.
+    #[must_use]
+    pub const fn new(status: NTSTATUS, why: &'static str) -> Self {
+        Refusal { status, why }
+    }
+}
+
+/// How a request completes: status and the number of output bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// `IoStatus.Status`.
+    pub status: NTSTATUS,
+    /// `IoStatus.Information`: output bytes written.
+    pub information: usize,
+}
+
+impl From<Refusal> for Completion {
+    /// Traces the refusal (`EbpfExtGenericMessage`, Warning, keyword `EXTENSION`, with the
+    /// status) and completes with its status and no output.
+    fn from(refusal: Refusal) -> Self {
+        trace_message_status!(
+            Level::Warning,
+            keyword::EXTENSION,
+            refusal.why,
+            refusal.status
+        );
+        Completion {
+            status: refusal.status,
+            information: 0,
+        }
+    }
+}
+
+/// A device-control request as the SDK hands it to [`crate::driver::ExtensionDriver`]: its
+/// code and its one system buffer, not yet interpreted.
+pub struct Request<'a> {
+    code: u32,
+    buffer: &'a mut [u8],
+    input_len: usize,
+    output_len: usize,
+}
+
+impl<'a> Request<'a> {
+    /// A request over a `METHOD_BUFFERED` system buffer (`buffer.len()` = max(input, output)
+    /// bytes); host tests build requests directly, with any buffer.
+    #[must_use]
+    pub fn new(code: u32, buffer: &'a mut [u8], input_len: usize, output_len: usize) -> Self {
+        Request {
+            code,
+            buffer,
+            input_len,
+            output_len,
+        }
+    }
+
+    /// The control code.
+    #[must_use]
+    pub fn code(&self) -> u32 {
+        self.code
+    }
+
+    /// Refuses an unknown control code (`STATUS_INVALID_DEVICE_REQUEST`).
+    #[must_use]
+    pub fn unknown(self) -> Completion {
+        Refusal::new(STATUS_INVALID_DEVICE_REQUEST, "unknown control code").into()
+    }
+
+    /// Validates the request as `I` and runs `handler` on it; a refusal (the SDK's or the
+    /// handler's) completes with its status and is traced.
+    ///
+    /// The SDK refuses, in this order: lengths beyond the buffer and an input shorter than
+    /// `I::Request` (`STATUS_INVALID_PARAMETER`); a buffer not aligned to `I::ALIGNMENT`
+    /// (`STATUS_DATATYPE_MISALIGNMENT`); another version (`STATUS_REVISION_MISMATCH`); a
+    /// payload over `I::MAX_PAYLOAD` or other than the request announces
+    /// (`STATUS_INVALID_PARAMETER`); an output shorter than `I::Reply`
+    /// (`STATUS_BUFFER_TOO_SMALL`).
+    pub fn handle<I: Ioctl>(
+        self,
+        handler: impl FnOnce(Call<'_, I>) -> Result<Completion, Refusal>,
+    ) -> Completion {
+        match self.validate::<I>().and_then(handler) {
+            Ok(completion) => completion,
+            Err(refusal) => refusal.into(),
+        }
+    }
+
+    fn validate<I: Ioctl>(self) -> Result<Call<'a, I>, Refusal> {
+        let invalid = |why| Refusal::new(STATUS_INVALID_PARAMETER, why);
+        if self.buffer.len() < self.input_len.max(self.output_len) {
+            return Err(invalid("lengths exceed the request buffer"));
+        }
+        let header = size_of::<I::Request>();
+        let request = read::<I::Request>(&self.buffer[..self.input_len])
+            .ok_or(invalid("input shorter than the request"))?;
+        if self
+            .buffer
+            .as_ptr()
+            .align_offset(I::ALIGNMENT.max(align_of::<I::Request>()))
+            != 0
+        {
+            return Err(Refusal::new(
+                STATUS_DATATYPE_MISALIGNMENT,
+                "request buffer misaligned",
+            ));
+        }
+        if let Some(version) = I::VERSION
+            && read::<u32>(self.buffer) != Some(version)
+        {
+            return Err(Refusal::new(
+                STATUS_REVISION_MISMATCH,
+                "unknown request version",
+            ));
+        }
+        let payload = self.input_len - header;
+        if payload > I::MAX_PAYLOAD || I::payload_len(&request).is_some_and(|n| n > I::MAX_PAYLOAD)
+        {
+            return Err(invalid("payload too large"));
+        }
+        if I::payload_len(&request).is_some_and(|n| n != payload) {
+            return Err(invalid("input length disagrees with the announced payload"));
+        }
+        if self.output_len < size_of::<I::Reply>() {
+            return Err(Refusal::new(
+                STATUS_BUFFER_TOO_SMALL,
+                "output cannot hold the reply",
+            ));
+        }
+        Ok(Call {
+            request,
+            buffer: self.buffer,
+            input_len: self.input_len,
+            output_len: self.output_len,
+            trailing: 0,
+            _ioctl: core::marker::PhantomData,
+        })
+    }
+}
+
+/// A validated request of type `I`, lent to its handler: the request header, its payload,
+/// and the output to reply through.
+pub struct Call<'a, I: Ioctl> {
+    request: I::Request,
+    buffer: &'a mut [u8],
+    input_len: usize,
+    output_len: usize,
+    trailing: usize,
+    _ioctl: core::marker::PhantomData<I>,
+}
+
+impl<I: Ioctl> Call<'_, I> {
+    /// The request header (a copy: the reply may overwrite the input).
+    #[must_use]
+    pub fn request(&self) -> &I::Request {
+        &self.request
+    }
+
+    /// The payload after the request header.
+    #[must_use]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer[size_of::<I::Request>()..self.input_len]
+    }
+
+    /// Moves the payload to just after the reply header in the output and lends it, for
+    /// handlers that reply with the payload as their code left it; the reply then includes it.
+    ///
+    /// # Errors
+    /// `STATUS_BUFFER_TOO_SMALL` if the output cannot hold the reply and the payload.
+    pub fn payload_in_reply(&mut self) -> Result<&mut [u8], Refusal> {
+        let (header, reply) = (size_of::<I::Request>(), size_of::<I::Reply>());
+        let len = self.input_len - header;
+        if self.output_len < reply + len {
+            return Err(Refusal::new(
+                STATUS_BUFFER_TOO_SMALL,
+                "output cannot hold the reply and the payload",
+            ));
+        }
+        self.buffer.copy_within(header..header + len, reply);
+        self.trailing = len;
+        Ok(&mut self.buffer[reply..reply + len])
+    }
+
+    /// Writes `reply` at the start of the output and completes with `STATUS_SUCCESS` (and
+    /// the payload, if [`Call::payload_in_reply`] placed it).
+    #[must_use]
+    pub fn reply(self, reply: &I::Reply) -> Completion {
+        write(reply, self.buffer);
+        Completion {
+            status: STATUS_SUCCESS,
+            information: size_of::<I::Reply>() + self.trailing,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    crate::wire! {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        struct Header { version: u32, len: u32 }
+    }
+
+    enum Echo {}
+    impl Ioctl for Echo {
+        const CODE: u32 = 0x22_2000;
+        type Request = Header;
+        type Reply = Header;
+        const VERSION: Option<u32> = Some(7);
+        const MAX_PAYLOAD: usize = 8;
+        fn payload_len(request: &Header) -> Option<usize> {
+            Some(request.len as usize)
+        }
+    }
+
+    fn run(storage: &mut [u64; 4], offset: usize, input: &[u8], output_len: usize) -> Completion {
+        let _kernel = ebpf_ext_usersim::Kernel::new();
+        // SAFETY: the u64 storage viewed as its 32 bytes.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(storage.as_mut_ptr().cast(), 32) };
+        let buffer = &mut bytes[offset..];
+        buffer[..input.len()].copy_from_slice(input);
+        let len = buffer.len();
+        Request::new(Echo::CODE, buffer, input.len(), output_len.min(len)).handle::<Echo>(
+            |mut call| {
+                let n = call.payload_in_reply()?.len();
+                let reply = Header {
+                    version: 7,
+                    len: u32::try_from(n).unwrap_or(0),
+                };
+                Ok(call.reply(&reply))
+            },
+        )
+    }
+
+    fn request(version: u32, len: u32, payload: &[u8]) -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        write(&Header { version, len }, &mut bytes);
+        bytes[8..8 + payload.len()].copy_from_slice(payload);
+        bytes
+    }
+
+    #[test]
+    fn the_sdk_refuses_malformed_requests_in_order() {
+        let mut s = [0u64; 4];
+        let good = request(7, 2, &[1, 2]);
+        let ok = run(&mut s, 0, &good[..10], 16);
+        assert_eq!((ok.status, ok.information), (STATUS_SUCCESS, 10));
+        assert_eq!(
+            run(&mut s, 0, &good[..6], 16).status,
+            STATUS_INVALID_PARAMETER
+        );
+        assert_eq!(
+            run(&mut s, 1, &good[..10], 16).status,
+            STATUS_DATATYPE_MISALIGNMENT
+        );
+        let old = request(6, 2, &[1, 2]);
+        assert_eq!(
+            run(&mut s, 0, &old[..10], 16).status,
+            STATUS_REVISION_MISMATCH
+        );
+        let big = request(7, 9, &[0; 8]);
+        assert_eq!(run(&mut s, 0, &big, 24).status, STATUS_INVALID_PARAMETER);
+        assert_eq!(
+            run(&mut s, 0, &good[..11], 16).status,
+            STATUS_INVALID_PARAMETER
+        );
+        assert_eq!(
+            run(&mut s, 0, &good[..10], 4).status,
+            STATUS_BUFFER_TOO_SMALL
+        );
+        assert_eq!(
+            run(&mut s, 0, &good[..10], 9).status,
+            STATUS_BUFFER_TOO_SMALL
+        );
+    }
+
+    #[test]
+    fn wire_structs_round_trip() {
+        let header = Header { version: 1, len: 2 };
+        assert_eq!(Header::from_bytes(&header.to_bytes()), Some(header));
+        assert_eq!(Header::from_bytes(&[0; 7]), None);
+        assert_eq!(Header::SIZE, 8);
+    }
+}
