@@ -100,3 +100,63 @@ hook_seed(
 # All zero bytes describe well-formed program data: current headers, a named type descriptor
 # with a 16-byte context, no helpers, no address tables.
 write("program_info", "well-formed-no-helpers", bytes(300))
+
+
+# ---- sample_ioctl ----------------------------------------------------------------------------
+# Input: caller (System), then steps. A request: code, version (XOR "SNX1"), interface_id,
+# protocol or flags, iterations, data_len (Option), packet (Vec<u8>), input and output lengths.
+def request(code, interface=0, iterations=0, flags=0):
+    return (b"\x01" + variant(0, 3) + variant(code, 3) + bytes(4) + struct.pack("<I", interface)
+            + struct.pack("<I", flags) + struct.pack("<Q", iterations) + bytes(1)
+            + b"\x01\x45\x01\x00\x00" + variant(0, 2) + variant(0, 2))
+
+
+write("sample_ioctl", "run-wildcard", variant(0, 3) + request(0))
+write("sample_ioctl", "run-interface-7-and-9", variant(0, 3) + request(0, 7) + request(0, 9))
+write("sample_ioctl", "profile-at-dispatch", variant(0, 3) + request(1, 7, iterations=3, flags=1))
+
+
+# ---- pe_parse --------------------------------------------------------------------------------
+# A minimal driver image as the loader accepts it: PE32+, AMD64, native subsystem, .text
+# (entry point, one absolute address), .data, .rdata (an import of ntoskrnl.exe!KeBugCheckEx)
+# and .reloc (one DIR64). `imports=False` leaves the import directory out.
+def pe(imports=True):
+    sections = [  # name, rva, virtual size, file offset, characteristics
+        (b".text", 0x1000, 0x20, 0x400, 0x60000020),
+        (b".data", 0x2000, 0x20, 0x600, 0xC0000040),
+        (b".rdata", 0x3000, 0xC0, 0x800, 0x40000040),
+        (b".reloc", 0x4000, 12, 0xA00, 0x42000040),
+    ]
+    size_of_image, size_of_headers, file_size = 0x5000, 0x400, 0xC00
+    image = bytearray(file_size)
+    image[0:2] = b"MZ"
+    image[0x3C:0x40] = struct.pack("<I", 0x40)
+    image[0x40:0x44] = b"PE\0\0"
+    image[0x44:0x58] = struct.pack("<HHIIIHH", 0x8664, len(sections), 0, 0, 0, 240, 0x22)
+    opt = bytearray(240)
+    struct.pack_into("<HBBIIIII", opt, 0, 0x20B, 14, 0, 0x200, 0x400, 0, 0x1000, 0x1000)
+    struct.pack_into("<QII", opt, 24, 0x1_4000_0000, 0x1000, 0x200)
+    struct.pack_into("<HHHHHHI", opt, 40, 10, 0, 0, 0, 10, 0, 0)
+    struct.pack_into("<IIIHH", opt, 56, size_of_image, size_of_headers, 0, 1, 0x0160)
+    struct.pack_into("<QQQQII", opt, 72, 0x40000, 0x1000, 0x100000, 0x1000, 0, 16)
+    if imports:
+        struct.pack_into("<II", opt, 112 + 8 * 1, 0x3000, 40)  # import directory
+    struct.pack_into("<II", opt, 112 + 8 * 5, 0x4000, 12)  # base relocations
+    image[0x58:0x58 + 240] = opt
+    for i, (name, rva, vsize, offset, characteristics) in enumerate(sections):
+        struct.pack_into("<8sIIIIIIHHI", image, 0x148 + 40 * i, name, vsize, rva, 0x200, offset,
+                         0, 0, 0, 0, characteristics)
+    text, rdata, reloc = 0x400, 0x800, 0xA00
+    image[text] = 0xC3  # ret
+    struct.pack_into("<Q", image, text + 0x10, 0x1_4000_1000)  # an absolute address
+    struct.pack_into("<IIIII", image, rdata, 0x3040, 0, 0, 0x3080, 0x3060)  # descriptor
+    struct.pack_into("<Q", image, rdata + 0x40, 0x30A0)  # lookup table
+    struct.pack_into("<Q", image, rdata + 0x60, 0x30A0)  # address table
+    image[rdata + 0x80:rdata + 0x8D] = b"ntoskrnl.exe\0"
+    image[rdata + 0xA2:rdata + 0xAF] = b"KeBugCheckEx\0"
+    struct.pack_into("<IIHH", image, reloc, 0x1000, 12, (10 << 12) | 0x10, 0)
+    return image
+
+
+write("pe_parse", "driver-with-import", pe())
+write("pe_parse", "driver-without-imports", pe(imports=False))

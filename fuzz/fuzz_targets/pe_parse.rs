@@ -1,0 +1,87 @@
+//! The PE loader's parser, and its loader up to (not including) running any code:
+//! `ebpf_ext_pe_loader::parse` on arbitrary bytes, every accessor of what it returns, then
+//! `ebpf_ext_pe_loader::load` (map, copy sections, apply relocations, bind imports to a dummy
+//! function, protect) and unmap.
+//!
+//! The crate promises "no panic, no out-of-bounds read, whatever the input". Properties
+//! checked besides that: whatever `parse` refuses, `load` refuses with the same error (`load`
+//! parses first); a parsed image's sections, entry point, relocations and exception entries
+//! lie within `SizeOfImage`; a loaded image maps at least `SizeOfImage` bytes.
+//!
+//! Seeds: the sample drivers' `.sys` images (`cargo xtask build-drivers`), which `cargo xtask
+//! fuzz` adds when they exist, and `seeds/pe_parse/` from `seeds/make_seeds.py`.
+#![no_main]
+
+use ebpf_ext_pe_loader::{load, parse};
+use libfuzzer_sys::fuzz_target;
+
+/// Images mapped for the load step at most this large (a larger valid image is parsed only,
+/// so one input stays fast).
+const MAX_LOAD_SIZE: u32 = 16 << 20;
+
+extern "win64" fn dummy() {}
+
+fn verbose() -> bool {
+    static VERBOSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VERBOSE.get_or_init(|| std::env::var_os("EBPF_EXT_FUZZ_VERBOSE").is_some())
+}
+
+fuzz_target!(|bytes: &[u8]| {
+    let parsed = parse(bytes);
+    if verbose() {
+        eprintln!("parse: {:?}", parsed.as_ref().err());
+    }
+    let size_of_image = match &parsed {
+        Ok(image) => {
+            let size = u64::from(image.size_of_image());
+            assert!(u64::from(image.size_of_headers()) <= size);
+            assert!(u64::from(image.entry_point()) < size, "entry point outside the image");
+            for section in image.sections() {
+                assert!(
+                    u64::from(section.virtual_address) < size,
+                    "section {:?} outside the image",
+                    section.name
+                );
+            }
+            for relocation in image.relocations() {
+                let _ = relocation;
+            }
+            for function in image.functions() {
+                let _ = function;
+            }
+            for module in image.imports() {
+                let _ = module;
+            }
+            for export in image.exports() {
+                let _ = export;
+            }
+            let _ = (
+                image.image_base(),
+                image.section_alignment(),
+                image.dll_characteristics(),
+                image.relocations_stripped(),
+                image.export_name(),
+                image.bytes().len(),
+            );
+            Some(image.size_of_image())
+        }
+        Err(_) => None,
+    };
+    if size_of_image.is_some_and(|size| size > MAX_LOAD_SIZE) {
+        return;
+    }
+    let loaded = load("fuzz.sys", bytes, |_, _| Some(dummy as *const () as usize));
+    if verbose() {
+        eprintln!("load: {:?}", loaded.as_ref().err());
+    }
+    match (&parsed, &loaded) {
+        (Err(parse_error), Err(load_error)) => {
+            assert_eq!(parse_error, load_error, "load and parse disagree")
+        }
+        (Err(parse_error), Ok(_)) => panic!("load accepted what parse refused: {parse_error:?}"),
+        (Ok(_), Ok(image)) => {
+            assert!(image.size() >= size_of_image.unwrap_or(0) as usize);
+        }
+        (Ok(_), Err(_)) => {}
+    }
+});

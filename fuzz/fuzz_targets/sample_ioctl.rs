@@ -1,0 +1,277 @@
+//! The sample driver's control device: `IOCTL_SAMPLE_NET_RUN`, `IOCTL_SAMPLE_NET_PROFILE` and
+//! any other `METHOD_BUFFERED` code, sent through usersim's `Kernel::device_io_control` to
+//! `sample-netebpf-ext` loaded into usersim (its `DriverEntry`, linked into this process).
+//!
+//! The driver is loaded once per process with three programs attached through core-sim
+//! (interface 7: permit; interface 9: an invocation failure; wildcard: block), each reading
+//! every packet byte its context describes and writing the first one (AddressSanitizer checks
+//! the range). An input is a script: requests with any header fields, packet, input and
+//! output lengths, from any caller, and extra links attached and detached between them.
+//!
+//! Properties checked besides "no crash, no leak": usersim bug-checks a request completed with
+//! more output than the caller's buffer; a successful run returns exactly the reply and the
+//! packet, a verdict the hook can produce, and at least one program run; after each input the
+//! kernel holds exactly the pool and NMR registrations it held before.
+#![no_main]
+
+use core::ffi::c_void;
+
+use arbitrary::Arbitrary;
+use ebpf_ext_core_sim::{Link, LinkSpec};
+use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
+use ebpf_ext_usersim::{Caller, Kernel, NmrRegistration, TagUsage};
+use libfuzzer_sys::fuzz_target;
+use sample_harness::{LoadedDriver, Target};
+use sample_netebpf_ext::hook::ATTACH_TYPE;
+use sample_netebpf_ext::program::PROGRAM_TYPE;
+use sample_netebpf_ext::protocol::{
+    IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, MAX_ITERATIONS, ProfileRequest,
+    REQUEST_VERSION, RunReply, RunRequest, WIN32_PATH,
+};
+use sample_netebpf_ext::{PacketContext, VERDICT_BLOCK, VERDICT_PERMIT, driver_entry};
+
+/// Iterations a fuzzed profile request may run (a larger valid count is reduced to this
+/// range, so one input stays fast; counts above `MAX_ITERATIONS` are kept, to be refused).
+const MAX_FUZZ_ITERATIONS: u64 = 64;
+const MAX_REQUESTS: usize = 16;
+
+// ---- the input ------------------------------------------------------------------------------
+
+#[derive(Arbitrary, Debug)]
+enum Code {
+    Run,
+    Profile,
+    /// Any code, made `METHOD_BUFFERED` (the only method usersim simulates).
+    Other(u32),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Length {
+    /// What the request needs (input: header + packet; output: the reply).
+    Exact,
+    Any(u16),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Request {
+    code: Code,
+    /// XORed with `REQUEST_VERSION`.
+    version: u32,
+    interface_id: u32,
+    /// Run: `protocol`; profile: `flags`.
+    protocol_or_flags: u32,
+    iterations: u64,
+    /// `data_len`: `None` is the packet's length.
+    data_len: Option<u32>,
+    packet: Vec<u8>,
+    input_len: Length,
+    output_len: Length,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Who {
+    System,
+    Administrator,
+    User,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Step {
+    Request(Request),
+    Attach { interface: Option<u32>, verdict: u32 },
+    Detach(u8),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    caller: Who,
+    steps: Vec<Step>,
+}
+
+// ---- the environment ------------------------------------------------------------------------
+
+struct Env {
+    kernel: Kernel,
+    _driver: LoadedDriver<'static>,
+    _links: Vec<Link>,
+    pool: Vec<TagUsage>,
+    registrations: usize,
+}
+
+/// The program every link runs: reads the packet its context describes, writes its first
+/// byte, returns `verdict` (or fails).
+fn program(verdict: Option<u32>) -> impl Fn(*mut c_void) -> Result<u32, i32> + Send + Sync {
+    move |context| {
+        // SAFETY: the hook passes the sample's PacketContext as the program context.
+        let context = unsafe { &*context.cast::<PacketContext>() };
+        let len = (context.data_end as usize)
+            .checked_sub(context.data_start as usize)
+            .expect("data_end before data_start");
+        if len > 0 {
+            // SAFETY: the context describes the packet buffer, readable and writable.
+            let packet = unsafe { core::slice::from_raw_parts_mut(context.data_start, len) };
+            let sum = packet.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+            packet[0] = packet[0].wrapping_add(sum | 1);
+        }
+        verdict.ok_or(ebpf_ext_sys::ebpf_result::EBPF_INVALID_ARGUMENT)
+    }
+}
+
+fn link(interface: Option<u32>, verdict: Option<u32>) -> Option<Link> {
+    let mut spec = LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE);
+    if let Some(interface) = interface {
+        spec = spec.attach_parameter(&interface.to_ne_bytes());
+    }
+    Link::attach(spec, program(verdict)).ok()
+}
+
+thread_local! {
+    /// Loaded on the fuzzing thread at the first input and never unloaded (see hook_attach.rs).
+    static ENV: &'static Env = Box::leak(Box::new({
+        let kernel = Kernel::new();
+        let driver = LoadedDriver::load(Target::Native(driver_entry), "SampleNetEbpfExt")
+            .expect("DriverEntry");
+        let links = vec![
+            link(Some(7), Some(VERDICT_PERMIT)).expect("attach interface 7"),
+            link(Some(9), None).expect("attach interface 9"),
+            link(None, Some(VERDICT_BLOCK)).expect("attach wildcard"),
+        ];
+        let pool = kernel.pool_outstanding();
+        let registrations = kernel.nmr_registrations().len();
+        Env {
+            kernel,
+            _driver: driver,
+            _links: links,
+            pool,
+            registrations,
+        }
+    }));
+}
+
+fn verbose() -> bool {
+    static VERBOSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VERBOSE.get_or_init(|| std::env::var_os("EBPF_EXT_FUZZ_VERBOSE").is_some())
+}
+
+// ---- the scenario ---------------------------------------------------------------------------
+
+/// The bytes, code and output length of a request.
+fn encode(request: &Request) -> (u32, Vec<u8>, usize) {
+    let data_len = request
+        .data_len
+        .unwrap_or(u32::try_from(request.packet.len()).unwrap_or(u32::MAX));
+    let version = request.version ^ REQUEST_VERSION;
+    let (code, mut bytes, reply) = match request.code {
+        Code::Run | Code::Other(_) => (
+            IOCTL_SAMPLE_NET_RUN,
+            RunRequest {
+                version,
+                interface_id: request.interface_id,
+                protocol: request.protocol_or_flags,
+                data_len,
+            }
+            .to_bytes()
+            .to_vec(),
+            RunReply::SIZE + request.packet.len(),
+        ),
+        Code::Profile => {
+            let iterations = match request.iterations {
+                n @ 2..=MAX_ITERATIONS => n % MAX_FUZZ_ITERATIONS + 1,
+                n => n,
+            };
+            (
+                IOCTL_SAMPLE_NET_PROFILE,
+                ProfileRequest {
+                    version,
+                    interface_id: request.interface_id,
+                    iterations,
+                    flags: request.protocol_or_flags,
+                    data_len,
+                }
+                .to_bytes()
+                .to_vec(),
+                32,
+            )
+        }
+    };
+    let code = match request.code {
+        Code::Other(c) => c & !3,
+        _ => code,
+    };
+    bytes.extend_from_slice(&request.packet);
+    if let Length::Any(n) = request.input_len {
+        bytes.resize(usize::from(n), 0xA5);
+    }
+    let output_len = match request.output_len {
+        Length::Exact => reply,
+        Length::Any(n) => usize::from(n),
+    };
+    (code, bytes, output_len)
+}
+
+fn scenario(env: &Env, input: &Input) {
+    let caller = match input.caller {
+        Who::System => Caller::System,
+        Who::Administrator => Caller::Administrator,
+        Who::User => Caller::User,
+    };
+    let handle = env.kernel.open(WIN32_PATH, caller);
+    if verbose() {
+        eprintln!("open as {caller:?}: {:?}", handle.as_ref().err());
+    }
+    let mut links: Vec<Link> = Vec::new();
+    for step in input.steps.iter().take(MAX_REQUESTS) {
+        match step {
+            Step::Attach { interface, verdict } => {
+                if links.len() < 4 {
+                    let verdict = [VERDICT_PERMIT, VERDICT_BLOCK].get(*verdict as usize % 3).copied();
+                    links.extend(link(*interface, verdict));
+                }
+            }
+            Step::Detach(i) => {
+                if !links.is_empty() {
+                    let link = links.remove(usize::from(*i) % links.len());
+                    link.detach().expect("detach");
+                }
+            }
+            Step::Request(request) => {
+                let Ok(handle) = handle.as_ref() else {
+                    continue;
+                };
+                let (code, bytes, output_len) = encode(request);
+                let result = env.kernel.device_io_control(handle, code, &bytes, output_len);
+                if verbose() {
+                    eprintln!(
+                        "code {code:#x} in {} out {output_len}: {:#x}, {} bytes",
+                        bytes.len(),
+                        result.status,
+                        result.information
+                    );
+                }
+                if code == IOCTL_SAMPLE_NET_RUN && result.status == STATUS_SUCCESS {
+                    let packet = bytes.len() - RunRequest::SIZE;
+                    assert_eq!(result.information, RunReply::SIZE + packet);
+                    let reply = RunReply::from_bytes(&result.output).expect("reply");
+                    assert!(reply.verdict == VERDICT_PERMIT || reply.verdict == VERDICT_BLOCK);
+                    assert!(reply.programs_run >= 1);
+                }
+            }
+        }
+    }
+    drop(links);
+    if let Ok(handle) = handle {
+        env.kernel.close(handle);
+    }
+    env.kernel.wait_for_work_items();
+    env.kernel.etw_clear();
+    assert_eq!(env.kernel.pool_outstanding(), env.pool, "pool leaked");
+    let registrations: Vec<NmrRegistration> = env.kernel.nmr_registrations();
+    assert_eq!(registrations.len(), env.registrations, "NMR registrations left");
+}
+
+fuzz_target!(|input: Input| {
+    if verbose() {
+        eprintln!("{input:#?}");
+    }
+    ENV.with(|env| scenario(env, &input));
+});
