@@ -135,6 +135,7 @@
 use ebpf_ext_usersim as _;
 
 mod batch;
+pub mod bpf;
 mod contract;
 mod error;
 mod link;

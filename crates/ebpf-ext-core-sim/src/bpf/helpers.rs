@@ -1,0 +1,701 @@
+//! Helper calls: the core's general helpers (eBPF for Windows ids and prototypes), the
+//! extension's global overrides and program-type helpers (called through the addresses the
+//! provider published), and the checks of every pointer argument against the prototype.
+//!
+//! The interpreter calls a helper as a plain function of five arguments, so each resolved
+//! helper of a program gets a slot number (the call's immediate is rewritten to it at load)
+//! and a trampoline per slot finds the running invocation in a thread-local frame.
+
+use core::cell::RefCell;
+use core::fmt::Write as _;
+use core::ops::Range;
+
+use ebpf_ext_sys::ebpf_base::{
+    EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_CONST_SIZE,
+    EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO, EBPF_ARGUMENT_TYPE_DONTCARE,
+    EBPF_ARGUMENT_TYPE_PTR_TO_CTX, EBPF_ARGUMENT_TYPE_PTR_TO_CTX_OR_NULL,
+    EBPF_ARGUMENT_TYPE_PTR_TO_MAP, EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY,
+    EBPF_ARGUMENT_TYPE_PTR_TO_MAP_VALUE, EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+    EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM_OR_NULL, EBPF_ARGUMENT_TYPE_PTR_TO_STACK,
+    EBPF_ARGUMENT_TYPE_PTR_TO_STACK_OR_NULL, EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
+    EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM_OR_NULL, EBPF_RETURN_TYPE_INTEGER,
+    EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL, ebpf_argument_type_t, ebpf_return_type_t,
+};
+use ebpf_ext_sys::ntddk::KeGetCurrentProcessorNumberEx;
+
+use super::maps::BpfMap;
+use super::program::BpfProgram;
+
+/// One of the core's general helpers, as a program sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GeneralHelper {
+    /// `ebpf_helper_id_t`.
+    pub id: u32,
+    /// The core's prototype name.
+    pub name: &'static str,
+    /// Return type.
+    pub return_type: ebpf_return_type_t,
+    /// Argument types (unused ones `DONTCARE`).
+    pub arguments: [ebpf_argument_type_t; 5],
+    /// The C return type of the program-side declaration.
+    pub c_return: &'static str,
+    /// The C parameter list of the program-side declaration.
+    pub c_parameters: &'static str,
+}
+
+const DC: ebpf_argument_type_t = EBPF_ARGUMENT_TYPE_DONTCARE;
+const INT: ebpf_return_type_t = EBPF_RETURN_TYPE_INTEGER;
+
+const fn general(
+    id: u32,
+    name: &'static str,
+    return_type: ebpf_return_type_t,
+    arguments: [ebpf_argument_type_t; 5],
+    c_return: &'static str,
+    c_parameters: &'static str,
+) -> GeneralHelper {
+    GeneralHelper {
+        id,
+        name,
+        return_type,
+        arguments,
+        c_return,
+        c_parameters,
+    }
+}
+
+/// The general helpers the core-sim implements (`../shared/reference/upstream-extensions.md`
+/// D.1; eBPF for Windows `ebpf_structs.h` ids). A program calling another general helper id
+/// is refused at load ([`BpfError::UnsupportedHelper`](super::BpfError)).
+pub const GENERAL_HELPERS: &[GeneralHelper] = &[
+    general(
+        1,
+        "bpf_map_lookup_elem",
+        EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP,
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY,
+            DC,
+            DC,
+            DC,
+        ],
+        "void*",
+        "void* map, const void* key",
+    ),
+    general(
+        2,
+        "bpf_map_update_elem",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP,
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY,
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP_VALUE,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+            DC,
+        ],
+        "int64_t",
+        "void* map, const void* key, const void* value, uint64_t flags",
+    ),
+    general(
+        3,
+        "bpf_map_delete_elem",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP,
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY,
+            DC,
+            DC,
+            DC,
+        ],
+        "int64_t",
+        "void* map, const void* key",
+    ),
+    general(6, "bpf_get_prandom_u32", INT, [DC; 5], "uint32_t", "void"),
+    general(7, "bpf_ktime_get_boot_ns", INT, [DC; 5], "uint64_t", "void"),
+    general(
+        8,
+        "bpf_get_smp_processor_id",
+        INT,
+        [DC; 5],
+        "uint64_t",
+        "void",
+    ),
+    general(9, "bpf_ktime_get_ns", INT, [DC; 5], "uint64_t", "void"),
+    general(
+        11,
+        "bpf_ringbuf_output",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP,
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+            DC,
+        ],
+        "int",
+        "void* ring_buffer, const void* data, uint64_t size, uint64_t flags",
+    ),
+    general(
+        12,
+        "bpf_trace_printk2",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE,
+            DC,
+            DC,
+            DC,
+        ],
+        "long",
+        "const char* fmt, uint32_t fmt_size",
+    ),
+    general(
+        13,
+        "bpf_trace_printk3",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+            DC,
+            DC,
+        ],
+        "long",
+        "const char* fmt, uint32_t fmt_size, uint64_t arg3",
+    ),
+    general(
+        14,
+        "bpf_trace_printk4",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+            DC,
+        ],
+        "long",
+        "const char* fmt, uint32_t fmt_size, uint64_t arg3, uint64_t arg4",
+    ),
+    general(
+        15,
+        "bpf_trace_printk5",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+        ],
+        "long",
+        "const char* fmt, uint32_t fmt_size, uint64_t arg3, uint64_t arg4, uint64_t arg5",
+    ),
+    general(
+        19,
+        "bpf_get_current_pid_tgid",
+        INT,
+        [DC; 5],
+        "uint64_t",
+        "void",
+    ),
+    general(
+        22,
+        "bpf_memcpy_s",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            DC,
+        ],
+        "long",
+        "void* destination, size_t destination_size, const void* source, size_t source_size",
+    ),
+    general(
+        23,
+        "bpf_memcmp_s",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            DC,
+        ],
+        "int",
+        "const void* memory1, size_t memory1_size, const void* memory2, size_t memory2_size",
+    ),
+    general(
+        24,
+        "bpf_memset",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+            DC,
+            DC,
+        ],
+        "long",
+        "void* memory, size_t size, int value",
+    ),
+    general(
+        25,
+        "bpf_memmove_s",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            DC,
+        ],
+        "long",
+        "void* destination, size_t destination_size, const void* source, size_t source_size",
+    ),
+    general(
+        29,
+        "bpf_strnlen_s",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            DC,
+            DC,
+            DC,
+        ],
+        "size_t",
+        "const char* string, size_t size",
+    ),
+    general(
+        30,
+        "bpf_ktime_get_boot_ms",
+        INT,
+        [DC; 5],
+        "uint64_t",
+        "void",
+    ),
+    general(31, "bpf_ktime_get_ms", INT, [DC; 5], "uint64_t", "void"),
+];
+
+/// What a call slot of a loaded program calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A general helper the core-sim implements.
+    General,
+    /// A function of the extension (global override or program-type helper), at this
+    /// address, called in the kernel convention with the context as sixth argument.
+    Extension(u64),
+}
+
+/// A helper resolved at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    pub(crate) id: u32,
+    pub(crate) name: String,
+    pub(crate) arguments: [ebpf_argument_type_t; 5],
+    pub(crate) target: Target,
+}
+
+/// The running invocation, for the helpers.
+pub(crate) struct Frame {
+    pub(crate) program: *const BpfProgram,
+    pub(crate) context: u64,
+    pub(crate) context_size: u64,
+    pub(crate) data: Range<u64>,
+    pub(crate) stack: Range<u64>,
+    pub(crate) fault: Option<String>,
+}
+
+thread_local! {
+    static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `frame` as the current invocation of this thread, and returns what `f`
+/// returned and the fault a helper recorded.
+pub(crate) fn with_frame<R>(frame: Frame, f: impl FnOnce() -> R) -> (R, Option<String>) {
+    /// Pops the frame even if `f` unwinds, so a later invocation on this thread starts clean.
+    struct Pop;
+    impl Drop for Pop {
+        fn drop(&mut self) {
+            FRAMES.with(|frames| frames.borrow_mut().pop());
+        }
+    }
+    FRAMES.with(|frames| frames.borrow_mut().push(frame));
+    let pop = Pop;
+    let result = f();
+    let fault = FRAMES.with(|frames| frames.borrow_mut().last_mut().and_then(|f| f.fault.take()));
+    drop(pop);
+    (result, fault)
+}
+
+/// Bytes of the interpreter's stack (rbpf's `STACK_SIZE`).
+pub(crate) const STACK_SIZE: u64 = 512;
+/// The call slot of the stack probe the loader puts in front of every program.
+pub(crate) const STACK_PROBE: u32 = 0x7FFF_FFFF;
+/// How many distinct helpers one program may call.
+pub(crate) const MAX_SLOTS: usize = 32;
+
+/// Records the interpreter's stack (`r10` on entry) in the current frame.
+pub(crate) fn stack_probe(top: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    FRAMES.with(|frames| {
+        if let Some(frame) = frames.borrow_mut().last_mut() {
+            frame.stack = top.saturating_sub(STACK_SIZE)..top;
+        }
+    });
+    0
+}
+
+fn slot<const N: usize>(r1: u64, r2: u64, r3: u64, r4: u64, r5: u64) -> u64 {
+    dispatch(N, [r1, r2, r3, r4, r5])
+}
+
+macro_rules! slots {
+    ($($n:literal)*) => { [$(slot::<$n> as rbpf::Helper),*] };
+}
+
+/// The trampoline of each call slot.
+pub(crate) const SLOTS: [rbpf::Helper; MAX_SLOTS] = slots!(
+    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+);
+
+type ExtensionHelper = unsafe extern "win64" fn(u64, u64, u64, u64, u64, u64) -> u64;
+
+fn dispatch(slot: usize, args: [u64; 5]) -> u64 {
+    FRAMES.with(|frames| {
+        let mut frames = frames.borrow_mut();
+        let Some(frame) = frames.last_mut() else {
+            return 0;
+        };
+        if frame.fault.is_some() {
+            return 0;
+        }
+        // SAFETY: the frame is pushed by `BpfProgram::run`, which holds the program for the
+        // whole invocation.
+        let program = unsafe { &*frame.program };
+        let Some(helper) = program.helpers.get(slot) else {
+            frame.fault = Some(format!("call slot {slot} has no helper"));
+            return 0;
+        };
+        if let Err(message) = check_arguments(helper, &args, frame, program) {
+            frame.fault = Some(format!(
+                "helper {} (id {:#x}): {message}",
+                helper.name, helper.id
+            ));
+            return 0;
+        }
+        match helper.target {
+            Target::Extension(address) => {
+                // SAFETY: an address the provider published for this helper, a function in
+                // the helper calling convention; its pointer arguments were checked against
+                // its prototype; the context goes sixth, as the core passes it.
+                let function: ExtensionHelper =
+                    unsafe { core::mem::transmute::<u64, ExtensionHelper>(address) };
+                // SAFETY: as above.
+                unsafe { function(args[0], args[1], args[2], args[3], args[4], frame.context) }
+            }
+            Target::General => match call_general(helper.id, &args, frame, program) {
+                Ok(value) => value,
+                Err(message) => {
+                    frame.fault = Some(format!("helper {}: {message}", helper.name));
+                    0
+                }
+            },
+        }
+    })
+}
+
+impl Frame {
+    /// Whether `[address, address + len)` lies in memory the program may access.
+    fn check(
+        &self,
+        program: &BpfProgram,
+        address: u64,
+        len: u64,
+        write: bool,
+    ) -> Result<(), String> {
+        let Some(end) = address.checked_add(len) else {
+            return Err(format!("{address:#x} + {len} overflows"));
+        };
+        let within = |r: &Range<u64>| r.start <= address && end <= r.end && r.start < r.end;
+        let context = self.context..self.context + self.context_size;
+        if within(&context) || within(&self.data) || within(&self.stack) {
+            return Ok(());
+        }
+        for (map, ranges) in program.value_ranges() {
+            if ranges.iter().any(within) {
+                if write && map.definition().name.starts_with(".rodata") {
+                    return Err(format!("{address:#x}: read-only data"));
+                }
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "{len} bytes at {address:#x} are outside the context ({:#x}+{}), its data [{:#x}, {:#x}), the stack and map values",
+            self.context, self.context_size, self.data.start, self.data.end
+        ))
+    }
+}
+
+fn check_arguments(
+    helper: &Resolved,
+    args: &[u64; 5],
+    frame: &Frame,
+    program: &BpfProgram,
+) -> Result<(), String> {
+    let mut map: Option<&BpfMap> = None;
+    for (i, (&kind, &value)) in helper.arguments.iter().zip(args).enumerate() {
+        let size = || {
+            let next = helper.arguments.get(i + 1).copied();
+            match next {
+                Some(EBPF_ARGUMENT_TYPE_CONST_SIZE | EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO) => {
+                    Ok(args[i + 1])
+                }
+                _ => Err(format!(
+                    "argument {} is memory but argument {} is not its size",
+                    i + 1,
+                    i + 2
+                )),
+            }
+        };
+        let what = |e: String| format!("argument {}: {e}", i + 1);
+        match kind {
+            EBPF_ARGUMENT_TYPE_DONTCARE
+            | EBPF_ARGUMENT_TYPE_ANYTHING
+            | EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO => {}
+            EBPF_ARGUMENT_TYPE_CONST_SIZE => {
+                if value == 0 {
+                    return Err(what("size 0".into()));
+                }
+            }
+            EBPF_ARGUMENT_TYPE_PTR_TO_CTX | EBPF_ARGUMENT_TYPE_PTR_TO_CTX_OR_NULL => {
+                let null_ok = kind == EBPF_ARGUMENT_TYPE_PTR_TO_CTX_OR_NULL;
+                if value != frame.context && !(null_ok && value == 0) {
+                    return Err(what(format!("{value:#x} is not the program context")));
+                }
+            }
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP => {
+                map = Some(
+                    program
+                        .map_by_handle(value)
+                        .ok_or_else(|| what(format!("{value:#x} is not a map")))?,
+                );
+            }
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY | EBPF_ARGUMENT_TYPE_PTR_TO_MAP_VALUE => {
+                let map = map.ok_or_else(|| what("no map argument before it".into()))?;
+                let len = if kind == EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY {
+                    map.definition().key_size
+                } else {
+                    map.definition().value_size
+                };
+                frame
+                    .check(program, value, u64::from(len), false)
+                    .map_err(what)?;
+            }
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM
+            | EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM_OR_NULL
+            | EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM
+            | EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM_OR_NULL => {
+                let null_ok = matches!(
+                    kind,
+                    EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM_OR_NULL
+                        | EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM_OR_NULL
+                );
+                if !(null_ok && value == 0) {
+                    let write = matches!(
+                        kind,
+                        EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM
+                            | EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM_OR_NULL
+                    );
+                    let len = size().map_err(&what)?;
+                    frame.check(program, value, len, write).map_err(what)?;
+                }
+            }
+            EBPF_ARGUMENT_TYPE_PTR_TO_STACK | EBPF_ARGUMENT_TYPE_PTR_TO_STACK_OR_NULL => {
+                let null_ok = kind == EBPF_ARGUMENT_TYPE_PTR_TO_STACK_OR_NULL;
+                if !(frame.stack.contains(&value) || null_ok && value == 0) {
+                    return Err(what(format!("{value:#x} is not on the stack")));
+                }
+            }
+            other => return Err(what(format!("argument type {other} is not supported"))),
+        }
+    }
+    Ok(())
+}
+
+/// `len` bytes at `address`, checked by [`check_arguments`] before.
+fn bytes<'a>(address: u64, len: u64) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    let len = usize::try_from(len).unwrap_or(0);
+    // SAFETY: the caller checked the range against the invocation's memory.
+    unsafe { core::slice::from_raw_parts(address as *const u8, len) }
+}
+
+fn current_cpu() -> usize {
+    // SAFETY: NULL is allowed for the processor-number out parameter.
+    unsafe { KeGetCurrentProcessorNumberEx(core::ptr::null_mut()) as usize }
+}
+
+fn errno(result: Result<(), i32>) -> u64 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => (-i64::from(e)).cast_unsigned(),
+    }
+}
+
+/// `-EINVAL` as the `_s` helpers return it.
+const EINVAL: i64 = -22;
+
+fn call_general(
+    id: u32,
+    args: &[u64; 5],
+    frame: &Frame,
+    program: &BpfProgram,
+) -> Result<u64, String> {
+    let map = || program.map_by_handle(args[0]).ok_or("not a map");
+    Ok(match id {
+        1 => {
+            let map = map()?;
+            let key = bytes(args[1], u64::from(map.definition().key_size));
+            map.value_address(key, current_cpu())
+                .map_or(0, |p| p as u64)
+        }
+        2 => {
+            let map = map()?;
+            let key = bytes(args[1], u64::from(map.definition().key_size));
+            let value = bytes(args[2], u64::from(map.definition().value_size));
+            errno(map.update_value(key, value, args[3], Some(current_cpu())))
+        }
+        3 => {
+            let map = map()?;
+            let key = bytes(args[1], u64::from(map.definition().key_size));
+            errno(map.delete_value(key))
+        }
+        6 => u64::from(program.next_random()),
+        7 | 9 => u64::try_from(program.loaded_at().elapsed().as_nanos()).unwrap_or(u64::MAX),
+        30 | 31 => u64::try_from(program.loaded_at().elapsed().as_millis()).unwrap_or(u64::MAX),
+        8 => current_cpu() as u64,
+        11 => match map()?.ring_output(bytes(args[1], args[2])) {
+            Ok(()) => 0,
+            Err(e) => e.cast_unsigned(),
+        },
+        12..=15 => {
+            let fmt_size = args[1];
+            if !(2..=511).contains(&fmt_size) {
+                return Ok(u64::MAX);
+            }
+            let format = bytes(args[0], fmt_size);
+            let line = printk(format, &args[2..(id as usize - 10)]);
+            let len = line.len() as u64;
+            program.record_printk(line);
+            len
+        }
+        19 => {
+            let thread = {
+                use core::hash::{Hash as _, Hasher as _};
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                std::thread::current().id().hash(&mut hasher);
+                hasher.finish() & 0xFFFF_FFFF
+            };
+            (u64::from(std::process::id()) << 32) | thread
+        }
+        22 | 25 => {
+            if args[3] > args[1] {
+                return Ok(EINVAL.cast_unsigned());
+            }
+            if args[3] > 0 {
+                // SAFETY: both ranges were checked (destination writable); `copy` allows
+                // overlap, which memmove needs and memcpy's caller must not rely on.
+                unsafe {
+                    core::ptr::copy(
+                        args[2] as *const u8,
+                        args[0] as *mut u8,
+                        usize::try_from(args[3]).unwrap_or(0),
+                    );
+                }
+            }
+            0
+        }
+        23 => {
+            let (a, b) = (bytes(args[0], args[1]), bytes(args[2], args[3]));
+            match a.cmp(b) {
+                core::cmp::Ordering::Less => u64::MAX,
+                core::cmp::Ordering::Equal => 0,
+                core::cmp::Ordering::Greater => 1,
+            }
+        }
+        24 => {
+            if args[1] > 0 {
+                #[expect(clippy::cast_possible_truncation, reason = "memset's int value")]
+                let value = args[2] as u8;
+                // SAFETY: the range was checked writable.
+                unsafe {
+                    core::ptr::write_bytes(
+                        args[0] as *mut u8,
+                        value,
+                        usize::try_from(args[1]).unwrap_or(0),
+                    );
+                };
+            }
+            0
+        }
+        29 => {
+            if args[0] == 0 {
+                0
+            } else {
+                let s = bytes(args[0], args[1]);
+                s.iter().position(|&b| b == 0).unwrap_or(s.len()) as u64
+            }
+        }
+        _ => {
+            let _ = frame;
+            return Err(format!("general helper {id} is not implemented"));
+        }
+    })
+}
+
+/// Formats a `bpf_printk` line: `%d %i %u %x` with `l`/`ll`, and `%%`.
+fn printk(format: &[u8], args: &[u64]) -> String {
+    let text = String::from_utf8_lossy(format.split(|&b| b == 0).next().unwrap_or(&[]));
+    let mut out = String::new();
+    let mut args = args.iter();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut long = 0;
+        while chars.peek() == Some(&'l') {
+            chars.next();
+            long += 1;
+        }
+        let value = |v: u64| if long == 0 { v & 0xFFFF_FFFF } else { v };
+        match chars.next() {
+            Some('%') | None => out.push('%'),
+            Some('d' | 'i') => {
+                let v = *args.next().unwrap_or(&0);
+                #[expect(clippy::cast_possible_truncation, reason = "a 32-bit %d")]
+                let signed = if long == 0 {
+                    i64::from(v as i32)
+                } else {
+                    v.cast_signed()
+                };
+                out.push_str(&signed.to_string());
+            }
+            Some('u') => out.push_str(&value(*args.next().unwrap_or(&0)).to_string()),
+            Some('x') => {
+                let _ = write!(out, "{:x}", value(*args.next().unwrap_or(&0)));
+            }
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,415 @@
+//! Maps: array, hash, per-CPU array, LRU hash and ring buffer, with eBPF for Windows' type
+//! numbers (`ebpf_map_type_t`) and helper semantics, readable and writable from test code.
+//!
+//! Values live in storage allocated once when the program is loaded, so a pointer a program
+//! got from `bpf_map_lookup_elem` stays valid memory for the program's life (a deleted hash
+//! entry's slot is reused, as the core reuses its memory after an epoch). Each value slot is
+//! followed by eight bytes no program may address, so an access that starts past a value
+//! fails.
+
+use core::cell::UnsafeCell;
+use core::ops::Range;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use ebpf_ext_sys::ebpf_result::{
+    EBPF_INVALID_ARGUMENT, EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND, EBPF_NO_MEMORY,
+    ebpf_result_t,
+};
+
+use super::object::MapDefinition;
+use crate::nmr::lock;
+
+/// `BPF_MAP_TYPE_HASH`.
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
+/// `BPF_MAP_TYPE_ARRAY`.
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`.
+pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 5;
+/// `BPF_MAP_TYPE_LRU_HASH`.
+pub const BPF_MAP_TYPE_LRU_HASH: u32 = 8;
+/// `BPF_MAP_TYPE_RINGBUF`.
+pub const BPF_MAP_TYPE_RINGBUF: u32 = 13;
+/// `BPF_NOEXIST`: update only if absent.
+pub const BPF_NOEXIST: u64 = 1;
+/// `BPF_EXIST`: update only if present.
+pub const BPF_EXIST: u64 = 2;
+
+/// Bytes after each value slot that no program may address.
+const GUARD: usize = 8;
+/// Size of a ring-buffer record header.
+const RECORD_HEADER: usize = 8;
+
+/// A map operation from test code failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MapError {
+    /// The operation does not apply to this map type.
+    #[error("the operation does not apply to a map of type {0}")]
+    WrongMapType(u32),
+    /// A key or value of the wrong size.
+    #[error("expected {expected} bytes, got {got}")]
+    WrongSize {
+        /// What the map holds.
+        expected: usize,
+        /// What was given.
+        got: usize,
+    },
+    /// What the program-side helper would return (an `ebpf_result_t`).
+    #[error("ebpf_result {0}")]
+    Result(ebpf_result_t),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Array,
+    PerCpuArray,
+    Hash,
+    LruHash,
+    RingBuffer,
+}
+
+#[derive(Default)]
+struct HashState {
+    slots: HashMap<Vec<u8>, usize>,
+    free: Vec<usize>,
+    last_use: Vec<u64>,
+    clock: u64,
+}
+
+#[derive(Default)]
+struct RingState {
+    records: VecDeque<Vec<u8>>,
+    used: usize,
+}
+
+/// One map of a loaded program.
+///
+/// # Invariants
+/// `storage` is never resized after construction, so addresses into it stay valid while
+/// the map lives; value bytes are only accessed through raw pointers (programs write them
+/// directly, as in the kernel).
+pub struct BpfMap {
+    definition: MapDefinition,
+    kind: Kind,
+    cpus: usize,
+    stride: usize,
+    storage: Box<[UnsafeCell<u8>]>,
+    hash: Mutex<HashState>,
+    ring: Mutex<RingState>,
+}
+
+// SAFETY: the value storage is shared memory accessed through raw pointers only (BPF
+// programs on any thread write it, as in the kernel); the bookkeeping is behind mutexes.
+unsafe impl Sync for BpfMap {}
+// SAFETY: as above; nothing in the map is tied to a thread.
+unsafe impl Send for BpfMap {}
+
+impl core::fmt::Debug for BpfMap {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BpfMap")
+            .field("definition", &self.definition)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BpfMap {
+    /// Creates a map of `definition` for a machine of `cpus` processors.
+    pub(crate) fn new(definition: &MapDefinition, cpus: usize) -> Result<Self, String> {
+        let kind = match definition.map_type {
+            BPF_MAP_TYPE_ARRAY => Kind::Array,
+            BPF_MAP_TYPE_PERCPU_ARRAY => Kind::PerCpuArray,
+            BPF_MAP_TYPE_HASH => Kind::Hash,
+            BPF_MAP_TYPE_LRU_HASH => Kind::LruHash,
+            BPF_MAP_TYPE_RINGBUF => Kind::RingBuffer,
+            other => {
+                return Err(format!(
+                    "map {}: type {other} is not supported by core-sim (array 2, hash 1, per-CPU array 5, LRU hash 8, ring buffer 13 are)",
+                    definition.name
+                ));
+            }
+        };
+        let entries = definition.max_entries as usize;
+        if entries == 0 || entries > 1 << 20 {
+            return Err(format!(
+                "map {}: max_entries {entries} out of range",
+                definition.name
+            ));
+        }
+        if kind != Kind::RingBuffer && definition.value_size == 0 {
+            return Err(format!("map {}: value size 0", definition.name));
+        }
+        if matches!(kind, Kind::Array | Kind::PerCpuArray) && definition.key_size != 4 {
+            return Err(format!(
+                "map {}: an array's key is a 4-byte index, not {} bytes",
+                definition.name, definition.key_size
+            ));
+        }
+        let stride = (definition.value_size as usize).next_multiple_of(8) + GUARD;
+        let slots = match kind {
+            Kind::RingBuffer => 0,
+            Kind::PerCpuArray => entries * cpus,
+            _ => entries,
+        };
+        let storage: Box<[UnsafeCell<u8>]> =
+            (0..slots * stride).map(|_| UnsafeCell::new(0)).collect();
+        let map = BpfMap {
+            definition: definition.clone(),
+            kind,
+            cpus,
+            stride,
+            storage,
+            hash: Mutex::new(HashState {
+                free: (0..entries).rev().collect(),
+                last_use: vec![0; entries],
+                ..HashState::default()
+            }),
+            ring: Mutex::default(),
+        };
+        if let Some(data) = &definition.initial_data {
+            let len = data.len().min(definition.value_size as usize);
+            // SAFETY: slot 0 holds `value_size` bytes; the map is not shared yet.
+            unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), map.slot(0), len) };
+        }
+        Ok(map)
+    }
+
+    /// The definition it was created from.
+    #[must_use]
+    pub fn definition(&self) -> &MapDefinition {
+        &self.definition
+    }
+
+    fn slot(&self, index: usize) -> *mut u8 {
+        UnsafeCell::raw_get(self.storage.as_ptr()).wrapping_add(index * self.stride)
+    }
+
+    fn value_size(&self) -> usize {
+        self.definition.value_size as usize
+    }
+
+    /// The address ranges of its values (what a program may load from and store to).
+    pub(crate) fn value_ranges(&self) -> Vec<Range<u64>> {
+        let slots = self.storage.len() / self.stride.max(1);
+        (0..slots)
+            .map(|i| {
+                let start = self.slot(i) as u64;
+                start..start + self.value_size() as u64
+            })
+            .collect()
+    }
+
+    fn array_index(&self, key: &[u8]) -> Option<usize> {
+        let index = u32::from_le_bytes(key.try_into().ok()?) as usize;
+        (index < self.definition.max_entries as usize).then_some(index)
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), MapError> {
+        if key.len() == self.definition.key_size as usize {
+            Ok(())
+        } else {
+            Err(MapError::WrongSize {
+                expected: self.definition.key_size as usize,
+                got: key.len(),
+            })
+        }
+    }
+
+    /// The address of `key`'s value for `cpu`, or `None` (what `bpf_map_lookup_elem`
+    /// returns). Marks an LRU entry as used.
+    pub(crate) fn value_address(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
+        match self.kind {
+            Kind::Array => self.array_index(key).map(|i| self.slot(i)),
+            Kind::PerCpuArray => self
+                .array_index(key)
+                .map(|i| self.slot(i * self.cpus + cpu.min(self.cpus - 1))),
+            Kind::Hash | Kind::LruHash => {
+                let mut state = lock(&self.hash);
+                let slot = *state.slots.get(key)?;
+                state.clock += 1;
+                state.last_use[slot] = state.clock;
+                Some(self.slot(slot))
+            }
+            Kind::RingBuffer => None,
+        }
+    }
+
+    /// `bpf_map_update_elem`: writes `value` under `key` (for every CPU of a per-CPU map
+    /// when `cpu` is `None`).
+    pub(crate) fn update_value(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u64,
+        cpu: Option<usize>,
+    ) -> Result<(), ebpf_result_t> {
+        if value.len() != self.value_size() || flags > BPF_EXIST {
+            return Err(EBPF_INVALID_ARGUMENT);
+        }
+        let slots: Vec<usize> = match self.kind {
+            Kind::Array | Kind::PerCpuArray => {
+                let index = self.array_index(key).ok_or(EBPF_INVALID_ARGUMENT)?;
+                if flags == BPF_NOEXIST {
+                    return Err(EBPF_KEY_ALREADY_EXISTS);
+                }
+                if self.kind == Kind::Array {
+                    vec![index]
+                } else if let Some(cpu) = cpu {
+                    vec![index * self.cpus + cpu.min(self.cpus - 1)]
+                } else {
+                    (0..self.cpus).map(|c| index * self.cpus + c).collect()
+                }
+            }
+            Kind::Hash | Kind::LruHash => {
+                let mut state = lock(&self.hash);
+                let existing = state.slots.get(key).copied();
+                match (existing, flags) {
+                    (Some(_), BPF_NOEXIST) => return Err(EBPF_KEY_ALREADY_EXISTS),
+                    (None, BPF_EXIST) => return Err(EBPF_KEY_NOT_FOUND),
+                    _ => {}
+                }
+                let slot = if let Some(slot) = existing {
+                    slot
+                } else {
+                    let slot = match state.free.pop() {
+                        Some(slot) => slot,
+                        None if self.kind == Kind::LruHash => {
+                            let (victim, slot) = state
+                                .slots
+                                .iter()
+                                .min_by_key(|(_, slot)| state.last_use[**slot])
+                                .map(|(k, s)| (k.clone(), *s))
+                                .ok_or(EBPF_NO_MEMORY)?;
+                            state.slots.remove(&victim);
+                            slot
+                        }
+                        None => return Err(EBPF_NO_MEMORY),
+                    };
+                    state.slots.insert(key.to_vec(), slot);
+                    slot
+                };
+                state.clock += 1;
+                state.last_use[slot] = state.clock;
+                // Written under the lock, so a concurrent update of the same key from test
+                // code does not interleave.
+                // SAFETY: the slot holds `value_size` bytes (checked against `value`).
+                unsafe {
+                    core::ptr::copy_nonoverlapping(value.as_ptr(), self.slot(slot), value.len());
+                }
+                return Ok(());
+            }
+            Kind::RingBuffer => return Err(EBPF_INVALID_ARGUMENT),
+        };
+        for slot in slots {
+            // SAFETY: the slot holds `value_size` bytes (checked against `value`).
+            unsafe { core::ptr::copy_nonoverlapping(value.as_ptr(), self.slot(slot), value.len()) };
+        }
+        Ok(())
+    }
+
+    /// `bpf_map_delete_elem`.
+    pub(crate) fn delete_value(&self, key: &[u8]) -> Result<(), ebpf_result_t> {
+        match self.kind {
+            Kind::Hash | Kind::LruHash => {
+                let mut state = lock(&self.hash);
+                let slot = state.slots.remove(key).ok_or(EBPF_KEY_NOT_FOUND)?;
+                state.free.push(slot);
+                Ok(())
+            }
+            _ => Err(EBPF_INVALID_ARGUMENT),
+        }
+    }
+
+    /// `bpf_ringbuf_output`: `Err(-12)` when full, `Err(-6)` for an empty or oversized record
+    /// (the values the core's helper returns).
+    pub(crate) fn ring_output(&self, data: &[u8]) -> Result<(), i64> {
+        if self.kind != Kind::RingBuffer {
+            return Err(-i64::from(EBPF_INVALID_ARGUMENT));
+        }
+        let capacity = self.definition.max_entries as usize;
+        let total = (data.len() + RECORD_HEADER).next_multiple_of(8);
+        if data.is_empty() || total > capacity {
+            return Err(-6);
+        }
+        let mut ring = lock(&self.ring);
+        if ring.used + total > capacity {
+            return Err(-12);
+        }
+        ring.used += total;
+        ring.records.push_back(data.to_vec());
+        Ok(())
+    }
+
+    /// The value of `key` (of an array or hash map), as test code reads it.
+    ///
+    /// # Errors
+    /// [`MapError::WrongMapType`] for per-CPU arrays and ring buffers;
+    /// [`MapError::WrongSize`] for a key of the wrong size.
+    pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
+        if matches!(self.kind, Kind::PerCpuArray | Kind::RingBuffer) {
+            return Err(MapError::WrongMapType(self.definition.map_type));
+        }
+        self.check_key(key)?;
+        Ok(self.value_address(key, 0).map(|p| self.read(p)))
+    }
+
+    /// The values of `key` of a per-CPU array, one per processor.
+    ///
+    /// # Errors
+    /// [`MapError::WrongMapType`] for other maps; [`MapError::WrongSize`] for a key of the
+    /// wrong size.
+    pub fn lookup_per_cpu(&self, key: &[u8]) -> Result<Option<Vec<Vec<u8>>>, MapError> {
+        if self.kind != Kind::PerCpuArray {
+            return Err(MapError::WrongMapType(self.definition.map_type));
+        }
+        self.check_key(key)?;
+        Ok(self.array_index(key).map(|index| {
+            (0..self.cpus)
+                .map(|cpu| self.read(self.slot(index * self.cpus + cpu)))
+                .collect()
+        }))
+    }
+
+    fn read(&self, value: *mut u8) -> Vec<u8> {
+        let mut bytes = vec![0u8; self.value_size()];
+        // SAFETY: `value` is a slot of this map, `value_size` bytes.
+        unsafe { core::ptr::copy_nonoverlapping(value, bytes.as_mut_ptr(), bytes.len()) };
+        bytes
+    }
+
+    /// Writes `value` under `key` as `bpf_map_update_elem` with `flags` does (every
+    /// processor's copy of a per-CPU array).
+    ///
+    /// # Errors
+    /// [`MapError::WrongSize`], or [`MapError::Result`] with what the helper would return.
+    pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapError> {
+        self.check_key(key)?;
+        self.update_value(key, value, flags, None)
+            .map_err(MapError::Result)
+    }
+
+    /// Deletes `key` from a hash map.
+    ///
+    /// # Errors
+    /// [`MapError::Result`] with what `bpf_map_delete_elem` would return.
+    pub fn delete(&self, key: &[u8]) -> Result<(), MapError> {
+        self.check_key(key)?;
+        self.delete_value(key).map_err(MapError::Result)
+    }
+
+    /// The keys of a hash map, sorted.
+    #[must_use]
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = lock(&self.hash).slots.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Takes the records a ring buffer holds, oldest first (their space is free again).
+    #[must_use]
+    pub fn drain_records(&self) -> Vec<Vec<u8>> {
+        let mut ring = lock(&self.ring);
+        ring.used = 0;
+        ring.records.drain(..).collect()
+    }
+}

@@ -1,0 +1,133 @@
+//! Real BPF programs: ELF objects compiled with `clang -target bpf`, loaded against a
+//! provider's program information and run by an interpreter, as the core runs them.
+//!
+//! - [`BpfObject::parse`] reads an object with `aya-obj` (programs by section, BTF-defined
+//!   and legacy maps, global variables, map and call relocations).
+//! - [`BpfProgram::load`] checks the program as the core's verifier would refuse it
+//!   (undeclared helper ids, context accesses beyond the descriptor's size), creates its
+//!   maps ([`BpfMap`]: array, hash, per-CPU array, LRU hash, ring buffer) and resolves each
+//!   helper id as the core does: below `0xFFFF` the provider's global overrides, then the
+//!   core's general helpers ([`GENERAL_HELPERS`]); from `0xFFFF` the program-type helpers,
+//!   called through the addresses the provider published over NMR (so a loaded `.sys`
+//!   image's own functions run), with the context as sixth argument.
+//! - [`BpfProgram::run`] runs it in `rbpf`'s interpreter: loads and stores are confined to
+//!   the context, the `[data, end)` range the descriptor names, the stack and map values,
+//!   and every helper's pointer arguments are checked against its prototype; a violation
+//!   fails that invocation with a message ([`BpfError::Fault`]), never the process.
+//! - [`BpfProgram::attach`] links it to a hook like [`Link::attach`](crate::Link::attach),
+//!   refusing a link of another program type first.
+//!
+//! Limits: no tail calls (`bpf_tail_call`, program arrays), and only the general helpers in
+//! [`GENERAL_HELPERS`]; a program using anything else is refused at load. `rbpf` checks a
+//! map-value access by its first byte only, so an access that starts inside a value and runs
+//! past its end by less than eight bytes is not caught; it reads the guard bytes behind
+//! each value, which belong to the core-sim.
+
+use ebpf_ext_sys::ntdef::GUID;
+
+use crate::error::CoreError;
+
+mod check;
+mod helpers;
+mod insn;
+mod maps;
+mod object;
+mod program;
+
+pub use helpers::{GENERAL_HELPERS, GeneralHelper};
+pub use maps::{
+    BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
+    BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF, BPF_NOEXIST, BpfMap, MapError,
+};
+pub use object::{BpfObject, MapDefinition};
+pub use program::BpfProgram;
+
+/// Loading, attaching or running a BPF program failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BpfError {
+    /// The ELF object could not be parsed or relocated.
+    #[error("BPF object: {0}")]
+    Parse(String),
+    /// No program in that section.
+    #[error("no program in section {section:?} (the object has {sections:?})")]
+    NoSuchSection {
+        /// The section asked for.
+        section: String,
+        /// The sections that hold programs.
+        sections: Vec<String>,
+    },
+    /// A call of a helper id the program information does not declare.
+    #[error(
+        "{section}: instruction {insn} calls helper id {id:#x}, which program type {program_type} does not declare"
+    )]
+    UndeclaredHelper {
+        /// The program's section.
+        section: String,
+        /// The call instruction.
+        insn: usize,
+        /// The helper id.
+        id: u32,
+        /// The program type's name.
+        program_type: String,
+    },
+    /// A general helper the core has and the core-sim does not implement.
+    #[error("{section}: general helper {id} is not implemented by core-sim")]
+    UnsupportedHelper {
+        /// The program's section.
+        section: String,
+        /// The helper id.
+        id: u32,
+    },
+    /// A load or store through the context pointer beyond the context descriptor's size.
+    #[error(
+        "{section}: instruction {insn} accesses {size} bytes at context offset {offset}, beyond the context descriptor's size {context_size}"
+    )]
+    ContextAccess {
+        /// The program's section.
+        section: String,
+        /// The instruction.
+        insn: usize,
+        /// The offset from the context pointer.
+        offset: i64,
+        /// Bytes accessed.
+        size: u8,
+        /// The descriptor's size.
+        context_size: i32,
+    },
+    /// A map the core-sim cannot create.
+    #[error("map: {0}")]
+    Map(String),
+    /// The interpreter's own checks refused the code.
+    #[error("{section}: {message}")]
+    Verifier {
+        /// The program's section.
+        section: String,
+        /// What the interpreter said.
+        message: String,
+    },
+    /// A link for another program type than the program's.
+    #[error(
+        "{section}: a program of type {program_type:?} cannot be attached by a link for program type {link_program_type:?}"
+    )]
+    WrongProgramType {
+        /// The program's section.
+        section: String,
+        /// The program's type.
+        program_type: GUID,
+        /// The link's.
+        link_program_type: GUID,
+    },
+    /// The link failed.
+    #[error("attach: {0}")]
+    Attach(CoreError),
+    /// An invocation failed: out-of-bounds memory, a helper argument its prototype
+    /// forbids, or an interpreter error.
+    #[error("{section}: invocation failed: {message}")]
+    Fault {
+        /// The program's section.
+        section: String,
+        /// What failed.
+        message: String,
+    },
+}

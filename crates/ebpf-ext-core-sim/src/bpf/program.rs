@@ -1,0 +1,416 @@
+//! A program loaded against a provider's program information: checked as the verifier
+//! would, its maps created, its helpers resolved as the core resolves them, and run by the
+//! `rbpf` interpreter with memory confined to what it may access.
+
+use core::ffi::c_void;
+use core::ops::Range;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ebpf_ext_sys::ebpf_result::{EBPF_FAILED, ebpf_result_t};
+use ebpf_ext_sys::ebpf_windows::EBPF_MAX_GENERAL_HELPER_FUNCTION;
+use ebpf_ext_sys::ntddk::{ALL_PROCESSOR_GROUPS, KeQueryActiveProcessorCountEx};
+use ebpf_ext_sys::ntdef::GUID;
+
+use super::BpfError;
+use super::check::context_accesses;
+use super::helpers::{
+    Frame, GENERAL_HELPERS, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target, stack_probe,
+    with_frame,
+};
+use super::insn::{CALL, Insn, LD_DW_IMM};
+use super::maps::BpfMap;
+use super::object::BpfObject;
+use crate::link::{Link, LinkSpec};
+use crate::nmr::lock;
+use crate::program_info::ProgramInfo;
+
+/// Where map handles start (an address no program memory has; programs pass handles to
+/// helpers and never dereference them).
+const MAP_HANDLE_BASE: u64 = 0xFFFF_C0DE_0000_0000;
+/// Distance between two maps' handles.
+const MAP_HANDLE_STRIDE: u64 = 0x1000;
+
+/// A BPF program loaded for one program type, ready to run or attach.
+pub struct BpfProgram {
+    section: String,
+    function: String,
+    info: Arc<ProgramInfo>,
+    code: Vec<u8>,
+    pub(crate) helpers: Vec<Resolved>,
+    maps: Vec<Arc<BpfMap>>,
+    loaded_at: Instant,
+    random: AtomicU64,
+    faults: Mutex<Vec<String>>,
+    printk: Mutex<Vec<String>>,
+    runs: AtomicU64,
+}
+
+impl core::fmt::Debug for BpfProgram {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BpfProgram")
+            .field("section", &self.section)
+            .field("function", &self.function)
+            .field("program_type", &self.info.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Resolves helper `id` as the core does (C.7): below `0xFFFF` the provider's global
+/// overrides first, then the core's general helpers; from `0xFFFF` the program-type helpers
+/// only.
+fn resolve(id: u32, info: &ProgramInfo, section: &str, insn: usize) -> Result<Resolved, BpfError> {
+    if let Some(helper) = info.helper(id) {
+        let address = helper.address.ok_or_else(|| BpfError::UndeclaredHelper {
+            section: section.to_owned(),
+            insn,
+            id,
+            program_type: format!("{} (declared without an address)", info.name),
+        })?;
+        return Ok(Resolved {
+            id,
+            name: helper.name.clone(),
+            arguments: helper.arguments,
+            target: Target::Extension(address),
+        });
+    }
+    if id < EBPF_MAX_GENERAL_HELPER_FUNCTION {
+        if let Some(general) = GENERAL_HELPERS.iter().find(|g| g.id == id) {
+            return Ok(Resolved {
+                id,
+                name: general.name.to_owned(),
+                arguments: general.arguments,
+                target: Target::General,
+            });
+        }
+        if (1..=35).contains(&id) {
+            return Err(BpfError::UnsupportedHelper {
+                section: section.to_owned(),
+                id,
+            });
+        }
+    }
+    Err(BpfError::UndeclaredHelper {
+        section: section.to_owned(),
+        insn,
+        id,
+        program_type: info.name.clone(),
+    })
+}
+
+impl BpfProgram {
+    /// Loads the program of `section` in `object` as a program of the type `info`
+    /// describes (what a provider published, from
+    /// [`ProgramInfoClient::info`](crate::ProgramInfoClient::info)).
+    ///
+    /// Refused before it can run, as the core's verifier would refuse it: a call of a
+    /// helper id the program information does not declare (nor the core's general helpers),
+    /// a load or store through the context pointer beyond the context descriptor's size,
+    /// a map of a type the core-sim does not have, or code the interpreter's own checks
+    /// reject.
+    ///
+    /// # Errors
+    /// The [`BpfError`] saying which of those it was.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL, on a thread bound to a usersim kernel (it counts the processors for
+    /// per-CPU maps).
+    pub fn load(
+        object: &BpfObject,
+        section: &str,
+        info: &Arc<ProgramInfo>,
+    ) -> Result<Arc<Self>, BpfError> {
+        let code = object.program(section)?;
+        let mut insns = code.insns.clone();
+        // SAFETY: a plain query, callable at any IRQL.
+        let cpus = unsafe { KeQueryActiveProcessorCountEx(ALL_PROCESSOR_GROUPS) }.max(1) as usize;
+        let maps = object
+            .maps
+            .iter()
+            .map(|d| BpfMap::new(d, cpus).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BpfError::Map)?;
+        for reference in &code.maps {
+            let map = &maps[reference.map];
+            let value = match reference.value_offset {
+                None => MAP_HANDLE_BASE + reference.map as u64 * MAP_HANDLE_STRIDE,
+                Some(offset) => {
+                    if u64::from(offset) >= u64::from(map.definition().value_size) {
+                        return Err(BpfError::Map(format!(
+                            "{section}: offset {offset} beyond {}",
+                            map.definition().name
+                        )));
+                    }
+                    map.value_ranges()[0].start + u64::from(offset)
+                }
+            };
+            #[expect(clippy::cast_possible_truncation, reason = "the two halves of lddw")]
+            let [low, high] = [value as u32, (value >> 32) as u32];
+            insns[reference.insn].src = 0;
+            insns[reference.insn].imm = low.cast_signed();
+            insns[reference.insn + 1].imm = high.cast_signed();
+        }
+        let mut helpers: Vec<Resolved> = Vec::new();
+        let mut index = 0;
+        while index < insns.len() {
+            let insn = insns[index];
+            if insn.code == LD_DW_IMM {
+                if insn.src != 0 {
+                    return Err(BpfError::Parse(format!(
+                        "{section}: instruction {index}: unresolved 64-bit load (kind {})",
+                        insn.src
+                    )));
+                }
+                index += 2;
+                continue;
+            }
+            if insn.code == CALL && insn.src == 0 {
+                let id = insn.imm.cast_unsigned();
+                let resolved = resolve(id, info, section, index)?;
+                let slot = if let Some(slot) = helpers.iter().position(|h| h.id == id) {
+                    slot
+                } else {
+                    if helpers.len() == MAX_SLOTS {
+                        return Err(BpfError::Parse(format!(
+                            "{section}: more than {MAX_SLOTS} distinct helpers"
+                        )));
+                    }
+                    helpers.push(resolved);
+                    helpers.len() - 1
+                };
+                insns[index].imm = i32::try_from(slot).unwrap_or(i32::MAX);
+            }
+            index += 1;
+        }
+        if let Some(bad) = context_accesses(&insns, i64::from(info.context_descriptor.size)) {
+            return Err(BpfError::ContextAccess {
+                section: section.to_owned(),
+                insn: bad.insn,
+                offset: bad.offset,
+                size: bad.size,
+                context_size: info.context_descriptor.size,
+            });
+        }
+        // The stack probe in front: tells the helpers where the interpreter's stack is.
+        let prologue = [
+            Insn::mov64(6, 1),
+            Insn::mov64(1, 10),
+            Insn::call(STACK_PROBE.cast_signed()),
+            Insn::mov64(1, 6),
+        ];
+        let bytes: Vec<u8> = prologue
+            .iter()
+            .chain(&insns)
+            .flat_map(|i| i.to_bytes())
+            .collect();
+        rbpf::EbpfVmMbuff::new(Some(&bytes)).map_err(|e| BpfError::Verifier {
+            section: section.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Arc::new(BpfProgram {
+            section: section.to_owned(),
+            function: code.name.clone(),
+            info: Arc::clone(info),
+            code: bytes,
+            helpers,
+            maps,
+            loaded_at: Instant::now(),
+            random: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            faults: Mutex::default(),
+            printk: Mutex::default(),
+            runs: AtomicU64::new(0),
+        }))
+    }
+
+    /// The section it was loaded from.
+    #[must_use]
+    pub fn section(&self) -> &str {
+        &self.section
+    }
+
+    /// Its program type.
+    #[must_use]
+    pub fn program_type(&self) -> GUID {
+        self.info.program_type
+    }
+
+    /// The ids of the helpers it calls, in the order of first call.
+    #[must_use]
+    pub fn helper_ids(&self) -> Vec<u32> {
+        self.helpers.iter().map(|h| h.id).collect()
+    }
+
+    /// Its map called `name` (the map variable's name; `.rodata`, `.data`, `.bss` for global
+    /// variables).
+    #[must_use]
+    pub fn map(&self, name: &str) -> Option<Arc<BpfMap>> {
+        self.maps
+            .iter()
+            .find(|m| m.definition().name == name)
+            .cloned()
+    }
+
+    pub(crate) fn map_by_handle(&self, handle: u64) -> Option<&BpfMap> {
+        let offset = handle.checked_sub(MAP_HANDLE_BASE)?;
+        if offset % MAP_HANDLE_STRIDE != 0 {
+            return None;
+        }
+        self.maps
+            .get(usize::try_from(offset / MAP_HANDLE_STRIDE).ok()?)
+            .map(AsRef::as_ref)
+    }
+
+    pub(crate) fn value_ranges(&self) -> impl Iterator<Item = (&BpfMap, Vec<Range<u64>>)> {
+        self.maps.iter().map(|m| (m.as_ref(), m.value_ranges()))
+    }
+
+    pub(crate) fn loaded_at(&self) -> Instant {
+        self.loaded_at
+    }
+
+    pub(crate) fn next_random(&self) -> u32 {
+        let mut x = self.random.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random.store(x, Ordering::Relaxed);
+        (x >> 32) as u32
+    }
+
+    pub(crate) fn record_printk(&self, line: String) {
+        lock(&self.printk).push(line);
+    }
+
+    /// The lines its `bpf_printk` calls wrote, oldest first.
+    #[must_use]
+    pub fn printk_lines(&self) -> Vec<String> {
+        lock(&self.printk).clone()
+    }
+
+    /// The invocations that failed (out-of-bounds access, a helper argument its prototype
+    /// forbids, an interpreter error), one message each, oldest first.
+    #[must_use]
+    pub fn faults(&self) -> Vec<String> {
+        lock(&self.faults).clone()
+    }
+
+    /// How many times it ran.
+    #[must_use]
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::SeqCst)
+    }
+
+    /// Runs the program once on `context` and returns `r0`.
+    ///
+    /// The program may load and store only within the context (the descriptor's size), the
+    /// `[data, end)` range the descriptor's pointers name, its stack and map values; helper
+    /// pointer arguments are checked against the helper's prototype the same way.
+    ///
+    /// # Errors
+    /// [`BpfError::Fault`] with the interpreter's or the helper check's message; the
+    /// program's effects up to that point remain.
+    ///
+    /// # Safety
+    /// `context` points to a context of this program type: at least the descriptor's size
+    /// of readable and writable bytes, whose data pointers (if the descriptor names them)
+    /// are NULL or bound a readable and writable range.
+    pub unsafe fn run(&self, context: *mut c_void) -> Result<u64, BpfError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        let descriptor = self.info.context_descriptor;
+        let size = usize::try_from(descriptor.size).unwrap_or(0);
+        // SAFETY: the caller's precondition: `size` bytes of context.
+        let context_bytes = unsafe { core::slice::from_raw_parts(context.cast::<u8>(), size) };
+        let pointer_at = |offset: i32| -> u64 {
+            match usize::try_from(offset) {
+                Ok(o) if o + 8 <= size => {
+                    let field = context.cast::<u8>().wrapping_add(o).cast::<[u8; 8]>();
+                    // SAFETY: within the context (checked).
+                    u64::from_ne_bytes(unsafe { field.read() })
+                }
+                _ => 0,
+            }
+        };
+        let (start, end) = (pointer_at(descriptor.data), pointer_at(descriptor.end));
+        let length = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
+        let data: &[u8] = if start != 0 && length > 0 && length < 1 << 32 {
+            // SAFETY: the caller's precondition: the data pointers bound a readable range.
+            unsafe { core::slice::from_raw_parts(start as *const u8, length) }
+        } else {
+            &[]
+        };
+        let fault = |message: String| BpfError::Fault {
+            section: self.section.clone(),
+            message,
+        };
+        let mut vm = rbpf::EbpfVmMbuff::new(Some(&self.code)).map_err(|e| fault(e.to_string()))?;
+        for (slot, trampoline) in SLOTS.iter().enumerate().take(self.helpers.len()) {
+            vm.register_helper(u32::try_from(slot).unwrap_or(u32::MAX), *trampoline)
+                .map_err(|e| fault(e.to_string()))?;
+        }
+        vm.register_helper(STACK_PROBE, stack_probe)
+            .map_err(|e| fault(e.to_string()))?;
+        for map in &self.maps {
+            for range in map.value_ranges() {
+                vm.register_allowed_memory(range);
+            }
+        }
+        let frame = Frame {
+            program: self,
+            context: context as u64,
+            context_size: size as u64,
+            data: if data.is_empty() { 0..0 } else { start..end },
+            stack: 0..0,
+            fault: None,
+        };
+        // rbpf sets r1 to the metadata buffer (the context) and confines loads and stores
+        // to it, the packet buffer (the data range), its stack and the allowed ranges.
+        let (result, helper_fault) = with_frame(frame, || vm.execute_program(data, context_bytes));
+        let outcome = match (result, helper_fault) {
+            (_, Some(message)) => Err(fault(message)),
+            (Err(e), None) => Err(fault(e.to_string())),
+            (Ok(r0), None) => Ok(r0),
+        };
+        if let Err(BpfError::Fault { message, .. }) = &outcome {
+            lock(&self.faults).push(message.clone());
+        }
+        outcome
+    }
+
+    /// What a hook's invoke gets: the low 32 bits of `r0`, or `EBPF_FAILED` when the run
+    /// faulted (the core would report the interpreter's error code as the result; failing
+    /// the invocation makes the fault visible to the hook and the test).
+    fn invoke(&self, context: *mut c_void) -> Result<u32, ebpf_result_t> {
+        // SAFETY: a hook invokes a program with a context of the program type it attached
+        // for (checked at attach: the link's program type is this program's).
+        match unsafe { self.run(context) } {
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "the core keeps the low 32 bits"
+            )]
+            Ok(r0) => Ok(r0 as u32),
+            Err(_) => Err(EBPF_FAILED),
+        }
+    }
+
+    /// Attaches the program to the hook `spec` names, as `bpf_link_create` does.
+    ///
+    /// # Errors
+    /// [`BpfError::WrongProgramType`] if `spec`'s program type is not this program's (before
+    /// anything registers); [`BpfError::Attach`] if the link fails, for example because the
+    /// hook provider of that attach type takes another program type.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn attach(self: &Arc<Self>, spec: LinkSpec) -> Result<Link, BpfError> {
+        if spec.program_type() != self.info.program_type {
+            return Err(BpfError::WrongProgramType {
+                section: self.section.clone(),
+                program_type: self.info.program_type,
+                link_program_type: spec.program_type(),
+            });
+        }
+        let program = Arc::clone(self);
+        Link::attach(spec, move |context| program.invoke(context)).map_err(BpfError::Attach)
+    }
+}
