@@ -20,6 +20,15 @@ use crate::config::{Flow, HookExtension, ProgramContext};
 use crate::provider::HookProvider;
 use crate::snapshot::SnapshotGuard;
 
+/// What [`HookProvider::invoke_until`] ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invocation {
+    /// The last program's result (the one `stop` accepted, if any did).
+    pub result: u32,
+    /// How many programs ran.
+    pub programs_run: u32,
+}
+
 /// Stack `invoke_on_expanded_stack` asks for (`NET_EBPF_EXT_STACK_EXPANSION_SIZE`).
 pub const STACK_EXPANSION_SIZE: usize = 16 * 1024;
 
@@ -73,6 +82,38 @@ impl<E: HookExtension> HookProvider<E> {
             }
         }
         outcome
+    }
+
+    /// Runs the programs attached for `parameter` in order until `stop` says a result is
+    /// final, and says what ran: the common shape of a verdict hook (netebpfext's
+    /// `process_verdict` callbacks, ntosebpfext's deny-on-failure).
+    ///
+    /// # Errors
+    /// As [`HookProvider::invoke`].
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL.
+    #[inline]
+    pub fn invoke_until<T>(
+        &self,
+        parameter: &E::Parameter,
+        context: &mut ProgramContext<T>,
+        mut stop: impl FnMut(u32) -> bool,
+    ) -> Result<Invocation> {
+        let mut programs_run = 0;
+        let result = self.invoke_with(
+            parameter,
+            context,
+            |_| true,
+            |result| {
+                programs_run += 1;
+                if stop(result) { Flow::Stop } else { Flow::Continue }
+            },
+        )?;
+        Ok(Invocation {
+            result,
+            programs_run,
+        })
     }
 
     /// [`HookProvider::invoke_with`] on a kernel stack expanded by

@@ -64,7 +64,7 @@ pub use crate::client::{Attached, AttachedClients, ClientRef};
 pub use crate::config::{
     AttachParameter, AttachRequest, Flow, HookConfig, HookExtension, ProgramContext,
 };
-pub use crate::invoke::{Batch, STACK_EXPANSION_SIZE};
+pub use crate::invoke::{Batch, Invocation, STACK_EXPANSION_SIZE};
 pub use crate::policy::{AttachPolicy, MAX_CLIENTS_PER_PARAMETER};
 pub use crate::provider::HookProvider;
 pub use crate::validate::Rejection;

@@ -28,10 +28,12 @@
 use core::mem::{align_of, size_of};
 use core::ptr;
 
+use ebpf_ext_pool::PoolArray;
 use ebpf_ext_sys::ntdef::NTSTATUS;
 use ebpf_ext_sys::ntstatus::{
-    STATUS_BUFFER_TOO_SMALL, STATUS_DATATYPE_MISALIGNMENT, STATUS_INVALID_DEVICE_REQUEST,
-    STATUS_INVALID_PARAMETER, STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
+    STATUS_BUFFER_TOO_SMALL, STATUS_DATATYPE_MISALIGNMENT, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER, STATUS_REVISION_MISMATCH,
+    STATUS_SUCCESS,
 };
 use ebpf_ext_trace::{Level, keyword, trace_message_status};
 
@@ -129,6 +131,43 @@ macro_rules! wire {
             $vis fn from_bytes(bytes: &[u8]) -> Option<Self> {
                 $crate::ioctl::read(bytes)
             }
+        }
+    };
+}
+
+/// Declares an [`Ioctl`] in one line: its name, code, request and reply types, and
+/// optionally the version the request starts with and the request field that announces the
+/// payload length (with the most payload allowed).
+///
+/// ```ignore
+/// ioctl! {
+///     /// Fire the hook once.
+///     pub Run = IOCTL_RUN, RunRequest => RunReply, version VERSION, payload data_len up to 0x1_0000;
+/// }
+/// ```
+#[macro_export]
+macro_rules! ioctl {
+    (
+        $(#[$meta:meta])*
+        $vis:vis $name:ident = $code:expr, $request:ty => $reply:ty
+        $(, version $version:expr)?
+        $(, payload $field:ident up to $max:expr)? ;
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        $vis enum $name {}
+
+        impl $crate::ioctl::Ioctl for $name {
+            const CODE: u32 = $code;
+            type Request = $request;
+            type Reply = $reply;
+            $(const VERSION: Option<u32> = Some($version);)?
+            $(
+                const MAX_PAYLOAD: usize = $max;
+                fn payload_len(request: &$request) -> Option<usize> {
+                    usize::try_from(request.$field).ok()
+                }
+            )?
         }
     };
 }
@@ -327,6 +366,21 @@ impl<I: Ioctl> Call<'_, I> {
     #[must_use]
     pub fn payload(&self) -> &[u8] {
         &self.buffer[size_of::<I::Request>()..self.input_len]
+    }
+
+    /// A copy of the payload in non-paged pool, for handlers whose reply overwrites it.
+    ///
+    /// # Errors
+    /// `STATUS_INSUFFICIENT_RESOURCES` if the allocation fails.
+    pub fn payload_copy(&self, tag: ebpf_ext_pool::PoolTag) -> Result<PoolArray<u8>, Refusal> {
+        let mut copy = PoolArray::try_new(self.payload().len(), tag).map_err(|_| {
+            Refusal::new(
+                STATUS_INSUFFICIENT_RESOURCES,
+                "no memory for the payload copy",
+            )
+        })?;
+        copy.copy_from_slice(self.payload());
+        Ok(copy)
     }
 
     /// Moves the payload to just after the reply header in the output and lends it, for

@@ -58,6 +58,33 @@ impl Drop for RaisedIrql {
     }
 }
 
+/// Runs `f` `count` times and stops at its first error. With `stretch`, it runs at
+/// DISPATCH_LEVEL, as a network stack runs its hooks, in stretches of that many calls with the
+/// IRQL lowered in between, so a long run cannot hold the processor long enough for the DPC
+/// watchdog.
+///
+/// # Errors
+/// The first error `f` returns.
+///
+/// # IRQL
+/// ≤ DISPATCH_LEVEL; with `stretch`, `f` runs at DISPATCH_LEVEL.
+pub fn repeat<E>(
+    count: u64,
+    stretch: Option<u64>,
+    mut f: impl FnMut() -> core::result::Result<(), E>,
+) -> core::result::Result<(), E> {
+    let mut remaining = count;
+    while remaining > 0 {
+        let chunk = stretch.map_or(remaining, |s| remaining.min(s.max(1)));
+        let _raised = stretch.and_then(|_| RaisedIrql::to_dispatch());
+        for _ in 0..chunk {
+            f()?;
+        }
+        remaining -= chunk;
+    }
+    Ok(())
+}
+
 /// A stopwatch over `KeQueryPerformanceCounter`.
 #[derive(Debug, Clone, Copy)]
 pub struct Stopwatch {

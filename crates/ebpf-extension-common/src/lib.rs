@@ -40,7 +40,7 @@ pub mod process;
 pub mod prelude {
     pub use ebpf_ext_hook::{
         AttachParameter, AttachPolicy, AttachRequest, Attached, Flow, HookConfig, HookExtension,
-        HookProvider, ProgramContext,
+        HookProvider, Invocation, ProgramContext,
     };
     pub use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
     pub use ebpf_ext_program_info::{
@@ -59,6 +59,6 @@ pub mod prelude {
     };
     pub use crate::global::DriverGlobal;
     pub use crate::ioctl::{Call, Completion, Ioctl, Refusal, Request};
-    pub use crate::irql::{RaisedIrql, Stopwatch};
-    pub use crate::{driver_entry, helpers, utf16, wire};
+    pub use crate::irql::{RaisedIrql, Stopwatch, repeat};
+    pub use crate::{driver_entry, helpers, ioctl, utf16, wire};
 }

@@ -1,130 +1,129 @@
-//! The IOCTL handlers: the SDK has already checked version, lengths and alignment
-//! ([`Run`] and [`Profile`] say how); these check what is specific to the sample, fire the
-//! hook and reply.
+//! The driver and its IOCTL handlers: the SDK has already checked version, lengths and
+//! alignment ([`Run`] and [`Profile`] say how); these check what is specific to the sample,
+//! fire the hook and reply.
 
-use ebpf_extension_common::pool::PoolArray;
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ntstatus::{
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_UNSUCCESSFUL,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_UNSUCCESSFUL,
 };
+use ebpf_extension_common::sys::wdm::FILE_DEVICE_NETWORK;
 
-use crate::hook::{Outcome, SampleNetHook, TAG, fire};
-use crate::program::PacketContext;
+use crate::hook::{HOOK_CONFIG, SampleNetHook, TAG, fire};
+use crate::program::{PROGRAM_DATA, PacketContext};
 use crate::protocol::{MAX_ITERATIONS, PROFILE_AT_DISPATCH, Profile, ProfileReply, Run, RunReply};
 
 /// Iterations a profile request runs at DISPATCH_LEVEL before lowering the IRQL again.
 pub const DISPATCH_CHUNK: u64 = 64;
 
-/// Maps a hook failure to the status the caller gets.
+/// The running extension. Fields drop in order: the hook first, then its program type.
+pub struct SampleNet {
+    hook: HookProvider<SampleNetHook>,
+    _program_type: ProgramInfoProvider,
+}
+
+impl ExtensionDriver for SampleNet {
+    const TRACE_PROVIDER: &'static tracelogging::Provider = &crate::TRACE_PROVIDER;
+    const TAG: PoolTag = TAG;
+    const CONTROL_DEVICE: Option<ControlDeviceNames> = Some(ControlDeviceNames {
+        name: utf16!("\\Device\\SampleNetEbpfExt"),
+        link: utf16!("\\GLOBAL??\\SampleNetEbpfExt"),
+        device_type: FILE_DEVICE_NETWORK,
+    });
+
+    fn start(start: &Start<'_>) -> Result<Self> {
+        let program_type = start.program_type(&PROGRAM_DATA)?;
+        let hook = start.hook(HOOK_CONFIG, SampleNetHook)?;
+        Ok(SampleNet {
+            hook,
+            _program_type: program_type,
+        })
+    }
+
+    fn device_control(&self, request: Request<'_>) -> Completion {
+        match request.code() {
+            Run::CODE => request.handle(|call| run(&self.hook, call)),
+            Profile::CODE => request.handle(|call| profile(&self.hook, call)),
+            _ => request.unknown(),
+        }
+    }
+}
+
+driver_entry!(static DRIVER: SampleNet);
+
+fn refuse(why: &'static str) -> Refusal {
+    Refusal::new(STATUS_INVALID_PARAMETER, why)
+}
+
 fn hook_failure(error: Error) -> Refusal {
     match error {
-        Error::ObjectNotFound => {
-            Refusal::new(STATUS_NOT_FOUND, "no program attached for the interface")
-        }
+        Error::ObjectNotFound => Refusal::new(STATUS_NOT_FOUND, "no program for the interface"),
         _ => Refusal::new(STATUS_UNSUCCESSFUL, "program invocation failed"),
     }
 }
 
 /// `IOCTL_SAMPLE_NET_RUN`: fires the hook once over the packet, which the programs see (and
 /// may change) in place in the reply.
-///
-/// # Errors
-/// A refusal with the status the caller gets.
-///
-/// # IRQL
-/// PASSIVE_LEVEL (dispatch routine).
-pub fn run(
-    hook: &HookProvider<SampleNetHook>,
-    mut call: Call<'_, Run>,
-) -> Result<Completion, Refusal> {
+fn run(hook: &HookProvider<SampleNetHook>, mut call: Call<'_, Run>) -> Result<Completion, Refusal> {
     let request = *call.request();
     if request.protocol > 255 {
-        return Err(Refusal::new(STATUS_INVALID_PARAMETER, "protocol above 255"));
+        return Err(refuse("protocol above 255"));
     }
     let packet = call.payload_in_reply()?.as_mut_ptr_range();
+    let (interface_id, protocol) = (request.interface_id, request.protocol);
     let context = PacketContext {
         data_start: packet.start,
         data_end: packet.end,
-        interface_id: request.interface_id,
-        protocol: request.protocol,
+        interface_id,
+        protocol,
     };
-    let Outcome {
-        verdict,
-        programs_run,
-    } = fire(hook, context).map_err(hook_failure)?;
+    let run = fire(hook, context).map_err(hook_failure)?;
     Ok(call.reply(&RunReply {
-        verdict,
-        programs_run,
+        verdict: run.result,
+        programs_run: run.programs_run,
     }))
 }
 
 /// `IOCTL_SAMPLE_NET_PROFILE`: fires the hook `iterations` times and replies with the
-/// duration; at DISPATCH_LEVEL with [`PROFILE_AT_DISPATCH`].
-///
-/// # Errors
-/// A refusal with the status the caller gets.
-///
-/// # IRQL
-/// PASSIVE_LEVEL (dispatch routine).
-pub fn profile(
+/// duration; at DISPATCH_LEVEL with [`PROFILE_AT_DISPATCH`], in stretches of
+/// [`DISPATCH_CHUNK`].
+fn profile(
     hook: &HookProvider<SampleNetHook>,
     call: Call<'_, Profile>,
 ) -> Result<Completion, Refusal> {
     let request = *call.request();
     if request.iterations == 0 || request.iterations > MAX_ITERATIONS {
-        return Err(Refusal::new(
-            STATUS_INVALID_PARAMETER,
-            "iterations out of range",
-        ));
+        return Err(refuse("iterations out of range"));
     }
     if request.flags & !PROFILE_AT_DISPATCH != 0 {
-        return Err(Refusal::new(
-            STATUS_INVALID_PARAMETER,
-            "unknown profile flags",
-        ));
+        return Err(refuse("unknown profile flags"));
     }
     // The reply overwrites the request, so the packet gets its own copy.
-    let mut packet = PoolArray::<u8>::try_new(call.payload().len(), TAG).map_err(|_| {
-        Refusal::new(
-            STATUS_INSUFFICIENT_RESOURCES,
-            "no memory for the packet copy",
-        )
-    })?;
-    packet.copy_from_slice(call.payload());
+    let mut packet = call.payload_copy(TAG)?;
     let range = packet.as_mut_ptr_range();
+    let interface_id = request.interface_id;
     let context = PacketContext {
         data_start: range.start,
         data_end: range.end,
-        interface_id: request.interface_id,
+        interface_id,
         protocol: 0,
     };
-    let at_dispatch = request.flags & PROFILE_AT_DISPATCH != 0;
-    let watch = Stopwatch::start();
-    let mut last = Outcome {
-        verdict: 0,
-        programs_run: 0,
-    };
-    let mut remaining = request.iterations;
-    while remaining > 0 {
-        // At DISPATCH_LEVEL the programs run in short stretches with the IRQL lowered in
-        // between, so a large request cannot hold the processor long enough for the DPC
-        // watchdog (each event may run 64 programs over a 64 KiB packet).
-        let chunk = if at_dispatch {
-            remaining.min(DISPATCH_CHUNK)
-        } else {
-            remaining
-        };
-        let _raised = at_dispatch.then(RaisedIrql::to_dispatch);
-        for _ in 0..chunk {
-            last = fire(hook, context).map_err(hook_failure)?;
-        }
-        remaining -= chunk;
-    }
+    let stretch = (request.flags & PROFILE_AT_DISPATCH != 0).then_some(DISPATCH_CHUNK);
+    let (watch, mut last) = (
+        Stopwatch::start(),
+        Invocation {
+            result: 0,
+            programs_run: 0,
+        },
+    );
+    repeat(request.iterations, stretch, || {
+        fire(hook, context).map(|run| last = run)
+    })
+    .map_err(hook_failure)?;
     Ok(call.reply(&ProfileReply {
         duration: watch.elapsed_ticks(),
         frequency: watch.frequency(),
         iterations: request.iterations,
-        verdict: last.verdict,
+        verdict: last.result,
         programs_run: last.programs_run,
     }))
 }

@@ -1,11 +1,9 @@
 //! The `sample_net` hook: attach by interface id, multi-attach with a wildcard, and a
 //! permit/block verdict that stops at the first block.
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_structs::{BPF_LINK_TYPE_PLAIN, bpf_attach_type_t};
-use ebpf_extension_common::trace::{trace_message_u32, trace_message_value};
+use ebpf_extension_common::trace::trace_message_u32;
 
 use crate::program::{PROGRAM_TYPE, PacketContext};
 
@@ -22,11 +20,9 @@ pub const VERDICT_BLOCK: u32 = 1;
 /// Pool tag of the sample's allocations.
 pub const TAG: PoolTag = PoolTag::new(*b"SNet");
 
-/// The hook's extension data: counts attached programs, for the trace events.
+/// The hook's callbacks: each program keeps the interface it attached for.
 #[derive(Debug, Default)]
-pub struct SampleNetHook {
-    attached: AtomicU32,
-}
+pub struct SampleNetHook;
 
 impl HookExtension for SampleNetHook {
     type Parameter = u32;
@@ -34,38 +30,22 @@ impl HookExtension for SampleNetHook {
 
     fn on_attach(&self, request: &AttachRequest<u32>, _: &Attached<'_, Self>) -> Result<u32> {
         let interface = request.parameter.unwrap_or(WILDCARD_INTERFACE);
-        let count = self.attached.fetch_add(1, Ordering::Relaxed) + 1;
-        trace_message_u32!(
-            Level::Informational,
-            keyword::EXTENSION,
-            "program attached for interface",
-            interface
-        );
-        trace_message_u32!(
-            Level::Verbose,
-            keyword::EXTENSION,
-            "programs attached",
-            count
-        );
+        trace_message_u32!(INFO, EXTENSION, "program attached for interface", interface);
         Ok(interface)
     }
 
     fn on_detach(&self, interface: &u32) {
-        let count = self.attached.fetch_sub(1, Ordering::Relaxed) - 1;
-        trace_message_value!(
-            Level::Informational,
-            keyword::EXTENSION,
-            "program detached from interface",
-            u64::from(*interface)
-        );
         trace_message_u32!(
-            Level::Verbose,
-            keyword::EXTENSION,
-            "programs attached",
-            count
+            INFO,
+            EXTENSION,
+            "program detached from interface",
+            *interface
         );
     }
 }
+
+const INFO: Level = Level::Informational;
+const EXTENSION: u64 = keyword::EXTENSION;
 
 /// The hook's static description.
 pub const HOOK_CONFIG: HookConfig<u32> = HookConfig {
@@ -79,17 +59,8 @@ pub const HOOK_CONFIG: HookConfig<u32> = HookConfig {
     tag: TAG,
 };
 
-/// What one event produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
-    /// [`VERDICT_BLOCK`] if a program blocked, else [`VERDICT_PERMIT`].
-    pub verdict: u32,
-    /// Programs that ran.
-    pub programs_run: u32,
-}
-
 /// Runs the programs attached for `context.interface_id` (then the wildcard ones) until one
-/// blocks.
+/// blocks; the verdict is [`VERDICT_BLOCK`] if one did, else [`VERDICT_PERMIT`].
 ///
 /// # Errors
 /// [`Error::ObjectNotFound`] if no program is attached for the interface; the first invoke
@@ -97,27 +68,17 @@ pub struct Outcome {
 ///
 /// # IRQL
 /// ≤ DISPATCH_LEVEL.
-pub fn fire(hook: &HookProvider<SampleNetHook>, context: PacketContext) -> Result<Outcome> {
+pub fn fire(hook: &HookProvider<SampleNetHook>, context: PacketContext) -> Result<Invocation> {
     let interface = context.interface_id;
-    let mut program_context = ProgramContext::new(context);
-    let mut programs_run = 0;
-    let mut verdict = VERDICT_PERMIT;
-    hook.invoke_with(
-        &interface,
-        &mut program_context,
-        |_| true,
-        |result| {
-            programs_run += 1;
-            if result == VERDICT_BLOCK {
-                verdict = VERDICT_BLOCK;
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
+    let run = hook.invoke_until(&interface, &mut ProgramContext::new(context), |verdict| {
+        verdict == VERDICT_BLOCK
+    })?;
+    Ok(Invocation {
+        result: if run.result == VERDICT_BLOCK {
+            VERDICT_BLOCK
+        } else {
+            VERDICT_PERMIT
         },
-    )?;
-    Ok(Outcome {
-        verdict,
-        programs_run,
+        ..run
     })
 }

@@ -1,17 +1,10 @@
-//! The control device's user-mode interface: names, IOCTL codes and request/reply layouts
-//! (all little-endian, `#[repr(C)]`, no padding). A user-mode client opens
-//! [`WIN32_PATH`] (SYSTEM or Administrators only) and sends `DeviceIoControl` requests with
-//! one buffer for input and output (`METHOD_BUFFERED`).
+//! The control device's user-mode interface: [`WIN32_PATH`] (SYSTEM or Administrators only),
+//! IOCTL codes and request/reply layouts (little-endian, `#[repr(C)]`, no padding).
 
-use ebpf_extension_common::ioctl::Ioctl;
 use ebpf_extension_common::sys::wdm::{
     CTL_CODE, FILE_ANY_ACCESS, FILE_DEVICE_NETWORK, METHOD_BUFFERED,
 };
 
-/// Kernel name of the control device.
-pub const DEVICE_NAME: &str = "\\Device\\SampleNetEbpfExt";
-/// Its symbolic link.
-pub const LINK_NAME: &str = "\\GLOBAL??\\SampleNetEbpfExt";
 /// The path user mode opens.
 pub const WIN32_PATH: &str = "\\\\.\\SampleNetEbpfExt";
 
@@ -92,32 +85,13 @@ ebpf_extension_common::wire! {
     }
 }
 
-/// `IOCTL_SAMPLE_NET_RUN`, typed: the SDK checks version, lengths and alignment.
-#[derive(Debug)]
-pub enum Run {}
-
-impl Ioctl for Run {
-    const CODE: u32 = IOCTL_SAMPLE_NET_RUN;
-    type Request = RunRequest;
-    type Reply = RunReply;
-    const VERSION: Option<u32> = Some(REQUEST_VERSION);
-    const MAX_PAYLOAD: usize = MAX_PACKET;
-    fn payload_len(request: &RunRequest) -> Option<usize> {
-        usize::try_from(request.data_len).ok()
-    }
+ebpf_extension_common::ioctl! {
+    /// `IOCTL_SAMPLE_NET_RUN`, typed: the SDK checks version, lengths and alignment.
+    pub Run = IOCTL_SAMPLE_NET_RUN, RunRequest => RunReply,
+        version REQUEST_VERSION, payload data_len up to MAX_PACKET;
 }
-
-/// `IOCTL_SAMPLE_NET_PROFILE`, typed.
-#[derive(Debug)]
-pub enum Profile {}
-
-impl Ioctl for Profile {
-    const CODE: u32 = IOCTL_SAMPLE_NET_PROFILE;
-    type Request = ProfileRequest;
-    type Reply = ProfileReply;
-    const VERSION: Option<u32> = Some(REQUEST_VERSION);
-    const MAX_PAYLOAD: usize = MAX_PACKET;
-    fn payload_len(request: &ProfileRequest) -> Option<usize> {
-        usize::try_from(request.data_len).ok()
-    }
+ebpf_extension_common::ioctl! {
+    /// `IOCTL_SAMPLE_NET_PROFILE`, typed.
+    pub Profile = IOCTL_SAMPLE_NET_PROFILE, ProfileRequest => ProfileReply,
+        version REQUEST_VERSION, payload data_len up to MAX_PACKET;
 }

@@ -34,39 +34,24 @@ impl HookExtension for SampleProcessHook {
     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> {
         if self.attached.load(Ordering::Relaxed) == 0 {
             process::add::<SampleProcess>()?;
-            trace_message!(
-                Level::Informational,
-                keyword::EXTENSION,
-                "process notify routine registered"
-            );
+            trace_message!(INFO, EXTENSION, "process notify routine registered");
         }
         let count = self.attached.fetch_add(1, Ordering::Relaxed) + 1;
-        trace_message_u32!(
-            Level::Verbose,
-            keyword::EXTENSION,
-            "programs attached",
-            count
-        );
+        trace_message_u32!(Level::Verbose, EXTENSION, "programs attached", count);
         Ok(())
     }
 
     fn on_detach(&self, (): &()) {
         let count = self.attached.fetch_sub(1, Ordering::Relaxed) - 1;
-        trace_message_u32!(
-            Level::Verbose,
-            keyword::EXTENSION,
-            "programs attached",
-            count
-        );
+        trace_message_u32!(Level::Verbose, EXTENSION, "programs attached", count);
         if count == 0 && process::remove::<SampleProcess>().is_ok() {
-            trace_message!(
-                Level::Informational,
-                keyword::EXTENSION,
-                "process notify routine removed"
-            );
+            trace_message!(INFO, EXTENSION, "process notify routine removed");
         }
     }
 }
+
+const INFO: Level = Level::Informational;
+const EXTENSION: u64 = keyword::EXTENSION;
 
 /// The hook's static description.
 pub const HOOK_CONFIG: HookConfig<()> = HookConfig {
@@ -85,22 +70,11 @@ pub const HOOK_CONFIG: HookConfig<()> = HookConfig {
 /// creation.
 pub(crate) fn fire(hook: &HookProvider<SampleProcessHook>, context: NotifyContext) -> Option<i32> {
     let create = context.public.operation == crate::program::OPERATION_CREATE;
-    let mut program_context = ProgramContext::new(context);
-    let mut denial = None;
-    let _ = hook.invoke_with(
-        &(),
-        &mut program_context,
-        |_| true,
-        |result| {
-            #[expect(clippy::cast_possible_wrap, reason = "programs return an NTSTATUS")]
-            let status = result as i32;
-            if create && status < 0 {
-                denial = Some(status);
-                Flow::Stop
-            } else {
-                Flow::Continue
-            }
-        },
-    );
-    denial
+    #[expect(clippy::cast_possible_wrap, reason = "programs return an NTSTATUS")]
+    let denies = |result: u32| create && (result as i32) < 0;
+    let run = hook.invoke_until(&(), &mut ProgramContext::new(context), denies);
+    #[expect(clippy::cast_possible_wrap, reason = "programs return an NTSTATUS")]
+    run.ok()
+        .filter(|run| denies(run.result))
+        .map(|run| run.result as i32)
 }

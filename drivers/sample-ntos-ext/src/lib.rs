@@ -11,15 +11,13 @@
 //!   `cargo xtask build-drivers` sets.
 //! - **Verdict**: on creation, a program returning a failure `NTSTATUS` (negative) denies the
 //!   creation with that status; later programs do not run. On exit the return is ignored.
-//!
 //! - **Driver** ([`driver`]): what `DriverEntry` starts, and the notify routine.
 //!
 //! Everything else — `DriverEntry`, unload, NMR, client validation, rundown, ETW, the notify
 //! routine's registration — is the SDK's; the only `unsafe` is in the helper.
 #![no_std]
 
-// Host builds of the `cdylib` target need a panic handler and unwinding support: the host's
-// `std` provides them. Driver builds use the SDK's bug-checking panic handler instead.
+// Host builds of the `cdylib` need a panic handler and unwinding: the host's `std`'s.
 #[cfg(not(target_os = "windows"))]
 extern crate std;
 
