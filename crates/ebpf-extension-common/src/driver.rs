@@ -553,10 +553,10 @@ macro_rules! driver_entry {
             driver: *mut $crate::sys::wdm::DRIVER_OBJECT,
             _registry_path: *const $crate::sys::ntdef::UNICODE_STRING,
         ) -> $crate::sys::ntdef::NTSTATUS {
-            unsafe extern "win64" fn unload(_driver: *mut $crate::sys::wdm::DRIVER_OBJECT) {
+            unsafe extern "win64" fn driver_unload(_driver: *mut $crate::sys::wdm::DRIVER_OBJECT) {
                 $crate::driver::glue::unload(&$global);
             }
-            unsafe extern "win64" fn dispatch(
+            unsafe extern "win64" fn dispatch_device_control(
                 _device: *mut $crate::sys::wdm::DEVICE_OBJECT,
                 irp: *mut $crate::sys::wdm::IRP,
             ) -> $crate::sys::ntdef::NTSTATUS {
@@ -564,7 +564,9 @@ macro_rules! driver_entry {
                 unsafe { $crate::driver::glue::device_control(&$global, irp) }
             }
             // SAFETY: the caller's contract; the routines are this driver's, for `$global`.
-            unsafe { $crate::driver::glue::entry(&$global, driver, unload, dispatch) }
+            unsafe {
+                $crate::driver::glue::entry(&$global, driver, driver_unload, dispatch_device_control)
+            }
         }
     };
 }
