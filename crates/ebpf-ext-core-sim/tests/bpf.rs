@@ -1,0 +1,307 @@
+//! BPF ELF programs (C compiled here with `clang -target bpf` into a directory of this test's
+//! own) loaded against a test provider's program information and run by core-sim: helper
+//! resolution by the core's id ranges (a global override beats the general helper; a
+//! program-type helper gets the context as its sixth argument), the general helpers, maps
+//! from test code, and the load-time and run-time refusals.
+#![allow(
+    clippy::std_instead_of_alloc,
+    clippy::std_instead_of_core,
+    reason = "host tests"
+)]
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use common::{Addresses, InfoProvider, ProgramDataSpec, Proto, TEST_PROGRAM_TYPE, TestContext};
+use ebpf_ext_core_sim::bpf::{BPF_EXIST, BPF_NOEXIST, BpfError, BpfObject, BpfProgram, MapError};
+use ebpf_ext_core_sim::{ProgramInfo, ProgramInfoClient};
+use ebpf_ext_sys::ebpf_base::{EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX};
+use ebpf_ext_sys::ebpf_result::{EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND};
+use ebpf_ext_usersim::Kernel;
+
+/// The test program type's declarations, by hand (the samples' are generated).
+const PRELUDE: &str = r"
+typedef unsigned long long uint64_t;
+typedef unsigned int uint32_t;
+typedef unsigned char uint8_t;
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, value) int (*name)[value]
+#define __type(name, type) typeof(type)* name
+struct test_context { uint64_t value; uint64_t flags; uint8_t* data_start; uint8_t* data_end; };
+static void* (*bpf_map_lookup_elem)(void* map, const void* key) = (void*)1;
+static long (*bpf_map_update_elem)(void* map, const void* key, const void* value, uint64_t flags) = (void*)2;
+static long (*bpf_ringbuf_output)(void* map, const void* data, uint64_t size, uint64_t flags) = (void*)11;
+static long (*bpf_trace_printk3)(const char* fmt, uint32_t size, uint64_t a) = (void*)13;
+static uint64_t (*bpf_get_current_pid_tgid)(void) = (void*)19;
+static int (*bpf_memcmp_s)(const void* a, uint64_t a_size, const void* b, uint64_t b_size) = (void*)23;
+static uint64_t (*bpf_strnlen_s)(const char* s, uint64_t size) = (void*)29;
+static uint64_t (*test_get_a)(void* ctx) = (void*)0x10001;
+static uint64_t (*test_context_value)(void* ctx) = (void*)0x10002;
+static uint64_t (*bpf_tail_call)(void* ctx, void* map, uint32_t index) = (void*)5;
+static uint64_t (*undeclared)(void) = (void*)0x10009;
+";
+
+const PROGRAMS: &str = r#"
+struct { __uint(type, 2); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 8); } results SEC(".maps");
+struct { __uint(type, 8); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 2); } lru SEC(".maps");
+struct { __uint(type, 13); __uint(max_entries, 64); } ring SEC(".maps");
+
+static void put(uint32_t key, uint64_t value) { bpf_map_update_elem(&results, &key, &value, 0); }
+
+SEC("test_prog")
+int resolve(struct test_context* ctx)
+{
+    put(0, bpf_get_current_pid_tgid());
+    put(1, test_get_a(ctx));
+    put(2, test_context_value(ctx));
+    uint64_t sum = 0;
+    for (uint8_t* p = ctx->data_start; p < ctx->data_end; p++) sum += *p;
+    put(3, sum);
+    char a[4] = "abc", b[4] = "abd";
+    put(4, (uint64_t)(long)bpf_memcmp_s(a, 3, b, 3));
+    put(5, bpf_strnlen_s(a, sizeof(a)));
+    static const char format[] = "value %u";
+    bpf_trace_printk3(format, sizeof(format), ctx->value);
+    uint32_t key = 7;
+    uint64_t* seeded = bpf_map_lookup_elem(&results, &key);
+    if (seeded) *seeded += 1;
+    for (uint32_t k = 0; k < 3; k++) { uint64_t v = k; bpf_map_update_elem(&lru, &k, &v, 0); }
+    uint64_t record = 0x1122334455667788ULL;
+    long first = bpf_ringbuf_output(&ring, &record, sizeof(record), 0);
+    long full = 0;
+    for (int i = 0; i < 8; i++) full = bpf_ringbuf_output(&ring, &record, sizeof(record), 0);
+    put(6, (uint64_t)(first * 1000 + full));
+    return (int)ctx->flags;
+}
+
+SEC("test_prog/stack_overrun")
+int stack_overrun(struct test_context* ctx)
+{
+    volatile uint8_t buffer[8];
+    buffer[0] = 1;
+    return ((volatile uint8_t*)buffer)[ctx->value];
+}
+
+SEC("test_prog/not_the_context")
+int not_the_context(struct test_context* ctx)
+{
+    uint64_t local = 0;
+    return (int)test_get_a(&local);
+}
+
+SEC("test_prog/tail_call")
+int tail_call(struct test_context* ctx) { return (int)bpf_tail_call(ctx, 0, 0); }
+
+SEC("test_prog/undeclared")
+int call_undeclared(struct test_context* ctx) { return (int)undeclared(); }
+
+SEC("test_prog/context_overrun")
+int context_overrun(struct test_context* ctx) { return (int)((uint64_t*)ctx)[4]; }
+
+char _license[] SEC("license") = "MIT";
+"#;
+
+/// Builds the test programs into a temporary directory of this call's own.
+fn object() -> BpfObject {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let source = dir.path().join("test.c");
+    std::fs::write(&source, format!("{PRELUDE}{PROGRAMS}")).expect("source");
+    let object = dir.path().join("test.o");
+    let out = Command::new("clang")
+        .args(["-target", "bpf", "-O2", "-g", "-c"])
+        .arg(&source)
+        .arg("-o")
+        .arg(&object)
+        .output()
+        .expect("clang (a prerequisite) runs");
+    assert!(
+        out.status.success(),
+        "clang: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    BpfObject::parse(&std::fs::read(&object).expect("object")).expect("parses")
+}
+
+extern "win64" fn pid_override(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    0x1234
+}
+extern "win64" fn get_a(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    0xA
+}
+/// Reads the context it receives as the core passes it: the sixth argument.
+extern "win64" fn context_value(_: u64, _: u64, _: u64, _: u64, _: u64, context: u64) -> u64 {
+    // SAFETY: the core-sim passes the program context, a TestContext, sixth.
+    unsafe { (*(context as *const TestContext)).value * 2 }
+}
+
+fn spec() -> ProgramDataSpec {
+    let mut spec = ProgramDataSpec::valid();
+    let mut a = Proto::new(0x1_0001, c"test_get_a");
+    a.arguments = [EBPF_ARGUMENT_TYPE_PTR_TO_CTX, 0, 0, 0, 0];
+    let mut implicit = Proto::new(0x1_0002, c"test_context_value");
+    implicit.arguments = [EBPF_ARGUMENT_TYPE_PTR_TO_CTX, 0, 0, 0, 0];
+    implicit.implicit_context = true;
+    let mut pid = Proto::new(19, c"bpf_get_current_pid_tgid");
+    pid.arguments = [EBPF_ARGUMENT_TYPE_DONTCARE; 5];
+    spec.helpers = vec![a, implicit];
+    spec.global_helpers = vec![pid];
+    spec.helper_addresses = Some(Addresses::new(vec![
+        get_a as *const () as u64,
+        context_value as *const () as u64,
+    ]));
+    spec.global_addresses = Some(Addresses::new(vec![pid_override as *const () as u64]));
+    spec
+}
+
+fn context(value: u64, flags: u64) -> Vec<u8> {
+    let context = TestContext {
+        value,
+        flags,
+        data_start: core::ptr::null(),
+        data_end: core::ptr::null(),
+    };
+    // SAFETY: a plain repr(C) value viewed as its bytes.
+    unsafe {
+        core::slice::from_raw_parts((&raw const context).cast::<u8>(), size_of::<TestContext>())
+    }
+    .to_vec()
+}
+
+fn with_info(test: impl FnOnce(&ProgramInfoClient, &Arc<ProgramInfo>)) {
+    let kernel = Kernel::new();
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let info = client.info();
+    test(&client, &info);
+    drop(client);
+    provider.deregister();
+    drop(kernel);
+}
+
+#[test]
+fn helpers_resolve_by_the_cores_id_ranges_and_maps_are_shared_with_the_test() {
+    let object = object();
+    with_info(|client, info| {
+        let program = BpfProgram::load(&object, "test_prog", info).expect("loads");
+        let results = program.map("results").expect("results map");
+        results
+            .update(&7u32.to_le_bytes(), &41u64.to_le_bytes(), BPF_EXIST)
+            .expect("the test writes a value");
+        let data = [1u8, 2, 3, 4];
+        let bytes = context(21, 5);
+        let context = client.create_context(&data, &bytes).expect("context");
+        // SAFETY: a context of the program type from its provider's context_create.
+        let r0 = unsafe { program.run(context.as_ptr()) }.expect("runs");
+        assert_eq!(r0, 5, "r0 is the program's return value");
+        let value = |key: u32| {
+            u64::from_le_bytes(
+                results.lookup(&key.to_le_bytes()).unwrap().unwrap()[..8]
+                    .try_into()
+                    .unwrap(),
+            )
+        };
+        assert_eq!(
+            value(0),
+            0x1234,
+            "id 19: the provider's global override wins"
+        );
+        assert_eq!(value(1), 0xA, "a program-type helper through its address");
+        assert_eq!(
+            value(2),
+            42,
+            "the implicit-context helper read the context sixth"
+        );
+        assert_eq!(value(3), 10, "the program summed its [data, end) range");
+        assert_eq!(value(4), u64::MAX, "memcmp_s: abc < abd");
+        assert_eq!(value(5), 3, "strnlen_s");
+        assert_eq!(
+            value(6),
+            (-12i64).cast_unsigned(),
+            "ring buffer: the first record fits (0), the last finds it full (-12)"
+        );
+        assert_eq!(
+            value(7),
+            42,
+            "the program read and incremented the test's value"
+        );
+        assert_eq!(program.printk_lines(), ["value 21"]);
+        let lru = program.map("lru").expect("lru");
+        assert_eq!(
+            lru.keys(),
+            [1u32.to_le_bytes().to_vec(), 2u32.to_le_bytes().to_vec()],
+            "the least recently used key was evicted"
+        );
+        assert_eq!(
+            lru.update(&1u32.to_le_bytes(), &0u64.to_le_bytes(), BPF_NOEXIST),
+            Err(MapError::Result(EBPF_KEY_ALREADY_EXISTS))
+        );
+        assert_eq!(
+            lru.delete(&9u32.to_le_bytes()),
+            Err(MapError::Result(EBPF_KEY_NOT_FOUND))
+        );
+        let records = program.map("ring").expect("ring").drain_records();
+        assert_eq!(records.len(), 4, "64 bytes hold four 16-byte records");
+        assert_eq!(records[0], 0x1122_3344_5566_7788u64.to_le_bytes());
+        assert!(program.faults().is_empty());
+    });
+}
+
+#[test]
+fn out_of_bounds_accesses_fail_the_invocation_not_the_process() {
+    let object = object();
+    with_info(|client, info| {
+        let program = BpfProgram::load(&object, "test_prog/stack_overrun", info).expect("loads");
+        let (small, large) = (context(3, 0), context(4096, 0));
+        let inside = client.create_context(&[], &small).expect("context");
+        // SAFETY: a context of the program type.
+        assert_eq!(unsafe { program.run(inside.as_ptr()) }, Ok(0));
+        let outside = client.create_context(&[], &large).expect("context");
+        // SAFETY: as above.
+        let fault = unsafe { program.run(outside.as_ptr()) }.expect_err("out of bounds");
+        assert!(fault.to_string().contains("out of bounds"), "{fault}");
+        assert_eq!(program.faults().len(), 1);
+        let wrong = BpfProgram::load(&object, "test_prog/not_the_context", info).expect("loads");
+        // SAFETY: as above.
+        let fault = unsafe { wrong.run(inside.as_ptr()) }.expect_err("not the context");
+        assert!(
+            fault.to_string().contains("test_get_a")
+                && fault.to_string().contains("not the program context"),
+            "{fault}"
+        );
+    });
+}
+
+#[test]
+fn the_verifiers_refusals_come_before_the_program_runs() {
+    let object = object();
+    with_info(|_, info| {
+        let refused = |section| BpfProgram::load(&object, section, info).expect_err(section);
+        assert!(matches!(
+            refused("test_prog/undeclared"),
+            BpfError::UndeclaredHelper { id: 0x10009, .. }
+        ));
+        assert!(matches!(
+            refused("test_prog/tail_call"),
+            BpfError::UnsupportedHelper { id: 5, .. }
+        ));
+        let overrun = refused("test_prog/context_overrun");
+        assert!(
+            matches!(
+                overrun,
+                BpfError::ContextAccess {
+                    offset: 32,
+                    size: 8,
+                    context_size: 32,
+                    ..
+                }
+            ),
+            "{overrun}"
+        );
+        assert!(matches!(
+            refused("no_such_section"),
+            BpfError::NoSuchSection { .. }
+        ));
+    });
+}
