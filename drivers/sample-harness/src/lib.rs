@@ -28,6 +28,7 @@ use ebpf_ext_usersim::tracelogging::Value;
 use ebpf_ext_usersim::{DriverObject, Kernel};
 
 pub mod binary;
+pub mod bpf;
 pub mod net;
 pub mod ntos;
 pub mod status;
