@@ -673,8 +673,9 @@ pub fn net_scenario(
             fire_net(kernel, &handle, *interface, *protocol, bytes)?;
         expect!(
             status == STATUS_SUCCESS && verdict == *expected && programs_run == 1,
-            "interface {interface}: {} verdict {verdict} ran {programs_run}",
-            crate::status::describe(status)
+            "interface {interface}: {} verdict {verdict} ran {programs_run}; faults {:?}",
+            crate::status::describe(status),
+            program.faults()
         );
         let marked = bytes.first() == Some(&0x11) && out.first() == Some(&0xAA);
         expect!(
