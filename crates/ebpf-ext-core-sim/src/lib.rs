@@ -13,6 +13,11 @@
 //!   data (`ebpf_extension_data_t`) and program dispatch table, the checks of the core's
 //!   link client (`ebpf_link.c`), and a Rust closure as "the program". [`LinkSpec`] describes
 //!   the link and, for negative tests, how to malform what it presents ([`Malformation`]).
+//! - [`bpf`] runs real programs instead of closures: BPF ELF objects compiled with
+//!   `clang -target bpf`, checked at load as the verifier would, their helpers resolved by id
+//!   as the core does (general helpers, the extension's global overrides, program-type helpers
+//!   through the addresses the provider published), their maps readable and writable from the
+//!   test, their memory accesses confined; attached through a [`Link`] like any program.
 //!
 //! # The core's contracts, enforced
 //!
