@@ -41,15 +41,19 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"))?;
     }
-    // Doctests (nextest does not run them): the compile-fail examples prove the compile-time
-    // checks of the program-information description.
-    run(command(Tool::Cargo).args(["test", "--workspace", "--doc"]))?;
     run_loom_models()?;
     check_driver_target()?;
     // The signed images, which the binary-mode tests load.
     crate::drivers::build_drivers(None)?;
     crate::drivers::sign()?;
     crate::drivers::package()?;
+    // What a newcomer types first: every test as threads of one process (no test may lean on
+    // having a process of its own), and the doctests, which nextest does not run (the
+    // compile-fail examples prove the compile-time checks of the program-information
+    // description).
+    run(command(Tool::Cargo).args(["test", "--workspace"]))?;
+    // A few seconds of each fuzz target (`cargo xtask fuzz` runs them for long).
+    crate::fuzz::smoke()?;
     // Last, so its summary is the closing test line of CI's output.
     run(command(Tool::Cargo).args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
     eprintln!("\nci: all checks passed");

@@ -197,7 +197,8 @@ mod tests {
 
     #[test]
     fn every_target_has_its_source_and_seeds() {
-        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+        let fuzz = Path::new(&std::env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"))
+            .join("../fuzz");
         let manifest = std::fs::read_to_string(fuzz.join("Cargo.toml")).expect("fuzz/Cargo.toml");
         for target in TARGETS {
             let source = fuzz.join("fuzz_targets").join(format!("{target}.rs"));

@@ -3,6 +3,8 @@
 mod ci;
 mod drivers;
 mod exec;
+mod fuzz;
+mod headers;
 mod pe;
 mod prereqs;
 mod samples;
@@ -40,6 +42,15 @@ enum Command {
     TestSample(samples::TestOptions),
     /// Checks every no_std crate for the driver target (x86_64-pc-windows-msvc).
     CheckDriverTarget,
+    /// Coverage-guided fuzzing (cargo-fuzz) of the targets in `fuzz/`.
+    Fuzz(fuzz::FuzzOptions),
+    /// Regenerates the C headers BPF programs include (`drivers/<sample>/bpf/include/`) from
+    /// each sample's program information; `--check` only fails if one is out of date.
+    Headers {
+        /// Check instead of writing.
+        #[arg(long)]
+        check: bool,
+    },
     /// The prerequisites (`xtask/prerequisites.tsv`): what is installed, and `--install` for
     /// what is missing.
     Prereqs(prereqs::Options),
@@ -49,6 +60,8 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Demo(options) => samples::demo(&options),
         Command::Prereqs(options) => prereqs::prereqs(&options),
+        Command::Fuzz(options) => fuzz::fuzz(&options),
+        Command::Headers { check } => headers::headers(!check),
         Command::Ci(options) => ci::run_ci(&options),
         Command::BuildDrivers { package } => drivers::build_drivers(package.as_deref()).map(drop),
         Command::Sign => drivers::sign().map(drop),
