@@ -1,0 +1,238 @@
+//! The three hot-path ratios of docs/PERFORMANCE.md, measured as paired, interleaved rounds in
+//! one process: each round times every variant of a ratio back to back (A B A B …), so the
+//! ratio of one round holds while the machine's speed drifts between rounds (other processes,
+//! frequency changes); the reported ratio is the median of the per-round ratios.
+//!
+//! - `sdk / floor+primitive`, one program: the floor (the core's invoke function called
+//!   directly, plus an atomic pair) plus one acquire/release of the same cache-aware rundown
+//!   primitive the SDK holds per event, so what remains is the SDK's own overhead, not
+//!   usersim's cost for that primitive. `sdk / floor` is printed too.
+//! - `single / batched`, 64 events, one program: per-event cost of `invoke` against
+//!   `with_batch`.
+//! - `2 threads / 1 thread`: throughput of two threads invoking the same hook against one.
+//!
+//! Run: `cargo bench -p ebpf-ext-hook --bench paired` (about a minute).
+
+#![allow(
+    missing_docs,
+    clippy::std_instead_of_alloc,
+    clippy::std_instead_of_core,
+    clippy::cast_precision_loss,
+    clippy::unnecessary_wraps,
+    clippy::too_many_lines,
+    reason = "benchmark harness"
+)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use core::ffi::c_void;
+use core::hint::black_box;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::Instant;
+
+use ebpf_ext_hook::{
+    AttachPolicy, AttachRequest, Attached, HookConfig, HookExtension, HookProvider, ProgramContext,
+};
+use ebpf_ext_pool::PoolTag;
+use ebpf_ext_rundown::CacheAwareRundown;
+use ebpf_ext_sys::Result;
+use ebpf_ext_sys::ntdef::GUID;
+use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
+use ebpf_ext_usersim::{DriverObject, Kernel, set_current_irql};
+use support::{ClientSpec, Link};
+
+const ATTACH_TYPE: GUID = GUID::from_u128(0xa82e37b2_aee7_11ec_9a30_18602489beee);
+const ROUNDS: usize = 201;
+
+struct BenchHook;
+
+impl HookExtension for BenchHook {
+    type Parameter = u32;
+    type ClientData = ();
+    fn on_attach(&self, _: &AttachRequest<u32>, _: &Attached<'_, Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn program(ctx: *mut c_void) -> core::result::Result<u32, i32> {
+    Ok(u32::from(!ctx.is_null()))
+}
+
+type Invoke = ebpf_ext_sys::ebpf_extension::ebpf_program_invoke_function_t;
+
+#[inline]
+fn call(f: Invoke, binding: *const c_void, ctx: *mut c_void) -> u32 {
+    let mut result = 0;
+    // SAFETY: the link's invoke function with its own binding context, alive for the bench.
+    let _ = unsafe { black_box(f)(binding, ctx, &raw mut result) };
+    result
+}
+
+/// The floor, optionally plus the SDK's per-event primitive (a cache-aware rundown
+/// acquire/release pair on usersim).
+struct Floor {
+    call: (Invoke, *const c_void),
+    count: AtomicU64,
+    primitive: Option<CacheAwareRundown>,
+}
+
+impl Floor {
+    #[inline(never)]
+    fn invoke(&self, ctx: *mut c_void) -> u32 {
+        let _guard = self
+            .primitive
+            .as_ref()
+            .and_then(CacheAwareRundown::try_acquire);
+        self.count.fetch_add(1, Ordering::SeqCst);
+        let last = call(self.call.0, self.call.1, ctx);
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        last
+    }
+}
+
+/// Nanoseconds per call of `f` over `iters` calls.
+fn time(iters: u64, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed().as_nanos() as f64 / iters as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let kernel = Kernel::new();
+    let mut driver = DriverObject::new();
+    let device = driver.create_device().expect("IoCreateDevice");
+    let config = HookConfig {
+        attach_type: ATTACH_TYPE,
+        program_type: GUID::from_u128(1),
+        bpf_attach_type: 1,
+        link_type: 1,
+        policy: AttachPolicy::Unrestricted,
+        wildcard: None,
+        max_clients: 64,
+        tag: PoolTag::new(*b"Bnch"),
+    };
+    // SAFETY: the device outlives the provider (dropped below, before the driver object).
+    let sdk = unsafe { HookProvider::register(config, BenchHook, device) }.expect("register");
+    let spec = ClientSpec {
+        quiet: true,
+        ..ClientSpec::wildcard()
+    };
+    let link = Link::attach(ATTACH_TYPE, spec, program);
+    let floor = Floor {
+        call: link.dispatch(),
+        count: AtomicU64::new(0),
+        primitive: None,
+    };
+    let floor_primitive = Floor {
+        call: link.dispatch(),
+        count: AtomicU64::new(0),
+        primitive: Some(CacheAwareRundown::new(0x6863_6e42).expect("rundown")),
+    };
+    set_current_irql(DISPATCH_LEVEL);
+    let mut ctx = ProgramContext::new(0u64);
+    let raw = (&raw mut ctx.context).cast::<c_void>();
+
+    // 1. SDK vs floor and floor + primitive, one program, interleaved.
+    let (mut sdk_floor, mut sdk_primitive, mut ns) = (Vec::new(), Vec::new(), [0.0; 3]);
+    for round in 0..ROUNDS {
+        let iters = 20_000;
+        let f = time(iters, || {
+            black_box(floor.invoke(black_box(raw)));
+        });
+        let p = time(iters, || {
+            black_box(floor_primitive.invoke(black_box(raw)));
+        });
+        let s = time(iters, || {
+            black_box(sdk.invoke(black_box(&0), &mut ctx)).ok();
+        });
+        if round > 0 {
+            sdk_floor.push(s / f);
+            sdk_primitive.push(s / p);
+            ns = [ns[0] + f, ns[1] + p, ns[2] + s];
+        }
+    }
+    let n = (ROUNDS - 1) as f64;
+    println!(
+        "per event, 1 program: floor {:.1} ns, floor+primitive {:.1} ns, sdk {:.1} ns (means)",
+        ns[0] / n,
+        ns[1] / n,
+        ns[2] / n
+    );
+    println!(
+        "  sdk / floor+primitive = {:.3} (median of {} paired rounds); sdk / floor = {:.3}",
+        median(sdk_primitive),
+        ROUNDS - 1,
+        median(sdk_floor)
+    );
+
+    // 2. Single vs batched, 64 events, interleaved.
+    let mut batch_ratio = Vec::new();
+    for round in 0..ROUNDS {
+        let iters = 400;
+        let single = time(iters, || {
+            for _ in 0..64 {
+                black_box(sdk.invoke(&0, &mut ctx)).ok();
+            }
+        });
+        let batched = time(iters, || {
+            sdk.with_batch(&0, |batch| {
+                for _ in 0..64 {
+                    black_box(batch.invoke(&mut ctx)).ok();
+                }
+            });
+        });
+        if round > 0 {
+            batch_ratio.push(single / batched);
+        }
+    }
+    println!(
+        "batch of 64: single / batched per event = {:.3} (median)",
+        median(batch_ratio)
+    );
+    set_current_irql(0);
+
+    // 3. Two threads vs one, interleaved: each thread does `iters` invocations.
+    let run = |threads: usize, iters: u64| {
+        let start = Instant::now();
+        thread::scope(|s| {
+            for _ in 0..threads {
+                kernel.scoped(s, || {
+                    set_current_irql(DISPATCH_LEVEL);
+                    let mut ctx = ProgramContext::new(0u64);
+                    for _ in 0..iters {
+                        black_box(sdk.invoke(&0, &mut ctx)).ok();
+                    }
+                    set_current_irql(0);
+                });
+            }
+        });
+        start.elapsed().as_nanos() as f64
+    };
+    let mut scaling = Vec::new();
+    for round in 0..41 {
+        let iters = 200_000;
+        let one = run(1, iters);
+        let two = run(2, iters);
+        if round > 0 {
+            scaling.push(2.0 * one / two);
+        }
+    }
+    println!(
+        "2 threads / 1 thread throughput = {:.3} (median of 40 paired rounds)",
+        median(scaling)
+    );
+
+    drop(link);
+    drop(sdk);
+    drop(floor_primitive);
+    kernel.wait_for_work_items();
+}
