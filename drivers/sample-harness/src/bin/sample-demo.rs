@@ -6,7 +6,8 @@
 //! checks that both reports are identical. Each loaded image's absolute path and SHA-256 are
 //! printed; `--expect PATH=SHA256` (repeatable) makes the run fail unless the image loaded
 //! from `PATH` has that hash and every expected image was loaded. Without `--binary` only the
-//! linked crates run. `--all-traces` lists every trace event.
+//! linked crates run. `--all-traces` lists every trace event. Each sample then runs its BPF
+//! program (`drivers/<sample>/bpf/`, compiled with clang) through core-sim, in one line.
 #![allow(
     clippy::std_instead_of_alloc,
     clippy::std_instead_of_core,
@@ -17,8 +18,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use ebpf_ext_core_sim::bpf::BpfObject;
 use ebpf_ext_usersim::Kernel;
-use sample_harness::{Target, binary, net, ntos};
+use sample_harness::bpf::BpfReport;
+use sample_harness::{Target, binary, bpf, net, ntos};
 
 /// The trace events: all of them with `--all-traces`; otherwise the counts, and each distinct
 /// event that carries a status (the refusals and failures), once, with how often it came.
@@ -62,6 +65,30 @@ fn quiet(_: &str) {}
 /// A scenario of the harness: (kernel, target, narrator) to report.
 type Scenario<R> = fn(&Kernel, Target<'_>, sample_harness::Narrator<'_>) -> Result<R, String>;
 
+/// A BPF scenario of the harness: (kernel, target, object, narrator) to report.
+type BpfScenario =
+    fn(&Kernel, Target<'_>, &BpfObject, sample_harness::Narrator<'_>) -> Result<BpfReport, String>;
+
+/// A sample's BPF program: its index in [`bpf::samples`], its source, its scenario.
+type BpfProgram = (usize, &'static str, BpfScenario);
+
+/// Runs the BPF scenario and returns its report and its one summary line (the `BPF` line it
+/// narrates).
+fn run_bpf(
+    kernel: &Kernel,
+    target: Target<'_>,
+    object: &BpfObject,
+    scenario: BpfScenario,
+) -> Result<(BpfReport, String), String> {
+    let mut summary = String::new();
+    let report = scenario(kernel, target, object, &mut |line: &str| {
+        if line.starts_with("BPF") {
+            line.clone_into(&mut summary);
+        }
+    })?;
+    Ok((report, summary))
+}
+
 /// The hashes `--expect` asked for, by absolute path; each is removed when its image loads.
 type Expected = BTreeMap<PathBuf, String>;
 
@@ -73,9 +100,18 @@ fn sample<R: PartialEq + core::fmt::Debug>(
     native: sample_harness::DriverEntry,
     scenario: Scenario<R>,
     traces: fn(&R) -> &[String],
+    program: BpfProgram,
     expected: Option<&mut Expected>,
 ) -> Result<(), String> {
-    let mut say = |line: &str| println!("  {line}");
+    let (index, source, bpf_scenario) = program;
+    let object = bpf::build(&bpf::samples()[index], source)?;
+    // The next line (program type and helpers) says DriverEntry ran; the BPF line takes the
+    // place of "load: DriverEntry", so the demo stays one screen.
+    let mut say = |line: &str| {
+        if line != "load: DriverEntry" {
+            println!("  {line}");
+        }
+    };
     let kernel = Kernel::new();
     let loaded = expected
         .is_some()
@@ -115,6 +151,7 @@ fn sample<R: PartialEq + core::fmt::Debug>(
         traces(&report),
         std::env::args().any(|a| a == "--all-traces"),
     );
+    let (bpf_report, summary) = run_bpf(&kernel, target, &object, bpf_scenario)?;
     drop(kernel);
     if let Some(loaded) = loaded {
         loaded.image.unload();
@@ -125,7 +162,17 @@ fn sample<R: PartialEq + core::fmt::Debug>(
                 "the image and the linked crate differ:\n image:  {report:?}\n linked: {linked:?}"
             ));
         }
-        println!("  the linked crate gives an identical report (every result and trace event)");
+        let (linked_bpf, _) = run_bpf(&kernel, Target::Native(native), &object, bpf_scenario)?;
+        if linked_bpf != bpf_report {
+            return Err(format!(
+                "the image's and the linked crate's BPF runs differ:\n image:  {bpf_report:?}\n linked: {linked_bpf:?}"
+            ));
+        }
+        println!(
+            "  {summary}\n  the linked crate gives identical reports (every result, trace event, BPF observation)"
+        );
+    } else {
+        println!("  {summary}");
     }
     Ok(())
 }
@@ -156,6 +203,7 @@ fn run() -> Result<(), String> {
         sample_netebpf_ext::driver_entry,
         net::scenario,
         |r| &r.traces,
+        (0, "sample_net.c", bpf::net_scenario),
         binary_mode.then_some(&mut expected),
     )?;
     sample(
@@ -164,6 +212,7 @@ fn run() -> Result<(), String> {
         sample_ntos_ext::driver_entry,
         ntos::scenario,
         |r| &r.traces,
+        (1, "sample_process.c", bpf::ntos_scenario),
         binary_mode.then_some(&mut expected),
     )?;
     if checking && !expected.is_empty() {
