@@ -7,10 +7,11 @@
 //! nightly flags (`-Zsanitizer=address`); `RUSTC_BOOTSTRAP=1` lets the stable toolchain take
 //! them.
 //!
-//! LeakSanitizer is off (`-detect_leaks=0`): usersim keeps freed pool in quarantine and
-//! core-sim deliberately keeps a detached link's state, so LSan would re-run most inputs
-//! looking for leaks and report those. The targets check leaks themselves: after every input,
-//! usersim must hold exactly the pool, NMR registrations and bindings it held before.
+//! LeakSanitizer is off (`-detect_leaks=0`, and `detect_leaks=0` in `ASAN_OPTIONS` for its
+//! check at exit): usersim keeps freed pool in quarantine and core-sim deliberately keeps a
+//! detached link's state, so LSan would re-run most inputs looking for leaks and report those.
+//! The targets check leaks themselves: after every input, usersim must hold exactly the pool,
+//! NMR registrations and bindings it held before.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -100,11 +101,18 @@ fn build_dir() -> PathBuf {
 
 /// `cargo fuzz <subcommand> --fuzz-dir fuzz` with the environment every fuzz command needs.
 fn cargo_fuzz(subcommand: &str) -> Command {
+    // LeakSanitizer off at exit too (see the module docs); the user's own options come after
+    // ours, so they win.
+    let asan = match std::env::var("ASAN_OPTIONS") {
+        Ok(user) if !user.is_empty() => format!("detect_leaks=0:{user}"),
+        _ => "detect_leaks=0".to_owned(),
+    };
     let mut cmd = command(Tool::Cargo);
     cmd.args(["fuzz", subcommand, "--fuzz-dir"])
         .arg(fuzz_dir())
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("CARGO_TARGET_DIR", build_dir());
+        .env("CARGO_TARGET_DIR", build_dir())
+        .env("ASAN_OPTIONS", asan);
     cmd
 }
 
