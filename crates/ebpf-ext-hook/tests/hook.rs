@@ -18,7 +18,7 @@ use std::thread;
 
 use ebpf_ext_hook::{
     AttachPolicy, AttachRequest, Attached, Flow, HookConfig, HookExtension, HookProvider,
-    MAX_CLIENTS_PER_PARAMETER, ProgramContext,
+    Invocation, MAX_CLIENTS_PER_PARAMETER, ProgramContext,
 };
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::ebpf_result::EBPF_NO_MEMORY;
@@ -548,6 +548,26 @@ fn verdict_stops_the_chain_and_filter_selects() {
         *log.lock().unwrap(),
         [1, 2],
         "the third program does not run after a blocking verdict"
+    );
+    log.lock().unwrap().clear();
+    let run = provider.invoke_until(&1, &mut ctx, |v| v == 1);
+    assert_eq!(
+        run,
+        Ok(Invocation {
+            result: 1,
+            programs_run: 2
+        }),
+        "invoke_until says what stopped the chain and how many ran"
+    );
+    assert_eq!(
+        provider
+            .invoke_until(&1, &mut ctx, |_| false)
+            .map(|r| r.programs_run),
+        Ok(3)
+    );
+    assert_eq!(
+        provider.invoke_until(&9, &mut ctx, |_| true),
+        Err(Error::ObjectNotFound)
     );
     log.lock().unwrap().clear();
     let only_odd = provider.invoke_with(&1, &mut ctx, |c| c.data() % 2 == 0, |_| Flow::Continue);

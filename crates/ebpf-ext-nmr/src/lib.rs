@@ -36,7 +36,7 @@ use ebpf_ext_sys::{Error, Result};
 /// characteristics point into the provider's own pinned context, so the caller fills them in
 /// once the context is in place.
 #[must_use]
-pub const fn provider_characteristics(
+const fn provider_characteristics(
     npi_id: &'static NPIID,
     attach: NPI_PROVIDER_ATTACH_CLIENT_FN,
     detach: NPI_PROVIDER_DETACH_CLIENT_FN,
@@ -70,7 +70,7 @@ pub const fn provider_characteristics(
 ///
 /// # Errors
 /// [`Error::Api`] with `NmrRegisterProvider`'s status.
-pub unsafe fn register_provider(
+unsafe fn register_provider(
     characteristics: *const NPI_PROVIDER_CHARACTERISTICS,
     context: *mut c_void,
 ) -> Result<HANDLE> {
@@ -94,7 +94,7 @@ pub unsafe fn register_provider(
 ///
 /// # Safety
 /// `handle` came from [`register_provider`] and is deregistered once.
-pub unsafe fn deregister_provider(handle: HANDLE) {
+unsafe fn deregister_provider(handle: HANDLE) {
     // SAFETY: a live registration handle (caller's contract).
     let status = unsafe { NmrDeregisterProvider(handle) };
     if status != STATUS_PENDING && status != STATUS_SUCCESS {
@@ -122,7 +122,7 @@ pub unsafe fn deregister_provider(handle: HANDLE) {
 /// # Safety
 /// `instance` is NULL or the registration instance NMR passed to `ProviderAttachClient`.
 #[must_use]
-pub unsafe fn client_module_guid(instance: *const NPI_REGISTRATION_INSTANCE) -> GUID {
+unsafe fn client_module_guid(instance: *const NPI_REGISTRATION_INSTANCE) -> GUID {
     if instance.is_null() {
         return GUID::NULL;
     }

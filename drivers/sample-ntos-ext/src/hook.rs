@@ -1,15 +1,18 @@
 //! The process hook: any number of programs, the notify routine registered on the first
-//! attach and removed on the last detach, and the deny-on-failure verdict.
+//! attach and removed on the last detach, the deny-on-failure verdict, and the driver that
+//! starts it.
 
+use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use ebpf_extension_common::prelude::*;
-use ebpf_extension_common::process;
+use ebpf_extension_common::process::{self, ProcessEvent, ProcessNotify};
 use ebpf_extension_common::sys::ebpf_structs::{BPF_LINK_TYPE_PLAIN, bpf_attach_type_t};
-use ebpf_extension_common::trace::{trace_message, trace_message_u32};
+use ebpf_extension_common::trace::{trace_message, trace_message_status, trace_message_u32};
 
-use crate::driver::SampleProcess;
-use crate::program::{NotifyContext, PROGRAM_TYPE};
+use crate::program::{
+    NotifyContext, OPERATION_CREATE, OPERATION_EXIT, PROGRAM_DATA, PROGRAM_TYPE, ProcessContext,
+};
 
 /// Attach type GUID of the process hook.
 pub const ATTACH_TYPE: GUID = GUID::from_u128(0x5af54708_6942_43d6_ae75_e397995f72b0);
@@ -69,7 +72,7 @@ pub const HOOK_CONFIG: HookConfig<()> = HookConfig {
 /// returns a failure status stops the chain, and that status is returned to deny the
 /// creation.
 pub(crate) fn fire(hook: &HookProvider<SampleProcessHook>, context: NotifyContext) -> Option<i32> {
-    let create = context.public.operation == crate::program::OPERATION_CREATE;
+    let create = context.public.operation == OPERATION_CREATE;
     #[expect(clippy::cast_possible_wrap, reason = "programs return an NTSTATUS")]
     let denies = |result: u32| create && (result as i32) < 0;
     let run = hook.invoke_until(&(), &mut ProgramContext::new(context), denies);
@@ -77,4 +80,65 @@ pub(crate) fn fire(hook: &HookProvider<SampleProcessHook>, context: NotifyContex
     run.ok()
         .filter(|run| denies(run.result))
         .map(|run| run.result as i32)
+}
+
+/// The running extension. Fields drop in order: the hook first (detaching every program,
+/// which removes the notify routine), then its program type.
+pub struct SampleProcess {
+    hook: HookProvider<SampleProcessHook>,
+    _program_type: ProgramInfoProvider,
+}
+
+impl ExtensionDriver for SampleProcess {
+    const TRACE_PROVIDER: &'static tracelogging::Provider = &crate::TRACE_PROVIDER;
+    const TAG: PoolTag = TAG;
+
+    fn start(start: &Start<'_>) -> Result<Self> {
+        let program_type = start.program_type(&PROGRAM_DATA)?;
+        let hook = start.hook(HOOK_CONFIG, SampleProcessHook::default())?;
+        Ok(SampleProcess {
+            hook,
+            _program_type: program_type,
+        })
+    }
+}
+
+driver_entry!(static DRIVER: SampleProcess);
+
+/// The process notify routine: builds the context and runs the programs; a denial becomes
+/// the creation's status.
+impl ProcessNotify for SampleProcess {
+    fn notify(event: &mut ProcessEvent<'_>) {
+        let Some(driver) = DRIVER.get() else {
+            return;
+        };
+        let command = event.command_line().unwrap_or(&[]).as_ptr_range();
+        let (creating_process_id, creating_thread_id) = event.creating_ids();
+        let context = NotifyContext {
+            public: ProcessContext {
+                command_start: command.start.cast_mut(),
+                command_end: command.end.cast_mut(),
+                process_id: event.process_id(),
+                parent_process_id: event.parent_process_id(),
+                creating_process_id,
+                creating_thread_id,
+                operation: if event.is_creation() {
+                    OPERATION_CREATE
+                } else {
+                    OPERATION_EXIT
+                },
+                reserved: 0,
+            },
+            image: event.image_file_name().map_or(ptr::null(), ptr::from_ref),
+        };
+        if let Some(status) = fire(&driver.hook, context) {
+            trace_message_status!(
+                Level::Informational,
+                keyword::PROCESS,
+                "process creation denied",
+                status
+            );
+            event.deny(status);
+        }
+    }
 }

@@ -11,7 +11,6 @@
 //!   `cargo xtask build-drivers` sets.
 //! - **Verdict**: on creation, a program returning a failure `NTSTATUS` (negative) denies the
 //!   creation with that status; later programs do not run. On exit the return is ignored.
-//! - **Driver** ([`driver`]): what `DriverEntry` starts, and the notify routine.
 //!
 //! Everything else — `DriverEntry`, unload, NMR, client validation, rundown, ETW, the notify
 //! routine's registration — is the SDK's; the only `unsafe` is in the helper.
@@ -21,11 +20,10 @@
 #[cfg(not(target_os = "windows"))]
 extern crate std;
 
-pub mod driver;
 pub mod hook;
 pub mod program;
 
-pub use driver::driver_entry;
+pub use hook::driver_entry;
 pub use program::{OPERATION_CREATE, OPERATION_EXIT, ProcessContext};
 
 tracelogging::define_provider!(
