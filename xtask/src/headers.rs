@@ -14,7 +14,14 @@ use crate::prereqs::{Tool, command};
 /// If `gen-headers` fails to build or run, or (when checking) a header is out of date.
 pub(crate) fn headers(write: bool) -> Result<()> {
     let mut cmd = command(Tool::Cargo);
-    cmd.args(["run", "--quiet", "-p", "sample-harness", "--bin", "gen-headers"]);
+    cmd.args([
+        "run",
+        "--quiet",
+        "-p",
+        "sample-harness",
+        "--bin",
+        "gen-headers",
+    ]);
     if !write {
         cmd.args(["--", "--check"]);
     }
