@@ -84,17 +84,17 @@ pub fn read<T: Wire>(bytes: &[u8]) -> Option<T> {
     Some(unsafe { ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
-/// Declares a `repr(C)` wire struct: implements [`Wire`] after proving at compile time that
-/// every field is [`Wire`] and that the struct has no padding, and adds `SIZE`, `to_bytes`
-/// and `from_bytes`.
+/// Declares `repr(C)` wire structs (one or more): implements [`Wire`] for each after proving
+/// at compile time that every field is [`Wire`] and that the struct has no padding, and adds
+/// `SIZE`, `to_bytes` and `from_bytes`.
 #[macro_export]
 macro_rules! wire {
-    (
+    ($(
         $(#[$meta:meta])*
         $vis:vis struct $name:ident {
             $( $(#[$field_meta:meta])* $field_vis:vis $field:ident : $ty:ty ),* $(,)?
         }
-    ) => {
+    )+) => {$(
         $(#[$meta])*
         #[repr(C)]
         $vis struct $name {
@@ -132,11 +132,10 @@ macro_rules! wire {
                 $crate::ioctl::read(bytes)
             }
         }
-    };
+    )+};
 }
 
-/// Declares an [`Ioctl`] in one line: its name, code, request and reply types, and
-/// optionally the version the request starts with and the request field that announces the
+/// Declares [`Ioctl`]s, one line each: name, code, request and reply types, and optionally the version the request starts with and the request field that announces the
 /// payload length (with the most payload allowed).
 ///
 /// ```ignore
@@ -147,12 +146,12 @@ macro_rules! wire {
 /// ```
 #[macro_export]
 macro_rules! ioctl {
-    (
+    ($(
         $(#[$meta:meta])*
         $vis:vis $name:ident = $code:expr, $request:ty => $reply:ty
         $(, version $version:expr)?
         $(, payload $field:ident up to $max:expr)? ;
-    ) => {
+    )+) => {$(
         $(#[$meta])*
         #[derive(Debug)]
         $vis enum $name {}
@@ -169,7 +168,7 @@ macro_rules! ioctl {
                 }
             )?
         }
-    };
+    )+};
 }
 
 /// One control code: its request and reply types and the rules the SDK checks.
@@ -210,6 +209,12 @@ impl Refusal {
     #[must_use]
     pub const fn new(status: NTSTATUS, why: &'static str) -> Self {
         Refusal { status, why }
+    }
+
+    /// A refusal of a malformed request (`STATUS_INVALID_PARAMETER`) because of `why`.
+    #[must_use]
+    pub const fn invalid(why: &'static str) -> Self {
+        Refusal::new(STATUS_INVALID_PARAMETER, why)
     }
 }
 
@@ -293,7 +298,7 @@ impl<'a> Request<'a> {
     }
 
     fn validate<I: Ioctl>(self) -> Result<Call<'a, I>, Refusal> {
-        let invalid = |why| Refusal::new(STATUS_INVALID_PARAMETER, why);
+        let invalid = Refusal::invalid;
         if self.buffer.len() < self.input_len.max(self.output_len) {
             return Err(invalid("lengths exceed the request buffer"));
         }

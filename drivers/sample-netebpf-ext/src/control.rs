@@ -3,9 +3,7 @@
 //! fire the hook and reply.
 
 use ebpf_extension_common::prelude::*;
-use ebpf_extension_common::sys::ntstatus::{
-    STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_UNSUCCESSFUL,
-};
+use ebpf_extension_common::sys::ntstatus::{STATUS_NOT_FOUND, STATUS_UNSUCCESSFUL};
 use ebpf_extension_common::sys::wdm::FILE_DEVICE_NETWORK;
 
 use crate::hook::{HOOK_CONFIG, SampleNetHook, TAG, fire};
@@ -50,10 +48,6 @@ impl ExtensionDriver for SampleNet {
 
 driver_entry!(static DRIVER: SampleNet);
 
-fn refuse(why: &'static str) -> Refusal {
-    Refusal::new(STATUS_INVALID_PARAMETER, why)
-}
-
 fn hook_failure(error: Error) -> Refusal {
     match error {
         Error::ObjectNotFound => Refusal::new(STATUS_NOT_FOUND, "no program for the interface"),
@@ -66,16 +60,13 @@ fn hook_failure(error: Error) -> Refusal {
 fn run(hook: &HookProvider<SampleNetHook>, mut call: Call<'_, Run>) -> Result<Completion, Refusal> {
     let request = *call.request();
     if request.protocol > 255 {
-        return Err(refuse("protocol above 255"));
+        return Err(Refusal::invalid("protocol above 255"));
     }
-    let packet = call.payload_in_reply()?.as_mut_ptr_range();
-    let (interface_id, protocol) = (request.interface_id, request.protocol);
-    let context = PacketContext {
-        data_start: packet.start,
-        data_end: packet.end,
-        interface_id,
-        protocol,
-    };
+    let context = PacketContext::new(
+        call.payload_in_reply()?,
+        request.interface_id,
+        request.protocol,
+    );
     let run = fire(hook, context).map_err(hook_failure)?;
     Ok(call.reply(&RunReply {
         verdict: run.result,
@@ -92,38 +83,26 @@ fn profile(
 ) -> Result<Completion, Refusal> {
     let request = *call.request();
     if request.iterations == 0 || request.iterations > MAX_ITERATIONS {
-        return Err(refuse("iterations out of range"));
+        return Err(Refusal::invalid("iterations out of range"));
     }
     if request.flags & !PROFILE_AT_DISPATCH != 0 {
-        return Err(refuse("unknown profile flags"));
+        return Err(Refusal::invalid("unknown profile flags"));
     }
     // The reply overwrites the request, so the packet gets its own copy.
     let mut packet = call.payload_copy(TAG)?;
-    let range = packet.as_mut_ptr_range();
-    let interface_id = request.interface_id;
-    let context = PacketContext {
-        data_start: range.start,
-        data_end: range.end,
-        interface_id,
-        protocol: 0,
-    };
+    let context = PacketContext::new(&mut packet, request.interface_id, 0);
     let stretch = (request.flags & PROFILE_AT_DISPATCH != 0).then_some(DISPATCH_CHUNK);
-    let (watch, mut last) = (
-        Stopwatch::start(),
-        Invocation {
-            result: 0,
-            programs_run: 0,
-        },
-    );
+    let (watch, mut last) = (Stopwatch::start(), None);
     repeat(request.iterations, stretch, || {
-        fire(hook, context).map(|run| last = run)
+        fire(hook, context).map(|run| last = Some(run))
     })
     .map_err(hook_failure)?;
+    let (verdict, programs_run) = last.map_or((0, 0), |run| (run.result, run.programs_run));
     Ok(call.reply(&ProfileReply {
         duration: watch.elapsed_ticks(),
         frequency: watch.frequency(),
         iterations: request.iterations,
-        verdict: last.result,
-        programs_run: last.programs_run,
+        verdict,
+        programs_run,
     }))
 }

@@ -28,6 +28,21 @@ pub struct PacketContext {
     pub protocol: u32,
 }
 
+impl PacketContext {
+    /// A context over `packet`.
+    #[must_use]
+    pub fn new(packet: &mut [u8], interface_id: u32, protocol: u32) -> Self {
+        let range = packet.as_mut_ptr_range();
+        let (data_start, data_end) = (range.start, range.end);
+        PacketContext {
+            data_start,
+            data_end,
+            interface_id,
+            protocol,
+        }
+    }
+}
+
 /// `sample_net_get_interface_id(ctx)`: the context's interface id.
 fn get_interface_id(context: &PacketContext) -> u64 {
     u64::from(context.interface_id)

@@ -38,9 +38,7 @@ ebpf_extension_common::wire! {
         /// Packet length; the input length must be exactly `SIZE + data_len`.
         pub data_len: u32,
     }
-}
 
-ebpf_extension_common::wire! {
     /// `IOCTL_SAMPLE_NET_RUN` output header; the packet follows.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
     pub struct RunReply {
@@ -49,9 +47,7 @@ ebpf_extension_common::wire! {
         /// Programs that ran.
         pub programs_run: u32,
     }
-}
 
-ebpf_extension_common::wire! {
     /// `IOCTL_SAMPLE_NET_PROFILE` input header; `data_len` packet bytes follow.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
     pub struct ProfileRequest {
@@ -66,9 +62,7 @@ ebpf_extension_common::wire! {
         /// Packet length; the input length must be exactly `SIZE + data_len`.
         pub data_len: u32,
     }
-}
 
-ebpf_extension_common::wire! {
     /// `IOCTL_SAMPLE_NET_PROFILE` output.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
     pub struct ProfileReply {
@@ -89,8 +83,6 @@ ebpf_extension_common::ioctl! {
     /// `IOCTL_SAMPLE_NET_RUN`, typed: the SDK checks version, lengths and alignment.
     pub Run = IOCTL_SAMPLE_NET_RUN, RunRequest => RunReply,
         version REQUEST_VERSION, payload data_len up to MAX_PACKET;
-}
-ebpf_extension_common::ioctl! {
     /// `IOCTL_SAMPLE_NET_PROFILE`, typed.
     pub Profile = IOCTL_SAMPLE_NET_PROFILE, ProfileRequest => ProfileReply,
         version REQUEST_VERSION, payload data_len up to MAX_PACKET;
