@@ -48,9 +48,9 @@ use ebpf_ext_sys::wdm::DEVICE_OBJECT;
 use ebpf_ext_usersim::{DriverObject, Kernel, TagUsage};
 use libfuzzer_sys::fuzz_target;
 
-const ATTACH_TYPE: GUID = GUID::from_u128(0xf0f0_0001_aee7_11ec_9a30_18602489beee);
-const OTHER_ATTACH_TYPE: GUID = GUID::from_u128(0xf0f0_0002_aee7_11ec_9a30_18602489beee);
-const PROGRAM_TYPE: GUID = GUID::from_u128(0xf0f0_0003_aeec_11ec_9a30_18602489beee);
+const ATTACH_TYPE: GUID = GUID::from_u128(0xf0f0_0001_aee7_11ec_9a30_1860_2489_beee);
+const OTHER_ATTACH_TYPE: GUID = GUID::from_u128(0xf0f0_0002_aee7_11ec_9a30_1860_2489_beee);
+const PROGRAM_TYPE: GUID = GUID::from_u128(0xf0f0_0003_aeec_11ec_9a30_1860_2489_beee);
 const TAG: PoolTag = PoolTag::new(*b"FzHk");
 const MAX_LINKS: usize = 6;
 const MAX_OPS: usize = 24;
@@ -112,7 +112,11 @@ enum ModuleChoice {
     /// `MIT_GUID` with a fresh GUID.
     Guid,
     /// Any length, type and id bytes.
-    Raw { length: u16, kind: i32, id: u128 },
+    Raw {
+        length: u16,
+        kind: i32,
+        id: u128,
+    },
     Null,
 }
 
@@ -120,7 +124,10 @@ enum ModuleChoice {
 enum AttachData {
     /// `data` points to these bytes; `data_size` is their length, or `declared` clamped to
     /// it (a client may hand over more than it declares, never less).
-    Bytes { bytes: Vec<u8>, declared: Presence<u16> },
+    Bytes {
+        bytes: Vec<u8>,
+        declared: Presence<u16>,
+    },
     /// `data` NULL, with this `data_size`.
     Null { data_size: u64 },
 }
@@ -220,7 +227,11 @@ enum Op {
     Attach(u8),
     Detach(u8),
     Invoke([u8; 24]),
-    InvokeUntil { parameter: [u8; 24], stop_after: u8, skip_mask: u8 },
+    InvokeUntil {
+        parameter: [u8; 24],
+        stop_after: u8,
+        skip_mask: u8,
+    },
     InvokeOnExpandedStack([u8; 24]),
     Clients,
 }
@@ -305,7 +316,11 @@ impl<P: AttachParameter> HookExtension for Extension<P> {
         }
         // Walk what is attached: every entry must be readable.
         for client in attached.iter() {
-            let _ = (client.parameter(), client.prog_attach_flags(), client.module_id());
+            let _ = (
+                client.parameter(),
+                client.prog_attach_flags(),
+                client.module_id(),
+            );
         }
         Ok(self.0.counters.accepted.fetch_add(1, Ordering::Relaxed))
     }
@@ -471,9 +486,11 @@ impl LinkState {
             // `data` (offset 24) is written once the attach data has its final address.
             let data_size = match &c.data {
                 AttachData::Null { data_size } => *data_size,
-                AttachData::Bytes { bytes, declared } => declared
-                    .as_ref()
-                    .map_or(bytes.len() as u64, |&d| u64::from(d).min(bytes.len() as u64)),
+                AttachData::Bytes { bytes, declared } => {
+                    declared.as_ref().map_or(bytes.len() as u64, |&d| {
+                        u64::from(d).min(bytes.len() as u64)
+                    })
+                }
             };
             put(&mut buffer, 32, data_size.to_le_bytes());
             put(&mut buffer, 40, c.prog_attach_flags.to_le_bytes());
@@ -751,15 +768,15 @@ fn scenario<P: AttachParameter>(env: &Env, input: &Input) {
             _ => {}
         }
     }
-    // Unregistering the provider detaches the links still attached (or, if the input says
-    // so, the links go first).
+    // The links go first, or (if the input says so) the provider is unregistered while they
+    // are still attached and must detach them itself.
     let links: Vec<Link> = links.into_iter().flatten().collect();
-    if !hook.unregister_first {
-        drop(links);
+    if hook.unregister_first {
         drop(provider);
+        drop(links);
     } else {
-        drop(provider);
         drop(links);
+        drop(provider);
     }
     env.kernel.wait_for_work_items();
     env.kernel.etw_clear();
@@ -778,7 +795,11 @@ fn scenario<P: AttachParameter>(env: &Env, input: &Input) {
         env.kernel.nmr_registrations().is_empty(),
         "NMR registrations left behind"
     );
-    assert_eq!(env.kernel.nmr_binding_count(), 0, "NMR bindings left behind");
+    assert_eq!(
+        env.kernel.nmr_binding_count(),
+        0,
+        "NMR bindings left behind"
+    );
 }
 
 fuzz_target!(|input: Input| {

@@ -35,7 +35,10 @@ fuzz_target!(|bytes: &[u8]| {
         Ok(image) => {
             let size = u64::from(image.size_of_image());
             assert!(u64::from(image.size_of_headers()) <= size);
-            assert!(u64::from(image.entry_point()) < size, "entry point outside the image");
+            assert!(
+                u64::from(image.entry_point()) < size,
+                "entry point outside the image"
+            );
             for section in image.sections() {
                 assert!(
                     u64::from(section.virtual_address) < size,
@@ -76,7 +79,7 @@ fuzz_target!(|bytes: &[u8]| {
     }
     match (&parsed, &loaded) {
         (Err(parse_error), Err(load_error)) => {
-            assert_eq!(parse_error, load_error, "load and parse disagree")
+            assert_eq!(parse_error, load_error, "load and parse disagree");
         }
         (Err(parse_error), Ok(_)) => panic!("load accepted what parse refused: {parse_error:?}"),
         (Ok(_), Ok(image)) => {

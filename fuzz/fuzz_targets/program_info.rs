@@ -36,7 +36,7 @@ use ebpf_ext_sys::ntstatus::{STATUS_PENDING, STATUS_SUCCESS};
 use ebpf_ext_usersim::{Kernel, TagUsage};
 use libfuzzer_sys::fuzz_target;
 
-const PROGRAM_TYPE: GUID = GUID::from_u128(0xf0f0_1001_aeec_11ec_9a30_18602489beee);
+const PROGRAM_TYPE: GUID = GUID::from_u128(0xf0f0_1001_aeec_11ec_9a30_1860_2489_beee);
 const MAX_HELPERS: usize = 8;
 const HIGH_LEVEL: u8 = 15;
 
@@ -82,7 +82,11 @@ impl Header {
     fn resolve(self, size: usize, older: &[usize], total: usize) -> (u16, usize, usize) {
         let declared = match self.size {
             Size::Current => size,
-            Size::Older(b) => older.get(usize::from(b)).or(older.first()).copied().unwrap_or(size),
+            Size::Older(b) => older
+                .get(usize::from(b))
+                .or(older.first())
+                .copied()
+                .unwrap_or(size),
             Size::Any(n) => usize::from(n),
         };
         (
@@ -185,7 +189,11 @@ struct ProgramData {
 enum Module {
     /// `MIT_GUID`, the program type.
     ProgramType,
-    Raw { length: u16, kind: i32, id: u128 },
+    Raw {
+        length: u16,
+        kind: i32,
+        id: u128,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -277,7 +285,9 @@ fn prototypes(arena: &mut Arena, p: &Prototypes) -> (u64, u32) {
     let elements = &elements[..given];
     // Layout stride: element 0's size rounded up to 8 (the core's copy stride), at least 64
     // (the fields through `arguments`, present in every accepted version).
-    let first = elements.first().map(|e| e.header.resolve(66, &[64, 65], 72));
+    let first = elements
+        .first()
+        .map(|e| e.header.resolve(66, &[64, 65], 72));
     let layout = first.map_or(72, |(_, size, _)| size.clamp(64, 72).next_multiple_of(8));
     let total_0 = match p.stride {
         Stride::Consistent => layout,
@@ -501,7 +511,10 @@ fn scenario(env: &Env, input: &Input) {
     drop(arena);
     env.kernel.wait_for_work_items();
     assert_eq!(env.kernel.pool_outstanding(), env.baseline, "pool leaked");
-    assert!(env.kernel.nmr_registrations().is_empty(), "NMR registrations left");
+    assert!(
+        env.kernel.nmr_registrations().is_empty(),
+        "NMR registrations left"
+    );
     assert_eq!(env.kernel.nmr_binding_count(), 0, "NMR bindings left");
 }
 
@@ -517,7 +530,10 @@ fn check_accepted(data: u64, published: &Published, client: &ProgramInfoClient) 
         )
     };
     assert_eq!(version, 1, "program data of another version accepted");
-    assert!(size == 65 || size == 72, "program data of size {size} accepted");
+    assert!(
+        size == 65 || size == 72,
+        "program data of size {size} accepted"
+    );
     // SAFETY: size ≥ 65: the fields through `required_irql` are there.
     let (info, irql) = unsafe {
         (

@@ -78,7 +78,10 @@ enum Who {
 #[derive(Arbitrary, Debug)]
 enum Step {
     Request(Request),
-    Attach { interface: Option<u32>, verdict: u32 },
+    Attach {
+        interface: Option<u32>,
+        verdict: u32,
+    },
     Detach(u8),
 }
 
@@ -224,7 +227,9 @@ fn scenario(env: &Env, input: &Input) {
         match step {
             Step::Attach { interface, verdict } => {
                 if links.len() < 4 {
-                    let verdict = [VERDICT_PERMIT, VERDICT_BLOCK].get(*verdict as usize % 3).copied();
+                    let verdict = [VERDICT_PERMIT, VERDICT_BLOCK]
+                        .get(*verdict as usize % 3)
+                        .copied();
                     links.extend(link(*interface, verdict));
                 }
             }
@@ -239,7 +244,9 @@ fn scenario(env: &Env, input: &Input) {
                     continue;
                 };
                 let (code, bytes, output_len) = encode(request);
-                let result = env.kernel.device_io_control(handle, code, &bytes, output_len);
+                let result = env
+                    .kernel
+                    .device_io_control(handle, code, &bytes, output_len);
                 if verbose() {
                     eprintln!(
                         "code {code:#x} in {} out {output_len}: {:#x}, {} bytes",
@@ -266,7 +273,11 @@ fn scenario(env: &Env, input: &Input) {
     env.kernel.etw_clear();
     assert_eq!(env.kernel.pool_outstanding(), env.pool, "pool leaked");
     let registrations: Vec<NmrRegistration> = env.kernel.nmr_registrations();
-    assert_eq!(registrations.len(), env.registrations, "NMR registrations left");
+    assert_eq!(
+        registrations.len(),
+        env.registrations,
+        "NMR registrations left"
+    );
 }
 
 fuzz_target!(|input: Input| {
