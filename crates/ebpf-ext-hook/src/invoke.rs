@@ -107,7 +107,11 @@ impl<E: HookExtension> HookProvider<E> {
             |_| true,
             |result| {
                 programs_run += 1;
-                if stop(result) { Flow::Stop } else { Flow::Continue }
+                if stop(result) {
+                    Flow::Stop
+                } else {
+                    Flow::Continue
+                }
             },
         )?;
         Ok(Invocation {
