@@ -26,6 +26,9 @@ pub const IMAGE_SCN_MEM_EXECUTE: u32 = 0x2000_0000;
 pub const IMAGE_SCN_MEM_READ: u32 = 0x4000_0000;
 /// `IMAGE_SCN_MEM_WRITE`.
 pub const IMAGE_SCN_MEM_WRITE: u32 = 0x8000_0000;
+/// `IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY`: the image was linked with `/INTEGRITYCHECK`
+/// (required of a driver that registers process-notify routines).
+pub const IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY: u16 = 0x0080;
 /// `IMAGE_REL_BASED_ABSOLUTE`: padding, skipped.
 pub const IMAGE_REL_BASED_ABSOLUTE: u8 = 0;
 /// `IMAGE_REL_BASED_HIGHLOW`: a 32-bit absolute address (not valid in x64 images).

@@ -22,14 +22,11 @@ fn usersim_irql() -> u8 {
     ebpf_ext_usersim::exports::all::KeGetCurrentIrql()
 }
 
-/// `IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY`.
-const FORCE_INTEGRITY: u16 = 0x0080;
-
 /// Whether the loaded image containing `address` was linked with `/INTEGRITYCHECK`; `None`
 /// outside every loaded image. Give it to
 /// [`Kernel::set_image_flags_lookup`](ebpf_ext_usersim::Kernel::set_image_flags_lookup) so
 /// `PsSetCreateProcessNotifyRoutineEx` checks the real image's flag.
 #[must_use]
 pub fn usersim_image_flags(address: usize) -> Option<bool> {
-    crate::image_dll_characteristics(address).map(|flags| flags & FORCE_INTEGRITY != 0)
+    crate::image_dll_characteristics(address).map(|flags| flags & crate::pe::IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY != 0)
 }
