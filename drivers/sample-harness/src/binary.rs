@@ -1,69 +1,14 @@
 //! Binary mode: the samples' signed `.sys` images (`cargo xtask build-drivers` + `sign`),
 //! loaded into this process by `ebpf-ext-pe-loader` with every import bound to usersim.
+//! The loading itself is `ebpf_ext_testing::image`'s; this module keeps the samples' names.
 
-use core::fmt::Write as _;
-use std::path::{Path, PathBuf};
-
-use ebpf_ext_pe_loader::{LoadedImage, load_file_bytes, usersim_image_flags, usersim_resolver};
+use ebpf_ext_pe_loader::LoadedImage;
 use ebpf_ext_usersim::Kernel;
-use sha2::{Digest as _, Sha256};
 
-/// The variable that names the folder of the images (otherwise `target/driver` of the
-/// workspace around the current directory).
-pub const DRIVER_DIR_VAR: &str = "EBPF_EXT_DRIVER_DIR";
-
-/// Where the built images are: `$EBPF_EXT_DRIVER_DIR`, else `target/driver` of the workspace
-/// that contains the current directory (found at run time, so a moved or copied checkout uses
-/// its own images). Tests run in their package's folder, which is inside the workspace.
-///
-/// # Errors
-/// If the variable is unset and no folder above the current one has a workspace `Cargo.toml`.
-pub fn image_dir() -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os(DRIVER_DIR_VAR) {
-        return Ok(PathBuf::from(dir));
-    }
-    let here = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
-    workspace_around(&here)
-        .map(|root| root.join("target").join("driver"))
-        .ok_or_else(|| {
-            format!(
-                "no workspace above {}; set {DRIVER_DIR_VAR} to the folder of the .sys images",
-                here.display()
-            )
-        })
-}
-
-/// The outermost folder at or above `dir` whose `Cargo.toml` has a `[workspace]` table.
-fn workspace_around(dir: &Path) -> Option<PathBuf> {
-    dir.ancestors()
-        .filter(|d| {
-            std::fs::read_to_string(d.join("Cargo.toml"))
-                .is_ok_and(|m| m.lines().any(|l| l.trim() == "[workspace]"))
-        })
-        .last()
-        .map(Path::to_path_buf)
-}
-
-/// The SHA-256 of `bytes`, in lower-case hex.
-#[must_use]
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
-}
+pub use ebpf_ext_testing::image::{DRIVER_DIR_VAR, image_dir, sha256_hex};
 
 /// A loaded sample image and exactly which file it came from.
-pub struct Sample {
-    /// The image, mapped and bound to usersim.
-    pub image: LoadedImage,
-    /// The absolute path it was read from.
-    pub path: PathBuf,
-    /// The SHA-256 of the bytes that were loaded.
-    pub sha256: String,
-}
+pub type Sample = ebpf_ext_testing::image::Loaded;
 
 /// Loads `<image_dir>/<name>.sys`, binds its imports to usersim, and lets `kernel` check the
 /// integrity-check flag of the loaded images (`PsSetCreateProcessNotifyRoutineEx`). The bytes
@@ -73,23 +18,7 @@ pub struct Sample {
 /// If the image is missing (build it with `cargo xtask build-drivers` and `cargo xtask sign`)
 /// or the loader refuses it.
 pub fn load_sample_file(kernel: &Kernel, name: &str) -> Result<Sample, String> {
-    let path = image_dir()?.join(format!("{name}.sys"));
-    let path = std::path::absolute(&path).unwrap_or(path);
-    let bytes = std::fs::read(&path).map_err(|e| {
-        format!(
-            "{}: {e}; build and sign the samples first (cargo xtask build-drivers && cargo xtask sign)",
-            path.display()
-        )
-    })?;
-    let image = load_file_bytes(&path, &bytes, usersim_resolver)
-        .map_err(|e| format!("loading {}: {e}", path.display()))?;
-    ebpf_ext_pe_loader::use_usersim_irql();
-    kernel.set_image_flags_lookup(Some(usersim_image_flags));
-    Ok(Sample {
-        image,
-        sha256: sha256_hex(&bytes),
-        path,
-    })
+    ebpf_ext_testing::image::load(kernel, name)
 }
 
 /// [`load_sample_file`], keeping only the image.
@@ -102,22 +31,16 @@ pub fn load_sample(kernel: &Kernel, name: &str) -> Result<LoadedImage, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn sha256_of_known_input() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-    }
-
-    #[test]
-    fn the_workspace_is_found_from_inside_it_at_run_time() {
-        let here = std::env::current_dir().expect("cwd");
-        let root = workspace_around(&here).expect("tests run inside the workspace");
-        assert!(here.starts_with(&root));
-        assert!(root.join("drivers").join("sample-harness").is_dir());
-        assert_eq!(workspace_around(Path::new("/")), None);
+    fn the_samples_images_are_looked_for_in_this_workspace() {
+        let dir = super::image_dir().expect("tests run inside the workspace");
+        if std::env::var_os(super::DRIVER_DIR_VAR).is_none() {
+            assert!(dir.ends_with("target/driver"), "{}", dir.display());
+            assert!(
+                dir.parent()
+                    .and_then(|t| t.parent())
+                    .is_some_and(|root| root.join("drivers").join("sample-harness").is_dir())
+            );
+        }
     }
 }
