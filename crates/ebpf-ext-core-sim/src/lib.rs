@@ -18,6 +18,8 @@
 //!   as the core does (general helpers, the extension's global overrides, program-type helpers
 //!   through the addresses the provider published), their maps readable and writable from the
 //!   test, their memory accesses confined; attached through a [`Link`] like any program.
+//! - [`program_info_hash`] computes the program-information identity hash the core checks
+//!   (and bpf2c embeds in native images) for a program type and the helpers a program uses.
 //!
 //! # The core's contracts, enforced
 //!
@@ -143,6 +145,7 @@ mod batch;
 pub mod bpf;
 mod contract;
 mod error;
+mod hash;
 mod link;
 mod nmr;
 mod program_info;
@@ -157,6 +160,7 @@ pub use contract::{
 pub use error::{
     AttachProviderDataError, CoreError, HelperTable, Object, ProgramDataError, Refusal,
 };
+pub use hash::{UnknownHelper, program_info_hash, program_info_hash_input};
 pub use link::{Link, LinkSpec, Malformation, Program};
 pub use program_info::{
     ContextOutput, Helper, Input, ProgramInfo, ProgramInfoClient, TestRunContext,

@@ -369,6 +369,20 @@ impl ProgramInfoClient {
         data_in: Input<'a>,
         context_in: Input<'a>,
     ) -> Result<TestRunContext<'a>, ebpf_result_t> {
+        let (data, data_size) = data_in.raw();
+        let (context_in, context_size) = context_in.raw();
+        self.create_context_raw(data, data_size, context_in, context_size)
+    }
+
+    /// [`ProgramInfoClient::create_context_with`] on raw inputs (a test run's data buffer,
+    /// which programs may write through the context's data pointers).
+    pub(crate) fn create_context_raw(
+        &self,
+        data: *const u8,
+        data_size: usize,
+        context_in: *const u8,
+        context_size: usize,
+    ) -> Result<TestRunContext<'_>, ebpf_result_t> {
         let binding = read(&self.registration.client().binding);
         let Some(provider) = *binding else {
             return Err(EBPF_EXTENSION_FAILED_TO_LOAD);
@@ -376,8 +390,6 @@ impl ProgramInfoClient {
         let (Some(create), Some(_)) = (provider.context_create, provider.context_destroy) else {
             return Err(EBPF_OPERATION_NOT_SUPPORTED);
         };
-        let (data, data_size) = data_in.raw();
-        let (context_in, context_size) = context_in.raw();
         let mut context: *mut c_void = ptr::null_mut();
         // SAFETY: the provider is attached and cannot detach while the binding lock is held
         // shared, so its callback is callable; each input is NULL or valid for its size (an

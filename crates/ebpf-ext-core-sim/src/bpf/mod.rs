@@ -40,7 +40,7 @@ pub use maps::{
     BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF, BPF_NOEXIST, BpfMap, MapError,
 };
 pub use object::{BpfObject, MapDefinition};
-pub use program::BpfProgram;
+pub use program::{BpfProgram, TestRun};
 
 /// Loading, attaching or running a BPF program failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +118,9 @@ pub enum BpfError {
         /// The link's.
         link_program_type: GUID,
     },
+    /// A test run could not create or destroy its context.
+    #[error("test run: {0}")]
+    TestRun(String),
     /// The link failed.
     #[error("attach: {0}")]
     Attach(CoreError),

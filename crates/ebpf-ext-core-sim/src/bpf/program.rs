@@ -24,7 +24,7 @@ use super::maps::BpfMap;
 use super::object::BpfObject;
 use crate::link::{Link, LinkSpec};
 use crate::nmr::lock;
-use crate::program_info::ProgramInfo;
+use crate::program_info::{ProgramInfo, ProgramInfoClient};
 
 /// Where map handles start (an address no program memory has; programs pass handles to
 /// helpers and never dereference them).
@@ -412,5 +412,85 @@ impl BpfProgram {
         }
         let program = Arc::clone(self);
         Link::attach(spec, move |context| program.invoke(context)).map_err(BpfError::Attach)
+    }
+}
+
+/// What a test run ([`BpfProgram::test_run`]) returned, as `bpf_prog_test_run_opts` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRun {
+    /// The last invocation's result (low 32 bits of `r0`).
+    pub return_value: u32,
+    /// `data_out` as the provider's `context_destroy` wrote it.
+    pub data_out: Vec<u8>,
+    /// `ctx_out` as the provider's `context_destroy` wrote it.
+    pub context_out: Vec<u8>,
+}
+
+impl BpfProgram {
+    /// Runs the program `repeat` times (0 means 1) as the core's `bpf_prog_test_run` does:
+    /// at the provider's `required_irql`, the provider's `context_create` over a copy of
+    /// `data_in` (which the program may change in place) and `context_in` (each passed as
+    /// NULL when empty), the runs, stopping at the first that fails, then
+    /// `context_destroy` with `data_out` and `ctx_out` capacities of the inputs' sizes.
+    ///
+    /// # Errors
+    /// [`BpfError::TestRun`] if `context_create` fails (with its `ebpf_result_t`) or the
+    /// provider has gone; [`BpfError::Fault`] if a run faults (the context is destroyed
+    /// first).
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn test_run(
+        &self,
+        client: &ProgramInfoClient,
+        data_in: &[u8],
+        context_in: &[u8],
+        repeat: u32,
+    ) -> Result<TestRun, BpfError> {
+        if client.program_type() != self.info.program_type {
+            return Err(BpfError::TestRun(format!(
+                "the program is of type {:?}, the client of {:?}",
+                self.info.program_type,
+                client.program_type()
+            )));
+        }
+        let mut data = data_in.to_vec();
+        let (data_ptr, data_size) = if data.is_empty() {
+            (core::ptr::null(), 0)
+        } else {
+            (data.as_mut_ptr().cast_const(), data.len())
+        };
+        let (context_ptr, context_size) = if context_in.is_empty() {
+            (core::ptr::null(), 0)
+        } else {
+            (context_in.as_ptr(), context_in.len())
+        };
+        client.at_required_irql(|| {
+            let context = client
+                .create_context_raw(data_ptr, data_size, context_ptr, context_size)
+                .map_err(|r| BpfError::TestRun(format!("context_create returned {r}")))?;
+            let mut outcome = Ok(0);
+            for _ in 0..repeat.max(1) {
+                // SAFETY: a context the provider of this program type created, over `data`
+                // (alive and writable until destroy) and with its 64-byte header.
+                outcome = unsafe { self.run(context.as_ptr()) };
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            let output = context
+                .destroy(data_in.len(), context_in.len())
+                .map_err(|e| BpfError::TestRun(e.to_string()))?;
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "the core keeps the low 32 bits"
+            )]
+            let return_value = outcome? as u32;
+            Ok(TestRun {
+                return_value,
+                data_out: output.data,
+                context_out: output.context,
+            })
+        })
     }
 }

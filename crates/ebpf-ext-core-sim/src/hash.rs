@@ -1,0 +1,103 @@
+//! The program-information identity hash: what the core computes over the program
+//! information a program was verified against (`_ebpf_program_compute_program_information_hash`
+//! in eBPF for Windows' `ebpf_program.c`; bpf2c embeds the same value in native images), so a
+//! provider whose published information differs (a reordered prototype, a changed flag) is
+//! caught. `../shared/reference/upstream-extensions.md` A.8 describes the byte stream.
+
+use sha2::{Digest, Sha256};
+
+use crate::bpf::GENERAL_HELPERS;
+use crate::program_info::ProgramInfo;
+
+/// A helper id used by the program that neither the provider's program-type helpers nor the
+/// core's general helpers declare (the core fails with `EBPF_INVALID_ARGUMENT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("helper id {0:#x} is neither a program-type helper nor a general helper")]
+pub struct UnknownHelper(pub u32);
+
+/// The core's own name of a general helper, where it differs from the program-side one.
+fn core_name(id: u32, program_side: &str) -> &str {
+    match id {
+        22 => "bpf_memcpy",
+        23 => "bpf_memcmp",
+        25 => "bpf_memmove",
+        _ => program_side,
+    }
+}
+
+/// The bytes the core hashes for a program of type `info` that calls `helper_ids` (any
+/// order, duplicates allowed): type name, context descriptor, program type GUID (memory
+/// order), `bpf_prog_type`, `is_privileged`, the number of distinct helpers, then each
+/// helper in ascending id order (id, name, return type, five argument types, and its flags
+/// byte only when `reallocate_packet` is set). Ids from 0xFFFF use the provider's
+/// prototypes, smaller ones the core's general prototypes (never the provider's global
+/// overrides, and never `implicit_context`).
+///
+/// # Errors
+/// [`UnknownHelper`] for an id neither table declares.
+pub fn program_info_hash_input(
+    info: &ProgramInfo,
+    helper_ids: &[u32],
+) -> Result<Vec<u8>, UnknownHelper> {
+    let mut ids = helper_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut out = Vec::new();
+    out.extend_from_slice(info.name.as_bytes());
+    let d = info.context_descriptor;
+    for v in [d.size, d.data, d.end, d.meta] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let g = info.program_type;
+    out.extend_from_slice(&g.Data1.to_le_bytes());
+    out.extend_from_slice(&g.Data2.to_le_bytes());
+    out.extend_from_slice(&g.Data3.to_le_bytes());
+    out.extend_from_slice(&g.Data4);
+    out.extend_from_slice(&info.bpf_prog_type.to_le_bytes());
+    out.push(u8::from(info.is_privileged));
+    out.extend_from_slice(&(ids.len() as u64).to_le_bytes());
+    for id in ids {
+        let (name, return_type, arguments, reallocate) = if id >= 0xFFFF {
+            let h = info
+                .helpers
+                .iter()
+                .find(|h| h.id == id)
+                .ok_or(UnknownHelper(id))?;
+            (
+                h.name.as_str(),
+                h.return_type,
+                h.arguments,
+                h.reallocate_packet,
+            )
+        } else {
+            let g = GENERAL_HELPERS
+                .iter()
+                .find(|g| g.id == id)
+                .ok_or(UnknownHelper(id))?;
+            (core_name(id, g.name), g.return_type, g.arguments, false)
+        };
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&return_type.to_le_bytes());
+        for a in arguments {
+            out.extend_from_slice(&a.to_le_bytes());
+        }
+        if reallocate {
+            out.push(1);
+        }
+    }
+    Ok(out)
+}
+
+/// SHA-256 of [`program_info_hash_input`]: the hash the core stores for a program (and
+/// bpf2c embeds with its default `--hash SHA256`).
+///
+/// # Errors
+/// As [`program_info_hash_input`].
+pub fn program_info_hash(
+    info: &ProgramInfo,
+    helper_ids: &[u32],
+) -> Result<[u8; 32], UnknownHelper> {
+    let input = program_info_hash_input(info, helper_ids)?;
+    Ok(Sha256::digest(&input).into())
+}
