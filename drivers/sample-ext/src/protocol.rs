@@ -1,0 +1,84 @@
+//! The control device's user-mode interface: [`WIN32_PATH`] (SYSTEM or Administrators
+//! only), IOCTL codes and request/reply layouts (little-endian, `#[repr(C)]`, no padding).
+//!
+//! The device and link names and the codes are upstream's (`sample_ext_ioctls.h`); the
+//! request layouts are this port's own (typed, versioned, checked by the SDK), not upstream's.
+
+use ebpf_extension_common::sys::wdm::{
+    CTL_CODE, FILE_ANY_ACCESS, FILE_DEVICE_NETWORK, METHOD_BUFFERED,
+};
+
+/// The path user mode opens.
+pub const WIN32_PATH: &str = "\\\\.\\SampleEbpfExtIoDevice";
+
+/// Run the hook once over the data: [`RunRequest`] + data in, [`RunReply`] + the data (as
+/// the program left it) out (`IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`).
+pub const IOCTL_SAMPLE_EBPF_EXT_CTL_RUN: u32 =
+    CTL_CODE(FILE_DEVICE_NETWORK, 0, METHOD_BUFFERED, FILE_ANY_ACCESS);
+/// Run the hook `count` times over one context in one batch: [`RunBatchRequest`] + data in,
+/// [`RunBatchReply`] + the data out (`IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH`).
+pub const IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH: u32 =
+    CTL_CODE(FILE_DEVICE_NETWORK, 1, METHOD_BUFFERED, FILE_ANY_ACCESS);
+
+/// `version` of every request: "SEXT", as upstream's run request.
+pub const REQUEST_VERSION: u32 = 0x5345_5854;
+/// Largest data a request may carry.
+pub const MAX_DATA: usize = 0x1_0000;
+/// Most invocations one batch may ask for.
+pub const MAX_BATCH: u32 = 1024;
+
+ebpf_extension_common::wire! {
+    /// `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN` input header; `data_len` data bytes follow.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct RunRequest {
+        /// [`REQUEST_VERSION`].
+        pub version: u32,
+        /// Selects the program: the one attached with this parameter, else one attached
+        /// without a parameter.
+        pub attach_parameter: u32,
+        /// The context's `uint32_data`.
+        pub uint32_data: u32,
+        /// Data length; the input length must be exactly `SIZE + data_len`.
+        pub data_len: u32,
+    }
+
+    /// `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN` output header; the data follows.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct RunReply {
+        /// The program's return value.
+        pub result: u32,
+        /// Programs that ran (1).
+        pub programs_run: u32,
+    }
+
+    /// `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH` input header; `data_len` data bytes follow.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct RunBatchRequest {
+        /// [`REQUEST_VERSION`].
+        pub version: u32,
+        /// As [`RunRequest::attach_parameter`].
+        pub attach_parameter: u32,
+        /// Invocations, 1..=[`MAX_BATCH`].
+        pub count: u32,
+        /// Data length; the input length must be exactly `SIZE + data_len`.
+        pub data_len: u32,
+    }
+
+    /// `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH` output header; the data follows.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub struct RunBatchReply {
+        /// Invocations that returned a result (one per event).
+        pub results: u32,
+        /// The sum of their results (low 32 bits).
+        pub result_sum: u32,
+    }
+}
+
+ebpf_extension_common::ioctl! {
+    /// `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`, typed: the SDK checks version, lengths and alignment.
+    pub Run = IOCTL_SAMPLE_EBPF_EXT_CTL_RUN, RunRequest => RunReply,
+        version REQUEST_VERSION, payload data_len up to MAX_DATA;
+    /// `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH`, typed.
+    pub RunBatch = IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH, RunBatchRequest => RunBatchReply,
+        version REQUEST_VERSION, payload data_len up to MAX_DATA;
+}
