@@ -326,3 +326,68 @@ const _: () = {
         ) == 32
     );
 };
+
+#[cfg(test)]
+mod tests {
+    //! Rules that NMR's callers never exercise (it always passes an instance, and `validate`
+    //! checks sizes before it reads the parameter), tested on the safe reader directly so that
+    //! weakening them cannot go unnoticed (they were missed mutants).
+
+    use super::*;
+
+    fn client_data(data: *const c_void, data_size: usize) -> ebpf_extension_data_t {
+        ebpf_extension_data_t {
+            header: ebpf_extension_header_t {
+                version: EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION,
+                size: EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION_SIZE,
+                total_size: size_of::<ebpf_extension_data_t>(),
+            },
+            data,
+            data_size,
+            prog_attach_flags: 0,
+        }
+    }
+
+    fn instance(data: &ebpf_extension_data_t) -> NPI_REGISTRATION_INSTANCE {
+        NPI_REGISTRATION_INSTANCE {
+            Version: 0,
+            Size: 40,
+            NpiId: ptr::null(),
+            ModuleId: ptr::null(),
+            Number: 0,
+            NpiSpecificCharacteristics: ptr::from_ref(data).cast(),
+        }
+    }
+
+    #[test]
+    fn no_instance_is_its_own_rejection() {
+        // SAFETY: NULL instance and dispatch table are allowed.
+        let presented = unsafe { Presented::new(ptr::null(), ptr::null()) };
+        assert!(matches!(
+            validate_presented::<u32>(&presented, AttachPolicy::SingleAttach, None),
+            Err(Rejection::NoRegistrationInstance)
+        ));
+    }
+
+    #[test]
+    fn the_parameter_is_read_only_when_present_and_exactly_its_size() {
+        let value = 7u32;
+        let cases = [
+            (ptr::null(), size_of::<u32>(), None),
+            (ptr::from_ref(&value).cast(), size_of::<u16>(), None),
+            (ptr::from_ref(&value).cast(), size_of::<u32>(), Some(7)),
+        ];
+        for (data, data_size, expected) in cases {
+            let data = client_data(data, data_size);
+            let instance = instance(&data);
+            // SAFETY: the instance, its client data and the `u32` it may point to outlive
+            // `presented`; a non-NULL `data` is readable for `data_size` bytes.
+            let presented = unsafe { Presented::new(&raw const instance, ptr::null()) };
+            assert_eq!(
+                presented.parameter::<u32>(),
+                expected,
+                "data_size {data_size}"
+            );
+        }
+    }
+}
