@@ -22,5 +22,6 @@ pub use ebpf_ext_testing::{
 
 pub mod binary;
 pub mod bpf;
+pub mod ext;
 pub mod net;
 pub mod ntos;

@@ -10,14 +10,17 @@
 
 use ebpf_ext_usersim as _;
 use sample_harness::bpf::{headers, samples};
+use sample_harness::ext;
 
 #[test]
 fn the_checked_in_headers_match_what_the_samples_publish() {
     let mut stale = Vec::new();
-    for sample in samples() {
-        for (path, expected) in
-            headers(&sample).expect("the sample publishes its program information")
-        {
+    let all = samples()
+        .into_iter()
+        .map(|s| headers(&s))
+        .chain([ext::headers()]);
+    for files in all {
+        for (path, expected) in files.expect("the sample publishes its program information") {
             let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
             if on_disk == expected {
                 continue;

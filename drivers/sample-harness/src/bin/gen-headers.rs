@@ -6,12 +6,17 @@
 use std::process::ExitCode;
 
 use sample_harness::bpf::{headers, samples};
+use sample_harness::ext;
 
 fn main() -> ExitCode {
     let check = std::env::args().any(|a| a == "--check");
     let mut stale = Vec::new();
-    for sample in samples() {
-        let files = match headers(&sample) {
+    let all = samples()
+        .into_iter()
+        .map(|s| headers(&s))
+        .chain([ext::headers()]);
+    for files in all {
+        let files = match files {
             Ok(files) => files,
             Err(e) => {
                 eprintln!("gen-headers: {e}");

@@ -1,0 +1,407 @@
+//! `sample-ext`, the port of eBPF for Windows' sample extension: its header description, its
+//! generated headers, and its BPF scenario (`drivers/sample-ext/bpf/sample_ext.c`) through
+//! the control device (run, batch run) and through test runs (`context_create` → program →
+//! `context_destroy`), reproducing what upstream's tests document: the find/replace helpers
+//! rewrite "rainy" to "sunny" in the data, `bpf_get_current_pid_tgid` is 9999, a batch of
+//! four events gives four results, the implicit-context helpers give 1 and 12.
+
+use std::path::PathBuf;
+
+use ebpf_ext_core_sim::bpf::{BpfError, BpfObject, BpfProgram, GENERAL_HELPERS, TestRun};
+use ebpf_ext_core_sim::{LinkSpec, ProgramInfoClient};
+use ebpf_ext_sys::ntdef::NTSTATUS;
+use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
+use ebpf_ext_usersim::{Caller, FileHandle, Kernel};
+use sample_ext::SampleContext;
+use sample_ext::hook::{ATTACH_TYPE, BPF_ATTACH_TYPE};
+use sample_ext::program::{PID_TGID_VALUE, PROGRAM_TYPE};
+use sample_ext::protocol::{
+    IOCTL_SAMPLE_EBPF_EXT_CTL_RUN, IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH, REQUEST_VERSION,
+    RunBatchReply, RunBatchRequest, RunReply, RunRequest, WIN32_PATH,
+};
+
+use crate::bpf::{
+    BpfReport, ContextField, GENERAL_HEADER, Sample, bpf_dir, fault_kind, program_header,
+    published_info, u64_at,
+};
+use crate::{Failure, Narrator, Target, expect};
+
+/// The service name of `sample-ext`.
+pub const SERVICE: &str = "SampleEbpfExt";
+
+/// `sample-ext` as the header generator sees it.
+#[must_use]
+pub fn sample() -> Sample {
+    use core::mem::offset_of;
+    let field = |declaration, name, offset| ContextField {
+        declaration,
+        name,
+        offset,
+    };
+    Sample {
+        dir: "sample-ext",
+        service: SERVICE,
+        driver_entry: sample_ext::driver_entry,
+        program_type: PROGRAM_TYPE,
+        attach_type: ATTACH_TYPE,
+        bpf_attach_type: BPF_ATTACH_TYPE,
+        fields: vec![
+            field(
+                "uint8_t* data_start",
+                "data_start",
+                offset_of!(SampleContext, data_start),
+            ),
+            field(
+                "uint8_t* data_end",
+                "data_end",
+                offset_of!(SampleContext, data_end),
+            ),
+            field(
+                "uint32_t uint32_data",
+                "uint32_data",
+                offset_of!(SampleContext, uint32_data),
+            ),
+            field(
+                "uint16_t uint16_data",
+                "uint16_data",
+                offset_of!(SampleContext, uint16_data),
+            ),
+            field(
+                "uint32_t helper_data_1",
+                "helper_data_1",
+                offset_of!(SampleContext, helper_data_1),
+            ),
+            field(
+                "uint32_t helper_data_2",
+                "helper_data_2",
+                offset_of!(SampleContext, helper_data_2),
+            ),
+        ],
+        constants: vec![("SAMPLE_PID_TGID_VALUE", PID_TGID_VALUE.to_string())],
+    }
+}
+
+/// The headers of `sample-ext` as they should be. Its global-helper overrides that the
+/// general header already declares (by the same id) are left out of the program-type header.
+///
+/// # Errors
+/// As [`published_info`] and [`program_header`].
+pub fn headers() -> Result<Vec<(PathBuf, String)>, Failure> {
+    let sample = sample();
+    let mut info = published_info(&sample)?;
+    info.global_helpers
+        .retain(|h| GENERAL_HELPERS.iter().all(|g| g.id != h.id));
+    let include = bpf_dir(&sample)?.join("include");
+    Ok(vec![
+        (include.join(GENERAL_HEADER), crate::bpf::general_header()),
+        (
+            include.join(format!("{}.h", info.name)),
+            program_header(&sample, &info)?,
+        ),
+    ])
+}
+
+/// A 32-byte `ctx_in` with these values (data pointers zero).
+#[must_use]
+pub fn context_in(uint32_data: u32, uint16_data: u16, helper_data: [u32; 2]) -> Vec<u8> {
+    let mut bytes = vec![0u8; 32];
+    bytes[16..20].copy_from_slice(&uint32_data.to_le_bytes());
+    bytes[20..22].copy_from_slice(&uint16_data.to_le_bytes());
+    bytes[24..28].copy_from_slice(&helper_data[0].to_le_bytes());
+    bytes[28..32].copy_from_slice(&helper_data[1].to_le_bytes());
+    bytes
+}
+
+fn request(header: &[u8], data: &[u8]) -> Vec<u8> {
+    [header, data].concat()
+}
+
+/// Runs the hook once through the control device: status, the program's result, the data
+/// as the program left it.
+fn run(
+    kernel: &Kernel,
+    handle: &FileHandle,
+    parameter: u32,
+    data: &[u8],
+) -> Result<(NTSTATUS, u32, Vec<u8>), Failure> {
+    let header = RunRequest {
+        version: REQUEST_VERSION,
+        attach_parameter: parameter,
+        uint32_data: 5,
+        data_len: u32::try_from(data.len()).map_err(|e| e.to_string())?,
+    };
+    let input = request(&header.to_bytes(), data);
+    let result = kernel.device_io_control(
+        handle,
+        IOCTL_SAMPLE_EBPF_EXT_CTL_RUN,
+        &input,
+        RunReply::SIZE + data.len(),
+    );
+    if result.status != STATUS_SUCCESS {
+        return Ok((result.status, 0, Vec::new()));
+    }
+    let reply = RunReply::from_bytes(&result.output).ok_or("run reply too short")?;
+    Ok((
+        result.status,
+        reply.result,
+        result.output[RunReply::SIZE..].to_vec(),
+    ))
+}
+
+/// Runs the hook `count` times in one batch: the reply and the data.
+fn run_batch(
+    kernel: &Kernel,
+    handle: &FileHandle,
+    count: u32,
+    data: &[u8],
+) -> Result<(NTSTATUS, RunBatchReply, Vec<u8>), Failure> {
+    let header = RunBatchRequest {
+        version: REQUEST_VERSION,
+        attach_parameter: 0,
+        count,
+        data_len: u32::try_from(data.len()).map_err(|e| e.to_string())?,
+    };
+    let input = request(&header.to_bytes(), data);
+    let result = kernel.device_io_control(
+        handle,
+        IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH,
+        &input,
+        RunBatchReply::SIZE + data.len(),
+    );
+    if result.status != STATUS_SUCCESS {
+        return Ok((result.status, RunBatchReply::default(), Vec::new()));
+    }
+    let reply = RunBatchReply::from_bytes(&result.output).ok_or("batch reply too short")?;
+    Ok((
+        result.status,
+        reply,
+        result.output[RunBatchReply::SIZE..].to_vec(),
+    ))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn word(s: &str) -> Vec<u8> {
+    let mut value = s.as_bytes().to_vec();
+    value.resize(32, 0);
+    value
+}
+
+fn test_run(
+    program: &BpfProgram,
+    client: &ProgramInfoClient,
+    data: &[u8],
+    context: &[u8],
+) -> Result<TestRun, Failure> {
+    program
+        .test_run(client, data, context, 1)
+        .map_err(|e| format!("test run of {}: {e}", program.section()))
+}
+
+/// The sample-ext BPF scenario on `target`.
+///
+/// # Errors
+/// The first expectation that did not hold.
+///
+/// # Panics
+/// If something leaked after unload (usersim's leak check).
+#[expect(clippy::too_many_lines, reason = "one narrated scenario")]
+pub fn scenario(
+    kernel: &Kernel,
+    target: Target<'_>,
+    object: &BpfObject,
+    say: Narrator<'_>,
+) -> Result<BpfReport, Failure> {
+    let mut report = BpfReport::default();
+    let mut add = |line: String| report.lines.push(line);
+    let crate::Opened {
+        driver,
+        info_client,
+        info,
+        ..
+    } = crate::open(target, SERVICE, PROGRAM_TYPE, say)?;
+    let rewrite = BpfProgram::load(object, "sample_ext", &info).map_err(|e| e.to_string())?;
+    let test_map = rewrite.map("test_map").ok_or("no test_map")?;
+    for (key, value) in [(0u32, "rainy"), (1, "sunny")] {
+        test_map
+            .update(&key.to_le_bytes(), &word(value), 0)
+            .map_err(|e| e.to_string())?;
+    }
+    let link = rewrite
+        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
+        .map_err(|e| e.to_string())?;
+    let handle = kernel
+        .open(WIN32_PATH, Caller::Administrator)
+        .map_err(|s| format!("open: {}", crate::status::describe(s)))?;
+
+    let city = b"Seattle is a rainy city";
+    let (status, result, data) = run(kernel, &handle, 0, city)?;
+    expect!(
+        status == STATUS_SUCCESS && result == 42 && data == b"Seattle is a sunny city",
+        "run: {} result {result} data {:?}; faults {:?}",
+        crate::status::describe(status),
+        text(&data),
+        rewrite.faults()
+    );
+    add(format!("run: result {result}, data {:?}", text(&data)));
+    let (status, result, data) = run(kernel, &handle, 7, b"no such word here")?;
+    expect!(
+        status == STATUS_SUCCESS && result == 0 && data == b"no such word here",
+        "run without the word: result {result}"
+    );
+    add(format!("run without the word: result {result}"));
+
+    let rainy = b"rainy rainy rainy rainy rainy";
+    let (status, reply, data) = run_batch(kernel, &handle, 4, rainy)?;
+    expect!(
+        status == STATUS_SUCCESS
+            && reply.results == 4
+            && reply.result_sum == 4 * 42
+            && data == b"sunny sunny sunny sunny rainy",
+        "batch: {} {reply:?} {:?}",
+        crate::status::describe(status),
+        text(&data)
+    );
+    add(format!(
+        "batch of 4: {} results summing {}, data {:?}",
+        reply.results,
+        reply.result_sum,
+        text(&data)
+    ));
+
+    // Test runs: context_create over ctx_in and data_in, the program, context_destroy.
+    let context = context_in(3, 4, [1, 2]);
+    let out = test_run(&rewrite, &info_client, city, &context)?;
+    expect!(
+        out.return_value == 42
+            && out.data_out == b"Seattle is a sunny city"
+            && out.context_out.len() == 32
+            && out.context_out[16..] == context[16..],
+        "test run: {out:?}"
+    );
+    add(format!(
+        "test run: result {}, data_out {:?}, ctx_out {} bytes",
+        out.return_value,
+        text(&out.data_out),
+        out.context_out.len()
+    ));
+    for (what, context) in [
+        ("empty ctx_in", Vec::new()),
+        ("31-byte ctx_in", vec![0; 31]),
+    ] {
+        let refused = rewrite
+            .test_run(&info_client, city, &context, 1)
+            .err()
+            .ok_or_else(|| format!("test run with {what} succeeded"))?;
+        expect!(matches!(refused, BpfError::TestRun(_)), "{what}: {refused}");
+        add(format!("test run with {what}: {refused}"));
+    }
+
+    let helpers =
+        BpfProgram::load(object, "sample_ext/helpers", &info).map_err(|e| e.to_string())?;
+    let mut values = Vec::new();
+    for (uint32_data, uint16_data, data) in
+        [(1u32, 10u16, &b"abc"[..]), (2, 11, b""), (1, 12, b"x")]
+    {
+        let context = context_in(uint32_data, uint16_data, [1, 2]);
+        let out = test_run(&helpers, &info_client, data, &context)?;
+        expect!(
+            out.return_value == uint32_data + 1,
+            "helpers returned {}; faults {:?}",
+            out.return_value,
+            helpers.faults()
+        );
+        values.push(out.return_value);
+    }
+    add(format!("helpers test runs returned {values:?}"));
+    let results = helpers.map("results").ok_or("no results map")?;
+    let result = |i: u32| {
+        results
+            .lookup(&i.to_le_bytes())
+            .ok()
+            .flatten()
+            .map_or(0, |v| u64_at(&v, 0))
+    };
+    let observed: Vec<u64> = (0..9).map(result).collect();
+    expect!(
+        observed[..6] == [1, 12, PID_TGID_VALUE, 1, 1, u64::MAX] && observed[6..] == [1, 1, 1],
+        "helper results {observed:?}"
+    );
+    add(format!(
+        "implicit_1 {}, implicit_2(10) {}, pid_tgid {}, redirect_map {}, map_lookup_element NULL {}, map_get_value on an array {}",
+        observed[0],
+        observed[1],
+        observed[2],
+        observed[3],
+        observed[4],
+        observed[5].cast_signed()
+    ));
+    let per_value = helpers.map("per_value").ok_or("no per_value")?;
+    let count = |k: u32| {
+        per_value
+            .lookup(&k.to_le_bytes())
+            .ok()
+            .flatten()
+            .map_or(0, |v| u64_at(&v, 0))
+    };
+    let recent = helpers.map("recent").ok_or("no recent")?;
+    let mut recent_keys: Vec<u64> = recent
+        .keys()
+        .iter()
+        .map(|k| u64_at(&[k.as_slice(), &[0; 8]].concat(), 0))
+        .collect();
+    recent_keys.sort_unstable();
+    let per_cpu: u64 = helpers
+        .map("per_cpu")
+        .ok_or("no per_cpu")?
+        .lookup_per_cpu(&0u32.to_le_bytes())
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default()
+        .iter()
+        .map(|v| u64_at(v, 0))
+        .sum();
+    let events = helpers.map("events").ok_or("no events")?.drain_records();
+    expect!(
+        count(1) == 2
+            && count(2) == 1
+            && recent_keys == [11, 12]
+            && per_cpu == 3
+            && events.len() == 3,
+        "maps: per_value {} {}, recent {recent_keys:?}, per_cpu {per_cpu}, events {}",
+        count(1),
+        count(2),
+        events.len()
+    );
+    add(format!(
+        "maps: per_value 1→{} 2→{}, recent {recent_keys:?}, per_cpu {per_cpu}, {} ring records",
+        count(1),
+        count(2),
+        events.len()
+    ));
+
+    let overrun =
+        BpfProgram::load(object, "sample_ext/overrun", &info).map_err(|e| e.to_string())?;
+    let fault = overrun
+        .test_run(&info_client, b"tiny", &context_in(0, 0, [0, 0]), 1)
+        .err()
+        .ok_or("the overrun ran")?;
+    add(format!("overrun: {}", fault_kind(&fault.to_string())));
+
+    link.detach().map_err(|e| e.to_string())?;
+    let (status, _, _) = run(kernel, &handle, 0, city)?;
+    expect!(
+        status != STATUS_SUCCESS,
+        "a run with nothing attached succeeded"
+    );
+    add(format!(
+        "run with nothing attached: {}",
+        crate::status::describe(status)
+    ));
+    kernel.close(handle);
+    drop(info_client);
+    driver.unload();
+    kernel.assert_no_leaks();
+    Ok(report)
+}
