@@ -22,7 +22,7 @@ use sample_ext::protocol::{
 
 use crate::bpf::{
     BpfReport, ContextField, GENERAL_HEADER, Sample, bpf_dir, fault_kind, program_header,
-    published_info, u64_at,
+    published_info,
 };
 use crate::{Failure, Narrator, Target, expect};
 
@@ -177,6 +177,13 @@ fn run_batch(
         reply,
         result.output[RunBatchReply::SIZE..].to_vec(),
     ))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    bytes
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 fn text(bytes: &[u8]) -> String {
