@@ -5,8 +5,8 @@
 //!
 //! The crate promises "no panic, no out-of-bounds read, whatever the input". Properties
 //! checked besides that: whatever `parse` refuses, `load` refuses with the same error (`load`
-//! parses first); a parsed image's sections, entry point, relocations and exception entries
-//! lie within `SizeOfImage`; a loaded image maps at least `SizeOfImage` bytes.
+//! parses first); a parsed image's headers, entry point and section mappings lie within
+//! `SizeOfImage`; a loaded image maps at least `SizeOfImage` bytes.
 //!
 //! Seeds: the sample drivers' `.sys` images (`cargo xtask build-drivers`), which `cargo xtask
 //! fuzz` adds when they exist, and `seeds/pe_parse/` from `seeds/make_seeds.py`.
@@ -40,11 +40,17 @@ fuzz_target!(|bytes: &[u8]| {
                 "entry point outside the image"
             );
             for section in image.sections() {
+                // An empty section (VirtualSize and SizeOfRawData 0) maps nothing and is
+                // accepted even at VirtualAddress == SizeOfImage; every section's mapping lies
+                // within the image.
+                let end = u64::from(section.virtual_address) + u64::from(section.mapped_size);
+                assert!(end <= size, "section {:?} outside the image", section.name);
                 assert!(
-                    u64::from(section.virtual_address) < size,
-                    "section {:?} outside the image",
+                    section.mapped_size == 0 || u64::from(section.virtual_address) < size,
+                    "section {:?} starts outside the image",
                     section.name
                 );
+                assert!(section.file_size <= image.bytes().len());
             }
             for relocation in image.relocations() {
                 let _ = relocation;
