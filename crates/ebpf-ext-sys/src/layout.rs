@@ -254,6 +254,34 @@ pub static LAYOUTS: &[TypeLayout] = &[
         attach_type => "attach_type" @ 40, bpf_program_type => "bpf_program_type" @ 48,
         bpf_attach_type => "bpf_attach_type" @ 52,
     }),
+    // ---- map-information NPI (upstream-extensions.md A.4) ------------------------------------
+    layout!(ebpf_base_map_provider_properties_t, c = None, size = 32, align = 8, c_size = false, {
+        header => "header" @ 0, updates_original_value => "updates_original_value" @ 24,
+    }),
+    layout!(ebpf_base_map_provider_dispatch_table_t, c = None, size = 80, align = 8, c_size = false, {
+        header => "header" @ 0, preprocess_map_create => "preprocess_map_create" @ 24,
+        postprocess_map_delete => "postprocess_map_delete" @ 32,
+        preprocess_associate_program_type => "preprocess_associate_program_type" @ 40,
+        postprocess_map_find_element => "postprocess_map_find_element" @ 48,
+        preprocess_map_update_element => "preprocess_map_update_element" @ 56,
+        preprocess_map_delete_element => "preprocess_map_delete_element" @ 64,
+        postprocess_map_delete_element => "postprocess_map_delete_element" @ 72,
+    }),
+    layout!(ebpf_map_provider_data_t, c = None, size = 48, align = 8, c_size = false, {
+        header => "header" @ 0, map_type => "map_type" @ 24, base_map_type => "base_map_type" @ 28,
+        base_properties => "base_properties" @ 32, base_provider_table => "base_provider_table" @ 40,
+    }),
+    layout!(ebpf_base_map_client_dispatch_table_t, c = None, size = 80, align = 8, c_size = false, {
+        header => "header" @ 0, find_element_function => "find_element_function" @ 24,
+        epoch_enter => "epoch_enter" @ 32, epoch_exit => "epoch_exit" @ 40,
+        epoch_allocate_with_tag => "epoch_allocate_with_tag" @ 48,
+        epoch_allocate_cache_aligned_with_tag => "epoch_allocate_cache_aligned_with_tag" @ 56,
+        epoch_free => "epoch_free" @ 64, epoch_free_cache_aligned => "epoch_free_cache_aligned" @ 72,
+    }),
+    layout!(ebpf_map_client_data_t, c = None, size = 40, align = 8, c_size = false, {
+        header => "header" @ 0, map_context_offset => "map_context_offset" @ 24,
+        base_client_table => "base_client_table" @ 32,
+    }),
 ];
 
 // Sizes of the opaque kernel primitives the SDK embeds.

@@ -1,0 +1,452 @@
+//! A custom-map provider: the extension's side of eBPF for Windows' map-information NPI
+//! (`EBPF_MAP_INFO_EXTENSION_IID`), which lets an extension offer a map type of its own on a
+//! hash map the core keeps (upstream's `sample_ext.c` custom map, XDP's XSKMAP).
+//!
+//! An extension implements [`CustomMap`] — the per-map state and what happens on create,
+//! program association, lookup, update and delete — and registers a [`MapProvider`]. The
+//! provider publishes `ebpf_map_provider_data_t` with a dispatch table generated for the
+//! type, turns the core's raw callbacks into calls with slices and typed state, and keeps
+//! what the core tells each map client at attach (the offset of the provider's context in
+//! the core's map objects, and the core's lookup function), so a helper can reach a map's
+//! stored value from the map pointer a program passed ([`MapProvider::stored_value`]).
+//!
+//! The core runs one NMR client per map of the type; each attaches to this provider, and the
+//! core's deregistration waits until every map of the type is gone.
+//!
+//! # IRQL
+//! Registration: PASSIVE_LEVEL. The callbacks run at the IRQL the core calls them at
+//! (PASSIVE_LEVEL for user-mode operations, up to DISPATCH_LEVEL from programs).
+#![no_std]
+
+use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider};
+use ebpf_ext_pool::{PoolBox, PoolTag};
+use ebpf_ext_sys::Result;
+use ebpf_ext_sys::ebpf_extension::{
+    BPF_MAP_TYPE_HASH, EBPF_BASE_MAP_PROVIDER_DISPATCH_TABLE_HEADER,
+    EBPF_BASE_MAP_PROVIDER_PROPERTIES_HEADER, EBPF_MAP_PROVIDER_DATA_HEADER,
+    ebpf_base_map_provider_dispatch_table_t, ebpf_base_map_provider_properties_t,
+    ebpf_map_client_data_t, ebpf_map_provider_data_t, ebpf_map_type_t,
+};
+use ebpf_ext_sys::ebpf_extension_uuids::EBPF_MAP_INFO_EXTENSION_IID;
+use ebpf_ext_sys::ebpf_result::{
+    EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
+};
+use ebpf_ext_sys::netioddk::NPIID;
+use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
+use ebpf_ext_sys::ntstatus::{STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER};
+
+/// A map type the extension implements on top of the core's hash map.
+///
+/// The value is the per-map state (the provider's map context). The core stores, for every
+/// key, a value of the size [`CustomMap::create`] reports; the provider fills it on update
+/// and reads it on lookup.
+pub trait CustomMap: Sized + Send + Sync + 'static {
+    /// The map type (`bpf_map_type`) the provider offers.
+    const MAP_TYPE: ebpf_map_type_t;
+    /// Whether the provider replaces what the core stores (`updates_original_value`): then
+    /// programs may not use the core's map helpers on the map, only the extension's.
+    const UPDATES_ORIGINAL_VALUE: bool;
+    /// Pool tag of the per-map state.
+    const TAG: PoolTag;
+
+    /// A map is being created: check the sizes and return the state and the value size the
+    /// core is to store per key.
+    ///
+    /// # Errors
+    /// The result the core reports for the creation.
+    fn create(
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> core::result::Result<(Self, u32), ebpf_result_t>;
+
+    /// A program of `program_type` is loaded with the map.
+    ///
+    /// # Errors
+    /// The result that refuses the program.
+    fn associate(&self, program_type: &GUID) -> core::result::Result<(), ebpf_result_t>;
+
+    /// A lookup: `stored` is what the core keeps for `key`, `out` the caller's value.
+    ///
+    /// # Errors
+    /// The result the lookup fails with.
+    fn find(
+        &self,
+        key: &[u8],
+        stored: &[u8],
+        out: &mut [u8],
+        flags: u32,
+    ) -> core::result::Result<(), ebpf_result_t>;
+
+    /// An update: `value` is the caller's, `stored` what the core will keep (zeroed).
+    ///
+    /// # Errors
+    /// The result the update fails with.
+    fn update(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        stored: &mut [u8],
+        flags: u32,
+    ) -> core::result::Result<(), ebpf_result_t>;
+
+    /// A stored value was removed, replaced or cleaned up with the map; cannot fail.
+    fn delete_element(&self, key: &[u8], stored: &[u8], flags: u32);
+}
+
+/// The per-map context the core keeps for the provider.
+struct MapState<M> {
+    map: M,
+    value_size: u32,
+}
+
+/// What the core told the provider at attach: same for every map client.
+struct CoreSide {
+    map_context_offset: AtomicU64,
+    find_element: AtomicPtr<c_void>,
+}
+
+/// The NPI as [`ebpf_ext_nmr`] sees it.
+struct MapNpi<M: CustomMap> {
+    data: ebpf_map_provider_data_t,
+    core: CoreSide,
+    _map: PhantomData<fn() -> M>,
+}
+
+// SAFETY: `data` points only to `'static` immutable tables; `core` is atomics.
+unsafe impl<M: CustomMap> Send for MapNpi<M> {}
+// SAFETY: as above.
+unsafe impl<M: CustomMap> Sync for MapNpi<M> {}
+
+/// One attached map client (a map of the type); nothing to keep.
+struct MapClient;
+
+impl<M: CustomMap> NpiProvider for MapNpi<M> {
+    type Characteristics = ebpf_map_provider_data_t;
+    type Binding = MapClient;
+    const NPI_ID: &'static NPIID = &EBPF_MAP_INFO_EXTENSION_IID;
+
+    fn characteristics(&self) -> &ebpf_map_provider_data_t {
+        &self.data
+    }
+
+    fn attach(
+        &self,
+        client: &AttachingClient<'_>,
+    ) -> core::result::Result<Bound<MapClient>, NTSTATUS> {
+        let registration = client.registration();
+        if registration.is_null() {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        // SAFETY: NMR's registration instance, valid during attach.
+        let data =
+            unsafe { (*registration).NpiSpecificCharacteristics }.cast::<ebpf_map_client_data_t>();
+        if data.is_null() {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        // SAFETY: non-NULL client data; its header is read first, the rest only once the
+        // header says it is there.
+        let header = unsafe {
+            data.cast::<ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t>()
+                .read_unaligned()
+        };
+        if header.version != 1 || header.size != size_of::<ebpf_map_client_data_t>() {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        // SAFETY: a version-1 client data of full size (checked).
+        let data = unsafe { data.read_unaligned() };
+        let find = if data.base_client_table.is_null() {
+            ptr::null_mut()
+        } else {
+            // SAFETY: the core's client dispatch table, alive while it is attached; the
+            // lookup function is its first entry after the header.
+            unsafe { (*data.base_client_table).find_element_function }
+                .map_or(ptr::null_mut(), |f| f as *mut c_void)
+        };
+        self.core
+            .map_context_offset
+            .store(data.map_context_offset, Ordering::Release);
+        self.core.find_element.store(find, Ordering::Release);
+        client
+            .allocate(MapClient)
+            .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)
+    }
+
+    fn detach(_: &MapClient) -> Detach {
+        Detach::Complete
+    }
+}
+
+/// A registered custom-map provider of `M`. Dropping it deregisters, which waits until every
+/// map of the type is gone.
+pub struct MapProvider<M: CustomMap> {
+    provider: Provider<MapNpi<M>>,
+}
+
+impl<M: CustomMap> MapProvider<M> {
+    /// Registers the provider of `M::MAP_TYPE` (on a hash map) as NMR module `module_id`.
+    ///
+    /// # Errors
+    /// As [`Provider::register`].
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn register(module_id: GUID, tag: PoolTag) -> Result<Self> {
+        let npi = MapNpi::<M> {
+            data: ebpf_map_provider_data_t {
+                header: EBPF_MAP_PROVIDER_DATA_HEADER,
+                map_type: M::MAP_TYPE,
+                base_map_type: BPF_MAP_TYPE_HASH,
+                base_properties: properties::<M>(),
+                base_provider_table: dispatch::<M>(),
+            },
+            core: CoreSide {
+                map_context_offset: AtomicU64::new(0),
+                find_element: AtomicPtr::new(ptr::null_mut()),
+            },
+            _map: PhantomData,
+        };
+        Ok(MapProvider {
+            provider: Provider::register(module_id, npi, tag)?,
+        })
+    }
+
+    /// The map state and the stored value for `key` in the map object `map` a program
+    /// passed to a helper; `None` if `map` is not a map of this type (its context slot is
+    /// NULL), no map client has attached yet, or the key is absent.
+    ///
+    /// # Safety
+    /// `map` is a map object the core passed to a helper of this extension, `key` points to
+    /// that map's key size in bytes, and the call runs inside that helper (so the map and
+    /// its stored value stay alive for `'a`).
+    #[must_use]
+    pub unsafe fn stored_value<'a>(
+        &self,
+        map: *const c_void,
+        key: *const u8,
+    ) -> Option<(&'a M, &'a [u8])> {
+        let core = &self.provider.get().core;
+        let find = core.find_element.load(Ordering::Acquire);
+        if map.is_null() || key.is_null() || find.is_null() {
+            return None;
+        }
+        let offset = usize::try_from(core.map_context_offset.load(Ordering::Acquire)).ok()?;
+        // The core keeps the provider's context (or NULL for other maps) at this offset of
+        // every map object it passes to helpers.
+        let slot = map.wrapping_byte_add(offset).cast::<*const MapState<M>>();
+        // SAFETY: a readable pointer slot inside the map object (above).
+        let context = unsafe { slot.read_unaligned() };
+        // SAFETY: NULL or a context `preprocess_map_create` returned, alive with the map.
+        let state = unsafe { context.as_ref() }?;
+        // SAFETY: the core's `ebpf_map_find_element_t`, stored at attach.
+        let find: ebpf_ext_sys::ebpf_extension::ebpf_map_find_element_t =
+            unsafe { core::mem::transmute::<*mut c_void, _>(find) };
+        let mut value: *mut u8 = ptr::null_mut();
+        // SAFETY: the map object and key as the caller guarantees; an out slot of ours.
+        let result = unsafe { find(map, key, &raw mut value) };
+        if result != EBPF_SUCCESS || value.is_null() {
+            return None;
+        }
+        let len = usize::try_from(state.value_size).ok()?;
+        // SAFETY: the core stores `value_size` bytes per key, alive during the helper call.
+        Some((&state.map, unsafe {
+            core::slice::from_raw_parts(value, len)
+        }))
+    }
+}
+
+fn properties<M: CustomMap>() -> &'static ebpf_base_map_provider_properties_t {
+    const {
+        &ebpf_base_map_provider_properties_t {
+            header: EBPF_BASE_MAP_PROVIDER_PROPERTIES_HEADER,
+            updates_original_value: M::UPDATES_ORIGINAL_VALUE,
+        }
+    }
+}
+
+fn dispatch<M: CustomMap>() -> &'static ebpf_base_map_provider_dispatch_table_t {
+    const {
+        &ebpf_base_map_provider_dispatch_table_t {
+            header: EBPF_BASE_MAP_PROVIDER_DISPATCH_TABLE_HEADER,
+            preprocess_map_create: Some(create::<M>),
+            postprocess_map_delete: Some(delete::<M>),
+            preprocess_associate_program_type: Some(associate::<M>),
+            postprocess_map_find_element: Some(find::<M>),
+            preprocess_map_update_element: Some(update::<M>),
+            preprocess_map_delete_element: None,
+            postprocess_map_delete_element: Some(delete_element::<M>),
+        }
+    }
+}
+
+fn result(outcome: core::result::Result<(), ebpf_result_t>) -> ebpf_result_t {
+    outcome.err().unwrap_or(EBPF_SUCCESS)
+}
+
+/// The state behind a map context the core passed back.
+///
+/// # Safety
+/// `context` is NULL or a context [`create`] returned that [`delete`] has not freed.
+unsafe fn state<'a, M: CustomMap>(context: *mut c_void) -> Option<&'a MapState<M>> {
+    // SAFETY: the caller's precondition.
+    unsafe { context.cast::<MapState<M>>().as_ref() }
+}
+
+/// `len` bytes at `p`, or `None` if `p` is NULL.
+///
+/// # Safety
+/// `p` is NULL or readable for `len` bytes for `'a`.
+unsafe fn bytes<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's precondition.
+    Some(unsafe { core::slice::from_raw_parts(p, len) })
+}
+
+/// The state, key and a value buffer of an element callback.
+///
+/// # Safety
+/// As [`state`] for `map_context`; `key` and `value` NULL or readable for their sizes for `'a`.
+unsafe fn element<'a, M: CustomMap>(
+    map_context: *mut c_void,
+    key: *const u8,
+    key_size: usize,
+    value: *const u8,
+    value_size: usize,
+) -> Option<(&'a MapState<M>, &'a [u8], &'a [u8])> {
+    // SAFETY: the caller's precondition.
+    let state = unsafe { state::<M>(map_context) }?;
+    // SAFETY: as above.
+    let key = unsafe { bytes(key, key_size) }?;
+    // SAFETY: as above.
+    let value = unsafe { bytes(value, value_size) }?;
+    Some((state, key, value))
+}
+
+unsafe extern "win64" fn create<M: CustomMap>(
+    _binding: *mut c_void,
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    actual_value_size: *mut u32,
+    map_context: *mut *mut c_void,
+) -> ebpf_result_t {
+    if actual_value_size.is_null() || map_context.is_null() || map_type != M::MAP_TYPE {
+        return EBPF_INVALID_ARGUMENT;
+    }
+    let (map, size) = match M::create(key_size, value_size, max_entries) {
+        Ok(created) => created,
+        Err(e) => return e,
+    };
+    let Ok(boxed) = PoolBox::try_new(
+        MapState {
+            map,
+            value_size: size,
+        },
+        M::TAG,
+    ) else {
+        return EBPF_NO_MEMORY;
+    };
+    // SAFETY: the core's out slots (checked non-NULL).
+    unsafe { actual_value_size.write(size) };
+    // SAFETY: as above; the context is freed by `delete`.
+    unsafe { map_context.write(boxed.into_raw().as_ptr().cast()) };
+    EBPF_SUCCESS
+}
+
+unsafe extern "win64" fn delete<M: CustomMap>(_binding: *mut c_void, map_context: *mut c_void) {
+    if let Some(context) = NonNull::new(map_context.cast::<MapState<M>>()) {
+        // SAFETY: a context `create` made with `M::TAG`, deleted once by the core.
+        drop(unsafe { PoolBox::from_raw(context, M::TAG) });
+    }
+}
+
+unsafe extern "win64" fn associate<M: CustomMap>(
+    _binding: *mut c_void,
+    map_context: *mut c_void,
+    program_type: *const GUID,
+) -> ebpf_result_t {
+    // SAFETY: the core passes a live map context.
+    let Some(state) = (unsafe { state::<M>(map_context) }) else {
+        return EBPF_INVALID_ARGUMENT;
+    };
+    // SAFETY: NULL or the core's program type GUID.
+    let Some(program_type) = (unsafe { program_type.as_ref() }) else {
+        return EBPF_INVALID_ARGUMENT;
+    };
+    result(state.map.associate(program_type))
+}
+
+unsafe extern "win64" fn find<M: CustomMap>(
+    _binding: *mut c_void,
+    map_context: *mut c_void,
+    key_size: usize,
+    key: *const u8,
+    in_size: usize,
+    in_value: *const u8,
+    out_size: usize,
+    out_value: *mut u8,
+    flags: u32,
+) -> ebpf_result_t {
+    // SAFETY: the core passes a live map context and buffers of the sizes it passes.
+    let Some((state, key, stored)) =
+        (unsafe { element::<M>(map_context, key, key_size, in_value, in_size) })
+    else {
+        return EBPF_INVALID_ARGUMENT;
+    };
+    let out: &mut [u8] = if out_value.is_null() {
+        &mut []
+    } else {
+        // SAFETY: the core's output buffer of `out_size` bytes.
+        unsafe { core::slice::from_raw_parts_mut(out_value, out_size) }
+    };
+    result(state.map.find(key, stored, out, flags))
+}
+
+unsafe extern "win64" fn update<M: CustomMap>(
+    _binding: *mut c_void,
+    map_context: *mut c_void,
+    key_size: usize,
+    key: *const u8,
+    in_size: usize,
+    in_value: *const u8,
+    out_size: usize,
+    out_value: *mut u8,
+    flags: u32,
+) -> ebpf_result_t {
+    // SAFETY: as in `find`.
+    let Some((state, key, value)) =
+        (unsafe { element::<M>(map_context, key, key_size, in_value, in_size) })
+    else {
+        return EBPF_INVALID_ARGUMENT;
+    };
+    if out_value.is_null() {
+        return EBPF_INVALID_ARGUMENT;
+    }
+    // SAFETY: the core's buffer for the stored value, `out_size` bytes.
+    let stored = unsafe { core::slice::from_raw_parts_mut(out_value, out_size) };
+    result(state.map.update(key, value, stored, flags))
+}
+
+unsafe extern "win64" fn delete_element<M: CustomMap>(
+    _binding: *mut c_void,
+    map_context: *mut c_void,
+    key_size: usize,
+    key: *const u8,
+    value_size: usize,
+    value: *const u8,
+    flags: u32,
+) {
+    // SAFETY: as in `find`.
+    let element = unsafe { element::<M>(map_context, key, key_size, value, value_size) };
+    if let Some((state, key, stored)) = element {
+        state.map.delete_element(key, stored, flags);
+    }
+}
