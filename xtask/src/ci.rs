@@ -1,15 +1,14 @@
 //! `cargo xtask ci` and the driver-target check.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::exec::{run, workspace_root};
 use crate::prereqs::{Tool, command};
 
-/// The target Windows kernel drivers are built for.
-pub(crate) const DRIVER_TARGET: &str = "x86_64-pc-windows-msvc";
+pub(crate) use cargo_ebpf_ext::drivers::{DRIVER_TARGET, driver_toolchain};
 /// Features that turn a crate's driver build on, per crate.
 const DRIVER_FEATURES: &[(&str, &str)] = &[
     ("ebpf-ext-trace", "kernel_mode"),
@@ -97,32 +96,6 @@ fn no_std_crates(root: &Path) -> Result<Vec<String>> {
     }
     crates.sort();
     Ok(crates)
-}
-
-/// Checks for the toolchain that builds `core`/`alloc` for the driver target from source:
-/// Debian's `cargo-web` and `rustc-web` (`/usr/bin/cargo`, `/usr/bin/rustc`) with
-/// `rust-web-src`. The rustup toolchain has no Windows target and cannot fetch one here.
-pub(crate) fn driver_toolchain() -> Result<()> {
-    for tool in [Tool::SystemCargo, Tool::SystemRustc] {
-        if !Path::new(&tool.program()).is_file() {
-            bail!(
-                "{} is missing (the driver build needs it); {}",
-                tool.program().to_string_lossy(),
-                tool.hint()
-            );
-        }
-    }
-    let sysroot = command(Tool::SystemRustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .context("run rustc --print sysroot")?;
-    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
-    if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
-        bail!(
-            "the system Rust toolchain has no library sources (needed for -Zbuild-std); sudo apt-get install rust-web-src"
-        );
-    }
-    Ok(())
 }
 
 /// `cargo check --target x86_64-pc-windows-msvc -Zbuild-std=core,alloc` for every no_std crate.

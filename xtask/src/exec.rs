@@ -1,9 +1,9 @@
-//! Running commands with a clear account of what failed, and finding the workspace.
+//! Finding the workspace, and running commands in it (cargo-ebpf-ext's runner, which gives a
+//! clear account of what failed).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
 
@@ -61,68 +61,13 @@ fn locate_workspace_from(dir: &Path) -> Result<PathBuf> {
         .to_path_buf())
 }
 
-/// The log of tool output for the current command (`target/xtask.log`), when quiet.
-static LOG: Mutex<Option<(PathBuf, std::fs::File)>> = Mutex::new(None);
+pub(crate) use cargo_ebpf_ext::exec::{log_path, log_to};
 
-/// Sends the output of every later [`run`] to `path` instead of the terminal.
-pub(crate) fn log_to(path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let file = std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
-    *LOG.lock().expect("log lock") = Some((path.to_path_buf(), file));
-    Ok(())
-}
-
-/// The log file, if output goes to one.
-pub(crate) fn log_path() -> Option<PathBuf> {
-    LOG.lock()
-        .expect("log lock")
-        .as_ref()
-        .map(|(p, _)| p.clone())
-}
-
-/// Runs a command in the workspace root; an error names the command and its status. Its
-/// output goes to the terminal, or to the log (see [`log_to`]), whose path the error then
-/// names.
+/// Runs a command in the workspace root; an error names the command and its status (see
+/// `cargo_ebpf_ext::exec::run`).
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     cmd.current_dir(workspace_root());
-    let shown = format!("{cmd:?}");
-    let logged = {
-        let mut log = LOG.lock().expect("log lock");
-        if let Some((path, file)) = log.as_mut() {
-            writeln!(file, "\n==> {shown}")?;
-            cmd.stdout(file.try_clone()?).stderr(file.try_clone()?);
-            Some(path.clone())
-        } else {
-            eprintln!("\n==> {shown}");
-            None
-        }
-    };
-    let status = cmd
-        .status()
-        .with_context(|| format!("could not start {shown}"))?;
-    if !status.success() {
-        match logged {
-            Some(path) => bail!(
-                "{shown} failed ({status}); its output is in {}",
-                path.display()
-            ),
-            None => bail!("{shown} failed ({status})"),
-        }
-    }
-    Ok(())
-}
-
-/// Notes a line in the log (or on the terminal when not logging).
-pub(crate) fn note(line: &str) {
-    let mut log = LOG.lock().expect("log lock");
-    match log.as_mut() {
-        Some((_, file)) => {
-            let _ = writeln!(file, "{line}");
-        }
-        None => eprintln!("{line}"),
-    }
+    cargo_ebpf_ext::exec::run(cmd)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::prereqs::{Tool, command};
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`).
 pub(crate) const TARGETS: &[&str] = &["hook_attach", "program_info", "sample_ioctl", "pe_parse"];
 
-/// What fuzzing needs, as the `name` column of `xtask/prerequisites.tsv`: the rustup
+/// What fuzzing needs, as the `name` column of `crates/cargo-ebpf-ext/prerequisites.tsv`: the rustup
 /// toolchain (its cargo runs `cargo fuzz`; its compiler brings the AddressSanitizer runtime),
 /// cargo-fuzz from crates.io, and g++ for libFuzzer's C++ sources. Every program is started
 /// as `cargo fuzz …` through [`Tool::Cargo`].
@@ -194,11 +194,11 @@ mod tests {
 
     #[test]
     fn every_tool_is_a_line_of_the_prerequisite_list() {
-        let list = crate::prereqs::list();
+        let list = cargo_ebpf_ext::prereqs::list();
         for tool in TOOLS {
             assert!(
                 list.iter().any(|p| p.name == *tool),
-                "{tool} is not in xtask/prerequisites.tsv"
+                "{tool} is not in crates/cargo-ebpf-ext/prerequisites.tsv"
             );
         }
     }

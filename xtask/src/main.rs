@@ -5,7 +5,6 @@ mod drivers;
 mod exec;
 mod fuzz;
 mod headers;
-mod pe;
 mod prereqs;
 mod samples;
 
@@ -51,8 +50,8 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
-    /// The prerequisites (`xtask/prerequisites.tsv`): what is installed, and `--install` for
-    /// what is missing.
+    /// The prerequisites (`crates/cargo-ebpf-ext/prerequisites.tsv`): what is installed, and
+    /// `--install` for what is missing.
     Prereqs(prereqs::Options),
 }
 

@@ -1,10 +1,13 @@
-//! `build-drivers`, `sign` and `package`: real `.sys` files for the sample drivers on Linux.
+//! `build`, `sign`, `package`, `check` and `test`: real, signed `.sys` files for the driver
+//! packages of a workspace, on Linux, and their host tests in both modes.
 //!
 //! The build uses Debian's `rustc-web` (with `rust-web-src`, `core`/`alloc` built from source
-//! with `-Zbuild-std`) for `x86_64-pc-windows-msvc`, and links with `lld-link` as a native
-//! driver against import libraries made by `llvm-dlltool` from the `.def` files in
-//! `xtask/link/`. Each image then gets the section fix-ups lld-link output needs and a correct
-//! checksum, and is checked twice: by this crate (`pe.rs`) and by Python `pefile`.
+//! with `-Zbuild-std`) for `x86_64-pc-windows-msvc` with the driver profile ([`PROFILE`],
+//! passed as `--config` settings, so a workspace need not declare it), and links with
+//! `lld-link` as a native driver against import libraries made by `llvm-dlltool` from `.def`
+//! files generated from `ebpf-ext-sys`'s declarations ([`crate::imports`]). Each image then
+//! gets the section fix-ups lld-link output needs and a correct checksum, and is checked
+//! twice: by this crate (`pe.rs`) and by Python `pefile` (`pecheck.py`).
 
 use core::fmt::Write as _;
 use std::fs;
@@ -12,20 +15,37 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::ci::{DRIVER_TARGET, driver_toolchain};
-use crate::exec::{note, run, workspace_root};
+use crate::exec::{note, run};
+use crate::imports::{DefFile, def_files};
 use crate::pe::{Image, map_symbol_rva};
-use crate::prereqs::{PEFILE, Tool, command};
+use crate::prereqs::{PEFILE, Tool, command, pefile_python};
+use crate::workspace::{Driver, Workspace};
 
-/// The cargo profile driver images are built with (fat LTO, one codegen unit, abort on
-/// panic: `Cargo.toml`).
-pub(crate) const PROFILE: &str = "driver";
+/// The cargo profile driver images are built with.
+pub const PROFILE: &str = "driver";
 
-/// The variable that tells the harness where the images are (`sample_harness::binary`).
-pub(crate) const DRIVER_DIR_VAR: &str = "EBPF_EXT_DRIVER_DIR";
+/// The driver profile's settings, applied with `--config` (the tracelogging crate's kernel
+/// mode links only with fat LTO and one codegen unit; a driver cannot unwind).
+pub const PROFILE_SETTINGS: &[&str] = &[
+    "profile.driver.inherits=\"release\"",
+    "profile.driver.lto=\"fat\"",
+    "profile.driver.codegen-units=1",
+    "profile.driver.panic=\"abort\"",
+    "profile.driver.debug=\"full\"",
+];
+
+/// The target Windows kernel drivers are built for.
+pub const DRIVER_TARGET: &str = "x86_64-pc-windows-msvc";
+
+/// The variable that tells host tests where the images are (`ebpf_ext_testing::image`).
+pub const DRIVER_DIR_VAR: &str = "EBPF_EXT_DRIVER_DIR";
+
+/// The pefile check script, compiled in (written next to the images when it runs).
+const PECHECK: &str = include_str!("../pecheck.py");
 
 /// The SHA-256 of `bytes`, in lower-case hex.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+#[must_use]
+pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes)
         .iter()
@@ -33,50 +53,6 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
             let _ = write!(hex, "{b:02x}");
             hex
         })
-}
-
-/// A workspace crate that is a driver (it has `[package.metadata.wdk.driver-model]`).
-#[derive(Debug, Clone)]
-pub(crate) struct Driver {
-    /// Cargo package name (`sample-netebpf-ext`).
-    pub(crate) package: String,
-    /// Library name (`sample_netebpf_ext`): the image is `<name>.sys`.
-    pub(crate) name: String,
-    /// Its directory.
-    pub(crate) dir: PathBuf,
-}
-
-/// Where the driver outputs go: `target/driver/`.
-pub(crate) fn output_dir() -> PathBuf {
-    workspace_root().join("target").join(PROFILE)
-}
-
-/// The driver crates under `drivers/`.
-pub(crate) fn drivers() -> Result<Vec<Driver>> {
-    let root = workspace_root().join("drivers");
-    let mut found = Vec::new();
-    for entry in fs::read_dir(&root).context("read drivers/")? {
-        let dir = entry?.path();
-        let Ok(manifest) = fs::read_to_string(dir.join("Cargo.toml")) else {
-            continue;
-        };
-        if !manifest.contains("[package.metadata.wdk.driver-model]") {
-            continue;
-        }
-        let package = manifest
-            .lines()
-            .find_map(|l| l.strip_prefix("name = \""))
-            .and_then(|l| l.strip_suffix('"'))
-            .context("driver manifest without a name")?
-            .to_owned();
-        found.push(Driver {
-            name: package.replace('-', "_"),
-            package,
-            dir,
-        });
-    }
-    found.sort_by(|a, b| a.package.cmp(&b.package));
-    Ok(found)
 }
 
 /// Fails with how to install `tool` unless it can be started (some, like `llvm-dlltool`, have
@@ -93,30 +69,61 @@ fn require(tool: Tool) -> Result<()> {
     Ok(())
 }
 
-/// Makes the import libraries from `xtask/link/*.def`.
-fn import_libraries(out: &Path) -> Result<PathBuf> {
+/// Checks for the toolchain that builds `core`/`alloc` for the driver target from source:
+/// Debian's `cargo-web` and `rustc-web` (`/usr/bin/cargo`, `/usr/bin/rustc`) with
+/// `rust-web-src`.
+///
+/// # Errors
+/// Naming what is missing and how to install it.
+pub fn driver_toolchain() -> Result<()> {
+    for tool in [Tool::SystemCargo, Tool::SystemRustc] {
+        if !Path::new(&tool.program()).is_file() {
+            bail!(
+                "{} is missing (the driver build needs it); {}",
+                tool.program().to_string_lossy(),
+                tool.hint()
+            );
+        }
+    }
+    let sysroot = command(Tool::SystemRustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .context("run rustc --print sysroot")?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        bail!(
+            "the system Rust toolchain has no library sources (needed for -Zbuild-std); sudo apt-get install rust-web-src"
+        );
+    }
+    Ok(())
+}
+
+/// Writes the generated `.def` files under `out/lib` and makes their import libraries.
+fn import_libraries(out: &Path) -> Result<(PathBuf, Vec<DefFile>)> {
     require(Tool::Dlltool)?;
     let lib_dir = out.join("lib");
     fs::create_dir_all(&lib_dir)?;
-    let def_dir = workspace_root().join("xtask").join("link");
-    for def in ["ntoskrnl", "netio", "rpcrt4"] {
+    let defs = def_files();
+    for def in &defs {
+        let path = lib_dir.join(format!("{}.def", def.stem));
+        fs::write(&path, def.text())?;
         run(command(Tool::Dlltool)
             .args(["-m", "i386:x86-64", "-d"])
-            .arg(def_dir.join(format!("{def}.def")))
+            .arg(&path)
             .arg("-l")
-            .arg(lib_dir.join(format!("{def}.lib"))))?;
+            .arg(lib_dir.join(format!("{}.lib", def.stem))))?;
     }
-    Ok(lib_dir)
+    Ok((lib_dir, defs))
 }
 
 /// The linker arguments of a native-subsystem driver.
-fn link_flags(lib_dir: &Path) -> String {
+fn link_flags(lib_dir: &Path, defs: &[DefFile]) -> String {
     let args = [
         "/DRIVER",
         "/NODEFAULTLIB",
         "/SUBSYSTEM:NATIVE",
         "/ENTRY:DriverEntry",
-        // The process-notify routine of sample-ntos-ext requires it; harmless elsewhere.
+        // A process-notify routine requires it; harmless elsewhere.
         "/INTEGRITYCHECK",
         "/NXCOMPAT",
         "/DYNAMICBASE",
@@ -127,43 +134,47 @@ fn link_flags(lib_dir: &Path) -> String {
         // (windows-drivers-rs issue 182); `fix_sections` repairs any that remain.
         "/MERGE:.edata=.rdata",
         "/MERGE:.rustc=.data",
-        "ntoskrnl.lib",
-        "netio.lib",
-        "rpcrt4.lib",
     ];
     let mut flags = String::from("-C linker=lld-link");
     let _ = write!(flags, " -C link-arg=/LIBPATH:{}", lib_dir.display());
     for arg in args {
         let _ = write!(flags, " -C link-arg={arg}");
     }
+    for def in defs {
+        let _ = write!(flags, " -C link-arg={}.lib", def.stem);
+    }
     flags
 }
 
-/// The virtual environment of the pefile check: `target/driver/pyenv`.
-pub(crate) fn pefile_venv() -> PathBuf {
-    output_dir().join("pyenv")
+/// The virtual environment of the pefile check: `<output>/pyenv`.
+#[must_use]
+pub fn pefile_venv(out: &Path) -> PathBuf {
+    out.join("pyenv")
 }
 
 /// Makes sure the pefile check's virtual environment exists and has pefile.
-fn pefile_python() -> Result<()> {
-    let venv = pefile_venv();
+fn ensure_pefile(out: &Path) -> Result<PathBuf> {
+    let venv = pefile_venv(out);
     if !venv.join("bin").join("python").is_file() {
         run(command(Tool::Python3).args(["-m", "venv"]).arg(&venv))
             .with_context(|| format!("python3 -m venv failed; {}", Tool::Python3.hint()))?;
     }
-    let has_pefile = command(Tool::PefilePython)
+    let has_pefile = pefile_python(&venv)
         .args(["-c", "import pefile"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_pefile {
-        run(command(Tool::PefilePython).args(["-m", "pip", "install", "--quiet", PEFILE]))?;
+        run(pefile_python(&venv).args(["-m", "pip", "install", "--quiet", PEFILE]))?;
     }
-    Ok(())
+    Ok(venv)
 }
 
 /// Checks an image with this crate's reader and with pefile; fails listing every problem.
-pub(crate) fn check_image(sys: &Path, map: &Path) -> Result<()> {
-    let image = Image::parse(fs::read(sys)?)?;
+///
+/// # Errors
+/// Every problem either check found.
+pub fn check_image(out: &Path, sys: &Path, map: &Path) -> Result<()> {
+    let image = Image::parse(fs::read(sys).with_context(|| format!("read {}", sys.display()))?)?;
     let map = fs::read_to_string(map).with_context(|| format!("read {}", map.display()))?;
     let entry = map_symbol_rva(&map, "DriverEntry");
     let problems = image.problems(entry, true);
@@ -176,7 +187,7 @@ pub(crate) fn check_image(sys: &Path, map: &Path) -> Result<()> {
     }
     let imports = image.imports();
     note(&format!(
-        "  xtask: ok   {}: native subsystem, entry DriverEntry at {:#x}, FORCE_INTEGRITY, no W+X section, checksum {:#x}, imports {}",
+        "  cargo-ebpf-ext: ok   {}: native subsystem, entry DriverEntry at {:#x}, FORCE_INTEGRITY, no W+X section, checksum {:#x}, imports {}",
         sys.file_name().unwrap_or_default().to_string_lossy(),
         image.entry_rva,
         image.stored_checksum(),
@@ -186,9 +197,10 @@ pub(crate) fn check_image(sys: &Path, map: &Path) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    pefile_python()?;
-    let script = workspace_root().join("xtask").join("pecheck.py");
-    run(command(Tool::PefilePython)
+    let venv = ensure_pefile(out)?;
+    let script = out.join("pecheck.py");
+    fs::write(&script, PECHECK)?;
+    run(pefile_python(&venv)
         .arg(script)
         .arg(sys)
         .arg(format!("{:#x}", entry.unwrap_or(0)))
@@ -196,27 +208,42 @@ pub(crate) fn check_image(sys: &Path, map: &Path) -> Result<()> {
     .context("pefile disagrees with the image")
 }
 
-/// Builds every driver (or `only`), post-processes and checks the images. Returns the `.sys`
-/// paths.
-pub(crate) fn build_drivers(only: Option<&str>) -> Result<Vec<PathBuf>> {
+/// The built image of `driver` and its map, in `out`.
+fn built(out: &Path, driver: &Driver, command: &str) -> Result<(PathBuf, PathBuf)> {
+    let sys = out.join(format!("{}.sys", driver.name));
+    if !sys.is_file() {
+        bail!(
+            "{} is not built (looked for {}); run {command} first",
+            driver.package,
+            sys.display()
+        );
+    }
+    Ok((sys, out.join(format!("{}.map", driver.name))))
+}
+
+/// Builds the driver packages `only` names (all when empty) into `<root>/target/driver/`,
+/// post-processes and checks the images. Returns the `.sys` paths.
+///
+/// # Errors
+/// A missing prerequisite, a failed build, or an image that fails its checks.
+pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
+    let drivers = ws.select(only)?;
     crate::prereqs::ensure()?;
-    let root = workspace_root();
     driver_toolchain()?;
-    let out = output_dir();
+    let out = ws.output_dir();
     fs::create_dir_all(&out)?;
-    let lib_dir = import_libraries(&out)?;
-    let target_dir = root.join("target");
+    let (lib_dir, defs) = import_libraries(&out)?;
+    let target_dir = ws.root.join("target");
     let mut built = Vec::new();
-    for driver in drivers()? {
-        if only.is_some_and(|p| p != driver.package) {
-            continue;
-        }
+    for driver in drivers {
         let started = std::time::Instant::now();
         println!(
             "  {}: compiling (core/alloc from source on a first build), fat-LTO link ...",
             driver.package
         );
-        run(command(Tool::SystemCargo)
+        let mut cargo = command(Tool::SystemCargo);
+        cargo
+            .current_dir(&ws.root)
             .args([
                 "rustc",
                 "--lib",
@@ -228,7 +255,11 @@ pub(crate) fn build_drivers(only: Option<&str>) -> Result<Vec<PathBuf>> {
             .args([
                 "-Zbuild-std=core,alloc,compiler_builtins",
                 "-Zbuild-std-features=compiler-builtins-mem",
-            ])
+            ]);
+        for setting in PROFILE_SETTINGS {
+            cargo.args(["--config", setting]);
+        }
+        run(cargo
             .args([
                 "--profile",
                 PROFILE,
@@ -245,7 +276,7 @@ pub(crate) fn build_drivers(only: Option<&str>) -> Result<Vec<PathBuf>> {
             .env("CARGO_TARGET_DIR", &target_dir)
             .env(
                 "CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_RUSTFLAGS",
-                link_flags(&lib_dir),
+                link_flags(&lib_dir, &defs),
             ))?;
         println!(
             "  {}: built in {:.0} s",
@@ -271,17 +302,50 @@ pub(crate) fn build_drivers(only: Option<&str>) -> Result<Vec<PathBuf>> {
             artifacts.join("deps").join(format!("{}.map", driver.name)),
             &map,
         )?;
-        check_image(&sys, &map)?;
+        check_image(&out, &sys, &map)?;
         built.push(sys);
     }
-    if built.is_empty() {
-        bail!(
-            "no driver crate matched{} in {} (a driver crate has [package.metadata.wdk.driver-model])",
-            only.map(|p| format!(" {p}")).unwrap_or_default(),
-            root.join("drivers").display()
-        );
-    }
     Ok(built)
+}
+
+/// Checks the built images of the drivers `only` names (all when empty) again, ours and
+/// pefile's.
+///
+/// # Errors
+/// An unbuilt driver or a failed check.
+pub fn check(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
+    let out = ws.output_dir();
+    let mut checked = Vec::new();
+    for driver in ws.select(only)? {
+        let (sys, map) = built(&out, driver, "cargo ebpf-ext build")?;
+        check_image(&out, &sys, &map)?;
+        checked.push(sys);
+    }
+    Ok(checked)
+}
+
+/// Runs the host tests of the drivers `only` names (all when empty): one `cargo test` per
+/// package, whose tests run the linked crate and, through [`DRIVER_DIR_VAR`], the signed
+/// image (`ebpf_ext_testing::image`).
+///
+/// # Errors
+/// An unbuilt or unsigned driver, or a failed test.
+pub fn test(ws: &Workspace, only: &[String]) -> Result<()> {
+    let out = ws.output_dir();
+    for driver in ws.select(only)? {
+        let (sys, _) = built(&out, driver, "cargo ebpf-ext build && cargo ebpf-ext sign")?;
+        if !is_signed(&sys)? {
+            bail!(
+                "{} is not signed; run cargo ebpf-ext sign first",
+                sys.display()
+            );
+        }
+        run(command(Tool::Cargo)
+            .current_dir(&ws.root)
+            .args(["test", "--package", &driver.package])
+            .env(DRIVER_DIR_VAR, &out))?;
+    }
+    Ok(())
 }
 
 /// The test-signing certificate of this checkout: created once under `target/driver/cert`.
@@ -365,22 +429,18 @@ fn sign_file(file: &Path, description: &str, out: &Path) -> Result<()> {
     .context("the signature does not verify")
 }
 
-/// Authenticode-signs each built `.sys` with the test certificate, verifies it, and checks
-/// the signed image again.
-pub(crate) fn sign() -> Result<Vec<PathBuf>> {
-    let out = output_dir();
+/// Authenticode-signs the built `.sys` of each driver `only` names (all when empty) with the
+/// test certificate, verifies it, and checks the signed image again.
+///
+/// # Errors
+/// An unbuilt driver, a failed signature or check.
+pub fn sign(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
+    let out = ws.output_dir();
     let mut signed = Vec::new();
-    for driver in drivers()? {
-        let sys = out.join(format!("{}.sys", driver.name));
-        if !sys.is_file() {
-            bail!(
-                "{} is not built; run cargo xtask build-drivers first",
-                sys.display()
-            );
-        }
+    for driver in ws.select(only)? {
+        let (sys, map) = built(&out, driver, "cargo ebpf-ext build")?;
         sign_file(&sys, &driver.package, &out)?;
-        let map = out.join(format!("{}.map", driver.name));
-        check_image(&sys, &map).context("the signed image fails its checks")?;
+        check_image(&out, &sys, &map).context("the signed image fails its checks")?;
         signed.push(sys);
     }
     Ok(signed)
@@ -421,38 +481,44 @@ fn stamp_inf(inx: &str, version: &str) -> String {
     inx.replace("$DRIVERVER$", &format!("{},{version}.0", driver_date()))
 }
 
-/// Lays out `target/driver/<name>_package/` for every driver.
-pub(crate) fn package() -> Result<Vec<PathBuf>> {
-    let out = output_dir();
+/// Lays out `<root>/target/driver/<name>_package/` for each driver `only` names (all when
+/// empty): the signed image, its PDB and map, the INF stamped from the `.inx`, the `.wprp` and
+/// `.guid`, and the test certificate.
+///
+/// # Errors
+/// An unbuilt or unsigned driver, or a missing `.inx`, `.wprp` or `.guid`.
+pub fn package(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
+    let out = ws.output_dir();
+    let drivers = ws.select(only)?;
     let (_, _, cer) = test_certificate(&out)?;
-    let version = env!("CARGO_PKG_VERSION");
     let mut packages = Vec::new();
-    for driver in drivers()? {
+    for driver in drivers {
         let dir = out.join(format!("{}_package", driver.name));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
         for ext in ["sys", "pdb", "map"] {
             let file = format!("{}.{ext}", driver.name);
             fs::copy(out.join(&file), dir.join(&file)).with_context(|| {
-                format!("{file} missing; run cargo xtask build-drivers and sign first")
+                format!(
+                    "{file} missing in {}; run the build and sign steps first",
+                    out.display()
+                )
             })?;
         }
         if !is_signed(&dir.join(format!("{}.sys", driver.name)))? {
-            bail!(
-                "{}.sys is not signed; run cargo xtask sign first",
-                driver.name
-            );
+            bail!("{}.sys is not signed; run the sign step first", driver.name);
         }
-        let inx = fs::read_to_string(driver.dir.join(format!("{}.inx", driver.name)))
-            .with_context(|| format!("{} has no {}.inx", driver.package, driver.name))?;
+        let inx_path = driver.dir.join(format!("{}.inx", driver.name));
+        let inx = fs::read_to_string(&inx_path)
+            .with_context(|| format!("{} has no {}", driver.package, inx_path.display()))?;
         fs::write(
             dir.join(format!("{}.inf", driver.name)),
-            stamp_inf(&inx, version),
+            stamp_inf(&inx, &driver.version),
         )?;
         for ext in ["wprp", "guid"] {
-            let file = format!("{}.{ext}", driver.name);
-            fs::copy(driver.dir.join(&file), dir.join(&file))
-                .with_context(|| format!("{} has no {file}", driver.package))?;
+            let file = driver.dir.join(format!("{}.{ext}", driver.name));
+            fs::copy(&file, dir.join(file.file_name().unwrap_or_default()))
+                .with_context(|| format!("{} has no {}", driver.package, file.display()))?;
         }
         fs::copy(&cer, dir.join("EbpfExtLocalTestCert.cer"))?;
         if cfg!(windows) && command(Tool::Inf2cat).arg("/?").output().is_ok() {
@@ -477,30 +543,6 @@ pub(crate) fn package() -> Result<Vec<PathBuf>> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::std_instead_of_alloc, reason = "host test")]
-    use std::collections::BTreeSet;
-
-    fn def_exports(name: &str) -> (String, BTreeSet<String>) {
-        let path = super::workspace_root()
-            .join("xtask")
-            .join("link")
-            .join(name);
-        let text = std::fs::read_to_string(path).expect("def file");
-        let library = text
-            .lines()
-            .find_map(|l| l.strip_prefix("LIBRARY "))
-            .expect("LIBRARY line")
-            .to_owned();
-        let exports = text
-            .lines()
-            .skip_while(|l| l.trim() != "EXPORTS")
-            .skip(1)
-            .map(|l| l.trim().to_owned())
-            .filter(|l| !l.is_empty() && !l.starts_with(';'))
-            .collect();
-        (library, exports)
-    }
-
     #[test]
     fn driver_dates_are_civil_dates() {
         assert_eq!(super::civil_from_days(0), (1970, 1, 1));
@@ -510,24 +552,22 @@ mod tests {
     }
 
     #[test]
-    fn def_files_list_exactly_the_declared_kernel_imports() {
-        for (def, module, extra) in [
-            ("ntoskrnl.def", "ntoskrnl.exe", &["__chkstk"][..]),
-            ("netio.def", "NETIO.SYS", &[][..]),
-        ] {
-            let (library, exports) = def_exports(def);
-            assert_eq!(library, module);
-            let declared: BTreeSet<String> = ebpf_ext_sys::imports()
-                .filter(|i| i.module == module)
-                .map(|i| i.name.to_owned())
-                .chain(extra.iter().map(|s| (*s).to_owned()))
-                .collect();
-            assert_eq!(
-                exports, declared,
-                "{def} differs from ebpf-ext-sys's declarations"
+    fn the_link_names_every_generated_import_library() {
+        let defs = crate::imports::def_files();
+        let flags = super::link_flags(std::path::Path::new("/lib"), &defs);
+        for lib in ["ntoskrnl.lib", "rpcrt4.lib"] {
+            assert!(flags.contains(&format!("link-arg={lib}")), "{flags}");
+        }
+    }
+
+    #[test]
+    fn the_driver_profile_is_complete() {
+        let settings = super::PROFILE_SETTINGS.join(" ");
+        for key in ["inherits", "lto", "codegen-units", "panic", "debug"] {
+            assert!(
+                settings.contains(&format!("profile.driver.{key}=")),
+                "{key}"
             );
         }
-        let (library, exports) = def_exports("rpcrt4.def");
-        assert_eq!((library.as_str(), exports.len()), ("rpcrt4.dll", 0));
     }
 }

@@ -2,7 +2,7 @@
 //! writes — and the checks every driver must pass. Reading goes through the loader's parser
 //! (`ebpf_ext_pe_loader::pe::parse`, which validates every header, section, import and
 //! directory): the workspace has one PE reader. Python `pefile` checks the same properties
-//! independently (`xtask/pecheck.py`).
+//! independently (`pecheck.py`, compiled into cargo-ebpf-ext).
 
 use anyhow::{Context, Result, anyhow};
 use ebpf_ext_pe_loader::pe::{

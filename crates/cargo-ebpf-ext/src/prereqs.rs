@@ -1,10 +1,11 @@
-//! The one list of prerequisites (`xtask/prerequisites.tsv`) and the only place xtask starts a
-//! program.
+//! The one list of prerequisites (`crates/cargo-ebpf-ext/prerequisites.tsv`) and the only
+//! place cargo-ebpf-ext (and xtask, its client) starts a program.
 //!
-//! Every program xtask runs is a [`Tool`], and every `Tool` names its line of the list, so a
+//! Every program either runs is a [`Tool`], and every `Tool` names its line of the list, so a
 //! program cannot be run without saying which package brings it. `.ci/run` installs the list's
 //! Debian lines before xtask is built (xtask itself needs the host C linker); `cargo xtask
-//! prereqs --install` installs the rest; the README's table is rendered from the same lines.
+//! prereqs --install` (or `cargo ebpf-ext prereqs --install`) installs the rest; the README's
+//! table is rendered from the same lines.
 
 use core::fmt::Write as _;
 use std::ffi::OsString;
@@ -14,13 +15,14 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::exec::run;
+use std::path::Path;
 
-/// The list itself, compiled into xtask (the build reruns when it changes).
+/// The list itself, compiled in (the build reruns when it changes).
 const LIST: &str = include_str!("../prerequisites.tsv");
 
 /// Where a prerequisite comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
+pub enum Source {
     /// A Debian package (`apt-get install`).
     Debian,
     /// A rustup toolchain component (`rustup component add`).
@@ -58,22 +60,23 @@ impl Source {
 
 /// One line of the list.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Prerequisite {
+pub struct Prerequisite {
     /// Where it comes from.
-    pub(crate) source: Source,
+    pub source: Source,
     /// What to install: a package, component or crate name (`cargo-web`).
-    pub(crate) name: &'static str,
+    pub name: &'static str,
     /// The file or program the project uses from it (`/usr/bin/cargo`).
-    pub(crate) provides: &'static str,
+    pub provides: &'static str,
     /// What uses it.
-    pub(crate) purpose: &'static str,
+    pub purpose: &'static str,
 }
 
 /// Every line of the list, in order.
 ///
 /// # Panics
 /// If the list is malformed; a unit test parses it, so a malformed list never ships.
-pub(crate) fn list() -> Vec<Prerequisite> {
+#[must_use]
+pub fn list() -> Vec<Prerequisite> {
     LIST.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|line| {
@@ -92,10 +95,10 @@ pub(crate) fn list() -> Vec<Prerequisite> {
         .collect()
 }
 
-/// A program xtask runs. Each names the line of the list that brings it.
+/// A program cargo-ebpf-ext or xtask runs. Each names the line of the list that brings it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Tool {
-    /// The cargo running xtask (`$CARGO`), from the rustup toolchain.
+pub enum Tool {
+    /// The cargo running this tool (`$CARGO`), from the rustup toolchain.
     Cargo,
     /// `rustup` itself (adds components).
     Rustup,
@@ -146,7 +149,8 @@ impl Tool {
     ];
 
     /// The `name` column of the list's line that brings this tool.
-    pub(crate) fn package(self) -> &'static str {
+    #[must_use]
+    pub fn package(self) -> &'static str {
         match self {
             Self::Cargo | Self::Rustup => "rustup",
             Self::SystemCargo => "cargo-web",
@@ -165,7 +169,8 @@ impl Tool {
     }
 
     /// The program to start.
-    pub(crate) fn program(self) -> OsString {
+    #[must_use]
+    pub fn program(self) -> OsString {
         match self {
             Self::Cargo => std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
             Self::Rustup => "rustup".into(),
@@ -175,10 +180,8 @@ impl Tool {
             Self::Osslsigncode => "osslsigncode".into(),
             Self::Openssl => "openssl".into(),
             Self::Python3 => "python3".into(),
-            Self::PefilePython => crate::drivers::pefile_venv()
-                .join("bin")
-                .join("python")
-                .into(),
+            // The venv's own: see [`pefile_python`].
+            Self::PefilePython => "python".into(),
             Self::DpkgQuery => "dpkg-query".into(),
             Self::AptGet => "apt-get".into(),
             Self::Id => "id".into(),
@@ -188,7 +191,11 @@ impl Tool {
     }
 
     /// Its line of the list.
-    pub(crate) fn prerequisite(self) -> Prerequisite {
+    ///
+    /// # Panics
+    /// If the list lacks it (a unit test checks every tool has its line).
+    #[must_use]
+    pub fn prerequisite(self) -> Prerequisite {
         list()
             .into_iter()
             .find(|p| p.name == self.package())
@@ -201,18 +208,26 @@ impl Tool {
     }
 
     /// How to get it, for error messages.
-    pub(crate) fn hint(self) -> String {
+    #[must_use]
+    pub fn hint(self) -> String {
         install_hint(&self.prerequisite())
     }
 }
 
 /// The pefile version the image check installs (its line of the list).
-pub(crate) const PEFILE: &str = "pefile==2024.8.26";
+pub const PEFILE: &str = "pefile==2024.8.26";
 
-/// A command for `tool`: the only `Command::new` in xtask, so every program it runs is on the
-/// list (a unit test checks there is no other).
-pub(crate) fn command(tool: Tool) -> Command {
+/// A command for `tool`: with [`pefile_python`], the only `Command::new` in cargo-ebpf-ext and
+/// xtask, so every program they run is on the list (a unit test checks there is no other).
+#[must_use]
+pub fn command(tool: Tool) -> Command {
     Command::new(tool.program())
+}
+
+/// [`Tool::PefilePython`]: the Python of the image check's virtual environment `venv`.
+#[must_use]
+pub fn pefile_python(venv: &Path) -> Command {
+    Command::new(venv.join("bin").join("python"))
 }
 
 fn install_hint(p: &Prerequisite) -> String {
@@ -220,7 +235,10 @@ fn install_hint(p: &Prerequisite) -> String {
         Source::Debian => format!("sudo apt-get install {}", p.name),
         Source::Rustup => format!("rustup component add {}", p.name),
         Source::Crate => format!("cargo install --locked {}", p.name),
-        Source::Pypi => format!("pip install {} (xtask does this in its venv)", p.name),
+        Source::Pypi => format!(
+            "pip install {} (the image check does this in its venv)",
+            p.name
+        ),
         Source::Windows => format!("{} on a Windows host", p.name),
     }
 }
@@ -273,19 +291,22 @@ fn has_dpkg() -> bool {
     runs("dpkg-query", "--version")
 }
 
-/// Options of `cargo xtask prereqs`.
+/// Options of `prereqs`.
 #[derive(Args)]
-pub(crate) struct Options {
+pub struct Options {
     /// Install what is missing (Debian packages need root).
     #[arg(long)]
-    install: bool,
+    pub install: bool,
     /// Print the list as the README's Markdown table.
     #[arg(long, conflicts_with = "install")]
-    markdown: bool,
+    pub markdown: bool,
 }
 
-/// `cargo xtask prereqs [--install | --markdown]`.
-pub(crate) fn prereqs(options: &Options) -> Result<()> {
+/// `prereqs [--install | --markdown]`: the state of each line, or install, or the table.
+///
+/// # Errors
+/// As [`ensure`].
+pub fn prereqs(options: &Options) -> Result<()> {
     if options.markdown {
         print!("{}", markdown());
         return Ok(());
@@ -311,7 +332,8 @@ pub(crate) fn prereqs(options: &Options) -> Result<()> {
 }
 
 /// The README's table of the list.
-pub(crate) fn markdown() -> String {
+#[must_use]
+pub fn markdown() -> String {
     let mut table = String::from("| From | Install | Used from it | For |\n|---|---|---|---|\n");
     for p in list() {
         let _ = writeln!(
@@ -328,7 +350,10 @@ pub(crate) fn markdown() -> String {
 
 /// Ensures every line that applies to this host is present: installs what is missing (Debian
 /// packages only as root), otherwise fails naming each missing line and how to get it.
-pub(crate) fn ensure() -> Result<()> {
+///
+/// # Errors
+/// A missing line it cannot install, or a failed install.
+pub fn ensure() -> Result<()> {
     let missing: Vec<Prerequisite> = list()
         .into_iter()
         .filter(|p| present(p) == Some(false))
@@ -378,11 +403,16 @@ pub(crate) fn ensure() -> Result<()> {
 mod tests {
     use super::*;
 
-    /// xtask's folder, as cargo tells the running test (not compiled in).
+    /// This crate's folder, as cargo tells the running test (not compiled in).
     fn manifest_dir() -> std::path::PathBuf {
         std::env::var_os("CARGO_MANIFEST_DIR")
             .expect("cargo sets CARGO_MANIFEST_DIR for tests")
             .into()
+    }
+
+    /// The SDK's workspace root.
+    fn root() -> std::path::PathBuf {
+        manifest_dir().join("..").join("..")
     }
 
     #[test]
@@ -427,16 +457,28 @@ mod tests {
         }
     }
 
-    /// xtask starts programs only through [`command`] (or the two probes in this module),
-    /// so no program escapes the list.
+    /// cargo-ebpf-ext and xtask start programs only through [`command`] and
+    /// [`pefile_python`] (or the probe in this module), so no program escapes the list.
     #[test]
-    fn xtask_starts_programs_only_through_the_list() {
-        let src = manifest_dir().join("src");
+    fn programs_start_only_through_the_list() {
         let mut offenders = Vec::new();
-        for entry in std::fs::read_dir(&src).expect("xtask/src") {
-            let path = entry.expect("entry").path();
+        let mut sources = Vec::new();
+        for src in [manifest_dir().join("src"), root().join("xtask").join("src")] {
+            for entry in std::fs::read_dir(&src).expect("a src folder") {
+                sources.push(entry.expect("entry").path());
+            }
+        }
+        assert!(sources.len() > 5, "{sources:?}");
+        for path in sources {
+            if path.is_dir() {
+                continue;
+            }
             let text = std::fs::read_to_string(&path).expect("source");
-            let allowed = if path.ends_with("prereqs.rs") { 2 } else { 0 };
+            let allowed = if path.ends_with("cargo-ebpf-ext/src/prereqs.rs") {
+                3
+            } else {
+                0
+            };
             let found = text.matches(concat!("Command", "::new(")).count();
             if found != allowed {
                 offenders.push(format!("{}: {found}", path.display()));
@@ -450,7 +492,7 @@ mod tests {
 
     #[test]
     fn the_readme_shows_the_list() {
-        let readme = manifest_dir().join("../README.md");
+        let readme = root().join("README.md");
         let readme = std::fs::read_to_string(readme).expect("README.md");
         assert!(
             readme.contains(&markdown()),
@@ -461,10 +503,11 @@ mod tests {
 
     #[test]
     fn ci_installs_from_the_list() {
-        let root = manifest_dir().join("..");
+        let root = root();
         let ci = std::fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
         assert!(
-            ci.contains("xtask/prerequisites.tsv") && ci.contains("cargo xtask prereqs --install")
+            ci.contains("crates/cargo-ebpf-ext/prerequisites.tsv")
+                && ci.contains("cargo xtask prereqs --install")
         );
         let workflow =
             std::fs::read_to_string(root.join(".github/workflows/ci.yml")).expect("ci.yml");
