@@ -1,0 +1,77 @@
+//! `cargo ebpf-ext`: build, sign, package, check and test the eBPF extension drivers of any
+//! workspace (see the crate's library, which the SDK's `cargo xtask` uses too).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cargo_ebpf_ext::workspace::Workspace;
+use cargo_ebpf_ext::{drivers, prereqs};
+use clap::{Args, Parser, Subcommand};
+
+/// cargo invokes `cargo-ebpf-ext ebpf-ext ARGS`.
+#[derive(Parser)]
+#[command(name = "cargo", bin_name = "cargo")]
+enum Cargo {
+    /// eBPF-for-Windows extension drivers: build, sign, package, check, test.
+    EbpfExt(Cli),
+}
+
+#[derive(Args)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which workspace and which driver packages.
+#[derive(Args)]
+struct Selection {
+    /// The workspace's (or a member's) `Cargo.toml`; otherwise the workspace around the
+    /// current directory.
+    #[arg(long, global = true)]
+    manifest_path: Option<PathBuf>,
+    /// Only this driver package (repeatable); otherwise every driver package of the
+    /// workspace (packages with `[package.metadata.wdk.driver-model]`).
+    #[arg(long, short, global = true)]
+    package: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Builds the driver packages into `.sys` images (`<workspace>/target/driver/`), with import
+    /// libraries generated from ebpf-ext-sys and the driver profile applied, and checks them.
+    Build(Selection),
+    /// Test-signs the built images (a certificate made once per workspace) and verifies them.
+    Sign(Selection),
+    /// Lays out `<workspace>/target/driver/<name>_package/` for each signed driver.
+    Package(Selection),
+    /// Checks the built images again: this tool's checks and Python pefile's.
+    Check(Selection),
+    /// Runs each driver package's host tests, linked and as its signed image.
+    Test(Selection),
+    /// The prerequisites: what is installed, `--install` for what is missing.
+    Prereqs(prereqs::Options),
+}
+
+fn workspace(selection: &Selection) -> Result<Workspace> {
+    Workspace::find(selection.manifest_path.as_deref())
+}
+
+fn report(what: &str, paths: &[PathBuf]) {
+    for path in paths {
+        println!("{what} {}", path.display());
+    }
+}
+
+fn main() -> Result<()> {
+    let Cargo::EbpfExt(cli) = Cargo::parse();
+    match cli.command {
+        Command::Build(s) => report("built", &drivers::build(&workspace(&s)?, &s.package)?),
+        Command::Sign(s) => report("signed", &drivers::sign(&workspace(&s)?, &s.package)?),
+        Command::Package(s) => report("packaged", &drivers::package(&workspace(&s)?, &s.package)?),
+        Command::Check(s) => report("checked", &drivers::check(&workspace(&s)?, &s.package)?),
+        Command::Test(s) => drivers::test(&workspace(&s)?, &s.package)?,
+        Command::Prereqs(options) => prereqs::prereqs(&options)?,
+    }
+    Ok(())
+}
