@@ -18,6 +18,9 @@ use ebpf_extension_common::sys::ntstatus::{STATUS_NOT_FOUND, STATUS_UNSUCCESSFUL
 use ebpf_extension_common::sys::wdm::FILE_DEVICE_NETWORK;
 use ebpf_extension_common::trace::trace_message_u32;
 
+use ebpf_ext_map::MapProvider;
+
+use crate::maps::{MAP_PROVIDER_MODULE_ID, SampleMap, copy_value};
 use crate::program::{PROGRAM_DATA, PROGRAM_TYPE, SampleContext};
 use crate::protocol::{MAX_BATCH, Run, RunBatch, RunBatchReply, RunReply};
 
@@ -104,10 +107,13 @@ pub fn run_batch(
     })
 }
 
-/// The running extension. Fields drop in order: the hook first, then its program type.
+/// The running extension. Fields drop in order: the hook first, then its program type, then
+/// the map provider (whose deregistration waits until every map of its type is gone);
+/// upstream registers them in the opposite order.
 pub struct SampleExt {
     hook: HookProvider<SampleHook>,
     _program_type: ProgramInfoProvider,
+    maps: MapProvider<SampleMap>,
 }
 
 impl ExtensionDriver for SampleExt {
@@ -120,11 +126,13 @@ impl ExtensionDriver for SampleExt {
     });
 
     fn start(start: &Start<'_>) -> Result<Self> {
+        let maps = MapProvider::register(MAP_PROVIDER_MODULE_ID, TAG)?;
         let program_type = start.program_type(&PROGRAM_DATA)?;
         let hook = start.hook(HOOK_CONFIG, SampleHook)?;
         Ok(SampleExt {
             hook,
             _program_type: program_type,
+            maps,
         })
     }
 
@@ -175,8 +183,20 @@ fn hook_failure(error: Error) -> Refusal {
     }
 }
 
-/// What `sample_ext_helper_map_get_value` reads: the custom map's value for `key`.
-pub(crate) fn map_get_value(map: *const c_void, key: *const u8, out: &mut [u8]) -> Option<()> {
-    let _ = (map, key, out);
-    None
+/// What `sample_ext_helper_map_get_value` reads: the custom map's value for `key`, copied to
+/// `out`; `None` if `map` is not a sample map or has no such key.
+///
+/// # Safety
+/// `map` and `key` are what a program passed to the helper (a map object of the core and a
+/// key of that map's size), during the helper call.
+pub(crate) unsafe fn map_get_value(
+    map: *const c_void,
+    key: *const u8,
+    out: &mut [u8],
+) -> Option<()> {
+    let driver = DRIVER.get()?;
+    // SAFETY: the caller's precondition.
+    let (_, stored) = unsafe { driver.maps.stored_value(map, key) }?;
+    copy_value(stored, out);
+    Some(())
 }

@@ -11,6 +11,8 @@
 //! - **Hook** ([`hook`]): attach type {f788ef4b-…}, `BPF_ATTACH_TYPE_SAMPLE` 8, link type
 //!   UNSPEC; one program per attach parameter; a run invokes one program, a batch run invokes
 //!   it once per event inside one `batch_begin`/`batch_end`.
+//! - **Custom map** ([`maps`]): `BPF_MAP_TYPE_SAMPLE_HASH_MAP` (15) on a hash map, through
+//!   the map-information NPI; programs read it with `sample_ext_helper_map_get_value` only.
 //! - **Control device** `\\.\SampleEbpfExtIoDevice` ([`protocol`]): run the hook once or as a
 //!   batch over a buffer the programs may rewrite.
 //!
@@ -22,6 +24,7 @@
 extern crate std;
 
 pub mod hook;
+pub mod maps;
 pub mod program;
 pub mod protocol;
 

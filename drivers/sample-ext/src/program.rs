@@ -229,7 +229,9 @@ extern "win64" fn map_get_value(
     }
     // SAFETY: writable memory of `size` bytes, checked by the verifier.
     let out = unsafe { core::slice::from_raw_parts_mut(value as *mut u8, size) };
-    match crate::hook::map_get_value(map as *const c_void, key as *const u8, out) {
+    // SAFETY: the map object and key the program passed (prototype PTR_TO_MAP,
+    // PTR_TO_MAP_KEY, checked by the verifier), during this call.
+    match unsafe { crate::hook::map_get_value(map as *const c_void, key as *const u8, out) } {
         Some(()) => 0,
         None => u64::MAX,
     }
