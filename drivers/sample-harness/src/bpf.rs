@@ -28,7 +28,7 @@ use ebpf_ext_sys::ebpf_base::{
     EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL, ebpf_argument_type_t, ebpf_return_type_t,
 };
 use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
-use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_SUCCESS};
+use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_usersim::Kernel;
 
 use crate::{DriverEntry, Failure, LoadedDriver, Narrator, Target, expect};
@@ -155,24 +155,48 @@ pub fn samples() -> [Sample; 2] {
                     offset: offset_of!(ProcessContext, creating_thread_id),
                 },
                 ContextField {
+                    declaration: "uint64_t creation_time",
+                    name: "creation_time",
+                    offset: offset_of!(ProcessContext, creation_time),
+                },
+                ContextField {
+                    declaration: "uint64_t exit_time",
+                    name: "exit_time",
+                    offset: offset_of!(ProcessContext, exit_time),
+                },
+                ContextField {
+                    declaration: "uint32_t process_exit_code",
+                    name: "process_exit_code",
+                    offset: offset_of!(ProcessContext, process_exit_code),
+                },
+                ContextField {
                     declaration: "uint32_t operation",
                     name: "operation",
                     offset: offset_of!(ProcessContext, operation),
                 },
                 ContextField {
-                    declaration: "uint32_t reserved",
-                    name: "reserved",
-                    offset: offset_of!(ProcessContext, reserved),
+                    declaration: "uint32_t token_sid_size",
+                    name: "token_sid_size",
+                    offset: offset_of!(ProcessContext, token_sid_size),
+                },
+                ContextField {
+                    declaration: "uint8_t token_sid[TOKEN_SID_MAX_SIZE]",
+                    name: "token_sid",
+                    offset: offset_of!(ProcessContext, token_sid),
                 },
             ],
             constants: vec![
                 (
-                    "OPERATION_CREATE",
+                    "PROCESS_OPERATION_CREATE",
                     sample_ntos_ext::OPERATION_CREATE.to_string(),
                 ),
                 (
-                    "OPERATION_EXIT",
-                    sample_ntos_ext::program::OPERATION_EXIT.to_string(),
+                    "PROCESS_OPERATION_DELETE",
+                    sample_ntos_ext::OPERATION_DELETE.to_string(),
+                ),
+                (
+                    "TOKEN_SID_MAX_SIZE",
+                    sample_ntos_ext::program::TOKEN_SID_MAX_SIZE.to_string(),
                 ),
                 ("STATUS_ACCESS_DENIED", "0xC0000022".to_owned()),
             ],
@@ -501,27 +525,27 @@ pub fn fault_kind(message: &str) -> String {
     message[..cut].to_owned()
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> u32 {
     bytes
         .get(at..at + 4)
         .and_then(|b| b.try_into().ok())
         .map_or(0, u32::from_le_bytes)
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(bytes: &[u8], at: usize) -> u64 {
     bytes
         .get(at..at + 8)
         .and_then(|b| b.try_into().ok())
         .map_or(0, u64::from_le_bytes)
 }
 
-fn map_of(program: &BpfProgram, name: &str) -> Result<std::sync::Arc<BpfMap>, Failure> {
+pub(crate) fn map_of(program: &BpfProgram, name: &str) -> Result<std::sync::Arc<BpfMap>, Failure> {
     program
         .map(name)
         .ok_or_else(|| format!("the program has no map {name}"))
 }
 
-fn hash_dump(map: &std::sync::Arc<BpfMap>) -> String {
+pub(crate) fn hash_dump(map: &std::sync::Arc<BpfMap>) -> String {
     map.keys()
         .iter()
         .map(|k| {
@@ -536,7 +560,7 @@ fn hash_dump(map: &std::sync::Arc<BpfMap>) -> String {
         .join(" ")
 }
 
-fn per_cpu_total(map: &std::sync::Arc<BpfMap>) -> Result<u64, Failure> {
+pub(crate) fn per_cpu_total(map: &std::sync::Arc<BpfMap>) -> Result<u64, Failure> {
     let values = map
         .lookup_per_cpu(&0u32.to_le_bytes())
         .map_err(|e| e.to_string())?
@@ -545,7 +569,7 @@ fn per_cpu_total(map: &std::sync::Arc<BpfMap>) -> Result<u64, Failure> {
 }
 
 /// Loads `section` and expects the load to be refused; returns the refusal.
-fn expect_refused(
+pub(crate) fn expect_refused(
     object: &BpfObject,
     section: &str,
     info: &std::sync::Arc<ProgramInfo>,
@@ -808,181 +832,6 @@ pub fn net_scenario(
     ));
     link.detach().map_err(|e| e.to_string())?;
     kernel.close(handle);
-    drop(info_client);
-    driver.unload();
-    kernel.assert_no_leaks();
-    Ok(report)
-}
-
-fn process(id: usize, command_line: Option<&str>) -> ebpf_ext_usersim::NewProcess {
-    ebpf_ext_usersim::NewProcess {
-        process_id: id,
-        parent_process_id: 4,
-        creating_process_id: 4,
-        creating_thread_id: 40,
-        image_file_name: format!("\\??\\C:\\Windows\\p{id}.exe"),
-        command_line: command_line.map(str::to_owned),
-    }
-}
-
-/// The ntos sample's BPF scenario on `target`: a load-time refusal, the main program
-/// through creation and exit (deny and allow), every map, the image-path helper with a
-/// short and a long buffer, and a faulting program failing only its invocation.
-///
-/// # Errors
-/// The first expectation that did not hold.
-///
-/// # Panics
-/// If something leaked after unload (usersim's leak check).
-#[expect(clippy::too_many_lines, reason = "one narrated scenario")]
-pub fn ntos_scenario(
-    kernel: &Kernel,
-    target: Target<'_>,
-    object: &BpfObject,
-    say: Narrator<'_>,
-) -> Result<BpfReport, Failure> {
-    use sample_ntos_ext::hook::ATTACH_TYPE;
-    use sample_ntos_ext::program::PROGRAM_TYPE;
-    let mut report = BpfReport::default();
-    let crate::Opened {
-        driver,
-        info_client,
-        info,
-        ..
-    } = crate::open(target, "SampleNtosEbpfExt", PROGRAM_TYPE, say)?;
-    let overrun = expect_refused(object, "sample_process/context_overrun", &info)?;
-    expect!(
-        matches!(overrun, BpfError::ContextAccess { offset: 56, .. }),
-        "context overrun: {overrun}"
-    );
-    report.add(format!("refused: {overrun}"));
-    let program = BpfProgram::load(object, "sample_process", &info).map_err(|e| e.to_string())?;
-    let wrong_type = program
-        .attach(LinkSpec::new(
-            sample_netebpf_ext::program::PROGRAM_TYPE,
-            ATTACH_TYPE,
-        ))
-        .err()
-        .ok_or("a link of another program type was accepted")?;
-    report.add(format!("refused: {wrong_type}"));
-    let link = program
-        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
-        .map_err(|e| e.to_string())?;
-    let mut creations = Vec::new();
-    for (id, command) in [
-        (100, Some("p100.exe readme.txt")),
-        (101, Some("p101.exe --forbidden")),
-        (102, None),
-    ] {
-        let status = kernel.create_process(&process(id, command));
-        creations.push((id, status));
-        report.add(format!(
-            "create {id} {command:?}: {}",
-            crate::status::describe(status)
-        ));
-    }
-    expect!(
-        creations
-            == [
-                (100, STATUS_SUCCESS),
-                (101, STATUS_ACCESS_DENIED),
-                (102, STATUS_SUCCESS)
-            ],
-        "creations {creations:?}"
-    );
-    expect!(kernel.exit_process(100), "exit 100");
-    let operations = map_of(&program, "operations")?;
-    let operation = |i: u32| -> Result<u64, Failure> {
-        Ok(u64_at(
-            &operations
-                .lookup(&i.to_le_bytes())
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default(),
-            0,
-        ))
-    };
-    expect!(
-        operation(0)? == 3 && operation(1)? == 1,
-        "operations {:?} {:?}",
-        operation(0),
-        operation(1)
-    );
-    report.add(format!(
-        "operations (array): {} creations, {} exits",
-        operation(0)?,
-        operation(1)?
-    ));
-    let lengths = hash_dump(&map_of(&program, "image_lengths")?);
-    expect!(
-        lengths == "101=46 102=46",
-        "image_lengths (100 removed on exit): {lengths}"
-    );
-    report.add(format!("image_lengths (hash): {lengths}"));
-    let per_cpu = per_cpu_total(&map_of(&program, "per_cpu")?)?;
-    expect!(per_cpu == 4, "per_cpu total {per_cpu}");
-    report.add(format!("per_cpu (per-CPU array): total {per_cpu}"));
-    let parents = hash_dump(&map_of(&program, "recent_parents")?);
-    expect!(parents == "101=4 102=4", "recent_parents: {parents}");
-    report.add(format!("recent_parents (LRU hash): {parents}"));
-    let records = map_of(&program, "events")?.drain_records();
-    expect!(records.len() == 4, "{} ring records", records.len());
-    for record in &records {
-        let prefix = (u32_at(record, 28) as usize).min(64);
-        let image: Vec<u16> = record[32..32 + prefix]
-            .chunks_exact(2)
-            .map(|p| u16::from_le_bytes([p[0], p[1]]))
-            .collect();
-        report.add(format!(
-            "events (ring buffer): pid {} operation {} short buffer {} image length {} command length {} verdict {:#x} image {:?}",
-            u64_at(record, 0),
-            u32_at(record, 8),
-            u32_at(record, 12).cast_signed(),
-            u32_at(record, 16),
-            u32_at(record, 20),
-            u32_at(record, 24),
-            String::from_utf16_lossy(&image)
-        ));
-    }
-    expect!(
-        u32_at(&records[0], 12).cast_signed() == -1 && u32_at(&records[0], 16) == 46,
-        "image path helper: {:?}",
-        &records[0][..32]
-    );
-    let printk = program.printk_lines();
-    expect!(printk.len() == 4, "printk {printk:?}");
-    report
-        .lines
-        .extend(printk.iter().map(|l| format!("printk: {l}")));
-    expect!(program.faults().is_empty(), "faults {:?}", program.faults());
-    link.detach().map_err(|e| e.to_string())?;
-
-    let faulty = BpfProgram::load(object, "sample_process/out_of_bounds", &info)
-        .map_err(|e| e.to_string())?;
-    let faulty_link = faulty
-        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
-        .map_err(|e| e.to_string())?;
-    let status = kernel.create_process(&process(103, Some("p103.exe")));
-    let messages = faulty.faults();
-    expect!(messages.len() == 1, "faults {messages:?}");
-    report.add(format!(
-        "sample_process/out_of_bounds: create 103 {}: {}",
-        crate::status::describe(status),
-        fault_kind(&messages[0])
-    ));
-    let status = kernel.create_process(&process(104, None));
-    expect!(
-        status == STATUS_SUCCESS && faulty.faults().len() == 1,
-        "no command line, no fault: {}",
-        crate::status::describe(status)
-    );
-    faulty_link.detach().map_err(|e| e.to_string())?;
-    for id in [102, 103, 104] {
-        let _ = kernel.exit_process(id);
-    }
-    say(&format!(
-        "BPF sample_process.o (clang): {} runs via link attach: deny/allow, 5 map types, command-line range, helper by id; bad loads and faults refused",
-        program.runs()
-    ));
     drop(info_client);
     driver.unload();
     kernel.assert_no_leaks();

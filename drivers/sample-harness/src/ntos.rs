@@ -1,16 +1,25 @@
-//! The `sample-ntos-ext` scenario.
+//! The `sample-ntos-ext` scenarios: programs in Rust ([`scenario`]) and the clang-built BPF
+//! programs of `bpf/sample_process.c` ([`bpf_scenario`]), through the process hook and
+//! through test runs (`context_create` → program → `context_destroy`).
 
 use core::ffi::c_void;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use ebpf_ext_core_sim::{Link, LinkSpec};
+use ebpf_ext_core_sim::bpf::{BpfError, BpfObject, BpfProgram, TestRun};
+use ebpf_ext_core_sim::{Link, LinkSpec, ProgramInfoClient};
+use ebpf_ext_sys::ebpf_result::EBPF_INVALID_ARGUMENT;
 use ebpf_ext_sys::ntdef::NTSTATUS;
 use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_SUCCESS};
 use ebpf_ext_usersim::{Kernel, NewProcess};
 use sample_ntos_ext::hook::ATTACH_TYPE;
-use sample_ntos_ext::program::{HELPER_GET_IMAGE_PATH, PROGRAM_TYPE};
+use sample_ntos_ext::program::{
+    HELPER_GET_ACCOUNT_NAME, HELPER_GET_IMAGE_PATH, NOTIFY_CONTEXT_SIZE, PROGRAM_TYPE,
+};
 use sample_ntos_ext::{OPERATION_CREATE, ProcessContext};
 
+use crate::bpf::{
+    BpfReport, expect_refused, fault_kind, hash_dump, map_of, per_cpu_total, u32_at, u64_at,
+};
 use crate::{Failure, Narrator, Target, call_helper, expect, trace_lines};
 
 /// The sample's ETW provider name.
@@ -33,7 +42,7 @@ pub struct NtosReport {
     pub traces: Vec<String>,
 }
 
-fn utf16_bytes_to_string(bytes: &[u8]) -> String {
+fn utf16(bytes: &[u8]) -> String {
     let units: Vec<u16> = bytes
         .chunks_exact(2)
         .map(|p| u16::from_le_bytes([p[0], p[1]]))
@@ -41,49 +50,59 @@ fn utf16_bytes_to_string(bytes: &[u8]) -> String {
     String::from_utf16_lossy(&units)
 }
 
-/// The logging program: records each event and the image path the helper returns.
+fn utf16_bytes(text: &str) -> Vec<u8> {
+    text.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+/// The logging program: records each event and what the image-path and account-name helpers
+/// return.
 fn logger(
-    helper: u64,
+    image_helper: u64,
+    account_helper: u64,
     log: Arc<Mutex<Vec<String>>>,
 ) -> impl Fn(*mut c_void) -> Result<u32, i32> + Send + Sync + 'static {
     move |ctx: *mut c_void| {
-        // SAFETY: the hook passes a ProcessContext.
+        // SAFETY: the hook passes a process_md_t.
         let context = unsafe { *ctx.cast::<ProcessContext>() };
         let command = if context.command_start.is_null() {
             String::from("<none>")
         } else {
             let len = context.command_end as usize - context.command_start as usize;
             // SAFETY: the data range the context descriptor names is readable.
-            utf16_bytes_to_string(unsafe {
-                core::slice::from_raw_parts(context.command_start, len)
-            })
+            utf16(unsafe { core::slice::from_raw_parts(context.command_start, len) })
         };
         let mut small = [0u8; 4];
         let mut buffer = [0u8; 256];
-        // SAFETY: the helper's prototype: context, writable buffer, its size.
-        let too_small =
-            unsafe { call_helper(helper, [ctx as u64, small.as_mut_ptr() as u64, 4, 0, 0]) };
-        // SAFETY: as above.
-        let len =
-            unsafe { call_helper(helper, [ctx as u64, buffer.as_mut_ptr() as u64, 256, 0, 0]) };
-        let image = match len {
-            0 => String::from("<none>"),
-            u64::MAX => String::from("<too long>"),
-            n => utf16_bytes_to_string(&buffer[..usize::try_from(n).unwrap_or(0)]),
+        let call = |helper: u64, out: &mut [u8]| -> i64 {
+            // SAFETY: the helpers' prototype: context, writable buffer, its size.
+            let r = unsafe {
+                call_helper(
+                    helper,
+                    [ctx as u64, out.as_mut_ptr() as u64, out.len() as u64, 0, 0],
+                )
+            };
+            #[expect(clippy::cast_possible_truncation, reason = "helpers return an int32_t")]
+            i64::from((r as u32).cast_signed())
         };
+        let too_small = call(image_helper, &mut small);
+        let len = call(image_helper, &mut buffer);
+        let image = match usize::try_from(len) {
+            Ok(0) | Err(_) => String::from("<none>"),
+            Ok(n) => utf16(&buffer[..n]),
+        };
+        let account = call(account_helper, &mut buffer);
         let operation = if context.operation == OPERATION_CREATE {
             "create"
         } else {
-            "exit"
+            "delete"
         };
-        #[expect(clippy::cast_possible_wrap, reason = "-1 is the helper's 'too small'")]
-        let too_small = too_small as i64;
         log.lock().unwrap_or_else(PoisonError::into_inner).push(format!(
-            "{operation} pid {} parent {} creator {}:{} image {image:?} (4-byte buffer: {too_small}) command {command:?}",
+            "{operation} pid {} parent {} creator {}:{} image {image:?} (4-byte buffer: {too_small}) account {account} sid {} command {command:?}",
             context.process_id,
             context.parent_process_id,
             context.creating_process_id,
             context.creating_thread_id,
+            context.token_sid_size,
         ));
         Ok(0)
     }
@@ -100,7 +119,7 @@ fn process(id: usize, command_line: Option<&str>) -> NewProcess {
     }
 }
 
-/// Runs the scenario against `target`.
+/// Runs the scenario with programs in Rust against `target`.
 ///
 /// # Errors
 /// The first expectation that did not hold.
@@ -119,10 +138,13 @@ pub fn scenario(
         info,
         helpers,
     } = crate::open(target, "SampleNtosEbpfExt", PROGRAM_TYPE, say)?;
-    let helper = info
-        .helper(HELPER_GET_IMAGE_PATH)
-        .and_then(|h| h.address)
-        .ok_or("no image-path helper address")?;
+    let address = |id| info.helper(id).and_then(|h| h.address);
+    let (Some(image_helper), Some(account_helper)) = (
+        address(HELPER_GET_IMAGE_PATH),
+        address(HELPER_GET_ACCOUNT_NAME),
+    ) else {
+        return Err("no helper address".into());
+    };
     let before = kernel.process_notify_routines();
     expect!(
         before == 0,
@@ -131,8 +153,11 @@ pub fn scenario(
 
     let log = Arc::new(Mutex::new(Vec::new()));
     let spec = || LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE);
-    let logger_link = Link::attach(spec(), logger(helper, Arc::clone(&log)))
-        .map_err(|e| format!("attach logger: {e}"))?;
+    let logger_link = Link::attach(
+        spec(),
+        logger(image_helper, account_helper, Arc::clone(&log)),
+    )
+    .map_err(|e| format!("attach logger: {e}"))?;
     let after_first = kernel.process_notify_routines();
     expect!(
         after_first == 1,
@@ -140,7 +165,7 @@ pub fn scenario(
     );
     // Denies any process whose command line asks for it.
     let denier = Link::attach(spec(), |ctx| {
-        // SAFETY: the hook passes a ProcessContext.
+        // SAFETY: the hook passes a process_md_t.
         let context = unsafe { *ctx.cast::<ProcessContext>() };
         if context.command_start.is_null() {
             return Ok(0);
@@ -148,12 +173,12 @@ pub fn scenario(
         let len = context.command_end as usize - context.command_start as usize;
         // SAFETY: the command line bytes are readable.
         let bytes = unsafe { core::slice::from_raw_parts(context.command_start, len) };
-        let deny = utf16_bytes_to_string(bytes).contains("--forbidden");
-        #[expect(
-            clippy::cast_sign_loss,
-            reason = "an NTSTATUS returned as the program's u32"
-        )]
-        Ok(if deny { STATUS_ACCESS_DENIED as u32 } else { 0 })
+        let deny = utf16(bytes).contains("--forbidden");
+        Ok(if deny {
+            STATUS_ACCESS_DENIED.cast_unsigned()
+        } else {
+            0
+        })
     })
     .map_err(|e| format!("attach denier: {e}"))?;
     say(
@@ -221,13 +246,13 @@ pub fn scenario(
     expect!(seen.len() == 4, "the logger saw {} events", seen.len());
     expect!(
         seen[0]
-            == "create pid 100 parent 4 creator 4:40 image \"\\\\??\\\\C:\\\\Windows\\\\p100.exe\" (4-byte buffer: -1) command \"p100.exe readme.txt\"",
+            == "create pid 100 parent 4 creator 4:40 image \"\\\\??\\\\C:\\\\Windows\\\\p100.exe\" (4-byte buffer: -22) account -2 sid 0 command \"p100.exe readme.txt\"",
         "first event: {}",
         seen[0]
     );
     expect!(
-        seen[3].starts_with("exit pid 100 parent 0"),
-        "exit event: {}",
+        seen[3].starts_with("delete pid 100 parent 0") && seen[3].contains("image \"<none>\""),
+        "delete event: {}",
         seen[3]
     );
     drop(info_client);
@@ -242,4 +267,297 @@ pub fn scenario(
         creations,
         traces: trace_lines(kernel, PROVIDER),
     })
+}
+
+/// The well-known SID S-1-5-18 (LocalSystem), as upstream's test-run test uses.
+const LOCAL_SYSTEM_SID: [u8; 12] = [1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0];
+
+/// A test-run input as a user-mode caller writes it: `process_notify_context_t` (296 bytes:
+/// the 64-byte header, `process_md_t` at 64, then the four `UNICODE_STRING`s at 224, 240,
+/// 256 and 272 and `account_lookup_done` at 288, upstream's offsets written out here rather
+/// than taken from the sample's structs) and the four strings packed in `data_in`.
+fn test_run_input(command: &str, account: Option<(&str, &str)>, sid: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut ctx = vec![0u8; 296];
+    let md = 64;
+    let mut put = |at: usize, bytes: &[u8]| ctx[at..at + bytes.len()].copy_from_slice(bytes);
+    put(md + 16, &1234u64.to_le_bytes());
+    put(md + 24, &4u64.to_le_bytes());
+    put(md + 32, &4u64.to_le_bytes());
+    put(md + 40, &40u64.to_le_bytes());
+    put(md + 48, &0x01DC_0000_0000_0000u64.to_le_bytes());
+    put(md + 68, &0u32.to_le_bytes()); // PROCESS_OPERATION_CREATE
+    put(
+        md + 72,
+        &u32::try_from(sid.len()).unwrap_or(0).to_le_bytes(),
+    );
+    put(md + 76, sid);
+    let (name, domain) = account.unwrap_or(("", ""));
+    let strings = [command, "\\??\\C:\\t.exe", name, domain].map(utf16_bytes);
+    for (i, s) in strings.iter().enumerate() {
+        let len = u16::try_from(s.len()).unwrap_or(0);
+        put(224 + 16 * i, &len.to_le_bytes());
+        put(224 + 16 * i + 2, &(len + 2).to_le_bytes());
+    }
+    put(288, &[u8::from(account.is_some())]);
+    (strings.concat(), ctx)
+}
+
+/// One test run of `program` (core-sim's `bpf_prog_test_run`): its result, `data_out` and
+/// `ctx_out`.
+fn test_run(
+    client: &ProgramInfoClient,
+    program: &BpfProgram,
+    (data, ctx): &(Vec<u8>, Vec<u8>),
+) -> Result<TestRun, Failure> {
+    program
+        .test_run(client, data, ctx, 1)
+        .map_err(|e| e.to_string())
+}
+
+/// One ring-buffer record of `sample_process.c`, described.
+fn describe_event(record: &[u8]) -> String {
+    let prefix = (u32_at(record, 40) as usize).min(64);
+    let account = (u32_at(record, 44) as usize).min(32);
+    format!(
+        "pid {} operation {} image path (4-byte buffer) {} image {:?} ({} bytes) account name {} {:?} domain {} command {} bytes sid {} bytes verdict {:#x}",
+        u64_at(record, 0),
+        u32_at(record, 8),
+        u32_at(record, 12).cast_signed(),
+        utf16(&record[48..48 + prefix]),
+        u32_at(record, 16).cast_signed(),
+        u32_at(record, 20).cast_signed(),
+        utf16(&record[112..112 + account]),
+        u32_at(record, 24).cast_signed(),
+        u32_at(record, 28),
+        u32_at(record, 36),
+        u32_at(record, 32),
+    )
+}
+
+/// The BPF scenario on `target`: a load-time refusal, the main program through creation and
+/// deletion (deny and allow), every map, the three process helpers, test runs through
+/// `context_create`/`context_destroy` (supplied account strings, no lookup, a denial as the
+/// run's result, malformed inputs refused), and a faulting program failing only its
+/// invocation.
+///
+/// # Errors
+/// The first expectation that did not hold.
+///
+/// # Panics
+/// If something leaked after unload (usersim's leak check).
+#[expect(clippy::too_many_lines, reason = "one narrated scenario")]
+pub fn bpf_scenario(
+    kernel: &Kernel,
+    target: Target<'_>,
+    object: &BpfObject,
+    say: Narrator<'_>,
+) -> Result<BpfReport, Failure> {
+    let mut report = BpfReport::default();
+    let mut add = |line: String| report.lines.push(line);
+    let crate::Opened {
+        driver,
+        info_client,
+        info,
+        ..
+    } = crate::open(target, "SampleNtosEbpfExt", PROGRAM_TYPE, say)?;
+    let overrun = expect_refused(object, "process/context_overrun", &info)?;
+    expect!(
+        matches!(overrun, BpfError::ContextAccess { offset: 144, .. }),
+        "context overrun: {overrun}"
+    );
+    add(format!("refused: {overrun}"));
+    let program = BpfProgram::load(object, "process", &info).map_err(|e| e.to_string())?;
+    let link = program
+        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
+        .map_err(|e| e.to_string())?;
+    let mut creations = Vec::new();
+    for (id, command) in [
+        (100, Some("p100.exe readme.txt")),
+        (101, Some("p101.exe --forbidden")),
+        (102, None),
+    ] {
+        let status = kernel.create_process(&process(id, command));
+        creations.push((id, status));
+        add(format!(
+            "create {id} {command:?}: {}",
+            crate::status::describe(status)
+        ));
+    }
+    expect!(
+        creations
+            == [
+                (100, STATUS_SUCCESS),
+                (101, STATUS_ACCESS_DENIED),
+                (102, STATUS_SUCCESS)
+            ],
+        "creations {creations:?}"
+    );
+    expect!(kernel.exit_process(100), "exit 100");
+    let operations = map_of(&program, "operations")?;
+    let operation = |i: u32| -> Result<u64, Failure> {
+        Ok(u64_at(
+            &operations
+                .lookup(&i.to_le_bytes())
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default(),
+            0,
+        ))
+    };
+    expect!(
+        operation(0)? == 3 && operation(1)? == 1,
+        "operations {:?} {:?}",
+        operation(0),
+        operation(1)
+    );
+    add(format!(
+        "operations (array): {} creations, {} deletions",
+        operation(0)?,
+        operation(1)?
+    ));
+    let lengths = hash_dump(&map_of(&program, "image_lengths")?);
+    expect!(
+        lengths == "101=46 102=46",
+        "image_lengths (100 removed on delete): {lengths}"
+    );
+    add(format!("image_lengths (hash): {lengths}"));
+    let per_cpu = per_cpu_total(&map_of(&program, "per_cpu")?)?;
+    expect!(per_cpu == 4, "per_cpu total {per_cpu}");
+    add(format!("per_cpu (per-CPU array): total {per_cpu}"));
+    let parents = hash_dump(&map_of(&program, "recent_parents")?);
+    expect!(parents == "101=4 102=4", "recent_parents: {parents}");
+    add(format!("recent_parents (LRU hash): {parents}"));
+    let events = map_of(&program, "events")?;
+    let records = events.drain_records();
+    expect!(records.len() == 4, "{} ring records", records.len());
+    for record in &records {
+        add(format!("events (ring buffer): {}", describe_event(record)));
+    }
+    // Image path: -EINVAL for a short buffer, else its length; no account without a SID.
+    let first = &records[0];
+    expect!(
+        u32_at(first, 12).cast_signed() == -22
+            && u32_at(first, 16) == 46
+            && u32_at(first, 20).cast_signed() == -2
+            && u32_at(first, 24).cast_signed() == -2,
+        "helpers on creation: {}",
+        describe_event(first)
+    );
+    expect!(
+        u32_at(&records[3], 16) == 0 && u32_at(&records[3], 28) == 0,
+        "delete has no image or command: {}",
+        describe_event(&records[3])
+    );
+    let printk = program.printk_lines();
+    expect!(printk.len() == 4, "printk {printk:?}");
+    report
+        .lines
+        .extend(printk.iter().map(|l| format!("printk: {l}")));
+    let mut add = |line: String| report.lines.push(line);
+    expect!(program.faults().is_empty(), "faults {:?}", program.faults());
+    link.detach().map_err(|e| e.to_string())?;
+
+    // Test runs: supplied account strings are returned without a lookup, the denial is the
+    // run's result, the strings come back in data_out and the context without its pointers.
+    let supplied = test_run_input(
+        "t.exe --forbidden",
+        Some(("SYSTEM", "NT AUTHORITY")),
+        &LOCAL_SYSTEM_SID,
+    );
+    let out = test_run(&info_client, &program, &supplied)?;
+    let result = out.return_value;
+    let record = events.drain_records();
+    expect!(
+        result == STATUS_ACCESS_DENIED.cast_unsigned() && record.len() == 1,
+        "test run: result {result:#x}, {} records",
+        record.len()
+    );
+    let event = describe_event(&record[0]);
+    expect!(
+        u32_at(&record[0], 20) == 12
+            && u32_at(&record[0], 24) == 24
+            && u32_at(&record[0], 36) == 12,
+        "test run event: {event}"
+    );
+    expect!(
+        out.data_out == supplied.0 && out.context_out.len() == NOTIFY_CONTEXT_SIZE,
+        "test run output: {} data bytes, context {}",
+        out.data_out.len(),
+        out.context_out.len()
+    );
+    let pointers = [64, 72, 232, 248, 264, 280].map(|at| u64_at(&out.context_out, at));
+    expect!(
+        pointers == [0; 6] && u64_at(&out.context_out, 80) == 1234 && out.context_out[288] == 1,
+        "context_out pointers {pointers:x?}"
+    );
+    add(format!(
+        "test run (account supplied): result {}; {event}; data_out {} bytes as sent; context_out {} bytes, pointers cleared",
+        crate::status::describe(result.cast_signed()),
+        out.data_out.len(),
+        out.context_out.len()
+    ));
+    let result = test_run(
+        &info_client,
+        &program,
+        &test_run_input("t.exe", None, &LOCAL_SYSTEM_SID),
+    )?
+    .return_value;
+    let record = events.drain_records();
+    expect!(
+        result == 0 && u32_at(&record[0], 20).cast_signed() == -2,
+        "test run without account: {result:#x} {}",
+        describe_event(&record[0])
+    );
+    add(format!(
+        "test run (no account supplied): result {result}; {}",
+        describe_event(&record[0])
+    ));
+    let (data, ctx) = &supplied;
+    let mut long = ctx.clone();
+    long[224..226].copy_from_slice(&600u16.to_le_bytes());
+    for (what, data_in, ctx_in) in [
+        ("context one byte short", &data[..], &ctx[..295]),
+        ("no context", &data[..], &[][..]),
+        ("no data", &[][..], &ctx[..]),
+        ("data one byte short", &data[..data.len() - 1], &ctx[..]),
+        ("Length above MaximumLength", &data[..], &long[..]),
+    ] {
+        let refused = info_client.create_context(data_in, ctx_in).err();
+        expect!(
+            refused == Some(EBPF_INVALID_ARGUMENT),
+            "test run with {what}: {refused:?}"
+        );
+        add(format!("test run with {what}: EBPF_INVALID_ARGUMENT"));
+    }
+
+    let faulty =
+        BpfProgram::load(object, "process/out_of_bounds", &info).map_err(|e| e.to_string())?;
+    let faulty_link = faulty
+        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
+        .map_err(|e| e.to_string())?;
+    let status = kernel.create_process(&process(103, Some("p103.exe")));
+    let messages = faulty.faults();
+    expect!(messages.len() == 1, "faults {messages:?}");
+    add(format!(
+        "process/out_of_bounds: create 103 {}: {}",
+        crate::status::describe(status),
+        fault_kind(&messages[0])
+    ));
+    let status = kernel.create_process(&process(104, None));
+    expect!(
+        status == STATUS_SUCCESS && faulty.faults().len() == 1,
+        "no command line, no fault: {}",
+        crate::status::describe(status)
+    );
+    faulty_link.detach().map_err(|e| e.to_string())?;
+    for id in [102, 103, 104] {
+        let _ = kernel.exit_process(id);
+    }
+    say(&format!(
+        "BPF sample_process.o (clang): {} runs via link attach and test runs: deny/allow, 5 map types, the 3 process helpers; bad inputs, loads and faults refused",
+        program.runs()
+    ));
+    drop(info_client);
+    driver.unload();
+    kernel.assert_no_leaks();
+    Ok(report)
 }

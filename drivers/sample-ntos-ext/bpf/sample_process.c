@@ -1,8 +1,9 @@
-// Programs of type sample_process, built with `clang -target bpf -O2 -g -c` against the
-// generated headers in include/ (run by the sample's tests/bpf.rs in both modes).
-#include "sample_process.h"
+// Programs of ntosebpfext's `process` program type, built with `clang -target bpf -O2 -g -c`
+// against the generated headers in include/ (run by the sample's tests/bpf.rs in both modes:
+// through the process hook and through test runs).
+#include "process.h"
 
-// Events by operation: 0 creations, 1 exits.
+// Events by operation: 0 creations, 1 deletions.
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __type(key, uint32_t);
@@ -10,7 +11,7 @@ struct {
     __uint(max_entries, 2);
 } operations SEC(".maps");
 
-// Image path length (bytes) of each live process; removed on exit.
+// Image path length (bytes) of each live process; removed on delete.
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __type(key, uint64_t);
@@ -44,11 +45,16 @@ struct event {
     uint64_t process_id;
     uint32_t operation;
     int32_t short_buffer_result;
-    uint32_t image_length;
+    int32_t image_length;
+    int32_t account_name_result;
+    int32_t account_domain_result;
     uint32_t command_length;
     uint32_t verdict;
+    uint32_t token_sid_size;
     uint32_t image_prefix_length;
+    uint32_t account_prefix_length;
     uint8_t image[64];
+    uint8_t account[32];
 };
 
 static __always_inline void count(void* map, uint32_t key)
@@ -82,25 +88,35 @@ static __always_inline int forbidden(uint8_t* start, uint8_t* end)
     return 0;
 }
 
-// Records every creation and exit, keeps the maps, denies creations whose command line
-// asks for it.
-SEC("sample_process")
-int sample_process_program(sample_process_context_t* ctx)
+// Records every creation and deletion with what the three process helpers return, keeps the
+// maps, and denies creations whose command line asks for it with STATUS_ACCESS_DENIED.
+SEC("process")
+int process_monitor(process_context_t* ctx)
 {
     struct event event;
     bpf_memset(&event, sizeof(event), 0);
     event.process_id = ctx->process_id;
     event.operation = ctx->operation;
+    event.token_sid_size = ctx->token_sid_size;
     uint8_t small[4];
-    event.short_buffer_result = (int32_t)sample_process_get_image_path(ctx, small, sizeof(small));
+    event.short_buffer_result = (int32_t)bpf_process_get_image_path(ctx, small, sizeof(small));
     uint8_t image[256];
-    int64_t length = sample_process_get_image_path(ctx, image, sizeof(image));
+    int32_t length = (int32_t)bpf_process_get_image_path(ctx, image, sizeof(image));
+    event.image_length = length;
     if (length > 0) {
-        event.image_length = (uint32_t)length;
-        uint32_t prefix = length < (int64_t)sizeof(event.image) ? (uint32_t)length : sizeof(event.image);
+        uint32_t prefix = length < (int32_t)sizeof(event.image) ? (uint32_t)length : sizeof(event.image);
         bpf_memcpy_s(event.image, sizeof(event.image), image, prefix);
         event.image_prefix_length = prefix;
     }
+    uint8_t account[64];
+    int32_t name = (int32_t)bpf_process_get_account_name(ctx, account, sizeof(account));
+    event.account_name_result = name;
+    if (name > 0) {
+        uint32_t prefix = name < (int32_t)sizeof(event.account) ? (uint32_t)name : sizeof(event.account);
+        bpf_memcpy_s(event.account, sizeof(event.account), account, prefix);
+        event.account_prefix_length = prefix;
+    }
+    event.account_domain_result = (int32_t)bpf_process_get_account_domain(ctx, account, sizeof(account));
     uint8_t* start = ctx->command_start;
     uint8_t* end = ctx->command_end;
     if (start && end > start) {
@@ -108,11 +124,11 @@ int sample_process_program(sample_process_context_t* ctx)
     }
     uint32_t verdict = 0;
     uint64_t pid = ctx->process_id;
-    if (ctx->operation == OPERATION_CREATE) {
+    if (ctx->operation == PROCESS_OPERATION_CREATE) {
         if (start && forbidden(start, end)) {
             verdict = STATUS_ACCESS_DENIED;
         }
-        uint64_t image_length = event.image_length;
+        uint64_t image_length = length > 0 ? (uint64_t)length : 0;
         bpf_map_update_elem(&image_lengths, &pid, &image_length, BPF_ANY);
         uint64_t parent = ctx->parent_process_id;
         bpf_map_update_elem(&recent_parents, &pid, &parent, BPF_ANY);
@@ -129,8 +145,8 @@ int sample_process_program(sample_process_context_t* ctx)
 
 // Reads one byte past the end of the command line: the invocation must fail, not the
 // process.
-SEC("sample_process/out_of_bounds")
-int sample_process_out_of_bounds(sample_process_context_t* ctx)
+SEC("process/out_of_bounds")
+int process_out_of_bounds(process_context_t* ctx)
 {
     if (ctx->command_start >= ctx->command_end) {
         return 0;
@@ -138,11 +154,12 @@ int sample_process_out_of_bounds(sample_process_context_t* ctx)
     return *ctx->command_end;
 }
 
-// Reads past the end of the context: refused at load.
-SEC("sample_process/context_overrun")
-int sample_process_context_overrun(sample_process_context_t* ctx)
+// Reads past the end of process_md_t (the internal context behind it included): refused
+// at load.
+SEC("process/context_overrun")
+int process_context_overrun(process_context_t* ctx)
 {
-    return (int)((uint64_t*)ctx)[7];
+    return (int)((uint64_t*)ctx)[18];
 }
 
 char _license[] SEC("license") = "MIT";

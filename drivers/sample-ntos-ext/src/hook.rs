@@ -2,22 +2,23 @@
 //! attach and removed on the last detach, the deny-on-failure verdict, and the driver that
 //! starts it.
 
-use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::{self, ProcessEvent, ProcessNotify};
-use ebpf_extension_common::sys::ebpf_structs::{BPF_LINK_TYPE_PLAIN, bpf_attach_type_t};
+use ebpf_extension_common::sys::ebpf_structs::{BPF_LINK_TYPE_UNSPEC, bpf_attach_type_t};
+use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 use ebpf_extension_common::trace::{trace_message, trace_message_status, trace_message_u32};
 
 use crate::program::{
-    NotifyContext, OPERATION_CREATE, OPERATION_EXIT, PROGRAM_DATA, PROGRAM_TYPE, ProcessContext,
+    NotifyContext, OPERATION_CREATE, OPERATION_DELETE, PROGRAM_DATA, PROGRAM_TYPE, ProcessContext,
+    TOKEN_SID_MAX_SIZE,
 };
 
-/// Attach type GUID of the process hook.
-pub const ATTACH_TYPE: GUID = GUID::from_u128(0x5af54708_6942_43d6_ae75_e397995f72b0);
-/// `bpf_attach_type` number of the hook.
-pub const BPF_ATTACH_TYPE: bpf_attach_type_t = 1001;
+/// `EBPF_ATTACH_TYPE_PROCESS`.
+pub const ATTACH_TYPE: GUID = GUID::from_u128(0x66e20687_9805_4458_a0db_38e220d31685);
+/// `BPF_ATTACH_TYPE_PROCESS`.
+pub const BPF_ATTACH_TYPE: bpf_attach_type_t = 11;
 /// Pool tag of the sample's allocations.
 pub const TAG: PoolTag = PoolTag::new(*b"SPrc");
 
@@ -61,7 +62,7 @@ pub const HOOK_CONFIG: HookConfig<()> = HookConfig {
     attach_type: ATTACH_TYPE,
     program_type: PROGRAM_TYPE,
     bpf_attach_type: BPF_ATTACH_TYPE,
-    link_type: BPF_LINK_TYPE_PLAIN,
+    link_type: BPF_LINK_TYPE_UNSPEC,
     policy: AttachPolicy::Unrestricted,
     wildcard: None,
     max_clients: 64,
@@ -112,8 +113,20 @@ impl ProcessNotify for SampleProcess {
         let Some(driver) = DRIVER.get() else {
             return;
         };
-        let command = event.command_line().unwrap_or(&[]).as_ptr_range();
+        let command = event.command_line().unwrap_or(&[]);
         let (creating_process_id, creating_thread_id) = event.creating_ids();
+        #[expect(clippy::cast_possible_truncation, reason = "a UNICODE_STRING's length")]
+        let command_line = UNICODE_STRING {
+            Length: command.len() as u16,
+            MaximumLength: command.len() as u16,
+            Buffer: command.as_ptr().cast_mut().cast(),
+        };
+        let none = UNICODE_STRING {
+            Length: 0,
+            MaximumLength: 0,
+            Buffer: core::ptr::null_mut(),
+        };
+        let command = command.as_ptr_range();
         let context = NotifyContext {
             public: ProcessContext {
                 command_start: command.start.cast_mut(),
@@ -122,14 +135,25 @@ impl ProcessNotify for SampleProcess {
                 parent_process_id: event.parent_process_id(),
                 creating_process_id,
                 creating_thread_id,
+                // The SDK offers neither the times, the exit status nor the token's SID.
+                creation_time: 0,
+                exit_time: 0,
+                process_exit_code: 0,
                 operation: if event.is_creation() {
                     OPERATION_CREATE
                 } else {
-                    OPERATION_EXIT
+                    OPERATION_DELETE
                 },
-                reserved: 0,
+                token_sid_size: 0,
+                token_sid: [0; TOKEN_SID_MAX_SIZE],
             },
-            image: event.image_file_name().map_or(ptr::null(), ptr::from_ref),
+            process: core::ptr::null_mut(),
+            create_info: core::ptr::null_mut(),
+            command_line,
+            image_file_name: event.image_file_name().copied().unwrap_or(none),
+            account_name: none,
+            account_domain: none,
+            account_lookup_done: 0,
         };
         if let Some(status) = fire(&driver.hook, context) {
             trace_message_status!(

@@ -1,19 +1,16 @@
-//! An ntosebpfext-style eBPF extension, written on `ebpf-extension-common` only: process
-//! creation and exit run `sample_process` programs, which can deny a creation.
+//! A port of ntosebpfext's process extension on `ebpf-extension-common`, binary compatible with
+//! it: programs built for ntosebpfext's `process` program type run against this driver unchanged.
 //!
-//! - **Program type** `sample_process` ([`program`]): programs see a [`ProcessContext`]
-//!   (process, parent and creating ids, the operation, and the command line as their data)
-//!   and may call `sample_process_get_image_path` to copy the image path.
-//! - **Hook** ([`hook`]): any number of programs attach, with no parameter (ntosebpfext's
-//!   process hook policy). The process notify routine (`PsSetCreateProcessNotifyRoutineEx`)
-//!   is registered when the first program attaches and removed when the last detaches; the
+//! - **Program type** `process` ([`program`]): programs see ntosebpfext's `process_md_t`
+//!   ([`ProcessContext`]) and may call `bpf_process_get_image_path`,
+//!   `bpf_process_get_account_name` and `bpf_process_get_account_domain`; `context_create`
+//!   accepts the notify routine's whole context for test runs.
+//! - **Hook** ([`hook`]): any number of programs, no parameter. The process notify routine
+//!   is registered when the first program attaches and removed when the last detaches (the
 //!   kernel accepts it only from an image linked with `/INTEGRITYCHECK`, which
-//!   `cargo xtask build-drivers` sets.
-//! - **Verdict**: on creation, a program returning a failure `NTSTATUS` (negative) denies the
-//!   creation with that status; later programs do not run. On exit the return is ignored.
-//!
-//! Everything else — `DriverEntry`, unload, NMR, client validation, rundown, ETW, the notify
-//! routine's registration — is the SDK's; the only `unsafe` is in the helper.
+//!   `cargo xtask build-drivers` sets).
+//! - **Verdict**: on creation, the first program returning a failure `NTSTATUS` denies the
+//!   creation with that status and later programs do not run; on delete results are ignored.
 #![no_std]
 
 // Host builds of the `cdylib` need a panic handler and unwinding: the host's `std`'s.
@@ -24,7 +21,7 @@ pub mod hook;
 pub mod program;
 
 pub use hook::driver_entry;
-pub use program::{OPERATION_CREATE, OPERATION_EXIT, ProcessContext};
+pub use program::{NotifyContext, OPERATION_CREATE, OPERATION_DELETE, ProcessContext};
 
 tracelogging::define_provider!(
     TRACE_PROVIDER,

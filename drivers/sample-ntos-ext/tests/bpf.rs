@@ -10,7 +10,8 @@
 
 use ebpf_ext_core_sim::bpf::BpfObject;
 use ebpf_ext_usersim::Kernel;
-use sample_harness::bpf::{ntos_scenario, samples};
+use sample_harness::bpf::samples;
+use sample_harness::ntos::bpf_scenario;
 use sample_harness::{Target, binary};
 
 fn object() -> BpfObject {
@@ -23,7 +24,7 @@ fn bpf_programs_run_identically_in_the_linked_crate_and_the_signed_image() {
     let object = object();
     let native = {
         let kernel = Kernel::new();
-        ntos_scenario(
+        bpf_scenario(
             &kernel,
             Target::Native(sample_ntos_ext::driver_entry),
             &object,
@@ -34,7 +35,7 @@ fn bpf_programs_run_identically_in_the_linked_crate_and_the_signed_image() {
     let kernel = Kernel::new();
     let image = binary::load_sample(&kernel, "sample_ntos_ext").expect("image");
     let from_image =
-        ntos_scenario(&kernel, Target::Image(&image), &object, &mut |_| {}).expect("image");
+        bpf_scenario(&kernel, Target::Image(&image), &object, &mut |_| {}).expect("image");
     assert_eq!(from_image, native);
     assert!(native.lines.len() > 10, "{native:#?}");
     drop(kernel);

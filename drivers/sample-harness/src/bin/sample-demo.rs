@@ -212,7 +212,7 @@ fn run() -> Result<(), String> {
         sample_ntos_ext::driver_entry,
         ntos::scenario,
         |r| &r.traces,
-        (1, "sample_process.c", bpf::ntos_scenario),
+        (1, "sample_process.c", ntos::bpf_scenario),
         binary_mode.then_some(&mut expected),
     )?;
     if checking && !expected.is_empty() {
