@@ -331,6 +331,16 @@ pub(crate) fn with_frame<R>(frame: Frame, f: impl FnOnce() -> R) -> (R, Option<S
     (result, fault)
 }
 
+/// Runs `f` with the program of this thread's running invocation (`None` outside one).
+pub(crate) fn current_program<R>(f: impl FnOnce(&BpfProgram) -> Option<R>) -> Option<R> {
+    FRAMES.with(|frames| {
+        let program = frames.try_borrow().ok()?.last()?.program;
+        // SAFETY: the frame is pushed by `BpfProgram::run`, which holds the program for the
+        // whole invocation.
+        f(unsafe { &*program })
+    })
+}
+
 /// Bytes of the interpreter's stack (rbpf's `STACK_SIZE`).
 pub(crate) const STACK_SIZE: u64 = 512;
 /// The call slot of the stack probe the loader puts in front of every program.
@@ -388,13 +398,26 @@ fn dispatch(slot: usize, args: [u64; 5]) -> u64 {
         }
         match helper.target {
             Target::Extension(address) => {
+                // An extension receives the map object, not the program's handle.
+                let mut args = args;
+                for (arg, kind) in args.iter_mut().zip(helper.arguments) {
+                    if kind == EBPF_ARGUMENT_TYPE_PTR_TO_MAP {
+                        *arg = program
+                            .map_by_handle(*arg)
+                            .map_or(0, BpfMap::object_address);
+                    }
+                }
                 // SAFETY: an address the provider published for this helper, a function in
                 // the helper calling convention; its pointer arguments were checked against
                 // its prototype; the context goes sixth, as the core passes it.
                 let function: ExtensionHelper =
                     unsafe { core::mem::transmute::<u64, ExtensionHelper>(address) };
+                let context = frame.context;
+                // The extension may call back into the core (`find_element_function`), which
+                // reads the frame: release it for the call.
+                drop(frames);
                 // SAFETY: as above.
-                unsafe { function(args[0], args[1], args[2], args[3], args[4], frame.context) }
+                unsafe { function(args[0], args[1], args[2], args[3], args[4], context) }
             }
             Target::General => match call_general(helper.id, &args, frame, program) {
                 Ok(value) => value,

@@ -1,4 +1,5 @@
-//! Maps: array, hash, per-CPU array, LRU hash and ring buffer, with eBPF for Windows' type
+//! Maps: array, hash, per-CPU array, LRU hash, ring buffer and providers' custom maps
+//! ([`super::custom`]), with eBPF for Windows' type
 //! numbers (`ebpf_map_type_t`) and helper semantics, readable and writable from test code.
 //!
 //! Values live in storage allocated once when the program is loaded, so a pointer a program
@@ -14,9 +15,10 @@ use std::sync::Mutex;
 
 use ebpf_ext_sys::ebpf_result::{
     EBPF_INVALID_ARGUMENT, EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND, EBPF_NO_MEMORY,
-    ebpf_result_t,
+    EBPF_OPERATION_NOT_SUPPORTED, ebpf_result_t,
 };
 
+use super::custom::{CustomMap, MAP_CONTEXT_OFFSET};
 use super::object::MapDefinition;
 use crate::nmr::lock;
 
@@ -67,6 +69,8 @@ enum Kind {
     Hash,
     LruHash,
     RingBuffer,
+    /// A provider's type (the map-information NPI).
+    Custom,
 }
 
 #[derive(Default)]
@@ -97,6 +101,10 @@ pub struct BpfMap {
     storage: Box<[UnsafeCell<u8>]>,
     hash: Mutex<HashState>,
     ring: Mutex<RingState>,
+    custom: Option<CustomMap>,
+    /// The map object extension helpers receive: the provider's map context at
+    /// `MAP_CONTEXT_OFFSET` (NULL for built-in maps).
+    object: Box<[u64; 8]>,
 }
 
 // SAFETY: the value storage is shared memory accessed through raw pointers only (BPF
@@ -122,13 +130,29 @@ impl BpfMap {
             BPF_MAP_TYPE_HASH => Kind::Hash,
             BPF_MAP_TYPE_LRU_HASH => Kind::LruHash,
             BPF_MAP_TYPE_RINGBUF => Kind::RingBuffer,
-            other => {
+            0 | 3 | 4 | 6 | 7 | 9..=12 | 14 | 16 => {
                 return Err(format!(
-                    "map {}: type {other} is not supported by core-sim (array 2, hash 1, per-CPU array 5, LRU hash 8, ring buffer 13 are)",
-                    definition.name
+                    "map {}: type {} is not supported by core-sim (array 2, hash 1, per-CPU array 5, LRU hash 8, ring buffer 13 and providers' custom types are)",
+                    definition.name, definition.map_type
                 ));
             }
+            _ => Kind::Custom,
         };
+        let custom = if kind == Kind::Custom {
+            Some(
+                CustomMap::create(
+                    definition.map_type,
+                    definition.key_size,
+                    definition.value_size,
+                    definition.max_entries,
+                )
+                .map_err(|e| format!("map {}: {e}", definition.name))?,
+            )
+        } else {
+            None
+        };
+        let mut object = Box::new([0u64; 8]);
+        object[MAP_CONTEXT_OFFSET / 8] = custom.as_ref().map_or(0, |c| c.context() as u64);
         let entries = definition.max_entries as usize;
         if entries == 0 || entries > 1 << 20 {
             return Err(format!(
@@ -147,7 +171,7 @@ impl BpfMap {
         }
         let stride = (definition.value_size as usize).next_multiple_of(8) + GUARD;
         let slots = match kind {
-            Kind::RingBuffer => 0,
+            Kind::RingBuffer | Kind::Custom => 0,
             Kind::PerCpuArray => entries * cpus,
             _ => entries,
         };
@@ -165,6 +189,8 @@ impl BpfMap {
                 ..HashState::default()
             }),
             ring: Mutex::default(),
+            custom,
+            object,
         };
         if let Some(data) = &definition.initial_data {
             let len = data.len().min(definition.value_size as usize);
@@ -178,6 +204,16 @@ impl BpfMap {
     #[must_use]
     pub fn definition(&self) -> &MapDefinition {
         &self.definition
+    }
+
+    /// The provider-backed state of a custom map.
+    pub(crate) fn custom(&self) -> Option<&CustomMap> {
+        self.custom.as_ref()
+    }
+
+    /// The address of the map object extension helpers receive for this map.
+    pub(crate) fn object_address(&self) -> u64 {
+        self.object.as_ptr() as u64
     }
 
     fn slot(&self, index: usize) -> *mut u8 {
@@ -230,7 +266,7 @@ impl BpfMap {
                 state.last_use[slot] = state.clock;
                 Some(self.slot(slot))
             }
-            Kind::RingBuffer => None,
+            Kind::RingBuffer | Kind::Custom => None,
         }
     }
 
@@ -243,6 +279,13 @@ impl BpfMap {
         flags: u64,
         cpu: Option<usize>,
     ) -> Result<(), ebpf_result_t> {
+        if self
+            .custom
+            .as_ref()
+            .is_some_and(CustomMap::refuses_programs)
+        {
+            return Err(EBPF_OPERATION_NOT_SUPPORTED);
+        }
         if value.len() != self.value_size() || flags > BPF_EXIST {
             return Err(EBPF_INVALID_ARGUMENT);
         }
@@ -298,7 +341,7 @@ impl BpfMap {
                 }
                 return Ok(());
             }
-            Kind::RingBuffer => return Err(EBPF_INVALID_ARGUMENT),
+            Kind::RingBuffer | Kind::Custom => return Err(EBPF_INVALID_ARGUMENT),
         };
         for slot in slots {
             // SAFETY: the slot holds `value_size` bytes (checked against `value`).
@@ -310,6 +353,7 @@ impl BpfMap {
     /// `bpf_map_delete_elem`.
     pub(crate) fn delete_value(&self, key: &[u8]) -> Result<(), ebpf_result_t> {
         match self.kind {
+            Kind::Custom => Err(EBPF_OPERATION_NOT_SUPPORTED),
             Kind::Hash | Kind::LruHash => {
                 let mut state = lock(&self.hash);
                 let slot = state.slots.remove(key).ok_or(EBPF_KEY_NOT_FOUND)?;
@@ -350,6 +394,9 @@ impl BpfMap {
             return Err(MapError::WrongMapType(self.definition.map_type));
         }
         self.check_key(key)?;
+        if let Some(custom) = &self.custom {
+            return custom.lookup(key).map_err(MapError::Result);
+        }
         Ok(self.value_address(key, 0).map(|p| self.read(p)))
     }
 
@@ -384,6 +431,9 @@ impl BpfMap {
     /// [`MapError::WrongSize`], or [`MapError::Result`] with what the helper would return.
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapError> {
         self.check_key(key)?;
+        if let Some(custom) = &self.custom {
+            return custom.update(key, value).map_err(MapError::Result);
+        }
         self.update_value(key, value, flags, None)
             .map_err(MapError::Result)
     }
@@ -394,12 +444,18 @@ impl BpfMap {
     /// [`MapError::Result`] with what `bpf_map_delete_elem` would return.
     pub fn delete(&self, key: &[u8]) -> Result<(), MapError> {
         self.check_key(key)?;
+        if let Some(custom) = &self.custom {
+            return custom.delete(key).map_err(MapError::Result);
+        }
         self.delete_value(key).map_err(MapError::Result)
     }
 
     /// The keys of a hash map, sorted.
     #[must_use]
     pub fn keys(&self) -> Vec<Vec<u8>> {
+        if let Some(custom) = &self.custom {
+            return custom.keys();
+        }
         let mut keys: Vec<Vec<u8>> = lock(&self.hash).slots.keys().cloned().collect();
         keys.sort();
         keys

@@ -28,6 +28,7 @@ use ebpf_ext_sys::ntdef::GUID;
 use crate::error::CoreError;
 
 mod check;
+mod custom;
 mod helpers;
 mod insn;
 mod maps;

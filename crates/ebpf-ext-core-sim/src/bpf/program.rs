@@ -116,6 +116,7 @@ impl BpfProgram {
     /// # IRQL
     /// PASSIVE_LEVEL, on a thread bound to a usersim kernel (it counts the processors for
     /// per-CPU maps).
+    #[expect(clippy::too_many_lines, reason = "the load steps in the core's order")]
     pub fn load(
         object: &BpfObject,
         section: &str,
@@ -131,6 +132,17 @@ impl BpfProgram {
             .map(|d| BpfMap::new(d, cpus).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()
             .map_err(BpfError::Map)?;
+        for map in &maps {
+            if let Some(custom) = map.custom() {
+                custom.associate(&info.program_type).map_err(|r| {
+                    BpfError::Map(format!(
+                        "{section}: the provider of map {} refuses program type {} (preprocess_associate_program_type returned {r})",
+                        map.definition().name,
+                        info.name
+                    ))
+                })?;
+            }
+        }
         for reference in &code.maps {
             let map = &maps[reference.map];
             let value = match reference.value_offset {
@@ -258,6 +270,13 @@ impl BpfProgram {
         }
         self.maps
             .get(usize::try_from(offset / MAP_HANDLE_STRIDE).ok()?)
+            .map(AsRef::as_ref)
+    }
+
+    pub(crate) fn map_by_object(&self, object: u64) -> Option<&BpfMap> {
+        self.maps
+            .iter()
+            .find(|m| m.object_address() == object)
             .map(AsRef::as_ref)
     }
 

@@ -1,0 +1,482 @@
+//! Custom maps: the core's side of the map-information NPI (`ebpf_maps.c`, "Custom Maps").
+//!
+//! A map of a type the core does not have is backed by a provider: one NMR client per map
+//! attaches to the provider whose `ebpf_map_provider_data_t` names that type (declining the
+//! others), the provider's `preprocess_map_create` makes the map context and says how many
+//! bytes the core stores per key, and every operation goes through the provider's callbacks.
+//! The core-sim keeps the stored values itself (a hash map on the provider's base type).
+//!
+//! What the core checks and the core-sim checks alike: provider data version 1 and size 48,
+//! base type hash, properties version 1 (size ≥ 25), dispatch version 1 (size 72 or 80) with
+//! create, delete and associate set and not both delete callbacks, client data {1, 40, 40}
+//! with the map-context offset, `actual_value_size` non-zero (and equal to the value size
+//! unless the provider updates the stored value, which then needs find, update and a delete
+//! callback), and BPF-program operations (lookup, update, delete) refused with
+//! `EBPF_OPERATION_NOT_SUPPORTED` when `updates_original_value` is set. Not modelled: the
+//! provider's rundown (the core's client detach waits until the maps are gone; the core-sim's
+//! does not), and programs' map helpers on custom maps without `updates_original_value`
+//! (the core-sim refuses them with `EBPF_INVALID_ARGUMENT`, lookups return NULL).
+
+use core::ffi::c_void;
+use core::ptr;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use ebpf_ext_sys::ebpf_extension::{
+    BPF_MAP_TYPE_HASH, EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER, EBPF_MAP_CLIENT_DATA_HEADER,
+    EBPF_MAP_OPERATION_MAP_CLEANUP, EBPF_MAP_OPERATION_UPDATE,
+    ebpf_base_map_client_dispatch_table_t, ebpf_base_map_provider_dispatch_table_t,
+    ebpf_map_client_data_t, ebpf_map_provider_data_t,
+};
+use ebpf_ext_sys::ebpf_extension_uuids::EBPF_MAP_INFO_EXTENSION_IID;
+use ebpf_ext_sys::ebpf_result::{
+    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_KEY_NOT_FOUND, EBPF_SUCCESS,
+    ebpf_result_t,
+};
+use ebpf_ext_sys::netioddk::{NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider};
+use ebpf_ext_sys::ntdef::{GUID, HANDLE, NT_SUCCESS, NTSTATUS};
+use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
+
+use super::helpers::current_program;
+use crate::nmr::{NmrClient, Registration, lock};
+
+/// Where, in the map object the core-sim passes to extension helpers, the provider's map
+/// context is (`map_context_offset`).
+pub(crate) const MAP_CONTEXT_OFFSET: usize = 48;
+
+/// The core's client dispatch table: only the lookup is provided.
+static CLIENT_TABLE: ClientTable = ClientTable(ebpf_base_map_client_dispatch_table_t {
+    header: EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER,
+    find_element_function: Some(find_element),
+    epoch_enter: ptr::null(),
+    epoch_exit: ptr::null(),
+    epoch_allocate_with_tag: ptr::null(),
+    epoch_allocate_cache_aligned_with_tag: ptr::null(),
+    epoch_free: ptr::null(),
+    epoch_free_cache_aligned: ptr::null(),
+});
+
+struct ClientTable(ebpf_base_map_client_dispatch_table_t);
+// SAFETY: immutable, only NULL pointers and a function.
+unsafe impl Sync for ClientTable {}
+
+/// `find_element_function`: the stored value of `key` in the map object `map` of the
+/// running program.
+unsafe extern "win64" fn find_element(
+    map: *const c_void,
+    key: *const u8,
+    value: *mut *mut u8,
+) -> ebpf_result_t {
+    if map.is_null() || key.is_null() || value.is_null() {
+        return EBPF_INVALID_ARGUMENT;
+    }
+    let found = current_program(|program| {
+        let map = program.map_by_object(map as u64)?;
+        let custom = map.custom()?;
+        let len = map.definition().key_size as usize;
+        // SAFETY: the provider passes the key the program gave its helper (checked against
+        // the key size by the helper's prototype).
+        let key = unsafe { core::slice::from_raw_parts(key, len) };
+        custom.stored_pointer(key)
+    });
+    match found {
+        Some(pointer) => {
+            // SAFETY: the provider's out slot (checked non-NULL).
+            unsafe { value.write(pointer) };
+            EBPF_SUCCESS
+        }
+        None => EBPF_KEY_NOT_FOUND,
+    }
+}
+
+/// The provider a custom map's client attached to.
+#[derive(Clone, Copy)]
+struct Bound {
+    binding: *mut c_void,
+    dispatch: ebpf_base_map_provider_dispatch_table_t,
+    updates_original_value: bool,
+}
+
+/// The NMR client of one custom map.
+struct MapClient {
+    map_type: u32,
+    data: ebpf_map_client_data_t,
+    bound: Mutex<Option<Bound>>,
+    refusal: Mutex<Option<String>>,
+}
+
+// SAFETY: the client data points to the static client table; the provider's pointers are
+// used only under the mutex, as NMR and the provider allow from any thread.
+unsafe impl Send for MapClient {}
+// SAFETY: as above.
+unsafe impl Sync for MapClient {}
+
+impl MapClient {
+    /// Checks a provider as the core's map client attach does; `Err(None)` declines it
+    /// silently (another map type).
+    ///
+    /// # Safety
+    /// `provider` is NULL or NMR's registration instance.
+    unsafe fn check(
+        &self,
+        provider: *const NPI_REGISTRATION_INSTANCE,
+    ) -> Result<Bound, Option<String>> {
+        // SAFETY: the caller's precondition.
+        let instance = unsafe { provider.as_ref() }.ok_or(None)?;
+        let data = instance
+            .NpiSpecificCharacteristics
+            .cast::<ebpf_map_provider_data_t>();
+        if data.is_null() {
+            return Err(Some("no provider data".into()));
+        }
+        // SAFETY: non-NULL provider data; the header is read first.
+        let header = unsafe {
+            data.cast::<ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t>()
+                .read()
+        };
+        if header.version != 1 || header.size < size_of::<ebpf_map_provider_data_t>() {
+            return Err(Some(format!("provider data header {header:?}")));
+        }
+        // SAFETY: a version-1 provider data of full size (checked).
+        let data = unsafe { data.read() };
+        if data.map_type != self.map_type {
+            return Err(None);
+        }
+        if data.base_map_type != BPF_MAP_TYPE_HASH {
+            return Err(Some(format!("base map type {}", data.base_map_type)));
+        }
+        // SAFETY: NULL or the provider's properties, alive while registered.
+        let properties =
+            unsafe { data.base_properties.as_ref() }.ok_or(Some("no properties".into()))?;
+        if properties.header.version != 1 || properties.header.size < 25 {
+            return Err(Some(format!("properties header {:?}", properties.header)));
+        }
+        // SAFETY: NULL or the provider's dispatch table, alive while registered.
+        let table =
+            unsafe { data.base_provider_table.as_ref() }.ok_or(Some("no dispatch table".into()))?;
+        if table.header.version != 1 || !(table.header.size == 72 || table.header.size == 80) {
+            return Err(Some(format!("dispatch header {:?}", table.header)));
+        }
+        let mut dispatch = *table;
+        if table.header.size == 72 {
+            dispatch.postprocess_map_delete_element = None;
+        }
+        if dispatch.preprocess_map_create.is_none()
+            || dispatch.postprocess_map_delete.is_none()
+            || dispatch.preprocess_associate_program_type.is_none()
+            || (dispatch.preprocess_map_delete_element.is_some()
+                && dispatch.postprocess_map_delete_element.is_some())
+        {
+            return Err(Some("dispatch table misses a required callback".into()));
+        }
+        Ok(Bound {
+            binding: ptr::null_mut(),
+            dispatch,
+            updates_original_value: properties.updates_original_value,
+        })
+    }
+}
+
+impl NmrClient for MapClient {
+    fn attach_provider(
+        &self,
+        binding: HANDLE,
+        context: *mut c_void,
+        provider: *const NPI_REGISTRATION_INSTANCE,
+    ) -> NTSTATUS {
+        // SAFETY: NMR passes its provider registration instance.
+        let mut bound = match unsafe { self.check(provider) } {
+            Ok(bound) => bound,
+            Err(None) => return STATUS_NOT_SUPPORTED,
+            Err(Some(why)) => {
+                *lock(&self.refusal) = Some(why);
+                return STATUS_NOT_SUPPORTED;
+            }
+        };
+        if lock(&self.bound).is_some() {
+            return STATUS_INVALID_PARAMETER;
+        }
+        let mut provider_dispatch: *const c_void = ptr::null();
+        // SAFETY: called from `ClientAttachProvider` with NMR's handle; the binding context is
+        // this registration's context; no client dispatch (as the core); local out slots.
+        let status = unsafe {
+            NmrClientAttachProvider(
+                binding,
+                context,
+                ptr::null(),
+                &raw mut bound.binding,
+                &raw mut provider_dispatch,
+            )
+        };
+        if NT_SUCCESS(status) {
+            *lock(&self.bound) = Some(bound);
+        }
+        status
+    }
+
+    fn detach_provider(&self) -> NTSTATUS {
+        *lock(&self.bound) = None;
+        STATUS_SUCCESS
+    }
+}
+
+/// A custom map: its client, the provider's map context and the stored values.
+pub(crate) struct CustomMap {
+    registration: Registration<MapClient>,
+    bound: Bound,
+    context: *mut c_void,
+    key_size: usize,
+    value_size: usize,
+    stored_size: usize,
+    entries: Mutex<BTreeMap<Vec<u8>, Box<[u8]>>>,
+}
+
+// SAFETY: the provider's context and callbacks may be used from any thread (the core does);
+// the entries are behind a mutex.
+unsafe impl Send for CustomMap {}
+// SAFETY: as above.
+unsafe impl Sync for CustomMap {}
+
+impl CustomMap {
+    /// Creates a map of a provider's type, as `ebpf_custom_map_create` does.
+    pub(crate) fn create(
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> Result<Self, String> {
+        let client = MapClient {
+            map_type,
+            data: ebpf_map_client_data_t {
+                header: EBPF_MAP_CLIENT_DATA_HEADER,
+                map_context_offset: MAP_CONTEXT_OFFSET as u64,
+                base_client_table: &raw const CLIENT_TABLE.0,
+            },
+            bound: Mutex::new(None),
+            refusal: Mutex::new(None),
+        };
+        let registration = Registration::register(EBPF_MAP_INFO_EXTENSION_IID, client, |c| {
+            (&raw const c.data).cast()
+        })
+        .map_err(|e| format!("map client: {e}"))?;
+        let Some(bound) = *lock(&registration.client().bound) else {
+            let why = lock(&registration.client().refusal).clone();
+            return Err(format!(
+                "no provider of map type {map_type} (EBPF_EXTENSION_FAILED_TO_LOAD {EBPF_EXTENSION_FAILED_TO_LOAD}){}",
+                why.map_or(String::new(), |w| format!(": refused one: {w}"))
+            ));
+        };
+        let create = bound.dispatch.preprocess_map_create.ok_or("no create")?;
+        let (mut actual, mut context) = (0u32, ptr::null_mut::<c_void>());
+        // SAFETY: the provider's callback with its binding context and our out slots.
+        let result = unsafe {
+            create(
+                bound.binding,
+                map_type,
+                key_size,
+                value_size,
+                max_entries,
+                &raw mut actual,
+                &raw mut context,
+            )
+        };
+        if result != EBPF_SUCCESS {
+            return Err(format!(
+                "preprocess_map_create returned {result} (the core reports EBPF_EXTENSION_FAILED_TO_LOAD)"
+            ));
+        }
+        let map = CustomMap {
+            registration,
+            bound,
+            context,
+            key_size: key_size as usize,
+            value_size: value_size as usize,
+            stored_size: actual.max(value_size) as usize,
+            entries: Mutex::new(BTreeMap::new()),
+        };
+        if actual == 0 {
+            return Err(format!(
+                "actual_value_size 0 (EBPF_INVALID_ARGUMENT {EBPF_INVALID_ARGUMENT})"
+            ));
+        }
+        let d = &bound.dispatch;
+        if !bound.updates_original_value && actual != value_size {
+            return Err(format!(
+                "actual_value_size {actual} differs from the value size {value_size}"
+            ));
+        }
+        if bound.updates_original_value
+            && (d.postprocess_map_find_element.is_none()
+                || d.preprocess_map_update_element.is_none()
+                || (d.postprocess_map_delete_element.is_none()
+                    && d.preprocess_map_delete_element.is_none()))
+        {
+            return Err("updates_original_value without find, update and delete callbacks".into());
+        }
+        Ok(map)
+    }
+
+    /// The provider's map context (what the core keeps at [`MAP_CONTEXT_OFFSET`]).
+    pub(crate) fn context(&self) -> *mut c_void {
+        self.context
+    }
+
+    /// `preprocess_associate_program_type`, when a program using the map loads.
+    pub(crate) fn associate(&self, program_type: &GUID) -> Result<(), ebpf_result_t> {
+        let associate = self
+            .bound
+            .dispatch
+            .preprocess_associate_program_type
+            .ok_or(EBPF_INVALID_ARGUMENT)?;
+        // SAFETY: the provider's callback with its binding and map context.
+        let result = unsafe { associate(self.bound.binding, self.context, program_type) };
+        if result == EBPF_SUCCESS {
+            Ok(())
+        } else {
+            Err(result)
+        }
+    }
+
+    /// Whether the core refuses BPF programs' operations on the map through its helpers
+    /// (`updates_original_value`). The core-sim refuses the others too (with
+    /// `EBPF_INVALID_ARGUMENT`; see the module docs).
+    pub(crate) fn refuses_programs(&self) -> bool {
+        self.bound.updates_original_value
+    }
+
+    /// Whether the provider is still attached (its callbacks may be called).
+    fn live(&self) -> bool {
+        lock(&self.registration.client().bound).is_some()
+    }
+
+    fn delete_callback(&self, key: &[u8], stored: &[u8], flags: u32) {
+        if !self.live() {
+            return;
+        }
+        let d = &self.bound.dispatch;
+        if let Some(delete) = d.postprocess_map_delete_element {
+            // SAFETY: the provider's callback; buffers of the sizes passed.
+            unsafe {
+                delete(
+                    self.bound.binding,
+                    self.context,
+                    key.len(),
+                    key.as_ptr(),
+                    stored.len(),
+                    stored.as_ptr(),
+                    flags,
+                );
+            };
+        } else if let Some(delete) = d.preprocess_map_delete_element {
+            // SAFETY: as above.
+            let _ = unsafe {
+                delete(
+                    self.bound.binding,
+                    self.context,
+                    key.len(),
+                    key.as_ptr(),
+                    stored.len(),
+                    stored.as_ptr(),
+                    flags,
+                )
+            };
+        }
+    }
+
+    /// A user-mode update: the provider turns `value` into what is stored.
+    pub(crate) fn update(&self, key: &[u8], value: &[u8]) -> Result<(), ebpf_result_t> {
+        if key.len() != self.key_size || value.len() != self.value_size {
+            return Err(EBPF_INVALID_ARGUMENT);
+        }
+        let mut stored = vec![0u8; self.stored_size].into_boxed_slice();
+        if let Some(update) = self.bound.dispatch.preprocess_map_update_element {
+            // SAFETY: the provider's callback; buffers of the sizes passed.
+            let result = unsafe {
+                update(
+                    self.bound.binding,
+                    self.context,
+                    key.len(),
+                    key.as_ptr(),
+                    value.len(),
+                    value.as_ptr(),
+                    stored.len(),
+                    stored.as_mut_ptr(),
+                    0,
+                )
+            };
+            if result != EBPF_SUCCESS {
+                return Err(result);
+            }
+        } else {
+            stored[..value.len()].copy_from_slice(value);
+        }
+        let old = lock(&self.entries).insert(key.to_vec(), stored);
+        if let Some(old) = old {
+            self.delete_callback(key, &old, EBPF_MAP_OPERATION_UPDATE);
+        }
+        Ok(())
+    }
+
+    /// A user-mode lookup: the provider turns what is stored into the caller's value.
+    pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ebpf_result_t> {
+        let entries = lock(&self.entries);
+        let Some(stored) = entries.get(key) else {
+            return Ok(None);
+        };
+        let mut out = vec![0u8; self.value_size];
+        if let Some(find) = self.bound.dispatch.postprocess_map_find_element {
+            // SAFETY: the provider's callback; buffers of the sizes passed.
+            let result = unsafe {
+                find(
+                    self.bound.binding,
+                    self.context,
+                    key.len(),
+                    key.as_ptr(),
+                    stored.len(),
+                    stored.as_ptr(),
+                    out.len(),
+                    out.as_mut_ptr(),
+                    0,
+                )
+            };
+            if result != EBPF_SUCCESS {
+                return Err(result);
+            }
+        } else {
+            out.copy_from_slice(&stored[..self.value_size]);
+        }
+        Ok(Some(out))
+    }
+
+    /// A user-mode delete.
+    pub(crate) fn delete(&self, key: &[u8]) -> Result<(), ebpf_result_t> {
+        let old = lock(&self.entries).remove(key).ok_or(EBPF_KEY_NOT_FOUND)?;
+        self.delete_callback(key, &old, 0);
+        Ok(())
+    }
+
+    /// The keys, sorted.
+    pub(crate) fn keys(&self) -> Vec<Vec<u8>> {
+        lock(&self.entries).keys().cloned().collect()
+    }
+
+    /// Where the stored value of `key` is (for `find_element_function`).
+    fn stored_pointer(&self, key: &[u8]) -> Option<*mut u8> {
+        lock(&self.entries).get_mut(key).map(|v| v.as_mut_ptr())
+    }
+}
+
+impl Drop for CustomMap {
+    fn drop(&mut self) {
+        let entries = core::mem::take(&mut *lock(&self.entries));
+        for (key, stored) in &entries {
+            self.delete_callback(key, stored, EBPF_MAP_OPERATION_MAP_CLEANUP);
+        }
+        if let Some(delete) = self.bound.dispatch.postprocess_map_delete
+            && self.live()
+        {
+            // SAFETY: the provider's callback, once, with its map context.
+            unsafe { delete(self.bound.binding, self.context) };
+        }
+    }
+}
