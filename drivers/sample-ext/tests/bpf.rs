@@ -18,14 +18,20 @@ fn object() -> BpfObject {
         .expect("the BPF object builds and parses")
 }
 
+fn maps_object() -> BpfObject {
+    sample_harness::bpf::build(&ext::sample(), "sample_ext_maps.c")
+        .expect("the BPF object builds and parses")
+}
+
 #[test]
 fn bpf_programs_run_in_the_linked_crate() {
-    let object = object();
+    let (object, maps) = (object(), maps_object());
     let kernel = Kernel::new();
     let report = ext::scenario(
         &kernel,
         Target::Native(sample_ext::driver_entry),
         &object,
+        &maps,
         &mut |_| {},
     )
     .expect("linked crate");
@@ -34,13 +40,14 @@ fn bpf_programs_run_in_the_linked_crate() {
 
 #[test]
 fn bpf_programs_run_identically_in_the_linked_crate_and_the_signed_image() {
-    let object = object();
+    let (object, maps) = (object(), maps_object());
     let native = {
         let kernel = Kernel::new();
         ext::scenario(
             &kernel,
             Target::Native(sample_ext::driver_entry),
             &object,
+            &maps,
             &mut |_| {},
         )
         .expect("linked crate")
@@ -48,7 +55,7 @@ fn bpf_programs_run_identically_in_the_linked_crate_and_the_signed_image() {
     let kernel = Kernel::new();
     let image = binary::load_sample(&kernel, "sample_ext").expect("image");
     let from_image =
-        ext::scenario(&kernel, Target::Image(&image), &object, &mut |_| {}).expect("image");
+        ext::scenario(&kernel, Target::Image(&image), &object, &maps, &mut |_| {}).expect("image");
     assert_eq!(from_image, native);
     drop(kernel);
     image.unload();

@@ -77,7 +77,10 @@ pub fn sample() -> Sample {
                 offset_of!(SampleContext, helper_data_2),
             ),
         ],
-        constants: vec![("SAMPLE_PID_TGID_VALUE", PID_TGID_VALUE.to_string())],
+        constants: vec![
+            ("SAMPLE_PID_TGID_VALUE", PID_TGID_VALUE.to_string()),
+            ("BPF_MAP_TYPE_SAMPLE_HASH_MAP", sample_ext::maps::MAP_TYPE.to_string()),
+        ],
     }
 }
 
@@ -207,7 +210,56 @@ fn test_run(
         .map_err(|e| format!("test run of {}: {e}", program.section()))
 }
 
-/// The sample-ext BPF scenario on `target`.
+/// The custom map: the test writes through the provider (user-mode update), the program
+/// reads through `sample_ext_helper_map_get_value` (upstream: 1234 comes back), and every
+/// other way in fails; a key the map lacks gives -1.
+fn custom_map(
+    object: &BpfObject,
+    client: &ProgramInfoClient,
+    info: &std::sync::Arc<ebpf_ext_core_sim::ProgramInfo>,
+) -> Result<String, Failure> {
+    let program =
+        BpfProgram::load(object, "sample_ext/custom_map", info).map_err(|e| e.to_string())?;
+    let map = program.map("sample_map").ok_or("no sample_map")?;
+    map.update(&2u32.to_le_bytes(), &1234u32.to_le_bytes(), 0)
+        .map_err(|e| format!("user-mode update of the custom map: {e}"))?;
+    let read_back = map
+        .lookup(&2u32.to_le_bytes())
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let found = test_run(&program, client, b"", &context_in(2, 0, [0, 0]))?;
+    let results = program.map("custom_results").ok_or("no custom_results")?;
+    let observed: Vec<i64> = (0u32..6)
+        .map(|i| {
+            results
+                .lookup(&i.to_le_bytes())
+                .ok()
+                .flatten()
+                .map_or(0, |v| u64_at(&v, 0).cast_signed())
+        })
+        .collect();
+    let missing = test_run(&program, client, b"", &context_in(3, 0, [0, 0]))?;
+    let not_supported = -i64::from(ebpf_ext_sys::ebpf_result::EBPF_OPERATION_NOT_SUPPORTED);
+    expect!(
+        read_back == 1234u32.to_le_bytes()
+            && found.return_value == 1234
+            && observed == [0, 1234, 1, not_supported, not_supported, 1]
+            && missing.return_value.cast_signed() == -1
+            && map.keys() == [2u32.to_le_bytes().to_vec()],
+        "custom map: read back {read_back:?}, run {} / {}, observed {observed:?}; faults {:?}",
+        found.return_value,
+        missing.return_value,
+        program.faults()
+    );
+    Ok(format!(
+        "custom map: user update 1234 read back by the provider, by the program through map_get_value {}, core helpers {observed:?}, absent key {}",
+        found.return_value,
+        missing.return_value.cast_signed()
+    ))
+}
+
+/// The sample-ext BPF scenario on `target`: `object` is `sample_ext.c`, `maps_object`
+/// `sample_ext_maps.c`.
 ///
 /// # Errors
 /// The first expectation that did not hold.
@@ -219,6 +271,7 @@ pub fn scenario(
     kernel: &Kernel,
     target: Target<'_>,
     object: &BpfObject,
+    maps_object: &BpfObject,
     say: Narrator<'_>,
 ) -> Result<BpfReport, Failure> {
     let mut report = BpfReport::default();
@@ -387,6 +440,8 @@ pub fn scenario(
         count(2),
         events.len()
     ));
+
+    add(custom_map(maps_object, &info_client, &info)?);
 
     let overrun =
         BpfProgram::load(object, "sample_ext/overrun", &info).map_err(|e| e.to_string())?;

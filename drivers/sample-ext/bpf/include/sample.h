@@ -11,6 +11,7 @@
 #define SAMPLE_ATTACH_TYPE_GUID {0xf788ef4b, 0x207d, 0x4dc3, {0x85, 0xcf, 0x0f, 0x2e, 0xa1, 0x07, 0x21, 0x3c}}
 #define SAMPLE_BPF_ATTACH_TYPE 8
 #define SAMPLE_PID_TGID_VALUE 9999
+#define BPF_MAP_TYPE_SAMPLE_HASH_MAP 15
 
 // The context: ebpf_context_descriptor_t {size 32, data 0, end 8, meta -1}.
 typedef struct sample_context {
