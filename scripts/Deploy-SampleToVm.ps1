@@ -41,29 +41,44 @@ foreach ($file in Get-ChildItem $package.FullName -File) {
 Invoke-Command -VMName $VMName -Credential $Credential -ArgumentList $remote, $name, $service -ScriptBlock {
     param($remote, $name, $service)
     $ErrorActionPreference = 'Stop'
-    Write-Host "==> trusting the test certificate"
-    Import-Certificate -FilePath "$remote\EbpfExtLocalTestCert.cer" -CertStoreLocation Cert:\LocalMachine\Root | Out-Null
-    Import-Certificate -FilePath "$remote\EbpfExtLocalTestCert.cer" -CertStoreLocation Cert:\LocalMachine\TrustedPublisher | Out-Null
+    $install = "$remote\Install-$name.ps1"
+    if (Test-Path $install) {
+        # The package's own install script (cargo ebpf-ext package): the test certificate, the
+        # service, and the eBPF store entries under HKLM and this user's HKCU.
+        Write-Host "==> tracing with $name.wprp"
+        wpr.exe -start "$remote\$name.wprp" -filemode | Out-Host
+        Write-Host "==> $install"
+        & $install
+    } else {
+        Write-Host "==> trusting the test certificate"
+        Import-Certificate -FilePath "$remote\EbpfExtLocalTestCert.cer" -CertStoreLocation Cert:\LocalMachine\Root | Out-Null
+        Import-Certificate -FilePath "$remote\EbpfExtLocalTestCert.cer" -CertStoreLocation Cert:\LocalMachine\TrustedPublisher | Out-Null
 
-    Write-Host "==> tracing with $name.wprp"
-    wpr.exe -start "$remote\$name.wprp" -filemode | Out-Host
+        Write-Host "==> tracing with $name.wprp"
+        wpr.exe -start "$remote\$name.wprp" -filemode | Out-Host
 
-    Write-Host "==> sc create / start $service"
-    sc.exe create $service type= kernel start= demand binpath= "$remote\$name.sys" | Out-Host
-    $started = $false
-    foreach ($attempt in 1..10) {
-        try { Start-Service $service; $started = $true; break } catch { Start-Sleep -Seconds 1 }
+        Write-Host "==> sc create / start $service"
+        sc.exe create $service type= kernel start= demand binpath= "$remote\$name.sys" | Out-Host
+        $started = $false
+        foreach ($attempt in 1..10) {
+            try { Start-Service $service; $started = $true; break } catch { Start-Sleep -Seconds 1 }
+        }
+        if (-not $started) { sc.exe query $service | Out-Host; throw "$service did not start" }
     }
-    if (-not $started) { sc.exe query $service | Out-Host; throw "$service did not start" }
     sc.exe query $service | Out-Host
 
     # The service is running: its providers are registered with the eBPF core. Programs for
     # its program type can now be loaded with the eBPF tools (netsh ebpf / bpftool).
     Start-Sleep -Seconds 2
 
-    Write-Host "==> stop and delete $service"
-    Stop-Service $service
-    sc.exe delete $service | Out-Host
+    if (Test-Path $install) {
+        Write-Host "==> $install -Uninstall (service and store entries)"
+        & $install -Uninstall
+    } else {
+        Write-Host "==> stop and delete $service"
+        Stop-Service $service
+        sc.exe delete $service | Out-Host
+    }
     wpr.exe -stop "$remote\$name.etl" | Out-Host
 }
 

@@ -483,7 +483,8 @@ fn stamp_inf(inx: &str, version: &str) -> String {
 
 /// Lays out `<root>/target/driver/<name>_package/` for each driver `only` names (all when
 /// empty): the signed image, its PDB and map, the INF stamped from the `.inx`, the `.wprp` and
-/// `.guid`, and the test certificate.
+/// `.guid`, the test certificate, and the eBPF store's `.reg` and `Install-<name>.ps1` when the
+/// manifest has `[package.metadata.ebpf-ext.store]` ([`crate::export`]).
 ///
 /// # Errors
 /// An unbuilt or unsigned driver, or a missing `.inx`, `.wprp` or `.guid`.
@@ -521,6 +522,10 @@ pub fn package(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
                 .with_context(|| format!("{} has no {}", driver.package, file.display()))?;
         }
         fs::copy(&cer, dir.join("EbpfExtLocalTestCert.cer"))?;
+        // The eBPF store entries (`.reg`, install script), when the manifest declares them.
+        for file in crate::export::write(driver, &out, &dir)? {
+            note(&format!("  store: {}", file.display()));
+        }
         if cfg!(windows) && command(Tool::Inf2cat).arg("/?").output().is_ok() {
             run(command(Tool::Inf2cat)
                 .arg(format!("/driver:{}", dir.display()))

@@ -6,6 +6,9 @@
 //! - [`imports`]: the import libraries' `.def` files, generated from `ebpf-ext-sys`'s
 //!   declarations at build time;
 //! - [`drivers`]: `build`, `sign`, `package`, `check` and `test`, per package;
+//! - [`export`]: `export-program-info`, the store entries read from a driver's signed image;
+//! - [`store`]: the eBPF store entries (`.reg` file, install script) from a driver's
+//!   published program data;
 //! - [`prereqs`]: the one list of prerequisites and the only place a program is started;
 //! - [`exec`]: running those programs with a clear account of what failed.
 //!
@@ -18,7 +21,9 @@
 
 pub mod drivers;
 pub mod exec;
+pub mod export;
 pub mod imports;
 mod pe;
 pub mod prereqs;
+pub mod store;
 pub mod workspace;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use cargo_ebpf_ext::workspace::Workspace;
-use cargo_ebpf_ext::{drivers, prereqs};
+use cargo_ebpf_ext::{drivers, export, prereqs};
 use clap::{Args, Parser, Subcommand};
 
 /// cargo invokes `cargo-ebpf-ext ebpf-ext ARGS`.
@@ -49,6 +49,10 @@ enum Command {
     Check(Selection),
     /// Runs each driver package's host tests, linked and as its signed image.
     Test(Selection),
+    /// Writes each driver's eBPF store entries (`<name>.reg`, `Install-<name>.ps1`) from the
+    /// program data its signed image publishes (`[package.metadata.ebpf-ext.store]` names
+    /// the program types and sections).
+    ExportProgramInfo(Selection),
     /// The prerequisites: what is installed, `--install` for what is missing.
     Prereqs(prereqs::Options),
 }
@@ -71,6 +75,9 @@ fn main() -> Result<()> {
         Command::Package(s) => report("packaged", &drivers::package(&workspace(&s)?, &s.package)?),
         Command::Check(s) => report("checked", &drivers::check(&workspace(&s)?, &s.package)?),
         Command::Test(s) => drivers::test(&workspace(&s)?, &s.package)?,
+        Command::ExportProgramInfo(s) => {
+            report("exported", &export::export(&workspace(&s)?, &s.package)?);
+        }
         Command::Prereqs(options) => prereqs::prereqs(&options)?,
     }
     Ok(())

@@ -23,6 +23,8 @@ pub struct Driver {
     pub version: String,
     /// Its folder (where its `.inx`, `.wprp` and `.guid` are).
     pub dir: PathBuf,
+    /// Its `[package.metadata]` table (`cargo metadata`'s JSON).
+    pub metadata: Value,
 }
 
 /// A workspace, as `cargo metadata` describes it.
@@ -118,6 +120,7 @@ impl Workspace {
                     .parent()
                     .context("manifest without a folder")?
                     .to_path_buf(),
+                metadata: package["metadata"].clone(),
             });
         }
         drivers.sort_by(|a, b| a.package.cmp(&b.package));

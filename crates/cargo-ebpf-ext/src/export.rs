@@ -1,0 +1,286 @@
+//! `export-program-info`: the eBPF store entries of a driver ([`crate::store`]), read from the
+//! program data its signed image publishes. The image is loaded into usersim, its
+//! `DriverEntry` runs, and core-sim attaches to each program type as the eBPF core would; what
+//! the core reads is what the store gets (one source of truth).
+//!
+//! Which program types and sections a driver has comes from its manifest:
+//!
+//! ```toml
+//! [package.metadata.ebpf-ext.store]
+//! program-types = ["{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}"]
+//! sections = [
+//!     { name = "process", program-type = "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}",
+//!       attach-type = "{66e20687-9805-4458-a0db-38e220d31685}", bpf-attach-type = 11 },
+//! ]
+//! ```
+//!
+//! (`BpfProgType` of a section is the program type's own, from its published data.)
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use ebpf_ext_core_sim::ProgramInfoClient;
+use ebpf_ext_sys::ntdef::GUID;
+use ebpf_ext_testing::{LoadedDriver, Target, image, status};
+use ebpf_ext_usersim::Kernel;
+use serde_json::Value;
+
+use crate::store::{ProgramEntry, SectionEntry, install_script, reg_file_bytes, reg_text};
+use crate::workspace::{Driver, Workspace};
+
+/// Parses `{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}` (braces optional, any case).
+///
+/// # Errors
+/// If it is not a GUID.
+pub fn parse_guid(text: &str) -> Result<GUID> {
+    let hex: String = text
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
+    if hex.len() != 32 {
+        bail!("{text:?} is not a GUID");
+    }
+    let value = u128::from_str_radix(&hex, 16).map_err(|e| anyhow!("{text:?}: {e}"))?;
+    Ok(GUID::from_u128(value))
+}
+
+/// What a driver's manifest says to export.
+#[derive(Debug, Clone, Default)]
+pub struct StoreSpec {
+    /// Program types whose published data is exported.
+    pub program_types: Vec<GUID>,
+    /// Sections: name, program type, attach type, `bpf_attach_type`.
+    pub sections: Vec<(String, GUID, GUID, u32)>,
+}
+
+impl StoreSpec {
+    /// Reads `[package.metadata.ebpf-ext.store]` from a package's `cargo metadata` entry;
+    /// `None` when the table is absent.
+    ///
+    /// # Errors
+    /// If the table is malformed.
+    pub fn from_metadata(metadata: &Value) -> Result<Option<StoreSpec>> {
+        let table = &metadata["ebpf-ext"]["store"];
+        if table.is_null() {
+            return Ok(None);
+        }
+        let program_types = table["program-types"]
+            .as_array()
+            .context("[package.metadata.ebpf-ext.store] needs program-types = [\"{guid}\", ...]")?
+            .iter()
+            .map(|g| parse_guid(g.as_str().unwrap_or_default()))
+            .collect::<Result<_>>()?;
+        let sections = table["sections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                Ok((
+                    s["name"]
+                        .as_str()
+                        .context("a section needs a name")?
+                        .to_owned(),
+                    parse_guid(s["program-type"].as_str().unwrap_or_default())?,
+                    parse_guid(s["attach-type"].as_str().unwrap_or_default())?,
+                    u32::try_from(s["bpf-attach-type"].as_u64().unwrap_or(0))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(StoreSpec {
+            program_types,
+            sections,
+        }))
+    }
+}
+
+/// The service name an `.inx` installs (`AddService = Name, ...`).
+#[must_use]
+pub fn service_name(inx: &str) -> Option<String> {
+    inx.lines().find_map(|l| {
+        let (key, value) = l.split_once('=')?;
+        (key.trim() == "AddService").then(|| {
+            value
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        })
+    })
+}
+
+/// Loads the image at `sys` into a fresh usersim kernel on this thread, runs its
+/// `DriverEntry` as `service`, and reads each program type's published data as the core
+/// does. The driver is unloaded again.
+///
+/// # Errors
+/// If the image does not load, `DriverEntry` fails, or a program type is not published.
+pub fn published(sys: &Path, service: &str, program_types: &[GUID]) -> Result<Vec<ProgramEntry>> {
+    let kernel = Kernel::new();
+    let loaded = image::load_path(&kernel, sys).map_err(|e| anyhow!(e))?;
+    let entries = {
+        let driver = LoadedDriver::load(Target::Image(&loaded.image), service).map_err(|s| {
+            anyhow!(
+                "{}: DriverEntry failed: {}",
+                sys.display(),
+                status::describe(s)
+            )
+        })?;
+        let mut entries = Vec::new();
+        for program_type in program_types {
+            let client = ProgramInfoClient::attach(*program_type).map_err(|e| {
+                anyhow!(
+                    "{} publishes no program information for {} ({e}); check program-types in [package.metadata.ebpf-ext.store]",
+                    sys.display(),
+                    crate::store::guid_string(program_type)
+                )
+            })?;
+            entries.push(ProgramEntry::from_program_info(&client.info()));
+            drop(client);
+        }
+        driver.unload();
+        entries
+    };
+    drop(kernel);
+    loaded.image.unload();
+    Ok(entries)
+}
+
+/// A driver's service name, program types and sections, as exported.
+pub type Exported = (String, Vec<ProgramEntry>, Vec<SectionEntry>);
+
+/// The store entries of `driver`, from its signed image in `out`; `None` when its manifest
+/// declares no store table.
+///
+/// # Errors
+/// As [`published`], or a section naming a program type not exported.
+pub fn entries(driver: &Driver, out: &Path) -> Result<Option<Exported>> {
+    let Some(spec) = StoreSpec::from_metadata(&driver.metadata)? else {
+        return Ok(None);
+    };
+    let inx = driver.dir.join(format!("{}.inx", driver.name));
+    let service = fs::read_to_string(&inx)
+        .ok()
+        .and_then(|t| service_name(&t))
+        .with_context(|| format!("no AddService line in {}", inx.display()))?;
+    let sys = out.join(format!("{}.sys", driver.name));
+    let programs = published(&sys, &service, &spec.program_types)?;
+    let sections = spec
+        .sections
+        .iter()
+        .map(|(name, program_type, attach_type, bpf_attach_type)| {
+            let program = programs
+                .iter()
+                .find(|p| p.program_type == *program_type)
+                .with_context(|| {
+                    format!("section {name}: its program type is not in program-types")
+                })?;
+            Ok(SectionEntry {
+                name: name.clone(),
+                program_type: *program_type,
+                attach_type: *attach_type,
+                bpf_prog_type: program.bpf_prog_type,
+                bpf_attach_type: *bpf_attach_type,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok(Some((service, programs, sections)))
+}
+
+/// Writes `<name>.reg` and `Install-<name>.ps1` into `dir` for `driver` (its image in `out`);
+/// returns the files, none when the driver declares no store table.
+///
+/// # Errors
+/// As [`entries`], or a failed write.
+pub fn write(driver: &Driver, out: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
+    let Some((service, programs, sections)) = entries(driver, out)? else {
+        return Ok(Vec::new());
+    };
+    let reg = dir.join(format!("{}.reg", driver.name));
+    fs::write(&reg, reg_file_bytes(&reg_text(&programs, &sections)))?;
+    let ps1 = dir.join(format!("Install-{}.ps1", driver.name));
+    fs::write(
+        &ps1,
+        install_script(&driver.name, &service, &programs, &sections),
+    )?;
+    Ok(vec![reg, ps1])
+}
+
+/// `export-program-info`: the store files of each driver `only` names (all when empty), into
+/// `<root>/target/driver/` (and its package folder, when packaged).
+///
+/// # Errors
+/// A driver without a store table among those named, or as [`write`].
+pub fn export(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
+    let out = ws.output_dir();
+    let mut written = Vec::new();
+    for driver in ws.select(only)? {
+        let files = write(driver, &out, &out)?;
+        if files.is_empty() {
+            if only.is_empty() {
+                continue;
+            }
+            bail!(
+                "{} declares no [package.metadata.ebpf-ext.store] in {}",
+                driver.package,
+                driver.dir.join("Cargo.toml").display()
+            );
+        }
+        let package = out.join(format!("{}_package", driver.name));
+        if package.is_dir() {
+            for file in &files {
+                fs::copy(file, package.join(file.file_name().unwrap_or_default()))?;
+            }
+        }
+        written.extend(files);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_parse_in_either_form() {
+        let g = parse_guid("{22EA7B37-1043-4d0d-b60d-cafa1c7b638e}").expect("guid");
+        assert_eq!(g, GUID::from_u128(0x22ea7b37_1043_4d0d_b60d_cafa1c7b638e));
+        assert_eq!(
+            parse_guid("22ea7b37-1043-4d0d-b60d-cafa1c7b638e").expect("guid"),
+            g
+        );
+        assert!(parse_guid("{22ea7b37}").is_err());
+    }
+
+    #[test]
+    fn the_service_comes_from_the_inx() {
+        let inx = "[X]\nAddService = SampleNtosEbpfExt, , SampleNtosEbpfExt.Service\n";
+        assert_eq!(service_name(inx).as_deref(), Some("SampleNtosEbpfExt"));
+    }
+
+    #[test]
+    fn the_manifest_table_is_read() {
+        let metadata = serde_json::json!({"ebpf-ext": {"store": {
+            "program-types": ["{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}"],
+            "sections": [{"name": "process",
+                "program-type": "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}",
+                "attach-type": "{66e20687-9805-4458-a0db-38e220d31685}",
+                "bpf-attach-type": 11}]
+        }}});
+        let spec = StoreSpec::from_metadata(&metadata)
+            .expect("valid")
+            .expect("present");
+        assert_eq!(spec.program_types.len(), 1);
+        assert_eq!(spec.sections[0].0, "process");
+        assert_eq!(spec.sections[0].3, 11);
+        assert!(
+            StoreSpec::from_metadata(&serde_json::json!(null))
+                .expect("valid")
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,606 @@
+//! The eBPF store: the registry keys ebpf-for-windows' user-mode library reads to verify and
+//! load programs of a type (`HKCU` / `HKLM` `Software\eBPF\Providers`), written from the very
+//! program data a driver publishes.
+//!
+//! The layout, value types and byte encodings are upstream's store helper's: `ProgramData\{guid}`
+//! (`Version` 1, `Size` 64, `HelperCount`) with `TypeDescriptor` (1, 61, `Name`,
+//! `ContextDescriptor` as 16 bytes, `BpfProgType`, `IsPrivileged`) and one `Helpers\<name>`
+//! key per type-specific helper (1, 66, `Prototype` as 28 bytes: id, return type, five
+//! argument types, each a little-endian u32; `ReallocatePacket`); `SectionData\<section>`
+//! (1, 56, `ProgramType` and `AttachType` as GUIDs in memory order, `BpfProgType`,
+//! `BpfAttachType`). Never stored: implicit-context flags, global-helper overrides, addresses.
+//!
+//! Reader rules this module honours: the reader uses the `HKCU` store whenever that key exists
+//! and then never looks at `HKLM`, so both are written (the installing user's `HKCU` and
+//! `HKLM`); stale `Helpers` subkeys break `HelperCount`, so every key is deleted before it is
+//! written, and uninstalling deletes it.
+
+use core::fmt::Write as _;
+
+use ebpf_ext_sys::ntdef::GUID;
+
+/// The store's root, under `HKEY_CURRENT_USER` and `HKEY_LOCAL_MACHINE`.
+pub const PROVIDERS: &str = r"Software\eBPF\Providers";
+
+/// The roots the store is written under, in the order upstream's writers use.
+pub const HIVES: [&str; 2] = ["HKEY_CURRENT_USER", "HKEY_LOCAL_MACHINE"];
+
+/// One type-specific helper's prototype.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelperEntry {
+    /// Prototype name (the key name).
+    pub name: String,
+    /// `helper_id`.
+    pub id: u32,
+    /// `return_type`.
+    pub return_type: i32,
+    /// `arguments`.
+    pub arguments: [i32; 5],
+    /// `flags.reallocate_packet`.
+    pub reallocate_packet: bool,
+}
+
+impl HelperEntry {
+    /// The 28-byte `Prototype` value.
+    #[must_use]
+    pub fn prototype(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(28);
+        bytes.extend_from_slice(&self.id.to_le_bytes());
+        bytes.extend_from_slice(&self.return_type.to_le_bytes());
+        for argument in self.arguments {
+            bytes.extend_from_slice(&argument.to_le_bytes());
+        }
+        bytes
+    }
+}
+
+/// One program type's `ProgramData\{guid}` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramEntry {
+    /// The program type (the key name).
+    pub program_type: GUID,
+    /// Type descriptor `name`.
+    pub name: String,
+    /// Context descriptor: size, data, end, meta.
+    pub context_descriptor: [i32; 4],
+    /// `bpf_prog_type`.
+    pub bpf_prog_type: u32,
+    /// `is_privileged`.
+    pub is_privileged: bool,
+    /// Program-type-specific helpers.
+    pub helpers: Vec<HelperEntry>,
+}
+
+impl ProgramEntry {
+    /// The 16-byte `ContextDescriptor` value.
+    #[must_use]
+    pub fn context_descriptor_bytes(&self) -> Vec<u8> {
+        self.context_descriptor
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    }
+
+    /// The entry the core-sim read from a driver's published program data (the one source of
+    /// truth): what is stored, no more.
+    #[must_use]
+    pub fn from_program_info(info: &ebpf_ext_core_sim::ProgramInfo) -> ProgramEntry {
+        let d = info.context_descriptor;
+        ProgramEntry {
+            program_type: info.program_type,
+            name: info.name.clone(),
+            context_descriptor: [d.size, d.data, d.end, d.meta],
+            bpf_prog_type: info.bpf_prog_type,
+            is_privileged: info.is_privileged,
+            helpers: info
+                .helpers
+                .iter()
+                .map(|h| HelperEntry {
+                    name: h.name.clone(),
+                    id: h.id,
+                    return_type: h.return_type,
+                    arguments: h.arguments,
+                    reallocate_packet: h.reallocate_packet,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One `SectionData\<section>` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionEntry {
+    /// Section name prefix (the key name).
+    pub name: String,
+    /// Program type.
+    pub program_type: GUID,
+    /// Attach type.
+    pub attach_type: GUID,
+    /// `bpf_prog_type`.
+    pub bpf_prog_type: u32,
+    /// `bpf_attach_type`.
+    pub bpf_attach_type: u32,
+}
+
+/// A registry value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// `REG_DWORD`.
+    Dword(u32),
+    /// `REG_SZ`.
+    String(String),
+    /// `REG_BINARY`.
+    Binary(Vec<u8>),
+}
+
+/// A key (relative to a hive) and its values, in writing order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    /// Path below the hive (`Software\eBPF\Providers\...`).
+    pub path: String,
+    /// Values, by name.
+    pub values: Vec<(String, Value)>,
+}
+
+/// `{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}`: lower case, in braces, as `UuidToString` and the
+/// store's key names have it.
+#[must_use]
+pub fn guid_string(g: &GUID) -> String {
+    let d = g.Data4;
+    format!(
+        "{{{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}}}",
+        g.Data1, g.Data2, g.Data3, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]
+    )
+}
+
+/// A GUID's 16 bytes in memory order (Data1, Data2, Data3 little-endian, then Data4).
+#[must_use]
+pub fn guid_bytes(g: &GUID) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16);
+    bytes.extend_from_slice(&g.Data1.to_le_bytes());
+    bytes.extend_from_slice(&g.Data2.to_le_bytes());
+    bytes.extend_from_slice(&g.Data3.to_le_bytes());
+    bytes.extend_from_slice(&g.Data4);
+    bytes
+}
+
+fn dword(name: &str, value: u32) -> (String, Value) {
+    (name.to_owned(), Value::Dword(value))
+}
+
+/// The keys to delete before writing (and on uninstall): each program type's and section's
+/// whole key, so no stale helper subkey survives.
+#[must_use]
+pub fn roots(programs: &[ProgramEntry], sections: &[SectionEntry]) -> Vec<String> {
+    programs
+        .iter()
+        .map(|p| format!(r"{PROVIDERS}\ProgramData\{}", guid_string(&p.program_type)))
+        .chain(
+            sections
+                .iter()
+                .map(|s| format!(r"{PROVIDERS}\SectionData\{}", s.name)),
+        )
+        .collect()
+}
+
+/// Every key and value, in writing order (parents first).
+#[must_use]
+pub fn keys(programs: &[ProgramEntry], sections: &[SectionEntry]) -> Vec<Key> {
+    let mut keys = Vec::new();
+    for p in programs {
+        let root = format!(r"{PROVIDERS}\ProgramData\{}", guid_string(&p.program_type));
+        let helper_count = u32::try_from(p.helpers.len()).unwrap_or(u32::MAX);
+        keys.push(Key {
+            path: root.clone(),
+            values: vec![
+                dword("Version", 1),
+                dword("Size", 64),
+                dword("HelperCount", helper_count),
+            ],
+        });
+        keys.push(Key {
+            path: format!(r"{root}\TypeDescriptor"),
+            values: vec![
+                dword("Version", 1),
+                dword("Size", 61),
+                ("Name".to_owned(), Value::String(p.name.clone())),
+                (
+                    "ContextDescriptor".to_owned(),
+                    Value::Binary(p.context_descriptor_bytes()),
+                ),
+                dword("BpfProgType", p.bpf_prog_type),
+                dword("IsPrivileged", u32::from(p.is_privileged)),
+            ],
+        });
+        for h in &p.helpers {
+            keys.push(Key {
+                path: format!(r"{root}\Helpers\{}", h.name),
+                values: vec![
+                    dword("Version", 1),
+                    dword("Size", 66),
+                    ("Prototype".to_owned(), Value::Binary(h.prototype())),
+                    dword("ReallocatePacket", u32::from(h.reallocate_packet)),
+                ],
+            });
+        }
+    }
+    for s in sections {
+        keys.push(Key {
+            path: format!(r"{PROVIDERS}\SectionData\{}", s.name),
+            values: vec![
+                dword("Version", 1),
+                dword("Size", 56),
+                (
+                    "ProgramType".to_owned(),
+                    Value::Binary(guid_bytes(&s.program_type)),
+                ),
+                (
+                    "AttachType".to_owned(),
+                    Value::Binary(guid_bytes(&s.attach_type)),
+                ),
+                dword("BpfProgType", s.bpf_prog_type),
+                dword("BpfAttachType", s.bpf_attach_type),
+            ],
+        });
+    }
+    keys
+}
+
+fn reg_escape(s: &str) -> String {
+    s.replace('\\', r"\\").replace('"', "\\\"")
+}
+
+/// The `.reg` text (write it with [`reg_file_bytes`]): for each hive, first the deletion of
+/// every key this store owns, then every key and value.
+#[must_use]
+pub fn reg_text(programs: &[ProgramEntry], sections: &[SectionEntry]) -> String {
+    let mut text = String::from("Windows Registry Editor Version 5.00\r\n");
+    for hive in HIVES {
+        for root in roots(programs, sections) {
+            let _ = write!(text, "\r\n[-{hive}\\{root}]\r\n");
+        }
+        for key in keys(programs, sections) {
+            let _ = write!(text, "\r\n[{hive}\\{}]\r\n", key.path);
+            for (name, value) in &key.values {
+                let value = match value {
+                    Value::Dword(v) => format!("dword:{v:08x}"),
+                    Value::String(s) => format!("\"{}\"", reg_escape(s)),
+                    Value::Binary(b) => format!(
+                        "hex:{}",
+                        b.iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    ),
+                };
+                let _ = write!(text, "\"{}\"={value}\r\n", reg_escape(name));
+            }
+        }
+    }
+    text
+}
+
+/// The `.reg` file's bytes: UTF-16LE with a byte-order mark, as `regedit` writes them.
+#[must_use]
+pub fn reg_file_bytes(text: &str) -> Vec<u8> {
+    let mut bytes = vec![0xFF, 0xFE];
+    for unit in text.encode_utf16() {
+        bytes.extend_from_slice(&unit.to_le_bytes());
+    }
+    bytes
+}
+
+/// A parsed `.reg` file: deleted keys and written keys, each with its hive.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    /// `[-HIVE\path]` lines.
+    pub deleted: Vec<String>,
+    /// `[HIVE\path]` sections with their values.
+    pub written: Vec<(String, Vec<(String, Value)>)>,
+}
+
+/// Reads a `.reg` file's bytes (UTF-16LE with BOM) back, for checks.
+///
+/// # Errors
+/// On anything this module does not write.
+pub fn parse_reg(bytes: &[u8]) -> Result<Parsed, String> {
+    let body = bytes
+        .strip_prefix(&[0xFF, 0xFE])
+        .ok_or("no UTF-16LE byte-order mark")?;
+    let units: Vec<u16> = body
+        .chunks_exact(2)
+        .map(|p| u16::from_le_bytes([p[0], p[1]]))
+        .collect();
+    let text = String::from_utf16(&units).map_err(|e| e.to_string())?;
+    let mut lines = text.split("\r\n");
+    if lines.next() != Some("Windows Registry Editor Version 5.00") {
+        return Err("no regedit 5 header".into());
+    }
+    let mut parsed = Parsed::default();
+    for line in lines.filter(|l| !l.is_empty()) {
+        if let Some(key) = line.strip_prefix("[-").and_then(|l| l.strip_suffix(']')) {
+            parsed.deleted.push(key.to_owned());
+        } else if let Some(key) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            parsed.written.push((key.to_owned(), Vec::new()));
+        } else {
+            let (name, value) = line
+                .strip_prefix('"')
+                .and_then(|l| l.split_once("\"="))
+                .ok_or_else(|| format!("not a value line: {line:?}"))?;
+            let value = if let Some(hex) = value.strip_prefix("dword:") {
+                Value::Dword(u32::from_str_radix(hex, 16).map_err(|e| e.to_string())?)
+            } else if let Some(hex) = value.strip_prefix("hex:") {
+                Value::Binary(
+                    hex.split(',')
+                        .map(|b| u8::from_str_radix(b, 16).map_err(|e| e.to_string()))
+                        .collect::<Result<_, _>>()?,
+                )
+            } else {
+                let s = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .ok_or_else(|| format!("unknown value: {value:?}"))?;
+                Value::String(s.replace("\\\"", "\"").replace(r"\\", "\\"))
+            };
+            parsed
+                .written
+                .last_mut()
+                .ok_or("a value before any key")?
+                .1
+                .push((name.replace("\\\"", "\"").replace(r"\\", "\\"), value));
+        }
+    }
+    Ok(parsed)
+}
+
+fn ps_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The PowerShell install script of a package: `Install-<name>.ps1 [-Uninstall]`. Install:
+/// trust the test certificate, `sc.exe create` the kernel service and start it, then write
+/// the store under `HKLM` and the installing user's `HKCU` (each owned key deleted first).
+/// Uninstall: stop and delete the service, delete the store keys from both hives.
+#[must_use]
+pub fn install_script(
+    name: &str,
+    service: &str,
+    programs: &[ProgramEntry],
+    sections: &[SectionEntry],
+) -> String {
+    let mut s = format!(
+        r"<#
+.SYNOPSIS
+    Installs (or with -Uninstall removes) {name}: the kernel service {service} and its eBPF
+    store entries (program information, helper prototypes, sections) under HKLM and the
+    current user's HKCU, where ebpf-for-windows' user-mode library reads them. Generated by
+    cargo ebpf-ext package from the driver's published program data; run it elevated, from
+    the package folder. scripts/Deploy-SampleToVm.ps1 runs it inside a test VM.
+#>
+param([switch] $Uninstall, [switch] $StoreOnly)
+$ErrorActionPreference = 'Stop'
+$here = $PSScriptRoot
+$service = {service_q}
+$hives = @('HKCU:', 'HKLM:')
+$owned = @(
+",
+        service_q = ps_quote(service)
+    );
+    for root in roots(programs, sections) {
+        let _ = writeln!(s, "    {}", ps_quote(&root));
+    }
+    s.push_str(
+        r#")
+function Clear-Store {
+    foreach ($hive in $hives) {
+        foreach ($key in $owned) {
+            $path = Join-Path $hive $key
+            if (Test-Path $path) { Remove-Item -Path $path -Recurse -Force }
+        }
+    }
+}
+function Set-Dword($path, $name, $value) { New-ItemProperty -Path $path -Name $name -PropertyType DWord -Value ([uint32]$value) -Force | Out-Null }
+function Set-String($path, $name, $value) { New-ItemProperty -Path $path -Name $name -PropertyType String -Value $value -Force | Out-Null }
+function Set-Binary($path, $name, [byte[]] $value) { New-ItemProperty -Path $path -Name $name -PropertyType Binary -Value $value -Force | Out-Null }
+
+if ($Uninstall) {
+    if (-not $StoreOnly -and (Get-Service $service -ErrorAction SilentlyContinue)) {
+        Stop-Service $service -ErrorAction SilentlyContinue
+        sc.exe delete $service | Out-Host
+    }
+    Clear-Store
+    Write-Host "removed $service and its eBPF store entries"
+    return
+}
+
+if (-not $StoreOnly) {
+    Import-Certificate -FilePath (Join-Path $here 'EbpfExtLocalTestCert.cer') -CertStoreLocation Cert:\LocalMachine\Root | Out-Null
+    Import-Certificate -FilePath (Join-Path $here 'EbpfExtLocalTestCert.cer') -CertStoreLocation Cert:\LocalMachine\TrustedPublisher | Out-Null
+"#,
+    );
+    let _ = writeln!(
+        s,
+        "    sc.exe create $service type= kernel start= demand binpath= (Join-Path $here {}) | Out-Host",
+        ps_quote(&format!("{name}.sys"))
+    );
+    s.push_str(
+        r#"    $started = $false
+    foreach ($attempt in 1..10) {
+        try { Start-Service $service; $started = $true; break } catch { Start-Sleep -Seconds 1 }
+    }
+    if (-not $started) { sc.exe query $service | Out-Host; throw "$service did not start" }
+}
+
+Clear-Store
+foreach ($hive in $hives) {
+"#,
+    );
+    for key in keys(programs, sections) {
+        let _ = writeln!(
+            s,
+            "    $k = Join-Path $hive {}; New-Item -Path $k -Force | Out-Null",
+            ps_quote(&key.path)
+        );
+        for (value_name, value) in &key.values {
+            let line = match value {
+                Value::Dword(v) => format!("Set-Dword $k {} {v}", ps_quote(value_name)),
+                Value::String(v) => {
+                    format!("Set-String $k {} {}", ps_quote(value_name), ps_quote(v))
+                }
+                Value::Binary(b) => format!(
+                    "Set-Binary $k {} @({})",
+                    ps_quote(value_name),
+                    b.iter()
+                        .map(|b| format!("0x{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            };
+            let _ = writeln!(s, "    {line}");
+        }
+    }
+    s.push_str("}\nWrite-Host \"installed $service and its eBPF store entries (HKLM and HKCU)\"\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Section E's worked example: ntosebpfext's process type (B.1, B.3).
+    fn process() -> (ProgramEntry, SectionEntry) {
+        let program_type = GUID::from_u128(0x22ea7b37_1043_4d0d_b60d_cafa1c7b638e);
+        let helper = |name: &str, id| HelperEntry {
+            name: name.to_owned(),
+            id,
+            return_type: 0,
+            arguments: [4, 11, 2, 0, 0],
+            reallocate_packet: false,
+        };
+        (
+            ProgramEntry {
+                program_type,
+                name: "process".into(),
+                context_descriptor: [144, 0, 8, -1],
+                bpf_prog_type: 6,
+                is_privileged: false,
+                helpers: vec![
+                    helper("bpf_process_get_image_path", 65536),
+                    helper("bpf_process_get_account_name", 65537),
+                    helper("bpf_process_get_account_domain", 65538),
+                ],
+            },
+            SectionEntry {
+                name: "process".into(),
+                program_type,
+                attach_type: GUID::from_u128(0x66e20687_9805_4458_a0db_38e220d31685),
+                bpf_prog_type: 6,
+                bpf_attach_type: 11,
+            },
+        )
+    }
+
+    fn value<'a>(parsed: &'a Parsed, key: &str, name: &str) -> &'a Value {
+        let (_, values) = parsed
+            .written
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("no key {key}"));
+        &values
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no value {name} in {key}"))
+            .1
+    }
+
+    #[test]
+    fn the_worked_values_of_section_e_come_back_byte_for_byte() {
+        let (program, section) = process();
+        let bytes = reg_file_bytes(&reg_text(&[program], &[section]));
+        let parsed = parse_reg(&bytes).expect("parses");
+        for hive in HIVES {
+            let root = format!(
+                r"{hive}\Software\eBPF\Providers\ProgramData\{{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}}"
+            );
+            assert!(parsed.deleted.contains(&root), "{hive}: cleared first");
+            assert_eq!(value(&parsed, &root, "Version"), &Value::Dword(1));
+            assert_eq!(value(&parsed, &root, "Size"), &Value::Dword(64));
+            assert_eq!(value(&parsed, &root, "HelperCount"), &Value::Dword(3));
+            let td = format!(r"{root}\TypeDescriptor");
+            assert_eq!(value(&parsed, &td, "Size"), &Value::Dword(61));
+            assert_eq!(
+                value(&parsed, &td, "Name"),
+                &Value::String("process".into())
+            );
+            assert_eq!(
+                value(&parsed, &td, "ContextDescriptor"),
+                &Value::Binary(vec![
+                    0x90, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff
+                ])
+            );
+            assert_eq!(value(&parsed, &td, "BpfProgType"), &Value::Dword(6));
+            assert_eq!(value(&parsed, &td, "IsPrivileged"), &Value::Dword(0));
+            let helper = format!(r"{root}\Helpers\bpf_process_get_image_path");
+            assert_eq!(value(&parsed, &helper, "Size"), &Value::Dword(66));
+            let mut prototype = vec![
+                0, 0, 1, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0x0b, 0, 0, 0, 2, 0, 0, 0,
+            ];
+            prototype.extend([0; 8]);
+            assert_eq!(
+                value(&parsed, &helper, "Prototype"),
+                &Value::Binary(prototype)
+            );
+            assert_eq!(
+                value(&parsed, &helper, "ReallocatePacket"),
+                &Value::Dword(0)
+            );
+            let helpers = parsed
+                .written
+                .iter()
+                .filter(|(k, _)| k.starts_with(&format!(r"{root}\Helpers\")))
+                .count();
+            assert_eq!(helpers, 3, "HelperCount equals the Helpers subkeys");
+            let sec = format!(r"{hive}\Software\eBPF\Providers\SectionData\process");
+            assert!(parsed.deleted.contains(&sec));
+            assert_eq!(value(&parsed, &sec, "Size"), &Value::Dword(56));
+            assert_eq!(
+                value(&parsed, &sec, "ProgramType"),
+                &Value::Binary(vec![
+                    0x37, 0x7b, 0xea, 0x22, 0x43, 0x10, 0x0d, 0x4d, 0xb6, 0x0d, 0xca, 0xfa, 0x1c,
+                    0x7b, 0x63, 0x8e
+                ])
+            );
+            assert_eq!(value(&parsed, &sec, "BpfAttachType"), &Value::Dword(11));
+        }
+        assert_eq!(HIVES[0], "HKEY_CURRENT_USER", "HKCU as well as HKLM (E.1)");
+    }
+
+    #[test]
+    fn the_install_script_clears_then_writes_both_hives() {
+        let (program, section) = process();
+        let script = install_script("my_ext", "MyExt", &[program], &[section]);
+        assert!(script.contains("$hives = @('HKCU:', 'HKLM:')"));
+        assert!(script.contains(
+            r"'Software\eBPF\Providers\ProgramData\{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}'"
+        ));
+        let clear = script
+            .rfind("\nClear-Store")
+            .expect("clears before writing");
+        let write = script.find("New-Item -Path $k").expect("writes");
+        assert!(clear < write);
+        assert!(script.contains("Set-Binary $k 'ContextDescriptor' @(0x90,0x00,0x00,0x00,0x00,0x00,0x00,0x00,0x08,0x00,0x00,0x00,0xff,0xff,0xff,0xff)"));
+        assert!(script.contains("if ($Uninstall)"));
+    }
+
+    #[test]
+    fn strings_with_quotes_and_backslashes_round_trip() {
+        let (mut program, _) = process();
+        program.name = r#"a\b"c"#.into();
+        let parsed = parse_reg(&reg_file_bytes(&reg_text(&[program], &[]))).expect("parses");
+        let td = r"HKEY_LOCAL_MACHINE\Software\eBPF\Providers\ProgramData\{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}\TypeDescriptor";
+        assert_eq!(
+            value(&parsed, td, "Name"),
+            &Value::String(r#"a\b"c"#.into())
+        );
+    }
+}
