@@ -309,11 +309,13 @@ pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
 }
 
 /// Checks the built images of the drivers `only` names (all when empty) again, ours and
-/// pefile's.
+/// pefile's, after checking that no two drivers of the workspace claim the same identity
+/// ([`crate::export::check_unique`]).
 ///
 /// # Errors
 /// An unbuilt driver or a failed check.
 pub fn check(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
+    crate::export::check_unique(ws)?;
     let out = ws.output_dir();
     let mut checked = Vec::new();
     for driver in ws.select(only)? {
@@ -491,6 +493,7 @@ fn stamp_inf(inx: &str, version: &str) -> String {
 pub fn package(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
     let out = ws.output_dir();
     let drivers = ws.select(only)?;
+    crate::export::check_unique(ws)?;
     let (_, _, cer) = test_certificate(&out)?;
     let mut packages = Vec::new();
     for driver in drivers {

@@ -217,7 +217,15 @@ pub fn write(driver: &Driver, out: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
 /// A driver without a store table among those named, or as [`write`].
 pub fn export(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
     let out = ws.output_dir();
+    check_unique(ws)?;
     let mut written = Vec::new();
+    let mut published = Vec::new();
+    for driver in ws.select(only)? {
+        if let Some((_, programs, _)) = entries(driver, &out)? {
+            published.extend(programs.into_iter().map(|p| (driver.package.clone(), p)));
+        }
+    }
+    unique_prog_types(&published)?;
     for driver in ws.select(only)? {
         let files = write(driver, &out, &out)?;
         if files.is_empty() {
@@ -282,5 +290,144 @@ mod tests {
                 .expect("valid")
                 .is_none()
         );
+    }
+}
+
+/// One identity a driver claims, for the uniqueness check: what it is and its value.
+type Claim = (&'static str, String);
+
+/// The identities each driver claims: its ETW provider GUID (`<name>.guid`), and from its
+/// store table its program types, attach types, section names and `bpf_attach_type`s.
+fn claims(driver: &Driver) -> Result<Vec<Claim>> {
+    let mut claims = Vec::new();
+    if let Ok(guid) = fs::read_to_string(driver.dir.join(format!("{}.guid", driver.name))) {
+        let guid = parse_guid(&guid)?;
+        claims.push(("ETW provider GUID", crate::store::guid_string(&guid)));
+    }
+    if let Some(spec) = StoreSpec::from_metadata(&driver.metadata)? {
+        for program_type in &spec.program_types {
+            claims.push(("program type", crate::store::guid_string(program_type)));
+        }
+        for (name, _, attach_type, bpf_attach_type) in &spec.sections {
+            claims.push(("section", name.clone()));
+            claims.push(("attach type", crate::store::guid_string(attach_type)));
+            claims.push(("bpf_attach_type", bpf_attach_type.to_string()));
+        }
+    }
+    Ok(claims)
+}
+
+/// Fails when two drivers of the workspace claim the same ETW provider GUID, program type,
+/// attach type, section or `bpf_attach_type` (see [`claims`]); `bpf_prog_type`s are checked
+/// by [`unique_prog_types`] from the published data.
+///
+/// # Errors
+/// Naming each clash and both drivers.
+pub fn check_unique(ws: &Workspace) -> Result<()> {
+    let mut seen: Vec<(Claim, &str)> = Vec::new();
+    let mut clashes = Vec::new();
+    for driver in &ws.drivers {
+        for claim in claims(driver)? {
+            if let Some((_, other)) = seen.iter().find(|(c, _)| *c == claim) {
+                clashes.push(format!(
+                    "{} {} is claimed by {other} and {}",
+                    claim.0, claim.1, driver.package
+                ));
+            } else {
+                seen.push((claim, &driver.package));
+            }
+        }
+    }
+    if !clashes.is_empty() {
+        bail!(
+            "drivers of {} clash:\n  {}",
+            ws.root.display(),
+            clashes.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Fails when two exported program types share a `bpf_prog_type`.
+///
+/// # Errors
+/// Naming the clash.
+pub fn unique_prog_types(programs: &[(String, ProgramEntry)]) -> Result<()> {
+    for (i, (driver, p)) in programs.iter().enumerate() {
+        if let Some((other, q)) = programs[..i]
+            .iter()
+            .find(|(_, q)| q.bpf_prog_type == p.bpf_prog_type)
+        {
+            bail!(
+                "bpf_prog_type {} is published by {other} ({}) and {driver} ({})",
+                p.bpf_prog_type,
+                q.name,
+                p.name
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod unique_tests {
+    use super::*;
+
+    fn driver(package: &str, guid: &str, attach: u32) -> Driver {
+        Driver {
+            package: package.into(),
+            name: package.replace('-', "_"),
+            version: "0.0.0".into(),
+            dir: std::path::PathBuf::from("/nonexistent"),
+            metadata: serde_json::json!({"ebpf-ext": {"store": {
+                "program-types": [guid],
+                "sections": [{"name": package, "program-type": guid,
+                    "attach-type": "{66e20687-9805-4458-a0db-38e220d31685}",
+                    "bpf-attach-type": attach}]
+            }}}),
+        }
+    }
+
+    #[test]
+    fn clashing_identities_are_named() {
+        let ws = Workspace {
+            root: "/ws".into(),
+            members: vec!["a".into(), "b".into()],
+            drivers: vec![
+                driver("a", "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}", 11),
+                driver("b", "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}", 11),
+            ],
+        };
+        let error = check_unique(&ws).expect_err("they clash").to_string();
+        assert!(
+            error.contains(
+                "program type {22ea7b37-1043-4d0d-b60d-cafa1c7b638e} is claimed by a and b"
+            ),
+            "{error}"
+        );
+        assert!(error.contains("bpf_attach_type 11"), "{error}");
+        assert!(error.contains("attach type {66e20687"), "{error}");
+        let entry = |t| ProgramEntry {
+            program_type: GUID::from_u128(t),
+            name: format!("t{t}"),
+            context_descriptor: [0; 4],
+            bpf_prog_type: 7,
+            is_privileged: false,
+            helpers: Vec::new(),
+        };
+        let error = unique_prog_types(&[("a".into(), entry(1)), ("b".into(), entry(2))])
+            .expect_err("same bpf_prog_type")
+            .to_string();
+        assert!(error.contains("bpf_prog_type 7"), "{error}");
+    }
+
+    #[test]
+    fn distinct_drivers_pass() {
+        let ws = Workspace {
+            root: "/ws".into(),
+            members: vec![],
+            drivers: vec![driver("a", "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}", 11)],
+        };
+        check_unique(&ws).expect("one driver cannot clash");
     }
 }
