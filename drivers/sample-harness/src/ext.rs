@@ -79,7 +79,10 @@ pub fn sample() -> Sample {
         ],
         constants: vec![
             ("SAMPLE_PID_TGID_VALUE", PID_TGID_VALUE.to_string()),
-            ("BPF_MAP_TYPE_SAMPLE_HASH_MAP", sample_ext::maps::MAP_TYPE.to_string()),
+            (
+                "BPF_MAP_TYPE_SAMPLE_HASH_MAP",
+                sample_ext::maps::MAP_TYPE.to_string(),
+            ),
         ],
     }
 }
@@ -466,4 +469,41 @@ pub fn scenario(
     driver.unload();
     kernel.assert_no_leaks();
     Ok(report)
+}
+
+/// The demo's run of sample-ext: its BPF scenario against the linked crate and, given the
+/// images `--expect`ed (path to SHA-256; the loaded one is removed), against the signed
+/// image too, which must load the image built and give the same report. Returns one line.
+///
+/// # Errors
+/// A failed build, load or scenario, or an image that is not the one built or reports
+/// otherwise than the linked crate.
+pub fn demo(
+    expected: Option<&mut std::collections::BTreeMap<PathBuf, String>>,
+) -> Result<String, Failure> {
+    let build = |source| crate::bpf::build(&sample(), source);
+    let (object, maps) = (build("sample_ext.c")?, build("sample_ext_maps.c")?);
+    let run = |kernel: &Kernel, target| scenario(kernel, target, &object, &maps, &mut |_| {});
+    let linked = run(&Kernel::new(), Target::Native(sample_ext::driver_entry))?;
+    let mut mode = "the linked crate";
+    if let Some(expected) = expected {
+        let kernel = Kernel::new();
+        let loaded = crate::binary::load_sample_file(&kernel, "sample_ext")?;
+        let is_built = expected
+            .remove(&loaded.path)
+            .is_none_or(|sha| sha == loaded.sha256);
+        let report = run(&kernel, Target::Image(&loaded.image))?;
+        drop(kernel);
+        loaded.image.unload();
+        expect!(is_built, "{} is not the image built", loaded.path.display());
+        expect!(
+            report == linked,
+            "image {report:?}\nlinked crate {linked:?}"
+        );
+        mode = "the signed image and the linked crate, identical";
+    }
+    Ok(format!(
+        "sample-ext (eBPF for Windows' sample extension), BPF through core-sim in {mode}:\n  {}",
+        linked.lines[..3].join("\n  ")
+    ))
 }

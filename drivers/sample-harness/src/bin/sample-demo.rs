@@ -7,7 +7,8 @@
 //! printed; `--expect PATH=SHA256` (repeatable) makes the run fail unless the image loaded
 //! from `PATH` has that hash and every expected image was loaded. Without `--binary` only the
 //! linked crates run. `--all-traces` lists every trace event. Each sample then runs its BPF
-//! program (`drivers/<sample>/bpf/`, compiled with clang) through core-sim, in one line.
+//! program (`drivers/<sample>/bpf/`, compiled with clang) through core-sim, in one line;
+//! sample-ext (the port of eBPF for Windows' sample extension) runs only its BPF scenario.
 #![allow(
     clippy::std_instead_of_alloc,
     clippy::std_instead_of_core,
@@ -21,7 +22,7 @@ use std::process::ExitCode;
 use ebpf_ext_core_sim::bpf::BpfObject;
 use ebpf_ext_usersim::Kernel;
 use sample_harness::bpf::BpfReport;
-use sample_harness::{Target, binary, bpf, net, ntos};
+use sample_harness::{Target, binary, bpf, ext, net, ntos};
 
 /// The trace events: all of them with `--all-traces`; otherwise the counts, and each distinct
 /// event that carries a status (the refusals and failures), once, with how often it came.
@@ -215,6 +216,8 @@ fn run() -> Result<(), String> {
         (1, "sample_process.c", ntos::bpf_scenario),
         binary_mode.then_some(&mut expected),
     )?;
+    // sample-ext (eBPF for Windows' sample extension): its BPF scenario, image = linked crate.
+    println!("{}", ext::demo(binary_mode.then_some(&mut expected))?);
     if checking && !expected.is_empty() {
         return Err(format!(
             "built but never loaded: {:?}",
