@@ -251,9 +251,11 @@ pub fn scenario(
         seen[0]
     );
     expect!(
-        seen[3].starts_with("delete pid 100 parent 0") && seen[3].contains("image \"<none>\""),
-        "delete event: {}",
-        seen[3]
+        seen[2].ends_with("command \"<none>\"")
+            && seen[3].starts_with("delete pid 100 parent 0")
+            && seen[3].contains("image \"<none>\"")
+            && seen[3].ends_with("command \"<none>\""),
+        "no command line, and delete: {seen:?}"
     );
     drop(info_client);
     driver.unload();
@@ -510,6 +512,18 @@ pub fn bpf_scenario(
     add(format!(
         "test run (no account supplied): result {result}; {}",
         describe_event(&record[0])
+    ));
+    // A program declaring the context as ntosebpfext's header does (bit-field operation,
+    // helper by number) reads the same fields.
+    let upstream =
+        BpfProgram::load(object, "process/upstream_layout", &info).map_err(|e| e.to_string())?;
+    let result = test_run(&info_client, &upstream, &supplied)?.return_value;
+    expect!(
+        result == 0x000C_0018,
+        "upstream layout: {result:#x} (operation 0, 12-byte SID, 24-byte image path)"
+    );
+    add(format!(
+        "test run of process/upstream_layout (ntosebpfext's declarations): {result:#010x}"
     ));
     let (data, ctx) = &supplied;
     let mut long = ctx.clone();

@@ -162,4 +162,32 @@ int process_context_overrun(process_context_t* ctx)
     return (int)((uint64_t*)ctx)[18];
 }
 
+// The context as ntosebpfext's own header lays it out (the operation an 8-bit bit-field) and
+// the image-path helper called by its number, as a program written for ntosebpfext does:
+// returns operation << 24 | token_sid_size << 16 | image path length.
+typedef struct {
+    uint8_t* command_start;
+    uint8_t* command_end;
+    uint64_t process_id;
+    uint64_t parent_process_id;
+    uint64_t creating_process_id;
+    uint64_t creating_thread_id;
+    uint64_t creation_time;
+    uint64_t exit_time;
+    uint32_t process_exit_code;
+    uint32_t operation : 8;
+    uint32_t token_sid_size;
+    uint8_t token_sid[68];
+} upstream_layout_t;
+
+typedef int (*upstream_image_path_t)(upstream_layout_t* ctx, uint8_t* path, uint32_t length);
+
+SEC("process/upstream_layout")
+int process_upstream_layout(upstream_layout_t* ctx)
+{
+    uint8_t path[128];
+    int length = ((upstream_image_path_t)(0xFFFF + 1))(ctx, path, sizeof(path));
+    return (int)((ctx->operation << 24) | (ctx->token_sid_size << 16) | ((uint32_t)length & 0xFFFF));
+}
+
 char _license[] SEC("license") = "MIT";

@@ -2,6 +2,7 @@
 //! attach and removed on the last detach, the deny-on-failure verdict, and the driver that
 //! starts it.
 
+use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use ebpf_extension_common::prelude::*;
@@ -119,18 +120,21 @@ impl ProcessNotify for SampleProcess {
         let command_line = UNICODE_STRING {
             Length: command.len() as u16,
             MaximumLength: command.len() as u16,
-            Buffer: command.as_ptr().cast_mut().cast(),
+            // NULL (with NULL command pointers) when the kernel gives no command line.
+            Buffer: event
+                .command_line()
+                .map_or(ptr::null_mut(), |c| c.as_ptr().cast_mut().cast()),
         };
         let none = UNICODE_STRING {
             Length: 0,
             MaximumLength: 0,
-            Buffer: core::ptr::null_mut(),
+            Buffer: ptr::null_mut(),
         };
-        let command = command.as_ptr_range();
+        let start = command_line.Buffer.cast::<u8>();
         let context = NotifyContext {
             public: ProcessContext {
-                command_start: command.start.cast_mut(),
-                command_end: command.end.cast_mut(),
+                command_start: start,
+                command_end: start.wrapping_add(command.len()),
                 process_id: event.process_id(),
                 parent_process_id: event.parent_process_id(),
                 creating_process_id,
@@ -147,8 +151,8 @@ impl ProcessNotify for SampleProcess {
                 token_sid_size: 0,
                 token_sid: [0; TOKEN_SID_MAX_SIZE],
             },
-            process: core::ptr::null_mut(),
-            create_info: core::ptr::null_mut(),
+            process: ptr::null_mut(),
+            create_info: ptr::null_mut(),
             command_line,
             image_file_name: event.image_file_name().copied().unwrap_or(none),
             account_name: none,
