@@ -231,6 +231,13 @@ fn the_program_information_is_ntosebpfext_s_process_type() {
         );
         assert!(!h.implicit_context && !h.reallocate_packet);
     }
+    // The hook's provider data: BPF_ATTACH_TYPE_PROCESS, link type UNSPEC (upstream sets none).
+    let link = attach().expect("attach");
+    assert_eq!(
+        (link.bpf_attach_type(), link.link_type()),
+        (Some(11), Some(0))
+    );
+    drop(link);
     drop(client);
     driver.unload();
     kernel.assert_no_leaks();
