@@ -221,6 +221,18 @@ fn custom_map(
     client: &ProgramInfoClient,
     info: &std::sync::Arc<ebpf_ext_core_sim::ProgramInfo>,
 ) -> Result<String, Failure> {
+    // The provider accepts only programs of type sample (upstream: custom_map_invalid.c, a
+    // cgroup program with the map, fails to load).
+    let mut other = (**info).clone();
+    other.program_type =
+        ebpf_ext_sys::ntdef::GUID::from_u128(0x0123_4567_89ab_4def_8123_4567_89ab_cdef);
+    let refused = BpfProgram::load(object, "sample_ext/custom_map", &std::sync::Arc::new(other))
+        .err()
+        .ok_or("a program of another type loaded with the sample map")?;
+    expect!(
+        matches!(refused, BpfError::Map(_)),
+        "another type: {refused}"
+    );
     let program =
         BpfProgram::load(object, "sample_ext/custom_map", info).map_err(|e| e.to_string())?;
     let map = program.map("sample_map").ok_or("no sample_map")?;
@@ -255,7 +267,7 @@ fn custom_map(
         program.faults()
     );
     Ok(format!(
-        "custom map: user update 1234 read back by the provider, by the program through map_get_value {}, core helpers {observed:?}, absent key {}",
+        "custom map: refused for another program type; user update 1234 read back by the provider, by the program through map_get_value {}, core helpers {observed:?}, absent key {}",
         found.return_value,
         missing.return_value.cast_signed()
     ))
