@@ -12,8 +12,9 @@ use ebpf_ext_sys::wdm::{
     EX_RUNDOWN_REF, EX_RUNDOWN_REF_CACHE_AWARE, ExAcquireRundownProtection,
     ExAcquireRundownProtectionCacheAware, ExInitializeRundownProtection,
     ExInitializeRundownProtectionCacheAware, ExReInitializeRundownProtectionCacheAware,
-    ExReleaseRundownProtectionCacheAware, ExSizeOfRundownProtectionCacheAware,
-    ExWaitForRundownProtectionRelease, ExWaitForRundownProtectionReleaseCacheAware,
+    ExReleaseRundownProtection, ExReleaseRundownProtectionCacheAware,
+    ExSizeOfRundownProtectionCacheAware, ExWaitForRundownProtectionRelease,
+    ExWaitForRundownProtectionReleaseCacheAware,
 };
 use ebpf_ext_usersim::Kernel;
 
@@ -170,5 +171,58 @@ fn reinitialize_while_cache_aware_acquires_fail() {
         stop.store(true, Ordering::Relaxed);
     });
     assert!(granted.load(Ordering::Relaxed) > 0, "no acquire succeeded");
+    drop(kernel);
+}
+
+/// The waits return only once every granted reference is released: a reference released after
+/// a pause is seen released by the waiter (with a wait that does not wait, the waiter returns
+/// during the pause and sees it still held).
+#[test]
+fn waits_return_only_after_every_reference_is_released() {
+    let kernel = Kernel::new();
+    // SAFETY: no arguments; a kernel is bound.
+    let size = unsafe { ExSizeOfRundownProtectionCacheAware() };
+    let cache_aware = Words::new(size);
+    let plain = Words::new(core::mem::size_of::<EX_RUNDOWN_REF>());
+    let (ca, pl) = (
+        cache_aware.as_ptr::<EX_RUNDOWN_REF_CACHE_AWARE>() as usize,
+        plain.as_ptr::<EX_RUNDOWN_REF>() as usize,
+    );
+    let ca = move || ca as *mut EX_RUNDOWN_REF_CACHE_AWARE;
+    let pl = move || pl as *mut EX_RUNDOWN_REF;
+    // SAFETY: storage of the right sizes that outlives every use below.
+    unsafe {
+        ExInitializeRundownProtectionCacheAware(ca(), size);
+    }
+    // SAFETY: as above.
+    unsafe { ExInitializeRundownProtection(pl()) };
+    for _ in 0..2 {
+        // SAFETY: initialised, not run down.
+        assert_eq!(unsafe { ExAcquireRundownProtectionCacheAware(ca()) }, TRUE);
+        // SAFETY: as above.
+        assert_eq!(unsafe { ExAcquireRundownProtection(pl()) }, TRUE);
+    }
+    let released = AtomicUsize::new(0);
+    thread::scope(|s| {
+        let waiter = kernel.scoped(s, || {
+            // SAFETY: initialised; this test's thread releases both references.
+            unsafe { ExWaitForRundownProtectionReleaseCacheAware(ca()) };
+            let after_cache_aware = released.load(Ordering::SeqCst);
+            // SAFETY: as above.
+            unsafe { ExWaitForRundownProtectionRelease(pl()) };
+            (after_cache_aware, released.load(Ordering::SeqCst))
+        });
+        for _ in 0..2 {
+            thread::sleep(Duration::from_millis(100));
+            released.fetch_add(1, Ordering::SeqCst);
+            // SAFETY: a reference acquired above.
+            unsafe { ExReleaseRundownProtectionCacheAware(ca()) };
+            // SAFETY: as above.
+            unsafe { ExReleaseRundownProtection(pl()) };
+        }
+        let (after_cache_aware, after_plain) = waiter.join().expect("waiting thread");
+        assert_eq!(after_cache_aware, 2, "the cache-aware wait returned early");
+        assert_eq!(after_plain, 2, "the wait returned early");
+    });
     drop(kernel);
 }
