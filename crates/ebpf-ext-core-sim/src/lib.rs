@@ -18,6 +18,13 @@
 //!   as the core does (general helpers, the extension's global overrides, program-type helpers
 //!   through the addresses the provider published), their maps readable and writable from the
 //!   test, their memory accesses confined; attached through a [`Link`] like any program.
+//! - Custom maps: a map of a type the core does not have is backed by the extension's map
+//!   provider (the map-information NPI: one NMR client per map, the provider's callbacks for
+//!   create, program association, lookup, update and delete, the provider's context in the
+//!   map object extension helpers receive); see the `bpf` module's `custom` maps.
+//! - [`bpf::BpfProgram::test_run`] is `bpf_prog_test_run`: the provider's `context_create`
+//!   over `ctx_in`/`data_in`, the program at `required_irql`, `context_destroy` into
+//!   `ctx_out`/`data_out`.
 //! - [`program_info_hash`] computes the program-information identity hash the core checks
 //!   (and bpf2c embeds in native images) for a program type and the helpers a program uses.
 //!

@@ -14,6 +14,14 @@
 //!   the context, the `[data, end)` range the descriptor names, the stack and map values,
 //!   and every helper's pointer arguments are checked against its prototype; a violation
 //!   fails that invocation with a message ([`BpfError::Fault`]), never the process.
+//! - Maps of a type the core does not have are custom maps, backed by the extension's map
+//!   provider through the map-information NPI (`custom`): created, associated with the
+//!   program type at load, read and written by tests through the provider's callbacks;
+//!   extension helpers receive a map object with the provider's context at
+//!   `map_context_offset` and may look stored values up through the core's
+//!   `find_element_function`.
+//! - [`BpfProgram::test_run`] runs it as `bpf_prog_test_run` does, through the provider's
+//!   `context_create` and `context_destroy`.
 //! - [`BpfProgram::attach`] links it to a hook like [`Link::attach`](crate::Link::attach),
 //!   refusing a link of another program type first.
 //!
