@@ -10,7 +10,9 @@ use crate::bpf::GENERAL_HELPERS;
 use crate::program_info::ProgramInfo;
 
 /// A helper id used by the program that neither the provider's program-type helpers nor the
-/// core's general helpers declare (the core fails with `EBPF_INVALID_ARGUMENT`).
+/// core's general helpers declare (the core fails with `EBPF_INVALID_ARGUMENT`). The general
+/// prototypes are the core-sim's ([`GENERAL_HELPERS`]): a general helper the core-sim does
+/// not implement is reported here too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("helper id {0:#x} is neither a program-type helper nor a general helper")]
 pub struct UnknownHelper(pub u32);
@@ -100,4 +102,60 @@ pub fn program_info_hash(
 ) -> Result<[u8; 32], UnknownHelper> {
     let input = program_info_hash_input(info, helper_ids)?;
     Ok(Sha256::digest(&input).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
+    use ebpf_ext_sys::ntdef::GUID;
+
+    use super::{UnknownHelper, program_info_hash_input};
+    use crate::program_info::{Helper, ProgramInfo};
+
+    fn info() -> ProgramInfo {
+        ProgramInfo {
+            name: "t".into(),
+            program_type: GUID::from_u128(1),
+            bpf_prog_type: 7,
+            is_privileged: true,
+            context_descriptor: ebpf_context_descriptor_t {
+                size: 16,
+                data: 0,
+                end: 8,
+                meta: -1,
+            },
+            required_irql: 0,
+            capabilities: 0,
+            helpers: vec![Helper {
+                id: 0x10000,
+                name: "h".into(),
+                return_type: 0,
+                arguments: [4, 0, 0, 0, 0],
+                reallocate_packet: true,
+                implicit_context: true,
+                address: None,
+            }],
+            global_helpers: Vec::new(),
+            has_context_create: false,
+            has_context_destroy: false,
+        }
+    }
+
+    #[test]
+    fn general_helpers_use_the_cores_names_and_flags_follow_a_reallocating_helper() {
+        let input = program_info_hash_input(&info(), &[0x10000, 22]).expect("known");
+        let fixed = 1 + 16 + 16 + 4 + 1;
+        assert_eq!(input[fixed - 1], 1, "is_privileged");
+        assert_eq!(input[fixed..fixed + 8], 2u64.to_le_bytes());
+        let memcpy = &input[fixed + 8..fixed + 8 + 4 + 10];
+        assert_eq!(&memcpy[..4], &22u32.to_le_bytes());
+        assert_eq!(&memcpy[4..], b"bpf_memcpy");
+        let helper = &input[fixed + 8 + 4 + 10 + 24..];
+        assert_eq!(helper.len(), 4 + 1 + 24 + 1);
+        assert_eq!(helper.last(), Some(&1), "the flags byte");
+        assert_eq!(
+            program_info_hash_input(&info(), &[0x10001]),
+            Err(UnknownHelper(0x10001))
+        );
+    }
 }
