@@ -214,7 +214,7 @@ pub fn write(driver: &Driver, out: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
 /// `<root>/target/driver/` (and its package folder, when packaged).
 ///
 /// # Errors
-/// A driver without a store table among those named, or as [`write`].
+/// A driver without a store table among those named, or as [`write()`].
 pub fn export(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
     let out = ws.output_dir();
     check_unique(ws)?;
@@ -318,7 +318,7 @@ fn claims(driver: &Driver) -> Result<Vec<Claim>> {
 }
 
 /// Fails when two drivers of the workspace claim the same ETW provider GUID, program type,
-/// attach type, section or `bpf_attach_type` (see [`claims`]); `bpf_prog_type`s are checked
+/// attach type, section or `bpf_attach_type`; `bpf_prog_type`s are checked
 /// by [`unique_prog_types`] from the published data.
 ///
 /// # Errors
