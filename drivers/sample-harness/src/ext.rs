@@ -498,16 +498,26 @@ pub fn demo(
     let run = |kernel: &Kernel, target| scenario(kernel, target, &object, &maps, &mut |_| {});
     let linked = run(&Kernel::new(), Target::Native(sample_ext::driver_entry))?;
     let mut mode = "the linked crate";
+    let mut origin = String::new();
     if let Some(expected) = expected {
         let kernel = Kernel::new();
         let loaded = crate::binary::load_sample_file(&kernel, "sample_ext")?;
-        let is_built = expected
-            .remove(&loaded.path)
-            .is_none_or(|sha| sha == loaded.sha256);
+        let built = expected.remove(&loaded.path);
+        let is_built = built.as_ref().is_none_or(|sha| *sha == loaded.sha256);
         let report = run(&kernel, Target::Image(&loaded.image))?;
         drop(kernel);
         loaded.image.unload();
         expect!(is_built, "{} is not the image built", loaded.path.display());
+        origin = format!(
+            "sample-ext: loaded {}\n  sha256 {}{}\n",
+            loaded.path.display(),
+            loaded.sha256,
+            if built.is_some() {
+                " = the image built and signed above"
+            } else {
+                ""
+            }
+        );
         expect!(
             report == linked,
             "image {report:?}\nlinked crate {linked:?}"
@@ -515,7 +525,7 @@ pub fn demo(
         mode = "the signed image and the linked crate, identical";
     }
     Ok(format!(
-        "sample-ext (eBPF for Windows' sample extension), BPF through core-sim in {mode}:\n  {}",
+        "{origin}sample-ext (eBPF for Windows' sample extension), BPF through core-sim in {mode}:\n  {}",
         linked.lines[..3].join("\n  ")
     ))
 }
