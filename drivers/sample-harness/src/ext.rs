@@ -502,8 +502,10 @@ pub fn demo(
     if let Some(expected) = expected {
         let kernel = Kernel::new();
         let loaded = crate::binary::load_sample_file(&kernel, "sample_ext")?;
-        let built = expected.remove(&loaded.path);
-        let is_built = built.as_ref().is_none_or(|sha| *sha == loaded.sha256);
+        let expected_sha = expected.remove(&loaded.path);
+        let is_built = expected_sha
+            .as_ref()
+            .is_none_or(|sha| *sha == loaded.sha256);
         let report = run(&kernel, Target::Image(&loaded.image))?;
         drop(kernel);
         loaded.image.unload();
@@ -512,7 +514,7 @@ pub fn demo(
             "sample-ext: loaded {}\n  sha256 {}{}\n",
             loaded.path.display(),
             loaded.sha256,
-            if built.is_some() {
+            if expected_sha.is_some() {
                 " = the image built and signed above"
             } else {
                 ""
