@@ -2,6 +2,7 @@
 
 mod ci;
 mod drivers;
+mod e2e;
 mod exec;
 mod fuzz;
 mod headers;
@@ -50,6 +51,10 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// The out-of-tree end-to-end test: a tagged bare repository of this checkout,
+    /// `cargo install` of cargo-ebpf-ext from it, and a new extension outside the workspace
+    /// built, signed, packaged, exported and tested in both modes (under `target/e2e/`).
+    E2e,
     /// The prerequisites (`crates/cargo-ebpf-ext/prerequisites.tsv`): what is installed, and
     /// `--install` for what is missing.
     Prereqs(prereqs::Options),
@@ -67,5 +72,6 @@ fn main() -> anyhow::Result<()> {
         Command::Package => drivers::package().map(drop),
         Command::TestSample(options) => samples::test_sample(&options),
         Command::CheckDriverTarget => ci::check_driver_target(),
+        Command::E2e => e2e::out_of_tree(),
     }
 }

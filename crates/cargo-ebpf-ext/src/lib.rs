@@ -9,6 +9,7 @@
 //! - [`export`]: `export-program-info`, the store entries read from a driver's signed image;
 //! - [`store`]: the eBPF store entries (`.reg` file, install script) from a driver's
 //!   published program data;
+//! - [`new`]: a new extension repository from the template;
 //! - [`prereqs`]: the one list of prerequisites and the only place a program is started;
 //! - [`exec`]: running those programs with a clear account of what failed.
 //!
@@ -23,6 +24,7 @@ pub mod drivers;
 pub mod exec;
 pub mod export;
 pub mod imports;
+pub mod new;
 mod pe;
 pub mod prereqs;
 pub mod store;

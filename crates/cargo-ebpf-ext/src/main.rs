@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use cargo_ebpf_ext::workspace::Workspace;
-use cargo_ebpf_ext::{drivers, export, prereqs};
+use cargo_ebpf_ext::{drivers, export, new, prereqs};
 use clap::{Args, Parser, Subcommand};
 
 /// cargo invokes `cargo-ebpf-ext ebpf-ext ARGS`.
@@ -55,6 +55,45 @@ enum Command {
     ExportProgramInfo(Selection),
     /// The prerequisites: what is installed, `--install` for what is missing.
     Prereqs(prereqs::Options),
+    /// A new extension repository NAME (its own workspace): program type, helper, hook,
+    /// driver glue, host tests in both modes, .inx/.wprp/.guid, fresh GUIDs, and the SDK
+    /// pinned by the tag this tool was installed from.
+    New(NewOptions),
+}
+
+#[derive(Args)]
+struct NewOptions {
+    /// The package name (`my-ext`); the image is `my_ext.sys`.
+    name: String,
+    /// The folder to create (default: `./NAME`).
+    #[arg(long)]
+    path: Option<PathBuf>,
+    /// The SDK's git URL (default: the one this tool was installed from).
+    #[arg(long, requires = "sdk_tag")]
+    sdk_git: Option<String>,
+    /// The SDK's tag (default: the one this tool was installed from).
+    #[arg(long, requires = "sdk_git")]
+    sdk_tag: Option<String>,
+    /// Depend on an SDK checkout by path instead (trying the SDK itself).
+    #[arg(long, conflicts_with_all = ["sdk_git", "sdk_tag"])]
+    sdk_path: Option<PathBuf>,
+}
+
+fn new(options: &NewOptions) -> Result<()> {
+    let sdk = match (&options.sdk_git, &options.sdk_tag, &options.sdk_path) {
+        (Some(url), Some(tag), _) => new::Sdk::Git {
+            url: url.clone(),
+            tag: tag.clone(),
+        },
+        (_, _, Some(path)) => new::Sdk::Path(std::path::absolute(path)?),
+        _ => new::Sdk::installed()?,
+    };
+    let dir = options
+        .path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&options.name));
+    report("created", &new::create(&options.name, &dir, &sdk)?);
+    Ok(())
 }
 
 fn workspace(selection: &Selection) -> Result<Workspace> {
@@ -79,6 +118,7 @@ fn main() -> Result<()> {
             report("exported", &export::export(&workspace(&s)?, &s.package)?);
         }
         Command::Prereqs(options) => prereqs::prereqs(&options)?,
+        Command::New(options) => new(&options)?,
     }
     Ok(())
 }

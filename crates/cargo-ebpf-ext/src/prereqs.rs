@@ -122,6 +122,8 @@ pub enum Tool {
     AptGet,
     /// `id`.
     Id,
+    /// `git`.
+    Git,
     /// `powershell` (Windows hosts only).
     Powershell,
     /// `inf2cat` (Windows WDK only).
@@ -131,7 +133,7 @@ pub enum Tool {
 impl Tool {
     /// Every tool, for the test that each has its line.
     #[cfg(test)]
-    const ALL: [Self; 14] = [
+    const ALL: [Self; 15] = [
         Self::Cargo,
         Self::Rustup,
         Self::SystemCargo,
@@ -144,6 +146,7 @@ impl Tool {
         Self::DpkgQuery,
         Self::AptGet,
         Self::Id,
+        Self::Git,
         Self::Powershell,
         Self::Inf2cat,
     ];
@@ -163,6 +166,7 @@ impl Tool {
             Self::DpkgQuery => "dpkg",
             Self::AptGet => "apt",
             Self::Id => "coreutils",
+            Self::Git => "git",
             Self::Powershell => "powershell",
             Self::Inf2cat => "WDK",
         }
@@ -185,6 +189,7 @@ impl Tool {
             Self::DpkgQuery => "dpkg-query".into(),
             Self::AptGet => "apt-get".into(),
             Self::Id => "id".into(),
+            Self::Git => "git".into(),
             Self::Powershell => "powershell".into(),
             Self::Inf2cat => "inf2cat".into(),
         }

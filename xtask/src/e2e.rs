@@ -1,0 +1,98 @@
+//! The out-of-tree end-to-end test (`cargo xtask ci`): what a user of the SDK does, from a
+//! tag. A bare git repository of this checkout gets a tag; `cargo-ebpf-ext` is installed
+//! from it; `cargo ebpf-ext new` makes an extension repository outside the workspace that
+//! pins that tag; it is built, signed, packaged, exported and tested in both modes. Nothing is
+//! copied from this repository: the new repository gets everything through git and the tool.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use crate::exec::{run, workspace_root};
+use crate::prereqs::{Tool, command};
+
+/// The tag the test makes in its bare repository.
+const TAG: &str = "v0.0.0-e2e";
+
+/// `cargo ebpf-ext ARGS` with the freshly installed tool first on `PATH`, outside this
+/// workspace's cargo settings.
+fn cargo_ebpf_ext(tools: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = command(Tool::Cargo);
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![tools.join("bin")];
+    paths.extend(std::env::split_paths(&path));
+    cmd.arg("ebpf-ext")
+        .args(args)
+        .env("PATH", std::env::join_paths(paths).unwrap_or(path))
+        .env_remove("CARGO_TARGET_DIR");
+    cmd
+}
+
+/// Runs the test under `target/e2e/` (made afresh).
+pub(crate) fn out_of_tree() -> Result<()> {
+    let root = workspace_root();
+    let dir = root.join("target").join("e2e");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let bare = dir.join("sdk.git");
+    run(command(Tool::Git)
+        .args(["clone", "--quiet", "--bare"])
+        .arg(root)
+        .arg(&bare))?;
+    run(command(Tool::Git)
+        .arg("--git-dir")
+        .arg(&bare)
+        .args(["tag", TAG, "HEAD"]))?;
+    let url = format!("file://{}", bare.display());
+    let tools = dir.join("tools");
+    run(command(Tool::Cargo)
+        .args([
+            "install", "--locked", "--debug", "--git", &url, "--tag", TAG,
+        ])
+        .arg("--root")
+        .arg(&tools)
+        .arg("cargo-ebpf-ext")
+        .env("CARGO_TARGET_DIR", dir.join("install-target")))
+    .context("cargo install of cargo-ebpf-ext from the tagged bare repository")?;
+    let ext = dir.join("my-ext");
+    let ext_arg = ext.display().to_string();
+    run(&mut cargo_ebpf_ext(
+        &tools,
+        &["new", "my-ext", "--path", &ext_arg],
+    ))?;
+    let manifest = std::fs::read_to_string(ext.join("Cargo.toml"))?;
+    if !manifest.contains(&format!("git = \"{url}\", tag = \"{TAG}\"")) {
+        bail!("the new extension does not pin {url} at {TAG}:\n{manifest}");
+    }
+    let manifest_path = ext.join("Cargo.toml").display().to_string();
+    for step in [
+        "build",
+        "sign",
+        "package",
+        "export-program-info",
+        "check",
+        "test",
+    ] {
+        run(&mut cargo_ebpf_ext(
+            &tools,
+            &[step, "--manifest-path", &manifest_path],
+        ))
+        .with_context(|| format!("cargo ebpf-ext {step} on the new extension"))?;
+    }
+    let package = ext.join("target").join("driver").join("my_ext_package");
+    for file in [
+        "my_ext.sys",
+        "my_ext.inf",
+        "my_ext.reg",
+        "Install-my_ext.ps1",
+        "EbpfExtLocalTestCert.cer",
+    ] {
+        if !package.join(file).is_file() {
+            bail!("{} has no {file}", package.display());
+        }
+    }
+    eprintln!(
+        "e2e: cargo-ebpf-ext installed from {url} at {TAG}; a new extension outside the workspace built, signed, packaged, exported and tested in both modes"
+    );
+    Ok(())
+}
