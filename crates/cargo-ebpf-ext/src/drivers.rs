@@ -273,6 +273,9 @@ pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO")
             .env_remove("RUSTFLAGS")
+            // Debian's cargo cannot fetch git dependencies (an SDK pinned by tag) with its
+            // libgit2 ("invalid version 0 on git_proxy_options"); the git program can.
+            .env("CARGO_NET_GIT_FETCH_WITH_CLI", "true")
             .env("CARGO_TARGET_DIR", &target_dir)
             .env(
                 "CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_RUSTFLAGS",
