@@ -46,6 +46,9 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
     crate::drivers::build_drivers(None)?;
     crate::drivers::sign()?;
     crate::drivers::package()?;
+    // What a user does: the SDK from a tag, a new extension outside this workspace, built,
+    // signed, packaged, exported and tested in both modes (`cargo xtask e2e`).
+    crate::e2e::out_of_tree()?;
     // What a newcomer types first: every test as threads of one process (no test may lean on
     // having a process of its own), and the doctests, which nextest does not run (the
     // compile-fail examples prove the compile-time checks of the program-information

@@ -25,8 +25,8 @@ enum Command {
     /// with a readable report: the project's main job.
     Demo(samples::DemoOptions),
     /// Everything CI checks: formatting, clippy, rustdoc, every test (one process per test),
-    /// the no_std crates checked for the driver target, and the sample drivers built, checked,
-    /// signed and packaged.
+    /// the no_std crates checked for the driver target, the sample drivers built, checked,
+    /// signed and packaged, and the out-of-tree end-to-end test.
     Ci(ci::Options),
     /// Builds the sample drivers into `.sys` images (target/driver/) and checks them.
     BuildDrivers {
