@@ -28,5 +28,6 @@ fn usersim_irql() -> u8 {
 /// `PsSetCreateProcessNotifyRoutineEx` checks the real image's flag.
 #[must_use]
 pub fn usersim_image_flags(address: usize) -> Option<bool> {
-    crate::image_dll_characteristics(address).map(|flags| flags & crate::pe::IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY != 0)
+    crate::image_dll_characteristics(address)
+        .map(|flags| flags & crate::pe::IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY != 0)
 }
