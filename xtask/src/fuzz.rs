@@ -161,6 +161,12 @@ fn fuzz_target(target: &str, corpus: &Path, seconds: u64, jobs: u32) -> Result<(
         "-rss_limit_mb=4096".into(),
         "-print_final_stats=1".into(),
     ]);
+    // core-sim keeps every detached link's state for the rest of the process (about 1 KiB per
+    // sample_ioctl input), so a long run in one process would reach the RSS limit: fork mode
+    // restarts the fuzzing process every few minutes.
+    if target == "sample_ioctl" && jobs == 1 {
+        cmd.arg("-fork=1");
+    }
     run(&mut cmd)
 }
 
