@@ -237,10 +237,13 @@ pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
     let mut built = Vec::new();
     for driver in drivers {
         let started = std::time::Instant::now();
-        println!(
-            "  {}: compiling (core/alloc from source on a first build), fat-LTO link ...",
+        // One line per driver: the slow part (core/alloc from source on a first build, then
+        // the fat-LTO link) is announced first and timed when it ends.
+        print!(
+            "  {}: compiling (core/alloc from source on a first build), fat-LTO link ... ",
             driver.package
         );
+        let _ = std::io::Write::flush(&mut std::io::stdout());
         let mut cargo = command(Tool::SystemCargo);
         cargo
             .current_dir(&ws.root)
@@ -281,11 +284,7 @@ pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
                 "CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_RUSTFLAGS",
                 link_flags(&lib_dir, &defs),
             ))?;
-        println!(
-            "  {}: built in {:.0} s",
-            driver.package,
-            started.elapsed().as_secs_f64()
-        );
+        println!("built in {:.0} s", started.elapsed().as_secs_f64());
         let artifacts = target_dir.join(DRIVER_TARGET).join(PROFILE);
         let dll = artifacts.join(format!("{}.dll", driver.name));
         let mut image =
