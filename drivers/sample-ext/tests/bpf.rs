@@ -11,7 +11,8 @@
 
 use ebpf_ext_core_sim::bpf::BpfObject;
 use ebpf_ext_usersim::Kernel;
-use sample_harness::{Target, binary, ext};
+use sample_harness::bpf::in_both_modes;
+use sample_harness::{Target, ext};
 
 fn object() -> BpfObject {
     sample_harness::bpf::build(&ext::sample(), "sample_ext.c")
@@ -41,22 +42,9 @@ fn bpf_programs_run_in_the_linked_crate() {
 #[test]
 fn bpf_programs_run_identically_in_the_linked_crate_and_the_signed_image() {
     let (object, maps) = (object(), maps_object());
-    let native = {
-        let kernel = Kernel::new();
-        ext::scenario(
-            &kernel,
-            Target::Native(sample_ext::driver_entry),
-            &object,
-            &maps,
-            &mut |_| {},
-        )
-        .expect("linked crate")
-    };
-    let kernel = Kernel::new();
-    let image = binary::load_sample(&kernel, "sample_ext").expect("image");
-    let from_image =
-        ext::scenario(&kernel, Target::Image(&image), &object, &maps, &mut |_| {}).expect("image");
-    assert_eq!(from_image, native);
-    drop(kernel);
-    image.unload();
+    let report = in_both_modes("sample_ext", sample_ext::driver_entry, |kernel, target| {
+        ext::scenario(kernel, target, &object, &maps, &mut |_| {})
+    })
+    .expect("both modes");
+    assert!(report.lines.len() > 8, "{report:#?}");
 }

@@ -851,3 +851,30 @@ pub fn build(sample: &Sample, source: &str) -> Result<BpfObject, Failure> {
     let bytes = compile(sample, source, dir.path())?;
     BpfObject::parse(&bytes).map_err(|e| format!("{source}: {e}"))
 }
+
+/// Runs `scenario` against the driver crate linked into this process and against its signed
+/// image (`<image dir>/<image>.sys`, see [`crate::binary::load_sample`]), each on a simulated
+/// kernel of its own, and returns the report once both runs agree.
+///
+/// # Errors
+/// A failed run, a missing image, or reports that differ (the message shows both).
+pub fn in_both_modes<R: PartialEq + core::fmt::Debug>(
+    image: &str,
+    native: DriverEntry,
+    scenario: impl Fn(&Kernel, Target<'_>) -> Result<R, Failure>,
+) -> Result<R, Failure> {
+    let linked = scenario(&Kernel::new(), Target::Native(native))
+        .map_err(|e| format!("linked crate: {e}"))?;
+    let kernel = Kernel::new();
+    let loaded = crate::binary::load_sample(&kernel, image)?;
+    let from_image =
+        scenario(&kernel, Target::Image(&loaded)).map_err(|e| format!("{image}.sys: {e}"));
+    drop(kernel);
+    loaded.unload();
+    let from_image = from_image?;
+    expect!(
+        from_image == linked,
+        "the image and the linked crate differ:\n image:  {from_image:?}\n linked: {linked:?}"
+    );
+    Ok(linked)
+}

@@ -9,9 +9,7 @@
 )]
 
 use ebpf_ext_core_sim::bpf::BpfObject;
-use ebpf_ext_usersim::Kernel;
-use sample_harness::bpf::{net_scenario, samples};
-use sample_harness::{Target, binary};
+use sample_harness::bpf::{in_both_modes, net_scenario, samples};
 
 fn object() -> BpfObject {
     sample_harness::bpf::build(&samples()[0], "sample_net.c")
@@ -21,22 +19,11 @@ fn object() -> BpfObject {
 #[test]
 fn bpf_programs_run_identically_in_the_linked_crate_and_the_signed_image() {
     let object = object();
-    let native = {
-        let kernel = Kernel::new();
-        net_scenario(
-            &kernel,
-            Target::Native(sample_netebpf_ext::driver_entry),
-            &object,
-            &mut |_| {},
-        )
-        .expect("linked crate")
-    };
-    let kernel = Kernel::new();
-    let image = binary::load_sample(&kernel, "sample_netebpf_ext").expect("image");
-    let from_image =
-        net_scenario(&kernel, Target::Image(&image), &object, &mut |_| {}).expect("image");
-    assert_eq!(from_image, native);
-    assert!(native.lines.len() > 10, "{native:#?}");
-    drop(kernel);
-    image.unload();
+    let report = in_both_modes(
+        "sample_netebpf_ext",
+        sample_netebpf_ext::driver_entry,
+        |kernel, target| net_scenario(kernel, target, &object, &mut |_| {}),
+    )
+    .expect("both modes");
+    assert!(report.lines.len() > 10, "{report:#?}");
 }

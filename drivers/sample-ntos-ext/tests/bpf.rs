@@ -9,10 +9,8 @@
 )]
 
 use ebpf_ext_core_sim::bpf::BpfObject;
-use ebpf_ext_usersim::Kernel;
-use sample_harness::bpf::samples;
+use sample_harness::bpf::{in_both_modes, samples};
 use sample_harness::ntos::bpf_scenario;
-use sample_harness::{Target, binary};
 
 fn object() -> BpfObject {
     sample_harness::bpf::build(&samples()[1], "sample_process.c")
@@ -22,22 +20,11 @@ fn object() -> BpfObject {
 #[test]
 fn bpf_programs_run_identically_in_the_linked_crate_and_the_signed_image() {
     let object = object();
-    let native = {
-        let kernel = Kernel::new();
-        bpf_scenario(
-            &kernel,
-            Target::Native(sample_ntos_ext::driver_entry),
-            &object,
-            &mut |_| {},
-        )
-        .expect("linked crate")
-    };
-    let kernel = Kernel::new();
-    let image = binary::load_sample(&kernel, "sample_ntos_ext").expect("image");
-    let from_image =
-        bpf_scenario(&kernel, Target::Image(&image), &object, &mut |_| {}).expect("image");
-    assert_eq!(from_image, native);
-    assert!(native.lines.len() > 10, "{native:#?}");
-    drop(kernel);
-    image.unload();
+    let report = in_both_modes(
+        "sample_ntos_ext",
+        sample_ntos_ext::driver_entry,
+        |kernel, target| bpf_scenario(kernel, target, &object, &mut |_| {}),
+    )
+    .expect("both modes");
+    assert!(report.lines.len() > 10, "{report:#?}");
 }
