@@ -11,6 +11,22 @@
 //!   `cargo xtask build-drivers` sets).
 //! - **Verdict**: on creation, the first program returning a failure `NTSTATUS` denies the
 //!   creation with that status and later programs do not run; on delete results are ignored.
+//!
+//! # Where this port differs from ntosebpfext, and why
+//!
+//! - `creation_time`, `exit_time`, `process_exit_code` and the token SID are 0 at notify time,
+//!   and the account helpers return `-ENOENT` unless a test run supplies the strings: the SDK
+//!   does not yet declare the kernel routines that read them (`PsGetProcessCreateTimeQuadPart`,
+//!   `PsGetProcessExitTime`, `PsGetProcessExitStatus`, the primary-token and SID routines,
+//!   `SecLookupAccountSid`).
+//! - A program whose invoke fails stops the chain (the SDK's `invoke_with`); ntosebpfext counts
+//!   it as status 0 and runs the rest.
+//! - The `process` and `create_info` pointers of the notify context are NULL (programs cannot
+//!   see them), and the command line's `MaximumLength` equals its `Length`.
+//! - Bytes 16–63 of the context header in a test run's `ctx_out` are zero; ntosebpfext echoes
+//!   the caller's.
+//! - The generated header declares `operation` as a `uint32_t` (a bit-field has no offset to
+//!   check); the value and the bytes programs read are the same.
 #![no_std]
 
 // Host builds of the `cdylib` need a panic handler and unwinding: the host's `std`'s.
