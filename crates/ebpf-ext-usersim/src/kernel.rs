@@ -338,11 +338,15 @@ impl Default for Kernel {
 impl Drop for Kernel {
     fn drop(&mut self) {
         self.inner.work.shutdown();
-        let is_current = CURRENT.with(|c| {
-            c.borrow()
-                .as_ref()
-                .is_some_and(|k| Arc::ptr_eq(k, &self.inner))
-        });
+        // `try_with`: a kernel kept in another thread-local may be dropped after this thread's
+        // binding is already gone (at thread or process exit); there is nothing to unbind then.
+        let is_current = CURRENT
+            .try_with(|c| {
+                c.borrow()
+                    .as_ref()
+                    .is_some_and(|k| Arc::ptr_eq(k, &self.inner))
+            })
+            .unwrap_or(false);
         if is_current {
             bind(None);
         }

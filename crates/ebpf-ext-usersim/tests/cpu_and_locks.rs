@@ -204,3 +204,22 @@ fn debug_print_is_captured() {
         (77, 0, "hello from the driver")
     );
 }
+
+/// A kernel kept in a thread-local of the test's own may be dropped after usersim's binding
+/// of that thread is already gone (thread-local destructors run in reverse order of first
+/// use); dropping it then must not touch the binding.
+#[test]
+fn a_kernel_dropped_after_the_threads_binding_is_gone() {
+    thread_local! {
+        static HELD: core::cell::RefCell<Option<Kernel>> = const { core::cell::RefCell::new(None) };
+    }
+    std::thread::spawn(|| {
+        // First use registers HELD's destructor before usersim's binding is first used, so
+        // the binding is destroyed first at thread exit.
+        HELD.with(|held| assert!(held.borrow().is_none()));
+        let kernel = Kernel::new();
+        HELD.with(|held| *held.borrow_mut() = Some(kernel));
+    })
+    .join()
+    .expect("the thread exits cleanly");
+}
