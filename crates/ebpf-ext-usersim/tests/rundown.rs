@@ -9,14 +9,14 @@ use std::time::Instant;
 
 use ebpf_ext_sys::ntdef::{FALSE, TRUE};
 use ebpf_ext_sys::wdm::{
-    EX_RUNDOWN_REF, EX_RUNDOWN_REF_CACHE_AWARE, ExAcquireRundownProtection,
-    ExAcquireRundownProtectionCacheAware, ExInitializeRundownProtection,
-    ExInitializeRundownProtectionCacheAware, ExReInitializeRundownProtectionCacheAware,
-    ExReleaseRundownProtection, ExReleaseRundownProtectionCacheAware,
-    ExSizeOfRundownProtectionCacheAware, ExWaitForRundownProtectionRelease,
-    ExWaitForRundownProtectionReleaseCacheAware,
+    DRIVER_VERIFIER_DETECTED_VIOLATION, EX_RUNDOWN_REF, EX_RUNDOWN_REF_CACHE_AWARE,
+    ExAcquireRundownProtection, ExAcquireRundownProtectionCacheAware,
+    ExInitializeRundownProtection, ExInitializeRundownProtectionCacheAware,
+    ExReInitializeRundownProtectionCacheAware, ExReleaseRundownProtection,
+    ExReleaseRundownProtectionCacheAware, ExSizeOfRundownProtectionCacheAware,
+    ExWaitForRundownProtectionRelease, ExWaitForRundownProtectionReleaseCacheAware,
 };
-use ebpf_ext_usersim::Kernel;
+use ebpf_ext_usersim::{Kernel, expect_bugcheck};
 
 /// How long an observer watches at most; it stops earlier once both sides did enough rounds.
 const WATCH: Duration = Duration::from_secs(2);
@@ -225,4 +225,30 @@ fn waits_return_only_after_every_reference_is_released() {
         assert_eq!(after_plain, 2, "the wait returned early");
     });
     drop(kernel);
+}
+
+/// Re-initialising a cache-aware reference that no wait has run down is a driver bug Driver
+/// Verifier reports (cargo mutants found nothing checked it).
+#[test]
+fn reinitializing_a_cache_aware_reference_that_was_not_run_down_bugchecks() {
+    let _kernel = Kernel::new();
+    let check = expect_bugcheck(
+        "reinitializing_a_cache_aware_reference_that_was_not_run_down_bugchecks",
+        || {
+            // SAFETY: no arguments; a kernel is bound.
+            let size = unsafe { ExSizeOfRundownProtectionCacheAware() };
+            let words = Words::new(size);
+            // SAFETY: `size` bytes of 8-aligned storage that outlives both calls.
+            unsafe { ExInitializeRundownProtectionCacheAware(words.as_ptr(), size) };
+            // SAFETY: initialised; deliberately not run down.
+            unsafe { ExReInitializeRundownProtectionCacheAware(words.as_ptr()) };
+        },
+    );
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            "ExReInitializeRundownProtectionCacheAware"
+        )
+    );
 }
