@@ -18,8 +18,8 @@ const DRIVER_FEATURES: &[(&str, &str)] = &[
 /// Options of `cargo xtask ci`.
 #[derive(Args)]
 pub(crate) struct Options {
-    /// Skip `cargo fmt --check`, clippy and rustdoc (tests and the driver-target check still
-    /// run).
+    /// Skip `cargo fmt --check`, clippy, rustdoc and the public-API check (tests and the
+    /// driver-target check still run).
     #[arg(long)]
     pub(crate) tests_only: bool,
 }
@@ -39,6 +39,8 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
         run(command(Tool::Cargo)
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"))?;
+        // A change to the SDK's public API shows as a difference to `api/`.
+        crate::public_api::public_api(false)?;
     }
     run_loom_models()?;
     check_driver_target()?;

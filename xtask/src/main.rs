@@ -7,6 +7,7 @@ mod exec;
 mod fuzz;
 mod headers;
 mod prereqs;
+mod public_api;
 mod samples;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,13 @@ enum Command {
     /// `cargo install` of cargo-ebpf-ext from it, and a new extension outside the workspace
     /// built, signed, packaged, exported and tested in both modes (under `target/e2e/`).
     E2e,
+    /// The SDK crates' public API (from rustdoc's JSON) compared with `api/<crate>.txt`;
+    /// `--bless` rewrites the files after an intended change (see docs/RELEASING.md).
+    PublicApi {
+        /// Write `api/` instead of comparing.
+        #[arg(long)]
+        bless: bool,
+    },
     /// The prerequisites (`crates/cargo-ebpf-ext/prerequisites.tsv`): what is installed, and
     /// `--install` for what is missing.
     Prereqs(prereqs::Options),
@@ -73,5 +81,6 @@ fn main() -> anyhow::Result<()> {
         Command::TestSample(options) => samples::test_sample(&options),
         Command::CheckDriverTarget => ci::check_driver_target(),
         Command::E2e => e2e::out_of_tree(),
+        Command::PublicApi { bless } => public_api::public_api(bless),
     }
 }
