@@ -58,7 +58,9 @@ pub(crate) fn out_of_tree() -> Result<()> {
     let ext_arg = ext.display().to_string();
     run(&mut cargo_ebpf_ext(
         &tools,
-        &["new", "my-ext", "--path", &ext_arg],
+        // Run from this checkout, which is a workspace: --standalone keeps `new` from
+        // making the extension one of its members.
+        &["new", "my-ext", "--standalone", "--path", &ext_arg],
     ))?;
     let manifest = std::fs::read_to_string(ext.join("Cargo.toml"))?;
     if !manifest.contains(&format!("git = \"{url}\", tag = \"{TAG}\"")) {

@@ -55,9 +55,10 @@ enum Command {
     ExportProgramInfo(Selection),
     /// The prerequisites: what is installed, `--install` for what is missing.
     Prereqs(prereqs::Options),
-    /// A new extension repository NAME (its own workspace): program type, helper, hook,
-    /// driver glue, host tests in both modes, .inx/.wprp/.guid, fresh GUIDs, and the SDK
-    /// pinned by the tag this tool was installed from.
+    /// A new extension NAME: program type, helper, hook, driver glue, host tests in both
+    /// modes, .inx/.wprp/.guid, fresh GUIDs. Inside a workspace, a member of it at
+    /// `drivers/NAME` with the SDK pinned as the workspace pins it; elsewhere a repository of
+    /// its own with the SDK pinned by the tag this tool was installed from.
     New(NewOptions),
 }
 
@@ -65,9 +66,17 @@ enum Command {
 struct NewOptions {
     /// The package name (`my-ext`); the image is `my_ext.sys`.
     name: String,
-    /// The folder to create (default: `./NAME`).
+    /// The folder to create (default: `drivers/NAME` under the workspace root for a member,
+    /// `./NAME` for a repository of its own).
     #[arg(long)]
     path: Option<PathBuf>,
+    /// Add it to the workspace around the current directory (the default when there is one
+    /// and the folder is under its root); fails if there is none.
+    #[arg(long, conflicts_with = "standalone")]
+    workspace_member: bool,
+    /// Make a repository of its own (its own workspace) even inside a workspace.
+    #[arg(long)]
+    standalone: bool,
     /// The SDK's git URL (default: the one this tool was installed from).
     #[arg(long, requires = "sdk_tag")]
     sdk_git: Option<String>,
@@ -80,19 +89,54 @@ struct NewOptions {
 }
 
 fn new(options: &NewOptions) -> Result<()> {
-    let sdk = match (&options.sdk_git, &options.sdk_tag, &options.sdk_path) {
-        (Some(url), Some(tag), _) => new::Sdk::Git {
+    let explicit = match (&options.sdk_git, &options.sdk_tag, &options.sdk_path) {
+        (Some(url), Some(tag), _) => Some(new::Sdk::Git {
             url: url.clone(),
             tag: tag.clone(),
-        },
-        (_, _, Some(path)) => new::Sdk::Path(std::path::absolute(path)?),
-        _ => new::Sdk::installed()?,
+        }),
+        (_, _, Some(path)) => Some(new::Sdk::Path(std::path::absolute(path)?)),
+        _ => None,
     };
-    let dir = options
+    let here = std::env::current_dir()?;
+    let around = if options.standalone {
+        None
+    } else {
+        new::enclosing_workspace(&here)
+    };
+    let path = options
         .path
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&options.name));
-    report("created", &new::create(&options.name, &dir, &sdk)?);
+        .as_deref()
+        .map(std::path::absolute)
+        .transpose()?;
+    match around {
+        Some((root, metadata))
+            if options.workspace_member || path.as_ref().is_none_or(|p| p.starts_with(&root)) =>
+        {
+            let dir = path.unwrap_or_else(|| root.join("drivers").join(&options.name));
+            let sdk = match explicit.or_else(|| new::Sdk::from_workspace(&metadata)) {
+                Some(sdk) => sdk,
+                None => new::Sdk::installed()?,
+            };
+            report(
+                "created",
+                &new::add_member(&options.name, &root, &dir, &sdk)?,
+            );
+        }
+        None if options.workspace_member => {
+            anyhow::bail!(
+                "--workspace-member: cargo metadata finds no workspace around {}",
+                here.display()
+            );
+        }
+        _ => {
+            let sdk = match explicit {
+                Some(sdk) => sdk,
+                None => new::Sdk::installed()?,
+            };
+            let dir = path.unwrap_or_else(|| PathBuf::from(&options.name));
+            report("created", &new::create(&options.name, &dir, &sdk)?);
+        }
+    }
     Ok(())
 }
 

@@ -1,12 +1,18 @@
 //! `new NAME`: a new extension repository (its own workspace): a program type with a helper,
 //! a hook, the driver glue, host tests in both modes, `.inx`, `.wprp` and `.guid`, fresh GUIDs,
-//! and the SDK pinned by the tag this tool was installed from.
+//! and the SDK pinned by the tag this tool was installed from. Inside an existing workspace,
+//! the same driver crate becomes a member of it instead ([`add_member`]): listed in the root
+//! manifest's `members`, the SDK pinned as the workspace already pins it, and no file of its
+//! own that belongs to the workspace (`.gitignore`, `[workspace]`).
 
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::prereqs::{Tool, command};
 
 /// Where the SDK crates come from in the new repository's manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +86,68 @@ impl Sdk {
             })
         })
     }
+}
+
+impl Sdk {
+    /// How a workspace already pins the SDK, from `cargo metadata --no-deps`'s JSON: the git
+    /// URL and tag, or the checkout, of the first SDK crate a member depends on (or the
+    /// workspace's own `ebpf-extension-common`, in a checkout of the SDK).
+    #[must_use]
+    pub fn from_workspace(metadata: &Value) -> Option<Sdk> {
+        let packages = metadata["packages"].as_array()?;
+        let own = packages.iter().find_map(|p| {
+            (p["name"] == "ebpf-extension-common")
+                .then(|| {
+                    Path::new(p["manifest_path"].as_str()?)
+                        .parent()?
+                        .parent()?
+                        .parent()
+                })
+                .flatten()
+                .map(|root| Sdk::Path(root.to_path_buf()))
+        });
+        if own.is_some() {
+            return own;
+        }
+        packages
+            .iter()
+            .flat_map(|p| p["dependencies"].as_array().into_iter().flatten())
+            .filter(|d| {
+                d["name"]
+                    .as_str()
+                    .is_some_and(|n| n == "ebpf-extension-common" || n.starts_with("ebpf-ext-"))
+            })
+            .find_map(|d| {
+                if let Some(path) = d["path"].as_str() {
+                    // `ROOT/crates/<crate>`.
+                    return Some(Sdk::Path(Path::new(path).parent()?.parent()?.to_path_buf()));
+                }
+                let source = d["source"].as_str()?.strip_prefix("git+")?;
+                let (url, rest) = source.split_once("?tag=")?;
+                Some(Sdk::Git {
+                    url: url.to_owned(),
+                    tag: rest.split('#').next()?.to_owned(),
+                })
+            })
+    }
+}
+
+/// The workspace around `dir`: its root and `cargo metadata --no-deps`'s JSON, or `None`
+/// where cargo finds none.
+#[must_use]
+pub fn enclosing_workspace(dir: &Path) -> Option<(PathBuf, Value)> {
+    let output = command(Tool::Cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let json: Value = serde_json::from_slice(&output.stdout).ok()?;
+    let root = PathBuf::from(json["workspace_root"].as_str()?);
+    Some((root, json))
 }
 
 /// 16 random bytes from the operating system.
@@ -217,16 +285,172 @@ pub fn files(name: &str, sdk: &Sdk) -> Result<Vec<(PathBuf, String)>> {
     ])
 }
 
-/// Writes a new extension called `name` into `dir` (which must not exist yet).
+/// What the template's manifest says to be a workspace of its own.
+const OWN_WORKSPACE: &str =
+    "\n# Its own workspace (`cargo ebpf-ext` finds it with cargo metadata).\n[workspace]\n";
+
+/// The files of a new extension called `name` as a member of an existing workspace: those of
+/// [`files`] without what belongs to the workspace (the manifest's `[workspace]`, `.gitignore`).
 ///
 /// # Errors
-/// If `dir` exists, or as [`files`].
-pub fn create(name: &str, dir: &Path, sdk: &Sdk) -> Result<Vec<PathBuf>> {
+/// As [`files`].
+pub fn member_files(name: &str, sdk: &Sdk) -> Result<Vec<(PathBuf, String)>> {
+    let mut files = files(name, sdk)?;
+    files.retain(|(path, _)| path != Path::new(".gitignore"));
+    for (path, text) in &mut files {
+        if path == Path::new("Cargo.toml") {
+            let Some(at) = text.find(OWN_WORKSPACE) else {
+                bail!("the template's Cargo.toml no longer ends with its own [workspace]");
+            };
+            text.truncate(at);
+        }
+    }
+    Ok(files)
+}
+
+/// `text` (a root `Cargo.toml`) with `member` (a `/`-separated path relative to the root)
+/// in `[workspace] members`, or `None` where a member pattern already covers it (`drivers/*`).
+///
+/// # Errors
+/// If the manifest has no `[workspace]` table or a `members` array this cannot read.
+pub fn with_member(text: &str, member: &str) -> Result<Option<String>> {
+    let lines: Vec<&str> = text.lines().collect();
+    let Some(table) = lines.iter().position(|l| l.trim() == "[workspace]") else {
+        bail!("the workspace's Cargo.toml has no [workspace] table");
+    };
+    let end = lines[table + 1..]
+        .iter()
+        .position(|l| l.trim_start().starts_with('['))
+        .map_or(lines.len(), |i| table + 1 + i);
+    let entry = format!("\"{member}\"");
+    let Some(start) = (table + 1..end).find(|&i| {
+        let l = lines[i].trim_start();
+        l.starts_with("members") && l["members".len()..].trim_start().starts_with('=')
+    }) else {
+        let mut out: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+        out.insert(table + 1, format!("members = [{entry}]"));
+        return Ok(Some(out.join("\n") + "\n"));
+    };
+    // The array, from `members = [` to its `]` (one line or several).
+    let Some(close) = (start..end).find(|&i| strip_comment(lines[i]).contains(']')) else {
+        bail!("the workspace's `members` array has no closing `]`");
+    };
+    let array: String = (start..=close)
+        .map(|i| strip_comment(lines[i]))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let inner = array
+        .split_once('[')
+        .and_then(|(_, rest)| rest.rsplit_once(']'))
+        .map(|(inner, _)| inner)
+        .context("the workspace's `members` is not an array")?;
+    let patterns: Vec<&str> = inner
+        .split(',')
+        .map(|p| p.trim().trim_matches('"'))
+        .filter(|p| !p.is_empty())
+        .collect();
+    if patterns.iter().any(|p| covers(p, member)) {
+        return Ok(None);
+    }
+    let mut out: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    if start == close {
+        let line = &out[close];
+        let at = line
+            .rfind(']')
+            .context("the workspace's `members` has no `]`")?;
+        let before = line[..at].trim_end();
+        let separator = if before.ends_with('[') || before.ends_with(',') {
+            ""
+        } else {
+            ", "
+        };
+        out[close] = format!("{before}{separator}{entry}{}", &line[at..]);
+    } else {
+        let indent: String = lines[start + 1]
+            .chars()
+            .take_while(|c| c.is_whitespace())
+            .collect();
+        let indent = if indent.is_empty() {
+            "    ".to_owned()
+        } else {
+            indent
+        };
+        // The last entry before the `]` line gets its comma if it lacks one.
+        if let Some(last) = (start + 1..close)
+            .rev()
+            .find(|&i| !strip_comment(lines[i]).trim().is_empty())
+        {
+            let kept = strip_comment(lines[last]).trim_end().to_owned();
+            if !kept.ends_with(',') && !kept.ends_with('[') {
+                out[last] = format!("{kept},{}", &lines[last][kept.len()..]);
+            }
+        }
+        out.insert(close, format!("{indent}{entry},"));
+    }
+    Ok(Some(out.join("\n") + "\n"))
+}
+
+/// A TOML line without its comment (no `#` inside the strings this reads).
+fn strip_comment(line: &str) -> &str {
+    line.split_once('#').map_or(line, |(code, _)| code)
+}
+
+/// Whether the member pattern `pattern` (cargo's: a path, `*` for one component) names
+/// `member`.
+fn covers(pattern: &str, member: &str) -> bool {
+    let pattern: Vec<&str> = pattern.trim_end_matches('/').split('/').collect();
+    let member: Vec<&str> = member.split('/').collect();
+    pattern.len() == member.len()
+        && pattern.iter().zip(&member).all(|(p, m)| {
+            p == m
+                || p.split_once('*').is_some_and(|(prefix, suffix)| {
+                    !suffix.contains('*')
+                        && m.len() >= prefix.len() + suffix.len()
+                        && m.starts_with(prefix)
+                        && m.ends_with(suffix)
+                })
+        })
+}
+
+/// Writes a new extension called `name` into `dir`, under the workspace `root`, and lists
+/// it in the root manifest's `members` (unless a pattern there covers it already).
+///
+/// # Errors
+/// If `dir` exists or is not under `root`, if the root manifest cannot be read or edited, or
+/// as [`files`].
+pub fn add_member(name: &str, root: &Path, dir: &Path, sdk: &Sdk) -> Result<Vec<PathBuf>> {
     if dir.exists() {
         bail!("{} exists; pick a new folder", dir.display());
     }
+    let relative = dir.strip_prefix(root).with_context(|| {
+        format!(
+            "{} is not under the workspace root {}; a member must be",
+            dir.display(),
+            root.display()
+        )
+    })?;
+    let member = relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/");
+    let manifest = root.join("Cargo.toml");
+    let text =
+        fs::read_to_string(&manifest).with_context(|| format!("read {}", manifest.display()))?;
+    // Checked before any file is written, so a manifest this cannot edit changes nothing.
+    let edited = with_member(&text, &member)
+        .with_context(|| format!("add {member} to {}", manifest.display()))?;
+    let mut written = write_files(dir, member_files(name, sdk)?)?;
+    if let Some(edited) = edited {
+        fs::write(&manifest, edited).with_context(|| format!("write {}", manifest.display()))?;
+        written.push(manifest);
+    }
+    Ok(written)
+}
+
+fn write_files(dir: &Path, files: Vec<(PathBuf, String)>) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
-    for (path, text) in files(name, sdk)? {
+    for (path, text) in files {
         let path = dir.join(path);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
@@ -235,6 +459,17 @@ pub fn create(name: &str, dir: &Path, sdk: &Sdk) -> Result<Vec<PathBuf>> {
         written.push(path);
     }
     Ok(written)
+}
+
+/// Writes a new extension called `name` into `dir` (which must not exist yet).
+///
+/// # Errors
+/// If `dir` exists, or as [`files`].
+pub fn create(name: &str, dir: &Path, sdk: &Sdk) -> Result<Vec<PathBuf>> {
+    if dir.exists() {
+        bail!("{} exists; pick a new folder", dir.display());
+    }
+    write_files(dir, files(name, sdk)?)
 }
 
 #[cfg(test)]
@@ -254,6 +489,67 @@ mod tests {
         assert_eq!(
             Sdk::from_crates2(r#"{"installs":{"cargo-ebpf-ext 0.1.0 (path+file:///x)":{}}}"#),
             None
+        );
+    }
+
+    #[test]
+    fn a_member_is_added_to_the_workspace_members_once() {
+        let one_line = "[workspace]\nmembers = [\"crates/a\"]\nresolver = \"3\"\n";
+        assert_eq!(
+            with_member(one_line, "drivers/x").expect("edit").as_deref(),
+            Some("[workspace]\nmembers = [\"crates/a\", \"drivers/x\"]\nresolver = \"3\"\n")
+        );
+        let several = "[package]\nname = \"p\"\n\n[workspace]\nmembers = [\n    \"crates/a\" # first\n]\n\n[workspace.dependencies]\n";
+        assert_eq!(
+            with_member(several, "drivers/x").expect("edit").as_deref(),
+            Some(
+                "[package]\nname = \"p\"\n\n[workspace]\nmembers = [\n    \"crates/a\", # first\n    \"drivers/x\",\n]\n\n[workspace.dependencies]\n"
+            )
+        );
+        let none = "[package]\nname = \"p\"\n[workspace]\n";
+        assert_eq!(
+            with_member(none, "drivers/x").expect("edit").as_deref(),
+            Some("[package]\nname = \"p\"\n[workspace]\nmembers = [\"drivers/x\"]\n")
+        );
+        let glob = "[workspace]\nmembers = [\"crates/*\", \"drivers/*\"]\n";
+        assert_eq!(with_member(glob, "drivers/x").expect("edit"), None);
+        assert!(with_member("[package]\nname = \"p\"\n", "drivers/x").is_err());
+        assert!(covers("drivers/sample-*", "drivers/sample-x"));
+        assert!(!covers("drivers/*", "drivers/x/y"));
+    }
+
+    #[test]
+    fn a_member_pins_the_sdk_as_its_workspace_does_and_has_no_workspace_files() {
+        let metadata: Value = serde_json::from_str(
+            r#"{"packages": [{"name": "a", "manifest_path": "/w/crates/a/Cargo.toml",
+                "dependencies": [{"name": "tracelogging", "source": "registry+https://github.com/rust-lang/crates.io-index"},
+                                 {"name": "ebpf-extension-common", "source": "git+https://example.invalid/sdk?tag=v1.2.3"}]}]}"#,
+        )
+        .expect("metadata");
+        let sdk = Sdk::from_workspace(&metadata).expect("the workspace's pin");
+        assert_eq!(
+            sdk,
+            Sdk::Git {
+                url: "https://example.invalid/sdk".into(),
+                tag: "v1.2.3".into()
+            }
+        );
+        let files = member_files("my-ext", &sdk).expect("files");
+        assert!(files.iter().all(|(p, _)| p != Path::new(".gitignore")));
+        let manifest = &files
+            .iter()
+            .find(|(p, _)| p == Path::new("Cargo.toml"))
+            .expect("manifest")
+            .1;
+        assert!(!manifest.contains("[workspace]"), "{manifest}");
+        assert!(manifest.contains(r#"tag = "v1.2.3""#));
+        let checkout: Value = serde_json::from_str(
+            r#"{"packages": [{"name": "ebpf-extension-common", "manifest_path": "/sdk/crates/ebpf-extension-common/Cargo.toml", "dependencies": []}]}"#,
+        )
+        .expect("metadata");
+        assert_eq!(
+            Sdk::from_workspace(&checkout),
+            Some(Sdk::Path("/sdk".into()))
         );
     }
 
