@@ -2,6 +2,9 @@
 //! kernel's compare-and-swap does, so nothing observing the reference concurrently sees a
 //! reference that was never granted.
 
+extern crate alloc;
+
+use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 use std::thread;
@@ -251,4 +254,47 @@ fn reinitializing_a_cache_aware_reference_that_was_not_run_down_bugchecks() {
             "ExReInitializeRundownProtectionCacheAware"
         )
     );
+}
+
+/// Initialisation clears every processor's word, whatever the storage held before (cargo
+/// mutants found that only zeroed storage was ever initialised in tests).
+#[test]
+fn initialisation_clears_storage_that_held_anything() {
+    let kernel = Kernel::new();
+    // SAFETY: no arguments; a kernel is bound.
+    let size = unsafe { ExSizeOfRundownProtectionCacheAware() };
+    // Shared with a waiter that may never return (if initialisation is broken): it must not
+    // outlive its storage.
+    let words = Arc::new(Words::new(size));
+    for word in &words.0 {
+        word.store(u64::MAX, Ordering::SeqCst);
+    }
+    let r = words.as_ptr::<EX_RUNDOWN_REF_CACHE_AWARE>();
+    // SAFETY: `size` bytes of 8-aligned storage that outlives every use below.
+    unsafe { ExInitializeRundownProtectionCacheAware(r, size) };
+    // SAFETY: initialised above.
+    assert_eq!(unsafe { ExAcquireRundownProtectionCacheAware(r) }, TRUE);
+    // SAFETY: the reference just acquired.
+    unsafe { ExReleaseRundownProtectionCacheAware(r) };
+    let returned = Arc::new(AtomicBool::new(false));
+    let waiter = kernel.spawn({
+        let (words, returned) = (words.clone(), returned.clone());
+        move || {
+            let r = words.as_ptr::<EX_RUNDOWN_REF_CACHE_AWARE>();
+            // SAFETY: initialised; no reference is outstanding; `words` keeps the storage.
+            unsafe { ExWaitForRundownProtectionReleaseCacheAware(r) };
+            returned.store(true, Ordering::SeqCst);
+        }
+    });
+    let start = Instant::now();
+    while !returned.load(Ordering::SeqCst) && start.elapsed() < WATCH {
+        thread::yield_now();
+    }
+    // A waiter that never returns is left behind (it holds its own storage) so that the test
+    // fails instead of hanging.
+    assert!(
+        returned.load(Ordering::SeqCst),
+        "the wait never returned: initialisation left a processor's word set"
+    );
+    waiter.join().expect("waiting thread");
 }
