@@ -84,6 +84,12 @@ debootstrap --variant=minbase --cache-dir="$work/debs" "$release" "$root" "$mirr
 }
 echo "$sources" | awk '{ $1 = "deb " $1; print }' >"$root/etc/apt/sources.list"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The machine's own trust anchors (a network that inspects TLS has its CA here), as part of the
+# machine like its apt sources: the ca-certificates package adds them when .ci/run installs it.
+if [ -d /usr/local/share/ca-certificates ]; then
+    mkdir -p "$root/usr/local/share/ca-certificates"
+    cp -r /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+fi
 echo "fresh-machine: root filesystem ready in $(($(date +%s) - start)) s; apt sources:"
 sed 's/^/  /' "$root/etc/apt/sources.list"
 
