@@ -501,7 +501,7 @@ pub mod foreign {
         unsafe { context.cast::<T>().as_mut() }
     }
 
-    /// Hands a pool allocation over as an owning context; [`from_foreign_owned`] takes it
+    /// Hands a pool allocation over as an owning context; `from_foreign_owned` takes it
     /// back.
     #[must_use]
     pub fn into_foreign<T>(value: PoolBox<T>) -> *mut c_void {

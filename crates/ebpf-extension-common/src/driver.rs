@@ -345,7 +345,7 @@ pub trait ExtensionDriver: Send + Sync + Sized + 'static {
     /// PASSIVE_LEVEL.
     fn start(start: &Start<'_>) -> Result<Self>;
 
-    /// Handles a control-device request (see [`crate::ioctl`]). The default refuses every
+    /// Handles a control-device request (see [`crate::ioctl`](mod@crate::ioctl)). The default refuses every
     /// code.
     ///
     /// # IRQL

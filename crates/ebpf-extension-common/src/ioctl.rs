@@ -20,7 +20,7 @@
 //! }
 //! // In `ExtensionDriver::device_control`:
 //! match request.code() {
-//!     Run::CODE => request.handle::<Run>(|call| { …; Ok(call.reply(&RunReply { … })) }),
+//!     Run::CODE => request.handle::<Run>(|call| Ok(call.reply(&RunReply { verdict: 1, programs_run: 0 }))),
 //!     _ => request.unknown(),
 //! }
 //! ```
@@ -37,7 +37,7 @@ use ebpf_ext_sys::ntstatus::{
 };
 use ebpf_ext_trace::{Level, keyword, trace_message_status};
 
-/// Plain data that crosses the user/kernel boundary as bytes. Implement it with [`wire!`].
+/// Plain data that crosses the user/kernel boundary as bytes. Implement it with [`wire!`](crate::wire!).
 ///
 /// # Safety
 /// The type is `repr(C)` with no padding, and every bit pattern of its bytes is a valid
