@@ -478,11 +478,11 @@ mod tests {
 
     #[test]
     fn the_tag_installed_from_is_read_from_cargos_record() {
-        let text = r#"{"installs":{"cargo-ebpf-ext 0.1.0 (git+file:///tmp/sdk.git?tag=v0.1.0#0123abcd)":{}}}"#;
+        let text = r#"{"installs":{"cargo-ebpf-ext 0.1.0 (git+file:///srv/git/sdk.git?tag=v0.1.0#0123abcd)":{}}}"#;
         assert_eq!(
             Sdk::from_crates2(text),
             Some(Sdk::Git {
-                url: "file:///tmp/sdk.git".into(),
+                url: "file:///srv/git/sdk.git".into(),
                 tag: "v0.1.0".into()
             })
         );
