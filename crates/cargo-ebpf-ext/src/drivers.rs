@@ -37,23 +37,12 @@ pub const PROFILE_SETTINGS: &[&str] = &[
 /// The target Windows kernel drivers are built for.
 pub const DRIVER_TARGET: &str = "x86_64-pc-windows-msvc";
 
-/// The variable that tells host tests where the images are (`ebpf_ext_testing::image`).
-pub const DRIVER_DIR_VAR: &str = "EBPF_EXT_DRIVER_DIR";
+/// The variable that tells host tests where the images are, and the hash the demo and the
+/// tests compare images by: one definition, in `ebpf_ext_testing::image`.
+pub use ebpf_ext_testing::image::{DRIVER_DIR_VAR, sha256_hex};
 
 /// The pefile check script, compiled in (written next to the images when it runs).
 const PECHECK: &str = include_str!("../pecheck.py");
-
-/// The SHA-256 of `bytes`, in lower-case hex.
-#[must_use]
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .fold(String::with_capacity(64), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        })
-}
 
 /// Fails with how to install `tool` unless it can be started (some, like `llvm-dlltool`, have
 /// no `--version` and exit non-zero).
