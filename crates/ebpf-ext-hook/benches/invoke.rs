@@ -14,6 +14,7 @@
     reason = "benchmark harness"
 )]
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -23,12 +24,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::{BenchHook, Invoke, call, program};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use ebpf_ext_hook::{
-    AttachPolicy, AttachRequest, Attached, HookConfig, HookExtension, HookProvider, ProgramContext,
-};
-use ebpf_ext_pool::PoolTag;
-use ebpf_ext_sys::Result;
+use ebpf_ext_hook::{HookProvider, ProgramContext};
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::wdm::{
     DEVICE_OBJECT, DISPATCH_LEVEL, EX_RUNDOWN_REF, EX_SPIN_LOCK, ExAcquireRundownProtection,
@@ -39,20 +37,6 @@ use support::{ClientSpec, Link};
 
 const ATTACH_TYPE: GUID = GUID::from_u128(0xa82e37b1_aee7_11ec_9a30_18602489beee);
 const COUNTS: [usize; 4] = [0, 1, 4, 16];
-
-struct BenchHook;
-
-impl HookExtension for BenchHook {
-    type Parameter = u32;
-    type ClientData = ();
-    fn on_attach(&self, _: &AttachRequest<u32>, _: &Attached<'_, Self>) -> Result<()> {
-        Ok(())
-    }
-}
-
-fn program(ctx: *mut c_void) -> core::result::Result<u32, i32> {
-    Ok(u32::from(!ctx.is_null()))
-}
 
 struct World {
     kernel: Kernel,
@@ -72,16 +56,7 @@ fn world() -> World {
 }
 
 fn provider(world: &World, n: usize) -> (HookProvider<BenchHook>, Vec<Link>) {
-    let config = HookConfig {
-        attach_type: ATTACH_TYPE,
-        program_type: GUID::from_u128(1),
-        bpf_attach_type: 1,
-        link_type: 1,
-        policy: AttachPolicy::Unrestricted,
-        wildcard: None,
-        max_clients: 64,
-        tag: PoolTag::new(*b"Bnch"),
-    };
+    let config = common::config(ATTACH_TYPE);
     // SAFETY: the device outlives the provider (the world is dropped last).
     let provider =
         unsafe { HookProvider::register(config, BenchHook, world.device) }.expect("register");
@@ -93,17 +68,6 @@ fn provider(world: &World, n: usize) -> (HookProvider<BenchHook>, Vec<Link>) {
         .map(|_| Link::attach(ATTACH_TYPE, spec.clone(), program))
         .collect();
     (provider, links)
-}
-
-type Invoke = ebpf_ext_sys::ebpf_extension::ebpf_program_invoke_function_t;
-
-/// Calls the core's invoke function, as every variant must.
-#[inline]
-fn call(f: Invoke, binding: *const c_void, ctx: *mut c_void) -> u32 {
-    let mut result = 0;
-    // SAFETY: the link's invoke function with its own binding context, alive for the bench.
-    let _ = unsafe { black_box(f)(binding, ctx, &raw mut result) };
-    result
 }
 
 /// The floor: N indirect calls (of the same core invoke function the SDK calls) plus one

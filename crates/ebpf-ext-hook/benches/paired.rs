@@ -23,6 +23,7 @@
     reason = "benchmark harness"
 )]
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -32,12 +33,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Instant;
 
-use ebpf_ext_hook::{
-    AttachPolicy, AttachRequest, Attached, HookConfig, HookExtension, HookProvider, ProgramContext,
-};
-use ebpf_ext_pool::PoolTag;
+use common::{BenchHook, Invoke, call, program};
+use ebpf_ext_hook::{HookProvider, ProgramContext};
 use ebpf_ext_rundown::CacheAwareRundown;
-use ebpf_ext_sys::Result;
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
 use ebpf_ext_usersim::{DriverObject, Kernel, set_current_irql};
@@ -45,30 +43,6 @@ use support::{ClientSpec, Link};
 
 const ATTACH_TYPE: GUID = GUID::from_u128(0xa82e37b2_aee7_11ec_9a30_18602489beee);
 const ROUNDS: usize = 201;
-
-struct BenchHook;
-
-impl HookExtension for BenchHook {
-    type Parameter = u32;
-    type ClientData = ();
-    fn on_attach(&self, _: &AttachRequest<u32>, _: &Attached<'_, Self>) -> Result<()> {
-        Ok(())
-    }
-}
-
-fn program(ctx: *mut c_void) -> core::result::Result<u32, i32> {
-    Ok(u32::from(!ctx.is_null()))
-}
-
-type Invoke = ebpf_ext_sys::ebpf_extension::ebpf_program_invoke_function_t;
-
-#[inline]
-fn call(f: Invoke, binding: *const c_void, ctx: *mut c_void) -> u32 {
-    let mut result = 0;
-    // SAFETY: the link's invoke function with its own binding context, alive for the bench.
-    let _ = unsafe { black_box(f)(binding, ctx, &raw mut result) };
-    result
-}
 
 /// The floor, optionally plus the SDK's per-event primitive (a cache-aware rundown
 /// acquire/release pair on usersim).
@@ -110,16 +84,7 @@ fn main() {
     let kernel = Kernel::new();
     let mut driver = DriverObject::new();
     let device = driver.create_device().expect("IoCreateDevice");
-    let config = HookConfig {
-        attach_type: ATTACH_TYPE,
-        program_type: GUID::from_u128(1),
-        bpf_attach_type: 1,
-        link_type: 1,
-        policy: AttachPolicy::Unrestricted,
-        wildcard: None,
-        max_clients: 64,
-        tag: PoolTag::new(*b"Bnch"),
-    };
+    let config = common::config(ATTACH_TYPE);
     // SAFETY: the device outlives the provider (dropped below, before the driver object).
     let sdk = unsafe { HookProvider::register(config, BenchHook, device) }.expect("register");
     let spec = ClientSpec {
