@@ -35,6 +35,7 @@ extern crate std;
 
 pub mod hook;
 pub mod program;
+mod test_run;
 
 pub use hook::driver_entry;
 pub use program::{NotifyContext, OPERATION_CREATE, OPERATION_DELETE, ProcessContext};
