@@ -16,9 +16,9 @@ use ebpf_ext_sys::ebpf_extension::{
     ebpf_execution_context_state_t, ebpf_execution_context_state_tail_call_t,
 };
 use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_SUCCESS, ebpf_result_t};
-use ebpf_ext_sys::intrin::KeGetCurrentIrql;
+use ebpf_ext_sys::intrin::{KeGetCurrentIrql, KeRaiseIrql};
 use ebpf_ext_sys::ntdef::KIRQL;
-use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
+use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, KeLowerIrql};
 
 use crate::contract::Contract;
 
@@ -32,6 +32,7 @@ struct Active {
 #[derive(Default)]
 struct ThreadBatches {
     active: Vec<Active>,
+    serial: u64,
     begins: u64,
     ends: u64,
 }
@@ -78,11 +79,37 @@ pub(crate) fn require_dispatch_or_below(what: &str) {
     }
 }
 
+/// Who began or ends a batch: the provider through the dispatch table (counted by
+/// [`batch_begins`] and [`batch_ends`]), or the core's own invoke, which runs every single
+/// invocation as a batch of one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// The provider's `batch_begin` / `batch_end`.
+    Provider,
+    /// The core's `invoke`.
+    Invoke,
+}
+
+/// What the core's epoch enter and exit do to touch their processor's list: raise to
+/// DISPATCH_LEVEL if below it, then lower back (usersim's IRQL, so the cost is modelled too).
+fn at_dispatch<R>(f: impl FnOnce() -> R) -> R {
+    if KeGetCurrentIrql() >= DISPATCH_LEVEL {
+        return f();
+    }
+    // SAFETY: raised from below DISPATCH_LEVEL and lowered back to the returned level on this
+    // thread before returning.
+    let old = unsafe { KeRaiseIrql(DISPATCH_LEVEL) };
+    let value = f();
+    // SAFETY: as above.
+    unsafe { KeLowerIrql(old) };
+    value
+}
+
 /// `ebpf_program_batch_begin_invoke_function_t`.
 ///
 /// # Safety
 /// `state` is NULL or writable for `state_size` bytes.
-pub(crate) unsafe fn begin(state_size: usize, state: *mut c_void) -> ebpf_result_t {
+pub(crate) unsafe fn begin(caller: Caller, state_size: usize, state: *mut c_void) -> ebpf_result_t {
     require_dispatch_or_below("batch begin");
     if state.is_null() {
         Contract::NullPointer.broken(format_args!("batch begin with a NULL state"), 0, 0);
@@ -93,17 +120,22 @@ pub(crate) unsafe fn begin(state_size: usize, state: *mut c_void) -> ebpf_result
     let address = state as usize;
     let irql = KeGetCurrentIrql();
     let tag = thread_tag();
-    let serial = THREAD.with_borrow_mut(|t| {
-        if t.active.iter().any(|a| a.state == address) {
-            None
-        } else {
-            t.active.push(Active {
-                state: address,
-                irql,
-            });
-            t.begins += 1;
-            Some(t.begins)
-        }
+    let serial = at_dispatch(|| {
+        THREAD.with_borrow_mut(|t| {
+            if t.active.iter().any(|a| a.state == address) {
+                None
+            } else {
+                t.active.push(Active {
+                    state: address,
+                    irql,
+                });
+                t.serial += 1;
+                if caller == Caller::Provider {
+                    t.begins += 1;
+                }
+                Some(t.serial)
+            }
+        })
     });
     let Some(serial) = serial else {
         Contract::BatchStateReused.broken(
@@ -185,7 +217,7 @@ pub(crate) unsafe fn require_invokable(state: *const c_void) {
 ///
 /// # Safety
 /// `state` is NULL or writable for `sizeof(ebpf_execution_context_state_t)` bytes.
-pub(crate) unsafe fn end(state: *mut c_void) -> ebpf_result_t {
+pub(crate) unsafe fn end(caller: Caller, state: *mut c_void) -> ebpf_result_t {
     require_dispatch_or_below("batch end");
     // SAFETY: the caller's precondition.
     let begun_at = unsafe { require_active(state, "batch end") };
@@ -198,9 +230,13 @@ pub(crate) unsafe fn end(state: *mut c_void) -> ebpf_result_t {
         );
     }
     let address = state as usize;
-    THREAD.with_borrow_mut(|t| {
-        t.active.retain(|a| a.state != address);
-        t.ends += 1;
+    at_dispatch(|| {
+        THREAD.with_borrow_mut(|t| {
+            t.active.retain(|a| a.state != address);
+            if caller == Caller::Provider {
+                t.ends += 1;
+            }
+        });
     });
     // SAFETY: an active state is `sizeof(ebpf_execution_context_state_t)` writable bytes.
     unsafe {

@@ -469,7 +469,9 @@ unsafe fn live_link<'a>(context: *const c_void) -> &'a LinkState {
 }
 
 /// `ebpf_program_invoke_function_t`: runs the link's program as the core's invoke does, with
-/// an execution state of its own on the stack (begin, batch invoke, end).
+/// an execution state of its own on the stack: batch begin (the epoch enter, which raises to
+/// DISPATCH_LEVEL to link the state into its list and lowers back), the program, batch end.
+/// So a single invocation costs what it costs the core, and batching saves what it saves there.
 ///
 /// Bug-checks (see [`Contract`]) above DISPATCH_LEVEL, for a binding context that is not a
 /// live link, a NULL `result` or a NULL program context; otherwise returns `EBPF_SUCCESS`
@@ -483,14 +485,23 @@ unsafe extern "win64" fn invoke(
     // SAFETY: the provider passes the binding context it received at attach.
     let link = unsafe { live_link(extension_client_binding_context) };
     // SAFETY: the state is plain data; all-zero is its initial value.
-    let state: ebpf_execution_context_state_t = unsafe { core::mem::zeroed() };
-    link.run(program_context, result, (&raw const state).cast(), false)
+    let mut state: ebpf_execution_context_state_t = unsafe { core::mem::zeroed() };
+    let address = (&raw mut state).cast::<c_void>();
+    // SAFETY: `state` is this frame's, of the state's size, and stays here until `end`.
+    let begun = unsafe { batch::begin(batch::Caller::Invoke, size_of_val(&state), address) };
+    if begun != EBPF_SUCCESS {
+        return begun;
+    }
+    let status = link.run(program_context, result, address, false);
+    // SAFETY: the state `begin` was given, on this thread, at the same IRQL.
+    unsafe { batch::end(batch::Caller::Invoke, address) };
+    status
 }
 
 /// `ebpf_program_batch_begin_invoke_function_t`: see [`batch::begin`].
 unsafe extern "win64" fn batch_begin(state_size: usize, state: *mut c_void) -> ebpf_result_t {
     // SAFETY: the provider passes `state_size` writable bytes (or NULL, which bug-checks).
-    unsafe { batch::begin(state_size, state) }
+    unsafe { batch::begin(batch::Caller::Provider, state_size, state) }
 }
 
 /// `ebpf_program_batch_invoke_function_t`: checks the batch state (begun on this thread, at
@@ -512,7 +523,7 @@ unsafe extern "win64" fn batch_invoke(
 /// `ebpf_program_batch_end_invoke_function_t`: see [`batch::end`].
 unsafe extern "win64" fn batch_end(state: *mut c_void) -> ebpf_result_t {
     // SAFETY: the provider passes the state it gave batch begin.
-    unsafe { batch::end(state) }
+    unsafe { batch::end(batch::Caller::Provider, state) }
 }
 
 /// One attached program: an NMR client of the hook NPI, as the core's link object.

@@ -272,6 +272,41 @@ fn invocation_runs_the_program_and_counts() {
     kernel.assert_no_leaks();
 }
 
+/// The core's invoke is begin → batch invoke → end on a state of its own: while the program
+/// runs, that state is an open batch of this thread named in the context header, and the
+/// epoch enter and exit each raise to DISPATCH_LEVEL and lower back. None of it is counted
+/// as the provider's batches.
+#[test]
+fn a_single_invoke_is_a_batch_of_one_on_the_cores_own_state() {
+    let kernel = Kernel::new();
+    let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+    let hook = provider.state;
+    let link = Link::attach(spec(), |context: *mut c_void| {
+        // SAFETY: the test passes a `HookContext`: the header's slot 0 is 64 bytes in front.
+        let state = unsafe { context.cast::<u64>().wrapping_sub(8).read() };
+        let open = u32::try_from(open_batches()).expect("few batches");
+        Ok(if state == 0 { 100 } else { open })
+    })
+    .expect("attached");
+    let raises = kernel.irql_raises();
+    let mut context = HookContext::new(0);
+    assert_eq!(
+        hook.invoke(0, context.ptr()),
+        (EBPF_SUCCESS, 1),
+        "one open batch while it ran"
+    );
+    assert_eq!(
+        kernel.irql_raises() - raises,
+        2,
+        "epoch enter and exit each raise"
+    );
+    assert_eq!((batch_begins(), batch_ends(), open_batches()), (0, 0, 0));
+    assert_eq!((link.invocations(), link.batch_invocations()), (1, 0));
+    drop(link);
+    provider.deregister();
+    kernel.assert_no_leaks();
+}
+
 #[test]
 fn batch_begin_invoke_end() {
     let kernel = Kernel::new();
