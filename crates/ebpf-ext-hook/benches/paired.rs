@@ -10,6 +10,11 @@
 //! - `single / batched`, 64 events, one program: per-event cost of `invoke` against
 //!   `with_batch`.
 //! - `2 threads / 1 thread`: throughput of two threads invoking the same hook against one.
+//! - The batching ratio again against core-sim's link, which stands for the real core: its
+//!   invoke is begin, batch invoke and end on a state of its own (as the core's link), so a
+//!   single event pays the epoch enter and exit a batch saves; printed with the core's own
+//!   ratio (its invoke ×64 against begin, batch invoke ×64, end), the most any provider can
+//!   save against that core.
 //!
 //! Run: `cargo bench -p ebpf-ext-hook --bench paired` (about a minute).
 
@@ -29,6 +34,7 @@ mod support;
 
 use core::ffi::c_void;
 use core::hint::black_box;
+use core::mem::{MaybeUninit, size_of};
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::Instant;
@@ -36,12 +42,16 @@ use std::time::Instant;
 use common::{BenchHook, Invoke, call, program};
 use ebpf_ext_hook::{HookProvider, ProgramContext};
 use ebpf_ext_rundown::CacheAwareRundown;
+use ebpf_ext_sys::ebpf_extension::{
+    ebpf_execution_context_state_t, ebpf_extension_program_dispatch_table_t,
+};
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
 use ebpf_ext_usersim::{DriverObject, Kernel, set_current_irql};
 use support::{ClientSpec, Link};
 
 const ATTACH_TYPE: GUID = GUID::from_u128(0xa82e37b2_aee7_11ec_9a30_18602489beee);
+const CORE_SIM_ATTACH_TYPE: GUID = GUID::from_u128(0xa82e37b3_aee7_11ec_9a30_18602489beee);
 const ROUNDS: usize = 201;
 
 /// The floor, optionally plus the SDK's per-event primitive (a cache-aware rundown
@@ -196,6 +206,88 @@ fn main() {
         median(scaling)
     );
 
+    // 4. Single vs batched against core-sim's link, and the core's own ratio, interleaved.
+    let core_device = driver.create_device().expect("IoCreateDevice");
+    // SAFETY: the device outlives the provider (dropped below, before the driver object).
+    let on_core = unsafe {
+        HookProvider::register(common::config(CORE_SIM_ATTACH_TYPE), BenchHook, core_device)
+    }
+    .expect("register");
+    let core_link = ebpf_ext_core_sim::Link::attach(
+        ebpf_ext_core_sim::LinkSpec::new(
+            common::config(ATTACH_TYPE).program_type,
+            CORE_SIM_ATTACH_TYPE,
+        ),
+        program,
+    )
+    .expect("core-sim link");
+    // SAFETY: the link's dispatch table, alive while the link is.
+    let table = unsafe {
+        &*core_link
+            .client_dispatch()
+            .cast::<ebpf_extension_program_dispatch_table_t>()
+    };
+    let (invoke, begin, batch_invoke, end) = (
+        table.ebpf_program_invoke_function.expect("invoke"),
+        table
+            .ebpf_program_batch_begin_invoke_function
+            .expect("begin"),
+        table
+            .ebpf_program_batch_invoke_function
+            .expect("batch invoke"),
+        table.ebpf_program_batch_end_invoke_function.expect("end"),
+    );
+    let binding = core_link.client_binding_context();
+    set_current_irql(DISPATCH_LEVEL);
+    let (mut sdk_ratio, mut core_ratio) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let iters = 400;
+        let single = time(iters, || {
+            for _ in 0..64 {
+                black_box(on_core.invoke(&0, &mut ctx)).ok();
+            }
+        });
+        let batched = time(iters, || {
+            on_core.with_batch(&0, |batch| {
+                for _ in 0..64 {
+                    black_box(batch.invoke(&mut ctx)).ok();
+                }
+            });
+        });
+        let core_single = time(iters, || {
+            for _ in 0..64 {
+                black_box(call(invoke, binding, raw));
+            }
+        });
+        let core_batched = time(iters, || {
+            let mut state = MaybeUninit::<ebpf_execution_context_state_t>::zeroed();
+            let state = state.as_mut_ptr().cast::<c_void>();
+            let mut result = 0;
+            // SAFETY: the link's batch functions and binding context, alive
+            // while the link is, and a state of the state's size that stays in this frame
+            // from begin to end.
+            unsafe { begin(size_of::<ebpf_execution_context_state_t>(), state) };
+            for _ in 0..64 {
+                // SAFETY: as above.
+                black_box(unsafe { batch_invoke(binding, raw, &raw mut result, state) });
+            }
+            // SAFETY: as above.
+            unsafe { end(state) };
+        });
+        if round > 0 {
+            sdk_ratio.push(single / batched);
+            core_ratio.push(core_single / core_batched);
+        }
+    }
+    set_current_irql(0);
+    println!(
+        "core-sim, batch of 64: single / batched per event = {:.3} (median); the core's own = {:.3}",
+        median(sdk_ratio),
+        median(core_ratio)
+    );
+
+    drop(core_link);
+    drop(on_core);
     drop(link);
     drop(sdk);
     drop(floor_primitive);

@@ -42,7 +42,8 @@ pub(crate) struct ClientSpec {
     /// No `NpiSpecificCharacteristics` at all.
     pub(crate) no_client_data: bool,
     pub(crate) dispatch: DispatchSpec,
-    /// Invoke without bookkeeping (no shared counters written): for benchmarks.
+    /// Invoke and batch invoke without bookkeeping (no counters, no batch log): for
+    /// benchmarks.
     pub(crate) quiet: bool,
 }
 
@@ -193,14 +194,16 @@ unsafe extern "win64" fn batch_invoke(
     result: *mut u32,
     state: *const c_void,
 ) -> ebpf_result_t {
-    BATCHES.with_borrow_mut(|log| log.states.push((BatchCall::Invoke, state as usize)));
+    // SAFETY: as `invoke`.
+    let link = unsafe { &*binding.cast::<LinkState>() };
     // SAFETY: the provider passes the state prepared by batch_begin.
     if unsafe { state.cast::<u64>().read() } != BATCH_MAGIC {
         return EBPF_INVALID_ARGUMENT;
     }
-    // SAFETY: as `invoke`.
-    let link = unsafe { &*binding.cast::<LinkState>() };
-    link.batch_invocations.fetch_add(1, Ordering::SeqCst);
+    if !link.spec.quiet {
+        BATCHES.with_borrow_mut(|log| log.states.push((BatchCall::Invoke, state as usize)));
+        link.batch_invocations.fetch_add(1, Ordering::SeqCst);
+    }
     // SAFETY: as `invoke`.
     unsafe { invoke(binding, context, result) }
 }
