@@ -32,6 +32,8 @@ fn host_tests(binary: bool) -> Result<()> {
         "sample-netebpf-ext",
         "--package",
         "sample-ntos-ext",
+        "--package",
+        "sample-ext",
     ]);
     if binary {
         cmd.args(["--package", "sample-harness"]);
