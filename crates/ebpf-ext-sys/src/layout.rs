@@ -168,6 +168,12 @@ pub static LAYOUTS: &[TypeLayout] = &[
     layout!(ACCESS_ALLOWED_ACE, c = Some("ACCESS_ALLOWED_ACE"), size = 12, align = 4, c_size = true, {
         Header => "Header" @ 0, Mask => "Mask" @ 4, SidStart => "SidStart" @ 8,
     }),
+    layout!(SID_AND_ATTRIBUTES, c = Some("SID_AND_ATTRIBUTES"), size = 16, align = 8, c_size = true, {
+        Sid => "Sid" @ 0, Attributes => "Attributes" @ 8,
+    }),
+    layout!(TOKEN_USER, c = Some("TOKEN_USER"), size = 16, align = 8, c_size = true, {
+        User.Sid => "User.Sid" @ 0, User.Attributes => "User.Attributes" @ 8,
+    }),
     // ---- netioddk.h (not in mingw-w64: checked against the reference only) ----------------
     layout!(NPI_MODULEID, c = None, size = 24, align = 4, c_size = false, {
         Length => "Length" @ 0, Type => "Type" @ 4, u.Guid => "Guid" @ 8, u.IfLuid => "IfLuid" @ 8,

@@ -3,7 +3,7 @@
 //!
 //! - Kernel routines are declared with their real export names in the kernel calling
 //!   convention, spelled `extern "win64"` (on Linux `extern "system"` would mean System V). In a
-//!   driver they resolve to `ntoskrnl.exe` and `NETIO.SYS`; in host tests `ebpf-ext-usersim`
+//!   driver they resolve to `ntoskrnl.exe`, `NETIO.SYS` and `ksecdd.sys`; in host tests `ebpf-ext-usersim`
 //!   defines the same symbols, so the code under test is the code that ships.
 //! - Every `#[repr(C)]` type has its size, alignment and field offsets asserted at compile time
 //!   (see [`layout`]), and the types the mingw-w64 DDK headers also define are checked against
@@ -32,6 +32,7 @@ pub mod ebpf_structs;
 pub mod ebpf_windows;
 pub mod error;
 pub mod intrin;
+pub mod ksecdd;
 pub mod layout;
 pub mod netioddk;
 pub mod ntddk;
@@ -65,6 +66,7 @@ pub const IMPORTS: &[&[Import]] = &[
     ntddk::IMPORTS,
     netioddk::IMPORTS,
     ntifs::IMPORTS,
+    ksecdd::IMPORTS,
 ];
 
 /// Iterates over [`IMPORTS`].

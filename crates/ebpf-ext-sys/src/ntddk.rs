@@ -1,5 +1,5 @@
-//! Kernel declarations from `ntddk.h`: critical regions, processor numbers and kernel stack
-//! expansion.
+//! Kernel declarations from `ntddk.h`: critical regions, processor numbers, kernel stack
+//! expansion, process notification and what a process notify routine reads of a process.
 
 use core::ffi::c_void;
 
@@ -79,4 +79,11 @@ kernel_imports! {
     /// the performance counter in ticks (the `LARGE_INTEGER` comes back in RAX), and its
     /// frequency in ticks per second when `PerformanceFrequency` is not NULL. Any IRQL.
     pub fn KeQueryPerformanceCounter(PerformanceFrequency: *mut i64) -> i64;
+    /// [`PsGetProcessCreateTimeQuadPart`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntddk/nf-ntddk-psgetprocesscreatetimequadpart):
+    /// the process's creation time (FILETIME units: 100 ns since 1601). `Process` is a
+    /// `PEPROCESS` the caller holds (a notify routine's argument).
+    pub fn PsGetProcessCreateTimeQuadPart(Process: *mut c_void) -> i64;
+    /// [`PsGetProcessExitStatus`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntddk/nf-ntddk-psgetprocessexitstatus):
+    /// the process's exit status (Windows 10 1703+). IRQL ≤ APC_LEVEL.
+    pub fn PsGetProcessExitStatus(Process: *mut c_void) -> NTSTATUS;
 }

@@ -1,7 +1,8 @@
 //! Security declarations (`winnt.h`, `ntifs.h`): absolute security descriptors, ACLs,
 //! access-allowed ACEs and well-known SIDs, and the exports that build a DACL and apply it to
 //! a device object — what `IoCreateDeviceSecure` (a static-library routine in `wdmsec.lib`)
-//! does, done with kernel exports only.
+//! does, done with kernel exports only; a process's primary token and its user SID; a
+//! process's exit time.
 
 use core::ffi::c_void;
 
@@ -164,6 +165,40 @@ pub const AUTHENTICATED_USERS_SID: SID<1> = SID::new(SECURITY_NT_AUTHORITY, [11]
 /// Everyone, `S-1-1-0`.
 pub const WORLD_SID: SID<1> = SID::new(SECURITY_WORLD_SID_AUTHORITY, [0]);
 
+/// `SECURITY_MAX_SID_SIZE`: the largest SID (15 sub-authorities), 68 bytes.
+pub const SECURITY_MAX_SID_SIZE: usize = 68;
+
+/// `TOKEN_INFORMATION_CLASS` (a C enum: 4 bytes).
+pub type TOKEN_INFORMATION_CLASS = i32;
+/// `TokenUser`: `SeQueryInformationToken` returns a [`TOKEN_USER`].
+pub const TokenUser: TOKEN_INFORMATION_CLASS = 1;
+
+/// `SID_NAME_USE` (a C enum: 4 bytes): what kind of account a SID names.
+pub type SID_NAME_USE = i32;
+/// `SidTypeUser`.
+pub const SidTypeUser: SID_NAME_USE = 1;
+/// `SidTypeWellKnownGroup` (LocalSystem's type, among others).
+pub const SidTypeWellKnownGroup: SID_NAME_USE = 5;
+
+/// `SID_AND_ATTRIBUTES` (16 bytes).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SID_AND_ATTRIBUTES {
+    /// The SID (`PSID`).
+    pub Sid: *mut c_void,
+    /// `SE_GROUP_*` attributes.
+    pub Attributes: u32,
+}
+
+/// `TOKEN_USER`: what `SeQueryInformationToken(TokenUser)` returns; the SID it points to
+/// lies in the same pool block, freed with `ExFreePool`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct TOKEN_USER {
+    /// The token's user.
+    pub User: SID_AND_ATTRIBUTES,
+}
+
 kernel_imports! {
     module = "ntoskrnl.exe";
 
@@ -186,4 +221,29 @@ kernel_imports! {
     /// `SecurityDescriptor` that `SecurityInformation` names to an object, e.g. a device
     /// object just created. ≤ APC_LEVEL (it is paged code).
     pub fn ObSetSecurityObjectByPointer(Object: *mut c_void, SecurityInformation: u32, SecurityDescriptor: *mut SECURITY_DESCRIPTOR) -> NTSTATUS;
+    /// [`PsGetProcessExitTime`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-psgetprocessexittime):
+    /// the exit time of the current process (the `LARGE_INTEGER` comes back in RAX); in a
+    /// process notify routine called for an exit, the exiting process's.
+    pub fn PsGetProcessExitTime() -> i64;
+    /// [`PsReferencePrimaryToken`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-psreferenceprimarytoken):
+    /// references and returns the process's primary token (`PACCESS_TOKEN`); release it with
+    /// `PsDereferencePrimaryToken`. IRQL ≤ APC_LEVEL.
+    pub fn PsReferencePrimaryToken(Process: *mut c_void) -> *mut c_void;
+    /// [`PsDereferencePrimaryToken`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-psdereferenceprimarytoken):
+    /// releases a reference `PsReferencePrimaryToken` took. IRQL ≤ APC_LEVEL.
+    pub fn PsDereferencePrimaryToken(PrimaryToken: *mut c_void);
+    /// [`SeQueryInformationToken`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-sequeryinformationtoken):
+    /// allocates and fills the requested information (for [`TokenUser`] a [`TOKEN_USER`]);
+    /// the caller frees it with `ExFreePool`. PASSIVE_LEVEL.
+    pub fn SeQueryInformationToken(Token: *mut c_void, TokenInformationClass: TOKEN_INFORMATION_CLASS, TokenInformation: *mut *mut c_void) -> NTSTATUS;
+    /// [`RtlValidSid`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-rtlvalidsid):
+    /// whether `Sid` is structurally valid (revision 1, at most 15 sub-authorities).
+    pub fn RtlValidSid(Sid: *const c_void) -> BOOLEAN;
+    /// [`RtlLengthSid`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-rtllengthsid):
+    /// the length in bytes of a valid SID.
+    pub fn RtlLengthSid(Sid: *const c_void) -> u32;
+    /// [`RtlCopySid`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-rtlcopysid):
+    /// copies a SID into a buffer of `DestinationSidLength` bytes; STATUS_BUFFER_TOO_SMALL if
+    /// it does not fit.
+    pub fn RtlCopySid(DestinationSidLength: u32, DestinationSid: *mut c_void, SourceSid: *const c_void) -> NTSTATUS;
 }

@@ -285,6 +285,11 @@ impl Kernel {
             nmr.is_empty(),
             "NMR registrations not deregistered: {nmr:?}"
         );
+        let tokens = self.primary_token_references();
+        assert!(
+            tokens == 0,
+            "{tokens} primary token reference(s) not released (PsDereferencePrimaryToken)"
+        );
         let routines = self.process_notify_routines();
         assert!(
             routines == 0,

@@ -5,12 +5,12 @@
 
 use core::ffi::c_void;
 
-use ebpf_ext_sys::{netioddk, ntddk, ntifs, wdm};
+use ebpf_ext_sys::{ksecdd, netioddk, ntddk, ntifs, wdm};
 
 /// One exported routine.
 #[derive(Debug, Clone, Copy)]
 pub struct Export {
-    /// Module a driver imports it from (`ntoskrnl.exe`, `NETIO.SYS`).
+    /// Module a driver imports it from (`ntoskrnl.exe`, `NETIO.SYS`, `ksecdd.sys`).
     pub module: &'static str,
     /// Export name.
     pub name: &'static str,
@@ -36,8 +36,12 @@ pub mod all {
     pub use crate::misc::*;
     pub use crate::nmr::*;
     pub use crate::pool::*;
-    pub use crate::process::{KeQueryPerformanceCounter, PsSetCreateProcessNotifyRoutineEx};
+    pub use crate::process::{
+        KeQueryPerformanceCounter, PsGetProcessCreateTimeQuadPart, PsGetProcessExitStatus,
+        PsGetProcessExitTime, PsSetCreateProcessNotifyRoutineEx,
+    };
     pub use crate::rundown::*;
+    pub use crate::security::*;
     pub use crate::workitem::*;
 }
 
@@ -82,10 +86,16 @@ exports! {
         KeEnterCriticalRegion, KeLeaveCriticalRegion, KeGetCurrentProcessorNumberEx,
         KeQueryActiveProcessorCountEx, KeExpandKernelStackAndCalloutEx,
         PsSetCreateProcessNotifyRoutineEx, KeQueryPerformanceCounter,
+        PsGetProcessCreateTimeQuadPart, PsGetProcessExitStatus,
     }
     "ntoskrnl.exe": ntifs::{
         RtlCreateSecurityDescriptor, RtlCreateAcl, RtlAddAccessAllowedAce,
         RtlSetDaclSecurityDescriptor, ObSetSecurityObjectByPointer,
+        PsGetProcessExitTime, PsReferencePrimaryToken, PsDereferencePrimaryToken,
+        SeQueryInformationToken, RtlValidSid, RtlLengthSid, RtlCopySid,
+    }
+    "ksecdd.sys": ksecdd::{
+        SecLookupAccountSid,
     }
     "NETIO.SYS": netioddk::{
         NmrRegisterProvider, NmrDeregisterProvider, NmrWaitForProviderDeregisterComplete,

@@ -52,7 +52,7 @@ fn parse_sid(bytes: &[u8]) -> Option<&[u8]> {
 /// # Safety
 /// `sid` is NULL or points to at least 8 readable bytes, and to the whole SID if its header
 /// is valid.
-unsafe fn read_sid(sid: *const u8) -> Option<Vec<u8>> {
+pub(crate) unsafe fn read_sid(sid: *const u8) -> Option<Vec<u8>> {
     if sid.is_null() {
         return None;
     }

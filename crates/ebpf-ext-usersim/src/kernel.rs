@@ -99,6 +99,7 @@ pub const FAULTABLE_APIS: &[&str] = &[
     "NmrClientAttachProvider",
     "ObSetSecurityObjectByPointer",
     "PsSetCreateProcessNotifyRoutineEx",
+    "SecLookupAccountSid",
 ];
 
 #[derive(Default)]

@@ -43,6 +43,7 @@ mod nmr;
 mod pool;
 mod process;
 mod rundown;
+mod security;
 pub mod tracelogging;
 mod workitem;
 
@@ -57,4 +58,6 @@ pub use kernel::{
 pub use locals::ebpf_ext_usersim_kernel_local;
 pub use nmr::NmrRegistration;
 pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, tag_name};
-pub use process::{ImageFlagsLookup, NewProcess};
+pub use process::{
+    ImageFlagsLookup, NewProcess, PROCESS_CLOCK_START, ProcessExit, ProcessIdentity,
+};

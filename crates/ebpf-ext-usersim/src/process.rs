@@ -8,15 +8,28 @@
 //! for the routine's running callbacks; removing from inside the callback is a bug check
 //! (it would deadlock).
 //!
-//! Tests raise events with [`Kernel::create_process`] and [`Kernel::exit_process`]: every
-//! registered routine is called on the calling thread at PASSIVE_LEVEL inside a critical
-//! region, as the kernel calls them from the creating thread and the last exiting thread.
+//! Tests raise events with [`Kernel::create_process`] and [`Kernel::exit_process`] (or their
+//! `_as` / `_with` forms, which say who the process runs as, when it was created, how and
+//! when it exits): every registered routine is called on the calling thread at PASSIVE_LEVEL
+//! inside a critical region, as the kernel calls them from the creating thread and the last
+//! exiting thread.
+//!
+//! A `PEPROCESS` is a process object of this module: `PsGetProcessCreateTimeQuadPart`,
+//! `PsGetProcessExitStatus` (STATUS_PENDING until the process exits) and
+//! `PsReferencePrimaryToken` accept only a live one (anything else is a bug check), and
+//! `PsGetProcessExitTime` answers for the process whose exit is being announced on this
+//! thread (0 elsewhere: no current process is exiting). Times come from a per-kernel clock
+//! that starts at 2026-01-01 00:00:00 UTC (FILETIME) and advances one second per process
+//! event, so the same scenario sees the same times. The primary token's references are
+//! counted: one not released is a leak ([`Kernel::assert_no_leaks`]). The token, SID and
+//! account routines are in `security`.
 
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use ebpf_ext_sys::ntddk::{
@@ -24,10 +37,12 @@ use ebpf_ext_sys::ntddk::{
     PS_CREATE_NOTIFY_INFO,
 };
 use ebpf_ext_sys::ntdef::{BOOLEAN, CLIENT_ID, NTSTATUS, UNICODE_STRING};
+use ebpf_ext_sys::ntifs::LOCAL_SYSTEM_SID;
 use ebpf_ext_sys::ntstatus::{
-    STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER, STATUS_PROCEDURE_NOT_FOUND, STATUS_SUCCESS,
+    STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_PROCEDURE_NOT_FOUND,
+    STATUS_SUCCESS,
 };
-use ebpf_ext_sys::wdm::{DRIVER_VERIFIER_DETECTED_VIOLATION, PASSIVE_LEVEL};
+use ebpf_ext_sys::wdm::{APC_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, PASSIVE_LEVEL};
 
 use crate::kernel::{Inner, Kernel, bugcheck, call_fails, lock, require_irql, with_kernel};
 
@@ -47,18 +62,116 @@ struct Routine {
     removing: bool,
 }
 
-#[derive(Default)]
+/// FILETIME of 2026-01-01 00:00:00 UTC: where each kernel's process clock starts.
+pub const PROCESS_CLOCK_START: i64 = 134_116_992_000_000_000;
+/// How far the process clock advances per process event (one second, in 100 ns units).
+const PROCESS_CLOCK_STEP: i64 = 10_000_000;
+
+/// A primary token: the user it stands for.
+#[derive(Debug)]
+pub(crate) struct Token {
+    pub(crate) user: Vec<u8>,
+}
+
+/// What a `PEPROCESS` points to.
+#[derive(Debug)]
+pub(crate) struct ProcessObject {
+    process_id: usize,
+    create_time: i64,
+    exit_time: AtomicI64,
+    exit_status: AtomicI32,
+    pub(crate) token: Arc<Token>,
+}
+
 pub(crate) struct ProcessState {
     /// Registered routines.
     routines: Vec<Routine>,
-    /// Live processes: id → fake EPROCESS.
-    processes: HashMap<usize, Box<[u64; 8]>>,
+    /// Live processes: id → object address.
+    processes: HashMap<usize, usize>,
+    /// Every process object a routine may be handed: the live processes, and those whose
+    /// creation or exit is being announced. Address → object.
+    objects: HashMap<usize, Arc<ProcessObject>>,
+    /// Referenced primary tokens: address → (token, references).
+    pub(crate) tokens: HashMap<usize, (Arc<Token>, u32)>,
+    /// Accounts `SecLookupAccountSid` knows: SID → (name, domain, use).
+    pub(crate) accounts: Vec<crate::security::Account>,
+    /// The process clock (FILETIME).
+    clock: i64,
     image_flags: Option<ImageFlagsLookup>,
+}
+
+impl Default for ProcessState {
+    fn default() -> Self {
+        ProcessState {
+            routines: Vec::new(),
+            processes: HashMap::new(),
+            objects: HashMap::new(),
+            tokens: HashMap::new(),
+            accounts: crate::security::well_known_accounts(),
+            clock: PROCESS_CLOCK_START,
+            image_flags: None,
+        }
+    }
+}
+
+impl ProcessState {
+    fn tick(&mut self) -> i64 {
+        self.clock += PROCESS_CLOCK_STEP;
+        self.clock
+    }
 }
 
 thread_local! {
     /// Set while this thread runs a process notify routine.
     static IN_CALLBACK: Cell<bool> = const { Cell::new(false) };
+    /// The exit time of the process whose exit this thread announces (0: none).
+    static EXITING: Cell<i64> = const { Cell::new(0) };
+}
+
+/// The live process object at `process`, or a bug check naming `api`.
+pub(crate) fn process_object(api: &'static str, process: *mut c_void) -> Arc<ProcessObject> {
+    let found = with_kernel(api, |k| {
+        lock(&k.process).objects.get(&(process as usize)).cloned()
+    });
+    found.unwrap_or_else(|| {
+        bugcheck(
+            api,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [process as u64, 0, 0, 0],
+            "not a process object (PEPROCESS) of a live process",
+        )
+    })
+}
+
+/// `PsGetProcessCreateTimeQuadPart`.
+///
+/// # Safety
+/// Kernel routine; `Process` is a process object the caller holds.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn PsGetProcessCreateTimeQuadPart(Process: *mut c_void) -> i64 {
+    process_object("PsGetProcessCreateTimeQuadPart", Process).create_time
+}
+
+/// `PsGetProcessExitStatus`: the exit status, STATUS_PENDING while the process runs.
+///
+/// # Safety
+/// Kernel routine; `Process` is a process object the caller holds.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn PsGetProcessExitStatus(Process: *mut c_void) -> NTSTATUS {
+    const API: &str = "PsGetProcessExitStatus";
+    require_irql(API, APC_LEVEL);
+    process_object(API, Process)
+        .exit_status
+        .load(Ordering::Relaxed)
+}
+
+/// `PsGetProcessExitTime`: the exiting process's exit time in its exit notification, else 0.
+///
+/// # Safety
+/// Kernel routine.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn PsGetProcessExitTime() -> i64 {
+    with_kernel("PsGetProcessExitTime", |_| EXITING.with(Cell::get))
 }
 
 /// `PsSetCreateProcessNotifyRoutineEx`.
@@ -170,6 +283,33 @@ pub struct NewProcess {
     pub command_line: Option<String>,
 }
 
+/// Who a process created with [`Kernel::create_process_as`] runs as, and when it was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    /// Its creation time (FILETIME); `None`: the kernel's process clock.
+    pub create_time: Option<i64>,
+    /// The user SID of its primary token, as bytes (S-1-5-18, LocalSystem, by default).
+    pub user_sid: Vec<u8>,
+}
+
+impl Default for ProcessIdentity {
+    fn default() -> Self {
+        ProcessIdentity {
+            create_time: None,
+            user_sid: LOCAL_SYSTEM_SID.as_bytes().to_vec(),
+        }
+    }
+}
+
+/// How a process ends, for [`Kernel::exit_process_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProcessExit {
+    /// Its exit status (`PsGetProcessExitStatus`).
+    pub exit_status: NTSTATUS,
+    /// Its exit time (FILETIME, `PsGetProcessExitTime`); `None`: the kernel's process clock.
+    pub exit_time: Option<i64>,
+}
+
 struct OwnedUnicode {
     _buffer: Vec<u16>,
     string: UNICODE_STRING,
@@ -208,20 +348,46 @@ impl Kernel {
 
     /// Announces a process creation to every registered routine (in registration order) and
     /// returns the `CreationStatus` they left: a failure means the creation was denied, and
-    /// the process does not exist afterwards.
+    /// the process does not exist afterwards. The process runs as LocalSystem and is created
+    /// now by the kernel's process clock ([`ProcessIdentity::default`]).
     ///
     /// # Panics
     /// If a process with that id exists.
+    #[expect(
+        clippy::must_use_candidate,
+        reason = "announcing the event is the point; the status is often not needed"
+    )]
     pub fn create_process(&self, process: &NewProcess) -> NTSTATUS {
-        assert!(
-            !lock(&self.inner().process)
-                .processes
-                .contains_key(&process.process_id),
-            "process {} already exists",
-            process.process_id
-        );
-        let mut eprocess = Box::new([0u64; 8]);
-        eprocess[0] = process.process_id as u64;
+        self.create_process_as(process, &ProcessIdentity::default())
+    }
+
+    /// [`Kernel::create_process`] for a process running as `identity.user_sid`, created at
+    /// `identity.create_time`.
+    ///
+    /// # Panics
+    /// If a process with that id exists.
+    pub fn create_process_as(&self, process: &NewProcess, identity: &ProcessIdentity) -> NTSTATUS {
+        let object = {
+            let mut state = lock(&self.inner().process);
+            assert!(
+                !state.processes.contains_key(&process.process_id),
+                "process {} already exists",
+                process.process_id
+            );
+            let now = state.tick();
+            let object = Arc::new(ProcessObject {
+                process_id: process.process_id,
+                create_time: identity.create_time.unwrap_or(now),
+                exit_time: AtomicI64::new(0),
+                exit_status: AtomicI32::new(STATUS_PENDING),
+                token: Arc::new(Token {
+                    user: identity.user_sid.clone(),
+                }),
+            });
+            let address = Arc::as_ptr(&object) as usize;
+            state.objects.insert(address, object);
+            address
+        };
         let image = unicode(&process.image_file_name);
         let command_line = process.command_line.as_deref().map(unicode);
         let mut info = PS_CREATE_NOTIFY_INFO {
@@ -239,25 +405,57 @@ impl Kernel {
                 .map_or(ptr::null(), |c| &raw const c.string),
             CreationStatus: STATUS_SUCCESS,
         };
-        let object = eprocess.as_mut_ptr().cast::<c_void>();
-        self.notify(object, process.process_id, &raw mut info);
+        self.notify(object as *mut c_void, process.process_id, &raw mut info);
+        let mut state = lock(&self.inner().process);
         if ebpf_ext_sys::ntdef::NT_SUCCESS(info.CreationStatus) {
-            lock(&self.inner().process)
-                .processes
-                .insert(process.process_id, eprocess);
+            state.processes.insert(process.process_id, object);
+        } else {
+            state.objects.remove(&object);
         }
         info.CreationStatus
     }
 
     /// Announces the exit of a process created with [`Kernel::create_process`]
-    /// (`CreateInfo` NULL). Returns false if no such process exists.
+    /// (`CreateInfo` NULL), with exit status STATUS_SUCCESS, now by the process clock.
+    /// Returns false if no such process exists.
     #[must_use]
     pub fn exit_process(&self, process_id: usize) -> bool {
-        let Some(mut eprocess) = lock(&self.inner().process).processes.remove(&process_id) else {
-            return false;
+        self.exit_process_with(process_id, &ProcessExit::default())
+    }
+
+    /// [`Kernel::exit_process`] with the exit status and time `exit` gives.
+    #[must_use]
+    pub fn exit_process_with(&self, process_id: usize, exit: &ProcessExit) -> bool {
+        let (address, exit_time) = {
+            let mut state = lock(&self.inner().process);
+            let Some(address) = state.processes.remove(&process_id) else {
+                return false;
+            };
+            let now = state.tick();
+            let exit_time = exit.exit_time.unwrap_or(now);
+            let object = &state.objects[&address];
+            debug_assert_eq!(object.process_id, process_id);
+            object.exit_time.store(exit_time, Ordering::Relaxed);
+            object
+                .exit_status
+                .store(exit.exit_status, Ordering::Relaxed);
+            (address, exit_time)
         };
-        self.notify(eprocess.as_mut_ptr().cast(), process_id, ptr::null_mut());
+        let outer = EXITING.with(|e| e.replace(exit_time));
+        self.notify(address as *mut c_void, process_id, ptr::null_mut());
+        EXITING.with(|e| e.set(outer));
+        lock(&self.inner().process).objects.remove(&address);
         true
+    }
+
+    /// Primary-token references taken with `PsReferencePrimaryToken` and not yet released.
+    #[must_use]
+    pub fn primary_token_references(&self) -> u32 {
+        lock(&self.inner().process)
+            .tokens
+            .values()
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn notify(&self, object: *mut c_void, process_id: usize, info: *mut PS_CREATE_NOTIFY_INFO) {
