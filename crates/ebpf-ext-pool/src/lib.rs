@@ -248,6 +248,34 @@ impl<T: Default> PoolArray<T> {
     }
 }
 
+impl<T> PoolArray<T> {
+    /// Gives up ownership: the first element and the length, which must come back through
+    /// [`PoolArray::from_raw`] (for example a buffer the kernel or a C structure holds by
+    /// pointer for a while).
+    #[must_use]
+    pub fn into_raw(self) -> (NonNull<T>, usize) {
+        let raw = (self.ptr, self.len);
+        core::mem::forget(self);
+        raw
+    }
+
+    /// Takes ownership back.
+    ///
+    /// # Safety
+    /// `ptr` and `len` came from [`PoolArray::into_raw`] of an array with tag `tag`, and the
+    /// array is not owned elsewhere.
+    #[must_use]
+    pub unsafe fn from_raw(ptr: NonNull<T>, len: usize, tag: PoolTag) -> Self {
+        // INVARIANT: the caller guarantees these were a PoolArray<T>'s with this tag.
+        PoolArray {
+            ptr,
+            len,
+            tag,
+            _owns: PhantomData,
+        }
+    }
+}
+
 impl<T> Deref for PoolArray<T> {
     type Target = [T];
     fn deref(&self) -> &[T] {

@@ -53,6 +53,25 @@ fn raw_round_trip() {
 }
 
 #[test]
+fn array_raw_round_trip() {
+    let kernel = Kernel::new();
+    let mut array = PoolArray::<u16>::try_new(5, TAG).expect("allocate");
+    array[4] = 9;
+    let (ptr, len) = array.into_raw();
+    assert_eq!(len, 5);
+    assert_eq!(
+        kernel.pool_outstanding().len(),
+        1,
+        "still allocated while raw"
+    );
+    // SAFETY: `ptr` and `len` came from into_raw with the same tag.
+    let back = unsafe { PoolArray::from_raw(ptr, len, TAG) };
+    assert_eq!(back[4], 9);
+    drop(back);
+    kernel.assert_no_leaks();
+}
+
+#[test]
 fn global_allocator_alignments() {
     let kernel = Kernel::new();
     let alloc = PoolAllocator::new(TAG);
