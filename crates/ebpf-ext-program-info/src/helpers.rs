@@ -8,12 +8,18 @@
 //! the extension's safe Rust function with them — so a function whose parameters differ from
 //! its prototype does not compile, and the two tables are in the same order by construction.
 
+use core::cell::Cell;
+use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::ptr;
 use core::slice;
 
 use ebpf_ext_sys::ebpf_base::{
-    EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_CONST_SIZE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
-    EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM, EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
-    ebpf_argument_type_t,
+    EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_CONST_SIZE, EBPF_ARGUMENT_TYPE_DONTCARE,
+    EBPF_ARGUMENT_TYPE_PTR_TO_CTX, EBPF_ARGUMENT_TYPE_PTR_TO_MAP,
+    EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY, EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+    EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM, EBPF_RETURN_TYPE_INTEGER,
+    EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL, ebpf_argument_type_t, ebpf_return_type_t,
 };
 
 /// A kind of helper argument: which prototype entries it stands for and what the helper
@@ -73,8 +79,10 @@ unsafe impl<C: 'static> HelperArgument<C> for Bytes {
         let (pointer, size) = (registers[*at] as *const u8, registers[*at + 1]);
         *at += 2;
         match usize::try_from(size) {
-            Ok(size) if size != 0 && !pointer.is_null() => {
-                // SAFETY: the verifier guarantees `size` readable bytes at `pointer` for the call.
+            Ok(size) if !pointer.is_null() => {
+                // SAFETY: the verifier guarantees `size` readable bytes at `pointer` for the
+                // call (none when 0: a non-NULL `u8` pointer is then a valid empty slice, which
+                // keeps the program's address).
                 unsafe { slice::from_raw_parts(pointer, size) }
             }
             _ => &[],
@@ -99,9 +107,10 @@ unsafe impl<C: 'static> HelperArgument<C> for BytesMut {
         let (pointer, size) = (registers[*at] as *mut u8, registers[*at + 1]);
         *at += 2;
         match usize::try_from(size) {
-            Ok(size) if size != 0 && !pointer.is_null() => {
+            Ok(size) if !pointer.is_null() => {
                 // SAFETY: the verifier guarantees `size` writable bytes at `pointer` (program
-                // stack or map memory, not aliased by the context) for the call.
+                // stack or map memory, not aliased by the context) for the call; a non-NULL
+                // `u8` pointer with size 0 is a valid empty slice.
                 unsafe { slice::from_raw_parts_mut(pointer, size) }
             }
             _ => &mut [],
@@ -123,6 +132,205 @@ unsafe impl<C: 'static> HelperArgument<C> for Anything {
         *at += 1;
         value
     }
+}
+
+/// A register the prototype leaves undeclared (`DONTCARE`) that the helper reads anyway,
+/// received as `u64`: the verifier checks nothing about it (upstream's
+/// `sample_ebpf_extension_helper_implicit_2` reads `r1` so).
+#[derive(Debug)]
+pub enum DontCare {}
+
+// SAFETY: reads one register as a plain number.
+unsafe impl<C: 'static> HelperArgument<C> for DontCare {
+    const TYPES: &'static [ebpf_argument_type_t] = &[EBPF_ARGUMENT_TYPE_DONTCARE];
+    type Value<'a> = u64;
+
+    unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
+        let value = registers[*at];
+        *at += 1;
+        value
+    }
+}
+
+/// Readable memory and its size (`PTR_TO_READABLE_MEM`, `CONST_SIZE`), received as
+/// `&[Cell<u8>]`: for a helper that writes it in place or whose other memory arguments may
+/// overlap it (upstream's `sample_ebpf_extension_replace` rewrites a buffer declared
+/// readable; every memory a program can pass is writable kernel memory).
+#[derive(Debug)]
+pub enum Cells {}
+
+// SAFETY: reads two registers, a pointer and the size of memory behind it.
+unsafe impl<C: 'static> HelperArgument<C> for Cells {
+    const TYPES: &'static [ebpf_argument_type_t] = &[
+        EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+        EBPF_ARGUMENT_TYPE_CONST_SIZE,
+    ];
+    type Value<'a> = &'a [Cell<u8>];
+
+    unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
+        let (pointer, size) = (registers[*at] as *const Cell<u8>, registers[*at + 1]);
+        *at += 2;
+        match usize::try_from(size) {
+            Ok(size) if !pointer.is_null() => {
+                // SAFETY: the verifier guarantees `size` bytes at `pointer` for the call;
+                // `Cell` allows the writes and any overlap with other `Cell` arguments.
+                unsafe { slice::from_raw_parts(pointer, size) }
+            }
+            _ => &[],
+        }
+    }
+}
+
+/// A map object a program passed to a helper, valid for the helper call `'a`.
+///
+/// # Invariants
+/// `map` is a map object of the core, passed by a program as a `PTR_TO_MAP` argument that
+/// the verifier checked, and stays alive for `'a`.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgramMap<'a> {
+    map: *const c_void,
+    _call: PhantomData<&'a ()>,
+}
+
+impl ProgramMap<'_> {
+    /// The map object's address, as the core passes it to helpers.
+    #[must_use]
+    pub fn as_ptr(&self) -> *const c_void {
+        self.map
+    }
+}
+
+/// A map and a key of it a program passed to a helper, valid for the helper call `'a`.
+///
+/// # Invariants
+/// `map` as in [`ProgramMap`]; `key` points to that map's key size in readable bytes, for
+/// `'a` (a `PTR_TO_MAP_KEY` argument the verifier checked against the map).
+#[derive(Debug, Clone, Copy)]
+pub struct MapKey<'a> {
+    map: ProgramMap<'a>,
+    key: *const u8,
+}
+
+impl<'a> MapKey<'a> {
+    /// A map and key from raw pointers.
+    ///
+    /// # Safety
+    /// `map` is a map object of the core and `key` points to that map's key size in readable
+    /// bytes, both alive for `'a`: what a program passes to a helper declared `PTR_TO_MAP`,
+    /// `PTR_TO_MAP_KEY`, during the call.
+    #[must_use]
+    pub unsafe fn from_raw(map: *const c_void, key: *const u8) -> Self {
+        // INVARIANT: the caller's precondition.
+        MapKey {
+            map: ProgramMap {
+                map,
+                _call: PhantomData,
+            },
+            key,
+        }
+    }
+
+    /// The map.
+    #[must_use]
+    pub fn map(&self) -> ProgramMap<'a> {
+        self.map
+    }
+
+    /// The key's address (the map's key size in bytes).
+    #[must_use]
+    pub fn key_ptr(&self) -> *const u8 {
+        self.key
+    }
+}
+
+/// A map object (`PTR_TO_MAP`), received as [`ProgramMap`].
+#[derive(Debug)]
+pub enum Map {}
+
+// SAFETY: reads one register, a map pointer the verifier checked.
+unsafe impl<C: 'static> HelperArgument<C> for Map {
+    const TYPES: &'static [ebpf_argument_type_t] = &[EBPF_ARGUMENT_TYPE_PTR_TO_MAP];
+    type Value<'a> = ProgramMap<'a>;
+
+    unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
+        let map = registers[*at] as *const c_void;
+        *at += 1;
+        // INVARIANT: a verified `PTR_TO_MAP` argument, alive for the call (the caller's
+        // contract).
+        ProgramMap {
+            map,
+            _call: PhantomData,
+        }
+    }
+}
+
+/// A map object and a key of it (`PTR_TO_MAP`, `PTR_TO_MAP_KEY`), received as [`MapKey`].
+#[derive(Debug)]
+pub enum MapAndKey {}
+
+// SAFETY: reads two registers, a map pointer and a key pointer the verifier checked.
+unsafe impl<C: 'static> HelperArgument<C> for MapAndKey {
+    const TYPES: &'static [ebpf_argument_type_t] = &[
+        EBPF_ARGUMENT_TYPE_PTR_TO_MAP,
+        EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY,
+    ];
+    type Value<'a> = MapKey<'a>;
+
+    unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
+        let (map, key) = (
+            registers[*at] as *const c_void,
+            registers[*at + 1] as *const u8,
+        );
+        *at += 2;
+        // SAFETY: verified `PTR_TO_MAP` and `PTR_TO_MAP_KEY` arguments, alive for the call
+        // (the caller's contract).
+        unsafe { MapKey::from_raw(map, key) }
+    }
+}
+
+/// What a helper returns: its prototype's return type and the value in `r0`.
+pub trait HelperReturn {
+    /// The prototype's return type.
+    const TYPE: ebpf_return_type_t;
+    /// The value for `r0`.
+    fn into_register(self) -> u64;
+}
+
+impl HelperReturn for u64 {
+    const TYPE: ebpf_return_type_t = EBPF_RETURN_TYPE_INTEGER;
+    fn into_register(self) -> u64 {
+        self
+    }
+}
+
+/// A `PTR_TO_MAP_VALUE_OR_NULL` result. Only NULL can be made: the SDK has no map value of
+/// the right size to return yet (the verifier lets the program access the map's value size
+/// behind a non-NULL result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapValueOrNull(*mut u8);
+
+impl MapValueOrNull {
+    /// NULL: no value.
+    pub const NULL: MapValueOrNull = MapValueOrNull(ptr::null_mut());
+}
+
+impl HelperReturn for MapValueOrNull {
+    const TYPE: ebpf_return_type_t = EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL;
+    fn into_register(self) -> u64 {
+        self.0 as u64
+    }
+}
+
+/// The program context a helper declared `with context` receives as its sixth argument.
+///
+/// # Safety
+/// `context` is the program's context, a live `C` for `'a` (the core passes it so, C.8 of the
+/// reference; the extension invokes programs of this type only with a `C`).
+#[doc(hidden)]
+#[must_use]
+pub unsafe fn implicit_context<'a, C>(context: *const c_void) -> &'a C {
+    // SAFETY: the caller's precondition.
+    unsafe { &*context.cast::<C>() }
 }
 
 /// The five prototype argument types of a helper whose arguments are `kinds` (their
@@ -160,65 +368,142 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 ///     pub static ADDRESSES;
 ///     HELPER_GET_INTERFACE_ID, c"sample_net_get_interface_id" => get_interface_id(Context);
 ///     HELPER_CHECKSUM, c"sample_net_checksum" => checksum(Bytes);
+///     HELPER_LOOKUP, c"sample_net_lookup" => lookup(MapAndKey) with context -> MapValueOrNull;
 /// }
 /// fn get_interface_id(context: &PacketContext) -> u64 { u64::from(context.interface_id) }
 /// fn checksum(data: &[u8]) -> u64 { u64::from(internet_checksum(data)) }
+/// fn lookup(_: MapKey<'_>, _: &PacketContext) -> MapValueOrNull { MapValueOrNull::NULL }
 /// ```
 ///
-/// Each line is `id, name => function(kinds…)`; the kinds ([`Context`], [`Bytes`],
-/// [`BytesMut`], [`Anything`]) say what the prototype declares and what the function
-/// receives, and every helper returns an integer (`u64`). `context` names the type the
-/// extension invokes programs of this type with (the `T` of its `ProgramContext<T>`): a
-/// [`Context`] argument is received as `&T`. Ids are checked by `ProgramInfo::new` (range,
-/// duplicates), and the address count by `ProgramData::with_helpers`.
+/// Each line is `id, name => function(kinds…)`, then optionally `with context` and `-> R`:
+/// - the kinds ([`Context`], [`Bytes`], [`BytesMut`], [`Cells`], [`Anything`], [`DontCare`],
+///   [`Map`], [`MapAndKey`]) say what the prototype declares and what the function receives;
+/// - `with context` sets the prototype's `implicit_context`: the core passes the program
+///   context as a sixth argument, and the function receives it last, as `&T`;
+/// - `R` ([`HelperReturn`]: `u64`, the default, or [`MapValueOrNull`]) is the prototype's
+///   return type and what the function returns.
+///
+/// `context` names the type the extension invokes programs of this type with (the `T` of its
+/// `ProgramContext<T>`): a [`Context`] argument and the implicit context are received as `&T`.
+/// Ids are checked by `ProgramInfo::new` (range: above 0xFFFF for program-type specific
+/// helpers, at most 0xFFFF for global-helper overrides; duplicates), and the address count by
+/// `ProgramData::with_helpers` / `with_global_helpers`: declare a type's overrides of global
+/// helpers with a second `helpers!`.
+///
+/// A function whose parameters or result differ from the declaration does not compile:
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn f(size: u64) -> u64 { size } // the kind says `&[u8]`
+/// helpers! { context Ctx; static H; static A; 0x10000, c"f" => f(Bytes); }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn g(value: u64) -> u64 { value } // `with context`: the context must come last
+/// helpers! { context Ctx; static H; static A; 0x10000, c"g" => g(Anything) with context; }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn h(_: MapKey<'_>) -> u64 { 0 } // declared to return a map value or NULL
+/// helpers! { context Ctx; static H; static A; 0x10000, c"h" => h(MapAndKey) -> MapValueOrNull; }
+/// ```
+///
+/// ```
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn g(value: u64, context: &Ctx) -> u64 { value + context.a }
+/// fn h(_: MapKey<'_>) -> MapValueOrNull { MapValueOrNull::NULL }
+/// helpers! {
+///     context Ctx; static H; static A;
+///     0x10000, c"g" => g(Anything) with context;
+///     0x10001, c"h" => h(MapAndKey) -> MapValueOrNull;
+/// }
+/// assert!(H[0].raw().implicit_context && !H[1].raw().implicit_context);
+/// ```
 #[macro_export]
 macro_rules! helpers {
     (
         context $ctx:ty;
         $(#[$prototypes_meta:meta])* $prototypes_vis:vis static $prototypes:ident;
         $(#[$addresses_meta:meta])* $addresses_vis:vis static $addresses:ident;
-        $( $id:expr, $name:literal => $function:ident ( $($kind:ty),* $(,)? ) ; )+
+        $(
+            $id:expr, $name:literal => $function:ident ( $($kind:ty),* $(,)? )
+            $(with $implicit:ident)? $(-> $ret:ty)? ;
+        )+
     ) => {
         $(#[$prototypes_meta])*
         $prototypes_vis static $prototypes: [$crate::HelperPrototype; [$($id),+].len()] = [
             $(
-                $crate::HelperPrototype::new(
-                    $id,
-                    $name,
-                    $crate::__sys::ebpf_base::EBPF_RETURN_TYPE_INTEGER,
-                    &$crate::argument_types(
-                        &[$(<$kind as $crate::HelperArgument<$ctx>>::TYPES),*]
-                    ),
+                $crate::helpers!(@implicit_prototype [$($implicit)?]
+                    $crate::HelperPrototype::new(
+                        $id,
+                        $name,
+                        <$crate::helpers!(@return $($ret)?) as $crate::HelperReturn>::TYPE,
+                        &$crate::argument_types(
+                            &[$(<$kind as $crate::HelperArgument<$ctx>>::TYPES),*]
+                        ),
+                    )
                 )
             ),+
         ];
         $(#[$addresses_meta])*
         $addresses_vis static $addresses: $crate::HelperAddresses = {
             static FUNCTIONS: [$crate::HelperFunction; [$($id),+].len()] = [
-                $({
-                    unsafe extern "win64" fn trampoline(
-                        r1: u64,
-                        r2: u64,
-                        r3: u64,
-                        r4: u64,
-                        r5: u64,
-                    ) -> u64 {
-                        let registers = [r1, r2, r3, r4, r5];
-                        let mut at = 0usize;
-                        let _ = &mut at;
-                        $function($(
-                            // SAFETY: the core calls this helper only as its prototype, built
-                            // from the same kinds above, declares, with what the verifier
-                            // checked; a context is the `$ctx` the extension invokes with.
-                            unsafe {
-                                <$kind as $crate::HelperArgument<$ctx>>::take(&registers, &mut at)
-                            }
-                        ),*)
-                    }
-                    $crate::HelperFunction::new(trampoline)
-                }),+
+                $(
+                    $crate::helpers!(@trampoline [$($implicit)?] $ctx;
+                        $crate::helpers!(@return $($ret)?); $function; $($kind),*)
+                ),+
             ];
             $crate::HelperAddresses::new(&FUNCTIONS)
         };
     };
+    (@return) => { u64 };
+    (@return $ret:ty) => { $ret };
+    (@implicit_prototype [] $prototype:expr) => { $prototype };
+    (@implicit_prototype [context] $prototype:expr) => { $prototype.with_implicit_context() };
+    (@trampoline [] $ctx:ty; $ret:ty; $function:ident; $($kind:ty),*) => {{
+        unsafe extern "win64" fn trampoline(r1: u64, r2: u64, r3: u64, r4: u64, r5: u64) -> u64 {
+            let registers = [r1, r2, r3, r4, r5];
+            let mut at = 0usize;
+            let _ = (&registers, &mut at);
+            let result: $ret = $function($(
+                // SAFETY: the core calls this helper only as its prototype, built from the
+                // same kinds above, declares, with what the verifier checked; a context is the
+                // `$ctx` the extension invokes with.
+                unsafe { <$kind as $crate::HelperArgument<$ctx>>::take(&registers, &mut at) }
+            ),*);
+            $crate::HelperReturn::into_register(result)
+        }
+        $crate::HelperFunction::new(trampoline)
+    }};
+    (@trampoline [context] $ctx:ty; $ret:ty; $function:ident; $($kind:ty),*) => {{
+        unsafe extern "win64" fn trampoline(
+            r1: u64,
+            r2: u64,
+            r3: u64,
+            r4: u64,
+            r5: u64,
+            context: *const ::core::ffi::c_void,
+        ) -> u64 {
+            let registers = [r1, r2, r3, r4, r5];
+            let mut at = 0usize;
+            let _ = (&registers, &mut at);
+            let result: $ret = $function(
+                $(
+                    // SAFETY: as for a helper without the implicit context.
+                    unsafe { <$kind as $crate::HelperArgument<$ctx>>::take(&registers, &mut at) },
+                )*
+                // SAFETY: the prototype declares `implicit_context`, so the core passes the
+                // program's context sixth: the `$ctx` the extension invokes with.
+                unsafe { $crate::__implicit_context::<$ctx>(context) },
+            );
+            $crate::HelperReturn::into_register(result)
+        }
+        $crate::HelperFunction::with_context(trampoline)
+    }};
 }

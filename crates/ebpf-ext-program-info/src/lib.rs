@@ -93,6 +93,7 @@
 #![no_std]
 
 mod helpers;
+mod test_run;
 
 use core::ffi::{CStr, c_void};
 use core::ptr;
@@ -305,11 +306,23 @@ impl HelperPrototype {
     pub const fn id(&self) -> u32 {
         self.0.helper_id
     }
+
+    /// The raw prototype.
+    #[must_use]
+    pub const fn raw(&self) -> &ebpf_helper_function_prototype_t {
+        &self.0
+    }
 }
 
 #[doc(hidden)]
 pub use ebpf_ext_sys as __sys;
-pub use helpers::{Anything, Bytes, BytesMut, Context, HelperArgument, argument_types};
+#[doc(hidden)]
+pub use helpers::implicit_context as __implicit_context;
+pub use helpers::{
+    Anything, Bytes, BytesMut, Cells, Context, DontCare, HelperArgument, HelperReturn, Map,
+    MapAndKey, MapKey, MapValueOrNull, ProgramMap, argument_types,
+};
+pub use test_run::{AnyBitPattern, TestRun, TestRunContext, TestRunInput, TestRunOutput};
 
 /// The eBPF helper calling shape: five 64-bit arguments, a 64-bit result, kernel convention.
 pub type HelperFn = unsafe extern "win64" fn(u64, u64, u64, u64, u64) -> u64;
@@ -518,6 +531,21 @@ impl ProgramData {
         self.0.context_create = Some(create);
         self.0.context_destroy = Some(destroy);
         self
+    }
+
+    /// Test runs of this program type through `R`: the SDK's `context_create` and
+    /// `context_destroy`, which check the core's pointers and sizes, build the context with
+    /// [`TestRun::create`] in a pool allocation tagged `R::TAG`, and hand it back to
+    /// [`TestRun::destroy`] with the output buffers.
+    ///
+    /// # IRQL
+    /// The core calls both at [`ProgramData::with_required_irql`]'s level.
+    #[must_use]
+    pub const fn with_test_run<R: TestRun>(self) -> Self {
+        self.with_context_functions(
+            test_run::context_create::<R>,
+            test_run::context_destroy::<R>,
+        )
     }
 
     /// The IRQL `bpf_prog_test_run` runs the program at.

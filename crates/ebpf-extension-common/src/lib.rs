@@ -12,7 +12,8 @@
 //!   any number of program types and hooks in order; [`ioctl`](mod@ioctl): typed buffered IOCTLs, refused
 //!   by the SDK when malformed; [`irql`]: an IRQL guard and a performance-counter stopwatch;
 //!   [`process`]: a safe process-creation notify routine;
-//! - [`helpers!`]: one declaration per helper;
+//! - [`helpers!`]: one declaration per helper; [`program_info::TestRun`]: safe test-run
+//!   contexts, with [`any_bit_pattern!`] to read them from the caller's bytes;
 //! - also in [`driver`]: an RAII [`driver::Device`] and [`driver::Extension`], which starts tracing,
 //!   the program-information provider and a hook provider in order, stops them in reverse and
 //!   undoes partial work when a step fails;
@@ -24,7 +25,7 @@
 pub use ebpf_ext_hook as hook;
 pub use ebpf_ext_pool as pool;
 pub use ebpf_ext_program_info as program_info;
-pub use ebpf_ext_program_info::helpers;
+pub use ebpf_ext_program_info::{any_bit_pattern, helpers};
 pub use ebpf_ext_rundown as rundown;
 pub use ebpf_ext_sys as sys;
 pub use ebpf_ext_trace as trace;
@@ -44,8 +45,10 @@ pub mod prelude {
     };
     pub use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
     pub use ebpf_ext_program_info::{
-        Anything, Bytes, BytesMut, Context, ContextDescriptor, HelperAddresses, HelperFunction,
-        HelperPrototype, ProgramData, ProgramInfo, ProgramInfoProvider, ProgramTypeDescriptor,
+        AnyBitPattern, Anything, Bytes, BytesMut, Cells, Context, ContextDescriptor, DontCare,
+        HelperAddresses, HelperFunction, HelperPrototype, Map, MapAndKey, MapKey, MapValueOrNull,
+        ProgramData, ProgramInfo, ProgramInfoProvider, ProgramMap, ProgramTypeDescriptor, TestRun,
+        TestRunContext, TestRunInput, TestRunOutput,
     };
     pub use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
     pub use ebpf_ext_sys::ntdef::GUID;
@@ -60,5 +63,5 @@ pub mod prelude {
     pub use crate::global::DriverGlobal;
     pub use crate::ioctl::{Call, Completion, Ioctl, Refusal, Request};
     pub use crate::irql::{RaisedIrql, Stopwatch, repeat};
-    pub use crate::{driver_entry, helpers, ioctl, utf16, wire};
+    pub use crate::{any_bit_pattern, driver_entry, helpers, ioctl, utf16, wire};
 }

@@ -1,0 +1,319 @@
+//! Test runs through [`TestRun`] and the SDK's `context_create` / `context_destroy`, as the
+//! eBPF core (core-sim) calls them, and called directly with the malformed arguments the core
+//! never passes.
+
+use core::ffi::c_void;
+use core::mem::offset_of;
+use core::ptr;
+
+use ebpf_ext_core_sim::{Input, ProgramInfoClient};
+use ebpf_ext_pool::{PoolArray, PoolTag};
+use ebpf_ext_program_info::{
+    ContextDescriptor, ProgramData, ProgramInfo, ProgramInfoProvider, ProgramTypeDescriptor,
+    TestRun, TestRunContext, TestRunInput, TestRunOutput, any_bit_pattern,
+};
+use ebpf_ext_sys::ebpf_result::{
+    EBPF_FAILED, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
+};
+use ebpf_ext_sys::ntdef::GUID;
+use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, KeGetCurrentIrql};
+use ebpf_ext_usersim::{Fault, Kernel, sweep_allocation_failures};
+
+fn irql() -> u8 {
+    // SAFETY: reads the current thread's IRQL; callable at any level.
+    unsafe { KeGetCurrentIrql() }
+}
+
+const PROGRAM_TYPE: GUID = GUID::from_u128(0x5e5e_0001_0000_4000_8000_0000_0000_0001);
+const TAG: PoolTag = PoolTag::new(*b"TrTs");
+/// What `Echo::create` puts in header slot 7: must come back in `ctx_out`.
+const MARKER: u64 = 0x5EED_5EED;
+/// A `value` that makes `Echo::create` fail with `EBPF_SUCCESS` (which the SDK must not pass
+/// on as success).
+const FAIL_WITH_SUCCESS: u64 = u64::MAX;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct EchoContext {
+    data_start: *mut u8,
+    data_end: *mut u8,
+    value: u64,
+}
+any_bit_pattern!(EchoContext {
+    data_start,
+    data_end,
+    value
+});
+
+/// A test run that copies the data (so a run owns an allocation of its own) and points the
+/// context at the copy.
+struct Echo {
+    copy: Option<PoolArray<u8>>,
+}
+
+impl TestRun for Echo {
+    type Context = EchoContext;
+    const TAG: PoolTag = TAG;
+
+    fn create(
+        input: &TestRunInput<'_>,
+    ) -> Result<(TestRunContext<EchoContext>, Self), ebpf_result_t> {
+        assert_eq!(irql(), DISPATCH_LEVEL, "create runs at required_irql");
+        let mut context: EchoContext = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
+        if context.value == FAIL_WITH_SUCCESS {
+            return Err(EBPF_SUCCESS);
+        }
+        let mut copy = match input.data() {
+            None => None,
+            Some(data) => {
+                let mut copy = PoolArray::try_new(data.len(), TAG).map_err(|_| EBPF_NO_MEMORY)?;
+                copy.copy_from_slice(data);
+                Some(copy)
+            }
+        };
+        let range = copy
+            .as_mut()
+            .map_or(ptr::null_mut()..ptr::null_mut(), |c| c.as_mut_ptr_range());
+        (context.data_start, context.data_end) = (range.start, range.end);
+        let mut context = TestRunContext::new(context);
+        context.header[7] = MARKER;
+        Ok((context, Echo { copy }))
+    }
+
+    fn destroy(self, context: &mut TestRunContext<EchoContext>, output: &mut TestRunOutput) {
+        assert_eq!(irql(), DISPATCH_LEVEL, "destroy runs at required_irql");
+        context.context.value += 1;
+        output.write_context(context);
+        if let Some(copy) = &self.copy {
+            output.write_data(copy);
+        }
+    }
+}
+
+static CONTEXT: ContextDescriptor = ContextDescriptor::of::<EchoContext>(
+    Some(offset_of!(EchoContext, data_start)),
+    Some(offset_of!(EchoContext, data_end)),
+    None,
+);
+static DESCRIPTOR: ProgramTypeDescriptor =
+    ProgramTypeDescriptor::new(c"echo", &CONTEXT, PROGRAM_TYPE, 998, false);
+static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
+static DATA: ProgramData = ProgramData::new(&INFO)
+    .with_test_run::<Echo>()
+    .with_required_irql(DISPATCH_LEVEL)
+    .checked();
+
+/// `ctx_in` for an [`EchoContext`] with `value` (the pointers are the caller's garbage).
+fn context_in(value: u64) -> Vec<u8> {
+    let mut bytes = vec![0xAA; 24];
+    bytes[16..].copy_from_slice(&value.to_ne_bytes());
+    bytes
+}
+
+fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+    u64::from_ne_bytes(bytes[offset..offset + 8].try_into().expect("8 bytes"))
+}
+
+struct Setup {
+    kernel: Kernel,
+    provider: ProgramInfoProvider,
+    client: ProgramInfoClient,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let kernel = Kernel::new();
+        let provider = ProgramInfoProvider::register(&DATA, TAG).expect("register");
+        let client = ProgramInfoClient::attach(PROGRAM_TYPE).expect("attach");
+        Setup {
+            kernel,
+            provider,
+            client,
+        }
+    }
+
+    fn end(self) {
+        drop(self.client);
+        drop(self.provider);
+        self.kernel.assert_no_leaks();
+    }
+}
+
+#[test]
+fn a_run_builds_the_context_with_its_header_and_writes_it_back() {
+    let setup = Setup::new();
+    let client = &setup.client;
+    let data = b"Seattle".to_vec();
+    let ctx = context_in(41);
+    let out = client.at_required_irql(|| {
+        let created = client.create_context(&data, &ctx).expect("create");
+        let pointer = created.as_ptr();
+        // SAFETY: the context the provider made: an EchoContext...
+        let context = unsafe { pointer.cast::<EchoContext>().read() };
+        // SAFETY: ...with 64 header bytes in front.
+        let header_7 = unsafe { pointer.wrapping_byte_sub(8).cast::<u64>().read() };
+        assert_eq!(context.value, 41);
+        assert_eq!(
+            header_7, MARKER,
+            "the header the extension set is in front of the context"
+        );
+        assert_ne!(
+            context.data_start.cast_const(),
+            data.as_ptr(),
+            "a copy of the data"
+        );
+        assert_eq!(context.data_end as usize - context.data_start as usize, 7);
+        created.destroy(100, 200).expect("destroy")
+    });
+    assert_eq!(
+        (out.data_size_out, out.data.as_slice()),
+        (7, &b"Seattle"[..])
+    );
+    assert_eq!(out.context_size_out, 64 + 24, "header and context");
+    assert_ne!(
+        u64_at(&out.context, 8),
+        0,
+        "slot 1: the core's context descriptor"
+    );
+    assert_eq!(u64_at(&out.context, 56), MARKER);
+    assert_eq!(
+        u64_at(&out.context, 64 + 16),
+        42,
+        "the context as destroy left it"
+    );
+    setup.end();
+}
+
+#[test]
+fn outputs_that_do_not_fit_are_reported_with_size_zero() {
+    let setup = Setup::new();
+    let client = &setup.client;
+    let ctx = context_in(1);
+    client.at_required_irql(|| {
+        let created = client.create_context(b"Seattle", &ctx).expect("create");
+        let out = created.destroy(6, 64 + 23).expect("destroy");
+        assert_eq!((out.data_size_out, out.context_size_out), (0, 0));
+        // No data in: nothing out, whatever the room.
+        let created = client.create_context(&[], &ctx).expect("create");
+        let out = created.destroy(100, 0).expect("destroy");
+        assert_eq!((out.data_size_out, out.context_size_out), (0, 0));
+    });
+    setup.end();
+}
+
+#[test]
+fn refusals_and_allocation_failures_leak_nothing() {
+    let setup = Setup::new();
+    let client = &setup.client;
+    client.at_required_irql(|| {
+        for bad in [
+            Input::Null { size: 24 },
+            Input::Bytes(&[0; 23]),
+            Input::Bytes(&[]),
+        ] {
+            assert_eq!(
+                client.create_context_with(Input::Bytes(b"x"), bad).err(),
+                Some(EBPF_INVALID_ARGUMENT),
+                "{bad:?}"
+            );
+        }
+        // Allocation 1 is the extension's copy, allocation 2 the SDK's run (which drops the
+        // copy when it fails).
+        let before = setup.kernel.pool_outstanding();
+        for n in [1, 2] {
+            setup.kernel.inject(Fault::Allocation(n));
+            assert_eq!(
+                client.create_context(b"data", &context_in(1)).err(),
+                Some(EBPF_NO_MEMORY),
+                "allocation {n}"
+            );
+            assert_eq!(
+                setup.kernel.pool_outstanding(),
+                before,
+                "allocation {n}: nothing left"
+            );
+        }
+    });
+    setup.end();
+}
+
+#[test]
+fn every_allocation_failure_is_clean() {
+    let points = sweep_allocation_failures(|_| {
+        let Ok(provider) = ProgramInfoProvider::register(&DATA, TAG) else {
+            return;
+        };
+        if let Ok(client) = ProgramInfoClient::attach(PROGRAM_TYPE) {
+            client.at_required_irql(|| {
+                if let Ok(created) = client.create_context(b"data", &context_in(1)) {
+                    let _ = created.destroy(8, 88);
+                }
+            });
+        }
+        drop(provider);
+    });
+    assert!(points >= 4, "swept {points}");
+}
+
+#[test]
+fn the_trampolines_refuse_what_the_core_never_passes() {
+    let setup = Setup::new();
+    let raw = DATA.raw();
+    let (create, destroy) = (
+        raw.context_create.expect("create"),
+        raw.context_destroy.expect("destroy"),
+    );
+    let ctx = context_in(5);
+    setup.client.at_required_irql(|| {
+        // SAFETY: valid inputs; a NULL out slot, which the trampoline refuses.
+        let result = unsafe { create(ptr::null(), 0, ctx.as_ptr(), ctx.len(), ptr::null_mut()) };
+        assert_eq!(result, EBPF_INVALID_ARGUMENT);
+        let (mut data_size, mut context_size) = (16usize, 16usize);
+        // SAFETY: a NULL context; writable size slots and no buffers.
+        unsafe {
+            destroy(
+                ptr::null_mut(),
+                ptr::null_mut(),
+                &raw mut data_size,
+                ptr::null_mut(),
+                &raw mut context_size,
+            );
+        }
+        assert_eq!(
+            (data_size, context_size),
+            (0, 0),
+            "nothing written, sizes 0"
+        );
+        let mut context: *mut c_void = ptr::null_mut();
+        let fails = context_in(FAIL_WITH_SUCCESS);
+        // SAFETY: valid inputs and out slot.
+        let result = unsafe {
+            create(
+                ptr::null(),
+                0,
+                fails.as_ptr(),
+                fails.len(),
+                &raw mut context,
+            )
+        };
+        assert_eq!(
+            (result, context),
+            (EBPF_FAILED, ptr::null_mut()),
+            "an error that claims success is not passed on as one"
+        );
+        // SAFETY: valid inputs and out slot.
+        let result = unsafe { create(ptr::null(), 0, ctx.as_ptr(), ctx.len(), &raw mut context) };
+        assert_eq!(result, EBPF_SUCCESS);
+        // SAFETY: the context just created, destroyed once; NULL size slots and buffers.
+        unsafe {
+            destroy(
+                context,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+            );
+        }
+    });
+    setup.end();
+}
