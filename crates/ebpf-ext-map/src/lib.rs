@@ -8,7 +8,7 @@
 //! type, turns the core's raw callbacks into calls with slices and typed state, and keeps
 //! what the core tells each map client at attach (the offset of the provider's context in
 //! the core's map objects, and the core's lookup function), so a helper can reach a map's
-//! stored value from the map pointer a program passed ([`MapProvider::stored_value`]).
+//! stored value from the map and key a program passed ([`MapProvider::stored_value`]).
 //!
 //! The core runs one NMR client per map of the type; each attaches to this provider, and the
 //! core's deregistration waits until every map of the type is gone.
@@ -25,6 +25,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider};
 use ebpf_ext_pool::{PoolBox, PoolTag};
+use ebpf_ext_program_info::MapKey;
 use ebpf_ext_sys::Result;
 use ebpf_ext_sys::ebpf_extension::{
     BPF_MAP_TYPE_HASH, EBPF_BASE_MAP_PROVIDER_DISPATCH_TABLE_HEADER,
@@ -216,20 +217,16 @@ impl<M: CustomMap> MapProvider<M> {
         })
     }
 
-    /// The map state and the stored value for `key` in the map object `map` a program
-    /// passed to a helper; `None` if `map` is not a map of this type (its context slot is
-    /// NULL), no map client has attached yet, or the key is absent.
+    /// The map state and the stored value for the key in the map object a program passed to
+    /// a helper (declared with the [`MapAndKey`](ebpf_ext_program_info::MapAndKey) argument
+    /// kind); `None` if the map is not a map of this type (its context slot is NULL), no map
+    /// client has attached yet, or the key is absent.
     ///
-    /// # Safety
-    /// `map` is a map object the core passed to a helper of this extension, `key` points to
-    /// that map's key size in bytes, and the call runs inside that helper (so the map and
-    /// its stored value stay alive for `'a`).
+    /// # IRQL
+    /// The helper's (up to DISPATCH_LEVEL).
     #[must_use]
-    pub unsafe fn stored_value<'a>(
-        &self,
-        map: *const c_void,
-        key: *const u8,
-    ) -> Option<(&'a M, &'a [u8])> {
+    pub fn stored_value<'a>(&self, key: MapKey<'a>) -> Option<(&'a M, &'a [u8])> {
+        let (map, key) = (key.map().as_ptr(), key.key_ptr());
         let core = &self.provider.get().core;
         let find = core.find_element.load(Ordering::Acquire);
         if map.is_null() || key.is_null() || find.is_null() {
@@ -239,7 +236,8 @@ impl<M: CustomMap> MapProvider<M> {
         // The core keeps the provider's context (or NULL for other maps) at this offset of
         // every map object it passes to helpers.
         let slot = map.wrapping_byte_add(offset).cast::<*const MapState<M>>();
-        // SAFETY: a readable pointer slot inside the map object (above).
+        // SAFETY: a readable pointer slot inside the map object (above; `MapKey`'s invariant:
+        // a core map object the program passed, alive for the helper call).
         let context = unsafe { slot.read_unaligned() };
         // SAFETY: NULL or a context `preprocess_map_create` returned, alive with the map.
         let state = unsafe { context.as_ref() }?;
@@ -247,7 +245,8 @@ impl<M: CustomMap> MapProvider<M> {
         let find: ebpf_ext_sys::ebpf_extension::ebpf_map_find_element_t =
             unsafe { core::mem::transmute::<*mut c_void, _>(find) };
         let mut value: *mut u8 = ptr::null_mut();
-        // SAFETY: the map object and key as the caller guarantees; an out slot of ours.
+        // SAFETY: the map object and a key of its key size (`MapKey`'s invariant); an out
+        // slot of ours.
         let result = unsafe { find(map, key, &raw mut value) };
         if result != EBPF_SUCCESS || value.is_null() {
             return None;

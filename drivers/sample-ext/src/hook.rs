@@ -7,8 +7,6 @@
 //! parameterless one; upstream invokes the first program when the request has no parameter.
 //! The program's return value is only reported: the sample has no verdict.
 
-use core::ffi::c_void;
-
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_ATTACH_TYPE_SAMPLE;
 use ebpf_extension_common::sys::ebpf_structs::{
@@ -183,20 +181,10 @@ fn hook_failure(error: Error) -> Refusal {
     }
 }
 
-/// What `sample_ext_helper_map_get_value` reads: the custom map's value for `key`, copied to
-/// `out`; `None` if `map` is not a sample map or has no such key.
-///
-/// # Safety
-/// `map` and `key` are what a program passed to the helper (a map object of the core and a
-/// key of that map's size), during the helper call.
-pub(crate) unsafe fn map_get_value(
-    map: *const c_void,
-    key: *const u8,
-    out: &mut [u8],
-) -> Option<()> {
-    let driver = DRIVER.get()?;
-    // SAFETY: the caller's precondition.
-    let (_, stored) = unsafe { driver.maps.stored_value(map, key) }?;
+/// What `sample_ext_helper_map_get_value` reads: the custom map's value for the key, copied
+/// to `out`; `None` if the map is not a sample map or has no such key.
+pub(crate) fn map_get_value(key: MapKey<'_>, out: &mut [u8]) -> Option<()> {
+    let (_, stored) = DRIVER.get()?.maps.stored_value(key)?;
     copy_value(stored, out);
     Some(())
 }

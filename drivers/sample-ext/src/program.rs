@@ -16,22 +16,13 @@
 //! - `context_create` without data sets both data pointers to NULL (upstream keeps the
 //!   caller's pointer values, which `context_destroy` then reads through).
 
-use core::ffi::c_void;
+use core::cell::Cell;
 use core::mem::offset_of;
-use core::ptr::{self, NonNull};
+use core::ptr;
 
 use ebpf_extension_common::prelude::*;
-use ebpf_extension_common::sys::ebpf_base::{
-    EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_CONST_SIZE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
-    EBPF_ARGUMENT_TYPE_PTR_TO_MAP, EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY,
-    EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM, EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
-    EBPF_RETURN_TYPE_INTEGER, EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL, ebpf_argument_type_t,
-    ebpf_return_type_t,
-};
 use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_PROGRAM_TYPE_SAMPLE;
-use ebpf_extension_common::sys::ebpf_result::{
-    EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
-};
+use ebpf_extension_common::sys::ebpf_result::{EBPF_INVALID_ARGUMENT, ebpf_result_t};
 use ebpf_extension_common::sys::ebpf_structs::BPF_PROG_TYPE_SAMPLE;
 use ebpf_extension_common::sys::wdm::DISPATCH_LEVEL;
 
@@ -79,6 +70,15 @@ pub struct SampleContext {
     pub helper_data_2: u32,
 }
 
+any_bit_pattern!(SampleContext {
+    data_start,
+    data_end,
+    uint32_data,
+    uint16_data,
+    helper_data_1,
+    helper_data_2
+});
+
 const _: () = assert!(size_of::<SampleContext>() == 32);
 const _: () = assert!(offset_of!(SampleContext, uint16_data) == 20);
 const _: () = assert!(offset_of!(SampleContext, helper_data_1) == 24);
@@ -102,335 +102,140 @@ impl SampleContext {
 }
 
 /// `sample_ebpf_extension_helper_function1(ctx)`: 0.
-extern "win64" fn helper_function1(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+fn helper_function1(_: &SampleContext) -> u64 {
     0
 }
 
-/// The bytes of `[address, address + size)`, up to the first NUL.
-///
-/// # Safety
-/// `size` readable bytes at `address` (or `size` 0), valid for `'a`.
-unsafe fn c_string<'a>(address: u64, size: u64) -> &'a [u8] {
-    let size = usize::try_from(size).unwrap_or(0);
-    if address == 0 || size == 0 {
-        return &[];
-    }
-    // SAFETY: the caller's precondition.
-    let bytes = unsafe { core::slice::from_raw_parts(address as *const u8, size) };
-    bytes.split(|&b| b == 0).next().unwrap_or(&[])
+/// The items of `buffer` before the first NUL, within the low 32 bits of its size
+/// (upstream's sizes are `uint32_t`).
+fn c_string<T>(buffer: &[T], byte: impl Fn(&T) -> u8) -> &[T] {
+    let buffer = &buffer[..buffer.len() & 0xFFFF_FFFF];
+    &buffer[..buffer
+        .iter()
+        .position(|b| byte(b) == 0)
+        .unwrap_or(buffer.len())]
 }
 
 /// `sample_ebpf_extension_find(buffer, size, find, find_size)`: the offset of the first
 /// occurrence of the NUL-terminated `find` in the NUL-terminated `buffer`; `0 - buffer` if
 /// there is none (upstream's value: a NULL match minus the buffer).
-extern "win64" fn find(buffer: u64, size: u64, needle: u64, needle_size: u64, _: u64) -> u64 {
-    // SAFETY: the prototype declares readable memory of `size` and `needle_size` bytes, which
-    // the verifier checked.
-    let haystack = unsafe { c_string(buffer, size & 0xFFFF_FFFF) };
-    // SAFETY: as above.
-    let needle = unsafe { c_string(needle, needle_size & 0xFFFF_FFFF) };
+fn find(buffer: &[u8], needle: &[u8]) -> u64 {
+    let (haystack, needle) = (c_string(buffer, |&b| b), c_string(needle, |&b| b));
     if needle.is_empty() {
         return 0;
     }
     haystack
         .windows(needle.len())
         .position(|w| w == needle)
-        .map_or(0u64.wrapping_sub(buffer), |at| at as u64)
+        .map_or(0u64.wrapping_sub(buffer.as_ptr() as u64), |at| at as u64)
 }
 
 /// `sample_ebpf_extension_replace(buffer, size, position, replace, replace_size)`: copies
 /// the NUL-terminated `replace` over `buffer` from `position`, never writing its last byte;
 /// 0, or -1 if `position` is negative or not below `size` (its low 32 bits).
-extern "win64" fn replace(buffer: u64, size: u64, position: u64, with: u64, with_size: u64) -> u64 {
-    let size = size & 0xFFFF_FFFF;
-    let position = position.cast_signed();
-    if position < 0 || position.cast_unsigned() >= size {
-        return u64::MAX;
+fn replace(buffer: &[Cell<u8>], position: u64, with: &[Cell<u8>]) -> u64 {
+    let size = buffer.len() & 0xFFFF_FFFF;
+    match usize::try_from(position.cast_signed()) {
+        Ok(position) if position < size => {
+            for (slot, byte) in buffer[position..size - 1]
+                .iter()
+                .zip(c_string(with, Cell::get))
+            {
+                slot.set(byte.get());
+            }
+            0
+        }
+        _ => u64::MAX,
     }
-    // SAFETY: readable memory of `with_size` bytes, checked by the verifier.
-    let with = unsafe { c_string(with, with_size & 0xFFFF_FFFF) };
-    let (Ok(size), Ok(position)) = (usize::try_from(size), usize::try_from(position)) else {
-        return u64::MAX;
-    };
-    // SAFETY: the prototype declares readable memory of `size` bytes at `buffer` (the
-    // program's data, which the extension lets it write); `position < size`.
-    let target = unsafe { core::slice::from_raw_parts_mut(buffer as *mut u8, size) };
-    let room = &mut target[position..size - 1];
-    let n = with.len().min(room.len());
-    room[..n].copy_from_slice(&with[..n]);
-    0
-}
-
-/// The context a helper with the implicit context receives sixth.
-///
-/// # Safety
-/// `context` is the program's context: a live [`SampleContext`] for the call.
-unsafe fn implicit<'a>(context: *const c_void) -> &'a SampleContext {
-    // SAFETY: the caller's precondition.
-    unsafe { &*context.cast::<SampleContext>() }
 }
 
 /// `sample_ebpf_extension_helper_implicit_1()`: the context's `helper_data_1`.
-extern "win64" fn helper_implicit_1(
-    _: u64,
-    _: u64,
-    _: u64,
-    _: u64,
-    _: u64,
-    context: *const c_void,
-) -> u64 {
-    // SAFETY: the core passes the program's context sixth to a helper declared with
-    // `implicit_context`; programs of this type run only with a `SampleContext`.
-    u64::from(unsafe { implicit(context) }.helper_data_1)
+fn helper_implicit_1(context: &SampleContext) -> u64 {
+    u64::from(context.helper_data_1)
 }
 
 /// `sample_ebpf_extension_helper_implicit_2(value)`: `helper_data_2 + (uint32)value`.
-extern "win64" fn helper_implicit_2(
-    value: u64,
-    _: u64,
-    _: u64,
-    _: u64,
-    _: u64,
-    context: *const c_void,
-) -> u64 {
-    // SAFETY: as in `helper_implicit_1`.
-    let data = unsafe { implicit(context) }.helper_data_2;
-    u64::from(data) + (value & 0xFFFF_FFFF)
+fn helper_implicit_2(value: u64, context: &SampleContext) -> u64 {
+    u64::from(context.helper_data_2) + (value & 0xFFFF_FFFF)
 }
 
 /// `sample_ext_helper_map_lookup_element(map, key)`: NULL (the sample's custom map holds
 /// objects programs may not see).
-extern "win64" fn map_lookup_element(
-    _: u64,
-    _: u64,
-    _: u64,
-    _: u64,
-    _: u64,
-    _: *const c_void,
-) -> u64 {
-    0
+fn map_lookup_element(_: MapKey<'_>, _: &SampleContext) -> MapValueOrNull {
+    MapValueOrNull::NULL
 }
 
 /// `sample_ext_helper_map_get_value(map, key, value, size)`: copies the value the custom
 /// map holds for `key`; 0, or -1 if `map` is not a custom map or has no such key.
-extern "win64" fn map_get_value(
-    map: u64,
-    key: u64,
-    value: u64,
-    size: u64,
-    _: u64,
-    _: *const c_void,
-) -> u64 {
-    let Ok(size) = usize::try_from(size) else {
-        return u64::MAX;
-    };
-    if value == 0 || size == 0 {
+fn map_get_value(key: MapKey<'_>, out: &mut [u8], _: &SampleContext) -> u64 {
+    if out.is_empty() {
         return u64::MAX;
     }
-    // SAFETY: writable memory of `size` bytes, checked by the verifier.
-    let out = unsafe { core::slice::from_raw_parts_mut(value as *mut u8, size) };
-    // SAFETY: the map object and key the program passed (prototype PTR_TO_MAP,
-    // PTR_TO_MAP_KEY, checked by the verifier), during this call.
-    match unsafe { crate::hook::map_get_value(map as *const c_void, key as *const u8, out) } {
+    match crate::hook::map_get_value(key, out) {
         Some(()) => 0,
         None => u64::MAX,
     }
 }
 
 /// The `bpf_get_current_pid_tgid` override: [`PID_TGID_VALUE`].
-extern "win64" fn get_current_pid_tgid(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+fn get_current_pid_tgid() -> u64 {
     PID_TGID_VALUE
 }
 
 /// The `bpf_redirect_map` override: 1, whatever the arguments.
-extern "win64" fn redirect_map(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+fn redirect_map(_: ProgramMap<'_>, _: u64, _: u64) -> u64 {
     1
 }
 
-const INT: ebpf_return_type_t = EBPF_RETURN_TYPE_INTEGER;
-const MAP: ebpf_argument_type_t = EBPF_ARGUMENT_TYPE_PTR_TO_MAP;
-const KEY: ebpf_argument_type_t = EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY;
-const READ: ebpf_argument_type_t = EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM;
-const SIZE: ebpf_argument_type_t = EBPF_ARGUMENT_TYPE_CONST_SIZE;
-
-static HELPERS: [HelperPrototype; 7] = [
-    HelperPrototype::new(
-        HELPER_FUNCTION1,
-        c"sample_ebpf_extension_helper_function1",
-        INT,
-        &[EBPF_ARGUMENT_TYPE_PTR_TO_CTX],
-    ),
-    HelperPrototype::new(
-        HELPER_FIND,
-        c"sample_ebpf_extension_find",
-        INT,
-        &[READ, SIZE, READ, SIZE],
-    ),
-    HelperPrototype::new(
-        HELPER_REPLACE,
-        c"sample_ebpf_extension_replace",
-        INT,
-        &[READ, SIZE, EBPF_ARGUMENT_TYPE_ANYTHING, READ, SIZE],
-    ),
-    HelperPrototype::new(
-        HELPER_IMPLICIT_1,
-        c"sample_ebpf_extension_helper_implicit_1",
-        INT,
-        &[],
-    )
-    .with_implicit_context(),
-    HelperPrototype::new(
-        HELPER_IMPLICIT_2,
-        c"sample_ebpf_extension_helper_implicit_2",
-        INT,
-        &[],
-    )
-    .with_implicit_context(),
-    HelperPrototype::new(
-        HELPER_MAP_LOOKUP_ELEMENT,
-        c"sample_ext_helper_map_lookup_element",
-        EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL,
-        &[MAP, KEY],
-    )
-    .with_implicit_context(),
-    HelperPrototype::new(
-        HELPER_MAP_GET_VALUE,
-        c"sample_ext_helper_map_get_value",
-        INT,
-        &[MAP, KEY, EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM, SIZE],
-    )
-    .with_implicit_context(),
-];
-static FUNCTIONS: [HelperFunction; 7] = [
-    HelperFunction::new(helper_function1),
-    HelperFunction::new(find),
-    HelperFunction::new(replace),
-    HelperFunction::with_context(helper_implicit_1),
-    HelperFunction::with_context(helper_implicit_2),
-    HelperFunction::with_context(map_lookup_element),
-    HelperFunction::with_context(map_get_value),
-];
-static ADDRESSES: HelperAddresses = HelperAddresses::new(&FUNCTIONS);
-
-static GLOBAL_HELPERS: [HelperPrototype; 2] = [
-    HelperPrototype::new(19, c"bpf_get_current_pid_tgid", INT, &[]),
-    HelperPrototype::new(
-        35,
-        c"bpf_redirect_map",
-        INT,
-        &[
-            MAP,
-            EBPF_ARGUMENT_TYPE_ANYTHING,
-            EBPF_ARGUMENT_TYPE_ANYTHING,
-        ],
-    ),
-];
-static GLOBAL_FUNCTIONS: [HelperFunction; 2] = [
-    HelperFunction::new(get_current_pid_tgid),
-    HelperFunction::new(redirect_map),
-];
-static GLOBAL_ADDRESSES: HelperAddresses = HelperAddresses::new(&GLOBAL_FUNCTIONS);
-
-/// The test-run context: the 64-byte header the core owns, then the program's view.
-type Wrapper = ProgramContext<SampleContext>;
-
-/// `context_create` for `bpf_prog_test_run`: a context copied from the first 32 bytes of
-/// `context_in`, over `data_in` (not copied: programs edit the caller's buffer in place).
-///
-/// # Safety
-/// The core's contract: each input is NULL or readable for its size, `data_in` writable;
-/// `context` is writable.
-unsafe extern "win64" fn context_create(
-    data_in: *const u8,
-    data_size: usize,
-    context_in: *const u8,
-    context_size: usize,
-    context: *mut *mut c_void,
-) -> ebpf_result_t {
-    if context.is_null() {
-        return EBPF_INVALID_ARGUMENT;
-    }
-    // SAFETY: writable (the core's contract).
-    unsafe { context.write(ptr::null_mut()) };
-    if context_in.is_null() || context_size < size_of::<SampleContext>() {
-        return EBPF_INVALID_ARGUMENT;
-    }
-    // SAFETY: at least 32 readable bytes (checked); every bit pattern is a valid context.
-    let mut view = unsafe { context_in.cast::<SampleContext>().read_unaligned() };
-    let (start, end) = if data_in.is_null() || data_size == 0 {
-        (ptr::null_mut(), ptr::null_mut())
-    } else {
-        let start = data_in.cast_mut();
-        (start, start.wrapping_add(data_size))
-    };
-    view.data_start = start;
-    view.data_end = end;
-    let Ok(wrapper) = PoolBox::try_new(Wrapper::new(view), TAG) else {
-        return EBPF_NO_MEMORY;
-    };
-    let wrapper = wrapper.into_raw();
-    let view = wrapper
-        .as_ptr()
-        .wrapping_byte_add(offset_of!(Wrapper, context));
-    // SAFETY: the core's out slot; `view` is the wrapper's context, 64 bytes in, freed by
-    // `context_destroy`.
-    unsafe { context.write(view.cast()) };
-    EBPF_SUCCESS
+helpers! {
+    context SampleContext;
+    /// The type-specific helpers' prototypes.
+    static HELPERS;
+    /// Their addresses.
+    static ADDRESSES;
+    HELPER_FUNCTION1, c"sample_ebpf_extension_helper_function1" => helper_function1(Context);
+    HELPER_FIND, c"sample_ebpf_extension_find" => find(Bytes, Bytes);
+    HELPER_REPLACE, c"sample_ebpf_extension_replace" => replace(Cells, Anything, Cells);
+    HELPER_IMPLICIT_1, c"sample_ebpf_extension_helper_implicit_1" => helper_implicit_1() with context;
+    HELPER_IMPLICIT_2, c"sample_ebpf_extension_helper_implicit_2" => helper_implicit_2(DontCare) with context;
+    HELPER_MAP_LOOKUP_ELEMENT, c"sample_ext_helper_map_lookup_element" =>
+        map_lookup_element(MapAndKey) with context -> MapValueOrNull;
+    HELPER_MAP_GET_VALUE, c"sample_ext_helper_map_get_value" => map_get_value(MapAndKey, BytesMut) with context;
 }
 
-/// `context_destroy` for `bpf_prog_test_run`: copies the context and its data out where the
-/// capacities allow (else reports size 0) and frees the context.
-///
-/// # Safety
-/// `context` is NULL or from [`context_create`], destroyed once; each output is NULL or
-/// writable for the capacity in its size slot.
-unsafe extern "win64" fn context_destroy(
-    context: *mut c_void,
-    data_out: *mut u8,
-    data_size_out: *mut usize,
-    context_out: *mut u8,
-    context_size_out: *mut usize,
-) {
-    if context.is_null() {
-        return;
+helpers! {
+    context SampleContext;
+    /// The global-helper overrides' prototypes.
+    static GLOBAL_HELPERS;
+    /// Their addresses.
+    static GLOBAL_ADDRESSES;
+    19, c"bpf_get_current_pid_tgid" => get_current_pid_tgid();
+    35, c"bpf_redirect_map" => redirect_map(Map, Anything, Anything);
+}
+
+/// Test runs (`bpf_prog_test_run`): the context copied from the first 32 bytes of `ctx_in`,
+/// over `data_in` (not copied: programs edit the caller's buffer in place); both come back
+/// where the capacities allow.
+struct SampleTestRun;
+
+impl TestRun for SampleTestRun {
+    type Context = SampleContext;
+    const TAG: PoolTag = TAG;
+
+    fn create(
+        input: &TestRunInput<'_>,
+    ) -> Result<(TestRunContext<SampleContext>, Self), ebpf_result_t> {
+        let mut view: SampleContext = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
+        let data = input
+            .data_range()
+            .unwrap_or(ptr::null_mut()..ptr::null_mut());
+        (view.data_start, view.data_end) = (data.start, data.end);
+        Ok((TestRunContext::new(view), SampleTestRun))
     }
-    let Some(wrapper) = NonNull::new(
-        context
-            .wrapping_byte_sub(offset_of!(Wrapper, context))
-            .cast::<Wrapper>(),
-    ) else {
-        return;
-    };
-    // SAFETY: `context_create` made this address from a `PoolBox` with `TAG`.
-    let wrapper = unsafe { PoolBox::from_raw(wrapper, TAG) };
-    let view = wrapper.context;
-    if !context_size_out.is_null() {
-        // SAFETY: the core's size slot, readable and writable.
-        let capacity = unsafe { context_size_out.read() };
-        let written = if !context_out.is_null() && capacity >= size_of::<SampleContext>() {
-            // SAFETY: `capacity` ≥ 32 writable bytes.
-            unsafe { context_out.cast::<SampleContext>().write_unaligned(view) };
-            size_of::<SampleContext>()
-        } else {
-            0
-        };
-        // SAFETY: as above.
-        unsafe { context_size_out.write(written) };
-    }
-    if !data_size_out.is_null() {
-        let length = (view.data_end as usize).saturating_sub(view.data_start as usize);
-        // SAFETY: the core's size slot.
-        let capacity = unsafe { data_size_out.read() };
-        let written = if !data_out.is_null() && !view.data_start.is_null() && capacity >= length {
-            // SAFETY: `length` bytes of the caller's data (still valid: the core owns it
-            // until the run ends) into `capacity` ≥ `length` writable bytes.
-            unsafe { ptr::copy(view.data_start, data_out, length) };
-            length
-        } else {
-            0
-        };
-        // SAFETY: as above.
-        unsafe { data_size_out.write(written) };
+
+    fn destroy(self, context: &mut TestRunContext<SampleContext>, output: &mut TestRunOutput) {
+        output.write_context(&context.context);
+        output.copy_input_data();
     }
 }
 
@@ -448,6 +253,6 @@ static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &GLOBAL_HELPE
 pub static PROGRAM_DATA: ProgramData = ProgramData::new(&INFO)
     .with_helpers(&ADDRESSES)
     .with_global_helpers(&GLOBAL_ADDRESSES)
-    .with_context_functions(context_create, context_destroy)
+    .with_test_run::<SampleTestRun>()
     .with_required_irql(DISPATCH_LEVEL)
     .checked();
