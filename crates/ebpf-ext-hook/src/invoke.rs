@@ -120,6 +120,58 @@ impl<E: HookExtension> HookProvider<E> {
         })
     }
 
+    /// Like [`HookProvider::invoke_until`], except that a program whose invoke fails counts
+    /// as having returned 0 and the chain goes on: ntosebpfext's process hook, where a failed
+    /// program neither denies the creation nor keeps later programs from running. Each
+    /// failure is traced (an `EbpfExtGenericMessage` "program invoke failed" at error level,
+    /// keyword `EXTENSION`, with the core's status as an `NTSTATUS`). A program skipped
+    /// because it is detaching (its rundown can no longer be entered) is not run and not
+    /// counted, as upstream's loop skips it.
+    ///
+    /// [`Invocation::programs_run`] counts every program invoked, failed ones included;
+    /// [`Invocation::result`] is the last result considered (0 for a failure).
+    ///
+    /// # Errors
+    /// [`Error::ObjectNotFound`] (`EBPF_OBJECT_NOT_FOUND`) if no program is attached for
+    /// `parameter`; never an invoke failure.
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL.
+    pub fn invoke_until_failures_as_zero<T>(
+        &self,
+        parameter: &E::Parameter,
+        context: &mut ProgramContext<T>,
+        mut stop: impl FnMut(u32) -> bool,
+    ) -> Result<Invocation> {
+        let snapshot = self.state().snapshots.read();
+        let program = context.program_pointer();
+        let mut outcome = Err(Error::ObjectNotFound);
+        let mut programs_run = 0;
+        for client in live(snapshot.entries()) {
+            if !client.matches(parameter) {
+                continue;
+            }
+            programs_run += 1;
+            let result = client.invoke(program).unwrap_or_else(|error| {
+                ebpf_ext_trace::trace_message_status!(
+                    ebpf_ext_trace::Level::Error,
+                    ebpf_ext_trace::keyword::EXTENSION,
+                    "program invoke failed",
+                    error.ntstatus()
+                );
+                0
+            });
+            outcome = Ok(Invocation {
+                result,
+                programs_run,
+            });
+            if stop(result) {
+                break;
+            }
+        }
+        outcome
+    }
+
     /// [`HookProvider::invoke_with`] on a kernel stack expanded by
     /// [`STACK_EXPANSION_SIZE`] bytes (`KeExpandKernelStackAndCalloutEx`, no wait), as
     /// netebpfext's `net_ebpf_extension_hook_expand_stack_and_invoke_programs`.

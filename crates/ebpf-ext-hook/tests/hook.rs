@@ -24,7 +24,7 @@ use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::ebpf_result::EBPF_NO_MEMORY;
 use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
 use ebpf_ext_sys::ntdef::GUID;
-use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER};
+use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER, STATUS_NO_MEMORY};
 use ebpf_ext_sys::wdm::{DEVICE_OBJECT, DISPATCH_LEVEL, IoDeleteDevice, PASSIVE_LEVEL};
 use ebpf_ext_sys::{Error, Result};
 use ebpf_ext_usersim::tracelogging::Value;
@@ -590,6 +590,78 @@ fn invoke_failure_is_returned() {
     let mut ctx = ProgramContext::new(0u64);
     assert_eq!(provider.invoke(&0, &mut ctx), Err(Error::NoMemory));
     drop(l);
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn a_failed_invoke_counts_as_zero_and_the_chain_goes_on() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, TestHook::default());
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let failing = {
+        let log = Arc::clone(&log);
+        Link::attach(
+            ATTACH_TYPE,
+            ClientSpec::with_parameter(&1u32.to_le_bytes()),
+            move |_| {
+                log.lock().unwrap().push(1);
+                Err(EBPF_NO_MEMORY)
+            },
+        )
+    };
+    let links = [
+        link(Some(1), 7, 2, &log),
+        link(Some(1), 0xC000_0022, 3, &log),
+    ];
+    let mut ctx = ProgramContext::new(0u64);
+    assert_eq!(
+        provider.invoke_until(&1, &mut ctx, |_| false),
+        Err(Error::NoMemory),
+        "invoke_until stops at the failure"
+    );
+    assert_eq!(*log.lock().unwrap(), [1]);
+    log.lock().unwrap().clear();
+    setup.kernel.etw_clear();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let run = provider.invoke_until_failures_as_zero(&1, &mut ctx, |result| {
+        seen.lock().unwrap().push(result);
+        result & 0x8000_0000 != 0
+    });
+    assert_eq!(
+        run,
+        Ok(Invocation {
+            result: 0xC000_0022,
+            programs_run: 3
+        }),
+        "the failure counts as 0 and the later programs run until one stops the chain"
+    );
+    assert_eq!(*log.lock().unwrap(), [1, 2, 3]);
+    assert_eq!(*seen.lock().unwrap(), [0, 7, 0xC000_0022]);
+    let events = setup.kernel.etw_events();
+    assert!(
+        events.iter().any(|e| e.name == "EbpfExtGenericMessage"
+            && e.field("Message") == Some(&Value::Str("program invoke failed".into()))
+            && e.field("status") == Some(&Value::U64(u64::from(STATUS_NO_MEMORY.cast_unsigned())))),
+        "the failure is traced: {events:?}"
+    );
+    log.lock().unwrap().clear();
+    let first_stops = provider.invoke_until_failures_as_zero(&1, &mut ctx, |_| true);
+    assert_eq!(
+        first_stops,
+        Ok(Invocation {
+            result: 0,
+            programs_run: 1
+        }),
+        "a stop on the failure's 0 is honoured"
+    );
+    assert_eq!(
+        provider.invoke_until_failures_as_zero(&9, &mut ctx, |_| false),
+        Err(Error::ObjectNotFound),
+        "nothing attached for the parameter"
+    );
+    drop(links);
+    drop(failing);
     drop(provider);
     setup.finish();
 }
