@@ -322,7 +322,9 @@ pub use helpers::{
     Anything, Bytes, BytesMut, Cells, Context, DontCare, HelperArgument, HelperReturn, Map,
     MapAndKey, MapKey, MapValueOrNull, ProgramMap, argument_types,
 };
-pub use test_run::{AnyBitPattern, TestRun, TestRunContext, TestRunInput, TestRunOutput};
+pub use test_run::{
+    AnyBitPattern, TestRun, TestRunContext, TestRunInput, TestRunOutput, test_run_functions,
+};
 
 /// The eBPF helper calling shape: five 64-bit arguments, a 64-bit result, kernel convention.
 pub type HelperFn = unsafe extern "win64" fn(u64, u64, u64, u64, u64) -> u64;
@@ -542,10 +544,8 @@ impl ProgramData {
     /// The core calls both at [`ProgramData::with_required_irql`]'s level.
     #[must_use]
     pub const fn with_test_run<R: TestRun>(self) -> Self {
-        self.with_context_functions(
-            test_run::context_create::<R>,
-            test_run::context_destroy::<R>,
-        )
+        let (create, destroy) = test_run_functions::<R>();
+        self.with_context_functions(create, destroy)
     }
 
     /// The IRQL `bpf_prog_test_run` runs the program at.

@@ -20,6 +20,9 @@ use core::slice;
 
 use ebpf_ext_pool::{PoolBox, PoolTag};
 use ebpf_ext_sys::ebpf_extension::EBPF_CONTEXT_HEADER;
+use ebpf_ext_sys::ebpf_program_types::{
+    ebpf_program_context_create_t, ebpf_program_context_destroy_t,
+};
 use ebpf_ext_sys::ebpf_result::{
     EBPF_FAILED, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
 };
@@ -265,6 +268,16 @@ impl TestRunOutput {
             _ => false,
         }
     }
+}
+
+/// The SDK's `context_create` and `context_destroy` for test runs through `R`, for program
+/// data built by hand (prefer [`ProgramData::with_test_run`](crate::ProgramData::with_test_run)).
+#[must_use]
+pub const fn test_run_functions<R: TestRun>() -> (
+    ebpf_program_context_create_t,
+    ebpf_program_context_destroy_t,
+) {
+    (context_create::<R>, context_destroy::<R>)
 }
 
 /// What `context_create` allocates: the context (header first) and what the run owns.

@@ -1,30 +1,72 @@
-//! Test runs (`bpf_prog_test_run`) of the `process` program type: `context_create` builds the
-//! notify routine's context from `process_notify_context_t` and the strings packed in
-//! `data_in`; `context_destroy` copies both back out and frees them.
+//! Test runs (`bpf_prog_test_run`) of the `process` program type: the context is the caller's
+//! whole `process_notify_context_t` (its header included, as ntosebpfext copies it) with the
+//! four strings packed in `data_in` copied into buffers of the run's own; afterwards both go
+//! back out, the pointers cleared.
 
-use core::ffi::c_void;
-use core::mem::offset_of;
 use core::ptr;
 
 use ebpf_extension_common::prelude::*;
+use ebpf_extension_common::program_info::test_run_functions;
+use ebpf_extension_common::sys::ebpf_program_types::{
+    ebpf_program_context_create_t, ebpf_program_context_destroy_t,
+};
 use ebpf_extension_common::sys::ebpf_result::{
-    EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
+    EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, ebpf_result_t,
 };
 use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 
 use crate::hook::TAG;
-use crate::program::{NOTIFY_CONTEXT_SIZE, NotifyContext, copy_string};
+use crate::program::{NOTIFY_CONTEXT_SIZE, NotifyContext, ProcessContext, copy_string};
 
-/// What `context_create` allocates: the context and the copies its strings point to.
-struct TestRun {
-    context: ProgramContext<NotifyContext>,
+any_bit_pattern!(ProcessContext {
+    command_start,
+    command_end,
+    process_id,
+    parent_process_id,
+    creating_process_id,
+    creating_thread_id,
+    creation_time,
+    exit_time,
+    process_exit_code,
+    operation,
+    token_sid_size,
+    token_sid,
+});
+any_bit_pattern!(NotifyContext {
+    public,
+    process,
+    create_info,
+    command_line,
+    image_file_name,
+    account_name,
+    account_domain,
+    account_lookup_done,
+});
+const _: () = assert!(size_of::<TestRunContext<NotifyContext>>() == NOTIFY_CONTEXT_SIZE);
+
+// program.rs still plugs the pair in by these names; `.with_test_run::<ProcessTestRun>()`
+// there replaces both.
+/// The SDK's `context_create` for [`ProcessTestRun`].
+#[allow(
+    non_upper_case_globals,
+    dead_code,
+    reason = "until program.rs calls with_test_run"
+)]
+pub(crate) const context_create: ebpf_program_context_create_t =
+    test_run_functions::<ProcessTestRun>().0;
+/// The SDK's `context_destroy` for [`ProcessTestRun`].
+#[allow(
+    non_upper_case_globals,
+    dead_code,
+    reason = "until program.rs calls with_test_run"
+)]
+pub(crate) const context_destroy: ebpf_program_context_destroy_t =
+    test_run_functions::<ProcessTestRun>().1;
+
+/// A test run's copies of the strings its context points to.
+pub(crate) struct ProcessTestRun {
     _strings: [Option<PoolArray<u8>>; 4],
 }
-
-/// Where the program's context lies in a [`TestRun`].
-const PUBLIC_OFFSET: usize = offset_of!(TestRun, context)
-    + offset_of!(ProgramContext<NotifyContext>, context)
-    + offset_of!(NotifyContext, public);
 
 fn strings(context: &mut NotifyContext) -> [&mut UNICODE_STRING; 4] {
     [
@@ -35,140 +77,132 @@ fn strings(context: &mut NotifyContext) -> [&mut UNICODE_STRING; 4] {
     ]
 }
 
-/// Builds a test-run context from `process_notify_context_t` and the four strings packed in
-/// `data` (command line, image, account name, account domain).
-fn create(
-    mut context: NotifyContext,
-    data: Option<&[u8]>,
-) -> Result<PoolBox<TestRun>, ebpf_result_t> {
-    let mut data = data.ok_or(EBPF_INVALID_ARGUMENT)?;
-    let strings_in = strings(&mut context);
-    let total: usize = strings_in.iter().map(|s| usize::from(s.Length)).sum();
-    if data.len() < total || strings_in.iter().any(|s| s.Length > s.MaximumLength) {
-        return Err(EBPF_INVALID_ARGUMENT);
+impl TestRun for ProcessTestRun {
+    type Context = NotifyContext;
+    const TAG: PoolTag = TAG;
+
+    /// The caller's context, with copies of the four strings packed in `data` (command line,
+    /// image, account name, account domain).
+    fn create(
+        input: &TestRunInput<'_>,
+    ) -> Result<(TestRunContext<NotifyContext>, Self), ebpf_result_t> {
+        let mut run: TestRunContext<NotifyContext> =
+            input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
+        let mut data = input.data().ok_or(EBPF_INVALID_ARGUMENT)?;
+        let context = &mut run.context;
+        let strings_in = strings(context);
+        let total: usize = strings_in.iter().map(|s| usize::from(s.Length)).sum();
+        if data.len() < total || strings_in.iter().any(|s| s.Length > s.MaximumLength) {
+            return Err(EBPF_INVALID_ARGUMENT);
+        }
+        let mut owned = [None, None, None, None];
+        for (string, slot) in strings_in.into_iter().zip(&mut owned) {
+            let (len, max) = (
+                usize::from(string.Length),
+                usize::from(string.MaximumLength),
+            );
+            string.Buffer = ptr::null_mut();
+            if len == 0 {
+                string.MaximumLength = 0;
+                continue;
+            }
+            let mut copy = PoolArray::try_new(max, TAG).map_err(|_| EBPF_NO_MEMORY)?;
+            let (bytes, rest) = data.split_at(len);
+            copy[..len].copy_from_slice(bytes);
+            data = rest;
+            string.Buffer = copy.as_mut_ptr().cast();
+            *slot = Some(copy);
+        }
+        let command = &context.command_line;
+        context.public.command_start = command.Buffer.cast();
+        context.public.command_end = command
+            .Buffer
+            .cast::<u8>()
+            .wrapping_add(command.Length.into());
+        (context.process, context.create_info) = (ptr::null_mut(), ptr::null_mut());
+        Ok((run, ProcessTestRun { _strings: owned }))
     }
-    let mut owned = [None, None, None, None];
-    for (string, slot) in strings_in.into_iter().zip(&mut owned) {
-        let (len, max) = (
-            usize::from(string.Length),
-            usize::from(string.MaximumLength),
+
+    /// The strings packed into `data_out`, then the context (the run's header first) with its
+    /// pointers cleared into `ctx_out`.
+    fn destroy(self, run: &mut TestRunContext<NotifyContext>, output: &mut TestRunOutput) {
+        let context = &mut run.context;
+        let total = strings(context).iter().map(|s| usize::from(s.Length)).sum();
+        output.write_data_with(total, |mut rest| {
+            for string in strings(context) {
+                let (head, tail) = rest.split_at_mut(usize::from(string.Length));
+                copy_string(string, head);
+                rest = tail;
+            }
+        });
+        for string in strings(context) {
+            string.Buffer = ptr::null_mut();
+        }
+        (context.public.command_start, context.public.command_end) =
+            (ptr::null_mut(), ptr::null_mut());
+        output.write_context(run);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate alloc;
+    use alloc::vec::Vec;
+
+    use ebpf_ext_core_sim::ProgramInfoClient;
+    use ebpf_ext_usersim::Kernel;
+    use ebpf_extension_common::prelude::ProgramInfoProvider;
+
+    use crate::hook::TAG;
+    use crate::program::{NOTIFY_CONTEXT_SIZE, PROGRAM_DATA, PROGRAM_TYPE};
+
+    /// `process_notify_context_t` as upstream's test lays it out (296 bytes): header bytes
+    /// 16–63 the caller's own, pid 7, a command line of `command` bytes.
+    fn context_in(command: u16) -> Vec<u8> {
+        let mut ctx: Vec<u8> = (0..=u8::MAX).cycle().take(NOTIFY_CONTEXT_SIZE).collect();
+        ctx[..16].fill(0);
+        ctx[64..208].fill(0);
+        ctx[64 + 16..64 + 24].copy_from_slice(&7u64.to_le_bytes());
+        ctx[208..288].fill(0);
+        ctx[224..226].copy_from_slice(&command.to_le_bytes());
+        ctx[226..228].copy_from_slice(&command.to_le_bytes());
+        ctx[288] = 0;
+        ctx
+    }
+
+    #[test]
+    fn ctx_out_is_the_callers_context_with_the_run_header_and_no_pointers() {
+        let kernel = Kernel::new();
+        let provider = ProgramInfoProvider::register(&PROGRAM_DATA, TAG).expect("register");
+        let client = ProgramInfoClient::attach(PROGRAM_TYPE).expect("attach");
+        let data = b"c\0m\0d\0!\0!\0".to_vec();
+        let ctx = context_in(10);
+        let created = client.create_context(&data, &ctx).expect("create");
+        let out = created
+            .destroy(data.len(), NOTIFY_CONTEXT_SIZE)
+            .expect("destroy");
+        assert_eq!(
+            (out.data_size_out, out.data.as_slice()),
+            (10, data.as_slice())
         );
-        string.Buffer = ptr::null_mut();
-        if len == 0 {
-            string.MaximumLength = 0;
-            continue;
-        }
-        let mut copy = PoolArray::try_new(max, TAG).map_err(|_| EBPF_NO_MEMORY)?;
-        let (bytes, rest) = data.split_at(len);
-        copy[..len].copy_from_slice(bytes);
-        data = rest;
-        string.Buffer = copy.as_mut_ptr().cast();
-        *slot = Some(copy);
+        assert_eq!(out.context_size_out, NOTIFY_CONTEXT_SIZE);
+        assert_ne!(
+            out.context[8..16],
+            [0; 8],
+            "slot 1: the core's context descriptor"
+        );
+        assert_eq!(
+            out.context[16..64],
+            ctx[16..64],
+            "header bytes 16-63: the caller's"
+        );
+        assert_eq!(
+            out.context[64..],
+            ctx[64..],
+            "the context, its pointers cleared"
+        );
+        drop(client);
+        drop(provider);
+        kernel.assert_no_leaks();
     }
-    let command = &context.command_line;
-    context.public.command_start = command.Buffer.cast();
-    context.public.command_end = command
-        .Buffer
-        .cast::<u8>()
-        .wrapping_add(command.Length.into());
-    (context.process, context.create_info) = (ptr::null_mut(), ptr::null_mut());
-    let run = TestRun {
-        context: ProgramContext::new(context),
-        _strings: owned,
-    };
-    PoolBox::try_new(run, TAG).map_err(|_| EBPF_NO_MEMORY)
-}
-
-pub(crate) unsafe extern "win64" fn context_create(
-    data: *const u8,
-    data_size: usize,
-    context_in: *const u8,
-    context_size: usize,
-    context: *mut *mut c_void,
-) -> ebpf_result_t {
-    // SAFETY: the core passes a writable out slot.
-    unsafe { context.write(ptr::null_mut()) };
-    if context_in.is_null() || context_size < NOTIFY_CONTEXT_SIZE {
-        return EBPF_INVALID_ARGUMENT;
-    }
-    // SAFETY: `context_size` readable bytes (checked ≥ the struct); every field is an integer
-    // or a raw pointer, valid for any bits, and the pointers are replaced before any use.
-    let input = unsafe {
-        context_in
-            .wrapping_add(64)
-            .cast::<NotifyContext>()
-            .read_unaligned()
-    };
-    // SAFETY: NULL or `data_size` readable bytes, for the duration of the call.
-    let data = (!data.is_null()).then(|| unsafe { core::slice::from_raw_parts(data, data_size) });
-    match create(input, data) {
-        Ok(run) => {
-            let public = run
-                .into_raw()
-                .as_ptr()
-                .cast::<u8>()
-                .wrapping_add(PUBLIC_OFFSET);
-            // SAFETY: as above.
-            unsafe { context.write(public.cast()) };
-            EBPF_SUCCESS
-        }
-        Err(error) => error,
-    }
-}
-
-pub(crate) unsafe extern "win64" fn context_destroy(
-    context: *mut c_void,
-    data_out: *mut u8,
-    data_size: *mut usize,
-    context_out: *mut u8,
-    context_size: *mut usize,
-) {
-    let public = context.cast::<u8>();
-    let Some(start) =
-        ptr::NonNull::new(public.wrapping_sub(PUBLIC_OFFSET)).filter(|_| !public.is_null())
-    else {
-        return;
-    };
-    // SAFETY: a context `context_create` made (`start` is its box), handed back once.
-    let run = unsafe { PoolBox::from_raw(start.cast::<TestRun>(), TAG) };
-    let mut out = run.context.context;
-    // SAFETY: the core passes the capacities in both size slots, NULL buffers with any size.
-    let data_capacity = unsafe { *data_size };
-    // SAFETY: as above.
-    let context_capacity = unsafe { *context_size };
-    let total: usize = strings(&mut out)
-        .iter()
-        .map(|s| usize::from(s.Length))
-        .sum();
-    let mut written = 0;
-    if !data_out.is_null() && data_capacity >= total {
-        // SAFETY: `data_capacity` writable bytes.
-        let mut rest = unsafe { core::slice::from_raw_parts_mut(data_out, data_capacity) };
-        for string in strings(&mut out) {
-            let (head, tail) = rest.split_at_mut(usize::from(string.Length));
-            copy_string(string, head);
-            rest = tail;
-        }
-        written = total;
-    }
-    for string in strings(&mut out) {
-        string.Buffer = ptr::null_mut();
-    }
-    (out.public.command_start, out.public.command_end) = (ptr::null_mut(), ptr::null_mut());
-    let fits = !context_out.is_null() && context_capacity >= NOTIFY_CONTEXT_SIZE;
-    if fits {
-        // SAFETY: `NOTIFY_CONTEXT_SIZE` writable bytes: the header as the core left it...
-        unsafe { ptr::copy_nonoverlapping(public.wrapping_sub(64), context_out, 64) };
-        // SAFETY: ...then the context with its pointers cleared.
-        unsafe {
-            context_out
-                .wrapping_add(64)
-                .cast::<NotifyContext>()
-                .write_unaligned(out);
-        }
-    }
-    // SAFETY: the size slots are writable.
-    unsafe { *data_size = written };
-    // SAFETY: as above.
-    unsafe { *context_size = if fits { NOTIFY_CONTEXT_SIZE } else { 0 } };
 }
