@@ -315,16 +315,18 @@ struct OwnedUnicode {
     string: UNICODE_STRING,
 }
 
+/// A kernel string of `s`: NUL-terminated in its buffer, which the terminator makes two bytes
+/// longer than `Length` (`MaximumLength` counts it), as the kernel's strings usually are.
 #[expect(
     clippy::unnecessary_box_returns,
     reason = "the string points into the box; it must not move"
 )]
 fn unicode(s: &str) -> Box<OwnedUnicode> {
-    let mut buffer: Vec<u16> = s.encode_utf16().collect();
-    let length = u16::try_from(buffer.len() * 2).expect("string under 32 KiB");
+    let mut buffer: Vec<u16> = s.encode_utf16().chain([0]).collect();
+    let length = u16::try_from((buffer.len() - 1) * 2).expect("string under 32 KiB");
     let string = UNICODE_STRING {
         Length: length,
-        MaximumLength: length,
+        MaximumLength: length + 2,
         Buffer: buffer.as_mut_ptr(),
     };
     Box::new(OwnedUnicode {
