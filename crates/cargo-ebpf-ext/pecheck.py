@@ -7,7 +7,7 @@ import sys
 
 import pefile
 
-ALLOWED = {"ntoskrnl.exe", "netio.sys", "hal.dll"}
+ALLOWED = {"ntoskrnl.exe", "netio.sys", "hal.dll", "ksecdd.sys"}
 W, X = 0x80000000, 0x20000000
 
 

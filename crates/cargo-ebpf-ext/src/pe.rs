@@ -14,7 +14,7 @@ const SCN_CNT_CODE: u32 = 0x0000_0020;
 const SCN_CNT_INITIALIZED_DATA: u32 = 0x0000_0040;
 const SCN_MEM_ANY: u32 = IMAGE_SCN_MEM_READ | IMAGE_SCN_MEM_WRITE | IMAGE_SCN_MEM_EXECUTE;
 /// Modules a driver may import from.
-pub(crate) const ALLOWED_MODULES: &[&str] = &["ntoskrnl.exe", "NETIO.SYS", "HAL.dll"];
+pub(crate) const ALLOWED_MODULES: &[&str] = &["ntoskrnl.exe", "NETIO.SYS", "HAL.dll", "ksecdd.sys"];
 
 /// Where the fields the write steps change live, by the PE format's fixed layout (the parser
 /// has already checked that the headers and the section table lie inside the file).
