@@ -7,15 +7,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use ebpf_ext_core_sim::bpf::{BpfError, BpfObject, BpfProgram, TestRun};
 use ebpf_ext_core_sim::{Link, LinkSpec, ProgramInfoClient};
-use ebpf_ext_sys::ebpf_result::EBPF_INVALID_ARGUMENT;
+use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY};
 use ebpf_ext_sys::ntdef::NTSTATUS;
 use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_SUCCESS};
-use ebpf_ext_usersim::{Kernel, NewProcess};
+use ebpf_ext_usersim::{Kernel, NewProcess, PROCESS_CLOCK_START, ProcessExit, ProcessIdentity};
 use sample_ntos_ext::hook::ATTACH_TYPE;
 use sample_ntos_ext::program::{
-    HELPER_GET_ACCOUNT_NAME, HELPER_GET_IMAGE_PATH, NOTIFY_CONTEXT_SIZE, PROGRAM_TYPE,
+    HELPER_GET_ACCOUNT_DOMAIN, HELPER_GET_ACCOUNT_NAME, HELPER_GET_IMAGE_PATH, NOTIFY_CONTEXT_SIZE,
+    PROGRAM_TYPE,
 };
-use sample_ntos_ext::{OPERATION_CREATE, ProcessContext};
+use sample_ntos_ext::{NotifyContext, OPERATION_CREATE, ProcessContext};
 
 use crate::bpf::{
     BpfReport, expect_refused, fault_kind, hash_dump, map_of, per_cpu_total, u32_at, u64_at,
@@ -246,7 +247,7 @@ pub fn scenario(
     expect!(seen.len() == 4, "the logger saw {} events", seen.len());
     expect!(
         seen[0]
-            == "create pid 100 parent 4 creator 4:40 image \"\\\\??\\\\C:\\\\Windows\\\\p100.exe\" (4-byte buffer: -22) account -2 sid 0 command \"p100.exe readme.txt\"",
+            == "create pid 100 parent 4 creator 4:40 image \"\\\\??\\\\C:\\\\Windows\\\\p100.exe\" (4-byte buffer: -22) account 12 sid 12 command \"p100.exe readme.txt\"",
         "first event: {}",
         seen[0]
     );
@@ -434,15 +435,23 @@ pub fn bpf_scenario(
     for record in &records {
         add(format!("events (ring buffer): {}", describe_event(record)));
     }
-    // Image path: -EINVAL for a short buffer, else its length; no account without a SID.
+    // Image path: -EINVAL for a short buffer, else its length; the account of the token's
+    // SID (usersim's processes run as S-1-5-18: SYSTEM in NT AUTHORITY).
     let first = &records[0];
     expect!(
         u32_at(first, 12).cast_signed() == -22
             && u32_at(first, 16) == 46
-            && u32_at(first, 20).cast_signed() == -2
-            && u32_at(first, 24).cast_signed() == -2,
+            && u32_at(first, 20) == 12
+            && utf16(&first[112..124]) == "SYSTEM"
+            && u32_at(first, 24) == 24
+            && u32_at(first, 36) == 12,
         "helpers on creation: {}",
         describe_event(first)
+    );
+    expect!(
+        u32_at(&records[3], 20).cast_signed() == -2 && u32_at(&records[3], 36) == 0,
+        "no SID, no account on delete: {}",
+        describe_event(&records[3])
     );
     expect!(
         u32_at(&records[3], 16) == 0 && u32_at(&records[3], 28) == 0,
@@ -574,4 +583,310 @@ pub fn bpf_scenario(
     driver.unload();
     kernel.assert_no_leaks();
     Ok(report)
+}
+
+/// A user account the identity scenario adds: `S-1-5-21-1-2-3-1001`, whose 50-character name
+/// (100 bytes) does not fit the 80-byte inline buffer, so resolving it takes the pool retry.
+pub const LONG_USER_SID: [u8; 28] = [
+    1, 5, 0, 0, 0, 0, 0, 5, 21, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 0xE9, 3, 0, 0,
+];
+/// Its name (`domain\name` is `CONTOSO\` this).
+pub const LONG_USER_NAME: &str = "a-user-whose-account-name-is-fifty-characters-long";
+/// A SID no account has: the lookup fails.
+pub const UNKNOWN_SID: [u8; 28] = [
+    1, 5, 0, 0, 0, 0, 0, 5, 21, 0, 0, 0, 9, 0, 0, 0, 9, 0, 0, 0, 9, 0, 0, 0, 0xF4, 1, 0, 0,
+];
+
+/// Calls a `(ctx, buffer, size)` helper; returns its `int32_t` result.
+fn call_string_helper(helper: u64, ctx: *mut c_void, out: &mut [u8]) -> i64 {
+    // SAFETY: the process helpers' prototype: context, writable buffer, its size.
+    let r = unsafe {
+        call_helper(
+            helper,
+            [ctx as u64, out.as_mut_ptr() as u64, out.len() as u64, 0, 0],
+        )
+    };
+    #[expect(clippy::cast_possible_truncation, reason = "helpers return an int32_t")]
+    i64::from((r as u32).cast_signed())
+}
+
+/// The identity-reading program: what the notify routine put in the context (times, exit
+/// status, token SID, the notify context's process and creation-info pointers and the
+/// command line's `MaximumLength`) and what the account helpers return, twice (the second
+/// call is served from the notification's cache).
+fn identity_logger(
+    name_helper: u64,
+    domain_helper: u64,
+    log: Arc<Mutex<Vec<String>>>,
+) -> impl Fn(*mut c_void) -> Result<u32, i32> + Send + Sync + 'static {
+    move |ctx: *mut c_void| {
+        // SAFETY: the hook passes its NotifyContext (process_md_t first).
+        let notify = unsafe { *ctx.cast::<NotifyContext>() };
+        let context = notify.public;
+        let mut name = [0u8; 128];
+        let mut domain = [0u8; 64];
+        let name_len = call_string_helper(name_helper, ctx, &mut name);
+        let domain_len = call_string_helper(domain_helper, ctx, &mut domain);
+        let again = call_string_helper(name_helper, ctx, &mut [0u8; 128]);
+        let text = |bytes: &[u8], len: i64| {
+            usize::try_from(len).map_or_else(|_| format!("{len}"), |n| utf16(&bytes[..n]))
+        };
+        let sid = &context.token_sid[..(context.token_sid_size as usize).min(68)];
+        let operation = if context.operation == OPERATION_CREATE {
+            "create"
+        } else {
+            "delete"
+        };
+        log.lock().unwrap_or_else(PoisonError::into_inner).push(format!(
+            "{operation} pid {} created {:#x} exited {:#x} code {:#x} sid {sid:?} account {}\\{} (again {again}) process {} create_info {} command {}/{}",
+            context.process_id,
+            context.creation_time,
+            context.exit_time,
+            context.process_exit_code,
+            text(&domain, domain_len),
+            text(&name, name_len),
+            if notify.process.is_null() { "NULL" } else { "set" },
+            if notify.create_info.is_null() { "NULL" } else { "set" },
+            notify.command_line.Length,
+            notify.command_line.MaximumLength,
+        ));
+        Ok(0)
+    }
+}
+
+/// The identity scenario: what ntosebpfext reads at notify time (creation and exit times,
+/// exit status, the token's user SID, the process and creation-info pointers, the command
+/// line's `MaximumLength`), the account helpers resolving the SID lazily, once per
+/// notification, through the inline buffers or the pool retry, failing for an unknown SID
+/// and on delete, and the chain going on past a program whose invoke fails. Returns what the
+/// programs saw, one line per event, then the creation statuses.
+///
+/// # Errors
+/// The first expectation that did not hold.
+///
+/// # Panics
+/// If something leaked after unload (usersim's leak check).
+#[expect(clippy::too_many_lines, reason = "one narrated scenario")]
+pub fn identity_scenario(
+    kernel: &Kernel,
+    target: Target<'_>,
+    say: Narrator<'_>,
+) -> Result<Vec<String>, Failure> {
+    let crate::Opened {
+        driver,
+        info_client,
+        info,
+        ..
+    } = crate::open(target, "SampleNtosEbpfExt", PROGRAM_TYPE, say)?;
+    let address = |id| info.helper(id).and_then(|h| h.address);
+    let (Some(name_helper), Some(domain_helper)) = (
+        address(HELPER_GET_ACCOUNT_NAME),
+        address(HELPER_GET_ACCOUNT_DOMAIN),
+    ) else {
+        return Err("no helper address".into());
+    };
+    kernel.add_account(&LONG_USER_SID, LONG_USER_NAME, "CONTOSO");
+    let spec = || LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE);
+    let failing = Link::attach(spec(), |_| Err(EBPF_NO_MEMORY))
+        .map_err(|e| format!("attach failing program: {e}"))?;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let first = Link::attach(
+        spec(),
+        identity_logger(name_helper, domain_helper, Arc::clone(&log)),
+    )
+    .map_err(|e| format!("attach: {e}"))?;
+    let second = Link::attach(
+        spec(),
+        identity_logger(name_helper, domain_helper, Arc::clone(&log)),
+    )
+    .map_err(|e| format!("attach: {e}"))?;
+    let denier = Link::attach(spec(), |ctx| {
+        // SAFETY: the hook passes a process_md_t.
+        let context = unsafe { *ctx.cast::<ProcessContext>() };
+        Ok(if context.process_id == 202 {
+            STATUS_ACCESS_DENIED.cast_unsigned()
+        } else {
+            0
+        })
+    })
+    .map_err(|e| format!("attach denier: {e}"))?;
+    say("attached: a program whose invoke fails, two identity readers, a denier of pid 202");
+
+    let lookups = kernel.call_count("SecLookupAccountSid");
+    let mut creations = Vec::new();
+    for (id, identity) in [
+        (
+            200,
+            ProcessIdentity {
+                create_time: Some(0x01DC_1234_5678_9ABC),
+                ..ProcessIdentity::default()
+            },
+        ),
+        (
+            201,
+            ProcessIdentity {
+                create_time: None,
+                user_sid: LONG_USER_SID.to_vec(),
+            },
+        ),
+        (202, ProcessIdentity::default()),
+        (
+            203,
+            ProcessIdentity {
+                create_time: None,
+                user_sid: UNKNOWN_SID.to_vec(),
+            },
+        ),
+    ] {
+        let status = kernel.create_process_as(&process(id, Some("p.exe arg")), &identity);
+        say(&format!(
+            "create process {id}: {}",
+            crate::status::describe(status)
+        ));
+        creations.push((id, status));
+    }
+    let lookups = kernel.call_count("SecLookupAccountSid") - lookups;
+    expect!(
+        creations
+            == [
+                (200, STATUS_SUCCESS),
+                (201, STATUS_SUCCESS),
+                (202, STATUS_ACCESS_DENIED),
+                (203, STATUS_SUCCESS)
+            ],
+        "creation statuses {creations:?} (the denier runs after the failing program)"
+    );
+    expect!(
+        lookups == 5,
+        "{lookups} account lookups for 4 creations with 12 account-helper calls each (one per notification, two for the pool retry)"
+    );
+    let exited = kernel.exit_process_with(
+        200,
+        &ProcessExit {
+            exit_status: 0xC000_013A_u32.cast_signed(),
+            exit_time: Some(0x01DC_2222_3333_4444),
+        },
+    );
+    expect!(exited, "process 200 does not exist");
+    say("exit process 200 (STATUS_CONTROL_C_EXIT)");
+    expect!(
+        failing.invocations() == 5 && denier.invocations() == 5,
+        "the failing program ran {} times, the denier {}",
+        failing.invocations(),
+        denier.invocations()
+    );
+    for link in [failing, first, second, denier] {
+        link.detach().map_err(|e| format!("detach: {e}"))?;
+    }
+    for id in [201, 203] {
+        expect!(kernel.exit_process(id), "exit {id}");
+    }
+    let seen = log.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    for line in &seen {
+        say(&format!("  program saw: {line}"));
+    }
+    expect!(seen.len() == 10, "{} events seen: {seen:?}", seen.len());
+    let system =
+        "sid [1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0] account NT AUTHORITY\\SYSTEM (again 12)";
+    let expected_200 = format!(
+        "create pid 200 created 0x1dc123456789abc exited 0x0 code 0x0 {system} process set create_info set command 18/20"
+    );
+    expect!(
+        seen[0] == expected_200 && seen[1] == expected_200,
+        "pid 200, both programs: {:?}",
+        &seen[..2]
+    );
+    let created_201 = PROCESS_CLOCK_START + 2 * 10_000_000;
+    expect!(
+        seen[2]
+            == format!(
+                "create pid 201 created {created_201:#x} exited 0x0 code 0x0 sid {:?} account CONTOSO\\{LONG_USER_NAME} (again 100) process set create_info set command 18/20",
+                &LONG_USER_SID[..]
+            )
+            && seen[3] == seen[2],
+        "pid 201 (pool retry): {:?}",
+        &seen[2..4]
+    );
+    expect!(
+        seen[4].starts_with("create pid 202") && seen[4].contains(system),
+        "pid 202: {}",
+        seen[4]
+    );
+    expect!(
+        seen[6].starts_with("create pid 203") && seen[6].contains("account -2\\-2 (again -2)"),
+        "unknown SID: {}",
+        seen[6]
+    );
+    expect!(
+        seen[8]
+            == "delete pid 200 created 0x1dc123456789abc exited 0x1dc222233334444 code 0xc000013a sid [] account -2\\-2 (again -2) process set create_info NULL command 0/0",
+        "delete: {}",
+        seen[8]
+    );
+    expect!(
+        kernel.primary_token_references() == 0,
+        "primary token references left"
+    );
+    drop(info_client);
+    driver.unload();
+    kernel.assert_no_leaks();
+    say("unloaded; no leaks");
+    let mut report = seen;
+    report.extend(
+        creations
+            .iter()
+            .map(|(id, status)| format!("creation {id}: {}", crate::status::describe(*status))),
+    );
+    Ok(report)
+}
+
+/// The account helpers of one program for one creation by a process running as `sid`, for
+/// fault sweeps: loads `target`, attaches a program that calls both helpers on creation,
+/// creates and exits one process, unloads. Returns what the helpers returned at the creation
+/// (`None` if a fault stopped the scenario before the program ran).
+///
+/// # Panics
+/// If the creation is not allowed (a fault must never deny a process).
+pub fn account_helpers_once(kernel: &Kernel, target: Target<'_>, sid: &[u8]) -> Option<(i64, i64)> {
+    // Not `open`, which leaves the driver loaded when the program-information attach fails.
+    let driver = crate::LoadedDriver::load(target, "SampleNtosEbpfExt").ok()?;
+    let Ok(info_client) = ProgramInfoClient::attach(PROGRAM_TYPE) else {
+        driver.unload();
+        return None;
+    };
+    let info = info_client.info();
+    kernel.add_account(&LONG_USER_SID, LONG_USER_NAME, "CONTOSO");
+    let address = |id| info.helper(id).and_then(|h| h.address);
+    let helpers = address(HELPER_GET_ACCOUNT_NAME).zip(address(HELPER_GET_ACCOUNT_DOMAIN));
+    let seen = Arc::new(Mutex::new(None));
+    let link = helpers.and_then(|(name, domain)| {
+        let seen = Arc::clone(&seen);
+        Link::attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE), move |ctx| {
+            // SAFETY: the hook passes a process_md_t.
+            if unsafe { (*ctx.cast::<ProcessContext>()).operation } != OPERATION_CREATE {
+                return Ok(0);
+            }
+            let mut buffer = [0u8; 128];
+            let results = (
+                call_string_helper(name, ctx, &mut buffer),
+                call_string_helper(domain, ctx, &mut buffer),
+            );
+            *seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(results);
+            Ok(0)
+        })
+        .ok()
+    });
+    if link.is_some() {
+        let identity = ProcessIdentity {
+            create_time: None,
+            user_sid: sid.to_vec(),
+        };
+        let status = kernel.create_process_as(&process(300, None), &identity);
+        assert_eq!(status, STATUS_SUCCESS, "a fault denied a creation");
+        assert!(kernel.exit_process(300));
+    }
+    drop(link);
+    drop(info_client);
+    driver.unload();
+    *seen.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -12,8 +12,8 @@ use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 use ebpf_extension_common::trace::{trace_message, trace_message_status, trace_message_u32};
 
 use crate::program::{
-    NotifyContext, OPERATION_CREATE, OPERATION_DELETE, PROGRAM_DATA, PROGRAM_TYPE, ProcessContext,
-    TOKEN_SID_MAX_SIZE,
+    AccountStrings, NotifyContext, OPERATION_CREATE, OPERATION_DELETE, PROGRAM_DATA, PROGRAM_TYPE,
+    ProcessContext, TOKEN_SID_MAX_SIZE,
 };
 
 /// `EBPF_ATTACH_TYPE_PROCESS`.
@@ -70,14 +70,18 @@ pub const HOOK_CONFIG: HookConfig<()> = HookConfig {
     tag: TAG,
 };
 
-/// Runs every attached program for one process event. On creation the first program that
-/// returns a failure status stops the chain, and that status is returned to deny the
-/// creation.
-pub(crate) fn fire(hook: &HookProvider<SampleProcessHook>, context: NotifyContext) -> Option<i32> {
-    let create = context.public.operation == OPERATION_CREATE;
+/// Runs every attached program for one process event, in attach order. A program whose
+/// invoke fails counts as returning 0 and the chain goes on. On creation the first program
+/// that returns a failure status stops the chain, and that status is returned to deny the
+/// creation; on delete results are ignored.
+pub(crate) fn fire(
+    hook: &HookProvider<SampleProcessHook>,
+    context: &mut ProgramContext<NotifyContext>,
+) -> Option<i32> {
+    let create = context.context.public.operation == OPERATION_CREATE;
     #[expect(clippy::cast_possible_wrap, reason = "programs return an NTSTATUS")]
     let denies = |result: u32| create && (result as i32) < 0;
-    let run = hook.invoke_until(&(), &mut ProgramContext::new(context), denies);
+    let run = hook.invoke_until_failures_as_zero(&(), context, denies);
     #[expect(clippy::cast_possible_wrap, reason = "programs return an NTSTATUS")]
     run.ok()
         .filter(|run| denies(run.result))
@@ -116,22 +120,24 @@ impl ProcessNotify for SampleProcess {
         };
         let command = event.command_line().unwrap_or(&[]);
         let (creating_process_id, creating_thread_id) = event.creating_ids();
-        #[expect(clippy::cast_possible_truncation, reason = "a UNICODE_STRING's length")]
-        let command_line = UNICODE_STRING {
-            Length: command.len() as u16,
-            MaximumLength: command.len() as u16,
-            // NULL (with NULL command pointers) when the kernel gives no command line.
-            Buffer: event
-                .command_line()
-                .map_or(ptr::null_mut(), |c| c.as_ptr().cast_mut().cast()),
-        };
         let none = UNICODE_STRING {
             Length: 0,
             MaximumLength: 0,
             Buffer: ptr::null_mut(),
         };
+        // A copy of the kernel's string (NULL, with NULL command pointers, when there is
+        // none); the buffer is the kernel's.
+        let command_line = event.command_line_string().copied().unwrap_or(none);
         let start = command_line.Buffer.cast::<u8>();
-        let context = NotifyContext {
+        let mut token_sid = [0; TOKEN_SID_MAX_SIZE];
+        let token_sid_size = if event.is_creation() {
+            event.token_user_sid(&mut token_sid).unwrap_or(0)
+        } else {
+            0
+        };
+        #[expect(clippy::cast_possible_truncation, reason = "at most 68 bytes")]
+        let token_sid_size = token_sid_size as u32;
+        let mut context = ProgramContext::new(NotifyContext {
             public: ProcessContext {
                 command_start: start,
                 command_end: start.wrapping_add(command.len()),
@@ -139,27 +145,31 @@ impl ProcessNotify for SampleProcess {
                 parent_process_id: event.parent_process_id(),
                 creating_process_id,
                 creating_thread_id,
-                // The SDK offers neither the times, the exit status nor the token's SID.
-                creation_time: 0,
-                exit_time: 0,
-                process_exit_code: 0,
+                creation_time: event.creation_time().cast_unsigned(),
+                exit_time: event.exit_time().unwrap_or(0).cast_unsigned(),
+                process_exit_code: event.exit_status().unwrap_or(0).cast_unsigned(),
                 operation: if event.is_creation() {
                     OPERATION_CREATE
                 } else {
                     OPERATION_DELETE
                 },
-                token_sid_size: 0,
-                token_sid: [0; TOKEN_SID_MAX_SIZE],
+                token_sid_size,
+                token_sid,
             },
-            process: ptr::null_mut(),
-            create_info: ptr::null_mut(),
+            process: event.process(),
+            create_info: event.create_info(),
             command_line,
             image_file_name: event.image_file_name().copied().unwrap_or(none),
             account_name: none,
             account_domain: none,
             account_lookup_done: 0,
-        };
-        if let Some(status) = fire(&driver.hook, context) {
+        });
+        // The account helpers resolve into these, or into pool buffers freed below.
+        let mut accounts = AccountStrings::new();
+        accounts.lend(&mut context.context);
+        let denied = fire(&driver.hook, &mut context);
+        accounts.reclaim(&mut context.context);
+        if let Some(status) = denied {
             trace_message_status!(
                 Level::Informational,
                 keyword::PROCESS,

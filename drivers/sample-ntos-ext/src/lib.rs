@@ -9,24 +9,32 @@
 //!   is registered when the first program attaches and removed when the last detaches (the
 //!   kernel accepts it only from an image linked with `/INTEGRITYCHECK`, which
 //!   `cargo xtask build-drivers` sets).
-//! - **Verdict**: on creation, the first program returning a failure `NTSTATUS` denies the
-//!   creation with that status and later programs do not run; on delete results are ignored.
+//! - **Verdict**: programs run in attach order; one whose invoke fails counts as returning 0
+//!   and the next runs. On creation the first program returning a failure `NTSTATUS` denies
+//!   the creation with that status and later programs do not run; on delete results are
+//!   ignored.
+//! - **Notify time**: the context carries the creation time (`PsGetProcessCreateTimeQuadPart`),
+//!   on delete the exit time and status, on creation the user SID of the primary token, the
+//!   kernel's `PEPROCESS` and `PS_CREATE_NOTIFY_INFO` pointers and the kernel's command-line
+//!   string. The account helpers resolve the SID lazily, once per notification and for every
+//!   program (`SecLookupAccountSid` into two 80-byte buffers, one retry with pool buffers,
+//!   freed when the notification ends); a failure is `-ENOENT` for every later call too.
 //!
 //! # Where this port differs from ntosebpfext, and why
 //!
-//! - `creation_time`, `exit_time`, `process_exit_code` and the token SID are 0 at notify time,
-//!   and the account helpers return `-ENOENT` unless a test run supplies the strings: the SDK
-//!   does not yet declare the kernel routines that read them (`PsGetProcessCreateTimeQuadPart`,
-//!   `PsGetProcessExitTime`, `PsGetProcessExitStatus`, the primary-token and SID routines,
-//!   `SecLookupAccountSid`).
-//! - A program whose invoke fails stops the chain (the SDK's `invoke_with`); ntosebpfext counts
-//!   it as status 0 and runs the rest.
-//! - The `process` and `create_info` pointers of the notify context are NULL (programs cannot
-//!   see them), and the command line's `MaximumLength` equals its `Length`.
+//! - Test runs resolve no account: the account helpers return the strings the caller supplied
+//!   (`account_lookup_done` set) or `-ENOENT`, where ntosebpfext looks the SID up. A lookup
+//!   there needs pool buffers that `context_destroy` frees (upstream remembers the initial
+//!   buffers in its test-run wrapper), which this port's test-run code does not track yet.
 //! - Bytes 16–63 of the context header in a test run's `ctx_out` are zero; ntosebpfext echoes
 //!   the caller's.
 //! - The generated header declares `operation` as a `uint32_t` (a bit-field has no offset to
 //!   check); the value and the bytes programs read are the same.
+//! - The account helpers receive the context as `&mut` through a helper-argument kind of this
+//!   crate (`ContextMut`), the one `unsafe impl` here: the SDK's kinds hand out `&` only.
+//!
+//! Not confirmed against Windows (usersim's choices): whether `SecLookupAccountSid`'s sizes
+//! count a terminator, and the status of a SID it cannot parse.
 #![no_std]
 
 // Host builds of the `cdylib` need a panic handler and unwinding: the host's `std`'s.

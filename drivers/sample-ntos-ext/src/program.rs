@@ -1,14 +1,25 @@
-//! The `process` program type of ntosebpfext: `process_md_t`, the three process helpers, the
-//! notify routine's internal context and the `context_create`/`context_destroy` pair that
-//! builds it for test runs (`bpf_prog_test_run`).
+//! The `process` program type of ntosebpfext: `process_md_t`, the three process helpers
+//! (the account ones resolving the token's SID lazily, once per notification), the notify
+//! routine's internal context and the `context_create`/`context_destroy` pair that builds it
+//! for test runs (`bpf_prog_test_run`).
 
 use core::ffi::c_void;
 use core::mem::{offset_of, size_of};
+use core::ptr::{self, NonNull};
 
 use ebpf_extension_common::prelude::*;
+use ebpf_extension_common::process::{AccountLookupError, lookup_account};
+use ebpf_extension_common::program_info::HelperArgument;
+use ebpf_extension_common::sys::ebpf_base::{EBPF_ARGUMENT_TYPE_PTR_TO_CTX, ebpf_argument_type_t};
 use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
+use ebpf_extension_common::sys::ntstatus::{
+    STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_SID,
+};
 use ebpf_extension_common::sys::wdm::PASSIVE_LEVEL;
+use ebpf_extension_common::trace::trace_message_status;
 
+use crate::hook::TAG;
 use crate::test_run;
 
 /// `EBPF_PROGRAM_TYPE_PROCESS`.
@@ -106,25 +117,197 @@ fn get_image_path(context: &NotifyContext, out: &mut [u8]) -> u64 {
     copy_string(&context.image_file_name, out)
 }
 
-/// The account strings, or `-ENOENT` if they cannot be had: supplied ones only (the SDK has
-/// no `SecLookupAccountSid`, so a captured SID is not resolved).
-fn account(context: &NotifyContext, string: &UNICODE_STRING, out: &mut [u8]) -> u64 {
-    let resolved = context.account_lookup_done != 0
-        && !context.account_name.Buffer.is_null()
-        && !context.account_domain.Buffer.is_null();
-    if resolved {
-        copy_string(string, out)
-    } else {
-        i64::from(-ENOENT).cast_unsigned()
+/// The program's context (`PTR_TO_CTX`) received as `&mut NotifyContext`: the account
+/// helpers cache what they resolve in it, as ntosebpfext's do in its notify context.
+enum ContextMut {}
+
+// SAFETY: reads one register, the context pointer the verifier guarantees. The context is a
+// live `NotifyContext` (programs of this type are invoked only with one: `fire` and test
+// runs), and nothing else accesses it while a helper runs: the program is stopped in the
+// call, and its invoker only lent it (`&mut`) for the invocation.
+unsafe impl HelperArgument<NotifyContext> for ContextMut {
+    const TYPES: &'static [ebpf_argument_type_t] = &[EBPF_ARGUMENT_TYPE_PTR_TO_CTX];
+    type Value<'a> = &'a mut NotifyContext;
+
+    unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
+        let pointer = registers[*at] as *mut NotifyContext;
+        *at += 1;
+        // SAFETY: see the impl: a live, otherwise unaccessed NotifyContext for the call.
+        unsafe { &mut *pointer }
     }
 }
 
-fn get_account_name(context: &NotifyContext, out: &mut [u8]) -> u64 {
-    account(context, &context.account_name, out)
+/// The longest account string `SecLookupAccountSid` may return (a `UNICODE_STRING`'s size).
+const MAX_ACCOUNT_STRING: u32 = 0xFFFF;
+
+/// Bytes of each inline account buffer the notify routine lends (`ACCOUNT_STRING_INLINE_BYTES`
+/// upstream).
+pub const ACCOUNT_INLINE_BYTES: usize = 80;
+
+/// The notify routine's inline buffers for the account strings: the lookup tries them first;
+/// a retry that needs more puts pool buffers in the context, which [`AccountStrings::reclaim`]
+/// frees once the programs have run.
+pub(crate) struct AccountStrings {
+    name: [u16; ACCOUNT_INLINE_BYTES / 2],
+    domain: [u16; ACCOUNT_INLINE_BYTES / 2],
 }
 
-fn get_account_domain(context: &NotifyContext, out: &mut [u8]) -> u64 {
-    account(context, &context.account_domain, out)
+impl AccountStrings {
+    pub(crate) const fn new() -> Self {
+        AccountStrings {
+            name: [0; ACCOUNT_INLINE_BYTES / 2],
+            domain: [0; ACCOUNT_INLINE_BYTES / 2],
+        }
+    }
+
+    /// Points `context`'s account strings at the inline buffers, empty, lookup not done.
+    /// `self` must stay in place, untouched, until [`AccountStrings::reclaim`].
+    pub(crate) fn lend(&mut self, context: &mut NotifyContext) {
+        #[expect(clippy::cast_possible_truncation, reason = "80 bytes")]
+        let inline = |buffer: &mut [u16]| UNICODE_STRING {
+            Length: 0,
+            MaximumLength: ACCOUNT_INLINE_BYTES as u16,
+            Buffer: buffer.as_mut_ptr(),
+        };
+        context.account_name = inline(&mut self.name);
+        context.account_domain = inline(&mut self.domain);
+        context.account_lookup_done = 0;
+    }
+
+    /// Frees the pool buffers a lookup left in `context` (those that are not the inline ones)
+    /// and clears its account strings.
+    pub(crate) fn reclaim(&self, context: &mut NotifyContext) {
+        for (string, inline) in [
+            (&mut context.account_name, self.name.as_ptr()),
+            (&mut context.account_domain, self.domain.as_ptr()),
+        ] {
+            if string.Buffer.cast_const() != inline {
+                // SAFETY: not the inline buffer: NULL or a pool buffer `resolve_account` put
+                // there (`MaximumLength` bytes, TAG), not freed yet.
+                drop(unsafe { take_pool_buffer(string) });
+            }
+            *string = EMPTY;
+        }
+    }
+}
+
+const EMPTY: UNICODE_STRING = UNICODE_STRING {
+    Length: 0,
+    MaximumLength: 0,
+    Buffer: ptr::null_mut(),
+};
+
+/// Takes back the pool buffer `string` holds (`None` if NULL).
+///
+/// # Safety
+/// `string.Buffer` is NULL or the pointer of a `PoolArray<u8>` of `MaximumLength` bytes with
+/// [`TAG`], given up with `into_raw` and not taken back since.
+unsafe fn take_pool_buffer(string: &UNICODE_STRING) -> Option<PoolArray<u8>> {
+    let buffer = NonNull::new(string.Buffer.cast::<u8>())?;
+    // SAFETY: the caller's contract.
+    Some(unsafe { PoolArray::from_raw(buffer, usize::from(string.MaximumLength), TAG) })
+}
+
+/// Gives `string` a pool buffer of `size` bytes, empty.
+fn give_pool_buffer(string: &mut UNICODE_STRING, size: u32) -> Result<()> {
+    let size = u16::try_from(size).map_err(|_| Error::InsufficientResources)?;
+    let (buffer, _) = PoolArray::<u8>::try_new(usize::from(size), TAG)?.into_raw();
+    *string = UNICODE_STRING {
+        Length: 0,
+        MaximumLength: size,
+        Buffer: buffer.as_ptr().cast(),
+    };
+    Ok(())
+}
+
+/// ntosebpfext's lazy account resolution, once per notification: the token SID's account
+/// name and domain into the context's strings (the inline buffers first, then, if they are
+/// too small, pool buffers and one retry). On failure both strings are cleared, and every
+/// later call fails too. Test runs (no process object) resolve nothing: only strings the
+/// caller supplied are returned.
+fn resolve_account(context: &mut NotifyContext) -> bool {
+    let has_both =
+        |c: &NotifyContext| !c.account_name.Buffer.is_null() && !c.account_domain.Buffer.is_null();
+    if context.account_lookup_done != 0 || context.process.is_null() {
+        return context.account_lookup_done != 0 && has_both(context);
+    }
+    context.account_lookup_done = 1;
+    let sid = context.public.token_sid;
+    let resolved = match sid.get(..context.public.token_sid_size as usize) {
+        Some(sid) if !sid.is_empty() => lookup_with_retry(context, sid),
+        _ => Err(STATUS_INVALID_SID),
+    };
+    if let Err(status) = resolved {
+        trace_message_status!(
+            Level::Warning,
+            keyword::PROCESS,
+            "account lookup failed",
+            status
+        );
+        for string in [&mut context.account_name, &mut context.account_domain] {
+            if usize::from(string.MaximumLength) > ACCOUNT_INLINE_BYTES {
+                // SAFETY: larger than the inline buffer, so the retry put a pool buffer here
+                // (it allocates only sizes the inline buffer could not hold).
+                drop(unsafe { take_pool_buffer(string) });
+            }
+            *string = EMPTY;
+        }
+    }
+    resolved.is_ok()
+}
+
+/// Looks `sid` up into the context's strings, retrying once with pool buffers.
+fn lookup_with_retry(context: &mut NotifyContext, sid: &[u8]) -> core::result::Result<(), i32> {
+    // SAFETY: the strings are the notify routine's inline buffers (`AccountStrings::lend`:
+    // MaximumLength writable bytes each, alive while the programs run).
+    let first =
+        unsafe { lookup_account(sid, &mut context.account_name, &mut context.account_domain) };
+    let (name, domain) = match first {
+        Ok(()) => return Ok(()),
+        Err(AccountLookupError::Failed(status)) => return Err(status),
+        Err(AccountLookupError::BufferTooSmall { name, domain }) => (name, domain),
+    };
+    if name > MAX_ACCOUNT_STRING || domain > MAX_ACCOUNT_STRING {
+        return Err(STATUS_BUFFER_OVERFLOW);
+    }
+    for (string, size) in [
+        (&mut context.account_name, name),
+        (&mut context.account_domain, domain),
+    ] {
+        if size > u32::from(string.MaximumLength) {
+            give_pool_buffer(string, size).map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
+        }
+    }
+    // SAFETY: each string is an inline buffer or a pool buffer of MaximumLength bytes.
+    unsafe { lookup_account(sid, &mut context.account_name, &mut context.account_domain) }.map_err(
+        |error| match error {
+            AccountLookupError::Failed(status) => status,
+            AccountLookupError::BufferTooSmall { .. } => STATUS_BUFFER_TOO_SMALL,
+        },
+    )
+}
+
+/// The account string, or `-ENOENT` if the account cannot be resolved.
+fn account(context: &mut NotifyContext, domain: bool, out: &mut [u8]) -> u64 {
+    if !resolve_account(context) {
+        return i64::from(-ENOENT).cast_unsigned();
+    }
+    copy_string(
+        if domain {
+            &context.account_domain
+        } else {
+            &context.account_name
+        },
+        out,
+    )
+}
+
+fn get_account_name(context: &mut NotifyContext, out: &mut [u8]) -> u64 {
+    account(context, false, out)
+}
+
+fn get_account_domain(context: &mut NotifyContext, out: &mut [u8]) -> u64 {
+    account(context, true, out)
 }
 
 static CONTEXT: ContextDescriptor = ContextDescriptor::of::<ProcessContext>(
@@ -141,8 +324,8 @@ helpers! {
     /// Their addresses.
     static ADDRESSES;
     HELPER_GET_IMAGE_PATH, c"bpf_process_get_image_path" => get_image_path(Context, BytesMut);
-    HELPER_GET_ACCOUNT_NAME, c"bpf_process_get_account_name" => get_account_name(Context, BytesMut);
-    HELPER_GET_ACCOUNT_DOMAIN, c"bpf_process_get_account_domain" => get_account_domain(Context, BytesMut);
+    HELPER_GET_ACCOUNT_NAME, c"bpf_process_get_account_name" => get_account_name(ContextMut, BytesMut);
+    HELPER_GET_ACCOUNT_DOMAIN, c"bpf_process_get_account_domain" => get_account_domain(ContextMut, BytesMut);
 }
 static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
 
