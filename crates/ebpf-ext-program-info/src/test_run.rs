@@ -62,9 +62,29 @@ unsafe impl AnyBitPattern for UNICODE_STRING {}
 // anything).
 unsafe impl<T: AnyBitPattern> AnyBitPattern for TestRunContext<T> {}
 
-/// Implements [`AnyBitPattern`] for a struct after checking that every field's type does:
-/// `any_bit_pattern!(Type { field, … })` lists all the fields (the list is matched as a
-/// pattern without `..`, so a missing field does not compile).
+/// Implements [`AnyBitPattern`] for a struct after checking that every field's type does.
+///
+/// Either around the struct's definition, or, for a struct defined elsewhere,
+/// `any_bit_pattern!(Type { field, … })` listing all its fields (the list is matched as a
+/// pattern without `..`, so a missing field does not compile):
+///
+/// ```
+/// # use ebpf_ext_program_info::{any_bit_pattern, AnyBitPattern};
+/// any_bit_pattern! {
+///     /// A context.
+///     #[repr(C)]
+///     #[derive(Clone, Copy)]
+///     pub struct Context { pub data_start: *mut u8, pub data_end: *mut u8, pub value: u32 }
+/// }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::any_bit_pattern;
+/// any_bit_pattern! {
+///     #[derive(Clone, Copy)]
+///     struct Flag { set: bool }
+/// }
+/// ```
 ///
 /// ```
 /// # use ebpf_ext_program_info::{any_bit_pattern, AnyBitPattern};
@@ -88,6 +108,18 @@ unsafe impl<T: AnyBitPattern> AnyBitPattern for TestRunContext<T> {}
 /// ```
 #[macro_export]
 macro_rules! any_bit_pattern {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$field_meta:meta])* $field_vis:vis $field:ident : $field_ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $( $(#[$field_meta])* $field_vis $field: $field_ty ),*
+        }
+        $crate::any_bit_pattern!($name { $($field),* });
+    };
     ($ty:ident { $($field:ident),* $(,)? }) => {
         const _: () = {
             #[allow(dead_code, reason = "only type-checked")]

@@ -32,8 +32,8 @@ use ebpf_ext_pool::PoolArray;
 use ebpf_ext_sys::ntdef::NTSTATUS;
 use ebpf_ext_sys::ntstatus::{
     STATUS_BUFFER_TOO_SMALL, STATUS_DATATYPE_MISALIGNMENT, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER, STATUS_REVISION_MISMATCH,
-    STATUS_SUCCESS,
+    STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND,
+    STATUS_REVISION_MISMATCH, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
 };
 use ebpf_ext_trace::{Level, keyword, trace_message_status};
 
@@ -215,6 +215,19 @@ impl Refusal {
     #[must_use]
     pub const fn invalid(why: &'static str) -> Self {
         Refusal::new(STATUS_INVALID_PARAMETER, why)
+    }
+
+    /// A request that fired a hook whose invocation failed: `STATUS_NOT_FOUND` if no program
+    /// ran ([`Error::ObjectNotFound`](ebpf_ext_sys::Error::ObjectNotFound)), else
+    /// `STATUS_UNSUCCESSFUL` (the control devices of upstream's samples answer so).
+    #[must_use]
+    pub const fn from_invocation(error: ebpf_ext_sys::Error) -> Self {
+        match error {
+            ebpf_ext_sys::Error::ObjectNotFound => {
+                Refusal::new(STATUS_NOT_FOUND, "no program attached")
+            }
+            _ => Refusal::new(STATUS_UNSUCCESSFUL, "program invocation failed"),
+        }
     }
 }
 
@@ -422,6 +435,19 @@ impl<I: Ioctl> Call<'_, I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_invocation_is_not_found_or_unsuccessful() {
+        use ebpf_ext_sys::Error;
+        assert_eq!(
+            Refusal::from_invocation(Error::ObjectNotFound).status,
+            STATUS_NOT_FOUND
+        );
+        assert_eq!(
+            Refusal::from_invocation(Error::Unsuccessful).status,
+            STATUS_UNSUCCESSFUL
+        );
+    }
 
     crate::wire! {
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
