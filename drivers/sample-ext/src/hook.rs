@@ -12,7 +12,6 @@ use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_ATTACH_TYPE
 use ebpf_extension_common::sys::ebpf_structs::{
     BPF_ATTACH_TYPE_SAMPLE, BPF_LINK_TYPE_UNSPEC, bpf_attach_type_t,
 };
-use ebpf_extension_common::sys::ntstatus::{STATUS_NOT_FOUND, STATUS_UNSUCCESSFUL};
 use ebpf_extension_common::sys::wdm::FILE_DEVICE_NETWORK;
 use ebpf_extension_common::trace::trace_message_u32;
 
@@ -50,8 +49,6 @@ impl HookExtension for SampleHook {
         );
         Ok(request.parameter)
     }
-
-    fn on_detach(&self, _: &Option<u32>) {}
 }
 
 /// The hook's static description.
@@ -65,45 +62,6 @@ pub const HOOK_CONFIG: HookConfig<u32> = HookConfig {
     max_clients: 64,
     tag: TAG,
 };
-
-/// Runs the program for `parameter` once over `context`.
-///
-/// # Errors
-/// [`Error::ObjectNotFound`] if no program is attached for it; the invoke failure otherwise.
-///
-/// # IRQL
-/// ≤ DISPATCH_LEVEL.
-pub fn run(
-    hook: &HookProvider<SampleHook>,
-    parameter: u32,
-    context: SampleContext,
-) -> Result<Invocation> {
-    hook.invoke_until(&parameter, &mut ProgramContext::new(context), |_| true)
-}
-
-/// Runs the program for `parameter` `count` times over one context inside one batch (as
-/// upstream's RUN_BATCH): the results, one per invocation, go to `results`.
-///
-/// # Errors
-/// The first invoke failure; [`Error::ObjectNotFound`] if no program is attached for it.
-///
-/// # IRQL
-/// ≤ DISPATCH_LEVEL.
-pub fn run_batch(
-    hook: &HookProvider<SampleHook>,
-    parameter: u32,
-    context: SampleContext,
-    count: u32,
-    mut results: impl FnMut(u32),
-) -> Result {
-    let mut context = ProgramContext::new(context);
-    hook.with_batch(&parameter, |batch| {
-        for _ in 0..count {
-            results(batch.invoke(&mut context)?);
-        }
-        Ok(())
-    })
-}
 
 /// The running extension. Fields drop in order: the hook first, then its program type, then
 /// the map provider (whose deregistration waits until every map of its type is gone);
@@ -134,14 +92,22 @@ impl ExtensionDriver for SampleExt {
         })
     }
 
+    /// Run: the program for the request's parameter once over the data. Run batch: `count`
+    /// times over one context inside one batch, as upstream's RUN_BATCH.
     fn device_control(&self, request: Request<'_>) -> Completion {
         match request.code() {
             Run::CODE => request.handle::<Run>(|mut call| {
                 let request = *call.request();
                 let mut context = SampleContext::new(call.payload_in_reply()?);
                 context.uint32_data = request.uint32_data;
-                let run =
-                    run(&self.hook, request.attach_parameter, context).map_err(hook_failure)?;
+                let run = self
+                    .hook
+                    .invoke_until(
+                        &request.attach_parameter,
+                        &mut ProgramContext::new(context),
+                        |_| true,
+                    )
+                    .map_err(Refusal::from_invocation)?;
                 Ok(call.reply(&RunReply {
                     result: run.result,
                     programs_run: run.programs_run,
@@ -152,19 +118,18 @@ impl ExtensionDriver for SampleExt {
                 if request.count == 0 || request.count > MAX_BATCH {
                     return Err(Refusal::invalid("count out of range"));
                 }
-                let context = SampleContext::new(call.payload_in_reply()?);
+                let mut context = ProgramContext::new(SampleContext::new(call.payload_in_reply()?));
                 let mut reply = RunBatchReply::default();
-                run_batch(
-                    &self.hook,
-                    request.attach_parameter,
-                    context,
-                    request.count,
-                    |r| {
-                        reply.results += 1;
-                        reply.result_sum = reply.result_sum.wrapping_add(r);
-                    },
-                )
-                .map_err(hook_failure)?;
+                self.hook
+                    .with_batch(&request.attach_parameter, |batch| {
+                        for _ in 0..request.count {
+                            let result = batch.invoke(&mut context)?;
+                            reply.results += 1;
+                            reply.result_sum = reply.result_sum.wrapping_add(result);
+                        }
+                        Ok(())
+                    })
+                    .map_err(Refusal::from_invocation)?;
                 Ok(call.reply(&reply))
             }),
             _ => request.unknown(),
@@ -173,13 +138,6 @@ impl ExtensionDriver for SampleExt {
 }
 
 driver_entry!(static DRIVER: SampleExt);
-
-fn hook_failure(error: Error) -> Refusal {
-    match error {
-        Error::ObjectNotFound => Refusal::new(STATUS_NOT_FOUND, "no program attached"),
-        _ => Refusal::new(STATUS_UNSUCCESSFUL, "program invocation failed"),
-    }
-}
 
 /// What `sample_ext_helper_map_get_value` reads: the custom map's value for the key, copied
 /// to `out`; `None` if the map is not a sample map or has no such key.

@@ -52,32 +52,25 @@ pub const HELPER_MAP_GET_VALUE: u32 = 0x1_0006;
 /// What the `bpf_get_current_pid_tgid` override returns (`SAMPLE_PID_TGID_VALUE`).
 pub const PID_TGID_VALUE: u64 = 9999;
 
-/// What a `sample` program sees (`sample_program_context_t`, 32 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct SampleContext {
-    /// First byte of the data.
-    pub data_start: *mut u8,
-    /// One past its last byte.
-    pub data_end: *mut u8,
-    /// A 32-bit value (the run's processor number in upstream's profile run).
-    pub uint32_data: u32,
-    /// A 16-bit value.
-    pub uint16_data: u16,
-    /// What `sample_ebpf_extension_helper_implicit_1` returns.
-    pub helper_data_1: u32,
-    /// What `sample_ebpf_extension_helper_implicit_2` adds its argument to.
-    pub helper_data_2: u32,
+any_bit_pattern! {
+    /// What a `sample` program sees (`sample_program_context_t`, 32 bytes).
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy)]
+    pub struct SampleContext {
+        /// First byte of the data.
+        pub data_start: *mut u8,
+        /// One past its last byte.
+        pub data_end: *mut u8,
+        /// A 32-bit value (the run's processor number in upstream's profile run).
+        pub uint32_data: u32,
+        /// A 16-bit value.
+        pub uint16_data: u16,
+        /// What `sample_ebpf_extension_helper_implicit_1` returns.
+        pub helper_data_1: u32,
+        /// What `sample_ebpf_extension_helper_implicit_2` adds its argument to.
+        pub helper_data_2: u32,
+    }
 }
-
-any_bit_pattern!(SampleContext {
-    data_start,
-    data_end,
-    uint32_data,
-    uint16_data,
-    helper_data_1,
-    helper_data_2
-});
 
 const _: () = assert!(size_of::<SampleContext>() == 32);
 const _: () = assert!(offset_of!(SampleContext, uint16_data) == 20);
