@@ -332,6 +332,6 @@ static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
 /// The program data the program-information provider publishes.
 pub static PROGRAM_DATA: ProgramData = ProgramData::new(&INFO)
     .with_helpers(&ADDRESSES)
-    .with_context_functions(test_run::context_create, test_run::context_destroy)
+    .with_test_run::<test_run::ProcessTestRun>()
     .with_required_irql(PASSIVE_LEVEL)
     .checked();

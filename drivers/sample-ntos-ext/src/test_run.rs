@@ -6,10 +6,6 @@
 use core::ptr;
 
 use ebpf_extension_common::prelude::*;
-use ebpf_extension_common::program_info::test_run_functions;
-use ebpf_extension_common::sys::ebpf_program_types::{
-    ebpf_program_context_create_t, ebpf_program_context_destroy_t,
-};
 use ebpf_extension_common::sys::ebpf_result::{
     EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, ebpf_result_t,
 };
@@ -43,25 +39,6 @@ any_bit_pattern!(NotifyContext {
     account_lookup_done,
 });
 const _: () = assert!(size_of::<TestRunContext<NotifyContext>>() == NOTIFY_CONTEXT_SIZE);
-
-// program.rs still plugs the pair in by these names; `.with_test_run::<ProcessTestRun>()`
-// there replaces both.
-/// The SDK's `context_create` for [`ProcessTestRun`].
-#[allow(
-    non_upper_case_globals,
-    dead_code,
-    reason = "until program.rs calls with_test_run"
-)]
-pub(crate) const context_create: ebpf_program_context_create_t =
-    test_run_functions::<ProcessTestRun>().0;
-/// The SDK's `context_destroy` for [`ProcessTestRun`].
-#[allow(
-    non_upper_case_globals,
-    dead_code,
-    reason = "until program.rs calls with_test_run"
-)]
-pub(crate) const context_destroy: ebpf_program_context_destroy_t =
-    test_run_functions::<ProcessTestRun>().1;
 
 /// A test run's copies of the strings its context points to.
 pub(crate) struct ProcessTestRun {
