@@ -552,6 +552,67 @@ pub fn bpf_scenario(
         add(format!("test run with {what}: EBPF_INVALID_ARGUMENT"));
     }
 
+    // What the notify routine read, as a BPF program records it: times, exit status, the
+    // token SID and its account.
+    let identity =
+        BpfProgram::load(object, "process/identity", &info).map_err(|e| e.to_string())?;
+    let identity_link = identity
+        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
+        .map_err(|e| e.to_string())?;
+    let created = 0x01DC_0102_0304_0506_u64;
+    let status = kernel.create_process_as(
+        &process(110, Some("p110.exe")),
+        &ProcessIdentity {
+            create_time: Some(created.cast_signed()),
+            ..ProcessIdentity::default()
+        },
+    );
+    let exited = kernel.exit_process_with(
+        110,
+        &ProcessExit {
+            exit_status: 0xC000_0005_u32.cast_signed(),
+            exit_time: Some(0x01DC_0A0B_0C0D_0E0F),
+        },
+    );
+    expect!(status == STATUS_SUCCESS && exited, "process 110");
+    identity_link.detach().map_err(|e| e.to_string())?;
+    let identities = map_of(&identity, "identities")?;
+    let entry = |key: u64| -> Result<Vec<u8>, Failure> {
+        identities
+            .lookup(&key.to_le_bytes())
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no identity for key {key}"))
+    };
+    let (create, delete) = (entry(220)?, entry(221)?);
+    let describe = |v: &[u8]| {
+        let sid_size = (u32_at(v, 20) as usize).min(68);
+        let text = |at: usize, result: u32| {
+            usize::try_from(result.cast_signed()).map_or_else(
+                |_| format!("{}", result.cast_signed()),
+                |n| utf16(&v[at..at + n.min(32)]),
+            )
+        };
+        format!(
+            "created {:#x} exited {:#x} code {:#x} sid {:?} account {}\\{}",
+            u64_at(v, 0),
+            u64_at(v, 8),
+            u32_at(v, 16),
+            &v[32..32 + sid_size],
+            text(132, u32_at(v, 28)),
+            text(100, u32_at(v, 24)),
+        )
+    };
+    let (create, delete) = (describe(&create), describe(&delete));
+    expect!(
+        create
+            == "created 0x1dc010203040506 exited 0x0 code 0x0 sid [1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0] account NT AUTHORITY\\SYSTEM"
+            && delete
+                == "created 0x1dc010203040506 exited 0x1dc0a0b0c0d0e0f code 0xc0000005 sid [] account -2\\-2",
+        "process/identity saw:\n create {create}\n delete {delete}"
+    );
+    add(format!("process/identity: create: {create}"));
+    add(format!("process/identity: delete: {delete}"));
+
     let faulty =
         BpfProgram::load(object, "process/out_of_bounds", &info).map_err(|e| e.to_string())?;
     let faulty_link = faulty

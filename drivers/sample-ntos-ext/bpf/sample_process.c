@@ -143,6 +143,46 @@ int process_monitor(process_context_t* ctx)
     return verdict;
 }
 
+// What the notify routine read of each process, per event (key: pid * 2 + operation): the
+// times, exit status, token SID and the account it resolves to.
+struct identity {
+    uint64_t creation_time;
+    uint64_t exit_time;
+    uint32_t exit_code;
+    uint32_t token_sid_size;
+    int32_t name_result;
+    int32_t domain_result;
+    uint8_t token_sid[TOKEN_SID_MAX_SIZE];
+    uint8_t name[32];
+    uint8_t domain[32];
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __type(key, uint64_t);
+    __type(value, struct identity);
+    __uint(max_entries, 16);
+} identities SEC(".maps");
+
+SEC("process/identity")
+int process_identity(process_context_t* ctx)
+{
+    struct identity identity;
+    bpf_memset(&identity, sizeof(identity), 0);
+    identity.creation_time = ctx->creation_time;
+    identity.exit_time = ctx->exit_time;
+    identity.exit_code = ctx->process_exit_code;
+    uint32_t size = ctx->token_sid_size;
+    identity.token_sid_size = size;
+    bpf_memcpy_s(identity.token_sid, sizeof(identity.token_sid), ctx->token_sid, sizeof(ctx->token_sid));
+    identity.name_result = (int32_t)bpf_process_get_account_name(ctx, identity.name, sizeof(identity.name));
+    identity.domain_result =
+        (int32_t)bpf_process_get_account_domain(ctx, identity.domain, sizeof(identity.domain));
+    uint64_t key = ctx->process_id * 2 + ctx->operation;
+    bpf_map_update_elem(&identities, &key, &identity, BPF_ANY);
+    return 0;
+}
+
 // Reads one byte past the end of the command line: the invocation must fail, not the
 // process.
 SEC("process/out_of_bounds")

@@ -14,6 +14,7 @@ use ebpf_ext_sys::ntstatus::STATUS_INSUFFICIENT_RESOURCES;
 use ebpf_ext_usersim::tracelogging::Value;
 use ebpf_ext_usersim::{Fault, Kernel, sweep_allocation_failures, sweep_call_failures};
 use sample_harness::Target;
+use sample_harness::bpf::in_both_modes;
 use sample_harness::ntos::{
     LONG_USER_NAME, LONG_USER_SID, account_helpers_once, identity_scenario,
 };
@@ -27,6 +28,33 @@ fn programs_see_the_process_identity_and_the_accounts_it_resolves_to() {
     let report = identity_scenario(&kernel, Target::Native(driver_entry), &mut |_| {})
         .expect("identity scenario");
     assert_eq!(report.len(), 14, "{report:#?}");
+}
+
+#[test]
+fn the_signed_image_reads_the_process_identity_as_the_linked_crate() {
+    let report = in_both_modes("sample_ntos_ext", driver_entry, |kernel, target| {
+        identity_scenario(kernel, target, &mut |_| {})
+    })
+    .expect("both modes");
+    assert_eq!(report.len(), 14, "{report:#?}");
+}
+
+#[test]
+fn the_signed_image_sweeps_its_account_faults_cleanly() {
+    let loader = Kernel::new();
+    let image = sample_harness::binary::load_sample(&loader, "sample_ntos_ext").expect("image");
+    let scenario = |kernel: &Kernel| {
+        let _ = account_helpers_once(kernel, Target::Image(&image), &LONG_USER_SID);
+    };
+    assert_eq!(
+        account_helpers_once(&Kernel::new(), Target::Image(&image), &LONG_USER_SID),
+        Some((i64::try_from(LONG_USER_NAME.len() * 2).unwrap(), 14)),
+        "ksecdd.sys's SecLookupAccountSid bound and the pool retry taken"
+    );
+    assert!(sweep_allocation_failures(scenario) > 5);
+    assert!(sweep_call_failures(scenario) >= 1);
+    drop(loader);
+    image.unload();
 }
 
 #[test]
