@@ -34,6 +34,8 @@ pub unsafe trait HelperArgument<C: 'static> {
     const TYPES: &'static [ebpf_argument_type_t];
     /// What the helper function receives.
     type Value<'a>;
+    /// How the function accesses program memory through this argument (none by default).
+    const MEMORY: Memory = Memory::None;
 
     /// Reads this argument from `registers`, starting at `*at`, and advances `*at` past it.
     ///
@@ -74,6 +76,7 @@ unsafe impl<C: 'static> HelperArgument<C> for Bytes {
         EBPF_ARGUMENT_TYPE_CONST_SIZE,
     ];
     type Value<'a> = &'a [u8];
+    const MEMORY: Memory = Memory::Shared;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
         let (pointer, size) = (registers[*at] as *const u8, registers[*at + 1]);
@@ -102,6 +105,7 @@ unsafe impl<C: 'static> HelperArgument<C> for BytesMut {
         EBPF_ARGUMENT_TYPE_CONST_SIZE,
     ];
     type Value<'a> = &'a mut [u8];
+    const MEMORY: Memory = Memory::Unique;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
         let (pointer, size) = (registers[*at] as *mut u8, registers[*at + 1]);
@@ -153,9 +157,10 @@ unsafe impl<C: 'static> HelperArgument<C> for DontCare {
 }
 
 /// Readable memory and its size (`PTR_TO_READABLE_MEM`, `CONST_SIZE`), received as
-/// `&[Cell<u8>]`: for a helper that writes it in place or whose other memory arguments may
-/// overlap it (upstream's `sample_ebpf_extension_replace` rewrites a buffer declared
-/// readable; every memory a program can pass is writable kernel memory).
+/// `&[Cell<u8>]`: for a helper that writes memory declared readable (upstream's
+/// `sample_ebpf_extension_replace` rewrites its buffer; every memory a program can pass is
+/// writable kernel memory). A program may pass overlapping buffers, so the helper's other
+/// memory arguments must be `Cells` too ([`check_overlap`]).
 #[derive(Debug)]
 pub enum Cells {}
 
@@ -166,6 +171,7 @@ unsafe impl<C: 'static> HelperArgument<C> for Cells {
         EBPF_ARGUMENT_TYPE_CONST_SIZE,
     ];
     type Value<'a> = &'a [Cell<u8>];
+    const MEMORY: Memory = Memory::Cells;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
         let (pointer, size) = (registers[*at] as *const Cell<u8>, registers[*at + 1]);
@@ -333,6 +339,52 @@ pub unsafe fn implicit_context<'a, C>(context: *const c_void) -> &'a C {
     unsafe { &*context.cast::<C>() }
 }
 
+/// How a helper function accesses program memory through an argument
+/// ([`HelperArgument::MEMORY`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    /// Not at all (numbers, the context, map handles).
+    None,
+    /// Shared reads (`&[u8]`).
+    Shared,
+    /// Reads and writes through cells (`&[Cell<u8>]`).
+    Cells,
+    /// Exclusive access (`&mut [u8]`).
+    Unique,
+}
+
+/// Checks that a helper whose arguments access memory as `kinds` cannot receive memory that
+/// Rust's aliasing rules forbid: the verifier lets a program pass overlapping buffers, so a
+/// `&mut [u8]` must be the only memory argument, and `Cells` may not share a helper with
+/// `&[u8]`.
+///
+/// # Panics
+/// At compile time (`helpers!` calls it in a `static`) if they could alias.
+pub const fn check_overlap(kinds: &[Memory]) {
+    let (mut memory, mut unique, mut shared, mut cells) = (0, false, false, false);
+    let mut i = 0;
+    while i < kinds.len() {
+        match kinds[i] {
+            Memory::None => {}
+            Memory::Shared => shared = true,
+            Memory::Cells => cells = true,
+            Memory::Unique => unique = true,
+        }
+        if !matches!(kinds[i], Memory::None) {
+            memory += 1;
+        }
+        i += 1;
+    }
+    assert!(
+        !unique || memory == 1,
+        "a helper with a BytesMut argument can take no other memory argument (the program may pass overlapping buffers): take them all as Cells"
+    );
+    assert!(
+        !(cells && shared),
+        "a helper with Cells arguments must take its other memory arguments as Cells too (the program may pass overlapping buffers)"
+    );
+}
+
 /// The five prototype argument types of a helper whose arguments are `kinds` (their
 /// [`HelperArgument::TYPES`] in order), unused ones `DONTCARE`.
 ///
@@ -409,6 +461,14 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// ```compile_fail
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// // The program may pass one buffer twice: `&[u8]` and `&mut [u8]` would alias.
+/// fn copy(from: &[u8], to: &mut [u8]) -> u64 { 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"copy" => copy(Bytes, BytesMut); }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
 /// fn h(_: MapKey<'_>) -> u64 { 0 } // declared to return a map value or NULL
 /// helpers! { context Ctx; static H; static A; 0x10000, c"h" => h(MapAndKey) -> MapValueOrNull; }
 /// ```
@@ -439,7 +499,10 @@ macro_rules! helpers {
         $(#[$prototypes_meta])*
         $prototypes_vis static $prototypes: [$crate::HelperPrototype; [$($id),+].len()] = [
             $(
-                $crate::helpers!(@implicit_prototype [$($implicit)?]
+                $crate::helpers!(@implicit_prototype [$($implicit)?] {
+                    $crate::check_overlap(
+                        &[$(<$kind as $crate::HelperArgument<$ctx>>::MEMORY),*]
+                    );
                     $crate::HelperPrototype::new(
                         $id,
                         $name,
@@ -448,7 +511,7 @@ macro_rules! helpers {
                             &[$(<$kind as $crate::HelperArgument<$ctx>>::TYPES),*]
                         ),
                     )
-                )
+                })
             ),+
         ];
         $(#[$addresses_meta])*

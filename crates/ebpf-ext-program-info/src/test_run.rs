@@ -135,7 +135,7 @@ macro_rules! any_bit_pattern {
     };
 }
 
-/// A test-run context as the core sees it: the 64-byte header the core owns (C: the
+/// A test-run context as the core sees it: the 64-byte header the core owns (the
 /// `EBPF_CONTEXT_HEADER` in front of every program context), then what programs see.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
