@@ -88,6 +88,11 @@
 //! static DATA: ProgramData = ProgramData::new(&INFO).with_helpers(&ADDRESSES).checked();
 //! ```
 //!
+//! Test runs (`bpf_prog_test_run`): implement [`TestRun`] — build the context from the
+//! caller's buffers, write it back afterwards — and plug it in with
+//! [`ProgramData::with_test_run`]; the SDK's `context_create` / `context_destroy` do the
+//! pointer work, the allocation (the 64-byte context header included) and the size reporting.
+//!
 //! This replaces netebpfext's `net_ebpf_extension_program_info_provider_register` /
 //! `_unregister` and ntosebpfext's `ebpf_extension_program_info_provider_register`.
 #![no_std]
