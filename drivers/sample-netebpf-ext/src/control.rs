@@ -3,7 +3,6 @@
 //! fire the hook and reply.
 
 use ebpf_extension_common::prelude::*;
-use ebpf_extension_common::sys::ntstatus::{STATUS_NOT_FOUND, STATUS_UNSUCCESSFUL};
 use ebpf_extension_common::sys::wdm::FILE_DEVICE_NETWORK;
 
 use crate::hook::{HOOK_CONFIG, SampleNetHook, TAG, fire};
@@ -48,13 +47,6 @@ impl ExtensionDriver for SampleNet {
 
 driver_entry!(static DRIVER: SampleNet);
 
-fn hook_failure(error: Error) -> Refusal {
-    match error {
-        Error::ObjectNotFound => Refusal::new(STATUS_NOT_FOUND, "no program for the interface"),
-        _ => Refusal::new(STATUS_UNSUCCESSFUL, "program invocation failed"),
-    }
-}
-
 /// `IOCTL_SAMPLE_NET_RUN`: fires the hook once over the packet, which the programs see (and
 /// may change) in place in the reply.
 fn run(hook: &HookProvider<SampleNetHook>, mut call: Call<'_, Run>) -> Result<Completion, Refusal> {
@@ -67,7 +59,7 @@ fn run(hook: &HookProvider<SampleNetHook>, mut call: Call<'_, Run>) -> Result<Co
         request.interface_id,
         request.protocol,
     );
-    let run = fire(hook, context).map_err(hook_failure)?;
+    let run = fire(hook, context).map_err(Refusal::from_invocation)?;
     Ok(call.reply(&RunReply {
         verdict: run.result,
         programs_run: run.programs_run,
@@ -96,7 +88,7 @@ fn profile(
     repeat(request.iterations, stretch, || {
         fire(hook, context).map(|run| last = Some(run))
     })
-    .map_err(hook_failure)?;
+    .map_err(Refusal::from_invocation)?;
     let (verdict, programs_run) = last.map_or((0, 0), |run| (run.result, run.programs_run));
     Ok(call.reply(&ProfileReply {
         duration: watch.elapsed_ticks(),
