@@ -244,38 +244,56 @@ fn resolve_account(context: &mut NotifyContext) -> bool {
             "account lookup failed",
             status
         );
-        for string in [&mut context.account_name, &mut context.account_domain] {
-            if usize::from(string.MaximumLength) > ACCOUNT_INLINE_BYTES {
-                // SAFETY: larger than the inline buffer, so the retry put a pool buffer here
-                // (it allocates only sizes the inline buffer could not hold).
-                drop(unsafe { take_pool_buffer(string) });
-            }
-            *string = EMPTY;
-        }
+        (context.account_name, context.account_domain) = (EMPTY, EMPTY);
     }
     resolved.is_ok()
 }
 
-/// Looks `sid` up into the context's strings, retrying once with pool buffers.
+/// Looks `sid` up into the context's strings, retrying once with pool buffers; on failure
+/// the pool buffers it gave the strings are freed again (the strings are then cleared).
 fn lookup_with_retry(context: &mut NotifyContext, sid: &[u8]) -> core::result::Result<(), i32> {
     // SAFETY: the strings are the notify routine's inline buffers (`AccountStrings::lend`:
     // MaximumLength writable bytes each, alive while the programs run).
     let first =
         unsafe { lookup_account(sid, &mut context.account_name, &mut context.account_domain) };
-    let (name, domain) = match first {
+    let needed = match first {
         Ok(()) => return Ok(()),
         Err(AccountLookupError::Failed(status)) => return Err(status),
-        Err(AccountLookupError::BufferTooSmall { name, domain }) => (name, domain),
+        Err(AccountLookupError::BufferTooSmall { name, domain }) => [name, domain],
     };
-    if name > MAX_ACCOUNT_STRING || domain > MAX_ACCOUNT_STRING {
+    let mut pooled = [false; 2];
+    let retried = retry(context, sid, needed, &mut pooled);
+    if retried.is_err() {
+        for (string, pooled) in [&context.account_name, &context.account_domain]
+            .into_iter()
+            .zip(pooled)
+        {
+            if pooled {
+                // SAFETY: `retry` gave this string a pool buffer (give_pool_buffer), not
+                // taken back since.
+                drop(unsafe { take_pool_buffer(string) });
+            }
+        }
+    }
+    retried
+}
+
+/// The retry: pool buffers of the `needed` sizes for the strings whose buffer is smaller
+/// (marked in `pooled`), then the lookup again.
+fn retry(
+    context: &mut NotifyContext,
+    sid: &[u8],
+    needed: [u32; 2],
+    pooled: &mut [bool; 2],
+) -> core::result::Result<(), i32> {
+    if needed.iter().any(|&size| size > MAX_ACCOUNT_STRING) {
         return Err(STATUS_BUFFER_OVERFLOW);
     }
-    for (string, size) in [
-        (&mut context.account_name, name),
-        (&mut context.account_domain, domain),
-    ] {
+    let strings = [&mut context.account_name, &mut context.account_domain];
+    for ((string, size), pooled) in strings.into_iter().zip(needed).zip(pooled) {
         if size > u32::from(string.MaximumLength) {
             give_pool_buffer(string, size).map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
+            *pooled = true;
         }
     }
     // SAFETY: each string is an inline buffer or a pool buffer of MaximumLength bytes.
