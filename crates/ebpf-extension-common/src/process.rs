@@ -285,8 +285,10 @@ pub unsafe fn lookup_account(
     if !valid {
         return Err(AccountLookupError::Failed(STATUS_INVALID_SID));
     }
-    let (mut name_size, mut domain_size) =
-        (u32::from(name.MaximumLength), u32::from(domain.MaximumLength));
+    let (mut name_size, mut domain_size) = (
+        u32::from(name.MaximumLength),
+        u32::from(domain.MaximumLength),
+    );
     let mut name_use: SID_NAME_USE = 0;
     // SAFETY: a valid SID; writable sizes and strings whose buffers hold the sizes given (the
     // caller's contract).
