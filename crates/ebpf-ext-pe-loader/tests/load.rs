@@ -114,6 +114,7 @@ fn module_names_match_case_insensitively() {
     let built = build(&Spec::with_imports(&[
         ("NTOSKRNL.EXE", &["ExAllocatePool2"]),
         ("netio.sys", &["NmrDeregisterProvider"]),
+        ("KSECDD.SYS", &["SecLookupAccountSid"]),
     ]));
     let mut seen = Vec::new();
     let image = load("test.sys", &built.bytes, |module, name| {
@@ -125,10 +126,21 @@ fn module_names_match_case_insensitively() {
         seen,
         [
             "NTOSKRNL.EXE!ExAllocatePool2",
-            "netio.sys!NmrDeregisterProvider"
+            "netio.sys!NmrDeregisterProvider",
+            "KSECDD.SYS!SecLookupAccountSid"
         ]
     );
     drop(image);
+    assert_eq!(
+        usersim_resolver("ksecdd.sys", "SecLookupAccountSid"),
+        Some(ebpf_ext_usersim::exports::all::SecLookupAccountSid as *const () as usize),
+        "ksecdd.sys's export binds to usersim's"
+    );
+    assert_eq!(
+        usersim_resolver("ntoskrnl.exe", "SecLookupAccountSid"),
+        None,
+        "and only from its own module"
+    );
 }
 
 #[test]
