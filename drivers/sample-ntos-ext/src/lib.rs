@@ -26,15 +26,16 @@
 //!   (`account_lookup_done` set) or `-ENOENT`, where ntosebpfext looks the SID up. A lookup
 //!   there needs pool buffers that `context_destroy` frees (upstream remembers the initial
 //!   buffers in its test-run wrapper), which this port's test-run code does not track yet.
-//! - Bytes 16–63 of the context header in a test run's `ctx_out` are zero; ntosebpfext echoes
-//!   the caller's.
 //! - The generated header declares `operation` as a `uint32_t` (a bit-field has no offset to
 //!   check); the value and the bytes programs read are the same.
-//! - The account helpers receive the context as `&mut` through a helper-argument kind of this
-//!   crate (`ContextMut`), the one `unsafe impl` here: the SDK's kinds hand out `&` only.
 //!
-//! Not confirmed against Windows (usersim's choices): whether `SecLookupAccountSid`'s sizes
-//! count a terminator, and the status of a SID it cannot parse.
+//! The account helpers receive the context as `&mut` (they cache what they resolve in it)
+//! through a helper-argument kind of this crate, `ContextMut`, its one `unsafe impl`: the
+//! SDK's `Context` kind hands out `&` only.
+//!
+//! Not confirmed against Windows (usersim's choices, which these tests rely on): whether
+//! `SecLookupAccountSid`'s sizes count a terminator, and the status it returns for a SID it
+//! cannot parse.
 #![no_std]
 
 // Host builds of the `cdylib` need a panic handler and unwinding: the host's `std`'s.
