@@ -55,6 +55,7 @@ pub enum Context {}
 unsafe impl<C: 'static> HelperArgument<C> for Context {
     const TYPES: &'static [ebpf_argument_type_t] = &[EBPF_ARGUMENT_TYPE_PTR_TO_CTX];
     type Value<'a> = &'a C;
+    const MEMORY: Memory = Memory::Context;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
         let pointer = registers[*at] as *const C;
@@ -62,6 +63,48 @@ unsafe impl<C: 'static> HelperArgument<C> for Context {
         // SAFETY: the verifier passes this program's context, which is a live `C` for the call
         // (the caller's contract).
         unsafe { &*pointer }
+    }
+}
+
+/// The program's context (`PTR_TO_CTX`), received as `&mut C`: for a helper that keeps
+/// state in the context (ntosebpfext's account helpers cache their lookup there).
+///
+/// It must be the helper's only view of the context: no [`Context`] argument and no
+/// `with context` beside it ([`check_overlap`]). It may share a helper with memory arguments
+/// ([`Bytes`], [`BytesMut`], [`Cells`]): the verifier accepts only stack, packet or map memory
+/// for `PTR_TO_READABLE_MEM` / `PTR_TO_WRITABLE_MEM`, never a `PTR_TO_CTX`, so a buffer the
+/// program passes cannot overlap the context (as for [`Context`] beside [`BytesMut`], this
+/// relies on the extension's context data range lying outside `C`, as every context whose
+/// data pointers point at a separate buffer does).
+///
+/// ```
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { calls: u64, b: u64 }
+/// fn count(context: &mut Ctx, out: &mut [u8]) -> u64 {
+///     context.calls += 1;
+///     out.fill(0);
+///     context.calls
+/// }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"count" => count(ContextMut, BytesMut); }
+/// ```
+#[derive(Debug)]
+pub enum ContextMut {}
+
+// SAFETY: reads one register, a context pointer the verifier guarantees. Nothing else accesses
+// the context during the call: the program is stopped in it, the invoker lent the context for
+// the invocation, a memory argument cannot point into it (see the type's docs), and
+// `check_overlap` refuses any other view of it in the same helper.
+unsafe impl<C: 'static> HelperArgument<C> for ContextMut {
+    const TYPES: &'static [ebpf_argument_type_t] = &[EBPF_ARGUMENT_TYPE_PTR_TO_CTX];
+    type Value<'a> = &'a mut C;
+    const MEMORY: Memory = Memory::ContextMut;
+
+    unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
+        let pointer = registers[*at] as *mut C;
+        *at += 1;
+        // SAFETY: the verifier passes this program's context, a live `C` for the call (the
+        // caller's contract), not otherwise accessed during it (see the impl).
+        unsafe { &mut *pointer }
     }
 }
 
@@ -343,8 +386,12 @@ pub unsafe fn implicit_context<'a, C>(context: *const c_void) -> &'a C {
 /// ([`HelperArgument::MEMORY`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Memory {
-    /// Not at all (numbers, the context, map handles).
+    /// Not at all (numbers, map handles).
     None,
+    /// The program's context, shared (`&C`: [`Context`], and the implicit context).
+    Context,
+    /// The program's context, exclusively (`&mut C`: [`ContextMut`]).
+    ContextMut,
     /// Shared reads (`&[u8]`).
     Shared,
     /// Reads and writes through cells (`&[Cell<u8>]`).
@@ -353,24 +400,33 @@ pub enum Memory {
     Unique,
 }
 
-/// Checks that a helper whose arguments access memory as `kinds` cannot receive memory that
-/// Rust's aliasing rules forbid: the verifier lets a program pass overlapping buffers, so a
-/// `&mut [u8]` must be the only memory argument, and `Cells` may not share a helper with
-/// `&[u8]`.
+/// Checks that a helper whose arguments access memory as `kinds` (and, with
+/// `implicit_context`, the context as a last `&C`) cannot receive memory that Rust's aliasing
+/// rules forbid: the verifier lets a program pass overlapping buffers, so a `&mut [u8]` must be
+/// the only memory argument, and `Cells` may not share a helper with `&[u8]`; the context is
+/// one object, so a `&mut C` must be the helper's only view of it. The context never overlaps
+/// a memory argument (the verifier passes no `PTR_TO_CTX` as memory: [`ContextMut`]).
 ///
 /// # Panics
 /// At compile time (`helpers!` calls it in a `static`) if they could alias.
-pub const fn check_overlap(kinds: &[Memory]) {
+pub const fn check_overlap(kinds: &[Memory], implicit_context: bool) {
     let (mut memory, mut unique, mut shared, mut cells) = (0, false, false, false);
+    let mut contexts = if implicit_context { 1 } else { 0 };
+    let mut context_mut = false;
     let mut i = 0;
     while i < kinds.len() {
         match kinds[i] {
             Memory::None => {}
+            Memory::Context => contexts += 1,
+            Memory::ContextMut => {
+                contexts += 1;
+                context_mut = true;
+            }
             Memory::Shared => shared = true,
             Memory::Cells => cells = true,
             Memory::Unique => unique = true,
         }
-        if !matches!(kinds[i], Memory::None) {
+        if matches!(kinds[i], Memory::Shared | Memory::Cells | Memory::Unique) {
             memory += 1;
         }
         i += 1;
@@ -382,6 +438,10 @@ pub const fn check_overlap(kinds: &[Memory]) {
     assert!(
         !(cells && shared),
         "a helper with Cells arguments must take its other memory arguments as Cells too (the program may pass overlapping buffers)"
+    );
+    assert!(
+        !context_mut || contexts == 1,
+        "a helper with a ContextMut argument can have no other view of the context (no Context argument, no `with context`)"
     );
 }
 
@@ -428,8 +488,9 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// ```
 ///
 /// Each line is `id, name => function(kinds…)`, then optionally `with context` and `-> R`:
-/// - the kinds ([`Context`], [`Bytes`], [`BytesMut`], [`Cells`], [`Anything`], [`DontCare`],
-///   [`Map`], [`MapAndKey`]) say what the prototype declares and what the function receives;
+/// - the kinds ([`Context`], [`ContextMut`], [`Bytes`], [`BytesMut`], [`Cells`], [`Anything`],
+///   [`DontCare`], [`Map`], [`MapAndKey`]) say what the prototype declares and what the
+///   function receives;
 /// - `with context` sets the prototype's `implicit_context`: the core passes the program
 ///   context as a sixth argument, and the function receives it last, as `&T`;
 /// - `R` ([`HelperReturn`]: `u64`, the default, or [`MapValueOrNull`]) is the prototype's
@@ -469,6 +530,22 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// ```compile_fail
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// // Both arguments are the program's context: `&mut Ctx` and `&Ctx` would alias.
+/// fn both(context: &mut Ctx, again: &Ctx) -> u64 { 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"both" => both(ContextMut, Context); }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// // The implicit context is the same object as the `&mut Ctx`.
+/// fn both(context: &mut Ctx, again: &Ctx) -> u64 { 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"both" => both(ContextMut) with context; }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
 /// fn h(_: MapKey<'_>) -> u64 { 0 } // declared to return a map value or NULL
 /// helpers! { context Ctx; static H; static A; 0x10000, c"h" => h(MapAndKey) -> MapValueOrNull; }
 /// ```
@@ -501,7 +578,8 @@ macro_rules! helpers {
             $(
                 $crate::helpers!(@implicit_prototype [$($implicit)?] {
                     $crate::check_overlap(
-                        &[$(<$kind as $crate::HelperArgument<$ctx>>::MEMORY),*]
+                        &[$(<$kind as $crate::HelperArgument<$ctx>>::MEMORY),*],
+                        $crate::helpers!(@has_implicit [$($implicit)?]),
                     );
                     $crate::HelperPrototype::new(
                         $id,
@@ -527,6 +605,8 @@ macro_rules! helpers {
     };
     (@return) => { u64 };
     (@return $ret:ty) => { $ret };
+    (@has_implicit []) => { false };
+    (@has_implicit [context]) => { true };
     (@implicit_prototype [] $prototype:expr) => { $prototype };
     (@implicit_prototype [context] $prototype:expr) => { $prototype.with_implicit_context() };
     (@trampoline [] $ctx:ty; $ret:ty; $function:ident; $($kind:ty),*) => {{
@@ -569,4 +649,35 @@ macro_rules! helpers {
         }
         $crate::HelperFunction::with_context(trampoline)
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Memory, check_overlap};
+
+    #[test]
+    fn a_mutable_context_beside_memory_arguments_is_accepted() {
+        check_overlap(&[Memory::ContextMut, Memory::Unique], false);
+        check_overlap(&[Memory::ContextMut, Memory::Shared, Memory::Shared], false);
+        check_overlap(&[Memory::Cells, Memory::ContextMut, Memory::Cells], false);
+        check_overlap(&[Memory::Context, Memory::Context, Memory::Unique], true);
+    }
+
+    #[test]
+    #[should_panic(expected = "no other view of the context")]
+    fn a_mutable_context_beside_a_shared_one_is_refused() {
+        check_overlap(&[Memory::ContextMut, Memory::Context], false);
+    }
+
+    #[test]
+    #[should_panic(expected = "no other view of the context")]
+    fn a_mutable_context_beside_the_implicit_context_is_refused() {
+        check_overlap(&[Memory::ContextMut, Memory::Unique], true);
+    }
+
+    #[test]
+    #[should_panic(expected = "no other view of the context")]
+    fn two_mutable_contexts_are_refused() {
+        check_overlap(&[Memory::ContextMut, Memory::ContextMut], false);
+    }
 }

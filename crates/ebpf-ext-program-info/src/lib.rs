@@ -324,8 +324,8 @@ pub use ebpf_ext_sys as __sys;
 #[doc(hidden)]
 pub use helpers::implicit_context as __implicit_context;
 pub use helpers::{
-    Anything, Bytes, BytesMut, Cells, Context, DontCare, HelperArgument, HelperReturn, Map,
-    MapAndKey, MapKey, MapValueOrNull, Memory, ProgramMap, argument_types, check_overlap,
+    Anything, Bytes, BytesMut, Cells, Context, ContextMut, DontCare, HelperArgument, HelperReturn,
+    Map, MapAndKey, MapKey, MapValueOrNull, Memory, ProgramMap, argument_types, check_overlap,
 };
 pub use test_run::{
     AnyBitPattern, TestRun, TestRunContext, TestRunInput, TestRunOutput, test_run_functions,

@@ -45,10 +45,10 @@ pub mod prelude {
     };
     pub use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
     pub use ebpf_ext_program_info::{
-        AnyBitPattern, Anything, Bytes, BytesMut, Cells, Context, ContextDescriptor, DontCare,
-        HelperAddresses, HelperFunction, HelperPrototype, Map, MapAndKey, MapKey, MapValueOrNull,
-        ProgramData, ProgramInfo, ProgramInfoProvider, ProgramMap, ProgramTypeDescriptor, TestRun,
-        TestRunContext, TestRunInput, TestRunOutput,
+        AnyBitPattern, Anything, Bytes, BytesMut, Cells, Context, ContextDescriptor, ContextMut,
+        DontCare, HelperAddresses, HelperFunction, HelperPrototype, Map, MapAndKey, MapKey,
+        MapValueOrNull, ProgramData, ProgramInfo, ProgramInfoProvider, ProgramMap,
+        ProgramTypeDescriptor, TestRun, TestRunContext, TestRunInput, TestRunOutput,
     };
     pub use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
     pub use ebpf_ext_sys::ntdef::GUID;

@@ -29,10 +29,6 @@
 //! - The generated header declares `operation` as a `uint32_t` (a bit-field has no offset to
 //!   check); the value and the bytes programs read are the same.
 //!
-//! The account helpers receive the context as `&mut` (they cache what they resolve in it)
-//! through a helper-argument kind of this crate, `ContextMut`, its one `unsafe impl`: the
-//! SDK's `Context` kind hands out `&` only.
-//!
 //! Not confirmed against Windows (usersim's choices, which these tests rely on): whether
 //! `SecLookupAccountSid`'s sizes count a terminator, and the status it returns for a SID it
 //! cannot parse.

@@ -9,8 +9,6 @@ use core::ptr::{self, NonNull};
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::{AccountLookupError, lookup_account};
-use ebpf_extension_common::program_info::HelperArgument;
-use ebpf_extension_common::sys::ebpf_base::{EBPF_ARGUMENT_TYPE_PTR_TO_CTX, ebpf_argument_type_t};
 use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 use ebpf_extension_common::sys::ntstatus::{
     STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES,
@@ -115,26 +113,6 @@ pub(crate) fn copy_string(source: &UNICODE_STRING, out: &mut [u8]) -> u64 {
 
 fn get_image_path(context: &NotifyContext, out: &mut [u8]) -> u64 {
     copy_string(&context.image_file_name, out)
-}
-
-/// The program's context (`PTR_TO_CTX`) received as `&mut NotifyContext`: the account
-/// helpers cache what they resolve in it, as ntosebpfext's do in its notify context.
-enum ContextMut {}
-
-// SAFETY: reads one register, the context pointer the verifier guarantees. The context is a
-// live `NotifyContext` (programs of this type are invoked only with one: `fire` and test
-// runs), and nothing else accesses it while a helper runs: the program is stopped in the
-// call, and its invoker only lent it (`&mut`) for the invocation.
-unsafe impl HelperArgument<NotifyContext> for ContextMut {
-    const TYPES: &'static [ebpf_argument_type_t] = &[EBPF_ARGUMENT_TYPE_PTR_TO_CTX];
-    type Value<'a> = &'a mut NotifyContext;
-
-    unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        let pointer = registers[*at] as *mut NotifyContext;
-        *at += 1;
-        // SAFETY: see the impl: a live, otherwise unaccessed NotifyContext for the call.
-        unsafe { &mut *pointer }
-    }
 }
 
 /// The longest account string `SecLookupAccountSid` may return (a `UNICODE_STRING`'s size).
