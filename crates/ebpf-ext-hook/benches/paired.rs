@@ -85,6 +85,27 @@ fn time(iters: u64, mut f: impl FnMut()) -> f64 {
     start.elapsed().as_nanos() as f64 / iters as f64
 }
 
+/// Nanoseconds per 64 events through `provider`: invoked one by one, then in one batch.
+fn single_and_batched(
+    provider: &HookProvider<BenchHook>,
+    ctx: &mut ProgramContext<u64>,
+) -> (f64, f64) {
+    let iters = 400;
+    let single = time(iters, || {
+        for _ in 0..64 {
+            black_box(provider.invoke(&0, ctx)).ok();
+        }
+    });
+    let batched = time(iters, || {
+        provider.with_batch(&0, |batch| {
+            for _ in 0..64 {
+                black_box(batch.invoke(ctx)).ok();
+            }
+        });
+    });
+    (single, batched)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -152,19 +173,7 @@ fn main() {
     // 2. Single vs batched, 64 events, interleaved.
     let mut batch_ratio = Vec::new();
     for round in 0..ROUNDS {
-        let iters = 400;
-        let single = time(iters, || {
-            for _ in 0..64 {
-                black_box(sdk.invoke(&0, &mut ctx)).ok();
-            }
-        });
-        let batched = time(iters, || {
-            sdk.with_batch(&0, |batch| {
-                for _ in 0..64 {
-                    black_box(batch.invoke(&mut ctx)).ok();
-                }
-            });
-        });
+        let (single, batched) = single_and_batched(&sdk, &mut ctx);
         if round > 0 {
             batch_ratio.push(single / batched);
         }
@@ -242,18 +251,7 @@ fn main() {
     let (mut sdk_ratio, mut core_ratio) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let iters = 400;
-        let single = time(iters, || {
-            for _ in 0..64 {
-                black_box(on_core.invoke(&0, &mut ctx)).ok();
-            }
-        });
-        let batched = time(iters, || {
-            on_core.with_batch(&0, |batch| {
-                for _ in 0..64 {
-                    black_box(batch.invoke(&mut ctx)).ok();
-                }
-            });
-        });
+        let (single, batched) = single_and_batched(&on_core, &mut ctx);
         let core_single = time(iters, || {
             for _ in 0..64 {
                 black_box(call(invoke, binding, raw));
