@@ -8,12 +8,14 @@
 //!
 //! A [`ProcessEvent`] also reads what the kernel knows of the process: its creation time,
 //! exit time and status, and the user SID of its primary token; [`lookup_account`] turns a
-//! SID into account and domain names (`SecLookupAccountSid`, exported by `ksecdd.sys`).
+//! SID into account and domain names (`SecLookupAccountSid`, exported by `ksecdd.sys`), and
+//! [`AccountNames`] does it as ntosebpfext does, with buffers it owns.
 
 use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
+use ebpf_ext_pool::{PoolArray, PoolTag};
 use ebpf_ext_sys::ksecdd::SecLookupAccountSid;
 use ebpf_ext_sys::ntddk::{
     PS_CREATE_NOTIFY_INFO, PsGetProcessCreateTimeQuadPart, PsGetProcessExitStatus,
@@ -24,7 +26,10 @@ use ebpf_ext_sys::ntifs::{
     PsDereferencePrimaryToken, PsGetProcessExitTime, PsReferencePrimaryToken, RtlCopySid,
     RtlLengthSid, RtlValidSid, SID_NAME_USE, SeQueryInformationToken, TOKEN_USER, TokenUser,
 };
-use ebpf_ext_sys::ntstatus::{STATUS_BUFFER_TOO_SMALL, STATUS_INVALID_SID, STATUS_SUCCESS};
+use ebpf_ext_sys::ntstatus::{
+    STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_SID, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
+};
 use ebpf_ext_sys::wdm::ExFreePool;
 use ebpf_ext_sys::{Error, Result};
 
@@ -376,4 +381,240 @@ pub fn add<N: ProcessNotify>() -> Result {
 /// PASSIVE_LEVEL.
 pub fn remove<N: ProcessNotify>() -> Result {
     set::<N>(true)
+}
+
+/// Bytes of each inline account buffer: ntosebpfext's notify routine lends two such stack
+/// buffers to its context before it runs the programs.
+pub const ACCOUNT_INLINE_BYTES: usize = 80;
+
+/// The longest string a `UNICODE_STRING` holds, in bytes.
+const MAX_STRING_BYTES: u32 = 0xFFFF;
+
+/// An inline account buffer, aligned for UTF-16.
+#[repr(C, align(2))]
+struct Inline([u8; ACCOUNT_INLINE_BYTES]);
+
+/// Where an account string's bytes are.
+enum Buffer {
+    /// None (NULL, capacity 0).
+    None,
+    /// The inline buffer.
+    Inline(Inline),
+    /// A pool buffer.
+    Pool(PoolArray<u8>),
+}
+
+/// One account string: its buffer and the bytes of it in use.
+///
+/// # Invariants
+/// `length` ≤ the buffer's capacity.
+struct AccountString {
+    buffer: Buffer,
+    length: u16,
+}
+
+impl AccountString {
+    const NONE: AccountString = AccountString {
+        buffer: Buffer::None,
+        length: 0,
+    };
+    const INLINE: AccountString = AccountString {
+        buffer: Buffer::Inline(Inline([0; ACCOUNT_INLINE_BYTES])),
+        length: 0,
+    };
+
+    fn capacity(&self) -> u16 {
+        match &self.buffer {
+            Buffer::None => 0,
+            Buffer::Inline(inline) => u16::try_from(inline.0.len()).unwrap_or(u16::MAX),
+            Buffer::Pool(pool) => u16::try_from(pool.len()).unwrap_or(u16::MAX),
+        }
+    }
+
+    fn bytes(&self) -> Option<&[u8]> {
+        let all: &[u8] = match &self.buffer {
+            Buffer::None => return None,
+            Buffer::Inline(inline) => &inline.0,
+            Buffer::Pool(pool) => pool,
+        };
+        all.get(..usize::from(self.length))
+    }
+
+    /// The string as the kernel takes it: `MaximumLength` writable bytes at `Buffer` (the
+    /// buffer this string owns, or NULL), for as long as `self` is neither moved nor changed.
+    fn raw(&mut self) -> UNICODE_STRING {
+        let capacity = self.capacity();
+        let buffer = match &mut self.buffer {
+            Buffer::None => ptr::null_mut(),
+            Buffer::Inline(inline) => inline.0.as_mut_ptr().cast(),
+            Buffer::Pool(pool) => pool.as_mut_ptr().cast(),
+        };
+        UNICODE_STRING {
+            Length: self.length,
+            MaximumLength: capacity,
+            Buffer: buffer,
+        }
+    }
+}
+
+/// The account a SID names, resolved as ntosebpfext's process helpers do it: at most once,
+/// into two inline buffers first, then, if `SecLookupAccountSid` says they are too small, into
+/// pool buffers of the sizes it asked for, with one retry; a size above 65535 bytes fails with
+/// `STATUS_BUFFER_OVERFLOW`. A failure clears both strings and is remembered. The pool buffers
+/// are freed when the value is dropped.
+///
+/// It owns its buffers: [`AccountNames::name`] and [`AccountNames::domain`] read them safely.
+/// A context whose binary layout carries the strings as `UNICODE_STRING`s (ntosebpfext's
+/// `process_notify_context_t`) copies [`AccountNames::strings`] into it after each change.
+pub struct AccountNames {
+    name: AccountString,
+    domain: AccountString,
+    /// `None` until looked up; then the lookup's result.
+    lookup: Option<core::result::Result<(), NTSTATUS>>,
+    tag: PoolTag,
+}
+
+/// An account string a caller supplies ([`AccountNames::supplied`]): a pool buffer and the
+/// bytes of it in use (`None` for a NULL string).
+pub type SuppliedString = Option<(PoolArray<u8>, u16)>;
+
+impl AccountNames {
+    /// Two empty inline buffers, not looked up yet; retry buffers are allocated with `tag`.
+    #[must_use]
+    pub const fn new(tag: PoolTag) -> Self {
+        AccountNames {
+            name: AccountString::INLINE,
+            domain: AccountString::INLINE,
+            lookup: None,
+            tag,
+        }
+    }
+
+    /// Strings a caller supplies (a test run's input): the lookup, if `looked_up` is false,
+    /// writes into them first (and a NULL one always needs the retry); if `looked_up` is true
+    /// they are the result, a failed one (`STATUS_UNSUCCESSFUL`) unless both have a buffer. A
+    /// length beyond its buffer is cut to it.
+    #[must_use]
+    pub fn supplied(
+        name: SuppliedString,
+        domain: SuppliedString,
+        looked_up: bool,
+        tag: PoolTag,
+    ) -> Self {
+        let string = |supplied: SuppliedString| match supplied {
+            None => AccountString::NONE,
+            Some((pool, length)) => {
+                let mut string = AccountString {
+                    buffer: Buffer::Pool(pool),
+                    length: 0,
+                };
+                // INVARIANT: at most the capacity.
+                string.length = length.min(string.capacity());
+                string
+            }
+        };
+        let (name, domain) = (string(name), string(domain));
+        let both = !matches!(name.buffer, Buffer::None) && !matches!(domain.buffer, Buffer::None);
+        AccountNames {
+            name,
+            domain,
+            lookup: looked_up.then_some(if both {
+                Ok(())
+            } else {
+                Err(STATUS_UNSUCCESSFUL)
+            }),
+            tag,
+        }
+    }
+
+    /// Whether the lookup was made (or its result supplied).
+    #[must_use]
+    pub fn looked_up(&self) -> bool {
+        self.lookup.is_some()
+    }
+
+    /// Looks the account of `sid` up, the first time only; later calls return the first
+    /// result.
+    ///
+    /// # Errors
+    /// The failure's status: [`lookup_account`]'s (`STATUS_INVALID_SID` for a `sid` that is
+    /// not a whole valid SID), `STATUS_BUFFER_OVERFLOW` for a size above 65535 bytes,
+    /// `STATUS_INSUFFICIENT_RESOURCES` when a retry buffer cannot be allocated,
+    /// `STATUS_BUFFER_TOO_SMALL` when the retry is still too small. Both strings are then
+    /// cleared (NULL).
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn resolve(&mut self, sid: &[u8]) -> core::result::Result<(), NTSTATUS> {
+        if let Some(result) = self.lookup {
+            return result;
+        }
+        let result = self.lookup_with_retry(sid);
+        if result.is_err() {
+            (self.name, self.domain) = (AccountString::NONE, AccountString::NONE);
+        }
+        self.lookup = Some(result);
+        result
+    }
+
+    fn lookup_with_retry(&mut self, sid: &[u8]) -> core::result::Result<(), NTSTATUS> {
+        let needed = match self.lookup_into_buffers(sid) {
+            Ok(()) => return Ok(()),
+            Err(AccountLookupError::Failed(status)) => return Err(status),
+            Err(AccountLookupError::BufferTooSmall { name, domain }) => [name, domain],
+        };
+        if needed.iter().any(|&size| size > MAX_STRING_BYTES) {
+            return Err(STATUS_BUFFER_OVERFLOW);
+        }
+        for (string, size) in [&mut self.name, &mut self.domain].into_iter().zip(needed) {
+            if size > u32::from(string.capacity()) {
+                let pool = PoolArray::try_new(size as usize, self.tag)
+                    .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)?;
+                // INVARIANT: length 0.
+                *string = AccountString {
+                    buffer: Buffer::Pool(pool),
+                    length: 0,
+                };
+            }
+        }
+        self.lookup_into_buffers(sid).map_err(|error| match error {
+            AccountLookupError::Failed(status) => status,
+            AccountLookupError::BufferTooSmall { .. } => STATUS_BUFFER_TOO_SMALL,
+        })
+    }
+
+    /// One `SecLookupAccountSid` into the current buffers; on success their lengths are set.
+    fn lookup_into_buffers(&mut self, sid: &[u8]) -> core::result::Result<(), AccountLookupError> {
+        let (mut name, mut domain) = (self.name.raw(), self.domain.raw());
+        // SAFETY: each string is `raw()` of a buffer owned here (MaximumLength writable bytes,
+        // or NULL with 0), neither moved nor touched until the call returns.
+        unsafe { lookup_account(sid, &mut name, &mut domain) }?;
+        for (string, raw) in [(&mut self.name, name), (&mut self.domain, domain)] {
+            // INVARIANT: cut to the capacity.
+            string.length = raw.Length.min(string.capacity());
+        }
+        Ok(())
+    }
+
+    /// The name string's bytes in use (UTF-16LE, no terminator), `None` if it is NULL: after
+    /// a successful [`AccountNames::resolve`], the account name; before, what was supplied
+    /// (empty for [`AccountNames::new`]); after a failure, `None`.
+    #[must_use]
+    pub fn name(&self) -> Option<&[u8]> {
+        self.name.bytes()
+    }
+
+    /// The domain string's bytes in use, as [`AccountNames::name`].
+    #[must_use]
+    pub fn domain(&self) -> Option<&[u8]> {
+        self.domain.bytes()
+    }
+
+    /// The name and domain as `UNICODE_STRING`s (current lengths and capacities; NULL when
+    /// cleared), for a context whose binary layout carries them. The pointers are this value's
+    /// buffers: valid only while it is neither moved nor changed; Rust code reads the strings
+    /// through [`AccountNames::name`] and [`AccountNames::domain`] instead.
+    pub fn strings(&mut self) -> [UNICODE_STRING; 2] {
+        [self.name.raw(), self.domain.raw()]
+    }
 }

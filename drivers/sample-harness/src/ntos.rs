@@ -339,9 +339,9 @@ fn describe_event(record: &[u8]) -> String {
 
 /// The BPF scenario on `target`: a load-time refusal, the main program through creation and
 /// deletion (deny and allow), every map, the three process helpers, test runs through
-/// `context_create`/`context_destroy` (supplied account strings, no lookup, a denial as the
-/// run's result, malformed inputs refused), and a faulting program failing only its
-/// invocation.
+/// `context_create`/`context_destroy` (supplied account strings returned without a lookup,
+/// the account looked up when none is supplied, a denial as the run's result, malformed
+/// inputs refused), and a faulting program failing only its invocation.
 ///
 /// # Errors
 /// The first expectation that did not hold.
@@ -506,20 +506,41 @@ pub fn bpf_scenario(
         out.data_out.len(),
         out.context_out.len()
     ));
-    let result = test_run(
+    // Without supplied strings (lookup not done) the run looks the SID up, as ntosebpfext's
+    // test runs do: into pool buffers (the caller's are empty), freed by context_destroy.
+    let lookups = kernel.call_count("SecLookupAccountSid");
+    let looked_up = test_run(
         &info_client,
         &program,
         &test_run_input("t.exe", None, &LOCAL_SYSTEM_SID),
-    )?
-    .return_value;
+    )?;
+    let lookups = kernel.call_count("SecLookupAccountSid") - lookups;
+    let result = looked_up.return_value;
     let record = events.drain_records();
     expect!(
-        result == 0 && u32_at(&record[0], 20).cast_signed() == -2,
-        "test run without account: {result:#x} {}",
+        result == 0
+            && u32_at(&record[0], 20) == 12
+            && utf16(&record[0][112..124]) == "SYSTEM"
+            && u32_at(&record[0], 24) == 24
+            && lookups == 2,
+        "test run without account: {result:#x} {} ({lookups} lookups: the empty buffers, then the retry)",
         describe_event(&record[0])
     );
+    let context_out = &looked_up.context_out;
+    let account_lengths =
+        [256, 258, 272, 274].map(|at| u16::from_le_bytes([context_out[at], context_out[at + 1]]));
+    expect!(
+        context_out[288] == 1
+            && account_lengths[0] == 12
+            && account_lengths[2] == 24
+            && looked_up.data_out.is_empty(),
+        "test run without account: context_out account strings {account_lengths:?}, lookup done {}, data_out {:?}",
+        context_out[288],
+        utf16(&looked_up.data_out)
+    );
+    // data_out: none, the strings now being longer than data_in, the capacity core-sim gives.
     add(format!(
-        "test run (no account supplied): result {result}; {}",
+        "test run (no account supplied): result {result}; {}; the account looked up ({lookups} lookups), back in context_out ({account_lengths:?}); data_out 0 bytes (longer than data_in)",
         describe_event(&record[0])
     ));
     // A program declaring the context as ntosebpfext's header does (bit-field operation,
@@ -950,4 +971,69 @@ pub fn account_helpers_once(kernel: &Kernel, target: Target<'_>, sid: &[u8]) -> 
     drop(info_client);
     driver.unload();
     *seen.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What one test run by hand saw ([`account_test_run`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountTestRun {
+    /// The account-name helper's result and the text it wrote.
+    pub name: (i64, String),
+    /// The account-domain helper's, likewise.
+    pub domain: (i64, String),
+    /// `data_out` (room for every string).
+    pub data_out: String,
+    /// `ctx_out`'s account strings: `Length`, `MaximumLength` of the name and the domain, and
+    /// `account_lookup_done`.
+    pub context_out: [u16; 5],
+}
+
+/// A test run by hand of a context running as `sid` with no account supplied (lookup not
+/// done): `context_create` as `bpf_prog_test_run` calls it, both account helpers, then
+/// `context_destroy` with room for everything; loads `target` and unloads it. `None` if a
+/// fault stopped it before the helpers ran.
+#[must_use]
+pub fn account_test_run(kernel: &Kernel, target: Target<'_>, sid: &[u8]) -> Option<AccountTestRun> {
+    let driver = crate::LoadedDriver::load(target, "SampleNtosEbpfExt").ok()?;
+    let Ok(client) = ProgramInfoClient::attach(PROGRAM_TYPE) else {
+        driver.unload();
+        return None;
+    };
+    kernel.add_account(&LONG_USER_SID, LONG_USER_NAME, "CONTOSO");
+    let info = client.info();
+    let address = |id| info.helper(id).and_then(|h| h.address);
+    let seen = address(HELPER_GET_ACCOUNT_NAME)
+        .zip(address(HELPER_GET_ACCOUNT_DOMAIN))
+        .and_then(|(name_helper, domain_helper)| {
+            let (data, ctx) = test_run_input("t.exe", None, sid);
+            let context = client.create_context(&data, &ctx).ok()?;
+            let call = |helper| {
+                let mut buffer = [0u8; 128];
+                let len = call_string_helper(helper, context.as_ptr(), &mut buffer);
+                let text =
+                    usize::try_from(len).map_or_else(|_| String::new(), |n| utf16(&buffer[..n]));
+                (len, text)
+            };
+            let (name, domain) = (call(name_helper), call(domain_helper));
+            let out = context.destroy(1024, NOTIFY_CONTEXT_SIZE).ok()?;
+            let at = |offset: usize| {
+                out.context
+                    .get(offset..offset + 2)
+                    .map_or(u16::MAX, |b| u16::from_le_bytes([b[0], b[1]]))
+            };
+            Some(AccountTestRun {
+                name,
+                domain,
+                data_out: utf16(&out.data),
+                context_out: [
+                    at(256),
+                    at(258),
+                    at(272),
+                    at(274),
+                    out.context.get(288).copied().map_or(u16::MAX, u16::from),
+                ],
+            })
+        });
+    drop(client);
+    driver.unload();
+    seen
 }

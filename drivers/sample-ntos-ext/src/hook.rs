@@ -6,13 +6,13 @@ use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use ebpf_extension_common::prelude::*;
-use ebpf_extension_common::process::{self, ProcessEvent, ProcessNotify};
+use ebpf_extension_common::process::{self, AccountNames, ProcessEvent, ProcessNotify};
 use ebpf_extension_common::sys::ebpf_structs::{BPF_LINK_TYPE_UNSPEC, bpf_attach_type_t};
 use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 use ebpf_extension_common::trace::{trace_message, trace_message_status, trace_message_u32};
 
 use crate::program::{
-    AccountStrings, NotifyContext, OPERATION_CREATE, OPERATION_DELETE, PROGRAM_DATA, PROGRAM_TYPE,
+    Notification, NotifyContext, OPERATION_CREATE, OPERATION_DELETE, PROGRAM_DATA, PROGRAM_TYPE,
     ProcessContext, TOKEN_SID_MAX_SIZE,
 };
 
@@ -76,9 +76,9 @@ pub const HOOK_CONFIG: HookConfig<()> = HookConfig {
 /// creation; on delete results are ignored.
 pub(crate) fn fire(
     hook: &HookProvider<SampleProcessHook>,
-    context: &mut ProgramContext<NotifyContext>,
+    context: &mut ProgramContext<Notification>,
 ) -> Option<i32> {
-    let create = context.context.public.operation == OPERATION_CREATE;
+    let create = context.context.notify.public.operation == OPERATION_CREATE;
     #[expect(clippy::cast_possible_wrap, reason = "programs return an NTSTATUS")]
     let denies = |result: u32| create && (result as i32) < 0;
     let run = hook.invoke_until_failures_as_zero(&(), context, denies);
@@ -137,7 +137,7 @@ impl ProcessNotify for SampleProcess {
         };
         #[expect(clippy::cast_possible_truncation, reason = "at most 68 bytes")]
         let token_sid_size = token_sid_size as u32;
-        let mut context = ProgramContext::new(NotifyContext {
+        let notify = NotifyContext {
             public: ProcessContext {
                 command_start: start,
                 command_end: start.wrapping_add(command.len()),
@@ -163,12 +163,15 @@ impl ProcessNotify for SampleProcess {
             account_name: none,
             account_domain: none,
             account_lookup_done: 0,
+        };
+        // The account helpers resolve into the inline buffers, or pool buffers freed with
+        // the context.
+        let mut context = ProgramContext::new(Notification {
+            notify,
+            accounts: AccountNames::new(TAG),
         });
-        // The account helpers resolve into these, or into pool buffers freed below.
-        let mut accounts = AccountStrings::new();
-        accounts.lend(&mut context.context);
+        context.context.sync_accounts();
         let denied = fire(&driver.hook, &mut context);
-        accounts.reclaim(&mut context.context);
         if let Some(status) = denied {
             trace_message_status!(
                 Level::Informational,

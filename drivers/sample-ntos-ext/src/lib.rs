@@ -17,17 +17,23 @@
 //!   on delete the exit time and status, on creation the user SID of the primary token, the
 //!   kernel's `PEPROCESS` and `PS_CREATE_NOTIFY_INFO` pointers and the kernel's command-line
 //!   string. The account helpers resolve the SID lazily, once per notification and for every
-//!   program (`SecLookupAccountSid` into two 80-byte buffers, one retry with pool buffers,
-//!   freed when the notification ends); a failure is `-ENOENT` for every later call too.
+//!   program, through the SDK's `AccountNames` (`SecLookupAccountSid` into two 80-byte
+//!   buffers, one retry with pool buffers, freed when the notification ends); a failure is
+//!   `-ENOENT` for every later call too.
+//! - **Test runs** resolve the account the same way when the caller supplies no result
+//!   (`account_lookup_done` 0), into the strings it supplied; the pool buffers a lookup takes
+//!   are freed by `context_destroy`.
 //!
 //! # Where this port differs from ntosebpfext, and why
 //!
-//! - Test runs resolve no account: the account helpers return the strings the caller supplied
-//!   (`account_lookup_done` set) or `-ENOENT`, where ntosebpfext looks the SID up. A lookup
-//!   there needs pool buffers that `context_destroy` frees (upstream remembers the initial
-//!   buffers in its test-run wrapper), which this port's test-run code does not track yet.
 //! - The generated header declares `operation` as a `uint32_t` (a bit-field has no offset to
 //!   check); the value and the bytes programs read are the same.
+//! - Programs run with the notify context followed by the account strings' owner
+//!   ([`program::Notification`]); its first 296 bytes (header included) are upstream's layout,
+//!   and its account `UNICODE_STRING`s copy the owner's, refreshed before the notify routine
+//!   runs programs and by each account helper call (in a test run, until a helper runs, only
+//!   their lengths are meaningful: the owner moved). Programs see only `process_md_t`, and
+//!   `ctx_out` clears the pointers, so nothing observable changes.
 //!
 //! Not confirmed against Windows (usersim's choices, which these tests rely on): whether
 //! `SecLookupAccountSid`'s sizes count a terminator, and the status it returns for a SID it

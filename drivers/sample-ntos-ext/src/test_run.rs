@@ -6,13 +6,14 @@
 use core::ptr;
 
 use ebpf_extension_common::prelude::*;
+use ebpf_extension_common::process::AccountNames;
 use ebpf_extension_common::sys::ebpf_result::{
     EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, ebpf_result_t,
 };
 use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 
 use crate::hook::TAG;
-use crate::program::{NOTIFY_CONTEXT_SIZE, NotifyContext, ProcessContext, copy_string};
+use crate::program::{NOTIFY_CONTEXT_SIZE, Notification, NotifyContext, ProcessContext};
 
 any_bit_pattern!(ProcessContext {
     command_start,
@@ -40,9 +41,10 @@ any_bit_pattern!(NotifyContext {
 });
 const _: () = assert!(size_of::<TestRunContext<NotifyContext>>() == NOTIFY_CONTEXT_SIZE);
 
-/// A test run's copies of the strings its context points to.
+/// A test run's copies of the command line and image name its context points to (the account
+/// strings belong to the context's [`AccountNames`]).
 pub(crate) struct ProcessTestRun {
-    _strings: [Option<PoolArray<u8>>; 4],
+    strings: [Option<PoolArray<u8>>; 2],
 }
 
 fn strings(context: &mut NotifyContext) -> [&mut UNICODE_STRING; 4] {
@@ -55,35 +57,32 @@ fn strings(context: &mut NotifyContext) -> [&mut UNICODE_STRING; 4] {
 }
 
 impl TestRun for ProcessTestRun {
-    type Context = NotifyContext;
+    type Context = Notification;
     const TAG: PoolTag = TAG;
 
     /// The caller's context, with copies of the four strings packed in `data` (command line,
-    /// image, account name, account domain).
+    /// image, account name, account domain; `MaximumLength` bytes each, NULL if empty).
     fn create(
         input: &TestRunInput<'_>,
-    ) -> Result<(TestRunContext<NotifyContext>, Self), ebpf_result_t> {
-        let mut run: TestRunContext<NotifyContext> =
-            input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
+    ) -> Result<(TestRunContext<Notification>, Self), ebpf_result_t> {
+        let run: TestRunContext<NotifyContext> = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
         let mut data = input.data().ok_or(EBPF_INVALID_ARGUMENT)?;
-        let context = &mut run.context;
-        let strings_in = strings(context);
+        let mut context = run.context;
+        let strings_in = strings(&mut context);
         let total: usize = strings_in.iter().map(|s| usize::from(s.Length)).sum();
         if data.len() < total || strings_in.iter().any(|s| s.Length > s.MaximumLength) {
             return Err(EBPF_INVALID_ARGUMENT);
         }
-        let mut owned = [None, None, None, None];
-        for (string, slot) in strings_in.into_iter().zip(&mut owned) {
-            let (len, max) = (
-                usize::from(string.Length),
-                usize::from(string.MaximumLength),
-            );
+        let mut copies = [None, None, None, None];
+        for (string, slot) in strings_in.into_iter().zip(&mut copies) {
+            let len = usize::from(string.Length);
             string.Buffer = ptr::null_mut();
             if len == 0 {
                 string.MaximumLength = 0;
                 continue;
             }
-            let mut copy = PoolArray::try_new(max, TAG).map_err(|_| EBPF_NO_MEMORY)?;
+            let mut copy = PoolArray::try_new(usize::from(string.MaximumLength), TAG)
+                .map_err(|_| EBPF_NO_MEMORY)?;
             let (bytes, rest) = data.split_at(len);
             copy[..len].copy_from_slice(bytes);
             data = rest;
@@ -97,18 +96,49 @@ impl TestRun for ProcessTestRun {
             .cast::<u8>()
             .wrapping_add(command.Length.into());
         (context.process, context.create_info) = (ptr::null_mut(), ptr::null_mut());
-        Ok((run, ProcessTestRun { _strings: owned }))
+        let [command, image, name, domain] = copies;
+        let supplied = |copy: Option<PoolArray<u8>>, string: &UNICODE_STRING| {
+            copy.map(|copy| (copy, string.Length))
+        };
+        let accounts = AccountNames::supplied(
+            supplied(name, &context.account_name),
+            supplied(domain, &context.account_domain),
+            context.account_lookup_done != 0,
+            TAG,
+        );
+        let mut notification = Notification {
+            notify: context,
+            accounts,
+        };
+        notification.sync_accounts();
+        let run = TestRunContext {
+            header: run.header,
+            context: notification,
+        };
+        Ok((
+            run,
+            ProcessTestRun {
+                strings: [command, image],
+            },
+        ))
     }
 
-    /// The strings packed into `data_out`, then the context (the run's header first) with its
-    /// pointers cleared into `ctx_out`.
-    fn destroy(self, run: &mut TestRunContext<NotifyContext>, output: &mut TestRunOutput) {
-        let context = &mut run.context;
-        let total = strings(context).iter().map(|s| usize::from(s.Length)).sum();
-        output.write_data_with(total, |mut rest| {
-            for string in strings(context) {
-                let (head, tail) = rest.split_at_mut(usize::from(string.Length));
-                copy_string(string, head);
+    /// The strings packed into `data_out` (the account ones as the run left them), then the
+    /// context (the run's header first) with its pointers cleared into `ctx_out`.
+    fn destroy(self, run: &mut TestRunContext<Notification>, output: &mut TestRunOutput) {
+        let notification = &mut run.context;
+        notification.sync_accounts();
+        let context = &mut notification.notify;
+        let lengths = strings(context).map(|s| usize::from(s.Length));
+        let [command, image] = self.strings.each_ref().map(Option::as_deref);
+        let accounts = &notification.accounts;
+        let sources = [command, image, accounts.name(), accounts.domain()];
+        output.write_data_with(lengths.iter().sum(), |mut rest| {
+            for (source, len) in sources.into_iter().zip(lengths) {
+                let (head, tail) = rest.split_at_mut(len);
+                if let Some(source) = source.and_then(|s| s.get(..len)) {
+                    head.copy_from_slice(source);
+                }
                 rest = tail;
             }
         });
@@ -117,7 +147,10 @@ impl TestRun for ProcessTestRun {
         }
         (context.public.command_start, context.public.command_end) =
             (ptr::null_mut(), ptr::null_mut());
-        output.write_context(run);
+        output.write_context(&TestRunContext {
+            header: run.header,
+            context: *context,
+        });
     }
 }
 

@@ -16,7 +16,8 @@ use ebpf_ext_usersim::{Fault, Kernel, sweep_allocation_failures, sweep_call_fail
 use sample_harness::Target;
 use sample_harness::bpf::in_both_modes;
 use sample_harness::ntos::{
-    LONG_USER_NAME, LONG_USER_SID, account_helpers_once, identity_scenario,
+    AccountTestRun, LONG_USER_NAME, LONG_USER_SID, account_helpers_once, account_test_run,
+    identity_scenario,
 };
 use sample_ntos_ext::driver_entry;
 
@@ -146,4 +147,67 @@ fn every_allocation_and_lookup_failure_is_clean() {
     );
     assert_eq!(kernel.call_count("SecLookupAccountSid"), 1);
     kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_test_run_without_supplied_strings_looks_the_account_up_and_frees_its_buffers() {
+    let kernel = Kernel::new();
+    let run = account_test_run(
+        &kernel,
+        Target::Native(driver_entry),
+        LOCAL_SYSTEM_SID.as_bytes(),
+    )
+    .expect("test run");
+    kernel.assert_no_leaks();
+    let AccountTestRun {
+        name,
+        domain,
+        data_out,
+        context_out,
+    } = run;
+    assert_eq!(
+        name,
+        (12, "SYSTEM".to_owned()),
+        "ntosebpfext looks it up too"
+    );
+    assert_eq!(domain, (24, "NT AUTHORITY".to_owned()));
+    assert_eq!(
+        data_out, "t.exe\\??\\C:\\t.exeSYSTEMNT AUTHORITY",
+        "data_out: the strings as the run left them"
+    );
+    let [name_length, name_max, domain_length, domain_max, done] = context_out;
+    assert_eq!(
+        (name_length, domain_length, done),
+        (12, 24, 1),
+        "ctx_out: the looked-up strings (pointers cleared), the lookup done"
+    );
+    assert!(
+        name_max >= 12 && domain_max >= 24,
+        "the retry's pool buffers: {name_max}, {domain_max}"
+    );
+}
+
+#[test]
+fn test_runs_sweep_their_lookup_faults_cleanly_in_both_modes() {
+    fn run(kernel: &Kernel, target: Target<'_>) -> Option<AccountTestRun> {
+        account_test_run(kernel, target, &LONG_USER_SID)
+    }
+    let both = in_both_modes("sample_ntos_ext", driver_entry, |kernel, target| {
+        Ok(run(kernel, target))
+    })
+    .expect("both modes")
+    .expect("test run");
+    assert_eq!(
+        (both.name.1.as_str(), both.domain.1.as_str()),
+        (LONG_USER_NAME, "CONTOSO")
+    );
+    assert!(
+        sweep_allocation_failures(|kernel| drop(run(kernel, Target::Native(driver_entry)))) > 5
+    );
+    assert!(sweep_call_failures(|kernel| drop(run(kernel, Target::Native(driver_entry)))) >= 1);
+    let loader = Kernel::new();
+    let image = sample_harness::binary::load_sample(&loader, "sample_ntos_ext").expect("image");
+    assert!(sweep_allocation_failures(|kernel| drop(run(kernel, Target::Image(&image)))) > 5);
+    drop(loader);
+    image.unload();
 }
