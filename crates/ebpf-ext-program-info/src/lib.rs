@@ -328,7 +328,8 @@ pub use helpers::{
     Map, MapAndKey, MapKey, MapValueOrNull, Memory, ProgramMap, argument_types, check_overlap,
 };
 pub use test_run::{
-    AnyBitPattern, TestRun, TestRunContext, TestRunInput, TestRunOutput, test_run_functions,
+    AnyBitPattern, PackedStrings, TestRun, TestRunContext, TestRunInput, TestRunOutput,
+    test_run_functions,
 };
 
 /// The eBPF helper calling shape: five 64-bit arguments, a 64-bit result, kernel convention.

@@ -18,7 +18,7 @@ use core::ops::Range;
 use core::ptr::{self, NonNull};
 use core::slice;
 
-use ebpf_ext_pool::{PoolBox, PoolTag};
+use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
 use ebpf_ext_sys::ebpf_extension::EBPF_CONTEXT_HEADER;
 use ebpf_ext_sys::ebpf_program_types::{
     ebpf_program_context_create_t, ebpf_program_context_destroy_t,
@@ -284,6 +284,19 @@ impl TestRunOutput {
         self.write_data_with(bytes.len(), |out| out.copy_from_slice(bytes))
     }
 
+    /// Writes `parts` back to back to `data_out` (strings packed as [`PackedStrings`] reads
+    /// them); `false` (size 0) if there is no buffer or it is smaller.
+    pub fn write_data_parts(&mut self, parts: &[&[u8]]) -> bool {
+        let len = parts.iter().map(|part| part.len()).sum();
+        self.write_data_with(len, |mut rest| {
+            for part in parts {
+                let (head, tail) = rest.split_at_mut(part.len());
+                head.copy_from_slice(part);
+                rest = tail;
+            }
+        })
+    }
+
     /// Copies the caller's `data_in`, as programs left it, to `data_out`; `false` (size 0) if
     /// there was no input data, or no output buffer or it is smaller.
     pub fn copy_input_data(&mut self) -> bool {
@@ -299,6 +312,67 @@ impl TestRunOutput {
             }
             _ => false,
         }
+    }
+}
+
+/// Strings a test-run context describes with `UNICODE_STRING`s while the caller packs their
+/// bytes back to back in `data_in` (ntosebpfext's process context): the run's copies, each in a
+/// pool buffer of its `MaximumLength` bytes.
+pub struct PackedStrings<const N: usize> {
+    copies: [Option<(PoolArray<u8>, usize)>; N],
+}
+
+impl<const N: usize> PackedStrings<N> {
+    /// Copies the strings packed in `data`, in the order of `strings`, and points each of
+    /// `strings` at its copy (an empty one: `Buffer` NULL, `MaximumLength` 0).
+    ///
+    /// # Errors
+    /// `EBPF_INVALID_ARGUMENT` if `data` is shorter than the `Length`s together or a `Length`
+    /// exceeds its `MaximumLength` (`strings` are then left as they were), `EBPF_NO_MEMORY`
+    /// if a copy cannot be allocated.
+    pub fn copy_in(
+        data: &[u8],
+        strings: [&mut UNICODE_STRING; N],
+        tag: PoolTag,
+    ) -> Result<Self, ebpf_result_t> {
+        let total: usize = strings.iter().map(|s| usize::from(s.Length)).sum();
+        if data.len() < total || strings.iter().any(|s| s.Length > s.MaximumLength) {
+            return Err(EBPF_INVALID_ARGUMENT);
+        }
+        let mut copies = [const { None }; N];
+        let mut data = data;
+        for (string, slot) in strings.into_iter().zip(&mut copies) {
+            let len = usize::from(string.Length);
+            string.Buffer = ptr::null_mut();
+            if len == 0 {
+                string.MaximumLength = 0;
+                continue;
+            }
+            let mut copy = PoolArray::try_new(usize::from(string.MaximumLength), tag)
+                .map_err(|_| EBPF_NO_MEMORY)?;
+            let (bytes, rest) = data.split_at(len);
+            copy[..len].copy_from_slice(bytes);
+            data = rest;
+            string.Buffer = copy.as_mut_ptr().cast();
+            *slot = Some((copy, len));
+        }
+        Ok(PackedStrings { copies })
+    }
+
+    /// The bytes string `i` had in `data_in` (as programs may have changed them since); empty
+    /// if it was empty, taken, or `i` is out of range.
+    #[must_use]
+    pub fn get(&self, i: usize) -> &[u8] {
+        match self.copies.get(i) {
+            Some(Some((copy, len))) => copy.get(..*len).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    /// Gives up string `i`'s copy (its whole buffer, and the length it had), for a context
+    /// that owns it otherwise; `None` if it was empty, taken, or `i` is out of range.
+    pub fn take(&mut self, i: usize) -> Option<(PoolArray<u8>, usize)> {
+        self.copies.get_mut(i)?.take()
     }
 }
 

@@ -47,7 +47,7 @@ pub mod prelude {
     pub use ebpf_ext_program_info::{
         AnyBitPattern, Anything, Bytes, BytesMut, Cells, Context, ContextDescriptor, ContextMut,
         DontCare, HelperAddresses, HelperFunction, HelperPrototype, Map, MapAndKey, MapKey,
-        MapValueOrNull, ProgramData, ProgramInfo, ProgramInfoProvider, ProgramMap,
+        MapValueOrNull, PackedStrings, ProgramData, ProgramInfo, ProgramInfoProvider, ProgramMap,
         ProgramTypeDescriptor, TestRun, TestRunContext, TestRunInput, TestRunOutput,
     };
     pub use ebpf_ext_rundown::{CacheAwareRundown, Rundown};

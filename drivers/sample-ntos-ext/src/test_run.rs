@@ -7,9 +7,7 @@ use core::ptr;
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::AccountNames;
-use ebpf_extension_common::sys::ebpf_result::{
-    EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, ebpf_result_t,
-};
+use ebpf_extension_common::sys::ebpf_result::{EBPF_INVALID_ARGUMENT, ebpf_result_t};
 use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 
 use crate::hook::TAG;
@@ -41,11 +39,9 @@ any_bit_pattern!(NotifyContext {
 });
 const _: () = assert!(size_of::<TestRunContext<NotifyContext>>() == NOTIFY_CONTEXT_SIZE);
 
-/// A test run's copies of the command line and image name its context points to (the account
-/// strings belong to the context's [`AccountNames`]).
-pub(crate) struct ProcessTestRun {
-    strings: [Option<PoolArray<u8>>; 2],
-}
+/// A test run's copies of the strings its context points to (the account strings' copies
+/// handed to the context's [`AccountNames`]).
+pub(crate) struct ProcessTestRun(PackedStrings<4>);
 
 fn strings(context: &mut NotifyContext) -> [&mut UNICODE_STRING; 4] {
     [
@@ -61,95 +57,54 @@ impl TestRun for ProcessTestRun {
     const TAG: PoolTag = TAG;
 
     /// The caller's context, with copies of the four strings packed in `data` (command line,
-    /// image, account name, account domain; `MaximumLength` bytes each, NULL if empty).
+    /// image, account name, account domain).
     fn create(
         input: &TestRunInput<'_>,
     ) -> Result<(TestRunContext<Notification>, Self), ebpf_result_t> {
         let run: TestRunContext<NotifyContext> = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
-        let mut data = input.data().ok_or(EBPF_INVALID_ARGUMENT)?;
-        let mut context = run.context;
-        let strings_in = strings(&mut context);
-        let total: usize = strings_in.iter().map(|s| usize::from(s.Length)).sum();
-        if data.len() < total || strings_in.iter().any(|s| s.Length > s.MaximumLength) {
-            return Err(EBPF_INVALID_ARGUMENT);
-        }
-        let mut copies = [None, None, None, None];
-        for (string, slot) in strings_in.into_iter().zip(&mut copies) {
-            let len = usize::from(string.Length);
-            string.Buffer = ptr::null_mut();
-            if len == 0 {
-                string.MaximumLength = 0;
-                continue;
-            }
-            let mut copy = PoolArray::try_new(usize::from(string.MaximumLength), TAG)
-                .map_err(|_| EBPF_NO_MEMORY)?;
-            let (bytes, rest) = data.split_at(len);
-            copy[..len].copy_from_slice(bytes);
-            data = rest;
-            string.Buffer = copy.as_mut_ptr().cast();
-            *slot = Some(copy);
-        }
-        let command = &context.command_line;
-        context.public.command_start = command.Buffer.cast();
-        context.public.command_end = command
+        let data = input.data().ok_or(EBPF_INVALID_ARGUMENT)?;
+        let mut notify = run.context;
+        let mut copies = PackedStrings::copy_in(data, strings(&mut notify), TAG)?;
+        let command = &notify.command_line;
+        notify.public.command_start = command.Buffer.cast();
+        notify.public.command_end = command
             .Buffer
             .cast::<u8>()
             .wrapping_add(command.Length.into());
-        (context.process, context.create_info) = (ptr::null_mut(), ptr::null_mut());
-        let [command, image, name, domain] = copies;
-        let supplied = |copy: Option<PoolArray<u8>>, string: &UNICODE_STRING| {
-            copy.map(|copy| (copy, string.Length))
-        };
-        let accounts = AccountNames::supplied(
-            supplied(name, &context.account_name),
-            supplied(domain, &context.account_domain),
-            context.account_lookup_done != 0,
-            TAG,
-        );
-        let mut notification = Notification {
-            notify: context,
-            accounts,
-        };
+        (notify.process, notify.create_info) = (ptr::null_mut(), ptr::null_mut());
+        #[expect(clippy::cast_possible_truncation, reason = "a UNICODE_STRING's Length")]
+        let mut supplied = |i| copies.take(i).map(|(copy, len)| (copy, len as u16));
+        let done = notify.account_lookup_done != 0;
+        let accounts = AccountNames::supplied(supplied(2), supplied(3), done, TAG);
+        let mut notification = Notification { notify, accounts };
         notification.sync_accounts();
-        let run = TestRunContext {
+        let context = TestRunContext {
             header: run.header,
             context: notification,
         };
-        Ok((
-            run,
-            ProcessTestRun {
-                strings: [command, image],
-            },
-        ))
+        Ok((context, ProcessTestRun(copies)))
     }
 
     /// The strings packed into `data_out` (the account ones as the run left them), then the
     /// context (the run's header first) with its pointers cleared into `ctx_out`.
     fn destroy(self, run: &mut TestRunContext<Notification>, output: &mut TestRunOutput) {
-        let notification = &mut run.context;
-        notification.sync_accounts();
-        let context = &mut notification.notify;
-        let lengths = strings(context).map(|s| usize::from(s.Length));
-        let [command, image] = self.strings.each_ref().map(Option::as_deref);
-        let accounts = &notification.accounts;
-        let sources = [command, image, accounts.name(), accounts.domain()];
-        output.write_data_with(lengths.iter().sum(), |mut rest| {
-            for (source, len) in sources.into_iter().zip(lengths) {
-                let (head, tail) = rest.split_at_mut(len);
-                if let Some(source) = source.and_then(|s| s.get(..len)) {
-                    head.copy_from_slice(source);
-                }
-                rest = tail;
-            }
-        });
-        for string in strings(context) {
+        let accounts = &run.context.accounts;
+        output.write_data_parts(&[
+            self.0.get(0),
+            self.0.get(1),
+            accounts.name().unwrap_or(&[]),
+            accounts.domain().unwrap_or(&[]),
+        ]);
+        run.context.sync_accounts();
+        let notify = &mut run.context.notify;
+        for string in strings(notify) {
             string.Buffer = ptr::null_mut();
         }
-        (context.public.command_start, context.public.command_end) =
+        (notify.public.command_start, notify.public.command_end) =
             (ptr::null_mut(), ptr::null_mut());
         output.write_context(&TestRunContext {
             header: run.header,
-            context: *context,
+            context: *notify,
         });
     }
 }
