@@ -34,57 +34,61 @@ pub const TOKEN_SID_MAX_SIZE: usize = 68;
 /// Size of the test-run context (`process_notify_context_t`, its 64-byte header included).
 pub const NOTIFY_CONTEXT_SIZE: usize = size_of::<ProgramContext<NotifyContext>>();
 
-/// What a `process` program sees: ntosebpfext's `process_md_t` (144 bytes).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct ProcessContext {
-    /// First byte of the command line (UTF-16LE, no terminator); NULL on delete.
-    pub command_start: *mut u8,
-    /// One past its last byte.
-    pub command_end: *mut u8,
-    /// The process.
-    pub process_id: u64,
-    /// Its parent (creation only).
-    pub parent_process_id: u64,
-    /// The creating process (creation only).
-    pub creating_process_id: u64,
-    /// The creating thread (creation only).
-    pub creating_thread_id: u64,
-    /// Creation time (FILETIME).
-    pub creation_time: u64,
-    /// Exit time (FILETIME; delete only).
-    pub exit_time: u64,
-    /// Exit status (delete only).
-    pub process_exit_code: u32,
-    /// [`OPERATION_CREATE`] or [`OPERATION_DELETE`] (upstream: an 8-bit bit-field here).
-    pub operation: u32,
-    /// Bytes of `token_sid` in use; 0 if not captured.
-    pub token_sid_size: u32,
-    /// The primary token's user SID (creation only).
-    pub token_sid: [u8; TOKEN_SID_MAX_SIZE],
+any_bit_pattern! {
+    /// What a `process` program sees: ntosebpfext's `process_md_t` (144 bytes).
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy)]
+    pub struct ProcessContext {
+        /// First byte of the command line (UTF-16LE, no terminator); NULL on delete.
+        pub command_start: *mut u8,
+        /// One past its last byte.
+        pub command_end: *mut u8,
+        /// The process.
+        pub process_id: u64,
+        /// Its parent (creation only).
+        pub parent_process_id: u64,
+        /// The creating process (creation only).
+        pub creating_process_id: u64,
+        /// The creating thread (creation only).
+        pub creating_thread_id: u64,
+        /// Creation time (FILETIME).
+        pub creation_time: u64,
+        /// Exit time (FILETIME; delete only).
+        pub exit_time: u64,
+        /// Exit status (delete only).
+        pub process_exit_code: u32,
+        /// [`OPERATION_CREATE`] or [`OPERATION_DELETE`] (upstream: an 8-bit bit-field here).
+        pub operation: u32,
+        /// Bytes of `token_sid` in use; 0 if not captured.
+        pub token_sid_size: u32,
+        /// The primary token's user SID (creation only).
+        pub token_sid: [u8; TOKEN_SID_MAX_SIZE],
+    }
 }
 
-/// The notify routine's context (`process_notify_context_t` after its header): the program's
-/// view first, then what only helpers read.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct NotifyContext {
-    /// What programs see.
-    pub public: ProcessContext,
-    /// The `PEPROCESS` (NULL in test runs).
-    pub process: *mut c_void,
-    /// The `PPS_CREATE_NOTIFY_INFO` (NULL in test runs).
-    pub create_info: *mut c_void,
-    /// The command line.
-    pub command_line: UNICODE_STRING,
-    /// The image file name.
-    pub image_file_name: UNICODE_STRING,
-    /// The account name: [`Notification::accounts`]' string, copied after each change.
-    pub account_name: UNICODE_STRING,
-    /// The account domain, likewise.
-    pub account_domain: UNICODE_STRING,
-    /// Whether the account strings are final (test runs may supply them).
-    pub account_lookup_done: u8,
+any_bit_pattern! {
+    /// The notify routine's context (`process_notify_context_t` after its header): the program's
+    /// view first, then what only helpers read.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy)]
+    pub struct NotifyContext {
+        /// What programs see.
+        pub public: ProcessContext,
+        /// The `PEPROCESS` (NULL in test runs).
+        pub process: *mut c_void,
+        /// The `PPS_CREATE_NOTIFY_INFO` (NULL in test runs).
+        pub create_info: *mut c_void,
+        /// The command line.
+        pub command_line: UNICODE_STRING,
+        /// The image file name.
+        pub image_file_name: UNICODE_STRING,
+        /// The account name: [`Notification::accounts`]' string, copied after each change.
+        pub account_name: UNICODE_STRING,
+        /// The account domain, likewise.
+        pub account_domain: UNICODE_STRING,
+        /// Whether the account strings are final (test runs may supply them).
+        pub account_lookup_done: u8,
+    }
 }
 
 /// What programs run with and helpers receive: the notify context in ntosebpfext's layout,

@@ -11,32 +11,8 @@ use ebpf_extension_common::sys::ebpf_result::{EBPF_INVALID_ARGUMENT, ebpf_result
 use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 
 use crate::hook::TAG;
-use crate::program::{NOTIFY_CONTEXT_SIZE, Notification, NotifyContext, ProcessContext};
+use crate::program::{NOTIFY_CONTEXT_SIZE, Notification, NotifyContext};
 
-any_bit_pattern!(ProcessContext {
-    command_start,
-    command_end,
-    process_id,
-    parent_process_id,
-    creating_process_id,
-    creating_thread_id,
-    creation_time,
-    exit_time,
-    process_exit_code,
-    operation,
-    token_sid_size,
-    token_sid,
-});
-any_bit_pattern!(NotifyContext {
-    public,
-    process,
-    create_info,
-    command_line,
-    image_file_name,
-    account_name,
-    account_domain,
-    account_lookup_done,
-});
 const _: () = assert!(size_of::<TestRunContext<NotifyContext>>() == NOTIFY_CONTEXT_SIZE);
 
 /// A test run's copies of the strings its context points to (the account strings' copies
