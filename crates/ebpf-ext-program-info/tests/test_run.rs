@@ -9,13 +9,13 @@ use core::ptr;
 use ebpf_ext_core_sim::{Input, ProgramInfoClient};
 use ebpf_ext_pool::{PoolArray, PoolTag};
 use ebpf_ext_program_info::{
-    ContextDescriptor, ProgramData, ProgramInfo, ProgramInfoProvider, ProgramTypeDescriptor,
-    TestRun, TestRunContext, TestRunInput, TestRunOutput, any_bit_pattern,
+    ContextDescriptor, PackedStrings, ProgramData, ProgramInfo, ProgramInfoProvider,
+    ProgramTypeDescriptor, TestRun, TestRunContext, TestRunInput, TestRunOutput, any_bit_pattern,
 };
 use ebpf_ext_sys::ebpf_result::{
     EBPF_FAILED, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
 };
-use ebpf_ext_sys::ntdef::GUID;
+use ebpf_ext_sys::ntdef::{GUID, UNICODE_STRING};
 use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, KeGetCurrentIrql};
 use ebpf_ext_usersim::{Fault, Kernel, sweep_allocation_failures};
 
@@ -316,4 +316,70 @@ fn the_trampolines_refuse_what_the_core_never_passes() {
         }
     });
     setup.end();
+}
+
+fn string(length: u16, maximum: u16) -> UNICODE_STRING {
+    UNICODE_STRING {
+        Length: length,
+        MaximumLength: maximum,
+        Buffer: ptr::null_mut(),
+    }
+}
+
+#[test]
+fn packed_strings_are_copied_into_buffers_of_their_maximum_length() {
+    let kernel = Kernel::new();
+    let tag = PoolTag::new(*b"Pack");
+    let data = b"abcdefXYZ!";
+    let [mut a, mut empty, mut b] = [string(6, 8), string(0, 4), string(4, 4)];
+    let mut copies =
+        PackedStrings::copy_in(data, [&mut a, &mut empty, &mut b], tag).expect("copied");
+    assert_eq!(
+        (copies.get(0), copies.get(1), copies.get(2)),
+        (&b"abcdef"[..], &b""[..], &b"XYZ!"[..])
+    );
+    assert_eq!(
+        (a.MaximumLength, empty.MaximumLength, b.MaximumLength),
+        (8, 0, 4)
+    );
+    assert!(empty.Buffer.is_null() && !a.Buffer.is_null());
+    assert_eq!(kernel.allocation_count(), 2, "none for the empty string");
+    let (taken, length) = copies.take(0).expect("a's copy");
+    assert_eq!(
+        (
+            taken.len(),
+            length,
+            taken.as_ptr().cast_mut().cast(),
+            copies.get(0)
+        ),
+        (8, 6, a.Buffer, &b""[..])
+    );
+    assert!(copies.take(0).is_none() && copies.take(1).is_none() && copies.take(9).is_none());
+    drop((taken, copies));
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn packed_strings_refuse_short_data_and_lengths_above_their_maximum_untouched() {
+    let kernel = Kernel::new();
+    let tag = PoolTag::new(*b"Pack");
+    let [mut a, mut b] = [string(6, 8), string(4, 4)];
+    let refused = PackedStrings::copy_in(b"abcdefXYZ", [&mut a, &mut b], tag).err();
+    assert_eq!(refused, Some(EBPF_INVALID_ARGUMENT), "data one byte short");
+    let mut long = string(5, 4);
+    let refused = PackedStrings::copy_in(b"abcde", [&mut long], tag).err();
+    assert_eq!(
+        refused,
+        Some(EBPF_INVALID_ARGUMENT),
+        "Length above MaximumLength"
+    );
+    assert_eq!(
+        (a.MaximumLength, b.MaximumLength, long.MaximumLength),
+        (8, 4, 4)
+    );
+    assert_eq!(kernel.allocation_count(), 0);
+    kernel.inject(Fault::Allocation(2));
+    let failed = PackedStrings::copy_in(b"abcdefXYZ!", [&mut a, &mut b], tag).err();
+    assert_eq!(failed, Some(EBPF_NO_MEMORY), "the second copy");
+    kernel.assert_no_leaks();
 }
