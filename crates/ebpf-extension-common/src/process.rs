@@ -476,7 +476,7 @@ pub struct AccountNames {
 
 /// An account string a caller supplies ([`AccountNames::supplied`]): a pool buffer and the
 /// bytes of it in use (`None` for a NULL string).
-pub type SuppliedString = Option<(PoolArray<u8>, u16)>;
+pub type SuppliedString = Option<(PoolArray<u8>, usize)>;
 
 impl AccountNames {
     /// Two empty inline buffers, not looked up yet; retry buffers are allocated with `tag`.
@@ -509,7 +509,9 @@ impl AccountNames {
                     length: 0,
                 };
                 // INVARIANT: at most the capacity.
-                string.length = length.min(string.capacity());
+                string.length = u16::try_from(length)
+                    .unwrap_or(u16::MAX)
+                    .min(string.capacity());
                 string
             }
         };

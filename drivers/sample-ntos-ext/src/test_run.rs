@@ -48,10 +48,8 @@ impl TestRun for ProcessTestRun {
             .cast::<u8>()
             .wrapping_add(command.Length.into());
         (notify.process, notify.create_info) = (ptr::null_mut(), ptr::null_mut());
-        #[expect(clippy::cast_possible_truncation, reason = "a UNICODE_STRING's Length")]
-        let mut supplied = |i| copies.take(i).map(|(copy, len)| (copy, len as u16));
         let done = notify.account_lookup_done != 0;
-        let accounts = AccountNames::supplied(supplied(2), supplied(3), done, TAG);
+        let accounts = AccountNames::supplied(copies.take(2), copies.take(3), done, TAG);
         let mut notification = Notification { notify, accounts };
         notification.sync_accounts();
         let context = TestRunContext {
