@@ -3,21 +3,117 @@
 //! four strings packed in `data_in` copied into buffers of the run's own; afterwards both go
 //! back out, the pointers cleared.
 
+use core::mem::offset_of;
 use core::ptr;
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::AccountNames;
+use ebpf_extension_common::sys::ebpf_extension::EBPF_CONTEXT_HEADER_SIZE;
 use ebpf_extension_common::sys::ebpf_result::{EBPF_INVALID_ARGUMENT, ebpf_result_t};
 use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 
 use crate::hook::TAG;
-use crate::program::{NOTIFY_CONTEXT_SIZE, Notification, NotifyContext};
+use crate::program::{NOTIFY_CONTEXT_SIZE, Notification, NotifyContext, ProcessContext};
 
 const _: () = assert!(size_of::<TestRunContext<NotifyContext>>() == NOTIFY_CONTEXT_SIZE);
 
 /// A test run's copies of the strings its context points to (the account strings' copies
-/// handed to the context's [`AccountNames`]).
-pub(crate) struct ProcessTestRun(PackedStrings<4>);
+/// handed to the context's [`AccountNames`]), and the caller's `ctx_in` as it came: `ctx_out`
+/// is those bytes with the fields the run changed written over them, so every padding byte
+/// is the caller's, as in upstream's byte copy (a typed copy would leave them unspecified:
+/// kernel memory going out to the caller).
+pub(crate) struct ProcessTestRun(PackedStrings<4>, [u8; NOTIFY_CONTEXT_SIZE]);
+
+/// Writes `bytes` at `offset` of `out`.
+fn put(out: &mut [u8], offset: usize, bytes: &[u8]) {
+    out[offset..offset + bytes.len()].copy_from_slice(bytes);
+}
+
+/// `context` as `ctx_out` bytes: the caller's `ctx_in` with the header, what programs see,
+/// the string lengths (pointers cleared) and the lookup flag written over it.
+fn context_out(
+    mut out: [u8; NOTIFY_CONTEXT_SIZE],
+    header: &[u64; 8],
+    notify: &NotifyContext,
+) -> [u8; NOTIFY_CONTEXT_SIZE] {
+    for (slot, value) in header.iter().enumerate() {
+        put(&mut out, slot * 8, &value.to_ne_bytes());
+    }
+    let p = &notify.public;
+    let at = |field: usize| EBPF_CONTEXT_HEADER_SIZE + field;
+    put(&mut out, at(offset_of!(NotifyContext, public)), &[0; 16]);
+    for (offset, value) in [
+        (offset_of!(ProcessContext, process_id), p.process_id),
+        (
+            offset_of!(ProcessContext, parent_process_id),
+            p.parent_process_id,
+        ),
+        (
+            offset_of!(ProcessContext, creating_process_id),
+            p.creating_process_id,
+        ),
+        (
+            offset_of!(ProcessContext, creating_thread_id),
+            p.creating_thread_id,
+        ),
+        (offset_of!(ProcessContext, creation_time), p.creation_time),
+        (offset_of!(ProcessContext, exit_time), p.exit_time),
+    ] {
+        put(&mut out, at(offset), &value.to_ne_bytes());
+    }
+    for (offset, value) in [
+        (
+            offset_of!(ProcessContext, process_exit_code),
+            p.process_exit_code,
+        ),
+        (offset_of!(ProcessContext, operation), p.operation),
+        (offset_of!(ProcessContext, token_sid_size), p.token_sid_size),
+    ] {
+        put(&mut out, at(offset), &value.to_ne_bytes());
+    }
+    put(
+        &mut out,
+        at(offset_of!(ProcessContext, token_sid)),
+        &p.token_sid,
+    );
+    put(&mut out, at(offset_of!(NotifyContext, process)), &[0; 16]);
+    for (offset, string) in [
+        (
+            offset_of!(NotifyContext, command_line),
+            &notify.command_line,
+        ),
+        (
+            offset_of!(NotifyContext, image_file_name),
+            &notify.image_file_name,
+        ),
+        (
+            offset_of!(NotifyContext, account_name),
+            &notify.account_name,
+        ),
+        (
+            offset_of!(NotifyContext, account_domain),
+            &notify.account_domain,
+        ),
+    ] {
+        put(&mut out, at(offset), &string.Length.to_ne_bytes());
+        put(
+            &mut out,
+            at(offset) + 2,
+            &string.MaximumLength.to_ne_bytes(),
+        );
+        put(
+            &mut out,
+            at(offset + offset_of!(UNICODE_STRING, Buffer)),
+            &[0; 8],
+        );
+    }
+    put(
+        &mut out,
+        at(offset_of!(NotifyContext, account_lookup_done)),
+        &[notify.account_lookup_done],
+    );
+    out
+}
 
 fn strings(context: &mut NotifyContext) -> [&mut UNICODE_STRING; 4] {
     [
@@ -38,6 +134,7 @@ impl TestRun for ProcessTestRun {
         input: &TestRunInput<'_>,
     ) -> Result<(TestRunContext<Notification>, Self), ebpf_result_t> {
         let run: TestRunContext<NotifyContext> = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
+        let caller: [u8; NOTIFY_CONTEXT_SIZE] = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
         let data = input.data().ok_or(EBPF_INVALID_ARGUMENT)?;
         let mut notify = run.context;
         let mut copies = PackedStrings::copy_in(data, strings(&mut notify), TAG)?;
@@ -56,7 +153,7 @@ impl TestRun for ProcessTestRun {
             header: run.header,
             context: notification,
         };
-        Ok((context, ProcessTestRun(copies)))
+        Ok((context, ProcessTestRun(copies, caller)))
     }
 
     /// The strings packed into `data_out` (the account ones as the run left them), then the
@@ -70,16 +167,7 @@ impl TestRun for ProcessTestRun {
             accounts.domain().unwrap_or(&[]),
         ]);
         run.context.sync_accounts();
-        let notify = &mut run.context.notify;
-        for string in strings(notify) {
-            string.Buffer = ptr::null_mut();
-        }
-        (notify.public.command_start, notify.public.command_end) =
-            (ptr::null_mut(), ptr::null_mut());
-        output.write_context(&TestRunContext {
-            header: run.header,
-            context: *notify,
-        });
+        output.write_context(&context_out(self.1, &run.header, &run.context.notify));
     }
 }
 
@@ -96,13 +184,17 @@ mod tests {
     use crate::program::{NOTIFY_CONTEXT_SIZE, PROGRAM_DATA, PROGRAM_TYPE};
 
     /// `process_notify_context_t` as upstream's test lays it out (296 bytes): header bytes
-    /// 16–63 the caller's own, pid 7, a command line of `command` bytes.
+    /// 16–63 the caller's own, pid 7, a command line of `command` bytes, and padding bytes
+    /// (after each string's `MaximumLength`, after `account_lookup_done`) that are not zero.
     fn context_in(command: u16) -> Vec<u8> {
         let mut ctx: Vec<u8> = (0..=u8::MAX).cycle().take(NOTIFY_CONTEXT_SIZE).collect();
         ctx[..16].fill(0);
         ctx[64..208].fill(0);
         ctx[64 + 16..64 + 24].copy_from_slice(&7u64.to_le_bytes());
         ctx[208..288].fill(0);
+        for padding in [228, 244, 260, 276] {
+            ctx[padding..padding + 4].copy_from_slice(b"pad!");
+        }
         ctx[224..226].copy_from_slice(&command.to_le_bytes());
         ctx[226..228].copy_from_slice(&command.to_le_bytes());
         ctx[288] = 0;
