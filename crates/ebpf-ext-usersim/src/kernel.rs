@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::{env, process, thread};
 
-use ebpf_ext_sys::ntdef::{GUID, KIRQL};
+use ebpf_ext_sys::ntdef::{GUID, KIRQL, NT_SUCCESS, NTSTATUS};
 use ebpf_ext_sys::wdm::PASSIVE_LEVEL;
 
 use crate::devices::DeviceState;
@@ -81,8 +81,13 @@ pub enum Fault {
     /// (`IoAllocateWorkItem`, `IoCreateDevice`, `EtwRegister`, `NmrRegister*`,
     /// `ExAllocateCacheAwareRundownProtection`).
     Allocation(u64),
-    /// Fail the N-th call of the named routine (see [`FAULTABLE_APIS`]).
+    /// Fail the N-th call of the named routine (see [`FAULTABLE_APIS`]) with the status that
+    /// routine's injected failure returns by default.
     Call(&'static str, u64),
+    /// Fail the N-th call of the named routine with the given failure status (see
+    /// [`STATUS_FAULTABLE_APIS`]); the routine returns it without writing its outputs, as a
+    /// [`Fault::Call`] does. It counts as a call of the routine, as [`Fault::Call`] does.
+    CallWithStatus(&'static str, u64, NTSTATUS),
 }
 
 /// Routines that can fail on Windows, and so can be fault-injected by name.
@@ -101,6 +106,14 @@ pub const FAULTABLE_APIS: &[&str] = &[
     "PsSetCreateProcessNotifyRoutineEx",
     "SecLookupAccountSid",
 ];
+
+/// The fault-injectable routines whose injected failure status a test can choose
+/// ([`Fault::CallWithStatus`]): routines whose failure statuses on Windows are not all
+/// documented, so a caller must handle any failure status alike.
+///
+/// - `SecLookupAccountSid` (STATUS_NO_MEMORY by default): it asks the LSA, so a driver
+///   cannot know every status it may return.
+pub const STATUS_FAULTABLE_APIS: &[&str] = &["SecLookupAccountSid"];
 
 #[derive(Default)]
 pub(crate) struct FaultState {
@@ -263,7 +276,9 @@ impl Kernel {
     /// Arms a fault; several may be armed at once.
     ///
     /// # Panics
-    /// If the count is zero or the routine cannot fail on Windows.
+    /// If the count is zero or the routine cannot fail on Windows; for
+    /// [`Fault::CallWithStatus`], if the routine is not one of [`STATUS_FAULTABLE_APIS`] or
+    /// the status is a success (`NT_SUCCESS`).
     pub fn inject(&self, fault: Fault) {
         let n = match fault {
             Fault::Allocation(n) => n,
@@ -274,12 +289,25 @@ impl Kernel {
                 );
                 n
             }
+            Fault::CallWithStatus(api, n, status) => {
+                assert!(
+                    STATUS_FAULTABLE_APIS.contains(&api),
+                    "{api}'s injected failure status cannot be chosen (see STATUS_FAULTABLE_APIS)"
+                );
+                assert!(
+                    !NT_SUCCESS(status),
+                    "{status:#x} is a success status, not a failure to inject"
+                );
+                n
+            }
         };
         assert!(n > 0, "fault counts are 1-based");
         let mut faults = lock(&self.inner.faults);
         let base = match fault {
             Fault::Allocation(_) => faults.allocations,
-            Fault::Call(api, _) => faults.calls.get(api).copied().unwrap_or(0),
+            Fault::Call(api, _) | Fault::CallWithStatus(api, ..) => {
+                faults.calls.get(api).copied().unwrap_or(0)
+            }
         };
         faults.pending.push((fault, base + n));
     }
@@ -397,34 +425,49 @@ pub(crate) fn allocation_fails(inner: &Inner) -> bool {
     let mut faults = lock(&inner.faults);
     faults.allocations += 1;
     let now = faults.allocations;
-    fire(&mut faults, |f| matches!(f, Fault::Allocation(_)), now)
+    fire(&mut faults, |f| matches!(f, Fault::Allocation(_)), now).is_some()
 }
 
 /// Counts a call of a fault-injectable routine; true if it must fail.
 pub(crate) fn call_fails(inner: &Inner, api: &'static str) -> bool {
+    call_fault(inner, api).is_some()
+}
+
+/// Counts a call of a fault-injectable routine whose failure status can be chosen
+/// ([`STATUS_FAULTABLE_APIS`]); the status it must fail with, if it must: the injected one,
+/// or `default` for a [`Fault::Call`].
+pub(crate) fn call_fault_status(
+    inner: &Inner,
+    api: &'static str,
+    default: NTSTATUS,
+) -> Option<NTSTATUS> {
+    call_fault(inner, api).map(|fault| match fault {
+        Fault::CallWithStatus(_, _, status) => status,
+        Fault::Allocation(_) | Fault::Call(..) => default,
+    })
+}
+
+/// Counts a call of a fault-injectable routine; the fault that fires on it, if any.
+fn call_fault(inner: &Inner, api: &'static str) -> Option<Fault> {
     let mut faults = lock(&inner.faults);
     let count = faults.calls.entry(api).or_insert(0);
     *count += 1;
     let now = *count;
     fire(
         &mut faults,
-        |f| matches!(f, Fault::Call(name, _) if *name == api),
+        |f| matches!(f, Fault::Call(name, _) | Fault::CallWithStatus(name, ..) if *name == api),
         now,
     )
 }
 
-fn fire(faults: &mut FaultState, kind: impl Fn(&Fault) -> bool, now: u64) -> bool {
-    if let Some(i) = faults
+fn fire(faults: &mut FaultState, kind: impl Fn(&Fault) -> bool, now: u64) -> Option<Fault> {
+    let i = faults
         .pending
         .iter()
-        .position(|(f, at)| kind(f) && *at == now)
-    {
-        let (fault, _) = faults.pending.remove(i);
-        faults.triggered.push(fault);
-        true
-    } else {
-        false
-    }
+        .position(|(f, at)| kind(f) && *at == now)?;
+    let (fault, _) = faults.pending.remove(i);
+    faults.triggered.push(fault);
+    Some(fault)
 }
 
 /// The simulated IRQL of the calling thread.

@@ -20,7 +20,8 @@
 //! - Test binaries must reference this crate (`use ebpf_ext_usersim as _;`) or the linker
 //!   drops it and the kernel symbols are missing.
 //! - Only routines that can fail on Windows can be fault-injected ([`Fault`],
-//!   [`FAULTABLE_APIS`]).
+//!   [`FAULTABLE_APIS`]); some with a failure status the test chooses
+//!   ([`STATUS_FAULTABLE_APIS`]).
 //!
 //! Every export is listed in [`exports::EXPORTS`] by module and name, so a loader can bind a
 //! driver image's imports to this implementation.
@@ -53,7 +54,8 @@ pub use etw::{CapturedEvent, Enablement};
 pub use io::{Caller, FileHandle, IoResult};
 pub use kernel::{
     BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND,
-    expect_bugcheck, run_dying_child, sweep_allocation_failures, sweep_call_failures,
+    STATUS_FAULTABLE_APIS, expect_bugcheck, run_dying_child, sweep_allocation_failures,
+    sweep_call_failures,
 };
 pub use locals::ebpf_ext_usersim_kernel_local;
 pub use nmr::NmrRegistration;

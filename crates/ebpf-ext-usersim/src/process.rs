@@ -42,7 +42,9 @@ use ebpf_ext_sys::ntstatus::{
     STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_PROCEDURE_NOT_FOUND,
     STATUS_SUCCESS,
 };
-use ebpf_ext_sys::wdm::{APC_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, PASSIVE_LEVEL};
+use ebpf_ext_sys::wdm::{
+    APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, PASSIVE_LEVEL,
+};
 
 use crate::kernel::{Inner, Kernel, bugcheck, call_fails, lock, require_irql, with_kernel};
 
@@ -171,7 +173,9 @@ pub unsafe extern "win64" fn PsGetProcessExitStatus(Process: *mut c_void) -> NTS
 /// Kernel routine.
 #[unsafe(no_mangle)]
 pub unsafe extern "win64" fn PsGetProcessExitTime() -> i64 {
-    with_kernel("PsGetProcessExitTime", |_| EXITING.with(Cell::get))
+    const API: &str = "PsGetProcessExitTime";
+    require_irql(API, DISPATCH_LEVEL);
+    with_kernel(API, |_| EXITING.with(Cell::get))
 }
 
 /// `PsSetCreateProcessNotifyRoutineEx`.

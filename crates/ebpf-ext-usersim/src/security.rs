@@ -7,11 +7,17 @@
 //! - `SeQueryInformationToken` supports `TokenUser` only: a `TOKEN_USER` and the SID after it
 //!   in one pool block (paged, tag `SeTu`), which the caller frees with `ExFreePool`; it
 //!   counts as an allocation, so allocation fault sweeps reach it.
+//! - `RtlValidSid`, `RtlLengthSid` and `RtlCopySid` bug-check above APC_LEVEL, as documented;
+//!   `RtlLengthSid` and `RtlCopySid` also bug-check for a SID that is not valid (their result
+//!   is undefined on Windows).
 //! - `SecLookupAccountSid` looks the SID up in the kernel's account table, which starts with
 //!   the well-known service accounts (S-1-5-18 is `SYSTEM` in `NT AUTHORITY`) and grows with
 //!   [`Kernel::add_account`]. Sizes are in bytes without a terminator; when either buffer is
-//!   too small it returns STATUS_BUFFER_TOO_SMALL with both needed sizes. It can be
-//!   fault-injected (it fails on Windows when the LSA cannot be reached): STATUS_NO_MEMORY.
+//!   too small it returns STATUS_BUFFER_TOO_SMALL with both needed sizes. A size larger than
+//!   its string's `MaximumLength` is a bug check: the caller offers bytes its buffer does not
+//!   have. It can be fault-injected (it fails on Windows when the LSA cannot be reached):
+//!   STATUS_NO_MEMORY, or the status a [`Fault::CallWithStatus`](crate::Fault::CallWithStatus)
+//!   gives.
 
 use core::ffi::c_void;
 use core::ptr;
@@ -31,7 +37,7 @@ use ebpf_ext_sys::wdm::{
 };
 
 use crate::io::read_sid;
-use crate::kernel::{Kernel, bugcheck, call_fails, lock, require_irql, with_kernel};
+use crate::kernel::{Kernel, bugcheck, call_fault_status, lock, require_irql, with_kernel};
 use crate::pool::pool_alloc;
 use crate::process::process_object;
 
@@ -216,7 +222,9 @@ pub unsafe extern "win64" fn SeQueryInformationToken(
 /// Kernel routine; `Sid` points to a readable SID header (and the whole SID if it is valid).
 #[unsafe(no_mangle)]
 pub unsafe extern "win64" fn RtlValidSid(Sid: *const c_void) -> BOOLEAN {
-    with_kernel("RtlValidSid", |_| ());
+    const API: &str = "RtlValidSid";
+    require_irql(API, APC_LEVEL);
+    with_kernel(API, |_| ());
     // SAFETY: the caller's contract.
     if unsafe { read_sid(Sid.cast()) }.is_some() {
         TRUE
@@ -247,9 +255,11 @@ unsafe fn valid_sid(api: &'static str, sid: *const c_void) -> Vec<u8> {
 /// Kernel routine; `Sid` is a valid SID.
 #[unsafe(no_mangle)]
 pub unsafe extern "win64" fn RtlLengthSid(Sid: *const c_void) -> u32 {
-    with_kernel("RtlLengthSid", |_| ());
+    const API: &str = "RtlLengthSid";
+    require_irql(API, APC_LEVEL);
+    with_kernel(API, |_| ());
     // SAFETY: the caller's contract.
-    let sid = unsafe { valid_sid("RtlLengthSid", Sid) };
+    let sid = unsafe { valid_sid(API, Sid) };
     u32::try_from(sid.len()).unwrap_or(u32::MAX)
 }
 
@@ -264,9 +274,11 @@ pub unsafe extern "win64" fn RtlCopySid(
     DestinationSid: *mut c_void,
     SourceSid: *const c_void,
 ) -> NTSTATUS {
-    with_kernel("RtlCopySid", |_| ());
+    const API: &str = "RtlCopySid";
+    require_irql(API, APC_LEVEL);
+    with_kernel(API, |_| ());
     // SAFETY: the caller's contract.
-    let sid = unsafe { valid_sid("RtlCopySid", SourceSid) };
+    let sid = unsafe { valid_sid(API, SourceSid) };
     if (DestinationSidLength as usize) < sid.len() {
         return STATUS_BUFFER_TOO_SMALL;
     }
@@ -292,12 +304,36 @@ unsafe fn fill(string: *mut UNICODE_STRING, units: &[u16]) {
     string.Length = u16::try_from(units.len() * 2).unwrap_or(u16::MAX);
 }
 
+/// Bug-checks naming `api` if the caller offers `string` more bytes (`size`) than its
+/// `MaximumLength`: writing `size` bytes would run past its buffer.
+///
+/// # Safety
+/// `size` and `string` are NULL or readable.
+unsafe fn check_room(api: &'static str, size: *const u32, string: *const UNICODE_STRING) {
+    if size.is_null() || string.is_null() {
+        return;
+    }
+    // SAFETY: readable (the caller's contract), checked non-NULL.
+    let size_value = unsafe { *size };
+    // SAFETY: as above.
+    let maximum = unsafe { (*string).MaximumLength };
+    if size_value > u32::from(maximum) {
+        bugcheck(
+            api,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [string as u64, u64::from(size_value), u64::from(maximum), 0],
+            "a string's size argument exceeds its MaximumLength: the buffer does not have the bytes offered",
+        );
+    }
+}
+
 /// `SecLookupAccountSid`.
 ///
 /// # Safety
 /// Kernel routine; `Sid` points to a readable SID; `NameSize`, `NameBuffer` and `NameUse`
 /// are writable; `DomainSize` and `DomainBuffer` are both NULL or both writable; each
-/// string's `Buffer` has the size its size argument gives.
+/// string's `Buffer` has its `MaximumLength` writable bytes, and each size argument is at
+/// most its string's `MaximumLength` (else a bug check).
 #[unsafe(no_mangle)]
 pub unsafe extern "win64" fn SecLookupAccountSid(
     Sid: *const c_void,
@@ -309,8 +345,16 @@ pub unsafe extern "win64" fn SecLookupAccountSid(
 ) -> NTSTATUS {
     const API: &str = "SecLookupAccountSid";
     require_irql(API, PASSIVE_LEVEL);
-    if with_kernel(API, |k| call_fails(k, API)) {
-        return STATUS_NO_MEMORY;
+    // SAFETY: each pair is NULL or readable (the caller's contract).
+    unsafe {
+        check_room(API, NameSize, NameBuffer);
+    }
+    // SAFETY: as above.
+    unsafe {
+        check_room(API, DomainSize, DomainBuffer);
+    }
+    if let Some(status) = with_kernel(API, |k| call_fault_status(k, API, STATUS_NO_MEMORY)) {
+        return status;
     }
     // SAFETY: the caller's contract.
     let Some(sid) = (unsafe { read_sid(Sid.cast()) }) else {

@@ -17,12 +17,16 @@ use ebpf_ext_sys::ntifs::{
     SidTypeWellKnownGroup, TOKEN_USER, TokenUser,
 };
 use ebpf_ext_sys::ntstatus::{
-    STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES, STATUS_NONE_MAPPED, STATUS_PENDING,
-    STATUS_SUCCESS,
+    STATUS_ACCESS_DENIED, STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES, STATUS_NO_MEMORY,
+    STATUS_NONE_MAPPED, STATUS_PENDING, STATUS_SUCCESS,
 };
-use ebpf_ext_sys::wdm::ExFreePool;
+use ebpf_ext_sys::wdm::{
+    APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, ExFreePool, HIGH_LEVEL,
+    IRQL_NOT_LESS_OR_EQUAL, PASSIVE_LEVEL,
+};
 use ebpf_ext_usersim::{
-    Fault, Kernel, NewProcess, PROCESS_CLOCK_START, ProcessExit, ProcessIdentity,
+    Fault, Kernel, NewProcess, PROCESS_CLOCK_START, ProcessExit, ProcessIdentity, expect_bugcheck,
+    set_current_irql,
 };
 
 /// What the routine saw: (creation?, create time, exit time, exit status, user SID).
@@ -194,6 +198,17 @@ fn lookup(
     name_room: u16,
     domain_room: u16,
 ) -> (i32, u32, u32, String, String, SID_NAME_USE) {
+    lookup_offering(sid, name_room, domain_room, (0, 0))
+}
+
+/// [`lookup`], with the size arguments `extra` bytes larger than the strings'
+/// `MaximumLength` (a caller bug when not 0).
+fn lookup_offering(
+    sid: &[u8],
+    name_room: u16,
+    domain_room: u16,
+    extra: (u32, u32),
+) -> (i32, u32, u32, String, String, SID_NAME_USE) {
     let mut name_buffer = vec![0u16; usize::from(name_room / 2)];
     let mut domain_buffer = vec![0u16; usize::from(domain_room / 2)];
     let mut name = UNICODE_STRING {
@@ -206,8 +221,11 @@ fn lookup(
         MaximumLength: domain_room,
         Buffer: domain_buffer.as_mut_ptr(),
     };
-    let (mut name_size, mut domain_size, mut kind) =
-        (u32::from(name_room), u32::from(domain_room), 0);
+    let (mut name_size, mut domain_size, mut kind) = (
+        u32::from(name_room) + extra.0,
+        u32::from(domain_room) + extra.1,
+        0,
+    );
     // SAFETY: a readable SID; writable sizes and strings with the sizes given.
     let status = unsafe {
         SecLookupAccountSid(
@@ -275,4 +293,159 @@ fn accounts_are_looked_up_with_sizes_as_sec_lookup_account_sid_reports_them() {
     );
     kernel.inject(Fault::Call("SecLookupAccountSid", 1));
     assert_ne!(lookup(system, 80, 80).0, STATUS_SUCCESS, "fault-injectable");
+}
+
+#[test]
+fn an_injected_lookup_failure_returns_the_status_chosen() {
+    let kernel = Kernel::new();
+    let system = LOCAL_SYSTEM_SID.as_bytes();
+    kernel.inject(Fault::CallWithStatus(
+        "SecLookupAccountSid",
+        1,
+        STATUS_ACCESS_DENIED,
+    ));
+    assert_eq!(
+        lookup(system, 80, 80),
+        (
+            STATUS_ACCESS_DENIED,
+            80,
+            80,
+            String::new(),
+            String::new(),
+            0
+        ),
+        "the chosen status; nothing written"
+    );
+    kernel.inject(Fault::Call("SecLookupAccountSid", 1));
+    assert_eq!(lookup(system, 80, 80).0, STATUS_NO_MEMORY, "the default");
+    assert_eq!(lookup(system, 80, 80).0, STATUS_SUCCESS, "one call each");
+    assert_eq!(
+        kernel.faults_triggered(),
+        [
+            Fault::CallWithStatus("SecLookupAccountSid", 1, STATUS_ACCESS_DENIED),
+            Fault::Call("SecLookupAccountSid", 1)
+        ]
+    );
+    assert_eq!(kernel.call_count("SecLookupAccountSid"), 3);
+}
+
+#[test]
+#[should_panic(expected = "cannot be chosen")]
+fn a_status_cannot_be_chosen_for_other_routines() {
+    let kernel = Kernel::new();
+    kernel.inject(Fault::CallWithStatus(
+        "IoCreateDevice",
+        1,
+        STATUS_ACCESS_DENIED,
+    ));
+}
+
+#[test]
+#[should_panic(expected = "is a success status")]
+fn an_injected_status_must_be_a_failure() {
+    let kernel = Kernel::new();
+    kernel.inject(Fault::CallWithStatus(
+        "SecLookupAccountSid",
+        1,
+        STATUS_SUCCESS,
+    ));
+}
+
+#[test]
+fn a_name_size_beyond_its_maximum_length_bugchecks() {
+    let check = expect_bugcheck("a_name_size_beyond_its_maximum_length_bugchecks", || {
+        let _kernel = Kernel::new();
+        // The name string holds 10 bytes; the size says 12, which SYSTEM needs.
+        let _ = lookup_offering(LOCAL_SYSTEM_SID.as_bytes(), 10, 80, (2, 0));
+    });
+    assert_eq!(check.code, DRIVER_VERIFIER_DETECTED_VIOLATION);
+    assert_eq!(check.api, "SecLookupAccountSid");
+    assert_eq!(&check.parameters[1..], [12, 10, 0]);
+    assert!(check.message.contains("MaximumLength"), "{check}");
+}
+
+#[test]
+fn a_domain_size_beyond_its_maximum_length_bugchecks() {
+    let check = expect_bugcheck("a_domain_size_beyond_its_maximum_length_bugchecks", || {
+        let _kernel = Kernel::new();
+        // Bugged even when the call would fail before writing (an unknown SID).
+        let unknown = [1, 1, 0, 0, 0, 0, 0, 5, 21, 0, 0, 0];
+        let _ = lookup_offering(&unknown, 80, 0, (0, 1));
+    });
+    assert_eq!(check.code, DRIVER_VERIFIER_DETECTED_VIOLATION);
+    assert_eq!(check.api, "SecLookupAccountSid");
+    assert_eq!(&check.parameters[1..], [1, 0, 0]);
+}
+
+/// Calls `RtlValidSid`, `RtlLengthSid` and `RtlCopySid` (as `which` says) on LocalSystem's
+/// SID at the calling thread's IRQL.
+fn sid_routine(which: &str) -> u32 {
+    let sid: *const c_void = LOCAL_SYSTEM_SID.as_bytes().as_ptr().cast();
+    let mut copy = [0u8; 68];
+    match which {
+        // SAFETY: a valid SID.
+        "RtlValidSid" => u32::from(unsafe { RtlValidSid(sid) }),
+        // SAFETY: a valid SID.
+        "RtlLengthSid" => unsafe { RtlLengthSid(sid) },
+        // SAFETY: a valid SID, 68 writable bytes.
+        "RtlCopySid" => unsafe { RtlCopySid(68, copy.as_mut_ptr().cast(), sid) }.cast_unsigned(),
+        _ => unreachable!("{which}"),
+    }
+}
+
+#[test]
+fn sid_routines_run_at_apc_level() {
+    let _kernel = Kernel::new();
+    set_current_irql(APC_LEVEL);
+    let results = ["RtlValidSid", "RtlLengthSid", "RtlCopySid"].map(sid_routine);
+    set_current_irql(PASSIVE_LEVEL);
+    assert_eq!(results, [u32::from(TRUE), 12, 0]);
+}
+
+fn sid_routine_above_apc_level_bugchecks(test: &str, which: &str) {
+    let check = expect_bugcheck(test, || {
+        let _kernel = Kernel::new();
+        set_current_irql(DISPATCH_LEVEL);
+        sid_routine(which);
+    });
+    assert_eq!(check.code, IRQL_NOT_LESS_OR_EQUAL);
+    assert_eq!(check.api, which);
+    assert_eq!(
+        check.parameters[..2],
+        [u64::from(DISPATCH_LEVEL), u64::from(APC_LEVEL)]
+    );
+}
+
+#[test]
+fn rtl_valid_sid_above_apc_level_bugchecks() {
+    sid_routine_above_apc_level_bugchecks("rtl_valid_sid_above_apc_level_bugchecks", "RtlValidSid");
+}
+
+#[test]
+fn rtl_length_sid_above_apc_level_bugchecks() {
+    sid_routine_above_apc_level_bugchecks(
+        "rtl_length_sid_above_apc_level_bugchecks",
+        "RtlLengthSid",
+    );
+}
+
+#[test]
+fn rtl_copy_sid_above_apc_level_bugchecks() {
+    sid_routine_above_apc_level_bugchecks("rtl_copy_sid_above_apc_level_bugchecks", "RtlCopySid");
+}
+
+#[test]
+fn exit_time_above_dispatch_level_bugchecks() {
+    let _kernel = Kernel::new();
+    set_current_irql(DISPATCH_LEVEL);
+    // SAFETY: outside an exit notification (0), at its highest level.
+    assert_eq!(unsafe { PsGetProcessExitTime() }, 0);
+    set_current_irql(PASSIVE_LEVEL);
+    let check = expect_bugcheck("exit_time_above_dispatch_level_bugchecks", || {
+        set_current_irql(HIGH_LEVEL);
+        // SAFETY: a kernel is bound (the IRQL is wrong).
+        unsafe { PsGetProcessExitTime() };
+    });
+    assert_eq!(check.code, IRQL_NOT_LESS_OR_EQUAL);
+    assert_eq!(check.api, "PsGetProcessExitTime");
 }
