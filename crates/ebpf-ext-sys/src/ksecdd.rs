@@ -11,8 +11,9 @@ kernel_imports! {
 
     /// [`SecLookupAccountSid`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-seclookupaccountsid):
     /// the account name of `Sid` and the domain it was found in, written into the
-    /// caller's strings. `*NameSize` and `*DomainSize` give the buffers' sizes in bytes;
-    /// when one is too small it returns STATUS_BUFFER_TOO_SMALL and both receive the sizes
+    /// caller's strings. `*NameSize` and `*DomainSize` give the buffers' sizes in bytes (at
+    /// most each string's `MaximumLength`: usersim bug-checks a larger one); when one is too
+    /// small it returns STATUS_BUFFER_TOO_SMALL and both receive the sizes
     /// needed. STATUS_NONE_MAPPED for an unknown SID. PASSIVE_LEVEL.
     pub fn SecLookupAccountSid(Sid: *const c_void, NameSize: *mut u32, NameBuffer: *mut UNICODE_STRING, DomainSize: *mut u32, DomainBuffer: *mut UNICODE_STRING, NameUse: *mut SID_NAME_USE) -> NTSTATUS;
 }

@@ -81,7 +81,7 @@ kernel_imports! {
     pub fn KeQueryPerformanceCounter(PerformanceFrequency: *mut i64) -> i64;
     /// [`PsGetProcessCreateTimeQuadPart`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntddk/nf-ntddk-psgetprocesscreatetimequadpart):
     /// the process's creation time (FILETIME units: 100 ns since 1601). `Process` is a
-    /// `PEPROCESS` the caller holds (a notify routine's argument).
+    /// `PEPROCESS` the caller holds (a notify routine's argument). Any IRQL.
     pub fn PsGetProcessCreateTimeQuadPart(Process: *mut c_void) -> i64;
     /// [`PsGetProcessExitStatus`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntddk/nf-ntddk-psgetprocessexitstatus):
     /// the process's exit status (Windows 10 1703+). IRQL ≤ APC_LEVEL.

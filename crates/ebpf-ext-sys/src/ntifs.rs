@@ -223,7 +223,8 @@ kernel_imports! {
     pub fn ObSetSecurityObjectByPointer(Object: *mut c_void, SecurityInformation: u32, SecurityDescriptor: *mut SECURITY_DESCRIPTOR) -> NTSTATUS;
     /// [`PsGetProcessExitTime`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-psgetprocessexittime):
     /// the exit time of the current process (the `LARGE_INTEGER` comes back in RAX); in a
-    /// process notify routine called for an exit, the exiting process's.
+    /// process notify routine called for an exit, the exiting process's. IRQL ≤
+    /// DISPATCH_LEVEL.
     pub fn PsGetProcessExitTime() -> i64;
     /// [`PsReferencePrimaryToken`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-psreferenceprimarytoken):
     /// references and returns the process's primary token (`PACCESS_TOKEN`); release it with
@@ -237,13 +238,15 @@ kernel_imports! {
     /// the caller frees it with `ExFreePool`. PASSIVE_LEVEL.
     pub fn SeQueryInformationToken(Token: *mut c_void, TokenInformationClass: TOKEN_INFORMATION_CLASS, TokenInformation: *mut *mut c_void) -> NTSTATUS;
     /// [`RtlValidSid`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-rtlvalidsid):
-    /// whether `Sid` is structurally valid (revision 1, at most 15 sub-authorities).
+    /// whether `Sid` is structurally valid (revision 1, at most 15 sub-authorities). IRQL ≤
+    /// APC_LEVEL.
     pub fn RtlValidSid(Sid: *const c_void) -> BOOLEAN;
     /// [`RtlLengthSid`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-rtllengthsid):
-    /// the length in bytes of a valid SID.
+    /// the length in bytes of a valid SID (undefined for an invalid one: check it with
+    /// `RtlValidSid` first). IRQL ≤ APC_LEVEL.
     pub fn RtlLengthSid(Sid: *const c_void) -> u32;
     /// [`RtlCopySid`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-rtlcopysid):
     /// copies a SID into a buffer of `DestinationSidLength` bytes; STATUS_BUFFER_TOO_SMALL if
-    /// it does not fit.
+    /// it does not fit. IRQL ≤ APC_LEVEL.
     pub fn RtlCopySid(DestinationSidLength: u32, DestinationSid: *mut c_void, SourceSid: *const c_void) -> NTSTATUS;
 }

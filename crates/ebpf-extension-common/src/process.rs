@@ -41,6 +41,11 @@ pub trait ProcessNotify: 'static {
 
 /// One process creation or exit.
 ///
+/// # IRQL
+/// The notify routine runs at PASSIVE_LEVEL, where every method may be called. Methods that
+/// only read the event's arguments run at any IRQL; those that ask the kernel say the level
+/// their kernel routines need (for a driver that raises the IRQL inside the routine).
+///
 /// # Invariants
 /// `process` is the kernel's process object and `info` NULL (exit) or the kernel's creation
 /// information, both valid for `'a` (the callback), `info` ours to write.
@@ -132,6 +137,9 @@ impl<'a> ProcessEvent<'a> {
 
     /// When the process was created, in FILETIME units (100 ns since 1601)
     /// ([`PsGetProcessCreateTimeQuadPart`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntddk/nf-ntddk-psgetprocesscreatetimequadpart)).
+    ///
+    /// # IRQL
+    /// Any (`PsGetProcessCreateTimeQuadPart`'s).
     #[must_use]
     pub fn creation_time(&self) -> i64 {
         // SAFETY: the kernel's process object, valid during the callback (type invariant).
@@ -141,6 +149,9 @@ impl<'a> ProcessEvent<'a> {
     /// When the process exited, in FILETIME units (`None` on creation)
     /// ([`PsGetProcessExitTime`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntifs/nf-ntifs-psgetprocessexittime):
     /// the callback runs in the exiting process).
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL (`PsGetProcessExitTime`'s).
     #[must_use]
     pub fn exit_time(&self) -> Option<i64> {
         // SAFETY: called in the exit callback, where the current process is the exiting one.
@@ -149,6 +160,9 @@ impl<'a> ProcessEvent<'a> {
 
     /// The process's exit status (`None` on creation)
     /// ([`PsGetProcessExitStatus`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntddk/nf-ntddk-psgetprocessexitstatus)).
+    ///
+    /// # IRQL
+    /// ≤ APC_LEVEL (`PsGetProcessExitStatus`'s).
     #[must_use]
     pub fn exit_status(&self) -> Option<NTSTATUS> {
         // SAFETY: the kernel's process object, valid during the callback (type invariant).
@@ -160,6 +174,9 @@ impl<'a> ProcessEvent<'a> {
     /// (ntosebpfext's capture: `PsReferencePrimaryToken`, `SeQueryInformationToken(TokenUser)`,
     /// `RtlValidSid`, `RtlCopySid`; the `TOKEN_USER` freed with `ExFreePool`, the token
     /// dereferenced).
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL (`SeQueryInformationToken`'s; the other routines allow ≤ APC_LEVEL).
     #[must_use]
     pub fn token_user_sid(&self, out: &mut [u8]) -> Option<usize> {
         let token = PrimaryToken::reference(self.process)?;
@@ -276,7 +293,7 @@ fn whole_sid(sid: &[u8]) -> Option<usize> {
 /// Each string's `Buffer` has `MaximumLength` writable bytes (or is NULL with 0).
 ///
 /// # IRQL
-/// PASSIVE_LEVEL.
+/// PASSIVE_LEVEL (`SecLookupAccountSid`'s).
 pub unsafe fn lookup_account(
     sid: &[u8],
     name: &mut UNICODE_STRING,
@@ -466,6 +483,11 @@ impl AccountString {
 /// It owns its buffers: [`AccountNames::name`] and [`AccountNames::domain`] read them safely.
 /// A context whose binary layout carries the strings as `UNICODE_STRING`s (ntosebpfext's
 /// `process_notify_context_t`) copies [`AccountNames::strings`] into it after each change.
+///
+/// # IRQL
+/// [`AccountNames::resolve`]: PASSIVE_LEVEL (`SecLookupAccountSid`'s). Dropping it (which
+/// frees its pool buffers): ≤ DISPATCH_LEVEL. The other methods do not call the kernel: any
+/// IRQL.
 pub struct AccountNames {
     name: AccountString,
     domain: AccountString,
