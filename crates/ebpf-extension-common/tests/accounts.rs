@@ -12,7 +12,8 @@ use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::AccountNames;
 use ebpf_extension_common::sys::ntifs::LOCAL_SYSTEM_SID;
 use ebpf_extension_common::sys::ntstatus::{
-    STATUS_BUFFER_OVERFLOW, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
+    STATUS_ACCESS_DENIED, STATUS_BUFFER_OVERFLOW, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
+    STATUS_UNSUCCESSFUL,
 };
 
 const TAG: PoolTag = PoolTag::new(*b"Acct");
@@ -138,6 +139,31 @@ fn failures_clear_both_strings_and_free_what_the_retry_took() {
     assert!(accounts.resolve(&[1, 1, 0]).is_err(), "not a whole SID");
     drop(accounts);
     kernel.assert_no_leaks();
+}
+
+#[test]
+fn any_lookup_failure_status_is_returned_cleared_and_remembered() {
+    /// `SEC_E_INTERNAL_ERROR` (an SSPI status, `winerror.h`).
+    const SEC_E_INTERNAL_ERROR: i32 = 0x8009_0304_u32.cast_signed();
+    for status in [STATUS_ACCESS_DENIED, SEC_E_INTERNAL_ERROR] {
+        let kernel = Kernel::new();
+        kernel.inject(Fault::CallWithStatus("SecLookupAccountSid", 1, status));
+        let mut accounts = AccountNames::new(TAG);
+        assert_eq!(accounts.resolve(LOCAL_SYSTEM_SID.as_bytes()), Err(status));
+        assert_eq!(
+            accounts.resolve(LOCAL_SYSTEM_SID.as_bytes()),
+            Err(status),
+            "remembered"
+        );
+        assert_eq!(lookups(&kernel), 1, "not retried");
+        assert_eq!(
+            (accounts.name(), accounts.domain()),
+            (None, None),
+            "cleared"
+        );
+        drop(accounts);
+        kernel.assert_no_leaks();
+    }
 }
 
 /// A supplied string: `text` in a pool buffer two bytes longer.

@@ -10,7 +10,7 @@
 )]
 
 use ebpf_ext_sys::ntifs::LOCAL_SYSTEM_SID;
-use ebpf_ext_sys::ntstatus::STATUS_INSUFFICIENT_RESOURCES;
+use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_INSUFFICIENT_RESOURCES};
 use ebpf_ext_usersim::tracelogging::Value;
 use ebpf_ext_usersim::{Fault, Kernel, sweep_allocation_failures, sweep_call_failures};
 use sample_harness::Target;
@@ -147,6 +147,35 @@ fn every_allocation_and_lookup_failure_is_clean() {
     );
     assert_eq!(kernel.call_count("SecLookupAccountSid"), 1);
     kernel.assert_no_leaks();
+}
+
+#[test]
+fn any_lookup_failure_status_is_enoent_and_not_retried() {
+    /// `SEC_E_INTERNAL_ERROR` (an SSPI status, `winerror.h`).
+    const SEC_E_INTERNAL_ERROR: i32 = 0x8009_0304_u32.cast_signed();
+    for status in [STATUS_ACCESS_DENIED, SEC_E_INTERNAL_ERROR] {
+        let kernel = Kernel::new();
+        kernel.inject(Fault::CallWithStatus("SecLookupAccountSid", 1, status));
+        assert_eq!(
+            account_helpers_once(
+                &kernel,
+                Target::Native(driver_entry),
+                LOCAL_SYSTEM_SID.as_bytes()
+            ),
+            Some((ENOENT, ENOENT)),
+            "a lookup failed with {status:#x} is -ENOENT for both helpers"
+        );
+        assert_eq!(
+            kernel.faults_triggered(),
+            [Fault::CallWithStatus("SecLookupAccountSid", 1, status)]
+        );
+        assert_eq!(
+            kernel.call_count("SecLookupAccountSid"),
+            1,
+            "the failure ({status:#x}) is remembered, not retried"
+        );
+        kernel.assert_no_leaks();
+    }
 }
 
 #[test]
