@@ -18,6 +18,7 @@
 //! (PASSIVE_LEVEL for user-mode operations, up to DISPATCH_LEVEL from programs).
 #![no_std]
 
+use core::cell::Cell;
 use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
@@ -222,10 +223,15 @@ impl<M: CustomMap> MapProvider<M> {
     /// kind); `None` if the map is not a map of this type (its context slot is NULL), no map
     /// client has attached yet, or the key is absent.
     ///
+    /// The value comes as cells: a program that can reach the map's values (a map whose
+    /// provider does not replace what the core stores) may pass a pointer into this very value
+    /// as one of the helper's memory arguments, which are cells too
+    /// ([`check_overlap`](ebpf_ext_program_info::check_overlap)).
+    ///
     /// # IRQL
     /// The helper's (up to DISPATCH_LEVEL).
     #[must_use]
-    pub fn stored_value<'a>(&self, key: MapKey<'a>) -> Option<(&'a M, &'a [u8])> {
+    pub fn stored_value<'a>(&self, key: MapKey<'a>) -> Option<(&'a M, &'a [Cell<u8>])> {
         let (map, key) = (key.map().as_ptr(), key.key_ptr());
         let core = &self.provider.get().core;
         let find = core.find_element.load(Ordering::Acquire);
@@ -252,9 +258,10 @@ impl<M: CustomMap> MapProvider<M> {
             return None;
         }
         let len = usize::try_from(state.value_size).ok()?;
-        // SAFETY: the core stores `value_size` bytes per key, alive during the helper call.
+        // SAFETY: the core stores `value_size` bytes per key, alive during the helper call;
+        // as cells, other views of them (a program's arguments) may write them meanwhile.
         Some((&state.map, unsafe {
-            core::slice::from_raw_parts(value, len)
+            core::slice::from_raw_parts(value.cast::<Cell<u8>>(), len)
         }))
     }
 }

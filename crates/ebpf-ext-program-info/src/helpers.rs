@@ -203,7 +203,7 @@ unsafe impl<C: 'static> HelperArgument<C> for DontCare {
 /// `&[Cell<u8>]`: for a helper that writes memory declared readable (upstream's
 /// `sample_ebpf_extension_replace` rewrites its buffer; every memory a program can pass is
 /// writable kernel memory). A program may pass overlapping buffers, so the helper's other
-/// memory arguments must be `Cells` too ([`check_overlap`]).
+/// memory arguments must be `Cells`, [`CellsMut`] or [`MapAndKey`] too ([`check_overlap`]).
 #[derive(Debug)]
 pub enum Cells {}
 
@@ -223,6 +223,46 @@ unsafe impl<C: 'static> HelperArgument<C> for Cells {
             Ok(size) if !pointer.is_null() => {
                 // SAFETY: the verifier guarantees `size` bytes at `pointer` for the call;
                 // `Cell` allows the writes and any overlap with other `Cell` arguments.
+                unsafe { slice::from_raw_parts(pointer, size) }
+            }
+            _ => &[],
+        }
+    }
+}
+
+/// Writable memory and its size (`PTR_TO_WRITABLE_MEM`, `CONST_SIZE`), received as
+/// `&[Cell<u8>]`: an output buffer for a helper whose other memory arguments may overlap it
+/// (a [`MapAndKey`] key, [`Cells`]); the prototype declares it writable as [`BytesMut`] does.
+///
+/// ```
+/// # use core::cell::Cell;
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn get(key: MapKey<'_>, out: &[Cell<u8>]) -> u64 {
+///     out.iter().for_each(|b| b.set(0));
+///     0
+/// }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"get" => get(MapAndKey, CellsMut); }
+/// ```
+#[derive(Debug)]
+pub enum CellsMut {}
+
+// SAFETY: reads two registers, a pointer and the size of writable memory behind it.
+unsafe impl<C: 'static> HelperArgument<C> for CellsMut {
+    const TYPES: &'static [ebpf_argument_type_t] = &[
+        EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
+        EBPF_ARGUMENT_TYPE_CONST_SIZE,
+    ];
+    type Value<'a> = &'a [Cell<u8>];
+    const MEMORY: Memory = Memory::Cells;
+
+    unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
+        let (pointer, size) = (registers[*at] as *const Cell<u8>, registers[*at + 1]);
+        *at += 2;
+        match usize::try_from(size) {
+            Ok(size) if !pointer.is_null() => {
+                // SAFETY: the verifier guarantees `size` writable bytes at `pointer` for the
+                // call; `Cell` allows the writes and any overlap with other `Cell` arguments.
                 unsafe { slice::from_raw_parts(pointer, size) }
             }
             _ => &[],
@@ -314,6 +354,12 @@ unsafe impl<C: 'static> HelperArgument<C> for Map {
 }
 
 /// A map object and a key of it (`PTR_TO_MAP`, `PTR_TO_MAP_KEY`), received as [`MapKey`].
+///
+/// The key is program memory (the program's stack, or a map value) that the helper reads, and
+/// through the map the helper reaches map values a program may hold pointers to as well, so it
+/// counts as memory accessed through cells ([`Memory::Cells`]): the helper's other memory
+/// arguments must be [`Cells`] or [`CellsMut`] ([`check_overlap`]); a program may pass the same
+/// stack buffer as key and output.
 #[derive(Debug)]
 pub enum MapAndKey {}
 
@@ -324,6 +370,7 @@ unsafe impl<C: 'static> HelperArgument<C> for MapAndKey {
         EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY,
     ];
     type Value<'a> = MapKey<'a>;
+    const MEMORY: Memory = Memory::Cells;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
         let (map, key) = (
@@ -394,7 +441,8 @@ pub enum Memory {
     ContextMut,
     /// Shared reads (`&[u8]`).
     Shared,
-    /// Reads and writes through cells (`&[Cell<u8>]`).
+    /// Reads and writes through cells (`&[Cell<u8>]`), or reads through raw pointers that
+    /// never become references (a [`MapAndKey`] key).
     Cells,
     /// Exclusive access (`&mut [u8]`).
     Unique,
@@ -402,8 +450,9 @@ pub enum Memory {
 
 /// Checks that a helper whose arguments access memory as `kinds` (and, with
 /// `implicit_context`, the context as a last `&C`) cannot receive memory that Rust's aliasing
-/// rules forbid: the verifier lets a program pass overlapping buffers, so a `&mut [u8]` must be
-/// the only memory argument, and `Cells` may not share a helper with `&[u8]`; the context is
+/// rules forbid: the verifier lets a program pass overlapping buffers (a map key among them),
+/// so a `&mut [u8]` must be the only memory argument, and `Cells` may not share a helper with
+/// `&[u8]`; the context is
 /// one object, so a `&mut C` must be the helper's only view of it. The context never overlaps
 /// a memory argument (the verifier passes no `PTR_TO_CTX` as memory: [`ContextMut`]).
 ///
@@ -433,7 +482,7 @@ pub const fn check_overlap(kinds: &[Memory], implicit_context: bool) {
     }
     assert!(
         !unique || memory == 1,
-        "a helper with a BytesMut argument can take no other memory argument (the program may pass overlapping buffers): take them all as Cells"
+        "a helper with a BytesMut argument can take no other memory argument (the program may pass overlapping buffers): take them all as Cells (CellsMut for an output)"
     );
     assert!(
         !(cells && shared),
@@ -488,8 +537,8 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// ```
 ///
 /// Each line is `id, name => function(kinds…)`, then optionally `with context` and `-> R`:
-/// - the kinds ([`Context`], [`ContextMut`], [`Bytes`], [`BytesMut`], [`Cells`], [`Anything`],
-///   [`DontCare`], [`Map`], [`MapAndKey`]) say what the prototype declares and what the
+/// - the kinds ([`Context`], [`ContextMut`], [`Bytes`], [`BytesMut`], [`Cells`], [`CellsMut`],
+///   [`Anything`], [`DontCare`], [`Map`], [`MapAndKey`]) say what the prototype declares and what the
 ///   function receives;
 /// - `with context` sets the prototype's `implicit_context`: the core passes the program
 ///   context as a sixth argument, and the function receives it last, as `&T`;
@@ -548,6 +597,46 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
 /// fn h(_: MapKey<'_>) -> u64 { 0 } // declared to return a map value or NULL
 /// helpers! { context Ctx; static H; static A; 0x10000, c"h" => h(MapAndKey) -> MapValueOrNull; }
+/// ```
+///
+/// The values live for the helper call only: a function that would keep one longer does not
+/// compile.
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// // The program's stack buffer, kept past the call.
+/// fn keep(out: &'static mut [u8]) -> u64 { 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"keep" => keep(BytesMut); }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn keep(context: &'static Ctx) -> u64 { 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"keep" => keep(Context); }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn keep(key: MapKey<'static>) -> u64 { 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"keep" => keep(MapAndKey); }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn keep(value: u64, context: &'static Ctx) -> u64 { value }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"keep" => keep(Anything) with context; }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// // The key may be the output buffer: the program may pass one stack buffer as both.
+/// fn get(key: MapKey<'_>, out: &mut [u8]) -> u64 { 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"get" => get(MapAndKey, BytesMut); }
 /// ```
 ///
 /// ```
@@ -611,10 +700,15 @@ macro_rules! helpers {
     (@implicit_prototype [context] $prototype:expr) => { $prototype.with_implicit_context() };
     (@trampoline [] $ctx:ty; $ret:ty; $function:ident; $($kind:ty),*) => {{
         unsafe extern "win64" fn trampoline(r1: u64, r2: u64, r3: u64, r4: u64, r5: u64) -> u64 {
+            // The function must take its arguments for any lifetime: they are valid for this
+            // call only, so it may not ask for longer ones (`&'static mut [u8]`).
+            let function: for<'call> fn(
+                $(<$kind as $crate::HelperArgument<$ctx>>::Value<'call>),*
+            ) -> $ret = $function;
             let registers = [r1, r2, r3, r4, r5];
             let mut at = 0usize;
             let _ = (&registers, &mut at);
-            let result: $ret = $function($(
+            let result: $ret = function($(
                 // SAFETY: the core calls this helper only as its prototype, built from the
                 // same kinds above, declares, with what the verifier checked; a context is the
                 // `$ctx` the extension invokes with.
@@ -633,10 +727,15 @@ macro_rules! helpers {
             r5: u64,
             context: *const ::core::ffi::c_void,
         ) -> u64 {
+            // As for a helper without the implicit context, which is valid for the call too.
+            let function: for<'call> fn(
+                $(<$kind as $crate::HelperArgument<$ctx>>::Value<'call>,)*
+                &'call $ctx,
+            ) -> $ret = $function;
             let registers = [r1, r2, r3, r4, r5];
             let mut at = 0usize;
             let _ = (&registers, &mut at);
-            let result: $ret = $function(
+            let result: $ret = function(
                 $(
                     // SAFETY: as for a helper without the implicit context.
                     unsafe { <$kind as $crate::HelperArgument<$ctx>>::take(&registers, &mut at) },
@@ -653,7 +752,29 @@ macro_rules! helpers {
 
 #[cfg(test)]
 mod tests {
-    use super::{Memory, check_overlap};
+    use super::{BytesMut, Cells, CellsMut, HelperArgument, MapAndKey, Memory, check_overlap};
+
+    fn memory<K: HelperArgument<()>>() -> Memory {
+        K::MEMORY
+    }
+
+    #[test]
+    fn a_map_key_is_memory_that_cells_may_share() {
+        check_overlap(&[memory::<MapAndKey>(), memory::<CellsMut>()], true);
+        check_overlap(&[memory::<MapAndKey>(), memory::<Cells>()], false);
+    }
+
+    #[test]
+    #[should_panic(expected = "a helper with a BytesMut argument can take no other memory")]
+    fn a_map_key_beside_a_mutable_buffer_is_refused() {
+        check_overlap(&[memory::<MapAndKey>(), memory::<BytesMut>()], false);
+    }
+
+    #[test]
+    #[should_panic(expected = "must take its other memory arguments as Cells")]
+    fn a_map_key_beside_shared_bytes_is_refused() {
+        check_overlap(&[memory::<MapAndKey>(), Memory::Shared], false);
+    }
 
     #[test]
     fn a_mutable_context_beside_memory_arguments_is_accepted() {

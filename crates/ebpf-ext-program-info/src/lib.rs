@@ -324,11 +324,12 @@ pub use ebpf_ext_sys as __sys;
 #[doc(hidden)]
 pub use helpers::implicit_context as __implicit_context;
 pub use helpers::{
-    Anything, Bytes, BytesMut, Cells, Context, ContextMut, DontCare, HelperArgument, HelperReturn,
-    Map, MapAndKey, MapKey, MapValueOrNull, Memory, ProgramMap, argument_types, check_overlap,
+    Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextMut, DontCare, HelperArgument,
+    HelperReturn, Map, MapAndKey, MapKey, MapValueOrNull, Memory, ProgramMap, argument_types,
+    check_overlap,
 };
 pub use test_run::{
-    AnyBitPattern, PackedStrings, TestRun, TestRunContext, TestRunInput, TestRunOutput,
+    AnyBitPattern, NoPadding, PackedStrings, TestRun, TestRunContext, TestRunInput, TestRunOutput,
     test_run_functions,
 };
 
@@ -546,10 +547,66 @@ impl ProgramData {
     /// [`TestRun::create`] in a pool allocation tagged `R::TAG`, and hand it back to
     /// [`TestRun::destroy`] with the output buffers.
     ///
+    /// # Panics
+    /// At compile time if `R::Context` is smaller than the program type's context descriptor
+    /// says (programs and the verifier would access past it), or aligned to more than 64 bytes.
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_program_info::*;
+    /// # use ebpf_ext_pool::PoolTag;
+    /// # use ebpf_ext_sys::ebpf_result::ebpf_result_t;
+    /// #[repr(C)]
+    /// struct Ctx { data: *mut u8, end: *mut u8, value: u64 }
+    /// static CONTEXT: ContextDescriptor = ContextDescriptor::of::<Ctx>(Some(0), Some(8), None);
+    /// # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+    /// # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
+    /// struct Run;
+    /// impl TestRun for Run {
+    ///     type Context = [u64; 2]; // 16 bytes, for a 24-byte context
+    ///     const TAG: PoolTag = PoolTag::new(*b"Test");
+    ///     fn create(_: &TestRunInput<'_>) -> Result<(TestRunContext<[u64; 2]>, Self), ebpf_result_t> {
+    ///         Ok((TestRunContext::new([0; 2]), Run))
+    ///     }
+    ///     fn destroy(self, _: &mut TestRunContext<[u64; 2]>, _: &mut TestRunOutput) {}
+    /// }
+    /// static DATA: ProgramData = ProgramData::new(&INFO).with_test_run::<Run>();
+    /// ```
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_program_info::*;
+    /// # use ebpf_ext_pool::PoolTag;
+    /// # use ebpf_ext_sys::ebpf_result::ebpf_result_t;
+    /// # static CONTEXT: ContextDescriptor = ContextDescriptor::new(16, None, None, None);
+    /// # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+    /// # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
+    /// // Aligned to 128: the context would not follow its 64-byte header directly.
+    /// #[repr(C, align(128))]
+    /// struct Ctx { a: u64, b: u64 }
+    /// struct Run;
+    /// impl TestRun for Run {
+    ///     type Context = Ctx;
+    ///     const TAG: PoolTag = PoolTag::new(*b"Test");
+    ///     fn create(_: &TestRunInput<'_>) -> Result<(TestRunContext<Ctx>, Self), ebpf_result_t> {
+    ///         Err(0)
+    ///     }
+    ///     fn destroy(self, _: &mut TestRunContext<Ctx>, _: &mut TestRunOutput) {}
+    /// }
+    /// static DATA: ProgramData = ProgramData::new(&INFO).with_test_run::<Run>();
+    /// ```
+    ///
     /// # IRQL
     /// The core calls both at [`ProgramData::with_required_irql`]'s level.
     #[must_use]
     pub const fn with_test_run<R: TestRun>(self) -> Self {
+        // SAFETY: the descriptor pointer was made from a `&'static ProgramTypeDescriptor`.
+        let descriptor = unsafe { &*self.info().program_type_descriptor };
+        // SAFETY: made from a `&'static ContextDescriptor` in `ProgramTypeDescriptor::new`.
+        let context = unsafe { &*descriptor.context_descriptor };
+        // `ContextDescriptor::new` keeps the size between 16 and `i32::MAX`.
+        assert!(
+            size_of::<R::Context>() >= context.size.unsigned_abs() as usize,
+            "the test run's context type is smaller than the program type's context descriptor"
+        );
         let (create, destroy) = test_run_functions::<R>();
         self.with_context_functions(create, destroy)
     }

@@ -13,13 +13,14 @@
 //! [`ProgramData::with_test_run`]: crate::ProgramData::with_test_run
 
 use core::ffi::c_void;
+use core::marker::PhantomData;
 use core::mem::offset_of;
 use core::ops::Range;
 use core::ptr::{self, NonNull};
 use core::slice;
 
 use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
-use ebpf_ext_sys::ebpf_extension::EBPF_CONTEXT_HEADER;
+use ebpf_ext_sys::ebpf_extension::{EBPF_CONTEXT_HEADER, EBPF_CONTEXT_HEADER_SIZE};
 use ebpf_ext_sys::ebpf_program_types::{
     ebpf_program_context_create_t, ebpf_program_context_destroy_t,
 };
@@ -135,6 +136,117 @@ macro_rules! any_bit_pattern {
     };
 }
 
+/// A type whose every byte is initialised in every value (no padding), so a value can be
+/// copied to the caller's bytes ([`TestRunOutput::write_context`]) without handing out
+/// uninitialised memory (in the kernel: stale kernel data, to user mode).
+///
+/// Implement it for a struct with [`no_padding!`](crate::no_padding), which checks every field
+/// and the size.
+///
+/// # Safety
+/// No value of `Self` may have an uninitialised byte: no padding between or after fields, no
+/// `MaybeUninit`, no unions (integers, raw pointers, arrays and structs of them whose field
+/// sizes add up to the struct's size).
+pub unsafe trait NoPadding: Copy + 'static {}
+
+macro_rules! no_padding_primitives {
+    ($($t:ty),*) => {$(
+        // SAFETY: a primitive integer has no padding.
+        unsafe impl NoPadding for $t {}
+    )*};
+}
+no_padding_primitives!(
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
+);
+
+// SAFETY: a thin raw pointer is one initialised address-sized value.
+unsafe impl<T: 'static> NoPadding for *const T {}
+// SAFETY: as above.
+unsafe impl<T: 'static> NoPadding for *mut T {}
+// SAFETY: an array's elements lie back to back (an element's size is a multiple of its
+// alignment), so an array of values without padding has none.
+unsafe impl<T: NoPadding, const N: usize> NoPadding for [T; N] {}
+
+/// Implements [`NoPadding`] for a struct after checking that every field's type does and
+/// that the fields' sizes add up to the struct's (so no byte is padding, in whatever order
+/// the fields lie).
+///
+/// Either around the struct's definition, or, for a struct defined elsewhere,
+/// `no_padding!(Type { field: FieldType, … })` listing all its fields with their types (the
+/// list is matched as a pattern without `..`, so a missing field or a wrong type does not
+/// compile):
+///
+/// ```
+/// # use ebpf_ext_program_info::{no_padding, NoPadding};
+/// no_padding! {
+///     /// A context.
+///     #[repr(C)]
+///     #[derive(Clone, Copy)]
+///     pub struct Context { pub data_start: *mut u8, pub value: u32, pub reserved: u32 }
+/// }
+/// #[derive(Clone, Copy)]
+/// struct Pair { a: u32, b: [u8; 4] }
+/// no_padding!(Pair { a: u32, b: [u8; 4] });
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::no_padding;
+/// no_padding! {
+///     #[repr(C)]
+///     #[derive(Clone, Copy)]
+///     struct Padded { a: u16, b: u32 } // two bytes of padding after `a`
+/// }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::no_padding;
+/// #[repr(C)]
+/// #[derive(Clone, Copy)]
+/// struct Tail { a: u64, b: u8 } // seven bytes of padding at the end
+/// no_padding!(Tail { a: u64, b: u8 });
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::no_padding;
+/// #[repr(C)]
+/// #[derive(Clone, Copy)]
+/// struct Pair { a: u32, b: u16, c: u16 }
+/// no_padding!(Pair { a: u32, b: u32 }); // `c` left out, `b`'s type wrong
+/// ```
+#[macro_export]
+macro_rules! no_padding {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$field_meta:meta])* $field_vis:vis $field:ident : $field_ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $( $(#[$field_meta])* $field_vis $field: $field_ty ),*
+        }
+        $crate::no_padding!($name { $($field: $field_ty),* });
+    };
+    ($ty:ident { $($field:ident : $field_ty:ty),* $(,)? }) => {
+        const _: () = {
+            #[allow(dead_code, reason = "only type-checked")]
+            fn every_field_is_listed_with_its_type(value: &$ty) {
+                fn check<T: $crate::NoPadding>(_: &T) {}
+                let $ty { $($field),* } = value;
+                $( let _: &$field_ty = $field; check($field); )*
+            }
+            assert!(
+                0 $(+ ::core::mem::size_of::<$field_ty>())* == ::core::mem::size_of::<$ty>(),
+                "the struct has padding: name it as a field (a reserved one)"
+            );
+        };
+        // SAFETY: every field's type is `NoPadding` and the fields' sizes add up to the
+        // struct's (both checked just above, all fields named with their types), so no byte
+        // of a value is padding.
+        unsafe impl $crate::NoPadding for $ty {}
+    };
+}
+
 /// A test-run context as the core sees it: the 64-byte header the core owns (the
 /// `EBPF_CONTEXT_HEADER` in front of every program context), then what programs see.
 #[repr(C)]
@@ -148,8 +260,27 @@ pub struct TestRunContext<T> {
 }
 
 impl<T> TestRunContext<T> {
+    /// Where the program's context lies: right after the 64-byte header, where the core
+    /// expects the header to end (`EBPF_CONTEXT_HEADER_SIZE` before the context pointer).
+    ///
+    /// # Panics
+    /// At compile time if `T` is aligned to more than 64 bytes (the context would move away
+    /// from the header).
+    const CONTEXT_OFFSET: usize = {
+        let offset = offset_of!(TestRunContext<T>, context);
+        assert!(
+            offset == EBPF_CONTEXT_HEADER_SIZE,
+            "a test-run context must follow its 64-byte header directly (alignment above 64)"
+        );
+        offset
+    };
+
     /// A context with a zeroed header.
+    ///
+    /// # Panics
+    /// At compile time if `T` is aligned to more than 64 bytes.
     pub const fn new(context: T) -> Self {
+        let _ = Self::CONTEXT_OFFSET;
         TestRunContext {
             header: [0; 8],
             context,
@@ -191,27 +322,39 @@ pub trait TestRun: Sized + Send + 'static {
 }
 
 /// The caller's buffers at `context_create`.
+///
+/// # Invariants
+/// `data` is `None` or the core's `data_in` pointer, as the core passed it, and its non-zero
+/// size: readable and writable for that many bytes until `context_destroy`, not covered by any
+/// Rust reference but those [`TestRunInput::data`] lends for `'a`.
 #[derive(Debug)]
 pub struct TestRunInput<'a> {
-    data: Option<&'a [u8]>,
+    data: Option<(NonNull<u8>, usize)>,
     context: Option<&'a [u8]>,
+    _data: PhantomData<&'a [u8]>,
 }
 
 impl<'a> TestRunInput<'a> {
     /// The caller's `data_in`; `None` if NULL or empty.
     #[must_use]
     pub fn data(&self) -> Option<&'a [u8]> {
-        self.data
+        let (data, len) = self.data?;
+        // SAFETY: `len` readable bytes, written by no one during `context_create` ('a): the
+        // type's invariant.
+        Some(unsafe { slice::from_raw_parts(data.as_ptr(), len) })
     }
 
     /// The range a context's data pointers take to let programs work on the caller's
     /// `data_in` in place (no copy); `None` if NULL or empty. The core keeps the buffer
     /// until `context_destroy`, where [`TestRunOutput::copy_input_data`] copies it out.
+    ///
+    /// The pointers are the core's own (not derived from a shared slice), so programs may
+    /// write through them.
     #[must_use]
     pub fn data_range(&self) -> Option<Range<*mut u8>> {
-        self.data
-            .map(<[u8]>::as_ptr_range)
-            .map(|r| r.start.cast_mut()..r.end.cast_mut())
+        let (data, len) = self.data?;
+        let start = data.as_ptr();
+        Some(start..start.wrapping_add(len))
     }
 
     /// The caller's `ctx_in`; `None` if NULL or empty.
@@ -235,6 +378,11 @@ impl<'a> TestRunInput<'a> {
 ///
 /// Each write either fits (the size reported is what was written) or writes nothing (size
 /// 0), as upstream's extensions do.
+///
+/// # Invariants
+/// `data_out` and `context_out` are `None` or a buffer of the core writable for its capacity;
+/// `data_in` is `None` or the core's `data_in` pointer and size ([`TestRunInput`]); no Rust
+/// reference covers any of them.
 #[derive(Debug)]
 pub struct TestRunOutput {
     data_in: Option<(NonNull<u8>, usize)>,
@@ -246,17 +394,41 @@ pub struct TestRunOutput {
 
 impl TestRunOutput {
     /// Writes `value` to `ctx_out`; `false` (size 0) if there is no buffer or it is smaller.
-    pub fn write_context<T: Copy>(&mut self, value: &T) -> bool {
+    ///
+    /// `T` has no padding ([`NoPadding`]), so every byte written is one of `value`'s: a struct
+    /// with padding names it as a reserved field, which `create` fills from `ctx_in` to give
+    /// the caller back its own bytes there.
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_program_info::TestRunOutput;
+    /// // Three padding bytes after the flag: they would reach user mode uninitialised.
+    /// fn write(output: &mut TestRunOutput, context: &(u8, u32)) {
+    ///     output.write_context(context);
+    /// }
+    /// ```
+    pub fn write_context<T: NoPadding>(&mut self, value: &T) -> bool {
+        self.write_context_parts(&[bytes_of(value)])
+    }
+
+    /// Writes the run's header (64 bytes) and then its context to `ctx_out`, back to back;
+    /// `false` (size 0) if there is no buffer or it is smaller.
+    pub fn write_header_and_context<T: NoPadding>(&mut self, run: &TestRunContext<T>) -> bool {
+        self.write_context_parts(&[bytes_of(&run.header), bytes_of(&run.context)])
+    }
+
+    /// Writes `parts` back to back to `ctx_out`.
+    fn write_context_parts(&mut self, parts: &[&[u8]]) -> bool {
         self.context_written = 0;
-        match self.context_out {
-            Some((out, capacity)) if capacity >= size_of::<T>() => {
-                // SAFETY: `capacity` ≥ `size_of::<T>()` writable bytes (the core's contract
-                // for `ctx_out`), written unaligned; no Rust reference covers them.
-                unsafe { out.as_ptr().cast::<T>().write_unaligned(*value) };
-                self.context_written = size_of::<T>();
+        let Some((out, capacity)) = self.context_out else {
+            return false;
+        };
+        // SAFETY: `ctx_out`, writable for `capacity` bytes and not borrowed (the invariant).
+        match unsafe { write_parts(out, capacity, parts) } {
+            Some(len) => {
+                self.context_written = len;
                 true
             }
-            _ => false,
+            None => false,
         }
     }
 
@@ -285,16 +457,21 @@ impl TestRunOutput {
     }
 
     /// Writes `parts` back to back to `data_out` (strings packed as [`PackedStrings`] reads
-    /// them); `false` (size 0) if there is no buffer or it is smaller.
+    /// them); `false` (size 0) if there is no buffer or it is smaller, or the lengths add up
+    /// to more than `usize` holds.
     pub fn write_data_parts(&mut self, parts: &[&[u8]]) -> bool {
-        let len = parts.iter().map(|part| part.len()).sum();
-        self.write_data_with(len, |mut rest| {
-            for part in parts {
-                let (head, tail) = rest.split_at_mut(part.len());
-                head.copy_from_slice(part);
-                rest = tail;
+        self.data_written = 0;
+        let Some((out, capacity)) = self.data_out else {
+            return false;
+        };
+        // SAFETY: `data_out`, writable for `capacity` bytes and not borrowed (the invariant).
+        match unsafe { write_parts(out, capacity, parts) } {
+            Some(len) => {
+                self.data_written = len;
+                true
             }
-        })
+            None => false,
+        }
     }
 
     /// Copies the caller's `data_in`, as programs left it, to `data_out`; `false` (size 0) if
@@ -315,6 +492,39 @@ impl TestRunOutput {
     }
 }
 
+/// The bytes of `value`: all initialised, as `T` has no padding.
+fn bytes_of<T: NoPadding>(value: &T) -> &[u8] {
+    // SAFETY: `size_of::<T>()` bytes of a live `T`, every one initialised (`NoPadding`),
+    // borrowed as long as `value`.
+    unsafe { slice::from_raw_parts(ptr::from_ref(value).cast::<u8>(), size_of::<T>()) }
+}
+
+/// The sum of `lengths`; `None` if it overflows.
+fn total_len(lengths: impl IntoIterator<Item = usize>) -> Option<usize> {
+    lengths.into_iter().try_fold(0usize, usize::checked_add)
+}
+
+/// Copies `parts` back to back to the `capacity` bytes at `out`; their total length, or
+/// `None` (nothing written) if it overflows or exceeds `capacity`.
+///
+/// # Safety
+/// `out` is writable for `capacity` bytes and no Rust reference covers them (one of
+/// [`TestRunOutput`]'s buffers).
+unsafe fn write_parts(out: NonNull<u8>, capacity: usize, parts: &[&[u8]]) -> Option<usize> {
+    let len = total_len(parts.iter().map(|part| part.len()))?;
+    if len > capacity {
+        return None;
+    }
+    let mut at = 0;
+    for part in parts {
+        // SAFETY: `at + part.len()` ≤ `len` ≤ `capacity` writable bytes at `out` (the caller's
+        // precondition and the check above); `copy` would allow `part` to overlap them.
+        unsafe { ptr::copy(part.as_ptr(), out.as_ptr().wrapping_add(at), part.len()) };
+        at += part.len();
+    }
+    Some(len)
+}
+
 /// Strings a test-run context describes with `UNICODE_STRING`s while the caller packs their
 /// bytes back to back in `data_in` (ntosebpfext's process context): the run's copies, each in a
 /// pool buffer of its `MaximumLength` bytes.
@@ -328,33 +538,47 @@ impl<const N: usize> PackedStrings<N> {
     ///
     /// # Errors
     /// `EBPF_INVALID_ARGUMENT` if `data` is shorter than the `Length`s together or a `Length`
-    /// exceeds its `MaximumLength` (`strings` are then left as they were), `EBPF_NO_MEMORY`
-    /// if a copy cannot be allocated.
+    /// exceeds its `MaximumLength`, `EBPF_NO_MEMORY` if a copy cannot be allocated. On error
+    /// every `Buffer` of `strings` is NULL (none points at a copy, which is freed, nor at what
+    /// the caller put there) and their lengths are left as they were.
     pub fn copy_in(
         data: &[u8],
-        strings: [&mut UNICODE_STRING; N],
+        mut strings: [&mut UNICODE_STRING; N],
         tag: PoolTag,
     ) -> Result<Self, ebpf_result_t> {
-        let total: usize = strings.iter().map(|s| usize::from(s.Length)).sum();
-        if data.len() < total || strings.iter().any(|s| s.Length > s.MaximumLength) {
+        for string in &mut strings {
+            string.Buffer = ptr::null_mut();
+        }
+        let total = total_len(strings.iter().map(|s| usize::from(s.Length)));
+        if total.is_none_or(|total| data.len() < total)
+            || strings.iter().any(|s| s.Length > s.MaximumLength)
+        {
             return Err(EBPF_INVALID_ARGUMENT);
         }
+        // Every copy first, so that a failure leaves no string pointing at a freed one.
         let mut copies = [const { None }; N];
         let mut data = data;
-        for (string, slot) in strings.into_iter().zip(&mut copies) {
+        for (string, slot) in strings.iter().zip(&mut copies) {
             let len = usize::from(string.Length);
-            string.Buffer = ptr::null_mut();
             if len == 0 {
-                string.MaximumLength = 0;
                 continue;
             }
             let mut copy = PoolArray::try_new(usize::from(string.MaximumLength), tag)
                 .map_err(|_| EBPF_NO_MEMORY)?;
-            let (bytes, rest) = data.split_at(len);
-            copy[..len].copy_from_slice(bytes);
+            let (Some(bytes), Some(rest), Some(to)) =
+                (data.get(..len), data.get(len..), copy.get_mut(..len))
+            else {
+                return Err(EBPF_INVALID_ARGUMENT);
+            };
+            to.copy_from_slice(bytes);
             data = rest;
-            string.Buffer = copy.as_mut_ptr().cast();
             *slot = Some((copy, len));
+        }
+        for (string, slot) in strings.into_iter().zip(&mut copies) {
+            match slot {
+                Some((copy, _)) => string.Buffer = copy.as_mut_ptr().cast(),
+                None => string.MaximumLength = 0,
+            }
         }
         Ok(PackedStrings { copies })
     }
@@ -379,14 +603,23 @@ impl<const N: usize> PackedStrings<N> {
 /// The SDK's `context_create` and `context_destroy` for test runs through `R`, for program
 /// data built by hand (prefer [`ProgramData::with_test_run`](crate::ProgramData::with_test_run)).
 #[must_use]
+///
+/// # Panics
+/// At compile time if `R::Context` is aligned to more than 64 bytes (its header would not end
+/// where the context begins).
 pub const fn test_run_functions<R: TestRun>() -> (
     ebpf_program_context_create_t,
     ebpf_program_context_destroy_t,
 ) {
+    let _ = TestRunContext::<R::Context>::CONTEXT_OFFSET;
     (context_create::<R>, context_destroy::<R>)
 }
 
 /// What `context_create` allocates: the context (header first) and what the run owns.
+///
+/// # Invariants
+/// `data_in` is `None` or the core's `data_in` pointer as the core passed it (programs write
+/// through the context's copies of it) and its size, valid until `context_destroy`.
 #[repr(C)]
 struct Run<R: TestRun> {
     context: TestRunContext<R::Context>,
@@ -396,7 +629,7 @@ struct Run<R: TestRun> {
 
 /// Where the program's context lies in a [`Run`].
 const fn program_offset<R: TestRun>() -> usize {
-    offset_of!(Run<R>, context) + offset_of!(TestRunContext<R::Context>, context)
+    offset_of!(Run<R>, context) + TestRunContext::<R::Context>::CONTEXT_OFFSET
 }
 
 /// A slice over `size` bytes at `pointer`; `None` if NULL or empty.
@@ -409,6 +642,15 @@ unsafe fn input<'a>(pointer: *const u8, size: usize) -> Option<&'a [u8]> {
     }
     // SAFETY: the caller's precondition.
     Some(unsafe { slice::from_raw_parts(pointer, size) })
+}
+
+/// The core's `data_in` pointer (kept raw: programs write through it) and size; `None` if
+/// NULL or empty.
+fn raw_input(pointer: *const u8, size: usize) -> Option<(NonNull<u8>, usize)> {
+    match NonNull::new(pointer.cast_mut()) {
+        Some(pointer) if size > 0 => Some((pointer, size)),
+        _ => None,
+    }
 }
 
 /// `context_create` of a program type whose test runs are `R`.
@@ -428,18 +670,21 @@ pub(crate) unsafe extern "win64" fn context_create<R: TestRun>(
     };
     // SAFETY: a writable out slot (the caller's contract).
     unsafe { slot.write(ptr::null_mut()) };
+    // INVARIANT: the core's `data_in`, readable and writable for `data_size` bytes until
+    // `context_destroy` (the caller's contract), borrowed only through `TestRunInput::data`.
     let input = TestRunInput {
-        // SAFETY: NULL or `data_size` readable bytes, for this call (the caller's contract).
-        data: unsafe { input(data_in, data_size) },
-        // SAFETY: as above.
+        data: raw_input(data_in, data_size),
+        // SAFETY: NULL or `context_size` readable bytes, for this call (the caller's
+        // contract).
         context: unsafe { input(context_in, context_size) },
+        _data: PhantomData,
     };
     let (context, state) = match R::create(&input) {
         Ok(created) => created,
         Err(EBPF_SUCCESS) => return EBPF_FAILED,
         Err(error) => return error,
     };
-    let data_in = input.data.map(|d| (NonNull::from(d).cast::<u8>(), d.len()));
+    let data_in = input.data;
     let run = Run::<R> {
         context,
         data_in,
@@ -512,6 +757,8 @@ pub(crate) unsafe extern "win64" fn context_destroy<R: TestRun>(
         data_in,
         state,
     } = run;
+    // INVARIANT: the core's output buffers with their capacities (the caller's contract) and
+    // its `data_in` (kept from `context_create`); no reference covers them.
     let mut output = TestRunOutput {
         data_in,
         data_out: data_out_buffer,
@@ -527,5 +774,19 @@ pub(crate) unsafe extern "win64" fn context_destroy<R: TestRun>(
     if !context_size_out.is_null() {
         // SAFETY: as above.
         unsafe { context_size_out.write(output.context_written) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::total_len;
+
+    #[test]
+    fn lengths_that_overflow_have_no_total() {
+        assert_eq!(total_len([3, 4, 0]), Some(7));
+        assert_eq!(total_len([]), Some(0));
+        assert_eq!(total_len([usize::MAX, 0]), Some(usize::MAX));
+        assert_eq!(total_len([usize::MAX, 1]), None);
+        assert_eq!(total_len([usize::MAX / 2 + 1, usize::MAX / 2 + 1]), None);
     }
 }

@@ -11,6 +11,7 @@ use ebpf_ext_pool::{PoolArray, PoolTag};
 use ebpf_ext_program_info::{
     ContextDescriptor, PackedStrings, ProgramData, ProgramInfo, ProgramInfoProvider,
     ProgramTypeDescriptor, TestRun, TestRunContext, TestRunInput, TestRunOutput, any_bit_pattern,
+    no_padding,
 };
 use ebpf_ext_sys::ebpf_result::{
     EBPF_FAILED, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
@@ -43,6 +44,11 @@ any_bit_pattern!(EchoContext {
     data_start,
     data_end,
     value
+});
+no_padding!(EchoContext {
+    data_start: *mut u8,
+    data_end: *mut u8,
+    value: u64
 });
 
 /// A test run that copies the data (so a run owns an allocation of its own) and points the
@@ -83,7 +89,7 @@ impl TestRun for Echo {
     fn destroy(self, context: &mut TestRunContext<EchoContext>, output: &mut TestRunOutput) {
         assert_eq!(irql(), DISPATCH_LEVEL, "destroy runs at required_irql");
         context.context.value += 1;
-        output.write_context(context);
+        output.write_header_and_context(context);
         if let Some(copy) = &self.copy {
             output.write_data(copy);
         }
@@ -381,5 +387,42 @@ fn packed_strings_refuse_short_data_and_lengths_above_their_maximum_untouched() 
     kernel.inject(Fault::Allocation(2));
     let failed = PackedStrings::copy_in(b"abcdefXYZ!", [&mut a, &mut b], tag).err();
     assert_eq!(failed, Some(EBPF_NO_MEMORY), "the second copy");
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn packed_strings_leave_no_buffer_behind_when_they_fail() {
+    let kernel = Kernel::new();
+    let tag = PoolTag::new(*b"Pack");
+    // What a caller's ctx_in leaves in the buffers: garbage, never to be used.
+    let garbage = ptr::dangling_mut::<u16>();
+    let with_garbage = |length, maximum| UNICODE_STRING {
+        Buffer: garbage,
+        ..string(length, maximum)
+    };
+    for n in [1, 2, 3] {
+        let [mut a, mut empty, mut b, mut c] = [
+            with_garbage(6, 8),
+            with_garbage(0, 4),
+            with_garbage(3, 4),
+            with_garbage(1, 1),
+        ];
+        kernel.inject(Fault::Allocation(n));
+        let failed =
+            PackedStrings::copy_in(b"abcdefXYZ!", [&mut a, &mut empty, &mut b, &mut c], tag).err();
+        assert_eq!(failed, Some(EBPF_NO_MEMORY), "copy {n}");
+        assert!(
+            [&a, &empty, &b, &c].iter().all(|s| s.Buffer.is_null()),
+            "copy {n}: no string points at a freed copy or at the caller's garbage"
+        );
+        assert!(
+            kernel.pool_outstanding().is_empty(),
+            "copy {n}: the others freed"
+        );
+    }
+    let [mut a, mut long] = [with_garbage(6, 8), with_garbage(5, 4)];
+    let refused = PackedStrings::copy_in(b"abcdefXYZ!", [&mut a, &mut long], tag).err();
+    assert_eq!(refused, Some(EBPF_INVALID_ARGUMENT));
+    assert!(a.Buffer.is_null() && long.Buffer.is_null());
     kernel.assert_no_leaks();
 }

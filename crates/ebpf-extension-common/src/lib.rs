@@ -25,7 +25,7 @@
 pub use ebpf_ext_hook as hook;
 pub use ebpf_ext_pool as pool;
 pub use ebpf_ext_program_info as program_info;
-pub use ebpf_ext_program_info::{any_bit_pattern, helpers};
+pub use ebpf_ext_program_info::{any_bit_pattern, helpers, no_padding};
 pub use ebpf_ext_rundown as rundown;
 pub use ebpf_ext_sys as sys;
 pub use ebpf_ext_trace as trace;
@@ -45,10 +45,11 @@ pub mod prelude {
     };
     pub use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
     pub use ebpf_ext_program_info::{
-        AnyBitPattern, Anything, Bytes, BytesMut, Cells, Context, ContextDescriptor, ContextMut,
-        DontCare, HelperAddresses, HelperFunction, HelperPrototype, Map, MapAndKey, MapKey,
-        MapValueOrNull, PackedStrings, ProgramData, ProgramInfo, ProgramInfoProvider, ProgramMap,
-        ProgramTypeDescriptor, TestRun, TestRunContext, TestRunInput, TestRunOutput,
+        AnyBitPattern, Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextDescriptor,
+        ContextMut, DontCare, HelperAddresses, HelperFunction, HelperPrototype, Map, MapAndKey,
+        MapKey, MapValueOrNull, NoPadding, PackedStrings, ProgramData, ProgramInfo,
+        ProgramInfoProvider, ProgramMap, ProgramTypeDescriptor, TestRun, TestRunContext,
+        TestRunInput, TestRunOutput,
     };
     pub use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
     pub use ebpf_ext_sys::ntdef::GUID;
@@ -63,5 +64,5 @@ pub mod prelude {
     pub use crate::global::DriverGlobal;
     pub use crate::ioctl::{Call, Completion, Ioctl, Refusal, Request};
     pub use crate::irql::{RaisedIrql, Stopwatch, repeat};
-    pub use crate::{any_bit_pattern, driver_entry, helpers, ioctl, utf16, wire};
+    pub use crate::{any_bit_pattern, driver_entry, helpers, ioctl, no_padding, utf16, wire};
 }

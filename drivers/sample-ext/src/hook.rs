@@ -7,6 +7,8 @@
 //! parameterless one; upstream invokes the first program when the request has no parameter.
 //! The program's return value is only reported: the sample has no verdict.
 
+use core::cell::Cell;
+
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_ATTACH_TYPE_SAMPLE;
 use ebpf_extension_common::sys::ebpf_structs::{
@@ -141,7 +143,7 @@ driver_entry!(static DRIVER: SampleExt);
 
 /// What `sample_ext_helper_map_get_value` reads: the custom map's value for the key, copied
 /// to `out`; `None` if the map is not a sample map or has no such key.
-pub(crate) fn map_get_value(key: MapKey<'_>, out: &mut [u8]) -> Option<()> {
+pub(crate) fn map_get_value(key: MapKey<'_>, out: &[Cell<u8>]) -> Option<()> {
     let (_, stored) = DRIVER.get()?.maps.stored_value(key)?;
     copy_value(stored, out);
     Some(())

@@ -52,7 +52,7 @@ pub const HELPER_MAP_GET_VALUE: u32 = 0x1_0006;
 /// What the `bpf_get_current_pid_tgid` override returns (`SAMPLE_PID_TGID_VALUE`).
 pub const PID_TGID_VALUE: u64 = 9999;
 
-any_bit_pattern! {
+no_padding! {
     /// What a `sample` program sees (`sample_program_context_t`, 32 bytes).
     #[repr(C)]
     #[derive(Debug, Clone, Copy)]
@@ -65,15 +65,29 @@ any_bit_pattern! {
         pub uint32_data: u32,
         /// A 16-bit value.
         pub uint16_data: u16,
+        /// The two bytes C leaves as padding after `uint16_data`: named, so that a test run
+        /// gives `ctx_out` the bytes `ctx_in` had there (as upstream's `memcpy` does) rather
+        /// than uninitialised ones.
+        pub reserved: u16,
         /// What `sample_ebpf_extension_helper_implicit_1` returns.
         pub helper_data_1: u32,
         /// What `sample_ebpf_extension_helper_implicit_2` adds its argument to.
         pub helper_data_2: u32,
     }
 }
+any_bit_pattern!(SampleContext {
+    data_start,
+    data_end,
+    uint32_data,
+    uint16_data,
+    reserved,
+    helper_data_1,
+    helper_data_2
+});
 
 const _: () = assert!(size_of::<SampleContext>() == 32);
 const _: () = assert!(offset_of!(SampleContext, uint16_data) == 20);
+const _: () = assert!(offset_of!(SampleContext, reserved) == 22);
 const _: () = assert!(offset_of!(SampleContext, helper_data_1) == 24);
 const _: () = assert!(offset_of!(SampleContext, helper_data_2) == 28);
 
@@ -88,6 +102,7 @@ impl SampleContext {
             data_end: range.end,
             uint32_data: 0,
             uint16_data: 0,
+            reserved: 0,
             helper_data_1: 1,
             helper_data_2: 2,
         }
@@ -159,8 +174,9 @@ fn map_lookup_element(_: MapKey<'_>, _: &SampleContext) -> MapValueOrNull {
 }
 
 /// `sample_ext_helper_map_get_value(map, key, value, size)`: copies the value the custom
-/// map holds for `key`; 0, or -1 if `map` is not a custom map or has no such key.
-fn map_get_value(key: MapKey<'_>, out: &mut [u8], _: &SampleContext) -> u64 {
+/// map holds for `key`; 0, or -1 if `map` is not a custom map or has no such key. The output
+/// is cells: a program may pass its key buffer as the output too.
+fn map_get_value(key: MapKey<'_>, out: &[Cell<u8>], _: &SampleContext) -> u64 {
     if out.is_empty() {
         return u64::MAX;
     }
@@ -193,7 +209,7 @@ helpers! {
     HELPER_IMPLICIT_2, c"sample_ebpf_extension_helper_implicit_2" => helper_implicit_2(DontCare) with context;
     HELPER_MAP_LOOKUP_ELEMENT, c"sample_ext_helper_map_lookup_element" =>
         map_lookup_element(MapAndKey) with context -> MapValueOrNull;
-    HELPER_MAP_GET_VALUE, c"sample_ext_helper_map_get_value" => map_get_value(MapAndKey, BytesMut) with context;
+    HELPER_MAP_GET_VALUE, c"sample_ext_helper_map_get_value" => map_get_value(MapAndKey, CellsMut) with context;
 }
 
 helpers! {

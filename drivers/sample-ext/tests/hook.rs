@@ -80,7 +80,9 @@ fn context_create_and_destroy_at_their_edges() {
         .expect("DriverEntry");
     let client = ProgramInfoClient::attach(PROGRAM_TYPE).expect("program info");
     let data = b"Seattle".to_vec();
-    let context = context_in(9, 8, [1, 2]);
+    let mut context = context_in(9, 8, [1, 2]);
+    // The two bytes C leaves as padding after `uint16_data`: ctx_out has the caller's.
+    context[22..24].copy_from_slice(&[0xAB, 0xCD]);
     for bad in [
         Input::Null { size: 32 },
         Input::Bytes(&context[..31]),
@@ -100,7 +102,11 @@ fn context_create_and_destroy_at_their_edges() {
         (7, &b"Seattle"[..])
     );
     assert_eq!(out.context_size_out, 32);
-    assert_eq!(out.context[16..], context[16..]);
+    assert_eq!(
+        out.context[16..],
+        context[16..],
+        "the values and the padding"
+    );
     // Too little room: sizes 0.
     let created = client.create_context(&data, &context).expect("created");
     let out = created.destroy(6, 31).expect("destroyed");
