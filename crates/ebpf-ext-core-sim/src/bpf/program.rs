@@ -450,7 +450,8 @@ impl BpfProgram {
     /// at the provider's `required_irql`, the provider's `context_create` over a copy of
     /// `data_in` (which the program may change in place) and `context_in` (each passed as
     /// NULL when empty), the runs, stopping at the first that fails, then
-    /// `context_destroy` with `data_out` and `ctx_out` capacities of the inputs' sizes.
+    /// `context_destroy` with `data_out` and `ctx_out` capacities of the inputs' sizes
+    /// ([`BpfProgram::test_run_with_room`] lets the caller give `data_out` more).
     ///
     /// # Errors
     /// [`BpfError::TestRun`] if `context_create` fails (with its `ebpf_result_t`) or the
@@ -465,6 +466,26 @@ impl BpfProgram {
         data_in: &[u8],
         context_in: &[u8],
         repeat: u32,
+    ) -> Result<TestRun, BpfError> {
+        self.test_run_with_room(client, data_in, context_in, repeat, data_in.len())
+    }
+
+    /// [`BpfProgram::test_run`] with a `data_out` capacity of `data_out_room` bytes: the
+    /// core gives `context_destroy` the rest of the caller's reply buffer for `data_out`
+    /// (and `ctx_out` the size of `ctx_in`), so a provider may return more data than came in.
+    ///
+    /// # Errors
+    /// As [`BpfProgram::test_run`].
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn test_run_with_room(
+        &self,
+        client: &ProgramInfoClient,
+        data_in: &[u8],
+        context_in: &[u8],
+        repeat: u32,
+        data_out_room: usize,
     ) -> Result<TestRun, BpfError> {
         if client.program_type() != self.info.program_type {
             return Err(BpfError::TestRun(format!(
@@ -498,7 +519,7 @@ impl BpfProgram {
                 }
             }
             let output = context
-                .destroy(data_in.len(), context_in.len())
+                .destroy(data_out_room, context_in.len())
                 .map_err(|e| BpfError::TestRun(e.to_string()))?;
             #[expect(
                 clippy::cast_possible_truncation,
