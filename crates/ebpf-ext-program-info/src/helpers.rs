@@ -47,6 +47,24 @@ pub unsafe trait HelperArgument<C: 'static> {
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a>;
 }
 
+/// The register at `*at`, advancing `*at` past it.
+fn next(registers: &[u64; 5], at: &mut usize) -> u64 {
+    let value = registers[*at];
+    *at += 1;
+    value
+}
+
+/// A memory argument, the two registers at `*at` (address, then size), advancing `*at` past
+/// them: `None` for a NULL address or a size beyond `usize`, which every memory kind receives
+/// as an empty slice.
+fn next_memory(registers: &[u64; 5], at: &mut usize) -> Option<(u64, usize)> {
+    let (address, size) = (next(registers, at), next(registers, at));
+    usize::try_from(size)
+        .ok()
+        .filter(|_| address != 0)
+        .map(|size| (address, size))
+}
+
 /// The program's context (`PTR_TO_CTX`), received as `&C`.
 #[derive(Debug)]
 pub enum Context {}
@@ -58,8 +76,7 @@ unsafe impl<C: 'static> HelperArgument<C> for Context {
     const MEMORY: Memory = Memory::Context;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        let pointer = registers[*at] as *const C;
-        *at += 1;
+        let pointer = next(registers, at) as *const C;
         // SAFETY: the verifier passes this program's context, which is a live `C` for the call
         // (the caller's contract).
         unsafe { &*pointer }
@@ -100,8 +117,7 @@ unsafe impl<C: 'static> HelperArgument<C> for ContextMut {
     const MEMORY: Memory = Memory::ContextMut;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        let pointer = registers[*at] as *mut C;
-        *at += 1;
+        let pointer = next(registers, at) as *mut C;
         // SAFETY: the verifier passes this program's context, a live `C` for the call (the
         // caller's contract), not otherwise accessed during it (see the impl).
         unsafe { &mut *pointer }
@@ -122,16 +138,15 @@ unsafe impl<C: 'static> HelperArgument<C> for Bytes {
     const MEMORY: Memory = Memory::Shared;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        let (pointer, size) = (registers[*at] as *const u8, registers[*at + 1]);
-        *at += 2;
-        match usize::try_from(size) {
-            Ok(size) if !pointer.is_null() => {
+        match next_memory(registers, at) {
+            Some((pointer, size)) => {
+                let pointer = pointer as *const u8;
                 // SAFETY: the verifier guarantees `size` readable bytes at `pointer` for the
                 // call (none when 0: a non-NULL `u8` pointer is then a valid empty slice, which
                 // keeps the program's address).
                 unsafe { slice::from_raw_parts(pointer, size) }
             }
-            _ => &[],
+            None => &[],
         }
     }
 }
@@ -151,16 +166,15 @@ unsafe impl<C: 'static> HelperArgument<C> for BytesMut {
     const MEMORY: Memory = Memory::Unique;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        let (pointer, size) = (registers[*at] as *mut u8, registers[*at + 1]);
-        *at += 2;
-        match usize::try_from(size) {
-            Ok(size) if !pointer.is_null() => {
+        match next_memory(registers, at) {
+            Some((pointer, size)) => {
+                let pointer = pointer as *mut u8;
                 // SAFETY: the verifier guarantees `size` writable bytes at `pointer` (program
                 // stack or map memory, not aliased by the context) for the call; a non-NULL
                 // `u8` pointer with size 0 is a valid empty slice.
                 unsafe { slice::from_raw_parts_mut(pointer, size) }
             }
-            _ => &mut [],
+            None => &mut [],
         }
     }
 }
@@ -175,9 +189,7 @@ unsafe impl<C: 'static> HelperArgument<C> for Anything {
     type Value<'a> = u64;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        let value = registers[*at];
-        *at += 1;
-        value
+        next(registers, at)
     }
 }
 
@@ -193,9 +205,7 @@ unsafe impl<C: 'static> HelperArgument<C> for DontCare {
     type Value<'a> = u64;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        let value = registers[*at];
-        *at += 1;
-        value
+        next(registers, at)
     }
 }
 
@@ -217,15 +227,14 @@ unsafe impl<C: 'static> HelperArgument<C> for Cells {
     const MEMORY: Memory = Memory::Cells;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        let (pointer, size) = (registers[*at] as *const Cell<u8>, registers[*at + 1]);
-        *at += 2;
-        match usize::try_from(size) {
-            Ok(size) if !pointer.is_null() => {
+        match next_memory(registers, at) {
+            Some((pointer, size)) => {
+                let pointer = pointer as *const Cell<u8>;
                 // SAFETY: the verifier guarantees `size` bytes at `pointer` for the call;
                 // `Cell` allows the writes and any overlap with other `Cell` arguments.
                 unsafe { slice::from_raw_parts(pointer, size) }
             }
-            _ => &[],
+            None => &[],
         }
     }
 }
@@ -257,15 +266,14 @@ unsafe impl<C: 'static> HelperArgument<C> for CellsMut {
     const MEMORY: Memory = Memory::Cells;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        let (pointer, size) = (registers[*at] as *const Cell<u8>, registers[*at + 1]);
-        *at += 2;
-        match usize::try_from(size) {
-            Ok(size) if !pointer.is_null() => {
+        match next_memory(registers, at) {
+            Some((pointer, size)) => {
+                let pointer = pointer as *const Cell<u8>;
                 // SAFETY: the verifier guarantees `size` writable bytes at `pointer` for the
                 // call; `Cell` allows the writes and any overlap with other `Cell` arguments.
                 unsafe { slice::from_raw_parts(pointer, size) }
             }
-            _ => &[],
+            None => &[],
         }
     }
 }
@@ -342,8 +350,7 @@ unsafe impl<C: 'static> HelperArgument<C> for Map {
     type Value<'a> = ProgramMap<'a>;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        let map = registers[*at] as *const c_void;
-        *at += 1;
+        let map = next(registers, at) as *const c_void;
         // INVARIANT: a verified `PTR_TO_MAP` argument, alive for the call (the caller's
         // contract).
         ProgramMap {
@@ -374,10 +381,9 @@ unsafe impl<C: 'static> HelperArgument<C> for MapAndKey {
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
         let (map, key) = (
-            registers[*at] as *const c_void,
-            registers[*at + 1] as *const u8,
+            next(registers, at) as *const c_void,
+            next(registers, at) as *const u8,
         );
-        *at += 2;
         // SAFETY: verified `PTR_TO_MAP` and `PTR_TO_MAP_KEY` arguments, alive for the call
         // (the caller's contract).
         unsafe { MapKey::from_raw(map, key) }
