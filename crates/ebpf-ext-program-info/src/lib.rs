@@ -329,8 +329,8 @@ pub use helpers::{
     check_overlap,
 };
 pub use test_run::{
-    AnyBitPattern, NoPadding, PackedStrings, TestRun, TestRunContext, TestRunInput, TestRunOutput,
-    test_run_functions,
+    AnyBitPattern, CountedString, NoPadding, PackedStrings, TestRun, TestRunContext, TestRunInput,
+    TestRunOutput, test_run_functions,
 };
 
 /// The eBPF helper calling shape: five 64-bit arguments, a 64-bit result, kernel convention.

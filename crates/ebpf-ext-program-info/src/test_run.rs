@@ -141,13 +141,15 @@ macro_rules! any_bit_pattern {
 /// uninitialised memory (in the kernel: stale kernel data, to user mode).
 ///
 /// Implement it for a struct with [`no_padding!`](crate::no_padding), which checks every field
-/// and the size.
+/// and the size, and implements [`AnyBitPattern`] too: a type made only of integers and raw
+/// pointers, with no padding, accepts every bit pattern, so it can be read from the caller's
+/// bytes as well.
 ///
 /// # Safety
 /// No value of `Self` may have an uninitialised byte: no padding between or after fields, no
 /// `MaybeUninit`, no unions (integers, raw pointers, arrays and structs of them whose field
 /// sizes add up to the struct's size).
-pub unsafe trait NoPadding: Copy + 'static {}
+pub unsafe trait NoPadding: AnyBitPattern {}
 
 macro_rules! no_padding_primitives {
     ($($t:ty),*) => {$(
@@ -167,9 +169,9 @@ unsafe impl<T: 'static> NoPadding for *mut T {}
 // alignment), so an array of values without padding has none.
 unsafe impl<T: NoPadding, const N: usize> NoPadding for [T; N] {}
 
-/// Implements [`NoPadding`] for a struct after checking that every field's type does and
-/// that the fields' sizes add up to the struct's (so no byte is padding, in whatever order
-/// the fields lie).
+/// Implements [`NoPadding`] (and [`AnyBitPattern`]) for a struct after checking that every
+/// field's type is `NoPadding` and that the fields' sizes add up to the struct's (so no byte
+/// is padding, in whatever order the fields lie).
 ///
 /// Either around the struct's definition, or, for a struct defined elsewhere,
 /// `no_padding!(Type { field: FieldType, … })` listing all its fields with their types (the
@@ -244,6 +246,9 @@ macro_rules! no_padding {
         // struct's (both checked just above, all fields named with their types), so no byte
         // of a value is padding.
         unsafe impl $crate::NoPadding for $ty {}
+        // SAFETY: every field's type is `NoPadding`, so `AnyBitPattern` (its supertrait), and
+        // there is no padding: every bit pattern of the struct is a valid value.
+        unsafe impl $crate::AnyBitPattern for $ty {}
     };
 }
 
@@ -525,33 +530,91 @@ unsafe fn write_parts(out: NonNull<u8>, capacity: usize, parts: &[&[u8]]) -> Opt
     Some(len)
 }
 
-/// Strings a test-run context describes with `UNICODE_STRING`s while the caller packs their
-/// bytes back to back in `data_in` (ntosebpfext's process context): the run's copies, each in a
-/// pool buffer of its `MaximumLength` bytes.
+no_padding! {
+    /// A `UNICODE_STRING` in a context the caller's bytes fill: the same 16 bytes, with the
+    /// four C leaves as padding after `MaximumLength` named (`reserved`), so that a test run's
+    /// `ctx_out` gives back the bytes `ctx_in` had there (as a byte copy does) and the context
+    /// can be written with [`TestRunOutput::write_context`].
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct CountedString {
+        /// `Length`: bytes in use.
+        pub length: u16,
+        /// `MaximumLength`: bytes the buffer holds.
+        pub maximum_length: u16,
+        /// The padding bytes, kept as they came.
+        pub reserved: u32,
+        /// `Buffer`.
+        pub buffer: *mut u16,
+    }
+}
+
+const _: () = assert!(
+    size_of::<CountedString>() == size_of::<UNICODE_STRING>()
+        && offset_of!(CountedString, buffer) == offset_of!(UNICODE_STRING, Buffer),
+    "CountedString has UNICODE_STRING's 64-bit layout"
+);
+
+impl CountedString {
+    /// No string: lengths 0, `buffer` NULL.
+    pub const EMPTY: CountedString = CountedString {
+        length: 0,
+        maximum_length: 0,
+        reserved: 0,
+        buffer: ptr::null_mut(),
+    };
+
+    /// Takes `string`'s lengths and buffer, keeping `reserved`.
+    pub fn set(&mut self, string: &UNICODE_STRING) {
+        (self.length, self.maximum_length, self.buffer) =
+            (string.Length, string.MaximumLength, string.Buffer);
+    }
+
+    /// The same lengths and `reserved` bytes, `buffer` NULL: what a test run hands back.
+    #[must_use]
+    pub const fn without_buffer(self) -> CountedString {
+        CountedString {
+            buffer: ptr::null_mut(),
+            ..self
+        }
+    }
+}
+
+impl From<UNICODE_STRING> for CountedString {
+    fn from(string: UNICODE_STRING) -> Self {
+        let mut counted = CountedString::EMPTY;
+        counted.set(&string);
+        counted
+    }
+}
+
+/// Strings a test-run context describes with `UNICODE_STRING`s ([`CountedString`]s) while the
+/// caller packs their bytes back to back in `data_in` (ntosebpfext's process context): the
+/// run's copies, each in a pool buffer of its `MaximumLength` bytes.
 pub struct PackedStrings<const N: usize> {
     copies: [Option<(PoolArray<u8>, usize)>; N],
 }
 
 impl<const N: usize> PackedStrings<N> {
     /// Copies the strings packed in `data`, in the order of `strings`, and points each of
-    /// `strings` at its copy (an empty one: `Buffer` NULL, `MaximumLength` 0).
+    /// `strings` at its copy (an empty one: `buffer` NULL, `maximum_length` 0).
     ///
     /// # Errors
     /// `EBPF_INVALID_ARGUMENT` if `data` is shorter than the `Length`s together or a `Length`
     /// exceeds its `MaximumLength`, `EBPF_NO_MEMORY` if a copy cannot be allocated. On error
-    /// every `Buffer` of `strings` is NULL (none points at a copy, which is freed, nor at what
+    /// every `buffer` of `strings` is NULL (none points at a copy, which is freed, nor at what
     /// the caller put there) and their lengths are left as they were.
     pub fn copy_in(
         data: &[u8],
-        mut strings: [&mut UNICODE_STRING; N],
+        mut strings: [&mut CountedString; N],
         tag: PoolTag,
     ) -> Result<Self, ebpf_result_t> {
         for string in &mut strings {
-            string.Buffer = ptr::null_mut();
+            string.buffer = ptr::null_mut();
         }
-        let total = total_len(strings.iter().map(|s| usize::from(s.Length)));
+        let total = total_len(strings.iter().map(|s| usize::from(s.length)));
         if total.is_none_or(|total| data.len() < total)
-            || strings.iter().any(|s| s.Length > s.MaximumLength)
+            || strings.iter().any(|s| s.length > s.maximum_length)
         {
             return Err(EBPF_INVALID_ARGUMENT);
         }
@@ -559,11 +622,11 @@ impl<const N: usize> PackedStrings<N> {
         let mut copies = [const { None }; N];
         let mut data = data;
         for (string, slot) in strings.iter().zip(&mut copies) {
-            let len = usize::from(string.Length);
+            let len = usize::from(string.length);
             if len == 0 {
                 continue;
             }
-            let mut copy = PoolArray::try_new(usize::from(string.MaximumLength), tag)
+            let mut copy = PoolArray::try_new(usize::from(string.maximum_length), tag)
                 .map_err(|_| EBPF_NO_MEMORY)?;
             let (Some(bytes), Some(rest), Some(to)) =
                 (data.get(..len), data.get(len..), copy.get_mut(..len))
@@ -576,8 +639,8 @@ impl<const N: usize> PackedStrings<N> {
         }
         for (string, slot) in strings.into_iter().zip(&mut copies) {
             match slot {
-                Some((copy, _)) => string.Buffer = copy.as_mut_ptr().cast(),
-                None => string.MaximumLength = 0,
+                Some((copy, _)) => string.buffer = copy.as_mut_ptr().cast(),
+                None => string.maximum_length = 0,
             }
         }
         Ok(PackedStrings { copies })

@@ -9,9 +9,8 @@ use core::ptr;
 use ebpf_ext_core_sim::{Input, ProgramInfoClient};
 use ebpf_ext_pool::{PoolArray, PoolTag};
 use ebpf_ext_program_info::{
-    ContextDescriptor, PackedStrings, ProgramData, ProgramInfo, ProgramInfoProvider,
-    ProgramTypeDescriptor, TestRun, TestRunContext, TestRunInput, TestRunOutput, any_bit_pattern,
-    no_padding,
+    ContextDescriptor, CountedString, PackedStrings, ProgramData, ProgramInfo, ProgramInfoProvider,
+    ProgramTypeDescriptor, TestRun, TestRunContext, TestRunInput, TestRunOutput, no_padding,
 };
 use ebpf_ext_sys::ebpf_result::{
     EBPF_FAILED, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
@@ -40,11 +39,6 @@ struct EchoContext {
     data_end: *mut u8,
     value: u64,
 }
-any_bit_pattern!(EchoContext {
-    data_start,
-    data_end,
-    value
-});
 no_padding!(EchoContext {
     data_start: *mut u8,
     data_end: *mut u8,
@@ -324,11 +318,11 @@ fn the_trampolines_refuse_what_the_core_never_passes() {
     setup.end();
 }
 
-fn string(length: u16, maximum: u16) -> UNICODE_STRING {
-    UNICODE_STRING {
-        Length: length,
-        MaximumLength: maximum,
-        Buffer: ptr::null_mut(),
+fn string(length: u16, maximum: u16) -> CountedString {
+    CountedString {
+        length,
+        maximum_length: maximum,
+        ..CountedString::EMPTY
     }
 }
 
@@ -345,10 +339,10 @@ fn packed_strings_are_copied_into_buffers_of_their_maximum_length() {
         (&b"abcdef"[..], &b""[..], &b"XYZ!"[..])
     );
     assert_eq!(
-        (a.MaximumLength, empty.MaximumLength, b.MaximumLength),
+        (a.maximum_length, empty.maximum_length, b.maximum_length),
         (8, 0, 4)
     );
-    assert!(empty.Buffer.is_null() && !a.Buffer.is_null());
+    assert!(empty.buffer.is_null() && !a.buffer.is_null());
     assert_eq!(kernel.allocation_count(), 2, "none for the empty string");
     let (taken, length) = copies.take(0).expect("a's copy");
     assert_eq!(
@@ -358,7 +352,7 @@ fn packed_strings_are_copied_into_buffers_of_their_maximum_length() {
             taken.as_ptr().cast_mut().cast(),
             copies.get(0)
         ),
-        (8, 6, a.Buffer, &b""[..])
+        (8, 6, a.buffer, &b""[..])
     );
     assert!(copies.take(0).is_none() && copies.take(1).is_none() && copies.take(9).is_none());
     drop((taken, copies));
@@ -380,7 +374,7 @@ fn packed_strings_refuse_short_data_and_lengths_above_their_maximum_untouched() 
         "Length above MaximumLength"
     );
     assert_eq!(
-        (a.MaximumLength, b.MaximumLength, long.MaximumLength),
+        (a.maximum_length, b.maximum_length, long.maximum_length),
         (8, 4, 4)
     );
     assert_eq!(kernel.allocation_count(), 0);
@@ -396,8 +390,8 @@ fn packed_strings_leave_no_buffer_behind_when_they_fail() {
     let tag = PoolTag::new(*b"Pack");
     // What a caller's ctx_in leaves in the buffers: garbage, never to be used.
     let garbage = ptr::dangling_mut::<u16>();
-    let with_garbage = |length, maximum| UNICODE_STRING {
-        Buffer: garbage,
+    let with_garbage = |length, maximum| CountedString {
+        buffer: garbage,
         ..string(length, maximum)
     };
     for n in [1, 2, 3] {
@@ -412,7 +406,7 @@ fn packed_strings_leave_no_buffer_behind_when_they_fail() {
             PackedStrings::copy_in(b"abcdefXYZ!", [&mut a, &mut empty, &mut b, &mut c], tag).err();
         assert_eq!(failed, Some(EBPF_NO_MEMORY), "copy {n}");
         assert!(
-            [&a, &empty, &b, &c].iter().all(|s| s.Buffer.is_null()),
+            [&a, &empty, &b, &c].iter().all(|s| s.buffer.is_null()),
             "copy {n}: no string points at a freed copy or at the caller's garbage"
         );
         assert!(
@@ -423,6 +417,53 @@ fn packed_strings_leave_no_buffer_behind_when_they_fail() {
     let [mut a, mut long] = [with_garbage(6, 8), with_garbage(5, 4)];
     let refused = PackedStrings::copy_in(b"abcdefXYZ!", [&mut a, &mut long], tag).err();
     assert_eq!(refused, Some(EBPF_INVALID_ARGUMENT));
-    assert!(a.Buffer.is_null() && long.Buffer.is_null());
+    assert!(a.buffer.is_null() && long.buffer.is_null());
     kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_counted_string_is_a_unicode_string_whose_padding_bytes_are_kept() {
+    assert_eq!(
+        (
+            size_of::<CountedString>(),
+            offset_of!(CountedString, buffer)
+        ),
+        (
+            size_of::<UNICODE_STRING>(),
+            offset_of!(UNICODE_STRING, Buffer)
+        )
+    );
+    let mut units = [0u16; 4];
+    let kernel_string = UNICODE_STRING {
+        Length: 6,
+        MaximumLength: 8,
+        Buffer: units.as_mut_ptr(),
+    };
+    let mut counted = CountedString {
+        reserved: 0x2164_6170,
+        ..CountedString::EMPTY
+    };
+    counted.set(&kernel_string);
+    assert_eq!(
+        (counted.length, counted.maximum_length, counted.buffer),
+        (6, 8, units.as_mut_ptr())
+    );
+    assert_eq!(counted.reserved, 0x2164_6170, "set keeps the padding bytes");
+    let handed_back = counted.without_buffer();
+    assert!(handed_back.buffer.is_null());
+    assert_eq!(
+        (
+            handed_back.length,
+            handed_back.maximum_length,
+            handed_back.reserved
+        ),
+        (6, 8, 0x2164_6170)
+    );
+    assert_eq!(
+        CountedString::from(kernel_string),
+        CountedString {
+            reserved: 0,
+            ..counted
+        }
+    );
 }

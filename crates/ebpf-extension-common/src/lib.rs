@@ -46,8 +46,8 @@ pub mod prelude {
     pub use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
     pub use ebpf_ext_program_info::{
         AnyBitPattern, Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextDescriptor,
-        ContextMut, DontCare, HelperAddresses, HelperFunction, HelperPrototype, Map, MapAndKey,
-        MapKey, MapValueOrNull, NoPadding, PackedStrings, ProgramData, ProgramInfo,
+        ContextMut, CountedString, DontCare, HelperAddresses, HelperFunction, HelperPrototype, Map,
+        MapAndKey, MapKey, MapValueOrNull, NoPadding, PackedStrings, ProgramData, ProgramInfo,
         ProgramInfoProvider, ProgramMap, ProgramTypeDescriptor, TestRun, TestRunContext,
         TestRunInput, TestRunOutput,
     };

@@ -75,15 +75,6 @@ no_padding! {
         pub helper_data_2: u32,
     }
 }
-any_bit_pattern!(SampleContext {
-    data_start,
-    data_end,
-    uint32_data,
-    uint16_data,
-    reserved,
-    helper_data_1,
-    helper_data_2
-});
 
 const _: () = assert!(size_of::<SampleContext>() == 32);
 const _: () = assert!(offset_of!(SampleContext, uint16_data) == 20);

@@ -730,8 +730,8 @@ fn identity_logger(
             text(&name, name_len),
             if notify.process.is_null() { "NULL" } else { "set" },
             if notify.create_info.is_null() { "NULL" } else { "set" },
-            notify.command_line.Length,
-            notify.command_line.MaximumLength,
+            notify.command_line.length,
+            notify.command_line.maximum_length,
         ));
         Ok(0)
     }

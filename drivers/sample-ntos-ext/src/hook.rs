@@ -2,13 +2,11 @@
 //! attach and removed on the last detach, the deny-on-failure verdict, and the driver that
 //! starts it.
 
-use core::ptr;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::{self, AccountNames, ProcessEvent, ProcessNotify};
 use ebpf_extension_common::sys::ebpf_structs::{BPF_LINK_TYPE_UNSPEC, bpf_attach_type_t};
-use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 use ebpf_extension_common::trace::{trace_message, trace_message_status, trace_message_u32};
 
 use crate::program::{
@@ -120,15 +118,12 @@ impl ProcessNotify for SampleProcess {
         };
         let command = event.command_line().unwrap_or(&[]);
         let (creating_process_id, creating_thread_id) = event.creating_ids();
-        let none = UNICODE_STRING {
-            Length: 0,
-            MaximumLength: 0,
-            Buffer: ptr::null_mut(),
-        };
-        // A copy of the kernel's string (NULL, with NULL command pointers, when there is
+        // A copy of the kernel's string (empty, with NULL command pointers, when there is
         // none); the buffer is the kernel's.
-        let command_line = event.command_line_string().copied().unwrap_or(none);
-        let start = command_line.Buffer.cast::<u8>();
+        let command_line = event
+            .command_line_string()
+            .map_or(CountedString::EMPTY, |s| (*s).into());
+        let start = command_line.buffer.cast::<u8>();
         let mut token_sid = [0; TOKEN_SID_MAX_SIZE];
         let token_sid_size = if event.is_creation() {
             event.token_user_sid(&mut token_sid).unwrap_or(0)
@@ -159,10 +154,13 @@ impl ProcessNotify for SampleProcess {
             process: event.process(),
             create_info: event.create_info(),
             command_line,
-            image_file_name: event.image_file_name().copied().unwrap_or(none),
-            account_name: none,
-            account_domain: none,
+            image_file_name: event
+                .image_file_name()
+                .map_or(CountedString::EMPTY, |s| (*s).into()),
+            account_name: CountedString::EMPTY,
+            account_domain: CountedString::EMPTY,
             account_lookup_done: 0,
+            reserved: [0; 7],
         };
         // The account helpers resolve into the inline buffers, or pool buffers freed with
         // the context.

@@ -9,7 +9,6 @@ use core::slice;
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::AccountNames;
-use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 use ebpf_extension_common::sys::wdm::PASSIVE_LEVEL;
 use ebpf_extension_common::trace::trace_message_status;
 
@@ -34,7 +33,7 @@ pub const TOKEN_SID_MAX_SIZE: usize = 68;
 /// Size of the test-run context (`process_notify_context_t`, its 64-byte header included).
 pub const NOTIFY_CONTEXT_SIZE: usize = size_of::<ProgramContext<NotifyContext>>();
 
-any_bit_pattern! {
+no_padding! {
     /// What a `process` program sees: ntosebpfext's `process_md_t` (144 bytes).
     #[repr(C)]
     #[derive(Debug, Clone, Copy)]
@@ -66,7 +65,7 @@ any_bit_pattern! {
     }
 }
 
-any_bit_pattern! {
+no_padding! {
     /// The notify routine's context (`process_notify_context_t` after its header): the program's
     /// view first, then what only helpers read.
     #[repr(C)]
@@ -79,15 +78,17 @@ any_bit_pattern! {
         /// The `PPS_CREATE_NOTIFY_INFO` (NULL in test runs).
         pub create_info: *mut c_void,
         /// The command line.
-        pub command_line: UNICODE_STRING,
+        pub command_line: CountedString,
         /// The image file name.
-        pub image_file_name: UNICODE_STRING,
+        pub image_file_name: CountedString,
         /// The account name: [`Notification::accounts`]' string, copied after each change.
-        pub account_name: UNICODE_STRING,
+        pub account_name: CountedString,
         /// The account domain, likewise.
-        pub account_domain: UNICODE_STRING,
+        pub account_domain: CountedString,
         /// Whether the account strings are final (test runs may supply them).
         pub account_lookup_done: u8,
+        /// The bytes C leaves as padding at the end: named, so `ctx_out` echoes `ctx_in`'s.
+        pub reserved: [u8; 7],
     }
 }
 
@@ -119,29 +120,22 @@ fn copy_bytes(source: &[u8], out: &mut [u8]) -> u64 {
 
 fn get_image_path(notification: &Notification, out: &mut [u8]) -> u64 {
     let image = &notification.notify.image_file_name;
-    if image.Buffer.is_null() {
+    if image.buffer.is_null() {
         // Only ever with Length 0: the notify routine and test runs set no other.
         return copy_bytes(&[], out);
     }
     // SAFETY: the image name holds `Length` readable bytes while programs run: the kernel's
     // string (notify routine) or the test run's copy, which the context does not outlive.
-    let bytes = unsafe { slice::from_raw_parts(image.Buffer.cast(), usize::from(image.Length)) };
+    let bytes = unsafe { slice::from_raw_parts(image.buffer.cast(), usize::from(image.length)) };
     copy_bytes(bytes, out)
 }
 
 impl Notification {
-    /// Copies the account strings' state into the context's fields (upstream's layout), so
-    /// they point at the current buffers. Field by field: a test run's `ctx_out` echoes the
-    /// caller's padding bytes.
+    /// Points the context's account strings (upstream's layout) at the current buffers.
     pub(crate) fn sync_accounts(&mut self) {
-        let fields = [
-            &mut self.notify.account_name,
-            &mut self.notify.account_domain,
-        ];
-        for (field, string) in fields.into_iter().zip(self.accounts.strings()) {
-            (field.Length, field.MaximumLength, field.Buffer) =
-                (string.Length, string.MaximumLength, string.Buffer);
-        }
+        let [name, domain] = self.accounts.strings();
+        self.notify.account_name.set(&name);
+        self.notify.account_domain.set(&domain);
         self.notify.account_lookup_done = u8::from(self.accounts.looked_up());
     }
 }

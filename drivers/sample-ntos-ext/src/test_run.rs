@@ -1,121 +1,26 @@
 //! Test runs (`bpf_prog_test_run`) of the `process` program type: the context is the caller's
 //! whole `process_notify_context_t` (its header included, as ntosebpfext copies it) with the
 //! four strings packed in `data_in` copied into buffers of the run's own; afterwards both go
-//! back out, the pointers cleared.
+//! back out, the pointers cleared. The context has no padding (its padding bytes are named
+//! fields), so `ctx_out` gives back every byte of `ctx_in` the run did not change.
 
-use core::mem::offset_of;
 use core::ptr;
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::AccountNames;
-use ebpf_extension_common::sys::ebpf_extension::EBPF_CONTEXT_HEADER_SIZE;
 use ebpf_extension_common::sys::ebpf_result::{EBPF_INVALID_ARGUMENT, ebpf_result_t};
-use ebpf_extension_common::sys::ntdef::UNICODE_STRING;
 
 use crate::hook::TAG;
-use crate::program::{NOTIFY_CONTEXT_SIZE, Notification, NotifyContext, ProcessContext};
+use crate::program::{NOTIFY_CONTEXT_SIZE, Notification, NotifyContext};
 
 const _: () = assert!(size_of::<TestRunContext<NotifyContext>>() == NOTIFY_CONTEXT_SIZE);
 
 /// A test run's copies of the strings its context points to (the account strings' copies
-/// handed to the context's [`AccountNames`]), and the caller's `ctx_in` as it came: `ctx_out`
-/// is those bytes with the fields the run changed written over them, so every padding byte
-/// is the caller's, as in upstream's byte copy (a typed copy would leave them unspecified:
-/// kernel memory going out to the caller).
-pub(crate) struct ProcessTestRun(PackedStrings<4>, [u8; NOTIFY_CONTEXT_SIZE]);
+/// handed to the context's [`AccountNames`]).
+pub(crate) struct ProcessTestRun(PackedStrings<4>);
 
-/// Writes `bytes` at `offset` of `out`.
-fn put(out: &mut [u8], offset: usize, bytes: &[u8]) {
-    out[offset..offset + bytes.len()].copy_from_slice(bytes);
-}
-
-/// `context` as `ctx_out` bytes: the caller's `ctx_in` with the header, what programs see,
-/// the string lengths (pointers cleared) and the lookup flag written over it.
-fn context_out(
-    mut out: [u8; NOTIFY_CONTEXT_SIZE],
-    header: &[u64; 8],
-    notify: &NotifyContext,
-) -> [u8; NOTIFY_CONTEXT_SIZE] {
-    for (slot, value) in header.iter().enumerate() {
-        put(&mut out, slot * 8, &value.to_ne_bytes());
-    }
-    let p = &notify.public;
-    let at = |field: usize| EBPF_CONTEXT_HEADER_SIZE + field;
-    put(&mut out, at(offset_of!(NotifyContext, public)), &[0; 16]);
-    for (offset, value) in [
-        (offset_of!(ProcessContext, process_id), p.process_id),
-        (
-            offset_of!(ProcessContext, parent_process_id),
-            p.parent_process_id,
-        ),
-        (
-            offset_of!(ProcessContext, creating_process_id),
-            p.creating_process_id,
-        ),
-        (
-            offset_of!(ProcessContext, creating_thread_id),
-            p.creating_thread_id,
-        ),
-        (offset_of!(ProcessContext, creation_time), p.creation_time),
-        (offset_of!(ProcessContext, exit_time), p.exit_time),
-    ] {
-        put(&mut out, at(offset), &value.to_ne_bytes());
-    }
-    for (offset, value) in [
-        (
-            offset_of!(ProcessContext, process_exit_code),
-            p.process_exit_code,
-        ),
-        (offset_of!(ProcessContext, operation), p.operation),
-        (offset_of!(ProcessContext, token_sid_size), p.token_sid_size),
-    ] {
-        put(&mut out, at(offset), &value.to_ne_bytes());
-    }
-    put(
-        &mut out,
-        at(offset_of!(ProcessContext, token_sid)),
-        &p.token_sid,
-    );
-    put(&mut out, at(offset_of!(NotifyContext, process)), &[0; 16]);
-    for (offset, string) in [
-        (
-            offset_of!(NotifyContext, command_line),
-            &notify.command_line,
-        ),
-        (
-            offset_of!(NotifyContext, image_file_name),
-            &notify.image_file_name,
-        ),
-        (
-            offset_of!(NotifyContext, account_name),
-            &notify.account_name,
-        ),
-        (
-            offset_of!(NotifyContext, account_domain),
-            &notify.account_domain,
-        ),
-    ] {
-        put(&mut out, at(offset), &string.Length.to_ne_bytes());
-        put(
-            &mut out,
-            at(offset) + 2,
-            &string.MaximumLength.to_ne_bytes(),
-        );
-        put(
-            &mut out,
-            at(offset + offset_of!(UNICODE_STRING, Buffer)),
-            &[0; 8],
-        );
-    }
-    put(
-        &mut out,
-        at(offset_of!(NotifyContext, account_lookup_done)),
-        &[notify.account_lookup_done],
-    );
-    out
-}
-
-fn strings(context: &mut NotifyContext) -> [&mut UNICODE_STRING; 4] {
+/// The context's strings, in the order `data_in` packs them.
+fn strings(context: &mut NotifyContext) -> [&mut CountedString; 4] {
     [
         &mut context.command_line,
         &mut context.image_file_name,
@@ -134,16 +39,15 @@ impl TestRun for ProcessTestRun {
         input: &TestRunInput<'_>,
     ) -> Result<(TestRunContext<Notification>, Self), ebpf_result_t> {
         let run: TestRunContext<NotifyContext> = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
-        let caller: [u8; NOTIFY_CONTEXT_SIZE] = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
         let data = input.data().ok_or(EBPF_INVALID_ARGUMENT)?;
         let mut notify = run.context;
         let mut copies = PackedStrings::copy_in(data, strings(&mut notify), TAG)?;
-        let command = &notify.command_line;
-        notify.public.command_start = command.Buffer.cast();
+        let command = notify.command_line;
+        notify.public.command_start = command.buffer.cast();
         notify.public.command_end = command
-            .Buffer
+            .buffer
             .cast::<u8>()
-            .wrapping_add(command.Length.into());
+            .wrapping_add(command.length.into());
         (notify.process, notify.create_info) = (ptr::null_mut(), ptr::null_mut());
         let done = notify.account_lookup_done != 0;
         let accounts = AccountNames::supplied(copies.take(2), copies.take(3), done, TAG);
@@ -153,7 +57,7 @@ impl TestRun for ProcessTestRun {
             header: run.header,
             context: notification,
         };
-        Ok((context, ProcessTestRun(copies, caller)))
+        Ok((context, ProcessTestRun(copies)))
     }
 
     /// The strings packed into `data_out` (the account ones as the run left them), then the
@@ -167,7 +71,18 @@ impl TestRun for ProcessTestRun {
             accounts.domain().unwrap_or(&[]),
         ]);
         run.context.sync_accounts();
-        output.write_context(&context_out(self.1, &run.header, &run.context.notify));
+        let mut out = TestRunContext {
+            header: run.header,
+            context: run.context.notify,
+        };
+        let notify = &mut out.context;
+        let null = ptr::null_mut();
+        (notify.public.command_start, notify.public.command_end) = (null, null);
+        (notify.process, notify.create_info) = (null.cast(), null.cast());
+        for string in strings(notify) {
+            *string = string.without_buffer();
+        }
+        output.write_header_and_context(&out);
     }
 }
 
