@@ -756,6 +756,98 @@ macro_rules! helpers {
     }};
 }
 
+/// Declares a program type's whole [`ProgramData`](crate::ProgramData) in one `static`: its
+/// context descriptor, program-type descriptor, helpers (through [`helpers!`]), optional
+/// global-helper overrides, and any further [`ProgramData`](crate::ProgramData) settings as
+/// builder calls; then [`ProgramData::checked`](crate::ProgramData::checked).
+///
+/// ```text
+/// program_type! {
+///     /// docs
+///     pub static NAME = c"type name", PROGRAM_TYPE_GUID, BPF_PROG_TYPE;
+///     context ContextType, data data_start..data_end;   // `, data …` optional
+///     helpers { <helpers! lines> }                       // or helpers<HelperContext> { … }
+///     global helpers { <helpers! lines> }                // optional
+///     .with_test_run::<Run>() .with_required_irql(DISPATCH_LEVEL)   // optional
+/// }
+/// ```
+///
+/// Helpers receive `ContextType`, or `HelperContext` where the extension runs programs with a
+/// larger context that begins with what programs see (the descriptor's size stays
+/// `ContextType`'s). The program type is not privileged and its context has no metadata
+/// pointer; for those, build the statics by hand.
+///
+/// ```
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { data_start: *mut u8, data_end: *mut u8, value: u32 }
+/// fn value(context: &Ctx) -> u64 { u64::from(context.value) }
+/// fn pid() -> u64 { 7 }
+/// program_type! {
+///     /// The program data.
+///     pub static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Ctx, data data_start..data_end;
+///     helpers { 0x10000, c"example_value" => value(Context); }
+///     global helpers { 19, c"bpf_get_current_pid_tgid" => pid(); }
+///     .with_required_irql(2)
+/// }
+/// let info = unsafe { &*DATA.raw().program_info };
+/// let context = unsafe { &*(*info.program_type_descriptor).context_descriptor };
+/// assert_eq!((context.size, context.data, context.end, context.meta), (24, 0, 8, -1));
+/// assert_eq!(
+///     (info.count_of_program_type_specific_helpers, info.count_of_global_helpers),
+///     (1, 1)
+/// );
+/// assert_eq!(DATA.raw().required_irql, 2);
+/// ```
+#[macro_export]
+macro_rules! program_type {
+    (
+        $(#[$meta:meta])*
+        $vis:vis static $name:ident = $type_name:literal, $guid:expr, $bpf_prog_type:expr;
+        context $ctx:ty $(, data $start:ident .. $end:ident)?;
+        helpers $(<$helper_ctx:ty>)? { $($helpers:tt)+ }
+        $(global helpers { $($globals:tt)+ })?
+        $(. $method:ident $(::<$generic:ty>)? ( $($argument:expr),* $(,)? ))*
+    ) => {
+        $(#[$meta])*
+        $vis static $name: $crate::ProgramData = {
+            static CONTEXT: $crate::ContextDescriptor = $crate::ContextDescriptor::of::<$ctx>(
+                $crate::program_type!(@offset $ctx $(, $start)?),
+                $crate::program_type!(@offset $ctx $(, $end)?),
+                ::core::option::Option::None,
+            );
+            static DESCRIPTOR: $crate::ProgramTypeDescriptor =
+                $crate::ProgramTypeDescriptor::new($type_name, &CONTEXT, $guid, $bpf_prog_type, false);
+            type HelperContext = $crate::program_type!(@helper_context $ctx $(, $helper_ctx)?);
+            $crate::helpers! { context HelperContext; static HELPERS; static ADDRESSES; $($helpers)+ }
+            $(
+                $crate::helpers! {
+                    context HelperContext; static GLOBAL_HELPERS; static GLOBAL_ADDRESSES; $($globals)+
+                }
+            )?
+            static INFO: $crate::ProgramInfo = $crate::ProgramInfo::new(
+                &DESCRIPTOR,
+                &HELPERS,
+                $crate::program_type!(@global_prototypes $([$($globals)+])?),
+            );
+            $crate::ProgramData::new(&INFO)
+                .with_helpers(&ADDRESSES)
+                $(.with_global_helpers($crate::program_type!(@global_addresses [$($globals)+])))?
+                $(.$method $(::<$generic>)? ($($argument),*))*
+                .checked()
+        };
+    };
+    (@helper_context $ctx:ty) => { $ctx };
+    (@helper_context $ctx:ty, $helper_ctx:ty) => { $helper_ctx };
+    (@offset $ctx:ty) => { ::core::option::Option::None };
+    (@offset $ctx:ty, $field:ident) => {
+        ::core::option::Option::Some(::core::mem::offset_of!($ctx, $field))
+    };
+    (@global_prototypes) => { &[] };
+    (@global_prototypes [$($globals:tt)+]) => { &GLOBAL_HELPERS };
+    (@global_addresses [$($globals:tt)+]) => { &GLOBAL_ADDRESSES };
+}
+
 #[cfg(test)]
 mod tests {
     use super::{BytesMut, Cells, CellsMut, HelperArgument, MapAndKey, Memory, check_overlap};

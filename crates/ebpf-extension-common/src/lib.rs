@@ -25,7 +25,7 @@
 pub use ebpf_ext_hook as hook;
 pub use ebpf_ext_pool as pool;
 pub use ebpf_ext_program_info as program_info;
-pub use ebpf_ext_program_info::{any_bit_pattern, helpers, no_padding};
+pub use ebpf_ext_program_info::{any_bit_pattern, helpers, no_padding, program_type};
 pub use ebpf_ext_rundown as rundown;
 pub use ebpf_ext_sys as sys;
 pub use ebpf_ext_trace as trace;
@@ -64,5 +64,7 @@ pub mod prelude {
     pub use crate::global::DriverGlobal;
     pub use crate::ioctl::{Call, Completion, Ioctl, Refusal, Request};
     pub use crate::irql::{RaisedIrql, Stopwatch, repeat};
-    pub use crate::{any_bit_pattern, driver_entry, helpers, ioctl, no_padding, utf16, wire};
+    pub use crate::{
+        any_bit_pattern, driver_entry, helpers, ioctl, no_padding, program_type, utf16, wire,
+    };
 }

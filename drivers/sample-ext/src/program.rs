@@ -187,32 +187,6 @@ fn redirect_map(_: ProgramMap<'_>, _: u64, _: u64) -> u64 {
     1
 }
 
-helpers! {
-    context SampleContext;
-    /// The type-specific helpers' prototypes.
-    static HELPERS;
-    /// Their addresses.
-    static ADDRESSES;
-    HELPER_FUNCTION1, c"sample_ebpf_extension_helper_function1" => helper_function1(Context);
-    HELPER_FIND, c"sample_ebpf_extension_find" => find(Bytes, Bytes);
-    HELPER_REPLACE, c"sample_ebpf_extension_replace" => replace(Cells, Anything, Cells);
-    HELPER_IMPLICIT_1, c"sample_ebpf_extension_helper_implicit_1" => helper_implicit_1() with context;
-    HELPER_IMPLICIT_2, c"sample_ebpf_extension_helper_implicit_2" => helper_implicit_2(DontCare) with context;
-    HELPER_MAP_LOOKUP_ELEMENT, c"sample_ext_helper_map_lookup_element" =>
-        map_lookup_element(MapAndKey) with context -> MapValueOrNull;
-    HELPER_MAP_GET_VALUE, c"sample_ext_helper_map_get_value" => map_get_value(MapAndKey, CellsMut) with context;
-}
-
-helpers! {
-    context SampleContext;
-    /// The global-helper overrides' prototypes.
-    static GLOBAL_HELPERS;
-    /// Their addresses.
-    static GLOBAL_ADDRESSES;
-    19, c"bpf_get_current_pid_tgid" => get_current_pid_tgid();
-    35, c"bpf_redirect_map" => redirect_map(Map, Anything, Anything);
-}
-
 /// Test runs (`bpf_prog_test_run`): the context copied from the first 32 bytes of `ctx_in`,
 /// over `data_in` (not copied: programs edit the caller's buffer in place); both come back
 /// where the capacities allow.
@@ -239,20 +213,25 @@ impl TestRun for SampleTestRun {
     }
 }
 
-static CONTEXT: ContextDescriptor = ContextDescriptor::of::<SampleContext>(
-    Some(offset_of!(SampleContext, data_start)),
-    Some(offset_of!(SampleContext, data_end)),
-    None,
-);
-static DESCRIPTOR: ProgramTypeDescriptor =
-    ProgramTypeDescriptor::new(c"sample", &CONTEXT, PROGRAM_TYPE, BPF_PROG_TYPE, false);
-static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &GLOBAL_HELPERS);
-
-/// The program data the program-information provider publishes: both address tables,
-/// the test-run context functions, and `required_irql` DISPATCH_LEVEL.
-pub static PROGRAM_DATA: ProgramData = ProgramData::new(&INFO)
-    .with_helpers(&ADDRESSES)
-    .with_global_helpers(&GLOBAL_ADDRESSES)
+program_type! {
+    /// The program data the program-information provider publishes: both address tables,
+    /// the test-run context functions, and `required_irql` DISPATCH_LEVEL.
+    pub static PROGRAM_DATA = c"sample", PROGRAM_TYPE, BPF_PROG_TYPE;
+    context SampleContext, data data_start..data_end;
+    helpers {
+        HELPER_FUNCTION1, c"sample_ebpf_extension_helper_function1" => helper_function1(Context);
+        HELPER_FIND, c"sample_ebpf_extension_find" => find(Bytes, Bytes);
+        HELPER_REPLACE, c"sample_ebpf_extension_replace" => replace(Cells, Anything, Cells);
+        HELPER_IMPLICIT_1, c"sample_ebpf_extension_helper_implicit_1" => helper_implicit_1() with context;
+        HELPER_IMPLICIT_2, c"sample_ebpf_extension_helper_implicit_2" => helper_implicit_2(DontCare) with context;
+        HELPER_MAP_LOOKUP_ELEMENT, c"sample_ext_helper_map_lookup_element" =>
+            map_lookup_element(MapAndKey) with context -> MapValueOrNull;
+        HELPER_MAP_GET_VALUE, c"sample_ext_helper_map_get_value" => map_get_value(MapAndKey, CellsMut) with context;
+    }
+    global helpers {
+        19, c"bpf_get_current_pid_tgid" => get_current_pid_tgid();
+        35, c"bpf_redirect_map" => redirect_map(Map, Anything, Anything);
+    }
     .with_test_run::<SampleTestRun>()
     .with_required_irql(DISPATCH_LEVEL)
-    .checked();
+}

@@ -1,8 +1,6 @@
 //! The `sample_net` program type: context layout, helpers and the program data the SDK
 //! publishes.
 
-use core::mem::offset_of;
-
 use ebpf_extension_common::prelude::*;
 
 /// Program type GUID of `sample_net`.
@@ -73,23 +71,12 @@ pub fn internet_checksum(bytes: &[u8]) -> u16 {
     !folded
 }
 
-static CONTEXT: ContextDescriptor = ContextDescriptor::of::<PacketContext>(
-    Some(offset_of!(PacketContext, data_start)),
-    Some(offset_of!(PacketContext, data_end)),
-    None,
-);
-static DESCRIPTOR: ProgramTypeDescriptor =
-    ProgramTypeDescriptor::new(c"sample_net", &CONTEXT, PROGRAM_TYPE, BPF_PROG_TYPE, false);
-helpers! {
-    context PacketContext;
-    /// The helpers' prototypes.
-    static HELPERS;
-    /// Their addresses, in the same order.
-    static ADDRESSES;
-    HELPER_GET_INTERFACE_ID, c"sample_net_get_interface_id" => get_interface_id(Context);
-    HELPER_CHECKSUM, c"sample_net_checksum" => checksum(Bytes);
+program_type! {
+    /// The program data the program-information provider publishes.
+    pub static PROGRAM_DATA = c"sample_net", PROGRAM_TYPE, BPF_PROG_TYPE;
+    context PacketContext, data data_start..data_end;
+    helpers {
+        HELPER_GET_INTERFACE_ID, c"sample_net_get_interface_id" => get_interface_id(Context);
+        HELPER_CHECKSUM, c"sample_net_checksum" => checksum(Bytes);
+    }
 }
-static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
-
-/// The program data the program-information provider publishes.
-pub static PROGRAM_DATA: ProgramData = ProgramData::new(&INFO).with_helpers(&ADDRESSES).checked();

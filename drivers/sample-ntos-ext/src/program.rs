@@ -4,7 +4,7 @@
 //! for test runs (`bpf_prog_test_run`).
 
 use core::ffi::c_void;
-use core::mem::{offset_of, size_of};
+use core::mem::size_of;
 use core::slice;
 
 use ebpf_extension_common::prelude::*;
@@ -174,28 +174,15 @@ fn get_account_domain(notification: &mut Notification, out: &mut [u8]) -> u64 {
     account(notification, true, out)
 }
 
-static CONTEXT: ContextDescriptor = ContextDescriptor::of::<ProcessContext>(
-    Some(offset_of!(ProcessContext, command_start)),
-    Some(offset_of!(ProcessContext, command_end)),
-    None,
-);
-static DESCRIPTOR: ProgramTypeDescriptor =
-    ProgramTypeDescriptor::new(c"process", &CONTEXT, PROGRAM_TYPE, BPF_PROG_TYPE, false);
-helpers! {
-    context Notification;
-    /// The helpers' prototypes.
-    static HELPERS;
-    /// Their addresses.
-    static ADDRESSES;
-    HELPER_GET_IMAGE_PATH, c"bpf_process_get_image_path" => get_image_path(Context, BytesMut);
-    HELPER_GET_ACCOUNT_NAME, c"bpf_process_get_account_name" => get_account_name(ContextMut, BytesMut);
-    HELPER_GET_ACCOUNT_DOMAIN, c"bpf_process_get_account_domain" => get_account_domain(ContextMut, BytesMut);
-}
-static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
-
-/// The program data the program-information provider publishes.
-pub static PROGRAM_DATA: ProgramData = ProgramData::new(&INFO)
-    .with_helpers(&ADDRESSES)
+program_type! {
+    /// The program data the program-information provider publishes.
+    pub static PROGRAM_DATA = c"process", PROGRAM_TYPE, BPF_PROG_TYPE;
+    context ProcessContext, data command_start..command_end;
+    helpers<Notification> {
+        HELPER_GET_IMAGE_PATH, c"bpf_process_get_image_path" => get_image_path(Context, BytesMut);
+        HELPER_GET_ACCOUNT_NAME, c"bpf_process_get_account_name" => get_account_name(ContextMut, BytesMut);
+        HELPER_GET_ACCOUNT_DOMAIN, c"bpf_process_get_account_domain" => get_account_domain(ContextMut, BytesMut);
+    }
     .with_test_run::<test_run::ProcessTestRun>()
     .with_required_irql(PASSIVE_LEVEL)
-    .checked();
+}
