@@ -1,10 +1,15 @@
 //! Attach and detach: what the hook NPI provider does when NMR attaches or detaches a link.
 //!
 //! Attach validates what the client presented, applies the attach policy and the hook's
-//! capacity, asks the extension, and publishes the new client — each step a `?`, each refusal
-//! traced once with its status. Detach marks the client, and a [`WorkItem`] later removes it
-//! from the published set, waits until no invocation can reach it, calls on-detach and
-//! completes the detach.
+//! capacity, asks the extension (its first-attach callback too when no program is attached),
+//! and publishes and counts the new client — each step a `?`, each refusal traced once with
+//! its status, a refusal after the first-attach callback undone by the last-detach one.
+//! Detach marks the client, and a [`WorkItem`] later removes it from the published set, waits
+//! until no invocation can reach it, calls on-detach, counts it out (calling last-detach when
+//! it was the last) and completes the detach.
+//!
+//! Every extension callback and every change of the count runs under the provider's writer
+//! lock, so the count the first-attach decision reads is the one the last detach leaves.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,7 +21,7 @@ use ebpf_ext_sys::ntstatus::{
 
 use crate::client::{Attached, Client, live};
 use crate::config::{AttachRequest, HookExtension};
-use crate::provider::HookState;
+use crate::provider::{HookState, WriterGuard};
 use crate::validate::validate;
 use crate::work_item::{Work, WorkItem};
 
@@ -31,14 +36,61 @@ fn refuse(reason: &'static str, status: NTSTATUS) -> NTSTATUS {
     status
 }
 
+/// An attach admitted by the extension's first-attach decision and not yet published.
+///
+/// Dropped before [`Admission::complete`] (the attach is refused), it undoes a first-attach
+/// callback with the last-detach one. It borrows the writer guard, so it is created, completed
+/// and dropped while the writer lock is held.
+struct Admission<'a, 'w, E: HookExtension> {
+    state: &'a HookState<E>,
+    writer: &'a WriterGuard<'w, E>,
+    /// Whether this attach called on-first-attach and must undo it if refused.
+    undo_first: bool,
+}
+
+impl<'a, 'w, E: HookExtension> Admission<'a, 'w, E> {
+    /// Calls the extension's on-first-attach if no program is attached.
+    fn begin(state: &'a HookState<E>, writer: &'a WriterGuard<'w, E>) -> Result<Self, NTSTATUS> {
+        let first = writer.attached() == 0;
+        if first {
+            state.extension.on_first_attach().map_err(|_| {
+                refuse(
+                    "first attach refused by the extension",
+                    STATUS_ACCESS_DENIED,
+                )
+            })?;
+        }
+        Ok(Admission {
+            state,
+            writer,
+            undo_first: first,
+        })
+    }
+
+    /// The attach succeeded: counts it, and keeps what on-first-attach did.
+    fn complete(mut self) {
+        self.writer.count_attach();
+        self.undo_first = false;
+    }
+}
+
+impl<E: HookExtension> Drop for Admission<'_, '_, E> {
+    fn drop(&mut self) {
+        if self.undo_first {
+            self.state.extension.on_last_detach();
+        }
+    }
+}
+
 /// `ProviderAttachClient` for one hook.
 ///
 /// # IRQL
 /// PASSIVE_LEVEL.
 ///
 /// # Locking
-/// Takes the writer lock for the policy check, the extension's on-attach and the publish, so
-/// that they see and change one consistent set of clients.
+/// Takes the writer lock for the policy check, the extension's on-first-attach and
+/// on-attach, the publish and the count, so that they see and change one consistent set of
+/// clients; a refusal's undo (on-detach, then on-last-detach) runs under it too.
 pub(crate) fn attach<E: HookExtension>(
     state: &HookState<E>,
     client: &AttachingClient<'_>,
@@ -78,6 +130,7 @@ pub(crate) fn attach<E: HookExtension>(
             STATUS_INSUFFICIENT_RESOURCES,
         ));
     }
+    let admission = Admission::begin(state, &writer)?;
     let data = state
         .extension
         .on_attach(&request, &Attached { entries: current })
@@ -98,13 +151,15 @@ pub(crate) fn attach<E: HookExtension>(
         })
         .map_err(|refused| {
             // The extension accepted this attach: undo its side before refusing (the work
-            // item frees itself with `refused`).
+            // item frees itself with `refused`; `admission`, dropped after this, calls
+            // on-last-detach if this attach was the first).
             state.extension.on_detach(&refused.data);
             refuse(
                 "could not allocate the client",
                 STATUS_INSUFFICIENT_RESOURCES,
             )
         })?;
+    admission.complete();
     writer.republish(Some(&bound));
     Ok(bound)
 }
@@ -127,15 +182,20 @@ impl<E: HookExtension> Work for Client<E> {
     }
 
     /// Removes the client from the published set, waits out the invocations that may still
-    /// reach it, calls on-detach, and completes the detach.
+    /// reach it, calls on-detach, counts the client out (and calls on-last-detach if it was
+    /// the last attached), and completes the detach.
     fn run(&self) {
         let state = self.provider();
         {
             let writer = state.lock_writer();
             // After this returns, no invocation can reach this client.
             writer.republish(None);
-            // Under the writer lock, as on-attach: the two callbacks never overlap.
+            // Under the writer lock, as on-attach: the callbacks never overlap, and an attach
+            // sees the count only before or after both of these.
             state.extension.on_detach(&self.data);
+            if writer.count_detach() {
+                state.extension.on_last_detach();
+            }
         }
         // SAFETY: `detach` returned Pending for this binding, and this is its one completion.
         // The client is not touched afterwards: NMR may clean it up at once.

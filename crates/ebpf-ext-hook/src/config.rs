@@ -76,11 +76,51 @@ pub struct AttachRequest<P> {
 }
 
 /// The extension's side of a hook: its callbacks and data.
+///
+/// The provider calls the callbacks one at a time, at PASSIVE_LEVEL under its writer lock,
+/// in this order for each program: [`on_first_attach`](HookExtension::on_first_attach) when
+/// no program is attached, [`on_attach`](HookExtension::on_attach), then once the program is
+/// detached [`on_detach`](HookExtension::on_detach), and
+/// [`on_last_detach`](HookExtension::on_last_detach) when it was the last one attached.
+///
+/// The first-attach and last-detach pair suits a kernel callback that should be registered
+/// only while programs are attached, such as a process notify routine:
+///
+/// ```ignore
+/// impl HookExtension for ProcessHook {
+///     // ...
+///     fn on_first_attach(&self) -> Result<()> {
+///         process::add::<ProcessHook>()
+///     }
+///
+///     fn on_last_detach(&self) {
+///         let _ = process::remove::<ProcessHook>();
+///     }
+/// }
+/// ```
+///
+/// Dropping the [`HookProvider`](crate::HookProvider) detaches every program, so a callback
+/// added on the first attach is removed before the provider is gone.
 pub trait HookExtension: Send + Sync + Sized + 'static {
     /// Attach parameter type (`()` for none).
     type Parameter: AttachParameter;
     /// Data the extension keeps per attached program.
     type ClientData: Send + Sync + 'static;
+
+    /// Called when a program attaches while none is attached, before
+    /// [`HookExtension::on_attach`], at PASSIVE_LEVEL under the provider's writer lock. An
+    /// error refuses the attach with `STATUS_ACCESS_DENIED`, and `on_attach` is not called.
+    ///
+    /// A program counts as attached from the moment its `on_attach` succeeds until its
+    /// `on_detach` has run; a program being detached still counts until then. If the attach
+    /// is refused after this returned `Ok` (by `on_attach`, or because the provider could
+    /// not allocate the client), [`HookExtension::on_last_detach`] undoes it.
+    ///
+    /// # Errors
+    /// Whatever the extension decides; the attach is then refused.
+    fn on_first_attach(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Called for every attach that passed validation and the attach policy, at PASSIVE_LEVEL
     /// under the provider's writer lock. An error rejects the attach with
@@ -100,6 +140,12 @@ pub trait HookExtension: Send + Sync + Sized + 'static {
     fn on_detach(&self, client: &Self::ClientData) {
         let _ = client;
     }
+
+    /// Called at PASSIVE_LEVEL under the provider's writer lock after the
+    /// [`HookExtension::on_detach`] of the last attached program, and to undo
+    /// [`HookExtension::on_first_attach`] when the attach it admitted is refused afterwards.
+    /// Each call follows one successful `on_first_attach`.
+    fn on_last_detach(&self) {}
 }
 
 /// The program context the provider passes to programs: the 64-byte header the core owns,

@@ -2,6 +2,7 @@
 //! lock and the publishing of client snapshots).
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider};
 use ebpf_ext_sys::ebpf_extension::ebpf_attach_provider_data_t;
@@ -28,6 +29,13 @@ pub(crate) struct HookState<E: HookExtension> {
     /// A zeroed push lock is an initialised one (`ExInitializePushLock` stores 0).
     writer: UnsafeCell<EX_PUSH_LOCK>,
     pub(crate) snapshots: Snapshots<Entry<E>>,
+    /// Programs whose on-attach succeeded and whose on-detach has not run yet: what decides
+    /// the extension's first-attach and last-detach callbacks. Not derived from the live
+    /// clients: a client marked detaching is no longer live, but counts until its work item
+    /// has called on-detach. Read and changed only through a [`WriterGuard`], so the writer
+    /// lock orders every access and `Relaxed` is enough; atomic only so that the shared
+    /// state needs no `unsafe` to change it.
+    attached: AtomicUsize,
 }
 
 // SAFETY: the device object may be used from any thread; the push lock is only touched by the
@@ -71,7 +79,8 @@ impl<E: HookExtension> HookState<E> {
     }
 }
 
-/// Exclusive hold of the writer push lock: the one writer of the client snapshots.
+/// Exclusive hold of the writer push lock: the one writer of the client snapshots and of the
+/// count of attached programs.
 pub(crate) struct WriterGuard<'a, E: HookExtension> {
     state: &'a HookState<E>,
 }
@@ -81,6 +90,30 @@ impl<E: HookExtension> WriterGuard<'_, E> {
     pub(crate) fn current(&self) -> &[Entry<E>] {
         // SAFETY: this guard holds the writer lock.
         unsafe { self.state.snapshots.current_for_writer() }
+    }
+
+    /// Programs attached: counted from their publication until their on-detach has run.
+    pub(crate) fn attached(&self) -> usize {
+        self.state.attached.load(Ordering::Relaxed)
+    }
+
+    /// Counts a program whose attach succeeded.
+    pub(crate) fn count_attach(&self) {
+        let count = self.attached();
+        self.state
+            .attached
+            .store(count.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Counts a program whose on-detach has just run; whether it was the last one attached.
+    pub(crate) fn count_detach(&self) -> bool {
+        // Every client that reaches its detach was counted by its attach, so the count is
+        // never 0 here; were it, nothing is counted down and no last detach is reported.
+        let Some(count) = self.attached().checked_sub(1) else {
+            return false;
+        };
+        self.state.attached.store(count, Ordering::Relaxed);
+        count == 0
     }
 
     /// Publishes a snapshot of the live clients with `added` placed by the attach policy,
@@ -156,6 +189,7 @@ impl<E: HookExtension> HookProvider<E> {
             device,
             writer: UnsafeCell::new(0),
             snapshots,
+            attached: AtomicUsize::new(0),
         };
         Ok(HookProvider {
             provider: Provider::register(config.attach_type, state, config.tag)?,

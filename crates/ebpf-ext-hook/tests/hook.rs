@@ -25,7 +25,10 @@ use ebpf_ext_sys::ebpf_result::EBPF_NO_MEMORY;
 use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER, STATUS_NO_MEMORY};
-use ebpf_ext_sys::wdm::{DEVICE_OBJECT, DISPATCH_LEVEL, IoDeleteDevice, PASSIVE_LEVEL};
+use ebpf_ext_sys::wdm::{
+    DEVICE_OBJECT, DISPATCH_LEVEL, DelayedWorkQueue, IoAllocateWorkItem, IoDeleteDevice,
+    IoFreeWorkItem, IoQueueWorkItem, PASSIVE_LEVEL,
+};
 use ebpf_ext_sys::{Error, Result};
 use ebpf_ext_usersim::tracelogging::Value;
 use ebpf_ext_usersim::{DriverObject, Fault, Kernel, set_current_irql};
@@ -47,6 +50,8 @@ struct TestHook {
     exclusive_wildcard: bool,
     attaches: AtomicU32,
     detaches: AtomicU32,
+    first_attaches: AtomicU32,
+    last_detaches: AtomicU32,
     flags_seen: Mutex<Vec<u64>>,
     /// Set while an attach or detach callback runs; `overlaps` counts callbacks that found it
     /// set (the provider promises they never overlap).
@@ -88,6 +93,19 @@ impl HookExtension for TestHook {
         self.detaches.fetch_add(1, Ordering::SeqCst);
         self.leave();
     }
+
+    fn on_first_attach(&self) -> Result<()> {
+        self.enter();
+        self.first_attaches.fetch_add(1, Ordering::SeqCst);
+        self.leave();
+        Ok(())
+    }
+
+    fn on_last_detach(&self) {
+        self.enter();
+        self.last_detaches.fetch_add(1, Ordering::SeqCst);
+        self.leave();
+    }
 }
 
 impl TestHook {
@@ -117,7 +135,11 @@ impl Setup {
     /// registration is per usersim kernel, so tests running as threads of one process keep
     /// theirs apart).
     fn new() -> Self {
-        let kernel = Kernel::new();
+        Setup::with_kernel(Kernel::new())
+    }
+
+    /// As [`Setup::new`], on a kernel configured by the test.
+    fn with_kernel(kernel: Kernel) -> Self {
         ebpf_ext_trace::initiate(&TRACE).expect("tracing");
         let mut driver = DriverObject::new();
         let device = driver.create_device().expect("IoCreateDevice");
@@ -132,7 +154,11 @@ impl Setup {
         self.provider_with(config(policy), hook)
     }
 
-    fn provider_with(&self, config: HookConfig<u32>, hook: TestHook) -> HookProvider<TestHook> {
+    fn provider_with<H: HookExtension<Parameter = u32>>(
+        &self,
+        config: HookConfig<u32>,
+        hook: H,
+    ) -> HookProvider<H> {
         // SAFETY: the device outlives the provider (deleted in `finish` after the provider).
         unsafe { HookProvider::register(config, hook, self.device) }.expect("register")
     }
@@ -905,11 +931,311 @@ fn attach_and_detach_callbacks_never_overlap() {
     let hook = provider.extension();
     assert_eq!(hook.attaches.load(Ordering::SeqCst), 400);
     assert_eq!(hook.detaches.load(Ordering::SeqCst), 400);
+    let first = hook.first_attaches.load(Ordering::SeqCst);
+    assert!(first >= 1);
+    assert_eq!(first, hook.last_detaches.load(Ordering::SeqCst));
     assert_eq!(
         hook.overlaps.load(Ordering::SeqCst),
         0,
         "an attach and a detach callback overlapped"
     );
+    drop(provider);
+    setup.finish();
+}
+
+/// A callback of [`CountingHook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    FirstAttach,
+    Attach,
+    Detach,
+    LastDetach,
+}
+
+/// An extension that logs its callbacks in the order the provider makes them, and refuses a
+/// first attach or an attach when told to.
+#[derive(Default)]
+struct CountingHook {
+    /// Shared with the test, which reads it after the provider is gone too.
+    calls: Arc<Mutex<Vec<Call>>>,
+    refuse_first_attach: AtomicBool,
+    refuse_attach: AtomicBool,
+}
+
+impl CountingHook {
+    fn log(&self, call: Call) {
+        self.calls.lock().unwrap().push(call);
+    }
+}
+
+impl HookExtension for CountingHook {
+    type Parameter = u32;
+    type ClientData = ();
+
+    fn on_first_attach(&self) -> Result<()> {
+        self.log(Call::FirstAttach);
+        if self.refuse_first_attach.load(Ordering::SeqCst) {
+            return Err(Error::AccessDenied);
+        }
+        Ok(())
+    }
+
+    fn on_attach(&self, _: &AttachRequest<u32>, _: &Attached<'_, Self>) -> Result<()> {
+        self.log(Call::Attach);
+        if self.refuse_attach.load(Ordering::SeqCst) {
+            return Err(Error::AccessDenied);
+        }
+        Ok(())
+    }
+
+    fn on_detach(&self, (): &()) {
+        self.log(Call::Detach);
+    }
+
+    fn on_last_detach(&self) {
+        self.log(Call::LastDetach);
+    }
+}
+
+/// The calls logged since the last `take`.
+fn take(calls: &Mutex<Vec<Call>>) -> Vec<Call> {
+    core::mem::take(&mut *calls.lock().unwrap())
+}
+
+/// A provider with a [`CountingHook`] under [`AttachPolicy::Unrestricted`], and its call log.
+fn counting_provider(
+    setup: &Setup,
+    hook: CountingHook,
+) -> (HookProvider<CountingHook>, Arc<Mutex<Vec<Call>>>) {
+    let calls = Arc::clone(&hook.calls);
+    (
+        setup.provider_with(config(AttachPolicy::Unrestricted), hook),
+        calls,
+    )
+}
+
+fn wildcard_link() -> Link {
+    Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(0))
+}
+
+/// Trace events of the current kernel whose message is `message`.
+fn traced(kernel: &Kernel, message: &str) -> usize {
+    kernel
+        .etw_events()
+        .iter()
+        .filter(|e| e.field("Message") == Some(&Value::Str(message.into())))
+        .count()
+}
+
+#[test]
+fn first_attach_and_last_detach_bracket_the_attached_programs() {
+    use Call::{Attach, Detach, FirstAttach, LastDetach};
+    let setup = Setup::new();
+    let (provider, calls) = counting_provider(&setup, CountingHook::default());
+    let (a, b) = (wildcard_link(), wildcard_link());
+    assert!(a.is_attached() && b.is_attached());
+    assert_eq!(take(&calls), [FirstAttach, Attach, Attach]);
+    a.detach();
+    setup.kernel.wait_for_work_items();
+    assert_eq!(take(&calls), [Detach], "one program is still attached");
+    b.detach();
+    setup.kernel.wait_for_work_items();
+    assert_eq!(take(&calls), [Detach, LastDetach]);
+    let (c, d) = (wildcard_link(), wildcard_link());
+    assert!(c.is_attached() && d.is_attached());
+    assert_eq!(
+        take(&calls),
+        [FirstAttach, Attach, Attach],
+        "the next attach is a first attach again"
+    );
+    drop(provider);
+    assert_eq!(
+        take(&calls),
+        [Detach, Detach, LastDetach],
+        "unregistering detaches every program, then reports the last detach once"
+    );
+    assert!(!c.is_attached() && !d.is_attached());
+    drop((c, d));
+    setup.finish();
+}
+
+#[test]
+fn a_refused_first_attach_refuses_the_attach() {
+    use Call::{Attach, Detach, FirstAttach, LastDetach};
+    let setup = Setup::new();
+    let hook = CountingHook {
+        refuse_first_attach: AtomicBool::new(true),
+        ..CountingHook::default()
+    };
+    let (provider, calls) = counting_provider(&setup, hook);
+    setup.kernel.etw_clear();
+    let refused = wildcard_link();
+    assert!(!refused.is_attached());
+    assert_eq!(refused.provider_status(), Some(STATUS_ACCESS_DENIED));
+    assert_eq!(take(&calls), [FirstAttach], "no on_attach, nothing to undo");
+    assert_eq!(
+        traced(&setup.kernel, "first attach refused by the extension"),
+        1
+    );
+    assert_eq!(provider.clients().len(), 0);
+    provider
+        .extension()
+        .refuse_first_attach
+        .store(false, Ordering::SeqCst);
+    let accepted = wildcard_link();
+    assert!(accepted.is_attached());
+    assert_eq!(
+        take(&calls),
+        [FirstAttach, Attach],
+        "the refused attach was not counted"
+    );
+    drop((refused, accepted));
+    assert_eq!(take(&calls), [Detach, LastDetach]);
+    drop(provider);
+    setup.finish();
+}
+
+#[test]
+fn a_refused_attach_undoes_the_first_attach() {
+    use Call::{Attach, Detach, FirstAttach, LastDetach};
+    let setup = Setup::new();
+    let hook = CountingHook {
+        refuse_attach: AtomicBool::new(true),
+        ..CountingHook::default()
+    };
+    let (provider, calls) = counting_provider(&setup, hook);
+    let refuse = |on: bool| {
+        provider
+            .extension()
+            .refuse_attach
+            .store(on, Ordering::SeqCst);
+    };
+    let refused = wildcard_link();
+    assert!(!refused.is_attached());
+    assert_eq!(refused.provider_status(), Some(STATUS_ACCESS_DENIED));
+    assert_eq!(take(&calls), [FirstAttach, Attach, LastDetach]);
+    refuse(false);
+    let accepted = wildcard_link();
+    assert!(accepted.is_attached());
+    assert_eq!(
+        take(&calls),
+        [FirstAttach, Attach],
+        "the undone first attach left the count at 0"
+    );
+    refuse(true);
+    let second = wildcard_link();
+    assert!(!second.is_attached());
+    assert_eq!(
+        take(&calls),
+        [Attach],
+        "not a first attach: there is nothing to undo"
+    );
+    drop((refused, second));
+    assert_eq!(take(&calls), []);
+    drop(accepted);
+    assert_eq!(take(&calls), [Detach, LastDetach]);
+    drop(provider);
+    setup.finish();
+}
+
+/// The provider cannot allocate the client after the extension accepted the attach: on_detach
+/// undoes on_attach, then on_last_detach undoes on_first_attach.
+#[test]
+fn a_client_allocation_failure_undoes_attach_and_first_attach() {
+    use Call::{Attach, Detach, FirstAttach, LastDetach};
+    let setup = Setup::new();
+    let (provider, calls) = counting_provider(&setup, CountingHook::default());
+    setup.kernel.etw_clear();
+    // The client is the one pool allocation of an attach (the link's registration, NMR's
+    // binding and the work item are allocated by other routines).
+    setup.kernel.inject(Fault::Call("ExAllocatePool2", 1));
+    let refused = wildcard_link();
+    assert_eq!(
+        setup.kernel.faults_triggered(),
+        [Fault::Call("ExAllocatePool2", 1)]
+    );
+    assert!(!refused.is_attached());
+    assert_eq!(
+        refused.provider_status(),
+        Some(ebpf_ext_sys::ntstatus::STATUS_INSUFFICIENT_RESOURCES)
+    );
+    assert_eq!(traced(&setup.kernel, "could not allocate the client"), 1);
+    assert_eq!(take(&calls), [FirstAttach, Attach, Detach, LastDetach]);
+    let accepted = wildcard_link();
+    assert!(accepted.is_attached());
+    assert_eq!(take(&calls), [FirstAttach, Attach]);
+    drop((refused, accepted));
+    assert_eq!(take(&calls), [Detach, LastDetach]);
+    drop(provider);
+    setup.finish();
+}
+
+/// Holds the kernel's one worker thread until released, or for 10 seconds at most (so that a
+/// failing test still unwinds: dropping its links waits for their detach work items).
+#[derive(Default)]
+struct Gate {
+    entered: AtomicBool,
+    release: AtomicBool,
+}
+
+unsafe extern "win64" fn wait_at_gate(_: *mut DEVICE_OBJECT, context: *mut c_void) {
+    // SAFETY: the context is the test's Gate, which outlives the routine (the test waits for
+    // every work item before dropping it).
+    let gate = unsafe { &*context.cast::<Gate>() };
+    gate.entered.store(true, Ordering::SeqCst);
+    let start = std::time::Instant::now();
+    while !gate.release.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(10) {
+        thread::yield_now();
+    }
+}
+
+/// A program marked detaching whose work item has not run yet is no longer invoked, but its
+/// on_detach has not run: it still counts, so an attach meanwhile is not a first attach.
+#[test]
+fn a_program_being_detached_still_counts_as_attached() {
+    use Call::{Attach, Detach, FirstAttach, LastDetach};
+    let setup = Setup::with_kernel(Kernel::with_config(ebpf_ext_usersim::Config {
+        worker_threads: 1,
+        ..ebpf_ext_usersim::Config::default()
+    }));
+    let (provider, calls) = counting_provider(&setup, CountingHook::default());
+    let mut detaching = wildcard_link();
+    assert!(detaching.is_attached());
+    assert_eq!(take(&calls), [FirstAttach, Attach]);
+    let gate = Gate::default();
+    // SAFETY: the device is live until `finish`.
+    let item = unsafe { IoAllocateWorkItem(setup.device) };
+    assert!(!item.is_null(), "IoAllocateWorkItem");
+    // SAFETY: a live item, not queued; the gate outlives the routine (waited for below).
+    unsafe {
+        IoQueueWorkItem(
+            item,
+            wait_at_gate,
+            DelayedWorkQueue,
+            core::ptr::from_ref(&gate).cast_mut().cast(),
+        );
+    };
+    while !gate.entered.load(Ordering::SeqCst) {
+        thread::yield_now();
+    }
+    // Its detach work item now waits behind the gate.
+    detaching.start_detach();
+    assert!(provider.clients().iter().next().is_none(), "no longer live");
+    let attached = wildcard_link();
+    assert!(attached.is_attached());
+    assert_eq!(
+        take(&calls),
+        [Attach],
+        "the detaching program's on_detach has not run: not a first attach"
+    );
+    gate.release.store(true, Ordering::SeqCst);
+    detaching.detach();
+    setup.kernel.wait_for_work_items();
+    // SAFETY: allocated above; its routine has returned and it is not queued.
+    unsafe { IoFreeWorkItem(item) };
+    assert_eq!(take(&calls), [Detach], "one program is still attached");
+    attached.detach();
+    assert_eq!(take(&calls), [Detach, LastDetach]);
     drop(provider);
     setup.finish();
 }
@@ -954,6 +1280,11 @@ fn lifecycle(kernel: &Kernel) {
             hook.attaches.load(Ordering::SeqCst),
             hook.detaches.load(Ordering::SeqCst),
             "every accepted attach is matched by on_detach, whatever failed"
+        );
+        assert_eq!(
+            hook.first_attaches.load(Ordering::SeqCst),
+            hook.last_detaches.load(Ordering::SeqCst),
+            "every first attach is matched by on_last_detach, whatever failed"
         );
         drop(provider);
     }

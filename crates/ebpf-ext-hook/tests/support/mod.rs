@@ -111,6 +111,8 @@ unsafe impl Sync for LinkState {}
 pub(crate) struct Link {
     pub(crate) state: Box<LinkState>,
     detached: bool,
+    /// `start_detach` deregistered the link; the wait is left to `detach` or drop.
+    deregistering: bool,
 }
 
 const BATCH_MAGIC: u64 = 0xB47C_4B47_C4B4_7C4B;
@@ -360,6 +362,7 @@ impl Link {
         Link {
             state,
             detached: status != STATUS_SUCCESS,
+            deregistering: false,
         }
     }
 
@@ -391,13 +394,26 @@ impl Link {
         self.detach_now();
     }
 
+    /// Deregisters without waiting: the provider's detach may still be pending on return.
+    /// `detach` or dropping the link waits for it.
+    pub(crate) fn start_detach(&mut self) {
+        if self.detached || self.deregistering {
+            return;
+        }
+        self.deregistering = true;
+        // SAFETY: our registration handle, deregistered once.
+        let _ = unsafe { NmrDeregisterClient(self.state.handle) };
+    }
+
     fn detach_now(&mut self) {
         if self.detached {
             return;
         }
         self.detached = true;
-        // SAFETY: our registration handle.
-        let _ = unsafe { NmrDeregisterClient(self.state.handle) };
+        if !self.deregistering {
+            // SAFETY: our registration handle, deregistered once.
+            let _ = unsafe { NmrDeregisterClient(self.state.handle) };
+        }
         // SAFETY: as above; deregistration started.
         let _ = unsafe { NmrWaitForClientDeregisterComplete(self.state.handle) };
     }
