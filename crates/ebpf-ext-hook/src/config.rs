@@ -7,7 +7,7 @@ use ebpf_ext_nmr::foreign;
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::Result;
 use ebpf_ext_sys::ebpf_extension::EBPF_CONTEXT_HEADER;
-use ebpf_ext_sys::ebpf_structs::{bpf_attach_type_t, bpf_link_type};
+use ebpf_ext_sys::ebpf_structs::{BPF_LINK_TYPE_UNSPEC, bpf_attach_type_t, bpf_link_type};
 use ebpf_ext_sys::ntdef::GUID;
 
 use crate::client::Attached;
@@ -61,6 +61,60 @@ pub struct HookConfig<P> {
     pub max_clients: usize,
     /// Pool tag for the provider's allocations.
     pub tag: PoolTag,
+}
+
+impl<P: Copy> HookConfig<P> {
+    /// A hook of `attach_type` for programs of `program_type`, with the common settings: link
+    /// type `BPF_LINK_TYPE_UNSPEC`, [`AttachPolicy::Unrestricted`], no wildcard value, at most
+    /// 64 programs attached at once. The `with_` methods change one each.
+    #[must_use]
+    pub const fn new(
+        attach_type: GUID,
+        program_type: GUID,
+        bpf_attach_type: bpf_attach_type_t,
+        tag: PoolTag,
+    ) -> Self {
+        HookConfig {
+            attach_type,
+            program_type,
+            bpf_attach_type,
+            link_type: BPF_LINK_TYPE_UNSPEC,
+            policy: AttachPolicy::Unrestricted,
+            wildcard: None,
+            max_clients: 64,
+            tag,
+        }
+    }
+
+    /// The attach policy.
+    #[must_use]
+    pub const fn with_policy(self, policy: AttachPolicy) -> Self {
+        HookConfig { policy, ..self }
+    }
+
+    /// The parameter value that means "any".
+    #[must_use]
+    pub const fn with_wildcard(self, wildcard: P) -> Self {
+        HookConfig {
+            wildcard: Some(wildcard),
+            ..self
+        }
+    }
+
+    /// The `bpf_link_type` number.
+    #[must_use]
+    pub const fn with_link_type(self, link_type: bpf_link_type) -> Self {
+        HookConfig { link_type, ..self }
+    }
+
+    /// Most programs attached at once.
+    #[must_use]
+    pub const fn with_max_clients(self, max_clients: usize) -> Self {
+        HookConfig {
+            max_clients,
+            ..self
+        }
+    }
 }
 
 /// What a link asks for when it attaches.

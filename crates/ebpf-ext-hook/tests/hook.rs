@@ -1347,3 +1347,56 @@ fn named_api_failures() {
         setup.finish();
     }
 }
+
+#[test]
+fn a_hook_config_built_with_new_has_the_common_settings_and_each_with_changes_one() {
+    let (attach, program) = (GUID::from_u128(1), GUID::from_u128(2));
+    let tag = PoolTag::new(*b"Cfg!");
+    let plain = HookConfig::<u32>::new(attach, program, 7, tag);
+    assert_eq!(
+        (
+            plain.attach_type,
+            plain.program_type,
+            plain.bpf_attach_type,
+            plain.tag,
+        ),
+        (attach, program, 7, tag)
+    );
+    assert_eq!(
+        (
+            plain.link_type,
+            plain.policy,
+            plain.wildcard,
+            plain.max_clients
+        ),
+        (
+            ebpf_ext_sys::ebpf_structs::BPF_LINK_TYPE_UNSPEC,
+            AttachPolicy::Unrestricted,
+            None,
+            64
+        )
+    );
+    let changed = plain
+        .with_policy(AttachPolicy::MultiAttachWithWildcard)
+        .with_wildcard(0)
+        .with_link_type(ebpf_ext_sys::ebpf_structs::BPF_LINK_TYPE_PLAIN)
+        .with_max_clients(3);
+    assert_eq!(
+        (
+            changed.link_type,
+            changed.policy,
+            changed.wildcard,
+            changed.max_clients
+        ),
+        (
+            ebpf_ext_sys::ebpf_structs::BPF_LINK_TYPE_PLAIN,
+            AttachPolicy::MultiAttachWithWildcard,
+            Some(0),
+            3
+        )
+    );
+    assert_eq!(
+        (changed.attach_type, changed.program_type, changed.tag),
+        (attach, program, tag)
+    );
+}

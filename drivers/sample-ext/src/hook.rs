@@ -11,9 +11,7 @@ use core::cell::Cell;
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_ATTACH_TYPE_SAMPLE;
-use ebpf_extension_common::sys::ebpf_structs::{
-    BPF_ATTACH_TYPE_SAMPLE, BPF_LINK_TYPE_UNSPEC, bpf_attach_type_t,
-};
+use ebpf_extension_common::sys::ebpf_structs::{BPF_ATTACH_TYPE_SAMPLE, bpf_attach_type_t};
 use ebpf_extension_common::sys::wdm::FILE_DEVICE_NETWORK;
 use ebpf_extension_common::trace::trace_message_u32;
 
@@ -54,16 +52,9 @@ impl HookExtension for SampleHook {
 }
 
 /// The hook's static description.
-pub const HOOK_CONFIG: HookConfig<u32> = HookConfig {
-    attach_type: ATTACH_TYPE,
-    program_type: PROGRAM_TYPE,
-    bpf_attach_type: BPF_ATTACH_TYPE,
-    link_type: BPF_LINK_TYPE_UNSPEC,
-    policy: AttachPolicy::SingleAttachPerParameter,
-    wildcard: None,
-    max_clients: 64,
-    tag: TAG,
-};
+pub const HOOK_CONFIG: HookConfig<u32> =
+    HookConfig::new(ATTACH_TYPE, PROGRAM_TYPE, BPF_ATTACH_TYPE, TAG)
+        .with_policy(AttachPolicy::SingleAttachPerParameter);
 
 /// The running extension. Fields drop in order: the hook first, then its program type, then
 /// the map provider (whose deregistration waits until every map of its type is gone);

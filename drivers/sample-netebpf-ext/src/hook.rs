@@ -48,16 +48,11 @@ const INFO: Level = Level::Informational;
 const EXTENSION: u64 = keyword::EXTENSION;
 
 /// The hook's static description.
-pub const HOOK_CONFIG: HookConfig<u32> = HookConfig {
-    attach_type: ATTACH_TYPE,
-    program_type: PROGRAM_TYPE,
-    bpf_attach_type: BPF_ATTACH_TYPE,
-    link_type: BPF_LINK_TYPE_PLAIN,
-    policy: AttachPolicy::MultiAttachWithWildcard,
-    wildcard: Some(WILDCARD_INTERFACE),
-    max_clients: 64,
-    tag: TAG,
-};
+pub const HOOK_CONFIG: HookConfig<u32> =
+    HookConfig::new(ATTACH_TYPE, PROGRAM_TYPE, BPF_ATTACH_TYPE, TAG)
+        .with_policy(AttachPolicy::MultiAttachWithWildcard)
+        .with_wildcard(WILDCARD_INTERFACE)
+        .with_link_type(BPF_LINK_TYPE_PLAIN);
 
 /// Runs the programs attached for `context.interface_id` (then the wildcard ones) until one
 /// blocks; the verdict is [`VERDICT_BLOCK`] if one did, else [`VERDICT_PERMIT`].

@@ -2,12 +2,10 @@
 //! attach and removed on the last detach, the deny-on-failure verdict, and the driver that
 //! starts it.
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::{self, AccountNames, ProcessEvent, ProcessNotify};
-use ebpf_extension_common::sys::ebpf_structs::{BPF_LINK_TYPE_UNSPEC, bpf_attach_type_t};
-use ebpf_extension_common::trace::{trace_message, trace_message_status, trace_message_u32};
+use ebpf_extension_common::sys::ebpf_structs::bpf_attach_type_t;
+use ebpf_extension_common::trace::{trace_message, trace_message_status};
 
 use crate::program::{
     Notification, NotifyContext, OPERATION_CREATE, OPERATION_DELETE, PROGRAM_DATA, PROGRAM_TYPE,
@@ -21,33 +19,26 @@ pub const BPF_ATTACH_TYPE: bpf_attach_type_t = 11;
 /// Pool tag of the sample's allocations.
 pub const TAG: PoolTag = PoolTag::new(*b"SPrc");
 
-/// The hook's extension data: how many programs are attached, which decides when the notify
-/// routine is registered.
+/// The hook's callbacks: the notify routine is registered while any program is attached.
 #[derive(Debug, Default)]
-pub struct SampleProcessHook {
-    attached: AtomicU32,
-}
+pub struct SampleProcessHook;
 
 impl HookExtension for SampleProcessHook {
     type Parameter = ();
     type ClientData = ();
 
-    /// Runs under the provider's writer lock, as `on_detach` does, so the count and the
-    /// registration change together.
     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> {
-        if self.attached.load(Ordering::Relaxed) == 0 {
-            process::add::<SampleProcess>()?;
-            trace_message!(INFO, EXTENSION, "process notify routine registered");
-        }
-        let count = self.attached.fetch_add(1, Ordering::Relaxed) + 1;
-        trace_message_u32!(Level::Verbose, EXTENSION, "programs attached", count);
         Ok(())
     }
 
-    fn on_detach(&self, (): &()) {
-        let count = self.attached.fetch_sub(1, Ordering::Relaxed) - 1;
-        trace_message_u32!(Level::Verbose, EXTENSION, "programs attached", count);
-        if count == 0 && process::remove::<SampleProcess>().is_ok() {
+    fn on_first_attach(&self) -> Result<()> {
+        process::add::<SampleProcess>()?;
+        trace_message!(INFO, EXTENSION, "process notify routine registered");
+        Ok(())
+    }
+
+    fn on_last_detach(&self) {
+        if process::remove::<SampleProcess>().is_ok() {
             trace_message!(INFO, EXTENSION, "process notify routine removed");
         }
     }
@@ -57,16 +48,8 @@ const INFO: Level = Level::Informational;
 const EXTENSION: u64 = keyword::EXTENSION;
 
 /// The hook's static description.
-pub const HOOK_CONFIG: HookConfig<()> = HookConfig {
-    attach_type: ATTACH_TYPE,
-    program_type: PROGRAM_TYPE,
-    bpf_attach_type: BPF_ATTACH_TYPE,
-    link_type: BPF_LINK_TYPE_UNSPEC,
-    policy: AttachPolicy::Unrestricted,
-    wildcard: None,
-    max_clients: 64,
-    tag: TAG,
-};
+pub const HOOK_CONFIG: HookConfig<()> =
+    HookConfig::new(ATTACH_TYPE, PROGRAM_TYPE, BPF_ATTACH_TYPE, TAG);
 
 /// Runs every attached program for one process event, in attach order. A program whose
 /// invoke fails counts as returning 0 and the chain goes on. On creation the first program
@@ -99,7 +82,7 @@ impl ExtensionDriver for SampleProcess {
 
     fn start(start: &Start<'_>) -> Result<Self> {
         let program_type = start.program_type(&PROGRAM_DATA)?;
-        let hook = start.hook(HOOK_CONFIG, SampleProcessHook::default())?;
+        let hook = start.hook(HOOK_CONFIG, SampleProcessHook)?;
         Ok(SampleProcess {
             hook,
             _program_type: program_type,
