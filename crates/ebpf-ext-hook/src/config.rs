@@ -165,8 +165,9 @@ pub trait HookExtension: Send + Sync + Sized + 'static {
     /// [`HookExtension::on_attach`], at PASSIVE_LEVEL under the provider's writer lock. An
     /// error refuses the attach with `STATUS_ACCESS_DENIED`, and `on_attach` is not called.
     ///
-    /// A program counts as attached from the moment its `on_attach` succeeds until its
-    /// `on_detach` has run; a program being detached still counts until then. If the attach
+    /// A program counts as attached from the end of a successful attach (its `on_attach`
+    /// returned `Ok` and the provider allocated its client) until its `on_detach` has run; a
+    /// program being detached still counts until then. If the attach
     /// is refused after this returned `Ok` (by `on_attach`, or because the provider could
     /// not allocate the client), [`HookExtension::on_last_detach`] undoes it.
     ///

@@ -768,13 +768,17 @@ macro_rules! helpers {
 ///     context ContextType, data data_start..data_end;   // `, data …` optional
 ///     helpers { <helpers! lines> }                       // or helpers<HelperContext> { … }
 ///     global helpers { <helpers! lines> }                // optional
-///     .with_test_run::<Run>() .with_required_irql(DISPATCH_LEVEL)   // optional
+///     test run Run;                                      // optional: `TestRun` for test runs
+///     .with_required_irql(DISPATCH_LEVEL)                // optional builder calls
 /// }
 /// ```
 ///
 /// Helpers receive `ContextType`, or `HelperContext` where the extension runs programs with a
 /// larger context that begins with what programs see (the descriptor's size stays
-/// `ContextType`'s). The program type is not privileged and its context has no metadata
+/// `ContextType`'s). The extension must invoke programs of this type with that context
+/// (`ProgramContext<HelperContext>`), which the SDK cannot check across a hook; `test run`
+/// checks it for test runs: `Run::Context` must be the helpers' context, or the declaration
+/// does not compile. The program type is not privileged and its context has no metadata
 /// pointer; for those, build the statics by hand.
 ///
 /// ```
@@ -782,9 +786,10 @@ macro_rules! helpers {
 /// #[repr(C)] struct Ctx { data_start: *mut u8, data_end: *mut u8, value: u32 }
 /// fn value(context: &Ctx) -> u64 { u64::from(context.value) }
 /// fn pid() -> u64 { 7 }
+/// const INFO: u32 = 1000; // the macro's own names hide nothing of the caller's
 /// program_type! {
 ///     /// The program data.
-///     pub static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     pub static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), INFO;
 ///     context Ctx, data data_start..data_end;
 ///     helpers { 0x10000, c"example_value" => value(Context); }
 ///     global helpers { 19, c"bpf_get_current_pid_tgid" => pid(); }
@@ -799,6 +804,32 @@ macro_rules! helpers {
 /// );
 /// assert_eq!(DATA.raw().required_irql, 2);
 /// ```
+///
+/// A test run whose context is not the helpers' does not compile:
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// # use ebpf_ext_pool::PoolTag;
+/// # use ebpf_ext_sys::ebpf_result::ebpf_result_t;
+/// #[repr(C)] #[derive(Clone, Copy)] struct Seen { a: u64, b: u64 }
+/// #[repr(C)] #[derive(Clone, Copy)] struct Hooked { seen: Seen, extra: u64 }
+/// fn a(context: &Hooked) -> u64 { context.extra }
+/// struct Run; // builds only what programs see: a helper would read `extra` past it
+/// impl TestRun for Run {
+///     type Context = Seen;
+///     const TAG: PoolTag = PoolTag::new(*b"Test");
+///     fn create(_: &TestRunInput<'_>) -> Result<(TestRunContext<Seen>, Self), ebpf_result_t> {
+///         Err(0)
+///     }
+///     fn destroy(self, _: &mut TestRunContext<Seen>, _: &mut TestRunOutput) {}
+/// }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Seen;
+///     helpers<Hooked> { 0x10000, c"example_extra" => a(Context); }
+///     test run Run;
+/// }
+/// ```
 #[macro_export]
 macro_rules! program_type {
     (
@@ -807,32 +838,55 @@ macro_rules! program_type {
         context $ctx:ty $(, data $start:ident .. $end:ident)?;
         helpers $(<$helper_ctx:ty>)? { $($helpers:tt)+ }
         $(global helpers { $($globals:tt)+ })?
+        $(test run $run:ty;)?
         $(. $method:ident $(::<$generic:ty>)? ( $($argument:expr),* $(,)? ))*
     ) => {
         $(#[$meta])*
         $vis static $name: $crate::ProgramData = {
-            static CONTEXT: $crate::ContextDescriptor = $crate::ContextDescriptor::of::<$ctx>(
-                $crate::program_type!(@offset $ctx $(, $start)?),
-                $crate::program_type!(@offset $ctx $(, $end)?),
-                ::core::option::Option::None,
-            );
-            static DESCRIPTOR: $crate::ProgramTypeDescriptor =
-                $crate::ProgramTypeDescriptor::new($type_name, &CONTEXT, $guid, $bpf_prog_type, false);
-            type HelperContext = $crate::program_type!(@helper_context $ctx $(, $helper_ctx)?);
-            $crate::helpers! { context HelperContext; static HELPERS; static ADDRESSES; $($helpers)+ }
+            // Every name declared here starts with `__EBPF_EXT` so that it hides nothing the
+            // arguments above may name.
+            static __EBPF_EXT_CONTEXT: $crate::ContextDescriptor =
+                $crate::ContextDescriptor::of::<$ctx>(
+                    $crate::program_type!(@offset $ctx $(, $start)?),
+                    $crate::program_type!(@offset $ctx $(, $end)?),
+                    ::core::option::Option::None,
+                );
+            static __EBPF_EXT_DESCRIPTOR: $crate::ProgramTypeDescriptor =
+                $crate::ProgramTypeDescriptor::new(
+                    $type_name, &__EBPF_EXT_CONTEXT, $guid, $bpf_prog_type, false,
+                );
+            type __EBPF_EXT_HELPER_CONTEXT =
+                $crate::program_type!(@helper_context $ctx $(, $helper_ctx)?);
+            $crate::helpers! {
+                context __EBPF_EXT_HELPER_CONTEXT;
+                static __EBPF_EXT_HELPERS; static __EBPF_EXT_ADDRESSES; $($helpers)+
+            }
             $(
                 $crate::helpers! {
-                    context HelperContext; static GLOBAL_HELPERS; static GLOBAL_ADDRESSES; $($globals)+
+                    context __EBPF_EXT_HELPER_CONTEXT;
+                    static __EBPF_EXT_GLOBAL_HELPERS; static __EBPF_EXT_GLOBAL_ADDRESSES;
+                    $($globals)+
                 }
             )?
-            static INFO: $crate::ProgramInfo = $crate::ProgramInfo::new(
-                &DESCRIPTOR,
-                &HELPERS,
+            $(
+                /// Compiles only if test runs give helpers the context they are declared
+                /// with.
+                #[allow(dead_code, reason = "only type-checked")]
+                fn __ebpf_ext_test_runs_give_helpers_their_context(
+                    context: <$run as $crate::TestRun>::Context,
+                ) -> __EBPF_EXT_HELPER_CONTEXT {
+                    context
+                }
+            )?
+            static __EBPF_EXT_INFO: $crate::ProgramInfo = $crate::ProgramInfo::new(
+                &__EBPF_EXT_DESCRIPTOR,
+                &__EBPF_EXT_HELPERS,
                 $crate::program_type!(@global_prototypes $([$($globals)+])?),
             );
-            $crate::ProgramData::new(&INFO)
-                .with_helpers(&ADDRESSES)
+            $crate::ProgramData::new(&__EBPF_EXT_INFO)
+                .with_helpers(&__EBPF_EXT_ADDRESSES)
                 $(.with_global_helpers($crate::program_type!(@global_addresses [$($globals)+])))?
+                $(.with_test_run::<$run>())?
                 $(.$method $(::<$generic>)? ($($argument),*))*
                 .checked()
         };
@@ -844,8 +898,8 @@ macro_rules! program_type {
         ::core::option::Option::Some(::core::mem::offset_of!($ctx, $field))
     };
     (@global_prototypes) => { &[] };
-    (@global_prototypes [$($globals:tt)+]) => { &GLOBAL_HELPERS };
-    (@global_addresses [$($globals:tt)+]) => { &GLOBAL_ADDRESSES };
+    (@global_prototypes [$($globals:tt)+]) => { &__EBPF_EXT_GLOBAL_HELPERS };
+    (@global_addresses [$($globals:tt)+]) => { &__EBPF_EXT_GLOBAL_ADDRESSES };
 }
 
 #[cfg(test)]

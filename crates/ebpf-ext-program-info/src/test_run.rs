@@ -215,6 +215,25 @@ unsafe impl<T: NoPadding, const N: usize> NoPadding for [T; N] {}
 /// struct Pair { a: u32, b: u16, c: u16 }
 /// no_padding!(Pair { a: u32, b: u32 }); // `c` left out, `b`'s type wrong
 /// ```
+///
+/// A field is listed with its own type, not one it dereferences to:
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::no_padding;
+/// # use core::ops::Deref;
+/// no_padding! {
+///     #[derive(Clone, Copy)]
+///     struct Word { x: u64 }
+/// }
+/// impl Deref for Word {
+///     type Target = [u8; 15];
+///     fn deref(&self) -> &[u8; 15] { unimplemented!() }
+/// }
+/// #[repr(C)]
+/// #[derive(Clone, Copy)]
+/// struct Padded { a: Word, b: u8 } // seven bytes of padding at the end
+/// no_padding!(Padded { a: [u8; 15], b: u8 }); // 15 + 1 = 16 would pass the size check
+/// ```
 #[macro_export]
 macro_rules! no_padding {
     (
@@ -234,10 +253,19 @@ macro_rules! no_padding {
             #[allow(dead_code, reason = "only type-checked")]
             fn every_field_is_listed_with_its_type(value: &$ty) {
                 fn check<T: $crate::NoPadding>(_: &T) {}
+                // The field's own type, fixed before it is compared with the listed one (a
+                // `&$field_ty` annotation would accept a field that derefs to that type).
+                fn type_of<T>(_: &T) -> ::core::marker::PhantomData<T> {
+                    ::core::marker::PhantomData
+                }
                 let $ty { $($field),* } = value;
-                $( let _: &$field_ty = $field; check($field); )*
+                $(
+                    let field_type = type_of($field);
+                    let _: ::core::marker::PhantomData<$field_ty> = field_type;
+                    check($field);
+                )*
             }
-            assert!(
+            ::core::assert!(
                 0 $(+ ::core::mem::size_of::<$field_ty>())* == ::core::mem::size_of::<$ty>(),
                 "the struct has padding: name it as a field (a reserved one)"
             );

@@ -104,7 +104,7 @@ macro_rules! wire {
         const _: () = {
             const fn field_is_wire<T: $crate::ioctl::Wire>() {}
             $( field_is_wire::<$ty>(); )*
-            assert!(
+            ::core::assert!(
                 ::core::mem::size_of::<$name>() == 0 $( + ::core::mem::size_of::<$ty>() )*,
                 "a wire struct must have no padding"
             );
@@ -163,8 +163,10 @@ macro_rules! ioctl {
             $(const VERSION: Option<u32> = Some($version);)?
             $(
                 const MAX_PAYLOAD: usize = $max;
+                /// The announced length; one that does not fit a `usize` (a negative
+                /// signed field) counts as too long, so the request is refused.
                 fn payload_len(request: &$request) -> Option<usize> {
-                    usize::try_from(request.$field).ok()
+                    Some(usize::try_from(request.$field).unwrap_or(usize::MAX))
                 }
             )?
         }
@@ -525,6 +527,39 @@ mod tests {
             run(&mut s, 0, &good[..10], 9).status,
             STATUS_BUFFER_TOO_SMALL
         );
+    }
+
+    crate::wire! {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        struct SignedHeader { version: u32, len: i32 }
+    }
+
+    crate::ioctl! {
+        SignedEcho = 0x22_2004, SignedHeader => SignedHeader, payload len up to 8;
+    }
+
+    #[test]
+    fn a_payload_length_that_does_not_fit_is_refused_as_too_long() {
+        let announced = |len| SignedEcho::payload_len(&SignedHeader { version: 0, len });
+        assert_eq!(announced(2), Some(2));
+        assert_eq!(
+            announced(-1),
+            Some(usize::MAX),
+            "not `None`: no check skipped"
+        );
+        let _kernel = ebpf_ext_usersim::Kernel::new();
+        let mut storage = [0u64; 4];
+        // SAFETY: the u64 storage viewed as its 32 bytes.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(storage.as_mut_ptr().cast(), 32) };
+        let header = SignedHeader {
+            version: 0,
+            len: -1,
+        };
+        assert_eq!(SignedHeader::from_bytes(&header.to_bytes()), Some(header));
+        bytes[..SignedHeader::SIZE].copy_from_slice(&header.to_bytes());
+        let completion = Request::new(SignedEcho::CODE, bytes, SignedHeader::SIZE, 32)
+            .handle::<SignedEcho>(|call| Ok(call.reply(&SignedHeader::default())));
+        assert_eq!(completion.status, STATUS_INVALID_PARAMETER);
     }
 
     #[test]

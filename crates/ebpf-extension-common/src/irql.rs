@@ -1,5 +1,10 @@
-//! IRQL and timing helpers a hot path needs: [`RaisedIrql`], a guard that raises the IRQL and
-//! lowers it back on drop, and [`Stopwatch`] over the performance counter.
+//! IRQL and timing helpers a hot path needs: [`at_dispatch`] and [`at_level`], which run a
+//! closure with the IRQL raised and lower it back when the closure returns, and [`Stopwatch`]
+//! over the performance counter.
+//!
+//! The raise is scoped to a closure rather than handed out as a guard value: a guard could be
+//! dropped out of order (lowering below a level another raise still needs) or moved into a
+//! closure that must return at the IRQL it was called at, such as a hook batch's.
 
 use core::marker::PhantomData;
 
@@ -8,54 +13,54 @@ use ebpf_ext_sys::ntddk::KeQueryPerformanceCounter;
 use ebpf_ext_sys::ntdef::KIRQL;
 use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, KeLowerIrql};
 
-/// The IRQL raised to a level until dropped (`KeRaiseIrql` / `KeLowerIrql`), as a network
-/// stack runs its hooks at DISPATCH_LEVEL.
+/// The IRQL raised from `old` until dropped; private, so that only the scoped functions below
+/// hold one.
 ///
 /// # Invariants
-/// The IRQL was raised from `old` on this thread; the guard is not `Send`, so it is lowered on
-/// the same thread. Guards nest: drop them in reverse order of creation (a scope does).
-#[must_use = "the IRQL is lowered again when the guard is dropped"]
-pub struct RaisedIrql {
+/// The IRQL was raised from `old` on this thread, and is lowered on drop at the end of the
+/// scope that raised it (the guard never leaves [`at_level`]; not `Send`).
+struct RaisedIrql {
     old: KIRQL,
     _not_send: PhantomData<*const ()>,
 }
 
-impl RaisedIrql {
-    /// Raises the IRQL to DISPATCH_LEVEL; `None` if it is already above (raising to a lower
-    /// level is a bug check).
-    ///
-    /// # IRQL
-    /// ≤ DISPATCH_LEVEL.
-    #[must_use = "the IRQL is lowered again when the guard is dropped"]
-    pub fn to_dispatch() -> Option<Self> {
-        Self::to(DISPATCH_LEVEL)
-    }
-
-    /// Raises the IRQL to `level`; `None` if the current IRQL is above it.
-    ///
-    /// # IRQL
-    /// ≤ `level`.
-    #[must_use = "the IRQL is lowered again when the guard is dropped"]
-    pub fn to(level: KIRQL) -> Option<Self> {
-        if KeGetCurrentIrql() > level {
-            return None;
-        }
-        // SAFETY: `level` is at or above the current IRQL (checked); the guard lowers it back
-        // on this thread (it is not Send).
-        let old = unsafe { KeRaiseIrql(level) };
-        // INVARIANT: raised from `old` on this thread.
-        Some(RaisedIrql {
-            old,
-            _not_send: PhantomData,
-        })
+impl Drop for RaisedIrql {
+    fn drop(&mut self) {
+        // SAFETY: back to the level this guard raised from, on the raising thread, at the end
+        // of the scope that raised it (raises inside it have been undone by then).
+        unsafe { KeLowerIrql(self.old) };
     }
 }
 
-impl Drop for RaisedIrql {
-    fn drop(&mut self) {
-        // SAFETY: back to the level this guard raised from, on the raising thread.
-        unsafe { KeLowerIrql(self.old) };
+/// Runs `f` at DISPATCH_LEVEL, as a network stack runs its hooks, and lowers the IRQL back
+/// when it returns (or unwinds); `None`, without running `f`, if the IRQL is already above
+/// DISPATCH_LEVEL (raising to a lower level is a bug check).
+///
+/// # IRQL
+/// ≤ DISPATCH_LEVEL; `f` runs at DISPATCH_LEVEL.
+pub fn at_dispatch<R>(f: impl FnOnce() -> R) -> Option<R> {
+    at_level(DISPATCH_LEVEL, f)
+}
+
+/// Runs `f` with the IRQL raised to `level` (`KeRaiseIrql`) and lowers it back
+/// (`KeLowerIrql`) when `f` returns or unwinds; `None`, without running `f`, if the current
+/// IRQL is above `level`.
+///
+/// # IRQL
+/// ≤ `level`; `f` runs at `level`.
+pub fn at_level<R>(level: KIRQL, f: impl FnOnce() -> R) -> Option<R> {
+    if KeGetCurrentIrql() > level {
+        return None;
     }
+    // SAFETY: `level` is at or above the current IRQL (checked); the guard lowers it back at
+    // the end of this scope, on this thread.
+    let old = unsafe { KeRaiseIrql(level) };
+    // INVARIANT: raised from `old` on this thread; dropped at the end of this scope.
+    let _raised = RaisedIrql {
+        old,
+        _not_send: PhantomData,
+    };
+    Some(f())
 }
 
 /// Runs `f` `count` times and stops at its first error. With `stretch`, it runs at
@@ -76,9 +81,11 @@ pub fn repeat<E>(
     let mut remaining = count;
     while remaining > 0 {
         let chunk = stretch.map_or(remaining, |s| remaining.min(s.max(1)));
-        let _raised = stretch.and_then(|_| RaisedIrql::to_dispatch());
-        for _ in 0..chunk {
-            f()?;
+        let mut run = || (0..chunk).try_for_each(|_| f());
+        match stretch {
+            // Already above DISPATCH_LEVEL: the stretch runs where it is.
+            Some(_) => at_dispatch(&mut run).unwrap_or_else(run)?,
+            None => run()?,
         }
         remaining -= chunk;
     }

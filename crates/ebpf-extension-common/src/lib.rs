@@ -63,7 +63,7 @@ pub mod prelude {
     };
     pub use crate::global::DriverGlobal;
     pub use crate::ioctl::{Call, Completion, Ioctl, Refusal, Request};
-    pub use crate::irql::{RaisedIrql, Stopwatch, repeat};
+    pub use crate::irql::{Stopwatch, at_dispatch, repeat};
     pub use crate::{
         any_bit_pattern, driver_entry, helpers, ioctl, no_padding, program_type, utf16, wire,
     };

@@ -10,7 +10,6 @@
 )]
 
 use core::ffi::c_void;
-use core::mem::offset_of;
 use core::ptr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,46 +62,20 @@ fn connect_address_plus(context: &ConnectContext, add: u64) -> u64 {
     context.address + add
 }
 
-helpers! {
-    context BindContext;
-    static BIND_HELPERS;
-    static BIND_ADDRESSES;
-    0x1_0000, c"two_bind_port" => bind_port(Context);
+program_type! {
+    static BIND_DATA = c"two_bind", BIND_PROGRAM, 2001;
+    context BindContext, data data_start..data_end;
+    helpers {
+        0x1_0000, c"two_bind_port" => bind_port(Context);
+    }
 }
-helpers! {
-    context ConnectContext;
-    static CONNECT_HELPERS;
-    static CONNECT_ADDRESSES;
-    0x1_0000, c"two_connect_address_plus" => connect_address_plus(Context, Anything);
+program_type! {
+    static CONNECT_DATA = c"two_connect", CONNECT_PROGRAM, 2002;
+    context ConnectContext, data data_start..data_end;
+    helpers {
+        0x1_0000, c"two_connect_address_plus" => connect_address_plus(Context, Anything);
+    }
 }
-
-static BIND_CONTEXT: ContextDescriptor = ContextDescriptor::of::<BindContext>(
-    Some(offset_of!(BindContext, data_start)),
-    Some(offset_of!(BindContext, data_end)),
-    None,
-);
-static CONNECT_CONTEXT: ContextDescriptor = ContextDescriptor::of::<ConnectContext>(
-    Some(offset_of!(ConnectContext, data_start)),
-    Some(offset_of!(ConnectContext, data_end)),
-    None,
-);
-static BIND_DESCRIPTOR: ProgramTypeDescriptor =
-    ProgramTypeDescriptor::new(c"two_bind", &BIND_CONTEXT, BIND_PROGRAM, 2001, false);
-static CONNECT_DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(
-    c"two_connect",
-    &CONNECT_CONTEXT,
-    CONNECT_PROGRAM,
-    2002,
-    false,
-);
-static BIND_INFO: ProgramInfo = ProgramInfo::new(&BIND_DESCRIPTOR, &BIND_HELPERS, &[]);
-static CONNECT_INFO: ProgramInfo = ProgramInfo::new(&CONNECT_DESCRIPTOR, &CONNECT_HELPERS, &[]);
-static BIND_DATA: ProgramData = ProgramData::new(&BIND_INFO)
-    .with_helpers(&BIND_ADDRESSES)
-    .checked();
-static CONNECT_DATA: ProgramData = ProgramData::new(&CONNECT_INFO)
-    .with_helpers(&CONNECT_ADDRESSES)
-    .checked();
 
 // ---- Two hooks, each with its own extension type and policy ----------------------------------
 
@@ -124,23 +97,18 @@ impl HookExtension for Connect {
     }
 }
 
-const fn hook<P>(
-    attach: GUID,
-    program: GUID,
-    policy: AttachPolicy,
-    wildcard: Option<P>,
-) -> HookConfig<P> {
-    HookConfig {
-        attach_type: attach,
-        program_type: program,
-        bpf_attach_type: 2001,
-        link_type: 1,
-        policy,
-        wildcard,
-        max_clients: 8,
-        tag: TAG,
-    }
-}
+/// The bind hook: `bpf_attach_type` 2001, many programs per port and wildcard ones.
+const BIND_HOOK_CONFIG: HookConfig<u32> = HookConfig::new(BIND_HOOK, BIND_PROGRAM, 2001, TAG)
+    .with_policy(AttachPolicy::MultiAttachWithWildcard)
+    .with_wildcard(0)
+    .with_link_type(1)
+    .with_max_clients(8);
+/// The connect hook: `bpf_attach_type` 2002, one program.
+const CONNECT_HOOK_CONFIG: HookConfig<()> =
+    HookConfig::new(CONNECT_HOOK, CONNECT_PROGRAM, 2002, TAG)
+        .with_policy(AttachPolicy::SingleAttach)
+        .with_link_type(1)
+        .with_max_clients(8);
 
 // ---- A typed IOCTL that fires both ----------------------------------------------------------
 
@@ -182,24 +150,8 @@ impl ExtensionDriver for TwoHooks {
     fn start(start: &Start<'_>) -> Result<Self> {
         let bind_type = start.program_type(&BIND_DATA)?;
         let connect_type = start.program_type(&CONNECT_DATA)?;
-        let bind = start.hook(
-            hook(
-                BIND_HOOK,
-                BIND_PROGRAM,
-                AttachPolicy::MultiAttachWithWildcard,
-                Some(0),
-            ),
-            Bind,
-        )?;
-        let connect = start.hook(
-            hook(
-                CONNECT_HOOK,
-                CONNECT_PROGRAM,
-                AttachPolicy::SingleAttach,
-                None,
-            ),
-            Connect,
-        )?;
+        let bind = start.hook(BIND_HOOK_CONFIG, Bind)?;
+        let connect = start.hook(CONNECT_HOOK_CONFIG, Connect)?;
         Ok(TwoHooks {
             bind,
             connect,

@@ -232,6 +232,6 @@ program_type! {
         19, c"bpf_get_current_pid_tgid" => get_current_pid_tgid();
         35, c"bpf_redirect_map" => redirect_map(Map, Anything, Anything);
     }
-    .with_test_run::<SampleTestRun>()
+    test run SampleTestRun;
     .with_required_irql(DISPATCH_LEVEL)
 }

@@ -183,6 +183,6 @@ program_type! {
         HELPER_GET_ACCOUNT_NAME, c"bpf_process_get_account_name" => get_account_name(ContextMut, BytesMut);
         HELPER_GET_ACCOUNT_DOMAIN, c"bpf_process_get_account_domain" => get_account_domain(ContextMut, BytesMut);
     }
-    .with_test_run::<test_run::ProcessTestRun>()
+    test run test_run::ProcessTestRun;
     .with_required_irql(PASSIVE_LEVEL)
 }
