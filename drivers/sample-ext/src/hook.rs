@@ -7,8 +7,6 @@
 //! parameterless one; upstream invokes the first program when the request has no parameter.
 //! The program's return value is only reported: the sample has no verdict.
 
-use core::cell::Cell;
-
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_ATTACH_TYPE_SAMPLE;
 use ebpf_extension_common::sys::ebpf_structs::{BPF_ATTACH_TYPE_SAMPLE, bpf_attach_type_t};
@@ -17,7 +15,7 @@ use ebpf_extension_common::trace::trace_message_u32;
 
 use ebpf_ext_map::MapProvider;
 
-use crate::maps::{MAP_PROVIDER_MODULE_ID, SampleMap, copy_value};
+use crate::maps::{MAP_PROVIDER_MODULE_ID, SampleMap};
 use crate::program::{PROGRAM_DATA, PROGRAM_TYPE, SampleContext};
 use crate::protocol::{MAX_BATCH, Run, RunBatch, RunBatchReply, RunReply};
 
@@ -62,7 +60,7 @@ pub const HOOK_CONFIG: HookConfig<u32> =
 pub struct SampleExt {
     hook: HookProvider<SampleHook>,
     _program_type: ProgramInfoProvider,
-    maps: MapProvider<SampleMap>,
+    pub(crate) maps: MapProvider<SampleMap>,
 }
 
 impl ExtensionDriver for SampleExt {
@@ -130,12 +128,4 @@ impl ExtensionDriver for SampleExt {
     }
 }
 
-driver_entry!(static DRIVER: SampleExt);
-
-/// What `sample_ext_helper_map_get_value` reads: the custom map's value for the key, copied
-/// to `out`; `None` if the map is not a sample map or has no such key.
-pub(crate) fn map_get_value(key: MapKey<'_>, out: &[Cell<u8>]) -> Option<()> {
-    let (_, stored) = DRIVER.get()?.maps.stored_value(key)?;
-    copy_value(stored, out);
-    Some(())
-}
+driver_entry!(pub(crate) static DRIVER: SampleExt);

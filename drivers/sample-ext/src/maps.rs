@@ -11,8 +11,6 @@
 //! allocates under the core's epoch; this port stores the 4-byte value itself in them (same
 //! sizes and results for every caller, no allocation per entry).
 
-use core::cell::Cell;
-
 use ebpf_ext_map::CustomMap;
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_extension::{
@@ -93,12 +91,4 @@ impl CustomMap for SampleMap {
     }
 
     fn delete_element(&self, _: &[u8], _: &[u8], _: u32) {}
-}
-
-/// `sample_ext_helper_map_get_value`'s copy: the 4-byte value stored for the key, into the
-/// front of `out` (cells: `out` may be the key's own buffer).
-pub(crate) fn copy_value(stored: &[Cell<u8>], out: &[Cell<u8>]) {
-    for (slot, byte) in out.iter().zip(stored).take(4) {
-        slot.set(byte.get());
-    }
 }

@@ -26,7 +26,7 @@ use ebpf_extension_common::sys::ebpf_result::{EBPF_INVALID_ARGUMENT, ebpf_result
 use ebpf_extension_common::sys::ebpf_structs::BPF_PROG_TYPE_SAMPLE;
 use ebpf_extension_common::sys::wdm::DISPATCH_LEVEL;
 
-use crate::hook::TAG;
+use crate::hook::{DRIVER, TAG};
 
 /// Program type GUID of `sample` (`EBPF_PROGRAM_TYPE_SAMPLE`).
 pub const PROGRAM_TYPE: GUID = EBPF_PROGRAM_TYPE_SAMPLE;
@@ -164,16 +164,21 @@ fn map_lookup_element(_: MapKey<'_>, _: &SampleContext) -> MapValueOrNull {
     MapValueOrNull::NULL
 }
 
-/// `sample_ext_helper_map_get_value(map, key, value, size)`: copies the value the custom
-/// map holds for `key`; 0, or -1 if `map` is not a custom map or has no such key. The output
-/// is cells: a program may pass its key buffer as the output too.
+/// `sample_ext_helper_map_get_value(map, key, value, size)`: copies the 4-byte value the custom
+/// map holds for `key` to the front of `out`; 0, or -1 if `map` is not a custom map or has no
+/// such key. The output is cells: a program may pass its key buffer as the output too.
 fn map_get_value(key: MapKey<'_>, out: &[Cell<u8>], _: &SampleContext) -> u64 {
-    if out.is_empty() {
-        return u64::MAX;
-    }
-    match crate::hook::map_get_value(key, out) {
-        Some(()) => 0,
-        None => u64::MAX,
+    match DRIVER
+        .get()
+        .and_then(|driver| driver.maps.stored_value(key))
+    {
+        Some((_, stored)) if !out.is_empty() => {
+            for (slot, byte) in out.iter().zip(stored).take(4) {
+                slot.set(byte.get());
+            }
+            0
+        }
+        _ => u64::MAX,
     }
 }
 
