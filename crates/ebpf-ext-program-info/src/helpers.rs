@@ -756,6 +756,24 @@ macro_rules! helpers {
     }};
 }
 
+/// Whether `a` and `b` are the same string, at compile time (`program_type!`'s builder check).
+#[doc(hidden)]
+#[must_use]
+pub const fn same_str(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Declares a program type's whole [`ProgramData`](crate::ProgramData) in one `static`: its
 /// context descriptor, program-type descriptor, helpers (through [`helpers!`]), optional
 /// global-helper overrides, and any further [`ProgramData`](crate::ProgramData) settings as
@@ -769,6 +787,7 @@ macro_rules! helpers {
 ///     helpers { <helpers! lines> }                       // or helpers<HelperContext> { … }
 ///     global helpers { <helpers! lines> }                // optional
 ///     test run Run;                                      // optional: `TestRun` for test runs
+///                                                        // (the only way: the builder call is refused)
 ///     .with_required_irql(DISPATCH_LEVEL)                // optional builder calls
 /// }
 /// ```
@@ -828,6 +847,32 @@ macro_rules! helpers {
 ///     context Seen;
 ///     helpers<Hooked> { 0x10000, c"example_extra" => a(Context); }
 ///     test run Run;
+/// }
+/// ```
+///
+/// Nor does one that plugs its test run in with the builder call instead:
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// # use ebpf_ext_pool::PoolTag;
+/// # use ebpf_ext_sys::ebpf_result::ebpf_result_t;
+/// # #[repr(C)] #[derive(Clone, Copy)] struct Seen { a: u64, b: u64 }
+/// # #[repr(C)] #[derive(Clone, Copy)] struct Hooked { seen: Seen, extra: u64 }
+/// # fn a(context: &Hooked) -> u64 { context.extra }
+/// # struct Run;
+/// # impl TestRun for Run {
+/// #     type Context = Seen;
+/// #     const TAG: PoolTag = PoolTag::new(*b"Test");
+/// #     fn create(_: &TestRunInput<'_>) -> Result<(TestRunContext<Seen>, Self), ebpf_result_t> {
+/// #         Err(0)
+/// #     }
+/// #     fn destroy(self, _: &mut TestRunContext<Seen>, _: &mut TestRunOutput) {}
+/// # }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Seen;
+///     helpers<Hooked> { 0x10000, c"example_extra" => a(Context); }
+///     .with_test_run::<Run>()
 /// }
 /// ```
 #[macro_export]
@@ -890,6 +935,12 @@ macro_rules! program_type {
                 $(.$method $(::<$generic>)? ($($argument),*))*
                 .checked()
         };
+        $(
+            const _: () = ::core::assert!(
+                !$crate::__same_str(::core::stringify!($method), "with_test_run"),
+                "in program_type!, declare test runs with `test run R;`, which checks R's context"
+            );
+        )*
     };
     (@helper_context $ctx:ty) => { $ctx };
     (@helper_context $ctx:ty, $helper_ctx:ty) => { $helper_ctx };

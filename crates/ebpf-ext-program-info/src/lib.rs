@@ -323,6 +323,8 @@ impl HelperPrototype {
 pub use ebpf_ext_sys as __sys;
 #[doc(hidden)]
 pub use helpers::implicit_context as __implicit_context;
+#[doc(hidden)]
+pub use helpers::same_str as __same_str;
 pub use helpers::{
     Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextMut, DontCare, HelperArgument,
     HelperReturn, Map, MapAndKey, MapKey, MapValueOrNull, Memory, ProgramMap, argument_types,
