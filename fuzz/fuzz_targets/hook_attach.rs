@@ -301,6 +301,7 @@ struct Extension<P>(FuzzHook, core::marker::PhantomData<P>);
 impl<P: AttachParameter> HookExtension for Extension<P> {
     type Parameter = P;
     type ClientData = u32;
+    type Context = [u8; 32];
 
     fn on_attach(
         &self,

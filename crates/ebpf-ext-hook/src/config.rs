@@ -108,8 +108,13 @@ impl<P: Copy> HookConfig<P> {
     }
 
     /// Most programs attached at once.
+    ///
+    /// # Panics
+    /// If `max_clients` is 0 (at compile time in a `const`); `HookProvider::register` refuses
+    /// such a configuration too.
     #[must_use]
     pub const fn with_max_clients(self, max_clients: usize) -> Self {
+        assert!(max_clients > 0, "a hook admits at least one program");
         HookConfig {
             max_clients,
             ..self
@@ -160,6 +165,10 @@ pub trait HookExtension: Send + Sync + Sized + 'static {
     type Parameter: AttachParameter;
     /// Data the extension keeps per attached program.
     type ClientData: Send + Sync + 'static;
+    /// The context programs are invoked with (the `T` of [`ProgramContext<T>`]): the type the
+    /// program type's helpers receive, which is what makes reading it in a helper sound. The
+    /// facade's `Start::hook` checks it against the program type's declared helper context.
+    type Context: 'static;
 
     /// Called when a program attaches while none is attached, before
     /// [`HookExtension::on_attach`], at PASSIVE_LEVEL under the provider's writer lock. An

@@ -43,10 +43,10 @@ impl<E: HookExtension> HookProvider<E> {
     /// # IRQL
     /// ≤ DISPATCH_LEVEL.
     #[inline]
-    pub fn invoke<T>(
+    pub fn invoke(
         &self,
         parameter: &E::Parameter,
-        context: &mut ProgramContext<T>,
+        context: &mut ProgramContext<E::Context>,
     ) -> Result<u32> {
         self.invoke_with(parameter, context, |_| true, |_| Flow::Continue)
     }
@@ -61,10 +61,10 @@ impl<E: HookExtension> HookProvider<E> {
     /// # IRQL
     /// ≤ DISPATCH_LEVEL.
     #[inline]
-    pub fn invoke_with<T>(
+    pub fn invoke_with(
         &self,
         parameter: &E::Parameter,
-        context: &mut ProgramContext<T>,
+        context: &mut ProgramContext<E::Context>,
         mut filter: impl FnMut(&ClientRef<'_, E>) -> bool,
         mut verdict: impl FnMut(u32) -> Flow,
     ) -> Result<u32> {
@@ -94,10 +94,10 @@ impl<E: HookExtension> HookProvider<E> {
     /// # IRQL
     /// ≤ DISPATCH_LEVEL.
     #[inline]
-    pub fn invoke_until<T>(
+    pub fn invoke_until(
         &self,
         parameter: &E::Parameter,
-        context: &mut ProgramContext<T>,
+        context: &mut ProgramContext<E::Context>,
         mut stop: impl FnMut(u32) -> bool,
     ) -> Result<Invocation> {
         let mut programs_run = 0;
@@ -137,10 +137,10 @@ impl<E: HookExtension> HookProvider<E> {
     ///
     /// # IRQL
     /// ≤ DISPATCH_LEVEL.
-    pub fn invoke_until_failures_as_zero<T>(
+    pub fn invoke_until_failures_as_zero(
         &self,
         parameter: &E::Parameter,
-        context: &mut ProgramContext<T>,
+        context: &mut ProgramContext<E::Context>,
         mut stop: impl FnMut(u32) -> bool,
     ) -> Result<Invocation> {
         let snapshot = self.state().snapshots.read();
@@ -182,10 +182,10 @@ impl<E: HookExtension> HookProvider<E> {
     ///
     /// # IRQL
     /// ≤ DISPATCH_LEVEL.
-    pub fn invoke_on_expanded_stack<T>(
+    pub fn invoke_on_expanded_stack(
         &self,
         parameter: &E::Parameter,
-        context: &mut ProgramContext<T>,
+        context: &mut ProgramContext<E::Context>,
         mut filter: impl FnMut(&ClientRef<'_, E>) -> bool,
         mut verdict: impl FnMut(u32) -> Flow,
     ) -> Result<u32> {
@@ -274,7 +274,7 @@ impl<E: HookExtension> Batch<'_, E> {
     /// # IRQL
     /// ≤ DISPATCH_LEVEL, the IRQL `with_batch` was called at.
     #[inline]
-    pub fn invoke<T>(&self, context: &mut ProgramContext<T>) -> Result<u32> {
+    pub fn invoke(&self, context: &mut ProgramContext<E::Context>) -> Result<u32> {
         let program = context.program_pointer();
         let mut outcome = Err(Error::ObjectNotFound);
         for client in live(self.snapshot.entries()) {

@@ -160,7 +160,10 @@ impl<E: HookExtension> HookProvider<E> {
     ///
     /// # Safety
     /// `device` is a live device object of the driver that outlives the provider (work items
-    /// for detach are allocated against it).
+    /// for detach are allocated against it). The helpers of `config.program_type` (and its
+    /// global-helper overrides) read the program context as `E::Context`: the provider invokes
+    /// programs with nothing else. (The facade's `Start::hook` checks this against the program
+    /// type's declaration.)
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] if `max_clients` is 0; [`Error::InsufficientResources`] if an

@@ -30,6 +30,7 @@ struct Hook;
 impl HookExtension for Hook {
     type Parameter = u32;
     type ClientData = u64;
+    type Context = u32;
     fn on_attach(&self, request: &AttachRequest<u32>, _: &Attached<'_, Self>) -> Result<u64> {
         Ok(request.prog_attach_flags)
     }

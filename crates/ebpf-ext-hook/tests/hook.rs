@@ -76,6 +76,7 @@ impl TestHook {
 impl HookExtension for TestHook {
     type Parameter = u32;
     type ClientData = u32;
+    type Context = u64;
 
     fn on_attach(
         &self,
@@ -971,6 +972,7 @@ impl CountingHook {
 impl HookExtension for CountingHook {
     type Parameter = u32;
     type ClientData = ();
+    type Context = u64;
 
     fn on_first_attach(&self) -> Result<()> {
         self.log(Call::FirstAttach);
@@ -1399,4 +1401,6 @@ fn a_hook_config_built_with_new_has_the_common_settings_and_each_with_changes_on
         (changed.attach_type, changed.program_type, changed.tag),
         (attach, program, tag)
     );
+    let none = std::panic::catch_unwind(|| plain.with_max_clients(0));
+    assert!(none.is_err(), "a hook admits at least one program");
 }

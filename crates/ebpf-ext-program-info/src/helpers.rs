@@ -756,28 +756,12 @@ macro_rules! helpers {
     }};
 }
 
-/// Whether `a` and `b` are the same string, at compile time (`program_type!`'s builder check).
-#[doc(hidden)]
-#[must_use]
-pub const fn same_str(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
-/// Declares a program type's whole [`ProgramData`](crate::ProgramData) in one `static`: its
-/// context descriptor, program-type descriptor, helpers (through [`helpers!`]), optional
-/// global-helper overrides, and any further [`ProgramData`](crate::ProgramData) settings as
-/// builder calls; then [`ProgramData::checked`](crate::ProgramData::checked).
+/// Declares a program type's whole [`ProgramData`](crate::ProgramData) in one `static` (a
+/// [`TypedProgramData`](crate::TypedProgramData) of the helpers' context): its context
+/// descriptor, program-type descriptor, helpers (through [`helpers!`]), optional global-helper
+/// overrides, its test runs and `required_irql`; then
+/// [`ProgramData::checked`](crate::ProgramData::checked). It takes no other builder call
+/// (one could replace the helper tables or test run it checked).
 ///
 /// ```text
 /// program_type! {
@@ -787,8 +771,7 @@ pub const fn same_str(a: &str, b: &str) -> bool {
 ///     helpers { <helpers! lines> }                       // or helpers<HelperContext> { … }
 ///     global helpers { <helpers! lines> }                // optional
 ///     test run Run;                                      // optional: `TestRun` for test runs
-///                                                        // (the only way: the builder call is refused)
-///     .with_required_irql(DISPATCH_LEVEL)                // optional builder calls
+///     .with_required_irql(DISPATCH_LEVEL)                // optional
 /// }
 /// ```
 ///
@@ -850,7 +833,8 @@ pub const fn same_str(a: &str, b: &str) -> bool {
 /// }
 /// ```
 ///
-/// Nor does one that plugs its test run in with the builder call instead:
+/// Nor does one that plugs its test run in with the builder call instead (the macro takes no
+/// builder call but `with_required_irql`):
 ///
 /// ```compile_fail
 /// # use ebpf_ext_program_info::*;
@@ -884,10 +868,12 @@ macro_rules! program_type {
         helpers $(<$helper_ctx:ty>)? { $($helpers:tt)+ }
         $(global helpers { $($globals:tt)+ })?
         $(test run $run:ty;)?
-        $(. $method:ident $(::<$generic:ty>)? ( $($argument:expr),* $(,)? ))*
+        $(.with_required_irql($irql:expr))?
     ) => {
         $(#[$meta])*
-        $vis static $name: $crate::ProgramData = {
+        $vis static $name: $crate::TypedProgramData<
+            $crate::program_type!(@helper_context $ctx $(, $helper_ctx)?)
+        > = {
             // Every name declared here starts with `__EBPF_EXT` so that it hides nothing the
             // arguments above may name.
             static __EBPF_EXT_CONTEXT: $crate::ContextDescriptor =
@@ -914,33 +900,28 @@ macro_rules! program_type {
                 }
             )?
             $(
-                /// Compiles only if test runs give helpers the context they are declared
-                /// with.
-                #[allow(dead_code, reason = "only type-checked")]
-                fn __ebpf_ext_test_runs_give_helpers_their_context(
-                    context: <$run as $crate::TestRun>::Context,
-                ) -> __EBPF_EXT_HELPER_CONTEXT {
-                    context
-                }
+                // Compiles only if test runs give helpers the very type they are declared with
+                // (no coercion: `PhantomData`s of two types are never one another).
+                const _: ::core::marker::PhantomData<__EBPF_EXT_HELPER_CONTEXT> =
+                    ::core::marker::PhantomData::<<$run as $crate::TestRun>::Context>;
             )?
             static __EBPF_EXT_INFO: $crate::ProgramInfo = $crate::ProgramInfo::new(
                 &__EBPF_EXT_DESCRIPTOR,
                 &__EBPF_EXT_HELPERS,
                 $crate::program_type!(@global_prototypes $([$($globals)+])?),
             );
-            $crate::ProgramData::new(&__EBPF_EXT_INFO)
+            let data = $crate::ProgramData::new(&__EBPF_EXT_INFO)
                 .with_helpers(&__EBPF_EXT_ADDRESSES)
                 $(.with_global_helpers($crate::program_type!(@global_addresses [$($globals)+])))?
                 $(.with_test_run::<$run>())?
-                $(.$method $(::<$generic>)? ($($argument),*))*
-                .checked()
+                $(.with_required_irql($irql))?
+                .checked();
+            // SAFETY: the data's only helper tables are the two declared with `context
+            // __EBPF_EXT_HELPER_CONTEXT` just above, and its only test run is `$run`, whose
+            // context is checked to be that very type (the macro accepts no other builder
+            // call that could replace them).
+            unsafe { $crate::TypedProgramData::new(data) }
         };
-        $(
-            const _: () = ::core::assert!(
-                !$crate::__same_str(::core::stringify!($method), "with_test_run"),
-                "in program_type!, declare test runs with `test run R;`, which checks R's context"
-            );
-        )*
     };
     (@helper_context $ctx:ty) => { $ctx };
     (@helper_context $ctx:ty, $helper_ctx:ty) => { $helper_ctx };

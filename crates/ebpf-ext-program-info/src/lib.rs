@@ -101,6 +101,7 @@ mod helpers;
 mod test_run;
 
 use core::ffi::{CStr, c_void};
+use core::marker::PhantomData;
 use core::ptr;
 
 use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider};
@@ -323,8 +324,6 @@ impl HelperPrototype {
 pub use ebpf_ext_sys as __sys;
 #[doc(hidden)]
 pub use helpers::implicit_context as __implicit_context;
-#[doc(hidden)]
-pub use helpers::same_str as __same_str;
 pub use helpers::{
     Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextMut, DontCare, HelperArgument,
     HelperReturn, Map, MapAndKey, MapKey, MapValueOrNull, Memory, ProgramMap, argument_types,
@@ -657,6 +656,46 @@ impl ProgramData {
     #[must_use]
     pub const fn raw(&self) -> &ebpf_program_data_t {
         &self.0
+    }
+}
+
+/// [`ProgramData`] whose helpers (type-specific and global overrides) and test runs read the
+/// program context as `C`: what [`program_type!`] declares. A hook takes one to prove that
+/// it invokes the type's programs with the context their helpers read (the facade's
+/// `Start::hook`). Dereferences to the [`ProgramData`].
+#[repr(transparent)]
+pub struct TypedProgramData<C> {
+    data: ProgramData,
+    _context: PhantomData<fn(C) -> C>,
+}
+
+impl<C> TypedProgramData<C> {
+    /// Declares that `data`'s helpers read the context as `C`.
+    ///
+    /// # Safety
+    /// Every helper in `data`'s tables (type-specific and global overrides) and its test-run
+    /// context functions treat the program context as a `C` (as [`helpers!`] declared with
+    /// `context C` and a [`TestRun`] with `Context = C` do; [`program_type!`] checks both).
+    #[must_use]
+    pub const unsafe fn new(data: ProgramData) -> Self {
+        TypedProgramData {
+            data,
+            _context: PhantomData,
+        }
+    }
+}
+
+impl<C> core::ops::Deref for TypedProgramData<C> {
+    type Target = ProgramData;
+
+    fn deref(&self) -> &ProgramData {
+        &self.data
+    }
+}
+
+impl<C> core::fmt::Debug for TypedProgramData<C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.data.fmt(f)
     }
 }
 

@@ -107,6 +107,20 @@ unsafe impl<T: AnyBitPattern> AnyBitPattern for TestRunContext<T> {}
 /// struct Pair { a: u32, b: bool }
 /// any_bit_pattern!(Pair { a }); // `b` left out
 /// ```
+///
+/// A constant named like a field does not stand in for the field's type:
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::any_bit_pattern;
+/// #[derive(Clone, Copy, PartialEq, Eq)]
+/// struct Unit;
+/// any_bit_pattern!(Unit {});
+/// #[derive(Clone, Copy)]
+/// struct Holder { a: &'static Unit } // a reference: never NULL
+/// #[allow(non_upper_case_globals)]
+/// const a: &'static Unit = &Unit;
+/// any_bit_pattern!(Holder { a });
+/// ```
 #[macro_export]
 macro_rules! any_bit_pattern {
     (
@@ -126,8 +140,10 @@ macro_rules! any_bit_pattern {
             #[allow(dead_code, reason = "only type-checked")]
             fn every_field_accepts_any_bits(value: &$ty) {
                 fn check<T: $crate::AnyBitPattern>(_: &T) {}
-                let $ty { $($field),* } = value;
-                $( check($field); )*
+                // Every field listed (no `..`), none bound: a name in a pattern can be a
+                // constant's, so each field is checked through the value instead.
+                let $ty { $($field: _),* } = value;
+                $( check(&value.$field); )*
             }
         };
         // SAFETY: every field's type is `AnyBitPattern` (checked just above, all fields
@@ -258,11 +274,13 @@ macro_rules! no_padding {
                 fn type_of<T>(_: &T) -> ::core::marker::PhantomData<T> {
                     ::core::marker::PhantomData
                 }
-                let $ty { $($field),* } = value;
+                // Every field listed (no `..`), none bound: a name in a pattern can be a
+                // constant's, so each field is read through the value instead.
+                let $ty { $($field: _),* } = value;
                 $(
-                    let field_type = type_of($field);
+                    let field_type = type_of(&value.$field);
                     let _: ::core::marker::PhantomData<$field_ty> = field_type;
-                    check($field);
+                    check(&value.$field);
                 )*
             }
             ::core::assert!(

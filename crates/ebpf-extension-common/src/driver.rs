@@ -33,7 +33,7 @@ use ebpf_ext_hook::{HookConfig, HookExtension, HookProvider};
 
 use crate::control::ControlDevice;
 use ebpf_ext_pool::PoolTag;
-use ebpf_ext_program_info::{ProgramData, ProgramInfoProvider};
+use ebpf_ext_program_info::{ProgramData, ProgramInfoProvider, TypedProgramData};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_sys::wdm::{
     DEVICE_OBJECT, DRIVER_OBJECT, FILE_DEVICE_SECURE_OPEN, FILE_DEVICE_UNKNOWN, IoCreateDevice,
@@ -111,8 +111,8 @@ impl Drop for Device {
 pub struct ExtensionConfig<H: HookExtension> {
     /// The extension's ETW provider (`tracelogging::define_provider!`).
     pub trace_provider: &'static tracelogging::Provider,
-    /// The program type's description.
-    pub program_data: &'static ProgramData,
+    /// The program type's description, whose helpers read the hook's context.
+    pub program_data: &'static TypedProgramData<H::Context>,
     /// Pool tag for the providers' allocations.
     pub tag: PoolTag,
     /// The hook.
@@ -151,7 +151,9 @@ impl<H: HookExtension> Extension<H> {
         // SAFETY: the caller's driver object outlives the device (dropped with the extension).
         let device = unsafe { Device::create(driver) }?;
         let program_info = ProgramInfoProvider::register(config.program_data, config.tag)?;
-        // SAFETY: `device` is dropped after `hook` (field order).
+        check_program_type(config.program_data, &config.hook)?;
+        // SAFETY: `device` is dropped after `hook` (field order); the hook's programs are the
+        // program data's type (checked), whose helpers read the context as `H::Context`.
         let hook =
             unsafe { HookProvider::register(config.hook, config.extension, device.as_ptr()) }?;
         ebpf_ext_trace::trace_exit!();
@@ -373,25 +375,94 @@ impl Start<'_> {
         ProgramInfoProvider::register(data, self.tag)
     }
 
-    /// Registers a hook provider with its own extension type and attach policy.
+    /// Registers a hook provider with its own extension type and attach policy, for programs
+    /// of `program`'s type: its helpers read the context as `E::Context`, the context the hook
+    /// invokes programs with (so a mismatch does not compile).
     ///
     /// The provider's detach work items use the driver's device object, which the SDK deletes
     /// only after the [`ExtensionDriver`] value (and every provider it holds) is dropped.
     ///
+    /// ```
+    /// # use ebpf_ext_usersim as _;
+    /// # use ebpf_extension_common::prelude::*;
+    /// #[repr(C)] struct Seen { a: u64, b: u64 }
+    /// fn a(context: &Seen) -> u64 { context.a }
+    /// program_type! {
+    ///     static DATA = c"example", GUID::from_u128(1), 1000;
+    ///     context Seen;
+    ///     helpers { 0x10000, c"example_a" => a(Context); }
+    /// }
+    /// struct Hook;
+    /// impl HookExtension for Hook {
+    ///     type Parameter = ();
+    ///     type ClientData = ();
+    ///     type Context = Seen; // what the helpers read
+    ///     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> { Ok(()) }
+    /// }
+    /// const CONFIG: HookConfig<()> = HookConfig::new(GUID::from_u128(2), GUID::from_u128(1), 1, PoolTag::new(*b"Test"));
+    /// fn hook(start: &Start<'_>) -> Result<HookProvider<Hook>> {
+    ///     start.hook(&DATA, CONFIG, Hook)
+    /// }
+    /// ```
+    ///
+    /// A hook that would invoke programs with another context does not compile:
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_usersim as _;
+    /// # use ebpf_extension_common::prelude::*;
+    /// #[repr(C)] struct Seen { a: u64, b: u64 }
+    /// fn a(context: &Seen) -> u64 { context.a }
+    /// program_type! {
+    ///     static DATA = c"example", GUID::from_u128(1), 1000;
+    ///     context Seen;
+    ///     helpers { 0x10000, c"example_a" => a(Context); }
+    /// }
+    /// struct Hook;
+    /// impl HookExtension for Hook {
+    ///     type Parameter = ();
+    ///     type ClientData = ();
+    ///     type Context = u64; // a helper would read a `Seen` from it
+    ///     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> { Ok(()) }
+    /// }
+    /// const CONFIG: HookConfig<()> = HookConfig::new(GUID::from_u128(2), GUID::from_u128(1), 1, PoolTag::new(*b"Test"));
+    /// fn hook(start: &Start<'_>) -> Result<HookProvider<Hook>> {
+    ///     start.hook(&DATA, CONFIG, Hook)
+    /// }
+    /// ```
+    ///
     /// # Errors
-    /// As [`HookProvider::register`].
+    /// [`Error::InvalidParameter`] (traced) if `config.program_type` is not `program`'s type;
+    /// otherwise as [`HookProvider::register`].
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
     pub fn hook<E: HookExtension>(
         &self,
+        program: &'static TypedProgramData<E::Context>,
         config: HookConfig<E::Parameter>,
         extension: E,
     ) -> Result<HookProvider<E>> {
+        check_program_type(program, &config)?;
         // SAFETY: the device outlives the extension value that holds this provider (field
         // order of `Running`); a provider the driver leaks instead outlives its image anyway.
+        // The hook's programs are `program`'s type (checked), whose helpers read the context
+        // as `E::Context` (`TypedProgramData`).
         unsafe { HookProvider::register(config, extension, self.device.as_ptr()) }
     }
+}
+
+/// Refuses a hook whose configured program type is not the one whose helper context it was
+/// given.
+fn check_program_type<C, P>(program: &TypedProgramData<C>, config: &HookConfig<P>) -> Result<()> {
+    if config.program_type == program.program_type() {
+        return Ok(());
+    }
+    ebpf_ext_trace::trace_message!(
+        ebpf_ext_trace::Level::Error,
+        ebpf_ext_trace::keyword::EXTENSION,
+        "hook configured for another program type than the program data it was given"
+    );
+    Err(Error::InvalidParameter)
 }
 
 /// A running extension driver, as [`crate::driver_entry!`] keeps it. Fields drop in stop

@@ -49,7 +49,7 @@ pub mod prelude {
         ContextMut, CountedString, DontCare, HelperAddresses, HelperFunction, HelperPrototype, Map,
         MapAndKey, MapKey, MapValueOrNull, NoPadding, PackedStrings, ProgramData, ProgramInfo,
         ProgramInfoProvider, ProgramMap, ProgramTypeDescriptor, TestRun, TestRunContext,
-        TestRunInput, TestRunOutput,
+        TestRunInput, TestRunOutput, TypedProgramData,
     };
     pub use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
     pub use ebpf_ext_sys::ntdef::GUID;

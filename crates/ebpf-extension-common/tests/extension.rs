@@ -48,13 +48,16 @@ static HELPERS: [HelperPrototype; 1] = [HelperPrototype::new(
 static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &[]);
 static HELPER_FUNCTIONS: [HelperFunction; 1] = [HelperFunction::new(get_value)];
 static ADDRESSES: HelperAddresses = HelperAddresses::new(&HELPER_FUNCTIONS);
-static DATA: ProgramData = ProgramData::new(&INFO).with_helpers(&ADDRESSES).checked();
+// SAFETY: the one helper reads the context as a `SampleContext`.
+static DATA: TypedProgramData<SampleContext> =
+    unsafe { TypedProgramData::new(ProgramData::new(&INFO).with_helpers(&ADDRESSES).checked()) };
 
 struct Sample;
 
 impl HookExtension for Sample {
     type Parameter = u32;
     type ClientData = ();
+    type Context = SampleContext;
     fn on_attach(&self, _: &AttachRequest<u32>, _: &Attached<'_, Self>) -> Result<()> {
         Ok(())
     }
@@ -149,4 +152,26 @@ fn every_kernel_routine_failure_during_start_is_undone() {
         }
     });
     assert!(points >= 4, "swept {points} points");
+}
+
+#[test]
+fn a_hook_configured_for_another_program_type_is_refused_and_nothing_is_left() {
+    let kernel = Kernel::new();
+    let mut driver = DriverObject::new();
+    let mut wrong = config();
+    wrong.hook.program_type = GUID::from_u128(0x5e5e_0002);
+    // SAFETY: the driver object outlives the extension.
+    let result = unsafe { Extension::start(driver.as_ptr(), wrong) };
+    assert_eq!(result.err(), Some(Error::InvalidParameter));
+    assert!(kernel.nmr_registrations().is_empty());
+    assert_eq!(kernel.device_count(), 0);
+    let traced = kernel.etw_events().iter().any(|e| {
+        matches!(
+            e.field("Message"),
+            Some(ebpf_ext_usersim::tracelogging::Value::Str(m))
+                if m.contains("another program type")
+        )
+    });
+    assert!(traced, "the refusal is traced");
+    kernel.assert_no_leaks();
 }

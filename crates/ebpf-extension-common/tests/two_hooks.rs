@@ -83,6 +83,7 @@ struct Bind;
 impl HookExtension for Bind {
     type Parameter = u32;
     type ClientData = ();
+    type Context = BindContext;
     fn on_attach(&self, _: &AttachRequest<u32>, _: &Attached<'_, Self>) -> Result<()> {
         Ok(())
     }
@@ -92,6 +93,7 @@ struct Connect;
 impl HookExtension for Connect {
     type Parameter = ();
     type ClientData = ();
+    type Context = ConnectContext;
     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> {
         Ok(())
     }
@@ -150,8 +152,8 @@ impl ExtensionDriver for TwoHooks {
     fn start(start: &Start<'_>) -> Result<Self> {
         let bind_type = start.program_type(&BIND_DATA)?;
         let connect_type = start.program_type(&CONNECT_DATA)?;
-        let bind = start.hook(BIND_HOOK_CONFIG, Bind)?;
-        let connect = start.hook(CONNECT_HOOK_CONFIG, Connect)?;
+        let bind = start.hook(&BIND_DATA, BIND_HOOK_CONFIG, Bind)?;
+        let connect = start.hook(&CONNECT_DATA, CONNECT_HOOK_CONFIG, Connect)?;
         Ok(TwoHooks {
             bind,
             connect,

@@ -33,6 +33,7 @@ pub struct SampleHook;
 impl HookExtension for SampleHook {
     type Parameter = u32;
     type ClientData = Option<u32>;
+    type Context = SampleContext;
 
     fn on_attach(
         &self,
@@ -75,7 +76,7 @@ impl ExtensionDriver for SampleExt {
     fn start(start: &Start<'_>) -> Result<Self> {
         let maps = MapProvider::register(MAP_PROVIDER_MODULE_ID, TAG)?;
         let program_type = start.program_type(&PROGRAM_DATA)?;
-        let hook = start.hook(HOOK_CONFIG, SampleHook)?;
+        let hook = start.hook(&PROGRAM_DATA, HOOK_CONFIG, SampleHook)?;
         Ok(SampleExt {
             hook,
             _program_type: program_type,

@@ -29,7 +29,7 @@ impl ExtensionDriver for SampleNet {
 
     fn start(start: &Start<'_>) -> Result<Self> {
         let program_type = start.program_type(&PROGRAM_DATA)?;
-        let hook = start.hook(HOOK_CONFIG, SampleNetHook)?;
+        let hook = start.hook(&PROGRAM_DATA, HOOK_CONFIG, SampleNetHook)?;
         Ok(SampleNet {
             hook,
             _program_type: program_type,

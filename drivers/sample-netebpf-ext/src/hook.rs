@@ -27,6 +27,7 @@ pub struct SampleNetHook;
 impl HookExtension for SampleNetHook {
     type Parameter = u32;
     type ClientData = u32;
+    type Context = PacketContext;
 
     fn on_attach(&self, request: &AttachRequest<u32>, _: &Attached<'_, Self>) -> Result<u32> {
         let interface = request.parameter.unwrap_or(WILDCARD_INTERFACE);

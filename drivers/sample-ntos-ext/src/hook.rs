@@ -26,6 +26,7 @@ pub struct SampleProcessHook;
 impl HookExtension for SampleProcessHook {
     type Parameter = ();
     type ClientData = ();
+    type Context = Notification;
 
     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> {
         Ok(())
@@ -82,7 +83,7 @@ impl ExtensionDriver for SampleProcess {
 
     fn start(start: &Start<'_>) -> Result<Self> {
         let program_type = start.program_type(&PROGRAM_DATA)?;
-        let hook = start.hook(HOOK_CONFIG, SampleProcessHook)?;
+        let hook = start.hook(&PROGRAM_DATA, HOOK_CONFIG, SampleProcessHook)?;
         Ok(SampleProcess {
             hook,
             _program_type: program_type,

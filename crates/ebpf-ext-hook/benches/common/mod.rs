@@ -15,6 +15,7 @@ pub(crate) struct BenchHook;
 impl HookExtension for BenchHook {
     type Parameter = u32;
     type ClientData = ();
+    type Context = u64;
     fn on_attach(&self, _: &AttachRequest<u32>, _: &Attached<'_, Self>) -> Result<()> {
         Ok(())
     }
