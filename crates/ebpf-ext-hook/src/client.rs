@@ -168,7 +168,7 @@ impl<'a, E: HookExtension> ClientRef<'a, E> {
     ///
     /// # IRQL
     /// ≤ DISPATCH_LEVEL.
-    pub fn invoke<T>(&self, context: &mut ProgramContext<T>) -> Result<u32> {
+    pub fn invoke(&self, context: &mut ProgramContext<E::Context>) -> Result<u32> {
         self.client.invoke(context.program_pointer())
     }
 }

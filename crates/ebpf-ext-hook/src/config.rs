@@ -112,6 +112,16 @@ impl<P: Copy> HookConfig<P> {
     /// # Panics
     /// If `max_clients` is 0 (at compile time in a `const`); `HookProvider::register` refuses
     /// such a configuration too.
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_hook::HookConfig;
+    /// # use ebpf_ext_pool::PoolTag;
+    /// # use ebpf_ext_sys::ntdef::GUID;
+    /// const CONFIG: HookConfig<()> =
+    ///     HookConfig::new(GUID::from_u128(1), GUID::from_u128(2), 1, PoolTag::new(*b"Test"))
+    ///         .with_max_clients(0);
+    /// # let _ = CONFIG;
+    /// ```
     #[must_use]
     pub const fn with_max_clients(self, max_clients: usize) -> Self {
         assert!(max_clients > 0, "a hook admits at least one program");
@@ -167,7 +177,7 @@ pub trait HookExtension: Send + Sync + Sized + 'static {
     type ClientData: Send + Sync + 'static;
     /// The context programs are invoked with (the `T` of [`ProgramContext<T>`]): the type the
     /// program type's helpers receive, which is what makes reading it in a helper sound. The
-    /// facade's `Start::hook` checks it against the program type's declared helper context.
+    /// facade's `Start::hook` admits a hook only for a program type whose helpers read it.
     type Context: 'static;
 
     /// Called when a program attaches while none is attached, before

@@ -36,6 +36,54 @@ impl<E: HookExtension> HookProvider<E> {
     /// Runs every program attached for `parameter` (specific ones, then wildcards) and returns
     /// the last verdict (netebpfext's `net_ebpf_extension_hook_invoke_programs`).
     ///
+    /// Programs are invoked with the hook's context type, [`HookExtension::Context`] (what
+    /// their helpers read), here and through [`ClientRef::invoke`](crate::ClientRef::invoke)
+    /// and [`Batch::invoke`]:
+    ///
+    /// ```
+    /// # use ebpf_ext_usersim as _;
+    /// # use ebpf_ext_hook::*;
+    /// # struct Hook;
+    /// # impl HookExtension for Hook {
+    /// #     type Parameter = (); type ClientData = (); type Context = u64;
+    /// #     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> ebpf_ext_sys::Result<()> { Ok(()) }
+    /// # }
+    /// fn fire(hook: &HookProvider<Hook>) {
+    ///     let _ = hook.invoke(&(), &mut ProgramContext::new(7u64));
+    ///     for client in hook.clients().iter() {
+    ///         let _ = client.invoke(&mut ProgramContext::new(7u64));
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_usersim as _;
+    /// # use ebpf_ext_hook::*;
+    /// # struct Hook;
+    /// # impl HookExtension for Hook {
+    /// #     type Parameter = (); type ClientData = (); type Context = u64;
+    /// #     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> ebpf_ext_sys::Result<()> { Ok(()) }
+    /// # }
+    /// fn fire(hook: &HookProvider<Hook>) {
+    ///     let _ = hook.invoke(&(), &mut ProgramContext::new(7u8)); // one byte for a u64
+    /// }
+    /// ```
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_usersim as _;
+    /// # use ebpf_ext_hook::*;
+    /// # struct Hook;
+    /// # impl HookExtension for Hook {
+    /// #     type Parameter = (); type ClientData = (); type Context = u64;
+    /// #     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> ebpf_ext_sys::Result<()> { Ok(()) }
+    /// # }
+    /// fn fire(hook: &HookProvider<Hook>) {
+    ///     for client in hook.clients().iter() {
+    ///         let _ = client.invoke(&mut ProgramContext::new(7u8)); // one byte for a u64
+    ///     }
+    /// }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::ObjectNotFound`] (`EBPF_OBJECT_NOT_FOUND`) if no program ran; the first invoke
     /// failure otherwise.

@@ -162,8 +162,8 @@ impl<E: HookExtension> HookProvider<E> {
     /// `device` is a live device object of the driver that outlives the provider (work items
     /// for detach are allocated against it). The helpers of `config.program_type` (and its
     /// global-helper overrides) read the program context as `E::Context`: the provider invokes
-    /// programs with nothing else. (The facade's `Start::hook` checks this against the program
-    /// type's declaration.)
+    /// programs with nothing else. (The facade's `Start::program_type` and `Start::hook`
+    /// ensure it for the program types a driver registers itself.)
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] if `max_clients` is 0; [`Error::InsufficientResources`] if an

@@ -777,11 +777,12 @@ macro_rules! helpers {
 ///
 /// Helpers receive `ContextType`, or `HelperContext` where the extension runs programs with a
 /// larger context that begins with what programs see (the descriptor's size stays
-/// `ContextType`'s). The extension must invoke programs of this type with that context
-/// (`ProgramContext<HelperContext>`), which the SDK cannot check across a hook; `test run`
-/// checks it for test runs: `Run::Context` must be the helpers' context, or the declaration
-/// does not compile. The program type is not privileged and its context has no metadata
-/// pointer; for those, build the statics by hand.
+/// `ContextType`'s). The static is a [`TypedProgramData`](crate::TypedProgramData) of that
+/// context: the facade's `Start::program_type` registers it and `Start::hook` only admits a
+/// hook whose `HookExtension::Context` it is. `test run` checks it for test runs:
+/// `Run::Context` must be the helpers' context, or the declaration does not compile. The
+/// program type is not privileged and its context has no metadata pointer; for those, build
+/// the statics by hand (registering them is then `unsafe`: nothing checks the contexts).
 ///
 /// ```
 /// # use ebpf_ext_program_info::*;

@@ -662,7 +662,7 @@ impl ProgramData {
 /// [`ProgramData`] whose helpers (type-specific and global overrides) and test runs read the
 /// program context as `C`: what [`program_type!`] declares. A hook takes one to prove that
 /// it invokes the type's programs with the context their helpers read (the facade's
-/// `Start::hook`). Dereferences to the [`ProgramData`].
+/// `Start::program_type` and `Start::hook`). Dereferences to the [`ProgramData`].
 #[repr(transparent)]
 pub struct TypedProgramData<C> {
     data: ProgramData,
@@ -749,6 +749,13 @@ pub struct ProgramInfoProvider {
 
 impl ProgramInfoProvider {
     /// Registers the provider for `data`'s program type (NMR module id = the program type).
+    /// The facade's `Start::program_type` is the safe way to call it.
+    ///
+    /// # Safety
+    /// Every hook that invokes programs of this type hands them the context `data`'s helpers
+    /// and test runs read, and while this provider is registered the image registers no other
+    /// provider of the same program type whose helpers read another (the core may bind
+    /// either).
     ///
     /// # Errors
     /// [`ebpf_ext_sys::Error::InsufficientResources`] if the context cannot be allocated; the status of
@@ -756,7 +763,7 @@ impl ProgramInfoProvider {
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
-    pub fn register(data: &'static ProgramData, tag: PoolTag) -> Result<Self> {
+    pub unsafe fn register(data: &'static ProgramData, tag: PoolTag) -> Result<Self> {
         let provider = Provider::register(data.program_type(), ProgramInfoNpi { data }, tag)?;
         Ok(ProgramInfoProvider {
             _provider: provider,

@@ -232,6 +232,21 @@ unsafe impl<T: NoPadding, const N: usize> NoPadding for [T; N] {}
 /// no_padding!(Pair { a: u32, b: u32 }); // `c` left out, `b`'s type wrong
 /// ```
 ///
+/// A constant named like a field does not stand in for it:
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::{any_bit_pattern, no_padding};
+/// #[derive(Clone, Copy, PartialEq, Eq)]
+/// struct Unit;
+/// any_bit_pattern!(Unit {});
+/// no_padding!(Unit {});
+/// #[derive(Clone, Copy)]
+/// struct Holder { a: &'static Unit, b: u64 } // a reference: never NULL
+/// #[allow(non_upper_case_globals)]
+/// const a: &'static Unit = &Unit;
+/// no_padding!(Holder { a: &'static Unit, b: u64 });
+/// ```
+///
 /// A field is listed with its own type, not one it dereferences to:
 ///
 /// ```compile_fail

@@ -23,6 +23,13 @@ use ebpf_ext_usersim::{Fault, Kernel, sweep_allocation_failures, sweep_call_fail
 const PROGRAM_TYPE: GUID = GUID::from_u128(0xf788ef4a_207d_4dc3_85cf_0f2ea107213c);
 const TAG: PoolTag = PoolTag::new(*b"PiTs");
 
+/// Registers `data`'s provider: the test's only provider of the type, and no hook invokes its
+/// programs.
+fn register(data: &'static ProgramData) -> ebpf_ext_sys::Result<ProgramInfoProvider> {
+    // SAFETY: as above.
+    unsafe { ProgramInfoProvider::register(data, TAG) }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct SampleContext {
@@ -153,7 +160,7 @@ static DATA: ProgramData = ProgramData::new(&INFO)
 #[test]
 fn the_core_sees_and_accepts_the_program_data() {
     let kernel = Kernel::new();
-    let provider = ProgramInfoProvider::register(&DATA, TAG).expect("register");
+    let provider = register(&DATA).expect("register");
     let client =
         ProgramInfoClient::attach(PROGRAM_TYPE).expect("the core accepts the program data");
     let info = client.info();
@@ -189,7 +196,7 @@ fn the_core_sees_and_accepts_the_program_data() {
 #[test]
 fn test_run_context_round_trip() {
     let kernel = Kernel::new();
-    let provider = ProgramInfoProvider::register(&DATA, TAG).expect("register");
+    let provider = register(&DATA).expect("register");
     let client = ProgramInfoClient::attach(PROGRAM_TYPE).expect("attach");
     let input = SampleContext {
         data_start: ptr::null(),
@@ -225,7 +232,7 @@ fn test_run_context_round_trip() {
 #[test]
 fn unregister_detaches_the_core() {
     let kernel = Kernel::new();
-    let provider = ProgramInfoProvider::register(&DATA, TAG).expect("register");
+    let provider = register(&DATA).expect("register");
     let client = ProgramInfoClient::attach(PROGRAM_TYPE).expect("attach");
     drop(provider);
     assert!(!client.is_attached());
@@ -239,24 +246,21 @@ fn register_failures() {
     let kernel = Kernel::new();
     kernel.inject(Fault::Call("NmrRegisterProvider", 1));
     assert!(matches!(
-        ProgramInfoProvider::register(&DATA, TAG),
+        register(&DATA),
         Err(Error::Api {
             api: "NmrRegisterProvider",
             ..
         })
     ));
     kernel.inject(Fault::Allocation(1));
-    assert!(matches!(
-        ProgramInfoProvider::register(&DATA, TAG),
-        Err(Error::InsufficientResources)
-    ));
+    assert!(matches!(register(&DATA), Err(Error::InsufficientResources)));
     kernel.assert_no_leaks();
 }
 
 #[test]
 fn allocation_failure_sweep() {
     let points = sweep_allocation_failures(|_| {
-        if let Ok(provider) = ProgramInfoProvider::register(&DATA, TAG) {
+        if let Ok(provider) = register(&DATA) {
             let client = ProgramInfoClient::attach(PROGRAM_TYPE);
             drop(client);
             drop(provider);
@@ -268,7 +272,7 @@ fn allocation_failure_sweep() {
 #[test]
 fn api_failure_sweep() {
     let points = sweep_call_failures(|_| {
-        if let Ok(provider) = ProgramInfoProvider::register(&DATA, TAG) {
+        if let Ok(provider) = register(&DATA) {
             let client = ProgramInfoClient::attach(PROGRAM_TYPE);
             drop(client);
             drop(provider);

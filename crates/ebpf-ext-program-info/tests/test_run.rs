@@ -26,6 +26,13 @@ fn irql() -> u8 {
 
 const PROGRAM_TYPE: GUID = GUID::from_u128(0x5e5e_0001_0000_4000_8000_0000_0000_0001);
 const TAG: PoolTag = PoolTag::new(*b"TrTs");
+
+/// Registers `data`'s provider: the test's only provider of the type, and no hook invokes its
+/// programs.
+fn register(data: &'static ProgramData) -> ebpf_ext_sys::Result<ProgramInfoProvider> {
+    // SAFETY: as above.
+    unsafe { ProgramInfoProvider::register(data, TAG) }
+}
 /// What `Echo::create` puts in header slot 7: must come back in `ctx_out`.
 const MARKER: u64 = 0x5EED_5EED;
 /// A `value` that makes `Echo::create` fail with `EBPF_SUCCESS` (which the SDK must not pass
@@ -123,7 +130,7 @@ struct Setup {
 impl Setup {
     fn new() -> Self {
         let kernel = Kernel::new();
-        let provider = ProgramInfoProvider::register(&DATA, TAG).expect("register");
+        let provider = register(&DATA).expect("register");
         let client = ProgramInfoClient::attach(PROGRAM_TYPE).expect("attach");
         Setup {
             kernel,
@@ -240,7 +247,7 @@ fn refusals_and_allocation_failures_leak_nothing() {
 #[test]
 fn every_allocation_failure_is_clean() {
     let points = sweep_allocation_failures(|_| {
-        let Ok(provider) = ProgramInfoProvider::register(&DATA, TAG) else {
+        let Ok(provider) = register(&DATA) else {
             return;
         };
         if let Ok(client) = ProgramInfoClient::attach(PROGRAM_TYPE) {

@@ -27,13 +27,16 @@
 //! }
 //! ```
 
+use core::cell::Cell;
+use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
 use ebpf_ext_hook::{HookConfig, HookExtension, HookProvider};
 
 use crate::control::ControlDevice;
 use ebpf_ext_pool::PoolTag;
-use ebpf_ext_program_info::{ProgramData, ProgramInfoProvider, TypedProgramData};
+use ebpf_ext_program_info::{ProgramInfoProvider, TypedProgramData};
+use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_sys::wdm::{
     DEVICE_OBJECT, DRIVER_OBJECT, FILE_DEVICE_SECURE_OPEN, FILE_DEVICE_UNKNOWN, IoCreateDevice,
@@ -137,11 +140,14 @@ impl<H: HookExtension> Extension<H> {
     /// the error is returned.
     ///
     /// # Safety
-    /// `driver` is the driver's live `DRIVER_OBJECT`, which outlives the extension.
+    /// `driver` is the driver's live `DRIVER_OBJECT`, which outlives the extension; and while
+    /// it runs the image registers no other program-information provider of its program type
+    /// (see [`ProgramInfoProvider::register`]).
     ///
     /// # Errors
     /// The first step's error ([`ebpf_ext_sys::Error::Api`] naming the kernel routine, or
-    /// [`ebpf_ext_sys::Error::InsufficientResources`]).
+    /// [`ebpf_ext_sys::Error::InsufficientResources`]); [`Error::InvalidParameter`] (traced)
+    /// if the hook's configuration names another program type than the program data.
     ///
     /// # IRQL
     /// PASSIVE_LEVEL (DriverEntry).
@@ -150,10 +156,14 @@ impl<H: HookExtension> Extension<H> {
         ebpf_ext_trace::trace_entry!();
         // SAFETY: the caller's driver object outlives the device (dropped with the extension).
         let device = unsafe { Device::create(driver) }?;
-        let program_info = ProgramInfoProvider::register(config.program_data, config.tag)?;
-        check_program_type(config.program_data, &config.hook)?;
+        check_program_type(config.program_data.program_type(), &config.hook)?;
+        // SAFETY: the one hook of this type is the one below, which invokes programs with
+        // `H::Context`, what the data's helpers read (`TypedProgramData`); the caller registers
+        // no other provider of the type (this function's contract).
+        let program_info =
+            unsafe { ProgramInfoProvider::register(config.program_data, config.tag) }?;
         // SAFETY: `device` is dropped after `hook` (field order); the hook's programs are the
-        // program data's type (checked), whose helpers read the context as `H::Context`.
+        // program data's type (checked above).
         let hook =
             unsafe { HookProvider::register(config.hook, config.extension, device.as_ptr()) }?;
         ebpf_ext_trace::trace_exit!();
@@ -357,27 +367,81 @@ pub trait ExtensionDriver: Send + Sync + Sized + 'static {
     }
 }
 
+/// Most program types one driver registers through [`Start::program_type`].
+pub const MAX_PROGRAM_TYPES: usize = 32;
+
 /// What [`ExtensionDriver::start`] starts providers with.
 pub struct Start<'a> {
     device: &'a Device,
     tag: PoolTag,
+    /// The program types registered so far, for as long as the driver starts: a second
+    /// registration of one is refused, even after the first was dropped.
+    registered: [Cell<Option<GUID>>; MAX_PROGRAM_TYPES],
+}
+
+/// A registered program type whose helpers and test runs read the program context as `C`:
+/// what [`Start::program_type`] returns and [`Start::hook`] takes. Dropping it unregisters
+/// the program-information provider and waits until the core has detached; drop it after the
+/// hooks that run its programs (declare it after them).
+pub struct ProgramType<C> {
+    _provider: ProgramInfoProvider,
+    guid: GUID,
+    _context: PhantomData<fn(C) -> C>,
+}
+
+impl<C> ProgramType<C> {
+    /// The program type GUID.
+    #[must_use]
+    pub fn program_type(&self) -> GUID {
+        self.guid
+    }
 }
 
 impl Start<'_> {
     /// Registers the program-information provider of one program type.
     ///
     /// # Errors
-    /// As [`ProgramInfoProvider::register`].
+    /// [`Error::InvalidParameter`] (traced) if this driver already registered the program type
+    /// (the core could bind either provider, and hooks were checked against one);
+    /// [`Error::InsufficientResources`] beyond [`MAX_PROGRAM_TYPES`]; otherwise as
+    /// [`ProgramInfoProvider::register`].
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
-    pub fn program_type(&self, data: &'static ProgramData) -> Result<ProgramInfoProvider> {
-        ProgramInfoProvider::register(data, self.tag)
+    pub fn program_type<C>(&self, data: &'static TypedProgramData<C>) -> Result<ProgramType<C>> {
+        let program_type = data.program_type();
+        if self
+            .registered
+            .iter()
+            .any(|slot| slot.get() == Some(program_type))
+        {
+            ebpf_ext_trace::trace_message!(
+                ebpf_ext_trace::Level::Error,
+                ebpf_ext_trace::keyword::EXTENSION,
+                "program type registered twice"
+            );
+            return Err(Error::InvalidParameter);
+        }
+        let Some(slot) = self.registered.iter().find(|slot| slot.get().is_none()) else {
+            return Err(Error::InsufficientResources);
+        };
+        // SAFETY: this driver's safe hooks invoke programs of this type only through
+        // `Start::hook`, which takes the returned `ProgramType<C>` and so hands them a `C`, the
+        // context `data`'s helpers and test runs read (`TypedProgramData`); and no other
+        // provider of the type is registered through this `Start` (checked above; the record
+        // is kept while the driver starts).
+        let provider = unsafe { ProgramInfoProvider::register(data, self.tag) }?;
+        slot.set(Some(program_type));
+        Ok(ProgramType {
+            _provider: provider,
+            guid: program_type,
+            _context: PhantomData,
+        })
     }
 
     /// Registers a hook provider with its own extension type and attach policy, for programs
-    /// of `program`'s type: its helpers read the context as `E::Context`, the context the hook
-    /// invokes programs with (so a mismatch does not compile).
+    /// of `program`'s type: the hook invokes them with `E::Context`, the context that type's
+    /// helpers read (a hook with another context does not compile).
     ///
     /// The provider's detach work items use the driver's device object, which the SDK deletes
     /// only after the [`ExtensionDriver`] value (and every provider it holds) is dropped.
@@ -400,8 +464,9 @@ impl Start<'_> {
     ///     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> { Ok(()) }
     /// }
     /// const CONFIG: HookConfig<()> = HookConfig::new(GUID::from_u128(2), GUID::from_u128(1), 1, PoolTag::new(*b"Test"));
-    /// fn hook(start: &Start<'_>) -> Result<HookProvider<Hook>> {
-    ///     start.hook(&DATA, CONFIG, Hook)
+    /// fn start_both(start: &Start<'_>) -> Result<(HookProvider<Hook>, ProgramType<Seen>)> {
+    ///     let program_type = start.program_type(&DATA)?;
+    ///     Ok((start.hook(&program_type, CONFIG, Hook)?, program_type))
     /// }
     /// ```
     ///
@@ -425,8 +490,9 @@ impl Start<'_> {
     ///     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> { Ok(()) }
     /// }
     /// const CONFIG: HookConfig<()> = HookConfig::new(GUID::from_u128(2), GUID::from_u128(1), 1, PoolTag::new(*b"Test"));
-    /// fn hook(start: &Start<'_>) -> Result<HookProvider<Hook>> {
-    ///     start.hook(&DATA, CONFIG, Hook)
+    /// fn start_both(start: &Start<'_>) -> Result<(HookProvider<Hook>, ProgramType<Seen>)> {
+    ///     let program_type = start.program_type(&DATA)?;
+    ///     Ok((start.hook(&program_type, CONFIG, Hook)?, program_type))
     /// }
     /// ```
     ///
@@ -438,23 +504,23 @@ impl Start<'_> {
     /// PASSIVE_LEVEL.
     pub fn hook<E: HookExtension>(
         &self,
-        program: &'static TypedProgramData<E::Context>,
+        program: &ProgramType<E::Context>,
         config: HookConfig<E::Parameter>,
         extension: E,
     ) -> Result<HookProvider<E>> {
-        check_program_type(program, &config)?;
+        check_program_type(program.guid, &config)?;
         // SAFETY: the device outlives the extension value that holds this provider (field
         // order of `Running`); a provider the driver leaks instead outlives its image anyway.
         // The hook's programs are `program`'s type (checked), whose helpers read the context
-        // as `E::Context` (`TypedProgramData`).
+        // as `E::Context` (`ProgramType`), and that type has no other provider here.
         unsafe { HookProvider::register(config, extension, self.device.as_ptr()) }
     }
 }
 
 /// Refuses a hook whose configured program type is not the one whose helper context it was
 /// given.
-fn check_program_type<C, P>(program: &TypedProgramData<C>, config: &HookConfig<P>) -> Result<()> {
-    if config.program_type == program.program_type() {
+fn check_program_type<P>(program_type: GUID, config: &HookConfig<P>) -> Result<()> {
+    if config.program_type == program_type {
         return Ok(());
     }
     ebpf_ext_trace::trace_message!(
@@ -538,6 +604,7 @@ pub mod glue {
         let extension = D::start(&Start {
             device: &device,
             tag: D::TAG,
+            registered: [const { core::cell::Cell::new(None) }; super::MAX_PROGRAM_TYPES],
         })?;
         let control = match D::CONTROL_DEVICE {
             // SAFETY: as above; the dispatch table was set before this request can arrive.

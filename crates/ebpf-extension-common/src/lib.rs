@@ -59,7 +59,7 @@ pub mod prelude {
 
     pub use crate::control::{ControlDevice, DeviceControl, complete_request};
     pub use crate::driver::{
-        ControlDeviceNames, Device, Extension, ExtensionConfig, ExtensionDriver, Start,
+        ControlDeviceNames, Device, Extension, ExtensionConfig, ExtensionDriver, ProgramType, Start,
     };
     pub use crate::global::DriverGlobal;
     pub use crate::ioctl::{Call, Completion, Ioctl, Refusal, Request};

@@ -50,7 +50,7 @@ impl HookExtension for Hook {
 
 struct Mismatched {
     _hook: HookProvider<Hook>,
-    _program_type: ProgramInfoProvider,
+    _program_type: ProgramType<EventContext>,
 }
 
 impl ExtensionDriver for Mismatched {
@@ -60,7 +60,11 @@ impl ExtensionDriver for Mismatched {
     fn start(start: &Start<'_>) -> Result<Self> {
         let program_type = start.program_type(&DATA)?;
         // The hook names another program type than `DATA`'s.
-        let hook = start.hook(&DATA, HookConfig::new(HOOK, OTHER_PROGRAM, 2101, TAG), Hook)?;
+        let hook = start.hook(
+            &program_type,
+            HookConfig::new(HOOK, OTHER_PROGRAM, 2101, TAG),
+            Hook,
+        )?;
         Ok(Mismatched {
             _hook: hook,
             _program_type: program_type,

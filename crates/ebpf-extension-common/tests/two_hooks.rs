@@ -136,8 +136,8 @@ impl Ioctl for Fire {
 struct TwoHooks {
     bind: HookProvider<Bind>,
     connect: HookProvider<Connect>,
-    _bind_type: ProgramInfoProvider,
-    _connect_type: ProgramInfoProvider,
+    _bind_type: ProgramType<BindContext>,
+    _connect_type: ProgramType<ConnectContext>,
 }
 
 impl ExtensionDriver for TwoHooks {
@@ -152,8 +152,8 @@ impl ExtensionDriver for TwoHooks {
     fn start(start: &Start<'_>) -> Result<Self> {
         let bind_type = start.program_type(&BIND_DATA)?;
         let connect_type = start.program_type(&CONNECT_DATA)?;
-        let bind = start.hook(&BIND_DATA, BIND_HOOK_CONFIG, Bind)?;
-        let connect = start.hook(&CONNECT_DATA, CONNECT_HOOK_CONFIG, Connect)?;
+        let bind = start.hook(&bind_type, BIND_HOOK_CONFIG, Bind)?;
+        let connect = start.hook(&connect_type, CONNECT_HOOK_CONFIG, Connect)?;
         Ok(TwoHooks {
             bind,
             connect,

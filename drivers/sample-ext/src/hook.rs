@@ -60,7 +60,7 @@ pub const HOOK_CONFIG: HookConfig<u32> =
 /// upstream registers them in the opposite order.
 pub struct SampleExt {
     hook: HookProvider<SampleHook>,
-    _program_type: ProgramInfoProvider,
+    _program_type: ProgramType<SampleContext>,
     pub(crate) maps: MapProvider<SampleMap>,
 }
 
@@ -76,7 +76,7 @@ impl ExtensionDriver for SampleExt {
     fn start(start: &Start<'_>) -> Result<Self> {
         let maps = MapProvider::register(MAP_PROVIDER_MODULE_ID, TAG)?;
         let program_type = start.program_type(&PROGRAM_DATA)?;
-        let hook = start.hook(&PROGRAM_DATA, HOOK_CONFIG, SampleHook)?;
+        let hook = start.hook(&program_type, HOOK_CONFIG, SampleHook)?;
         Ok(SampleExt {
             hook,
             _program_type: program_type,

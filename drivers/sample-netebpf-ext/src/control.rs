@@ -15,7 +15,7 @@ pub const DISPATCH_CHUNK: u64 = 64;
 /// The running extension. Fields drop in order: the hook first, then its program type.
 pub struct SampleNet {
     hook: HookProvider<SampleNetHook>,
-    _program_type: ProgramInfoProvider,
+    _program_type: ProgramType<PacketContext>,
 }
 
 impl ExtensionDriver for SampleNet {
@@ -29,7 +29,7 @@ impl ExtensionDriver for SampleNet {
 
     fn start(start: &Start<'_>) -> Result<Self> {
         let program_type = start.program_type(&PROGRAM_DATA)?;
-        let hook = start.hook(&PROGRAM_DATA, HOOK_CONFIG, SampleNetHook)?;
+        let hook = start.hook(&program_type, HOOK_CONFIG, SampleNetHook)?;
         Ok(SampleNet {
             hook,
             _program_type: program_type,

@@ -74,7 +74,7 @@ pub(crate) fn fire(
 /// which removes the notify routine), then its program type.
 pub struct SampleProcess {
     hook: HookProvider<SampleProcessHook>,
-    _program_type: ProgramInfoProvider,
+    _program_type: ProgramType<Notification>,
 }
 
 impl ExtensionDriver for SampleProcess {
@@ -83,7 +83,7 @@ impl ExtensionDriver for SampleProcess {
 
     fn start(start: &Start<'_>) -> Result<Self> {
         let program_type = start.program_type(&PROGRAM_DATA)?;
-        let hook = start.hook(&PROGRAM_DATA, HOOK_CONFIG, SampleProcessHook)?;
+        let hook = start.hook(&program_type, HOOK_CONFIG, SampleProcessHook)?;
         Ok(SampleProcess {
             hook,
             _program_type: program_type,

@@ -119,7 +119,9 @@ mod tests {
     #[test]
     fn ctx_out_is_the_callers_context_with_the_run_header_and_no_pointers() {
         let kernel = Kernel::new();
-        let provider = ProgramInfoProvider::register(&PROGRAM_DATA, TAG).expect("register");
+        // SAFETY: the one provider of the type; no hook invokes its programs.
+        let provider =
+            unsafe { ProgramInfoProvider::register(&PROGRAM_DATA, TAG) }.expect("register");
         let client = ProgramInfoClient::attach(PROGRAM_TYPE).expect("attach");
         let data = b"c\0m\0d\0!\0!\0".to_vec();
         let ctx = context_in(10);
