@@ -178,6 +178,11 @@ pub trait HookExtension: Send + Sync + Sized + 'static {
     /// The context programs are invoked with (the `T` of [`ProgramContext<T>`]): the type the
     /// program type's helpers receive, which is what makes reading it in a helper sound. The
     /// facade's `Start::hook` admits a hook only for a program type whose helpers read it.
+    ///
+    /// What the context's data pointers (the fields the program type's context descriptor
+    /// names) bound is the extension's word: programs and the verifier trust them, and the SDK
+    /// cannot check pointer values the extension builds. Build them from a slice that lives
+    /// for the invocation (as the samples' `PacketContext::new(&mut [u8])` does).
     type Context: 'static;
 
     /// Called when a program attaches while none is attached, before

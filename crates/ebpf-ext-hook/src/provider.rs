@@ -44,7 +44,10 @@ unsafe impl<E: HookExtension> Send for HookState<E> {}
 // SAFETY: as above.
 unsafe impl<E: HookExtension> Sync for HookState<E> {}
 
-impl<E: HookExtension> NpiProvider for HookState<E> {
+// SAFETY: the characteristics are the hook NPI's provider data built from a validated
+// `HookConfig`; programs are invoked with `E::Context`, which `HookProvider::register`'s
+// caller promised is what the program type's helpers read.
+unsafe impl<E: HookExtension> NpiProvider for HookState<E> {
     type Characteristics = ebpf_attach_provider_data_t;
     type Binding = Client<E>;
     const NPI_ID: &'static NPIID = &EBPF_HOOK_EXTENSION_IID;

@@ -128,7 +128,9 @@ unsafe impl<M: CustomMap> Sync for MapNpi<M> {}
 /// One attached map client (a map of the type); nothing to keep.
 struct MapClient;
 
-impl<M: CustomMap> NpiProvider for MapNpi<M> {
+// SAFETY: the characteristics are the map-information NPI's provider data, with a dispatch
+// table of this crate's callbacks for `M`.
+unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
     type Characteristics = ebpf_map_provider_data_t;
     type Binding = MapClient;
     const NPI_ID: &'static NPIID = &EBPF_MAP_INFO_EXTENSION_IID;

@@ -142,9 +142,17 @@ unsafe fn client_module_guid(instance: *const NPI_REGISTRATION_INSTANCE) -> GUID
 /// three NMR callbacks to these methods with typed contexts, frees each binding after NMR's
 /// cleanup, and deregisters and waits in `Drop`.
 ///
+/// # Safety
+/// The characteristics are what `NPI_ID`'s clients may rely on: valid for that NPI, and
+/// upholding its rules (for the eBPF core's program-information NPI, helpers that read the
+/// program context as the type the program type's hooks invoke programs with). Clients
+/// dereference what they are given, so a safe implementation could otherwise hand the core
+/// arbitrary pointers. The SDK's providers (program information, hook, map) are the
+/// implementations; an extension uses those.
+///
 /// # IRQL
 /// [`NpiProvider::attach`]: PASSIVE_LEVEL. [`NpiProvider::detach`]: ≤ DISPATCH_LEVEL.
-pub trait NpiProvider: Send + Sync + Sized + 'static {
+pub unsafe trait NpiProvider: Send + Sync + Sized + 'static {
     /// The NPI-specific characteristics published to clients (`NpiSpecificCharacteristics`).
     type Characteristics: 'static;
     /// What the provider keeps per attached client (NMR's provider binding context).

@@ -768,7 +768,7 @@ macro_rules! helpers {
 ///     /// docs
 ///     pub static NAME = c"type name", PROGRAM_TYPE_GUID, BPF_PROG_TYPE;
 ///     context ContextType, data data_start..data_end;   // `, data …` optional
-///     helpers { <helpers! lines> }                       // or helpers<HelperContext> { … }
+///     helpers { <helpers! lines> }          // or helpers<HelperContext, field.path> { … }
 ///     global helpers { <helpers! lines> }                // optional
 ///     test run Run;                                      // optional: `TestRun` for test runs
 ///     .with_required_irql(DISPATCH_LEVEL)                // optional
@@ -776,8 +776,9 @@ macro_rules! helpers {
 /// ```
 ///
 /// Helpers receive `ContextType`, or `HelperContext` where the extension runs programs with a
-/// larger context that begins with what programs see (the descriptor's size stays
-/// `ContextType`'s). The static is a [`TypedProgramData`](crate::TypedProgramData) of that
+/// larger context that begins with what programs see: `field.path` names the `ContextType`
+/// inside it, which must lie at offset 0 and be of that very type (checked at compile time;
+/// the descriptor's size stays `ContextType`'s). The static is a [`TypedProgramData`](crate::TypedProgramData) of that
 /// context: the facade's `Start::program_type` registers it and `Start::hook` only admits a
 /// hook whose `HookExtension::Context` it is. `test run` checks it for test runs:
 /// `Run::Context` must be the helpers' context, or the declaration does not compile. The
@@ -808,6 +809,46 @@ macro_rules! helpers {
 /// assert_eq!(DATA.raw().required_irql, 2);
 /// ```
 ///
+/// A larger helper context must begin with the program's context, named by its path:
+///
+/// ```
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Seen { a: u64, b: u64 }
+/// #[repr(C)] struct Hooked { seen: Seen, extra: u64 }
+/// fn extra(context: &Hooked) -> u64 { context.extra + context.seen.a }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Seen;
+///     helpers<Hooked, seen> { 0x10000, c"example_extra" => extra(Context); }
+/// }
+/// # let _ = &DATA;
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Seen { a: u64, b: u64 }
+/// #[repr(C)] struct Hooked { extra: u64, seen: Seen } // programs would read `extra` as `a`
+/// fn extra(context: &Hooked) -> u64 { context.extra }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Seen;
+///     helpers<Hooked, seen> { 0x10000, c"example_extra" => extra(Context); }
+/// }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Seen { a: u64, b: u64, c: u64 }
+/// #[repr(C)] struct Small { a: u64, b: u64 }
+/// #[repr(C)] struct Hooked { small: Small, extra: u64 } // 16 bytes where programs see 24
+/// fn extra(context: &Hooked) -> u64 { context.extra }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Seen;
+///     helpers<Hooked, small> { 0x10000, c"example_extra" => extra(Context); }
+/// }
+/// ```
+///
 /// A test run whose context is not the helpers' does not compile:
 ///
 /// ```compile_fail
@@ -829,7 +870,7 @@ macro_rules! helpers {
 /// program_type! {
 ///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
 ///     context Seen;
-///     helpers<Hooked> { 0x10000, c"example_extra" => a(Context); }
+///     helpers<Hooked, seen> { 0x10000, c"example_extra" => a(Context); }
 ///     test run Run;
 /// }
 /// ```
@@ -856,7 +897,7 @@ macro_rules! helpers {
 /// program_type! {
 ///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
 ///     context Seen;
-///     helpers<Hooked> { 0x10000, c"example_extra" => a(Context); }
+///     helpers<Hooked, seen> { 0x10000, c"example_extra" => a(Context); }
 ///     .with_test_run::<Run>()
 /// }
 /// ```
@@ -866,7 +907,7 @@ macro_rules! program_type {
         $(#[$meta:meta])*
         $vis:vis static $name:ident = $type_name:literal, $guid:expr, $bpf_prog_type:expr;
         context $ctx:ty $(, data $start:ident .. $end:ident)?;
-        helpers $(<$helper_ctx:ty>)? { $($helpers:tt)+ }
+        helpers $(<$helper_ctx:ty, $($prefix:ident).+>)? { $($helpers:tt)+ }
         $(global helpers { $($globals:tt)+ })?
         $(test run $run:ty;)?
         $(.with_required_irql($irql:expr))?
@@ -889,6 +930,22 @@ macro_rules! program_type {
                 );
             type __EBPF_EXT_HELPER_CONTEXT =
                 $crate::program_type!(@helper_context $ctx $(, $helper_ctx)?);
+            $(
+                // The helpers' context begins with what programs see: its field `$prefix` is
+                // a `$ctx` (that very type) at offset 0.
+                const _: () = ::core::assert!(
+                    ::core::mem::offset_of!($helper_ctx, $($prefix).+) == 0,
+                    "the helpers' context must begin with the program's context"
+                );
+                #[allow(dead_code, reason = "only type-checked")]
+                fn __ebpf_ext_prefix_is_the_program_context(context: &$helper_ctx) {
+                    fn type_of<T>(_: &T) -> ::core::marker::PhantomData<T> {
+                        ::core::marker::PhantomData
+                    }
+                    let prefix = type_of(&context.$($prefix).+);
+                    let _: ::core::marker::PhantomData<$ctx> = prefix;
+                }
+            )?
             $crate::helpers! {
                 context __EBPF_EXT_HELPER_CONTEXT;
                 static __EBPF_EXT_HELPERS; static __EBPF_EXT_ADDRESSES; $($helpers)+

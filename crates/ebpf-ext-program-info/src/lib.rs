@@ -19,7 +19,9 @@
 //! static HELPER_FUNCTIONS: [HelperFunction; 1] = [HelperFunction::new(sample_get_pid)];
 //! static ADDRESSES: HelperAddresses = HelperAddresses::new(&HELPER_FUNCTIONS);
 //! static DATA: ProgramData = ProgramData::new(&INFO).with_helpers(&ADDRESSES);
-//! let provider = ProgramInfoProvider::register(&DATA, TAG)?;
+//! // Sound: the hooks of this type invoke programs with a `SampleContext`, and this image
+//! // registers no other provider of it (the facade's `Start::program_type` checks both).
+//! let provider = unsafe { ProgramInfoProvider::register(&DATA, TAG) }?;
 //! ```
 //!
 //! Mistakes that fail to compile:
@@ -709,7 +711,9 @@ struct CoreClient {
     _module: GUID,
 }
 
-impl NpiProvider for ProgramInfoNpi {
+// SAFETY: the characteristics are the program data `ProgramInfoProvider::register`'s caller
+// vouched for (its contract: helpers read the context the program type's hooks pass).
+unsafe impl NpiProvider for ProgramInfoNpi {
     type Characteristics = ebpf_program_data_t;
     type Binding = CoreClient;
     const NPI_ID: &'static NPIID = &EBPF_PROGRAM_INFO_EXTENSION_IID;

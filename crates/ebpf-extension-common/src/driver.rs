@@ -10,20 +10,18 @@
 //! dropped (in reverse) on the early return:
 //!
 //! ```ignore
-//! struct Extension {
+//! struct MyExtension {
 //!     hook: HookProvider<MyHook>,           // dropped first
-//!     program_info: ProgramInfoProvider,
-//!     device: Device,                       // the hook's work items use it
-//!     tracing: Tracing,                     // dropped last
-//! }
+//!     _program_type: ProgramType<MyContext>,
+//! }                                         // (the SDK drops the device and tracing after)
 //!
-//! fn start(driver: *mut DRIVER_OBJECT) -> Result<Extension> {
-//!     let tracing = Tracing::start(&MY_PROVIDER)?;
-//!     let device = Device::create(driver)?;
-//!     let program_info = ProgramInfoProvider::register(&PROGRAM_DATA, TAG)?;
-//!     // SAFETY: `device` outlives the hook (field order above).
-//!     let hook = unsafe { HookProvider::register(HOOK_CONFIG, MyHook::new(), device.as_ptr())? };
-//!     Ok(Extension { hook, program_info, device, tracing })
+//! impl ExtensionDriver for MyExtension {
+//!     // ...
+//!     fn start(start: &Start<'_>) -> Result<Self> {
+//!         let program_type = start.program_type(&PROGRAM_DATA)?;
+//!         let hook = start.hook(&program_type, HOOK_CONFIG, MyHook)?; // on error, drops the above
+//!         Ok(MyExtension { hook, _program_type: program_type })
+//!     }
 //! }
 //! ```
 
@@ -403,7 +401,7 @@ impl Start<'_> {
     /// # Errors
     /// [`Error::InvalidParameter`] (traced) if this driver already registered the program type
     /// (the core could bind either provider, and hooks were checked against one);
-    /// [`Error::InsufficientResources`] beyond [`MAX_PROGRAM_TYPES`]; otherwise as
+    /// [`Error::InsufficientResources`] (traced) beyond [`MAX_PROGRAM_TYPES`]; otherwise as
     /// [`ProgramInfoProvider::register`].
     ///
     /// # IRQL
@@ -423,6 +421,11 @@ impl Start<'_> {
             return Err(Error::InvalidParameter);
         }
         let Some(slot) = self.registered.iter().find(|slot| slot.get().is_none()) else {
+            ebpf_ext_trace::trace_message!(
+                ebpf_ext_trace::Level::Error,
+                ebpf_ext_trace::keyword::EXTENSION,
+                "more program types than MAX_PROGRAM_TYPES"
+            );
             return Err(Error::InsufficientResources);
         };
         // SAFETY: this driver's safe hooks invoke programs of this type only through
@@ -510,9 +513,11 @@ impl Start<'_> {
     ) -> Result<HookProvider<E>> {
         check_program_type(program.guid, &config)?;
         // SAFETY: the device outlives the extension value that holds this provider (field
-        // order of `Running`); a provider the driver leaks instead outlives its image anyway.
-        // The hook's programs are `program`'s type (checked), whose helpers read the context
-        // as `E::Context` (`ProgramType`), and that type has no other provider here.
+        // order of `Running`: the value, and the providers in it, drop before the device).
+        // A provider leaked with `mem::forget` would stay registered past unload, as any
+        // leaked kernel registration does; the SDK does not guard against that. The hook's
+        // programs are `program`'s type (checked), whose helpers read the context as
+        // `E::Context` (`ProgramType`), and that type has no other provider here.
         unsafe { HookProvider::register(config, extension, self.device.as_ptr()) }
     }
 }

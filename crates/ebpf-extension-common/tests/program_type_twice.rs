@@ -50,7 +50,7 @@ program_type! {
 program_type! {
     static WIDE = c"twice", PROGRAM, 2201;
     context Narrow;
-    helpers<Wide> {
+    helpers<Wide, narrow> {
         0x1_0000, c"twice_value" => wide_extra(Context);
     }
 }

@@ -178,7 +178,7 @@ program_type! {
     /// The program data the program-information provider publishes.
     pub static PROGRAM_DATA = c"process", PROGRAM_TYPE, BPF_PROG_TYPE;
     context ProcessContext, data command_start..command_end;
-    helpers<Notification> {
+    helpers<Notification, notify.public> {
         HELPER_GET_IMAGE_PATH, c"bpf_process_get_image_path" => get_image_path(Context, BytesMut);
         HELPER_GET_ACCOUNT_NAME, c"bpf_process_get_account_name" => get_account_name(ContextMut, BytesMut);
         HELPER_GET_ACCOUNT_DOMAIN, c"bpf_process_get_account_domain" => get_account_domain(ContextMut, BytesMut);
