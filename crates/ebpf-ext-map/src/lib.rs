@@ -24,7 +24,7 @@ use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider};
+use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider, binding_from_context};
 use ebpf_ext_pool::{PoolBox, PoolTag};
 use ebpf_ext_program_info::MapKey;
 use ebpf_ext_sys::Result;
@@ -113,10 +113,69 @@ struct CoreSide {
     find_element: AtomicPtr<c_void>,
 }
 
+/// Most maps of one custom type alive at once (a creation beyond is refused with
+/// `EBPF_NO_MEMORY`).
+pub const MAX_MAPS: usize = 128;
+
+/// The map contexts this provider made and has not deleted. The core keeps every extensible
+/// map's context at the same offset of its map objects, so a program may hand a helper a map
+/// of another custom type, whose context is not a `MapState<M>`: a context is used only once
+/// found here (compared by address, never read before).
+///
+/// # Locking
+/// Lock-free: `create` claims an empty slot with a compare-exchange, `delete` empties its
+/// slot; a lookup compares addresses only. A map cannot be deleted while a program that a
+/// helper runs for holds it.
+struct LiveMaps {
+    slots: [AtomicPtr<c_void>; MAX_MAPS],
+}
+
+impl LiveMaps {
+    /// Records `context`; `false` if every slot is taken.
+    fn insert(&self, context: *mut c_void) -> bool {
+        self.slots.iter().any(|slot| {
+            slot.compare_exchange(
+                ptr::null_mut(),
+                context,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        })
+    }
+
+    /// Forgets `context`.
+    fn remove(&self, context: *mut c_void) {
+        for slot in &self.slots {
+            if slot
+                .compare_exchange(
+                    context,
+                    ptr::null_mut(),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Whether `context` is one of this provider's live map contexts.
+    fn contains(&self, context: *const c_void) -> bool {
+        !context.is_null()
+            && self
+                .slots
+                .iter()
+                .any(|slot| ptr::eq(slot.load(Ordering::Acquire).cast_const(), context))
+    }
+}
+
 /// The NPI as [`ebpf_ext_nmr`] sees it.
 struct MapNpi<M: CustomMap> {
     data: ebpf_map_provider_data_t,
     core: CoreSide,
+    live: LiveMaps,
     _map: PhantomData<fn() -> M>,
 }
 
@@ -125,8 +184,16 @@ unsafe impl<M: CustomMap> Send for MapNpi<M> {}
 // SAFETY: as above.
 unsafe impl<M: CustomMap> Sync for MapNpi<M> {}
 
-/// One attached map client (a map of the type); nothing to keep.
-struct MapClient;
+/// One attached map client (a map of the type): where the provider records the maps it makes.
+struct MapClient {
+    /// The provider's live-map table, which outlives its bindings (pinned with the provider).
+    live: *const LiveMaps,
+}
+
+// SAFETY: `live` points at atomics the provider keeps for longer than any binding.
+unsafe impl Send for MapClient {}
+// SAFETY: as above.
+unsafe impl Sync for MapClient {}
 
 // SAFETY: the characteristics are the map-information NPI's provider data, with a dispatch
 // table of this crate's callbacks for `M`.
@@ -177,7 +244,9 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
             .store(data.map_context_offset, Ordering::Release);
         self.core.find_element.store(find, Ordering::Release);
         client
-            .allocate(MapClient)
+            .allocate(MapClient {
+                live: &raw const self.live,
+            })
             .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)
     }
 
@@ -213,6 +282,9 @@ impl<M: CustomMap> MapProvider<M> {
                 map_context_offset: AtomicU64::new(0),
                 find_element: AtomicPtr::new(ptr::null_mut()),
             },
+            live: LiveMaps {
+                slots: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_MAPS],
+            },
             _map: PhantomData,
         };
         Ok(MapProvider {
@@ -222,8 +294,9 @@ impl<M: CustomMap> MapProvider<M> {
 
     /// The map state and the stored value for the key in the map object a program passed to
     /// a helper (declared with the [`MapAndKey`](ebpf_ext_program_info::MapAndKey) argument
-    /// kind); `None` if the map is not a map of this type (its context slot is NULL), no map
-    /// client has attached yet, or the key is absent.
+    /// kind); `None` if the map is not one this provider made (another custom type's, whose
+    /// context sits at the same offset, or a built-in map's NULL), no map client has attached
+    /// yet, or the key is absent.
     ///
     /// The value comes as cells: a program that can reach the map's values (a map whose
     /// provider does not replace what the core stores) may pass a pointer into this very value
@@ -241,13 +314,18 @@ impl<M: CustomMap> MapProvider<M> {
             return None;
         }
         let offset = usize::try_from(core.map_context_offset.load(Ordering::Acquire)).ok()?;
-        // The core keeps the provider's context (or NULL for other maps) at this offset of
-        // every map object it passes to helpers.
+        // The core keeps every extensible map's provider context (NULL for built-in maps) at
+        // this offset of the map objects it passes to helpers.
         let slot = map.wrapping_byte_add(offset).cast::<*const MapState<M>>();
         // SAFETY: a readable pointer slot inside the map object (above; `MapKey`'s invariant:
         // a core map object the program passed, alive for the helper call).
         let context = unsafe { slot.read_unaligned() };
-        // SAFETY: NULL or a context `preprocess_map_create` returned, alive with the map.
+        if !self.provider.get().live.contains(context.cast()) {
+            return None;
+        }
+        // SAFETY: a context this provider's `preprocess_map_create` returned and its
+        // `postprocess_map_delete` has not freed (found among the live ones), alive with the
+        // map the program holds.
         let state = unsafe { context.as_ref() }?;
         // SAFETY: the core's `ebpf_map_find_element_t`, stored at attach.
         let find: ebpf_ext_sys::ebpf_extension::ebpf_map_find_element_t =
@@ -338,7 +416,7 @@ unsafe fn element<'a, M: CustomMap>(
 }
 
 unsafe extern "win64" fn create<M: CustomMap>(
-    _binding: *mut c_void,
+    binding: *mut c_void,
     map_type: u32,
     key_size: u32,
     value_size: u32,
@@ -349,6 +427,13 @@ unsafe extern "win64" fn create<M: CustomMap>(
     if actual_value_size.is_null() || map_context.is_null() || map_type != M::MAP_TYPE {
         return EBPF_INVALID_ARGUMENT;
     }
+    // SAFETY: the core passes this map client's provider binding context: NULL or the
+    // `MapClient` `attach` allocated, alive while the client is attached.
+    let Some(client) = (unsafe { binding_from_context::<MapClient>(binding) }) else {
+        return EBPF_INVALID_ARGUMENT;
+    };
+    // SAFETY: the provider's table outlives its bindings (`MapClient::live`).
+    let live = unsafe { &*client.live };
     let (map, size) = match M::create(key_size, value_size, max_entries) {
         Ok(created) => created,
         Err(e) => return e,
@@ -362,14 +447,26 @@ unsafe extern "win64" fn create<M: CustomMap>(
     ) else {
         return EBPF_NO_MEMORY;
     };
+    let raw = boxed.into_raw();
+    let context = raw.as_ptr().cast::<c_void>();
+    if !live.insert(context) {
+        // SAFETY: made just above from a `PoolBox` with `M::TAG`, handed to no one.
+        drop(unsafe { PoolBox::from_raw(raw, M::TAG) });
+        return EBPF_NO_MEMORY;
+    }
     // SAFETY: the core's out slots (checked non-NULL).
     unsafe { actual_value_size.write(size) };
     // SAFETY: as above; the context is freed by `delete`.
-    unsafe { map_context.write(boxed.into_raw().as_ptr().cast()) };
+    unsafe { map_context.write(context) };
     EBPF_SUCCESS
 }
 
-unsafe extern "win64" fn delete<M: CustomMap>(_binding: *mut c_void, map_context: *mut c_void) {
+unsafe extern "win64" fn delete<M: CustomMap>(binding: *mut c_void, map_context: *mut c_void) {
+    // SAFETY: as in `create`: NULL or this map client's live `MapClient`.
+    if let Some(client) = unsafe { binding_from_context::<MapClient>(binding) } {
+        // SAFETY: the provider's table outlives its bindings.
+        unsafe { &*client.live }.remove(map_context);
+    }
     if let Some(context) = NonNull::new(map_context.cast::<MapState<M>>()) {
         // SAFETY: a context `create` made with `M::TAG`, deleted once by the core.
         drop(unsafe { PoolBox::from_raw(context, M::TAG) });
@@ -456,5 +553,38 @@ unsafe extern "win64" fn delete_element<M: CustomMap>(
     let element = unsafe { element::<M>(map_context, key, key_size, value, value_size) };
     if let Some((state, key, stored)) = element {
         state.map.delete_element(key, stored, flags);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use core::ffi::c_void;
+    use core::ptr;
+    use core::sync::atomic::AtomicPtr;
+
+    use super::{LiveMaps, MAX_MAPS};
+
+    fn context(n: usize) -> *mut c_void {
+        ptr::without_provenance_mut(0x1000 + n * 16)
+    }
+
+    #[test]
+    fn live_maps_are_found_by_address_until_removed_and_hold_at_most_max_maps() {
+        let live = LiveMaps {
+            slots: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_MAPS],
+        };
+        assert!(!live.contains(ptr::null()), "NULL is never a live map");
+        for n in 0..MAX_MAPS {
+            assert!(live.insert(context(n)), "map {n}");
+        }
+        assert!(!live.insert(context(MAX_MAPS)), "one map too many");
+        assert!(live.contains(context(7)) && !live.contains(context(MAX_MAPS)));
+        live.remove(context(7));
+        assert!(!live.contains(context(7)));
+        assert!(
+            live.insert(context(MAX_MAPS)),
+            "a removed map's slot is free again"
+        );
+        assert!(live.contains(context(MAX_MAPS)));
     }
 }

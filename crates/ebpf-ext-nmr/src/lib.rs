@@ -1,7 +1,7 @@
-//! A safe NPI provider: the NMR scaffolding the SDK's providers (program information, hook)
-//! share, written once.
+//! A generic NPI provider: the NMR scaffolding the SDK's providers (program information, hook,
+//! map) share, written once.
 //!
-//! An SDK provider implements [`NpiProvider`] — its NPI id, its NPI-specific characteristics,
+//! An SDK provider implements the `unsafe` trait [`NpiProvider`] — its NPI id, its NPI-specific characteristics,
 //! and what happens when a client attaches and detaches — and registers it with
 //! [`Provider::register`]. [`Provider`] owns the pinned `NPI_PROVIDER_CHARACTERISTICS` and
 //! module id, routes NMR's three callbacks to the trait with typed contexts (the provider as
@@ -137,7 +137,8 @@ unsafe fn client_module_guid(instance: *const NPI_REGISTRATION_INSTANCE) -> GUID
 
 // ---- A safe, generic NPI provider ---------------------------------------------------------
 
-/// The provider side of one NPI: what an SDK provider (program information, hook) implements.
+/// The provider side of one NPI: what an SDK provider (program information, hook, map)
+/// implements.
 /// [`Provider`] does the rest: it owns the pinned characteristics, registers them, routes the
 /// three NMR callbacks to these methods with typed contexts, frees each binding after NMR's
 /// cleanup, and deregisters and waits in `Drop`.
@@ -268,6 +269,18 @@ impl<B> core::ops::Deref for Bound<B> {
     fn deref(&self) -> &B {
         &self.boxed.value
     }
+}
+
+/// The binding behind a provider binding context that a client passes back to the provider's
+/// own dispatch functions (the first argument of a map provider's callbacks, for example).
+///
+/// # Safety
+/// `context` is NULL or the provider binding context of a binding made with
+/// [`AttachingClient::allocate`] of a `B`, not yet cleaned up, for `'a`.
+#[must_use]
+pub unsafe fn binding_from_context<'a, B>(context: *const c_void) -> Option<&'a B> {
+    // SAFETY: the caller's precondition: NULL or a live `Tagged<B>` made by `allocate`.
+    unsafe { foreign::from_foreign::<Tagged<B>>(context) }.map(|tagged| &tagged.value)
 }
 
 /// A binding with the tag it was allocated with, which its cleanup frees it with.

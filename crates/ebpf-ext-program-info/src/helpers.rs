@@ -777,8 +777,8 @@ macro_rules! helpers {
 ///
 /// Helpers receive `ContextType`, or `HelperContext` where the extension runs programs with a
 /// larger context that begins with what programs see: `field.path` names the `ContextType`
-/// inside it, which must lie at offset 0 and be of that very type (checked at compile time;
-/// the descriptor's size stays `ContextType`'s). The static is a [`TypedProgramData`](crate::TypedProgramData) of that
+/// inside it (named fields only, not tuple fields), which must lie at offset 0 and be of that
+/// very type (checked at compile time; the descriptor's size stays `ContextType`'s). The static is a [`TypedProgramData`](crate::TypedProgramData) of that
 /// context: the facade's `Start::program_type` registers it and `Start::hook` only admits a
 /// hook whose `HookExtension::Context` it is. `test run` checks it for test runs:
 /// `Run::Context` must be the helpers' context, or the declaration does not compile. The

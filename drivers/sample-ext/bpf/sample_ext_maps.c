@@ -10,6 +10,17 @@ struct {
     __uint(max_entries, 8);
 } sample_map SEC(".maps");
 
+// A custom map of another type, from another provider (the test's): its context sits where
+// the sample map's does in the core's map objects, so sample-ext's provider must not take it
+// for one of its own.
+#define DECOY_MAP_TYPE 0x1001
+struct {
+    __uint(type, DECOY_MAP_TYPE);
+    __type(key, uint32_t);
+    __type(value, uint32_t);
+    __uint(max_entries, 8);
+} decoy_map SEC(".maps");
+
 // What custom_map() observed, by index.
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -42,3 +53,14 @@ int custom_map(sample_context_t* ctx)
     return got == 0 ? (int)value : -1;
 }
 
+// The decoy map through sample-ext's helper: not a sample map, so -1 and the output left
+// alone (0xdead). Returns the helper's result; records the output at index 6.
+SEC("sample_ext/custom_map_decoy")
+int custom_map_decoy(sample_context_t* ctx)
+{
+    uint32_t key = ctx->uint32_data;
+    uint32_t value = 0xdead;
+    int64_t got = sample_ext_helper_map_get_value(&decoy_map, &key, &value, sizeof(value));
+    observe(6, value);
+    return (int)got;
+}

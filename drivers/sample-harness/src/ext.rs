@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use ebpf_ext_core_sim::bpf::{BpfError, BpfObject, BpfProgram, GENERAL_HELPERS, TestRun};
 use ebpf_ext_core_sim::{LinkSpec, ProgramInfoClient};
-use ebpf_ext_sys::ntdef::NTSTATUS;
+use ebpf_ext_sys::ebpf_result::ebpf_result_t;
+use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_usersim::{Caller, FileHandle, Kernel};
 use sample_ext::SampleContext;
@@ -213,14 +214,63 @@ fn test_run(
         .map_err(|e| format!("test run of {}: {e}", program.section()))
 }
 
+/// The custom map type of `decoy_map` in `sample_ext_maps.c`.
+const DECOY_MAP_TYPE: u32 = 0x1001;
+
+/// Another provider's custom map type, laid out as the sample's (a 4-byte value in 8 stored
+/// bytes): the core keeps its context at the offset it keeps the sample map's, so a program
+/// may hand it to `sample_ext_helper_map_get_value`.
+#[derive(Debug)]
+struct Decoy;
+
+impl ebpf_ext_map::CustomMap for Decoy {
+    const MAP_TYPE: u32 = DECOY_MAP_TYPE;
+    const UPDATES_ORIGINAL_VALUE: bool = true;
+    const TAG: ebpf_ext_pool::PoolTag = ebpf_ext_pool::PoolTag::new(*b"Dcoy");
+
+    fn create(_: u32, _: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
+        Ok((Decoy, 8))
+    }
+
+    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn find(&self, _: &[u8], stored: &[u8], out: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+        out[..4].copy_from_slice(&stored[..4]);
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        _: &[u8],
+        value: &[u8],
+        stored: &mut [u8],
+        _: u32,
+    ) -> Result<(), ebpf_result_t> {
+        stored[..4].copy_from_slice(&value[..4]);
+        Ok(())
+    }
+
+    fn delete_element(&self, _: &[u8], _: &[u8], _: u32) {}
+}
+
 /// The custom map: the test writes through the provider (user-mode update), the program
 /// reads through `sample_ext_helper_map_get_value` (upstream: 1234 comes back), and every
-/// other way in fails; a key the map lacks gives -1.
+/// other way in fails; a key the map lacks gives -1. A map of another custom type passed to
+/// the same helper gives -1 too: the provider does not read another provider's context as
+/// its own.
 fn custom_map(
     object: &BpfObject,
     client: &ProgramInfoClient,
     info: &std::sync::Arc<ebpf_ext_core_sim::ProgramInfo>,
 ) -> Result<String, Failure> {
+    // Dropped last: it waits until every map of its type is gone.
+    let _decoy = ebpf_ext_map::MapProvider::<Decoy>::register(
+        GUID::from_u128(0x0decc0ee_0000_4000_8000_000000001001),
+        ebpf_ext_pool::PoolTag::new(*b"Dcoy"),
+    )
+    .map_err(|e| format!("the decoy map provider: {e}"))?;
     // The provider accepts only programs of type sample (upstream: custom_map_invalid.c, a
     // cgroup program with the map, fails to load).
     let mut other = (**info).clone();
@@ -266,10 +316,28 @@ fn custom_map(
         missing.return_value,
         program.faults()
     );
+    let decoy_program =
+        BpfProgram::load(object, "sample_ext/custom_map_decoy", info).map_err(|e| e.to_string())?;
+    let decoy = decoy_program.map("decoy_map").ok_or("no decoy_map")?;
+    decoy
+        .update(&2u32.to_le_bytes(), &5678u32.to_le_bytes(), 0)
+        .map_err(|e| format!("user-mode update of the decoy map: {e}"))?;
+    let other_type = test_run(&decoy_program, client, b"", &context_in(2, 0, [0, 0]))?;
+    let left = decoy_program
+        .map("custom_results")
+        .and_then(|m| m.lookup(&6u32.to_le_bytes()).ok().flatten())
+        .map_or(0, |v| u64_at(&v, 0));
+    expect!(
+        other_type.return_value.cast_signed() == -1 && left == 0xdead,
+        "the decoy map through map_get_value: {} with the output {left:#x}; faults {:?}",
+        other_type.return_value.cast_signed(),
+        decoy_program.faults()
+    );
     Ok(format!(
-        "custom map: refused for another program type; user update 1234 read back by the provider, by the program through map_get_value {}, core helpers {observed:?}, absent key {}",
+        "custom map: refused for another program type; user update 1234 read back by the provider, by the program through map_get_value {}, core helpers {observed:?}, absent key {}, another custom type's map {}",
         found.return_value,
-        missing.return_value.cast_signed()
+        missing.return_value.cast_signed(),
+        other_type.return_value.cast_signed()
     ))
 }
 

@@ -26,6 +26,10 @@ use crate::link::{Link, LinkSpec};
 use crate::nmr::lock;
 use crate::program_info::{ProgramInfo, ProgramInfoClient};
 
+/// Bytes after a test run's copy of the data that no program may access (see
+/// [`BpfProgram::test_run_with_room`]).
+const TEST_RUN_DATA_GUARD: usize = 16 * 1024;
+
 /// Where map handles start (an address no program memory has; programs pass handles to
 /// helpers and never dereference them).
 const MAP_HANDLE_BASE: u64 = 0xFFFF_C0DE_0000_0000;
@@ -494,11 +498,16 @@ impl BpfProgram {
                 client.program_type()
             )));
         }
-        let mut data = data_in.to_vec();
-        let (data_ptr, data_size) = if data.is_empty() {
+        // The run's copy of the data, followed by a guard no region rbpf allows covers: a
+        // program reading past the data (which the core's verifier would refuse) faults
+        // rather than landing, by the heap's chance, in a map value it may access.
+        let mut data = Vec::with_capacity(data_in.len() + TEST_RUN_DATA_GUARD);
+        data.extend_from_slice(data_in);
+        data.resize(data_in.len() + TEST_RUN_DATA_GUARD, 0);
+        let (data_ptr, data_size) = if data_in.is_empty() {
             (core::ptr::null(), 0)
         } else {
-            (data.as_mut_ptr().cast_const(), data.len())
+            (data.as_mut_ptr().cast_const(), data_in.len())
         };
         let (context_ptr, context_size) = if context_in.is_empty() {
             (core::ptr::null(), 0)
