@@ -12,7 +12,8 @@
 //!   (upstream reads until a NUL).
 //! - `sample_ext_helper_map_get_value` copies at most the 4 bytes the custom map's object
 //!   holds and leaves the rest of the output alone (upstream copies `size` bytes from the
-//!   4-byte object).
+//!   4-byte object), and gives -1 for a map of another custom type (upstream reads that
+//!   map's context as its own).
 //! - `context_create` without data sets both data pointers to NULL (upstream keeps the
 //!   caller's pointer values, which `context_destroy` then reads through).
 
