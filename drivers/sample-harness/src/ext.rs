@@ -9,12 +9,14 @@ use std::path::PathBuf;
 
 use ebpf_ext_core_sim::bpf::{BpfError, BpfObject, BpfProgram, GENERAL_HELPERS, TestRun};
 use ebpf_ext_core_sim::{LinkSpec, ProgramInfoClient};
+use ebpf_ext_map::CustomMap;
 use ebpf_ext_sys::ebpf_result::ebpf_result_t;
 use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_usersim::{Caller, FileHandle, Kernel};
 use sample_ext::SampleContext;
 use sample_ext::hook::{ATTACH_TYPE, BPF_ATTACH_TYPE};
+use sample_ext::maps::SampleMap;
 use sample_ext::program::{PID_TGID_VALUE, PROGRAM_TYPE};
 use sample_ext::protocol::{
     IOCTL_SAMPLE_EBPF_EXT_CTL_RUN, IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH, REQUEST_VERSION,
@@ -217,42 +219,36 @@ fn test_run(
 /// The custom map type of `decoy_map` in `sample_ext_maps.c`.
 const DECOY_MAP_TYPE: u32 = 0x1001;
 
-/// Another provider's custom map type, laid out as the sample's (a 4-byte value in 8 stored
-/// bytes): the core keeps its context at the offset it keeps the sample map's, so a program
-/// may hand it to `sample_ext_helper_map_get_value`.
+/// Another provider's custom map type: the sample's map under another type number (its
+/// callbacks are `SampleMap`'s), so its context is laid out as the sample map's and the core
+/// keeps it at the same offset; a program may hand it to `sample_ext_helper_map_get_value`.
 #[derive(Debug)]
-struct Decoy;
+struct Decoy(SampleMap);
 
-impl ebpf_ext_map::CustomMap for Decoy {
+impl CustomMap for Decoy {
     const MAP_TYPE: u32 = DECOY_MAP_TYPE;
-    const UPDATES_ORIGINAL_VALUE: bool = true;
+    const UPDATES_ORIGINAL_VALUE: bool = SampleMap::UPDATES_ORIGINAL_VALUE;
     const TAG: ebpf_ext_pool::PoolTag = ebpf_ext_pool::PoolTag::new(*b"Dcoy");
 
-    fn create(_: u32, _: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
-        Ok((Decoy, 8))
+    fn create(key: u32, value: u32, entries: u32) -> Result<(Self, u32), ebpf_result_t> {
+        SampleMap::create(key, value, entries).map(|(map, stored)| (Decoy(map), stored))
     }
 
-    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
-        Ok(())
+    fn associate(&self, program_type: &GUID) -> Result<(), ebpf_result_t> {
+        self.0.associate(program_type)
     }
 
-    fn find(&self, _: &[u8], stored: &[u8], out: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
-        out[..4].copy_from_slice(&stored[..4]);
-        Ok(())
+    fn find(&self, k: &[u8], stored: &[u8], out: &mut [u8], f: u32) -> Result<(), ebpf_result_t> {
+        self.0.find(k, stored, out, f)
     }
 
-    fn update(
-        &self,
-        _: &[u8],
-        value: &[u8],
-        stored: &mut [u8],
-        _: u32,
-    ) -> Result<(), ebpf_result_t> {
-        stored[..4].copy_from_slice(&value[..4]);
-        Ok(())
+    fn update(&self, k: &[u8], v: &[u8], stored: &mut [u8], f: u32) -> Result<(), ebpf_result_t> {
+        self.0.update(k, v, stored, f)
     }
 
-    fn delete_element(&self, _: &[u8], _: &[u8], _: u32) {}
+    fn delete_element(&self, key: &[u8], stored: &[u8], flags: u32) {
+        self.0.delete_element(key, stored, flags);
+    }
 }
 
 /// The custom map: the test writes through the provider (user-mode update), the program
