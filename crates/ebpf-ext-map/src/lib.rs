@@ -113,8 +113,9 @@ struct CoreSide {
     find_element: AtomicPtr<c_void>,
 }
 
-/// Most maps of one custom type alive at once (a creation beyond is refused with
-/// `EBPF_NO_MEMORY`).
+/// Most maps of one custom type alive at once. A creation beyond is refused with
+/// `EBPF_NO_MEMORY` after [`CustomMap::create`] ran: its `M` is dropped again, and no map
+/// exists.
 pub const MAX_MAPS: usize = 128;
 
 /// The map contexts this provider made and has not deleted. The core keeps every extensible
@@ -463,10 +464,14 @@ unsafe extern "win64" fn create<M: CustomMap>(
 
 unsafe extern "win64" fn delete<M: CustomMap>(binding: *mut c_void, map_context: *mut c_void) {
     // SAFETY: as in `create`: NULL or this map client's live `MapClient`.
-    if let Some(client) = unsafe { binding_from_context::<MapClient>(binding) } {
-        // SAFETY: the provider's table outlives its bindings.
-        unsafe { &*client.live }.remove(map_context);
-    }
+    let Some(client) = (unsafe { binding_from_context::<MapClient>(binding) }) else {
+        // `create` refuses a NULL binding, so this context was never made; and one still in
+        // the table must not be freed while its address is there (another allocation could
+        // take it and pass for it).
+        return;
+    };
+    // SAFETY: the provider's table outlives its bindings.
+    unsafe { &*client.live }.remove(map_context);
     if let Some(context) = NonNull::new(map_context.cast::<MapState<M>>()) {
         // SAFETY: a context `create` made with `M::TAG`, deleted once by the core.
         drop(unsafe { PoolBox::from_raw(context, M::TAG) });

@@ -1,5 +1,6 @@
 // The custom map of the sample (BPF_MAP_TYPE_SAMPLE_HASH_MAP, backed by the extension's map
-// provider), in an object of its own: every program of an object gets the object's maps.
+// provider), in an object of its own: every program of an object gets the object's maps, so
+// loading any program of this object also needs a provider of DECOY_MAP_TYPE (the test's).
 #include "sample.h"
 
 // The sample's custom map (provider-backed): written by the test, read by custom_map().

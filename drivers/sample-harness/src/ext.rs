@@ -223,6 +223,7 @@ const DECOY_MAP_TYPE: u32 = 0x1001;
 /// callbacks are `SampleMap`'s), so its context is laid out as the sample map's and the core
 /// keeps it at the same offset; a program may hand it to `sample_ext_helper_map_get_value`.
 #[derive(Debug)]
+#[repr(transparent)]
 struct Decoy(SampleMap);
 
 impl CustomMap for Decoy {
@@ -261,7 +262,8 @@ fn custom_map(
     client: &ProgramInfoClient,
     info: &std::sync::Arc<ebpf_ext_core_sim::ProgramInfo>,
 ) -> Result<String, Failure> {
-    // Dropped last: it waits until every map of its type is gone.
+    // Declared first, so every program and map of its type is dropped before it (the core's
+    // deregistration would wait for them; core-sim's does not).
     let _decoy = ebpf_ext_map::MapProvider::<Decoy>::register(
         GUID::from_u128(0x0decc0ee_0000_4000_8000_000000001001),
         ebpf_ext_pool::PoolTag::new(*b"Dcoy"),

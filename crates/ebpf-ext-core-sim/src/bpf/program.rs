@@ -27,8 +27,11 @@ use crate::nmr::lock;
 use crate::program_info::{ProgramInfo, ProgramInfoClient};
 
 /// Bytes after a test run's copy of the data that no program may access (see
-/// [`BpfProgram::test_run_with_room`]).
+/// [`BpfProgram::test_run`]).
 const TEST_RUN_DATA_GUARD: usize = 16 * 1024;
+
+/// What the guard holds.
+const GUARD_PATTERN: u8 = 0xA5;
 
 /// Where map handles start (an address no program memory has; programs pass handles to
 /// helpers and never dereference them).
@@ -455,7 +458,9 @@ impl BpfProgram {
     /// `data_in` (which the program may change in place) and `context_in` (each passed as
     /// NULL when empty), the runs, stopping at the first that fails, then
     /// `context_destroy` with `data_out` and `ctx_out` capacities of the inputs' sizes
-    /// ([`BpfProgram::test_run_with_room`] lets the caller give `data_out` more).
+    /// ([`BpfProgram::test_run_with_room`] lets the caller give `data_out` more). The copy of
+    /// `data_in` is followed by 16 KiB (of 0xA5) that no program may access, so a read past
+    /// the data faults rather than landing, by the heap's chance, in a map value.
     ///
     /// # Errors
     /// [`BpfError::TestRun`] if `context_create` fails (with its `ebpf_result_t`) or the
@@ -501,9 +506,15 @@ impl BpfProgram {
         // The run's copy of the data, followed by a guard no region rbpf allows covers: a
         // program reading past the data (which the core's verifier would refuse) faults
         // rather than landing, by the heap's chance, in a map value it may access.
-        let mut data = Vec::with_capacity(data_in.len() + TEST_RUN_DATA_GUARD);
+        let guard = if data_in.is_empty() {
+            0
+        } else {
+            TEST_RUN_DATA_GUARD
+        };
+        let mut data = Vec::with_capacity(data_in.len() + guard);
         data.extend_from_slice(data_in);
-        data.resize(data_in.len() + TEST_RUN_DATA_GUARD, 0);
+        // A pattern rather than zeros, so a provider that copies past the data shows it.
+        data.resize(data_in.len() + guard, GUARD_PATTERN);
         let (data_ptr, data_size) = if data_in.is_empty() {
             (core::ptr::null(), 0)
         } else {
