@@ -65,6 +65,24 @@ fn next_memory(registers: &[u64; 5], at: &mut usize) -> Option<(u64, usize)> {
         .map(|size| (address, size))
 }
 
+/// A memory argument as cells ([`Cells`], [`CellsMut`]), advancing `*at` past its two
+/// registers; empty as [`next_memory`] says.
+///
+/// # Safety
+/// The registers at `*at` are a pointer and a size the verifier checked: `size` bytes at the
+/// pointer stay valid for `'a` (the helper call).
+unsafe fn next_cells<'a>(registers: &[u64; 5], at: &mut usize) -> &'a [Cell<u8>] {
+    match next_memory(registers, at) {
+        Some((pointer, size)) => {
+            let pointer = pointer as *const Cell<u8>;
+            // SAFETY: `size` bytes at `pointer` for `'a` (the caller's precondition); `Cell`
+            // allows writes (a writable kind's) and any overlap with other `Cell` arguments.
+            unsafe { slice::from_raw_parts(pointer, size) }
+        }
+        None => &[],
+    }
+}
+
 /// The program's context (`PTR_TO_CTX`), received as `&C`.
 #[derive(Debug)]
 pub enum Context {}
@@ -227,15 +245,8 @@ unsafe impl<C: 'static> HelperArgument<C> for Cells {
     const MEMORY: Memory = Memory::Cells;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        match next_memory(registers, at) {
-            Some((pointer, size)) => {
-                let pointer = pointer as *const Cell<u8>;
-                // SAFETY: the verifier guarantees `size` bytes at `pointer` for the call;
-                // `Cell` allows the writes and any overlap with other `Cell` arguments.
-                unsafe { slice::from_raw_parts(pointer, size) }
-            }
-            None => &[],
-        }
+        // SAFETY: the caller's precondition: the registers of this argument's kind.
+        unsafe { next_cells(registers, at) }
     }
 }
 
@@ -266,15 +277,8 @@ unsafe impl<C: 'static> HelperArgument<C> for CellsMut {
     const MEMORY: Memory = Memory::Cells;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        match next_memory(registers, at) {
-            Some((pointer, size)) => {
-                let pointer = pointer as *const Cell<u8>;
-                // SAFETY: the verifier guarantees `size` writable bytes at `pointer` for the
-                // call; `Cell` allows the writes and any overlap with other `Cell` arguments.
-                unsafe { slice::from_raw_parts(pointer, size) }
-            }
-            None => &[],
-        }
+        // SAFETY: the caller's precondition: the registers of this argument's kind.
+        unsafe { next_cells(registers, at) }
     }
 }
 

@@ -40,16 +40,6 @@ use ebpf_ext_sys::ntdef::UNICODE_STRING;
 /// pointers, arrays and structs of them; not `bool`, `char`, references or enums).
 pub unsafe trait AnyBitPattern: Copy + 'static {}
 
-macro_rules! any_bit_pattern_primitives {
-    ($($t:ty),*) => {$(
-        // SAFETY: every bit pattern is a valid value of a primitive integer.
-        unsafe impl AnyBitPattern for $t {}
-    )*};
-}
-any_bit_pattern_primitives!(
-    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
-);
-
 // SAFETY: a raw pointer may hold any address; it is only dereferenced by unsafe code that
 // checks it.
 unsafe impl<T: 'static> AnyBitPattern for *const T {}
@@ -167,13 +157,15 @@ macro_rules! any_bit_pattern {
 /// sizes add up to the struct's size).
 pub unsafe trait NoPadding: AnyBitPattern {}
 
-macro_rules! no_padding_primitives {
+macro_rules! integer_primitives {
     ($($t:ty),*) => {$(
+        // SAFETY: every bit pattern is a valid value of a primitive integer.
+        unsafe impl AnyBitPattern for $t {}
         // SAFETY: a primitive integer has no padding.
         unsafe impl NoPadding for $t {}
     )*};
 }
-no_padding_primitives!(
+integer_primitives!(
     u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize
 );
 
@@ -258,7 +250,7 @@ unsafe impl<T: NoPadding, const N: usize> NoPadding for [T; N] {}
 /// }
 /// impl Deref for Word {
 ///     type Target = [u8; 15];
-///     fn deref(&self) -> &[u8; 15] { unimplemented!() }
+///     fn deref(&self) -> &[u8; 15] { &[0; 15] }
 /// }
 /// #[repr(C)]
 /// #[derive(Clone, Copy)]
