@@ -107,12 +107,14 @@ fn program(verdict: Option<u32>) -> impl Fn(*mut c_void) -> Result<u32, i32> + S
     move |context| {
         // SAFETY: the hook passes the sample's PacketContext as the program context.
         let context = unsafe { &*context.cast::<PacketContext>() };
-        let len = (context.data_end as usize)
-            .checked_sub(context.data_start as usize)
+        let len = (context.data_end.as_ptr() as usize)
+            .checked_sub(context.data_start.as_ptr() as usize)
             .expect("data_end before data_start");
         if len > 0 {
             // SAFETY: the context describes the packet buffer, readable and writable.
-            let packet = unsafe { core::slice::from_raw_parts_mut(context.data_start, len) };
+            let packet = unsafe {
+                core::slice::from_raw_parts_mut(context.data_start.as_ptr().cast_mut(), len)
+            };
             let sum = packet.iter().fold(0u8, |a, &b| a.wrapping_add(b));
             packet[0] = packet[0].wrapping_add(sum | 1);
         }

@@ -168,8 +168,10 @@ impl<'a, E: HookExtension> ClientRef<'a, E> {
     ///
     /// # IRQL
     /// ≤ DISPATCH_LEVEL.
-    pub fn invoke(&self, context: &mut ProgramContext<E::Context>) -> Result<u32> {
-        self.client.invoke(context.program_pointer())
+    pub fn invoke(&self, context: &mut ProgramContext<'_, E::Context>) -> Result<u32> {
+        // SAFETY: the provider's data fields, which `register_with_data`'s caller vouched for.
+        let program = unsafe { context.program_pointer(self.client.provider().data_fields) };
+        self.client.invoke(program)
     }
 }
 

@@ -2,6 +2,8 @@
 //! configuration, the callbacks, and the context programs see.
 
 use core::ffi::c_void;
+use core::marker::PhantomData;
+use core::ptr;
 
 use ebpf_ext_nmr::foreign;
 use ebpf_ext_pool::PoolTag;
@@ -179,10 +181,9 @@ pub trait HookExtension: Send + Sync + Sized + 'static {
     /// program type's helpers receive, which is what makes reading it in a helper sound. The
     /// facade's `Start::hook` admits a hook only for a program type whose helpers read it.
     ///
-    /// What the context's data pointers (the fields the program type's context descriptor
-    /// names) bound is the extension's word: programs and the verifier trust them, and the SDK
-    /// cannot check pointer values the extension builds. Build them from a slice that lives
-    /// for the invocation (as the samples' `PacketContext::new(&mut [u8])` does).
+    /// The context's data pointers (the fields the program type's context descriptor names)
+    /// are not the extension's to set: the provider writes them from the
+    /// [`ProgramContext`]'s [`ContextData`] before each invocation.
     type Context: 'static;
 
     /// Called when a program attaches while none is attached, before
@@ -227,27 +228,159 @@ pub trait HookExtension: Send + Sync + Sized + 'static {
     fn on_last_detach(&self) {}
 }
 
+/// Where a program type's context keeps its data pointers: the byte offsets of the two
+/// pointer fields the context descriptor names (`data_start` and `data_end`), which the
+/// provider writes before every invocation from the [`ProgramContext`]'s [`ContextData`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataFields {
+    /// Offset of the field holding the first byte's address.
+    pub start: usize,
+    /// Offset of the field holding the address one past the last byte.
+    pub end: usize,
+}
+
+/// The bytes programs see through the context's data pointers during one invocation (a
+/// packet, a command line): borrowed for `'d`, so they outlive every invocation of the
+/// [`ProgramContext`] that holds them.
+///
+/// Programs may write them, as the verifier allows for the data of any program type.
+#[derive(Debug)]
+pub struct ContextData<'d> {
+    start: *mut u8,
+    end: *mut u8,
+    _bytes: PhantomData<&'d mut [u8]>,
+}
+
+// SAFETY: an exclusive borrow of bytes, as a `&'d mut [u8]` is (which is `Send`).
+unsafe impl Send for ContextData<'_> {}
+// SAFETY: as above (a `&'d mut [u8]` is `Sync`); shared, it only gives the addresses.
+unsafe impl Sync for ContextData<'_> {}
+
+impl ContextData<'static> {
+    /// No data: both pointers NULL.
+    pub const NONE: Self = ContextData {
+        start: ptr::null_mut(),
+        end: ptr::null_mut(),
+        _bytes: PhantomData,
+    };
+}
+
+impl<'d> ContextData<'d> {
+    /// The bytes of `data` (both pointers NULL if it is empty).
+    #[must_use]
+    pub fn new(data: &'d mut [u8]) -> Self {
+        if data.is_empty() {
+            return ContextData::NONE;
+        }
+        let range = data.as_mut_ptr_range();
+        ContextData {
+            start: range.start,
+            end: range.end,
+            _bytes: PhantomData,
+        }
+    }
+
+    /// `len` bytes at `start` that no Rust reference covers (a buffer the kernel lends).
+    ///
+    /// # Safety
+    /// `start` is NULL with `len` 0, or valid for reads and writes of `len` bytes for `'d`,
+    /// and nothing else reads or writes them while an invocation runs.
+    #[must_use]
+    pub const unsafe fn from_raw_parts(start: *mut u8, len: usize) -> Self {
+        ContextData {
+            start,
+            end: start.wrapping_add(len),
+            _bytes: PhantomData,
+        }
+    }
+
+    /// The first byte's address.
+    #[must_use]
+    pub fn start(&self) -> *const u8 {
+        self.start
+    }
+
+    /// The number of bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        (self.end as usize).wrapping_sub(self.start as usize)
+    }
+
+    /// Whether there are no bytes.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<'d> From<&'d mut [u8]> for ContextData<'d> {
+    fn from(data: &'d mut [u8]) -> Self {
+        ContextData::new(data)
+    }
+}
+
 /// The program context the provider passes to programs: the 64-byte header the core owns,
 /// then the extension's context. Programs see a pointer to `context`.
+///
+/// The context's data pointers (the fields the program type's context descriptor names) are
+/// the provider's to write: before each invocation it sets them to the bounds of this
+/// value's [`ContextData`] (NULL when there is none), so programs, which the verifier lets
+/// access whatever lies between them, only ever see bytes borrowed for `'d`. A value the
+/// extension leaves in those fields is never what programs see.
 #[repr(C)]
-#[derive(Debug, Clone)]
-pub struct ProgramContext<T> {
+#[derive(Debug)]
+pub struct ProgramContext<'d, T> {
     header: EBPF_CONTEXT_HEADER,
     /// The extension's program context.
     pub context: T,
+    data: ContextData<'d>,
 }
 
-impl<T> ProgramContext<T> {
-    /// Wraps a context with a zeroed header.
+impl<T> ProgramContext<'static, T> {
+    /// Wraps a context with a zeroed header and no data.
     pub const fn new(context: T) -> Self {
         ProgramContext {
             header: [0; 8],
             context,
+            data: ContextData::NONE,
+        }
+    }
+}
+
+impl<'d, T> ProgramContext<'d, T> {
+    /// Wraps a context with a zeroed header, over `data`.
+    pub fn with_data(context: T, data: impl Into<ContextData<'d>>) -> Self {
+        ProgramContext {
+            header: [0; 8],
+            context,
+            data: data.into(),
         }
     }
 
-    /// The pointer programs receive: the extension's context, just after the header.
-    pub(crate) fn program_pointer(&mut self) -> *mut c_void {
+    /// The bytes programs see.
+    pub fn data(&self) -> &ContextData<'d> {
+        &self.data
+    }
+
+    /// The pointer programs receive (the extension's context, just after the header), with
+    /// the data pointers at `fields` set to this value's data.
+    ///
+    /// # Safety
+    /// `fields`, if any, are the offsets of two pointer fields of `T` (what
+    /// `HookProvider::register_with_data`'s caller promised).
+    pub(crate) unsafe fn program_pointer(&mut self, fields: Option<DataFields>) -> *mut c_void {
+        if let Some(fields) = fields {
+            let base = ptr::from_mut(&mut self.context).cast::<u8>();
+            for (offset, value) in [(fields.start, self.data.start), (fields.end, self.data.end)] {
+                // SAFETY: the offset of a pointer field of `T` (this function's contract),
+                // inside `self.context`, which is borrowed mutably here; written unaligned.
+                unsafe {
+                    base.wrapping_add(offset)
+                        .cast::<*mut u8>()
+                        .write_unaligned(value);
+                };
+            }
+        }
         foreign::to_foreign_mut(&mut self.context)
     }
 }

@@ -16,7 +16,7 @@ use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_sys::{Error, Result};
 
 use crate::client::{ClientRef, Entry, live};
-use crate::config::{Flow, HookExtension, ProgramContext};
+use crate::config::{DataFields, Flow, HookExtension, ProgramContext};
 use crate::provider::HookProvider;
 use crate::snapshot::SnapshotGuard;
 
@@ -94,7 +94,7 @@ impl<E: HookExtension> HookProvider<E> {
     pub fn invoke(
         &self,
         parameter: &E::Parameter,
-        context: &mut ProgramContext<E::Context>,
+        context: &mut ProgramContext<'_, E::Context>,
     ) -> Result<u32> {
         self.invoke_with(parameter, context, |_| true, |_| Flow::Continue)
     }
@@ -112,12 +112,13 @@ impl<E: HookExtension> HookProvider<E> {
     pub fn invoke_with(
         &self,
         parameter: &E::Parameter,
-        context: &mut ProgramContext<E::Context>,
+        context: &mut ProgramContext<'_, E::Context>,
         mut filter: impl FnMut(&ClientRef<'_, E>) -> bool,
         mut verdict: impl FnMut(u32) -> Flow,
     ) -> Result<u32> {
         let snapshot = self.state().snapshots.read();
-        let program = context.program_pointer();
+        // SAFETY: the offsets `register_with_data`'s caller vouched for, of `E::Context`.
+        let program = unsafe { context.program_pointer(self.state().data_fields) };
         let mut outcome = Err(Error::ObjectNotFound);
         for client in live(snapshot.entries()) {
             if !client.matches(parameter) || !filter(&ClientRef { client }) {
@@ -145,7 +146,7 @@ impl<E: HookExtension> HookProvider<E> {
     pub fn invoke_until(
         &self,
         parameter: &E::Parameter,
-        context: &mut ProgramContext<E::Context>,
+        context: &mut ProgramContext<'_, E::Context>,
         mut stop: impl FnMut(u32) -> bool,
     ) -> Result<Invocation> {
         let mut programs_run = 0;
@@ -188,11 +189,12 @@ impl<E: HookExtension> HookProvider<E> {
     pub fn invoke_until_failures_as_zero(
         &self,
         parameter: &E::Parameter,
-        context: &mut ProgramContext<E::Context>,
+        context: &mut ProgramContext<'_, E::Context>,
         mut stop: impl FnMut(u32) -> bool,
     ) -> Result<Invocation> {
         let snapshot = self.state().snapshots.read();
-        let program = context.program_pointer();
+        // SAFETY: the offsets `register_with_data`'s caller vouched for, of `E::Context`.
+        let program = unsafe { context.program_pointer(self.state().data_fields) };
         let mut outcome = Err(Error::ObjectNotFound);
         let mut programs_run = 0;
         for client in live(snapshot.entries()) {
@@ -233,7 +235,7 @@ impl<E: HookExtension> HookProvider<E> {
     pub fn invoke_on_expanded_stack(
         &self,
         parameter: &E::Parameter,
-        context: &mut ProgramContext<E::Context>,
+        context: &mut ProgramContext<'_, E::Context>,
         mut filter: impl FnMut(&ClientRef<'_, E>) -> bool,
         mut verdict: impl FnMut(u32) -> Flow,
     ) -> Result<u32> {
@@ -287,6 +289,7 @@ impl<E: HookExtension> HookProvider<E> {
         let batch = Batch {
             snapshot,
             parameter: *parameter,
+            data_fields: self.state().data_fields,
             state: state_ptr,
             batched: end.is_some(),
         };
@@ -309,6 +312,7 @@ impl<E: HookExtension> HookProvider<E> {
 pub struct Batch<'a, E: HookExtension> {
     snapshot: SnapshotGuard<'a, Entry<E>>,
     parameter: E::Parameter,
+    data_fields: Option<DataFields>,
     state: *mut c_void,
     batched: bool,
 }
@@ -322,8 +326,9 @@ impl<E: HookExtension> Batch<'_, E> {
     /// # IRQL
     /// ≤ DISPATCH_LEVEL, the IRQL `with_batch` was called at.
     #[inline]
-    pub fn invoke(&self, context: &mut ProgramContext<E::Context>) -> Result<u32> {
-        let program = context.program_pointer();
+    pub fn invoke(&self, context: &mut ProgramContext<'_, E::Context>) -> Result<u32> {
+        // SAFETY: the provider's data fields, which `register_with_data`'s caller vouched for.
+        let program = unsafe { context.program_pointer(self.data_fields) };
         let mut outcome = Err(Error::ObjectNotFound);
         for client in live(self.snapshot.entries()) {
             if !client.matches(&self.parameter) {

@@ -62,7 +62,8 @@ mod work_item;
 
 pub use crate::client::{Attached, AttachedClients, ClientRef};
 pub use crate::config::{
-    AttachParameter, AttachRequest, Flow, HookConfig, HookExtension, ProgramContext,
+    AttachParameter, AttachRequest, ContextData, DataFields, Flow, HookConfig, HookExtension,
+    ProgramContext,
 };
 pub use crate::invoke::{Batch, Invocation, STACK_EXPANSION_SIZE};
 pub use crate::policy::{AttachPolicy, MAX_CLIENTS_PER_PARAMETER};

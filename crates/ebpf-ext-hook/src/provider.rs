@@ -17,13 +17,15 @@ use ebpf_ext_sys::wdm::{
 use ebpf_ext_sys::{Error, Result};
 
 use crate::client::{AttachedClients, Client, Entry, live};
-use crate::config::{HookConfig, HookExtension};
+use crate::config::{DataFields, HookConfig, HookExtension};
 use crate::snapshot::Snapshots;
 
 /// The provider's state, pinned in pool by [`ebpf_ext_nmr::Provider`] while registered.
 pub(crate) struct HookState<E: HookExtension> {
     provider_data: ebpf_attach_provider_data_t,
     pub(crate) config: HookConfig<E::Parameter>,
+    /// Where programs' data pointers lie in `E::Context`, written before each invocation.
+    pub(crate) data_fields: Option<DataFields>,
     pub(crate) extension: E,
     pub(crate) device: *mut DEVICE_OBJECT,
     /// A zeroed push lock is an initialised one (`ExInitializePushLock` stores 0).
@@ -159,18 +161,17 @@ pub struct HookProvider<E: HookExtension> {
 }
 
 impl<E: HookExtension> HookProvider<E> {
-    /// Registers a hook NPI provider.
+    /// Registers a hook NPI provider whose program context has no data pointers the provider
+    /// writes: [`HookProvider::register_with_data`] with `None`.
     ///
     /// # Safety
-    /// `device` is a live device object of the driver that outlives the provider (work items
-    /// for detach are allocated against it). The helpers of `config.program_type` (and its
-    /// global-helper overrides) read the program context as `E::Context`: the provider invokes
-    /// programs with nothing else. (The facade's `Start::program_type` and `Start::hook`
-    /// ensure it for the program types a driver registers itself.)
+    /// As [`HookProvider::register_with_data`]; in addition, if the program type's context
+    /// descriptor names data pointers, every value `E::Context` holds there when programs are
+    /// invoked bounds memory programs may read and write for as long as they run (the
+    /// verifier trusts them).
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] if `max_clients` is 0; [`Error::InsufficientResources`] if an
-    /// allocation fails; [`Error::Api`] with `NmrRegisterProvider`'s status if it fails.
+    /// As [`HookProvider::register_with_data`].
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
@@ -179,7 +180,45 @@ impl<E: HookExtension> HookProvider<E> {
         extension: E,
         device: *mut DEVICE_OBJECT,
     ) -> Result<Self> {
-        if config.max_clients == 0 || device.is_null() {
+        // SAFETY: the caller's contract, which covers the data pointers itself.
+        unsafe { Self::register_with_data(config, extension, device, None) }
+    }
+
+    /// Registers a hook NPI provider that writes programs' data pointers at `data_fields`
+    /// before each invocation, from the [`ProgramContext`](crate::ProgramContext)'s
+    /// [`ContextData`](crate::ContextData).
+    ///
+    /// # Safety
+    /// `device` is a live device object of the driver that outlives the provider (work items
+    /// for detach are allocated against it). The helpers of `config.program_type` (and its
+    /// global-helper overrides) read the program context as `E::Context`: the provider invokes
+    /// programs with nothing else. `data_fields`, if any, are the offsets in `E::Context` of
+    /// the two pointer-sized fields the program type's context descriptor names as its data
+    /// pointers. (The facade's `Start::program_type` and `Start::hook` ensure both for the
+    /// program types a driver registers itself.)
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `max_clients` is 0, the device is NULL, or a data field
+    /// does not lie within `E::Context`; [`Error::InsufficientResources`] if an allocation
+    /// fails; [`Error::Api`] with `NmrRegisterProvider`'s status if it fails.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub unsafe fn register_with_data(
+        config: HookConfig<E::Parameter>,
+        extension: E,
+        device: *mut DEVICE_OBJECT,
+        data_fields: Option<DataFields>,
+    ) -> Result<Self> {
+        let fits = |offset: usize| {
+            offset
+                .checked_add(size_of::<*mut u8>())
+                .is_some_and(|end| end <= size_of::<E::Context>())
+        };
+        if config.max_clients == 0
+            || device.is_null()
+            || data_fields.is_some_and(|f| !fits(f.start) || !fits(f.end))
+        {
             return Err(Error::InvalidParameter);
         }
         let snapshots = Snapshots::new(config.max_clients, config.tag)?;
@@ -191,6 +230,7 @@ impl<E: HookExtension> HookProvider<E> {
                 link_type: config.link_type,
             },
             config,
+            data_fields,
             extension,
             device,
             writer: UnsafeCell::new(0),

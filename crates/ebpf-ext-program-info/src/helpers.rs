@@ -789,9 +789,16 @@ macro_rules! helpers {
 /// program type is not privileged and its context has no metadata pointer; for those, build
 /// the statics by hand (registering them is then `unsafe`: nothing checks the contexts).
 ///
+/// The `data` clause names the context's two data pointers, which must be [`DataPointer`]s
+/// (that very type): hooks and test runs set them for each invocation, so programs see only
+/// bytes that live while they run (see [`TestRun::data`]).
+///
+/// [`DataPointer`]: crate::DataPointer
+/// [`TestRun::data`]: crate::TestRun::data
+///
 /// ```
 /// # use ebpf_ext_program_info::*;
-/// #[repr(C)] struct Ctx { data_start: *mut u8, data_end: *mut u8, value: u32 }
+/// #[repr(C)] struct Ctx { data_start: DataPointer, data_end: DataPointer, value: u32 }
 /// fn value(context: &Ctx) -> u64 { u64::from(context.value) }
 /// fn pid() -> u64 { 7 }
 /// const INFO: u32 = 1000; // the macro's own names hide nothing of the caller's
@@ -811,6 +818,19 @@ macro_rules! helpers {
 ///     (1, 1)
 /// );
 /// assert_eq!(DATA.raw().required_irql, 2);
+/// ```
+///
+/// Data pointers the extension could set itself do not compile:
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { data_start: *mut u8, data_end: *mut u8, value: u32 }
+/// fn value(context: &Ctx) -> u64 { u64::from(context.value) }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Ctx, data data_start..data_end;
+///     helpers { 0x10000, c"example_value" => value(Context); }
+/// }
 /// ```
 ///
 /// A larger helper context must begin with the program's context, named by its path:
@@ -935,6 +955,30 @@ macro_rules! program_type {
             type __EBPF_EXT_HELPER_CONTEXT =
                 $crate::program_type!(@helper_context $ctx $(, $helper_ctx)?);
             $(
+                // The data pointers are `DataPointer`s (that very type): fields the SDK writes
+                // before programs run, and that safe code cannot point anywhere else.
+                #[allow(dead_code, reason = "only type-checked")]
+                fn __ebpf_ext_data_fields_are_data_pointers(context: &$ctx) {
+                    fn type_of<T>(_: &T) -> ::core::marker::PhantomData<T> {
+                        ::core::marker::PhantomData
+                    }
+                    let _: ::core::marker::PhantomData<$crate::DataPointer> =
+                        type_of(&context.$start);
+                    let _: ::core::marker::PhantomData<$crate::DataPointer> =
+                        type_of(&context.$end);
+                }
+                const _: () = ::core::assert!(
+                    ::core::mem::offset_of!($ctx, $start) != ::core::mem::offset_of!($ctx, $end),
+                    "the data start and end are two fields"
+                );
+            )?
+            // Where the data pointers lie (`usize::MAX`: nowhere): in `$ctx`, and so in the
+            // helpers' context, which begins with it.
+            const __EBPF_EXT_DATA_START: usize =
+                $crate::program_type!(@field_offset $ctx $(, $start)?);
+            const __EBPF_EXT_DATA_END: usize =
+                $crate::program_type!(@field_offset $ctx $(, $end)?);
+            $(
                 // The helpers' context begins with what programs see: its field `$prefix` is
                 // a `$ctx` (that very type) at offset 0.
                 const _: () = ::core::assert!(
@@ -974,14 +1018,22 @@ macro_rules! program_type {
             );
             let data = $crate::ProgramData::new(&__EBPF_EXT_INFO)
                 .with_helpers(&__EBPF_EXT_ADDRESSES)
-                $(.with_global_helpers($crate::program_type!(@global_addresses [$($globals)+])))?
-                $(.with_test_run::<$run>())?
-                $(.with_required_irql($irql))?
-                .checked();
+                $(.with_global_helpers($crate::program_type!(@global_addresses [$($globals)+])))?;
+            $(
+                // SAFETY: the offsets are `usize::MAX` (no data clause: none is written) or
+                // those of `$ctx`'s two `DataPointer` fields (checked above), which lie at the
+                // same offsets of `$run`'s context: `$ctx` itself or a type that begins with it
+                // (checked above and below).
+                let data = unsafe {
+                    data.with_test_run_data::<$run, __EBPF_EXT_DATA_START, __EBPF_EXT_DATA_END>()
+                };
+            )?
+            let data = data $(.with_required_irql($irql))?.checked();
             // SAFETY: the data's only helper tables are the two declared with `context
             // __EBPF_EXT_HELPER_CONTEXT` just above, and its only test run is `$run`, whose
             // context is checked to be that very type (the macro accepts no other builder
-            // call that could replace them).
+            // call that could replace them); its data pointers, if any, are `$ctx`'s two
+            // `DataPointer` fields (checked above), and its test runs set them.
             unsafe { $crate::TypedProgramData::new(data) }
         };
     };
@@ -991,6 +1043,8 @@ macro_rules! program_type {
     (@offset $ctx:ty, $field:ident) => {
         ::core::option::Option::Some(::core::mem::offset_of!($ctx, $field))
     };
+    (@field_offset $ctx:ty) => { ::core::primitive::usize::MAX };
+    (@field_offset $ctx:ty, $field:ident) => { ::core::mem::offset_of!($ctx, $field) };
     (@global_prototypes) => { &[] };
     (@global_prototypes [$($globals:tt)+]) => { &__EBPF_EXT_GLOBAL_HELPERS };
     (@global_addresses [$($globals:tt)+]) => { &__EBPF_EXT_GLOBAL_ADDRESSES };

@@ -332,8 +332,8 @@ pub use helpers::{
     check_overlap,
 };
 pub use test_run::{
-    AnyBitPattern, CountedString, NoPadding, PackedStrings, TestRun, TestRunContext, TestRunInput,
-    TestRunOutput, test_run_functions,
+    AnyBitPattern, CountedString, DataPointer, NoPadding, PackedStrings, TestRun, TestRunContext,
+    TestRunData, TestRunInput, TestRunOutput, test_run_functions,
 };
 
 /// The eBPF helper calling shape: five 64-bit arguments, a 64-bit result, kernel convention.
@@ -614,6 +614,28 @@ impl ProgramData {
         self.with_context_functions(create, destroy)
     }
 
+    /// [`ProgramData::with_test_run`] for a context whose data pointers lie at byte offsets
+    /// `START` and `END` of `R::Context`: the SDK's `context_create` points them at what
+    /// [`TestRun::data`] chooses, whatever [`TestRun::create`] left there. [`program_type!`]
+    /// calls it for its `data` clause.
+    ///
+    /// # Safety
+    /// `START` and `END` are the offsets of two pointer fields of `R::Context` that programs
+    /// read as their data range (`DataPointer`s).
+    ///
+    /// # Panics
+    /// At compile time if a field would not lie within `R::Context`, or as
+    /// [`ProgramData::with_test_run`].
+    #[must_use]
+    pub const unsafe fn with_test_run_data<R: TestRun, const START: usize, const END: usize>(
+        self,
+    ) -> Self {
+        let checked = self.with_test_run::<R>();
+        // SAFETY: the caller's contract.
+        let (create, destroy) = unsafe { test_run::test_run_data_functions::<R, START, END>() };
+        checked.with_context_functions(create, destroy)
+    }
+
     /// The IRQL `bpf_prog_test_run` runs the program at.
     ///
     /// # Panics
@@ -659,6 +681,20 @@ impl ProgramData {
     pub const fn raw(&self) -> &ebpf_program_data_t {
         &self.0
     }
+
+    /// The byte offsets of the context's data-start and data-end pointers, as its context
+    /// descriptor gives them; `None` unless it names both.
+    #[must_use]
+    pub fn data_fields(&self) -> Option<(usize, usize)> {
+        // SAFETY: the descriptor pointer was made from a `&'static ProgramTypeDescriptor`.
+        let descriptor = unsafe { &*self.info().program_type_descriptor };
+        // SAFETY: made from a `&'static ContextDescriptor` in `ProgramTypeDescriptor::new`.
+        let context = unsafe { &*descriptor.context_descriptor };
+        Some((
+            usize::try_from(context.data).ok()?,
+            usize::try_from(context.end).ok()?,
+        ))
+    }
 }
 
 /// [`ProgramData`] whose helpers (type-specific and global overrides) and test runs read the
@@ -678,6 +714,9 @@ impl<C> TypedProgramData<C> {
     /// Every helper in `data`'s tables (type-specific and global overrides) and its test-run
     /// context functions treat the program context as a `C` (as [`helpers!`] declared with
     /// `context C` and a [`TestRun`] with `Context = C` do; [`program_type!`] checks both).
+    /// If its context descriptor names data pointers ([`ProgramData::data_fields`]), they are
+    /// two [`DataPointer`] fields of `C`, which hooks write before every invocation, and its
+    /// test runs set them as [`ProgramData::with_test_run_data`] does.
     #[must_use]
     pub const unsafe fn new(data: ProgramData) -> Self {
         TypedProgramData {

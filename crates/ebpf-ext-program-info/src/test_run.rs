@@ -177,6 +177,56 @@ unsafe impl<T: 'static> NoPadding for *mut T {}
 // alignment), so an array of values without padding has none.
 unsafe impl<T: NoPadding, const N: usize> NoPadding for [T; N] {}
 
+/// A data pointer in a program context: one of the two fields ([`program_type!`]'s `data
+/// start..end`) through which programs reach the bytes of an invocation (a packet, a command
+/// line). A pointer in the ABI (`uint8_t*`), but not the extension's to set: before programs
+/// run, the SDK writes both from what the invocation lends (a hook's `ContextData`, a test
+/// run's [`TestRunData`]), so programs, which the verifier lets access anything between
+/// them, see only bytes that live while they run. Whatever the fields held before is
+/// overwritten: `NULL`, or a value read from bytes (`AnyBitPattern`, as a test run's
+/// `ctx_in`), is never what programs see.
+///
+/// [`program_type!`]: crate::program_type!
+#[repr(transparent)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DataPointer(*mut u8);
+
+impl DataPointer {
+    /// NULL: the value of a context built by the extension.
+    pub const NULL: Self = DataPointer(ptr::null_mut());
+
+    /// The address (for tracing or comparison; reading through it needs the invocation's
+    /// own view of the bytes).
+    #[must_use]
+    pub const fn as_ptr(self) -> *const u8 {
+        self.0.cast_const()
+    }
+
+    /// Whether the pointer is NULL.
+    #[must_use]
+    pub fn is_null(self) -> bool {
+        self.0.is_null()
+    }
+}
+
+impl Default for DataPointer {
+    fn default() -> Self {
+        DataPointer::NULL
+    }
+}
+
+impl core::fmt::Debug for DataPointer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+// SAFETY: a raw pointer in a transparent wrapper: every bit pattern is a value (the SDK
+// overwrites it before programs could use it), and there is no padding.
+unsafe impl AnyBitPattern for DataPointer {}
+// SAFETY: as above.
+unsafe impl NoPadding for DataPointer {}
+
 /// Implements [`NoPadding`] (and [`AnyBitPattern`]) for a struct after checking that every
 /// field's type is `NoPadding` and that the fields' sizes add up to the struct's (so no byte
 /// is padding, in whatever order the fields lie).
@@ -377,6 +427,30 @@ pub trait TestRun: Sized + Send + 'static {
     /// Writes the context after the run (`context` as programs left it, header included)
     /// and the data to `output`; what is not written is reported with size 0.
     fn destroy(self, context: &mut TestRunContext<Self::Context>, output: &mut TestRunOutput);
+
+    /// The bytes the context's data pointers cover while the run lasts, asked once after
+    /// [`TestRun::create`], with the run in its final place: by default the caller's
+    /// `data_in`, in place. Used where the SDK knows where the pointers lie ([`program_type!`]
+    /// with a `data` clause, [`ProgramData::with_test_run_data`]); ignored otherwise.
+    ///
+    /// [`program_type!`]: crate::program_type!
+    /// [`ProgramData::with_test_run_data`]: crate::ProgramData::with_test_run_data
+    fn data(&mut self) -> TestRunData<'_> {
+        TestRunData::Input
+    }
+}
+
+/// What a test run's data pointers cover ([`TestRun::data`]). Programs may write the bytes.
+#[derive(Debug)]
+pub enum TestRunData<'a> {
+    /// The caller's `data_in`, in place (both pointers NULL if it is NULL or empty); the core
+    /// keeps it until `context_destroy`, where [`TestRunOutput::copy_input_data`] copies it
+    /// out.
+    Input,
+    /// Bytes the run owns (a copy it made of part of `data_in`; both pointers NULL if empty).
+    Owned(&'a mut [u8]),
+    /// No bytes: both pointers NULL.
+    None,
 }
 
 /// The caller's buffers at `context_create`.
@@ -402,9 +476,12 @@ impl<'a> TestRunInput<'a> {
         Some(unsafe { slice::from_raw_parts(data.as_ptr(), len) })
     }
 
-    /// The range a context's data pointers take to let programs work on the caller's
-    /// `data_in` in place (no copy); `None` if NULL or empty. The core keeps the buffer
-    /// until `context_destroy`, where [`TestRunOutput::copy_input_data`] copies it out.
+    /// The caller's `data_in` as raw pointers, for program data built by hand whose test runs
+    /// set their context's data pointers themselves (with [`program_type!`]'s `data` clause
+    /// the SDK sets them: [`TestRunData::Input`]); `None` if NULL or empty. The core keeps the
+    /// buffer until `context_destroy`, where [`TestRunOutput::copy_input_data`] copies it out.
+    ///
+    /// [`program_type!`]: crate::program_type!
     ///
     /// The pointers are the core's own (not derived from a shared slice), so programs may
     /// write through them.
@@ -709,6 +786,15 @@ impl<const N: usize> PackedStrings<N> {
         }
     }
 
+    /// The bytes of string `i`'s copy, to change or to lend programs ([`TestRun::data`]);
+    /// empty as [`PackedStrings::get`].
+    pub fn get_mut(&mut self, i: usize) -> &mut [u8] {
+        match self.copies.get_mut(i) {
+            Some(Some((copy, len))) => copy.get_mut(..*len).unwrap_or(&mut []),
+            _ => &mut [],
+        }
+    }
+
     /// Gives up string `i`'s copy (its whole buffer, and the length it had), for a context
     /// that owns it otherwise; `None` if it was empty, taken, or `i` is out of range.
     pub fn take(&mut self, i: usize) -> Option<(PoolArray<u8>, usize)> {
@@ -728,7 +814,44 @@ pub const fn test_run_functions<R: TestRun>() -> (
     ebpf_program_context_destroy_t,
 ) {
     let _ = TestRunContext::<R::Context>::CONTEXT_OFFSET;
-    (context_create::<R>, context_destroy::<R>)
+    (
+        context_create::<R, NO_FIELD, NO_FIELD>,
+        context_destroy::<R>,
+    )
+}
+
+/// An offset that names no data field: the SDK writes no data pointers.
+pub(crate) const NO_FIELD: usize = usize::MAX;
+
+/// [`test_run_functions`] for a context whose data pointers lie at byte offsets `START` and
+/// `END` of `R::Context`: `context_create` sets them to what [`TestRun::data`] chooses.
+///
+/// # Safety
+/// `START` and `END` are the offsets of two pointer fields of `R::Context` that programs
+/// read as their data range.
+///
+/// # Panics
+/// At compile time if a field would not lie within `R::Context`, or as [`test_run_functions`].
+#[must_use]
+pub(crate) const unsafe fn test_run_data_functions<
+    R: TestRun,
+    const START: usize,
+    const END: usize,
+>() -> (
+    ebpf_program_context_create_t,
+    ebpf_program_context_destroy_t,
+) {
+    let _ = TestRunContext::<R::Context>::CONTEXT_OFFSET;
+    let size = size_of::<R::Context>();
+    assert!(
+        START < size && size - START >= size_of::<*mut u8>(),
+        "the data-start field lies outside the test run's context"
+    );
+    assert!(
+        END < size && size - END >= size_of::<*mut u8>(),
+        "the data-end field lies outside the test run's context"
+    );
+    (context_create::<R, START, END>, context_destroy::<R>)
 }
 
 /// What `context_create` allocates: the context (header first) and what the run owns.
@@ -774,7 +897,11 @@ fn raw_input(pointer: *const u8, size: usize) -> Option<(NonNull<u8>, usize)> {
 /// # Safety
 /// The core's contract: each input is NULL or readable for its size (`data_in` stays valid,
 /// and writable by programs, until `context_destroy`); `context` is NULL or writable.
-pub(crate) unsafe extern "win64" fn context_create<R: TestRun>(
+pub(crate) unsafe extern "win64" fn context_create<
+    R: TestRun,
+    const START: usize,
+    const END: usize,
+>(
     data_in: *const u8,
     data_size: usize,
     context_in: *const u8,
@@ -807,9 +934,36 @@ pub(crate) unsafe extern "win64" fn context_create<R: TestRun>(
         state,
     };
     // On failure the run (and whatever it owns) is dropped here.
-    let Ok(run) = PoolBox::try_new(run, R::TAG) else {
+    let Ok(mut run) = PoolBox::try_new(run, R::TAG) else {
         return EBPF_NO_MEMORY;
     };
+    if START != NO_FIELD && END != NO_FIELD {
+        // Asked with the run in its pool block, where it stays until `context_destroy`: owned
+        // bytes stay put while programs run, and nothing touches the run until then.
+        let range = match run.state.data() {
+            TestRunData::Input => data_in.map(|(start, len)| {
+                let start = start.as_ptr();
+                (start, start.wrapping_add(len))
+            }),
+            TestRunData::Owned(bytes) if !bytes.is_empty() => {
+                let range = bytes.as_mut_ptr_range();
+                Some((range.start, range.end))
+            }
+            TestRunData::Owned(_) | TestRunData::None => None,
+        };
+        let (start, end) = range.unwrap_or((ptr::null_mut(), ptr::null_mut()));
+        let base = ptr::from_mut(&mut run.context.context).cast::<u8>();
+        for (offset, value) in [(START, start), (END, end)] {
+            // SAFETY: the offset of a pointer field inside `R::Context` (the contract of
+            // `test_run_data_functions`, the only place these functions are made with
+            // offsets), in the run's context, borrowed mutably here; written unaligned.
+            unsafe {
+                base.wrapping_add(offset)
+                    .cast::<*mut u8>()
+                    .write_unaligned(value);
+            };
+        }
+    }
     let program = run
         .into_raw()
         .as_ptr()

@@ -29,7 +29,7 @@ use core::cell::Cell;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
-use ebpf_ext_hook::{HookConfig, HookExtension, HookProvider};
+use ebpf_ext_hook::{DataFields, HookConfig, HookExtension, HookProvider};
 
 use crate::control::ControlDevice;
 use ebpf_ext_pool::PoolTag;
@@ -161,9 +161,16 @@ impl<H: HookExtension> Extension<H> {
         let program_info =
             unsafe { ProgramInfoProvider::register(config.program_data, config.tag) }?;
         // SAFETY: `device` is dropped after `hook` (field order); the hook's programs are the
-        // program data's type (checked above).
-        let hook =
-            unsafe { HookProvider::register(config.hook, config.extension, device.as_ptr()) }?;
+        // program data's type (checked above), whose data pointers, if any, are `DataPointer`
+        // fields of `H::Context` at these offsets (`TypedProgramData`).
+        let hook = unsafe {
+            HookProvider::register_with_data(
+                config.hook,
+                config.extension,
+                device.as_ptr(),
+                data_fields(config.program_data),
+            )
+        }?;
         ebpf_ext_trace::trace_exit!();
         Ok(Extension {
             hook,
@@ -384,6 +391,7 @@ pub struct Start<'a> {
 pub struct ProgramType<C> {
     _provider: ProgramInfoProvider,
     guid: GUID,
+    data_fields: Option<DataFields>,
     _context: PhantomData<fn(C) -> C>,
 }
 
@@ -438,6 +446,7 @@ impl Start<'_> {
         Ok(ProgramType {
             _provider: provider,
             guid: program_type,
+            data_fields: data_fields(data),
             _context: PhantomData,
         })
     }
@@ -517,9 +526,25 @@ impl Start<'_> {
         // A provider leaked with `mem::forget` would stay registered past unload, as any
         // leaked kernel registration does; the SDK does not guard against that. The hook's
         // programs are `program`'s type (checked), whose helpers read the context as
-        // `E::Context` (`ProgramType`), and that type has no other provider here.
-        unsafe { HookProvider::register(config, extension, self.device.as_ptr()) }
+        // `E::Context` (`ProgramType`), and that type has no other provider here; its data
+        // pointers, if any, are `DataPointer` fields of `E::Context` at these offsets
+        // (`TypedProgramData`).
+        unsafe {
+            HookProvider::register_with_data(
+                config,
+                extension,
+                self.device.as_ptr(),
+                program.data_fields,
+            )
+        }
     }
+}
+
+/// Where programs of `data`'s type find their data pointers in the context, for the hooks
+/// that write them.
+fn data_fields<C>(data: &TypedProgramData<C>) -> Option<DataFields> {
+    data.data_fields()
+        .map(|(start, end)| DataFields { start, end })
 }
 
 /// Refuses a hook whose configured program type is not the one whose helper context it was

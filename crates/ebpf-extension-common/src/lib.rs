@@ -40,16 +40,16 @@ pub mod process;
 /// The names an extension uses day to day.
 pub mod prelude {
     pub use ebpf_ext_hook::{
-        AttachParameter, AttachPolicy, AttachRequest, Attached, Flow, HookConfig, HookExtension,
-        HookProvider, Invocation, ProgramContext,
+        AttachParameter, AttachPolicy, AttachRequest, Attached, ContextData, Flow, HookConfig,
+        HookExtension, HookProvider, Invocation, ProgramContext,
     };
     pub use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
     pub use ebpf_ext_program_info::{
         AnyBitPattern, Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextDescriptor,
-        ContextMut, CountedString, DontCare, HelperAddresses, HelperFunction, HelperPrototype, Map,
-        MapAndKey, MapKey, MapValueOrNull, NoPadding, PackedStrings, ProgramData, ProgramInfo,
-        ProgramInfoProvider, ProgramMap, ProgramTypeDescriptor, TestRun, TestRunContext,
-        TestRunInput, TestRunOutput, TypedProgramData,
+        ContextMut, CountedString, DataPointer, DontCare, HelperAddresses, HelperFunction,
+        HelperPrototype, Map, MapAndKey, MapKey, MapValueOrNull, NoPadding, PackedStrings,
+        ProgramData, ProgramInfo, ProgramInfoProvider, ProgramMap, ProgramTypeDescriptor, TestRun,
+        TestRunContext, TestRunData, TestRunInput, TestRunOutput, TypedProgramData,
     };
     pub use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
     pub use ebpf_ext_sys::ntdef::GUID;

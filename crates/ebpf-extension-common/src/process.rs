@@ -15,6 +15,7 @@ use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
 
+use ebpf_ext_hook::ContextData;
 use ebpf_ext_pool::{PoolArray, PoolTag};
 use ebpf_ext_sys::ksecdd::SecLookupAccountSid;
 use ebpf_ext_sys::ntddk::{
@@ -121,18 +122,36 @@ impl<'a> ProcessEvent<'a> {
         unsafe { self.info()?.CommandLine.as_ref() }
     }
 
-    /// The command line as UTF-16LE bytes, valid during the callback (`None` on exit or when
-    /// unknown).
+    /// The command line as UTF-16LE bytes (`None` on exit or when unknown). Borrowed from the
+    /// event, so no program runs over them ([`ProcessEvent::command_line_data`]) meanwhile.
     #[must_use]
-    pub fn command_line(&self) -> Option<&'a [u8]> {
+    pub fn command_line(&self) -> Option<&[u8]> {
         let line = self.command_line_string()?;
         if line.Buffer.is_null() {
             return None;
         }
-        // SAFETY: `Length` bytes of the string's buffer, valid during the callback.
+        // SAFETY: `Length` bytes of the string's buffer, valid during the callback; programs
+        // write them only through `command_line_data`, which borrows the event mutably.
         Some(unsafe {
             core::slice::from_raw_parts(line.Buffer.cast::<u8>(), usize::from(line.Length))
         })
+    }
+
+    /// The command line's bytes as programs' data ([`ContextData`]; both pointers NULL on exit
+    /// or when unknown): the kernel's buffer itself, as ntosebpfext hands programs its
+    /// `command_start..command_end`. Programs may write it, as they may there.
+    pub fn command_line_data(&mut self) -> ContextData<'_> {
+        match self.command_line_string() {
+            Some(line) if !line.Buffer.is_null() => {
+                // SAFETY: `Length` bytes of the kernel's buffer, valid during the callback,
+                // which the returned borrow of the event cannot outlive; no reference of ours
+                // covers them meanwhile (`command_line` borrows the event too).
+                unsafe {
+                    ContextData::from_raw_parts(line.Buffer.cast::<u8>(), usize::from(line.Length))
+                }
+            }
+            _ => ContextData::NONE,
+        }
     }
 
     /// When the process was created, in FILETIME units (100 ns since 1601)

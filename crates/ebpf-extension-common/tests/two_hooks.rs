@@ -41,16 +41,16 @@ const CONNECT_HOOK: GUID = GUID::from_u128(0x7d0e_0004_4a8b_4c2d_9e1f_1a2b_3c4d_
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct BindContext {
-    data_start: *mut u8,
-    data_end: *mut u8,
+    data_start: DataPointer,
+    data_end: DataPointer,
     port: u64,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct ConnectContext {
-    data_start: *mut u8,
-    data_end: *mut u8,
+    data_start: DataPointer,
+    data_end: DataPointer,
     address: u64,
 }
 
@@ -167,13 +167,13 @@ impl ExtensionDriver for TwoHooks {
             Fire::CODE => request.handle::<Fire>(|call| {
                 let FireRequest { port, address } = *call.request();
                 let mut bind = ProgramContext::new(BindContext {
-                    data_start: ptr::null_mut(),
-                    data_end: ptr::null_mut(),
+                    data_start: DataPointer::NULL,
+                    data_end: DataPointer::NULL,
                     port: u64::from(port),
                 });
                 let mut connect = ProgramContext::new(ConnectContext {
-                    data_start: ptr::null_mut(),
-                    data_end: ptr::null_mut(),
+                    data_start: DataPointer::NULL,
+                    data_end: DataPointer::NULL,
                     address: u64::from(address),
                 });
                 let refused = |_| Refusal::new(STATUS_INVALID_PARAMETER, "no program");

@@ -90,15 +90,14 @@ impl ExtensionDriver for SampleExt {
         match request.code() {
             Run::CODE => request.handle::<Run>(|mut call| {
                 let request = *call.request();
-                let mut context = SampleContext::new(call.payload_in_reply()?);
-                context.uint32_data = request.uint32_data;
+                let context = SampleContext {
+                    uint32_data: request.uint32_data,
+                    ..SampleContext::RUN
+                };
+                let mut context = ProgramContext::with_data(context, call.payload_in_reply()?);
                 let run = self
                     .hook
-                    .invoke_until(
-                        &request.attach_parameter,
-                        &mut ProgramContext::new(context),
-                        |_| true,
-                    )
+                    .invoke_until(&request.attach_parameter, &mut context, |_| true)
                     .map_err(Refusal::from_invocation)?;
                 Ok(call.reply(&RunReply {
                     result: run.result,
@@ -110,7 +109,8 @@ impl ExtensionDriver for SampleExt {
                 if request.count == 0 || request.count > MAX_BATCH {
                     return Err(Refusal::invalid("count out of range"));
                 }
-                let mut context = ProgramContext::new(SampleContext::new(call.payload_in_reply()?));
+                let mut context =
+                    ProgramContext::with_data(SampleContext::RUN, call.payload_in_reply()?);
                 let mut reply = RunBatchReply::default();
                 self.hook
                     .with_batch(&request.attach_parameter, |batch| {

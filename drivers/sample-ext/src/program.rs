@@ -19,7 +19,6 @@
 
 use core::cell::Cell;
 use core::mem::offset_of;
-use core::ptr;
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_PROGRAM_TYPE_SAMPLE;
@@ -58,10 +57,10 @@ no_padding! {
     #[repr(C)]
     #[derive(Debug, Clone, Copy)]
     pub struct SampleContext {
-        /// First byte of the data.
-        pub data_start: *mut u8,
+        /// First byte of the data (set by the SDK).
+        pub data_start: DataPointer,
         /// One past its last byte.
-        pub data_end: *mut u8,
+        pub data_end: DataPointer,
         /// A 32-bit value (the run's processor number in upstream's profile run).
         pub uint32_data: u32,
         /// A 16-bit value.
@@ -84,21 +83,17 @@ const _: () = assert!(offset_of!(SampleContext, helper_data_1) == 24);
 const _: () = assert!(offset_of!(SampleContext, helper_data_2) == 28);
 
 impl SampleContext {
-    /// A context over `data` with the helper values the control device sets (1 and 2, as
-    /// upstream's RUN).
-    #[must_use]
-    pub fn new(data: &mut [u8]) -> Self {
-        let range = data.as_mut_ptr_range();
-        SampleContext {
-            data_start: range.start,
-            data_end: range.end,
-            uint32_data: 0,
-            uint16_data: 0,
-            reserved: 0,
-            helper_data_1: 1,
-            helper_data_2: 2,
-        }
-    }
+    /// A context with the helper values the control device sets (1 and 2, as upstream's RUN);
+    /// its data is the invocation's (`ProgramContext::with_data`).
+    pub const RUN: Self = SampleContext {
+        data_start: DataPointer::NULL,
+        data_end: DataPointer::NULL,
+        uint32_data: 0,
+        uint16_data: 0,
+        reserved: 0,
+        helper_data_1: 1,
+        helper_data_2: 2,
+    };
 }
 
 /// `sample_ebpf_extension_helper_function1(ctx)`: 0.
@@ -194,8 +189,8 @@ fn redirect_map(_: ProgramMap<'_>, _: u64, _: u64) -> u64 {
 }
 
 /// Test runs (`bpf_prog_test_run`): the context copied from the first 32 bytes of `ctx_in`,
-/// over `data_in` (not copied: programs edit the caller's buffer in place); both come back
-/// where the capacities allow.
+/// over `data_in` (the SDK's default `TestRun::data`: not copied, programs edit the caller's
+/// buffer in place); both come back where the capacities allow.
 struct SampleTestRun;
 
 impl TestRun for SampleTestRun {
@@ -205,11 +200,7 @@ impl TestRun for SampleTestRun {
     fn create(
         input: &TestRunInput<'_>,
     ) -> Result<(TestRunContext<SampleContext>, Self), ebpf_result_t> {
-        let mut view: SampleContext = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
-        let data = input
-            .data_range()
-            .unwrap_or(ptr::null_mut()..ptr::null_mut());
-        (view.data_start, view.data_end) = (data.start, data.end);
+        let view: SampleContext = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
         Ok((TestRunContext::new(view), SampleTestRun))
     }
 

@@ -163,9 +163,9 @@ fn attach(helpers: (u64, u64), log: &Log) -> Result<Programs, Failure> {
             );
             // SAFETY: the hook passes a PacketContext whose packet is writable.
             let context = unsafe { &*ctx.cast::<PacketContext>() };
-            if context.data_start < context.data_end {
-                // SAFETY: at least one byte.
-                unsafe { *context.data_start = 0xAA };
+            if context.data_start.as_ptr() < context.data_end.as_ptr() {
+                // SAFETY: at least one byte, which programs may write.
+                unsafe { *context.data_start.as_ptr().cast_mut() = 0xAA };
             }
             Ok(VERDICT_PERMIT)
         },
@@ -176,10 +176,15 @@ fn attach(helpers: (u64, u64), log: &Log) -> Result<Programs, Failure> {
     let checksum = Link::attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE), move |ctx| {
         // SAFETY: the hook passes a PacketContext.
         let context = unsafe { &*ctx.cast::<PacketContext>() };
-        let len = (context.data_end as usize).saturating_sub(context.data_start as usize);
+        let len = (context.data_end.as_ptr() as usize)
+            .saturating_sub(context.data_start.as_ptr() as usize);
         // SAFETY: the packet's bytes are readable.
-        let sum =
-            unsafe { call_helper(checksum, [context.data_start as u64, len as u64, 0, 0, 0]) };
+        let sum = unsafe {
+            call_helper(
+                checksum,
+                [context.data_start.as_ptr() as u64, len as u64, 0, 0, 0],
+            )
+        };
         push(
             &checksum_log,
             format!("sample_net_checksum({len} bytes) = {sum:#06x}"),

@@ -68,9 +68,10 @@ fn logger(
         let command = if context.command_start.is_null() {
             String::from("<none>")
         } else {
-            let len = context.command_end as usize - context.command_start as usize;
+            let len =
+                context.command_end.as_ptr() as usize - context.command_start.as_ptr() as usize;
             // SAFETY: the data range the context descriptor names is readable.
-            utf16(unsafe { core::slice::from_raw_parts(context.command_start, len) })
+            utf16(unsafe { core::slice::from_raw_parts(context.command_start.as_ptr(), len) })
         };
         let mut small = [0u8; 4];
         let mut buffer = [0u8; 256];
@@ -171,9 +172,9 @@ pub fn scenario(
         if context.command_start.is_null() {
             return Ok(0);
         }
-        let len = context.command_end as usize - context.command_start as usize;
+        let len = context.command_end.as_ptr() as usize - context.command_start.as_ptr() as usize;
         // SAFETY: the command line bytes are readable.
-        let bytes = unsafe { core::slice::from_raw_parts(context.command_start, len) };
+        let bytes = unsafe { core::slice::from_raw_parts(context.command_start.as_ptr(), len) };
         let deny = utf16(bytes).contains("--forbidden");
         Ok(if deny {
             STATUS_ACCESS_DENIED.cast_unsigned()

@@ -54,12 +54,9 @@ fn run(hook: &HookProvider<SampleNetHook>, mut call: Call<'_, Run>) -> Result<Co
     if request.protocol > 255 {
         return Err(Refusal::invalid("protocol above 255"));
     }
-    let context = PacketContext::new(
-        call.payload_in_reply()?,
-        request.interface_id,
-        request.protocol,
-    );
-    let run = fire(hook, context).map_err(Refusal::from_invocation)?;
+    let context = PacketContext::new(request.interface_id, request.protocol);
+    let mut context = ProgramContext::with_data(context, call.payload_in_reply()?);
+    let run = fire(hook, &mut context).map_err(Refusal::from_invocation)?;
     Ok(call.reply(&RunReply {
         verdict: run.result,
         programs_run: run.programs_run,
@@ -82,11 +79,12 @@ fn profile(
     }
     // The reply overwrites the request, so the packet gets its own copy.
     let mut packet = call.payload_copy(TAG)?;
-    let context = PacketContext::new(&mut packet, request.interface_id, 0);
+    let context = PacketContext::new(request.interface_id, 0);
+    let mut context = ProgramContext::with_data(context, &mut packet[..]);
     let stretch = (request.flags & PROFILE_AT_DISPATCH != 0).then_some(DISPATCH_CHUNK);
     let (watch, mut last) = (Stopwatch::start(), None);
     repeat(request.iterations, stretch, || {
-        fire(hook, context).map(|run| last = Some(run))
+        fire(hook, &mut context).map(|run| last = Some(run))
     })
     .map_err(Refusal::from_invocation)?;
     let (verdict, programs_run) = last.map_or((0, 0), |run| (run.result, run.programs_run));

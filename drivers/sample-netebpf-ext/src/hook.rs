@@ -55,8 +55,9 @@ pub const HOOK_CONFIG: HookConfig<u32> =
         .with_wildcard(WILDCARD_INTERFACE)
         .with_link_type(BPF_LINK_TYPE_PLAIN);
 
-/// Runs the programs attached for `context.interface_id` (then the wildcard ones) until one
-/// blocks; the verdict is [`VERDICT_BLOCK`] if one did, else [`VERDICT_PERMIT`].
+/// Runs the programs attached for the context's interface (then the wildcard ones) over its
+/// packet until one blocks; the verdict is [`VERDICT_BLOCK`] if one did, else
+/// [`VERDICT_PERMIT`].
 ///
 /// # Errors
 /// [`Error::ObjectNotFound`] if no program is attached for the interface; the first invoke
@@ -64,11 +65,12 @@ pub const HOOK_CONFIG: HookConfig<u32> =
 ///
 /// # IRQL
 /// ≤ DISPATCH_LEVEL.
-pub fn fire(hook: &HookProvider<SampleNetHook>, context: PacketContext) -> Result<Invocation> {
-    let interface = context.interface_id;
-    let run = hook.invoke_until(&interface, &mut ProgramContext::new(context), |verdict| {
-        verdict == VERDICT_BLOCK
-    })?;
+pub fn fire(
+    hook: &HookProvider<SampleNetHook>,
+    context: &mut ProgramContext<'_, PacketContext>,
+) -> Result<Invocation> {
+    let interface = context.context.interface_id;
+    let run = hook.invoke_until(&interface, context, |verdict| verdict == VERDICT_BLOCK)?;
     Ok(Invocation {
         result: if run.result == VERDICT_BLOCK {
             VERDICT_BLOCK

@@ -16,10 +16,10 @@ pub const HELPER_CHECKSUM: u32 = 0x1_0001;
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct PacketContext {
-    /// First byte of the packet.
-    pub data_start: *mut u8,
+    /// First byte of the packet (set by the SDK: `ProgramContext::with_data`).
+    pub data_start: DataPointer,
     /// One past its last byte.
-    pub data_end: *mut u8,
+    pub data_end: DataPointer,
     /// The interface the packet arrived on.
     pub interface_id: u32,
     /// Its IP protocol number.
@@ -27,11 +27,10 @@ pub struct PacketContext {
 }
 
 impl PacketContext {
-    /// A context over `packet`.
+    /// A context for a packet that arrived on `interface_id`.
     #[must_use]
-    pub fn new(packet: &mut [u8], interface_id: u32, protocol: u32) -> Self {
-        let range = packet.as_mut_ptr_range();
-        let (data_start, data_end) = (range.start, range.end);
+    pub const fn new(interface_id: u32, protocol: u32) -> Self {
+        let (data_start, data_end) = (DataPointer::NULL, DataPointer::NULL);
         PacketContext {
             data_start,
             data_end,

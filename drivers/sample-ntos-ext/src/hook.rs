@@ -100,14 +100,12 @@ impl ProcessNotify for SampleProcess {
         let Some(driver) = DRIVER.get() else {
             return;
         };
-        let command = event.command_line().unwrap_or(&[]);
         let (creating_process_id, creating_thread_id) = event.creating_ids();
         // A copy of the kernel's string (empty, with NULL command pointers, when there is
         // none); the buffer is the kernel's.
         let command_line = event
             .command_line_string()
             .map_or(CountedString::EMPTY, |s| (*s).into());
-        let start = command_line.buffer.cast::<u8>();
         let mut token_sid = [0; TOKEN_SID_MAX_SIZE];
         let token_sid_size = if event.is_creation() {
             event.token_user_sid(&mut token_sid).unwrap_or(0)
@@ -118,8 +116,8 @@ impl ProcessNotify for SampleProcess {
         let token_sid_size = token_sid_size as u32;
         let notify = NotifyContext {
             public: ProcessContext {
-                command_start: start,
-                command_end: start.wrapping_add(command.len()),
+                command_start: DataPointer::NULL,
+                command_end: DataPointer::NULL,
                 process_id: event.process_id(),
                 parent_process_id: event.parent_process_id(),
                 creating_process_id,
@@ -148,10 +146,12 @@ impl ProcessNotify for SampleProcess {
         };
         // The account helpers resolve into the inline buffers, or pool buffers freed with
         // the context.
-        let mut context = ProgramContext::new(Notification {
+        let notification = Notification {
             notify,
             accounts: AccountNames::new(TAG),
-        });
+        };
+        // Programs' data is the kernel's command line.
+        let mut context = ProgramContext::with_data(notification, event.command_line_data());
         context.context.sync_accounts();
         let denied = fire(&driver.hook, &mut context);
         if let Some(status) = denied {

@@ -31,17 +31,18 @@ pub const OPERATION_DELETE: u32 = 1;
 /// `TOKEN_SID_MAX_SIZE`.
 pub const TOKEN_SID_MAX_SIZE: usize = 68;
 /// Size of the test-run context (`process_notify_context_t`, its 64-byte header included).
-pub const NOTIFY_CONTEXT_SIZE: usize = size_of::<ProgramContext<NotifyContext>>();
+pub const NOTIFY_CONTEXT_SIZE: usize = size_of::<TestRunContext<NotifyContext>>();
 
 no_padding! {
     /// What a `process` program sees: ntosebpfext's `process_md_t` (144 bytes).
     #[repr(C)]
     #[derive(Debug, Clone, Copy)]
     pub struct ProcessContext {
-        /// First byte of the command line (UTF-16LE, no terminator); NULL on delete.
-        pub command_start: *mut u8,
+        /// First byte of the command line (UTF-16LE, no terminator; set by the SDK); NULL on
+        /// delete.
+        pub command_start: DataPointer,
         /// One past its last byte.
-        pub command_end: *mut u8,
+        pub command_end: DataPointer,
         /// The process.
         pub process_id: u64,
         /// Its parent (creation only).

@@ -4,6 +4,7 @@
 //! back out, the pointers cleared. The context has no padding (its padding bytes are named
 //! fields), so `ctx_out` gives back every byte of `ctx_in` the run did not change.
 
+use core::ffi::c_void;
 use core::ptr;
 
 use ebpf_extension_common::prelude::*;
@@ -13,7 +14,10 @@ use ebpf_extension_common::sys::ebpf_result::{EBPF_INVALID_ARGUMENT, ebpf_result
 use crate::hook::TAG;
 use crate::program::{NOTIFY_CONTEXT_SIZE, Notification, NotifyContext};
 
-const _: () = assert!(size_of::<TestRunContext<NotifyContext>>() == NOTIFY_CONTEXT_SIZE);
+const _: () = assert!(
+    NOTIFY_CONTEXT_SIZE == 296,
+    "upstream's process_notify_context_t"
+);
 
 /// A test run's copies of the strings its context points to (the account strings' copies
 /// handed to the context's [`AccountNames`]).
@@ -42,12 +46,6 @@ impl TestRun for ProcessTestRun {
         let data = input.data().ok_or(EBPF_INVALID_ARGUMENT)?;
         let mut notify = run.context;
         let mut copies = PackedStrings::copy_in(data, strings(&mut notify), TAG)?;
-        let command = notify.command_line;
-        notify.public.command_start = command.buffer.cast();
-        notify.public.command_end = command
-            .buffer
-            .cast::<u8>()
-            .wrapping_add(command.length.into());
         (notify.process, notify.create_info) = (ptr::null_mut(), ptr::null_mut());
         let done = notify.account_lookup_done != 0;
         let accounts = AccountNames::supplied(copies.take(2), copies.take(3), done, TAG);
@@ -76,13 +74,19 @@ impl TestRun for ProcessTestRun {
             context: run.context.notify,
         };
         let notify = &mut out.context;
-        let null = ptr::null_mut();
-        (notify.public.command_start, notify.public.command_end) = (null, null);
-        (notify.process, notify.create_info) = (null.cast(), null.cast());
+        let null = ptr::null_mut::<c_void>();
+        (notify.public.command_start, notify.public.command_end) =
+            (DataPointer::NULL, DataPointer::NULL);
+        (notify.process, notify.create_info) = (null, null);
         for string in strings(notify) {
             *string = string.without_buffer();
         }
         output.write_header_and_context(&out);
+    }
+
+    /// Programs' data: the run's copy of the command line.
+    fn data(&mut self) -> TestRunData<'_> {
+        TestRunData::Owned(self.0.get_mut(0))
     }
 }
 

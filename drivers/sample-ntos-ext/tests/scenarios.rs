@@ -265,8 +265,11 @@ fn test_run_contexts_copy_their_strings_and_refuse_bad_input_cleanly() {
     // SAFETY: a process_md_t the provider created.
     let md = unsafe { *context.as_ptr().cast::<sample_ntos_ext::ProcessContext>() };
     assert_eq!(md.process_id, 7);
-    assert_eq!(md.command_end as usize - md.command_start as usize, 10);
-    assert_ne!(md.command_start.cast_const(), data.as_ptr());
+    assert_eq!(
+        md.command_end.as_ptr() as usize - md.command_start.as_ptr() as usize,
+        10
+    );
+    assert_ne!(md.command_start.as_ptr(), data.as_ptr());
     let out = context.destroy(64, 100).expect("destroy");
     assert_eq!(
         (out.data, out.context_size_out),
