@@ -326,7 +326,9 @@ impl<'d> From<&'d mut [u8]> for ContextData<'d> {
 /// the provider's to write: before each invocation it sets them to the bounds of this
 /// value's [`ContextData`] (NULL when there is none), so programs, which the verifier lets
 /// access whatever lies between them, only ever see bytes borrowed for `'d`. A value the
-/// extension leaves in those fields is never what programs see.
+/// extension leaves in those fields is never what programs see (and a helper that receives
+/// the context mutably has them put back when it returns: `program_type!` declares where they
+/// lie to its helpers).
 #[repr(C)]
 #[derive(Debug)]
 pub struct ProgramContext<'d, T> {

@@ -439,6 +439,130 @@ pub unsafe fn implicit_context<'a, C>(context: *const c_void) -> &'a C {
     unsafe { &*context.cast::<C>() }
 }
 
+/// The pointers at byte offsets `offsets` of `base`, read unaligned.
+///
+/// # Safety
+/// Each offset is that of a pointer-sized field of a live object at `base` that no `&mut`
+/// covers.
+pub(crate) unsafe fn read_pointers(base: *mut u8, offsets: [usize; 2]) -> [*mut u8; 2] {
+    offsets.map(|offset| {
+        // SAFETY: a pointer field of the object (the caller's contract), read unaligned.
+        unsafe { base.wrapping_add(offset).cast::<*mut u8>().read_unaligned() }
+    })
+}
+
+/// Writes `values` as the pointers at byte offsets `offsets` of `base`, unaligned.
+///
+/// # Safety
+/// Each offset is that of a pointer field of a live object at `base` that no reference covers
+/// (but the one `base` was derived from).
+pub(crate) unsafe fn write_pointers(base: *mut u8, offsets: [usize; 2], values: [*mut u8; 2]) {
+    for (offset, value) in offsets.into_iter().zip(values) {
+        // SAFETY: a pointer field of the object (the caller's contract), written unaligned.
+        unsafe {
+            base.wrapping_add(offset)
+                .cast::<*mut u8>()
+                .write_unaligned(value);
+        }
+    }
+}
+
+/// Where a context's two data pointers lie (byte offsets), for `helpers!`'s `data` clause:
+/// a helper that receives the context mutably ([`ContextMut`]) could otherwise point them
+/// elsewhere while a program runs, so the SDK puts back around every such call what they held
+/// before it. [`program_type!`](crate::program_type!) passes its `data` fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataPointerOffsets {
+    start: usize,
+    end: usize,
+}
+
+impl DataPointerOffsets {
+    /// No data pointers: nothing is kept.
+    pub const NONE: Self = DataPointerOffsets {
+        start: usize::MAX,
+        end: usize::MAX,
+    };
+
+    /// Data pointers at byte offsets `start` and `end`.
+    ///
+    /// # Safety
+    /// They are the offsets of two [`DataPointer`](crate::DataPointer) fields of the helpers'
+    /// context (which the SDK reads and writes around [`ContextMut`] helpers).
+    #[must_use]
+    pub const unsafe fn new(start: usize, end: usize) -> Self {
+        DataPointerOffsets { start, end }
+    }
+}
+
+/// The argument register of a helper's [`ContextMut`] argument, given each argument's memory
+/// access and register count in order; `None` if it takes none.
+#[doc(hidden)]
+#[must_use]
+pub const fn context_mut_register(kinds: &[(Memory, usize)]) -> Option<usize> {
+    let (mut i, mut register) = (0, 0);
+    while i < kinds.len() {
+        if matches!(kinds[i].0, Memory::ContextMut) {
+            return Some(register);
+        }
+        register += kinds[i].1;
+        i += 1;
+    }
+    None
+}
+
+/// A context's data pointers as they were before a [`ContextMut`] helper ran, put back when
+/// dropped (`helpers!`'s trampolines drop it once the function has returned).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct KeptDataPointers {
+    context: *mut u8,
+    offsets: DataPointerOffsets,
+    values: [*mut u8; 2],
+}
+
+impl KeptDataPointers {
+    /// Reads the data pointers of the context in `registers[register]`; keeps nothing if
+    /// `register` is `None` or `offsets` is [`DataPointerOffsets::NONE`].
+    ///
+    /// # Safety
+    /// If `register` is `Some(r)` and `offsets` is not `NONE`: `registers[r]` is the address of
+    /// a live context whose data pointers lie at `offsets`, with no reference to it live when
+    /// this is called or the value dropped.
+    #[must_use]
+    pub unsafe fn read(
+        registers: &[u64; 5],
+        register: Option<usize>,
+        offsets: DataPointerOffsets,
+    ) -> Self {
+        let context = match register {
+            Some(r) if offsets != DataPointerOffsets::NONE => registers[r] as *mut u8,
+            _ => core::ptr::null_mut(),
+        };
+        let values = if context.is_null() {
+            [core::ptr::null_mut(); 2]
+        } else {
+            // SAFETY: the live context's data pointers (the caller's contract).
+            unsafe { read_pointers(context, [offsets.start, offsets.end]) }
+        };
+        KeptDataPointers {
+            context,
+            offsets,
+            values,
+        }
+    }
+}
+
+impl Drop for KeptDataPointers {
+    fn drop(&mut self) {
+        if !self.context.is_null() {
+            let offsets = [self.offsets.start, self.offsets.end];
+            // SAFETY: the fields `read` read (its contract covers the drop).
+            unsafe { write_pointers(self.context, offsets, self.values) };
+        }
+    }
+}
+
 /// How a helper function accesses program memory through an argument
 /// ([`HelperArgument::MEMORY`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -545,6 +669,10 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// fn checksum(data: &[u8]) -> u64 { u64::from(internet_checksum(data)) }
 /// fn lookup(_: MapKey<'_>, _: &PacketContext) -> MapValueOrNull { MapValueOrNull::NULL }
 /// ```
+///
+/// `context C, data OFFSETS;` (a [`DataPointerOffsets`]) names where `C`'s data pointers lie:
+/// around each [`ContextMut`] helper the trampoline puts back what they held, so a helper
+/// cannot move the range programs access. [`program_type!`](crate::program_type!) fills it in.
 ///
 /// Each line is `id, name => function(kinds…)`, then optionally `with context` and `-> R`:
 /// - the kinds ([`Context`], [`ContextMut`], [`Bytes`], [`BytesMut`], [`Cells`], [`CellsMut`],
@@ -664,7 +792,7 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 #[macro_export]
 macro_rules! helpers {
     (
-        context $ctx:ty;
+        context $ctx:ty $(, data $data:expr)?;
         $(#[$prototypes_meta:meta])* $prototypes_vis:vis static $prototypes:ident;
         $(#[$addresses_meta:meta])* $addresses_vis:vis static $addresses:ident;
         $(
@@ -693,6 +821,10 @@ macro_rules! helpers {
         ];
         $(#[$addresses_meta])*
         $addresses_vis static $addresses: $crate::HelperAddresses = {
+            // Where the context's data pointers lie: kept across `ContextMut` helpers.
+            #[allow(dead_code, reason = "unused when every helper takes the implicit context")]
+            const __EBPF_EXT_DATA_POINTERS: $crate::DataPointerOffsets =
+                $crate::helpers!(@data $($data)?);
             static FUNCTIONS: [$crate::HelperFunction; [$($id),+].len()] = [
                 $(
                     $crate::helpers!(@trampoline [$($implicit)?] $ctx;
@@ -702,6 +834,8 @@ macro_rules! helpers {
             $crate::HelperAddresses::new(&FUNCTIONS)
         };
     };
+    (@data) => { $crate::DataPointerOffsets::NONE };
+    (@data $data:expr) => { $data };
     (@return) => { u64 };
     (@return $ret:ty) => { $ret };
     (@has_implicit []) => { false };
@@ -718,16 +852,35 @@ macro_rules! helpers {
             let registers = [r1, r2, r3, r4, r5];
             let mut at = 0usize;
             let _ = (&registers, &mut at);
+            // SAFETY: the register of a `ContextMut` argument holds the program's context (the
+            // verifier checked it), a `$ctx` with its data pointers where the declaration says;
+            // the `&mut` to it is made by `take` below and gone before `kept` drops.
+            let kept = unsafe {
+                $crate::__KeptDataPointers::read(
+                    &registers,
+                    $crate::helpers!(@context_mut $ctx; $($kind),*),
+                    __EBPF_EXT_DATA_POINTERS,
+                )
+            };
             let result: $ret = function($(
                 // SAFETY: the core calls this helper only as its prototype, built from the
                 // same kinds above, declares, with what the verifier checked; a context is the
                 // `$ctx` the extension invokes with.
                 unsafe { <$kind as $crate::HelperArgument<$ctx>>::take(&registers, &mut at) }
             ),*);
+            drop(kept);
             $crate::HelperReturn::into_register(result)
         }
         $crate::HelperFunction::new(trampoline)
     }};
+    (@context_mut $ctx:ty; $($kind:ty),*) => {
+        const {
+            $crate::__context_mut_register(&[$((
+                <$kind as $crate::HelperArgument<$ctx>>::MEMORY,
+                <$kind as $crate::HelperArgument<$ctx>>::TYPES.len(),
+            )),*])
+        }
+    };
     (@trampoline [context] $ctx:ty; $ret:ty; $function:ident; $($kind:ty),*) => {{
         unsafe extern "win64" fn trampoline(
             r1: u64,
@@ -825,6 +978,21 @@ macro_rules! helpers {
 /// ```compile_fail
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)] struct Ctx { data_start: *mut u8, data_end: *mut u8, value: u32 }
+/// fn value(context: &Ctx) -> u64 { u64::from(context.value) }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Ctx, data data_start..data_end;
+///     helpers { 0x10000, c"example_value" => value(Context); }
+/// }
+/// ```
+///
+/// Nor do fields that only dereference to a `DataPointer`: the SDK would write a pointer
+/// over the reference.
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)]
+/// struct Ctx { data_start: &'static DataPointer, data_end: &'static DataPointer, value: u32 }
 /// fn value(context: &Ctx) -> u64 { u64::from(context.value) }
 /// program_type! {
 ///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
@@ -962,10 +1130,11 @@ macro_rules! program_type {
                     fn type_of<T>(_: &T) -> ::core::marker::PhantomData<T> {
                         ::core::marker::PhantomData
                     }
-                    let _: ::core::marker::PhantomData<$crate::DataPointer> =
-                        type_of(&context.$start);
-                    let _: ::core::marker::PhantomData<$crate::DataPointer> =
-                        type_of(&context.$end);
+                    // Bound before the type is named: a field that only dereferences to a
+                    // `DataPointer` does not coerce here.
+                    let (start, end) = (type_of(&context.$start), type_of(&context.$end));
+                    let _: ::core::marker::PhantomData<$crate::DataPointer> = start;
+                    let _: ::core::marker::PhantomData<$crate::DataPointer> = end;
                 }
                 const _: () = ::core::assert!(
                     ::core::mem::offset_of!($ctx, $start) != ::core::mem::offset_of!($ctx, $end),
@@ -978,6 +1147,17 @@ macro_rules! program_type {
                 $crate::program_type!(@field_offset $ctx $(, $start)?);
             const __EBPF_EXT_DATA_END: usize =
                 $crate::program_type!(@field_offset $ctx $(, $end)?);
+            const __EBPF_EXT_DATA_OFFSETS: $crate::DataPointerOffsets =
+                if __EBPF_EXT_DATA_START == ::core::primitive::usize::MAX {
+                    $crate::DataPointerOffsets::NONE
+                } else {
+                    // SAFETY: the offsets of `$ctx`'s two `DataPointer` fields (checked above),
+                    // which lie at the same offsets of the helpers' context: `$ctx` itself or a
+                    // type that begins with it (checked below).
+                    unsafe {
+                        $crate::DataPointerOffsets::new(__EBPF_EXT_DATA_START, __EBPF_EXT_DATA_END)
+                    }
+                };
             $(
                 // The helpers' context begins with what programs see: its field `$prefix` is
                 // a `$ctx` (that very type) at offset 0.
@@ -995,12 +1175,12 @@ macro_rules! program_type {
                 }
             )?
             $crate::helpers! {
-                context __EBPF_EXT_HELPER_CONTEXT;
+                context __EBPF_EXT_HELPER_CONTEXT, data __EBPF_EXT_DATA_OFFSETS;
                 static __EBPF_EXT_HELPERS; static __EBPF_EXT_ADDRESSES; $($helpers)+
             }
             $(
                 $crate::helpers! {
-                    context __EBPF_EXT_HELPER_CONTEXT;
+                    context __EBPF_EXT_HELPER_CONTEXT, data __EBPF_EXT_DATA_OFFSETS;
                     static __EBPF_EXT_GLOBAL_HELPERS; static __EBPF_EXT_GLOBAL_ADDRESSES;
                     $($globals)+
                 }

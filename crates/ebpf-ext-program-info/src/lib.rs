@@ -327,9 +327,13 @@ pub use ebpf_ext_sys as __sys;
 #[doc(hidden)]
 pub use helpers::implicit_context as __implicit_context;
 pub use helpers::{
-    Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextMut, DontCare, HelperArgument,
-    HelperReturn, Map, MapAndKey, MapKey, MapValueOrNull, Memory, ProgramMap, argument_types,
-    check_overlap,
+    Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextMut, DataPointerOffsets, DontCare,
+    HelperArgument, HelperReturn, Map, MapAndKey, MapKey, MapValueOrNull, Memory, ProgramMap,
+    argument_types, check_overlap,
+};
+#[doc(hidden)]
+pub use helpers::{
+    KeptDataPointers as __KeptDataPointers, context_mut_register as __context_mut_register,
 };
 pub use test_run::{
     AnyBitPattern, CountedString, DataPointer, NoPadding, PackedStrings, TestRun, TestRunContext,
@@ -621,7 +625,8 @@ impl ProgramData {
     ///
     /// # Safety
     /// `START` and `END` are the offsets of two pointer fields of `R::Context` that programs
-    /// read as their data range (`DataPointer`s).
+    /// read as their data range (`DataPointer`s), or both `usize::MAX` (none: the same as
+    /// [`ProgramData::with_test_run`]).
     ///
     /// # Panics
     /// At compile time if a field would not lie within `R::Context`, or as

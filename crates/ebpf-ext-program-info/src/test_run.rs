@@ -19,6 +19,8 @@ use core::ops::Range;
 use core::ptr::{self, NonNull};
 use core::slice;
 
+use crate::helpers::write_pointers;
+
 use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
 use ebpf_ext_sys::ebpf_extension::{EBPF_CONTEXT_HEADER, EBPF_CONTEXT_HEADER_SIZE};
 use ebpf_ext_sys::ebpf_program_types::{
@@ -184,7 +186,11 @@ unsafe impl<T: NoPadding, const N: usize> NoPadding for [T; N] {}
 /// run's [`TestRunData`]), so programs, which the verifier lets access anything between
 /// them, see only bytes that live while they run. Whatever the fields held before is
 /// overwritten: `NULL`, or a value read from bytes (`AnyBitPattern`, as a test run's
-/// `ctx_in`), is never what programs see.
+/// `ctx_in`), is never what programs see. A helper that receives the context mutably
+/// ([`ContextMut`](crate::ContextMut)) may change them, but the SDK puts back what they held
+/// when it returns ([`DataPointerOffsets`](crate::DataPointerOffsets)). After a test run the
+/// SDK sets them to NULL before [`TestRun::destroy`], so the kernel addresses never reach
+/// `ctx_out`.
 ///
 /// [`program_type!`]: crate::program_type!
 #[repr(transparent)]
@@ -424,8 +430,9 @@ pub trait TestRun: Sized + Send + 'static {
         input: &TestRunInput<'_>,
     ) -> Result<(TestRunContext<Self::Context>, Self), ebpf_result_t>;
 
-    /// Writes the context after the run (`context` as programs left it, header included)
-    /// and the data to `output`; what is not written is reported with size 0.
+    /// Writes the context after the run (`context` as programs left it, header included,
+    /// with NULL data pointers where the SDK set them) and the data to `output`; what is not
+    /// written is reported with size 0.
     fn destroy(self, context: &mut TestRunContext<Self::Context>, output: &mut TestRunOutput);
 
     /// The bytes the context's data pointers cover while the run lasts, asked once after
@@ -816,7 +823,7 @@ pub const fn test_run_functions<R: TestRun>() -> (
     let _ = TestRunContext::<R::Context>::CONTEXT_OFFSET;
     (
         context_create::<R, NO_FIELD, NO_FIELD>,
-        context_destroy::<R>,
+        context_destroy::<R, NO_FIELD, NO_FIELD>,
     )
 }
 
@@ -828,7 +835,7 @@ pub(crate) const NO_FIELD: usize = usize::MAX;
 ///
 /// # Safety
 /// `START` and `END` are the offsets of two pointer fields of `R::Context` that programs
-/// read as their data range.
+/// read as their data range, or both `usize::MAX` (none: nothing is written).
 ///
 /// # Panics
 /// At compile time if a field would not lie within `R::Context`, or as [`test_run_functions`].
@@ -841,17 +848,19 @@ pub(crate) const unsafe fn test_run_data_functions<
     ebpf_program_context_create_t,
     ebpf_program_context_destroy_t,
 ) {
+    const fn fits(offset: usize, size: usize) -> bool {
+        offset < size && size - offset >= size_of::<*mut u8>()
+    }
     let _ = TestRunContext::<R::Context>::CONTEXT_OFFSET;
     let size = size_of::<R::Context>();
     assert!(
-        START < size && size - START >= size_of::<*mut u8>(),
-        "the data-start field lies outside the test run's context"
+        (START == NO_FIELD && END == NO_FIELD) || (fits(START, size) && fits(END, size)),
+        "a data field lies outside the test run's context"
     );
-    assert!(
-        END < size && size - END >= size_of::<*mut u8>(),
-        "the data-end field lies outside the test run's context"
-    );
-    (context_create::<R, START, END>, context_destroy::<R>)
+    (
+        context_create::<R, START, END>,
+        context_destroy::<R, START, END>,
+    )
 }
 
 /// What `context_create` allocates: the context (header first) and what the run owns.
@@ -939,29 +948,30 @@ pub(crate) unsafe extern "win64" fn context_create<
     };
     if START != NO_FIELD && END != NO_FIELD {
         // Asked with the run in its pool block, where it stays until `context_destroy`: owned
-        // bytes stay put while programs run, and nothing touches the run until then.
-        let range = match run.state.data() {
+        // bytes stay put while programs run, and nothing touches the run until then. One
+        // borrow of the run, split, so that the owned bytes' pointers stay valid.
+        let Run { context, state, .. } = &mut *run;
+        let range = match state.data() {
             TestRunData::Input => data_in.map(|(start, len)| {
                 let start = start.as_ptr();
-                (start, start.wrapping_add(len))
+                [start, start.wrapping_add(len)]
             }),
             TestRunData::Owned(bytes) if !bytes.is_empty() => {
                 let range = bytes.as_mut_ptr_range();
-                Some((range.start, range.end))
+                Some([range.start, range.end])
             }
             TestRunData::Owned(_) | TestRunData::None => None,
         };
-        let (start, end) = range.unwrap_or((ptr::null_mut(), ptr::null_mut()));
-        let base = ptr::from_mut(&mut run.context.context).cast::<u8>();
-        for (offset, value) in [(START, start), (END, end)] {
-            // SAFETY: the offset of a pointer field inside `R::Context` (the contract of
-            // `test_run_data_functions`, the only place these functions are made with
-            // offsets), in the run's context, borrowed mutably here; written unaligned.
-            unsafe {
-                base.wrapping_add(offset)
-                    .cast::<*mut u8>()
-                    .write_unaligned(value);
-            };
+        let values = range.unwrap_or([ptr::null_mut(); 2]);
+        // SAFETY: `START` and `END` are offsets of pointer fields inside `R::Context` (the
+        // contract of `test_run_data_functions`, the only place these functions are made with
+        // offsets), in the run's context, borrowed mutably here.
+        unsafe {
+            write_pointers(
+                ptr::from_mut(&mut context.context).cast(),
+                [START, END],
+                values,
+            );
         }
     }
     let program = run
@@ -997,7 +1007,11 @@ unsafe fn output(buffer: *mut u8, size: *mut usize) -> Option<(NonNull<u8>, usiz
 /// `context` is NULL or from [`context_create::<R>`], destroyed once; each size slot is NULL
 /// or readable and writable, holding the capacity of its buffer, which is NULL or writable
 /// for that many bytes.
-pub(crate) unsafe extern "win64" fn context_destroy<R: TestRun>(
+pub(crate) unsafe extern "win64" fn context_destroy<
+    R: TestRun,
+    const START: usize,
+    const END: usize,
+>(
     context: *mut c_void,
     data_out: *mut u8,
     data_size_out: *mut usize,
@@ -1036,6 +1050,17 @@ pub(crate) unsafe extern "win64" fn context_destroy<R: TestRun>(
         data_written: 0,
         context_written: 0,
     };
+    if START != NO_FIELD && END != NO_FIELD {
+        // The addresses programs worked on are the kernel's: they never reach `ctx_out`.
+        // SAFETY: as in `context_create`: pointer fields of the context, borrowed mutably.
+        unsafe {
+            write_pointers(
+                ptr::from_mut(&mut context.context).cast(),
+                [START, END],
+                [ptr::null_mut(); 2],
+            );
+        }
+    }
     state.destroy(&mut context, &mut output);
     if !data_size_out.is_null() {
         // SAFETY: writable (the caller's contract).

@@ -15,7 +15,8 @@
 //!   4-byte object), and gives -1 for a map of another custom type (upstream reads that
 //!   map's context as its own).
 //! - `context_create` without data sets both data pointers to NULL (upstream keeps the
-//!   caller's pointer values, which `context_destroy` then reads through).
+//!   caller's pointer values, which `context_destroy` then reads through), and `ctx_out`'s
+//!   data pointers are NULL (upstream's are the kernel's addresses of the data).
 
 use core::cell::Cell;
 use core::mem::offset_of;

@@ -75,8 +75,6 @@ impl TestRun for ProcessTestRun {
         };
         let notify = &mut out.context;
         let null = ptr::null_mut::<c_void>();
-        (notify.public.command_start, notify.public.command_end) =
-            (DataPointer::NULL, DataPointer::NULL);
         (notify.process, notify.create_info) = (null, null);
         for string in strings(notify) {
             *string = string.without_buffer();
