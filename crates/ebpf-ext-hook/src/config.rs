@@ -328,7 +328,9 @@ impl<'d> From<&'d mut [u8]> for ContextData<'d> {
 /// access whatever lies between them, only ever see bytes borrowed for `'d`. A value the
 /// extension leaves in those fields is never what programs see (and a helper that receives
 /// the context mutably has them put back when it returns: `program_type!` declares where they
-/// lie to its helpers).
+/// lie to its helpers). This holds for providers registered with the data fields
+/// (`HookProvider::register_with_data`, as the facade's `Start::hook` does); without them the
+/// fields are left as the extension built them (`HookProvider::register`'s contract).
 #[repr(C)]
 #[derive(Debug)]
 pub struct ProgramContext<'d, T> {

@@ -166,9 +166,9 @@ impl<E: HookExtension> HookProvider<E> {
     ///
     /// # Safety
     /// As [`HookProvider::register_with_data`]; in addition, if the program type's context
-    /// descriptor names data pointers, every value `E::Context` holds there when programs are
-    /// invoked bounds memory programs may read and write for as long as they run (the
-    /// verifier trusts them).
+    /// descriptor names data pointers, every value `E::Context` holds there while programs
+    /// run (as invoked, and after any helper that receives the context mutably) bounds memory
+    /// programs may read and write for as long as they run (the verifier trusts them).
     ///
     /// # Errors
     /// As [`HookProvider::register_with_data`].
@@ -194,8 +194,9 @@ impl<E: HookExtension> HookProvider<E> {
     /// global-helper overrides) read the program context as `E::Context`: the provider invokes
     /// programs with nothing else. `data_fields`, if any, are the offsets in `E::Context` of
     /// the two pointer-sized fields the program type's context descriptor names as its data
-    /// pointers. (The facade's `Start::program_type` and `Start::hook` ensure both for the
-    /// program types a driver registers itself.)
+    /// pointers, and the type's helpers that receive the context mutably leave them as they
+    /// found them. (The facade's `Start::program_type` and `Start::hook` ensure all of this for
+    /// the program types a driver registers itself.)
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] if `max_clients` is 0, the device is NULL, or a data field

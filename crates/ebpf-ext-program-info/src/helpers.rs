@@ -109,8 +109,10 @@ unsafe impl<C: 'static> HelperArgument<C> for Context {
 /// ([`Bytes`], [`BytesMut`], [`Cells`]): the verifier accepts only stack, packet or map memory
 /// for `PTR_TO_READABLE_MEM` / `PTR_TO_WRITABLE_MEM`, never a `PTR_TO_CTX`, so a buffer the
 /// program passes cannot overlap the context (as for [`Context`] beside [`BytesMut`], this
-/// relies on the extension's context data range lying outside `C`, as every context whose
-/// data pointers point at a separate buffer does).
+/// relies on the context's data range lying outside `C`: it does where the SDK sets the data
+/// pointers, from bytes borrowed apart from the context). With `helpers!`'s `data` clause (as
+/// [`program_type!`](crate::program_type!) declares it), the data pointers are put back when
+/// the helper returns.
 ///
 /// ```
 /// # use ebpf_ext_program_info::*;
@@ -442,8 +444,9 @@ pub unsafe fn implicit_context<'a, C>(context: *const c_void) -> &'a C {
 /// The pointers at byte offsets `offsets` of `base`, read unaligned.
 ///
 /// # Safety
-/// Each offset is that of a pointer-sized field of a live object at `base` that no `&mut`
-/// covers.
+/// Each offset is that of a pointer-sized field of a live object at `base`, and no reference
+/// to it but the one `base` comes from is in use.
+#[inline]
 pub(crate) unsafe fn read_pointers(base: *mut u8, offsets: [usize; 2]) -> [*mut u8; 2] {
     offsets.map(|offset| {
         // SAFETY: a pointer field of the object (the caller's contract), read unaligned.
@@ -454,8 +457,9 @@ pub(crate) unsafe fn read_pointers(base: *mut u8, offsets: [usize; 2]) -> [*mut 
 /// Writes `values` as the pointers at byte offsets `offsets` of `base`, unaligned.
 ///
 /// # Safety
-/// Each offset is that of a pointer field of a live object at `base` that no reference covers
-/// (but the one `base` was derived from).
+/// Each offset is that of a pointer field of a live object at `base`, and no reference to it
+/// but the one `base` comes from is in use.
+#[inline]
 pub(crate) unsafe fn write_pointers(base: *mut u8, offsets: [usize; 2], values: [*mut u8; 2]) {
     for (offset, value) in offsets.into_iter().zip(values) {
         // SAFETY: a pointer field of the object (the caller's contract), written unaligned.
@@ -467,31 +471,59 @@ pub(crate) unsafe fn write_pointers(base: *mut u8, offsets: [usize; 2], values: 
     }
 }
 
-/// Where a context's two data pointers lie (byte offsets), for `helpers!`'s `data` clause:
-/// a helper that receives the context mutably ([`ContextMut`]) could otherwise point them
-/// elsewhere while a program runs, so the SDK puts back around every such call what they held
-/// before it. [`program_type!`](crate::program_type!) passes its `data` fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DataPointerOffsets {
+/// Where a context `C`'s two data pointers lie (byte offsets), for `helpers!`'s `data`
+/// clause: a helper that receives the context mutably ([`ContextMut`]) could otherwise point
+/// them elsewhere while a program runs, so the SDK puts back around every such call what they
+/// held before it. [`program_type!`](crate::program_type!) passes its `data` fields.
+pub struct DataPointerOffsets<C> {
     start: usize,
     end: usize,
+    _context: PhantomData<fn(C) -> C>,
 }
 
-impl DataPointerOffsets {
+impl<C> DataPointerOffsets<C> {
     /// No data pointers: nothing is kept.
     pub const NONE: Self = DataPointerOffsets {
         start: usize::MAX,
         end: usize::MAX,
+        _context: PhantomData,
     };
 
-    /// Data pointers at byte offsets `start` and `end`.
+    /// Data pointers at byte offsets `start` and `end` of `C`.
     ///
     /// # Safety
-    /// They are the offsets of two [`DataPointer`](crate::DataPointer) fields of the helpers'
-    /// context (which the SDK reads and writes around [`ContextMut`] helpers).
+    /// They are the offsets of two [`DataPointer`](crate::DataPointer) fields of `C` (which
+    /// the SDK reads and writes around [`ContextMut`] helpers).
     #[must_use]
     pub const unsafe fn new(start: usize, end: usize) -> Self {
-        DataPointerOffsets { start, end }
+        DataPointerOffsets {
+            start,
+            end,
+            _context: PhantomData,
+        }
+    }
+
+    /// Whether this names no data pointers.
+    #[must_use]
+    pub const fn is_none(&self) -> bool {
+        self.start == usize::MAX
+    }
+}
+
+impl<C> Clone for DataPointerOffsets<C> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<C> Copy for DataPointerOffsets<C> {}
+
+impl<C> core::fmt::Debug for DataPointerOffsets<C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DataPointerOffsets")
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .finish()
     }
 }
 
@@ -499,6 +531,7 @@ impl DataPointerOffsets {
 /// access and register count in order; `None` if it takes none.
 #[doc(hidden)]
 #[must_use]
+#[inline]
 pub const fn context_mut_register(kinds: &[(Memory, usize)]) -> Option<usize> {
     let (mut i, mut register) = (0, 0);
     while i < kinds.len() {
@@ -517,7 +550,7 @@ pub const fn context_mut_register(kinds: &[(Memory, usize)]) -> Option<usize> {
 #[derive(Debug)]
 pub struct KeptDataPointers {
     context: *mut u8,
-    offsets: DataPointerOffsets,
+    offsets: [usize; 2],
     values: [*mut u8; 2],
 }
 
@@ -527,16 +560,17 @@ impl KeptDataPointers {
     ///
     /// # Safety
     /// If `register` is `Some(r)` and `offsets` is not `NONE`: `registers[r]` is the address of
-    /// a live context whose data pointers lie at `offsets`, with no reference to it live when
-    /// this is called or the value dropped.
+    /// a live `C` whose data pointers lie at `offsets`, and no reference to it but the one that
+    /// address comes from (the invoker's) is in use when this is called or the value dropped.
     #[must_use]
-    pub unsafe fn read(
+    #[inline]
+    pub unsafe fn read<C>(
         registers: &[u64; 5],
         register: Option<usize>,
-        offsets: DataPointerOffsets,
+        offsets: DataPointerOffsets<C>,
     ) -> Self {
         let context = match register {
-            Some(r) if offsets != DataPointerOffsets::NONE => registers[r] as *mut u8,
+            Some(r) if !offsets.is_none() => registers[r] as *mut u8,
             _ => core::ptr::null_mut(),
         };
         let values = if context.is_null() {
@@ -547,18 +581,18 @@ impl KeptDataPointers {
         };
         KeptDataPointers {
             context,
-            offsets,
+            offsets: [offsets.start, offsets.end],
             values,
         }
     }
 }
 
 impl Drop for KeptDataPointers {
+    #[inline]
     fn drop(&mut self) {
         if !self.context.is_null() {
-            let offsets = [self.offsets.start, self.offsets.end];
             // SAFETY: the fields `read` read (its contract covers the drop).
-            unsafe { write_pointers(self.context, offsets, self.values) };
+            unsafe { write_pointers(self.context, self.offsets, self.values) };
         }
     }
 }
@@ -823,7 +857,7 @@ macro_rules! helpers {
         $addresses_vis static $addresses: $crate::HelperAddresses = {
             // Where the context's data pointers lie: kept across `ContextMut` helpers.
             #[allow(dead_code, reason = "unused when every helper takes the implicit context")]
-            const __EBPF_EXT_DATA_POINTERS: $crate::DataPointerOffsets =
+            const __EBPF_EXT_DATA_POINTERS: $crate::DataPointerOffsets<$ctx> =
                 $crate::helpers!(@data $($data)?);
             static FUNCTIONS: [$crate::HelperFunction; [$($id),+].len()] = [
                 $(
@@ -836,7 +870,7 @@ macro_rules! helpers {
     };
     (@data) => { $crate::DataPointerOffsets::NONE };
     (@data $data:expr) => { $data };
-    (@return) => { u64 };
+    (@return) => { ::core::primitive::u64 };
     (@return $ret:ty) => { $ret };
     (@has_implicit []) => { false };
     (@has_implicit [context]) => { true };
@@ -868,7 +902,7 @@ macro_rules! helpers {
                 // `$ctx` the extension invokes with.
                 unsafe { <$kind as $crate::HelperArgument<$ctx>>::take(&registers, &mut at) }
             ),*);
-            drop(kept);
+            ::core::mem::drop(kept);
             $crate::HelperReturn::into_register(result)
         }
         $crate::HelperFunction::new(trampoline)
@@ -975,7 +1009,7 @@ macro_rules! helpers {
 ///
 /// Data pointers the extension could set itself do not compile:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0308
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)] struct Ctx { data_start: *mut u8, data_end: *mut u8, value: u32 }
 /// fn value(context: &Ctx) -> u64 { u64::from(context.value) }
@@ -989,7 +1023,7 @@ macro_rules! helpers {
 /// Nor do fields that only dereference to a `DataPointer`: the SDK would write a pointer
 /// over the reference.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0308
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)]
 /// struct Ctx { data_start: &'static DataPointer, data_end: &'static DataPointer, value: u32 }
@@ -1143,11 +1177,11 @@ macro_rules! program_type {
             )?
             // Where the data pointers lie (`usize::MAX`: nowhere): in `$ctx`, and so in the
             // helpers' context, which begins with it.
-            const __EBPF_EXT_DATA_START: usize =
+            const __EBPF_EXT_DATA_START: ::core::primitive::usize =
                 $crate::program_type!(@field_offset $ctx $(, $start)?);
-            const __EBPF_EXT_DATA_END: usize =
+            const __EBPF_EXT_DATA_END: ::core::primitive::usize =
                 $crate::program_type!(@field_offset $ctx $(, $end)?);
-            const __EBPF_EXT_DATA_OFFSETS: $crate::DataPointerOffsets =
+            const __EBPF_EXT_DATA_OFFSETS: $crate::DataPointerOffsets<__EBPF_EXT_HELPER_CONTEXT> =
                 if __EBPF_EXT_DATA_START == ::core::primitive::usize::MAX {
                     $crate::DataPointerOffsets::NONE
                 } else {

@@ -629,7 +629,7 @@ impl ProgramData {
     /// [`ProgramData::with_test_run`]).
     ///
     /// # Panics
-    /// At compile time if a field would not lie within `R::Context`, or as
+    /// If a field would not lie within `R::Context` (at compile time in a `static`), or as
     /// [`ProgramData::with_test_run`].
     #[must_use]
     pub const unsafe fn with_test_run_data<R: TestRun, const START: usize, const END: usize>(
@@ -720,8 +720,9 @@ impl<C> TypedProgramData<C> {
     /// context functions treat the program context as a `C` (as [`helpers!`] declared with
     /// `context C` and a [`TestRun`] with `Context = C` do; [`program_type!`] checks both).
     /// If its context descriptor names data pointers ([`ProgramData::data_fields`]), they are
-    /// two [`DataPointer`] fields of `C`, which hooks write before every invocation, and its
-    /// test runs set them as [`ProgramData::with_test_run_data`] does.
+    /// two [`DataPointer`] fields of `C`, which hooks write before every invocation; its test
+    /// runs set them as [`ProgramData::with_test_run_data`] does, and its `ContextMut` helpers
+    /// put them back as [`helpers!`]'s `data` clause does.
     #[must_use]
     pub const unsafe fn new(data: ProgramData) -> Self {
         TypedProgramData {
@@ -803,7 +804,10 @@ impl ProgramInfoProvider {
     /// Every hook that invokes programs of this type hands them the context `data`'s helpers
     /// and test runs read, and while this provider is registered the image registers no other
     /// provider of the same program type whose helpers read another (the core may bind
-    /// either).
+    /// either). If the context descriptor names data pointers, every value they hold while a
+    /// program runs bounds live memory the program may read and write: hooks and test runs
+    /// set them, and each `ContextMut` helper leaves them as it found them (a
+    /// [`TypedProgramData`] from [`program_type!`] ensures both for the SDK's hooks).
     ///
     /// # Errors
     /// [`ebpf_ext_sys::Error::InsufficientResources`] if the context cannot be allocated; the status of

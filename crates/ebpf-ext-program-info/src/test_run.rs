@@ -188,7 +188,9 @@ unsafe impl<T: NoPadding, const N: usize> NoPadding for [T; N] {}
 /// overwritten: `NULL`, or a value read from bytes (`AnyBitPattern`, as a test run's
 /// `ctx_in`), is never what programs see. A helper that receives the context mutably
 /// ([`ContextMut`](crate::ContextMut)) may change them, but the SDK puts back what they held
-/// when it returns ([`DataPointerOffsets`](crate::DataPointerOffsets)). After a test run the
+/// when it returns ([`DataPointerOffsets`](crate::DataPointerOffsets)). All of this holds for
+/// program types declared with [`program_type!`] and started through the facade; hand-built
+/// program data and `HookProvider::register` leave it to their `unsafe` contracts. After a test run the
 /// SDK sets them to NULL before [`TestRun::destroy`], so the kernel addresses never reach
 /// `ctx_out`.
 ///
@@ -838,7 +840,8 @@ pub(crate) const NO_FIELD: usize = usize::MAX;
 /// read as their data range, or both `usize::MAX` (none: nothing is written).
 ///
 /// # Panics
-/// At compile time if a field would not lie within `R::Context`, or as [`test_run_functions`].
+/// If a field would not lie within `R::Context` (at compile time in a `static`), or as
+/// [`test_run_functions`].
 #[must_use]
 pub(crate) const unsafe fn test_run_data_functions<
     R: TestRun,

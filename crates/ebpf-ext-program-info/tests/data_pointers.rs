@@ -9,8 +9,8 @@
 use ebpf_ext_core_sim::ProgramInfoClient;
 use ebpf_ext_pool::{PoolArray, PoolTag};
 use ebpf_ext_program_info::{
-    Context, ContextMut, DataPointer, ProgramInfoProvider, TestRun, TestRunContext, TestRunData,
-    TestRunInput, TestRunOutput, TypedProgramData, no_padding, program_type,
+    Bytes, Context, ContextMut, DataPointer, ProgramInfoProvider, TestRun, TestRunContext,
+    TestRunData, TestRunInput, TestRunOutput, TypedProgramData, no_padding, program_type,
 };
 use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, ebpf_result_t};
 use ebpf_ext_sys::ntdef::GUID;
@@ -206,41 +206,57 @@ fn the_program_data_names_the_fields_hooks_write() {
 }
 
 no_padding! {
-    /// A context whose helper may change it.
+    /// A context whose helpers may change it.
     #[repr(C)]
     #[derive(Debug, Clone, Copy)]
-    struct MutCtx {
-        data_start: DataPointer,
-        data_end: DataPointer,
-        /// A data pointer the helper keeps from an earlier call.
-        stash: DataPointer,
-        calls: u64,
+    pub struct MutCtx {
+        /// First byte of the data.
+        pub data_start: DataPointer,
+        /// One past its last byte.
+        pub data_end: DataPointer,
+        /// A made-up data pointer, from the caller's `ctx_in`.
+        pub stash: DataPointer,
+        /// Helper calls so far.
+        pub calls: u64,
     }
 }
 
-/// A `ContextMut` helper that tries to widen the range programs see: from NULL to a pointer
-/// it kept.
-fn widen(context: &mut MutCtx) -> u64 {
+/// What the widening helpers do: point the range at `[NULL, stash)` (a made-up pointer from
+/// the caller's bytes), and count the call.
+fn widen_range(context: &mut MutCtx) -> u64 {
     context.calls += 1;
-    context.stash = context.data_end;
+    context.data_end = context.stash;
     context.data_start = DataPointer::NULL;
-    context.data_end = DataPointer::default();
-    core::mem::swap(&mut context.data_end, &mut context.stash);
     context.calls
 }
 
-const WIDEN: GUID = GUID::from_u128(0xda7a_0104_0000_4000_8000_0000_0000_0001);
+/// A `ContextMut` helper at the third register (after a buffer and its size).
+fn widen(bytes: &[u8], context: &mut MutCtx) -> u64 {
+    widen_range(context) + bytes.len() as u64
+}
 
-/// The default test run over `MutCtx`.
-struct MutRun;
-impl TestRun for MutRun {
-    type Context = MutCtx;
+/// The same as a global-helper override.
+fn widen_global(context: &mut MutCtx) -> u64 {
+    widen_range(context)
+}
+
+const WIDEN: GUID = GUID::from_u128(0xda7a_0104_0000_4000_8000_0000_0000_0001);
+const WIDEN_SHADOWED: GUID = GUID::from_u128(0xda7a_0106_0000_4000_8000_0000_0000_0001);
+const WIDEN_WRAPPED: GUID = GUID::from_u128(0xda7a_0107_0000_4000_8000_0000_0000_0001);
+
+/// The default test run over `C`, its context read from `ctx_in`.
+struct MutRun<C>(core::marker::PhantomData<fn() -> C>);
+impl<C: ebpf_ext_program_info::NoPadding> TestRun for MutRun<C> {
+    type Context = C;
     const TAG: PoolTag = TAG;
-    fn create(input: &TestRunInput<'_>) -> Result<(TestRunContext<MutCtx>, Self), ebpf_result_t> {
-        let context: MutCtx = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
-        Ok((TestRunContext::new(context), MutRun))
+    fn create(input: &TestRunInput<'_>) -> Result<(TestRunContext<C>, Self), ebpf_result_t> {
+        let context: C = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
+        Ok((
+            TestRunContext::new(context),
+            MutRun(core::marker::PhantomData),
+        ))
     }
-    fn destroy(self, context: &mut TestRunContext<MutCtx>, output: &mut TestRunOutput) {
+    fn destroy(self, context: &mut TestRunContext<C>, output: &mut TestRunOutput) {
         output.write_context(&context.context);
     }
 }
@@ -248,44 +264,120 @@ impl TestRun for MutRun {
 program_type! {
     static WIDEN_DATA = c"widen", WIDEN, 997;
     context MutCtx, data data_start..data_end;
-    helpers { 0x1_0000, c"widen" => widen(ContextMut); }
-    test run MutRun;
+    helpers { 0x1_0000, c"widen" => widen(Bytes, ContextMut); }
+    global helpers { 19, c"bpf_get_current_pid_tgid" => widen_global(ContextMut); }
+    test run MutRun<MutCtx>;
+}
+
+/// The declaration in a module whose own `drop` would keep nothing.
+mod shadowed {
+    use super::{Bytes, ContextMut, MutCtx, MutRun, WIDEN_SHADOWED, program_type, widen};
+
+    #[allow(dead_code, reason = "only here to shadow the prelude's")]
+    fn drop<T>(value: T) {
+        core::mem::forget(value);
+    }
+
+    program_type! {
+        pub static WIDEN_SHADOWED_DATA = c"widen_shadowed", WIDEN_SHADOWED, 997;
+        context MutCtx, data data_start..data_end;
+        helpers { 0x1_0000, c"widen" => widen(Bytes, ContextMut); }
+        test run MutRun<MutCtx>;
+    }
+}
+
+/// A hook context that begins with the program's.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct Wrapped {
+    seen: MutCtx,
+    extra: u64,
+}
+no_padding!(Wrapped {
+    seen: MutCtx,
+    extra: u64
+});
+
+fn widen_wrapped(bytes: &[u8], context: &mut Wrapped) -> u64 {
+    context.extra += 1;
+    widen_range(&mut context.seen) + bytes.len() as u64
+}
+
+program_type! {
+    static WIDEN_WRAPPED_DATA = c"widen_wrapped", WIDEN_WRAPPED, 997;
+    context MutCtx, data data_start..data_end;
+    helpers<Wrapped, seen> { 0x1_0000, c"widen" => widen_wrapped(Bytes, ContextMut); }
+    test run MutRun<Wrapped>;
 }
 
 type HelperFn = unsafe extern "win64" fn(u64, u64, u64, u64, u64) -> u64;
 
-#[test]
-fn a_helper_with_the_context_mutably_cannot_move_the_data_pointers() {
+/// Calls each named helper of `data` (as a program would) twice on a
+/// test-run context whose `stash` holds a made-up address, and checks the data range is the
+/// lent one after every call while the helpers' other changes stay.
+fn helpers_keep_the_range<C>(data: &'static TypedProgramData<C>, helpers: &[&str]) {
     let kernel = Kernel::new();
     // SAFETY: the test's one provider of the type; no hook invokes its programs.
-    let provider = unsafe { ProgramInfoProvider::register(&WIDEN_DATA, TAG) }.expect("register");
-    let client = ProgramInfoClient::attach(WIDEN).expect("attach");
-    let address = client.info().helpers[0].address.expect("address");
-    // SAFETY: the helper address the provider published, in the eBPF helper convention.
-    let widen = unsafe { core::mem::transmute::<u64, HelperFn>(address) };
+    let provider = unsafe { ProgramInfoProvider::register(data, TAG) }.expect("register");
+    let client = ProgramInfoClient::attach(data.program_type()).expect("attach");
+    let info = client.info();
     let data_in = [1u8, 2, 3, 4];
-    let ctx_in = [0u8; 32];
+    let mut ctx_in = [0u8; 40];
+    ctx_in[16..24].copy_from_slice(&0x1000usize.to_ne_bytes());
     let created = client.create_context(&data_in, &ctx_in).expect("create");
     let context = created.as_ptr().cast::<MutCtx>();
     let range = data_in.as_ptr_range();
-    for call in 1..=2 {
-        // SAFETY: the helper's one argument is the program's context, as a program passes it.
-        assert_eq!(unsafe { widen(context as u64, 0, 0, 0, 0) }, call);
-        // SAFETY: the context `context_create` made, alive until destroyed; no reference to
-        // it is live.
-        let seen = unsafe { context.read() };
-        assert_eq!(
-            (seen.data_start.as_ptr(), seen.data_end.as_ptr()),
-            (range.start, range.end),
-            "the helper's changes to the data pointers are undone"
-        );
-        assert_eq!(seen.calls, call, "its other changes stay");
+    let mut calls = 0;
+    for name in helpers {
+        let helper = info
+            .helpers
+            .iter()
+            .chain(&info.global_helpers)
+            .find(|h| h.name == *name)
+            .expect("declared");
+        // SAFETY: the helper address the provider published, in the eBPF helper convention.
+        let f = unsafe { core::mem::transmute::<u64, HelperFn>(helper.address.expect("address")) };
+        for _ in 0..2 {
+            calls += 1;
+            // The global override takes the context first; the others an empty buffer first.
+            let registers = if helper.id < 0x1_0000 {
+                [context as u64, 0, 0]
+            } else {
+                [0, 0, context as u64]
+            };
+            let [r1, r2, r3] = registers;
+            // SAFETY: the arguments the prototype declares, the context where it says.
+            assert_eq!(unsafe { f(r1, r2, r3, 0, 0) }, calls, "{name}");
+            // SAFETY: the context `context_create` made, alive until destroyed; no reference
+            // to it is live.
+            let seen = unsafe { context.read() };
+            assert_eq!(
+                (seen.data_start.as_ptr(), seen.data_end.as_ptr()),
+                (range.start, range.end),
+                "{name}: the helper's changes to the data pointers are undone"
+            );
+            assert_eq!(seen.calls, calls, "{name}: its other changes stay");
+        }
     }
-    let out = created.destroy(0, 32).expect("destroy");
-    assert_eq!(out.context[24..], 2u64.to_ne_bytes());
+    drop(created);
     drop(client);
     drop(provider);
     kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_helper_with_the_context_mutably_cannot_move_the_data_pointers() {
+    helpers_keep_the_range(&WIDEN_DATA, &["widen", "bpf_get_current_pid_tgid"]);
+}
+
+#[test]
+fn a_drop_of_the_callers_own_does_not_stop_the_data_pointers_coming_back() {
+    helpers_keep_the_range(&shadowed::WIDEN_SHADOWED_DATA, &["widen"]);
+}
+
+#[test]
+fn a_larger_helper_context_keeps_the_programs_data_pointers_too() {
+    helpers_keep_the_range(&WIDEN_WRAPPED_DATA, &["widen"]);
 }
 
 /// A test run without a `data` clause: its context's pointers are its own business.
