@@ -15,6 +15,9 @@
 //!   single event pays the epoch enter and exit a batch saves; printed with the core's own
 //!   ratio (its invoke ×64 against begin, batch invoke ×64, end), the most any provider can
 //!   save against that core.
+//! - `with data pointers / without`, one program: the same invocation of a hook whose
+//!   context has data pointers, which the provider writes before every invocation, against
+//!   one whose context has none.
 //!
 //! Run: `cargo bench -p ebpf-ext-hook --bench paired` (about a minute).
 
@@ -40,7 +43,9 @@ use std::thread;
 use std::time::Instant;
 
 use common::{BenchHook, Invoke, call, program};
-use ebpf_ext_hook::{HookProvider, ProgramContext};
+use ebpf_ext_hook::{
+    AttachRequest, Attached, DataFields, HookExtension, HookProvider, ProgramContext,
+};
 use ebpf_ext_rundown::CacheAwareRundown;
 use ebpf_ext_sys::ebpf_extension::{
     ebpf_execution_context_state_t, ebpf_extension_program_dispatch_table_t,
@@ -53,6 +58,31 @@ use support::{ClientSpec, Link};
 const ATTACH_TYPE: GUID = GUID::from_u128(0xa82e37b2_aee7_11ec_9a30_18602489beee);
 const CORE_SIM_ATTACH_TYPE: GUID = GUID::from_u128(0xa82e37b3_aee7_11ec_9a30_18602489beee);
 const ROUNDS: usize = 201;
+const DATA_ATTACH_TYPE: GUID = GUID::from_u128(0xa82e37b4_aee7_11ec_9a30_18602489beee);
+
+/// A context with data pointers first, as most program types lay them out.
+#[repr(C)]
+struct Packet {
+    start: *mut u8,
+    end: *mut u8,
+    id: u64,
+}
+
+/// [`BenchHook`] over a context with data pointers.
+struct DataHook;
+
+impl HookExtension for DataHook {
+    type Parameter = u32;
+    type ClientData = ();
+    type Context = Packet;
+    fn on_attach(
+        &self,
+        _: &AttachRequest<u32>,
+        _: &Attached<'_, Self>,
+    ) -> ebpf_ext_sys::Result<()> {
+        Ok(())
+    }
+}
 
 /// The floor, optionally plus the SDK's per-event primitive (a cache-aware rundown
 /// acquire/release pair on usersim).
@@ -284,6 +314,56 @@ fn main() {
         median(core_ratio)
     );
 
+    // 5. The same invocation with and without data pointers to write, interleaved.
+    let data_device = driver.create_device().expect("IoCreateDevice");
+    let fields = DataFields { start: 0, end: 8 };
+    // SAFETY: the device outlives the provider (dropped below, before the driver object);
+    // `fields` are `Packet`'s two pointer fields.
+    let with_data = unsafe {
+        HookProvider::register_with_data(
+            common::config(DATA_ATTACH_TYPE),
+            DataHook,
+            data_device,
+            Some(fields),
+        )
+    }
+    .expect("register");
+    let data_spec = ClientSpec {
+        quiet: true,
+        ..ClientSpec::wildcard()
+    };
+    let data_link = Link::attach(DATA_ATTACH_TYPE, data_spec, program);
+    let mut packet = [0u8; 64];
+    let mut packet_ctx = ProgramContext::with_data(
+        Packet {
+            start: core::ptr::null_mut(),
+            end: core::ptr::null_mut(),
+            id: 0,
+        },
+        &mut packet[..],
+    );
+    set_current_irql(DISPATCH_LEVEL);
+    let mut data_ratio = Vec::new();
+    for round in 0..ROUNDS {
+        let iters = 20_000;
+        let without = time(iters, || {
+            black_box(sdk.invoke(black_box(&0), &mut ctx)).ok();
+        });
+        let with = time(iters, || {
+            black_box(with_data.invoke(black_box(&0), &mut packet_ctx)).ok();
+        });
+        if round > 0 {
+            data_ratio.push(with / without);
+        }
+    }
+    set_current_irql(0);
+    println!(
+        "data pointers written / none, 1 program = {:.3} (median)",
+        median(data_ratio)
+    );
+
+    drop(data_link);
+    drop(with_data);
     drop(core_link);
     drop(on_core);
     drop(link);

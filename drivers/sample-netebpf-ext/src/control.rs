@@ -80,10 +80,10 @@ fn profile(
     // The reply overwrites the request, so the packet gets its own copy.
     let mut packet = call.payload_copy(TAG)?;
     let context = PacketContext::new(request.interface_id, 0);
-    let mut context = ProgramContext::with_data(context, &mut packet[..]);
     let stretch = (request.flags & PROFILE_AT_DISPATCH != 0).then_some(DISPATCH_CHUNK);
     let (watch, mut last) = (Stopwatch::start(), None);
     repeat(request.iterations, stretch, || {
+        let mut context = ProgramContext::with_data(context, &mut packet[..]);
         fire(hook, &mut context).map(|run| last = Some(run))
     })
     .map_err(Refusal::from_invocation)?;
