@@ -122,47 +122,16 @@ fn every_path<'d>(
 
 const PATHS: usize = 8;
 
-#[test]
-fn every_invocation_path_points_programs_at_the_lent_bytes_only() {
+/// Runs `test` with a provider that writes `Packet`'s data pointers and one attached program
+/// recording what it saw, then unregisters and checks nothing leaked.
+fn with_hook(test: impl FnOnce(&HookProvider<Hook>, &Seen)) {
     let kernel = Kernel::new();
     let mut driver = DriverObject::new();
     let device = driver.create_device().expect("IoCreateDevice");
     let provider = register(device, Some(FIELDS)).expect("register");
     let seen = Seen::default();
     let link = attach(&seen);
-
-    let mut packet = vec![0u8; 16];
-    let lent = packet.as_mut_ptr_range();
-    let lent = (lent.start as usize, lent.end as usize);
-    let mut id = 0;
-    every_path(&provider, || {
-        id += 1;
-        // SAFETY: the packet's 16 bytes, which nothing else touches while programs run (the
-        // vector is not used until `every_path` returns).
-        let data = unsafe { ContextData::from_raw_parts(packet.as_mut_ptr(), 16) };
-        ProgramContext::with_data(forged(id), data)
-    });
-    assert_eq!(*seen.lock().expect("lock"), vec![lent; PATHS]);
-    assert_eq!(packet[0], 0x5A, "programs write the lent bytes");
-
-    seen.lock().expect("lock").clear();
-    every_path(&provider, || ProgramContext::new(forged(0)));
-    assert_eq!(
-        *seen.lock().expect("lock"),
-        vec![(0, 0); PATHS],
-        "without data both pointers are NULL, whatever the extension left in them"
-    );
-
-    seen.lock().expect("lock").clear();
-    every_path(&provider, || {
-        ProgramContext::with_data(forged(0), <&mut [u8]>::default())
-    });
-    assert_eq!(
-        *seen.lock().expect("lock"),
-        vec![(0, 0); PATHS],
-        "an empty slice is no data"
-    );
-
+    test(&provider, &seen);
     drop(link);
     drop(provider);
     kernel.wait_for_work_items();
@@ -172,36 +141,61 @@ fn every_invocation_path_points_programs_at_the_lent_bytes_only() {
 }
 
 #[test]
+fn every_invocation_path_points_programs_at_the_lent_bytes_only() {
+    with_hook(|provider, seen| {
+        let mut packet = vec![0u8; 16];
+        let lent = packet.as_mut_ptr_range();
+        let lent = (lent.start as usize, lent.end as usize);
+        let mut id = 0;
+        every_path(provider, || {
+            id += 1;
+            // SAFETY: the packet's 16 bytes, which nothing else touches while programs run
+            // (the vector is not used until `every_path` returns).
+            let data = unsafe { ContextData::from_raw_parts(packet.as_mut_ptr(), 16) };
+            ProgramContext::with_data(forged(id), data)
+        });
+        assert_eq!(*seen.lock().expect("lock"), vec![lent; PATHS]);
+        assert_eq!(packet[0], 0x5A, "programs write the lent bytes");
+
+        seen.lock().expect("lock").clear();
+        every_path(provider, || ProgramContext::new(forged(0)));
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            vec![(0, 0); PATHS],
+            "without data both pointers are NULL, whatever the extension left in them"
+        );
+
+        seen.lock().expect("lock").clear();
+        every_path(provider, || {
+            ProgramContext::with_data(forged(0), <&mut [u8]>::default())
+        });
+        assert_eq!(
+            *seen.lock().expect("lock"),
+            vec![(0, 0); PATHS],
+            "an empty slice is no data"
+        );
+    });
+}
+
+#[test]
 fn a_context_reused_after_its_data_is_gone_reaches_programs_without_it() {
-    let kernel = Kernel::new();
-    let mut driver = DriverObject::new();
-    let device = driver.create_device().expect("IoCreateDevice");
-    let provider = register(device, Some(FIELDS)).expect("register");
-    let seen = Seen::default();
-    let link = attach(&seen);
-
-    let mut packet = vec![7u8; 4];
-    let mut context = ProgramContext::with_data(forged(1), &mut packet[..]);
-    assert_eq!(provider.invoke(&(), &mut context), Ok(1));
-    // The context now holds the packet's range; the packet is freed, and safe code moves the
-    // context's value into a context without data.
-    let stale = context.context;
-    drop(packet);
-    assert_ne!(
-        stale.start as usize, 0,
-        "the range the first invocation wrote"
-    );
-    assert_eq!(provider.invoke(&(), &mut ProgramContext::new(stale)), Ok(1));
-    let seen = seen.lock().expect("lock").clone();
-    assert_eq!(seen.len(), 2);
-    assert_eq!(seen[1], (0, 0), "the freed range never reaches a program");
-
-    drop(link);
-    drop(provider);
-    kernel.wait_for_work_items();
-    // SAFETY: created above, deleted once, after the provider.
-    unsafe { IoDeleteDevice(device) };
-    kernel.assert_no_leaks();
+    with_hook(|provider, seen| {
+        let mut packet = vec![7u8; 4];
+        let mut context = ProgramContext::with_data(forged(1), &mut packet[..]);
+        assert_eq!(provider.invoke(&(), &mut context), Ok(1));
+        // The context now holds the packet's range; the packet is freed, and safe code moves
+        // the context's value into a context without data.
+        let stale = context.context;
+        drop(packet);
+        assert_ne!(
+            stale.start as usize, 0,
+            "the range the first invocation wrote"
+        );
+        assert_eq!(provider.invoke(&(), &mut ProgramContext::new(stale)), Ok(1));
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1], (0, 0), "the freed range never reaches a program");
+    });
 }
 
 #[test]
