@@ -182,8 +182,9 @@ pub trait HookExtension: Send + Sync + Sized + 'static {
     /// facade's `Start::hook` admits a hook only for a program type whose helpers read it.
     ///
     /// The context's data pointers (the fields the program type's context descriptor names)
-    /// are not the extension's to set: the provider writes them from the
-    /// [`ProgramContext`]'s [`ContextData`] before each invocation.
+    /// are not the extension's to set: a provider registered with their offsets (the facade's
+    /// `Start::hook`, [`HookProvider::register_with_data`](crate::HookProvider::register_with_data))
+    /// writes them from the [`ProgramContext`]'s [`ContextData`] before each invocation.
     type Context: 'static;
 
     /// Called when a program attaches while none is attached, before
@@ -281,6 +282,8 @@ impl<'d> ContextData<'d> {
     }
 
     /// `len` bytes at `start` that no Rust reference covers (a buffer the kernel lends).
+    /// Unlike [`ContextData::new`], an empty buffer keeps its `start` (programs see
+    /// `start..start`, as a kernel string with `Length` 0 gives upstream's programs).
     ///
     /// # Safety
     /// `start` is NULL with `len` 0, or valid for reads and writes of `len` bytes for `'d`,

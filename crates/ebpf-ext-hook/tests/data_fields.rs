@@ -217,7 +217,7 @@ fn data_fields_outside_the_context_are_refused() {
             "{fields:?}"
         );
     }
-    let provider = register(device, Some(DataFields { start: 16, end: 0 })).expect("in bounds");
+    let provider = register(device, Some(DataFields { start: 8, end: 0 })).expect("in bounds");
     drop(provider);
     // SAFETY: created above, deleted once, after the providers.
     unsafe { IoDeleteDevice(device) };

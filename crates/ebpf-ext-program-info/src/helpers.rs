@@ -28,7 +28,9 @@ use ebpf_ext_sys::ebpf_base::{
 /// # Safety
 /// [`HelperArgument::take`] must read exactly `TYPES.len()` registers, and only as the
 /// verifier guarantees them for `TYPES` (for example a pointer to readable memory followed by
-/// its size).
+/// its size). A kind whose value gives mutable access to the context must declare
+/// `MEMORY = Memory::ContextMut` (the trampoline puts the data pointers back only around
+/// those).
 pub unsafe trait HelperArgument<C: 'static> {
     /// The prototype's argument types for this kind (one or two registers).
     const TYPES: &'static [ebpf_argument_type_t];
@@ -877,7 +879,13 @@ macro_rules! helpers {
     (@implicit_prototype [] $prototype:expr) => { $prototype };
     (@implicit_prototype [context] $prototype:expr) => { $prototype.with_implicit_context() };
     (@trampoline [] $ctx:ty; $ret:ty; $function:ident; $($kind:ty),*) => {{
-        unsafe extern "win64" fn trampoline(r1: u64, r2: u64, r3: u64, r4: u64, r5: u64) -> u64 {
+        unsafe extern "win64" fn trampoline(
+            r1: ::core::primitive::u64,
+            r2: ::core::primitive::u64,
+            r3: ::core::primitive::u64,
+            r4: ::core::primitive::u64,
+            r5: ::core::primitive::u64,
+        ) -> ::core::primitive::u64 {
             // The function must take its arguments for any lifetime: they are valid for this
             // call only, so it may not ask for longer ones (`&'static mut [u8]`).
             let function: for<'call> fn(
@@ -917,13 +925,13 @@ macro_rules! helpers {
     };
     (@trampoline [context] $ctx:ty; $ret:ty; $function:ident; $($kind:ty),*) => {{
         unsafe extern "win64" fn trampoline(
-            r1: u64,
-            r2: u64,
-            r3: u64,
-            r4: u64,
-            r5: u64,
+            r1: ::core::primitive::u64,
+            r2: ::core::primitive::u64,
+            r3: ::core::primitive::u64,
+            r4: ::core::primitive::u64,
+            r5: ::core::primitive::u64,
             context: *const ::core::ffi::c_void,
-        ) -> u64 {
+        ) -> ::core::primitive::u64 {
             // As for a helper without the implicit context, which is valid for the call too.
             let function: for<'call> fn(
                 $(<$kind as $crate::HelperArgument<$ctx>>::Value<'call>,)*
@@ -1142,7 +1150,8 @@ macro_rules! program_type {
         $vis static $name: $crate::TypedProgramData<
             $crate::program_type!(@helper_context $ctx $(, $helper_ctx)?)
         > = {
-            // Every name declared here starts with `__EBPF_EXT` so that it hides nothing the
+            // Every name declared here starts with `__EBPF_EXT` (`__ebpf_ext` for functions)
+            // so that it hides nothing the
             // arguments above may name.
             static __EBPF_EXT_CONTEXT: $crate::ContextDescriptor =
                 $crate::ContextDescriptor::of::<$ctx>(

@@ -552,7 +552,9 @@ impl ProgramData {
     /// Test runs of this program type through `R`: the SDK's `context_create` and
     /// `context_destroy`, which check the core's pointers and sizes, build the context with
     /// [`TestRun::create`] in a pool allocation tagged `R::TAG`, and hand it back to
-    /// [`TestRun::destroy`] with the output buffers.
+    /// [`TestRun::destroy`] with the output buffers. The context's data pointers stay as
+    /// `create` wrote them and [`TestRun::data`] is not asked: for a context with data
+    /// pointers use [`ProgramData::with_test_run_data`] (as [`program_type!`] does).
     ///
     /// # Panics
     /// At compile time if `R::Context` is smaller than the program type's context descriptor
@@ -621,7 +623,8 @@ impl ProgramData {
     /// [`ProgramData::with_test_run`] for a context whose data pointers lie at byte offsets
     /// `START` and `END` of `R::Context`: the SDK's `context_create` points them at what
     /// [`TestRun::data`] chooses, whatever [`TestRun::create`] left there. [`program_type!`]
-    /// calls it for its `data` clause.
+    /// calls it for every `test run` (with `usize::MAX` offsets, none, without a `data`
+    /// clause).
     ///
     /// # Safety
     /// `START` and `END` are the offsets of two pointer fields of `R::Context` that programs

@@ -188,11 +188,13 @@ unsafe impl<T: NoPadding, const N: usize> NoPadding for [T; N] {}
 /// overwritten: `NULL`, or a value read from bytes (`AnyBitPattern`, as a test run's
 /// `ctx_in`), is never what programs see. A helper that receives the context mutably
 /// ([`ContextMut`](crate::ContextMut)) may change them, but the SDK puts back what they held
-/// when it returns ([`DataPointerOffsets`](crate::DataPointerOffsets)). All of this holds for
-/// program types declared with [`program_type!`] and started through the facade; hand-built
-/// program data and `HookProvider::register` leave it to their `unsafe` contracts. After a test run the
-/// SDK sets them to NULL before [`TestRun::destroy`], so the kernel addresses never reach
-/// `ctx_out`.
+/// when it returns ([`DataPointerOffsets`](crate::DataPointerOffsets)), so no helper can move
+/// the range either (a helper that should, as netebpfext's `bpf_xdp_adjust_head` does, needs
+/// hand-built tables and their `unsafe` contracts). After a test run the SDK sets them to NULL
+/// before [`TestRun::destroy`], so these two fields never carry a kernel address to `ctx_out`
+/// (what other fields carry is the extension's). All of this holds for program types
+/// declared with [`program_type!`] and started through the facade; hand-built program data
+/// and `HookProvider::register` leave it to their `unsafe` contracts.
 ///
 /// [`program_type!`]: crate::program_type!
 #[repr(transparent)]
@@ -212,7 +214,7 @@ impl DataPointer {
 
     /// Whether the pointer is NULL.
     #[must_use]
-    pub fn is_null(self) -> bool {
+    pub const fn is_null(self) -> bool {
         self.0.is_null()
     }
 }

@@ -510,7 +510,7 @@ impl Start<'_> {
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] (traced) if `config.program_type` is not `program`'s type;
-    /// otherwise as [`HookProvider::register`].
+    /// otherwise as [`HookProvider::register_with_data`].
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.

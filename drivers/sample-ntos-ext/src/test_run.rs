@@ -82,7 +82,8 @@ impl TestRun for ProcessTestRun {
         output.write_header_and_context(&out);
     }
 
-    /// Programs' data: the run's copy of the command line.
+    /// Programs' data: the run's copy of the command line. (The context's `command_line`
+    /// points at the same copy; only programs read it, through these bytes.)
     fn data(&mut self) -> TestRunData<'_> {
         TestRunData::Owned(self.0.get_mut(0))
     }
