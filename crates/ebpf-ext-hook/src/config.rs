@@ -378,15 +378,10 @@ impl<'d, T> ProgramContext<'d, T> {
     pub(crate) unsafe fn program_pointer(&mut self, fields: Option<DataFields>) -> *mut c_void {
         if let Some(fields) = fields {
             let base = ptr::from_mut(&mut self.context).cast::<u8>();
-            for (offset, value) in [(fields.start, self.data.start), (fields.end, self.data.end)] {
-                // SAFETY: the offset of a pointer field of `T` (this function's contract),
-                // inside `self.context`, which is borrowed mutably here; written unaligned.
-                unsafe {
-                    base.wrapping_add(offset)
-                        .cast::<*mut u8>()
-                        .write_unaligned(value);
-                };
-            }
+            let values = [self.data.start, self.data.end];
+            // SAFETY: the offsets of two pointer fields of `T` (this function's contract),
+            // inside `self.context`, which is borrowed mutably here.
+            unsafe { foreign::write_pointer_fields(base, [fields.start, fields.end], values) };
         }
         foreign::to_foreign_mut(&mut self.context)
     }

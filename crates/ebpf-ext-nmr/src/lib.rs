@@ -479,6 +479,9 @@ unsafe extern "win64" fn cleanup_binding_context<P: NpiProvider>(
 /// The one typed pair of conversions between Rust values and the `void*` contexts NMR and
 /// the kernel hand back to callbacks (the Linux kernel's `ForeignOwnable`): every SDK crate
 /// converts through these, never by a cast at the call site.
+///
+/// Also the one place that reads and writes pointer fields of a context foreign code reads
+/// by offset (a program context's data pointers: hooks, test runs and helper trampolines).
 pub mod foreign {
     use core::ffi::c_void;
     use core::ptr::{self, NonNull};
@@ -520,6 +523,38 @@ pub mod foreign {
     pub unsafe fn from_foreign_mut<'a, T>(context: *mut c_void) -> Option<&'a mut T> {
         // SAFETY: the caller's contract.
         unsafe { context.cast::<T>().as_mut() }
+    }
+
+    /// The two pointer fields at byte offsets `offsets` of the object at `base` (a program
+    /// context's data pointers), read unaligned.
+    ///
+    /// # Safety
+    /// Each offset is that of a pointer field of a live object at `base`, and no reference to
+    /// it but the one `base` comes from is in use.
+    #[inline]
+    #[must_use]
+    pub unsafe fn read_pointer_fields(base: *mut u8, offsets: [usize; 2]) -> [*mut u8; 2] {
+        offsets.map(|offset| {
+            // SAFETY: a pointer field of the object (the caller's contract), read unaligned.
+            unsafe { base.wrapping_add(offset).cast::<*mut u8>().read_unaligned() }
+        })
+    }
+
+    /// Writes `values` into the two pointer fields at byte offsets `offsets` of the object at
+    /// `base` (a program context's data pointers), unaligned.
+    ///
+    /// # Safety
+    /// As [`read_pointer_fields`]; the object may be written through `base`.
+    #[inline]
+    pub unsafe fn write_pointer_fields(base: *mut u8, offsets: [usize; 2], values: [*mut u8; 2]) {
+        for (offset, value) in offsets.into_iter().zip(values) {
+            // SAFETY: a pointer field of the object (the caller's contract), written unaligned.
+            unsafe {
+                base.wrapping_add(offset)
+                    .cast::<*mut u8>()
+                    .write_unaligned(value);
+            }
+        }
     }
 
     /// Hands a pool allocation over as an owning context; `from_foreign_owned` takes it

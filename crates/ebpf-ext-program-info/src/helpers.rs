@@ -443,36 +443,6 @@ pub unsafe fn implicit_context<'a, C>(context: *const c_void) -> &'a C {
     unsafe { &*context.cast::<C>() }
 }
 
-/// The pointers at byte offsets `offsets` of `base`, read unaligned.
-///
-/// # Safety
-/// Each offset is that of a pointer-sized field of a live object at `base`, and no reference
-/// to it but the one `base` comes from is in use.
-#[inline]
-pub(crate) unsafe fn read_pointers(base: *mut u8, offsets: [usize; 2]) -> [*mut u8; 2] {
-    offsets.map(|offset| {
-        // SAFETY: a pointer field of the object (the caller's contract), read unaligned.
-        unsafe { base.wrapping_add(offset).cast::<*mut u8>().read_unaligned() }
-    })
-}
-
-/// Writes `values` as the pointers at byte offsets `offsets` of `base`, unaligned.
-///
-/// # Safety
-/// Each offset is that of a pointer field of a live object at `base`, and no reference to it
-/// but the one `base` comes from is in use.
-#[inline]
-pub(crate) unsafe fn write_pointers(base: *mut u8, offsets: [usize; 2], values: [*mut u8; 2]) {
-    for (offset, value) in offsets.into_iter().zip(values) {
-        // SAFETY: a pointer field of the object (the caller's contract), written unaligned.
-        unsafe {
-            base.wrapping_add(offset)
-                .cast::<*mut u8>()
-                .write_unaligned(value);
-        }
-    }
-}
-
 /// Where a context `C`'s two data pointers lie (byte offsets), for `helpers!`'s `data`
 /// clause: a helper that receives the context mutably ([`ContextMut`]) could otherwise point
 /// them elsewhere while a program runs, so the SDK puts back around every such call what they
@@ -579,7 +549,9 @@ impl KeptDataPointers {
             [core::ptr::null_mut(); 2]
         } else {
             // SAFETY: the live context's data pointers (the caller's contract).
-            unsafe { read_pointers(context, [offsets.start, offsets.end]) }
+            unsafe {
+                ebpf_ext_nmr::foreign::read_pointer_fields(context, [offsets.start, offsets.end])
+            }
         };
         KeptDataPointers {
             context,
@@ -594,7 +566,13 @@ impl Drop for KeptDataPointers {
     fn drop(&mut self) {
         if !self.context.is_null() {
             // SAFETY: the fields `read` read (its contract covers the drop).
-            unsafe { write_pointers(self.context, self.offsets, self.values) };
+            unsafe {
+                ebpf_ext_nmr::foreign::write_pointer_fields(
+                    self.context,
+                    self.offsets,
+                    self.values,
+                );
+            }
         }
     }
 }

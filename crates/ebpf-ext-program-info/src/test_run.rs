@@ -19,8 +19,7 @@ use core::ops::Range;
 use core::ptr::{self, NonNull};
 use core::slice;
 
-use crate::helpers::write_pointers;
-
+use ebpf_ext_nmr::foreign::write_pointer_fields;
 use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
 use ebpf_ext_sys::ebpf_extension::{EBPF_CONTEXT_HEADER, EBPF_CONTEXT_HEADER_SIZE};
 use ebpf_ext_sys::ebpf_program_types::{
@@ -972,7 +971,7 @@ pub(crate) unsafe extern "win64" fn context_create<
         // contract of `test_run_data_functions`, the only place these functions are made with
         // offsets), in the run's context, borrowed mutably here.
         unsafe {
-            write_pointers(
+            write_pointer_fields(
                 ptr::from_mut(&mut context.context).cast(),
                 [START, END],
                 values,
@@ -1059,7 +1058,7 @@ pub(crate) unsafe extern "win64" fn context_destroy<
         // The addresses programs worked on are the kernel's: they never reach `ctx_out`.
         // SAFETY: as in `context_create`: pointer fields of the context, borrowed mutably.
         unsafe {
-            write_pointers(
+            write_pointer_fields(
                 ptr::from_mut(&mut context.context).cast(),
                 [START, END],
                 [ptr::null_mut(); 2],
