@@ -463,6 +463,45 @@ pub enum TestRunData<'a> {
     None,
 }
 
+/// The simplest test run, upstream's sample extension's: the context is the first
+/// `size_of::<C>()` bytes of `ctx_in` (`EBPF_INVALID_ARGUMENT` if shorter), programs work on
+/// `data_in` in place ([`TestRunData::Input`]), and afterwards the context goes back to
+/// `ctx_out` (without the header) and the data to `data_out`.
+///
+/// ```ignore
+/// program_type! {
+///     pub static PROGRAM_DATA = c"sample", PROGRAM_TYPE, BPF_PROG_TYPE;
+///     context SampleContext, data data_start..data_end;
+///     helpers { /* … */ }
+///     test run CopyTestRun<SampleContext>;
+/// }
+/// ```
+///
+/// A context with padding must name it as reserved fields ([`no_padding!`](crate::no_padding!)):
+/// they come back to `ctx_out` as `ctx_in` had them.
+pub struct CopyTestRun<C>(PhantomData<fn() -> C>);
+
+impl<C> core::fmt::Debug for CopyTestRun<C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("CopyTestRun")
+    }
+}
+
+impl<C: NoPadding> TestRun for CopyTestRun<C> {
+    type Context = C;
+    const TAG: PoolTag = PoolTag::new(*b"EbTr");
+
+    fn create(input: &TestRunInput<'_>) -> Result<(TestRunContext<C>, Self), ebpf_result_t> {
+        let context: C = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
+        Ok((TestRunContext::new(context), CopyTestRun(PhantomData)))
+    }
+
+    fn destroy(self, context: &mut TestRunContext<C>, output: &mut TestRunOutput) {
+        output.write_context(&context.context);
+        output.copy_input_data();
+    }
+}
+
 /// The caller's buffers at `context_create`.
 ///
 /// # Invariants

@@ -9,8 +9,9 @@
 use ebpf_ext_core_sim::ProgramInfoClient;
 use ebpf_ext_pool::{PoolArray, PoolTag};
 use ebpf_ext_program_info::{
-    Bytes, Context, ContextMut, DataPointer, ProgramInfoProvider, TestRun, TestRunContext,
-    TestRunData, TestRunInput, TestRunOutput, TypedProgramData, no_padding, program_type,
+    Bytes, Context, ContextMut, CopyTestRun, DataPointer, ProgramInfoProvider, TestRun,
+    TestRunContext, TestRunData, TestRunInput, TestRunOutput, TypedProgramData, no_padding,
+    program_type,
 };
 use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, ebpf_result_t};
 use ebpf_ext_sys::ntdef::GUID;
@@ -132,6 +133,44 @@ program_type! {
     context Ctx, data data_start..data_end;
     helpers { 0x1_0000, c"value" => value(Context); }
     test run Dataless;
+}
+
+const COPY: GUID = GUID::from_u128(0xda7a_0104_0000_4000_8000_0000_0000_0001);
+
+program_type! {
+    static COPY_DATA = c"copy", COPY, 997;
+    context Ctx, data data_start..data_end;
+    helpers { 0x1_0000, c"value" => value(Context); }
+    test run CopyTestRun<Ctx>;
+}
+
+#[test]
+fn the_copy_test_run_echoes_the_context_and_the_data() {
+    let kernel = Kernel::new();
+    let data_in = [1u8, 2, 3];
+    let range = data_in.as_ptr_range();
+    let (seen, bytes) = created_range(&COPY_DATA, &data_in);
+    assert_eq!(seen, (range.start as usize, range.end as usize), "in place");
+    assert_eq!(bytes, data_in);
+
+    // SAFETY: the test's one provider of the type; no hook invokes its programs.
+    let provider = unsafe { ProgramInfoProvider::register(&COPY_DATA, TAG) }.expect("register");
+    let client = ProgramInfoClient::attach(COPY).expect("attach");
+    let out = client
+        .create_context(&data_in, &context_in())
+        .expect("create")
+        .destroy(8, 24)
+        .expect("destroy");
+    assert_eq!(out.data, data_in, "data_out");
+    assert_eq!(out.context_size_out, 24, "the context, without the header");
+    assert_eq!(
+        client.create_context(&data_in, &context_in()[..23]).err(),
+        Some(EBPF_INVALID_ARGUMENT),
+        "ctx_in shorter than the context"
+    );
+    drop(client);
+    drop(provider);
+    kernel.assert_no_leaks();
 }
 
 /// The data range a created context holds, as addresses, and its bytes.

@@ -1,6 +1,6 @@
 //! Typed `METHOD_BUFFERED` IOCTLs: an extension names each control code's request and reply
 //! types ([`Ioctl`]) and writes a handler over typed values; the SDK refuses malformed
-//! requests — lengths, alignment, version, payload size — with a status and a trace event
+//! requests — lengths, alignment, version, payload size, field ranges — with a status and a trace event
 //! before the handler runs.
 //!
 //! ```ignore
@@ -135,22 +135,28 @@ macro_rules! wire {
     )+};
 }
 
-/// Declares [`Ioctl`]s, one line each: name, code, request and reply types, and optionally the version the request starts with and the request field that announces the
-/// payload length (with the most payload allowed).
+/// Declares [`Ioctl`]s, one line each: name, code, request and reply types, and optionally the
+/// version the request starts with, the request field that announces the payload length (with
+/// the most payload allowed), and the range each checked field must lie in.
 ///
 /// ```ignore
 /// ioctl! {
-///     /// Fire the hook once.
-///     pub Run = IOCTL_RUN, RunRequest => RunReply, version VERSION, payload data_len up to 0x1_0000;
+///     /// Fire the hook `count` times.
+///     pub Run = IOCTL_RUN, RunRequest => RunReply, version VERSION, payload data_len up to 0x1_0000,
+///         field count in 1..=64, field protocol in ..=255;
 /// }
 /// ```
+///
+/// A field out of its range is refused with `STATUS_INVALID_PARAMETER` and the trace message
+/// "`<field>` out of range", before the handler runs.
 #[macro_export]
 macro_rules! ioctl {
     ($(
         $(#[$meta:meta])*
         $vis:vis $name:ident = $code:expr, $request:ty => $reply:ty
         $(, version $version:expr)?
-        $(, payload $field:ident up to $max:expr)? ;
+        $(, payload $field:ident up to $max:expr)?
+        $(, field $checked:ident in $range:expr)* ;
     )+) => {$(
         $(#[$meta])*
         #[derive(Debug)]
@@ -169,6 +175,19 @@ macro_rules! ioctl {
                     Some(usize::try_from(request.$field).unwrap_or(usize::MAX))
                 }
             )?
+            fn check_fields(
+                request: &$request,
+            ) -> ::core::result::Result<(), &'static ::core::primitive::str> {
+                let _ = request;
+                $(
+                    if !::core::ops::RangeBounds::contains(&($range), &request.$checked) {
+                        return ::core::result::Result::Err(::core::concat!(
+                            "`", ::core::stringify!($checked), "` out of range"
+                        ));
+                    }
+                )*
+                ::core::result::Result::Ok(())
+            }
         }
     )+};
 }
@@ -194,6 +213,17 @@ pub trait Ioctl {
     fn payload_len(request: &Self::Request) -> Option<usize> {
         let _ = request;
         None
+    }
+
+    /// Checks the request's fields once its lengths and version are known good; `Err(why)`
+    /// refuses it with `STATUS_INVALID_PARAMETER`, `why` being the trace message.
+    /// [`ioctl!`](crate::ioctl!)'s `field … in …` clauses implement it.
+    ///
+    /// # Errors
+    /// Why the request is refused.
+    fn check_fields(request: &Self::Request) -> Result<(), &'static str> {
+        let _ = request;
+        Ok(())
     }
 }
 
@@ -299,9 +329,9 @@ impl<'a> Request<'a> {
     /// The SDK refuses, in this order: lengths beyond the buffer and an input shorter than
     /// `I::Request` (`STATUS_INVALID_PARAMETER`); a buffer not aligned to `I::ALIGNMENT`
     /// (`STATUS_DATATYPE_MISALIGNMENT`); another version (`STATUS_REVISION_MISMATCH`); a
-    /// payload over `I::MAX_PAYLOAD` or other than the request announces
-    /// (`STATUS_INVALID_PARAMETER`); an output shorter than `I::Reply`
-    /// (`STATUS_BUFFER_TOO_SMALL`).
+    /// payload over `I::MAX_PAYLOAD` or other than the request announces, and a field
+    /// [`Ioctl::check_fields`] refuses (`STATUS_INVALID_PARAMETER`); an output shorter than
+    /// `I::Reply` (`STATUS_BUFFER_TOO_SMALL`).
     pub fn handle<I: Ioctl>(
         self,
         handler: impl FnOnce(Call<'_, I>) -> Result<Completion, Refusal>,
@@ -347,6 +377,7 @@ impl<'a> Request<'a> {
         if I::payload_len(&request).is_some_and(|n| n != payload) {
             return Err(invalid("input length disagrees with the announced payload"));
         }
+        I::check_fields(&request).map_err(invalid)?;
         if self.output_len < size_of::<I::Reply>() {
             return Err(Refusal::new(
                 STATUS_BUFFER_TOO_SMALL,
@@ -560,6 +591,76 @@ mod tests {
         let completion = Request::new(SignedEcho::CODE, bytes, SignedHeader::SIZE, 32)
             .handle::<SignedEcho>(|call| Ok(call.reply(&SignedHeader::default())));
         assert_eq!(completion.status, STATUS_INVALID_PARAMETER);
+    }
+
+    crate::ioctl! {
+        Ranged = 0x22_2008, Header => Header, version 7, field len in 1..=4;
+        Unbounded = 0x22_200c, Header => Header, field version in 7.., field len in ..3;
+    }
+
+    #[test]
+    fn a_field_out_of_its_declared_range_is_refused_and_traced() {
+        assert_eq!(
+            Ranged::check_fields(&Header { version: 7, len: 0 }),
+            Err("`len` out of range")
+        );
+        assert_eq!(Ranged::check_fields(&Header { version: 7, len: 4 }), Ok(()));
+        assert_eq!(
+            Unbounded::check_fields(&Header { version: 6, len: 0 }),
+            Err("`version` out of range"),
+            "each field is checked, in declaration order"
+        );
+        assert_eq!(
+            Unbounded::check_fields(&Header { version: 9, len: 3 }),
+            Err("`len` out of range")
+        );
+        assert_eq!(
+            Echo::check_fields(&Header::default()),
+            Ok(()),
+            "none declared"
+        );
+
+        tracelogging::define_provider!(
+            PROVIDER,
+            "IoctlRangeTest",
+            id("8e0c2d4a-6a51-4b7e-9f0e-3c1d2b4a5f61")
+        );
+        let kernel = ebpf_ext_usersim::Kernel::new();
+        let tracing = ebpf_ext_trace::Tracing::start(&PROVIDER).expect("tracing");
+        let mut storage = [0u64; 2];
+        let mut send = |version: u32, len: u32| {
+            // SAFETY: the u64 storage viewed as its 16 bytes.
+            let bytes = unsafe { core::slice::from_raw_parts_mut(storage.as_mut_ptr().cast(), 16) };
+            write(&Header { version, len }, bytes);
+            let mut handled = false;
+            let completion = Request::new(Ranged::CODE, bytes, Header::SIZE, Header::SIZE)
+                .handle::<Ranged>(|call| {
+                    handled = true;
+                    Ok(call.reply(&Header::default()))
+                });
+            (completion.status, handled)
+        };
+        assert_eq!(send(7, 2), (STATUS_SUCCESS, true));
+        assert_eq!(send(7, 0), (STATUS_INVALID_PARAMETER, false));
+        assert_eq!(send(7, 5), (STATUS_INVALID_PARAMETER, false));
+        assert_eq!(
+            send(6, 0),
+            (STATUS_REVISION_MISMATCH, false),
+            "the version is checked first"
+        );
+        let refusals = kernel
+            .etw_events()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.field("Message"),
+                    Some(ebpf_ext_usersim::tracelogging::Value::Str(m))
+                        if m == "`len` out of range"
+                )
+            })
+            .count();
+        assert_eq!(refusals, 2, "each refusal is traced");
+        drop(tracing);
     }
 
     #[test]

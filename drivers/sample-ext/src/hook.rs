@@ -17,7 +17,7 @@ use ebpf_ext_map::MapProvider;
 
 use crate::maps::{MAP_PROVIDER_MODULE_ID, SampleMap};
 use crate::program::{PROGRAM_DATA, PROGRAM_TYPE, SampleContext};
-use crate::protocol::{MAX_BATCH, Run, RunBatch, RunBatchReply, RunReply};
+use crate::protocol::{Run, RunBatch, RunBatchReply, RunReply};
 
 /// Attach type GUID of the hook (`EBPF_ATTACH_TYPE_SAMPLE`).
 pub const ATTACH_TYPE: GUID = EBPF_ATTACH_TYPE_SAMPLE;
@@ -106,9 +106,6 @@ impl ExtensionDriver for SampleExt {
             }),
             RunBatch::CODE => request.handle::<RunBatch>(|mut call| {
                 let request = *call.request();
-                if request.count == 0 || request.count > MAX_BATCH {
-                    return Err(Refusal::invalid("count out of range"));
-                }
                 let mut context =
                     ProgramContext::with_data(SampleContext::RUN, call.payload_in_reply()?);
                 let mut reply = RunBatchReply::default();

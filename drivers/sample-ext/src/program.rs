@@ -23,11 +23,10 @@ use core::mem::offset_of;
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_PROGRAM_TYPE_SAMPLE;
-use ebpf_extension_common::sys::ebpf_result::{EBPF_INVALID_ARGUMENT, ebpf_result_t};
 use ebpf_extension_common::sys::ebpf_structs::BPF_PROG_TYPE_SAMPLE;
 use ebpf_extension_common::sys::wdm::DISPATCH_LEVEL;
 
-use crate::hook::{DRIVER, TAG};
+use crate::hook::DRIVER;
 
 /// Program type GUID of `sample` (`EBPF_PROGRAM_TYPE_SAMPLE`).
 pub const PROGRAM_TYPE: GUID = EBPF_PROGRAM_TYPE_SAMPLE;
@@ -189,31 +188,11 @@ fn redirect_map(_: ProgramMap<'_>, _: u64, _: u64) -> u64 {
     1
 }
 
-/// Test runs (`bpf_prog_test_run`): the context copied from the first 32 bytes of `ctx_in`,
-/// over `data_in` (the SDK's default `TestRun::data`: not copied, programs edit the caller's
-/// buffer in place); both come back where the capacities allow.
-struct SampleTestRun;
-
-impl TestRun for SampleTestRun {
-    type Context = SampleContext;
-    const TAG: PoolTag = TAG;
-
-    fn create(
-        input: &TestRunInput<'_>,
-    ) -> Result<(TestRunContext<SampleContext>, Self), ebpf_result_t> {
-        let view: SampleContext = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
-        Ok((TestRunContext::new(view), SampleTestRun))
-    }
-
-    fn destroy(self, context: &mut TestRunContext<SampleContext>, output: &mut TestRunOutput) {
-        output.write_context(&context.context);
-        output.copy_input_data();
-    }
-}
-
 program_type! {
     /// The program data the program-information provider publishes: both address tables,
-    /// the test-run context functions, and `required_irql` DISPATCH_LEVEL.
+    /// the test-run context functions, and `required_irql` DISPATCH_LEVEL. Test runs copy
+    /// the context from `ctx_in` and back to `ctx_out`; programs edit `data_in` in place, and
+    /// it goes back as `data_out`.
     pub static PROGRAM_DATA = c"sample", PROGRAM_TYPE, BPF_PROG_TYPE;
     context SampleContext, data data_start..data_end;
     helpers {
@@ -230,6 +209,6 @@ program_type! {
         19, c"bpf_get_current_pid_tgid" => get_current_pid_tgid();
         35, c"bpf_redirect_map" => redirect_map(Map, Anything, Anything);
     }
-    test run SampleTestRun;
+    test run CopyTestRun<SampleContext>;
     .with_required_irql(DISPATCH_LEVEL)
 }

@@ -75,10 +75,10 @@ ebpf_extension_common::wire! {
 }
 
 ebpf_extension_common::ioctl! {
-    /// `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`, typed: the SDK checks version, lengths and alignment.
+    /// `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`, typed: the SDK checks version, lengths, alignment and ranges.
     pub Run = IOCTL_SAMPLE_EBPF_EXT_CTL_RUN, RunRequest => RunReply,
         version REQUEST_VERSION, payload data_len up to MAX_DATA;
     /// `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH`, typed.
     pub RunBatch = IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH, RunBatchRequest => RunBatchReply,
-        version REQUEST_VERSION, payload data_len up to MAX_DATA;
+        version REQUEST_VERSION, payload data_len up to MAX_DATA, field count in 1..=MAX_BATCH;
 }

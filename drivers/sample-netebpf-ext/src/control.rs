@@ -7,7 +7,7 @@ use ebpf_extension_common::sys::wdm::FILE_DEVICE_NETWORK;
 
 use crate::hook::{HOOK_CONFIG, SampleNetHook, TAG, fire};
 use crate::program::{PROGRAM_DATA, PacketContext};
-use crate::protocol::{MAX_ITERATIONS, PROFILE_AT_DISPATCH, Profile, ProfileReply, Run, RunReply};
+use crate::protocol::{PROFILE_AT_DISPATCH, Profile, ProfileReply, Run, RunReply};
 
 /// Iterations a profile request runs at DISPATCH_LEVEL before lowering the IRQL again.
 pub const DISPATCH_CHUNK: u64 = 64;
@@ -51,10 +51,11 @@ driver_entry!(static DRIVER: SampleNet);
 /// may change) in place in the reply.
 fn run(hook: &HookProvider<SampleNetHook>, mut call: Call<'_, Run>) -> Result<Completion, Refusal> {
     let request = *call.request();
-    if request.protocol > 255 {
-        return Err(Refusal::invalid("protocol above 255"));
-    }
-    let context = PacketContext::new(request.interface_id, request.protocol);
+    let context = PacketContext {
+        interface_id: request.interface_id,
+        protocol: request.protocol,
+        ..PacketContext::default()
+    };
     let mut context = ProgramContext::with_data(context, call.payload_in_reply()?);
     let run = fire(hook, &mut context).map_err(Refusal::from_invocation)?;
     Ok(call.reply(&RunReply {
@@ -71,15 +72,12 @@ fn profile(
     call: Call<'_, Profile>,
 ) -> Result<Completion, Refusal> {
     let request = *call.request();
-    if request.iterations == 0 || request.iterations > MAX_ITERATIONS {
-        return Err(Refusal::invalid("iterations out of range"));
-    }
-    if request.flags & !PROFILE_AT_DISPATCH != 0 {
-        return Err(Refusal::invalid("unknown profile flags"));
-    }
     // The reply overwrites the request, so the packet gets its own copy.
     let mut packet = call.payload_copy(TAG)?;
-    let context = PacketContext::new(request.interface_id, 0);
+    let context = PacketContext {
+        interface_id: request.interface_id,
+        ..PacketContext::default()
+    };
     let stretch = (request.flags & PROFILE_AT_DISPATCH != 0).then_some(DISPATCH_CHUNK);
     let (watch, mut last) = (Stopwatch::start(), None);
     repeat(request.iterations, stretch, || {

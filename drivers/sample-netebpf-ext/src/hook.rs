@@ -71,12 +71,11 @@ pub fn fire(
 ) -> Result<Invocation> {
     let interface = context.context.interface_id;
     let run = hook.invoke_until(&interface, context, |verdict| verdict == VERDICT_BLOCK)?;
-    Ok(Invocation {
-        result: if run.result == VERDICT_BLOCK {
-            VERDICT_BLOCK
-        } else {
-            VERDICT_PERMIT
-        },
-        ..run
-    })
+    let blocked = run.result == VERDICT_BLOCK;
+    let result = if blocked {
+        VERDICT_BLOCK
+    } else {
+        VERDICT_PERMIT
+    };
+    Ok(Invocation { result, ..run })
 }

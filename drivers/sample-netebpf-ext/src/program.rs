@@ -14,7 +14,7 @@ pub const HELPER_CHECKSUM: u32 = 0x1_0001;
 
 /// What a `sample_net` program sees.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct PacketContext {
     /// First byte of the packet (set by the SDK: `ProgramContext::with_data`).
     pub data_start: DataPointer,
@@ -24,20 +24,6 @@ pub struct PacketContext {
     pub interface_id: u32,
     /// Its IP protocol number.
     pub protocol: u32,
-}
-
-impl PacketContext {
-    /// A context for a packet that arrived on `interface_id`.
-    #[must_use]
-    pub const fn new(interface_id: u32, protocol: u32) -> Self {
-        let (data_start, data_end) = (DataPointer::NULL, DataPointer::NULL);
-        PacketContext {
-            data_start,
-            data_end,
-            interface_id,
-            protocol,
-        }
-    }
 }
 
 /// `sample_net_get_interface_id(ctx)`: the context's interface id.
@@ -51,17 +37,12 @@ fn checksum(data: &[u8]) -> u64 {
     u64::from(internet_checksum(data))
 }
 
-/// RFC 1071 checksum.
+/// RFC 1071 checksum: the one's complement of the one's-complement sum of the big-endian
+/// 16-bit words (an odd last byte padded with a zero).
 #[must_use]
 pub fn internet_checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = bytes.chunks_exact(2);
-    for pair in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([pair[0], pair[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
+    let word = |pair: &[u8]| u64::from(pair[0]) << 8 | u64::from(pair.get(1).map_or(0, |b| *b));
+    let mut sum: u64 = bytes.chunks(2).map(word).sum();
     while sum >> 16 != 0 {
         sum = (sum & 0xFFFF) + (sum >> 16);
     }

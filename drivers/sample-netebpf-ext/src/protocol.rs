@@ -57,7 +57,7 @@ ebpf_extension_common::wire! {
         pub interface_id: u32,
         /// 1..=[`MAX_ITERATIONS`].
         pub iterations: u64,
-        /// [`PROFILE_AT_DISPATCH`] or 0.
+        /// [`PROFILE_AT_DISPATCH`] or 0 (the only flag, so the SDK checks it as a range).
         pub flags: u32,
         /// Packet length; the input length must be exactly `SIZE + data_len`.
         pub data_len: u32,
@@ -80,10 +80,11 @@ ebpf_extension_common::wire! {
 }
 
 ebpf_extension_common::ioctl! {
-    /// `IOCTL_SAMPLE_NET_RUN`, typed: the SDK checks version, lengths and alignment.
+    /// `IOCTL_SAMPLE_NET_RUN`, typed: the SDK checks version, lengths, alignment and ranges.
     pub Run = IOCTL_SAMPLE_NET_RUN, RunRequest => RunReply,
-        version REQUEST_VERSION, payload data_len up to MAX_PACKET;
+        version REQUEST_VERSION, payload data_len up to MAX_PACKET, field protocol in ..=255;
     /// `IOCTL_SAMPLE_NET_PROFILE`, typed.
     pub Profile = IOCTL_SAMPLE_NET_PROFILE, ProfileRequest => ProfileReply,
-        version REQUEST_VERSION, payload data_len up to MAX_PACKET;
+        version REQUEST_VERSION, payload data_len up to MAX_PACKET,
+        field iterations in 1..=MAX_ITERATIONS, field flags in ..=PROFILE_AT_DISPATCH;
 }

@@ -4,7 +4,8 @@
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::{self, AccountNames, ProcessEvent, ProcessNotify};
-use ebpf_extension_common::sys::ebpf_structs::bpf_attach_type_t;
+use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_ATTACH_TYPE_PROCESS;
+use ebpf_extension_common::sys::ebpf_structs::{BPF_ATTACH_TYPE_PROCESS, bpf_attach_type_t};
 use ebpf_extension_common::trace::{trace_message, trace_message_status};
 
 use crate::program::{
@@ -13,9 +14,9 @@ use crate::program::{
 };
 
 /// `EBPF_ATTACH_TYPE_PROCESS`.
-pub const ATTACH_TYPE: GUID = GUID::from_u128(0x66e20687_9805_4458_a0db_38e220d31685);
+pub const ATTACH_TYPE: GUID = EBPF_ATTACH_TYPE_PROCESS;
 /// `BPF_ATTACH_TYPE_PROCESS`.
-pub const BPF_ATTACH_TYPE: bpf_attach_type_t = 11;
+pub const BPF_ATTACH_TYPE: bpf_attach_type_t = BPF_ATTACH_TYPE_PROCESS;
 /// Pool tag of the sample's allocations.
 pub const TAG: PoolTag = PoolTag::new(*b"SPrc");
 

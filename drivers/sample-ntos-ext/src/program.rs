@@ -9,15 +9,17 @@ use core::slice;
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::AccountNames;
+use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_PROGRAM_TYPE_PROCESS;
+use ebpf_extension_common::sys::ebpf_structs::BPF_PROG_TYPE_PROCESS;
 use ebpf_extension_common::sys::wdm::PASSIVE_LEVEL;
 use ebpf_extension_common::trace::trace_message_status;
 
 use crate::test_run;
 
 /// `EBPF_PROGRAM_TYPE_PROCESS`.
-pub const PROGRAM_TYPE: GUID = GUID::from_u128(0x22ea7b37_1043_4d0d_b60d_cafa1c7b638e);
+pub const PROGRAM_TYPE: GUID = EBPF_PROGRAM_TYPE_PROCESS;
 /// `BPF_PROG_TYPE_PROCESS`.
-pub const BPF_PROG_TYPE: u32 = 6;
+pub const BPF_PROG_TYPE: u32 = BPF_PROG_TYPE_PROCESS;
 /// `BPF_FUNC_process_get_image_path`.
 pub const HELPER_GET_IMAGE_PATH: u32 = 0x1_0000;
 /// `BPF_FUNC_process_get_account_name`.
