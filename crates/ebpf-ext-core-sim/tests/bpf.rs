@@ -15,10 +15,13 @@ use std::process::Command;
 use std::sync::Arc;
 
 use common::{Addresses, InfoProvider, ProgramDataSpec, Proto, TEST_PROGRAM_TYPE, TestContext};
-use ebpf_ext_core_sim::bpf::{BPF_EXIST, BPF_NOEXIST, BpfError, BpfObject, BpfProgram, MapError};
+use ebpf_ext_core_sim::bpf::{
+    BPF_EXIST, BPF_NOEXIST, BpfError, BpfObject, BpfProgram, CORE_SIM_LOGON_ID, MapError,
+};
 use ebpf_ext_core_sim::{ProgramInfo, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_base::{EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX};
 use ebpf_ext_sys::ebpf_result::{EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND};
+use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
 use ebpf_ext_usersim::Kernel;
 
 /// The test program type's declarations, by hand (the samples' are generated).
@@ -40,11 +43,16 @@ static uint64_t (*bpf_strnlen_s)(const char* s, uint64_t size) = (void*)29;
 static uint64_t (*test_get_a)(void* ctx) = (void*)0x10001;
 static uint64_t (*test_context_value)(void* ctx) = (void*)0x10002;
 static uint64_t (*bpf_tail_call)(void* ctx, void* map, uint32_t index) = (void*)5;
+static int (*bpf_csum_diff)(const void* from, int from_size, const void* to, int to_size, int seed) = (void*)10;
+static uint64_t (*bpf_get_current_logon_id)(const void* ctx) = (void*)20;
+static int (*bpf_is_current_admin)(const void* ctx) = (void*)21;
+static int (*bpf_strncpy_s)(char* d, uint64_t d_size, const char* s, uint64_t count) = (void*)27;
+static int (*bpf_strncat_s)(char* d, uint64_t d_size, const char* s, uint64_t count) = (void*)28;
 static uint64_t (*undeclared)(void) = (void*)0x10009;
 ";
 
 const PROGRAMS: &str = r#"
-struct { __uint(type, 2); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 8); } results SEC(".maps");
+struct { __uint(type, 2); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 16); } results SEC(".maps");
 struct { __uint(type, 8); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 2); } lru SEC(".maps");
 struct { __uint(type, 13); __uint(max_entries, 64); } ring SEC(".maps");
 
@@ -74,6 +82,25 @@ int resolve(struct test_context* ctx)
     for (int i = 0; i < 8; i++) full = bpf_ringbuf_output(&ring, &record, sizeof(record), 0);
     put(6, (uint64_t)(first * 1000 + full));
     return (int)ctx->flags;
+}
+
+SEC("test_prog/general")
+int more_general_helpers(struct test_context* ctx)
+{
+    uint8_t from[4] = {1, 0, 2, 0}, to[4] = {5, 0, 7, 0};
+    put(0, (uint64_t)(long)bpf_csum_diff(from, 4, to, 4, 0));
+    put(1, (uint64_t)(long)bpf_csum_diff(0, 4, to, 4, 3));
+    put(2, (uint64_t)(long)bpf_csum_diff(from, 2, to, 4, 0));
+    put(3, bpf_get_current_logon_id(ctx));
+    put(4, (uint64_t)(long)bpf_is_current_admin(ctx));
+    uint64_t buffer = 0x7878787878787878ULL;
+    char abc[3] = {'a', 'b', 'c'}, defgh[5] = {'d', 'e', 'f', 'g', 'h'};
+    put(5, (uint64_t)(long)bpf_strncpy_s((char*)&buffer, 8, abc, 3));
+    put(6, buffer);
+    put(7, (uint64_t)(long)bpf_strncat_s((char*)&buffer, 8, defgh, 5));
+    put(8, buffer);
+    put(9, (uint64_t)(long)bpf_strncpy_s((char*)&buffer, 0, abc, 1));
+    return 0;
 }
 
 SEC("test_prog/stack_overrun")
@@ -245,6 +272,70 @@ fn helpers_resolve_by_the_cores_id_ranges_and_maps_are_shared_with_the_test() {
         assert_eq!(records.len(), 4, "64 bytes hold four 16-byte records");
         assert_eq!(records[0], 0x1122_3344_5566_7788u64.to_le_bytes());
         assert!(program.faults().is_empty());
+    });
+}
+
+#[test]
+fn checksum_string_and_identity_helpers_behave_as_the_cores() {
+    let object = object();
+    with_info(|client, info| {
+        let program = BpfProgram::load(&object, "test_prog/general", info).expect("loads");
+        let results = program.map("results").expect("results map");
+        let bytes = context(0, 0);
+        let context = client.create_context(&[], &bytes).expect("context");
+        let value = |key: u32| {
+            u64::from_le_bytes(
+                results.lookup(&key.to_le_bytes()).unwrap().unwrap()[..8]
+                    .try_into()
+                    .unwrap(),
+            )
+        };
+        // SAFETY: a context of the program type from its provider's context_create.
+        assert_eq!(unsafe { program.run(context.as_ptr()) }, Ok(0));
+        assert!(program.faults().is_empty(), "{:?}", program.faults());
+        assert_eq!(
+            value(0),
+            5 + 7 + 0xFFFE + 0xFFFD,
+            "csum_diff: to + !from, unfolded"
+        );
+        assert_eq!(
+            value(1),
+            3 + 5 + 7,
+            "a NULL `from` adds nothing; the seed is added"
+        );
+        assert_eq!(
+            value(2),
+            (-22i64).cast_unsigned(),
+            "a size not a multiple of 4"
+        );
+        assert_eq!(value(3), CORE_SIM_LOGON_ID, "logon id below DISPATCH_LEVEL");
+        assert_eq!(value(4), u64::MAX, "is_current_admin: -1, as the core's");
+        assert_eq!(value(5), 0, "strncpy_s fits");
+        assert_eq!(
+            value(6).to_le_bytes(),
+            *b"abc\0\0\0\0\0",
+            "filled behind the NUL"
+        );
+        assert_eq!(
+            value(7),
+            i64::from(0x8000_0005u32.cast_signed()).cast_unsigned(),
+            "strncat_s cut: STATUS_BUFFER_OVERFLOW"
+        );
+        assert_eq!(value(8).to_le_bytes(), *b"abcdefg\0", "cut and terminated");
+        assert_eq!(
+            value(9),
+            i64::from(0xC000_000Du32.cast_signed()).cast_unsigned(),
+            "size 0: STATUS_INVALID_PARAMETER"
+        );
+
+        // SAFETY: raising from PASSIVE_LEVEL; lowered back below on this thread.
+        let old = unsafe { ebpf_ext_sys::intrin::KeRaiseIrql(DISPATCH_LEVEL) };
+        // SAFETY: as above.
+        let run = unsafe { program.run(context.as_ptr()) };
+        // SAFETY: the value the raise returned.
+        unsafe { ebpf_ext_sys::wdm::KeLowerIrql(old) };
+        assert_eq!(run, Ok(0));
+        assert_eq!(value(3), 0, "no logon id at DISPATCH_LEVEL");
     });
 }
 

@@ -22,6 +22,7 @@ use ebpf_ext_sys::ebpf_base::{
     EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL, ebpf_argument_type_t, ebpf_return_type_t,
 };
 use ebpf_ext_sys::ntddk::KeGetCurrentProcessorNumberEx;
+use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, KeGetCurrentIrql};
 
 use super::maps::BpfMap;
 use super::program::BpfProgram;
@@ -122,6 +123,20 @@ pub const GENERAL_HELPERS: &[GeneralHelper] = &[
     ),
     general(9, "bpf_ktime_get_ns", INT, [DC; 5], "uint64_t", "void"),
     general(
+        10,
+        "bpf_csum_diff",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM_OR_NULL,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM_OR_NULL,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+        ],
+        "int",
+        "const void* from, int from_size, const void* to, int to_size, int seed",
+    ),
+    general(
         11,
         "bpf_ringbuf_output",
         INT,
@@ -200,6 +215,22 @@ pub const GENERAL_HELPERS: &[GeneralHelper] = &[
         "void",
     ),
     general(
+        20,
+        "bpf_get_current_logon_id",
+        INT,
+        [EBPF_ARGUMENT_TYPE_PTR_TO_CTX, DC, DC, DC, DC],
+        "uint64_t",
+        "const void* ctx",
+    ),
+    general(
+        21,
+        "bpf_is_current_admin",
+        INT,
+        [EBPF_ARGUMENT_TYPE_PTR_TO_CTX, DC, DC, DC, DC],
+        "int32_t",
+        "const void* ctx",
+    ),
+    general(
         22,
         "bpf_memcpy_s",
         INT,
@@ -254,6 +285,34 @@ pub const GENERAL_HELPERS: &[GeneralHelper] = &[
         ],
         "long",
         "void* destination, size_t destination_size, const void* source, size_t source_size",
+    ),
+    general(
+        27,
+        "bpf_strncpy_s",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            DC,
+        ],
+        "int",
+        "char* destination, size_t destination_size, const char* source, size_t count",
+    ),
+    general(
+        28,
+        "bpf_strncat_s",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO,
+            DC,
+        ],
+        "int",
+        "char* destination, size_t destination_size, const char* source, size_t count",
     ),
     general(
         29,
@@ -573,6 +632,82 @@ fn errno(result: Result<(), i32>) -> u64 {
 /// `-EINVAL` as the `_s` helpers return it.
 const EINVAL: i64 = -22;
 
+/// What `bpf_get_current_logon_id` returns below DISPATCH_LEVEL: the core returns the
+/// current token's authentication id, which usersim does not model; core-sim answers with
+/// the SYSTEM logon session's (`SYSTEM_LUID`, 0x3E7).
+pub const CORE_SIM_LOGON_ID: u64 = 0x3E7;
+
+/// `bpf_csum_diff(from, from_size, to, to_size, seed)`: `seed`, plus each 16-bit word of `to`,
+/// plus the one's complement of each 16-bit word of `from` (a NULL buffer adds nothing), not
+/// folded; `-EINVAL` if a size is not a multiple of 4 or the 32-bit sum goes negative.
+fn csum_diff(from: Option<&[u8]>, to: Option<&[u8]>, sizes: [u64; 2], seed: u64) -> i64 {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the core's sizes are `int`s"
+    )]
+    if sizes.iter().any(|&size| size as i32 % 4 != 0) {
+        return EINVAL;
+    }
+    let words = |bytes: &[u8], invert: bool| {
+        bytes
+            .chunks_exact(2)
+            .map(|w| {
+                let word = u16::from_le_bytes([w[0], w[1]]);
+                i32::from(if invert { !word } else { word })
+            })
+            .fold(0i32, i32::wrapping_add)
+    };
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the core's seed is an `int`"
+    )]
+    let sum = (seed as i32)
+        .wrapping_add(to.map_or(0, |to| words(to, false)))
+        .wrapping_add(from.map_or(0, |from| words(from, true)));
+    if sum < 0 { EINVAL } else { i64::from(sum) }
+}
+
+/// `STATUS_BUFFER_OVERFLOW`, as the string helpers return a truncation (an `int`).
+const STRING_TRUNCATED: i64 = 0x8000_0005u32.cast_signed() as i64;
+/// `STATUS_INVALID_PARAMETER`, as the string helpers return bad sizes (an `int`).
+const STRING_INVALID: i64 = 0xC000_000Du32.cast_signed() as i64;
+/// The largest buffer the kernel's safe-string functions accept (`NTSTRSAFE_MAX_CCH`).
+const STRING_MAX: u64 = 0x7FFF_FFFF;
+
+/// `bpf_strncpy_s` / `bpf_strncat_s` (`RtlStringCbCopyNExA` / `RtlStringCbCatNExA` with
+/// `STRSAFE_FILL_BEHIND_NULL`): copies (after the NUL-terminated string already in
+/// `destination`, if `append`) at most `count` bytes of `source`, stopping at its NUL, and
+/// NUL-terminates; on success every byte after the terminator is zeroed, 0 returned. What
+/// does not fit is cut (`STATUS_BUFFER_OVERFLOW`, the cut string terminated); a destination
+/// size of 0, either size above the maximum, or a `destination` without a NUL to append to, leaves it untouched
+/// (`STATUS_INVALID_PARAMETER`).
+fn string_copy(destination: &mut [u8], source: &[u8], append: bool) -> i64 {
+    if destination.is_empty()
+        || destination.len() as u64 > STRING_MAX
+        || source.len() as u64 > STRING_MAX
+    {
+        return STRING_INVALID;
+    }
+    let start = if append {
+        match destination.iter().position(|&b| b == 0) {
+            Some(end) => end,
+            None => return STRING_INVALID,
+        }
+    } else {
+        0
+    };
+    let source = &source[..source.iter().position(|&b| b == 0).unwrap_or(source.len())];
+    let room = destination.len() - 1 - start;
+    let copied = source.len().min(room);
+    destination[start..start + copied].copy_from_slice(&source[..copied]);
+    destination[start + copied] = 0;
+    if copied < source.len() {
+        return STRING_TRUNCATED;
+    }
+    destination[start + copied..].fill(0);
+    0
+}
+
 fn call_general(
     id: u32,
     args: &[u64; 5],
@@ -626,9 +761,34 @@ fn call_general(
             };
             (u64::from(std::process::id()) << 32) | thread
         }
+        10 => {
+            let buffer = |address: u64, size: u64| (address != 0).then(|| bytes(address, size));
+            let (from, to) = (buffer(args[0], args[1]), buffer(args[2], args[3]));
+            csum_diff(from, to, [args[1], args[3]], args[4]).cast_unsigned()
+        }
+        20 => {
+            // SAFETY: reads the current thread's IRQL; callable at any level.
+            if unsafe { KeGetCurrentIrql() } >= DISPATCH_LEVEL {
+                0
+            } else {
+                CORE_SIM_LOGON_ID
+            }
+        }
+        21 => u64::MAX,
+        22..=25 | 27..=29 => memory_helper(id, args),
+        _ => {
+            let _ = frame;
+            return Err(format!("general helper {id} is not implemented"));
+        }
+    })
+}
+
+/// The memory and string helpers (ids 22–25 and 27–29) over checked ranges.
+fn memory_helper(id: u32, args: &[u64; 5]) -> u64 {
+    match id {
         22 | 25 => {
             if args[3] > args[1] {
-                return Ok(EINVAL.cast_unsigned());
+                return EINVAL.cast_unsigned();
             }
             if args[3] > 0 {
                 // SAFETY: both ranges were checked (destination writable); `copy` allows
@@ -666,6 +826,19 @@ fn call_general(
             }
             0
         }
+        27 | 28 => {
+            let destination_len = usize::try_from(args[1]).unwrap_or(usize::MAX);
+            let destination = if destination_len == 0 {
+                &mut [][..]
+            } else {
+                // SAFETY: the range was checked writable; no other reference covers it while
+                // the helper runs (`source` may overlap it only through the program's own
+                // bytes, which are read before the copy writes).
+                unsafe { core::slice::from_raw_parts_mut(args[0] as *mut u8, destination_len) }
+            };
+            let source = bytes(args[2], args[3]).to_vec();
+            string_copy(destination, &source, id == 28).cast_unsigned()
+        }
         29 => {
             if args[0] == 0 {
                 0
@@ -674,11 +847,8 @@ fn call_general(
                 s.iter().position(|&b| b == 0).unwrap_or(s.len()) as u64
             }
         }
-        _ => {
-            let _ = frame;
-            return Err(format!("general helper {id} is not implemented"));
-        }
-    })
+        _ => unreachable!("only memory and string helper ids reach here"),
+    }
 }
 
 /// Formats a `bpf_printk` line: `%d %i %u %x` with `l`/`ll`, and `%%`.
@@ -721,4 +891,55 @@ fn printk(format: &[u8], args: &[u64]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EINVAL, STRING_INVALID, STRING_TRUNCATED, csum_diff, string_copy};
+
+    #[test]
+    fn strings_stop_at_the_source_nul_and_refuse_what_the_kernel_refuses() {
+        let mut d = *b"xxxxxxxx";
+        assert_eq!(string_copy(&mut d, b"ab\0zz", false), 0);
+        assert_eq!(
+            &d, b"ab\0\0\0\0\0\0",
+            "stops at the source's NUL, zero behind"
+        );
+        assert_eq!(string_copy(&mut d, b"", true), 0, "appending nothing");
+        assert_eq!(&d, b"ab\0\0\0\0\0\0");
+        assert_eq!(string_copy(&mut d, b"cdefg", true), 0, "exactly fits");
+        assert_eq!(&d, b"abcdefg\0");
+        assert_eq!(string_copy(&mut d, b"h", true), STRING_TRUNCATED);
+        assert_eq!(&d, b"abcdefg\0", "no room: cut to nothing");
+
+        let mut cut = [0xEE; 4];
+        assert_eq!(string_copy(&mut cut, b"abcdef", false), STRING_TRUNCATED);
+        assert_eq!(&cut, b"abc\0", "cut and terminated");
+
+        let mut unterminated = *b"xxxx";
+        assert_eq!(string_copy(&mut unterminated, b"a", true), STRING_INVALID);
+        assert_eq!(&unterminated, b"xxxx", "nothing to append to: untouched");
+        assert_eq!(string_copy(&mut [], b"a", false), STRING_INVALID, "size 0");
+    }
+
+    #[test]
+    fn csum_diff_refuses_odd_sizes_and_negative_sums() {
+        let (from, to) = ([1u8, 0, 2, 0], [5u8, 0, 7, 0]);
+        assert_eq!(
+            csum_diff(Some(&from), Some(&to), [4, 4], 0),
+            5 + 7 + 0xFFFE + 0xFFFD
+        );
+        assert_eq!(
+            csum_diff(None, None, [4, 4], 9),
+            9,
+            "NULL buffers add nothing"
+        );
+        assert_eq!(csum_diff(None, Some(&to[..2]), [0, 2], 0), EINVAL);
+        assert_eq!(csum_diff(None, None, [0, 0], u64::MAX), EINVAL, "seed -1");
+        assert_eq!(
+            csum_diff(None, Some(&to), [0, 4], i32::MAX as u64),
+            EINVAL,
+            "the 32-bit sum overflowed"
+        );
+    }
 }

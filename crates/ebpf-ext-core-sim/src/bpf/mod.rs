@@ -43,7 +43,7 @@ mod maps;
 mod object;
 mod program;
 
-pub use helpers::{GENERAL_HELPERS, GeneralHelper};
+pub use helpers::{CORE_SIM_LOGON_ID, GENERAL_HELPERS, GeneralHelper};
 pub use maps::{
     BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
     BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF, BPF_NOEXIST, BpfMap, MapError,
