@@ -43,6 +43,9 @@ static uint64_t (*bpf_strnlen_s)(const char* s, uint64_t size) = (void*)29;
 static uint64_t (*test_get_a)(void* ctx) = (void*)0x10001;
 static uint64_t (*test_context_value)(void* ctx) = (void*)0x10002;
 static uint64_t (*bpf_tail_call)(void* ctx, void* map, uint32_t index) = (void*)5;
+static long (*bpf_map_push_elem)(void* map, const void* value, uint64_t flags) = (void*)16;
+static long (*bpf_map_pop_elem)(void* map, void* value) = (void*)17;
+static long (*bpf_map_peek_elem)(void* map, void* value) = (void*)18;
 static int (*bpf_csum_diff)(const void* from, int from_size, const void* to, int to_size, int seed) = (void*)10;
 static uint64_t (*bpf_get_current_logon_id)(const void* ctx) = (void*)20;
 static int (*bpf_is_current_admin)(const void* ctx) = (void*)21;
@@ -55,6 +58,9 @@ const PROGRAMS: &str = r#"
 struct { __uint(type, 2); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 16); } results SEC(".maps");
 struct { __uint(type, 8); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 2); } lru SEC(".maps");
 struct { __uint(type, 13); __uint(max_entries, 64); } ring SEC(".maps");
+
+struct { __uint(type, 10); __type(value, uint32_t); __uint(max_entries, 2); } queue SEC(".maps");
+struct { __uint(type, 12); __type(value, uint32_t); __uint(max_entries, 2); } stack SEC(".maps");
 
 static void put(uint32_t key, uint64_t value) { bpf_map_update_elem(&results, &key, &value, 0); }
 
@@ -101,6 +107,39 @@ int more_general_helpers(struct test_context* ctx)
     put(8, buffer);
     put(9, (uint64_t)(long)bpf_strncpy_s((char*)&buffer, 0, abc, 1));
     return 0;
+}
+
+/// Pushes 1, 2, 3 (the third with BPF_EXIST, dropping the oldest), then peeks and pops.
+static uint64_t queue_or_stack(void* map)
+{
+    uint32_t one = 1, two = 2, three = 3, seen = 0, popped = 0, empty = 0;
+    long pushed = bpf_map_push_elem(map, &one, 0) + bpf_map_push_elem(map, &two, 0);
+    long full = bpf_map_push_elem(map, &three, 0);
+    long kept = bpf_map_push_elem(map, &three, 2);
+    bpf_map_peek_elem(map, &seen);
+    bpf_map_pop_elem(map, &popped);
+    bpf_map_pop_elem(map, &empty);
+    long none = bpf_map_pop_elem(map, &empty);
+    return (uint64_t)(pushed + kept) << 48 | (uint64_t)(-full) << 40 | (uint64_t)(-none) << 32 |
+           seen << 16 | popped << 8 | empty;
+}
+
+SEC("test_prog/queues")
+int queues(struct test_context* ctx)
+{
+    put(0, queue_or_stack(&queue));
+    put(1, queue_or_stack(&stack));
+    return 0;
+}
+
+static const uint32_t constant = 5;
+
+SEC("test_prog/pop_into_rodata")
+int pop_into_rodata(struct test_context* ctx)
+{
+    uint32_t one = 1;
+    bpf_map_push_elem(&queue, &one, 0);
+    return (int)bpf_map_pop_elem(&queue, (void*)&constant);
 }
 
 SEC("test_prog/stack_overrun")
@@ -336,6 +375,63 @@ fn checksum_string_and_identity_helpers_behave_as_the_cores() {
         unsafe { ebpf_ext_sys::wdm::KeLowerIrql(old) };
         assert_eq!(run, Ok(0));
         assert_eq!(value(3), 0, "no logon id at DISPATCH_LEVEL");
+    });
+}
+
+#[test]
+fn queues_and_stacks_push_pop_and_peek_in_their_order() {
+    let object = object();
+    with_info(|client, info| {
+        let program = BpfProgram::load(&object, "test_prog/queues", info).expect("loads");
+        let results = program.map("results").expect("results map");
+        let bytes = context(0, 0);
+        let context = client.create_context(&[], &bytes).expect("context");
+        // SAFETY: a context of the program type from its provider's context_create.
+        assert_eq!(unsafe { program.run(context.as_ptr()) }, Ok(0));
+        assert!(program.faults().is_empty(), "{:?}", program.faults());
+        let value = |key: u32| {
+            u64::from_le_bytes(
+                results.lookup(&key.to_le_bytes()).unwrap().unwrap()[..8]
+                    .try_into()
+                    .unwrap(),
+            )
+        };
+        // Fields: pushes' sum (0), -(full push) 29, -(pop of empty) 7, peeked, popped, last.
+        let fields = |v: u64| {
+            (
+                v >> 48,
+                (v >> 40) & 0xFF,
+                (v >> 32) & 0xFF,
+                (v >> 16) & 0xFF,
+                (v >> 8) & 0xFF,
+                v & 0xFF,
+            )
+        };
+        assert_eq!(
+            fields(value(0)),
+            (0, 29, 7, 2, 2, 3),
+            "queue: 2 and 3 kept (1 dropped by BPF_EXIST), oldest first"
+        );
+        assert_eq!(
+            fields(value(1)),
+            (0, 29, 7, 3, 3, 2),
+            "stack: 2 and 3 kept, newest first"
+        );
+        let queue = program.map("queue").expect("queue");
+        assert_eq!(queue.queued_values(), Ok(vec![]), "both popped");
+
+        let rodata = BpfProgram::load(&object, "test_prog/pop_into_rodata", info).expect("loads");
+        // SAFETY: as above.
+        let refused = unsafe { rodata.run(context.as_ptr()) };
+        assert!(
+            matches!(&refused, Err(BpfError::Fault { message, .. }) if message.contains("read-only")),
+            "{refused:?}"
+        );
+        assert_eq!(
+            queue.lookup(&[]),
+            Err(MapError::WrongMapType(10)),
+            "no keyed lookup"
+        );
     });
 }
 

@@ -207,6 +207,48 @@ pub const GENERAL_HELPERS: &[GeneralHelper] = &[
         "const char* fmt, uint32_t fmt_size, uint64_t arg3, uint64_t arg4, uint64_t arg5",
     ),
     general(
+        16,
+        "bpf_map_push_elem",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP,
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP_VALUE,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+            DC,
+            DC,
+        ],
+        "int64_t",
+        "void* map, const void* value, uint64_t flags",
+    ),
+    general(
+        17,
+        "bpf_map_pop_elem",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP,
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP_VALUE,
+            DC,
+            DC,
+            DC,
+        ],
+        "int64_t",
+        "void* map, void* value",
+    ),
+    general(
+        18,
+        "bpf_map_peek_elem",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP,
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP_VALUE,
+            DC,
+            DC,
+            DC,
+        ],
+        "int64_t",
+        "void* map, void* value",
+    ),
+    general(
         19,
         "bpf_get_current_pid_tgid",
         INT,
@@ -732,6 +774,27 @@ fn call_general(
             let map = map()?;
             let key = bytes(args[1], u64::from(map.definition().key_size));
             errno(map.delete_value(key))
+        }
+        16 => {
+            let map = map()?;
+            let value = bytes(args[1], u64::from(map.definition().value_size));
+            errno(map.push_value(value, args[2]))
+        }
+        17 | 18 => {
+            let map = map()?;
+            let size = u64::from(map.definition().value_size);
+            // The value is written: it must not be read-only data.
+            frame.check(program, args[1], size, true)?;
+            let size = usize::try_from(size).unwrap_or(0);
+            let mut value = vec![0u8; size];
+            let result = map.pop_value(&mut value, id == 17);
+            if result.is_ok() {
+                // SAFETY: `size` bytes the program may write (checked just above).
+                unsafe {
+                    core::ptr::copy_nonoverlapping(value.as_ptr(), args[1] as *mut u8, size);
+                }
+            }
+            errno(result)
         }
         6 => u64::from(program.next_random()),
         7 | 9 => u64::try_from(program.loaded_at().elapsed().as_nanos()).unwrap_or(u64::MAX),

@@ -1,5 +1,5 @@
-//! Maps: array, hash, per-CPU array, LRU hash, ring buffer and providers' custom maps
-//! ([`super::custom`]), with eBPF for Windows' type
+//! Maps: array, hash, per-CPU array, LRU hash, queue, stack, ring buffer and providers'
+//! custom maps ([`super::custom`]), with eBPF for Windows' type
 //! numbers (`ebpf_map_type_t`) and helper semantics, readable and writable from test code.
 //!
 //! Values live in storage allocated once when the program is loaded, so a pointer a program
@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use ebpf_ext_sys::ebpf_result::{
     EBPF_INVALID_ARGUMENT, EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND, EBPF_NO_MEMORY,
-    EBPF_OPERATION_NOT_SUPPORTED, ebpf_result_t,
+    EBPF_OBJECT_NOT_FOUND, EBPF_OPERATION_NOT_SUPPORTED, EBPF_OUT_OF_SPACE, ebpf_result_t,
 };
 
 use super::custom::{CustomMap, MAP_CONTEXT_OFFSET};
@@ -30,6 +30,10 @@ pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 5;
 /// `BPF_MAP_TYPE_LRU_HASH`.
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = 8;
+/// `BPF_MAP_TYPE_QUEUE`: values without keys, first in first out.
+pub const BPF_MAP_TYPE_QUEUE: u32 = 10;
+/// `BPF_MAP_TYPE_STACK`: values without keys, last in first out.
+pub const BPF_MAP_TYPE_STACK: u32 = 12;
 /// `BPF_MAP_TYPE_RINGBUF`.
 pub const BPF_MAP_TYPE_RINGBUF: u32 = 13;
 /// `BPF_NOEXIST`: update only if absent.
@@ -68,6 +72,8 @@ enum Kind {
     PerCpuArray,
     Hash,
     LruHash,
+    Queue,
+    Stack,
     RingBuffer,
     /// A provider's type (the map-information NPI).
     Custom,
@@ -101,6 +107,8 @@ pub struct BpfMap {
     storage: Box<[UnsafeCell<u8>]>,
     hash: Mutex<HashState>,
     ring: Mutex<RingState>,
+    /// A queue's or stack's values, oldest first.
+    values: Mutex<VecDeque<Vec<u8>>>,
     custom: Option<CustomMap>,
     /// The map object extension helpers receive: the provider's map context at
     /// `MAP_CONTEXT_OFFSET` (NULL for built-in maps).
@@ -129,10 +137,12 @@ impl BpfMap {
             BPF_MAP_TYPE_PERCPU_ARRAY => Kind::PerCpuArray,
             BPF_MAP_TYPE_HASH => Kind::Hash,
             BPF_MAP_TYPE_LRU_HASH => Kind::LruHash,
+            BPF_MAP_TYPE_QUEUE => Kind::Queue,
+            BPF_MAP_TYPE_STACK => Kind::Stack,
             BPF_MAP_TYPE_RINGBUF => Kind::RingBuffer,
-            0 | 3 | 4 | 6 | 7 | 9..=12 | 14 | 16 => {
+            0 | 3 | 4 | 6 | 7 | 9 | 11 | 14 | 16 => {
                 return Err(format!(
-                    "map {}: type {} is not supported by core-sim (array 2, hash 1, per-CPU array 5, LRU hash 8, ring buffer 13 and providers' custom types are)",
+                    "map {}: type {} is not supported by core-sim (array 2, hash 1, per-CPU array 5, LRU hash 8, queue 10, stack 12, ring buffer 13 and providers' custom types are)",
                     definition.name, definition.map_type
                 ));
             }
@@ -163,6 +173,12 @@ impl BpfMap {
         if kind != Kind::RingBuffer && definition.value_size == 0 {
             return Err(format!("map {}: value size 0", definition.name));
         }
+        if matches!(kind, Kind::Queue | Kind::Stack) && definition.key_size != 0 {
+            return Err(format!(
+                "map {}: a queue or stack has no key, not {} bytes",
+                definition.name, definition.key_size
+            ));
+        }
         if matches!(kind, Kind::Array | Kind::PerCpuArray) && definition.key_size != 4 {
             return Err(format!(
                 "map {}: an array's key is a 4-byte index, not {} bytes",
@@ -171,7 +187,7 @@ impl BpfMap {
         }
         let stride = (definition.value_size as usize).next_multiple_of(8) + GUARD;
         let slots = match kind {
-            Kind::RingBuffer | Kind::Custom => 0,
+            Kind::RingBuffer | Kind::Custom | Kind::Queue | Kind::Stack => 0,
             Kind::PerCpuArray => entries * cpus,
             _ => entries,
         };
@@ -189,6 +205,7 @@ impl BpfMap {
                 ..HashState::default()
             }),
             ring: Mutex::default(),
+            values: Mutex::default(),
             custom,
             object,
         };
@@ -266,7 +283,7 @@ impl BpfMap {
                 state.last_use[slot] = state.clock;
                 Some(self.slot(slot))
             }
-            Kind::RingBuffer | Kind::Custom => None,
+            Kind::RingBuffer | Kind::Custom | Kind::Queue | Kind::Stack => None,
         }
     }
 
@@ -341,7 +358,9 @@ impl BpfMap {
                 }
                 return Ok(());
             }
-            Kind::RingBuffer | Kind::Custom => return Err(EBPF_INVALID_ARGUMENT),
+            Kind::RingBuffer | Kind::Custom | Kind::Queue | Kind::Stack => {
+                return Err(EBPF_INVALID_ARGUMENT);
+            }
         };
         for slot in slots {
             // SAFETY: the slot holds `value_size` bytes (checked against `value`).
@@ -362,6 +381,52 @@ impl BpfMap {
             }
             _ => Err(EBPF_INVALID_ARGUMENT),
         }
+    }
+
+    /// `bpf_map_push_elem`: appends `value` to a queue or stack; when it is full, `flags`
+    /// with `BPF_EXIST` first drops the oldest value, else `EBPF_OUT_OF_SPACE`.
+    pub(crate) fn push_value(&self, value: &[u8], flags: u64) -> Result<(), ebpf_result_t> {
+        if !matches!(self.kind, Kind::Queue | Kind::Stack) || value.len() != self.value_size() {
+            return Err(EBPF_INVALID_ARGUMENT);
+        }
+        let mut values = lock(&self.values);
+        if values.len() == self.definition.max_entries as usize {
+            if flags & BPF_EXIST == 0 {
+                return Err(EBPF_OUT_OF_SPACE);
+            }
+            values.pop_front();
+        }
+        values.push_back(value.to_vec());
+        Ok(())
+    }
+
+    /// `bpf_map_pop_elem` (`remove`) and `bpf_map_peek_elem`: the next value of a queue (the
+    /// oldest) or stack (the newest) into `out`; `EBPF_OBJECT_NOT_FOUND` when empty.
+    pub(crate) fn pop_value(&self, out: &mut [u8], remove: bool) -> Result<(), ebpf_result_t> {
+        let mut values = lock(&self.values);
+        let value = match self.kind {
+            Kind::Queue if remove => values.pop_front(),
+            Kind::Queue => values.front().cloned(),
+            Kind::Stack if remove => values.pop_back(),
+            Kind::Stack => values.back().cloned(),
+            _ => return Err(EBPF_INVALID_ARGUMENT),
+        };
+        let value = value.ok_or(EBPF_OBJECT_NOT_FOUND)?;
+        out.get_mut(..value.len())
+            .ok_or(EBPF_INVALID_ARGUMENT)?
+            .copy_from_slice(&value);
+        Ok(())
+    }
+
+    /// A queue's or stack's values, oldest first, as test code reads them.
+    ///
+    /// # Errors
+    /// [`MapError::WrongMapType`] for other maps.
+    pub fn queued_values(&self) -> Result<Vec<Vec<u8>>, MapError> {
+        if !matches!(self.kind, Kind::Queue | Kind::Stack) {
+            return Err(MapError::WrongMapType(self.definition.map_type));
+        }
+        Ok(lock(&self.values).iter().cloned().collect())
     }
 
     /// `bpf_ringbuf_output`: `Err(-12)` when full, `Err(-6)` for an empty or oversized record
@@ -390,7 +455,10 @@ impl BpfMap {
     /// [`MapError::WrongMapType`] for per-CPU arrays and ring buffers;
     /// [`MapError::WrongSize`] for a key of the wrong size.
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
-        if matches!(self.kind, Kind::PerCpuArray | Kind::RingBuffer) {
+        if matches!(
+            self.kind,
+            Kind::PerCpuArray | Kind::RingBuffer | Kind::Queue | Kind::Stack
+        ) {
             return Err(MapError::WrongMapType(self.definition.map_type));
         }
         self.check_key(key)?;

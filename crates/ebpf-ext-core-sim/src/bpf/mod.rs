@@ -5,7 +5,7 @@
 //!   and legacy maps, global variables, map and call relocations).
 //! - [`BpfProgram::load`] checks the program as the core's verifier would refuse it
 //!   (undeclared helper ids, context accesses beyond the descriptor's size), creates its
-//!   maps ([`BpfMap`]: array, hash, per-CPU array, LRU hash, ring buffer) and resolves each
+//!   maps ([`BpfMap`]: array, hash, per-CPU array, LRU hash, queue, stack, ring buffer) and resolves each
 //!   helper id as the core does: below `0xFFFF` the provider's global overrides, then the
 //!   core's general helpers ([`GENERAL_HELPERS`]); from `0xFFFF` the program-type helpers,
 //!   called through the addresses the provider published over NMR (so a loaded `.sys`
@@ -46,7 +46,8 @@ mod program;
 pub use helpers::{CORE_SIM_LOGON_ID, GENERAL_HELPERS, GeneralHelper};
 pub use maps::{
     BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
-    BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_RINGBUF, BPF_NOEXIST, BpfMap, MapError,
+    BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_QUEUE, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_STACK,
+    BPF_NOEXIST, BpfMap, MapError,
 };
 pub use object::{BpfObject, MapDefinition};
 pub use program::{BpfProgram, TestRun};

@@ -21,6 +21,8 @@ typedef __SIZE_TYPE__ size_t;
 #define BPF_MAP_TYPE_ARRAY 2
 #define BPF_MAP_TYPE_PERCPU_ARRAY 5
 #define BPF_MAP_TYPE_LRU_HASH 8
+#define BPF_MAP_TYPE_QUEUE 10
+#define BPF_MAP_TYPE_STACK 12
 #define BPF_MAP_TYPE_RINGBUF 13
 #define BPF_ANY 0
 #define BPF_NOEXIST 1
@@ -39,6 +41,9 @@ static long (*bpf_trace_printk2)(const char* fmt, uint32_t fmt_size) = (void*)12
 static long (*bpf_trace_printk3)(const char* fmt, uint32_t fmt_size, uint64_t arg3) = (void*)13;
 static long (*bpf_trace_printk4)(const char* fmt, uint32_t fmt_size, uint64_t arg3, uint64_t arg4) = (void*)14;
 static long (*bpf_trace_printk5)(const char* fmt, uint32_t fmt_size, uint64_t arg3, uint64_t arg4, uint64_t arg5) = (void*)15;
+static int64_t (*bpf_map_push_elem)(void* map, const void* value, uint64_t flags) = (void*)16;
+static int64_t (*bpf_map_pop_elem)(void* map, void* value) = (void*)17;
+static int64_t (*bpf_map_peek_elem)(void* map, void* value) = (void*)18;
 static uint64_t (*bpf_get_current_pid_tgid)(void) = (void*)19;
 static uint64_t (*bpf_get_current_logon_id)(const void* ctx) = (void*)20;
 static int32_t (*bpf_is_current_admin)(const void* ctx) = (void*)21;
