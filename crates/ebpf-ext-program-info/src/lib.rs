@@ -336,8 +336,9 @@ pub use helpers::{
     KeptDataPointers as __KeptDataPointers, context_mut_register as __context_mut_register,
 };
 pub use test_run::{
-    AnyBitPattern, CopyTestRun, CountedString, DataPointer, NoPadding, PackedStrings, TestRun,
-    TestRunContext, TestRunData, TestRunInput, TestRunOutput, test_run_functions,
+    AnyBitPattern, COPY_TEST_RUN_TAG, CopyTestRun, CountedString, DataPointer, NoPadding,
+    PackedStrings, TestRun, TestRunContext, TestRunData, TestRunInput, TestRunOutput,
+    test_run_functions,
 };
 
 /// The eBPF helper calling shape: five 64-bit arguments, a 64-bit result, kernel convention.

@@ -464,32 +464,43 @@ pub enum TestRunData<'a> {
 }
 
 /// The simplest test run, upstream's sample extension's: the context is the first
-/// `size_of::<C>()` bytes of `ctx_in` (`EBPF_INVALID_ARGUMENT` if shorter), programs work on
-/// `data_in` in place ([`TestRunData::Input`]), and afterwards the context goes back to
-/// `ctx_out` (without the header) and the data to `data_out`.
+/// `size_of::<C>()` bytes of `ctx_in` (`EBPF_INVALID_ARGUMENT` if shorter), and afterwards it
+/// goes back to `ctx_out` (without the header, which stays the kernel's) with the data to
+/// `data_out`. Where the SDK knows the context's data pointers ([`program_type!`]'s `data`
+/// clause) programs work on `data_in` in place ([`TestRunData::Input`]) and `ctx_out` gets
+/// the two pointers NULL; any other field, pointers included, reaches programs and helpers as
+/// `ctx_in` had it, so use it only for contexts whose other fields are plain values.
+///
+/// The run is allocated with pool tag `TAG` (by default `EbTr`, the SDK's); name your
+/// driver's to tell its allocations apart (`CopyTestRun<Ctx, { TAG.value() }>`).
 ///
 /// ```ignore
 /// program_type! {
 ///     pub static PROGRAM_DATA = c"sample", PROGRAM_TYPE, BPF_PROG_TYPE;
 ///     context SampleContext, data data_start..data_end;
 ///     helpers { /* … */ }
-///     test run CopyTestRun<SampleContext>;
+///     test run CopyTestRun<SampleContext, { TAG.value() }>;
 /// }
 /// ```
 ///
 /// A context with padding must name it as reserved fields ([`no_padding!`](crate::no_padding!)):
 /// they come back to `ctx_out` as `ctx_in` had them.
-pub struct CopyTestRun<C>(PhantomData<fn() -> C>);
+///
+/// [`program_type!`]: crate::program_type!
+pub struct CopyTestRun<C, const TAG: u32 = COPY_TEST_RUN_TAG>(PhantomData<fn() -> C>);
 
-impl<C> core::fmt::Debug for CopyTestRun<C> {
+/// [`CopyTestRun`]'s default pool tag, `EbTr`.
+pub const COPY_TEST_RUN_TAG: u32 = u32::from_le_bytes(*b"EbTr");
+
+impl<C, const TAG: u32> core::fmt::Debug for CopyTestRun<C, TAG> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str("CopyTestRun")
     }
 }
 
-impl<C: NoPadding> TestRun for CopyTestRun<C> {
+impl<C: NoPadding, const TAG: u32> TestRun for CopyTestRun<C, TAG> {
     type Context = C;
-    const TAG: PoolTag = PoolTag::new(*b"EbTr");
+    const TAG: PoolTag = PoolTag::new(TAG.to_le_bytes());
 
     fn create(input: &TestRunInput<'_>) -> Result<(TestRunContext<C>, Self), ebpf_result_t> {
         let context: C = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;

@@ -141,8 +141,11 @@ program_type! {
     static COPY_DATA = c"copy", COPY, 997;
     context Ctx, data data_start..data_end;
     helpers { 0x1_0000, c"value" => value(Context); }
-    test run CopyTestRun<Ctx>;
+    test run CopyTestRun<Ctx, { COPY_TAG.value() }>;
 }
+
+/// The copy test run's own tag, apart from the provider's.
+const COPY_TAG: PoolTag = PoolTag::new(*b"TrCp");
 
 #[test]
 fn the_copy_test_run_echoes_the_context_and_the_data() {
@@ -156,13 +159,26 @@ fn the_copy_test_run_echoes_the_context_and_the_data() {
     // SAFETY: the test's one provider of the type; no hook invokes its programs.
     let provider = unsafe { ProgramInfoProvider::register(&COPY_DATA, TAG) }.expect("register");
     let client = ProgramInfoClient::attach(COPY).expect("attach");
-    let out = client
-        .create_context(&data_in, &context_in())
-        .expect("create")
-        .destroy(8, 24)
-        .expect("destroy");
+    let ctx_in = context_in();
+    let created = client.create_context(&data_in, &ctx_in).expect("create");
+    assert!(
+        kernel
+            .pool_outstanding()
+            .iter()
+            .any(|usage| usage.tag == "TrCp" && usage.count == 1),
+        "the run is allocated with the driver's tag: {:?}",
+        kernel.pool_outstanding()
+    );
+    let out = created.destroy(8, 24).expect("destroy");
     assert_eq!(out.data, data_in, "data_out");
     assert_eq!(out.context_size_out, 24, "the context, without the header");
+    assert_eq!(
+        out.context[..8],
+        7u64.to_ne_bytes(),
+        "ctx_in's value echoed"
+    );
+    assert_eq!(out.context[8..], [0; 16], "the data pointers NULL");
+
     assert_eq!(
         client.create_context(&data_in, &context_in()[..23]).err(),
         Some(EBPF_INVALID_ARGUMENT),

@@ -166,21 +166,31 @@ macro_rules! ioctl {
             const CODE: u32 = $code;
             type Request = $request;
             type Reply = $reply;
-            $(const VERSION: Option<u32> = Some($version);)?
+            $(const VERSION: ::core::option::Option<u32> = ::core::option::Option::Some($version);)?
             $(
-                const MAX_PAYLOAD: usize = $max;
+                const MAX_PAYLOAD: ::core::primitive::usize = $max;
                 /// The announced length; one that does not fit a `usize` (a negative
                 /// signed field) counts as too long, so the request is refused.
-                fn payload_len(request: &$request) -> Option<usize> {
-                    Some(usize::try_from(request.$field).unwrap_or(usize::MAX))
+                fn payload_len(
+                    __ebpf_ext_request: &$request,
+                ) -> ::core::option::Option<::core::primitive::usize> {
+                    ::core::option::Option::Some(
+                        <::core::primitive::usize as ::core::convert::TryFrom<_>>::try_from(
+                            { __ebpf_ext_request.$field },
+                        )
+                        .unwrap_or(::core::primitive::usize::MAX),
+                    )
                 }
             )?
             fn check_fields(
-                request: &$request,
+                __ebpf_ext_request: &$request,
             ) -> ::core::result::Result<(), &'static ::core::primitive::str> {
-                let _ = request;
+                let _ = __ebpf_ext_request;
                 $(
-                    if !::core::ops::RangeBounds::contains(&($range), &request.$checked) {
+                    if !::core::ops::RangeBounds::contains(
+                        &($range),
+                        &{ __ebpf_ext_request.$checked },
+                    ) {
                         return ::core::result::Result::Err(::core::concat!(
                             "`", ::core::stringify!($checked), "` out of range"
                         ));
@@ -215,8 +225,9 @@ pub trait Ioctl {
         None
     }
 
-    /// Checks the request's fields once its lengths and version are known good; `Err(why)`
-    /// refuses it with `STATUS_INVALID_PARAMETER`, `why` being the trace message.
+    /// Checks the request's fields once everything else (lengths, alignment, version, output
+    /// size) is known good; `Err(why)` refuses it with `STATUS_INVALID_PARAMETER`, `why`
+    /// being the trace message.
     /// [`ioctl!`](crate::ioctl!)'s `field … in …` clauses implement it.
     ///
     /// # Errors
@@ -329,9 +340,10 @@ impl<'a> Request<'a> {
     /// The SDK refuses, in this order: lengths beyond the buffer and an input shorter than
     /// `I::Request` (`STATUS_INVALID_PARAMETER`); a buffer not aligned to `I::ALIGNMENT`
     /// (`STATUS_DATATYPE_MISALIGNMENT`); another version (`STATUS_REVISION_MISMATCH`); a
-    /// payload over `I::MAX_PAYLOAD` or other than the request announces, and a field
-    /// [`Ioctl::check_fields`] refuses (`STATUS_INVALID_PARAMETER`); an output shorter than
-    /// `I::Reply` (`STATUS_BUFFER_TOO_SMALL`).
+    /// payload over `I::MAX_PAYLOAD` or other than the request announces
+    /// (`STATUS_INVALID_PARAMETER`); an output shorter than `I::Reply`
+    /// (`STATUS_BUFFER_TOO_SMALL`); a field [`Ioctl::check_fields`] refuses
+    /// (`STATUS_INVALID_PARAMETER`).
     pub fn handle<I: Ioctl>(
         self,
         handler: impl FnOnce(Call<'_, I>) -> Result<Completion, Refusal>,
@@ -377,13 +389,13 @@ impl<'a> Request<'a> {
         if I::payload_len(&request).is_some_and(|n| n != payload) {
             return Err(invalid("input length disagrees with the announced payload"));
         }
-        I::check_fields(&request).map_err(invalid)?;
         if self.output_len < size_of::<I::Reply>() {
             return Err(Refusal::new(
                 STATUS_BUFFER_TOO_SMALL,
                 "output cannot hold the reply",
             ));
         }
+        I::check_fields(&request).map_err(invalid)?;
         Ok(Call {
             request,
             buffer: self.buffer,
@@ -598,6 +610,37 @@ mod tests {
         Unbounded = 0x22_200c, Header => Header, field version in 7.., field len in ..3;
     }
 
+    /// The macro's names hide nothing of the caller's: a constant named `request` and an
+    /// `Option` of its own are in scope here.
+    mod hygiene {
+        #![allow(
+            non_upper_case_globals,
+            dead_code,
+            reason = "names the macro must not use"
+        )]
+        use super::Header;
+        const request: u32 = 0;
+        enum Option {}
+        crate::ioctl! {
+            pub(super) Hygienic = 0x22_2010, Header => Header, version 7, payload len up to 8,
+                field len in 1..=4;
+        }
+    }
+
+    #[test]
+    fn the_macro_works_among_the_callers_names() {
+        use hygiene::Hygienic;
+        assert_eq!(
+            Hygienic::payload_len(&Header { version: 7, len: 3 }),
+            Some(3)
+        );
+        assert_eq!(
+            Hygienic::check_fields(&Header { version: 7, len: 3 }),
+            Ok(())
+        );
+        assert_eq!(Hygienic::VERSION, Some(7));
+    }
+
     #[test]
     fn a_field_out_of_its_declared_range_is_refused_and_traced() {
         assert_eq!(
@@ -628,18 +671,24 @@ mod tests {
         let kernel = ebpf_ext_usersim::Kernel::new();
         let tracing = ebpf_ext_trace::Tracing::start(&PROVIDER).expect("tracing");
         let mut storage = [0u64; 2];
-        let mut send = |version: u32, len: u32| {
+        let mut send_to = |version: u32, len: u32, output_len: usize| {
             // SAFETY: the u64 storage viewed as its 16 bytes.
             let bytes = unsafe { core::slice::from_raw_parts_mut(storage.as_mut_ptr().cast(), 16) };
             write(&Header { version, len }, bytes);
             let mut handled = false;
-            let completion = Request::new(Ranged::CODE, bytes, Header::SIZE, Header::SIZE)
+            let completion = Request::new(Ranged::CODE, bytes, Header::SIZE, output_len)
                 .handle::<Ranged>(|call| {
                     handled = true;
                     Ok(call.reply(&Header::default()))
                 });
             (completion.status, handled)
         };
+        assert_eq!(
+            send_to(7, 0, 4),
+            (STATUS_BUFFER_TOO_SMALL, false),
+            "fields are checked last"
+        );
+        let mut send = |version, len| send_to(version, len, Header::SIZE);
         assert_eq!(send(7, 2), (STATUS_SUCCESS, true));
         assert_eq!(send(7, 0), (STATUS_INVALID_PARAMETER, false));
         assert_eq!(send(7, 5), (STATUS_INVALID_PARAMETER, false));

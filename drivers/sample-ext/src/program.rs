@@ -26,7 +26,7 @@ use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_PROGRAM_TYP
 use ebpf_extension_common::sys::ebpf_structs::BPF_PROG_TYPE_SAMPLE;
 use ebpf_extension_common::sys::wdm::DISPATCH_LEVEL;
 
-use crate::hook::DRIVER;
+use crate::hook::{DRIVER, TAG};
 
 /// Program type GUID of `sample` (`EBPF_PROGRAM_TYPE_SAMPLE`).
 pub const PROGRAM_TYPE: GUID = EBPF_PROGRAM_TYPE_SAMPLE;
@@ -209,6 +209,6 @@ program_type! {
         19, c"bpf_get_current_pid_tgid" => get_current_pid_tgid();
         35, c"bpf_redirect_map" => redirect_map(Map, Anything, Anything);
     }
-    test run CopyTestRun<SampleContext>;
+    test run CopyTestRun<SampleContext, { TAG.value() }>;
     .with_required_irql(DISPATCH_LEVEL)
 }

@@ -60,3 +60,30 @@ program_type! {
         HELPER_CHECKSUM, c"sample_net_checksum" => checksum(Bytes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::internet_checksum;
+
+    #[test]
+    fn the_checksum_is_rfc_1071s() {
+        let rfc_example = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(internet_checksum(&rfc_example), !0xddf2);
+        let ipv4_header = [
+            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(internet_checksum(&ipv4_header), 0xb861);
+        assert_eq!(
+            internet_checksum(&[0x01]),
+            0xfeff,
+            "an odd byte is padded with zero"
+        );
+        assert_eq!(internet_checksum(&[]), 0xffff, "nothing");
+        assert_eq!(
+            internet_checksum(&std::vec![0xff; 131_076]),
+            0,
+            "a sum past 32 bits still folds"
+        );
+    }
+}

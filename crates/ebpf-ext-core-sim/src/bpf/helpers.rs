@@ -838,7 +838,7 @@ fn call_general(
             }
         }
         21 => u64::MAX,
-        22..=25 | 27..=29 => memory_helper(id, args),
+        22..=25 | 27..=29 => memory_helper(id, args)?,
         _ => {
             let _ = frame;
             return Err(format!("general helper {id} is not implemented"));
@@ -847,11 +847,11 @@ fn call_general(
 }
 
 /// The memory and string helpers (ids 22–25 and 27–29) over checked ranges.
-fn memory_helper(id: u32, args: &[u64; 5]) -> u64 {
-    match id {
+fn memory_helper(id: u32, args: &[u64; 5]) -> Result<u64, String> {
+    Ok(match id {
         22 | 25 => {
             if args[3] > args[1] {
-                return EINVAL.cast_unsigned();
+                return Ok(EINVAL.cast_unsigned());
             }
             if args[3] > 0 {
                 // SAFETY: both ranges were checked (destination writable); `copy` allows
@@ -890,17 +890,23 @@ fn memory_helper(id: u32, args: &[u64; 5]) -> u64 {
             0
         }
         27 | 28 => {
-            let destination_len = usize::try_from(args[1]).unwrap_or(usize::MAX);
-            let destination = if destination_len == 0 {
-                &mut [][..]
-            } else {
-                // SAFETY: the range was checked writable; no other reference covers it while
-                // the helper runs (`source` may overlap it only through the program's own
-                // bytes, which are read before the copy writes).
-                unsafe { core::slice::from_raw_parts_mut(args[0] as *mut u8, destination_len) }
-            };
+            // Worked on copies and written back through the raw pointer: the destination may
+            // overlap the source, or lie in memory the interpreter holds a reference to.
+            let mut destination = bytes(args[0], args[1]).to_vec();
             let source = bytes(args[2], args[3]).to_vec();
-            string_copy(destination, &source, id == 28).cast_unsigned()
+            let result = string_copy(&mut destination, &source, id == 28);
+            if !destination.is_empty() {
+                // SAFETY: `args[1]` bytes the program may write (checked against the
+                // prototype), from a buffer of that length.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        destination.as_ptr(),
+                        args[0] as *mut u8,
+                        destination.len(),
+                    );
+                }
+            }
+            result.cast_unsigned()
         }
         29 => {
             if args[0] == 0 {
@@ -910,8 +916,8 @@ fn memory_helper(id: u32, args: &[u64; 5]) -> u64 {
                 s.iter().position(|&b| b == 0).unwrap_or(s.len()) as u64
             }
         }
-        _ => unreachable!("only memory and string helper ids reach here"),
-    }
+        _ => return Err(format!("general helper {id} is not a memory helper")),
+    })
 }
 
 /// Formats a `bpf_printk` line: `%d %i %u %x` with `l`/`ll`, and `%%`.
@@ -996,6 +1002,16 @@ mod tests {
             csum_diff(None, None, [4, 4], 9),
             9,
             "NULL buffers add nothing"
+        );
+        assert_eq!(
+            csum_diff(Some(&from), None, [4, 4], 0),
+            0xFFFE + 0xFFFD,
+            "a NULL `to` adds nothing"
+        );
+        assert_eq!(
+            csum_diff(None, None, [0, 0], 0x1_0000_0005),
+            5,
+            "the seed is an `int`"
         );
         assert_eq!(csum_diff(None, Some(&to[..2]), [0, 2], 0), EINVAL);
         assert_eq!(csum_diff(None, None, [0, 0], u64::MAX), EINVAL, "seed -1");
