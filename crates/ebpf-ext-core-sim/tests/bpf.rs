@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use common::{Addresses, InfoProvider, ProgramDataSpec, Proto, TEST_PROGRAM_TYPE, TestContext};
 use ebpf_ext_core_sim::bpf::{
-    BPF_EXIST, BPF_NOEXIST, BpfError, BpfObject, BpfProgram, CORE_SIM_LOGON_ID, MapError,
+    BPF_EXIST, BPF_NOEXIST, BpfError, BpfMap, BpfObject, BpfProgram, CORE_SIM_LOGON_ID, MapError,
 };
 use ebpf_ext_core_sim::{ProgramInfo, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_base::{EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX};
@@ -235,6 +235,15 @@ fn context(value: u64, flags: u64) -> Vec<u8> {
     .to_vec()
 }
 
+/// The `u64` a program stored under `key` of its `results` array.
+fn result(results: &BpfMap, key: u32) -> u64 {
+    let value = results
+        .lookup(&key.to_le_bytes())
+        .expect("lookup")
+        .expect("present");
+    u64::from_le_bytes(value[..8].try_into().expect("8 bytes"))
+}
+
 fn with_info(test: impl FnOnce(&ProgramInfoClient, &Arc<ProgramInfo>)) {
     let kernel = Kernel::new();
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
@@ -261,13 +270,7 @@ fn helpers_resolve_by_the_cores_id_ranges_and_maps_are_shared_with_the_test() {
         // SAFETY: a context of the program type from its provider's context_create.
         let r0 = unsafe { program.run(context.as_ptr()) }.expect("runs");
         assert_eq!(r0, 5, "r0 is the program's return value");
-        let value = |key: u32| {
-            u64::from_le_bytes(
-                results.lookup(&key.to_le_bytes()).unwrap().unwrap()[..8]
-                    .try_into()
-                    .unwrap(),
-            )
-        };
+        let value = |key: u32| result(&results, key);
         assert_eq!(
             value(0),
             0x1234,
@@ -322,13 +325,7 @@ fn checksum_string_and_identity_helpers_behave_as_the_cores() {
         let results = program.map("results").expect("results map");
         let bytes = context(0, 0);
         let context = client.create_context(&[], &bytes).expect("context");
-        let value = |key: u32| {
-            u64::from_le_bytes(
-                results.lookup(&key.to_le_bytes()).unwrap().unwrap()[..8]
-                    .try_into()
-                    .unwrap(),
-            )
-        };
+        let value = |key: u32| result(&results, key);
         // SAFETY: a context of the program type from its provider's context_create.
         assert_eq!(unsafe { program.run(context.as_ptr()) }, Ok(0));
         assert!(program.faults().is_empty(), "{:?}", program.faults());
@@ -389,13 +386,7 @@ fn queues_and_stacks_push_pop_and_peek_in_their_order() {
         // SAFETY: a context of the program type from its provider's context_create.
         assert_eq!(unsafe { program.run(context.as_ptr()) }, Ok(0));
         assert!(program.faults().is_empty(), "{:?}", program.faults());
-        let value = |key: u32| {
-            u64::from_le_bytes(
-                results.lookup(&key.to_le_bytes()).unwrap().unwrap()[..8]
-                    .try_into()
-                    .unwrap(),
-            )
-        };
+        let value = |key: u32| result(&results, key);
         // Fields: pushes' sum (0), -(full push) 29, -(pop of empty) 7, peeked, popped, last.
         let fields = |v: u64| {
             (
