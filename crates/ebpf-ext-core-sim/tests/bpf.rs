@@ -20,7 +20,7 @@ use ebpf_ext_core_sim::bpf::{
 };
 use ebpf_ext_core_sim::{ProgramInfo, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_base::{EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX};
-use ebpf_ext_sys::ebpf_result::{EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND};
+use ebpf_ext_sys::ebpf_result::{EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND, EBPF_OUT_OF_SPACE};
 use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
 use ebpf_ext_usersim::Kernel;
 
@@ -35,6 +35,7 @@ typedef unsigned char uint8_t;
 struct test_context { uint64_t value; uint64_t flags; uint8_t* data_start; uint8_t* data_end; };
 static void* (*bpf_map_lookup_elem)(void* map, const void* key) = (void*)1;
 static long (*bpf_map_update_elem)(void* map, const void* key, const void* value, uint64_t flags) = (void*)2;
+static long (*bpf_map_delete_elem)(void* map, const void* key) = (void*)3;
 static long (*bpf_ringbuf_output)(void* map, const void* data, uint64_t size, uint64_t flags) = (void*)11;
 static long (*bpf_trace_printk3)(const char* fmt, uint32_t size, uint64_t a) = (void*)13;
 static uint64_t (*bpf_get_current_pid_tgid)(void) = (void*)19;
@@ -109,27 +110,40 @@ int more_general_helpers(struct test_context* ctx)
     return 0;
 }
 
-/// Pushes 1, 2, 3 (the third with BPF_EXIST, dropping the oldest), then peeks and pops.
-static uint64_t queue_or_stack(void* map)
+/// Pushes 1, 2, 3 (the third again with BPF_EXIST, dropping the oldest), then peeks and pops
+/// until empty; results under `base`..`base + 4`.
+static void queue_or_stack(void* map, uint32_t base)
 {
-    uint32_t one = 1, two = 2, three = 3, seen = 0, popped = 0, empty = 0;
-    long pushed = bpf_map_push_elem(map, &one, 0) + bpf_map_push_elem(map, &two, 0);
-    long full = bpf_map_push_elem(map, &three, 0);
-    long kept = bpf_map_push_elem(map, &three, 2);
-    bpf_map_peek_elem(map, &seen);
-    bpf_map_pop_elem(map, &popped);
-    bpf_map_pop_elem(map, &empty);
-    long none = bpf_map_pop_elem(map, &empty);
-    return (uint64_t)(pushed + kept) << 48 | (uint64_t)(-full) << 40 | (uint64_t)(-none) << 32 |
-           seen << 16 | popped << 8 | empty;
+    uint32_t one = 1, two = 2, three = 3, seen = 0, popped = 0, last = 0;
+    long ok = bpf_map_push_elem(map, &one, 0) + bpf_map_push_elem(map, &two, 0);
+    put(base + 1, (uint64_t)bpf_map_push_elem(map, &three, 0));
+    ok += bpf_map_push_elem(map, &three, 2);
+    ok += bpf_map_peek_elem(map, &seen) + bpf_map_pop_elem(map, &popped);
+    ok += bpf_map_pop_elem(map, &last);
+    put(base, (uint64_t)ok);
+    put(base + 2, (uint64_t)bpf_map_pop_elem(map, &last));
+    put(base + 3, (uint64_t)bpf_map_peek_elem(map, &last));
+    put(base + 4, seen << 16 | popped << 8 | last);
 }
 
 SEC("test_prog/queues")
 int queues(struct test_context* ctx)
 {
-    put(0, queue_or_stack(&queue));
-    put(1, queue_or_stack(&stack));
+    queue_or_stack(&queue, 0);
+    queue_or_stack(&stack, 5);
+    uint64_t value = 0;
+    uint32_t no_key = 0;
+    put(10, (uint64_t)bpf_map_push_elem(&results, &value, 0));
+    put(11, (uint64_t)bpf_map_push_elem(&ring, &value, 0));
+    put(12, (uint64_t)bpf_map_delete_elem(&queue, &no_key));
     return 0;
+}
+
+SEC("test_prog/lookup_queue")
+int lookup_queue(struct test_context* ctx)
+{
+    uint32_t no_key = 0;
+    return bpf_map_lookup_elem(&queue, &no_key) != 0;
 }
 
 static const uint32_t constant = 5;
@@ -386,42 +400,69 @@ fn queues_and_stacks_push_pop_and_peek_in_their_order() {
         // SAFETY: a context of the program type from its provider's context_create.
         assert_eq!(unsafe { program.run(context.as_ptr()) }, Ok(0));
         assert!(program.faults().is_empty(), "{:?}", program.faults());
-        let value = |key: u32| result(&results, key);
-        // Fields: pushes' sum (0), -(full push) 29, -(pop of empty) 7, peeked, popped, last.
-        let fields = |v: u64| {
-            (
-                v >> 48,
-                (v >> 40) & 0xFF,
-                (v >> 32) & 0xFF,
-                (v >> 16) & 0xFF,
-                (v >> 8) & 0xFF,
-                v & 0xFF,
-            )
-        };
+        let value = |key: u32| result(&results, key).cast_signed();
+        // Under base: every push, peek and pop that should succeed (0), a push when full
+        // (-29), a pop and a peek when empty (-7), then peeked << 16 | popped << 8 | last.
+        let order = |(seen, popped, last): (i64, i64, i64)| seen << 16 | popped << 8 | last;
+        for (base, what, expected) in [
+            (0, "queue: 1 dropped by BPF_EXIST, oldest first", (2, 2, 3)),
+            (5, "stack: 1 dropped by BPF_EXIST, newest first", (3, 3, 2)),
+        ] {
+            let got: Vec<i64> = (base..base + 5).map(value).collect();
+            assert_eq!(got, [0, -29, -7, -7, order(expected)], "{what}");
+        }
+        assert_eq!(value(10), -6, "push to an array: EBPF_INVALID_ARGUMENT");
         assert_eq!(
-            fields(value(0)),
-            (0, 29, 7, 2, 2, 3),
-            "queue: 2 and 3 kept (1 dropped by BPF_EXIST), oldest first"
+            value(11),
+            -18,
+            "push to a ring buffer: EBPF_OPERATION_NOT_SUPPORTED"
         );
         assert_eq!(
-            fields(value(1)),
-            (0, 29, 7, 3, 3, 2),
-            "stack: 2 and 3 kept, newest first"
+            value(12),
+            -18,
+            "delete from a queue: EBPF_OPERATION_NOT_SUPPORTED"
         );
-        let queue = program.map("queue").expect("queue");
-        assert_eq!(queue.queued_values(), Ok(vec![]), "both popped");
 
+        // Test code pushes as the core's user-mode update does, and pops.
+        let queue = program.map("queue").expect("queue");
+        for v in [7u32, 8, 9] {
+            queue
+                .update(&[], &v.to_le_bytes(), BPF_EXIST)
+                .expect("push");
+        }
+        let expected = [8u32.to_le_bytes().to_vec(), 9u32.to_le_bytes().to_vec()];
+        assert_eq!(queue.queued_values(), Ok(expected.to_vec()), "7 dropped");
+        assert_eq!(queue.pop(), Ok(Some(expected[0].clone())));
+        assert_eq!(queue.queued_values(), Ok(expected[1..].to_vec()));
+        assert_eq!(
+            queue.update(&[], &1u32.to_le_bytes(), 0),
+            Ok(()),
+            "room for one"
+        );
+        assert_eq!(
+            queue.update(&[], &2u32.to_le_bytes(), 0),
+            Err(MapError::Result(EBPF_OUT_OF_SPACE))
+        );
+        assert_eq!(
+            queue.lookup(&[]),
+            Err(MapError::WrongMapType(10)),
+            "no keyed lookup"
+        );
+        assert_eq!(results.pop(), Err(MapError::WrongMapType(2)));
+
+        let lookup = BpfProgram::load(&object, "test_prog/lookup_queue", info).expect("loads");
+        // SAFETY: as above.
+        let refused = unsafe { lookup.run(context.as_ptr()) };
+        assert!(
+            matches!(&refused, Err(BpfError::Fault { message, .. }) if message.contains("bpf_map_peek_elem")),
+            "{refused:?}"
+        );
         let rodata = BpfProgram::load(&object, "test_prog/pop_into_rodata", info).expect("loads");
         // SAFETY: as above.
         let refused = unsafe { rodata.run(context.as_ptr()) };
         assert!(
             matches!(&refused, Err(BpfError::Fault { message, .. }) if message.contains("read-only")),
             "{refused:?}"
-        );
-        assert_eq!(
-            queue.lookup(&[]),
-            Err(MapError::WrongMapType(10)),
-            "no keyed lookup"
         );
     });
 }

@@ -116,20 +116,23 @@ macro_rules! wire {
 
         impl $name {
             /// Size on the wire.
-            $vis const SIZE: usize = ::core::mem::size_of::<$name>();
+            $vis const SIZE: ::core::primitive::usize = ::core::mem::size_of::<$name>();
 
             /// The bytes of this value.
             #[must_use]
-            $vis fn to_bytes(self) -> [u8; ::core::mem::size_of::<$name>()] {
-                let mut bytes = [0u8; ::core::mem::size_of::<$name>()];
-                $crate::ioctl::write(&self, &mut bytes);
-                bytes
+            $vis fn to_bytes(self) -> [::core::primitive::u8; ::core::mem::size_of::<$name>()] {
+                let mut __ebpf_ext_bytes =
+                    [0 as ::core::primitive::u8; ::core::mem::size_of::<$name>()];
+                $crate::ioctl::write(&self, &mut __ebpf_ext_bytes);
+                __ebpf_ext_bytes
             }
 
             /// Reads a value from the start of `bytes` (any alignment); `None` if too short.
             #[must_use]
-            $vis fn from_bytes(bytes: &[u8]) -> Option<Self> {
-                $crate::ioctl::read(bytes)
+            $vis fn from_bytes(
+                __ebpf_ext_bytes: &[::core::primitive::u8],
+            ) -> ::core::option::Option<Self> {
+                $crate::ioctl::read(__ebpf_ext_bytes)
             }
         }
     )+};
@@ -163,10 +166,10 @@ macro_rules! ioctl {
         $vis enum $name {}
 
         impl $crate::ioctl::Ioctl for $name {
-            const CODE: u32 = $code;
+            const CODE: ::core::primitive::u32 = $code;
             type Request = $request;
             type Reply = $reply;
-            $(const VERSION: ::core::option::Option<u32> = ::core::option::Option::Some($version);)?
+            $(const VERSION: ::core::option::Option<::core::primitive::u32> = ::core::option::Option::Some($version);)?
             $(
                 const MAX_PAYLOAD: ::core::primitive::usize = $max;
                 /// The announced length; one that does not fit a `usize` (a negative
@@ -615,30 +618,53 @@ mod tests {
     mod hygiene {
         #![allow(
             non_upper_case_globals,
+            non_camel_case_types,
             dead_code,
-            reason = "names the macro must not use"
+            reason = "names the macros must not use"
         )]
-        use super::Header;
         const request: u32 = 0;
+        const bytes: u32 = 0;
         enum Option {}
+        struct usize;
+        struct u8;
+        crate::wire! {
+            #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+            pub(super) struct Request { pub(super) version: u32, pub(super) len: u32 }
+        }
         crate::ioctl! {
-            pub(super) Hygienic = 0x22_2010, Header => Header, version 7, payload len up to 8,
+            pub(super) Hygienic = 0x22_2010, Request => Request, version 7, payload len up to 8,
                 field len in 1..=4;
+        }
+
+        /// A packed request (its `Wire` written by hand): fields are read by copy.
+        #[repr(C, packed)]
+        #[derive(Clone, Copy)]
+        pub(super) struct Packed {
+            pub(super) version: u32,
+            pub(super) count: u64,
+        }
+        // SAFETY: `repr(C, packed)` of integers: no padding, any bit pattern.
+        unsafe impl crate::ioctl::Wire for Packed {}
+        crate::ioctl! {
+            pub(super) PackedIoctl = 0x22_2014, Packed => Packed, field count in 1..=3;
         }
     }
 
     #[test]
-    fn the_macro_works_among_the_callers_names() {
-        use hygiene::Hygienic;
-        assert_eq!(
-            Hygienic::payload_len(&Header { version: 7, len: 3 }),
-            Some(3)
-        );
-        assert_eq!(
-            Hygienic::check_fields(&Header { version: 7, len: 3 }),
-            Ok(())
-        );
+    fn the_macros_work_among_the_callers_names() {
+        use hygiene::{Hygienic, Packed, PackedIoctl, Request};
+        let request = Request { version: 7, len: 3 };
+        assert_eq!(Request::from_bytes(&request.to_bytes()), Some(request));
+        assert_eq!(Request::SIZE, 8);
+        assert_eq!(Hygienic::payload_len(&request), Some(3));
+        assert_eq!(Hygienic::check_fields(&request), Ok(()));
         assert_eq!(Hygienic::VERSION, Some(7));
+        let packed = |count| Packed { version: 0, count };
+        assert_eq!(PackedIoctl::check_fields(&packed(3)), Ok(()));
+        assert_eq!(
+            PackedIoctl::check_fields(&packed(4)),
+            Err("`count` out of range")
+        );
     }
 
     #[test]

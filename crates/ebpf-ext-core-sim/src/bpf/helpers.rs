@@ -5,6 +5,13 @@
 //! The interpreter calls a helper as a plain function of five arguments, so each resolved
 //! helper of a program gets a slot number (the call's immediate is rewritten to it at load)
 //! and a trampoline per slot finds the running invocation in a thread-local frame.
+//!
+//! Aliasing, a known limit: `rbpf` 0.4 takes the context and the data as `&[u8]` and
+//! writes the program's stores through pointers derived from them, and the helpers here that
+//! write program memory (`memcpy`, `memset`, the string helpers, pop and peek) write through
+//! the raw address the program passed, which may lie in those same bytes. Every write is to
+//! memory the program may write (checked against its prototype), but writing memory lent as
+//! a shared slice is outside Rust's aliasing rules; core-sim is not run under Miri.
 
 use core::cell::RefCell;
 use core::fmt::Write as _;
@@ -760,6 +767,13 @@ fn call_general(
     Ok(match id {
         1 => {
             let map = map()?;
+            if map.is_queue_or_stack() {
+                return Err(
+                    "core-sim does not model a lookup in a queue or stack (the core returns \
+                     its next value); use bpf_map_peek_elem"
+                        .into(),
+                );
+            }
             let key = bytes(args[1], u64::from(map.definition().key_size));
             map.value_address(key, current_cpu())
                 .map_or(0, |p| p as u64)
@@ -789,7 +803,8 @@ fn call_general(
             let mut value = vec![0u8; size];
             let result = map.pop_value(&mut value, id == 17);
             if result.is_ok() {
-                // SAFETY: `size` bytes the program may write (checked just above).
+                // SAFETY: `size` bytes the program may write (checked just above); see the
+                // module's note on aliasing.
                 unsafe {
                     core::ptr::copy_nonoverlapping(value.as_ptr(), args[1] as *mut u8, size);
                 }
@@ -855,7 +870,8 @@ fn memory_helper(id: u32, args: &[u64; 5]) -> Result<u64, String> {
             }
             if args[3] > 0 {
                 // SAFETY: both ranges were checked (destination writable); `copy` allows
-                // overlap, which memmove needs and memcpy's caller must not rely on.
+                // overlap, which memmove needs and memcpy's caller must not rely on; see the
+                // module's note on aliasing.
                 unsafe {
                     core::ptr::copy(
                         args[2] as *const u8,
@@ -878,7 +894,7 @@ fn memory_helper(id: u32, args: &[u64; 5]) -> Result<u64, String> {
             if args[1] > 0 {
                 #[expect(clippy::cast_possible_truncation, reason = "memset's int value")]
                 let value = args[2] as u8;
-                // SAFETY: the range was checked writable.
+                // SAFETY: the range was checked writable; see the module's note on aliasing.
                 unsafe {
                     core::ptr::write_bytes(
                         args[0] as *mut u8,
@@ -891,13 +907,13 @@ fn memory_helper(id: u32, args: &[u64; 5]) -> Result<u64, String> {
         }
         27 | 28 => {
             // Worked on copies and written back through the raw pointer: the destination may
-            // overlap the source, or lie in memory the interpreter holds a reference to.
+            // overlap the source, and no `&mut` is made over program memory.
             let mut destination = bytes(args[0], args[1]).to_vec();
             let source = bytes(args[2], args[3]).to_vec();
             let result = string_copy(&mut destination, &source, id == 28);
             if !destination.is_empty() {
                 // SAFETY: `args[1]` bytes the program may write (checked against the
-                // prototype), from a buffer of that length.
+                // prototype), from a buffer of that length; see the module's note on aliasing.
                 unsafe {
                     core::ptr::copy_nonoverlapping(
                         destination.as_ptr(),

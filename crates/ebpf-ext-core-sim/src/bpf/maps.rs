@@ -303,6 +303,10 @@ impl BpfMap {
         {
             return Err(EBPF_OPERATION_NOT_SUPPORTED);
         }
+        if matches!(self.kind, Kind::Queue | Kind::Stack) {
+            // The core's update of a queue or stack is a push.
+            return self.push_value(value, flags);
+        }
         if value.len() != self.value_size() || flags > BPF_EXIST {
             return Err(EBPF_INVALID_ARGUMENT);
         }
@@ -372,7 +376,7 @@ impl BpfMap {
     /// `bpf_map_delete_elem`.
     pub(crate) fn delete_value(&self, key: &[u8]) -> Result<(), ebpf_result_t> {
         match self.kind {
-            Kind::Custom => Err(EBPF_OPERATION_NOT_SUPPORTED),
+            Kind::Custom | Kind::Queue | Kind::Stack => Err(EBPF_OPERATION_NOT_SUPPORTED),
             Kind::Hash | Kind::LruHash => {
                 let mut state = lock(&self.hash);
                 let slot = state.slots.remove(key).ok_or(EBPF_KEY_NOT_FOUND)?;
@@ -383,11 +387,19 @@ impl BpfMap {
         }
     }
 
+    /// Whether it is a queue or a stack (values without keys).
+    pub(crate) fn is_queue_or_stack(&self) -> bool {
+        matches!(self.kind, Kind::Queue | Kind::Stack)
+    }
+
     /// `bpf_map_push_elem`: appends `value` to a queue or stack; when it is full, `flags`
     /// with `BPF_EXIST` first drops the oldest value, else `EBPF_OUT_OF_SPACE`.
     pub(crate) fn push_value(&self, value: &[u8], flags: u64) -> Result<(), ebpf_result_t> {
-        if !matches!(self.kind, Kind::Queue | Kind::Stack) || value.len() != self.value_size() {
-            return Err(EBPF_INVALID_ARGUMENT);
+        match self.kind {
+            Kind::Queue | Kind::Stack if value.len() == self.value_size() => {}
+            // The core's ring buffer has no update or find function.
+            Kind::RingBuffer => return Err(EBPF_OPERATION_NOT_SUPPORTED),
+            _ => return Err(EBPF_INVALID_ARGUMENT),
         }
         let mut values = lock(&self.values);
         if values.len() == self.definition.max_entries as usize {
@@ -409,6 +421,7 @@ impl BpfMap {
             Kind::Queue => values.front().cloned(),
             Kind::Stack if remove => values.pop_back(),
             Kind::Stack => values.back().cloned(),
+            Kind::RingBuffer => return Err(EBPF_OPERATION_NOT_SUPPORTED),
             _ => return Err(EBPF_INVALID_ARGUMENT),
         };
         let value = value.ok_or(EBPF_OBJECT_NOT_FOUND)?;
@@ -416,6 +429,23 @@ impl BpfMap {
             .ok_or(EBPF_INVALID_ARGUMENT)?
             .copy_from_slice(&value);
         Ok(())
+    }
+
+    /// Takes the next value of a queue (the oldest) or stack (the newest), as
+    /// `bpf_map_pop_elem` does; `None` when empty. (Test code pushes with
+    /// [`BpfMap::update`] and an empty key, as the core's user-mode update does.)
+    ///
+    /// # Errors
+    /// [`MapError::WrongMapType`] for other maps.
+    pub fn pop(&self) -> Result<Option<Vec<u8>>, MapError> {
+        if !matches!(self.kind, Kind::Queue | Kind::Stack) {
+            return Err(MapError::WrongMapType(self.definition.map_type));
+        }
+        let mut value = vec![0u8; self.value_size()];
+        match self.pop_value(&mut value, true) {
+            Ok(()) => Ok(Some(value)),
+            Err(_) => Ok(None),
+        }
     }
 
     /// A queue's or stack's values, oldest first, as test code reads them.
@@ -452,7 +482,7 @@ impl BpfMap {
     /// The value of `key` (of an array or hash map), as test code reads it.
     ///
     /// # Errors
-    /// [`MapError::WrongMapType`] for per-CPU arrays and ring buffers;
+    /// [`MapError::WrongMapType`] for per-CPU arrays, queues, stacks and ring buffers;
     /// [`MapError::WrongSize`] for a key of the wrong size.
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
         if matches!(

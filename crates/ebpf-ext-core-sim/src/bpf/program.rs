@@ -161,7 +161,13 @@ impl BpfProgram {
                             map.definition().name
                         )));
                     }
-                    map.value_ranges()[0].start + u64::from(offset)
+                    let first = map.value_ranges().first().map(|range| range.start);
+                    first.ok_or_else(|| {
+                        BpfError::Map(format!(
+                            "{section}: {} has no value to refer to",
+                            map.definition().name
+                        ))
+                    })? + u64::from(offset)
                 }
             };
             #[expect(clippy::cast_possible_truncation, reason = "the two halves of lddw")]
