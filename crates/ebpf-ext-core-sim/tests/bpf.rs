@@ -36,6 +36,7 @@ struct test_context { uint64_t value; uint64_t flags; uint8_t* data_start; uint8
 static void* (*bpf_map_lookup_elem)(void* map, const void* key) = (void*)1;
 static long (*bpf_map_update_elem)(void* map, const void* key, const void* value, uint64_t flags) = (void*)2;
 static long (*bpf_map_delete_elem)(void* map, const void* key) = (void*)3;
+static void* (*bpf_map_lookup_and_delete_elem)(void* map, const void* key) = (void*)4;
 static long (*bpf_ringbuf_output)(void* map, const void* data, uint64_t size, uint64_t flags) = (void*)11;
 static long (*bpf_trace_printk3)(const char* fmt, uint32_t size, uint64_t a) = (void*)13;
 static uint64_t (*bpf_get_current_pid_tgid)(void) = (void*)19;
@@ -61,6 +62,7 @@ struct { __uint(type, 8); __type(key, uint32_t); __type(value, uint64_t); __uint
 struct { __uint(type, 13); __uint(max_entries, 64); } ring SEC(".maps");
 
 struct { __uint(type, 10); __type(value, uint32_t); __uint(max_entries, 2); } queue SEC(".maps");
+struct { __uint(type, 1); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 16); } hash SEC(".maps");
 struct { __uint(type, 12); __type(value, uint32_t); __uint(max_entries, 2); } stack SEC(".maps");
 
 static void put(uint32_t key, uint64_t value) { bpf_map_update_elem(&results, &key, &value, 0); }
@@ -144,6 +146,26 @@ int lookup_queue(struct test_context* ctx)
 {
     uint32_t no_key = 0;
     return bpf_map_lookup_elem(&queue, &no_key) != 0;
+}
+
+SEC("test_prog/lookup_and_delete")
+int lookup_and_delete(struct test_context* ctx)
+{
+    uint32_t one = 1, none = 0, five = 5;
+    uint64_t* taken = bpf_map_lookup_and_delete_elem(&hash, &one);
+    uint64_t replaced = 99;
+    bpf_map_update_elem(&hash, &one, &replaced, 0);
+    put(0, taken ? *taken : 0);
+    put(1, bpf_map_lookup_and_delete_elem(&hash, &none) == 0);
+    bpf_map_push_elem(&queue, &five, 0);
+    uint32_t* popped = bpf_map_lookup_and_delete_elem(&queue, &none);
+    put(2, popped ? *popped : 0);
+    put(3, bpf_map_lookup_and_delete_elem(&results, &none) == 0);
+    if (taken) *taken = 7;
+    uint64_t more = 0;
+    for (uint32_t key = 10; key < 20; key++) more += bpf_map_lookup_and_delete_elem(&hash, &key) != 0;
+    put(4, more);
+    return 0;
 }
 
 static const uint32_t constant = 5;
@@ -463,6 +485,56 @@ fn queues_and_stacks_push_pop_and_peek_in_their_order() {
         assert!(
             matches!(&refused, Err(BpfError::Fault { message, .. }) if message.contains("read-only")),
             "{refused:?}"
+        );
+    });
+}
+
+#[test]
+fn lookup_and_delete_takes_values_the_program_keeps_for_the_invocation() {
+    let object = object();
+    with_info(|client, info| {
+        let program =
+            BpfProgram::load(&object, "test_prog/lookup_and_delete", info).expect("loads");
+        let results = program.map("results").expect("results map");
+        let hash = program.map("hash").expect("hash");
+        hash.update(&1u32.to_le_bytes(), &41u64.to_le_bytes(), BPF_NOEXIST)
+            .expect("seeded");
+        for key in 10u32..20 {
+            hash.update(
+                &key.to_le_bytes(),
+                &u64::from(key).to_le_bytes(),
+                BPF_NOEXIST,
+            )
+            .expect("seeded");
+        }
+        let bytes = context(0, 0);
+        let context = client.create_context(&[], &bytes).expect("context");
+        // SAFETY: a context of the program type from its provider's context_create.
+        assert_eq!(unsafe { program.run(context.as_ptr()) }, Ok(0));
+        assert!(program.faults().is_empty(), "{:?}", program.faults());
+        let value = |key: u32| result(&results, key);
+        assert_eq!(
+            value(0),
+            41,
+            "the value taken out stays readable after its slot is reused"
+        );
+        assert_eq!(value(1), 1, "an absent key: NULL");
+        assert_eq!(value(2), 5, "a queue: its next value");
+        assert_eq!(value(3), 1, "an array: NULL, as the core refuses it");
+        assert_eq!(
+            value(4),
+            6,
+            "eight values per invocation (two taken before the loop): the rest NULL"
+        );
+        assert_eq!(
+            hash.lookup(&1u32.to_le_bytes()),
+            Ok(Some(99u64.to_le_bytes().to_vec())),
+            "the write through the taken value went to the program's copy"
+        );
+        assert_eq!(
+            hash.keys().len(),
+            1 + 4,
+            "key 1 again, and the four the loop could not take"
         );
     });
 }

@@ -13,7 +13,7 @@
 //! memory the program may write (checked against its prototype), but writing memory lent as
 //! a shared slice is outside Rust's aliasing rules; core-sim is not run under Miri.
 
-use core::cell::RefCell;
+use core::cell::{RefCell, UnsafeCell};
 use core::fmt::Write as _;
 use core::ops::Range;
 
@@ -116,6 +116,20 @@ pub const GENERAL_HELPERS: &[GeneralHelper] = &[
             DC,
         ],
         "int64_t",
+        "void* map, const void* key",
+    ),
+    general(
+        4,
+        "bpf_map_lookup_and_delete_elem",
+        EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP,
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY,
+            DC,
+            DC,
+            DC,
+        ],
+        "void*",
         "void* map, const void* key",
     ),
     general(6, "bpf_get_prandom_u32", INT, [DC; 5], "uint32_t", "void"),
@@ -415,6 +429,53 @@ pub(crate) struct Frame {
     pub(crate) data: Range<u64>,
     pub(crate) stack: Range<u64>,
     pub(crate) fault: Option<String>,
+    /// Where `bpf_map_lookup_and_delete_elem` keeps the values it took out for the rest of
+    /// the invocation (the core keeps them until the epoch ends): registered with the
+    /// interpreter before the run, never resized, written only through raw pointers (the
+    /// program holds their addresses), empty for programs that do not call it.
+    pub(crate) kept: Box<[UnsafeCell<u8>]>,
+    /// Bytes of `kept` in use.
+    pub(crate) kept_used: usize,
+    /// Values kept so far (at most [`KEPT_VALUES`]).
+    pub(crate) kept_count: usize,
+}
+
+/// Values one invocation may take out with `bpf_map_lookup_and_delete_elem`; the call after
+/// the last returns NULL.
+pub(crate) const KEPT_VALUES: usize = 8;
+
+impl Frame {
+    /// Whether another value of `len` bytes can be kept.
+    fn has_room(&self, len: usize) -> bool {
+        self.kept_count < KEPT_VALUES
+            && self
+                .kept_used
+                .checked_add(len.next_multiple_of(8))
+                .is_some_and(|end| end <= self.kept.len())
+    }
+
+    /// Copies `value` into the invocation's kept values and returns its address; `None` when
+    /// there is no room ([`Frame::has_room`]).
+    fn keep(&mut self, value: &[u8]) -> Option<u64> {
+        if !self.has_room(value.len()) {
+            return None;
+        }
+        let start = self.kept_used;
+        let end = start + value.len().next_multiple_of(8);
+        self.kept_count += 1;
+        let slot = UnsafeCell::raw_get(self.kept.as_ptr()).wrapping_add(start);
+        // SAFETY: `value.len()` ≤ `end - start` bytes of `kept` (checked), which no Rust
+        // reference covers (cells, accessed through raw pointers only).
+        unsafe { core::ptr::copy_nonoverlapping(value.as_ptr(), slot, value.len()) };
+        self.kept_used = end;
+        Some(slot as u64)
+    }
+
+    /// The addresses of the kept values' storage.
+    pub(crate) fn kept_range(&self) -> Range<u64> {
+        let start = UnsafeCell::raw_get(self.kept.as_ptr()) as u64;
+        start..start + self.kept.len() as u64
+    }
 }
 
 thread_local! {
@@ -552,7 +613,8 @@ impl Frame {
         };
         let within = |r: &Range<u64>| r.start <= address && end <= r.end && r.start < r.end;
         let context = self.context..self.context + self.context_size;
-        if within(&context) || within(&self.data) || within(&self.stack) {
+        let kept = self.kept_range();
+        if within(&context) || within(&self.data) || within(&self.stack) || within(&kept) {
             return Ok(());
         }
         for (map, ranges) in program.value_ranges() {
@@ -760,57 +822,12 @@ fn string_copy(destination: &mut [u8], source: &[u8], append: bool) -> i64 {
 fn call_general(
     id: u32,
     args: &[u64; 5],
-    frame: &Frame,
+    frame: &mut Frame,
     program: &BpfProgram,
 ) -> Result<u64, String> {
     let map = || program.map_by_handle(args[0]).ok_or("not a map");
     Ok(match id {
-        1 => {
-            let map = map()?;
-            if map.is_queue_or_stack() {
-                return Err(
-                    "core-sim does not model a lookup in a queue or stack (the core returns \
-                     its next value); use bpf_map_peek_elem"
-                        .into(),
-                );
-            }
-            let key = bytes(args[1], u64::from(map.definition().key_size));
-            map.value_address(key, current_cpu())
-                .map_or(0, |p| p as u64)
-        }
-        2 => {
-            let map = map()?;
-            let key = bytes(args[1], u64::from(map.definition().key_size));
-            let value = bytes(args[2], u64::from(map.definition().value_size));
-            errno(map.update_value(key, value, args[3], Some(current_cpu())))
-        }
-        3 => {
-            let map = map()?;
-            let key = bytes(args[1], u64::from(map.definition().key_size));
-            errno(map.delete_value(key))
-        }
-        16 => {
-            let map = map()?;
-            let value = bytes(args[1], u64::from(map.definition().value_size));
-            errno(map.push_value(value, args[2]))
-        }
-        17 | 18 => {
-            let map = map()?;
-            let size = u64::from(map.definition().value_size);
-            // The value is written: it must not be read-only data.
-            frame.check(program, args[1], size, true)?;
-            let size = usize::try_from(size).unwrap_or(0);
-            let mut value = vec![0u8; size];
-            let result = map.pop_value(&mut value, id == 17);
-            if result.is_ok() {
-                // SAFETY: `size` bytes the program may write (checked just above); see the
-                // module's note on aliasing.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(value.as_ptr(), args[1] as *mut u8, size);
-                }
-            }
-            errno(result)
-        }
+        1..=4 | 16..=18 => map_helper(id, args, frame, program)?,
         6 => u64::from(program.next_random()),
         7 | 9 => u64::try_from(program.loaded_at().elapsed().as_nanos()).unwrap_or(u64::MAX),
         30 | 31 => u64::try_from(program.loaded_at().elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -858,6 +875,70 @@ fn call_general(
             let _ = frame;
             return Err(format!("general helper {id} is not implemented"));
         }
+    })
+}
+
+/// The map helpers (ids 1–4 and 16–18).
+fn map_helper(
+    id: u32,
+    args: &[u64; 5],
+    frame: &mut Frame,
+    program: &BpfProgram,
+) -> Result<u64, String> {
+    let map = program.map_by_handle(args[0]).ok_or("not a map")?;
+    Ok(match id {
+        1 => {
+            if map.is_queue_or_stack() {
+                return Err(
+                    "core-sim does not model a lookup in a queue or stack (the core returns \
+                     its next value); use bpf_map_peek_elem"
+                        .into(),
+                );
+            }
+            let key = bytes(args[1], u64::from(map.definition().key_size));
+            map.value_address(key, current_cpu())
+                .map_or(0, |p| p as u64)
+        }
+        4 => {
+            let key = bytes(args[1], u64::from(map.definition().key_size));
+            // No room: NULL, and the value stays in the map.
+            if !frame.has_room(map.definition().value_size as usize) {
+                return Ok(0);
+            }
+            map.take_value(key)
+                .and_then(|value| frame.keep(&value))
+                .unwrap_or(0)
+        }
+        2 => {
+            let key = bytes(args[1], u64::from(map.definition().key_size));
+            let value = bytes(args[2], u64::from(map.definition().value_size));
+            errno(map.update_value(key, value, args[3], Some(current_cpu())))
+        }
+        3 => {
+            let key = bytes(args[1], u64::from(map.definition().key_size));
+            errno(map.delete_value(key))
+        }
+        16 => {
+            let value = bytes(args[1], u64::from(map.definition().value_size));
+            errno(map.push_value(value, args[2]))
+        }
+        17 | 18 => {
+            let size = u64::from(map.definition().value_size);
+            // The value is written: it must not be read-only data.
+            frame.check(program, args[1], size, true)?;
+            let size = usize::try_from(size).unwrap_or(0);
+            let mut value = vec![0u8; size];
+            let result = map.pop_value(&mut value, id == 17);
+            if result.is_ok() {
+                // SAFETY: `size` bytes the program may write (checked just above); see the
+                // module's note on aliasing.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(value.as_ptr(), args[1] as *mut u8, size);
+                }
+            }
+            errno(result)
+        }
+        _ => return Err(format!("general helper {id} is not a map helper")),
     })
 }
 

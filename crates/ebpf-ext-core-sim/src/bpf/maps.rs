@@ -387,6 +387,26 @@ impl BpfMap {
         }
     }
 
+    /// `bpf_map_lookup_and_delete_elem`: takes `key`'s value out of a hash or LRU hash map,
+    /// or the next value out of a queue or stack (a pop); `None` if there is none or the map
+    /// is of another type (the core refuses arrays, ring buffers and custom maps).
+    pub(crate) fn take_value(&self, key: &[u8]) -> Option<Vec<u8>> {
+        match self.kind {
+            Kind::Hash | Kind::LruHash => {
+                let mut state = lock(&self.hash);
+                let slot = state.slots.remove(key)?;
+                let value = self.read(self.slot(slot));
+                state.free.push(slot);
+                Some(value)
+            }
+            Kind::Queue | Kind::Stack => {
+                let mut value = vec![0u8; self.value_size()];
+                self.pop_value(&mut value, true).ok().map(|()| value)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether it is a queue or a stack (values without keys).
     pub(crate) fn is_queue_or_stack(&self) -> bool {
         matches!(self.kind, Kind::Queue | Kind::Stack)

@@ -2,6 +2,7 @@
 //! would, its maps created, its helpers resolved as the core resolves them, and run by the
 //! `rbpf` interpreter with memory confined to what it may access.
 
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +17,8 @@ use ebpf_ext_sys::ntdef::GUID;
 use super::BpfError;
 use super::check::context_accesses;
 use super::helpers::{
-    Frame, GENERAL_HELPERS, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target, stack_probe,
-    with_frame,
+    Frame, GENERAL_HELPERS, KEPT_VALUES, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target,
+    stack_probe, with_frame,
 };
 use super::insn::{CALL, Insn, LD_DW_IMM};
 use super::maps::BpfMap;
@@ -25,6 +26,10 @@ use super::object::BpfObject;
 use crate::link::{Link, LinkSpec};
 use crate::nmr::lock;
 use crate::program_info::{ProgramInfo, ProgramInfoClient};
+
+/// `bpf_map_lookup_and_delete_elem`'s id: a program calling it gets room for the values it
+/// takes out.
+const LOOKUP_AND_DELETE: u32 = 4;
 
 /// Bytes after a test run's copy of the data that no program may access (see
 /// [`BpfProgram::test_run`]).
@@ -387,6 +392,13 @@ impl BpfProgram {
                 vm.register_allowed_memory(range);
             }
         }
+        let kept = if self.helpers.iter().any(|h| h.id == LOOKUP_AND_DELETE) {
+            let largest = self.maps.iter().map(|m| m.definition().value_size);
+            let largest = largest.max().unwrap_or(0) as usize;
+            KEPT_VALUES * largest.next_multiple_of(8)
+        } else {
+            0
+        };
         let frame = Frame {
             program: self,
             context: context as u64,
@@ -394,7 +406,13 @@ impl BpfProgram {
             data: if data.is_empty() { 0..0 } else { start..end },
             stack: 0..0,
             fault: None,
+            kept: (0..kept).map(|_| UnsafeCell::new(0)).collect(),
+            kept_used: 0,
+            kept_count: 0,
         };
+        if kept > 0 {
+            vm.register_allowed_memory(frame.kept_range());
+        }
         // rbpf sets r1 to the metadata buffer (the context) and confines loads and stores
         // to it, the packet buffer (the data range), its stack and the allowed ranges.
         let (result, helper_fault) = with_frame(frame, || vm.execute_program(data, context_bytes));
