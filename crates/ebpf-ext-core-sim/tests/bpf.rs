@@ -138,6 +138,9 @@ int queues(struct test_context* ctx)
     put(10, (uint64_t)bpf_map_push_elem(&results, &value, 0));
     put(11, (uint64_t)bpf_map_push_elem(&ring, &value, 0));
     put(12, (uint64_t)bpf_map_delete_elem(&queue, &no_key));
+    put(13, (uint64_t)bpf_map_pop_elem(&ring, &value));
+    uint32_t nine = 9;
+    put(14, (uint64_t)bpf_map_update_elem(&queue, &no_key, &nine, 0));
     return 0;
 }
 
@@ -166,6 +169,14 @@ int lookup_and_delete(struct test_context* ctx)
     for (uint32_t key = 10; key < 20; key++) more += bpf_map_lookup_and_delete_elem(&hash, &key) != 0;
     put(4, more);
     return 0;
+}
+
+SEC("test_prog/kept_guard")
+int kept_guard(struct test_context* ctx)
+{
+    uint32_t one = 1;
+    volatile uint8_t* taken = bpf_map_lookup_and_delete_elem(&hash, &one);
+    return taken ? taken[ctx->value] : -1;
 }
 
 static const uint32_t constant = 5;
@@ -207,9 +218,14 @@ char _license[] SEC("license") = "MIT";
 
 /// Builds the test programs into a temporary directory of this call's own.
 fn object() -> BpfObject {
+    compile(&format!("{PRELUDE}{PROGRAMS}"))
+}
+
+/// Builds `c` into a temporary directory of this call's own.
+fn compile(c: &str) -> BpfObject {
     let dir = tempfile::tempdir().expect("temporary directory");
     let source = dir.path().join("test.c");
-    std::fs::write(&source, format!("{PRELUDE}{PROGRAMS}")).expect("source");
+    std::fs::write(&source, c).expect("source");
     let object = dir.path().join("test.o");
     let out = Command::new("clang")
         .args(["-target", "bpf", "-O2", "-g", "-c"])
@@ -444,16 +460,27 @@ fn queues_and_stacks_push_pop_and_peek_in_their_order() {
             -18,
             "delete from a queue: EBPF_OPERATION_NOT_SUPPORTED"
         );
+        assert_eq!(value(13), -18, "pop from a ring buffer: not supported");
+        assert_eq!(value(14), 0, "update of a queue: a push");
 
         // Test code pushes as the core's user-mode update does, and pops.
         let queue = program.map("queue").expect("queue");
+        assert_eq!(
+            queue.queued_values(),
+            Ok(vec![9u32.to_le_bytes().to_vec()]),
+            "the program's update"
+        );
         for v in [7u32, 8, 9] {
             queue
                 .update(&[], &v.to_le_bytes(), BPF_EXIST)
                 .expect("push");
         }
         let expected = [8u32.to_le_bytes().to_vec(), 9u32.to_le_bytes().to_vec()];
-        assert_eq!(queue.queued_values(), Ok(expected.to_vec()), "7 dropped");
+        assert_eq!(
+            queue.queued_values(),
+            Ok(expected.to_vec()),
+            "9 and 7 dropped"
+        );
         assert_eq!(queue.pop(), Ok(Some(expected[0].clone())));
         assert_eq!(queue.queued_values(), Ok(expected[1..].to_vec()));
         assert_eq!(
@@ -535,6 +562,43 @@ fn lookup_and_delete_takes_values_the_program_keeps_for_the_invocation() {
             hash.keys().len(),
             1 + 4,
             "key 1 again, and the four the loop could not take"
+        );
+
+        // A kept value is followed by bytes no program may address.
+        let guarded = BpfProgram::load(&object, "test_prog/kept_guard", info).expect("loads");
+        let guarded_hash = guarded.map("hash").expect("its own hash map");
+        let value = 0x0807_0605_0403_0201u64.to_le_bytes();
+        let run_at = |offset: u64| {
+            guarded_hash
+                .update(&1u32.to_le_bytes(), &value, 0)
+                .expect("seeded");
+            let bytes = self::context(offset, 0);
+            let at = client.create_context(&[], &bytes).expect("context");
+            // SAFETY: as above.
+            unsafe { guarded.run(at.as_ptr()) }
+        };
+        assert_eq!(run_at(7), Ok(8), "the last byte of the value");
+        let past = run_at(8);
+        assert!(matches!(past, Err(BpfError::Fault { .. })), "{past:?}");
+    });
+}
+
+#[test]
+fn lookup_and_delete_refuses_maps_whose_values_it_cannot_keep() {
+    let object = compile(&format!(
+        r#"{PRELUDE}
+struct big {{ uint8_t bytes[0x10008]; }};
+struct {{ __uint(type, 1); __type(key, uint32_t); __type(value, struct big); __uint(max_entries, 1); }} big SEC(".maps");
+SEC("test_prog")
+int take(struct test_context* ctx) {{ uint32_t key = 0; return bpf_map_lookup_and_delete_elem(&big, &key) != 0; }}
+char _license[] SEC("license") = "MIT";
+"#
+    ));
+    with_info(|_, info| {
+        let refused = BpfProgram::load(&object, "test_prog", info).expect_err("refused");
+        assert!(
+            matches!(&refused, BpfError::Map(message) if message.contains("65544")),
+            "{refused}"
         );
     });
 }

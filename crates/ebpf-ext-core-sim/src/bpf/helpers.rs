@@ -430,51 +430,74 @@ pub(crate) struct Frame {
     pub(crate) stack: Range<u64>,
     pub(crate) fault: Option<String>,
     /// Where `bpf_map_lookup_and_delete_elem` keeps the values it took out for the rest of
-    /// the invocation (the core keeps them until the epoch ends): registered with the
-    /// interpreter before the run, never resized, written only through raw pointers (the
-    /// program holds their addresses), empty for programs that do not call it.
+    /// the invocation (the core keeps them until the epoch ends): [`KEPT_VALUES`] slots of
+    /// `kept_size` bytes, each followed by [`KEPT_GUARD`] bytes no program may address;
+    /// registered with the interpreter before the run, never resized, written only through
+    /// raw pointers (the program holds their addresses), empty for programs that do not call
+    /// it.
     pub(crate) kept: Box<[UnsafeCell<u8>]>,
-    /// Bytes of `kept` in use.
-    pub(crate) kept_used: usize,
-    /// Values kept so far (at most [`KEPT_VALUES`]).
+    /// Bytes of a kept slot: the largest value the program's maps can give up.
+    pub(crate) kept_size: usize,
+    /// Slots in use.
     pub(crate) kept_count: usize,
 }
 
-/// Values one invocation may take out with `bpf_map_lookup_and_delete_elem`; the call after
-/// the last returns NULL.
+/// Values one invocation may take out with `bpf_map_lookup_and_delete_elem`; once that many
+/// are taken, the helper returns NULL and leaves the value in the map.
 pub(crate) const KEPT_VALUES: usize = 8;
+/// Bytes after each kept slot that no program may address (as after each map value).
+pub(crate) const KEPT_GUARD: usize = 8;
 
 impl Frame {
-    /// Whether another value of `len` bytes can be kept.
-    fn has_room(&self, len: usize) -> bool {
-        self.kept_count < KEPT_VALUES
-            && self
-                .kept_used
-                .checked_add(len.next_multiple_of(8))
-                .is_some_and(|end| end <= self.kept.len())
+    /// A frame's kept storage for values of up to `size` bytes (none for 0).
+    pub(crate) fn kept_storage(size: usize) -> Box<[UnsafeCell<u8>]> {
+        let stride = if size == 0 {
+            0
+        } else {
+            size.next_multiple_of(8) + KEPT_GUARD
+        };
+        (0..KEPT_VALUES * stride)
+            .map(|_| UnsafeCell::new(0))
+            .collect()
     }
 
-    /// Copies `value` into the invocation's kept values and returns its address; `None` when
-    /// there is no room ([`Frame::has_room`]).
+    fn kept_stride(&self) -> usize {
+        self.kept_size.next_multiple_of(8) + KEPT_GUARD
+    }
+
+    /// Whether another value can be kept.
+    fn has_room(&self) -> bool {
+        self.kept_size > 0 && self.kept_count < KEPT_VALUES
+    }
+
+    /// Copies `value` into the next kept slot and returns its address; `None` when there is
+    /// no room ([`Frame::has_room`]) or the value is larger than a slot.
     fn keep(&mut self, value: &[u8]) -> Option<u64> {
-        if !self.has_room(value.len()) {
+        let start = self.kept_count * self.kept_stride();
+        if !self.has_room() || value.len() > self.kept_size || start >= self.kept.len() {
             return None;
         }
-        let start = self.kept_used;
-        let end = start + value.len().next_multiple_of(8);
         self.kept_count += 1;
         let slot = UnsafeCell::raw_get(self.kept.as_ptr()).wrapping_add(start);
-        // SAFETY: `value.len()` ≤ `end - start` bytes of `kept` (checked), which no Rust
-        // reference covers (cells, accessed through raw pointers only).
+        // SAFETY: `value.len()` ≤ `kept_size` bytes at the start of a slot of `kept`
+        // (`kept_count` < `KEPT_VALUES` slots of `kept_stride` bytes), cells into which no
+        // reference is made (accessed through raw pointers only).
         unsafe { core::ptr::copy_nonoverlapping(value.as_ptr(), slot, value.len()) };
-        self.kept_used = end;
         Some(slot as u64)
     }
 
-    /// The addresses of the kept values' storage.
-    pub(crate) fn kept_range(&self) -> Range<u64> {
-        let start = UnsafeCell::raw_get(self.kept.as_ptr()) as u64;
-        start..start + self.kept.len() as u64
+    /// The address ranges of the kept slots (their guards left out).
+    pub(crate) fn kept_ranges(&self) -> Vec<Range<u64>> {
+        if self.kept_size == 0 {
+            return Vec::new();
+        }
+        let base = UnsafeCell::raw_get(self.kept.as_ptr()) as u64;
+        (0..KEPT_VALUES)
+            .map(|i| {
+                let start = base + (i * self.kept_stride()) as u64;
+                start..start + self.kept_size as u64
+            })
+            .collect()
     }
 }
 
@@ -613,8 +636,11 @@ impl Frame {
         };
         let within = |r: &Range<u64>| r.start <= address && end <= r.end && r.start < r.end;
         let context = self.context..self.context + self.context_size;
-        let kept = self.kept_range();
-        if within(&context) || within(&self.data) || within(&self.stack) || within(&kept) {
+        if within(&context)
+            || within(&self.data)
+            || within(&self.stack)
+            || self.kept_ranges().iter().any(within)
+        {
             return Ok(());
         }
         for (map, ranges) in program.value_ranges() {
@@ -902,7 +928,7 @@ fn map_helper(
         4 => {
             let key = bytes(args[1], u64::from(map.definition().key_size));
             // No room: NULL, and the value stays in the map.
-            if !frame.has_room(map.definition().value_size as usize) {
+            if !frame.has_room() || map.definition().value_size as usize > frame.kept_size {
                 return Ok(0);
             }
             map.take_value(key)

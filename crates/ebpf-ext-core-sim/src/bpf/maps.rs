@@ -389,7 +389,8 @@ impl BpfMap {
 
     /// `bpf_map_lookup_and_delete_elem`: takes `key`'s value out of a hash or LRU hash map,
     /// or the next value out of a queue or stack (a pop); `None` if there is none or the map
-    /// is of another type (the core refuses arrays, ring buffers and custom maps).
+    /// is of another type (the core refuses arrays and ring buffers; a custom map's provider
+    /// decides in the core, which core-sim does not model: NULL).
     pub(crate) fn take_value(&self, key: &[u8]) -> Option<Vec<u8>> {
         match self.kind {
             Kind::Hash | Kind::LruHash => {
@@ -405,6 +406,14 @@ impl BpfMap {
             }
             _ => None,
         }
+    }
+
+    /// Whether `bpf_map_lookup_and_delete_elem` can take values out of it.
+    pub(crate) fn gives_up_values(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Hash | Kind::LruHash | Kind::Queue | Kind::Stack
+        )
     }
 
     /// Whether it is a queue or a stack (values without keys).

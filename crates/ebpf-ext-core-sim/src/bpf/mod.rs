@@ -28,9 +28,11 @@
 //! Limits: no tail calls (`bpf_tail_call`, program arrays), and only the general helpers in
 //! [`GENERAL_HELPERS`]; a program using anything else is refused at load.
 //! `bpf_map_lookup_and_delete_elem` returns a copy of the value taken out, kept for the rest
-//! of the invocation (the core keeps the value itself until the epoch ends), at most eight
-//! per invocation: the ninth call returns NULL and leaves the value in the map.
-//! `bpf_map_lookup_elem` on a queue or stack faults (the core returns its next value). `rbpf` checks a
+//! of the invocation in a slot followed by guard bytes (the core keeps the value itself until
+//! the epoch ends); once eight values are taken in one invocation it returns NULL and leaves
+//! the value in the map, and a program whose maps hold values over 64 KiB is refused at load
+//! if it calls it. `bpf_map_lookup_elem` on a queue or stack faults (the core returns its
+//! next value). `rbpf` checks a
 //! map-value access by its first byte only, so an access that starts inside a value and runs
 //! past its end by less than eight bytes is not caught; it reads the guard bytes behind
 //! each value, which belong to the core-sim.

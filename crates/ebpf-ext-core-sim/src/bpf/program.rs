@@ -2,7 +2,6 @@
 //! would, its maps created, its helpers resolved as the core resolves them, and run by the
 //! `rbpf` interpreter with memory confined to what it may access.
 
-use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -17,8 +16,8 @@ use ebpf_ext_sys::ntdef::GUID;
 use super::BpfError;
 use super::check::context_accesses;
 use super::helpers::{
-    Frame, GENERAL_HELPERS, KEPT_VALUES, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target,
-    stack_probe, with_frame,
+    Frame, GENERAL_HELPERS, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target, stack_probe,
+    with_frame,
 };
 use super::insn::{CALL, Insn, LD_DW_IMM};
 use super::maps::BpfMap;
@@ -30,6 +29,31 @@ use crate::program_info::{ProgramInfo, ProgramInfoClient};
 /// `bpf_map_lookup_and_delete_elem`'s id: a program calling it gets room for the values it
 /// takes out.
 const LOOKUP_AND_DELETE: u32 = 4;
+/// The largest value core-sim keeps for `bpf_map_lookup_and_delete_elem` (each invocation
+/// that calls it allocates room for eight).
+const KEPT_SIZE_MAX: usize = 0x1_0000;
+
+/// The slot size a program's invocations keep taken-out values in: the largest value of the
+/// maps it can take them from, if it calls the core's `bpf_map_lookup_and_delete_elem`.
+fn kept_size(section: &str, helpers: &[Resolved], maps: &[Arc<BpfMap>]) -> Result<usize, BpfError> {
+    let calls = helpers
+        .iter()
+        .any(|h| h.id == LOOKUP_AND_DELETE && h.target == Target::General);
+    if !calls {
+        return Ok(0);
+    }
+    let givers = maps.iter().filter(|m| m.gives_up_values());
+    let size = givers
+        .map(|m| m.definition().value_size as usize)
+        .max()
+        .unwrap_or(0);
+    if size > KEPT_SIZE_MAX {
+        return Err(BpfError::Map(format!(
+            "{section}: core-sim keeps values of up to {KEPT_SIZE_MAX} bytes for bpf_map_lookup_and_delete_elem, not {size}"
+        )));
+    }
+    Ok(size)
+}
 
 /// Bytes after a test run's copy of the data that no program may access (see
 /// [`BpfProgram::test_run`]).
@@ -52,6 +76,9 @@ pub struct BpfProgram {
     code: Vec<u8>,
     pub(crate) helpers: Vec<Resolved>,
     maps: Vec<Arc<BpfMap>>,
+    /// Bytes of each slot an invocation keeps `bpf_map_lookup_and_delete_elem`'s values in
+    /// (0 if the program does not call the core's).
+    kept_size: usize,
     loaded_at: Instant,
     random: AtomicU64,
     faults: Mutex<Vec<String>>,
@@ -238,6 +265,7 @@ impl BpfProgram {
             section: section.to_owned(),
             message: e.to_string(),
         })?;
+        let kept_size = kept_size(section, &helpers, &maps)?;
         Ok(Arc::new(BpfProgram {
             section: section.to_owned(),
             function: code.name.clone(),
@@ -245,6 +273,7 @@ impl BpfProgram {
             code: bytes,
             helpers,
             maps,
+            kept_size,
             loaded_at: Instant::now(),
             random: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
             faults: Mutex::default(),
@@ -392,13 +421,6 @@ impl BpfProgram {
                 vm.register_allowed_memory(range);
             }
         }
-        let kept = if self.helpers.iter().any(|h| h.id == LOOKUP_AND_DELETE) {
-            let largest = self.maps.iter().map(|m| m.definition().value_size);
-            let largest = largest.max().unwrap_or(0) as usize;
-            KEPT_VALUES * largest.next_multiple_of(8)
-        } else {
-            0
-        };
         let frame = Frame {
             program: self,
             context: context as u64,
@@ -406,12 +428,12 @@ impl BpfProgram {
             data: if data.is_empty() { 0..0 } else { start..end },
             stack: 0..0,
             fault: None,
-            kept: (0..kept).map(|_| UnsafeCell::new(0)).collect(),
-            kept_used: 0,
+            kept: Frame::kept_storage(self.kept_size),
+            kept_size: self.kept_size,
             kept_count: 0,
         };
-        if kept > 0 {
-            vm.register_allowed_memory(frame.kept_range());
+        for range in frame.kept_ranges() {
+            vm.register_allowed_memory(range);
         }
         // rbpf sets r1 to the metadata buffer (the context) and confines loads and stores
         // to it, the packet buffer (the data range), its stack and the allowed ranges.
