@@ -480,10 +480,7 @@ fn malformed_client_data_is_rejected() {
             "{name}"
         );
         let events = setup.kernel.etw_events();
-        let message = events.iter().find_map(|e| match e.field("Message") {
-            Some(Value::Str(m)) => Some(m.clone()),
-            _ => None,
-        });
+        let message = setup.kernel.etw_messages().into_iter().next();
         assert!(
             message.as_deref().is_some_and(|m| m.contains(reason)),
             "{name}: trace event {events:#?}"
@@ -1023,9 +1020,9 @@ fn wildcard_link() -> Link {
 /// Trace events of the current kernel whose message is `message`.
 fn traced(kernel: &Kernel, message: &str) -> usize {
     kernel
-        .etw_events()
+        .etw_messages()
         .iter()
-        .filter(|e| e.field("Message") == Some(&Value::Str(message.into())))
+        .filter(|m| *m == message)
         .count()
 }
 

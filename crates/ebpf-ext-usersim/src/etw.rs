@@ -260,6 +260,20 @@ impl Kernel {
         lock(&self.inner().etw).events.clone()
     }
 
+    /// The `Message` string of each captured event that has one (the SDK's trace messages),
+    /// oldest first.
+    #[must_use]
+    pub fn etw_messages(&self) -> Vec<String> {
+        lock(&self.inner().etw)
+            .events
+            .iter()
+            .filter_map(|e| match e.field("Message") {
+                Some(Value::Str(message)) => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Forgets captured events.
     pub fn etw_clear(&self) {
         lock(&self.inner().etw).events.clear();

@@ -95,14 +95,7 @@ fn start_registers_everything_and_stop_unwinds_in_order() {
     assert_eq!(extension.hook().clients().len(), 0);
     kernel.etw_clear();
     extension.stop();
-    let messages: Vec<String> = kernel
-        .etw_events()
-        .iter()
-        .filter_map(|e| match e.field("Message") {
-            Some(ebpf_ext_usersim::tracelogging::Value::Str(m)) => Some(m.clone()),
-            _ => None,
-        })
-        .collect();
+    let messages = kernel.etw_messages();
     assert_eq!(
         messages,
         [
@@ -165,13 +158,10 @@ fn a_hook_configured_for_another_program_type_is_refused_and_nothing_is_left() {
     assert_eq!(result.err(), Some(Error::InvalidParameter));
     assert!(kernel.nmr_registrations().is_empty());
     assert_eq!(kernel.device_count(), 0);
-    let traced = kernel.etw_events().iter().any(|e| {
-        matches!(
-            e.field("Message"),
-            Some(ebpf_ext_usersim::tracelogging::Value::Str(m))
-                if m.contains("another program type")
-        )
-    });
+    let traced = kernel
+        .etw_messages()
+        .iter()
+        .any(|m| m.contains("another program type"));
     assert!(traced, "the refusal is traced");
     kernel.assert_no_leaks();
 }
