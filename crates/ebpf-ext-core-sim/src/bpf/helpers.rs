@@ -429,17 +429,8 @@ pub(crate) struct Frame {
     pub(crate) data: Range<u64>,
     pub(crate) stack: Range<u64>,
     pub(crate) fault: Option<String>,
-    /// Where `bpf_map_lookup_and_delete_elem` keeps the values it took out for the rest of
-    /// the invocation (the core keeps them until the epoch ends): [`KEPT_VALUES`] slots of
-    /// `kept_size` bytes, each followed by [`KEPT_GUARD`] bytes no program may address;
-    /// registered with the interpreter before the run, never resized, written only through
-    /// raw pointers (the program holds their addresses), empty for programs that do not call
-    /// it.
-    pub(crate) kept: Box<[UnsafeCell<u8>]>,
-    /// Bytes of a kept slot: the largest value the program's maps can give up.
-    pub(crate) kept_size: usize,
-    /// Slots in use.
-    pub(crate) kept_count: usize,
+    /// Where `bpf_map_lookup_and_delete_elem` keeps the values it takes out.
+    pub(crate) kept: Kept,
 }
 
 /// Values one invocation may take out with `bpf_map_lookup_and_delete_elem`; once that many
@@ -448,56 +439,67 @@ pub(crate) const KEPT_VALUES: usize = 8;
 /// Bytes after each kept slot that no program may address (as after each map value).
 pub(crate) const KEPT_GUARD: usize = 8;
 
-impl Frame {
-    /// A frame's kept storage for values of up to `size` bytes (none for 0).
-    pub(crate) fn kept_storage(size: usize) -> Box<[UnsafeCell<u8>]> {
-        let stride = if size == 0 {
-            0
-        } else {
-            size.next_multiple_of(8) + KEPT_GUARD
-        };
-        (0..KEPT_VALUES * stride)
+/// The values an invocation took out with `bpf_map_lookup_and_delete_elem`, kept for the rest
+/// of it (the core keeps them until the epoch ends): [`KEPT_VALUES`] slots of `size` bytes,
+/// each followed by [`KEPT_GUARD`] bytes no program may address; registered with the
+/// interpreter before the run, never resized, written only through raw pointers (the program
+/// holds their addresses); no storage for programs that do not call the helper (size 0).
+pub(crate) struct Kept {
+    storage: Box<[UnsafeCell<u8>]>,
+    /// Bytes of a slot: the largest value the program's maps can give up.
+    size: usize,
+    /// Slots in use.
+    count: usize,
+}
+
+impl Kept {
+    /// Room for [`KEPT_VALUES`] values of up to `size` bytes (none for 0).
+    pub(crate) fn new(size: usize) -> Self {
+        let slots = if size == 0 { 0 } else { KEPT_VALUES };
+        let storage = (0..slots * Self::stride_of(size))
             .map(|_| UnsafeCell::new(0))
-            .collect()
+            .collect();
+        Kept {
+            storage,
+            size,
+            count: 0,
+        }
     }
 
-    fn kept_stride(&self) -> usize {
-        self.kept_size.next_multiple_of(8) + KEPT_GUARD
+    fn stride_of(size: usize) -> usize {
+        size.next_multiple_of(8) + KEPT_GUARD
     }
 
-    /// Whether another value can be kept.
-    fn has_room(&self) -> bool {
-        self.kept_size > 0 && self.kept_count < KEPT_VALUES
+    /// Whether a value of `len` bytes can be kept.
+    fn has_room_for(&self, len: usize) -> bool {
+        self.count < KEPT_VALUES && 0 < self.size && len <= self.size
     }
 
-    /// Copies `value` into the next kept slot and returns its address; `None` when there is
-    /// no room ([`Frame::has_room`]) or the value is larger than a slot.
+    /// Copies `value` into the next slot and returns its address; `None` when there is no
+    /// room for it ([`Kept::has_room_for`]).
     fn keep(&mut self, value: &[u8]) -> Option<u64> {
-        let start = self.kept_count * self.kept_stride();
-        if !self.has_room() || value.len() > self.kept_size || start >= self.kept.len() {
+        if !self.has_room_for(value.len()) {
             return None;
         }
-        self.kept_count += 1;
-        let slot = UnsafeCell::raw_get(self.kept.as_ptr()).wrapping_add(start);
-        // SAFETY: `value.len()` ≤ `kept_size` bytes at the start of a slot of `kept`
-        // (`kept_count` < `KEPT_VALUES` slots of `kept_stride` bytes), cells into which no
-        // reference is made (accessed through raw pointers only).
+        let start = self.count * Self::stride_of(self.size);
+        self.count += 1;
+        let slot = UnsafeCell::raw_get(self.storage.as_ptr()).wrapping_add(start);
+        // SAFETY: `value.len()` ≤ `size` bytes at the start of slot `count` < `KEPT_VALUES`
+        // of `storage` (`KEPT_VALUES` slots of `stride_of(size)` bytes, `size` > 0), cells
+        // into which no reference is made (accessed through raw pointers only).
         unsafe { core::ptr::copy_nonoverlapping(value.as_ptr(), slot, value.len()) };
         Some(slot as u64)
     }
 
-    /// The address ranges of the kept slots (their guards left out).
-    pub(crate) fn kept_ranges(&self) -> Vec<Range<u64>> {
-        if self.kept_size == 0 {
-            return Vec::new();
-        }
-        let base = UnsafeCell::raw_get(self.kept.as_ptr()) as u64;
-        (0..KEPT_VALUES)
-            .map(|i| {
-                let start = base + (i * self.kept_stride()) as u64;
-                start..start + self.kept_size as u64
-            })
-            .collect()
+    /// The address ranges of the slots (their guards left out).
+    pub(crate) fn ranges(&self) -> impl Iterator<Item = Range<u64>> + '_ {
+        let base = UnsafeCell::raw_get(self.storage.as_ptr()) as u64;
+        let stride = Self::stride_of(self.size);
+        let slots = if self.size == 0 { 0 } else { KEPT_VALUES };
+        (0..slots).map(move |i| {
+            let start = base + (i * stride) as u64;
+            start..start + self.size as u64
+        })
     }
 }
 
@@ -639,7 +641,7 @@ impl Frame {
         if within(&context)
             || within(&self.data)
             || within(&self.stack)
-            || self.kept_ranges().iter().any(within)
+            || self.kept.ranges().any(|r| within(&r))
         {
             return Ok(());
         }
@@ -928,11 +930,14 @@ fn map_helper(
         4 => {
             let key = bytes(args[1], u64::from(map.definition().key_size));
             // No room: NULL, and the value stays in the map.
-            if !frame.has_room() || map.definition().value_size as usize > frame.kept_size {
+            if !frame
+                .kept
+                .has_room_for(map.definition().value_size as usize)
+            {
                 return Ok(0);
             }
             map.take_value(key)
-                .and_then(|value| frame.keep(&value))
+                .and_then(|value| frame.kept.keep(&value))
                 .unwrap_or(0)
         }
         2 => {

@@ -16,7 +16,7 @@ use ebpf_ext_sys::ntdef::GUID;
 use super::BpfError;
 use super::check::context_accesses;
 use super::helpers::{
-    Frame, GENERAL_HELPERS, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target, stack_probe,
+    Frame, GENERAL_HELPERS, Kept, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target, stack_probe,
     with_frame,
 };
 use super::insn::{CALL, Insn, LD_DW_IMM};
@@ -428,11 +428,9 @@ impl BpfProgram {
             data: if data.is_empty() { 0..0 } else { start..end },
             stack: 0..0,
             fault: None,
-            kept: Frame::kept_storage(self.kept_size),
-            kept_size: self.kept_size,
-            kept_count: 0,
+            kept: Kept::new(self.kept_size),
         };
-        for range in frame.kept_ranges() {
+        for range in frame.kept.ranges() {
             vm.register_allowed_memory(range);
         }
         // rbpf sets r1 to the metadata buffer (the context) and confines loads and stores
