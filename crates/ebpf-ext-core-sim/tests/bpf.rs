@@ -20,7 +20,11 @@ use ebpf_ext_core_sim::bpf::{
 };
 use ebpf_ext_core_sim::{ProgramInfo, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_base::{EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX};
-use ebpf_ext_sys::ebpf_result::{EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND, EBPF_OUT_OF_SPACE};
+use ebpf_ext_sys::ebpf_result::{
+    EBPF_INVALID_ARGUMENT, EBPF_INVALID_FD, EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND,
+    EBPF_OUT_OF_SPACE,
+};
+use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
 use ebpf_ext_usersim::Kernel;
 
@@ -45,6 +49,7 @@ static uint64_t (*bpf_strnlen_s)(const char* s, uint64_t size) = (void*)29;
 static uint64_t (*test_get_a)(void* ctx) = (void*)0x10001;
 static uint64_t (*test_context_value)(void* ctx) = (void*)0x10002;
 static uint64_t (*bpf_tail_call)(void* ctx, void* map, uint32_t index) = (void*)5;
+static long (*bpf_perf_event_output)(void* ctx, void* map, uint64_t flags, void* data, uint64_t size) = (void*)32;
 static long (*bpf_map_push_elem)(void* map, const void* value, uint64_t flags) = (void*)16;
 static long (*bpf_map_pop_elem)(void* map, void* value) = (void*)17;
 static long (*bpf_map_peek_elem)(void* map, void* value) = (void*)18;
@@ -54,6 +59,7 @@ static int (*bpf_is_current_admin)(const void* ctx) = (void*)21;
 static int (*bpf_strncpy_s)(char* d, uint64_t d_size, const char* s, uint64_t count) = (void*)27;
 static int (*bpf_strncat_s)(char* d, uint64_t d_size, const char* s, uint64_t count) = (void*)28;
 static uint64_t (*undeclared)(void) = (void*)0x10009;
+static uint64_t (*test_clobber_header)(void* ctx) = (void*)0x10003;
 ";
 
 const PROGRAMS: &str = r#"
@@ -204,8 +210,8 @@ int not_the_context(struct test_context* ctx)
     return (int)test_get_a(&local);
 }
 
-SEC("test_prog/tail_call")
-int tail_call(struct test_context* ctx) { return (int)bpf_tail_call(ctx, 0, 0); }
+SEC("test_prog/perf_event_output")
+int perf_event_output(struct test_context* ctx) { return (int)bpf_perf_event_output(ctx, 0, 0, 0, 0); }
 
 SEC("test_prog/undeclared")
 int call_undeclared(struct test_context* ctx) { return (int)undeclared(); }
@@ -242,6 +248,15 @@ fn compile(c: &str) -> BpfObject {
     BpfObject::parse(&std::fs::read(&object).expect("object")).expect("parses")
 }
 
+/// Overwrites slot 0 of the header in front of the context it receives (what an extension
+/// that does not keep the core's header would do).
+extern "win64" fn clobber_header(_: u64, _: u64, _: u64, _: u64, _: u64, context: u64) -> u64 {
+    // SAFETY: the core-sim passes the program context sixth; the test provider's contexts
+    // have their 64-byte header in front.
+    unsafe { ((context - 64) as *mut u64).write_unaligned(0xDEAD) };
+    0
+}
+
 extern "win64" fn pid_override(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     0x1234
 }
@@ -263,11 +278,14 @@ fn spec() -> ProgramDataSpec {
     implicit.implicit_context = true;
     let mut pid = Proto::new(19, c"bpf_get_current_pid_tgid");
     pid.arguments = [EBPF_ARGUMENT_TYPE_DONTCARE; 5];
-    spec.helpers = vec![a, implicit];
+    let mut clobber = Proto::new(0x1_0003, c"test_clobber_header");
+    clobber.arguments = [EBPF_ARGUMENT_TYPE_PTR_TO_CTX, 0, 0, 0, 0];
+    spec.helpers = vec![a, implicit, clobber];
     spec.global_helpers = vec![pid];
     spec.helper_addresses = Some(Addresses::new(vec![
         get_a as *const () as u64,
         context_value as *const () as u64,
+        clobber_header as *const () as u64,
     ]));
     spec.global_addresses = Some(Addresses::new(vec![pid_override as *const () as u64]));
     spec
@@ -638,8 +656,8 @@ fn the_verifiers_refusals_come_before_the_program_runs() {
             BpfError::UndeclaredHelper { id: 0x10009, .. }
         ));
         assert!(matches!(
-            refused("test_prog/tail_call"),
-            BpfError::UnsupportedHelper { id: 5, .. }
+            refused("test_prog/perf_event_output"),
+            BpfError::UnsupportedHelper { id: 32, .. }
         ));
         let overrun = refused("test_prog/context_overrun");
         assert!(
@@ -658,5 +676,225 @@ fn the_verifiers_refusals_come_before_the_program_runs() {
             refused("no_such_section"),
             BpfError::NoSuchSection { .. }
         ));
+    });
+}
+
+/// Programs that tail-call through `programs`, recording in `results` what ran.
+const TAIL_CALLS: &str = r#"
+struct { __uint(type, 3); __type(key, uint32_t); __type(value, uint32_t); __uint(max_entries, 40); } programs SEC(".maps");
+struct { __uint(type, 2); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 8); } results SEC(".maps");
+
+static inline __attribute__((always_inline)) void put(uint32_t key, uint64_t value)
+{
+    bpf_map_update_elem(&results, &key, &value, 0);
+}
+
+SEC("test_prog")
+int caller(struct test_context* ctx)
+{
+    put(0, 1);
+    long result = bpf_tail_call(ctx, &programs, (uint32_t)ctx->value);
+    put(1, 1000 + (uint64_t)result);
+    return 7;
+}
+
+SEC("test_prog/callee")
+int callee(struct test_context* ctx)
+{
+    put(2, ctx->value);
+    ctx->flags = 99;
+    return 42;
+}
+
+SEC("test_prog/chain")
+int chain(struct test_context* ctx)
+{
+    uint32_t key = 3;
+    uint64_t* runs = bpf_map_lookup_elem(&results, &key);
+    if (runs)
+        *runs += 1;
+    put(4, (uint64_t)bpf_tail_call(ctx, &programs, 1));
+    return 5;
+}
+
+SEC("test_prog/clobber")
+int clobber(struct test_context* ctx)
+{
+    test_clobber_header(ctx);
+    return (int)bpf_tail_call(ctx, &programs, 1);
+}
+
+char _license[] SEC("license") = "MIT";
+"#;
+
+/// The test run's return value and `ctx_out`'s `flags`.
+fn tail_run(program: &BpfProgram, client: &ProgramInfoClient, value: u64) -> (u32, u64) {
+    let out = program
+        .test_run(client, &[1, 2], &context(value, 0), 1)
+        .expect("test run");
+    let flags = u64::from_le_bytes(out.context_out[8..16].try_into().expect("8 bytes"));
+    (out.return_value, flags)
+}
+
+#[test]
+fn a_tail_call_continues_in_the_array_program_and_the_caller_returns_at_once() {
+    let object = compile(&format!("{PRELUDE}{TAIL_CALLS}"));
+    with_info(|client, info| {
+        let programs = BpfProgram::load_all(&object, info).expect("loads");
+        let program = |section: &str| {
+            let found = programs.iter().find(|p| p.section() == section);
+            Arc::clone(found.expect(section))
+        };
+        let (caller, target) = (program("test_prog"), program("test_prog/callee"));
+        let (slots, results) = (
+            caller.map("programs").expect("array"),
+            caller.map("results").expect("results"),
+        );
+        assert!(
+            Arc::ptr_eq(&slots, &target.map("programs").expect("array")),
+            "one object's programs share its maps"
+        );
+        slots.set_program(5, &target).expect("set");
+
+        assert_eq!(
+            tail_run(&caller, client, 5),
+            (42, 99),
+            "the target's result and context"
+        );
+        assert_eq!(result(&results, 0), 1, "the caller ran");
+        assert_eq!(
+            result(&results, 1),
+            0,
+            "and returned at its successful tail call"
+        );
+        assert_eq!(
+            result(&results, 2),
+            5,
+            "the target saw the caller's context"
+        );
+        assert_eq!((caller.runs(), target.runs()), (1, 1));
+
+        for (index, what) in [(6, "an empty slot"), (40, "past the end")] {
+            assert_eq!(
+                tail_run(&caller, client, index).0,
+                7,
+                "{what}: the caller goes on"
+            );
+            assert_eq!(
+                result(&results, 1),
+                1000 - 6,
+                "{what}: -EBPF_INVALID_ARGUMENT"
+            );
+        }
+        slots.delete(&5u32.to_le_bytes()).expect("emptied");
+        assert_eq!(tail_run(&caller, client, 5).0, 7, "an emptied slot");
+        assert_eq!(target.runs(), 1);
+    });
+}
+
+#[test]
+fn tail_calls_stop_after_thirty_three_and_need_the_invocations_state() {
+    let object = compile(&format!("{PRELUDE}{TAIL_CALLS}"));
+    with_info(|client, info| {
+        let programs = BpfProgram::load_all(&object, info).expect("loads");
+        let chain = Arc::clone(
+            programs
+                .iter()
+                .find(|p| p.section() == "test_prog/chain")
+                .expect("chain"),
+        );
+        chain
+            .map("programs")
+            .expect("array")
+            .set_program(1, &chain)
+            .expect("set");
+        let results = chain.map("results").expect("results");
+        assert_eq!(
+            tail_run(&chain, client, 0).0,
+            5,
+            "the last program's result"
+        );
+        assert_eq!(result(&results, 3), 34, "the program and 33 tail calls");
+        assert_eq!(chain.runs(), 34);
+        assert_eq!(
+            result(&results, 4),
+            (-27i64).cast_unsigned(),
+            "the 34th call: EBPF_NO_MORE_TAIL_CALLS"
+        );
+
+        // Run directly, the program has no execution state: the call fails as the core's
+        // does without one.
+        let bytes = context(0, 0);
+        let context = client.create_context(&[], &bytes).expect("context");
+        // SAFETY: a context of the program type from its provider's context_create.
+        assert_eq!(unsafe { chain.run(context.as_ptr()) }, Ok(5));
+        assert_eq!(result(&results, 3), 35);
+        assert_eq!(result(&results, 4), (-6i64).cast_unsigned());
+        drop(context);
+
+        // An extension that overwrote the header's state slot: the invocation fails.
+        let clobber = programs
+            .iter()
+            .find(|p| p.section() == "test_prog/clobber")
+            .expect("clobber");
+        let fault = clobber
+            .test_run(client, &[1], &bytes, 1)
+            .expect_err("faults");
+        assert!(
+            fault
+                .to_string()
+                .contains("slot 0 of the context header holds 0xdead"),
+            "{fault}"
+        );
+    });
+}
+
+#[test]
+fn program_arrays_take_programs_of_one_type_by_index() {
+    let object = compile(&format!("{PRELUDE}{TAIL_CALLS}"));
+    let other_type = GUID::from_u128(0x7e57_0000_0000_0000_0000_0000_0000_0002);
+    with_info(|_, info| {
+        let other_spec = ProgramDataSpec {
+            program_type: other_type,
+            ..spec()
+        };
+        let other_provider = InfoProvider::register(other_type, &other_spec);
+        let other_client = ProgramInfoClient::attach(other_type).expect("attached");
+        let programs = BpfProgram::load_all(&object, info).expect("loads");
+        let caller = &programs[0];
+        let slots = caller.map("programs").expect("array");
+        let stranger =
+            BpfProgram::load(&object, "test_prog/callee", &other_client.info()).expect("loads");
+        assert_eq!(
+            slots.set_program(0, &stranger),
+            Err(MapError::Result(EBPF_INVALID_FD)),
+            "a program of another type"
+        );
+        assert_eq!(
+            slots.set_program(40, caller),
+            Err(MapError::Result(EBPF_INVALID_ARGUMENT)),
+            "past the end"
+        );
+        let results = caller.map("results").expect("results");
+        assert_eq!(
+            results.set_program(0, caller),
+            Err(MapError::WrongMapType(2))
+        );
+        assert_eq!(
+            slots.update(&0u32.to_le_bytes(), &0u32.to_le_bytes(), 0),
+            Err(MapError::WrongMapType(3)),
+            "test code sets programs, not ids"
+        );
+        slots.set_program(0, caller).expect("set");
+        assert!(slots.program_at(0).is_some_and(|p| Arc::ptr_eq(&p, caller)));
+        assert!(slots.program_at(1).is_none());
+        drop(programs);
+        assert!(
+            slots.program_at(0).is_none(),
+            "the array does not keep a program alive"
+        );
+        drop(stranger);
+        drop(other_client);
+        other_provider.deregister();
     });
 }

@@ -49,6 +49,15 @@ struct {
     __uint(max_entries, 4096);
 } events SEC(".maps");
 
+// Programs a tail call continues in, by index (filled by the test, as upstream's tail-call
+// tests fill theirs).
+struct {
+    __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+    __type(key, uint32_t);
+    __type(value, uint32_t);
+    __uint(max_entries, 10);
+} programs SEC(".maps");
+
 // implicit_2 as programs call it: one value in r1 (its prototype declares none).
 static int64_t (*implicit_2_of)(uint32_t value) = (void*)SAMPLE_EBPF_EXTENSION_HELPER_IMPLICIT_2_ID;
 
@@ -145,4 +154,20 @@ int overrun(sample_context_t* ctx)
 {
     uint8_t* data = ctx->data_start;
     return data[4096];
+}
+
+// Upstream's tail-call samples: the caller continues in programs[0], which returns 42; with
+// that slot empty the call fails and the caller returns what it returned (-6,
+// -EBPF_INVALID_ARGUMENT).
+SEC("sample_ext/tail_caller")
+int tail_caller(sample_context_t* ctx)
+{
+    return (int)bpf_tail_call(ctx, &programs, 0);
+}
+
+// programs[0]: runs on the caller's context.
+SEC("sample_ext/0")
+int tail_callee(sample_context_t* ctx)
+{
+    return 37 + (int)ctx->helper_data_1 * 5;
 }

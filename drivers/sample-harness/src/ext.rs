@@ -542,11 +542,72 @@ pub fn scenario(
         "run with nothing attached: {}",
         crate::status::describe(status)
     ));
+    add(tail_calls(kernel, &handle, object, &info_client, &info)?);
     kernel.close(handle);
     drop(info_client);
     driver.unload();
     kernel.assert_no_leaks();
     Ok(report)
+}
+
+/// Tail calls as upstream's tail-call samples make them: the caller, attached to the hook,
+/// continues in `programs[0]` on the same context (42: `helper_data_1` is 1 in a run), in
+/// a run, a batch (the state the hook's batch keeps) and a test run; with the slot emptied
+/// the caller returns `bpf_tail_call`'s failure (-6, `0xFFFFFFFA`).
+fn tail_calls(
+    kernel: &Kernel,
+    handle: &FileHandle,
+    object: &BpfObject,
+    info_client: &ProgramInfoClient,
+    info: &std::sync::Arc<ebpf_ext_core_sim::ProgramInfo>,
+) -> Result<String, Failure> {
+    let programs = BpfProgram::load_all(object, info).map_err(|e| e.to_string())?;
+    let program = |section: &str| {
+        programs
+            .iter()
+            .find(|p| p.section() == section)
+            .cloned()
+            .ok_or_else(|| format!("no program in {section}"))
+    };
+    let (caller, target) = (program("sample_ext/tail_caller")?, program("sample_ext/0")?);
+    let slots = caller.map("programs").ok_or("no programs map")?;
+    slots.set_program(0, &target).map_err(|e| e.to_string())?;
+    let link = caller
+        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
+        .map_err(|e| e.to_string())?;
+    let data = b"tail";
+    let (status, result, _) = run(kernel, handle, 0, data)?;
+    let (batch_status, batch, _) = run_batch(kernel, handle, 3, data)?;
+    let test = test_run(&caller, info_client, data, &context_in(0, 0, [1, 2]))?;
+    expect!(
+        status == STATUS_SUCCESS
+            && result == 42
+            && batch_status == STATUS_SUCCESS
+            && batch.results == 3
+            && batch.result_sum == 3 * 42
+            && test.return_value == 42
+            && target.runs() == 5,
+        "tail call: run {} {result}, batch {batch:?}, test run {}, the target ran {}; faults {:?} {:?}",
+        crate::status::describe(status),
+        test.return_value,
+        target.runs(),
+        caller.faults(),
+        target.faults()
+    );
+    slots
+        .delete(&0u32.to_le_bytes())
+        .map_err(|e| e.to_string())?;
+    let (status, empty, _) = run(kernel, handle, 0, data)?;
+    expect!(
+        status == STATUS_SUCCESS && empty == 0xFFFF_FFFA,
+        "tail call to an empty slot: {} {empty:#x}",
+        crate::status::describe(status)
+    );
+    link.detach().map_err(|e| e.to_string())?;
+    Ok(format!(
+        "tail call: run {result}, batch of 3 summing {}, test run {}; empty slot {empty:#x}",
+        batch.result_sum, test.return_value
+    ))
 }
 
 /// The demo's run of sample-ext: its BPF scenario against the linked crate and, given the

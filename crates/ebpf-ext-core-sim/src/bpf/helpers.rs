@@ -16,18 +16,23 @@
 use core::cell::{RefCell, UnsafeCell};
 use core::fmt::Write as _;
 use core::ops::Range;
+use std::sync::Arc;
 
 use ebpf_ext_sys::ebpf_base::{
     EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_CONST_SIZE,
     EBPF_ARGUMENT_TYPE_CONST_SIZE_OR_ZERO, EBPF_ARGUMENT_TYPE_DONTCARE,
     EBPF_ARGUMENT_TYPE_PTR_TO_CTX, EBPF_ARGUMENT_TYPE_PTR_TO_CTX_OR_NULL,
     EBPF_ARGUMENT_TYPE_PTR_TO_MAP, EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY,
-    EBPF_ARGUMENT_TYPE_PTR_TO_MAP_VALUE, EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
-    EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM_OR_NULL, EBPF_ARGUMENT_TYPE_PTR_TO_STACK,
-    EBPF_ARGUMENT_TYPE_PTR_TO_STACK_OR_NULL, EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
-    EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM_OR_NULL, EBPF_RETURN_TYPE_INTEGER,
+    EBPF_ARGUMENT_TYPE_PTR_TO_MAP_OF_PROGRAMS, EBPF_ARGUMENT_TYPE_PTR_TO_MAP_VALUE,
+    EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM, EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM_OR_NULL,
+    EBPF_ARGUMENT_TYPE_PTR_TO_STACK, EBPF_ARGUMENT_TYPE_PTR_TO_STACK_OR_NULL,
+    EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM, EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM_OR_NULL,
+    EBPF_RETURN_TYPE_INTEGER, EBPF_RETURN_TYPE_INTEGER_OR_NO_RETURN_IF_SUCCEED,
     EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL, ebpf_argument_type_t, ebpf_return_type_t,
 };
+use ebpf_ext_sys::ebpf_extension::{EBPF_CONTEXT_HEADER_SIZE, ebpf_execution_context_state_t};
+use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_NO_MORE_TAIL_CALLS};
+use ebpf_ext_sys::ebpf_windows::MAX_TAIL_CALL_CNT;
 use ebpf_ext_sys::ntddk::KeGetCurrentProcessorNumberEx;
 use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, KeGetCurrentIrql};
 
@@ -131,6 +136,20 @@ pub const GENERAL_HELPERS: &[GeneralHelper] = &[
         ],
         "void*",
         "void* map, const void* key",
+    ),
+    general(
+        5,
+        "bpf_tail_call",
+        EBPF_RETURN_TYPE_INTEGER_OR_NO_RETURN_IF_SUCCEED,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP_OF_PROGRAMS,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+            DC,
+            DC,
+        ],
+        "int64_t",
+        "const void* ctx, const void* prog_array, uint32_t index",
     ),
     general(6, "bpf_get_prandom_u32", INT, [DC; 5], "uint32_t", "void"),
     general(7, "bpf_ktime_get_boot_ns", INT, [DC; 5], "uint64_t", "void"),
@@ -431,6 +450,11 @@ pub(crate) struct Frame {
     pub(crate) fault: Option<String>,
     /// Where `bpf_map_lookup_and_delete_elem` keeps the values it takes out.
     pub(crate) kept: Kept,
+    /// The invocation's execution state (`ebpf_execution_context_state_t`), whose address
+    /// the core put in slot 0 of the context header; 0 when the run has none.
+    pub(crate) state: u64,
+    /// The program a successful `bpf_tail_call` asked to run next.
+    pub(crate) tail_call: Option<Arc<BpfProgram>>,
 }
 
 /// Values one invocation may take out with `bpf_map_lookup_and_delete_elem`; once that many
@@ -507,9 +531,15 @@ thread_local! {
     static FRAMES: RefCell<Vec<Frame>> = const { RefCell::new(Vec::new()) };
 }
 
+/// What a run left in its frame: the fault a helper recorded and the tail call it asked for.
+pub(crate) struct Left {
+    pub(crate) fault: Option<String>,
+    pub(crate) tail_call: Option<Arc<BpfProgram>>,
+}
+
 /// Runs `f` with `frame` as the current invocation of this thread, and returns what `f`
-/// returned and the fault a helper recorded.
-pub(crate) fn with_frame<R>(frame: Frame, f: impl FnOnce() -> R) -> (R, Option<String>) {
+/// returned and what the helpers left in the frame.
+pub(crate) fn with_frame<R>(frame: Frame, f: impl FnOnce() -> R) -> (R, Left) {
     /// Pops the frame even if `f` unwinds, so a later invocation on this thread starts clean.
     struct Pop;
     impl Drop for Pop {
@@ -520,9 +550,15 @@ pub(crate) fn with_frame<R>(frame: Frame, f: impl FnOnce() -> R) -> (R, Option<S
     FRAMES.with(|frames| frames.borrow_mut().push(frame));
     let pop = Pop;
     let result = f();
-    let fault = FRAMES.with(|frames| frames.borrow_mut().last_mut().and_then(|f| f.fault.take()));
+    let left = FRAMES.with(|frames| {
+        let mut frames = frames.borrow_mut();
+        let frame = frames.last_mut();
+        let (fault, tail_call) =
+            frame.map_or((None, None), |f| (f.fault.take(), f.tail_call.take()));
+        Left { fault, tail_call }
+    });
     drop(pop);
-    (result, fault)
+    (result, left)
 }
 
 /// Runs `f` with the program of this thread's running invocation (`None` outside one).
@@ -704,6 +740,17 @@ fn check_arguments(
                         .ok_or_else(|| what(format!("{value:#x} is not a map")))?,
                 );
             }
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP_OF_PROGRAMS => {
+                let programs = program
+                    .map_by_handle(value)
+                    .ok_or_else(|| what(format!("{value:#x} is not a map")))?;
+                if !programs.is_program_array() {
+                    return Err(what(format!(
+                        "map {} is not a program array",
+                        programs.definition().name
+                    )));
+                }
+            }
             EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY | EBPF_ARGUMENT_TYPE_PTR_TO_MAP_VALUE => {
                 let map = map.ok_or_else(|| what("no map argument before it".into()))?;
                 let len = if kind == EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY {
@@ -856,6 +903,7 @@ fn call_general(
     let map = || program.map_by_handle(args[0]).ok_or("not a map");
     Ok(match id {
         1..=4 | 16..=18 => map_helper(id, args, frame, program)?,
+        5 => tail_call(args, frame, program)?,
         6 => u64::from(program.next_random()),
         7 | 9 => u64::try_from(program.loaded_at().elapsed().as_nanos()).unwrap_or(u64::MAX),
         30 | 31 => u64::try_from(program.loaded_at().elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -904,6 +952,54 @@ fn call_general(
             return Err(format!("general helper {id} is not implemented"));
         }
     })
+}
+
+/// `-result` as a helper returns it.
+fn negative(result: i32) -> u64 {
+    (-i64::from(result)).cast_unsigned()
+}
+
+/// `bpf_tail_call(ctx, prog_array, index)` (id 5), as the core does it: the program at
+/// `index` becomes the invocation's next program (0), unless the slot is empty, past the end
+/// or its program gone (`-EBPF_INVALID_ARGUMENT`), the run has no execution state (the same),
+/// or 33 tail calls have run (`-EBPF_NO_MORE_TAIL_CALLS`). The core finds the state through
+/// slot 0 of the context header and records the next program in its `tail_call_state`;
+/// core-sim does too, after checking the slot still holds the state the invocation put there
+/// (an extension that overwrote the header would have the core write elsewhere).
+fn tail_call(args: &[u64; 5], frame: &mut Frame, program: &BpfProgram) -> Result<u64, String> {
+    let programs = program.map_by_handle(args[1]).ok_or("not a map")?;
+    if frame.state == 0 {
+        return Ok(negative(EBPF_INVALID_ARGUMENT));
+    }
+    let header = frame.context.wrapping_sub(EBPF_CONTEXT_HEADER_SIZE as u64) as *const u64;
+    // SAFETY: a run with an execution state has the core's 64-byte header in front of its
+    // context (`BpfProgram::run_with_state`'s contract).
+    let slot0 = unsafe { header.read_unaligned() };
+    if slot0 != frame.state {
+        return Err(format!(
+            "slot 0 of the context header holds {slot0:#x}, not the invocation's execution \
+             state {:#x}: the 64 bytes in front of the context were overwritten",
+            frame.state
+        ));
+    }
+    #[expect(clippy::cast_possible_truncation, reason = "the index is a uint32_t")]
+    let Some(next) = programs.program_at(args[2] as u32) else {
+        return Ok(negative(EBPF_INVALID_ARGUMENT));
+    };
+    let state = frame.state as *mut ebpf_execution_context_state_t;
+    // SAFETY: the invocation's execution state (checked against the header above), 64
+    // writable bytes its invoker keeps for the run.
+    let calls = unsafe { &raw mut (*state).tail_call_state };
+    // SAFETY: as above.
+    let mut tail_calls = unsafe { calls.read_unaligned() };
+    if tail_calls.count == MAX_TAIL_CALL_CNT {
+        return Ok(negative(EBPF_NO_MORE_TAIL_CALLS));
+    }
+    tail_calls.next_program = Arc::as_ptr(&next).cast();
+    // SAFETY: as above.
+    unsafe { calls.write_unaligned(tail_calls) };
+    frame.tail_call = Some(next);
+    Ok(0)
 }
 
 /// The map helpers (ids 1–4 and 16–18).

@@ -57,3 +57,163 @@ impl Insn {
         }
     }
 }
+
+/// `BPF_JMP | BPF_JNE | BPF_K`.
+pub(crate) const JNE_IMM: u8 = 0x55;
+/// `BPF_JMP` (64-bit jumps, calls and exit).
+const CLASS_JMP: u8 = 0x05;
+/// `BPF_JMP32`.
+const CLASS_JMP32: u8 = 0x06;
+
+impl Insn {
+    /// `return r0`.
+    pub(crate) fn exit() -> Self {
+        Insn {
+            code: EXIT,
+            dst: 0,
+            src: 0,
+            off: 0,
+            imm: 0,
+        }
+    }
+
+    /// `if dst != imm goto +off`.
+    pub(crate) fn jne_imm(dst: u8, imm: i32, off: i16) -> Self {
+        Insn {
+            code: JNE_IMM,
+            dst,
+            src: 0,
+            off,
+            imm,
+        }
+    }
+
+    /// Whether its `off` is a jump relative to the next instruction (every jump but calls
+    /// and exit).
+    fn jumps_by_off(self) -> bool {
+        matches!(self.class(), CLASS_JMP | CLASS_JMP32) && !matches!(self.code & 0xf0, 0x80 | 0x90)
+    }
+
+    /// Whether it is a local (BPF-to-BPF) call, whose `imm` is relative to the next
+    /// instruction.
+    fn calls_locally(self) -> bool {
+        self.code == CALL && self.src == 1
+    }
+}
+
+/// `insns` with `if r0 != 0 goto +1; exit` after every call of `call_imm`, and every jump
+/// and local call re-aimed at the instruction it aimed at before: what native code does after
+/// `bpf_tail_call` (a caller whose tail call succeeded returns 0 at once; the core then runs
+/// the callee). A jump to the instruction after such a call lands after the check, so only
+/// the call's own result is tested.
+///
+/// # Errors
+/// A jump that no longer fits its 16-bit offset, or one aimed outside the program.
+pub(crate) fn stop_after_calls_of(insns: &[Insn], call_imm: i32) -> Result<Vec<Insn>, String> {
+    let is_site = |insn: &Insn| insn.code == CALL && insn.src == 0 && insn.imm == call_imm;
+    // Where each old instruction (and the end) lands: two more slots per earlier site.
+    let mut moved: Vec<i64> = Vec::with_capacity(insns.len() + 1);
+    let mut at = 0i64;
+    for insn in insns {
+        moved.push(at);
+        at += if is_site(insn) { 3 } else { 1 };
+    }
+    moved.push(at);
+    let retarget = |from: usize, relative: i64| -> Result<i64, String> {
+        let target = i64::try_from(from)
+            .ok()
+            .map(|from| from + 1 + relative)
+            .and_then(|target| usize::try_from(target).ok())
+            .and_then(|target| moved.get(target))
+            .ok_or_else(|| format!("instruction {from} jumps outside the program"))?;
+        Ok(target - moved[from] - 1)
+    };
+    let mut out = Vec::with_capacity(insns.len());
+    for (from, insn) in insns.iter().enumerate() {
+        let mut insn = *insn;
+        if insn.jumps_by_off() {
+            let off = retarget(from, i64::from(insn.off))?;
+            insn.off = i16::try_from(off)
+                .map_err(|_| format!("instruction {from}: a jump of {off} no longer fits"))?;
+        } else if insn.calls_locally() {
+            let imm = retarget(from, i64::from(insn.imm))?;
+            insn.imm = i32::try_from(imm)
+                .map_err(|_| format!("instruction {from}: a call of {imm} no longer fits"))?;
+        }
+        out.push(insn);
+        if is_site(&insn) {
+            out.push(Insn::jne_imm(0, 0, 1));
+            out.push(Insn::exit());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mov_imm(dst: u8, imm: i32) -> Insn {
+        Insn {
+            code: 0xb7,
+            dst,
+            src: 0,
+            off: 0,
+            imm,
+        }
+    }
+
+    fn ja(off: i16) -> Insn {
+        Insn {
+            code: 0x05,
+            dst: 0,
+            src: 0,
+            off,
+            imm: 0,
+        }
+    }
+
+    #[test]
+    fn a_check_follows_each_tail_call_and_jumps_keep_their_targets() {
+        // 0: ja +2 (to 3)   1: call 5   2: ja -3 (to 0)   3: call 5   4: exit
+        let insns = [ja(2), Insn::call(5), ja(-3), Insn::call(5), Insn::exit()];
+        let out = stop_after_calls_of(&insns, 5).expect("rewritten");
+        let expected = [
+            ja(4), // to the second call, now at 5
+            Insn::call(5),
+            Insn::jne_imm(0, 0, 1),
+            Insn::exit(),
+            ja(-5), // back to 0
+            Insn::call(5),
+            Insn::jne_imm(0, 0, 1),
+            Insn::exit(),
+            Insn::exit(),
+        ];
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn a_jump_to_just_after_a_call_skips_the_check() {
+        // 0: mov r0, 1   1: call 5   2: mov r0, 7   3: exit   4: ja -3 (to 2)
+        let insns = [
+            mov_imm(0, 1),
+            Insn::call(5),
+            mov_imm(0, 7),
+            Insn::exit(),
+            ja(-3), // to 2, just after the call
+        ];
+        let out = stop_after_calls_of(&insns, 5).expect("rewritten");
+        assert_eq!(out.len(), 7);
+        // The jump now at 6 lands on 4, the `mov r0, 7` after the inserted check.
+        assert_eq!(out[6], ja(-3));
+        assert_eq!(out[4], mov_imm(0, 7));
+    }
+
+    #[test]
+    fn other_calls_are_left_alone_and_bad_jumps_are_refused() {
+        let insns = [Insn::call(1), Insn::exit()];
+        assert_eq!(stop_after_calls_of(&insns, 5).expect("unchanged"), insns);
+        let out_of_range = [ja(5), Insn::call(5), Insn::exit()];
+        assert!(stop_after_calls_of(&out_of_range, 5).is_err());
+    }
+}

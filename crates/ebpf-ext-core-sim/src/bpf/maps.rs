@@ -1,4 +1,5 @@
-//! Maps: array, hash, per-CPU array, LRU hash, queue, stack, ring buffer and providers'
+//! Maps: array, hash, program array, per-CPU array, LRU hash, queue, stack, ring buffer and
+//! providers'
 //! custom maps ([`super::custom`]), with eBPF for Windows' type
 //! numbers (`ebpf_map_type_t`) and helper semantics, readable and writable from test code.
 //!
@@ -11,21 +12,27 @@
 use core::cell::UnsafeCell;
 use core::ops::Range;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+
+use ebpf_ext_sys::ntdef::GUID;
 
 use ebpf_ext_sys::ebpf_result::{
-    EBPF_INVALID_ARGUMENT, EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND, EBPF_NO_MEMORY,
-    EBPF_OBJECT_NOT_FOUND, EBPF_OPERATION_NOT_SUPPORTED, EBPF_OUT_OF_SPACE, ebpf_result_t,
+    EBPF_INVALID_ARGUMENT, EBPF_INVALID_FD, EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND,
+    EBPF_NO_MEMORY, EBPF_OBJECT_NOT_FOUND, EBPF_OPERATION_NOT_SUPPORTED, EBPF_OUT_OF_SPACE,
+    ebpf_result_t,
 };
 
 use super::custom::{CustomMap, MAP_CONTEXT_OFFSET};
 use super::object::MapDefinition;
+use super::program::BpfProgram;
 use crate::nmr::lock;
 
 /// `BPF_MAP_TYPE_HASH`.
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
 /// `BPF_MAP_TYPE_ARRAY`.
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PROG_ARRAY`: programs `bpf_tail_call` may continue in, by 4-byte index.
+pub const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
 pub const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 5;
 /// `BPF_MAP_TYPE_LRU_HASH`.
@@ -75,6 +82,8 @@ enum Kind {
     Queue,
     Stack,
     RingBuffer,
+    /// Programs by index, for `bpf_tail_call`.
+    ProgramArray,
     /// A provider's type (the map-information NPI).
     Custom,
 }
@@ -93,6 +102,10 @@ struct RingState {
     used: usize,
 }
 
+/// A program array's programs, held weakly (a program's maps may hold the program itself),
+/// and the program type its first program gave it.
+type ProgramSlots = (Vec<Option<Weak<BpfProgram>>>, Option<GUID>);
+
 /// One map of a loaded program.
 ///
 /// # Invariants
@@ -110,6 +123,8 @@ pub struct BpfMap {
     /// A queue's or stack's values, oldest first.
     values: Mutex<VecDeque<Vec<u8>>>,
     custom: Option<CustomMap>,
+    /// A program array's programs and type.
+    programs: Mutex<ProgramSlots>,
     /// The map object extension helpers receive: the provider's map context at
     /// `MAP_CONTEXT_OFFSET` (NULL for built-in maps).
     object: Box<[u64; 8]>,
@@ -140,9 +155,10 @@ impl BpfMap {
             BPF_MAP_TYPE_QUEUE => Kind::Queue,
             BPF_MAP_TYPE_STACK => Kind::Stack,
             BPF_MAP_TYPE_RINGBUF => Kind::RingBuffer,
-            0 | 3 | 4 | 6 | 7 | 9 | 11 | 14 | 16 => {
+            BPF_MAP_TYPE_PROG_ARRAY => Kind::ProgramArray,
+            0 | 4 | 6 | 7 | 9 | 11 | 14 | 16 => {
                 return Err(format!(
-                    "map {}: type {} is not supported by core-sim (array 2, hash 1, per-CPU array 5, LRU hash 8, queue 10, stack 12, ring buffer 13 and providers' custom types are)",
+                    "map {}: type {} is not supported by core-sim (array 2, hash 1, program array 3, per-CPU array 5, LRU hash 8, queue 10, stack 12, ring buffer 13 and providers' custom types are)",
                     definition.name, definition.map_type
                 ));
             }
@@ -179,7 +195,15 @@ impl BpfMap {
                 definition.name, definition.key_size
             ));
         }
-        if matches!(kind, Kind::Array | Kind::PerCpuArray) && definition.key_size != 4 {
+        if kind == Kind::ProgramArray && definition.value_size != 4 {
+            return Err(format!(
+                "map {}: a program array's value is a 4-byte program id, not {} bytes",
+                definition.name, definition.value_size
+            ));
+        }
+        if matches!(kind, Kind::Array | Kind::PerCpuArray | Kind::ProgramArray)
+            && definition.key_size != 4
+        {
             return Err(format!(
                 "map {}: an array's key is a 4-byte index, not {} bytes",
                 definition.name, definition.key_size
@@ -187,7 +211,7 @@ impl BpfMap {
         }
         let stride = (definition.value_size as usize).next_multiple_of(8) + GUARD;
         let slots = match kind {
-            Kind::RingBuffer | Kind::Custom | Kind::Queue | Kind::Stack => 0,
+            Kind::RingBuffer | Kind::Custom | Kind::Queue | Kind::Stack | Kind::ProgramArray => 0,
             Kind::PerCpuArray => entries * cpus,
             _ => entries,
         };
@@ -206,6 +230,14 @@ impl BpfMap {
             }),
             ring: Mutex::default(),
             values: Mutex::default(),
+            programs: Mutex::new((
+                if kind == Kind::ProgramArray {
+                    vec![None; entries]
+                } else {
+                    Vec::new()
+                },
+                None,
+            )),
             custom,
             object,
         };
@@ -283,7 +315,9 @@ impl BpfMap {
                 state.last_use[slot] = state.clock;
                 Some(self.slot(slot))
             }
-            Kind::RingBuffer | Kind::Custom | Kind::Queue | Kind::Stack => None,
+            Kind::RingBuffer | Kind::Custom | Kind::Queue | Kind::Stack | Kind::ProgramArray => {
+                None
+            }
         }
     }
 
@@ -301,6 +335,11 @@ impl BpfMap {
             .as_ref()
             .is_some_and(CustomMap::refuses_programs)
         {
+            return Err(EBPF_OPERATION_NOT_SUPPORTED);
+        }
+        if self.kind == Kind::ProgramArray {
+            // The core's program array has no update function, only an update with a handle
+            // (from user mode).
             return Err(EBPF_OPERATION_NOT_SUPPORTED);
         }
         if matches!(self.kind, Kind::Queue | Kind::Stack) {
@@ -362,7 +401,7 @@ impl BpfMap {
                 }
                 return Ok(());
             }
-            Kind::RingBuffer | Kind::Custom | Kind::Queue | Kind::Stack => {
+            Kind::RingBuffer | Kind::Custom | Kind::Queue | Kind::Stack | Kind::ProgramArray => {
                 return Err(EBPF_INVALID_ARGUMENT);
             }
         };
@@ -381,6 +420,11 @@ impl BpfMap {
                 let mut state = lock(&self.hash);
                 let slot = state.slots.remove(key).ok_or(EBPF_KEY_NOT_FOUND)?;
                 state.free.push(slot);
+                Ok(())
+            }
+            Kind::ProgramArray => {
+                let index = self.array_index(key).ok_or(EBPF_OBJECT_NOT_FOUND)?;
+                lock(&self.programs).0[index] = None;
                 Ok(())
             }
             _ => Err(EBPF_INVALID_ARGUMENT),
@@ -511,12 +555,13 @@ impl BpfMap {
     /// The value of `key` (of an array or hash map), as test code reads it.
     ///
     /// # Errors
-    /// [`MapError::WrongMapType`] for per-CPU arrays, queues, stacks and ring buffers;
+    /// [`MapError::WrongMapType`] for per-CPU arrays, queues, stacks, ring buffers and program
+    /// arrays (see [`BpfMap::program_at`]);
     /// [`MapError::WrongSize`] for a key of the wrong size.
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
         if matches!(
             self.kind,
-            Kind::PerCpuArray | Kind::RingBuffer | Kind::Queue | Kind::Stack
+            Kind::PerCpuArray | Kind::RingBuffer | Kind::Queue | Kind::Stack | Kind::ProgramArray
         ) {
             return Err(MapError::WrongMapType(self.definition.map_type));
         }
@@ -555,8 +600,12 @@ impl BpfMap {
     /// processor's copy of a per-CPU array).
     ///
     /// # Errors
-    /// [`MapError::WrongSize`], or [`MapError::Result`] with what the helper would return.
+    /// [`MapError::WrongSize`], or [`MapError::Result`] with what the helper would return;
+    /// [`MapError::WrongMapType`] for a program array (see [`BpfMap::set_program`]).
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapError> {
+        if self.kind == Kind::ProgramArray {
+            return Err(MapError::WrongMapType(self.definition.map_type));
+        }
         self.check_key(key)?;
         if let Some(custom) = &self.custom {
             return custom.update(key, value).map_err(MapError::Result);
@@ -565,7 +614,7 @@ impl BpfMap {
             .map_err(MapError::Result)
     }
 
-    /// Deletes `key` from a hash map.
+    /// Deletes `key` from a hash map, or empties slot `key` of a program array.
     ///
     /// # Errors
     /// [`MapError::Result`] with what `bpf_map_delete_elem` would return.
@@ -586,6 +635,65 @@ impl BpfMap {
         let mut keys: Vec<Vec<u8>> = lock(&self.hash).slots.keys().cloned().collect();
         keys.sort();
         keys
+    }
+
+    /// Puts `program` at `index` of a program array, as user mode's update with a program's
+    /// handle does: the first program gives the array its program type, and a program of
+    /// another type is refused with `EBPF_INVALID_FD`.
+    ///
+    /// # Errors
+    /// [`MapError::WrongMapType`] for other maps; [`MapError::Result`] with
+    /// `EBPF_INVALID_ARGUMENT` for an index past the end, `EBPF_INVALID_FD` for a program of
+    /// another type.
+    pub fn set_program(&self, index: u32, program: &Arc<BpfProgram>) -> Result<(), MapError> {
+        if self.kind != Kind::ProgramArray {
+            return Err(MapError::WrongMapType(self.definition.map_type));
+        }
+        let mut programs = lock(&self.programs);
+        let (slots, program_type) = &mut *programs;
+        let slot = slots
+            .get_mut(index as usize)
+            .ok_or(MapError::Result(EBPF_INVALID_ARGUMENT))?;
+        match program_type {
+            Some(existing) if *existing != program.program_type() => {
+                return Err(MapError::Result(EBPF_INVALID_FD));
+            }
+            _ => *program_type = Some(program.program_type()),
+        }
+        *slot = Some(Arc::downgrade(program));
+        Ok(())
+    }
+
+    /// The program at `index` of a program array (`None` for an empty slot, one past the end,
+    /// a program since dropped, or another map type): what `bpf_tail_call` continues in.
+    #[must_use]
+    pub fn program_at(&self, index: u32) -> Option<Arc<BpfProgram>> {
+        lock(&self.programs)
+            .0
+            .get(index as usize)?
+            .as_ref()?
+            .upgrade()
+    }
+
+    /// Gives a program array the program type of a program loaded with it, as the core
+    /// associates a program with its maps; `Err` with the type it has if another.
+    pub(crate) fn associate_program_type(&self, program_type: GUID) -> Result<(), GUID> {
+        if self.kind != Kind::ProgramArray {
+            return Ok(());
+        }
+        let mut programs = lock(&self.programs);
+        match programs.1 {
+            Some(existing) if existing != program_type => Err(existing),
+            _ => {
+                programs.1 = Some(program_type);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether it is a program array.
+    pub(crate) fn is_program_array(&self) -> bool {
+        self.kind == Kind::ProgramArray
     }
 
     /// Takes the records a ring buffer holds, oldest first (their space is free again).

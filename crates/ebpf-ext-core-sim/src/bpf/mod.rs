@@ -5,7 +5,8 @@
 //!   and legacy maps, global variables, map and call relocations).
 //! - [`BpfProgram::load`] checks the program as the core's verifier would refuse it
 //!   (undeclared helper ids, context accesses beyond the descriptor's size), creates its
-//!   maps ([`BpfMap`]: array, hash, per-CPU array, LRU hash, queue, stack, ring buffer) and resolves each
+//!   maps ([`BpfMap`]: array, hash, program array, per-CPU array, LRU hash, queue, stack, ring
+//!   buffer) and resolves each
 //!   helper id as the core does: below `0xFFFF` the provider's global overrides, then the
 //!   core's general helpers ([`GENERAL_HELPERS`]); from `0xFFFF` the program-type helpers,
 //!   called through the addresses the provider published over NMR (so a loaded `.sys`
@@ -25,8 +26,16 @@
 //! - [`BpfProgram::attach`] links it to a hook like [`Link::attach`](crate::Link::attach),
 //!   refusing a link of another program type first.
 //!
-//! Limits: no tail calls (`bpf_tail_call`, program arrays), and only the general helpers in
-//! [`GENERAL_HELPERS`]; a program using anything else is refused at load.
+//! - Tail calls: [`BpfProgram::load_all`] loads an object's programs over one set of maps,
+//!   test code fills a program array with [`BpfMap::set_program`], and a run through a link
+//!   or a test run follows `bpf_tail_call` as the core's invoke does: the caller returns 0 at
+//!   once (as native code does; the core's interpreter lets it run on), its callee runs on the
+//!   same context, at most 33 times in a row, and the last program's result is the
+//!   invocation's. The helper reaches the execution state through slot 0 of the context
+//!   header, as the core's does, and faults if that slot no longer holds it.
+//!
+//! Limits: only the general helpers in [`GENERAL_HELPERS`]; a program using another is
+//! refused at load.
 //! `bpf_map_lookup_and_delete_elem` returns a copy of the value taken out, kept for the rest
 //! of the invocation in a slot followed by guard bytes (the core keeps the value itself until
 //! the epoch ends); once eight values are taken in one invocation it returns NULL and leaves
@@ -52,8 +61,8 @@ mod program;
 pub use helpers::{CORE_SIM_LOGON_ID, GENERAL_HELPERS, GeneralHelper};
 pub use maps::{
     BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
-    BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_QUEUE, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_STACK,
-    BPF_NOEXIST, BpfMap, MapError,
+    BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_QUEUE, BPF_MAP_TYPE_RINGBUF,
+    BPF_MAP_TYPE_STACK, BPF_NOEXIST, BpfMap, MapError,
 };
 pub use object::{BpfObject, MapDefinition};
 pub use program::{BpfProgram, TestRun};

@@ -8,8 +8,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use ebpf_ext_sys::ebpf_extension::{
+    EBPF_CONTEXT_HEADER_SIZE, ebpf_execution_context_state_t,
+    ebpf_execution_context_state_tail_call_t,
+};
 use ebpf_ext_sys::ebpf_result::{EBPF_FAILED, ebpf_result_t};
-use ebpf_ext_sys::ebpf_windows::EBPF_MAX_GENERAL_HELPER_FUNCTION;
+use ebpf_ext_sys::ebpf_windows::{EBPF_MAX_GENERAL_HELPER_FUNCTION, MAX_TAIL_CALL_CNT};
 use ebpf_ext_sys::ntddk::{ALL_PROCESSOR_GROUPS, KeQueryActiveProcessorCountEx};
 use ebpf_ext_sys::ntdef::GUID;
 
@@ -19,7 +23,7 @@ use super::helpers::{
     Frame, GENERAL_HELPERS, Kept, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target, stack_probe,
     with_frame,
 };
-use super::insn::{CALL, Insn, LD_DW_IMM};
+use super::insn::{CALL, Insn, LD_DW_IMM, stop_after_calls_of};
 use super::maps::BpfMap;
 use super::object::BpfObject;
 use crate::link::{Link, LinkSpec};
@@ -29,6 +33,8 @@ use crate::program_info::{ProgramInfo, ProgramInfoClient};
 /// `bpf_map_lookup_and_delete_elem`'s id: a program calling it gets room for the values it
 /// takes out.
 const LOOKUP_AND_DELETE: u32 = 4;
+/// `bpf_tail_call`'s id: a caller whose call of it succeeds returns at once.
+const TAIL_CALL: u32 = 5;
 /// The largest value core-sim keeps for `bpf_map_lookup_and_delete_elem` (each invocation
 /// that calls it allocates room for eight).
 const KEPT_SIZE_MAX: usize = 0x1_0000;
@@ -96,6 +102,18 @@ impl core::fmt::Debug for BpfProgram {
     }
 }
 
+/// Creates the maps `object` defines (for a machine of this kernel's processor count).
+fn create_maps(object: &BpfObject) -> Result<Vec<Arc<BpfMap>>, BpfError> {
+    // SAFETY: a plain query, callable at any IRQL.
+    let cpus = unsafe { KeQueryActiveProcessorCountEx(ALL_PROCESSOR_GROUPS) }.max(1) as usize;
+    object
+        .maps
+        .iter()
+        .map(|d| BpfMap::new(d, cpus).map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(BpfError::Map)
+}
+
 /// Resolves helper `id` as the core does (C.7): below `0xFFFF` the provider's global
 /// overrides first, then the core's general helpers; from `0xFFFF` the program-type helpers
 /// only.
@@ -155,22 +173,54 @@ impl BpfProgram {
     /// # IRQL
     /// PASSIVE_LEVEL, on a thread bound to a usersim kernel (it counts the processors for
     /// per-CPU maps).
-    #[expect(clippy::too_many_lines, reason = "the load steps in the core's order")]
     pub fn load(
         object: &BpfObject,
         section: &str,
         info: &Arc<ProgramInfo>,
     ) -> Result<Arc<Self>, BpfError> {
+        Self::load_with_maps(object, section, info, create_maps(object)?)
+    }
+
+    /// Loads every program of `object` as programs of the type `info` describes, sharing one
+    /// set of the object's maps (as loading an object does in the core), in the order of
+    /// [`BpfObject::sections`]: how a program and the programs it tail-calls are loaded.
+    ///
+    /// # Errors
+    /// As [`BpfProgram::load`], for the first program refused.
+    ///
+    /// # IRQL
+    /// As [`BpfProgram::load`].
+    pub fn load_all(
+        object: &BpfObject,
+        info: &Arc<ProgramInfo>,
+    ) -> Result<Vec<Arc<Self>>, BpfError> {
+        let maps = create_maps(object)?;
+        object
+            .sections()
+            .into_iter()
+            .map(|section| Self::load_with_maps(object, section, info, maps.clone()))
+            .collect()
+    }
+
+    #[expect(clippy::too_many_lines, reason = "the load steps in the core's order")]
+    fn load_with_maps(
+        object: &BpfObject,
+        section: &str,
+        info: &Arc<ProgramInfo>,
+        maps: Vec<Arc<BpfMap>>,
+    ) -> Result<Arc<Self>, BpfError> {
         let code = object.program(section)?;
         let mut insns = code.insns.clone();
-        // SAFETY: a plain query, callable at any IRQL.
-        let cpus = unsafe { KeQueryActiveProcessorCountEx(ALL_PROCESSOR_GROUPS) }.max(1) as usize;
-        let maps = object
-            .maps
-            .iter()
-            .map(|d| BpfMap::new(d, cpus).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(BpfError::Map)?;
+        for map in &maps {
+            map.associate_program_type(info.program_type)
+                .map_err(|other| {
+                    BpfError::Map(format!(
+                        "{section}: program array {} holds programs of type {other:?}, not {}",
+                        map.definition().name,
+                        info.name
+                    ))
+                })?;
+        }
         for map in &maps {
             if let Some(custom) = map.custom() {
                 custom.associate(&info.program_type).map_err(|r| {
@@ -248,6 +298,15 @@ impl BpfProgram {
                 size: bad.size,
                 context_size: info.context_descriptor.size,
             });
+        }
+        // As native code does after `bpf_tail_call`: a caller whose tail call succeeded
+        // returns 0 at once (the core then runs the callee).
+        if let Some(slot) = helpers.iter().position(|h| h.id == TAIL_CALL) {
+            let slot = i32::try_from(slot).unwrap_or(i32::MAX);
+            insns = stop_after_calls_of(&insns, slot).map_err(|message| BpfError::Verifier {
+                section: section.to_owned(),
+                message,
+            })?;
         }
         // The stack probe in front: tells the helpers where the interpreter's stack is.
         let prologue = [
@@ -373,6 +432,10 @@ impl BpfProgram {
     /// `[data, end)` range the descriptor's pointers name, its stack and map values; helper
     /// pointer arguments are checked against the helper's prototype the same way.
     ///
+    /// The run has no execution state, so `bpf_tail_call` returns `-EBPF_INVALID_ARGUMENT`
+    /// (as the core's does without one); a run through a link or a test run follows tail
+    /// calls.
+    ///
     /// # Errors
     /// [`BpfError::Fault`] with the interpreter's or the helper check's message; the
     /// program's effects up to that point remain.
@@ -382,6 +445,64 @@ impl BpfProgram {
     /// of readable and writable bytes, whose data pointers (if the descriptor names them)
     /// are NULL or bound a readable and writable range.
     pub unsafe fn run(&self, context: *mut c_void) -> Result<u64, BpfError> {
+        // SAFETY: the caller's precondition; no state.
+        unsafe { self.run_with_state(context, core::ptr::null_mut()) }
+    }
+
+    /// Runs the program on `context` as the core's invoke does with the execution state
+    /// `state` (NULL: none): then each program a successful `bpf_tail_call` names, on the
+    /// same context, up to [`MAX_TAIL_CALL_CNT`] of them, the state's `tail_call_state`
+    /// saying how many have run; returns the last program's `r0`.
+    ///
+    /// # Errors
+    /// As [`BpfProgram::run`], from whichever program faulted (its [`BpfProgram::faults`]
+    /// has the message).
+    ///
+    /// # Safety
+    /// As [`BpfProgram::run`]; a non-NULL `state` is an `ebpf_execution_context_state_t`
+    /// kept for the run, and slot 0 of the 64-byte header in front of `context` holds it.
+    pub(crate) unsafe fn run_with_state(
+        &self,
+        context: *mut c_void,
+        state: *mut ebpf_execution_context_state_t,
+    ) -> Result<u64, BpfError> {
+        let mut callee: Option<Arc<BpfProgram>> = None;
+        for count in 0..=MAX_TAIL_CALL_CNT {
+            if !state.is_null() {
+                let calls = ebpf_execution_context_state_tail_call_t {
+                    next_program: core::ptr::null(),
+                    count,
+                };
+                // SAFETY: the caller's precondition: the run's state.
+                let slot = unsafe { &raw mut (*state).tail_call_state };
+                // SAFETY: as above.
+                unsafe { slot.write_unaligned(calls) };
+            }
+            let program = callee.as_deref().unwrap_or(self);
+            // SAFETY: the caller's precondition; a callee is of this program's type (a
+            // program array takes programs of one type, the one it was loaded with).
+            let (r0, next) = unsafe { program.run_one(context, state) }?;
+            match next {
+                None => return Ok(r0),
+                Some(next) => callee = Some(next),
+            }
+        }
+        // The helper refuses a tail call once `MAX_TAIL_CALL_CNT` have run.
+        Err(BpfError::Fault {
+            section: self.section.clone(),
+            message: format!("more than {MAX_TAIL_CALL_CNT} tail calls"),
+        })
+    }
+
+    /// One program's run: its `r0` and the program its successful `bpf_tail_call` named.
+    ///
+    /// # Safety
+    /// As [`BpfProgram::run_with_state`].
+    unsafe fn run_one(
+        &self,
+        context: *mut c_void,
+        state: *mut ebpf_execution_context_state_t,
+    ) -> Result<(u64, Option<Arc<BpfProgram>>), BpfError> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         let descriptor = self.info.context_descriptor;
         let size = usize::try_from(descriptor.size).unwrap_or(0);
@@ -429,17 +550,19 @@ impl BpfProgram {
             stack: 0..0,
             fault: None,
             kept: Kept::new(self.kept_size),
+            state: state as u64,
+            tail_call: None,
         };
         for range in frame.kept.ranges() {
             vm.register_allowed_memory(range);
         }
         // rbpf sets r1 to the metadata buffer (the context) and confines loads and stores
         // to it, the packet buffer (the data range), its stack and the allowed ranges.
-        let (result, helper_fault) = with_frame(frame, || vm.execute_program(data, context_bytes));
-        let outcome = match (result, helper_fault) {
+        let (result, left) = with_frame(frame, || vm.execute_program(data, context_bytes));
+        let outcome = match (result, left.fault) {
             (_, Some(message)) => Err(fault(message)),
             (Err(e), None) => Err(fault(e.to_string())),
-            (Ok(r0), None) => Ok(r0),
+            (Ok(r0), None) => Ok((r0, left.tail_call)),
         };
         if let Err(BpfError::Fault { message, .. }) = &outcome {
             lock(&self.faults).push(message.clone());
@@ -451,9 +574,16 @@ impl BpfProgram {
     /// faulted (the core would report the interpreter's error code as the result; failing
     /// the invocation makes the fault visible to the hook and the test).
     fn invoke(&self, context: *mut c_void) -> Result<u32, ebpf_result_t> {
+        let header = context
+            .wrapping_byte_sub(EBPF_CONTEXT_HEADER_SIZE)
+            .cast::<u64>();
+        // SAFETY: the link wrote the invocation's execution state into slot 0 of the header
+        // in front of the context just before calling this (as the core's invoke does).
+        let state = unsafe { header.read_unaligned() } as *mut ebpf_execution_context_state_t;
         // SAFETY: a hook invokes a program with a context of the program type it attached
-        // for (checked at attach: the link's program type is this program's).
-        match unsafe { self.run(context) } {
+        // for (checked at attach: the link's program type is this program's), and the state
+        // in slot 0 is the link's or the provider's for the invocation.
+        match unsafe { self.run_with_state(context, state) } {
             #[expect(
                 clippy::cast_possible_truncation,
                 reason = "the core keeps the low 32 bits"
@@ -574,10 +704,20 @@ impl BpfProgram {
                 .create_context_raw(data_ptr, data_size, context_ptr, context_size)
                 .map_err(|r| BpfError::TestRun(format!("context_create returned {r}")))?;
             let mut outcome = Ok(0);
+            // SAFETY: plain data; all-zero is its initial value.
+            let mut state: ebpf_execution_context_state_t = unsafe { core::mem::zeroed() };
+            let header = context
+                .as_ptr()
+                .wrapping_byte_sub(EBPF_CONTEXT_HEADER_SIZE)
+                .cast::<u64>();
             for _ in 0..repeat.max(1) {
+                // As the core's invoke: slot 0 of the header is the run's execution state.
+                // SAFETY: the provider's contract: 64 writable bytes precede the context.
+                unsafe { header.write_unaligned(&raw mut state as u64) };
                 // SAFETY: a context the provider of this program type created, over `data`
-                // (alive and writable until destroy) and with its 64-byte header.
-                outcome = unsafe { self.run(context.as_ptr()) };
+                // (alive and writable until destroy) and with its 64-byte header, whose slot
+                // 0 holds `state`, alive for the run.
+                outcome = unsafe { self.run_with_state(context.as_ptr(), &raw mut state) };
                 if outcome.is_err() {
                     break;
                 }

@@ -19,6 +19,7 @@ typedef __SIZE_TYPE__ size_t;
 
 #define BPF_MAP_TYPE_HASH 1
 #define BPF_MAP_TYPE_ARRAY 2
+#define BPF_MAP_TYPE_PROG_ARRAY 3
 #define BPF_MAP_TYPE_PERCPU_ARRAY 5
 #define BPF_MAP_TYPE_LRU_HASH 8
 #define BPF_MAP_TYPE_QUEUE 10
@@ -32,6 +33,7 @@ static void* (*bpf_map_lookup_elem)(void* map, const void* key) = (void*)1;
 static int64_t (*bpf_map_update_elem)(void* map, const void* key, const void* value, uint64_t flags) = (void*)2;
 static int64_t (*bpf_map_delete_elem)(void* map, const void* key) = (void*)3;
 static void* (*bpf_map_lookup_and_delete_elem)(void* map, const void* key) = (void*)4;
+static int64_t (*bpf_tail_call)(const void* ctx, const void* prog_array, uint32_t index) = (void*)5;
 static uint32_t (*bpf_get_prandom_u32)(void) = (void*)6;
 static uint64_t (*bpf_ktime_get_boot_ns)(void) = (void*)7;
 static uint64_t (*bpf_get_smp_processor_id)(void) = (void*)8;
