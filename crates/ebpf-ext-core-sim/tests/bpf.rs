@@ -150,11 +150,23 @@ int queues(struct test_context* ctx)
     return 0;
 }
 
+// A lookup in a queue or stack: its next value, in place (NULL when empty).
 SEC("test_prog/lookup_queue")
 int lookup_queue(struct test_context* ctx)
 {
-    uint32_t no_key = 0;
-    return bpf_map_lookup_elem(&queue, &no_key) != 0;
+    uint32_t no_key = 0, one = 1, two = 2, seven = 7, eight = 8;
+    uint32_t* empty = bpf_map_lookup_elem(&stack, &no_key);
+    bpf_map_push_elem(&stack, &one, 0);
+    bpf_map_push_elem(&stack, &two, 0);
+    bpf_map_push_elem(&queue, &seven, 0);
+    bpf_map_push_elem(&queue, &eight, 0);
+    uint32_t* newest = bpf_map_lookup_elem(&stack, &no_key);
+    uint32_t* oldest = bpf_map_lookup_elem(&queue, &no_key);
+    if (!newest || !oldest)
+        return -1;
+    *newest += 40;
+    *oldest += 1;
+    return (empty == 0) << 16 | *oldest << 8 | *newest;
 }
 
 SEC("test_prog/lookup_and_delete")
@@ -519,10 +531,30 @@ fn queues_and_stacks_push_pop_and_peek_in_their_order() {
 
         let lookup = BpfProgram::load(&object, "test_prog/lookup_queue", info).expect("loads");
         // SAFETY: as above.
-        let refused = unsafe { lookup.run(context.as_ptr()) };
-        assert!(
-            matches!(&refused, Err(BpfError::Fault { message, .. }) if message.contains("bpf_map_peek_elem")),
-            "{refused:?}"
+        let found = unsafe { lookup.run(context.as_ptr()) };
+        assert_eq!(
+            found,
+            Ok(0x01_08_2A),
+            "NULL when empty, 8, 42: {:?}",
+            lookup.faults()
+        );
+        let values = |map: &str| {
+            let map = lookup.map(map).expect("map");
+            let values = map.queued_values().expect("values");
+            values
+                .iter()
+                .map(|v| u32::from_le_bytes(v[..4].try_into().expect("4 bytes")))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            values("stack"),
+            [1, 42],
+            "the stack's newest value, changed in place"
+        );
+        assert_eq!(
+            values("queue"),
+            [8, 8],
+            "the queue's oldest value, changed in place"
         );
         let rodata = BpfProgram::load(&object, "test_prog/pop_into_rodata", info).expect("loads");
         // SAFETY: as above.

@@ -1012,13 +1012,6 @@ fn map_helper(
     let map = program.map_by_handle(args[0]).ok_or("not a map")?;
     Ok(match id {
         1 => {
-            if map.is_queue_or_stack() {
-                return Err(
-                    "core-sim does not model a lookup in a queue or stack (the core returns \
-                     its next value); use bpf_map_peek_elem"
-                        .into(),
-                );
-            }
             let key = bytes(args[1], u64::from(map.definition().key_size));
             map.value_address(key, current_cpu())
                 .map_or(0, |p| p as u64)

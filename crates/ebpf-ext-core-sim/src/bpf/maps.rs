@@ -96,6 +96,15 @@ struct HashState {
     clock: u64,
 }
 
+/// A queue's or stack's slots: those holding values, oldest first, and the free ones, reused
+/// oldest-freed first (a value a program looked up stays in its slot for as long as the map
+/// can spare it).
+#[derive(Default)]
+struct Circular {
+    held: VecDeque<usize>,
+    free: VecDeque<usize>,
+}
+
 #[derive(Default)]
 struct RingState {
     records: VecDeque<Vec<u8>>,
@@ -120,8 +129,8 @@ pub struct BpfMap {
     storage: Box<[UnsafeCell<u8>]>,
     hash: Mutex<HashState>,
     ring: Mutex<RingState>,
-    /// A queue's or stack's values, oldest first.
-    values: Mutex<VecDeque<Vec<u8>>>,
+    /// A queue's or stack's values: their slots.
+    values: Mutex<Circular>,
     custom: Option<CustomMap>,
     /// A program array's programs and type.
     programs: Mutex<ProgramSlots>,
@@ -142,6 +151,41 @@ impl core::fmt::Debug for BpfMap {
             .field("definition", &self.definition)
             .finish_non_exhaustive()
     }
+}
+
+/// Refuses sizes a map of `kind` cannot have (as the core refuses them at creation).
+fn check_sizes(definition: &MapDefinition, kind: Kind) -> Result<(), String> {
+    let entries = definition.max_entries as usize;
+    if entries == 0 || entries > 1 << 20 {
+        return Err(format!(
+            "map {}: max_entries {entries} out of range",
+            definition.name
+        ));
+    }
+    if kind != Kind::RingBuffer && definition.value_size == 0 {
+        return Err(format!("map {}: value size 0", definition.name));
+    }
+    if matches!(kind, Kind::Queue | Kind::Stack) && definition.key_size != 0 {
+        return Err(format!(
+            "map {}: a queue or stack has no key, not {} bytes",
+            definition.name, definition.key_size
+        ));
+    }
+    if kind == Kind::ProgramArray && definition.value_size != 4 {
+        return Err(format!(
+            "map {}: a program array's value is a 4-byte program id, not {} bytes",
+            definition.name, definition.value_size
+        ));
+    }
+    if matches!(kind, Kind::Array | Kind::PerCpuArray | Kind::ProgramArray)
+        && definition.key_size != 4
+    {
+        return Err(format!(
+            "map {}: an array's key is a 4-byte index, not {} bytes",
+            definition.name, definition.key_size
+        ));
+    }
+    Ok(())
 }
 
 impl BpfMap {
@@ -179,39 +223,11 @@ impl BpfMap {
         };
         let mut object = Box::new([0u64; 8]);
         object[MAP_CONTEXT_OFFSET / 8] = custom.as_ref().map_or(0, |c| c.context() as u64);
+        check_sizes(definition, kind)?;
         let entries = definition.max_entries as usize;
-        if entries == 0 || entries > 1 << 20 {
-            return Err(format!(
-                "map {}: max_entries {entries} out of range",
-                definition.name
-            ));
-        }
-        if kind != Kind::RingBuffer && definition.value_size == 0 {
-            return Err(format!("map {}: value size 0", definition.name));
-        }
-        if matches!(kind, Kind::Queue | Kind::Stack) && definition.key_size != 0 {
-            return Err(format!(
-                "map {}: a queue or stack has no key, not {} bytes",
-                definition.name, definition.key_size
-            ));
-        }
-        if kind == Kind::ProgramArray && definition.value_size != 4 {
-            return Err(format!(
-                "map {}: a program array's value is a 4-byte program id, not {} bytes",
-                definition.name, definition.value_size
-            ));
-        }
-        if matches!(kind, Kind::Array | Kind::PerCpuArray | Kind::ProgramArray)
-            && definition.key_size != 4
-        {
-            return Err(format!(
-                "map {}: an array's key is a 4-byte index, not {} bytes",
-                definition.name, definition.key_size
-            ));
-        }
         let stride = (definition.value_size as usize).next_multiple_of(8) + GUARD;
         let slots = match kind {
-            Kind::RingBuffer | Kind::Custom | Kind::Queue | Kind::Stack | Kind::ProgramArray => 0,
+            Kind::RingBuffer | Kind::Custom | Kind::ProgramArray => 0,
             Kind::PerCpuArray => entries * cpus,
             _ => entries,
         };
@@ -229,7 +245,14 @@ impl BpfMap {
                 ..HashState::default()
             }),
             ring: Mutex::default(),
-            values: Mutex::default(),
+            values: Mutex::new(Circular {
+                held: VecDeque::new(),
+                free: if matches!(kind, Kind::Queue | Kind::Stack) {
+                    (0..entries).collect()
+                } else {
+                    VecDeque::new()
+                },
+            }),
             programs: Mutex::new((
                 if kind == Kind::ProgramArray {
                     vec![None; entries]
@@ -315,9 +338,18 @@ impl BpfMap {
                 state.last_use[slot] = state.clock;
                 Some(self.slot(slot))
             }
-            Kind::RingBuffer | Kind::Custom | Kind::Queue | Kind::Stack | Kind::ProgramArray => {
-                None
-            }
+            // The core's lookup in a queue or stack: its next value, in place.
+            Kind::Queue | Kind::Stack => self.next_slot(&lock(&self.values)).map(|i| self.slot(i)),
+            Kind::RingBuffer | Kind::Custom | Kind::ProgramArray => None,
+        }
+    }
+
+    /// The slot of a queue's (oldest) or stack's (newest) next value.
+    fn next_slot(&self, values: &Circular) -> Option<usize> {
+        match self.kind {
+            Kind::Queue => values.held.front().copied(),
+            Kind::Stack => values.held.back().copied(),
+            _ => None,
         }
     }
 
@@ -460,11 +492,6 @@ impl BpfMap {
         )
     }
 
-    /// Whether it is a queue or a stack (values without keys).
-    pub(crate) fn is_queue_or_stack(&self) -> bool {
-        matches!(self.kind, Kind::Queue | Kind::Stack)
-    }
-
     /// `bpf_map_push_elem`: appends `value` to a queue or stack; when it is full, `flags`
     /// with `BPF_EXIST` first drops the oldest value, else `EBPF_OUT_OF_SPACE`.
     pub(crate) fn push_value(&self, value: &[u8], flags: u64) -> Result<(), ebpf_result_t> {
@@ -475,32 +502,43 @@ impl BpfMap {
             _ => return Err(EBPF_INVALID_ARGUMENT),
         }
         let mut values = lock(&self.values);
-        if values.len() == self.definition.max_entries as usize {
+        if values.free.is_empty() {
             if flags & BPF_EXIST == 0 {
                 return Err(EBPF_OUT_OF_SPACE);
             }
-            values.pop_front();
+            let oldest = values.held.pop_front().ok_or(EBPF_OUT_OF_SPACE)?;
+            values.free.push_back(oldest);
         }
-        values.push_back(value.to_vec());
+        let slot = values.free.pop_front().ok_or(EBPF_OUT_OF_SPACE)?;
+        // SAFETY: a slot of `value_size` bytes (checked against `value`), written under the
+        // lock.
+        unsafe { core::ptr::copy_nonoverlapping(value.as_ptr(), self.slot(slot), value.len()) };
+        values.held.push_back(slot);
         Ok(())
     }
 
     /// `bpf_map_pop_elem` (`remove`) and `bpf_map_peek_elem`: the next value of a queue (the
     /// oldest) or stack (the newest) into `out`; `EBPF_OBJECT_NOT_FOUND` when empty.
     pub(crate) fn pop_value(&self, out: &mut [u8], remove: bool) -> Result<(), ebpf_result_t> {
-        let mut values = lock(&self.values);
-        let value = match self.kind {
-            Kind::Queue if remove => values.pop_front(),
-            Kind::Queue => values.front().cloned(),
-            Kind::Stack if remove => values.pop_back(),
-            Kind::Stack => values.back().cloned(),
+        match self.kind {
+            Kind::Queue | Kind::Stack => {}
             Kind::RingBuffer => return Err(EBPF_OPERATION_NOT_SUPPORTED),
             _ => return Err(EBPF_INVALID_ARGUMENT),
-        };
-        let value = value.ok_or(EBPF_OBJECT_NOT_FOUND)?;
-        out.get_mut(..value.len())
-            .ok_or(EBPF_INVALID_ARGUMENT)?
-            .copy_from_slice(&value);
+        }
+        let mut values = lock(&self.values);
+        let slot = self.next_slot(&values).ok_or(EBPF_OBJECT_NOT_FOUND)?;
+        let out = out
+            .get_mut(..self.value_size())
+            .ok_or(EBPF_INVALID_ARGUMENT)?;
+        out.copy_from_slice(&self.read(self.slot(slot)));
+        if remove {
+            if self.kind == Kind::Queue {
+                values.held.pop_front();
+            } else {
+                values.held.pop_back();
+            }
+            values.free.push_back(slot);
+        }
         Ok(())
     }
 
@@ -529,7 +567,12 @@ impl BpfMap {
         if !matches!(self.kind, Kind::Queue | Kind::Stack) {
             return Err(MapError::WrongMapType(self.definition.map_type));
         }
-        Ok(lock(&self.values).iter().cloned().collect())
+        let values = lock(&self.values);
+        Ok(values
+            .held
+            .iter()
+            .map(|&i| self.read(self.slot(i)))
+            .collect())
     }
 
     /// `bpf_ringbuf_output`: `Err(-12)` when full, `Err(-6)` for an empty or oversized record

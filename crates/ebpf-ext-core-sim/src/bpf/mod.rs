@@ -40,9 +40,9 @@
 //! of the invocation in a slot followed by guard bytes (the core keeps the value itself until
 //! the epoch ends); once eight values are taken in one invocation it returns NULL and leaves
 //! the value in the map, and a program whose maps hold values over 64 KiB is refused at load
-//! if it calls it. `bpf_map_lookup_elem` on a queue or stack faults (the core returns its
-//! next value). `rbpf` checks a
-//! map-value access by its first byte only, so an access that starts inside a value and runs
+//! if it calls it. `bpf_map_lookup_elem` on a queue or stack gives its next value in place,
+//! as the core's does (NULL when empty); a slot popped meanwhile is reused only once the
+//! others are. `rbpf` checks a map-value access by its first byte only, so an access that starts inside a value and runs
 //! past its end by less than eight bytes is not caught; it reads the guard bytes behind
 //! each value, which belong to the core-sim.
 
