@@ -14,15 +14,20 @@ mod common;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::{Addresses, InfoProvider, ProgramDataSpec, Proto, TEST_PROGRAM_TYPE, TestContext};
+use common::{
+    Addresses, HookProvider, InfoProvider, ProgramDataSpec, Proto, TEST_ATTACH_TYPE,
+    TEST_PROGRAM_TYPE, TestContext,
+};
 use ebpf_ext_core_sim::bpf::{
     BPF_EXIST, BPF_NOEXIST, BpfError, BpfMap, BpfObject, BpfProgram, CORE_SIM_LOGON_ID, MapError,
 };
-use ebpf_ext_core_sim::{ProgramInfo, ProgramInfoClient};
-use ebpf_ext_sys::ebpf_base::{EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX};
+use ebpf_ext_core_sim::{LinkSpec, ProgramInfo, ProgramInfoClient};
+use ebpf_ext_sys::ebpf_base::{
+    EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
+};
 use ebpf_ext_sys::ebpf_result::{
     EBPF_INVALID_ARGUMENT, EBPF_INVALID_FD, EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND,
-    EBPF_OUT_OF_SPACE,
+    EBPF_OUT_OF_SPACE, EBPF_SUCCESS,
 };
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
@@ -59,7 +64,7 @@ static int (*bpf_is_current_admin)(const void* ctx) = (void*)21;
 static int (*bpf_strncpy_s)(char* d, uint64_t d_size, const char* s, uint64_t count) = (void*)27;
 static int (*bpf_strncat_s)(char* d, uint64_t d_size, const char* s, uint64_t count) = (void*)28;
 static uint64_t (*undeclared)(void) = (void*)0x10009;
-static uint64_t (*test_clobber_header)(void* ctx) = (void*)0x10003;
+static uint64_t (*test_clobber_header)(void* ctx, uint64_t value) = (void*)0x10003;
 ";
 
 const PROGRAMS: &str = r#"
@@ -260,12 +265,12 @@ fn compile(c: &str) -> BpfObject {
     BpfObject::parse(&std::fs::read(&object).expect("object")).expect("parses")
 }
 
-/// Overwrites slot 0 of the header in front of the context it receives (what an extension
-/// that does not keep the core's header would do).
-extern "win64" fn clobber_header(_: u64, _: u64, _: u64, _: u64, _: u64, context: u64) -> u64 {
+/// Writes `value` over slot 0 of the header in front of the context it receives (what an
+/// extension that does not keep the core's header would do).
+extern "win64" fn clobber_header(_: u64, value: u64, _: u64, _: u64, _: u64, context: u64) -> u64 {
     // SAFETY: the core-sim passes the program context sixth; the test provider's contexts
-    // have their 64-byte header in front.
-    unsafe { ((context - 64) as *mut u64).write_unaligned(0xDEAD) };
+    // (and the tests' own) have their 64-byte header in front.
+    unsafe { ((context - 64) as *mut u64).write_unaligned(value) };
     0
 }
 
@@ -291,7 +296,13 @@ fn spec() -> ProgramDataSpec {
     let mut pid = Proto::new(19, c"bpf_get_current_pid_tgid");
     pid.arguments = [EBPF_ARGUMENT_TYPE_DONTCARE; 5];
     let mut clobber = Proto::new(0x1_0003, c"test_clobber_header");
-    clobber.arguments = [EBPF_ARGUMENT_TYPE_PTR_TO_CTX, 0, 0, 0, 0];
+    clobber.arguments = [
+        EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
+        EBPF_ARGUMENT_TYPE_ANYTHING,
+        0,
+        0,
+        0,
+    ];
     spec.helpers = vec![a, implicit, clobber];
     spec.global_helpers = vec![pid];
     spec.helper_addresses = Some(Addresses::new(vec![
@@ -714,7 +725,7 @@ fn the_verifiers_refusals_come_before_the_program_runs() {
 /// Programs that tail-call through `programs`, recording in `results` what ran.
 const TAIL_CALLS: &str = r#"
 struct { __uint(type, 3); __type(key, uint32_t); __type(value, uint32_t); __uint(max_entries, 40); } programs SEC(".maps");
-struct { __uint(type, 2); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 8); } results SEC(".maps");
+struct { __uint(type, 2); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 16); } results SEC(".maps");
 
 static inline __attribute__((always_inline)) void put(uint32_t key, uint64_t value)
 {
@@ -738,22 +749,37 @@ int callee(struct test_context* ctx)
     return 42;
 }
 
+// Counts its runs in results[3], tail-calls programs[1]; returns the count.
 SEC("test_prog/chain")
 int chain(struct test_context* ctx)
 {
     uint32_t key = 3;
     uint64_t* runs = bpf_map_lookup_elem(&results, &key);
-    if (runs)
-        *runs += 1;
+    if (!runs)
+        return -1;
+    *runs += 1;
     put(4, (uint64_t)bpf_tail_call(ctx, &programs, 1));
-    return 5;
+    return (int)*runs;
 }
 
+// Writes ctx->flags over slot 0 of the context header, then tail-calls programs[ctx->value].
 SEC("test_prog/clobber")
 int clobber(struct test_context* ctx)
 {
-    test_clobber_header(ctx);
-    return (int)bpf_tail_call(ctx, &programs, 1);
+    test_clobber_header(ctx, ctx->flags);
+    return (int)bpf_tail_call(ctx, &programs, (uint32_t)ctx->value);
+}
+
+// The map helpers on a program array.
+SEC("test_prog/array_helpers")
+int array_helpers(struct test_context* ctx)
+{
+    uint32_t zero = 0, past = 40, id = 0;
+    put(5, bpf_map_lookup_elem(&programs, &zero) == 0);
+    put(6, (uint64_t)bpf_map_update_elem(&programs, &zero, &id, 0));
+    put(7, (uint64_t)bpf_map_delete_elem(&programs, &zero));
+    put(8, (uint64_t)bpf_map_delete_elem(&programs, &past));
+    return 0;
 }
 
 char _license[] SEC("license") = "MIT";
@@ -768,16 +794,21 @@ fn tail_run(program: &BpfProgram, client: &ProgramInfoClient, value: u64) -> (u3
     (out.return_value, flags)
 }
 
+/// The program of `section` among `programs`.
+fn section(programs: &[Arc<BpfProgram>], section: &str) -> Arc<BpfProgram> {
+    let found = programs.iter().find(|p| p.section() == section);
+    Arc::clone(found.expect(section))
+}
+
 #[test]
 fn a_tail_call_continues_in_the_array_program_and_the_caller_returns_at_once() {
     let object = compile(&format!("{PRELUDE}{TAIL_CALLS}"));
     with_info(|client, info| {
         let programs = BpfProgram::load_all(&object, info).expect("loads");
-        let program = |section: &str| {
-            let found = programs.iter().find(|p| p.section() == section);
-            Arc::clone(found.expect(section))
-        };
-        let (caller, target) = (program("test_prog"), program("test_prog/callee"));
+        let (caller, target) = (
+            section(&programs, "test_prog"),
+            section(&programs, "test_prog/callee"),
+        );
         let (slots, results) = (
             caller.map("programs").expect("array"),
             caller.map("results").expect("results"),
@@ -829,21 +860,13 @@ fn tail_calls_stop_after_thirty_three_and_need_the_invocations_state() {
     let object = compile(&format!("{PRELUDE}{TAIL_CALLS}"));
     with_info(|client, info| {
         let programs = BpfProgram::load_all(&object, info).expect("loads");
-        let chain = Arc::clone(
-            programs
-                .iter()
-                .find(|p| p.section() == "test_prog/chain")
-                .expect("chain"),
-        );
-        chain
-            .map("programs")
-            .expect("array")
-            .set_program(1, &chain)
-            .expect("set");
+        let chain = section(&programs, "test_prog/chain");
+        let slots = chain.map("programs").expect("array");
+        slots.set_program(1, &chain).expect("set");
         let results = chain.map("results").expect("results");
         assert_eq!(
             tail_run(&chain, client, 0).0,
-            5,
+            34,
             "the last program's result"
         );
         assert_eq!(result(&results, 3), 34, "the program and 33 tail calls");
@@ -857,27 +880,103 @@ fn tail_calls_stop_after_thirty_three_and_need_the_invocations_state() {
         // Run directly, the program has no execution state: the call fails as the core's
         // does without one.
         let bytes = context(0, 0);
-        let context = client.create_context(&[], &bytes).expect("context");
+        let context_of = client.create_context(&[], &bytes).expect("context");
         // SAFETY: a context of the program type from its provider's context_create.
-        assert_eq!(unsafe { chain.run(context.as_ptr()) }, Ok(5));
-        assert_eq!(result(&results, 3), 35);
+        assert_eq!(unsafe { chain.run(context_of.as_ptr()) }, Ok(35));
         assert_eq!(result(&results, 4), (-6i64).cast_unsigned());
-        drop(context);
+        drop(context_of);
 
-        // An extension that overwrote the header's state slot: the invocation fails.
-        let clobber = programs
-            .iter()
-            .find(|p| p.section() == "test_prog/clobber")
-            .expect("clobber");
-        let fault = clobber
-            .test_run(client, &[1], &bytes, 1)
-            .expect_err("faults");
+        // An extension that overwrote the header's state slot: a fault where the core would
+        // write through it; NULL there, or an empty slot, fails the call as in the core.
+        let clobber = section(&programs, "test_prog/clobber");
+        let run =
+            |slot: u64, header: u64| clobber.test_run(client, &[1], &context(slot, header), 1);
+        let fault = run(1, 0xDEAD).expect_err("faults");
         assert!(
             fault
                 .to_string()
                 .contains("slot 0 of the context header holds 0xdead"),
             "{fault}"
         );
+        assert_eq!(
+            run(2, 0xDEAD).map(|r| r.return_value),
+            Ok(0xFFFF_FFFA),
+            "empty slot"
+        );
+        assert_eq!(
+            run(1, 0).map(|r| r.return_value),
+            Ok(0xFFFF_FFFA),
+            "no state"
+        );
+    });
+}
+
+/// A context as a hook passes it: the core's header, then the test program type's context.
+#[repr(C)]
+struct HookedContext {
+    header: [u64; 8],
+    context: TestContext,
+}
+
+#[test]
+fn a_hooks_invocations_each_get_thirty_three_tail_calls() {
+    let object = compile(&format!("{PRELUDE}{TAIL_CALLS}"));
+    with_info(|_, info| {
+        let hook = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+        let programs = BpfProgram::load_all(&object, info).expect("loads");
+        let chain = section(&programs, "test_prog/chain");
+        chain
+            .map("programs")
+            .expect("array")
+            .set_program(1, &chain)
+            .expect("set");
+        let link = chain
+            .attach(LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE))
+            .expect("attached");
+        let mut hooked = HookedContext {
+            header: [0; 8],
+            context: TestContext {
+                value: 0,
+                flags: 0,
+                data_start: core::ptr::null(),
+                data_end: core::ptr::null(),
+            },
+        };
+        let context_ptr = (&raw mut hooked.context).cast::<core::ffi::c_void>();
+        assert_eq!(hook.state.invoke(0, context_ptr), (EBPF_SUCCESS, 34));
+
+        // A batch reuses one state: each invocation starts its count again.
+        let client = hook.state.client(0);
+        let table = client.table.expect("dispatch table");
+        let (begin, invoke, end) = (
+            table
+                .ebpf_program_batch_begin_invoke_function
+                .expect("begin"),
+            table.ebpf_program_batch_invoke_function.expect("invoke"),
+            table.ebpf_program_batch_end_invoke_function.expect("end"),
+        );
+        let mut state = [0u64; 8];
+        let state_ptr = state.as_mut_ptr().cast::<core::ffi::c_void>();
+        // SAFETY: a 64-byte state, begun, invoked and ended on this thread.
+        assert_eq!(unsafe { begin(64, state_ptr) }, EBPF_SUCCESS);
+        for expected in [68, 102] {
+            let mut result = 0;
+            // SAFETY: the begun state, the link's binding context, a context with its header.
+            let status = unsafe {
+                invoke(
+                    client.binding_context as *const core::ffi::c_void,
+                    context_ptr,
+                    &raw mut result,
+                    state_ptr,
+                )
+            };
+            assert_eq!((status, result), (EBPF_SUCCESS, expected));
+        }
+        // SAFETY: as above.
+        assert_eq!(unsafe { end(state_ptr) }, EBPF_SUCCESS);
+        assert_eq!(chain.runs(), 102);
+        link.detach().expect("detached");
+        hook.deregister();
     });
 }
 
@@ -885,7 +984,7 @@ fn tail_calls_stop_after_thirty_three_and_need_the_invocations_state() {
 fn program_arrays_take_programs_of_one_type_by_index() {
     let object = compile(&format!("{PRELUDE}{TAIL_CALLS}"));
     let other_type = GUID::from_u128(0x7e57_0000_0000_0000_0000_0000_0000_0002);
-    with_info(|_, info| {
+    with_info(|client, info| {
         let other_spec = ProgramDataSpec {
             program_type: other_type,
             ..spec()
@@ -901,6 +1000,21 @@ fn program_arrays_take_programs_of_one_type_by_index() {
             slots.set_program(0, &stranger),
             Err(MapError::Result(EBPF_INVALID_FD)),
             "a program of another type"
+        );
+        let mut wider = ProgramInfo::clone(info);
+        wider.context_descriptor.size = 4096;
+        let wide = BpfProgram::load(&object, "test_prog/callee", &Arc::new(wider)).expect("loads");
+        assert_eq!(
+            slots.set_program(0, &wide),
+            Err(MapError::Result(EBPF_INVALID_FD)),
+            "a program of the type with another context layout"
+        );
+        assert!(
+            matches!(
+                wide.test_run(client, &[1], &context(0, 0), 1),
+                Err(BpfError::TestRun(_))
+            ),
+            "nor does a test run give it a context of another layout"
         );
         assert_eq!(
             slots.set_program(40, caller),
@@ -919,13 +1033,37 @@ fn program_arrays_take_programs_of_one_type_by_index() {
         );
         slots.set_program(0, caller).expect("set");
         assert!(slots.program_at(0).is_some_and(|p| Arc::ptr_eq(&p, caller)));
-        assert!(slots.program_at(1).is_none());
+        assert!(slots.program_at(40).is_none(), "past the end");
+
+        // From a program: no lookup, no update, delete empties the slot.
+        let helpers = section(&programs, "test_prog/array_helpers");
+        assert_eq!(
+            helpers
+                .test_run(client, &[1], &context(0, 0), 1)
+                .map(|r| r.return_value),
+            Ok(0)
+        );
+        let value = |key| result(&results, key);
+        assert_eq!(value(5), 1, "lookup: NULL");
+        assert_eq!(
+            value(6),
+            (-18i64).cast_unsigned(),
+            "update: EBPF_OPERATION_NOT_SUPPORTED"
+        );
+        assert_eq!(
+            (value(7), value(8)),
+            (0, (-7i64).cast_unsigned()),
+            "delete; past the end"
+        );
+        assert!(slots.program_at(0).is_none(), "emptied by the program");
+
+        slots.set_program(0, caller).expect("set");
         drop(programs);
         assert!(
             slots.program_at(0).is_none(),
             "the array does not keep a program alive"
         );
-        drop(stranger);
+        drop((stranger, wide));
         drop(other_client);
         other_provider.deregister();
     });

@@ -5,13 +5,11 @@
 //! pointer plus a known constant (r1 on entry; copies, constant additions), merging states
 //! where control flow joins (a register keeps its offset only if every path agrees).
 
-use super::insn::{CALL, EXIT, Insn, LD_DW_IMM, MOV64_REG};
+use super::insn::{CALL, CLASS_JMP, CLASS_JMP32, EXIT, Insn, LD_DW_IMM, MOV64_REG};
 
 const CLASS_LDX: u8 = 0x01;
 const CLASS_ST: u8 = 0x02;
 const CLASS_STX: u8 = 0x03;
-const CLASS_JMP: u8 = 0x05;
-const CLASS_JMP32: u8 = 0x06;
 const CLASS_ALU64: u8 = 0x07;
 /// `BPF_ALU64 | BPF_ADD | BPF_K`.
 const ADD64_IMM: u8 = 0x07;

@@ -532,14 +532,14 @@ thread_local! {
 }
 
 /// What a run left in its frame: the fault a helper recorded and the tail call it asked for.
-pub(crate) struct Left {
+pub(crate) struct FrameEnd {
     pub(crate) fault: Option<String>,
     pub(crate) tail_call: Option<Arc<BpfProgram>>,
 }
 
 /// Runs `f` with `frame` as the current invocation of this thread, and returns what `f`
 /// returned and what the helpers left in the frame.
-pub(crate) fn with_frame<R>(frame: Frame, f: impl FnOnce() -> R) -> (R, Left) {
+pub(crate) fn with_frame<R>(frame: Frame, f: impl FnOnce() -> R) -> (R, FrameEnd) {
     /// Pops the frame even if `f` unwinds, so a later invocation on this thread starts clean.
     struct Pop;
     impl Drop for Pop {
@@ -555,7 +555,7 @@ pub(crate) fn with_frame<R>(frame: Frame, f: impl FnOnce() -> R) -> (R, Left) {
         let frame = frames.last_mut();
         let (fault, tail_call) =
             frame.map_or((None, None), |f| (f.fault.take(), f.tail_call.take()));
-        Left { fault, tail_call }
+        FrameEnd { fault, tail_call }
     });
     drop(pop);
     (result, left)
@@ -959,15 +959,22 @@ fn negative(result: i32) -> u64 {
     (-i64::from(result)).cast_unsigned()
 }
 
-/// `bpf_tail_call(ctx, prog_array, index)` (id 5), as the core does it: the program at
-/// `index` becomes the invocation's next program (0), unless the slot is empty, past the end
-/// or its program gone (`-EBPF_INVALID_ARGUMENT`), the run has no execution state (the same),
-/// or 33 tail calls have run (`-EBPF_NO_MORE_TAIL_CALLS`). The core finds the state through
-/// slot 0 of the context header and records the next program in its `tail_call_state`;
-/// core-sim does too, after checking the slot still holds the state the invocation put there
-/// (an extension that overwrote the header would have the core write elsewhere).
+/// `bpf_tail_call(ctx, prog_array, index)` (id 5), in the core's order: the program at
+/// `index` (`-EBPF_INVALID_ARGUMENT` if the slot is empty, past the end or its program gone),
+/// then the invocation's execution state, which the core finds in slot 0 of the context
+/// header (none: `-EBPF_INVALID_ARGUMENT`), then its count (33 tail calls run:
+/// `-EBPF_NO_MORE_TAIL_CALLS`); else the program becomes the state's next program (0).
+///
+/// Where the core would write through whatever slot 0 holds, core-sim faults if it holds
+/// neither NULL nor the state the invocation put there (an extension overwrote the header).
+/// A map argument that is not a program array faults too (`check_arguments`): the core's
+/// verifier refuses such a program at load.
 fn tail_call(args: &[u64; 5], frame: &mut Frame, program: &BpfProgram) -> Result<u64, String> {
     let programs = program.map_by_handle(args[1]).ok_or("not a map")?;
+    #[expect(clippy::cast_possible_truncation, reason = "the index is a uint32_t")]
+    let Some(next) = programs.program_at(args[2] as u32) else {
+        return Ok(negative(EBPF_INVALID_ARGUMENT));
+    };
     if frame.state == 0 {
         return Ok(negative(EBPF_INVALID_ARGUMENT));
     }
@@ -975,6 +982,9 @@ fn tail_call(args: &[u64; 5], frame: &mut Frame, program: &BpfProgram) -> Result
     // SAFETY: a run with an execution state has the core's 64-byte header in front of its
     // context (`BpfProgram::run_with_state`'s contract).
     let slot0 = unsafe { header.read_unaligned() };
+    if slot0 == 0 {
+        return Ok(negative(EBPF_INVALID_ARGUMENT));
+    }
     if slot0 != frame.state {
         return Err(format!(
             "slot 0 of the context header holds {slot0:#x}, not the invocation's execution \
@@ -982,10 +992,6 @@ fn tail_call(args: &[u64; 5], frame: &mut Frame, program: &BpfProgram) -> Result
             frame.state
         ));
     }
-    #[expect(clippy::cast_possible_truncation, reason = "the index is a uint32_t")]
-    let Some(next) = programs.program_at(args[2] as u32) else {
-        return Ok(negative(EBPF_INVALID_ARGUMENT));
-    };
     let state = frame.state as *mut ebpf_execution_context_state_t;
     // SAFETY: the invocation's execution state (checked against the header above), 64
     // writable bytes its invoker keeps for the run.

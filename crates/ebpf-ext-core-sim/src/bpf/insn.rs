@@ -61,9 +61,11 @@ impl Insn {
 /// `BPF_JMP | BPF_JNE | BPF_K`.
 pub(crate) const JNE_IMM: u8 = 0x55;
 /// `BPF_JMP` (64-bit jumps, calls and exit).
-const CLASS_JMP: u8 = 0x05;
+pub(crate) const CLASS_JMP: u8 = 0x05;
 /// `BPF_JMP32`.
-const CLASS_JMP32: u8 = 0x06;
+pub(crate) const CLASS_JMP32: u8 = 0x06;
+/// `BPF_JMP32 | BPF_JA` (`gotol`): a jump whose offset is in `imm`.
+const GOTOL: u8 = 0x06;
 
 impl Insn {
     /// `return r0`.
@@ -88,10 +90,12 @@ impl Insn {
         }
     }
 
-    /// Whether its `off` is a jump relative to the next instruction (every jump but calls
-    /// and exit).
+    /// Whether its `off` is a jump relative to the next instruction (every jump but calls,
+    /// exit and `gotol`).
     fn jumps_by_off(self) -> bool {
-        matches!(self.class(), CLASS_JMP | CLASS_JMP32) && !matches!(self.code & 0xf0, 0x80 | 0x90)
+        matches!(self.class(), CLASS_JMP | CLASS_JMP32)
+            && !matches!(self.code & 0xf0, 0x80 | 0x90)
+            && self.code != GOTOL
     }
 
     /// Whether it is a local (BPF-to-BPF) call, whose `imm` is relative to the next
@@ -131,6 +135,10 @@ pub(crate) fn stop_after_calls_of(insns: &[Insn], call_imm: i32) -> Result<Vec<I
     let mut out = Vec::with_capacity(insns.len());
     for (from, insn) in insns.iter().enumerate() {
         let mut insn = *insn;
+        if insn.code == GOTOL {
+            // Not in the interpreter's instruction set either.
+            return Err(format!("instruction {from}: gotol is not supported"));
+        }
         if insn.jumps_by_off() {
             let off = retarget(from, i64::from(insn.off))?;
             insn.off = i16::try_from(off)
@@ -215,5 +223,79 @@ mod tests {
         assert_eq!(stop_after_calls_of(&insns, 5).expect("unchanged"), insns);
         let out_of_range = [ja(5), Insn::call(5), Insn::exit()];
         assert!(stop_after_calls_of(&out_of_range, 5).is_err());
+        let mut gotol = ja(0);
+        gotol.code = GOTOL;
+        assert!(stop_after_calls_of(&[gotol, Insn::exit()], 5).is_err());
+        // 16,383 calls before a jump back over all of them: 32,766 more slots, too far.
+        let mut far = vec![Insn::call(5); 16_383];
+        far.push(ja(-16_384));
+        assert!(stop_after_calls_of(&far, 5).is_err());
+    }
+
+    #[test]
+    fn conditional_and_32_bit_jumps_lddw_and_local_calls_are_re_aimed() {
+        let jeq32 = |off| Insn {
+            code: 0x16, // JMP32 | JEQ | K
+            dst: 1,
+            src: 0,
+            off,
+            imm: 0,
+        };
+        let jgt = |off| Insn {
+            code: 0x25, // JMP | JGT | K
+            dst: 1,
+            src: 0,
+            off,
+            imm: 3,
+        };
+        let lddw = [
+            Insn {
+                code: LD_DW_IMM,
+                dst: 2,
+                src: 0,
+                off: 0,
+                imm: 1,
+            },
+            Insn {
+                code: 0,
+                dst: 0,
+                src: 0,
+                off: 0,
+                imm: 0,
+            },
+        ];
+        let local_call = |imm| Insn {
+            code: CALL,
+            dst: 0,
+            src: 1,
+            off: 0,
+            imm,
+        };
+        // 0: jeq32 +4 (to 5)  1: call 5  2-3: lddw  4: jgt -5 (to 0)  5: call local +1 (to 7)
+        // 6: exit  7: call 5  8: exit
+        let insns = [
+            jeq32(4),
+            Insn::call(5),
+            lddw[0],
+            lddw[1],
+            jgt(-5),
+            local_call(1),
+            Insn::exit(),
+            Insn::call(5),
+            Insn::exit(),
+        ];
+        let out = stop_after_calls_of(&insns, 5).expect("rewritten");
+        // New places: 0, 1 (+2), 4, 5, 6, 7, 8, 9 (+2), 12.
+        assert_eq!(out[0], jeq32(6), "to the local call, now at 7");
+        assert_eq!(out[4..6], lddw, "lddw moves whole");
+        assert_eq!(out[6], jgt(-7), "back to 0");
+        assert_eq!(
+            out[7],
+            local_call(1),
+            "to the call at 9, still one past the exit"
+        );
+        assert_eq!(out[9], Insn::call(5));
+        assert_eq!(out[10..12], [Insn::jne_imm(0, 0, 1), Insn::exit()]);
+        assert_eq!(out.len(), 13);
     }
 }

@@ -14,6 +14,7 @@ use core::ops::Range;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
+use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
 use ebpf_ext_sys::ntdef::GUID;
 
 use ebpf_ext_sys::ebpf_result::{
@@ -112,8 +113,12 @@ struct RingState {
 }
 
 /// A program array's programs, held weakly (a program's maps may hold the program itself),
-/// and the program type its first program gave it.
-type ProgramSlots = (Vec<Option<Weak<BpfProgram>>>, Option<GUID>);
+/// and the program type (with the context layout) of the programs loaded with it.
+type ProgramSlots = (Vec<Option<Weak<BpfProgram>>>, Option<ProgramKind>);
+
+/// What a program array requires of its programs: a program type, and the context layout
+/// its programs were loaded with (a callee runs on its caller's context).
+pub(crate) type ProgramKind = (GUID, ebpf_context_descriptor_t);
 
 /// One map of a loaded program.
 ///
@@ -681,27 +686,26 @@ impl BpfMap {
     }
 
     /// Puts `program` at `index` of a program array, as user mode's update with a program's
-    /// handle does: the first program gives the array its program type, and a program of
-    /// another type is refused with `EBPF_INVALID_FD`.
+    /// handle does. The array takes programs of the type the programs of its object were
+    /// loaded as (the core: of its first program's type), with the same context layout (a
+    /// callee runs on its caller's context); another is refused with `EBPF_INVALID_FD`.
     ///
     /// # Errors
     /// [`MapError::WrongMapType`] for other maps; [`MapError::Result`] with
     /// `EBPF_INVALID_ARGUMENT` for an index past the end, `EBPF_INVALID_FD` for a program of
-    /// another type.
+    /// another type or context layout.
     pub fn set_program(&self, index: u32, program: &Arc<BpfProgram>) -> Result<(), MapError> {
         if self.kind != Kind::ProgramArray {
             return Err(MapError::WrongMapType(self.definition.map_type));
         }
         let mut programs = lock(&self.programs);
-        let (slots, program_type) = &mut *programs;
+        let (slots, kind) = &mut *programs;
         let slot = slots
             .get_mut(index as usize)
             .ok_or(MapError::Result(EBPF_INVALID_ARGUMENT))?;
-        match program_type {
-            Some(existing) if *existing != program.program_type() => {
-                return Err(MapError::Result(EBPF_INVALID_FD));
-            }
-            _ => *program_type = Some(program.program_type()),
+        let offered = program.kind();
+        if *kind.get_or_insert(offered) != offered {
+            return Err(MapError::Result(EBPF_INVALID_FD));
         }
         *slot = Some(Arc::downgrade(program));
         Ok(())
@@ -718,19 +722,16 @@ impl BpfMap {
             .upgrade()
     }
 
-    /// Gives a program array the program type of a program loaded with it, as the core
-    /// associates a program with its maps; `Err` with the type it has if another.
-    pub(crate) fn associate_program_type(&self, program_type: GUID) -> Result<(), GUID> {
+    /// Gives a program array the type and context layout of a program loaded with it, as
+    /// the core associates a program with its maps; `Err` with the type it has if another.
+    pub(crate) fn associate(&self, program: ProgramKind) -> Result<(), GUID> {
         if self.kind != Kind::ProgramArray {
             return Ok(());
         }
         let mut programs = lock(&self.programs);
-        match programs.1 {
-            Some(existing) if existing != program_type => Err(existing),
-            _ => {
-                programs.1 = Some(program_type);
-                Ok(())
-            }
+        match *programs.1.get_or_insert(program) {
+            existing if existing == program => Ok(()),
+            (program_type, _) => Err(program_type),
         }
     }
 

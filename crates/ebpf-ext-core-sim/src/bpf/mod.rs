@@ -25,26 +25,32 @@
 //!   `context_create` and `context_destroy`.
 //! - [`BpfProgram::attach`] links it to a hook like [`Link::attach`](crate::Link::attach),
 //!   refusing a link of another program type first.
-//!
 //! - Tail calls: [`BpfProgram::load_all`] loads an object's programs over one set of maps,
-//!   test code fills a program array with [`BpfMap::set_program`], and a run through a link
-//!   or a test run follows `bpf_tail_call` as the core's invoke does: the caller returns 0 at
-//!   once (as native code does; the core's interpreter lets it run on), its callee runs on the
-//!   same context, at most 33 times in a row, and the last program's result is the
-//!   invocation's. The helper reaches the execution state through slot 0 of the context
-//!   header, as the core's does, and faults if that slot no longer holds it.
+//!   test code fills a program array with [`BpfMap::set_program`] (programs of the type and
+//!   context layout its object's programs were loaded with), and a run through a link or a
+//!   test run follows `bpf_tail_call` as the core's invoke does: the caller returns 0 at once
+//!   (as native code does; the core's interpreter lets it run on), the callee runs on the same
+//!   context, at most 33 times in a row, and the last program's result is the invocation's.
+//!   The helper reaches the execution state through slot 0 of the context header, as the
+//!   core's does, and faults where the core would write through a slot that no longer holds
+//!   it. A plain [`BpfProgram::run`] has no execution state, so its tail calls fail.
 //!
-//! Limits: only the general helpers in [`GENERAL_HELPERS`]; a program using another is
-//! refused at load.
-//! `bpf_map_lookup_and_delete_elem` returns a copy of the value taken out, kept for the rest
-//! of the invocation in a slot followed by guard bytes (the core keeps the value itself until
-//! the epoch ends); once eight values are taken in one invocation it returns NULL and leaves
-//! the value in the map, and a program whose maps hold values over 64 KiB is refused at load
-//! if it calls it. `bpf_map_lookup_elem` on a queue or stack gives its next value in place,
-//! as the core's does (NULL when empty); a slot popped meanwhile is reused only once the
-//! others are. `rbpf` checks a map-value access by its first byte only, so an access that starts inside a value and runs
-//! past its end by less than eight bytes is not caught; it reads the guard bytes behind
-//! each value, which belong to the core-sim.
+//! Where core-sim differs from the core:
+//! - Only the general helpers in [`GENERAL_HELPERS`]; a program using another is refused at
+//!   load.
+//! - `bpf_map_lookup_and_delete_elem` returns a copy of the value taken out, kept for the rest
+//!   of the invocation in a slot followed by guard bytes (the core keeps the value itself
+//!   until the epoch ends); once eight values are taken in one invocation it returns NULL and
+//!   leaves the value in the map, and a program whose maps hold values over 64 KiB is refused
+//!   at load if it calls it.
+//! - `bpf_map_lookup_elem` on a queue or stack gives its next value in place, as the core's
+//!   does (NULL when empty); a slot popped meanwhile is reused only once the others are (the
+//!   core frees it after the epoch).
+//! - `rbpf` checks a map-value access by its first byte only, so an access that starts inside
+//!   a value and runs past its end by less than eight bytes is not caught; it reads the guard
+//!   bytes behind each value, which belong to the core-sim.
+//! - The interpreter's messages count instructions after a 4-instruction prologue and the two
+//!   inserted after each `bpf_tail_call`.
 
 use ebpf_ext_sys::ntdef::GUID;
 

@@ -24,7 +24,7 @@ use super::helpers::{
     with_frame,
 };
 use super::insn::{CALL, Insn, LD_DW_IMM, stop_after_calls_of};
-use super::maps::BpfMap;
+use super::maps::{BpfMap, ProgramKind};
 use super::object::BpfObject;
 use crate::link::{Link, LinkSpec};
 use crate::nmr::lock;
@@ -184,6 +184,7 @@ impl BpfProgram {
     /// Loads every program of `object` as programs of the type `info` describes, sharing one
     /// set of the object's maps (as loading an object does in the core), in the order of
     /// [`BpfObject::sections`]: how a program and the programs it tail-calls are loaded.
+    /// Every program is loaded as `info`'s type, so the object's programs must all be of it.
     ///
     /// # Errors
     /// As [`BpfProgram::load`], for the first program refused.
@@ -212,10 +213,10 @@ impl BpfProgram {
         let code = object.program(section)?;
         let mut insns = code.insns.clone();
         for map in &maps {
-            map.associate_program_type(info.program_type)
+            map.associate((info.program_type, info.context_descriptor))
                 .map_err(|other| {
                     BpfError::Map(format!(
-                        "{section}: program array {} holds programs of type {other:?}, not {}",
+                        "{section}: program array {} holds programs of type {other:?} (or of another context layout), not {}",
                         map.definition().name,
                         info.name
                     ))
@@ -299,8 +300,9 @@ impl BpfProgram {
                 context_size: info.context_descriptor.size,
             });
         }
-        // As native code does after `bpf_tail_call`: a caller whose tail call succeeded
-        // returns 0 at once (the core then runs the callee).
+        // As native code does after `bpf_tail_call` (marked by its id 5, whoever implements
+        // it): a caller whose tail call succeeded returns 0 at once (the core then runs the
+        // callee). The interpreter's messages count instructions after this and the prologue.
         if let Some(slot) = helpers.iter().position(|h| h.id == TAIL_CALL) {
             let slot = i32::try_from(slot).unwrap_or(i32::MAX);
             insns = stop_after_calls_of(&insns, slot).map_err(|message| BpfError::Verifier {
@@ -351,6 +353,11 @@ impl BpfProgram {
     #[must_use]
     pub fn program_type(&self) -> GUID {
         self.info.program_type
+    }
+
+    /// Its program type and context layout (what a program array requires).
+    pub(crate) fn kind(&self) -> ProgramKind {
+        (self.info.program_type, self.info.context_descriptor)
     }
 
     /// The ids of the helpers it calls, in the order of first call.
@@ -479,18 +486,22 @@ impl BpfProgram {
                 unsafe { slot.write_unaligned(calls) };
             }
             let program = callee.as_deref().unwrap_or(self);
-            // SAFETY: the caller's precondition; a callee is of this program's type (a
-            // program array takes programs of one type, the one it was loaded with).
+            // SAFETY: the caller's precondition; a callee has this program's type and context
+            // layout (a program array takes only programs of the ones it was loaded with).
             let (r0, next) = unsafe { program.run_one(context, state) }?;
             match next {
                 None => return Ok(r0),
                 Some(next) => callee = Some(next),
             }
         }
-        // The helper refuses a tail call once `MAX_TAIL_CALL_CNT` have run.
+        // The helper refuses a tail call once `MAX_TAIL_CALL_CNT` have run, unless the state's
+        // count was changed behind it.
+        let last = callee.as_deref().unwrap_or(self);
+        let message = format!("more than {MAX_TAIL_CALL_CNT} tail calls");
+        lock(&last.faults).push(message.clone());
         Err(BpfError::Fault {
-            section: self.section.clone(),
-            message: format!("more than {MAX_TAIL_CALL_CNT} tail calls"),
+            section: last.section.clone(),
+            message,
         })
     }
 
@@ -637,7 +648,8 @@ impl BpfProgram {
     /// the data faults rather than landing, by the heap's chance, in a map value.
     ///
     /// # Errors
-    /// [`BpfError::TestRun`] if `context_create` fails (with its `ebpf_result_t`) or the
+    /// [`BpfError::TestRun`] if the program was loaded for another program type or context
+    /// layout than the client's, if `context_create` fails (with its `ebpf_result_t`) or the
     /// provider has gone; [`BpfError::Fault`] if a run faults (the context is destroyed
     /// first).
     ///
@@ -676,6 +688,11 @@ impl BpfProgram {
                 self.info.program_type,
                 client.program_type()
             )));
+        }
+        if client.info().context_descriptor != self.info.context_descriptor {
+            return Err(BpfError::TestRun(
+                "the program was loaded for another context layout than the client's".into(),
+            ));
         }
         // The run's copy of the data, followed by a guard no region rbpf allows covers: a
         // program reading past the data (which the core's verifier would refuse) faults
