@@ -232,6 +232,82 @@ mod tests {
         assert!(stop_after_calls_of(&far, 5).is_err());
     }
 
+    /// Random programs of calls, jumps and other instructions: every instruction keeps its
+    /// place in order, every jump its target, and each tail-call site gets its check.
+    #[test]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        clippy::cast_sign_loss,
+        reason = "indices of programs under 50 instructions"
+    )]
+    fn random_programs_keep_every_target() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        for _ in 0..2_000 {
+            let len = 1 + next(40) as usize;
+            let insns: Vec<Insn> = (0..len)
+                .map(|at| {
+                    let off =
+                        i16::try_from(next(len as u64 + 2) as i64 - at as i64 - 1).expect("small");
+                    match next(6) {
+                        0 => Insn::call(5),
+                        1 => Insn::call(1),
+                        2 => ja(off),
+                        3 => Insn {
+                            code: 0x1d, // JMP | JEQ | X
+                            dst: 1,
+                            src: 2,
+                            off,
+                            imm: 0,
+                        },
+                        4 => Insn::exit(),
+                        _ => mov_imm(0, 3),
+                    }
+                })
+                .collect();
+            let Ok(out) = stop_after_calls_of(&insns, 5) else {
+                // Only a jump past the end is refused here.
+                assert!(insns.iter().enumerate().any(
+                    |(at, i)| i.jumps_by_off() && at as i64 + 1 + i64::from(i.off) > len as i64
+                ));
+                continue;
+            };
+            let mut moved = Vec::new();
+            let mut place = 0usize;
+            for insn in &insns {
+                moved.push(place);
+                place += if insn.code == CALL && insn.imm == 5 {
+                    3
+                } else {
+                    1
+                };
+            }
+            moved.push(place);
+            assert_eq!(out.len(), place);
+            for (at, insn) in insns.iter().enumerate() {
+                let now = out[moved[at]];
+                assert_eq!((now.code, now.imm), (insn.code, insn.imm));
+                if insn.jumps_by_off() {
+                    let target = usize::try_from(at as i64 + 1 + i64::from(insn.off)).expect("in");
+                    let landed = moved[at] as i64 + 1 + i64::from(now.off);
+                    assert_eq!(landed, moved[target] as i64);
+                }
+                if insn.code == CALL && insn.imm == 5 {
+                    assert_eq!(
+                        out[moved[at] + 1..moved[at] + 3],
+                        [Insn::jne_imm(0, 0, 1), Insn::exit()]
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn conditional_and_32_bit_jumps_lddw_and_local_calls_are_re_aimed() {
         let jeq32 = |off| Insn {
