@@ -419,7 +419,7 @@ impl ProgramInfoClient {
         Ok(TestRunContext {
             client: self,
             context,
-            _info: info,
+            info,
             _inputs: PhantomData,
         })
     }
@@ -541,7 +541,7 @@ pub struct TestRunContext<'a> {
     client: &'a ProgramInfoClient,
     context: *mut c_void,
     /// The copy whose context descriptor the context header points to.
-    _info: Arc<ProgramInfo>,
+    info: Arc<ProgramInfo>,
     _inputs: PhantomData<&'a [u8]>,
 }
 
@@ -558,6 +558,11 @@ impl TestRunContext<'_> {
     #[must_use]
     pub fn as_ptr(&self) -> *mut c_void {
         self.context
+    }
+
+    /// The context descriptor slot 1 of the context header was given.
+    pub(crate) fn descriptor(&self) -> *const ebpf_context_descriptor_t {
+        &raw const self.info.context_descriptor
     }
 
     /// Calls the provider's `context_destroy` with output buffers of these capacities, as

@@ -55,6 +55,7 @@ static uint64_t (*test_get_a)(void* ctx) = (void*)0x10001;
 static uint64_t (*test_context_value)(void* ctx) = (void*)0x10002;
 static uint64_t (*bpf_tail_call)(void* ctx, void* map, uint32_t index) = (void*)5;
 static long (*bpf_perf_event_output)(void* ctx, void* map, uint64_t flags, void* data, uint64_t size) = (void*)32;
+static uint64_t (*bpf_get_socket_cookie)(void* ctx) = (void*)26;
 static long (*bpf_map_push_elem)(void* map, const void* value, uint64_t flags) = (void*)16;
 static long (*bpf_map_pop_elem)(void* map, void* value) = (void*)17;
 static long (*bpf_map_peek_elem)(void* map, void* value) = (void*)18;
@@ -64,7 +65,7 @@ static int (*bpf_is_current_admin)(const void* ctx) = (void*)21;
 static int (*bpf_strncpy_s)(char* d, uint64_t d_size, const char* s, uint64_t count) = (void*)27;
 static int (*bpf_strncat_s)(char* d, uint64_t d_size, const char* s, uint64_t count) = (void*)28;
 static uint64_t (*undeclared)(void) = (void*)0x10009;
-static uint64_t (*test_clobber_header)(void* ctx, uint64_t value) = (void*)0x10003;
+static uint64_t (*test_clobber_header)(void* ctx, uint64_t value, uint64_t slot) = (void*)0x10003;
 ";
 
 const PROGRAMS: &str = r#"
@@ -227,8 +228,8 @@ int not_the_context(struct test_context* ctx)
     return (int)test_get_a(&local);
 }
 
-SEC("test_prog/perf_event_output")
-int perf_event_output(struct test_context* ctx) { return (int)bpf_perf_event_output(ctx, 0, 0, 0, 0); }
+SEC("test_prog/socket_cookie")
+int socket_cookie(struct test_context* ctx) { return (int)bpf_get_socket_cookie(ctx); }
 
 SEC("test_prog/undeclared")
 int call_undeclared(struct test_context* ctx) { return (int)undeclared(); }
@@ -265,12 +266,19 @@ fn compile(c: &str) -> BpfObject {
     BpfObject::parse(&std::fs::read(&object).expect("object")).expect("parses")
 }
 
-/// Writes `value` over slot 0 of the header in front of the context it receives (what an
-/// extension that does not keep the core's header would do).
-extern "win64" fn clobber_header(_: u64, value: u64, _: u64, _: u64, _: u64, context: u64) -> u64 {
+/// Writes `value` over slot `slot` (0 or 1) of the header in front of the context it
+/// receives (what an extension that does not keep the core's header would do).
+extern "win64" fn clobber_header(
+    _: u64,
+    value: u64,
+    slot: u64,
+    _: u64,
+    _: u64,
+    context: u64,
+) -> u64 {
     // SAFETY: the core-sim passes the program context sixth; the test provider's contexts
     // (and the tests' own) have their 64-byte header in front.
-    unsafe { ((context - 64) as *mut u64).write_unaligned(value) };
+    unsafe { ((context - 64 + 8 * (slot & 1)) as *mut u64).write_unaligned(value) };
     0
 }
 
@@ -299,7 +307,7 @@ fn spec() -> ProgramDataSpec {
     clobber.arguments = [
         EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
         EBPF_ARGUMENT_TYPE_ANYTHING,
-        0,
+        EBPF_ARGUMENT_TYPE_ANYTHING,
         0,
         0,
     ];
@@ -699,8 +707,8 @@ fn the_verifiers_refusals_come_before_the_program_runs() {
             BpfError::UndeclaredHelper { id: 0x10009, .. }
         ));
         assert!(matches!(
-            refused("test_prog/perf_event_output"),
-            BpfError::UnsupportedHelper { id: 32, .. }
+            refused("test_prog/socket_cookie"),
+            BpfError::UnsupportedHelper { id: 26, .. }
         ));
         let overrun = refused("test_prog/context_overrun");
         assert!(
@@ -766,7 +774,7 @@ int chain(struct test_context* ctx)
 SEC("test_prog/clobber")
 int clobber(struct test_context* ctx)
 {
-    test_clobber_header(ctx, ctx->flags);
+    test_clobber_header(ctx, ctx->flags, 0);
     return (int)bpf_tail_call(ctx, &programs, (uint32_t)ctx->value);
 }
 
@@ -1066,5 +1074,182 @@ fn program_arrays_take_programs_of_one_type_by_index() {
         drop((stranger, wide));
         drop(other_client);
         other_provider.deregister();
+    });
+}
+
+/// Programs that write perf events.
+const PERF_EVENTS: &str = r#"
+struct { __uint(type, 14); __type(key, uint32_t); __type(value, uint32_t); __uint(max_entries, 64); } events SEC(".maps");
+struct { __uint(type, 2); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 1); } other SEC(".maps");
+
+// A record of ctx->value, with ctx->flags as the helper's flags.
+SEC("test_prog/perf")
+int perf(struct test_context* ctx)
+{
+    uint64_t value = ctx->value;
+    return (int)bpf_perf_event_output(ctx, &events, ctx->flags, &value, sizeof(value));
+}
+
+// The same after writing ctx->value over slot 1 of the context header.
+SEC("test_prog/perf_clobber")
+int perf_clobber(struct test_context* ctx)
+{
+    uint64_t value = 1;
+    test_clobber_header(ctx, ctx->value, 1);
+    return (int)bpf_perf_event_output(ctx, &events, ctx->flags, &value, sizeof(value));
+}
+
+SEC("test_prog/perf_wrong_map")
+int perf_wrong_map(struct test_context* ctx)
+{
+    uint64_t value = 1;
+    return (int)bpf_perf_event_output(ctx, &other, 0xffffffffULL, &value, sizeof(value));
+}
+
+char _license[] SEC("license") = "MIT";
+"#;
+
+/// `EBPF_MAP_FLAG_CURRENT_CPU`.
+const CURRENT_CPU: u64 = 0xFFFF_FFFF;
+
+/// Every processor's records, in processor order, and the records lost.
+fn perf_records(map: &BpfMap) -> (Vec<Vec<u8>>, u64) {
+    let (mut records, mut lost) = (Vec::new(), 0);
+    for cpu in 0.. {
+        let Ok(mut more) = map.drain_cpu_records(cpu) else {
+            break;
+        };
+        records.append(&mut more);
+        lost += map.lost_records(cpu).expect("a processor");
+    }
+    (records, lost)
+}
+
+#[test]
+fn perf_events_go_to_the_running_processors_ring_with_context_data_on_request() {
+    let object = compile(&format!("{PRELUDE}{PERF_EVENTS}"));
+    with_info(|client, info| {
+        let programs = BpfProgram::load_all(&object, info).expect("loads");
+        let perf = section(&programs, "test_prog/perf");
+        let events = perf.map("events").expect("events");
+        let run = |value: u64, flags: u64| {
+            perf.test_run(client, &[1, 2, 3], &context(value, flags), 1)
+                .expect("runs")
+                .return_value
+        };
+        let record = |value: u64, data: &[u8]| [&value.to_le_bytes()[..], data].concat();
+
+        assert_eq!(run(7, CURRENT_CPU), 0);
+        assert_eq!(
+            run(8, CURRENT_CPU | 2 << 32),
+            0,
+            "with 2 bytes of context data"
+        );
+        assert_eq!(
+            perf_records(&events),
+            (vec![record(7, &[]), record(8, &[1, 2])], 0)
+        );
+
+        let invalid = (-6i32).cast_unsigned();
+        assert_eq!(
+            run(9, CURRENT_CPU | 4 << 32),
+            invalid,
+            "more context data than there is"
+        );
+        assert_eq!(run(9, 5_000), invalid, "a processor the machine has not");
+        assert_eq!(
+            perf_records(&events),
+            (vec![], 0),
+            "none of them written or lost"
+        );
+
+        // The test provider's test runs are at DISPATCH_LEVEL: the running processor's own
+        // number is as good as CURRENT_CPU there.
+        let mut cpu = None;
+        for index in 0..64 {
+            if run(10, index) == 0 {
+                cpu = Some(index);
+                break;
+            }
+        }
+        let cpu = cpu.expect("one processor's number is the running one's");
+        assert_eq!(
+            events.drain_cpu_records(usize::try_from(cpu).expect("small")),
+            Ok(vec![record(10, &[])])
+        );
+
+        // A 64-byte ring holds four 16-byte records; the fifth is lost.
+        let results: Vec<u32> = (0..5).map(|v| run(v, CURRENT_CPU)).collect();
+        assert_eq!(results, [0, 0, 0, 0, (-12i32).cast_unsigned()]);
+        let (records, lost) = perf_records(&events);
+        assert_eq!((records.len(), lost), (4, 1));
+
+        // A plain run has no header: no context data to capture.
+        let bytes = context(1, CURRENT_CPU | 1 << 32);
+        let plain = client.create_context(&[1], &bytes).expect("context");
+        // SAFETY: a context of the program type from its provider's context_create.
+        let result = unsafe { perf.run(plain.as_ptr()) };
+        assert_eq!(
+            result,
+            Ok((-18i64).cast_unsigned()),
+            "EBPF_OPERATION_NOT_SUPPORTED"
+        );
+        drop(plain);
+
+        let wrong = section(&programs, "test_prog/perf_wrong_map");
+        let fault = wrong
+            .test_run(client, &[1], &context(0, 0), 1)
+            .expect_err("faults");
+        assert!(
+            fault.to_string().contains("not a perf event array"),
+            "{fault}"
+        );
+
+        let clobber = section(&programs, "test_prog/perf_clobber");
+        let fault = clobber
+            .test_run(client, &[1], &context(0xBAD, CURRENT_CPU | 1 << 32), 1)
+            .expect_err("faults");
+        assert!(
+            fault
+                .to_string()
+                .contains("slot 1 of the context header holds 0xbad"),
+            "{fault}"
+        );
+    });
+}
+
+#[test]
+fn a_hooks_invocation_gives_perf_events_the_context_data() {
+    let object = compile(&format!("{PRELUDE}{PERF_EVENTS}"));
+    with_info(|_, info| {
+        let hook = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+        let programs = BpfProgram::load_all(&object, info).expect("loads");
+        let perf = section(&programs, "test_prog/perf");
+        let link = perf
+            .attach(LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE))
+            .expect("attached");
+        let data = [5u8, 6, 7];
+        let mut hooked = HookedContext {
+            header: [0; 8],
+            context: TestContext {
+                value: 3,
+                flags: CURRENT_CPU | 3 << 32,
+                data_start: data.as_ptr(),
+                data_end: data.as_ptr().wrapping_add(data.len()),
+            },
+        };
+        let context_ptr = (&raw mut hooked.context).cast::<core::ffi::c_void>();
+        assert_eq!(hook.state.invoke(0, context_ptr), (EBPF_SUCCESS, 0));
+        assert_ne!(
+            hooked.header[1], 0,
+            "the invoke put the descriptor in slot 1"
+        );
+        let events = perf.map("events").expect("events");
+        assert_eq!(
+            perf_records(&events),
+            (vec![[&3u64.to_le_bytes()[..], &data].concat()], 0)
+        );
+        link.detach().expect("detached");
+        hook.deregister();
     });
 }

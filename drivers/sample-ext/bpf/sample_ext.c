@@ -58,6 +58,14 @@ struct {
     __uint(max_entries, 10);
 } programs SEC(".maps");
 
+// Records of the data the hook ran over, a ring per processor.
+struct {
+    __uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+    __type(key, uint32_t);
+    __type(value, uint32_t);
+    __uint(max_entries, 4096);
+} perf_events SEC(".maps");
+
 // implicit_2 as programs call it: one value in r1 (its prototype declares none).
 static int64_t (*implicit_2_of)(uint32_t value) = (void*)SAMPLE_EBPF_EXTENSION_HELPER_IMPLICIT_2_ID;
 
@@ -170,4 +178,17 @@ SEC("sample_ext/0")
 int tail_callee(sample_context_t* ctx)
 {
     return 37 + (int)ctx->helper_data_1 * 5;
+}
+
+// Upstream's perf-event sample: one record of the data, then the same bytes captured from
+// the context's data by the core; returns the helper's result.
+SEC("sample_ext/perf")
+int perf(sample_context_t* ctx)
+{
+    uint8_t* start = ctx->data_start;
+    uint64_t size = (uint64_t)(ctx->data_end - ctx->data_start);
+    if (size == 0 || size > 64)
+        return -1;
+    uint64_t flags = EBPF_MAP_FLAG_CURRENT_CPU | size << EBPF_MAP_FLAG_CTX_LENGTH_SHIFT;
+    return (int)bpf_perf_event_output(ctx, &perf_events, flags, start, size);
 }

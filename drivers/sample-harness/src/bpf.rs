@@ -267,7 +267,8 @@ typedef __INT64_TYPE__ int64_t;\ntypedef __UINT64_TYPE__ uint64_t;\ntypedef __SI
 #define BPF_MAP_TYPE_HASH 1\n#define BPF_MAP_TYPE_ARRAY 2\n#define BPF_MAP_TYPE_PROG_ARRAY 3\n\
 #define BPF_MAP_TYPE_PERCPU_ARRAY 5\n\
 #define BPF_MAP_TYPE_LRU_HASH 8\n#define BPF_MAP_TYPE_QUEUE 10\n#define BPF_MAP_TYPE_STACK 12\n\
-#define BPF_MAP_TYPE_RINGBUF 13\n\
+#define BPF_MAP_TYPE_RINGBUF 13\n#define BPF_MAP_TYPE_PERF_EVENT_ARRAY 14\n\
+#define EBPF_MAP_FLAG_CURRENT_CPU 0xffffffffULL\n#define EBPF_MAP_FLAG_CTX_LENGTH_SHIFT 32\n\
 #define BPF_ANY 0\n#define BPF_NOEXIST 1\n#define BPF_EXIST 2\n\n",
     );
     for helper in GENERAL_HELPERS {

@@ -543,6 +543,7 @@ pub fn scenario(
         crate::status::describe(status)
     ));
     add(tail_calls(kernel, &handle, object, &info_client, &info)?);
+    add(perf_events(kernel, &handle, object, &info_client, &info)?);
     kernel.close(handle);
     drop(info_client);
     driver.unload();
@@ -607,6 +608,54 @@ fn tail_calls(
     Ok(format!(
         "tail call: run {result}, batch of 3 summing {}, test run {}; empty slot {empty:#x}",
         batch.result_sum, test.return_value
+    ))
+}
+
+/// Upstream's perf-event sample: attached to the hook, the program writes one record of the
+/// run's data followed by the same bytes captured from the context's data (which the core
+/// finds through the context header), in a run and in a test run.
+fn perf_events(
+    kernel: &Kernel,
+    handle: &FileHandle,
+    object: &BpfObject,
+    info_client: &ProgramInfoClient,
+    info: &std::sync::Arc<ebpf_ext_core_sim::ProgramInfo>,
+) -> Result<String, Failure> {
+    let programs = BpfProgram::load_all(object, info).map_err(|e| e.to_string())?;
+    let perf = programs
+        .iter()
+        .find(|p| p.section() == "sample_ext/perf")
+        .ok_or("no program in sample_ext/perf")?;
+    let link = perf
+        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
+        .map_err(|e| e.to_string())?;
+    let (status, result, _) = run(kernel, handle, 0, b"perf!")?;
+    let test = test_run(perf, info_client, b"test", &context_in(0, 0, [1, 2]))?;
+    link.detach().map_err(|e| e.to_string())?;
+    let events = perf.map("perf_events").ok_or("no perf_events map")?;
+    let mut records = Vec::new();
+    for cpu in 0.. {
+        match events.drain_cpu_records(cpu) {
+            Ok(mut more) => records.append(&mut more),
+            Err(_) => break,
+        }
+    }
+    // Each processor's ring in turn: the order of records on different processors is not
+    // the order they were written in.
+    records.sort();
+    expect!(
+        status == STATUS_SUCCESS
+            && result == 0
+            && test.return_value == 0
+            && records == [b"perf!perf!".to_vec(), b"testtest".to_vec()],
+        "perf events: run {} {result}, test run {}, records {records:?}; faults {:?}",
+        crate::status::describe(status),
+        test.return_value,
+        perf.faults()
+    );
+    Ok(format!(
+        "perf events: {:?}",
+        records.iter().map(|r| text(r)).collect::<Vec<_>>()
     ))
 }
 

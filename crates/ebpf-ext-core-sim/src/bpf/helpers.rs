@@ -31,7 +31,10 @@ use ebpf_ext_sys::ebpf_base::{
     EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL, ebpf_argument_type_t, ebpf_return_type_t,
 };
 use ebpf_ext_sys::ebpf_extension::{EBPF_CONTEXT_HEADER_SIZE, ebpf_execution_context_state_t};
-use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_NO_MORE_TAIL_CALLS};
+use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
+use ebpf_ext_sys::ebpf_result::{
+    EBPF_INVALID_ARGUMENT, EBPF_NO_MORE_TAIL_CALLS, EBPF_OPERATION_NOT_SUPPORTED,
+};
 use ebpf_ext_sys::ebpf_windows::MAX_TAIL_CALL_CNT;
 use ebpf_ext_sys::ntddk::KeGetCurrentProcessorNumberEx;
 use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, KeGetCurrentIrql};
@@ -419,6 +422,20 @@ pub const GENERAL_HELPERS: &[GeneralHelper] = &[
         "void",
     ),
     general(31, "bpf_ktime_get_ms", INT, [DC; 5], "uint64_t", "void"),
+    general(
+        32,
+        "bpf_perf_event_output",
+        INT,
+        [
+            EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
+            EBPF_ARGUMENT_TYPE_PTR_TO_MAP,
+            EBPF_ARGUMENT_TYPE_ANYTHING,
+            EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
+            EBPF_ARGUMENT_TYPE_CONST_SIZE,
+        ],
+        "int",
+        "void* ctx, void* perf_event_array, uint64_t flags, const void* data, uint64_t size",
+    ),
 ];
 
 /// What a call slot of a loaded program calls.
@@ -455,6 +472,9 @@ pub(crate) struct Frame {
     pub(crate) state: u64,
     /// The program a successful `bpf_tail_call` asked to run next.
     pub(crate) tail_call: Option<Arc<BpfProgram>>,
+    /// The context descriptor whose address the core put in slot 1 of the context header; 0
+    /// when the run has none.
+    pub(crate) descriptor: u64,
 }
 
 /// Values one invocation may take out with `bpf_map_lookup_and_delete_elem`; once that many
@@ -904,6 +924,7 @@ fn call_general(
     Ok(match id {
         1..=4 | 16..=18 => map_helper(id, args, frame, program)?,
         5 => tail_call(args, frame, program)?,
+        32 => perf_event_output(args, frame, program)?,
         6 => u64::from(program.next_random()),
         7 | 9 => u64::try_from(program.loaded_at().elapsed().as_nanos()).unwrap_or(u64::MAX),
         30 | 31 => u64::try_from(program.loaded_at().elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -1006,6 +1027,103 @@ fn tail_call(args: &[u64; 5], frame: &mut Frame, program: &BpfProgram) -> Result
     unsafe { calls.write_unaligned(tail_calls) };
     frame.tail_call = Some(next);
     Ok(0)
+}
+
+/// `EBPF_MAP_FLAG_CURRENT_CPU`: the index bits of `flags` naming the running processor.
+const CURRENT_CPU: u64 = 0xFFFF_FFFF;
+/// Where `bpf_perf_event_output`'s flags hold how many context-data bytes to capture.
+const CTX_LENGTH_SHIFT: u32 = 32;
+/// The largest such length (`EBPF_MAP_FLAG_CTX_LENGTH_MAX`).
+const CTX_LENGTH_MAX: u64 = 0xF_FFFF;
+
+/// `bpf_perf_event_output(ctx, map, flags, data, size)` (id 32), as the core does it: a record
+/// of `data` followed by the first `(flags >> 32) & 0xFFFFF` bytes of the context's data,
+/// into the running processor's ring (the index bits of `flags` must be `CURRENT_CPU`, or
+/// at DISPATCH_LEVEL the running processor's number; else `-EBPF_INVALID_ARGUMENT`). The
+/// core finds the context's data through the descriptor in slot 1 of the context header:
+/// `-EBPF_OPERATION_NOT_SUPPORTED` when the data pointers are NULL (or the run has no
+/// header), `-EBPF_INVALID_ARGUMENT` when the data is shorter than asked; core-sim faults
+/// where slot 1 no longer holds the descriptor the invocation put there. A full ring gives
+/// `-EBPF_NO_MEMORY`, an empty or oversized record `-EBPF_INVALID_ARGUMENT`; each counts as
+/// a lost record. A map that is not a perf event array faults (the core would treat it as
+/// one).
+fn perf_event_output(
+    args: &[u64; 5],
+    frame: &mut Frame,
+    program: &BpfProgram,
+) -> Result<u64, String> {
+    let map = program.map_by_handle(args[1]).ok_or("not a map")?;
+    if !map.is_perf_event_array() {
+        return Err(format!(
+            "map {} is not a perf event array",
+            map.definition().name
+        ));
+    }
+    let flags = args[2];
+    let target = flags & CURRENT_CPU;
+    let capture = (flags >> CTX_LENGTH_SHIFT) & CTX_LENGTH_MAX;
+    let cpu = current_cpu();
+    if target != CURRENT_CPU {
+        // SAFETY: reads the current thread's IRQL; callable at any level.
+        let dispatch = unsafe { KeGetCurrentIrql() } >= DISPATCH_LEVEL;
+        if !dispatch || target != cpu as u64 {
+            return Ok(negative(EBPF_INVALID_ARGUMENT));
+        }
+    }
+    let data = bytes(args[3], args[4]);
+    let captured = if capture == 0 {
+        &[][..]
+    } else {
+        match context_data(frame, program)? {
+            None => return Ok(negative(EBPF_OPERATION_NOT_SUPPORTED)),
+            Some(range) if range.end - range.start < capture => {
+                return Ok(negative(EBPF_INVALID_ARGUMENT));
+            }
+            Some(range) => bytes(range.start, capture),
+        }
+    };
+    Ok(match map.perf_output(cpu, &[data, captured]) {
+        Ok(()) => 0,
+        Err(e) => e.cast_unsigned(),
+    })
+}
+
+/// The context's data as the core finds it: through the descriptor in slot 1 of the context
+/// header, its `data` and `end` offsets into the context; `None` when there is no descriptor
+/// (a run without a header), no data field, or a NULL pointer.
+fn context_data(frame: &Frame, program: &BpfProgram) -> Result<Option<Range<u64>>, String> {
+    if frame.descriptor == 0 {
+        return Ok(None);
+    }
+    let header = frame.context.wrapping_sub(EBPF_CONTEXT_HEADER_SIZE as u64) as *const u64;
+    // SAFETY: a run with a descriptor has the core's 64-byte header in front of its context
+    // (`BpfProgram::run_with_state`'s contract).
+    let slot1 = unsafe { header.wrapping_add(1).read_unaligned() };
+    if slot1 != frame.descriptor {
+        return Err(format!(
+            "slot 1 of the context header holds {slot1:#x}, not the context descriptor {:#x}: \
+             the 64 bytes in front of the context were overwritten",
+            frame.descriptor
+        ));
+    }
+    // SAFETY: the descriptor the invocation's invoker put there (checked), alive for the run.
+    let descriptor = unsafe { (slot1 as *const ebpf_context_descriptor_t).read_unaligned() };
+    let pointer_at = |offset: i32| -> u64 {
+        match u64::try_from(offset) {
+            Ok(o) if o + 8 <= frame.context_size => {
+                // SAFETY: within the context, which the run may read.
+                unsafe { ((frame.context + o) as *const u64).read_unaligned() }
+            }
+            _ => 0,
+        }
+    };
+    let (start, end) = (pointer_at(descriptor.data), pointer_at(descriptor.end));
+    if start == 0 || end == 0 || end < start {
+        return Ok(None);
+    }
+    // The bytes the core would read: the program's data, which the run may read.
+    frame.check(program, start, end - start, false)?;
+    Ok(Some(start..end))
 }
 
 /// The map helpers (ids 1–4 and 16–18).

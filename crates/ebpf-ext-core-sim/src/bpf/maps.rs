@@ -1,5 +1,5 @@
-//! Maps: array, hash, program array, per-CPU array, LRU hash, queue, stack, ring buffer and
-//! providers'
+//! Maps: array, hash, program array, per-CPU array, LRU hash, queue, stack, ring buffer,
+//! perf event array and providers'
 //! custom maps ([`super::custom`]), with eBPF for Windows' type
 //! numbers (`ebpf_map_type_t`) and helper semantics, readable and writable from test code.
 //!
@@ -44,6 +44,8 @@ pub const BPF_MAP_TYPE_QUEUE: u32 = 10;
 pub const BPF_MAP_TYPE_STACK: u32 = 12;
 /// `BPF_MAP_TYPE_RINGBUF`.
 pub const BPF_MAP_TYPE_RINGBUF: u32 = 13;
+/// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`: a ring of records per processor.
+pub const BPF_MAP_TYPE_PERF_EVENT_ARRAY: u32 = 14;
 /// `BPF_NOEXIST`: update only if absent.
 pub const BPF_NOEXIST: u64 = 1;
 /// `BPF_EXIST`: update only if present.
@@ -83,6 +85,8 @@ enum Kind {
     Queue,
     Stack,
     RingBuffer,
+    /// A ring buffer per processor.
+    PerfEventArray,
     /// Programs by index, for `bpf_tail_call`.
     ProgramArray,
     /// A provider's type (the map-information NPI).
@@ -110,6 +114,27 @@ struct Circular {
 struct RingState {
     records: VecDeque<Vec<u8>>,
     used: usize,
+    /// Records refused (a perf event array's count).
+    lost: u64,
+}
+
+impl RingState {
+    /// Appends a record of `parts`, one after the other, to a ring of `capacity` bytes: a
+    /// reserve as the core's ring buffer makes it (an 8-byte header, the size rounded up to
+    /// 8). `Err(-6)` for an empty or oversized record, `Err(-12)` when it does not fit.
+    fn output(&mut self, capacity: usize, parts: &[&[u8]]) -> Result<(), i64> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let total = (len + RECORD_HEADER).next_multiple_of(8);
+        if len == 0 || total > capacity {
+            return Err(-i64::from(EBPF_INVALID_ARGUMENT));
+        }
+        if self.used + total > capacity {
+            return Err(-i64::from(EBPF_NO_MEMORY));
+        }
+        self.used += total;
+        self.records.push_back(parts.concat());
+        Ok(())
+    }
 }
 
 /// A program array's programs, held weakly (a program's maps may hold the program itself),
@@ -134,6 +159,8 @@ pub struct BpfMap {
     storage: Box<[UnsafeCell<u8>]>,
     hash: Mutex<HashState>,
     ring: Mutex<RingState>,
+    /// A perf event array's rings, one per processor.
+    perf: Box<[Mutex<RingState>]>,
     /// A queue's or stack's values: their slots.
     values: Mutex<Circular>,
     custom: Option<CustomMap>,
@@ -167,7 +194,13 @@ fn check_sizes(definition: &MapDefinition, kind: Kind) -> Result<(), String> {
             definition.name
         ));
     }
-    if kind != Kind::RingBuffer && definition.value_size == 0 {
+    if kind == Kind::PerfEventArray && !entries.is_power_of_two() {
+        return Err(format!(
+            "map {}: a perf event array's rings hold a power of two of bytes, not {entries}",
+            definition.name
+        ));
+    }
+    if !matches!(kind, Kind::RingBuffer | Kind::PerfEventArray) && definition.value_size == 0 {
         return Err(format!("map {}: value size 0", definition.name));
     }
     if matches!(kind, Kind::Queue | Kind::Stack) && definition.key_size != 0 {
@@ -205,9 +238,10 @@ impl BpfMap {
             BPF_MAP_TYPE_STACK => Kind::Stack,
             BPF_MAP_TYPE_RINGBUF => Kind::RingBuffer,
             BPF_MAP_TYPE_PROG_ARRAY => Kind::ProgramArray,
-            0 | 4 | 6 | 7 | 9 | 11 | 14 | 16 => {
+            BPF_MAP_TYPE_PERF_EVENT_ARRAY => Kind::PerfEventArray,
+            0 | 4 | 6 | 7 | 9 | 11 | 16 => {
                 return Err(format!(
-                    "map {}: type {} is not supported by core-sim (array 2, hash 1, program array 3, per-CPU array 5, LRU hash 8, queue 10, stack 12, ring buffer 13 and providers' custom types are)",
+                    "map {}: type {} is not supported by core-sim (array 2, hash 1, program array 3, per-CPU array 5, LRU hash 8, queue 10, stack 12, ring buffer 13, perf event array 14 and providers' custom types are)",
                     definition.name, definition.map_type
                 ));
             }
@@ -232,7 +266,7 @@ impl BpfMap {
         let entries = definition.max_entries as usize;
         let stride = (definition.value_size as usize).next_multiple_of(8) + GUARD;
         let slots = match kind {
-            Kind::RingBuffer | Kind::Custom | Kind::ProgramArray => 0,
+            Kind::RingBuffer | Kind::PerfEventArray | Kind::Custom | Kind::ProgramArray => 0,
             Kind::PerCpuArray => entries * cpus,
             _ => entries,
         };
@@ -250,6 +284,13 @@ impl BpfMap {
                 ..HashState::default()
             }),
             ring: Mutex::default(),
+            perf: (0..if kind == Kind::PerfEventArray {
+                cpus
+            } else {
+                0
+            })
+                .map(|_| Mutex::default())
+                .collect(),
             values: Mutex::new(Circular {
                 held: VecDeque::new(),
                 free: if matches!(kind, Kind::Queue | Kind::Stack) {
@@ -345,7 +386,7 @@ impl BpfMap {
             }
             // The core's lookup in a queue or stack: its next value, in place.
             Kind::Queue | Kind::Stack => self.next_slot(&lock(&self.values)).map(|i| self.slot(i)),
-            Kind::RingBuffer | Kind::Custom | Kind::ProgramArray => None,
+            Kind::RingBuffer | Kind::PerfEventArray | Kind::Custom | Kind::ProgramArray => None,
         }
     }
 
@@ -374,9 +415,9 @@ impl BpfMap {
         {
             return Err(EBPF_OPERATION_NOT_SUPPORTED);
         }
-        if self.kind == Kind::ProgramArray {
+        if matches!(self.kind, Kind::ProgramArray | Kind::PerfEventArray) {
             // The core's program array has no update function, only an update with a handle
-            // (from user mode).
+            // (from user mode); its perf event array has none at all.
             return Err(EBPF_OPERATION_NOT_SUPPORTED);
         }
         if matches!(self.kind, Kind::Queue | Kind::Stack) {
@@ -438,7 +479,12 @@ impl BpfMap {
                 }
                 return Ok(());
             }
-            Kind::RingBuffer | Kind::Custom | Kind::Queue | Kind::Stack | Kind::ProgramArray => {
+            Kind::RingBuffer
+            | Kind::PerfEventArray
+            | Kind::Custom
+            | Kind::Queue
+            | Kind::Stack
+            | Kind::ProgramArray => {
                 return Err(EBPF_INVALID_ARGUMENT);
             }
         };
@@ -452,7 +498,9 @@ impl BpfMap {
     /// `bpf_map_delete_elem`.
     pub(crate) fn delete_value(&self, key: &[u8]) -> Result<(), ebpf_result_t> {
         match self.kind {
-            Kind::Custom | Kind::Queue | Kind::Stack => Err(EBPF_OPERATION_NOT_SUPPORTED),
+            Kind::Custom | Kind::Queue | Kind::Stack | Kind::PerfEventArray => {
+                Err(EBPF_OPERATION_NOT_SUPPORTED)
+            }
             Kind::Hash | Kind::LruHash => {
                 let mut state = lock(&self.hash);
                 let slot = state.slots.remove(key).ok_or(EBPF_KEY_NOT_FOUND)?;
@@ -587,17 +635,54 @@ impl BpfMap {
             return Err(-i64::from(EBPF_INVALID_ARGUMENT));
         }
         let capacity = self.definition.max_entries as usize;
-        let total = (data.len() + RECORD_HEADER).next_multiple_of(8);
-        if data.is_empty() || total > capacity {
-            return Err(-6);
+        lock(&self.ring).output(capacity, &[data])
+    }
+
+    /// Whether it is a perf event array.
+    pub(crate) fn is_perf_event_array(&self) -> bool {
+        self.kind == Kind::PerfEventArray
+    }
+
+    /// `bpf_perf_event_output`'s record of `parts` into `cpu`'s ring: `Err(-12)` when full,
+    /// `Err(-6)` for an empty or oversized record; either counts as lost, as in the core.
+    pub(crate) fn perf_output(&self, cpu: usize, parts: &[&[u8]]) -> Result<(), i64> {
+        let Some(ring) = self.perf.get(cpu) else {
+            return Err(-i64::from(EBPF_INVALID_ARGUMENT));
+        };
+        let mut ring = lock(ring);
+        let capacity = self.definition.max_entries as usize;
+        ring.output(capacity, parts).inspect_err(|_| ring.lost += 1)
+    }
+
+    /// Takes the records processor `cpu`'s ring of a perf event array holds, oldest first
+    /// (their space is free again).
+    ///
+    /// # Errors
+    /// [`MapError::WrongMapType`] for other maps; [`MapError::Result`] with
+    /// `EBPF_INVALID_ARGUMENT` for a processor the machine does not have.
+    pub fn drain_cpu_records(&self, cpu: usize) -> Result<Vec<Vec<u8>>, MapError> {
+        let mut ring = self.perf_ring(cpu)?;
+        ring.used = 0;
+        Ok(ring.records.drain(..).collect())
+    }
+
+    /// How many records processor `cpu`'s ring of a perf event array refused.
+    ///
+    /// # Errors
+    /// As [`BpfMap::drain_cpu_records`].
+    pub fn lost_records(&self, cpu: usize) -> Result<u64, MapError> {
+        Ok(self.perf_ring(cpu)?.lost)
+    }
+
+    fn perf_ring(&self, cpu: usize) -> Result<std::sync::MutexGuard<'_, RingState>, MapError> {
+        if self.kind != Kind::PerfEventArray {
+            return Err(MapError::WrongMapType(self.definition.map_type));
         }
-        let mut ring = lock(&self.ring);
-        if ring.used + total > capacity {
-            return Err(-12);
-        }
-        ring.used += total;
-        ring.records.push_back(data.to_vec());
-        Ok(())
+        let ring = self
+            .perf
+            .get(cpu)
+            .ok_or(MapError::Result(EBPF_INVALID_ARGUMENT))?;
+        Ok(lock(ring))
     }
 
     /// The value of `key` (of an array or hash map), as test code reads it.
@@ -609,7 +694,12 @@ impl BpfMap {
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapError> {
         if matches!(
             self.kind,
-            Kind::PerCpuArray | Kind::RingBuffer | Kind::Queue | Kind::Stack | Kind::ProgramArray
+            Kind::PerCpuArray
+                | Kind::RingBuffer
+                | Kind::PerfEventArray
+                | Kind::Queue
+                | Kind::Stack
+                | Kind::ProgramArray
         ) {
             return Err(MapError::WrongMapType(self.definition.map_type));
         }

@@ -6,7 +6,7 @@
 //! - [`BpfProgram::load`] checks the program as the core's verifier would refuse it
 //!   (undeclared helper ids, context accesses beyond the descriptor's size), creates its
 //!   maps ([`BpfMap`]: array, hash, program array, per-CPU array, LRU hash, queue, stack, ring
-//!   buffer) and resolves each
+//!   buffer, perf event array) and resolves each
 //!   helper id as the core does: below `0xFFFF` the provider's global overrides, then the
 //!   core's general helpers ([`GENERAL_HELPERS`]); from `0xFFFF` the program-type helpers,
 //!   called through the addresses the provider published over NMR (so a loaded `.sys`
@@ -34,6 +34,10 @@
 //!   The helper reaches the execution state through slot 0 of the context header, as the
 //!   core's does, and faults where the core would write through a slot that no longer holds
 //!   it. A plain [`BpfProgram::run`] has no execution state, so its tail calls fail.
+//! - `bpf_perf_event_output` writes into the running processor's ring of a perf event array
+//!   ([`BpfMap::drain_cpu_records`], [`BpfMap::lost_records`]); the context data it may
+//!   capture is found, as the core finds it, through the descriptor in slot 1 of the context
+//!   header, which a run through a link or a test run has and a plain run has not.
 //!
 //! Where core-sim differs from the core:
 //! - Only the general helpers in [`GENERAL_HELPERS`]; a program using another is refused at
@@ -67,8 +71,8 @@ mod program;
 pub use helpers::{CORE_SIM_LOGON_ID, GENERAL_HELPERS, GeneralHelper};
 pub use maps::{
     BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
-    BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PROG_ARRAY, BPF_MAP_TYPE_QUEUE, BPF_MAP_TYPE_RINGBUF,
-    BPF_MAP_TYPE_STACK, BPF_NOEXIST, BpfMap, MapError,
+    BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERF_EVENT_ARRAY, BPF_MAP_TYPE_PROG_ARRAY,
+    BPF_MAP_TYPE_QUEUE, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_STACK, BPF_NOEXIST, BpfMap, MapError,
 };
 pub use object::{BpfObject, MapDefinition};
 pub use program::{BpfProgram, TestRun};

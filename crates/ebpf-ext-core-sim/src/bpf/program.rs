@@ -12,6 +12,7 @@ use ebpf_ext_sys::ebpf_extension::{
     EBPF_CONTEXT_HEADER_SIZE, ebpf_execution_context_state_t,
     ebpf_execution_context_state_tail_call_t,
 };
+use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
 use ebpf_ext_sys::ebpf_result::{EBPF_FAILED, ebpf_result_t};
 use ebpf_ext_sys::ebpf_windows::{EBPF_MAX_GENERAL_HELPER_FUNCTION, MAX_TAIL_CALL_CNT};
 use ebpf_ext_sys::ntddk::{ALL_PROCESSOR_GROUPS, KeQueryActiveProcessorCountEx};
@@ -452,14 +453,15 @@ impl BpfProgram {
     /// of readable and writable bytes, whose data pointers (if the descriptor names them)
     /// are NULL or bound a readable and writable range.
     pub unsafe fn run(&self, context: *mut c_void) -> Result<u64, BpfError> {
-        // SAFETY: the caller's precondition; no state.
-        unsafe { self.run_with_state(context, core::ptr::null_mut()) }
+        // SAFETY: the caller's precondition; no state, no header.
+        unsafe { self.run_with_state(context, core::ptr::null_mut(), core::ptr::null()) }
     }
 
     /// Runs the program on `context` as the core's invoke does with the execution state
-    /// `state` (NULL: none): then each program a successful `bpf_tail_call` names, on the
-    /// same context, up to [`MAX_TAIL_CALL_CNT`] of them, the state's `tail_call_state`
-    /// saying how many have run; returns the last program's `r0`.
+    /// `state` and the context descriptor `descriptor` in slots 0 and 1 of its header (NULL:
+    /// none): then each program a successful `bpf_tail_call` names, on the same context, up
+    /// to [`MAX_TAIL_CALL_CNT`] of them, the state's `tail_call_state` saying how many have
+    /// run; returns the last program's `r0`.
     ///
     /// # Errors
     /// As [`BpfProgram::run`], from whichever program faulted (its [`BpfProgram::faults`]
@@ -467,11 +469,14 @@ impl BpfProgram {
     ///
     /// # Safety
     /// As [`BpfProgram::run`]; a non-NULL `state` is an `ebpf_execution_context_state_t`
-    /// kept for the run, and slot 0 of the 64-byte header in front of `context` holds it.
+    /// kept for the run, and slot 0 of the 64-byte header in front of `context` holds it; a
+    /// non-NULL `descriptor` is this program type's context descriptor, alive for the run,
+    /// and slot 1 of that header holds it.
     pub(crate) unsafe fn run_with_state(
         &self,
         context: *mut c_void,
         state: *mut ebpf_execution_context_state_t,
+        descriptor: *const ebpf_context_descriptor_t,
     ) -> Result<u64, BpfError> {
         let mut callee: Option<Arc<BpfProgram>> = None;
         for count in 0..=MAX_TAIL_CALL_CNT {
@@ -488,7 +493,7 @@ impl BpfProgram {
             let program = callee.as_deref().unwrap_or(self);
             // SAFETY: the caller's precondition; a callee has this program's type and context
             // layout (a program array takes only programs of the ones it was loaded with).
-            let (r0, next) = unsafe { program.run_one(context, state) }?;
+            let (r0, next) = unsafe { program.run_one(context, state, descriptor) }?;
             match next {
                 None => return Ok(r0),
                 Some(next) => callee = Some(next),
@@ -513,6 +518,7 @@ impl BpfProgram {
         &self,
         context: *mut c_void,
         state: *mut ebpf_execution_context_state_t,
+        header_descriptor: *const ebpf_context_descriptor_t,
     ) -> Result<(u64, Option<Arc<BpfProgram>>), BpfError> {
         self.runs.fetch_add(1, Ordering::SeqCst);
         let descriptor = self.info.context_descriptor;
@@ -563,6 +569,7 @@ impl BpfProgram {
             kept: Kept::new(self.kept_size),
             state: state as u64,
             tail_call: None,
+            descriptor: header_descriptor as u64,
         };
         for range in frame.kept.ranges() {
             vm.register_allowed_memory(range);
@@ -591,10 +598,15 @@ impl BpfProgram {
         // SAFETY: the link wrote the invocation's execution state into slot 0 of the header
         // in front of the context just before calling this (as the core's invoke does).
         let state = unsafe { header.read_unaligned() } as *mut ebpf_execution_context_state_t;
+        // As the core's invoke: slot 1 is the program's context descriptor.
+        let descriptor = &raw const self.info.context_descriptor;
+        // SAFETY: the header's 64 bytes are the core's to write (the link just wrote them).
+        unsafe { header.wrapping_add(1).write_unaligned(descriptor as u64) };
         // SAFETY: a hook invokes a program with a context of the program type it attached
         // for (checked at attach: the link's program type is this program's), and the state
-        // in slot 0 is the link's or the provider's for the invocation.
-        match unsafe { self.run_with_state(context, state) } {
+        // in slot 0 is the link's or the provider's for the invocation; the descriptor is
+        // this program's, which it holds.
+        match unsafe { self.run_with_state(context, state, descriptor) } {
             #[expect(
                 clippy::cast_possible_truncation,
                 reason = "the core keeps the low 32 bits"
@@ -734,7 +746,9 @@ impl BpfProgram {
                 // SAFETY: a context the provider of this program type created, over `data`
                 // (alive and writable until destroy) and with its 64-byte header, whose slot
                 // 0 holds `state`, alive for the run.
-                outcome = unsafe { self.run_with_state(context.as_ptr(), &raw mut state) };
+                outcome = unsafe {
+                    self.run_with_state(context.as_ptr(), &raw mut state, context.descriptor())
+                };
                 if outcome.is_err() {
                     break;
                 }

@@ -25,6 +25,9 @@ typedef __SIZE_TYPE__ size_t;
 #define BPF_MAP_TYPE_QUEUE 10
 #define BPF_MAP_TYPE_STACK 12
 #define BPF_MAP_TYPE_RINGBUF 13
+#define BPF_MAP_TYPE_PERF_EVENT_ARRAY 14
+#define EBPF_MAP_FLAG_CURRENT_CPU 0xffffffffULL
+#define EBPF_MAP_FLAG_CTX_LENGTH_SHIFT 32
 #define BPF_ANY 0
 #define BPF_NOEXIST 1
 #define BPF_EXIST 2
@@ -59,6 +62,7 @@ static int (*bpf_strncat_s)(char* destination, size_t destination_size, const ch
 static size_t (*bpf_strnlen_s)(const char* string, size_t size) = (void*)29;
 static uint64_t (*bpf_ktime_get_boot_ms)(void) = (void*)30;
 static uint64_t (*bpf_ktime_get_ms)(void) = (void*)31;
+static int (*bpf_perf_event_output)(void* ctx, void* perf_event_array, uint64_t flags, const void* data, uint64_t size) = (void*)32;
 
 // bpf_printk("...", up to three integers): bpf_trace_printk2..5 by argument count.
 #define __ebpf_printk_pick(_0, _1, _2, _3, name, ...) name
