@@ -326,8 +326,9 @@ impl LinkState {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         // As `ebpf_program_set_runtime_state` and `..._set_header_context_descriptor`: slot 0
         // of the 64-byte header in front of the context is the execution state, slot 1 the
-        // context descriptor (a link knows none: NULL). A provider that passes a context
-        // without the header has the 16 bytes in front of it overwritten, as with the core.
+        // context descriptor (a link knows none: NULL; a BPF program's invoke puts its own
+        // there). A provider that passes a context without the header has the 16 bytes in
+        // front of it overwritten, as with the core.
         let header = program_context.wrapping_byte_sub(CONTEXT_HEADER_SIZE);
         // SAFETY: a program context is preceded by a 64-byte header the core may write (the
         // provider's side of the contract; it cannot be checked).
