@@ -175,6 +175,22 @@ int lookup_queue(struct test_context* ctx)
     return (empty == 0) << 16 | *oldest << 8 | *newest;
 }
 
+// A looked-up value kept while the full queue drops it for another, then pushed again from
+// where the lookup left it; returns the push's result * 1000 + the looked-up value.
+SEC("test_prog/queue_push_looked_up")
+int queue_push_looked_up(struct test_context* ctx)
+{
+    uint32_t no_key = 0, seven = 7, twenty = 20, nine = 9;
+    bpf_map_push_elem(&queue, &seven, 0);
+    bpf_map_push_elem(&queue, &twenty, 0);
+    uint32_t* oldest = bpf_map_lookup_elem(&queue, &no_key);
+    if (!oldest)
+        return -1;
+    bpf_map_push_elem(&queue, &nine, 2);
+    long pushed = bpf_map_push_elem(&queue, oldest, 2);
+    return (int)(pushed * 1000 + *oldest);
+}
+
 SEC("test_prog/lookup_and_delete")
 int lookup_and_delete(struct test_context* ctx)
 {
@@ -573,14 +589,42 @@ fn queues_and_stacks_push_pop_and_peek_in_their_order() {
         assert_eq!(
             values("queue"),
             [8, 8],
-            "the queue's oldest value, changed in place"
+            "the queue's oldest value (7), changed in place"
         );
+
         let rodata = BpfProgram::load(&object, "test_prog/pop_into_rodata", info).expect("loads");
         // SAFETY: as above.
         let refused = unsafe { rodata.run(context.as_ptr()) };
         assert!(
             matches!(&refused, Err(BpfError::Fault { message, .. }) if message.contains("read-only")),
             "{refused:?}"
+        );
+    });
+}
+
+#[test]
+fn a_looked_up_queue_value_is_pushed_again_and_kept() {
+    let object = object();
+    with_info(|client, info| {
+        let bytes = context(0, 0);
+        let context = client.create_context(&[], &bytes).expect("context");
+        let again =
+            BpfProgram::load(&object, "test_prog/queue_push_looked_up", info).expect("loads");
+        // SAFETY: a context of the program type from its provider's context_create.
+        let kept = unsafe { again.run(context.as_ptr()) };
+        assert_eq!(
+            kept,
+            Ok(7),
+            "pushed, and the looked-up value kept: {:?}",
+            again.faults()
+        );
+        let queue = again.map("queue").expect("queue");
+        assert_eq!(
+            queue.queued_values(),
+            Ok(vec![
+                9u32.to_le_bytes().to_vec(),
+                7u32.to_le_bytes().to_vec()
+            ])
         );
     });
 }
@@ -1099,6 +1143,18 @@ int perf_clobber(struct test_context* ctx)
     return (int)bpf_perf_event_output(ctx, &events, ctx->flags, &value, sizeof(value));
 }
 
+// The map helpers on a perf event array: 7 when update and delete give
+// -EBPF_OPERATION_NOT_SUPPORTED and lookup NULL.
+SEC("test_prog/perf_map_ops")
+int perf_map_ops(struct test_context* ctx)
+{
+    uint32_t key = 0, value = 0;
+    int update = bpf_map_update_elem(&events, &key, &value, 0) == -18;
+    int delete = bpf_map_delete_elem(&events, &key) == -18;
+    int lookup = bpf_map_lookup_elem(&events, &key) == 0;
+    return update | delete << 1 | lookup << 2;
+}
+
 SEC("test_prog/perf_wrong_map")
 int perf_wrong_map(struct test_context* ctx)
 {
@@ -1156,45 +1212,71 @@ fn perf_events_go_to_the_running_processors_ring_with_context_data_on_request() 
             invalid,
             "more context data than there is"
         );
-        assert_eq!(run(9, 5_000), invalid, "a processor the machine has not");
+        assert_eq!(
+            run(9, 5_000),
+            invalid,
+            "any number but the running processor's"
+        );
         assert_eq!(
             perf_records(&events),
             (vec![], 0),
             "none of them written or lost"
         );
+        assert_eq!(run(8, CURRENT_CPU | 1 << 60), 0, "bits 52-63 are ignored");
+        assert_eq!(
+            run(8, CURRENT_CPU | 0xFFF << 52 | 2 << 32),
+            0,
+            "with a length too"
+        );
+        assert_eq!(
+            perf_records(&events),
+            (vec![record(8, &[]), record(8, &[1, 2])], 0)
+        );
 
         // The test provider's test runs are at DISPATCH_LEVEL: the running processor's own
-        // number is as good as CURRENT_CPU there.
-        let mut cpu = None;
-        for index in 0..64 {
-            if run(10, index) == 0 {
-                cpu = Some(index);
-                break;
-            }
-        }
-        let cpu = cpu.expect("one processor's number is the running one's");
-        assert_eq!(
-            events.drain_cpu_records(usize::try_from(cpu).expect("small")),
-            Ok(vec![record(10, &[])])
-        );
+        // number, and only it, is as good as CURRENT_CPU there.
+        let accepted: Vec<u64> = (0..64).filter(|&index| run(10, index) == 0).collect();
+        assert_eq!(accepted.len(), 1, "{accepted:?}");
+        let cpu = usize::try_from(accepted[0]).expect("small");
+        assert_eq!(events.drain_cpu_records(cpu), Ok(vec![record(10, &[])]));
+
+        // A record over the ring's 64 bytes: refused, and counted as lost.
+        let big = perf
+            .test_run(client, &[0xAB; 60], &context(1, CURRENT_CPU | 60 << 32), 1)
+            .expect("runs");
+        assert_eq!(big.return_value, invalid);
+        assert_eq!(perf_records(&events), (vec![], 1));
 
         // A 64-byte ring holds four 16-byte records; the fifth is lost.
         let results: Vec<u32> = (0..5).map(|v| run(v, CURRENT_CPU)).collect();
         assert_eq!(results, [0, 0, 0, 0, (-12i32).cast_unsigned()]);
         let (records, lost) = perf_records(&events);
-        assert_eq!((records.len(), lost), (4, 1));
+        assert_eq!((records.len(), lost), (4, 2), "lost counts since creation");
 
-        // A plain run has no header: no context data to capture.
-        let bytes = context(1, CURRENT_CPU | 1 << 32);
-        let plain = client.create_context(&[1], &bytes).expect("context");
-        // SAFETY: a context of the program type from its provider's context_create.
-        let result = unsafe { perf.run(plain.as_ptr()) };
+        // A plain run: core-sim gives it no context descriptor, so no context data to
+        // capture (checked before the processor, as the core does), and an explicit
+        // processor number below DISPATCH_LEVEL is refused.
+        let not_supported = Ok((-18i64).cast_unsigned());
+        let plain_run = |flags: u64| {
+            let bytes = context(1, flags);
+            let plain = client.create_context(&[1], &bytes).expect("context");
+            // SAFETY: a context of the program type from its provider's context_create.
+            unsafe { perf.run(plain.as_ptr()) }
+        };
+        assert_eq!(plain_run(CURRENT_CPU | 1 << 32), not_supported);
+        assert_eq!(plain_run(0x1388 | 1 << 32), not_supported, "the data first");
         assert_eq!(
-            result,
-            Ok((-18i64).cast_unsigned()),
-            "EBPF_OPERATION_NOT_SUPPORTED"
+            plain_run(accepted[0]),
+            Ok((-6i64).cast_unsigned()),
+            "PASSIVE_LEVEL"
         );
-        drop(plain);
+
+        let ops = section(&programs, "test_prog/perf_map_ops");
+        let out = ops.test_run(client, &[1], &context(0, 0), 1).expect("runs");
+        assert_eq!(
+            out.return_value, 7,
+            "update and delete refused, lookup NULL"
+        );
 
         let wrong = section(&programs, "test_prog/perf_wrong_map");
         let fault = wrong
@@ -1240,14 +1322,26 @@ fn a_hooks_invocation_gives_perf_events_the_context_data() {
         };
         let context_ptr = (&raw mut hooked.context).cast::<core::ffi::c_void>();
         assert_eq!(hook.state.invoke(0, context_ptr), (EBPF_SUCCESS, 0));
-        assert_ne!(
-            hooked.header[1], 0,
-            "the invoke put the descriptor in slot 1"
+        // SAFETY: the invoke put the program's context descriptor in slot 1.
+        let descriptor = unsafe {
+            (hooked.header[1] as *const ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t)
+                .read()
+        };
+        assert_eq!(
+            descriptor, info.context_descriptor,
+            "slot 1: the descriptor"
         );
         let events = perf.map("events").expect("events");
         assert_eq!(
             perf_records(&events),
             (vec![[&3u64.to_le_bytes()[..], &data].concat()], 0)
+        );
+        // No data at all: shorter than asked.
+        hooked.context.data_end = hooked.context.data_start;
+        let context_ptr = (&raw mut hooked.context).cast::<core::ffi::c_void>();
+        assert_eq!(
+            hook.state.invoke(0, context_ptr),
+            (EBPF_SUCCESS, (-6i32).cast_unsigned())
         );
         link.detach().expect("detached");
         hook.deregister();

@@ -1036,17 +1036,19 @@ const CTX_LENGTH_SHIFT: u32 = 32;
 /// The largest such length (`EBPF_MAP_FLAG_CTX_LENGTH_MAX`).
 const CTX_LENGTH_MAX: u64 = 0xF_FFFF;
 
-/// `bpf_perf_event_output(ctx, map, flags, data, size)` (id 32), as the core does it: a record
-/// of `data` followed by the first `(flags >> 32) & 0xFFFFF` bytes of the context's data,
-/// into the running processor's ring (the index bits of `flags` must be `CURRENT_CPU`, or
-/// at DISPATCH_LEVEL the running processor's number; else `-EBPF_INVALID_ARGUMENT`). The
-/// core finds the context's data through the descriptor in slot 1 of the context header:
-/// `-EBPF_OPERATION_NOT_SUPPORTED` when the data pointers are NULL (or the run has no
-/// header), `-EBPF_INVALID_ARGUMENT` when the data is shorter than asked; core-sim faults
-/// where slot 1 no longer holds the descriptor the invocation put there. A full ring gives
-/// `-EBPF_NO_MEMORY`, an empty or oversized record `-EBPF_INVALID_ARGUMENT`; each counts as
-/// a lost record. A map that is not a perf event array faults (the core would treat it as
-/// one).
+/// `bpf_perf_event_output(ctx, map, flags, data, size)` (id 32), as the core does it, in its
+/// order: with a length in bits 32–51 of `flags`, that many bytes of the context's data,
+/// which the core finds through the descriptor in slot 1 of the context header
+/// (`-EBPF_OPERATION_NOT_SUPPORTED` when a data pointer is NULL, and for a plain run, which
+/// core-sim gives no descriptor; `-EBPF_INVALID_ARGUMENT` when the data is shorter than
+/// asked, `end` below `start` counting as very long, as the core's unsigned difference
+/// does); then the processor (the index bits must be `CURRENT_CPU`, or at DISPATCH_LEVEL
+/// the running processor's number; else `-EBPF_INVALID_ARGUMENT`); then a record of `data`
+/// followed by the captured bytes in the running processor's ring: full, `-EBPF_NO_MEMORY`;
+/// oversized, `-EBPF_INVALID_ARGUMENT`; either counts as a lost record. Bits 52–63 are
+/// ignored. core-sim faults where slot 1 no longer holds the descriptor the invocation put
+/// there, where captured bytes lie outside the program's data, and for a map that is not a
+/// perf event array (the core would treat it as one).
 fn perf_event_output(
     args: &[u64; 5],
     frame: &mut Frame,
@@ -1062,6 +1064,22 @@ fn perf_event_output(
     let flags = args[2];
     let target = flags & CURRENT_CPU;
     let capture = (flags >> CTX_LENGTH_SHIFT) & CTX_LENGTH_MAX;
+    // In the core's order: the context data, then the processor.
+    let captured = if capture == 0 {
+        &[][..]
+    } else {
+        match context_data(frame)? {
+            None => return Ok(negative(EBPF_OPERATION_NOT_SUPPORTED)),
+            Some(range) if range.end.wrapping_sub(range.start) < capture => {
+                return Ok(negative(EBPF_INVALID_ARGUMENT));
+            }
+            Some(range) => {
+                // The bytes the core reads: the program's data, which the run may read.
+                frame.check(program, range.start, capture, false)?;
+                bytes(range.start, capture)
+            }
+        }
+    };
     let cpu = current_cpu();
     if target != CURRENT_CPU {
         // SAFETY: reads the current thread's IRQL; callable at any level.
@@ -1071,27 +1089,16 @@ fn perf_event_output(
         }
     }
     let data = bytes(args[3], args[4]);
-    let captured = if capture == 0 {
-        &[][..]
-    } else {
-        match context_data(frame, program)? {
-            None => return Ok(negative(EBPF_OPERATION_NOT_SUPPORTED)),
-            Some(range) if range.end - range.start < capture => {
-                return Ok(negative(EBPF_INVALID_ARGUMENT));
-            }
-            Some(range) => bytes(range.start, capture),
-        }
-    };
     Ok(match map.perf_output(cpu, &[data, captured]) {
         Ok(()) => 0,
         Err(e) => e.cast_unsigned(),
     })
 }
 
-/// The context's data as the core finds it: through the descriptor in slot 1 of the context
-/// header, its `data` and `end` offsets into the context; `None` when there is no descriptor
-/// (a run without a header), no data field, or a NULL pointer.
-fn context_data(frame: &Frame, program: &BpfProgram) -> Result<Option<Range<u64>>, String> {
+/// The context's data pointers as the core finds them: through the descriptor in slot 1 of
+/// the context header, its `data` and `end` offsets into the context; `None` when there is
+/// no descriptor (a plain run), no data field, or a NULL pointer.
+fn context_data(frame: &Frame) -> Result<Option<Range<u64>>, String> {
     if frame.descriptor == 0 {
         return Ok(None);
     }
@@ -1118,11 +1125,9 @@ fn context_data(frame: &Frame, program: &BpfProgram) -> Result<Option<Range<u64>
         }
     };
     let (start, end) = (pointer_at(descriptor.data), pointer_at(descriptor.end));
-    if start == 0 || end == 0 || end < start {
+    if start == 0 || end == 0 {
         return Ok(None);
     }
-    // The bytes the core would read: the program's data, which the run may read.
-    frame.check(program, start, end - start, false)?;
     Ok(Some(start..end))
 }
 

@@ -157,6 +157,123 @@ pub(crate) fn stop_after_calls_of(insns: &[Insn], call_imm: i32) -> Result<Vec<I
     Ok(out)
 }
 
+/// `BPF_ALU64 | BPF_XOR | BPF_K`: `dst ^= imm` (the immediate sign-extended).
+const XOR64_IMM: u8 = 0xa7;
+/// `BPF_JMP | BPF_JA`.
+const JA: u8 = 0x05;
+
+/// The 64-bit conditional jumps on an immediate that `rbpf` 0.4 compares against the
+/// immediate zero-extended, and the jump each becomes when both sides are complemented
+/// (`!a` against `!b` reverses an unsigned order).
+const ZERO_EXTENDED_JUMPS: [(u8, u8); 6] = [
+    (0x15, 0x15), // JEQ
+    (0x55, 0x55), // JNE
+    (0x25, 0xa5), // JGT → JLT
+    (0x35, 0xb5), // JGE → JLE
+    (0xa5, 0x25), // JLT → JGT
+    (0xb5, 0x35), // JLE → JGE
+];
+
+/// `insns` with every 64-bit conditional jump on a negative immediate made to compare, in
+/// `rbpf` 0.4, as the ISA says (and the core's runtimes do): against the immediate
+/// sign-extended. `rbpf` 0.4.1 zero-extends it for `==`, `!=` and the unsigned orders, so
+/// `if (r == -18)` never held. Each such jump `if dst OP imm goto T` becomes
+/// `dst ^= -1; if dst OP' !imm goto S; dst ^= -1`, where `!imm` is non-negative (so its
+/// zero and sign extensions agree) and `OP'` is `OP` with the order reversed; `S`, appended
+/// after the program, is `dst ^= -1; goto T`. Every other jump keeps its target; a jump to a
+/// rewritten jump lands on its first instruction.
+///
+/// # Errors
+/// A jump aimed outside the program (or at its end), or one that no longer fits its offset.
+pub(crate) fn sign_extend_jump_immediates(insns: &[Insn]) -> Result<Vec<Insn>, String> {
+    let rewritten = |insn: &Insn| {
+        (insn.imm < 0)
+            .then(|| {
+                ZERO_EXTENDED_JUMPS
+                    .iter()
+                    .find(|(code, _)| *code == insn.code)
+            })
+            .flatten()
+            .map(|&(_, reversed)| reversed)
+    };
+    if !insns.iter().any(|i| rewritten(i).is_some()) {
+        return Ok(insns.to_vec());
+    }
+    let mut moved: Vec<i64> = Vec::with_capacity(insns.len());
+    let mut at = 0i64;
+    for insn in insns {
+        moved.push(at);
+        at += if rewritten(insn).is_some() { 3 } else { 1 };
+    }
+    let body = at;
+    let target_of = |from: usize, relative: i64| -> Result<i64, String> {
+        i64::try_from(from)
+            .ok()
+            .map(|from| from + 1 + relative)
+            .and_then(|target| usize::try_from(target).ok())
+            .and_then(|target| moved.get(target).copied())
+            .ok_or_else(|| format!("instruction {from} jumps outside the program"))
+    };
+    let fits = |from: usize, off: i64| {
+        i16::try_from(off)
+            .map_err(|_| format!("instruction {from}: a jump of {off} no longer fits"))
+    };
+    let flip = |dst: u8| Insn {
+        code: XOR64_IMM,
+        dst,
+        src: 0,
+        off: 0,
+        imm: -1,
+    };
+    let mut out = Vec::new();
+    let mut trampolines: Vec<(u8, i64)> = Vec::new();
+    for (from, insn) in insns.iter().enumerate() {
+        let mut insn = *insn;
+        if insn.code == GOTOL {
+            return Err(format!("instruction {from}: gotol is not supported"));
+        }
+        if let Some(reversed) = rewritten(&insn) {
+            let target = target_of(from, i64::from(insn.off))?;
+            let trampoline = body + 2 * i64::try_from(trampolines.len()).unwrap_or(i64::MAX);
+            trampolines.push((insn.dst, target));
+            out.push(flip(insn.dst));
+            out.push(Insn {
+                code: reversed,
+                dst: insn.dst,
+                src: 0,
+                off: fits(from, trampoline - (moved[from] + 1) - 1)?,
+                imm: !insn.imm,
+            });
+            out.push(flip(insn.dst));
+            continue;
+        }
+        if insn.jumps_by_off() {
+            let off = target_of(from, i64::from(insn.off))? - moved[from] - 1;
+            insn.off = fits(from, off)?;
+        } else if insn.calls_locally() {
+            let imm = target_of(from, i64::from(insn.imm))? - moved[from] - 1;
+            insn.imm = i32::try_from(imm)
+                .map_err(|_| format!("instruction {from}: a call of {imm} no longer fits"))?;
+        }
+        out.push(insn);
+    }
+    for (dst, target) in trampolines {
+        let at = i64::try_from(out.len()).unwrap_or(i64::MAX);
+        if target >= body {
+            return Err("a jump to the end of the program".into());
+        }
+        out.push(flip(dst));
+        out.push(Insn {
+            code: JA,
+            dst: 0,
+            src: 0,
+            off: fits(out.len(), target - (at + 1) - 1)?,
+            imm: 0,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +423,190 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Runs `insns` in `rbpf` and returns `r0`.
+    fn run(insns: &[Insn]) -> u64 {
+        let bytes: Vec<u8> = insns.iter().flat_map(|i| i.to_bytes()).collect();
+        let vm = rbpf::EbpfVmNoData::new(Some(&bytes)).expect("verifies");
+        vm.execute_program().expect("runs")
+    }
+
+    /// `r1 = value` (two slots).
+    fn load(value: u64) -> [Insn; 2] {
+        #[allow(clippy::cast_possible_truncation, reason = "the halves of lddw")]
+        let (low, high) = (value as u32, (value >> 32) as u32);
+        [
+            Insn {
+                code: LD_DW_IMM,
+                dst: 1,
+                src: 0,
+                off: 0,
+                imm: low.cast_signed(),
+            },
+            Insn {
+                code: 0,
+                dst: 0,
+                src: 0,
+                off: 0,
+                imm: high.cast_signed(),
+            },
+        ]
+    }
+
+    /// Every rewritten jump against every interesting value: taken exactly when the ISA's
+    /// comparison (the immediate sign-extended) holds, and `r1` unchanged on both paths.
+    #[test]
+    fn jumps_on_negative_immediates_compare_sign_extended() {
+        type Holds = fn(u64, u64) -> bool;
+        let ops: [(u8, Holds); 6] = [
+            (0x15, |a, b| a == b),
+            (0x55, |a, b| a != b),
+            (0x25, |a, b| a > b),
+            (0x35, |a, b| a >= b),
+            (0xa5, |a, b| a < b),
+            (0xb5, |a, b| a <= b),
+        ];
+        for imm in [-1, -18, -2, i32::MIN] {
+            let extended = i64::from(imm).cast_unsigned();
+            let zero_extended = u64::from(imm.cast_unsigned());
+            for value in [
+                extended,
+                extended.wrapping_sub(1),
+                extended.wrapping_add(1),
+                zero_extended,
+                0,
+                u64::MAX,
+                1,
+            ] {
+                for (code, holds) in ops {
+                    // r0 = taken; r2 = r1 on the path taken, compared with what was loaded.
+                    let [low, high] = load(value);
+                    let mov = |dst, imm| Insn {
+                        code: 0xb7,
+                        dst,
+                        src: 0,
+                        off: 0,
+                        imm,
+                    };
+                    let program = [
+                        low,
+                        high,
+                        mov(0, 0),
+                        Insn {
+                            code,
+                            dst: 1,
+                            src: 0,
+                            off: 1,
+                            imm,
+                        },
+                        ja(1),
+                        mov(0, 1),
+                        // r0 |= (r1 != value) << 1, with value in r3
+                        Insn {
+                            code: 0xbf,
+                            dst: 2,
+                            src: 1,
+                            off: 0,
+                            imm: 0,
+                        },
+                        Insn {
+                            code: LD_DW_IMM,
+                            dst: 3,
+                            src: 0,
+                            off: 0,
+                            imm: load(value)[0].imm,
+                        },
+                        Insn {
+                            code: 0,
+                            dst: 0,
+                            src: 0,
+                            off: 0,
+                            imm: load(value)[1].imm,
+                        },
+                        Insn {
+                            code: 0x5d,
+                            dst: 2,
+                            src: 3,
+                            off: 1,
+                            imm: 0,
+                        }, // if r2 != r3 goto +1
+                        ja(1),
+                        Insn {
+                            code: 0x47,
+                            dst: 0,
+                            src: 0,
+                            off: 0,
+                            imm: 2,
+                        }, // r0 |= 2
+                        Insn::exit(),
+                    ];
+                    let fixed = sign_extend_jump_immediates(&program).expect("rewritten");
+                    let expected = u64::from(holds(value, extended));
+                    assert_eq!(
+                        run(&fixed),
+                        expected,
+                        "{code:#x} {value:#x} against {imm}: taken as the ISA says, r1 kept"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn jumps_around_a_rewritten_jump_keep_their_targets() {
+        let jeq = |imm, off| Insn {
+            code: 0x15,
+            dst: 1,
+            src: 0,
+            off,
+            imm,
+        };
+        // 0: ja +1 (to 2)  1: exit  2: jeq r1, -5, -2 (to 1)  3: jeq r1, 7, -3 (to 1)  4: exit
+        let insns = [ja(1), Insn::exit(), jeq(-5, -2), jeq(7, -3), Insn::exit()];
+        let out = sign_extend_jump_immediates(&insns).expect("rewritten");
+        // New places: 0, 1, 2 (+2), 5, 6; the trampoline at 7.
+        assert_eq!(out[0], ja(1), "to the rewritten jump's first instruction");
+        assert_eq!(
+            out[3],
+            Insn {
+                code: 0x15,
+                dst: 1,
+                src: 0,
+                off: 3,
+                imm: 4
+            },
+            "to 7"
+        );
+        assert_eq!(
+            out[5],
+            jeq(7, -5),
+            "a non-negative immediate is left alone; to 1"
+        );
+        assert_eq!(
+            out[7..],
+            [
+                Insn {
+                    code: XOR64_IMM,
+                    dst: 1,
+                    src: 0,
+                    off: 0,
+                    imm: -1
+                },
+                ja(-8)
+            ]
+        );
+        let unchanged = [jeq(7, 0), Insn::exit()];
+        assert_eq!(
+            sign_extend_jump_immediates(&unchanged).expect("as is"),
+            unchanged
+        );
+        let to_end = [jeq(-1, 0), Insn::exit(), ja(-3)];
+        assert!(
+            sign_extend_jump_immediates(&[jeq(-1, 1), Insn::exit()]).is_err(),
+            "to the end"
+        );
+        assert!(sign_extend_jump_immediates(&to_end).is_ok());
     }
 
     #[test]

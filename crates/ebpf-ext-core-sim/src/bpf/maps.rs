@@ -101,9 +101,9 @@ struct HashState {
     clock: u64,
 }
 
-/// A queue's or stack's slots: those holding values, oldest first, and the free ones, reused
-/// oldest-freed first (a value a program looked up stays in its slot for as long as the map
-/// can spare it).
+/// A queue's or stack's slots (twice `max_entries`): those holding values, oldest first, and
+/// the free ones, reused oldest-freed first, so a value a program looked up keeps its slot
+/// while another `max_entries` values are pushed.
 #[derive(Default)]
 struct Circular {
     held: VecDeque<usize>,
@@ -268,6 +268,10 @@ impl BpfMap {
         let slots = match kind {
             Kind::RingBuffer | Kind::PerfEventArray | Kind::Custom | Kind::ProgramArray => 0,
             Kind::PerCpuArray => entries * cpus,
+            // Twice the values: a value a program looked up keeps its slot, and its contents,
+            // while another `max_entries` values come and go (the core frees it after the
+            // epoch).
+            Kind::Queue | Kind::Stack => 2 * entries,
             _ => entries,
         };
         let storage: Box<[UnsafeCell<u8>]> =
@@ -294,7 +298,7 @@ impl BpfMap {
             values: Mutex::new(Circular {
                 held: VecDeque::new(),
                 free: if matches!(kind, Kind::Queue | Kind::Stack) {
-                    (0..entries).collect()
+                    (0..2 * entries).collect()
                 } else {
                     VecDeque::new()
                 },
@@ -475,7 +479,7 @@ impl BpfMap {
                 // code does not interleave.
                 // SAFETY: the slot holds `value_size` bytes (checked against `value`).
                 unsafe {
-                    core::ptr::copy_nonoverlapping(value.as_ptr(), self.slot(slot), value.len());
+                    core::ptr::copy(value.as_ptr(), self.slot(slot), value.len());
                 }
                 return Ok(());
             }
@@ -490,7 +494,7 @@ impl BpfMap {
         };
         for slot in slots {
             // SAFETY: the slot holds `value_size` bytes (checked against `value`).
-            unsafe { core::ptr::copy_nonoverlapping(value.as_ptr(), self.slot(slot), value.len()) };
+            unsafe { core::ptr::copy(value.as_ptr(), self.slot(slot), value.len()) };
         }
         Ok(())
     }
@@ -555,7 +559,7 @@ impl BpfMap {
             _ => return Err(EBPF_INVALID_ARGUMENT),
         }
         let mut values = lock(&self.values);
-        if values.free.is_empty() {
+        if values.held.len() == self.definition.max_entries as usize {
             if flags & BPF_EXIST == 0 {
                 return Err(EBPF_OUT_OF_SPACE);
             }
@@ -564,8 +568,8 @@ impl BpfMap {
         }
         let slot = values.free.pop_front().ok_or(EBPF_OUT_OF_SPACE)?;
         // SAFETY: a slot of `value_size` bytes (checked against `value`), written under the
-        // lock.
-        unsafe { core::ptr::copy_nonoverlapping(value.as_ptr(), self.slot(slot), value.len()) };
+        // lock; `value` may be a program's pointer into this map, so the copy may overlap.
+        unsafe { core::ptr::copy(value.as_ptr(), self.slot(slot), value.len()) };
         values.held.push_back(slot);
         Ok(())
     }

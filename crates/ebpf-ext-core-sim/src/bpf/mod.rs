@@ -37,7 +37,10 @@
 //! - `bpf_perf_event_output` writes into the running processor's ring of a perf event array
 //!   ([`BpfMap::drain_cpu_records`], [`BpfMap::lost_records`]); the context data it may
 //!   capture is found, as the core finds it, through the descriptor in slot 1 of the context
-//!   header, which a run through a link or a test run has and a plain run has not.
+//!   header, which a run through a link or a test run has.
+//! - 64-bit conditional jumps on a negative immediate compare against it sign-extended, as
+//!   the ISA and the core's runtimes do: `rbpf` 0.4.1 zero-extends it for `==`, `!=` and the
+//!   unsigned orders, so each is rewritten at load into a comparison of the complements.
 //!
 //! Where core-sim differs from the core:
 //! - Only the general helpers in [`GENERAL_HELPERS`]; a program using another is refused at
@@ -47,14 +50,21 @@
 //!   until the epoch ends); once eight values are taken in one invocation it returns NULL and
 //!   leaves the value in the map, and a program whose maps hold values over 64 KiB is refused
 //!   at load if it calls it.
-//! - `bpf_map_lookup_elem` on a queue or stack gives its next value in place, as the core's
-//!   does (NULL when empty); a slot popped meanwhile is reused only once the others are (the
-//!   core frees it after the epoch).
+//! - A queue or stack keeps its values in twice `max_entries` slots, freed slots reused
+//!   oldest first: a value `bpf_map_lookup_elem` gave keeps its contents while another
+//!   `max_entries` values are pushed (the core frees it after the epoch).
+//! - `bpf_perf_event_output` faults on a map that is not a perf event array, and on context
+//!   data whose end lies below its start (the core would write from the wrong map or copy
+//!   from wherever the pointers say); a plain [`BpfProgram::run`] is given no context
+//!   descriptor, even for a context with a header, so it captures no context data. Ring
+//!   buffers and perf event arrays hold at most 1 MiB (per processor), as every map holds at
+//!   most 2^20 entries here.
 //! - `rbpf` checks a map-value access by its first byte only, so an access that starts inside
 //!   a value and runs past its end by less than eight bytes is not caught; it reads the guard
 //!   bytes behind each value, which belong to the core-sim.
-//! - The interpreter's messages count instructions after a 4-instruction prologue and the two
-//!   inserted after each `bpf_tail_call`.
+//! - The interpreter's messages count instructions after the load's rewrites: a
+//!   4-instruction prologue, two instructions after each `bpf_tail_call`, and three (and two
+//!   appended) for each jump on a negative immediate.
 
 use ebpf_ext_sys::ntdef::GUID;
 

@@ -24,7 +24,7 @@ use super::helpers::{
     Frame, GENERAL_HELPERS, Kept, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target, stack_probe,
     with_frame,
 };
-use super::insn::{CALL, Insn, LD_DW_IMM, stop_after_calls_of};
+use super::insn::{CALL, Insn, LD_DW_IMM, sign_extend_jump_immediates, stop_after_calls_of};
 use super::maps::{BpfMap, ProgramKind};
 use super::object::BpfObject;
 use crate::link::{Link, LinkSpec};
@@ -301,6 +301,11 @@ impl BpfProgram {
                 context_size: info.context_descriptor.size,
             });
         }
+        // Jumps on negative immediates compare as the ISA says, not as `rbpf` 0.4.1 does.
+        insns = sign_extend_jump_immediates(&insns).map_err(|message| BpfError::Verifier {
+            section: section.to_owned(),
+            message,
+        })?;
         // As native code does after `bpf_tail_call` (marked by its id 5, whoever implements
         // it): a caller whose tail call succeeded returns 0 at once (the core then runs the
         // callee). The interpreter's messages count instructions after this and the prologue.
