@@ -157,6 +157,17 @@ pub(crate) fn stop_after_calls_of(insns: &[Insn], call_imm: i32) -> Result<Vec<I
     Ok(out)
 }
 
+/// The first instruction of ISA version 4 that `rbpf` 0.4 would run as something else:
+/// signed division or modulo (`off` 1) and sign-extending moves (`off` 8, 16 or 32), which it
+/// runs by their opcode alone (unsigned, and a plain move). `None` when there is none.
+pub(crate) fn unsupported_v4(insns: &[Insn]) -> Option<usize> {
+    insns.iter().position(|insn| {
+        matches!(insn.class(), 0x04 | 0x07) // ALU, ALU64
+            && matches!(insn.code & 0xf0, 0x30 | 0x90 | 0xb0) // DIV, MOD, MOV
+            && insn.off != 0
+    })
+}
+
 /// `BPF_ALU64 | BPF_XOR | BPF_K`: `dst ^= imm` (the immediate sign-extended).
 const XOR64_IMM: u8 = 0xa7;
 /// `BPF_JMP | BPF_JA`.
@@ -184,7 +195,9 @@ const ZERO_EXTENDED_JUMPS: [(u8, u8); 6] = [
 /// rewritten jump lands on its first instruction.
 ///
 /// # Errors
-/// A jump aimed outside the program (or at its end), or one that no longer fits its offset.
+/// A jump aimed outside the program (or at its end), one that no longer fits its offset, a
+/// rewritten jump on `r10` (which may not be written), or a program whose last instruction
+/// could fall through into the appended code.
 pub(crate) fn sign_extend_jump_immediates(insns: &[Insn]) -> Result<Vec<Insn>, String> {
     let rewritten = |insn: &Insn| {
         (insn.imm < 0)
@@ -198,6 +211,12 @@ pub(crate) fn sign_extend_jump_immediates(insns: &[Insn]) -> Result<Vec<Insn>, S
     };
     if !insns.iter().any(|i| rewritten(i).is_some()) {
         return Ok(insns.to_vec());
+    }
+    if !insns
+        .last()
+        .is_some_and(|last| matches!(last.code, EXIT | JA))
+    {
+        return Err("the last instruction is neither exit nor a jump".into());
     }
     let mut moved: Vec<i64> = Vec::with_capacity(insns.len());
     let mut at = 0i64;
@@ -226,16 +245,21 @@ pub(crate) fn sign_extend_jump_immediates(insns: &[Insn]) -> Result<Vec<Insn>, S
         imm: -1,
     };
     let mut out = Vec::new();
-    let mut trampolines: Vec<(u8, i64)> = Vec::new();
+    let mut trampolines: Vec<(usize, u8, i64)> = Vec::new();
     for (from, insn) in insns.iter().enumerate() {
         let mut insn = *insn;
         if insn.code == GOTOL {
             return Err(format!("instruction {from}: gotol is not supported"));
         }
         if let Some(reversed) = rewritten(&insn) {
+            if insn.dst == 10 {
+                return Err(format!(
+                    "instruction {from}: a comparison of r10 with a negative immediate"
+                ));
+            }
             let target = target_of(from, i64::from(insn.off))?;
             let trampoline = body + 2 * i64::try_from(trampolines.len()).unwrap_or(i64::MAX);
-            trampolines.push((insn.dst, target));
+            trampolines.push((from, insn.dst, target));
             out.push(flip(insn.dst));
             out.push(Insn {
                 code: reversed,
@@ -257,17 +281,14 @@ pub(crate) fn sign_extend_jump_immediates(insns: &[Insn]) -> Result<Vec<Insn>, S
         }
         out.push(insn);
     }
-    for (dst, target) in trampolines {
+    for (from, dst, target) in trampolines {
         let at = i64::try_from(out.len()).unwrap_or(i64::MAX);
-        if target >= body {
-            return Err("a jump to the end of the program".into());
-        }
         out.push(flip(dst));
         out.push(Insn {
             code: JA,
             dst: 0,
             src: 0,
-            off: fits(out.len(), target - (at + 1) - 1)?,
+            off: fits(from, target - (at + 1) - 1)?,
             imm: 0,
         });
     }
@@ -596,17 +617,112 @@ mod tests {
                 ja(-8)
             ]
         );
-        let unchanged = [jeq(7, 0), Insn::exit()];
+        let jeq32 = Insn {
+            code: 0x16,
+            ..jeq(-1, -2)
+        };
+        let unchanged = [jeq(7, 0), Insn::exit(), jeq32];
         assert_eq!(
             sign_extend_jump_immediates(&unchanged).expect("as is"),
-            unchanged
+            unchanged,
+            "a non-negative immediate, and a 32-bit jump"
         );
-        let to_end = [jeq(-1, 0), Insn::exit(), ja(-3)];
+        let ends_with_ja = [jeq(-1, 0), Insn::exit(), ja(-3)];
+        let out = sign_extend_jump_immediates(&ends_with_ja).expect("rewritten");
+        assert_eq!(
+            out[4],
+            ja(-5),
+            "back to the rewritten jump's first instruction"
+        );
         assert!(
             sign_extend_jump_immediates(&[jeq(-1, 1), Insn::exit()]).is_err(),
             "to the end"
         );
-        assert!(sign_extend_jump_immediates(&to_end).is_ok());
+        let falls_through = [jeq(-1, 1), Insn::exit(), jeq(-1, -3)];
+        assert!(
+            sign_extend_jump_immediates(&falls_through).is_err(),
+            "into the appended code"
+        );
+        let r10 = [
+            Insn {
+                dst: 10,
+                ..jeq(-1, 0)
+            },
+            Insn::exit(),
+        ];
+        assert!(sign_extend_jump_immediates(&r10).is_err());
+    }
+
+    /// Two sites on two registers, one jumping back: each taken as the ISA says.
+    #[test]
+    fn several_rewritten_jumps_run_as_the_isa_says() {
+        let mov = |dst, imm| Insn {
+            code: 0xb7,
+            dst,
+            src: 0,
+            off: 0,
+            imm,
+        };
+        let add = |dst, imm| Insn {
+            code: 0x07,
+            dst,
+            src: 0,
+            off: 0,
+            imm,
+        };
+        let jump = |code, dst, imm, off| Insn {
+            code,
+            dst,
+            src: 0,
+            off,
+            imm,
+        };
+        let program = [
+            mov(0, 0),             // 0: r0 = 0
+            mov(1, -3),            // 1: r1 = -3 (sign-extended)
+            mov(2, -1),            // 2: r2 = -1
+            add(0, 1),             // 3: loop: r0 += 1
+            add(1, 1),             // 4: r1 += 1
+            jump(0x55, 1, -1, -3), // 5: if r1 != -1 goto loop (two turns)
+            jump(0x15, 2, -1, 1),  // 6: if r2 == -1 goto 8
+            add(0, 100),           // 7: not run
+            add(0, 10),            // 8: r0 += 10
+            Insn::exit(),          // 9
+        ];
+        let fixed = sign_extend_jump_immediates(&program).expect("rewritten");
+        assert_eq!(
+            run(&fixed),
+            12,
+            "two turns of the loop, then the taken jump"
+        );
+    }
+
+    #[test]
+    fn v4_instructions_rbpf_would_misrun_are_found() {
+        let sdiv = Insn {
+            code: 0x3f, // ALU64 | DIV | X
+            dst: 1,
+            src: 2,
+            off: 1,
+            imm: 0,
+        };
+        let movsx = Insn {
+            code: 0xbc, // ALU | MOV | X
+            dst: 1,
+            src: 2,
+            off: 8,
+            imm: 0,
+        };
+        assert_eq!(unsupported_v4(&[Insn::exit()]), None);
+        assert_eq!(
+            unsupported_v4(&[Insn::mov64(1, 2), sdiv, Insn::exit()]),
+            Some(1)
+        );
+        assert_eq!(unsupported_v4(&[movsx, Insn::exit()]), Some(0));
+        assert_eq!(
+            unsupported_v4(&[Insn { off: 0, ..sdiv }, Insn::exit()]),
+            None
+        );
     }
 
     #[test]

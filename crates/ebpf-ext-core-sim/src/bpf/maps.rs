@@ -419,6 +419,9 @@ impl BpfMap {
         {
             return Err(EBPF_OPERATION_NOT_SUPPORTED);
         }
+        // A program may pass a pointer into this map's own values: copy it out before any
+        // slot is written.
+        let value = &value.to_vec();
         if matches!(self.kind, Kind::ProgramArray | Kind::PerfEventArray) {
             // The core's program array has no update function, only an update with a handle
             // (from user mode); its perf event array has none at all.
@@ -552,6 +555,8 @@ impl BpfMap {
     /// `bpf_map_push_elem`: appends `value` to a queue or stack; when it is full, `flags`
     /// with `BPF_EXIST` first drops the oldest value, else `EBPF_OUT_OF_SPACE`.
     pub(crate) fn push_value(&self, value: &[u8], flags: u64) -> Result<(), ebpf_result_t> {
+        // A program may pass a pointer into this map's own values: copy it out first.
+        let value = &value.to_vec();
         match self.kind {
             Kind::Queue | Kind::Stack if value.len() == self.value_size() => {}
             // The core's ring buffer has no update or find function.
@@ -567,8 +572,8 @@ impl BpfMap {
             values.free.push_back(oldest);
         }
         let slot = values.free.pop_front().ok_or(EBPF_OUT_OF_SPACE)?;
-        // SAFETY: a slot of `value_size` bytes (checked against `value`), written under the
-        // lock; `value` may be a program's pointer into this map, so the copy may overlap.
+        // SAFETY: a slot of `value_size` bytes (checked against `value`, a copy), written
+        // under the lock.
         unsafe { core::ptr::copy(value.as_ptr(), self.slot(slot), value.len()) };
         values.held.push_back(slot);
         Ok(())

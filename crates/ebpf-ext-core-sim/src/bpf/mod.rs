@@ -53,15 +53,20 @@
 //! - A queue or stack keeps its values in twice `max_entries` slots, freed slots reused
 //!   oldest first: a value `bpf_map_lookup_elem` gave keeps its contents while another
 //!   `max_entries` values are pushed (the core frees it after the epoch).
-//! - `bpf_perf_event_output` faults on a map that is not a perf event array, and on context
-//!   data whose end lies below its start (the core would write from the wrong map or copy
-//!   from wherever the pointers say); a plain [`BpfProgram::run`] is given no context
+//! - `bpf_perf_event_output` faults on a map that is not a perf event array, and on captured
+//!   context data outside the program's data (the core would use the wrong map, or copy from
+//!   wherever the pointers say); a plain [`BpfProgram::run`] is given no context
 //!   descriptor, even for a context with a header, so it captures no context data. Ring
 //!   buffers and perf event arrays hold at most 1 MiB (per processor), as every map holds at
 //!   most 2^20 entries here.
 //! - `rbpf` checks a map-value access by its first byte only, so an access that starts inside
 //!   a value and runs past its end by less than eight bytes is not caught; it reads the guard
 //!   bytes behind each value, which belong to the core-sim.
+//! - Programs with ISA version 4's signed division, signed modulo or sign-extending moves are
+//!   refused at load: `rbpf` 0.4.1 would run them as the unsigned or plain forms. So are
+//!   programs over 32,767 instructions after the rewrites (its jump arithmetic is 16-bit).
+//!   `rbpf` 0.4.1 also keeps a 32-bit modulo by zero's upper 32 bits, and in debug builds
+//!   panics on `-i64::MIN` (NEG64) and on a call to a local function defined earlier.
 //! - The interpreter's messages count instructions after the load's rewrites: a
 //!   4-instruction prologue, two instructions after each `bpf_tail_call`, and three (and two
 //!   appended) for each jump on a negative immediate.

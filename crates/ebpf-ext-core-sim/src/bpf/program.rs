@@ -24,7 +24,9 @@ use super::helpers::{
     Frame, GENERAL_HELPERS, Kept, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target, stack_probe,
     with_frame,
 };
-use super::insn::{CALL, Insn, LD_DW_IMM, sign_extend_jump_immediates, stop_after_calls_of};
+use super::insn::{
+    CALL, Insn, LD_DW_IMM, sign_extend_jump_immediates, stop_after_calls_of, unsupported_v4,
+};
 use super::maps::{BpfMap, ProgramKind};
 use super::object::BpfObject;
 use crate::link::{Link, LinkSpec};
@@ -301,6 +303,16 @@ impl BpfProgram {
                 context_size: info.context_descriptor.size,
             });
         }
+        if let Some(at) = unsupported_v4(&insns) {
+            return Err(BpfError::Verifier {
+                section: section.to_owned(),
+                message: format!(
+                    "instruction {at}: signed division or modulo, or a sign-extending move (ISA \
+                     version 4), which core-sim's interpreter would run as the unsigned or \
+                     plain form"
+                ),
+            });
+        }
         // Jumps on negative immediates compare as the ISA says, not as `rbpf` 0.4.1 does.
         insns = sign_extend_jump_immediates(&insns).map_err(|message| BpfError::Verifier {
             section: section.to_owned(),
@@ -323,6 +335,17 @@ impl BpfProgram {
             Insn::call(STACK_PROBE.cast_signed()),
             Insn::mov64(1, 6),
         ];
+        // `rbpf` computes jump targets in 16 bits.
+        if prologue.len() + insns.len() > i16::MAX as usize {
+            return Err(BpfError::Verifier {
+                section: section.to_owned(),
+                message: format!(
+                    "{} instructions after the load's rewrites; core-sim's interpreter runs at most {}",
+                    prologue.len() + insns.len(),
+                    i16::MAX
+                ),
+            });
+        }
         let bytes: Vec<u8> = prologue
             .iter()
             .chain(&insns)
