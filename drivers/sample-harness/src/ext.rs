@@ -6,6 +6,7 @@
 //! four events gives four results, the implicit-context helpers give 1 and 12.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use ebpf_ext_core_sim::bpf::{BpfError, BpfObject, BpfProgram, GENERAL_HELPERS, TestRun};
 use ebpf_ext_core_sim::{LinkSpec, ProgramInfoClient};
@@ -542,13 +543,23 @@ pub fn scenario(
         "run with nothing attached: {}",
         crate::status::describe(status)
     ));
-    add(tail_calls(kernel, &handle, object, &info_client, &info)?);
-    add(perf_events(kernel, &handle, object, &info_client, &info)?);
+    let programs = BpfProgram::load_all(object, &info).map_err(|e| e.to_string())?;
+    add(tail_calls(kernel, &handle, &programs, &info_client)?);
+    add(perf_events(kernel, &handle, &programs, &info_client)?);
     kernel.close(handle);
     drop(info_client);
     driver.unload();
     kernel.assert_no_leaks();
     Ok(report)
+}
+
+/// The program of `section` among `programs` (an object's, loaded together).
+fn program_in(programs: &[Arc<BpfProgram>], section: &str) -> Result<Arc<BpfProgram>, Failure> {
+    programs
+        .iter()
+        .find(|p| p.section() == section)
+        .cloned()
+        .ok_or_else(|| format!("no program in {section}"))
 }
 
 /// Tail calls as upstream's tail-call samples make them: the caller, attached to the hook,
@@ -558,19 +569,11 @@ pub fn scenario(
 fn tail_calls(
     kernel: &Kernel,
     handle: &FileHandle,
-    object: &BpfObject,
+    programs: &[Arc<BpfProgram>],
     info_client: &ProgramInfoClient,
-    info: &std::sync::Arc<ebpf_ext_core_sim::ProgramInfo>,
 ) -> Result<String, Failure> {
-    let programs = BpfProgram::load_all(object, info).map_err(|e| e.to_string())?;
-    let program = |section: &str| {
-        programs
-            .iter()
-            .find(|p| p.section() == section)
-            .cloned()
-            .ok_or_else(|| format!("no program in {section}"))
-    };
-    let (caller, target) = (program("sample_ext/tail_caller")?, program("sample_ext/0")?);
+    let caller = program_in(programs, "sample_ext/tail_caller")?;
+    let target = program_in(programs, "sample_ext/0")?;
     let slots = caller.map("programs").ok_or("no programs map")?;
     slots.set_program(0, &target).map_err(|e| e.to_string())?;
     let link = caller
@@ -617,15 +620,10 @@ fn tail_calls(
 fn perf_events(
     kernel: &Kernel,
     handle: &FileHandle,
-    object: &BpfObject,
+    programs: &[Arc<BpfProgram>],
     info_client: &ProgramInfoClient,
-    info: &std::sync::Arc<ebpf_ext_core_sim::ProgramInfo>,
 ) -> Result<String, Failure> {
-    let programs = BpfProgram::load_all(object, info).map_err(|e| e.to_string())?;
-    let perf = programs
-        .iter()
-        .find(|p| p.section() == "sample_ext/perf")
-        .ok_or("no program in sample_ext/perf")?;
+    let perf = &program_in(programs, "sample_ext/perf")?;
     let link = perf
         .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
         .map_err(|e| e.to_string())?;

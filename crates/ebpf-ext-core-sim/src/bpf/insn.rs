@@ -503,17 +503,10 @@ mod tests {
                 for (code, holds) in ops {
                     // r0 = taken; r2 = r1 on the path taken, compared with what was loaded.
                     let [low, high] = load(value);
-                    let mov = |dst, imm| Insn {
-                        code: 0xb7,
-                        dst,
-                        src: 0,
-                        off: 0,
-                        imm,
-                    };
                     let program = [
                         low,
                         high,
-                        mov(0, 0),
+                        mov_imm(0, 0),
                         Insn {
                             code,
                             dst: 1,
@@ -522,7 +515,7 @@ mod tests {
                             imm,
                         },
                         ja(1),
-                        mov(0, 1),
+                        mov_imm(0, 1),
                         // r0 |= (r1 != value) << 1, with value in r3
                         Insn {
                             code: 0xbf,
@@ -656,13 +649,6 @@ mod tests {
     /// Two sites on two registers, one jumping back: each taken as the ISA says.
     #[test]
     fn several_rewritten_jumps_run_as_the_isa_says() {
-        let mov = |dst, imm| Insn {
-            code: 0xb7,
-            dst,
-            src: 0,
-            off: 0,
-            imm,
-        };
         let add = |dst, imm| Insn {
             code: 0x07,
             dst,
@@ -678,9 +664,9 @@ mod tests {
             imm,
         };
         let program = [
-            mov(0, 0),             // 0: r0 = 0
-            mov(1, -3),            // 1: r1 = -3 (sign-extended)
-            mov(2, -1),            // 2: r2 = -1
+            mov_imm(0, 0),         // 0: r0 = 0
+            mov_imm(1, -3),        // 1: r1 = -3 (sign-extended)
+            mov_imm(2, -1),        // 2: r2 = -1
             add(0, 1),             // 3: loop: r0 += 1
             add(1, 1),             // 4: r1 += 1
             jump(0x55, 1, -1, -3), // 5: if r1 != -1 goto loop (two turns)
