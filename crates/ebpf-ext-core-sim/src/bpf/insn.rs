@@ -105,22 +105,27 @@ impl Insn {
     }
 }
 
-/// `insns` with `if r0 != 0 goto +1; exit` after every call of `call_imm`, and every jump
-/// and local call re-aimed at the instruction it aimed at before: what native code does after
-/// `bpf_tail_call` (a caller whose tail call succeeded returns 0 at once; the core then runs
-/// the callee). A jump to the instruction after such a call lands after the check, so only
-/// the call's own result is tested.
+/// `insns` with each instruction for which `replace` gives a sequence replaced by that
+/// sequence, and every jump and local call re-aimed at the instruction it aimed at before (a
+/// jump to a replaced instruction lands on the start of its sequence). A sequence runs
+/// through to the instruction after it: it may hold the instruction it replaces, but no jump
+/// out of itself.
 ///
 /// # Errors
-/// A jump that no longer fits its 16-bit offset, or one aimed outside the program.
-pub(crate) fn stop_after_calls_of(insns: &[Insn], call_imm: i32) -> Result<Vec<Insn>, String> {
-    let is_site = |insn: &Insn| insn.code == CALL && insn.src == 0 && insn.imm == call_imm;
-    // Where each old instruction (and the end) lands: two more slots per earlier site.
+/// A jump that no longer fits its 16-bit offset, one aimed outside the program, or `gotol`.
+fn expand(
+    insns: &[Insn],
+    replace: impl Fn(&Insn) -> Option<Vec<Insn>>,
+) -> Result<Vec<Insn>, String> {
+    let sequences: Vec<Option<Vec<Insn>>> = insns.iter().map(&replace).collect();
+    // Where each old instruction (and the end) lands.
     let mut moved: Vec<i64> = Vec::with_capacity(insns.len() + 1);
     let mut at = 0i64;
-    for insn in insns {
+    for sequence in &sequences {
         moved.push(at);
-        at += if is_site(insn) { 3 } else { 1 };
+        at += sequence
+            .as_ref()
+            .map_or(1, |s| i64::try_from(s.len()).unwrap_or(i64::MAX));
     }
     moved.push(at);
     let retarget = |from: usize, relative: i64| -> Result<i64, String> {
@@ -133,11 +138,15 @@ pub(crate) fn stop_after_calls_of(insns: &[Insn], call_imm: i32) -> Result<Vec<I
         Ok(target - moved[from] - 1)
     };
     let mut out = Vec::with_capacity(insns.len());
-    for (from, insn) in insns.iter().enumerate() {
+    for (from, (insn, sequence)) in insns.iter().zip(sequences).enumerate() {
         let mut insn = *insn;
         if insn.code == GOTOL {
             // Not in the interpreter's instruction set either.
             return Err(format!("instruction {from}: gotol is not supported"));
+        }
+        if let Some(sequence) = sequence {
+            out.extend(sequence);
+            continue;
         }
         if insn.jumps_by_off() {
             let off = retarget(from, i64::from(insn.off))?;
@@ -149,12 +158,58 @@ pub(crate) fn stop_after_calls_of(insns: &[Insn], call_imm: i32) -> Result<Vec<I
                 .map_err(|_| format!("instruction {from}: a call of {imm} no longer fits"))?;
         }
         out.push(insn);
-        if is_site(&insn) {
-            out.push(Insn::jne_imm(0, 0, 1));
-            out.push(Insn::exit());
-        }
     }
     Ok(out)
+}
+
+/// `insns` with `if r0 != 0 goto +1; exit` after every call of `call_imm`, and every jump
+/// and local call re-aimed at the instruction it aimed at before: what native code does after
+/// `bpf_tail_call` (a caller whose tail call succeeded returns 0 at once; the core then runs
+/// the callee). A jump to the instruction after such a call lands after the check, so only
+/// the call's own result is tested.
+///
+/// # Errors
+/// A jump that no longer fits its 16-bit offset, or one aimed outside the program.
+pub(crate) fn stop_after_calls_of(insns: &[Insn], call_imm: i32) -> Result<Vec<Insn>, String> {
+    expand(insns, |insn| {
+        (insn.code == CALL && insn.src == 0 && insn.imm == call_imm)
+            .then(|| vec![*insn, Insn::jne_imm(0, 0, 1), Insn::exit()])
+    })
+}
+
+/// `BPF_ALU64 | BPF_NEG`.
+const NEG64: u8 = 0x87;
+/// `BPF_ALU | BPF_MOD | BPF_K` and `| BPF_X`.
+const MOD32: [u8; 2] = [0x94, 0x9c];
+/// `BPF_ALU | BPF_MOV | BPF_X`: `dst = (u32)src`.
+const MOV32_REG: u8 = 0xbc;
+/// `BPF_ALU64 | BPF_ADD | BPF_K`.
+const ADD64_IMM: u8 = 0x07;
+
+/// `insns` with the instructions `rbpf` 0.4.1 runs unlike the ISA made to run as it says:
+/// a 64-bit negation becomes `dst ^= -1; dst += 1` (the same value, where `rbpf` negates a
+/// signed integer and panics, in a debug build, on the most negative one), and a 32-bit
+/// modulo is followed by `wdst = wdst` (its result is zero-extended, where `rbpf` leaves the
+/// upper half of a modulo by zero).
+///
+/// # Errors
+/// As [`stop_after_calls_of`].
+pub(crate) fn isa_fixes(insns: &[Insn]) -> Result<Vec<Insn>, String> {
+    let alu = |code, dst, src, imm| Insn {
+        code,
+        dst,
+        src,
+        off: 0,
+        imm,
+    };
+    expand(insns, |insn| match insn.code {
+        NEG64 => Some(vec![
+            alu(XOR64_IMM, insn.dst, 0, -1),
+            alu(ADD64_IMM, insn.dst, 0, 1),
+        ]),
+        code if MOD32.contains(&code) => Some(vec![*insn, alu(MOV32_REG, insn.dst, insn.dst, 0)]),
+        _ => None,
+    })
 }
 
 /// The first instruction of ISA version 4 that `rbpf` 0.4 would run as something else:
@@ -681,6 +736,50 @@ mod tests {
             12,
             "two turns of the loop, then the taken jump"
         );
+    }
+
+    #[test]
+    fn negation_and_32_bit_modulo_run_as_the_isa_says() {
+        let [low, high] = load(1 << 63); // i64::MIN
+        let neg = Insn {
+            code: NEG64,
+            dst: 1,
+            src: 0,
+            off: 0,
+            imm: 0,
+        };
+        let r0_is_r1 = Insn::mov64(0, 1);
+        let program = [low, high, neg, r0_is_r1, Insn::exit()];
+        assert_eq!(
+            run(&isa_fixes(&program).expect("rewritten")),
+            1 << 63,
+            "-i64::MIN"
+        );
+        let [low, high] = load(0x1_0000_0005);
+        let mod_zero = Insn {
+            code: 0x9c, // w1 %= w2, with r2 = 0
+            dst: 1,
+            src: 2,
+            off: 0,
+            imm: 0,
+        };
+        let program = [low, high, mov_imm(2, 0), mod_zero, r0_is_r1, Insn::exit()];
+        assert_eq!(
+            run(&program),
+            0x1_0000_0005,
+            "rbpf alone keeps the upper half"
+        );
+        assert_eq!(
+            run(&isa_fixes(&program).expect("rewritten")),
+            5,
+            "zero-extended"
+        );
+        // A jump over a rewritten instruction keeps its target.
+        let [low, high] = load(3);
+        let jumpy = [low, high, ja(1), neg, r0_is_r1, Insn::exit()];
+        let fixed = isa_fixes(&jumpy).expect("rewritten");
+        assert_eq!(fixed[2], ja(2));
+        assert_eq!(run(&fixed), 3);
     }
 
     #[test]

@@ -41,6 +41,10 @@
 //! - 64-bit conditional jumps on a negative immediate compare against it sign-extended, as
 //!   the ISA and the core's runtimes do: `rbpf` 0.4.1 zero-extends it for `==`, `!=` and the
 //!   unsigned orders, so each is rewritten at load into a comparison of the complements.
+//!   Likewise a 64-bit negation (which `rbpf` computes as a signed negation, panicking in a
+//!   debug build on the most negative value) becomes `dst ^= -1; dst += 1`, and a 32-bit
+//!   modulo is followed by a 32-bit move that zero-extends its result (`rbpf` leaves the
+//!   upper half of a modulo by zero).
 //!
 //! Where core-sim differs from the core:
 //! - Only the general helpers in [`GENERAL_HELPERS`]; a program using another is refused at
@@ -65,11 +69,11 @@
 //! - Programs with ISA version 4's signed division, signed modulo or sign-extending moves are
 //!   refused at load: `rbpf` 0.4.1 would run them as the unsigned or plain forms. So are
 //!   programs over 32,767 instructions after the rewrites (its jump arithmetic is 16-bit).
-//!   `rbpf` 0.4.1 also keeps a 32-bit modulo by zero's upper 32 bits, and in debug builds
-//!   panics on `-i64::MIN` (NEG64) and on a call to a local function defined earlier.
+//!   In a debug build `rbpf` 0.4.1 panics on a call to a local function defined earlier.
 //! - The interpreter's messages count instructions after the load's rewrites: a
-//!   4-instruction prologue, two instructions after each `bpf_tail_call`, and three (and two
-//!   appended) for each jump on a negative immediate.
+//!   4-instruction prologue, two more instructions for each `bpf_tail_call`, one more for
+//!   each 64-bit negation and each 32-bit modulo, and two more (and two appended) for each
+//!   jump on a negative immediate.
 
 use ebpf_ext_sys::ntdef::GUID;
 

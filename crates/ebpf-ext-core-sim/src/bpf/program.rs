@@ -25,7 +25,8 @@ use super::helpers::{
     with_frame,
 };
 use super::insn::{
-    CALL, Insn, LD_DW_IMM, sign_extend_jump_immediates, stop_after_calls_of, unsupported_v4,
+    CALL, Insn, LD_DW_IMM, isa_fixes, sign_extend_jump_immediates, stop_after_calls_of,
+    unsupported_v4,
 };
 use super::maps::{BpfMap, ProgramKind};
 use super::object::BpfObject;
@@ -313,11 +314,14 @@ impl BpfProgram {
                 ),
             });
         }
-        // Jumps on negative immediates compare as the ISA says, not as `rbpf` 0.4.1 does.
-        insns = sign_extend_jump_immediates(&insns).map_err(|message| BpfError::Verifier {
-            section: section.to_owned(),
-            message,
-        })?;
+        // Jumps on negative immediates, negation and 32-bit modulo run as the ISA says, not
+        // as `rbpf` 0.4.1 runs them.
+        insns = isa_fixes(&insns)
+            .and_then(|insns| sign_extend_jump_immediates(&insns))
+            .map_err(|message| BpfError::Verifier {
+                section: section.to_owned(),
+                message,
+            })?;
         // As native code does after `bpf_tail_call` (marked by its id 5, whoever implements
         // it): a caller whose tail call succeeded returns 0 at once (the core then runs the
         // callee). The interpreter's messages count instructions after this and the prologue.
