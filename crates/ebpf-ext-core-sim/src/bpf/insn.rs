@@ -118,48 +118,90 @@ fn expand(
     replace: impl Fn(&Insn) -> Option<Vec<Insn>>,
 ) -> Result<Vec<Insn>, String> {
     let sequences: Vec<Option<Vec<Insn>>> = insns.iter().map(&replace).collect();
-    // Where each old instruction (and the end) lands.
-    let mut moved: Vec<i64> = Vec::with_capacity(insns.len() + 1);
-    let mut at = 0i64;
-    for sequence in &sequences {
-        moved.push(at);
-        at += sequence
-            .as_ref()
-            .map_or(1, |s| i64::try_from(s.len()).unwrap_or(i64::MAX));
+    let moved = Moved::new(
+        sequences.iter().map(|s| s.as_ref().map_or(1, Vec::len)),
+        true,
+    );
+    let mut out = Vec::with_capacity(insns.len());
+    for (from, (insn, sequence)) in insns.iter().zip(sequences).enumerate() {
+        refuse_gotol(from, insn)?;
+        match sequence {
+            Some(sequence) => out.extend(sequence),
+            None => out.push(moved.reaim(from, *insn)?),
+        }
     }
-    moved.push(at);
-    let retarget = |from: usize, relative: i64| -> Result<i64, String> {
-        let target = i64::try_from(from)
+    Ok(out)
+}
+
+/// Where each instruction of a program lands when some are replaced by sequences of other
+/// lengths, for re-aiming the jumps and local calls between them.
+struct Moved {
+    /// The new place of each old instruction, then of the end.
+    places: Vec<i64>,
+    /// Whether a jump may aim at the end (`false` once code is appended after it).
+    end_is_target: bool,
+}
+
+impl Moved {
+    /// The places of instructions that become `sizes` instructions each.
+    fn new(sizes: impl Iterator<Item = usize>, end_is_target: bool) -> Self {
+        let mut places = Vec::new();
+        let mut at = 0i64;
+        for size in sizes {
+            places.push(at);
+            at += i64::try_from(size).unwrap_or(i64::MAX);
+        }
+        places.push(at);
+        Moved {
+            places,
+            end_is_target,
+        }
+    }
+
+    /// Where the program's old end lands (where appended code starts).
+    fn end(&self) -> i64 {
+        self.places.last().copied().unwrap_or(0)
+    }
+
+    /// The new place of the instruction that old instruction `from` aimed at, `relative` to
+    /// the instruction after it.
+    fn target(&self, from: usize, relative: i64) -> Result<i64, String> {
+        let last = self.places.len() - if self.end_is_target { 1 } else { 2 };
+        i64::try_from(from)
             .ok()
             .map(|from| from + 1 + relative)
             .and_then(|target| usize::try_from(target).ok())
-            .and_then(|target| moved.get(target))
-            .ok_or_else(|| format!("instruction {from} jumps outside the program"))?;
-        Ok(target - moved[from] - 1)
-    };
-    let mut out = Vec::with_capacity(insns.len());
-    for (from, (insn, sequence)) in insns.iter().zip(sequences).enumerate() {
-        let mut insn = *insn;
-        if insn.code == GOTOL {
-            // Not in the interpreter's instruction set either.
-            return Err(format!("instruction {from}: gotol is not supported"));
-        }
-        if let Some(sequence) = sequence {
-            out.extend(sequence);
-            continue;
-        }
+            .filter(|&target| target <= last)
+            .and_then(|target| self.places.get(target).copied())
+            .ok_or_else(|| format!("instruction {from} jumps outside the program"))
+    }
+
+    /// Old instruction `from`, kept, with its jump or local call re-aimed at the new place of
+    /// what it aimed at.
+    fn reaim(&self, from: usize, mut insn: Insn) -> Result<Insn, String> {
         if insn.jumps_by_off() {
-            let off = retarget(from, i64::from(insn.off))?;
-            insn.off = i16::try_from(off)
-                .map_err(|_| format!("instruction {from}: a jump of {off} no longer fits"))?;
+            let off = self.target(from, i64::from(insn.off))? - self.places[from] - 1;
+            insn.off = jump_offset(from, off)?;
         } else if insn.calls_locally() {
-            let imm = retarget(from, i64::from(insn.imm))?;
+            let imm = self.target(from, i64::from(insn.imm))? - self.places[from] - 1;
             insn.imm = i32::try_from(imm)
                 .map_err(|_| format!("instruction {from}: a call of {imm} no longer fits"))?;
         }
-        out.push(insn);
+        Ok(insn)
     }
-    Ok(out)
+}
+
+/// `off` as a jump's 16-bit offset, for the message naming instruction `from`.
+fn jump_offset(from: usize, off: i64) -> Result<i16, String> {
+    i16::try_from(off).map_err(|_| format!("instruction {from}: a jump of {off} no longer fits"))
+}
+
+/// Refuses `gotol` (its offset is in `imm`; not in the interpreter's instruction set either).
+fn refuse_gotol(from: usize, insn: &Insn) -> Result<(), String> {
+    if insn.code == GOTOL {
+        return Err(format!("instruction {from}: gotol is not supported"));
+    }
+    Ok(())
 }
 
 /// `insns` with `if r0 != 0 goto +1; exit` after every call of `call_imm`, and every jump
@@ -273,25 +315,13 @@ pub(crate) fn sign_extend_jump_immediates(insns: &[Insn]) -> Result<Vec<Insn>, S
     {
         return Err("the last instruction is neither exit nor a jump".into());
     }
-    let mut moved: Vec<i64> = Vec::with_capacity(insns.len());
-    let mut at = 0i64;
-    for insn in insns {
-        moved.push(at);
-        at += if rewritten(insn).is_some() { 3 } else { 1 };
-    }
-    let body = at;
-    let target_of = |from: usize, relative: i64| -> Result<i64, String> {
-        i64::try_from(from)
-            .ok()
-            .map(|from| from + 1 + relative)
-            .and_then(|target| usize::try_from(target).ok())
-            .and_then(|target| moved.get(target).copied())
-            .ok_or_else(|| format!("instruction {from} jumps outside the program"))
-    };
-    let fits = |from: usize, off: i64| {
-        i16::try_from(off)
-            .map_err(|_| format!("instruction {from}: a jump of {off} no longer fits"))
-    };
+    // Appended code follows the old end, so no jump may aim at it any more.
+    let moved = Moved::new(
+        insns
+            .iter()
+            .map(|insn| if rewritten(insn).is_some() { 3 } else { 1 }),
+        false,
+    );
     let flip = |dst: u8| Insn {
         code: XOR64_IMM,
         dst,
@@ -302,39 +332,28 @@ pub(crate) fn sign_extend_jump_immediates(insns: &[Insn]) -> Result<Vec<Insn>, S
     let mut out = Vec::new();
     let mut trampolines: Vec<(usize, u8, i64)> = Vec::new();
     for (from, insn) in insns.iter().enumerate() {
-        let mut insn = *insn;
-        if insn.code == GOTOL {
-            return Err(format!("instruction {from}: gotol is not supported"));
-        }
-        if let Some(reversed) = rewritten(&insn) {
-            if insn.dst == 10 {
-                return Err(format!(
-                    "instruction {from}: a comparison of r10 with a negative immediate"
-                ));
-            }
-            let target = target_of(from, i64::from(insn.off))?;
-            let trampoline = body + 2 * i64::try_from(trampolines.len()).unwrap_or(i64::MAX);
-            trampolines.push((from, insn.dst, target));
-            out.push(flip(insn.dst));
-            out.push(Insn {
-                code: reversed,
-                dst: insn.dst,
-                src: 0,
-                off: fits(from, trampoline - (moved[from] + 1) - 1)?,
-                imm: !insn.imm,
-            });
-            out.push(flip(insn.dst));
+        refuse_gotol(from, insn)?;
+        let Some(reversed) = rewritten(insn) else {
+            out.push(moved.reaim(from, *insn)?);
             continue;
+        };
+        if insn.dst == 10 {
+            return Err(format!(
+                "instruction {from}: a comparison of r10 with a negative immediate"
+            ));
         }
-        if insn.jumps_by_off() {
-            let off = target_of(from, i64::from(insn.off))? - moved[from] - 1;
-            insn.off = fits(from, off)?;
-        } else if insn.calls_locally() {
-            let imm = target_of(from, i64::from(insn.imm))? - moved[from] - 1;
-            insn.imm = i32::try_from(imm)
-                .map_err(|_| format!("instruction {from}: a call of {imm} no longer fits"))?;
-        }
-        out.push(insn);
+        let target = moved.target(from, i64::from(insn.off))?;
+        let trampoline = moved.end() + 2 * i64::try_from(trampolines.len()).unwrap_or(i64::MAX);
+        trampolines.push((from, insn.dst, target));
+        out.push(flip(insn.dst));
+        out.push(Insn {
+            code: reversed,
+            dst: insn.dst,
+            src: 0,
+            off: jump_offset(from, trampoline - (moved.places[from] + 1) - 1)?,
+            imm: !insn.imm,
+        });
+        out.push(flip(insn.dst));
     }
     for (from, dst, target) in trampolines {
         let at = i64::try_from(out.len()).unwrap_or(i64::MAX);
@@ -343,7 +362,7 @@ pub(crate) fn sign_extend_jump_immediates(insns: &[Insn]) -> Result<Vec<Insn>, S
             code: JA,
             dst: 0,
             src: 0,
-            off: fits(from, target - (at + 1) - 1)?,
+            off: jump_offset(from, target - (at + 1) - 1)?,
             imm: 0,
         });
     }
