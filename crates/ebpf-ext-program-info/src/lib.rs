@@ -138,6 +138,10 @@ macro_rules! static_abi {
     };
 }
 
+mod btf;
+
+pub use btf::{BtfFunctionPrototype, BtfFunctionProvider, BtfFunctions};
+
 /// Where the verifier finds the data pointers in a program context
 /// (`ebpf_context_descriptor_t`).
 #[repr(transparent)]

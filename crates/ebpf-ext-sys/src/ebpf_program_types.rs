@@ -163,3 +163,36 @@ pub struct ebpf_program_section_info_t {
     /// `bpf_attach_type` value.
     pub bpf_attach_type: u32,
 }
+
+/// `ebpf_btf_resolved_function_prototype_t` (64 bytes): one function a BTF-resolved function
+/// provider exports, found by programs by name (not by id).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ebpf_btf_resolved_function_prototype_t {
+    /// `EBPF_BTF_RESOLVED_FUNCTION_PROTOTYPE_HEADER`.
+    pub header: ebpf_extension_header_t,
+    /// NUL-terminated name: the name programs declare the function with.
+    pub name: *const c_char,
+    /// Return type.
+    pub return_type: ebpf_return_type_t,
+    /// Argument types.
+    pub arguments: [ebpf_argument_type_t; 5],
+    /// Flags (hashed into the program-information hash of programs that call it).
+    pub flags: u32,
+}
+
+/// `ebpf_btf_resolved_function_provider_data_t` (48 bytes): the `NpiSpecificCharacteristics`
+/// of a provider of the BTF-resolved function NPI, whose NMR module id is the module GUID
+/// programs name in their `module_id:{GUID}` declaration tag.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ebpf_btf_resolved_function_provider_data_t {
+    /// `EBPF_BTF_RESOLVED_FUNCTION_PROVIDER_DATA_HEADER`.
+    pub header: ebpf_extension_header_t,
+    /// Number of functions (the core refuses 0).
+    pub btf_resolved_function_count: u32,
+    /// Their prototypes.
+    pub btf_resolved_function_prototypes: *const ebpf_btf_resolved_function_prototype_t,
+    /// Their addresses, index-parallel to the prototypes.
+    pub btf_resolved_function_addresses: *const u64,
+}

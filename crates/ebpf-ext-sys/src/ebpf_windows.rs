@@ -131,6 +131,19 @@ pub const EBPF_PROGRAM_SECTION_INFORMATION_HEADER: ebpf_extension_header_t =
         EBPF_PROGRAM_SECTION_INFORMATION_CURRENT_VERSION_TOTAL_SIZE,
     );
 
+/// `EBPF_BTF_RESOLVED_FUNCTION_PROTOTYPE_HEADER` = {1, 60, 64} (the core accepts size 60
+/// only, with total size 64).
+pub const EBPF_BTF_RESOLVED_FUNCTION_PROTOTYPE_HEADER: ebpf_extension_header_t =
+    ebpf_extension_header_t::new(1, 60, 64);
+/// `EBPF_BTF_RESOLVED_FUNCTION_PROVIDER_DATA_HEADER` = {1, 48, 48}.
+pub const EBPF_BTF_RESOLVED_FUNCTION_PROVIDER_DATA_HEADER: ebpf_extension_header_t =
+    ebpf_extension_header_t::new(1, 48, 48);
+/// `EBPF_BTF_RESOLVED_FUNCTION_PROVIDER_INFO_HEADER` = {1, 56, 56}: the header of the
+/// user-mode store's provider information (`ebpf_btf_resolved_function_provider_info_t`), whose
+/// version and size the store keeps under `BtfResolvedFunctions\{module}`.
+pub const EBPF_BTF_RESOLVED_FUNCTION_PROVIDER_INFO_HEADER: ebpf_extension_header_t =
+    ebpf_extension_header_t::new(1, 56, 56);
+
 /// `EBPF_MAX_PROGRAM_DESCRIPTOR_NAME_LENGTH`.
 pub const EBPF_MAX_PROGRAM_DESCRIPTOR_NAME_LENGTH: usize = 256;
 /// `EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH`.

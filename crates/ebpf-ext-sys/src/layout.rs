@@ -260,6 +260,15 @@ pub static LAYOUTS: &[TypeLayout] = &[
         attach_type => "attach_type" @ 40, bpf_program_type => "bpf_program_type" @ 48,
         bpf_attach_type => "bpf_attach_type" @ 52,
     }),
+    layout!(ebpf_btf_resolved_function_prototype_t, c = None, size = 64, align = 8, c_size = false, {
+        header => "header" @ 0, name => "name" @ 24, return_type => "return_type" @ 32,
+        arguments => "arguments" @ 36, flags => "flags" @ 56,
+    }),
+    layout!(ebpf_btf_resolved_function_provider_data_t, c = None, size = 48, align = 8, c_size = false, {
+        header => "header" @ 0, btf_resolved_function_count => "btf_resolved_function_count" @ 24,
+        btf_resolved_function_prototypes => "btf_resolved_function_prototypes" @ 32,
+        btf_resolved_function_addresses => "btf_resolved_function_addresses" @ 40,
+    }),
     // ---- map-information NPI (upstream-extensions.md A.4) ------------------------------------
     layout!(ebpf_base_map_provider_properties_t, c = None, size = 32, align = 8, c_size = false, {
         header => "header" @ 0, updates_original_value => "updates_original_value" @ 24,

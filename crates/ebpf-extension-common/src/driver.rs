@@ -33,7 +33,9 @@ use ebpf_ext_hook::{DataFields, HookConfig, HookExtension, HookProvider};
 
 use crate::control::ControlDevice;
 use ebpf_ext_pool::PoolTag;
-use ebpf_ext_program_info::{ProgramInfoProvider, TypedProgramData};
+use ebpf_ext_program_info::{
+    BtfFunctionProvider, BtfFunctions, ProgramInfoProvider, TypedProgramData,
+};
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_sys::wdm::{
@@ -404,6 +406,19 @@ impl<C> ProgramType<C> {
 }
 
 impl Start<'_> {
+    /// Registers a module's BTF-resolved functions ([`btf_functions!`](crate::btf_functions)),
+    /// which programs of any type call by name. Keep the provider in the driver's state;
+    /// dropping it deregisters and waits until no program calls the functions.
+    ///
+    /// # Errors
+    /// As [`BtfFunctionProvider::register`].
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn btf_functions(&self, functions: &'static BtfFunctions) -> Result<BtfFunctionProvider> {
+        BtfFunctionProvider::register(functions, self.tag)
+    }
+
     /// Registers the program-information provider of one program type.
     ///
     /// # Errors

@@ -12,7 +12,9 @@
 //!   any number of program types and hooks in order; [`ioctl`](mod@ioctl): typed buffered IOCTLs, refused
 //!   by the SDK when malformed; [`irql`]: an IRQL guard and a performance-counter stopwatch;
 //!   [`process`]: a safe process-creation notify routine;
-//! - [`helpers!`]: one declaration per helper; [`program_info::TestRun`]: safe test-run
+//! - [`helpers!`]: one declaration per helper; [`btf_functions!`]: functions exported to
+//!   programs of any type by name (BTF-resolved functions), registered with
+//!   [`driver::Start::btf_functions`]; [`program_info::TestRun`]: safe test-run
 //!   contexts, with [`any_bit_pattern!`] to read them from the caller's bytes;
 //! - also in [`driver`]: an RAII [`driver::Device`] and [`driver::Extension`], which starts tracing,
 //!   the program-information provider and a hook provider in order, stops them in reverse and
@@ -25,7 +27,9 @@
 pub use ebpf_ext_hook as hook;
 pub use ebpf_ext_pool as pool;
 pub use ebpf_ext_program_info as program_info;
-pub use ebpf_ext_program_info::{any_bit_pattern, helpers, no_padding, program_type};
+pub use ebpf_ext_program_info::{
+    any_bit_pattern, btf_functions, helpers, no_padding, program_type,
+};
 pub use ebpf_ext_rundown as rundown;
 pub use ebpf_ext_sys as sys;
 pub use ebpf_ext_trace as trace;
@@ -45,12 +49,12 @@ pub mod prelude {
     };
     pub use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
     pub use ebpf_ext_program_info::{
-        AnyBitPattern, Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextDescriptor,
-        ContextMut, CopyTestRun, CountedString, DataPointer, DontCare, HelperAddresses,
-        HelperFunction, HelperPrototype, Map, MapAndKey, MapKey, MapValueOrNull, NoPadding,
-        PackedStrings, ProgramData, ProgramInfo, ProgramInfoProvider, ProgramMap,
-        ProgramTypeDescriptor, TestRun, TestRunContext, TestRunData, TestRunInput, TestRunOutput,
-        TypedProgramData,
+        AnyBitPattern, Anything, BtfFunctionProvider, BtfFunctions, Bytes, BytesMut, Cells,
+        CellsMut, Context, ContextDescriptor, ContextMut, CopyTestRun, CountedString, DataPointer,
+        DontCare, HelperAddresses, HelperFunction, HelperPrototype, Map, MapAndKey, MapKey,
+        MapValueOrNull, NoPadding, PackedStrings, ProgramData, ProgramInfo, ProgramInfoProvider,
+        ProgramMap, ProgramTypeDescriptor, TestRun, TestRunContext, TestRunData, TestRunInput,
+        TestRunOutput, TypedProgramData,
     };
     pub use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
     pub use ebpf_ext_sys::ntdef::GUID;
@@ -66,6 +70,7 @@ pub mod prelude {
     pub use crate::ioctl::{Call, Completion, Ioctl, Refusal, Request};
     pub use crate::irql::{Stopwatch, at_dispatch, repeat};
     pub use crate::{
-        any_bit_pattern, driver_entry, helpers, ioctl, no_padding, program_type, utf16, wire,
+        any_bit_pattern, btf_functions, driver_entry, helpers, ioctl, no_padding, program_type,
+        utf16, wire,
     };
 }
