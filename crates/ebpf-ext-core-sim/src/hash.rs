@@ -6,7 +6,9 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::bpf::GENERAL_HELPERS;
+use ebpf_ext_sys::ntdef::GUID;
+
+use crate::bpf::{BtfFunctionUse, GENERAL_HELPERS};
 use crate::program_info::ProgramInfo;
 
 /// A helper id used by the program that neither the provider's program-type helpers nor the
@@ -50,11 +52,7 @@ pub fn program_info_hash_input(
     for v in [d.size, d.data, d.end, d.meta] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    let g = info.program_type;
-    out.extend_from_slice(&g.Data1.to_le_bytes());
-    out.extend_from_slice(&g.Data2.to_le_bytes());
-    out.extend_from_slice(&g.Data3.to_le_bytes());
-    out.extend_from_slice(&g.Data4);
+    out.extend_from_slice(&guid_bytes(info.program_type));
     out.extend_from_slice(&info.bpf_prog_type.to_le_bytes());
     out.push(u8::from(info.is_privileged));
     out.extend_from_slice(&(ids.len() as u64).to_le_bytes());
@@ -91,6 +89,49 @@ pub fn program_info_hash_input(
     Ok(out)
 }
 
+/// [`program_info_hash_input`] for a program that also calls the BTF-resolved functions
+/// `btf_functions` ([`BpfProgram::btf_functions`](crate::bpf::BpfProgram::btf_functions)): when
+/// there are any, their number (8 bytes) follows, then each function, sorted by module GUID
+/// (its bytes in memory order) and name, as its module GUID (memory order), name, return
+/// type, five argument types and flags (4 bytes each).
+///
+/// # Errors
+/// As [`program_info_hash_input`].
+pub fn program_info_hash_input_with_btf(
+    info: &ProgramInfo,
+    helper_ids: &[u32],
+    btf_functions: &[BtfFunctionUse],
+) -> Result<Vec<u8>, UnknownHelper> {
+    let mut out = program_info_hash_input(info, helper_ids)?;
+    if btf_functions.is_empty() {
+        return Ok(out);
+    }
+    let mut functions: Vec<&BtfFunctionUse> = btf_functions.iter().collect();
+    functions.sort_by(|a, b| (guid_bytes(a.module), &a.name).cmp(&(guid_bytes(b.module), &b.name)));
+    functions.dedup_by(|a, b| a.module == b.module && a.name == b.name);
+    out.extend_from_slice(&(functions.len() as u64).to_le_bytes());
+    for f in functions {
+        out.extend_from_slice(&guid_bytes(f.module));
+        out.extend_from_slice(f.name.as_bytes());
+        out.extend_from_slice(&f.prototype.return_type.to_le_bytes());
+        for a in f.prototype.arguments {
+            out.extend_from_slice(&a.to_le_bytes());
+        }
+        out.extend_from_slice(&f.prototype.flags.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// A GUID's 16 bytes in memory order.
+fn guid_bytes(g: GUID) -> [u8; 16] {
+    let mut bytes = [0; 16];
+    bytes[..4].copy_from_slice(&g.Data1.to_le_bytes());
+    bytes[4..6].copy_from_slice(&g.Data2.to_le_bytes());
+    bytes[6..8].copy_from_slice(&g.Data3.to_le_bytes());
+    bytes[8..].copy_from_slice(&g.Data4);
+    bytes
+}
+
 /// SHA-256 of [`program_info_hash_input`]: the hash the core stores for a program (and
 /// bpf2c embeds with its default `--hash SHA256`).
 ///
@@ -100,7 +141,19 @@ pub fn program_info_hash(
     info: &ProgramInfo,
     helper_ids: &[u32],
 ) -> Result<[u8; 32], UnknownHelper> {
-    let input = program_info_hash_input(info, helper_ids)?;
+    program_info_hash_with_btf(info, helper_ids, &[])
+}
+
+/// SHA-256 of [`program_info_hash_input_with_btf`].
+///
+/// # Errors
+/// As [`program_info_hash_input`].
+pub fn program_info_hash_with_btf(
+    info: &ProgramInfo,
+    helper_ids: &[u32],
+    btf_functions: &[BtfFunctionUse],
+) -> Result<[u8; 32], UnknownHelper> {
+    let input = program_info_hash_input_with_btf(info, helper_ids, btf_functions)?;
     Ok(Sha256::digest(&input).into())
 }
 
@@ -109,7 +162,8 @@ mod tests {
     use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
     use ebpf_ext_sys::ntdef::GUID;
 
-    use super::{UnknownHelper, program_info_hash_input};
+    use super::{UnknownHelper, program_info_hash_input, program_info_hash_input_with_btf};
+    use crate::bpf::{BtfFunctionUse, BtfPrototype};
     use crate::program_info::{Helper, ProgramInfo};
 
     fn info() -> ProgramInfo {
@@ -157,5 +211,42 @@ mod tests {
             program_info_hash_input(&info(), &[0x10001]),
             Err(UnknownHelper(0x10001))
         );
+    }
+
+    #[test]
+    fn btf_resolved_functions_follow_the_helpers_sorted_by_module_then_name() {
+        let without = program_info_hash_input(&info(), &[0x10000]).expect("known");
+        assert_eq!(
+            program_info_hash_input_with_btf(&info(), &[0x10000], &[]).expect("known"),
+            without,
+            "no BTF-resolved functions: nothing added"
+        );
+        let prototype = BtfPrototype {
+            return_type: 1,
+            arguments: [1, 9, 2, 0, 0],
+            flags: 7,
+        };
+        let function = |module: u128, name: &str| BtfFunctionUse {
+            module: GUID::from_u128(module),
+            name: name.into(),
+            prototype,
+        };
+        // Module 2's bytes in memory order start with 02, module 1<<120's end with 01: 2 first.
+        let uses = [function(1 << 120, "a"), function(2, "b"), function(2, "a")];
+        let input = program_info_hash_input_with_btf(&info(), &[0x10000], &uses).expect("known");
+        let mut expected = without;
+        expected.extend_from_slice(&3u64.to_le_bytes());
+        for (module, name) in [(2u128, "a"), (2, "b"), (1 << 120, "a")] {
+            let g = GUID::from_u128(module);
+            expected.extend_from_slice(&g.Data1.to_le_bytes());
+            expected.extend_from_slice(&g.Data2.to_le_bytes());
+            expected.extend_from_slice(&g.Data3.to_le_bytes());
+            expected.extend_from_slice(&g.Data4);
+            expected.extend_from_slice(name.as_bytes());
+            for v in [1u32, 1, 9, 2, 0, 0, 7] {
+                expected.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        assert_eq!(input, expected);
     }
 }

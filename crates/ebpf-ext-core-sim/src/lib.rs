@@ -167,7 +167,10 @@ pub use contract::{
 pub use error::{
     AttachProviderDataError, CoreError, HelperTable, Object, ProgramDataError, Refusal,
 };
-pub use hash::{UnknownHelper, program_info_hash, program_info_hash_input};
+pub use hash::{
+    UnknownHelper, program_info_hash, program_info_hash_input, program_info_hash_input_with_btf,
+    program_info_hash_with_btf,
+};
 pub use link::{Link, LinkSpec, Malformation, Program};
 pub use program_info::{
     ContextOutput, Helper, Input, ProgramInfo, ProgramInfoClient, TestRunContext,

@@ -7,7 +7,7 @@ use core::mem::size_of;
 use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use core::time::Duration;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::thread;
 
 use ebpf_ext_sys::ebpf_extension::{
@@ -16,7 +16,7 @@ use ebpf_ext_sys::ebpf_extension::{
     ebpf_extension_program_dispatch_table_t,
 };
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_HOOK_EXTENSION_IID;
-use ebpf_ext_sys::ebpf_result::{EBPF_SUCCESS, ebpf_result_t};
+use ebpf_ext_sys::ebpf_result::{EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_SUCCESS, ebpf_result_t};
 use ebpf_ext_sys::ebpf_structs::{bpf_attach_type_t, bpf_link_type};
 use ebpf_ext_sys::ebpf_windows::{EBPF_ATTACH_CLIENT_DATA_HEADER_VERSION, ebpf_extension_header_t};
 use ebpf_ext_sys::intrin::KeGetCurrentIrql;
@@ -27,7 +27,7 @@ use ebpf_ext_sys::ntstatus::{STATUS_NOINTERFACE, STATUS_SUCCESS};
 use crate::batch;
 use crate::contract::Contract;
 use crate::error::{CoreError, Refusal, failed_to_load};
-use crate::nmr::{NmrClient, Registration, Shared, lock};
+use crate::nmr::{NmrClient, Registration, Shared, lock, read, write};
 use crate::validate::{npi_specific, provider_module_guid, validate_attach_provider_data};
 
 /// "The program": called with the program context pointer exactly as the extension passed
@@ -181,7 +181,9 @@ struct LinkState {
     attach_parameter: Box<[AtomicU8]>,
     dispatch: ebpf_extension_program_dispatch_table_t,
     has_dispatch: bool,
-    program: Program,
+    /// Taken out once the link is dead (the state itself stays allocated), so what the
+    /// program holds (a loaded program, its clients of other providers) is released.
+    program: RwLock<Option<Program>>,
     log: Mutex<LinkLog>,
     invocations: AtomicU64,
     batch_invocations: AtomicU64,
@@ -276,7 +278,7 @@ impl LinkState {
             attach_parameter,
             dispatch,
             has_dispatch,
-            program,
+            program: RwLock::new(Some(program)),
             log: Mutex::new(LinkLog::default()),
             invocations: AtomicU64::new(0),
             batch_invocations: AtomicU64::new(0),
@@ -344,7 +346,15 @@ impl LinkState {
         };
         counter.fetch_add(1, Ordering::SeqCst);
         self.last_irql.store(KeGetCurrentIrql(), Ordering::SeqCst);
-        let status = match (self.program)(program_context) {
+        let program = read(&self.program);
+        // A live link (checked above) still has its program.
+        let run = program
+            .as_ref()
+            .map_or(Err(EBPF_EXTENSION_FAILED_TO_LOAD), |program| {
+                program(program_context)
+            });
+        drop(program);
+        let status = match run {
             Ok(value) => {
                 // SAFETY: non-NULL (checked) `uint32_t*` out parameter of the caller.
                 unsafe { result.write_unaligned(value) };
@@ -776,6 +786,7 @@ impl Link {
             byte.store(ebpf_ext_usersim::FREED_POISON, Ordering::SeqCst);
         }
         self.registration.keep_alive();
+        *write(&state.program) = None;
         if in_flight == 0 {
             Ok(())
         } else {

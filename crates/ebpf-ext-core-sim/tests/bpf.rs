@@ -19,15 +19,22 @@ use common::{
     TEST_PROGRAM_TYPE, TestContext,
 };
 use ebpf_ext_core_sim::bpf::{
-    BPF_EXIST, BPF_NOEXIST, BpfError, BpfMap, BpfObject, BpfProgram, CORE_SIM_LOGON_ID, MapError,
+    BPF_EXIST, BPF_NOEXIST, BpfError, BpfMap, BpfObject, BpfProgram, BtfFunctionUse, BtfPrototype,
+    CORE_SIM_LOGON_ID, MapError,
 };
 use ebpf_ext_core_sim::{LinkSpec, ProgramInfo, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_base::{
     EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
 };
+use ebpf_ext_sys::ebpf_program_types::{
+    ebpf_btf_resolved_function_prototype_t, ebpf_btf_resolved_function_provider_data_t,
+};
 use ebpf_ext_sys::ebpf_result::{
-    EBPF_INVALID_ARGUMENT, EBPF_INVALID_FD, EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND,
-    EBPF_OUT_OF_SPACE, EBPF_SUCCESS,
+    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_INVALID_FD, EBPF_KEY_ALREADY_EXISTS,
+    EBPF_KEY_NOT_FOUND, EBPF_OUT_OF_SPACE, EBPF_SUCCESS,
+};
+use ebpf_ext_sys::ebpf_windows::{
+    EBPF_BTF_RESOLVED_FUNCTION_PROTOTYPE_HEADER, EBPF_BTF_RESOLVED_FUNCTION_PROVIDER_DATA_HEADER,
 };
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
@@ -362,11 +369,15 @@ fn result(results: &BpfMap, key: u32) -> u64 {
 }
 
 fn with_info(test: impl FnOnce(&ProgramInfoClient, &Arc<ProgramInfo>)) {
+    with_kernel_and_info(|_, client, info| test(client, info));
+}
+
+fn with_kernel_and_info(test: impl FnOnce(&Kernel, &ProgramInfoClient, &Arc<ProgramInfo>)) {
     let kernel = Kernel::new();
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
     let info = client.info();
-    test(&client, &info);
+    test(&kernel, &client, &info);
     drop(client);
     provider.deregister();
     drop(kernel);
@@ -1345,5 +1356,381 @@ fn a_hooks_invocation_gives_perf_events_the_context_data() {
         );
         link.detach().expect("detached");
         hook.deregister();
+    });
+}
+
+// ---- BTF-resolved functions --------------------------------------------------------------
+
+const BTF_FUNCTIONS: &str = r#"
+#define MODULE(g) __attribute__((section(".ksyms"), btf_decl_tag("module_id:" g)))
+extern uint64_t test_btf_lookup(uint64_t key, void* value, uint64_t size) MODULE("{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}");
+extern uint64_t test_btf_wait(uint64_t a) MODULE("{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}");
+extern uint64_t test_btf_untagged(uint64_t a) __attribute__((section(".ksyms")));
+
+SEC("test_prog/btf")
+int btf(struct test_context* ctx)
+{
+    uint64_t value = 0;
+    uint64_t sum = test_btf_lookup(ctx->value, &value, sizeof(value));
+    return (int)(sum * 1000 + value);
+}
+
+SEC("test_prog/btf_overrun")
+int btf_overrun(struct test_context* ctx)
+{
+    uint64_t value = 0;
+    return (int)test_btf_lookup(1, &value, 16);
+}
+
+SEC("test_prog/btf_wait")
+int btf_wait(struct test_context* ctx) { return (int)test_btf_wait(ctx->value); }
+
+SEC("test_prog/btf_untagged")
+int btf_untagged(struct test_context* ctx) { return (int)test_btf_untagged(1); }
+"#;
+
+/// The module the test's BTF-resolved functions come from.
+const BTF_MODULE: GUID = GUID::from_u128(0x8f6c1f83_ce4c_4b58_8b91_654a29e23b7c);
+
+/// `test_btf_lookup(key, value, size)`: stores `key` in the 8 bytes at `value` if there are
+/// that many; returns `key + size`.
+extern "win64" fn btf_lookup(key: u64, value: u64, size: u64, _: u64, _: u64) -> u64 {
+    if value != 0 && size >= 8 {
+        // SAFETY: the core-sim checked `size` bytes at `value` against the prototype.
+        unsafe { (value as *mut u64).write_unaligned(key) };
+    }
+    key.wrapping_add(size)
+}
+
+/// The gate `test_btf_wait` blocks on, and whether it is blocking.
+static BTF_GATE: std::sync::LazyLock<common::Gate> = std::sync::LazyLock::new(Default::default);
+static BTF_WAITING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// `test_btf_wait(a)`: blocks until [`BTF_GATE`] opens; returns `a`.
+extern "win64" fn btf_wait(a: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    BTF_WAITING.store(true, core::sync::atomic::Ordering::SeqCst);
+    BTF_GATE.wait();
+    a
+}
+
+/// A BTF prototype with this header, name and arguments.
+fn btf_prototype(
+    header: ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t,
+    name: Option<&'static core::ffi::CStr>,
+    arguments: [i32; 5],
+) -> ebpf_btf_resolved_function_prototype_t {
+    ebpf_btf_resolved_function_prototype_t {
+        header,
+        name: name.map_or(core::ptr::null(), core::ffi::CStr::as_ptr),
+        return_type: 0,
+        arguments,
+        flags: 0,
+    }
+}
+
+/// Leaked provider data over `prototypes` and `addresses` (the count is the prototypes').
+fn btf_data(
+    prototypes: Vec<ebpf_btf_resolved_function_prototype_t>,
+    addresses: Vec<u64>,
+) -> *const core::ffi::c_void {
+    let count = u32::try_from(prototypes.len()).expect("few");
+    let prototypes = Box::leak(prototypes.into_boxed_slice());
+    let addresses = Box::leak(addresses.into_boxed_slice());
+    let data = Box::leak(Box::new(ebpf_btf_resolved_function_provider_data_t {
+        header: EBPF_BTF_RESOLVED_FUNCTION_PROVIDER_DATA_HEADER,
+        btf_resolved_function_count: count,
+        btf_resolved_function_prototypes: prototypes.as_ptr(),
+        btf_resolved_function_addresses: addresses.as_ptr(),
+    }));
+    core::ptr::from_ref(data).cast()
+}
+
+/// The test module's two functions: lookup with `lookup_arguments`, and wait (whose one
+/// argument is `ANYTHING`, or `CONST_SIZE` with `odd_wait`).
+fn btf_module(lookup_arguments: [i32; 5], odd_wait: bool) -> *const core::ffi::c_void {
+    btf_data(
+        vec![
+            btf_prototype(
+                EBPF_BTF_RESOLVED_FUNCTION_PROTOTYPE_HEADER,
+                Some(c"test_btf_lookup"),
+                lookup_arguments,
+            ),
+            btf_prototype(
+                EBPF_BTF_RESOLVED_FUNCTION_PROTOTYPE_HEADER,
+                Some(c"test_btf_wait"),
+                [
+                    if odd_wait {
+                        2
+                    } else {
+                        EBPF_ARGUMENT_TYPE_ANYTHING
+                    },
+                    0,
+                    0,
+                    0,
+                    0,
+                ],
+            ),
+        ],
+        vec![btf_lookup as *const () as u64, btf_wait as *const () as u64],
+    )
+}
+
+/// `[ANYTHING, PTR_TO_READABLE_MEM, CONST_SIZE]`, as upstream's sample declares its lookup.
+const LOOKUP_ARGUMENTS: [i32; 5] = [1, 9, 2, 0, 0];
+
+#[test]
+fn a_btf_resolved_function_is_called_through_its_modules_provider() {
+    let object = compile(&format!("{PRELUDE}{BTF_FUNCTIONS}"));
+    with_info(|client, info| {
+        let refused = BpfProgram::load(&object, "test_prog/btf", info).expect_err("no provider");
+        assert!(
+            matches!(&refused, BpfError::BtfFunction { message, .. }
+                if message.contains("no provider") && message.contains(&BTF_MODULE.to_string())),
+            "{refused}"
+        );
+        let other =
+            common::register_btf_provider(GUID::from_u128(7), btf_module(LOOKUP_ARGUMENTS, false));
+        assert!(
+            BpfProgram::load(&object, "test_prog/btf", info).is_err(),
+            "another module's provider is declined"
+        );
+        assert_eq!(
+            other
+                .state
+                .attaches
+                .load(core::sync::atomic::Ordering::SeqCst),
+            0
+        );
+        let provider =
+            common::register_btf_provider(BTF_MODULE, btf_module(LOOKUP_ARGUMENTS, false));
+        let program = BpfProgram::load(&object, "test_prog/btf", info).expect("loads");
+        let bytes = context(40, 0);
+        let ctx = client.create_context(&[], &bytes).expect("context");
+        // SAFETY: a context of the program type from its provider's context_create.
+        let r0 = unsafe { program.run(ctx.as_ptr()) }.expect("runs");
+        assert_eq!(
+            r0,
+            48 * 1000 + 40,
+            "key + size, and the key stored in the value"
+        );
+        assert_eq!(
+            program.btf_functions(),
+            [BtfFunctionUse {
+                module: BTF_MODULE,
+                name: "test_btf_lookup".into(),
+                prototype: BtfPrototype {
+                    return_type: 0,
+                    arguments: LOOKUP_ARGUMENTS,
+                    flags: 0,
+                },
+            }]
+        );
+        assert!(
+            !program
+                .helper_ids()
+                .contains(&program.btf_functions().len().try_into().unwrap()),
+            "no helper id for the function"
+        );
+        let hashed = ebpf_ext_core_sim::program_info_hash_input_with_btf(
+            info,
+            &program.helper_ids(),
+            &program.btf_functions(),
+        )
+        .expect("known");
+        assert!(
+            hashed.ends_with(
+                &[
+                    &LOOKUP_ARGUMENTS
+                        .map(i32::cast_unsigned)
+                        .map(u32::to_le_bytes)
+                        .concat()[..],
+                    &[0; 4]
+                ]
+                .concat()
+            )
+        );
+
+        let overrun = BpfProgram::load(&object, "test_prog/btf_overrun", info).expect("loads");
+        // SAFETY: as above.
+        let fault = unsafe { overrun.run(ctx.as_ptr()) }.expect_err("16 bytes of an 8-byte value");
+        assert!(fault.to_string().contains("test_btf_lookup"), "{fault}");
+
+        let untagged =
+            BpfProgram::load(&object, "test_prog/btf_untagged", info).expect_err("no module tag");
+        assert!(untagged.to_string().contains("module_id"), "{untagged}");
+        drop((program, overrun, ctx));
+        provider.deregister();
+        other.deregister();
+    });
+}
+
+#[test]
+fn invocations_fail_while_the_provider_is_detached_and_its_detach_waits_for_them() {
+    let object = compile(&format!("{PRELUDE}{BTF_FUNCTIONS}"));
+    with_kernel_and_info(|kernel, _, info| {
+        let provider =
+            common::register_btf_provider(BTF_MODULE, btf_module(LOOKUP_ARGUMENTS, false));
+        let hook = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+        let wait = BpfProgram::load(&object, "test_prog/btf_wait", info).expect("loads");
+        let link = wait
+            .attach(LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE))
+            .expect("attached");
+        let invoke = |value: u64| {
+            let mut hooked = HookedContext {
+                header: [0; 8],
+                context: TestContext {
+                    value,
+                    flags: 0,
+                    data_start: core::ptr::null(),
+                    data_end: core::ptr::null(),
+                },
+            };
+            hook.state
+                .invoke(0, (&raw mut hooked.context).cast::<core::ffi::c_void>())
+        };
+        let detached = core::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let running = kernel.scoped(scope, || invoke(5));
+            common::wait_until("the function runs", || {
+                BTF_WAITING.load(core::sync::atomic::Ordering::SeqCst)
+            });
+            kernel.scoped(scope, || {
+                common::deregister_btf(&provider);
+                detached.store(true, core::sync::atomic::Ordering::SeqCst);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(
+                !detached.load(core::sync::atomic::Ordering::SeqCst),
+                "the provider's detach waits for the running invocation"
+            );
+            BTF_GATE.open();
+            assert_eq!(running.join().expect("ran"), (EBPF_SUCCESS, 5));
+            common::wait_until("the provider detached", || {
+                detached.load(core::sync::atomic::Ordering::SeqCst)
+            });
+        });
+        assert_eq!(
+            invoke(6),
+            (EBPF_EXTENSION_FAILED_TO_LOAD, 0),
+            "no provider: the invocation fails and nothing runs"
+        );
+        assert_eq!(wait.runs(), 1);
+        // Another prototype of the function than the one the program was loaded against:
+        // declined.
+        let changed = common::register_btf_provider(
+            BTF_MODULE,
+            btf_module([EBPF_ARGUMENT_TYPE_ANYTHING, 11, 2, 0, 0], true),
+        );
+        assert_eq!(invoke(7), (EBPF_EXTENSION_FAILED_TO_LOAD, 0));
+        changed.deregister();
+        let again = common::register_btf_provider(BTF_MODULE, btf_module(LOOKUP_ARGUMENTS, false));
+        assert_eq!(invoke(8), (EBPF_SUCCESS, 8), "a provider attached again");
+        let second = common::register_btf_provider(BTF_MODULE, btf_module(LOOKUP_ARGUMENTS, false));
+        assert_eq!(
+            second
+                .state
+                .attaches
+                .load(core::sync::atomic::Ordering::SeqCst),
+            0,
+            "a second provider of an attached module is declined"
+        );
+        link.detach().expect("detached");
+        drop(wait);
+        second.deregister();
+        again.deregister();
+        hook.deregister();
+    });
+}
+
+#[test]
+fn provider_data_the_core_would_refuse_is_declined_with_the_reason() {
+    let object = compile(&format!("{PRELUDE}{BTF_FUNCTIONS}"));
+    let good = || {
+        btf_prototype(
+            EBPF_BTF_RESOLVED_FUNCTION_PROTOTYPE_HEADER,
+            Some(c"test_btf_lookup"),
+            LOOKUP_ARGUMENTS,
+        )
+    };
+    let address = btf_lookup as *const () as u64;
+    let header = |version, size, total_size| ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t {
+        version,
+        size,
+        total_size,
+    };
+    let cases: Vec<(&str, *const core::ffi::c_void)> = vec![
+        ("no functions", btf_data(vec![], vec![])),
+        (
+            "header",
+            btf_data(
+                vec![btf_prototype(
+                    header(1, 64, 64),
+                    Some(c"test_btf_lookup"),
+                    LOOKUP_ARGUMENTS,
+                )],
+                vec![address],
+            ),
+        ),
+        (
+            "header",
+            btf_data(
+                vec![btf_prototype(
+                    header(2, 60, 64),
+                    Some(c"test_btf_lookup"),
+                    LOOKUP_ARGUMENTS,
+                )],
+                vec![address],
+            ),
+        ),
+        (
+            "no name",
+            btf_data(
+                vec![btf_prototype(
+                    EBPF_BTF_RESOLVED_FUNCTION_PROTOTYPE_HEADER,
+                    None,
+                    LOOKUP_ARGUMENTS,
+                )],
+                vec![address],
+            ),
+        ),
+        (
+            "publishes no function test_btf_lookup",
+            btf_data(
+                vec![btf_prototype(
+                    EBPF_BTF_RESOLVED_FUNCTION_PROTOTYPE_HEADER,
+                    Some(c"test_btf_other"),
+                    LOOKUP_ARGUMENTS,
+                )],
+                vec![address],
+            ),
+        ),
+        ("address 0", btf_data(vec![good()], vec![0])),
+        ("provider data header", {
+            let data = btf_data(vec![good()], vec![address]);
+            // SAFETY: the data just leaked, written before registration.
+            unsafe {
+                (*data
+                    .cast_mut()
+                    .cast::<ebpf_btf_resolved_function_provider_data_t>())
+                .header = header(1, 40, 48);
+            }
+            data
+        }),
+        ("no provider data", core::ptr::null()),
+    ];
+    with_info(|_, info| {
+        for (why, data) in cases {
+            let provider = common::register_btf_provider(BTF_MODULE, data);
+            let refused = BpfProgram::load(&object, "test_prog/btf", info).expect_err("declined");
+            assert!(refused.to_string().contains(why), "{why}: {refused}");
+            assert_eq!(
+                provider
+                    .state
+                    .attaches
+                    .load(core::sync::atomic::Ordering::SeqCst),
+                0
+            );
+            provider.deregister();
+        }
     });
 }

@@ -446,6 +446,10 @@ pub(crate) enum Target {
     /// A function of the extension (global override or program-type helper), at this
     /// address, called in the kernel convention with the context as sixth argument.
     Extension(u64),
+    /// The program's BTF-resolved function of this index, at the address its provider
+    /// published (read at each call: it is 0 while the provider is detached), called with
+    /// the five argument registers only.
+    Btf(usize),
 }
 
 /// A helper resolved at load.
@@ -622,6 +626,7 @@ pub(crate) const SLOTS: [rbpf::Helper; MAX_SLOTS] = slots!(
 );
 
 type ExtensionHelper = unsafe extern "win64" fn(u64, u64, u64, u64, u64, u64) -> u64;
+type BtfFunction = unsafe extern "win64" fn(u64, u64, u64, u64, u64) -> u64;
 
 fn dispatch(slot: usize, args: [u64; 5]) -> u64 {
     FRAMES.with(|frames| {
@@ -646,17 +651,38 @@ fn dispatch(slot: usize, args: [u64; 5]) -> u64 {
             ));
             return 0;
         }
-        match helper.target {
-            Target::Extension(address) => {
-                // An extension receives the map object, not the program's handle.
-                let mut args = args;
-                for (arg, kind) in args.iter_mut().zip(helper.arguments) {
-                    if kind == EBPF_ARGUMENT_TYPE_PTR_TO_MAP {
-                        *arg = program
-                            .map_by_handle(*arg)
-                            .map_or(0, BpfMap::object_address);
-                    }
+        // An extension receives the map object, not the program's handle.
+        let mut args = args;
+        if helper.target != Target::General {
+            for (arg, kind) in args.iter_mut().zip(helper.arguments) {
+                if kind == EBPF_ARGUMENT_TYPE_PTR_TO_MAP {
+                    *arg = program
+                        .map_by_handle(*arg)
+                        .map_or(0, BpfMap::object_address);
                 }
+            }
+        }
+        match helper.target {
+            Target::Btf(index) => {
+                // The invocation holds the imports' rundown, so the provider cannot detach
+                // during the call; the address is 0 only if it detached before the run,
+                // which the run checked.
+                let address = program.btf.as_ref().map_or(0, |btf| btf.address(index));
+                if address == 0 {
+                    frame.fault = Some(format!("{}: provider detached", helper.name));
+                    return 0;
+                }
+                // SAFETY: an address the provider published for this function, in the
+                // helper calling convention, taking five registers; its pointer arguments
+                // were checked against its prototype.
+                let function: BtfFunction =
+                    unsafe { core::mem::transmute::<u64, BtfFunction>(address) };
+                // The function may call back into the core, which reads the frame.
+                drop(frames);
+                // SAFETY: as above.
+                unsafe { function(args[0], args[1], args[2], args[3], args[4]) }
+            }
+            Target::Extension(address) => {
                 // SAFETY: an address the provider published for this helper, a function in
                 // the helper calling convention; its pointer arguments were checked against
                 // its prototype; the context goes sixth, as the core passes it.

@@ -79,15 +79,18 @@ use ebpf_ext_sys::ntdef::GUID;
 
 use crate::error::CoreError;
 
+mod btf;
 mod check;
 mod custom;
 mod helpers;
+mod imports;
 mod insn;
 mod maps;
 mod object;
 mod program;
 
 pub use helpers::{CORE_SIM_LOGON_ID, GENERAL_HELPERS, GeneralHelper};
+pub use imports::{BtfFunctionUse, BtfPrototype, PublishedBtfFunction, published_btf_functions};
 pub use maps::{
     BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
     BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERF_EVENT_ARRAY, BPF_MAP_TYPE_PROG_ARRAY,
@@ -171,6 +174,25 @@ pub enum BpfError {
         program_type: GUID,
         /// The link's.
         link_program_type: GUID,
+    },
+    /// A call of a BTF-resolved function that cannot be linked: an `extern` without a
+    /// `module_id:{GUID}` declaration tag, or a module whose provider is not attached (the
+    /// core fails the load with `EBPF_EXTENSION_FAILED_TO_LOAD`).
+    #[error("{section}: BTF-resolved function: {message}")]
+    BtfFunction {
+        /// The program's section.
+        section: String,
+        /// What failed.
+        message: String,
+    },
+    /// An invocation of a program whose BTF-resolved functions' provider has detached: it
+    /// does not run (the core's invoke returns `EBPF_EXTENSION_FAILED_TO_LOAD`, result 0).
+    #[error("{section}: the provider of BTF-resolved functions of module {module} is detached")]
+    BtfFunctionsDetached {
+        /// The program's section.
+        section: String,
+        /// The detached module.
+        module: GUID,
     },
     /// A test run could not create or destroy its context.
     #[error("test run: {0}")]

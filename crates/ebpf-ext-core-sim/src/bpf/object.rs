@@ -15,10 +15,13 @@ use std::collections::{BTreeMap, HashSet};
 use aya_obj::generated::{BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE};
 use aya_obj::{EbpfSectionKind, Map, Object};
 use object::read::elf::{ElfFile64, FileHeader as _, SectionHeader as _};
-use object::{Endianness, Object as _, ObjectSection as _, SectionKind};
+use object::{
+    Endianness, Object as _, ObjectSection as _, ObjectSymbol as _, RelocationTarget, SectionKind,
+};
 
 use super::BpfError;
-use super::insn::{Insn, LD_DW_IMM};
+use super::btf::{ExternFunction, extern_functions};
+use super::insn::{CALL, Insn, LD_DW_IMM};
 
 /// The name program sections get for `aya-obj` (see the module documentation).
 const ACCEPTED_SECTION: &[u8] = b"tp\0";
@@ -70,6 +73,76 @@ pub(crate) struct ProgramCode {
 pub struct BpfObject {
     pub(crate) programs: Vec<ProgramCode>,
     pub(crate) maps: Vec<MapDefinition>,
+    /// The `extern` functions its BTF declares, by BTF type id: what a call of a kernel
+    /// function (`src` 2) names in its immediate.
+    pub(crate) externs: BTreeMap<u32, ExternFunction>,
+}
+
+/// `src` of a call of a kernel function (`BPF_PSEUDO_KFUNC_CALL`): how the verifier rewrites
+/// a call of a BTF-resolved function, with the function's BTF type id as the immediate.
+pub(crate) const CALL_KFUNC: u8 = 2;
+/// `src` of a BPF-to-BPF call (`BPF_PSEUDO_CALL`), which clang emits for a call of an
+/// `extern`, relocated against the undefined symbol.
+const CALL_LOCAL: u8 = 1;
+
+/// Rewrites, in `patched` (a copy of `bytes`), every call relocated against an undefined
+/// symbol into a call of a kernel function (`src` 2) whose immediate is the BTF type id of
+/// the `extern` function of that name, as the verifier rewrites calls of BTF-resolved
+/// functions; returns the object's `extern` functions by BTF id.
+fn rewrite_extern_calls(
+    bytes: &[u8],
+    patched: &mut [u8],
+) -> Result<BTreeMap<u32, ExternFunction>, BpfError> {
+    let elf = ElfFile64::<Endianness>::parse(bytes)
+        .map_err(|e| BpfError::Parse(format!("not a 64-bit ELF object: {e}")))?;
+    let externs = match elf.section_by_name(".BTF") {
+        Some(section) => {
+            let data = section
+                .data()
+                .map_err(|e| BpfError::Parse(format!(".BTF: {e}")))?;
+            extern_functions(data).map_err(|e| BpfError::Parse(format!(".BTF: {e}")))?
+        }
+        None => BTreeMap::new(),
+    };
+    for section in elf.sections() {
+        let Some((start, size)) = section.file_range() else {
+            continue;
+        };
+        for (offset, relocation) in section.relocations() {
+            let RelocationTarget::Symbol(index) = relocation.target() else {
+                continue;
+            };
+            let Ok(symbol) = elf.symbol_by_index(index) else {
+                continue;
+            };
+            if !symbol.is_undefined() || offset.checked_add(8).is_none_or(|end| end > size) {
+                continue;
+            }
+            let at = usize::try_from(start + offset)
+                .map_err(|_| BpfError::Parse("relocation offset".into()))?;
+            let Some(insn) = patched.get_mut(at..at + 8) else {
+                continue;
+            };
+            if insn[0] != CALL || insn[1] >> 4 != CALL_LOCAL {
+                continue;
+            }
+            let name = symbol
+                .name()
+                .map_err(|e| BpfError::Parse(format!("symbol name: {e}")))?;
+            let (&id, _) = externs
+                .iter()
+                .find(|(_, f)| f.name == name)
+                .ok_or_else(|| {
+                    BpfError::Parse(format!(
+                        "a call of {name}, which is neither defined in the object nor declared \
+                         extern in its BTF"
+                    ))
+                })?;
+            insn[1] = (CALL_KFUNC << 4) | (insn[1] & 0x0F);
+            insn[4..8].copy_from_slice(&id.to_le_bytes());
+        }
+    }
+    Ok(externs)
 }
 
 /// The original names of the executable sections other than `.text`, by index, and a copy of
@@ -155,7 +228,8 @@ impl BpfObject {
     /// # Errors
     /// [`BpfError::Parse`] with what `aya-obj` or the ELF reader refused.
     pub fn parse(bytes: &[u8]) -> Result<Self, BpfError> {
-        let (patched, section_names) = rename_program_sections(bytes)?;
+        let (mut patched, section_names) = rename_program_sections(bytes)?;
+        let externs = rewrite_extern_calls(bytes, &mut patched)?;
         let text = text_sections(bytes)?;
         let mut object = Object::parse(&patched).map_err(|e| {
             let mut message = e.to_string();
@@ -249,7 +323,11 @@ impl BpfObject {
             });
         }
         programs.sort_by(|a, b| (&a.section, &a.name).cmp(&(&b.section, &b.name)));
-        Ok(BpfObject { programs, maps })
+        Ok(BpfObject {
+            programs,
+            maps,
+            externs,
+        })
     }
 
     /// The sections that hold programs, in order (duplicates when a section holds several).

@@ -13,7 +13,7 @@ use ebpf_ext_sys::ebpf_extension::{
     ebpf_execution_context_state_tail_call_t,
 };
 use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
-use ebpf_ext_sys::ebpf_result::{EBPF_FAILED, ebpf_result_t};
+use ebpf_ext_sys::ebpf_result::{EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_FAILED, ebpf_result_t};
 use ebpf_ext_sys::ebpf_windows::{EBPF_MAX_GENERAL_HELPER_FUNCTION, MAX_TAIL_CALL_CNT};
 use ebpf_ext_sys::ntddk::{ALL_PROCESSOR_GROUPS, KeQueryActiveProcessorCountEx};
 use ebpf_ext_sys::ntdef::GUID;
@@ -24,12 +24,13 @@ use super::helpers::{
     Frame, GENERAL_HELPERS, Kept, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target, stack_probe,
     with_frame,
 };
+use super::imports::{BtfFunctionUse, BtfImports};
 use super::insn::{
     CALL, Insn, LD_DW_IMM, isa_fixes, sign_extend_jump_immediates, stop_after_calls_of,
     unsupported_v4,
 };
 use super::maps::{BpfMap, ProgramKind};
-use super::object::BpfObject;
+use super::object::{BpfObject, CALL_KFUNC};
 use crate::link::{Link, LinkSpec};
 use crate::nmr::lock;
 use crate::program_info::{ProgramInfo, ProgramInfoClient};
@@ -85,6 +86,8 @@ pub struct BpfProgram {
     info: Arc<ProgramInfo>,
     code: Vec<u8>,
     pub(crate) helpers: Vec<Resolved>,
+    /// The BTF-resolved functions it calls (`Target::Btf` indexes them), if any.
+    pub(crate) btf: Option<BtfImports>,
     maps: Vec<Arc<BpfMap>>,
     /// Bytes of each slot an invocation keeps `bpf_map_lookup_and_delete_elem`'s values in
     /// (0 if the program does not call the core's).
@@ -157,6 +160,76 @@ fn resolve(id: u32, info: &ProgramInfo, section: &str, insn: usize) -> Result<Re
         insn,
         id,
         program_type: info.name.clone(),
+    })
+}
+
+/// A program's BTF-resolved functions (module, name; distinct, in order of first call) and
+/// their providers attached (`None` when it calls none).
+type Imported = (Vec<(GUID, String)>, Option<BtfImports>);
+
+/// The BTF-resolved functions the calls of kernel functions (`src` 2) in `insns` name, and
+/// their providers attached.
+fn btf_imports(object: &BpfObject, section: &str, insns: &[Insn]) -> Result<Imported, BpfError> {
+    let mut functions: Vec<(GUID, String)> = Vec::new();
+    for (at, insn) in insns.iter().enumerate() {
+        if insn.code != CALL || insn.src != CALL_KFUNC {
+            continue;
+        }
+        let id = insn.imm.cast_unsigned();
+        let refuse = |message: String| BpfError::BtfFunction {
+            section: section.to_owned(),
+            message: format!("instruction {at}: {message}"),
+        };
+        let function = object
+            .externs
+            .get(&id)
+            .ok_or_else(|| refuse(format!("calls BTF type {id}, which is no extern function")))?;
+        let module = function.module.ok_or_else(|| {
+            refuse(format!(
+                "{} has no module_id:{{GUID}} declaration tag",
+                function.name
+            ))
+        })?;
+        let entry = (module, function.name.clone());
+        if !functions.contains(&entry) {
+            functions.push(entry);
+        }
+    }
+    if functions.is_empty() {
+        return Ok((functions, None));
+    }
+    let imports = BtfImports::attach(&functions).map_err(|why| BpfError::BtfFunction {
+        section: section.to_owned(),
+        message: format!("{why} (EBPF_EXTENSION_FAILED_TO_LOAD)"),
+    })?;
+    Ok((functions, Some(imports)))
+}
+
+/// The call of BTF type `id` as a call slot: the function (by module and name, as
+/// [`btf_imports`] listed them) with the prototype it was loaded against.
+fn resolve_btf(
+    object: &BpfObject,
+    id: u32,
+    functions: &[(GUID, String)],
+    btf: Option<&BtfImports>,
+    section: &str,
+) -> Result<Resolved, BpfError> {
+    let found = object.externs.get(&id).and_then(|function| {
+        let index = functions.iter().position(|(module, name)| {
+            Some(*module) == function.module && *name == function.name
+        })?;
+        let prototype = btf?.prototype(index)?;
+        Some(Resolved {
+            id,
+            name: function.name.clone(),
+            arguments: prototype.arguments,
+            target: Target::Btf(index),
+        })
+    });
+    // `btf_imports` listed every kernel-function call and attached them all.
+    found.ok_or_else(|| BpfError::BtfFunction {
+        section: section.to_owned(),
+        message: format!("BTF type {id} was not imported"),
     })
 }
 
@@ -263,6 +336,7 @@ impl BpfProgram {
             insns[reference.insn].imm = low.cast_signed();
             insns[reference.insn + 1].imm = high.cast_signed();
         }
+        let (btf_functions, btf) = btf_imports(object, section, &insns)?;
         let mut helpers: Vec<Resolved> = Vec::new();
         let mut index = 0;
         while index < insns.len() {
@@ -277,10 +351,15 @@ impl BpfProgram {
                 index += 2;
                 continue;
             }
-            if insn.code == CALL && insn.src == 0 {
+            if insn.code == CALL && (insn.src == 0 || insn.src == CALL_KFUNC) {
                 let id = insn.imm.cast_unsigned();
-                let resolved = resolve(id, info, section, index)?;
-                let slot = if let Some(slot) = helpers.iter().position(|h| h.id == id) {
+                let resolved = if insn.src == CALL_KFUNC {
+                    resolve_btf(object, id, &btf_functions, btf.as_ref(), section)?
+                } else {
+                    resolve(id, info, section, index)?
+                };
+                let same = |h: &&Resolved| h.target == resolved.target && h.id == resolved.id;
+                let slot = if let Some(slot) = helpers.iter().position(|h| same(&h)) {
                     slot
                 } else {
                     if helpers.len() == MAX_SLOTS {
@@ -292,6 +371,7 @@ impl BpfProgram {
                     helpers.len() - 1
                 };
                 insns[index].imm = i32::try_from(slot).unwrap_or(i32::MAX);
+                insns[index].src = 0;
             }
             index += 1;
         }
@@ -325,7 +405,10 @@ impl BpfProgram {
         // As native code does after `bpf_tail_call` (marked by its id 5, whoever implements
         // it): a caller whose tail call succeeded returns 0 at once (the core then runs the
         // callee). The interpreter's messages count instructions after this and the prologue.
-        if let Some(slot) = helpers.iter().position(|h| h.id == TAIL_CALL) {
+        if let Some(slot) = helpers
+            .iter()
+            .position(|h| h.id == TAIL_CALL && !matches!(h.target, Target::Btf(_)))
+        {
             let slot = i32::try_from(slot).unwrap_or(i32::MAX);
             insns = stop_after_calls_of(&insns, slot).map_err(|message| BpfError::Verifier {
                 section: section.to_owned(),
@@ -366,6 +449,7 @@ impl BpfProgram {
             info: Arc::clone(info),
             code: bytes,
             helpers,
+            btf,
             maps,
             kept_size,
             loaded_at: Instant::now(),
@@ -396,7 +480,18 @@ impl BpfProgram {
     /// The ids of the helpers it calls, in the order of first call.
     #[must_use]
     pub fn helper_ids(&self) -> Vec<u32> {
-        self.helpers.iter().map(|h| h.id).collect()
+        self.helpers
+            .iter()
+            .filter(|h| !matches!(h.target, Target::Btf(_)))
+            .map(|h| h.id)
+            .collect()
+    }
+
+    /// The BTF-resolved functions it calls, with the prototypes it was loaded against (what
+    /// its program-information hash covers besides [`BpfProgram::helper_ids`]).
+    #[must_use]
+    pub fn btf_functions(&self) -> Vec<BtfFunctionUse> {
+        self.btf.as_ref().map_or_else(Vec::new, BtfImports::uses)
     }
 
     /// Its map called `name` (the map variable's name; `.rodata`, `.data`, `.bss` for global
@@ -552,6 +647,17 @@ impl BpfProgram {
         state: *mut ebpf_execution_context_state_t,
         header_descriptor: *const ebpf_context_descriptor_t,
     ) -> Result<(u64, Option<Arc<BpfProgram>>), BpfError> {
+        // Held for the run: no provider of its BTF-resolved functions detaches meanwhile.
+        let _entered = match &self.btf {
+            Some(btf) => Some(
+                btf.enter()
+                    .map_err(|module| BpfError::BtfFunctionsDetached {
+                        section: self.section.clone(),
+                        module,
+                    })?,
+            ),
+            None => None,
+        };
         self.runs.fetch_add(1, Ordering::SeqCst);
         let descriptor = self.info.context_descriptor;
         let size = usize::try_from(descriptor.size).unwrap_or(0);
@@ -644,6 +750,8 @@ impl BpfProgram {
                 reason = "the core keeps the low 32 bits"
             )]
             Ok(r0) => Ok(r0 as u32),
+            // As the core's invoke when a native module's BTF providers are not ready.
+            Err(BpfError::BtfFunctionsDetached { .. }) => Err(EBPF_EXTENSION_FAILED_TO_LOAD),
             Err(_) => Err(EBPF_FAILED),
         }
     }

@@ -20,7 +20,8 @@ use ebpf_ext_sys::ebpf_extension::{
     ebpf_attach_provider_data_t, ebpf_extension_data_t, ebpf_extension_program_dispatch_table_t,
 };
 use ebpf_ext_sys::ebpf_extension_uuids::{
-    EBPF_HOOK_EXTENSION_IID, EBPF_PROGRAM_INFO_EXTENSION_IID,
+    EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID, EBPF_HOOK_EXTENSION_IID,
+    EBPF_PROGRAM_INFO_EXTENSION_IID,
 };
 use ebpf_ext_sys::ebpf_program_types::{
     ebpf_context_descriptor_t, ebpf_helper_function_addresses_t,
@@ -613,6 +614,31 @@ impl InfoProvider {
 
     pub(crate) fn deregister(self) {
         deregister(self.handle as HANDLE);
+    }
+}
+
+/// Deregisters a provider from another thread than the one that owns it (waiting).
+pub(crate) fn deregister_btf(provider: &InfoProvider) {
+    deregister(provider.handle as HANDLE);
+}
+
+/// A registered BTF-resolved function provider (the program-information provider's
+/// callbacks, which depend on no NPI): `module` is its NMR module id, `data` its
+/// `NpiSpecificCharacteristics`, leaked.
+pub(crate) fn register_btf_provider(module: GUID, data: *const c_void) -> InfoProvider {
+    let state = leak(InfoProviderState::default());
+    let handle = register_provider(
+        &EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID,
+        NPI_MODULEID::from_guid(module),
+        data,
+        ptr::from_ref(state).cast(),
+        info_attach,
+        info_detach,
+        info_cleanup,
+    );
+    InfoProvider {
+        handle: handle as usize,
+        state,
     }
 }
 

@@ -1,0 +1,430 @@
+//! The core's side of the BTF-resolved function NPI for one loaded program: the functions it
+//! calls by name, and the providers (one per module GUID) they come from.
+//!
+//! What the core does and core-sim does alike (eBPF for Windows' `docs/BtfResolvedFunctions.md`,
+//! and `ebpf_validate_btf_resolved_function_provider_data` as its store tests exercise it):
+//! - A client of `EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID` attaches to the provider whose NMR
+//!   module id is a module the program names, and declines every other with
+//!   `STATUS_NOINTERFACE`; a second provider of a module already attached gets
+//!   `STATUS_INVALID_DEVICE_STATE`.
+//! - The provider data must be version 1, size 48, with at least one function, prototypes
+//!   and addresses; every prototype version 1, size 60, total size 64, with a name.
+//! - The addresses of the functions the program calls are copied at attach, found by name.
+//!   A program whose modules are not all attached does not load
+//!   (`EBPF_EXTENSION_FAILED_TO_LOAD`); once loaded, an invocation while one is detached fails
+//!   with `EBPF_EXTENSION_FAILED_TO_LOAD` and runs nothing; a provider's detach waits until
+//!   the program's running invocations end.
+//!
+//! core-sim's own choices where the sources say nothing: an invalid provider data is declined
+//! with `STATUS_INVALID_PARAMETER`; a provider that does not publish a function the program
+//! calls, or publishes it with another prototype than the one the program was loaded against
+//! (the one its program-information hash covers), is declined with `STATUS_NOINTERFACE`; both
+//! are recorded for the load's error message. Each module gets a client registration of its
+//! own (the core's native modules register one client for every module).
+
+use core::ffi::{CStr, c_void};
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use ebpf_ext_sys::ebpf_base::{ebpf_argument_type_t, ebpf_return_type_t};
+use ebpf_ext_sys::ebpf_extension_uuids::EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID;
+use ebpf_ext_sys::ebpf_program_types::{
+    ebpf_btf_resolved_function_prototype_t, ebpf_btf_resolved_function_provider_data_t,
+};
+use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
+use ebpf_ext_sys::netioddk::{NPI_MODULEID, NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider};
+use ebpf_ext_sys::ntdef::{GUID, HANDLE, NT_SUCCESS, NTSTATUS};
+use ebpf_ext_sys::ntstatus::{
+    STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_SUCCESS,
+};
+
+use crate::nmr::{NmrClient, Registration, lock, read, write};
+
+/// A BTF-resolved function's prototype as a provider published it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BtfPrototype {
+    /// Return type.
+    pub return_type: ebpf_return_type_t,
+    /// Argument types.
+    pub arguments: [ebpf_argument_type_t; 5],
+    /// Flags.
+    pub flags: u32,
+}
+
+/// A BTF-resolved function a loaded program calls: what its program-information hash covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BtfFunctionUse {
+    /// The module GUID its declaration tag names.
+    pub module: GUID,
+    /// Its name.
+    pub name: String,
+    /// The prototype the program was loaded against.
+    pub prototype: BtfPrototype,
+}
+
+/// One function the program imports.
+struct Import {
+    module: GUID,
+    name: String,
+    /// The prototype the program was loaded against (the first provider's), or `None` before
+    /// one attached.
+    prototype: Mutex<Option<BtfPrototype>>,
+    /// Its address while its provider is attached; 0 otherwise.
+    address: AtomicU64,
+}
+
+/// What the program's module clients share.
+struct Imports {
+    functions: Vec<Import>,
+    /// Held (shared) by each invocation; a provider's detach takes it exclusively, so it
+    /// returns only once no invocation can still call the provider.
+    rundown: RwLock<()>,
+    /// Why providers were declined, for the load's error message.
+    refusals: Mutex<Vec<String>>,
+}
+
+/// The NMR client of one module.
+struct ModuleClient {
+    module: GUID,
+    imports: Arc<Imports>,
+    attached: AtomicBool,
+    /// What the attached provider published (name, prototype).
+    published: Mutex<Vec<PublishedBtfFunction>>,
+}
+
+/// A function a BTF-resolved function provider publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedBtfFunction {
+    /// Its name.
+    pub name: String,
+    /// Its prototype.
+    pub prototype: BtfPrototype,
+}
+
+/// Reads a provider's data as the core validates it: the published functions by name.
+///
+/// # Safety
+/// `data` is NULL or the provider's `NpiSpecificCharacteristics`, alive while it is
+/// registered.
+unsafe fn published(
+    data: *const ebpf_btf_resolved_function_provider_data_t,
+) -> Result<Vec<(String, BtfPrototype, u64)>, String> {
+    if data.is_null() {
+        return Err("no provider data".into());
+    }
+    // SAFETY: non-NULL provider data (caller's contract); the header is read first.
+    let header = unsafe { data.cast::<ebpf_extension_header_t>().read() };
+    if header.version != 1 || header.size != 48 {
+        return Err(format!("provider data header {header:?}"));
+    }
+    // SAFETY: a version-1 provider data of full size (checked).
+    let data = unsafe { data.read() };
+    let count = data.btf_resolved_function_count as usize;
+    if count == 0
+        || data.btf_resolved_function_prototypes.is_null()
+        || data.btf_resolved_function_addresses.is_null()
+    {
+        return Err("no functions, prototypes or addresses".into());
+    }
+    let mut functions = Vec::with_capacity(count);
+    for index in 0..count {
+        // SAFETY: `count` prototypes (the provider's data).
+        let at = unsafe { data.btf_resolved_function_prototypes.add(index) };
+        // SAFETY: as above; the header is checked before the rest is used.
+        let prototype: ebpf_btf_resolved_function_prototype_t = unsafe { at.read() };
+        let h = prototype.header;
+        if h.version != 1 || h.size != 60 || h.total_size != 64 || prototype.name.is_null() {
+            return Err(format!("prototype {index}: header {h:?} or no name"));
+        }
+        // SAFETY: a non-NULL name of a valid prototype, NUL-terminated.
+        let name = unsafe { CStr::from_ptr(prototype.name) }
+            .to_string_lossy()
+            .into_owned();
+        // SAFETY: `count` addresses, index-parallel to the prototypes.
+        let at = unsafe { data.btf_resolved_function_addresses.add(index) };
+        // SAFETY: as above.
+        let address = unsafe { at.read() };
+        functions.push((
+            name,
+            BtfPrototype {
+                return_type: prototype.return_type,
+                arguments: prototype.arguments,
+                flags: prototype.flags,
+            },
+            address,
+        ));
+    }
+    Ok(functions)
+}
+
+impl ModuleClient {
+    fn refuse(&self, why: &str) {
+        lock(&self.imports.refusals).push(format!("module {}: {why}", self.module));
+    }
+
+    /// The addresses and prototypes of this module's imports in `published`, in import order;
+    /// `Err` with why the provider is declined.
+    fn resolve(
+        &self,
+        published: &[(String, BtfPrototype, u64)],
+    ) -> Result<Vec<(usize, BtfPrototype, u64)>, String> {
+        let mut resolved = Vec::new();
+        for (index, import) in self.imports.functions.iter().enumerate() {
+            if import.module != self.module {
+                continue;
+            }
+            let Some((_, prototype, address)) =
+                published.iter().find(|(name, ..)| *name == import.name)
+            else {
+                return Err(format!("publishes no function {}", import.name));
+            };
+            if lock(&import.prototype).is_some_and(|loaded| loaded != *prototype) {
+                return Err(format!(
+                    "publishes {} with prototype {prototype:?}, not the one the program was loaded against",
+                    import.name
+                ));
+            }
+            if *address == 0 {
+                return Err(format!("publishes {} at address 0", import.name));
+            }
+            resolved.push((index, *prototype, *address));
+        }
+        Ok(resolved)
+    }
+}
+
+impl NmrClient for ModuleClient {
+    fn attach_provider(
+        &self,
+        binding: HANDLE,
+        context: *mut c_void,
+        provider: *const NPI_REGISTRATION_INSTANCE,
+    ) -> NTSTATUS {
+        // SAFETY: NMR passes its provider registration instance.
+        let Some(instance) = (unsafe { provider.as_ref() }) else {
+            return STATUS_NOINTERFACE;
+        };
+        // SAFETY: NULL or the provider's module id, alive while it is registered.
+        let module = unsafe { instance.ModuleId.as_ref() }.and_then(NPI_MODULEID::guid);
+        if module != Some(self.module) {
+            return STATUS_NOINTERFACE;
+        }
+        if self.attached.load(Ordering::Acquire) {
+            return STATUS_INVALID_DEVICE_STATE;
+        }
+        // SAFETY: the provider's characteristics, for this NPI.
+        let published = match unsafe {
+            published(
+                instance
+                    .NpiSpecificCharacteristics
+                    .cast::<ebpf_btf_resolved_function_provider_data_t>(),
+            )
+        } {
+            Ok(published) => published,
+            Err(why) => {
+                self.refuse(&why);
+                return STATUS_INVALID_PARAMETER;
+            }
+        };
+        let resolved = match self.resolve(&published) {
+            Ok(resolved) => resolved,
+            Err(why) => {
+                self.refuse(&why);
+                return STATUS_NOINTERFACE;
+            }
+        };
+        let (mut provider_binding, mut provider_dispatch) = (ptr::null_mut(), ptr::null());
+        // SAFETY: called from `ClientAttachProvider` with NMR's handle; the binding context is
+        // this registration's context; no client dispatch; local out slots.
+        let status = unsafe {
+            NmrClientAttachProvider(
+                binding,
+                context,
+                ptr::null(),
+                &raw mut provider_binding,
+                &raw mut provider_dispatch,
+            )
+        };
+        if !NT_SUCCESS(status) {
+            return status;
+        }
+        *lock(&self.published) = published
+            .iter()
+            .map(|(name, prototype, _)| PublishedBtfFunction {
+                name: name.clone(),
+                prototype: *prototype,
+            })
+            .collect();
+        for (index, prototype, address) in resolved {
+            let import = &self.imports.functions[index];
+            lock(&import.prototype).get_or_insert(prototype);
+            import.address.store(address, Ordering::Release);
+        }
+        self.attached.store(true, Ordering::Release);
+        status
+    }
+
+    fn detach_provider(&self) -> NTSTATUS {
+        // Waits for the program's running invocations; later ones see the addresses gone.
+        let _no_invocations = write(&self.imports.rundown);
+        for import in &self.imports.functions {
+            if import.module == self.module {
+                import.address.store(0, Ordering::Release);
+            }
+        }
+        self.attached.store(false, Ordering::Release);
+        STATUS_SUCCESS
+    }
+}
+
+/// The BTF-resolved functions a loaded program calls, and its clients of their modules.
+pub(crate) struct BtfImports {
+    imports: Arc<Imports>,
+    /// Dropped (deregistered, waiting for detach) with the program.
+    _clients: Vec<Registration<ModuleClient>>,
+}
+
+impl BtfImports {
+    /// Registers a client for each module of `functions` (module, name; distinct), which
+    /// attaches at once to a provider already registered.
+    ///
+    /// # Errors
+    /// Why the program cannot load: a module with no provider attached (with the refusals
+    /// recorded), or a client that could not register.
+    pub(crate) fn attach(functions: &[(GUID, String)]) -> Result<Self, String> {
+        let imports = Arc::new(Imports {
+            functions: functions
+                .iter()
+                .map(|(module, name)| Import {
+                    module: *module,
+                    name: name.clone(),
+                    prototype: Mutex::new(None),
+                    address: AtomicU64::new(0),
+                })
+                .collect(),
+            rundown: RwLock::new(()),
+            refusals: Mutex::new(Vec::new()),
+        });
+        let mut modules: Vec<GUID> = functions.iter().map(|(module, _)| *module).collect();
+        modules.sort_by_key(GUID::to_u128);
+        modules.dedup();
+        let mut clients = Vec::new();
+        for module in modules {
+            let client = ModuleClient {
+                module,
+                imports: Arc::clone(&imports),
+                attached: AtomicBool::new(false),
+                published: Mutex::new(Vec::new()),
+            };
+            let registration =
+                Registration::register(EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID, client, |_| {
+                    ptr::null()
+                })
+                .map_err(|e| format!("module {module}: {e}"))?;
+            let attached = registration.client().attached.load(Ordering::Acquire);
+            clients.push(registration);
+            if !attached {
+                let refusals = lock(&imports.refusals).join("; ");
+                return Err(format!(
+                    "no provider of BTF-resolved functions for module {module} is attached{}",
+                    if refusals.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (declined: {refusals})")
+                    }
+                ));
+            }
+        }
+        Ok(BtfImports {
+            imports,
+            _clients: clients,
+        })
+    }
+
+    /// Enters an invocation: held until it ends, so no provider detaches meanwhile.
+    ///
+    /// # Errors
+    /// The module of a function whose provider is detached (the invocation must not run).
+    pub(crate) fn enter(&self) -> Result<RwLockReadGuard<'_, ()>, GUID> {
+        let guard = read(&self.imports.rundown);
+        match self
+            .imports
+            .functions
+            .iter()
+            .find(|f| f.address.load(Ordering::Acquire) == 0)
+        {
+            Some(detached) => Err(detached.module),
+            None => Ok(guard),
+        }
+    }
+
+    /// The address of function `index` (0 while its provider is detached).
+    pub(crate) fn address(&self, index: usize) -> u64 {
+        self.imports
+            .functions
+            .get(index)
+            .map_or(0, |f| f.address.load(Ordering::Acquire))
+    }
+
+    /// The prototype function `index` was loaded against.
+    pub(crate) fn prototype(&self, index: usize) -> Option<BtfPrototype> {
+        *lock(&self.imports.functions.get(index)?.prototype)
+    }
+
+    /// The functions with their load-time prototypes.
+    pub(crate) fn uses(&self) -> Vec<BtfFunctionUse> {
+        self.imports
+            .functions
+            .iter()
+            .filter_map(|f| {
+                Some(BtfFunctionUse {
+                    module: f.module,
+                    name: f.name.clone(),
+                    prototype: (*lock(&f.prototype))?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The functions the provider of `module` publishes, read as the core's client reads them
+/// when a program that calls them loads (what the user-mode store is to hold for the
+/// module): a client attaches, reads and detaches.
+///
+/// # Errors
+/// Why no provider of `module` could be read: none registered, or its data refused (the
+/// reason the core's client would decline it).
+///
+/// # IRQL
+/// PASSIVE_LEVEL, on a thread bound to a usersim kernel.
+pub fn published_btf_functions(module: GUID) -> Result<Vec<PublishedBtfFunction>, String> {
+    let imports = Arc::new(Imports {
+        functions: Vec::new(),
+        rundown: RwLock::new(()),
+        refusals: Mutex::new(Vec::new()),
+    });
+    let client = ModuleClient {
+        module,
+        imports: Arc::clone(&imports),
+        attached: AtomicBool::new(false),
+        published: Mutex::new(Vec::new()),
+    };
+    let registration =
+        Registration::register(EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID, client, |_| {
+            ptr::null()
+        })
+        .map_err(|e| format!("module {module}: {e}"))?;
+    if !registration.client().attached.load(Ordering::Acquire) {
+        let refusals = lock(&imports.refusals).join("; ");
+        return Err(format!(
+            "no provider of BTF-resolved functions for module {module} is registered{}",
+            if refusals.is_empty() {
+                String::new()
+            } else {
+                format!(" (declined: {refusals})")
+            }
+        ));
+    }
+    Ok(lock(&registration.client().published).clone())
+}
