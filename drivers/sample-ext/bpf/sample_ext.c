@@ -192,3 +192,17 @@ int perf(sample_context_t* ctx)
     uint64_t flags = EBPF_MAP_FLAG_CURRENT_CPU | size << EBPF_MAP_FLAG_CTX_LENGTH_SHIFT;
     return (int)bpf_perf_event_output(ctx, &perf_events, flags, start, size);
 }
+
+// Upstream's BTF-resolved function sample (uint32_data 123 gives 131): the module's lookup
+// stores the key in the value and returns key + size. The result goes into uint32_data and
+// is returned; -1 if the value does not hold the key.
+SEC("sample_ext/btf")
+int btf_resolved(sample_context_t* ctx)
+{
+    uint64_t value = 0;
+    int64_t result = sample_ebpf_extension_btf_lookup(ctx->uint32_data, &value, sizeof(value));
+    if (value != ctx->uint32_data)
+        return -1;
+    ctx->uint32_data = (uint32_t)result;
+    return (int)result;
+}

@@ -15,6 +15,7 @@ use ebpf_extension_common::trace::trace_message_u32;
 
 use ebpf_ext_map::MapProvider;
 
+use crate::btf::BTF_FUNCTIONS;
 use crate::maps::{MAP_PROVIDER_MODULE_ID, SampleMap};
 use crate::program::{PROGRAM_DATA, PROGRAM_TYPE, SampleContext};
 use crate::protocol::{Run, RunBatch, RunBatchReply, RunReply};
@@ -55,10 +56,12 @@ pub const HOOK_CONFIG: HookConfig<u32> =
     HookConfig::new(ATTACH_TYPE, PROGRAM_TYPE, BPF_ATTACH_TYPE, TAG)
         .with_policy(AttachPolicy::SingleAttachPerParameter);
 
-/// The running extension. Fields drop in order: the hook first, then its program type, then
-/// the map provider (whose deregistration waits until every map of its type is gone);
-/// upstream registers them in the opposite order.
+/// The running extension. Fields drop in order, as upstream unloads: the BTF-resolved
+/// function provider first (its deregistration waits until no program calls the function),
+/// then the hook, its program type, and the map provider (whose deregistration waits until
+/// every map of its type is gone). They start in the opposite order.
 pub struct SampleExt {
+    _btf: BtfFunctionProvider,
     hook: HookProvider<SampleHook>,
     _program_type: ProgramType<SampleContext>,
     pub(crate) maps: MapProvider<SampleMap>,
@@ -75,9 +78,11 @@ impl ExtensionDriver for SampleExt {
 
     fn start(start: &Start<'_>) -> Result<Self> {
         let maps = MapProvider::register(MAP_PROVIDER_MODULE_ID, TAG)?;
+        let btf = start.btf_functions(&BTF_FUNCTIONS)?;
         let program_type = start.program_type(&PROGRAM_DATA)?;
         let hook = start.hook(&program_type, HOOK_CONFIG, SampleHook)?;
         Ok(SampleExt {
+            _btf: btf,
             hook,
             _program_type: program_type,
             maps,

@@ -13,6 +13,8 @@
 //!   it once per event inside one `batch_begin`/`batch_end`.
 //! - **Custom map** ([`maps`]): `BPF_MAP_TYPE_SAMPLE_HASH_MAP` (15) on a hash map, through
 //!   the map-information NPI; programs read it with `sample_ext_helper_map_get_value` only.
+//! - **BTF-resolved function** ([`btf`]): `sample_ebpf_extension_btf_lookup` in module
+//!   {8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}, which programs of any type call by name.
 //! - **Control device** `\\.\SampleEbpfExtIoDevice` ([`protocol`]): run the hook once or as a
 //!   batch over a buffer the programs may rewrite.
 //!
@@ -23,6 +25,7 @@
 #[cfg(not(target_os = "windows"))]
 extern crate std;
 
+pub mod btf;
 pub mod hook;
 pub mod maps;
 pub mod program;

@@ -10,7 +10,10 @@
 
 use std::fmt::Write as _;
 
+use ebpf_ext_core_sim::bpf::{BtfPrototype, PublishedBtfFunction, published_btf_functions};
 use ebpf_ext_core_sim::{ProgramInfoClient, program_info_hash, program_info_hash_input};
+use ebpf_ext_sys::ebpf_base::EBPF_RETURN_TYPE_INTEGER;
+use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
 use ebpf_ext_usersim::Kernel;
 use sample_ext::program::{BPF_PROG_TYPE, PROGRAM_TYPE};
@@ -192,4 +195,34 @@ fn the_program_information_hash_is_the_one_upstreams_definitions_give() {
         );
         assert!(program_info_hash(info, &[0x10007]).is_err());
     });
+}
+
+/// The BTF-resolved function provider publishes upstream's one function under upstream's
+/// module GUID, with the prototype upstream's store export and bpf2c's expected output give:
+/// integer result, (`ANYTHING`, `PTR_TO_READABLE_MEM`, `CONST_SIZE`), flags 0.
+#[test]
+fn the_btf_resolved_function_is_upstreams() {
+    let kernel = Kernel::new();
+    let driver = LoadedDriver::load(Target::Native(sample_ext::driver_entry), "SampleEbpfExt")
+        .expect("DriverEntry");
+    let module = GUID::from_u128(0x8f6c1f83_ce4c_4b58_8b91_654a29e23b7c);
+    assert_eq!(sample_ext::btf::BTF_MODULE, module);
+    let published = published_btf_functions(module).expect("published");
+    assert_eq!(
+        published,
+        [PublishedBtfFunction {
+            name: "sample_ebpf_extension_btf_lookup".into(),
+            prototype: BtfPrototype {
+                return_type: EBPF_RETURN_TYPE_INTEGER,
+                arguments: [1, 9, 2, 0, 0],
+                flags: 0,
+            },
+        }]
+    );
+    driver.unload();
+    assert!(
+        published_btf_functions(module).is_err(),
+        "gone with the driver"
+    );
+    kernel.assert_no_leaks();
 }

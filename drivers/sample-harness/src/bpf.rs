@@ -14,7 +14,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ebpf_ext_core_sim::bpf::{BpfError, BpfMap, BpfObject, BpfProgram, GENERAL_HELPERS};
+use ebpf_ext_core_sim::bpf::{
+    BpfError, BpfMap, BpfObject, BpfProgram, GENERAL_HELPERS, PublishedBtfFunction,
+    published_btf_functions,
+};
 use ebpf_ext_core_sim::{LinkSpec, ProgramInfo, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_base::{
     EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_CONST_SIZE,
@@ -456,6 +459,59 @@ pub fn published_info(sample: &Sample) -> Result<ProgramInfo, Failure> {
     driver.unload();
     kernel.assert_no_leaks();
     Ok(info)
+}
+
+/// The functions the BTF-resolved function provider of `module` in `sample`'s driver
+/// publishes, read by loading the driver, as the store export reads them.
+///
+/// # Errors
+/// If the driver does not start or publishes nothing for `module`.
+pub fn published_btf(sample: &Sample, module: GUID) -> Result<Vec<PublishedBtfFunction>, Failure> {
+    let kernel = Kernel::new();
+    let driver = LoadedDriver::load(Target::Native(sample.driver_entry), sample.service)
+        .map_err(|s| format!("{}: DriverEntry {}", sample.dir, crate::status::describe(s)))?;
+    let published = published_btf_functions(module).map_err(|e| format!("{}: {e}", sample.dir));
+    driver.unload();
+    kernel.assert_no_leaks();
+    published
+}
+
+/// C declarations of a module's BTF-resolved functions: `extern`s in `.ksyms` tagged
+/// `module_id:{GUID}`, which programs call by name (the verifier links them by that tag).
+#[must_use]
+pub fn btf_declarations(module: GUID, functions: &[PublishedBtfFunction]) -> String {
+    let mut h = String::new();
+    let tag = format!("module_id:{{{module}}}");
+    let _ = writeln!(
+        h,
+        "\n// BTF-resolved functions of module {{{module}}}: programs of any type call them by name."
+    );
+    let _ = writeln!(
+        h,
+        "#define BTF_MODULE_ID_TAG(m) __attribute__((section(\".ksyms\"), btf_decl_tag(m)))"
+    );
+    for f in functions {
+        let arguments: Vec<String> = f
+            .prototype
+            .arguments
+            .iter()
+            .take_while(|&&a| a != EBPF_ARGUMENT_TYPE_DONTCARE)
+            .enumerate()
+            .map(|(i, &a)| format!("{} arg{}", c_argument(a), i + 1))
+            .collect();
+        let arguments = if arguments.is_empty() {
+            "void".to_owned()
+        } else {
+            arguments.join(", ")
+        };
+        let _ = writeln!(
+            h,
+            "extern {} {}({arguments}) BTF_MODULE_ID_TAG(\"{tag}\");",
+            c_return(f.prototype.return_type),
+            f.name
+        );
+    }
+    h
 }
 
 /// The headers of `sample` (general, program type) as they should be: path and contents.

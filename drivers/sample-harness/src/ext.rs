@@ -16,6 +16,7 @@ use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_usersim::{Caller, FileHandle, Kernel};
 use sample_ext::SampleContext;
+use sample_ext::btf::BTF_MODULE;
 use sample_ext::hook::{ATTACH_TYPE, BPF_ATTACH_TYPE};
 use sample_ext::maps::SampleMap;
 use sample_ext::program::{PID_TGID_VALUE, PROGRAM_TYPE};
@@ -25,8 +26,8 @@ use sample_ext::protocol::{
 };
 
 use crate::bpf::{
-    BpfReport, ContextField, GENERAL_HEADER, Sample, bpf_dir, fault_kind, program_header,
-    published_info,
+    BpfReport, ContextField, GENERAL_HEADER, Sample, bpf_dir, btf_declarations, fault_kind,
+    program_header, published_btf, published_info,
 };
 use crate::{Failure, Narrator, Target, expect};
 
@@ -92,7 +93,8 @@ pub fn sample() -> Sample {
 }
 
 /// The headers of `sample-ext` as they should be. Its global-helper overrides that the
-/// general header already declares (by the same id) are left out of the program-type header.
+/// general header already declares (by the same id) are left out of the program-type header,
+/// which ends with the declarations of its BTF-resolved functions.
 ///
 /// # Errors
 /// As [`published_info`] and [`program_header`].
@@ -102,11 +104,12 @@ pub fn headers() -> Result<Vec<(PathBuf, String)>, Failure> {
     info.global_helpers
         .retain(|h| GENERAL_HELPERS.iter().all(|g| g.id != h.id));
     let include = bpf_dir(&sample)?.join("include");
+    let btf = btf_declarations(BTF_MODULE, &published_btf(&sample, BTF_MODULE)?);
     Ok(vec![
         (include.join(GENERAL_HEADER), crate::bpf::general_header()),
         (
             include.join(format!("{}.h", info.name)),
-            program_header(&sample, &info)?,
+            program_header(&sample, &info)? + &btf,
         ),
     ])
 }
@@ -546,9 +549,13 @@ pub fn scenario(
     let programs = BpfProgram::load_all(object, &info).map_err(|e| e.to_string())?;
     add(tail_calls(kernel, &handle, &programs, &info_client)?);
     add(perf_events(kernel, &handle, &programs, &info_client)?);
+    add(btf_resolved(kernel, &handle, &programs, &info_client)?);
     kernel.close(handle);
     drop(info_client);
+    // The driver unloads with the programs still loaded: its BTF-resolved function provider
+    // goes first, and the programs' clients detach from it.
     driver.unload();
+    drop(programs);
     kernel.assert_no_leaks();
     Ok(report)
 }
@@ -654,6 +661,50 @@ fn perf_events(
     Ok(format!(
         "perf events: {:?}",
         records.iter().map(|r| text(r)).collect::<Vec<_>>()
+    ))
+}
+
+/// Upstream's BTF-resolved function sample: the program calls the module's
+/// `sample_ebpf_extension_btf_lookup` by name, which the core links through the driver's
+/// BTF-resolved function provider: a test run with `uint32_data` 123 gives 131 (the key plus
+/// the value's 8 bytes) in the result and in `ctx_out`, a run through the hook (`uint32_data`
+/// 5) gives 13.
+fn btf_resolved(
+    kernel: &Kernel,
+    handle: &FileHandle,
+    programs: &[Arc<BpfProgram>],
+    info_client: &ProgramInfoClient,
+) -> Result<String, Failure> {
+    let program = &program_in(programs, "sample_ext/btf")?;
+    let test = test_run(program, info_client, b"", &context_in(123, 0, [1, 2]))?;
+    let link = program
+        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
+        .map_err(|e| e.to_string())?;
+    let (status, result, _) = run(kernel, handle, 0, b"btf")?;
+    link.detach().map_err(|e| e.to_string())?;
+    let ctx_out = test
+        .context_out
+        .get(16..20)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let used: Vec<String> = program
+        .btf_functions()
+        .iter()
+        .map(|f| format!("{} of {{{}}}", f.name, f.module))
+        .collect();
+    expect!(
+        test.return_value == 131
+            && ctx_out == Some(131)
+            && status == STATUS_SUCCESS
+            && result == 13,
+        "BTF-resolved function: test run {} ctx_out {ctx_out:?}, run {} {result}; faults {:?}",
+        test.return_value,
+        crate::status::describe(status),
+        program.faults()
+    );
+    Ok(format!(
+        "BTF-resolved {}: test run 123 -> {}, run 5 -> {result}",
+        used.join(", "),
+        test.return_value
     ))
 }
 

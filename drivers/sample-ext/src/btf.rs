@@ -1,0 +1,29 @@
+//! The sample's BTF-resolved function (upstream's fourth provider): `sample_ebpf_extension_btf_lookup`
+//! in module {8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}, which programs of any type declare in
+//! `.ksyms` with the tag `module_id:{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}` and call by name.
+
+use core::cell::Cell;
+
+use ebpf_extension_common::prelude::*;
+
+/// The module GUID: the provider's NMR module id and the programs' declaration tag.
+pub const BTF_MODULE: GUID = GUID::from_u128(0x8f6c1f83_ce4c_4b58_8b91_654a29e23b7c);
+
+/// `sample_ebpf_extension_btf_lookup(key, value, size)`: stores `key` in the first 8 bytes of
+/// `value` when there are at least 8; returns `key + size`. The prototype is upstream's
+/// (`ANYTHING`, `PTR_TO_READABLE_MEM`, `CONST_SIZE`) although the function writes through the
+/// pointer, so the value is cells.
+fn btf_lookup(key: u64, value: &[Cell<u8>]) -> u64 {
+    if value.len() >= 8 {
+        for (slot, byte) in value.iter().zip(key.to_le_bytes()) {
+            slot.set(byte);
+        }
+    }
+    key.wrapping_add(value.len() as u64)
+}
+
+btf_functions! {
+    /// What the BTF-resolved function provider publishes.
+    pub static BTF_FUNCTIONS = module BTF_MODULE;
+    c"sample_ebpf_extension_btf_lookup" => btf_lookup(Anything, Cells);
+}
