@@ -21,12 +21,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ebpf_ext_core_sim::ProgramInfoClient;
+use ebpf_ext_core_sim::bpf::published_btf_functions;
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_testing::{LoadedDriver, Target, image, status};
 use ebpf_ext_usersim::Kernel;
 use serde_json::Value;
 
-use crate::store::{ProgramEntry, SectionEntry, install_script, reg_file_bytes, reg_text};
+use crate::store::{
+    BtfModuleEntry, ProgramEntry, SectionEntry, Store, install_script, reg_file_bytes, reg_text,
+};
 use crate::workspace::{Driver, Workspace};
 
 /// Parses `{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}` (braces optional, any case).
@@ -55,6 +58,8 @@ pub struct StoreSpec {
     pub program_types: Vec<GUID>,
     /// Sections: name, program type, attach type, `bpf_attach_type`.
     pub sections: Vec<(String, GUID, GUID, u32)>,
+    /// Modules whose BTF-resolved functions are exported (`btf-modules`, optional).
+    pub btf_modules: Vec<GUID>,
 }
 
 impl StoreSpec {
@@ -90,9 +95,19 @@ impl StoreSpec {
                 ))
             })
             .collect::<Result<_>>()?;
+        let btf_modules = match &table["btf-modules"] {
+            Value::Null => Vec::new(),
+            modules => modules
+                .as_array()
+                .context("btf-modules = [\"{guid}\", ...] in [package.metadata.ebpf-ext.store]")?
+                .iter()
+                .map(|g| parse_guid(g.as_str().unwrap_or_default()))
+                .collect::<Result<_>>()?,
+        };
         Ok(Some(StoreSpec {
             program_types,
             sections,
+            btf_modules,
         }))
     }
 }
@@ -114,12 +129,18 @@ pub fn service_name(inx: &str) -> Option<String> {
 }
 
 /// Loads the image at `sys` into a fresh usersim kernel on this thread, runs its
-/// `DriverEntry` as `service`, and reads each program type's published data as the core
-/// does. The driver is unloaded again.
+/// `DriverEntry` as `service`, and reads each program type's published data, and each BTF
+/// module's published functions, as the core does. The driver is unloaded again.
 ///
 /// # Errors
-/// If the image does not load, `DriverEntry` fails, or a program type is not published.
-pub fn published(sys: &Path, service: &str, program_types: &[GUID]) -> Result<Vec<ProgramEntry>> {
+/// If the image does not load, `DriverEntry` fails, or a program type or module is not
+/// published.
+pub fn published(
+    sys: &Path,
+    service: &str,
+    program_types: &[GUID],
+    btf_modules: &[GUID],
+) -> Result<(Vec<ProgramEntry>, Vec<BtfModuleEntry>)> {
     let kernel = Kernel::new();
     let loaded = image::load_path(&kernel, sys).map_err(|e| anyhow!(e))?;
     let entries = {
@@ -142,16 +163,26 @@ pub fn published(sys: &Path, service: &str, program_types: &[GUID]) -> Result<Ve
             entries.push(ProgramEntry::from_program_info(&client.info()));
             drop(client);
         }
+        let mut modules = Vec::new();
+        for module in btf_modules {
+            let functions = published_btf_functions(*module).map_err(|e| {
+                anyhow!(
+                    "{}: {e}; check btf-modules in [package.metadata.ebpf-ext.store]",
+                    sys.display()
+                )
+            })?;
+            modules.push(BtfModuleEntry::from_published(*module, &functions));
+        }
         driver.unload();
-        entries
+        (entries, modules)
     };
     drop(kernel);
     loaded.image.unload();
     Ok(entries)
 }
 
-/// A driver's service name, program types and sections, as exported.
-pub type Exported = (String, Vec<ProgramEntry>, Vec<SectionEntry>);
+/// A driver's service name and store entries, as exported.
+pub type Exported = (String, Store);
 
 /// The store entries of `driver`, from its signed image in `out`; `None` when its manifest
 /// declares no store table.
@@ -168,7 +199,8 @@ pub fn entries(driver: &Driver, out: &Path) -> Result<Option<Exported>> {
         .and_then(|t| service_name(&t))
         .with_context(|| format!("no AddService line in {}", inx.display()))?;
     let sys = out.join(format!("{}.sys", driver.name));
-    let programs = published(&sys, &service, &spec.program_types)?;
+    let (programs, btf_modules) =
+        published(&sys, &service, &spec.program_types, &spec.btf_modules)?;
     let sections = spec
         .sections
         .iter()
@@ -188,7 +220,14 @@ pub fn entries(driver: &Driver, out: &Path) -> Result<Option<Exported>> {
             })
         })
         .collect::<Result<_>>()?;
-    Ok(Some((service, programs, sections)))
+    Ok(Some((
+        service,
+        Store {
+            programs,
+            sections,
+            btf_modules,
+        },
+    )))
 }
 
 /// Writes `<name>.reg` and `Install-<name>.ps1` into `dir` for `driver` (its image in `out`);
@@ -197,16 +236,13 @@ pub fn entries(driver: &Driver, out: &Path) -> Result<Option<Exported>> {
 /// # Errors
 /// As [`entries`], or a failed write.
 pub fn write(driver: &Driver, out: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
-    let Some((service, programs, sections)) = entries(driver, out)? else {
+    let Some((service, store)) = entries(driver, out)? else {
         return Ok(Vec::new());
     };
     let reg = dir.join(format!("{}.reg", driver.name));
-    fs::write(&reg, reg_file_bytes(&reg_text(&programs, &sections)))?;
+    fs::write(&reg, reg_file_bytes(&reg_text(&store)))?;
     let ps1 = dir.join(format!("Install-{}.ps1", driver.name));
-    fs::write(
-        &ps1,
-        install_script(&driver.name, &service, &programs, &sections),
-    )?;
+    fs::write(&ps1, install_script(&driver.name, &service, &store))?;
     Ok(vec![reg, ps1])
 }
 
@@ -221,8 +257,13 @@ pub fn export(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     let mut published = Vec::new();
     for driver in ws.select(only)? {
-        if let Some((_, programs, _)) = entries(driver, &out)? {
-            published.extend(programs.into_iter().map(|p| (driver.package.clone(), p)));
+        if let Some((_, store)) = entries(driver, &out)? {
+            published.extend(
+                store
+                    .programs
+                    .into_iter()
+                    .map(|p| (driver.package.clone(), p)),
+            );
         }
     }
     unique_prog_types(&published)?;
@@ -285,6 +326,22 @@ mod tests {
         assert_eq!(spec.program_types.len(), 1);
         assert_eq!(spec.sections[0].0, "process");
         assert_eq!(spec.sections[0].3, 11);
+        assert!(spec.btf_modules.is_empty(), "btf-modules is optional");
+        let with_btf = serde_json::json!({"ebpf-ext": {"store": {
+            "program-types": [],
+            "btf-modules": ["{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}"]
+        }}});
+        let spec = StoreSpec::from_metadata(&with_btf)
+            .expect("valid")
+            .expect("present");
+        assert_eq!(
+            spec.btf_modules,
+            [GUID::from_u128(0x8f6c1f83_ce4c_4b58_8b91_654a29e23b7c)]
+        );
+        let bad = serde_json::json!({"ebpf-ext": {"store": {
+            "program-types": [], "btf-modules": "{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}"
+        }}});
+        assert!(StoreSpec::from_metadata(&bad).is_err(), "not a list");
         assert!(
             StoreSpec::from_metadata(&serde_json::json!(null))
                 .expect("valid")
@@ -297,7 +354,8 @@ mod tests {
 type Claim = (&'static str, String);
 
 /// The identities each driver claims: its ETW provider GUID (`<name>.guid`), and from its
-/// store table its program types, attach types, section names and `bpf_attach_type`s.
+/// store table its program types, attach types, section names, `bpf_attach_type`s and BTF
+/// modules.
 fn claims(driver: &Driver) -> Result<Vec<Claim>> {
     let mut claims = Vec::new();
     if let Ok(guid) = fs::read_to_string(driver.dir.join(format!("{}.guid", driver.name))) {
@@ -313,12 +371,15 @@ fn claims(driver: &Driver) -> Result<Vec<Claim>> {
             claims.push(("attach type", crate::store::guid_string(attach_type)));
             claims.push(("bpf_attach_type", bpf_attach_type.to_string()));
         }
+        for module in &spec.btf_modules {
+            claims.push(("BTF module", crate::store::guid_string(module)));
+        }
     }
     Ok(claims)
 }
 
 /// Fails when two drivers of the workspace claim the same ETW provider GUID, program type,
-/// attach type, section or `bpf_attach_type`; `bpf_prog_type`s are checked
+/// attach type, section, `bpf_attach_type` or BTF module; `bpf_prog_type`s are checked
 /// by [`unique_prog_types`] from the published data.
 ///
 /// # Errors

@@ -8,7 +8,10 @@
 //! key per type-specific helper (1, 66, `Prototype` as 28 bytes: id, return type, five
 //! argument types, each a little-endian u32; `ReallocatePacket`); `SectionData\<section>`
 //! (1, 56, `ProgramType` and `AttachType` as GUIDs in memory order, `BpfProgType`,
-//! `BpfAttachType`). Never stored: implicit-context flags, global-helper overrides, addresses.
+//! `BpfAttachType`); `BtfResolvedFunctions\{module}` (1, 56) with one `Functions\<name>` key
+//! per BTF-resolved function (`ReturnType`, `Arguments` as 20 bytes: five argument types,
+//! each a little-endian u32, `Flags`). Never stored: implicit-context flags, global-helper
+//! overrides, addresses.
 //!
 //! Reader rules this module honours: the reader uses the `HKCU` store whenever that key exists
 //! and then never looks at `HKLM`, so both are written (the installing user's `HKCU` and
@@ -122,6 +125,61 @@ pub struct SectionEntry {
     pub bpf_attach_type: u32,
 }
 
+/// One BTF-resolved function of a module: a `Functions\<name>` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BtfFunctionEntry {
+    /// Its name (the key name).
+    pub name: String,
+    /// `return_type`.
+    pub return_type: i32,
+    /// `arguments`.
+    pub arguments: [i32; 5],
+    /// `flags`.
+    pub flags: u32,
+}
+
+/// One module's `BtfResolvedFunctions\{module}` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BtfModuleEntry {
+    /// The module GUID (the key name): the provider's NMR module id.
+    pub module: GUID,
+    /// Its functions.
+    pub functions: Vec<BtfFunctionEntry>,
+}
+
+impl BtfModuleEntry {
+    /// The entry of what the core-sim read from a driver's BTF-resolved function provider.
+    #[must_use]
+    pub fn from_published(
+        module: GUID,
+        functions: &[ebpf_ext_core_sim::bpf::PublishedBtfFunction],
+    ) -> BtfModuleEntry {
+        BtfModuleEntry {
+            module,
+            functions: functions
+                .iter()
+                .map(|f| BtfFunctionEntry {
+                    name: f.name.clone(),
+                    return_type: f.prototype.return_type,
+                    arguments: f.prototype.arguments,
+                    flags: f.prototype.flags,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Everything one driver puts in the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Store {
+    /// Program types.
+    pub programs: Vec<ProgramEntry>,
+    /// Sections.
+    pub sections: Vec<SectionEntry>,
+    /// Modules of BTF-resolved functions.
+    pub btf_modules: Vec<BtfModuleEntry>,
+}
+
 /// A registry value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -168,26 +226,34 @@ fn dword(name: &str, value: u32) -> (String, Value) {
     (name.to_owned(), Value::Dword(value))
 }
 
-/// The keys to delete before writing (and on uninstall): each program type's and section's
-/// whole key, so no stale helper subkey survives.
+/// The key of a module's BTF-resolved functions.
+fn btf_root(module: &GUID) -> String {
+    format!(r"{PROVIDERS}\BtfResolvedFunctions\{}", guid_string(module))
+}
+
+/// The keys to delete before writing (and on uninstall): each program type's, section's and
+/// module's whole key, so no stale helper or function subkey survives.
 #[must_use]
-pub fn roots(programs: &[ProgramEntry], sections: &[SectionEntry]) -> Vec<String> {
-    programs
+pub fn roots(store: &Store) -> Vec<String> {
+    store
+        .programs
         .iter()
         .map(|p| format!(r"{PROVIDERS}\ProgramData\{}", guid_string(&p.program_type)))
         .chain(
-            sections
+            store
+                .sections
                 .iter()
                 .map(|s| format!(r"{PROVIDERS}\SectionData\{}", s.name)),
         )
+        .chain(store.btf_modules.iter().map(|m| btf_root(&m.module)))
         .collect()
 }
 
 /// Every key and value, in writing order (parents first).
 #[must_use]
-pub fn keys(programs: &[ProgramEntry], sections: &[SectionEntry]) -> Vec<Key> {
+pub fn keys(store: &Store) -> Vec<Key> {
     let mut keys = Vec::new();
-    for p in programs {
+    for p in &store.programs {
         let root = format!(r"{PROVIDERS}\ProgramData\{}", guid_string(&p.program_type));
         let helper_count = u32::try_from(p.helpers.len()).unwrap_or(u32::MAX);
         keys.push(Key {
@@ -224,7 +290,7 @@ pub fn keys(programs: &[ProgramEntry], sections: &[SectionEntry]) -> Vec<Key> {
             });
         }
     }
-    for s in sections {
+    for s in &store.sections {
         keys.push(Key {
             path: format!(r"{PROVIDERS}\SectionData\{}", s.name),
             values: vec![
@@ -243,6 +309,26 @@ pub fn keys(programs: &[ProgramEntry], sections: &[SectionEntry]) -> Vec<Key> {
             ],
         });
     }
+    for m in &store.btf_modules {
+        let root = btf_root(&m.module);
+        keys.push(Key {
+            path: root.clone(),
+            values: vec![dword("Version", 1), dword("Size", 56)],
+        });
+        for f in &m.functions {
+            keys.push(Key {
+                path: format!(r"{root}\Functions\{}", f.name),
+                values: vec![
+                    dword("ReturnType", f.return_type.cast_unsigned()),
+                    (
+                        "Arguments".to_owned(),
+                        Value::Binary(f.arguments.iter().flat_map(|a| a.to_le_bytes()).collect()),
+                    ),
+                    dword("Flags", f.flags),
+                ],
+            });
+        }
+    }
     keys
 }
 
@@ -253,13 +339,13 @@ fn reg_escape(s: &str) -> String {
 /// The `.reg` text (write it with [`reg_file_bytes`]): for each hive, first the deletion of
 /// every key this store owns, then every key and value.
 #[must_use]
-pub fn reg_text(programs: &[ProgramEntry], sections: &[SectionEntry]) -> String {
+pub fn reg_text(store: &Store) -> String {
     let mut text = String::from("Windows Registry Editor Version 5.00\r\n");
     for hive in HIVES {
-        for root in roots(programs, sections) {
+        for root in roots(store) {
             let _ = write!(text, "\r\n[-{hive}\\{root}]\r\n");
         }
-        for key in keys(programs, sections) {
+        for key in keys(store) {
             let _ = write!(text, "\r\n[{hive}\\{}]\r\n", key.path);
             for (name, value) in &key.values {
                 let value = match value {
@@ -362,17 +448,12 @@ fn ps_quote(s: &str) -> String {
 /// the store under `HKLM` and the installing user's `HKCU` (each owned key deleted first).
 /// Uninstall: stop and delete the service, delete the store keys from both hives.
 #[must_use]
-pub fn install_script(
-    name: &str,
-    service: &str,
-    programs: &[ProgramEntry],
-    sections: &[SectionEntry],
-) -> String {
+pub fn install_script(name: &str, service: &str, store: &Store) -> String {
     let mut s = format!(
         r"<#
 .SYNOPSIS
     Installs (or with -Uninstall removes) {name}: the kernel service {service} and its eBPF
-    store entries (program information, helper prototypes, sections) under HKLM and the
+    store entries (program information, helper prototypes, sections, BTF-resolved functions) under HKLM and the
     current user's HKCU, where ebpf-for-windows' user-mode library reads them. Generated by
     cargo ebpf-ext package from the driver's published program data; run it elevated, from
     the package folder. scripts/Deploy-SampleToVm.ps1 runs it inside a test VM.
@@ -386,7 +467,7 @@ $owned = @(
 ",
         service_q = ps_quote(service)
     );
-    for root in roots(programs, sections) {
+    for root in roots(store) {
         let _ = writeln!(s, "    {}", ps_quote(&root));
     }
     s.push_str(
@@ -435,7 +516,7 @@ Clear-Store
 foreach ($hive in $hives) {
 "#,
     );
-    for key in keys(programs, sections) {
+    for key in keys(store) {
         let _ = writeln!(
             s,
             "    $k = Join-Path $hive {}; New-Item -Path $k -Force | Out-Null",
@@ -516,7 +597,11 @@ mod tests {
     #[test]
     fn the_worked_values_of_section_e_come_back_byte_for_byte() {
         let (program, section) = process();
-        let bytes = reg_file_bytes(&reg_text(&[program], &[section]));
+        let bytes = reg_file_bytes(&reg_text(&Store {
+            programs: vec![program],
+            sections: vec![section],
+            btf_modules: Vec::new(),
+        }));
         let parsed = parse_reg(&bytes).expect("parses");
         for hive in HIVES {
             let root = format!(
@@ -578,7 +663,15 @@ mod tests {
     #[test]
     fn the_install_script_clears_then_writes_both_hives() {
         let (program, section) = process();
-        let script = install_script("my_ext", "MyExt", &[program], &[section]);
+        let script = install_script(
+            "my_ext",
+            "MyExt",
+            &Store {
+                programs: vec![program],
+                sections: vec![section],
+                btf_modules: Vec::new(),
+            },
+        );
         assert!(script.contains("$hives = @('HKCU:', 'HKLM:')"));
         assert!(script.contains(
             r"'Software\eBPF\Providers\ProgramData\{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}'"
@@ -596,11 +689,55 @@ mod tests {
     fn strings_with_quotes_and_backslashes_round_trip() {
         let (mut program, _) = process();
         program.name = r#"a\b"c"#.into();
-        let parsed = parse_reg(&reg_file_bytes(&reg_text(&[program], &[]))).expect("parses");
+        let store = Store {
+            programs: vec![program],
+            ..Store::default()
+        };
+        let parsed = parse_reg(&reg_file_bytes(&reg_text(&store))).expect("parses");
         let td = r"HKEY_LOCAL_MACHINE\Software\eBPF\Providers\ProgramData\{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}\TypeDescriptor";
         assert_eq!(
             value(&parsed, td, "Name"),
             &Value::String(r#"a\b"c"#.into())
         );
+    }
+
+    #[test]
+    fn a_modules_btf_resolved_functions_are_cleared_then_written() {
+        let module = GUID::from_u128(0x8f6c1f83_ce4c_4b58_8b91_654a29e23b7c);
+        let store = Store {
+            btf_modules: vec![BtfModuleEntry {
+                module,
+                functions: vec![BtfFunctionEntry {
+                    name: "sample_ebpf_extension_btf_lookup".into(),
+                    return_type: 0,
+                    arguments: [1, 9, 2, 0, 0],
+                    flags: 3,
+                }],
+            }],
+            ..Store::default()
+        };
+        let parsed = parse_reg(&reg_file_bytes(&reg_text(&store))).expect("parses");
+        for hive in HIVES {
+            let root = format!(
+                r"{hive}\Software\eBPF\Providers\BtfResolvedFunctions\{{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}}"
+            );
+            assert!(parsed.deleted.contains(&root), "{hive}: cleared first");
+            assert_eq!(value(&parsed, &root, "Version"), &Value::Dword(1));
+            assert_eq!(value(&parsed, &root, "Size"), &Value::Dword(56));
+            let function = format!(r"{root}\Functions\sample_ebpf_extension_btf_lookup");
+            assert_eq!(value(&parsed, &function, "ReturnType"), &Value::Dword(0));
+            assert_eq!(
+                value(&parsed, &function, "Arguments"),
+                &Value::Binary(vec![
+                    1, 0, 0, 0, 9, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+                ])
+            );
+            assert_eq!(value(&parsed, &function, "Flags"), &Value::Dword(3));
+        }
+        let script = install_script("sample_ext", "SampleEbpfExt", &store);
+        assert!(script.contains(
+            r"'Software\eBPF\Providers\BtfResolvedFunctions\{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}'"
+        ));
+        assert!(script.contains("Set-Binary $k 'Arguments' @(0x01,0x00,0x00,0x00,0x09,"));
     }
 }

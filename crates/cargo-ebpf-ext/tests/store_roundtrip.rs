@@ -4,9 +4,10 @@
 #![allow(clippy::std_instead_of_core, reason = "host test")]
 
 use cargo_ebpf_ext::store::{
-    HIVES, ProgramEntry, SectionEntry, Value, guid_bytes, guid_string, parse_reg, reg_file_bytes,
-    reg_text,
+    BtfModuleEntry, HIVES, ProgramEntry, SectionEntry, Store, Value, guid_bytes, guid_string,
+    parse_reg, reg_file_bytes, reg_text,
 };
+use ebpf_ext_core_sim::bpf::published_btf_functions;
 use ebpf_ext_core_sim::{ProgramInfo, ProgramInfoClient};
 use ebpf_ext_testing::{LoadedDriver, Target};
 use ebpf_ext_usersim::Kernel;
@@ -51,10 +52,11 @@ fn every_exported_value_is_the_drivers_program_data_byte_for_byte() {
         bpf_prog_type: info.bpf_prog_type,
         bpf_attach_type: 11,
     };
-    let bytes = reg_file_bytes(&reg_text(
-        &[ProgramEntry::from_program_info(&info)],
-        core::slice::from_ref(&section),
-    ));
+    let bytes = reg_file_bytes(&reg_text(&Store {
+        programs: vec![ProgramEntry::from_program_info(&info)],
+        sections: vec![section.clone()],
+        btf_modules: Vec::new(),
+    }));
     let parsed = parse_reg(&bytes).expect("the .reg parses");
     for hive in HIVES {
         let root = format!(
@@ -155,5 +157,60 @@ fn every_exported_value_is_the_drivers_program_data_byte_for_byte() {
             );
             assert_eq!(helper[2].1, Value::Binary(prototype));
         }
+    }
+}
+
+/// sample-ext's BTF-resolved functions, exported from what its provider publishes (read by
+/// core-sim as the core's client reads it) and parsed back: upstream's module and function,
+/// its prototype value by value.
+#[test]
+fn the_btf_resolved_functions_are_the_drivers_byte_for_byte() {
+    let kernel = Kernel::new();
+    let driver = LoadedDriver::load(Target::Native(sample_ext::driver_entry), "SampleEbpfExt")
+        .expect("DriverEntry");
+    let module = sample_ext::btf::BTF_MODULE;
+    let functions = published_btf_functions(module).expect("published");
+    driver.unload();
+    kernel.assert_no_leaks();
+    let store = Store {
+        btf_modules: vec![BtfModuleEntry::from_published(module, &functions)],
+        ..Store::default()
+    };
+    let parsed = parse_reg(&reg_file_bytes(&reg_text(&store))).expect("the .reg parses");
+    assert_eq!(functions.len(), 1);
+    for hive in HIVES {
+        let root = format!(
+            r"{hive}\Software\eBPF\Providers\BtfResolvedFunctions\{{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}}"
+        );
+        assert!(parsed.deleted.contains(&root), "cleared before written");
+        assert_eq!(
+            values(&parsed.written, &root),
+            &[
+                ("Version".to_owned(), Value::Dword(1)),
+                ("Size".to_owned(), Value::Dword(56)),
+            ]
+        );
+        for f in &functions {
+            assert_eq!(
+                values(&parsed.written, &format!(r"{root}\Functions\{}", f.name)),
+                &[
+                    (
+                        "ReturnType".to_owned(),
+                        Value::Dword(f.prototype.return_type.cast_unsigned())
+                    ),
+                    (
+                        "Arguments".to_owned(),
+                        Value::Binary(le(&f.prototype.arguments))
+                    ),
+                    ("Flags".to_owned(), Value::Dword(f.prototype.flags)),
+                ]
+            );
+        }
+        let function = format!(r"{root}\Functions\sample_ebpf_extension_btf_lookup");
+        assert_eq!(
+            values(&parsed.written, &function)[1].1,
+            Value::Binary(le(&[1, 9, 2, 0, 0])),
+            "upstream's arguments: ANYTHING, PTR_TO_READABLE_MEM, CONST_SIZE"
+        );
     }
 }
