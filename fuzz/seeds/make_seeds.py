@@ -160,3 +160,51 @@ def pe(imports=True):
 
 write("pe_parse", "driver-with-import", pe())
 write("pe_parse", "driver-without-imports", pe(imports=False))
+
+
+# ---- btf_externs -----------------------------------------------------------------------------
+# Raw `.BTF` contents: header, types (12-byte records and their data), strings.
+
+def btf(types):
+    """BTF over `types`: (kind, vlen, size_or_type, name, data) each."""
+    strings = bytearray(b"\0")
+    body = bytearray()
+    for kind, vlen, size_or_type, name, data in types:
+        name_off = 0
+        if name:
+            name_off = len(strings)
+            strings += name.encode() + b"\0"
+        body += struct.pack("<III", name_off, (kind << 24) | vlen, size_or_type) + data
+    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(body), len(body), len(strings))
+    return header + body + strings
+
+
+MODULE_TAG = "module_id:{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}"
+MINUS_ONE = struct.pack("<i", -1)
+write("btf_externs", "extern-with-module", btf([
+    (1, 0, 8, "unsigned long long", struct.pack("<I", 64)),
+    (13, 1, 1, "", struct.pack("<II", 0, 1)),
+    (12, 2, 2, "sample_ebpf_extension_btf_lookup", b""),
+    (17, 0, 3, MODULE_TAG, MINUS_ONE),
+    (15, 1, 0, ".ksyms", struct.pack("<III", 3, 0, 0)),
+]))
+write("btf_externs", "every-kind", btf([
+    (1, 0, 4, "int", struct.pack("<I", 32)),
+    (2, 0, 1, "", b""),
+    (3, 0, 0, "", struct.pack("<III", 1, 1, 4)),
+    (4, 1, 4, "s", struct.pack("<III", 0, 1, 0)),
+    (5, 1, 4, "u", struct.pack("<III", 0, 1, 0)),
+    (6, 1, 4, "e", struct.pack("<Ii", 0, 1)),
+    (7, 0, 0, "fwd", b""),
+    (8, 0, 1, "t", b""),
+    (9, 0, 1, "", b""),
+    (10, 0, 1, "", b""),
+    (11, 0, 1, "", b""),
+    (13, 0, 1, "", b""),
+    (12, 2, 12, "f", b""),
+    (14, 0, 1, "v", struct.pack("<I", 1)),
+    (16, 0, 8, "double", b""),
+    (17, 0, 13, MODULE_TAG, MINUS_ONE),
+    (18, 0, 1, "tag", b""),
+    (19, 1, 8, "e64", struct.pack("<III", 0, 1, 0)),
+]))

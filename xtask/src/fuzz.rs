@@ -23,7 +23,13 @@ use crate::exec::{run, workspace_root};
 use crate::prereqs::{Tool, command};
 
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`).
-pub(crate) const TARGETS: &[&str] = &["hook_attach", "program_info", "sample_ioctl", "pe_parse"];
+pub(crate) const TARGETS: &[&str] = &[
+    "hook_attach",
+    "program_info",
+    "sample_ioctl",
+    "pe_parse",
+    "btf_externs",
+];
 
 /// What fuzzing needs, as the `name` column of `crates/cargo-ebpf-ext/prerequisites.tsv`: the rustup
 /// toolchain (its cargo runs `cargo fuzz`; its compiler brings the AddressSanitizer runtime),

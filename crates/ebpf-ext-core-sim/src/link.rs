@@ -360,7 +360,12 @@ impl LinkState {
                 unsafe { result.write_unaligned(value) };
                 EBPF_SUCCESS
             }
-            Err(error) => error,
+            Err(error) => {
+                // As the core's invoke: a failed invocation's result is 0.
+                // SAFETY: as above.
+                unsafe { result.write_unaligned(0) };
+                error
+            }
         };
         // Last access to `self`.
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -786,7 +791,10 @@ impl Link {
             byte.store(ebpf_ext_usersim::FREED_POISON, Ordering::SeqCst);
         }
         self.registration.keep_alive();
-        *write(&state.program) = None;
+        // Taken out under the lock, dropped after it: the program's drop may deregister
+        // clients of other providers and wait.
+        let program = write(&state.program).take();
+        drop(program);
         if in_flight == 0 {
             Ok(())
         } else {

@@ -148,8 +148,8 @@ unsafe fn client_module_guid(instance: *const NPI_REGISTRATION_INSTANCE) -> GUID
 /// upholding its rules (for the eBPF core's program-information NPI, helpers that read the
 /// program context as the type the program type's hooks invoke programs with). Clients
 /// dereference what they are given, so a safe implementation could otherwise hand the core
-/// arbitrary pointers. The SDK's providers (program information, hook, map) are the
-/// implementations; an extension uses those.
+/// arbitrary pointers. The SDK's providers (program information, hook, map, BTF-resolved
+/// functions) are the implementations; an extension uses those.
 ///
 /// # IRQL
 /// [`NpiProvider::attach`]: PASSIVE_LEVEL. [`NpiProvider::detach`]: ≤ DISPATCH_LEVEL.

@@ -1,31 +1,13 @@
-//! A BTF-resolved function provider: functions a driver exports to eBPF programs by name,
-//! under a module GUID, independently of any program type (eBPF for Windows'
-//! `EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID`; Linux calls them kfuncs).
-//!
-//! A program declares such a function as an `extern` in its `.ksyms` section with the BTF
-//! declaration tag `module_id:{GUID}`; when it loads, the core attaches to the provider whose
-//! NMR module id is that GUID and calls the function through the address the provider
-//! publishes for that name. So the provider's module id is the module GUID, and a function
-//! is found by its name, not by an id.
-//!
-//! Declare the functions with [`btf_functions!`] (name, argument kinds and the Rust function
-//! together, as [`helpers!`](crate::helpers!) does for helpers) and register them with
-//! [`BtfFunctionProvider::register`] while the driver runs:
-//!
-//! ```ignore
-//! fn lookup(key: u64, value: &[Cell<u8>]) -> u64 { /* ... */ }
-//! btf_functions! {
-//!     /// What the provider publishes.
-//!     pub static FUNCTIONS = module MODULE_GUID;
-//!     c"my_driver_lookup" => lookup(Anything, Cells);
-//! }
-//! let provider = BtfFunctionProvider::register(&FUNCTIONS, TAG)?;
-//! ```
-//!
-//! A BTF-resolved function receives its five registers only: no program context, since any
-//! program type may call it.
+//! BTF-resolved function providers ([`BtfFunctions`], [`btf_functions!`],
+//! [`BtfFunctionProvider`]).
 
 use core::ffi::CStr;
+
+use ebpf_ext_sys::ebpf_base::{
+    EBPF_ARGUMENT_TYPE_PTR_TO_CTX, EBPF_ARGUMENT_TYPE_PTR_TO_CTX_OR_NULL,
+    EBPF_ARGUMENT_TYPE_PTR_TO_MAP, EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY,
+    EBPF_ARGUMENT_TYPE_PTR_TO_MAP_VALUE,
+};
 
 use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider};
 use ebpf_ext_pool::PoolTag;
@@ -55,8 +37,9 @@ impl BtfFunctionPrototype {
     /// A prototype: name, return type and up to five argument types; flags 0.
     ///
     /// # Panics
-    /// At compile time if there are more than five arguments, or the name is empty or longer
-    /// than `EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH`.
+    /// At compile time if there are more than five arguments, or the name is not a C
+    /// identifier (it is the C declaration's name and the store's registry key name) or is
+    /// longer than `EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH`.
     #[must_use]
     pub const fn new(
         name: &'static CStr,
@@ -67,7 +50,10 @@ impl BtfFunctionPrototype {
             arguments.len() <= 5,
             "a function takes at most five arguments"
         );
-        assert!(!name.is_empty(), "a function needs a name");
+        assert!(
+            is_identifier(name.to_bytes()),
+            "a function's name is a C identifier"
+        );
         assert!(
             name.count_bytes() < EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH,
             "the name is too long"
@@ -101,15 +87,14 @@ impl BtfFunctionPrototype {
     }
 }
 
-/// Whether two names are the same bytes (`const`).
-const fn same_name(a: &CStr, b: &CStr) -> bool {
-    let (a, b) = (a.to_bytes(), b.to_bytes());
-    if a.len() != b.len() {
+/// Whether `name` is a C identifier: a letter or `_`, then letters, digits and `_`.
+const fn is_identifier(name: &[u8]) -> bool {
+    if name.is_empty() || name[0].is_ascii_digit() {
         return false;
     }
     let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
+    while i < name.len() {
+        if !(name[i].is_ascii_alphanumeric() || name[i] == b'_') {
             return false;
         }
         i += 1;
@@ -117,9 +102,69 @@ const fn same_name(a: &CStr, b: &CStr) -> bool {
     true
 }
 
-/// The functions one module exports: its module GUID and the provider data
+/// Whether two names are the same but for ASCII case: the store keeps each under a
+/// registry key, and registry key names ignore case (`const`).
+const fn same_name(a: &CStr, b: &CStr) -> bool {
+    let (a, b) = (a.to_bytes(), b.to_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if !a[i].eq_ignore_ascii_case(&b[i]) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The argument types of a BTF-resolved function of these kinds: as [`argument_types`],
+/// without the program's context or a map, which a function callable from programs of any
+/// type has no typed use for.
+///
+/// # Panics
+/// At compile time for a context (`Context`, `ContextMut`) or map (`Map`, `MapAndKey`)
+/// argument.
+///
+/// [`argument_types`]: crate::argument_types
+#[must_use]
+pub const fn btf_argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument_type_t; 5] {
+    let types = crate::argument_types(kinds);
+    let mut i = 0;
+    while i < types.len() {
+        let t = types[i];
+        assert!(
+            t != EBPF_ARGUMENT_TYPE_PTR_TO_CTX && t != EBPF_ARGUMENT_TYPE_PTR_TO_CTX_OR_NULL,
+            "a BTF-resolved function receives no program context"
+        );
+        assert!(
+            t != EBPF_ARGUMENT_TYPE_PTR_TO_MAP
+                && t != EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY
+                && t != EBPF_ARGUMENT_TYPE_PTR_TO_MAP_VALUE,
+            "a BTF-resolved function takes no map"
+        );
+        i += 1;
+    }
+    types
+}
+
+/// The functions one module exports to programs of any type, by name (eBPF for Windows'
+/// BTF-resolved functions, `EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID`; Linux calls them
+/// kfuncs): its module GUID and the provider data
 /// (`ebpf_btf_resolved_function_provider_data_t`) over index-parallel prototypes and
 /// addresses.
+///
+/// A program declares such a function as an `extern` in its `.ksyms` section with the BTF
+/// declaration tag `module_id:{GUID}`. When it loads, the core attaches to the provider whose
+/// NMR module id is that GUID ([`BtfFunctionProvider`]) and calls the function through the
+/// address published for that name; while the provider is deregistered the program's
+/// invocations fail. A function receives the five argument registers its prototype declares
+/// (the core passes the program's context sixth, which the SDK's functions never read).
+///
+/// Declare them with [`btf_functions!`] (name, argument kinds and the Rust function together)
+/// and register them with `Start::btf_functions` (the facade) or
+/// [`BtfFunctionProvider::register`].
 #[derive(Debug)]
 pub struct BtfFunctions {
     module: GUID,
@@ -141,11 +186,12 @@ impl BtfFunctions {
     /// # use ebpf_ext_sys::ntdef::GUID;
     /// # unsafe extern "win64" fn f(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 { 0 }
     /// static PROTOTYPES: [BtfFunctionPrototype; 2] =
-    ///     [BtfFunctionPrototype::new(c"f", 1, &[]), BtfFunctionPrototype::new(c"f", 1, &[])];
+    ///     [BtfFunctionPrototype::new(c"f", 1, &[]), BtfFunctionPrototype::new(c"F", 1, &[])];
     /// static FUNCTIONS: [HelperFunction; 2] = [HelperFunction::new(f), HelperFunction::new(f)];
-    /// // Two functions named "f": does not compile.
+    /// // "f" and "F" (one registry key): does not compile.
+    /// // SAFETY: `f` reads no argument.
     /// static MODULE: BtfFunctions =
-    ///     BtfFunctions::new(GUID::from_u128(1), &PROTOTYPES, &FUNCTIONS);
+    ///     unsafe { BtfFunctions::new(GUID::from_u128(1), &PROTOTYPES, &FUNCTIONS) };
     /// ```
     ///
     /// ```compile_fail
@@ -156,8 +202,9 @@ impl BtfFunctions {
     ///     [BtfFunctionPrototype::new(c"f", 1, &[]), BtfFunctionPrototype::new(c"g", 1, &[])];
     /// static FUNCTIONS: [HelperFunction; 1] = [HelperFunction::new(f)];
     /// // Two prototypes, one address: does not compile.
+    /// // SAFETY: `f` reads no argument.
     /// static MODULE: BtfFunctions =
-    ///     BtfFunctions::new(GUID::from_u128(1), &PROTOTYPES, &FUNCTIONS);
+    ///     unsafe { BtfFunctions::new(GUID::from_u128(1), &PROTOTYPES, &FUNCTIONS) };
     /// ```
     ///
     /// The same two tables with names "f" and "g" and two addresses compile:
@@ -169,11 +216,19 @@ impl BtfFunctions {
     /// static PROTOTYPES: [BtfFunctionPrototype; 2] =
     ///     [BtfFunctionPrototype::new(c"f", 1, &[]), BtfFunctionPrototype::new(c"g", 1, &[])];
     /// static FUNCTIONS: [HelperFunction; 2] = [HelperFunction::new(f), HelperFunction::new(f)];
+    /// // SAFETY: `f` reads no argument.
     /// static MODULE: BtfFunctions =
-    ///     BtfFunctions::new(GUID::from_u128(1), &PROTOTYPES, &FUNCTIONS);
+    ///     unsafe { BtfFunctions::new(GUID::from_u128(1), &PROTOTYPES, &FUNCTIONS) };
     /// ```
+    ///
+    /// # Safety
+    /// Each function may be called, as the verifier allows for its prototype, by programs of
+    /// any type: with the five argument registers the prototype declares (pointers to memory
+    /// of the sizes it declares), and the program's context sixth, whose type it cannot know
+    /// and must not read. [`btf_functions!`] builds trampolines that read exactly what the
+    /// prototype declares.
     #[must_use]
-    pub const fn new(
+    pub const unsafe fn new(
         module: GUID,
         prototypes: &'static [BtfFunctionPrototype],
         functions: &'static [HelperFunction],
@@ -239,15 +294,53 @@ impl BtfFunctions {
 /// function together — and builds the [`BtfFunctions`] to register from that one list, so the
 /// prototypes and the addresses cannot disagree.
 ///
-/// The argument kinds are [`helpers!`](crate::helpers!)'s (`Anything`, `Bytes`, `Cells`,
-/// `BytesMut`, `CellsMut`, `DontCare`, …), with the same typed values; a function receives no
-/// program context. An optional `-> Ret` gives the return kind, as for helpers.
+/// The argument kinds are [`helpers!`](crate::helpers!)'s memory and number kinds
+/// (`Anything`, `DontCare`, `Bytes`, `Cells`, `BytesMut`, `CellsMut`), with the same typed
+/// values and the same aliasing rules; `Context`, `ContextMut`, `Map` and `MapAndKey` do not
+/// compile, since programs of any type call the function. It returns a `u64`.
 ///
-/// ```ignore
+/// # IRQL
+/// A function runs at the IRQL of the program that calls it, which its program type's hooks
+/// choose (up to DISPATCH_LEVEL for the SDK's hooks): it must not block or touch paged
+/// memory.
+///
+/// ```
+/// # use core::cell::Cell;
+/// # use ebpf_ext_program_info::*;
+/// # use ebpf_ext_sys::ntdef::GUID;
+/// /// Stores `key` in the first bytes of `value`; returns how many were written.
+/// fn lookup(key: u64, value: &[Cell<u8>]) -> u64 {
+///     value.iter().zip(key.to_le_bytes()).map(|(slot, byte)| slot.set(byte)).count() as u64
+/// }
 /// btf_functions! {
 ///     /// The module's functions.
-///     pub static FUNCTIONS = module MODULE_GUID;
+///     pub static FUNCTIONS = module GUID::from_u128(0x8f6c1f83_ce4c_4b58_8b91_654a29e23b7c);
 ///     c"my_driver_lookup" => lookup(Anything, Cells);
+/// }
+/// assert_eq!(FUNCTIONS.raw().btf_resolved_function_count, 1);
+/// ```
+///
+/// A function that asks for the program's context does not compile:
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// # use ebpf_ext_sys::ntdef::GUID;
+/// fn peek(_: &()) -> u64 { 0 }
+/// btf_functions! {
+///     static FUNCTIONS = module GUID::from_u128(1);
+///     c"peek" => peek(Context);
+/// }
+/// ```
+///
+/// Nor does a name that is not a C identifier:
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// # use ebpf_ext_sys::ntdef::GUID;
+/// fn zero() -> u64 { 0 }
+/// btf_functions! {
+///     static FUNCTIONS = module GUID::from_u128(1);
+///     c"my-driver\\zero" => zero();
 /// }
 /// ```
 #[macro_export]
@@ -256,7 +349,7 @@ macro_rules! btf_functions {
         $(#[$meta:meta])*
         $vis:vis static $static_name:ident = module $module:expr;
         $(
-            $name:literal => $function:ident ( $($kind:ty),* $(,)? ) $(-> $ret:ty)? ;
+            $name:literal => $function:ident ( $($kind:ty),* $(,)? ) ;
         )+
     ) => {
         $(#[$meta])*
@@ -269,8 +362,8 @@ macro_rules! btf_functions {
                     );
                     $crate::BtfFunctionPrototype::new(
                         $name,
-                        <$crate::helpers!(@return $($ret)?) as $crate::HelperReturn>::TYPE,
-                        &$crate::argument_types(
+                        <::core::primitive::u64 as $crate::HelperReturn>::TYPE,
+                        &$crate::btf_argument_types(
                             &[$(<$kind as $crate::HelperArgument<()>>::TYPES),*]
                         ),
                     )
@@ -282,11 +375,15 @@ macro_rules! btf_functions {
                 $crate::DataPointerOffsets::NONE;
             static __EBPF_EXT_FUNCTIONS: [$crate::HelperFunction; [$($name),+].len()] = [
                 $(
-                    $crate::helpers!(@trampoline [] ();
-                        $crate::helpers!(@return $($ret)?); $function; $($kind),*)
+                    $crate::helpers!(@trampoline [] (); ::core::primitive::u64; $function; $($kind),*)
                 ),+
             ];
-            $crate::BtfFunctions::new($module, &__EBPF_EXT_PROTOTYPES, &__EBPF_EXT_FUNCTIONS)
+            // SAFETY: each trampoline reads exactly the registers its prototype, built from
+            // the same kinds, declares (none of them the program's context or a map), and
+            // never the sixth.
+            unsafe {
+                $crate::BtfFunctions::new($module, &__EBPF_EXT_PROTOTYPES, &__EBPF_EXT_FUNCTIONS)
+            }
         };
     };
 }
@@ -302,10 +399,8 @@ struct CoreClient {
     _module: GUID,
 }
 
-// SAFETY: the characteristics are the provider data of `BtfFunctions`, whose addresses are
-// functions in the helper calling convention taking what their prototypes declare (built
-// together by `btf_functions!`, or by a caller of `BtfFunctions::new` with `HelperFunction`s,
-// whose `unsafe` functions carry that obligation), and which read no program context.
+// SAFETY: the characteristics are the provider data of `BtfFunctions`, whose functions take
+// what their prototypes declare and read no program context (`BtfFunctions::new`'s contract).
 unsafe impl NpiProvider for BtfNpi {
     type Characteristics = ebpf_btf_resolved_function_provider_data_t;
     type Binding = CoreClient;
@@ -338,7 +433,7 @@ unsafe impl NpiProvider for BtfNpi {
 ///
 /// # IRQL
 /// Register and drop at PASSIVE_LEVEL. The functions run at the IRQL of the programs that
-/// call them (up to DISPATCH_LEVEL).
+/// call them.
 ///
 /// # Locking
 /// Takes no lock of its own; NMR serialises the callbacks per binding.

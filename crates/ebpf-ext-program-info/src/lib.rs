@@ -140,7 +140,7 @@ macro_rules! static_abi {
 
 mod btf;
 
-pub use btf::{BtfFunctionPrototype, BtfFunctionProvider, BtfFunctions};
+pub use btf::{BtfFunctionPrototype, BtfFunctionProvider, BtfFunctions, btf_argument_types};
 
 /// Where the verifier finds the data pointers in a program context
 /// (`ebpf_context_descriptor_t`).

@@ -377,6 +377,31 @@ pub trait ExtensionDriver: Send + Sync + Sized + 'static {
 /// Most program types one driver registers through [`Start::program_type`].
 pub const MAX_PROGRAM_TYPES: usize = 32;
 
+/// Most modules of BTF-resolved functions one driver registers through
+/// [`Start::btf_functions`].
+pub const MAX_BTF_MODULES: usize = 8;
+
+/// The free slot of `slots` to record `guid` in once registered; `None` if `guid` is recorded
+/// already (`twice` is called) or every slot is taken (`full` is called).
+fn free_slot(
+    slots: &[Cell<Option<GUID>>],
+    guid: GUID,
+    twice: impl FnOnce(),
+    full: impl FnOnce(),
+) -> Result<&Cell<Option<GUID>>> {
+    if slots.iter().any(|slot| slot.get() == Some(guid)) {
+        twice();
+        return Err(Error::InvalidParameter);
+    }
+    slots
+        .iter()
+        .find(|slot| slot.get().is_none())
+        .ok_or_else(|| {
+            full();
+            Error::InsufficientResources
+        })
+}
+
 /// What [`ExtensionDriver::start`] starts providers with.
 pub struct Start<'a> {
     device: &'a Device,
@@ -384,6 +409,8 @@ pub struct Start<'a> {
     /// The program types registered so far, for as long as the driver starts: a second
     /// registration of one is refused, even after the first was dropped.
     registered: [Cell<Option<GUID>>; MAX_PROGRAM_TYPES],
+    /// The modules of BTF-resolved functions registered so far, likewise.
+    modules: [Cell<Option<GUID>>; MAX_BTF_MODULES],
 }
 
 /// A registered program type whose helpers and test runs read the program context as `C`:
@@ -411,12 +438,34 @@ impl Start<'_> {
     /// dropping it deregisters and waits until no program calls the functions.
     ///
     /// # Errors
-    /// As [`BtfFunctionProvider::register`].
+    /// [`Error::InvalidParameter`] (traced) if this driver already registered the module (the
+    /// core would refuse the second provider); [`Error::InsufficientResources`] (traced)
+    /// beyond [`MAX_BTF_MODULES`]; otherwise as [`BtfFunctionProvider::register`].
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
     pub fn btf_functions(&self, functions: &'static BtfFunctions) -> Result<BtfFunctionProvider> {
-        BtfFunctionProvider::register(functions, self.tag)
+        let slot = free_slot(
+            &self.modules,
+            functions.module(),
+            || {
+                ebpf_ext_trace::trace_message!(
+                    ebpf_ext_trace::Level::Error,
+                    ebpf_ext_trace::keyword::EXTENSION,
+                    "BTF module registered twice"
+                );
+            },
+            || {
+                ebpf_ext_trace::trace_message!(
+                    ebpf_ext_trace::Level::Error,
+                    ebpf_ext_trace::keyword::EXTENSION,
+                    "more BTF modules than MAX_BTF_MODULES"
+                );
+            },
+        )?;
+        let provider = BtfFunctionProvider::register(functions, self.tag)?;
+        slot.set(Some(functions.module()));
+        Ok(provider)
     }
 
     /// Registers the program-information provider of one program type.
@@ -431,26 +480,24 @@ impl Start<'_> {
     /// PASSIVE_LEVEL.
     pub fn program_type<C>(&self, data: &'static TypedProgramData<C>) -> Result<ProgramType<C>> {
         let program_type = data.program_type();
-        if self
-            .registered
-            .iter()
-            .any(|slot| slot.get() == Some(program_type))
-        {
-            ebpf_ext_trace::trace_message!(
-                ebpf_ext_trace::Level::Error,
-                ebpf_ext_trace::keyword::EXTENSION,
-                "program type registered twice"
-            );
-            return Err(Error::InvalidParameter);
-        }
-        let Some(slot) = self.registered.iter().find(|slot| slot.get().is_none()) else {
-            ebpf_ext_trace::trace_message!(
-                ebpf_ext_trace::Level::Error,
-                ebpf_ext_trace::keyword::EXTENSION,
-                "more program types than MAX_PROGRAM_TYPES"
-            );
-            return Err(Error::InsufficientResources);
-        };
+        let slot = free_slot(
+            &self.registered,
+            program_type,
+            || {
+                ebpf_ext_trace::trace_message!(
+                    ebpf_ext_trace::Level::Error,
+                    ebpf_ext_trace::keyword::EXTENSION,
+                    "program type registered twice"
+                );
+            },
+            || {
+                ebpf_ext_trace::trace_message!(
+                    ebpf_ext_trace::Level::Error,
+                    ebpf_ext_trace::keyword::EXTENSION,
+                    "more program types than MAX_PROGRAM_TYPES"
+                );
+            },
+        )?;
         // SAFETY: this driver's safe hooks invoke programs of this type only through
         // `Start::hook`, which takes the returned `ProgramType<C>` and so hands them a `C`, the
         // context `data`'s helpers and test runs read (`TypedProgramData`); and no other
@@ -650,6 +697,7 @@ pub mod glue {
             device: &device,
             tag: D::TAG,
             registered: [const { core::cell::Cell::new(None) }; super::MAX_PROGRAM_TYPES],
+            modules: [const { core::cell::Cell::new(None) }; super::MAX_BTF_MODULES],
         })?;
         let control = match D::CONTROL_DEVICE {
             // SAFETY: as above; the dispatch table was set before this request can arrive.

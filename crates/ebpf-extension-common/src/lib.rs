@@ -49,12 +49,12 @@ pub mod prelude {
     };
     pub use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
     pub use ebpf_ext_program_info::{
-        AnyBitPattern, Anything, BtfFunctionProvider, BtfFunctions, Bytes, BytesMut, Cells,
-        CellsMut, Context, ContextDescriptor, ContextMut, CopyTestRun, CountedString, DataPointer,
-        DontCare, HelperAddresses, HelperFunction, HelperPrototype, Map, MapAndKey, MapKey,
-        MapValueOrNull, NoPadding, PackedStrings, ProgramData, ProgramInfo, ProgramInfoProvider,
-        ProgramMap, ProgramTypeDescriptor, TestRun, TestRunContext, TestRunData, TestRunInput,
-        TestRunOutput, TypedProgramData,
+        AnyBitPattern, Anything, BtfFunctionPrototype, BtfFunctionProvider, BtfFunctions, Bytes,
+        BytesMut, Cells, CellsMut, Context, ContextDescriptor, ContextMut, CopyTestRun,
+        CountedString, DataPointer, DontCare, HelperAddresses, HelperFunction, HelperPrototype,
+        Map, MapAndKey, MapKey, MapValueOrNull, NoPadding, PackedStrings, ProgramData, ProgramInfo,
+        ProgramInfoProvider, ProgramMap, ProgramTypeDescriptor, TestRun, TestRunContext,
+        TestRunData, TestRunInput, TestRunOutput, TypedProgramData,
     };
     pub use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
     pub use ebpf_ext_sys::ntdef::GUID;

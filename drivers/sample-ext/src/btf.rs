@@ -12,7 +12,8 @@ pub const BTF_MODULE: GUID = GUID::from_u128(0x8f6c1f83_ce4c_4b58_8b91_654a29e23
 /// `sample_ebpf_extension_btf_lookup(key, value, size)`: stores `key` in the first 8 bytes of
 /// `value` when there are at least 8; returns `key + size`. The prototype is upstream's
 /// (`ANYTHING`, `PTR_TO_READABLE_MEM`, `CONST_SIZE`) although the function writes through the
-/// pointer, so the value is cells.
+/// pointer, so the value is cells. (Upstream also returns `key + size` for a NULL value; the
+/// prototype lets no program pass one, and the SDK would hand this function no bytes.)
 fn btf_lookup(key: u64, value: &[Cell<u8>]) -> u64 {
     if value.len() >= 8 {
         for (slot, byte) in value.iter().zip(key.to_le_bytes()) {

@@ -32,13 +32,13 @@ const FUNC_EXTERN: u32 = 2;
 /// The declaration tag that names a BTF-resolved function's module.
 const MODULE_TAG: &str = "module_id:";
 
-/// An `extern` function the object's BTF declares.
+/// An `extern` function an object's BTF declares.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ExternFunction {
+pub struct BtfExtern {
     /// Its name: the name the provider publishes it under.
-    pub(crate) name: String,
+    pub name: String,
     /// The module its `module_id:{GUID}` tag names; `None` without such a tag.
-    pub(crate) module: Option<GUID>,
+    pub module: Option<GUID>,
 }
 
 /// Bytes of the data after a type record of `kind` with `vlen` entries; `None` for a kind
@@ -94,13 +94,15 @@ pub(crate) fn parse_braced_guid(text: &str) -> Option<GUID> {
         .map(GUID::from_u128)
 }
 
-/// The `extern` functions `btf` (the contents of `.BTF`) declares, by BTF type id.
+/// The `extern` functions `btf` (the contents of an object's `.BTF` section) declares, by
+/// BTF type id, each with the module its `module_id:{GUID}` declaration tag names: what
+/// loading a program that calls BTF-resolved functions links them by.
 ///
 /// # Errors
 /// What is malformed: the header, a type record running past the type section, an unknown
 /// kind, a string offset, or a `module_id:` tag whose GUID does not parse or that names a
 /// second module for one function.
-pub(crate) fn extern_functions(btf: &[u8]) -> Result<BTreeMap<u32, ExternFunction>, String> {
+pub fn btf_externs(btf: &[u8]) -> Result<BTreeMap<u32, BtfExtern>, String> {
     let magic = btf
         .get(..2)
         .map(|m| u16::from_le_bytes([m[0], m[1]]))
@@ -112,6 +114,11 @@ pub(crate) fn extern_functions(btf: &[u8]) -> Result<BTreeMap<u32, ExternFunctio
     }
     let field = |at: usize| u32_at(btf, at).ok_or("BTF header truncated");
     let header_len = field(4)? as usize;
+    if header_len < 24 {
+        return Err(format!(
+            "BTF header length {header_len}, less than its 24 bytes"
+        ));
+    }
     let (type_off, type_len) = (field(8)? as usize, field(12)? as usize);
     let (str_off, str_len) = (field(16)? as usize, field(20)? as usize);
     let section = |off: usize, len: usize, what: &str| {
@@ -140,7 +147,11 @@ pub(crate) fn extern_functions(btf: &[u8]) -> Result<BTreeMap<u32, ExternFunctio
             .ok_or_else(|| format!("BTF type {id} runs past the type section"))?;
         if kind == KIND_FUNC && vlen == FUNC_EXTERN {
             let name = string_at(strings, name_off)?.to_owned();
-            functions.insert(id, ExternFunction { name, module: None });
+            if name.is_empty() {
+                // It could never be found by name; the format requires one.
+                return Err(format!("BTF type {id}: an extern function without a name"));
+            }
+            functions.insert(id, BtfExtern { name, module: None });
         } else if kind == KIND_DECL_TAG {
             let component = u32_at(types, at + TYPE_RECORD)
                 .ok_or_else(|| format!("BTF type {id} truncated"))?;
@@ -176,7 +187,7 @@ pub(crate) fn extern_functions(btf: &[u8]) -> Result<BTreeMap<u32, ExternFunctio
 
 #[cfg(test)]
 mod tests {
-    use super::{ExternFunction, extern_functions, parse_braced_guid};
+    use super::{BtfExtern, btf_externs, parse_braced_guid};
     use ebpf_ext_sys::ntdef::GUID;
 
     /// BTF of `types` (kind, vlen, size-or-type, name, extra data) over one string table.
@@ -223,12 +234,12 @@ mod tests {
             (17, 0, 3, "module_id:{not a guid}", &[0, 0, 0, 0]),
             (15, 1, 0, ".ksyms", &[3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
         ]);
-        let functions = extern_functions(&bytes).unwrap();
+        let functions = btf_externs(&bytes).unwrap();
         assert_eq!(
             functions.into_iter().collect::<Vec<_>>(),
             [(
                 3,
-                ExternFunction {
+                BtfExtern {
                     name: "lookup".into(),
                     module: Some(GUID::from_u128(0x8f6c1f83_ce4c_4b58_8b91_654a29e23b7c)),
                 }
@@ -240,16 +251,22 @@ mod tests {
     #[test]
     fn malformed_btf_is_an_error() {
         let good = btf(&[(12, 2, 0, "f", &[]), (17, 0, 1, MODULE, MINUS_ONE)]);
-        assert!(extern_functions(&good).is_ok());
+        assert!(btf_externs(&good).is_ok());
         for cut in 0..good.len() {
-            assert!(extern_functions(&good[..cut]).is_err(), "cut at {cut}");
+            assert!(btf_externs(&good[..cut]).is_err(), "cut at {cut}");
         }
         let mut swapped = good.clone();
         swapped.swap(0, 1);
-        assert!(extern_functions(&swapped).unwrap_err().contains("magic"));
+        assert!(btf_externs(&swapped).unwrap_err().contains("magic"));
+        let nameless = btf(&[(12, 2, 0, "", &[])]);
+        assert!(
+            btf_externs(&nameless)
+                .unwrap_err()
+                .contains("without a name")
+        );
         let unknown = btf(&[(31, 0, 0, "", &[])]);
         assert!(
-            extern_functions(&unknown)
+            btf_externs(&unknown)
                 .unwrap_err()
                 .contains("unknown kind 31")
         );
@@ -263,11 +280,7 @@ mod tests {
                 MINUS_ONE,
             ),
         ]);
-        assert!(
-            extern_functions(&bad_guid)
-                .unwrap_err()
-                .contains("braced GUID")
-        );
+        assert!(btf_externs(&bad_guid).unwrap_err().contains("braced GUID"));
         let two = btf(&[
             (12, 2, 0, "f", &[]),
             (17, 0, 1, MODULE, MINUS_ONE),
@@ -279,17 +292,10 @@ mod tests {
                 MINUS_ONE,
             ),
         ]);
-        assert!(
-            extern_functions(&two)
-                .unwrap_err()
-                .contains("two module_id")
-        );
+        assert!(btf_externs(&two).unwrap_err().contains("two module_id"));
         let mut past = good;
         past[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(
-            extern_functions(&past).is_err(),
-            "a type length past the data"
-        );
+        assert!(btf_externs(&past).is_err(), "a type length past the data");
     }
 
     #[test]

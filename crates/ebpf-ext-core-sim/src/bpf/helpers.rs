@@ -447,8 +447,8 @@ pub(crate) enum Target {
     /// address, called in the kernel convention with the context as sixth argument.
     Extension(u64),
     /// The program's BTF-resolved function of this index, at the address its provider
-    /// published (read at each call: it is 0 while the provider is detached), called with
-    /// the five argument registers only.
+    /// published (read at each call: it is 0 while the provider is detached), called like
+    /// an extension's helper, the context sixth.
     Btf(usize),
 }
 
@@ -626,7 +626,6 @@ pub(crate) const SLOTS: [rbpf::Helper; MAX_SLOTS] = slots!(
 );
 
 type ExtensionHelper = unsafe extern "win64" fn(u64, u64, u64, u64, u64, u64) -> u64;
-type BtfFunction = unsafe extern "win64" fn(u64, u64, u64, u64, u64) -> u64;
 
 fn dispatch(slot: usize, args: [u64; 5]) -> u64 {
     FRAMES.with(|frames| {
@@ -673,14 +672,16 @@ fn dispatch(slot: usize, args: [u64; 5]) -> u64 {
                     return 0;
                 }
                 // SAFETY: an address the provider published for this function, in the
-                // helper calling convention, taking five registers; its pointer arguments
-                // were checked against its prototype.
-                let function: BtfFunction =
-                    unsafe { core::mem::transmute::<u64, BtfFunction>(address) };
+                // helper calling convention; its pointer arguments were checked against its
+                // prototype; the context goes sixth, as native code passes it (a function of
+                // five parameters ignores it).
+                let function: ExtensionHelper =
+                    unsafe { core::mem::transmute::<u64, ExtensionHelper>(address) };
+                let context = frame.context;
                 // The function may call back into the core, which reads the frame.
                 drop(frames);
                 // SAFETY: as above.
-                unsafe { function(args[0], args[1], args[2], args[3], args[4]) }
+                unsafe { function(args[0], args[1], args[2], args[3], args[4], context) }
             }
             Target::Extension(address) => {
                 // SAFETY: an address the provider published for this helper, a function in

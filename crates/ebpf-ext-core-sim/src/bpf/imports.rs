@@ -15,6 +15,11 @@
 //!   with `EBPF_EXTENSION_FAILED_TO_LOAD` and runs nothing; a provider's detach waits until
 //!   the program's running invocations end.
 //!
+//! An invocation that starts while a provider detaches fails at once, as with the core's
+//! rundown protection; in a chain of tail calls each program enters on its own, so a callee
+//! whose provider is detached fails the invocation after its caller ran (the core's order
+//! there is not confirmed).
+//!
 //! core-sim's own choices where the sources say nothing: an invalid provider data is declined
 //! with `STATUS_INVALID_PARAMETER`; a provider that does not publish a function the program
 //! calls, or publishes it with another prototype than the one the program was loaded against
@@ -24,8 +29,8 @@
 
 use core::ffi::{CStr, c_void};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, TryLockError};
 
 use ebpf_ext_sys::ebpf_base::{ebpf_argument_type_t, ebpf_return_type_t};
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID;
@@ -39,7 +44,7 @@ use ebpf_ext_sys::ntstatus::{
     STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_SUCCESS,
 };
 
-use crate::nmr::{NmrClient, Registration, lock, read, write};
+use crate::nmr::{NmrClient, Registration, lock, write};
 
 /// A BTF-resolved function's prototype as a provider published it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +85,9 @@ struct Imports {
     /// Held (shared) by each invocation; a provider's detach takes it exclusively, so it
     /// returns only once no invocation can still call the provider.
     rundown: RwLock<()>,
+    /// Providers detaching: counted before each waits for the rundown, so invocations that
+    /// start meanwhile fail at once rather than wait (as with the core's rundown protection).
+    detaching: AtomicUsize,
     /// Why providers were declined, for the load's error message.
     refusals: Mutex<Vec<String>>,
 }
@@ -113,13 +121,14 @@ unsafe fn published(
     if data.is_null() {
         return Err("no provider data".into());
     }
-    // SAFETY: non-NULL provider data (caller's contract); the header is read first.
-    let header = unsafe { data.cast::<ebpf_extension_header_t>().read() };
+    // SAFETY: non-NULL provider data (caller's contract); the header is read first, without
+    // assuming the provider aligned it.
+    let header = unsafe { data.cast::<ebpf_extension_header_t>().read_unaligned() };
     if header.version != 1 || header.size != 48 {
         return Err(format!("provider data header {header:?}"));
     }
     // SAFETY: a version-1 provider data of full size (checked).
-    let data = unsafe { data.read() };
+    let data = unsafe { data.read_unaligned() };
     let count = data.btf_resolved_function_count as usize;
     if count == 0
         || data.btf_resolved_function_prototypes.is_null()
@@ -127,12 +136,12 @@ unsafe fn published(
     {
         return Err("no functions, prototypes or addresses".into());
     }
-    let mut functions = Vec::with_capacity(count);
+    let mut functions = Vec::new();
     for index in 0..count {
         // SAFETY: `count` prototypes (the provider's data).
         let at = unsafe { data.btf_resolved_function_prototypes.add(index) };
         // SAFETY: as above; the header is checked before the rest is used.
-        let prototype: ebpf_btf_resolved_function_prototype_t = unsafe { at.read() };
+        let prototype: ebpf_btf_resolved_function_prototype_t = unsafe { at.read_unaligned() };
         let h = prototype.header;
         if h.version != 1 || h.size != 60 || h.total_size != 64 || prototype.name.is_null() {
             return Err(format!("prototype {index}: header {h:?} or no name"));
@@ -144,7 +153,7 @@ unsafe fn published(
         // SAFETY: `count` addresses, index-parallel to the prototypes.
         let at = unsafe { data.btf_resolved_function_addresses.add(index) };
         // SAFETY: as above.
-        let address = unsafe { at.read() };
+        let address = unsafe { at.read_unaligned() };
         functions.push((
             name,
             BtfPrototype {
@@ -210,9 +219,19 @@ impl NmrClient for ModuleClient {
         if module != Some(self.module) {
             return STATUS_NOINTERFACE;
         }
-        if self.attached.load(Ordering::Acquire) {
+        // Claimed before anything else, so of two providers of the module attaching at once
+        // one is refused; released on every failure below.
+        if self
+            .attached
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
             return STATUS_INVALID_DEVICE_STATE;
         }
+        let release = |status: NTSTATUS| {
+            self.attached.store(false, Ordering::Release);
+            status
+        };
         // SAFETY: the provider's characteristics, for this NPI.
         let published = match unsafe {
             published(
@@ -224,14 +243,14 @@ impl NmrClient for ModuleClient {
             Ok(published) => published,
             Err(why) => {
                 self.refuse(&why);
-                return STATUS_INVALID_PARAMETER;
+                return release(STATUS_INVALID_PARAMETER);
             }
         };
         let resolved = match self.resolve(&published) {
             Ok(resolved) => resolved,
             Err(why) => {
                 self.refuse(&why);
-                return STATUS_NOINTERFACE;
+                return release(STATUS_NOINTERFACE);
             }
         };
         let (mut provider_binding, mut provider_dispatch) = (ptr::null_mut(), ptr::null());
@@ -247,7 +266,8 @@ impl NmrClient for ModuleClient {
             )
         };
         if !NT_SUCCESS(status) {
-            return status;
+            self.refuse(&format!("NmrClientAttachProvider returned {status:#x}"));
+            return release(status);
         }
         *lock(&self.published) = published
             .iter()
@@ -261,19 +281,22 @@ impl NmrClient for ModuleClient {
             lock(&import.prototype).get_or_insert(prototype);
             import.address.store(address, Ordering::Release);
         }
-        self.attached.store(true, Ordering::Release);
         status
     }
 
     fn detach_provider(&self) -> NTSTATUS {
-        // Waits for the program's running invocations; later ones see the addresses gone.
-        let _no_invocations = write(&self.imports.rundown);
+        // New invocations fail from here; the running ones are waited for, and only then are
+        // the addresses they may still call gone.
+        self.imports.detaching.fetch_add(1, Ordering::SeqCst);
+        let no_invocations = write(&self.imports.rundown);
         for import in &self.imports.functions {
             if import.module == self.module {
                 import.address.store(0, Ordering::Release);
             }
         }
         self.attached.store(false, Ordering::Release);
+        self.imports.detaching.fetch_sub(1, Ordering::SeqCst);
+        drop(no_invocations);
         STATUS_SUCCESS
     }
 }
@@ -304,6 +327,7 @@ impl BtfImports {
                 })
                 .collect(),
             rundown: RwLock::new(()),
+            detaching: AtomicUsize::new(0),
             refusals: Mutex::new(Vec::new()),
         });
         let mut modules: Vec<GUID> = functions.iter().map(|(module, _)| *module).collect();
@@ -342,12 +366,27 @@ impl BtfImports {
         })
     }
 
-    /// Enters an invocation: held until it ends, so no provider detaches meanwhile.
+    /// Enters an invocation: held until it ends, so no provider detaches meanwhile. Never
+    /// waits: while a provider detaches, the invocation fails at once.
     ///
     /// # Errors
-    /// The module of a function whose provider is detached (the invocation must not run).
+    /// The module of a function whose provider is detached or detaching (the invocation must
+    /// not run).
     pub(crate) fn enter(&self) -> Result<RwLockReadGuard<'_, ()>, GUID> {
-        let guard = read(&self.imports.rundown);
+        let detaching = || {
+            self.imports
+                .functions
+                .first()
+                .map_or(GUID::NULL, |f| f.module)
+        };
+        if self.imports.detaching.load(Ordering::SeqCst) != 0 {
+            return Err(detaching());
+        }
+        let guard = match self.imports.rundown.try_read() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(detaching()),
+        };
         match self
             .imports
             .functions
@@ -402,6 +441,7 @@ pub fn published_btf_functions(module: GUID) -> Result<Vec<PublishedBtfFunction>
     let imports = Arc::new(Imports {
         functions: Vec::new(),
         rundown: RwLock::new(()),
+        detaching: AtomicUsize::new(0),
         refusals: Mutex::new(Vec::new()),
     });
     let client = ModuleClient {

@@ -89,6 +89,7 @@ mod maps;
 mod object;
 mod program;
 
+pub use btf::{BtfExtern, btf_externs};
 pub use helpers::{CORE_SIM_LOGON_ID, GENERAL_HELPERS, GeneralHelper};
 pub use imports::{BtfFunctionUse, BtfPrototype, PublishedBtfFunction, published_btf_functions};
 pub use maps::{

@@ -20,7 +20,7 @@ use object::{
 };
 
 use super::BpfError;
-use super::btf::{ExternFunction, extern_functions};
+use super::btf::{BtfExtern, btf_externs};
 use super::insn::{CALL, Insn, LD_DW_IMM};
 
 /// The name program sections get for `aya-obj` (see the module documentation).
@@ -75,7 +75,7 @@ pub struct BpfObject {
     pub(crate) maps: Vec<MapDefinition>,
     /// The `extern` functions its BTF declares, by BTF type id: what a call of a kernel
     /// function (`src` 2) names in its immediate.
-    pub(crate) externs: BTreeMap<u32, ExternFunction>,
+    pub(crate) externs: BTreeMap<u32, BtfExtern>,
 }
 
 /// `src` of a call of a kernel function (`BPF_PSEUDO_KFUNC_CALL`): how the verifier rewrites
@@ -92,7 +92,7 @@ const CALL_LOCAL: u8 = 1;
 fn rewrite_extern_calls(
     bytes: &[u8],
     patched: &mut [u8],
-) -> Result<BTreeMap<u32, ExternFunction>, BpfError> {
+) -> Result<BTreeMap<u32, BtfExtern>, BpfError> {
     let elf = ElfFile64::<Endianness>::parse(bytes)
         .map_err(|e| BpfError::Parse(format!("not a 64-bit ELF object: {e}")))?;
     let externs = match elf.section_by_name(".BTF") {
@@ -100,11 +100,15 @@ fn rewrite_extern_calls(
             let data = section
                 .data()
                 .map_err(|e| BpfError::Parse(format!(".BTF: {e}")))?;
-            extern_functions(data).map_err(|e| BpfError::Parse(format!(".BTF: {e}")))?
+            btf_externs(data).map_err(|e| BpfError::Parse(format!(".BTF: {e}")))?
         }
         None => BTreeMap::new(),
     };
     for section in elf.sections() {
+        // Calls are in code; a data section's bytes are never rewritten.
+        if section.kind() != SectionKind::Text {
+            continue;
+        }
         let Some((start, size)) = section.file_range() else {
             continue;
         };
@@ -118,9 +122,11 @@ fn rewrite_extern_calls(
             if !symbol.is_undefined() || offset.checked_add(8).is_none_or(|end| end > size) {
                 continue;
             }
-            let at = usize::try_from(start + offset)
-                .map_err(|_| BpfError::Parse("relocation offset".into()))?;
-            let Some(insn) = patched.get_mut(at..at + 8) else {
+            let at = start
+                .checked_add(offset)
+                .and_then(|at| usize::try_from(at).ok())
+                .ok_or_else(|| BpfError::Parse("relocation offset beyond the file".into()))?;
+            let Some(insn) = at.checked_add(8).and_then(|end| patched.get_mut(at..end)) else {
                 continue;
             };
             if insn[0] != CALL || insn[1] >> 4 != CALL_LOCAL {

@@ -948,7 +948,8 @@ impl HookState {
             .table
             .and_then(|t| t.ebpf_program_invoke_function)
             .expect("invoke entry");
-        let mut result = 0u32;
+        // Not 0: a failed invocation must set it to 0 itself.
+        let mut result = 0xDEAD_BEEF_u32;
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         // SAFETY: the client's invoke with a binding context the test chose (the core-sim
         // checks it) while the client is attached or its detach is pending.

@@ -54,5 +54,7 @@ static int64_t (*sample_ext_helper_map_get_value)(void* arg1, const void* arg2, 
 static int64_t (*bpf_redirect_map)(void* arg1, uint64_t arg2, uint64_t arg3) = (void*)0x23;
 
 // BTF-resolved functions of module {8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}: programs of any type call them by name.
+#ifndef BTF_MODULE_ID_TAG
 #define BTF_MODULE_ID_TAG(m) __attribute__((section(".ksyms"), btf_decl_tag(m)))
+#endif
 extern int64_t sample_ebpf_extension_btf_lookup(uint64_t arg1, const void* arg2, uint32_t arg3) BTF_MODULE_ID_TAG("module_id:{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}");
