@@ -1,4 +1,4 @@
-//! BTF-resolved function providers ([`BtfFunctions`], [`btf_functions!`],
+//! BTF-resolved function providers ([`BtfFunctions`], [`btf_functions!`](crate::btf_functions!),
 //! [`BtfFunctionProvider`]).
 
 use core::ffi::CStr;
@@ -162,8 +162,8 @@ pub const fn btf_argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argu
 /// invocations fail. A function receives the five argument registers its prototype declares
 /// (the core passes the program's context sixth, which the SDK's functions never read).
 ///
-/// Declare them with [`btf_functions!`] (name, argument kinds and the Rust function together)
-/// and register them with `Start::btf_functions` (the facade) or
+/// Declare them with [`btf_functions!`](crate::btf_functions!) (name, argument kinds and the
+/// Rust function together) and register them with `Start::btf_functions` (the facade) or
 /// [`BtfFunctionProvider::register`].
 #[derive(Debug)]
 pub struct BtfFunctions {
@@ -174,7 +174,8 @@ static_abi!(BtfFunctions);
 
 impl BtfFunctions {
     /// The functions `prototypes` describe, implemented by `functions` in the same order,
-    /// exported under `module`. [`btf_functions!`] builds both tables from one list.
+    /// exported under `module`. [`btf_functions!`](crate::btf_functions!) builds both tables
+    /// from one list.
     ///
     /// # Panics
     /// At compile time if the module is GUID_NULL, there are no functions (the core refuses
@@ -225,8 +226,8 @@ impl BtfFunctions {
     /// Each function may be called, as the verifier allows for its prototype, by programs of
     /// any type: with the five argument registers the prototype declares (pointers to memory
     /// of the sizes it declares), and the program's context sixth, whose type it cannot know
-    /// and must not read. [`btf_functions!`] builds trampolines that read exactly what the
-    /// prototype declares.
+    /// and must not read. [`btf_functions!`](crate::btf_functions!) builds trampolines that
+    /// read exactly what the prototype declares.
     #[must_use]
     pub const unsafe fn new(
         module: GUID,
@@ -375,7 +376,9 @@ macro_rules! btf_functions {
                 $crate::DataPointerOffsets::NONE;
             static __EBPF_EXT_FUNCTIONS: [$crate::HelperFunction; [$($name),+].len()] = [
                 $(
-                    $crate::helpers!(@trampoline [] (); ::core::primitive::u64; $function; $($kind),*)
+                    $crate::helpers!(
+                        @trampoline [] (); ::core::primitive::u64; $function; $($kind),*
+                    )
                 ),+
             ];
             // SAFETY: each trampoline reads exactly the registers its prototype, built from

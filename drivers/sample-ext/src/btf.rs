@@ -1,6 +1,7 @@
-//! The sample's BTF-resolved function (upstream's fourth provider): `sample_ebpf_extension_btf_lookup`
-//! in module {8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}, which programs of any type declare in
-//! `.ksyms` with the tag `module_id:{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}` and call by name.
+//! The sample's BTF-resolved function (upstream's fourth provider):
+//! `sample_ebpf_extension_btf_lookup` in module {8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}, which
+//! programs of any type declare in `.ksyms` with the tag
+//! `module_id:{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}` and call by name.
 
 use core::cell::Cell;
 

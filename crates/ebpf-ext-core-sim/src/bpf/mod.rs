@@ -38,6 +38,11 @@
 //!   ([`BpfMap::drain_cpu_records`], [`BpfMap::lost_records`]); the context data it may
 //!   capture is found, as the core finds it, through the descriptor in slot 1 of the context
 //!   header, which a run through a link or a test run has.
+//! - BTF-resolved functions: a call of an `extern` declared in `.ksyms` with the BTF tag
+//!   `module_id:{GUID}` is rewritten at parse into a call of a kernel function by BTF id
+//!   ([`btf_externs`] reads the object's `.BTF`), and linked at load through the provider of
+//!   that module (`imports`): the program does not load without one, its invocations fail
+//!   while it is detached, and a detach waits for the running ones.
 //! - 64-bit conditional jumps on a negative immediate compare against it sign-extended, as
 //!   the ISA and the core's runtimes do: `rbpf` 0.4.1 zero-extends it for `==`, `!=` and the
 //!   unsigned orders, so each is rewritten at load into a comparison of the complements.
