@@ -9,7 +9,7 @@ use ebpf_ext_sys::ebpf_base::{
     EBPF_ARGUMENT_TYPE_PTR_TO_MAP_VALUE,
 };
 
-use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider};
+use ebpf_ext_nmr::Provider;
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::Result;
 use ebpf_ext_sys::ebpf_base::{ebpf_argument_type_t, ebpf_return_type_t};
@@ -22,10 +22,9 @@ use ebpf_ext_sys::ebpf_windows::{
     EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH,
 };
 use ebpf_ext_sys::netioddk::NPIID;
-use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
-use ebpf_ext_sys::ntstatus::STATUS_INSUFFICIENT_RESOURCES;
+use ebpf_ext_sys::ntdef::GUID;
 
-use crate::HelperFunction;
+use crate::{HelperFunction, PublishedData, StaticNpi};
 
 /// The prototype of one BTF-resolved function (`ebpf_btf_resolved_function_prototype_t`).
 #[repr(transparent)]
@@ -391,43 +390,14 @@ macro_rules! btf_functions {
     };
 }
 
-/// The BTF-resolved function NPI as [`ebpf_ext_nmr`] sees it.
-struct BtfNpi {
-    functions: &'static BtfFunctions,
-}
-
-/// What the provider keeps per attached core client (one per loaded program that calls the
-/// module's functions).
-struct CoreClient {
-    _module: GUID,
-}
-
-// SAFETY: the characteristics are the provider data of `BtfFunctions`, whose functions take
-// what their prototypes declare and read no program context (`BtfFunctions::new`'s contract).
-unsafe impl NpiProvider for BtfNpi {
+// SAFETY: the provider data of `BtfFunctions`, whose functions take what their prototypes
+// declare and read no program context (`BtfFunctions::new`'s contract).
+unsafe impl PublishedData for BtfFunctions {
     type Characteristics = ebpf_btf_resolved_function_provider_data_t;
-    type Binding = CoreClient;
     const NPI_ID: &'static NPIID = &EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID;
 
     fn characteristics(&self) -> &ebpf_btf_resolved_function_provider_data_t {
-        &self.functions.data
-    }
-
-    fn attach(
-        &self,
-        client: &AttachingClient<'_>,
-    ) -> core::result::Result<Bound<CoreClient>, NTSTATUS> {
-        client
-            .allocate(CoreClient {
-                _module: client.module_id(),
-            })
-            .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)
-    }
-
-    fn detach(_: &CoreClient) -> Detach {
-        // The provider never calls into the core; the core stops calling the functions
-        // (waiting for running programs) before its detach returns.
-        Detach::Complete
+        &self.data
     }
 }
 
@@ -441,7 +411,7 @@ unsafe impl NpiProvider for BtfNpi {
 /// # Locking
 /// Takes no lock of its own; NMR serialises the callbacks per binding.
 pub struct BtfFunctionProvider {
-    _provider: Provider<BtfNpi>,
+    _provider: Provider<StaticNpi<BtfFunctions>>,
 }
 
 impl BtfFunctionProvider {
@@ -455,7 +425,7 @@ impl BtfFunctionProvider {
     /// # IRQL
     /// PASSIVE_LEVEL.
     pub fn register(functions: &'static BtfFunctions, tag: PoolTag) -> Result<Self> {
-        let provider = Provider::register(functions.module, BtfNpi { functions }, tag)?;
+        let provider = Provider::register(functions.module, StaticNpi { data: functions }, tag)?;
         Ok(BtfFunctionProvider {
             _provider: provider,
         })

@@ -754,9 +754,23 @@ impl<C> core::fmt::Debug for TypedProgramData<C> {
     }
 }
 
-/// The program-information NPI as [`ebpf_ext_nmr`] sees it: the program data to publish.
-struct ProgramInfoNpi {
-    data: &'static ProgramData,
+/// Static data an NMR provider publishes as its characteristics, whose clients (the core)
+/// need nothing from the provider: the program-information and BTF-resolved function NPIs.
+///
+/// # Safety
+/// The characteristics are valid for `NPI_ID` and uphold its rules (as [`NpiProvider`]).
+unsafe trait PublishedData: Sync + 'static {
+    /// The NPI-specific characteristics.
+    type Characteristics: 'static;
+    /// The NPI.
+    const NPI_ID: &'static NPIID;
+    /// What is published.
+    fn characteristics(&self) -> &Self::Characteristics;
+}
+
+/// An NPI whose provider publishes `D` and keeps nothing per client but its module id.
+struct StaticNpi<D: 'static> {
+    data: &'static D,
 }
 
 /// What the provider keeps per attached core client.
@@ -764,15 +778,14 @@ struct CoreClient {
     _module: GUID,
 }
 
-// SAFETY: the characteristics are the program data `ProgramInfoProvider::register`'s caller
-// vouched for (its contract: helpers read the context the program type's hooks pass).
-unsafe impl NpiProvider for ProgramInfoNpi {
-    type Characteristics = ebpf_program_data_t;
+// SAFETY: `PublishedData`'s contract: the characteristics are valid for the NPI.
+unsafe impl<D: PublishedData> NpiProvider for StaticNpi<D> {
+    type Characteristics = D::Characteristics;
     type Binding = CoreClient;
-    const NPI_ID: &'static NPIID = &EBPF_PROGRAM_INFO_EXTENSION_IID;
+    const NPI_ID: &'static NPIID = D::NPI_ID;
 
-    fn characteristics(&self) -> &ebpf_program_data_t {
-        &self.data.0
+    fn characteristics(&self) -> &D::Characteristics {
+        self.data.characteristics()
     }
 
     fn attach(
@@ -787,8 +800,21 @@ unsafe impl NpiProvider for ProgramInfoNpi {
     }
 
     fn detach(_: &CoreClient) -> Detach {
-        // No calls into the core are ever in flight from this provider.
+        // The provider never calls into the core; the core stops using what it published
+        // (for BTF-resolved functions, waiting for running programs) before its detach
+        // returns.
         Detach::Complete
+    }
+}
+
+// SAFETY: the program data `ProgramInfoProvider::register`'s caller vouched for (its
+// contract: helpers read the context the program type's hooks pass).
+unsafe impl PublishedData for ProgramData {
+    type Characteristics = ebpf_program_data_t;
+    const NPI_ID: &'static NPIID = &EBPF_PROGRAM_INFO_EXTENSION_IID;
+
+    fn characteristics(&self) -> &ebpf_program_data_t {
+        &self.0
     }
 }
 
@@ -801,7 +827,7 @@ unsafe impl NpiProvider for ProgramInfoNpi {
 /// # Locking
 /// Takes no lock of its own; NMR serialises the callbacks per binding.
 pub struct ProgramInfoProvider {
-    _provider: Provider<ProgramInfoNpi>,
+    _provider: Provider<StaticNpi<ProgramData>>,
 }
 
 impl ProgramInfoProvider {
@@ -824,7 +850,7 @@ impl ProgramInfoProvider {
     /// # IRQL
     /// PASSIVE_LEVEL.
     pub unsafe fn register(data: &'static ProgramData, tag: PoolTag) -> Result<Self> {
-        let provider = Provider::register(data.program_type(), ProgramInfoNpi { data }, tag)?;
+        let provider = Provider::register(data.program_type(), StaticNpi { data }, tag)?;
         Ok(ProgramInfoProvider {
             _provider: provider,
         })

@@ -167,7 +167,59 @@ unsafe fn published(
     Ok(functions)
 }
 
+impl Imports {
+    /// The imports of `functions` (module, name), none resolved yet.
+    fn new(functions: &[(GUID, String)]) -> Arc<Self> {
+        Arc::new(Imports {
+            functions: functions
+                .iter()
+                .map(|(module, name)| Import {
+                    module: *module,
+                    name: name.clone(),
+                    prototype: Mutex::new(None),
+                    address: AtomicU64::new(0),
+                })
+                .collect(),
+            rundown: RwLock::new(()),
+            detaching: AtomicUsize::new(0),
+            refusals: Mutex::new(Vec::new()),
+        })
+    }
+}
+
 impl ModuleClient {
+    /// Registers the client of `module` for `imports`, which attaches at once to a provider
+    /// already registered.
+    ///
+    /// # Errors
+    /// No provider of the module attached (with the reasons providers were declined), or the
+    /// client could not register.
+    fn register(module: GUID, imports: &Arc<Imports>) -> Result<Registration<Self>, String> {
+        let client = ModuleClient {
+            module,
+            imports: Arc::clone(imports),
+            attached: AtomicBool::new(false),
+            published: Mutex::new(Vec::new()),
+        };
+        let registration =
+            Registration::register(EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID, client, |_| {
+                ptr::null()
+            })
+            .map_err(|e| format!("module {module}: {e}"))?;
+        if registration.client().attached.load(Ordering::Acquire) {
+            return Ok(registration);
+        }
+        let refusals = lock(&imports.refusals).join("; ");
+        Err(format!(
+            "no provider of BTF-resolved functions for module {module} is attached{}",
+            if refusals.is_empty() {
+                String::new()
+            } else {
+                format!(" (declined: {refusals})")
+            }
+        ))
+    }
+
     fn refuse(&self, why: &str) {
         lock(&self.imports.refusals).push(format!("module {}: {why}", self.module));
     }
@@ -316,50 +368,14 @@ impl BtfImports {
     /// Why the program cannot load: a module with no provider attached (with the refusals
     /// recorded), or a client that could not register.
     pub(crate) fn attach(functions: &[(GUID, String)]) -> Result<Self, String> {
-        let imports = Arc::new(Imports {
-            functions: functions
-                .iter()
-                .map(|(module, name)| Import {
-                    module: *module,
-                    name: name.clone(),
-                    prototype: Mutex::new(None),
-                    address: AtomicU64::new(0),
-                })
-                .collect(),
-            rundown: RwLock::new(()),
-            detaching: AtomicUsize::new(0),
-            refusals: Mutex::new(Vec::new()),
-        });
+        let imports = Imports::new(functions);
         let mut modules: Vec<GUID> = functions.iter().map(|(module, _)| *module).collect();
         modules.sort_by_key(GUID::to_u128);
         modules.dedup();
-        let mut clients = Vec::new();
-        for module in modules {
-            let client = ModuleClient {
-                module,
-                imports: Arc::clone(&imports),
-                attached: AtomicBool::new(false),
-                published: Mutex::new(Vec::new()),
-            };
-            let registration =
-                Registration::register(EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID, client, |_| {
-                    ptr::null()
-                })
-                .map_err(|e| format!("module {module}: {e}"))?;
-            let attached = registration.client().attached.load(Ordering::Acquire);
-            clients.push(registration);
-            if !attached {
-                let refusals = lock(&imports.refusals).join("; ");
-                return Err(format!(
-                    "no provider of BTF-resolved functions for module {module} is attached{}",
-                    if refusals.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (declined: {refusals})")
-                    }
-                ));
-            }
-        }
+        let clients = modules
+            .into_iter()
+            .map(|module| ModuleClient::register(module, &imports))
+            .collect::<Result<_, _>>()?;
         Ok(BtfImports {
             imports,
             _clients: clients,
@@ -438,33 +454,6 @@ impl BtfImports {
 /// # IRQL
 /// PASSIVE_LEVEL, on a thread bound to a usersim kernel.
 pub fn published_btf_functions(module: GUID) -> Result<Vec<PublishedBtfFunction>, String> {
-    let imports = Arc::new(Imports {
-        functions: Vec::new(),
-        rundown: RwLock::new(()),
-        detaching: AtomicUsize::new(0),
-        refusals: Mutex::new(Vec::new()),
-    });
-    let client = ModuleClient {
-        module,
-        imports: Arc::clone(&imports),
-        attached: AtomicBool::new(false),
-        published: Mutex::new(Vec::new()),
-    };
-    let registration =
-        Registration::register(EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID, client, |_| {
-            ptr::null()
-        })
-        .map_err(|e| format!("module {module}: {e}"))?;
-    if !registration.client().attached.load(Ordering::Acquire) {
-        let refusals = lock(&imports.refusals).join("; ");
-        return Err(format!(
-            "no provider of BTF-resolved functions for module {module} is registered{}",
-            if refusals.is_empty() {
-                String::new()
-            } else {
-                format!(" (declined: {refusals})")
-            }
-        ));
-    }
+    let registration = ModuleClient::register(module, &Imports::new(&[]))?;
     Ok(lock(&registration.client().published).clone())
 }
