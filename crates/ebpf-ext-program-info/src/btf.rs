@@ -24,7 +24,7 @@ use ebpf_ext_sys::ebpf_windows::{
 use ebpf_ext_sys::netioddk::NPIID;
 use ebpf_ext_sys::ntdef::GUID;
 
-use crate::{HelperFunction, PublishedData, StaticNpi};
+use crate::{HelperFunction, PublishedData, StaticNpi, five_arguments};
 
 /// The prototype of one BTF-resolved function (`ebpf_btf_resolved_function_prototype_t`).
 #[repr(transparent)]
@@ -46,10 +46,6 @@ impl BtfFunctionPrototype {
         arguments: &[ebpf_argument_type_t],
     ) -> Self {
         assert!(
-            arguments.len() <= 5,
-            "a function takes at most five arguments"
-        );
-        assert!(
             is_identifier(name.to_bytes()),
             "a function's name is a C identifier"
         );
@@ -57,17 +53,11 @@ impl BtfFunctionPrototype {
             name.count_bytes() < EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH,
             "the name is too long"
         );
-        let mut args = [0; 5];
-        let mut i = 0;
-        while i < arguments.len() {
-            args[i] = arguments[i];
-            i += 1;
-        }
         BtfFunctionPrototype(ebpf_btf_resolved_function_prototype_t {
             header: EBPF_BTF_RESOLVED_FUNCTION_PROTOTYPE_HEADER,
             name: name.as_ptr(),
             return_type,
-            arguments: args,
+            arguments: five_arguments(arguments),
             flags: 0,
         })
     }

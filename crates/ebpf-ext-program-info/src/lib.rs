@@ -127,6 +127,24 @@ use ebpf_ext_sys::ntdef::{GUID, KIRQL, NTSTATUS};
 use ebpf_ext_sys::ntstatus::STATUS_INSUFFICIENT_RESOURCES;
 use ebpf_ext_sys::wdm::{HIGH_LEVEL, PASSIVE_LEVEL};
 
+/// The five argument types of a prototype: `arguments`, then `DONTCARE` (0).
+///
+/// # Panics
+/// At compile time for more than five.
+const fn five_arguments(arguments: &[ebpf_argument_type_t]) -> [ebpf_argument_type_t; 5] {
+    assert!(
+        arguments.len() <= 5,
+        "a function takes at most five arguments"
+    );
+    let mut args = [0; 5];
+    let mut i = 0;
+    while i < arguments.len() {
+        args[i] = arguments[i];
+        i += 1;
+    }
+    args
+}
+
 /// Marks a wrapper around ABI data that only ever points to `'static` immutable data.
 macro_rules! static_abi {
     ($name:ident) => {
@@ -277,23 +295,13 @@ impl HelperPrototype {
         return_type: ebpf_return_type_t,
         arguments: &[ebpf_argument_type_t],
     ) -> Self {
-        assert!(
-            arguments.len() <= 5,
-            "a helper takes at most five arguments"
-        );
         assert!(!name.is_empty(), "a helper needs a name");
-        let mut args = [0; 5];
-        let mut i = 0;
-        while i < arguments.len() {
-            args[i] = arguments[i];
-            i += 1;
-        }
         HelperPrototype(ebpf_helper_function_prototype_t {
             header: EBPF_HELPER_FUNCTION_PROTOTYPE_HEADER,
             helper_id,
             name: name.as_ptr(),
             return_type,
-            arguments: args,
+            arguments: five_arguments(arguments),
             flags: ebpf_helper_function_prototype_flags_t { bits: 0 },
             implicit_context: false,
         })
