@@ -483,6 +483,37 @@ mod unique_tests {
     }
 
     #[test]
+    fn a_btf_module_exported_by_two_drivers_is_named() {
+        let with_module = |package: &str, guid: &str| {
+            let mut d = driver(package, guid, 0);
+            d.metadata["ebpf-ext"]["store"]["sections"] = serde_json::json!([]);
+            d.metadata["ebpf-ext"]["store"]["btf-modules"] =
+                serde_json::json!(["{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}"]);
+            d
+        };
+        let ws = Workspace {
+            root: "/ws".into(),
+            members: vec![],
+            drivers: vec![
+                with_module("a", "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}"),
+                with_module("b", "{f788ef4a-207d-4dc3-85cf-0f2ea107213c}"),
+            ],
+        };
+        let error = check_unique(&ws).expect_err("they clash").to_string();
+        assert_eq!(
+            error.matches("is claimed by").count(),
+            1,
+            "only the module: {error}"
+        );
+        assert!(
+            error.contains(
+                "BTF module {8f6c1f83-ce4c-4b58-8b91-654a29e23b7c} is claimed by a and b"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn distinct_drivers_pass() {
         let ws = Workspace {
             root: "/ws".into(),

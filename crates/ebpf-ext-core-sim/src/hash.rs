@@ -95,6 +95,10 @@ pub fn program_info_hash_input(
 /// (its bytes in memory order) and name, as its module GUID (memory order), name, return
 /// type, five argument types and flags (4 bytes each).
 ///
+/// Not confirmed against the core: the layout is the reference's (`upstream-extensions.md`
+/// A.8, item 8); eBPF for Windows' design document orders the functions by BTF id, hashes
+/// the name before the GUID and the flags only when not 0.
+///
 /// # Errors
 /// As [`program_info_hash_input`].
 pub fn program_info_hash_input_with_btf(

@@ -16,7 +16,7 @@ use ebpf_ext_sys::ebpf_extension::{
     ebpf_extension_program_dispatch_table_t,
 };
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_HOOK_EXTENSION_IID;
-use ebpf_ext_sys::ebpf_result::{EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_SUCCESS, ebpf_result_t};
+use ebpf_ext_sys::ebpf_result::{EBPF_SUCCESS, ebpf_result_t};
 use ebpf_ext_sys::ebpf_structs::{bpf_attach_type_t, bpf_link_type};
 use ebpf_ext_sys::ebpf_windows::{EBPF_ATTACH_CLIENT_DATA_HEADER_VERSION, ebpf_extension_header_t};
 use ebpf_ext_sys::intrin::KeGetCurrentIrql;
@@ -347,12 +347,16 @@ impl LinkState {
         counter.fetch_add(1, Ordering::SeqCst);
         self.last_irql.store(KeGetCurrentIrql(), Ordering::SeqCst);
         let program = read(&self.program);
-        // A live link (checked above) still has its program.
-        let run = program
-            .as_ref()
-            .map_or(Err(EBPF_EXTENSION_FAILED_TO_LOAD), |program| {
-                program(program_context)
-            });
+        // A live link (checked above) still has its program; only an invoke that raced the
+        // link's detach (which the provider must not start) finds it gone.
+        let Some(run_program) = program.as_ref() else {
+            Contract::InvokeAfterDetach.broken(
+                format_args!("invoke of a link whose detach completed meanwhile"),
+                ptr::from_ref(self) as usize,
+                0,
+            )
+        };
+        let run = run_program(program_context);
         drop(program);
         let status = match run {
             Ok(value) => {
@@ -361,7 +365,9 @@ impl LinkState {
                 EBPF_SUCCESS
             }
             Err(error) => {
-                // As the core's invoke: a failed invocation's result is 0.
+                // A failed invocation's result is 0, as the core's invoke sets it when it
+                // runs nothing (a fault, which the core would report as a success with the
+                // interpreter's error code, is core-sim's own failure).
                 // SAFETY: as above.
                 unsafe { result.write_unaligned(0) };
                 error

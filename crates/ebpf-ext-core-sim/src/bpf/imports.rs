@@ -1,19 +1,23 @@
 //! The core's side of the BTF-resolved function NPI for one loaded program: the functions it
 //! calls by name, and the providers (one per module GUID) they come from.
 //!
-//! What the core does and core-sim does alike (eBPF for Windows' `docs/BtfResolvedFunctions.md`,
-//! and `ebpf_validate_btf_resolved_function_provider_data` as its store tests exercise it):
+//! What the core does and core-sim does alike, as far as eBPF for Windows' design document
+//! (`docs/BtfResolvedFunctions.md`) and its tests (`ebpf_validate_btf_resolved_function_provider_data`)
+//! say; the core's own code was not available to compare with:
 //! - A client of `EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID` attaches to the provider whose NMR
 //!   module id is a module the program names, and declines every other with
 //!   `STATUS_NOINTERFACE`; a second provider of a module already attached gets
 //!   `STATUS_INVALID_DEVICE_STATE`.
-//! - The provider data must be version 1, size 48, with at least one function, prototypes
-//!   and addresses; every prototype version 1, size 60, total size 64, with a name.
+//! - The provider data must have at least one function, prototypes and addresses, every
+//!   prototype version 1, size 60, total size 64 and a name (the tests and the reference);
+//!   core-sim also requires the provider data's header to be version 1, size 48, as the core
+//!   checks its other providers' data (inferred).
 //! - The addresses of the functions the program calls are copied at attach, found by name.
 //!   A program whose modules are not all attached does not load
 //!   (`EBPF_EXTENSION_FAILED_TO_LOAD`); once loaded, an invocation while one is detached fails
 //!   with `EBPF_EXTENSION_FAILED_TO_LOAD` and runs nothing; a provider's detach waits until
-//!   the program's running invocations end.
+//!   the program's running invocations end (the design document clears the addresses first
+//!   and then waits; core-sim waits, then clears them, which no invocation can tell apart).
 //!
 //! An invocation that starts while a provider detaches fails at once, as with the core's
 //! rundown protection; in a chain of tail calls each program enters on its own, so a callee
@@ -29,7 +33,7 @@
 
 use core::ffi::{CStr, c_void};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, TryLockError};
 
 use ebpf_ext_sys::ebpf_base::{ebpf_argument_type_t, ebpf_return_type_t};
@@ -85,9 +89,10 @@ struct Imports {
     /// Held (shared) by each invocation; a provider's detach takes it exclusively, so it
     /// returns only once no invocation can still call the provider.
     rundown: RwLock<()>,
-    /// Providers detaching: counted before each waits for the rundown, so invocations that
-    /// start meanwhile fail at once rather than wait (as with the core's rundown protection).
-    detaching: AtomicUsize,
+    /// The modules whose providers are detaching: listed before each waits for the rundown,
+    /// so invocations that start meanwhile fail at once rather than wait (as with the core's
+    /// rundown protection).
+    detaching: Mutex<Vec<GUID>>,
     /// Why providers were declined, for the load's error message.
     refusals: Mutex<Vec<String>>,
 }
@@ -96,6 +101,9 @@ struct Imports {
 struct ModuleClient {
     module: GUID,
     imports: Arc<Imports>,
+    /// Taken by the provider being attached or attached, so a second one is refused.
+    claimed: AtomicBool,
+    /// Set once the provider's functions are in place: what loading checks.
     attached: AtomicBool,
     /// What the attached provider published (name, prototype).
     published: Mutex<Vec<PublishedBtfFunction>>,
@@ -143,8 +151,11 @@ unsafe fn published(
         // SAFETY: as above; the header is checked before the rest is used.
         let prototype: ebpf_btf_resolved_function_prototype_t = unsafe { at.read_unaligned() };
         let h = prototype.header;
-        if h.version != 1 || h.size != 60 || h.total_size != 64 || prototype.name.is_null() {
-            return Err(format!("prototype {index}: header {h:?} or no name"));
+        if h.version != 1 || h.size != 60 || h.total_size != 64 {
+            return Err(format!("prototype {index}: header {h:?}"));
+        }
+        if prototype.name.is_null() {
+            return Err(format!("prototype {index}: no name"));
         }
         // SAFETY: a non-NULL name of a valid prototype, NUL-terminated.
         let name = unsafe { CStr::from_ptr(prototype.name) }
@@ -181,7 +192,7 @@ impl Imports {
                 })
                 .collect(),
             rundown: RwLock::new(()),
-            detaching: AtomicUsize::new(0),
+            detaching: Mutex::new(Vec::new()),
             refusals: Mutex::new(Vec::new()),
         })
     }
@@ -198,6 +209,7 @@ impl ModuleClient {
         let client = ModuleClient {
             module,
             imports: Arc::clone(imports),
+            claimed: AtomicBool::new(false),
             attached: AtomicBool::new(false),
             published: Mutex::new(Vec::new()),
         };
@@ -274,14 +286,15 @@ impl NmrClient for ModuleClient {
         // Claimed before anything else, so of two providers of the module attaching at once
         // one is refused; released on every failure below.
         if self
-            .attached
+            .claimed
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
+            self.refuse("a second provider, while one is attached (STATUS_INVALID_DEVICE_STATE)");
             return STATUS_INVALID_DEVICE_STATE;
         }
         let release = |status: NTSTATUS| {
-            self.attached.store(false, Ordering::Release);
+            self.claimed.store(false, Ordering::Release);
             status
         };
         // SAFETY: the provider's characteristics, for this NPI.
@@ -333,21 +346,27 @@ impl NmrClient for ModuleClient {
             lock(&import.prototype).get_or_insert(prototype);
             import.address.store(address, Ordering::Release);
         }
+        self.attached.store(true, Ordering::Release);
         status
     }
 
     fn detach_provider(&self) -> NTSTATUS {
         // New invocations fail from here; the running ones are waited for, and only then are
         // the addresses they may still call gone.
-        self.imports.detaching.fetch_add(1, Ordering::SeqCst);
+        lock(&self.imports.detaching).push(self.module);
         let no_invocations = write(&self.imports.rundown);
+        self.attached.store(false, Ordering::Release);
         for import in &self.imports.functions {
             if import.module == self.module {
                 import.address.store(0, Ordering::Release);
             }
         }
-        self.attached.store(false, Ordering::Release);
-        self.imports.detaching.fetch_sub(1, Ordering::SeqCst);
+        self.claimed.store(false, Ordering::Release);
+        let mut detaching = lock(&self.imports.detaching);
+        if let Some(at) = detaching.iter().position(|m| *m == self.module) {
+            detaching.swap_remove(at);
+        }
+        drop(detaching);
         drop(no_invocations);
         STATUS_SUCCESS
     }
@@ -389,19 +408,15 @@ impl BtfImports {
     /// The module of a function whose provider is detached or detaching (the invocation must
     /// not run).
     pub(crate) fn enter(&self) -> Result<RwLockReadGuard<'_, ()>, GUID> {
-        let detaching = || {
-            self.imports
-                .functions
-                .first()
-                .map_or(GUID::NULL, |f| f.module)
-        };
-        if self.imports.detaching.load(Ordering::SeqCst) != 0 {
-            return Err(detaching());
+        let detaching = || lock(&self.imports.detaching).first().copied();
+        if let Some(module) = detaching() {
+            return Err(module);
         }
         let guard = match self.imports.rundown.try_read() {
             Ok(guard) => guard,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => return Err(detaching()),
+            // A detach between the check above and here.
+            Err(TryLockError::WouldBlock) => return Err(detaching().unwrap_or(GUID::NULL)),
         };
         match self
             .imports
