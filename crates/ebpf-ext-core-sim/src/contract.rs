@@ -1,5 +1,6 @@
-//! The core's side of the hook contract that the core-sim enforces by stopping the machine:
-//! what a provider must never do with a link, and the bug check that says it did.
+//! The core's side of the contracts that the core-sim enforces by stopping the machine: what a
+//! provider must never do with a link or a test-run context, and the bug check that says it
+//! did.
 //!
 //! The real core (a checked build for its assertions) fails these with a bug check, a
 //! fail-fast or memory corruption that surfaces later; the core-sim bug-checks at once through
@@ -26,6 +27,9 @@ pub const FAST_FAIL_INVALID_ARG: u64 = 5;
 pub const STATUS_ASSERTION_FAILURE: u64 = 0xC000_0420;
 /// `STATUS_ACCESS_VIOLATION` (0xC0000005): a dereference of an invalid pointer.
 pub const STATUS_ACCESS_VIOLATION: u64 = 0xC000_0005;
+/// `BAD_POOL_HEADER` (0x19): what Windows reports, later, for a write over the pool in front
+/// of an allocation.
+pub const BAD_POOL_HEADER: u32 = 0x19;
 
 /// A contract between the core and a hook provider that the core-sim enforces with a bug
 /// check. The number is the bug check's second parameter.
@@ -56,11 +60,15 @@ pub enum Contract {
     NotALink = 8,
     /// An invoke of a link whose detach has completed: the core has released the program.
     InvokeAfterDetach = 9,
+    /// A test-run context from `context_create` in a pool allocation that does not hold the
+    /// 64 bytes in front of it: the core writes its context header there, over whatever
+    /// precedes the allocation (checked for contexts in pool only).
+    NoContextHeader = 10,
 }
 
 impl Contract {
     /// Every contract, in number order.
-    pub const ALL: [Contract; 9] = [
+    pub const ALL: [Contract; 10] = [
         Contract::BatchStateMoved,
         Contract::BatchStateReused,
         Contract::BatchEndIrql,
@@ -70,6 +78,7 @@ impl Contract {
         Contract::NullPointer,
         Contract::NotALink,
         Contract::InvokeAfterDetach,
+        Contract::NoContextHeader,
     ];
 
     /// The bug check code and first parameter this contract fails with.
@@ -87,6 +96,7 @@ impl Contract {
             Contract::NullPointer | Contract::NotALink | Contract::InvokeAfterDetach => {
                 (KMODE_EXCEPTION_NOT_HANDLED, STATUS_ACCESS_VIOLATION)
             }
+            Contract::NoContextHeader => (BAD_POOL_HEADER, 0),
         }
     }
 

@@ -24,6 +24,7 @@ use ebpf_ext_sys::ntdef::{GUID, HANDLE, KIRQL, NT_SUCCESS, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
 use ebpf_ext_sys::wdm::KeLowerIrql;
 
+use crate::contract::Contract;
 use crate::error::{CoreError, Refusal, failed_to_load};
 use crate::nmr::{NmrClient, Registration, lock, read, write};
 use crate::validate::{
@@ -407,6 +408,20 @@ impl ProgramInfoClient {
         // that does not has whatever precedes its context overwritten, as with the core.
         let info = self.info();
         let header = context.wrapping_byte_sub(CONTEXT_HEADER_SIZE);
+        // A context in pool must have the header in its own allocation: the write below would
+        // otherwise corrupt the pool in front of it (caught here, not as a crash later).
+        if let Some(allocation) = ebpf_ext_usersim::pool_allocation_containing(context as usize)
+            && (header as usize) < allocation.start
+        {
+            Contract::NoContextHeader.broken(
+                format_args!(
+                    "context_create returned {context:p}, {} bytes into its pool allocation; the core's 64-byte header goes in front of it",
+                    context as usize - allocation.start
+                ),
+                context as usize,
+                allocation.start,
+            );
+        }
         // SAFETY: the provider's contract: 64 writable bytes precede the context.
         unsafe { header.cast::<u64>().write_unaligned(0) };
         // SAFETY: as above.

@@ -10,7 +10,8 @@ use core::ptr;
 
 use common::{HookContext, HookProvider, TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE};
 use ebpf_ext_core_sim::{
-    Contract, FAST_FAIL_CORRUPT_LIST_ENTRY, KERNEL_SECURITY_CHECK_FAILURE, Link, LinkSpec,
+    BAD_POOL_HEADER, Contract, FAST_FAIL_CORRUPT_LIST_ENTRY, KERNEL_SECURITY_CHECK_FAILURE, Link,
+    LinkSpec, ProgramInfoClient,
 };
 use ebpf_ext_sys::ebpf_extension::{
     ebpf_extension_program_dispatch_table_t, ebpf_program_batch_begin_invoke_function_t,
@@ -376,4 +377,41 @@ fn the_attach_parameter_is_gone_after_the_detach() {
     assert_eq!(after, [ebpf_ext_usersim::FREED_POISON; 4]);
     provider.deregister();
     drop(kernel);
+}
+
+/// `context_create` that allocates the context alone, with no room for the core's header in
+/// front of it.
+unsafe extern "win64" fn headerless_create(
+    _data_in: *const u8,
+    _data_size_in: usize,
+    context_in: *const u8,
+    context_size_in: usize,
+    context: *mut *mut c_void,
+) -> ebpf_ext_sys::ebpf_result::ebpf_result_t {
+    let p = common::safe::alloc(context_size_in).cast::<u8>();
+    // SAFETY: `context_size_in` bytes of input into a fresh allocation of that size.
+    unsafe { ptr::copy_nonoverlapping(context_in, p, context_size_in) };
+    // SAFETY: the caller's out slot.
+    unsafe { context.write(p.cast()) };
+    EBPF_SUCCESS
+}
+
+/// The defect a hand-written test provider once had, which corrupted the heap in front of
+/// the context one run in fifty: the core's header write is caught instead.
+#[test]
+fn a_test_run_context_without_room_for_the_header_is_caught() {
+    let contract = caught(
+        "a_test_run_context_without_room_for_the_header_is_caught",
+        || {
+            let _kernel = Kernel::new();
+            let mut spec = common::ProgramDataSpec::valid();
+            spec.context_create = Some(headerless_create);
+            let _provider = common::InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
+            let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+            let context = [0u8; size_of::<common::TestContext>()];
+            let _ = client.create_context(&[], &context);
+        },
+    );
+    assert_eq!(contract, Contract::NoContextHeader);
+    assert_eq!(Contract::NoContextHeader.bugcheck(), (BAD_POOL_HEADER, 0));
 }

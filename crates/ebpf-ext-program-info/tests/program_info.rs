@@ -54,6 +54,9 @@ unsafe extern "win64" fn copy_data(
     0
 }
 
+/// Bytes of the core's header in front of a test-run context (`EBPF_CONTEXT_HEADER`).
+const HEADER: usize = 64;
+
 /// `context_create`: the context must be a whole SampleContext; data becomes the packet.
 unsafe extern "win64" fn create(
     data_in: *const u8,
@@ -65,13 +68,19 @@ unsafe extern "win64" fn create(
     if context_in.is_null() || context_size < size_of::<SampleContext>() || context.is_null() {
         return EBPF_INVALID_ARGUMENT;
     }
+    // The core's 64-byte context header, then the context.
     // SAFETY: allocating from pool at PASSIVE_LEVEL.
-    let p =
-        unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size_of::<SampleContext>(), TAG.value()) }
-            .cast::<SampleContext>();
-    if p.is_null() {
+    let block = unsafe {
+        ExAllocatePool2(
+            POOL_FLAG_NON_PAGED,
+            HEADER + size_of::<SampleContext>(),
+            TAG.value(),
+        )
+    };
+    if block.is_null() {
         return ebpf_ext_sys::ebpf_result::EBPF_NO_MEMORY;
     }
+    let p = block.wrapping_byte_add(HEADER).cast::<SampleContext>();
     // SAFETY: `context_in` holds a SampleContext (size checked).
     let mut c = unsafe { context_in.cast::<SampleContext>().read_unaligned() };
     c.data_start = data_in;
@@ -118,8 +127,8 @@ unsafe extern "win64" fn destroy(
         // SAFETY: writable slot.
         unsafe { *context_size_out = 0 };
     }
-    // SAFETY: allocated in `create` with TAG.
-    unsafe { ExFreePoolWithTag(context, TAG.value()) };
+    // SAFETY: allocated in `create` with TAG, the header in front.
+    unsafe { ExFreePoolWithTag(context.wrapping_byte_sub(HEADER), TAG.value()) };
 }
 
 static CONTEXT: ContextDescriptor = ContextDescriptor::of::<SampleContext>(

@@ -59,7 +59,7 @@ pub use kernel::{
 };
 pub use locals::ebpf_ext_usersim_kernel_local;
 pub use nmr::NmrRegistration;
-pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, tag_name};
+pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, pool_allocation_containing, tag_name};
 pub use process::{
     ImageFlagsLookup, NewProcess, PROCESS_CLOCK_START, ProcessExit, ProcessIdentity,
 };

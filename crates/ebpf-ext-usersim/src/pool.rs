@@ -20,7 +20,8 @@ use ebpf_ext_sys::wdm::{
 };
 
 use crate::kernel::{
-    Kernel, allocation_fails, bugcheck, call_fails, current_irql, lock, require_irql, with_kernel,
+    Kernel, allocation_fails, bugcheck, call_fails, current_irql, lock, require_irql,
+    try_with_kernel, with_kernel,
 };
 
 /// Byte written over freed pool.
@@ -174,6 +175,25 @@ pub(crate) fn pool_alloc(
         );
         p.cast()
     })
+}
+
+/// The live pool allocation of the kernel bound to the calling thread that holds `address`
+/// (its first byte to one past its last); `None` if no live allocation holds it (the address
+/// is on a stack, in an image, in host memory, or freed) or no kernel is bound.
+///
+/// What tests and core-sim use to tell whether a provider handed over a pointer with room
+/// the core may write in front of it (a test-run context's header). It scans every live
+/// allocation: not for hot paths.
+#[must_use]
+pub fn pool_allocation_containing(address: usize) -> Option<core::ops::Range<usize>> {
+    try_with_kernel(|k| {
+        lock(&k.pool)
+            .live
+            .iter()
+            .map(|(&start, block)| start..start + block.layout.size())
+            .find(|range| range.contains(&address))
+    })
+    .flatten()
 }
 
 /// Frees pool for `api`; `tag` of `None` skips the tag check (`ExFreePool`).
