@@ -595,10 +595,25 @@ impl InfoProvider {
         data: *const c_void,
         attach_status: NTSTATUS,
     ) -> Self {
+        Self::register_npi(
+            &EBPF_PROGRAM_INFO_EXTENSION_IID,
+            module_id,
+            data,
+            attach_status,
+        )
+    }
+
+    /// A provider of `npi_id` with these callbacks (which depend on no NPI).
+    fn register_npi(
+        npi_id: &'static GUID,
+        module_id: NPI_MODULEID,
+        data: *const c_void,
+        attach_status: NTSTATUS,
+    ) -> Self {
         let state = leak(InfoProviderState::default());
         state.attach_status.store(attach_status, Ordering::SeqCst);
         let handle = register_provider(
-            &EBPF_PROGRAM_INFO_EXTENSION_IID,
+            npi_id,
             module_id,
             data,
             ptr::from_ref(state).cast(),
@@ -626,20 +641,12 @@ pub(crate) fn deregister_btf(provider: &InfoProvider) {
 /// callbacks, which depend on no NPI): `module` is its NMR module id, `data` its
 /// `NpiSpecificCharacteristics`, leaked.
 pub(crate) fn register_btf_provider(module: GUID, data: *const c_void) -> InfoProvider {
-    let state = leak(InfoProviderState::default());
-    let handle = register_provider(
+    InfoProvider::register_npi(
         &EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID,
         NPI_MODULEID::from_guid(module),
         data,
-        ptr::from_ref(state).cast(),
-        info_attach,
-        info_detach,
-        info_cleanup,
-    );
-    InfoProvider {
-        handle: handle as usize,
-        state,
-    }
+        STATUS_SUCCESS,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
