@@ -10,6 +10,7 @@ use ebpf_ext_usersim::{DriverObject, Kernel};
 use ebpf_extension_common::sys::ntdef::{NTSTATUS, UNICODE_STRING};
 use ebpf_extension_common::sys::ntstatus::STATUS_INVALID_PARAMETER;
 use ebpf_extension_common::sys::wdm::DRIVER_OBJECT;
+use ebpf_extension_common::sys::{Error, Result};
 
 /// Loads a driver whose start registers something twice, and checks it was refused twice
 /// (the same registration again, and another of the same identity) with `message` traced,
@@ -35,6 +36,20 @@ fn refused_twice(
     );
     drop(object);
     kernel.assert_no_leaks();
+}
+
+/// A start that registers with `first` and drops the registration at once (it still counts:
+/// a hook may have been checked against it), then tries `first` again and `other`: both must
+/// be refused with `InvalidParameter`, which the start then fails with (`Unsuccessful` if
+/// either was not).
+fn start_twice<T, U>(first: impl Fn() -> Result<T>, other: impl FnOnce() -> Result<U>) -> Error {
+    if let Err(e) = first() {
+        return e;
+    }
+    match (first().err(), other().err()) {
+        (Some(Error::InvalidParameter), Some(refused @ Error::InvalidParameter)) => refused,
+        _ => Error::Unsuccessful,
+    }
 }
 
 mod program_type {
@@ -93,17 +108,10 @@ mod program_type {
         const TAG: PoolTag = TAG;
 
         fn start(start: &Start<'_>) -> Result<Self> {
-            // Even a registration dropped at once counts: a hook may have been checked against it.
-            drop(start.program_type(&NARROW)?);
-            let again = start.program_type(&NARROW).err();
-            let other = start.program_type(&WIDE).err();
-            // Both must be refused; `DriverEntry` then fails with the refusal's status.
-            match (again, other) {
-                (Some(Error::InvalidParameter), Some(refused @ Error::InvalidParameter)) => {
-                    Err(refused)
-                }
-                _ => Err(Error::Unsuccessful),
-            }
+            Err(super::start_twice(
+                || start.program_type(&NARROW),
+                || start.program_type(&WIDE),
+            ))
         }
     }
 
@@ -154,16 +162,10 @@ mod btf_module {
         const TAG: PoolTag = TAG;
 
         fn start(start: &Start<'_>) -> Result<Self> {
-            // Even a registration dropped at once counts, as for program types.
-            drop(start.btf_functions(&FIRST)?);
-            let again = start.btf_functions(&FIRST).err();
-            let other = start.btf_functions(&SECOND).err();
-            match (again, other) {
-                (Some(Error::InvalidParameter), Some(refused @ Error::InvalidParameter)) => {
-                    Err(refused)
-                }
-                _ => Err(Error::Unsuccessful),
-            }
+            Err(super::start_twice(
+                || start.btf_functions(&FIRST),
+                || start.btf_functions(&SECOND),
+            ))
         }
     }
 
