@@ -24,6 +24,12 @@
 //!   and the `global_allocator!` macro for a pool-backed global allocator.
 #![no_std]
 
+// Host builds of an extension's `cdylib` need a panic handler and unwinding: the host's
+// `std`'s, linked through this crate so that no extension declares it. The driver build
+// (the Windows target) has the SDK's panic handler and no `std`.
+#[cfg(not(target_os = "windows"))]
+extern crate std;
+
 pub use ebpf_ext_hook as hook;
 pub use ebpf_ext_pool as pool;
 pub use ebpf_ext_program_info as program_info;

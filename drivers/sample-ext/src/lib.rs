@@ -21,10 +21,6 @@
 //! Where this port differs from upstream on purpose, [`program`] and [`hook`] say so.
 #![no_std]
 
-// Host builds of the `cdylib` need a panic handler and unwinding: the host's `std`'s.
-#[cfg(not(target_os = "windows"))]
-extern crate std;
-
 pub mod btf;
 pub mod hook;
 pub mod maps;

@@ -13,10 +13,6 @@
 //! validation and the device's security are the SDK's; the sample has no `unsafe` code.
 #![no_std]
 
-// Host builds of the `cdylib` need a panic handler and unwinding: the host's `std`'s.
-#[cfg(not(target_os = "windows"))]
-extern crate std;
-
 pub mod control;
 pub mod hook;
 pub mod program;

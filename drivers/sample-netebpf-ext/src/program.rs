@@ -63,6 +63,8 @@ program_type! {
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::internet_checksum;
 
     #[test]

@@ -40,10 +40,6 @@
 //! cannot parse.
 #![no_std]
 
-// Host builds of the `cdylib` need a panic handler and unwinding: the host's `std`'s.
-#[cfg(not(target_os = "windows"))]
-extern crate std;
-
 pub mod hook;
 pub mod program;
 mod test_run;
