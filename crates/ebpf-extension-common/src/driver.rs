@@ -381,25 +381,30 @@ pub const MAX_PROGRAM_TYPES: usize = 32;
 /// [`Start::btf_functions`].
 pub const MAX_BTF_MODULES: usize = 8;
 
-/// The free slot of `slots` to record `guid` in once registered; `None` if `guid` is recorded
-/// already (`twice` is called) or every slot is taken (`full` is called).
-fn free_slot(
-    slots: &[Cell<Option<GUID>>],
+/// The free slot of `slots` to record `guid` in once registered. A `guid` recorded already is
+/// refused with [`Error::InvalidParameter`], and a full table with
+/// [`Error::InsufficientResources`], each traced as an error with its message.
+fn free_slot<'s>(
+    slots: &'s [Cell<Option<GUID>>],
     guid: GUID,
-    twice: impl FnOnce(),
-    full: impl FnOnce(),
-) -> Result<&Cell<Option<GUID>>> {
+    twice: &str,
+    full: &str,
+) -> Result<&'s Cell<Option<GUID>>> {
+    let refuse = |message: &str, error: Error| {
+        ebpf_ext_trace::trace_message!(
+            ebpf_ext_trace::Level::Error,
+            ebpf_ext_trace::keyword::EXTENSION,
+            message
+        );
+        Err(error)
+    };
     if slots.iter().any(|slot| slot.get() == Some(guid)) {
-        twice();
-        return Err(Error::InvalidParameter);
+        return refuse(twice, Error::InvalidParameter);
     }
-    slots
-        .iter()
-        .find(|slot| slot.get().is_none())
-        .ok_or_else(|| {
-            full();
-            Error::InsufficientResources
-        })
+    match slots.iter().find(|slot| slot.get().is_none()) {
+        Some(slot) => Ok(slot),
+        None => refuse(full, Error::InsufficientResources),
+    }
 }
 
 /// What [`ExtensionDriver::start`] starts providers with.
@@ -448,20 +453,8 @@ impl Start<'_> {
         let slot = free_slot(
             &self.modules,
             functions.module(),
-            || {
-                ebpf_ext_trace::trace_message!(
-                    ebpf_ext_trace::Level::Error,
-                    ebpf_ext_trace::keyword::EXTENSION,
-                    "BTF module registered twice"
-                );
-            },
-            || {
-                ebpf_ext_trace::trace_message!(
-                    ebpf_ext_trace::Level::Error,
-                    ebpf_ext_trace::keyword::EXTENSION,
-                    "more BTF modules than MAX_BTF_MODULES"
-                );
-            },
+            "BTF module registered twice",
+            "more BTF modules than MAX_BTF_MODULES",
         )?;
         let provider = BtfFunctionProvider::register(functions, self.tag)?;
         slot.set(Some(functions.module()));
@@ -483,20 +476,8 @@ impl Start<'_> {
         let slot = free_slot(
             &self.registered,
             program_type,
-            || {
-                ebpf_ext_trace::trace_message!(
-                    ebpf_ext_trace::Level::Error,
-                    ebpf_ext_trace::keyword::EXTENSION,
-                    "program type registered twice"
-                );
-            },
-            || {
-                ebpf_ext_trace::trace_message!(
-                    ebpf_ext_trace::Level::Error,
-                    ebpf_ext_trace::keyword::EXTENSION,
-                    "more program types than MAX_PROGRAM_TYPES"
-                );
-            },
+            "program type registered twice",
+            "more program types than MAX_PROGRAM_TYPES",
         )?;
         // SAFETY: this driver's safe hooks invoke programs of this type only through
         // `Start::hook`, which takes the returned `ProgramType<C>` and so hands them a `C`, the
