@@ -214,12 +214,7 @@ pub fn guid_string(g: &GUID) -> String {
 /// A GUID's 16 bytes in memory order (Data1, Data2, Data3 little-endian, then Data4).
 #[must_use]
 pub fn guid_bytes(g: &GUID) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(16);
-    bytes.extend_from_slice(&g.Data1.to_le_bytes());
-    bytes.extend_from_slice(&g.Data2.to_le_bytes());
-    bytes.extend_from_slice(&g.Data3.to_le_bytes());
-    bytes.extend_from_slice(&g.Data4);
-    bytes
+    g.to_bytes_le().to_vec()
 }
 
 fn dword(name: &str, value: u32) -> (String, Value) {

@@ -6,8 +6,6 @@
 
 use sha2::{Digest, Sha256};
 
-use ebpf_ext_sys::ntdef::GUID;
-
 use crate::bpf::{BtfFunctionUse, GENERAL_HELPERS};
 use crate::program_info::ProgramInfo;
 
@@ -52,7 +50,7 @@ pub fn program_info_hash_input(
     for v in [d.size, d.data, d.end, d.meta] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    out.extend_from_slice(&guid_bytes(info.program_type));
+    out.extend_from_slice(&info.program_type.to_bytes_le());
     out.extend_from_slice(&info.bpf_prog_type.to_le_bytes());
     out.push(u8::from(info.is_privileged));
     out.extend_from_slice(&(ids.len() as u64).to_le_bytes());
@@ -111,11 +109,12 @@ pub fn program_info_hash_input_with_btf(
         return Ok(out);
     }
     let mut functions: Vec<&BtfFunctionUse> = btf_functions.iter().collect();
-    functions.sort_by(|a, b| (guid_bytes(a.module), &a.name).cmp(&(guid_bytes(b.module), &b.name)));
+    functions
+        .sort_by(|a, b| (a.module.to_bytes_le(), &a.name).cmp(&(b.module.to_bytes_le(), &b.name)));
     functions.dedup_by(|a, b| a.module == b.module && a.name == b.name);
     out.extend_from_slice(&(functions.len() as u64).to_le_bytes());
     for f in functions {
-        out.extend_from_slice(&guid_bytes(f.module));
+        out.extend_from_slice(&f.module.to_bytes_le());
         out.extend_from_slice(f.name.as_bytes());
         out.extend_from_slice(&f.prototype.return_type.to_le_bytes());
         for a in f.prototype.arguments {
@@ -124,16 +123,6 @@ pub fn program_info_hash_input_with_btf(
         out.extend_from_slice(&f.prototype.flags.to_le_bytes());
     }
     Ok(out)
-}
-
-/// A GUID's 16 bytes in memory order.
-fn guid_bytes(g: GUID) -> [u8; 16] {
-    let mut bytes = [0; 16];
-    bytes[..4].copy_from_slice(&g.Data1.to_le_bytes());
-    bytes[4..6].copy_from_slice(&g.Data2.to_le_bytes());
-    bytes[6..8].copy_from_slice(&g.Data3.to_le_bytes());
-    bytes[8..].copy_from_slice(&g.Data4);
-    bytes
 }
 
 /// SHA-256 of [`program_info_hash_input`]: the hash the core stores for a program (and
@@ -241,11 +230,7 @@ mod tests {
         let mut expected = without;
         expected.extend_from_slice(&3u64.to_le_bytes());
         for (module, name) in [(2u128, "a"), (2, "b"), (1 << 120, "a")] {
-            let g = GUID::from_u128(module);
-            expected.extend_from_slice(&g.Data1.to_le_bytes());
-            expected.extend_from_slice(&g.Data2.to_le_bytes());
-            expected.extend_from_slice(&g.Data3.to_le_bytes());
-            expected.extend_from_slice(&g.Data4);
+            expected.extend_from_slice(&GUID::from_u128(module).to_bytes_le());
             expected.extend_from_slice(name.as_bytes());
             for v in [1u32, 1, 9, 2, 0, 0, 7] {
                 expected.extend_from_slice(&v.to_le_bytes());
