@@ -346,12 +346,7 @@ fn spec() -> ProgramDataSpec {
 }
 
 fn context(value: u64, flags: u64) -> Vec<u8> {
-    let context = TestContext {
-        value,
-        flags,
-        data_start: core::ptr::null(),
-        data_end: core::ptr::null(),
-    };
+    let context = HookedContext::of(value, flags).context;
     // SAFETY: a plain repr(C) value viewed as its bytes.
     unsafe {
         core::slice::from_raw_parts((&raw const context).cast::<u8>(), size_of::<TestContext>())
@@ -981,6 +976,31 @@ struct HookedContext {
     context: TestContext,
 }
 
+impl HookedContext {
+    /// `context` behind a zeroed header.
+    fn new(context: TestContext) -> Self {
+        HookedContext {
+            header: [0; 8],
+            context,
+        }
+    }
+
+    /// A context of `value` and `flags` with no data.
+    fn of(value: u64, flags: u64) -> Self {
+        Self::new(TestContext {
+            value,
+            flags,
+            data_start: core::ptr::null(),
+            data_end: core::ptr::null(),
+        })
+    }
+
+    /// The pointer a program sees: just past the header.
+    fn ptr(&mut self) -> *mut core::ffi::c_void {
+        (&raw mut self.context).cast()
+    }
+}
+
 #[test]
 fn a_hooks_invocations_each_get_thirty_three_tail_calls() {
     let object = compile(&format!("{PRELUDE}{TAIL_CALLS}"));
@@ -996,16 +1016,8 @@ fn a_hooks_invocations_each_get_thirty_three_tail_calls() {
         let link = chain
             .attach(LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE))
             .expect("attached");
-        let mut hooked = HookedContext {
-            header: [0; 8],
-            context: TestContext {
-                value: 0,
-                flags: 0,
-                data_start: core::ptr::null(),
-                data_end: core::ptr::null(),
-            },
-        };
-        let context_ptr = (&raw mut hooked.context).cast::<core::ffi::c_void>();
+        let mut hooked = HookedContext::of(0, 0);
+        let context_ptr = hooked.ptr();
         assert_eq!(hook.state.invoke(0, context_ptr), (EBPF_SUCCESS, 34));
 
         // A batch reuses one state: each invocation starts its count again.
@@ -1322,16 +1334,13 @@ fn a_hooks_invocation_gives_perf_events_the_context_data() {
             .attach(LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE))
             .expect("attached");
         let data = [5u8, 6, 7];
-        let mut hooked = HookedContext {
-            header: [0; 8],
-            context: TestContext {
-                value: 3,
-                flags: CURRENT_CPU | 3 << 32,
-                data_start: data.as_ptr(),
-                data_end: data.as_ptr().wrapping_add(data.len()),
-            },
-        };
-        let context_ptr = (&raw mut hooked.context).cast::<core::ffi::c_void>();
+        let mut hooked = HookedContext::new(TestContext {
+            value: 3,
+            flags: CURRENT_CPU | 3 << 32,
+            data_start: data.as_ptr(),
+            data_end: data.as_ptr().wrapping_add(data.len()),
+        });
+        let context_ptr = hooked.ptr();
         assert_eq!(hook.state.invoke(0, context_ptr), (EBPF_SUCCESS, 0));
         // SAFETY: the invoke put the program's context descriptor in slot 1.
         let descriptor = unsafe {
@@ -1349,7 +1358,7 @@ fn a_hooks_invocation_gives_perf_events_the_context_data() {
         );
         // No data at all: shorter than asked.
         hooked.context.data_end = hooked.context.data_start;
-        let context_ptr = (&raw mut hooked.context).cast::<core::ffi::c_void>();
+        let context_ptr = hooked.ptr();
         assert_eq!(
             hook.state.invoke(0, context_ptr),
             (EBPF_SUCCESS, (-6i32).cast_unsigned())
@@ -1553,10 +1562,7 @@ fn a_btf_resolved_function_is_called_through_its_modules_provider() {
         .expect("known");
         let mut expected = ebpf_ext_core_sim::program_info_hash_input(info, &[19]).expect("known");
         expected.extend_from_slice(&1u64.to_le_bytes());
-        expected.extend_from_slice(&BTF_MODULE.Data1.to_le_bytes());
-        expected.extend_from_slice(&BTF_MODULE.Data2.to_le_bytes());
-        expected.extend_from_slice(&BTF_MODULE.Data3.to_le_bytes());
-        expected.extend_from_slice(&BTF_MODULE.Data4);
+        expected.extend_from_slice(&BTF_MODULE.to_bytes_le());
         expected.extend_from_slice(b"test_btf_lookup");
         for v in [0, 1, 9, 2, 0, 0, 0u32] {
             expected.extend_from_slice(&v.to_le_bytes());
@@ -1595,17 +1601,8 @@ fn invocations_fail_while_the_provider_is_detached_and_its_detach_waits_for_them
             .attach(LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE))
             .expect("attached");
         let invoke = |value: u64| {
-            let mut hooked = HookedContext {
-                header: [0; 8],
-                context: TestContext {
-                    value,
-                    flags: 0,
-                    data_start: core::ptr::null(),
-                    data_end: core::ptr::null(),
-                },
-            };
-            hook.state
-                .invoke(0, (&raw mut hooked.context).cast::<core::ffi::c_void>())
+            let mut hooked = HookedContext::of(value, 0);
+            hook.state.invoke(0, hooked.ptr())
         };
         let detached = core::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
