@@ -23,6 +23,9 @@ use super::BpfError;
 use super::btf::{BtfExtern, btf_externs};
 use super::insn::{CALL, Insn, LD_DW_IMM};
 
+/// The object as the `object` crate reads it (read once, by [`BpfObject::parse`]).
+type Elf<'data> = ElfFile64<'data, Endianness>;
+
 /// The name program sections get for `aya-obj` (see the module documentation).
 const ACCEPTED_SECTION: &[u8] = b"tp\0";
 
@@ -90,11 +93,9 @@ const CALL_LOCAL: u8 = 1;
 /// the `extern` function of that name, as the verifier rewrites calls of BTF-resolved
 /// functions; returns the object's `extern` functions by BTF id.
 fn rewrite_extern_calls(
-    bytes: &[u8],
+    elf: &Elf<'_>,
     patched: &mut [u8],
 ) -> Result<BTreeMap<u32, BtfExtern>, BpfError> {
-    let elf = ElfFile64::<Endianness>::parse(bytes)
-        .map_err(|e| BpfError::Parse(format!("not a 64-bit ELF object: {e}")))?;
     let externs = match elf.section_by_name(".BTF") {
         Some(section) => {
             let data = section
@@ -153,9 +154,10 @@ fn rewrite_extern_calls(
 
 /// The original names of the executable sections other than `.text`, by index, and a copy of
 /// `bytes` where each of those names reads `tp`.
-fn rename_program_sections(bytes: &[u8]) -> Result<(Vec<u8>, BTreeMap<usize, String>), BpfError> {
-    let elf = ElfFile64::<Endianness>::parse(bytes)
-        .map_err(|e| BpfError::Parse(format!("not a 64-bit ELF object: {e}")))?;
+fn rename_program_sections(
+    elf: &Elf<'_>,
+    bytes: &[u8],
+) -> Result<(Vec<u8>, BTreeMap<usize, String>), BpfError> {
     let endian = elf.endian();
     let table = elf
         .elf_header()
@@ -197,14 +199,11 @@ fn rename_program_sections(bytes: &[u8]) -> Result<(Vec<u8>, BTreeMap<usize, Str
     Ok((patched, names))
 }
 
-fn text_sections(bytes: &[u8]) -> Result<HashSet<usize>, BpfError> {
-    let elf = ElfFile64::<Endianness>::parse(bytes)
-        .map_err(|e| BpfError::Parse(format!("not a 64-bit ELF object: {e}")))?;
-    Ok(elf
-        .sections()
+fn text_sections(elf: &Elf<'_>) -> HashSet<usize> {
+    elf.sections()
         .filter(|s| s.kind() == SectionKind::Text && s.name().is_ok_and(|n| n.starts_with(".text")))
         .map(|s| s.index().0)
-        .collect())
+        .collect()
 }
 
 fn definition(name: &str, map: &Map) -> MapDefinition {
@@ -226,6 +225,42 @@ fn definition(name: &str, map: &Map) -> MapDefinition {
     }
 }
 
+/// The map references of program `name`'s relocated `insns` (`lddw` of a map or of a
+/// pointer into its value), each naming one of `map_count` maps.
+fn map_references(
+    name: &str,
+    insns: &[Insn],
+    map_count: usize,
+) -> Result<Vec<MapReference>, BpfError> {
+    let mut references = Vec::new();
+    for (index, insn) in insns.iter().enumerate() {
+        if insn.code != LD_DW_IMM {
+            continue;
+        }
+        let map = usize::try_from(insn.imm).ok();
+        let reference = match u32::from(insn.src) {
+            BPF_PSEUDO_MAP_FD => map.map(|map| MapReference {
+                insn: index,
+                map,
+                value_offset: None,
+            }),
+            BPF_PSEUDO_MAP_VALUE => map.map(|map| MapReference {
+                insn: index,
+                map,
+                value_offset: insns
+                    .get(index + 1)
+                    .and_then(|next| u32::try_from(next.imm).ok()),
+            }),
+            _ => continue,
+        };
+        let reference = reference
+            .filter(|r| r.map < map_count)
+            .ok_or_else(|| BpfError::Parse(format!("{name}: bad map reference")))?;
+        references.push(reference);
+    }
+    Ok(references)
+}
+
 impl BpfObject {
     /// Parses a BPF ELF object (`clang -target bpf -c`): its programs, its maps (BTF-defined
     /// in `.maps`, legacy in `maps`, and global variables in `.rodata`, `.data`, `.bss`),
@@ -234,9 +269,11 @@ impl BpfObject {
     /// # Errors
     /// [`BpfError::Parse`] with what `aya-obj` or the ELF reader refused.
     pub fn parse(bytes: &[u8]) -> Result<Self, BpfError> {
-        let (mut patched, section_names) = rename_program_sections(bytes)?;
-        let externs = rewrite_extern_calls(bytes, &mut patched)?;
-        let text = text_sections(bytes)?;
+        let elf = Elf::parse(bytes)
+            .map_err(|e| BpfError::Parse(format!("not a 64-bit ELF object: {e}")))?;
+        let (mut patched, section_names) = rename_program_sections(&elf, bytes)?;
+        let externs = rewrite_extern_calls(&elf, &mut patched)?;
+        let text = text_sections(&elf);
         let mut object = Object::parse(&patched).map_err(|e| {
             let mut message = e.to_string();
             let mut source = core::error::Error::source(&e);
@@ -295,32 +332,7 @@ impl BpfObject {
                     imm: i.imm,
                 })
                 .collect();
-            let mut references = Vec::new();
-            for (index, insn) in insns.iter().enumerate() {
-                if insn.code != LD_DW_IMM {
-                    continue;
-                }
-                let map = usize::try_from(insn.imm).ok();
-                let reference = match u32::from(insn.src) {
-                    BPF_PSEUDO_MAP_FD => map.map(|map| MapReference {
-                        insn: index,
-                        map,
-                        value_offset: None,
-                    }),
-                    BPF_PSEUDO_MAP_VALUE => map.map(|map| MapReference {
-                        insn: index,
-                        map,
-                        value_offset: insns
-                            .get(index + 1)
-                            .and_then(|next| u32::try_from(next.imm).ok()),
-                    }),
-                    _ => continue,
-                };
-                let reference = reference
-                    .filter(|r| r.map < maps.len())
-                    .ok_or_else(|| BpfError::Parse(format!("{name}: bad map reference")))?;
-                references.push(reference);
-            }
+            let references = map_references(name, &insns, maps.len())?;
             programs.push(ProgramCode {
                 section,
                 name: name.clone(),
