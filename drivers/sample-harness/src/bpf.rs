@@ -447,37 +447,51 @@ pub fn bpf_dir(sample: &Sample) -> Result<PathBuf, Failure> {
         .join("bpf"))
 }
 
+/// Loads `sample` (linked crate) into a fresh usersim kernel on this thread, runs `read`
+/// while it is loaded, unloads it and checks that nothing leaked.
+///
+/// # Errors
+/// If it does not load, or what `read` returns.
+pub fn with_loaded<R>(
+    sample: &Sample,
+    read: impl FnOnce() -> Result<R, Failure>,
+) -> Result<R, Failure> {
+    let kernel = Kernel::new();
+    let driver = LoadedDriver::load(Target::Native(sample.driver_entry), sample.service)
+        .map_err(|s| format!("{}: DriverEntry {}", sample.dir, crate::status::describe(s)))?;
+    let result = read();
+    driver.unload();
+    kernel.assert_no_leaks();
+    result
+}
+
+/// The program information `sample` publishes, read as the core reads it (call it with
+/// the sample loaded: [`with_loaded`]).
+///
+/// # Errors
+/// If its program information is refused.
+pub fn read_info(sample: &Sample) -> Result<ProgramInfo, Failure> {
+    let client = ProgramInfoClient::attach(sample.program_type)
+        .map_err(|e| format!("{}: program info: {e}", sample.dir))?;
+    Ok((*client.info()).clone())
+}
+
 /// Loads `sample` (linked crate) into a fresh usersim kernel on this thread and returns the
 /// program information it publishes.
 ///
 /// # Errors
 /// If it does not load or its program information is refused.
 pub fn published_info(sample: &Sample) -> Result<ProgramInfo, Failure> {
-    let kernel = Kernel::new();
-    let driver = LoadedDriver::load(Target::Native(sample.driver_entry), sample.service)
-        .map_err(|s| format!("{}: DriverEntry {}", sample.dir, crate::status::describe(s)))?;
-    let client = ProgramInfoClient::attach(sample.program_type)
-        .map_err(|e| format!("{}: program info: {e}", sample.dir))?;
-    let info = (*client.info()).clone();
-    drop(client);
-    driver.unload();
-    kernel.assert_no_leaks();
-    Ok(info)
+    with_loaded(sample, || read_info(sample))
 }
 
-/// The functions the BTF-resolved function provider of `module` in `sample`'s driver
-/// publishes, read by loading the driver, as the store export reads them.
+/// The functions the BTF-resolved function provider of `module` publishes, read as the
+/// store export reads them (call it with the sample loaded: [`with_loaded`]).
 ///
 /// # Errors
-/// If the driver does not start or publishes nothing for `module`.
-pub fn published_btf(sample: &Sample, module: GUID) -> Result<Vec<PublishedBtfFunction>, Failure> {
-    let kernel = Kernel::new();
-    let driver = LoadedDriver::load(Target::Native(sample.driver_entry), sample.service)
-        .map_err(|s| format!("{}: DriverEntry {}", sample.dir, crate::status::describe(s)))?;
-    let published = published_btf_functions(module).map_err(|e| format!("{}: {e}", sample.dir));
-    driver.unload();
-    kernel.assert_no_leaks();
-    published
+/// If nothing is published for `module`.
+pub fn read_btf(sample: &Sample, module: GUID) -> Result<Vec<PublishedBtfFunction>, Failure> {
+    published_btf_functions(module).map_err(|e| format!("{}: {e}", sample.dir))
 }
 
 /// C declarations of a module's BTF-resolved functions: `extern`s in `.ksyms` tagged

@@ -27,7 +27,7 @@ use sample_ext::protocol::{
 
 use crate::bpf::{
     BpfReport, ContextField, GENERAL_HEADER, Sample, bpf_dir, btf_declarations, fault_kind,
-    program_header, published_btf, published_info,
+    program_header, read_btf, read_info, with_loaded,
 };
 use crate::{Failure, Narrator, Target, expect};
 
@@ -97,14 +97,17 @@ pub fn sample() -> Sample {
 /// which ends with the declarations of its BTF-resolved functions.
 ///
 /// # Errors
-/// As [`published_info`] and [`program_header`].
+/// As [`with_loaded`], [`read_info`], [`read_btf`] and [`program_header`].
 pub fn headers() -> Result<Vec<(PathBuf, String)>, Failure> {
     let sample = sample();
-    let mut info = published_info(&sample)?;
+    // One load reads both what the program type and the BTF module publish.
+    let (mut info, btf) = with_loaded(&sample, || {
+        Ok((read_info(&sample)?, read_btf(&sample, BTF_MODULE)?))
+    })?;
     info.global_helpers
         .retain(|h| GENERAL_HELPERS.iter().all(|g| g.id != h.id));
     let include = bpf_dir(&sample)?.join("include");
-    let btf = btf_declarations(BTF_MODULE, &published_btf(&sample, BTF_MODULE)?);
+    let btf = btf_declarations(BTF_MODULE, &btf);
     Ok(vec![
         (include.join(GENERAL_HEADER), crate::bpf::general_header()),
         (
