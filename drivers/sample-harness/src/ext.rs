@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use ebpf_ext_core_sim::bpf::{BpfError, BpfObject, BpfProgram, GENERAL_HELPERS, TestRun};
-use ebpf_ext_core_sim::{LinkSpec, ProgramInfoClient};
+use ebpf_ext_core_sim::{Link, LinkSpec, ProgramInfoClient};
 use ebpf_ext_map::CustomMap;
 use ebpf_ext_sys::ebpf_result::ebpf_result_t;
 use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
@@ -377,9 +377,7 @@ pub fn scenario(
             .update(&key.to_le_bytes(), &word(value), 0)
             .map_err(|e| e.to_string())?;
     }
-    let link = rewrite
-        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
-        .map_err(|e| e.to_string())?;
+    let link = attach(&rewrite)?;
     let handle = kernel
         .open(WIN32_PATH, Caller::Administrator)
         .map_err(|s| format!("open: {}", crate::status::describe(s)))?;
@@ -563,6 +561,13 @@ pub fn scenario(
     Ok(report)
 }
 
+/// Attaches `program` to the sample's hook, as `bpf_link_create` does.
+fn attach(program: &Arc<BpfProgram>) -> Result<Link, Failure> {
+    program
+        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
+        .map_err(|e| e.to_string())
+}
+
 /// The program of `section` among `programs` (an object's, loaded together).
 fn program_in(programs: &[Arc<BpfProgram>], section: &str) -> Result<Arc<BpfProgram>, Failure> {
     programs
@@ -586,9 +591,7 @@ fn tail_calls(
     let target = program_in(programs, "sample_ext/0")?;
     let slots = caller.map("programs").ok_or("no programs map")?;
     slots.set_program(0, &target).map_err(|e| e.to_string())?;
-    let link = caller
-        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
-        .map_err(|e| e.to_string())?;
+    let link = attach(&caller)?;
     let data = b"tail";
     let (status, result, _) = run(kernel, handle, 0, data)?;
     let (batch_status, batch, _) = run_batch(kernel, handle, 3, data)?;
@@ -634,9 +637,7 @@ fn perf_events(
     info_client: &ProgramInfoClient,
 ) -> Result<String, Failure> {
     let perf = &program_in(programs, "sample_ext/perf")?;
-    let link = perf
-        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
-        .map_err(|e| e.to_string())?;
+    let link = attach(perf)?;
     let (status, result, _) = run(kernel, handle, 0, b"perf!")?;
     let test = test_run(perf, info_client, b"test", &context_in(0, 0, [1, 2]))?;
     link.detach().map_err(|e| e.to_string())?;
@@ -680,9 +681,7 @@ fn btf_resolved(
 ) -> Result<String, Failure> {
     let program = &program_in(programs, "sample_ext/btf")?;
     let test = test_run(program, info_client, b"", &context_in(123, 0, [1, 2]))?;
-    let link = program
-        .attach(LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE))
-        .map_err(|e| e.to_string())?;
+    let link = attach(program)?;
     let (status, result, _) = run(kernel, handle, 0, b"btf")?;
     link.detach().map_err(|e| e.to_string())?;
     let ctx_out = test
