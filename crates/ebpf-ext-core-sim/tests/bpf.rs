@@ -1409,6 +1409,14 @@ int btf_wait(struct test_context* ctx) { return (int)test_btf_wait(ctx->value); 
 
 SEC("test_prog/btf_untagged")
 int btf_untagged(struct test_context* ctx) { return (int)test_btf_untagged(1); }
+
+// Reads 8 bytes past the 32-byte context: refused by the program's checks.
+SEC("test_prog/btf_refused")
+int btf_refused(struct test_context* ctx)
+{
+    uint64_t value = 0;
+    return (int)test_btf_lookup(((uint64_t*)ctx)[4], &value, sizeof(value));
+}
 "#;
 
 /// The module the test's BTF-resolved functions come from.
@@ -1586,6 +1594,39 @@ fn a_btf_resolved_function_is_called_through_its_modules_provider() {
         drop((program, overrun, ctx));
         provider.deregister();
         other.deregister();
+    });
+}
+
+#[test]
+fn a_program_is_checked_before_it_binds_and_reading_a_module_binds_nothing() {
+    let object = compile(&format!("{PRELUDE}{BTF_FUNCTIONS}"));
+    with_info(|_, info| {
+        let provider =
+            common::register_btf_provider(BTF_MODULE, btf_module(LOOKUP_ARGUMENTS, false));
+        let attaches = || {
+            provider
+                .state
+                .attaches
+                .load(core::sync::atomic::Ordering::SeqCst)
+        };
+        let refused = BpfProgram::load(&object, "test_prog/btf_refused", info)
+            .expect_err("beyond the context");
+        assert!(
+            matches!(refused, BpfError::ContextAccess { offset: 32, .. }),
+            "{refused}"
+        );
+        assert_eq!(attaches(), 0, "a refused program binds to no provider");
+        let published = ebpf_ext_core_sim::bpf::published_btf_functions(BTF_MODULE).expect("read");
+        assert_eq!(published.len(), 2);
+        assert_eq!(
+            attaches(),
+            0,
+            "reading what a module publishes binds nothing"
+        );
+        let program = BpfProgram::load(&object, "test_prog/btf", info).expect("loads");
+        assert_eq!(attaches(), 1, "a program that loads binds once");
+        drop(program);
+        provider.deregister();
     });
 }
 

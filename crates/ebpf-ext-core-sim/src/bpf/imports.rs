@@ -12,6 +12,10 @@
 //!   prototype version 1, size 60, total size 64 and a name (the tests and the reference);
 //!   core-sim also requires the provider data's header to be version 1, size 48, as the core
 //!   checks its other providers' data (inferred).
+//! - A program's calls are checked against the prototypes the modules publish before any of
+//!   its clients binds (the verifier reads them from the store, before the core loads the
+//!   program), so a program the checks refuse binds to no provider; core-sim reads them with a
+//!   client that declines every provider once it has read its data.
 //! - The addresses of the functions the program calls are copied at attach, found by name.
 //!   A program whose modules are not all attached does not load
 //!   (`EBPF_EXTENSION_FAILED_TO_LOAD`); once loaded, an invocation while one is detached fails
@@ -76,8 +80,8 @@ pub struct BtfFunctionUse {
 struct Import {
     module: GUID,
     name: String,
-    /// The prototype the program was loaded against (the first provider's), or `None` before
-    /// one attached.
+    /// The prototype the program was checked against (the first provider's the look-up
+    /// read), or `None` before one was read.
     prototype: Mutex<Option<BtfPrototype>>,
     /// Its address while its provider is attached; 0 otherwise.
     address: AtomicU64,
@@ -97,15 +101,26 @@ struct Imports {
     refusals: Mutex<Vec<String>>,
 }
 
+/// What a module's client does with the providers NMR offers it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Reads the provider's data and declines it: the store's view, which binds nothing.
+    LookUp,
+    /// Binds to the provider and copies the addresses.
+    Bind,
+}
+
 /// The NMR client of one module.
 struct ModuleClient {
     module: GUID,
+    mode: Mode,
     imports: Arc<Imports>,
     /// Taken by the provider being attached or attached, so a second one is refused.
     claimed: AtomicBool,
-    /// Set once the provider's functions are in place: what loading checks.
+    /// Set once the provider's functions are in place ([`Mode::Bind`]) or read
+    /// ([`Mode::LookUp`]): what loading checks.
     attached: AtomicBool,
-    /// What the attached provider published (name, prototype).
+    /// What the provider published (name, prototype).
     published: Mutex<Vec<PublishedBtfFunction>>,
 }
 
@@ -200,14 +215,20 @@ impl Imports {
 
 impl ModuleClient {
     /// Registers the client of `module` for `imports`, which attaches at once to a provider
-    /// already registered.
+    /// already registered ([`Mode::Bind`]), or reads its data and declines it
+    /// ([`Mode::LookUp`]).
     ///
     /// # Errors
-    /// No provider of the module attached (with the reasons providers were declined), or the
-    /// client could not register.
-    fn register(module: GUID, imports: &Arc<Imports>) -> Result<Registration<Self>, String> {
+    /// No provider of the module attached or read (with the reasons providers were declined),
+    /// or the client could not register.
+    fn register(
+        module: GUID,
+        mode: Mode,
+        imports: &Arc<Imports>,
+    ) -> Result<Registration<Self>, String> {
         let client = ModuleClient {
             module,
+            mode,
             imports: Arc::clone(imports),
             claimed: AtomicBool::new(false),
             attached: AtomicBool::new(false),
@@ -285,10 +306,11 @@ impl NmrClient for ModuleClient {
         }
         // Claimed before anything else, so of two providers of the module attaching at once
         // one is refused; released on every failure below.
-        if self
-            .claimed
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
+        if self.mode == Mode::Bind
+            && self
+                .claimed
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
         {
             self.refuse("a second provider, while one is attached (STATUS_INVALID_DEVICE_STATE)");
             return STATUS_INVALID_DEVICE_STATE;
@@ -318,6 +340,15 @@ impl NmrClient for ModuleClient {
                 return release(STATUS_NOINTERFACE);
             }
         };
+        if self.mode == Mode::LookUp {
+            *lock(&self.published) = published_functions(&published);
+            for (index, prototype, _) in resolved {
+                lock(&self.imports.functions[index].prototype).get_or_insert(prototype);
+            }
+            self.attached.store(true, Ordering::Release);
+            // Read; declined, so the provider sees no client.
+            return STATUS_NOINTERFACE;
+        }
         let (mut provider_binding, mut provider_dispatch) = (ptr::null_mut(), ptr::null());
         // SAFETY: called from `ClientAttachProvider` with NMR's handle; the binding context is
         // this registration's context; no client dispatch; local out slots.
@@ -334,13 +365,7 @@ impl NmrClient for ModuleClient {
             self.refuse(&format!("NmrClientAttachProvider returned {status:#x}"));
             return release(status);
         }
-        *lock(&self.published) = published
-            .iter()
-            .map(|(name, prototype, _)| PublishedBtfFunction {
-                name: name.clone(),
-                prototype: *prototype,
-            })
-            .collect();
+        *lock(&self.published) = published_functions(&published);
         for (index, prototype, address) in resolved {
             let import = &self.imports.functions[index];
             lock(&import.prototype).get_or_insert(prototype);
@@ -372,6 +397,75 @@ impl NmrClient for ModuleClient {
     }
 }
 
+/// The names and prototypes of what a provider published.
+fn published_functions(published: &[(String, BtfPrototype, u64)]) -> Vec<PublishedBtfFunction> {
+    published
+        .iter()
+        .map(|(name, prototype, _)| PublishedBtfFunction {
+            name: name.clone(),
+            prototype: *prototype,
+        })
+        .collect()
+}
+
+/// The BTF-resolved functions a program being loaded calls, with the prototypes their modules
+/// publish, before any client binds: what its calls are checked against.
+pub(crate) struct BtfLookup {
+    imports: Arc<Imports>,
+}
+
+impl BtfLookup {
+    /// Reads the prototypes of `functions` (module, name; distinct) from their modules'
+    /// providers, binding to none.
+    ///
+    /// # Errors
+    /// Why the program cannot load: a module with no provider (with the reasons providers
+    /// were declined), or a client that could not register.
+    pub(crate) fn read(functions: &[(GUID, String)]) -> Result<Self, String> {
+        let imports = Imports::new(functions);
+        for module in modules(functions) {
+            drop(ModuleClient::register(module, Mode::LookUp, &imports)?);
+        }
+        Ok(BtfLookup { imports })
+    }
+
+    /// The prototype of function `index`.
+    pub(crate) fn prototype(&self, index: usize) -> Option<BtfPrototype> {
+        *lock(&self.imports.functions.get(index)?.prototype)
+    }
+
+    /// Registers a client for each module, which binds at once to a provider already
+    /// registered that publishes the functions with the prototypes read.
+    ///
+    /// # Errors
+    /// Why the program cannot load: a module with no provider attached (with the refusals
+    /// recorded), or a client that could not register.
+    pub(crate) fn bind(self) -> Result<BtfImports, String> {
+        let functions: Vec<(GUID, String)> = self
+            .imports
+            .functions
+            .iter()
+            .map(|f| (f.module, f.name.clone()))
+            .collect();
+        let clients = modules(&functions)
+            .into_iter()
+            .map(|module| ModuleClient::register(module, Mode::Bind, &self.imports))
+            .collect::<Result<_, _>>()?;
+        Ok(BtfImports {
+            imports: self.imports,
+            _clients: clients,
+        })
+    }
+}
+
+/// The distinct modules of `functions`, sorted.
+fn modules(functions: &[(GUID, String)]) -> Vec<GUID> {
+    let mut modules: Vec<GUID> = functions.iter().map(|(module, _)| *module).collect();
+    modules.sort_by_key(GUID::to_u128);
+    modules.dedup();
+    modules
+}
+
 /// The BTF-resolved functions a loaded program calls, and its clients of their modules.
 pub(crate) struct BtfImports {
     imports: Arc<Imports>,
@@ -380,27 +474,6 @@ pub(crate) struct BtfImports {
 }
 
 impl BtfImports {
-    /// Registers a client for each module of `functions` (module, name; distinct), which
-    /// attaches at once to a provider already registered.
-    ///
-    /// # Errors
-    /// Why the program cannot load: a module with no provider attached (with the refusals
-    /// recorded), or a client that could not register.
-    pub(crate) fn attach(functions: &[(GUID, String)]) -> Result<Self, String> {
-        let imports = Imports::new(functions);
-        let mut modules: Vec<GUID> = functions.iter().map(|(module, _)| *module).collect();
-        modules.sort_by_key(GUID::to_u128);
-        modules.dedup();
-        let clients = modules
-            .into_iter()
-            .map(|module| ModuleClient::register(module, &imports))
-            .collect::<Result<_, _>>()?;
-        Ok(BtfImports {
-            imports,
-            _clients: clients,
-        })
-    }
-
     /// Enters an invocation: held until it ends, so no provider detaches meanwhile. Never
     /// waits: while a provider detaches, the invocation fails at once.
     ///
@@ -437,11 +510,6 @@ impl BtfImports {
             .map_or(0, |f| f.address.load(Ordering::Acquire))
     }
 
-    /// The prototype function `index` was loaded against.
-    pub(crate) fn prototype(&self, index: usize) -> Option<BtfPrototype> {
-        *lock(&self.imports.functions.get(index)?.prototype)
-    }
-
     /// The functions with their load-time prototypes.
     pub(crate) fn uses(&self) -> Vec<BtfFunctionUse> {
         self.imports
@@ -460,7 +528,8 @@ impl BtfImports {
 
 /// The functions the provider of `module` publishes, read as the core's client reads them
 /// when a program that calls them loads (what the user-mode store is to hold for the
-/// module): a client attaches, reads and detaches.
+/// module): a client reads the provider's data and declines it, so the provider sees no
+/// attach.
 ///
 /// # Errors
 /// Why no provider of `module` could be read: none registered, or its data refused (the
@@ -469,6 +538,6 @@ impl BtfImports {
 /// # IRQL
 /// PASSIVE_LEVEL, on a thread bound to a usersim kernel.
 pub fn published_btf_functions(module: GUID) -> Result<Vec<PublishedBtfFunction>, String> {
-    let registration = ModuleClient::register(module, &Imports::new(&[]))?;
+    let registration = ModuleClient::register(module, Mode::LookUp, &Imports::new(&[]))?;
     Ok(lock(&registration.client().published).clone())
 }

@@ -24,7 +24,7 @@ use super::helpers::{
     Frame, GENERAL_HELPERS, Kept, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target, stack_probe,
     with_frame,
 };
-use super::imports::{BtfFunctionUse, BtfImports};
+use super::imports::{BtfFunctionUse, BtfImports, BtfLookup};
 use super::insn::{
     CALL, Insn, LD_DW_IMM, isa_fixes, sign_extend_jump_immediates, stop_after_calls_of,
     unsupported_v4,
@@ -164,11 +164,11 @@ fn resolve(id: u32, info: &ProgramInfo, section: &str, insn: usize) -> Result<Re
 }
 
 /// A program's BTF-resolved functions (module, name; distinct, in order of first call) and
-/// their providers attached (`None` when it calls none).
-type Imported = (Vec<(GUID, String)>, Option<BtfImports>);
+/// the prototypes their modules publish (`None` when it calls none).
+type Imported = (Vec<(GUID, String)>, Option<BtfLookup>);
 
 /// The BTF-resolved functions the calls of kernel functions (`src` 2) in `insns` name, and
-/// their providers attached.
+/// the prototypes their modules publish (read, not bound: the program's checks come first).
 fn btf_imports(object: &BpfObject, section: &str, insns: &[Insn]) -> Result<Imported, BpfError> {
     let mut functions: Vec<(GUID, String)> = Vec::new();
     for (at, insn) in insns.iter().enumerate() {
@@ -198,11 +198,16 @@ fn btf_imports(object: &BpfObject, section: &str, insns: &[Insn]) -> Result<Impo
     if functions.is_empty() {
         return Ok((functions, None));
     }
-    let imports = BtfImports::attach(&functions).map_err(|why| BpfError::BtfFunction {
+    let lookup = BtfLookup::read(&functions).map_err(|why| failed_to_load(section, &why))?;
+    Ok((functions, Some(lookup)))
+}
+
+/// A load refused because a module's provider is missing or declined.
+fn failed_to_load(section: &str, why: &str) -> BpfError {
+    BpfError::BtfFunction {
         section: section.to_owned(),
         message: format!("{why} (EBPF_EXTENSION_FAILED_TO_LOAD)"),
-    })?;
-    Ok((functions, Some(imports)))
+    }
 }
 
 /// The call of BTF type `id` as a call slot: the function (by module and name, as
@@ -211,7 +216,7 @@ fn resolve_btf(
     object: &BpfObject,
     id: u32,
     functions: &[(GUID, String)],
-    btf: Option<&BtfImports>,
+    btf: Option<&BtfLookup>,
     section: &str,
 ) -> Result<Resolved, BpfError> {
     let found = object.externs.get(&id).and_then(|function| {
@@ -226,7 +231,7 @@ fn resolve_btf(
             target: Target::Btf(index),
         })
     });
-    // `btf_imports` listed every kernel-function call and attached them all.
+    // `btf_imports` listed every kernel-function call and read them all.
     found.ok_or_else(|| BpfError::BtfFunction {
         section: section.to_owned(),
         message: format!("BTF type {id} was not imported"),
@@ -443,6 +448,11 @@ impl BpfProgram {
             message: e.to_string(),
         })?;
         let kept_size = kept_size(section, &helpers, &maps)?;
+        // Bound once every check passed, against the prototypes the calls were checked with.
+        let btf: Option<BtfImports> = btf
+            .map(BtfLookup::bind)
+            .transpose()
+            .map_err(|why| failed_to_load(section, &why))?;
         Ok(Arc::new(BpfProgram {
             section: section.to_owned(),
             function: code.name.clone(),
