@@ -26,6 +26,7 @@ use ebpf_ext_core_sim::{LinkSpec, ProgramInfo, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_base::{
     EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
 };
+use ebpf_ext_sys::ebpf_extension_uuids::EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID;
 use ebpf_ext_sys::ebpf_program_types::{
     ebpf_btf_resolved_function_prototype_t, ebpf_btf_resolved_function_provider_data_t,
 };
@@ -37,6 +38,7 @@ use ebpf_ext_sys::ebpf_windows::{
     EBPF_BTF_RESOLVED_FUNCTION_PROTOTYPE_HEADER, EBPF_BTF_RESOLVED_FUNCTION_PROVIDER_DATA_HEADER,
 };
 use ebpf_ext_sys::ntdef::GUID;
+use ebpf_ext_sys::ntstatus::{STATUS_INVALID_DEVICE_STATE, STATUS_NOINTERFACE};
 use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
 use ebpf_ext_usersim::Kernel;
 
@@ -1679,6 +1681,7 @@ fn invocations_fail_while_the_provider_is_detached_and_its_detach_waits_for_them
         assert_eq!(wait.runs(), runs, "and nothing runs");
         // Another prototype of the function than the one the program was loaded against:
         // declined.
+        let declines_before = kernel.nmr_declines().len();
         let changed = common::register_btf_provider(
             BTF_MODULE,
             btf_module([EBPF_ARGUMENT_TYPE_ANYTHING, 11, 2, 0, 0], true),
@@ -1695,6 +1698,16 @@ fn invocations_fail_while_the_provider_is_detached_and_its_detach_waits_for_them
                 .load(core::sync::atomic::Ordering::SeqCst),
             0,
             "a second provider of an attached module is declined"
+        );
+        let declined: Vec<_> = kernel.nmr_declines()[declines_before..]
+            .iter()
+            .map(|d| (d.npi_id, d.provider_module, d.status))
+            .collect();
+        let btf = |status| (EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID, BTF_MODULE, status);
+        assert_eq!(
+            declined,
+            [btf(STATUS_NOINTERFACE), btf(STATUS_INVALID_DEVICE_STATE)],
+            "the changed prototype, then the second provider, each declined by the program's client"
         );
         link.detach().expect("detached");
         assert_eq!(

@@ -11,7 +11,8 @@ use core::ptr;
 use std::collections::BTreeMap;
 
 use ebpf_ext_sys::netioddk::{
-    NPI_CLIENT_CHARACTERISTICS, NPI_PROVIDER_CHARACTERISTICS, NPI_REGISTRATION_INSTANCE,
+    NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_PROVIDER_CHARACTERISTICS,
+    NPI_REGISTRATION_INSTANCE,
 };
 use ebpf_ext_sys::ntdef::{GUID, HANDLE, NT_SUCCESS, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{
@@ -76,6 +77,7 @@ pub(crate) struct NmrState {
     next_id: u64,
     registrations: BTreeMap<u64, Registration>,
     bindings: BTreeMap<u64, Binding>,
+    declines: Vec<NmrDecline>,
 }
 
 impl NmrState {
@@ -100,7 +102,26 @@ pub struct NmrRegistration {
     pub bindings: usize,
 }
 
+/// A client's `ClientAttachProvider` that returned a failure status without attaching: the
+/// status a client declines a provider with, which nothing else lets a test see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NmrDecline {
+    /// NPI id.
+    pub npi_id: GUID,
+    /// The provider's module GUID (its `ModuleId->Guid`; `GUID_NULL` if it has none).
+    pub provider_module: GUID,
+    /// What the client returned.
+    pub status: NTSTATUS,
+}
+
 impl Kernel {
+    /// Every time a client declined a provider (its `ClientAttachProvider` failed without
+    /// attaching), oldest first, for as long as the kernel lives.
+    #[must_use]
+    pub fn nmr_declines(&self) -> Vec<NmrDecline> {
+        lock(&self.inner().nmr).declines.clone()
+    }
+
     /// Registrations NMR still holds (not yet deregistered and waited for).
     #[must_use]
     pub fn nmr_registrations(&self) -> Vec<NmrRegistration> {
@@ -249,7 +270,7 @@ fn register(
 
 /// Offers a binding to the client; the client attaches through `NmrClientAttachProvider`.
 fn attach(k: &Inner, provider: u64, client: u64) {
-    let (binding, attach_fn, client_context, provider_instance) = {
+    let (binding, attach_fn, client_context, provider_instance, npi_id) = {
         let mut nmr = lock(&k.nmr);
         let (Some(p), Some(c)) = (
             nmr.registrations.get(&provider),
@@ -263,6 +284,7 @@ fn attach(k: &Inner, provider: u64, client: u64) {
         let attach_fn = client_chars(c).ClientAttachProvider;
         let client_context = c.context;
         let provider_instance = instance(p);
+        let npi_id = p.npi_id;
         nmr.next_id += 1;
         let binding = nmr.next_id;
         nmr.bindings.insert(
@@ -278,7 +300,13 @@ fn attach(k: &Inner, provider: u64, client: u64) {
                 cleaning: false,
             },
         );
-        (binding, attach_fn, client_context, provider_instance)
+        (
+            binding,
+            attach_fn,
+            client_context,
+            provider_instance,
+            npi_id,
+        )
     };
     let Some(attach_fn) = attach_fn else { return };
     // SAFETY: the client registered this callback and keeps it valid while registered.
@@ -304,6 +332,18 @@ fn attach(k: &Inner, provider: u64, client: u64) {
             b.client_side = Side::Attached;
         }
         if b.provider_side == Side::Absent {
+            if !NT_SUCCESS(status) {
+                // SAFETY: the provider's registration instance, valid while it is registered,
+                // which it is until this binding is removed (its deregistration waits for it).
+                let module_id = unsafe { (*provider_instance).ModuleId };
+                // SAFETY: its module id, checked non-NULL at registration and valid likewise.
+                let module = unsafe { module_id.as_ref() };
+                nmr.declines.push(NmrDecline {
+                    npi_id,
+                    provider_module: module.and_then(NPI_MODULEID::guid).unwrap_or(GUID::NULL),
+                    status,
+                });
+            }
             nmr.bindings.remove(&binding);
             false
         } else {

@@ -14,7 +14,7 @@ use ebpf_ext_sys::ntstatus::{
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING,
     STATUS_SUCCESS,
 };
-use ebpf_ext_usersim::{Config, Fault, Kernel};
+use ebpf_ext_usersim::{Config, Fault, Kernel, NmrDecline};
 
 /// Handle-only NMR routines: usersim validates handles, so these are safe to call here.
 #[expect(non_snake_case, reason = "wrappers keep the kernel routine names")]
@@ -291,6 +291,30 @@ fn declined_attach_leaves_no_binding() {
         p.detached.load(Ordering::SeqCst) + c.detached.load(Ordering::SeqCst),
         0
     );
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_client_declining_a_provider_is_recorded_with_its_status() {
+    static NPI_ID: GUID = NPI;
+    let kernel = Kernel::new();
+    let (p, declining, accepting) = (new_side(true), new_side(false), new_side(true));
+    let (_, ph) = register_provider(&NPI_ID, p);
+    let (_, declined) = register_client(&NPI_ID, declining);
+    assert_eq!(
+        kernel.nmr_declines(),
+        [NmrDecline {
+            npi_id: NPI,
+            provider_module: GUID::from_u128(0xABCD),
+            status: STATUS_NOINTERFACE,
+        }]
+    );
+    let (_, attached) = register_client(&NPI_ID, accepting);
+    assert_eq!(accepting.attached.load(Ordering::SeqCst), 1);
+    assert_eq!(kernel.nmr_declines().len(), 1, "an attach is no decline");
+    deregister_client(attached);
+    deregister_client(declined);
+    deregister_provider(ph);
     kernel.assert_no_leaks();
 }
 
