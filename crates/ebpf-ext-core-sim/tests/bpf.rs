@@ -1658,9 +1658,23 @@ fn invocations_fail_while_the_provider_is_detached_and_its_detach_waits_for_them
                 detached.store(true, core::sync::atomic::Ordering::SeqCst);
             });
             // Once the detach has begun, a new invocation fails at once rather than wait.
-            common::wait_until("invocations fail while the provider detaches", || {
-                invoke(9) == (EBPF_EXTENSION_FAILED_TO_LOAD, 0)
+            // They run on a thread of their own, so one that waits fails the test (the gate
+            // opened, so everything drains) instead of hanging it.
+            let (failed, failing) = std::sync::mpsc::channel();
+            let invoke = &invoke;
+            kernel.scoped(scope, move || {
+                while invoke(9) != (EBPF_EXTENSION_FAILED_TO_LOAD, 0) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                failed.send(()).expect("the test waits");
             });
+            if failing
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_err()
+            {
+                BTF_GATE.open();
+                panic!("no invocation failed at once while the provider detached: one waited");
+            }
             std::thread::sleep(std::time::Duration::from_millis(20));
             assert!(
                 !detached.load(core::sync::atomic::Ordering::SeqCst),
