@@ -32,23 +32,15 @@ use crate::store::{
 };
 use crate::workspace::{Driver, Workspace};
 
-/// Parses `{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}` (braces optional, any case).
+/// Parses `{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}` (braces optional, any case; see
+/// [`GUID::parse`]), ignoring white space around it.
 ///
 /// # Errors
 /// If it is not a GUID.
 pub fn parse_guid(text: &str) -> Result<GUID> {
-    let hex: String = text
-        .trim()
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .chars()
-        .filter(|c| *c != '-')
-        .collect();
-    if hex.len() != 32 {
-        bail!("{text:?} is not a GUID");
-    }
-    let value = u128::from_str_radix(&hex, 16).map_err(|e| anyhow!("{text:?}: {e}"))?;
-    Ok(GUID::from_u128(value))
+    GUID::parse(text.trim()).ok_or_else(|| {
+        anyhow!("{text:?} is not a GUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, braces optional)")
+    })
 }
 
 /// What a driver's manifest says to export.
@@ -303,6 +295,14 @@ mod tests {
             g
         );
         assert!(parse_guid("{22ea7b37}").is_err());
+        for lax in [
+            "{{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}}",
+            "22ea7b3-71043-4d0d-b60d-cafa1c7b638e",
+            "22ea7b371043-4d0d-b60d-cafa1c7b638e-",
+            "+2ea7b37-1043-4d0d-b60d-cafa1c7b638e",
+        ] {
+            assert!(parse_guid(lax).is_err(), "{lax}");
+        }
     }
 
     #[test]

@@ -46,6 +46,31 @@ impl GUID {
     /// The all-zero GUID (`GUID_NULL`).
     pub const NULL: GUID = GUID::from_u128(0);
 
+    /// Parses a GUID's registry form, `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in hexadecimal
+    /// digits of either case, with or without the braces around it (both or neither);
+    /// `None` for anything else (no spaces, signs or missing digits).
+    #[must_use]
+    pub fn parse(text: &str) -> Option<GUID> {
+        let digits = match text.strip_prefix('{') {
+            Some(braced) => braced.strip_suffix('}')?,
+            None => text,
+        };
+        if digits.len() != 36 {
+            return None;
+        }
+        let mut value: u128 = 0;
+        for (at, byte) in digits.bytes().enumerate() {
+            if matches!(at, 8 | 13 | 18 | 23) {
+                if byte != b'-' {
+                    return None;
+                }
+            } else {
+                value = value << 4 | u128::from(char::from(byte).to_digit(16)?);
+            }
+        }
+        Some(GUID::from_u128(value))
+    }
+
     /// Builds a GUID from its textual form read as one 128-bit number:
     /// `2934ad50-2154-44b6-9622-6c528c068411` is `0x2934ad50_2154_44b6_9622_6c528c068411`.
     #[must_use]
@@ -160,4 +185,43 @@ pub struct PROCESSOR_NUMBER {
     pub Number: u8,
     /// Reserved, zero.
     pub Reserved: u8,
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate alloc;
+    use alloc::string::ToString;
+
+    use super::GUID;
+
+    #[test]
+    fn a_guid_parses_from_its_registry_form_with_or_without_braces() {
+        let guid = GUID::from_u128(0x8f6c1f83_ce4c_4b58_8b91_654a29e23b7c);
+        assert_eq!(GUID::parse(&guid.to_string()), Some(guid), "Display's form");
+        for text in [
+            "{8F6C1F83-CE4C-4B58-8B91-654A29E23B7C}",
+            "{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}",
+            "8F6c1f83-ce4c-4b58-8b91-654a29e23b7C",
+        ] {
+            assert_eq!(GUID::parse(text), Some(guid), "{text}");
+        }
+        for bad in [
+            "",
+            "{}",
+            "{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c",
+            "8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}",
+            "{{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}}",
+            "{8f6c1f83-ce4c-4b58-8b91654a29e23b7c}",
+            "{8f6c1f83-ce4c-4b58-8b91-654a29e23b7}",
+            "{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c0}",
+            "{+f6c1f83-ce4c-4b58-8b91-654a29e23b7c}",
+            "{8f6c1f83-ce4c-4b58-8b91-654a29e23b7g}",
+            "{8f6c1f83ece4c-4b58-8b91-654a29e23b7c}",
+            " 8f6c1f83-ce4c-4b58-8b91-654a29e23b7c",
+            "8f6c1f83ce4c4b588b91654a29e23b7c",
+            "{8f6c1f83-ce4c-4b58-8b91-654a29e23b7é}",
+        ] {
+            assert_eq!(GUID::parse(bad), None, "{bad:?}");
+        }
+    }
 }

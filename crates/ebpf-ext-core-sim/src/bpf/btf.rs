@@ -76,22 +76,9 @@ fn string_at(strings: &[u8], offset: u32) -> Result<&str, String> {
     core::str::from_utf8(&tail[..end]).map_err(|_| format!("string at {offset} is not UTF-8"))
 }
 
-/// A GUID written `{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}` (either case).
+/// A GUID written `{xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx}` (either case), braces required.
 pub(crate) fn parse_braced_guid(text: &str) -> Option<GUID> {
-    let inner = text.strip_prefix('{')?.strip_suffix('}')?;
-    let groups: Vec<&str> = inner.split('-').collect();
-    let lengths = [8, 4, 4, 4, 12];
-    if groups.len() != lengths.len()
-        || groups
-            .iter()
-            .zip(lengths)
-            .any(|(g, n)| g.len() != n || !g.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return None;
-    }
-    u128::from_str_radix(&groups.concat(), 16)
-        .ok()
-        .map(GUID::from_u128)
+    GUID::parse(text).filter(|_| text.starts_with('{'))
 }
 
 /// The `extern` functions `btf` (the contents of an object's `.BTF` section) declares, by
