@@ -65,20 +65,20 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
 }
 
 /// The `loom` models of lock-free protocols (built with `--cfg loom`, in their own target
-/// directory so the normal build is not invalidated).
+/// directory so the normal build is not invalidated): the hook provider's snapshots and
+/// core-sim's link, whose invocations read its program without a lock.
 fn run_loom_models() -> Result<()> {
     let target_dir = workspace_root().join("target").join("loom");
-    run(command(Tool::Cargo)
-        .args([
-            "test",
-            "--release",
-            "--package",
-            "ebpf-ext-hook",
-            "--test",
-            "loom_snapshot",
-        ])
-        .env("RUSTFLAGS", "--cfg loom")
-        .env("CARGO_TARGET_DIR", target_dir))
+    for (package, test) in [
+        ("ebpf-ext-hook", "loom_snapshot"),
+        ("ebpf-ext-core-sim", "loom_link"),
+    ] {
+        run(command(Tool::Cargo)
+            .args(["test", "--release", "--package", package, "--test", test])
+            .env("RUSTFLAGS", "--cfg loom")
+            .env("CARGO_TARGET_DIR", &target_dir))?;
+    }
+    Ok(())
 }
 
 /// Crates under `crates/` whose `src/lib.rs` is `#![no_std]`.

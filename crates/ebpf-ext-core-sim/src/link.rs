@@ -1,13 +1,14 @@
 //! Links: one NMR client of the hook NPI per attached program, as the core's `ebpf_link.c`,
 //! with a Rust closure as the program.
 
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::fmt;
 use core::mem::size_of;
 use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use core::time::Duration;
-use std::sync::{Mutex, RwLock};
+use std::sync::Mutex;
 use std::thread;
 
 use ebpf_ext_sys::ebpf_extension::{
@@ -27,7 +28,7 @@ use ebpf_ext_sys::ntstatus::{STATUS_NOINTERFACE, STATUS_SUCCESS};
 use crate::batch;
 use crate::contract::Contract;
 use crate::error::{CoreError, Refusal, failed_to_load};
-use crate::nmr::{NmrClient, Registration, Shared, lock, read, write};
+use crate::nmr::{NmrClient, Registration, Shared, lock};
 use crate::validate::{npi_specific, provider_module_guid, validate_attach_provider_data};
 
 /// "The program": called with the program context pointer exactly as the extension passed
@@ -161,12 +162,29 @@ struct LinkLog {
     detaches: u32,
 }
 
+/// A link's program: read by invocations without a lock (the core takes none per invocation),
+/// taken out once the link is dead.
+///
+/// The handshake that makes that safe is the one of a rundown reference, on `in_flight` and
+/// `magic` with `SeqCst` (`tests/loom_link.rs` models it): an invocation counts itself in
+/// (`in_flight += 1`) and then reads the magic; the detach stores the dead magic and then waits
+/// for `in_flight` to drain before it takes the program. In the single order of `SeqCst`
+/// operations an invocation whose read precedes the dead store has counted itself in before
+/// it too, so the detach waits for it; one whose read follows it sees the dead magic and never
+/// touches the program.
+struct ProgramSlot(UnsafeCell<Option<Program>>);
+
+// SAFETY: the program is `Send + Sync`; it is read by invocations only while the handshake
+// above holds it, and taken out only by the detach, after the handshake (see `LinkState::run`
+// and `Link::detach_once`).
+unsafe impl Sync for ProgramSlot {}
+
 /// The state behind a link's context pointer.
 ///
 /// # Invariants
 /// `magic` is [`LINK_MAGIC`] from construction until the link's deregistration has completed
-/// and no invocation is in flight; the buffers and the dispatch table never change after
-/// construction.
+/// (then [`LINK_DEAD`]); the program is taken out only after that, once no invocation is in
+/// flight; the buffers and the dispatch table never change after construction.
 #[repr(C)]
 struct LinkState {
     /// First: what `invoke` checks before anything else.
@@ -183,7 +201,7 @@ struct LinkState {
     has_dispatch: bool,
     /// Taken out once the link is dead (the state itself stays allocated), so what the
     /// program holds (a loaded program, its clients of other providers) is released.
-    program: RwLock<Option<Program>>,
+    program: ProgramSlot,
     log: Mutex<LinkLog>,
     invocations: AtomicU64,
     batch_invocations: AtomicU64,
@@ -278,7 +296,7 @@ impl LinkState {
             attach_parameter,
             dispatch,
             has_dispatch,
-            program: RwLock::new(Some(program)),
+            program: ProgramSlot(UnsafeCell::new(Some(program))),
             log: Mutex::new(LinkLog::default()),
             invocations: AtomicU64::new(0),
             batch_invocations: AtomicU64::new(0),
@@ -325,7 +343,16 @@ impl LinkState {
                 0,
             );
         }
+        // Counted in, then the magic read again (the handshake of `ProgramSlot`).
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.magic.load(Ordering::SeqCst) != LINK_MAGIC {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Contract::InvokeAfterDetach.broken(
+                format_args!("invoke of a link whose detach completed meanwhile"),
+                ptr::from_ref(self) as usize,
+                0,
+            );
+        }
         // As `ebpf_program_set_runtime_state` and `..._set_header_context_descriptor`: slot 0
         // of the 64-byte header in front of the context is the execution state, slot 1 the
         // context descriptor (a link knows none: NULL; a BPF program's invoke puts its own
@@ -346,18 +373,13 @@ impl LinkState {
         };
         counter.fetch_add(1, Ordering::SeqCst);
         self.last_irql.store(KeGetCurrentIrql(), Ordering::SeqCst);
-        let program = read(&self.program);
-        // A live link (checked above) still has its program; only an invoke that raced the
-        // link's detach (which the provider must not start) finds it gone.
+        // SAFETY: counted in while the link was live, so the detach takes the program out only
+        // after this invocation counts itself out (`ProgramSlot`); nothing writes it before.
+        let program = unsafe { &*self.program.0.get() };
         let Some(run_program) = program.as_ref() else {
-            Contract::InvokeAfterDetach.broken(
-                format_args!("invoke of a link whose detach completed meanwhile"),
-                ptr::from_ref(self) as usize,
-                0,
-            )
+            unreachable!("a link's program is taken out only after its invocations counted out")
         };
         let run = run_program(program_context);
-        drop(program);
         let status = match run {
             Ok(value) => {
                 // SAFETY: non-NULL (checked) `uint32_t*` out parameter of the caller.
@@ -786,20 +808,23 @@ impl Link {
         self.registration.deregister()?;
         let state = self.state();
         let in_flight = state.in_flight.load(Ordering::SeqCst);
+        // INVARIANT: deregistered: the link is dead. Invocations that start from here bug-check
+        // (`live_link`, `LinkState::run`); those counted in are waited for. Its state stays
+        // allocated (a few hundred bytes per link) so a late invoke reads the dead magic.
+        state.magic.store(LINK_DEAD, Ordering::SeqCst);
         while state.in_flight.load(Ordering::SeqCst) != 0 {
             thread::sleep(Duration::from_millis(1));
         }
-        // INVARIANT: deregistered, nothing in flight: the link is dead. Its state stays
-        // allocated (a few hundred bytes per link) so a late invoke reads the dead magic.
-        state.magic.store(LINK_DEAD, Ordering::SeqCst);
         // The core frees `client_data.data` now: a provider still reading it reads poison.
         for byte in &state.attach_parameter {
             byte.store(ebpf_ext_usersim::FREED_POISON, Ordering::SeqCst);
         }
         self.registration.keep_alive();
-        // Taken out under the lock, dropped after it: the program's drop may deregister
-        // clients of other providers and wait.
-        let program = write(&state.program).take();
+        // SAFETY: the magic is dead and every invocation counted in has counted itself out,
+        // so none reads the program again (`ProgramSlot`); this is the one detach.
+        let program = unsafe { (*state.program.0.get()).take() };
+        // Dropped here: the program's drop may deregister clients of other providers and
+        // wait.
         drop(program);
         if in_flight == 0 {
             Ok(())
