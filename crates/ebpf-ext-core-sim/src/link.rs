@@ -179,6 +179,11 @@ struct ProgramSlot(UnsafeCell<Option<Program>>);
 // and `Link::detach_once`).
 unsafe impl Sync for ProgramSlot {}
 
+// A panic cannot leave the slot half-written: it is written once, by the detach's `take`, and
+// a program panicking through an invocation only reads it. (So a `Link` stays unwind-safe, as
+// it was behind the lock.)
+impl core::panic::RefUnwindSafe for ProgramSlot {}
+
 /// The state behind a link's context pointer.
 ///
 /// # Invariants
@@ -325,7 +330,7 @@ impl LinkState {
 
     /// Runs the program for one invocation: checks `result` and the context, writes the
     /// context header's execution-state slot, calls the program. The in-flight count covers
-    /// the whole call, so a detach that sees it at zero may free the link.
+    /// the whole call, so a detach that sees it at zero may take the program out.
     fn run(
         &self,
         program_context: *mut c_void,
@@ -343,12 +348,13 @@ impl LinkState {
                 0,
             );
         }
-        // Counted in, then the magic read again (the handshake of `ProgramSlot`).
+        // Counted in, then the magic read again (the handshake of `ProgramSlot`; keep in step
+        // with `Link::detach_once` and the model in `tests/loom_link.rs`).
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         if self.magic.load(Ordering::SeqCst) != LINK_MAGIC {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             Contract::InvokeAfterDetach.broken(
-                format_args!("invoke of a link whose detach completed meanwhile"),
+                format_args!("invoke of a link whose provider completed its detach meanwhile"),
                 ptr::from_ref(self) as usize,
                 0,
             );
@@ -780,18 +786,20 @@ impl Link {
     }
 
     /// Detaches: `NmrDeregisterClient`, then `NmrWaitForClientDeregisterComplete`, which
-    /// returns once the provider has completed its (possibly pending) detach. Then waits
-    /// until no invocation of the link is running, and retires it: the state is kept (never
-    /// freed), marked dead, so a provider that invokes the link after completing its detach
-    /// is caught ([`Contract::InvokeAfterDetach`](crate::Contract::InvokeAfterDetach), a bug
-    /// check) rather than reading freed memory. Works whether or not the
-    /// provider is still attached. Do not call it from inside the link's program: it would
+    /// returns once the provider has completed its (possibly pending) detach. Then retires
+    /// the link: its state is marked dead and kept (never freed), so a provider that invokes
+    /// the link after completing its detach, even while invocations it started earlier are
+    /// still running, is caught ([`Contract::InvokeAfterDetach`](crate::Contract::InvokeAfterDetach),
+    /// a bug check) rather than reading freed memory; waits until no invocation of the link is
+    /// running; and releases the program. Works whether or not the provider is still
+    /// attached. Do not call it from inside the link's program: it would
     /// wait for itself (as the real core's link deletion would wait for the provider's
     /// rundown).
     ///
     /// # Errors
     /// - [`CoreError::DetachedWhileInvoking`] if the provider completed its detach while an
-    ///   invocation was still running (a provider bug; the core-sim waited for it anyway);
+    ///   invocation was still running, or let one start after it (a provider bug; core-sim
+    ///   waited for them anyway);
     /// - [`CoreError::Deregister`] if NMR rejects the deregistration (the link is leaked).
     ///
     /// # IRQL
@@ -807,11 +815,15 @@ impl Link {
         self.detached = true;
         self.registration.deregister()?;
         let state = self.state();
-        let in_flight = state.in_flight.load(Ordering::SeqCst);
         // INVARIANT: deregistered: the link is dead. Invocations that start from here bug-check
         // (`live_link`, `LinkState::run`); those counted in are waited for. Its state stays
-        // allocated (a few hundred bytes per link) so a late invoke reads the dead magic.
+        // allocated (a few hundred bytes per link) so a late invoke reads the dead magic. (The
+        // handshake of `ProgramSlot`: keep in step with `LinkState::run` and
+        // `tests/loom_link.rs`.)
         state.magic.store(LINK_DEAD, Ordering::SeqCst);
+        // Counted after the store: an invocation counted in while the magic was still live is
+        // seen here, including one that started after the provider's detach completed.
+        let in_flight = state.in_flight.load(Ordering::SeqCst);
         while state.in_flight.load(Ordering::SeqCst) != 0 {
             thread::sleep(Duration::from_millis(1));
         }

@@ -314,6 +314,51 @@ fn invoke_after_the_detach_completed_is_caught() {
     assert_eq!(contract, Contract::InvokeAfterDetach);
 }
 
+/// A provider that completes its detach while one of its invocations still runs, and then
+/// starts another: the link is dead from the moment the detach completed, so the late
+/// invocation is caught even though the link's detach is still waiting for the first.
+#[test]
+fn invoke_while_the_detach_waits_for_a_running_one_is_caught() {
+    let contract = caught(
+        "invoke_while_the_detach_waits_for_a_running_one_is_caught",
+        || {
+            let kernel = Kernel::new();
+            let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+            let hook = provider.state;
+            let gate = std::sync::Arc::new(common::Gate::default());
+            let program_gate = std::sync::Arc::clone(&gate);
+            let link = Link::attach(
+                LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE),
+                move |_| {
+                    program_gate.wait();
+                    Ok(1)
+                },
+            )
+            .expect("attached");
+            let client = hook.client(0);
+            let state = link.client_binding_context();
+            let _running = kernel.spawn(move || hook.invoke_value(0, 0));
+            common::wait_until("the invocation runs", || link.in_flight() == 1);
+            let _detaching = kernel.spawn(move || link.detach());
+            // The link's state starts with its magic ("CoreLink" while live); once it is no
+            // longer that, the detach has marked the link dead and is waiting for the first
+            // invocation.
+            common::wait_until("the link is dead", || {
+                // SAFETY: a link's state is never freed, and its first field is the magic.
+                let magic = unsafe { &*state.cast::<core::sync::atomic::AtomicU64>() };
+                magic.load(core::sync::atomic::Ordering::SeqCst) != u64::from_be_bytes(*b"CoreLink")
+            });
+            let mut context = HookContext::new(0);
+            let _ = hook.invoke_raw(
+                &client,
+                client.binding_context as *const c_void,
+                context.ptr(),
+            );
+        },
+    );
+    assert_eq!(contract, Contract::InvokeAfterDetach);
+}
+
 /// The core writes slot 0 (execution state) and slot 1 (context descriptor) of the 64 bytes
 /// in front of the context: a provider that passes a context without the header has whatever
 /// precedes it overwritten, as with the real core.
