@@ -8,7 +8,7 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use ebpf_ext_sys::netioddk::{
     NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_PROVIDER_CHARACTERISTICS,
@@ -77,8 +77,13 @@ pub(crate) struct NmrState {
     next_id: u64,
     registrations: BTreeMap<u64, Registration>,
     bindings: BTreeMap<u64, Binding>,
-    declines: Vec<NmrDecline>,
+    /// The most recent [`MAX_DECLINES`].
+    declines: VecDeque<NmrDecline>,
 }
+
+/// How many declines [`Kernel::nmr_declines`] keeps: the oldest go first, so a long fuzzing
+/// run's record stays bounded.
+pub const MAX_DECLINES: usize = 1024;
 
 impl NmrState {
     fn bindings_of(&self, id: u64) -> usize {
@@ -115,11 +120,11 @@ pub struct NmrDecline {
 }
 
 impl Kernel {
-    /// Every time a client declined a provider (its `ClientAttachProvider` failed without
-    /// attaching), oldest first, for as long as the kernel lives.
+    /// The times a client declined a provider (its `ClientAttachProvider` failed without
+    /// attaching), oldest first: the most recent [`MAX_DECLINES`] of the kernel's life.
     #[must_use]
     pub fn nmr_declines(&self) -> Vec<NmrDecline> {
-        lock(&self.inner().nmr).declines.clone()
+        lock(&self.inner().nmr).declines.iter().copied().collect()
     }
 
     /// Registrations NMR still holds (not yet deregistered and waited for).
@@ -338,7 +343,10 @@ fn attach(k: &Inner, provider: u64, client: u64) {
                 let module_id = unsafe { (*provider_instance).ModuleId };
                 // SAFETY: its module id, checked non-NULL at registration and valid likewise.
                 let module = unsafe { module_id.as_ref() };
-                nmr.declines.push(NmrDecline {
+                if nmr.declines.len() == MAX_DECLINES {
+                    nmr.declines.pop_front();
+                }
+                nmr.declines.push_back(NmrDecline {
                     npi_id,
                     provider_module: module.and_then(NPI_MODULEID::guid).unwrap_or(GUID::NULL),
                     status,

@@ -14,7 +14,7 @@ use ebpf_ext_sys::ntstatus::{
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING,
     STATUS_SUCCESS,
 };
-use ebpf_ext_usersim::{Config, Fault, Kernel, NmrDecline};
+use ebpf_ext_usersim::{Config, Fault, Kernel, MAX_DECLINES, NmrDecline};
 
 /// Handle-only NMR routines: usersim validates handles, so these are safe to call here.
 #[expect(non_snake_case, reason = "wrappers keep the kernel routine names")]
@@ -314,6 +314,12 @@ fn a_client_declining_a_provider_is_recorded_with_its_status() {
     assert_eq!(kernel.nmr_declines().len(), 1, "an attach is no decline");
     deregister_client(attached);
     deregister_client(declined);
+    // The record keeps the most recent MAX_DECLINES.
+    for _ in 0..MAX_DECLINES {
+        let (_, declined) = register_client(&NPI_ID, declining);
+        deregister_client(declined);
+    }
+    assert_eq!(kernel.nmr_declines().len(), MAX_DECLINES);
     deregister_provider(ph);
     kernel.assert_no_leaks();
 }
