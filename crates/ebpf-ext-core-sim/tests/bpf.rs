@@ -1628,6 +1628,22 @@ fn a_program_is_checked_before_it_binds_and_reading_a_module_binds_nothing() {
         let program = BpfProgram::load(&object, "test_prog/btf", info).expect("loads");
         assert_eq!(attaches(), 1, "a program that loads binds once");
         drop(program);
+        // A second provider of the module, with another prototype: what is read is the first
+        // one's, which a load binds to.
+        let other = common::register_btf_provider(
+            BTF_MODULE,
+            btf_module([EBPF_ARGUMENT_TYPE_ANYTHING, 11, 2, 0, 0], false),
+        );
+        let published = ebpf_ext_core_sim::bpf::published_btf_functions(BTF_MODULE).expect("read");
+        assert_eq!(published[0].prototype.arguments, LOOKUP_ARGUMENTS);
+        let program = BpfProgram::load(&object, "test_prog/btf", info).expect("loads");
+        assert_eq!(
+            program.btf_functions()[0].prototype.arguments,
+            LOOKUP_ARGUMENTS
+        );
+        assert_eq!(attaches(), 2);
+        drop(program);
+        other.deregister();
         provider.deregister();
     });
 }
@@ -1693,7 +1709,7 @@ fn invocations_fail_while_the_provider_is_detached_and_its_detach_waits_for_them
             "no provider: the invocation fails"
         );
         assert_eq!(wait.runs(), runs, "and nothing runs");
-        // Another prototype of the function than the one the program was loaded against:
+        // Another prototype of the function than the one the program was checked against:
         // declined.
         let declines_before = kernel.nmr_declines().len();
         let changed = common::register_btf_provider(

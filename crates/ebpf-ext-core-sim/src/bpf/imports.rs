@@ -30,7 +30,7 @@
 //!
 //! core-sim's own choices where the sources say nothing: an invalid provider data is declined
 //! with `STATUS_INVALID_PARAMETER`; a provider that does not publish a function the program
-//! calls, or publishes it with another prototype than the one the program was loaded against
+//! calls, or publishes it with another prototype than the one the program was checked against
 //! (the one its program-information hash covers), is declined with `STATUS_NOINTERFACE`; both
 //! are recorded for the load's error message. Each module gets a client registration of its
 //! own (the core's native modules register one client for every module).
@@ -244,7 +244,12 @@ impl ModuleClient {
         }
         let refusals = lock(&imports.refusals).join("; ");
         Err(format!(
-            "no provider of BTF-resolved functions for module {module} is attached{}",
+            "no provider of BTF-resolved functions for module {module} {}{}",
+            if mode == Mode::LookUp {
+                "could be read"
+            } else {
+                "is attached"
+            },
             if refusals.is_empty() {
                 String::new()
             } else {
@@ -275,7 +280,7 @@ impl ModuleClient {
             };
             if lock(&import.prototype).is_some_and(|loaded| loaded != *prototype) {
                 return Err(format!(
-                    "publishes {} with prototype {prototype:?}, not the one the program was loaded against",
+                    "publishes {} with prototype {prototype:?}, not the one the program was checked against",
                     import.name
                 ));
             }
@@ -302,6 +307,11 @@ impl NmrClient for ModuleClient {
         // SAFETY: NULL or the provider's module id, alive while it is registered.
         let module = unsafe { instance.ModuleId.as_ref() }.and_then(NPI_MODULEID::guid);
         if module != Some(self.module) {
+            return STATUS_NOINTERFACE;
+        }
+        // A look-up reads the first provider of the module NMR offers, as a bind attaches to
+        // the first that qualifies.
+        if self.mode == Mode::LookUp && self.attached.load(Ordering::Acquire) {
             return STATUS_NOINTERFACE;
         }
         // Claimed before anything else, so of two providers of the module attaching at once
@@ -441,6 +451,8 @@ impl BtfLookup {
     /// Why the program cannot load: a module with no provider attached (with the refusals
     /// recorded), or a client that could not register.
     pub(crate) fn bind(self) -> Result<BtfImports, String> {
+        // A refusal is reported by the step that met it: the look-up's are not repeated.
+        lock(&self.imports.refusals).clear();
         let functions: Vec<(GUID, String)> = self
             .imports
             .functions
