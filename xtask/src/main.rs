@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Builds, signs and packages both sample drivers, then runs them end to end on the host
+    /// Builds, signs and packages the three sample drivers, then runs them end to end on the host
     /// with a readable report: the project's main job.
     Demo(samples::DemoOptions),
     /// Everything CI checks: formatting, clippy, rustdoc, every test (one process per test),

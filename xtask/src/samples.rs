@@ -109,7 +109,7 @@ Not proven by this run:
     signature is a self-made test certificate, verified by osslsigncode only.
   - Performance: nothing here is timed on a kernel; host timings say nothing about it.";
 
-/// `cargo xtask demo`: build, sign and package both samples, then run the signed images end
+/// `cargo xtask demo`: build, sign and package the three samples, then run the signed images end
 /// to end, with a report that fits a screen and says what it proves and what it does not.
 pub(crate) fn demo(options: &DemoOptions) -> Result<()> {
     let root = workspace_root();
