@@ -20,6 +20,7 @@
 
 use core::fmt::Write as _;
 
+use ebpf_ext_sys::ebpf_windows::EBPF_BTF_RESOLVED_FUNCTION_PROVIDER_INFO_HEADER as PROVIDER_INFO;
 use ebpf_ext_sys::ntdef::GUID;
 
 /// The store's root, under `HKEY_CURRENT_USER` and `HKEY_LOCAL_MACHINE`.
@@ -308,7 +309,13 @@ pub fn keys(store: &Store) -> Vec<Key> {
         let root = btf_root(&m.module);
         keys.push(Key {
             path: root.clone(),
-            values: vec![dword("Version", 1), dword("Size", 56)],
+            values: vec![
+                dword("Version", u32::from(PROVIDER_INFO.version)),
+                dword(
+                    "Size",
+                    u32::try_from(PROVIDER_INFO.size).unwrap_or(u32::MAX),
+                ),
+            ],
         });
         for f in &m.functions {
             keys.push(Key {

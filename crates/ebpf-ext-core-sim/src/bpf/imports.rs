@@ -2,8 +2,10 @@
 //! calls by name, and the providers (one per module GUID) they come from.
 //!
 //! What the core does and core-sim does alike, as far as eBPF for Windows' design document
-//! (`docs/BtfResolvedFunctions.md`) and its tests (`ebpf_validate_btf_resolved_function_provider_data`)
-//! say; the core's own code was not available to compare with:
+//! (`docs/BtfResolvedFunctions.md`, sections 8 and 9), its specification (`docs/specs/btfid`,
+//! REQ-LOAD and REQ-RUN) and its tests (`ebpf_validate_btf_resolved_function_provider_data`)
+//! say; the core's own code was not available to compare with. The design document runs
+//! these calls in native (bpf2c) programs only; core-sim's programs stand for those:
 //! - A client of `EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID` attaches to the provider whose NMR
 //!   module id is a module the program names, and declines every other with
 //!   `STATUS_NOINTERFACE`; a second provider of a module already attached gets
@@ -21,7 +23,9 @@
 //!   (`EBPF_EXTENSION_FAILED_TO_LOAD`); once loaded, an invocation while one is detached fails
 //!   with `EBPF_EXTENSION_FAILED_TO_LOAD` and runs nothing; a provider's detach waits until
 //!   the program's running invocations end (the design document clears the addresses first
-//!   and then waits; core-sim waits, then clears them, which no invocation can tell apart).
+//!   and then waits, the specification's account of the native code waits first; core-sim
+//!   waits, then clears them, which no invocation can tell apart). The addresses-changed
+//!   callback the design document describes is not modelled (it has no JIT path yet either).
 //!
 //! An invocation that starts while a provider detaches fails at once, as with the core's
 //! rundown protection; in a chain of tail calls each program enters on its own, so a callee
@@ -33,7 +37,9 @@
 //! calls, or publishes it with another prototype than the one the program was checked against
 //! (the one its program-information hash covers), is declined with `STATUS_NOINTERFACE`; both
 //! are recorded for the load's error message. Each module gets a client registration of its
-//! own (the core's native modules register one client for every module).
+//! own (the core's native modules register one client, with a wildcard module id, for every
+//! module: a provider sees one attach per program and module here, one per native module
+//! there).
 
 use core::ffi::{CStr, c_void};
 use core::ptr;
