@@ -13,6 +13,7 @@ pub const EBPF_HOOK_EXTENSION_IID: GUID = GUID::from_u128(0x5d564054_2736_406d_8
 pub const EBPF_MAP_INFO_EXTENSION_IID: GUID =
     GUID::from_u128(0x3c2b0f4e_8b0e_4e5e_8e1b_7f4b1f0e1f0e);
 
-/// BTF-resolved function NPI (`8cf35ce4-7cf4-4407-883e-59b4e73dbe4f`).
+/// BTF-resolved function NPI (`8cf35ce4-7cf4-4407-883e-59b4e73dbe4f`, as eBPF for Windows'
+/// `docs/BtfResolvedFunctions.md` defines it).
 pub const EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID: GUID =
     GUID::from_u128(0x8cf35ce4_7cf4_4407_883e_59b4e73dbe4f);
