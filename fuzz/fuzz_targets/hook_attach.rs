@@ -740,7 +740,8 @@ fn scenario<P: AttachParameter>(env: &Env, input: &Input) {
                         seen += 1;
                         seen > 8 || skip_mask & (1 << (seen - 1)) == 0
                     },
-                    |_| {
+                    |context, _| {
+                        let _ = context.len();
                         ran += 1;
                         if ran > *stop_after {
                             Flow::Stop
@@ -756,7 +757,7 @@ fn scenario<P: AttachParameter>(env: &Env, input: &Input) {
                     &parameter::<P>(p),
                     &mut context,
                     |_| true,
-                    |_| Flow::Continue,
+                    |_, _| Flow::Continue,
                 );
             }
             Op::Clients => {

@@ -96,12 +96,14 @@ impl<E: HookExtension> HookProvider<E> {
         parameter: &E::Parameter,
         context: &mut ProgramContext<'_, E::Context>,
     ) -> Result<u32> {
-        self.invoke_with(parameter, context, |_| true, |_| Flow::Continue)
+        self.invoke_with(parameter, context, |_| true, |_, _| Flow::Continue)
     }
 
     /// Like [`HookProvider::invoke`], running only programs `filter` selects, and asking
     /// `verdict` after each program whether to go on
-    /// (`net_ebpf_extension_hook_invoke_filtered_programs` with `process_verdict`).
+    /// (`net_ebpf_extension_hook_invoke_filtered_programs` with `process_verdict`). `verdict`
+    /// gets the context as the program left it, and its result: what netebpfext's connect
+    /// hooks read to stop at a redirect.
     ///
     /// # Errors
     /// As [`HookProvider::invoke`].
@@ -114,7 +116,7 @@ impl<E: HookExtension> HookProvider<E> {
         parameter: &E::Parameter,
         context: &mut ProgramContext<'_, E::Context>,
         mut filter: impl FnMut(&ClientRef<'_, E>) -> bool,
-        mut verdict: impl FnMut(u32) -> Flow,
+        mut verdict: impl FnMut(&E::Context, u32) -> Flow,
     ) -> Result<u32> {
         let snapshot = self.state().snapshots.read();
         // SAFETY: the offsets `register_with_data`'s caller vouched for, of `E::Context`.
@@ -126,7 +128,12 @@ impl<E: HookExtension> HookProvider<E> {
             }
             let result = client.invoke(program)?;
             outcome = Ok(result);
-            if verdict(result) == Flow::Stop {
+            // SAFETY: `program` points at `context.context`, an `E::Context`, borrowed mutably
+            // for this call; no program runs while `verdict` reads it, and the reference ends
+            // before the next one does. (Read through `program`, which the programs wrote
+            // through, not through `context`.)
+            let seen = unsafe { &*program.cast::<E::Context>() };
+            if verdict(seen, result) == Flow::Stop {
                 break;
             }
         }
@@ -154,7 +161,7 @@ impl<E: HookExtension> HookProvider<E> {
             parameter,
             context,
             |_| true,
-            |result| {
+            |_, result| {
                 programs_run += 1;
                 if stop(result) {
                     Flow::Stop
@@ -237,7 +244,7 @@ impl<E: HookExtension> HookProvider<E> {
         parameter: &E::Parameter,
         context: &mut ProgramContext<'_, E::Context>,
         mut filter: impl FnMut(&ClientRef<'_, E>) -> bool,
-        mut verdict: impl FnMut(u32) -> Flow,
+        mut verdict: impl FnMut(&E::Context, u32) -> Flow,
     ) -> Result<u32> {
         let mut outcome = Err(Error::Unsuccessful);
         let mut call = || outcome = self.invoke_with(parameter, context, &mut filter, &mut verdict);

@@ -97,7 +97,7 @@ fn every_path<'d>(
 ) {
     assert_eq!(provider.invoke(&(), &mut make()), Ok(1));
     assert_eq!(
-        provider.invoke_with(&(), &mut make(), |_| true, |_| Flow::Continue),
+        provider.invoke_with(&(), &mut make(), |_| true, |_, _| Flow::Continue),
         Ok(1)
     );
     assert!(provider.invoke_until(&(), &mut make(), |_| true).is_ok());
@@ -107,7 +107,7 @@ fn every_path<'d>(
             .is_ok()
     );
     assert_eq!(
-        provider.invoke_on_expanded_stack(&(), &mut make(), |_| true, |_| Flow::Continue),
+        provider.invoke_on_expanded_stack(&(), &mut make(), |_| true, |_, _| Flow::Continue),
         Ok(1)
     );
     let clients = provider.clients();

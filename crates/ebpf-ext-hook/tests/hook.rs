@@ -207,6 +207,49 @@ fn link(param: Option<u32>, verdict: u32, id: u32, log: &Arc<Mutex<Vec<u32>>>) -
     Link::attach(ATTACH_TYPE, spec, program(verdict, id, log))
 }
 
+/// `invoke_with`'s verdict sees the context as each program left it (netebpfext's
+/// `process_verdict(context, verdict)`: its connect hooks stop at a redirect, which only the
+/// context shows).
+#[test]
+fn the_verdict_sees_the_context_each_program_left() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::MultiAttachWithWildcard, TestHook::default());
+    let writer = |written: u64| {
+        Link::attach(
+            ATTACH_TYPE,
+            ClientSpec::with_parameter(&1u32.to_le_bytes()),
+            move |ctx| {
+                // SAFETY: the test passes a ProgramContext<u64>; the program sees its context.
+                unsafe { *ctx.cast::<u64>() += written };
+                Ok(0)
+            },
+        )
+    };
+    let _links = [writer(1), writer(10), writer(100)];
+    let mut seen = Vec::new();
+    let mut ctx = ProgramContext::new(0u64);
+    let verdict = provider.invoke_with(
+        &1,
+        &mut ctx,
+        |_| true,
+        |context, _| {
+            seen.push(*context);
+            if *context >= 11 {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        },
+    );
+    assert_eq!(verdict, Ok(0));
+    assert_eq!(
+        seen,
+        [1, 11],
+        "the context after each program; the third does not run"
+    );
+    assert_eq!(ctx.context, 11);
+}
+
 #[test]
 fn single_attach_invokes_the_program_with_the_context() {
     let setup = Setup::new();
@@ -565,7 +608,7 @@ fn verdict_stops_the_chain_and_filter_selects() {
         &1,
         &mut ctx,
         |_| true,
-        |v| if v == 1 { Flow::Stop } else { Flow::Continue },
+        |_, v| if v == 1 { Flow::Stop } else { Flow::Continue },
     );
     assert_eq!(verdict, Ok(1));
     assert_eq!(
@@ -594,11 +637,11 @@ fn verdict_stops_the_chain_and_filter_selects() {
         Err(Error::ObjectNotFound)
     );
     log.lock().unwrap().clear();
-    let only_odd = provider.invoke_with(&1, &mut ctx, |c| c.data() % 2 == 0, |_| Flow::Continue);
+    let only_odd = provider.invoke_with(&1, &mut ctx, |c| c.data() % 2 == 0, |_, _| Flow::Continue);
     assert_eq!(only_odd, Ok(0));
     assert_eq!(*log.lock().unwrap(), [1, 3]);
     assert_eq!(
-        provider.invoke_with(&1, &mut ctx, |_| false, |_| Flow::Continue),
+        provider.invoke_with(&1, &mut ctx, |_| false, |_, _| Flow::Continue),
         Err(Error::ObjectNotFound)
     );
     drop(links);
@@ -698,7 +741,7 @@ fn expanded_stack_invocation() {
     let mut ctx = ProgramContext::new(0u64);
     set_current_irql(DISPATCH_LEVEL);
     assert_eq!(
-        provider.invoke_on_expanded_stack(&0, &mut ctx, |_| true, |_| Flow::Continue),
+        provider.invoke_on_expanded_stack(&0, &mut ctx, |_| true, |_, _| Flow::Continue),
         Ok(5)
     );
     set_current_irql(PASSIVE_LEVEL);
@@ -712,7 +755,7 @@ fn expanded_stack_invocation() {
         .inject(Fault::Call("KeExpandKernelStackAndCalloutEx", 1));
     setup.kernel.etw_clear();
     assert_eq!(
-        provider.invoke_on_expanded_stack(&0, &mut ctx, |_| true, |_| Flow::Continue),
+        provider.invoke_on_expanded_stack(&0, &mut ctx, |_| true, |_, _| Flow::Continue),
         Err(Error::Unsuccessful)
     );
     let events = setup.kernel.etw_events();
@@ -1267,7 +1310,8 @@ fn lifecycle(kernel: &Kernel) {
         } else {
             Err(Error::ObjectNotFound)
         };
-        let outcome = provider.invoke_on_expanded_stack(&1, &mut ctx, |_| true, |_| Flow::Continue);
+        let outcome =
+            provider.invoke_on_expanded_stack(&1, &mut ctx, |_| true, |_, _| Flow::Continue);
         // An injected stack-expansion failure is EBPF_FAILED (Unsuccessful); otherwise the
         // outcome depends on which links attached.
         if outcome != Err(Error::Unsuccessful) {
