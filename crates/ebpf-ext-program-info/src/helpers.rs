@@ -700,7 +700,7 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// `context` names the type the extension invokes programs of this type with (the `T` of its
 /// `ProgramContext<T>`): a [`Context`] argument and the implicit context are received as `&T`.
 /// Ids are checked by `ProgramInfo::new` (range: above 0xFFFF for program-type specific
-/// helpers, at most 0xFFFF for global-helper overrides; duplicates), and the address count by
+/// helpers, below 0xFFFF for global-helper overrides; duplicates), and the address count by
 /// `ProgramData::with_helpers` / `with_global_helpers`: declare a type's overrides of global
 /// helpers with a second `helpers!`.
 ///

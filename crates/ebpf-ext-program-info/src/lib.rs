@@ -55,6 +55,17 @@
 //!
 //! ```compile_fail
 //! # use ebpf_ext_program_info::*;
+//! # use ebpf_ext_sys::ebpf_base::*;
+//! // An override of a global helper must be below 0xFFFF: the core looks 0xFFFF up among the
+//! // program-type specific helpers only.
+//! # static CONTEXT: ContextDescriptor = ContextDescriptor::new(16, None, None, None);
+//! # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+//! static GLOBAL: [HelperPrototype; 1] = [HelperPrototype::new(0xFFFF, c"a", EBPF_RETURN_TYPE_INTEGER, &[])];
+//! static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &GLOBAL);
+//! ```
+//!
+//! ```compile_fail
+//! # use ebpf_ext_program_info::*;
 //! #[repr(C)]
 //! struct Ctx { a: u64, b: u64 }
 //! // The data pointer would lie outside the 16-byte context.
@@ -420,7 +431,8 @@ static_abi!(ProgramInfo);
 
 impl ProgramInfo {
     /// Program information with program-type specific helpers (ids above 0xFFFF) and overrides
-    /// of global helpers (ids up to 0xFFFF).
+    /// of global helpers (ids below 0xFFFF: the core looks 0xFFFF itself up among the
+    /// program-type specific helpers only).
     ///
     /// # Panics
     /// At compile time if an id is out of its range or appears twice.
@@ -476,8 +488,8 @@ const fn check_ids(helpers: &[HelperPrototype], type_specific: bool) {
             );
         } else {
             assert!(
-                id <= EBPF_MAX_GENERAL_HELPER_FUNCTION,
-                "global helper ids must be at most 0xFFFF"
+                id < EBPF_MAX_GENERAL_HELPER_FUNCTION,
+                "global helper ids must be below 0xFFFF"
             );
         }
         let mut j = i + 1;
