@@ -10,7 +10,7 @@ use ebpf_ext_sys::ebpf_extension_uuids::EBPF_HOOK_EXTENSION_IID;
 use ebpf_ext_sys::ebpf_windows::EBPF_ATTACH_PROVIDER_DATA_HEADER;
 use ebpf_ext_sys::netioddk::NPIID;
 use ebpf_ext_sys::ntddk::{KeEnterCriticalRegion, KeLeaveCriticalRegion};
-use ebpf_ext_sys::ntdef::NTSTATUS;
+use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::wdm::{
     DEVICE_OBJECT, EX_PUSH_LOCK, ExAcquirePushLockExclusiveEx, ExReleasePushLockExclusiveEx,
 };
@@ -199,9 +199,11 @@ impl<E: HookExtension> HookProvider<E> {
     /// the program types a driver registers itself.)
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] if `max_clients` is 0, the device is NULL, or a data field
-    /// does not lie within `E::Context`; [`Error::InsufficientResources`] if an allocation
-    /// fails; [`Error::Api`] with `NmrRegisterProvider`'s status if it fails.
+    /// [`Error::InvalidParameter`] (traced, with the reason) if `max_clients` is 0, the device
+    /// is NULL, the attach type or the program type is GUID_NULL (the core refuses attach
+    /// provider data naming no program type, so no program could ever attach), or a data
+    /// field does not lie within `E::Context`; [`Error::InsufficientResources`] if an
+    /// allocation fails; [`Error::Api`] with `NmrRegisterProvider`'s status if it fails.
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
@@ -216,10 +218,25 @@ impl<E: HookExtension> HookProvider<E> {
                 .checked_add(size_of::<*mut u8>())
                 .is_some_and(|end| end <= size_of::<E::Context>())
         };
-        if config.max_clients == 0
-            || device.is_null()
-            || data_fields.is_some_and(|f| !fits(f.start) || !fits(f.end))
-        {
+        let refusal = if config.max_clients == 0 {
+            Some("hook refused: max_clients is 0")
+        } else if device.is_null() {
+            Some("hook refused: no device object")
+        } else if config.attach_type == GUID::NULL {
+            Some("hook refused: the attach type is GUID_NULL")
+        } else if config.program_type == GUID::NULL {
+            Some("hook refused: the program type is GUID_NULL")
+        } else if data_fields.is_some_and(|f| !fits(f.start) || !fits(f.end)) {
+            Some("hook refused: a data field lies outside the context")
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            ebpf_ext_trace::trace_message!(
+                ebpf_ext_trace::Level::Error,
+                ebpf_ext_trace::keyword::EXTENSION,
+                reason
+            );
             return Err(Error::InvalidParameter);
         }
         let snapshots = Snapshots::new(config.max_clients, config.tag)?;

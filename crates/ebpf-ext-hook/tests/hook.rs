@@ -207,6 +207,48 @@ fn link(param: Option<u32>, verdict: u32, id: u32, log: &Arc<Mutex<Vec<u32>>>) -
     Link::attach(ATTACH_TYPE, spec, program(verdict, id, log))
 }
 
+/// A hook whose configuration no program could ever attach to is refused at registration,
+/// with the reason traced: the core refuses attach provider data naming GUID_NULL as its
+/// program type.
+#[test]
+fn a_hook_no_program_could_attach_to_is_refused_and_traced() {
+    let setup = Setup::new();
+    let refused = |config: HookConfig<u32>, reason: &str| {
+        // SAFETY: the device outlives the attempt.
+        let outcome = unsafe { HookProvider::register(config, TestHook::default(), setup.device) };
+        assert_eq!(outcome.err(), Some(Error::InvalidParameter), "{reason}");
+        let events = setup.kernel.etw_events();
+        assert!(
+            events.iter().any(|e| e.name == "EbpfExtGenericMessage"
+                && e.field("Message") == Some(&Value::Str(reason.into()))),
+            "{reason} is traced: {events:?}"
+        );
+    };
+    let good = config(AttachPolicy::Unrestricted);
+    refused(
+        HookConfig {
+            program_type: GUID::NULL,
+            ..good
+        },
+        "hook refused: the program type is GUID_NULL",
+    );
+    refused(
+        HookConfig {
+            attach_type: GUID::NULL,
+            ..good
+        },
+        "hook refused: the attach type is GUID_NULL",
+    );
+    refused(
+        HookConfig {
+            max_clients: 0,
+            ..good
+        },
+        "hook refused: max_clients is 0",
+    );
+    setup.finish();
+}
+
 /// `invoke_with`'s verdict sees the context as each program left it (netebpfext's
 /// `process_verdict(context, verdict)`: its connect hooks stop at a redirect, which only the
 /// context shows).
