@@ -56,6 +56,13 @@
 //! ```compile_fail
 //! # use ebpf_ext_program_info::*;
 //! # use ebpf_ext_sys::ebpf_base::*;
+//! // A helper's name must be shorter than 256 bytes (its terminator included): this one is 256.
+//! static HELPER: HelperPrototype = HelperPrototype::new(0x10000, c"hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh", EBPF_RETURN_TYPE_INTEGER, &[]);
+//! ```
+//!
+//! ```compile_fail
+//! # use ebpf_ext_program_info::*;
+//! # use ebpf_ext_sys::ebpf_base::*;
 //! // An override of a global helper must be below 0xFFFF: the core looks 0xFFFF up among the
 //! // program-type specific helpers only.
 //! # static CONTEXT: ContextDescriptor = ContextDescriptor::new(16, None, None, None);
@@ -130,8 +137,9 @@ use ebpf_ext_sys::ebpf_program_types::{
 };
 use ebpf_ext_sys::ebpf_windows::{
     EBPF_HELPER_FUNCTION_ADDRESSES_HEADER, EBPF_HELPER_FUNCTION_PROTOTYPE_HEADER,
-    EBPF_MAX_GENERAL_HELPER_FUNCTION, EBPF_PROGRAM_DATA_HEADER, EBPF_PROGRAM_INFORMATION_HEADER,
-    EBPF_PROGRAM_TYPE_DESCRIPTOR_HEADER,
+    EBPF_MAX_GENERAL_HELPER_FUNCTION, EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH,
+    EBPF_MAX_PROGRAM_DESCRIPTOR_NAME_LENGTH, EBPF_PROGRAM_DATA_HEADER,
+    EBPF_PROGRAM_INFORMATION_HEADER, EBPF_PROGRAM_TYPE_DESCRIPTOR_HEADER,
 };
 use ebpf_ext_sys::netioddk::NPIID;
 use ebpf_ext_sys::ntdef::{GUID, KIRQL, NTSTATUS};
@@ -257,7 +265,9 @@ impl ProgramTypeDescriptor {
     /// A descriptor: name, context, program type GUID, `bpf_prog_type` number, privilege.
     ///
     /// # Panics
-    /// At compile time if the name is empty or the program type is the all-zero GUID.
+    /// At compile time if the name is empty or not shorter than
+    /// `EBPF_MAX_PROGRAM_DESCRIPTOR_NAME_LENGTH` (256, its terminator included), or the
+    /// program type is the all-zero GUID.
     #[must_use]
     pub const fn new(
         name: &'static CStr,
@@ -267,6 +277,10 @@ impl ProgramTypeDescriptor {
         is_privileged: bool,
     ) -> Self {
         assert!(!name.is_empty(), "a program type needs a name");
+        assert!(
+            name.count_bytes() < EBPF_MAX_PROGRAM_DESCRIPTOR_NAME_LENGTH,
+            "the program type's name is too long"
+        );
         assert!(
             program_type.to_u128() != 0,
             "the program type must not be GUID_NULL"
@@ -298,7 +312,8 @@ impl HelperPrototype {
     /// A prototype: id, name, return type and up to five argument types.
     ///
     /// # Panics
-    /// At compile time if there are more than five arguments or the name is empty.
+    /// At compile time if there are more than five arguments, or the name is empty or not
+    /// shorter than `EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH` (256, its terminator included).
     #[must_use]
     pub const fn new(
         helper_id: u32,
@@ -307,6 +322,10 @@ impl HelperPrototype {
         arguments: &[ebpf_argument_type_t],
     ) -> Self {
         assert!(!name.is_empty(), "a helper needs a name");
+        assert!(
+            name.count_bytes() < EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH,
+            "the helper's name is too long"
+        );
         HelperPrototype(ebpf_helper_function_prototype_t {
             header: EBPF_HELPER_FUNCTION_PROTOTYPE_HEADER,
             helper_id,
