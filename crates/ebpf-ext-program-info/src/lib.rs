@@ -62,6 +62,13 @@
 //!
 //! ```compile_fail
 //! # use ebpf_ext_program_info::*;
+//! // So must a program type's name.
+//! # static CONTEXT: ContextDescriptor = ContextDescriptor::new(16, None, None, None);
+//! static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"pppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppppp", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+//! ```
+//!
+//! ```compile_fail
+//! # use ebpf_ext_program_info::*;
 //! # use ebpf_ext_sys::ebpf_base::*;
 //! // An override of a global helper must be below 0xFFFF: the core looks 0xFFFF up among the
 //! // program-type specific helpers only.
