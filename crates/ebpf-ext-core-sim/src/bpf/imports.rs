@@ -217,6 +217,14 @@ impl Imports {
             refusals: Mutex::new(Vec::new()),
         })
     }
+
+    /// The distinct modules of the imports, sorted.
+    fn modules(&self) -> Vec<GUID> {
+        let mut modules: Vec<GUID> = self.functions.iter().map(|f| f.module).collect();
+        modules.sort_by_key(GUID::to_u128);
+        modules.dedup();
+        modules
+    }
 }
 
 impl ModuleClient {
@@ -439,7 +447,7 @@ impl BtfLookup {
     /// were declined), or a client that could not register.
     pub(crate) fn read(functions: &[(GUID, String)]) -> Result<Self, String> {
         let imports = Imports::new(functions);
-        for module in modules(functions) {
+        for module in imports.modules() {
             drop(ModuleClient::register(module, Mode::LookUp, &imports)?);
         }
         Ok(BtfLookup { imports })
@@ -459,13 +467,9 @@ impl BtfLookup {
     pub(crate) fn bind(self) -> Result<BtfImports, String> {
         // A refusal is reported by the step that met it: the look-up's are not repeated.
         lock(&self.imports.refusals).clear();
-        let functions: Vec<(GUID, String)> = self
+        let clients = self
             .imports
-            .functions
-            .iter()
-            .map(|f| (f.module, f.name.clone()))
-            .collect();
-        let clients = modules(&functions)
+            .modules()
             .into_iter()
             .map(|module| ModuleClient::register(module, Mode::Bind, &self.imports))
             .collect::<Result<_, _>>()?;
@@ -474,14 +478,6 @@ impl BtfLookup {
             _clients: clients,
         })
     }
-}
-
-/// The distinct modules of `functions`, sorted.
-fn modules(functions: &[(GUID, String)]) -> Vec<GUID> {
-    let mut modules: Vec<GUID> = functions.iter().map(|(module, _)| *module).collect();
-    modules.sort_by_key(GUID::to_u128);
-    modules.dedup();
-    modules
 }
 
 /// The BTF-resolved functions a loaded program calls, and its clients of their modules.
