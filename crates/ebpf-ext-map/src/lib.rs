@@ -21,6 +21,7 @@
 use core::cell::Cell;
 use core::ffi::c_void;
 use core::marker::PhantomData;
+use core::mem::offset_of;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
@@ -29,15 +30,18 @@ use ebpf_ext_pool::{PoolBox, PoolTag};
 use ebpf_ext_program_info::MapKey;
 use ebpf_ext_sys::Result;
 use ebpf_ext_sys::ebpf_extension::{
-    BPF_MAP_TYPE_HASH, EBPF_BASE_MAP_PROVIDER_DISPATCH_TABLE_HEADER,
-    EBPF_BASE_MAP_PROVIDER_PROPERTIES_HEADER, EBPF_MAP_PROVIDER_DATA_HEADER,
-    ebpf_base_map_provider_dispatch_table_t, ebpf_base_map_provider_properties_t,
-    ebpf_map_client_data_t, ebpf_map_provider_data_t, ebpf_map_type_t,
+    BPF_MAP_TYPE_HASH, EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER,
+    EBPF_BASE_MAP_PROVIDER_DISPATCH_TABLE_HEADER, EBPF_BASE_MAP_PROVIDER_PROPERTIES_HEADER,
+    EBPF_MAP_CLIENT_DATA_HEADER, EBPF_MAP_PROVIDER_DATA_HEADER,
+    ebpf_base_map_client_dispatch_table_t, ebpf_base_map_provider_dispatch_table_t,
+    ebpf_base_map_provider_properties_t, ebpf_map_client_data_t, ebpf_map_find_element_t,
+    ebpf_map_provider_data_t, ebpf_map_type_t,
 };
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_MAP_INFO_EXTENSION_IID;
 use ebpf_ext_sys::ebpf_result::{
     EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
 };
+use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
 use ebpf_ext_sys::netioddk::NPIID;
 use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER};
@@ -213,32 +217,30 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
     ) -> core::result::Result<Bound<MapClient>, NTSTATUS> {
         let registration = client.registration();
         if registration.is_null() {
-            return Err(STATUS_INVALID_PARAMETER);
+            return Err(refuse("map client refused: no registration instance"));
         }
         // SAFETY: NMR's registration instance, valid during attach.
         let data =
             unsafe { (*registration).NpiSpecificCharacteristics }.cast::<ebpf_map_client_data_t>();
         if data.is_null() {
-            return Err(STATUS_INVALID_PARAMETER);
+            return Err(refuse("map client refused: no client data"));
         }
         // SAFETY: non-NULL client data; its header is read first, the rest only once the
         // header says it is there.
-        let header = unsafe {
-            data.cast::<ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t>()
-                .read_unaligned()
-        };
-        if header.version != 1 || header.size != size_of::<ebpf_map_client_data_t>() {
-            return Err(STATUS_INVALID_PARAMETER);
+        let header = unsafe { data.cast::<ebpf_extension_header_t>().read_unaligned() };
+        if header.version != EBPF_MAP_CLIENT_DATA_HEADER.version
+            || header.size != size_of::<ebpf_map_client_data_t>()
+        {
+            return Err(refuse(
+                "map client refused: client data is not version 1, 40 bytes",
+            ));
         }
         // SAFETY: a version-1 client data of full size (checked).
         let data = unsafe { data.read_unaligned() };
-        let find = if data.base_client_table.is_null() {
-            ptr::null_mut()
-        } else {
-            // SAFETY: the core's client dispatch table, alive while it is attached; the
-            // lookup function is its first entry after the header.
-            unsafe { (*data.base_client_table).find_element_function }
-                .map_or(ptr::null_mut(), |f| f as *mut c_void)
+        // SAFETY: NULL or the core's client dispatch table, alive while it is attached.
+        let find = match unsafe { find_element_function(data.base_client_table) } {
+            Ok(find) => find,
+            Err(reason) => return Err(refuse(reason)),
         };
         self.core
             .map_context_offset
@@ -254,6 +256,57 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
     fn detach(_: &MapClient) -> Detach {
         Detach::Complete
     }
+}
+
+/// A refused map client: traced with the status NMR returns to the core.
+fn refuse(reason: &'static str) -> NTSTATUS {
+    ebpf_ext_trace::trace_message_status!(
+        ebpf_ext_trace::Level::Error,
+        ebpf_ext_trace::keyword::EXTENSION,
+        reason,
+        STATUS_INVALID_PARAMETER
+    );
+    STATUS_INVALID_PARAMETER
+}
+
+/// Bytes of the core's client dispatch table up to and including `find_element_function`:
+/// what its header must cover for this crate to read the function.
+const FIND_ELEMENT_SIZE: usize =
+    offset_of!(ebpf_base_map_client_dispatch_table_t, find_element_function)
+        + size_of::<Option<ebpf_map_find_element_t>>();
+
+/// The core's lookup function from its client dispatch table, NULL if it has no table or no
+/// function there. The table's header is read first: its version must be 1 and its size must
+/// cover the function. (One upstream revision of this NPI, "extensible maps", keeps client
+/// data of the same layout and header but points it at a table of epoch functions only, with
+/// no lookup at this offset; its table is also version 1, so only a table too short to hold
+/// the function is told apart here.)
+///
+/// # Safety
+/// `table` is NULL or readable for the size its header gives.
+unsafe fn find_element_function(
+    table: *const ebpf_base_map_client_dispatch_table_t,
+) -> core::result::Result<*mut c_void, &'static str> {
+    if table.is_null() {
+        return Ok(ptr::null_mut());
+    }
+    // SAFETY: the caller's precondition; every table starts with its header.
+    let header = unsafe { table.cast::<ebpf_extension_header_t>().read_unaligned() };
+    if header.version != EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER.version {
+        return Err("map client refused: the core's dispatch table is not version 1");
+    }
+    if header.size < FIND_ELEMENT_SIZE {
+        return Err("map client refused: the core's dispatch table has no lookup function");
+    }
+    let slot = table
+        .wrapping_byte_add(offset_of!(
+            ebpf_base_map_client_dispatch_table_t,
+            find_element_function
+        ))
+        .cast::<Option<ebpf_map_find_element_t>>();
+    // SAFETY: the header says the table holds the function (checked).
+    let find = unsafe { slot.read_unaligned() };
+    Ok(find.map_or(ptr::null_mut(), |f| f as *mut c_void))
 }
 
 /// A registered custom-map provider of `M`. Dropping it deregisters, which waits until every

@@ -1,0 +1,247 @@
+//! What a map client presents at attach: the provider reads the core's client data and
+//! dispatch table only as far as their headers say they reach, and refuses anything else with
+//! `STATUS_INVALID_PARAMETER` and a trace event, without reading past what it was given.
+
+#![allow(
+    clippy::std_instead_of_alloc,
+    clippy::std_instead_of_core,
+    reason = "host tests"
+)]
+
+use core::ffi::c_void;
+use core::ptr;
+use std::sync::Mutex;
+
+use ebpf_ext_map::{CustomMap, MapProvider};
+use ebpf_ext_pool::PoolTag;
+use ebpf_ext_sys::ebpf_extension::{
+    EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER, EBPF_MAP_CLIENT_DATA_HEADER,
+    ebpf_base_map_client_dispatch_table_t, ebpf_map_client_data_t,
+};
+use ebpf_ext_sys::ebpf_extension_uuids::EBPF_MAP_INFO_EXTENSION_IID;
+use ebpf_ext_sys::ebpf_result::{EBPF_KEY_NOT_FOUND, ebpf_result_t};
+use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
+use ebpf_ext_sys::netioddk::{
+    NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider,
+    NmrDeregisterClient, NmrRegisterClient, NmrWaitForClientDeregisterComplete,
+};
+use ebpf_ext_sys::ntdef::{GUID, HANDLE, NTSTATUS};
+use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS};
+use ebpf_ext_usersim::Kernel;
+use ebpf_ext_usersim::tracelogging::Value;
+
+const TAG: PoolTag = PoolTag::new(*b"MpCd");
+const PROVIDER_MODULE: GUID = GUID::from_u128(0x3a9c_0001_0000_4000_8000_0000_0000_0001);
+const CLIENT_MODULE: NPI_MODULEID =
+    NPI_MODULEID::from_guid(GUID::from_u128(0x3a9c_0002_0000_4000_8000_0000_0000_0001));
+
+tracelogging::define_provider!(
+    TRACE,
+    "MapClientDataTestProvider",
+    id("6d3f0a52-8c1e-4b7a-9f24-1e5b7c9d0a31")
+);
+
+#[derive(Debug)]
+struct TestMap;
+
+impl CustomMap for TestMap {
+    const MAP_TYPE: u32 = 4100;
+    const UPDATES_ORIGINAL_VALUE: bool = false;
+    const TAG: PoolTag = TAG;
+
+    fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
+        Ok((TestMap, value_size))
+    }
+
+    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn find(&self, _: &[u8], _: &[u8], _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn update(&self, _: &[u8], _: &[u8], _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn delete_element(&self, _: &[u8], _: &[u8], _: u32) {}
+}
+
+unsafe extern "win64" fn find(_: *const c_void, _: *const u8, _: *mut *mut u8) -> ebpf_result_t {
+    EBPF_KEY_NOT_FOUND
+}
+
+/// The core's client dispatch table, or as much of one as a test wants to present.
+fn table(header: ebpf_extension_header_t) -> ebpf_base_map_client_dispatch_table_t {
+    ebpf_base_map_client_dispatch_table_t {
+        header,
+        find_element_function: Some(find),
+        epoch_enter: ptr::null(),
+        epoch_exit: ptr::null(),
+        epoch_allocate_with_tag: ptr::null(),
+        epoch_allocate_cache_aligned_with_tag: ptr::null(),
+        epoch_free: ptr::null(),
+        epoch_free_cache_aligned: ptr::null(),
+    }
+}
+
+/// One hand-built map client: its characteristics, client data and dispatch table, and the
+/// status its attach got from the provider.
+struct Client {
+    characteristics: NPI_CLIENT_CHARACTERISTICS,
+    data: ebpf_map_client_data_t,
+    table: ebpf_base_map_client_dispatch_table_t,
+    status: Mutex<Option<NTSTATUS>>,
+}
+
+unsafe extern "win64" fn client_attach(
+    binding: HANDLE,
+    context: *mut c_void,
+    _: *const NPI_REGISTRATION_INSTANCE,
+) -> NTSTATUS {
+    // SAFETY: the context registered below is a `Client` alive until deregistration.
+    let client = unsafe { &*context.cast::<Client>() };
+    let (mut provider_binding, mut provider_dispatch) = (ptr::null_mut(), ptr::null());
+    // SAFETY: inside ClientAttachProvider, with NMR's binding handle.
+    let status = unsafe {
+        NmrClientAttachProvider(
+            binding,
+            context,
+            ptr::null(),
+            &raw mut provider_binding,
+            &raw mut provider_dispatch,
+        )
+    };
+    *client.status.lock().unwrap() = Some(status);
+    status
+}
+
+unsafe extern "win64" fn client_detach(_: *mut c_void) -> NTSTATUS {
+    STATUS_SUCCESS
+}
+
+/// Registers a map client presenting `data` (with `table` as its dispatch table unless
+/// `data.base_client_table` is NULL, and no client data at all for `None`), and returns the
+/// status the provider's attach gave it.
+fn attach(data: Option<ebpf_map_client_data_t>, table_header: ebpf_extension_header_t) -> NTSTATUS {
+    let mut client = Box::new(Client {
+        characteristics: NPI_CLIENT_CHARACTERISTICS {
+            Version: 0,
+            Length: 72,
+            ClientAttachProvider: Some(client_attach),
+            ClientDetachProvider: Some(client_detach),
+            ClientCleanupBindingContext: None,
+            ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
+                Version: 0,
+                Size: 40,
+                NpiId: &EBPF_MAP_INFO_EXTENSION_IID,
+                ModuleId: &CLIENT_MODULE,
+                Number: 0,
+                NpiSpecificCharacteristics: ptr::null(),
+            },
+        },
+        data: data.unwrap_or(ebpf_map_client_data_t {
+            header: EBPF_MAP_CLIENT_DATA_HEADER,
+            map_context_offset: 0,
+            base_client_table: ptr::null(),
+        }),
+        table: table(table_header),
+        status: Mutex::new(None),
+    });
+    if !client.data.base_client_table.is_null() {
+        client.data.base_client_table = &raw const client.table;
+    }
+    if data.is_some() {
+        client
+            .characteristics
+            .ClientRegistrationInstance
+            .NpiSpecificCharacteristics = (&raw const client.data).cast();
+    }
+    let context = ptr::from_mut(&mut *client).cast::<c_void>();
+    let mut handle = ptr::null_mut();
+    // SAFETY: the characteristics and context live in the box until deregistration below.
+    let status =
+        unsafe { NmrRegisterClient(&raw const client.characteristics, context, &raw mut handle) };
+    assert_eq!(status, STATUS_SUCCESS, "NmrRegisterClient");
+    // SAFETY: the handle registered above, deregistered once.
+    if unsafe { NmrDeregisterClient(handle) } == STATUS_PENDING {
+        // SAFETY: as above.
+        unsafe { NmrWaitForClientDeregisterComplete(handle) };
+    }
+    let attached = client.status.lock().unwrap().take();
+    attached.expect("the provider was offered to the client")
+}
+
+/// Client data as the core presents it, pointing at a dispatch table.
+fn data(header: ebpf_extension_header_t) -> ebpf_map_client_data_t {
+    ebpf_map_client_data_t {
+        header,
+        map_context_offset: 48,
+        // Replaced by the client's own table in `attach`.
+        base_client_table: ptr::dangling(),
+    }
+}
+
+#[test]
+fn a_map_client_is_read_only_as_far_as_its_headers_say() {
+    let kernel = Kernel::new();
+    ebpf_ext_trace::initiate(&TRACE).expect("tracing");
+    let provider = MapProvider::<TestMap>::register(PROVIDER_MODULE, TAG).expect("register");
+    let header = ebpf_extension_header_t::new;
+    let refused = |status: NTSTATUS, reason: &str| {
+        assert_eq!(status, STATUS_INVALID_PARAMETER, "{reason}");
+        let events = kernel.etw_events();
+        assert!(
+            events.iter().any(|e| e.name == "EbpfExtGenericMessage"
+                && e.field("Message") == Some(&Value::Str(reason.into()))),
+            "{reason} is traced: {events:?}"
+        );
+    };
+
+    // What the core presents: client data {1, 40, 40} and a table {1, 80, 80}.
+    let full = EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER;
+    assert_eq!(
+        attach(Some(data(EBPF_MAP_CLIENT_DATA_HEADER)), full),
+        STATUS_SUCCESS
+    );
+    // A table that ends with the lookup (header and one function, 32 bytes) is enough.
+    assert_eq!(
+        attach(Some(data(EBPF_MAP_CLIENT_DATA_HEADER)), header(1, 32, 32)),
+        STATUS_SUCCESS
+    );
+    // No table at all: attached, without a lookup.
+    let no_table = ebpf_map_client_data_t {
+        base_client_table: ptr::null(),
+        ..data(EBPF_MAP_CLIENT_DATA_HEADER)
+    };
+    assert_eq!(attach(Some(no_table), full), STATUS_SUCCESS);
+
+    refused(attach(None, full), "map client refused: no client data");
+    refused(
+        attach(Some(data(header(2, 40, 40))), full),
+        "map client refused: client data is not version 1, 40 bytes",
+    );
+    refused(
+        attach(Some(data(header(1, 32, 40))), full),
+        "map client refused: client data is not version 1, 40 bytes",
+    );
+    refused(
+        attach(Some(data(EBPF_MAP_CLIENT_DATA_HEADER)), header(2, 80, 80)),
+        "map client refused: the core's dispatch table is not version 1",
+    );
+    // A table that ends before the lookup: the provider must not read the slot.
+    refused(
+        attach(Some(data(EBPF_MAP_CLIENT_DATA_HEADER)), header(1, 31, 31)),
+        "map client refused: the core's dispatch table has no lookup function",
+    );
+    refused(
+        attach(Some(data(EBPF_MAP_CLIENT_DATA_HEADER)), header(1, 24, 24)),
+        "map client refused: the core's dispatch table has no lookup function",
+    );
+
+    drop(provider);
+    kernel.wait_for_work_items();
+    ebpf_ext_trace::terminate();
+    kernel.assert_no_leaks();
+}
