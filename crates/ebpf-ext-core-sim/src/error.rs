@@ -94,6 +94,17 @@ pub enum ProgramDataError {
         /// The sizes the core accepts.
         accepted: &'static [usize],
     },
+    /// `header.total_size` is below `header.size`: the object claims to end before the
+    /// fields its size says it has.
+    #[error("{object}: header.total_size is {total_size}, below header.size {size}")]
+    TotalSizeBelowSize {
+        /// The object.
+        object: Object,
+        /// Its `header.size`.
+        size: usize,
+        /// Its `header.total_size`.
+        total_size: usize,
+    },
     /// `program_info` is NULL.
     #[error("program_data.program_info is NULL")]
     NullProgramInfo,
@@ -212,6 +223,14 @@ pub enum AttachProviderDataError {
     UnsupportedSize {
         /// The provider's `header.size`.
         size: usize,
+    },
+    /// `header.total_size` is below `header.size`.
+    #[error("attach provider data: header.total_size is {total_size}, below header.size {size}")]
+    TotalSizeBelowSize {
+        /// The provider's `header.size`.
+        size: usize,
+        /// The provider's `header.total_size`.
+        total_size: usize,
     },
     /// `supported_program_type` is `GUID_NULL`.
     #[error("attach provider data: supported_program_type is GUID_NULL")]

@@ -7,8 +7,9 @@
 //! dangling pointer cannot be detected.
 //!
 //! Rules (from `libs/shared/shared_common.c` and `ebpf_program.c`, see the ABI reference §4):
-//! - every object: `header.version` is the current version and `header.size` is in the
-//!   object's accepted list (`total_size` is not checked);
+//! - every object: `header.version` is the current version, `header.size` is in the
+//!   object's accepted list, and `header.total_size` is at least `header.size` (the newest
+//!   core's `_ebpf_validate_extension_object_header`; earlier ones did not check it);
 //! - program data: size 65 (through `required_irql`) or 72 (through `capabilities`);
 //!   program info valid; each non-NULL helper address table valid; `required_irql` ≤
 //!   HIGH_LEVEL; each non-NULL address table's count equals the matching prototype count;
@@ -135,6 +136,13 @@ fn check_header(
             accepted,
         });
     }
+    if header.total_size < header.size {
+        return Err(ProgramDataError::TotalSizeBelowSize {
+            object,
+            size: header.size,
+            total_size: header.total_size,
+        });
+    }
     Ok(())
 }
 
@@ -212,6 +220,12 @@ pub(crate) unsafe fn validate_attach_provider_data(
     }
     if header.size != EBPF_ATTACH_PROVIDER_DATA_CURRENT_VERSION_SIZE {
         return Err(AttachProviderDataError::UnsupportedSize { size: header.size });
+    }
+    if header.total_size < header.size {
+        return Err(AttachProviderDataError::TotalSizeBelowSize {
+            size: header.size,
+            total_size: header.total_size,
+        });
     }
     // SAFETY: `header.size` is 48: the whole current structure is there.
     let supported_program_type: GUID =
@@ -410,7 +424,8 @@ unsafe fn validate_type_descriptor(
 }
 
 /// `ebpf_validate_helper_function_prototype_array`: stride = element 0's
-/// `header.total_size`, exactly as the core strides (0 checks element 0 `count` times).
+/// `header.total_size`, exactly as the core strides (element 0's own check refuses a
+/// `total_size` below its size, so the stride is at least 64).
 ///
 /// # Safety
 /// As [`validate_program_data`], for the array.

@@ -1826,6 +1826,17 @@ fn provider_data_the_core_would_refuse_is_declined_with_the_reason() {
             }
             data
         }),
+        ("size: 48, total_size: 0", {
+            let data = btf_data(vec![good()], vec![address]);
+            // SAFETY: the data just leaked, written before registration.
+            unsafe {
+                (*data
+                    .cast_mut()
+                    .cast::<ebpf_btf_resolved_function_provider_data_t>())
+                .header = header(1, 48, 0);
+            }
+            data
+        }),
         ("no provider data", core::ptr::null()),
     ];
     with_info(|_, info| {

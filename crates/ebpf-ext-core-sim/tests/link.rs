@@ -141,6 +141,8 @@ fn the_core_refuses_invalid_hook_providers() {
         data.header = ebpf_extension_header_t::new(version, size, 48);
         data
     };
+    let mut no_total_size = valid;
+    no_total_size.header.total_size = 0;
     let cases = [
         (
             module,
@@ -159,6 +161,14 @@ fn the_core_refuses_invalid_hook_providers() {
             Some(with_header(1, 40)),
             Refusal::InvalidAttachProviderData(AttachProviderDataError::UnsupportedSize {
                 size: 40,
+            }),
+        ),
+        (
+            module,
+            Some(no_total_size),
+            Refusal::InvalidAttachProviderData(AttachProviderDataError::TotalSizeBelowSize {
+                size: 48,
+                total_size: 0,
             }),
         ),
         (

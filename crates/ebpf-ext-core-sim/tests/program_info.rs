@@ -443,17 +443,51 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
-            what: "an element validation skipped (stride 0) is copied with a NULL name",
-            breaks: |s| {
-                // Stride 0 validates physical 0 three times; the copy (stride 72) meets 1.
-                s.helpers.push(Proto::new(0x1_0003, c"test_get_c"));
-                s.helpers[0].header.total_size = 0;
-                s.helpers[1].name = None;
-                s.helper_addresses = None;
+            what: "element 0's total_size is 0 (a stride of 0)",
+            breaks: |s| s.helpers[0].header.total_size = 0,
+            expected: ProgramDataError::TotalSizeBelowSize {
+                object: Object::HelperPrototype {
+                    table: TS,
+                    index: 0,
+                },
+                size: 66,
+                total_size: 0,
             },
-            expected: ProgramDataError::CopyNullHelperName {
-                table: TS,
-                index: 1,
+        },
+        Case {
+            what: "program data's total_size below its size",
+            breaks: |s| s.data_header = header(1, 72, 65),
+            expected: ProgramDataError::TotalSizeBelowSize {
+                object: Object::ProgramData,
+                size: 72,
+                total_size: 65,
+            },
+        },
+        Case {
+            what: "program info's total_size 0 (ntosebpfext's headers)",
+            breaks: |s| s.info_header.total_size = 0,
+            expected: ProgramDataError::TotalSizeBelowSize {
+                object: Object::ProgramInfo,
+                size: 64,
+                total_size: 0,
+            },
+        },
+        Case {
+            what: "type descriptor's total_size below its size",
+            breaks: |s| s.descriptor_header.total_size = 60,
+            expected: ProgramDataError::TotalSizeBelowSize {
+                object: Object::ProgramTypeDescriptor,
+                size: 61,
+                total_size: 60,
+            },
+        },
+        Case {
+            what: "helper address table's total_size 0",
+            breaks: |s| s.helper_addresses.as_mut().unwrap().header.total_size = 0,
+            expected: ProgramDataError::TotalSizeBelowSize {
+                object: Object::HelperAddresses { table: TS },
+                size: 40,
+                total_size: 0,
             },
         },
         Case {
@@ -543,10 +577,8 @@ fn versions_the_core_accepts() {
     spec.helpers[1].header = header(1, 64, 72);
     spec.global_helpers[0].header = header(1, 64, 64);
     spec.global_helpers[0].reallocate_packet = true;
-    // ntosebpfext leaves every `total_size` 0.
-    spec.info_header.total_size = 0;
-    spec.descriptor_header.total_size = 0;
-    spec.helper_addresses.as_mut().unwrap().header.total_size = 0;
+    // A total_size above the size (the rest unread).
+    spec.info_header.total_size = 128;
     // No global overrides table.
     spec.global_addresses = None;
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
@@ -562,17 +594,6 @@ fn versions_the_core_accepts() {
     drop(client);
     provider.deregister();
 
-    // Stride 0 (element 0's total_size): the core validates element 0 `count` times; the
-    // copy strides by size rounded up to 8.
-    let mut spec = ProgramDataSpec::valid();
-    for helper in &mut spec.helpers {
-        helper.header.total_size = 0;
-    }
-    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
-    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("accepted");
-    assert_eq!(client.info().helpers[1].name, "test_get_b");
-    client.detach().expect("detach");
-    provider.deregister();
     kernel.assert_no_leaks();
 }
 

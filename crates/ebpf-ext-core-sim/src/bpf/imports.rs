@@ -11,9 +11,9 @@
 //!   `STATUS_NOINTERFACE`; a second provider of a module already attached gets
 //!   `STATUS_INVALID_DEVICE_STATE`.
 //! - The provider data must have at least one function, prototypes and addresses, every
-//!   prototype version 1, size 60, total size 64 and a name (the tests and the reference);
-//!   core-sim also requires the provider data's header to be version 1, size 48, as the core
-//!   checks its other providers' data (inferred).
+//!   prototype version 1, size 60, total size 64 and a name, and the provider data's header
+//!   version 1, size 48 and a total size at least 48 (the core's
+//!   `ebpf_validate_btf_resolved_function_provider_data` in its newest `shared_common.c`).
 //! - A program's calls are checked against the prototypes the modules publish before any of
 //!   its clients binds (the verifier reads them from the store, before the core loads the
 //!   program), so a program the checks refuse binds to no provider; core-sim reads them with a
@@ -153,7 +153,7 @@ unsafe fn published(
     // SAFETY: non-NULL provider data (caller's contract); the header is read first, without
     // assuming the provider aligned it.
     let header = unsafe { data.cast::<ebpf_extension_header_t>().read_unaligned() };
-    if header.version != 1 || header.size != 48 {
+    if header.version != 1 || header.size != 48 || header.total_size < header.size {
         return Err(format!("provider data header {header:?}"));
     }
     // SAFETY: a version-1 provider data of full size (checked).
