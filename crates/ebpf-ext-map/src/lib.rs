@@ -63,6 +63,10 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
     /// A map is being created: check the sizes and return the state and the value size the
     /// core is to store per key.
     ///
+    /// The stored size must not be 0, and must be `value_size` unless
+    /// [`CustomMap::UPDATES_ORIGINAL_VALUE`]: the core refuses the map otherwise, so the
+    /// provider refuses it first (`EBPF_INVALID_ARGUMENT`, traced) and drops the state.
+    ///
     /// # Errors
     /// The result the core reports for the creation.
     fn create(
@@ -79,6 +83,10 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
 
     /// A lookup: `stored` is what the core keeps for `key`, `out` the caller's value.
     ///
+    /// Without [`CustomMap::UPDATES_ORIGINAL_VALUE`] the core gives no output buffer (`out`
+    /// is empty) and returns `stored` itself: the lookup can only refuse. `key` is empty if
+    /// the core passes none (its prototype makes the key optional).
+    ///
     /// # Errors
     /// The result the lookup fails with.
     fn find(
@@ -91,6 +99,11 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
 
     /// An update: `value` is the caller's, `stored` what the core will keep (zeroed).
     ///
+    /// Without [`CustomMap::UPDATES_ORIGINAL_VALUE`] the core gives no buffer (`stored` is
+    /// empty) and keeps `value` itself: the update can only refuse. Then it may also come
+    /// from a program, at up to DISPATCH_LEVEL (`EBPF_MAP_OPERATION_HELPER` in `flags`).
+    /// `key` is empty if the core passes none.
+    ///
     /// # Errors
     /// The result the update fails with.
     fn update(
@@ -101,7 +114,8 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
         flags: u32,
     ) -> core::result::Result<(), ebpf_result_t>;
 
-    /// A stored value was removed, replaced or cleaned up with the map; cannot fail.
+    /// A stored value was removed, replaced or cleaned up with the map; cannot fail. `key`
+    /// is empty if the core passes none.
     fn delete_element(&self, key: &[u8], stored: &[u8], flags: u32);
 }
 
@@ -242,10 +256,14 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
             Ok(find) => find,
             Err(reason) => return Err(refuse(reason)),
         };
-        self.core
-            .map_context_offset
-            .store(data.map_context_offset, Ordering::Release);
-        self.core.find_element.store(find, Ordering::Release);
+        // Every client of the core presents the same offset and lookup; one without a lookup
+        // must not take away the others'.
+        if !find.is_null() {
+            self.core
+                .map_context_offset
+                .store(data.map_context_offset, Ordering::Release);
+            self.core.find_element.store(find, Ordering::Release);
+        }
         client
             .allocate(MapClient {
                 live: &raw const self.live,
@@ -269,18 +287,27 @@ fn refuse(reason: &'static str) -> NTSTATUS {
     STATUS_INVALID_PARAMETER
 }
 
-/// Bytes of the core's client dispatch table up to and including `find_element_function`:
-/// what its header must cover for this crate to read the function.
+/// Bytes of the core's client dispatch table up to and including `find_element_function`.
 const FIND_ELEMENT_SIZE: usize =
     offset_of!(ebpf_base_map_client_dispatch_table_t, find_element_function)
         + size_of::<Option<ebpf_map_find_element_t>>();
 
+/// Whether a version-1 client dispatch table of `size` bytes has the lookup at offset 24.
+///
+/// Upstream's revisions of this NPI that do: {header, lookup} (32 bytes), {header, lookup,
+/// four epoch functions} (64) and the current {header, lookup, six epoch functions} (80, to
+/// which a later version may add). Its "extensible maps" revision presents client data of
+/// the same layout and header, but its table is {header, four epoch functions} (56, also
+/// version 1): what sits at offset 24 there allocates memory.
+fn has_lookup(size: usize) -> bool {
+    size == FIND_ELEMENT_SIZE
+        || size == 64
+        || size >= size_of::<ebpf_base_map_client_dispatch_table_t>()
+}
+
 /// The core's lookup function from its client dispatch table, NULL if it has no table or no
-/// function there. The table's header is read first: its version must be 1 and its size must
-/// cover the function. (One upstream revision of this NPI, "extensible maps", keeps client
-/// data of the same layout and header but points it at a table of epoch functions only, with
-/// no lookup at this offset; its table is also version 1, so only a table too short to hold
-/// the function is told apart here.)
+/// function there. The table's header is read first: its version must be 1 and its size one
+/// of a table with the lookup ([`has_lookup`]).
 ///
 /// # Safety
 /// `table` is NULL or readable for the size its header gives.
@@ -295,7 +322,7 @@ unsafe fn find_element_function(
     if header.version != EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER.version {
         return Err("map client refused: the core's dispatch table is not version 1");
     }
-    if header.size < FIND_ELEMENT_SIZE {
+    if !has_lookup(header.size) {
         return Err("map client refused: the core's dispatch table has no lookup function");
     }
     let slot = table
@@ -449,7 +476,8 @@ unsafe fn bytes<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
     Some(unsafe { core::slice::from_raw_parts(p, len) })
 }
 
-/// The state, key and a value buffer of an element callback.
+/// The state, key and a value buffer of an element callback; the key is empty if `key` is
+/// NULL (the core's prototypes make it optional), and a NULL `value` is refused.
 ///
 /// # Safety
 /// As [`state`] for `map_context`; `key` and `value` NULL or readable for their sizes for `'a`.
@@ -463,7 +491,7 @@ unsafe fn element<'a, M: CustomMap>(
     // SAFETY: the caller's precondition.
     let state = unsafe { state::<M>(map_context) }?;
     // SAFETY: as above.
-    let key = unsafe { bytes(key, key_size) }?;
+    let key = unsafe { bytes(key, key_size) }.unwrap_or(&[]);
     // SAFETY: as above.
     let value = unsafe { bytes(value, value_size) }?;
     Some((state, key, value))
@@ -492,6 +520,17 @@ unsafe extern "win64" fn create<M: CustomMap>(
         Ok(created) => created,
         Err(e) => return e,
     };
+    if size == 0 || (!M::UPDATES_ORIGINAL_VALUE && size != value_size) {
+        // The core would refuse the map after this call, and might not delete it.
+        ebpf_ext_trace::trace_message_u32!(
+            ebpf_ext_trace::Level::Error,
+            ebpf_ext_trace::keyword::EXTENSION,
+            "custom map refused: its stored size is 0, or not the value size without UPDATES_ORIGINAL_VALUE",
+            size
+        );
+        drop(map);
+        return EBPF_INVALID_ARGUMENT;
+    }
     let Ok(boxed) = PoolBox::try_new(
         MapState {
             map,
@@ -590,11 +629,13 @@ unsafe extern "win64" fn update<M: CustomMap>(
     else {
         return EBPF_INVALID_ARGUMENT;
     };
-    if out_value.is_null() {
-        return EBPF_INVALID_ARGUMENT;
-    }
-    // SAFETY: the core's buffer for the stored value, `out_size` bytes.
-    let stored = unsafe { core::slice::from_raw_parts_mut(out_value, out_size) };
+    // NULL without `UPDATES_ORIGINAL_VALUE`: the core stores the value itself.
+    let stored: &mut [u8] = if out_value.is_null() {
+        &mut []
+    } else {
+        // SAFETY: the core's buffer for the stored value, `out_size` bytes.
+        unsafe { core::slice::from_raw_parts_mut(out_value, out_size) }
+    };
     result(state.map.update(key, value, stored, flags))
 }
 

@@ -1,6 +1,8 @@
 //! What a map client presents at attach: the provider reads the core's client data and
 //! dispatch table only as far as their headers say they reach, and refuses anything else with
-//! `STATUS_INVALID_PARAMETER` and a trace event, without reading past what it was given.
+//! `STATUS_INVALID_PARAMETER` and a trace event. Each dispatch table is allocated with exactly
+//! the bytes its header gives (its header at least), so a read past them is an
+//! AddressSanitizer report.
 
 #![allow(
     clippy::std_instead_of_alloc,
@@ -72,9 +74,11 @@ unsafe extern "win64" fn find(_: *const c_void, _: *const u8, _: *mut *mut u8) -
     EBPF_KEY_NOT_FOUND
 }
 
-/// The core's client dispatch table, or as much of one as a test wants to present.
-fn table(header: ebpf_extension_header_t) -> ebpf_base_map_client_dispatch_table_t {
-    ebpf_base_map_client_dispatch_table_t {
+/// The core's client dispatch table, or as much of one as a test wants to present: exactly
+/// `header.size` bytes (never fewer than the header itself), the lookup at offset 24 when
+/// they reach it and the rest zero.
+fn table(header: ebpf_extension_header_t) -> Box<[u8]> {
+    let full = ebpf_base_map_client_dispatch_table_t {
         header,
         find_element_function: Some(find),
         epoch_enter: ptr::null(),
@@ -83,7 +87,16 @@ fn table(header: ebpf_extension_header_t) -> ebpf_base_map_client_dispatch_table
         epoch_allocate_cache_aligned_with_tag: ptr::null(),
         epoch_free: ptr::null(),
         epoch_free_cache_aligned: ptr::null(),
-    }
+    };
+    let size = header.size.max(size_of::<ebpf_extension_header_t>());
+    // SAFETY: a plain struct of integers and pointers, no padding.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(ptr::from_ref(&full).cast::<u8>(), size_of_val(&full))
+    };
+    let mut table = vec![0u8; size];
+    let shared = size.min(bytes.len());
+    table[..shared].copy_from_slice(&bytes[..shared]);
+    table.into_boxed_slice()
 }
 
 /// One hand-built map client: its characteristics, client data and dispatch table, and the
@@ -91,7 +104,7 @@ fn table(header: ebpf_extension_header_t) -> ebpf_base_map_client_dispatch_table
 struct Client {
     characteristics: NPI_CLIENT_CHARACTERISTICS,
     data: ebpf_map_client_data_t,
-    table: ebpf_base_map_client_dispatch_table_t,
+    table: Box<[u8]>,
     status: Mutex<Option<NTSTATUS>>,
 }
 
@@ -150,7 +163,7 @@ fn attach(data: Option<ebpf_map_client_data_t>, table_header: ebpf_extension_hea
         status: Mutex::new(None),
     });
     if !client.data.base_client_table.is_null() {
-        client.data.base_client_table = &raw const client.table;
+        client.data.base_client_table = client.table.as_ptr().cast();
     }
     if data.is_some() {
         client
@@ -189,27 +202,31 @@ fn a_map_client_is_read_only_as_far_as_its_headers_say() {
     ebpf_ext_trace::initiate(&TRACE).expect("tracing");
     let provider = MapProvider::<TestMap>::register(PROVIDER_MODULE, TAG).expect("register");
     let header = ebpf_extension_header_t::new;
-    let refused = |status: NTSTATUS, reason: &str| {
-        assert_eq!(status, STATUS_INVALID_PARAMETER, "{reason}");
-        let events = kernel.etw_events();
-        assert!(
-            events.iter().any(|e| e.name == "EbpfExtGenericMessage"
-                && e.field("Message") == Some(&Value::Str(reason.into()))),
-            "{reason} is traced: {events:?}"
-        );
+    let traced = |reason: &str| {
+        kernel
+            .etw_events()
+            .iter()
+            .filter(|e| {
+                e.name == "EbpfExtGenericMessage"
+                    && e.field("Message") == Some(&Value::Str(reason.into()))
+            })
+            .count()
+    };
+    // Each refusal traces its reason once more.
+    let refused = |attach: &dyn Fn() -> NTSTATUS, reason: &str| {
+        let before = traced(reason);
+        assert_eq!(attach(), STATUS_INVALID_PARAMETER, "{reason}");
+        assert_eq!(traced(reason), before + 1, "{reason} is traced");
     };
 
     // What the core presents: client data {1, 40, 40} and a table {1, 80, 80}.
     let full = EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER;
-    assert_eq!(
-        attach(Some(data(EBPF_MAP_CLIENT_DATA_HEADER)), full),
-        STATUS_SUCCESS
-    );
-    // A table that ends with the lookup (header and one function, 32 bytes) is enough.
-    assert_eq!(
-        attach(Some(data(EBPF_MAP_CLIENT_DATA_HEADER)), header(1, 32, 32)),
-        STATUS_SUCCESS
-    );
+    let good = || Some(data(EBPF_MAP_CLIENT_DATA_HEADER));
+    assert_eq!(attach(good(), full), STATUS_SUCCESS);
+    // Upstream's other tables with the lookup at offset 24: header and lookup (32 bytes), and
+    // header, lookup and four epoch functions (64).
+    assert_eq!(attach(good(), header(1, 32, 32)), STATUS_SUCCESS);
+    assert_eq!(attach(good(), header(1, 64, 64)), STATUS_SUCCESS);
     // No table at all: attached, without a lookup.
     let no_table = ebpf_map_client_data_t {
         base_client_table: ptr::null(),
@@ -217,28 +234,20 @@ fn a_map_client_is_read_only_as_far_as_its_headers_say() {
     };
     assert_eq!(attach(Some(no_table), full), STATUS_SUCCESS);
 
-    refused(attach(None, full), "map client refused: no client data");
+    refused(&|| attach(None, full), "map client refused: no client data");
+    let wrong_data = "map client refused: client data is not version 1, 40 bytes";
+    refused(&|| attach(Some(data(header(2, 40, 40))), full), wrong_data);
+    refused(&|| attach(Some(data(header(1, 32, 40))), full), wrong_data);
     refused(
-        attach(Some(data(header(2, 40, 40))), full),
-        "map client refused: client data is not version 1, 40 bytes",
-    );
-    refused(
-        attach(Some(data(header(1, 32, 40))), full),
-        "map client refused: client data is not version 1, 40 bytes",
-    );
-    refused(
-        attach(Some(data(EBPF_MAP_CLIENT_DATA_HEADER)), header(2, 80, 80)),
+        &|| attach(good(), header(2, 80, 80)),
         "map client refused: the core's dispatch table is not version 1",
     );
-    // A table that ends before the lookup: the provider must not read the slot.
-    refused(
-        attach(Some(data(EBPF_MAP_CLIENT_DATA_HEADER)), header(1, 31, 31)),
-        "map client refused: the core's dispatch table has no lookup function",
-    );
-    refused(
-        attach(Some(data(EBPF_MAP_CLIENT_DATA_HEADER)), header(1, 24, 24)),
-        "map client refused: the core's dispatch table has no lookup function",
-    );
+    // Tables without the lookup at offset 24: the provider must not read that slot.
+    let no_lookup = "map client refused: the core's dispatch table has no lookup function";
+    refused(&|| attach(good(), header(1, 31, 31)), no_lookup);
+    refused(&|| attach(good(), header(1, 24, 24)), no_lookup);
+    // The "extensible maps" revision's table: header and four epoch functions.
+    refused(&|| attach(good(), header(1, 56, 56)), no_lookup);
 
     drop(provider);
     kernel.wait_for_work_items();

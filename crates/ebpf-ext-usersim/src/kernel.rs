@@ -312,6 +312,13 @@ impl Kernel {
         faults.pending.push((fault, base + n));
     }
 
+    /// Disarms every fault armed with [`Kernel::inject`] that has not fired; those that
+    /// fired stay in [`Kernel::faults_triggered`]. For a scenario whose fault may not be
+    /// reached, so that it cannot fire in the next one.
+    pub fn disarm_faults(&self) {
+        lock(&self.inner.faults).pending.clear();
+    }
+
     /// Faults that have fired so far.
     #[must_use]
     pub fn faults_triggered(&self) -> Vec<Fault> {

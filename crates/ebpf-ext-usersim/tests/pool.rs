@@ -146,6 +146,25 @@ fn unbound_thread_aborts_naming_the_api() {
 }
 
 #[test]
+fn a_disarmed_fault_never_fires_and_one_that_fired_stays_reported() {
+    let kernel = Kernel::new();
+    kernel.inject(Fault::Allocation(1));
+    let a = alloc(POOL_FLAG_NON_PAGED, 8, TAG);
+    assert!(a.is_null());
+    kernel.inject(Fault::Allocation(2));
+    kernel.inject(Fault::Call("ExAllocatePool2", 1));
+    kernel.disarm_faults();
+    let blocks: Vec<_> = (0..3).map(|_| alloc(POOL_FLAG_NON_PAGED, 8, TAG)).collect();
+    assert!(blocks.iter().all(|p| !p.is_null()), "nothing armed fires");
+    assert_eq!(kernel.faults_triggered(), vec![Fault::Allocation(1)]);
+    for p in blocks {
+        // SAFETY: live blocks freed once.
+        unsafe { ExFreePoolWithTag(p.cast::<c_void>(), TAG) };
+    }
+    kernel.assert_no_leaks();
+}
+
+#[test]
 fn nth_allocation_fails() {
     let kernel = Kernel::new();
     kernel.inject(Fault::Allocation(2));

@@ -7,12 +7,15 @@
 //! The core-sim keeps the stored values itself (a hash map on the provider's base type).
 //!
 //! What the core checks and the core-sim checks alike: provider data version 1 and size 48,
-//! base type hash, properties version 1 (size ≥ 25), dispatch version 1 (size 72 or 80) with
-//! create, delete and associate set and not both delete callbacks, client data {1, 40, 40}
-//! with the map-context offset, `actual_value_size` non-zero (and equal to the value size
-//! unless the provider updates the stored value, which then needs find, update and a delete
-//! callback), and BPF-program operations (lookup, update, delete) refused with
-//! `EBPF_OPERATION_NOT_SUPPORTED` when `updates_original_value` is set. Not modelled: the
+//! base type hash, properties version 1 and size 25, dispatch version 1 (size 72 or 80, of
+//! which only those bytes are read) with create, delete and associate set and not both
+//! delete callbacks, every `total_size` at least its `size` (the newest core), client data
+//! {1, 40, 40} with the map-context offset, `actual_value_size` non-zero (and equal to the
+//! value size unless the provider updates the stored value, which then needs find, update
+//! and a delete callback), and BPF-program operations (lookup, update, delete) refused with
+//! `EBPF_OPERATION_NOT_SUPPORTED` when `updates_original_value` is set. Without it the
+//! provider's find and update get no output buffer (NULL, size 0) and the core stores and
+//! returns the caller's value itself. Not modelled: the
 //! provider's rundown (the core's client detach waits until the maps are gone; the core-sim's
 //! does not), and programs' map helpers on custom maps without `updates_original_value`
 //! (the core-sim refuses them with `EBPF_INVALID_ARGUMENT`, lookups return NULL).
@@ -134,7 +137,10 @@ impl MapClient {
             data.cast::<ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t>()
                 .read()
         };
-        if header.version != 1 || header.size < size_of::<ebpf_map_provider_data_t>() {
+        if header.version != 1
+            || header.size != size_of::<ebpf_map_provider_data_t>()
+            || header.total_size < header.size
+        {
             return Err(Some(format!("provider data header {header:?}")));
         }
         // SAFETY: a version-1 provider data of full size (checked).
@@ -148,18 +154,37 @@ impl MapClient {
         // SAFETY: NULL or the provider's properties, alive while registered.
         let properties =
             unsafe { data.base_properties.as_ref() }.ok_or(Some("no properties".into()))?;
-        if properties.header.version != 1 || properties.header.size < 25 {
-            return Err(Some(format!("properties header {:?}", properties.header)));
+        let h = properties.header;
+        if h.version != 1 || h.size != 25 || h.total_size < h.size {
+            return Err(Some(format!("properties header {h:?}")));
         }
         // SAFETY: NULL or the provider's dispatch table, alive while registered.
         let table =
             unsafe { data.base_provider_table.as_ref() }.ok_or(Some("no dispatch table".into()))?;
-        if table.header.version != 1 || !(table.header.size == 72 || table.header.size == 80) {
-            return Err(Some(format!("dispatch header {:?}", table.header)));
+        let h = table.header;
+        if h.version != 1 || !(h.size == 72 || h.size == 80) || h.total_size < h.size {
+            return Err(Some(format!("dispatch header {h:?}")));
         }
-        let mut dispatch = *table;
-        if table.header.size == 72 {
-            dispatch.postprocess_map_delete_element = None;
+        // As the core: only the bytes the header gives (a 72-byte table has no
+        // `postprocess_map_delete_element`), the rest NULL.
+        let mut dispatch = ebpf_base_map_provider_dispatch_table_t {
+            header: h,
+            preprocess_map_create: None,
+            postprocess_map_delete: None,
+            preprocess_associate_program_type: None,
+            postprocess_map_find_element: None,
+            preprocess_map_update_element: None,
+            preprocess_map_delete_element: None,
+            postprocess_map_delete_element: None,
+        };
+        // SAFETY: the provider's table is readable for `h.size` (72 or 80) bytes, at most
+        // the size of ours; both are plain function pointers, NULL or not.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                ptr::from_ref(table).cast::<u8>(),
+                (&raw mut dispatch).cast::<u8>(),
+                h.size,
+            );
         }
         if dispatch.preprocess_map_create.is_none()
             || dispatch.postprocess_map_delete.is_none()
@@ -389,8 +414,20 @@ impl CustomMap {
             return Err(EBPF_INVALID_ARGUMENT);
         }
         let mut stored = vec![0u8; self.stored_size].into_boxed_slice();
+        // Without `updates_original_value` the provider gets no buffer (NULL, 0) and the core
+        // stores the value itself.
+        let replaces = self.bound.updates_original_value;
+        if !replaces {
+            stored[..value.len()].copy_from_slice(value);
+        }
         if let Some(update) = self.bound.dispatch.preprocess_map_update_element {
-            // SAFETY: the provider's callback; buffers of the sizes passed.
+            let (out, out_size) = if replaces {
+                (stored.as_mut_ptr(), stored.len())
+            } else {
+                (ptr::null_mut(), 0)
+            };
+            // SAFETY: the provider's callback; buffers of the sizes passed (the output NULL
+            // with size 0 when the provider does not replace the value).
             let result = unsafe {
                 update(
                     self.bound.binding,
@@ -399,15 +436,15 @@ impl CustomMap {
                     key.as_ptr(),
                     value.len(),
                     value.as_ptr(),
-                    stored.len(),
-                    stored.as_mut_ptr(),
+                    out_size,
+                    out,
                     0,
                 )
             };
             if result != EBPF_SUCCESS {
                 return Err(result);
             }
-        } else {
+        } else if replaces {
             stored[..value.len()].copy_from_slice(value);
         }
         let old = lock(&self.entries).insert(key.to_vec(), stored);
@@ -424,8 +461,17 @@ impl CustomMap {
             return Ok(None);
         };
         let mut out = vec![0u8; self.value_size];
+        // Without `updates_original_value` the provider gets no output buffer (NULL, 0) and
+        // the core returns what it stores.
+        let replaces = self.bound.updates_original_value;
         if let Some(find) = self.bound.dispatch.postprocess_map_find_element {
-            // SAFETY: the provider's callback; buffers of the sizes passed.
+            let (out_ptr, out_size) = if replaces {
+                (out.as_mut_ptr(), out.len())
+            } else {
+                (ptr::null_mut(), 0)
+            };
+            // SAFETY: the provider's callback; buffers of the sizes passed (the output NULL
+            // with size 0 when the provider does not replace the value).
             let result = unsafe {
                 find(
                     self.bound.binding,
@@ -434,15 +480,16 @@ impl CustomMap {
                     key.as_ptr(),
                     stored.len(),
                     stored.as_ptr(),
-                    out.len(),
-                    out.as_mut_ptr(),
+                    out_size,
+                    out_ptr,
                     0,
                 )
             };
             if result != EBPF_SUCCESS {
                 return Err(result);
             }
-        } else {
+        }
+        if !replaces || self.bound.dispatch.postprocess_map_find_element.is_none() {
             out.copy_from_slice(&stored[..self.value_size]);
         }
         Ok(Some(out))

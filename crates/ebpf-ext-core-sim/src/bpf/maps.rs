@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
 use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
+use ebpf_ext_sys::ntddk::{ALL_PROCESSOR_GROUPS, KeQueryActiveProcessorCountEx};
 use ebpf_ext_sys::ntdef::GUID;
 
 use ebpf_ext_sys::ebpf_result::{
@@ -23,6 +24,7 @@ use ebpf_ext_sys::ebpf_result::{
     ebpf_result_t,
 };
 
+use super::BpfError;
 use super::custom::{CustomMap, MAP_CONTEXT_OFFSET};
 use super::object::MapDefinition;
 use super::program::BpfProgram;
@@ -226,7 +228,27 @@ fn check_sizes(definition: &MapDefinition, kind: Kind) -> Result<(), String> {
     Ok(())
 }
 
+/// The kernel's processor count, at least 1: the copies a per-CPU map keeps.
+pub(crate) fn processor_count() -> usize {
+    // SAFETY: a plain query, callable at any IRQL.
+    unsafe { KeQueryActiveProcessorCountEx(ALL_PROCESSOR_GROUPS) }.max(1) as usize
+}
+
 impl BpfMap {
+    /// Creates a map of `definition` outside any program, as user mode's `bpf_map_create`
+    /// does (for this kernel's processor count); a custom map type's through the provider of
+    /// that type, as the core does.
+    ///
+    /// # Errors
+    /// [`BpfError::Map`] with the reason: a type core-sim does not have, sizes the type does
+    /// not allow, no provider of a custom type, or one that refused the map.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn create(definition: &MapDefinition) -> Result<BpfMap, BpfError> {
+        BpfMap::new(definition, processor_count()).map_err(BpfError::Map)
+    }
+
     /// Creates a map of `definition` for a machine of `cpus` processors.
     pub(crate) fn new(definition: &MapDefinition, cpus: usize) -> Result<Self, String> {
         let kind = match definition.map_type {

@@ -15,7 +15,6 @@ use ebpf_ext_sys::ebpf_extension::{
 use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
 use ebpf_ext_sys::ebpf_result::{EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_FAILED, ebpf_result_t};
 use ebpf_ext_sys::ebpf_windows::{EBPF_MAX_GENERAL_HELPER_FUNCTION, MAX_TAIL_CALL_CNT};
-use ebpf_ext_sys::ntddk::{ALL_PROCESSOR_GROUPS, KeQueryActiveProcessorCountEx};
 use ebpf_ext_sys::ntdef::GUID;
 
 use super::BpfError;
@@ -111,8 +110,7 @@ impl core::fmt::Debug for BpfProgram {
 
 /// Creates the maps `object` defines (for a machine of this kernel's processor count).
 fn create_maps(object: &BpfObject) -> Result<Vec<Arc<BpfMap>>, BpfError> {
-    // SAFETY: a plain query, callable at any IRQL.
-    let cpus = unsafe { KeQueryActiveProcessorCountEx(ALL_PROCESSOR_GROUPS) }.max(1) as usize;
+    let cpus = super::maps::processor_count();
     object
         .maps
         .iter()

@@ -1,0 +1,264 @@
+//! Custom maps through core-sim's side of the map-information NPI: what the provider passes
+//! to a `CustomMap` when the type keeps the caller's value (`UPDATES_ORIGINAL_VALUE` false:
+//! the core gives its find and update no output buffer), and the stored sizes the core would
+//! refuse, which the provider refuses first.
+
+#![allow(
+    clippy::std_instead_of_alloc,
+    clippy::std_instead_of_core,
+    reason = "host tests"
+)]
+
+use std::cell::RefCell;
+
+use ebpf_ext_core_sim::bpf::{BpfMap, MapDefinition, MapError};
+use ebpf_ext_map::{CustomMap, MapProvider};
+use ebpf_ext_pool::PoolTag;
+use ebpf_ext_sys::ebpf_extension::EBPF_MAP_OPERATION_MAP_CLEANUP;
+use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, ebpf_result_t};
+use ebpf_ext_sys::ntdef::GUID;
+use ebpf_ext_usersim::Kernel;
+use ebpf_ext_usersim::tracelogging::Value;
+
+const TAG: PoolTag = PoolTag::new(*b"MpCs");
+const PROVIDER_MODULE: GUID = GUID::from_u128(0x3a9c_0003_0000_4000_8000_0000_0000_0001);
+/// A value the plain map's update refuses.
+const REFUSED: u8 = 0xFF;
+
+tracelogging::define_provider!(
+    TRACE,
+    "MapCoreSimTestProvider",
+    id("0b7e4c2d-93a1-4f56-8d0e-2c4b6a8f1e97")
+);
+
+/// One callback as the map saw it: which, the key, the buffer in, and the output's length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    call: &'static str,
+    key: Vec<u8>,
+    bytes: Vec<u8>,
+    out_len: usize,
+    flags: u32,
+}
+
+thread_local! {
+    /// The callbacks of this thread's maps: core-sim calls them on the caller's thread.
+    static SEEN: RefCell<Vec<Seen>> = const { RefCell::new(Vec::new()) };
+}
+
+fn seen(call: &'static str, key: &[u8], bytes: &[u8], out_len: usize, flags: u32) {
+    SEEN.with(|s| {
+        s.borrow_mut().push(Seen {
+            call,
+            key: key.to_vec(),
+            bytes: bytes.to_vec(),
+            out_len,
+            flags,
+        });
+    });
+}
+
+fn take_seen() -> Vec<Seen> {
+    SEEN.with(RefCell::take)
+}
+
+/// A map type that keeps the caller's value: its callbacks can only observe and refuse.
+#[derive(Debug)]
+struct Plain;
+
+impl CustomMap for Plain {
+    const MAP_TYPE: u32 = 4101;
+    const UPDATES_ORIGINAL_VALUE: bool = false;
+    const TAG: PoolTag = TAG;
+
+    fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
+        Ok((Plain, value_size))
+    }
+
+    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn find(
+        &self,
+        key: &[u8],
+        stored: &[u8],
+        out: &mut [u8],
+        flags: u32,
+    ) -> Result<(), ebpf_result_t> {
+        seen("find", key, stored, out.len(), flags);
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        stored: &mut [u8],
+        flags: u32,
+    ) -> Result<(), ebpf_result_t> {
+        seen("update", key, value, stored.len(), flags);
+        if value.first() == Some(&REFUSED) {
+            return Err(EBPF_INVALID_ARGUMENT);
+        }
+        Ok(())
+    }
+
+    fn delete_element(&self, key: &[u8], stored: &[u8], flags: u32) {
+        seen("delete", key, stored, 0, flags);
+    }
+}
+
+/// A map type whose `create` reports the stored size `SIZE`, keeping the caller's value.
+#[derive(Debug)]
+struct StoresSize<const SIZE: u32>;
+
+impl<const SIZE: u32> CustomMap for StoresSize<SIZE> {
+    const MAP_TYPE: u32 = 4200 + SIZE;
+    const UPDATES_ORIGINAL_VALUE: bool = false;
+    const TAG: PoolTag = TAG;
+
+    fn create(_: u32, _: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
+        Ok((StoresSize, SIZE))
+    }
+
+    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn find(&self, _: &[u8], _: &[u8], _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn update(&self, _: &[u8], _: &[u8], _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn delete_element(&self, _: &[u8], _: &[u8], _: u32) {}
+}
+
+fn definition(map_type: u32) -> MapDefinition {
+    MapDefinition {
+        name: "custom".into(),
+        map_type,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 16,
+        initial_data: None,
+    }
+}
+
+#[test]
+fn a_map_that_keeps_the_callers_value_sees_it_and_gets_no_output_buffer() {
+    let kernel = Kernel::new();
+    let provider = MapProvider::<Plain>::register(PROVIDER_MODULE, TAG).expect("register");
+    let map = BpfMap::create(&definition(Plain::MAP_TYPE)).expect("create");
+    let key = 7u32.to_le_bytes();
+    let value = [1, 2, 3, 4, 5, 6, 7, 8];
+
+    map.update(&key, &value, 0).expect("update");
+    assert_eq!(map.lookup(&key).expect("lookup"), Some(value.to_vec()));
+    let seen = take_seen();
+    assert_eq!(
+        seen,
+        [
+            Seen {
+                call: "update",
+                key: key.to_vec(),
+                bytes: value.to_vec(),
+                out_len: 0,
+                flags: 0,
+            },
+            Seen {
+                call: "find",
+                key: key.to_vec(),
+                bytes: value.to_vec(),
+                out_len: 0,
+                flags: 0,
+            },
+        ],
+        "the update sees the caller's value and no buffer; the lookup the stored value and no buffer"
+    );
+
+    let refused = [REFUSED, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(
+        map.update(&key, &refused, 0),
+        Err(MapError::Result(EBPF_INVALID_ARGUMENT)),
+        "the provider's refusal is the update's result"
+    );
+    assert_eq!(
+        map.lookup(&key).expect("lookup"),
+        Some(value.to_vec()),
+        "a refused update leaves the value"
+    );
+    take_seen();
+
+    drop(map);
+    let seen = take_seen();
+    assert_eq!(
+        seen,
+        [Seen {
+            call: "delete",
+            key: key.to_vec(),
+            bytes: value.to_vec(),
+            out_len: 0,
+            flags: EBPF_MAP_OPERATION_MAP_CLEANUP,
+        }],
+        "the map's cleanup deletes its element"
+    );
+    drop(provider);
+    kernel.wait_for_work_items();
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_stored_size_the_core_would_refuse_is_refused_by_the_provider_and_traced() {
+    let kernel = Kernel::new();
+    ebpf_ext_trace::initiate(&TRACE).expect("tracing");
+    let reason = "custom map refused: its stored size is 0, or not the value size without UPDATES_ORIGINAL_VALUE";
+    let traced = || {
+        kernel
+            .etw_events()
+            .iter()
+            .filter(|e| e.field("Message") == Some(&Value::Str(reason.into())))
+            .count()
+    };
+    {
+        let _zero = MapProvider::<StoresSize<0>>::register(PROVIDER_MODULE, TAG).expect("register");
+        let Err(error) = BpfMap::create(&definition(StoresSize::<0>::MAP_TYPE)) else {
+            panic!("a stored size of 0 is refused");
+        };
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("returned {EBPF_INVALID_ARGUMENT}")),
+            "{error}"
+        );
+        assert_eq!(traced(), 1);
+    }
+    {
+        let _wider =
+            MapProvider::<StoresSize<12>>::register(PROVIDER_MODULE, TAG).expect("register");
+        let Err(error) = BpfMap::create(&definition(StoresSize::<12>::MAP_TYPE)) else {
+            panic!("12 bytes stored for an 8-byte value is refused");
+        };
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("returned {EBPF_INVALID_ARGUMENT}")),
+            "{error}"
+        );
+        assert_eq!(traced(), 2);
+    }
+    {
+        let _exact =
+            MapProvider::<StoresSize<8>>::register(PROVIDER_MODULE, TAG).expect("register");
+        let map = BpfMap::create(&definition(StoresSize::<8>::MAP_TYPE))
+            .expect("the value size is accepted");
+        drop(map);
+        assert_eq!(traced(), 2);
+    }
+    kernel.wait_for_work_items();
+    ebpf_ext_trace::terminate();
+    kernel.assert_no_leaks();
+}
