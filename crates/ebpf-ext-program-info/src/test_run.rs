@@ -508,8 +508,10 @@ impl<C: NoPadding, const TAG: u32> TestRun for CopyTestRun<C, TAG> {
     }
 
     fn destroy(self, context: &mut TestRunContext<C>, output: &mut TestRunOutput) {
-        output.write_context(&context.context);
+        // The data first: `data_in` may share the request's buffer with `ctx_out`, and the
+        // context comes from pool.
         output.copy_input_data();
+        output.write_context(&context.context);
     }
 }
 
@@ -607,8 +609,18 @@ impl TestRunOutput {
 
     /// Writes the run's header (64 bytes) and then its context to `ctx_out`, back to back;
     /// `false` (size 0) if there is no buffer or it is smaller.
+    ///
+    /// The header's first two slots, which the core writes (its execution state and its copy
+    /// of the context descriptor: kernel addresses), go out as zero; the other six as the
+    /// run left them. (ntosebpfext copies the core's two as well.)
     pub fn write_header_and_context<T: NoPadding>(&mut self, run: &TestRunContext<T>) -> bool {
-        self.write_context_parts(&[bytes_of(&run.header), bytes_of(&run.context)])
+        let core_slots = 2 * size_of::<u64>();
+        let header = bytes_of(&run.header);
+        self.write_context_parts(&[
+            &[0; 16][..core_slots],
+            &header[core_slots..],
+            bytes_of(&run.context),
+        ])
     }
 
     /// Writes `parts` back to back to `ctx_out`.
@@ -868,12 +880,13 @@ impl<const N: usize> PackedStrings<N> {
 ///
 /// # Panics
 /// At compile time if `R::Context` is aligned to more than 64 bytes (its header would not end
-/// where the context begins).
+/// where the context begins), or the run as a whole is (the pool could not allocate it).
 pub const fn test_run_functions<R: TestRun>() -> (
     ebpf_program_context_create_t,
     ebpf_program_context_destroy_t,
 ) {
     let _ = TestRunContext::<R::Context>::CONTEXT_OFFSET;
+    let () = Run::<R>::ALIGNED;
     (
         context_create::<R, NO_FIELD, NO_FIELD>,
         context_destroy::<R, NO_FIELD, NO_FIELD>,
@@ -906,6 +919,7 @@ pub(crate) const unsafe fn test_run_data_functions<
         offset < size && size - offset >= size_of::<*mut u8>()
     }
     let _ = TestRunContext::<R::Context>::CONTEXT_OFFSET;
+    let () = Run::<R>::ALIGNED;
     let size = size_of::<R::Context>();
     assert!(
         (START == NO_FIELD && END == NO_FIELD) || (fits(START, size) && fits(END, size)),
@@ -927,6 +941,15 @@ struct Run<R: TestRun> {
     context: TestRunContext<R::Context>,
     data_in: Option<(NonNull<u8>, usize)>,
     state: R,
+}
+
+impl<R: TestRun> Run<R> {
+    /// Fails to compile if the run would need an alignment the pool gives only to blocks of
+    /// a page or more (every `context_create` would fail with `EBPF_NO_MEMORY`).
+    const ALIGNED: () = assert!(
+        align_of::<Run<R>>() <= 64,
+        "a test run's state is aligned to more than 64 bytes"
+    );
 }
 
 /// Where the program's context lies in a [`Run`].

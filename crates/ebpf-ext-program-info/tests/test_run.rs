@@ -9,8 +9,9 @@ use core::ptr;
 use ebpf_ext_core_sim::{Input, ProgramInfoClient};
 use ebpf_ext_pool::{PoolArray, PoolTag};
 use ebpf_ext_program_info::{
-    ContextDescriptor, CountedString, PackedStrings, ProgramData, ProgramInfo, ProgramInfoProvider,
-    ProgramTypeDescriptor, TestRun, TestRunContext, TestRunInput, TestRunOutput, no_padding,
+    ContextDescriptor, CopyTestRun, CountedString, PackedStrings, ProgramData, ProgramInfo,
+    ProgramInfoProvider, ProgramTypeDescriptor, TestRun, TestRunContext, TestRunInput,
+    TestRunOutput, no_padding,
 };
 use ebpf_ext_sys::ebpf_result::{
     EBPF_FAILED, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
@@ -177,10 +178,10 @@ fn a_run_builds_the_context_with_its_header_and_writes_it_back() {
         (7, &b"Seattle"[..])
     );
     assert_eq!(out.context_size_out, 64 + 24, "header and context");
-    assert_ne!(
-        u64_at(&out.context, 8),
-        0,
-        "slot 1: the core's context descriptor"
+    assert_eq!(
+        (u64_at(&out.context, 0), u64_at(&out.context, 8)),
+        (0, 0),
+        "slots 0 and 1, the core's (kernel addresses): zero"
     );
     assert_eq!(u64_at(&out.context, 56), MARKER);
     assert_eq!(
@@ -323,6 +324,61 @@ fn the_trampolines_refuse_what_the_core_never_passes() {
         }
     });
     setup.end();
+}
+
+const COPY_PROGRAM_TYPE: GUID = GUID::from_u128(0x5e5e_0002_0000_4000_8000_0000_0000_0001);
+static COPY_DESCRIPTOR: ProgramTypeDescriptor =
+    ProgramTypeDescriptor::new(c"copy", &CONTEXT, COPY_PROGRAM_TYPE, 997, false);
+static COPY_INFO: ProgramInfo = ProgramInfo::new(&COPY_DESCRIPTOR, &[], &[]);
+static COPY_DATA: ProgramData = ProgramData::new(&COPY_INFO)
+    .with_test_run::<CopyTestRun<EchoContext>>()
+    .checked();
+
+/// A reply may share the request's buffer (`METHOD_BUFFERED`), so `ctx_out` can lie over the
+/// tail of `data_in`: the copied run writes `data_out` before it writes the context.
+#[test]
+fn a_copied_run_writes_data_out_before_a_context_out_over_data_in() {
+    let kernel = Kernel::new();
+    let provider = register(&COPY_DATA).expect("register");
+    let raw = COPY_DATA.raw();
+    let (create, destroy) = (
+        raw.context_create.expect("create"),
+        raw.context_destroy.expect("destroy"),
+    );
+    // data_in at 64..96; data_out at 0..32; ctx_out at 80..104, over data_in's second half.
+    let mut buffer = vec![0u8; 128];
+    let pattern: Vec<u8> = (1..=32).collect();
+    buffer[64..96].copy_from_slice(&pattern);
+    let base = buffer.as_mut_ptr();
+    let ctx = context_in(3);
+    let mut context: *mut c_void = ptr::null_mut();
+    // SAFETY: 32 readable and writable bytes of `buffer`, the caller's context, an out slot.
+    let result = unsafe {
+        create(
+            base.wrapping_add(64),
+            32,
+            ctx.as_ptr(),
+            ctx.len(),
+            &raw mut context,
+        )
+    };
+    assert_eq!(result, EBPF_SUCCESS);
+    let (mut data_size, mut context_size) = (32usize, ctx.len());
+    // SAFETY: the context just created, destroyed once; both outputs inside `buffer`.
+    unsafe {
+        destroy(
+            context,
+            base,
+            &raw mut data_size,
+            base.wrapping_add(80),
+            &raw mut context_size,
+        );
+    }
+    assert_eq!((data_size, context_size), (32, ctx.len()));
+    assert_eq!(buffer[..32], pattern[..], "data_out: data_in as it came in");
+    assert_eq!(buffer[80..104], ctx[..], "ctx_out: the context");
+    drop(provider);
+    kernel.assert_no_leaks();
 }
 
 fn string(length: u16, maximum: u16) -> CountedString {

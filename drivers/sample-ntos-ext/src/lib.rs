@@ -34,6 +34,8 @@
 //!   runs programs and by each account helper call (in a test run, until a helper runs, only
 //!   their lengths are meaningful: the owner moved). Programs see only `process_md_t`, and
 //!   `ctx_out` clears the pointers, so nothing observable changes.
+//! - A test run's `ctx_out` has zero in the two header slots the core writes; ntosebpfext
+//!   copies the core's kernel addresses there out to the caller.
 //!
 //! Not confirmed against Windows (usersim's choices, which these tests rely on): whether
 //! `SecLookupAccountSid`'s sizes count a terminator, and the status it returns for a SID it
