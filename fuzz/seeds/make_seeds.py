@@ -116,6 +116,36 @@ write("sample_ioctl", "run-interface-7-and-9", variant(0, 3) + request(0, 7) + r
 write("sample_ioctl", "profile-at-dispatch", variant(0, 3) + request(1, 7, iterations=3, flags=1))
 
 
+# ---- test_run --------------------------------------------------------------------------------
+# Input: runs. A run: extension (Sample, Process), context and data (Buffer: Bytes(Vec<u8>) or
+# Null(u16)), strings (Option<[(u16, i8); 4]>), data_out and context_out capacities (Same,
+# More(u8), Any(u16)), failing_allocation (Option<u8>).
+def byte_vec(data):
+    return b"".join(b"\x01" + bytes([b]) for b in data) + b"\x00"
+
+
+def test_run(extension, context, data, strings=None):
+    encoded = variant(extension, 2) + variant(0, 2) + byte_vec(context) + variant(0, 2) + byte_vec(data)
+    if strings is None:
+        encoded += b"\x00"
+    else:
+        encoded += b"\x01" + b"".join(struct.pack("<Hb", length, offset) for length, offset in strings)
+    # Capacities as needed, no failing allocation.
+    return b"\x01" + encoded + variant(0, 3) + variant(0, 3) + b"\x00"
+
+
+# sample_program_context_t (ctx_in carries no header for it): data pointers, uint32_data,
+# uint16_data, reserved, helper_data_1 and 2.
+SAMPLE_CONTEXT = bytes(16) + struct.pack("<IHHII", 7, 3, 0, 1, 2)
+# process_notify_context_t, the 64-byte header included: 296 bytes, a creation (operation 0),
+# four 4-byte strings.
+PROCESS_CONTEXT = bytes(296)
+write("test_run", "sample-copy", test_run(0, SAMPLE_CONTEXT, b"hello, sample"))
+write("test_run", "process-four-strings",
+      test_run(1, PROCESS_CONTEXT, "c.exet.exenamedom".encode("utf-16-le")[:32], [(8, 2)] * 4))
+write("test_run", "both", test_run(0, SAMPLE_CONTEXT, b"") + test_run(1, PROCESS_CONTEXT, b""))
+
+
 # ---- pe_parse --------------------------------------------------------------------------------
 # A minimal driver image as the loader accepts it: PE32+, AMD64, native subsystem, .text
 # (entry point, one absolute address), .data, .rdata (an import of ntoskrnl.exe!KeBugCheckEx)

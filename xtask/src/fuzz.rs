@@ -27,6 +27,7 @@ pub(crate) const TARGETS: &[&str] = &[
     "hook_attach",
     "program_info",
     "sample_ioctl",
+    "test_run",
     "pe_parse",
     "btf_externs",
 ];
