@@ -49,6 +49,14 @@ impl PoolTag {
     }
 }
 
+/// Whether non-paged pool returns blocks of `size` bytes aligned to `align`: every block is
+/// aligned to 16 bytes (to 64 with `POOL_FLAG_CACHE_ALIGNED`), and one of a page or more to a
+/// page. A layout it cannot honour is refused rather than returned misaligned.
+#[must_use]
+pub const fn pool_can_align(size: usize, align: usize) -> bool {
+    align <= 64 || (size >= PAGE_SIZE && align <= PAGE_SIZE)
+}
+
 /// Allocates `layout` from non-paged pool; NULL on failure.
 fn allocate(layout: Layout, tag: PoolTag) -> *mut u8 {
     // ExAllocatePool2 aligns small blocks to 16 bytes and page-sized ones to a page; ask for
@@ -58,7 +66,7 @@ fn allocate(layout: Layout, tag: PoolTag) -> *mut u8 {
     } else {
         POOL_FLAG_NON_PAGED
     };
-    if layout.align() > 64 && layout.size() < PAGE_SIZE {
+    if !pool_can_align(layout.size(), layout.align()) {
         return core::ptr::null_mut();
     }
     // SAFETY: no preconditions beyond the IRQL documented on the callers; zero-size requests

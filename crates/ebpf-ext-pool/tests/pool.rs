@@ -86,9 +86,16 @@ fn global_allocator_alignments() {
         // SAFETY: allocated above with this layout.
         unsafe { alloc.dealloc(p, layout) };
     }
-    let huge_align = Layout::from_size_align(64, 128).unwrap();
-    // SAFETY: a non-zero layout; the pool cannot honour it and returns NULL.
-    assert!(unsafe { alloc.alloc(huge_align) }.is_null());
+    // Layouts the pool cannot honour: NULL rather than a misaligned block.
+    for (size, align) in [(64, 128), (4096, 8192), (10_000, 16_384)] {
+        let layout = Layout::from_size_align(size, align).unwrap();
+        assert!(
+            !ebpf_ext_pool::pool_can_align(size, align),
+            "{size}/{align}"
+        );
+        // SAFETY: a non-zero layout; the pool cannot honour it and returns NULL.
+        assert!(unsafe { alloc.alloc(layout) }.is_null(), "{size}/{align}");
+    }
     kernel.assert_no_leaks();
 }
 

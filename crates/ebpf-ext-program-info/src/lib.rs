@@ -609,7 +609,8 @@ impl ProgramData {
     ///
     /// # Panics
     /// At compile time if `R::Context` is smaller than the program type's context descriptor
-    /// says (programs and the verifier would access past it), or aligned to more than 64 bytes.
+    /// says (programs and the verifier would access past it), or aligned to more than 64 bytes;
+    /// or if the run (context and `R`) needs an alignment the pool cannot give it.
     ///
     /// ```compile_fail
     /// # use ebpf_ext_program_info::*;
@@ -650,6 +651,28 @@ impl ProgramData {
     ///         Err(0)
     ///     }
     ///     fn destroy(self, _: &mut TestRunContext<Ctx>, _: &mut TestRunOutput) {}
+    /// }
+    /// static DATA: ProgramData = ProgramData::new(&INFO).with_test_run::<Run>();
+    /// ```
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_program_info::*;
+    /// # use ebpf_ext_pool::PoolTag;
+    /// # use ebpf_ext_sys::ebpf_result::ebpf_result_t;
+    /// # static CONTEXT: ContextDescriptor = ContextDescriptor::new(16, None, None, None);
+    /// # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+    /// # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
+    /// // The run's own state aligned to 128 in a run smaller than a page: the pool cannot
+    /// // align it, so every context_create would fail.
+    /// #[repr(C, align(128))]
+    /// struct Run { state: u64 }
+    /// impl TestRun for Run {
+    ///     type Context = [u64; 2];
+    ///     const TAG: PoolTag = PoolTag::new(*b"Test");
+    ///     fn create(_: &TestRunInput<'_>) -> Result<(TestRunContext<[u64; 2]>, Self), ebpf_result_t> {
+    ///         Err(0)
+    ///     }
+    ///     fn destroy(self, _: &mut TestRunContext<[u64; 2]>, _: &mut TestRunOutput) {}
     /// }
     /// static DATA: ProgramData = ProgramData::new(&INFO).with_test_run::<Run>();
     /// ```

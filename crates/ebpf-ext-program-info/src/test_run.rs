@@ -614,11 +614,10 @@ impl TestRunOutput {
     /// of the context descriptor: kernel addresses), go out as zero; the other six as the
     /// run left them. (ntosebpfext copies the core's two as well.)
     pub fn write_header_and_context<T: NoPadding>(&mut self, run: &TestRunContext<T>) -> bool {
-        let core_slots = 2 * size_of::<u64>();
-        let header = bytes_of(&run.header);
+        const CORE_SLOTS: usize = 2 * size_of::<u64>();
         self.write_context_parts(&[
-            &[0; 16][..core_slots],
-            &header[core_slots..],
+            &[0; CORE_SLOTS],
+            &bytes_of(&run.header)[CORE_SLOTS..],
             bytes_of(&run.context),
         ])
     }
@@ -880,7 +879,8 @@ impl<const N: usize> PackedStrings<N> {
 ///
 /// # Panics
 /// At compile time if `R::Context` is aligned to more than 64 bytes (its header would not end
-/// where the context begins), or the run as a whole is (the pool could not allocate it).
+/// where the context begins), or the run as a whole needs an alignment the pool cannot give
+/// it (above 64 bytes for a run smaller than a page).
 pub const fn test_run_functions<R: TestRun>() -> (
     ebpf_program_context_create_t,
     ebpf_program_context_destroy_t,
@@ -944,11 +944,11 @@ struct Run<R: TestRun> {
 }
 
 impl<R: TestRun> Run<R> {
-    /// Fails to compile if the run would need an alignment the pool gives only to blocks of
-    /// a page or more (every `context_create` would fail with `EBPF_NO_MEMORY`).
+    /// Fails to compile if the pool cannot align the run as it needs (every `context_create`
+    /// would fail with `EBPF_NO_MEMORY`).
     const ALIGNED: () = assert!(
-        align_of::<Run<R>>() <= 64,
-        "a test run's state is aligned to more than 64 bytes"
+        ebpf_ext_pool::pool_can_align(size_of::<Run<R>>(), align_of::<Run<R>>()),
+        "a test run's state needs an alignment the pool cannot give it"
     );
 }
 
