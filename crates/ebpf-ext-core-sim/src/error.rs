@@ -175,8 +175,8 @@ pub enum ProgramDataError {
         /// The raw `capabilities` value.
         capabilities: u32,
     },
-    /// Element 0 of a helper prototype array has a non-zero `header.total_size` that is not
-    /// its `header.size` rounded up to 8: the core would validate the array at one stride
+    /// Element 0 of a helper prototype array has a `header.total_size` that is not its
+    /// `header.size` rounded up to 8: the core would validate the array at one stride
     /// (`total_size`) and copy it at another, reading memory it never validated. The core does
     /// not check this; the core-sim refuses rather than read outside the provider's array.
     #[error(
@@ -191,8 +191,9 @@ pub enum ProgramDataError {
         total_size: usize,
     },
     /// Copying the helper prototypes (stride: element 0's `header.size` rounded up to 8, as
-    /// the core duplicates them) met a prototype with a NULL name that validation (stride:
-    /// element 0's `header.total_size`) did not visit.
+    /// the core duplicates them) met a prototype with a NULL name. Validation strides by
+    /// element 0's `header.total_size`, which must now equal the copy's stride, so this is
+    /// met only when the provider's memory changes between the check and the copy.
     #[error(
         "{table} helper prototype {index}: name is NULL when copied at the core's duplication stride"
     )]

@@ -27,9 +27,9 @@
 //! - `context_descriptor->size ≥ 16` is compared as a signed `int` (a negative size is
 //!   refused; a C comparison against `sizeof` would convert it to unsigned and accept it);
 //! - the copy strides helper prototypes by element 0's `header.size` rounded up to 8, as the
-//!   core duplicates them, and refuses an element 0 whose non-zero `total_size` differs from
-//!   that stride ([`ProgramDataError::InconsistentHelperStride`]): the core would copy memory
-//!   it never validated.
+//!   core duplicates them, and refuses an element 0 whose `total_size` (the validation
+//!   stride) differs from that stride ([`ProgramDataError::InconsistentHelperStride`]): the
+//!   core would copy memory it never validated.
 
 use core::ffi::{CStr, c_char, c_void};
 use core::mem::{offset_of, size_of};
@@ -507,7 +507,7 @@ unsafe fn validate_helper_addresses(
 
 /// Copies validated program data into an owned [`ProgramInfo`], as the core duplicates it:
 /// helper prototypes at a stride of element 0's `header.size` rounded up to 8 (refusing an
-/// element 0 whose non-zero `total_size` says otherwise), reading `flags` and
+/// element 0 whose `total_size` says otherwise), reading `flags` and
 /// `implicit_context` only when the element's `header.size` includes them.
 ///
 /// # Safety
@@ -636,7 +636,7 @@ unsafe fn copy_helpers(
     let first: ebpf_extension_header_t =
         unsafe { read!(array, ebpf_helper_function_prototype_t, header) };
     let stride = first.size.next_multiple_of(8);
-    if first.total_size != 0 && first.total_size != stride {
+    if first.total_size != stride {
         return Err(ProgramDataError::InconsistentHelperStride {
             table,
             size: first.size,

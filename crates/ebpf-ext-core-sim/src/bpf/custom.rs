@@ -21,6 +21,7 @@
 //! (the core-sim refuses them with `EBPF_INVALID_ARGUMENT`, lookups return NULL).
 
 use core::ffi::c_void;
+use core::mem::offset_of;
 use core::ptr;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -29,13 +30,14 @@ use ebpf_ext_sys::ebpf_extension::{
     BPF_MAP_TYPE_HASH, EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER, EBPF_MAP_CLIENT_DATA_HEADER,
     EBPF_MAP_OPERATION_MAP_CLEANUP, EBPF_MAP_OPERATION_UPDATE,
     ebpf_base_map_client_dispatch_table_t, ebpf_base_map_provider_dispatch_table_t,
-    ebpf_map_client_data_t, ebpf_map_provider_data_t,
+    ebpf_base_map_provider_properties_t, ebpf_map_client_data_t, ebpf_map_provider_data_t,
 };
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_MAP_INFO_EXTENSION_IID;
 use ebpf_ext_sys::ebpf_result::{
     EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_KEY_NOT_FOUND, EBPF_SUCCESS,
     ebpf_result_t,
 };
+use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
 use ebpf_ext_sys::netioddk::{NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider};
 use ebpf_ext_sys::ntdef::{GUID, HANDLE, NT_SUCCESS, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
@@ -151,17 +153,39 @@ impl MapClient {
         if data.base_map_type != BPF_MAP_TYPE_HASH {
             return Err(Some(format!("base map type {}", data.base_map_type)));
         }
-        // SAFETY: NULL or the provider's properties, alive while registered.
-        let properties =
-            unsafe { data.base_properties.as_ref() }.ok_or(Some("no properties".into()))?;
-        let h = properties.header;
+        // The provider's objects are read through raw pointers, never as references: a table
+        // may be shorter than ours, and a `bool` may hold any byte.
+        let properties = data.base_properties;
+        if properties.is_null() {
+            return Err(Some("no properties".into()));
+        }
+        // SAFETY: the provider's properties (non-NULL), alive while registered; the header
+        // first.
+        let h = unsafe {
+            properties
+                .cast::<ebpf_extension_header_t>()
+                .read_unaligned()
+        };
         if h.version != 1 || h.size != 25 || h.total_size < h.size {
             return Err(Some(format!("properties header {h:?}")));
         }
-        // SAFETY: NULL or the provider's dispatch table, alive while registered.
-        let table =
-            unsafe { data.base_provider_table.as_ref() }.ok_or(Some("no dispatch table".into()))?;
-        let h = table.header;
+        // SAFETY: 25 bytes (checked), so the flag at offset 24 is there; read as a byte.
+        let updates_original_value = unsafe {
+            properties
+                .cast::<u8>()
+                .wrapping_add(offset_of!(
+                    ebpf_base_map_provider_properties_t,
+                    updates_original_value
+                ))
+                .read()
+        } != 0;
+        let table = data.base_provider_table;
+        if table.is_null() {
+            return Err(Some("no dispatch table".into()));
+        }
+        // SAFETY: the provider's dispatch table (non-NULL), alive while registered; the
+        // header first.
+        let h = unsafe { table.cast::<ebpf_extension_header_t>().read_unaligned() };
         if h.version != 1 || !(h.size == 72 || h.size == 80) || h.total_size < h.size {
             return Err(Some(format!("dispatch header {h:?}")));
         }
@@ -180,11 +204,7 @@ impl MapClient {
         // SAFETY: the provider's table is readable for `h.size` (72 or 80) bytes, at most
         // the size of ours; both are plain function pointers, NULL or not.
         unsafe {
-            ptr::copy_nonoverlapping(
-                ptr::from_ref(table).cast::<u8>(),
-                (&raw mut dispatch).cast::<u8>(),
-                h.size,
-            );
+            ptr::copy_nonoverlapping(table.cast::<u8>(), (&raw mut dispatch).cast::<u8>(), h.size);
         }
         if dispatch.preprocess_map_create.is_none()
             || dispatch.postprocess_map_delete.is_none()
@@ -197,7 +217,7 @@ impl MapClient {
         Ok(Bound {
             binding: ptr::null_mut(),
             dispatch,
-            updates_original_value: properties.updates_original_value,
+            updates_original_value,
         })
     }
 }
