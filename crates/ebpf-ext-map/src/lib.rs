@@ -49,8 +49,10 @@ use ebpf_ext_sys::ntstatus::{STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAM
 /// A map type the extension implements on top of the core's hash map.
 ///
 /// The value is the per-map state (the provider's map context). The core stores, for every
-/// key, a value of the size [`CustomMap::create`] reports; the provider fills it on update
-/// and reads it on lookup.
+/// key, a value of the size [`CustomMap::create`] reports. With
+/// [`CustomMap::UPDATES_ORIGINAL_VALUE`] the provider fills it on update and turns it into
+/// the caller's value on lookup; without it the core stores and returns the caller's value
+/// itself, and the provider's callbacks can only observe and refuse.
 pub trait CustomMap: Sized + Send + Sync + 'static {
     /// The map type (`bpf_map_type`) the provider offers.
     const MAP_TYPE: ebpf_map_type_t;
@@ -84,8 +86,9 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
     /// A lookup: `stored` is what the core keeps for `key`, `out` the caller's value.
     ///
     /// Without [`CustomMap::UPDATES_ORIGINAL_VALUE`] the core gives no output buffer (`out`
-    /// is empty) and returns `stored` itself: the lookup can only refuse. `key` is empty if
-    /// the core passes none (its prototype makes the key optional).
+    /// is empty) and returns `stored` itself: the lookup can only refuse. Then it may also
+    /// come from a program, at up to DISPATCH_LEVEL (`EBPF_MAP_OPERATION_HELPER` in `flags`).
+    /// `key` is empty if the core passes none (its prototype makes the key optional).
     ///
     /// # Errors
     /// The result the lookup fails with.
@@ -256,14 +259,10 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
             Ok(find) => find,
             Err(reason) => return Err(refuse(reason)),
         };
-        // Every client of the core presents the same offset and lookup; one without a lookup
-        // must not take away the others'.
-        if !find.is_null() {
-            self.core
-                .map_context_offset
-                .store(data.map_context_offset, Ordering::Release);
-            self.core.find_element.store(find, Ordering::Release);
-        }
+        self.core
+            .map_context_offset
+            .store(data.map_context_offset, Ordering::Release);
+        self.core.find_element.store(find, Ordering::Release);
         client
             .allocate(MapClient {
                 live: &raw const self.live,
@@ -300,8 +299,10 @@ const FIND_ELEMENT_SIZE: usize =
 /// the same layout and header, but its table is {header, four epoch functions} (56, also
 /// version 1): what sits at offset 24 there allocates memory.
 fn has_lookup(size: usize) -> bool {
+    /// {header, lookup, four epoch functions}.
+    const WITH_FOUR_EPOCH_FUNCTIONS: usize = FIND_ELEMENT_SIZE + 4 * size_of::<usize>();
     size == FIND_ELEMENT_SIZE
-        || size == 64
+        || size == WITH_FOUR_EPOCH_FUNCTIONS
         || size >= size_of::<ebpf_base_map_client_dispatch_table_t>()
 }
 
@@ -310,7 +311,7 @@ fn has_lookup(size: usize) -> bool {
 /// of a table with the lookup ([`has_lookup`]).
 ///
 /// # Safety
-/// `table` is NULL or readable for the size its header gives.
+/// `table` is NULL, or readable for a header and then for the size that header gives.
 unsafe fn find_element_function(
     table: *const ebpf_base_map_client_dispatch_table_t,
 ) -> core::result::Result<*mut c_void, &'static str> {

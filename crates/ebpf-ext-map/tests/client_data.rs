@@ -1,8 +1,8 @@
 //! What a map client presents at attach: the provider reads the core's client data and
 //! dispatch table only as far as their headers say they reach, and refuses anything else with
 //! `STATUS_INVALID_PARAMETER` and a trace event. Each dispatch table is allocated with exactly
-//! the bytes its header gives (its header at least), so a read past them is an
-//! AddressSanitizer report.
+//! the bytes its header gives (its header at least), so under AddressSanitizer a read past
+//! them is reported.
 
 #![allow(
     clippy::std_instead_of_alloc,
@@ -126,7 +126,7 @@ unsafe extern "win64" fn client_attach(
             &raw mut provider_dispatch,
         )
     };
-    *client.status.lock().unwrap() = Some(status);
+    *client.status.lock().expect("status lock") = Some(status);
     status
 }
 
@@ -182,7 +182,7 @@ fn attach(data: Option<ebpf_map_client_data_t>, table_header: ebpf_extension_hea
         // SAFETY: as above.
         unsafe { NmrWaitForClientDeregisterComplete(handle) };
     }
-    let attached = client.status.lock().unwrap().take();
+    let attached = client.status.lock().expect("status lock").take();
     attached.expect("the provider was offered to the client")
 }
 
