@@ -234,13 +234,19 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
     ) -> core::result::Result<Bound<MapClient>, NTSTATUS> {
         let registration = client.registration();
         if registration.is_null() {
-            return Err(refuse("map client refused: no registration instance"));
+            return Err(refuse(
+                STATUS_INVALID_PARAMETER,
+                "map client refused: no registration instance",
+            ));
         }
         // SAFETY: NMR's registration instance, valid during attach.
         let data =
             unsafe { (*registration).NpiSpecificCharacteristics }.cast::<ebpf_map_client_data_t>();
         if data.is_null() {
-            return Err(refuse("map client refused: no client data"));
+            return Err(refuse(
+                STATUS_INVALID_PARAMETER,
+                "map client refused: no client data",
+            ));
         }
         // SAFETY: non-NULL client data; its header is read first, the rest only once the
         // header says it is there.
@@ -249,6 +255,7 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
             || header.size != size_of::<ebpf_map_client_data_t>()
         {
             return Err(refuse(
+                STATUS_INVALID_PARAMETER,
                 "map client refused: client data is not version 1, 40 bytes",
             ));
         }
@@ -257,7 +264,7 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
         // SAFETY: NULL or the core's client dispatch table, alive while it is attached.
         let find = match unsafe { find_element_function(data.base_client_table) } {
             Ok(find) => find,
-            Err(reason) => return Err(refuse(reason)),
+            Err(reason) => return Err(refuse(STATUS_INVALID_PARAMETER, reason)),
         };
         self.core
             .map_context_offset
@@ -267,7 +274,12 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
             .allocate(MapClient {
                 live: &raw const self.live,
             })
-            .map_err(|_| STATUS_INSUFFICIENT_RESOURCES)
+            .map_err(|_| {
+                refuse(
+                    STATUS_INSUFFICIENT_RESOURCES,
+                    "map client refused: no memory for its binding",
+                )
+            })
     }
 
     fn detach(_: &MapClient) -> Detach {
@@ -276,14 +288,14 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
 }
 
 /// A refused map client: traced with the status NMR returns to the core.
-fn refuse(reason: &'static str) -> NTSTATUS {
+fn refuse(status: NTSTATUS, reason: &'static str) -> NTSTATUS {
     ebpf_ext_trace::trace_message_status!(
         ebpf_ext_trace::Level::Error,
         ebpf_ext_trace::keyword::EXTENSION,
         reason,
-        STATUS_INVALID_PARAMETER
+        status
     );
-    STATUS_INVALID_PARAMETER
+    status
 }
 
 /// Bytes of the core's client dispatch table up to and including `find_element_function`.

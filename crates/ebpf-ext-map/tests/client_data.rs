@@ -28,9 +28,11 @@ use ebpf_ext_sys::netioddk::{
     NmrDeregisterClient, NmrRegisterClient, NmrWaitForClientDeregisterComplete,
 };
 use ebpf_ext_sys::ntdef::{GUID, HANDLE, NTSTATUS};
-use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS};
-use ebpf_ext_usersim::Kernel;
+use ebpf_ext_sys::ntstatus::{
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS,
+};
 use ebpf_ext_usersim::tracelogging::Value;
+use ebpf_ext_usersim::{Fault, Kernel};
 
 const TAG: PoolTag = PoolTag::new(*b"MpCd");
 const PROVIDER_MODULE: GUID = GUID::from_u128(0x3a9c_0001_0000_4000_8000_0000_0000_0001);
@@ -248,6 +250,17 @@ fn a_map_client_is_read_only_as_far_as_its_headers_say() {
     refused(&|| attach(good(), header(1, 24, 24)), no_lookup);
     // The "extensible maps" revision's table: header and four epoch functions.
     refused(&|| attach(good(), header(1, 56, 56)), no_lookup);
+
+    // No memory for the binding: refused with STATUS_INSUFFICIENT_RESOURCES, traced.
+    let no_memory = "map client refused: no memory for its binding";
+    kernel.inject(Fault::Call("ExAllocatePool2", 1));
+    assert_eq!(attach(good(), full), STATUS_INSUFFICIENT_RESOURCES);
+    assert_eq!(traced(no_memory), 1, "{no_memory} is traced");
+    assert_eq!(
+        kernel.faults_triggered(),
+        [Fault::Call("ExAllocatePool2", 1)],
+        "the binding's allocation is the one that failed"
+    );
 
     drop(provider);
     kernel.wait_for_work_items();
