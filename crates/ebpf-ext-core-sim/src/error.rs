@@ -175,8 +175,8 @@ pub enum ProgramDataError {
         /// The raw `capabilities` value.
         capabilities: u32,
     },
-    /// Element 0 of a helper prototype array has a `header.total_size` that is not its
-    /// `header.size` rounded up to 8: the core would validate the array at one stride
+    /// Element 0 of a helper prototype array of more than one element has a
+    /// `header.total_size` that is not its `header.size` rounded up to 8: the core would validate the array at one stride
     /// (`total_size`) and copy it at another, reading memory it never validated. The core does
     /// not check this; the core-sim refuses rather than read outside the provider's array.
     #[error(

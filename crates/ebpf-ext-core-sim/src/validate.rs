@@ -27,9 +27,10 @@
 //! - `context_descriptor->size ≥ 16` is compared as a signed `int` (a negative size is
 //!   refused; a C comparison against `sizeof` would convert it to unsigned and accept it);
 //! - the copy strides helper prototypes by element 0's `header.size` rounded up to 8, as the
-//!   core duplicates them, and refuses an element 0 whose `total_size` (the validation
-//!   stride) differs from that stride ([`ProgramDataError::InconsistentHelperStride`]): the
-//!   core would copy memory it never validated.
+//!   core duplicates them, and refuses an array of more than one element whose element 0's
+//!   `total_size` (the validation stride) differs from that stride
+//!   ([`ProgramDataError::InconsistentHelperStride`]): the core would copy memory it never
+//!   validated.
 
 use core::ffi::{CStr, c_char, c_void};
 use core::mem::{offset_of, size_of};
@@ -506,9 +507,10 @@ unsafe fn validate_helper_addresses(
 }
 
 /// Copies validated program data into an owned [`ProgramInfo`], as the core duplicates it:
-/// helper prototypes at a stride of element 0's `header.size` rounded up to 8 (refusing an
-/// element 0 whose `total_size` says otherwise), reading `flags` and
-/// `implicit_context` only when the element's `header.size` includes them.
+/// helper prototypes at a stride of element 0's `header.size` rounded up to 8 (refusing, for
+/// more than one element, an element 0 whose `total_size` says otherwise), reading `flags`
+/// and `implicit_context` whenever the stride covers them, as the core copies the whole
+/// stride of every element.
 ///
 /// # Safety
 /// `data` passed [`validate_program_data`], under the same precondition.
@@ -636,7 +638,8 @@ unsafe fn copy_helpers(
     let first: ebpf_extension_header_t =
         unsafe { read!(array, ebpf_helper_function_prototype_t, header) };
     let stride = first.size.next_multiple_of(8);
-    if first.total_size != stride {
+    // With one element the two strides never meet a second one.
+    if count > 1 && first.total_size != stride {
         return Err(ProgramDataError::InconsistentHelperStride {
             table,
             size: first.size,
@@ -660,8 +663,6 @@ unsafe fn copy_helpers(
         let element = array.wrapping_byte_add(stride.wrapping_mul(index as usize));
         // SAFETY: element `index` of the provider's array at the duplication stride; the
         // fields through `arguments` are in every accepted version.
-        let size: usize = unsafe { read!(element, ebpf_helper_function_prototype_t, header.size) };
-        // SAFETY: as above.
         let name: *const c_char = unsafe { read!(element, ebpf_helper_function_prototype_t, name) };
         if name.is_null() {
             return Err(ProgramDataError::CopyNullHelperName { table, index });
@@ -674,17 +675,18 @@ unsafe fn copy_helpers(
         // SAFETY: as above.
         let arguments: [ebpf_argument_type_t; 5] =
             unsafe { read!(element, ebpf_helper_function_prototype_t, arguments) };
-        // A field is read only if the element's version has it and it lies within the stride.
-        let has = |end: usize| size >= end && stride >= end;
+        // As the core's copy of the whole stride: a field within the stride is read whatever
+        // the element's own size says.
+        let has = |end: usize| stride >= end;
         let reallocate_packet = if has(HELPER_PROTOTYPE_SIZES[1]) {
-            // SAFETY: the version includes `flags`, within this element's slot.
+            // SAFETY: `flags` lies within this element's slot (the stride).
             let flags: u8 = unsafe { read!(element, ebpf_helper_function_prototype_t, flags.bits) };
             flags & 1 != 0
         } else {
             false
         };
         let implicit_context = if has(HELPER_PROTOTYPE_SIZES[2]) {
-            // SAFETY: the version includes `implicit_context`, within this element's slot;
+            // SAFETY: `implicit_context` lies within this element's slot (the stride);
             // read as a byte, since the provider's `bool` may hold any value.
             let byte: u8 = unsafe {
                 field_ptr::<ebpf_helper_function_prototype_t, _>(

@@ -570,11 +570,14 @@ fn versions_the_core_accepts() {
     let mut spec = ProgramDataSpec::valid();
     spec.data_header = header(1, 65, 72);
     spec.capabilities = 1;
-    // Prototypes through `flags` (65) and through `arguments` (64): later fields not read.
+    // Prototypes through `flags` (65) and through `arguments` (64). The core copies each
+    // element's whole stride (element 0's size rounded up to 8), so what lies within it is
+    // read whatever the element's own size says: at a stride of 72 even a 64-byte element's
+    // `flags` and `implicit_context`; at 64, neither.
     spec.helpers[0].header = header(1, 65, 72);
     spec.helpers[0].reallocate_packet = true;
     spec.helpers[0].implicit_context = true;
-    spec.helpers[1].header = header(1, 64, 72);
+    spec.helpers[1].header = header(1, 64, 72); // valid(): both set
     spec.global_helpers[0].header = header(1, 64, 64);
     spec.global_helpers[0].reallocate_packet = true;
     // A total_size above the size (the rest unread).
@@ -585,8 +588,8 @@ fn versions_the_core_accepts() {
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("accepted");
     let info = client.info();
     assert_eq!(info.capabilities, 0);
-    assert!(info.helpers[0].reallocate_packet && !info.helpers[0].implicit_context);
-    assert!(!info.helpers[1].implicit_context && !info.helpers[1].reallocate_packet);
+    assert!(info.helpers[0].reallocate_packet && info.helpers[0].implicit_context);
+    assert!(info.helpers[1].reallocate_packet && info.helpers[1].implicit_context);
     assert!(!info.global_helpers[0].reallocate_packet);
     assert!(!info.global_helpers[0].implicit_context);
     assert_eq!(info.global_helpers[0].address, None);
@@ -594,6 +597,17 @@ fn versions_the_core_accepts() {
     drop(client);
     provider.deregister();
 
+    // One prototype whose total_size is its size, not the copy's stride: one element, so
+    // the two strides never disagree on where a second one is.
+    let mut spec = ProgramDataSpec::valid();
+    spec.helpers.truncate(1);
+    spec.helper_addresses = None;
+    spec.helpers[0].header = header(1, 66, 66);
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("one element accepted");
+    assert_eq!(client.info().helpers.len(), 1);
+    drop(client);
+    provider.deregister();
     kernel.assert_no_leaks();
 }
 

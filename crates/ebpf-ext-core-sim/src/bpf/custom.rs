@@ -135,18 +135,15 @@ impl MapClient {
             return Err(Some("no provider data".into()));
         }
         // SAFETY: non-NULL provider data; the header is read first.
-        let header = unsafe {
-            data.cast::<ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t>()
-                .read()
-        };
+        let header = unsafe { data.cast::<ebpf_extension_header_t>().read_unaligned() };
         if header.version != 1
             || header.size != size_of::<ebpf_map_provider_data_t>()
             || header.total_size < header.size
         {
             return Err(Some(format!("provider data header {header:?}")));
         }
-        // SAFETY: a version-1 provider data of full size (checked).
-        let data = unsafe { data.read() };
+        // SAFETY: a version-1 provider data of full size (checked): integers and pointers.
+        let data = unsafe { data.read_unaligned() };
         if data.map_type != self.map_type {
             return Err(None);
         }

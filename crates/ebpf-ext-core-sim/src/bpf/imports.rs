@@ -3,9 +3,10 @@
 //!
 //! What the core does and core-sim does alike, as far as eBPF for Windows' design document
 //! (`docs/BtfResolvedFunctions.md`, sections 8 and 9), its specification (`docs/specs/btfid`,
-//! REQ-LOAD and REQ-RUN) and its tests (`ebpf_validate_btf_resolved_function_provider_data`)
-//! say; the core's own code was not available to compare with. The design document runs
-//! these calls in native (bpf2c) programs only; core-sim's programs stand for those:
+//! REQ-LOAD and REQ-RUN), its tests and its newest `shared_common.c` (the validation) say;
+//! the core's code for loading and binding was not available to compare with. The design
+//! document runs these calls in native (bpf2c) programs only; core-sim's programs stand for
+//! those:
 //! - A client of `EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID` attaches to the provider whose NMR
 //!   module id is a module the program names, and declines every other with
 //!   `STATUS_NOINTERFACE`; a second provider of a module already attached gets
@@ -33,7 +34,8 @@
 //! there is not confirmed).
 //!
 //! core-sim's own choices where the sources say nothing: an invalid provider data is declined
-//! with `STATUS_INVALID_PARAMETER`; a provider that does not publish a function the program
+//! with `STATUS_INVALID_PARAMETER`; a function the program calls published at address 0 is
+//! declined (the core only requires the address array); a provider that does not publish a function the program
 //! calls, or publishes it with another prototype than the one the program was checked against
 //! (the one its program-information hash covers), is declined with `STATUS_NOINTERFACE`; both
 //! are recorded for the load's error message. Each module gets a client registration of its
