@@ -18,23 +18,13 @@ use ebpf_ext_sys::ntdef::NTSTATUS;
 use ebpf_ext_sys::ntstatus::{
     STATUS_ACCESS_DENIED, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER,
 };
+use ebpf_ext_trace::refused;
 
 use crate::client::{Attached, Client, live};
 use crate::config::{AttachRequest, HookExtension};
 use crate::provider::{HookState, WriterGuard};
 use crate::validate::validate;
 use crate::work_item::{Work, WorkItem};
-
-/// A refused attach: traced here, once, with the status NMR returns.
-fn refuse(reason: &'static str, status: NTSTATUS) -> NTSTATUS {
-    ebpf_ext_trace::trace_message_status!(
-        ebpf_ext_trace::Level::Error,
-        ebpf_ext_trace::keyword::EXTENSION,
-        reason,
-        status
-    );
-    status
-}
 
 /// An attach admitted by the extension's first-attach decision and not yet published.
 ///
@@ -54,7 +44,7 @@ impl<'a, 'w, E: HookExtension> Admission<'a, 'w, E> {
         let first = writer.attached() == 0;
         if first {
             state.extension.on_first_attach().map_err(|_| {
-                refuse(
+                refused(
                     "first attach refused by the extension",
                     STATUS_ACCESS_DENIED,
                 )
@@ -105,11 +95,11 @@ pub(crate) fn attach<E: HookExtension>(
             config.wildcard,
         )
     }
-    .map_err(|rejection| refuse(rejection.reason(), STATUS_INVALID_PARAMETER))?;
+    .map_err(|rejection| refused(rejection.reason(), STATUS_INVALID_PARAMETER))?;
     // SAFETY: the device object outlives the provider (`HookProvider::register`'s contract),
     // and so every client's work item.
     let work_item = unsafe { WorkItem::allocate(state.device) }
-        .map_err(|_| refuse("IoAllocateWorkItem failed", STATUS_INSUFFICIENT_RESOURCES))?;
+        .map_err(|_| refused("IoAllocateWorkItem failed", STATUS_INSUFFICIENT_RESOURCES))?;
     let request = AttachRequest {
         parameter: valid.parameter,
         prog_attach_flags: valid.prog_attach_flags,
@@ -119,13 +109,13 @@ pub(crate) fn attach<E: HookExtension>(
     let current = writer.current();
     let attached = live(current).map(|c| c.parameter.as_ref());
     if !config.policy.admits(attached, request.parameter.as_ref()) {
-        return Err(refuse(
+        return Err(refused(
             "attach refused by the hook's attach policy",
             STATUS_ACCESS_DENIED,
         ));
     }
     if live(current).count() >= state.snapshots.capacity() {
-        return Err(refuse(
+        return Err(refused(
             "hook is at its max_clients capacity",
             STATUS_INSUFFICIENT_RESOURCES,
         ));
@@ -134,7 +124,7 @@ pub(crate) fn attach<E: HookExtension>(
     let data = state
         .extension
         .on_attach(&request, &Attached { entries: current })
-        .map_err(|_| refuse("attach refused by the extension", STATUS_ACCESS_DENIED))?;
+        .map_err(|_| refused("attach refused by the extension", STATUS_ACCESS_DENIED))?;
     let bound = client
         .allocate(Client {
             binding_context: client.binding_context(),
@@ -149,12 +139,12 @@ pub(crate) fn attach<E: HookExtension>(
             completion: client.detach_completion(),
             provider: state,
         })
-        .map_err(|refused| {
+        .map_err(|unallocated| {
             // The extension accepted this attach: undo its side before refusing (the work
-            // item frees itself with `refused`; `admission`, dropped after this, calls
+            // item frees itself with `unallocated`; `admission`, dropped after this, calls
             // on-last-detach if this attach was the first).
-            state.extension.on_detach(&refused.data);
-            refuse(
+            state.extension.on_detach(&unallocated.data);
+            refused(
                 "could not allocate the client",
                 STATUS_INSUFFICIENT_RESOURCES,
             )

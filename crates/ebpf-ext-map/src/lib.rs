@@ -45,6 +45,7 @@ use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
 use ebpf_ext_sys::netioddk::NPIID;
 use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER};
+use ebpf_ext_trace::refused;
 
 /// A map type the extension implements on top of the core's hash map.
 ///
@@ -234,18 +235,18 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
     ) -> core::result::Result<Bound<MapClient>, NTSTATUS> {
         let registration = client.registration();
         if registration.is_null() {
-            return Err(refuse(
-                STATUS_INVALID_PARAMETER,
+            return Err(refused(
                 "map client refused: no registration instance",
+                STATUS_INVALID_PARAMETER,
             ));
         }
         // SAFETY: NMR's registration instance, valid during attach.
         let data =
             unsafe { (*registration).NpiSpecificCharacteristics }.cast::<ebpf_map_client_data_t>();
         if data.is_null() {
-            return Err(refuse(
-                STATUS_INVALID_PARAMETER,
+            return Err(refused(
                 "map client refused: no client data",
+                STATUS_INVALID_PARAMETER,
             ));
         }
         // SAFETY: non-NULL client data; its header is read first, the rest only once the
@@ -254,9 +255,9 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
         if header.version != EBPF_MAP_CLIENT_DATA_HEADER.version
             || header.size != size_of::<ebpf_map_client_data_t>()
         {
-            return Err(refuse(
-                STATUS_INVALID_PARAMETER,
+            return Err(refused(
                 "map client refused: client data is not version 1, 40 bytes",
+                STATUS_INVALID_PARAMETER,
             ));
         }
         // SAFETY: a version-1 client data of full size (checked).
@@ -264,7 +265,7 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
         // SAFETY: NULL or the core's client dispatch table, alive while it is attached.
         let find = match unsafe { find_element_function(data.base_client_table) } {
             Ok(find) => find,
-            Err(reason) => return Err(refuse(STATUS_INVALID_PARAMETER, reason)),
+            Err(reason) => return Err(refused(reason, STATUS_INVALID_PARAMETER)),
         };
         self.core
             .map_context_offset
@@ -275,9 +276,9 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
                 live: &raw const self.live,
             })
             .map_err(|_| {
-                refuse(
-                    STATUS_INSUFFICIENT_RESOURCES,
+                refused(
                     "map client refused: no memory for its binding",
+                    STATUS_INSUFFICIENT_RESOURCES,
                 )
             })
     }
@@ -285,17 +286,6 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
     fn detach(_: &MapClient) -> Detach {
         Detach::Complete
     }
-}
-
-/// A refused map client: traced with the status NMR returns to the core.
-fn refuse(status: NTSTATUS, reason: &'static str) -> NTSTATUS {
-    ebpf_ext_trace::trace_message_status!(
-        ebpf_ext_trace::Level::Error,
-        ebpf_ext_trace::keyword::EXTENSION,
-        reason,
-        status
-    );
-    status
 }
 
 /// Bytes of the core's client dispatch table up to and including `find_element_function`.

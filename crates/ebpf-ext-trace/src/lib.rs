@@ -767,6 +767,21 @@ macro_rules! trace_message_guid_status {
     };
 }
 
+/// Traces why a callback refuses (`EbpfExtGenericMessage`, Error, keyword `EXTENSION`:
+/// `Message` = `reason`, `status`) and returns `status`, for the callback to return it, as in
+/// `return Err(refused("attach refused: …", STATUS_INVALID_PARAMETER))`.
+///
+/// # IRQL
+/// Any.
+#[must_use = "the status is what the callback returns"]
+pub fn refused(
+    reason: &'static str,
+    status: ebpf_ext_sys::ntdef::NTSTATUS,
+) -> ebpf_ext_sys::ntdef::NTSTATUS {
+    crate::trace_message_status!(Level::Error, keyword::EXTENSION, reason, status);
+    status
+}
+
 /// Expands every macro once so driver-target checks compile the `write_event!` expansions.
 #[doc(hidden)]
 pub fn __expand_all_macros(guid: ebpf_ext_sys::ntdef::GUID) {
