@@ -1768,6 +1768,18 @@ fn provider_data_the_core_would_refuse_is_declined_with_the_reason() {
         size,
         total_size,
     };
+    // Valid provider data with its own header replaced.
+    let with_header = |provider_header| {
+        let data = btf_data(vec![good()], vec![address]);
+        // SAFETY: the data just leaked, written before registration.
+        unsafe {
+            (*data
+                .cast_mut()
+                .cast::<ebpf_btf_resolved_function_provider_data_t>())
+            .header = provider_header;
+        }
+        data
+    };
     let cases: Vec<(&str, *const core::ffi::c_void)> = vec![
         ("no functions", btf_data(vec![], vec![])),
         (
@@ -1815,28 +1827,8 @@ fn provider_data_the_core_would_refuse_is_declined_with_the_reason() {
             ),
         ),
         ("address 0", btf_data(vec![good()], vec![0])),
-        ("provider data header", {
-            let data = btf_data(vec![good()], vec![address]);
-            // SAFETY: the data just leaked, written before registration.
-            unsafe {
-                (*data
-                    .cast_mut()
-                    .cast::<ebpf_btf_resolved_function_provider_data_t>())
-                .header = header(1, 40, 48);
-            }
-            data
-        }),
-        ("size: 48, total_size: 0", {
-            let data = btf_data(vec![good()], vec![address]);
-            // SAFETY: the data just leaked, written before registration.
-            unsafe {
-                (*data
-                    .cast_mut()
-                    .cast::<ebpf_btf_resolved_function_provider_data_t>())
-                .header = header(1, 48, 0);
-            }
-            data
-        }),
+        ("provider data header", with_header(header(1, 40, 48))),
+        ("size: 48, total_size: 0", with_header(header(1, 48, 0))),
         ("no provider data", core::ptr::null()),
     ];
     with_info(|_, info| {

@@ -885,8 +885,7 @@ pub const fn test_run_functions<R: TestRun>() -> (
     ebpf_program_context_create_t,
     ebpf_program_context_destroy_t,
 ) {
-    let _ = TestRunContext::<R::Context>::CONTEXT_OFFSET;
-    let () = Run::<R>::ALIGNED;
+    let () = Run::<R>::LAYOUT;
     (
         context_create::<R, NO_FIELD, NO_FIELD>,
         context_destroy::<R, NO_FIELD, NO_FIELD>,
@@ -918,8 +917,7 @@ pub(crate) const unsafe fn test_run_data_functions<
     const fn fits(offset: usize, size: usize) -> bool {
         offset < size && size - offset >= size_of::<*mut u8>()
     }
-    let _ = TestRunContext::<R::Context>::CONTEXT_OFFSET;
-    let () = Run::<R>::ALIGNED;
+    let () = Run::<R>::LAYOUT;
     let size = size_of::<R::Context>();
     assert!(
         (START == NO_FIELD && END == NO_FIELD) || (fits(START, size) && fits(END, size)),
@@ -944,12 +942,16 @@ struct Run<R: TestRun> {
 }
 
 impl<R: TestRun> Run<R> {
-    /// Fails to compile if the pool cannot align the run as it needs (every `context_create`
-    /// would fail with `EBPF_NO_MEMORY`).
-    const ALIGNED: () = assert!(
-        ebpf_ext_pool::pool_can_align(size_of::<Run<R>>(), align_of::<Run<R>>()),
-        "a test run's state needs an alignment the pool cannot give it"
-    );
+    /// Fails to compile if the context does not follow its 64-byte header directly
+    /// ([`TestRunContext::CONTEXT_OFFSET`]), or the pool cannot align the run as it needs
+    /// (every `context_create` would fail with `EBPF_NO_MEMORY`).
+    const LAYOUT: () = {
+        let _ = TestRunContext::<R::Context>::CONTEXT_OFFSET;
+        assert!(
+            ebpf_ext_pool::pool_can_align(size_of::<Run<R>>(), align_of::<Run<R>>()),
+            "a test run's state needs an alignment the pool cannot give it"
+        );
+    };
 }
 
 /// Where the program's context lies in a [`Run`].

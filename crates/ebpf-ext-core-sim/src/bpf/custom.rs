@@ -434,10 +434,11 @@ impl CustomMap {
         // Without `updates_original_value` the provider gets no buffer (NULL, 0) and the core
         // stores the value itself.
         let replaces = self.bound.updates_original_value;
-        if !replaces {
+        let update = self.bound.dispatch.preprocess_map_update_element;
+        if !replaces || update.is_none() {
             stored[..value.len()].copy_from_slice(value);
         }
-        if let Some(update) = self.bound.dispatch.preprocess_map_update_element {
+        if let Some(update) = update {
             let (out, out_size) = if replaces {
                 (stored.as_mut_ptr(), stored.len())
             } else {
@@ -461,8 +462,6 @@ impl CustomMap {
             if result != EBPF_SUCCESS {
                 return Err(result);
             }
-        } else if replaces {
-            stored[..value.len()].copy_from_slice(value);
         }
         let old = lock(&self.entries).insert(key.to_vec(), stored);
         if let Some(old) = old {
