@@ -543,3 +543,119 @@ impl Drop for CustomMap {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use core::ffi::c_void;
+    use core::mem::size_of;
+    use core::ptr;
+    use std::sync::Mutex;
+
+    use ebpf_ext_sys::ebpf_extension::{
+        BPF_MAP_TYPE_HASH, EBPF_MAP_CLIENT_DATA_HEADER, EBPF_MAP_PROVIDER_DATA_HEADER,
+        ebpf_base_map_provider_properties_t, ebpf_map_client_data_t, ebpf_map_provider_data_t,
+    };
+    use ebpf_ext_sys::ebpf_result::{EBPF_SUCCESS, ebpf_result_t};
+    use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
+    use ebpf_ext_sys::netioddk::NPI_REGISTRATION_INSTANCE;
+    use ebpf_ext_sys::ntdef::GUID;
+
+    use super::{CLIENT_TABLE, MAP_CONTEXT_OFFSET, MapClient};
+
+    const MAP_TYPE: u32 = 0x7000;
+
+    unsafe extern "win64" fn create(
+        _: *mut c_void,
+        _: u32,
+        _: u32,
+        _: u32,
+        _: u32,
+        _: *mut u32,
+        _: *mut *mut c_void,
+    ) -> ebpf_result_t {
+        EBPF_SUCCESS
+    }
+    unsafe extern "win64" fn delete_map(_: *mut c_void, _: *mut c_void) {}
+    unsafe extern "win64" fn associate(
+        _: *mut c_void,
+        _: *mut c_void,
+        _: *const GUID,
+    ) -> ebpf_result_t {
+        EBPF_SUCCESS
+    }
+
+    /// What `check` makes of a dispatch table of `size` bytes (its header says so), laid in
+    /// the first `size` bytes of a 10-word block whose other words are `0x5a5a…`, as a
+    /// reader past the table would take for a function.
+    fn check_table_of(size: usize) -> Result<Option<usize>, Option<String>> {
+        let mut table = [0x5a5a_5a5a_5a5a_5a5a_usize; 10];
+        let header = ebpf_extension_header_t {
+            version: 1,
+            size,
+            total_size: size,
+        };
+        // SAFETY: the header's 24 bytes at the front of an 80-byte block.
+        unsafe {
+            ptr::from_mut(&mut table)
+                .cast::<ebpf_extension_header_t>()
+                .write(header);
+        };
+        table[3] = create as *const () as usize;
+        table[4] = delete_map as *const () as usize;
+        table[5] = associate as *const () as usize;
+        table[6..size / 8].fill(0);
+        let properties = ebpf_base_map_provider_properties_t {
+            header: ebpf_extension_header_t {
+                version: 1,
+                size: 25,
+                total_size: size_of::<ebpf_base_map_provider_properties_t>(),
+            },
+            updates_original_value: false,
+        };
+        let data = ebpf_map_provider_data_t {
+            header: EBPF_MAP_PROVIDER_DATA_HEADER,
+            map_type: MAP_TYPE,
+            base_map_type: BPF_MAP_TYPE_HASH,
+            base_properties: &raw const properties,
+            base_provider_table: table.as_ptr().cast(),
+        };
+        let instance = NPI_REGISTRATION_INSTANCE {
+            Version: 0,
+            Size: 40,
+            NpiId: ptr::null(),
+            ModuleId: ptr::null(),
+            Number: 0,
+            NpiSpecificCharacteristics: (&raw const data).cast(),
+        };
+        let client = MapClient {
+            map_type: MAP_TYPE,
+            data: ebpf_map_client_data_t {
+                header: EBPF_MAP_CLIENT_DATA_HEADER,
+                map_context_offset: MAP_CONTEXT_OFFSET as u64,
+                base_client_table: &raw const CLIENT_TABLE.0,
+            },
+            bound: Mutex::new(None),
+            refusal: Mutex::new(None),
+        };
+        // SAFETY: a registration instance whose objects live to the end of this function.
+        let bound = unsafe { client.check(&raw const instance) }?;
+        Ok(bound
+            .dispatch
+            .postprocess_map_delete_element
+            .map(|f| f as *const () as usize))
+    }
+
+    #[test]
+    fn a_72_byte_dispatch_table_is_read_to_its_end_and_no_further() {
+        assert_eq!(
+            check_table_of(72),
+            Ok(None),
+            "the 72-byte table has no postprocess_map_delete_element: the word after it is not read"
+        );
+        assert_eq!(check_table_of(80), Ok(None), "the 80-byte table's own NULL");
+        assert!(
+            check_table_of(64).is_err(),
+            "a table of another size is refused"
+        );
+    }
+}
