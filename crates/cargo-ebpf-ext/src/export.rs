@@ -28,7 +28,8 @@ use ebpf_ext_usersim::Kernel;
 use serde_json::Value;
 
 use crate::store::{
-    BtfModuleEntry, ProgramEntry, SectionEntry, Store, install_script, reg_file_bytes, reg_text,
+    BtfModuleEntry, MAX_SECTION_NAME, ProgramEntry, SectionEntry, Store, install_script,
+    key_name_problem, problems, reg_file_bytes, reg_text,
 };
 use crate::workspace::{Driver, Workspace};
 
@@ -76,14 +77,25 @@ impl StoreSpec {
             .into_iter()
             .flatten()
             .map(|s| {
+                let name = s["name"].as_str().context("a section needs a name = \"...\"")?;
+                if let Some(problem) = key_name_problem("a section", name, MAX_SECTION_NAME) {
+                    bail!("{problem}");
+                }
+                let guid = |key: &str| {
+                    let text = s[key].as_str().with_context(|| {
+                        format!("section {name:?} needs {key} = \"{{guid}}\"")
+                    })?;
+                    parse_guid(text).with_context(|| format!("section {name:?}: {key}"))
+                };
+                let bpf_attach_type = s["bpf-attach-type"].as_u64().with_context(|| {
+                    format!("section {name:?} needs bpf-attach-type = <number> (0: BPF_ATTACH_TYPE_UNSPEC)")
+                })?;
                 Ok((
-                    s["name"]
-                        .as_str()
-                        .context("a section needs a name")?
-                        .to_owned(),
-                    parse_guid(s["program-type"].as_str().unwrap_or_default())?,
-                    parse_guid(s["attach-type"].as_str().unwrap_or_default())?,
-                    u32::try_from(s["bpf-attach-type"].as_u64().unwrap_or(0))?,
+                    name.to_owned(),
+                    guid("program-type")?,
+                    guid("attach-type")?,
+                    u32::try_from(bpf_attach_type)
+                        .with_context(|| format!("section {name:?}: bpf-attach-type"))?,
                 ))
             })
             .collect::<Result<_>>()?;
@@ -180,7 +192,8 @@ pub type Exported = (String, Store);
 /// declares no store table.
 ///
 /// # Errors
-/// As [`published`], or a section naming a program type not exported.
+/// As [`published`], a section naming a program type not exported, or an entry the store's
+/// reader would skip or misread ([`crate::store::problems`]).
 pub fn entries(driver: &Driver, out: &Path) -> Result<Option<Exported>> {
     let Some(spec) = StoreSpec::from_metadata(&driver.metadata)? else {
         return Ok(None);
@@ -212,14 +225,20 @@ pub fn entries(driver: &Driver, out: &Path) -> Result<Option<Exported>> {
             })
         })
         .collect::<Result<_>>()?;
-    Ok(Some((
-        service,
-        Store {
-            programs,
-            sections,
-            btf_modules,
-        },
-    )))
+    let store = Store {
+        programs,
+        sections,
+        btf_modules,
+    };
+    let problems = problems(&store);
+    if !problems.is_empty() {
+        bail!(
+            "{}: ebpf-for-windows would not read this store as written:\n  {}",
+            driver.package,
+            problems.join("\n  ")
+        );
+    }
+    Ok(Some((service, store)))
 }
 
 /// Writes `<name>.reg` and `Install-<name>.ps1` into `dir` for `driver` (its image in `out`);
@@ -342,6 +361,46 @@ mod tests {
             "program-types": [], "btf-modules": "{8f6c1f83-ce4c-4b58-8b91-654a29e23b7c}"
         }}});
         assert!(StoreSpec::from_metadata(&bad).is_err(), "not a list");
+        let section = |edit: &dyn Fn(&mut Value)| {
+            let mut m = metadata.clone();
+            edit(&mut m["ebpf-ext"]["store"]["sections"][0]);
+            StoreSpec::from_metadata(&m)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        };
+        let longest = "s".repeat(MAX_SECTION_NAME);
+        assert_eq!(section(&|s| s["name"] = longest.as_str().into()), Ok(()));
+        for (edit, expected) in [
+            (
+                &(|s: &mut Value| s["name"] = "".into()) as &dyn Fn(&mut Value),
+                "a section has an empty name",
+            ),
+            (
+                &|s| s["name"] = "s".repeat(38).into(),
+                "is 38 characters long; the store reader takes at most 37",
+            ),
+            (&|s| s["name"] = r"a\b".into(), "printable ASCII without"),
+            (&|s| s["name"] = "caf\u{e9}".into(), "printable ASCII"),
+            (
+                &|s| {
+                    s.as_object_mut().map(|o| o.remove("bpf-attach-type"));
+                },
+                "section \"process\" needs bpf-attach-type = <number> (0: BPF_ATTACH_TYPE_UNSPEC)",
+            ),
+            (
+                &|s| {
+                    s.as_object_mut().map(|o| o.remove("attach-type"));
+                },
+                "section \"process\" needs attach-type = \"{guid}\"",
+            ),
+            (
+                &|s| s["program-type"] = "{22ea7b37}".into(),
+                "section \"process\": program-type",
+            ),
+        ] {
+            let error = section(edit).expect_err(expected);
+            assert!(error.contains(expected), "{error}");
+        }
         assert!(
             StoreSpec::from_metadata(&serde_json::json!(null))
                 .expect("valid")
@@ -367,9 +426,14 @@ fn claims(driver: &Driver) -> Result<Vec<Claim>> {
             claims.push(("program type", crate::store::guid_string(program_type)));
         }
         for (name, _, attach_type, bpf_attach_type) in &spec.sections {
-            claims.push(("section", name.clone()));
+            // Registry key names are case-insensitive.
+            claims.push(("section", name.to_ascii_lowercase()));
             claims.push(("attach type", crate::store::guid_string(attach_type)));
-            claims.push(("bpf_attach_type", bpf_attach_type.to_string()));
+            // 0 (BPF_ATTACH_TYPE_UNSPEC) names no attach type, so any number of sections
+            // may have it.
+            if *bpf_attach_type != 0 {
+                claims.push(("bpf_attach_type", bpf_attach_type.to_string()));
+            }
         }
         for module in &spec.btf_modules {
             claims.push(("BTF module", crate::store::guid_string(module)));
@@ -480,6 +544,30 @@ mod unique_tests {
             .expect_err("same bpf_prog_type")
             .to_string();
         assert!(error.contains("bpf_prog_type 7"), "{error}");
+    }
+
+    #[test]
+    fn section_names_clash_ignoring_case_and_unspec_attach_types_do_not() {
+        let mut upper = driver("a", "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}", 0);
+        upper.metadata["ebpf-ext"]["store"]["sections"][0]["name"] = "Process".into();
+        let mut lower = driver("b", "{11ea7b37-1043-4d0d-b60d-cafa1c7b638e}", 0);
+        lower.metadata["ebpf-ext"]["store"]["sections"][0]["name"] = "process".into();
+        lower.metadata["ebpf-ext"]["store"]["sections"][0]["attach-type"] =
+            "{77e20687-9805-4458-a0db-38e220d31685}".into();
+        let ws = Workspace {
+            root: "/ws".into(),
+            members: vec!["a".into(), "b".into()],
+            drivers: vec![upper, lower],
+        };
+        let error = check_unique(&ws).expect_err("one registry key").to_string();
+        assert!(
+            error.contains("section process is claimed by a and b"),
+            "{error}"
+        );
+        assert!(
+            !error.contains("bpf_attach_type"),
+            "BPF_ATTACH_TYPE_UNSPEC is no identity: {error}"
+        );
     }
 
     #[test]

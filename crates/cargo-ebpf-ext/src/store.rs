@@ -181,6 +181,99 @@ pub struct Store {
     pub btf_modules: Vec<BtfModuleEntry>,
 }
 
+/// The longest section name the store's reader enumerates: it passes a 38-character buffer,
+/// terminator included, to `RegEnumKeyEx` and skips a longer name as an invalid entry.
+pub const MAX_SECTION_NAME: usize = 37;
+
+/// The longest registry key name (a helper's or a BTF-resolved function's key).
+pub const MAX_KEY_NAME: usize = 255;
+
+/// Why `name` cannot be a store key name of this `kind` at most `max` characters long, if it
+/// cannot: empty, longer, or holding other than printable ASCII, or a `\` (which would make
+/// it a path of keys; the reader also narrows names to 8 bits).
+#[must_use]
+pub fn key_name_problem(kind: &str, name: &str, max: usize) -> Option<String> {
+    if name.is_empty() {
+        return Some(format!("{kind} has an empty name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| c == '\\' || !(' '..='~').contains(&c))
+    {
+        return Some(format!(
+            "{kind} {name:?} holds {c:?}; a store key name is printable ASCII without '\\'"
+        ));
+    }
+    // Printable ASCII: as many characters as bytes.
+    (name.len() > max).then(|| {
+        format!(
+            "{kind} {name:?} is {} characters long; the store reader takes at most {max}",
+            name.len()
+        )
+    })
+}
+
+/// The first of `names` that repeats an earlier one, ignoring case (registry key names are
+/// case-insensitive, so the two would be one key).
+fn repeated<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut seen: Vec<String> = Vec::new();
+    names.into_iter().find(|name| {
+        let folded = name.to_ascii_lowercase();
+        let repeat = seen.contains(&folded);
+        seen.push(folded);
+        repeat
+    })
+}
+
+/// What would make the store ebpf-for-windows reads differ from `store`, one line each: a key
+/// name the reader skips or cannot hold ([`key_name_problem`]), and two helpers of a program
+/// type, two functions of a module or two sections whose names differ only in case (one key
+/// for both, which for helpers breaks `HelperCount` and makes the reader drop the whole
+/// program type).
+#[must_use]
+pub fn problems(store: &Store) -> Vec<String> {
+    let mut problems = Vec::new();
+    for p in &store.programs {
+        let kind = format!("a helper of program type {:?}", p.name);
+        problems.extend(
+            p.helpers
+                .iter()
+                .filter_map(|h| key_name_problem(&kind, &h.name, MAX_KEY_NAME)),
+        );
+        if let Some(name) = repeated(p.helpers.iter().map(|h| h.name.as_str())) {
+            problems.push(format!(
+                "{kind}: two helpers are named {name:?} (ignoring case)"
+            ));
+        }
+    }
+    problems.extend(
+        store
+            .sections
+            .iter()
+            .filter_map(|s| key_name_problem("a section", &s.name, MAX_SECTION_NAME)),
+    );
+    if let Some(name) = repeated(store.sections.iter().map(|s| s.name.as_str())) {
+        problems.push(format!("two sections are named {name:?} (ignoring case)"));
+    }
+    for m in &store.btf_modules {
+        let kind = format!(
+            "a BTF-resolved function of module {}",
+            guid_string(&m.module)
+        );
+        problems.extend(
+            m.functions
+                .iter()
+                .filter_map(|f| key_name_problem(&kind, &f.name, MAX_KEY_NAME)),
+        );
+        if let Some(name) = repeated(m.functions.iter().map(|f| f.name.as_str())) {
+            problems.push(format!(
+                "{kind}: two functions are named {name:?} (ignoring case)"
+            ));
+        }
+    }
+    problems
+}
+
 /// A registry value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Value {
@@ -660,6 +753,54 @@ mod tests {
             assert_eq!(value(&parsed, &sec, "BpfAttachType"), &Value::Dword(11));
         }
         assert_eq!(HIVES[0], "HKEY_CURRENT_USER", "HKCU as well as HKLM (E.1)");
+    }
+
+    #[test]
+    fn names_the_reader_would_skip_or_merge_are_problems() {
+        let (program, section) = process();
+        let clean = Store {
+            programs: vec![program.clone()],
+            sections: vec![section.clone()],
+            btf_modules: Vec::new(),
+        };
+        assert_eq!(problems(&clean), Vec::<String>::new());
+        let mut store = clean.clone();
+        store.programs[0].helpers[1].name = store.programs[0].helpers[0].name.to_uppercase();
+        store.programs[0].helpers[2].name = String::new();
+        store.sections.push(SectionEntry {
+            name: "PROCESS".into(),
+            ..section.clone()
+        });
+        store.sections.push(SectionEntry {
+            name: "x".repeat(MAX_SECTION_NAME + 1),
+            ..section
+        });
+        let function = |name: &str| BtfFunctionEntry {
+            name: name.into(),
+            return_type: 0,
+            arguments: [0; 5],
+            flags: 0,
+        };
+        store.btf_modules.push(BtfModuleEntry {
+            module: GUID::from_u128(1),
+            functions: vec![function("f"), function("F"), function(r"a\b")],
+        });
+        let found = problems(&store);
+        let expected = [
+            "a helper of program type \"process\": two helpers are named \"BPF_PROCESS_GET_IMAGE_PATH\" (ignoring case)",
+            "a helper of program type \"process\" has an empty name",
+            "two sections are named \"PROCESS\" (ignoring case)",
+            "a section \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\" is 38 characters long; the store reader takes at most 37",
+            "a BTF-resolved function of module {00000000-0000-0000-0000-000000000001}: two functions are named \"F\" (ignoring case)",
+            "a BTF-resolved function of module {00000000-0000-0000-0000-000000000001} \"a\\\\b\" holds '\\\\'; a store key name is printable ASCII without '\\'",
+        ];
+        for line in expected {
+            assert!(
+                found.iter().any(|f| f == line),
+                "{line:?} not in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
     }
 
     #[test]
