@@ -149,6 +149,12 @@ pub const STATUS_NOT_SUPPORTED: NTSTATUS = 0xC000_00BB_u32 as NTSTATUS;
     reason = "NTSTATUS values are written as unsigned hex"
 )]
 pub const STATUS_TOO_MANY_COMMANDS: NTSTATUS = 0xC000_00C1_u32 as NTSTATUS;
+/// An internal error. (`0xC00000E5`)
+#[expect(
+    clippy::cast_possible_wrap,
+    reason = "NTSTATUS values are written as unsigned hex"
+)]
+pub const STATUS_INTERNAL_ERROR: NTSTATUS = 0xC000_00E5_u32 as NTSTATUS;
 /// The third parameter is invalid. (`0xC00000F1`)
 #[expect(
     clippy::cast_possible_wrap,

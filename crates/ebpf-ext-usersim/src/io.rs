@@ -469,6 +469,12 @@ impl Request {
     }
 }
 
+/// What the bytes of a `METHOD_BUFFERED` system buffer after the input hold when the driver
+/// gets it. Windows does not clear them (they are whatever the pool block held), so a reply
+/// whose `Information` covers bytes the driver did not write sends stale kernel memory to user
+/// mode; usersim marks them so that tests see it.
+pub const STALE_BYTE: u8 = 0xA5;
+
 impl Kernel {
     fn resolve_device(&self, path: &str) -> Option<*mut DEVICE_OBJECT> {
         let devices = lock(&self.inner().devices);
@@ -514,8 +520,9 @@ impl Kernel {
     }
 
     /// Sends a `METHOD_BUFFERED` device-control request: one system buffer of
-    /// max(input, output) bytes holding `input`, `IRP_MJ_DEVICE_CONTROL` to the driver, and
-    /// the output copied back as the I/O manager does.
+    /// max(input, output) bytes holding `input` (and after it [`STALE_BYTE`]s, where Windows
+    /// leaves the pool's old contents), `IRP_MJ_DEVICE_CONTROL` to the driver, and the output
+    /// copied back as the I/O manager does.
     ///
     /// A driver that completes a successful request with `Information` above the output
     /// length is bug-checked (the copy would overrun the caller's buffer).
@@ -541,14 +548,17 @@ impl Kernel {
             IRP_MJ_DEVICE_CONTROL,
             input.len().max(output_len),
         );
-        // SAFETY: the buffer holds max(input, output) bytes.
-        unsafe {
-            ptr::copy_nonoverlapping(
-                input.as_ptr(),
-                request.buffer.as_mut_ptr().cast::<u8>(),
-                input.len(),
-            );
-        }
+        // The buffer holds max(input, output) bytes: the input, then (when the output is
+        // longer) bytes the I/O manager leaves as the pool block had them, which usersim makes
+        // `STALE_BYTE` so that a reply covering them shows.
+        let len = input.len().max(output_len);
+        // SAFETY: `buffer` holds at least `len` bytes (rounded up to 16), all initialised.
+        let system_buffer = unsafe {
+            core::slice::from_raw_parts_mut(request.buffer.as_mut_ptr().cast::<u8>(), len)
+        };
+        let (head, tail) = system_buffer.split_at_mut(input.len());
+        head.copy_from_slice(input);
+        tail.fill(STALE_BYTE);
         request.stack.Parameters.DeviceIoControl = IO_STACK_LOCATION_DEVICE_IO_CONTROL {
             OutputBufferLength: u32::try_from(output_len).expect("output under 4 GiB"),
             InputBufferLength: u32::try_from(input.len()).expect("input under 4 GiB"),

@@ -51,7 +51,7 @@ mod workitem;
 pub use cpu::{critical_region_depth, set_current_irql};
 pub use devices::DriverObject;
 pub use etw::{CapturedEvent, Enablement};
-pub use io::{Caller, FileHandle, IoResult};
+pub use io::{Caller, FileHandle, IoResult, STALE_BYTE};
 pub use kernel::{
     BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND,
     STATUS_FAULTABLE_APIS, expect_bugcheck, run_dying_child, sweep_allocation_failures,

@@ -30,7 +30,9 @@ use ebpf_ext_sys::wdm::{
     IoCreateSymbolicLink, IoDeleteDevice, IoDeleteSymbolicLink, IoGetCurrentIrpStackLocation,
     IofCompleteRequest,
 };
-use ebpf_ext_usersim::{Caller, DriverObject, Fault, Kernel, NewProcess, expect_bugcheck};
+use ebpf_ext_usersim::{
+    Caller, DriverObject, Fault, Kernel, NewProcess, STALE_BYTE, expect_bugcheck,
+};
 
 fn unicode(units: &mut [u16]) -> UNICODE_STRING {
     let length = u16::try_from(units.len() * 2).unwrap();
@@ -111,6 +113,8 @@ thread_local! {
 }
 const OVERFLOWING: u32 = 0x0012_0004;
 const OVERRUNNING: u32 = 0x0012_0008;
+/// Completes with `Information` = the output length, having written nothing.
+const STALE: u32 = 0x0012_000C;
 const STATUS_BUFFER_OVERFLOW: NTSTATUS = 0x8000_0005_u32.cast_signed();
 
 /// A dispatch routine that echoes the input reversed and reports what it saw.
@@ -136,6 +140,9 @@ unsafe extern "win64" fn dispatch(_device: *mut DEVICE_OBJECT, irp: *mut IRP) ->
             // A warning: partial data, `Information` = the output length.
             information = p.OutputBufferLength as usize;
             STATUS_BUFFER_OVERFLOW
+        } else if p.IoControlCode == STALE {
+            information = p.OutputBufferLength as usize;
+            STATUS_SUCCESS
         } else if p.IoControlCode == OVERRUNNING {
             information = p.OutputBufferLength as usize + 1;
             STATUS_SUCCESS
@@ -521,6 +528,25 @@ fn a_warning_status_still_returns_the_data() {
     );
     kernel.close(handle);
     delete(device, "\\GLOBAL??\\Warn");
+}
+
+#[test]
+fn bytes_past_the_input_are_stale_not_zero() {
+    let kernel = Kernel::new();
+    let mut driver = DriverObject::new();
+    let device = echo_device(&kernel, &mut driver, "Stale");
+    let handle = kernel.open("\\\\.\\Stale", Caller::System).expect("open");
+    let reply = kernel.device_io_control(&handle, STALE, &[1, 2], 5);
+    assert_eq!(
+        (reply.status, reply.output),
+        (
+            STATUS_SUCCESS,
+            vec![1, 2, STALE_BYTE, STALE_BYTE, STALE_BYTE]
+        ),
+        "a reply covering bytes the driver did not write returns the pool's old contents"
+    );
+    kernel.close(handle);
+    delete(device, "\\GLOBAL??\\Stale");
 }
 
 #[test]

@@ -625,7 +625,8 @@ impl<D: ExtensionDriver> core::ops::Deref for Running<D> {
 pub mod glue {
     use ebpf_ext_sys::ntdef::NTSTATUS;
     use ebpf_ext_sys::ntstatus::{
-        STATUS_DEVICE_NOT_READY, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS,
+        STATUS_DEVICE_NOT_READY, STATUS_INTERNAL_ERROR, STATUS_INVALID_DEVICE_REQUEST,
+        STATUS_SUCCESS,
     };
     use ebpf_ext_sys::wdm::{
         DRIVER_DISPATCH, DRIVER_OBJECT, DRIVER_UNLOAD, IRP, IRP_MJ_CLEANUP, IRP_MJ_CLOSE,
@@ -732,8 +733,21 @@ pub mod glue {
         let completion =
             running.device_control(Request::new(code, control.buffer(), input_len, output_len));
         drop(running);
+        let (mut status, mut information) = (completion.status(), completion.information());
+        if information > output_len {
+            // Only a completion kept from another request can say so (this request's reply is
+            // bounded by its output): its bytes are not this request's, and the I/O manager
+            // would copy them past the caller's buffer.
+            ebpf_ext_trace::trace_message_status!(
+                ebpf_ext_trace::Level::Error,
+                ebpf_ext_trace::keyword::BASE,
+                "completion from another request refused: it covers more than the output",
+                STATUS_INTERNAL_ERROR
+            );
+            (status, information) = (STATUS_INTERNAL_ERROR, 0);
+        }
         // SAFETY: as above.
-        unsafe { complete_request(irp, completion.status, completion.information) }
+        unsafe { complete_request(irp, status, information) }
     }
 }
 

@@ -29,11 +29,11 @@ use core::mem::{align_of, size_of};
 use core::ptr;
 
 use ebpf_ext_pool::PoolArray;
-use ebpf_ext_sys::ntdef::NTSTATUS;
+use ebpf_ext_sys::ntdef::{NT_SUCCESS, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{
     STATUS_BUFFER_TOO_SMALL, STATUS_DATATYPE_MISALIGNMENT, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND,
-    STATUS_REVISION_MISMATCH, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
+    STATUS_INTERNAL_ERROR, STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_FOUND, STATUS_REVISION_MISMATCH, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
 };
 use ebpf_ext_trace::{Level, keyword, trace_message_status};
 
@@ -214,11 +214,51 @@ pub trait Ioctl {
     /// The reply header at the start of the output.
     type Reply: Wire;
     /// If `Some`, the request starts with this `u32` version; another is refused with
-    /// `STATUS_REVISION_MISMATCH`.
+    /// `STATUS_REVISION_MISMATCH`. [`Request::handle`] of a versioned type whose request is
+    /// shorter than the version does not build.
+    ///
+    /// ```compile_fail
+    /// # use ebpf_extension_common::ioctl::{Completion, Ioctl, Request};
+    /// ebpf_extension_common::wire! {
+    ///     #[derive(Clone, Copy)]
+    ///     struct Short { value: u16 }
+    /// }
+    /// enum Versioned {}
+    /// impl Ioctl for Versioned {
+    ///     const CODE: u32 = 0x22_2000;
+    ///     type Request = Short;
+    ///     type Reply = Short;
+    ///     const VERSION: Option<u32> = Some(1);
+    /// }
+    /// fn dispatch(request: Request<'_>) -> Completion {
+    ///     request.handle::<Versioned>(|call| Ok(call.reply(&Short { value: 1 })))
+    /// }
+    /// let _ = dispatch as fn(Request<'_>) -> Completion;
+    /// ```
     const VERSION: Option<u32> = None;
     /// Most payload bytes the input may carry after the request header.
     const MAX_PAYLOAD: usize = 0;
-    /// Alignment the system buffer must have (the I/O manager's is 16).
+    /// Alignment the system buffer must have (the I/O manager's is 16); a power of two, or
+    /// [`Request::handle`] of the type does not build.
+    ///
+    /// ```compile_fail
+    /// # use ebpf_extension_common::ioctl::{Completion, Ioctl, Request};
+    /// ebpf_extension_common::wire! {
+    ///     #[derive(Clone, Copy)]
+    ///     struct Header { version: u32 }
+    /// }
+    /// enum Twelve {}
+    /// impl Ioctl for Twelve {
+    ///     const CODE: u32 = 0x22_2000;
+    ///     type Request = Header;
+    ///     type Reply = Header;
+    ///     const ALIGNMENT: usize = 12;
+    /// }
+    /// fn dispatch(request: Request<'_>) -> Completion {
+    ///     request.handle::<Twelve>(|call| Ok(call.reply(&Header { version: 1 })))
+    /// }
+    /// let _ = dispatch as fn(Request<'_>) -> Completion;
+    /// ```
     const ALIGNMENT: usize = 8;
 
     /// The payload length the request announces, if it announces one: the input must then be
@@ -244,7 +284,9 @@ pub trait Ioctl {
 /// A refused request: its status and why (the trace event's message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
-    /// The completion status.
+    /// The completion status: an error or warning status. A refusal with a success or
+    /// informational one (`STATUS_PENDING` among them) completes with
+    /// `STATUS_INTERNAL_ERROR`: a refused request neither succeeds nor stays pending.
     pub status: NTSTATUS,
     /// Why, for the trace event.
     pub why: &'static str,
@@ -278,17 +320,34 @@ impl Refusal {
 }
 
 /// How a request completes: status and the number of output bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Only the SDK makes one: [`Call::reply`] (`STATUS_SUCCESS` and the bytes it wrote) or a
+/// [`Refusal`] (its status and no bytes), so the bytes user mode gets back are always bytes
+/// the reply wrote, never the system buffer's stale pool memory.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Completion {
+    status: NTSTATUS,
+    information: usize,
+}
+
+impl Completion {
     /// `IoStatus.Status`.
-    pub status: NTSTATUS,
-    /// `IoStatus.Information`: output bytes written.
-    pub information: usize,
+    #[must_use]
+    pub fn status(&self) -> NTSTATUS {
+        self.status
+    }
+
+    /// `IoStatus.Information`: the output bytes written.
+    #[must_use]
+    pub fn information(&self) -> usize {
+        self.information
+    }
 }
 
 impl From<Refusal> for Completion {
     /// Traces the refusal (`EbpfExtGenericMessage`, Warning, keyword `EXTENSION`, with the
-    /// status) and completes with its status and no output.
+    /// status) and completes with its status (`STATUS_INTERNAL_ERROR` for a success or
+    /// informational one) and no output.
     fn from(refusal: Refusal) -> Self {
         trace_message_status!(
             Level::Warning,
@@ -297,7 +356,11 @@ impl From<Refusal> for Completion {
             refusal.status
         );
         Completion {
-            status: refusal.status,
+            status: if NT_SUCCESS(refusal.status) {
+                STATUS_INTERNAL_ERROR
+            } else {
+                refusal.status
+            },
             information: 0,
         }
     }
@@ -351,6 +414,16 @@ impl<'a> Request<'a> {
         self,
         handler: impl FnOnce(Call<'_, I>) -> Result<Completion, Refusal>,
     ) -> Completion {
+        const {
+            assert!(
+                I::ALIGNMENT.is_power_of_two(),
+                "Ioctl::ALIGNMENT must be a power of two"
+            );
+            assert!(
+                I::VERSION.is_none() || size_of::<I::Request>() >= size_of::<u32>(),
+                "a versioned request starts with its u32 version"
+            );
+        }
         match self.validate::<I>().and_then(handler) {
             Ok(completion) => completion,
             Err(refusal) => refusal.into(),
@@ -377,7 +450,7 @@ impl<'a> Request<'a> {
             ));
         }
         if let Some(version) = I::VERSION
-            && read::<u32>(self.buffer) != Some(version)
+            && read::<u32>(&self.buffer[..self.input_len]) != Some(version)
         {
             return Err(Refusal::new(
                 STATUS_REVISION_MISMATCH,
