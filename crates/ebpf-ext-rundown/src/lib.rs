@@ -19,22 +19,79 @@
 //! # Locking
 //! None of these take a lock. A thread must not wait while it holds a guard of the same
 //! rundown: the wait would never end.
+//!
+//! # Waiting twice
+//! The kernel's wait may not run twice at once on one reference, nor again after a wait that
+//! had to block until the completion routine (`ExRundownCompleted`) has run: until then the
+//! reference points at the first waiter's wait block. `wait_for_release` runs the kernel's
+//! wait and then its completion routine once; a later call returns at once, and a call while
+//! another thread waits spins until that wait ends (the SDK's own waits never overlap).
 #![no_std]
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomPinned;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use ebpf_ext_sys::wdm::{
     EX_RUNDOWN_REF, EX_RUNDOWN_REF_CACHE_AWARE, ExAcquireRundownProtection,
     ExAcquireRundownProtectionCacheAware, ExAllocateCacheAwareRundownProtection,
     ExFreeCacheAwareRundownProtection, ExInitializeRundownProtection,
     ExReInitializeRundownProtection, ExReInitializeRundownProtectionCacheAware,
-    ExReleaseRundownProtection, ExReleaseRundownProtectionCacheAware,
-    ExWaitForRundownProtectionRelease, ExWaitForRundownProtectionReleaseCacheAware, NonPagedPoolNx,
+    ExReleaseRundownProtection, ExReleaseRundownProtectionCacheAware, ExRundownCompleted,
+    ExRundownCompletedCacheAware, ExWaitForRundownProtectionRelease,
+    ExWaitForRundownProtectionReleaseCacheAware, NonPagedPoolNx,
 };
 use ebpf_ext_sys::{Error, Result};
+
+/// Where a reference's wait stands: open, being waited for by one thread, or run down (the
+/// kernel's wait and its completion routine both returned).
+struct WaitState(AtomicU8);
+
+impl WaitState {
+    const OPEN: u8 = 0;
+    const WAITING: u8 = 1;
+    const RUN_DOWN: u8 = 2;
+
+    const fn new() -> Self {
+        WaitState(AtomicU8::new(Self::OPEN))
+    }
+
+    /// Runs `wait` (the kernel's wait, then its completion routine) if no thread has begun it;
+    /// otherwise spins until that thread's wait has ended. Returns once run down.
+    fn wait(&self, wait: impl FnOnce()) {
+        match self.0.compare_exchange(
+            Self::OPEN,
+            Self::WAITING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                wait();
+                self.0.store(Self::RUN_DOWN, Ordering::Release);
+            }
+            Err(_) => {
+                while !self.is_run_down() {
+                    core::hint::spin_loop();
+                }
+            }
+        }
+    }
+
+    fn is_run_down(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::RUN_DOWN
+    }
+
+    /// Runs `reinitialize` and opens the reference again, if it is run down.
+    fn reopen(&self, reinitialize: impl FnOnce()) -> Result {
+        if !self.is_run_down() {
+            return Err(Error::InvalidDeviceState);
+        }
+        reinitialize();
+        self.0.store(Self::OPEN, Ordering::Release);
+        Ok(())
+    }
+}
 
 /// Run-down protection ([`EX_RUNDOWN_REF`]).
 ///
@@ -43,7 +100,7 @@ use ebpf_ext_sys::{Error, Result};
 /// while guards exist (guards borrow `self`, so it cannot move meanwhile).
 pub struct Rundown {
     inner: UnsafeCell<EX_RUNDOWN_REF>,
-    run_down: AtomicBool,
+    state: WaitState,
     _pin: PhantomPinned,
 }
 
@@ -63,7 +120,7 @@ impl Rundown {
     pub fn new() -> Self {
         let rundown = Rundown {
             inner: UnsafeCell::new(EX_RUNDOWN_REF::default()),
-            run_down: AtomicBool::new(false),
+            state: WaitState::new(),
             _pin: PhantomPinned,
         };
         // SAFETY: `inner` is valid, exclusively ours, and initialising a zeroed reference is
@@ -80,7 +137,7 @@ impl Rundown {
         // INVARIANT: a zero count is the initialised, not-run-down state.
         Rundown {
             inner: UnsafeCell::new(EX_RUNDOWN_REF { Count: 0 }),
-            run_down: AtomicBool::new(false),
+            state: WaitState::new(),
             _pin: PhantomPinned,
         }
     }
@@ -105,21 +162,27 @@ impl Rundown {
     }
 
     /// Refuses new references and blocks until every guard is dropped
-    /// ([`ExWaitForRundownProtectionRelease`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exwaitforrundownprotectionrelease)).
-    /// Calling it again after completion returns at once.
+    /// ([`ExWaitForRundownProtectionRelease`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exwaitforrundownprotectionrelease),
+    /// then [`ExRundownCompleted`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exrundowncompleted)).
+    /// Calling it again after completion returns at once; calling it while another thread
+    /// waits spins until that wait ends (see the crate's "Waiting twice").
     ///
     /// # IRQL
     /// ≤ APC_LEVEL (it blocks).
     pub fn wait_for_release(&self) {
-        // SAFETY: the reference is initialised (type invariant).
-        unsafe { ExWaitForRundownProtectionRelease(self.inner.get()) };
-        self.run_down.store(true, Ordering::Release);
+        self.state.wait(|| {
+            // SAFETY: the reference is initialised (type invariant); this thread is its only
+            // waiter (`WaitState`).
+            unsafe { ExWaitForRundownProtectionRelease(self.inner.get()) };
+            // SAFETY: as above, after the wait this thread ran.
+            unsafe { ExRundownCompleted(self.inner.get()) };
+        });
     }
 
     /// Whether [`Rundown::wait_for_release`] has completed.
     #[must_use]
     pub fn is_run_down(&self) -> bool {
-        self.run_down.load(Ordering::Acquire)
+        self.state.is_run_down()
     }
 
     /// Makes a run-down reference acquirable again
@@ -136,13 +199,11 @@ impl Rundown {
     /// same time (guards cannot exist: the reference is run down), as for
     /// [`CacheAwareRundown::reinitialize`].
     pub fn reinitialize(&self) -> Result {
-        if !self.is_run_down() {
-            return Err(Error::InvalidDeviceState);
-        }
-        // SAFETY: the reference has been run down, so no guard exists and none can be taken.
-        unsafe { ExReInitializeRundownProtection(self.inner.get()) };
-        self.run_down.store(false, Ordering::Release);
-        Ok(())
+        self.state.reopen(|| {
+            // SAFETY: the reference has been run down, so no guard exists and none can be
+            // taken.
+            unsafe { ExReInitializeRundownProtection(self.inner.get()) };
+        })
     }
 
     /// The raw reference, for inspection in tests and for FFI.
@@ -184,7 +245,7 @@ impl Drop for RundownGuard<'_> {
 /// `inner` came from `ExAllocateCacheAwareRundownProtection` and is freed only in `Drop`.
 pub struct CacheAwareRundown {
     inner: NonNull<EX_RUNDOWN_REF_CACHE_AWARE>,
-    run_down: AtomicBool,
+    state: WaitState,
 }
 
 // SAFETY: the reference is used only through the kernel's routines, which are thread-safe.
@@ -208,7 +269,7 @@ impl CacheAwareRundown {
         let inner = NonNull::new(raw).ok_or(Error::InsufficientResources)?;
         Ok(CacheAwareRundown {
             inner,
-            run_down: AtomicBool::new(false),
+            state: WaitState::new(),
         })
     }
 
@@ -228,20 +289,27 @@ impl CacheAwareRundown {
         }
     }
 
-    /// Refuses new references and blocks until every guard is dropped.
+    /// Refuses new references and blocks until every guard is dropped
+    /// (`ExWaitForRundownProtectionReleaseCacheAware`, then `ExRundownCompletedCacheAware`).
+    /// Calling it again after completion returns at once; calling it while another thread
+    /// waits spins until that wait ends (see the crate's "Waiting twice").
     ///
     /// # IRQL
     /// ≤ APC_LEVEL (it blocks).
     pub fn wait_for_release(&self) {
-        // SAFETY: `inner` is a live, initialised reference (type invariant).
-        unsafe { ExWaitForRundownProtectionReleaseCacheAware(self.inner.as_ptr()) };
-        self.run_down.store(true, Ordering::Release);
+        self.state.wait(|| {
+            // SAFETY: `inner` is a live, initialised reference (type invariant); this thread
+            // is its only waiter (`WaitState`).
+            unsafe { ExWaitForRundownProtectionReleaseCacheAware(self.inner.as_ptr()) };
+            // SAFETY: as above, after the wait this thread ran.
+            unsafe { ExRundownCompletedCacheAware(self.inner.as_ptr()) };
+        });
     }
 
     /// Whether [`CacheAwareRundown::wait_for_release`] has completed.
     #[must_use]
     pub fn is_run_down(&self) -> bool {
-        self.run_down.load(Ordering::Acquire)
+        self.state.is_run_down()
     }
 
     /// Makes a run-down reference acquirable again
@@ -257,13 +325,10 @@ impl CacheAwareRundown {
     /// The caller must ensure no other thread waits on or re-initialises the reference at the
     /// same time (guards cannot exist: the reference is run down).
     pub fn reinitialize(&self) -> Result {
-        if !self.is_run_down() {
-            return Err(Error::InvalidDeviceState);
-        }
-        // SAFETY: `inner` is live and run down, so no reference is held.
-        unsafe { ExReInitializeRundownProtectionCacheAware(self.inner.as_ptr()) };
-        self.run_down.store(false, Ordering::Release);
-        Ok(())
+        self.state.reopen(|| {
+            // SAFETY: `inner` is live and run down, so no reference is held.
+            unsafe { ExReInitializeRundownProtectionCacheAware(self.inner.as_ptr()) };
+        })
     }
 }
 

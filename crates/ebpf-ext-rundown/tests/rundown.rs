@@ -229,3 +229,77 @@ fn cache_aware_reinitialize() {
     drop(rundown);
     kernel.assert_no_leaks();
 }
+
+/// Holds a guard of `acquire`'s rundown on another thread for a while, so that `wait` (called
+/// by `waiters` threads at once, and once more afterwards) has to block; every wait returns
+/// once the guard is dropped, none before.
+fn waits_that_block<G: Send>(
+    kernel: &Kernel,
+    acquire: &(dyn Fn() -> Option<G> + Sync),
+    wait: &(dyn Fn() + Sync),
+    waiters: usize,
+) {
+    let guard = acquire().expect("acquire");
+    let released = AtomicBool::new(false);
+    thread::scope(|s| {
+        let waiting: Vec<_> = (0..waiters)
+            .map(|_| {
+                kernel.scoped(s, || {
+                    wait();
+                    released.load(Ordering::SeqCst)
+                })
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(100));
+        released.store(true, Ordering::SeqCst);
+        drop(guard);
+        for waiter in waiting {
+            assert!(
+                waiter.join().expect("waiter"),
+                "a wait returned with a guard outstanding"
+            );
+        }
+    });
+    wait();
+    assert!(acquire().is_none(), "run down");
+}
+
+#[test]
+fn waiting_again_after_a_wait_that_blocked_returns_at_once() {
+    let kernel = Kernel::new();
+    let rundown = Rundown::new();
+    waits_that_block(
+        &kernel,
+        &|| rundown.try_acquire(),
+        &|| rundown.wait_for_release(),
+        1,
+    );
+    rundown.reinitialize().expect("reinitialize");
+    let cache_aware = CacheAwareRundown::new(TAG).expect("allocate");
+    waits_that_block(
+        &kernel,
+        &|| cache_aware.try_acquire(),
+        &|| cache_aware.wait_for_release(),
+        1,
+    );
+    cache_aware.reinitialize().expect("reinitialize");
+}
+
+#[test]
+fn threads_waiting_at_once_all_return_when_the_last_guard_drops() {
+    let kernel = Kernel::new();
+    let rundown = Rundown::new();
+    waits_that_block(
+        &kernel,
+        &|| rundown.try_acquire(),
+        &|| rundown.wait_for_release(),
+        3,
+    );
+    let cache_aware = CacheAwareRundown::new(TAG).expect("allocate");
+    waits_that_block(
+        &kernel,
+        &|| cache_aware.try_acquire(),
+        &|| cache_aware.wait_for_release(),
+        3,
+    );
+}

@@ -651,8 +651,10 @@ kernel_imports! {
     /// [`ExWaitForRundownProtectionRelease`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exwaitforrundownprotectionrelease):
     /// refuses new references and blocks until all are released. IRQL ≤ APC_LEVEL.
     pub fn ExWaitForRundownProtectionRelease(RunRef: *mut EX_RUNDOWN_REF);
-    /// [`ExRundownCompleted`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exrundowncompleted).
-    /// IRQL ≤ APC_LEVEL.
+    /// [`ExRundownCompleted`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exrundowncompleted):
+    /// after a wait, later waits return at once and acquires keep failing. Until it is
+    /// called, a wait that had to block leaves the reference pointing at its wait block, and
+    /// another wait on it is invalid. IRQL ≤ APC_LEVEL.
     pub fn ExRundownCompleted(RunRef: *mut EX_RUNDOWN_REF);
     /// [`ExAllocateCacheAwareRundownProtection`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exallocatecacheawarerundownprotection):
     /// NULL on allocation failure. IRQL ≤ APC_LEVEL.
@@ -678,6 +680,9 @@ kernel_imports! {
     /// [`ExWaitForRundownProtectionReleaseCacheAware`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exwaitforrundownprotectionreleasecacheaware).
     /// IRQL ≤ APC_LEVEL.
     pub fn ExWaitForRundownProtectionReleaseCacheAware(RunRef: *mut EX_RUNDOWN_REF_CACHE_AWARE);
+    /// [`ExRundownCompletedCacheAware`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exrundowncompletedcacheaware):
+    /// after a wait, later waits return at once and acquires keep failing. IRQL ≤ APC_LEVEL.
+    pub fn ExRundownCompletedCacheAware(RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE);
 
     /// [`ExAcquireSpinLockShared`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exacquirespinlockshared):
     /// raises to DISPATCH_LEVEL and returns the previous IRQL. IRQL ≤ DISPATCH_LEVEL.

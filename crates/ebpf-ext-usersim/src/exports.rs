@@ -73,6 +73,7 @@ exports! {
         ExSizeOfRundownProtectionCacheAware, ExInitializeRundownProtectionCacheAware,
         ExAcquireRundownProtectionCacheAware, ExReleaseRundownProtectionCacheAware,
         ExWaitForRundownProtectionReleaseCacheAware, ExReInitializeRundownProtectionCacheAware,
+        ExRundownCompletedCacheAware,
         ExAcquireSpinLockShared, ExReleaseSpinLockShared, ExAcquireSpinLockExclusive, ExReleaseSpinLockExclusive,
         ExInitializePushLock, ExAcquirePushLockExclusiveEx, ExAcquirePushLockSharedEx,
         ExReleasePushLockExclusiveEx, ExReleasePushLockSharedEx,

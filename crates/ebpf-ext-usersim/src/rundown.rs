@@ -9,6 +9,11 @@
 //! writes nothing, so a concurrent observer (`ExReInitializeRundownProtection`'s check, a
 //! waiter) never sees a reference that was never granted.
 //!
+//! A wait that had to block leaves the reference as Windows does until `ExRundownCompleted`
+//! (or `ExRundownCompletedCacheAware`): pointing at the waiter's wait block, where another wait
+//! would read references. usersim bug-checks such a second wait, and two waits at once; a wait
+//! after completion, or one that found nothing outstanding, returns at once.
+//!
 //! The cache-aware reference keeps one `EX_RUNDOWN_REF`-encoded word per simulated processor,
 //! each on its own cache line. Acquire compare-and-swaps the current processor's word, failing
 //! without a write once its bit 0 is set; wait sets bit 0 in every word (from then on every
@@ -36,8 +41,17 @@ use crate::pool::{pool_alloc, pool_free};
 
 const ACTIVE: usize = 1;
 const ONE_REF: usize = 2;
+/// What a wait that had to block leaves in the reference until `ExRundownCompleted`: Windows
+/// leaves a pointer to the waiter's (stack) wait block there, with bit 0 set; another wait
+/// would read it as references.
+const WAIT_BLOCK: usize = usize::MAX;
 const CACHE_LINE: usize = 64;
 const CACHE_AWARE_MAGIC: u32 = 0x5275_6E43; // "CnuR"
+/// Cache-aware wait states (`CacheAware::wait`).
+const OPEN: u32 = 0;
+const WAITING: u32 = 1;
+const BLOCKED: u32 = 2;
+const COMPLETED: u32 = 3;
 
 fn count_word<'a>(run_ref: *mut EX_RUNDOWN_REF) -> &'a AtomicUsize {
     // SAFETY: callers pass a valid, aligned EX_RUNDOWN_REF that outlives the call; `Count` is
@@ -84,7 +98,7 @@ pub unsafe extern "win64" fn ExReInitializeRundownProtection(RunRef: *mut EX_RUN
     require_irql(API, APC_LEVEL);
     let word = count_word(RunRef);
     let value = word.load(Ordering::Acquire);
-    if value != ACTIVE {
+    if value != ACTIVE && value != WAIT_BLOCK {
         bugcheck(
             API,
             DRIVER_VERIFIER_DETECTED_VIOLATION,
@@ -140,7 +154,7 @@ pub unsafe extern "win64" fn ExReleaseRundownProtection(RunRef: *mut EX_RUNDOWN_
     require_bound(API);
     require_irql(API, DISPATCH_LEVEL);
     let old = count_word(RunRef).fetch_sub(ONE_REF, Ordering::Release);
-    if old < ONE_REF {
+    if old < ONE_REF || old == WAIT_BLOCK {
         bugcheck(
             API,
             DRIVER_VERIFIER_DETECTED_VIOLATION,
@@ -162,10 +176,31 @@ pub unsafe extern "win64" fn ExWaitForRundownProtectionRelease(RunRef: *mut EX_R
     const API: &str = "ExWaitForRundownProtectionRelease";
     require_irql(API, APC_LEVEL);
     let word = count_word(RunRef);
-    word.fetch_or(ACTIVE, Ordering::AcqRel);
+    let old = word.fetch_or(ACTIVE, Ordering::AcqRel);
+    if old == 0 || old == ACTIVE {
+        // Nothing outstanding, or run down and completed: returns at once.
+        return;
+    }
+    if old == WAIT_BLOCK {
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [old as u64, RunRef as u64, 0, 0],
+            "waited again on a rundown reference whose wait blocked, without ExRundownCompleted",
+        );
+    }
+    if old & ACTIVE != 0 {
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [old as u64, RunRef as u64, 0, 0],
+            "two waits at once on one rundown reference",
+        );
+    }
     with_kernel(API, |k| {
         wait_until(k, || word.load(Ordering::Acquire) == ACTIVE);
     });
+    word.store(WAIT_BLOCK, Ordering::Release);
 }
 
 /// `ExRundownCompleted`.
@@ -177,8 +212,9 @@ pub unsafe extern "win64" fn ExRundownCompleted(RunRef: *mut EX_RUNDOWN_REF) {
     const API: &str = "ExRundownCompleted";
     require_bound(API);
     require_irql(API, APC_LEVEL);
-    let value = count_word(RunRef).load(Ordering::Acquire);
-    if value != ACTIVE {
+    let word = count_word(RunRef);
+    let value = word.load(Ordering::Acquire);
+    if value != ACTIVE && value != WAIT_BLOCK {
         bugcheck(
             API,
             DRIVER_VERIFIER_DETECTED_VIOLATION,
@@ -186,6 +222,7 @@ pub unsafe extern "win64" fn ExRundownCompleted(RunRef: *mut EX_RUNDOWN_REF) {
             "ExRundownCompleted before the wait completed",
         );
     }
+    word.store(ACTIVE, Ordering::Release);
 }
 
 // ---- cache-aware ------------------------------------------------------------------------------
@@ -195,6 +232,9 @@ pub unsafe extern "win64" fn ExRundownCompleted(RunRef: *mut EX_RUNDOWN_REF) {
 #[repr(C)]
 struct CacheAware {
     magic: AtomicU32,
+    /// `OPEN`, `WAITING`, `BLOCKED` (a wait that had to block returned; Windows leaves its
+    /// wait block in the words until `ExRundownCompletedCacheAware`) or `COMPLETED`.
+    wait: AtomicU32,
     slots: u32,
     /// Pool tag when allocated by `ExAllocateCacheAwareRundownProtection`, else 0.
     pool_tag: u32,
@@ -269,6 +309,7 @@ fn init_cache_aware(r: *mut EX_RUNDOWN_REF_CACHE_AWARE, slots: u32, pool_tag: u3
     }
     let header = CacheAware {
         magic: AtomicU32::new(CACHE_AWARE_MAGIC),
+        wait: AtomicU32::new(OPEN),
         slots,
         pool_tag,
         first_slot: first,
@@ -404,10 +445,56 @@ pub unsafe extern "win64" fn ExWaitForRundownProtectionReleaseCacheAware(
     const API: &str = "ExWaitForRundownProtectionReleaseCacheAware";
     require_irql(API, APC_LEVEL);
     let header = cache_aware(API, RunRef);
+    match header
+        .wait
+        .compare_exchange(OPEN, WAITING, Ordering::AcqRel, Ordering::Acquire)
+    {
+        Ok(_) => {}
+        Err(COMPLETED) => return,
+        Err(state) => bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [RunRef as u64, u64::from(state), 0, 0],
+            if state == WAITING {
+                "two waits at once on one cache-aware rundown reference"
+            } else {
+                "waited again on a cache-aware rundown reference whose wait blocked, without \
+                 ExRundownCompletedCacheAware"
+            },
+        ),
+    }
     for word in header.words() {
         word.fetch_or(ACTIVE, Ordering::SeqCst);
     }
+    let blocked = header.outstanding() != 0;
     with_kernel(API, |k| wait_until(k, || header.outstanding() == 0));
+    header
+        .wait
+        .store(if blocked { BLOCKED } else { COMPLETED }, Ordering::Release);
+}
+
+/// `ExRundownCompletedCacheAware`.
+///
+/// # Safety
+/// Kernel routine; the reference is initialised.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn ExRundownCompletedCacheAware(
+    RunRefCacheAware: *mut EX_RUNDOWN_REF_CACHE_AWARE,
+) {
+    const API: &str = "ExRundownCompletedCacheAware";
+    require_bound(API);
+    require_irql(API, APC_LEVEL);
+    let header = cache_aware(API, RunRefCacheAware);
+    let state = header.wait.load(Ordering::Acquire);
+    if state != BLOCKED && state != COMPLETED {
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [RunRefCacheAware as u64, u64::from(state), 0, 0],
+            "ExRundownCompletedCacheAware before the wait completed",
+        );
+    }
+    header.wait.store(COMPLETED, Ordering::Release);
 }
 
 /// `ExReInitializeRundownProtectionCacheAware`.
@@ -434,4 +521,5 @@ pub unsafe extern "win64" fn ExReInitializeRundownProtectionCacheAware(
     for word in header.words() {
         word.store(0, Ordering::SeqCst);
     }
+    header.wait.store(OPEN, Ordering::Release);
 }

@@ -15,8 +15,9 @@ use ebpf_ext_sys::wdm::{
     DRIVER_VERIFIER_DETECTED_VIOLATION, EX_RUNDOWN_REF, EX_RUNDOWN_REF_CACHE_AWARE,
     ExAcquireRundownProtection, ExAcquireRundownProtectionCacheAware,
     ExInitializeRundownProtection, ExInitializeRundownProtectionCacheAware,
-    ExReInitializeRundownProtectionCacheAware, ExReleaseRundownProtection,
-    ExReleaseRundownProtectionCacheAware, ExSizeOfRundownProtectionCacheAware,
+    ExReInitializeRundownProtection, ExReInitializeRundownProtectionCacheAware,
+    ExReleaseRundownProtection, ExReleaseRundownProtectionCacheAware, ExRundownCompleted,
+    ExRundownCompletedCacheAware, ExSizeOfRundownProtectionCacheAware,
     ExWaitForRundownProtectionRelease, ExWaitForRundownProtectionReleaseCacheAware,
 };
 use ebpf_ext_usersim::{Kernel, expect_bugcheck};
@@ -297,4 +298,175 @@ fn initialisation_clears_storage_that_held_anything() {
         "the wait never returned: initialisation left a processor's word set"
     );
     waiter.join().expect("waiting thread");
+}
+
+/// A rundown reference, plain or cache-aware, in test storage.
+struct Reference {
+    words: Words,
+    cache_aware: bool,
+}
+
+impl Reference {
+    fn new(cache_aware: bool) -> Reference {
+        let size = if cache_aware {
+            // SAFETY: no arguments; a kernel is bound.
+            unsafe { ExSizeOfRundownProtectionCacheAware() }
+        } else {
+            core::mem::size_of::<EX_RUNDOWN_REF>()
+        };
+        let reference = Reference {
+            words: Words::new(size),
+            cache_aware,
+        };
+        if cache_aware {
+            // SAFETY: `size` bytes of 8-aligned storage that outlives every use.
+            unsafe { ExInitializeRundownProtectionCacheAware(reference.words.as_ptr(), size) };
+        } else {
+            // SAFETY: as above.
+            unsafe { ExInitializeRundownProtection(reference.words.as_ptr()) };
+        }
+        reference
+    }
+
+    fn acquire(&self) -> bool {
+        let acquired = if self.cache_aware {
+            // SAFETY: initialised above.
+            unsafe { ExAcquireRundownProtectionCacheAware(self.words.as_ptr()) }
+        } else {
+            // SAFETY: initialised above.
+            unsafe { ExAcquireRundownProtection(self.words.as_ptr()) }
+        };
+        acquired == TRUE
+    }
+
+    fn release(&self) {
+        if self.cache_aware {
+            // SAFETY: a reference `acquire` took.
+            unsafe { ExReleaseRundownProtectionCacheAware(self.words.as_ptr()) };
+        } else {
+            // SAFETY: a reference `acquire` took.
+            unsafe { ExReleaseRundownProtection(self.words.as_ptr()) };
+        }
+    }
+
+    fn wait(&self) {
+        if self.cache_aware {
+            // SAFETY: initialised above.
+            unsafe { ExWaitForRundownProtectionReleaseCacheAware(self.words.as_ptr()) };
+        } else {
+            // SAFETY: initialised above.
+            unsafe { ExWaitForRundownProtectionRelease(self.words.as_ptr()) };
+        }
+    }
+
+    fn complete(&self) {
+        if self.cache_aware {
+            // SAFETY: initialised above, after a wait.
+            unsafe { ExRundownCompletedCacheAware(self.words.as_ptr()) };
+        } else {
+            // SAFETY: initialised above, after a wait.
+            unsafe { ExRundownCompleted(self.words.as_ptr()) };
+        }
+    }
+
+    fn reinitialize(&self) {
+        if self.cache_aware {
+            // SAFETY: initialised above, run down.
+            unsafe { ExReInitializeRundownProtectionCacheAware(self.words.as_ptr()) };
+        } else {
+            // SAFETY: initialised above, run down.
+            unsafe { ExReInitializeRundownProtection(self.words.as_ptr()) };
+        }
+    }
+
+    /// A wait that has to block: a reference is held and released by another thread.
+    fn blocked_wait(&self, kernel: &Kernel) {
+        assert!(self.acquire());
+        thread::scope(|s| {
+            let releaser = kernel.scoped(s, || {
+                thread::sleep(Duration::from_millis(50));
+                self.release();
+            });
+            self.wait();
+            releaser.join().expect("releasing thread");
+        });
+    }
+}
+
+/// After a wait that blocked, the reference points at the waiter's wait block until the
+/// completion routine runs: a second wait then is a driver bug; after it, a wait returns at
+/// once, acquires keep failing, and re-initialising works.
+fn second_wait_after_a_blocked_one(cache_aware: bool, test: &str, api: &str) {
+    let kernel = Kernel::new();
+    let reference = Reference::new(cache_aware);
+    reference.blocked_wait(&kernel);
+    reference.complete();
+    reference.wait();
+    assert!(!reference.acquire(), "run down: acquires fail");
+    reference.reinitialize();
+    assert!(reference.acquire(), "acquirable again");
+    reference.release();
+    let check = expect_bugcheck(test, || {
+        let kernel = Kernel::new();
+        let reference = Reference::new(cache_aware);
+        reference.blocked_wait(&kernel);
+        reference.wait();
+    });
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (DRIVER_VERIFIER_DETECTED_VIOLATION, api)
+    );
+}
+
+#[test]
+fn a_second_wait_after_one_that_blocked_needs_the_completion_routine_first() {
+    second_wait_after_a_blocked_one(
+        false,
+        "a_second_wait_after_one_that_blocked_needs_the_completion_routine_first",
+        "ExWaitForRundownProtectionRelease",
+    );
+}
+
+#[test]
+fn a_second_cache_aware_wait_after_one_that_blocked_needs_the_completion_routine_first() {
+    second_wait_after_a_blocked_one(
+        true,
+        "a_second_cache_aware_wait_after_one_that_blocked_needs_the_completion_routine_first",
+        "ExWaitForRundownProtectionReleaseCacheAware",
+    );
+}
+
+fn two_waits_at_once(cache_aware: bool, test: &str, api: &str) {
+    let check = expect_bugcheck(test, || {
+        let kernel = Kernel::new();
+        let reference = Reference::new(cache_aware);
+        assert!(reference.acquire());
+        thread::scope(|s| {
+            let _first = kernel.scoped(s, || reference.wait());
+            thread::sleep(Duration::from_millis(50));
+            reference.wait();
+        });
+    });
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (DRIVER_VERIFIER_DETECTED_VIOLATION, api)
+    );
+}
+
+#[test]
+fn two_waits_at_once_bugcheck() {
+    two_waits_at_once(
+        false,
+        "two_waits_at_once_bugcheck",
+        "ExWaitForRundownProtectionRelease",
+    );
+}
+
+#[test]
+fn two_cache_aware_waits_at_once_bugcheck() {
+    two_waits_at_once(
+        true,
+        "two_cache_aware_waits_at_once_bugcheck",
+        "ExWaitForRundownProtectionReleaseCacheAware",
+    );
 }
