@@ -394,6 +394,12 @@ pub unsafe extern "win64" fn IoCreateDevice(
     STATUS_SUCCESS
 }
 
+/// Whether the kernel knows `device`: created, and not yet freed (a deleted device lives on
+/// while referenced).
+pub(crate) fn device_exists(k: &Inner, device: *mut DEVICE_OBJECT) -> bool {
+    lock(&k.devices).objects.contains_key(&(device as usize))
+}
+
 /// Takes a reference on a device object (`ObReferenceObject`); false (nothing taken) when the
 /// kernel does not know the object.
 pub(crate) fn reference_device(k: &Inner, device: *mut DEVICE_OBJECT) -> bool {

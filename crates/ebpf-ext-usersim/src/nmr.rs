@@ -417,29 +417,38 @@ fn detach(k: &Inner, binding: u64) {
             return;
         };
         let side = side_mut(b, kind);
-        *side = match (*side, status) {
-            (
-                Side::InCallback {
-                    complete_early: true,
-                },
-                _,
-            )
-            | (_, STATUS_SUCCESS) => Side::Done,
-            (_, STATUS_PENDING) => Side::Pending,
-            (_, other) => {
+        let completed_early = matches!(
+            *side,
+            Side::InCallback {
+                complete_early: true
+            }
+        );
+        *side = match status {
+            STATUS_PENDING if completed_early => Side::Done,
+            STATUS_PENDING => Side::Pending,
+            STATUS_SUCCESS if !completed_early => Side::Done,
+            other => {
                 drop(nmr);
                 let who = if kind == Kind::Client {
                     "ClientDetachProvider"
                 } else {
                     "ProviderDetachClient"
                 };
+                let why = if completed_early {
+                    format!(
+                        "{who} completed its detach, then returned {other:#x}: only a detach \
+                         that returns STATUS_PENDING may be completed"
+                    )
+                } else {
+                    format!(
+                        "{who} returned {other:#x}; only STATUS_SUCCESS or STATUS_PENDING are allowed"
+                    )
+                };
                 bugcheck(
                     who,
                     DRIVER_VERIFIER_DETECTED_VIOLATION,
                     [u64::from(other.cast_unsigned()), binding, 0, 0],
-                    &format!(
-                        "{who} returned {other:#x}; only STATUS_SUCCESS or STATUS_PENDING are allowed"
-                    ),
+                    &why,
                 );
             }
         };

@@ -32,7 +32,8 @@ use core::time::Duration;
 use ebpf_ext_sys::ntdef::{BOOLEAN, FALSE, TRUE};
 use ebpf_ext_sys::wdm::{
     APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, EX_RUNDOWN_REF,
-    EX_RUNDOWN_REF_CACHE_AWARE, POOL_FLAG_CACHE_ALIGNED, POOL_FLAG_NON_PAGED, POOL_TYPE,
+    EX_RUNDOWN_REF_CACHE_AWARE, POOL_FLAG_CACHE_ALIGNED, POOL_FLAG_NON_PAGED, POOL_FLAG_PAGED,
+    POOL_TYPE,
 };
 
 use crate::cpu::{current_processor, processor_count};
@@ -238,6 +239,9 @@ struct CacheAware {
     slots: u32,
     /// Pool tag when allocated by `ExAllocateCacheAwareRundownProtection`, else 0.
     pool_tag: u32,
+    /// Whether it was allocated from paged pool: acquire and release (allowed up to
+    /// DISPATCH_LEVEL for a non-paged reference) may then not run above APC_LEVEL.
+    paged: bool,
     /// Offset from the header to the first word (cache-line aligned).
     first_slot: usize,
 }
@@ -299,7 +303,7 @@ fn slot(header: &CacheAware, index: u32) -> &AtomicUsize {
     unsafe { &*counter }
 }
 
-fn init_cache_aware(r: *mut EX_RUNDOWN_REF_CACHE_AWARE, slots: u32, pool_tag: u32) {
+fn init_cache_aware(r: *mut EX_RUNDOWN_REF_CACHE_AWARE, slots: u32, pool_tag: u32, paged: bool) {
     let base = r as usize;
     let first = (base + size_of::<CacheAware>()).next_multiple_of(CACHE_LINE) - base;
     // SAFETY: the storage is at least `cache_aware_size(slots)` bytes (checked or allocated by
@@ -312,6 +316,7 @@ fn init_cache_aware(r: *mut EX_RUNDOWN_REF_CACHE_AWARE, slots: u32, pool_tag: u3
         wait: AtomicU32::new(OPEN),
         slots,
         pool_tag,
+        paged,
         first_slot: first,
     };
     // SAFETY: as above; the header fits before `first`.
@@ -345,7 +350,7 @@ pub unsafe extern "win64" fn ExInitializeRundownProtectionCacheAware(
             "storage smaller than ExSizeOfRundownProtectionCacheAware() or misaligned",
         );
     }
-    init_cache_aware(RunRefCacheAware, slots, 0);
+    init_cache_aware(RunRefCacheAware, slots, 0, false);
 }
 
 /// `ExAllocateCacheAwareRundownProtection`.
@@ -356,19 +361,25 @@ pub extern "win64" fn ExAllocateCacheAwareRundownProtection(
 ) -> *mut EX_RUNDOWN_REF_CACHE_AWARE {
     const API: &str = "ExAllocateCacheAwareRundownProtection";
     require_irql(API, APC_LEVEL);
-    let _ = PoolType;
     if with_kernel(API, |k| call_fails(k, API)) || PoolTag == 0 {
         return ptr::null_mut();
     }
     let slots = processor_count(API);
+    // The legacy pool types: odd ones (PagedPool, PagedPoolCacheAligned, ...) are paged.
+    let paged = PoolType & 1 != 0;
+    let pool = if paged {
+        POOL_FLAG_PAGED
+    } else {
+        POOL_FLAG_NON_PAGED
+    };
     let p = pool_alloc(
         API,
-        POOL_FLAG_NON_PAGED | POOL_FLAG_CACHE_ALIGNED,
+        pool | POOL_FLAG_CACHE_ALIGNED,
         cache_aware_size(slots),
         PoolTag,
     );
     if !p.is_null() {
-        init_cache_aware(p.cast(), slots, PoolTag);
+        init_cache_aware(p.cast(), slots, PoolTag, paged);
     }
     p.cast()
 }
@@ -409,6 +420,9 @@ pub unsafe extern "win64" fn ExAcquireRundownProtectionCacheAware(
     require_bound(API);
     require_irql(API, DISPATCH_LEVEL);
     let header = cache_aware(API, RunRefCacheAware);
+    if header.paged {
+        require_irql(API, APC_LEVEL);
+    }
     if try_acquire(slot(header, current_processor(API))) {
         TRUE
     } else {
@@ -428,6 +442,9 @@ pub unsafe extern "win64" fn ExReleaseRundownProtectionCacheAware(
     require_bound(API);
     require_irql(API, DISPATCH_LEVEL);
     let header = cache_aware(API, RunRefCacheAware);
+    if header.paged {
+        require_irql(API, APC_LEVEL);
+    }
     let old = slot(header, current_processor(API)).fetch_sub(ONE_REF, Ordering::SeqCst);
     if old & ACTIVE != 0 {
         with_kernel(API, |k| wake_waiters(k));

@@ -29,7 +29,7 @@ use ebpf_ext_sys::wdm::{
 };
 
 use crate::cpu::critical_region_depth;
-use crate::devices::{dereference_device, reference_device};
+use crate::devices::{dereference_device, device_exists, reference_device};
 use crate::kernel::{
     Inner, bind, bugcheck, call_fails, current_irql, lock, require_irql, set_irql, with_kernel,
 };
@@ -205,6 +205,14 @@ pub unsafe extern "win64" fn IoAllocateWorkItem(DeviceObject: *mut DEVICE_OBJECT
             "IoAllocateWorkItem with a NULL device object",
         );
     }
+    if !with_kernel(API, |k| device_exists(k, DeviceObject)) {
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [DeviceObject as u64, 0, 0, 0],
+            "IoAllocateWorkItem with a device object that does not exist (freed, or never created)",
+        );
+    }
     if with_kernel(API, |k| call_fails(k, API)) {
         return ptr::null_mut();
     }
@@ -267,6 +275,14 @@ pub unsafe extern "win64" fn IoQueueWorkItem(
         k.work.start_workers(k);
         // Held until the routine has returned (dropped by the worker).
         let referenced = reference_device(k, item.device);
+        if !referenced {
+            bugcheck(
+                API,
+                DRIVER_VERIFIER_DETECTED_VIOLATION,
+                [IoWorkItem as u64, item.device as u64, 0, 0],
+                "work item queued after its device object was freed",
+            );
+        }
         let mut state = lock(&k.work.state);
         state.jobs.push_back(Job {
             item: IoWorkItem as usize,

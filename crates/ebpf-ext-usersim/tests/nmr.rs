@@ -14,7 +14,8 @@ use ebpf_ext_sys::ntstatus::{
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING,
     STATUS_SUCCESS,
 };
-use ebpf_ext_usersim::{Config, Fault, Kernel, MAX_DECLINES, NmrDecline};
+use ebpf_ext_sys::wdm::DRIVER_VERIFIER_DETECTED_VIOLATION;
+use ebpf_ext_usersim::{Config, Fault, Kernel, MAX_DECLINES, NmrDecline, expect_bugcheck};
 
 /// Handle-only NMR routines: usersim validates handles, so these are safe to call here.
 #[expect(non_snake_case, reason = "wrappers keep the kernel routine names")]
@@ -51,6 +52,9 @@ static MODULE: NPI_MODULEID = NPI_MODULEID::from_guid(GUID::from_u128(0xABCD));
 struct Side {
     accept: AtomicBool,
     pend_detach: AtomicBool,
+    /// The provider's detach completes itself (`NmrProviderDetachClientComplete`) before
+    /// returning.
+    complete_in_detach: AtomicBool,
     attached: AtomicU32,
     detached: AtomicU32,
     cleaned: AtomicU32,
@@ -91,6 +95,10 @@ unsafe extern "win64" fn provider_attach(
 unsafe extern "win64" fn provider_detach(ctx: *mut c_void) -> NTSTATUS {
     let s = side(ctx);
     s.detached.fetch_add(1, Ordering::SeqCst);
+    if s.complete_in_detach.load(Ordering::SeqCst) {
+        let binding = s.binding.lock().unwrap().expect("attached");
+        safe::NmrProviderDetachClientComplete(binding as HANDLE);
+    }
     if s.pend_detach.load(Ordering::SeqCst) {
         STATUS_PENDING
     } else {
@@ -472,4 +480,32 @@ fn concurrent_register_and_deregister() {
     });
     deregister_provider(ph);
     kernel.assert_no_leaks();
+}
+
+/// A detach callback may complete its own detach only when it returns `STATUS_PENDING`:
+/// completing and then returning `STATUS_SUCCESS` is a driver bug.
+fn complete_in_detach(pend: bool) {
+    let _k = Kernel::new();
+    let provider = new_side(true);
+    provider.complete_in_detach.store(true, Ordering::SeqCst);
+    provider.pend_detach.store(pend, Ordering::SeqCst);
+    let client = new_side(true);
+    let (_, p) = register_provider(&NPI, provider);
+    let (_, c) = register_client(&NPI, client);
+    assert_eq!(provider.attached.load(Ordering::SeqCst), 1);
+    deregister_provider(p);
+    assert_eq!(provider.cleaned.load(Ordering::SeqCst), 1);
+    deregister_client(c);
+}
+
+#[test]
+fn a_detach_that_completes_itself_must_return_pending() {
+    complete_in_detach(true);
+    let check = expect_bugcheck("a_detach_that_completes_itself_must_return_pending", || {
+        complete_in_detach(false);
+    });
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (DRIVER_VERIFIER_DETECTED_VIOLATION, "ProviderDetachClient")
+    );
 }

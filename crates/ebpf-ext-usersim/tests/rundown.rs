@@ -470,3 +470,54 @@ fn two_cache_aware_waits_at_once_bugcheck() {
         "ExWaitForRundownProtectionReleaseCacheAware",
     );
 }
+
+/// A cache-aware reference from paged pool may be acquired and released only up to
+/// APC_LEVEL: at DISPATCH_LEVEL the words could be paged out.
+#[test]
+fn a_paged_cache_aware_reference_is_not_for_dispatch_level() {
+    use ebpf_ext_sys::wdm::{
+        DISPATCH_LEVEL, ExAllocateCacheAwareRundownProtection, ExFreeCacheAwareRundownProtection,
+        IRQL_NOT_LESS_OR_EQUAL, NonPagedPoolNx, PagedPool,
+    };
+    let allocate = |pool| {
+        // SAFETY: no preconditions; a kernel is bound.
+        let r = unsafe { ExAllocateCacheAwareRundownProtection(pool, 0x6764_7052) };
+        assert!(!r.is_null());
+        r
+    };
+    let _kernel = Kernel::new();
+    let paged = allocate(PagedPool);
+    // SAFETY: allocated above, not run down.
+    assert_eq!(unsafe { ExAcquireRundownProtectionCacheAware(paged) }, TRUE);
+    // SAFETY: the reference acquired above.
+    unsafe { ExReleaseRundownProtectionCacheAware(paged) };
+    // SAFETY: allocated above; no reference held.
+    unsafe { ExFreeCacheAwareRundownProtection(paged) };
+    let non_paged = allocate(NonPagedPoolNx);
+    ebpf_ext_usersim::set_current_irql(DISPATCH_LEVEL);
+    // SAFETY: allocated above, not run down.
+    let acquired = unsafe { ExAcquireRundownProtectionCacheAware(non_paged) };
+    assert_eq!(acquired, TRUE);
+    // SAFETY: the reference acquired above.
+    unsafe { ExReleaseRundownProtectionCacheAware(non_paged) };
+    ebpf_ext_usersim::set_current_irql(ebpf_ext_sys::wdm::PASSIVE_LEVEL);
+    // SAFETY: allocated above; no reference held.
+    unsafe { ExFreeCacheAwareRundownProtection(non_paged) };
+    let check = expect_bugcheck(
+        "a_paged_cache_aware_reference_is_not_for_dispatch_level",
+        || {
+            let _kernel = Kernel::new();
+            let paged = allocate(PagedPool);
+            ebpf_ext_usersim::set_current_irql(DISPATCH_LEVEL);
+            // SAFETY: allocated above, not run down.
+            let _ = unsafe { ExAcquireRundownProtectionCacheAware(paged) };
+        },
+    );
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (
+            IRQL_NOT_LESS_OR_EQUAL,
+            "ExAcquireRundownProtectionCacheAware"
+        )
+    );
+}

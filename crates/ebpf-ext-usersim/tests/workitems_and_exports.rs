@@ -179,3 +179,22 @@ fn every_declared_import_is_implemented() {
         assert!(!export.address.is_null(), "{}", export.name);
     }
 }
+
+/// A work item on a device object that does not exist (freed, or never created) would run
+/// with a dangling device: Driver Verifier reports it.
+#[test]
+fn a_work_item_on_a_device_that_does_not_exist_bugchecks() {
+    let check = expect_bugcheck(
+        "a_work_item_on_a_device_that_does_not_exist_bugchecks",
+        || {
+            let _kernel = Kernel::new();
+            let mut not_a_device = [0u64; 64];
+            // SAFETY: deliberately not a device object; usersim refuses it before any use.
+            let _ = unsafe { IoAllocateWorkItem(not_a_device.as_mut_ptr().cast()) };
+        },
+    );
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (DRIVER_VERIFIER_DETECTED_VIOLATION, "IoAllocateWorkItem")
+    );
+}
