@@ -17,7 +17,9 @@
 //! Properties checked besides "no crash, no leak": an accepted client had a dispatch table
 //! with a non-NULL invoke entry; a program is invoked only while its link is attached (not
 //! after its detach has been waited for); the extension's on-detach runs exactly once per
-//! accepted on-attach.
+//! accepted on-attach; a batch (`with_batch`) is begun at most once and ended exactly once
+//! if begun, every batch invoke and the end get the state the begin prepared, a failed begin
+//! means no batch invoke and no end, and every event of a batch sees the same programs.
 #![no_main]
 
 use core::ffi::c_void;
@@ -234,6 +236,13 @@ enum Op {
     },
     InvokeOnExpandedStack([u8; 24]),
     Clients,
+    /// `with_batch` over `events` events (at most 16); the core's `batch_begin` fails when
+    /// `begin_fails` (the programs are then invoked singly).
+    Batch {
+        parameter: [u8; 24],
+        events: u8,
+        begin_fails: bool,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -383,11 +392,22 @@ unsafe extern "win64" fn invoke(
 
 const BATCH_MAGIC: u64 = 0xB47C_4B47_C4B4_7C4B;
 
+thread_local! {
+    /// Batches begun and not yet ended, and whether the next `batch_begin` fails.
+    static BATCHES: core::cell::Cell<(u32, bool)> = const { core::cell::Cell::new((0, false)) };
+}
+
 unsafe extern "win64" fn batch_begin(size: usize, state: *mut c_void) -> ebpf_result_t {
     assert!(
         size >= size_of::<ebpf_execution_context_state_t>(),
         "batch state too small"
     );
+    let (open, fails) = BATCHES.get();
+    if fails {
+        return EBPF_INVALID_ARGUMENT;
+    }
+    assert_eq!(open, 0, "a batch begun inside another");
+    BATCHES.set((open + 1, fails));
     // SAFETY: the provider passes `size` writable bytes.
     unsafe { state.cast::<u64>().write_unaligned(BATCH_MAGIC) };
     EBPF_SUCCESS
@@ -411,7 +431,16 @@ unsafe extern "win64" fn batch_invoke(
 
 unsafe extern "win64" fn batch_end(state: *mut c_void) -> ebpf_result_t {
     // SAFETY: the provider passes the state batch_begin prepared.
+    assert_eq!(
+        unsafe { state.cast::<u64>().read_unaligned() },
+        BATCH_MAGIC,
+        "batch end without batch begin (or at another address)"
+    );
+    // SAFETY: as above.
     unsafe { state.cast::<u64>().write_unaligned(0) };
+    let (open, fails) = BATCHES.get();
+    assert_eq!(open, 1, "batch end without batch begin");
+    BATCHES.set((open - 1, fails));
     EBPF_SUCCESS
 }
 
@@ -759,6 +788,26 @@ fn scenario<P: AttachParameter>(env: &Env, input: &Input) {
                     |_| true,
                     |_, _| Flow::Continue,
                 );
+            }
+            Op::Batch {
+                parameter: p,
+                events,
+                begin_fails,
+            } => {
+                BATCHES.set((0, *begin_fails));
+                let mut context = ProgramContext::new([0u8; 32]);
+                let results = provider.with_batch(&parameter::<P>(p), |batch| {
+                    (0..events % 17)
+                        .map(|_| batch.invoke(&mut context))
+                        .collect::<Vec<_>>()
+                });
+                // Each event ran the same programs: the same outcome each time.
+                assert!(
+                    results.windows(2).all(|w| w[0] == w[1]),
+                    "events of one batch saw different programs: {results:?}"
+                );
+                assert_eq!(BATCHES.get().0, 0, "a begun batch was not ended");
+                BATCHES.set((0, false));
             }
             Op::Clients => {
                 let clients = provider.clients();
