@@ -217,7 +217,8 @@ unsafe impl<C: 'static> HelperArgument<C> for Anything {
 
 /// A register the prototype leaves undeclared (`DONTCARE`) that the helper reads anyway,
 /// received as `u64`: the verifier checks nothing about it (upstream's
-/// `sample_ebpf_extension_helper_implicit_2` reads `r1` so).
+/// `sample_ebpf_extension_helper_implicit_2` reads `r1` so). Only other `DontCare`s may follow
+/// it ([`argument_types`]): the verifier reads a prototype up to its first `DONTCARE`.
 #[derive(Debug)]
 pub enum DontCare {}
 
@@ -646,16 +647,25 @@ pub const fn check_overlap(kinds: &[Memory], implicit_context: bool) {
 /// [`HelperArgument::TYPES`] in order), unused ones `DONTCARE`.
 ///
 /// # Panics
-/// At compile time if the kinds need more than five registers.
+/// At compile time if the kinds need more than five registers, or if a [`DontCare`] comes
+/// before another kind: the verifier reads a prototype only up to its first `DONTCARE`, so it
+/// would check nothing the program passes in the registers after it, and a memory, context
+/// or map argument there would reach the helper unchecked.
 #[must_use]
 pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument_type_t; 5] {
-    let mut types = [0; 5];
+    let mut types = [EBPF_ARGUMENT_TYPE_DONTCARE; 5];
     let mut n = 0;
     let mut k = 0;
     while k < kinds.len() {
         let mut i = 0;
         while i < kinds[k].len() {
             assert!(n < 5, "a helper takes at most five argument registers");
+            assert!(
+                n == 0
+                    || types[n - 1] != EBPF_ARGUMENT_TYPE_DONTCARE
+                    || kinds[k][i] == EBPF_ARGUMENT_TYPE_DONTCARE,
+                "DontCare only after every other argument: the verifier checks no argument after a DONTCARE"
+            );
             types[n] = kinds[k][i];
             n += 1;
             i += 1;
@@ -781,6 +791,14 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
 /// fn keep(value: u64, context: &'static Ctx) -> u64 { value }
 /// helpers! { context Ctx; static H; static A; 0x10000, c"keep" => keep(Anything) with context; }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// // The verifier stops at the DONTCARE: the buffer after it would reach `f` unchecked.
+/// fn f(_: u64, out: &mut [u8]) -> u64 { 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"f" => f(DontCare, BytesMut); }
 /// ```
 ///
 /// ```compile_fail
