@@ -989,7 +989,7 @@ macro_rules! helpers {
 ///
 /// ```
 /// # use ebpf_ext_program_info::*;
-/// #[repr(C)] struct Ctx { data_start: DataPointer, data_end: DataPointer, value: u32 }
+/// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { data_start: DataPointer, data_end: DataPointer, value: u64 } }
 /// fn value(context: &Ctx) -> u64 { u64::from(context.value) }
 /// fn pid() -> u64 { 7 }
 /// const INFO: u32 = 1000; // the macro's own names hide nothing of the caller's
@@ -1011,11 +1011,26 @@ macro_rules! helpers {
 /// assert_eq!(DATA.raw().required_irql, 2);
 /// ```
 ///
+/// Programs may write any bytes of their context, so a context some bytes of which are no
+/// value of its type (a `bool`, an enum, a reference) or are padding does not compile: declare
+/// it with [`no_padding!`](crate::no_padding).
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] #[derive(Clone, Copy)] struct Ctx { value: u64, flag: bool }
+/// fn value(context: &Ctx) -> u64 { context.value }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Ctx;
+///     helpers { 0x10000, c"example_value" => value(Context); }
+/// }
+/// ```
+///
 /// Data pointers the extension could set itself do not compile:
 ///
 /// ```compile_fail,E0308
 /// # use ebpf_ext_program_info::*;
-/// #[repr(C)] struct Ctx { data_start: *mut u8, data_end: *mut u8, value: u32 }
+/// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { data_start: *mut u8, data_end: *mut u8, value: u64 } }
 /// fn value(context: &Ctx) -> u64 { u64::from(context.value) }
 /// program_type! {
 ///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
@@ -1043,7 +1058,7 @@ macro_rules! helpers {
 ///
 /// ```
 /// # use ebpf_ext_program_info::*;
-/// #[repr(C)] struct Seen { a: u64, b: u64 }
+/// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Seen { a: u64, b: u64 } }
 /// #[repr(C)] struct Hooked { seen: Seen, extra: u64 }
 /// fn extra(context: &Hooked) -> u64 { context.extra + context.seen.a }
 /// program_type! {
@@ -1056,7 +1071,7 @@ macro_rules! helpers {
 ///
 /// ```compile_fail
 /// # use ebpf_ext_program_info::*;
-/// #[repr(C)] struct Seen { a: u64, b: u64 }
+/// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Seen { a: u64, b: u64 } }
 /// #[repr(C)] struct Hooked { extra: u64, seen: Seen } // programs would read `extra` as `a`
 /// fn extra(context: &Hooked) -> u64 { context.extra }
 /// program_type! {
@@ -1068,7 +1083,7 @@ macro_rules! helpers {
 ///
 /// ```compile_fail
 /// # use ebpf_ext_program_info::*;
-/// #[repr(C)] struct Seen { a: u64, b: u64, c: u64 }
+/// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Seen { a: u64, b: u64, c: u64 } }
 /// #[repr(C)] struct Small { a: u64, b: u64 }
 /// #[repr(C)] struct Hooked { small: Small, extra: u64 } // 16 bytes where programs see 24
 /// fn extra(context: &Hooked) -> u64 { context.extra }
@@ -1085,7 +1100,7 @@ macro_rules! helpers {
 /// # use ebpf_ext_program_info::*;
 /// # use ebpf_ext_pool::PoolTag;
 /// # use ebpf_ext_sys::ebpf_result::ebpf_result_t;
-/// #[repr(C)] #[derive(Clone, Copy)] struct Seen { a: u64, b: u64 }
+/// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Seen { a: u64, b: u64 } }
 /// #[repr(C)] #[derive(Clone, Copy)] struct Hooked { seen: Seen, extra: u64 }
 /// fn a(context: &Hooked) -> u64 { context.extra }
 /// struct Run; // builds only what programs see: a helper would read `extra` past it
@@ -1112,7 +1127,7 @@ macro_rules! helpers {
 /// # use ebpf_ext_program_info::*;
 /// # use ebpf_ext_pool::PoolTag;
 /// # use ebpf_ext_sys::ebpf_result::ebpf_result_t;
-/// # #[repr(C)] #[derive(Clone, Copy)] struct Seen { a: u64, b: u64 }
+/// # no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Seen { a: u64, b: u64 } }
 /// # #[repr(C)] #[derive(Clone, Copy)] struct Hooked { seen: Seen, extra: u64 }
 /// # fn a(context: &Hooked) -> u64 { context.extra }
 /// # struct Run;
@@ -1161,6 +1176,10 @@ macro_rules! program_type {
                 );
             type __EBPF_EXT_HELPER_CONTEXT =
                 $crate::program_type!(@helper_context $ctx $(, $helper_ctx)?);
+            // Programs may write any bytes of what they see, and read all of them: a bit
+            // pattern they write must be a value of the type (no `bool`, enum or reference),
+            // and no byte may be padding (uninitialised kernel memory).
+            const _: () = $crate::program_context_is_any_bit_pattern::<$ctx>();
             $(
                 // The data pointers are `DataPointer`s (that very type): fields the SDK writes
                 // before programs run, and that safe code cannot point anywhere else.

@@ -779,6 +779,11 @@ impl ProgramData {
     }
 }
 
+/// Compiles only for a `T` programs may see as their context ([`NoPadding`]: every bit
+/// pattern a value, no padding); [`program_type!`] calls it for its `context`.
+#[doc(hidden)]
+pub const fn program_context_is_any_bit_pattern<T: NoPadding>() {}
+
 /// [`ProgramData`] whose helpers (type-specific and global overrides) and test runs read the
 /// program context as `C`: what [`program_type!`] declares. A hook takes one to prove that
 /// it invokes the type's programs with the context their helpers read (the facade's
@@ -796,6 +801,8 @@ impl<C> TypedProgramData<C> {
     /// Every helper in `data`'s tables (type-specific and global overrides) and its test-run
     /// context functions treat the program context as a `C` (as [`helpers!`] declared with
     /// `context C` and a [`TestRun`] with `Context = C` do; [`program_type!`] checks both).
+    /// The bytes of `C` programs may write (the context descriptor's size) are a
+    /// [`NoPadding`] type: any bytes a program writes there leave `C` valid.
     /// If its context descriptor names data pointers ([`ProgramData::data_fields`]), they are
     /// two [`DataPointer`] fields of `C`, which hooks write before every invocation; its test
     /// runs set them as [`ProgramData::with_test_run_data`] does, and its `ContextMut` helpers

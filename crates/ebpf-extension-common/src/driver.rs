@@ -504,7 +504,7 @@ impl Start<'_> {
     /// ```
     /// # use ebpf_ext_usersim as _;
     /// # use ebpf_extension_common::prelude::*;
-    /// #[repr(C)] struct Seen { a: u64, b: u64 }
+    /// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Seen { a: u64, b: u64 } }
     /// fn a(context: &Seen) -> u64 { context.a }
     /// program_type! {
     ///     static DATA = c"example", GUID::from_u128(1), 1000;
@@ -530,7 +530,7 @@ impl Start<'_> {
     /// ```compile_fail
     /// # use ebpf_ext_usersim as _;
     /// # use ebpf_extension_common::prelude::*;
-    /// #[repr(C)] struct Seen { a: u64, b: u64 }
+    /// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Seen { a: u64, b: u64 } }
     /// fn a(context: &Seen) -> u64 { context.a }
     /// program_type! {
     ///     static DATA = c"example", GUID::from_u128(1), 1000;

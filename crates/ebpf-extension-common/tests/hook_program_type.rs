@@ -20,10 +20,13 @@ const PROGRAM: GUID = GUID::from_u128(0x7d0e_0011_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f)
 const OTHER_PROGRAM: GUID = GUID::from_u128(0x7d0e_0012_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f);
 const HOOK: GUID = GUID::from_u128(0x7d0e_0013_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f);
 
-#[repr(C)]
-struct EventContext {
-    value: u64,
-    flags: u64,
+no_padding! {
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct EventContext {
+        value: u64,
+        flags: u64,
+    }
 }
 
 fn value(context: &EventContext) -> u64 {

@@ -64,10 +64,13 @@ mod program_type {
     const TAG: PoolTag = PoolTag::new(*b"PtTw");
     const PROGRAM: GUID = GUID::from_u128(0x7d0e_0021_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f);
 
-    #[repr(C)]
-    struct Narrow {
-        value: u64,
-        flags: u64,
+    no_padding! {
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Narrow {
+            value: u64,
+            flags: u64,
+        }
     }
 
     #[repr(C)]

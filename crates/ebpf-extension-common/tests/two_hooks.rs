@@ -38,20 +38,24 @@ const CONNECT_HOOK: GUID = GUID::from_u128(0x7d0e_0004_4a8b_4c2d_9e1f_1a2b_3c4d_
 
 // ---- Two program types, each with its own context and helper --------------------------------
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct BindContext {
-    data_start: DataPointer,
-    data_end: DataPointer,
-    port: u64,
+no_padding! {
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct BindContext {
+        data_start: DataPointer,
+        data_end: DataPointer,
+        port: u64,
+    }
 }
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct ConnectContext {
-    data_start: DataPointer,
-    data_end: DataPointer,
-    address: u64,
+no_padding! {
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct ConnectContext {
+        data_start: DataPointer,
+        data_end: DataPointer,
+        address: u64,
+    }
 }
 
 fn bind_port(context: &BindContext) -> u64 {

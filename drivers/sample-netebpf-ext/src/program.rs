@@ -12,18 +12,20 @@ pub const HELPER_GET_INTERFACE_ID: u32 = 0x1_0000;
 /// Helper id of `sample_net_checksum(data, size)`.
 pub const HELPER_CHECKSUM: u32 = 0x1_0001;
 
-/// What a `sample_net` program sees.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PacketContext {
-    /// First byte of the packet (set by the SDK: `ProgramContext::with_data`).
-    pub data_start: DataPointer,
-    /// One past its last byte.
-    pub data_end: DataPointer,
-    /// The interface the packet arrived on.
-    pub interface_id: u32,
-    /// Its IP protocol number.
-    pub protocol: u32,
+no_padding! {
+    /// What a `sample_net` program sees.
+    #[repr(C)]
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct PacketContext {
+        /// First byte of the packet (set by the SDK: `ProgramContext::with_data`).
+        pub data_start: DataPointer,
+        /// One past its last byte.
+        pub data_end: DataPointer,
+        /// The interface the packet arrived on.
+        pub interface_id: u32,
+        /// Its IP protocol number.
+        pub protocol: u32,
+    }
 }
 
 /// `sample_net_get_interface_id(ctx)`: the context's interface id.
