@@ -25,7 +25,7 @@ pub(crate) struct Options {
 }
 
 pub(crate) fn run_ci(options: &Options) -> Result<()> {
-    crate::prereqs::ensure()?;
+    crate::prereqs::ensure(crate::prereqs::Scope::Sdk)?;
     if !options.tests_only {
         run(command(Tool::Cargo).args(["fmt", "--all", "--", "--check"]))?;
         run(command(Tool::Cargo).args([
@@ -105,7 +105,7 @@ fn no_std_crates(root: &Path) -> Result<Vec<String>> {
 
 /// `cargo check --target x86_64-pc-windows-msvc -Zbuild-std=core,alloc` for every no_std crate.
 pub(crate) fn check_driver_target() -> Result<()> {
-    crate::prereqs::ensure()?;
+    crate::prereqs::ensure(crate::prereqs::Scope::Sdk)?;
     let root = workspace_root();
     driver_toolchain()?;
     let target_dir = root.join("target").join("driver-check");

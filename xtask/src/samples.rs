@@ -53,7 +53,7 @@ service, and collects the ETW log. This host is not Windows, so nothing was depl
 
 /// `cargo xtask test-sample [--vm NAME]`.
 pub(crate) fn test_sample(options: &TestOptions) -> Result<()> {
-    crate::prereqs::ensure()?;
+    crate::prereqs::ensure(crate::prereqs::Scope::Sdk)?;
     let binary = !options.native_only;
     if binary {
         build_drivers(None)?;
@@ -125,7 +125,7 @@ pub(crate) fn demo(options: &DemoOptions) -> Result<()> {
             log.display()
         );
     }
-    crate::prereqs::ensure()?;
+    crate::prereqs::ensure(crate::prereqs::Scope::Sdk)?;
     println!(
         "[1/4] build: core/alloc from source for x86_64-pc-windows-msvc, fat-LTO link, checks (xtask + pefile)"
     );

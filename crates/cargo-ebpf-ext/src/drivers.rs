@@ -217,7 +217,7 @@ fn built(out: &Path, driver: &Driver, command: &str) -> Result<(PathBuf, PathBuf
 /// A missing prerequisite, a failed build, or an image that fails its checks.
 pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
     let drivers = ws.select(only)?;
-    crate::prereqs::ensure()?;
+    crate::prereqs::ensure(crate::prereqs::Scope::Drivers)?;
     driver_toolchain()?;
     let out = ws.output_dir();
     fs::create_dir_all(&out)?;

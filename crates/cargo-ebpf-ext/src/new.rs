@@ -29,6 +29,17 @@ pub enum Sdk {
 }
 
 impl Sdk {
+    /// This SDK as the manifest in `dir` names it: a checkout by a path relative to `dir` (a
+    /// manifest holds no machine's absolute paths), a git pin as it is.
+    fn seen_from(&self, dir: &Path) -> Sdk {
+        match (self, std::path::absolute(dir)) {
+            (Sdk::Path(root), Ok(dir)) if root.is_absolute() => {
+                Sdk::Path(relative_path(&dir, root))
+            }
+            _ => self.clone(),
+        }
+    }
+
     /// The dependency table of `krate`.
     fn dependency(&self, krate: &str) -> String {
         match self {
@@ -205,6 +216,67 @@ fn camel(name: &str) -> String {
         .collect()
 }
 
+/// Library names the generated code could not use in paths (`{{lib}}::…`): the keywords of
+/// Rust 2024 and the crates every crate can name.
+const RESERVED: &[&str] = &[
+    "as",
+    "async",
+    "await",
+    "break",
+    "const",
+    "continue",
+    "crate",
+    "dyn",
+    "else",
+    "enum",
+    "extern",
+    "false",
+    "fn",
+    "for",
+    "gen",
+    "if",
+    "impl",
+    "in",
+    "let",
+    "loop",
+    "match",
+    "mod",
+    "move",
+    "mut",
+    "pub",
+    "ref",
+    "return",
+    "self",
+    "static",
+    "struct",
+    "super",
+    "trait",
+    "true",
+    "type",
+    "unsafe",
+    "use",
+    "where",
+    "while",
+    "abstract",
+    "become",
+    "box",
+    "do",
+    "final",
+    "macro",
+    "override",
+    "priv",
+    "try",
+    "typeof",
+    "unsized",
+    "virtual",
+    "yield",
+    "core",
+    "std",
+    "alloc",
+    "test",
+    "proc_macro",
+];
+
 /// The files of a new extension called `name` (package name), relative to its folder.
 ///
 /// # Errors
@@ -219,6 +291,16 @@ pub fn files(name: &str, sdk: &Sdk) -> Result<Vec<(PathBuf, String)>> {
         bail!("{name:?}: use lower-case letters, digits, - and _, starting with a letter");
     }
     let lib = name.replace('-', "_");
+    if lib.len() > crate::store::MAX_SECTION_NAME {
+        bail!(
+            "{name:?}: at most {} characters: the library name is also the program type's \
+             section name in the eBPF store, whose reader skips longer ones",
+            crate::store::MAX_SECTION_NAME
+        );
+    }
+    if RESERVED.contains(&lib.as_str()) {
+        bail!("{name:?}: a Rust keyword or standard crate's name cannot name the library");
+    }
     let service = camel(name);
     let (program_type, attach_type, etw) = (fresh_guid()?, fresh_guid()?, fresh_guid()?);
     let random = random_bytes()?;
@@ -440,7 +522,7 @@ pub fn add_member(name: &str, root: &Path, dir: &Path, sdk: &Sdk) -> Result<Vec<
     // Checked before any file is written, so a manifest this cannot edit changes nothing.
     let edited = with_member(&text, &member)
         .with_context(|| format!("add {member} to {}", manifest.display()))?;
-    let mut written = write_files(dir, member_files(name, sdk)?)?;
+    let mut written = write_files(dir, member_files(name, &sdk.seen_from(dir))?)?;
     if let Some(edited) = edited {
         fs::write(&manifest, edited).with_context(|| format!("write {}", manifest.display()))?;
         written.push(manifest);
@@ -469,7 +551,18 @@ pub fn create(name: &str, dir: &Path, sdk: &Sdk) -> Result<Vec<PathBuf>> {
     if dir.exists() {
         bail!("{} exists; pick a new folder", dir.display());
     }
-    write_files(dir, files(name, sdk)?)
+    write_files(dir, files(name, &sdk.seen_from(dir))?)
+}
+
+/// `target` as a path from the folder `from` (both absolute): `..` up to their closest common
+/// folder, then down to `target`.
+fn relative_path(from: &Path, target: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let target: Vec<_> = target.components().collect();
+    let common = from.iter().zip(&target).take_while(|(a, b)| a == b).count();
+    let mut path: PathBuf = from[common..].iter().map(|_| "..").collect();
+    path.extend(&target[common..]);
+    path
 }
 
 #[cfg(test)]
@@ -574,6 +667,26 @@ mod tests {
             assert!(names.iter().any(|n| n == file), "{names:?}");
         }
         assert!(files("My Ext", &sdk).is_err());
+        assert_eq!(
+            relative_path(Path::new("/ws/drivers/my-ext"), Path::new("/ws")),
+            Path::new("../..")
+        );
+        assert_eq!(
+            relative_path(Path::new("/home/a/ext"), Path::new("/home/b/sdk")),
+            Path::new("../../b/sdk")
+        );
+        let checkout = Sdk::Path("/home/b/sdk".into()).seen_from(Path::new("/home/a/ext"));
+        assert_eq!(
+            checkout.dependency("ebpf-ext-map"),
+            r#"{ path = "../../b/sdk/crates/ebpf-ext-map" }"#
+        );
         assert_eq!(camel("my-ext_two"), "MyExtTwo");
+        let longest = "e".repeat(crate::store::MAX_SECTION_NAME);
+        assert!(files(&longest, &sdk).is_ok());
+        let error = files(&format!("{longest}x"), &sdk).expect_err("too long");
+        assert!(error.to_string().contains("section name"), "{error}");
+        for reserved in ["core", "std", "test", "async", "self"] {
+            assert!(files(reserved, &sdk).is_err(), "{reserved}");
+        }
     }
 }

@@ -58,6 +58,34 @@ impl Source {
     }
 }
 
+/// Who needs a line of the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Building, signing, packaging and testing any extension's drivers (what
+    /// `cargo ebpf-ext build` needs).
+    Drivers,
+    /// This SDK workspace's own tests and tools too (fuzzing, lints, the layout test, the
+    /// samples' BPF programs, the fresh-machine check).
+    Sdk,
+}
+
+impl Scope {
+    fn parse(word: &str) -> Option<Self> {
+        Some(match word {
+            "drivers" => Self::Drivers,
+            "sdk" => Self::Sdk,
+            _ => return None,
+        })
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Self::Drivers => "every extension",
+            Self::Sdk => "this workspace",
+        }
+    }
+}
+
 /// One line of the list.
 #[derive(Debug, Clone, Copy)]
 pub struct Prerequisite {
@@ -69,6 +97,8 @@ pub struct Prerequisite {
     pub provides: &'static str,
     /// What uses it.
     pub purpose: &'static str,
+    /// Who needs it.
+    pub scope: Scope,
 }
 
 /// Every line of the list, in order.
@@ -81,8 +111,8 @@ pub fn list() -> Vec<Prerequisite> {
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|line| {
             let fields: Vec<&'static str> = line.split('\t').collect();
-            let [source, name, provides, purpose] = fields[..] else {
-                panic!("prerequisites.tsv: not four tab-separated fields: {line:?}");
+            let [source, name, provides, purpose, scope] = fields[..] else {
+                panic!("prerequisites.tsv: not five tab-separated fields: {line:?}");
             };
             Prerequisite {
                 source: Source::parse(source)
@@ -90,6 +120,8 @@ pub fn list() -> Vec<Prerequisite> {
                 name,
                 provides,
                 purpose,
+                scope: Scope::parse(scope)
+                    .unwrap_or_else(|| panic!("prerequisites.tsv: unknown scope {scope:?}")),
             }
         })
         .collect()
@@ -302,6 +334,11 @@ pub struct Options {
     /// Install what is missing (Debian packages need root).
     #[arg(long)]
     pub install: bool,
+    /// Include what only this SDK's own workspace needs (its tests, fuzzing, lints), not only
+    /// what building and testing an extension's drivers needs. `cargo xtask prereqs` always
+    /// does.
+    #[arg(long)]
+    pub sdk: bool,
     /// Print the list as the README's Markdown table.
     #[arg(long, conflicts_with = "install")]
     pub markdown: bool,
@@ -316,10 +353,15 @@ pub fn prereqs(options: &Options) -> Result<()> {
         print!("{}", markdown());
         return Ok(());
     }
+    let scope = if options.sdk {
+        Scope::Sdk
+    } else {
+        Scope::Drivers
+    };
     if options.install {
-        return ensure();
+        return ensure(scope);
     }
-    for p in list() {
+    for p in list().into_iter().filter(|p| p.scope <= scope) {
         let state = match present(&p) {
             Some(true) => "ok",
             Some(false) => "MISSING",
@@ -339,29 +381,33 @@ pub fn prereqs(options: &Options) -> Result<()> {
 /// The README's table of the list.
 #[must_use]
 pub fn markdown() -> String {
-    let mut table = String::from("| From | Install | Used from it | For |\n|---|---|---|---|\n");
+    let mut table = String::from(
+        "| From | Install | Used from it | For | Needed by |\n|---|---|---|---|---|\n",
+    );
     for p in list() {
         let _ = writeln!(
             table,
-            "| {} | `{}` | `{}` | {} |",
+            "| {} | `{}` | `{}` | {} | {} |",
             p.source.describe(),
             p.name,
             p.provides,
-            p.purpose
+            p.purpose,
+            p.scope.describe()
         );
     }
     table
 }
 
-/// Ensures every line that applies to this host is present: installs what is missing (Debian
-/// packages only as root), otherwise fails naming each missing line and how to get it.
+/// Ensures every line of `scope` (and narrower: [`Scope::Sdk`] includes [`Scope::Drivers`])
+/// that applies to this host is present: installs what is missing (Debian packages only as
+/// root), otherwise fails naming each missing line and how to get it.
 ///
 /// # Errors
 /// A missing line it cannot install, or a failed install.
-pub fn ensure() -> Result<()> {
+pub fn ensure(scope: Scope) -> Result<()> {
     let missing: Vec<Prerequisite> = list()
         .into_iter()
-        .filter(|p| present(p) == Some(false))
+        .filter(|p| p.scope <= scope && present(p) == Some(false))
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -438,6 +484,46 @@ mod tests {
             names.len(),
             count,
             "a name appears twice in prerequisites.tsv"
+        );
+    }
+
+    /// What cargo-ebpf-ext itself runs for an extension is on a line every extension gets
+    /// (`cargo ebpf-ext build` checks only those).
+    #[test]
+    fn every_tool_the_extension_commands_run_is_a_drivers_line() {
+        let mut sources = String::new();
+        for entry in std::fs::read_dir(manifest_dir().join("src")).expect("src") {
+            let path = entry.expect("entry").path();
+            if !path.ends_with("prereqs.rs") && path.extension().is_some_and(|e| e == "rs") {
+                sources += &std::fs::read_to_string(&path).expect("source");
+            }
+        }
+        let list = list();
+        let mut used = 0;
+        for tool in Tool::ALL {
+            if !sources.contains(&format!("Tool::{tool:?}")) {
+                continue;
+            }
+            used += 1;
+            let line = list
+                .iter()
+                .find(|p| p.name == tool.package())
+                .expect("every tool has its line");
+            assert_eq!(
+                line.scope,
+                Scope::Drivers,
+                "cargo-ebpf-ext runs {tool:?}, but its line {:?} is for this workspace only",
+                line.name
+            );
+        }
+        assert!(
+            used >= 8,
+            "found only {used} tools in cargo-ebpf-ext's sources"
+        );
+        assert!(
+            list.iter()
+                .any(|p| p.scope == Scope::Sdk && p.name == "cargo-fuzz"),
+            "fuzzing is this workspace's"
         );
     }
 
