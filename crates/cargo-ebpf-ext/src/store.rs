@@ -189,8 +189,9 @@ pub const MAX_SECTION_NAME: usize = 37;
 pub const MAX_KEY_NAME: usize = 255;
 
 /// Why `name` cannot be a store key name of this `kind` at most `max` characters long, if it
-/// cannot: empty, longer, or holding other than printable ASCII, or a `\` (which would make
-/// it a path of keys; the reader also narrows names to 8 bits).
+/// cannot: empty, longer, or holding a `\` (which would make it a path of keys) or other than
+/// printable ASCII (the reader's limits count UTF-16 units and registry names compare without
+/// case, so only ASCII keeps the length and clash checks here exact).
 #[must_use]
 pub fn key_name_problem(kind: &str, name: &str, max: usize) -> Option<String> {
     if name.is_empty() {

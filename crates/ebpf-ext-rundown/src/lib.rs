@@ -21,11 +21,14 @@
 //! rundown: the wait would never end.
 //!
 //! # Waiting twice
-//! The kernel's wait may not run twice at once on one reference, nor again after a wait that
-//! had to block until the completion routine (`ExRundownCompleted`) has run: until then the
-//! reference points at the first waiter's wait block. `wait_for_release` runs the kernel's
-//! wait and then its completion routine once; a later call returns at once, and a call while
-//! another thread waits spins until that wait ends (the SDK's own waits never overlap).
+//! The kernel's wait may not run twice at once on one reference, nor again before the
+//! completion routine (`ExRundownCompleted`) has run after a wait that had to block (every
+//! cache-aware wait): until then the reference points at the first waiter's wait block.
+//! `wait_for_release` runs the kernel's wait and then its completion routine once; a later
+//! call returns at once, and a call while another thread waits, or re-initialises, spins until
+//! that ends (at ≤ APC_LEVEL, so the waited-for threads still run; the SDK's own waits never
+//! overlap). `reinitialize` and `wait_for_release` may race: a wait that starts during a
+//! re-initialisation waits for the reopened reference.
 #![no_std]
 
 use core::cell::UnsafeCell;
@@ -44,36 +47,39 @@ use ebpf_ext_sys::wdm::{
 };
 use ebpf_ext_sys::{Error, Result};
 
-/// Where a reference's wait stands: open, being waited for by one thread, or run down (the
-/// kernel's wait and its completion routine both returned).
+/// Where a reference's wait stands: open, being waited for by one thread, run down (the
+/// kernel's wait and its completion routine both returned), or being re-initialised.
 struct WaitState(AtomicU8);
 
 impl WaitState {
     const OPEN: u8 = 0;
     const WAITING: u8 = 1;
     const RUN_DOWN: u8 = 2;
+    const REOPENING: u8 = 3;
 
     const fn new() -> Self {
         WaitState(AtomicU8::new(Self::OPEN))
     }
 
-    /// Runs `wait` (the kernel's wait, then its completion routine) if no thread has begun it;
-    /// otherwise spins until that thread's wait has ended. Returns once run down.
+    /// Runs `wait` (the kernel's wait, then its completion routine) if no thread is waiting;
+    /// otherwise spins until that thread's wait, or a re-initialisation, has ended. Returns
+    /// once run down.
     fn wait(&self, wait: impl FnOnce()) {
-        match self.0.compare_exchange(
-            Self::OPEN,
-            Self::WAITING,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => {
-                wait();
-                self.0.store(Self::RUN_DOWN, Ordering::Release);
-            }
-            Err(_) => {
-                while !self.is_run_down() {
-                    core::hint::spin_loop();
+        loop {
+            match self.0.compare_exchange(
+                Self::OPEN,
+                Self::WAITING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    wait();
+                    self.0.store(Self::RUN_DOWN, Ordering::Release);
+                    return;
                 }
+                Err(Self::RUN_DOWN) => return,
+                // Another thread waits, or re-initialises (then this one waits anew).
+                Err(_) => core::hint::spin_loop(),
             }
         }
     }
@@ -82,11 +88,17 @@ impl WaitState {
         self.0.load(Ordering::Acquire) == Self::RUN_DOWN
     }
 
-    /// Runs `reinitialize` and opens the reference again, if it is run down.
+    /// Runs `reinitialize` and opens the reference again, if it is run down. A wait that
+    /// starts meanwhile waits for the reopened reference.
     fn reopen(&self, reinitialize: impl FnOnce()) -> Result {
-        if !self.is_run_down() {
-            return Err(Error::InvalidDeviceState);
-        }
+        self.0
+            .compare_exchange(
+                Self::RUN_DOWN,
+                Self::REOPENING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .map_err(|_| Error::InvalidDeviceState)?;
         reinitialize();
         self.0.store(Self::OPEN, Ordering::Release);
         Ok(())
@@ -189,15 +201,15 @@ impl Rundown {
     /// ([`ExReInitializeRundownProtection`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exreinitializerundownprotection)).
     ///
     /// # Errors
-    /// [`Error::InvalidDeviceState`] if the wait has not completed.
+    /// [`Error::InvalidDeviceState`] if the wait has not completed (or another thread is
+    /// re-initialising it).
     ///
     /// # IRQL
     /// ≤ APC_LEVEL.
     ///
     /// # Locking
-    /// The caller must ensure no other thread waits on or re-initialises the reference at the
-    /// same time (guards cannot exist: the reference is run down), as for
-    /// [`CacheAwareRundown::reinitialize`].
+    /// None needed: one of two concurrent re-initialisations fails, and a wait that starts
+    /// meanwhile waits for the reopened reference (guards cannot exist: it is run down).
     pub fn reinitialize(&self) -> Result {
         self.state.reopen(|| {
             // SAFETY: the reference has been run down, so no guard exists and none can be
@@ -316,14 +328,15 @@ impl CacheAwareRundown {
     /// ([`ExReInitializeRundownProtectionCacheAware`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exreinitializerundownprotectioncacheaware)).
     ///
     /// # Errors
-    /// [`Error::InvalidDeviceState`] if the wait has not completed.
+    /// [`Error::InvalidDeviceState`] if the wait has not completed (or another thread is
+    /// re-initialising it).
     ///
     /// # IRQL
     /// ≤ APC_LEVEL.
     ///
     /// # Locking
-    /// The caller must ensure no other thread waits on or re-initialises the reference at the
-    /// same time (guards cannot exist: the reference is run down).
+    /// None needed: one of two concurrent re-initialisations fails, and a wait that starts
+    /// meanwhile waits for the reopened reference (guards cannot exist: it is run down).
     pub fn reinitialize(&self) -> Result {
         self.state.reopen(|| {
             // SAFETY: `inner` is live and run down, so no reference is held.

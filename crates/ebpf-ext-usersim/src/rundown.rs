@@ -9,10 +9,12 @@
 //! writes nothing, so a concurrent observer (`ExReInitializeRundownProtection`'s check, a
 //! waiter) never sees a reference that was never granted.
 //!
-//! A wait that had to block leaves the reference as Windows does until `ExRundownCompleted`
-//! (or `ExRundownCompletedCacheAware`): pointing at the waiter's wait block, where another wait
-//! would read references. usersim bug-checks such a second wait, and two waits at once; a wait
-//! after completion, or one that found nothing outstanding, returns at once.
+//! A wait that had to block leaves the reference as Windows does until `ExRundownCompleted`:
+//! pointing at the waiter's wait block, where another wait would read references; a
+//! cache-aware wait leaves it so in every processor's word whether or not it had to block,
+//! until `ExRundownCompletedCacheAware`. usersim bug-checks such a second wait, and two waits
+//! at once; a wait after the completion routine, or a plain wait after one that found nothing
+//! outstanding, returns at once.
 //!
 //! The cache-aware reference keeps one `EX_RUNDOWN_REF`-encoded word per simulated processor,
 //! each on its own cache line. Acquire compare-and-swaps the current processor's word, failing
@@ -233,8 +235,8 @@ pub unsafe extern "win64" fn ExRundownCompleted(RunRef: *mut EX_RUNDOWN_REF) {
 #[repr(C)]
 struct CacheAware {
     magic: AtomicU32,
-    /// `OPEN`, `WAITING`, `BLOCKED` (a wait that had to block returned; Windows leaves its
-    /// wait block in the words until `ExRundownCompletedCacheAware`) or `COMPLETED`.
+    /// `OPEN`, `WAITING`, `BLOCKED` (a wait returned; Windows leaves its wait block in the
+    /// words until `ExRundownCompletedCacheAware`) or `COMPLETED`.
     wait: AtomicU32,
     slots: u32,
     /// Pool tag when allocated by `ExAllocateCacheAwareRundownProtection`, else 0.
@@ -483,11 +485,10 @@ pub unsafe extern "win64" fn ExWaitForRundownProtectionReleaseCacheAware(
     for word in header.words() {
         word.fetch_or(ACTIVE, Ordering::SeqCst);
     }
-    let blocked = header.outstanding() != 0;
     with_kernel(API, |k| wait_until(k, || header.outstanding() == 0));
-    header
-        .wait
-        .store(if blocked { BLOCKED } else { COMPLETED }, Ordering::Release);
+    // The kernel's cache-aware wait leaves its wait block in every processor's word, whether
+    // or not it had to block.
+    header.wait.store(BLOCKED, Ordering::Release);
 }
 
 /// `ExRundownCompletedCacheAware`.

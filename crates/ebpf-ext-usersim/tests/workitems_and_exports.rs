@@ -198,3 +198,30 @@ fn a_work_item_on_a_device_that_does_not_exist_bugchecks() {
         (DRIVER_VERIFIER_DETECTED_VIOLATION, "IoAllocateWorkItem")
     );
 }
+
+/// Queuing a work item whose device object has been deleted and freed would run the routine
+/// with a dangling device.
+#[test]
+fn queuing_a_work_item_after_its_device_was_freed_bugchecks() {
+    let check = expect_bugcheck(
+        "queuing_a_work_item_after_its_device_was_freed_bugchecks",
+        || {
+            let _kernel = Kernel::new();
+            let mut driver = DriverObject::new();
+            let mut name = utf16("\\Device\\Freed");
+            let (status, device) = create_device(&mut driver, &mut name);
+            assert_eq!(status, STATUS_SUCCESS);
+            // SAFETY: a live device object.
+            let item = unsafe { IoAllocateWorkItem(device) };
+            assert!(!item.is_null());
+            // SAFETY: the device is ours; nothing references it, so it is freed.
+            unsafe { IoDeleteDevice(device) };
+            // SAFETY: a live, unqueued item (its device deliberately gone).
+            unsafe { IoQueueWorkItem(item, routine, DelayedWorkQueue, ptr::null_mut()) };
+        },
+    );
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (DRIVER_VERIFIER_DETECTED_VIOLATION, "IoQueueWorkItem")
+    );
+}

@@ -730,18 +730,19 @@ pub mod glue {
         };
         let (code, input_len, output_len) =
             (control.code(), control.input_len(), control.output_len());
-        let completion =
-            running.device_control(Request::new(code, control.buffer(), input_len, output_len));
+        let request = Request::new(code, control.buffer(), input_len, output_len);
+        let id = request.id();
+        let completion = running.device_control(request);
         drop(running);
         let (mut status, mut information) = (completion.status(), completion.information());
-        if information > output_len {
-            // Only a completion kept from another request can say so (this request's reply is
-            // bounded by its output): its bytes are not this request's, and the I/O manager
-            // would copy them past the caller's buffer.
+        if !completion.answers(id, output_len) {
+            // A reply to another request (kept from an earlier one, or made over a buffer of
+            // the driver's own): its bytes are not this request's, so the I/O manager would
+            // copy stale pool memory (or more than the caller's buffer holds) to user mode.
             ebpf_ext_trace::trace_message_status!(
                 ebpf_ext_trace::Level::Error,
                 ebpf_ext_trace::keyword::BASE,
-                "completion from another request refused: it covers more than the output",
+                "a reply to another request refused",
                 STATUS_INTERNAL_ERROR
             );
             (status, information) = (STATUS_INTERNAL_ERROR, 0);

@@ -27,6 +27,7 @@
 
 use core::mem::{align_of, size_of};
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use ebpf_ext_pool::PoolArray;
 use ebpf_ext_sys::ntdef::{NT_SUCCESS, NTSTATUS};
@@ -241,6 +242,28 @@ pub trait Ioctl {
     /// Alignment the system buffer must have (the I/O manager's is 16); a power of two, or
     /// [`Request::handle`] of the type does not build.
     ///
+    /// ```
+    /// # use ebpf_extension_common::ioctl::{Completion, Ioctl, Request};
+    /// ebpf_extension_common::wire! {
+    ///     #[derive(Clone, Copy)]
+    ///     struct Header { version: u32 }
+    /// }
+    /// enum Sixteen {}
+    /// impl Ioctl for Sixteen {
+    ///     const CODE: u32 = 0x22_2000;
+    ///     type Request = Header;
+    ///     type Reply = Header;
+    ///     const VERSION: Option<u32> = Some(1);
+    ///     const ALIGNMENT: usize = 16;
+    /// }
+    /// fn dispatch(request: Request<'_>) -> Completion {
+    ///     request.handle::<Sixteen>(|call| Ok(call.reply(&Header { version: 1 })))
+    /// }
+    /// let _ = dispatch as fn(Request<'_>) -> Completion;
+    /// ```
+    ///
+    /// Twelve does not:
+    ///
     /// ```compile_fail
     /// # use ebpf_extension_common::ioctl::{Completion, Ioctl, Request};
     /// ebpf_extension_common::wire! {
@@ -321,13 +344,18 @@ impl Refusal {
 
 /// How a request completes: status and the number of output bytes.
 ///
-/// Only the SDK makes one: [`Call::reply`] (`STATUS_SUCCESS` and the bytes it wrote) or a
-/// [`Refusal`] (its status and no bytes), so the bytes user mode gets back are always bytes
-/// the reply wrote, never the system buffer's stale pool memory.
+/// Only the SDK makes one: [`Call::reply`] (`STATUS_SUCCESS` and the bytes it wrote to its
+/// request's buffer) or a [`Refusal`] (its status and no bytes). A reply belongs to its
+/// request: the driver glue completes a request with a reply to another one (kept from an
+/// earlier request, or made over a buffer of the driver's own with [`Request::new`]) as
+/// `STATUS_INTERNAL_ERROR` with no bytes. So the bytes user mode gets back are always bytes a
+/// reply to that very request wrote, never the system buffer's stale pool memory.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Completion {
     status: NTSTATUS,
     information: usize,
+    /// The [`Request::id`] of the request a reply answers; 0 for a refusal (no bytes).
+    request: u64,
 }
 
 impl Completion {
@@ -341,6 +369,12 @@ impl Completion {
     #[must_use]
     pub fn information(&self) -> usize {
         self.information
+    }
+
+    /// Whether this completion may complete `request`: a refusal may complete any (it has no
+    /// bytes), a reply only the request it answers, and only within its output.
+    pub(crate) fn answers(&self, request: u64, output_len: usize) -> bool {
+        self.information == 0 || (self.request == request && self.information <= output_len)
     }
 }
 
@@ -362,9 +396,13 @@ impl From<Refusal> for Completion {
                 refusal.status
             },
             information: 0,
+            request: 0,
         }
     }
 }
+
+/// Identities of requests: 0 is none, so the first is 1.
+static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 
 /// A device-control request as the SDK hands it to [`crate::driver::ExtensionDriver`]: its
 /// code and its one system buffer, not yet interpreted.
@@ -373,11 +411,13 @@ pub struct Request<'a> {
     buffer: &'a mut [u8],
     input_len: usize,
     output_len: usize,
+    id: u64,
 }
 
 impl<'a> Request<'a> {
     /// A request over a `METHOD_BUFFERED` system buffer (`buffer.len()` = max(input, output)
-    /// bytes); host tests build requests directly, with any buffer.
+    /// bytes); host tests build requests directly, with any buffer. Each request is a new one
+    /// ([`Completion`]: a reply completes only the request it answers).
     #[must_use]
     pub fn new(code: u32, buffer: &'a mut [u8], input_len: usize, output_len: usize) -> Self {
         Request {
@@ -385,7 +425,13 @@ impl<'a> Request<'a> {
             buffer,
             input_len,
             output_len,
+            id: NEXT_REQUEST.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// This request's identity, which its replies carry.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The control code.
@@ -478,6 +524,7 @@ impl<'a> Request<'a> {
             input_len: self.input_len,
             output_len: self.output_len,
             trailing: 0,
+            id: self.id,
             _ioctl: core::marker::PhantomData,
         })
     }
@@ -491,6 +538,7 @@ pub struct Call<'a, I: Ioctl> {
     input_len: usize,
     output_len: usize,
     trailing: usize,
+    id: u64,
     _ioctl: core::marker::PhantomData<I>,
 }
 
@@ -549,6 +597,7 @@ impl<I: Ioctl> Call<'_, I> {
         Completion {
             status: STATUS_SUCCESS,
             information: size_of::<I::Reply>() + self.trailing,
+            request: self.id,
         }
     }
 }

@@ -41,6 +41,8 @@ impl Ioctl for Keep {
 const REPLAY: u32 = CTL_CODE(FILE_DEVICE_NETWORK, 0x901, METHOD_BUFFERED, FILE_ANY_ACCESS);
 /// Refused with `STATUS_PENDING`.
 const PEND: u32 = CTL_CODE(FILE_DEVICE_NETWORK, 0x902, METHOD_BUFFERED, FILE_ANY_ACCESS);
+/// Answered with a reply made over a buffer of the driver's own.
+const FABRICATE: u32 = CTL_CODE(FILE_DEVICE_NETWORK, 0x903, METHOD_BUFFERED, FILE_ANY_ACCESS);
 
 struct Keeper {
     kept: Mutex<Option<Completion>>,
@@ -78,6 +80,13 @@ impl ExtensionDriver for Keeper {
                 .take()
                 .unwrap_or_else(|| request.unknown()),
             PEND => request.handle::<Keep>(|_| Err(Refusal::new(STATUS_PENDING, "pending"))),
+            FABRICATE => {
+                let mut own = [0u64; 2];
+                // SAFETY: the 16 bytes of `own`.
+                let own = unsafe { core::slice::from_raw_parts_mut(own.as_mut_ptr().cast(), 16) };
+                Request::new(Keep::CODE, own, Header::SIZE, 16)
+                    .handle::<Keep>(|call| Ok(call.reply(&Header { value: 2 })))
+            }
             _ => request.unknown(),
         }
     }
@@ -104,6 +113,23 @@ fn a_completion_kept_from_another_request_or_a_pending_refusal_completes_as_an_e
     assert_eq!(
         (replayed.status, replayed.information, replayed.output.len()),
         (STATUS_INTERNAL_ERROR, 0, 0)
+    );
+    // Within the output, a kept reply would hand back the stale bytes of this request's
+    // system buffer.
+    let _ = kernel.device_io_control(&handle, Keep::CODE, &input, input.len());
+    let replayed = kernel.device_io_control(&handle, REPLAY, &[], input.len());
+    assert_eq!(
+        (replayed.status, replayed.output.len()),
+        (STATUS_INTERNAL_ERROR, 0),
+        "{:x?}",
+        replayed.output
+    );
+    let fabricated = kernel.device_io_control(&handle, FABRICATE, &[], 16);
+    assert_eq!(
+        (fabricated.status, fabricated.output.len()),
+        (STATUS_INTERNAL_ERROR, 0),
+        "{:x?}",
+        fabricated.output
     );
     // Without the refusal's mapping, usersim's check that nothing pends fails here.
     let pending = kernel.device_io_control(&handle, PEND, &input[..Header::SIZE], Header::SIZE);
