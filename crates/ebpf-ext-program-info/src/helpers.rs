@@ -119,7 +119,7 @@ unsafe impl<C: 'static> HelperArgument<C> for Context {
 /// ```
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)] struct Ctx { calls: u64, b: u64 }
-/// fn count(context: &mut Ctx, out: &mut [u8]) -> u64 {
+/// fn count(context: &mut Ctx, mut out: Output<'_>) -> u64 {
 ///     context.calls += 1;
 ///     out.fill(0);
 ///     context.calls
@@ -173,8 +173,105 @@ unsafe impl<C: 'static> HelperArgument<C> for Bytes {
     }
 }
 
-/// Writable memory and its size (`PTR_TO_WRITABLE_MEM`, `CONST_SIZE`), received as
-/// `&mut [u8]`.
+/// Memory a program passed for a helper to write (`PTR_TO_WRITABLE_MEM`, a [`BytesMut`]
+/// argument), for the call. The verifier lets a program pass bytes it has not initialised
+/// (its stack), so the helper may write them but never read them; what it leaves unwritten
+/// keeps what the program had there.
+pub struct Output<'a> {
+    start: *mut u8,
+    len: usize,
+    _memory: PhantomData<&'a mut [u8]>,
+}
+
+impl Output<'_> {
+    /// Bytes the program passed.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it passed none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes `bytes` from `offset` on; `false`, writing nothing, if they do not fit.
+    #[must_use = "false: they did not fit, and nothing was written"]
+    pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> bool {
+        if offset
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > self.len)
+        {
+            return false;
+        }
+        let to = self.start.wrapping_add(offset);
+        // SAFETY: `offset..offset + bytes.len()` lies within the `len` writable bytes at
+        // `start` (checked; the type's invariant); `ptr::copy` allows any overlap.
+        unsafe { ptr::copy(bytes.as_ptr(), to, bytes.len()) };
+        true
+    }
+
+    /// Sets every byte to `byte`.
+    pub fn fill(&mut self, byte: u8) {
+        // SAFETY: the `len` writable bytes at `start` (the type's invariant).
+        unsafe { ptr::write_bytes(self.start, byte, self.len) };
+    }
+}
+
+impl core::fmt::Debug for Output<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Output").field("len", &self.len).finish()
+    }
+}
+
+/// Memory a program passed for a helper to write (`PTR_TO_WRITABLE_MEM`, a [`CellsMut`]
+/// argument) that may overlap the helper's other memory arguments (a [`MapAndKey`] key,
+/// [`Cells`]), for the call: like [`Output`], written but never read. A shared view, as
+/// `&[Cell<u8>]` is (so `Copy`).
+#[derive(Clone, Copy)]
+pub struct SharedOutput<'a> {
+    start: *mut u8,
+    len: usize,
+    _memory: PhantomData<&'a [Cell<u8>]>,
+}
+
+impl SharedOutput<'_> {
+    /// Bytes the program passed.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it passed none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Sets the byte at `index` to `byte`; past the end, writes nothing.
+    pub fn set(&self, index: usize, byte: u8) {
+        if index >= self.len {
+            return;
+        }
+        let to = self.start.wrapping_add(index);
+        // SAFETY: `index` is within the `len` writable bytes at `start` (checked; the type's
+        // invariant); other arguments reach these bytes only as cells or raw pointers, which
+        // allow the write.
+        unsafe { to.write(byte) };
+    }
+}
+
+impl core::fmt::Debug for SharedOutput<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SharedOutput")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Writable memory and its size (`PTR_TO_WRITABLE_MEM`, `CONST_SIZE`), received as an
+/// [`Output`]: bytes to write, not to read (the program need not have initialised them).
 #[derive(Debug)]
 pub enum BytesMut {}
 
@@ -184,19 +281,22 @@ unsafe impl<C: 'static> HelperArgument<C> for BytesMut {
         EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
         EBPF_ARGUMENT_TYPE_CONST_SIZE,
     ];
-    type Value<'a> = &'a mut [u8];
+    type Value<'a> = Output<'a>;
     const MEMORY: Memory = Memory::Unique;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        match next_memory(registers, at) {
-            Some((pointer, size)) => {
-                let pointer = pointer as *mut u8;
-                // SAFETY: the verifier guarantees `size` writable bytes at `pointer` (program
-                // stack or map memory, not aliased by the context) for the call; a non-NULL
-                // `u8` pointer with size 0 is a valid empty slice.
-                unsafe { slice::from_raw_parts_mut(pointer, size) }
-            }
-            None => &mut [],
+        // An empty one gets a dangling pointer: the copies below need non-NULL even for 0.
+        let (start, len) = next_memory(registers, at)
+            .map_or((ptr::NonNull::dangling().as_ptr(), 0), |(pointer, size)| {
+                (pointer as *mut u8, size)
+            });
+        // INVARIANT: the verifier guarantees `size` writable bytes at `pointer` (program stack
+        // or map memory, not aliased by the context or, `Unique`, any other argument) for the
+        // call `'a`; none for NULL.
+        Output {
+            start,
+            len,
+            _memory: PhantomData,
         }
     }
 }
@@ -255,16 +355,15 @@ unsafe impl<C: 'static> HelperArgument<C> for Cells {
     }
 }
 
-/// Writable memory and its size (`PTR_TO_WRITABLE_MEM`, `CONST_SIZE`), received as
-/// `&[Cell<u8>]`: an output buffer for a helper whose other memory arguments may overlap it
+/// Writable memory and its size (`PTR_TO_WRITABLE_MEM`, `CONST_SIZE`), received as a
+/// [`SharedOutput`]: an output buffer for a helper whose other memory arguments may overlap it
 /// (a [`MapAndKey`] key, [`Cells`]); the prototype declares it writable as [`BytesMut`] does.
 ///
 /// ```
-/// # use core::cell::Cell;
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
-/// fn get(key: MapKey<'_>, out: &[Cell<u8>]) -> u64 {
-///     out.iter().for_each(|b| b.set(0));
+/// fn get(key: MapKey<'_>, out: SharedOutput<'_>) -> u64 {
+///     (0..out.len()).for_each(|i| out.set(i, 0));
 ///     0
 /// }
 /// helpers! { context Ctx; static H; static A; 0x10000, c"get" => get(MapAndKey, CellsMut); }
@@ -278,12 +377,23 @@ unsafe impl<C: 'static> HelperArgument<C> for CellsMut {
         EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
         EBPF_ARGUMENT_TYPE_CONST_SIZE,
     ];
-    type Value<'a> = &'a [Cell<u8>];
+    type Value<'a> = SharedOutput<'a>;
     const MEMORY: Memory = Memory::Cells;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        // SAFETY: the caller's precondition: the registers of this argument's kind.
-        unsafe { next_cells(registers, at) }
+        // An empty one gets a dangling pointer: the copies below need non-NULL even for 0.
+        let (start, len) = next_memory(registers, at)
+            .map_or((ptr::NonNull::dangling().as_ptr(), 0), |(pointer, size)| {
+                (pointer as *mut u8, size)
+            });
+        // INVARIANT: the verifier guarantees `size` writable bytes at `pointer` for the call
+        // `'a`; other arguments that may overlap them are cells or raw pointers
+        // (`check_overlap`); none for NULL.
+        SharedOutput {
+            start,
+            len,
+            _memory: PhantomData,
+        }
     }
 }
 
@@ -593,14 +703,14 @@ pub enum Memory {
     /// Reads and writes through cells (`&[Cell<u8>]`), or reads through raw pointers that
     /// never become references (a [`MapAndKey`] key).
     Cells,
-    /// Exclusive access (`&mut [u8]`).
+    /// Exclusive access ([`Output`]).
     Unique,
 }
 
 /// Checks that a helper whose arguments access memory as `kinds` (and, with
 /// `implicit_context`, the context as a last `&C`) cannot receive memory that Rust's aliasing
 /// rules forbid: the verifier lets a program pass overlapping buffers (a map key among them),
-/// so a `&mut [u8]` must be the only memory argument, and `Cells` may not share a helper with
+/// so an [`Output`] must be the only memory argument, and `Cells` may not share a helper with
 /// `&[u8]`; the context is
 /// one object, so a `&mut C` must be the helper's only view of it. The context never overlaps
 /// a memory argument (the verifier passes no `PTR_TO_CTX` as memory: [`ContextMut`]).
@@ -733,8 +843,8 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// ```compile_fail
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
-/// // The program may pass one buffer twice: `&[u8]` and `&mut [u8]` would alias.
-/// fn copy(from: &[u8], to: &mut [u8]) -> u64 { 0 }
+/// // The program may pass one buffer twice: `&[u8]` and the `Output` would alias.
+/// fn copy(from: &[u8], to: Output<'_>) -> u64 { 0 }
 /// helpers! { context Ctx; static H; static A; 0x10000, c"copy" => copy(Bytes, BytesMut); }
 /// ```
 ///
@@ -768,7 +878,7 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
 /// // The program's stack buffer, kept past the call.
-/// fn keep(out: &'static mut [u8]) -> u64 { 0 }
+/// fn keep(out: Output<'static>) -> u64 { 0 }
 /// helpers! { context Ctx; static H; static A; 0x10000, c"keep" => keep(BytesMut); }
 /// ```
 ///
@@ -797,7 +907,7 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
 /// // The verifier stops at the DONTCARE: the buffer after it would reach `f` unchecked.
-/// fn f(_: u64, out: &mut [u8]) -> u64 { 0 }
+/// fn f(_: u64, out: Output<'_>) -> u64 { 0 }
 /// helpers! { context Ctx; static H; static A; 0x10000, c"f" => f(DontCare, BytesMut); }
 /// ```
 ///
@@ -805,7 +915,7 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
 /// // The key may be the output buffer: the program may pass one stack buffer as both.
-/// fn get(key: MapKey<'_>, out: &mut [u8]) -> u64 { 0 }
+/// fn get(key: MapKey<'_>, out: Output<'_>) -> u64 { 0 }
 /// helpers! { context Ctx; static H; static A; 0x10000, c"get" => get(MapAndKey, BytesMut); }
 /// ```
 ///
@@ -883,7 +993,7 @@ macro_rules! helpers {
             r5: ::core::primitive::u64,
         ) -> ::core::primitive::u64 {
             // The function must take its arguments for any lifetime: they are valid for this
-            // call only, so it may not ask for longer ones (`&'static mut [u8]`).
+            // call only, so it may not ask for longer ones (`Output<'static>`).
             let function: for<'call> fn(
                 $(<$kind as $crate::HelperArgument<$ctx>>::Value<'call>),*
             ) -> $ret = $function;

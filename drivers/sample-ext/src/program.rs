@@ -162,15 +162,15 @@ fn map_lookup_element(_: MapKey<'_>, _: &SampleContext) -> MapValueOrNull {
 
 /// `sample_ext_helper_map_get_value(map, key, value, size)`: copies the 4-byte value the custom
 /// map holds for `key` to the front of `out`; 0, or -1 if `map` is not a custom map or has no
-/// such key. The output is cells: a program may pass its key buffer as the output too.
-fn map_get_value(key: MapKey<'_>, out: &[Cell<u8>], _: &SampleContext) -> u64 {
+/// such key. The output may overlap the key: a program may pass its key buffer as both.
+fn map_get_value(key: MapKey<'_>, out: SharedOutput<'_>, _: &SampleContext) -> u64 {
     match DRIVER
         .get()
         .and_then(|driver| driver.maps.stored_value(key))
     {
         Some((_, stored)) if !out.is_empty() => {
-            for (slot, byte) in out.iter().zip(stored).take(4) {
-                slot.set(byte.get());
+            for (index, byte) in stored.iter().take(4).enumerate() {
+                out.set(index, byte.get());
             }
             0
         }

@@ -110,18 +110,16 @@ const EINVAL: i32 = 22;
 const ENOENT: i32 = 2;
 
 /// Copies `source` into `out`: its length in bytes; `-EINVAL` if `out` is shorter; 0 if empty.
-fn copy_bytes(source: &[u8], out: &mut [u8]) -> u64 {
-    let result = match out.get_mut(..source.len()) {
-        None => -EINVAL,
-        Some(out) => {
-            out.copy_from_slice(source);
-            i32::try_from(source.len()).unwrap_or(-EINVAL)
-        }
+fn copy_bytes(source: &[u8], mut out: Output<'_>) -> u64 {
+    let result = if out.write_at(0, source) {
+        i32::try_from(source.len()).unwrap_or(-EINVAL)
+    } else {
+        -EINVAL
     };
     i64::from(result).cast_unsigned()
 }
 
-fn get_image_path(notification: &Notification, out: &mut [u8]) -> u64 {
+fn get_image_path(notification: &Notification, out: Output<'_>) -> u64 {
     let image = &notification.notify.image_file_name;
     if image.buffer.is_null() {
         // Only ever with Length 0: the notify routine and test runs set no other.
@@ -145,7 +143,7 @@ impl Notification {
 
 /// The account string, or `-ENOENT` if the token's SID does not resolve (looked up by the
 /// first account helper call of the notification, for every later call and program).
-fn account(notification: &mut Notification, domain: bool, out: &mut [u8]) -> u64 {
+fn account(notification: &mut Notification, domain: bool, out: Output<'_>) -> u64 {
     let public = &notification.notify.public;
     let sid = public.token_sid;
     let sid = sid.get(..public.token_sid_size as usize).unwrap_or(&[]);
@@ -169,11 +167,11 @@ fn account(notification: &mut Notification, domain: bool, out: &mut [u8]) -> u64
     }
 }
 
-fn get_account_name(notification: &mut Notification, out: &mut [u8]) -> u64 {
+fn get_account_name(notification: &mut Notification, out: Output<'_>) -> u64 {
     account(notification, false, out)
 }
 
-fn get_account_domain(notification: &mut Notification, out: &mut [u8]) -> u64 {
+fn get_account_domain(notification: &mut Notification, out: Output<'_>) -> u64 {
     account(notification, true, out)
 }
 
