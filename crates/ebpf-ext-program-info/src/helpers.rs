@@ -147,6 +147,10 @@ unsafe impl<C: 'static> HelperArgument<C> for ContextMut {
 }
 
 /// Readable memory and its size (`PTR_TO_READABLE_MEM`, `CONST_SIZE`), received as `&[u8]`.
+///
+/// Not done: the memory may be a map value, which another processor's program or user mode
+/// may write during the call (as in C extensions, the core takes no lock for it). Read each
+/// byte a decision depends on once (copy it out first), and do not rely on two reads agreeing.
 #[derive(Debug)]
 pub enum Bytes {}
 
