@@ -217,7 +217,7 @@ fn camel(name: &str) -> String {
 }
 
 /// Library names the generated code could not use in paths (`{{lib}}::…`): the keywords of
-/// Rust 2024 and the crates every crate can name.
+/// Rust 2024, the crates every crate can name, and the template's own dependencies.
 const RESERVED: &[&str] = &[
     "as",
     "async",
@@ -275,6 +275,12 @@ const RESERVED: &[&str] = &[
     "alloc",
     "test",
     "proc_macro",
+    "tracelogging",
+    "ebpf_extension_common",
+    "ebpf_ext_map",
+    "ebpf_ext_usersim",
+    "ebpf_ext_core_sim",
+    "ebpf_ext_testing",
 ];
 
 /// The files of a new extension called `name` (package name), relative to its folder.
@@ -554,11 +560,28 @@ pub fn create(name: &str, dir: &Path, sdk: &Sdk) -> Result<Vec<PathBuf>> {
     write_files(dir, files(name, &sdk.seen_from(dir))?)
 }
 
+/// `path` with `.` dropped and each `..` taking back the folder before it (lexically: as the
+/// path reads, symbolic links not followed).
+fn normalised(path: &Path) -> Vec<std::path::Component<'_>> {
+    use std::path::Component;
+    let mut parts: Vec<Component<'_>> = Vec::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(parts.last(), Some(Component::Normal(_))) => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    parts
+}
+
 /// `target` as a path from the folder `from` (both absolute): `..` up to their closest common
 /// folder, then down to `target`.
 fn relative_path(from: &Path, target: &Path) -> PathBuf {
-    let from: Vec<_> = from.components().collect();
-    let target: Vec<_> = target.components().collect();
+    let from = normalised(from);
+    let target = normalised(target);
     let common = from.iter().zip(&target).take_while(|(a, b)| a == b).count();
     let mut path: PathBuf = from[common..].iter().map(|_| "..").collect();
     path.extend(&target[common..]);
@@ -674,6 +697,11 @@ mod tests {
         assert_eq!(
             relative_path(Path::new("/home/a/ext"), Path::new("/home/b/sdk")),
             Path::new("../../b/sdk")
+        );
+        assert_eq!(
+            relative_path(Path::new("/home/u/work/../ext"), Path::new("/home/u/./sdk")),
+            Path::new("../sdk"),
+            "`..` and `.` as the path reads"
         );
         let checkout = Sdk::Path("/home/b/sdk".into()).seen_from(Path::new("/home/a/ext"));
         assert_eq!(

@@ -295,17 +295,18 @@ impl BtfFunctions {
 /// memory.
 ///
 /// ```
-/// # use core::cell::Cell;
 /// # use ebpf_ext_program_info::*;
 /// # use ebpf_ext_sys::ntdef::GUID;
 /// /// Stores `key` in the first bytes of `value`; returns how many were written.
-/// fn lookup(key: u64, value: &[Cell<u8>]) -> u64 {
-///     value.iter().zip(key.to_le_bytes()).map(|(slot, byte)| slot.set(byte)).count() as u64
+/// fn lookup(key: u64, mut value: Output<'_>) -> u64 {
+///     let bytes = key.to_le_bytes();
+///     let n = bytes.len().min(value.len());
+///     if value.write_at(0, &bytes[..n]) { n as u64 } else { 0 }
 /// }
 /// btf_functions! {
 ///     /// The module's functions.
 ///     pub static FUNCTIONS = module GUID::from_u128(0x8f6c1f83_ce4c_4b58_8b91_654a29e23b7c);
-///     c"my_driver_lookup" => lookup(Anything, Cells);
+///     c"my_driver_lookup" => lookup(Anything, BytesMut);
 /// }
 /// assert_eq!(FUNCTIONS.raw().btf_resolved_function_count, 1);
 /// ```

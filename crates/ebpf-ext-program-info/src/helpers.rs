@@ -223,6 +223,12 @@ impl Output<'_> {
     }
 }
 
+// SAFETY: an `Output` is the one view of its bytes for `'a`, as `&'a mut [u8]` is (which is
+// `Send` and `Sync`); `&self` methods only read its length.
+unsafe impl Send for Output<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Output<'_> {}
+
 impl core::fmt::Debug for Output<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Output").field("len", &self.len).finish()

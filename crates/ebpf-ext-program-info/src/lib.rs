@@ -916,8 +916,9 @@ impl ProgramInfoProvider {
     /// provider of the same program type whose helpers read another (the core may bind
     /// either). If the context descriptor names data pointers, every value they hold while a
     /// program runs bounds live memory the program may read and write: hooks and test runs
-    /// set them, and each `ContextMut` helper leaves them as it found them (a
-    /// [`TypedProgramData`] from [`program_type!`] ensures both for the SDK's hooks).
+    /// set them, and each `ContextMut` helper leaves them as it found them. The bytes programs
+    /// may write (the context descriptor's size) are a [`NoPadding`] type. (A
+    /// [`TypedProgramData`] from [`program_type!`] ensures all of this for the SDK's hooks.)
     ///
     /// # Errors
     /// [`ebpf_ext_sys::Error::InsufficientResources`] if the context cannot be allocated; the status of

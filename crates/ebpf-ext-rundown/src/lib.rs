@@ -27,8 +27,12 @@
 //! `wait_for_release` runs the kernel's wait and then its completion routine once; a later
 //! call returns at once, and a call while another thread waits, or re-initialises, spins until
 //! that ends (at ≤ APC_LEVEL, so the waited-for threads still run; the SDK's own waits never
-//! overlap). `reinitialize` and `wait_for_release` may race: a wait that starts during a
-//! re-initialisation waits for the reopened reference.
+//! overlap). `reinitialize` and `wait_for_release` may race without harm to the kernel's
+//! state: a wait that starts during a re-initialisation waits for the reopened reference. But
+//! a returned wait then says only that the reference was run down at some point since the
+//! call began: a racing re-initialisation may reopen it at once (and a waiter that missed the
+//! run-down state runs the reopened reference down itself). A caller that frees what the
+//! reference protects must not re-initialise it concurrently.
 #![no_std]
 
 use core::cell::UnsafeCell;
@@ -208,8 +212,10 @@ impl Rundown {
     /// ≤ APC_LEVEL.
     ///
     /// # Locking
-    /// None needed: one of two concurrent re-initialisations fails, and a wait that starts
-    /// meanwhile waits for the reopened reference (guards cannot exist: it is run down).
+    /// None needed for the kernel's sake: one of two concurrent re-initialisations fails, and a
+    /// wait that starts meanwhile waits for the reopened reference (guards cannot exist: it is
+    /// run down). But see the crate's "Waiting twice": a wait racing this one may return just
+    /// before the reference reopens.
     pub fn reinitialize(&self) -> Result {
         self.state.reopen(|| {
             // SAFETY: the reference has been run down, so no guard exists and none can be
@@ -335,8 +341,10 @@ impl CacheAwareRundown {
     /// ≤ APC_LEVEL.
     ///
     /// # Locking
-    /// None needed: one of two concurrent re-initialisations fails, and a wait that starts
-    /// meanwhile waits for the reopened reference (guards cannot exist: it is run down).
+    /// None needed for the kernel's sake: one of two concurrent re-initialisations fails, and a
+    /// wait that starts meanwhile waits for the reopened reference (guards cannot exist: it is
+    /// run down). But see the crate's "Waiting twice": a wait racing this one may return just
+    /// before the reference reopens.
     pub fn reinitialize(&self) -> Result {
         self.state.reopen(|| {
             // SAFETY: `inner` is live and run down, so no reference is held.

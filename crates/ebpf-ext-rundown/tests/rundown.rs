@@ -309,9 +309,10 @@ fn threads_waiting_at_once_all_return_when_the_last_guard_drops() {
     );
 }
 
-/// A re-initialisation and a wait racing each other: the kernel's routines never overlap
-/// (usersim bug-checks a wait on a reference being re-initialised as a second wait), and
-/// afterwards the state is that of one of the two orders.
+/// A re-initialisation and a wait racing each other: no bug check (a second wait on a
+/// reference whose wait block is still there, two waits at once), and afterwards the state is
+/// that of one of the two orders. A smoke test: it does not tell a wait that returned during
+/// the re-initialisation from one that returned before it.
 #[test]
 fn reinitialize_and_wait_may_race() {
     let kernel = Kernel::new();

@@ -349,7 +349,8 @@ impl Refusal {
 /// request: the driver glue completes a request with a reply to another one (kept from an
 /// earlier request, or made over a buffer of the driver's own with [`Request::new`]) as
 /// `STATUS_INTERNAL_ERROR` with no bytes. So the bytes user mode gets back are always bytes a
-/// reply to that very request wrote, never the system buffer's stale pool memory.
+/// reply to that very request wrote, never the system buffer's stale pool memory. Two
+/// replies are equal only if they answer the same request.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Completion {
     status: NTSTATUS,
