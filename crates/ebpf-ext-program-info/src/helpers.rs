@@ -67,6 +67,15 @@ fn next_memory(registers: &[u64; 5], at: &mut usize) -> Option<(u64, usize)> {
         .map(|size| (address, size))
 }
 
+/// An output argument's start and size ([`Output`], [`SharedOutput`]), advancing `*at` past
+/// its two registers: an empty one (as [`next_memory`] says) is dangling, since the writes
+/// need a non-NULL pointer even for 0 bytes.
+fn next_output(registers: &[u64; 5], at: &mut usize) -> (*mut u8, usize) {
+    next_memory(registers, at).map_or((ptr::NonNull::dangling().as_ptr(), 0), |(pointer, size)| {
+        (pointer as *mut u8, size)
+    })
+}
+
 /// A memory argument as cells ([`Cells`], [`CellsMut`]), advancing `*at` past its two
 /// registers; empty as [`next_memory`] says.
 ///
@@ -295,11 +304,7 @@ unsafe impl<C: 'static> HelperArgument<C> for BytesMut {
     const MEMORY: Memory = Memory::Unique;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        // An empty one gets a dangling pointer: the copies below need non-NULL even for 0.
-        let (start, len) = next_memory(registers, at)
-            .map_or((ptr::NonNull::dangling().as_ptr(), 0), |(pointer, size)| {
-                (pointer as *mut u8, size)
-            });
+        let (start, len) = next_output(registers, at);
         // INVARIANT: the verifier guarantees `size` writable bytes at `pointer` (program stack
         // or map memory, not aliased by the context or, `Unique`, any other argument) for the
         // call `'a`; none for NULL.
@@ -391,11 +396,7 @@ unsafe impl<C: 'static> HelperArgument<C> for CellsMut {
     const MEMORY: Memory = Memory::Cells;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        // An empty one gets a dangling pointer: the copies below need non-NULL even for 0.
-        let (start, len) = next_memory(registers, at)
-            .map_or((ptr::NonNull::dangling().as_ptr(), 0), |(pointer, size)| {
-                (pointer as *mut u8, size)
-            });
+        let (start, len) = next_output(registers, at);
         // INVARIANT: the verifier guarantees `size` writable bytes at `pointer` for the call
         // `'a`; other arguments that may overlap them are cells or raw pointers
         // (`check_overlap`); none for NULL.
