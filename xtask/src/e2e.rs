@@ -93,8 +93,22 @@ pub(crate) fn out_of_tree() -> Result<()> {
             bail!("{} has no {file}", package.display());
         }
     }
+    // A workspace that pins another tag of the SDK than the tool's is refused, naming the
+    // install line of the right tool (the check reads the manifest only: the tag need not
+    // exist).
+    let pinned_elsewhere =
+        manifest.replace(&format!("tag = \"{TAG}\""), "tag = \"v9.9.9-e2e-other\"");
+    std::fs::write(ext.join("Cargo.toml"), &pinned_elsewhere)?;
+    let refused = cargo_ebpf_ext(&tools, &["check", "--manifest-path", &manifest_path])
+        .output()
+        .context("run cargo ebpf-ext check on a workspace pinned at another tag")?;
+    std::fs::write(ext.join("Cargo.toml"), &manifest)?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    if refused.status.success() || !said.contains("--tag v9.9.9-e2e-other cargo-ebpf-ext") {
+        bail!("a workspace pinned at another tag was not refused as such:\n{said}");
+    }
     eprintln!(
-        "e2e: cargo-ebpf-ext installed from {url} at {TAG}; a new extension outside the workspace built, signed, packaged, exported and tested in both modes"
+        "e2e: cargo-ebpf-ext installed from {url} at {TAG}; a new extension outside the workspace built, signed, packaged, exported and tested in both modes, and refused once pinned at another tag"
     );
     Ok(())
 }

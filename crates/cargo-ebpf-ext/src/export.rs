@@ -522,6 +522,7 @@ mod unique_tests {
                 driver("a", "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}", 11),
                 driver("b", "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}", 11),
             ],
+            sdk: None,
         };
         let error = check_unique(&ws).expect_err("they clash").to_string();
         assert!(
@@ -558,6 +559,7 @@ mod unique_tests {
             root: "/ws".into(),
             members: vec!["a".into(), "b".into()],
             drivers: vec![upper, lower],
+            sdk: None,
         };
         let error = check_unique(&ws).expect_err("one registry key").to_string();
         assert!(
@@ -586,6 +588,7 @@ mod unique_tests {
                 with_module("a", "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}"),
                 with_module("b", "{f788ef4a-207d-4dc3-85cf-0f2ea107213c}"),
             ],
+            sdk: None,
         };
         let error = check_unique(&ws).expect_err("they clash").to_string();
         assert_eq!(
@@ -607,6 +610,7 @@ mod unique_tests {
             root: "/ws".into(),
             members: vec![],
             drivers: vec![driver("a", "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}", 11)],
+            sdk: None,
         };
         check_unique(&ws).expect("one driver cannot clash");
     }

@@ -140,8 +140,17 @@ fn new(options: &NewOptions) -> Result<()> {
     Ok(())
 }
 
+/// The selected workspace, refused when it pins another tag of the SDK than this tool was
+/// installed from ([`new::Sdk::mismatch`]; not checked for a tool without a tagged git install
+/// record beside it, as one run from a build folder).
 fn workspace(selection: &Selection) -> Result<Workspace> {
-    Workspace::find(selection.manifest_path.as_deref())
+    let ws = Workspace::find(selection.manifest_path.as_deref())?;
+    if let (Some(pinned), Some(installed)) = (&ws.sdk, new::Sdk::of_this_tool())
+        && let Some(why) = new::Sdk::mismatch(&installed, pinned)
+    {
+        anyhow::bail!(why);
+    }
+    Ok(ws)
 }
 
 fn report(what: &str, paths: &[PathBuf]) {

@@ -58,10 +58,7 @@ impl Sdk {
     /// If the record is missing or not a tagged git install; the message says where it
     /// looked and which options to pass instead.
     pub fn installed() -> Result<Sdk> {
-        // The install root is the folder above `bin/cargo-ebpf-ext` (`--root`, or CARGO_HOME).
-        let beside = std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.parent()?.join(".crates2.json")));
+        let beside = Self::record_beside_exe();
         let home = std::env::var_os("CARGO_HOME")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
@@ -82,6 +79,21 @@ impl Sdk {
             })
     }
 
+    /// Cargo's install record of the running executable: the install root is the folder
+    /// above `bin/cargo-ebpf-ext` (`--root`, or CARGO_HOME).
+    fn record_beside_exe() -> Option<PathBuf> {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join(".crates2.json")))
+    }
+
+    /// The SDK the running executable was installed from, by the install record beside it
+    /// only: `None` for a tool run from a build folder, whatever else is installed.
+    #[must_use]
+    pub fn of_this_tool() -> Option<Sdk> {
+        Self::from_crates2(&fs::read_to_string(Self::record_beside_exe()?).ok()?)
+    }
+
     /// Reads the source of `cargo-ebpf-ext` from `.crates2.json`'s text.
     #[must_use]
     pub fn from_crates2(text: &str) -> Option<Sdk> {
@@ -100,6 +112,38 @@ impl Sdk {
 }
 
 impl Sdk {
+    /// Why this tool, installed from `installed`, must not build a workspace that pins the SDK
+    /// as `pinned`: the import libraries it generates come from its own copy of the kernel
+    /// declarations (`ebpf-ext-sys`), and its image loading and export from its own usersim and
+    /// core-sim, so a tool of another tag would build and check the drivers against another
+    /// SDK than the one they link. `None` when both are the same git URL and tag (a trailing
+    /// `/` or `.git` aside), or either is not a git pin (a checkout is the user's to keep in
+    /// step).
+    #[must_use]
+    pub fn mismatch(installed: &Sdk, pinned: &Sdk) -> Option<String> {
+        let (
+            Sdk::Git {
+                url: tool_url,
+                tag: tool_tag,
+            },
+            Sdk::Git { url, tag },
+        ) = (installed, pinned)
+        else {
+            return None;
+        };
+        let same = |a: &str, b: &str| {
+            let plain = |u: &str| u.trim_end_matches('/').trim_end_matches(".git").to_owned();
+            plain(a) == plain(b)
+        };
+        (tool_tag != tag || !same(tool_url, url)).then(|| {
+            format!(
+                "this workspace pins the SDK at {url} tag {tag}, but cargo-ebpf-ext was \
+                 installed from {tool_url} tag {tool_tag}; install the tool of the same tag:\n    \
+                 cargo install --locked --git {url} --tag {tag} cargo-ebpf-ext"
+            )
+        })
+    }
+
     /// How a workspace already pins the SDK, from `cargo metadata --no-deps`'s JSON: the git
     /// URL and tag, or the checkout, of the first SDK crate a member depends on (or the
     /// workspace's own `ebpf-extension-common`, in a checkout of the SDK).
@@ -690,6 +734,23 @@ mod tests {
             assert!(names.iter().any(|n| n == file), "{names:?}");
         }
         assert!(files("My Ext", &sdk).is_err());
+        let git = |url: &str, tag: &str| Sdk::Git {
+            url: url.into(),
+            tag: tag.into(),
+        };
+        let tool = git("https://example.invalid/sdk.git", "v1.2.0");
+        assert_eq!(
+            Sdk::mismatch(&tool, &git("https://example.invalid/sdk/", "v1.2.0")),
+            None
+        );
+        let other = Sdk::mismatch(&tool, &git("https://example.invalid/sdk", "v1.3.0"))
+            .expect("another tag");
+        assert!(
+            other.contains("--tag v1.3.0 cargo-ebpf-ext") && other.contains("tag v1.2.0"),
+            "{other}"
+        );
+        assert!(Sdk::mismatch(&tool, &git("https://example.invalid/fork", "v1.2.0")).is_some());
+        assert_eq!(Sdk::mismatch(&tool, &Sdk::Path("/sdk".into())), None);
         assert_eq!(
             relative_path(Path::new("/ws/drivers/my-ext"), Path::new("/ws")),
             Path::new("../..")

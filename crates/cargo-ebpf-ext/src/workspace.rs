@@ -36,6 +36,8 @@ pub struct Workspace {
     pub members: Vec<String>,
     /// The driver packages, by package name.
     pub drivers: Vec<Driver>,
+    /// How its members pin the SDK (a git URL and tag, or a checkout), if they depend on it.
+    pub sdk: Option<crate::new::Sdk>,
 }
 
 impl Workspace {
@@ -128,6 +130,7 @@ impl Workspace {
             root,
             members: names,
             drivers,
+            sdk: crate::new::Sdk::from_workspace(json),
         })
     }
 
