@@ -117,6 +117,21 @@ unsafe impl Send for MapClient {}
 unsafe impl Sync for MapClient {}
 
 impl MapClient {
+    /// The core's client of one custom map of `map_type`: client data {1, 40, 40} with the
+    /// map-context offset and the core's dispatch table; not yet bound.
+    fn new(map_type: u32) -> Self {
+        MapClient {
+            map_type,
+            data: ebpf_map_client_data_t {
+                header: EBPF_MAP_CLIENT_DATA_HEADER,
+                map_context_offset: MAP_CONTEXT_OFFSET as u64,
+                base_client_table: &raw const CLIENT_TABLE.0,
+            },
+            bound: Mutex::new(None),
+            refusal: Mutex::new(None),
+        }
+    }
+
     /// Checks a provider as the core's map client attach does; `Err(None)` declines it
     /// silently (another map type).
     ///
@@ -287,16 +302,7 @@ impl CustomMap {
         value_size: u32,
         max_entries: u32,
     ) -> Result<Self, String> {
-        let client = MapClient {
-            map_type,
-            data: ebpf_map_client_data_t {
-                header: EBPF_MAP_CLIENT_DATA_HEADER,
-                map_context_offset: MAP_CONTEXT_OFFSET as u64,
-                base_client_table: &raw const CLIENT_TABLE.0,
-            },
-            bound: Mutex::new(None),
-            refusal: Mutex::new(None),
-        };
+        let client = MapClient::new(map_type);
         let registration = Registration::register(EBPF_MAP_INFO_EXTENSION_IID, client, |c| {
             (&raw const c.data).cast()
         })
@@ -549,18 +555,17 @@ mod tests {
     use core::ffi::c_void;
     use core::mem::size_of;
     use core::ptr;
-    use std::sync::Mutex;
 
     use ebpf_ext_sys::ebpf_extension::{
-        BPF_MAP_TYPE_HASH, EBPF_MAP_CLIENT_DATA_HEADER, EBPF_MAP_PROVIDER_DATA_HEADER,
-        ebpf_base_map_provider_properties_t, ebpf_map_client_data_t, ebpf_map_provider_data_t,
+        BPF_MAP_TYPE_HASH, EBPF_MAP_PROVIDER_DATA_HEADER, ebpf_base_map_provider_properties_t,
+        ebpf_map_provider_data_t,
     };
     use ebpf_ext_sys::ebpf_result::{EBPF_SUCCESS, ebpf_result_t};
     use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
     use ebpf_ext_sys::netioddk::NPI_REGISTRATION_INSTANCE;
     use ebpf_ext_sys::ntdef::GUID;
 
-    use super::{CLIENT_TABLE, MAP_CONTEXT_OFFSET, MapClient};
+    use super::MapClient;
 
     const MAP_TYPE: u32 = 0x7000;
 
@@ -627,16 +632,7 @@ mod tests {
             Number: 0,
             NpiSpecificCharacteristics: (&raw const data).cast(),
         };
-        let client = MapClient {
-            map_type: MAP_TYPE,
-            data: ebpf_map_client_data_t {
-                header: EBPF_MAP_CLIENT_DATA_HEADER,
-                map_context_offset: MAP_CONTEXT_OFFSET as u64,
-                base_client_table: &raw const CLIENT_TABLE.0,
-            },
-            bound: Mutex::new(None),
-            refusal: Mutex::new(None),
-        };
+        let client = MapClient::new(MAP_TYPE);
         // SAFETY: a registration instance whose objects live to the end of this function.
         let bound = unsafe { client.check(&raw const instance) }?;
         Ok(bound
