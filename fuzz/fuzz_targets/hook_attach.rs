@@ -22,6 +22,8 @@
 //! means no batch invoke and no end, and every event of a batch sees the same programs.
 #![no_main]
 
+mod common;
+
 use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -476,7 +478,7 @@ unsafe extern "win64" fn client_attach(
     if status == STATUS_SUCCESS {
         state.bound.store(true, Ordering::SeqCst);
     }
-    if verbose() {
+    if common::verbose() {
         eprintln!("  NmrClientAttachProvider: {status:#x}");
     }
     status
@@ -654,7 +656,7 @@ impl Link {
             NmrRegisterClient(&raw const state.characteristics, context, &raw mut handle)
         };
         let registered = status == STATUS_SUCCESS;
-        if verbose() {
+        if common::verbose() {
             eprintln!(
                 "link {index}: NmrRegisterClient {status:#x}, bound to the hook: {}",
                 state.bound.load(Ordering::SeqCst)
@@ -694,12 +696,6 @@ impl Drop for Link {
     fn drop(&mut self) {
         self.detach();
     }
-}
-
-/// `EBPF_EXT_FUZZ_VERBOSE=1`: say what each input did (for reading a reproducer).
-fn verbose() -> bool {
-    static VERBOSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *VERBOSE.get_or_init(|| std::env::var_os("EBPF_EXT_FUZZ_VERBOSE").is_some())
 }
 
 // ---- the scenario ---------------------------------------------------------------------------
@@ -854,7 +850,7 @@ fn scenario<P: AttachParameter>(env: &Env, input: &Input) {
 }
 
 fuzz_target!(|input: Input| {
-    if verbose() {
+    if common::verbose() {
         eprintln!("{input:#?}");
     }
     with_env(|env| match input.hook.kind {

@@ -12,6 +12,8 @@
 //! fuzz` adds when they exist, and `seeds/pe_parse/` from `seeds/make_seeds.py`.
 #![no_main]
 
+mod common;
+
 use ebpf_ext_pe_loader::{load, parse};
 use libfuzzer_sys::fuzz_target;
 
@@ -21,14 +23,9 @@ const MAX_LOAD_SIZE: u32 = 16 << 20;
 
 extern "win64" fn dummy() {}
 
-fn verbose() -> bool {
-    static VERBOSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *VERBOSE.get_or_init(|| std::env::var_os("EBPF_EXT_FUZZ_VERBOSE").is_some())
-}
-
 fuzz_target!(|bytes: &[u8]| {
     let parsed = parse(bytes);
-    if verbose() {
+    if common::verbose() {
         eprintln!("parse: {:?}", parsed.as_ref().err());
     }
     let size_of_image = match &parsed {
@@ -80,7 +77,7 @@ fuzz_target!(|bytes: &[u8]| {
         return;
     }
     let loaded = load("fuzz.sys", bytes, |_, _| Some(dummy as *const () as usize));
-    if verbose() {
+    if common::verbose() {
         eprintln!("load: {:?}", loaded.as_ref().err());
     }
     match (&parsed, &loaded) {

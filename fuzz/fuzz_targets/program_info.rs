@@ -20,6 +20,8 @@
 //! published.
 #![no_main]
 
+mod common;
+
 use core::ffi::c_void;
 use core::ptr;
 
@@ -450,11 +452,6 @@ thread_local! {
     }));
 }
 
-fn verbose() -> bool {
-    static VERBOSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *VERBOSE.get_or_init(|| std::env::var_os("EBPF_EXT_FUZZ_VERBOSE").is_some())
-}
-
 fn scenario(env: &Env, input: &Input) {
     let mut arena = Arena::default();
     let mut published = Published::default();
@@ -496,7 +493,7 @@ fn scenario(env: &Env, input: &Input) {
     };
     assert_eq!(status, STATUS_SUCCESS, "NmrRegisterProvider");
     let attached = ProgramInfoClient::attach(PROGRAM_TYPE);
-    if verbose() {
+    if common::verbose() {
         eprintln!("{attached:?}");
     }
     if let Ok(client) = attached {
@@ -560,7 +557,7 @@ fn check_accepted(data: u64, published: &Published, client: &ProgramInfoClient) 
 }
 
 fuzz_target!(|input: Input| {
-    if verbose() {
+    if common::verbose() {
         eprintln!("{input:#?}");
     }
     ENV.with(|env| scenario(env, &input));

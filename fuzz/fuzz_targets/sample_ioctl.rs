@@ -14,12 +14,14 @@
 //! kernel holds exactly the pool and NMR registrations it held before.
 #![no_main]
 
+mod common;
+
 use core::ffi::c_void;
 
 use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
-use ebpf_ext_usersim::{Caller, Kernel, NmrRegistration, TagUsage};
+use ebpf_ext_usersim::{Caller, Kernel, TagUsage};
 use libfuzzer_sys::fuzz_target;
 use sample_harness::{LoadedDriver, Target};
 use sample_netebpf_ext::hook::ATTACH_TYPE;
@@ -153,11 +155,6 @@ thread_local! {
     }));
 }
 
-fn verbose() -> bool {
-    static VERBOSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *VERBOSE.get_or_init(|| std::env::var_os("EBPF_EXT_FUZZ_VERBOSE").is_some())
-}
-
 // ---- the scenario ---------------------------------------------------------------------------
 
 /// The bytes, code and output length of a request.
@@ -221,7 +218,7 @@ fn scenario(env: &Env, input: &Input) {
         Who::User => Caller::User,
     };
     let handle = env.kernel.open(WIN32_PATH, caller);
-    if verbose() {
+    if common::verbose() {
         eprintln!("open as {caller:?}: {:?}", handle.as_ref().err());
     }
     let mut links: Vec<Link> = Vec::new();
@@ -249,7 +246,7 @@ fn scenario(env: &Env, input: &Input) {
                 let result = env
                     .kernel
                     .device_io_control(handle, code, &bytes, output_len);
-                if verbose() {
+                if common::verbose() {
                     eprintln!(
                         "code {code:#x} in {} out {output_len}: {:#x}, {} bytes",
                         bytes.len(),
@@ -271,19 +268,11 @@ fn scenario(env: &Env, input: &Input) {
     if let Ok(handle) = handle {
         env.kernel.close(handle);
     }
-    env.kernel.wait_for_work_items();
-    env.kernel.etw_clear();
-    assert_eq!(env.kernel.pool_outstanding(), env.pool, "pool leaked");
-    let registrations: Vec<NmrRegistration> = env.kernel.nmr_registrations();
-    assert_eq!(
-        registrations.len(),
-        env.registrations,
-        "NMR registrations left"
-    );
+    common::assert_kernel_as_before(&env.kernel, &env.pool, env.registrations);
 }
 
 fuzz_target!(|input: Input| {
-    if verbose() {
+    if common::verbose() {
         eprintln!("{input:#?}");
     }
     ENV.with(|env| scenario(env, &input));

@@ -30,10 +30,12 @@
 //! - after each input the kernel holds exactly the pool and NMR registrations it held before.
 #![no_main]
 
+mod common;
+
 use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Input as RunInput, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, ebpf_result_t};
-use ebpf_ext_usersim::{Fault, Kernel, NmrRegistration, TagUsage};
+use ebpf_ext_usersim::{Fault, Kernel, TagUsage};
 use libfuzzer_sys::fuzz_target;
 use sample_harness::{LoadedDriver, Target};
 
@@ -131,11 +133,6 @@ thread_local! {
             registrations,
         }
     }));
-}
-
-fn verbose() -> bool {
-    static VERBOSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *VERBOSE.get_or_init(|| std::env::var_os("EBPF_EXT_FUZZ_VERBOSE").is_some())
 }
 
 // ---- the scenario ---------------------------------------------------------------------------
@@ -250,7 +247,7 @@ fn run(env: &Env, run: &Run) {
     env.kernel.disarm_faults();
     let made = env.kernel.allocation_count() - allocations;
     let failed_allocation = failing.is_some_and(|n| made >= n);
-    if verbose() {
+    if common::verbose() {
         eprintln!(
             "{:?}: data {data_len} ctx {context_len} well formed {well_formed} allocation failed {failed_allocation}: {:?}",
             run.extension,
@@ -370,19 +367,11 @@ fn scenario(env: &Env, input: &Input) {
     for each in input.runs.iter().take(MAX_RUNS) {
         run(env, each);
     }
-    env.kernel.wait_for_work_items();
-    env.kernel.etw_clear();
-    assert_eq!(env.kernel.pool_outstanding(), env.pool, "pool leaked");
-    let registrations: Vec<NmrRegistration> = env.kernel.nmr_registrations();
-    assert_eq!(
-        registrations.len(),
-        env.registrations,
-        "NMR registrations left"
-    );
+    common::assert_kernel_as_before(&env.kernel, &env.pool, env.registrations);
 }
 
 fuzz_target!(|input: Input| {
-    if verbose() {
+    if common::verbose() {
         eprintln!("{input:#?}");
     }
     ENV.with(|env| scenario(env, &input));
