@@ -18,7 +18,6 @@
 //! (PASSIVE_LEVEL for user-mode operations, up to DISPATCH_LEVEL from programs).
 #![no_std]
 
-use core::cell::Cell;
 use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::mem::offset_of;
@@ -27,7 +26,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider, binding_from_context};
 use ebpf_ext_pool::{PoolBox, PoolTag};
-use ebpf_ext_program_info::MapKey;
+use ebpf_ext_program_info::{MapKey, SharedBytes};
 use ebpf_ext_sys::Result;
 use ebpf_ext_sys::ebpf_extension::{
     BPF_MAP_TYPE_HASH, EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER,
@@ -382,15 +381,16 @@ impl<M: CustomMap> MapProvider<M> {
     /// context sits at the same offset, or a built-in map's NULL), no map client has attached
     /// yet, or the key is absent.
     ///
-    /// The value comes as cells: a program that can reach the map's values (a map whose
-    /// provider does not replace what the core stores) may pass a pointer into this very value
-    /// as one of the helper's memory arguments, which are cells too
-    /// ([`check_overlap`](ebpf_ext_program_info::check_overlap)).
+    /// The value comes as a [`SharedBytes`] view, read and written one byte at a time: other
+    /// processors' programs and user mode may change it during the call (the core takes no
+    /// lock), and a program that can reach the map's values (a map whose provider does not
+    /// replace what the core stores) may pass a pointer into this very value as one of the
+    /// helper's memory arguments.
     ///
     /// # IRQL
     /// The helper's (up to DISPATCH_LEVEL).
     #[must_use]
-    pub fn stored_value<'a>(&self, key: MapKey<'a>) -> Option<(&'a M, &'a [Cell<u8>])> {
+    pub fn stored_value<'a>(&self, key: MapKey<'a>) -> Option<(&'a M, SharedBytes<'a>)> {
         let (map, key) = (key.map().as_ptr(), key.key_ptr());
         let core = &self.provider.get().core;
         let find = core.find_element.load(Ordering::Acquire);
@@ -422,10 +422,12 @@ impl<M: CustomMap> MapProvider<M> {
             return None;
         }
         let len = usize::try_from(state.value_size).ok()?;
-        // SAFETY: the core stores `value_size` bytes per key, alive during the helper call;
-        // as cells, other views of them (a program's arguments) may write them meanwhile.
+        // SAFETY: the core stores `value_size` writable bytes per key (`value` is non-NULL),
+        // alive during the helper call; the helper's arguments reach them only through views
+        // or raw pointers, never references (`check_overlap` keeps an `Output` apart from a
+        // `MapAndKey`).
         Some((&state.map, unsafe {
-            core::slice::from_raw_parts(value.cast::<Cell<u8>>(), len)
+            SharedBytes::from_raw_parts(value, len)
         }))
     }
 }

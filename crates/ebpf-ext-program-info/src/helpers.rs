@@ -12,7 +12,6 @@ use core::cell::Cell;
 use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::ptr;
-use core::slice;
 
 use ebpf_ext_sys::ebpf_base::{
     EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_CONST_SIZE, EBPF_ARGUMENT_TYPE_DONTCARE,
@@ -67,31 +66,14 @@ fn next_memory(registers: &[u64; 5], at: &mut usize) -> Option<(u64, usize)> {
         .map(|size| (address, size))
 }
 
-/// An output argument's start and size ([`Output`], [`SharedOutput`]), advancing `*at` past
-/// its two registers: an empty one (as [`next_memory`] says) is dangling, since the writes
-/// need a non-NULL pointer even for 0 bytes.
-fn next_output(registers: &[u64; 5], at: &mut usize) -> (*mut u8, usize) {
+/// A memory argument's start and size (every view: [`Input`], [`SharedBytes`], [`Output`],
+/// [`SharedOutput`]), advancing `*at` past its two registers: an empty one (as
+/// [`next_memory`] says) is dangling, since reads and writes need a non-NULL pointer even for
+/// 0 bytes.
+fn next_view(registers: &[u64; 5], at: &mut usize) -> (*mut u8, usize) {
     next_memory(registers, at).map_or((ptr::NonNull::dangling().as_ptr(), 0), |(pointer, size)| {
         (pointer as *mut u8, size)
     })
-}
-
-/// A memory argument as cells ([`Cells`], [`CellsMut`]), advancing `*at` past its two
-/// registers; empty as [`next_memory`] says.
-///
-/// # Safety
-/// The registers at `*at` are a pointer and a size the verifier checked: `size` bytes at the
-/// pointer stay valid for `'a` (the helper call).
-unsafe fn next_cells<'a>(registers: &[u64; 5], at: &mut usize) -> &'a [Cell<u8>] {
-    match next_memory(registers, at) {
-        Some((pointer, size)) => {
-            let pointer = pointer as *const Cell<u8>;
-            // SAFETY: `size` bytes at `pointer` for `'a` (the caller's precondition); `Cell`
-            // allows writes (a writable kind's) and any overlap with other `Cell` arguments.
-            unsafe { slice::from_raw_parts(pointer, size) }
-        }
-        None => &[],
-    }
 }
 
 /// The program's context (`PTR_TO_CTX`), received as `&C`.
@@ -155,11 +137,206 @@ unsafe impl<C: 'static> HelperArgument<C> for ContextMut {
     }
 }
 
-/// Readable memory and its size (`PTR_TO_READABLE_MEM`, `CONST_SIZE`), received as `&[u8]`.
+/// Program memory a helper reads (a [`Bytes`] argument; [`SharedBytes`] derefs to it), for
+/// the call.
 ///
-/// Not done: the memory may be a map value, which another processor's program or user mode
-/// may write during the call (as in C extensions, the core takes no lock for it). Read each
-/// byte a decision depends on once (copy it out first), and do not rely on two reads agreeing.
+/// The bytes may change while the helper runs: they may be a map value that another
+/// processor's program, the core or user mode writes meanwhile (the core takes no lock for it,
+/// as for C extensions). So a helper never receives them as `&[u8]`, whose bytes Rust (and the
+/// compiler) assume fixed for the borrow. Each read here is one volatile load, which the
+/// compiler neither repeats nor merges with another: a byte the helper checked is the byte it
+/// uses. A decision that depends on several bytes should copy them out once
+/// ([`Input::read_at`]) and decide on the copy.
+///
+/// Reads go one byte at a time, so a helper that scans much memory pays for it (the compiler
+/// cannot vectorise volatile loads). A view is neither `Send` nor `Sync`: it is for the
+/// helper call, on the processor that runs it.
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// // The bytes may change during the call, so no helper receives them as `&[u8]`.
+/// fn sum(bytes: &[u8]) -> u64 { bytes.iter().map(|&b| u64::from(b)).sum() }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"sum" => sum(Bytes); }
+/// ```
+///
+/// ```
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn sum(bytes: Input<'_>) -> u64 { bytes.iter().map(u64::from).sum() }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"sum" => sum(Bytes); }
+/// ```
+#[derive(Clone, Copy)]
+pub struct Input<'a> {
+    start: *const u8,
+    len: usize,
+    _memory: PhantomData<&'a [u8]>,
+}
+
+impl<'a> Input<'a> {
+    /// A view of `len` bytes at `start`.
+    ///
+    /// # Safety
+    /// `start` is non-NULL and the `len` bytes at it stay readable for `'a`. Other code may
+    /// write them meanwhile (that is what the view is for), but nothing may hold a `&mut` to
+    /// them.
+    #[must_use]
+    pub const unsafe fn from_raw_parts(start: *const u8, len: usize) -> Self {
+        Input {
+            start,
+            len,
+            _memory: PhantomData,
+        }
+    }
+
+    /// Bytes the program passed.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it passed none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The address the program passed (a dangling one for NULL): for results computed from
+    /// it, never to read through.
+    #[must_use]
+    pub fn as_ptr(&self) -> *const u8 {
+        self.start
+    }
+
+    /// The byte at `index`, read once; `None` past the end.
+    #[must_use]
+    pub fn get(&self, index: usize) -> Option<u8> {
+        // SAFETY: `index` is within the `len` readable bytes at `start` (checked; the type's
+        // invariant); a volatile load, as other code may write the byte.
+        (index < self.len).then(|| unsafe { self.start.wrapping_add(index).read_volatile() })
+    }
+
+    /// Copies `to.len()` bytes from `offset` on into `to`, each read once; `false`, copying
+    /// nothing, if they are not all there.
+    #[must_use = "false: the bytes are not all there, and nothing was copied"]
+    pub fn read_at(&self, offset: usize, to: &mut [u8]) -> bool {
+        if offset
+            .checked_add(to.len())
+            .is_none_or(|end| end > self.len)
+        {
+            return false;
+        }
+        for (index, slot) in (offset..).zip(to.iter_mut()) {
+            // SAFETY: `offset..offset + to.len()` lies within the `len` readable bytes
+            // (checked above; the type's invariant); volatile, as in `get`.
+            *slot = unsafe { self.start.wrapping_add(index).read_volatile() };
+        }
+        true
+    }
+
+    /// The bytes in order, each read once, when the iterator reaches it.
+    pub fn iter(&self) -> impl Iterator<Item = u8> + use<'a> {
+        let view = *self;
+        // SAFETY: each index is below `len` (the range); volatile, as in `get`.
+        (0..view.len).map(move |index| unsafe { view.start.wrapping_add(index).read_volatile() })
+    }
+
+    /// The first `len` bytes (all of them if there are fewer).
+    #[must_use]
+    pub fn first(&self, len: usize) -> Input<'a> {
+        Input {
+            len: self.len.min(len),
+            ..*self
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for Input<'a> {
+    /// A view of bytes nothing writes for `'a` (host code, tests).
+    fn from(bytes: &'a [u8]) -> Self {
+        // SAFETY: a shared slice: readable, and not written, for `'a`.
+        unsafe { Input::from_raw_parts(bytes.as_ptr(), bytes.len()) }
+    }
+}
+
+impl core::fmt::Debug for Input<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Input").field("len", &self.len).finish()
+    }
+}
+
+/// Program memory a helper reads and writes (a [`Cells`] argument, or a custom map's stored
+/// value), which the helper's other memory arguments may overlap, for the call: an [`Input`]
+/// (which it derefs to) that also writes. A shared view, as `&[Cell<u8>]` is (so `Copy`, and
+/// neither `Send` nor `Sync`), but every access is a volatile one: other processors may write
+/// the bytes meanwhile, as for an [`Input`].
+#[derive(Clone, Copy)]
+pub struct SharedBytes<'a> {
+    input: Input<'a>,
+    _memory: PhantomData<&'a [Cell<u8>]>,
+}
+
+impl<'a> SharedBytes<'a> {
+    /// A view of `len` bytes at `start`.
+    ///
+    /// # Safety
+    /// `start` is non-NULL and the `len` bytes at it stay readable and writable for `'a`;
+    /// nothing may hold a reference to them meanwhile (other code may read and write them
+    /// through raw pointers or other views).
+    #[must_use]
+    pub const unsafe fn from_raw_parts(start: *mut u8, len: usize) -> Self {
+        SharedBytes {
+            // SAFETY: readable for `'a` (the caller's precondition).
+            input: unsafe { Input::from_raw_parts(start, len) },
+            _memory: PhantomData,
+        }
+    }
+
+    /// Sets the byte at `index` to `byte` (one volatile store); past the end, writes nothing.
+    pub fn set(&self, index: usize, byte: u8) {
+        if index < self.input.len {
+            let to = self.input.start.cast_mut().wrapping_add(index);
+            // SAFETY: `index` is within the `len` writable bytes at `start` (checked; the
+            // type's invariant); no reference to them exists, so the write aliases nothing.
+            unsafe { to.write_volatile(byte) };
+        }
+    }
+
+    /// The read-only view of the same bytes.
+    #[must_use]
+    pub fn input(&self) -> Input<'a> {
+        self.input
+    }
+}
+
+impl<'a> From<&'a [Cell<u8>]> for SharedBytes<'a> {
+    /// A view of cells (host code, tests).
+    fn from(cells: &'a [Cell<u8>]) -> Self {
+        // SAFETY: cells are readable for `'a` and writable through a shared borrow (raw
+        // pointers from it may write them); nothing else runs on them meanwhile (`Cell` is
+        // not `Sync`).
+        unsafe { SharedBytes::from_raw_parts(cells.as_ptr().cast::<u8>().cast_mut(), cells.len()) }
+    }
+}
+
+impl<'a> core::ops::Deref for SharedBytes<'a> {
+    type Target = Input<'a>;
+
+    fn deref(&self) -> &Input<'a> {
+        &self.input
+    }
+}
+
+impl core::fmt::Debug for SharedBytes<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SharedBytes")
+            .field("len", &self.input.len)
+            .finish()
+    }
+}
+
+/// Readable memory and its size (`PTR_TO_READABLE_MEM`, `CONST_SIZE`), received as an
+/// [`Input`]: bytes read one at a time, since they may change during the call.
 #[derive(Debug)]
 pub enum Bytes {}
 
@@ -169,20 +346,15 @@ unsafe impl<C: 'static> HelperArgument<C> for Bytes {
         EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
         EBPF_ARGUMENT_TYPE_CONST_SIZE,
     ];
-    type Value<'a> = &'a [u8];
+    type Value<'a> = Input<'a>;
     const MEMORY: Memory = Memory::Shared;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        match next_memory(registers, at) {
-            Some((pointer, size)) => {
-                let pointer = pointer as *const u8;
-                // SAFETY: the verifier guarantees `size` readable bytes at `pointer` for the
-                // call (none when 0: a non-NULL `u8` pointer is then a valid empty slice, which
-                // keeps the program's address).
-                unsafe { slice::from_raw_parts(pointer, size) }
-            }
-            None => &[],
-        }
+        let (start, len) = next_view(registers, at);
+        // SAFETY: the verifier guarantees `size` readable bytes at the pointer for the call
+        // `'a` (a dangling non-NULL pointer for none); no helper argument is a `&mut` to them
+        // (`check_overlap` keeps an `Output` apart, and the context never overlaps them).
+        unsafe { Input::from_raw_parts(start, len) }
     }
 }
 
@@ -275,9 +447,9 @@ impl SharedOutput<'_> {
         }
         let to = self.start.wrapping_add(index);
         // SAFETY: `index` is within the `len` writable bytes at `start` (checked; the type's
-        // invariant); other arguments reach these bytes only as cells or raw pointers, which
-        // allow the write.
-        unsafe { to.write(byte) };
+        // invariant); other arguments reach these bytes only through views or raw pointers,
+        // which allow the write; volatile, as `SharedBytes::set`.
+        unsafe { to.write_volatile(byte) };
     }
 }
 
@@ -304,7 +476,7 @@ unsafe impl<C: 'static> HelperArgument<C> for BytesMut {
     const MEMORY: Memory = Memory::Unique;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        let (start, len) = next_output(registers, at);
+        let (start, len) = next_view(registers, at);
         // INVARIANT: the verifier guarantees `size` writable bytes at `pointer` (program stack
         // or map memory, not aliased by the context or, `Unique`, any other argument) for the
         // call `'a`; none for NULL.
@@ -348,10 +520,10 @@ unsafe impl<C: 'static> HelperArgument<C> for DontCare {
 }
 
 /// Readable memory and its size (`PTR_TO_READABLE_MEM`, `CONST_SIZE`), received as
-/// `&[Cell<u8>]`: for a helper that writes memory declared readable (upstream's
+/// [`SharedBytes`]: for a helper that writes memory declared readable (upstream's
 /// `sample_ebpf_extension_replace` rewrites its buffer; every memory a program can pass is
-/// writable kernel memory). A program may pass overlapping buffers, so the helper's other
-/// memory arguments must be `Cells`, [`CellsMut`] or [`MapAndKey`] too ([`check_overlap`]).
+/// writable kernel memory). A program may pass overlapping buffers, so an output beside it
+/// must be [`CellsMut`], not [`BytesMut`] ([`check_overlap`]).
 #[derive(Debug)]
 pub enum Cells {}
 
@@ -361,12 +533,15 @@ unsafe impl<C: 'static> HelperArgument<C> for Cells {
         EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
         EBPF_ARGUMENT_TYPE_CONST_SIZE,
     ];
-    type Value<'a> = &'a [Cell<u8>];
+    type Value<'a> = SharedBytes<'a>;
     const MEMORY: Memory = Memory::Cells;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        // SAFETY: the caller's precondition: the registers of this argument's kind.
-        unsafe { next_cells(registers, at) }
+        let (start, len) = next_view(registers, at);
+        // SAFETY: the verifier guarantees `size` bytes at the pointer for the call `'a`, all
+        // writable kernel memory (a dangling non-NULL pointer for none); the helper's other
+        // arguments that may overlap them are views or raw pointers too (`check_overlap`).
+        unsafe { SharedBytes::from_raw_parts(start, len) }
     }
 }
 
@@ -396,9 +571,9 @@ unsafe impl<C: 'static> HelperArgument<C> for CellsMut {
     const MEMORY: Memory = Memory::Cells;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
-        let (start, len) = next_output(registers, at);
+        let (start, len) = next_view(registers, at);
         // INVARIANT: the verifier guarantees `size` writable bytes at `pointer` for the call
-        // `'a`; other arguments that may overlap them are cells or raw pointers
+        // `'a`; other arguments that may overlap them are views or raw pointers
         // (`check_overlap`); none for NULL.
         SharedOutput {
             start,
@@ -494,8 +669,8 @@ unsafe impl<C: 'static> HelperArgument<C> for Map {
 ///
 /// The key is program memory (the program's stack, or a map value) that the helper reads, and
 /// through the map the helper reaches map values a program may hold pointers to as well, so it
-/// counts as memory accessed through cells ([`Memory::Cells`]): the helper's other memory
-/// arguments must be [`Cells`] or [`CellsMut`] ([`check_overlap`]); a program may pass the same
+/// counts as memory that other arguments may overlap ([`Memory::Cells`]): an output beside it
+/// must be [`CellsMut`], not [`BytesMut`] ([`check_overlap`]); a program may pass the same
 /// stack buffer as key and output.
 #[derive(Debug)]
 pub enum MapAndKey {}
@@ -709,9 +884,10 @@ pub enum Memory {
     Context,
     /// The program's context, exclusively (`&mut C`: [`ContextMut`]).
     ContextMut,
-    /// Shared reads (`&[u8]`).
+    /// Reads ([`Input`]).
     Shared,
-    /// Reads and writes through cells (`&[Cell<u8>]`), or reads through raw pointers that
+    /// Reads and writes that other arguments may overlap ([`SharedBytes`], [`SharedOutput`]),
+    /// or reads through raw pointers that
     /// never become references (a [`MapAndKey`] key).
     Cells,
     /// Exclusive access ([`Output`]).
@@ -721,28 +897,27 @@ pub enum Memory {
 /// Checks that a helper whose arguments access memory as `kinds` (and, with
 /// `implicit_context`, the context as a last `&C`) cannot receive memory that Rust's aliasing
 /// rules forbid: the verifier lets a program pass overlapping buffers (a map key among them),
-/// so an [`Output`] must be the only memory argument, and `Cells` may not share a helper with
-/// `&[u8]`; the context is
-/// one object, so a `&mut C` must be the helper's only view of it. The context never overlaps
+/// so an [`Output`], which writes as a `&mut [u8]` would, must be the only memory argument
+/// (the other views, [`Input`], [`SharedBytes`] and [`SharedOutput`], hold no reference to
+/// the bytes and may overlap one another); the context is one object, so a `&mut C` must be
+/// the helper's only view of it. The context never overlaps
 /// a memory argument (the verifier passes no `PTR_TO_CTX` as memory: [`ContextMut`]).
 ///
 /// # Panics
 /// At compile time (`helpers!` calls it in a `static`) if they could alias.
 pub const fn check_overlap(kinds: &[Memory], implicit_context: bool) {
-    let (mut memory, mut unique, mut shared, mut cells) = (0, false, false, false);
+    let (mut memory, mut unique) = (0, false);
     let mut contexts = if implicit_context { 1 } else { 0 };
     let mut context_mut = false;
     let mut i = 0;
     while i < kinds.len() {
         match kinds[i] {
-            Memory::None => {}
             Memory::Context => contexts += 1,
             Memory::ContextMut => {
                 contexts += 1;
                 context_mut = true;
             }
-            Memory::Shared => shared = true,
-            Memory::Cells => cells = true,
+            Memory::None | Memory::Shared | Memory::Cells => {}
             Memory::Unique => unique = true,
         }
         if matches!(kinds[i], Memory::Shared | Memory::Cells | Memory::Unique) {
@@ -752,11 +927,7 @@ pub const fn check_overlap(kinds: &[Memory], implicit_context: bool) {
     }
     assert!(
         !unique || memory == 1,
-        "a helper with a BytesMut argument can take no other memory argument (the program may pass overlapping buffers): take them all as Cells (CellsMut for an output)"
-    );
-    assert!(
-        !(cells && shared),
-        "a helper with Cells arguments must take its other memory arguments as Cells too (the program may pass overlapping buffers)"
+        "a helper with a BytesMut argument can take no other memory argument (the program may pass overlapping buffers): take the output as CellsMut"
     );
     assert!(
         !context_mut || contexts == 1,
@@ -811,7 +982,7 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 ///     HELPER_LOOKUP, c"sample_net_lookup" => lookup(MapAndKey) with context -> MapValueOrNull;
 /// }
 /// fn get_interface_id(context: &PacketContext) -> u64 { u64::from(context.interface_id) }
-/// fn checksum(data: &[u8]) -> u64 { u64::from(internet_checksum(data)) }
+/// fn checksum(data: Input<'_>) -> u64 { u64::from(internet_checksum(data)) }
 /// fn lookup(_: MapKey<'_>, _: &PacketContext) -> MapValueOrNull { MapValueOrNull::NULL }
 /// ```
 ///
@@ -840,7 +1011,7 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// ```compile_fail
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
-/// fn f(size: u64) -> u64 { size } // the kind says `&[u8]`
+/// fn f(size: u64) -> u64 { size } // the kind says `Input<'_>`
 /// helpers! { context Ctx; static H; static A; 0x10000, c"f" => f(Bytes); }
 /// ```
 ///
@@ -854,8 +1025,8 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// ```compile_fail
 /// # use ebpf_ext_program_info::*;
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
-/// // The program may pass one buffer twice: `&[u8]` and the `Output` would alias.
-/// fn copy(from: &[u8], to: Output<'_>) -> u64 { 0 }
+/// // The program may pass one buffer twice: the `Input` would read what the `Output` writes.
+/// fn copy(from: Input<'_>, to: Output<'_>) -> u64 { 0 }
 /// helpers! { context Ctx; static H; static A; 0x10000, c"copy" => copy(Bytes, BytesMut); }
 /// ```
 ///
@@ -1411,7 +1582,10 @@ macro_rules! program_type {
 
 #[cfg(test)]
 mod tests {
-    use super::{BytesMut, Cells, CellsMut, HelperArgument, MapAndKey, Memory, check_overlap};
+    use super::{
+        Bytes, BytesMut, Cells, CellsMut, HelperArgument, Input, MapAndKey, Memory, SharedBytes,
+        check_overlap,
+    };
 
     fn memory<K: HelperArgument<()>>() -> Memory {
         K::MEMORY
@@ -1430,9 +1604,55 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "must take its other memory arguments as Cells")]
-    fn a_map_key_beside_shared_bytes_is_refused() {
-        check_overlap(&[memory::<MapAndKey>(), Memory::Shared], false);
+    fn views_that_hold_no_reference_may_overlap() {
+        check_overlap(&[memory::<MapAndKey>(), memory::<Bytes>()], false);
+        check_overlap(
+            &[memory::<Bytes>(), memory::<Cells>(), memory::<CellsMut>()],
+            true,
+        );
+    }
+
+    #[test]
+    fn an_input_reads_only_its_bytes() {
+        let bytes = [1u8, 2, 3, 4, 5];
+        // SAFETY: the array outlives the view and nothing writes it.
+        let input = unsafe { Input::from_raw_parts(bytes.as_ptr(), bytes.len()) };
+        assert_eq!((input.len(), input.is_empty()), (5, false));
+        assert_eq!(
+            (input.get(0), input.get(4), input.get(5)),
+            (Some(1), Some(5), None)
+        );
+        assert!(input.iter().eq(bytes));
+        assert!(input.first(2).iter().eq([1, 2]));
+        assert_eq!(input.first(9).len(), 5, "no further than the end");
+        assert!(input.first(0).is_empty());
+        let mut out = [0u8; 3];
+        assert!(input.read_at(2, &mut out));
+        assert_eq!(out, [3, 4, 5]);
+        assert!(!input.read_at(3, &mut out), "one byte past the end");
+        assert!(
+            !input.read_at(usize::MAX, &mut out),
+            "an offset that overflows"
+        );
+        assert_eq!(out, [3, 4, 5], "a refused read copies nothing");
+        assert!(input.read_at(5, &mut []), "nothing at the end");
+    }
+
+    #[test]
+    fn shared_bytes_write_within_bounds_and_see_other_views_writes() {
+        let mut bytes = [0u8; 4];
+        let start = bytes.as_mut_ptr();
+        // SAFETY: the array outlives both views; no reference to it exists meanwhile.
+        let a = unsafe { SharedBytes::from_raw_parts(start, 4) };
+        // SAFETY: as above (its last two bytes).
+        let b = unsafe { SharedBytes::from_raw_parts(start.wrapping_add(2), 2) };
+        a.set(3, 7);
+        assert_eq!(b.get(1), Some(7), "the overlapping view reads the write");
+        b.set(0, 9);
+        b.set(2, 1); // past `b`'s end: nothing
+        assert!(a.input().iter().eq([0, 0, 9, 7]));
+        a.set(4, 1); // past `a`'s end: nothing
+        assert_eq!(bytes, [0, 0, 9, 7]);
     }
 
     #[test]

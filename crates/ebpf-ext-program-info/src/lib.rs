@@ -377,8 +377,8 @@ pub use ebpf_ext_sys as __sys;
 pub use helpers::implicit_context as __implicit_context;
 pub use helpers::{
     Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextMut, DataPointerOffsets, DontCare,
-    HelperArgument, HelperReturn, Map, MapAndKey, MapKey, MapValueOrNull, Memory, Output,
-    ProgramMap, SharedOutput, argument_types, check_overlap,
+    HelperArgument, HelperReturn, Input, Map, MapAndKey, MapKey, MapValueOrNull, Memory, Output,
+    ProgramMap, SharedBytes, SharedOutput, argument_types, check_overlap,
 };
 #[doc(hidden)]
 pub use helpers::{

@@ -12,7 +12,7 @@ use core::ffi::CStr;
 use ebpf_ext_core_sim::bpf::{BtfPrototype, PublishedBtfFunction, published_btf_functions};
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_program_info::{
-    Anything, BtfFunctionProvider, Bytes, CellsMut, SharedOutput, btf_functions,
+    Anything, BtfFunctionProvider, Bytes, CellsMut, Input, SharedOutput, btf_functions,
 };
 use ebpf_ext_sys::ebpf_base::{
     EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_CONST_SIZE,
@@ -37,8 +37,8 @@ fn add_to_each(key: u64, out: SharedOutput<'_>) -> u64 {
 }
 
 /// The sum of the bytes.
-fn sum(bytes: &[u8]) -> u64 {
-    bytes.iter().map(|&b| u64::from(b)).sum()
+fn sum(bytes: Input<'_>) -> u64 {
+    bytes.iter().map(u64::from).sum()
 }
 
 btf_functions! {

@@ -9,7 +9,7 @@
 use ebpf_ext_core_sim::ProgramInfoClient;
 use ebpf_ext_pool::{PoolArray, PoolTag};
 use ebpf_ext_program_info::{
-    Bytes, Context, ContextMut, CopyTestRun, DataPointer, ProgramInfoProvider, TestRun,
+    Bytes, Context, ContextMut, CopyTestRun, DataPointer, Input, ProgramInfoProvider, TestRun,
     TestRunContext, TestRunData, TestRunInput, TestRunOutput, TypedProgramData, no_padding,
     program_type,
 };
@@ -286,7 +286,7 @@ fn widen_range(context: &mut MutCtx) -> u64 {
 }
 
 /// A `ContextMut` helper at the third register (after a buffer and its size).
-fn widen(bytes: &[u8], context: &mut MutCtx) -> u64 {
+fn widen(bytes: Input<'_>, context: &mut MutCtx) -> u64 {
     widen_range(context) + bytes.len() as u64
 }
 
@@ -353,7 +353,7 @@ no_padding!(Wrapped {
     extra: u64
 });
 
-fn widen_wrapped(bytes: &[u8], context: &mut Wrapped) -> u64 {
+fn widen_wrapped(bytes: Input<'_>, context: &mut Wrapped) -> u64 {
     context.extra += 1;
     widen_range(&mut context.seen) + bytes.len() as u64
 }

@@ -58,9 +58,10 @@ pub mod prelude {
         AnyBitPattern, Anything, BtfFunctionPrototype, BtfFunctionProvider, BtfFunctions, Bytes,
         BytesMut, Cells, CellsMut, Context, ContextDescriptor, ContextMut, CopyTestRun,
         CountedString, DataPointer, DontCare, HelperAddresses, HelperFunction, HelperPrototype,
-        Map, MapAndKey, MapKey, MapValueOrNull, NoPadding, Output, PackedStrings, ProgramData,
-        ProgramInfo, ProgramInfoProvider, ProgramMap, ProgramTypeDescriptor, SharedOutput, TestRun,
-        TestRunContext, TestRunData, TestRunInput, TestRunOutput, TypedProgramData,
+        Input, Map, MapAndKey, MapKey, MapValueOrNull, NoPadding, Output, PackedStrings,
+        ProgramData, ProgramInfo, ProgramInfoProvider, ProgramMap, ProgramTypeDescriptor,
+        SharedBytes, SharedOutput, TestRun, TestRunContext, TestRunData, TestRunInput,
+        TestRunOutput, TypedProgramData,
     };
     pub use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
     pub use ebpf_ext_sys::ntdef::GUID;

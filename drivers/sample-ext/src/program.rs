@@ -18,7 +18,6 @@
 //!   caller's pointer values, which `context_destroy` then reads through), and `ctx_out`'s
 //!   data pointers are NULL (upstream's are the kernel's addresses of the data).
 
-use core::cell::Cell;
 use core::mem::offset_of;
 
 use ebpf_extension_common::prelude::*;
@@ -101,42 +100,40 @@ fn helper_function1(_: &SampleContext) -> u64 {
     0
 }
 
-/// The items of `buffer` before the first NUL, within the low 32 bits of its size
+/// The bytes of `buffer` before the first NUL, within the low 32 bits of its size
 /// (upstream's sizes are `uint32_t`).
-fn c_string<T>(buffer: &[T], byte: impl Fn(&T) -> u8) -> &[T] {
-    let buffer = &buffer[..buffer.len() & 0xFFFF_FFFF];
-    &buffer[..buffer
-        .iter()
-        .position(|b| byte(b) == 0)
-        .unwrap_or(buffer.len())]
+fn c_string(buffer: Input<'_>) -> Input<'_> {
+    let buffer = buffer.first(buffer.len() & 0xFFFF_FFFF);
+    buffer.first(buffer.iter().position(|b| b == 0).unwrap_or(buffer.len()))
 }
 
 /// `sample_ebpf_extension_find(buffer, size, find, find_size)`: the offset of the first
 /// occurrence of the NUL-terminated `find` in the NUL-terminated `buffer`; `0 - buffer` if
 /// there is none (upstream's value: a NULL match minus the buffer).
-fn find(buffer: &[u8], needle: &[u8]) -> u64 {
-    let (haystack, needle) = (c_string(buffer, |&b| b), c_string(needle, |&b| b));
+fn find(buffer: Input<'_>, needle: Input<'_>) -> u64 {
+    let (haystack, needle) = (c_string(buffer), c_string(needle));
     if needle.is_empty() {
         return 0;
     }
-    haystack
-        .windows(needle.len())
-        .position(|w| w == needle)
+    let found_at = |at: usize| {
+        (at..)
+            .zip(needle.iter())
+            .all(|(i, b)| haystack.get(i) == Some(b))
+    };
+    (0..haystack.len())
+        .position(found_at)
         .map_or(0u64.wrapping_sub(buffer.as_ptr() as u64), |at| at as u64)
 }
 
 /// `sample_ebpf_extension_replace(buffer, size, position, replace, replace_size)`: copies
 /// the NUL-terminated `replace` over `buffer` from `position`, never writing its last byte;
 /// 0, or -1 if `position` is negative or not below `size` (its low 32 bits).
-fn replace(buffer: &[Cell<u8>], position: u64, with: &[Cell<u8>]) -> u64 {
+fn replace(buffer: SharedBytes<'_>, position: u64, with: SharedBytes<'_>) -> u64 {
     let size = buffer.len() & 0xFFFF_FFFF;
     match usize::try_from(position.cast_signed()) {
         Ok(position) if position < size => {
-            for (slot, byte) in buffer[position..size - 1]
-                .iter()
-                .zip(c_string(with, Cell::get))
-            {
-                slot.set(byte.get());
+            for (at, byte) in (position..size - 1).zip(c_string(with.input()).iter()) {
+                buffer.set(at, byte);
             }
             0
         }
@@ -170,7 +167,7 @@ fn map_get_value(key: MapKey<'_>, out: SharedOutput<'_>, _: &SampleContext) -> u
     {
         Some((_, stored)) if !out.is_empty() => {
             for (index, byte) in stored.iter().take(4).enumerate() {
-                out.set(index, byte.get());
+                out.set(index, byte);
             }
             0
         }
@@ -211,4 +208,65 @@ program_type! {
     }
     test run CopyTestRun<SampleContext, { TAG.value() }>;
     .with_required_irql(DISPATCH_LEVEL)
+}
+
+#[cfg(test)]
+mod tests {
+    use core::cell::Cell;
+
+    use super::{Input, SharedBytes, find, replace};
+
+    fn find_in(buffer: &[u8], needle: &[u8]) -> u64 {
+        find(Input::from(buffer), Input::from(needle))
+    }
+
+    /// Upstream's value for no match: a NULL match minus the buffer's address.
+    fn none(buffer: &[u8]) -> u64 {
+        0u64.wrapping_sub(buffer.as_ptr() as u64)
+    }
+
+    #[test]
+    fn find_gives_upstreams_offsets_within_the_c_strings() {
+        assert_eq!(find_in(b"it is rainy\0", b"rainy\0"), 6);
+        assert_eq!(find_in(b"rainy", b"ny"), 3, "a match that ends at the size");
+        let cut = b"ab\0rainy";
+        assert_eq!(find_in(cut, b"rainy\0"), none(cut), "no match past a NUL");
+        assert_eq!(find_in(b"abc", b"\0x"), 0, "an empty string to find");
+        let short = b"ab";
+        assert_eq!(
+            find_in(short, b"abc"),
+            none(short),
+            "a longer string to find"
+        );
+    }
+
+    fn replace_in(buffer: &mut [u8], position: u64, with: &mut [u8]) -> u64 {
+        let (buffer, with) = (Cell::from_mut(buffer), Cell::from_mut(with));
+        replace(
+            SharedBytes::from(buffer.as_slice_of_cells()),
+            position,
+            SharedBytes::from(with.as_slice_of_cells()),
+        )
+    }
+
+    #[test]
+    fn replace_writes_the_c_string_but_never_the_last_byte() {
+        let mut buffer = *b"it is rainy\0";
+        assert_eq!(replace_in(&mut buffer, 6, &mut b"sunny\0".clone()), 0);
+        assert_eq!(&buffer, b"it is sunny\0");
+        assert_eq!(replace_in(&mut buffer, 9, &mut b"sunny\0".clone()), 0);
+        assert_eq!(&buffer, b"it is sunsu\0", "stops before the last byte");
+        let mut again = *b"abcd";
+        assert_eq!(
+            replace_in(&mut again, 4, &mut b"x".clone()),
+            u64::MAX,
+            "at the size"
+        );
+        assert_eq!(
+            replace_in(&mut again, u64::MAX, &mut b"x".clone()),
+            u64::MAX,
+            "negative"
+        );
+        assert_eq!(&again, b"abcd");
+    }
 }

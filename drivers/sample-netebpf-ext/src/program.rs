@@ -1,6 +1,8 @@
 //! The `sample_net` program type: context layout, helpers and the program data the SDK
 //! publishes.
 
+use core::borrow::Borrow;
+
 use ebpf_extension_common::prelude::*;
 
 /// Program type GUID of `sample_net`.
@@ -35,16 +37,18 @@ fn get_interface_id(context: &PacketContext) -> u64 {
 
 /// `sample_net_checksum(data, size)`: the 16-bit one's-complement internet checksum (RFC
 /// 1071) of `size` bytes at `data` (0xFFFF for none).
-fn checksum(data: &[u8]) -> u64 {
-    u64::from(internet_checksum(data))
+fn checksum(data: Input<'_>) -> u64 {
+    u64::from(internet_checksum(data.iter()))
 }
 
 /// RFC 1071 checksum: the one's complement of the one's-complement sum of the big-endian
 /// 16-bit words (an odd last byte padded with a zero).
 #[must_use]
-pub fn internet_checksum(bytes: &[u8]) -> u16 {
-    let word = |pair: &[u8]| u64::from(pair[0]) << 8 | u64::from(pair.get(1).map_or(0, |b| *b));
-    let mut sum: u64 = bytes.chunks(2).map(word).sum();
+pub fn internet_checksum<B: Borrow<u8>>(bytes: impl IntoIterator<Item = B>) -> u16 {
+    let (mut bytes, mut sum) = (bytes.into_iter().map(|b| u64::from(*b.borrow())), 0);
+    while let Some(high) = bytes.next() {
+        sum += high << 8 | bytes.next().unwrap_or(0);
+    }
     while sum >> 16 != 0 {
         sum = (sum & 0xFFFF) + (sum >> 16);
     }
@@ -72,20 +76,20 @@ mod tests {
     #[test]
     fn the_checksum_is_rfc_1071s() {
         let rfc_example = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
-        assert_eq!(internet_checksum(&rfc_example), !0xddf2);
+        assert_eq!(internet_checksum(rfc_example), !0xddf2);
         let ipv4_header = [
             0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8,
             0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
         ];
-        assert_eq!(internet_checksum(&ipv4_header), 0xb861);
+        assert_eq!(internet_checksum(ipv4_header), 0xb861);
         assert_eq!(
-            internet_checksum(&[0x01]),
+            internet_checksum([0x01]),
             0xfeff,
             "an odd byte is padded with zero"
         );
-        assert_eq!(internet_checksum(&[]), 0xffff, "nothing");
+        assert_eq!(internet_checksum([0u8; 0]), 0xffff, "nothing");
         assert_eq!(
-            internet_checksum(&std::vec![0xff; 131_076]),
+            internet_checksum(std::vec![0xff; 131_076]),
             0,
             "a sum past 32 bits still folds"
         );
