@@ -26,7 +26,10 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider, binding_from_context};
 use ebpf_ext_pool::{PoolBox, PoolTag};
-use ebpf_ext_program_info::{MapKey, SharedBytes};
+/// The views [`CustomMap`]'s callbacks and [`MapProvider::stored_value`] give.
+pub use ebpf_ext_program_info::{Input, SharedBytes};
+
+use ebpf_ext_program_info::MapKey;
 use ebpf_ext_sys::Result;
 use ebpf_ext_sys::ebpf_extension::{
     BPF_MAP_TYPE_HASH, EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER,
@@ -85,6 +88,11 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
 
     /// A lookup: `stored` is what the core keeps for `key`, `out` the caller's value.
     ///
+    /// `key` and `stored` are [`Input`] views, read one byte at a time: a key may be a
+    /// program's map value, and a stored value that programs may reach (without
+    /// [`CustomMap::UPDATES_ORIGINAL_VALUE`]) may be written by another processor's program
+    /// during the call. `out` is the caller's alone.
+    ///
     /// Without [`CustomMap::UPDATES_ORIGINAL_VALUE`] the core gives no output buffer (`out`
     /// is empty) and returns `stored` itself: the lookup can only refuse. Then it may also
     /// come from a program, at up to DISPATCH_LEVEL (`EBPF_MAP_OPERATION_HELPER` in `flags`).
@@ -94,13 +102,17 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
     /// The result the lookup fails with.
     fn find(
         &self,
-        key: &[u8],
-        stored: &[u8],
+        key: Input<'_>,
+        stored: Input<'_>,
         out: &mut [u8],
         flags: u32,
     ) -> core::result::Result<(), ebpf_result_t>;
 
-    /// An update: `value` is the caller's, `stored` what the core will keep (zeroed).
+    /// An update: `value` is the caller's, `stored` what the core will keep (zeroed, and
+    /// the provider's alone until the update returns).
+    ///
+    /// `key` and `value` are [`Input`] views, as for [`CustomMap::find`]: a program may pass
+    /// another map's value as either.
     ///
     /// Without [`CustomMap::UPDATES_ORIGINAL_VALUE`] the core gives no buffer (`stored` is
     /// empty) and keeps `value` itself: the update can only refuse. Then it may also come
@@ -111,15 +123,15 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
     /// The result the update fails with.
     fn update(
         &self,
-        key: &[u8],
-        value: &[u8],
+        key: Input<'_>,
+        value: Input<'_>,
         stored: &mut [u8],
         flags: u32,
     ) -> core::result::Result<(), ebpf_result_t>;
 
     /// A stored value was removed, replaced or cleaned up with the map; cannot fail. `key`
-    /// is empty if the core passes none.
-    fn delete_element(&self, key: &[u8], stored: &[u8], flags: u32);
+    /// is empty if the core passes none. Both are [`Input`] views, as for [`CustomMap::find`].
+    fn delete_element(&self, key: Input<'_>, stored: Input<'_>, flags: u32);
 }
 
 /// The per-map context the core keeps for the provider.
@@ -473,12 +485,13 @@ unsafe fn state<'a, M: CustomMap>(context: *mut c_void) -> Option<&'a MapState<M
 ///
 /// # Safety
 /// `p` is NULL or readable for `len` bytes for `'a`.
-unsafe fn bytes<'a>(p: *const u8, len: usize) -> Option<&'a [u8]> {
+unsafe fn bytes<'a>(p: *const u8, len: usize) -> Option<Input<'a>> {
     if p.is_null() {
         return None;
     }
-    // SAFETY: the caller's precondition.
-    Some(unsafe { core::slice::from_raw_parts(p, len) })
+    // SAFETY: the caller's precondition (non-NULL here); others may write the bytes during
+    // the call, which a view allows, but none holds a `&mut` to them.
+    Some(unsafe { Input::from_raw_parts(p, len) })
 }
 
 /// The state, key and a value buffer of an element callback; the key is empty if `key` is
@@ -492,11 +505,11 @@ unsafe fn element<'a, M: CustomMap>(
     key_size: usize,
     value: *const u8,
     value_size: usize,
-) -> Option<(&'a MapState<M>, &'a [u8], &'a [u8])> {
+) -> Option<(&'a MapState<M>, Input<'a>, Input<'a>)> {
     // SAFETY: the caller's precondition.
     let state = unsafe { state::<M>(map_context) }?;
     // SAFETY: as above.
-    let key = unsafe { bytes(key, key_size) }.unwrap_or(&[]);
+    let key = unsafe { bytes(key, key_size) }.unwrap_or(Input::from(&[][..]));
     // SAFETY: as above.
     let value = unsafe { bytes(value, value_size) }?;
     Some((state, key, value))

@@ -14,7 +14,7 @@ use core::ffi::c_void;
 use core::ptr;
 use std::sync::Mutex;
 
-use ebpf_ext_map::{CustomMap, MapProvider};
+use ebpf_ext_map::{CustomMap, Input, MapProvider};
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::ebpf_extension::{
     EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER, EBPF_MAP_CLIENT_DATA_HEADER,
@@ -61,15 +61,21 @@ impl CustomMap for TestMap {
         Ok(())
     }
 
-    fn find(&self, _: &[u8], _: &[u8], _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+    fn find(&self, _: Input<'_>, _: Input<'_>, _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
         Ok(())
     }
 
-    fn update(&self, _: &[u8], _: &[u8], _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+    fn update(
+        &self,
+        _: Input<'_>,
+        _: Input<'_>,
+        _: &mut [u8],
+        _: u32,
+    ) -> Result<(), ebpf_result_t> {
         Ok(())
     }
 
-    fn delete_element(&self, _: &[u8], _: &[u8], _: u32) {}
+    fn delete_element(&self, _: Input<'_>, _: Input<'_>, _: u32) {}
 }
 
 unsafe extern "win64" fn find(_: *const c_void, _: *const u8, _: *mut *mut u8) -> ebpf_result_t {

@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 
 use ebpf_ext_core_sim::bpf::{BpfMap, MapDefinition, MapError};
-use ebpf_ext_map::{CustomMap, MapProvider};
+use ebpf_ext_map::{CustomMap, Input, MapProvider};
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::ebpf_extension::EBPF_MAP_OPERATION_MAP_CLEANUP;
 use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, ebpf_result_t};
@@ -46,12 +46,12 @@ thread_local! {
     static SEEN: RefCell<Vec<Seen>> = const { RefCell::new(Vec::new()) };
 }
 
-fn seen(call: &'static str, key: &[u8], bytes: &[u8], out_len: usize, flags: u32) {
+fn seen(call: &'static str, key: Input<'_>, bytes: Input<'_>, out_len: usize, flags: u32) {
     SEEN.with(|s| {
         s.borrow_mut().push(Seen {
             call,
-            key: key.to_vec(),
-            bytes: bytes.to_vec(),
+            key: key.iter().collect(),
+            bytes: bytes.iter().collect(),
             out_len,
             flags,
         });
@@ -81,8 +81,8 @@ impl CustomMap for Plain {
 
     fn find(
         &self,
-        key: &[u8],
-        stored: &[u8],
+        key: Input<'_>,
+        stored: Input<'_>,
         out: &mut [u8],
         flags: u32,
     ) -> Result<(), ebpf_result_t> {
@@ -92,19 +92,19 @@ impl CustomMap for Plain {
 
     fn update(
         &self,
-        key: &[u8],
-        value: &[u8],
+        key: Input<'_>,
+        value: Input<'_>,
         stored: &mut [u8],
         flags: u32,
     ) -> Result<(), ebpf_result_t> {
         seen("update", key, value, stored.len(), flags);
-        if value.first() == Some(&REFUSED) {
+        if value.get(0) == Some(REFUSED) {
             return Err(EBPF_INVALID_ARGUMENT);
         }
         Ok(())
     }
 
-    fn delete_element(&self, key: &[u8], stored: &[u8], flags: u32) {
+    fn delete_element(&self, key: Input<'_>, stored: Input<'_>, flags: u32) {
         seen("delete", key, stored, 0, flags);
     }
 }
@@ -126,15 +126,21 @@ impl<const SIZE: u32> CustomMap for StoresSize<SIZE> {
         Ok(())
     }
 
-    fn find(&self, _: &[u8], _: &[u8], _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+    fn find(&self, _: Input<'_>, _: Input<'_>, _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
         Ok(())
     }
 
-    fn update(&self, _: &[u8], _: &[u8], _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+    fn update(
+        &self,
+        _: Input<'_>,
+        _: Input<'_>,
+        _: &mut [u8],
+        _: u32,
+    ) -> Result<(), ebpf_result_t> {
         Ok(())
     }
 
-    fn delete_element(&self, _: &[u8], _: &[u8], _: u32) {}
+    fn delete_element(&self, _: Input<'_>, _: Input<'_>, _: u32) {}
 }
 
 fn definition(map_type: u32) -> MapDefinition {

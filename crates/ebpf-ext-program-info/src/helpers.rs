@@ -12,6 +12,7 @@ use core::cell::Cell;
 use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::ptr;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use ebpf_ext_sys::ebpf_base::{
     EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_CONST_SIZE, EBPF_ARGUMENT_TYPE_DONTCARE,
@@ -57,7 +58,7 @@ fn next(registers: &[u64; 5], at: &mut usize) -> u64 {
 
 /// A memory argument, the two registers at `*at` (address, then size), advancing `*at` past
 /// them: `None` for a NULL address or a size beyond `usize`, which every memory kind receives
-/// as an empty slice.
+/// as an empty view.
 fn next_memory(registers: &[u64; 5], at: &mut usize) -> Option<(u64, usize)> {
     let (address, size) = (next(registers, at), next(registers, at));
     usize::try_from(size)
@@ -137,20 +138,46 @@ unsafe impl<C: 'static> HelperArgument<C> for ContextMut {
     }
 }
 
+/// One atomic byte load (`Relaxed`) of program memory: what every view reads with.
+///
+/// # Safety
+/// `at` is readable for the call (and not written through a `&mut`, nor while a `&[u8]` to it
+/// exists). A relaxed atomic load of a byte is allowed on read-only memory too
+/// (`core::sync::atomic`, "Atomic accesses to read-only memory").
+unsafe fn load(at: *const u8) -> u8 {
+    // SAFETY: the caller's precondition; a byte is always aligned.
+    unsafe { AtomicU8::from_ptr(at.cast_mut()) }.load(Ordering::Relaxed)
+}
+
+/// One atomic byte store (`Relaxed`) to program memory: what every view writes with.
+///
+/// # Safety
+/// `at` is writable for the call, and no `&[u8]` or `&mut [u8]` to it exists.
+unsafe fn store(at: *mut u8, byte: u8) {
+    // SAFETY: the caller's precondition; a byte is always aligned.
+    unsafe { AtomicU8::from_ptr(at) }.store(byte, Ordering::Relaxed);
+}
+
 /// Program memory a helper reads (a [`Bytes`] argument; [`SharedBytes`] derefs to it), for
 /// the call.
 ///
 /// The bytes may change while the helper runs: they may be a map value that another
 /// processor's program, the core or user mode writes meanwhile (the core takes no lock for it,
 /// as for C extensions). So a helper never receives them as `&[u8]`, whose bytes Rust (and the
-/// compiler) assume fixed for the borrow. Each read here is one volatile load, which the
-/// compiler neither repeats nor merges with another: a byte the helper checked is the byte it
-/// uses. A decision that depends on several bytes should copy them out once
+/// compiler) assume fixed for the borrow. Each read here is one atomic byte load (`Relaxed`),
+/// which the compiler neither repeats nor merges with another: a byte the helper checked is
+/// the byte it uses. A decision that depends on several bytes should copy them out once
 /// ([`Input::read_at`]) and decide on the copy.
 ///
+/// Between two Rust views (two helpers on two processors, say) the accesses are atomic, so
+/// defined. The program's own stores, and the core's, are not Rust's: on x64 they are the same
+/// single-byte moves, so a read sees a byte that was written, but Rust's memory model says
+/// nothing of them. Every view's access is of this kind ([`SharedBytes`], [`Output`],
+/// [`SharedOutput`] too).
+///
 /// Reads go one byte at a time, so a helper that scans much memory pays for it (the compiler
-/// cannot vectorise volatile loads). A view is neither `Send` nor `Sync`: it is for the
-/// helper call, on the processor that runs it.
+/// cannot vectorise atomic loads). A view is neither `Send` nor `Sync`: it is for the helper
+/// call, on the processor that runs it.
 ///
 /// ```compile_fail
 /// # use ebpf_ext_program_info::*;
@@ -178,8 +205,9 @@ impl<'a> Input<'a> {
     ///
     /// # Safety
     /// `start` is non-NULL and the `len` bytes at it stay readable for `'a`. Other code may
-    /// write them meanwhile (that is what the view is for), but nothing may hold a `&mut` to
-    /// them.
+    /// write them meanwhile (that is what the view is for), through atomic accesses, cells or
+    /// outside Rust (a program), but nothing may hold a `&mut [u8]` to them, and nothing may
+    /// write them while a `&[u8]` to them exists.
     #[must_use]
     pub const unsafe fn from_raw_parts(start: *const u8, len: usize) -> Self {
         Input {
@@ -212,8 +240,8 @@ impl<'a> Input<'a> {
     #[must_use]
     pub fn get(&self, index: usize) -> Option<u8> {
         // SAFETY: `index` is within the `len` readable bytes at `start` (checked; the type's
-        // invariant); a volatile load, as other code may write the byte.
-        (index < self.len).then(|| unsafe { self.start.wrapping_add(index).read_volatile() })
+        // invariant).
+        (index < self.len).then(|| unsafe { load(self.start.wrapping_add(index)) })
     }
 
     /// Copies `to.len()` bytes from `offset` on into `to`, each read once; `false`, copying
@@ -228,8 +256,8 @@ impl<'a> Input<'a> {
         }
         for (index, slot) in (offset..).zip(to.iter_mut()) {
             // SAFETY: `offset..offset + to.len()` lies within the `len` readable bytes
-            // (checked above; the type's invariant); volatile, as in `get`.
-            *slot = unsafe { self.start.wrapping_add(index).read_volatile() };
+            // (checked above; the type's invariant).
+            *slot = unsafe { load(self.start.wrapping_add(index)) };
         }
         true
     }
@@ -237,8 +265,8 @@ impl<'a> Input<'a> {
     /// The bytes in order, each read once, when the iterator reaches it.
     pub fn iter(&self) -> impl Iterator<Item = u8> + use<'a> {
         let view = *self;
-        // SAFETY: each index is below `len` (the range); volatile, as in `get`.
-        (0..view.len).map(move |index| unsafe { view.start.wrapping_add(index).read_volatile() })
+        // SAFETY: each index is below `len` (the range), within the readable bytes.
+        (0..view.len).map(move |index| unsafe { load(view.start.wrapping_add(index)) })
     }
 
     /// The first `len` bytes (all of them if there are fewer).
@@ -268,8 +296,8 @@ impl core::fmt::Debug for Input<'_> {
 /// Program memory a helper reads and writes (a [`Cells`] argument, or a custom map's stored
 /// value), which the helper's other memory arguments may overlap, for the call: an [`Input`]
 /// (which it derefs to) that also writes. A shared view, as `&[Cell<u8>]` is (so `Copy`, and
-/// neither `Send` nor `Sync`), but every access is a volatile one: other processors may write
-/// the bytes meanwhile, as for an [`Input`].
+/// neither `Send` nor `Sync`), but every access is an atomic byte access: other processors may
+/// write the bytes meanwhile, as for an [`Input`].
 #[derive(Clone, Copy)]
 pub struct SharedBytes<'a> {
     input: Input<'a>,
@@ -281,8 +309,9 @@ impl<'a> SharedBytes<'a> {
     ///
     /// # Safety
     /// `start` is non-NULL and the `len` bytes at it stay readable and writable for `'a`;
-    /// nothing may hold a reference to them meanwhile (other code may read and write them
-    /// through raw pointers or other views).
+    /// meanwhile other code may read and write them through atomic accesses, cells (on this
+    /// thread: `Cell` is not `Sync`) or outside Rust (a program), but nothing may hold a
+    /// `&[u8]` or `&mut [u8]` to them.
     #[must_use]
     pub const unsafe fn from_raw_parts(start: *mut u8, len: usize) -> Self {
         SharedBytes {
@@ -292,13 +321,14 @@ impl<'a> SharedBytes<'a> {
         }
     }
 
-    /// Sets the byte at `index` to `byte` (one volatile store); past the end, writes nothing.
+    /// Sets the byte at `index` to `byte` (one atomic byte store); past the end, writes
+    /// nothing.
     pub fn set(&self, index: usize, byte: u8) {
         if index < self.input.len {
             let to = self.input.start.cast_mut().wrapping_add(index);
             // SAFETY: `index` is within the `len` writable bytes at `start` (checked; the
-            // type's invariant); no reference to them exists, so the write aliases nothing.
-            unsafe { to.write_volatile(byte) };
+            // type's invariant).
+            unsafe { store(to, byte) };
         }
     }
 
@@ -312,9 +342,9 @@ impl<'a> SharedBytes<'a> {
 impl<'a> From<&'a [Cell<u8>]> for SharedBytes<'a> {
     /// A view of cells (host code, tests).
     fn from(cells: &'a [Cell<u8>]) -> Self {
-        // SAFETY: cells are readable for `'a` and writable through a shared borrow (raw
-        // pointers from it may write them); nothing else runs on them meanwhile (`Cell` is
-        // not `Sync`).
+        // SAFETY: cells are readable for `'a` and writable through a shared borrow (a pointer
+        // from it may write them); only this thread reaches them (`Cell` is not `Sync`), as
+        // cells or through this view.
         unsafe { SharedBytes::from_raw_parts(cells.as_ptr().cast::<u8>().cast_mut(), cells.len()) }
     }
 }
@@ -390,22 +420,30 @@ impl Output<'_> {
         {
             return false;
         }
-        let to = self.start.wrapping_add(offset);
-        // SAFETY: `offset..offset + bytes.len()` lies within the `len` writable bytes at
-        // `start` (checked; the type's invariant); `ptr::copy` allows any overlap.
-        unsafe { ptr::copy(bytes.as_ptr(), to, bytes.len()) };
+        for (index, &byte) in (offset..).zip(bytes) {
+            // SAFETY: `offset..offset + bytes.len()` lies within the `len` writable bytes at
+            // `start` (checked above; the type's invariant). `bytes` is a `&[u8]` the
+            // program's memory cannot be (the helper's other memory arguments are no
+            // references: `check_overlap`), so the write does not change it.
+            unsafe { store(self.start.wrapping_add(index), byte) };
+        }
         true
     }
 
     /// Sets every byte to `byte`.
     pub fn fill(&mut self, byte: u8) {
-        // SAFETY: the `len` writable bytes at `start` (the type's invariant).
-        unsafe { ptr::write_bytes(self.start, byte, self.len) };
+        for index in 0..self.len {
+            // SAFETY: within the `len` writable bytes at `start` (the type's invariant).
+            unsafe { store(self.start.wrapping_add(index), byte) };
+        }
     }
 }
 
-// SAFETY: an `Output` is the one view of its bytes for `'a`, as `&'a mut [u8]` is (which is
-// `Send` and `Sync`); `&self` methods only read its length.
+// SAFETY: an `Output` is the helper's only view of its bytes (`check_overlap`), as a
+// `&'a mut [u8]` (which is `Send` and `Sync`) would be; what else writes or reads them (another
+// processor's program or user mode, for a map value) does so concurrently whichever thread
+// holds the `Output`, and its writes are atomic byte stores. `&self` methods only read its
+// length.
 unsafe impl Send for Output<'_> {}
 // SAFETY: as above.
 unsafe impl Sync for Output<'_> {}
@@ -418,8 +456,8 @@ impl core::fmt::Debug for Output<'_> {
 
 /// Memory a program passed for a helper to write (`PTR_TO_WRITABLE_MEM`, a [`CellsMut`]
 /// argument) that may overlap the helper's other memory arguments (a [`MapAndKey`] key,
-/// [`Cells`]), for the call: like [`Output`], written but never read. A shared view, as
-/// `&[Cell<u8>]` is (so `Copy`).
+/// [`Cells`]), for the call: like [`Output`], written but never read, one atomic byte store at
+/// a time. A shared view, as `&[Cell<u8>]` is (so `Copy`).
 #[derive(Clone, Copy)]
 pub struct SharedOutput<'a> {
     start: *mut u8,
@@ -447,9 +485,9 @@ impl SharedOutput<'_> {
         }
         let to = self.start.wrapping_add(index);
         // SAFETY: `index` is within the `len` writable bytes at `start` (checked; the type's
-        // invariant); other arguments reach these bytes only through views or raw pointers,
-        // which allow the write; volatile, as `SharedBytes::set`.
-        unsafe { to.write_volatile(byte) };
+        // invariant); other arguments reach these bytes only through views or raw pointers
+        // (`check_overlap`), never references.
+        unsafe { store(to, byte) };
     }
 }
 
@@ -1069,6 +1107,20 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
 /// fn keep(context: &'static Ctx) -> u64 { 0 }
 /// helpers! { context Ctx; static H; static A; 0x10000, c"keep" => keep(Context); }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn keep(bytes: Input<'static>) -> u64 { 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"keep" => keep(Bytes); }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn keep(bytes: SharedBytes<'static>) -> u64 { 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"keep" => keep(Cells); }
 /// ```
 ///
 /// ```compile_fail

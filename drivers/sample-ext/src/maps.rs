@@ -58,37 +58,33 @@ impl CustomMap for SampleMap {
 
     fn find(
         &self,
-        _: &[u8],
-        stored: &[u8],
+        _: Input<'_>,
+        stored: Input<'_>,
         out: &mut [u8],
         flags: u32,
     ) -> Result<(), ebpf_result_t> {
         if flags & EBPF_MAP_OPERATION_HELPER != 0 {
             return Err(EBPF_OPERATION_NOT_SUPPORTED);
         }
-        let (Some(value), Some(out)) = (stored.get(..4), out.get_mut(..4)) else {
-            return Err(EBPF_INVALID_ARGUMENT);
-        };
-        out.copy_from_slice(value);
-        Ok(())
+        let copied = out.get_mut(..4).is_some_and(|out| stored.read_at(0, out));
+        copied.then_some(()).ok_or(EBPF_INVALID_ARGUMENT)
     }
 
     fn update(
         &self,
-        _: &[u8],
-        value: &[u8],
+        _: Input<'_>,
+        value: Input<'_>,
         stored: &mut [u8],
         flags: u32,
     ) -> Result<(), ebpf_result_t> {
         if flags & EBPF_MAP_OPERATION_HELPER != 0 {
             return Err(EBPF_OPERATION_NOT_SUPPORTED);
         }
-        let (Some(value), Some(slot)) = (value.get(..4), stored.get_mut(..4)) else {
-            return Err(EBPF_INVALID_ARGUMENT);
-        };
-        slot.copy_from_slice(value);
-        Ok(())
+        let copied = stored
+            .get_mut(..4)
+            .is_some_and(|slot| value.read_at(0, slot));
+        copied.then_some(()).ok_or(EBPF_INVALID_ARGUMENT)
     }
 
-    fn delete_element(&self, _: &[u8], _: &[u8], _: u32) {}
+    fn delete_element(&self, _: Input<'_>, _: Input<'_>, _: u32) {}
 }

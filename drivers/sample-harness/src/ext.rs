@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ebpf_ext_core_sim::bpf::{BpfError, BpfObject, BpfProgram, GENERAL_HELPERS, TestRun};
 use ebpf_ext_core_sim::{Link, LinkSpec, ProgramInfoClient};
-use ebpf_ext_map::CustomMap;
+use ebpf_ext_map::{CustomMap, Input};
 use ebpf_ext_sys::ebpf_result::ebpf_result_t;
 use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
@@ -246,15 +246,27 @@ impl CustomMap for Decoy {
         self.0.associate(program_type)
     }
 
-    fn find(&self, k: &[u8], stored: &[u8], out: &mut [u8], f: u32) -> Result<(), ebpf_result_t> {
+    fn find(
+        &self,
+        k: Input<'_>,
+        stored: Input<'_>,
+        out: &mut [u8],
+        f: u32,
+    ) -> Result<(), ebpf_result_t> {
         self.0.find(k, stored, out, f)
     }
 
-    fn update(&self, k: &[u8], v: &[u8], stored: &mut [u8], f: u32) -> Result<(), ebpf_result_t> {
+    fn update(
+        &self,
+        k: Input<'_>,
+        v: Input<'_>,
+        stored: &mut [u8],
+        f: u32,
+    ) -> Result<(), ebpf_result_t> {
         self.0.update(k, v, stored, f)
     }
 
-    fn delete_element(&self, key: &[u8], stored: &[u8], flags: u32) {
+    fn delete_element(&self, key: Input<'_>, stored: Input<'_>, flags: u32) {
         self.0.delete_element(key, stored, flags);
     }
 }
