@@ -161,13 +161,24 @@ pub struct DebugMessage {
     pub text: String,
 }
 
+/// A lock a thread holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeldLock {
+    /// The lock's address.
+    pub(crate) addr: usize,
+    /// Held exclusively.
+    pub(crate) exclusive: bool,
+    /// For a spin lock, the IRQL its acquire returned (what its release must restore).
+    pub(crate) spin_old_irql: Option<KIRQL>,
+}
+
 /// Per-thread simulated CPU state.
 pub(crate) struct ThreadState {
     pub(crate) irql: Cell<KIRQL>,
     pub(crate) critical_region: Cell<u32>,
     pub(crate) processor: Cell<Option<u32>>,
-    /// Addresses of spin locks and push locks this thread holds, with "exclusive".
-    pub(crate) held_locks: RefCell<Vec<(usize, bool)>>,
+    /// Spin locks and push locks this thread holds, in acquisition order.
+    pub(crate) held_locks: RefCell<Vec<HeldLock>>,
     pub(crate) activity_id: Cell<GUID>,
 }
 

@@ -6,7 +6,11 @@
 //!
 //! Both detect what would hang a real machine: acquiring a lock the thread already holds
 //! (spin locks in any mode; push locks exclusively, or shared behind a queued exclusive
-//! waiter) is a bug check instead of a deadlock.
+//! waiter) is a bug check instead of a deadlock. A spin lock's release must restore the IRQL
+//! its acquire returned, and may lower the IRQL below DISPATCH_LEVEL only once the thread
+//! holds no other spin lock (nested spin locks released out of order would run the rest of
+//! the outer section below DISPATCH_LEVEL): either mistake is a bug check too, as Driver
+//! Verifier's IRQL checks would make it.
 
 use core::hint;
 use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
@@ -20,7 +24,8 @@ use ebpf_ext_sys::wdm::{
 };
 
 use crate::kernel::{
-    THREAD, bugcheck, current_irql, lock, require_bound, require_irql, set_irql, with_kernel,
+    HeldLock, THREAD, bugcheck, current_irql, lock, require_bound, require_irql, set_irql,
+    with_kernel,
 };
 
 fn held(addr: usize) -> Option<bool> {
@@ -28,38 +33,40 @@ fn held(addr: usize) -> Option<bool> {
         t.held_locks
             .borrow()
             .iter()
-            .find(|(a, _)| *a == addr)
-            .map(|(_, excl)| *excl)
+            .find(|held| held.addr == addr)
+            .map(|held| held.exclusive)
     })
 }
 
-fn note_acquired(addr: usize, exclusive: bool) {
-    THREAD.with(|t| t.held_locks.borrow_mut().push((addr, exclusive)));
+fn note_acquired(addr: usize, exclusive: bool, spin_old_irql: Option<KIRQL>) {
+    THREAD.with(|t| {
+        t.held_locks.borrow_mut().push(HeldLock {
+            addr,
+            exclusive,
+            spin_old_irql,
+        });
+    });
 }
 
-fn note_released(api: &'static str, addr: usize, exclusive: bool) {
+/// Forgets the lock at `addr` held in mode `exclusive` (bug check if it is not held so), and
+/// returns what it was.
+fn note_released(api: &'static str, addr: usize, exclusive: bool) -> HeldLock {
     let found = THREAD.with(|t| {
         let mut locks = t.held_locks.borrow_mut();
-        match locks
+        locks
             .iter()
-            .rposition(|&(a, e)| a == addr && e == exclusive)
-        {
-            Some(i) => {
-                locks.remove(i);
-                true
-            }
-            None => false,
-        }
+            .rposition(|held| held.addr == addr && held.exclusive == exclusive)
+            .map(|i| locks.remove(i))
     });
-    if !found {
+    found.unwrap_or_else(|| {
         let mode = if exclusive { "exclusive" } else { "shared" };
         bugcheck(
             api,
             DRIVER_VERIFIER_DETECTED_VIOLATION,
             [addr as u64, 0, 0, 0],
             &format!("released a lock this thread does not hold {mode}"),
-        );
-    }
+        )
+    })
 }
 
 fn backoff(spins: &mut u32) {
@@ -115,7 +122,34 @@ fn spin_release_prologue(
             &format!("{api} at IRQL {irql} (must be DISPATCH_LEVEL) restoring IRQL {old_irql}"),
         );
     }
-    note_released(api, lock as usize, exclusive);
+    let released = note_released(api, lock as usize, exclusive);
+    if released.spin_old_irql != Some(old_irql) {
+        bugcheck(
+            api,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [lock as u64, u64::from(old_irql), 0, 0],
+            &format!(
+                "{api} restores IRQL {old_irql}, but acquiring the lock returned {:?}",
+                released.spin_old_irql
+            ),
+        );
+    }
+    let other_spin_lock = THREAD.with(|t| {
+        t.held_locks
+            .borrow()
+            .iter()
+            .find_map(|held| held.spin_old_irql.map(|_| held.addr))
+    });
+    if let Some(other) = other_spin_lock.filter(|_| old_irql < DISPATCH_LEVEL) {
+        bugcheck(
+            api,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [lock as u64, u64::from(old_irql), other as u64, 0],
+            &format!(
+                "{api} lowers IRQL to {old_irql} while the thread still holds the spin lock at {other:#x} (released out of order)"
+            ),
+        );
+    }
 }
 
 /// `ExAcquireSpinLockShared`.
@@ -138,7 +172,7 @@ pub unsafe extern "win64" fn ExAcquireSpinLockShared(SpinLock: *mut EX_SPIN_LOCK
         }
         backoff(&mut spins);
     }
-    note_acquired(SpinLock as usize, false);
+    note_acquired(SpinLock as usize, false, Some(old));
     old
 }
 
@@ -177,7 +211,7 @@ pub unsafe extern "win64" fn ExAcquireSpinLockExclusive(SpinLock: *mut EX_SPIN_L
         }
         backoff(&mut spins);
     }
-    note_acquired(SpinLock as usize, true);
+    note_acquired(SpinLock as usize, true, Some(old));
     old
 }
 
@@ -295,7 +329,7 @@ pub unsafe extern "win64" fn ExAcquirePushLockExclusiveEx(PushLock: *mut EX_PUSH
                     .is_ok()
         });
     }
-    note_acquired(PushLock as usize, true);
+    note_acquired(PushLock as usize, true, None);
 }
 
 /// `ExAcquirePushLockSharedEx`.
@@ -334,7 +368,7 @@ pub unsafe extern "win64" fn ExAcquirePushLockSharedEx(PushLock: *mut EX_PUSH_LO
     if !take() {
         push_wait(API, take);
     }
-    note_acquired(PushLock as usize, false);
+    note_acquired(PushLock as usize, false, None);
 }
 
 /// `ExReleasePushLockExclusiveEx`.

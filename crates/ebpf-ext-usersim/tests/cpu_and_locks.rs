@@ -111,6 +111,58 @@ fn recursive_spin_lock_bugchecks_instead_of_hanging() {
 }
 
 #[test]
+fn nested_spin_locks_released_in_order_restore_passive() {
+    let _k = Kernel::new();
+    let (mut outer, mut inner): (EX_SPIN_LOCK, EX_SPIN_LOCK) = (0, 0);
+    // SAFETY: locks on this stack, released below in reverse order.
+    let outer_old = unsafe { ExAcquireSpinLockExclusive(&raw mut outer) };
+    // SAFETY: as above.
+    let inner_old = unsafe { ExAcquireSpinLockShared(&raw mut inner) };
+    assert_eq!((outer_old, inner_old), (PASSIVE_LEVEL, DISPATCH_LEVEL));
+    // SAFETY: held shared, with the IRQL its acquire returned.
+    unsafe { ExReleaseSpinLockShared(&raw mut inner, inner_old) };
+    assert_eq!(KeGetCurrentIrql(), DISPATCH_LEVEL);
+    // SAFETY: held exclusive, with the IRQL its acquire returned.
+    unsafe { ExReleaseSpinLockExclusive(&raw mut outer, outer_old) };
+    assert_eq!(KeGetCurrentIrql(), PASSIVE_LEVEL);
+}
+
+#[test]
+fn spin_lock_released_with_another_irql_bugchecks() {
+    let _k = Kernel::new();
+    let check = expect_bugcheck("spin_lock_released_with_another_irql_bugchecks", || {
+        let mut lock: EX_SPIN_LOCK = 0;
+        // SAFETY: acquired at PASSIVE_LEVEL, released restoring APC_LEVEL: the mistake.
+        let old = unsafe { ExAcquireSpinLockExclusive(&raw mut lock) };
+        assert_eq!(old, PASSIVE_LEVEL);
+        // SAFETY: as above.
+        unsafe { ExReleaseSpinLockExclusive(&raw mut lock, APC_LEVEL) };
+    });
+    assert_eq!(check.code, DRIVER_VERIFIER_DETECTED_VIOLATION);
+    assert!(
+        check.message.contains("restores IRQL 1"),
+        "{}",
+        check.message
+    );
+}
+
+#[test]
+fn nested_spin_locks_released_out_of_order_bugcheck() {
+    let _k = Kernel::new();
+    let check = expect_bugcheck("nested_spin_locks_released_out_of_order_bugcheck", || {
+        let (mut outer, mut inner): (EX_SPIN_LOCK, EX_SPIN_LOCK) = (0, 0);
+        // SAFETY: released out of order below: the mistake.
+        let outer_old = unsafe { ExAcquireSpinLockShared(&raw mut outer) };
+        // SAFETY: as above.
+        let _inner_old = unsafe { ExAcquireSpinLockShared(&raw mut inner) };
+        // SAFETY: as above: lowers to PASSIVE_LEVEL while `inner` is held.
+        unsafe { ExReleaseSpinLockShared(&raw mut outer, outer_old) };
+    });
+    assert_eq!(check.code, DRIVER_VERIFIER_DETECTED_VIOLATION);
+    assert!(check.message.contains("out of order"), "{}", check.message);
+}
+
+#[test]
 fn push_lock_needs_a_critical_region() {
     let _k = Kernel::new();
     let check = expect_bugcheck("push_lock_needs_a_critical_region", || {
