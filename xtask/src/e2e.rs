@@ -1,7 +1,8 @@
 //! The out-of-tree end-to-end test (`cargo xtask ci`): what a user of the SDK does, from a
 //! tag. A bare git repository of this checkout gets a tag; `cargo-ebpf-ext` is installed
-//! from it; `cargo ebpf-ext new` makes an extension repository outside the workspace that
-//! pins that tag; it is built, signed, packaged, exported and tested in both modes. Nothing is
+//! from it; `cargo ebpf-ext new`, run in a temporary folder outside this checkout, makes an
+//! extension repository there that pins that tag; it is linted, tested with plain
+//! `cargo test`, then built, signed, packaged, exported and tested in both modes. Nothing is
 //! copied from this repository: the new repository gets everything through git and the tool.
 
 use std::path::Path;
@@ -28,8 +29,25 @@ fn cargo_ebpf_ext(tools: &Path, args: &[&str]) -> std::process::Command {
     cmd
 }
 
-/// Runs the test under `target/e2e/` (made afresh).
+/// Runs the test: the bare repository and the installed tool under `target/e2e/` (made
+/// afresh), the extension in a temporary folder outside this checkout (kept, and named, if
+/// the test fails).
 pub(crate) fn out_of_tree() -> Result<()> {
+    let outside = tempfile::Builder::new()
+        .prefix("ebpf-ext-e2e-")
+        .tempdir()
+        .context("a temporary folder for the new extension")?;
+    let result = out_of_tree_in(outside.path());
+    if result.is_err() {
+        eprintln!(
+            "e2e: the new extension is kept in {}",
+            outside.keep().display()
+        );
+    }
+    result
+}
+
+fn out_of_tree_in(outside: &Path) -> Result<()> {
     let root = workspace_root();
     let dir = root.join("target").join("e2e");
     let _ = std::fs::remove_dir_all(&dir);
@@ -54,18 +72,29 @@ pub(crate) fn out_of_tree() -> Result<()> {
         .arg("cargo-ebpf-ext")
         .env("CARGO_TARGET_DIR", dir.join("install-target")))
     .context("cargo install of cargo-ebpf-ext from the tagged bare repository")?;
-    let ext = dir.join("my-ext");
-    let ext_arg = ext.display().to_string();
-    run(&mut cargo_ebpf_ext(
-        &tools,
-        // Run from this checkout, which is a workspace: --standalone keeps `new` from
-        // making the extension one of its members.
-        &["new", "my-ext", "--standalone", "--path", &ext_arg],
-    ))?;
+    let ext = outside.join("my-ext");
+    // Outside any workspace, `new` makes a repository of its own (no --standalone).
+    run(cargo_ebpf_ext(&tools, &["new", "my-ext"]).current_dir(outside))?;
     let manifest = std::fs::read_to_string(ext.join("Cargo.toml"))?;
     if !manifest.contains(&format!("git = \"{url}\", tag = \"{TAG}\"")) {
         bail!("the new extension does not pin {url} at {TAG}:\n{manifest}");
     }
+    let readme =
+        std::fs::read_to_string(ext.join("README.md")).context("the new repository's README")?;
+    if !readme.contains(&format!("--git {url} --tag {TAG} cargo-ebpf-ext")) {
+        bail!("the new repository's README does not name the tool of its pin:\n{readme}");
+    }
+    // What a user types first: its lints hold, and the host tests pass.
+    run(command(Tool::Cargo)
+        .args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])
+        .current_dir(&ext)
+        .env_remove("CARGO_TARGET_DIR"))
+    .context("cargo clippy on the new extension (its template's lints)")?;
+    run(command(Tool::Cargo)
+        .arg("test")
+        .current_dir(&ext)
+        .env_remove("CARGO_TARGET_DIR"))
+    .context("cargo test on the new extension")?;
     let manifest_path = ext.join("Cargo.toml").display().to_string();
     for step in [
         "build",
@@ -108,7 +137,7 @@ pub(crate) fn out_of_tree() -> Result<()> {
         bail!("a workspace pinned at another tag was not refused as such:\n{said}");
     }
     eprintln!(
-        "e2e: cargo-ebpf-ext installed from {url} at {TAG}; a new extension outside the workspace built, signed, packaged, exported and tested in both modes, and refused once pinned at another tag"
+        "e2e: cargo-ebpf-ext installed from {url} at {TAG}; a new extension outside the checkout linted, tested, built, signed, packaged, exported and tested in both modes, and refused once pinned at another tag"
     );
     Ok(())
 }

@@ -1,9 +1,10 @@
 //! `new NAME`: a new extension repository (its own workspace): a program type with a helper,
 //! a hook, the driver glue, host tests in both modes, `.inx`, `.wprp` and `.guid`, fresh GUIDs,
-//! and the SDK pinned by the tag this tool was installed from. Inside an existing workspace,
-//! the same driver crate becomes a member of it instead ([`add_member`]): listed in the root
-//! manifest's `members`, the SDK pinned as the workspace already pins it, and no file of its
-//! own that belongs to the workspace (`.gitignore`, `[workspace]`).
+//! a README, the lints for `unsafe` code and the SDK's minimum Rust version, and the SDK
+//! pinned by the tag this tool was installed from. Inside an existing workspace, the same
+//! driver crate becomes a member of it instead ([`add_member`]): listed in the root manifest's
+//! `members`, the SDK pinned as the workspace already pins it, and no file of its own that
+//! belongs to the workspace (`.gitignore`, `[workspace]`, the README).
 
 use std::fs;
 use std::io::Read as _;
@@ -47,6 +48,19 @@ impl Sdk {
             Sdk::Path(root) => format!(
                 "{{ path = \"{}\" }}",
                 root.join("crates").join(krate).display()
+            ),
+        }
+    }
+
+    /// The command that installs the `cargo ebpf-ext` of this SDK.
+    fn install_line(&self) -> String {
+        match self {
+            Sdk::Git { url, tag } => {
+                format!("cargo install --locked --git {url} --tag {tag} cargo-ebpf-ext")
+            }
+            Sdk::Path(root) => format!(
+                "cargo install --locked --path {}",
+                root.join("crates").join("cargo-ebpf-ext").display()
             ),
         }
     }
@@ -377,7 +391,10 @@ pub fn files(name: &str, sdk: &Sdk) -> Result<Vec<(PathBuf, String)>> {
             .replace("{{attach_type_u128}}", &literal(attach_type))
             .replace("{{etw_guid}}", &hyphenated(etw))
             .replace("{{bpf_prog_type}}", &bpf_prog_type.to_string())
-            .replace("{{bpf_attach_type}}", &bpf_attach_type.to_string());
+            .replace("{{bpf_attach_type}}", &bpf_attach_type.to_string())
+            .replace("{{rust_version}}", env!("CARGO_PKG_RUST_VERSION"))
+            .replace("{{sdk_pin}}", &sdk.dependency("ebpf-extension-common"))
+            .replace("{{install_tool}}", &sdk.install_line());
         for krate in [
             "ebpf-extension-common",
             "ebpf-ext-usersim",
@@ -414,6 +431,10 @@ pub fn files(name: &str, sdk: &Sdk) -> Result<Vec<(PathBuf, String)>> {
             format!("{}\n", hyphenated(etw)),
         ),
         (".gitignore".into(), "/target\n".into()),
+        (
+            "README.md".into(),
+            fill(include_str!("../template/README.md.in")),
+        ),
     ])
 }
 
@@ -422,13 +443,14 @@ const OWN_WORKSPACE: &str =
     "\n# Its own workspace (`cargo ebpf-ext` finds it with cargo metadata).\n[workspace]\n";
 
 /// The files of a new extension called `name` as a member of an existing workspace: those of
-/// [`files`] without what belongs to the workspace (the manifest's `[workspace]`, `.gitignore`).
+/// [`files`] without what belongs to the workspace (the manifest's `[workspace]`, `.gitignore`,
+/// and the README, which speaks of the repository and its SDK pin).
 ///
 /// # Errors
 /// As [`files`].
 pub fn member_files(name: &str, sdk: &Sdk) -> Result<Vec<(PathBuf, String)>> {
     let mut files = files(name, sdk)?;
-    files.retain(|(path, _)| path != Path::new(".gitignore"));
+    files.retain(|(path, _)| path != Path::new(".gitignore") && path != Path::new("README.md"));
     for (path, text) in &mut files {
         if path == Path::new("Cargo.toml") {
             let Some(at) = text.find(OWN_WORKSPACE) else {
@@ -710,6 +732,57 @@ mod tests {
         assert_eq!(
             Sdk::from_workspace(&checkout),
             Some(Sdk::Path("/sdk".into()))
+        );
+    }
+
+    #[test]
+    fn a_new_repository_has_a_readme_naming_its_pin_and_the_kernel_lints() {
+        let sdk = Sdk::Git {
+            url: "https://example.invalid/sdk".into(),
+            tag: "v9.9.9".into(),
+        };
+        let all = files("my-ext", &sdk).expect("files");
+        let file = |name: &str| {
+            all.iter()
+                .find(|(p, _)| p == Path::new(name))
+                .map(|(_, t)| t)
+        };
+        let readme = file("README.md").expect("a README");
+        assert!(
+            readme.contains(
+                "cargo install --locked --git https://example.invalid/sdk --tag v9.9.9 cargo-ebpf-ext"
+            ) && readme.contains(r#"`{ git = "https://example.invalid/sdk", tag = "v9.9.9" }`"#)
+                && readme.contains("target/driver/my_ext.sys"),
+            "{readme}"
+        );
+        let manifest = file("Cargo.toml").expect("a manifest");
+        for line in [
+            "undocumented_unsafe_blocks = \"deny\"",
+            "unsafe_op_in_unsafe_fn = \"deny\"",
+            &format!("rust-version = \"{}\"", env!("CARGO_PKG_RUST_VERSION")),
+        ] {
+            assert!(manifest.contains(line), "{line}: {manifest}");
+        }
+        let checkout = Sdk::Path("/home/b/sdk".into()).seen_from(Path::new("/home/a/ext"));
+        let from_checkout = files("my-ext", &checkout).expect("files");
+        assert!(
+            from_checkout
+                .iter()
+                .any(|(p, t)| p == Path::new("README.md")
+                    && t.contains(
+                        "cargo install --locked --path ../../b/sdk/crates/cargo-ebpf-ext"
+                    ))
+        );
+        let member = member_files("my-ext", &sdk).expect("member files");
+        assert!(
+            member.iter().all(|(p, _)| p != Path::new("README.md")),
+            "a member's workspace has its own README"
+        );
+        assert!(
+            member
+                .iter()
+                .any(|(p, t)| p == Path::new("Cargo.toml") && t.contains("[lints.clippy]")),
+            "a member keeps its lints"
         );
     }
 
