@@ -32,13 +32,13 @@
 //! a returned wait then says only that the reference was run down at some point since the
 //! call began: a racing re-initialisation may reopen it at once (and a waiter that missed the
 //! run-down state runs the reopened reference down itself). A caller that frees what the
-//! reference protects must not re-initialise it concurrently.
+//! reference protects must not re-initialise it concurrently. `tests/loom_wait_state.rs`
+//! checks this protocol with `loom` over every interleaving.
 #![no_std]
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomPinned;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU8, Ordering};
 
 use ebpf_ext_sys::wdm::{
     EX_RUNDOWN_REF, EX_RUNDOWN_REF_CACHE_AWARE, ExAcquireRundownProtection,
@@ -51,62 +51,23 @@ use ebpf_ext_sys::wdm::{
 };
 use ebpf_ext_sys::{Error, Result};
 
-/// Where a reference's wait stands: open, being waited for by one thread, run down (the
-/// kernel's wait and its completion routine both returned), or being re-initialised.
-struct WaitState(AtomicU8);
+/// The atomics [`WaitState`] is written with (`tests/loom_wait_state.rs` gives it loom's).
+mod sync {
+    pub(crate) use core::sync::atomic::{AtomicU8, Ordering};
 
-impl WaitState {
-    const OPEN: u8 = 0;
-    const WAITING: u8 = 1;
-    const RUN_DOWN: u8 = 2;
-    const REOPENING: u8 = 3;
-
-    const fn new() -> Self {
-        WaitState(AtomicU8::new(Self::OPEN))
+    /// One turn of a spin-wait.
+    pub(crate) fn spin() {
+        core::hint::spin_loop();
     }
+}
 
-    /// Runs `wait` (the kernel's wait, then its completion routine) if no thread is waiting;
-    /// otherwise spins until that thread's wait, or a re-initialisation, has ended. Returns
-    /// once run down.
-    fn wait(&self, wait: impl FnOnce()) {
-        loop {
-            match self.0.compare_exchange(
-                Self::OPEN,
-                Self::WAITING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    wait();
-                    self.0.store(Self::RUN_DOWN, Ordering::Release);
-                    return;
-                }
-                Err(Self::RUN_DOWN) => return,
-                // Another thread waits, or re-initialises (then this one waits anew).
-                Err(_) => core::hint::spin_loop(),
-            }
-        }
-    }
+mod wait_state;
 
-    fn is_run_down(&self) -> bool {
-        self.0.load(Ordering::Acquire) == Self::RUN_DOWN
-    }
+use wait_state::WaitState;
 
-    /// Runs `reinitialize` and opens the reference again, if it is run down. A wait that
-    /// starts meanwhile waits for the reopened reference.
-    fn reopen(&self, reinitialize: impl FnOnce()) -> Result {
-        self.0
-            .compare_exchange(
-                Self::RUN_DOWN,
-                Self::REOPENING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .map_err(|_| Error::InvalidDeviceState)?;
-        reinitialize();
-        self.0.store(Self::OPEN, Ordering::Release);
-        Ok(())
-    }
+/// A [`WaitState`] for an initialised reference (usable in a `const`).
+const fn open_state() -> WaitState {
+    WaitState(sync::AtomicU8::new(WaitState::OPEN))
 }
 
 /// Run-down protection ([`EX_RUNDOWN_REF`]).
@@ -136,7 +97,7 @@ impl Rundown {
     pub fn new() -> Self {
         let rundown = Rundown {
             inner: UnsafeCell::new(EX_RUNDOWN_REF::default()),
-            state: WaitState::new(),
+            state: open_state(),
             _pin: PhantomPinned,
         };
         // SAFETY: `inner` is valid, exclusively ours, and initialising a zeroed reference is
@@ -153,7 +114,7 @@ impl Rundown {
         // INVARIANT: a zero count is the initialised, not-run-down state.
         Rundown {
             inner: UnsafeCell::new(EX_RUNDOWN_REF { Count: 0 }),
-            state: WaitState::new(),
+            state: open_state(),
             _pin: PhantomPinned,
         }
     }
@@ -217,11 +178,16 @@ impl Rundown {
     /// run down). But see the crate's "Waiting twice": a wait racing this one may return just
     /// before the reference reopens.
     pub fn reinitialize(&self) -> Result {
-        self.state.reopen(|| {
+        let reopened = self.state.reopen(|| {
             // SAFETY: the reference has been run down, so no guard exists and none can be
             // taken.
             unsafe { ExReInitializeRundownProtection(self.inner.get()) };
-        })
+        });
+        if reopened {
+            Ok(())
+        } else {
+            Err(Error::InvalidDeviceState)
+        }
     }
 
     /// The raw reference, for inspection in tests and for FFI.
@@ -287,7 +253,7 @@ impl CacheAwareRundown {
         let inner = NonNull::new(raw).ok_or(Error::InsufficientResources)?;
         Ok(CacheAwareRundown {
             inner,
-            state: WaitState::new(),
+            state: open_state(),
         })
     }
 
@@ -346,10 +312,15 @@ impl CacheAwareRundown {
     /// run down). But see the crate's "Waiting twice": a wait racing this one may return just
     /// before the reference reopens.
     pub fn reinitialize(&self) -> Result {
-        self.state.reopen(|| {
+        let reopened = self.state.reopen(|| {
             // SAFETY: `inner` is live and run down, so no reference is held.
             unsafe { ExReInitializeRundownProtectionCacheAware(self.inner.as_ptr()) };
-        })
+        });
+        if reopened {
+            Ok(())
+        } else {
+            Err(Error::InvalidDeviceState)
+        }
     }
 }
 
