@@ -509,7 +509,7 @@ unsafe fn element<'a, M: CustomMap>(
     // SAFETY: the caller's precondition.
     let state = unsafe { state::<M>(map_context) }?;
     // SAFETY: as above.
-    let key = unsafe { bytes(key, key_size) }.unwrap_or(Input::from(&[][..]));
+    let key = unsafe { bytes(key, key_size) }.unwrap_or_default();
     // SAFETY: as above.
     let value = unsafe { bytes(value, value_size) }?;
     Some((state, key, value))

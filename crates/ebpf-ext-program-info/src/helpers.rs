@@ -141,9 +141,9 @@ unsafe impl<C: 'static> HelperArgument<C> for ContextMut {
 /// One atomic byte load (`Relaxed`) of program memory: what every view reads with.
 ///
 /// # Safety
-/// `at` is readable for the call (and not written through a `&mut`, nor while a `&[u8]` to it
-/// exists). A relaxed atomic load of a byte is allowed on read-only memory too
-/// (`core::sync::atomic`, "Atomic accesses to read-only memory").
+/// `at` is valid for reads and writes for the call (`AtomicU8::from_ptr`'s condition, though
+/// this only reads: not a `&[u8]`'s byte), and no `&[u8]` or `&mut [u8]` to it is in use
+/// meanwhile.
 unsafe fn load(at: *const u8) -> u8 {
     // SAFETY: the caller's precondition; a byte is always aligned.
     unsafe { AtomicU8::from_ptr(at.cast_mut()) }.load(Ordering::Relaxed)
@@ -152,7 +152,8 @@ unsafe fn load(at: *const u8) -> u8 {
 /// One atomic byte store (`Relaxed`) to program memory: what every view writes with.
 ///
 /// # Safety
-/// `at` is writable for the call, and no `&[u8]` or `&mut [u8]` to it exists.
+/// `at` is valid for reads and writes for the call, and no `&[u8]` or `&mut [u8]` to it is in
+/// use meanwhile.
 unsafe fn store(at: *mut u8, byte: u8) {
     // SAFETY: the caller's precondition; a byte is always aligned.
     unsafe { AtomicU8::from_ptr(at) }.store(byte, Ordering::Relaxed);
@@ -204,10 +205,11 @@ impl<'a> Input<'a> {
     /// A view of `len` bytes at `start`.
     ///
     /// # Safety
-    /// `start` is non-NULL and the `len` bytes at it stay readable for `'a`. Other code may
-    /// write them meanwhile (that is what the view is for), through atomic accesses, cells or
-    /// outside Rust (a program), but nothing may hold a `&mut [u8]` to them, and nothing may
-    /// write them while a `&[u8]` to them exists.
+    /// `start` is non-NULL and the `len` bytes at it stay valid for reads and writes for `'a`
+    /// (the view only reads, but with atomic loads, which need memory that may be written:
+    /// not a `&[u8]`'s). Other code may write them meanwhile (that is what the view is for),
+    /// through atomic accesses, cells or outside Rust (a program), but no `&[u8]` or
+    /// `&mut [u8]` to them may be in use.
     #[must_use]
     pub const unsafe fn from_raw_parts(start: *const u8, len: usize) -> Self {
         Input {
@@ -279,11 +281,20 @@ impl<'a> Input<'a> {
     }
 }
 
-impl<'a> From<&'a [u8]> for Input<'a> {
-    /// A view of bytes nothing writes for `'a` (host code, tests).
-    fn from(bytes: &'a [u8]) -> Self {
-        // SAFETY: a shared slice: readable, and not written, for `'a`.
-        unsafe { Input::from_raw_parts(bytes.as_ptr(), bytes.len()) }
+impl<'a> From<&'a [Cell<u8>]> for Input<'a> {
+    /// A view of cells (host code, tests: `Cell::from_mut(bytes).as_slice_of_cells()`).
+    fn from(cells: &'a [Cell<u8>]) -> Self {
+        // SAFETY: cells are valid for reads and writes through a shared borrow for `'a`; only
+        // this thread reaches them (`Cell` is not `Sync`), and never as a `&[u8]`.
+        unsafe { Input::from_raw_parts(cells.as_ptr().cast::<u8>(), cells.len()) }
+    }
+}
+
+impl Default for Input<'_> {
+    /// No bytes.
+    fn default() -> Self {
+        // SAFETY: no byte is ever read through an empty view.
+        unsafe { Input::from_raw_parts(ptr::NonNull::dangling().as_ptr(), 0) }
     }
 }
 
@@ -422,9 +433,12 @@ impl Output<'_> {
         }
         for (index, &byte) in (offset..).zip(bytes) {
             // SAFETY: `offset..offset + bytes.len()` lies within the `len` writable bytes at
-            // `start` (checked above; the type's invariant). `bytes` is a `&[u8]` the
-            // program's memory cannot be (the helper's other memory arguments are no
-            // references: `check_overlap`), so the write does not change it.
+            // `start` (checked above; the type's invariant). No reference in use reaches
+            // them, `bytes` included: the helper's other memory arguments are no references
+            // and cannot be a `MapAndKey` (`check_overlap` leaves the `Output` alone); the
+            // context (`&C`, maybe the source of `bytes`) is never passed as memory; the data
+            // it points to is reached only through raw pointers (`DataPointer`), and the
+            // invoker's `&mut [u8]` behind it is lent, not used, during the invocation.
             unsafe { store(self.start.wrapping_add(index), byte) };
         }
         true
@@ -1666,9 +1680,9 @@ mod tests {
 
     #[test]
     fn an_input_reads_only_its_bytes() {
-        let bytes = [1u8, 2, 3, 4, 5];
-        // SAFETY: the array outlives the view and nothing writes it.
-        let input = unsafe { Input::from_raw_parts(bytes.as_ptr(), bytes.len()) };
+        let mut bytes = [1u8, 2, 3, 4, 5];
+        // SAFETY: the array outlives the view, which is its only use meanwhile.
+        let input = unsafe { Input::from_raw_parts(bytes.as_mut_ptr(), bytes.len()) };
         assert_eq!((input.len(), input.is_empty()), (5, false));
         assert_eq!(
             (input.get(0), input.get(4), input.get(5)),
@@ -1688,6 +1702,7 @@ mod tests {
         );
         assert_eq!(out, [3, 4, 5], "a refused read copies nothing");
         assert!(input.read_at(5, &mut []), "nothing at the end");
+        assert!(Input::default().is_empty() && Input::default().get(0).is_none());
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! waiter) is a bug check instead of a deadlock. A spin lock's release must restore the IRQL
 //! its acquire returned, and may lower the IRQL below DISPATCH_LEVEL only once the thread
 //! holds no other spin lock (nested spin locks released out of order would run the rest of
-//! the outer section below DISPATCH_LEVEL): either mistake is a bug check too, as Driver
-//! Verifier's IRQL checks would make it.
+//! the outer section below DISPATCH_LEVEL): either breaks the routines' documented contract
+//! (`OldIrql` is what the acquire returned) and is a bug check here.
 
 use core::hint;
 use core::sync::atomic::{AtomicI32, AtomicUsize, Ordering};

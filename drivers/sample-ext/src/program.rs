@@ -216,28 +216,37 @@ mod tests {
 
     use super::{Input, SharedBytes, find, replace};
 
-    fn find_in(buffer: &[u8], needle: &[u8]) -> u64 {
-        find(Input::from(buffer), Input::from(needle))
-    }
-
-    /// Upstream's value for no match: a NULL match minus the buffer's address.
-    fn none(buffer: &[u8]) -> u64 {
-        0u64.wrapping_sub(buffer.as_ptr() as u64)
+    /// `find` over copies of `buffer` and `needle`, and upstream's no-match value for that
+    /// copy of `buffer` (a NULL match minus its address).
+    fn find_in<const B: usize, const N: usize>(
+        mut buffer: [u8; B],
+        mut needle: [u8; N],
+    ) -> (u64, u64) {
+        let none = 0u64.wrapping_sub(buffer.as_ptr() as u64);
+        let (buffer, needle) = (
+            Cell::from_mut(&mut buffer[..]),
+            Cell::from_mut(&mut needle[..]),
+        );
+        let found = find(
+            Input::from(buffer.as_slice_of_cells()),
+            Input::from(needle.as_slice_of_cells()),
+        );
+        (found, none)
     }
 
     #[test]
     fn find_gives_upstreams_offsets_within_the_c_strings() {
-        assert_eq!(find_in(b"it is rainy\0", b"rainy\0"), 6);
-        assert_eq!(find_in(b"rainy", b"ny"), 3, "a match that ends at the size");
-        let cut = b"ab\0rainy";
-        assert_eq!(find_in(cut, b"rainy\0"), none(cut), "no match past a NUL");
-        assert_eq!(find_in(b"abc", b"\0x"), 0, "an empty string to find");
-        let short = b"ab";
+        assert_eq!(find_in(*b"it is rainy\0", *b"rainy\0").0, 6);
         assert_eq!(
-            find_in(short, b"abc"),
-            none(short),
-            "a longer string to find"
+            find_in(*b"rainy", *b"ny").0,
+            3,
+            "a match that ends at the size"
         );
+        let (found, none) = find_in(*b"ab\0rainy", *b"rainy\0");
+        assert_eq!(found, none, "no match past a NUL");
+        assert_eq!(find_in(*b"abc", *b"\0x").0, 0, "an empty string to find");
+        let (found, none) = find_in(*b"ab", *b"abc");
+        assert_eq!(found, none, "a longer string to find");
     }
 
     fn replace_in(buffer: &mut [u8], position: u64, with: &mut [u8]) -> u64 {
