@@ -9,8 +9,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use cargo_ebpf_ext::exec::run as run_in;
-
 use crate::exec::{run, workspace_root};
 use crate::prereqs::{Tool, command};
 
@@ -76,8 +74,7 @@ fn out_of_tree_in(outside: &Path) -> Result<()> {
     .context("cargo install of cargo-ebpf-ext from the tagged bare repository")?;
     let ext = outside.join("my-ext");
     // Run outside any workspace, `new` makes a repository of its own (no --standalone).
-    // `run_in` keeps the command's folder (`run` runs in this checkout).
-    run_in(cargo_ebpf_ext(&tools, &["new", "my-ext"]).current_dir(outside))?;
+    run(cargo_ebpf_ext(&tools, &["new", "my-ext"]).current_dir(outside))?;
     let manifest = std::fs::read_to_string(ext.join("Cargo.toml"))?;
     if !manifest.contains(&format!("git = \"{url}\", tag = \"{TAG}\"")) {
         bail!("the new extension does not pin {url} at {TAG}:\n{manifest}");
@@ -88,19 +85,15 @@ fn out_of_tree_in(outside: &Path) -> Result<()> {
         bail!("the new repository's README does not name the tool of its pin:\n{readme}");
     }
     // What a user types first: its lints hold, and the host tests pass.
-    run_in(
-        command(Tool::Cargo)
-            .args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])
-            .current_dir(&ext)
-            .env_remove("CARGO_TARGET_DIR"),
-    )
+    run(command(Tool::Cargo)
+        .args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])
+        .current_dir(&ext)
+        .env_remove("CARGO_TARGET_DIR"))
     .context("cargo clippy on the new extension (its template's lints)")?;
-    run_in(
-        command(Tool::Cargo)
-            .arg("test")
-            .current_dir(&ext)
-            .env_remove("CARGO_TARGET_DIR"),
-    )
+    run(command(Tool::Cargo)
+        .arg("test")
+        .current_dir(&ext)
+        .env_remove("CARGO_TARGET_DIR"))
     .context("cargo test on the new extension")?;
     let manifest_path = ext.join("Cargo.toml").display().to_string();
     for step in [
@@ -111,10 +104,8 @@ fn out_of_tree_in(outside: &Path) -> Result<()> {
         "check",
         "test",
     ] {
-        run_in(
-            cargo_ebpf_ext(&tools, &[step, "--manifest-path", &manifest_path]).current_dir(&ext),
-        )
-        .with_context(|| format!("cargo ebpf-ext {step} on the new extension"))?;
+        run(cargo_ebpf_ext(&tools, &[step, "--manifest-path", &manifest_path]).current_dir(&ext))
+            .with_context(|| format!("cargo ebpf-ext {step} on the new extension"))?;
     }
     let package = ext.join("target").join("driver").join("my_ext_package");
     for file in [

@@ -63,8 +63,8 @@ fn locate_workspace_from(dir: &Path) -> Result<PathBuf> {
 
 pub(crate) use cargo_ebpf_ext::exec::{log_path, log_to};
 
-/// Runs a command in the workspace root (unless it names its own folder); an error names the command and its status (see
-/// `cargo_ebpf_ext::exec::run`).
+/// Runs a command in the workspace root, unless it names its own folder; an error names the
+/// command and its status (see `cargo_ebpf_ext::exec::run`).
 pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     if cmd.get_current_dir().is_none() {
         cmd.current_dir(workspace_root());

@@ -484,13 +484,14 @@ unsafe fn state<'a, M: CustomMap>(context: *mut c_void) -> Option<&'a MapState<M
 /// `len` bytes at `p`, or `None` if `p` is NULL.
 ///
 /// # Safety
-/// `p` is NULL or readable for `len` bytes for `'a`.
+/// `p` is NULL or valid for reads and writes of `len` bytes for `'a` (the core's buffers: pool
+/// or stack memory, or a program's), with no `&[u8]` or `&mut [u8]` to them in use.
 unsafe fn bytes<'a>(p: *const u8, len: usize) -> Option<Input<'a>> {
     if p.is_null() {
         return None;
     }
     // SAFETY: the caller's precondition (non-NULL here); others may write the bytes during
-    // the call, which a view allows, but none holds a `&mut` to them.
+    // the call, which a view allows.
     Some(unsafe { Input::from_raw_parts(p, len) })
 }
 
@@ -498,7 +499,8 @@ unsafe fn bytes<'a>(p: *const u8, len: usize) -> Option<Input<'a>> {
 /// NULL (the core's prototypes make it optional), and a NULL `value` is refused.
 ///
 /// # Safety
-/// As [`state`] for `map_context`; `key` and `value` NULL or readable for their sizes for `'a`.
+/// As [`state`] for `map_context`; `key` and `value` NULL or as [`bytes`] asks, for their
+/// sizes, for `'a`.
 unsafe fn element<'a, M: CustomMap>(
     map_context: *mut c_void,
     key: *const u8,
@@ -615,7 +617,8 @@ unsafe extern "win64" fn find<M: CustomMap>(
     out_value: *mut u8,
     flags: u32,
 ) -> ebpf_result_t {
-    // SAFETY: the core passes a live map context and buffers of the sizes it passes.
+    // SAFETY: the core passes a live map context and buffers of the sizes it passes (pool or
+    // stack memory, writable, that no reference of ours reaches).
     let Some((state, key, stored)) =
         (unsafe { element::<M>(map_context, key, key_size, in_value, in_size) })
     else {

@@ -326,7 +326,8 @@ impl<'a> SharedBytes<'a> {
     #[must_use]
     pub const unsafe fn from_raw_parts(start: *mut u8, len: usize) -> Self {
         SharedBytes {
-            // SAFETY: readable for `'a` (the caller's precondition).
+            // SAFETY: valid for reads and writes for `'a`, no `&[u8]` or `&mut [u8]` in use
+            // (the caller's precondition).
             input: unsafe { Input::from_raw_parts(start, len) },
             _memory: PhantomData,
         }
@@ -393,8 +394,12 @@ unsafe impl<C: 'static> HelperArgument<C> for Bytes {
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
         let (start, len) = next_view(registers, at);
         // SAFETY: the verifier guarantees `size` readable bytes at the pointer for the call
-        // `'a` (a dangling non-NULL pointer for none); no helper argument is a `&mut` to them
-        // (`check_overlap` keeps an `Output` apart, and the context never overlaps them).
+        // `'a` (a dangling non-NULL pointer for none), and every memory a program can pass
+        // (its stack, a map value, its context's data) is writable kernel memory, so valid
+        // for writes too. No reference in use reaches them: other arguments are views, raw
+        // pointers or an `Output` apart (`check_overlap`); the context is never passed as
+        // memory; its data is reached through raw pointers while the invoker's `&mut [u8]`
+        // behind it is lent.
         unsafe { Input::from_raw_parts(start, len) }
     }
 }

@@ -33,7 +33,8 @@
 //! call began: a racing re-initialisation may reopen it at once (and a waiter that missed the
 //! run-down state runs the reopened reference down itself). A caller that frees what the
 //! reference protects must not re-initialise it concurrently. `tests/loom_wait_state.rs`
-//! checks this protocol with `loom` over every interleaving.
+//! checks this protocol's code with `loom`, over every interleaving of four two-thread
+//! scenarios (not the kernel routines it calls).
 #![no_std]
 
 use core::cell::UnsafeCell;

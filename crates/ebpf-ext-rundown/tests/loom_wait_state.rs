@@ -4,8 +4,14 @@
 //!
 //! The kernel's reference is a loom `UnsafeCell`: the wait writes it (its wait block stays
 //! there until the completion routine has run) and so does re-initialisation, so loom reports
-//! any interleaving in which two of them overlap. Also checked over every interleaving:
-//! - concurrent waits run the kernel's wait once, and each returns only after it ended;
+//! any interleaving in which two of them overlap. Four two-thread scenarios (concurrent waits;
+//! a wait racing a wait-then-reopen; a reopen racing a wait; two threads that each wait,
+//! reopen and wait again), each over every interleaving loom explores, also check:
+//! - concurrent waits run the kernel's wait once, and a waiter that returns is ordered after
+//!   that wait (it reads the reference without a race);
+//! - a wait returns only after a kernel wait that ended since it began (more waits have ended
+//!   than there had been reopens when it began);
+//! - a reopen succeeds only on a run-down reference, and two never overlap;
 //! - a reference is run down exactly when it has been waited for once more than reopened.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p ebpf-ext-rundown --test loom_wait_state --release`.
@@ -53,17 +59,25 @@ impl Reference {
     }
 
     fn wait(&self) {
+        let reopens_before = self.reopens.load(SeqCst);
         self.state.wait(|| {
             // SAFETY: loom checks that no other thread accesses the cell meanwhile.
             self.kernel.with_mut(|reference| unsafe { *reference += 1 });
             self.waits.fetch_add(1, SeqCst);
         });
         // Run down at some point since the call began (a racing reopen may have opened the
-        // reference again by now).
+        // reference again by now): a wait ended after every reopen that had ended before.
         assert!(
-            self.waits.load(SeqCst) > 0,
-            "returned before any wait ended"
+            self.waits.load(SeqCst) > reopens_before,
+            "returned without a wait since it began"
         );
+    }
+
+    /// Waits, then reads the reference as a waiter that goes on to tear down would.
+    fn wait_then_read(&self) -> u32 {
+        self.wait();
+        // SAFETY: loom checks that this read is ordered after every write.
+        self.kernel.with(|reference| unsafe { *reference })
     }
 
     fn reopen(&self) -> bool {
@@ -90,9 +104,9 @@ fn concurrent_waits_run_the_kernels_wait_once() {
     loom::model(|| {
         let reference = Arc::new(Reference::new());
         let other = Arc::clone(&reference);
-        let waiter = thread::spawn(move || other.wait());
-        reference.wait();
-        waiter.join().expect("waiter");
+        let waiter = thread::spawn(move || other.wait_then_read());
+        assert_eq!(reference.wait_then_read(), 1, "the kernel's wait, seen");
+        assert_eq!(waiter.join().expect("waiter"), 1, "the kernel's wait, seen");
         assert_eq!(reference.waits.load(SeqCst), 1);
         reference.check_settled();
     });
@@ -126,6 +140,29 @@ fn a_reopen_before_the_run_down_is_refused() {
             // It came after the run-down: the reference is open again.
             assert!(!reference.state.is_run_down());
         }
+        reference.check_settled();
+    });
+}
+
+#[test]
+fn two_threads_waiting_reopening_and_waiting_again_never_overlap() {
+    loom::model(|| {
+        let reference = Arc::new(Reference::new());
+        let cycle = |reference: &Reference| {
+            reference.wait();
+            let reopened = reference.reopen();
+            reference.wait();
+            reopened
+        };
+        let other = Arc::clone(&reference);
+        let peer = thread::spawn(move || cycle(&other));
+        let mine = cycle(&reference);
+        let theirs = peer.join().expect("peer");
+        assert_eq!(
+            reference.reopens.load(SeqCst),
+            usize::from(mine) + usize::from(theirs)
+        );
+        assert!(reference.state.is_run_down(), "both ended with a wait");
         reference.check_settled();
     });
 }

@@ -397,10 +397,14 @@ impl CustomMap {
         lock(&self.registration.client().bound).is_some()
     }
 
-    fn delete_callback(&self, key: &[u8], stored: &[u8], flags: u32) {
+    /// Hands `stored` (removed) to the provider's delete callback. The key is copied into a
+    /// buffer of the call's own: the provider reads buffers as program memory, which is
+    /// writable (see [`writable`]).
+    fn delete_callback(&self, key: &[u8], stored: &mut [u8], flags: u32) {
         if !self.live() {
             return;
         }
+        let mut key = writable(key);
         let d = &self.bound.dispatch;
         if let Some(delete) = d.postprocess_map_delete_element {
             // SAFETY: the provider's callback; buffers of the sizes passed.
@@ -409,9 +413,9 @@ impl CustomMap {
                     self.bound.binding,
                     self.context,
                     key.len(),
-                    key.as_ptr(),
+                    key.as_mut_ptr(),
                     stored.len(),
-                    stored.as_ptr(),
+                    stored.as_mut_ptr(),
                     flags,
                 );
             };
@@ -422,9 +426,9 @@ impl CustomMap {
                     self.bound.binding,
                     self.context,
                     key.len(),
-                    key.as_ptr(),
+                    key.as_mut_ptr(),
                     stored.len(),
-                    stored.as_ptr(),
+                    stored.as_mut_ptr(),
                     flags,
                 )
             };
@@ -445,6 +449,7 @@ impl CustomMap {
             stored[..value.len()].copy_from_slice(value);
         }
         if let Some(update) = update {
+            let (mut key, mut value) = (writable(key), writable(value));
             let (out, out_size) = if replaces {
                 (stored.as_mut_ptr(), stored.len())
             } else {
@@ -457,9 +462,9 @@ impl CustomMap {
                     self.bound.binding,
                     self.context,
                     key.len(),
-                    key.as_ptr(),
+                    key.as_mut_ptr(),
                     value.len(),
-                    value.as_ptr(),
+                    value.as_mut_ptr(),
                     out_size,
                     out,
                     0,
@@ -470,18 +475,19 @@ impl CustomMap {
             }
         }
         let old = lock(&self.entries).insert(key.to_vec(), stored);
-        if let Some(old) = old {
-            self.delete_callback(key, &old, EBPF_MAP_OPERATION_UPDATE);
+        if let Some(mut old) = old {
+            self.delete_callback(key, &mut old, EBPF_MAP_OPERATION_UPDATE);
         }
         Ok(())
     }
 
     /// A user-mode lookup: the provider turns what is stored into the caller's value.
     pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ebpf_result_t> {
-        let entries = lock(&self.entries);
-        let Some(stored) = entries.get(key) else {
+        let mut entries = lock(&self.entries);
+        let Some(stored) = entries.get_mut(key) else {
             return Ok(None);
         };
+        let mut key = writable(key);
         let mut out = vec![0u8; self.value_size];
         // Without `updates_original_value` the provider gets no output buffer (NULL, 0) and
         // the core returns what it stores.
@@ -499,9 +505,9 @@ impl CustomMap {
                     self.bound.binding,
                     self.context,
                     key.len(),
-                    key.as_ptr(),
+                    key.as_mut_ptr(),
                     stored.len(),
-                    stored.as_ptr(),
+                    stored.as_mut_ptr(),
                     out_size,
                     out_ptr,
                     0,
@@ -519,8 +525,8 @@ impl CustomMap {
 
     /// A user-mode delete.
     pub(crate) fn delete(&self, key: &[u8]) -> Result<(), ebpf_result_t> {
-        let old = lock(&self.entries).remove(key).ok_or(EBPF_KEY_NOT_FOUND)?;
-        self.delete_callback(key, &old, 0);
+        let mut old = lock(&self.entries).remove(key).ok_or(EBPF_KEY_NOT_FOUND)?;
+        self.delete_callback(key, &mut old, 0);
         Ok(())
     }
 
@@ -537,8 +543,8 @@ impl CustomMap {
 
 impl Drop for CustomMap {
     fn drop(&mut self) {
-        let entries = core::mem::take(&mut *lock(&self.entries));
-        for (key, stored) in &entries {
+        let mut entries = core::mem::take(&mut *lock(&self.entries));
+        for (key, stored) in &mut entries {
             self.delete_callback(key, stored, EBPF_MAP_OPERATION_MAP_CLEANUP);
         }
         if let Some(delete) = self.bound.dispatch.postprocess_map_delete
@@ -548,6 +554,13 @@ impl Drop for CustomMap {
             unsafe { delete(self.bound.binding, self.context) };
         }
     }
+}
+
+/// A copy of `bytes` that the provider's callbacks may be handed: they read buffers as program
+/// memory (`ebpf_ext_program_info::Input`), whose atomic loads need memory that may be written,
+/// as the core's buffers (pool or stack) are, never a `&[u8]`'s.
+fn writable(bytes: &[u8]) -> Vec<u8> {
+    bytes.to_vec()
 }
 
 #[cfg(test)]
