@@ -179,16 +179,11 @@ impl Rundown {
     /// run down). But see the crate's "Waiting twice": a wait racing this one may return just
     /// before the reference reopens.
     pub fn reinitialize(&self) -> Result {
-        let reopened = self.state.reopen(|| {
+        self.state.reopen(|| {
             // SAFETY: the reference has been run down, so no guard exists and none can be
             // taken.
             unsafe { ExReInitializeRundownProtection(self.inner.get()) };
-        });
-        if reopened {
-            Ok(())
-        } else {
-            Err(Error::InvalidDeviceState)
-        }
+        })
     }
 
     /// The raw reference, for inspection in tests and for FFI.
@@ -313,15 +308,10 @@ impl CacheAwareRundown {
     /// run down). But see the crate's "Waiting twice": a wait racing this one may return just
     /// before the reference reopens.
     pub fn reinitialize(&self) -> Result {
-        let reopened = self.state.reopen(|| {
+        self.state.reopen(|| {
             // SAFETY: `inner` is live and run down, so no reference is held.
             unsafe { ExReInitializeRundownProtectionCacheAware(self.inner.as_ptr()) };
-        });
-        if reopened {
-            Ok(())
-        } else {
-            Err(Error::InvalidDeviceState)
-        }
+        })
     }
 }
 

@@ -2,6 +2,8 @@
 //! never overlap on one reference. Written against `crate::sync`'s atomics, which
 //! `tests/loom_wait_state.rs` replaces with loom's to check every interleaving.
 
+use ebpf_ext_sys::{Error, Result};
+
 use crate::sync::{AtomicU8, Ordering, spin};
 
 /// Open, being waited for by one thread, run down (the kernel's wait and its completion
@@ -46,9 +48,10 @@ impl WaitState {
         self.0.load(Ordering::Acquire) == Self::RUN_DOWN
     }
 
-    /// Runs `reinitialize` and opens the reference again, if it is run down; `false`, doing
-    /// nothing, otherwise. A wait that starts meanwhile waits for the reopened reference.
-    pub(crate) fn reopen(&self, reinitialize: impl FnOnce()) -> bool {
+    /// Runs `reinitialize` and opens the reference again, if it is run down; otherwise
+    /// `Error::InvalidDeviceState`, doing nothing. A wait that starts meanwhile waits for the
+    /// reopened reference.
+    pub(crate) fn reopen(&self, reinitialize: impl FnOnce()) -> Result {
         if self
             .0
             .compare_exchange(
@@ -59,10 +62,10 @@ impl WaitState {
             )
             .is_err()
         {
-            return false;
+            return Err(Error::InvalidDeviceState);
         }
         reinitialize();
         self.0.store(Self::OPEN, Ordering::Release);
-        true
+        Ok(())
     }
 }

@@ -81,11 +81,13 @@ impl Reference {
     }
 
     fn reopen(&self) -> bool {
-        self.state.reopen(|| {
-            // SAFETY: as in `wait`.
-            self.kernel.with_mut(|reference| unsafe { *reference = 0 });
-            self.reopens.fetch_add(1, SeqCst);
-        })
+        self.state
+            .reopen(|| {
+                // SAFETY: as in `wait`.
+                self.kernel.with_mut(|reference| unsafe { *reference = 0 });
+                self.reopens.fetch_add(1, SeqCst);
+            })
+            .is_ok()
     }
 
     /// Once every thread is done: run down exactly when waited for once more than reopened.
