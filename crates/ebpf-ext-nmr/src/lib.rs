@@ -7,7 +7,8 @@
 //! module id, routes NMR's three callbacks to the trait with typed contexts (the provider as
 //! `&P`, each binding as `&P::Binding`, through the one typed pair in [`foreign`]), frees a
 //! binding when NMR cleans it up, and deregisters and waits in `Drop`
-//! (`NmrDeregisterProvider` + `NmrWaitForProviderDeregisterComplete`). It replaces the
+//! (`NmrDeregisterProvider` + `NmrWaitForProviderDeregisterComplete`); a provider whose
+//! `Drop` never runs is deregistered at unload by [`deregister_leaked`]. It replaces the
 //! per-provider register/unregister/attach/detach/cleanup skeleton of the C extensions
 //! (`net_ebpf_extension_*_provider_register`, `ebpf_extension_*_provider_*`).
 //!
@@ -17,6 +18,7 @@
 
 use core::ffi::c_void;
 use core::marker::{PhantomData, PhantomPinned};
+use core::mem;
 use core::ptr;
 
 use ebpf_ext_pool::{PoolBox, PoolTag};
@@ -30,6 +32,10 @@ use ebpf_ext_sys::netioddk::{
 use ebpf_ext_sys::ntdef::{GUID, HANDLE, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS};
 use ebpf_ext_sys::{Error, Result};
+
+mod live;
+
+pub use live::deregister_leaked;
 
 /// Characteristics of a provider of `npi_id` with these callbacks (version 0, length 72,
 /// registration instance version 0, size 40, number 0). The module id and NPI-specific
@@ -321,7 +327,8 @@ impl DetachCompletion {
 struct Registered<P: NpiProvider> {
     characteristics: NPI_PROVIDER_CHARACTERISTICS,
     module_id: NPI_MODULEID,
-    handle: HANDLE,
+    /// This registration's entry in its image's list of live ones (and its handle).
+    link: live::LinkCell,
     tag: PoolTag,
     provider: P,
     _pin: PhantomPinned,
@@ -329,6 +336,10 @@ struct Registered<P: NpiProvider> {
 
 /// A registered NPI provider. Dropping it deregisters and waits until every client has
 /// detached and been cleaned up.
+///
+/// A leaked one (`mem::forget`, a reference cycle) stays registered until its driver
+/// unloads, where [`deregister_leaked`] (which the driver glue calls) deregisters it and
+/// leaves its state allocated: a leak, never a call into an unloaded image.
 ///
 /// # Invariants
 /// `registered` stays at one pool address from registration until `Drop` has waited for
@@ -361,7 +372,7 @@ impl<P: NpiProvider> Provider<P> {
                     cleanup_binding_context::<P>,
                 ),
                 module_id: NPI_MODULEID::from_guid(module_id),
-                handle: ptr::null_mut(),
+                link: live::LinkCell::new(module_id),
                 tag,
                 provider,
                 _pin: PhantomPinned,
@@ -377,7 +388,10 @@ impl<P: NpiProvider> Provider<P> {
         // SAFETY: the characteristics, module id, NPI-specific data (inside the provider) and
         // context stay at this pool address until `Drop` has waited for deregistration
         // (invariant). On failure NMR holds no reference and the state is freed on return.
-        registered.handle = unsafe { register_provider(characteristics, context) }?;
+        let handle = unsafe { register_provider(characteristics, context) }?;
+        // SAFETY: the state's unlisted entry, at this pool address until `Drop` unlists it,
+        // or for ever if unload sweeps it (`Drop` then leaks the state).
+        unsafe { live::list_registration(registered.link.get(), handle) };
         // INVARIANT: registered at this address.
         Ok(Provider {
             registered: Some(registered),
@@ -400,9 +414,19 @@ impl<P: NpiProvider> Drop for Provider<P> {
         let Some(registered) = self.registered.take() else {
             return;
         };
+        // SAFETY: listed by `register`; this is the one call.
+        if !unsafe { live::unlist(registered.link.get()) } {
+            // Unload found this provider leaked and deregistered it (`deregister_leaked`),
+            // while this value lived on: NMR may still be waiting on that deregistration, so
+            // the state stays where it is, for ever.
+            mem::forget(registered);
+            return;
+        }
+        // SAFETY: unlisted just above, by this drop.
+        let handle = unsafe { live::handle(registered.link.get()) };
         // SAFETY: the live handle of this registration, deregistered once. When this returns
         // every client has detached and been cleaned up, and NMR holds no reference.
-        unsafe { deregister_provider(registered.handle) };
+        unsafe { deregister_provider(handle) };
         drop(registered);
     }
 }

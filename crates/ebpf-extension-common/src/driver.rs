@@ -604,11 +604,14 @@ fn check_program_type<P>(program_type: GUID, config: &HookConfig<P>) -> Result<(
     Err(Error::InvalidParameter)
 }
 
-/// A running extension driver, as [`crate::driver_entry!`] keeps it. Fields drop in stop
-/// order: control device (no new requests), the extension, the device object, tracing.
+/// A running extension driver, as [`crate::driver_entry!`] keeps it. It stops in this
+/// order: control device (no new requests), the extension, any NPI provider the extension
+/// leaked (deregistered, traced: [`ebpf_ext_nmr::deregister_leaked`]), the device object,
+/// tracing.
 pub struct Running<D: ExtensionDriver> {
     control: Option<ControlDevice>,
-    extension: D,
+    /// Dropped only in `Drop`, followed by the sweep of leaked providers.
+    extension: core::mem::ManuallyDrop<D>,
     _device: Device,
     _tracing: Tracing,
 }
@@ -617,6 +620,17 @@ impl<D: ExtensionDriver> core::ops::Deref for Running<D> {
     type Target = D;
     fn deref(&self) -> &D {
         &self.extension
+    }
+}
+
+impl<D: ExtensionDriver> Drop for Running<D> {
+    fn drop(&mut self) {
+        drop(self.control.take());
+        // SAFETY: dropped once, here; `self` is not used again but to drop the device and
+        // tracing fields, which do not touch the extension.
+        unsafe { core::mem::ManuallyDrop::drop(&mut self.extension) };
+        // A provider the extension leaked goes before the device its hooks may use.
+        ebpf_ext_nmr::deregister_leaked();
     }
 }
 
@@ -675,33 +689,41 @@ pub mod glue {
         ebpf_ext_trace::trace_entry!();
         // SAFETY: the driver object outlives the device (dropped with `Running`).
         let device = unsafe { Device::create(driver) }?;
-        let extension = D::start(&Start {
+        let started = D::start(&Start {
             device: &device,
             tag: D::TAG,
             registered: [const { core::cell::Cell::new(None) }; super::MAX_PROGRAM_TYPES],
             modules: [const { core::cell::Cell::new(None) }; super::MAX_BTF_MODULES],
-        })?;
-        let control = match D::CONTROL_DEVICE {
-            // SAFETY: as above; the dispatch table was set before this request can arrive.
-            Some(names) => Some(unsafe {
-                ControlDevice::create(driver, names.name, names.link, names.device_type)
-            }?),
-            None => None,
+        });
+        let extension = match started {
+            Ok(extension) => extension,
+            Err(e) => {
+                // A provider the failed start leaked goes before the device it may use.
+                ebpf_ext_nmr::deregister_leaked();
+                return Err(e);
+            }
         };
-        ebpf_ext_trace::trace_exit!();
-        Ok(Running {
-            control,
-            extension,
+        // From here on a failure drops `running`, which stops what started, in order.
+        let mut running = Running {
+            control: None,
+            extension: core::mem::ManuallyDrop::new(extension),
             _device: device,
             _tracing: tracing,
-        })
+        };
+        if let Some(names) = D::CONTROL_DEVICE {
+            // SAFETY: as above; the dispatch table was set before this request can arrive.
+            running.control = Some(unsafe {
+                ControlDevice::create(driver, names.name, names.link, names.device_type)
+            }?);
+        }
+        ebpf_ext_trace::trace_exit!();
+        Ok(running)
     }
 
-    /// `DriverUnload`: waits for running requests and callbacks, then stops everything.
+    /// `DriverUnload`: waits for running requests and callbacks, then stops everything
+    /// (in the order [`Running`] drops).
     pub fn unload<D: ExtensionDriver>(global: &'static DriverGlobal<Running<D>>) {
         if let Some(running) = global.take() {
-            let mut running = running.into_inner();
-            drop(running.control.take());
             ebpf_ext_trace::trace_message!(
                 ebpf_ext_trace::Level::Verbose,
                 ebpf_ext_trace::keyword::BASE,

@@ -31,6 +31,7 @@
 extern crate std;
 
 pub use ebpf_ext_hook as hook;
+pub use ebpf_ext_nmr as nmr;
 pub use ebpf_ext_pool as pool;
 pub use ebpf_ext_program_info as program_info;
 pub use ebpf_ext_program_info::{

@@ -1,0 +1,208 @@
+//! A provider whose `Drop` never runs (`mem::forget` is safe Rust) must not stay registered
+//! after its driver unloads: NMR would call into an unloaded image. The glue deregisters every
+//! such provider once the extension is dropped, detaching its clients and tracing it; its
+//! state stays allocated (a leak, which pool tracking reports), so a `Provider` value that
+//! lived on cannot reach freed memory when it is dropped after all.
+#![allow(clippy::std_instead_of_core, reason = "host tests")]
+
+use core::ptr;
+
+use ebpf_ext_core_sim::{Link, LinkSpec, ProgramInfoClient};
+use ebpf_ext_usersim::{DriverObject, Kernel};
+use ebpf_extension_common::prelude::*;
+use ebpf_extension_common::sys::ntstatus::STATUS_SUCCESS;
+
+const TAG: PoolTag = PoolTag::new(*b"Leak");
+const PROGRAM: GUID = GUID::from_u128(0x7d0e_0031_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f);
+const HOOK: GUID = GUID::from_u128(0x7d0e_0032_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f);
+/// What the sweep traces for each provider it deregisters.
+const SWEPT: &str = "its Provider was leaked";
+
+no_padding! {
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Seen {
+        value: u64,
+        flags: u64,
+    }
+}
+
+fn value(context: &Seen) -> u64 {
+    context.value
+}
+
+program_type! {
+    static DATA = c"leaky", PROGRAM, 2301;
+    context Seen;
+    helpers {
+        0x1_0000, c"leaky_value" => value(Context);
+    }
+}
+
+struct Hook;
+impl HookExtension for Hook {
+    type Parameter = ();
+    type ClientData = ();
+    type Context = Seen;
+    fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+const HOOK_CONFIG: HookConfig<()> = HookConfig::new(HOOK, PROGRAM, 2301, TAG).with_link_type(1);
+
+/// A driver that leaks its hook provider while starting, and keeps its program type.
+mod leaks_its_hook {
+    use super::*;
+
+    tracelogging::define_provider!(
+        TRACE,
+        "LeaksItsHookTestProvider",
+        id("5c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f")
+    );
+
+    struct LeaksItsHook {
+        _program_type: ProgramType<Seen>,
+    }
+
+    impl ExtensionDriver for LeaksItsHook {
+        const TRACE_PROVIDER: &'static tracelogging::Provider = &TRACE;
+        const TAG: PoolTag = TAG;
+
+        fn start(start: &Start<'_>) -> Result<Self> {
+            let program_type = start.program_type(&DATA)?;
+            core::mem::forget(start.hook(&program_type, HOOK_CONFIG, Hook)?);
+            Ok(LeaksItsHook {
+                _program_type: program_type,
+            })
+        }
+    }
+
+    driver_entry!(static DRIVER: LeaksItsHook);
+}
+
+/// A driver whose start leaks its program type, then fails.
+mod leaks_then_fails {
+    use super::*;
+
+    tracelogging::define_provider!(
+        TRACE,
+        "LeaksThenFailsTestProvider",
+        id("6d2e3f4a-5b6c-4d7e-9f80-a1b2c3d4e5f6")
+    );
+
+    struct LeaksThenFails;
+
+    impl ExtensionDriver for LeaksThenFails {
+        const TRACE_PROVIDER: &'static tracelogging::Provider = &TRACE;
+        const TAG: PoolTag = TAG;
+
+        fn start(start: &Start<'_>) -> Result<Self> {
+            core::mem::forget(start.program_type(&DATA)?);
+            Err(Error::InsufficientResources)
+        }
+    }
+
+    driver_entry!(static DRIVER: LeaksThenFails);
+}
+
+/// Every allocation still outstanding is the leaked providers' (the test's tag), and there is
+/// at least one: the sweep freed nothing.
+fn only_the_leaked_state_is_left(kernel: &Kernel) {
+    let left = kernel.pool_outstanding();
+    assert!(
+        !left.is_empty(),
+        "the leaked provider's state stays allocated"
+    );
+    assert!(
+        left.iter().all(|usage| usage.tag == "Leak"),
+        "nothing but the leaked providers: {left:?}"
+    );
+}
+
+/// Providers NMR still holds (the core's clients are registrations too).
+fn providers(kernel: &Kernel) -> usize {
+    kernel
+        .nmr_registrations()
+        .iter()
+        .filter(|r| r.kind == "provider")
+        .count()
+}
+
+fn swept_messages(kernel: &Kernel) -> usize {
+    kernel
+        .etw_messages()
+        .iter()
+        .filter(|m| m.contains(SWEPT))
+        .count()
+}
+
+#[test]
+fn unload_deregisters_a_leaked_hook_and_detaches_its_programs() {
+    let kernel = Kernel::new();
+    let mut object = DriverObject::new();
+    // SAFETY: a fresh driver object that outlives the driver (unloaded below).
+    let status = unsafe { leaks_its_hook::driver_entry(object.as_ptr(), ptr::null()) };
+    assert_eq!(status, STATUS_SUCCESS);
+    let link = Link::attach(LinkSpec::new(PROGRAM, HOOK), |_| Ok(7)).expect("attach");
+    assert_eq!(providers(&kernel), 2, "program type and hook");
+    assert_eq!(swept_messages(&kernel), 0, "nothing swept while running");
+
+    let unload = object.get().DriverUnload.expect("DriverUnload set");
+    // SAFETY: the driver's own unload routine, once.
+    unsafe { unload(object.as_ptr()) };
+    assert_eq!(
+        providers(&kernel),
+        0,
+        "the leaked hook is deregistered too: {:?}",
+        kernel.nmr_registrations()
+    );
+    assert!(!link.is_attached(), "its program was detached");
+    assert_eq!(swept_messages(&kernel), 1, "traced once, for the hook");
+    drop(link);
+    assert!(kernel.nmr_registrations().is_empty());
+    drop(object);
+    only_the_leaked_state_is_left(&kernel);
+}
+
+#[test]
+fn a_failed_start_deregisters_what_it_leaked() {
+    let kernel = Kernel::new();
+    let mut object = DriverObject::new();
+    // SAFETY: a fresh driver object that outlives the (failed) load.
+    let status = unsafe { leaks_then_fails::driver_entry(object.as_ptr(), ptr::null()) };
+    assert_eq!(status, Error::InsufficientResources.ntstatus());
+    assert!(kernel.nmr_registrations().is_empty());
+    assert!(
+        ProgramInfoClient::attach(PROGRAM).is_err(),
+        "the core finds no provider of the type"
+    );
+    assert_eq!(swept_messages(&kernel), 1);
+    drop(object);
+    only_the_leaked_state_is_left(&kernel);
+}
+
+#[test]
+fn a_provider_dropped_after_the_sweep_is_neither_deregistered_again_nor_freed() {
+    let kernel = Kernel::new();
+    // SAFETY: the one provider of the type; no hook invokes its programs.
+    let provider = unsafe { ProgramInfoProvider::register(&DATA, TAG) }.expect("register");
+    assert!(ProgramInfoClient::attach(PROGRAM).is_ok());
+    assert_eq!(ebpf_extension_common::nmr::deregister_leaked(), 1);
+    assert!(kernel.nmr_registrations().is_empty());
+    assert_eq!(ebpf_extension_common::nmr::deregister_leaked(), 0, "once");
+    // A second deregistration of the handle would bug check in usersim.
+    drop(provider);
+    assert!(kernel.nmr_registrations().is_empty());
+    only_the_leaked_state_is_left(&kernel);
+}
+
+#[test]
+fn a_provider_dropped_normally_is_not_swept() {
+    let kernel = Kernel::new();
+    // SAFETY: as above.
+    let provider = unsafe { ProgramInfoProvider::register(&DATA, TAG) }.expect("register");
+    drop(provider);
+    assert_eq!(ebpf_extension_common::nmr::deregister_leaked(), 0);
+    kernel.assert_no_leaks();
+}
