@@ -4,7 +4,7 @@
 use core::ffi::c_void;
 use core::fmt;
 use core::marker::PhantomData;
-use core::ptr;
+use core::ptr::{self, NonNull};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ebpf_ext_sys::ebpf_base::{ebpf_argument_type_t, ebpf_return_type_t};
@@ -336,8 +336,11 @@ impl ProgramInfoClient {
     }
 
     /// Calls the provider's `context_create` as `bpf_prog_test_run` does. An empty slice is
-    /// passed as NULL with size 0. The returned context borrows both inputs: providers may
-    /// point into `data_in` (netebpfext's bind context points its app id there).
+    /// passed as NULL with size 0. As the core hands the provider the request's data in
+    /// kernel memory, which programs may write, the provider receives a writable copy of
+    /// `data_in` that lives as long as the returned context ([`TestRunContext::data_in`]):
+    /// providers may point into it (netebpfext's bind context points its app id there).
+    /// The context borrows `context_in`.
     ///
     /// # Errors
     /// What `context_create` returned; `EBPF_EXTENSION_FAILED_TO_LOAD` if no provider is
@@ -370,9 +373,18 @@ impl ProgramInfoClient {
         data_in: Input<'a>,
         context_in: Input<'a>,
     ) -> Result<TestRunContext<'a>, ebpf_result_t> {
-        let (data, data_size) = data_in.raw();
+        let copy = match data_in {
+            Input::Bytes([]) | Input::Null { .. } => None,
+            Input::Bytes(bytes) => Some(DataCopy::of(bytes)),
+        };
+        let (data, data_size) = match &copy {
+            Some(copy) => (copy.0.as_ptr().cast_const().cast::<u8>(), copy.0.len()),
+            None => data_in.raw(),
+        };
         let (context_in, context_size) = context_in.raw();
-        self.create_context_raw(data, data_size, context_in, context_size)
+        let mut created = self.create_context_raw(data, data_size, context_in, context_size)?;
+        created.data_in = copy;
+        Ok(created)
     }
 
     /// [`ProgramInfoClient::create_context_with`] on raw inputs (a test run's data buffer,
@@ -435,6 +447,7 @@ impl ProgramInfoClient {
             client: self,
             context,
             info,
+            data_in: None,
             _inputs: PhantomData,
         })
     }
@@ -557,7 +570,31 @@ pub struct TestRunContext<'a> {
     context: *mut c_void,
     /// The copy whose context descriptor the context header points to.
     info: Arc<ProgramInfo>,
+    /// The core's copy of `data_in` the provider was given, if any; freed after the context
+    /// is destroyed (`Drop` runs before the fields drop).
+    data_in: Option<DataCopy>,
     _inputs: PhantomData<&'a [u8]>,
+}
+
+/// A writable copy of a test run's input data, as the core keeps the request's data in
+/// kernel memory: programs and helpers may write it through the context's data pointers. Held
+/// as a raw allocation (not a `Vec` or a `Box` that moves with the context) so that only
+/// pointers derived from it ever access the bytes.
+struct DataCopy(NonNull<[u8]>);
+
+impl DataCopy {
+    fn of(bytes: &[u8]) -> Self {
+        let copy: Box<[u8]> = bytes.into();
+        DataCopy(NonNull::from(Box::leak(copy)))
+    }
+}
+
+impl Drop for DataCopy {
+    fn drop(&mut self) {
+        // SAFETY: leaked from a `Box` in `of`, freed once; the context that pointed into it
+        // has been destroyed (`TestRunContext`'s `Drop` ran first).
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
 }
 
 impl fmt::Debug for TestRunContext<'_> {
@@ -573,6 +610,18 @@ impl TestRunContext<'_> {
     #[must_use]
     pub fn as_ptr(&self) -> *mut c_void {
         self.context
+    }
+
+    /// The core's copy of `data_in` that `context_create` received (an empty range if it
+    /// received NULL): where a provider's data pointers point.
+    #[must_use]
+    pub fn data_in(&self) -> core::ops::Range<*mut u8> {
+        self.data_in
+            .as_ref()
+            .map_or(ptr::null_mut()..ptr::null_mut(), |copy| {
+                let start = copy.0.as_ptr().cast::<u8>();
+                start..start.wrapping_add(copy.0.len())
+            })
     }
 
     /// The context descriptor slot 1 of the context header was given.

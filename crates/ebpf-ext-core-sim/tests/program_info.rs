@@ -706,7 +706,17 @@ fn context_create_and_destroy_as_test_run_does() {
     // SAFETY: the provider created a `TestContext` there.
     let seen = unsafe { context.as_ptr().cast::<TestContext>().read() };
     assert_eq!((seen.value, seen.flags), (7, 9));
-    assert_eq!(seen.data_start, data.as_ptr(), "points into data_in");
+    let copy = context.data_in();
+    assert_ne!(
+        copy.start.cast_const(),
+        data.as_ptr(),
+        "the core's copy, not the caller's"
+    );
+    assert_eq!(
+        (seen.data_start, seen.data_end),
+        (copy.start.cast_const(), copy.end.cast_const()),
+        "points into the core's copy of data_in"
+    );
     // The core writes the header in front of the context once per test run: slot 1 is its
     // copy of the context descriptor.
     // SAFETY: the test provider allocates the 64-byte header in front of its context.

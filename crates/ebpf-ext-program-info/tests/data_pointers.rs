@@ -1,5 +1,5 @@
 //! A test run's data pointers are the SDK's to write: `context_create` sets them to what
-//! `TestRun::data` chooses (the caller's `data_in` in place, bytes the run owns, or none),
+//! `TestRun::data` chooses (the `data_in` it received in place, bytes the run owns, or none),
 //! whatever `TestRun::create` left there, for program types declared with `program_type!`'s
 //! `data` clause; a helper that receives the context mutably cannot move them; and a test
 //! run's `ctx_out` never carries them.
@@ -151,9 +151,8 @@ const COPY_TAG: PoolTag = PoolTag::new(*b"TrCp");
 fn the_copy_test_run_echoes_the_context_and_the_data() {
     let kernel = Kernel::new();
     let data_in = [1u8, 2, 3];
-    let range = data_in.as_ptr_range();
-    let (seen, bytes) = created_range(&COPY_DATA, &data_in);
-    assert_eq!(seen, (range.start as usize, range.end as usize), "in place");
+    let (seen, bytes, given) = created_range(&COPY_DATA, &data_in);
+    assert_eq!(seen, given, "in place");
     assert_eq!(bytes, data_in);
 
     // SAFETY: the test's one provider of the type; no hook invokes its programs.
@@ -189,16 +188,19 @@ fn the_copy_test_run_echoes_the_context_and_the_data() {
     kernel.assert_no_leaks();
 }
 
-/// The data range a created context holds, as addresses, and its bytes.
+/// The data range a created context holds, as addresses, and its bytes; and the range of the
+/// core's copy of `data_in` that `context_create` received.
 fn created_range(
     data: &'static TypedProgramData<Ctx>,
     data_in: &[u8],
-) -> ((usize, usize), Vec<u8>) {
+) -> ((usize, usize), Vec<u8>, (usize, usize)) {
     // SAFETY: the test's one provider of the type; no hook invokes its programs.
     let provider = unsafe { ProgramInfoProvider::register(data, TAG) }.expect("register");
     let client = ProgramInfoClient::attach(data.program_type()).expect("attach");
     let ctx_in = context_in();
     let created = client.create_context(data_in, &ctx_in).expect("create");
+    let given = created.data_in();
+    let given = (given.start as usize, given.end as usize);
     // SAFETY: the program context `context_create` made, a `Ctx`, alive until destroyed.
     let context = unsafe { *created.as_ptr().cast::<Ctx>() };
     assert_eq!(context.value, 7);
@@ -221,16 +223,15 @@ fn created_range(
     );
     drop(client);
     drop(provider);
-    ((start, end), bytes)
+    ((start, end), bytes, given)
 }
 
 #[test]
 fn the_default_points_programs_at_the_callers_data() {
     let kernel = Kernel::new();
     let data_in = [1u8, 2, 3];
-    let range = data_in.as_ptr_range();
-    let (seen, bytes) = created_range(&IN_PLACE_DATA, &data_in);
-    assert_eq!(seen, (range.start as usize, range.end as usize));
+    let (seen, bytes, given) = created_range(&IN_PLACE_DATA, &data_in);
+    assert_eq!(seen, given, "the data context_create received");
     assert_eq!(bytes, data_in);
     assert_eq!(created_range(&IN_PLACE_DATA, &[]).0, (0, 0), "no data_in");
     kernel.assert_no_leaks();
@@ -240,8 +241,8 @@ fn the_default_points_programs_at_the_callers_data() {
 fn owned_bytes_are_what_programs_see() {
     let kernel = Kernel::new();
     let data_in = [1u8, 2, 3];
-    let (seen, bytes) = created_range(&COPIED_DATA, &data_in);
-    assert_ne!(seen.0, data_in.as_ptr() as usize, "the run's copy");
+    let (seen, bytes, given) = created_range(&COPIED_DATA, &data_in);
+    assert_ne!(seen.0, given.0, "the run's copy");
     assert_eq!(seen.1 - seen.0, 3);
     assert_eq!(bytes, [3, 2, 1]);
     assert_eq!(created_range(&COPIED_DATA, &[]).0, (0, 0), "empty: NULL");
@@ -381,7 +382,8 @@ fn helpers_keep_the_range<C>(data: &'static TypedProgramData<C>, helpers: &[&str
     ctx_in[16..24].copy_from_slice(&0x1000usize.to_ne_bytes());
     let created = client.create_context(&data_in, &ctx_in).expect("create");
     let context = created.as_ptr().cast::<MutCtx>();
-    let range = data_in.as_ptr_range();
+    let range = created.data_in();
+    let range = range.start.cast_const()..range.end.cast_const();
     let mut calls = 0;
     for name in helpers {
         let helper = info

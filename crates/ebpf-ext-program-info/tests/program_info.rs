@@ -223,9 +223,11 @@ fn test_run_context_round_trip() {
     let ctx = client.create_context(&packet, bytes).expect("create");
     // SAFETY: the provider created a SampleContext.
     let created = unsafe { ctx.as_ptr().cast::<SampleContext>().read() };
+    let given = ctx.data_in();
     assert_eq!(
         (created.value, created.data_start, created.data_end),
-        (77, packet.as_ptr(), packet.as_ptr().wrapping_add(3))
+        (77, given.start.cast_const(), given.end.cast_const()),
+        "the data context_create received"
     );
     let out = ctx.destroy(0, 64).expect("destroy");
     assert_eq!(out.context_size_out, size_of::<SampleContext>());

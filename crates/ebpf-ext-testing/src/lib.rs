@@ -256,7 +256,10 @@ pub fn trace_lines(kernel: &Kernel, provider_name: &str) -> Vec<String> {
 ///
 /// # Safety
 /// `address` is a helper with the eBPF helper calling convention, and the arguments are what
-/// its prototype requires.
+/// its prototype requires. A pointer argument is program memory as the core lends it: valid
+/// for reads and writes for its size (even a read-only prototype's: the SDK reads it with
+/// atomic loads), derived from a mutable borrow or a raw allocation (never from a `&[u8]`),
+/// and not covered by a live Rust reference during the call.
 #[must_use]
 pub unsafe fn call_helper(address: u64, args: [u64; 5]) -> u64 {
     type Helper = unsafe extern "win64" fn(u64, u64, u64, u64, u64) -> u64;

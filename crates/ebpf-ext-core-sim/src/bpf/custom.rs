@@ -4,7 +4,9 @@
 //! attaches to the provider whose `ebpf_map_provider_data_t` names that type (declining the
 //! others), the provider's `preprocess_map_create` makes the map context and says how many
 //! bytes the core stores per key, and every operation goes through the provider's callbacks.
-//! The core-sim keeps the stored values itself (a hash map on the provider's base type).
+//! The core-sim keeps the stored values itself (a hash map on the provider's base type). A
+//! value replaced or deleted from user mode stays allocated until the map is freed, as the
+//! core's epoch keeps it until no program that found it can still run.
 //!
 //! What the core checks and the core-sim checks alike: provider data version 1 and size 48,
 //! base type hash, properties version 1 and size 25, dispatch version 1 (size 72 or 80, of
@@ -285,7 +287,62 @@ pub(crate) struct CustomMap {
     key_size: usize,
     value_size: usize,
     stored_size: usize,
-    entries: Mutex<BTreeMap<Vec<u8>, Box<[u8]>>>,
+    entries: Mutex<BTreeMap<Vec<u8>, Stored>>,
+    /// Values replaced or deleted while the map lives: a program may still hold a pointer
+    /// to one (`find_element_function`), which the core keeps valid until its epoch ends.
+    /// Freed with the map, when no program can run on it.
+    retired: Mutex<Vec<Stored>>,
+}
+
+/// The bytes the core stores for one key: a raw allocation, so that the pointer
+/// `find_element_function` hands a program stays valid and no reference the map makes later
+/// (a lookup, a replacement) overlaps the program's accesses through it.
+struct Stored(ptr::NonNull<[u8]>);
+
+// SAFETY: plain bytes, accessed only through raw pointers.
+unsafe impl Send for Stored {}
+
+impl Stored {
+    fn zeroed(len: usize) -> Self {
+        Stored(ptr::NonNull::from(Box::leak(
+            vec![0u8; len].into_boxed_slice(),
+        )))
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn as_mut_ptr(&self) -> *mut u8 {
+        self.0.as_ptr().cast()
+    }
+
+    /// Copies `bytes` (at most `len()`) to the front.
+    fn write(&self, bytes: &[u8]) {
+        // SAFETY: at most `len()` bytes into this allocation, from a slice that is not in it.
+        unsafe {
+            ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.as_mut_ptr(),
+                bytes.len().min(self.len()),
+            );
+        }
+    }
+
+    /// Copies the front into `out` (at most `len()` bytes).
+    fn read(&self, out: &mut [u8]) {
+        let len = out.len().min(self.len());
+        // SAFETY: `len` bytes of this allocation into a buffer that is not in it.
+        unsafe { ptr::copy_nonoverlapping(self.as_mut_ptr(), out.as_mut_ptr(), len) };
+    }
+}
+
+impl Drop for Stored {
+    fn drop(&mut self) {
+        // SAFETY: leaked from a `Box` in `zeroed`, freed once; retired values outlive every
+        // program that may hold a pointer into them (`CustomMap::retired`).
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
 }
 
 // SAFETY: the provider's context and callbacks may be used from any thread (the core does);
@@ -341,6 +398,7 @@ impl CustomMap {
             value_size: value_size as usize,
             stored_size: actual.max(value_size) as usize,
             entries: Mutex::new(BTreeMap::new()),
+            retired: Mutex::new(Vec::new()),
         };
         if actual == 0 {
             return Err(format!(
@@ -400,7 +458,7 @@ impl CustomMap {
     /// Hands `stored` (removed) to the provider's delete callback. The key is copied into a
     /// buffer of the call's own: the provider reads buffers as program memory, which is
     /// writable (see [`writable`]).
-    fn delete_callback(&self, key: &[u8], stored: &mut [u8], flags: u32) {
+    fn delete_callback(&self, key: &[u8], stored: &Stored, flags: u32) {
         if !self.live() {
             return;
         }
@@ -440,13 +498,13 @@ impl CustomMap {
         if key.len() != self.key_size || value.len() != self.value_size {
             return Err(EBPF_INVALID_ARGUMENT);
         }
-        let mut stored = vec![0u8; self.stored_size].into_boxed_slice();
+        let stored = Stored::zeroed(self.stored_size);
         // Without `updates_original_value` the provider gets no buffer (NULL, 0) and the core
         // stores the value itself.
         let replaces = self.bound.updates_original_value;
         let update = self.bound.dispatch.preprocess_map_update_element;
         if !replaces || update.is_none() {
-            stored[..value.len()].copy_from_slice(value);
+            stored.write(value);
         }
         if let Some(update) = update {
             let (mut key, mut value) = (writable(key), writable(value));
@@ -475,16 +533,17 @@ impl CustomMap {
             }
         }
         let old = lock(&self.entries).insert(key.to_vec(), stored);
-        if let Some(mut old) = old {
-            self.delete_callback(key, &mut old, EBPF_MAP_OPERATION_UPDATE);
+        if let Some(old) = old {
+            self.delete_callback(key, &old, EBPF_MAP_OPERATION_UPDATE);
+            lock(&self.retired).push(old);
         }
         Ok(())
     }
 
     /// A user-mode lookup: the provider turns what is stored into the caller's value.
     pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ebpf_result_t> {
-        let mut entries = lock(&self.entries);
-        let Some(stored) = entries.get_mut(key) else {
+        let entries = lock(&self.entries);
+        let Some(stored) = entries.get(key) else {
             return Ok(None);
         };
         let mut key = writable(key);
@@ -518,15 +577,16 @@ impl CustomMap {
             }
         }
         if !replaces || self.bound.dispatch.postprocess_map_find_element.is_none() {
-            out.copy_from_slice(&stored[..self.value_size]);
+            stored.read(&mut out);
         }
         Ok(Some(out))
     }
 
     /// A user-mode delete.
     pub(crate) fn delete(&self, key: &[u8]) -> Result<(), ebpf_result_t> {
-        let mut old = lock(&self.entries).remove(key).ok_or(EBPF_KEY_NOT_FOUND)?;
-        self.delete_callback(key, &mut old, 0);
+        let old = lock(&self.entries).remove(key).ok_or(EBPF_KEY_NOT_FOUND)?;
+        self.delete_callback(key, &old, 0);
+        lock(&self.retired).push(old);
         Ok(())
     }
 
@@ -537,14 +597,14 @@ impl CustomMap {
 
     /// Where the stored value of `key` is (for `find_element_function`).
     fn stored_pointer(&self, key: &[u8]) -> Option<*mut u8> {
-        lock(&self.entries).get_mut(key).map(|v| v.as_mut_ptr())
+        lock(&self.entries).get(key).map(Stored::as_mut_ptr)
     }
 }
 
 impl Drop for CustomMap {
     fn drop(&mut self) {
-        let mut entries = core::mem::take(&mut *lock(&self.entries));
-        for (key, stored) in &mut entries {
+        let entries = core::mem::take(&mut *lock(&self.entries));
+        for (key, stored) in &entries {
             self.delete_callback(key, stored, EBPF_MAP_OPERATION_MAP_CLEANUP);
         }
         if let Some(delete) = self.bound.dispatch.postprocess_map_delete

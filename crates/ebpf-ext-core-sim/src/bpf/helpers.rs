@@ -840,14 +840,21 @@ fn check_arguments(
     Ok(())
 }
 
-/// `len` bytes at `address`, checked by [`check_arguments`] before.
-fn bytes<'a>(address: u64, len: u64) -> &'a [u8] {
-    if len == 0 {
-        return &[];
-    }
+/// A copy of the `len` bytes at `address`, checked by [`check_arguments`] before.
+///
+/// A copy, not a slice over program memory: a helper may write the same bytes through
+/// another argument (`bpf_map_update_elem(map, key, bpf_map_lookup_elem(map, key), 0)`
+/// passes the stored value as the new one), and a reference held across the call would make
+/// that write undefined behaviour.
+fn bytes(address: u64, len: u64) -> Vec<u8> {
     let len = usize::try_from(len).unwrap_or(0);
-    // SAFETY: the caller checked the range against the invocation's memory.
-    unsafe { core::slice::from_raw_parts(address as *const u8, len) }
+    let mut copy = vec![0; len];
+    if len != 0 {
+        // SAFETY: the caller checked the range against the invocation's memory; the copy is
+        // a fresh buffer of `len` bytes.
+        unsafe { core::ptr::copy_nonoverlapping(address as *const u8, copy.as_mut_ptr(), len) };
+    }
+    copy
 }
 
 fn current_cpu() -> usize {
@@ -956,7 +963,7 @@ fn call_general(
         7 | 9 => u64::try_from(program.loaded_at().elapsed().as_nanos()).unwrap_or(u64::MAX),
         30 | 31 => u64::try_from(program.loaded_at().elapsed().as_millis()).unwrap_or(u64::MAX),
         8 => current_cpu() as u64,
-        11 => match map()?.ring_output(bytes(args[1], args[2])) {
+        11 => match map()?.ring_output(&bytes(args[1], args[2])) {
             Ok(()) => 0,
             Err(e) => e.cast_unsigned(),
         },
@@ -966,7 +973,7 @@ fn call_general(
                 return Ok(u64::MAX);
             }
             let format = bytes(args[0], fmt_size);
-            let line = printk(format, &args[2..(id as usize - 10)]);
+            let line = printk(&format, &args[2..(id as usize - 10)]);
             let len = line.len() as u64;
             program.record_printk(line);
             len
@@ -983,7 +990,7 @@ fn call_general(
         10 => {
             let buffer = |address: u64, size: u64| (address != 0).then(|| bytes(address, size));
             let (from, to) = (buffer(args[0], args[1]), buffer(args[2], args[3]));
-            csum_diff(from, to, [args[1], args[3]], args[4]).cast_unsigned()
+            csum_diff(from.as_deref(), to.as_deref(), [args[1], args[3]], args[4]).cast_unsigned()
         }
         20 => {
             // SAFETY: reads the current thread's IRQL; callable at any level.
@@ -1093,7 +1100,7 @@ fn perf_event_output(
     let capture = (flags >> CTX_LENGTH_SHIFT) & CTX_LENGTH_MAX;
     // In the core's order: the context data, then the processor.
     let captured = if capture == 0 {
-        &[][..]
+        Vec::new()
     } else {
         match context_data(frame)? {
             None => return Ok(negative(EBPF_OPERATION_NOT_SUPPORTED)),
@@ -1116,7 +1123,7 @@ fn perf_event_output(
         }
     }
     let data = bytes(args[3], args[4]);
-    Ok(match map.perf_output(cpu, &[data, captured]) {
+    Ok(match map.perf_output(cpu, &[&data, &captured]) {
         Ok(()) => 0,
         Err(e) => e.cast_unsigned(),
     })
@@ -1169,7 +1176,7 @@ fn map_helper(
     Ok(match id {
         1 => {
             let key = bytes(args[1], u64::from(map.definition().key_size));
-            map.value_address(key, current_cpu())
+            map.value_address(&key, current_cpu())
                 .map_or(0, |p| p as u64)
         }
         4 => {
@@ -1181,22 +1188,22 @@ fn map_helper(
             {
                 return Ok(0);
             }
-            map.take_value(key)
+            map.take_value(&key)
                 .and_then(|value| frame.kept.keep(&value))
                 .unwrap_or(0)
         }
         2 => {
             let key = bytes(args[1], u64::from(map.definition().key_size));
             let value = bytes(args[2], u64::from(map.definition().value_size));
-            errno(map.update_value(key, value, args[3], Some(current_cpu())))
+            errno(map.update_value(&key, &value, args[3], Some(current_cpu())))
         }
         3 => {
             let key = bytes(args[1], u64::from(map.definition().key_size));
-            errno(map.delete_value(key))
+            errno(map.delete_value(&key))
         }
         16 => {
             let value = bytes(args[1], u64::from(map.definition().value_size));
-            errno(map.push_value(value, args[2]))
+            errno(map.push_value(&value, args[2]))
         }
         17 | 18 => {
             let size = u64::from(map.definition().value_size);
@@ -1241,7 +1248,7 @@ fn memory_helper(id: u32, args: &[u64; 5]) -> Result<u64, String> {
         }
         23 => {
             let (a, b) = (bytes(args[0], args[1]), bytes(args[2], args[3]));
-            match a.cmp(b) {
+            match a.cmp(&b) {
                 core::cmp::Ordering::Less => u64::MAX,
                 core::cmp::Ordering::Equal => 0,
                 core::cmp::Ordering::Greater => 1,
@@ -1265,8 +1272,8 @@ fn memory_helper(id: u32, args: &[u64; 5]) -> Result<u64, String> {
         27 | 28 => {
             // Worked on copies and written back through the raw pointer: the destination may
             // overlap the source, and no `&mut` is made over program memory.
-            let mut destination = bytes(args[0], args[1]).to_vec();
-            let source = bytes(args[2], args[3]).to_vec();
+            let mut destination = bytes(args[0], args[1]);
+            let source = bytes(args[2], args[3]);
             let result = string_copy(&mut destination, &source, id == 28);
             if !destination.is_empty() {
                 // SAFETY: `args[1]` bytes the program may write (checked against the
