@@ -341,6 +341,9 @@ struct Registered<P: NpiProvider> {
 /// unloads, where [`deregister_leaked`] (which the driver glue calls) deregisters it and
 /// leaves its state allocated: a leak, never a call into an unloaded image.
 ///
+/// # IRQL
+/// Registration and drop: PASSIVE_LEVEL (never from the provider's own callbacks).
+///
 /// # Invariants
 /// `registered` stays at one pool address from registration until `Drop` has waited for
 /// deregistration to complete; NMR's callbacks receive that address as their context.
@@ -348,7 +351,9 @@ pub struct Provider<P: NpiProvider> {
     registered: Option<PoolBox<Registered<P>>>,
 }
 
-// SAFETY: the state is shared with NMR callbacks only as `&P` (`P: Sync`); `P: Send`.
+// SAFETY: the state is shared with NMR callbacks only as `&P` (`P: Sync`), and with other
+// threads' registrations and the unload sweep only through its list entry, under the list's
+// lock; `P: Send`.
 unsafe impl<P: NpiProvider> Send for Provider<P> {}
 // SAFETY: as above.
 unsafe impl<P: NpiProvider> Sync for Provider<P> {}

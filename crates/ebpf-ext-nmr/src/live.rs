@@ -49,6 +49,9 @@ pub(crate) struct Link {
     handle: HANDLE,
     module: GUID,
     linked: Linked,
+    /// The list it was put on (on the host, the kernel bound when it was registered, which
+    /// need not be the one bound when it is dropped).
+    list: *const List,
 }
 
 /// A [`Link`] in its provider's state, written only under its list's lock.
@@ -67,6 +70,7 @@ impl LinkCell {
             handle: ptr::null_mut(),
             module,
             linked: Linked::No,
+            list: ptr::null(),
         }))
     }
 
@@ -84,6 +88,9 @@ struct List {
 
 // SAFETY: `head` and the entries are read and written only under `lock`.
 unsafe impl Sync for List {}
+
+// As for `LinkCell`: only touched under the lock, by code that does not panic.
+impl core::panic::RefUnwindSafe for List {}
 
 impl List {
     /// Runs `f` with the list's head under its lock.
@@ -153,7 +160,7 @@ pub(crate) unsafe fn list_registration(link: *mut Link, handle: HANDLE) {
         // SAFETY: the entry is valid and not yet listed, so ours alone (caller's contract).
         let entry = unsafe { &mut *link };
         (entry.next, entry.prev) = (*head, ptr::null_mut());
-        (entry.handle, entry.linked) = (handle, Linked::Yes);
+        (entry.handle, entry.linked, entry.list) = (handle, Linked::Yes, list);
         // SAFETY: listed entries are valid while listed and accessed only under this lock,
         // which is held.
         if let Some(next) = unsafe { head.as_mut() } {
@@ -189,11 +196,15 @@ pub(crate) unsafe fn unlist(link: *mut Link) -> bool {
         entry.linked = Linked::No;
         true
     };
-    // SAFETY: an entry listed with no list is ours alone (`list_registration`).
-    let unlisted = || unsafe { (*link).linked != Linked::Swept };
-    match list() {
+    // SAFETY: the entry is valid (caller's contract); `list` is written only when it is
+    // listed, before `list_registration` returns, and never changes after.
+    let list = unsafe { (*link).list };
+    // SAFETY: the list of the kernel the provider registered in, which outlives its
+    // registrations (NMR is the kernel's); or, on Windows, the image's `static`.
+    match unsafe { list.as_ref() } {
         Some(list) => list.locked(unlink),
-        None => unlisted(),
+        // Never listed (registered with no list): ours alone, and never swept.
+        None => true,
     }
 }
 
@@ -207,13 +218,22 @@ pub(crate) unsafe fn handle(link: *const Link) -> HANDLE {
 }
 
 /// Deregisters, and waits for, every provider of this image (on the host: of the bound
-/// kernel) still registered: those whose `Provider` was leaked. Each is traced
+/// kernel) still registered. Called once every `Provider` the driver keeps has been
+/// dropped, those still registered are the leaked ones. Each is traced
 /// (`EbpfExtGenericMessage`, Error, keyword `EXTENSION`, its module id); its state is left
 /// allocated and undropped, a leak, so that a `Provider` dropped later cannot reach freed
 /// memory. Returns how many there were.
 ///
-/// The driver glue calls this once the extension has been dropped, before the device and
-/// tracing go; a driver with its own `DriverEntry` calls it from its unload the same way.
+/// The driver glue calls this once the extension has been dropped (at unload, and when
+/// `DriverEntry` fails), before the device and tracing go; a driver with its own
+/// `DriverEntry` calls it from its unload the same way. Call it only then: it deregisters
+/// providers still in use as well, and no other thread may be running the driver's code (a
+/// `Provider` dropped concurrently is not waited for).
+///
+/// On the host the list is the bound simulated kernel's, which natively linked drivers and
+/// the test itself share: unloading one driver also deregisters the other drivers' and the
+/// test's own providers in that kernel. Give each natively linked driver its own kernel, or
+/// load images (each has its own list).
 ///
 /// # IRQL
 /// PASSIVE_LEVEL.

@@ -126,7 +126,9 @@ pub struct ExtensionConfig<H: HookExtension> {
 
 /// A running extension with one program type and one hook: tracing, a device object, the
 /// program-information provider and the hook provider. Fields drop in declaration order, which
-/// is the stop order: hook, program information, device, tracing.
+/// is the stop order: hook, program information, device, tracing. (A driver that registers
+/// more providers beside it drops them first and then calls
+/// [`ebpf_ext_nmr::deregister_leaked`], as [`crate::driver_entry!`] does.)
 pub struct Extension<H: HookExtension> {
     hook: HookProvider<H>,
     program_info: ProgramInfoProvider,
@@ -564,10 +566,10 @@ impl Start<'_> {
         extension: E,
     ) -> Result<HookProvider<E>> {
         check_program_type(program.guid, &config)?;
-        // SAFETY: the device outlives the extension value that holds this provider (field
-        // order of `Running`: the value, and the providers in it, drop before the device).
-        // A provider leaked with `mem::forget` would stay registered past unload, as any
-        // leaked kernel registration does; the SDK does not guard against that. The hook's
+        // SAFETY: the device outlives the extension value that holds this provider
+        // (`Running`'s drop: the value, and the providers in it, drop before the device). A
+        // provider leaked with `mem::forget` is deregistered by that drop before the device
+        // goes (`ebpf_ext_nmr::deregister_leaked`), and its state never freed. The hook's
         // programs are `program`'s type (checked), whose helpers read the context as
         // `E::Context` (`ProgramType`), and that type has no other provider here; its data
         // pointers, if any, are `DataPointer` fields of `E::Context` at these offsets

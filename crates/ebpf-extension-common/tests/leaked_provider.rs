@@ -39,6 +39,22 @@ program_type! {
     }
 }
 
+program_type! {
+    static SECOND = c"leaky2", GUID::from_u128(0x7d0e_0033_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f), 2302;
+    context Seen;
+    helpers {
+        0x1_0000, c"leaky2_value" => value(Context);
+    }
+}
+
+program_type! {
+    static THIRD = c"leaky3", GUID::from_u128(0x7d0e_0034_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f), 2303;
+    context Seen;
+    helpers {
+        0x1_0000, c"leaky3_value" => value(Context);
+    }
+}
+
 struct Hook;
 impl HookExtension for Hook {
     type Parameter = ();
@@ -194,7 +210,8 @@ fn a_provider_dropped_after_the_sweep_is_neither_deregistered_again_nor_freed() 
     assert_eq!(ebpf_extension_common::nmr::deregister_leaked(), 1);
     assert!(kernel.nmr_registrations().is_empty());
     assert_eq!(ebpf_extension_common::nmr::deregister_leaked(), 0, "once");
-    // A second deregistration of the handle would bug check in usersim.
+    // A second deregistration would be refused (and traced) by NMR, and a freed state would
+    // leave nothing outstanding below.
     drop(provider);
     assert!(kernel.nmr_registrations().is_empty());
     only_the_leaked_state_is_left(&kernel);
@@ -208,4 +225,24 @@ fn a_provider_dropped_normally_is_not_swept() {
     drop(provider);
     assert_eq!(ebpf_extension_common::nmr::deregister_leaked(), 0);
     kernel.assert_no_leaks();
+}
+
+#[test]
+fn the_sweep_takes_every_leaked_provider_and_no_dropped_one() {
+    let kernel = Kernel::new();
+    // SAFETY: the one provider of each type; no hook invokes their programs.
+    let register = |data| unsafe { ProgramInfoProvider::register(data, TAG) }.expect("register");
+    let (first, second, third) = (register(&DATA), register(&SECOND), register(&THIRD));
+    assert_eq!(providers(&kernel), 3);
+    // The middle entry of the list goes with its drop; the first and the last are leaked.
+    drop(second);
+    core::mem::forget(first);
+    core::mem::forget(third);
+    assert_eq!(providers(&kernel), 2);
+    assert_eq!(ebpf_extension_common::nmr::deregister_leaked(), 2);
+    assert_eq!(providers(&kernel), 0);
+    for program_type in [PROGRAM, SECOND.program_type(), THIRD.program_type()] {
+        assert!(ProgramInfoClient::attach(program_type).is_err());
+    }
+    only_the_leaked_state_is_left(&kernel);
 }
