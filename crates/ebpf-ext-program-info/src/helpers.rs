@@ -591,7 +591,7 @@ unsafe impl<C: 'static> HelperArgument<C> for Cells {
         EBPF_ARGUMENT_TYPE_CONST_SIZE,
     ];
     type Value<'a> = SharedBytes<'a>;
-    const MEMORY: Memory = Memory::Cells;
+    const MEMORY: Memory = Memory::Shared;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
         let (start, len) = next_view(registers, at);
@@ -625,7 +625,7 @@ unsafe impl<C: 'static> HelperArgument<C> for CellsMut {
         EBPF_ARGUMENT_TYPE_CONST_SIZE,
     ];
     type Value<'a> = SharedOutput<'a>;
-    const MEMORY: Memory = Memory::Cells;
+    const MEMORY: Memory = Memory::Shared;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
         let (start, len) = next_view(registers, at);
@@ -726,7 +726,7 @@ unsafe impl<C: 'static> HelperArgument<C> for Map {
 ///
 /// The key is program memory (the program's stack, or a map value) that the helper reads, and
 /// through the map the helper reaches map values a program may hold pointers to as well, so it
-/// counts as memory that other arguments may overlap ([`Memory::Cells`]): an output beside it
+/// counts as memory that other arguments may overlap ([`Memory::Shared`]): an output beside it
 /// must be [`CellsMut`], not [`BytesMut`] ([`check_overlap`]); a program may pass the same
 /// stack buffer as key and output.
 #[derive(Debug)]
@@ -739,7 +739,7 @@ unsafe impl<C: 'static> HelperArgument<C> for MapAndKey {
         EBPF_ARGUMENT_TYPE_PTR_TO_MAP_KEY,
     ];
     type Value<'a> = MapKey<'a>;
-    const MEMORY: Memory = Memory::Cells;
+    const MEMORY: Memory = Memory::Shared;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
         let (map, key) = (
@@ -941,12 +941,10 @@ pub enum Memory {
     Context,
     /// The program's context, exclusively (`&mut C`: [`ContextMut`]).
     ContextMut,
-    /// Reads ([`Input`]).
+    /// Through a view that holds no reference to the bytes, so other arguments' views may
+    /// overlap it: reads ([`Input`], a [`MapAndKey`] key) or reads and writes
+    /// ([`SharedBytes`], [`SharedOutput`]).
     Shared,
-    /// Reads and writes that other arguments may overlap ([`SharedBytes`], [`SharedOutput`]),
-    /// or reads through raw pointers that
-    /// never become references (a [`MapAndKey`] key).
-    Cells,
     /// Exclusive access ([`Output`]).
     Unique,
 }
@@ -974,10 +972,10 @@ pub const fn check_overlap(kinds: &[Memory], implicit_context: bool) {
                 contexts += 1;
                 context_mut = true;
             }
-            Memory::None | Memory::Shared | Memory::Cells => {}
+            Memory::None | Memory::Shared => {}
             Memory::Unique => unique = true,
         }
-        if matches!(kinds[i], Memory::Shared | Memory::Cells | Memory::Unique) {
+        if matches!(kinds[i], Memory::Shared | Memory::Unique) {
             memory += 1;
         }
         i += 1;
@@ -1731,7 +1729,7 @@ mod tests {
     fn a_mutable_context_beside_memory_arguments_is_accepted() {
         check_overlap(&[Memory::ContextMut, Memory::Unique], false);
         check_overlap(&[Memory::ContextMut, Memory::Shared, Memory::Shared], false);
-        check_overlap(&[Memory::Cells, Memory::ContextMut, Memory::Cells], false);
+        check_overlap(&[Memory::Shared, Memory::ContextMut, Memory::Shared], false);
         check_overlap(&[Memory::Context, Memory::Context, Memory::Unique], true);
     }
 
