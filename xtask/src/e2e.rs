@@ -134,8 +134,101 @@ fn out_of_tree_in(outside: &Path) -> Result<()> {
     if refused.status.success() || !said.contains("--tag v9.9.9-e2e-other cargo-ebpf-ext") {
         bail!("a workspace pinned at another tag was not refused as such:\n{said}");
     }
+    declared_import(&tools, &ext, &manifest)?;
     eprintln!(
-        "e2e: cargo-ebpf-ext installed from {url} at {TAG}; a new extension outside the checkout linted, tested, built, signed, packaged, exported and tested in both modes, and refused once pinned at another tag"
+        "e2e: cargo-ebpf-ext installed from {url} at {TAG}; a new extension outside the checkout linted, tested, built, signed, packaged, exported and tested in both modes, refused once pinned at another tag, and built, checked and tested again calling a kernel routine it declares"
     );
+    Ok(())
+}
+
+/// The module and routine the extension declares beyond the SDK's.
+const DECLARED_MODULE: &str = "e2e_kernel.sys";
+const DECLARED_ROUTINE: &str = "E2eKernelValue";
+
+/// The new extension calls a kernel routine the SDK does not declare, as a port of
+/// netebpfext would call WFP: it declares it in `[package.metadata.ebpf-ext.imports]`, gives
+/// host builds a stand-in, and is built, checked and tested in both modes again (the image
+/// imports the routine, bound to the stand-in). Without the declaration, `check` refuses the
+/// image, naming the module.
+fn declared_import(tools: &Path, ext: &Path, manifest: &str) -> Result<()> {
+    let declaring = manifest.replacen(
+        "\n[lib]\n",
+        &format!(
+            "\n[package.metadata.ebpf-ext.imports]\n\"{DECLARED_MODULE}\" = [\"{DECLARED_ROUTINE}\"]\n\n[lib]\n"
+        ),
+        1,
+    );
+    if declaring == manifest {
+        bail!("the new extension's Cargo.toml has no [lib] table to declare an import before");
+    }
+    std::fs::write(ext.join("Cargo.toml"), &declaring)?;
+    let lib = ext.join("src").join("lib.rs");
+    let source = std::fs::read_to_string(&lib)?;
+    let calling = source.replacen(
+        "fn get_value(context: &EventContext) -> u64 {\n    context.value\n}",
+        &format!(
+            "#[cfg(target_os = \"windows\")]
+unsafe extern \"win64\" {{
+    /// A routine of `{DECLARED_MODULE}`, which the SDK does not declare.
+    fn {DECLARED_ROUTINE}() -> u64;
+}}
+
+/// The host builds' stand-in for `{DECLARED_MODULE}!{DECLARED_ROUTINE}`: 0.
+///
+/// # Safety
+/// None needed; `unsafe` as the kernel routine it stands for.
+#[cfg(not(target_os = \"windows\"))]
+pub unsafe extern \"win64\" fn {DECLARED_ROUTINE}() -> u64 {{
+    0
+}}
+
+fn get_value(context: &EventContext) -> u64 {{
+    // SAFETY: the routine takes no argument and may be called at any IRQL.
+    context.value + unsafe {{ {DECLARED_ROUTINE}() }}
+}}"
+        ),
+        1,
+    );
+    if calling == source {
+        bail!("the new extension's lib.rs has no get_value helper to change");
+    }
+    std::fs::write(&lib, calling)?;
+    let test = ext.join("tests").join("both_modes.rs");
+    let source = std::fs::read_to_string(&test)?;
+    let standing_in = source.replacen(
+        "image::load(&kernel, \"my_ext\")",
+        &format!(
+            "image::load_with(&kernel, \"my_ext\", &[image::StandIn {{ module: \"{DECLARED_MODULE}\", name: \"{DECLARED_ROUTINE}\", address: my_ext::{DECLARED_ROUTINE} as usize }}])"
+        ),
+        1,
+    );
+    if standing_in == source {
+        bail!("the new extension's tests/both_modes.rs does not load its image with image::load");
+    }
+    std::fs::write(&test, standing_in)?;
+    let manifest_path = ext.join("Cargo.toml").display().to_string();
+    for step in ["build", "sign", "check", "test"] {
+        run(cargo_ebpf_ext(tools, &[step, "--manifest-path", &manifest_path]).current_dir(ext))
+            .with_context(|| {
+                format!("cargo ebpf-ext {step} on the extension that declares {DECLARED_MODULE}")
+            })?;
+    }
+    let imports = std::fs::read(ext.join("target").join("driver").join("my_ext.sys"))?;
+    if !imports
+        .windows(DECLARED_ROUTINE.len())
+        .any(|w| w == DECLARED_ROUTINE.as_bytes())
+    {
+        bail!("my_ext.sys does not import {DECLARED_ROUTINE}");
+    }
+    // Undeclared, the module is refused by the image checks.
+    std::fs::write(ext.join("Cargo.toml"), manifest)?;
+    let refused = cargo_ebpf_ext(tools, &["check", "--manifest-path", &manifest_path])
+        .current_dir(ext)
+        .output()
+        .context("run cargo ebpf-ext check without the declaration")?;
+    let said = String::from_utf8_lossy(&refused.stderr);
+    if refused.status.success() || !said.contains(&format!("imports from {DECLARED_MODULE}")) {
+        bail!("an image importing an undeclared module was not refused as such:\n{said}");
+    }
     Ok(())
 }

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::exec::{note, run};
-use crate::imports::{DefFile, def_files};
+use crate::imports::{DefFile, declared, def_files_with, merge};
 use crate::pe::{Image, map_symbol_rva};
 use crate::prereqs::{PEFILE, Tool, command, pefile_python};
 use crate::workspace::{Driver, Workspace};
@@ -87,12 +87,13 @@ pub fn driver_toolchain() -> Result<()> {
     Ok(())
 }
 
-/// Writes the generated `.def` files under `out/lib` and makes their import libraries.
-fn import_libraries(out: &Path) -> Result<(PathBuf, Vec<DefFile>)> {
+/// Writes the generated `.def` files under `out/lib` (the SDK's modules and those `drivers`
+/// declare) and makes their import libraries.
+fn import_libraries(out: &Path, drivers: &[&Driver]) -> Result<(PathBuf, Vec<DefFile>)> {
     require(Tool::Dlltool)?;
     let lib_dir = out.join("lib");
     fs::create_dir_all(&lib_dir)?;
-    let defs = def_files();
+    let defs = def_files_with(&merge(drivers)?);
     for def in &defs {
         let path = lib_dir.join(format!("{}.def", def.stem));
         fs::write(&path, def.text())?;
@@ -103,6 +104,14 @@ fn import_libraries(out: &Path) -> Result<(PathBuf, Vec<DefFile>)> {
             .arg(lib_dir.join(format!("{}.lib", def.stem))))?;
     }
     Ok((lib_dir, defs))
+}
+
+/// The modules `driver` declares imports from (`[package.metadata.ebpf-ext.imports]`).
+fn declared_modules(driver: &Driver) -> Result<Vec<String>> {
+    Ok(declared(driver)?
+        .into_iter()
+        .map(|(module, _)| module)
+        .collect())
 }
 
 /// The linker arguments of a native-subsystem driver.
@@ -159,14 +168,16 @@ fn ensure_pefile(out: &Path) -> Result<PathBuf> {
 }
 
 /// Checks an image with this crate's reader and with pefile; fails listing every problem.
+/// Imports may come from the SDK's kernel modules and those `declared` (the driver's
+/// `[package.metadata.ebpf-ext.imports]`).
 ///
 /// # Errors
 /// Every problem either check found.
-pub fn check_image(out: &Path, sys: &Path, map: &Path) -> Result<()> {
+pub fn check_image(out: &Path, sys: &Path, map: &Path, declared: &[String]) -> Result<()> {
     let image = Image::parse(fs::read(sys).with_context(|| format!("read {}", sys.display()))?)?;
     let map = fs::read_to_string(map).with_context(|| format!("read {}", map.display()))?;
     let entry = map_symbol_rva(&map, "DriverEntry");
-    let problems = image.problems(entry, true);
+    let problems = image.problems(entry, true, declared);
     if !problems.is_empty() {
         bail!(
             "{} fails its checks:\n  {}",
@@ -189,12 +200,16 @@ pub fn check_image(out: &Path, sys: &Path, map: &Path) -> Result<()> {
     let venv = ensure_pefile(out)?;
     let script = out.join("pecheck.py");
     fs::write(&script, PECHECK)?;
-    run(pefile_python(&venv)
+    let mut pefile = pefile_python(&venv);
+    pefile
         .arg(script)
         .arg(sys)
         .arg(format!("{:#x}", entry.unwrap_or(0)))
-        .arg("--integrity"))
-    .context("pefile disagrees with the image")
+        .arg("--integrity");
+    for module in declared {
+        pefile.args(["--allow-module", module]);
+    }
+    run(&mut pefile).context("pefile disagrees with the image")
 }
 
 /// The built image of `driver` and its map, in `out`.
@@ -221,7 +236,7 @@ pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
     driver_toolchain()?;
     let out = ws.output_dir();
     fs::create_dir_all(&out)?;
-    let (lib_dir, defs) = import_libraries(&out)?;
+    let (lib_dir, defs) = import_libraries(&out, &drivers)?;
     let target_dir = ws.root.join("target");
     let mut built = Vec::new();
     for driver in drivers {
@@ -293,7 +308,7 @@ pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
             artifacts.join("deps").join(format!("{}.map", driver.name)),
             &map,
         )?;
-        check_image(&out, &sys, &map)?;
+        check_image(&out, &sys, &map, &declared_modules(driver)?)?;
         built.push(sys);
     }
     Ok(built)
@@ -311,7 +326,7 @@ pub fn check(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
     let mut checked = Vec::new();
     for driver in ws.select(only)? {
         let (sys, map) = built(&out, driver, "cargo ebpf-ext build")?;
-        check_image(&out, &sys, &map)?;
+        check_image(&out, &sys, &map, &declared_modules(driver)?)?;
         checked.push(sys);
     }
     Ok(checked)
@@ -433,7 +448,8 @@ pub fn sign(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
     for driver in ws.select(only)? {
         let (sys, map) = built(&out, driver, "cargo ebpf-ext build")?;
         sign_file(&sys, &driver.package, &out)?;
-        check_image(&out, &sys, &map).context("the signed image fails its checks")?;
+        check_image(&out, &sys, &map, &declared_modules(driver)?)
+            .context("the signed image fails its checks")?;
         signed.push(sys);
     }
     Ok(signed)

@@ -157,8 +157,14 @@ impl Image {
     }
 
     /// Every property a driver image must have beyond what the parser enforces (native
-    /// subsystem, no W+X section); an empty list means it passes.
-    pub(crate) fn problems(&self, entry_rva: Option<u32>, integrity: bool) -> Vec<String> {
+    /// subsystem, no W+X section); an empty list means it passes. Imports may come from the
+    /// SDK's kernel modules and from `declared` ones (the driver's own declarations).
+    pub(crate) fn problems(
+        &self,
+        entry_rva: Option<u32>,
+        integrity: bool,
+        declared: &[String],
+    ) -> Vec<String> {
         let mut problems = Vec::new();
         match entry_rva {
             Some(rva) if rva != self.entry_rva => problems.push(format!(
@@ -177,11 +183,14 @@ impl Image {
             }
         }
         for (module, _) in &self.imports {
-            if !ALLOWED_MODULES
-                .iter()
+            let allowed = ALLOWED_MODULES.iter().copied();
+            if !allowed
+                .chain(declared.iter().map(String::as_str))
                 .any(|m| m.eq_ignore_ascii_case(module))
             {
-                problems.push(format!("imports from {module}"));
+                problems.push(format!(
+                    "imports from {module}, which neither the SDK nor [package.metadata.ebpf-ext.imports] declares"
+                ));
             }
         }
         if self.stored_checksum() != self.compute_checksum() {

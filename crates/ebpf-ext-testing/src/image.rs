@@ -80,6 +80,28 @@ pub fn load(kernel: &Kernel, name: &str) -> Result<Loaded, String> {
     load_path(kernel, &image_dir()?.join(format!("{name}.sys")))
 }
 
+/// A host function standing in for a kernel routine usersim does not implement: one a driver
+/// declares in `[package.metadata.ebpf-ext.imports]`, which its image imports from `module`.
+/// The image calls it with the Windows x64 convention, so it is an `extern "win64"` function
+/// (the same one the linked crate resolves by name when it is `#[unsafe(no_mangle)]`).
+#[derive(Debug, Clone, Copy)]
+pub struct StandIn {
+    /// The exporting module, as the image's import table names it (case is ignored).
+    pub module: &'static str,
+    /// The routine's name.
+    pub name: &'static str,
+    /// The function's address (`function as usize`).
+    pub address: usize,
+}
+
+/// [`load`] with `stand_ins` for the routines usersim does not implement (see [`StandIn`]).
+///
+/// # Errors
+/// As [`load`]; an import neither usersim nor a stand-in provides is named.
+pub fn load_with(kernel: &Kernel, name: &str, stand_ins: &[StandIn]) -> Result<Loaded, String> {
+    load_path_with(kernel, &image_dir()?.join(format!("{name}.sys")), stand_ins)
+}
+
 /// Loads the image at `path`, binds its imports to usersim, and lets `kernel` check the
 /// integrity-check flag of the loaded images (`PsSetCreateProcessNotifyRoutineEx`). The bytes
 /// are read once, hashed, and those very bytes are loaded.
@@ -87,6 +109,18 @@ pub fn load(kernel: &Kernel, name: &str) -> Result<Loaded, String> {
 /// # Errors
 /// If the file cannot be read or the loader refuses it.
 pub fn load_path(kernel: &Kernel, path: &Path) -> Result<Loaded, String> {
+    load_path_with(kernel, path, &[])
+}
+
+/// [`load_path`] with `stand_ins` for the routines usersim does not implement.
+///
+/// # Errors
+/// As [`load_path`].
+pub fn load_path_with(
+    kernel: &Kernel,
+    path: &Path,
+    stand_ins: &[StandIn],
+) -> Result<Loaded, String> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let bytes = std::fs::read(&path).map_err(|e| {
         format!(
@@ -94,7 +128,15 @@ pub fn load_path(kernel: &Kernel, path: &Path) -> Result<Loaded, String> {
             path.display()
         )
     })?;
-    let image = load_file_bytes(&path, &bytes, usersim_resolver)
+    let resolver = |module: &str, name: &str| {
+        usersim_resolver(module, name).or_else(|| {
+            stand_ins
+                .iter()
+                .find(|s| s.module.eq_ignore_ascii_case(module) && s.name == name)
+                .map(|s| s.address)
+        })
+    };
+    let image = load_file_bytes(&path, &bytes, resolver)
         .map_err(|e| format!("loading {}: {e}", path.display()))?;
     ebpf_ext_pe_loader::use_usersim_irql();
     kernel.set_image_flags_lookup(Some(usersim_image_flags));
