@@ -144,91 +144,140 @@ fn out_of_tree_in(outside: &Path) -> Result<()> {
 /// The module and routine the extension declares beyond the SDK's.
 const DECLARED_MODULE: &str = "e2e_kernel.sys";
 const DECLARED_ROUTINE: &str = "E2eKernelValue";
+/// What the host stand-in returns, which the helper adds to the context's value.
+const STAND_IN_VALUE: u64 = 0x2e2e;
 
 /// The new extension calls a kernel routine the SDK does not declare, as a port of
 /// netebpfext would call WFP: it declares it in `[package.metadata.ebpf-ext.imports]`, gives
-/// host builds a stand-in, and is built, checked and tested in both modes again (the image
-/// imports the routine, bound to the stand-in). Without the declaration, `check` refuses the
-/// image, naming the module.
+/// host builds a stand-in, calls it from its helper, and is built, signed and tested in both
+/// modes again (the image imports the routine, bound to the stand-in, and the helper returns
+/// the stand-in's value in both). `check` passes the image, listing the module; without the
+/// declaration it refuses it, naming the routine.
 fn declared_import(tools: &Path, ext: &Path, manifest: &str) -> Result<()> {
-    let declaring = manifest.replacen(
-        "\n[lib]\n",
-        &format!(
-            "\n[package.metadata.ebpf-ext.imports]\n\"{DECLARED_MODULE}\" = [\"{DECLARED_ROUTINE}\"]\n\n[lib]\n"
-        ),
-        1,
-    );
-    if declaring == manifest {
-        bail!("the new extension's Cargo.toml has no [lib] table to declare an import before");
+    declare_and_call(ext)?;
+    let manifest_path = ext.join("Cargo.toml").display().to_string();
+    for step in ["build", "sign", "test"] {
+        run(cargo_ebpf_ext(tools, &[step, "--manifest-path", &manifest_path]).current_dir(ext))
+            .with_context(|| {
+                format!("cargo ebpf-ext {step} on the extension that declares {DECLARED_MODULE}")
+            })?;
     }
-    std::fs::write(ext.join("Cargo.toml"), &declaring)?;
-    let lib = ext.join("src").join("lib.rs");
-    let source = std::fs::read_to_string(&lib)?;
-    let calling = source.replacen(
-        "fn get_value(context: &EventContext) -> u64 {\n    context.value\n}",
-        &format!(
-            "#[cfg(target_os = \"windows\")]
+    let check = |expect_success: bool, expect: &str| -> Result<()> {
+        let checked = cargo_ebpf_ext(tools, &["check", "--manifest-path", &manifest_path])
+            .current_dir(ext)
+            .output()
+            .context("run cargo ebpf-ext check")?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        if checked.status.success() != expect_success || !said.contains(expect) {
+            bail!("cargo ebpf-ext check should have said {expect:?}:\n{said}");
+        }
+        Ok(())
+    };
+    // The tool's own reader lists the image's imports by module.
+    check(true, &format!("{DECLARED_MODULE} (1)"))?;
+    std::fs::write(ext.join("Cargo.toml"), manifest)?;
+    check(
+        false,
+        &format!("imports {DECLARED_ROUTINE} from {DECLARED_MODULE}, which neither"),
+    )
+}
+
+/// Replaces each `(from, to)` once in the file at `path`; fails naming a `from` it lacks.
+fn edit(path: &Path, edits: &[(String, String)]) -> Result<()> {
+    let mut text = std::fs::read_to_string(path)?;
+    for (from, to) in edits {
+        if !text.contains(from.as_str()) {
+            bail!("{} has no {from:?} to change", path.display());
+        }
+        text = text.replacen(from.as_str(), to, 1);
+    }
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+/// The declaration, the host stand-in and the call in the new extension, and a report that
+/// carries what its helper returns.
+fn declare_and_call(ext: &Path) -> Result<()> {
+    edit(
+        &ext.join("Cargo.toml"),
+        &[(
+            "\n[lib]\n".to_owned(),
+            format!(
+                "\n[package.metadata.ebpf-ext.imports]\n\"{DECLARED_MODULE}\" = [\"{DECLARED_ROUTINE}\"]\n\n[lib]\n"
+            ),
+        )],
+    )?;
+    edit(
+        &ext.join("src").join("lib.rs"),
+        &[(
+            "fn get_value(context: &EventContext) -> u64 {\n    context.value\n}".to_owned(),
+            format!(
+                "#[cfg(target_os = \"windows\")]
 unsafe extern \"win64\" {{
     /// A routine of `{DECLARED_MODULE}`, which the SDK does not declare.
     fn {DECLARED_ROUTINE}() -> u64;
 }}
 
-/// The host builds' stand-in for `{DECLARED_MODULE}!{DECLARED_ROUTINE}`: 0.
+/// The host builds' stand-in for `{DECLARED_MODULE}!{DECLARED_ROUTINE}`: {STAND_IN_VALUE:#x}.
 ///
 /// # Safety
 /// None needed; `unsafe` as the kernel routine it stands for.
 #[cfg(not(target_os = \"windows\"))]
+#[expect(non_snake_case, reason = \"the kernel routine's name\")]
 pub unsafe extern \"win64\" fn {DECLARED_ROUTINE}() -> u64 {{
-    0
+    {STAND_IN_VALUE:#x}
 }}
 
 fn get_value(context: &EventContext) -> u64 {{
     // SAFETY: the routine takes no argument and may be called at any IRQL.
     context.value + unsafe {{ {DECLARED_ROUTINE}() }}
 }}"
-        ),
-        1,
-    );
-    if calling == source {
-        bail!("the new extension's lib.rs has no get_value helper to change");
-    }
-    std::fs::write(&lib, calling)?;
-    let test = ext.join("tests").join("both_modes.rs");
-    let source = std::fs::read_to_string(&test)?;
-    let standing_in = source.replacen(
-        "image::load(&kernel, \"my_ext\")",
-        &format!(
-            "image::load_with(&kernel, \"my_ext\", &[image::StandIn {{ module: \"{DECLARED_MODULE}\", name: \"{DECLARED_ROUTINE}\", address: my_ext::{DECLARED_ROUTINE} as usize }}])"
-        ),
-        1,
-    );
-    if standing_in == source {
-        bail!("the new extension's tests/both_modes.rs does not load its image with image::load");
-    }
-    std::fs::write(&test, standing_in)?;
-    let manifest_path = ext.join("Cargo.toml").display().to_string();
-    for step in ["build", "sign", "check", "test"] {
-        run(cargo_ebpf_ext(tools, &[step, "--manifest-path", &manifest_path]).current_dir(ext))
-            .with_context(|| {
-                format!("cargo ebpf-ext {step} on the extension that declares {DECLARED_MODULE}")
-            })?;
-    }
-    let imports = std::fs::read(ext.join("target").join("driver").join("my_ext.sys"))?;
-    if !imports
-        .windows(DECLARED_ROUTINE.len())
-        .any(|w| w == DECLARED_ROUTINE.as_bytes())
-    {
-        bail!("my_ext.sys does not import {DECLARED_ROUTINE}");
-    }
-    // Undeclared, the module is refused by the image checks.
-    std::fs::write(ext.join("Cargo.toml"), manifest)?;
-    let refused = cargo_ebpf_ext(tools, &["check", "--manifest-path", &manifest_path])
-        .current_dir(ext)
-        .output()
-        .context("run cargo ebpf-ext check without the declaration")?;
-    let said = String::from_utf8_lossy(&refused.stderr);
-    if refused.status.success() || !said.contains(&format!("imports from {DECLARED_MODULE}")) {
-        bail!("an image importing an undeclared module was not refused as such:\n{said}");
-    }
-    Ok(())
+            ),
+        )],
+    )?;
+    // The image binds the import to the stand-in, and the report gains what the helper
+    // returns in each mode: through the image's import, the stand-in is called too.
+    edit(
+        &ext.join("tests").join("both_modes.rs"),
+        &[
+            (
+                "image::load(&kernel, \"my_ext\")".to_owned(),
+                format!(
+                    "image::load_with(&kernel, \"my_ext\", &[image::StandIn::new(\"{DECLARED_MODULE}\", \"{DECLARED_ROUTINE}\", my_ext::{DECLARED_ROUTINE} as usize)])"
+                ),
+            ),
+            (
+                "    helpers: Vec<String>,\n}".to_owned(),
+                "    helpers: Vec<String>,\n    value: u64,\n}".to_owned(),
+            ),
+            (
+                "        helpers: opened.helpers.clone(),\n".to_owned(),
+                "        helpers: opened.helpers.clone(),
+        value: {
+            let mut context = my_ext::EventContext {
+                data_start: ebpf_extension_common::prelude::DataPointer::NULL,
+                data_end: ebpf_extension_common::prelude::DataPointer::NULL,
+                value: 5,
+            };
+            let address = opened.info.helpers[0].address.ok_or(\"no helper address\")?;
+            // SAFETY: the helper's prototype: the context, which lives through the call.
+            unsafe {
+                ebpf_ext_testing::call_helper(address, [core::ptr::from_mut(&mut context) as u64, 0, 0, 0, 0])
+            }
+        },
+"
+                .to_owned(),
+            ),
+            (
+                "    assert_eq!(report.helpers, [\"my_ext_get_value\"]);\n".to_owned(),
+                format!(
+                    "    assert_eq!(report.helpers, [\"my_ext_get_value\"]);\n    assert_eq!(report.value, 5 + {STAND_IN_VALUE:#x}, \"the stand-in was called\");\n"
+                ),
+            ),
+        ],
+    )
 }

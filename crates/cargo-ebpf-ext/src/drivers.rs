@@ -106,14 +106,6 @@ fn import_libraries(out: &Path, drivers: &[&Driver]) -> Result<(PathBuf, Vec<Def
     Ok((lib_dir, defs))
 }
 
-/// The modules `driver` declares imports from (`[package.metadata.ebpf-ext.imports]`).
-fn declared_modules(driver: &Driver) -> Result<Vec<String>> {
-    Ok(declared(driver)?
-        .into_iter()
-        .map(|(module, _)| module)
-        .collect())
-}
-
 /// The linker arguments of a native-subsystem driver.
 fn link_flags(lib_dir: &Path, defs: &[DefFile]) -> String {
     let args = [
@@ -173,7 +165,12 @@ fn ensure_pefile(out: &Path) -> Result<PathBuf> {
 ///
 /// # Errors
 /// Every problem either check found.
-pub fn check_image(out: &Path, sys: &Path, map: &Path, declared: &[String]) -> Result<()> {
+pub fn check_image(
+    out: &Path,
+    sys: &Path,
+    map: &Path,
+    declared: &[(String, Vec<String>)],
+) -> Result<()> {
     let image = Image::parse(fs::read(sys).with_context(|| format!("read {}", sys.display()))?)?;
     let map = fs::read_to_string(map).with_context(|| format!("read {}", map.display()))?;
     let entry = map_symbol_rva(&map, "DriverEntry");
@@ -206,7 +203,7 @@ pub fn check_image(out: &Path, sys: &Path, map: &Path, declared: &[String]) -> R
         .arg(sys)
         .arg(format!("{:#x}", entry.unwrap_or(0)))
         .arg("--integrity");
-    for module in declared {
+    for (module, _) in declared {
         pefile.args(["--allow-module", module]);
     }
     run(&mut pefile).context("pefile disagrees with the image")
@@ -308,7 +305,7 @@ pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
             artifacts.join("deps").join(format!("{}.map", driver.name)),
             &map,
         )?;
-        check_image(&out, &sys, &map, &declared_modules(driver)?)?;
+        check_image(&out, &sys, &map, &declared(driver)?)?;
         built.push(sys);
     }
     Ok(built)
@@ -326,7 +323,7 @@ pub fn check(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
     let mut checked = Vec::new();
     for driver in ws.select(only)? {
         let (sys, map) = built(&out, driver, "cargo ebpf-ext build")?;
-        check_image(&out, &sys, &map, &declared_modules(driver)?)?;
+        check_image(&out, &sys, &map, &declared(driver)?)?;
         checked.push(sys);
     }
     Ok(checked)
@@ -448,7 +445,7 @@ pub fn sign(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
     for driver in ws.select(only)? {
         let (sys, map) = built(&out, driver, "cargo ebpf-ext build")?;
         sign_file(&sys, &driver.package, &out)?;
-        check_image(&out, &sys, &map, &declared_modules(driver)?)
+        check_image(&out, &sys, &map, &declared(driver)?)
             .context("the signed image fails its checks")?;
         signed.push(sys);
     }

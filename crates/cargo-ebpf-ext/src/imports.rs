@@ -33,10 +33,14 @@ pub type Declared = Vec<(String, Vec<String>)>;
 /// table), sorted by module.
 ///
 /// # Errors
-/// A table that is not `"module.sys" = ["Routine", ...]`; a module name that is not a file
-/// name ending in `.sys`, `.exe` or `.dll`; a routine name that is not a C identifier; a
-/// routine the SDK already declares (from whatever module); the same module twice (names
-/// that differ only in case) or a routine twice.
+/// A table that is not `"module.sys" = ["Routine", ...]` (a module with no routine
+/// included); a module name that is not a file name ending in `.sys`, `.exe` or `.dll`, or
+/// whose import library would be another module's; a routine name that is not a C
+/// identifier, or that the SDK or another declared module already imports from another
+/// module (the linker would bind either); the same module twice (names that differ only in
+/// case) or a routine twice. A routine the SDK declares from the same module is accepted.
+/// Routines only: an exported variable (`PsProcessType`) needs a `DATA` export, which this
+/// table cannot declare.
 pub fn declared(driver: &Driver) -> Result<Declared> {
     let table = &driver.metadata["ebpf-ext"]["imports"];
     if table.is_null() {
@@ -72,8 +76,10 @@ pub fn declared(driver: &Driver) -> Result<Declared> {
             ));
             continue;
         }
-        let Some(names) = names.as_array() else {
-            problems.push(format!("{module:?}: not an array of routine names"));
+        let Some(names) = names.as_array().filter(|names| !names.is_empty()) else {
+            problems.push(format!(
+                "{module:?}: not a non-empty array of routine names"
+            ));
             continue;
         };
         let mut routines = Vec::new();
@@ -82,16 +88,26 @@ pub fn declared(driver: &Driver) -> Result<Declared> {
                 problems.push(format!("{module:?}: {name} is not a string"));
                 continue;
             };
+            let elsewhere = sdk_routines()
+                .find(|(m, n)| *n == name && !m.eq_ignore_ascii_case(module))
+                .map(|(m, _)| m.to_owned())
+                .or_else(|| {
+                    modules
+                        .values()
+                        .find(|(_, names)| names.iter().any(|n| n == name))
+                        .map(|(m, _)| m.clone())
+                });
             if !is_c_identifier(name) {
                 problems.push(format!("{module:?}: {name:?} is not a C identifier"));
-            } else if let Some(sdk) = ebpf_ext_sys::imports().find(|i| i.name == name) {
+            } else if let Some(other) = elsewhere {
                 problems.push(format!(
-                    "{module:?}: {name} is the SDK's own import from {} (use ebpf_ext_sys's declaration)",
-                    sdk.module
+                    "{module:?}: {name} is imported from {other:?} already (the linker would bind either)"
                 ));
             } else if routines.iter().any(|r| r == name) {
                 problems.push(format!("{module:?}: {name} is listed twice"));
             } else {
+                // A routine the SDK declares from this very module is allowed (a later SDK
+                // may declare what a driver declared first); the libraries hold it once.
                 routines.push(name.to_owned());
             }
         }
@@ -121,6 +137,17 @@ pub fn merge(drivers: &[&Driver]) -> Result<Declared> {
                     stem(&module)
                 );
             }
+            for name in &names {
+                let elsewhere = merged.values().find(|(m, routines)| {
+                    !m.eq_ignore_ascii_case(&module) && routines.iter().any(|r| r == name)
+                });
+                if let Some((other, _)) = elsewhere {
+                    bail!(
+                        "{}: {name} from {module:?} is imported from {other:?} by another driver (the linker would bind either)",
+                        driver.package
+                    );
+                }
+            }
             let entry = merged
                 .entry(module.to_ascii_lowercase())
                 .or_insert_with(|| (module.clone(), Vec::new()));
@@ -130,6 +157,14 @@ pub fn merge(drivers: &[&Driver]) -> Result<Declared> {
         }
     }
     Ok(merged.into_values().collect())
+}
+
+/// The routines the SDK's libraries export: its declarations and [`EXTRA`], with their
+/// modules.
+pub(crate) fn sdk_routines() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ebpf_ext_sys::imports()
+        .map(|i| (i.module, i.name))
+        .chain(EXTRA.iter().copied())
 }
 
 /// The modules the SDK imports from, and the empty libraries it links.
@@ -350,8 +385,10 @@ mod tests {
         let bad = driver_declaring(&serde_json::json!({
             "fwpkclnt": ["FwpsX"],
             "ntoskrnl.dll": ["Anything"],
-            "two.sys": ["1st", "ExAllocatePool2", "Same", "Same", 7],
+            "two.sys": ["1st", "ExAllocatePool2", "Same", "Same", 7, "__chkstk"],
             "list.sys": "NotAList",
+            "empty.sys": [],
+            "zzz.sys": ["Same"],
         }));
         let error = declared(&bad).expect_err("refused").to_string();
         for expected in [
@@ -359,10 +396,13 @@ mod tests {
             "\"fwpkclnt\" is not a module file name",
             "\"ntoskrnl.dll\" would share the import library ntoskrnl.lib with \"ntoskrnl.exe\"",
             "\"1st\" is not a C identifier",
-            "ExAllocatePool2 is the SDK's own import from ntoskrnl.exe",
+            "ExAllocatePool2 is imported from \"ntoskrnl.exe\" already",
+            "__chkstk is imported from \"ntoskrnl.exe\" already",
             "Same is listed twice",
+            "\"zzz.sys\": Same is imported from \"two.sys\" already",
             "7 is not a string",
-            "\"list.sys\": not an array",
+            "\"list.sys\": not a non-empty array",
+            "\"empty.sys\": not a non-empty array",
         ] {
             assert!(error.contains(expected), "{expected:?} in {error}");
         }
@@ -374,6 +414,28 @@ mod tests {
         );
         let not_a_table = driver_declaring(&serde_json::json!(["a.sys"]));
         assert!(declared(&not_a_table).is_err());
+        let the_sdks_own =
+            driver_declaring(&serde_json::json!({"NTOSKRNL.EXE": ["ExAllocatePool2"]}));
+        assert_eq!(
+            declared(&the_sdks_own).expect("accepted: the same module"),
+            [(
+                "NTOSKRNL.EXE".to_owned(),
+                vec!["ExAllocatePool2".to_owned()]
+            )]
+        );
+        let defs = def_files_with(&merge(&[&the_sdks_own]).expect("merged"));
+        let ntoskrnl = defs
+            .iter()
+            .find(|d| d.stem == "ntoskrnl")
+            .expect("one library");
+        assert_eq!(
+            ntoskrnl
+                .exports
+                .iter()
+                .filter(|e| *e == "ExAllocatePool2")
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -391,6 +453,12 @@ mod tests {
         let clash = driver_declaring(&serde_json::json!({"wfp.dll": ["D"]}));
         let error = merge(&[&one, &clash]).expect_err("refused").to_string();
         assert!(error.contains("wfp.lib"), "{error}");
+        let same_name = driver_declaring(&serde_json::json!({"other.sys": ["A"]}));
+        let error = merge(&[&one, &same_name]).expect_err("refused").to_string();
+        assert!(
+            error.contains("A from \"other.sys\" is imported from \"wfp.sys\" by another driver"),
+            "{error}"
+        );
     }
 
     #[test]

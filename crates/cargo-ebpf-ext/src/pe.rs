@@ -13,8 +13,6 @@ use ebpf_ext_pe_loader::pe::{
 const SCN_CNT_CODE: u32 = 0x0000_0020;
 const SCN_CNT_INITIALIZED_DATA: u32 = 0x0000_0040;
 const SCN_MEM_ANY: u32 = IMAGE_SCN_MEM_READ | IMAGE_SCN_MEM_WRITE | IMAGE_SCN_MEM_EXECUTE;
-/// Modules a driver may import from.
-pub(crate) const ALLOWED_MODULES: &[&str] = &["ntoskrnl.exe", "NETIO.SYS", "HAL.dll", "ksecdd.sys"];
 
 /// Where the fields the write steps change live, by the PE format's fixed layout (the parser
 /// has already checked that the headers and the section table lie inside the file).
@@ -157,13 +155,14 @@ impl Image {
     }
 
     /// Every property a driver image must have beyond what the parser enforces (native
-    /// subsystem, no W+X section); an empty list means it passes. Imports may come from the
-    /// SDK's kernel modules and from `declared` ones (the driver's own declarations).
+    /// subsystem, no W+X section); an empty list means it passes. Each import must be a
+    /// routine the SDK's import libraries export, or one the driver `declared` (its
+    /// `[package.metadata.ebpf-ext.imports]`), from that module.
     pub(crate) fn problems(
         &self,
         entry_rva: Option<u32>,
         integrity: bool,
-        declared: &[String],
+        declared: &[(String, Vec<String>)],
     ) -> Vec<String> {
         let mut problems = Vec::new();
         match entry_rva {
@@ -182,14 +181,16 @@ impl Image {
                 problems.push(format!("section {} has no memory attributes", s.name));
             }
         }
-        for (module, _) in &self.imports {
-            let allowed = ALLOWED_MODULES.iter().copied();
-            if !allowed
-                .chain(declared.iter().map(String::as_str))
-                .any(|m| m.eq_ignore_ascii_case(module))
-            {
+        let is_declared = |module: &str, name: &str| {
+            crate::imports::sdk_routines().any(|(m, n)| n == name && m.eq_ignore_ascii_case(module))
+                || declared.iter().any(|(m, names)| {
+                    m.eq_ignore_ascii_case(module) && names.iter().any(|n| n == name)
+                })
+        };
+        for (module, names) in &self.imports {
+            for name in names.iter().filter(|name| !is_declared(module, name)) {
                 problems.push(format!(
-                    "imports from {module}, which neither the SDK nor [package.metadata.ebpf-ext.imports] declares"
+                    "imports {name} from {module}, which neither the SDK nor [package.metadata.ebpf-ext.imports] declares"
                 ));
             }
         }

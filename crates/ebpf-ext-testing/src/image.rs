@@ -83,8 +83,9 @@ pub fn load(kernel: &Kernel, name: &str) -> Result<Loaded, String> {
 /// A host function standing in for a kernel routine usersim does not implement: one a driver
 /// declares in `[package.metadata.ebpf-ext.imports]`, which its image imports from `module`.
 /// The image calls it with the Windows x64 convention, so it is an `extern "win64"` function
-/// (the same one the linked crate resolves by name when it is `#[unsafe(no_mangle)]`).
+/// (on an x86-64 host): the driver's host stand-in, which its linked crate calls directly.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct StandIn {
     /// The exporting module, as the image's import table names it (case is ignored).
     pub module: &'static str,
@@ -92,6 +93,18 @@ pub struct StandIn {
     pub name: &'static str,
     /// The function's address (`function as usize`).
     pub address: usize,
+}
+
+impl StandIn {
+    /// `address` standing in for `module!name`.
+    #[must_use]
+    pub const fn new(module: &'static str, name: &'static str, address: usize) -> Self {
+        StandIn {
+            module,
+            name,
+            address,
+        }
+    }
 }
 
 /// [`load`] with `stand_ins` for the routines usersim does not implement (see [`StandIn`]).
