@@ -25,8 +25,8 @@
 //! completion routine (`ExRundownCompleted`) has run after a wait that had to block (every
 //! cache-aware wait): until then the reference points at the first waiter's wait block.
 //! `wait_for_release` runs the kernel's wait and then its completion routine once; a later
-//! call returns at once, and a call while another thread waits, or re-initialises, spins until
-//! that ends (at ≤ APC_LEVEL, so the waited-for threads still run; the SDK's own waits never
+//! call returns at once, and a call while another thread waits, or re-initialises, sleeps a
+//! millisecond at a time (`KeDelayExecutionThread`) until that ends (the SDK's own waits never
 //! overlap). `reinitialize` and `wait_for_release` may race without harm to the kernel's
 //! state: a wait that starts during a re-initialisation waits for the reopened reference. But
 //! a returned wait then says only that the reference was run down at some point since the
@@ -56,9 +56,20 @@ use ebpf_ext_sys::{Error, Result};
 mod sync {
     pub(crate) use core::sync::atomic::{AtomicU8, Ordering};
 
-    /// One turn of a spin-wait.
+    /// One turn of a wait for another thread's wait or re-initialisation: the thread sleeps
+    /// a millisecond (`KeDelayExecutionThread`), rather than spinning for as long as the
+    /// references it waits for are held.
     pub(crate) fn spin() {
-        core::hint::spin_loop();
+        let interval: i64 = -10_000;
+        // SAFETY: waits run at ≤ APC_LEVEL (the crate's IRQL rules); the interval is a local
+        // that outlives the call.
+        let _ = unsafe {
+            ebpf_ext_sys::wdm::KeDelayExecutionThread(
+                ebpf_ext_sys::ntdef::KernelMode,
+                0,
+                &raw const interval,
+            )
+        };
     }
 }
 
@@ -143,7 +154,7 @@ impl Rundown {
     /// ([`ExWaitForRundownProtectionRelease`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exwaitforrundownprotectionrelease),
     /// then [`ExRundownCompleted`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exrundowncompleted)).
     /// Calling it again after completion returns at once; calling it while another thread
-    /// waits spins until that wait ends (see the crate's "Waiting twice").
+    /// waits sleeps until that wait ends (see the crate's "Waiting twice").
     ///
     /// # IRQL
     /// ≤ APC_LEVEL (it blocks).
@@ -272,7 +283,7 @@ impl CacheAwareRundown {
     /// Refuses new references and blocks until every guard is dropped
     /// (`ExWaitForRundownProtectionReleaseCacheAware`, then `ExRundownCompletedCacheAware`).
     /// Calling it again after completion returns at once; calling it while another thread
-    /// waits spins until that wait ends (see the crate's "Waiting twice").
+    /// waits sleeps until that wait ends (see the crate's "Waiting twice").
     ///
     /// # IRQL
     /// ≤ APC_LEVEL (it blocks).

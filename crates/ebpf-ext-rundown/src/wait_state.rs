@@ -21,7 +21,7 @@ impl WaitState {
     pub(crate) const REOPENING: u8 = 3;
 
     /// Runs `wait` (the kernel's wait, then its completion routine) if no thread is waiting;
-    /// otherwise spins until that thread's wait, or a re-initialisation, has ended. Returns
+    /// otherwise polls (`spin`: a short sleep in the kernel) until that thread's wait, or a re-initialisation, has ended. Returns
     /// once run down.
     pub(crate) fn wait(&self, wait: impl FnOnce()) {
         loop {

@@ -309,6 +309,35 @@ fn threads_waiting_at_once_all_return_when_the_last_guard_drops() {
     );
 }
 
+/// A thread that finds another in the kernel's wait sleeps until that wait ends
+/// (`KeDelayExecutionThread`), rather than spinning for as long as the guards are held.
+#[test]
+fn a_second_waiter_sleeps_while_the_first_waits() {
+    let kernel = Kernel::new();
+    let rundown = Rundown::new();
+    let guard = rundown.try_acquire().expect("acquire");
+    thread::scope(|s| {
+        let waiters: Vec<_> = (0..2)
+            .map(|_| kernel.scoped(s, || rundown.wait_for_release()))
+            .collect();
+        // One waiter is in the kernel's wait (the guard is held); the other must sleep, at
+        // least twice, before the guard goes. Spinning, it would never call the kernel.
+        let started = std::time::Instant::now();
+        while kernel.delays() < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the second waiter never slept"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        drop(guard);
+        for waiter in waiters {
+            waiter.join().expect("waiter");
+        }
+    });
+    assert!(rundown.is_run_down());
+}
+
 /// A re-initialisation and a wait racing each other: no bug check (a second wait on a
 /// reference whose wait block is still there, two waits at once), and afterwards the state is
 /// that of one of the two orders. A smoke test: it does not tell a wait that returned during

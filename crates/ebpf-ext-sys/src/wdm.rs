@@ -625,6 +625,11 @@ pub type ETWENABLECALLBACK = unsafe extern "win64" fn(
 kernel_imports! {
     module = "ntoskrnl.exe";
 
+    /// [`KeDelayExecutionThread`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-kedelayexecutionthread):
+    /// puts the current thread to sleep for `*Interval` (negative: relative, in 100 ns units;
+    /// positive: an absolute system time). IRQL ≤ APC_LEVEL.
+    pub fn KeDelayExecutionThread(WaitMode: KPROCESSOR_MODE, Alertable: BOOLEAN, Interval: *const i64) -> NTSTATUS;
+
     /// [`ExAllocatePool2`](https://learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exallocatepool2):
     /// allocates zeroed pool (unless `POOL_FLAG_UNINITIALIZED`); NULL on failure or `Tag == 0`.
     /// IRQL ≤ DISPATCH_LEVEL (≤ APC_LEVEL for paged pool).

@@ -80,7 +80,7 @@ exports! {
         KeGetCurrentIrql, KfRaiseIrql, KeLowerIrql,
         IoAllocateWorkItem, IoQueueWorkItem, IoFreeWorkItem,
         IoCreateDevice, IoDeleteDevice, IoCreateSymbolicLink, IoDeleteSymbolicLink, IofCompleteRequest,
-        KeBugCheckEx,
+        KeBugCheckEx, KeDelayExecutionThread,
         EtwRegister, EtwUnregister, EtwSetInformation, EtwWriteTransfer, EtwActivityIdControl,
     }
     "ntoskrnl.exe": ntddk::{

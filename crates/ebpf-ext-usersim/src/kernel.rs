@@ -146,6 +146,7 @@ pub(crate) struct Inner {
     pub(crate) next_processor: AtomicU32,
     pub(crate) stack_expansions: AtomicU64,
     pub(crate) irql_raises: AtomicU64,
+    pub(crate) delays: AtomicU64,
     /// Storage of host builds' driver globals (see `locals`).
     pub(crate) locals: Mutex<Locals>,
 }
@@ -242,6 +243,7 @@ impl Kernel {
             next_processor: AtomicU32::new(0),
             stack_expansions: AtomicU64::new(0),
             irql_raises: AtomicU64::new(0),
+            delays: AtomicU64::new(0),
             locals: Mutex::new(Locals::default()),
         });
         bind(Some(Arc::clone(&inner)));
@@ -362,6 +364,12 @@ impl Kernel {
     #[must_use]
     pub fn stack_expansions(&self) -> u64 {
         self.inner.stack_expansions.load(Ordering::Relaxed)
+    }
+
+    /// Times a thread slept in `KeDelayExecutionThread`, on any thread.
+    #[must_use]
+    pub fn delays(&self) -> u64 {
+        self.inner.delays.load(Ordering::Relaxed)
     }
 
     /// `DbgPrintEx` output so far.

@@ -4,18 +4,58 @@ use core::ffi::{CStr, c_char, c_void};
 use core::sync::atomic::Ordering;
 
 use ebpf_ext_sys::ntddk::{EXPAND_STACK_CALLOUT, MAXIMUM_EXPANSION_SIZE};
-use ebpf_ext_sys::ntdef::{BOOLEAN, NTSTATUS};
+use ebpf_ext_sys::ntdef::{BOOLEAN, KPROCESSOR_MODE, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{
     STATUS_INVALID_PARAMETER, STATUS_INVALID_PARAMETER_3, STATUS_INVALID_PARAMETER_4,
     STATUS_NO_MEMORY, STATUS_SUCCESS,
 };
 use ebpf_ext_sys::wdm::{
-    DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, HIGH_LEVEL, IRQL_NOT_LESS_OR_EQUAL,
+    APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, HIGH_LEVEL,
+    IRQL_NOT_LESS_OR_EQUAL,
 };
 
 use crate::kernel::{
     DebugMessage, bugcheck, call_fails, current_irql, lock, require_irql, with_kernel,
 };
+
+/// `KeDelayExecutionThread`: sleeps the host thread for a relative interval (negative, in
+/// 100 ns units; zero yields). An absolute time (positive) counts as already due: usersim has
+/// no system clock. Not alertable whatever `Alertable` says (usersim delivers no APCs).
+///
+/// # Safety
+/// Kernel routine; `Interval` points to a readable `i64`.
+#[unsafe(no_mangle)]
+pub unsafe extern "win64" fn KeDelayExecutionThread(
+    WaitMode: KPROCESSOR_MODE,
+    Alertable: BOOLEAN,
+    Interval: *const i64,
+) -> NTSTATUS {
+    const API: &str = "KeDelayExecutionThread";
+    require_irql(API, APC_LEVEL);
+    let _ = (WaitMode, Alertable);
+    with_kernel(API, |k| k.delays.fetch_add(1, Ordering::Relaxed));
+    if Interval.is_null() {
+        bugcheck(
+            API,
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            [0; 4],
+            "KeDelayExecutionThread called with a NULL interval",
+        );
+    }
+    // SAFETY: checked non-NULL; the caller's contract makes it readable.
+    let interval = unsafe { Interval.read_unaligned() };
+    match interval {
+        0 => std::thread::yield_now(),
+        i64::MIN..0 => {
+            let hundreds = interval.unsigned_abs();
+            std::thread::sleep(core::time::Duration::from_nanos(
+                hundreds.saturating_mul(100),
+            ));
+        }
+        _ => {}
+    }
+    STATUS_SUCCESS
+}
 
 /// `KeExpandKernelStackAndCalloutEx`: runs the callout on the calling thread (host threads
 /// have far more than `MAXIMUM_EXPANSION_SIZE` of stack) after the documented checks.
