@@ -247,7 +247,7 @@ fn get_value(context: &EventContext) -> u64 {{
             (
                 "image::load(&kernel, \"my_ext\")".to_owned(),
                 format!(
-                    "image::load_with(&kernel, \"my_ext\", &[image::StandIn::new(\"{DECLARED_MODULE}\", \"{DECLARED_ROUTINE}\", my_ext::{DECLARED_ROUTINE} as usize)])"
+                    "image::load_with(&kernel, \"my_ext\", &[image::StandIn::new(\"{DECLARED_MODULE}\", \"{DECLARED_ROUTINE}\", my_ext::{DECLARED_ROUTINE} as *const () as usize)])"
                 ),
             ),
             (

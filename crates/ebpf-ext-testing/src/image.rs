@@ -91,7 +91,7 @@ pub struct StandIn {
     pub module: &'static str,
     /// The routine's name.
     pub name: &'static str,
-    /// The function's address (`function as usize`).
+    /// The function's address (`function as *const () as usize`).
     pub address: usize,
 }
 
