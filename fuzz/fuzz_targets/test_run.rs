@@ -205,11 +205,6 @@ fn run(env: &Env, run: &Run) {
     let context_len = context.as_ref().map_or(0, |c| c.len());
     // What `data_out` must hold when nothing ran: `data_in`, which the run lends in place.
     let data_before = data.as_deref().unwrap_or_default().to_vec();
-    // Where `data_in` is: NULL when empty (core-sim passes an empty buffer as NULL).
-    let data_at = data
-        .as_ref()
-        .filter(|d| !d.is_empty())
-        .map_or(0, |d| d.as_ptr() as usize);
 
     let well_formed = match run.extension {
         Extension::Sample => context_len >= SAMPLE_SIZE,
@@ -278,6 +273,11 @@ fn run(env: &Env, run: &Run) {
         }
     };
     let context_in = context.as_deref().expect("a created run had ctx_in");
+    // Where the `data_in` the provider received is: the core's copy (empty, at NULL, when
+    // there is none: core-sim passes an empty buffer as NULL).
+    let given = created.data_in();
+    let data_at = given.start as usize;
+    assert_eq!(given.end as usize - data_at, data_len, "the core's copy of data_in");
 
     // The context's data pointers, as programs would see them.
     let pointer = created.as_ptr().cast::<u8>();
