@@ -1,10 +1,12 @@
 //! The program-information NPI client: what the core does when a program of one type is
 //! loaded (`ebpf_program.c`), and the context calls of `bpf_prog_test_run`.
 
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::fmt;
 use core::marker::PhantomData;
-use core::ptr::{self, NonNull};
+use core::panic::AssertUnwindSafe;
+use core::ptr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use ebpf_ext_sys::ebpf_base::{ebpf_argument_type_t, ebpf_return_type_t};
@@ -375,10 +377,10 @@ impl ProgramInfoClient {
     ) -> Result<TestRunContext<'a>, ebpf_result_t> {
         let copy = match data_in {
             Input::Bytes([]) | Input::Null { .. } => None,
-            Input::Bytes(bytes) => Some(DataCopy::of(bytes)),
+            Input::Bytes(bytes) => Some(AssertUnwindSafe(writable_copy(bytes))),
         };
         let (data, data_size) = match &copy {
-            Some(copy) => (copy.0.as_ptr().cast_const().cast::<u8>(), copy.0.len()),
+            Some(copy) => (UnsafeCell::raw_get(copy.as_ptr()).cast_const(), copy.len()),
             None => data_in.raw(),
         };
         let (context_in, context_size) = context_in.raw();
@@ -570,31 +572,19 @@ pub struct TestRunContext<'a> {
     context: *mut c_void,
     /// The copy whose context descriptor the context header points to.
     info: Arc<ProgramInfo>,
-    /// The core's copy of `data_in` the provider was given, if any; freed after the context
-    /// is destroyed (`Drop` runs before the fields drop).
-    data_in: Option<DataCopy>,
+    /// The core's copy of `data_in` the provider was given, if any, as the core keeps the
+    /// request's data in kernel memory: programs and helpers may write it through the
+    /// context's data pointers, so it is held as the built-in maps hold their values and
+    /// reached only through `UnsafeCell::raw_get`. Freed after the context is destroyed
+    /// (`Drop` runs before the fields drop). Bytes a program works on, not state a panic can
+    /// leave inconsistent, so the context stays `RefUnwindSafe`.
+    data_in: Option<AssertUnwindSafe<Box<[UnsafeCell<u8>]>>>,
     _inputs: PhantomData<&'a [u8]>,
 }
 
-/// A writable copy of a test run's input data, as the core keeps the request's data in
-/// kernel memory: programs and helpers may write it through the context's data pointers. Held
-/// as a raw allocation (not a `Vec` or a `Box` that moves with the context) so that only
-/// pointers derived from it ever access the bytes.
-struct DataCopy(NonNull<[u8]>);
-
-impl DataCopy {
-    fn of(bytes: &[u8]) -> Self {
-        let copy: Box<[u8]> = bytes.into();
-        DataCopy(NonNull::from(Box::leak(copy)))
-    }
-}
-
-impl Drop for DataCopy {
-    fn drop(&mut self) {
-        // SAFETY: leaked from a `Box` in `of`, freed once; the context that pointed into it
-        // has been destroyed (`TestRunContext`'s `Drop` ran first).
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-    }
+/// A copy of `bytes` that may be written through pointers derived from it.
+fn writable_copy(bytes: &[u8]) -> Box<[UnsafeCell<u8>]> {
+    bytes.iter().map(|&byte| UnsafeCell::new(byte)).collect()
 }
 
 impl fmt::Debug for TestRunContext<'_> {
@@ -619,8 +609,8 @@ impl TestRunContext<'_> {
         self.data_in
             .as_ref()
             .map_or(ptr::null_mut()..ptr::null_mut(), |copy| {
-                let start = copy.0.as_ptr().cast::<u8>();
-                start..start.wrapping_add(copy.0.len())
+                let start = UnsafeCell::raw_get(copy.as_ptr());
+                start..start.wrapping_add(copy.len())
             })
     }
 

@@ -22,6 +22,7 @@
 //! does not), and programs' map helpers on custom maps without `updates_original_value`
 //! (the core-sim refuses them with `EBPF_INVALID_ARGUMENT`, lookups return NULL).
 
+use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::mem::offset_of;
 use core::ptr;
@@ -294,19 +295,15 @@ pub(crate) struct CustomMap {
     retired: Mutex<Vec<Stored>>,
 }
 
-/// The bytes the core stores for one key: a raw allocation, so that the pointer
-/// `find_element_function` hands a program stays valid and no reference the map makes later
-/// (a lookup, a replacement) overlaps the program's accesses through it.
-struct Stored(ptr::NonNull<[u8]>);
-
-// SAFETY: plain bytes, accessed only through raw pointers.
-unsafe impl Send for Stored {}
+/// The bytes the core stores for one key, held as the built-in maps hold their values
+/// (`Box<[UnsafeCell<u8>]>`, reached through `UnsafeCell::raw_get`): the pointer
+/// `find_element_function` hands a program stays valid, and no reference the map makes later
+/// (a lookup, a replacement) covers the bytes the program accesses through it.
+struct Stored(Box<[UnsafeCell<u8>]>);
 
 impl Stored {
     fn zeroed(len: usize) -> Self {
-        Stored(ptr::NonNull::from(Box::leak(
-            vec![0u8; len].into_boxed_slice(),
-        )))
+        Stored((0..len).map(|_| UnsafeCell::new(0)).collect())
     }
 
     fn len(&self) -> usize {
@@ -314,7 +311,7 @@ impl Stored {
     }
 
     fn as_mut_ptr(&self) -> *mut u8 {
-        self.0.as_ptr().cast()
+        UnsafeCell::raw_get(self.0.as_ptr())
     }
 
     /// Copies `bytes` (at most `len()`) to the front.
@@ -334,14 +331,6 @@ impl Stored {
         let len = out.len().min(self.len());
         // SAFETY: `len` bytes of this allocation into a buffer that is not in it.
         unsafe { ptr::copy_nonoverlapping(self.as_mut_ptr(), out.as_mut_ptr(), len) };
-    }
-}
-
-impl Drop for Stored {
-    fn drop(&mut self) {
-        // SAFETY: leaked from a `Box` in `zeroed`, freed once; retired values outlive every
-        // program that may hold a pointer into them (`CustomMap::retired`).
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
     }
 }
 
