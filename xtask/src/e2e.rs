@@ -125,15 +125,9 @@ fn out_of_tree_in(outside: &Path) -> Result<()> {
     let pinned_elsewhere =
         manifest.replace(&format!("tag = \"{TAG}\""), "tag = \"v9.9.9-e2e-other\"");
     std::fs::write(ext.join("Cargo.toml"), &pinned_elsewhere)?;
-    let refused = cargo_ebpf_ext(&tools, &["check", "--manifest-path", &manifest_path])
-        .current_dir(&ext)
-        .output()
-        .context("run cargo ebpf-ext check on a workspace pinned at another tag")?;
+    let refused = check_says(&tools, &ext, false, "--tag v9.9.9-e2e-other cargo-ebpf-ext");
     std::fs::write(ext.join("Cargo.toml"), &manifest)?;
-    let said = String::from_utf8_lossy(&refused.stderr);
-    if refused.status.success() || !said.contains("--tag v9.9.9-e2e-other cargo-ebpf-ext") {
-        bail!("a workspace pinned at another tag was not refused as such:\n{said}");
-    }
+    refused.context("a workspace pinned at another tag")?;
     declared_import(&tools, &ext, &manifest)?;
     eprintln!(
         "e2e: cargo-ebpf-ext installed from {url} at {TAG}; a new extension outside the checkout linted, tested, built, signed, packaged, exported and tested in both modes, refused once pinned at another tag, and built, checked and tested again calling a kernel routine it declares"
@@ -162,28 +156,33 @@ fn declared_import(tools: &Path, ext: &Path, manifest: &str) -> Result<()> {
                 format!("cargo ebpf-ext {step} on the extension that declares {DECLARED_MODULE}")
             })?;
     }
-    let check = |expect_success: bool, expect: &str| -> Result<()> {
-        let checked = cargo_ebpf_ext(tools, &["check", "--manifest-path", &manifest_path])
-            .current_dir(ext)
-            .output()
-            .context("run cargo ebpf-ext check")?;
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&checked.stdout),
-            String::from_utf8_lossy(&checked.stderr)
-        );
-        if checked.status.success() != expect_success || !said.contains(expect) {
-            bail!("cargo ebpf-ext check should have said {expect:?}:\n{said}");
-        }
-        Ok(())
-    };
     // The tool's own reader lists the image's imports by module.
-    check(true, &format!("{DECLARED_MODULE} (1)"))?;
+    check_says(tools, ext, true, &format!("{DECLARED_MODULE} (1)"))?;
     std::fs::write(ext.join("Cargo.toml"), manifest)?;
-    check(
+    check_says(
+        tools,
+        ext,
         false,
         &format!("imports {DECLARED_ROUTINE} from {DECLARED_MODULE}, which neither"),
     )
+}
+
+/// Runs `cargo ebpf-ext check` on the extension in `ext`; fails unless it succeeds exactly
+/// when `passes` and says `expect` on stderr (where its notes and errors go).
+fn check_says(tools: &Path, ext: &Path, passes: bool, expect: &str) -> Result<()> {
+    let manifest_path = ext.join("Cargo.toml").display().to_string();
+    let checked = cargo_ebpf_ext(tools, &["check", "--manifest-path", &manifest_path])
+        .current_dir(ext)
+        .output()
+        .context("run cargo ebpf-ext check")?;
+    let said = String::from_utf8_lossy(&checked.stderr);
+    if checked.status.success() != passes || !said.contains(expect) {
+        bail!(
+            "cargo ebpf-ext check should have {} saying {expect:?}:\n{said}",
+            if passes { "passed" } else { "failed" }
+        );
+    }
+    Ok(())
 }
 
 /// Replaces each `(from, to)` once in the file at `path`; fails naming a `from` it lacks.
