@@ -149,6 +149,11 @@ unsafe fn load(at: *const u8) -> u8 {
     unsafe { AtomicU8::from_ptr(at.cast_mut()) }.load(Ordering::Relaxed)
 }
 
+/// Whether `count` bytes from `offset` on lie within a view of `len` bytes.
+fn fits(offset: usize, count: usize, len: usize) -> bool {
+    offset.checked_add(count).is_some_and(|end| end <= len)
+}
+
 /// One atomic byte store (`Relaxed`) to program memory: what every view writes with.
 ///
 /// # Safety
@@ -250,10 +255,7 @@ impl<'a> Input<'a> {
     /// nothing, if they are not all there.
     #[must_use = "false: the bytes are not all there, and nothing was copied"]
     pub fn read_at(&self, offset: usize, to: &mut [u8]) -> bool {
-        if offset
-            .checked_add(to.len())
-            .is_none_or(|end| end > self.len)
-        {
+        if !fits(offset, to.len(), self.len) {
             return false;
         }
         for (index, slot) in (offset..).zip(to.iter_mut()) {
@@ -430,10 +432,7 @@ impl Output<'_> {
     /// Writes `bytes` from `offset` on; `false`, writing nothing, if they do not fit.
     #[must_use = "false: they did not fit, and nothing was written"]
     pub fn write_at(&mut self, offset: usize, bytes: &[u8]) -> bool {
-        if offset
-            .checked_add(bytes.len())
-            .is_none_or(|end| end > self.len)
-        {
+        if !fits(offset, bytes.len(), self.len) {
             return false;
         }
         for (index, &byte) in (offset..).zip(bytes) {
