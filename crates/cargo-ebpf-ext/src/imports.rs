@@ -169,9 +169,8 @@ pub(crate) fn sdk_routines() -> impl Iterator<Item = (&'static str, &'static str
 
 /// The modules the SDK imports from, and the empty libraries it links.
 fn sdk_modules() -> impl Iterator<Item = &'static str> {
-    ebpf_ext_sys::imports()
-        .map(|i| i.module)
-        .chain(EXTRA.iter().map(|(m, _)| *m))
+    sdk_routines()
+        .map(|(module, _)| module)
         .chain(EMPTY.iter().copied())
 }
 
@@ -260,10 +259,7 @@ pub fn def_files_with(declared: &[(String, Vec<String>)]) -> Vec<DefFile> {
             .or_insert_with(|| (module.to_owned(), Vec::new()));
         entry.1.extend(name.map(str::to_owned));
     };
-    for import in ebpf_ext_sys::imports() {
-        add(import.module, Some(import.name));
-    }
-    for (module, name) in EXTRA {
+    for (module, name) in sdk_routines() {
         add(module, Some(name));
     }
     for module in EMPTY {
