@@ -82,6 +82,8 @@ pub const IRQL_NOT_LESS_OR_EQUAL: u32 = 0x0A;
 pub const IRQL_NOT_GREATER_OR_EQUAL: u32 = 0x09;
 /// Bug check `DRIVER_VERIFIER_DETECTED_VIOLATION`.
 pub const DRIVER_VERIFIER_DETECTED_VIOLATION: u32 = 0xC4;
+/// Bug check `DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS`.
+pub const DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS: u32 = 0xCE;
 
 // ---------------------------------------------------------------------------------------------
 // Rundown protection and locks

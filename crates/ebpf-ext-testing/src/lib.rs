@@ -114,6 +114,8 @@ impl Target<'_> {
                 // SAFETY: as above, on a kernel-sized stack.
                 let called = unsafe { image.call(rva, [object as usize]) };
                 assert!(called.is_some(), "the unload routine lies in the image");
+                let base = image.base();
+                ebpf_ext_usersim::image_unloaded(image.name(), base..base + image.size());
             }
         }
     }
@@ -160,7 +162,11 @@ impl<'a> LoadedDriver<'a> {
         }
     }
 
-    /// Calls the driver's unload routine.
+    /// Calls the driver's unload routine. For a signed image, usersim then checks that no NMR
+    /// registration, process notify routine or ETW enable callback still points into it
+    /// ([`ebpf_ext_usersim::image_unloaded`]: bug check 0xCE otherwise). A driver linked into
+    /// the test shares its addresses with the test, so it gets no such check; the kernel-wide
+    /// `assert_no_leaks` at the end of a test covers it.
     ///
     /// # Panics
     /// If the driver set none.

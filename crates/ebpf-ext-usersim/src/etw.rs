@@ -27,6 +27,7 @@
 //! event that cannot be decoded is still captured, with [`CapturedEvent::decode_error`] set.
 
 use core::ffi::c_void;
+use core::ops::Range;
 use core::ptr;
 use core::sync::atomic::Ordering;
 use std::collections::{BTreeMap, HashMap};
@@ -138,6 +139,20 @@ impl Default for EtwState {
 }
 
 impl EtwState {
+    /// Registrations (not unregistered) whose enable callback lies in `image`.
+    pub(crate) fn references_into(&self, image: &Range<usize>) -> Vec<(usize, String)> {
+        self.registrations
+            .values()
+            .filter_map(|r| {
+                let callback = r.callback? as usize;
+                image.contains(&callback).then(|| {
+                    let what = format!("ETW enable callback of provider {:?}", r.provider);
+                    (callback, what)
+                })
+            })
+            .collect()
+    }
+
     fn enablement_for(&self, provider: &GUID) -> Option<Enablement> {
         self.config.get(provider).copied().unwrap_or(self.default)
     }

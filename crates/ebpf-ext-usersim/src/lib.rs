@@ -46,6 +46,7 @@ mod process;
 mod rundown;
 mod security;
 pub mod tracelogging;
+mod unload;
 mod workitem;
 
 pub use cpu::{critical_region_depth, set_current_irql};
@@ -63,3 +64,4 @@ pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, pool_allocation_conta
 pub use process::{
     ImageFlagsLookup, NewProcess, PROCESS_CLOCK_START, ProcessExit, ProcessIdentity,
 };
+pub use unload::image_unloaded;

@@ -7,6 +7,7 @@
 //! they may call back into NMR.
 
 use core::ffi::c_void;
+use core::ops::Range;
 use core::ptr;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -86,6 +87,48 @@ pub(crate) struct NmrState {
 pub const MAX_DECLINES: usize = 1024;
 
 impl NmrState {
+    /// Registrations (not yet deregistered and waited for) whose characteristics or callbacks
+    /// lie in `image`: each as the first such address and what it is.
+    pub(crate) fn references_into(&self, image: &Range<usize>) -> Vec<(usize, String)> {
+        self.registrations
+            .values()
+            .filter_map(|r| {
+                let (side, addresses) = match r.kind {
+                    Kind::Provider => {
+                        let c = provider_chars(r);
+                        let callbacks = [
+                            c.ProviderAttachClient.map(|f| f as usize),
+                            c.ProviderDetachClient.map(|f| f as usize),
+                            c.ProviderCleanupBindingContext.map(|f| f as usize),
+                        ];
+                        ("provider", callbacks)
+                    }
+                    Kind::Client => {
+                        let c = client_chars(r);
+                        let callbacks = [
+                            c.ClientAttachProvider.map(|f| f as usize),
+                            c.ClientDetachProvider.map(|f| f as usize),
+                            c.ClientCleanupBindingContext.map(|f| f as usize),
+                        ];
+                        ("client", callbacks)
+                    }
+                };
+                let address = core::iter::once(r.characteristics)
+                    .chain(addresses.into_iter().flatten())
+                    .find(|a| image.contains(a))?;
+                let state = if r.deregistering {
+                    "deregistering, not waited for"
+                } else {
+                    "registered"
+                };
+                Some((
+                    address,
+                    format!("NMR {side} of NPI {:?} ({state})", r.npi_id),
+                ))
+            })
+            .collect()
+    }
+
     fn bindings_of(&self, id: u64) -> usize {
         self.bindings
             .values()

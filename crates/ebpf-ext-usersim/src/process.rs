@@ -26,6 +26,7 @@
 
 use core::cell::Cell;
 use core::ffi::c_void;
+use core::ops::Range;
 use core::ptr;
 use core::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::collections::HashMap;
@@ -224,6 +225,17 @@ pub unsafe extern "win64" fn PsSetCreateProcessNotifyRoutineEx(
         });
         STATUS_SUCCESS
     })
+}
+
+impl ProcessState {
+    /// Registered notify routines that lie in `image`, with what they are.
+    pub(crate) fn references_into(&self, image: &Range<usize>) -> Vec<(usize, String)> {
+        self.routines
+            .iter()
+            .filter(|r| image.contains(&r.address))
+            .map(|r| (r.address, "process notify routine (not removed)".to_owned()))
+            .collect()
+    }
 }
 
 fn remove_routine(k: &Inner, routine: usize) -> NTSTATUS {

@@ -17,16 +17,19 @@ use ebpf_ext_sys::ntstatus::{
     STATUS_NO_MEMORY, STATUS_SUCCESS,
 };
 use ebpf_ext_sys::wdm::{
-    DISPATCH_LEVEL, EVENT_ACTIVITY_CTRL_CREATE_ID, EVENT_ACTIVITY_CTRL_CREATE_SET_ID,
-    EVENT_ACTIVITY_CTRL_GET_ID, EVENT_ACTIVITY_CTRL_GET_SET_ID, EVENT_ACTIVITY_CTRL_SET_ID,
-    EVENT_DATA_DESCRIPTOR, EVENT_DESCRIPTOR, EVENT_FILTER_DESCRIPTOR, EtwActivityIdControl,
-    EtwRegister, EtwSetInformation, EtwUnregister, EtwWriteTransfer, IRQL_NOT_LESS_OR_EQUAL,
-    PASSIVE_LEVEL, REGHANDLE,
+    DISPATCH_LEVEL, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
+    EVENT_ACTIVITY_CTRL_CREATE_ID, EVENT_ACTIVITY_CTRL_CREATE_SET_ID, EVENT_ACTIVITY_CTRL_GET_ID,
+    EVENT_ACTIVITY_CTRL_GET_SET_ID, EVENT_ACTIVITY_CTRL_SET_ID, EVENT_DATA_DESCRIPTOR,
+    EVENT_DESCRIPTOR, EVENT_FILTER_DESCRIPTOR, EtwActivityIdControl, EtwRegister,
+    EtwSetInformation, EtwUnregister, EtwWriteTransfer, IRQL_NOT_LESS_OR_EQUAL, PASSIVE_LEVEL,
+    REGHANDLE,
 };
 use ebpf_ext_usersim::tracelogging::{
     Value, decode_event_metadata, decode_payload, decode_provider_metadata,
 };
-use ebpf_ext_usersim::{Enablement, Fault, Kernel, expect_bugcheck, set_current_irql};
+use ebpf_ext_usersim::{
+    Enablement, Fault, Kernel, expect_bugcheck, image_unloaded, set_current_irql,
+};
 
 const PROVIDER: GUID = GUID::from_u128(0xf2f2ca01_ad02_4a07_9e90_95a2334f3692);
 const OTHER: GUID = GUID::from_u128(0xd15cc421_e9e4_459b_87a6_b45b7d84e9a8);
@@ -915,4 +918,28 @@ fn events_carry_the_thread_activity_id_unless_given_one() {
     let ids: Vec<_> = kernel.etw_events().iter().map(|e| e.activity_id).collect();
     assert_eq!(ids, [None, Some(thread_id), Some(explicit)]);
     assert_eq!(unregister(handle), STATUS_SUCCESS);
+}
+
+#[test]
+fn an_image_unloading_with_its_etw_provider_registered_bugchecks() {
+    let callback = record as *const () as usize;
+    let kernel = Kernel::new();
+    let calls = Calls::default();
+    let handle = register(PROVIDER, &calls);
+    let check = expect_bugcheck(
+        "an_image_unloading_with_its_etw_provider_registered_bugchecks",
+        || image_unloaded("tracer.sys", callback..callback + 1),
+    );
+    assert_eq!(
+        check.code,
+        DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS
+    );
+    assert!(
+        check.message.contains("ETW enable callback of provider"),
+        "{}",
+        check.message
+    );
+    assert_eq!(unregister(handle), STATUS_SUCCESS);
+    image_unloaded("tracer.sys", callback..callback + 1);
+    kernel.assert_no_leaks();
 }

@@ -26,12 +26,12 @@ use ebpf_ext_sys::ntstatus::{
     STATUS_SUCCESS, STATUS_UNKNOWN_REVISION,
 };
 use ebpf_ext_sys::wdm::{
-    DEVICE_OBJECT, FILE_DEVICE_NETWORK, IRP, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IoCreateDevice,
-    IoCreateSymbolicLink, IoDeleteDevice, IoDeleteSymbolicLink, IoGetCurrentIrpStackLocation,
-    IofCompleteRequest,
+    DEVICE_OBJECT, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS, FILE_DEVICE_NETWORK, IRP,
+    IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice,
+    IoDeleteSymbolicLink, IoGetCurrentIrpStackLocation, IofCompleteRequest,
 };
 use ebpf_ext_usersim::{
-    Caller, DriverObject, Fault, Kernel, NewProcess, STALE_BYTE, expect_bugcheck,
+    Caller, DriverObject, Fault, Kernel, NewProcess, STALE_BYTE, expect_bugcheck, image_unloaded,
 };
 
 fn unicode(units: &mut [u16]) -> UNICODE_STRING {
@@ -612,4 +612,31 @@ fn a_deny_ace_refuses_before_a_later_allow() {
         }
     }
     delete(device, "\\GLOBAL??\\Denied");
+}
+
+#[test]
+fn an_image_unloading_with_its_notify_routine_registered_bugchecks() {
+    let routine = notify as *const () as usize;
+    let kernel = Kernel::new();
+    // SAFETY: a routine that stays valid; removed below.
+    unsafe { assert_eq!(PsSetCreateProcessNotifyRoutineEx(notify, 0), STATUS_SUCCESS) };
+    let check = expect_bugcheck(
+        "an_image_unloading_with_its_notify_routine_registered_bugchecks",
+        || image_unloaded("notifier.sys", routine..routine + 1),
+    );
+    assert_eq!(
+        check.code,
+        DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS
+    );
+    assert!(
+        check
+            .message
+            .contains("process notify routine (not removed)"),
+        "{}",
+        check.message
+    );
+    // SAFETY: registered above.
+    unsafe { assert_eq!(PsSetCreateProcessNotifyRoutineEx(notify, 1), STATUS_SUCCESS) };
+    image_unloaded("notifier.sys", routine..routine + 1);
+    kernel.assert_no_leaks();
 }

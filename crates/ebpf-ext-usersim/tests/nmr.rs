@@ -14,8 +14,12 @@ use ebpf_ext_sys::ntstatus::{
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING,
     STATUS_SUCCESS,
 };
-use ebpf_ext_sys::wdm::DRIVER_VERIFIER_DETECTED_VIOLATION;
-use ebpf_ext_usersim::{Config, Fault, Kernel, MAX_DECLINES, NmrDecline, expect_bugcheck};
+use ebpf_ext_sys::wdm::{
+    DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS, DRIVER_VERIFIER_DETECTED_VIOLATION,
+};
+use ebpf_ext_usersim::{
+    Config, Fault, Kernel, MAX_DECLINES, NmrDecline, expect_bugcheck, image_unloaded,
+};
 
 /// Handle-only NMR routines: usersim validates handles, so these are safe to call here.
 #[expect(non_snake_case, reason = "wrappers keep the kernel routine names")]
@@ -508,4 +512,83 @@ fn a_detach_that_completes_itself_must_return_pending() {
         (check.code, check.api.as_str()),
         (DRIVER_VERIFIER_DETECTED_VIOLATION, "ProviderDetachClient")
     );
+}
+
+/// An "image" of one byte: the first byte of `routine`.
+fn image_at(routine: usize) -> core::ops::Range<usize> {
+    routine..routine + 1
+}
+
+#[test]
+fn an_image_unloading_with_a_provider_registered_into_it_bugchecks() {
+    static NPI_ID: GUID = NPI;
+    let check = expect_bugcheck(
+        "an_image_unloading_with_a_provider_registered_into_it_bugchecks",
+        || {
+            let _kernel = Kernel::new();
+            let (status, _) = register_provider(&NPI_ID, new_side(true));
+            assert_eq!(status, STATUS_SUCCESS);
+            image_unloaded("leaky.sys", image_at(provider_detach as *const () as usize));
+        },
+    );
+    assert_eq!(
+        check.code,
+        DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS
+    );
+    assert_eq!(check.api, "MmUnloadSystemImage");
+    assert_ne!(check.parameters[0], 0, "the address into the image");
+    assert!(
+        check
+            .message
+            .contains("leaky.sys unloaded with 1 registration")
+            && check.message.contains("NMR provider")
+            && check.message.contains("(registered)"),
+        "{}",
+        check.message
+    );
+}
+
+#[test]
+fn a_client_deregistered_but_not_waited_for_still_points_into_its_image() {
+    static NPI_ID: GUID = NPI;
+    let check = expect_bugcheck(
+        "a_client_deregistered_but_not_waited_for_still_points_into_its_image",
+        || {
+            let _kernel = Kernel::new();
+            let (status, handle) = register_client(&NPI_ID, new_side(true));
+            assert_eq!(status, STATUS_SUCCESS);
+            assert_eq!(safe::NmrDeregisterClient(handle), STATUS_PENDING);
+            image_unloaded(
+                "waitless.sys",
+                image_at(client_cleanup as *const () as usize),
+            );
+        },
+    );
+    assert_eq!(
+        check.code,
+        DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS
+    );
+    assert!(
+        check.message.contains("NMR client") && check.message.contains("not waited for"),
+        "{}",
+        check.message
+    );
+}
+
+#[test]
+fn an_image_unloads_once_its_registrations_are_gone() {
+    static NPI_ID: GUID = NPI;
+    let kernel = Kernel::new();
+    let (status, provider) = register_provider(&NPI_ID, new_side(true));
+    assert_eq!(status, STATUS_SUCCESS);
+    let (status, client) = register_client(&NPI_ID, new_side(true));
+    assert_eq!(status, STATUS_SUCCESS);
+    let routine = provider_attach as *const () as usize;
+    // Another image's unload: these registrations point elsewhere.
+    image_unloaded("other.sys", routine + 0x10_0000..routine + 0x20_0000);
+    deregister_client(client);
+    deregister_provider(provider);
+    image_unloaded("clean.sys", image_at(routine));
+    image_unloaded("clean.sys", image_at(client_attach as *const () as usize));
+    kernel.assert_no_leaks();
 }

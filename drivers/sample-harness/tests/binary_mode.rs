@@ -11,7 +11,13 @@
 )]
 
 use ebpf_ext_core_sim::{Link, LinkSpec};
-use ebpf_ext_usersim::{Kernel, sweep_allocation_failures, sweep_call_failures};
+use ebpf_ext_sys::netioddk::{
+    NPI_CLIENT_ATTACH_PROVIDER_FN, NPI_CLIENT_CHARACTERISTICS, NPI_CLIENT_DETACH_PROVIDER_FN,
+    NPI_MODULEID, NPI_REGISTRATION_INSTANCE, NmrRegisterClient,
+};
+use ebpf_ext_sys::ntdef::GUID;
+use ebpf_ext_sys::wdm::{DRIVER_UNLOAD, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS};
+use ebpf_ext_usersim::{Kernel, expect_bugcheck, sweep_allocation_failures, sweep_call_failures};
 use sample_harness::{LoadedDriver, Target, binary, net, ntos};
 
 fn quiet(_: &str) {}
@@ -202,5 +208,67 @@ fn the_demo_proves_which_image_it_loaded() {
     assert!(
         stderr.contains(&format!("was built with sha256 {}", "0".repeat(64))),
         "{stderr}"
+    );
+}
+
+/// An NPI nothing else registers, so NMR never calls the client below.
+const UNMATCHED_NPI: GUID = GUID::from_u128(0x0ce0_0000_0000_0000_0000_0000_0000_0001);
+static UNMATCHED_MODULE: NPI_MODULEID = NPI_MODULEID::from_guid(UNMATCHED_NPI);
+
+#[test]
+fn an_image_unloading_with_a_registration_left_into_it_bugchecks() {
+    let check = expect_bugcheck(
+        "an_image_unloading_with_a_registration_left_into_it_bugchecks",
+        || {
+            let kernel = Kernel::new();
+            let image = binary::load_sample(&kernel, "sample_netebpf_ext").expect("image");
+            let driver =
+                LoadedDriver::load(Target::Image(&image), "SampleNetEbpfExt").expect("load");
+            // SAFETY: the driver object lives as long as `driver`.
+            let unload = unsafe { &*driver.object() }.DriverUnload.expect("unload");
+            // A client whose callbacks are addresses in the image, as a driver's own would be.
+            // SAFETY: never called: no provider of the NPI registers.
+            let in_image = unsafe {
+                core::mem::transmute::<DRIVER_UNLOAD, NPI_CLIENT_ATTACH_PROVIDER_FN>(unload)
+            };
+            // SAFETY: as above.
+            let detach = unsafe {
+                core::mem::transmute::<DRIVER_UNLOAD, NPI_CLIENT_DETACH_PROVIDER_FN>(unload)
+            };
+            let characteristics = Box::leak(Box::new(NPI_CLIENT_CHARACTERISTICS {
+                Version: 0,
+                Length: 72,
+                ClientAttachProvider: Some(in_image),
+                ClientDetachProvider: Some(detach),
+                ClientCleanupBindingContext: None,
+                ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
+                    Version: 0,
+                    Size: 40,
+                    NpiId: &UNMATCHED_NPI,
+                    ModuleId: &raw const UNMATCHED_MODULE,
+                    Number: 0,
+                    NpiSpecificCharacteristics: core::ptr::null(),
+                },
+            }));
+            let mut handle = core::ptr::null_mut();
+            // SAFETY: leaked characteristics; no context.
+            let status = unsafe {
+                NmrRegisterClient(characteristics, core::ptr::null_mut(), &raw mut handle)
+            };
+            assert_eq!(status, 0);
+            driver.unload();
+        },
+    );
+    assert_eq!(
+        check.code,
+        DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS
+    );
+    assert!(
+        check
+            .message
+            .contains("sample_netebpf_ext.sys unloaded with 1 registration(s)")
+            && check.message.contains("NMR client"),
+        "{}",
+        check.message
     );
 }
