@@ -128,21 +128,10 @@ static KEY: u8 = 0;
 /// The list of the simulated kernel bound to this thread; `None` when none is bound.
 #[cfg(not(target_os = "windows"))]
 fn list() -> Option<&'static List> {
-    // usersim's per-kernel storage; not a kernel routine, so declared here, by the code that
-    // uses it, as `ebpf-ext-trace` does.
-    unsafe extern "C" {
-        fn ebpf_ext_usersim_kernel_local(
-            key: *const core::ffi::c_void,
-            size: usize,
-        ) -> *mut core::ffi::c_void;
-    }
-    // SAFETY: usersim's routine takes any key and size and touches neither.
-    let storage =
-        unsafe { ebpf_ext_usersim_kernel_local(ptr::from_ref(&KEY).cast(), size_of::<List>()) };
-    // SAFETY: NULL, or zeroed storage of `size_of::<List>()` bytes, 8-byte aligned, alive as
-    // long as the bound kernel, which outlives every registration made in it (NMR is the
-    // kernel's). All-zero is an empty, free `List`.
-    unsafe { storage.cast::<List>().as_ref() }
+    // SAFETY: all-zero is an empty, free `List`, changed only under its push lock and through
+    // atomics; `KEY` is this crate's alone; the storage lives as long as the bound kernel,
+    // which outlives every registration made in it (NMR is the kernel's).
+    unsafe { ebpf_ext_sys::host::kernel_local::<List>(ptr::from_ref(&KEY).cast()) }
 }
 
 /// Lists a registration that NMR has just accepted with `handle`.

@@ -10,7 +10,8 @@
 //!   those headers by a test.
 //! - [`error`] holds the SDK's one error type and the eBPF core's status mapping.
 //!
-//! The only platform `cfg` in this crate is the IRQL intrinsic in [`intrin`].
+//! The only platform `cfg`s in this crate are the IRQL intrinsic in [`intrin`] and the
+//! host-only `host` module (per-kernel storage in host tests).
 #![no_std]
 #![expect(
     non_snake_case,
@@ -31,6 +32,8 @@ pub mod ebpf_result;
 pub mod ebpf_structs;
 pub mod ebpf_windows;
 pub mod error;
+#[cfg(not(target_os = "windows"))]
+pub mod host;
 pub mod intrin;
 pub mod ksecdd;
 pub mod layout;

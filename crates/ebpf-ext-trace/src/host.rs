@@ -26,6 +26,7 @@ use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
+use ebpf_ext_sys::host::kernel_local;
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_sys::wdm::{
@@ -91,15 +92,6 @@ pub(crate) struct HostState {
     match_all: AtomicU64,
 }
 
-// usersim's storage for host builds of driver globals: not a kernel routine, so declared here,
-// by the only code that uses it, rather than with the kernel's routines in `ebpf-ext-sys`.
-unsafe extern "C" {
-    /// `size` zeroed, 8-byte-aligned bytes private to the simulated kernel bound to the
-    /// calling thread, the same for every call with `key` through that kernel and alive as
-    /// long as it is; NULL when no kernel is bound.
-    fn ebpf_ext_usersim_kernel_local(key: *const c_void, size: usize) -> *mut c_void;
-}
-
 /// Its address names this crate's storage in every kernel.
 static STATE_KEY: u8 = 0;
 
@@ -107,15 +99,10 @@ static STATE_KEY: u8 = 0;
 /// kernel is bound (nothing registered, nothing enabled there).
 #[inline]
 pub(crate) fn with_state<R>(f: impl FnOnce(&HostState) -> R) -> Option<R> {
-    // SAFETY: usersim's routine takes any key and size and touches neither.
-    let p = unsafe {
-        ebpf_ext_usersim_kernel_local(ptr::from_ref(&STATE_KEY).cast(), size_of::<HostState>())
-    };
-    // SAFETY: NULL, or storage of `size_of::<HostState>()` zeroed bytes, 8-aligned (enough for
-    // every field), shared by the kernel's threads and alive as long as the kernel, which the
-    // calling thread's binding keeps alive until after `f` returns. All-zero bytes are a valid
-    // `HostState` (atomics, a NULL pointer), and it is only ever written through atomics.
-    let state = unsafe { p.cast::<HostState>().as_ref() }?;
+    // SAFETY: all-zero bytes are a valid `HostState` (atomics, a NULL pointer), which is only
+    // ever written through atomics; this is the only call with `STATE_KEY`; the reference is
+    // used only inside `f`, while the calling thread's binding keeps the kernel alive.
+    let state = unsafe { kernel_local::<HostState>(ptr::from_ref(&STATE_KEY).cast()) }?;
     Some(f(state))
 }
 

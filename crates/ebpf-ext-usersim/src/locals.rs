@@ -4,14 +4,16 @@
 //! machine" coincide. Linked natively into a test process, the same `static` is shared by
 //! every simulated [`Kernel`](crate::Kernel) the process creates (plain `cargo test` runs tests
 //! as threads of one process): a provider registered through one kernel would be seen, and
-//! unregistered, through another. An SDK crate's host path that must keep such state (today
-//! `ebpf-ext-trace`'s ETW registration) keeps it here instead, one copy per kernel, found by a
-//! key of its choosing (the address of one of its statics).
+//! unregistered, through another. An SDK crate's host path that must keep such state
+//! (`ebpf-ext-trace`'s ETW registration, `ebpf-ext-nmr`'s live registrations, the facade's
+//! driver global) keeps it here instead, one copy per kernel, found by a key of its choosing
+//! (the address of one of its statics).
 //!
-//! The interface is one C-ABI symbol, [`ebpf_ext_usersim_kernel_local`], declared by the host
-//! code that uses it, so that the SDK's `no_std` crates need no dependency on usersim (the
-//! kernel routines reach them the same way: by symbol, at link time). It is not a kernel
-//! routine and not in [`EXPORTS`](crate::exports::EXPORTS): a driver image never imports it.
+//! The interface is one C-ABI symbol, [`ebpf_ext_usersim_kernel_local`], declared once, by
+//! `ebpf-ext-sys`'s host-only `host::kernel_local`, so that the SDK's `no_std` crates need no
+//! dependency on usersim (the kernel routines reach them the same way: by symbol, at link
+//! time). It is not a kernel routine and not in [`EXPORTS`](crate::exports::EXPORTS): a
+//! driver image never imports it.
 
 use core::cell::RefCell;
 use core::ffi::c_void;

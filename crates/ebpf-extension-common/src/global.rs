@@ -79,24 +79,11 @@ impl<T: Send + Sync> DriverGlobal<T> {
     #[cfg(not(target_os = "windows"))]
     #[inline]
     fn state(&self) -> Option<&State<T>> {
-        // usersim's per-kernel storage (see the module documentation); not a kernel routine,
-        // so declared here, by the code that uses it, as `ebpf-ext-trace` does.
-        unsafe extern "C" {
-            fn ebpf_ext_usersim_kernel_local(
-                key: *const core::ffi::c_void,
-                size: usize,
-            ) -> *mut core::ffi::c_void;
-        }
-        // SAFETY: usersim's routine takes any key and size and touches neither.
-        let storage = unsafe {
-            ebpf_ext_usersim_kernel_local(ptr::from_ref(self).cast(), size_of::<State<T>>())
-        };
-        // SAFETY: NULL, or zeroed storage of `size_of::<State<T>>()` bytes, 8-byte aligned
-        // (enough for a pointer and a rundown word), private to the bound kernel and alive as
-        // long as it, which the thread's binding keeps alive while `self` is used. All-zero
-        // is a valid `State` (see its documentation), and it is only changed through atomics
-        // and the kernel's rundown routines.
-        unsafe { storage.cast::<State<T>>().as_ref() }
+        // SAFETY: all-zero is a valid `State` (see its documentation), only changed through
+        // atomics and the kernel's rundown routines; `self` is the only user of its address as
+        // a key; the reference lives no longer than `&self`, used while the thread's binding
+        // keeps the kernel alive.
+        unsafe { ebpf_ext_sys::host::kernel_local::<State<T>>(ptr::from_ref(self).cast()) }
     }
 
     /// Moves `value` to non-paged pool and publishes it. On failure `value` is dropped.
