@@ -238,3 +238,42 @@ write("btf_externs", "every-kind", btf([
     (18, 0, 1, "tag", b""),
     (19, 1, 8, "e64", struct.pack("<III", 0, 1, 0)),
 ]))
+
+
+# ---- bpf_interpret ---------------------------------------------------------------------------
+# The buffer's 64 bytes, then instructions (opcode, dst | src << 4, off, imm).
+def insn(code, dst=0, src=0, off=0, imm=0):
+    return struct.pack("<BBhi", code, dst | (src << 4), off, imm)
+
+
+MEMORY = bytes(range(64))
+EXIT = insn(0x95)
+write("bpf_interpret", "load-store", MEMORY
+      + insn(0x79, 2, 1, 8)            # r2 = *(u64 *)(r1 + 8)
+      + insn(0x07, 2, 0, 0, 1)         # r2 += 1
+      + insn(0x7b, 1, 2, 16)           # *(u64 *)(r1 + 16) = r2
+      + insn(0x91, 0, 1, 3)            # r0 = *(s8 *)(r1 + 3)
+      + EXIT)
+write("bpf_interpret", "local-call", MEMORY
+      + insn(0xb7, 6, 0, 0, 6)         # r6 = 6
+      + insn(0x85, 0, 1, 0, 2)         # call local +2
+      + insn(0x0f, 0, 6)               # r0 += r6
+      + EXIT
+      + insn(0x7a, 10, 0, -8, 7)       # *(u64 *)(r10 - 8) = 7
+      + insn(0x79, 0, 10, -8)          # r0 = *(u64 *)(r10 - 8)
+      + EXIT)
+write("bpf_interpret", "atomics", MEMORY
+      + insn(0xb7, 2, 0, 0, 5)         # r2 = 5
+      + insn(0xdb, 1, 2, 0, 0x01)      # r2 = atomic_fetch_add((u64 *)r1, r2)
+      + insn(0xb7, 0, 0, 0, 0)         # r0 = 0
+      + insn(0xc3, 1, 2, 8, 0xf1)      # r0 = cmpxchg((u32 *)(r1 + 8), r0, r2)
+      + EXIT)
+write("bpf_interpret", "loop-and-helper", MEMORY
+      + insn(0xb7, 0, 0, 0, 0)         # r0 = 0
+      + insn(0x07, 0, 0, 0, 1)         # r0 += 1
+      + insn(0xa5, 0, 0, -2, 100)      # if r0 < 100 goto -2
+      + insn(0xbf, 1, 0)               # r1 = r0
+      + insn(0x85, 0, 0, 0, 7)         # call helper 7
+      + insn(0x3f, 0, 1, 1)            # r0 s/= r1
+      + insn(0xd7, 0, 0, 0, 64)        # r0 = bswap64(r0)
+      + EXIT)

@@ -30,6 +30,7 @@ pub(crate) const TARGETS: &[&str] = &[
     "test_run",
     "pe_parse",
     "btf_externs",
+    "bpf_interpret",
 ];
 
 /// What fuzzing needs, as the `name` column of `crates/cargo-ebpf-ext/prerequisites.tsv`: the rustup

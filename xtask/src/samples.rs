@@ -102,8 +102,8 @@ const NOT_PROVEN: &str = "\
 Not proven by this run:
   - Windows itself: the kernel is usersim, a user-mode simulation (pool, IRQL, NMR, ETW, IRPs);
     IRQL is simulated per thread, there is no real preemption, DPC or interrupt.
-  - The eBPF core: core-sim stands in for ebpfcore.sys; BPF programs run in an interpreter
-    (rbpf) with a few load-time checks, not the PREVAIL verifier; no JIT, no bpf2c native
+  - The eBPF core: core-sim stands in for ebpfcore.sys; BPF programs run in core-sim's own
+    interpreter with a few load-time checks, not the PREVAIL verifier; no JIT, no bpf2c native
     images; the eBPF store entries are exported (.reg, script) but never read by eBPF for Windows.
   - Loading by Windows: the images are loaded by our PE loader, not the Windows loader; the
     signature is a self-made test certificate, verified by osslsigncode only.

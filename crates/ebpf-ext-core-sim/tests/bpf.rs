@@ -704,6 +704,42 @@ fn lookup_and_delete_takes_values_the_program_keeps_for_the_invocation() {
     });
 }
 
+/// A load that starts inside a map value and ends past it faults: every byte is checked,
+/// not only the first.
+#[test]
+fn a_load_that_runs_past_a_map_value_faults() {
+    let object = compile(&format!(
+        r#"{PRELUDE}
+struct {{ __uint(type, 2); __type(key, uint32_t); __type(value, uint32_t); __uint(max_entries, 1); }} small SEC(".maps");
+SEC("test_prog")
+int straddle(struct test_context* ctx)
+{{
+    uint32_t key = 0;
+    volatile uint8_t* value = bpf_map_lookup_elem(&small, &key);
+    return value ? *(volatile uint32_t*)(value + ctx->value) : -1;
+}}
+char _license[] SEC("license") = "MIT";
+"#
+    ));
+    with_info(|client, info| {
+        let program = BpfProgram::load(&object, "test_prog", info).expect("loads");
+        let run_at = |offset: u64| {
+            let bytes = context(offset, 0);
+            let at = client.create_context(&[], &bytes).expect("context");
+            // SAFETY: a context of the program type from its provider's context_create.
+            unsafe { program.run(at.as_ptr()) }
+        };
+        assert_eq!(run_at(0), Ok(0), "the whole value");
+        for offset in 1..4 {
+            let fault = run_at(offset).expect_err("runs past the value");
+            assert!(
+                fault.to_string().contains("out of bounds load of 4 bytes"),
+                "{fault}"
+            );
+        }
+    });
+}
+
 #[test]
 fn lookup_and_delete_refuses_maps_whose_values_it_cannot_keep() {
     let object = compile(&format!(

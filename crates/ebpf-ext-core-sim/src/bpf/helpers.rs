@@ -2,16 +2,11 @@
 //! extension's global overrides and program-type helpers (called through the addresses the
 //! provider published), and the checks of every pointer argument against the prototype.
 //!
-//! The interpreter calls a helper as a plain function of five arguments, so each resolved
-//! helper of a program gets a slot number (the call's immediate is rewritten to it at load)
-//! and a trampoline per slot finds the running invocation in a thread-local frame.
-//!
-//! Aliasing, a known limit: `rbpf` 0.4 takes the context and the data as `&[u8]` and
-//! writes the program's stores through pointers derived from them, and the helpers here that
-//! write program memory (`memcpy`, `memset`, the string helpers, pop and peek) write through
-//! the raw address the program passed, which may lie in those same bytes. Every write is to
-//! memory the program may write (checked against its prototype), but writing memory lent as
-//! a shared slice is outside Rust's aliasing rules; core-sim is not run under Miri.
+//! Each resolved helper of a program gets a slot number (the call's immediate is rewritten to
+//! it at load); the interpreter passes it to [`call`], which finds the running invocation in
+//! a thread-local frame. Helpers read and write program memory through the raw addresses the
+//! program passed, checked against the prototype, as the interpreter does: no reference to
+//! program memory is held across a call.
 
 use core::cell::{RefCell, UnsafeCell};
 use core::fmt::Write as _;
@@ -595,35 +590,22 @@ pub(crate) fn current_program<R>(f: impl FnOnce(&BpfProgram) -> Option<R>) -> Op
     })
 }
 
-/// Bytes of the interpreter's stack (rbpf's `STACK_SIZE`).
-pub(crate) const STACK_SIZE: u64 = 512;
-/// The call slot of the stack probe the loader puts in front of every program.
-pub(crate) const STACK_PROBE: u32 = 0x7FFF_FFFF;
 /// How many distinct helpers one program may call.
 pub(crate) const MAX_SLOTS: usize = 32;
 
-/// Records the interpreter's stack (`r10` on entry) in the current frame.
-pub(crate) fn stack_probe(top: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    FRAMES.with(|frames| {
-        if let Some(frame) = frames.borrow_mut().last_mut() {
-            frame.stack = top.saturating_sub(STACK_SIZE)..top;
-        }
+/// Calls the helper in call slot `slot` of this thread's running invocation: its result, or
+/// `None` when the invocation must end now (the helper recorded a fault, or a tail call
+/// succeeded: the caller returns at once, as native code does, and the core runs the callee).
+pub(crate) fn call(slot: u32, args: [u64; 5]) -> Option<u64> {
+    let value = dispatch(usize::try_from(slot).unwrap_or(usize::MAX), args);
+    let ends = FRAMES.with(|frames| {
+        frames
+            .borrow()
+            .last()
+            .is_none_or(|frame| frame.fault.is_some() || frame.tail_call.is_some())
     });
-    0
+    (!ends).then_some(value)
 }
-
-fn slot<const N: usize>(r1: u64, r2: u64, r3: u64, r4: u64, r5: u64) -> u64 {
-    dispatch(N, [r1, r2, r3, r4, r5])
-}
-
-macro_rules! slots {
-    ($($n:literal)*) => { [$(slot::<$n> as rbpf::Helper),*] };
-}
-
-/// The trampoline of each call slot.
-pub(crate) const SLOTS: [rbpf::Helper; MAX_SLOTS] = slots!(
-    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
-);
 
 type ExtensionHelper = unsafe extern "win64" fn(u64, u64, u64, u64, u64, u64) -> u64;
 

@@ -11,10 +11,14 @@
 //!   core's general helpers ([`GENERAL_HELPERS`]); from `0xFFFF` the program-type helpers,
 //!   called through the addresses the provider published over NMR (so a loaded `.sys`
 //!   image's own functions run), with the context as sixth argument.
-//! - [`BpfProgram::run`] runs it in `rbpf`'s interpreter: loads and stores are confined to
-//!   the context, the `[data, end)` range the descriptor names, the stack and map values,
-//!   and every helper's pointer arguments are checked against its prototype; a violation
-//!   fails that invocation with a message ([`BpfError::Fault`]), never the process.
+//! - [`BpfProgram::run`] runs it in core-sim's interpreter (`vm`: the whole instruction set
+//!   of RFC 9669, ISA version 4 included): every load, store and atomic operation must lie
+//!   wholly inside the context, the `[data, end)` range the descriptor names, the stack or
+//!   a map value, and every helper's pointer arguments are checked against its prototype; a
+//!   violation fails that invocation with a message naming the instruction
+//!   ([`BpfError::Fault`]), never the process. Program memory is reached through raw
+//!   addresses only, so a helper may write what the program reads. Each local function
+//!   gets its own 512-byte frame, at most eight deep.
 //! - Maps of a type the core does not have are custom maps, backed by the extension's map
 //!   provider through the map-information NPI (`custom`): created, associated with the
 //!   program type at load, read and written by tests through the provider's callbacks;
@@ -43,13 +47,6 @@
 //!   ([`btf_externs`] reads the object's `.BTF`), and linked at load through the provider of
 //!   that module (`imports`): the program does not load without one, its invocations fail
 //!   while it is detached, and a detach waits for the running ones.
-//! - 64-bit conditional jumps on a negative immediate compare against it sign-extended, as
-//!   the ISA and the core's runtimes do: `rbpf` 0.4.1 zero-extends it for `==`, `!=` and the
-//!   unsigned orders, so each is rewritten at load into a comparison of the complements.
-//!   Likewise a 64-bit negation (which `rbpf` computes as a signed negation, panicking in a
-//!   debug build on the most negative value) becomes `dst ^= -1; dst += 1`, and a 32-bit
-//!   modulo is followed by a 32-bit move that zero-extends its result (`rbpf` leaves the
-//!   upper half of a modulo by zero).
 //!
 //! Where core-sim differs from the core:
 //! - Only the general helpers in [`GENERAL_HELPERS`]; a program using another is refused at
@@ -68,17 +65,11 @@
 //!   descriptor, even for a context with a header, so it captures no context data. Ring
 //!   buffers and perf event arrays hold at most 1 MiB (per processor), as every map holds at
 //!   most 2^20 entries here.
-//! - `rbpf` checks a map-value access by its first byte only, so an access that starts inside
-//!   a value and runs past its end by less than eight bytes is not caught; it reads the guard
-//!   bytes behind each value, which belong to the core-sim.
-//! - Programs with ISA version 4's signed division, signed modulo or sign-extending moves are
-//!   refused at load: `rbpf` 0.4.1 would run them as the unsigned or plain forms. So are
-//!   programs over 32,767 instructions after the rewrites (its jump arithmetic is 16-bit).
-//!   In a debug build `rbpf` 0.4.1 panics on a call to a local function defined earlier.
-//! - The interpreter's messages count instructions after the load's rewrites: a
-//!   4-instruction prologue, two more instructions for each `bpf_tail_call`, one more for
-//!   each 64-bit negation and each 32-bit modulo, and two more (and two appended) for each
-//!   jump on a negative immediate.
+//! - No verifier: a program the core's verifier would refuse for what it does at run time
+//!   (a loop without a bound, an access it cannot prove in bounds) loads here, and faults
+//!   only if it does the wrong thing; a run ends in a fault after 2^24 instructions. The
+//!   load-time checks are the context accesses, the helpers, and what the interpreter needs
+//!   (known opcodes, jump targets, no division by an immediate zero, no write to `r10`).
 
 use ebpf_ext_sys::ntdef::GUID;
 
@@ -93,6 +84,7 @@ mod insn;
 mod maps;
 mod object;
 mod program;
+mod vm;
 
 pub use btf::{BtfExtern, btf_externs};
 pub use helpers::{CORE_SIM_LOGON_ID, GENERAL_HELPERS, GeneralHelper};
@@ -104,6 +96,46 @@ pub use maps::{
 };
 pub use object::{BpfObject, MapDefinition};
 pub use program::{BpfProgram, TestRun};
+
+/// Runs raw instructions (8 bytes each, little-endian, as an object's text holds them; a
+/// trailing partial instruction is ignored) in core-sim's interpreter alone, as
+/// [`BpfProgram::run`] runs a loaded program's: `r1` holds `memory`'s address, the program
+/// may load from and store to `memory` and its stack, local calls get their own frames, and
+/// every helper call returns the sum of its immediate and `r1`–`r5` (no helper runs). At
+/// most `max_steps` instructions run. For fuzzing and for tests of the interpreter.
+///
+/// # Errors
+/// Why the instructions are not a program the interpreter runs (an unknown opcode, a jump
+/// outside the program, …), or the fault that ended the run; each names its instruction.
+pub fn interpret(code: &[u8], memory: &mut [u8], max_steps: u64) -> Result<u64, String> {
+    let insns: Vec<insn::Insn> = code
+        .chunks_exact(8)
+        .map(|chunk| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(chunk);
+            insn::Insn::from_bytes(bytes)
+        })
+        .collect();
+    vm::verify(&insns)?;
+    let start = memory.as_mut_ptr() as u64;
+    let region = start..start + memory.len() as u64;
+    let stack = vm::Stack::new();
+    let machine = vm::Machine {
+        code: &insns,
+        stack: &stack,
+        regions: core::slice::from_ref(&region),
+        max_steps,
+    };
+    let mut call = |id: u32, args: [u64; 5]| {
+        Some(
+            args.iter()
+                .fold(u64::from(id), |sum, a| sum.wrapping_add(*a)),
+        )
+    };
+    // SAFETY: verified; `memory` is borrowed mutably for the call, so nothing else reads or
+    // writes it while the program runs.
+    unsafe { vm::run(&machine, start, &mut call) }
+}
 
 /// Loading, attaching or running a BPF program failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

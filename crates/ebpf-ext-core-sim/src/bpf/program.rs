@@ -1,6 +1,6 @@
 //! A program loaded against a provider's program information: checked as the verifier
-//! would, its maps created, its helpers resolved as the core resolves them, and run by the
-//! `rbpf` interpreter with memory confined to what it may access.
+//! would, its maps created, its helpers resolved as the core resolves them, and run by
+//! core-sim's interpreter ([`vm`](super::vm)) with memory confined to what it may access.
 
 use core::ffi::c_void;
 use core::ops::Range;
@@ -19,17 +19,12 @@ use ebpf_ext_sys::ntdef::GUID;
 
 use super::BpfError;
 use super::check::context_accesses;
-use super::helpers::{
-    Frame, GENERAL_HELPERS, Kept, MAX_SLOTS, Resolved, SLOTS, STACK_PROBE, Target, stack_probe,
-    with_frame,
-};
+use super::helpers::{Frame, GENERAL_HELPERS, Kept, MAX_SLOTS, Resolved, Target, call, with_frame};
 use super::imports::{BtfFunctionUse, BtfImports, BtfLookup};
-use super::insn::{
-    CALL, Insn, LD_DW_IMM, isa_fixes, sign_extend_jump_immediates, stop_after_calls_of,
-    unsupported_v4,
-};
+use super::insn::{CALL, Insn, LD_DW_IMM};
 use super::maps::{BpfMap, ProgramKind};
 use super::object::{BpfObject, CALL_KFUNC};
+use super::vm::{self, Machine, Stack};
 use crate::link::{Link, LinkSpec};
 use crate::nmr::lock;
 use crate::program_info::{ProgramInfo, ProgramInfoClient};
@@ -37,8 +32,6 @@ use crate::program_info::{ProgramInfo, ProgramInfoClient};
 /// `bpf_map_lookup_and_delete_elem`'s id: a program calling it gets room for the values it
 /// takes out.
 const LOOKUP_AND_DELETE: u32 = 4;
-/// `bpf_tail_call`'s id: a caller whose call of it succeeds returns at once.
-const TAIL_CALL: u32 = 5;
 /// The largest value core-sim keeps for `bpf_map_lookup_and_delete_elem` (each invocation
 /// that calls it allocates room for eight).
 const KEPT_SIZE_MAX: usize = 0x1_0000;
@@ -83,7 +76,7 @@ pub struct BpfProgram {
     section: String,
     function: String,
     info: Arc<ProgramInfo>,
-    code: Vec<u8>,
+    code: Vec<Insn>,
     pub(crate) helpers: Vec<Resolved>,
     /// The BTF-resolved functions it calls (`Target::Btf` indexes them), if any.
     pub(crate) btf: Option<BtfImports>,
@@ -387,63 +380,9 @@ impl BpfProgram {
                 context_size: info.context_descriptor.size,
             });
         }
-        if let Some(at) = unsupported_v4(&insns) {
-            return Err(BpfError::Verifier {
-                section: section.to_owned(),
-                message: format!(
-                    "instruction {at}: signed division or modulo, or a sign-extending move (ISA \
-                     version 4), which core-sim's interpreter would run as the unsigned or \
-                     plain form"
-                ),
-            });
-        }
-        // Jumps on negative immediates, negation and 32-bit modulo run as the ISA says, not
-        // as `rbpf` 0.4.1 runs them.
-        insns = isa_fixes(&insns)
-            .and_then(|insns| sign_extend_jump_immediates(&insns))
-            .map_err(|message| BpfError::Verifier {
-                section: section.to_owned(),
-                message,
-            })?;
-        // As native code does after `bpf_tail_call` (marked by its id 5, whoever implements
-        // it): a caller whose tail call succeeded returns 0 at once (the core then runs the
-        // callee). The interpreter's messages count instructions after this and the prologue.
-        if let Some(slot) = helpers
-            .iter()
-            .position(|h| h.id == TAIL_CALL && !matches!(h.target, Target::Btf(_)))
-        {
-            let slot = i32::try_from(slot).unwrap_or(i32::MAX);
-            insns = stop_after_calls_of(&insns, slot).map_err(|message| BpfError::Verifier {
-                section: section.to_owned(),
-                message,
-            })?;
-        }
-        // The stack probe in front: tells the helpers where the interpreter's stack is.
-        let prologue = [
-            Insn::mov64(6, 1),
-            Insn::mov64(1, 10),
-            Insn::call(STACK_PROBE.cast_signed()),
-            Insn::mov64(1, 6),
-        ];
-        // `rbpf` computes jump targets in 16 bits.
-        if prologue.len() + insns.len() > i16::MAX as usize {
-            return Err(BpfError::Verifier {
-                section: section.to_owned(),
-                message: format!(
-                    "{} instructions after the load's rewrites; core-sim's interpreter runs at most {}",
-                    prologue.len() + insns.len(),
-                    i16::MAX
-                ),
-            });
-        }
-        let bytes: Vec<u8> = prologue
-            .iter()
-            .chain(&insns)
-            .flat_map(|i| i.to_bytes())
-            .collect();
-        rbpf::EbpfVmMbuff::new(Some(&bytes)).map_err(|e| BpfError::Verifier {
+        vm::verify(&insns).map_err(|message| BpfError::Verifier {
             section: section.to_owned(),
-            message: e.to_string(),
+            message,
         })?;
         let kept_size = kept_size(section, &helpers, &maps)?;
         // Bound once every check passed, against the prototypes the calls were checked with.
@@ -455,7 +394,7 @@ impl BpfProgram {
             section: section.to_owned(),
             function: code.name.clone(),
             info: Arc::clone(info),
-            code: bytes,
+            code: insns,
             helpers,
             btf,
             maps,
@@ -669,8 +608,6 @@ impl BpfProgram {
         self.runs.fetch_add(1, Ordering::SeqCst);
         let descriptor = self.info.context_descriptor;
         let size = usize::try_from(descriptor.size).unwrap_or(0);
-        // SAFETY: the caller's precondition: `size` bytes of context.
-        let context_bytes = unsafe { core::slice::from_raw_parts(context.cast::<u8>(), size) };
         let pointer_at = |offset: i32| -> u64 {
             match usize::try_from(offset) {
                 Ok(o) if o + 8 <= size => {
@@ -682,50 +619,48 @@ impl BpfProgram {
             }
         };
         let (start, end) = (pointer_at(descriptor.data), pointer_at(descriptor.end));
-        let length = usize::try_from(end.saturating_sub(start)).unwrap_or(0);
-        let data: &[u8] = if start != 0 && length > 0 && length < 1 << 32 {
-            // SAFETY: the caller's precondition: the data pointers bound a readable range.
-            unsafe { core::slice::from_raw_parts(start as *const u8, length) }
+        let length = end.saturating_sub(start);
+        // The caller's precondition: the data pointers bound memory the program may use.
+        let data = if start != 0 && length > 0 && length < 1 << 32 {
+            start..end
         } else {
-            &[]
+            0..0
         };
-        let fault = |message: String| BpfError::Fault {
-            section: self.section.clone(),
-            message,
-        };
-        let mut vm = rbpf::EbpfVmMbuff::new(Some(&self.code)).map_err(|e| fault(e.to_string()))?;
-        for (slot, trampoline) in SLOTS.iter().enumerate().take(self.helpers.len()) {
-            vm.register_helper(u32::try_from(slot).unwrap_or(u32::MAX), *trampoline)
-                .map_err(|e| fault(e.to_string()))?;
-        }
-        vm.register_helper(STACK_PROBE, stack_probe)
-            .map_err(|e| fault(e.to_string()))?;
-        for map in &self.maps {
-            for range in map.value_ranges() {
-                vm.register_allowed_memory(range);
-            }
-        }
+        let context_range = context as u64..context as u64 + size as u64;
+        let stack = Stack::new();
         let frame = Frame {
             program: self,
             context: context as u64,
             context_size: size as u64,
-            data: if data.is_empty() { 0..0 } else { start..end },
-            stack: 0..0,
+            data: data.clone(),
+            stack: stack.range(),
             fault: None,
             kept: Kept::new(self.kept_size),
             state: state as u64,
             tail_call: None,
             descriptor: header_descriptor as u64,
         };
-        for range in frame.kept.ranges() {
-            vm.register_allowed_memory(range);
-        }
-        // rbpf sets r1 to the metadata buffer (the context) and confines loads and stores
-        // to it, the packet buffer (the data range), its stack and the allowed ranges.
-        let (result, left) = with_frame(frame, || vm.execute_program(data, context_bytes));
+        let mut regions = vec![context_range, data];
+        regions.extend(self.maps.iter().flat_map(|map| map.value_ranges()));
+        regions.extend(frame.kept.ranges());
+        let machine = Machine {
+            code: &self.code,
+            stack: &stack,
+            regions: &regions,
+            max_steps: vm::MAX_STEPS,
+        };
+        let (result, left) = with_frame(frame, || {
+            // SAFETY: verified at load; the context and data are the caller's (its
+            // precondition), map values and kept values live as long as the program and the
+            // frame, which outlive the run.
+            unsafe { vm::run(&machine, context as u64, &mut |slot, args| call(slot, args)) }
+        });
+        let fault = |message: String| BpfError::Fault {
+            section: self.section.clone(),
+            message,
+        };
         let outcome = match (result, left.fault) {
-            (_, Some(message)) => Err(fault(message)),
-            (Err(e), None) => Err(fault(e.to_string())),
+            (_, Some(message)) | (Err(message), None) => Err(fault(message)),
             (Ok(r0), None) => Ok((r0, left.tail_call)),
         };
         if let Err(BpfError::Fault { message, .. }) = &outcome {
@@ -854,9 +789,9 @@ impl BpfProgram {
                 "the program was loaded for another context layout than the client's".into(),
             ));
         }
-        // The run's copy of the data, followed by a guard no region rbpf allows covers: a
-        // program reading past the data (which the core's verifier would refuse) faults
-        // rather than landing, by the heap's chance, in a map value it may access.
+        // The run's copy of the data, followed by a guard: a program's access past the data
+        // (which the core's verifier would refuse) faults, as an access outside every region
+        // does, and a provider that copies past the data shows it in the pattern.
         let guard = if data_in.is_empty() {
             0
         } else {
