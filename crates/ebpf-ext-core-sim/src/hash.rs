@@ -2,7 +2,7 @@
 //! information a program was verified against (`_ebpf_program_compute_program_information_hash`
 //! in eBPF for Windows' `ebpf_program.c`; bpf2c embeds the same value in native images), so a
 //! provider whose published information differs (a reordered prototype, a changed flag) is
-//! caught. `../shared/reference/upstream-extensions.md` A.8 describes the byte stream.
+//! caught. [`program_info_hash_input`] describes the byte stream.
 
 use sha2::{Digest, Sha256};
 

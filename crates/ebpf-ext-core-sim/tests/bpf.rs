@@ -20,7 +20,7 @@ use common::{
 };
 use ebpf_ext_core_sim::bpf::{
     BPF_EXIST, BPF_NOEXIST, BpfError, BpfMap, BpfObject, BpfProgram, BtfFunctionUse, BtfPrototype,
-    CORE_SIM_LOGON_ID, MapError,
+    CORE_SIM_LOGON_ID, CORE_SIM_PROCESS_START_KEY, MapError,
 };
 use ebpf_ext_core_sim::{LinkSpec, ProgramInfo, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_base::{
@@ -75,6 +75,8 @@ static int (*bpf_strncpy_s)(char* d, uint64_t d_size, const char* s, uint64_t co
 static int (*bpf_strncat_s)(char* d, uint64_t d_size, const char* s, uint64_t count) = (void*)28;
 static uint64_t (*undeclared)(void) = (void*)0x10009;
 static uint64_t (*test_clobber_header)(void* ctx, uint64_t value, uint64_t slot) = (void*)0x10003;
+static uint64_t (*bpf_get_current_process_start_key)(void) = (void*)33;
+static long long (*bpf_get_current_thread_create_time)(void) = (void*)34;
 ";
 
 const PROGRAMS: &str = r#"
@@ -130,6 +132,9 @@ int more_general_helpers(struct test_context* ctx)
     put(7, (uint64_t)(long)bpf_strncat_s((char*)&buffer, 8, defgh, 5));
     put(8, buffer);
     put(9, (uint64_t)(long)bpf_strncpy_s((char*)&buffer, 0, abc, 1));
+    put(10, bpf_get_current_process_start_key());
+    put(11, (uint64_t)bpf_get_current_thread_create_time());
+    put(12, (uint64_t)bpf_get_current_thread_create_time());
     return 0;
 }
 
@@ -264,6 +269,14 @@ int context_overrun(struct test_context* ctx) { return (int)((uint64_t*)ctx)[4];
 
 char _license[] SEC("license") = "MIT";
 "#;
+
+/// The current time as a FILETIME (100 ns units since 1601).
+fn filetime_now() -> i64 {
+    let since_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    116_444_736_000_000_000 + i64::try_from(since_unix.as_nanos() / 100).expect("fits")
+}
 
 /// Builds the test programs into a temporary directory of this call's own.
 fn object() -> BpfObject {
@@ -451,9 +464,18 @@ fn checksum_string_and_identity_helpers_behave_as_the_cores() {
         let bytes = context(0, 0);
         let context = client.create_context(&[], &bytes).expect("context");
         let value = |key: u32| result(&results, key);
+        let before = filetime_now();
         // SAFETY: a context of the program type from its provider's context_create.
         assert_eq!(unsafe { program.run(context.as_ptr()) }, Ok(0));
+        let after = filetime_now();
         assert!(program.faults().is_empty(), "{:?}", program.faults());
+        assert_eq!(value(10), CORE_SIM_PROCESS_START_KEY);
+        let created = value(11).cast_signed();
+        assert!(
+            (before..=after).contains(&created),
+            "a FILETIME of this thread: {before} <= {created} <= {after}"
+        );
+        assert_eq!(value(12), value(11), "the same thread, the same time");
         assert_eq!(
             value(0),
             5 + 7 + 0xFFFE + 0xFFFD,

@@ -152,8 +152,8 @@ fn the_program_information_is_upstreams() {
 }
 
 /// `test_sample_ebpf.c` uses helpers 1, 0x10000, 0x10001 and 0x10002; the stream and its
-/// SHA-256 are the ones computed from upstream's definitions
-/// (`../shared/reference/upstream-extensions.md` A.8).
+/// SHA-256 are the ones computed from upstream's definitions (the byte stream of
+/// `ebpf_ext_core_sim::program_info_hash_input`).
 #[test]
 fn the_program_information_hash_is_the_one_upstreams_definitions_give() {
     with_info(|info| {

@@ -325,7 +325,7 @@ fn a_failure_status_denies_the_creation_and_stops_the_chain_and_deletes_ignore_r
 /// `process_monitor.c` (1, 2, 11, 19, 22, 24 and the three): the SHA-256 values below were
 /// computed from ntosebpfext's definitions (name, `process_md_t` descriptor, GUID, 6, the
 /// helper prototypes) and the core's general prototypes, by the byte stream of
-/// `../shared/reference/upstream-extensions.md` A.8.
+/// `ebpf_ext_core_sim::program_info_hash_input`.
 #[test]
 fn the_program_information_hash_is_the_one_upstreams_definitions_give() {
     let kernel = Kernel::new();

@@ -75,8 +75,8 @@ const fn general(
     }
 }
 
-/// The general helpers the core-sim implements (`../shared/reference/upstream-extensions.md`
-/// D.1; eBPF for Windows `ebpf_structs.h` ids). A program calling another general helper id
+/// The general helpers the core-sim implements (eBPF for Windows' `ebpf_structs.h` ids and
+/// `ebpf_general_helpers.c` prototypes). A program calling another general helper id
 /// is refused at load ([`BpfError::UnsupportedHelper`](super::BpfError)).
 pub const GENERAL_HELPERS: &[GeneralHelper] = &[
     general(
@@ -430,6 +430,22 @@ pub const GENERAL_HELPERS: &[GeneralHelper] = &[
         ],
         "int",
         "void* ctx, void* perf_event_array, uint64_t flags, const void* data, uint64_t size",
+    ),
+    general(
+        33,
+        "bpf_get_current_process_start_key",
+        INT,
+        [DC; 5],
+        "uint64_t",
+        "void",
+    ),
+    general(
+        34,
+        "bpf_get_current_thread_create_time",
+        INT,
+        [DC; 5],
+        "int64_t",
+        "void",
     ),
 ];
 
@@ -859,6 +875,28 @@ const EINVAL: i64 = -22;
 /// the SYSTEM logon session's (`SYSTEM_LUID`, 0x3E7).
 pub const CORE_SIM_LOGON_ID: u64 = 0x3E7;
 
+/// What `bpf_get_current_process_start_key` returns: the core returns the current process's
+/// start key (`PsGetProcessStartKey`), unique to the process for the life of the machine;
+/// the programs core-sim runs all run in the test's one process, so it has one key.
+pub const CORE_SIM_PROCESS_START_KEY: u64 = 0x0001_0000_0000_0004;
+
+thread_local! {
+    /// This thread's "creation time" for `bpf_get_current_thread_create_time`: when a
+    /// program first asked for it on the thread.
+    static THREAD_CREATE_TIME: i64 = filetime_now();
+}
+
+/// The current time as a FILETIME (100 ns units since 1601-01-01 UTC).
+fn filetime_now() -> i64 {
+    /// 100 ns intervals from 1601-01-01 to 1970-01-01.
+    const UNIX_EPOCH_AS_FILETIME: i64 = 116_444_736_000_000_000;
+    let since_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ticks = i64::try_from(since_unix.as_nanos() / 100).unwrap_or(i64::MAX);
+    UNIX_EPOCH_AS_FILETIME.saturating_add(ticks)
+}
+
 /// `bpf_csum_diff(from, from_size, to, to_size, seed)`: `seed`, plus each 16-bit word of `to`,
 /// plus the one's complement of each 16-bit word of `from` (a NULL buffer adds nothing), not
 /// folded; `-EINVAL` if a size is not a multiple of 4 or the 32-bit sum goes negative.
@@ -984,6 +1022,8 @@ fn call_general(
         }
         21 => u64::MAX,
         22..=25 | 27..=29 => memory_helper(id, args)?,
+        33 => CORE_SIM_PROCESS_START_KEY,
+        34 => THREAD_CREATE_TIME.with(|time| time.cast_unsigned()),
         _ => {
             let _ = frame;
             return Err(format!("general helper {id} is not implemented"));

@@ -87,7 +87,7 @@ mod program;
 mod vm;
 
 pub use btf::{BtfExtern, btf_externs};
-pub use helpers::{CORE_SIM_LOGON_ID, GENERAL_HELPERS, GeneralHelper};
+pub use helpers::{CORE_SIM_LOGON_ID, CORE_SIM_PROCESS_START_KEY, GENERAL_HELPERS, GeneralHelper};
 pub use imports::{BtfFunctionUse, BtfPrototype, PublishedBtfFunction, published_btf_functions};
 pub use maps::{
     BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_LRU_HASH,
