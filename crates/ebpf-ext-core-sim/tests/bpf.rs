@@ -393,6 +393,51 @@ fn with_kernel_and_info(test: impl FnOnce(&Kernel, &ProgramInfoClient, &Arc<Prog
     drop(kernel);
 }
 
+/// What the tail-call override below returns (0: the call succeeded).
+static OVERRIDE_RESULT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "win64" fn tail_call_override(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    OVERRIDE_RESULT.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// A provider's override of `bpf_tail_call` (id 5) ends its caller as the core's does: a
+/// caller whose tail call succeeded (0) returns 0 at once, as native code does after any
+/// helper with that id.
+#[test]
+fn a_caller_returns_at_once_when_a_providers_tail_call_override_succeeds() {
+    let object = compile(&format!(
+        r#"{PRELUDE}
+SEC("test_prog")
+int caller(struct test_context* ctx) {{ bpf_tail_call(ctx, 0, 0); return 42; }}
+char _license[] SEC("license") = "MIT";
+"#
+    ));
+    let kernel = Kernel::new();
+    let mut spec = spec();
+    let mut tail_call = Proto::new(5, c"bpf_tail_call");
+    tail_call.arguments = [EBPF_ARGUMENT_TYPE_DONTCARE; 5];
+    spec.global_helpers.push(tail_call);
+    spec.global_addresses = Some(Addresses::new(vec![
+        pid_override as *const () as u64,
+        tail_call_override as *const () as u64,
+    ]));
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let program = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    let bytes = context(0, 0);
+    let at = client.create_context(&[], &bytes).expect("context");
+    // SAFETY: a context of the program type from its provider's context_create.
+    let run = || unsafe { program.run(at.as_ptr()) };
+    assert_eq!(run(), Ok(0), "returned at once");
+    OVERRIDE_RESULT.store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(run(), Ok(42), "a failed tail call goes on");
+    drop(at);
+    drop(program);
+    drop(client);
+    provider.deregister();
+    drop(kernel);
+}
+
 #[test]
 fn helpers_resolve_by_the_cores_id_ranges_and_maps_are_shared_with_the_test() {
     let object = object();

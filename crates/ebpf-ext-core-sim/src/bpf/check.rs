@@ -15,6 +15,8 @@ const CLASS_ALU64: u8 = 0x07;
 const ADD64_IMM: u8 = 0x07;
 /// `BPF_JMP | BPF_JA`.
 const JA: u8 = 0x05;
+/// `BPF_JMP32 | BPF_JA` (`gotol`): its offset is `imm`.
+const GOTOL: u8 = 0x06;
 /// `BPF_ATOMIC` mode of a store.
 const MODE_ATOMIC: u8 = 0xc0;
 
@@ -100,7 +102,7 @@ pub(crate) fn context_accesses(insns: &[Insn], context_size: i64) -> Option<Cont
                     state[0] = None;
                 }
             }
-            CLASS_ALU64 if insn.code == MOV64_REG => state[dst] = state[src],
+            CLASS_ALU64 if insn.code == MOV64_REG && insn.off == 0 => state[dst] = state[src],
             CLASS_ALU64 if insn.code == ADD64_IMM => {
                 state[dst] = state[dst].map(|k| k + i64::from(insn.imm));
             }
@@ -116,9 +118,8 @@ pub(crate) fn context_accesses(insns: &[Insn], context_size: i64) -> Option<Cont
                     state[0..=5].fill(None);
                 }
                 CALL => state[0..=5].fill(None),
-                JA if insn.class() == CLASS_JMP => {
-                    next = target(pc, i64::from(insn.off)).into_iter().collect();
-                }
+                JA => next = target(pc, i64::from(insn.off)).into_iter().collect(),
+                GOTOL => next = target(pc, i64::from(insn.imm)).into_iter().collect(),
                 _ => next.extend(target(pc, i64::from(insn.off))),
             },
             _ => state[dst] = None,
@@ -184,5 +185,31 @@ mod tests {
         // After a call, r1 no longer holds the context.
         let after_call = [Insn::call(1), ldx(0, 1, 64), exit];
         assert_eq!(context_accesses(&after_call, 24), None);
+    }
+
+    #[test]
+    fn gotol_is_followed_by_its_immediate_and_never_falls_through() {
+        let exit = Insn {
+            code: EXIT,
+            dst: 0,
+            src: 0,
+            off: 0,
+            imm: 0,
+        };
+        let gotol = |imm| Insn {
+            code: GOTOL,
+            dst: 0,
+            src: 0,
+            off: 0,
+            imm,
+        };
+        let jumps_to_bad = [gotol(1), exit, ldx(0, 1, 4096), exit];
+        assert_eq!(
+            context_accesses(&jumps_to_bad, 24).map(|a| a.insn),
+            Some(2),
+            "the target is checked"
+        );
+        let skips_bad = [gotol(1), ldx(0, 1, 4096), exit];
+        assert_eq!(context_accesses(&skips_bad, 24), None, "dead code is not");
     }
 }

@@ -613,15 +613,29 @@ pub(crate) const MAX_SLOTS: usize = 32;
 /// `None` when the invocation must end now (the helper recorded a fault, or a tail call
 /// succeeded: the caller returns at once, as native code does, and the core runs the callee).
 pub(crate) fn call(slot: u32, args: [u64; 5]) -> Option<u64> {
-    let value = dispatch(usize::try_from(slot).unwrap_or(usize::MAX), args);
+    let slot = usize::try_from(slot).unwrap_or(usize::MAX);
+    let value = dispatch(slot, args);
     let ends = FRAMES.with(|frames| {
-        frames
-            .borrow()
-            .last()
-            .is_none_or(|frame| frame.fault.is_some() || frame.tail_call.is_some())
+        let frames = frames.borrow();
+        let Some(frame) = frames.last() else {
+            return true;
+        };
+        // SAFETY: the frame is pushed by `BpfProgram::run`, which holds the program for the
+        // whole invocation.
+        let program = unsafe { &*frame.program };
+        // As native code does after `bpf_tail_call` (its id, whoever implements it: the
+        // core, or a provider's override): a caller whose tail call succeeded returns 0.
+        let tail_called = program
+            .helpers
+            .get(slot)
+            .is_some_and(|h| h.id == TAIL_CALL && !matches!(h.target, Target::Btf(_)));
+        frame.fault.is_some() || frame.tail_call.is_some() || (tail_called && value == 0)
     });
     (!ends).then_some(value)
 }
+
+/// `bpf_tail_call`'s id.
+const TAIL_CALL: u32 = 5;
 
 type ExtensionHelper = unsafe extern "win64" fn(u64, u64, u64, u64, u64, u64) -> u64;
 
@@ -726,12 +740,11 @@ impl Frame {
         {
             return Ok(());
         }
-        for (map, ranges) in program.value_ranges() {
-            if ranges.iter().any(within) {
-                if write && map.definition().name.starts_with(".rodata") {
-                    return Err(format!("{address:#x}: read-only data"));
-                }
-                return Ok(());
+        for region in program.value_regions() {
+            match region.holds(address, len) {
+                Some(false) if write => return Err(format!("{address:#x}: read-only data")),
+                Some(_) => return Ok(()),
+                None => {}
             }
         }
         Err(format!(

@@ -10,7 +10,6 @@
 //! fails.
 
 use core::cell::UnsafeCell;
-use core::ops::Range;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -28,6 +27,7 @@ use super::BpfError;
 use super::custom::{CustomMap, MAP_CONTEXT_OFFSET};
 use super::object::MapDefinition;
 use super::program::BpfProgram;
+use super::vm::Region;
 use crate::nmr::lock;
 
 /// `BPF_MAP_TYPE_HASH`.
@@ -368,15 +368,16 @@ impl BpfMap {
         self.definition.value_size as usize
     }
 
-    /// The address ranges of its values (what a program may load from and store to).
-    pub(crate) fn value_ranges(&self) -> Vec<Range<u64>> {
-        let slots = self.storage.len() / self.stride.max(1);
-        (0..slots)
-            .map(|i| {
-                let start = self.slot(i) as u64;
-                start..start + self.value_size() as u64
-            })
-            .collect()
+    /// Where its values are (what a program may load from, and store to unless it is
+    /// read-only data, `.rodata`).
+    pub(crate) fn value_region(&self) -> Region {
+        Region::Strided {
+            start: self.slot(0) as u64,
+            stride: self.stride as u64,
+            size: self.value_size() as u64,
+            count: (self.storage.len() / self.stride.max(1)) as u64,
+            writable: !self.definition.name.starts_with(".rodata"),
+        }
     }
 
     fn array_index(&self, key: &[u8]) -> Option<usize> {

@@ -14,7 +14,8 @@
 //! - [`BpfProgram::run`] runs it in core-sim's interpreter (`vm`: the whole instruction set
 //!   of RFC 9669, ISA version 4 included): every load, store and atomic operation must lie
 //!   wholly inside the context, the `[data, end)` range the descriptor names, the stack or
-//!   a map value, and every helper's pointer arguments are checked against its prototype; a
+//!   a map value (never a store into `.rodata`), and every helper's pointer arguments are
+//!   checked against its prototype; a
 //!   violation fails that invocation with a message naming the instruction
 //!   ([`BpfError::Fault`]), never the process. Program memory is reached through raw
 //!   addresses only, so a helper may write what the program reads. Each local function
@@ -118,7 +119,7 @@ pub fn interpret(code: &[u8], memory: &mut [u8], max_steps: u64) -> Result<u64, 
         .collect();
     vm::verify(&insns)?;
     let start = memory.as_mut_ptr() as u64;
-    let region = start..start + memory.len() as u64;
+    let region = vm::Region::flat(start..start + memory.len() as u64);
     let stack = vm::Stack::new();
     let machine = vm::Machine {
         code: &insns,

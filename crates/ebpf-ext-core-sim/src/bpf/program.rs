@@ -3,7 +3,6 @@
 //! core-sim's interpreter ([`vm`](super::vm)) with memory confined to what it may access.
 
 use core::ffi::c_void;
-use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -24,7 +23,7 @@ use super::imports::{BtfFunctionUse, BtfImports, BtfLookup};
 use super::insn::{CALL, Insn, LD_DW_IMM};
 use super::maps::{BpfMap, ProgramKind};
 use super::object::{BpfObject, CALL_KFUNC};
-use super::vm::{self, Machine, Stack};
+use super::vm::{self, Machine, Region, Stack};
 use crate::link::{Link, LinkSpec};
 use crate::nmr::lock;
 use crate::program_info::{ProgramInfo, ProgramInfoClient};
@@ -317,7 +316,10 @@ impl BpfProgram {
                             map.definition().name
                         )));
                     }
-                    let first = map.value_ranges().first().map(|range| range.start);
+                    let first = match map.value_region() {
+                        Region::Strided { start, count, .. } if count > 0 => Some(start),
+                        _ => None,
+                    };
                     first.ok_or_else(|| {
                         BpfError::Map(format!(
                             "{section}: {} has no value to refer to",
@@ -468,8 +470,9 @@ impl BpfProgram {
             .map(AsRef::as_ref)
     }
 
-    pub(crate) fn value_ranges(&self) -> impl Iterator<Item = (&BpfMap, Vec<Range<u64>>)> {
-        self.maps.iter().map(|m| (m.as_ref(), m.value_ranges()))
+    /// Its maps' values, each map's as one region.
+    pub(crate) fn value_regions(&self) -> impl Iterator<Item = Region> + '_ {
+        self.maps.iter().map(|m| m.value_region())
     }
 
     pub(crate) fn loaded_at(&self) -> Instant {
@@ -640,9 +643,9 @@ impl BpfProgram {
             tail_call: None,
             descriptor: header_descriptor as u64,
         };
-        let mut regions = vec![context_range, data];
-        regions.extend(self.maps.iter().flat_map(|map| map.value_ranges()));
-        regions.extend(frame.kept.ranges());
+        let mut regions = vec![Region::flat(context_range), Region::flat(data)];
+        regions.extend(self.value_regions());
+        regions.extend(frame.kept.ranges().map(Region::flat));
         let machine = Machine {
             code: &self.code,
             stack: &stack,

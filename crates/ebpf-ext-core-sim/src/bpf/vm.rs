@@ -4,9 +4,12 @@
 //!
 //! - **Memory.** Every load, store and atomic operation must lie wholly inside the stack or
 //!   one of the regions the caller names (the context, the data, map values, kept values);
-//!   anything else ends the run with a fault naming the instruction. Memory is read and
-//!   written through raw pointers only: no reference to program memory is held across a run,
-//!   so helpers and other threads may write the same bytes.
+//!   anything else (and a store into read-only data) ends the run with a fault naming the
+//!   instruction. Memory is read and written through raw pointers only: no Rust reference to
+//!   program memory is held across a run, so a helper may write what the program reads.
+//!   Programs on other threads may use the same map values at the same time, as programs on
+//!   other processors do in the kernel: those races are the programs' (the core takes no
+//!   lock either), and they are data races by Rust's rules as they are by C's.
 //! - **Stack.** [`FRAME_SIZE`] bytes per frame, [`MAX_FRAMES`] frames: `r10` is the top of
 //!   the running function's frame, and a local call (`call` with `src` 1) moves it down one
 //!   frame and keeps `r6`–`r9` for the caller, as the core's interpreter does.
@@ -200,12 +203,20 @@ pub(crate) fn verify(insns: &[Insn]) -> Result<(), String> {
                     if !(size == SIZE_W || size == SIZE_DW) || !known {
                         return bad("an unsupported atomic operation");
                     }
+                    let fetches_into_src =
+                        insn.imm != ATOMIC_CMPXCHG && insn.imm & ATOMIC_FETCH != 0;
+                    if fetches_into_src && insn.src == 10 {
+                        return bad("a write to r10");
+                    }
                 }
                 _ => return bad("an unsupported store"),
             },
             CLASS_ALU | CLASS_ALU64 => verify_alu(insn, at)?,
             CLASS_JMP | CLASS_JMP32 => {
                 let jmp32 = insn.class() == CLASS_JMP32;
+                if matches!(op, JA | CALL | EXIT) && insn.code & SOURCE_X != 0 {
+                    return bad("an unknown jump");
+                }
                 match op {
                     JA if jmp32 => target(at, i64::from(insn.imm))?,
                     JA => target(at, i64::from(insn.off))?,
@@ -292,37 +303,97 @@ impl Stack {
     }
 }
 
+/// Memory a program may reach besides its stack.
+#[derive(Debug, Clone)]
+pub(crate) enum Region {
+    /// `[range.start, range.end)`.
+    Flat { range: Range<u64>, writable: bool },
+    /// `count` values of `size` bytes, one every `stride` bytes from `start`: a map's values.
+    Strided {
+        start: u64,
+        stride: u64,
+        size: u64,
+        count: u64,
+        writable: bool,
+    },
+}
+
+impl Region {
+    /// A writable range.
+    pub(crate) fn flat(range: Range<u64>) -> Self {
+        Region::Flat {
+            range,
+            writable: true,
+        }
+    }
+
+    /// Whether `[address, address + len)` lies wholly in it (in one value of a strided
+    /// region): `Some(writable)`, or `None`.
+    pub(crate) fn holds(&self, address: u64, len: u64) -> Option<bool> {
+        let end = address.checked_add(len)?;
+        match *self {
+            Region::Flat {
+                ref range,
+                writable,
+            } => (range.start < range.end && range.start <= address && end <= range.end)
+                .then_some(writable),
+            Region::Strided {
+                start,
+                stride,
+                size,
+                count,
+                writable,
+            } => {
+                let offset = address.checked_sub(start)?;
+                let (index, within) = (offset.checked_div(stride)?, offset % stride);
+                (size > 0 && index < count && within.checked_add(len)? <= size).then_some(writable)
+            }
+        }
+    }
+}
+
 /// What a run may touch.
 pub(crate) struct Machine<'a> {
     /// The program, checked by [`verify`].
     pub(crate) code: &'a [Insn],
     /// The run's stack.
     pub(crate) stack: &'a Stack,
-    /// Every other range the program may load from and store to.
-    pub(crate) regions: &'a [Range<u64>],
+    /// Everything else the program may load from (and store to, where writable).
+    pub(crate) regions: &'a [Region],
     /// Instructions the run may execute ([`MAX_STEPS`] for programs).
     pub(crate) max_steps: u64,
 }
 
 impl Machine<'_> {
-    /// The address of `[address, address + size)` if it lies in the stack or one region.
-    fn reach(&self, at: usize, address: u64, size: u64, what: &str) -> Result<*mut u8, String> {
-        let fits = |r: &Range<u64>| {
-            address >= r.start && address.checked_add(size).is_some_and(|end| end <= r.end)
-        };
-        if fits(&self.stack.range()) || self.regions.iter().any(fits) {
+    /// The address of `[address, address + size)` if it lies in the stack or one region (a
+    /// writable one for a store).
+    fn reach(
+        &self,
+        at: usize,
+        address: u64,
+        size: u64,
+        write: bool,
+        what: &str,
+    ) -> Result<*mut u8, String> {
+        let stack = Region::flat(self.stack.range());
+        let found = core::iter::once(&stack)
+            .chain(self.regions)
+            .find_map(|region| region.holds(address, size));
+        match found {
+            Some(false) if write => Err(format!(
+                "instruction {at}: {what} of {size} bytes into read-only data at {address:#x}"
+            )),
             #[expect(clippy::cast_possible_truncation, reason = "64-bit host")]
-            Ok(core::ptr::with_exposed_provenance_mut(address as usize))
-        } else {
-            Err(format!(
+            Some(_) => Ok(core::ptr::with_exposed_provenance_mut(address as usize)),
+            None => Err(format!(
                 "instruction {at}: out of bounds {what} of {size} bytes at {address:#x}"
-            ))
+            )),
         }
     }
 
     /// Loads `size` bytes at `address`, zero-extended.
     fn load(&self, at: usize, address: u64, size: u64) -> Result<u64, String> {
-        let p = self.reach(at, address, size, "load")?;
+        let p = self.reach(at, address, size, false, "load")?;
         Ok(match size {
             // SAFETY: inside a region the caller of `run` promised readable for the run,
             // `size` bytes long (checked).
@@ -338,7 +409,7 @@ impl Machine<'_> {
 
     /// Stores the low `size` bytes of `value` at `address`.
     fn store(&self, at: usize, address: u64, size: u64, value: u64) -> Result<(), String> {
-        let p = self.reach(at, address, size, "store")?;
+        let p = self.reach(at, address, size, true, "store")?;
         #[expect(clippy::cast_possible_truncation, reason = "the low bytes are stored")]
         match size {
             // SAFETY: inside a region the caller of `run` promised writable for the run,
@@ -365,7 +436,7 @@ impl Machine<'_> {
         r0: u64,
     ) -> Result<u64, String> {
         let size = access_size(insn.code);
-        let p = self.reach(at, address, size, "atomic operation")?;
+        let p = self.reach(at, address, size, true, "atomic operation")?;
         if !address.is_multiple_of(size) {
             return Err(format!(
                 "instruction {at}: a misaligned atomic operation at {address:#x}"
@@ -375,8 +446,8 @@ impl Machine<'_> {
         let order = Ordering::SeqCst;
         if size == 8 {
             // SAFETY: inside a region the caller of `run` promised writable for the run,
-            // aligned (checked); the program's other accesses to it are its own business, as
-            // in the kernel.
+            // aligned (checked). A plain access to the same bytes by a program on another
+            // thread races with it, as it would in the kernel (see the module docs).
             let cell = unsafe { AtomicU64::from_ptr(p.cast()) };
             Ok(match insn.imm {
                 ATOMIC_XCHG => cell.swap(value, order),
@@ -550,8 +621,9 @@ fn jump(pc: usize, relative: i64) -> usize {
 /// atomic operation, too many nested calls, or more than `machine.max_steps` instructions.
 ///
 /// # Safety
-/// `machine.code` passed [`verify`], and every range in `machine.regions` is memory valid
-/// for reads and writes for the whole run (other threads may access it too).
+/// `machine.code` passed [`verify`], and every region in `machine.regions` is memory valid
+/// for reads (and writes, where writable) for the whole run. Programs on other threads may
+/// use the same bytes meanwhile: those races are the programs' (see the module docs).
 #[expect(
     clippy::too_many_lines,
     reason = "one match over the instruction classes"
@@ -650,7 +722,7 @@ pub(crate) unsafe fn run(
                     CALL if insn.src == 1 => {
                         if frames.len() + 1 >= MAX_FRAMES {
                             return Err(format!(
-                                "instruction {at}: more than {MAX_FRAMES} nested calls"
+                                "instruction {at}: a local call beyond {MAX_FRAMES} frames"
                             ));
                         }
                         frames.push((pc, [reg[6], reg[7], reg[8], reg[9], reg[10]]));
@@ -713,8 +785,10 @@ mod tests {
 
     /// Verifies and runs `code` with `r1` = `r1`, no regions but the stack, and helpers that
     /// return the sum of their id and arguments (id 99 ends the run).
-    fn run_with(code: &[Insn], r1: u64, regions: &[Range<u64>]) -> Result<u64, String> {
+    fn run_with(code: &[Insn], r1: u64, ranges: &[Range<u64>]) -> Result<u64, String> {
         verify(code)?;
+        let regions: Vec<Region> = ranges.iter().cloned().map(Region::flat).collect();
+        let regions = regions.as_slice();
         let stack = Stack::new();
         let machine = Machine {
             code,
@@ -946,6 +1020,53 @@ mod tests {
     }
 
     #[test]
+    fn read_only_regions_refuse_stores_and_strided_regions_hold_only_their_values() {
+        let mut words = [7u64, 0, 9, 0];
+        let base = words.as_mut_ptr() as u64;
+        let read_only = [Region::Flat {
+            range: base..base + 8,
+            writable: false,
+        }];
+        let stack = Stack::new();
+        let run_over = |code: &[Insn], regions: &[Region]| {
+            verify(code)?;
+            let machine = Machine {
+                code,
+                stack: &stack,
+                regions,
+                max_steps: MAX_STEPS,
+            };
+            // SAFETY: verified; the regions are `words`, alive for the run.
+            unsafe { run(&machine, base, &mut |_, _| Some(0)) }
+        };
+        assert_eq!(run_over(&[op(0x79, 0, 1, 0, 0), exit()], &read_only), Ok(7));
+        let fault = run_over(&[op(0x7a, 1, 0, 0, 1), exit()], &read_only).expect_err("store");
+        assert!(
+            fault.contains("store of 8 bytes into read-only data"),
+            "{fault}"
+        );
+        let fault = run_over(&[op(0xdb, 1, 0, 0, 0), exit()], &read_only).expect_err("atomic");
+        assert!(
+            fault.contains("atomic operation of 8 bytes into read-only"),
+            "{fault}"
+        );
+        // Two 8-byte values, one every 16 bytes: the gaps between them are not memory.
+        let values = [Region::Strided {
+            start: base,
+            stride: 16,
+            size: 8,
+            count: 2,
+            writable: true,
+        }];
+        assert_eq!(run_over(&[op(0x79, 0, 1, 16, 0), exit()], &values), Ok(9));
+        for (offset, size_code) in [(8, 0x79), (12, 0x61), (4, 0x79), (20, 0x79), (32, 0x71)] {
+            let fault = run_over(&[op(size_code, 0, 1, offset, 0), exit()], &values);
+            assert!(fault.is_err(), "offset {offset}: {fault:?}");
+        }
+        assert_eq!(words[0], 7, "nothing stored");
+    }
+
+    #[test]
     fn atomic_operations_return_the_old_value_where_asked() {
         let mut word = [10u64];
         let base = word.as_mut_ptr() as u64;
@@ -995,7 +1116,7 @@ mod tests {
         assert_eq!(run_code(&program), 1 + 40 + 6);
         let recursive = [op(0x85, 0, 1, 0, -1), exit()];
         let fault = run_with(&recursive, 0, &[]).expect_err("too deep");
-        assert!(fault.contains("more than 8 nested calls"), "{fault}");
+        assert!(fault.contains("a local call beyond 8 frames"), "{fault}");
     }
 
     #[test]
@@ -1062,6 +1183,22 @@ mod tests {
         refused(&[op(0x20, 0, 0, 0, 0), exit()], "unsupported load");
         refused(&[op(0x99, 0, 1, 0, 0), exit()], "unsupported load");
         refused(&[op(0xdb, 1, 2, 0, 0x10), exit()], "unsupported atomic");
+        refused(&[op(0xdb, 1, 10, 0, 0x01), exit()], "a write to r10");
+        refused(&[op(0xdb, 1, 10, 0, 0xe1), exit()], "a write to r10");
+        assert_eq!(
+            verify(&[op(0xdb, 1, 10, 0, 0x00), exit()]),
+            Ok(()),
+            "no fetch: r10 read"
+        );
+        assert_eq!(
+            verify(&[op(0xdb, 1, 10, 0, 0xf1), exit()]),
+            Ok(()),
+            "cmpxchg writes r0"
+        );
+        refused(&[op(0x8d, 0, 0, 0, 1), exit()], "unknown jump");
+        refused(&[op(0x0d, 0, 0, 0, 0), exit()], "unknown jump");
+        refused(&[op(0x9d, 0, 0, 0, 0)], "unknown jump");
+        refused(&[op(0x0e, 0, 0, 0, 0), exit()], "unknown jump");
         refused(&[op(0xb7, 0, 0, 0, 0)], "neither exit nor a jump");
         refused(&[op(0x15, 0, 0, -1, 0)], "neither exit nor a jump");
     }
