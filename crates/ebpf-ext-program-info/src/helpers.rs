@@ -306,8 +306,9 @@ impl core::fmt::Debug for Input<'_> {
     }
 }
 
-/// Program memory a helper reads and writes (a [`Cells`] argument, or a custom map's stored
-/// value), which the helper's other memory arguments may overlap, for the call: an [`Input`]
+/// Memory a helper reads and writes (a custom map's stored value; through [`ReadableCells`],
+/// a [`Cells`] argument), which the helper's other memory arguments may overlap, for the
+/// call: an [`Input`]
 /// (which it derefs to) that also writes. A shared view, as `&[Cell<u8>]` is (so `Copy`, and
 /// neither `Send` nor `Sync`), but every access is an atomic byte access: other processors may
 /// write the bytes meanwhile, as for an [`Input`].
@@ -375,6 +376,79 @@ impl core::fmt::Debug for SharedBytes<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SharedBytes")
             .field("len", &self.input.len)
+            .finish()
+    }
+}
+
+/// Memory a [`Cells`] argument's prototype declares readable (`PTR_TO_READABLE_MEM`), which
+/// the helper's other memory arguments may overlap: an [`Input`] (which it derefs to) whose
+/// writes are `unsafe`.
+///
+/// The verifier assumes a helper leaves readable memory as it was: what it knew of those
+/// bytes before the call (the contents of the program's stack, which it tracks) it still
+/// believes after it, so a program may go on to act on values that are no longer there (an
+/// index it proved in bounds, say). Writing is therefore the helper's promise, not Rust's:
+/// see [`ReadableCells::set`].
+#[derive(Clone, Copy)]
+pub struct ReadableCells<'a> {
+    bytes: SharedBytes<'a>,
+}
+
+impl<'a> ReadableCells<'a> {
+    /// A view of `len` bytes at `start`.
+    ///
+    /// # Safety
+    /// As [`SharedBytes::from_raw_parts`].
+    #[must_use]
+    pub const unsafe fn from_raw_parts(start: *mut u8, len: usize) -> Self {
+        ReadableCells {
+            // SAFETY: the caller's precondition.
+            bytes: unsafe { SharedBytes::from_raw_parts(start, len) },
+        }
+    }
+
+    /// Sets the byte at `index` to `byte` (one atomic byte store); past the end, writes
+    /// nothing.
+    ///
+    /// # Safety
+    /// The program's verifier was told this memory is only read (the helper's prototype), and
+    /// keeps what it knew of these bytes past the call: the caller promises the program relies
+    /// on nothing the write changes. That is a contract between a helper and the programs
+    /// that call it, as upstream's sample extension has for `sample_ebpf_extension_replace`,
+    /// whose prototype declares a buffer readable that the helper rewrites: prefer
+    /// [`CellsMut`] (declared writable) unless such a prototype must be reproduced.
+    pub unsafe fn set(&self, index: usize, byte: u8) {
+        self.bytes.set(index, byte);
+    }
+
+    /// The read-only view of the same bytes.
+    #[must_use]
+    pub fn input(&self) -> Input<'a> {
+        self.bytes.input()
+    }
+}
+
+impl<'a> From<&'a [Cell<u8>]> for ReadableCells<'a> {
+    /// A view of cells (host code, tests).
+    fn from(cells: &'a [Cell<u8>]) -> Self {
+        ReadableCells {
+            bytes: SharedBytes::from(cells),
+        }
+    }
+}
+
+impl<'a> core::ops::Deref for ReadableCells<'a> {
+    type Target = Input<'a>;
+
+    fn deref(&self) -> &Input<'a> {
+        &self.bytes.input
+    }
+}
+
+impl core::fmt::Debug for ReadableCells<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ReadableCells")
+            .field("len", &self.bytes.input.len)
             .finish()
     }
 }
@@ -576,10 +650,12 @@ unsafe impl<C: 'static> HelperArgument<C> for DontCare {
 }
 
 /// Readable memory and its size (`PTR_TO_READABLE_MEM`, `CONST_SIZE`), received as
-/// [`SharedBytes`]: for a helper that writes memory declared readable (upstream's
+/// [`ReadableCells`]: read like [`Bytes`], and written only under `unsafe`, for a helper that
+/// reproduces a prototype declaring readable memory it writes (upstream's
 /// `sample_ebpf_extension_replace` rewrites its buffer; every memory a program can pass is
-/// writable kernel memory). A program may pass overlapping buffers, so an output beside it
-/// must be [`CellsMut`], not [`BytesMut`] ([`check_overlap`]).
+/// writable kernel memory, but the verifier assumes the helper leaves it unchanged). A
+/// program may pass overlapping buffers, so an output beside it must be [`CellsMut`], not
+/// [`BytesMut`] ([`check_overlap`]).
 #[derive(Debug)]
 pub enum Cells {}
 
@@ -589,7 +665,7 @@ unsafe impl<C: 'static> HelperArgument<C> for Cells {
         EBPF_ARGUMENT_TYPE_PTR_TO_READABLE_MEM,
         EBPF_ARGUMENT_TYPE_CONST_SIZE,
     ];
-    type Value<'a> = SharedBytes<'a>;
+    type Value<'a> = ReadableCells<'a>;
     const MEMORY: Memory = Memory::Shared;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
@@ -597,7 +673,8 @@ unsafe impl<C: 'static> HelperArgument<C> for Cells {
         // SAFETY: the verifier guarantees `size` bytes at the pointer for the call `'a`, all
         // writable kernel memory (a dangling non-NULL pointer for none); the helper's other
         // arguments that may overlap them are views or raw pointers too (`check_overlap`).
-        unsafe { SharedBytes::from_raw_parts(start, len) }
+        // Writing them is `unsafe` in the view (the verifier's view of them).
+        unsafe { ReadableCells::from_raw_parts(start, len) }
     }
 }
 
@@ -702,6 +779,10 @@ impl<'a> MapKey<'a> {
 }
 
 /// A map object (`PTR_TO_MAP`), received as [`ProgramMap`].
+///
+/// Through the map a helper may reach map values a program also passes as buffers, so it
+/// counts as memory other arguments may overlap, as [`MapAndKey`] does: an output beside it
+/// must be [`CellsMut`], not [`BytesMut`] ([`check_overlap`]).
 #[derive(Debug)]
 pub enum Map {}
 
@@ -709,6 +790,7 @@ pub enum Map {}
 unsafe impl<C: 'static> HelperArgument<C> for Map {
     const TYPES: &'static [ebpf_argument_type_t] = &[EBPF_ARGUMENT_TYPE_PTR_TO_MAP];
     type Value<'a> = ProgramMap<'a>;
+    const MEMORY: Memory = Memory::Shared;
 
     unsafe fn take<'a>(registers: &[u64; 5], at: &mut usize) -> Self::Value<'a> {
         let map = next(registers, at) as *const c_void;
@@ -752,14 +834,22 @@ unsafe impl<C: 'static> HelperArgument<C> for MapAndKey {
 }
 
 /// What a helper returns: its prototype's return type and the value in `r0`.
-pub trait HelperReturn {
+///
+/// # Safety
+/// Every value [`HelperReturn::into_register`] gives must be what the verifier assumes of
+/// [`HelperReturn::TYPE`]: any number for `EBPF_RETURN_TYPE_INTEGER`; NULL or the address of
+/// a value of the map argument's value size for `EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL`.
+/// A program accesses what the verifier believes is there, so a wrong type or value gives it
+/// arbitrary kernel memory.
+pub unsafe trait HelperReturn {
     /// The prototype's return type.
     const TYPE: ebpf_return_type_t;
     /// The value for `r0`.
     fn into_register(self) -> u64;
 }
 
-impl HelperReturn for u64 {
+// SAFETY: any number is an integer.
+unsafe impl HelperReturn for u64 {
     const TYPE: ebpf_return_type_t = EBPF_RETURN_TYPE_INTEGER;
     fn into_register(self) -> u64 {
         self
@@ -777,7 +867,8 @@ impl MapValueOrNull {
     pub const NULL: MapValueOrNull = MapValueOrNull(ptr::null_mut());
 }
 
-impl HelperReturn for MapValueOrNull {
+// SAFETY: only NULL can be made (the type's one constructor is `NULL`).
+unsafe impl HelperReturn for MapValueOrNull {
     const TYPE: ebpf_return_type_t = EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL;
     fn into_register(self) -> u64 {
         self.0 as u64
@@ -941,8 +1032,8 @@ pub enum Memory {
     /// The program's context, exclusively (`&mut C`: [`ContextMut`]).
     ContextMut,
     /// Through a view that holds no reference to the bytes, so other arguments' views may
-    /// overlap it: reads ([`Input`], a [`MapAndKey`] key) or reads and writes
-    /// ([`SharedBytes`], [`SharedOutput`]).
+    /// overlap it: reads ([`Input`], a [`MapAndKey`] key, a [`Map`]'s values) or reads and
+    /// writes ([`ReadableCells`], [`SharedOutput`]).
     Shared,
     /// Exclusive access ([`Output`]).
     Unique,
@@ -952,7 +1043,7 @@ pub enum Memory {
 /// `implicit_context`, the context as a last `&C`) cannot receive memory that Rust's aliasing
 /// rules forbid: the verifier lets a program pass overlapping buffers (a map key among them),
 /// so an [`Output`], which writes as a `&mut [u8]` would, must be the only memory argument
-/// (the other views, [`Input`], [`SharedBytes`] and [`SharedOutput`], hold no reference to
+/// (the other views, [`Input`], [`ReadableCells`] and [`SharedOutput`], hold no reference to
 /// the bytes and may overlap one another); the context is one object, so a `&mut C` must be
 /// the helper's only view of it. The context never overlaps
 /// a memory argument (the verifier passes no `PTR_TO_CTX` as memory: [`ContextMut`]).
@@ -1105,6 +1196,60 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
 /// fn h(_: MapKey<'_>) -> u64 { 0 } // declared to return a map value or NULL
 /// helpers! { context Ctx; static H; static A; 0x10000, c"h" => h(MapAndKey) -> MapValueOrNull; }
+/// ```
+///
+/// Writing memory a prototype declares readable is the helper's promise, not Rust's, and a
+/// map's values may be the buffer the program passes beside it:
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn zero(bytes: ReadableCells<'_>) -> u64 { bytes.set(0, 0); 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"zero" => zero(Cells); }
+/// ```
+///
+/// ```
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// // SAFETY: this helper's programs rely on nothing the verifier knew of the first byte.
+/// fn zero(bytes: ReadableCells<'_>) -> u64 { unsafe { bytes.set(0, 0) }; 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"zero" => zero(Cells); }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn f(_: ProgramMap<'_>, _: Output<'_>) -> u64 { 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"f" => f(Map, BytesMut); }
+/// ```
+///
+/// ```
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// fn f(_: ProgramMap<'_>, _: SharedOutput<'_>) -> u64 { 0 }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"f" => f(Map, CellsMut); }
+/// ```
+///
+/// A return kind decides what the verifier lets the program do with `r0`, so making one is
+/// `unsafe`:
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// struct Anywhere(u64);
+/// impl HelperReturn for Anywhere {
+///     const TYPE: i32 = <MapValueOrNull as HelperReturn>::TYPE;
+///     fn into_register(self) -> u64 { self.0 }
+/// }
+/// ```
+///
+/// ```
+/// # use ebpf_ext_program_info::*;
+/// struct Count(u32);
+/// // SAFETY: any number is an integer.
+/// unsafe impl HelperReturn for Count {
+///     const TYPE: i32 = <u64 as HelperReturn>::TYPE;
+///     fn into_register(self) -> u64 { u64::from(self.0) }
+/// }
 /// ```
 ///
 /// The values live for the helper call only: a function that would keep one longer does not

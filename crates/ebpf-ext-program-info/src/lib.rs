@@ -378,7 +378,7 @@ pub use helpers::implicit_context as __implicit_context;
 pub use helpers::{
     Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextMut, DataPointerOffsets, DontCare,
     HelperArgument, HelperReturn, Input, Map, MapAndKey, MapKey, MapValueOrNull, Memory, Output,
-    ProgramMap, SharedBytes, SharedOutput, argument_types, check_overlap,
+    ProgramMap, ReadableCells, SharedBytes, SharedOutput, argument_types, check_overlap,
 };
 #[doc(hidden)]
 pub use helpers::{

@@ -61,8 +61,8 @@ pub mod prelude {
         CountedString, DataPointer, DontCare, HelperAddresses, HelperFunction, HelperPrototype,
         Input, Map, MapAndKey, MapKey, MapValueOrNull, NoPadding, Output, PackedStrings,
         ProgramData, ProgramInfo, ProgramInfoProvider, ProgramMap, ProgramTypeDescriptor,
-        SharedBytes, SharedOutput, TestRun, TestRunContext, TestRunData, TestRunInput,
-        TestRunOutput, TypedProgramData,
+        ReadableCells, SharedBytes, SharedOutput, TestRun, TestRunContext, TestRunData,
+        TestRunInput, TestRunOutput, TypedProgramData,
     };
     pub use ebpf_ext_rundown::{CacheAwareRundown, Rundown};
     pub use ebpf_ext_sys::ntdef::GUID;
