@@ -63,6 +63,8 @@ static size_t (*bpf_strnlen_s)(const char* string, size_t size) = (void*)29;
 static uint64_t (*bpf_ktime_get_boot_ms)(void) = (void*)30;
 static uint64_t (*bpf_ktime_get_ms)(void) = (void*)31;
 static int (*bpf_perf_event_output)(void* ctx, void* perf_event_array, uint64_t flags, const void* data, uint64_t size) = (void*)32;
+static uint64_t (*bpf_get_current_process_start_key)(void) = (void*)33;
+static int64_t (*bpf_get_current_thread_create_time)(void) = (void*)34;
 
 // bpf_printk("...", up to three integers): bpf_trace_printk2..5 by argument count.
 #define __ebpf_printk_pick(_0, _1, _2, _3, name, ...) name
