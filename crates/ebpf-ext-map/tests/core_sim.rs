@@ -11,11 +11,14 @@
 
 use std::cell::RefCell;
 
-use ebpf_ext_core_sim::bpf::{BpfMap, MapDefinition, MapError};
+use ebpf_ext_core_sim::bpf::{BPF_EXIST, BPF_NOEXIST, BpfMap, MapDefinition, MapError};
 use ebpf_ext_map::{CustomMap, Input, MapProvider};
 use ebpf_ext_pool::PoolTag;
-use ebpf_ext_sys::ebpf_extension::EBPF_MAP_OPERATION_MAP_CLEANUP;
-use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, ebpf_result_t};
+use ebpf_ext_sys::ebpf_extension::{EBPF_MAP_OPERATION_MAP_CLEANUP, EBPF_MAP_OPERATION_UPDATE};
+use ebpf_ext_sys::ebpf_result::{
+    EBPF_INVALID_ARGUMENT, EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND, EBPF_NO_MEMORY,
+    ebpf_result_t,
+};
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_usersim::Kernel;
 use ebpf_ext_usersim::tracelogging::Value;
@@ -213,6 +216,79 @@ fn a_map_that_keeps_the_callers_value_sees_it_and_gets_no_output_buffer() {
         "the map's cleanup deletes its element"
     );
     drop(provider);
+    kernel.wait_for_work_items();
+    kernel.assert_no_leaks();
+}
+
+/// The base hash map refuses an insert the provider already made (the key's presence against
+/// the update's flags, or the map full): the provider's delete callback undoes it
+/// (`EBPF_MAP_OPERATION_UPDATE`), and the map is unchanged.
+#[test]
+fn an_insert_the_base_map_refuses_is_undone_through_the_delete_callback() {
+    let kernel = Kernel::new();
+    let provider = MapProvider::<Plain>::register(PROVIDER_MODULE, TAG).expect("register");
+    let map = BpfMap::create(&MapDefinition {
+        max_entries: 2,
+        ..definition(Plain::MAP_TYPE)
+    })
+    .expect("create");
+    let (one, two, three) = (1u32.to_le_bytes(), 2u32.to_le_bytes(), 3u32.to_le_bytes());
+    let value = [9u8; 8];
+    let undone = |key: &[u8]| {
+        vec![
+            Seen {
+                call: "update",
+                key: key.to_vec(),
+                bytes: value.to_vec(),
+                out_len: 0,
+                flags: 0,
+            },
+            Seen {
+                call: "delete",
+                key: key.to_vec(),
+                bytes: value.to_vec(),
+                out_len: 0,
+                flags: EBPF_MAP_OPERATION_UPDATE,
+            },
+        ]
+    };
+
+    assert_eq!(
+        map.update(&one, &value, BPF_EXIST),
+        Err(MapError::Result(EBPF_KEY_NOT_FOUND)),
+        "BPF_EXIST on an absent key"
+    );
+    assert_eq!(take_seen(), undone(&one));
+    assert_eq!(map.lookup(&one).expect("lookup"), None);
+
+    map.update(&one, &value, BPF_NOEXIST).expect("a new key");
+    map.update(&two, &value, 0).expect("a second key");
+    take_seen();
+    assert_eq!(
+        map.update(&one, &value, BPF_NOEXIST),
+        Err(MapError::Result(EBPF_KEY_ALREADY_EXISTS)),
+        "BPF_NOEXIST on a present key"
+    );
+    assert_eq!(take_seen(), undone(&one));
+    assert_eq!(
+        map.update(&three, &value, 0),
+        Err(MapError::Result(EBPF_NO_MEMORY)),
+        "a third key in a map of two"
+    );
+    assert_eq!(take_seen(), undone(&three));
+    map.update(&one, &value, BPF_EXIST)
+        .expect("replacing a key of a full map");
+    assert_eq!(map.keys(), [one.to_vec(), two.to_vec()]);
+    assert_eq!(
+        map.update(&one, &value, 4),
+        Err(MapError::Result(EBPF_INVALID_ARGUMENT)),
+        "an unknown flag, before the provider sees it"
+    );
+    take_seen();
+
+    drop(map);
+    drop(provider);
+    take_seen();
     kernel.wait_for_work_items();
     kernel.assert_no_leaks();
 }

@@ -17,10 +17,17 @@
 //! and a delete callback), and BPF-program operations (lookup, update, delete) refused with
 //! `EBPF_OPERATION_NOT_SUPPORTED` when `updates_original_value` is set. Without it the
 //! provider's find and update get no output buffer (NULL, size 0) and the core stores and
-//! returns the caller's value itself. Not modelled: the
-//! provider's rundown (the core's client detach waits until the maps are gone; the core-sim's
-//! does not), and programs' map helpers on custom maps without `updates_original_value`
-//! (the core-sim refuses them with `EBPF_INVALID_ARGUMENT`, lookups return NULL).
+//! returns the caller's value itself. A user-mode update goes through the provider first,
+//! then the base hash map applies the update's flags (`BPF_NOEXIST`, `BPF_EXIST`) and its
+//! `max_entries`; an insert it refuses is undone through the provider's delete callback
+//! (`EBPF_MAP_OPERATION_UPDATE`), as the core undoes a failed insert.
+//!
+//! Not modelled: the provider's rundown (the core's client detach waits until the maps are
+//! gone; the core-sim's does not, and a map whose provider has detached skips its callbacks;
+//! a detach racing a callback on another thread is not guarded either, so tests detach
+//! providers only while no other thread uses their maps), and programs' map helpers on custom
+//! maps without `updates_original_value` (the core-sim refuses them with
+//! `EBPF_INVALID_ARGUMENT`, lookups return NULL).
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -37,8 +44,8 @@ use ebpf_ext_sys::ebpf_extension::{
 };
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_MAP_INFO_EXTENSION_IID;
 use ebpf_ext_sys::ebpf_result::{
-    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_KEY_NOT_FOUND, EBPF_SUCCESS,
-    ebpf_result_t,
+    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_KEY_ALREADY_EXISTS,
+    EBPF_KEY_NOT_FOUND, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
 };
 use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
 use ebpf_ext_sys::netioddk::{NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider};
@@ -46,6 +53,7 @@ use ebpf_ext_sys::ntdef::{GUID, HANDLE, NT_SUCCESS, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
 
 use super::helpers::current_program;
+use super::maps::{BPF_EXIST, BPF_NOEXIST};
 use crate::nmr::{NmrClient, Registration, lock};
 
 /// Where, in the map object the core-sim passes to extension helpers, the provider's map
@@ -287,7 +295,10 @@ pub(crate) struct CustomMap {
     context: *mut c_void,
     key_size: usize,
     value_size: usize,
+    /// What the provider's `preprocess_map_create` said it stores per key.
+    actual_size: usize,
     stored_size: usize,
+    max_entries: usize,
     entries: Mutex<BTreeMap<Vec<u8>, Stored>>,
     /// Values replaced or deleted while the map lives: a program may still hold a pointer
     /// to one (`find_element_function`), which the core keeps valid until its epoch ends.
@@ -385,7 +396,9 @@ impl CustomMap {
             context,
             key_size: key_size as usize,
             value_size: value_size as usize,
+            actual_size: actual as usize,
             stored_size: actual.max(value_size) as usize,
+            max_entries: max_entries as usize,
             entries: Mutex::new(BTreeMap::new()),
             retired: Mutex::new(Vec::new()),
         };
@@ -482,9 +495,13 @@ impl CustomMap {
         }
     }
 
-    /// A user-mode update: the provider turns `value` into what is stored.
-    pub(crate) fn update(&self, key: &[u8], value: &[u8]) -> Result<(), ebpf_result_t> {
-        if key.len() != self.key_size || value.len() != self.value_size {
+    /// A user-mode update with `flags` (`BPF_ANY`, `BPF_NOEXIST` or `BPF_EXIST`): the provider
+    /// turns `value` into what is stored, then the base hash map takes it. When the hash map
+    /// refuses it (the key's presence against `flags`, or the map full), the provider's delete
+    /// callback undoes what its update made (`EBPF_MAP_OPERATION_UPDATE`), as the core does
+    /// when its insert fails.
+    pub(crate) fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), ebpf_result_t> {
+        if key.len() != self.key_size || value.len() != self.value_size || flags > BPF_EXIST {
             return Err(EBPF_INVALID_ARGUMENT);
         }
         let stored = Stored::zeroed(self.stored_size);
@@ -497,8 +514,9 @@ impl CustomMap {
         }
         if let Some(update) = update {
             let (mut key, mut value) = (writable(key), writable(value));
+            // The core hands the provider a zeroed buffer of the size it asked to store.
             let (out, out_size) = if replaces {
-                (stored.as_mut_ptr(), stored.len())
+                (stored.as_mut_ptr(), self.actual_size)
             } else {
                 (ptr::null_mut(), 0)
             };
@@ -521,7 +539,23 @@ impl CustomMap {
                 return Err(result);
             }
         }
-        let old = lock(&self.entries).insert(key.to_vec(), stored);
+        let mut entries = lock(&self.entries);
+        let exists = entries.contains_key(key);
+        let refused = match (exists, flags) {
+            (true, BPF_NOEXIST) => Some(EBPF_KEY_ALREADY_EXISTS),
+            (false, BPF_EXIST) => Some(EBPF_KEY_NOT_FOUND),
+            (false, _) if entries.len() >= self.max_entries => Some(EBPF_NO_MEMORY),
+            _ => None,
+        };
+        if let Some(result) = refused {
+            drop(entries);
+            if update.is_some() {
+                self.delete_callback(key, &stored, EBPF_MAP_OPERATION_UPDATE);
+            }
+            return Err(result);
+        }
+        let old = entries.insert(key.to_vec(), stored);
+        drop(entries);
         if let Some(old) = old {
             self.delete_callback(key, &old, EBPF_MAP_OPERATION_UPDATE);
             lock(&self.retired).push(old);

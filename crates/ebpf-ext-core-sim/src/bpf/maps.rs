@@ -778,7 +778,7 @@ impl BpfMap {
         }
         self.check_key(key)?;
         if let Some(custom) = &self.custom {
-            return custom.update(key, value).map_err(MapError::Result);
+            return custom.update(key, value, flags).map_err(MapError::Result);
         }
         self.update_value(key, value, flags, None)
             .map_err(MapError::Result)
