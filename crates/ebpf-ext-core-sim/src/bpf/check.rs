@@ -152,6 +152,14 @@ fn push(states: &mut [Option<State>], work: &mut Vec<usize>, pc: usize, state: &
 mod tests {
     use super::*;
 
+    const EXIT_INSN: Insn = Insn {
+        code: EXIT,
+        dst: 0,
+        src: 0,
+        off: 0,
+        imm: 0,
+    };
+
     fn ldx(dst: u8, src: u8, off: i16) -> Insn {
         Insn {
             code: 0x79,
@@ -164,13 +172,7 @@ mod tests {
 
     #[test]
     fn an_access_through_a_copy_of_the_context_is_checked() {
-        let exit = Insn {
-            code: EXIT,
-            dst: 0,
-            src: 0,
-            off: 0,
-            imm: 0,
-        };
+        let exit = EXIT_INSN;
         let ok = [Insn::mov64(6, 1), ldx(0, 6, 8), exit];
         assert_eq!(context_accesses(&ok, 24), None);
         let bad = [Insn::mov64(6, 1), ldx(0, 6, 24), exit];
@@ -189,13 +191,7 @@ mod tests {
 
     #[test]
     fn gotol_is_followed_by_its_immediate_and_never_falls_through() {
-        let exit = Insn {
-            code: EXIT,
-            dst: 0,
-            src: 0,
-            off: 0,
-            imm: 0,
-        };
+        let exit = EXIT_INSN;
         let gotol = |imm| Insn {
             code: GOTOL,
             dst: 0,

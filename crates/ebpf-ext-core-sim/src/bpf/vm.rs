@@ -442,125 +442,94 @@ impl Machine<'_> {
                 "instruction {at}: a misaligned atomic operation at {address:#x}"
             ));
         }
-        let operation = insn.imm & !ATOMIC_FETCH;
-        let order = Ordering::SeqCst;
+        /// The operation on `cell` (an `AtomicU64` or `AtomicU32`): its old value.
+        macro_rules! apply {
+            ($cell:expr, $value:expr, $r0:expr) => {{
+                let (cell, order) = ($cell, Ordering::SeqCst);
+                match insn.imm {
+                    ATOMIC_XCHG => cell.swap($value, order),
+                    ATOMIC_CMPXCHG => cell
+                        .compare_exchange($r0, $value, order, order)
+                        .unwrap_or_else(|seen| seen),
+                    _ => match u8::try_from(insn.imm & !ATOMIC_FETCH).unwrap_or(u8::MAX) {
+                        ADD => cell.fetch_add($value, order),
+                        OR => cell.fetch_or($value, order),
+                        AND => cell.fetch_and($value, order),
+                        _ => cell.fetch_xor($value, order),
+                    },
+                }
+            }};
+        }
         if size == 8 {
             // SAFETY: inside a region the caller of `run` promised writable for the run,
             // aligned (checked). A plain access to the same bytes by a program on another
             // thread races with it, as it would in the kernel (see the module docs).
             let cell = unsafe { AtomicU64::from_ptr(p.cast()) };
-            Ok(match insn.imm {
-                ATOMIC_XCHG => cell.swap(value, order),
-                ATOMIC_CMPXCHG => cell
-                    .compare_exchange(r0, value, order, order)
-                    .unwrap_or_else(|seen| seen),
-                _ => match u8::try_from(operation).unwrap_or(u8::MAX) {
-                    ADD => cell.fetch_add(value, order),
-                    OR => cell.fetch_or(value, order),
-                    AND => cell.fetch_and(value, order),
-                    _ => cell.fetch_xor(value, order),
-                },
-            })
+            Ok(apply!(cell, value, r0))
         } else {
             // SAFETY: as above.
             let cell = unsafe { AtomicU32::from_ptr(p.cast()) };
             #[expect(clippy::cast_possible_truncation, reason = "a 32-bit operation")]
             let (value, r0) = (value as u32, r0 as u32);
-            Ok(u64::from(match insn.imm {
-                ATOMIC_XCHG => cell.swap(value, order),
-                ATOMIC_CMPXCHG => cell
-                    .compare_exchange(r0, value, order, order)
-                    .unwrap_or_else(|seen| seen),
-                _ => match u8::try_from(operation).unwrap_or(u8::MAX) {
-                    ADD => cell.fetch_add(value, order),
-                    OR => cell.fetch_or(value, order),
-                    AND => cell.fetch_and(value, order),
-                    _ => cell.fetch_xor(value, order),
-                },
-            }))
+            Ok(u64::from(apply!(cell, value, r0)))
         }
     }
 }
 
-/// `dst OP src` in 64-bit arithmetic (`signed`: the `off` 1 forms of division and modulo).
-fn alu64(op: u8, dst: u64, src: u64, off: i16) -> u64 {
-    match op {
-        ADD => dst.wrapping_add(src),
-        SUB => dst.wrapping_sub(src),
-        MUL => dst.wrapping_mul(src),
-        DIV if src == 0 => 0,
-        DIV if off == 1 => dst
-            .cast_signed()
-            .wrapping_div(src.cast_signed())
-            .cast_unsigned(),
-        DIV => dst / src,
-        MOD if src == 0 => dst,
-        MOD if off == 1 => dst
-            .cast_signed()
-            .wrapping_rem(src.cast_signed())
-            .cast_unsigned(),
-        MOD => dst % src,
-        OR => dst | src,
-        AND => dst & src,
-        XOR => dst ^ src,
-        LSH => dst << (src & 63),
-        RSH => dst >> (src & 63),
-        ARSH => (dst.cast_signed() >> (src & 63)).cast_unsigned(),
-        NEG => dst.wrapping_neg(),
-        MOV => match off {
-            #[expect(clippy::cast_possible_truncation, reason = "sign-extends the low byte")]
-            8 => i64::from(src as i8).cast_unsigned(),
-            #[expect(
-                clippy::cast_possible_truncation,
-                reason = "sign-extends the low half-word"
-            )]
-            16 => i64::from(src as i16).cast_unsigned(),
-            #[expect(clippy::cast_possible_truncation, reason = "sign-extends the low word")]
-            32 => i64::from(src as i32).cast_unsigned(),
-            _ => src,
-        },
-        _ => unreachable!("verified"),
-    }
+/// Defines `$name(op, dst, src, off)`: `dst OP src` in the arithmetic of `$u` (shift counts
+/// masked with `$mask`; `off` 1 makes division and modulo signed, and a non-zero `off` makes a
+/// move sign-extend the low `off` bits of `src`).
+macro_rules! arithmetic {
+    ($(#[$doc:meta])* $name:ident, $u:ty, $mask:literal) => {
+        $(#[$doc])*
+        fn $name(op: u8, dst: $u, src: $u, off: i16) -> $u {
+            match op {
+                ADD => dst.wrapping_add(src),
+                SUB => dst.wrapping_sub(src),
+                MUL => dst.wrapping_mul(src),
+                DIV if src == 0 => 0,
+                DIV if off == 1 => dst
+                    .cast_signed()
+                    .wrapping_div(src.cast_signed())
+                    .cast_unsigned(),
+                DIV => dst / src,
+                MOD if src == 0 => dst,
+                MOD if off == 1 => dst
+                    .cast_signed()
+                    .wrapping_rem(src.cast_signed())
+                    .cast_unsigned(),
+                MOD => dst % src,
+                OR => dst | src,
+                AND => dst & src,
+                XOR => dst ^ src,
+                LSH => dst << (src & $mask),
+                RSH => dst >> (src & $mask),
+                ARSH => (dst.cast_signed() >> (src & $mask)).cast_unsigned(),
+                NEG => dst.wrapping_neg(),
+                MOV if off == 0 => src,
+                MOV => {
+                    // `off` is 8, 16 or (64-bit) 32: verified.
+                    let unused = <$u>::BITS - u32::from(off.unsigned_abs());
+                    ((src << unused).cast_signed() >> unused).cast_unsigned()
+                }
+                _ => unreachable!("verified"),
+            }
+        }
+    };
 }
 
-/// `dst OP src` in 32-bit arithmetic.
-fn alu32(op: u8, dst: u32, src: u32, off: i16) -> u32 {
-    match op {
-        ADD => dst.wrapping_add(src),
-        SUB => dst.wrapping_sub(src),
-        MUL => dst.wrapping_mul(src),
-        DIV if src == 0 => 0,
-        DIV if off == 1 => dst
-            .cast_signed()
-            .wrapping_div(src.cast_signed())
-            .cast_unsigned(),
-        DIV => dst / src,
-        MOD if src == 0 => dst,
-        MOD if off == 1 => dst
-            .cast_signed()
-            .wrapping_rem(src.cast_signed())
-            .cast_unsigned(),
-        MOD => dst % src,
-        OR => dst | src,
-        AND => dst & src,
-        XOR => dst ^ src,
-        LSH => dst << (src & 31),
-        RSH => dst >> (src & 31),
-        ARSH => (dst.cast_signed() >> (src & 31)).cast_unsigned(),
-        NEG => dst.wrapping_neg(),
-        MOV => match off {
-            #[expect(clippy::cast_possible_truncation, reason = "sign-extends the low byte")]
-            8 => i32::from(src as i8).cast_unsigned(),
-            #[expect(
-                clippy::cast_possible_truncation,
-                reason = "sign-extends the low half-word"
-            )]
-            16 => i32::from(src as i16).cast_unsigned(),
-            _ => src,
-        },
-        _ => unreachable!("verified"),
-    }
-}
+arithmetic!(
+    /// `dst OP src` in 64-bit arithmetic.
+    alu64,
+    u64,
+    63
+);
+arithmetic!(
+    /// `dst OP src` in 32-bit arithmetic.
+    alu32,
+    u32,
+    31
+);
 
 /// A byte-order conversion: `to_big` swaps (the host is little-endian), else truncates.
 fn end(dst: u64, width: i32, to_big: bool) -> u64 {
