@@ -1080,6 +1080,25 @@ pub const fn check_overlap(kinds: &[Memory], implicit_context: bool) {
     );
 }
 
+/// Checks that a helper returning a map value or NULL takes a map (`PTR_TO_MAP`): the
+/// verifier sizes the value a program may access behind `r0` by that map.
+///
+/// # Panics
+/// At compile time (`helpers!` calls it in a `static`) if it takes none.
+pub const fn check_return(return_type: ebpf_return_type_t, arguments: &[ebpf_argument_type_t; 5]) {
+    if return_type != EBPF_RETURN_TYPE_PTR_TO_MAP_VALUE_OR_NULL {
+        return;
+    }
+    let mut i = 0;
+    while i < arguments.len() {
+        if arguments[i] == EBPF_ARGUMENT_TYPE_PTR_TO_MAP {
+            return;
+        }
+        i += 1;
+    }
+    panic!("a helper that returns a map value (MapValueOrNull) must take a map (Map or MapAndKey)");
+}
+
 /// The five prototype argument types of a helper whose arguments are `kinds` (their
 /// [`HelperArgument::TYPES`] in order), unused ones `DONTCARE`.
 ///
@@ -1196,6 +1215,14 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// #[repr(C)] struct Ctx { a: u64, b: u64 }
 /// fn h(_: MapKey<'_>) -> u64 { 0 } // declared to return a map value or NULL
 /// helpers! { context Ctx; static H; static A; 0x10000, c"h" => h(MapAndKey) -> MapValueOrNull; }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// #[repr(C)] struct Ctx { a: u64, b: u64 }
+/// // A map value of which map? The verifier sizes it by the helper's map argument.
+/// fn h(_: u64) -> MapValueOrNull { MapValueOrNull::NULL }
+/// helpers! { context Ctx; static H; static A; 0x10000, c"h" => h(Anything) -> MapValueOrNull; }
 /// ```
 ///
 /// Writing memory a prototype declares readable is the helper's promise, not Rust's, and a
@@ -1344,6 +1371,12 @@ macro_rules! helpers {
                     $crate::check_overlap(
                         &[$(<$kind as $crate::HelperArgument<$ctx>>::MEMORY),*],
                         $crate::helpers!(@has_implicit [$($implicit)?]),
+                    );
+                    $crate::check_return(
+                        <$crate::helpers!(@return $($ret)?) as $crate::HelperReturn>::TYPE,
+                        &$crate::argument_types(
+                            &[$(<$kind as $crate::HelperArgument<$ctx>>::TYPES),*]
+                        ),
                     );
                     $crate::HelperPrototype::new(
                         $id,

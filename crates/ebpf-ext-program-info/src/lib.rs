@@ -379,6 +379,7 @@ pub use helpers::{
     Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextMut, DataPointerOffsets, DontCare,
     HelperArgument, HelperReturn, Input, Map, MapAndKey, MapKey, MapValueOrNull, Memory, Output,
     ProgramMap, ReadableCells, SharedBytes, SharedOutput, argument_types, check_overlap,
+    check_return,
 };
 #[doc(hidden)]
 pub use helpers::{
