@@ -17,7 +17,9 @@
 //! and a delete callback), and BPF-program operations (lookup, update, delete) refused with
 //! `EBPF_OPERATION_NOT_SUPPORTED` when `updates_original_value` is set. Without it the
 //! provider's find and update get no output buffer (NULL, size 0) and the core stores and
-//! returns the caller's value itself. A user-mode update goes through the provider first,
+//! returns the caller's value itself; a program's lookup, update and delete then go through
+//! the provider's callbacks with `EBPF_MAP_OPERATION_HELPER`, at the program's IRQL, and its
+//! lookup returns the stored value, which the program may read and write. A user-mode update goes through the provider first,
 //! then the base hash map applies the update's flags (`BPF_NOEXIST`, `BPF_EXIST`) and its
 //! `max_entries`; an insert it refuses is undone through the provider's delete callback
 //! (`EBPF_MAP_OPERATION_UPDATE`), as the core undoes a failed insert.
@@ -25,9 +27,8 @@
 //! Not modelled: the provider's rundown (the core's client detach waits until the maps are
 //! gone; the core-sim's does not, and a map whose provider has detached skips its callbacks;
 //! a detach racing a callback on another thread is not guarded either, so tests detach
-//! providers only while no other thread uses their maps), and programs' map helpers on custom
-//! maps without `updates_original_value` (the core-sim refuses them with
-//! `EBPF_INVALID_ARGUMENT`, lookups return NULL).
+//! providers only while no other thread uses their maps), and a program's
+//! `bpf_map_lookup_and_delete_elem`, push, pop and peek on a custom map (NULL or refused).
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -38,7 +39,7 @@ use std::sync::Mutex;
 
 use ebpf_ext_sys::ebpf_extension::{
     BPF_MAP_TYPE_HASH, EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER, EBPF_MAP_CLIENT_DATA_HEADER,
-    EBPF_MAP_OPERATION_MAP_CLEANUP, EBPF_MAP_OPERATION_UPDATE,
+    EBPF_MAP_OPERATION_HELPER, EBPF_MAP_OPERATION_MAP_CLEANUP, EBPF_MAP_OPERATION_UPDATE,
     ebpf_base_map_client_dispatch_table_t, ebpf_base_map_provider_dispatch_table_t,
     ebpf_base_map_provider_properties_t, ebpf_map_client_data_t, ebpf_map_provider_data_t,
 };
@@ -54,6 +55,7 @@ use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STA
 
 use super::helpers::current_program;
 use super::maps::{BPF_EXIST, BPF_NOEXIST};
+use super::vm::ValueSet;
 use crate::nmr::{NmrClient, Registration, lock};
 
 /// Where, in the map object the core-sim passes to extension helpers, the provider's map
@@ -446,8 +448,7 @@ impl CustomMap {
     }
 
     /// Whether the core refuses BPF programs' operations on the map through its helpers
-    /// (`updates_original_value`). The core-sim refuses the others too (with
-    /// `EBPF_INVALID_ARGUMENT`; see the module docs).
+    /// (`updates_original_value`).
     pub(crate) fn refuses_programs(&self) -> bool {
         self.bound.updates_original_value
     }
@@ -500,7 +501,16 @@ impl CustomMap {
     /// refuses it (the key's presence against `flags`, or the map full), the provider's delete
     /// callback undoes what its update made (`EBPF_MAP_OPERATION_UPDATE`), as the core does
     /// when its insert fails.
-    pub(crate) fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), ebpf_result_t> {
+    ///
+    /// `operation` is what the provider's callbacks get as their flags: 0 from user mode,
+    /// `EBPF_MAP_OPERATION_HELPER` from a program.
+    pub(crate) fn update(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u64,
+        operation: u32,
+    ) -> Result<(), ebpf_result_t> {
         if key.len() != self.key_size || value.len() != self.value_size || flags > BPF_EXIST {
             return Err(EBPF_INVALID_ARGUMENT);
         }
@@ -532,7 +542,7 @@ impl CustomMap {
                     value.as_mut_ptr(),
                     out_size,
                     out,
-                    0,
+                    operation,
                 )
             };
             if result != EBPF_SUCCESS {
@@ -550,14 +560,14 @@ impl CustomMap {
         if let Some(result) = refused {
             drop(entries);
             if update.is_some() {
-                self.delete_callback(key, &stored, EBPF_MAP_OPERATION_UPDATE);
+                self.delete_callback(key, &stored, EBPF_MAP_OPERATION_UPDATE | operation);
             }
             return Err(result);
         }
         let old = entries.insert(key.to_vec(), stored);
         drop(entries);
         if let Some(old) = old {
-            self.delete_callback(key, &old, EBPF_MAP_OPERATION_UPDATE);
+            self.delete_callback(key, &old, EBPF_MAP_OPERATION_UPDATE | operation);
             lock(&self.retired).push(old);
         }
         Ok(())
@@ -605,12 +615,44 @@ impl CustomMap {
         Ok(Some(out))
     }
 
-    /// A user-mode delete.
-    pub(crate) fn delete(&self, key: &[u8]) -> Result<(), ebpf_result_t> {
+    /// A delete: from user mode (`operation` 0) or a program (`EBPF_MAP_OPERATION_HELPER`),
+    /// which the provider's delete callback gets as its flags.
+    pub(crate) fn delete(&self, key: &[u8], operation: u32) -> Result<(), ebpf_result_t> {
         let old = lock(&self.entries).remove(key).ok_or(EBPF_KEY_NOT_FOUND)?;
-        self.delete_callback(key, &old, 0);
+        self.delete_callback(key, &old, operation);
         lock(&self.retired).push(old);
         Ok(())
+    }
+
+    /// A program's `bpf_map_lookup_elem` on a map that keeps the caller's values: the
+    /// provider's find sees the stored value (`EBPF_MAP_OPERATION_HELPER`, no output buffer);
+    /// the address of the stored value, which the program may read and write, or `None` when
+    /// the key is absent or the provider refuses.
+    pub(crate) fn program_lookup(&self, key: &[u8]) -> Option<*mut u8> {
+        let entries = lock(&self.entries);
+        let stored = entries.get(key)?;
+        if let Some(find) = self.bound.dispatch.postprocess_map_find_element {
+            let mut key = writable(key);
+            // SAFETY: the provider's callback; buffers of the sizes passed, no output buffer
+            // (NULL, 0: the map keeps the caller's values).
+            let result = unsafe {
+                find(
+                    self.bound.binding,
+                    self.context,
+                    key.len(),
+                    key.as_mut_ptr(),
+                    stored.len(),
+                    stored.as_mut_ptr(),
+                    0,
+                    ptr::null_mut(),
+                    EBPF_MAP_OPERATION_HELPER,
+                )
+            };
+            if result != EBPF_SUCCESS {
+                return None;
+            }
+        }
+        Some(stored.as_mut_ptr())
     }
 
     /// The keys, sorted.
@@ -621,6 +663,21 @@ impl CustomMap {
     /// Where the stored value of `key` is (for `find_element_function`).
     fn stored_pointer(&self, key: &[u8]) -> Option<*mut u8> {
         lock(&self.entries).get(key).map(Stored::as_mut_ptr)
+    }
+}
+
+impl ValueSet for CustomMap {
+    /// Stored values, and the ones replaced or deleted since (a program may still hold a
+    /// pointer to one, which the core's epoch keeps valid).
+    fn holds(&self, address: u64, len: u64) -> bool {
+        let Some(end) = address.checked_add(len) else {
+            return false;
+        };
+        let inside = |stored: &Stored| {
+            let start = stored.as_mut_ptr() as u64;
+            stored.len() > 0 && start <= address && end <= start + stored.len() as u64
+        };
+        lock(&self.entries).values().any(inside) || lock(&self.retired).iter().any(inside)
     }
 }
 

@@ -13,6 +13,7 @@ use core::cell::UnsafeCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 
+use ebpf_ext_sys::ebpf_extension::EBPF_MAP_OPERATION_HELPER;
 use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
 use ebpf_ext_sys::ntddk::{ALL_PROCESSOR_GROUPS, KeQueryActiveProcessorCountEx};
 use ebpf_ext_sys::ntdef::GUID;
@@ -370,7 +371,10 @@ impl BpfMap {
 
     /// Where its values are (what a program may load from, and store to unless it is
     /// read-only data, `.rodata`).
-    pub(crate) fn value_region(&self) -> Region {
+    pub(crate) fn value_region(&self) -> Region<'_> {
+        if let Some(custom) = &self.custom {
+            return Region::Values(custom);
+        }
         Region::Strided {
             start: self.slot(0) as u64,
             stride: self.stride as u64,
@@ -413,7 +417,13 @@ impl BpfMap {
             }
             // The core's lookup in a queue or stack: its next value, in place.
             Kind::Queue | Kind::Stack => self.next_slot(&lock(&self.values)).map(|i| self.slot(i)),
-            Kind::RingBuffer | Kind::PerfEventArray | Kind::Custom | Kind::ProgramArray => None,
+            // A map that keeps the caller's values hands out the stored one, as the core's.
+            Kind::Custom => self
+                .custom
+                .as_ref()
+                .filter(|custom| !custom.refuses_programs())
+                .and_then(|custom| custom.program_lookup(key)),
+            Kind::RingBuffer | Kind::PerfEventArray | Kind::ProgramArray => None,
         }
     }
 
@@ -445,6 +455,9 @@ impl BpfMap {
         // A program may pass a pointer into this map's own values: copy it out before any
         // slot is written.
         let value = &value.to_vec();
+        if let Some(custom) = &self.custom {
+            return custom.update(key, value, flags, EBPF_MAP_OPERATION_HELPER);
+        }
         if matches!(self.kind, Kind::ProgramArray | Kind::PerfEventArray) {
             // The core's program array has no update function, only an update with a handle
             // (from user mode); its perf event array has none at all.
@@ -527,6 +540,9 @@ impl BpfMap {
 
     /// `bpf_map_delete_elem`.
     pub(crate) fn delete_value(&self, key: &[u8]) -> Result<(), ebpf_result_t> {
+        if let Some(custom) = self.custom.as_ref().filter(|c| !c.refuses_programs()) {
+            return custom.delete(key, EBPF_MAP_OPERATION_HELPER);
+        }
         match self.kind {
             Kind::Custom | Kind::Queue | Kind::Stack | Kind::PerfEventArray => {
                 Err(EBPF_OPERATION_NOT_SUPPORTED)
@@ -778,7 +794,9 @@ impl BpfMap {
         }
         self.check_key(key)?;
         if let Some(custom) = &self.custom {
-            return custom.update(key, value, flags).map_err(MapError::Result);
+            return custom
+                .update(key, value, flags, 0)
+                .map_err(MapError::Result);
         }
         self.update_value(key, value, flags, None)
             .map_err(MapError::Result)
@@ -791,7 +809,7 @@ impl BpfMap {
     pub fn delete(&self, key: &[u8]) -> Result<(), MapError> {
         self.check_key(key)?;
         if let Some(custom) = &self.custom {
-            return custom.delete(key).map_err(MapError::Result);
+            return custom.delete(key, 0).map_err(MapError::Result);
         }
         self.delete_value(key).map_err(MapError::Result)
     }

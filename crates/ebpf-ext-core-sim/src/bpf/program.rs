@@ -471,7 +471,7 @@ impl BpfProgram {
     }
 
     /// Its maps' values, each map's as one region.
-    pub(crate) fn value_regions(&self) -> impl Iterator<Item = Region> + '_ {
+    pub(crate) fn value_regions(&self) -> impl Iterator<Item = Region<'_>> + '_ {
         self.maps.iter().map(|m| m.value_region())
     }
 

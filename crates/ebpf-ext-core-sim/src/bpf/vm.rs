@@ -303,9 +303,15 @@ impl Stack {
     }
 }
 
+/// Values that come and go (a custom map's): which addresses hold one now.
+pub(crate) trait ValueSet {
+    /// Whether `[address, address + len)` lies wholly in one value.
+    fn holds(&self, address: u64, len: u64) -> bool;
+}
+
 /// Memory a program may reach besides its stack.
-#[derive(Debug, Clone)]
-pub(crate) enum Region {
+#[derive(Clone)]
+pub(crate) enum Region<'a> {
     /// `[range.start, range.end)`.
     Flat { range: Range<u64>, writable: bool },
     /// `count` values of `size` bytes, one every `stride` bytes from `start`: a map's values.
@@ -316,9 +322,11 @@ pub(crate) enum Region {
         count: u64,
         writable: bool,
     },
+    /// Writable values looked up at each access.
+    Values(&'a dyn ValueSet),
 }
 
-impl Region {
+impl Region<'_> {
     /// A writable range.
     pub(crate) fn flat(range: Range<u64>) -> Self {
         Region::Flat {
@@ -348,6 +356,7 @@ impl Region {
                 let (index, within) = (offset.checked_div(stride)?, offset % stride);
                 (size > 0 && index < count && within.checked_add(len)? <= size).then_some(writable)
             }
+            Region::Values(values) => values.holds(address, len).then_some(true),
         }
     }
 }
@@ -359,7 +368,7 @@ pub(crate) struct Machine<'a> {
     /// The run's stack.
     pub(crate) stack: &'a Stack,
     /// Everything else the program may load from (and store to, where writable).
-    pub(crate) regions: &'a [Region],
+    pub(crate) regions: &'a [Region<'a>],
     /// Instructions the run may execute ([`MAX_STEPS`] for programs).
     pub(crate) max_steps: u64,
 }
