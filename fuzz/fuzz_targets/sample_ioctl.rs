@@ -10,8 +10,10 @@
 //!
 //! Properties checked besides "no crash, no leak": usersim bug-checks a request completed with
 //! more output than the caller's buffer; a successful run returns exactly the reply and the
-//! packet, a verdict the hook can produce, and at least one program run; after each input the
-//! kernel holds exactly the pool and NMR registrations it held before.
+//! packet, a verdict the hook can produce, at least one program run, and the packet exactly as
+//! that many programs leave it (so no stale byte, and no byte beyond the packet in what the
+//! programs read); a successful profile returns its reply with the iterations asked for;
+//! after each input the kernel holds exactly the pool and NMR registrations it held before.
 #![no_main]
 
 mod common;
@@ -27,7 +29,7 @@ use sample_harness::{LoadedDriver, Target};
 use sample_netebpf_ext::hook::ATTACH_TYPE;
 use sample_netebpf_ext::program::PROGRAM_TYPE;
 use sample_netebpf_ext::protocol::{
-    IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, MAX_ITERATIONS, ProfileRequest,
+    IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, MAX_ITERATIONS, ProfileReply, ProfileRequest,
     REQUEST_VERSION, RunReply, RunRequest, WIN32_PATH,
 };
 use sample_netebpf_ext::{PacketContext, VERDICT_BLOCK, VERDICT_PERMIT, driver_entry};
@@ -36,6 +38,21 @@ use sample_netebpf_ext::{PacketContext, VERDICT_BLOCK, VERDICT_PERMIT, driver_en
 /// range, so one input stays fast; counts above `MAX_ITERATIONS` are kept, to be refused).
 const MAX_FUZZ_ITERATIONS: u64 = 64;
 const MAX_REQUESTS: usize = 16;
+/// What an input longer than the request is filled with.
+const INPUT_FILL: u8 = 0x5C;
+
+/// `packet` as `programs` runs of [`program`] leave it: each adds the byte sum of the
+/// packet it sees (with bit 0 set) to the first byte.
+fn expected_packet(packet: &[u8], programs: u32) -> Vec<u8> {
+    let mut packet = packet.to_vec();
+    if !packet.is_empty() {
+        for _ in 0..programs {
+            let sum = packet.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+            packet[0] = packet[0].wrapping_add(sum | 1);
+        }
+    }
+    packet
+}
 
 // ---- the input ------------------------------------------------------------------------------
 
@@ -202,7 +219,8 @@ fn encode(request: &Request) -> (u32, Vec<u8>, usize) {
     };
     bytes.extend_from_slice(&request.packet);
     if let Length::Any(n) = request.input_len {
-        bytes.resize(usize::from(n), 0xA5);
+        // Not usersim's `STALE_BYTE`, so bytes the driver echoes are told from stale ones.
+        bytes.resize(usize::from(n), INPUT_FILL);
     }
     let output_len = match request.output_len {
         Length::Exact => reply,
@@ -255,11 +273,25 @@ fn scenario(env: &Env, input: &Input) {
                     );
                 }
                 if code == IOCTL_SAMPLE_NET_RUN && result.status == STATUS_SUCCESS {
-                    let packet = bytes.len() - RunRequest::SIZE;
-                    assert_eq!(result.information, RunReply::SIZE + packet);
+                    let packet = &bytes[RunRequest::SIZE..];
+                    assert_eq!(result.information, RunReply::SIZE + packet.len());
                     let reply = RunReply::from_bytes(&result.output).expect("reply");
                     assert!(reply.verdict == VERDICT_PERMIT || reply.verdict == VERDICT_BLOCK);
                     assert!(reply.programs_run >= 1);
+                    // Every byte returned is the packet as the programs left it: no stale
+                    // byte, no byte from outside the packet in any program's sum.
+                    assert_eq!(
+                        result.output[RunReply::SIZE..],
+                        expected_packet(packet, reply.programs_run),
+                        "the returned packet"
+                    );
+                }
+                if code == IOCTL_SAMPLE_NET_PROFILE && result.status == STATUS_SUCCESS {
+                    assert_eq!(result.information, ProfileReply::SIZE);
+                    let reply = ProfileReply::from_bytes(&result.output).expect("reply");
+                    let asked = ProfileRequest::from_bytes(&bytes).expect("request");
+                    assert_eq!(reply.iterations, asked.iterations);
+                    assert!(reply.verdict == VERDICT_PERMIT || reply.verdict == VERDICT_BLOCK);
                 }
             }
         }

@@ -233,8 +233,9 @@ pub struct DeviceControl<'irp> {
 }
 
 impl DeviceControl<'_> {
-    /// Reads the current stack location of an `IRP_MJ_DEVICE_CONTROL` request. `None` if the
-    /// IRP is another kind, or the code is not `METHOD_BUFFERED`.
+    /// Reads the current stack location of an `IRP_MJ_DEVICE_CONTROL` request, and zeroes
+    /// the system buffer past the input (the I/O manager leaves those bytes as the pool had
+    /// them). `None` if the IRP is another kind, or the code is not `METHOD_BUFFERED`.
     ///
     /// # Safety
     /// `irp` is the IRP a dispatch routine received, not yet completed, and outlives `'irp`.
@@ -264,6 +265,16 @@ impl DeviceControl<'_> {
                 parameters.OutputBufferLength as usize,
             )
         };
+        if output_len > input_len {
+            // The I/O manager does not initialise the buffer past the input: zero it, so the
+            // whole buffer is initialised bytes ([`DeviceControl::buffer`]) and nothing of
+            // what the pool held before can reach the caller.
+            // METHOD_BUFFERED: the system buffer holds max(input, output) bytes, owned by this
+            // request until completion.
+            let past_input = buffer.wrapping_add(input_len);
+            // SAFETY: the `output_len - input_len` bytes after the input are in that buffer.
+            unsafe { ptr::write_bytes(past_input, 0, output_len - input_len) };
+        }
         Some(DeviceControl {
             code: parameters.IoControlCode,
             buffer,
@@ -291,9 +302,10 @@ impl DeviceControl<'_> {
         self.output_len
     }
 
-    /// The whole system buffer (max(input, output) bytes): the input on entry, where the
-    /// output is written. Its start is 16-byte aligned, as pool allocations are; the driver
-    /// must still check lengths before reading a structure from it.
+    /// The whole system buffer (max(input, output) bytes): the input on entry, then zeros
+    /// (see [`DeviceControl::from_irp`]), where the output is written. Its start is 16-byte
+    /// aligned, as pool allocations are; the driver must still check lengths before reading a
+    /// structure from it.
     #[must_use]
     pub fn buffer(&mut self) -> &mut [u8] {
         if self.buffer.is_null() {

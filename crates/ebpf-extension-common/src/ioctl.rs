@@ -88,6 +88,24 @@ pub fn read<T: Wire>(bytes: &[u8]) -> Option<T> {
 /// Declares `repr(C)` wire structs (one or more): implements [`Wire`] for each after proving
 /// at compile time that every field is [`Wire`] and that the struct has no padding, and adds
 /// `SIZE`, `to_bytes` and `from_bytes`.
+///
+/// A field that a `#[cfg]` leaves out counts for nothing, so what remains must have no
+/// padding either:
+///
+/// ```compile_fail
+/// ebpf_extension_common::wire! {
+///     #[derive(Clone, Copy)]
+///     pub struct Reply { pub a: u8, #[cfg(any())] pub b: [u8; 3], pub c: u32 }
+/// }
+/// ```
+///
+/// ```
+/// ebpf_extension_common::wire! {
+///     #[derive(Clone, Copy)]
+///     pub struct Reply { pub a: u32, #[cfg(any())] pub b: [u8; 3], pub c: u32 }
+/// }
+/// assert_eq!(Reply::SIZE, 8);
+/// ```
 #[macro_export]
 macro_rules! wire {
     ($(
@@ -104,9 +122,23 @@ macro_rules! wire {
 
         const _: () = {
             const fn field_is_wire<T: $crate::ioctl::Wire>() {}
+            // The fields the struct has: each size counts under the field's own attributes,
+            // so a field a `#[cfg]` leaves out counts for nothing (and its doc comment is
+            // allowed on the statement).
+            #[allow(unused_doc_comments, reason = "a field's doc comment lands on its statement")]
+            const FIELDS: ::core::primitive::usize = {
+                let mut __ebpf_ext_size = 0;
+                $(
+                    $(#[$field_meta])*
+                    {
+                        __ebpf_ext_size += ::core::mem::size_of::<$ty>();
+                    }
+                )*
+                __ebpf_ext_size
+            };
             $( field_is_wire::<$ty>(); )*
             ::core::assert!(
-                ::core::mem::size_of::<$name>() == 0 $( + ::core::mem::size_of::<$ty>() )*,
+                ::core::mem::size_of::<$name>() == FIELDS,
                 "a wire struct must have no padding"
             );
         };
@@ -525,6 +557,7 @@ impl<'a> Request<'a> {
             input_len: self.input_len,
             output_len: self.output_len,
             trailing: 0,
+            moved: false,
             id: self.id,
             _ioctl: core::marker::PhantomData,
         })
@@ -539,6 +572,8 @@ pub struct Call<'a, I: Ioctl> {
     input_len: usize,
     output_len: usize,
     trailing: usize,
+    /// Whether [`Call::payload_in_reply`] has moved the payload behind the reply header.
+    moved: bool,
     id: u64,
     _ioctl: core::marker::PhantomData<I>,
 }
@@ -550,10 +585,17 @@ impl<I: Ioctl> Call<'_, I> {
         &self.request
     }
 
-    /// The payload after the request header.
+    /// The payload after the request header (once [`Call::payload_in_reply`] has moved it,
+    /// where it is now, as the handler's code left it).
     #[must_use]
     pub fn payload(&self) -> &[u8] {
-        &self.buffer[size_of::<I::Request>()..self.input_len]
+        let (header, reply) = (size_of::<I::Request>(), size_of::<I::Reply>());
+        let len = self.input_len - header;
+        if self.moved {
+            &self.buffer[reply..reply + len]
+        } else {
+            &self.buffer[header..self.input_len]
+        }
     }
 
     /// A copy of the payload in non-paged pool, for handlers whose reply overwrites it.
@@ -573,6 +615,7 @@ impl<I: Ioctl> Call<'_, I> {
 
     /// Moves the payload to just after the reply header in the output and lends it, for
     /// handlers that reply with the payload as their code left it; the reply then includes it.
+    /// Called again, it lends the same bytes without moving them again.
     ///
     /// # Errors
     /// `STATUS_BUFFER_TOO_SMALL` if the output cannot hold the reply and the payload.
@@ -585,7 +628,10 @@ impl<I: Ioctl> Call<'_, I> {
                 "output cannot hold the reply and the payload",
             ));
         }
-        self.buffer.copy_within(header..header + len, reply);
+        if !self.moved {
+            self.buffer.copy_within(header..header + len, reply);
+            self.moved = true;
+        }
         self.trailing = len;
         Ok(&mut self.buffer[reply..reply + len])
     }
@@ -661,6 +707,52 @@ mod tests {
         write(&Header { version, len }, &mut bytes);
         bytes[8..8 + payload.len()].copy_from_slice(payload);
         bytes
+    }
+
+    crate::wire! {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+        struct LongHeader { version: u32, len: u32, a: u32, b: u32 }
+    }
+
+    crate::ioctl! {
+        Shrinking = 0x22_2008, LongHeader => Header, version 7, payload len up to 8;
+    }
+
+    /// The request header (16 bytes) is longer than the reply's (8), so moving the payload
+    /// into the reply moves it down: a second move, or reading the payload afterwards, must
+    /// see the bytes where they now are.
+    #[test]
+    fn the_payload_is_moved_into_the_reply_once_and_read_where_it_is() {
+        let _kernel = ebpf_ext_usersim::Kernel::new();
+        let mut storage = [0u64; 4];
+        // SAFETY: the u64 storage viewed as its 32 bytes.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(storage.as_mut_ptr().cast(), 32) };
+        let header = LongHeader {
+            version: 7,
+            len: 4,
+            a: 0,
+            b: 0,
+        }
+        .to_bytes();
+        let at = LongHeader::SIZE;
+        bytes[..at].copy_from_slice(&header);
+        bytes[at..at + 4].copy_from_slice(&[1, 2, 3, 4]);
+        let completion =
+            Request::new(Shrinking::CODE, bytes, at + 4, 32).handle::<Shrinking>(|mut call| {
+                assert_eq!(Some(*call.request()), LongHeader::from_bytes(&header));
+                assert_eq!(call.payload(), [1, 2, 3, 4]);
+                call.payload_in_reply()?[0] = 9;
+                assert_eq!(call.payload_in_reply()?, [9, 2, 3, 4], "not moved twice");
+                assert_eq!(call.payload(), [9, 2, 3, 4], "read where it now is");
+                let copy = call.payload_copy(ebpf_ext_pool::PoolTag::new(*b"IoTs"))?;
+                assert_eq!(&copy[..], [9, 2, 3, 4]);
+                Ok(call.reply(&Header { version: 7, len: 4 }))
+            });
+        assert_eq!(
+            (completion.status, completion.information),
+            (STATUS_SUCCESS, 12)
+        );
+        assert_eq!(bytes[8..12], [9, 2, 3, 4], "the reply carries the payload");
     }
 
     #[test]

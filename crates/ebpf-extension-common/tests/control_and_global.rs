@@ -11,8 +11,8 @@ use std::time::Duration;
 use ebpf_ext_usersim::{Caller, DriverObject, Kernel, sweep_call_failures};
 use ebpf_extension_common::control::{ControlDevice, dispatch_succeed};
 use ebpf_extension_common::prelude::*;
-use ebpf_extension_common::sys::ntstatus::STATUS_ACCESS_DENIED;
-use ebpf_extension_common::sys::wdm::{FILE_DEVICE_NETWORK, IRP_MJ_CREATE};
+use ebpf_extension_common::sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_SUCCESS};
+use ebpf_extension_common::sys::wdm::{FILE_DEVICE_NETWORK, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL};
 
 const TAG: PoolTag = PoolTag::new(*b"CtGl");
 
@@ -151,5 +151,41 @@ fn of_two_racing_sets_exactly_one_publishes_and_the_other_value_is_freed() {
         assert!(results.contains(&Err(Error::InvalidDeviceState)));
         drop(GLOBAL.take().expect("one value published"));
     }
+    kernel.assert_no_leaks();
+}
+
+/// Hands back the whole system buffer (`Information` = the output length), as a driver that
+/// replies with more than it wrote would.
+unsafe extern "win64" fn whole_buffer(
+    _: *mut ebpf_extension_common::sys::wdm::DEVICE_OBJECT,
+    irp: *mut ebpf_extension_common::sys::wdm::IRP,
+) -> ebpf_extension_common::sys::ntdef::NTSTATUS {
+    // SAFETY: the IRP the I/O manager passed, not yet completed.
+    let mut control = unsafe { DeviceControl::from_irp(irp) }.expect("a buffered IOCTL");
+    let length = control.output_len();
+    let seen = control.buffer().to_vec();
+    assert_eq!(seen.len(), control.input_len().max(length));
+    // SAFETY: the IRP is ours to complete, once.
+    unsafe { complete_request(irp, STATUS_SUCCESS, length) }
+}
+
+#[test]
+fn the_system_buffer_past_the_input_is_zeroed_before_the_driver_sees_it() {
+    let kernel = Kernel::new();
+    let mut driver = DriverObject::new();
+    // SAFETY: the test owns the driver object.
+    let major = unsafe { &mut (*driver.as_ptr()).MajorFunction };
+    major[usize::from(IRP_MJ_CREATE)] = Some(dispatch_succeed);
+    major[usize::from(IRP_MJ_DEVICE_CONTROL)] = Some(whole_buffer);
+    let device = create(&mut driver).expect("create");
+    let handle = kernel.open("\\\\.\\CtlTest", Caller::System).expect("open");
+    let reply = kernel.device_io_control(&handle, 0x0012_0000, &[1, 2], 6);
+    assert_eq!(
+        (reply.status, reply.output),
+        (STATUS_SUCCESS, vec![1, 2, 0, 0, 0, 0]),
+        "usersim leaves stale bytes there (as the pool does): the SDK zeroes them"
+    );
+    kernel.close(handle);
+    drop(device);
     kernel.assert_no_leaks();
 }
