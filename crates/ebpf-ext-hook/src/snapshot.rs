@@ -64,8 +64,9 @@ pub(crate) struct SnapshotGuard<'a, T> {
     entries: &'a [T],
 }
 
-impl<'a, T> SnapshotGuard<'a, T> {
-    pub(crate) fn entries(&self) -> &'a [T] {
+impl<T> SnapshotGuard<'_, T> {
+    /// The snapshot's entries, for as long as this guard holds it.
+    pub(crate) fn entries(&self) -> &[T] {
         self.entries
     }
 }
@@ -197,8 +198,14 @@ impl<T: Default + Copy> Writer<'_, T> {
         }
         // SAFETY: as above.
         unsafe { *new_slot.len.get() = len };
-        // The new slot was run down by the previous publish (or at creation).
-        let _ = new_slot.rundown.reinitialize();
+        // The new slot was run down by the previous publish (or at creation), and only a
+        // writer holding the lock reopens it, so this cannot fail: a failure would leave
+        // `current` at a run-down slot, where every reader would spin.
+        let reopened = new_slot.rundown.reinitialize();
+        debug_assert!(
+            reopened.is_ok(),
+            "a publish found its new slot not run down"
+        );
         snapshots.current.store(new, Ordering::Release);
         old_slot.rundown.wait_for_release();
     }

@@ -88,6 +88,8 @@ pub(crate) struct LinkState {
     pub(crate) invocations: AtomicU32,
     pub(crate) batch_invocations: AtomicU32,
     pub(crate) attached: AtomicBool,
+    /// The link's deregistration has completed: the provider must never call it again.
+    completed: AtomicBool,
     pub(crate) provider_status: std::sync::Mutex<Option<NTSTATUS>>,
     pub(crate) last_irql: AtomicU32,
     attach_type: GUID,
@@ -107,9 +109,11 @@ unsafe impl Send for LinkState {}
 // SAFETY: as above.
 unsafe impl Sync for LinkState {}
 
-/// A link: attached while it lives, detached (and waited for) on drop.
+/// A link: attached while it lives, detached (and waited for) on drop. Its state is never
+/// freed (a few hundred bytes a link), so that a call after its detach completed is caught
+/// (`completed`) rather than being a silent use after free.
 pub(crate) struct Link {
-    pub(crate) state: Box<LinkState>,
+    pub(crate) state: &'static LinkState,
     detached: bool,
     /// `start_detach` deregistered the link; the wait is left to `detach` or drop.
     deregistering: bool,
@@ -117,13 +121,30 @@ pub(crate) struct Link {
 
 const BATCH_MAGIC: u64 = 0xB47C_4B47_C4B4_7C4B;
 
+/// Aborts the test if the provider calls a link whose detach has completed (a panic cannot
+/// leave an `extern "win64"` function: the process aborts with this message).
+fn assert_not_completed(state: &LinkState) {
+    assert!(
+        !state.completed.load(Ordering::Acquire),
+        "the provider invoked a program after its detach completed"
+    );
+}
+
 unsafe extern "win64" fn invoke(
     binding: *const c_void,
     context: *mut c_void,
     result: *mut u32,
 ) -> ebpf_result_t {
-    // SAFETY: the binding context is the LinkState registered at attach.
+    // SAFETY: the binding context is the LinkState registered at attach (never freed).
     let state = unsafe { &*binding.cast::<LinkState>() };
+    assert_not_completed(state);
+    let status = invoke_program(state, context, result);
+    // Still not: a detach must not complete while an invocation runs.
+    assert_not_completed(state);
+    status
+}
+
+fn invoke_program(state: &LinkState, context: *mut c_void, result: *mut u32) -> ebpf_result_t {
     if state.spec.quiet {
         return match (state.program)(context) {
             Ok(v) => {
@@ -276,6 +297,7 @@ impl Link {
             invocations: AtomicU32::new(0),
             batch_invocations: AtomicU32::new(0),
             attached: AtomicBool::new(false),
+            completed: AtomicBool::new(false),
             provider_status: std::sync::Mutex::new(None),
             last_irql: AtomicU32::new(99),
             attach_type,
@@ -360,7 +382,7 @@ impl Link {
         // A registration failure (an injected fault) leaves an unattached link.
         state.handle = handle;
         Link {
-            state,
+            state: Box::leak(state),
             detached: status != STATUS_SUCCESS,
             deregistering: false,
         }
@@ -374,7 +396,7 @@ impl Link {
         ebpf_ext_sys::ebpf_extension::ebpf_program_invoke_function_t,
         *const c_void,
     ) {
-        (invoke, ptr::from_ref(&*self.state).cast())
+        (invoke, ptr::from_ref(self.state).cast())
     }
 
     pub(crate) fn is_attached(&self) -> bool {
@@ -416,6 +438,7 @@ impl Link {
         }
         // SAFETY: as above; deregistration started.
         let _ = unsafe { NmrWaitForClientDeregisterComplete(self.state.handle) };
+        self.state.completed.store(true, Ordering::Release);
     }
 }
 
