@@ -6,7 +6,10 @@
 //! Properties checked over every interleaving loom explores:
 //! - a reader never reads a slot while the writer writes it (loom's `UnsafeCell` tracking);
 //! - once the writer's publish has returned, no reader can still use the entry it removed
-//!   (the writer "frees" it and readers assert it is alive).
+//!   (the writer "frees" it and readers assert it is alive);
+//! - with two publishes, the second refills the slot the first retired, while a reader may
+//!   still hold that slot's index from before the first: the refill never races its read,
+//!   and the reader never reaches either freed client.
 //!
 //! The rundown's acquire/wait pair is a store-then-load handshake on two locations (acquire:
 //! increment the counter, then read the flag; wait: set the flag, then read the counter). The
@@ -72,7 +75,7 @@ struct Slot {
 struct Model {
     slots: [Slot; 2],
     current: AtomicUsize,
-    clients: [Client; 2],
+    clients: [Client; 3],
 }
 
 fn read(model: &Model) -> usize {
@@ -101,6 +104,45 @@ fn publish(model: &Model, client: usize) {
     model.slots[old].rundown.wait();
 }
 
+fn model(clients: usize) -> Arc<Model> {
+    Arc::new(Model {
+        slots: [
+            Slot {
+                rundown: Rundown::new(false),
+                entry: UnsafeCell::new(0),
+            },
+            Slot {
+                rundown: Rundown::new(true),
+                entry: UnsafeCell::new(0),
+            },
+        ],
+        current: AtomicUsize::new(0),
+        clients: core::array::from_fn(|i| Client {
+            alive: AtomicBool::new(i < clients),
+        }),
+    })
+}
+
+#[test]
+fn a_retired_slot_is_refilled_only_once_no_reader_can_reach_it() {
+    loom::model(|| {
+        let model = model(3);
+        let reader = {
+            let model = Arc::clone(&model);
+            thread::spawn(move || read(&model))
+        };
+        // Detach client 0 (slot 1 now holds client 1), then client 1 (slot 0, refilled,
+        // holds client 2): each freed once its publish returns.
+        publish(&model, 1);
+        model.clients[0].alive.store(false, SeqCst);
+        publish(&model, 2);
+        model.clients[1].alive.store(false, SeqCst);
+        let seen = reader.join().unwrap();
+        assert!(seen <= 2);
+        assert_eq!(read(&model), 2);
+    });
+}
+
 #[test]
 fn readers_never_see_a_retired_snapshot() {
     loom::model(|| {
@@ -116,14 +158,9 @@ fn readers_never_see_a_retired_snapshot() {
                 },
             ],
             current: AtomicUsize::new(0),
-            clients: [
-                Client {
-                    alive: AtomicBool::new(true),
-                },
-                Client {
-                    alive: AtomicBool::new(true),
-                },
-            ],
+            clients: core::array::from_fn(|_| Client {
+                alive: AtomicBool::new(true),
+            }),
         });
         let reader = {
             let model = Arc::clone(&model);
