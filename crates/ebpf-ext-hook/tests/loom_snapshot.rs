@@ -146,22 +146,7 @@ fn a_retired_slot_is_refilled_only_once_no_reader_can_reach_it() {
 #[test]
 fn readers_never_see_a_retired_snapshot() {
     loom::model(|| {
-        let model = Arc::new(Model {
-            slots: [
-                Slot {
-                    rundown: Rundown::new(false),
-                    entry: UnsafeCell::new(0),
-                },
-                Slot {
-                    rundown: Rundown::new(true),
-                    entry: UnsafeCell::new(0),
-                },
-            ],
-            current: AtomicUsize::new(0),
-            clients: core::array::from_fn(|_| Client {
-                alive: AtomicBool::new(true),
-            }),
-        });
+        let model = model(2);
         let reader = {
             let model = Arc::clone(&model);
             thread::spawn(move || read(&model))

@@ -573,42 +573,54 @@ impl CustomMap {
         Ok(())
     }
 
+    /// Calls the provider's find on `stored` (the value under `key`) with `flags`, its output
+    /// `out` (or none: NULL, 0); success if the provider has no find.
+    fn find_callback(
+        &self,
+        key: &[u8],
+        stored: &Stored,
+        out: Option<&mut [u8]>,
+        flags: u32,
+    ) -> Result<(), ebpf_result_t> {
+        let Some(find) = self.bound.dispatch.postprocess_map_find_element else {
+            return Ok(());
+        };
+        let mut key = writable(key);
+        let (out_ptr, out_size) =
+            out.map_or((ptr::null_mut(), 0), |out| (out.as_mut_ptr(), out.len()));
+        // SAFETY: the provider's callback; buffers of the sizes passed (the output NULL with
+        // size 0 when there is none).
+        let result = unsafe {
+            find(
+                self.bound.binding,
+                self.context,
+                key.len(),
+                key.as_mut_ptr(),
+                stored.len(),
+                stored.as_mut_ptr(),
+                out_size,
+                out_ptr,
+                flags,
+            )
+        };
+        if result == EBPF_SUCCESS {
+            Ok(())
+        } else {
+            Err(result)
+        }
+    }
+
     /// A user-mode lookup: the provider turns what is stored into the caller's value.
     pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ebpf_result_t> {
         let entries = lock(&self.entries);
         let Some(stored) = entries.get(key) else {
             return Ok(None);
         };
-        let mut key = writable(key);
         let mut out = vec![0u8; self.value_size];
         // Without `updates_original_value` the provider gets no output buffer (NULL, 0) and
         // the core returns what it stores.
         let replaces = self.bound.updates_original_value;
-        if let Some(find) = self.bound.dispatch.postprocess_map_find_element {
-            let (out_ptr, out_size) = if replaces {
-                (out.as_mut_ptr(), out.len())
-            } else {
-                (ptr::null_mut(), 0)
-            };
-            // SAFETY: the provider's callback; buffers of the sizes passed (the output NULL
-            // with size 0 when the provider does not replace the value).
-            let result = unsafe {
-                find(
-                    self.bound.binding,
-                    self.context,
-                    key.len(),
-                    key.as_mut_ptr(),
-                    stored.len(),
-                    stored.as_mut_ptr(),
-                    out_size,
-                    out_ptr,
-                    0,
-                )
-            };
-            if result != EBPF_SUCCESS {
-                return Err(result);
-            }
-        }
+        self.find_callback(key, stored, replaces.then_some(&mut out[..]), 0)?;
         if !replaces || self.bound.dispatch.postprocess_map_find_element.is_none() {
             stored.read(&mut out);
         }
@@ -631,27 +643,8 @@ impl CustomMap {
     pub(crate) fn program_lookup(&self, key: &[u8]) -> Option<*mut u8> {
         let entries = lock(&self.entries);
         let stored = entries.get(key)?;
-        if let Some(find) = self.bound.dispatch.postprocess_map_find_element {
-            let mut key = writable(key);
-            // SAFETY: the provider's callback; buffers of the sizes passed, no output buffer
-            // (NULL, 0: the map keeps the caller's values).
-            let result = unsafe {
-                find(
-                    self.bound.binding,
-                    self.context,
-                    key.len(),
-                    key.as_mut_ptr(),
-                    stored.len(),
-                    stored.as_mut_ptr(),
-                    0,
-                    ptr::null_mut(),
-                    EBPF_MAP_OPERATION_HELPER,
-                )
-            };
-            if result != EBPF_SUCCESS {
-                return None;
-            }
-        }
+        self.find_callback(key, stored, None, EBPF_MAP_OPERATION_HELPER)
+            .ok()?;
         Some(stored.as_mut_ptr())
     }
 
