@@ -55,7 +55,7 @@ use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STA
 
 use super::helpers::current_program;
 use super::maps::{BPF_EXIST, BPF_NOEXIST};
-use super::vm::ValueSet;
+use super::vm::{Region, ValueSet};
 use crate::nmr::{NmrClient, Registration, lock};
 
 /// Where, in the map object the core-sim passes to extension helpers, the provider's map
@@ -663,12 +663,11 @@ impl ValueSet for CustomMap {
     /// Stored values, and the ones replaced or deleted since (a program may still hold a
     /// pointer to one, which the core's epoch keeps valid).
     fn holds(&self, address: u64, len: u64) -> bool {
-        let Some(end) = address.checked_add(len) else {
-            return false;
-        };
         let inside = |stored: &Stored| {
             let start = stored.as_mut_ptr() as u64;
-            stored.len() > 0 && start <= address && end <= start + stored.len() as u64
+            Region::flat(start..start + stored.len() as u64)
+                .holds(address, len)
+                .is_some()
         };
         lock(&self.entries).values().any(inside) || lock(&self.retired).iter().any(inside)
     }

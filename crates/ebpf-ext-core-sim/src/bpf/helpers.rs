@@ -36,6 +36,7 @@ use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, KeGetCurrentIrql};
 
 use super::maps::BpfMap;
 use super::program::BpfProgram;
+use super::vm::Region;
 
 /// One of the core's general helpers, as a program sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -728,19 +729,16 @@ impl Frame {
         len: u64,
         write: bool,
     ) -> Result<(), String> {
-        let Some(end) = address.checked_add(len) else {
+        if address.checked_add(len).is_none() {
             return Err(format!("{address:#x} + {len} overflows"));
-        };
-        let within = |r: &Range<u64>| r.start <= address && end <= r.end && r.start < r.end;
-        let context = self.context..self.context + self.context_size;
-        if within(&context)
-            || within(&self.data)
-            || within(&self.stack)
-            || self.kept.ranges().any(|r| within(&r))
-        {
-            return Ok(());
         }
-        for region in program.value_regions() {
+        let context = self.context..self.context + self.context_size;
+        let flat = [context, self.data.clone(), self.stack.clone()]
+            .into_iter()
+            .chain(self.kept.ranges())
+            .map(Region::flat);
+        // The interpreter's regions, checked by the same rule.
+        for region in flat.chain(program.value_regions()) {
             match region.holds(address, len) {
                 Some(false) if write => return Err(format!("{address:#x}: read-only data")),
                 Some(_) => return Ok(()),

@@ -761,12 +761,16 @@ mod tests {
         ]
     }
 
-    /// Verifies and runs `code` with `r1` = `r1`, no regions but the stack, and helpers that
-    /// return the sum of their id and arguments (id 99 ends the run).
+    /// Verifies and runs `code` with `r1` = `r1`, `ranges` as writable regions besides the
+    /// stack, and helpers that return the sum of their id and arguments (id 99 ends the run).
     fn run_with(code: &[Insn], r1: u64, ranges: &[Range<u64>]) -> Result<u64, String> {
-        verify(code)?;
         let regions: Vec<Region> = ranges.iter().cloned().map(Region::flat).collect();
-        let regions = regions.as_slice();
+        run_in(code, r1, &regions)
+    }
+
+    /// As [`run_with`], over `regions`.
+    fn run_in(code: &[Insn], r1: u64, regions: &[Region<'_>]) -> Result<u64, String> {
+        verify(code)?;
         let stack = Stack::new();
         let machine = Machine {
             code,
@@ -1005,18 +1009,7 @@ mod tests {
             range: base..base + 8,
             writable: false,
         }];
-        let stack = Stack::new();
-        let run_over = |code: &[Insn], regions: &[Region]| {
-            verify(code)?;
-            let machine = Machine {
-                code,
-                stack: &stack,
-                regions,
-                max_steps: MAX_STEPS,
-            };
-            // SAFETY: verified; the regions are `words`, alive for the run.
-            unsafe { run(&machine, base, &mut |_, _| Some(0)) }
-        };
+        let run_over = |code: &[Insn], regions: &[Region]| run_in(code, base, regions);
         assert_eq!(run_over(&[op(0x79, 0, 1, 0, 0), exit()], &read_only), Ok(7));
         let fault = run_over(&[op(0x7a, 1, 0, 0, 1), exit()], &read_only).expect_err("store");
         assert!(
