@@ -41,15 +41,20 @@ const MAX_REQUESTS: usize = 16;
 /// What an input longer than the request is filled with.
 const INPUT_FILL: u8 = 0x5C;
 
-/// `packet` as `programs` runs of [`program`] leave it: each adds the byte sum of the
-/// packet it sees (with bit 0 set) to the first byte.
+/// What one run of [`program`] does to the packet it sees: adds the packet's byte sum (with
+/// bit 0 set) to its first byte.
+fn touch(packet: &mut [u8]) {
+    if let Some(&first) = packet.first() {
+        let sum = packet.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+        packet[0] = first.wrapping_add(sum | 1);
+    }
+}
+
+/// `packet` as `programs` runs of [`program`] leave it.
 fn expected_packet(packet: &[u8], programs: u32) -> Vec<u8> {
     let mut packet = packet.to_vec();
-    if !packet.is_empty() {
-        for _ in 0..programs {
-            let sum = packet.iter().fold(0u8, |a, &b| a.wrapping_add(b));
-            packet[0] = packet[0].wrapping_add(sum | 1);
-        }
+    for _ in 0..programs {
+        touch(&mut packet);
     }
     packet
 }
@@ -134,8 +139,7 @@ fn program(verdict: Option<u32>) -> impl Fn(*mut c_void) -> Result<u32, i32> + S
             let packet = unsafe {
                 core::slice::from_raw_parts_mut(context.data_start.as_ptr().cast_mut(), len)
             };
-            let sum = packet.iter().fold(0u8, |a, &b| a.wrapping_add(b));
-            packet[0] = packet[0].wrapping_add(sum | 1);
+            touch(packet);
         }
         verdict.ok_or(ebpf_ext_sys::ebpf_result::EBPF_INVALID_ARGUMENT)
     }
