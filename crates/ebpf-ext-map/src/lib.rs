@@ -146,6 +146,19 @@ struct CoreSide {
     find_element: AtomicPtr<c_void>,
 }
 
+impl CoreSide {
+    /// Keeps what an accepted map client presented: its offset, and its lookup unless it has
+    /// none (a client without a dispatch table never hides the lookup an earlier one gave). A
+    /// refused client publishes nothing.
+    fn publish(&self, map_context_offset: u64, find_element: *mut c_void) {
+        self.map_context_offset
+            .store(map_context_offset, Ordering::Release);
+        if !find_element.is_null() {
+            self.find_element.store(find_element, Ordering::Release);
+        }
+    }
+}
+
 /// Most maps of one custom type alive at once. A creation beyond is refused with
 /// `EBPF_NO_MEMORY` after [`CustomMap::create`] ran: its `M` is dropped again, and no map
 /// exists.
@@ -278,11 +291,7 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
             Ok(find) => find,
             Err(reason) => return Err(refused(reason, STATUS_INVALID_PARAMETER)),
         };
-        self.core
-            .map_context_offset
-            .store(data.map_context_offset, Ordering::Release);
-        self.core.find_element.store(find, Ordering::Release);
-        client
+        let bound = client
             .allocate(MapClient {
                 live: &raw const self.live,
             })
@@ -291,7 +300,9 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
                     "map client refused: no memory for its binding",
                     STATUS_INSUFFICIENT_RESOURCES,
                 )
-            })
+            })?;
+        self.core.publish(data.map_context_offset, find);
+        Ok(bound)
     }
 
     fn detach(_: &MapClient) -> Detach {
@@ -680,9 +691,9 @@ unsafe extern "win64" fn delete_element<M: CustomMap>(
 mod tests {
     use core::ffi::c_void;
     use core::ptr;
-    use core::sync::atomic::AtomicPtr;
+    use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-    use super::{LiveMaps, MAX_MAPS};
+    use super::{CoreSide, LiveMaps, MAX_MAPS};
 
     fn context(n: usize) -> *mut c_void {
         ptr::without_provenance_mut(0x1000 + n * 16)
@@ -706,5 +717,19 @@ mod tests {
             "a removed map's slot is free again"
         );
         assert!(live.contains(context(MAX_MAPS)));
+    }
+
+    #[test]
+    fn a_client_without_a_lookup_keeps_the_one_published_before() {
+        let core = CoreSide {
+            map_context_offset: AtomicU64::new(0),
+            find_element: AtomicPtr::new(ptr::null_mut()),
+        };
+        core.publish(48, context(1));
+        core.publish(48, ptr::null_mut());
+        assert_eq!(core.find_element.load(Ordering::Relaxed), context(1));
+        assert_eq!(core.map_context_offset.load(Ordering::Relaxed), 48);
+        core.publish(48, context(2));
+        assert_eq!(core.find_element.load(Ordering::Relaxed), context(2));
     }
 }
