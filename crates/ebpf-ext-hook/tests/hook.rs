@@ -23,8 +23,12 @@ use ebpf_ext_hook::{
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::ebpf_result::EBPF_NO_MEMORY;
 use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
+use ebpf_ext_sys::netioddk::NmrDeregisterClient;
 use ebpf_ext_sys::ntdef::GUID;
-use ebpf_ext_sys::ntstatus::{STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER, STATUS_NO_MEMORY};
+use ebpf_ext_sys::ntdef::HANDLE;
+use ebpf_ext_sys::ntstatus::{
+    STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER, STATUS_NO_MEMORY, STATUS_PENDING,
+};
 use ebpf_ext_sys::wdm::{
     DEVICE_OBJECT, DISPATCH_LEVEL, DelayedWorkQueue, IoAllocateWorkItem, IoDeleteDevice,
     IoFreeWorkItem, IoQueueWorkItem, PASSIVE_LEVEL,
@@ -943,6 +947,53 @@ fn detach_waits_for_an_invocation_in_flight() {
     assert!(detached.load(Ordering::SeqCst));
     let mut ctx = ProgramContext::new(0u64);
     assert_eq!(provider.invoke(&0, &mut ctx), Err(Error::ObjectNotFound));
+    drop(provider);
+    setup.finish();
+}
+
+/// A program whose own link is deregistered while it runs, at DISPATCH_LEVEL (NMR calls the
+/// provider's detach callback there, on the invoking thread, inside the invocation): the
+/// callback must neither wait nor fail, the invocation finishes with every program of its
+/// snapshot, and the detach completes once it has returned.
+#[test]
+fn a_program_detached_from_inside_its_own_invocation_finishes_first() {
+    let setup = Setup::new();
+    let provider = setup.provider(AttachPolicy::Unrestricted, TestHook::default());
+    let handle = Arc::new(std::sync::OnceLock::<usize>::new());
+    let deregistered = Arc::new(Mutex::new(None));
+    let (h, d) = (Arc::clone(&handle), Arc::clone(&deregistered));
+    let first = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), move |_| {
+        let handle = *h.get().expect("set after attach");
+        // SAFETY: the link's own registration handle, deregistered once (here).
+        let status = unsafe { NmrDeregisterClient(handle as HANDLE) };
+        *d.lock().unwrap() = Some((status, ebpf_ext_sys::intrin::KeGetCurrentIrql()));
+        Ok(1)
+    });
+    handle.set(first.handle()).expect("once");
+    let second = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(2));
+    assert!(first.is_attached() && second.is_attached());
+
+    let mut ctx = ProgramContext::new(0u64);
+    set_current_irql(DISPATCH_LEVEL);
+    let run = provider.invoke_until(&0, &mut ctx, |_| false);
+    set_current_irql(PASSIVE_LEVEL);
+    let run = run.expect("the invocation finishes");
+    assert_eq!(
+        (run.result, run.programs_run),
+        (2, 2),
+        "the rest of the snapshot still runs after the first program's detach started"
+    );
+    assert_eq!(
+        *deregistered.lock().unwrap(),
+        Some((STATUS_PENDING, DISPATCH_LEVEL)),
+        "the provider's detach callback left the wait to a work item"
+    );
+    assert!(!first.is_attached(), "NMR detached the client side at once");
+    first.detach();
+    assert_eq!(provider.extension().detaches.load(Ordering::SeqCst), 1);
+    let run = provider.invoke_until(&0, &mut ctx, |_| false);
+    assert_eq!(run.map(|r| (r.result, r.programs_run)), Ok((2, 1)));
+    drop(second);
     drop(provider);
     setup.finish();
 }

@@ -399,6 +399,12 @@ impl Link {
         (invoke, ptr::from_ref(self.state).cast())
     }
 
+    /// The link's NMR registration handle, for a test that deregisters it from inside a
+    /// program (`detach` afterwards only waits: a second deregistration is refused).
+    pub(crate) fn handle(&self) -> usize {
+        self.state.handle as usize
+    }
+
     pub(crate) fn is_attached(&self) -> bool {
         self.state.attached.load(Ordering::SeqCst)
     }
