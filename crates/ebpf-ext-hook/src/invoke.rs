@@ -334,9 +334,28 @@ impl<E: HookExtension> Batch<'_, E> {
     /// ≤ DISPATCH_LEVEL, the IRQL `with_batch` was called at.
     #[inline]
     pub fn invoke(&self, context: &mut ProgramContext<'_, E::Context>) -> Result<u32> {
+        self.invoke_until(context, |_| false).map(|run| run.result)
+    }
+
+    /// Runs the matching programs for one event in order until `stop` says a result is
+    /// final, as [`HookProvider::invoke_until`] (`|_| true` runs only the first: the one
+    /// program a single-program hook runs per event).
+    ///
+    /// # Errors
+    /// As [`HookProvider::invoke`].
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL, the IRQL `with_batch` was called at.
+    #[inline]
+    pub fn invoke_until(
+        &self,
+        context: &mut ProgramContext<'_, E::Context>,
+        mut stop: impl FnMut(u32) -> bool,
+    ) -> Result<Invocation> {
         // SAFETY: the provider's data fields, which `register_with_data`'s caller vouched for.
         let program = unsafe { context.program_pointer(self.data_fields) };
         let mut outcome = Err(Error::ObjectNotFound);
+        let mut programs_run = 0;
         for client in live(self.snapshot.entries()) {
             if !client.matches(&self.parameter) {
                 continue;
@@ -364,7 +383,14 @@ impl<E: HookExtension> Batch<'_, E> {
                 }
                 _ => client.invoke(program)?,
             };
-            outcome = Ok(result);
+            programs_run += 1;
+            outcome = Ok(Invocation {
+                result,
+                programs_run,
+            });
+            if stop(result) {
+                break;
+            }
         }
         outcome
     }

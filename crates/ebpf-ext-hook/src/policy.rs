@@ -15,7 +15,8 @@ pub enum AttachPolicy {
     SingleAttach,
     /// One program per attach parameter; a wildcard is refused if anything is attached, and an
     /// existing wildcard does not block a specific parameter
-    /// (`ATTACH_CAPABILITY_SINGLE_ATTACH_PER_HOOK`).
+    /// (`ATTACH_CAPABILITY_SINGLE_ATTACH_PER_HOOK`). The specific program runs before the
+    /// wildcard, whichever attached first.
     SingleAttachPerParameter,
     /// Up to [`MAX_CLIENTS_PER_PARAMETER`] programs per parameter; wildcard programs run after
     /// specific ones (`ATTACH_CAPABILITY_MULTI_ATTACH_WITH_WILDCARD`).
@@ -54,10 +55,14 @@ impl AttachPolicy {
     }
 
     /// Whether wildcard programs run after every specific one (each group in attach order)
-    /// rather than in plain attach order.
+    /// rather than in plain attach order: under the two policies that admit both kinds at
+    /// once. (Under the others every program is a wildcard, or there is only one.)
     #[must_use]
     pub const fn runs_wildcards_last(self) -> bool {
-        matches!(self, AttachPolicy::MultiAttachWithWildcard)
+        matches!(
+            self,
+            AttachPolicy::MultiAttachWithWildcard | AttachPolicy::SingleAttachPerParameter
+        )
     }
 
     /// Arranges the programs of a new snapshot in this policy's invocation order: `attached`
@@ -122,7 +127,7 @@ mod tests {
     }
 
     #[test]
-    fn multi_attach_runs_wildcards_last_in_attach_order() {
+    fn wildcards_run_last_where_both_kinds_attach() {
         let attached = [Some(1), None, Some(2)];
         let arranged = |policy: AttachPolicy, added| {
             let (mut order, mut n) = ([Some(0); 4], 0);
@@ -142,8 +147,13 @@ mod tests {
             [Some(1), Some(2), Some(3), None]
         );
         assert_eq!(
-            arranged(AttachPolicy::SingleAttachPerParameter, None),
-            [Some(1), None, Some(2), None]
+            arranged(AttachPolicy::SingleAttachPerParameter, Some(3)),
+            [Some(1), Some(2), Some(3), None]
+        );
+        assert_eq!(
+            arranged(AttachPolicy::Unrestricted, None),
+            [Some(1), None, Some(2), None],
+            "plain attach order"
         );
     }
 

@@ -347,6 +347,11 @@ fn single_attach_per_parameter_rules() {
         "the wildcard value is a wildcard"
     );
     assert!(link(Some(6), 0, 6, &log).is_attached());
+    // The wildcard attached first, yet the program attached for 5 runs before it.
+    log.lock().unwrap().clear();
+    let mut ctx = ProgramContext::new(0u64);
+    assert_eq!(provider.invoke(&5, &mut ctx), Ok(0));
+    assert_eq!(*log.lock().unwrap(), [2, 1], "specific, then wildcard");
     drop((wildcard, specific));
     drop(provider);
     setup.finish();
@@ -840,6 +845,17 @@ fn batch_uses_the_batch_entries_once_per_batch() {
         64,
         "a table without batch entries is invoked singly"
     );
+    // Until the first result: only the specific program runs for each event.
+    provider.with_batch(&2, |batch| {
+        for _ in 0..3 {
+            let run = batch.invoke_until(&mut ctx, |_| true);
+            assert_eq!(run.map(|r| (r.result, r.programs_run)), Ok((2, 1)));
+        }
+        let run = batch.invoke_until(&mut ctx, |_| false);
+        assert_eq!(run.map(|r| (r.result, r.programs_run)), Ok((1, 2)));
+    });
+    assert_eq!(single.invocations(), 68);
+    assert_eq!(batched.state.batch_invocations.load(Ordering::SeqCst), 65);
     drop((batched, single));
     drop(provider);
     setup.finish();

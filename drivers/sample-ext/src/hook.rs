@@ -117,7 +117,7 @@ impl ExtensionDriver for SampleExt {
                 self.hook
                     .with_batch(&request.attach_parameter, |batch| {
                         for _ in 0..request.count {
-                            let result = batch.invoke(&mut context)?;
+                            let result = batch.invoke_until(&mut context, |_| true)?.result;
                             reply.results += 1;
                             reply.result_sum = reply.result_sum.wrapping_add(result);
                         }
