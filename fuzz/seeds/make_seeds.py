@@ -116,6 +116,30 @@ write("sample_ioctl", "run-interface-7-and-9", variant(0, 3) + request(0, 7) + r
 write("sample_ioctl", "profile-at-dispatch", variant(0, 3) + request(1, 7, iterations=3, flags=1))
 
 
+# ---- sample_ext_ioctl ------------------------------------------------------------------------
+# Input: caller (System), then steps (Request, Attach, Detach). A request: code (Run, Batch,
+# Other), version (XOR "SEXT"), attach parameter (u8), uint32_data or count, data_len (Option),
+# data (Vec<u8>), input and output lengths. An attach: parameter (Option<u8>), result
+# (Option<u32>).
+def ext_request(code, parameter=0, value=0):
+    return (b"\x01" + variant(0, 3) + variant(code, 3) + bytes(4) + bytes([parameter])
+            + struct.pack("<I", value) + bytes(1) + b"\x01\x45\x01\x00\x01\x07\x00"
+            + variant(0, 2) + variant(0, 2))
+
+
+def ext_attach(parameter, result):
+    encoded = b"\x01" + variant(1, 3)
+    encoded += b"\x00" if parameter is None else b"\x01" + bytes([parameter])
+    return encoded + b"\x01" + struct.pack("<I", result)
+
+
+write("sample_ext_ioctl", "run-and-batch-wildcard",
+      variant(0, 3) + ext_attach(None, 7) + ext_request(0, 0, 5) + ext_request(1, 0, 3))
+write("sample_ext_ioctl", "specific-before-wildcard",
+      variant(0, 3) + ext_attach(None, 7) + ext_attach(1, 5) + ext_request(0, 1, 5)
+      + ext_request(1, 1, 4) + ext_request(0, 2, 5))
+
+
 # ---- test_run --------------------------------------------------------------------------------
 # Input: runs. A run: extension (Sample, Process), context and data (Buffer: Bytes(Vec<u8>) or
 # Null(u16)), strings (Option<[(u16, i8); 4]>), data_out and context_out capacities (Same,

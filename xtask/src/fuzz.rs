@@ -27,6 +27,7 @@ pub(crate) const TARGETS: &[&str] = &[
     "hook_attach",
     "program_info",
     "sample_ioctl",
+    "sample_ext_ioctl",
     "test_run",
     "pe_parse",
     "btf_externs",
@@ -170,9 +171,9 @@ fn fuzz_target(target: &str, corpus: &Path, seconds: u64, jobs: u32) -> Result<(
         "-print_final_stats=1".into(),
     ]);
     // core-sim keeps every detached link's state for the rest of the process (about 1 KiB per
-    // sample_ioctl input), so a long run in one process would reach the RSS limit: fork mode
+    // sample_ioctl or sample_ext_ioctl input), so a long run in one process would reach the RSS limit: fork mode
     // restarts the fuzzing process every few minutes.
-    if target == "sample_ioctl" && jobs == 1 {
+    if (target == "sample_ioctl" || target == "sample_ext_ioctl") && jobs == 1 {
         cmd.arg("-fork=1");
     }
     run(&mut cmd)

@@ -1,0 +1,400 @@
+//! The upstream sample's port, `sample-ext`, through its control device:
+//! `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`, `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH` and any other
+//! `METHOD_BUFFERED` code, sent through usersim's `Kernel::device_io_control` to the driver
+//! loaded into usersim (its `DriverEntry`, linked into this process).
+//!
+//! The hook admits one program per attach parameter, and a parameterless one only while
+//! nothing else is attached. An input is a script: requests with any header fields, data,
+//! input and output lengths, from any caller, and links attached (with or without a
+//! parameter, returning a value of their own or failing) and detached between them. The target
+//! keeps its own model of which links the hook accepted.
+//!
+//! Properties checked besides "no crash, no leak": usersim bug-checks a request completed with
+//! more output than the caller's buffer; a successful run ran the program the model says (the
+//! one attached for the parameter, else the parameterless one) once, over a context with the
+//! request's `uint32_data` and the helper values 1 and 2, and returns exactly the reply and
+//! the data as one run of it leaves them; a successful batch ran it `count` times and returns
+//! their count, the sum of their results and the data as `count` runs leave it; a request the
+//! model says no program can serve fails; after each input the kernel holds exactly the pool
+//! and NMR registrations it held before.
+#![no_main]
+
+mod common;
+
+use core::cell::Cell;
+use core::ffi::c_void;
+
+use arbitrary::Arbitrary;
+use ebpf_ext_core_sim::{Link, LinkSpec};
+use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
+use ebpf_ext_usersim::{Caller, Kernel, TagUsage};
+use libfuzzer_sys::fuzz_target;
+use sample_ext::hook::ATTACH_TYPE;
+use sample_ext::program::PROGRAM_TYPE;
+use sample_ext::protocol::{
+    IOCTL_SAMPLE_EBPF_EXT_CTL_RUN, IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH, MAX_BATCH,
+    REQUEST_VERSION, RunBatchReply, RunBatchRequest, RunReply, RunRequest, WIN32_PATH,
+};
+use sample_ext::{SampleContext, driver_entry};
+use sample_harness::{LoadedDriver, Target};
+
+/// Invocations a fuzzed batch may run (a larger valid count is reduced to this range, so one
+/// input stays fast; counts outside `1..=MAX_BATCH` are kept, to be refused).
+const MAX_FUZZ_BATCH: u32 = 8;
+const MAX_STEPS: usize = 16;
+const MAX_LINKS: usize = 4;
+/// What an input longer than the request is filled with (not usersim's stale byte).
+const INPUT_FILL: u8 = 0x5C;
+
+/// What one run of [`program`] does to the data it sees: adds the data's byte sum (with bit
+/// 0 set) to its first byte.
+fn touch(data: &mut [u8]) {
+    if let Some(&first) = data.first() {
+        let sum = data.iter().fold(0u8, |a, &b| a.wrapping_add(b));
+        data[0] = first.wrapping_add(sum | 1);
+    }
+}
+
+/// `data` as `runs` runs of [`program`] leave it.
+fn expected_data(data: &[u8], runs: u32) -> Vec<u8> {
+    let mut data = data.to_vec();
+    for _ in 0..runs {
+        touch(&mut data);
+    }
+    data
+}
+
+// ---- the input ------------------------------------------------------------------------------
+
+#[derive(Arbitrary, Debug)]
+enum Code {
+    Run,
+    Batch,
+    /// Any code, made `METHOD_BUFFERED` (the only method usersim simulates).
+    Other(u32),
+}
+
+#[derive(Arbitrary, Debug)]
+enum Length {
+    /// What the request needs (input: header + data; output: the reply and the data).
+    Exact,
+    Any(u16),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Request {
+    code: Code,
+    /// XORed with `REQUEST_VERSION`.
+    version: u32,
+    /// Taken modulo 4, so that it often names an attached program.
+    attach_parameter: u8,
+    /// Run: `uint32_data`; batch: `count`.
+    value: u32,
+    /// `data_len`: `None` is the data's length.
+    data_len: Option<u32>,
+    data: Vec<u8>,
+    input_len: Length,
+    output_len: Length,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Who {
+    System,
+    Administrator,
+    User,
+}
+
+#[derive(Arbitrary, Debug)]
+enum Step {
+    Request(Request),
+    Attach {
+        /// Taken modulo 4; `None` attaches without a parameter.
+        parameter: Option<u8>,
+        /// `None`: the program fails.
+        result: Option<u32>,
+    },
+    Detach(u8),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    caller: Who,
+    steps: Vec<Step>,
+}
+
+// ---- the environment ------------------------------------------------------------------------
+
+struct Env {
+    kernel: Kernel,
+    _driver: LoadedDriver<'static>,
+    pool: Vec<TagUsage>,
+    registrations: usize,
+}
+
+/// What the last program run saw: its context's `uint32_data`, `helper_data_1` and
+/// `helper_data_2`, and how many runs there have been.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Seen {
+    uint32_data: u32,
+    helper_data: (u32, u32),
+    runs: u32,
+}
+
+thread_local! {
+    static SEEN: Cell<Seen> = const { Cell::new(Seen { uint32_data: 0, helper_data: (0, 0), runs: 0 }) };
+}
+
+/// The program every link runs: reads the data its context describes, writes its first byte,
+/// notes what it saw, returns `result` (or fails).
+fn program(result: Option<u32>) -> impl Fn(*mut c_void) -> Result<u32, i32> + Send + Sync {
+    move |context| {
+        // SAFETY: the hook passes the sample's context as the program context.
+        let context = unsafe { &*context.cast::<SampleContext>() };
+        let len = (context.data_end.as_ptr() as usize)
+            .checked_sub(context.data_start.as_ptr() as usize)
+            .expect("data_end before data_start");
+        if len > 0 {
+            // SAFETY: the context describes the request's data, readable and writable.
+            let data = unsafe {
+                core::slice::from_raw_parts_mut(context.data_start.as_ptr().cast_mut(), len)
+            };
+            touch(data);
+        }
+        SEEN.set(Seen {
+            uint32_data: context.uint32_data,
+            helper_data: (context.helper_data_1, context.helper_data_2),
+            runs: SEEN.get().runs + 1,
+        });
+        result.ok_or(ebpf_ext_sys::ebpf_result::EBPF_INVALID_ARGUMENT)
+    }
+}
+
+/// A link the hook accepted, as the target's model keeps it.
+struct Attached {
+    link: Link,
+    parameter: Option<u32>,
+    result: Option<u32>,
+}
+
+/// The hook's attach policy, as the model applies it: one program per parameter, and a
+/// parameterless one only alone (a parameterless one does not keep others out).
+fn admits(links: &[Attached], parameter: Option<u32>) -> bool {
+    match parameter {
+        None => links.is_empty(),
+        Some(p) => links.iter().all(|l| l.parameter != Some(p)),
+    }
+}
+
+/// The program a request for `parameter` runs: the one attached for it, else the
+/// parameterless one.
+fn chosen(links: &[Attached], parameter: u32) -> Option<&Attached> {
+    links
+        .iter()
+        .find(|l| l.parameter == Some(parameter))
+        .or_else(|| links.iter().find(|l| l.parameter.is_none()))
+}
+
+thread_local! {
+    /// Loaded on the fuzzing thread at the first input and never unloaded (see hook_attach.rs).
+    static ENV: &'static Env = Box::leak(Box::new({
+        let kernel = Kernel::new();
+        let driver = LoadedDriver::load(Target::Native(driver_entry), "SampleEbpfExt")
+            .expect("DriverEntry");
+        let pool = kernel.pool_outstanding();
+        let registrations = kernel.nmr_registrations().len();
+        Env {
+            kernel,
+            _driver: driver,
+            pool,
+            registrations,
+        }
+    }));
+}
+
+// ---- the scenario ---------------------------------------------------------------------------
+
+/// The bytes, code and output length of a request.
+fn encode(request: &Request) -> (u32, Vec<u8>, usize) {
+    let data_len = request
+        .data_len
+        .unwrap_or(u32::try_from(request.data.len()).unwrap_or(u32::MAX));
+    let version = request.version ^ REQUEST_VERSION;
+    let attach_parameter = u32::from(request.attach_parameter % 4);
+    let (code, mut bytes, reply) = match request.code {
+        Code::Run | Code::Other(_) => (
+            IOCTL_SAMPLE_EBPF_EXT_CTL_RUN,
+            RunRequest {
+                version,
+                attach_parameter,
+                uint32_data: request.value,
+                data_len,
+            }
+            .to_bytes()
+            .to_vec(),
+            RunReply::SIZE,
+        ),
+        Code::Batch => {
+            let count = match request.value {
+                n @ 2..=MAX_BATCH => n % MAX_FUZZ_BATCH + 1,
+                n => n,
+            };
+            (
+                IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH,
+                RunBatchRequest {
+                    version,
+                    attach_parameter,
+                    count,
+                    data_len,
+                }
+                .to_bytes()
+                .to_vec(),
+                RunBatchReply::SIZE,
+            )
+        }
+    };
+    let code = match request.code {
+        Code::Other(c) => c & !3,
+        _ => code,
+    };
+    bytes.extend_from_slice(&request.data);
+    if let Length::Any(n) = request.input_len {
+        bytes.resize(usize::from(n), INPUT_FILL);
+    }
+    let output_len = match request.output_len {
+        Length::Exact => reply + request.data.len(),
+        Length::Any(n) => usize::from(n),
+    };
+    (code, bytes, output_len)
+}
+
+/// Checks a completed run or batch against the model; `runs_before` is [`Seen::runs`] before
+/// the request.
+fn check(
+    links: &[Attached],
+    code: u32,
+    bytes: &[u8],
+    result: &ebpf_ext_usersim::IoResult,
+    runs_before: u32,
+) {
+    let (header, reply) = match code {
+        IOCTL_SAMPLE_EBPF_EXT_CTL_RUN => (RunRequest::SIZE, RunReply::SIZE),
+        IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH => (RunBatchRequest::SIZE, RunBatchReply::SIZE),
+        _ => return,
+    };
+    // The attach parameter sits at the same offset in both requests.
+    let parameter = bytes
+        .get(4..8)
+        .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+    let program = parameter.and_then(|p| chosen(links, p));
+    let seen = SEEN.get();
+    if result.status != STATUS_SUCCESS {
+        return;
+    }
+    let program = program.expect("a request no program can serve succeeded");
+    let program_result = program.result.expect("a failing program's request succeeded");
+    let data = &bytes[header..];
+    assert_eq!(result.information, reply + data.len());
+    let runs = if code == IOCTL_SAMPLE_EBPF_EXT_CTL_RUN {
+        let request = RunRequest::from_bytes(bytes).expect("request");
+        let reply = RunReply::from_bytes(&result.output).expect("reply");
+        assert_eq!((reply.result, reply.programs_run), (program_result, 1));
+        assert_eq!(seen.uint32_data, request.uint32_data, "the context's uint32_data");
+        1
+    } else {
+        let request = RunBatchRequest::from_bytes(bytes).expect("request");
+        let reply = RunBatchReply::from_bytes(&result.output).expect("reply");
+        assert_eq!(reply.results, request.count);
+        assert_eq!(
+            reply.result_sum,
+            program_result.wrapping_mul(request.count),
+            "the sum of the batch's results"
+        );
+        assert_eq!(seen.uint32_data, 0, "a batch's context is the RUN context");
+        request.count
+    };
+    assert_eq!(seen.runs - runs_before, runs, "programs run");
+    assert_eq!(seen.helper_data, (1, 2), "the control device's helper values");
+    assert_eq!(
+        result.output[reply..],
+        expected_data(data, runs),
+        "the returned data"
+    );
+}
+
+fn scenario(env: &Env, input: &Input) {
+    let caller = match input.caller {
+        Who::System => Caller::System,
+        Who::Administrator => Caller::Administrator,
+        Who::User => Caller::User,
+    };
+    let handle = env.kernel.open(WIN32_PATH, caller);
+    if common::verbose() {
+        eprintln!("open as {caller:?}: {:?}", handle.as_ref().err());
+    }
+    let mut links: Vec<Attached> = Vec::new();
+    for step in input.steps.iter().take(MAX_STEPS) {
+        match step {
+            Step::Attach { parameter, result } => {
+                if links.len() >= MAX_LINKS {
+                    continue;
+                }
+                let parameter = parameter.map(|p| u32::from(p % 4));
+                let mut spec = LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE);
+                if let Some(p) = parameter {
+                    spec = spec.attach_parameter(&p.to_ne_bytes());
+                }
+                let admitted = admits(&links, parameter);
+                match Link::attach(spec, program(*result)) {
+                    Ok(link) => {
+                        assert!(admitted, "the hook admitted what its policy refuses");
+                        links.push(Attached {
+                            link,
+                            parameter,
+                            result: *result,
+                        });
+                    }
+                    Err(e) => assert!(!admitted, "the hook refused an admissible attach: {e:?}"),
+                }
+            }
+            Step::Detach(i) => {
+                if !links.is_empty() {
+                    let attached = links.remove(usize::from(*i) % links.len());
+                    attached.link.detach().expect("detach");
+                }
+            }
+            Step::Request(request) => {
+                let Ok(handle) = handle.as_ref() else {
+                    continue;
+                };
+                let (code, bytes, output_len) = encode(request);
+                let runs_before = SEEN.get().runs;
+                let result = env
+                    .kernel
+                    .device_io_control(handle, code, &bytes, output_len);
+                if common::verbose() {
+                    eprintln!(
+                        "code {code:#x} in {} out {output_len}: {:#x}, {} bytes",
+                        bytes.len(),
+                        result.status,
+                        result.information
+                    );
+                }
+                check(&links, code, &bytes, &result, runs_before);
+            }
+        }
+    }
+    for attached in links {
+        attached.link.detach().expect("detach");
+    }
+    if let Ok(handle) = handle {
+        env.kernel.close(handle);
+    }
+    common::assert_kernel_as_before(&env.kernel, &env.pool, env.registrations);
+}
+
+fuzz_target!(|input: Input| {
+    if common::verbose() {
+        eprintln!("{input:#?}");
+    }
+    ENV.with(|env| scenario(env, &input));
+});
