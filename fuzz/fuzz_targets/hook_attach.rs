@@ -19,7 +19,8 @@
 //! after its detach has been waited for); the extension's on-detach runs exactly once per
 //! accepted on-attach; a batch (`with_batch`) is begun at most once and ended exactly once
 //! if begun, every batch invoke and the end get the state the begin prepared, a failed begin
-//! means no batch invoke and no end, and every event of a batch sees the same programs.
+//! means no batch invoke and no end, and every event of a batch sees the same programs; under
+//! a policy that runs wildcards last, no specific program is offered after a wildcard one.
 #![no_main]
 
 mod common;
@@ -717,6 +718,7 @@ fn scenario<P: AttachParameter>(env: &Env, input: &Input) {
         max_clients: usize::from(hook.max_clients % 8) + 1,
         tag: TAG,
     };
+    let wildcards_last = config.policy.runs_wildcards_last();
     let counters = Arc::new(Counters::default());
     let extension = Extension::<P>(
         FuzzHook {
@@ -757,11 +759,18 @@ fn scenario<P: AttachParameter>(env: &Env, input: &Input) {
                 let mut context = ProgramContext::new([0u8; 32]);
                 let mut seen = 0u32;
                 let mut ran = 0u8;
+                let mut wildcard_seen = false;
                 let _ = provider.invoke_with(
                     &parameter::<P>(p),
                     &mut context,
                     |client| {
-                        let _ = (client.data(), client.parameter(), client.is_detaching());
+                        let _ = (client.data(), client.is_detaching());
+                        let specific = client.parameter().is_some();
+                        assert!(
+                            !(wildcards_last && wildcard_seen && specific),
+                            "a specific program offered after a wildcard one"
+                        );
+                        wildcard_seen |= !specific;
                         seen += 1;
                         seen > 8 || skip_mask & (1 << (seen - 1)) == 0
                     },

@@ -30,7 +30,7 @@ def write(target, name, data):
 # HookInput: kind, policy, wildcard (Presence + 24 bytes), max_clients, exclusive_wildcard,
 # refuse_mask, unregister_first = 41 bytes; LinkInput: 100 bytes, all zero = a well-formed link
 # (attach parameter: the empty byte vector, i.e. a wildcard attach).
-OPS = 6  # Attach, Detach, Invoke, InvokeUntil, InvokeOnExpandedStack, Clients
+OPS = 7  # Attach, Detach, Invoke, InvokeUntil, InvokeOnExpandedStack, Clients, Batch
 
 
 def hook(kind=0, policy=0, max_clients=7):
@@ -73,6 +73,10 @@ def invoke(parameter=b""):
     return variant(2, OPS) + parameter.ljust(24, b"\0")
 
 
+def invoke_until(parameter=b"", stop_after=255, skip_mask=0):
+    return variant(3, OPS) + parameter.ljust(24, b"\0") + bytes([stop_after, skip_mask])
+
+
 def hook_seed(name, hook_bytes, links, script):
     data = bytearray(hook_bytes)
     for l in links:
@@ -93,6 +97,13 @@ hook_seed(
     hook(kind=0, policy=1)[:-1] + b"\x01",
     [link(b"\x01\0\0\0"), link(b"\x01\0\0\0"), link()],
     [attach(0), attach(1), attach(2), invoke(b"\x01")],
+)
+
+hook_seed(
+    "per-parameter-wildcard-attached-first",
+    hook(kind=0, policy=1),
+    [link(), link(b"\x07\0\0\0")],
+    [attach(0), attach(1), invoke_until(b"\x07"), invoke(b"\x07")],
 )
 
 
