@@ -10,9 +10,12 @@
 //!
 //! Properties checked besides "no crash, no leak": usersim bug-checks a request completed with
 //! more output than the caller's buffer; a successful run returns exactly the reply and the
-//! packet, a verdict the hook can produce, at least one program run, and the packet exactly as
-//! that many programs leave it (so no stale byte, and no byte beyond the packet in what the
-//! programs read); a successful profile returns its reply with the iterations asked for;
+//! packet, the verdict and the number of programs run that the target's model of the hook
+//! gives (the interface's programs in attach order, then the wildcard ones, until one blocks;
+//! a failed invoke or no program fails the request), and the packet exactly as that many
+//! programs leave it (so no stale byte, and no byte beyond the packet in what the programs
+//! read); a successful profile returns its reply with the iterations asked for and the
+//! model's verdict;
 //! after each input the kernel holds exactly the pool and NMR registrations it held before.
 #![no_main]
 
@@ -26,7 +29,7 @@ use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_usersim::{Caller, Kernel, TagUsage};
 use libfuzzer_sys::fuzz_target;
 use sample_harness::{LoadedDriver, Target};
-use sample_netebpf_ext::hook::ATTACH_TYPE;
+use sample_netebpf_ext::hook::{ATTACH_TYPE, WILDCARD_INTERFACE};
 use sample_netebpf_ext::program::PROGRAM_TYPE;
 use sample_netebpf_ext::protocol::{
     IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, MAX_ITERATIONS, ProfileReply, ProfileRequest,
@@ -145,6 +148,34 @@ fn program(verdict: Option<u32>) -> impl Fn(*mut c_void) -> Result<u32, i32> + S
     }
 }
 
+/// The links attached at load, as the model sees them: (interface, verdict), `None` for the
+/// wildcard and for a failing program. Extra links are appended in attach order.
+const LOADED: [(Option<u32>, Option<u32>); 3] = [
+    (Some(7), Some(VERDICT_PERMIT)),
+    (Some(9), None),
+    (None, Some(VERDICT_BLOCK)),
+];
+
+/// What firing the hook for `interface` must give, by the hook's rules as the sample documents
+/// them: the programs attached for the interface in attach order, then the wildcard ones,
+/// until one blocks; `(verdict, programs run)`, or `None` for a failure (a program's invoke
+/// failed, or none is attached).
+fn expected(model: &[(Option<u32>, Option<u32>)], interface: u32) -> Option<(u32, u32)> {
+    let specific = model
+        .iter()
+        .filter(|(p, _)| interface != WILDCARD_INTERFACE && *p == Some(interface));
+    let wildcards = model.iter().filter(|(p, _)| p.is_none());
+    let mut programs_run = 0;
+    for (_, verdict) in specific.chain(wildcards) {
+        programs_run += 1;
+        if *verdict == Some(VERDICT_BLOCK) {
+            return Some((VERDICT_BLOCK, programs_run));
+        }
+        verdict.as_ref()?;
+    }
+    (programs_run > 0).then_some((VERDICT_PERMIT, programs_run))
+}
+
 fn link(interface: Option<u32>, verdict: Option<u32>) -> Option<Link> {
     let mut spec = LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE);
     if let Some(interface) = interface {
@@ -159,11 +190,10 @@ thread_local! {
         let kernel = Kernel::new();
         let driver = LoadedDriver::load(Target::Native(driver_entry), "SampleNetEbpfExt")
             .expect("DriverEntry");
-        let links = vec![
-            link(Some(7), Some(VERDICT_PERMIT)).expect("attach interface 7"),
-            link(Some(9), None).expect("attach interface 9"),
-            link(None, Some(VERDICT_BLOCK)).expect("attach wildcard"),
-        ];
+        let links = LOADED
+            .iter()
+            .map(|&(interface, verdict)| link(interface, verdict).expect("attach"))
+            .collect();
         let pool = kernel.pool_outstanding();
         let registrations = kernel.nmr_registrations().len();
         Env {
@@ -244,6 +274,7 @@ fn scenario(env: &Env, input: &Input) {
         eprintln!("open as {caller:?}: {:?}", handle.as_ref().err());
     }
     let mut links: Vec<Link> = Vec::new();
+    let mut model = LOADED.to_vec();
     for step in input.steps.iter().take(MAX_REQUESTS) {
         match step {
             Step::Attach { interface, verdict } => {
@@ -251,13 +282,17 @@ fn scenario(env: &Env, input: &Input) {
                     let verdict = [VERDICT_PERMIT, VERDICT_BLOCK]
                         .get(*verdict as usize % 3)
                         .copied();
-                    links.extend(link(*interface, verdict));
+                    let link = link(*interface, verdict).expect("at most 16 per interface");
+                    links.push(link);
+                    let interface = interface.filter(|&i| i != WILDCARD_INTERFACE);
+                    model.push((interface, verdict));
                 }
             }
             Step::Detach(i) => {
                 if !links.is_empty() {
-                    let link = links.remove(usize::from(*i) % links.len());
-                    link.detach().expect("detach");
+                    let i = usize::from(*i) % links.len();
+                    links.remove(i).detach().expect("detach");
+                    model.remove(LOADED.len() + i);
                 }
             }
             Step::Request(request) => {
@@ -280,8 +315,12 @@ fn scenario(env: &Env, input: &Input) {
                     let packet = &bytes[RunRequest::SIZE..];
                     assert_eq!(result.information, RunReply::SIZE + packet.len());
                     let reply = RunReply::from_bytes(&result.output).expect("reply");
-                    assert!(reply.verdict == VERDICT_PERMIT || reply.verdict == VERDICT_BLOCK);
-                    assert!(reply.programs_run >= 1);
+                    let asked = RunRequest::from_bytes(&bytes).expect("request");
+                    assert_eq!(
+                        Some((reply.verdict, reply.programs_run)),
+                        expected(&model, asked.interface_id),
+                        "the verdict and the programs run, by the hook's rules"
+                    );
                     // Every byte returned is the packet as the programs left it: no stale
                     // byte, no byte from outside the packet in any program's sum.
                     assert_eq!(
@@ -295,7 +334,11 @@ fn scenario(env: &Env, input: &Input) {
                     let reply = ProfileReply::from_bytes(&result.output).expect("reply");
                     let asked = ProfileRequest::from_bytes(&bytes).expect("request");
                     assert_eq!(reply.iterations, asked.iterations);
-                    assert!(reply.verdict == VERDICT_PERMIT || reply.verdict == VERDICT_BLOCK);
+                    assert_eq!(
+                        Some((reply.verdict, reply.programs_run)),
+                        expected(&model, asked.interface_id),
+                        "the last iteration's verdict and programs run"
+                    );
                 }
             }
         }
