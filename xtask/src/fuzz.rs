@@ -28,6 +28,7 @@ pub(crate) const TARGETS: &[&str] = &[
     "program_info",
     "sample_ioctl",
     "sample_ext_ioctl",
+    "sample_process",
     "test_run",
     "pe_parse",
     "btf_externs",
@@ -171,9 +172,13 @@ fn fuzz_target(target: &str, corpus: &Path, seconds: u64, jobs: u32) -> Result<(
         "-print_final_stats=1".into(),
     ]);
     // core-sim keeps every detached link's state for the rest of the process (about 1 KiB per
-    // sample_ioctl or sample_ext_ioctl input), so a long run in one process would reach the RSS limit: fork mode
-    // restarts the fuzzing process every few minutes.
-    if (target == "sample_ioctl" || target == "sample_ext_ioctl") && jobs == 1 {
+    // input of the three sample targets), so a long run in one process would reach the RSS
+    // limit: fork mode restarts the fuzzing process every few minutes.
+    if matches!(
+        target,
+        "sample_ioctl" | "sample_ext_ioctl" | "sample_process"
+    ) && jobs == 1
+    {
         cmd.arg("-fork=1");
     }
     run(&mut cmd)
