@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use common::{
@@ -20,7 +19,7 @@ use common::{
 };
 use ebpf_ext_core_sim::bpf::{
     BPF_EXIST, BPF_NOEXIST, BpfError, BpfMap, BpfObject, BpfProgram, BtfFunctionUse, BtfPrototype,
-    CORE_SIM_LOGON_ID, CORE_SIM_PROCESS_START_KEY, MapError,
+    CORE_SIM_LOGON_ID, CORE_SIM_PROCESS_START_KEY, MapError, compile_c,
 };
 use ebpf_ext_core_sim::{LinkSpec, ProgramInfo, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_base::{
@@ -291,24 +290,7 @@ fn compile(c: &str) -> BpfObject {
 /// Builds `c` for `-mcpu=cpu` into a temporary directory of this call's own: the object,
 /// and its bytes.
 fn compile_for(cpu: &str, c: &str) -> (BpfObject, Vec<u8>) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let source = dir.path().join("test.c");
-    std::fs::write(&source, c).expect("source");
-    let object = dir.path().join("test.o");
-    let out = Command::new("clang")
-        .args(["-target", "bpf", "-O2", "-g", "-c"])
-        .arg(format!("-mcpu={cpu}"))
-        .arg(&source)
-        .arg("-o")
-        .arg(&object)
-        .output()
-        .expect("clang (a prerequisite) runs");
-    assert!(
-        out.status.success(),
-        "clang: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bytes = std::fs::read(&object).expect("object");
+    let bytes = compile_c(c, &[&format!("-mcpu={cpu}")]).expect("clang");
     (BpfObject::parse(&bytes).expect("parses"), bytes)
 }
 

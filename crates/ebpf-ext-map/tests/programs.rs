@@ -10,10 +10,9 @@
 )]
 
 use std::cell::RefCell;
-use std::process::Command;
 
 use ebpf_ext_core_sim::ProgramInfoClient;
-use ebpf_ext_core_sim::bpf::{BpfObject, BpfProgram};
+use ebpf_ext_core_sim::bpf::{BpfObject, BpfProgram, compile_c};
 use ebpf_ext_map::{CustomMap, Input, MapProvider};
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_program_info::{Context, ProgramInfoProvider, program_type};
@@ -134,22 +133,7 @@ char _license[] SEC("license") = "MIT";
 "#;
 
 fn compile(c: &str) -> BpfObject {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let (source, object) = (dir.path().join("p.c"), dir.path().join("p.o"));
-    std::fs::write(&source, c).expect("source");
-    let out = Command::new("clang")
-        .args(["-target", "bpf", "-O2", "-g", "-c"])
-        .arg(&source)
-        .arg("-o")
-        .arg(&object)
-        .output()
-        .expect("clang (a prerequisite) runs");
-    assert!(
-        out.status.success(),
-        "clang: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    BpfObject::parse(&std::fs::read(&object).expect("object")).expect("parses")
+    BpfObject::parse(&compile_c(c, &[]).expect("clang")).expect("parses")
 }
 
 #[test]

@@ -98,6 +98,36 @@ pub use maps::{
 pub use object::{BpfObject, MapDefinition};
 pub use program::{BpfProgram, TestRun};
 
+/// Compiles the C translation unit `source` with the prerequisite `clang`
+/// (`clang -target bpf -O2 -g -c`, then `args`) in a temporary directory of this call's own,
+/// and returns the object's bytes, for [`BpfObject::parse`]. For tests that build their BPF
+/// programs from C written inline.
+///
+/// # Errors
+/// If clang cannot be run (the message names the prerequisite) or refuses the source (the
+/// message holds its diagnostics), or the temporary directory cannot be used.
+pub fn compile_c(source: &str, args: &[&str]) -> Result<Vec<u8>, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
+    let (input, output) = (dir.path().join("program.c"), dir.path().join("program.o"));
+    std::fs::write(&input, source).map_err(|e| format!("{}: {e}", input.display()))?;
+    let result = std::process::Command::new("clang")
+        .args(["-target", "bpf", "-O2", "-g", "-c"])
+        .args(args)
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .output()
+        .map_err(|e| format!("clang (prerequisite `clang`, Debian package clang): {e}"))?;
+    if !result.status.success() {
+        return Err(format!(
+            "clang -target bpf failed: {}\n{}",
+            result.status,
+            String::from_utf8_lossy(&result.stderr)
+        ));
+    }
+    std::fs::read(&output).map_err(|e| format!("{}: {e}", output.display()))
+}
+
 /// Runs raw instructions (8 bytes each, little-endian, as an object's text holds them; a
 /// trailing partial instruction is ignored) in core-sim's interpreter alone, as
 /// [`BpfProgram::run`] runs a loaded program's: `r1` holds `memory`'s address, the program
