@@ -54,7 +54,8 @@ enum Step {
         /// Taken modulo 8 (so that exits find processes), plus 1000.
         process: u8,
         parent: u8,
-        command_line: Option<String>,
+        /// Each byte `b` is the character U+0020 + `b` (so Latin-1 letters too).
+        command_line: Option<Vec<u8>>,
     },
     Exit(u8),
 }
@@ -195,7 +196,12 @@ fn scenario(env: &Env, input: &Input) {
                 if processes.contains(&process_id) {
                     continue;
                 }
-                let command_line = command_line.as_ref().map(|c| c.chars().take(64).collect());
+                let command_line = command_line.as_ref().map(|c| {
+                    c.iter()
+                        .take(64)
+                        .filter_map(|&b| char::from_u32(0x20 + u32::from(b)))
+                        .collect()
+                });
                 let new = NewProcess {
                     process_id,
                     parent_process_id: usize::from(*parent),

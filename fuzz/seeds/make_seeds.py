@@ -151,6 +151,30 @@ write("sample_ext_ioctl", "specific-before-wildcard",
       + ext_request(1, 1, 4) + ext_request(0, 2, 5))
 
 
+# ---- sample_process --------------------------------------------------------------------------
+# Input: steps (Attach(Outcome), Detach(u8), Create { process, parent, command_line }, Exit(u8)).
+# An outcome: Allow(u16), Deny(u16), Fail.
+def outcome(kind, n=0):
+    return variant(kind, 3) + (struct.pack("<H", n) if kind < 2 else b"")
+
+
+def process_step(kind, body):
+    return b"\x01" + variant(kind, 4) + body
+
+
+def create(process, parent, command=None):
+    encoded = bytes([process, parent])
+    if command is None:
+        return process_step(2, encoded + b"\x00")
+    chars = b"".join(b"\x01" + bytes([c - 0x20]) for c in command)
+    return process_step(2, encoded + b"\x01" + chars + b"\x00")
+
+
+write("sample_process", "allow-deny-fail-then-exit",
+      process_step(0, outcome(2)) + process_step(0, outcome(0, 5)) + process_step(0, outcome(1, 0x22))
+      + create(1, 4, b"p.exe --x") + process_step(1, bytes([2])) + create(2, 4) + process_step(3, bytes([0])))
+
+
 # ---- test_run --------------------------------------------------------------------------------
 # Input: runs. A run: extension (Sample, Process), context and data (Buffer: Bytes(Vec<u8>) or
 # Null(u16)), strings (Option<[(u16, i8); 4]>), data_out and context_out capacities (Same,
