@@ -608,8 +608,9 @@ fn check_program_type<P>(program_type: GUID, config: &HookConfig<P>) -> Result<(
 
 /// A running extension driver, as [`crate::driver_entry!`] keeps it. It stops in this
 /// order: control device (no new requests), the extension, any NPI provider the extension
-/// leaked (deregistered, traced: [`ebpf_ext_nmr::deregister_leaked`]), the device object,
-/// tracing.
+/// leaked (deregistered, traced: [`ebpf_ext_nmr::deregister_leaked`]), any process notify
+/// routine it left added (removed, traced: [`crate::process::remove_leaked`]), the device
+/// object, tracing.
 pub struct Running<D: ExtensionDriver> {
     control: Option<ControlDevice>,
     /// Dropped only in `Drop`, followed by the sweep of leaked providers.
@@ -631,8 +632,10 @@ impl<D: ExtensionDriver> Drop for Running<D> {
         // SAFETY: dropped once, here; `self` is not used again but to drop the device and
         // tracing fields, which do not touch the extension.
         unsafe { core::mem::ManuallyDrop::drop(&mut self.extension) };
-        // A provider the extension leaked goes before the device its hooks may use.
+        // A provider the extension leaked goes before the device its hooks may use; a notify
+        // routine it left added goes too.
         ebpf_ext_nmr::deregister_leaked();
+        crate::process::remove_leaked();
     }
 }
 
@@ -700,8 +703,10 @@ pub mod glue {
         let extension = match started {
             Ok(extension) => extension,
             Err(e) => {
-                // A provider the failed start leaked goes before the device it may use.
+                // A provider the failed start leaked goes before the device it may use; a
+                // notify routine it added goes too.
                 ebpf_ext_nmr::deregister_leaked();
+                crate::process::remove_leaked();
                 return Err(e);
             }
         };

@@ -1,7 +1,9 @@
 //! A process-creation notify routine without `unsafe` in the driver
 //! ([`PsSetCreateProcessNotifyRoutineEx`](https://learn.microsoft.com/windows-hardware/drivers/ddi/ntddk/nf-ntddk-pssetcreateprocessnotifyroutineex)):
 //! the driver implements [`ProcessNotify`], and [`add`] / [`remove`] register a routine that
-//! hands it a typed [`ProcessEvent`].
+//! hands it a typed [`ProcessEvent`]. A routine still added when the driver unloads is removed
+//! by the driver glue ([`remove_leaked`]), so skipping a `remove` cannot leave the kernel
+//! calling into an unloaded image.
 //!
 //! The kernel accepts the routine only from an image linked with `/INTEGRITYCHECK`
 //! (`cargo xtask build-drivers` sets it).
@@ -14,13 +16,14 @@
 use core::ffi::c_void;
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use ebpf_ext_hook::ContextData;
 use ebpf_ext_pool::{PoolArray, PoolTag};
 use ebpf_ext_sys::ksecdd::SecLookupAccountSid;
 use ebpf_ext_sys::ntddk::{
-    PS_CREATE_NOTIFY_INFO, PsGetProcessCreateTimeQuadPart, PsGetProcessExitStatus,
-    PsSetCreateProcessNotifyRoutineEx,
+    PCREATE_PROCESS_NOTIFY_ROUTINE_EX, PS_CREATE_NOTIFY_INFO, PsGetProcessCreateTimeQuadPart,
+    PsGetProcessExitStatus, PsSetCreateProcessNotifyRoutineEx,
 };
 use ebpf_ext_sys::ntdef::{FALSE, HANDLE, NTSTATUS, TRUE, UNICODE_STRING};
 use ebpf_ext_sys::ntifs::{
@@ -376,12 +379,17 @@ unsafe extern "win64" fn routine<N: ProcessNotify>(
     N::notify(&mut event);
 }
 
-fn set<N: ProcessNotify>(remove: bool) -> Result {
-    // SAFETY: a routine of this driver; the kernel waits for running callbacks on removal.
-    // The caller removes it before the driver unloads (`add`'s contract).
-    let status = unsafe {
-        PsSetCreateProcessNotifyRoutineEx(routine::<N>, if remove { TRUE } else { FALSE })
-    };
+/// Adds (`remove` false) or removes `notify` with the kernel.
+///
+/// # Safety
+/// `notify` is a routine of this driver image; the caller keeps the [`Added`] record (a
+/// routine added is listed there until removed).
+unsafe fn set(notify: PCREATE_PROCESS_NOTIFY_ROUTINE_EX, remove: bool) -> Result {
+    // SAFETY: a routine of this driver (caller's contract); the kernel waits for running
+    // callbacks on removal. One still added at unload is removed by the driver glue
+    // (`remove_leaked`).
+    let status =
+        unsafe { PsSetCreateProcessNotifyRoutineEx(notify, if remove { TRUE } else { FALSE }) };
     if status == STATUS_SUCCESS {
         Ok(())
     } else {
@@ -394,18 +402,93 @@ fn set<N: ProcessNotify>(remove: bool) -> Result {
     }
 }
 
-/// Adds `N`'s notify routine. Remove it with [`remove`] before the driver unloads (a hook
-/// that adds it on its first attach and removes it on its last detach does: the hook
-/// provider detaches every program before it is dropped).
+/// Most notify routines (one per [`ProcessNotify`] type) one driver keeps added at once.
+pub const MAX_NOTIFY_ROUTINES: usize = 8;
+
+/// The routines this image has added and not removed, so that unload can remove one the
+/// driver did not ([`remove_leaked`]): safe code may skip a `remove`, and a routine left
+/// added after unload is a call into an unmapped image at the next process event.
+///
+/// One per image (a `static`); on the host, one per simulated kernel (usersim's per-kernel
+/// storage), as `ebpf-ext-nmr` keeps its list of providers. All-zero is empty. Lock-free:
+/// a slot is claimed and emptied with compare-exchange.
+struct Added {
+    slots: [AtomicPtr<c_void>; MAX_NOTIFY_ROUTINES],
+}
+
+#[cfg(target_os = "windows")]
+static ADDED: Added = Added {
+    slots: [const { AtomicPtr::new(ptr::null_mut()) }; MAX_NOTIFY_ROUTINES],
+};
+
+/// This image's record.
+#[cfg(target_os = "windows")]
+fn added() -> Option<&'static Added> {
+    Some(&ADDED)
+}
+
+/// The key of the record in usersim's per-kernel storage.
+#[cfg(not(target_os = "windows"))]
+static KEY: u8 = 0;
+
+/// The record of the simulated kernel bound to this thread; `None` when none is bound.
+#[cfg(not(target_os = "windows"))]
+fn added() -> Option<&'static Added> {
+    // SAFETY: all-zero is an empty record of atomics; `KEY` is this module's alone; the
+    // storage lives as long as the bound kernel.
+    unsafe { ebpf_ext_sys::host::kernel_local::<Added>(ptr::from_ref(&KEY).cast()) }
+}
+
+impl Added {
+    /// Lists `notify`; `false` if every slot is taken.
+    fn insert(&self, notify: *mut c_void) -> bool {
+        self.slots.iter().any(|slot| {
+            slot.compare_exchange(ptr::null_mut(), notify, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+    }
+
+    /// Unlists `notify`.
+    fn remove(&self, notify: *mut c_void) {
+        for slot in &self.slots {
+            if slot
+                .compare_exchange(notify, ptr::null_mut(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Adds `N`'s notify routine. Remove it with [`remove`] when the driver no longer needs it (a
+/// hook that adds it on its first attach and removes it on its last detach does: the hook
+/// provider detaches every program before it is dropped). One still added when the driver
+/// unloads is removed then, with a trace event (see [`remove_leaked`]).
 ///
 /// # Errors
 /// [`Error::Api`] with the kernel's status (`STATUS_ACCESS_DENIED` for an image without
-/// `/INTEGRITYCHECK`; `STATUS_INVALID_PARAMETER` if already added).
+/// `/INTEGRITYCHECK`; `STATUS_INVALID_PARAMETER` if already added);
+/// [`Error::InsufficientResources`] (traced, the routine removed again) if the driver already
+/// has [`MAX_NOTIFY_ROUTINES`] added.
 ///
 /// # IRQL
 /// PASSIVE_LEVEL.
 pub fn add<N: ProcessNotify>() -> Result {
-    set::<N>(false)
+    let notify: PCREATE_PROCESS_NOTIFY_ROUTINE_EX = routine::<N>;
+    // SAFETY: this image's routine for `N`, listed below or removed again.
+    unsafe { set(notify, false) }?;
+    if added().is_some_and(|added| !added.insert(notify as *mut c_void)) {
+        ebpf_ext_trace::trace_message!(
+            ebpf_ext_trace::Level::Error,
+            ebpf_ext_trace::keyword::EXTENSION,
+            "process notify routine refused: the driver has MAX_NOTIFY_ROUTINES added"
+        );
+        // SAFETY: added just above and not listed.
+        let _ = unsafe { set(notify, true) };
+        return Err(Error::InsufficientResources);
+    }
+    Ok(())
 }
 
 /// Removes `N`'s notify routine, waiting for running callbacks; not from inside one.
@@ -416,7 +499,52 @@ pub fn add<N: ProcessNotify>() -> Result {
 /// # IRQL
 /// PASSIVE_LEVEL.
 pub fn remove<N: ProcessNotify>() -> Result {
-    set::<N>(true)
+    let notify: PCREATE_PROCESS_NOTIFY_ROUTINE_EX = routine::<N>;
+    // SAFETY: this image's routine for `N`; unlisted once removed.
+    unsafe { set(notify, true) }?;
+    if let Some(added) = added() {
+        added.remove(notify as *mut c_void);
+    }
+    Ok(())
+}
+
+/// Removes every notify routine this driver added and did not remove, tracing each (an
+/// `EbpfExtGenericMessage` at error level, keyword `EXTENSION`); returns how many. The driver
+/// glue ([`crate::driver_entry!`]) calls it at unload once the extension is dropped, and
+/// after a failed start: a routine is never left pointing into an unloaded image.
+///
+/// # IRQL
+/// PASSIVE_LEVEL.
+#[expect(
+    clippy::must_use_candidate,
+    reason = "removing is the point; the count is for tests"
+)]
+pub fn remove_leaked() -> usize {
+    let Some(added) = added() else {
+        return 0;
+    };
+    let mut removed = 0;
+    for slot in &added.slots {
+        let notify = slot.swap(ptr::null_mut(), Ordering::AcqRel);
+        if notify.is_null() {
+            continue;
+        }
+        ebpf_ext_trace::trace_message!(
+            ebpf_ext_trace::Level::Error,
+            ebpf_ext_trace::keyword::EXTENSION,
+            "process notify routine still added at unload: removed"
+        );
+        // SAFETY: a `PCREATE_PROCESS_NOTIFY_ROUTINE_EX` of this image (only `add` lists, and
+        // it lists that type), added and not removed (listed), and now unlisted.
+        let notify = unsafe {
+            core::mem::transmute::<*mut c_void, PCREATE_PROCESS_NOTIFY_ROUTINE_EX>(notify)
+        };
+        // SAFETY: as above.
+        if unsafe { set(notify, true) }.is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Bytes of each inline account buffer: ntosebpfext's notify routine lends two such stack
