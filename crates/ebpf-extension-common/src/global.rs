@@ -13,18 +13,31 @@
 
 use core::ops::Deref;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use ebpf_ext_pool::{PoolBox, PoolTag};
 use ebpf_ext_rundown::{Rundown, RundownGuard};
 use ebpf_ext_sys::{Error, Result};
 
-/// What a [`DriverGlobal`] holds: the published value and the rundown that guards it. All-zero
-/// bytes are its initial state (no value; an initialised, not-run-down reference).
+/// What a [`DriverGlobal`] holds: where `set` and `take` stand, the published value and the
+/// rundown that guards it. All-zero bytes are its initial state ([`EMPTY`]; no value; an
+/// initialised, not-run-down reference).
 struct State<T> {
+    phase: AtomicU8,
     value: AtomicPtr<T>,
     rundown: Rundown,
 }
+
+/// No value: `set` may begin.
+const EMPTY: u8 = 0;
+/// A `set` is publishing: no other `set` nor any `take` may begin.
+const SETTING: u8 = 1;
+/// A value is published: `take` may begin.
+const SET: u8 = 2;
+/// A `take` is running down the borrows and removing the value: no `set` may begin until it
+/// is done (one that published between its wait and its removal would lend a value that
+/// the `take` then returns to be dropped).
+const TAKING: u8 = 3;
 
 /// A pool-allocated value published by `DriverEntry`, borrowed by callbacks under rundown
 /// protection ([`ebpf_ext_rundown::Rundown`]), and taken back at unload only once no borrow
@@ -39,8 +52,11 @@ struct State<T> {
 ///   loaded twice).
 ///
 /// # Locking
-/// `set` and `take` are the driver's entry and unload: the I/O manager never runs them
-/// concurrently for one driver, and they must not be called concurrently with each other.
+/// `set` and `take` are the driver's entry and unload, which the I/O manager never runs
+/// concurrently for one driver. Called concurrently anyway, they exclude each other through
+/// an atomic phase (empty, setting, set, taking): a `set` that finds another `set` or a
+/// `take` running is refused, and a `take` that finds nothing published, or a `set` running,
+/// returns `None`.
 pub struct DriverGlobal<T> {
     #[cfg(target_os = "windows")]
     state: State<T>,
@@ -60,6 +76,7 @@ impl<T: Send + Sync> DriverGlobal<T> {
         DriverGlobal {
             #[cfg(target_os = "windows")]
             state: State {
+                phase: AtomicU8::new(EMPTY),
                 value: AtomicPtr::new(ptr::null_mut()),
                 rundown: Rundown::new_static(),
             },
@@ -89,37 +106,36 @@ impl<T: Send + Sync> DriverGlobal<T> {
     /// Moves `value` to non-paged pool and publishes it. On failure `value` is dropped.
     ///
     /// # Errors
-    /// [`Error::InvalidDeviceState`] if a value is already published (or, on the host, no
-    /// kernel is bound); [`Error::InsufficientResources`] if the allocation fails.
+    /// [`Error::InvalidDeviceState`] if a value is already published, or another `set` or a
+    /// `take` is running (or, on the host, no kernel is bound);
+    /// [`Error::InsufficientResources`] if the allocation fails.
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
     pub fn set(&self, value: T) -> Result {
         let state = self.state().ok_or(Error::InvalidDeviceState)?;
-        if !state.value.load(Ordering::Acquire).is_null() {
-            return Err(Error::InvalidDeviceState);
-        }
-        let value = PoolBox::try_new(value, self.tag)?;
-        let raw = value.into_raw();
-        // Publish only into an empty global: a racing `set` that got there first wins, and
-        // this value goes back to the pool (dropped, which stops whatever it runs).
+        // Only from an empty global, and only one `set` at a time: a racing `set` that got
+        // there first wins, and this value is dropped (which stops whatever it runs).
         if state
-            .value
-            .compare_exchange(
-                ptr::null_mut(),
-                raw.as_ptr(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
+            .phase
+            .compare_exchange(EMPTY, SETTING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            // SAFETY: `raw` came from `into_raw` just above with this tag and was never
-            // published.
-            drop(unsafe { PoolBox::from_raw(raw, self.tag) });
             return Err(Error::InvalidDeviceState);
         }
+        let value = match PoolBox::try_new(value, self.tag) {
+            Ok(value) => value,
+            Err(e) => {
+                state.phase.store(EMPTY, Ordering::Release);
+                return Err(e);
+            }
+        };
+        state
+            .value
+            .store(value.into_raw().as_ptr(), Ordering::Release);
         // After a `take`, borrows may be taken again (Err only if never run down).
         let _ = state.rundown.reinitialize();
+        state.phase.store(SET, Ordering::Release);
         Ok(())
     }
 
@@ -139,18 +155,27 @@ impl<T: Send + Sync> DriverGlobal<T> {
         })
     }
 
-    /// Refuses new borrows, waits for current ones to end, and returns the value.
+    /// Refuses new borrows, waits for current ones to end, and returns the value; `None` if
+    /// none is published (or a `set` or another `take` is running).
     ///
     /// # IRQL
     /// PASSIVE_LEVEL (it may block).
     #[must_use = "dropping the value stops what it runs"]
     pub fn take(&self) -> Option<PoolBox<T>> {
         let state = self.state()?;
+        // While TAKING no `set` begins, so no value is published and no borrow reopened
+        // between the wait and the removal below.
+        state
+            .phase
+            .compare_exchange(SET, TAKING, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
         state.rundown.wait_for_release();
         let value = state.value.swap(ptr::null_mut(), Ordering::AcqRel);
+        state.phase.store(EMPTY, Ordering::Release);
         let value = ptr::NonNull::new(value)?;
-        // SAFETY: published by `set` from `PoolBox::into_raw` with this tag, and no borrow
-        // exists (rundown completed).
+        // SAFETY: published by `set` from `PoolBox::into_raw` with this tag; no borrow exists
+        // (rundown completed) and none can begin (run down, and no `set` could reopen it
+        // while TAKING).
         Some(unsafe { PoolBox::from_raw(value, self.tag) })
     }
 }

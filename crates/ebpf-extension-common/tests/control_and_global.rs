@@ -154,6 +154,62 @@ fn of_two_racing_sets_exactly_one_publishes_and_the_other_value_is_freed() {
     kernel.assert_no_leaks();
 }
 
+/// A value that knows whether it is still alive: its drop clears the mark a borrow checks.
+struct Marked(core::sync::atomic::AtomicU64);
+
+const ALIVE: u64 = 0xA11C_EA11_C0FF_EE00;
+
+impl Drop for Marked {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::SeqCst);
+    }
+}
+
+/// `take`, `set` and `get` on three threads at once, for many rounds: a borrow never sees a
+/// value that was dropped (a `set` between a `take`'s wait and its removal of the value
+/// once let a new borrow outlive the value the `take` returned).
+#[test]
+fn set_take_and_get_racing_never_lend_a_dropped_value() {
+    static GLOBAL: DriverGlobal<Marked> = DriverGlobal::new(TAG);
+    let kernel = Kernel::new();
+    let stop = AtomicBool::new(false);
+    let borrows = core::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let kernel = &kernel;
+        s.spawn(|| {
+            kernel.bind_current_thread();
+            while !stop.load(Ordering::Relaxed) {
+                drop(GLOBAL.take());
+            }
+        });
+        s.spawn(|| {
+            kernel.bind_current_thread();
+            while !stop.load(Ordering::Relaxed) {
+                let _ = GLOBAL.set(Marked(core::sync::atomic::AtomicU64::new(ALIVE)));
+            }
+        });
+        s.spawn(|| {
+            kernel.bind_current_thread();
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(value) = GLOBAL.get() {
+                    std::thread::yield_now();
+                    assert_eq!(
+                        value.0.load(Ordering::SeqCst),
+                        ALIVE,
+                        "a dropped value lent"
+                    );
+                    borrows.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert!(borrows.load(Ordering::Relaxed) > 0, "some borrows happened");
+    drop(GLOBAL.take());
+    kernel.assert_no_leaks();
+}
+
 /// Hands back the whole system buffer (`Information` = the output length), as a driver that
 /// replies with more than it wrote would.
 unsafe extern "win64" fn whole_buffer(
