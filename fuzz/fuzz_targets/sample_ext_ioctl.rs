@@ -70,7 +70,8 @@ fn expected_data(data: &[u8], runs: u32) -> Vec<u8> {
 enum Code {
     Run,
     Batch,
-    /// Any code, made `METHOD_BUFFERED` (the only method usersim simulates).
+    /// Any code, of any transfer method (usersim gives other methods than `METHOD_BUFFERED`
+    /// no buffers, and checks that the driver refuses them).
     Other(u32),
 }
 
@@ -253,7 +254,7 @@ fn encode(request: &Request) -> (u32, Vec<u8>, usize) {
         }
     };
     let code = match request.code {
-        Code::Other(c) => c & !3,
+        Code::Other(c) => c,
         _ => code,
     };
     bytes.extend_from_slice(&request.data);

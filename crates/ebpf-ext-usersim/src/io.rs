@@ -527,9 +527,14 @@ impl Kernel {
     /// A driver that completes a successful request with `Information` above the output
     /// length is bug-checked (the copy would overrun the caller's buffer).
     ///
+    /// A code of another transfer method (`METHOD_IN_DIRECT`, `METHOD_OUT_DIRECT`,
+    /// `METHOD_NEITHER`) reaches the driver with its lengths but without buffers (usersim
+    /// maps no user memory: the system buffer, `Type3InputBuffer` and `UserBuffer` are NULL),
+    /// for tests of a driver that refuses it; it must fail, with no output.
+    ///
     /// # Panics
-    /// If `code` is not `METHOD_BUFFERED`, or the driver leaves the IRP pending or
-    /// uncompleted (usersim completes synchronously).
+    /// If the driver leaves the IRP pending or uncompleted (usersim completes
+    /// synchronously), or completes a request of another method successfully.
     #[must_use]
     pub fn device_io_control(
         &self,
@@ -538,11 +543,28 @@ impl Kernel {
         input: &[u8],
         output_len: usize,
     ) -> IoResult {
-        assert_eq!(
-            code & 3,
-            METHOD_BUFFERED,
-            "only METHOD_BUFFERED is simulated"
-        );
+        if code & 3 != METHOD_BUFFERED {
+            let mut request = Request::new(handle.device, IRP_MJ_DEVICE_CONTROL, 0);
+            request.stack.Parameters.DeviceIoControl = IO_STACK_LOCATION_DEVICE_IO_CONTROL {
+                OutputBufferLength: u32::try_from(output_len).expect("output under 4 GiB"),
+                InputBufferLength: u32::try_from(input.len()).expect("input under 4 GiB"),
+                IoControlCode: code,
+                Type3InputBuffer: ptr::null_mut(),
+                Padding0: 0,
+                Padding1: 0,
+                Padding2: 0,
+            };
+            let (status, information) = request.send(self, handle.device);
+            assert!(
+                (status.cast_unsigned() >> 30) == 3 && information == 0,
+                "usersim gives a request of another method no buffers: it must fail ({status:#x}, {information})"
+            );
+            return IoResult {
+                status,
+                information,
+                output: Vec::new(),
+            };
+        }
         let mut request = Request::new(
             handle.device,
             IRP_MJ_DEVICE_CONTROL,

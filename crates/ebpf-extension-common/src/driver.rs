@@ -750,6 +750,13 @@ pub mod glue {
     ) -> NTSTATUS {
         // SAFETY: the I/O manager's IRP, not yet completed.
         let Some(mut control) = (unsafe { DeviceControl::from_irp(irp) }) else {
+            // Bad input like any other refusal: a status and a trace event.
+            ebpf_ext_trace::trace_message_status!(
+                ebpf_ext_trace::Level::Warning,
+                ebpf_ext_trace::keyword::EXTENSION,
+                "control code refused: not METHOD_BUFFERED",
+                STATUS_INVALID_DEVICE_REQUEST
+            );
             // SAFETY: as above; completed once.
             return unsafe { complete_request(irp, STATUS_INVALID_DEVICE_REQUEST, 0) };
         };

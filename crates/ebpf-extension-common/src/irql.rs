@@ -44,16 +44,18 @@ pub fn at_dispatch<R>(f: impl FnOnce() -> R) -> Option<R> {
 
 /// Runs `f` with the IRQL raised to `level` (`KeRaiseIrql`) and lowers it back
 /// (`KeLowerIrql`) when `f` returns or unwinds; `None`, without running `f`, if the current
-/// IRQL is above `level`.
+/// IRQL is above `level`, or `level` is above DISPATCH_LEVEL (device IRQLs, where neither
+/// the pool, nor rundown, nor tracing, nor a hook may be used, are not the SDK's to offer;
+/// and a level above HIGH_LEVEL is no IRQL at all).
 ///
 /// # IRQL
-/// ≤ `level`; `f` runs at `level`.
+/// ≤ `level` ≤ DISPATCH_LEVEL; `f` runs at `level`.
 pub fn at_level<R>(level: KIRQL, f: impl FnOnce() -> R) -> Option<R> {
-    if KeGetCurrentIrql() > level {
+    if level > DISPATCH_LEVEL || KeGetCurrentIrql() > level {
         return None;
     }
-    // SAFETY: `level` is at or above the current IRQL (checked); the guard lowers it back at
-    // the end of this scope, on this thread.
+    // SAFETY: `level` is at or above the current IRQL and at most DISPATCH_LEVEL (checked);
+    // the guard lowers it back at the end of this scope, on this thread.
     let old = unsafe { KeRaiseIrql(level) };
     // INVARIANT: raised from `old` on this thread; dropped at the end of this scope.
     let _raised = RaisedIrql {

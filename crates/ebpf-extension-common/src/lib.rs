@@ -10,7 +10,7 @@
 //! - [`driver`]: [`driver::ExtensionDriver`] and [`driver_entry!`], which turn an extension
 //!   into `DriverEntry`, unload and the dispatch table and keep it running in between, starting
 //!   any number of program types and hooks in order; [`ioctl`](mod@ioctl): typed buffered IOCTLs, refused
-//!   by the SDK when malformed; [`irql`]: an IRQL guard and a performance-counter stopwatch;
+//!   by the SDK when malformed; [`irql`]: scoped IRQL raises and a performance-counter stopwatch;
 //!   [`process`]: a safe process-creation notify routine;
 //! - [`helpers!`]: one declaration per helper; [`btf_functions!`]: functions exported to
 //!   programs of any type by name (BTF-resolved functions), registered with

@@ -42,6 +42,17 @@ fn above_the_level_the_closure_does_not_run() {
 }
 
 #[test]
+fn a_level_above_dispatch_is_refused() {
+    let kernel = Kernel::new();
+    let mut ran = false;
+    assert_eq!(at_level(DISPATCH_LEVEL + 1, || ran = true), None);
+    assert_eq!(at_level(16, || ran = true), None, "not an IRQL");
+    assert!(!ran);
+    assert_eq!(kernel.irql_raises(), 0);
+    assert_eq!(KeGetCurrentIrql(), PASSIVE_LEVEL);
+}
+
+#[test]
 fn an_unwinding_closure_still_lowers_the_irql() {
     let _kernel = Kernel::new();
     let unwound = std::panic::catch_unwind(|| at_dispatch(|| panic!("a failing closure")));

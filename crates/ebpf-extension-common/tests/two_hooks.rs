@@ -19,7 +19,9 @@ use ebpf_ext_usersim::{
     Caller, DriverObject, Kernel, sweep_allocation_failures, sweep_call_failures,
 };
 use ebpf_extension_common::prelude::*;
-use ebpf_extension_common::sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
+use ebpf_extension_common::sys::ntstatus::{
+    STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
+};
 use ebpf_extension_common::sys::wdm::{
     CTL_CODE, FILE_ANY_ACCESS, FILE_DEVICE_NETWORK, METHOD_BUFFERED,
 };
@@ -284,6 +286,28 @@ fn two_program_types_and_two_hooks_run_and_stop() {
     assert_eq!((bind.invocations(), connect.invocations()), (1, 1));
     let short = kernel.device_io_control(&handle, Fire::CODE, &input[..4], FireReply::SIZE);
     assert_eq!(short.status, STATUS_INVALID_PARAMETER, "the SDK refuses it");
+    // The same code with another transfer method: refused before the driver sees it, traced.
+    let refused = "control code refused: not METHOD_BUFFERED";
+    let traced = || {
+        kernel
+            .etw_messages()
+            .iter()
+            .filter(|m| m.contains(refused))
+            .count()
+    };
+    for method in 1..=3 {
+        let other = kernel.device_io_control(&handle, Fire::CODE | method, &input, 8);
+        assert_eq!(
+            other.status, STATUS_INVALID_DEVICE_REQUEST,
+            "method {method}"
+        );
+        assert_eq!(
+            traced(),
+            usize::try_from(method).unwrap(),
+            "method {method} traced"
+        );
+    }
+    assert_eq!((bind.invocations(), connect.invocations()), (1, 1));
     kernel.close(handle);
 
     drop((bind_info, connect_info));
