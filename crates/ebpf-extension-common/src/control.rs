@@ -132,6 +132,10 @@ fn check(api: &'static str, status: NTSTATUS) -> Result {
 /// A named device object with a symbolic link, open to SYSTEM and Administrators only;
 /// deleted (link first) on drop.
 ///
+/// # IRQL
+/// Created and dropped at PASSIVE_LEVEL (`IoDeleteSymbolicLink` is PASSIVE_LEVEL only); the
+/// driver glue does both in `DriverEntry` and unload.
+///
 /// # Invariants
 /// `device` came from `IoCreateDevice` and `link` names a symbolic link to it; both are
 /// deleted only in `Drop`.

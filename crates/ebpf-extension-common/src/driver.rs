@@ -51,6 +51,10 @@ pub const RUST_PANIC_BUGCHECK: u32 = u32::from_le_bytes(*b"RUST");
 
 /// An unnamed device object of the driver, deleted on drop.
 ///
+/// # IRQL
+/// Created at PASSIVE_LEVEL; dropped at ≤ APC_LEVEL (`IoDeleteDevice`), after every work item
+/// queued against it has been waited for.
+///
 /// # Invariants
 /// `device` came from `IoCreateDevice` and is deleted only in `Drop`.
 pub struct Device {
