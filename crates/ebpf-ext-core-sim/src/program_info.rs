@@ -350,7 +350,9 @@ impl ProgramInfoClient {
     /// no `context_destroy` (as the core); `EBPF_FAILED` if it succeeded with a NULL context.
     ///
     /// # IRQL
-    /// PASSIVE_LEVEL.
+    /// PASSIVE_LEVEL. As the core, it raises to the provider's `required_irql` for the
+    /// provider's `context_create`, and so does [`TestRunContext::destroy`] for its
+    /// `context_destroy`.
     ///
     /// # Locking
     /// Holds the client's binding lock shared during the call: a provider detach waits for it.
@@ -409,7 +411,11 @@ impl ProgramInfoClient {
         // SAFETY: the provider is attached and cannot detach while the binding lock is held
         // shared, so its callback is callable; each input is NULL or valid for its size (an
         // `Input::Null` size is the provider's to reject); the out slot is a local.
-        let result = unsafe { create(data, data_size, context_in, context_size, &raw mut context) };
+        // As the core: at the provider's `required_irql` (the test run's work item raises
+        // before it creates).
+        let result = at_irql(provider.required_irql, || unsafe {
+            create(data, data_size, context_in, context_size, &raw mut context)
+        });
         if result != EBPF_SUCCESS {
             return Err(result);
         }
@@ -462,14 +468,7 @@ impl ProgramInfoClient {
     pub fn at_required_irql<R>(&self, f: impl FnOnce() -> R) -> R {
         let required = read(&self.registration.client().binding)
             .map_or(self.info().required_irql, |b| b.required_irql);
-        if required <= KeGetCurrentIrql() {
-            return f();
-        }
-        // SAFETY: `required` is above the current IRQL (checked) and at most HIGH_LEVEL
-        // (validated at attach); the guard lowers it back on this thread.
-        let old = unsafe { KeRaiseIrql(required) };
-        let _restore = RestoreIrql(old);
-        f()
+        at_irql(required, f)
     }
 
     /// Deregisters the client and waits until the provider has detached.
@@ -490,7 +489,9 @@ impl ProgramInfoClient {
         context_capacity: usize,
     ) -> Result<ContextOutput, CoreError> {
         let binding = read(&self.registration.client().binding);
-        let Some(destroy) = binding.and_then(|b| b.context_destroy) else {
+        let Some((destroy, required)) =
+            binding.and_then(|b| Some((b.context_destroy?, b.required_irql)))
+        else {
             return Err(CoreError::NotAttached);
         };
         let mut data = vec![0u8; data_capacity];
@@ -507,7 +508,8 @@ impl ProgramInfoClient {
         // SAFETY: the provider is attached (binding lock held shared); `context` came from its
         // `context_create` and is destroyed once; each output buffer is NULL or writable for
         // the capacity passed in its size slot.
-        unsafe {
+        // As the core: still raised to the provider's `required_irql`.
+        at_irql(required, || unsafe {
             destroy(
                 context,
                 out(&mut data),
@@ -515,7 +517,7 @@ impl ProgramInfoClient {
                 out(&mut context_out),
                 &raw mut context_size_out,
             );
-        }
+        });
         data.truncate(data_size_out);
         context_out.truncate(context_size_out);
         Ok(ContextOutput {
@@ -525,6 +527,19 @@ impl ProgramInfoClient {
             context_size_out,
         })
     }
+}
+
+/// Runs `f` at `required` (a provider's `required_irql`, validated at attach: at most
+/// HIGH_LEVEL), raised from the current IRQL if it is lower; left as is otherwise.
+fn at_irql<R>(required: KIRQL, f: impl FnOnce() -> R) -> R {
+    if required <= KeGetCurrentIrql() {
+        return f();
+    }
+    // SAFETY: `required` is above the current IRQL (checked) and at most HIGH_LEVEL
+    // (validated at attach); the guard lowers it back on this thread.
+    let old = unsafe { KeRaiseIrql(required) };
+    let _restore = RestoreIrql(old);
+    f()
 }
 
 /// Restores the IRQL when dropped.

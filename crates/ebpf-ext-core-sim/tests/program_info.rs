@@ -730,6 +730,12 @@ fn context_create_and_destroy_as_test_run_does() {
     // SAFETY: the core-sim's copy, alive while the context is.
     assert_eq!(unsafe { *descriptor }, client.info().context_descriptor);
     let out = context.destroy(64, 64).expect("destroyed");
+    assert_eq!(
+        common::CONTEXT_CALL_IRQLS.with(core::cell::Cell::get),
+        (DISPATCH_LEVEL, DISPATCH_LEVEL),
+        "create and destroy at the provider's required_irql, as the core calls them"
+    );
+    assert_eq!(KeGetCurrentIrql(), PASSIVE_LEVEL, "and lowered back");
     assert_eq!(out.data, data);
     assert_eq!(out.context_size_out, size_of::<TestContext>());
     assert_eq!(

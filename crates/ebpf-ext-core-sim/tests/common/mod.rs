@@ -302,6 +302,13 @@ struct TestContextWrapper {
     context: TestContext,
 }
 
+thread_local! {
+    /// The IRQL the last `test_context_create` and `test_context_destroy` on this thread ran
+    /// at.
+    pub(crate) static CONTEXT_CALL_IRQLS: core::cell::Cell<(u8, u8)> =
+        const { core::cell::Cell::new((0xFF, 0xFF)) };
+}
+
 /// `context_create` of the test program type: the context input must be a whole
 /// `TestContext`; the data input (optional) is pointed at, not copied.
 pub(crate) unsafe extern "win64" fn test_context_create(
@@ -311,6 +318,8 @@ pub(crate) unsafe extern "win64" fn test_context_create(
     context_size_in: usize,
     context: *mut *mut c_void,
 ) -> ebpf_result_t {
+    let irql = ebpf_ext_sys::intrin::KeGetCurrentIrql();
+    CONTEXT_CALL_IRQLS.with(|c| c.set((irql, c.get().1)));
     if context.is_null() || context_in.is_null() || context_size_in != size_of::<TestContext>() {
         return EBPF_INVALID_ARGUMENT;
     }
@@ -345,6 +354,8 @@ pub(crate) unsafe extern "win64" fn test_context_destroy(
     context_out: *mut u8,
     context_size_out: *mut usize,
 ) {
+    let irql = ebpf_ext_sys::intrin::KeGetCurrentIrql();
+    CONTEXT_CALL_IRQLS.with(|c| c.set((c.get().0, irql)));
     if context.is_null() {
         return;
     }
