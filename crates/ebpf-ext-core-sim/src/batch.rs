@@ -26,6 +26,9 @@ use crate::contract::Contract;
 struct Active {
     state: usize,
     irql: KIRQL,
+    /// The epoch record begin wrote into the state (the core's list links, epoch, processor
+    /// and IRQL), which end unlinks through.
+    record: [u64; 4],
 }
 
 /// The calling thread's batches.
@@ -120,34 +123,37 @@ pub(crate) unsafe fn begin(caller: Caller, state_size: usize, state: *mut c_void
     let address = state as usize;
     let irql = KeGetCurrentIrql();
     let tag = thread_tag();
-    let serial = at_dispatch(|| {
+    let record = at_dispatch(|| {
         THREAD.with_borrow_mut(|t| {
             if t.active.iter().any(|a| a.state == address) {
                 None
             } else {
+                t.serial += 1;
+                // What the core's epoch enter records: list links (here, the thread's list),
+                // epoch, processor and entry IRQL.
+                let record = [tag, tag, t.serial, u64::from(irql) << 32];
                 t.active.push(Active {
                     state: address,
                     irql,
+                    record,
                 });
-                t.serial += 1;
                 if caller == Caller::Provider {
                     t.begins += 1;
                 }
-                Some(t.serial)
+                Some(record)
             }
         })
     });
-    let Some(serial) = serial else {
+    let Some(record) = record else {
         Contract::BatchStateReused.broken(
             format_args!("batch begin on the state at {address:#x}, begun and not ended"),
             address,
             0,
         );
     };
-    // What the core's epoch enter records: list links (here, the thread's list), epoch,
-    // processor and entry IRQL; then the execution state's thread and IRQL.
+    // The epoch record, then the execution state's thread and IRQL.
     let value = ebpf_execution_context_state_t {
-        epoch_state: [tag, tag, serial, u64::from(irql) << 32],
+        epoch_state: record,
         id: tag,
         current_irql: irql,
         tail_call_state: ebpf_execution_context_state_tail_call_t {
@@ -170,14 +176,19 @@ pub(crate) unsafe fn begin(caller: Caller, state_size: usize, state: *mut c_void
 ///
 /// # Safety
 /// `state` is NULL or readable for `sizeof(ebpf_execution_context_state_t)` bytes.
-unsafe fn require_active(state: *const c_void, what: &str) -> KIRQL {
+unsafe fn require_active(state: *const c_void, what: &str) -> (KIRQL, [u64; 4]) {
     if state.is_null() {
         Contract::NullPointer.broken(format_args!("{what} with a NULL state"), 0, 0);
     }
     let address = state as usize;
-    let irql = THREAD.with_borrow(|t| t.active.iter().find(|a| a.state == address).map(|a| a.irql));
-    if let Some(irql) = irql {
-        return irql;
+    let active = THREAD.with_borrow(|t| {
+        t.active
+            .iter()
+            .find(|a| a.state == address)
+            .map(|a| (a.irql, a.record))
+    });
+    if let Some(active) = active {
+        return active;
     }
     // SAFETY: readable (precondition).
     let recorded = unsafe {
@@ -220,7 +231,20 @@ pub(crate) unsafe fn require_invokable(state: *const c_void) {
 pub(crate) unsafe fn end(caller: Caller, state: *mut c_void) -> ebpf_result_t {
     require_dispatch_or_below("batch end");
     // SAFETY: the caller's precondition.
-    let begun_at = unsafe { require_active(state, "batch end") };
+    let (begun_at, record) = unsafe { require_active(state, "batch end") };
+    let address = state as usize;
+    // SAFETY: readable (precondition); the state's first field is the epoch record.
+    let now = unsafe { state.cast::<[u64; 4]>().read_unaligned() };
+    if now != record {
+        // The core unlinks the state through the links its epoch enter wrote there.
+        Contract::BatchStateMoved.broken(
+            format_args!(
+                "batch end with the state at {address:#x}, whose epoch record batch begin wrote was changed (overwritten or re-initialised in place?)"
+            ),
+            address,
+            0,
+        );
+    }
     let irql = KeGetCurrentIrql();
     if irql != begun_at {
         Contract::BatchEndIrql.broken(
@@ -229,7 +253,6 @@ pub(crate) unsafe fn end(caller: Caller, state: *mut c_void) -> ebpf_result_t {
             usize::from(begun_at),
         );
     }
-    let address = state as usize;
     at_dispatch(|| {
         THREAD.with_borrow_mut(|t| {
             t.active.retain(|a| a.state != address);

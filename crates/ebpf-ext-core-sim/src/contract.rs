@@ -39,7 +39,9 @@ pub const BAD_POOL_HEADER: u32 = 0x19;
 pub enum Contract {
     /// A batch invoke or batch end got a state address batch begin never accepted (a moved
     /// or copied state), or one already ended: the core's per-CPU epoch list holds the
-    /// address batch begin was given, so unlinking anything else corrupts it.
+    /// address batch begin was given, so unlinking anything else corrupts it. Also a batch
+    /// end whose state's epoch record (the list links and epoch batch begin wrote there) was
+    /// changed in place meanwhile: the core unlinks through those links.
     BatchStateMoved = 1,
     /// Batch begin got a state that is already begun and not ended (linking it twice corrupts
     /// the per-CPU list).

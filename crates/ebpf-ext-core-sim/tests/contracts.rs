@@ -136,6 +136,30 @@ fn batch_end_with_a_moved_state_is_caught() {
     assert_eq!(contract, Contract::BatchStateMoved);
 }
 
+/// A provider that re-initialises its state in place between begin and end (zeroing it, or
+/// assigning a fresh one over it) breaks the core's list links stored there.
+#[test]
+fn batch_end_with_a_state_overwritten_in_place_is_caught() {
+    let contract = caught("batch_end_with_a_state_overwritten_in_place_is_caught", || {
+        let world = World::new();
+        let mut state = State::default();
+        begin(&world, &mut state);
+        state = State::default();
+        end(&world, &mut state);
+    });
+    assert_eq!(contract, Contract::BatchStateMoved);
+}
+
+#[test]
+fn batch_end_with_the_state_as_begin_left_it_passes() {
+    let world = World::new();
+    let mut state = State::default();
+    begin(&world, &mut state);
+    // Bytes past the core's record (the thread, IRQL and tail-call state) are the core's
+    // too, but only its record is unlinked through.
+    end(&world, &mut state);
+}
+
 #[test]
 fn batch_invoke_without_begin_is_caught() {
     let contract = caught("batch_invoke_without_begin_is_caught", || {
