@@ -188,6 +188,7 @@ mod tests {
             global_helpers: Vec::new(),
             has_context_create: false,
             has_context_destroy: false,
+            binding: crate::program_info::InfoBinding::default(),
         }
     }
 

@@ -78,6 +78,108 @@ pub struct ProgramInfo {
     pub has_context_create: bool,
     /// `context_destroy` is non-NULL.
     pub has_context_destroy: bool,
+    /// The client attachment this copy came from (none for a copy built by hand): programs
+    /// loaded with it run only while that provider is attached.
+    pub(crate) binding: InfoBinding,
+}
+
+/// Whether a client's program-information provider is attached, and which attachment, and
+/// the runs of programs loaded with its program data in flight: the core's
+/// program-information rundown. A detach waits for the runs, and afterwards a program loaded
+/// with that attachment's data does not run (the core's invoke returns
+/// `EBPF_EXTENSION_FAILED_TO_LOAD`).
+#[derive(Default)]
+pub(crate) struct Liveness {
+    state: Mutex<LiveState>,
+    idle: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct LiveState {
+    /// Attachments so far; the current one's number while `attached`.
+    generation: u64,
+    attached: bool,
+    runs: usize,
+}
+
+impl Liveness {
+    /// A provider attached: its attachment's number.
+    fn attach(&self) -> u64 {
+        let mut state = lock(&self.state);
+        state.generation += 1;
+        state.attached = true;
+        state.generation
+    }
+
+    /// The provider detaches: no run starts afterwards, and the ones in flight end first.
+    fn detach(&self) {
+        let mut state = lock(&self.state);
+        state.attached = false;
+        while state.runs > 0 {
+            state = self
+                .idle
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// A run of a program loaded with attachment `generation`, if it is still attached.
+    fn enter(&self, generation: u64) -> Option<LiveRun<'_>> {
+        let mut state = lock(&self.state);
+        if !state.attached || state.generation != generation {
+            return None;
+        }
+        state.runs += 1;
+        Some(LiveRun(self))
+    }
+}
+
+/// A run in flight under [`Liveness`]; ends on drop.
+pub(crate) struct LiveRun<'a>(&'a Liveness);
+
+impl Drop for LiveRun<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.runs -= 1;
+        if state.runs == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+/// A [`ProgramInfo`]'s attachment (see [`Liveness`]); equal to every other, so that copies
+/// compare by their contents.
+#[derive(Clone, Default)]
+pub(crate) struct InfoBinding(Option<(Arc<Liveness>, u64)>);
+
+impl InfoBinding {
+    /// Enters a run: `Ok(None)` for a copy of no attachment, `Err(())` once its provider has
+    /// detached (a reattached provider is another attachment: a program loaded before does
+    /// not run again).
+    pub(crate) fn enter(&self) -> Result<Option<LiveRun<'_>>, ()> {
+        match &self.0 {
+            None => Ok(None),
+            Some((liveness, generation)) => liveness.enter(*generation).map(Some).ok_or(()),
+        }
+    }
+}
+
+impl PartialEq for InfoBinding {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for InfoBinding {}
+
+impl fmt::Debug for InfoBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "attached copy"
+        } else {
+            "copy"
+        })
+    }
 }
 
 impl ProgramInfo {
@@ -128,6 +230,8 @@ struct ProgramInfoState {
     /// it waits for them and no call starts afterwards.
     binding: RwLock<Option<ProviderBinding>>,
     info: Mutex<Option<Arc<ProgramInfo>>>,
+    /// The runs of programs loaded with an attached provider's data.
+    liveness: Arc<Liveness>,
 }
 
 impl ProgramInfoState {
@@ -209,6 +313,9 @@ impl NmrClient for ProgramInfoState {
         log.provider_status = Some(status);
         if NT_SUCCESS(status) {
             *write(&self.binding) = Some(provider_binding);
+            let mut info = info;
+            let generation = self.liveness.attach();
+            info.binding = InfoBinding(Some((Arc::clone(&self.liveness), generation)));
             *lock(&self.info) = Some(Arc::new(info));
         } else {
             log.claimed = false;
@@ -217,6 +324,9 @@ impl NmrClient for ProgramInfoState {
     }
 
     fn detach_provider(&self) -> NTSTATUS {
+        // As the core: waits for the runs of programs loaded with this provider's data (its
+        // program-information rundown); none starts afterwards.
+        self.liveness.detach();
         // Waits for context calls in flight; none starts afterwards.
         *write(&self.binding) = None;
         let mut log = lock(&self.log);
@@ -277,6 +387,7 @@ impl ProgramInfoClient {
             log: Mutex::new(AttachLog::default()),
             binding: RwLock::new(None),
             info: Mutex::new(None),
+            liveness: Arc::default(),
         };
         let mut registration =
             Registration::register(EBPF_PROGRAM_INFO_EXTENSION_IID, state, |_| ptr::null())?;

@@ -617,6 +617,7 @@ pub(crate) unsafe fn copy_program_data(
         global_helpers,
         has_context_create: context_create.is_some(),
         has_context_destroy: context_destroy.is_some(),
+        binding: crate::program_info::InfoBinding::default(),
     })
 }
 

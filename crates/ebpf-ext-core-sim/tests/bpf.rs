@@ -1981,3 +1981,97 @@ fn provider_data_the_core_would_refuse_is_declined_with_the_reason() {
         }
     });
 }
+
+/// The gate `pid_wait` blocks on, and whether it is blocking.
+static PID_GATE: std::sync::LazyLock<common::Gate> = std::sync::LazyLock::new(Default::default);
+static PID_WAITING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// A `bpf_get_current_pid_tgid` override that, for a context whose value is 5, blocks until
+/// [`PID_GATE`] opens; returns 0x1234.
+extern "win64" fn pid_wait(_: u64, _: u64, _: u64, _: u64, _: u64, context: u64) -> u64 {
+    // SAFETY: the core-sim passes the program context, a TestContext, sixth.
+    if unsafe { (*(context as *const TestContext)).value } == 5 {
+        PID_WAITING.store(true, core::sync::atomic::Ordering::SeqCst);
+        PID_GATE.wait();
+    }
+    0x1234
+}
+
+/// As the core: a program-information provider's detach waits for the runs in flight of
+/// programs loaded with its data (its rundown), and afterwards those programs do not run
+/// (invoke: `EBPF_EXTENSION_FAILED_TO_LOAD`, result 0), also once another provider of the type
+/// has attached (core-sim does not re-resolve their helpers, where the core would).
+#[test]
+fn programs_of_a_detached_program_information_provider_do_not_run() {
+    let object = compile(&format!(
+        r#"{PRELUDE}
+SEC("test_prog")
+int pid(struct test_context* ctx) {{ return (int)bpf_get_current_pid_tgid(); }}
+char _license[] SEC("license") = "MIT";
+"#
+    ));
+    let kernel = Kernel::new();
+    let mut spec = spec();
+    spec.global_addresses = Some(Addresses::new(vec![pid_wait as *const () as u64]));
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let program = Arc::new(BpfProgram::load(&object, "test_prog", &client.info()).expect("loads"));
+    let hook = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+    let link = program
+        .attach(LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE))
+        .expect("attached");
+    let invoke = |value: u64| {
+        let mut hooked = HookedContext::of(value, 0);
+        hook.state.invoke(0, hooked.ptr())
+    };
+    assert_eq!(invoke(1), (EBPF_SUCCESS, 0x1234));
+
+    let detached = core::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let running = kernel.scoped(scope, || invoke(5));
+        common::wait_until("the helper runs", || {
+            PID_WAITING.load(core::sync::atomic::Ordering::SeqCst)
+        });
+        kernel.scoped(scope, || {
+            common::deregister_btf(&provider);
+            detached.store(true, core::sync::atomic::Ordering::SeqCst);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Read before the gate opens, asserted after (the scope would wait for the blocked
+        // helper if the assertion failed first).
+        let waited = !detached.load(core::sync::atomic::Ordering::SeqCst);
+        PID_GATE.open();
+        assert!(waited, "the provider's detach waits for the run in flight");
+        assert_eq!(running.join().expect("ran"), (EBPF_SUCCESS, 0x1234));
+        common::wait_until("the provider detached", || {
+            detached.load(core::sync::atomic::Ordering::SeqCst)
+        });
+    });
+    let runs = program.runs();
+    assert_eq!(invoke(1), (EBPF_EXTENSION_FAILED_TO_LOAD, 0));
+    let mut hooked = HookedContext::of(1, 0);
+    // SAFETY: a context of the program type.
+    let run = unsafe { program.run(hooked.ptr()) };
+    assert!(
+        matches!(run, Err(BpfError::ProgramInfoDetached { .. })),
+        "{run:?}"
+    );
+    assert_eq!(program.runs(), runs, "nothing ran");
+
+    let again = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
+    assert_eq!(
+        invoke(1),
+        (EBPF_EXTENSION_FAILED_TO_LOAD, 0),
+        "a program loaded before stays detached"
+    );
+    let reloaded = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    // SAFETY: as above.
+    assert_eq!(unsafe { reloaded.run(hooked.ptr()) }, Ok(0x1234));
+    drop(reloaded);
+    drop(link);
+    drop(program);
+    hook.deregister();
+    drop(client);
+    again.deregister();
+    kernel.assert_no_leaks();
+}

@@ -140,13 +140,16 @@ fn batch_end_with_a_moved_state_is_caught() {
 /// assigning a fresh one over it) breaks the core's list links stored there.
 #[test]
 fn batch_end_with_a_state_overwritten_in_place_is_caught() {
-    let contract = caught("batch_end_with_a_state_overwritten_in_place_is_caught", || {
-        let world = World::new();
-        let mut state = State::default();
-        begin(&world, &mut state);
-        state = State::default();
-        end(&world, &mut state);
-    });
+    let contract = caught(
+        "batch_end_with_a_state_overwritten_in_place_is_caught",
+        || {
+            let world = World::new();
+            let mut state = State::default();
+            begin(&world, &mut state);
+            state = State::default();
+            end(&world, &mut state);
+        },
+    );
     assert_eq!(contract, Contract::BatchStateMoved);
 }
 

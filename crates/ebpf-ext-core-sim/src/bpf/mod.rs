@@ -263,6 +263,16 @@ pub enum BpfError {
         /// The detached module.
         module: GUID,
     },
+    /// An invocation of a program whose program-information provider has detached since the
+    /// program was loaded: it does not run (the core's invoke returns
+    /// `EBPF_EXTENSION_FAILED_TO_LOAD`, result 0). A provider that attaches again is another
+    /// attachment: the program stays unable to run (the core would re-resolve its helpers;
+    /// core-sim does not, so load the program again).
+    #[error("{section}: the program-information provider of its type has detached")]
+    ProgramInfoDetached {
+        /// The program's section.
+        section: String,
+    },
     /// A test run could not create or destroy its context.
     #[error("test run: {0}")]
     TestRun(String),

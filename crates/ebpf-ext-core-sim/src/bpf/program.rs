@@ -597,6 +597,15 @@ impl BpfProgram {
         state: *mut ebpf_execution_context_state_t,
         header_descriptor: *const ebpf_context_descriptor_t,
     ) -> Result<(u64, Option<Arc<BpfProgram>>), BpfError> {
+        // Held for the run: its program-information provider does not detach meanwhile, and
+        // once it has, the program does not run.
+        let _live = self
+            .info
+            .binding
+            .enter()
+            .map_err(|()| BpfError::ProgramInfoDetached {
+                section: self.section.clone(),
+            })?;
         // Held for the run: no provider of its BTF-resolved functions detaches meanwhile.
         let _entered = match &self.btf {
             Some(btf) => Some(
@@ -697,7 +706,9 @@ impl BpfProgram {
             )]
             Ok(r0) => Ok(r0 as u32),
             // As the core's invoke when a native module's BTF providers are not ready.
-            Err(BpfError::BtfFunctionsDetached { .. }) => Err(EBPF_EXTENSION_FAILED_TO_LOAD),
+            Err(BpfError::BtfFunctionsDetached { .. } | BpfError::ProgramInfoDetached { .. }) => {
+                Err(EBPF_EXTENSION_FAILED_TO_LOAD)
+            }
             Err(_) => Err(EBPF_FAILED),
         }
     }
