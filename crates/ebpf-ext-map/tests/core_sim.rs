@@ -328,3 +328,44 @@ fn a_stored_size_the_core_would_refuse_is_refused_by_the_provider_and_traced() {
     ebpf_ext_trace::terminate();
     kernel.assert_no_leaks();
 }
+
+/// As the core: a map holds its provider's rundown until the map is deleted, so dropping the
+/// provider (its deregistration) waits until every map of the type is gone; meanwhile the
+/// provider still serves the map, and the map's delete still reaches its callbacks.
+#[test]
+fn dropping_the_provider_waits_until_its_maps_are_gone() {
+    let kernel = Kernel::new();
+    let provider = MapProvider::<Plain>::register(PROVIDER_MODULE, TAG).expect("register");
+    let map = BpfMap::create(&definition(Plain::MAP_TYPE)).expect("create");
+    let key = 3u32.to_le_bytes();
+    let dropped = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let dropping = kernel.scoped(scope, || {
+            drop(provider);
+            dropped.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Read before the map goes, asserted after (the scope would wait for the dropping
+        // thread, which waits for the map, if the assertion failed first).
+        let waited = !dropped.load(std::sync::atomic::Ordering::SeqCst);
+        let served = map.update(&key, &[9; 8], 0);
+        take_seen();
+        drop(map);
+        dropping.join().expect("dropped");
+        assert!(waited, "the provider's deregistration waits for the map");
+        assert_eq!(served, Ok(()), "the provider serves the map meanwhile");
+    });
+    assert_eq!(
+        take_seen(),
+        [Seen {
+            call: "delete",
+            key: key.to_vec(),
+            bytes: vec![9; 8],
+            out_len: 0,
+            flags: EBPF_MAP_OPERATION_MAP_CLEANUP,
+        }],
+        "the map's delete reached the provider before it detached"
+    );
+    kernel.wait_for_work_items();
+    kernel.assert_no_leaks();
+}

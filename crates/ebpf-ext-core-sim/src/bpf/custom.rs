@@ -24,10 +24,13 @@
 //! `max_entries`; an insert it refuses is undone through the provider's delete callback
 //! (`EBPF_MAP_OPERATION_UPDATE`), as the core undoes a failed insert.
 //!
-//! Not modelled: the provider's rundown (the core's client detach waits until the maps are
-//! gone; the core-sim's does not, and a map whose provider has detached skips its callbacks;
-//! a detach racing a callback on another thread is not guarded either, so tests detach
-//! providers only while no other thread uses their maps), and a program's
+//! The provider's rundown: each map holds it until the map is deleted, so a provider's
+//! deregistration waits until every map of its type is gone (the map client's detach stays
+//! pending until then; the provider's callbacks keep working meanwhile, and the map's delete
+//! runs them before it completes the detach). A provider dropped while a map of its type is
+//! alive on the same thread therefore waits for ever, as on Windows.
+//!
+//! Not modelled: a program's
 //! `bpf_map_lookup_and_delete_elem`, push, pop and peek on a custom map (NULL or refused).
 
 use core::cell::UnsafeCell;
@@ -49,9 +52,13 @@ use ebpf_ext_sys::ebpf_result::{
     EBPF_KEY_NOT_FOUND, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
 };
 use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
-use ebpf_ext_sys::netioddk::{NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider};
+use ebpf_ext_sys::netioddk::{
+    NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider, NmrClientDetachProviderComplete,
+};
 use ebpf_ext_sys::ntdef::{GUID, HANDLE, NT_SUCCESS, NTSTATUS};
-use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
+use ebpf_ext_sys::ntstatus::{
+    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS,
+};
 
 use super::helpers::current_program;
 use super::maps::{BPF_EXIST, BPF_NOEXIST};
@@ -121,6 +128,21 @@ struct MapClient {
     data: ebpf_map_client_data_t,
     bound: Mutex<Option<Bound>>,
     refusal: Mutex<Option<String>>,
+    /// The provider's rundown as the core holds it for the map: the NMR binding handle of a
+    /// detach left pending while the map exists, and whether the map is being deleted.
+    rundown: Mutex<MapRundown>,
+}
+
+/// See [`MapClient::rundown`].
+#[derive(Default)]
+struct MapRundown {
+    /// The map exists (created, and its delete not begun): it holds the provider's rundown,
+    /// so a detach waits for it. A map whose create failed never held it.
+    held: bool,
+    /// A provider detach that waits for the map's delete (NMR's binding handle).
+    pending: Option<usize>,
+    /// NMR's binding handle of the attached provider.
+    binding: Option<usize>,
 }
 
 // SAFETY: the client data points to the static client table; the provider's pointers are
@@ -142,6 +164,7 @@ impl MapClient {
             },
             bound: Mutex::new(None),
             refusal: Mutex::new(None),
+            rundown: Mutex::new(MapRundown::default()),
         }
     }
 
@@ -280,11 +303,25 @@ impl NmrClient for MapClient {
         };
         if NT_SUCCESS(status) {
             *lock(&self.bound) = Some(bound);
+            lock(&self.rundown).binding = Some(binding as usize);
         }
         status
     }
 
+    /// As the core: the map holds a rundown reference on its provider until the map is
+    /// deleted, and the client's detach waits for it. So while the map exists the detach is
+    /// left pending (the provider's callbacks keep working, and its deregistration waits), and
+    /// the map's delete completes it after the provider's delete callbacks.
     fn detach_provider(&self) -> NTSTATUS {
+        let mut rundown = lock(&self.rundown);
+        if rundown.held {
+            rundown.pending = rundown.binding;
+            if rundown.pending.is_some() {
+                return STATUS_PENDING;
+            }
+        }
+        rundown.binding = None;
+        drop(rundown);
         *lock(&self.bound) = None;
         STATUS_SUCCESS
     }
@@ -423,6 +460,8 @@ impl CustomMap {
         {
             return Err("updates_original_value without find, update and delete callbacks".into());
         }
+        // Created: the map holds its provider's rundown until it is deleted.
+        lock(&map.registration.client().rundown).held = true;
         Ok(map)
     }
 
@@ -684,6 +723,21 @@ impl Drop for CustomMap {
         {
             // SAFETY: the provider's callback, once, with its map context.
             unsafe { delete(self.bound.binding, self.context) };
+        }
+        // The map's rundown reference on its provider is released: a detach that waited for
+        // it completes, and one that comes later (the client's own deregistration) at once.
+        let client = self.registration.client();
+        let pending = {
+            let mut rundown = lock(&client.rundown);
+            rundown.held = false;
+            rundown.pending.take()
+        };
+        if let Some(binding) = pending {
+            *lock(&client.bound) = None;
+            lock(&client.rundown).binding = None;
+            // SAFETY: the binding handle NMR passed at attach, whose detach this client left
+            // pending; completed once.
+            unsafe { NmrClientDetachProviderComplete(binding as HANDLE) };
         }
     }
 }
