@@ -27,7 +27,10 @@ fuzz_target!(|input: &[u8]| {
     buffer[..memory.len()].copy_from_slice(memory);
     let result = interpret(code, buffer, STEPS);
     assert!(
-        allocation[..GUARD].iter().chain(&allocation[GUARD + MEMORY..]).all(|&b| b == PATTERN),
+        allocation[..GUARD]
+            .iter()
+            .chain(&allocation[GUARD + MEMORY..])
+            .all(|&b| b == PATTERN),
         "a byte beside the buffer changed: {result:?}"
     );
     if let Err(message) = &result {
@@ -37,7 +40,10 @@ fuzz_target!(|input: &[u8]| {
             .and_then(|n| n.parse::<usize>().ok());
         match instruction {
             Some(at) => assert!(at < code.len() / 8, "{message}: past the program"),
-            None => assert_eq!(message, "no instructions", "a message without its instruction"),
+            None => assert_eq!(
+                message, "no instructions",
+                "a message without its instruction"
+            ),
         }
     }
 });

@@ -20,6 +20,8 @@
 #![no_main]
 
 mod common;
+#[path = "common/ioctl.rs"]
+mod ioctl;
 
 use core::cell::Cell;
 use core::ffi::c_void;
@@ -27,13 +29,14 @@ use core::ffi::c_void;
 use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
-use ebpf_ext_usersim::{Caller, Kernel, TagUsage};
+use ebpf_ext_usersim::{Kernel, TagUsage};
+use ioctl::{INPUT_FILL, Length, Who, touch, touched};
 use libfuzzer_sys::fuzz_target;
 use sample_ext::hook::ATTACH_TYPE;
 use sample_ext::program::PROGRAM_TYPE;
 use sample_ext::protocol::{
-    IOCTL_SAMPLE_EBPF_EXT_CTL_RUN, IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH, MAX_BATCH,
-    REQUEST_VERSION, RunBatchReply, RunBatchRequest, RunReply, RunRequest, WIN32_PATH,
+    IOCTL_SAMPLE_EBPF_EXT_CTL_RUN, IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH, MAX_BATCH, REQUEST_VERSION,
+    RunBatchReply, RunBatchRequest, RunReply, RunRequest, WIN32_PATH,
 };
 use sample_ext::{SampleContext, driver_entry};
 use sample_harness::{LoadedDriver, Target};
@@ -43,26 +46,6 @@ use sample_harness::{LoadedDriver, Target};
 const MAX_FUZZ_BATCH: u32 = 8;
 const MAX_STEPS: usize = 16;
 const MAX_LINKS: usize = 4;
-/// What an input longer than the request is filled with (not usersim's stale byte).
-const INPUT_FILL: u8 = 0x5C;
-
-/// What one run of [`program`] does to the data it sees: adds the data's byte sum (with bit
-/// 0 set) to its first byte.
-fn touch(data: &mut [u8]) {
-    if let Some(&first) = data.first() {
-        let sum = data.iter().fold(0u8, |a, &b| a.wrapping_add(b));
-        data[0] = first.wrapping_add(sum | 1);
-    }
-}
-
-/// `data` as `runs` runs of [`program`] leave it.
-fn expected_data(data: &[u8], runs: u32) -> Vec<u8> {
-    let mut data = data.to_vec();
-    for _ in 0..runs {
-        touch(&mut data);
-    }
-    data
-}
 
 // ---- the input ------------------------------------------------------------------------------
 
@@ -73,13 +56,6 @@ enum Code {
     /// Any code, of any transfer method (usersim gives other methods than `METHOD_BUFFERED`
     /// no buffers, and checks that the driver refuses them).
     Other(u32),
-}
-
-#[derive(Arbitrary, Debug)]
-enum Length {
-    /// What the request needs (input: header + data; output: the reply and the data).
-    Exact,
-    Any(u16),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -96,13 +72,6 @@ struct Request {
     data: Vec<u8>,
     input_len: Length,
     output_len: Length,
-}
-
-#[derive(Arbitrary, Debug)]
-enum Who {
-    System,
-    Administrator,
-    User,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -261,10 +230,7 @@ fn encode(request: &Request) -> (u32, Vec<u8>, usize) {
     if let Length::Any(n) = request.input_len {
         bytes.resize(usize::from(n), INPUT_FILL);
     }
-    let output_len = match request.output_len {
-        Length::Exact => reply + request.data.len(),
-        Length::Any(n) => usize::from(n),
-    };
+    let output_len = request.output_len.or_exact(reply + request.data.len());
     (code, bytes, output_len)
 }
 
@@ -292,14 +258,19 @@ fn check(
         return;
     }
     let program = program.expect("a request no program can serve succeeded");
-    let program_result = program.result.expect("a failing program's request succeeded");
+    let program_result = program
+        .result
+        .expect("a failing program's request succeeded");
     let data = &bytes[header..];
     assert_eq!(result.information, reply + data.len());
     let runs = if code == IOCTL_SAMPLE_EBPF_EXT_CTL_RUN {
         let request = RunRequest::from_bytes(bytes).expect("request");
         let reply = RunReply::from_bytes(&result.output).expect("reply");
         assert_eq!((reply.result, reply.programs_run), (program_result, 1));
-        assert_eq!(seen.uint32_data, request.uint32_data, "the context's uint32_data");
+        assert_eq!(
+            seen.uint32_data, request.uint32_data,
+            "the context's uint32_data"
+        );
         1
     } else {
         let request = RunBatchRequest::from_bytes(bytes).expect("request");
@@ -314,20 +285,20 @@ fn check(
         request.count
     };
     assert_eq!(seen.runs - runs_before, runs, "programs run");
-    assert_eq!(seen.helper_data, (1, 2), "the control device's helper values");
+    assert_eq!(
+        seen.helper_data,
+        (1, 2),
+        "the control device's helper values"
+    );
     assert_eq!(
         result.output[reply..],
-        expected_data(data, runs),
+        touched(data, runs),
         "the returned data"
     );
 }
 
 fn scenario(env: &Env, input: &Input) {
-    let caller = match input.caller {
-        Who::System => Caller::System,
-        Who::Administrator => Caller::Administrator,
-        Who::User => Caller::User,
-    };
+    let caller = input.caller.caller();
     let handle = env.kernel.open(WIN32_PATH, caller);
     if common::verbose() {
         eprintln!("open as {caller:?}: {:?}", handle.as_ref().err());

@@ -20,13 +20,16 @@
 #![no_main]
 
 mod common;
+#[path = "common/ioctl.rs"]
+mod ioctl;
 
 use core::ffi::c_void;
 
 use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
-use ebpf_ext_usersim::{Caller, Kernel, TagUsage};
+use ebpf_ext_usersim::{Kernel, TagUsage};
+use ioctl::{INPUT_FILL, Length, Who, touch, touched};
 use libfuzzer_sys::fuzz_target;
 use sample_harness::{LoadedDriver, Target};
 use sample_netebpf_ext::hook::{ATTACH_TYPE, WILDCARD_INTERFACE};
@@ -41,26 +44,6 @@ use sample_netebpf_ext::{PacketContext, VERDICT_BLOCK, VERDICT_PERMIT, driver_en
 /// range, so one input stays fast; counts above `MAX_ITERATIONS` are kept, to be refused).
 const MAX_FUZZ_ITERATIONS: u64 = 64;
 const MAX_REQUESTS: usize = 16;
-/// What an input longer than the request is filled with.
-const INPUT_FILL: u8 = 0x5C;
-
-/// What one run of [`program`] does to the packet it sees: adds the packet's byte sum (with
-/// bit 0 set) to its first byte.
-fn touch(packet: &mut [u8]) {
-    if let Some(&first) = packet.first() {
-        let sum = packet.iter().fold(0u8, |a, &b| a.wrapping_add(b));
-        packet[0] = first.wrapping_add(sum | 1);
-    }
-}
-
-/// `packet` as `programs` runs of [`program`] leave it.
-fn expected_packet(packet: &[u8], programs: u32) -> Vec<u8> {
-    let mut packet = packet.to_vec();
-    for _ in 0..programs {
-        touch(&mut packet);
-    }
-    packet
-}
 
 // ---- the input ------------------------------------------------------------------------------
 
@@ -71,13 +54,6 @@ enum Code {
     /// Any code, of any transfer method (usersim gives other methods than `METHOD_BUFFERED`
     /// no buffers, and checks that the driver refuses them).
     Other(u32),
-}
-
-#[derive(Arbitrary, Debug)]
-enum Length {
-    /// What the request needs (input: header + packet; output: the reply).
-    Exact,
-    Any(u16),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -94,13 +70,6 @@ struct Request {
     packet: Vec<u8>,
     input_len: Length,
     output_len: Length,
-}
-
-#[derive(Arbitrary, Debug)]
-enum Who {
-    System,
-    Administrator,
-    User,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -254,22 +223,14 @@ fn encode(request: &Request) -> (u32, Vec<u8>, usize) {
     };
     bytes.extend_from_slice(&request.packet);
     if let Length::Any(n) = request.input_len {
-        // Not usersim's `STALE_BYTE`, so bytes the driver echoes are told from stale ones.
         bytes.resize(usize::from(n), INPUT_FILL);
     }
-    let output_len = match request.output_len {
-        Length::Exact => reply,
-        Length::Any(n) => usize::from(n),
-    };
+    let output_len = request.output_len.or_exact(reply);
     (code, bytes, output_len)
 }
 
 fn scenario(env: &Env, input: &Input) {
-    let caller = match input.caller {
-        Who::System => Caller::System,
-        Who::Administrator => Caller::Administrator,
-        Who::User => Caller::User,
-    };
+    let caller = input.caller.caller();
     let handle = env.kernel.open(WIN32_PATH, caller);
     if common::verbose() {
         eprintln!("open as {caller:?}: {:?}", handle.as_ref().err());
@@ -326,7 +287,7 @@ fn scenario(env: &Env, input: &Input) {
                     // byte, no byte from outside the packet in any program's sum.
                     assert_eq!(
                         result.output[RunReply::SIZE..],
-                        expected_packet(packet, reply.programs_run),
+                        touched(packet, reply.programs_run),
                         "the returned packet"
                     );
                 }

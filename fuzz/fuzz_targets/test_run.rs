@@ -277,7 +277,11 @@ fn run(env: &Env, run: &Run) {
     // there is none: core-sim passes an empty buffer as NULL).
     let given = created.data_in();
     let data_at = given.start as usize;
-    assert_eq!(given.end as usize - data_at, data_len, "the core's copy of data_in");
+    assert_eq!(
+        given.end as usize - data_at,
+        data_len,
+        "the core's copy of data_in"
+    );
 
     // The context's data pointers, as programs would see them.
     let pointer = created.as_ptr().cast::<u8>();

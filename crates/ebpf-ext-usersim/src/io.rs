@@ -543,17 +543,20 @@ impl Kernel {
         input: &[u8],
         output_len: usize,
     ) -> IoResult {
+        // The stack location's parameters: the same for every method (no buffer of the
+        // caller's is mapped, so `Type3InputBuffer` is NULL).
+        let parameters = IO_STACK_LOCATION_DEVICE_IO_CONTROL {
+            OutputBufferLength: u32::try_from(output_len).expect("output under 4 GiB"),
+            InputBufferLength: u32::try_from(input.len()).expect("input under 4 GiB"),
+            IoControlCode: code,
+            Type3InputBuffer: ptr::null_mut(),
+            Padding0: 0,
+            Padding1: 0,
+            Padding2: 0,
+        };
         if code & 3 != METHOD_BUFFERED {
             let mut request = Request::new(handle.device, IRP_MJ_DEVICE_CONTROL, 0);
-            request.stack.Parameters.DeviceIoControl = IO_STACK_LOCATION_DEVICE_IO_CONTROL {
-                OutputBufferLength: u32::try_from(output_len).expect("output under 4 GiB"),
-                InputBufferLength: u32::try_from(input.len()).expect("input under 4 GiB"),
-                IoControlCode: code,
-                Type3InputBuffer: ptr::null_mut(),
-                Padding0: 0,
-                Padding1: 0,
-                Padding2: 0,
-            };
+            request.stack.Parameters.DeviceIoControl = parameters;
             let (status, information) = request.send(self, handle.device);
             assert!(
                 (status.cast_unsigned() >> 30) == 3 && information == 0,
@@ -581,15 +584,7 @@ impl Kernel {
         let (head, tail) = system_buffer.split_at_mut(input.len());
         head.copy_from_slice(input);
         tail.fill(STALE_BYTE);
-        request.stack.Parameters.DeviceIoControl = IO_STACK_LOCATION_DEVICE_IO_CONTROL {
-            OutputBufferLength: u32::try_from(output_len).expect("output under 4 GiB"),
-            InputBufferLength: u32::try_from(input.len()).expect("input under 4 GiB"),
-            IoControlCode: code,
-            Type3InputBuffer: ptr::null_mut(),
-            Padding0: 0,
-            Padding1: 0,
-            Padding2: 0,
-        };
+        request.stack.Parameters.DeviceIoControl = parameters;
         let (status, information) = request.send(self, handle.device);
         // The I/O manager copies `Information` bytes back unless the status is an error
         // (success, informational and warning statuses such as STATUS_BUFFER_OVERFLOW all

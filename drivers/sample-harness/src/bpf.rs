@@ -10,12 +10,8 @@
 //! `gen-headers` writes them; `tests/bpf_headers.rs` fails when a checked-in one is out of
 //! date.
 
-use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use ebpf_ext_core_sim::bpf::{
-    BpfError, BpfMap, BpfObject, BpfProgram, GENERAL_HELPERS, PublishedBtfFunction,
+    BpfError, BpfMap, BpfObject, BpfProgram, GENERAL_HELPERS, PublishedBtfFunction, compile_c,
     published_btf_functions,
 };
 use ebpf_ext_core_sim::{LinkSpec, ProgramInfo, ProgramInfoClient};
@@ -33,6 +29,8 @@ use ebpf_ext_sys::ebpf_base::{
 use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_usersim::Kernel;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use crate::{DriverEntry, Failure, LoadedDriver, Narrator, Target, expect};
 
@@ -536,34 +534,24 @@ pub fn headers(sample: &Sample) -> Result<Vec<(PathBuf, String)>, Failure> {
     ])
 }
 
-/// Compiles `source` (a file of `sample`'s `bpf/` folder) with `clang -target bpf -O2 -g`
-/// into `out_dir` and returns the object's bytes. Each caller passes its own directory, so
-/// concurrent builds never share a file.
+/// Compiles `source` (a file of `sample`'s `bpf/` folder) with `clang -target bpf -O2 -g
+/// -Wall -Werror` and the folder's `include/` ([`compile_c`], in a temporary directory of the
+/// call's own) and returns the object's bytes, also written to `out_dir`.
 ///
 /// # Errors
-/// If clang is missing or fails (its output is in the message).
+/// If the source cannot be read, clang is missing or fails (its output is in the message), or
+/// the object cannot be written.
 pub fn compile(sample: &Sample, source: &str, out_dir: &Path) -> Result<Vec<u8>, Failure> {
     let dir = bpf_dir(sample)?;
     let input = dir.join(source);
     let output = out_dir.join(Path::new(source).with_extension("o"));
-    let result = Command::new("clang")
-        .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-c"])
-        .arg("-I")
-        .arg(dir.join("include"))
-        .arg(&input)
-        .arg("-o")
-        .arg(&output)
-        .output()
-        .map_err(|e| format!("clang (prerequisite `clang`, Debian package clang): {e}"))?;
-    if !result.status.success() {
-        return Err(format!(
-            "clang -target bpf {} failed: {}\n{}",
-            input.display(),
-            result.status,
-            String::from_utf8_lossy(&result.stderr)
-        ));
-    }
-    std::fs::read(&output).map_err(|e| format!("{}: {e}", output.display()))
+    let text = std::fs::read_to_string(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+    let include = dir.join("include");
+    let (dir, include) = (dir.to_string_lossy(), include.to_string_lossy());
+    let object = compile_c(&text, &["-Wall", "-Werror", "-I", &include, "-I", &dir])
+        .map_err(|e| format!("{}: {e}", input.display()))?;
+    std::fs::write(&output, &object).map_err(|e| format!("{}: {e}", output.display()))?;
+    Ok(object)
 }
 
 /// What a BPF scenario observed, one line per fact; equal reports mean equal behaviour.
