@@ -112,6 +112,8 @@ impl Liveness {
     }
 
     /// The provider detaches: no run starts afterwards, and the ones in flight end first.
+    /// A provider deregistered from inside a run of its own programs (a helper, on the
+    /// running thread) waits for ever here, as the core's rundown wait would.
     fn detach(&self) {
         let mut state = lock(&self.state);
         state.attached = false;

@@ -369,3 +369,99 @@ fn dropping_the_provider_waits_until_its_maps_are_gone() {
     kernel.wait_for_work_items();
     kernel.assert_no_leaks();
 }
+
+/// Set while [`Slow`]'s create waits; the gate it waits on.
+static SLOW_CREATING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SLOW_GATE: (std::sync::Mutex<bool>, std::sync::Condvar) =
+    (std::sync::Mutex::new(false), std::sync::Condvar::new());
+
+/// A map type whose create waits until [`SLOW_GATE`] opens.
+#[derive(Debug)]
+struct Slow;
+
+impl CustomMap for Slow {
+    const MAP_TYPE: u32 = 4104;
+    const UPDATES_ORIGINAL_VALUE: bool = false;
+    const TAG: PoolTag = TAG;
+
+    fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
+        SLOW_CREATING.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut open = SLOW_GATE.0.lock().unwrap();
+        while !*open {
+            open = SLOW_GATE.1.wait(open).unwrap();
+        }
+        Ok((Slow, value_size))
+    }
+
+    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn find(&self, _: Input<'_>, _: Input<'_>, _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        _: Input<'_>,
+        _: Input<'_>,
+        _: &mut [u8],
+        _: u32,
+    ) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn delete_element(&self, _: Input<'_>, _: Input<'_>, _: u32) {}
+}
+
+/// The map holds its provider from before the provider's create runs: a provider dropped
+/// while a create of its type is in flight waits for that create, then for the map.
+#[test]
+fn a_provider_dropped_during_a_create_waits_for_the_map_it_makes() {
+    let kernel = Kernel::new();
+    let provider = MapProvider::<Slow>::register(PROVIDER_MODULE, TAG).expect("register");
+    let dropped = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let waited_during_create = kernel.scoped(scope, || {
+            common_wait("the create runs", || {
+                SLOW_CREATING.load(std::sync::atomic::Ordering::SeqCst)
+            });
+            let kernel = &kernel;
+            let dropped = &dropped;
+            std::thread::scope(|inner| {
+                kernel.scoped(inner, move || {
+                    drop(provider);
+                    dropped.store(true, std::sync::atomic::Ordering::SeqCst);
+                });
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let waited = !dropped.load(std::sync::atomic::Ordering::SeqCst);
+                *SLOW_GATE.0.lock().unwrap() = true;
+                SLOW_GATE.1.notify_all();
+                waited
+            })
+        });
+        // Returns once the gate opens (the other thread opens it).
+        let map = BpfMap::create(&definition(Slow::MAP_TYPE)).expect("created");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let waited_for_the_map = !dropped.load(std::sync::atomic::Ordering::SeqCst);
+        drop(map);
+        // (The inner scope joins the dropping thread, which the map's delete released.)
+        let waited_during_create = waited_during_create.join().expect("joined");
+        assert!(waited_during_create, "the drop waits while the create runs");
+        assert!(waited_for_the_map, "then for the map it made");
+    });
+    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    kernel.wait_for_work_items();
+    kernel.assert_no_leaks();
+}
+
+/// Polls `condition` every millisecond for up to 10 s.
+fn common_wait(what: &str, condition: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    panic!("timed out waiting until {what}");
+}

@@ -534,7 +534,8 @@ impl Kernel {
     ///
     /// # Panics
     /// If the driver leaves the IRP pending or uncompleted (usersim completes
-    /// synchronously), or completes a request of another method successfully.
+    /// synchronously), or completes a request of another method with anything but an error
+    /// status and no output.
     #[must_use]
     pub fn device_io_control(
         &self,

@@ -513,6 +513,11 @@ pub fn remove<N: ProcessNotify>() -> Result {
 /// glue ([`crate::driver_entry!`]) calls it at unload once the extension is dropped, and
 /// after a failed start: a routine is never left pointing into an unloaded image.
 ///
+/// The record is one per driver image; on the host, one per simulated kernel, so there it
+/// also removes routines that other natively linked drivers (or the test itself) added
+/// through this crate in the same kernel, as `ebpf_ext_nmr::deregister_leaked` does for
+/// providers.
+///
 /// # IRQL
 /// PASSIVE_LEVEL.
 #[expect(

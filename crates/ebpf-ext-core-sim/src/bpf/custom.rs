@@ -136,8 +136,8 @@ struct MapClient {
 /// See [`MapClient::rundown`].
 #[derive(Default)]
 struct MapRundown {
-    /// The map exists (created, and its delete not begun): it holds the provider's rundown,
-    /// so a detach waits for it. A map whose create failed never held it.
+    /// The map holds the provider's rundown (from before its `create` until it is deleted,
+    /// or its create fails), so a detach waits for it.
     held: bool,
     /// A provider detach that waits for the map's delete (NMR's binding handle).
     pending: Option<usize>,
@@ -152,6 +152,23 @@ unsafe impl Send for MapClient {}
 unsafe impl Sync for MapClient {}
 
 impl MapClient {
+    /// Releases the map's rundown reference on its provider: a detach that waited for it
+    /// completes, and one that comes later (the client's own deregistration) at once.
+    fn release(&self) {
+        let pending = {
+            let mut rundown = lock(&self.rundown);
+            rundown.held = false;
+            rundown.pending.take()
+        };
+        if let Some(binding) = pending {
+            *lock(&self.bound) = None;
+            lock(&self.rundown).binding = None;
+            // SAFETY: the binding handle NMR passed at attach, whose detach this client left
+            // pending; completed once (`pending` is taken under the lock).
+            unsafe { NmrClientDetachProviderComplete(binding as HANDLE) };
+        }
+    }
+
     /// The core's client of one custom map of `map_type`: client data {1, 40, 40} with the
     /// map-context offset and the core's dispatch table; not yet bound.
     fn new(map_type: u32) -> Self {
@@ -410,7 +427,22 @@ impl CustomMap {
                 why.map_or(String::new(), |w| format!(": refused one: {w}"))
             ));
         };
-        let create = bound.dispatch.preprocess_map_create.ok_or("no create")?;
+        // As the core: the map takes its provider's rundown before it calls `create`, and
+        // holds it until the map is deleted (or its create fails). A provider that detached
+        // in between is no provider.
+        {
+            let mut rundown = lock(&registration.client().rundown);
+            if rundown.binding.is_none() {
+                return Err(format!(
+                    "the provider of map type {map_type} detached (EBPF_EXTENSION_FAILED_TO_LOAD {EBPF_EXTENSION_FAILED_TO_LOAD})"
+                ));
+            }
+            rundown.held = true;
+        }
+        let Some(create) = bound.dispatch.preprocess_map_create else {
+            registration.client().release();
+            return Err("no create".into());
+        };
         let (mut actual, mut context) = (0u32, ptr::null_mut::<c_void>());
         // SAFETY: the provider's callback with its binding context and our out slots.
         let result = unsafe {
@@ -425,6 +457,7 @@ impl CustomMap {
             )
         };
         if result != EBPF_SUCCESS {
+            registration.client().release();
             return Err(format!(
                 "preprocess_map_create returned {result} (the core reports EBPF_EXTENSION_FAILED_TO_LOAD)"
             ));
@@ -460,8 +493,6 @@ impl CustomMap {
         {
             return Err("updates_original_value without find, update and delete callbacks".into());
         }
-        // Created: the map holds its provider's rundown until it is deleted.
-        lock(&map.registration.client().rundown).held = true;
         Ok(map)
     }
 
@@ -724,21 +755,7 @@ impl Drop for CustomMap {
             // SAFETY: the provider's callback, once, with its map context.
             unsafe { delete(self.bound.binding, self.context) };
         }
-        // The map's rundown reference on its provider is released: a detach that waited for
-        // it completes, and one that comes later (the client's own deregistration) at once.
-        let client = self.registration.client();
-        let pending = {
-            let mut rundown = lock(&client.rundown);
-            rundown.held = false;
-            rundown.pending.take()
-        };
-        if let Some(binding) = pending {
-            *lock(&client.bound) = None;
-            lock(&client.rundown).binding = None;
-            // SAFETY: the binding handle NMR passed at attach, whose detach this client left
-            // pending; completed once.
-            unsafe { NmrClientDetachProviderComplete(binding as HANDLE) };
-        }
+        self.registration.client().release();
     }
 }
 
