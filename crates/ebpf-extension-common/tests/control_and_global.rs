@@ -123,6 +123,11 @@ fn a_global_whose_allocation_fails_stays_empty() {
     kernel.inject(ebpf_ext_usersim::Fault::Allocation(1));
     assert_eq!(GLOBAL.set(5), Err(Error::InsufficientResources));
     assert!(GLOBAL.get().is_none());
+    assert!(GLOBAL.take().is_none(), "nothing to take");
+    GLOBAL
+        .set(6)
+        .expect("a failed set leaves the global empty, not half set");
+    assert_eq!(GLOBAL.take().map(PoolBox::into_inner), Some(6));
     kernel.assert_no_leaks();
 }
 

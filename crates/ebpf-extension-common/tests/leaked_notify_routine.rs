@@ -192,3 +192,58 @@ fn a_routine_the_driver_removed_is_not_swept() {
     assert_eq!(process::remove_leaked(), 0, "nothing left to remove");
     kernel.assert_no_leaks();
 }
+
+/// One notify routine per type: `N<I>` for `I` in `0..=MAX_NOTIFY_ROUTINES`.
+struct Numbered<const I: usize>;
+
+impl<const I: usize> ProcessNotify for Numbered<I> {
+    fn notify(_: &mut ProcessEvent<'_>) {}
+}
+
+tracelogging::define_provider!(
+    NUMBERED_TRACE,
+    "NumberedRoutinesTestProvider",
+    id("5eaf4071-8293-4da4-bec5-f60718293a4b")
+);
+
+/// A driver keeps at most `MAX_NOTIFY_ROUTINES` routines added: one more is refused with
+/// `InsufficientResources` and a trace event, and removed again from the kernel.
+#[test]
+fn one_routine_beyond_the_record_is_refused_and_removed_again() {
+    let kernel = Kernel::new();
+    ebpf_extension_common::trace::initiate(&NUMBERED_TRACE).expect("tracing");
+    let refused = "process notify routine refused";
+    let traced = || {
+        kernel
+            .etw_messages()
+            .iter()
+            .filter(|m| m.contains(refused))
+            .count()
+    };
+    assert_eq!(process::MAX_NOTIFY_ROUTINES, 8);
+    process::add::<Numbered<0>>().expect("added");
+    process::add::<Numbered<1>>().expect("added");
+    process::add::<Numbered<2>>().expect("added");
+    process::add::<Numbered<3>>().expect("added");
+    process::add::<Numbered<4>>().expect("added");
+    process::add::<Numbered<5>>().expect("added");
+    process::add::<Numbered<6>>().expect("added");
+    process::add::<Numbered<7>>().expect("added");
+    assert_eq!(kernel.process_notify_routines(), 8);
+    assert_eq!(
+        process::add::<Numbered<8>>(),
+        Err(Error::InsufficientResources)
+    );
+    assert_eq!(kernel.process_notify_routines(), 8, "removed again");
+    assert_eq!(traced(), 1);
+    process::remove::<Numbered<0>>().expect("removed");
+    process::add::<Numbered<8>>().expect("a freed slot is used again");
+    assert_eq!(
+        process::remove_leaked(),
+        8,
+        "the record holds exactly the added ones"
+    );
+    assert_eq!(kernel.process_notify_routines(), 0);
+    ebpf_extension_common::trace::terminate();
+    kernel.assert_no_leaks();
+}
