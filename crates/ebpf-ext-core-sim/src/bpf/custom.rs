@@ -128,8 +128,8 @@ struct MapClient {
     data: ebpf_map_client_data_t,
     bound: Mutex<Option<Bound>>,
     refusal: Mutex<Option<String>>,
-    /// The provider's rundown as the core holds it for the map: the NMR binding handle of a
-    /// detach left pending while the map exists, and whether the map is being deleted.
+    /// The provider's rundown as the core holds it for the map: NMR's binding handle, whether
+    /// the map holds the rundown, and a detach left pending until the map releases it.
     rundown: Mutex<MapRundown>,
 }
 
