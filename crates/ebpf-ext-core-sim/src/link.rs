@@ -196,8 +196,9 @@ struct LinkState {
     magic: AtomicU64,
     program_type: GUID,
     attach_type: GUID,
-    /// Backing of the client data (8-aligned).
-    client_data: Vec<u64>,
+    /// Backing of the client data (8-aligned); poisoned once the link is dead, as the core
+    /// frees the link object that holds it.
+    client_data: Box<[AtomicU64]>,
     has_client_data: bool,
     /// The core's copy of the attach parameter (padded to a malformed `data_size`); poisoned
     /// once the link is dead, as the core frees it.
@@ -223,6 +224,18 @@ const STANDARD_DISPATCH: ebpf_extension_program_dispatch_table_t =
         ebpf_program_batch_invoke_function: Some(batch_invoke),
         ebpf_program_batch_end_invoke_function: Some(batch_end),
     };
+
+// `ebpf_extension_data_t` is six words, each field at the word `LinkState::new` writes it
+// to.
+const _: () = {
+    assert!(core::mem::offset_of!(ebpf_extension_data_t, header) == 0);
+    assert!(core::mem::offset_of!(ebpf_extension_header_t, size) == 8);
+    assert!(core::mem::offset_of!(ebpf_extension_header_t, total_size) == 16);
+    assert!(core::mem::offset_of!(ebpf_extension_data_t, data) == 24);
+    assert!(core::mem::offset_of!(ebpf_extension_data_t, data_size) == 32);
+    assert!(core::mem::offset_of!(ebpf_extension_data_t, prog_attach_flags) == 40);
+    assert!(size_of::<ebpf_extension_data_t>() == 48);
+};
 
 impl LinkState {
     fn new(spec: LinkSpec, program: Program) -> Self {
@@ -277,21 +290,20 @@ impl LinkState {
             .max(header.size)
             .max(header.total_size)
             .min(MAX_BACKED);
-        let mut client_data = vec![0u64; backed.div_ceil(size_of::<u64>())];
-        let value = ebpf_extension_data_t {
-            header,
-            data,
-            data_size,
-            prog_attach_flags: spec.prog_attach_flags,
-        };
-        // SAFETY: the buffer is 8-aligned and at least `size_of::<ebpf_extension_data_t>()`
-        // bytes long.
-        unsafe {
-            client_data
-                .as_mut_ptr()
-                .cast::<ebpf_extension_data_t>()
-                .write(value);
-        }
+        // The client data as words (little-endian x64, no unsafe): the header's version,
+        // size and total size, then `data`, `data_size` and `prog_attach_flags`, each at its
+        // offset (asserted above `impl LinkState`); the header's padding and any bytes past
+        // the struct zero.
+        let mut words = vec![0u64; backed.div_ceil(size_of::<u64>())];
+        words[..6].copy_from_slice(&[
+            u64::from(header.version),
+            header.size as u64,
+            header.total_size as u64,
+            data as u64,
+            data_size as u64,
+            spec.prog_attach_flags,
+        ]);
+        let client_data = words.into_iter().map(AtomicU64::new).collect();
         LinkState {
             magic: AtomicU64::new(LINK_MAGIC),
             program_type: spec.program_type,
@@ -688,19 +700,14 @@ impl Link {
         self.state().dispatch_ptr()
     }
 
-    /// The client data header the link presents.
+    /// The client data header the link presents (poison once the link is detached).
     #[must_use]
     pub fn client_data_header(&self) -> ebpf_extension_header_t {
-        // SAFETY: the buffer always holds an `ebpf_extension_data_t` written at construction
-        // and never changed.
-        unsafe {
-            self.state()
-                .client_data
-                .as_ptr()
-                .cast::<ebpf_extension_data_t>()
-                .read()
-        }
-        .header
+        let words: [u64; 3] =
+            core::array::from_fn(|i| self.state().client_data[i].load(Ordering::SeqCst));
+        // SAFETY: the header is the first 24 bytes of the client data (three words, at least
+        // `size_of::<ebpf_extension_data_t>()` are backed), plain integers.
+        unsafe { core::mem::transmute::<[u64; 3], ebpf_extension_header_t>(words) }
     }
 
     /// The core's copy of the attach parameter (padded to a malformed `data_size`); after the
@@ -827,9 +834,14 @@ impl Link {
         while state.in_flight.load(Ordering::SeqCst) != 0 {
             thread::sleep(Duration::from_millis(1));
         }
-        // The core frees `client_data.data` now: a provider still reading it reads poison.
+        // The core frees the link object now, with its client data and `client_data.data`: a
+        // provider still reading either reads poison.
         for byte in &state.attach_parameter {
             byte.store(ebpf_ext_usersim::FREED_POISON, Ordering::SeqCst);
+        }
+        let poison = u64::from_ne_bytes([ebpf_ext_usersim::FREED_POISON; 8]);
+        for word in &state.client_data {
+            word.store(poison, Ordering::SeqCst);
         }
         self.registration.keep_alive();
         // SAFETY: the magic is dead and every invocation counted in has counted itself out,

@@ -429,8 +429,9 @@ fn the_core_writes_the_header_in_front_of_the_context() {
     provider.deregister();
 }
 
-/// The core frees the attach parameter it presented (`client_data->data`) once the detach
-/// has completed: a provider that kept the pointer reads freed-pool poison.
+/// The core frees the attach parameter it presented (`client_data->data`), and the client
+/// data itself (part of its link object), once the detach has completed: a provider that kept
+/// either pointer reads freed-pool poison.
 #[test]
 fn the_attach_parameter_is_gone_after_the_detach() {
     let kernel = Kernel::new();
@@ -443,10 +444,21 @@ fn the_attach_parameter_is_gone_after_the_detach() {
     let seen = provider.state.client(0);
     assert_eq!(seen.parameter, [1, 2, 3, 4]);
     let data = seen.data as *const [u8; 4];
+    // The client data itself (`NpiSpecificCharacteristics`): part of the core's link object.
+    let client_data = link.client_data().cast::<[u8; 48]>();
+    let header = link.client_data_header();
+    assert_eq!((header.version, header.size), (1, 48));
     link.detach().expect("detach");
     // SAFETY: the core-sim keeps a detached link's memory (poisoned) for the process's life.
     let after = unsafe { data.read() };
     assert_eq!(after, [ebpf_ext_usersim::FREED_POISON; 4]);
+    // SAFETY: as above; the client data is 48 bytes.
+    let after = unsafe { client_data.read() };
+    assert_eq!(
+        after,
+        [ebpf_ext_usersim::FREED_POISON; 48],
+        "the client data is freed with the link"
+    );
     provider.deregister();
     drop(kernel);
 }
