@@ -29,7 +29,7 @@ use core::ffi::c_void;
 use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
-use ebpf_ext_usersim::{Kernel, TagUsage};
+use ebpf_ext_usersim::Kernel;
 use ioctl::{INPUT_FILL, Length, Who, touch, touched};
 use libfuzzer_sys::fuzz_target;
 use sample_ext::hook::ATTACH_TYPE;
@@ -97,8 +97,7 @@ struct Input {
 struct Env {
     kernel: Kernel,
     _driver: LoadedDriver<'static>,
-    pool: Vec<TagUsage>,
-    registrations: usize,
+    baseline: common::Baseline,
 }
 
 /// What the last program run saw: its context's `uint32_data`, `helper_data_1` and
@@ -170,13 +169,11 @@ thread_local! {
         let kernel = Kernel::new();
         let driver = LoadedDriver::load(Target::Native(driver_entry), "SampleEbpfExt")
             .expect("DriverEntry");
-        let pool = kernel.pool_outstanding();
-        let registrations = kernel.nmr_registrations().len();
+        let baseline = common::Baseline::of(&kernel);
         Env {
             kernel,
             _driver: driver,
-            pool,
-            registrations,
+            baseline,
         }
     }));
 }
@@ -361,7 +358,7 @@ fn scenario(env: &Env, input: &Input) {
     if let Ok(handle) = handle {
         env.kernel.close(handle);
     }
-    common::assert_kernel_as_before(&env.kernel, &env.pool, env.registrations);
+    env.baseline.assert_unchanged(&env.kernel);
 }
 
 fuzz_target!(|input: Input| {

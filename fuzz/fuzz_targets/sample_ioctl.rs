@@ -28,7 +28,7 @@ use core::ffi::c_void;
 use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
-use ebpf_ext_usersim::{Kernel, TagUsage};
+use ebpf_ext_usersim::Kernel;
 use ioctl::{INPUT_FILL, Length, Who, touch, touched};
 use libfuzzer_sys::fuzz_target;
 use sample_harness::{LoadedDriver, Target};
@@ -94,8 +94,7 @@ struct Env {
     kernel: Kernel,
     _driver: LoadedDriver<'static>,
     _links: Vec<Link>,
-    pool: Vec<TagUsage>,
-    registrations: usize,
+    baseline: common::Baseline,
 }
 
 /// The program every link runs: reads the packet its context describes, writes its first
@@ -164,14 +163,12 @@ thread_local! {
             .iter()
             .map(|&(interface, verdict)| link(interface, verdict).expect("attach"))
             .collect();
-        let pool = kernel.pool_outstanding();
-        let registrations = kernel.nmr_registrations().len();
+        let baseline = common::Baseline::of(&kernel);
         Env {
             kernel,
             _driver: driver,
             _links: links,
-            pool,
-            registrations,
+            baseline,
         }
     }));
 }
@@ -309,7 +306,7 @@ fn scenario(env: &Env, input: &Input) {
     if let Ok(handle) = handle {
         env.kernel.close(handle);
     }
-    common::assert_kernel_as_before(&env.kernel, &env.pool, env.registrations);
+    env.baseline.assert_unchanged(&env.kernel);
 }
 
 fuzz_target!(|input: Input| {

@@ -24,7 +24,7 @@ use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntdef::NT_SUCCESS;
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
-use ebpf_ext_usersim::{Kernel, NewProcess, TagUsage};
+use ebpf_ext_usersim::{Kernel, NewProcess};
 use libfuzzer_sys::fuzz_target;
 use sample_harness::{LoadedDriver, Target};
 use sample_ntos_ext::hook::ATTACH_TYPE;
@@ -70,8 +70,7 @@ struct Input {
 struct Env {
     kernel: Kernel,
     _driver: LoadedDriver<'static>,
-    pool: Vec<TagUsage>,
-    registrations: usize,
+    baseline: common::Baseline,
 }
 
 thread_local! {
@@ -80,13 +79,11 @@ thread_local! {
         let kernel = Kernel::new();
         let driver = LoadedDriver::load(Target::Native(driver_entry), "SampleNtosEbpfExt")
             .expect("DriverEntry");
-        let pool = kernel.pool_outstanding();
-        let registrations = kernel.nmr_registrations().len();
+        let baseline = common::Baseline::of(&kernel);
         Env {
             kernel,
             _driver: driver,
-            pool,
-            registrations,
+            baseline,
         }
     }));
 }
@@ -271,7 +268,7 @@ fn scenario(env: &Env, input: &Input) {
         assert!(kernel.exit_process(process_id));
     }
     assert_eq!(kernel.process_notify_routines(), 0);
-    common::assert_kernel_as_before(kernel, &env.pool, env.registrations);
+    env.baseline.assert_unchanged(kernel);
 }
 
 fn status_of(attached: &Attached) -> i32 {

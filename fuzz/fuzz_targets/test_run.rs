@@ -35,7 +35,7 @@ mod common;
 use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Input as RunInput, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, ebpf_result_t};
-use ebpf_ext_usersim::{Fault, Kernel, TagUsage};
+use ebpf_ext_usersim::{Fault, Kernel};
 use libfuzzer_sys::fuzz_target;
 use sample_harness::{LoadedDriver, Target};
 
@@ -103,8 +103,7 @@ struct Env {
     _drivers: [LoadedDriver<'static>; 2],
     sample: ProgramInfoClient,
     process: ProgramInfoClient,
-    pool: Vec<TagUsage>,
-    registrations: usize,
+    baseline: common::Baseline,
 }
 
 thread_local! {
@@ -122,15 +121,13 @@ thread_local! {
             ProgramInfoClient::attach(sample_ext::program::PROGRAM_TYPE).expect("sample client");
         let process_client = ProgramInfoClient::attach(sample_ntos_ext::program::PROGRAM_TYPE)
             .expect("process client");
-        let pool = kernel.pool_outstanding();
-        let registrations = kernel.nmr_registrations().len();
+        let baseline = common::Baseline::of(&kernel);
         Env {
             kernel,
             _drivers: [sample, process],
             sample: sample_client,
             process: process_client,
-            pool,
-            registrations,
+            baseline,
         }
     }));
 }
@@ -371,7 +368,7 @@ fn scenario(env: &Env, input: &Input) {
     for each in input.runs.iter().take(MAX_RUNS) {
         run(env, each);
     }
-    common::assert_kernel_as_before(&env.kernel, &env.pool, env.registrations);
+    env.baseline.assert_unchanged(&env.kernel);
 }
 
 fuzz_target!(|input: Input| {

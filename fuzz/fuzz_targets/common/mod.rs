@@ -10,19 +10,40 @@ pub fn verbose() -> bool {
     *VERBOSE.get_or_init(|| std::env::var_os("EBPF_EXT_FUZZ_VERBOSE").is_some())
 }
 
-/// After an input: once its work items have run, `kernel` holds exactly the pool
-/// allocations `pool` and `registrations` NMR registrations it held before the input.
+/// What a kernel held between inputs: its outstanding pool allocations and NMR
+/// registrations, taken once the target's environment is set up.
 #[allow(
     dead_code,
-    reason = "only the targets that keep a kernel between inputs call it"
+    reason = "only the targets that keep a kernel between inputs use it"
 )]
-pub fn assert_kernel_as_before(kernel: &Kernel, pool: &[TagUsage], registrations: usize) {
-    kernel.wait_for_work_items();
-    kernel.etw_clear();
-    assert_eq!(kernel.pool_outstanding(), pool, "pool leaked");
-    assert_eq!(
-        kernel.nmr_registrations().len(),
-        registrations,
-        "NMR registrations left"
-    );
+pub struct Baseline {
+    pool: Vec<TagUsage>,
+    registrations: usize,
+}
+
+#[allow(
+    dead_code,
+    reason = "only the targets that keep a kernel between inputs use it"
+)]
+impl Baseline {
+    /// What `kernel` holds now.
+    pub fn of(kernel: &Kernel) -> Self {
+        Baseline {
+            pool: kernel.pool_outstanding(),
+            registrations: kernel.nmr_registrations().len(),
+        }
+    }
+
+    /// After an input: once its work items have run, `kernel` holds exactly the pool
+    /// allocations and NMR registrations it held when this baseline was taken.
+    pub fn assert_unchanged(&self, kernel: &Kernel) {
+        kernel.wait_for_work_items();
+        kernel.etw_clear();
+        assert_eq!(kernel.pool_outstanding(), self.pool, "pool leaked");
+        assert_eq!(
+            kernel.nmr_registrations().len(),
+            self.registrations,
+            "NMR registrations left"
+        );
+    }
 }
