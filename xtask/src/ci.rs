@@ -18,7 +18,7 @@ const DRIVER_FEATURES: &[(&str, &str)] = &[
 /// Options of `cargo xtask ci`.
 #[derive(Args)]
 pub(crate) struct Options {
-    /// Skip `cargo fmt --check`, clippy, rustdoc and the public-API check (tests and the
+    /// Skip `cargo fmt --check` (of the workspace and the fuzz targets), clippy, rustdoc and the public-API check (tests and the
     /// driver-target check still run).
     #[arg(long)]
     pub(crate) tests_only: bool,
@@ -28,6 +28,12 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
     crate::prereqs::ensure(crate::prereqs::Scope::Sdk)?;
     if !options.tests_only {
         run(command(Tool::Cargo).args(["fmt", "--all", "--", "--check"]))?;
+        // The fuzz targets are a workspace of their own, which `--all` does not reach.
+        let fuzz_manifest = workspace_root().join("fuzz").join("Cargo.toml");
+        run(command(Tool::Cargo)
+            .args(["fmt", "--all", "--manifest-path"])
+            .arg(&fuzz_manifest)
+            .args(["--", "--check"]))?;
         run(command(Tool::Cargo).args([
             "clippy",
             "--workspace",
