@@ -7,7 +7,7 @@ use core::fmt;
 use core::marker::PhantomData;
 use core::panic::AssertUnwindSafe;
 use core::ptr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use ebpf_ext_sys::ebpf_base::{ebpf_argument_type_t, ebpf_return_type_t};
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_PROGRAM_INFO_EXTENSION_IID;
@@ -26,6 +26,7 @@ use ebpf_ext_sys::ntdef::{GUID, HANDLE, KIRQL, NT_SUCCESS, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
 use ebpf_ext_sys::wdm::KeLowerIrql;
 
+use crate::bpf::HelperBinding;
 use crate::contract::Contract;
 use crate::error::{CoreError, Refusal, failed_to_load};
 use crate::nmr::{NmrClient, Registration, lock, read, write};
@@ -87,11 +88,15 @@ pub struct ProgramInfo {
 /// the runs of programs loaded with its program data in flight: the core's
 /// program-information rundown. A detach waits for the runs, and afterwards a program loaded
 /// with that attachment's data does not run (the core's invoke returns
-/// `EBPF_EXTENSION_FAILED_TO_LOAD`).
+/// `EBPF_EXTENSION_FAILED_TO_LOAD`) until a later attachment has re-resolved its helpers
+/// ([`HelperBinding::rebind`]).
 #[derive(Default)]
 pub(crate) struct Liveness {
     state: Mutex<LiveState>,
     idle: std::sync::Condvar,
+    /// The helper bindings of the programs loaded with this client's data (dropped ones are
+    /// pruned at each attach).
+    programs: Mutex<Vec<Weak<HelperBinding>>>,
 }
 
 #[derive(Default)]
@@ -125,8 +130,27 @@ impl Liveness {
         }
     }
 
-    /// A run of a program loaded with attachment `generation`, if it is still attached.
-    fn enter(&self, generation: u64) -> Option<LiveRun<'_>> {
+    /// Keeps `program` to re-resolve at every later attachment.
+    pub(crate) fn register(&self, program: &Arc<HelperBinding>) {
+        lock(&self.programs).push(Arc::downgrade(program));
+    }
+
+    /// A new attachment (`generation`, with program data `info`) re-resolves every program
+    /// loaded with an earlier one, as the core's attach does for each program's client. No
+    /// program runs meanwhile: each is still bound to an earlier attachment.
+    fn rebind_programs(&self, info: &ProgramInfo, generation: u64) {
+        let programs: Vec<Arc<HelperBinding>> = {
+            let mut programs = lock(&self.programs);
+            programs.retain(|p| p.strong_count() > 0);
+            programs.iter().filter_map(Weak::upgrade).collect()
+        };
+        for program in programs {
+            program.rebind(info, generation);
+        }
+    }
+
+    /// A run of a program bound to attachment `generation`, if it is still attached.
+    pub(crate) fn enter(&self, generation: u64) -> Option<LiveRun<'_>> {
         let mut state = lock(&self.state);
         if !state.attached || state.generation != generation {
             return None;
@@ -155,14 +179,12 @@ impl Drop for LiveRun<'_> {
 pub(crate) struct InfoBinding(Option<(Arc<Liveness>, u64)>);
 
 impl InfoBinding {
-    /// Enters a run: `Ok(None)` for a copy of no attachment, `Err(())` once its provider has
-    /// detached (a reattached provider is another attachment: a program loaded before does
-    /// not run again).
-    pub(crate) fn enter(&self) -> Result<Option<LiveRun<'_>>, ()> {
-        match &self.0 {
-            None => Ok(None),
-            Some((liveness, generation)) => liveness.enter(*generation).map(Some).ok_or(()),
-        }
+    /// The client's liveness and the attachment the copy came from (`None` for a copy built
+    /// by hand).
+    pub(crate) fn attachment(&self) -> Option<(&Arc<Liveness>, u64)> {
+        self.0
+            .as_ref()
+            .map(|(liveness, generation)| (liveness, *generation))
     }
 }
 
@@ -318,6 +340,9 @@ impl NmrClient for ProgramInfoState {
             let mut info = info;
             let generation = self.liveness.attach();
             info.binding = InfoBinding(Some((Arc::clone(&self.liveness), generation)));
+            // As the core's attach for each program's client: programs loaded with an earlier
+            // attachment run again once their helpers re-resolve against this one.
+            self.liveness.rebind_programs(&info, generation);
             *lock(&self.info) = Some(Arc::new(info));
         } else {
             log.claimed = false;

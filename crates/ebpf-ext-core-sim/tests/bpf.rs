@@ -313,6 +313,10 @@ extern "win64" fn clobber_header(
 extern "win64" fn pid_override(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     0x1234
 }
+/// The override of a second image of the extension.
+extern "win64" fn pid_override_2(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    0x5678
+}
 extern "win64" fn get_a(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     0xA
 }
@@ -1999,8 +2003,8 @@ extern "win64" fn pid_wait(_: u64, _: u64, _: u64, _: u64, _: u64, context: u64)
 
 /// As the core: a program-information provider's detach waits for the runs in flight of
 /// programs loaded with its data (its rundown), and afterwards those programs do not run
-/// (invoke: `EBPF_EXTENSION_FAILED_TO_LOAD`, result 0), also once another provider of the type
-/// has attached (core-sim does not re-resolve their helpers, where the core would).
+/// (invoke: `EBPF_EXTENSION_FAILED_TO_LOAD`, result 0) until a provider of the type attaches
+/// again and their helpers re-resolve against it: then they call the new addresses.
 #[test]
 fn programs_of_a_detached_program_information_provider_do_not_run() {
     let object = compile(&format!(
@@ -2058,20 +2062,117 @@ char _license[] SEC("license") = "MIT";
     );
     assert_eq!(program.runs(), runs, "nothing ran");
 
+    // The extension loaded again (say, a new image of the same driver): its override is at
+    // another address, which the program calls from now on.
+    spec.global_addresses = Some(Addresses::new(vec![pid_override_2 as *const () as u64]));
     let again = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
     assert_eq!(
         invoke(1),
-        (EBPF_EXTENSION_FAILED_TO_LOAD, 0),
-        "a program loaded before stays detached"
+        (EBPF_SUCCESS, 0x5678),
+        "the program loaded before runs again, with the new address"
     );
-    let reloaded = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
-    // SAFETY: as above.
-    assert_eq!(unsafe { reloaded.run(hooked.ptr()) }, Ok(0x1234));
-    drop(reloaded);
+    assert_eq!(program.program_info_refusal(), None);
     drop(link);
     drop(program);
     hook.deregister();
     drop(client);
     again.deregister();
+    kernel.assert_no_leaks();
+}
+
+/// As the core's attach for a program already loaded: a provider whose program data hashes
+/// differently over the program's helpers (here a changed prototype of a helper it calls) is
+/// refused for that program, which stays unable to run; a program loaded against the new
+/// data runs, and so does the old one once a provider with the original data is back.
+#[test]
+fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_before() {
+    let object = compile(&format!(
+        r#"{PRELUDE}
+SEC("test_prog")
+int a(struct test_context* ctx) {{ return (int)test_get_a(ctx); }}
+char _license[] SEC("license") = "MIT";
+"#
+    ));
+    let kernel = Kernel::new();
+    let original = spec();
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &original);
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let program = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    let run = |program: &BpfProgram| {
+        let mut hooked = HookedContext::of(1, 0);
+        // SAFETY: a context of the program type.
+        unsafe { program.run(hooked.ptr()) }
+    };
+    assert_eq!(run(&program), Ok(0xA));
+    provider.deregister();
+
+    // The next image declares test_get_a with another argument type.
+    let mut changed = spec();
+    changed.helpers[0].arguments[0] = EBPF_ARGUMENT_TYPE_ANYTHING;
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &changed);
+    assert!(client.is_attached(), "the client attaches the new provider");
+    assert!(
+        matches!(run(&program), Err(BpfError::ProgramInfoDetached { .. })),
+        "the program loaded against the old prototype does not run"
+    );
+    let refusal = program.program_info_refusal().expect("a refusal");
+    assert!(refusal.contains("hash"), "{refusal}");
+    let fresh = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    assert_eq!(
+        run(&fresh),
+        Ok(0xA),
+        "a program loaded against the new data runs"
+    );
+    drop(fresh);
+    provider.deregister();
+
+    // The original image again: the program's hash matches, it runs.
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &original);
+    assert_eq!(run(&program), Ok(0xA));
+    assert_eq!(program.program_info_refusal(), None);
+    drop(program);
+    drop(client);
+    provider.deregister();
+    kernel.assert_no_leaks();
+}
+
+/// A helper the program calls that the reattached provider still declares, but without an
+/// address (no table of global-helper addresses), does not re-resolve: the hash is the same
+/// (overrides are not hashed), yet the program stays unable to run.
+#[test]
+fn a_reattached_provider_without_the_helper_address_does_not_run_programs_loaded_before() {
+    let object = compile(&format!(
+        r#"{PRELUDE}
+SEC("test_prog")
+int pid(struct test_context* ctx) {{ return (int)bpf_get_current_pid_tgid(); }}
+char _license[] SEC("license") = "MIT";
+"#
+    ));
+    let kernel = Kernel::new();
+    let original = spec();
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &original);
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let program = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    let mut hooked = HookedContext::of(1, 0);
+    // SAFETY: a context of the program type.
+    assert_eq!(unsafe { program.run(hooked.ptr()) }, Ok(0x1234));
+    provider.deregister();
+
+    // Overrides are not hashed: the same hash, but the override has no address now.
+    let mut without = spec();
+    without.global_addresses = None;
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &without);
+    assert!(client.is_attached());
+    // SAFETY: as above.
+    let run = unsafe { program.run(hooked.ptr()) };
+    assert!(
+        matches!(run, Err(BpfError::ProgramInfoDetached { .. })),
+        "{run:?}"
+    );
+    let refusal = program.program_info_refusal().expect("a refusal");
+    assert!(refusal.contains("0x13"), "{refusal}");
+    drop(program);
+    drop(client);
+    provider.deregister();
     kernel.assert_no_leaks();
 }

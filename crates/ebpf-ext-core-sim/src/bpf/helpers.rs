@@ -456,7 +456,9 @@ pub(crate) enum Target {
     /// A general helper the core-sim implements.
     General,
     /// A function of the extension (global override or program-type helper), at this
-    /// address, called in the kernel convention with the context as sixth argument.
+    /// address when the program was loaded, called in the kernel convention with the context
+    /// as sixth argument. Calls read the address its program's current attachment resolved
+    /// ([`HelperBinding::address`](super::HelperBinding::address)).
     Extension(u64),
     /// The program's BTF-resolved function of this index, at the address its provider
     /// published (read at each call: it is 0 while the provider is detached), called like
@@ -696,7 +698,10 @@ fn dispatch(slot: usize, args: [u64; 5]) -> u64 {
                 // SAFETY: as above.
                 unsafe { function(args[0], args[1], args[2], args[3], args[4], context) }
             }
-            Target::Extension(address) => {
+            Target::Extension(_) => {
+                // The address its provider's current attachment published (the run holds
+                // that attachment, so it does not change during the call).
+                let address = program.binding.address(slot);
                 // SAFETY: an address the provider published for this helper, a function in
                 // the helper calling convention; its pointer arguments were checked against
                 // its prototype; the context goes sixth, as the core passes it.

@@ -96,6 +96,7 @@ pub use maps::{
     BPF_MAP_TYPE_QUEUE, BPF_MAP_TYPE_RINGBUF, BPF_MAP_TYPE_STACK, BPF_NOEXIST, BpfMap, MapError,
 };
 pub use object::{BpfObject, MapDefinition};
+pub(crate) use program::HelperBinding;
 pub use program::{BpfProgram, TestRun};
 
 /// Compiles the C translation unit `source` with the prerequisite `clang`
@@ -265,9 +266,10 @@ pub enum BpfError {
     },
     /// An invocation of a program whose program-information provider has detached since the
     /// program was loaded: it does not run (the core's invoke returns
-    /// `EBPF_EXTENSION_FAILED_TO_LOAD`, result 0). A provider that attaches again is another
-    /// attachment: the program stays unable to run (the core would re-resolve its helpers;
-    /// core-sim does not, so load the program again).
+    /// `EBPF_EXTENSION_FAILED_TO_LOAD`, result 0). When a provider of the type attaches again,
+    /// the program runs again once its helpers re-resolve against the new program data, as
+    /// the core re-resolves them; if they do not
+    /// ([`BpfProgram::program_info_refusal`] says why), it stays unable to run.
     #[error("{section}: the program-information provider of its type has detached")]
     ProgramInfoDetached {
         /// The program's section.

@@ -24,9 +24,10 @@ use super::insn::{CALL, Insn, LD_DW_IMM};
 use super::maps::{BpfMap, ProgramKind};
 use super::object::{BpfObject, CALL_KFUNC};
 use super::vm::{self, Machine, Region, Stack};
+use crate::hash::program_info_hash_with_btf;
 use crate::link::{Link, LinkSpec};
 use crate::nmr::lock;
-use crate::program_info::{ProgramInfo, ProgramInfoClient};
+use crate::program_info::{LiveRun, Liveness, ProgramInfo, ProgramInfoClient};
 
 /// `bpf_map_lookup_and_delete_elem`'s id: a program calling it gets room for the values it
 /// takes out.
@@ -70,6 +71,103 @@ const MAP_HANDLE_BASE: u64 = 0xFFFF_C0DE_0000_0000;
 /// Distance between two maps' handles.
 const MAP_HANDLE_STRIDE: u64 = 0x1000;
 
+/// A program's bond to the program-information attachment its helpers are resolved against:
+/// which attachment of its client, and the current addresses of the extension's helpers it
+/// calls, which a later attachment of the same client re-resolves
+/// (`_ebpf_program_type_specific_program_information_attach_provider`, C.2).
+pub(crate) struct HelperBinding {
+    /// The client's liveness (`None` for program data built by hand: always runs).
+    liveness: Option<Arc<Liveness>>,
+    /// The attachment the addresses are resolved against.
+    generation: AtomicU64,
+    /// Per call slot: the helper's id, who implements it and, for the extension's helpers,
+    /// the current address (0 for the others: the core's general helpers are its own, and
+    /// BTF-resolved functions follow their own provider's attachment).
+    slots: Box<[(u32, Implementer, AtomicU64)]>,
+    /// The helper ids and BTF-resolved functions the program-information hash covers.
+    helper_ids: Vec<u32>,
+    btf_functions: Vec<BtfFunctionUse>,
+    /// The hash of the program data the program was loaded with (`None` if it has none).
+    hash: Option<[u8; 32]>,
+    /// Why the last attachment did not re-resolve the program.
+    refusal: Mutex<Option<String>>,
+}
+
+/// Who implements the helper in a call slot (see [`HelperBinding`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Implementer {
+    Extension,
+    Core,
+    Btf,
+}
+
+impl HelperBinding {
+    /// Enters a run: `Ok(None)` for program data of no attachment, `Err(())` while the
+    /// attachment its helpers are resolved against is not the client's attached one.
+    fn enter(&self) -> Result<Option<LiveRun<'_>>, ()> {
+        match &self.liveness {
+            None => Ok(None),
+            Some(liveness) => liveness
+                .enter(self.generation.load(Ordering::Acquire))
+                .map(Some)
+                .ok_or(()),
+        }
+    }
+
+    /// The current address of the extension helper in call slot `slot` (0 if none).
+    pub(crate) fn address(&self, slot: usize) -> u64 {
+        self.slots
+            .get(slot)
+            .map_or(0, |(_, _, address)| address.load(Ordering::Acquire))
+    }
+
+    /// What the core's attach does for a program already loaded: the hash of the new program
+    /// data over the program's helpers must equal the one it was loaded with, and every
+    /// extension helper it calls must resolve again, to an address, in the same kind of table
+    /// (a type-specific helper, or a global override it was loaded with). Then the program is
+    /// bound to `generation`, with the new addresses; otherwise it stays unable to run and
+    /// the refusal is kept. Called while no run of the program can be in flight (it is bound
+    /// to an earlier attachment, and the client's detach waited for its runs).
+    pub(crate) fn rebind(&self, info: &ProgramInfo, generation: u64) {
+        let resolved = (|| {
+            let hash = program_info_hash_with_btf(info, &self.helper_ids, &self.btf_functions).ok();
+            if hash != self.hash {
+                return Err(format!(
+                    "the program-information hash of {} over the program's helpers changed",
+                    info.name
+                ));
+            }
+            self.slots
+                .iter()
+                .map(|(id, implementer, _)| {
+                    let now = info.helper(*id).map(|h| h.address);
+                    match (*implementer, now) {
+                        (Implementer::Extension, Some(Some(address))) => Ok(address),
+                        (Implementer::Extension, _) => {
+                            Err(format!("helper {id:#x} no longer resolves to an address"))
+                        }
+                        (Implementer::Core, Some(_)) => Err(format!(
+                            "helper {id:#x}, the core's when the program was loaded, is now overridden"
+                        )),
+                        (Implementer::Core, None) | (Implementer::Btf, _) => Ok(0),
+                    }
+                })
+                .collect::<Result<Vec<u64>, String>>()
+        })();
+        match resolved {
+            Ok(addresses) => {
+                for ((_, _, slot), address) in self.slots.iter().zip(addresses) {
+                    slot.store(address, Ordering::Relaxed);
+                }
+                *lock(&self.refusal) = None;
+                // Publishes the addresses to the runs that enter with this attachment.
+                self.generation.store(generation, Ordering::Release);
+            }
+            Err(why) => *lock(&self.refusal) = Some(why),
+        }
+    }
+}
+
 /// A BPF program loaded for one program type, ready to run or attach.
 pub struct BpfProgram {
     section: String,
@@ -77,6 +175,8 @@ pub struct BpfProgram {
     info: Arc<ProgramInfo>,
     code: Vec<Insn>,
     pub(crate) helpers: Vec<Resolved>,
+    /// The extension helpers' current addresses and the attachment they are resolved against.
+    pub(crate) binding: Arc<HelperBinding>,
     /// The BTF-resolved functions it calls (`Target::Btf` indexes them), if any.
     pub(crate) btf: Option<BtfImports>,
     maps: Vec<Arc<BpfMap>>,
@@ -392,12 +492,14 @@ impl BpfProgram {
             .map(BtfLookup::bind)
             .transpose()
             .map_err(|why| failed_to_load(section, &why))?;
+        let binding = Self::bind(info, &helpers, btf.as_ref());
         Ok(Arc::new(BpfProgram {
             section: section.to_owned(),
             function: code.name.clone(),
             info: Arc::clone(info),
             code: insns,
             helpers,
+            binding,
             btf,
             maps,
             kept_size,
@@ -407,6 +509,53 @@ impl BpfProgram {
             printk: Mutex::default(),
             runs: AtomicU64::new(0),
         }))
+    }
+
+    /// The program's [`HelperBinding`] to the attachment `info` came from, kept by the client
+    /// for its later attachments.
+    fn bind(
+        info: &ProgramInfo,
+        helpers: &[Resolved],
+        btf: Option<&BtfImports>,
+    ) -> Arc<HelperBinding> {
+        let helper_ids: Vec<u32> = helpers
+            .iter()
+            .filter(|h| !matches!(h.target, Target::Btf(_)))
+            .map(|h| h.id)
+            .collect();
+        let btf_functions = btf.map_or_else(Vec::new, BtfImports::uses);
+        let attachment = info.binding.attachment();
+        let binding = Arc::new(HelperBinding {
+            liveness: attachment.map(|(liveness, _)| Arc::clone(liveness)),
+            generation: AtomicU64::new(attachment.map_or(0, |(_, generation)| generation)),
+            slots: helpers
+                .iter()
+                .map(|h| match h.target {
+                    Target::Extension(address) => {
+                        (h.id, Implementer::Extension, AtomicU64::new(address))
+                    }
+                    Target::General => (h.id, Implementer::Core, AtomicU64::new(0)),
+                    Target::Btf(_) => (h.id, Implementer::Btf, AtomicU64::new(0)),
+                })
+                .collect(),
+            hash: program_info_hash_with_btf(info, &helper_ids, &btf_functions).ok(),
+            helper_ids,
+            btf_functions,
+            refusal: Mutex::new(None),
+        });
+        if let Some((liveness, _)) = attachment {
+            liveness.register(&binding);
+        }
+        binding
+    }
+
+    /// Why the last attachment of its program-information provider did not re-resolve the
+    /// program's helpers (the hash of the new program data differs, or a helper it calls no
+    /// longer resolves), so that it does not run; `None` if it did, or if none has attached
+    /// since the program was loaded.
+    #[must_use]
+    pub fn program_info_refusal(&self) -> Option<String> {
+        lock(&self.binding.refusal).clone()
     }
 
     /// The section it was loaded from.
@@ -600,7 +749,6 @@ impl BpfProgram {
         // Held for the run: its program-information provider does not detach meanwhile, and
         // once it has, the program does not run.
         let _live = self
-            .info
             .binding
             .enter()
             .map_err(|()| BpfError::ProgramInfoDetached {
