@@ -13,7 +13,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use ebpf_ext_nmr::{AttachingClient, Bound, Detach};
+use ebpf_ext_nmr::{AttachingClient, Bound, Detach, DetachCompletion};
 use ebpf_ext_sys::ntdef::NTSTATUS;
 use ebpf_ext_sys::ntstatus::{
     STATUS_ACCESS_DENIED, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER,
@@ -161,7 +161,8 @@ pub(crate) fn attach<E: HookExtension>(
 pub(crate) fn detach<E: HookExtension>(client: &Client<E>) -> Detach {
     client.detaching.store(true, Ordering::Relaxed);
     // SAFETY: NMR detaches a binding once, so this is the item's one queueing; the client
-    // stays in place until its cleanup, which NMR runs only after `run` completes the detach.
+    // stays in place until its cleanup, which NMR runs only once the detach is complete: by
+    // the routine, after `run` has returned the completion this Pending owes.
     unsafe { client.work_item.queue(client) };
     Detach::Pending
 }
@@ -173,8 +174,9 @@ impl<E: HookExtension> Work for Client<E> {
 
     /// Removes the client from the published set, waits out the invocations that may still
     /// reach it, calls on-detach, counts the client out (and calls on-last-detach if it was
-    /// the last attached), and completes the detach.
-    fn run(&self) {
+    /// the last attached), and returns the detach to complete: the routine completes it once
+    /// this borrow of the client has ended, as NMR may free the client in that call.
+    fn run(&self) -> Option<DetachCompletion> {
         let state = self.provider();
         {
             let writer = state.lock_writer();
@@ -187,8 +189,7 @@ impl<E: HookExtension> Work for Client<E> {
                 state.extension.on_last_detach();
             }
         }
-        // SAFETY: `detach` returned Pending for this binding, and this is its one completion.
-        // The client is not touched afterwards: NMR may clean it up at once.
-        unsafe { self.completion.complete() };
+        // `detach` returned Pending for this binding: this is its one completion.
+        Some(self.completion)
     }
 }

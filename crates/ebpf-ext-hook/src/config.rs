@@ -3,6 +3,7 @@
 
 use core::ffi::c_void;
 use core::marker::PhantomData;
+use core::mem::offset_of;
 use core::ptr;
 
 use ebpf_ext_nmr::foreign;
@@ -375,15 +376,21 @@ impl<'d, T> ProgramContext<'d, T> {
     /// # Safety
     /// `fields`, if any, are the offsets of two pointer fields of `T` (what
     /// `HookProvider::register_with_data`'s caller promised).
+    ///
+    /// The pointer is derived from the whole value, not from `context` alone: the core writes
+    /// the header in front of it on every invocation, and its provenance must cover those
+    /// bytes too.
     pub(crate) unsafe fn program_pointer(&mut self, fields: Option<DataFields>) -> *mut c_void {
+        let values = [self.data.start, self.data.end];
+        let whole = ptr::from_mut(self).cast::<u8>();
+        // `repr(C)`: the context is at its field offset, inside the value.
+        let context = whole.wrapping_add(offset_of!(Self, context));
         if let Some(fields) = fields {
-            let base = ptr::from_mut(&mut self.context).cast::<u8>();
-            let values = [self.data.start, self.data.end];
             // SAFETY: the offsets of two pointer fields of `T` (this function's contract),
-            // inside `self.context`, which is borrowed mutably here.
-            unsafe { foreign::write_pointer_fields(base, [fields.start, fields.end], values) };
+            // inside the context, which is borrowed mutably here (through `self`).
+            unsafe { foreign::write_pointer_fields(context, [fields.start, fields.end], values) };
         }
-        foreign::to_foreign_mut(&mut self.context)
+        context.cast()
     }
 }
 

@@ -192,7 +192,11 @@ impl<E: HookExtension> HookProvider<E> {
     /// `device` is a live device object of the driver that outlives the provider (work items
     /// for detach are allocated against it). The helpers of `config.program_type` (and its
     /// global-helper overrides) read the program context as `E::Context`: the provider invokes
-    /// programs with nothing else. `data_fields`, if any, are the offsets in `E::Context` of
+    /// programs with nothing else. The program type's context descriptor is no larger than
+    /// `E::Context`, and every byte pattern programs may write within it leaves a valid
+    /// `E::Context` (no padding, no field with invalid values such as `bool` or an enum:
+    /// programs write any bytes they may access, and the provider reads the context back as
+    /// `E::Context`). `data_fields`, if any, are the offsets in `E::Context` of
     /// the two pointer-sized fields the program type's context descriptor names as its data
     /// pointers, and the type's helpers that receive the context mutably leave them as they
     /// found them. (The facade's `Start::program_type` and `Start::hook` ensure all of this for

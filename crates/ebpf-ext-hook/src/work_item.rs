@@ -5,7 +5,7 @@ use core::ffi::c_void;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use ebpf_ext_nmr::foreign;
+use ebpf_ext_nmr::{DetachCompletion, foreign};
 use ebpf_ext_sys::wdm::{
     DEVICE_OBJECT, DelayedWorkQueue, IO_WORKITEM, IoAllocateWorkItem, IoFreeWorkItem,
     IoQueueWorkItem,
@@ -17,7 +17,10 @@ pub(crate) trait Work: Sync + Sized + 'static {
     /// The context's work item.
     fn work_item(&self) -> &WorkItem;
     /// The routine, on a system worker thread at PASSIVE_LEVEL; the item is already freed.
-    fn run(&self);
+    /// Returns the detach to complete once the routine no longer borrows the context
+    /// (completing it may free the context at once, so it cannot happen inside `run`, whose
+    /// `&self` is alive until `run` returns).
+    fn run(&self) -> Option<DetachCompletion>;
 }
 
 /// An allocated, not yet queued work item (`IoAllocateWorkItem`), queued at most once.
@@ -56,8 +59,10 @@ impl WorkItem {
     /// starts (before `run`).
     ///
     /// # Safety
-    /// Called at most once; `context` stays alive and in place until `W::run` returns, and
-    /// `context.work_item()` is `self`.
+    /// Called at most once; `context` stays alive and in place until `W::run` returns (or,
+    /// if `run` returns a detach to complete, until that completion), and
+    /// `context.work_item()` is `self`. A completion `run` returns must be one the context's
+    /// binding is owed, completed once.
     ///
     /// # IRQL
     /// ≤ DISPATCH_LEVEL.
@@ -102,5 +107,9 @@ unsafe extern "win64" fn routine<W: Work>(_device: *mut DEVICE_OBJECT, context: 
         // SAFETY: the item's routine is running, so it is no longer queued; freed once.
         unsafe { IoFreeWorkItem(item) };
     }
-    work.run();
+    if let Some(completion) = work.run() {
+        // `work` is not used again: NMR may clean up (free) the context inside this call.
+        // SAFETY: `queue`'s contract: a completion the context's binding is owed, once.
+        unsafe { completion.complete() };
+    }
 }

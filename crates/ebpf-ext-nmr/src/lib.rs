@@ -296,27 +296,32 @@ struct Tagged<B> {
 }
 
 /// Completes a detach that [`NpiProvider::detach`] left pending
-/// (`NmrProviderDetachClientComplete`).
-#[derive(Debug)]
+/// (`NmrProviderDetachClientComplete`). A copy of the binding's handle: copy it out of the
+/// binding and complete it once nothing borrows the binding any more, since NMR may free the
+/// binding inside the call.
+#[derive(Debug, Clone, Copy)]
 pub struct DetachCompletion {
     binding: HANDLE,
 }
 
 // SAFETY: an NMR binding handle may be completed from any thread.
 unsafe impl Send for DetachCompletion {}
-// SAFETY: as above; `complete` consumes a copy of the handle only through `unsafe`.
+// SAFETY: as above; `complete` uses a copy of the handle only through `unsafe`.
 unsafe impl Sync for DetachCompletion {}
 
 impl DetachCompletion {
-    /// Tells NMR the pending detach is done. NMR may then clean up (free) the binding at once.
+    /// Tells NMR the pending detach is done. NMR may then clean up (free) the binding at once,
+    /// inside this call.
     ///
     /// # Safety
     /// [`NpiProvider::detach`] returned [`Detach::Pending`] for this binding, this is called
-    /// once, and the binding that holds this token is not touched afterwards.
+    /// once (for all copies), and nothing borrows the binding during the call or touches it
+    /// afterwards (no reference into it may be live, not even an unused function argument:
+    /// call this after the function that borrowed the binding has returned).
     ///
     /// # IRQL
     /// ≤ DISPATCH_LEVEL.
-    pub unsafe fn complete(&self) {
+    pub unsafe fn complete(self) {
         // SAFETY: the caller's contract: a pending detach of this binding, completed once.
         unsafe { NmrProviderDetachClientComplete(self.binding) };
     }
