@@ -41,7 +41,7 @@ use ebpf_ext_sys::ebpf_extension::{
 };
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_MAP_INFO_EXTENSION_IID;
 use ebpf_ext_sys::ebpf_result::{
-    EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
+    EBPF_FAILED, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
 };
 use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
 use ebpf_ext_sys::netioddk::NPIID;
@@ -480,7 +480,33 @@ fn dispatch<M: CustomMap>() -> &'static ebpf_base_map_provider_dispatch_table_t 
 }
 
 fn result(outcome: core::result::Result<(), ebpf_result_t>) -> ebpf_result_t {
-    outcome.err().unwrap_or(EBPF_SUCCESS)
+    outcome.err().map_or(EBPF_SUCCESS, refusal)
+}
+
+/// The result a callback's `Err` reports: its own, except `EBPF_SUCCESS`, which would turn
+/// the refusal into an acceptance (and, from `create`, leave the core's out slots unwritten),
+/// so it is reported as `EBPF_FAILED` and traced.
+fn refusal(error: ebpf_result_t) -> ebpf_result_t {
+    if error != EBPF_SUCCESS {
+        return error;
+    }
+    ebpf_ext_trace::trace_message!(
+        ebpf_ext_trace::Level::Error,
+        ebpf_ext_trace::keyword::EXTENSION,
+        "custom map callback failed with EBPF_SUCCESS: reported as EBPF_FAILED"
+    );
+    EBPF_FAILED
+}
+
+/// Traces a map creation refused for want of room, and returns `EBPF_NO_MEMORY`.
+fn no_room(why: &str) -> ebpf_result_t {
+    ebpf_ext_trace::trace_message_string!(
+        ebpf_ext_trace::Level::Error,
+        ebpf_ext_trace::keyword::EXTENSION,
+        "custom map refused: no memory",
+        why
+    );
+    EBPF_NO_MEMORY
 }
 
 /// The state behind a map context the core passed back.
@@ -549,7 +575,7 @@ unsafe extern "win64" fn create<M: CustomMap>(
     let live = unsafe { &*client.live };
     let (map, size) = match M::create(key_size, value_size, max_entries) {
         Ok(created) => created,
-        Err(e) => return e,
+        Err(e) => return refusal(e),
     };
     if size == 0 || (!M::UPDATES_ORIGINAL_VALUE && size != value_size) {
         // The core would refuse the map after this call, and might not delete it.
@@ -569,14 +595,14 @@ unsafe extern "win64" fn create<M: CustomMap>(
         },
         M::TAG,
     ) else {
-        return EBPF_NO_MEMORY;
+        return no_room("the map's state");
     };
     let raw = boxed.into_raw();
     let context = raw.as_ptr().cast::<c_void>();
     if !live.insert(context) {
         // SAFETY: made just above from a `PoolBox` with `M::TAG`, handed to no one.
         drop(unsafe { PoolBox::from_raw(raw, M::TAG) });
-        return EBPF_NO_MEMORY;
+        return no_room("MAX_MAPS maps of the type are alive");
     }
     // SAFETY: the core's out slots (checked non-NULL).
     unsafe { actual_value_size.write(size) };

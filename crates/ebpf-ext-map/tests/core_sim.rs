@@ -16,8 +16,8 @@ use ebpf_ext_map::{CustomMap, Input, MapProvider};
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::ebpf_extension::{EBPF_MAP_OPERATION_MAP_CLEANUP, EBPF_MAP_OPERATION_UPDATE};
 use ebpf_ext_sys::ebpf_result::{
-    EBPF_INVALID_ARGUMENT, EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND, EBPF_NO_MEMORY,
-    ebpf_result_t,
+    EBPF_FAILED, EBPF_INVALID_ARGUMENT, EBPF_KEY_ALREADY_EXISTS, EBPF_KEY_NOT_FOUND,
+    EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
 };
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_usersim::Kernel;
@@ -464,4 +464,141 @@ fn common_wait(what: &str, condition: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
     panic!("timed out waiting until {what}");
+}
+
+/// A map type whose callbacks refuse with `EBPF_SUCCESS` (a status converted carelessly):
+/// `create` when the key is 8 bytes, `update` always.
+#[derive(Debug)]
+struct FailsWithSuccess;
+
+impl CustomMap for FailsWithSuccess {
+    const MAP_TYPE: u32 = 4300;
+    const UPDATES_ORIGINAL_VALUE: bool = true;
+    const TAG: PoolTag = TAG;
+
+    fn create(key_size: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
+        if key_size == 8 {
+            return Err(EBPF_SUCCESS);
+        }
+        Ok((FailsWithSuccess, value_size))
+    }
+
+    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn find(&self, _: Input<'_>, _: Input<'_>, _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        _: Input<'_>,
+        _: Input<'_>,
+        _: &mut [u8],
+        _: u32,
+    ) -> Result<(), ebpf_result_t> {
+        Err(EBPF_SUCCESS)
+    }
+
+    fn delete_element(&self, _: Input<'_>, _: Input<'_>, _: u32) {}
+}
+
+/// A callback's `Err(EBPF_SUCCESS)` stays a refusal: the core gets `EBPF_FAILED` (a success
+/// from `create` would leave its out slots unwritten; from `update`, store a value the
+/// provider refused), and a trace event says so.
+#[test]
+fn a_refusal_with_ebpf_success_is_reported_as_failed_and_traced() {
+    let kernel = Kernel::new();
+    ebpf_ext_trace::initiate(&TRACE).expect("tracing");
+    let reason = "custom map callback failed with EBPF_SUCCESS: reported as EBPF_FAILED";
+    let traced = || {
+        kernel
+            .etw_events()
+            .iter()
+            .filter(|e| e.field("Message") == Some(&Value::Str(reason.into())))
+            .count()
+    };
+    let provider =
+        MapProvider::<FailsWithSuccess>::register(PROVIDER_MODULE, TAG).expect("register");
+    let error = BpfMap::create(&MapDefinition {
+        key_size: 8,
+        ..definition(FailsWithSuccess::MAP_TYPE)
+    })
+    .expect_err("the creation is refused");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("returned {EBPF_FAILED}")),
+        "{error}"
+    );
+    assert_eq!(traced(), 1);
+
+    let map = BpfMap::create(&definition(FailsWithSuccess::MAP_TYPE)).expect("create");
+    let key = 1u32.to_le_bytes();
+    assert_eq!(
+        map.update(&key, &[5; 8], 0),
+        Err(MapError::Result(EBPF_FAILED)),
+        "the update is refused"
+    );
+    assert_eq!(map.lookup(&key).expect("lookup"), None, "nothing stored");
+    assert_eq!(traced(), 2);
+    drop(map);
+    drop(provider);
+    kernel.wait_for_work_items();
+    ebpf_ext_trace::terminate();
+    kernel.assert_no_leaks();
+}
+
+/// The map after the `MAX_MAPS`-th of a type alive at once is refused with `EBPF_NO_MEMORY`,
+/// and a trace event says why; once one goes, another can be made.
+#[test]
+fn a_map_beyond_max_maps_is_refused_and_traced() {
+    let kernel = Kernel::new();
+    ebpf_ext_trace::initiate(&TRACE).expect("tracing");
+    let provider = MapProvider::<Plain>::register(PROVIDER_MODULE, TAG).expect("register");
+    let mut maps: Vec<BpfMap> = (0..ebpf_ext_map::MAX_MAPS)
+        .map(|_| BpfMap::create(&definition(Plain::MAP_TYPE)).expect("create"))
+        .collect();
+    let error = BpfMap::create(&definition(Plain::MAP_TYPE)).expect_err("one too many");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("returned {EBPF_NO_MEMORY}")),
+        "{error}"
+    );
+    let traced = kernel.etw_events().iter().any(|e| {
+        e.field("Message") == Some(&Value::Str("custom map refused: no memory".into()))
+            && e.field("string_value")
+                == Some(&Value::Str("MAX_MAPS maps of the type are alive".into()))
+    });
+    assert!(traced, "the refusal is traced");
+    maps.pop();
+    maps.push(BpfMap::create(&definition(Plain::MAP_TYPE)).expect("room again"));
+    drop(maps);
+    drop(provider);
+    take_seen();
+    kernel.wait_for_work_items();
+    ebpf_ext_trace::terminate();
+    kernel.assert_no_leaks();
+}
+
+/// Every allocation failure in registering the provider, creating a map, using and deleting
+/// it is refused cleanly: nothing leaks, whichever allocation fails.
+#[test]
+fn every_allocation_failure_around_a_custom_map_is_clean() {
+    let points = ebpf_ext_usersim::sweep_allocation_failures(|_| {
+        let Ok(provider) = MapProvider::<Plain>::register(PROVIDER_MODULE, TAG) else {
+            return;
+        };
+        if let Ok(map) = BpfMap::create(&definition(Plain::MAP_TYPE)) {
+            let key = 3u32.to_le_bytes();
+            let _ = map.update(&key, &[1; 8], 0);
+            let _ = map.lookup(&key);
+            drop(map);
+        }
+        drop(provider);
+        take_seen();
+    });
+    assert!(points > 3, "{points} allocations");
 }
