@@ -151,7 +151,7 @@ use ebpf_ext_sys::ebpf_windows::{
 use ebpf_ext_sys::netioddk::NPIID;
 use ebpf_ext_sys::ntdef::{GUID, KIRQL, NTSTATUS};
 use ebpf_ext_sys::ntstatus::STATUS_INSUFFICIENT_RESOURCES;
-use ebpf_ext_sys::wdm::{HIGH_LEVEL, PASSIVE_LEVEL};
+use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, HIGH_LEVEL, PASSIVE_LEVEL};
 
 /// The five argument types of a prototype: `arguments`, then `DONTCARE` (0).
 ///
@@ -538,10 +538,10 @@ impl ProgramData {
     /// Program data with no helper address tables, no context functions, `required_irql`
     /// PASSIVE_LEVEL and no capabilities.
     ///
-    /// # Panics
-    /// At compile time if `info` declares helpers (then use [`ProgramData::with_helpers`] /
-    /// [`ProgramData::with_global_helpers`] to supply their addresses; the check runs there and
-    /// in [`ProgramData::checked`]).
+    /// If `info` declares helpers, supply their addresses with [`ProgramData::with_helpers`] /
+    /// [`ProgramData::with_global_helpers`], and end with [`ProgramData::checked`], which
+    /// fails to compile (in a `static`) while prototypes lack their addresses:
+    /// [`program_type!`] does all of this.
     #[must_use]
     pub const fn new(info: &'static ProgramInfo) -> Self {
         ProgramData(ebpf_program_data_t {
@@ -719,10 +719,12 @@ impl ProgramData {
         checked.with_context_functions(create, destroy)
     }
 
-    /// The IRQL `bpf_prog_test_run` runs the program at.
+    /// The IRQL `bpf_prog_test_run` runs the program at (and calls the context functions
+    /// at).
     ///
     /// # Panics
-    /// At compile time if above HIGH_LEVEL.
+    /// At compile time if above HIGH_LEVEL; [`ProgramData::checked`] also refuses a level
+    /// above DISPATCH_LEVEL with context functions.
     #[must_use]
     pub const fn with_required_irql(mut self, irql: KIRQL) -> Self {
         assert!(irql <= HIGH_LEVEL, "required_irql above HIGH_LEVEL");
@@ -730,12 +732,21 @@ impl ProgramData {
         self
     }
 
-    /// Final check, for a `static` initialiser: every declared helper has its address table.
+    /// Final check, for a `static` initialiser: every declared helper has its address table,
+    /// and context functions run at a level where they may allocate and free pool.
     ///
     /// # Panics
-    /// At compile time if prototypes are declared without addresses.
+    /// At compile time (in a `static`) if prototypes are declared without addresses, or if
+    /// there are context functions and `required_irql` is above DISPATCH_LEVEL: the core
+    /// raises to it before `context_create` and `context_destroy`, and the SDK's test runs
+    /// (like most) allocate and free pool there, which above DISPATCH_LEVEL bug-checks.
     #[must_use]
     pub const fn checked(self) -> Self {
+        assert!(
+            (self.0.context_create.is_none() && self.0.context_destroy.is_none())
+                || self.0.required_irql <= DISPATCH_LEVEL,
+            "context functions with required_irql above DISPATCH_LEVEL"
+        );
         let info = self.info();
         assert!(
             info.count_of_program_type_specific_helpers == 0

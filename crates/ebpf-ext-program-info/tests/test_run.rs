@@ -530,3 +530,24 @@ fn a_counted_string_is_a_unicode_string_whose_padding_bytes_are_kept() {
         }
     );
 }
+
+/// Context functions run at `required_irql` and allocate pool: above DISPATCH_LEVEL the
+/// program data is refused (at compile time in a `static`; here, evaluated at run time, as a
+/// panic with the same message). At DISPATCH_LEVEL, or without context functions, it is not.
+#[test]
+#[should_panic(expected = "context functions with required_irql above DISPATCH_LEVEL")]
+fn context_functions_above_dispatch_level_are_refused() {
+    let without = ProgramData::new(&INFO)
+        .with_required_irql(DISPATCH_LEVEL + 1)
+        .checked();
+    assert_eq!(without.raw().required_irql, DISPATCH_LEVEL + 1);
+    let at_dispatch = ProgramData::new(&INFO)
+        .with_test_run::<Echo>()
+        .with_required_irql(DISPATCH_LEVEL)
+        .checked();
+    assert_eq!(at_dispatch.raw().required_irql, DISPATCH_LEVEL);
+    let _ = ProgramData::new(&INFO)
+        .with_test_run::<Echo>()
+        .with_required_irql(DISPATCH_LEVEL + 1)
+        .checked();
+}
