@@ -483,8 +483,30 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Stamps `DriverVer` into an `.inx` template.
-fn stamp_inf(inx: &str, version: &str) -> String {
-    inx.replace("$DRIVERVER$", &format!("{},{version}.0", driver_date()))
+///
+/// # Errors
+/// As [`driver_ver_version`].
+fn stamp_inf(inx: &str, version: &str) -> Result<String> {
+    let version = driver_ver_version(version)?;
+    Ok(inx.replace("$DRIVERVER$", &format!("{},{version}", driver_date())))
+}
+
+/// The four-part version an INF's `DriverVer` takes (`w.x.y.z`, each 0..=65535) for a crate
+/// version `major.minor.patch[-pre][+build]`: `major.minor.patch.0`. A pre-release or build
+/// suffix has no place there and is dropped (`1.0.0-rc.1` and `1.0.0` stamp the same).
+///
+/// # Errors
+/// A version that is not three numbers before any suffix, or a number above 65535.
+fn driver_ver_version(version: &str) -> Result<String> {
+    let core = version.split(['-', '+']).next().unwrap_or_default();
+    let parts: Vec<&str> = core.split('.').collect();
+    let numbers: Option<Vec<u16>> = parts.iter().map(|p| p.parse::<u16>().ok()).collect();
+    match numbers {
+        Some(n) if n.len() == 3 => Ok(format!("{}.{}.{}.0", n[0], n[1], n[2])),
+        _ => bail!(
+            "version {version}: an INF's DriverVer needs major.minor.patch, each at most 65535"
+        ),
+    }
 }
 
 /// Lays out `<root>/target/driver/<name>_package/` for each driver `only` names (all when
@@ -521,7 +543,8 @@ pub fn package(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
             .with_context(|| format!("{} has no {}", driver.package, inx_path.display()))?;
         fs::write(
             dir.join(format!("{}.inf", driver.name)),
-            stamp_inf(&inx, &driver.version),
+            stamp_inf(&inx, &driver.version)
+                .with_context(|| format!("{}: DriverVer", driver.package))?,
         )?;
         for ext in ["wprp", "guid"] {
             let file = driver.dir.join(format!("{}.{ext}", driver.name));
@@ -561,6 +584,20 @@ mod tests {
         assert_eq!(super::civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(super::civil_from_days(20_786), (2026, 11, 29));
         assert_eq!(super::civil_from_days(-1), (1969, 12, 31));
+    }
+
+    #[test]
+    fn driver_ver_takes_four_numbers_of_at_most_16_bits() {
+        let ver = |v: &str| super::driver_ver_version(v).ok();
+        assert_eq!(ver("0.1.0").as_deref(), Some("0.1.0.0"));
+        assert_eq!(ver("1.2.3-rc.1").as_deref(), Some("1.2.3.0"));
+        assert_eq!(ver("1.2.3+build.7").as_deref(), Some("1.2.3.0"));
+        assert_eq!(ver("65535.0.1").as_deref(), Some("65535.0.1.0"));
+        assert_eq!(ver("65536.0.0"), None);
+        assert_eq!(ver("1.2"), None);
+        assert_eq!(ver("1.2.x"), None);
+        let inf = super::stamp_inf("DriverVer = $DRIVERVER$", "2.0.1-beta").expect("stamped");
+        assert!(inf.ends_with(",2.0.1.0"), "{inf}");
     }
 
     #[test]
