@@ -44,7 +44,7 @@
 //! | [`trace_message_u32!`] | `..._MESSAGE_UINT32` | as above | `Message`, `value` (u32) |
 //! | [`trace_message_bool!`] | `..._MESSAGE_BOOL` | as above | `Message`, `value` (bool32) |
 //! | [`trace_message_pointer!`] | `..._MESSAGE_POINTER` | as above | `Message`, `value` (pointer) |
-//! | [`trace_message_guid_status!`] | `..._MESSAGE_GUID_STATUS` | as above | `Message`, `guid` (guid), `Status` (win_ntstatus) |
+//! | [`trace_message_guid_status!`] | `..._MESSAGE_GUID_STATUS` | as above | `Message`, `*guid` (guid: the C macro's field is named after its argument expression), `Status` (win_ntstatus) |
 //!
 //! Nothing in a macro's arguments is evaluated unless a session has the provider enabled for
 //! the event's level and keyword.
@@ -749,7 +749,7 @@ macro_rules! trace_message_pointer {
 /// let module = GUID::from_u128(0x5dd9a6d7_9d68_4f3c_8f6e_2c7b1d1a0e01);
 /// ebpf_ext_trace::trace_message_guid_status!(Level::Error, keyword::BASE, "attach", module, -1);
 /// # let event = &kernel.etw_events()[0];
-/// # assert_eq!(event.field("guid"), Some(&ebpf_ext_usersim::tracelogging::Value::Guid(module)));
+/// # assert_eq!(event.field("*guid"), Some(&ebpf_ext_usersim::tracelogging::Value::Guid(module)));
 /// # ebpf_ext_trace::terminate();
 /// ```
 #[macro_export]
@@ -761,7 +761,7 @@ macro_rules! trace_message_guid_status {
             $keyword,
             Info,
             str8("Message", $message),
-            guid("guid", $guid),
+            guid("*guid", $guid),
             win_ntstatus("Status", $status)
         )
     };

@@ -159,9 +159,9 @@ fn every_macro_family() {
     assert_eq!(e.level, 1);
     assert_eq!(
         field_types(&e),
-        [("Message", 23, 35), ("guid", 15, 0), ("Status", 20, 14)]
+        [("Message", 23, 35), ("*guid", 15, 0), ("Status", 20, 14)]
     );
-    assert_eq!(e.field("guid"), Some(&Value::Guid(guid)));
+    assert_eq!(e.field("*guid"), Some(&Value::Guid(guid)));
     assert_eq!(e.field("Status"), Some(&Value::U64(5)));
 
     ebpf_ext_trace::trace_message!(Level::LogAlways, keyword::BASE, "always");
