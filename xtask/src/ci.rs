@@ -61,11 +61,15 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
     // having a process of its own), and the doctests, which nextest does not run (the
     // compile-fail examples prove the compile-time checks of the program-information
     // description).
-    run(command(Tool::Cargo).args(["test", "--workspace"]))?;
+    run(command(Tool::Cargo)
+        .args(["test", "--workspace"])
+        .env_remove(crate::drivers::NATIVE_ONLY_VAR))?;
     // A few seconds of each fuzz target (`cargo xtask fuzz` runs them for long).
     crate::fuzz::smoke()?;
     // Last, so its summary is the closing test line of CI's output.
-    run(command(Tool::Cargo).args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
+    run(command(Tool::Cargo)
+        .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+        .env_remove(crate::drivers::NATIVE_ONLY_VAR))?;
     eprintln!("\nci: all checks passed");
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use cargo_ebpf_ext::workspace::Workspace;
 
-pub(crate) use cargo_ebpf_ext::drivers::{DRIVER_DIR_VAR, sha256_hex};
+pub(crate) use cargo_ebpf_ext::drivers::{DRIVER_DIR_VAR, NATIVE_ONLY_VAR, sha256_hex};
 
 use crate::exec::workspace_root;
 

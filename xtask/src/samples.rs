@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::drivers::{DRIVER_DIR_VAR, build_drivers, output_dir, package, sha256_hex, sign};
+use crate::drivers::{
+    DRIVER_DIR_VAR, NATIVE_ONLY_VAR, build_drivers, output_dir, package, sha256_hex, sign,
+};
 use crate::exec::{run, workspace_root};
 use crate::prereqs::{Tool, command};
 
@@ -37,6 +39,10 @@ fn host_tests(binary: bool) -> Result<()> {
     ]);
     if binary {
         cmd.args(["--package", "sample-harness"]);
+        cmd.env_remove(NATIVE_ONLY_VAR);
+    } else {
+        // The tests that would load an image run the linked crate only.
+        cmd.env(NATIVE_ONLY_VAR, "1");
     }
     run(&mut cmd)
 }

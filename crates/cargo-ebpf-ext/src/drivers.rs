@@ -39,7 +39,7 @@ pub const DRIVER_TARGET: &str = "x86_64-pc-windows-msvc";
 
 /// The variable that tells host tests where the images are, and the hash the demo and the
 /// tests compare images by: one definition, in `ebpf_ext_testing::image`.
-pub use ebpf_ext_testing::image::{DRIVER_DIR_VAR, sha256_hex};
+pub use ebpf_ext_testing::image::{DRIVER_DIR_VAR, NATIVE_ONLY_VAR, sha256_hex};
 
 /// The pefile check script, compiled in (written next to the images when it runs).
 const PECHECK: &str = include_str!("../pecheck.py");
@@ -348,7 +348,8 @@ pub fn test(ws: &Workspace, only: &[String]) -> Result<()> {
         run(command(Tool::Cargo)
             .current_dir(&ws.root)
             .args(["test", "--package", &driver.package])
-            .env(DRIVER_DIR_VAR, &out))?;
+            .env(DRIVER_DIR_VAR, &out)
+            .env_remove(NATIVE_ONLY_VAR))?;
     }
     Ok(())
 }

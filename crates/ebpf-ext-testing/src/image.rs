@@ -16,6 +16,23 @@ use sha2::{Digest as _, Sha256};
 /// workspace around the current directory).
 pub const DRIVER_DIR_VAR: &str = "EBPF_EXT_DRIVER_DIR";
 
+/// The variable that, set to anything but `0` or nothing, skips binary mode: tests that would
+/// load an image run only the linked crate (and say so on stderr). `cargo xtask test-sample
+/// --native-only` sets it; every other test command clears it, so a stray value cannot
+/// skip what CI runs.
+pub const NATIVE_ONLY_VAR: &str = "EBPF_EXT_NATIVE_ONLY";
+
+/// Whether binary mode is skipped ([`NATIVE_ONLY_VAR`]); says so on stderr, naming `what`,
+/// when it is.
+#[must_use]
+pub fn native_only(what: &str) -> bool {
+    let skip = std::env::var_os(NATIVE_ONLY_VAR).is_some_and(|v| !v.is_empty() && v != "0");
+    if skip {
+        eprintln!("{what}: binary mode skipped ({NATIVE_ONLY_VAR} is set)");
+    }
+    skip
+}
+
 /// Where the built images are: `$EBPF_EXT_DRIVER_DIR`, else `target/driver` of the workspace
 /// that contains the current directory (found at run time, so a moved or copied checkout uses
 /// its own images). Tests run in their package's folder, which is inside the workspace.

@@ -5,7 +5,9 @@
 use ebpf_ext_pe_loader::LoadedImage;
 use ebpf_ext_usersim::Kernel;
 
-pub use ebpf_ext_testing::image::{DRIVER_DIR_VAR, image_dir, sha256_hex};
+pub use ebpf_ext_testing::image::{
+    DRIVER_DIR_VAR, NATIVE_ONLY_VAR, image_dir, native_only, sha256_hex,
+};
 
 /// A loaded sample image and exactly which file it came from.
 pub type Sample = ebpf_ext_testing::image::Loaded;

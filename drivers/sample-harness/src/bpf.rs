@@ -918,6 +918,9 @@ pub fn in_both_modes<R: PartialEq + core::fmt::Debug>(
 ) -> Result<R, Failure> {
     let linked = scenario(&Kernel::new(), Target::Native(native))
         .map_err(|e| format!("linked crate: {e}"))?;
+    if crate::binary::native_only(image) {
+        return Ok(linked);
+    }
     let kernel = Kernel::new();
     let loaded = crate::binary::load_sample(&kernel, image)?;
     let from_image =

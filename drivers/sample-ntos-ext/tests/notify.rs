@@ -42,6 +42,9 @@ fn the_signed_image_reads_the_process_identity_as_the_linked_crate() {
 
 #[test]
 fn the_signed_image_sweeps_its_account_faults_cleanly() {
+    if sample_harness::binary::native_only("account fault sweep of the image") {
+        return;
+    }
     let loader = Kernel::new();
     let image = sample_harness::binary::load_sample(&loader, "sample_ntos_ext").expect("image");
     let scenario = |kernel: &Kernel| {
@@ -234,6 +237,9 @@ fn test_runs_sweep_their_lookup_faults_cleanly_in_both_modes() {
         sweep_allocation_failures(|kernel| drop(run(kernel, Target::Native(driver_entry)))) > 5
     );
     assert!(sweep_call_failures(|kernel| drop(run(kernel, Target::Native(driver_entry)))) >= 1);
+    if sample_harness::binary::native_only("test-run fault sweep of the image") {
+        return;
+    }
     let loader = Kernel::new();
     let image = sample_harness::binary::load_sample(&loader, "sample_ntos_ext").expect("image");
     assert!(sweep_allocation_failures(|kernel| drop(run(kernel, Target::Image(&image)))) > 5);
