@@ -130,7 +130,7 @@ fn out_of_tree_in(outside: &Path) -> Result<()> {
     refused.context("a workspace pinned at another tag")?;
     declared_import(&tools, &ext, &manifest)?;
     eprintln!(
-        "e2e: cargo-ebpf-ext installed from {url} at {TAG}; a new extension outside the checkout linted, tested, built, signed, packaged, exported and tested in both modes, refused once pinned at another tag, and built, checked and tested again calling a kernel routine it declares"
+        "e2e: cargo-ebpf-ext installed from {url} at {TAG}; a new extension outside the checkout linted, tested, built, signed, packaged, exported and tested in both modes, refused once pinned at another tag, and built, checked, tested, packaged and exported again calling a kernel routine it declares"
     );
     Ok(())
 }
@@ -145,12 +145,13 @@ const STAND_IN_VALUE: u64 = 0x2e2e;
 /// netebpfext would call WFP: it declares it in `[package.metadata.ebpf-ext.imports]`, gives
 /// host builds a stand-in, calls it from its helper, and is built, signed and tested in both
 /// modes again (the image imports the routine, bound to the stand-in, and the helper returns
-/// the stand-in's value in both). `check` passes the image, listing the module; without the
-/// declaration it refuses it, naming the routine.
+/// the stand-in's value in both), then packaged and exported (the export runs its
+/// `DriverEntry` with the routine bound to a trap it never reaches). `check` passes the
+/// image, listing the module; without the declaration it refuses it, naming the routine.
 fn declared_import(tools: &Path, ext: &Path, manifest: &str) -> Result<()> {
     declare_and_call(ext)?;
     let manifest_path = ext.join("Cargo.toml").display().to_string();
-    for step in ["build", "sign", "test"] {
+    for step in ["build", "sign", "test", "package", "export-program-info"] {
         run(cargo_ebpf_ext(tools, &[step, "--manifest-path", &manifest_path]).current_dir(ext))
             .with_context(|| {
                 format!("cargo ebpf-ext {step} on the extension that declares {DECLARED_MODULE}")

@@ -15,6 +15,13 @@
 //! ```
 //!
 //! (`BpfProgType` of a section is the program type's own, from its published data.)
+//!
+//! The routines a driver declares beyond the SDK's (`[package.metadata.ebpf-ext.imports]`)
+//! have no implementation on the host: during the export each is bound to a trap that says
+//! on stderr which routine was called and returns `STATUS_NOT_SUPPORTED`. A driver that calls
+//! none of them from `DriverEntry` (calling them later, from its hooks and helpers) exports
+//! as any other; one whose `DriverEntry` fails for the refusal is reported with the
+//! routines it called.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -132,25 +139,114 @@ pub fn service_name(inx: &str) -> Option<String> {
     })
 }
 
-/// Loads the image at `sys` into a fresh usersim kernel on this thread, runs its
-/// `DriverEntry` as `service`, and reads each program type's published data, and each BTF
-/// module's published functions, as the core does. The driver is unloaded again.
+/// Most routines a driver may declare and still be exported (each gets a trap of its own).
+pub const MAX_DECLARED_ROUTINES: usize = 64;
+
+thread_local! {
+    /// The declared routines the export on this thread bound to traps, by trap number, and
+    /// the ones called so far (`DriverEntry` runs on the exporting thread).
+    static TRAPS: std::cell::RefCell<(Vec<String>, Vec<String>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// `STATUS_NOT_SUPPORTED`, what a trapped routine returns.
+const TRAP_STATUS: u32 = 0xC000_00BB;
+
+/// The trap for declared routine `N`: notes the call and returns `STATUS_NOT_SUPPORTED` (the
+/// register a routine returning NTSTATUS, BOOLEAN or a count is read from; a routine returning
+/// a pointer gets a non-NULL value, which is why the call is reported as it happens).
+extern "win64" fn trap<const N: usize>() -> u64 {
+    let name = TRAPS.with_borrow_mut(|(names, called)| {
+        let name = names
+            .get(N)
+            .cloned()
+            .unwrap_or_else(|| format!("declared routine {N}"));
+        called.push(name.clone());
+        name
+    });
+    eprintln!(
+        "  export: DriverEntry called {name}, a declared routine the host does not run: it returns STATUS_NOT_SUPPORTED"
+    );
+    u64::from(TRAP_STATUS)
+}
+
+macro_rules! traps {
+    ($($n:literal)*) => { [$(trap::<$n> as extern "win64" fn() -> u64),*] };
+}
+
+/// One trap per declared routine.
+static TRAP_FUNCTIONS: [extern "win64" fn() -> u64; MAX_DECLARED_ROUTINES] = traps!(
+    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+    32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61
+    62 63
+);
+
+/// Binds each routine of `declared` to its own trap, for this thread's export: the
+/// routines (module, name) in trap order.
 ///
 /// # Errors
-/// If the image does not load, `DriverEntry` fails, or a program type or module is not
-/// published.
+/// If there are more than [`MAX_DECLARED_ROUTINES`].
+fn declared_traps(declared: &[(String, Vec<String>)]) -> Result<Vec<(String, String)>> {
+    let routines: Vec<(String, String)> = declared
+        .iter()
+        .flat_map(|(module, names)| names.iter().map(move |n| (module.clone(), n.clone())))
+        .collect();
+    if routines.len() > MAX_DECLARED_ROUTINES {
+        bail!(
+            "{} declared routines; the export binds at most {MAX_DECLARED_ROUTINES}",
+            routines.len()
+        );
+    }
+    TRAPS.with_borrow_mut(|(names, called)| {
+        *names = routines.iter().map(|(m, n)| format!("{m}!{n}")).collect();
+        called.clear();
+    });
+    Ok(routines)
+}
+
+/// The declared routines this thread's export called through their traps.
+fn trapped_calls() -> Vec<String> {
+    TRAPS.with_borrow(|(_, called)| called.clone())
+}
+
+/// Loads the image at `sys` into a fresh usersim kernel on this thread, runs its
+/// `DriverEntry` as `service`, and reads each program type's published data, and each BTF
+/// module's published functions, as the core does. The driver is unloaded again. The routines
+/// of `declared` (those the driver declares beyond the SDK's) are bound to traps that return
+/// `STATUS_NOT_SUPPORTED` (see the module's documentation).
+///
+/// # Errors
+/// If the image does not load, `DriverEntry` fails (naming the declared routines it called),
+/// or a program type or module is not published.
 pub fn published(
     sys: &Path,
     service: &str,
     program_types: &[GUID],
     btf_modules: &[GUID],
+    declared: &[(String, Vec<String>)],
 ) -> Result<(Vec<ProgramEntry>, Vec<BtfModuleEntry>)> {
+    let routines = declared_traps(declared)?;
+    let trap_of = |module: &str, name: &str| {
+        let index = routines
+            .iter()
+            .position(|(m, n)| m.eq_ignore_ascii_case(module) && n == name)?;
+        TRAP_FUNCTIONS.get(index).map(|trap| *trap as usize)
+    };
     let kernel = Kernel::new();
-    let loaded = image::load_path(&kernel, sys).map_err(|e| anyhow!(e))?;
+    let loaded = image::load_path_resolving(&kernel, sys, &trap_of).map_err(|e| anyhow!(e))?;
     let entries = {
         let driver = LoadedDriver::load(Target::Image(&loaded.image), service).map_err(|s| {
+            let called = trapped_calls();
+            let trapped = if called.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; it called {}, which the export does not run (declared routines return STATUS_NOT_SUPPORTED here): call them after DriverEntry, or write the store entries on Windows",
+                    called.join(", ")
+                )
+            };
             anyhow!(
-                "{}: DriverEntry failed: {}",
+                "{}: DriverEntry failed: {}{trapped}",
                 sys.display(),
                 status::describe(s)
             )
@@ -204,8 +300,14 @@ pub fn entries(driver: &Driver, out: &Path) -> Result<Option<Exported>> {
         .and_then(|t| service_name(&t))
         .with_context(|| format!("no AddService line in {}", inx.display()))?;
     let sys = out.join(format!("{}.sys", driver.name));
-    let (programs, btf_modules) =
-        published(&sys, &service, &spec.program_types, &spec.btf_modules)?;
+    let declared = crate::imports::declared(driver)?;
+    let (programs, btf_modules) = published(
+        &sys,
+        &service,
+        &spec.program_types,
+        &spec.btf_modules,
+        &declared,
+    )?;
     let sections = spec
         .sections
         .iter()

@@ -151,6 +151,25 @@ pub fn load_path_with(
     path: &Path,
     stand_ins: &[StandIn],
 ) -> Result<Loaded, String> {
+    load_path_resolving(kernel, path, &|module: &str, name: &str| {
+        stand_ins
+            .iter()
+            .find(|s| s.module.eq_ignore_ascii_case(module) && s.name == name)
+            .map(|s| s.address)
+    })
+}
+
+/// [`load_path`] binding the imports usersim does not implement through `resolve` (module as
+/// the image names it, routine name → the address of an `extern "win64"` function standing in
+/// for it, or `None`), for stand-ins chosen at run time.
+///
+/// # Errors
+/// As [`load_path`]; an import neither usersim nor `resolve` provides is named.
+pub fn load_path_resolving(
+    kernel: &Kernel,
+    path: &Path,
+    resolve: &dyn Fn(&str, &str) -> Option<usize>,
+) -> Result<Loaded, String> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let bytes = std::fs::read(&path).map_err(|e| {
         format!(
@@ -158,14 +177,8 @@ pub fn load_path_with(
             path.display()
         )
     })?;
-    let resolver = |module: &str, name: &str| {
-        usersim_resolver(module, name).or_else(|| {
-            stand_ins
-                .iter()
-                .find(|s| s.module.eq_ignore_ascii_case(module) && s.name == name)
-                .map(|s| s.address)
-        })
-    };
+    let resolver =
+        |module: &str, name: &str| usersim_resolver(module, name).or_else(|| resolve(module, name));
     let image = load_file_bytes(&path, &bytes, resolver)
         .map_err(|e| format!("loading {}: {e}", path.display()))?;
     ebpf_ext_pe_loader::use_usersim_irql();
