@@ -9,7 +9,6 @@
 //! gets the section fix-ups lld-link output needs and a correct checksum, and is checked
 //! twice: by this crate (`pe.rs`) and by Python `pefile` (`pecheck.py`).
 
-use core::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -106,8 +105,9 @@ fn import_libraries(out: &Path, drivers: &[&Driver]) -> Result<(PathBuf, Vec<Def
     Ok((lib_dir, defs))
 }
 
-/// The linker arguments of a native-subsystem driver.
-fn link_flags(lib_dir: &Path, defs: &[DefFile]) -> String {
+/// The rustc flags that link a native-subsystem driver, one argument each (a path with
+/// spaces stays one argument: cargo receives them as `CARGO_ENCODED_RUSTFLAGS`).
+fn link_flags(lib_dir: &Path, defs: &[DefFile]) -> Vec<String> {
     let args = [
         "/DRIVER",
         "/NODEFAULTLIB",
@@ -125,13 +125,14 @@ fn link_flags(lib_dir: &Path, defs: &[DefFile]) -> String {
         "/MERGE:.edata=.rdata",
         "/MERGE:.rustc=.data",
     ];
-    let mut flags = String::from("-C linker=lld-link");
-    let _ = write!(flags, " -C link-arg=/LIBPATH:{}", lib_dir.display());
+    let mut flags = vec!["-C".to_owned(), "linker=lld-link".to_owned()];
+    let mut link_arg = |arg: String| flags.extend(["-C".to_owned(), format!("link-arg={arg}")]);
+    link_arg(format!("/LIBPATH:{}", lib_dir.display()));
     for arg in args {
-        let _ = write!(flags, " -C link-arg={arg}");
+        link_arg(arg.to_owned());
     }
     for def in defs {
-        let _ = write!(flags, " -C link-arg={}.lib", def.stem);
+        link_arg(format!("{}.lib", def.stem));
     }
     flags
 }
@@ -281,9 +282,10 @@ pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
             // libgit2 ("invalid version 0 on git_proxy_options"); the git program can.
             .env("CARGO_NET_GIT_FETCH_WITH_CLI", "true")
             .env("CARGO_TARGET_DIR", &target_dir)
+            // With `--target`, these reach the driver's crates only (not build scripts).
             .env(
-                "CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_RUSTFLAGS",
-                link_flags(&lib_dir, &defs),
+                "CARGO_ENCODED_RUSTFLAGS",
+                link_flags(&lib_dir, &defs).join("\x1f"),
             ))?;
         println!("built in {:.0} s", started.elapsed().as_secs_f64());
         let artifacts = target_dir.join(DRIVER_TARGET).join(PROFILE);
@@ -606,8 +608,15 @@ mod tests {
         let defs = crate::imports::def_files();
         let flags = super::link_flags(std::path::Path::new("/lib"), &defs);
         for lib in ["ntoskrnl.lib", "rpcrt4.lib"] {
-            assert!(flags.contains(&format!("link-arg={lib}")), "{flags}");
+            assert!(flags.contains(&format!("link-arg={lib}")), "{flags:?}");
         }
+        // A library folder with a space in its path is one argument.
+        let spaced = super::link_flags(std::path::Path::new("/my ext/lib"), &defs);
+        assert!(
+            spaced.contains(&"link-arg=/LIBPATH:/my ext/lib".to_owned()),
+            "{spaced:?}"
+        );
+        assert!(spaced.chunks(2).all(|pair| pair[0] == "-C"), "{spaced:?}");
     }
 
     #[test]

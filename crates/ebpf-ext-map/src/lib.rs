@@ -617,6 +617,11 @@ unsafe extern "win64" fn delete<M: CustomMap>(binding: *mut c_void, map_context:
         // `create` refuses a NULL binding, so this context was never made; and one still in
         // the table must not be freed while its address is there (another allocation could
         // take it and pass for it).
+        ebpf_ext_trace::trace_message!(
+            ebpf_ext_trace::Level::Error,
+            ebpf_ext_trace::keyword::EXTENSION,
+            "custom map delete without a binding: its context is left alone"
+        );
         return;
     };
     // SAFETY: the provider's table outlives its bindings.
