@@ -9,6 +9,7 @@
 //! gets the section fix-ups lld-link output needs and a correct checksum, and is checked
 //! twice: by this crate (`pe.rs`) and by Python `pefile` (`pecheck.py`).
 
+use core::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -105,8 +106,32 @@ fn import_libraries(out: &Path, drivers: &[&Driver]) -> Result<(PathBuf, Vec<Def
     Ok((lib_dir, defs))
 }
 
-/// The rustc flags that link a native-subsystem driver, one argument each (a path with
-/// spaces stays one argument: cargo receives them as `CARGO_ENCODED_RUSTFLAGS`).
+/// `--config` setting of the driver target's `rustflags` to `flags`, as a TOML array of
+/// strings: each flag stays one argument (a path with a space too), and cargo joins the array
+/// to the ones the workspace's configuration sets for the target.
+fn rustflags_config(flags: &[String]) -> String {
+    let quoted: Vec<String> = flags
+        .iter()
+        .map(|flag| {
+            let mut out = String::from("\"");
+            for c in flag.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if c.is_control() => {
+                        let _ = write!(out, "\\u{:04X}", u32::from(c));
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        })
+        .collect();
+    format!("target.{DRIVER_TARGET}.rustflags=[{}]", quoted.join(","))
+}
+
+/// The rustc flags that link a native-subsystem driver, one argument each.
 fn link_flags(lib_dir: &Path, defs: &[DefFile]) -> Vec<String> {
     let args = [
         "/DRIVER",
@@ -282,11 +307,8 @@ pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
             // libgit2 ("invalid version 0 on git_proxy_options"); the git program can.
             .env("CARGO_NET_GIT_FETCH_WITH_CLI", "true")
             .env("CARGO_TARGET_DIR", &target_dir)
-            // With `--target`, these reach the driver's crates only (not build scripts).
-            .env(
-                "CARGO_ENCODED_RUSTFLAGS",
-                link_flags(&lib_dir, &defs).join("\x1f"),
-            ))?;
+            // Joined to any the workspace's own configuration gives for the target.
+            .args(["--config", &rustflags_config(&link_flags(&lib_dir, &defs))]))?;
         println!("built in {:.0} s", started.elapsed().as_secs_f64());
         let artifacts = target_dir.join(DRIVER_TARGET).join(PROFILE);
         let dll = artifacts.join(format!("{}.dll", driver.name));
@@ -617,6 +639,14 @@ mod tests {
             "{spaced:?}"
         );
         assert!(spaced.chunks(2).all(|pair| pair[0] == "-C"), "{spaced:?}");
+        let config = super::rustflags_config(&[
+            "-C".to_owned(),
+            "link-arg=/LIBPATH:/my ext/a\"b\\c".to_owned(),
+        ]);
+        assert_eq!(
+            config,
+            r#"target.x86_64-pc-windows-msvc.rustflags=["-C","link-arg=/LIBPATH:/my ext/a\"b\\c"]"#
+        );
     }
 
     #[test]

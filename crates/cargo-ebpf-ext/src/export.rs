@@ -21,7 +21,11 @@
 //! on stderr which routine was called and returns `STATUS_NOT_SUPPORTED`. A driver that calls
 //! none of them from `DriverEntry` (calling them later, from its hooks and helpers) exports
 //! as any other; one whose `DriverEntry` fails for the refusal is reported with the
-//! routines it called.
+//! routines it called. The value reads as a failure only to a routine returning an NTSTATUS:
+//! a routine returning BOOLEAN sees TRUE, one returning a pointer a non-NULL address, and a
+//! declared data import (a kernel variable such as `PsProcessType`) is bound to the trap's
+//! code, so a `DriverEntry` that uses one of those at entry misbehaves or crashes the export
+//! (after the note on stderr). Such a driver's store entries are written on Windows.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -152,9 +156,9 @@ thread_local! {
 /// `STATUS_NOT_SUPPORTED`, what a trapped routine returns.
 const TRAP_STATUS: u32 = 0xC000_00BB;
 
-/// The trap for declared routine `N`: notes the call and returns `STATUS_NOT_SUPPORTED` (the
-/// register a routine returning NTSTATUS, BOOLEAN or a count is read from; a routine returning
-/// a pointer gets a non-NULL value, which is why the call is reported as it happens).
+/// The trap for declared routine `N`: notes the call and returns `STATUS_NOT_SUPPORTED`, a
+/// failure to a routine returning an NTSTATUS (not to one returning BOOLEAN or a pointer,
+/// which is why the call is reported as it happens; see the module's documentation).
 extern "win64" fn trap<const N: usize>() -> u64 {
     let name = TRAPS.with_borrow_mut(|(names, called)| {
         let name = names

@@ -94,9 +94,19 @@ pub struct ProgramInfo {
 pub(crate) struct Liveness {
     state: Mutex<LiveState>,
     idle: std::sync::Condvar,
-    /// The helper bindings of the programs loaded with this client's data (dropped ones are
-    /// pruned at each attach).
-    programs: Mutex<Vec<Weak<HelperBinding>>>,
+    /// The programs loaded with this client's data, and the attachment they are to be bound
+    /// to (its program data and number; `None` while detached).
+    programs: Mutex<Programs>,
+}
+
+/// See [`Liveness::programs`].
+#[derive(Default)]
+struct Programs {
+    /// Their helper bindings (dropped ones are pruned at each registration and attach).
+    bindings: Vec<Weak<HelperBinding>>,
+    /// The attached provider's program data (without its attachment, which would hold this
+    /// liveness) and the attachment's number.
+    current: Option<(ProgramInfo, u64)>,
 }
 
 #[derive(Default)]
@@ -120,6 +130,7 @@ impl Liveness {
     /// A provider deregistered from inside a run of its own programs (a helper, on the
     /// running thread) waits for ever here, as the core's rundown wait would.
     fn detach(&self) {
+        lock(&self.programs).current = None;
         let mut state = lock(&self.state);
         state.attached = false;
         while state.runs > 0 {
@@ -130,23 +141,34 @@ impl Liveness {
         }
     }
 
-    /// Keeps `program` to re-resolve at every later attachment.
+    /// Keeps `program` to re-resolve at every later attachment. A program loaded with the
+    /// data of an earlier attachment (a copy kept across a detach) is re-resolved against the
+    /// current one at once, as a program the core loads binds to the provider attached now.
     pub(crate) fn register(&self, program: &Arc<HelperBinding>) {
-        lock(&self.programs).push(Arc::downgrade(program));
+        // Held while it rebinds: an attach's rebind cannot run between the check and the push.
+        let mut programs = lock(&self.programs);
+        programs.bindings.retain(|p| p.strong_count() > 0);
+        programs.bindings.push(Arc::downgrade(program));
+        if let Some((info, generation)) = &programs.current
+            && program.generation() != *generation
+        {
+            program.rebind(info, *generation);
+        }
     }
 
     /// A new attachment (`generation`, with program data `info`) re-resolves every program
     /// loaded with an earlier one, as the core's attach does for each program's client. No
-    /// program runs meanwhile: each is still bound to an earlier attachment.
+    /// program runs meanwhile: each is still bound to an earlier attachment. Registrations
+    /// wait (the programs' lock is held throughout), so none is missed.
     fn rebind_programs(&self, info: &ProgramInfo, generation: u64) {
-        let programs: Vec<Arc<HelperBinding>> = {
-            let mut programs = lock(&self.programs);
-            programs.retain(|p| p.strong_count() > 0);
-            programs.iter().filter_map(Weak::upgrade).collect()
-        };
-        for program in programs {
+        let mut programs = lock(&self.programs);
+        programs.bindings.retain(|p| p.strong_count() > 0);
+        for program in programs.bindings.iter().filter_map(Weak::upgrade) {
             program.rebind(info, generation);
         }
+        let mut current = info.clone();
+        current.binding = InfoBinding::default();
+        programs.current = Some((current, generation));
     }
 
     /// A run of a program bound to attachment `generation`, if it is still attached.

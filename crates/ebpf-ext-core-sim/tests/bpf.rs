@@ -2176,3 +2176,74 @@ char _license[] SEC("license") = "MIT";
     provider.deregister();
     kernel.assert_no_leaks();
 }
+
+/// Overrides of general helpers are not hashed, so a reattached provider may add or drop one:
+/// as the core resolves at load (C.7), a program loaded before then calls the new override,
+/// or falls back to the core's general helper.
+#[test]
+fn a_reattached_provider_may_add_or_drop_an_override() {
+    let object = compile(&format!(
+        r#"{PRELUDE}
+SEC("test_prog")
+int pid(struct test_context* ctx) {{ return (int)bpf_get_current_pid_tgid(); }}
+char _license[] SEC("license") = "MIT";
+"#
+    ));
+    let kernel = Kernel::new();
+    let mut without = spec();
+    without.global_helpers = Vec::new();
+    without.global_addresses = None;
+    let run = |program: &BpfProgram| {
+        let mut hooked = HookedContext::of(1, 0);
+        // SAFETY: a context of the program type.
+        unsafe { program.run(hooked.ptr()) }
+    };
+
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &without);
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let program = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    let core_value = run(&program).expect("the core's helper");
+    assert_ne!(core_value, 0x1234);
+    provider.deregister();
+
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
+    assert_eq!(run(&program), Ok(0x1234), "the new override");
+    provider.deregister();
+
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &without);
+    assert_eq!(run(&program), Ok(core_value), "the core's helper again");
+    assert_eq!(program.program_info_refusal(), None);
+    drop(program);
+    drop(client);
+    provider.deregister();
+    kernel.assert_no_leaks();
+}
+
+/// A program loaded with a copy of program data kept from before a detach binds to the
+/// provider attached now, as a program the core loads does (it is not left waiting for
+/// another attach).
+#[test]
+fn a_program_loaded_with_data_from_before_a_detach_binds_to_the_current_provider() {
+    let object = compile(&format!(
+        r#"{PRELUDE}
+SEC("test_prog")
+int a(struct test_context* ctx) {{ return (int)test_get_a(ctx); }}
+char _license[] SEC("license") = "MIT";
+"#
+    ));
+    let kernel = Kernel::new();
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let kept = client.info();
+    provider.deregister();
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
+    let program = BpfProgram::load(&object, "test_prog", &kept).expect("loads");
+    let mut hooked = HookedContext::of(1, 0);
+    // SAFETY: a context of the program type.
+    assert_eq!(unsafe { program.run(hooked.ptr()) }, Ok(0xA));
+    drop(program);
+    drop(kept);
+    drop(client);
+    provider.deregister();
+    kernel.assert_no_leaks();
+}

@@ -531,12 +531,10 @@ fn a_counted_string_is_a_unicode_string_whose_padding_bytes_are_kept() {
     );
 }
 
-/// Context functions run at `required_irql` and allocate pool: above DISPATCH_LEVEL the
-/// program data is refused (at compile time in a `static`; here, evaluated at run time, as a
-/// panic with the same message). At DISPATCH_LEVEL, or without context functions, it is not.
+/// Without context functions any `required_irql` up to HIGH_LEVEL is accepted, and with
+/// them DISPATCH_LEVEL is (see the next test for the refusal).
 #[test]
-#[should_panic(expected = "context functions with required_irql above DISPATCH_LEVEL")]
-fn context_functions_above_dispatch_level_are_refused() {
+fn context_functions_at_dispatch_level_and_none_above_it_are_accepted() {
     let without = ProgramData::new(&INFO)
         .with_required_irql(DISPATCH_LEVEL + 1)
         .checked();
@@ -546,6 +544,14 @@ fn context_functions_above_dispatch_level_are_refused() {
         .with_required_irql(DISPATCH_LEVEL)
         .checked();
     assert_eq!(at_dispatch.raw().required_irql, DISPATCH_LEVEL);
+}
+
+/// Context functions run at `required_irql` and allocate pool: above DISPATCH_LEVEL the
+/// program data is refused (at compile time in a `static`; here, evaluated at run time, as a
+/// panic with the same message).
+#[test]
+#[should_panic(expected = "context functions with required_irql above DISPATCH_LEVEL")]
+fn context_functions_above_dispatch_level_are_refused() {
     let _ = ProgramData::new(&INFO)
         .with_test_run::<Echo>()
         .with_required_irql(DISPATCH_LEVEL + 1)

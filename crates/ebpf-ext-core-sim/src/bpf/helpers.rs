@@ -456,9 +456,9 @@ pub(crate) enum Target {
     /// A general helper the core-sim implements.
     General,
     /// A function of the extension (global override or program-type helper), at this
-    /// address when the program was loaded, called in the kernel convention with the context
-    /// as sixth argument. Calls read the address its program's current attachment resolved
-    /// ([`HelperBinding::address`](super::HelperBinding::address)).
+    /// address, called in the kernel convention with the context as sixth argument. A
+    /// program's [`Resolved`] holds the one it was loaded with; calls use the one its
+    /// current attachment resolved ([`HelperBinding::target`](super::HelperBinding::target)).
     Extension(u64),
     /// The program's BTF-resolved function of this index, at the address its provider
     /// published (read at each call: it is 0 while the provider is detached), called like
@@ -665,9 +665,11 @@ fn dispatch(slot: usize, args: [u64; 5]) -> u64 {
             ));
             return 0;
         }
+        // Who implements it now (a reattached provider may have re-resolved it).
+        let target = program.binding.target(slot, &helper.target);
         // An extension receives the map object, not the program's handle.
         let mut args = args;
-        if helper.target != Target::General {
+        if target != Target::General {
             for (arg, kind) in args.iter_mut().zip(helper.arguments) {
                 if kind == EBPF_ARGUMENT_TYPE_PTR_TO_MAP {
                     *arg = program
@@ -676,7 +678,7 @@ fn dispatch(slot: usize, args: [u64; 5]) -> u64 {
                 }
             }
         }
-        match helper.target {
+        match target {
             Target::Btf(index) => {
                 // The invocation holds the imports' rundown, so the provider cannot detach
                 // during the call; the address is 0 only if it detached before the run,
@@ -698,10 +700,7 @@ fn dispatch(slot: usize, args: [u64; 5]) -> u64 {
                 // SAFETY: as above.
                 unsafe { function(args[0], args[1], args[2], args[3], args[4], context) }
             }
-            Target::Extension(_) => {
-                // The address its provider's current attachment published (the run holds
-                // that attachment, so it does not change during the call).
-                let address = program.binding.address(slot);
+            Target::Extension(address) => {
                 // SAFETY: an address the provider published for this helper, a function in
                 // the helper calling convention; its pointer arguments were checked against
                 // its prototype; the context goes sixth, as the core passes it.

@@ -3,7 +3,7 @@
 //! core-sim's interpreter ([`vm`](super::vm)) with memory confined to what it may access.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -72,34 +72,37 @@ const MAP_HANDLE_BASE: u64 = 0xFFFF_C0DE_0000_0000;
 const MAP_HANDLE_STRIDE: u64 = 0x1000;
 
 /// A program's bond to the program-information attachment its helpers are resolved against:
-/// which attachment of its client, and the current addresses of the extension's helpers it
-/// calls, which a later attachment of the same client re-resolves
+/// which attachment of its client, and who implements each helper it calls and where, which a
+/// later attachment of the same client re-resolves
 /// (`_ebpf_program_type_specific_program_information_attach_provider`, C.2).
 pub(crate) struct HelperBinding {
     /// The client's liveness (`None` for program data built by hand: always runs).
     liveness: Option<Arc<Liveness>>,
-    /// The attachment the addresses are resolved against.
+    /// The attachment the helpers are resolved against.
     generation: AtomicU64,
-    /// Per call slot: the helper's id, who implements it and, for the extension's helpers,
-    /// the current address (0 for the others: the core's general helpers are its own, and
-    /// BTF-resolved functions follow their own provider's attachment).
-    slots: Box<[(u32, Implementer, AtomicU64)]>,
+    /// Per call slot: the helper's id, who implements it now ([`IMPLEMENTER_CORE`],
+    /// [`IMPLEMENTER_EXTENSION`] or [`IMPLEMENTER_BTF`]) and, for the extension, the address.
+    /// BTF-resolved functions follow their own provider's attachment and are not re-resolved
+    /// here.
+    slots: Box<[(u32, AtomicU8, AtomicU64)]>,
     /// The helper ids and BTF-resolved functions the program-information hash covers.
     helper_ids: Vec<u32>,
     btf_functions: Vec<BtfFunctionUse>,
     /// The hash of the program data the program was loaded with (`None` if it has none).
     hash: Option<[u8; 32]>,
+    /// Whether invocations keep room for `bpf_map_lookup_and_delete_elem`'s values (the
+    /// core's helper needs it; an override does not).
+    kept_room: bool,
     /// Why the last attachment did not re-resolve the program.
     refusal: Mutex<Option<String>>,
 }
 
-/// Who implements the helper in a call slot (see [`HelperBinding`]).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Implementer {
-    Extension,
-    Core,
-    Btf,
-}
+/// A slot's helper is the core's general helper.
+const IMPLEMENTER_CORE: u8 = 0;
+/// A slot's helper is the extension's, at the slot's address.
+const IMPLEMENTER_EXTENSION: u8 = 1;
+/// A slot's function is BTF-resolved.
+const IMPLEMENTER_BTF: u8 = 2;
 
 impl HelperBinding {
     /// Enters a run: `Ok(None)` for program data of no attachment, `Err(())` while the
@@ -114,20 +117,39 @@ impl HelperBinding {
         }
     }
 
-    /// The current address of the extension helper in call slot `slot` (0 if none).
-    pub(crate) fn address(&self, slot: usize) -> u64 {
-        self.slots
-            .get(slot)
-            .map_or(0, |(_, _, address)| address.load(Ordering::Acquire))
+    /// The attachment the helpers are resolved against.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Who implements the helper in call slot `slot` now: `loaded` (the target it was loaded
+    /// with) for a BTF-resolved function, else the core's general helper or the extension's
+    /// at its current address (the run holds the attachment, so this does not change during
+    /// a call).
+    pub(crate) fn target(&self, slot: usize, loaded: &Target) -> Target {
+        match (loaded, self.slots.get(slot)) {
+            (Target::Btf(index), _) => Target::Btf(*index),
+            (_, Some((_, implementer, address)))
+                if implementer.load(Ordering::Acquire) == IMPLEMENTER_EXTENSION =>
+            {
+                Target::Extension(address.load(Ordering::Acquire))
+            }
+            _ => Target::General,
+        }
     }
 
     /// What the core's attach does for a program already loaded: the hash of the new program
-    /// data over the program's helpers must equal the one it was loaded with, and every
-    /// extension helper it calls must resolve again, to an address, in the same kind of table
-    /// (a type-specific helper, or a global override it was loaded with). Then the program is
-    /// bound to `generation`, with the new addresses; otherwise it stays unable to run and
-    /// the refusal is kept. Called while no run of the program can be in flight (it is bound
-    /// to an earlier attachment, and the client's detach waited for its runs).
+    /// data over the program's helpers must equal the one it was loaded with, and every helper
+    /// it calls must resolve again as the core resolves at load (C.7): a type-specific id to
+    /// the extension's helper with an address; a smaller id to the extension's override with
+    /// an address, else the core's general helper (overrides are not hashed, so one may come
+    /// or go). Then the program is bound to `generation`, with the new implementers and
+    /// addresses; otherwise it stays unable to run and the refusal is kept. Called while no
+    /// run of the program can be in flight (it is bound to an earlier attachment, and the
+    /// client's detach waited for its runs).
+    ///
+    /// Not modelled: the core's JIT refuses a reattach that changes the number of helpers
+    /// (its trampoline table); core-sim, an interpreter, re-resolves regardless.
     pub(crate) fn rebind(&self, info: &ProgramInfo, generation: u64) {
         let resolved = (|| {
             let hash = program_info_hash_with_btf(info, &self.helper_ids, &self.btf_functions).ok();
@@ -140,27 +162,38 @@ impl HelperBinding {
             self.slots
                 .iter()
                 .map(|(id, implementer, _)| {
-                    let now = info.helper(*id).map(|h| h.address);
-                    match (*implementer, now) {
-                        (Implementer::Extension, Some(Some(address))) => Ok(address),
-                        (Implementer::Extension, _) => {
-                            Err(format!("helper {id:#x} no longer resolves to an address"))
+                    if implementer.load(Ordering::Relaxed) == IMPLEMENTER_BTF {
+                        return Ok((IMPLEMENTER_BTF, 0));
+                    }
+                    match info.helper(*id) {
+                        Some(helper) => helper
+                            .address
+                            .map(|address| (IMPLEMENTER_EXTENSION, address))
+                            .ok_or_else(|| format!("helper {id:#x} is declared without an address")),
+                        None if *id < EBPF_MAX_GENERAL_HELPER_FUNCTION
+                            && GENERAL_HELPERS.iter().any(|g| g.id == *id) =>
+                        {
+                            if *id == LOOKUP_AND_DELETE && !self.kept_room {
+                                Err(format!(
+                                    "helper {id:#x} would now be the core's, for which the program has no room (not modelled)"
+                                ))
+                            } else {
+                                Ok((IMPLEMENTER_CORE, 0))
+                            }
                         }
-                        (Implementer::Core, Some(_)) => Err(format!(
-                            "helper {id:#x}, the core's when the program was loaded, is now overridden"
-                        )),
-                        (Implementer::Core, None) | (Implementer::Btf, _) => Ok(0),
+                        None => Err(format!("helper {id:#x} no longer resolves")),
                     }
                 })
-                .collect::<Result<Vec<u64>, String>>()
+                .collect::<Result<Vec<(u8, u64)>, String>>()
         })();
         match resolved {
-            Ok(addresses) => {
-                for ((_, _, slot), address) in self.slots.iter().zip(addresses) {
-                    slot.store(address, Ordering::Relaxed);
+            Ok(targets) => {
+                for ((_, implementer, address), (now, at)) in self.slots.iter().zip(targets) {
+                    address.store(at, Ordering::Relaxed);
+                    implementer.store(now, Ordering::Relaxed);
                 }
                 *lock(&self.refusal) = None;
-                // Publishes the addresses to the runs that enter with this attachment.
+                // Publishes the slots to the runs that enter with this attachment.
                 self.generation.store(generation, Ordering::Release);
             }
             Err(why) => *lock(&self.refusal) = Some(why),
@@ -492,7 +525,7 @@ impl BpfProgram {
             .map(BtfLookup::bind)
             .transpose()
             .map_err(|why| failed_to_load(section, &why))?;
-        let binding = Self::bind(info, &helpers, btf.as_ref());
+        let binding = Self::bind(info, &helpers, btf.as_ref(), kept_size);
         Ok(Arc::new(BpfProgram {
             section: section.to_owned(),
             function: code.name.clone(),
@@ -517,6 +550,7 @@ impl BpfProgram {
         info: &ProgramInfo,
         helpers: &[Resolved],
         btf: Option<&BtfImports>,
+        kept_size: usize,
     ) -> Arc<HelperBinding> {
         let helper_ids: Vec<u32> = helpers
             .iter()
@@ -530,17 +564,19 @@ impl BpfProgram {
             generation: AtomicU64::new(attachment.map_or(0, |(_, generation)| generation)),
             slots: helpers
                 .iter()
-                .map(|h| match h.target {
-                    Target::Extension(address) => {
-                        (h.id, Implementer::Extension, AtomicU64::new(address))
-                    }
-                    Target::General => (h.id, Implementer::Core, AtomicU64::new(0)),
-                    Target::Btf(_) => (h.id, Implementer::Btf, AtomicU64::new(0)),
+                .map(|h| {
+                    let (implementer, address) = match h.target {
+                        Target::Extension(address) => (IMPLEMENTER_EXTENSION, address),
+                        Target::General => (IMPLEMENTER_CORE, 0),
+                        Target::Btf(_) => (IMPLEMENTER_BTF, 0),
+                    };
+                    (h.id, AtomicU8::new(implementer), AtomicU64::new(address))
                 })
                 .collect(),
             hash: program_info_hash_with_btf(info, &helper_ids, &btf_functions).ok(),
             helper_ids,
             btf_functions,
+            kept_room: kept_size > 0,
             refusal: Mutex::new(None),
         });
         if let Some((liveness, _)) = attachment {
