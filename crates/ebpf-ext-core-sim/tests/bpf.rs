@@ -287,6 +287,24 @@ fn compile(c: &str) -> BpfObject {
     compile_for("generic", c).0
 }
 
+/// A program (section `test_prog`) that returns `expression`, a C expression over `ctx`.
+fn returning(expression: &str) -> BpfObject {
+    compile(&format!(
+        r#"{PRELUDE}
+SEC("test_prog")
+int prog(struct test_context* ctx) {{ return (int){expression}; }}
+char _license[] SEC("license") = "MIT";
+"#
+    ))
+}
+
+/// Runs `program` once, directly, on a context of value 1.
+fn run_once(program: &BpfProgram) -> Result<u64, BpfError> {
+    let mut hooked = HookedContext::of(1, 0);
+    // SAFETY: a context of the program type.
+    unsafe { program.run(hooked.ptr()) }
+}
+
 /// Builds `c` for `-mcpu=cpu` into a temporary directory of this call's own: the object,
 /// and its bytes.
 fn compile_for(cpu: &str, c: &str) -> (BpfObject, Vec<u8>) {
@@ -2007,13 +2025,7 @@ extern "win64" fn pid_wait(_: u64, _: u64, _: u64, _: u64, _: u64, context: u64)
 /// again and their helpers re-resolve against it: then they call the new addresses.
 #[test]
 fn programs_of_a_detached_program_information_provider_do_not_run() {
-    let object = compile(&format!(
-        r#"{PRELUDE}
-SEC("test_prog")
-int pid(struct test_context* ctx) {{ return (int)bpf_get_current_pid_tgid(); }}
-char _license[] SEC("license") = "MIT";
-"#
-    ));
+    let object = returning("bpf_get_current_pid_tgid()");
     let kernel = Kernel::new();
     let mut spec = spec();
     spec.global_addresses = Some(Addresses::new(vec![pid_wait as *const () as u64]));
@@ -2086,24 +2098,13 @@ char _license[] SEC("license") = "MIT";
 /// data runs, and so does the old one once a provider with the original data is back.
 #[test]
 fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_before() {
-    let object = compile(&format!(
-        r#"{PRELUDE}
-SEC("test_prog")
-int a(struct test_context* ctx) {{ return (int)test_get_a(ctx); }}
-char _license[] SEC("license") = "MIT";
-"#
-    ));
+    let object = returning("test_get_a(ctx)");
     let kernel = Kernel::new();
     let original = spec();
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &original);
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
     let program = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
-    let run = |program: &BpfProgram| {
-        let mut hooked = HookedContext::of(1, 0);
-        // SAFETY: a context of the program type.
-        unsafe { program.run(hooked.ptr()) }
-    };
-    assert_eq!(run(&program), Ok(0xA));
+    assert_eq!(run_once(&program), Ok(0xA));
     provider.deregister();
 
     // The next image declares test_get_a with another argument type.
@@ -2112,14 +2113,17 @@ char _license[] SEC("license") = "MIT";
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &changed);
     assert!(client.is_attached(), "the client attaches the new provider");
     assert!(
-        matches!(run(&program), Err(BpfError::ProgramInfoDetached { .. })),
+        matches!(
+            run_once(&program),
+            Err(BpfError::ProgramInfoDetached { .. })
+        ),
         "the program loaded against the old prototype does not run"
     );
     let refusal = program.program_info_refusal().expect("a refusal");
     assert!(refusal.contains("hash"), "{refusal}");
     let fresh = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
     assert_eq!(
-        run(&fresh),
+        run_once(&fresh),
         Ok(0xA),
         "a program loaded against the new data runs"
     );
@@ -2128,7 +2132,7 @@ char _license[] SEC("license") = "MIT";
 
     // The original image again: the program's hash matches, it runs.
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &original);
-    assert_eq!(run(&program), Ok(0xA));
+    assert_eq!(run_once(&program), Ok(0xA));
     assert_eq!(program.program_info_refusal(), None);
     drop(program);
     drop(client);
@@ -2141,21 +2145,13 @@ char _license[] SEC("license") = "MIT";
 /// (overrides are not hashed), yet the program stays unable to run.
 #[test]
 fn a_reattached_provider_without_the_helper_address_does_not_run_programs_loaded_before() {
-    let object = compile(&format!(
-        r#"{PRELUDE}
-SEC("test_prog")
-int pid(struct test_context* ctx) {{ return (int)bpf_get_current_pid_tgid(); }}
-char _license[] SEC("license") = "MIT";
-"#
-    ));
+    let object = returning("bpf_get_current_pid_tgid()");
     let kernel = Kernel::new();
     let original = spec();
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &original);
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
     let program = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
-    let mut hooked = HookedContext::of(1, 0);
-    // SAFETY: a context of the program type.
-    assert_eq!(unsafe { program.run(hooked.ptr()) }, Ok(0x1234));
+    assert_eq!(run_once(&program), Ok(0x1234));
     provider.deregister();
 
     // Overrides are not hashed: the same hash, but the override has no address now.
@@ -2163,8 +2159,7 @@ char _license[] SEC("license") = "MIT";
     without.global_addresses = None;
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &without);
     assert!(client.is_attached());
-    // SAFETY: as above.
-    let run = unsafe { program.run(hooked.ptr()) };
+    let run = run_once(&program);
     assert!(
         matches!(run, Err(BpfError::ProgramInfoDetached { .. })),
         "{run:?}"
@@ -2182,36 +2177,29 @@ char _license[] SEC("license") = "MIT";
 /// or falls back to the core's general helper.
 #[test]
 fn a_reattached_provider_may_add_or_drop_an_override() {
-    let object = compile(&format!(
-        r#"{PRELUDE}
-SEC("test_prog")
-int pid(struct test_context* ctx) {{ return (int)bpf_get_current_pid_tgid(); }}
-char _license[] SEC("license") = "MIT";
-"#
-    ));
+    let object = returning("bpf_get_current_pid_tgid()");
     let kernel = Kernel::new();
     let mut without = spec();
     without.global_helpers = Vec::new();
     without.global_addresses = None;
-    let run = |program: &BpfProgram| {
-        let mut hooked = HookedContext::of(1, 0);
-        // SAFETY: a context of the program type.
-        unsafe { program.run(hooked.ptr()) }
-    };
 
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &without);
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
     let program = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
-    let core_value = run(&program).expect("the core's helper");
+    let core_value = run_once(&program).expect("the core's helper");
     assert_ne!(core_value, 0x1234);
     provider.deregister();
 
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
-    assert_eq!(run(&program), Ok(0x1234), "the new override");
+    assert_eq!(run_once(&program), Ok(0x1234), "the new override");
     provider.deregister();
 
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &without);
-    assert_eq!(run(&program), Ok(core_value), "the core's helper again");
+    assert_eq!(
+        run_once(&program),
+        Ok(core_value),
+        "the core's helper again"
+    );
     assert_eq!(program.program_info_refusal(), None);
     drop(program);
     drop(client);
@@ -2224,13 +2212,7 @@ char _license[] SEC("license") = "MIT";
 /// another attach).
 #[test]
 fn a_program_loaded_with_data_from_before_a_detach_binds_to_the_current_provider() {
-    let object = compile(&format!(
-        r#"{PRELUDE}
-SEC("test_prog")
-int a(struct test_context* ctx) {{ return (int)test_get_a(ctx); }}
-char _license[] SEC("license") = "MIT";
-"#
-    ));
+    let object = returning("test_get_a(ctx)");
     let kernel = Kernel::new();
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
@@ -2238,9 +2220,7 @@ char _license[] SEC("license") = "MIT";
     provider.deregister();
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
     let program = BpfProgram::load(&object, "test_prog", &kept).expect("loads");
-    let mut hooked = HookedContext::of(1, 0);
-    // SAFETY: a context of the program type.
-    assert_eq!(unsafe { program.run(hooked.ptr()) }, Ok(0xA));
+    assert_eq!(run_once(&program), Ok(0xA));
     drop(program);
     drop(kept);
     drop(client);
