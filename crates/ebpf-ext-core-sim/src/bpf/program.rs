@@ -85,7 +85,9 @@ pub(crate) struct HelperBinding {
     /// BTF-resolved functions follow their own provider's attachment and are not re-resolved
     /// here.
     slots: Box<[(u32, AtomicU8, AtomicU64)]>,
-    /// The helper ids and BTF-resolved functions the program-information hash covers.
+    /// The helper ids (in order of first call) and BTF-resolved functions the
+    /// program-information hash covers ([`BpfProgram::helper_ids`],
+    /// [`BpfProgram::btf_functions`]).
     helper_ids: Vec<u32>,
     btf_functions: Vec<BtfFunctionUse>,
     /// The hash of the program data the program was loaded with (`None` if it has none).
@@ -614,18 +616,14 @@ impl BpfProgram {
     /// The ids of the helpers it calls, in the order of first call.
     #[must_use]
     pub fn helper_ids(&self) -> Vec<u32> {
-        self.helpers
-            .iter()
-            .filter(|h| !matches!(h.target, Target::Btf(_)))
-            .map(|h| h.id)
-            .collect()
+        self.binding.helper_ids.clone()
     }
 
     /// The BTF-resolved functions it calls, with the prototypes it was loaded against (what
     /// its program-information hash covers besides [`BpfProgram::helper_ids`]).
     #[must_use]
     pub fn btf_functions(&self) -> Vec<BtfFunctionUse> {
-        self.btf.as_ref().map_or_else(Vec::new, BtfImports::uses)
+        self.binding.btf_functions.clone()
     }
 
     /// Its map called `name` (the map variable's name; `.rodata`, `.data`, `.bss` for global
