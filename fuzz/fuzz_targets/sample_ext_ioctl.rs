@@ -29,7 +29,6 @@ use core::ffi::c_void;
 use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
-use ebpf_ext_usersim::Kernel;
 use ioctl::{INPUT_FILL, Length, Who, touch, touched};
 use libfuzzer_sys::fuzz_target;
 use sample_ext::hook::ATTACH_TYPE;
@@ -39,7 +38,6 @@ use sample_ext::protocol::{
     RunBatchReply, RunBatchRequest, RunReply, RunRequest, WIN32_PATH,
 };
 use sample_ext::{SampleContext, driver_entry};
-use sample_harness::{LoadedDriver, Target};
 
 /// Invocations a fuzzed batch may run (a larger valid count is reduced to this range, so one
 /// input stays fast; counts outside `1..=MAX_BATCH` are kept, to be refused).
@@ -94,12 +92,6 @@ struct Input {
 
 // ---- the environment ------------------------------------------------------------------------
 
-struct Env {
-    kernel: Kernel,
-    _driver: LoadedDriver<'static>,
-    baseline: common::Baseline,
-}
-
 /// What the last program run saw: its context's `uint32_data`, `helper_data_1` and
 /// `helper_data_2`, and how many runs there have been.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,6 +100,9 @@ struct Seen {
     helper_data: (u32, u32),
     runs: u32,
 }
+
+/// The target's driver, its kernel and their baseline.
+type Env = common::Loaded;
 
 thread_local! {
     static SEEN: Cell<Seen> = const { Cell::new(Seen { uint32_data: 0, helper_data: (0, 0), runs: 0 }) };
@@ -165,17 +160,7 @@ fn chosen(links: &[Attached], parameter: u32) -> Option<&Attached> {
 
 thread_local! {
     /// Loaded on the fuzzing thread at the first input and never unloaded (see hook_attach.rs).
-    static ENV: &'static Env = Box::leak(Box::new({
-        let kernel = Kernel::new();
-        let driver = LoadedDriver::load(Target::Native(driver_entry), "SampleEbpfExt")
-            .expect("DriverEntry");
-        let baseline = common::Baseline::of(&kernel);
-        Env {
-            kernel,
-            _driver: driver,
-            baseline,
-        }
-    }));
+    static ENV: &'static Env = Box::leak(Box::new(Env::native(driver_entry, "SampleEbpfExt", || ())));
 }
 
 // ---- the scenario ---------------------------------------------------------------------------

@@ -28,10 +28,8 @@ use core::ffi::c_void;
 use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
-use ebpf_ext_usersim::Kernel;
 use ioctl::{INPUT_FILL, Length, Who, touch, touched};
 use libfuzzer_sys::fuzz_target;
-use sample_harness::{LoadedDriver, Target};
 use sample_netebpf_ext::hook::{ATTACH_TYPE, WILDCARD_INTERFACE};
 use sample_netebpf_ext::program::PROGRAM_TYPE;
 use sample_netebpf_ext::protocol::{
@@ -90,13 +88,6 @@ struct Input {
 
 // ---- the environment ------------------------------------------------------------------------
 
-struct Env {
-    kernel: Kernel,
-    _driver: LoadedDriver<'static>,
-    _links: Vec<Link>,
-    baseline: common::Baseline,
-}
-
 /// The program every link runs: reads the packet its context describes, writes its first
 /// byte, returns `verdict` (or fails).
 fn program(verdict: Option<u32>) -> impl Fn(*mut c_void) -> Result<u32, i32> + Send + Sync {
@@ -153,24 +144,17 @@ fn link(interface: Option<u32>, verdict: Option<u32>) -> Option<Link> {
     Link::attach(spec, program(verdict)).ok()
 }
 
+/// The target's driver, its kernel and their baseline.
+type Env = common::Loaded<Vec<Link>>;
+
 thread_local! {
     /// Loaded on the fuzzing thread at the first input and never unloaded (see hook_attach.rs).
-    static ENV: &'static Env = Box::leak(Box::new({
-        let kernel = Kernel::new();
-        let driver = LoadedDriver::load(Target::Native(driver_entry), "SampleNetEbpfExt")
-            .expect("DriverEntry");
-        let links = LOADED
+    static ENV: &'static Env = Box::leak(Box::new(Env::native(driver_entry, "SampleNetEbpfExt", || {
+        LOADED
             .iter()
             .map(|&(interface, verdict)| link(interface, verdict).expect("attach"))
-            .collect();
-        let baseline = common::Baseline::of(&kernel);
-        Env {
-            kernel,
-            _driver: driver,
-            _links: links,
-            baseline,
-        }
-    }));
+            .collect::<Vec<Link>>()
+    })));
 }
 
 // ---- the scenario ---------------------------------------------------------------------------

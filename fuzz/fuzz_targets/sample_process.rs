@@ -24,9 +24,8 @@ use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntdef::NT_SUCCESS;
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
-use ebpf_ext_usersim::{Kernel, NewProcess};
+use ebpf_ext_usersim::NewProcess;
 use libfuzzer_sys::fuzz_target;
-use sample_harness::{LoadedDriver, Target};
 use sample_ntos_ext::hook::ATTACH_TYPE;
 use sample_ntos_ext::program::PROGRAM_TYPE;
 use sample_ntos_ext::{OPERATION_CREATE, OPERATION_DELETE, ProcessContext, driver_entry};
@@ -67,25 +66,12 @@ struct Input {
 
 // ---- the environment ------------------------------------------------------------------------
 
-struct Env {
-    kernel: Kernel,
-    _driver: LoadedDriver<'static>,
-    baseline: common::Baseline,
-}
+/// The target's driver, its kernel and their baseline.
+type Env = common::Loaded;
 
 thread_local! {
     /// Loaded on the fuzzing thread at the first input and never unloaded (see hook_attach.rs).
-    static ENV: &'static Env = Box::leak(Box::new({
-        let kernel = Kernel::new();
-        let driver = LoadedDriver::load(Target::Native(driver_entry), "SampleNtosEbpfExt")
-            .expect("DriverEntry");
-        let baseline = common::Baseline::of(&kernel);
-        Env {
-            kernel,
-            _driver: driver,
-            baseline,
-        }
-    }));
+    static ENV: &'static Env = Box::leak(Box::new(Env::native(driver_entry, "SampleNtosEbpfExt", || ())));
 }
 
 /// What one program saw: its index in attach order, then the context's process id, parent,

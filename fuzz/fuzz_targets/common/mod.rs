@@ -1,8 +1,9 @@
-//! What the fuzz targets share: the verbose switch and the end-of-input check of a usersim
-//! kernel. Each target includes it as `mod common;` (a folder, so cargo-fuzz does not take it
+//! What the fuzz targets share: the verbose switch, a sample driver loaded for a target's
+//! life, and the end-of-input check of a usersim kernel. Each target includes it as `mod common;` (a folder, so cargo-fuzz does not take it
 //! for a target).
 
 use ebpf_ext_usersim::{Kernel, TagUsage};
+use sample_harness::{DriverEntry, LoadedDriver, Target};
 
 /// Whether `EBPF_EXT_FUZZ_VERBOSE` is set: a target then says what an input did.
 pub fn verbose() -> bool {
@@ -45,5 +46,42 @@ impl Baseline {
             self.registrations,
             "NMR registrations left"
         );
+    }
+}
+
+/// A sample driver linked into the target, loaded on a kernel of its own for the target's
+/// life, with what the target set up after the load (kept, never dropped) and the baseline
+/// taken once both are in place.
+#[allow(
+    dead_code,
+    reason = "only the targets that keep a kernel between inputs use it"
+)]
+pub struct Loaded<T = ()> {
+    pub kernel: Kernel,
+    _driver: LoadedDriver<'static>,
+    _kept: T,
+    pub baseline: Baseline,
+}
+
+#[allow(
+    dead_code,
+    reason = "only the targets that keep a kernel between inputs use it"
+)]
+impl<T> Loaded<T> {
+    /// Loads `entry` as `service` on a new kernel, then runs `setup` (on that kernel).
+    ///
+    /// # Panics
+    /// If `DriverEntry` fails.
+    pub fn native(entry: DriverEntry, service: &str, setup: impl FnOnce() -> T) -> Self {
+        let kernel = Kernel::new();
+        let driver = LoadedDriver::load(Target::Native(entry), service).expect("DriverEntry");
+        let kept = setup();
+        let baseline = Baseline::of(&kernel);
+        Loaded {
+            kernel,
+            _driver: driver,
+            _kept: kept,
+            baseline,
+        }
     }
 }
