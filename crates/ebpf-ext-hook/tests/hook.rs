@@ -1169,15 +1169,6 @@ fn wildcard_link() -> Link {
     Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), |_| Ok(0))
 }
 
-/// Trace events of the current kernel whose message is `message`.
-fn traced(kernel: &Kernel, message: &str) -> usize {
-    kernel
-        .etw_messages()
-        .iter()
-        .filter(|m| *m == message)
-        .count()
-}
-
 #[test]
 fn first_attach_and_last_detach_bracket_the_attached_programs() {
     use Call::{Attach, Detach, FirstAttach, LastDetach};
@@ -1225,7 +1216,9 @@ fn a_refused_first_attach_refuses_the_attach() {
     assert_eq!(refused.provider_status(), Some(STATUS_ACCESS_DENIED));
     assert_eq!(take(&calls), [FirstAttach], "no on_attach, nothing to undo");
     assert_eq!(
-        traced(&setup.kernel, "first attach refused by the extension"),
+        setup
+            .kernel
+            .etw_message_count("first attach refused by the extension"),
         1
     );
     assert_eq!(provider.clients().len(), 0);
@@ -1310,7 +1303,12 @@ fn a_client_allocation_failure_undoes_attach_and_first_attach() {
         refused.provider_status(),
         Some(ebpf_ext_sys::ntstatus::STATUS_INSUFFICIENT_RESOURCES)
     );
-    assert_eq!(traced(&setup.kernel, "could not allocate the client"), 1);
+    assert_eq!(
+        setup
+            .kernel
+            .etw_message_count("could not allocate the client"),
+        1
+    );
     assert_eq!(take(&calls), [FirstAttach, Attach, Detach, LastDetach]);
     let accepted = wildcard_link();
     assert!(accepted.is_attached());

@@ -146,15 +146,6 @@ impl<const SIZE: u32> CustomMap for StoresSize<SIZE> {
     fn delete_element(&self, _: Input<'_>, _: Input<'_>, _: u32) {}
 }
 
-/// Trace events of `kernel` whose `Message` is `message`.
-fn traced(kernel: &Kernel, message: &str) -> usize {
-    kernel
-        .etw_messages()
-        .iter()
-        .filter(|m| *m == message)
-        .count()
-}
-
 fn definition(map_type: u32) -> MapDefinition {
     MapDefinition {
         name: "custom".into(),
@@ -317,7 +308,7 @@ fn a_stored_size_the_core_would_refuse_is_refused_by_the_provider_and_traced() {
     let kernel = Kernel::new();
     ebpf_ext_trace::initiate(&TRACE).expect("tracing");
     let reason = "custom map refused: its stored size is 0, or not the value size without UPDATES_ORIGINAL_VALUE";
-    let traced = || traced(&kernel, reason);
+    let traced = || kernel.etw_message_count(reason);
     let refused = format!("returned {EBPF_INVALID_ARGUMENT}");
     let error = create_storing::<0>().expect("a stored size of 0 is refused");
     assert!(error.contains(&refused), "{error}");
@@ -515,7 +506,7 @@ fn a_refusal_with_ebpf_success_is_reported_as_failed_and_traced() {
     let kernel = Kernel::new();
     ebpf_ext_trace::initiate(&TRACE).expect("tracing");
     let reason = "custom map callback failed with EBPF_SUCCESS: reported as EBPF_FAILED";
-    let traced = || traced(&kernel, reason);
+    let traced = || kernel.etw_message_count(reason);
     let provider =
         MapProvider::<FailsWithSuccess>::register(PROVIDER_MODULE, TAG).expect("register");
     let error = BpfMap::create(&MapDefinition {

@@ -289,6 +289,21 @@ impl Kernel {
             .collect()
     }
 
+    /// How many captured events have the `Message` `message`, exactly.
+    #[must_use]
+    pub fn etw_message_count(&self, message: &str) -> usize {
+        self.etw_messages().iter().filter(|m| *m == message).count()
+    }
+
+    /// How many captured events have a `Message` containing `text`.
+    #[must_use]
+    pub fn etw_messages_containing(&self, text: &str) -> usize {
+        self.etw_messages()
+            .iter()
+            .filter(|m| m.contains(text))
+            .count()
+    }
+
     /// Forgets captured events.
     pub fn etw_clear(&self) {
         lock(&self.inner().etw).events.clear();

@@ -938,11 +938,7 @@ mod tests {
             (STATUS_REVISION_MISMATCH, false),
             "the version is checked first"
         );
-        let refusals = kernel
-            .etw_messages()
-            .iter()
-            .filter(|m| *m == "`len` out of range")
-            .count();
+        let refusals = kernel.etw_message_count("`len` out of range");
         assert_eq!(refusals, 2, "each refusal is traced");
         drop(tracing);
     }

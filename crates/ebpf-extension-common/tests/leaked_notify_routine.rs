@@ -109,11 +109,7 @@ mod removes_its_routine {
 }
 
 fn swept_messages(kernel: &Kernel) -> usize {
-    kernel
-        .etw_messages()
-        .iter()
-        .filter(|m| m.contains(SWEPT))
-        .count()
+    kernel.etw_messages_containing(SWEPT)
 }
 
 fn process(id: usize) -> NewProcess {
@@ -213,13 +209,7 @@ fn one_routine_beyond_the_record_is_refused_and_removed_again() {
     let kernel = Kernel::new();
     ebpf_extension_common::trace::initiate(&NUMBERED_TRACE).expect("tracing");
     let refused = "process notify routine refused";
-    let traced = || {
-        kernel
-            .etw_messages()
-            .iter()
-            .filter(|m| m.contains(refused))
-            .count()
-    };
+    let traced = || kernel.etw_messages_containing(refused);
     assert_eq!(process::MAX_NOTIFY_ROUTINES, 8);
     process::add::<Numbered<0>>().expect("added");
     process::add::<Numbered<1>>().expect("added");

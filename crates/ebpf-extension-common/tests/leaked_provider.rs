@@ -149,11 +149,7 @@ fn providers(kernel: &Kernel) -> usize {
 }
 
 fn swept_messages(kernel: &Kernel) -> usize {
-    kernel
-        .etw_messages()
-        .iter()
-        .filter(|m| m.contains(SWEPT))
-        .count()
+    kernel.etw_messages_containing(SWEPT)
 }
 
 #[test]

@@ -25,11 +25,7 @@ fn refused_twice(
     let status = unsafe { entry(object.as_ptr(), ptr::null()) };
     assert_eq!(status, STATUS_INVALID_PARAMETER);
     assert!(kernel.nmr_registrations().is_empty());
-    let refusals = kernel
-        .etw_messages()
-        .iter()
-        .filter(|m| m.contains(message))
-        .count();
+    let refusals = kernel.etw_messages_containing(message);
     assert_eq!(
         refusals, 2,
         "the same data again, and other data of the identity"

@@ -288,13 +288,7 @@ fn two_program_types_and_two_hooks_run_and_stop() {
     assert_eq!(short.status, STATUS_INVALID_PARAMETER, "the SDK refuses it");
     // The same code with another transfer method: refused before the driver sees it, traced.
     let refused = "control code refused: not METHOD_BUFFERED";
-    let traced = || {
-        kernel
-            .etw_messages()
-            .iter()
-            .filter(|m| m.contains(refused))
-            .count()
-    };
+    let traced = || kernel.etw_messages_containing(refused);
     for method in 1..=3 {
         let other = kernel.device_io_control(&handle, Fire::CODE | method, &input, 8);
         assert_eq!(
