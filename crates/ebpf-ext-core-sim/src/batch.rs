@@ -66,7 +66,7 @@ pub fn open_batches() -> usize {
 }
 
 /// A number naming the calling thread while it lives (the address of its list).
-fn thread_tag() -> u64 {
+pub(crate) fn thread_tag() -> u64 {
     THREAD.with(|t| ptr::from_ref(t) as usize as u64)
 }
 
@@ -95,7 +95,7 @@ pub(crate) enum Caller {
 
 /// What the core's epoch enter and exit do to touch their processor's list: raise to
 /// DISPATCH_LEVEL if below it, then lower back (usersim's IRQL, so the cost is modelled too).
-fn at_dispatch<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn at_dispatch<R>(f: impl FnOnce() -> R) -> R {
     if KeGetCurrentIrql() >= DISPATCH_LEVEL {
         return f();
     }
@@ -167,6 +167,8 @@ pub(crate) unsafe fn begin(caller: Caller, state_size: usize, state: *mut c_void
             .cast::<ebpf_execution_context_state_t>()
             .write_unaligned(value);
     }
+    // The batch is an epoch of the core's (its record is the state's first 32 bytes).
+    crate::epoch::enter_core();
     EBPF_SUCCESS
 }
 
@@ -267,5 +269,6 @@ pub(crate) unsafe fn end(caller: Caller, state: *mut c_void) -> ebpf_result_t {
             .cast::<u8>()
             .write_bytes(0, size_of::<ebpf_execution_context_state_t>());
     }
+    crate::epoch::exit_core();
     EBPF_SUCCESS
 }

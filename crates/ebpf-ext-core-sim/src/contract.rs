@@ -27,6 +27,9 @@ pub const FAST_FAIL_INVALID_ARG: u64 = 5;
 pub const STATUS_ASSERTION_FAILURE: u64 = 0xC000_0420;
 /// `STATUS_ACCESS_VIOLATION` (0xC0000005): a dereference of an invalid pointer.
 pub const STATUS_ACCESS_VIOLATION: u64 = 0xC000_0005;
+/// `FAST_FAIL_HEAP_METADATA_CORRUPTION`: an allocation's header says it cannot be freed (the
+/// core's epoch free of memory freed already, or not its own).
+pub const FAST_FAIL_HEAP_METADATA_CORRUPTION: u64 = 50;
 /// `BAD_POOL_HEADER` (0x19): what Windows reports, later, for a write over the pool in front
 /// of an allocation.
 pub const BAD_POOL_HEADER: u32 = 0x19;
@@ -66,11 +69,30 @@ pub enum Contract {
     /// 64 bytes in front of it: the core writes its context header there, over whatever
     /// precedes the allocation (checked for contexts in pool only).
     NoContextHeader = 10,
+    /// An `epoch_exit` with a state address `epoch_enter` never got on this thread (moved,
+    /// copied, or exited already), or whose record (the list links enter wrote there) was
+    /// changed in place: the core unlinks the record through those links.
+    EpochStateMoved = 11,
+    /// An `epoch_enter` on a state that is entered and not exited (linking it twice corrupts
+    /// the list).
+    EpochStateReused = 12,
+    /// An `epoch_exit` at an IRQL other than its `epoch_enter`'s (the core asserts it).
+    EpochExitIrql = 13,
+    /// An `epoch_exit` on a thread (processor) other than its `epoch_enter`'s.
+    EpochOtherThread = 14,
+    /// An `epoch_free` or `epoch_free_cache_aligned` of memory the matching epoch allocator
+    /// did not return, or freed already (the core reads its header in front of the memory).
+    EpochMemoryInvalid = 15,
+    /// An epoch allocation or free outside an epoch-protected region. Upstream requires the
+    /// region and leaves the rest undefined; the core-sim stops at once.
+    OutsideEpoch = 16,
+    /// An epoch allocation of 0 bytes (the core asserts the size).
+    EpochAllocateZero = 17,
 }
 
 impl Contract {
     /// Every contract, in number order.
-    pub const ALL: [Contract; 10] = [
+    pub const ALL: [Contract; 17] = [
         Contract::BatchStateMoved,
         Contract::BatchStateReused,
         Contract::BatchEndIrql,
@@ -81,17 +103,37 @@ impl Contract {
         Contract::NotALink,
         Contract::InvokeAfterDetach,
         Contract::NoContextHeader,
+        Contract::EpochStateMoved,
+        Contract::EpochStateReused,
+        Contract::EpochExitIrql,
+        Contract::EpochOtherThread,
+        Contract::EpochMemoryInvalid,
+        Contract::OutsideEpoch,
+        Contract::EpochAllocateZero,
     ];
 
     /// The bug check code and first parameter this contract fails with.
     #[must_use]
     pub const fn bugcheck(self) -> (u32, u64) {
         match self {
-            Contract::BatchStateMoved | Contract::BatchStateReused => {
+            Contract::BatchStateMoved
+            | Contract::BatchStateReused
+            | Contract::EpochStateMoved
+            | Contract::EpochStateReused => {
                 (KERNEL_SECURITY_CHECK_FAILURE, FAST_FAIL_CORRUPT_LIST_ENTRY)
             }
-            Contract::BatchOtherThread => (KERNEL_SECURITY_CHECK_FAILURE, FAST_FAIL_INVALID_ARG),
-            Contract::BatchEndIrql | Contract::NullProgramContext => {
+            Contract::BatchOtherThread | Contract::EpochOtherThread => {
+                (KERNEL_SECURITY_CHECK_FAILURE, FAST_FAIL_INVALID_ARG)
+            }
+            Contract::EpochMemoryInvalid => (
+                KERNEL_SECURITY_CHECK_FAILURE,
+                FAST_FAIL_HEAP_METADATA_CORRUPTION,
+            ),
+            Contract::BatchEndIrql
+            | Contract::NullProgramContext
+            | Contract::EpochExitIrql
+            | Contract::OutsideEpoch
+            | Contract::EpochAllocateZero => {
                 (KMODE_EXCEPTION_NOT_HANDLED, STATUS_ASSERTION_FAILURE)
             }
             Contract::IrqlAboveDispatch => (IRQL_NOT_LESS_OR_EQUAL, 0),

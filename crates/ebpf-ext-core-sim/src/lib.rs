@@ -151,6 +151,7 @@ use ebpf_ext_usersim as _;
 mod batch;
 pub mod bpf;
 mod contract;
+mod epoch;
 mod error;
 mod hash;
 mod link;
@@ -160,10 +161,12 @@ mod validate;
 
 pub use batch::{batch_begins, batch_ends, open_batches};
 pub use contract::{
-    BAD_POOL_HEADER, Contract, FAST_FAIL_CORRUPT_LIST_ENTRY, FAST_FAIL_INVALID_ARG,
+    BAD_POOL_HEADER, Contract, FAST_FAIL_CORRUPT_LIST_ENTRY, FAST_FAIL_HEAP_METADATA_CORRUPTION,
+    FAST_FAIL_INVALID_ARG,
     IRQL_NOT_LESS_OR_EQUAL, KERNEL_SECURITY_CHECK_FAILURE, KMODE_EXCEPTION_NOT_HANDLED,
     STATUS_ACCESS_VIOLATION, STATUS_ASSERTION_FAILURE,
 };
+pub use epoch::{CACHE_LINE, EpochMemory, epoch_memory, in_epoch};
 pub use error::{
     AttachProviderDataError, CoreError, HelperTable, Object, ProgramDataError, Refusal,
 };

@@ -89,12 +89,12 @@ fn table(header: ebpf_extension_header_t) -> Box<[u8]> {
     let full = ebpf_base_map_client_dispatch_table_t {
         header,
         find_element_function: Some(find),
-        epoch_enter: ptr::null(),
-        epoch_exit: ptr::null(),
-        epoch_allocate_with_tag: ptr::null(),
-        epoch_allocate_cache_aligned_with_tag: ptr::null(),
-        epoch_free: ptr::null(),
-        epoch_free_cache_aligned: ptr::null(),
+        epoch_enter: None,
+        epoch_exit: None,
+        epoch_allocate_with_tag: None,
+        epoch_allocate_cache_aligned_with_tag: None,
+        epoch_free: None,
+        epoch_free_cache_aligned: None,
     };
     let size = header.size.max(size_of::<ebpf_extension_header_t>());
     // SAFETY: a plain struct of integers and pointers, no padding.

@@ -261,6 +261,24 @@ pub type ebpf_map_find_element_t = unsafe extern "win64" fn(
     value: *mut *mut u8,
 ) -> ebpf_result_t;
 
+/// Bytes of the epoch record `ebpf_epoch_enter_t` writes (`ebpf_epoch_state_t`: list links,
+/// epoch, processor, entry IRQL), the size of `ebpf_execution_context_state_t::epoch_state`.
+pub const EBPF_EPOCH_STATE_SIZE: usize = 32;
+
+/// `ebpf_epoch_enter_t`: enters an epoch-protected region; writes the region's record into
+/// the [`EBPF_EPOCH_STATE_SIZE`] bytes at `epoch_state`, which stay at that address until the
+/// matching exit.
+pub type ebpf_epoch_enter_t = unsafe extern "win64" fn(epoch_state: *mut c_void);
+/// `ebpf_epoch_exit_t`: leaves the region whose record `epoch_state` holds.
+pub type ebpf_epoch_exit_t = unsafe extern "win64" fn(epoch_state: *mut c_void);
+/// `ebpf_epoch_allocate_with_tag_t` (and `..._cache_aligned_...`): `size` bytes of zeroed
+/// pool under epoch control, or NULL.
+pub type ebpf_epoch_allocate_with_tag_t =
+    unsafe extern "win64" fn(size: usize, tag: u32) -> *mut c_void;
+/// `ebpf_epoch_free_t` (and `..._cache_aligned`): frees epoch memory once every epoch that
+/// could still see it has ended; NULL is ignored.
+pub type ebpf_epoch_free_t = unsafe extern "win64" fn(memory: *mut c_void);
+
 /// `ebpf_base_map_client_dispatch_table_t` (80 bytes): what the core offers a map provider.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -269,18 +287,18 @@ pub struct ebpf_base_map_client_dispatch_table_t {
     pub header: ebpf_extension_header_t,
     /// Looks up a stored value (inside an epoch).
     pub find_element_function: Option<ebpf_map_find_element_t>,
-    /// `ebpf_epoch_enter_t` (not called by the SDK).
-    pub epoch_enter: *const c_void,
-    /// `ebpf_epoch_exit_t` (not called by the SDK).
-    pub epoch_exit: *const c_void,
-    /// `ebpf_epoch_allocate_with_tag_t` (not called by the SDK).
-    pub epoch_allocate_with_tag: *const c_void,
-    /// `ebpf_epoch_allocate_cache_aligned_with_tag_t` (not called by the SDK).
-    pub epoch_allocate_cache_aligned_with_tag: *const c_void,
-    /// `ebpf_epoch_free_t` (not called by the SDK).
-    pub epoch_free: *const c_void,
-    /// `ebpf_epoch_free_cache_aligned_t` (not called by the SDK).
-    pub epoch_free_cache_aligned: *const c_void,
+    /// Enters an epoch-protected region, writing its record into the state given.
+    pub epoch_enter: Option<ebpf_epoch_enter_t>,
+    /// Leaves the region `epoch_enter` recorded in the state given.
+    pub epoch_exit: Option<ebpf_epoch_exit_t>,
+    /// Allocates memory under epoch control (inside an epoch).
+    pub epoch_allocate_with_tag: Option<ebpf_epoch_allocate_with_tag_t>,
+    /// Allocates cache-aligned memory under epoch control (inside an epoch).
+    pub epoch_allocate_cache_aligned_with_tag: Option<ebpf_epoch_allocate_with_tag_t>,
+    /// Frees `epoch_allocate_with_tag` memory once no epoch that could see it remains.
+    pub epoch_free: Option<ebpf_epoch_free_t>,
+    /// Frees `epoch_allocate_cache_aligned_with_tag` memory likewise.
+    pub epoch_free_cache_aligned: Option<ebpf_epoch_free_t>,
 }
 
 /// `ebpf_map_client_data_t` (40 bytes): the core's client characteristics for one map.

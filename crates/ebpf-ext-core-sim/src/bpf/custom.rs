@@ -63,27 +63,33 @@ use ebpf_ext_sys::ntstatus::{
 use super::helpers::current_program;
 use super::maps::{BPF_EXIST, BPF_NOEXIST};
 use super::vm::{Region, ValueSet};
+use crate::epoch;
 use crate::nmr::{NmrClient, Registration, lock};
 
 /// Where, in the map object the core-sim passes to extension helpers, the provider's map
 /// context is (`map_context_offset`).
 pub(crate) const MAP_CONTEXT_OFFSET: usize = 48;
 
-/// The core's client dispatch table: only the lookup is provided.
-static CLIENT_TABLE: ClientTable = ClientTable(ebpf_base_map_client_dispatch_table_t {
-    header: EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER,
-    find_element_function: Some(find_element),
-    epoch_enter: ptr::null(),
-    epoch_exit: ptr::null(),
-    epoch_allocate_with_tag: ptr::null(),
-    epoch_allocate_cache_aligned_with_tag: ptr::null(),
-    epoch_free: ptr::null(),
-    epoch_free_cache_aligned: ptr::null(),
-});
+/// The core's client dispatch table: the lookup and the six epoch functions.
+static CLIENT_TABLE: ebpf_base_map_client_dispatch_table_t =
+    ebpf_base_map_client_dispatch_table_t {
+        header: EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER,
+        find_element_function: Some(find_element),
+        epoch_enter: Some(epoch::epoch_enter),
+        epoch_exit: Some(epoch::epoch_exit),
+        epoch_allocate_with_tag: Some(epoch::epoch_allocate_with_tag),
+        epoch_allocate_cache_aligned_with_tag: Some(epoch::epoch_allocate_cache_aligned_with_tag),
+        epoch_free: Some(epoch::epoch_free),
+        epoch_free_cache_aligned: Some(epoch::epoch_free_cache_aligned),
+    };
 
-struct ClientTable(ebpf_base_map_client_dispatch_table_t);
-// SAFETY: immutable, only NULL pointers and a function.
-unsafe impl Sync for ClientTable {}
+/// The dispatch table the core-sim gives every custom map's client (what a map provider's
+/// attach receives in `ebpf_map_client_data_t::base_client_table`): for tests that call the
+/// core's lookup or epoch functions the way a provider does.
+#[must_use]
+pub fn map_client_dispatch_table() -> &'static ebpf_base_map_client_dispatch_table_t {
+    &CLIENT_TABLE
+}
 
 /// `find_element_function`: the stored value of `key` in the map object `map` of the
 /// running program.
@@ -177,7 +183,7 @@ impl MapClient {
             data: ebpf_map_client_data_t {
                 header: EBPF_MAP_CLIENT_DATA_HEADER,
                 map_context_offset: MAP_CONTEXT_OFFSET as u64,
-                base_client_table: &raw const CLIENT_TABLE.0,
+                base_client_table: &raw const CLIENT_TABLE,
             },
             bound: Mutex::new(None),
             refusal: Mutex::new(None),
@@ -445,7 +451,7 @@ impl CustomMap {
         };
         let (mut actual, mut context) = (0u32, ptr::null_mut::<c_void>());
         // SAFETY: the provider's callback with its binding context and our out slots.
-        let result = unsafe {
+        let result = epoch::protected(|| unsafe {
             create(
                 bound.binding,
                 map_type,
@@ -455,7 +461,7 @@ impl CustomMap {
                 &raw mut actual,
                 &raw mut context,
             )
-        };
+        });
         if result != EBPF_SUCCESS {
             registration.client().release();
             return Err(format!(
@@ -509,7 +515,8 @@ impl CustomMap {
             .preprocess_associate_program_type
             .ok_or(EBPF_INVALID_ARGUMENT)?;
         // SAFETY: the provider's callback with its binding and map context.
-        let result = unsafe { associate(self.bound.binding, self.context, program_type) };
+        let result =
+            epoch::protected(|| unsafe { associate(self.bound.binding, self.context, program_type) });
         if result == EBPF_SUCCESS {
             Ok(())
         } else {
@@ -539,7 +546,7 @@ impl CustomMap {
         let d = &self.bound.dispatch;
         if let Some(delete) = d.postprocess_map_delete_element {
             // SAFETY: the provider's callback; buffers of the sizes passed.
-            unsafe {
+            epoch::protected(|| unsafe {
                 delete(
                     self.bound.binding,
                     self.context,
@@ -549,10 +556,10 @@ impl CustomMap {
                     stored.as_mut_ptr(),
                     flags,
                 );
-            };
+            });
         } else if let Some(delete) = d.preprocess_map_delete_element {
             // SAFETY: as above.
-            let _ = unsafe {
+            let _ = epoch::protected(|| unsafe {
                 delete(
                     self.bound.binding,
                     self.context,
@@ -562,7 +569,7 @@ impl CustomMap {
                     stored.as_mut_ptr(),
                     flags,
                 )
-            };
+            });
         }
     }
 
@@ -602,7 +609,7 @@ impl CustomMap {
             };
             // SAFETY: the provider's callback; buffers of the sizes passed (the output NULL
             // with size 0 when the provider does not replace the value).
-            let result = unsafe {
+            let result = epoch::protected(|| unsafe {
                 update(
                     self.bound.binding,
                     self.context,
@@ -614,7 +621,7 @@ impl CustomMap {
                     out,
                     operation,
                 )
-            };
+            });
             if result != EBPF_SUCCESS {
                 return Err(result);
             }
@@ -660,7 +667,7 @@ impl CustomMap {
             out.map_or((ptr::null_mut(), 0), |out| (out.as_mut_ptr(), out.len()));
         // SAFETY: the provider's callback; buffers of the sizes passed (the output NULL with
         // size 0 when there is none).
-        let result = unsafe {
+        let result = epoch::protected(|| unsafe {
             find(
                 self.bound.binding,
                 self.context,
@@ -672,7 +679,7 @@ impl CustomMap {
                 out_ptr,
                 flags,
             )
-        };
+        });
         if result == EBPF_SUCCESS {
             Ok(())
         } else {
@@ -753,7 +760,7 @@ impl Drop for CustomMap {
             && self.live()
         {
             // SAFETY: the provider's callback, once, with its map context.
-            unsafe { delete(self.bound.binding, self.context) };
+            epoch::protected(|| unsafe { delete(self.bound.binding, self.context) });
         }
         self.registration.client().release();
     }

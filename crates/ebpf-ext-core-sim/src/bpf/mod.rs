@@ -88,6 +88,7 @@ mod program;
 mod vm;
 
 pub use btf::{BtfExtern, btf_externs};
+pub use custom::map_client_dispatch_table;
 pub use helpers::{CORE_SIM_LOGON_ID, CORE_SIM_PROCESS_START_KEY, GENERAL_HELPERS, GeneralHelper};
 pub use imports::{BtfFunctionUse, BtfPrototype, PublishedBtfFunction, published_btf_functions};
 pub use maps::{

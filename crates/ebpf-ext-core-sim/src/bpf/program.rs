@@ -751,9 +751,13 @@ impl BpfProgram {
                 unsafe { slot.write_unaligned(calls) };
             }
             let program = callee.as_deref().unwrap_or(self);
-            // SAFETY: the caller's precondition; a callee has this program's type and context
-            // layout (a program array takes only programs of the ones it was loaded with).
-            let (r0, next) = unsafe { program.run_one(context, state, descriptor) }?;
+            // Inside an epoch, as every run the core makes: helpers may use epoch memory.
+            let (r0, next) = crate::epoch::protected(|| {
+                // SAFETY: the caller's precondition; a callee has this program's type and
+                // context layout (a program array takes only programs of the ones it was
+                // loaded with).
+                unsafe { program.run_one(context, state, descriptor) }
+            })?;
             match next {
                 None => return Ok(r0),
                 Some(next) => callee = Some(next),
