@@ -34,8 +34,8 @@
 use core::cell::RefCell;
 use core::ffi::c_void;
 use core::ptr;
-use std::collections::HashMap;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use ebpf_ext_sys::ebpf_extension::EBPF_EPOCH_STATE_SIZE;
@@ -391,11 +391,7 @@ pub(crate) unsafe extern "win64" fn epoch_exit(state: *mut c_void) {
 fn allocate(size: usize, tag: u32, kind: Kind) -> *mut c_void {
     require_in_epoch(kind.allocator());
     if size == 0 {
-        Contract::EpochAllocateZero.broken(
-            format_args!("{} of 0 bytes", kind.allocator()),
-            0,
-            0,
-        );
+        Contract::EpochAllocateZero.broken(format_args!("{} of 0 bytes", kind.allocator()), 0, 0);
     }
     let Some(machine) = machine() else {
         return ptr::null_mut();
@@ -405,7 +401,11 @@ fn allocate(size: usize, tag: u32, kind: Kind) -> *mut c_void {
         Kind::CacheAligned => CACHE_LINE,
     };
     // Room to align the block's start to a cache line.
-    let slack = if kind == Kind::CacheAligned { CACHE_LINE - 1 } else { 0 };
+    let slack = if kind == Kind::CacheAligned {
+        CACHE_LINE - 1
+    } else {
+        0
+    };
     let Some(total) = size.checked_add(front + slack) else {
         return ptr::null_mut();
     };

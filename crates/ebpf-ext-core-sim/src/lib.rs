@@ -82,6 +82,26 @@
 //!   `a_second_provider_for_the_same_link_is_refused`); the provider's attach status is
 //!   reported (link: `the_providers_attach_status_propagates`).
 //!
+//! Map-provider side, the epoch functions of the map client's dispatch table
+//! ([`bpf::map_client_dispatch_table`]; memory freed under epoch control goes back to the
+//! pool once every epoch that was active at the free has ended, on any thread: [`epoch_memory`]
+//! counts it):
+//! - `epoch_exit` with a state `epoch_enter` recorded on this thread, unchanged → `0x139`/
+//!   `FAST_FAIL_CORRUPT_LIST_ENTRY`, [`Contract::EpochStateMoved`] (epoch:
+//!   `exit_with_a_moved_state_is_caught`, `exit_with_an_overwritten_record_is_caught`,
+//!   `exit_twice_is_caught`); no second enter on an entered state → the same,
+//!   [`Contract::EpochStateReused`]; exit at enter's IRQL → `0x1E`/`STATUS_ASSERTION_FAILURE`,
+//!   [`Contract::EpochExitIrql`]; on enter's thread → `0x139`/`FAST_FAIL_INVALID_ARG`,
+//!   [`Contract::EpochOtherThread`] (epoch: one test each).
+//! - `epoch_free` and `epoch_free_cache_aligned` only of memory the matching allocator
+//!   returned, once → `0x139`/`FAST_FAIL_HEAP_METADATA_CORRUPTION`,
+//!   [`Contract::EpochMemoryInvalid`] (epoch: `freeing_twice_is_caught`,
+//!   `freeing_with_the_other_free_is_caught`, `freeing_memory_of_another_allocator_is_caught`);
+//!   no allocation of 0 bytes → `0x1E`, [`Contract::EpochAllocateZero`].
+//! - Allocations and frees inside an epoch (program runs, batches and the provider's map
+//!   callbacks are inside the core's own) → `0x1E`, [`Contract::OutsideEpoch`] (epoch:
+//!   `allocating_outside_an_epoch_is_caught`, `freeing_outside_an_epoch_is_caught`).
+//!
 //! Program-information side, [`ProgramInfoClient`]:
 //! - `ebpf_validate_program_data` and `ebpf_program.c`'s checks (versions, sizes, NULL
 //!   pointers, helper counts, `required_irql`, reserved capabilities, strides) → refused with
@@ -98,7 +118,8 @@
 //!
 //! Where the core-sim is stricter than the core: a batch invoke with a moved state fails at
 //! once (the core fails at end, or corrupts memory); an end on another thread fails at any
-//! IRQL (the core has a slow path below DISPATCH_LEVEL). Not enforced: a batch that is never
+//! IRQL (the core has a slow path below DISPATCH_LEVEL); epoch memory used outside an epoch
+//! fails at once (upstream leaves it undefined). Not enforced: a batch that is never
 //! ended (the core's epoch reclamation would stall; [`open_batches`] lets a test check it);
 //! an invoke racing the end of the core-sim's deregistration wait (between the provider's
 //! `NmrProviderDetachClientComplete` and the link being marked dead) is not caught.
@@ -117,7 +138,7 @@
 //!   (the real core cannot either): that is undefined behaviour in the test process.
 //! - The core-sim's own allocations are Rust heap, not kernel pool: they never show up in
 //!   [`Kernel::assert_no_leaks`](ebpf_ext_usersim::Kernel::assert_no_leaks); the provider's
-//!   pool does.
+//!   pool does, and so does epoch memory, which is pool of the tag the provider asked for.
 //! - A program closure that panics aborts the process (it runs inside an `extern "win64"`
 //!   callback, which cannot unwind), as a failed assertion inside any usersim callback does.
 //!
@@ -162,9 +183,8 @@ mod validate;
 pub use batch::{batch_begins, batch_ends, open_batches};
 pub use contract::{
     BAD_POOL_HEADER, Contract, FAST_FAIL_CORRUPT_LIST_ENTRY, FAST_FAIL_HEAP_METADATA_CORRUPTION,
-    FAST_FAIL_INVALID_ARG,
-    IRQL_NOT_LESS_OR_EQUAL, KERNEL_SECURITY_CHECK_FAILURE, KMODE_EXCEPTION_NOT_HANDLED,
-    STATUS_ACCESS_VIOLATION, STATUS_ASSERTION_FAILURE,
+    FAST_FAIL_INVALID_ARG, IRQL_NOT_LESS_OR_EQUAL, KERNEL_SECURITY_CHECK_FAILURE,
+    KMODE_EXCEPTION_NOT_HANDLED, STATUS_ACCESS_VIOLATION, STATUS_ASSERTION_FAILURE,
 };
 pub use epoch::{CACHE_LINE, EpochMemory, epoch_memory, in_epoch};
 pub use error::{

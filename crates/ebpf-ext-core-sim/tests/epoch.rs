@@ -98,20 +98,26 @@ fn epoch_memory_is_zeroed_pool_of_the_callers_tag_given_back_when_the_epoch_ends
     let mut state = State::default();
     enter(&mut state);
     assert!(in_epoch());
-    assert_ne!(state, State::default(), "enter writes its record into the state");
+    assert_ne!(
+        state,
+        State::default(),
+        "enter writes its record into the state"
+    );
     let plain = allocate(24);
     let aligned = allocate_aligned(100);
     assert!(!plain.is_null() && !aligned.is_null());
     assert_eq!(plain as usize % 8, 0);
     assert_eq!(aligned as usize % CACHE_LINE, 0);
-    // SAFETY: 24 and 100 bytes the allocator just returned.
-    let (plain_bytes, aligned_bytes) = unsafe {
-        (
-            core::slice::from_raw_parts_mut(plain.cast::<u8>(), 24),
-            core::slice::from_raw_parts_mut(aligned.cast::<u8>(), 100),
-        )
-    };
-    assert!(plain_bytes.iter().chain(aligned_bytes.iter()).all(|&b| b == 0));
+    // SAFETY: 24 bytes the allocator just returned.
+    let plain_bytes = unsafe { core::slice::from_raw_parts_mut(plain.cast::<u8>(), 24) };
+    // SAFETY: 100 bytes the allocator just returned.
+    let aligned_bytes = unsafe { core::slice::from_raw_parts_mut(aligned.cast::<u8>(), 100) };
+    assert!(
+        plain_bytes
+            .iter()
+            .chain(aligned_bytes.iter())
+            .all(|&b| b == 0)
+    );
     plain_bytes.fill(0x11);
     aligned_bytes.fill(0x22);
     assert_eq!(outstanding(&kernel), 2, "pool of the caller's tag");
@@ -186,7 +192,11 @@ fn memory_freed_while_another_thread_is_inside_an_epoch_waits_for_that_epoch() {
     late_rx.recv().expect("the late reader entered");
     leave_tx.send(()).expect("the reader waits");
     reader.join().expect("reader");
-    assert_eq!(epoch_memory().pending(), 0, "given back at the reader's exit");
+    assert_eq!(
+        epoch_memory().pending(),
+        0,
+        "given back at the reader's exit"
+    );
     assert_eq!(outstanding(&kernel), 0);
     late_leave_tx.send(()).expect("the late reader waits");
     late.join().expect("late reader");

@@ -13,10 +13,17 @@
 //! The core runs one NMR client per map of the type; each attaches to this provider, and the
 //! core's deregistration waits until every map of the type is gone.
 //!
+//! A map whose stored values point at objects of its own keeps them in the core's epoch
+//! memory: [`CustomMap::create`] receives the core's [`Epoch`], [`Protected::allocate`] makes
+//! an [`EpochBox`] on update, and dropping it when the core deletes or replaces the value frees
+//! the memory once no program that could have found the object still runs.
+//!
 //! # IRQL
 //! Registration: PASSIVE_LEVEL. The callbacks run at the IRQL the core calls them at
 //! (PASSIVE_LEVEL for user-mode operations, up to DISPATCH_LEVEL from programs).
 #![no_std]
+
+mod epoch;
 
 use core::ffi::c_void;
 use core::marker::PhantomData;
@@ -49,6 +56,8 @@ use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER};
 use ebpf_ext_trace::refused;
 
+pub use epoch::{Epoch, EpochBox, Protected};
+
 /// A map type the extension implements on top of the core's hash map.
 ///
 /// The value is the per-map state (the provider's map context). The core stores, for every
@@ -66,7 +75,9 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
     const TAG: PoolTag;
 
     /// A map is being created: check the sizes and return the state and the value size the
-    /// core is to store per key.
+    /// core is to store per key. `epoch` is the core's epoch (`None` from a core whose
+    /// dispatch table lacks it), for a map whose stored values point at objects of its own
+    /// ([`EpochBox`]); the state may keep it.
     ///
     /// The stored size must not be 0, and must be `value_size` unless
     /// [`CustomMap::UPDATES_ORIGINAL_VALUE`]: the core refuses the map otherwise, so the
@@ -78,6 +89,7 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
         key_size: u32,
         value_size: u32,
         max_entries: u32,
+        epoch: Option<Epoch>,
     ) -> core::result::Result<(Self, u32), ebpf_result_t>;
 
     /// A program of `program_type` is loaded with the map.
@@ -235,6 +247,8 @@ unsafe impl<M: CustomMap> Sync for MapNpi<M> {}
 struct MapClient {
     /// The provider's live-map table, which outlives its bindings (pinned with the provider).
     live: *const LiveMaps,
+    /// The core's epoch functions, if its table has them.
+    epoch: Option<Epoch>,
 }
 
 // SAFETY: `live` points at atomics the provider keeps for longer than any binding.
@@ -287,13 +301,14 @@ unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
         // SAFETY: a version-1 client data of full size (checked).
         let data = unsafe { data.read_unaligned() };
         // SAFETY: NULL or the core's client dispatch table, alive while it is attached.
-        let find = match unsafe { find_element_function(data.base_client_table) } {
-            Ok(find) => find,
+        let (find, epoch) = match unsafe { core_functions(data.base_client_table) } {
+            Ok(functions) => functions,
             Err(reason) => return Err(refused(reason, STATUS_INVALID_PARAMETER)),
         };
         let bound = client
             .allocate(MapClient {
                 live: &raw const self.live,
+                epoch,
             })
             .map_err(|_| {
                 refused(
@@ -331,16 +346,17 @@ fn has_lookup(size: usize) -> bool {
 }
 
 /// The core's lookup function from its client dispatch table, NULL if it has no table or no
-/// function there. The table's header is read first: its version must be 1 and its size one
-/// of a table with the lookup ([`has_lookup`]).
+/// function there, and its epoch functions if the table is a full one (80 bytes or more) with
+/// all six set. The table's header is read first: its version must be 1 and its size one of a
+/// table with the lookup ([`has_lookup`]).
 ///
 /// # Safety
 /// `table` is NULL, or readable for a header and then for the size that header gives.
-unsafe fn find_element_function(
+unsafe fn core_functions(
     table: *const ebpf_base_map_client_dispatch_table_t,
-) -> core::result::Result<*mut c_void, &'static str> {
+) -> core::result::Result<(*mut c_void, Option<Epoch>), &'static str> {
     if table.is_null() {
-        return Ok(ptr::null_mut());
+        return Ok((ptr::null_mut(), None));
     }
     // SAFETY: the caller's precondition; every table starts with its header.
     let header = unsafe { table.cast::<ebpf_extension_header_t>().read_unaligned() };
@@ -358,7 +374,14 @@ unsafe fn find_element_function(
         .cast::<Option<ebpf_map_find_element_t>>();
     // SAFETY: the header says the table holds the function (checked).
     let find = unsafe { slot.read_unaligned() };
-    Ok(find.map_or(ptr::null_mut(), |f| f as *mut c_void))
+    let epoch = if header.size >= size_of::<ebpf_base_map_client_dispatch_table_t>() {
+        // SAFETY: the header says the whole table is there (checked); its functions are the
+        // core's.
+        unsafe { Epoch::from_table(table) }
+    } else {
+        None
+    };
+    Ok((find.map_or(ptr::null_mut(), |f| f as *mut c_void), epoch))
 }
 
 /// A registered custom-map provider of `M`. Dropping it deregisters, which waits until every
@@ -573,7 +596,7 @@ unsafe extern "win64" fn create<M: CustomMap>(
     };
     // SAFETY: the provider's table outlives its bindings (`MapClient::live`).
     let live = unsafe { &*client.live };
-    let (map, size) = match M::create(key_size, value_size, max_entries) {
+    let (map, size) = match M::create(key_size, value_size, max_entries, client.epoch) {
         Ok(created) => created,
         Err(e) => return refusal(e),
     };

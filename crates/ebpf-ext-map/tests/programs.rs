@@ -13,7 +13,7 @@ use std::cell::RefCell;
 
 use ebpf_ext_core_sim::ProgramInfoClient;
 use ebpf_ext_core_sim::bpf::{BpfObject, BpfProgram, compile_c};
-use ebpf_ext_map::{CustomMap, Input, MapProvider};
+use ebpf_ext_map::{CustomMap, Epoch, Input, MapProvider};
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_program_info::{Context, ProgramInfoProvider, program_type};
 use ebpf_ext_sys::ebpf_extension::{EBPF_MAP_OPERATION_HELPER, EBPF_MAP_OPERATION_MAP_CLEANUP};
@@ -58,7 +58,12 @@ impl CustomMap for Observed {
     const UPDATES_ORIGINAL_VALUE: bool = false;
     const TAG: PoolTag = TAG;
 
-    fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
+    fn create(
+        _: u32,
+        value_size: u32,
+        _: u32,
+        _: Option<Epoch>,
+    ) -> Result<(Self, u32), ebpf_result_t> {
         Ok((Observed, value_size))
     }
 

@@ -11,7 +11,7 @@
 //! allocates under the core's epoch; this port stores the 4-byte value itself in them (same
 //! sizes and results for every caller, no allocation per entry).
 
-use ebpf_ext_map::CustomMap;
+use ebpf_ext_map::{CustomMap, Epoch};
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_extension::{
     BPF_MAP_TYPE_SAMPLE_HASH_MAP, EBPF_MAP_OPERATION_HELPER,
@@ -41,7 +41,12 @@ impl CustomMap for SampleMap {
     const UPDATES_ORIGINAL_VALUE: bool = true;
     const TAG: PoolTag = TAG;
 
-    fn create(key_size: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
+    fn create(
+        key_size: u32,
+        value_size: u32,
+        _: u32,
+        _: Option<Epoch>,
+    ) -> Result<(Self, u32), ebpf_result_t> {
         if key_size != ELEMENT_SIZE || value_size != ELEMENT_SIZE {
             return Err(EBPF_INVALID_ARGUMENT);
         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ebpf_ext_core_sim::bpf::{BpfError, BpfObject, BpfProgram, GENERAL_HELPERS, TestRun};
 use ebpf_ext_core_sim::{Link, LinkSpec, ProgramInfoClient};
-use ebpf_ext_map::{CustomMap, Input};
+use ebpf_ext_map::{CustomMap, Epoch, Input};
 use ebpf_ext_sys::ebpf_result::ebpf_result_t;
 use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
@@ -238,8 +238,13 @@ impl CustomMap for Decoy {
     const UPDATES_ORIGINAL_VALUE: bool = SampleMap::UPDATES_ORIGINAL_VALUE;
     const TAG: ebpf_ext_pool::PoolTag = ebpf_ext_pool::PoolTag::new(*b"Dcoy");
 
-    fn create(key: u32, value: u32, entries: u32) -> Result<(Self, u32), ebpf_result_t> {
-        SampleMap::create(key, value, entries).map(|(map, stored)| (Decoy(map), stored))
+    fn create(
+        key: u32,
+        value: u32,
+        entries: u32,
+        epoch: Option<Epoch>,
+    ) -> Result<(Self, u32), ebpf_result_t> {
+        SampleMap::create(key, value, entries, epoch).map(|(map, stored)| (Decoy(map), stored))
     }
 
     fn associate(&self, program_type: &GUID) -> Result<(), ebpf_result_t> {

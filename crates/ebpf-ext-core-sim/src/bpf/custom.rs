@@ -30,6 +30,10 @@
 //! runs them before it completes the detach). A provider dropped while a map of its type is
 //! alive on the same thread therefore waits for ever, as on Windows.
 //!
+//! The core's client dispatch table gives the provider the lookup and the six epoch functions
+//! (see the crate's `epoch` module); every provider callback runs inside an epoch of the
+//! core's, as the core's user-mode operations and program runs do.
+//!
 //! Not modelled: a program's
 //! `bpf_map_lookup_and_delete_elem`, push, pop and peek on a custom map (NULL or refused).
 
@@ -515,8 +519,9 @@ impl CustomMap {
             .preprocess_associate_program_type
             .ok_or(EBPF_INVALID_ARGUMENT)?;
         // SAFETY: the provider's callback with its binding and map context.
-        let result =
-            epoch::protected(|| unsafe { associate(self.bound.binding, self.context, program_type) });
+        let result = epoch::protected(|| unsafe {
+            associate(self.bound.binding, self.context, program_type)
+        });
         if result == EBPF_SUCCESS {
             Ok(())
         } else {

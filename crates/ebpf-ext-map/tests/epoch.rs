@@ -1,0 +1,343 @@
+//! A custom map whose stored values point at objects in the core's epoch memory (as
+//! upstream's sample map does): allocated on update, read on lookup, freed when the core
+//! deletes or replaces the value, and given back to the pool only once no epoch that could
+//! still read them remains. Against core-sim's epoch functions.
+
+#![allow(
+    clippy::std_instead_of_alloc,
+    clippy::std_instead_of_core,
+    reason = "host tests"
+)]
+
+use core::ptr::NonNull;
+use std::sync::mpsc;
+
+use ebpf_ext_core_sim::bpf::{BpfMap, MapDefinition, MapError, map_client_dispatch_table};
+use ebpf_ext_core_sim::{EpochMemory, epoch_memory};
+use ebpf_ext_map::{CustomMap, Epoch, EpochBox, Input, MapProvider};
+use ebpf_ext_pool::PoolTag;
+use ebpf_ext_sys::ebpf_result::{
+    EBPF_INVALID_ARGUMENT, EBPF_KEY_NOT_FOUND, EBPF_NO_MEMORY, EBPF_OPERATION_NOT_SUPPORTED,
+    ebpf_result_t,
+};
+use ebpf_ext_sys::ntdef::GUID;
+use ebpf_ext_usersim::{Fault, Kernel};
+
+const TAG: PoolTag = PoolTag::new(*b"MpEp");
+const PROVIDER_MODULE: GUID = GUID::from_u128(0x3a9c_0004_0000_4000_8000_0000_0000_0001);
+
+tracelogging::define_provider!(
+    TRACE,
+    "MapEpochTestProvider",
+    id("6f1d2b7a-4c3e-4a90-b5d8-1e2f3a4b5c6d")
+);
+
+/// What a map of [`Objects`] keeps per key, in epoch memory.
+trait Kept: Copy + Send + Sync + core::fmt::Debug + 'static {
+    const MAP_TYPE: u32;
+    fn new(value: u64) -> Self;
+    fn value(self) -> u64;
+}
+
+/// An object of the core's plain epoch allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Object(u64);
+
+impl Kept for Object {
+    const MAP_TYPE: u32 = 4301;
+    fn new(value: u64) -> Self {
+        Object(value)
+    }
+    fn value(self) -> u64 {
+        self.0
+    }
+}
+
+/// An object aligned to a cache line: from the core's cache-aligned allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(align(64))]
+struct Wide(u64);
+
+impl Kept for Wide {
+    const MAP_TYPE: u32 = 4302;
+    fn new(value: u64) -> Self {
+        Wide(value)
+    }
+    fn value(self) -> u64 {
+        self.0
+    }
+}
+
+/// A map of 8-byte values, each kept as an `O` the stored value points at.
+#[derive(Debug)]
+struct Objects<O: Kept = Object> {
+    epoch: Epoch,
+    _kept: core::marker::PhantomData<O>,
+}
+
+/// The object a stored value points at; `None` if it points at none.
+fn object_of<O>(stored: Input<'_>) -> Option<NonNull<O>> {
+    let mut address = [0u8; 8];
+    stored.read_at(0, &mut address).then_some(())?;
+    NonNull::new(usize::from_le_bytes(address) as *mut O)
+}
+
+impl<O: Kept> CustomMap for Objects<O> {
+    const MAP_TYPE: u32 = O::MAP_TYPE;
+    const UPDATES_ORIGINAL_VALUE: bool = true;
+    const TAG: PoolTag = TAG;
+
+    fn create(
+        _: u32,
+        value_size: u32,
+        _: u32,
+        epoch: Option<Epoch>,
+    ) -> Result<(Self, u32), ebpf_result_t> {
+        let epoch = epoch.ok_or(EBPF_OPERATION_NOT_SUPPORTED)?;
+        if value_size != 8 {
+            return Err(EBPF_INVALID_ARGUMENT);
+        }
+        let map = Objects {
+            epoch,
+            _kept: core::marker::PhantomData,
+        };
+        Ok((map, 8))
+    }
+
+    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn find(
+        &self,
+        _: Input<'_>,
+        stored: Input<'_>,
+        out: &mut [u8],
+        _: u32,
+    ) -> Result<(), ebpf_result_t> {
+        let object = object_of::<O>(stored).ok_or(EBPF_KEY_NOT_FOUND)?;
+        // SAFETY: the stored value holds the address `update` gave up, and the object is freed
+        // only by `delete_element` of this value, which the core calls after this lookup.
+        let value: O = self
+            .epoch
+            .protect(|region| unsafe { EpochBox::read(object, region) });
+        let out = out.get_mut(..8).ok_or(EBPF_INVALID_ARGUMENT)?;
+        out.copy_from_slice(&value.value().to_le_bytes());
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        _: Input<'_>,
+        value: Input<'_>,
+        stored: &mut [u8],
+        _: u32,
+    ) -> Result<(), ebpf_result_t> {
+        let mut bytes = [0u8; 8];
+        if !value.read_at(0, &mut bytes) || stored.len() < 8 {
+            return Err(EBPF_INVALID_ARGUMENT);
+        }
+        let object = self
+            .epoch
+            .protect(|region| region.allocate(O::new(u64::from_le_bytes(bytes)), TAG))
+            .ok_or(EBPF_NO_MEMORY)?;
+        assert_eq!(object.get().value(), u64::from_le_bytes(bytes));
+        let address = object.into_raw().as_ptr() as usize;
+        assert_eq!(address % align_of::<O>(), 0, "aligned for the object");
+        stored[..8].copy_from_slice(&address.to_le_bytes());
+        Ok(())
+    }
+
+    fn delete_element(&self, _: Input<'_>, stored: Input<'_>, _: u32) {
+        if let Some(object) = object_of::<O>(stored) {
+            // SAFETY: the address `update` gave up, which the core hands to this callback
+            // once, when it deletes, replaces or cleans up the value.
+            drop(unsafe { EpochBox::from_raw(object, self.epoch) });
+        }
+    }
+}
+
+fn objects() -> BpfMap {
+    objects_of(Object::MAP_TYPE)
+}
+
+fn objects_of(map_type: u32) -> BpfMap {
+    BpfMap::create(&MapDefinition {
+        name: "objects".into(),
+        map_type,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 16,
+        initial_data: None,
+    })
+    .expect("create")
+}
+
+fn lookup(map: &BpfMap, key: u32) -> Option<u64> {
+    let value = map.lookup(&key.to_le_bytes()).expect("lookup")?;
+    Some(u64::from_le_bytes(value.try_into().expect("8 bytes")))
+}
+
+fn update(map: &BpfMap, key: u32, value: u64) -> Result<(), MapError> {
+    map.update(&key.to_le_bytes(), &value.to_le_bytes(), 0)
+}
+
+/// Outstanding pool of the map's tag: the objects, and the map's own state.
+fn outstanding(kernel: &Kernel) -> usize {
+    kernel
+        .pool_outstanding()
+        .iter()
+        .filter(|usage| usage.tag == "MpEp")
+        .map(|usage| usage.count)
+        .sum()
+}
+
+#[test]
+fn objects_live_in_epoch_memory_and_go_with_their_values() {
+    let kernel = Kernel::new();
+    let provider =
+        MapProvider::<Objects<Object>>::register(PROVIDER_MODULE, TAG).expect("register");
+    let map = objects();
+    let state = outstanding(&kernel);
+    update(&map, 1, 10).expect("update");
+    update(&map, 2, 20).expect("update");
+    assert_eq!((lookup(&map, 1), lookup(&map, 2)), (Some(10), Some(20)));
+    assert_eq!(
+        outstanding(&kernel),
+        state + 2,
+        "one object per key, of the map's tag"
+    );
+    update(&map, 1, 11).expect("replace");
+    assert_eq!(lookup(&map, 1), Some(11));
+    assert_eq!(
+        epoch_memory(),
+        EpochMemory {
+            allocated: 3,
+            freed: 1,
+            reclaimed: 1
+        },
+        "the replaced object is freed, and given back once its epoch ended"
+    );
+    map.delete(&2u32.to_le_bytes()).expect("delete");
+    assert_eq!(lookup(&map, 2), None);
+    assert_eq!(epoch_memory().freed, 2);
+    drop(map);
+    assert_eq!(
+        epoch_memory(),
+        EpochMemory {
+            allocated: 3,
+            freed: 3,
+            reclaimed: 3
+        },
+        "the map's cleanup frees the rest"
+    );
+    drop(provider);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn an_object_replaced_while_another_thread_is_in_an_epoch_stays_until_it_leaves() {
+    let kernel = Kernel::new();
+    let provider =
+        MapProvider::<Objects<Object>>::register(PROVIDER_MODULE, TAG).expect("register");
+    let map = objects();
+    update(&map, 1, 10).expect("update");
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (leave_tx, leave_rx) = mpsc::channel::<()>();
+    // A reader inside an epoch, as a program that found the object would be.
+    let reader = kernel.spawn(move || {
+        let table = map_client_dispatch_table();
+        let (enter, exit) = (
+            table.epoch_enter.expect("enter"),
+            table.epoch_exit.expect("exit"),
+        );
+        let mut state = [0u64; 4];
+        // SAFETY: 32 bytes of this frame, at one address until the exit.
+        unsafe { enter(state.as_mut_ptr().cast()) };
+        entered_tx.send(()).expect("main waits");
+        leave_rx.recv().expect("main says when");
+        // SAFETY: the state enter was given.
+        unsafe { exit(state.as_mut_ptr().cast()) };
+    });
+    entered_rx.recv().expect("the reader entered");
+    let before = outstanding(&kernel);
+    update(&map, 1, 11).expect("replace");
+    assert_eq!(lookup(&map, 1), Some(11));
+    assert_eq!(
+        epoch_memory().pending(),
+        1,
+        "the reader may still read the old object"
+    );
+    assert_eq!(
+        outstanding(&kernel),
+        before + 1,
+        "old and new object both allocated"
+    );
+    leave_tx.send(()).expect("the reader waits");
+    reader.join().expect("reader");
+    assert_eq!(
+        epoch_memory().pending(),
+        0,
+        "given back when the reader left"
+    );
+    assert_eq!(outstanding(&kernel), before);
+    drop(map);
+    drop(provider);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn an_object_the_pool_cannot_hold_fails_the_update_and_keeps_the_old_value() {
+    let kernel = Kernel::new();
+    let provider =
+        MapProvider::<Objects<Object>>::register(PROVIDER_MODULE, TAG).expect("register");
+    let map = objects();
+    update(&map, 1, 10).expect("update");
+    kernel.inject(Fault::Allocation(1));
+    assert_eq!(update(&map, 1, 11), Err(MapError::Result(EBPF_NO_MEMORY)));
+    assert_eq!(lookup(&map, 1), Some(10));
+    assert_eq!(epoch_memory().live(), 1);
+    drop(map);
+    drop(provider);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn every_allocation_failure_around_an_object_map_is_clean() {
+    let points = ebpf_ext_usersim::sweep_allocation_failures(|_| {
+        let Ok(provider) = MapProvider::<Objects<Object>>::register(PROVIDER_MODULE, TAG) else {
+            return;
+        };
+        if let Ok(map) = BpfMap::create(&MapDefinition {
+            name: "objects".into(),
+            map_type: Object::MAP_TYPE,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 16,
+            initial_data: None,
+        }) {
+            for (key, value) in [(1u32, 10u64), (1, 11), (2, 20)] {
+                let _ = map.update(&key.to_le_bytes(), &value.to_le_bytes(), 0);
+            }
+            let _ = map.lookup(&1u32.to_le_bytes());
+            let _ = map.delete(&2u32.to_le_bytes());
+            drop(map);
+        }
+        drop(provider);
+    });
+    assert!(points > 4, "{points} allocations");
+}
+
+#[test]
+fn objects_aligned_to_a_cache_line_come_from_the_cache_aligned_allocator() {
+    let kernel = Kernel::new();
+    let provider = MapProvider::<Objects<Wide>>::register(PROVIDER_MODULE, TAG).expect("register");
+    let map = objects_of(Wide::MAP_TYPE);
+    update(&map, 1, 10).expect("update");
+    update(&map, 1, 11).expect("replace: frees the first with the matching free");
+    assert_eq!(lookup(&map, 1), Some(11));
+    drop(map);
+    assert_eq!(epoch_memory().freed, 2);
+    drop(provider);
+    kernel.assert_no_leaks();
+}
