@@ -128,6 +128,23 @@ impl Protected<'_> {
         // SAFETY: the core's allocator, inside a region (this token), with a non-zero size.
         let memory = unsafe { allocate(size_of::<T>(), tag.value()) }.cast::<T>();
         let memory = NonNull::new(memory)?;
+        if !memory.is_aligned() {
+            // Not what the core promises: give it back rather than misplace a `T`.
+            let free = if aligned {
+                self.epoch.free_aligned
+            } else {
+                self.epoch.free
+            };
+            // SAFETY: what the matching allocator just returned, freed once, inside a region.
+            unsafe { free(memory.as_ptr().cast()) };
+            ebpf_ext_trace::trace_message_u32!(
+                ebpf_ext_trace::Level::Error,
+                ebpf_ext_trace::keyword::EXTENSION,
+                "epoch memory refused: not aligned for the object",
+                u32::try_from(align_of::<T>()).unwrap_or(u32::MAX)
+            );
+            return None;
+        }
         // SAFETY: `size_of::<T>()` bytes the allocator just returned, aligned for `T` (the
         // allocator chosen by `T`'s alignment), no one else's.
         unsafe { memory.as_ptr().write(value) };

@@ -16,7 +16,9 @@
 //! A map whose stored values point at objects of its own keeps them in the core's epoch
 //! memory: [`CustomMap::create`] receives the core's [`Epoch`], [`Protected::allocate`] makes
 //! an [`EpochBox`] on update, and dropping it when the core deletes or replaces the value frees
-//! the memory once no program that could have found the object still runs.
+//! the memory once no program that could have found the object still runs. [`ObjectMap`]
+//! does all of that for the extension, which then writes no `unsafe` code: it says how a
+//! value becomes an object and back, and registers a `MapProvider<Objects<M>>`.
 //!
 //! # IRQL
 //! Registration: PASSIVE_LEVEL. The callbacks run at the IRQL the core calls them at
@@ -24,6 +26,7 @@
 #![no_std]
 
 mod epoch;
+mod objects;
 
 use core::ffi::c_void;
 use core::marker::PhantomData;
@@ -57,6 +60,7 @@ use ebpf_ext_sys::ntstatus::{STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAM
 use ebpf_ext_trace::refused;
 
 pub use epoch::{Epoch, EpochBox, Protected};
+pub use objects::{OBJECT_ADDRESS_SIZE, ObjectMap, Objects};
 
 /// A map type the extension implements on top of the core's hash map.
 ///

@@ -1,7 +1,7 @@
-//! A custom map whose stored values point at objects in the core's epoch memory (as
-//! upstream's sample map does): allocated on update, read on lookup, freed when the core
-//! deletes or replaces the value, and given back to the pool only once no epoch that could
-//! still read them remains. Against core-sim's epoch functions.
+//! Object maps (`ObjectMap`, `Objects`): custom maps whose stored values point at objects in
+//! the core's epoch memory (as upstream's sample map does), allocated on update, read on
+//! lookup, freed when the core deletes or replaces the value, and given back to the pool only
+//! once no epoch that could still read them remains. Against core-sim's epoch functions.
 
 #![allow(
     clippy::std_instead_of_alloc,
@@ -9,17 +9,13 @@
     reason = "host tests"
 )]
 
-use core::ptr::NonNull;
 use std::sync::mpsc;
 
 use ebpf_ext_core_sim::bpf::{BpfMap, MapDefinition, MapError, map_client_dispatch_table};
 use ebpf_ext_core_sim::{EpochMemory, epoch_memory};
-use ebpf_ext_map::{CustomMap, Epoch, EpochBox, Input, MapProvider};
+use ebpf_ext_map::{Input, MapProvider, ObjectMap, Objects};
 use ebpf_ext_pool::PoolTag;
-use ebpf_ext_sys::ebpf_result::{
-    EBPF_INVALID_ARGUMENT, EBPF_KEY_NOT_FOUND, EBPF_NO_MEMORY, EBPF_OPERATION_NOT_SUPPORTED,
-    ebpf_result_t,
-};
+use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, ebpf_result_t};
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_usersim::{Fault, Kernel};
 
@@ -32,21 +28,25 @@ tracelogging::define_provider!(
     id("6f1d2b7a-4c3e-4a90-b5d8-1e2f3a4b5c6d")
 );
 
-/// What a map of [`Objects`] keeps per key, in epoch memory.
-trait Kept: Copy + Send + Sync + core::fmt::Debug + 'static {
+/// A map of 8-byte values, each kept as an `O` in epoch memory (the SDK's [`Objects`]).
+#[derive(Debug)]
+struct Kept<O>(core::marker::PhantomData<O>);
+
+/// What a [`Kept`] map keeps per key.
+trait Object: Copy + Send + Sync + core::fmt::Debug + 'static {
     const MAP_TYPE: u32;
     fn new(value: u64) -> Self;
     fn value(self) -> u64;
 }
 
 /// An object of the core's plain epoch allocator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Object(u64);
+#[derive(Debug, Clone, Copy)]
+struct Plain(u64);
 
-impl Kept for Object {
+impl Object for Plain {
     const MAP_TYPE: u32 = 4301;
     fn new(value: u64) -> Self {
-        Object(value)
+        Plain(value)
     }
     fn value(self) -> u64 {
         self.0
@@ -54,11 +54,11 @@ impl Kept for Object {
 }
 
 /// An object aligned to a cache line: from the core's cache-aligned allocator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 #[repr(align(64))]
 struct Wide(u64);
 
-impl Kept for Wide {
+impl Object for Wide {
     const MAP_TYPE: u32 = 4302;
     fn new(value: u64) -> Self {
         Wide(value)
@@ -68,97 +68,39 @@ impl Kept for Wide {
     }
 }
 
-/// A map of 8-byte values, each kept as an `O` the stored value points at.
-#[derive(Debug)]
-struct Objects<O: Kept = Object> {
-    epoch: Epoch,
-    _kept: core::marker::PhantomData<O>,
-}
-
-/// The object a stored value points at; `None` if it points at none.
-fn object_of<O>(stored: Input<'_>) -> Option<NonNull<O>> {
-    let mut address = [0u8; 8];
-    stored.read_at(0, &mut address).then_some(())?;
-    NonNull::new(usize::from_le_bytes(address) as *mut O)
-}
-
-impl<O: Kept> CustomMap for Objects<O> {
+impl<O: Object> ObjectMap for Kept<O> {
     const MAP_TYPE: u32 = O::MAP_TYPE;
-    const UPDATES_ORIGINAL_VALUE: bool = true;
     const TAG: PoolTag = TAG;
+    type Object = O;
 
-    fn create(
-        _: u32,
-        value_size: u32,
-        _: u32,
-        epoch: Option<Epoch>,
-    ) -> Result<(Self, u32), ebpf_result_t> {
-        let epoch = epoch.ok_or(EBPF_OPERATION_NOT_SUPPORTED)?;
+    fn create(_: u32, value_size: u32, _: u32) -> Result<Self, ebpf_result_t> {
         if value_size != 8 {
             return Err(EBPF_INVALID_ARGUMENT);
         }
-        let map = Objects {
-            epoch,
-            _kept: core::marker::PhantomData,
-        };
-        Ok((map, 8))
+        Ok(Kept(core::marker::PhantomData))
     }
 
     fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
         Ok(())
     }
 
-    fn find(
-        &self,
-        _: Input<'_>,
-        stored: Input<'_>,
-        out: &mut [u8],
-        _: u32,
-    ) -> Result<(), ebpf_result_t> {
-        let object = object_of::<O>(stored).ok_or(EBPF_KEY_NOT_FOUND)?;
-        // SAFETY: the stored value holds the address `update` gave up, and the object is freed
-        // only by `delete_element` of this value, which the core calls after this lookup.
-        let value: O = self
-            .epoch
-            .protect(|region| unsafe { EpochBox::read(object, region) });
-        let out = out.get_mut(..8).ok_or(EBPF_INVALID_ARGUMENT)?;
-        out.copy_from_slice(&value.value().to_le_bytes());
-        Ok(())
-    }
-
-    fn update(
-        &self,
-        _: Input<'_>,
-        value: Input<'_>,
-        stored: &mut [u8],
-        _: u32,
-    ) -> Result<(), ebpf_result_t> {
+    fn make(&self, _: Input<'_>, value: Input<'_>, _: u32) -> Result<O, ebpf_result_t> {
         let mut bytes = [0u8; 8];
-        if !value.read_at(0, &mut bytes) || stored.len() < 8 {
+        if !value.read_at(0, &mut bytes) {
             return Err(EBPF_INVALID_ARGUMENT);
         }
-        let object = self
-            .epoch
-            .protect(|region| region.allocate(O::new(u64::from_le_bytes(bytes)), TAG))
-            .ok_or(EBPF_NO_MEMORY)?;
-        assert_eq!(object.get().value(), u64::from_le_bytes(bytes));
-        let address = object.into_raw().as_ptr() as usize;
-        assert_eq!(address % align_of::<O>(), 0, "aligned for the object");
-        stored[..8].copy_from_slice(&address.to_le_bytes());
-        Ok(())
+        Ok(O::new(u64::from_le_bytes(bytes)))
     }
 
-    fn delete_element(&self, _: Input<'_>, stored: Input<'_>, _: u32) {
-        if let Some(object) = object_of::<O>(stored) {
-            // SAFETY: the address `update` gave up, which the core hands to this callback
-            // once, when it deletes, replaces or cleans up the value.
-            drop(unsafe { EpochBox::from_raw(object, self.epoch) });
-        }
+    fn read(&self, object: &O, out: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+        let out = out.get_mut(..8).ok_or(EBPF_INVALID_ARGUMENT)?;
+        out.copy_from_slice(&object.value().to_le_bytes());
+        Ok(())
     }
 }
 
 fn objects() -> BpfMap {
-    objects_of(Object::MAP_TYPE)
+    objects_of(Plain::MAP_TYPE)
 }
 
 fn objects_of(map_type: u32) -> BpfMap {
@@ -196,7 +138,7 @@ fn outstanding(kernel: &Kernel) -> usize {
 fn objects_live_in_epoch_memory_and_go_with_their_values() {
     let kernel = Kernel::new();
     let provider =
-        MapProvider::<Objects<Object>>::register(PROVIDER_MODULE, TAG).expect("register");
+        MapProvider::<Objects<Kept<Plain>>>::register(PROVIDER_MODULE, TAG).expect("register");
     let map = objects();
     let state = outstanding(&kernel);
     update(&map, 1, 10).expect("update");
@@ -239,7 +181,7 @@ fn objects_live_in_epoch_memory_and_go_with_their_values() {
 fn an_object_replaced_while_another_thread_is_in_an_epoch_stays_until_it_leaves() {
     let kernel = Kernel::new();
     let provider =
-        MapProvider::<Objects<Object>>::register(PROVIDER_MODULE, TAG).expect("register");
+        MapProvider::<Objects<Kept<Plain>>>::register(PROVIDER_MODULE, TAG).expect("register");
     let map = objects();
     update(&map, 1, 10).expect("update");
     let (entered_tx, entered_rx) = mpsc::channel();
@@ -290,7 +232,7 @@ fn an_object_replaced_while_another_thread_is_in_an_epoch_stays_until_it_leaves(
 fn an_object_the_pool_cannot_hold_fails_the_update_and_keeps_the_old_value() {
     let kernel = Kernel::new();
     let provider =
-        MapProvider::<Objects<Object>>::register(PROVIDER_MODULE, TAG).expect("register");
+        MapProvider::<Objects<Kept<Plain>>>::register(PROVIDER_MODULE, TAG).expect("register");
     let map = objects();
     update(&map, 1, 10).expect("update");
     kernel.inject(Fault::Allocation(1));
@@ -305,12 +247,13 @@ fn an_object_the_pool_cannot_hold_fails_the_update_and_keeps_the_old_value() {
 #[test]
 fn every_allocation_failure_around_an_object_map_is_clean() {
     let points = ebpf_ext_usersim::sweep_allocation_failures(|_| {
-        let Ok(provider) = MapProvider::<Objects<Object>>::register(PROVIDER_MODULE, TAG) else {
+        let Ok(provider) = MapProvider::<Objects<Kept<Plain>>>::register(PROVIDER_MODULE, TAG)
+        else {
             return;
         };
         if let Ok(map) = BpfMap::create(&MapDefinition {
             name: "objects".into(),
-            map_type: Object::MAP_TYPE,
+            map_type: Plain::MAP_TYPE,
             key_size: 4,
             value_size: 8,
             max_entries: 16,
@@ -328,10 +271,14 @@ fn every_allocation_failure_around_an_object_map_is_clean() {
     assert!(points > 4, "{points} allocations");
 }
 
+/// The SDK picks the allocator by the object's alignment (it refuses memory not aligned for
+/// the object), and frees with the matching free (core-sim stops the machine on a mismatch:
+/// `EpochMemoryInvalid`).
 #[test]
 fn objects_aligned_to_a_cache_line_come_from_the_cache_aligned_allocator() {
     let kernel = Kernel::new();
-    let provider = MapProvider::<Objects<Wide>>::register(PROVIDER_MODULE, TAG).expect("register");
+    let provider =
+        MapProvider::<Objects<Kept<Wide>>>::register(PROVIDER_MODULE, TAG).expect("register");
     let map = objects_of(Wide::MAP_TYPE);
     update(&map, 1, 10).expect("update");
     update(&map, 1, 11).expect("replace: frees the first with the matching free");

@@ -16,7 +16,7 @@ use ebpf_extension_common::trace::trace_message_u32;
 use ebpf_ext_map::MapProvider;
 
 use crate::btf::BTF_FUNCTIONS;
-use crate::maps::{MAP_PROVIDER_MODULE_ID, SampleMap};
+use crate::maps::{MAP_PROVIDER_MODULE_ID, SampleMaps};
 use crate::program::{PROGRAM_DATA, PROGRAM_TYPE, SampleContext};
 use crate::protocol::{Run, RunBatch, RunBatchReply, RunReply};
 
@@ -64,7 +64,7 @@ pub struct SampleExt {
     _btf: BtfFunctionProvider,
     hook: HookProvider<SampleHook>,
     _program_type: ProgramType<SampleContext>,
-    pub(crate) maps: MapProvider<SampleMap>,
+    pub(crate) maps: MapProvider<SampleMaps>,
 }
 
 impl ExtensionDriver for SampleExt {

@@ -1,17 +1,13 @@
 //! The sample's custom map, `BPF_MAP_TYPE_SAMPLE_HASH_MAP` (15), on a hash map the core keeps
 //! (upstream's `sample_ext_maps.h` and the map provider of `sample_ext.c`).
 //!
-//! Keys and values are 4 bytes; the core stores 8 bytes per key (`actual_value_size` 8) and
-//! the provider replaces what it stores (`updates_original_value`), so programs may not use
-//! the core's map helpers on it: they read it with `sample_ext_helper_map_get_value`, and
-//! `sample_ext_helper_map_lookup_element` always returns NULL. Only programs of type
-//! `sample` may use the map.
-//!
-//! Deliberate difference: upstream stores, in the 8 bytes, a pointer to a 4-byte object it
-//! allocates under the core's epoch; this port stores the 4-byte value itself in them (same
-//! sizes and results for every caller, no allocation per entry).
+//! Keys and values are 4 bytes. As upstream, each value lives as a 4-byte object in the core's
+//! epoch memory and the core stores its address (`actual_value_size` 8, and
+//! `updates_original_value`), so programs may not use the core's map helpers on it: they read
+//! it with `sample_ext_helper_map_get_value` only, and `sample_ext_helper_map_lookup_element`
+//! always returns NULL. Only programs of type `sample` may use the map.
 
-use ebpf_ext_map::{CustomMap, Epoch};
+use ebpf_ext_map::{ObjectMap, Objects};
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_extension::{
     BPF_MAP_TYPE_SAMPLE_HASH_MAP, EBPF_MAP_OPERATION_HELPER,
@@ -29,28 +25,24 @@ pub const MAP_PROVIDER_MODULE_ID: GUID = GUID::from_u128(0xf788ef4b_207d_4dc4_85
 pub const MAP_TYPE: u32 = BPF_MAP_TYPE_SAMPLE_HASH_MAP;
 /// Bytes of a key and of a value.
 pub const ELEMENT_SIZE: u32 = 4;
-/// Bytes the core stores per key.
-pub const STORED_SIZE: u32 = 8;
+
+/// The map type the provider registers: the sample's objects in epoch memory.
+pub type SampleMaps = Objects<SampleMap>;
 
 /// One map of the sample type (no state of its own).
 #[derive(Debug)]
 pub struct SampleMap;
 
-impl CustomMap for SampleMap {
+impl ObjectMap for SampleMap {
     const MAP_TYPE: u32 = MAP_TYPE;
-    const UPDATES_ORIGINAL_VALUE: bool = true;
     const TAG: PoolTag = TAG;
+    type Object = [u8; 4];
 
-    fn create(
-        key_size: u32,
-        value_size: u32,
-        _: u32,
-        _: Option<Epoch>,
-    ) -> Result<(Self, u32), ebpf_result_t> {
+    fn create(key_size: u32, value_size: u32, _: u32) -> Result<Self, ebpf_result_t> {
         if key_size != ELEMENT_SIZE || value_size != ELEMENT_SIZE {
             return Err(EBPF_INVALID_ARGUMENT);
         }
-        Ok((SampleMap, STORED_SIZE))
+        Ok(SampleMap)
     }
 
     fn associate(&self, program_type: &GUID) -> Result<(), ebpf_result_t> {
@@ -61,35 +53,23 @@ impl CustomMap for SampleMap {
         }
     }
 
-    fn find(
-        &self,
-        _: Input<'_>,
-        stored: Input<'_>,
-        out: &mut [u8],
-        flags: u32,
-    ) -> Result<(), ebpf_result_t> {
+    fn make(&self, _: Input<'_>, value: Input<'_>, flags: u32) -> Result<[u8; 4], ebpf_result_t> {
         if flags & EBPF_MAP_OPERATION_HELPER != 0 {
             return Err(EBPF_OPERATION_NOT_SUPPORTED);
         }
-        let copied = out.get_mut(..4).is_some_and(|out| stored.read_at(0, out));
-        copied.then_some(()).ok_or(EBPF_INVALID_ARGUMENT)
+        let mut object = [0; 4];
+        value
+            .read_at(0, &mut object)
+            .then_some(object)
+            .ok_or(EBPF_INVALID_ARGUMENT)
     }
 
-    fn update(
-        &self,
-        _: Input<'_>,
-        value: Input<'_>,
-        stored: &mut [u8],
-        flags: u32,
-    ) -> Result<(), ebpf_result_t> {
+    fn read(&self, object: &[u8; 4], out: &mut [u8], flags: u32) -> Result<(), ebpf_result_t> {
         if flags & EBPF_MAP_OPERATION_HELPER != 0 {
             return Err(EBPF_OPERATION_NOT_SUPPORTED);
         }
-        let copied = stored
-            .get_mut(..4)
-            .is_some_and(|slot| value.read_at(0, slot));
-        copied.then_some(()).ok_or(EBPF_INVALID_ARGUMENT)
+        let out = out.get_mut(..4).ok_or(EBPF_INVALID_ARGUMENT)?;
+        out.copy_from_slice(object);
+        Ok(())
     }
-
-    fn delete_element(&self, _: Input<'_>, _: Input<'_>, _: u32) {}
 }

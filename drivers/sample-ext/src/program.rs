@@ -166,10 +166,10 @@ fn map_lookup_element(_: MapKey<'_>, _: &SampleContext) -> MapValueOrNull {
 fn map_get_value(key: MapKey<'_>, out: SharedOutput<'_>, _: &SampleContext) -> u64 {
     match DRIVER
         .get()
-        .and_then(|driver| driver.maps.stored_value(key))
+        .and_then(|driver| driver.maps.stored_object(key))
     {
-        Some((_, stored)) if !out.is_empty() => {
-            for (index, byte) in stored.iter().take(4).enumerate() {
+        Some((_, object)) if !out.is_empty() => {
+            for (index, byte) in object.into_iter().enumerate() {
                 out.set(index, byte);
             }
             0

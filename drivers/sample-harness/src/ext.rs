@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ebpf_ext_core_sim::bpf::{BpfError, BpfObject, BpfProgram, GENERAL_HELPERS, TestRun};
 use ebpf_ext_core_sim::{Link, LinkSpec, ProgramInfoClient};
-use ebpf_ext_map::{CustomMap, Epoch, Input};
+use ebpf_ext_map::{Input, ObjectMap, Objects};
 use ebpf_ext_sys::ebpf_result::ebpf_result_t;
 use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
@@ -233,46 +233,25 @@ const DECOY_MAP_TYPE: u32 = 0x1001;
 #[repr(transparent)]
 struct Decoy(SampleMap);
 
-impl CustomMap for Decoy {
+impl ObjectMap for Decoy {
     const MAP_TYPE: u32 = DECOY_MAP_TYPE;
-    const UPDATES_ORIGINAL_VALUE: bool = SampleMap::UPDATES_ORIGINAL_VALUE;
     const TAG: ebpf_ext_pool::PoolTag = ebpf_ext_pool::PoolTag::new(*b"Dcoy");
+    type Object = <SampleMap as ObjectMap>::Object;
 
-    fn create(
-        key: u32,
-        value: u32,
-        entries: u32,
-        epoch: Option<Epoch>,
-    ) -> Result<(Self, u32), ebpf_result_t> {
-        SampleMap::create(key, value, entries, epoch).map(|(map, stored)| (Decoy(map), stored))
+    fn create(key: u32, value: u32, entries: u32) -> Result<Self, ebpf_result_t> {
+        SampleMap::create(key, value, entries).map(Decoy)
     }
 
     fn associate(&self, program_type: &GUID) -> Result<(), ebpf_result_t> {
         self.0.associate(program_type)
     }
 
-    fn find(
-        &self,
-        k: Input<'_>,
-        stored: Input<'_>,
-        out: &mut [u8],
-        f: u32,
-    ) -> Result<(), ebpf_result_t> {
-        self.0.find(k, stored, out, f)
+    fn make(&self, k: Input<'_>, v: Input<'_>, f: u32) -> Result<Self::Object, ebpf_result_t> {
+        self.0.make(k, v, f)
     }
 
-    fn update(
-        &self,
-        k: Input<'_>,
-        v: Input<'_>,
-        stored: &mut [u8],
-        f: u32,
-    ) -> Result<(), ebpf_result_t> {
-        self.0.update(k, v, stored, f)
-    }
-
-    fn delete_element(&self, key: Input<'_>, stored: Input<'_>, flags: u32) {
-        self.0.delete_element(key, stored, flags);
+    fn read(&self, object: &Self::Object, out: &mut [u8], f: u32) -> Result<(), ebpf_result_t> {
+        self.0.read(object, out, f)
     }
 }
 
@@ -288,7 +267,7 @@ fn custom_map(
 ) -> Result<String, Failure> {
     // Declared first, so every program and map of its type is dropped before it (the core's
     // deregistration would wait for them; core-sim's does not).
-    let _decoy = ebpf_ext_map::MapProvider::<Decoy>::register(
+    let _decoy = ebpf_ext_map::MapProvider::<Objects<Decoy>>::register(
         GUID::from_u128(0x0decc0ee_0000_4000_8000_000000001001),
         ebpf_ext_pool::PoolTag::new(*b"Dcoy"),
     )
@@ -354,6 +333,14 @@ fn custom_map(
         "the decoy map through map_get_value: {} with the output {left:#x}; faults {:?}",
         other_type.return_value.cast_signed(),
         decoy_program.faults()
+    );
+    // As upstream, each value is an object in the core's epoch memory, freed with its map.
+    let held = ebpf_ext_core_sim::epoch_memory();
+    drop((map, results, decoy, program, decoy_program));
+    let freed = ebpf_ext_core_sim::epoch_memory();
+    expect!(
+        held.live() == 2 && freed.live() == 0 && freed.pending() == 0,
+        "epoch objects: {held:?} with both maps, {freed:?} after"
     );
     Ok(format!(
         "custom map: refused for another program type; user update 1234 read back by the provider, by the program through map_get_value {}, core helpers {observed:?}, absent key {}, another custom type's map {}",
