@@ -27,14 +27,14 @@
 //! # State
 //! Per thread: the epochs it is inside and the records of its explicit enters (as the core
 //! keeps per-CPU lists). Per simulated kernel: the epoch clock, whether each thread is inside
-//! an epoch and since when, and the epoch memory, found through usersim's kernel-local storage,
-//! so tests that run as threads of one process never see each other's epochs. A kernel's
-//! epoch state stays allocated for the life of the process (a few hundred bytes).
+//! an epoch and since when, and the epoch memory, kept as a usersim component of the kernel
+//! (dropped with it), so tests that run as threads of one process never see each other's
+//! epochs.
 
 use core::cell::RefCell;
 use core::ffi::c_void;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -126,30 +126,25 @@ struct Machine {
     shared: Mutex<Shared>,
 }
 
-/// Key of the kernel-local word holding the kernel's [`Machine`].
-static MACHINE_KEY: u8 = 0;
+thread_local! {
+    /// This thread's last lookup: the kernel's id and its machine.
+    static MACHINE: RefCell<Option<(u64, Arc<Machine>)>> = const { RefCell::new(None) };
+}
 
-/// The epoch of the kernel bound to this thread; `None` if none is bound.
-fn machine() -> Option<&'static Machine> {
-    // SAFETY: a zeroed `AtomicPtr` is NULL, and the word only ever changes through it.
-    let slot: &AtomicPtr<Machine> =
-        unsafe { ebpf_ext_sys::host::kernel_local(ptr::from_ref(&MACHINE_KEY).cast())? };
-    let current = slot.load(Ordering::Acquire);
-    if !current.is_null() {
-        // SAFETY: a leaked `Box<Machine>`, never freed.
-        return Some(unsafe { &*current });
-    }
-    let fresh = Box::into_raw(Box::<Machine>::default());
-    match slot.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
-        // SAFETY: just leaked; kept for the life of the process.
-        Ok(_) => Some(unsafe { &*fresh }),
-        Err(theirs) => {
-            // SAFETY: ours, never published.
-            drop(unsafe { Box::from_raw(fresh) });
-            // SAFETY: another thread's leaked `Box<Machine>`.
-            Some(unsafe { &*theirs })
+/// The epoch of the kernel bound to this thread; `None` if none is bound. Takes usersim's
+/// lock only when the thread's kernel changed.
+fn machine() -> Option<(u64, Arc<Machine>)> {
+    let id = ebpf_ext_usersim::kernel_id()?;
+    MACHINE.with_borrow_mut(|cached| {
+        if let Some((cached_id, machine)) = cached
+            && *cached_id == id
+        {
+            return Some((id, Arc::clone(machine)));
         }
-    }
+        let machine = ebpf_ext_usersim::component::<Machine>()?;
+        *cached = Some((id, Arc::clone(&machine)));
+        Some((id, machine))
+    })
 }
 
 const _: () = assert!(EBPF_EPOCH_STATE_SIZE == size_of::<[u64; 4]>());
@@ -164,8 +159,8 @@ struct Record {
 /// The calling thread's epochs.
 #[derive(Default)]
 struct ThreadEpochs {
-    /// The kernel's machine this thread last registered with, and its slot there.
-    registered: Option<(usize, Arc<AtomicU64>)>,
+    /// The kernel (by id) whose machine this thread last registered with, and its slot there.
+    registered: Option<(u64, Arc<AtomicU64>)>,
     /// Epochs entered and not exited: the core's own and explicit ones.
     depth: u32,
     records: Vec<Record>,
@@ -177,27 +172,26 @@ thread_local! {
 }
 
 /// This thread's slot in `machine`, registering it first if needed.
-fn slot(t: &mut ThreadEpochs, machine: &'static Machine) -> Arc<AtomicU64> {
-    let key = ptr::from_ref(machine) as usize;
+fn slot(t: &mut ThreadEpochs, kernel: u64, machine: &Machine) -> Arc<AtomicU64> {
     if let Some((registered, slot)) = &t.registered
-        && *registered == key
+        && *registered == kernel
     {
         return Arc::clone(slot);
     }
     let slot = Arc::new(AtomicU64::new(0));
     lock(&machine.shared).threads.push(Arc::clone(&slot));
-    t.registered = Some((key, Arc::clone(&slot)));
+    t.registered = Some((kernel, Arc::clone(&slot)));
     slot
 }
 
 /// Enters an epoch on this thread.
 fn enter() {
-    let Some(machine) = machine() else {
+    let Some((kernel, machine)) = machine() else {
         return;
     };
     THREAD.with_borrow_mut(|t| {
         if t.depth == 0 {
-            let slot = slot(t, machine);
+            let slot = slot(t, kernel, &machine);
             slot.store(machine.clock.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
         }
         t.depth += 1;
@@ -206,7 +200,7 @@ fn enter() {
 
 /// Leaves an epoch on this thread; the last one gives back what no epoch can see any more.
 fn exit() {
-    let Some(machine) = machine() else {
+    let Some((_, machine)) = machine() else {
         return;
     };
     let outermost = THREAD.with_borrow_mut(|t| {
@@ -219,7 +213,7 @@ fn exit() {
         t.depth == 0
     });
     if outermost && machine.pending.load(Ordering::SeqCst) != 0 {
-        reclaim(machine);
+        reclaim(&machine);
     }
 }
 
@@ -282,7 +276,7 @@ pub fn in_epoch() -> bool {
 /// has none).
 #[must_use]
 pub fn epoch_memory() -> EpochMemory {
-    machine().map_or_else(EpochMemory::default, |m| lock(&m.shared).counts)
+    machine().map_or_else(EpochMemory::default, |(_, m)| lock(&m.shared).counts)
 }
 
 fn require_in_epoch(what: &str) {
@@ -393,7 +387,7 @@ fn allocate(size: usize, tag: u32, kind: Kind) -> *mut c_void {
     if size == 0 {
         Contract::EpochAllocateZero.broken(format_args!("{} of 0 bytes", kind.allocator()), 0, 0);
     }
-    let Some(machine) = machine() else {
+    let Some((_, machine)) = machine() else {
         return ptr::null_mut();
     };
     let front = match kind {
@@ -440,7 +434,7 @@ fn free(memory: *mut c_void, kind: Kind) {
         return;
     }
     require_in_epoch(what);
-    let Some(machine) = machine() else {
+    let Some((_, machine)) = machine() else {
         return;
     };
     let address = memory as usize;

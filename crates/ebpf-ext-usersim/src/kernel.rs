@@ -1,5 +1,6 @@
 //! The simulated kernel instance, its per-thread binding, bug checks and fault injection.
 
+use core::any::Any;
 use core::cell::{Cell, RefCell};
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -149,6 +150,10 @@ pub(crate) struct Inner {
     pub(crate) delays: AtomicU64,
     /// Storage of host builds' driver globals (see `locals`).
     pub(crate) locals: Mutex<Locals>,
+    /// State simulated components keep per kernel ([`component`]).
+    pub(crate) components: Mutex<Vec<Arc<dyn Any + Send + Sync>>>,
+    /// A number naming this kernel for its life ([`kernel_id`]).
+    pub(crate) id: u64,
 }
 
 /// One `DbgPrintEx` message.
@@ -245,6 +250,8 @@ impl Kernel {
             irql_raises: AtomicU64::new(0),
             delays: AtomicU64::new(0),
             locals: Mutex::new(Locals::default()),
+            components: Mutex::new(Vec::new()),
+            id: NEXT_KERNEL_ID.fetch_add(1, Ordering::Relaxed),
         });
         bind(Some(Arc::clone(&inner)));
         Kernel { inner }
@@ -407,6 +414,39 @@ impl Drop for Kernel {
         }
         lock(&self.inner.pool).release_all();
     }
+}
+
+/// The next kernel's [`kernel_id`].
+static NEXT_KERNEL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A number naming the kernel bound to the calling thread, never reused by another kernel of
+/// the process; `None` if none is bound. For a simulated component's per-thread caches of
+/// [`component`]s.
+#[must_use]
+pub fn kernel_id() -> Option<u64> {
+    try_with_kernel(|inner| inner.id)
+}
+
+/// The state of type `T` that a simulated component (core-sim, for one) keeps in the kernel
+/// bound to the calling thread: made with `T::default()` by the first call, the same `Arc`
+/// for every later call through the same kernel (from any of its threads), and dropped with
+/// the kernel, so tests that run as threads of one process never share it. `None` if no
+/// kernel is bound. Takes a lock: callers on hot paths cache it per thread, keyed by
+/// [`kernel_id`].
+#[must_use]
+pub fn component<T: Any + Default + Send + Sync>() -> Option<Arc<T>> {
+    try_with_kernel(|inner| {
+        let mut components = lock(&inner.components);
+        if let Some(found) = components
+            .iter()
+            .find_map(|c| Arc::clone(c).downcast::<T>().ok())
+        {
+            return found;
+        }
+        let fresh = Arc::new(T::default());
+        components.push(Arc::clone(&fresh) as Arc<dyn Any + Send + Sync>);
+        fresh
+    })
 }
 
 pub(crate) fn bind(inner: Option<Arc<Inner>>) {

@@ -225,3 +225,46 @@ fn queuing_a_work_item_after_its_device_was_freed_bugchecks() {
         (DRIVER_VERIFIER_DETECTED_VIOLATION, "IoQueueWorkItem")
     );
 }
+
+/// What a simulated component keeps per kernel.
+#[derive(Default)]
+struct Counter(core::sync::atomic::AtomicU64);
+
+#[test]
+#[allow(clippy::std_instead_of_alloc, reason = "host test")]
+fn a_components_state_is_one_per_kernel_shared_by_its_threads_and_dropped_with_it() {
+    assert!(
+        ebpf_ext_usersim::component::<Counter>().is_none(),
+        "no kernel bound"
+    );
+    let first = Kernel::new();
+    let id = ebpf_ext_usersim::kernel_id().expect("bound");
+    let state = ebpf_ext_usersim::component::<Counter>().expect("bound");
+    state.0.fetch_add(1, Ordering::Relaxed);
+    let (seen, other_id) = first
+        .spawn(|| {
+            let state = ebpf_ext_usersim::component::<Counter>().expect("bound");
+            (
+                state.0.load(Ordering::Relaxed),
+                ebpf_ext_usersim::kernel_id(),
+            )
+        })
+        .join()
+        .expect("thread");
+    assert_eq!(
+        (seen, other_id),
+        (1, Some(id)),
+        "the same state from another thread"
+    );
+    let weak = std::sync::Arc::downgrade(&state);
+    drop(state);
+    let second = Kernel::new();
+    let second_id = ebpf_ext_usersim::kernel_id().expect("bound");
+    assert_ne!(second_id, id);
+    let fresh = ebpf_ext_usersim::component::<Counter>().expect("bound");
+    assert_eq!(fresh.0.load(Ordering::Relaxed), 0, "another kernel's state");
+    drop((fresh, second));
+    assert!(weak.upgrade().is_some(), "alive with its kernel");
+    drop(first);
+    assert!(weak.upgrade().is_none(), "dropped with its kernel");
+}
