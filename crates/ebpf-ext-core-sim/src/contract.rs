@@ -78,7 +78,9 @@ pub enum Contract {
     EpochStateReused = 12,
     /// An `epoch_exit` at an IRQL other than its `epoch_enter`'s (the core asserts it).
     EpochExitIrql = 13,
-    /// An `epoch_exit` on a thread (processor) other than its `epoch_enter`'s.
+    /// An `epoch_exit` on a thread (processor) other than its `epoch_enter`'s (the core
+    /// fails fast for an epoch entered at DISPATCH_LEVEL and takes a slow path below it; the
+    /// core-sim stops at any IRQL).
     EpochOtherThread = 14,
     /// An `epoch_free` or `epoch_free_cache_aligned` of memory the matching epoch allocator
     /// did not return, or freed already (the core reads its header in front of the memory).

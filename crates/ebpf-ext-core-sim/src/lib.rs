@@ -118,8 +118,9 @@
 //!
 //! Where the core-sim is stricter than the core: a batch invoke with a moved state fails at
 //! once (the core fails at end, or corrupts memory); an end on another thread fails at any
-//! IRQL (the core has a slow path below DISPATCH_LEVEL); epoch memory used outside an epoch
-//! fails at once (upstream leaves it undefined). Not enforced: a batch that is never
+//! IRQL (the core has a slow path below DISPATCH_LEVEL), and so does an `epoch_exit` on
+//! another thread; epoch memory used outside an epoch fails at once (upstream leaves it
+//! undefined). Not enforced: a batch that is never
 //! ended (the core's epoch reclamation would stall; [`open_batches`] lets a test check it);
 //! an invoke racing the end of the core-sim's deregistration wait (between the provider's
 //! `NmrProviderDetachClientComplete` and the link being marked dead) is not caught.

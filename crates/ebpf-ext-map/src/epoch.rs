@@ -27,9 +27,9 @@ const PLAIN_ALIGN: usize = 16;
 const CACHE_LINE: usize = 64;
 
 /// The core's epoch functions, from the dispatch table it presents to a map provider (the
-/// 80-byte table, with all six set), as [`CustomMap::create`](crate::CustomMap::create)
-/// receives them. Valid while the core is loaded, which it stays while any map of the
-/// provider's type lives: a map's state may keep it.
+/// 80-byte table, with all six set). Valid while the core is loaded, which it stays while any
+/// map of the provider's type lives: only a map's state keeps it (crate-private, so no
+/// extension can call through it after the core is gone).
 #[derive(Clone, Copy)]
 pub struct Epoch {
     enter: ebpf_epoch_enter_t,
@@ -74,7 +74,7 @@ impl Epoch {
     /// # IRQL
     /// ≤ DISPATCH_LEVEL; `f` must return at the IRQL it was called at (the core leaves the
     /// region at the IRQL it entered it).
-    pub fn protect<R>(&self, f: impl FnOnce(&Protected<'_>) -> R) -> R {
+    pub(crate) fn protect<R>(&self, f: impl FnOnce(&Protected<'_>) -> R) -> R {
         // The region's record: written by enter, unlinked by exit, on this frame throughout.
         let mut state = [0u64; EBPF_EPOCH_STATE_SIZE / 8];
         let record = state.as_mut_ptr().cast::<c_void>();
@@ -94,7 +94,7 @@ impl Epoch {
 
 /// Proof that the calling thread is inside an epoch-protected region
 /// ([`Epoch::protect`]); confined to that thread and that region.
-pub struct Protected<'a> {
+pub(crate) struct Protected<'a> {
     epoch: &'a Epoch,
     /// Not `Send` or `Sync`: a region belongs to the thread that entered it.
     _one_thread: PhantomData<*mut ()>,
@@ -107,7 +107,7 @@ impl Protected<'_> {
     /// `T` is `Copy`: the memory is given back without running a destructor, once no region
     /// that could see it remains.
     #[must_use]
-    pub fn allocate<T: Copy + Send + Sync + 'static>(
+    pub(crate) fn allocate<T: Copy + Send + Sync + 'static>(
         &self,
         value: T,
         tag: PoolTag,
@@ -162,7 +162,7 @@ impl Protected<'_> {
 /// To keep one in a map's stored value, [`EpochBox::into_raw`] gives its address (and
 /// ownership) up, and [`EpochBox::from_raw`] takes it back when the core deletes the value;
 /// [`EpochBox::read`] reads one that a stored value points at, inside a region.
-pub struct EpochBox<T: Copy + Send + Sync + 'static> {
+pub(crate) struct EpochBox<T: Copy + Send + Sync + 'static> {
     object: NonNull<T>,
     epoch: Epoch,
     aligned: bool,
@@ -174,17 +174,10 @@ unsafe impl<T: Copy + Send + Sync + 'static> Send for EpochBox<T> {}
 unsafe impl<T: Copy + Send + Sync + 'static> Sync for EpochBox<T> {}
 
 impl<T: Copy + Send + Sync + 'static> EpochBox<T> {
-    /// The object.
-    #[must_use]
-    pub fn get(&self) -> &T {
-        // SAFETY: owned and not yet freed (freeing takes the box).
-        unsafe { self.object.as_ref() }
-    }
-
     /// Gives the object up: its address, which [`EpochBox::from_raw`] turns back into the
     /// owner. Until then the memory is never freed.
     #[must_use]
-    pub fn into_raw(self) -> NonNull<T> {
+    pub(crate) fn into_raw(self) -> NonNull<T> {
         let object = self.object;
         core::mem::forget(self);
         object
@@ -196,7 +189,7 @@ impl<T: Copy + Send + Sync + 'static> EpochBox<T> {
     /// `object` came from [`EpochBox::into_raw`] of a box of `epoch`'s, and no other owner
     /// takes it back.
     #[must_use]
-    pub unsafe fn from_raw(object: NonNull<T>, epoch: Epoch) -> Self {
+    pub(crate) unsafe fn from_raw(object: NonNull<T>, epoch: Epoch) -> Self {
         EpochBox {
             object,
             epoch,
@@ -213,7 +206,7 @@ impl<T: Copy + Send + Sync + 'static> EpochBox<T> {
     /// region began (for example: the address was read, inside this region, from a stored
     /// value the owner keeps until it drops the object).
     #[must_use]
-    pub unsafe fn read(object: NonNull<T>, region: &Protected<'_>) -> T {
+    pub(crate) unsafe fn read(object: NonNull<T>, region: &Protected<'_>) -> T {
         let _ = region;
         // SAFETY: the caller's precondition: epoch memory holding a `T`, not given back
         // before this region ends.

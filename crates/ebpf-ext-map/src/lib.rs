@@ -13,12 +13,11 @@
 //! The core runs one NMR client per map of the type; each attaches to this provider, and the
 //! core's deregistration waits until every map of the type is gone.
 //!
-//! A map whose stored values point at objects of its own keeps them in the core's epoch
-//! memory: [`CustomMap::create`] receives the core's [`Epoch`], [`Protected::allocate`] makes
-//! an [`EpochBox`] on update, and dropping it when the core deletes or replaces the value frees
-//! the memory once no program that could have found the object still runs. [`ObjectMap`]
-//! does all of that for the extension, which then writes no `unsafe` code: it says how a
-//! value becomes an object and back, and registers a `MapProvider<Objects<M>>`.
+//! A map whose values are objects of the extension's implements [`ObjectMap`] instead, and
+//! registers a `MapProvider<Objects<M>>`: it says how a value becomes an object and back;
+//! the SDK keeps each object in the core's epoch memory and its address in what the core
+//! stores, and frees it when the core deletes or replaces the value, once no program that
+//! could have found it still runs. The extension writes no `unsafe` code for it.
 //!
 //! # IRQL
 //! Registration: PASSIVE_LEVEL. The callbacks run at the IRQL the core calls them at
@@ -59,7 +58,7 @@ use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER};
 use ebpf_ext_trace::refused;
 
-pub use epoch::{Epoch, EpochBox, Protected};
+use epoch::Epoch;
 pub use objects::{OBJECT_ADDRESS_SIZE, ObjectMap, Objects};
 
 /// A map type the extension implements on top of the core's hash map.
@@ -79,9 +78,7 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
     const TAG: PoolTag;
 
     /// A map is being created: check the sizes and return the state and the value size the
-    /// core is to store per key. `epoch` is the core's epoch (`None` from a core whose
-    /// dispatch table lacks it), for a map whose stored values point at objects of its own
-    /// ([`EpochBox`]); the state may keep it.
+    /// core is to store per key.
     ///
     /// The stored size must not be 0, and must be `value_size` unless
     /// [`CustomMap::UPDATES_ORIGINAL_VALUE`]: the core refuses the map otherwise, so the
@@ -93,7 +90,6 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
         key_size: u32,
         value_size: u32,
         max_entries: u32,
-        epoch: Option<Epoch>,
     ) -> core::result::Result<(Self, u32), ebpf_result_t>;
 
     /// A program of `program_type` is loaded with the map.
@@ -149,6 +145,87 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
     /// is empty if the core passes none. Both are [`Input`] views, as for [`CustomMap::find`].
     fn delete_element(&self, key: Input<'_>, stored: Input<'_>, flags: u32);
 }
+
+/// What the provider's glue calls: every [`CustomMap`], and [`Objects`]. Sealed, so that an
+/// [`Objects`]' callbacks, which trust what the core stores, are the glue's to call alone.
+mod sealed {
+    use ebpf_ext_pool::PoolTag;
+    use ebpf_ext_sys::ebpf_extension::ebpf_map_type_t;
+    use ebpf_ext_sys::ebpf_result::ebpf_result_t;
+    use ebpf_ext_sys::ntdef::GUID;
+
+    use crate::Input;
+    use crate::epoch::Epoch;
+
+    /// [`CustomMap`](crate::CustomMap)'s items, and the core's epoch at create.
+    pub trait Callbacks: Sized + Send + Sync + 'static {
+        const MAP_TYPE: ebpf_map_type_t;
+        const UPDATES_ORIGINAL_VALUE: bool;
+        const TAG: PoolTag;
+        fn create(
+            key_size: u32,
+            value_size: u32,
+            max_entries: u32,
+            epoch: Option<Epoch>,
+        ) -> Result<(Self, u32), ebpf_result_t>;
+        fn associate(&self, program_type: &GUID) -> Result<(), ebpf_result_t>;
+        fn find(
+            &self,
+            key: Input<'_>,
+            stored: Input<'_>,
+            out: &mut [u8],
+            flags: u32,
+        ) -> Result<(), ebpf_result_t>;
+        fn update(
+            &self,
+            key: Input<'_>,
+            value: Input<'_>,
+            stored: &mut [u8],
+            flags: u32,
+        ) -> Result<(), ebpf_result_t>;
+        fn delete_element(&self, key: Input<'_>, stored: Input<'_>, flags: u32);
+    }
+
+    impl<M: crate::CustomMap> Callbacks for M {
+        const MAP_TYPE: ebpf_map_type_t = M::MAP_TYPE;
+        const UPDATES_ORIGINAL_VALUE: bool = M::UPDATES_ORIGINAL_VALUE;
+        const TAG: PoolTag = M::TAG;
+        fn create(
+            key_size: u32,
+            value_size: u32,
+            max_entries: u32,
+            _: Option<Epoch>,
+        ) -> Result<(Self, u32), ebpf_result_t> {
+            M::create(key_size, value_size, max_entries)
+        }
+        fn associate(&self, program_type: &GUID) -> Result<(), ebpf_result_t> {
+            crate::CustomMap::associate(self, program_type)
+        }
+        fn find(
+            &self,
+            key: Input<'_>,
+            stored: Input<'_>,
+            out: &mut [u8],
+            flags: u32,
+        ) -> Result<(), ebpf_result_t> {
+            crate::CustomMap::find(self, key, stored, out, flags)
+        }
+        fn update(
+            &self,
+            key: Input<'_>,
+            value: Input<'_>,
+            stored: &mut [u8],
+            flags: u32,
+        ) -> Result<(), ebpf_result_t> {
+            crate::CustomMap::update(self, key, value, stored, flags)
+        }
+        fn delete_element(&self, key: Input<'_>, stored: Input<'_>, flags: u32) {
+            crate::CustomMap::delete_element(self, key, stored, flags);
+        }
+    }
+}
+
+use sealed::Callbacks;
 
 /// The per-map context the core keeps for the provider.
 struct MapState<M> {
@@ -235,7 +312,7 @@ impl LiveMaps {
 }
 
 /// The NPI as [`ebpf_ext_nmr`] sees it.
-struct MapNpi<M: CustomMap> {
+struct MapNpi<M: Callbacks> {
     data: ebpf_map_provider_data_t,
     core: CoreSide,
     live: LiveMaps,
@@ -243,9 +320,9 @@ struct MapNpi<M: CustomMap> {
 }
 
 // SAFETY: `data` points only to `'static` immutable tables; `core` is atomics.
-unsafe impl<M: CustomMap> Send for MapNpi<M> {}
+unsafe impl<M: Callbacks> Send for MapNpi<M> {}
 // SAFETY: as above.
-unsafe impl<M: CustomMap> Sync for MapNpi<M> {}
+unsafe impl<M: Callbacks> Sync for MapNpi<M> {}
 
 /// One attached map client (a map of the type): where the provider records the maps it makes.
 struct MapClient {
@@ -262,7 +339,7 @@ unsafe impl Sync for MapClient {}
 
 // SAFETY: the characteristics are the map-information NPI's provider data, with a dispatch
 // table of this crate's callbacks for `M`.
-unsafe impl<M: CustomMap> NpiProvider for MapNpi<M> {
+unsafe impl<M: Callbacks> NpiProvider for MapNpi<M> {
     type Characteristics = ebpf_map_provider_data_t;
     type Binding = MapClient;
     const NPI_ID: &'static NPIID = &EBPF_MAP_INFO_EXTENSION_IID;
@@ -388,13 +465,13 @@ unsafe fn core_functions(
     Ok((find.map_or(ptr::null_mut(), |f| f as *mut c_void), epoch))
 }
 
-/// A registered custom-map provider of `M`. Dropping it deregisters, which waits until every
-/// map of the type is gone.
-pub struct MapProvider<M: CustomMap> {
+/// A registered custom-map provider of `M`: a [`CustomMap`], or [`Objects`] of an
+/// [`ObjectMap`]. Dropping it deregisters, which waits until every map of the type is gone.
+pub struct MapProvider<M: Callbacks> {
     provider: Provider<MapNpi<M>>,
 }
 
-impl<M: CustomMap> MapProvider<M> {
+impl<M: Callbacks> MapProvider<M> {
     /// Registers the provider of `M::MAP_TYPE` (on a hash map) as NMR module `module_id`.
     ///
     /// # Errors
@@ -424,7 +501,9 @@ impl<M: CustomMap> MapProvider<M> {
             provider: Provider::register(module_id, npi, tag)?,
         })
     }
+}
 
+impl<M: CustomMap> MapProvider<M> {
     /// The map state and the stored value for the key in the map object a program passed to
     /// a helper (declared with the [`MapAndKey`](ebpf_ext_program_info::MapAndKey) argument
     /// kind); `None` if the map is not one this provider made (another custom type's, whose
@@ -441,6 +520,14 @@ impl<M: CustomMap> MapProvider<M> {
     /// The helper's (up to DISPATCH_LEVEL).
     #[must_use]
     pub fn stored_value<'a>(&self, key: MapKey<'a>) -> Option<(&'a M, SharedBytes<'a>)> {
+        self.stored(key)
+    }
+}
+
+impl<M: Callbacks> MapProvider<M> {
+    /// [`MapProvider::stored_value`] for any map the glue serves ([`Objects`] too, whose state
+    /// is not handed out).
+    pub(crate) fn stored<'a>(&self, key: MapKey<'a>) -> Option<(&'a M, SharedBytes<'a>)> {
         let (map, key) = (key.map().as_ptr(), key.key_ptr());
         let core = &self.provider.get().core;
         let find = core.find_element.load(Ordering::Acquire);
@@ -482,7 +569,7 @@ impl<M: CustomMap> MapProvider<M> {
     }
 }
 
-fn properties<M: CustomMap>() -> &'static ebpf_base_map_provider_properties_t {
+fn properties<M: Callbacks>() -> &'static ebpf_base_map_provider_properties_t {
     const {
         &ebpf_base_map_provider_properties_t {
             header: EBPF_BASE_MAP_PROVIDER_PROPERTIES_HEADER,
@@ -491,7 +578,7 @@ fn properties<M: CustomMap>() -> &'static ebpf_base_map_provider_properties_t {
     }
 }
 
-fn dispatch<M: CustomMap>() -> &'static ebpf_base_map_provider_dispatch_table_t {
+fn dispatch<M: Callbacks>() -> &'static ebpf_base_map_provider_dispatch_table_t {
     const {
         &ebpf_base_map_provider_dispatch_table_t {
             header: EBPF_BASE_MAP_PROVIDER_DISPATCH_TABLE_HEADER,
@@ -540,7 +627,7 @@ fn no_room(why: &str) -> ebpf_result_t {
 ///
 /// # Safety
 /// `context` is NULL or a context [`create`] returned that [`delete`] has not freed.
-unsafe fn state<'a, M: CustomMap>(context: *mut c_void) -> Option<&'a MapState<M>> {
+unsafe fn state<'a, M: Callbacks>(context: *mut c_void) -> Option<&'a MapState<M>> {
     // SAFETY: the caller's precondition.
     unsafe { context.cast::<MapState<M>>().as_ref() }
 }
@@ -565,7 +652,7 @@ unsafe fn bytes<'a>(p: *const u8, len: usize) -> Option<Input<'a>> {
 /// # Safety
 /// As [`state`] for `map_context`; `key` and `value` NULL or as [`bytes`] asks, for their
 /// sizes, for `'a`.
-unsafe fn element<'a, M: CustomMap>(
+unsafe fn element<'a, M: Callbacks>(
     map_context: *mut c_void,
     key: *const u8,
     key_size: usize,
@@ -581,7 +668,7 @@ unsafe fn element<'a, M: CustomMap>(
     Some((state, key, value))
 }
 
-unsafe extern "win64" fn create<M: CustomMap>(
+unsafe extern "win64" fn create<M: Callbacks>(
     binding: *mut c_void,
     map_type: u32,
     key_size: u32,
@@ -638,7 +725,7 @@ unsafe extern "win64" fn create<M: CustomMap>(
     EBPF_SUCCESS
 }
 
-unsafe extern "win64" fn delete<M: CustomMap>(binding: *mut c_void, map_context: *mut c_void) {
+unsafe extern "win64" fn delete<M: Callbacks>(binding: *mut c_void, map_context: *mut c_void) {
     // SAFETY: as in `create`: NULL or this map client's live `MapClient`.
     let Some(client) = (unsafe { binding_from_context::<MapClient>(binding) }) else {
         // `create` refuses a NULL binding, so this context was never made; and one still in
@@ -659,7 +746,7 @@ unsafe extern "win64" fn delete<M: CustomMap>(binding: *mut c_void, map_context:
     }
 }
 
-unsafe extern "win64" fn associate<M: CustomMap>(
+unsafe extern "win64" fn associate<M: Callbacks>(
     _binding: *mut c_void,
     map_context: *mut c_void,
     program_type: *const GUID,
@@ -675,7 +762,7 @@ unsafe extern "win64" fn associate<M: CustomMap>(
     result(state.map.associate(program_type))
 }
 
-unsafe extern "win64" fn find<M: CustomMap>(
+unsafe extern "win64" fn find<M: Callbacks>(
     _binding: *mut c_void,
     map_context: *mut c_void,
     key_size: usize,
@@ -702,7 +789,7 @@ unsafe extern "win64" fn find<M: CustomMap>(
     result(state.map.find(key, stored, out, flags))
 }
 
-unsafe extern "win64" fn update<M: CustomMap>(
+unsafe extern "win64" fn update<M: Callbacks>(
     _binding: *mut c_void,
     map_context: *mut c_void,
     key_size: usize,
@@ -729,7 +816,7 @@ unsafe extern "win64" fn update<M: CustomMap>(
     result(state.map.update(key, value, stored, flags))
 }
 
-unsafe extern "win64" fn delete_element<M: CustomMap>(
+unsafe extern "win64" fn delete_element<M: Callbacks>(
     _binding: *mut c_void,
     map_context: *mut c_void,
     key_size: usize,

@@ -1,8 +1,13 @@
 //! A custom map whose stored values are objects in the core's epoch memory, with no `unsafe`
 //! in the extension: [`ObjectMap`] says how a caller's value becomes an object and an object
-//! the caller's value again; [`Objects`] is the [`CustomMap`] that keeps, per key, the
-//! object's address in what the core stores, and frees the object under epoch control when
-//! the core deletes, replaces or cleans up the value.
+//! the caller's value again; [`Objects`] is the map type the provider serves, which keeps,
+//! per key, the object's address in what the core stores, and frees the object under epoch
+//! control when the core deletes, replaces or cleans up the value.
+//!
+//! Only the provider's glue calls an [`Objects`]' callbacks (they trust what the core stores
+//! to be addresses they wrote), and no one else gets at its state; the core's epoch
+//! functions stay inside it, used only while a map of the type lives (the core stays loaded
+//! until then).
 
 use core::mem::size_of;
 use core::ptr::NonNull;
@@ -16,7 +21,9 @@ use ebpf_ext_sys::ebpf_result::{
 };
 use ebpf_ext_sys::ntdef::GUID;
 
-use crate::{CustomMap, Epoch, EpochBox, Input, MapProvider};
+use crate::epoch::{Epoch, EpochBox};
+use crate::sealed::Callbacks;
+use crate::{Input, MapProvider};
 
 /// Bytes the core stores per key: the object's address.
 #[expect(clippy::cast_possible_truncation, reason = "a pointer's size, 8 bytes")]
@@ -26,6 +33,8 @@ pub const OBJECT_ADDRESS_SIZE: u32 = size_of::<usize>() as u32;
 /// sample map keeps a 4-byte object per key this way). Programs may not use the core's map
 /// helpers on it (the core stores addresses, not values: `updates_original_value`), only the
 /// extension's ([`MapProvider::stored_object`]).
+///
+/// `Object` is not zero-sized and aligned to at most 64 bytes (a compile error otherwise).
 pub trait ObjectMap: Sized + Send + Sync + 'static {
     /// The map type (`bpf_map_type`) the provider offers.
     const MAP_TYPE: ebpf_map_type_t;
@@ -65,19 +74,11 @@ pub trait ObjectMap: Sized + Send + Sync + 'static {
     fn read(&self, object: &Self::Object, out: &mut [u8], flags: u32) -> Result<(), ebpf_result_t>;
 }
 
-/// The [`CustomMap`] of an [`ObjectMap`]: register a `MapProvider<Objects<M>>`.
+/// The map type of an [`ObjectMap`]: register a `MapProvider<Objects<M>>`.
 #[derive(Debug)]
 pub struct Objects<M: ObjectMap> {
     map: M,
     epoch: Epoch,
-}
-
-impl<M: ObjectMap> Objects<M> {
-    /// The map's own state.
-    #[must_use]
-    pub fn map(&self) -> &M {
-        &self.map
-    }
 }
 
 /// The object a stored value points at: `None` if it holds no address.
@@ -89,7 +90,7 @@ fn object_at<T>(stored: Input<'_>) -> Option<NonNull<T>> {
     NonNull::new(usize::from_ne_bytes(address) as *mut T)
 }
 
-impl<M: ObjectMap> CustomMap for Objects<M> {
+impl<M: ObjectMap> Callbacks for Objects<M> {
     const MAP_TYPE: ebpf_map_type_t = M::MAP_TYPE;
     const UPDATES_ORIGINAL_VALUE: bool = true;
     const TAG: PoolTag = M::TAG;
@@ -175,7 +176,7 @@ impl<M: ObjectMap> MapProvider<Objects<M>> {
     /// The helper's (up to DISPATCH_LEVEL).
     #[must_use]
     pub fn stored_object<'a>(&self, key: MapKey<'a>) -> Option<(&'a M, M::Object)> {
-        let (objects, stored) = self.stored_value(key)?;
+        let (objects, stored) = self.stored(key)?;
         let object = object_at::<M::Object>(stored.input())?;
         // SAFETY: as in `find`: the stored value holds an address `update` gave up, and the
         // program calling the helper runs inside the core's epoch, begun before it found the

@@ -14,7 +14,7 @@ use core::ffi::c_void;
 use core::ptr;
 use std::sync::Mutex;
 
-use ebpf_ext_map::{CustomMap, Epoch, Input, MapProvider};
+use ebpf_ext_map::{CustomMap, Input, MapProvider};
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::ebpf_extension::{
     EBPF_BASE_MAP_CLIENT_DISPATCH_TABLE_HEADER, EBPF_MAP_CLIENT_DATA_HEADER,
@@ -53,12 +53,7 @@ impl CustomMap for TestMap {
     const UPDATES_ORIGINAL_VALUE: bool = false;
     const TAG: PoolTag = TAG;
 
-    fn create(
-        _: u32,
-        value_size: u32,
-        _: u32,
-        _: Option<Epoch>,
-    ) -> Result<(Self, u32), ebpf_result_t> {
+    fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
         Ok((TestMap, value_size))
     }
 

@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 
 use ebpf_ext_core_sim::bpf::{BPF_EXIST, BPF_NOEXIST, BpfMap, MapDefinition, MapError};
-use ebpf_ext_map::{CustomMap, Epoch, Input, MapProvider};
+use ebpf_ext_map::{CustomMap, Input, MapProvider};
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::ebpf_extension::{EBPF_MAP_OPERATION_MAP_CLEANUP, EBPF_MAP_OPERATION_UPDATE};
 use ebpf_ext_sys::ebpf_result::{
@@ -50,6 +50,11 @@ thread_local! {
 }
 
 fn seen(call: &'static str, key: Input<'_>, bytes: Input<'_>, out_len: usize, flags: u32) {
+    // The core calls a provider inside its epoch (user-mode operations and programs alike).
+    assert!(
+        ebpf_ext_core_sim::in_epoch(),
+        "{call} outside the core's epoch"
+    );
     SEEN.with(|s| {
         s.borrow_mut().push(Seen {
             call,
@@ -74,12 +79,7 @@ impl CustomMap for Plain {
     const UPDATES_ORIGINAL_VALUE: bool = false;
     const TAG: PoolTag = TAG;
 
-    fn create(
-        _: u32,
-        value_size: u32,
-        _: u32,
-        _: Option<Epoch>,
-    ) -> Result<(Self, u32), ebpf_result_t> {
+    fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
         Ok((Plain, value_size))
     }
 
@@ -126,7 +126,7 @@ impl<const SIZE: u32> CustomMap for StoresSize<SIZE> {
     const UPDATES_ORIGINAL_VALUE: bool = false;
     const TAG: PoolTag = TAG;
 
-    fn create(_: u32, _: u32, _: u32, _: Option<Epoch>) -> Result<(Self, u32), ebpf_result_t> {
+    fn create(_: u32, _: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
         Ok((StoresSize, SIZE))
     }
 
@@ -383,12 +383,7 @@ impl CustomMap for Slow {
     const UPDATES_ORIGINAL_VALUE: bool = false;
     const TAG: PoolTag = TAG;
 
-    fn create(
-        _: u32,
-        value_size: u32,
-        _: u32,
-        _: Option<Epoch>,
-    ) -> Result<(Self, u32), ebpf_result_t> {
+    fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
         SLOW_CREATING.store(true, std::sync::atomic::Ordering::SeqCst);
         let mut open = SLOW_GATE.0.lock().unwrap();
         while !*open {
@@ -480,12 +475,7 @@ impl CustomMap for FailsWithSuccess {
     const UPDATES_ORIGINAL_VALUE: bool = true;
     const TAG: PoolTag = TAG;
 
-    fn create(
-        key_size: u32,
-        value_size: u32,
-        _: u32,
-        _: Option<Epoch>,
-    ) -> Result<(Self, u32), ebpf_result_t> {
+    fn create(key_size: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
         if key_size == 8 {
             return Err(EBPF_SUCCESS);
         }

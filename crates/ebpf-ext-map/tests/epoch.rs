@@ -11,11 +11,15 @@
 
 use std::sync::mpsc;
 
-use ebpf_ext_core_sim::bpf::{BpfMap, MapDefinition, MapError, map_client_dispatch_table};
+use ebpf_ext_core_sim::bpf::{
+    BPF_NOEXIST, BpfMap, MapDefinition, MapError, map_client_dispatch_table,
+};
 use ebpf_ext_core_sim::{EpochMemory, epoch_memory};
 use ebpf_ext_map::{Input, MapProvider, ObjectMap, Objects};
 use ebpf_ext_pool::PoolTag;
-use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, ebpf_result_t};
+use ebpf_ext_sys::ebpf_result::{
+    EBPF_INVALID_ARGUMENT, EBPF_KEY_ALREADY_EXISTS, EBPF_NO_MEMORY, ebpf_result_t,
+};
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_usersim::{Fault, Kernel};
 
@@ -285,6 +289,32 @@ fn objects_aligned_to_a_cache_line_come_from_the_cache_aligned_allocator() {
     assert_eq!(lookup(&map, 1), Some(11));
     drop(map);
     assert_eq!(epoch_memory().freed, 2);
+    drop(provider);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn an_insert_the_core_refuses_frees_the_object_it_made() {
+    let kernel = Kernel::new();
+    let provider =
+        MapProvider::<Objects<Kept<Plain>>>::register(PROVIDER_MODULE, TAG).expect("register");
+    let map = objects();
+    update(&map, 1, 10).expect("update");
+    assert_eq!(
+        map.update(&1u32.to_le_bytes(), &11u64.to_le_bytes(), BPF_NOEXIST),
+        Err(MapError::Result(EBPF_KEY_ALREADY_EXISTS))
+    );
+    assert_eq!(lookup(&map, 1), Some(10), "the old object stays");
+    assert_eq!(
+        epoch_memory(),
+        EpochMemory {
+            allocated: 2,
+            freed: 1,
+            reclaimed: 1
+        },
+        "the refused insert's object is freed through the delete callback"
+    );
+    drop(map);
     drop(provider);
     kernel.assert_no_leaks();
 }

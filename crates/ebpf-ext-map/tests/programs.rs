@@ -13,7 +13,7 @@ use std::cell::RefCell;
 
 use ebpf_ext_core_sim::ProgramInfoClient;
 use ebpf_ext_core_sim::bpf::{BpfObject, BpfProgram, compile_c};
-use ebpf_ext_map::{CustomMap, Epoch, Input, MapProvider};
+use ebpf_ext_map::{CustomMap, Input, MapProvider};
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_program_info::{Context, ProgramInfoProvider, program_type};
 use ebpf_ext_sys::ebpf_extension::{EBPF_MAP_OPERATION_HELPER, EBPF_MAP_OPERATION_MAP_CLEANUP};
@@ -41,6 +41,11 @@ thread_local! {
 }
 
 fn seen(call: &'static str, key: Input<'_>, flags: u32) {
+    // The core calls a provider inside its epoch (user-mode operations and programs alike).
+    assert!(
+        ebpf_ext_core_sim::in_epoch(),
+        "{call} outside the core's epoch"
+    );
     // SAFETY: reads the calling thread's IRQL.
     let irql = unsafe { KeGetCurrentIrql() };
     SEEN.with(|s| {
@@ -58,12 +63,7 @@ impl CustomMap for Observed {
     const UPDATES_ORIGINAL_VALUE: bool = false;
     const TAG: PoolTag = TAG;
 
-    fn create(
-        _: u32,
-        value_size: u32,
-        _: u32,
-        _: Option<Epoch>,
-    ) -> Result<(Self, u32), ebpf_result_t> {
+    fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
         Ok((Observed, value_size))
     }
 

@@ -738,6 +738,22 @@ impl BpfProgram {
         state: *mut ebpf_execution_context_state_t,
         descriptor: *const ebpf_context_descriptor_t,
     ) -> Result<u64, BpfError> {
+        // One epoch for the whole invocation, tail calls included, as the core's: helpers may
+        // use epoch memory.
+        // SAFETY: the caller's precondition.
+        crate::epoch::protected(|| unsafe { self.run_chain(context, state, descriptor) })
+    }
+
+    /// [`BpfProgram::run_with_state`] inside its epoch.
+    ///
+    /// # Safety
+    /// As [`BpfProgram::run_with_state`].
+    unsafe fn run_chain(
+        &self,
+        context: *mut c_void,
+        state: *mut ebpf_execution_context_state_t,
+        descriptor: *const ebpf_context_descriptor_t,
+    ) -> Result<u64, BpfError> {
         let mut callee: Option<Arc<BpfProgram>> = None;
         for count in 0..=MAX_TAIL_CALL_CNT {
             if !state.is_null() {
@@ -751,13 +767,9 @@ impl BpfProgram {
                 unsafe { slot.write_unaligned(calls) };
             }
             let program = callee.as_deref().unwrap_or(self);
-            // Inside an epoch, as every run the core makes: helpers may use epoch memory.
-            let (r0, next) = crate::epoch::protected(|| {
-                // SAFETY: the caller's precondition; a callee has this program's type and
-                // context layout (a program array takes only programs of the ones it was
-                // loaded with).
-                unsafe { program.run_one(context, state, descriptor) }
-            })?;
+            // SAFETY: the caller's precondition; a callee has this program's type and context
+            // layout (a program array takes only programs of the ones it was loaded with).
+            let (r0, next) = unsafe { program.run_one(context, state, descriptor) }?;
             match next {
                 None => return Ok(r0),
                 Some(next) => callee = Some(next),
