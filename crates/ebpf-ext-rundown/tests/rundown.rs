@@ -12,6 +12,16 @@ use ebpf_ext_usersim::{Fault, Kernel};
 
 const TAG: u32 = u32::from_le_bytes(*b"Rdt1");
 
+/// Waits (10 s at most) until `ready()`, or until `returned()`, so that the caller's next
+/// assertion sees a wait that has begun, not one that has not started yet.
+fn until(ready: impl Fn() -> bool, returned: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready() && !returned() {
+        assert!(Instant::now() < deadline, "the wait never began");
+        thread::yield_now();
+    }
+}
+
 /// The raw count in Windows' encoding: references × 2, bit 0 = run-down active.
 fn raw(rundown: &Rundown) -> usize {
     // SAFETY: reading the reference's word; the test holds no concurrent writers.
@@ -65,7 +75,13 @@ fn wait_blocks_until_last_guard_drops() {
         }
         assert!(rundown.try_acquire().is_none());
         drop(first);
-        thread::sleep(Duration::from_millis(100));
+        // The wait looks again after the release (woken by it, or by its own timeout) and
+        // sleeps on: it did not return.
+        let since = kernel.rundown_wait_checks();
+        until(
+            || kernel.rundown_wait_checks() > since && kernel.rundown_waiters() == 1,
+            || done.load(Ordering::SeqCst),
+        );
         assert!(
             !done.load(Ordering::SeqCst),
             "the wait returned with a guard outstanding"
@@ -158,7 +174,10 @@ fn cache_aware_contract() {
             rundown.wait_for_release();
             done.store(true, Ordering::SeqCst);
         });
-        thread::sleep(Duration::from_millis(50));
+        until(
+            || kernel.rundown_waiters() == 1,
+            || done.load(Ordering::SeqCst),
+        );
         assert!(!done.load(Ordering::SeqCst));
         // Released on other threads (other simulated processors) than they were taken on.
         for guard in guards {
@@ -240,17 +259,30 @@ fn waits_that_block<G: Send>(
     waiters: usize,
 ) {
     let guard = acquire().expect("acquire");
-    let released = AtomicBool::new(false);
+    let (released, started, returned) =
+        (AtomicBool::new(false), AtomicU64::new(0), AtomicU64::new(0));
     thread::scope(|s| {
         let waiting: Vec<_> = (0..waiters)
             .map(|_| {
                 kernel.scoped(s, || {
+                    started.fetch_add(1, Ordering::SeqCst);
                     wait();
+                    returned.fetch_add(1, Ordering::SeqCst);
                     released.load(Ordering::SeqCst)
                 })
             })
             .collect();
-        thread::sleep(Duration::from_millis(100));
+        // Every waiter has started and one sleeps in the kernel's wait (the others wait for
+        // that wait, polling); none has returned.
+        until(
+            || started.load(Ordering::SeqCst) == waiters as u64 && kernel.rundown_waiters() >= 1,
+            || returned.load(Ordering::SeqCst) != 0,
+        );
+        assert_eq!(
+            returned.load(Ordering::SeqCst),
+            0,
+            "a wait returned with a guard outstanding"
+        );
         released.store(true, Ordering::SeqCst);
         drop(guard);
         for waiter in waiting {

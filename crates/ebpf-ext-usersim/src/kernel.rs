@@ -147,6 +147,10 @@ pub(crate) struct Inner {
     pub(crate) next_processor: AtomicU32,
     pub(crate) stack_expansions: AtomicU64,
     pub(crate) irql_raises: AtomicU64,
+    /// Threads asleep in a rundown wait ([`Kernel::rundown_waiters`]).
+    pub(crate) rundown_sleepers: AtomicU64,
+    /// Times a rundown wait found references outstanding ([`Kernel::rundown_wait_checks`]).
+    pub(crate) rundown_checks: AtomicU64,
     pub(crate) delays: AtomicU64,
     /// Storage of host builds' driver globals (see `locals`).
     pub(crate) locals: Mutex<Locals>,
@@ -248,6 +252,8 @@ impl Kernel {
             next_processor: AtomicU32::new(0),
             stack_expansions: AtomicU64::new(0),
             irql_raises: AtomicU64::new(0),
+            rundown_sleepers: AtomicU64::new(0),
+            rundown_checks: AtomicU64::new(0),
             delays: AtomicU64::new(0),
             locals: Mutex::new(Locals::default()),
             components: Mutex::new(Vec::new()),
@@ -365,6 +371,21 @@ impl Kernel {
     #[must_use]
     pub fn irql_raises(&self) -> u64 {
         self.inner.irql_raises.load(Ordering::Relaxed)
+    }
+
+    /// Threads asleep in `ExWaitForRundownProtectionRelease` or its cache-aware form, waiting
+    /// for references to be released. With [`Kernel::rundown_wait_checks`], a test knows a
+    /// wait has begun and has not returned, instead of sleeping and hoping.
+    #[must_use]
+    pub fn rundown_waiters(&self) -> u64 {
+        self.inner.rundown_sleepers.load(Ordering::SeqCst)
+    }
+
+    /// Times a rundown wait looked and found references outstanding (then slept again): a wait
+    /// that looked after a release, and sleeps, did not return early.
+    #[must_use]
+    pub fn rundown_wait_checks(&self) -> u64 {
+        self.inner.rundown_checks.load(Ordering::SeqCst)
     }
 
     /// Times `KeExpandKernelStackAndCalloutEx` ran its callout.

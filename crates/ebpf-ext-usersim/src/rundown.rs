@@ -71,11 +71,16 @@ fn wake_waiters(k: &Inner) {
 fn wait_until(k: &Inner, drained: impl Fn() -> bool) {
     let mut guard = lock(&k.wait_lock);
     while !drained() {
+        // Counted under the lock releasers notify under: a test that sees the sleeper knows
+        // the check before it found references outstanding.
+        k.rundown_checks.fetch_add(1, Ordering::SeqCst);
+        k.rundown_sleepers.fetch_add(1, Ordering::SeqCst);
         guard = k
             .wait_cv
             .wait_timeout(guard, Duration::from_millis(50))
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .0;
+        k.rundown_sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

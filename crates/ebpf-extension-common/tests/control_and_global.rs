@@ -109,7 +109,12 @@ fn take_waits_for_borrows_to_end() {
             );
             drop(value);
         });
-        std::thread::sleep(Duration::from_millis(50));
+        // The take sleeps in the kernel's rundown wait before the borrow ends.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while kernel.rundown_waiters() == 0 {
+            assert!(std::time::Instant::now() < deadline, "take never waited");
+            std::thread::yield_now();
+        }
         released.store(true, Ordering::SeqCst);
         drop(borrow);
     });
