@@ -1012,7 +1012,15 @@ pub(crate) unsafe extern "win64" fn context_create<
     };
     let (context, state) = match R::create(&input) {
         Ok(created) => created,
-        Err(EBPF_SUCCESS) => return EBPF_FAILED,
+        Err(EBPF_SUCCESS) => {
+            // A refusal that claims success would leave the core with a NULL context.
+            ebpf_ext_trace::trace_message!(
+                ebpf_ext_trace::Level::Error,
+                ebpf_ext_trace::keyword::EXTENSION,
+                "test run context_create failed with EBPF_SUCCESS: reported as EBPF_FAILED"
+            );
+            return EBPF_FAILED;
+        }
         Err(error) => return error,
     };
     let data_in = input.data;

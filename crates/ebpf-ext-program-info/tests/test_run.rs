@@ -263,9 +263,16 @@ fn every_allocation_failure_is_clean() {
     assert!(points >= 4, "swept {points}");
 }
 
+tracelogging::define_provider!(
+    TRACE,
+    "ProgramInfoTestRunTestProvider",
+    id("2c8e7a41-5d3b-4f96-a1e0-7b9c4d2f6e15")
+);
+
 #[test]
 fn the_trampolines_refuse_what_the_core_never_passes() {
     let setup = Setup::new();
+    ebpf_ext_trace::initiate(&TRACE).expect("tracing");
     let raw = DATA.raw();
     let (create, destroy) = (
         raw.context_create.expect("create"),
@@ -309,6 +316,13 @@ fn the_trampolines_refuse_what_the_core_never_passes() {
             (EBPF_FAILED, ptr::null_mut()),
             "an error that claims success is not passed on as one"
         );
+        assert_eq!(
+            setup.kernel.etw_message_count(
+                "test run context_create failed with EBPF_SUCCESS: reported as EBPF_FAILED"
+            ),
+            1,
+            "and is traced"
+        );
         // SAFETY: valid inputs and out slot.
         let result = unsafe { create(ptr::null(), 0, ctx.as_ptr(), ctx.len(), &raw mut context) };
         assert_eq!(result, EBPF_SUCCESS);
@@ -323,6 +337,8 @@ fn the_trampolines_refuse_what_the_core_never_passes() {
             );
         }
     });
+    setup.kernel.wait_for_work_items();
+    ebpf_ext_trace::terminate();
     setup.end();
 }
 
