@@ -113,6 +113,8 @@ struct Shared {
     threads: Vec<Arc<AtomicU64>>,
     /// Live and freed blocks, by the address the allocator returned.
     blocks: HashMap<usize, Block>,
+    /// The freed ones' addresses, in the order they were freed (so in clock order).
+    freed: Vec<usize>,
     counts: EpochMemory,
 }
 
@@ -222,6 +224,8 @@ fn reclaim(machine: &Machine) {
     let mut given_back = Vec::new();
     {
         let mut shared = lock(&machine.shared);
+        // A slot only the list holds is a thread's that has ended (outside every epoch).
+        shared.threads.retain(|slot| Arc::strong_count(slot) > 1);
         let oldest = shared
             .threads
             .iter()
@@ -230,13 +234,22 @@ fn reclaim(machine: &Machine) {
             .map(|entered| entered - 1)
             .min()
             .unwrap_or(u64::MAX);
-        shared.blocks.retain(|_, block| match block.freed_at {
-            Some(freed) if freed < oldest => {
+        let Shared { blocks, freed, .. } = &mut *shared;
+        // Freed in clock order: the ones an active epoch may still see come last.
+        let due = freed
+            .iter()
+            .take_while(|address| {
+                blocks
+                    .get(*address)
+                    .and_then(|block| block.freed_at)
+                    .is_some_and(|at| at < oldest)
+            })
+            .count();
+        for address in freed.drain(..due) {
+            if let Some(block) = blocks.remove(&address) {
                 given_back.push((block.base, block.tag));
-                false
             }
-            _ => true,
-        });
+        }
         shared.counts.reclaimed += given_back.len() as u64;
         machine
             .pending
@@ -460,6 +473,7 @@ fn free(memory: *mut c_void, kind: Kind) {
     if let Some(block) = shared.blocks.get_mut(&address) {
         block.freed_at = Some(stamp);
     }
+    shared.freed.push(address);
     shared.counts.freed += 1;
     machine.pending.fetch_add(1, Ordering::SeqCst);
 }
