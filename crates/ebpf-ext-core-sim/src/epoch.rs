@@ -108,7 +108,7 @@ impl EpochMemory {
 /// What one kernel's threads share.
 #[derive(Default)]
 struct Shared {
-    /// One per thread that has entered an epoch: 0 outside, else 1 + the clock at its
+    /// One per live thread that has entered an epoch: 0 outside, else 1 + the clock at its
     /// outermost enter.
     threads: Vec<Arc<AtomicU64>>,
     /// Live and freed blocks, by the address the allocator returned.
@@ -224,7 +224,7 @@ fn reclaim(machine: &Machine) {
     let mut given_back = Vec::new();
     {
         let mut shared = lock(&machine.shared);
-        // A slot only the list holds is a thread's that has ended (outside every epoch).
+        // A slot only the list holds is a thread's that has ended (or bound another kernel).
         shared.threads.retain(|slot| Arc::strong_count(slot) > 1);
         let oldest = shared
             .threads

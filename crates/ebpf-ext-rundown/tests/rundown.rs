@@ -75,11 +75,12 @@ fn wait_blocks_until_last_guard_drops() {
         }
         assert!(rundown.try_acquire().is_none());
         drop(first);
-        // The wait looks again after the release (woken by it, or by its own timeout) and
-        // sleeps on: it did not return.
+        // The wait looks again after the release (at its own timeout: only the last release
+        // wakes it) and sleeps on: it did not return. Two checks after this point, so that
+        // the second began after the release (the first may have read the count before it).
         let since = kernel.rundown_wait_checks();
         until(
-            || kernel.rundown_wait_checks() > since && kernel.rundown_waiters() == 1,
+            || kernel.rundown_wait_checks() >= since + 2 && kernel.rundown_waiters() == 1,
             || done.load(Ordering::SeqCst),
         );
         assert!(
@@ -272,8 +273,9 @@ fn waits_that_block<G: Send>(
                 })
             })
             .collect();
-        // Every waiter has started and one sleeps in the kernel's wait (the others wait for
-        // that wait, polling); none has returned.
+        // Every waiter has started and one sleeps in the kernel's wait; none has returned.
+        // (The others wait for that wait by polling, and may not have reached it yet: for
+        // them this checks less than for the first.)
         until(
             || started.load(Ordering::SeqCst) == waiters as u64 && kernel.rundown_waiters() >= 1,
             || returned.load(Ordering::SeqCst) != 0,

@@ -71,8 +71,8 @@ fn wake_waiters(k: &Inner) {
 fn wait_until(k: &Inner, drained: impl Fn() -> bool) {
     let mut guard = lock(&k.wait_lock);
     while !drained() {
-        // Counted under the lock releasers notify under: a test that sees the sleeper knows
-        // the check before it found references outstanding.
+        // Counted under the lock the last release notifies under: a test that sees the
+        // sleeper knows the check before it found references outstanding.
         k.rundown_checks.fetch_add(1, Ordering::SeqCst);
         k.rundown_sleepers.fetch_add(1, Ordering::SeqCst);
         guard = k
