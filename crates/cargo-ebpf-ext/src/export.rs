@@ -213,6 +213,24 @@ fn trapped_calls() -> Vec<String> {
     TRAPS.with_borrow(|(_, called)| called.clone())
 }
 
+/// What the export reports when `DriverEntry` of `sys` returns `status`, having called the
+/// declared routines `called` (through their traps).
+fn driver_entry_failed(sys: &Path, status: i32, called: &[String]) -> String {
+    let trapped = if called.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; it called {}, which the export does not run (declared routines return STATUS_NOT_SUPPORTED here): call them after DriverEntry, or write the store entries on Windows",
+            called.join(", ")
+        )
+    };
+    format!(
+        "{}: DriverEntry failed: {}{trapped}",
+        sys.display(),
+        status::describe(status)
+    )
+}
+
 /// Loads the image at `sys` into a fresh usersim kernel on this thread, runs its
 /// `DriverEntry` as `service`, and reads each program type's published data, and each BTF
 /// module's published functions, as the core does. The driver is unloaded again. The routines
@@ -239,22 +257,8 @@ pub fn published(
     let kernel = Kernel::new();
     let loaded = image::load_path_resolving(&kernel, sys, &trap_of).map_err(|e| anyhow!(e))?;
     let entries = {
-        let driver = LoadedDriver::load(Target::Image(&loaded.image), service).map_err(|s| {
-            let called = trapped_calls();
-            let trapped = if called.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; it called {}, which the export does not run (declared routines return STATUS_NOT_SUPPORTED here): call them after DriverEntry, or write the store entries on Windows",
-                    called.join(", ")
-                )
-            };
-            anyhow!(
-                "{}: DriverEntry failed: {}{trapped}",
-                sys.display(),
-                status::describe(s)
-            )
-        })?;
+        let driver = LoadedDriver::load(Target::Image(&loaded.image), service)
+            .map_err(|s| anyhow!(driver_entry_failed(sys, s, &trapped_calls())))?;
         let mut entries = Vec::new();
         for program_type in program_types {
             let client = ProgramInfoClient::attach(*program_type).map_err(|e| {
@@ -428,6 +432,70 @@ mod tests {
         ] {
             assert!(parse_guid(lax).is_err(), "{lax}");
         }
+    }
+
+    /// Each declared routine gets a trap of its own that notes the call under the routine's
+    /// name and returns `STATUS_NOT_SUPPORTED`; a failed `DriverEntry` names them.
+    #[test]
+    fn declared_routines_are_trapped_by_name_and_named_when_driver_entry_fails() {
+        let declared = [
+            (
+                "NETIO.SYS".to_owned(),
+                vec!["FwpsCalloutRegister3".to_owned()],
+            ),
+            (
+                "ntoskrnl.exe".to_owned(),
+                vec![
+                    "PsSetLoadImageNotifyRoutine".to_owned(),
+                    "KeBugCheck".to_owned(),
+                ],
+            ),
+        ];
+        let routines = declared_traps(&declared).expect("three routines");
+        assert_eq!(
+            routines[1],
+            (
+                "ntoskrnl.exe".to_owned(),
+                "PsSetLoadImageNotifyRoutine".to_owned()
+            )
+        );
+        assert!(trapped_calls().is_empty());
+        assert_eq!(TRAP_FUNCTIONS[1](), u64::from(TRAP_STATUS));
+        assert_eq!(TRAP_FUNCTIONS[0](), u64::from(TRAP_STATUS));
+        let called = trapped_calls();
+        assert_eq!(
+            called,
+            [
+                "ntoskrnl.exe!PsSetLoadImageNotifyRoutine",
+                "NETIO.SYS!FwpsCalloutRegister3"
+            ]
+        );
+        let message = driver_entry_failed(
+            std::path::Path::new("x.sys"),
+            TRAP_STATUS.cast_signed(),
+            &called,
+        );
+        assert!(
+            message.starts_with("x.sys: DriverEntry failed: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("it called ntoskrnl.exe!PsSetLoadImageNotifyRoutine, NETIO.SYS!FwpsCalloutRegister3, which the export does not run"),
+            "{message}"
+        );
+        let plain = driver_entry_failed(
+            std::path::Path::new("x.sys"),
+            TRAP_STATUS.cast_signed(),
+            &[],
+        );
+        assert!(!plain.contains("it called"), "{plain}");
+        let too_many = [(
+            "m".to_owned(),
+            (0..=MAX_DECLARED_ROUTINES)
+                .map(|i| format!("r{i}"))
+                .collect(),
+        )];
+        assert!(declared_traps(&too_many).is_err());
     }
 
     #[test]
