@@ -168,7 +168,7 @@ pub(crate) unsafe fn begin(caller: Caller, state_size: usize, state: *mut c_void
             .write_unaligned(value);
     }
     // The batch is an epoch of the core's (its record is the state's first 32 bytes).
-    crate::epoch::enter_core();
+    crate::epoch::enter();
     EBPF_SUCCESS
 }
 
@@ -269,6 +269,6 @@ pub(crate) unsafe fn end(caller: Caller, state: *mut c_void) -> ebpf_result_t {
             .cast::<u8>()
             .write_bytes(0, size_of::<ebpf_execution_context_state_t>());
     }
-    crate::epoch::exit_core();
+    crate::epoch::exit();
     EBPF_SUCCESS
 }

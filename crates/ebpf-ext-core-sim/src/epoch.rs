@@ -68,6 +68,13 @@ impl Kind {
             Kind::CacheAligned => "epoch_allocate_cache_aligned_with_tag",
         }
     }
+
+    fn free(self) -> &'static str {
+        match self {
+            Kind::Plain => "epoch_free",
+            Kind::CacheAligned => "epoch_free_cache_aligned",
+        }
+    }
 }
 
 /// One block of epoch memory.
@@ -128,27 +135,6 @@ struct Machine {
     shared: Mutex<Shared>,
 }
 
-thread_local! {
-    /// This thread's last lookup: the kernel's id and its machine.
-    static MACHINE: RefCell<Option<(u64, Arc<Machine>)>> = const { RefCell::new(None) };
-}
-
-/// The epoch of the kernel bound to this thread; `None` if none is bound. Takes usersim's
-/// lock only when the thread's kernel changed.
-fn machine() -> Option<(u64, Arc<Machine>)> {
-    let id = ebpf_ext_usersim::kernel_id()?;
-    MACHINE.with_borrow_mut(|cached| {
-        if let Some((cached_id, machine)) = cached
-            && *cached_id == id
-        {
-            return Some((id, Arc::clone(machine)));
-        }
-        let machine = ebpf_ext_usersim::component::<Machine>()?;
-        *cached = Some((id, Arc::clone(&machine)));
-        Some((id, machine))
-    })
-}
-
 const _: () = assert!(EBPF_EPOCH_STATE_SIZE == size_of::<[u64; 4]>());
 
 /// One explicit `epoch_enter` on this thread.
@@ -161,8 +147,8 @@ struct Record {
 /// The calling thread's epochs.
 #[derive(Default)]
 struct ThreadEpochs {
-    /// The kernel (by id) whose machine this thread last registered with, and its slot there.
-    registered: Option<(u64, Arc<AtomicU64>)>,
+    /// The kernel (by id) this thread last used, its machine, and this thread's slot there.
+    kernel: Option<(u64, Arc<Machine>, Arc<AtomicU64>)>,
     /// Epochs entered and not exited: the core's own and explicit ones.
     depth: u32,
     records: Vec<Record>,
@@ -173,27 +159,35 @@ thread_local! {
     static THREAD: RefCell<ThreadEpochs> = RefCell::default();
 }
 
-/// This thread's slot in `machine`, registering it first if needed.
-fn slot(t: &mut ThreadEpochs, kernel: u64, machine: &Machine) -> Arc<AtomicU64> {
-    if let Some((registered, slot)) = &t.registered
-        && *registered == kernel
+/// The epoch of the kernel bound to this thread and this thread's slot in it (registered on
+/// first use); `None` if no kernel is bound. Takes usersim's lock only when the thread's
+/// kernel changed.
+fn machine(t: &mut ThreadEpochs) -> Option<(Arc<Machine>, Arc<AtomicU64>)> {
+    let id = ebpf_ext_usersim::kernel_id()?;
+    if let Some((kernel, machine, slot)) = &t.kernel
+        && *kernel == id
     {
-        return Arc::clone(slot);
+        return Some((Arc::clone(machine), Arc::clone(slot)));
     }
+    let machine = ebpf_ext_usersim::component::<Machine>()?;
     let slot = Arc::new(AtomicU64::new(0));
     lock(&machine.shared).threads.push(Arc::clone(&slot));
-    t.registered = Some((kernel, Arc::clone(&slot)));
-    slot
+    t.kernel = Some((id, Arc::clone(&machine), Arc::clone(&slot)));
+    Some((machine, slot))
 }
 
-/// Enters an epoch on this thread.
-fn enter() {
-    let Some((kernel, machine)) = machine() else {
-        return;
-    };
+/// The epoch of the kernel bound to this thread; `None` if none is bound.
+fn current_machine() -> Option<Arc<Machine>> {
+    THREAD.with_borrow_mut(|t| machine(t).map(|(machine, _)| machine))
+}
+
+/// Enters an epoch on this thread: the core's own (a batch begin), or an explicit one.
+pub(crate) fn enter() {
     THREAD.with_borrow_mut(|t| {
         if t.depth == 0 {
-            let slot = slot(t, kernel, &machine);
+            let Some((machine, slot)) = machine(t) else {
+                return;
+            };
             slot.store(machine.clock.load(Ordering::SeqCst) + 1, Ordering::SeqCst);
         }
         t.depth += 1;
@@ -201,20 +195,22 @@ fn enter() {
 }
 
 /// Leaves an epoch on this thread; the last one gives back what no epoch can see any more.
-fn exit() {
-    let Some((_, machine)) = machine() else {
-        return;
-    };
+pub(crate) fn exit() {
     let outermost = THREAD.with_borrow_mut(|t| {
-        t.depth = t.depth.saturating_sub(1);
-        if t.depth == 0
-            && let Some((_, slot)) = &t.registered
-        {
-            slot.store(0, Ordering::SeqCst);
+        if t.depth == 0 {
+            return None;
         }
-        t.depth == 0
+        t.depth -= 1;
+        if t.depth != 0 {
+            return None;
+        }
+        let (_, machine, slot) = t.kernel.as_ref()?;
+        slot.store(0, Ordering::SeqCst);
+        Some(Arc::clone(machine))
     });
-    if outermost && machine.pending.load(Ordering::SeqCst) != 0 {
+    if let Some(machine) = outermost
+        && machine.pending.load(Ordering::SeqCst) != 0
+    {
         reclaim(&machine);
     }
 }
@@ -269,16 +265,6 @@ pub(crate) fn protected<R>(f: impl FnOnce() -> R) -> R {
     value
 }
 
-/// The core's own epoch enter (batch begin), left by [`exit_core`].
-pub(crate) fn enter_core() {
-    enter();
-}
-
-/// The core's own epoch exit (batch end).
-pub(crate) fn exit_core() {
-    exit();
-}
-
 /// Whether the calling thread is inside an epoch.
 #[must_use]
 pub fn in_epoch() -> bool {
@@ -289,7 +275,7 @@ pub fn in_epoch() -> bool {
 /// has none).
 #[must_use]
 pub fn epoch_memory() -> EpochMemory {
-    machine().map_or_else(EpochMemory::default, |(_, m)| lock(&m.shared).counts)
+    current_machine().map_or_else(EpochMemory::default, |m| lock(&m.shared).counts)
 }
 
 fn require_in_epoch(what: &str) {
@@ -400,7 +386,7 @@ fn allocate(size: usize, tag: u32, kind: Kind) -> *mut c_void {
     if size == 0 {
         Contract::EpochAllocateZero.broken(format_args!("{} of 0 bytes", kind.allocator()), 0, 0);
     }
-    let Some((_, machine)) = machine() else {
+    let Some(machine) = current_machine() else {
         return ptr::null_mut();
     };
     let front = match kind {
@@ -439,15 +425,12 @@ fn allocate(size: usize, tag: u32, kind: Kind) -> *mut c_void {
 
 /// Frees `memory` of `kind` under epoch control.
 fn free(memory: *mut c_void, kind: Kind) {
-    let what = match kind {
-        Kind::Plain => "epoch_free",
-        Kind::CacheAligned => "epoch_free_cache_aligned",
-    };
+    let what = kind.free();
     if memory.is_null() {
         return;
     }
     require_in_epoch(what);
-    let Some((_, machine)) = machine() else {
+    let Some(machine) = current_machine() else {
         return;
     };
     let address = memory as usize;
