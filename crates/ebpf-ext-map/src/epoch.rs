@@ -67,6 +67,16 @@ impl Epoch {
         })
     }
 
+    /// The allocator and the matching free for objects of `T`: the cache-aligned pair for a
+    /// `T` aligned beyond what the plain allocator gives.
+    fn functions_for<T>(&self) -> (ebpf_epoch_allocate_with_tag_t, ebpf_epoch_free_t) {
+        if align_of::<T>() > PLAIN_ALIGN {
+            (self.allocate_aligned, self.free_aligned)
+        } else {
+            (self.allocate, self.free)
+        }
+    }
+
     /// Runs `f` inside an epoch-protected region: memory freed under epoch control meanwhile,
     /// by any processor, stays valid until `f` returns. Regions nest; the core's callbacks and
     /// helpers already run inside one.
@@ -119,22 +129,12 @@ impl Protected<'_> {
                 "the core aligns epoch memory to a cache line at most"
             );
         }
-        let aligned = align_of::<T>() > PLAIN_ALIGN;
-        let allocate = if aligned {
-            self.epoch.allocate_aligned
-        } else {
-            self.epoch.allocate
-        };
+        let (allocate, free) = self.epoch.functions_for::<T>();
         // SAFETY: the core's allocator, inside a region (this token), with a non-zero size.
         let memory = unsafe { allocate(size_of::<T>(), tag.value()) }.cast::<T>();
         let memory = NonNull::new(memory)?;
         if !memory.is_aligned() {
             // Not what the core promises: give it back rather than misplace a `T`.
-            let free = if aligned {
-                self.epoch.free_aligned
-            } else {
-                self.epoch.free
-            };
             // SAFETY: what the matching allocator just returned, freed once, inside a region.
             unsafe { free(memory.as_ptr().cast()) };
             ebpf_ext_trace::trace_message_u32!(
@@ -151,7 +151,6 @@ impl Protected<'_> {
         Some(EpochBox {
             object: memory,
             epoch: *self.epoch,
-            aligned,
         })
     }
 }
@@ -165,7 +164,6 @@ impl Protected<'_> {
 pub(crate) struct EpochBox<T: Copy + Send + Sync + 'static> {
     object: NonNull<T>,
     epoch: Epoch,
-    aligned: bool,
 }
 
 // SAFETY: the box owns a `T: Send + Sync` in memory any processor may free.
@@ -190,11 +188,7 @@ impl<T: Copy + Send + Sync + 'static> EpochBox<T> {
     /// takes it back.
     #[must_use]
     pub(crate) unsafe fn from_raw(object: NonNull<T>, epoch: Epoch) -> Self {
-        EpochBox {
-            object,
-            epoch,
-            aligned: align_of::<T>() > PLAIN_ALIGN,
-        }
+        EpochBox { object, epoch }
     }
 
     /// Reads the object at `object`, which an owner keeps (an address taken with
@@ -216,11 +210,8 @@ impl<T: Copy + Send + Sync + 'static> EpochBox<T> {
 
 impl<T: Copy + Send + Sync + 'static> Drop for EpochBox<T> {
     fn drop(&mut self) {
-        let (free, object) = if self.aligned {
-            (self.epoch.free_aligned, self.object)
-        } else {
-            (self.epoch.free, self.object)
-        };
+        let (_, free) = self.epoch.functions_for::<T>();
+        let object = self.object;
         self.epoch.protect(|_| {
             // SAFETY: memory of the matching allocator, owned by this box, freed once, inside
             // a region.

@@ -81,6 +81,24 @@ pub struct Objects<M: ObjectMap> {
     epoch: Epoch,
 }
 
+impl<M: ObjectMap> Objects<M> {
+    /// A copy of the object `stored` (what the core stores for one of this map's keys) points
+    /// at; `None` if it holds no address.
+    ///
+    /// Called with the core's stored value inside the core's epoch only: from `find` (the
+    /// core looks values up inside its epoch) or from a helper (a program runs inside one).
+    fn object(&self, stored: Input<'_>) -> Option<M::Object> {
+        let object = object_at::<M::Object>(stored)?;
+        // SAFETY: what the core stores for the map is only ever an address `update` gave up
+        // (programs may not write it: `updates_original_value`), and the caller runs inside
+        // the core's epoch, begun before any delete of the value could free the object.
+        Some(
+            self.epoch
+                .protect(|region| unsafe { EpochBox::read(object, region) }),
+        )
+    }
+}
+
 /// The object a stored value points at: `None` if it holds no address.
 fn object_at<T>(stored: Input<'_>) -> Option<NonNull<T>> {
     let mut address = [0u8; size_of::<usize>()];
@@ -125,13 +143,7 @@ impl<M: ObjectMap> Callbacks for Objects<M> {
         out: &mut [u8],
         flags: u32,
     ) -> Result<(), ebpf_result_t> {
-        let object = object_at::<M::Object>(stored).ok_or(EBPF_KEY_NOT_FOUND)?;
-        // SAFETY: what the core stores for the map is only ever an address `update` gave up
-        // (programs may not write it: `updates_original_value`), and the core looks the value
-        // up inside its own epoch, begun before any delete of it could free the object.
-        let object = self
-            .epoch
-            .protect(|region| unsafe { EpochBox::read(object, region) });
+        let object = self.object(stored).ok_or(EBPF_KEY_NOT_FOUND)?;
         self.map.read(&object, out, flags)
     }
 
@@ -177,13 +189,6 @@ impl<M: ObjectMap> MapProvider<Objects<M>> {
     #[must_use]
     pub fn stored_object<'a>(&self, key: MapKey<'a>) -> Option<(&'a M, M::Object)> {
         let (objects, stored) = self.stored(key)?;
-        let object = object_at::<M::Object>(stored.input())?;
-        // SAFETY: as in `find`: the stored value holds an address `update` gave up, and the
-        // program calling the helper runs inside the core's epoch, begun before it found the
-        // value.
-        let object = objects
-            .epoch
-            .protect(|region| unsafe { EpochBox::read(object, region) });
-        Some((&objects.map, object))
+        Some((&objects.map, objects.object(stored.input())?))
     }
 }
