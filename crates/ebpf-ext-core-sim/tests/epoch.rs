@@ -62,16 +62,6 @@ fn free_aligned(memory: *mut c_void) {
     unsafe { free(memory) };
 }
 
-/// Outstanding pool of the test's tag.
-fn outstanding(kernel: &Kernel) -> usize {
-    kernel
-        .pool_outstanding()
-        .iter()
-        .filter(|usage| usage.tag == "Epch")
-        .map(|usage| usage.count)
-        .sum()
-}
-
 /// Runs `scenario` in a child process and returns the contract its bug check names.
 fn caught(test: &str, scenario: impl FnOnce()) -> Contract {
     let check = expect_bugcheck(test, scenario);
@@ -120,7 +110,11 @@ fn epoch_memory_is_zeroed_pool_of_the_callers_tag_given_back_when_the_epoch_ends
     );
     plain_bytes.fill(0x11);
     aligned_bytes.fill(0x22);
-    assert_eq!(outstanding(&kernel), 2, "pool of the caller's tag");
+    assert_eq!(
+        kernel.pool_outstanding_with_tag("Epch"),
+        2,
+        "pool of the caller's tag"
+    );
     free(plain);
     free_aligned(aligned);
     free(ptr::null_mut());
@@ -134,7 +128,7 @@ fn epoch_memory_is_zeroed_pool_of_the_callers_tag_given_back_when_the_epoch_ends
         },
         "the freeing epoch may still read them"
     );
-    assert_eq!(outstanding(&kernel), 2);
+    assert_eq!(kernel.pool_outstanding_with_tag("Epch"), 2);
     exit(&mut state);
     assert!(!in_epoch());
     assert_eq!(epoch_memory().pending(), 0);
@@ -178,7 +172,7 @@ fn memory_freed_while_another_thread_is_inside_an_epoch_waits_for_that_epoch() {
         1,
         "the reader entered before the free and may hold the memory"
     );
-    assert_eq!(outstanding(&kernel), 1);
+    assert_eq!(kernel.pool_outstanding_with_tag("Epch"), 1);
     // An epoch entered after the free does not hold it back.
     let (late_tx, late_rx) = mpsc::channel();
     let (late_leave_tx, late_leave_rx) = mpsc::channel::<()>();
@@ -197,7 +191,7 @@ fn memory_freed_while_another_thread_is_inside_an_epoch_waits_for_that_epoch() {
         0,
         "given back at the reader's exit"
     );
-    assert_eq!(outstanding(&kernel), 0);
+    assert_eq!(kernel.pool_outstanding_with_tag("Epch"), 0);
     late_leave_tx.send(()).expect("the late reader waits");
     late.join().expect("late reader");
     kernel.assert_no_leaks();

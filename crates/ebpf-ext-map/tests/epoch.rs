@@ -128,28 +128,18 @@ fn update(map: &BpfMap, key: u32, value: u64) -> Result<(), MapError> {
     map.update(&key.to_le_bytes(), &value.to_le_bytes(), 0)
 }
 
-/// Outstanding pool of the map's tag: the objects, and the map's own state.
-fn outstanding(kernel: &Kernel) -> usize {
-    kernel
-        .pool_outstanding()
-        .iter()
-        .filter(|usage| usage.tag == "MpEp")
-        .map(|usage| usage.count)
-        .sum()
-}
-
 #[test]
 fn objects_live_in_epoch_memory_and_go_with_their_values() {
     let kernel = Kernel::new();
     let provider =
         MapProvider::<Objects<Kept<Plain>>>::register(PROVIDER_MODULE, TAG).expect("register");
     let map = objects();
-    let state = outstanding(&kernel);
+    let state = kernel.pool_outstanding_with_tag("MpEp");
     update(&map, 1, 10).expect("update");
     update(&map, 2, 20).expect("update");
     assert_eq!((lookup(&map, 1), lookup(&map, 2)), (Some(10), Some(20)));
     assert_eq!(
-        outstanding(&kernel),
+        kernel.pool_outstanding_with_tag("MpEp"),
         state + 2,
         "one object per key, of the map's tag"
     );
@@ -206,7 +196,7 @@ fn an_object_replaced_while_another_thread_is_in_an_epoch_stays_until_it_leaves(
         unsafe { exit(state.as_mut_ptr().cast()) };
     });
     entered_rx.recv().expect("the reader entered");
-    let before = outstanding(&kernel);
+    let before = kernel.pool_outstanding_with_tag("MpEp");
     update(&map, 1, 11).expect("replace");
     assert_eq!(lookup(&map, 1), Some(11));
     assert_eq!(
@@ -215,7 +205,7 @@ fn an_object_replaced_while_another_thread_is_in_an_epoch_stays_until_it_leaves(
         "the reader may still read the old object"
     );
     assert_eq!(
-        outstanding(&kernel),
+        kernel.pool_outstanding_with_tag("MpEp"),
         before + 1,
         "old and new object both allocated"
     );
@@ -226,7 +216,7 @@ fn an_object_replaced_while_another_thread_is_in_an_epoch_stays_until_it_leaves(
         0,
         "given back when the reader left"
     );
-    assert_eq!(outstanding(&kernel), before);
+    assert_eq!(kernel.pool_outstanding_with_tag("MpEp"), before);
     drop(map);
     drop(provider);
     kernel.assert_no_leaks();

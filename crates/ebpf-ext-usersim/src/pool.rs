@@ -102,6 +102,17 @@ impl Kernel {
             .collect()
     }
 
+    /// Outstanding allocations of the tag whose characters (in memory order, as
+    /// [`TagUsage::tag`]) are `tag`.
+    #[must_use]
+    pub fn pool_outstanding_with_tag(&self, tag: &str) -> usize {
+        self.pool_outstanding()
+            .iter()
+            .filter(|usage| usage.tag == tag)
+            .map(|usage| usage.count)
+            .sum()
+    }
+
     /// Allocations made since the kernel was created.
     #[must_use]
     pub fn pool_total_allocations(&self) -> u64 {
