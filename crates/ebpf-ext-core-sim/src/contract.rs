@@ -85,8 +85,9 @@ pub enum Contract {
     /// An `epoch_free` or `epoch_free_cache_aligned` of memory the matching epoch allocator
     /// did not return, or freed already (the core reads its header in front of the memory).
     EpochMemoryInvalid = 15,
-    /// An epoch allocation or free outside an epoch-protected region. Upstream requires the
-    /// region and leaves the rest undefined; the core-sim stops at once.
+    /// An epoch allocation or free outside an epoch-protected region (a map's teardown is
+    /// one: the core runs it outside any). Upstream requires the region and leaves the rest
+    /// undefined; the core-sim stops at once.
     OutsideEpoch = 16,
     /// An epoch allocation of 0 bytes (the core asserts the size).
     EpochAllocateZero = 17,

@@ -22,7 +22,10 @@
 //!   assertion);
 //! - allocations and frees happen inside an epoch ([`Contract::OutsideEpoch`]). Upstream
 //!   documents this as a requirement and leaves breaking it undefined; the core-sim is stricter
-//!   and stops at once. Provider callbacks and helpers already run inside one.
+//!   and stops at once. Helpers, and the map provider's callbacks for requests and programs,
+//!   already run inside one; a map's teardown (its cleanup deletes and
+//!   `postprocess_map_delete`) does not, as the core runs it from an epoch work item that
+//!   enters none (upstream's documentation says otherwise; its code is what runs).
 //!
 //! # State
 //! Per thread: the epochs it is inside and the records of its explicit enters (as the core
@@ -169,6 +172,12 @@ fn machine(t: &mut ThreadEpochs) -> Option<(Arc<Machine>, Arc<AtomicU64>)> {
     {
         return Some((Arc::clone(machine), Arc::clone(slot)));
     }
+    // The epoch the thread is inside belongs to the kernel it entered on: its slot there must
+    // stay, and this kernel's pool is not that kernel's.
+    assert!(
+        t.depth == 0 || t.kernel.is_none(),
+        "a thread inside an epoch of one simulated kernel bound another"
+    );
     let machine = ebpf_ext_usersim::component::<Machine>()?;
     let slot = Arc::new(AtomicU64::new(0));
     lock(&machine.shared).threads.push(Arc::clone(&slot));
@@ -257,7 +266,8 @@ fn reclaim(machine: &Machine) {
     }
 }
 
-/// Runs `f` inside an epoch of the core's own (a program run, a batch, a provider callback).
+/// Runs `f` inside an epoch of the core's own (a program run, a batch, a provider callback
+/// other than a map's teardown).
 pub(crate) fn protected<R>(f: impl FnOnce() -> R) -> R {
     enter();
     let value = f();

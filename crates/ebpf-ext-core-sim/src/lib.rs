@@ -99,8 +99,10 @@
 //!   `freeing_with_the_other_free_is_caught`, `freeing_memory_of_another_allocator_is_caught`);
 //!   no allocation of 0 bytes → `0x1E`, [`Contract::EpochAllocateZero`].
 //! - Allocations and frees inside an epoch (program runs, batches and the provider's map
-//!   callbacks are inside the core's own) → `0x1E`, [`Contract::OutsideEpoch`] (epoch:
-//!   `allocating_outside_an_epoch_is_caught`, `freeing_outside_an_epoch_is_caught`).
+//!   callbacks are inside the core's own, except a map's teardown, which the core runs
+//!   outside any) → `0x1E`, [`Contract::OutsideEpoch`] (epoch:
+//!   `allocating_outside_an_epoch_is_caught`, `freeing_outside_an_epoch_is_caught`,
+//!   `freeing_in_a_maps_teardown_without_an_epoch_is_caught`).
 //!
 //! Program-information side, [`ProgramInfoClient`]:
 //! - `ebpf_validate_program_data` and `ebpf_program.c`'s checks (versions, sizes, NULL

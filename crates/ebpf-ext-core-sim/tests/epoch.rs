@@ -12,7 +12,7 @@ use ebpf_ext_core_sim::bpf::map_client_dispatch_table;
 use ebpf_ext_core_sim::{CACHE_LINE, Contract, EpochMemory, epoch_memory, in_epoch};
 use ebpf_ext_sys::ebpf_extension::{EBPF_EPOCH_STATE_SIZE, ebpf_base_map_client_dispatch_table_t};
 use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, PASSIVE_LEVEL};
-use ebpf_ext_usersim::{Fault, Kernel, expect_bugcheck, set_current_irql};
+use ebpf_ext_usersim::{Fault, Kernel, expect_bugcheck, run_dying_child, set_current_irql};
 
 /// Pool tag of the test's epoch memory: "Epch".
 const TAG: u32 = u32::from_le_bytes(*b"Epch");
@@ -383,4 +383,25 @@ fn a_null_state_is_caught() {
         unsafe { enter(ptr::null_mut()) };
     });
     assert_eq!(contract, Contract::NullPointer);
+}
+
+/// An epoch belongs to the simulated kernel it was entered on: a thread that binds another
+/// kernel before it leaves is stopped (its slot and its pool are the first kernel's), not
+/// left to reclaim one kernel's memory through another's pool.
+#[test]
+fn binding_another_kernel_inside_an_epoch_is_refused() {
+    const REFUSAL: &str = "a thread inside an epoch of one simulated kernel bound another";
+    let line = run_dying_child(
+        "binding_another_kernel_inside_an_epoch_is_refused",
+        REFUSAL,
+        "the refusal",
+        || {
+            let _first = Kernel::new();
+            let mut state = State::default();
+            enter(&mut state);
+            let _second = Kernel::new();
+            let _ = allocate(8);
+        },
+    );
+    assert!(line.starts_with(REFUSAL), "{line}");
 }

@@ -78,8 +78,10 @@ impl Epoch {
     }
 
     /// Runs `f` inside an epoch-protected region: memory freed under epoch control meanwhile,
-    /// by any processor, stays valid until `f` returns. Regions nest; the core's callbacks and
-    /// helpers already run inside one.
+    /// by any processor, stays valid until `f` returns. Regions nest. Helpers and most of the
+    /// core's callbacks already run inside one, but not a map's teardown (its cleanup deletes
+    /// and `postprocess_map_delete`, which the core calls from an epoch work item): so every
+    /// use here enters its own.
     ///
     /// # IRQL
     /// ≤ DISPATCH_LEVEL; `f` must return at the IRQL it was called at (the core leaves the
@@ -212,6 +214,7 @@ impl<T: Copy + Send + Sync + 'static> Drop for EpochBox<T> {
     fn drop(&mut self) {
         let (_, free) = self.epoch.functions_for::<T>();
         let object = self.object;
+        // A region of its own: a map's cleanup drops boxes outside any of the core's.
         self.epoch.protect(|_| {
             // SAFETY: memory of the matching allocator, owned by this box, freed once, inside
             // a region.

@@ -14,14 +14,14 @@ use std::sync::mpsc;
 use ebpf_ext_core_sim::bpf::{
     BPF_NOEXIST, BpfMap, MapDefinition, MapError, map_client_dispatch_table,
 };
-use ebpf_ext_core_sim::{EpochMemory, epoch_memory};
-use ebpf_ext_map::{Input, MapProvider, ObjectMap, Objects};
+use ebpf_ext_core_sim::{Contract, EpochMemory, epoch_memory};
+use ebpf_ext_map::{CustomMap, Input, MapProvider, ObjectMap, Objects};
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::ebpf_result::{
     EBPF_INVALID_ARGUMENT, EBPF_KEY_ALREADY_EXISTS, EBPF_NO_MEMORY, ebpf_result_t,
 };
 use ebpf_ext_sys::ntdef::GUID;
-use ebpf_ext_usersim::{Fault, Kernel};
+use ebpf_ext_usersim::{Fault, Kernel, expect_bugcheck};
 
 const TAG: PoolTag = PoolTag::new(*b"MpEp");
 const PROVIDER_MODULE: GUID = GUID::from_u128(0x3a9c_0004_0000_4000_8000_0000_0000_0001);
@@ -307,4 +307,98 @@ fn an_insert_the_core_refuses_frees_the_object_it_made() {
     drop(map);
     drop(provider);
     kernel.assert_no_leaks();
+}
+
+/// A map type that keeps an epoch block per key through the core's raw functions and frees it
+/// in its delete callback with no epoch of its own: what a provider that trusts upstream's
+/// documentation (every provider callback is epoch-protected) writes.
+#[derive(Debug)]
+struct Trusting;
+
+const TRUSTING_TAG: u32 = u32::from_le_bytes(*b"MpTr");
+
+impl CustomMap for Trusting {
+    const MAP_TYPE: u32 = 4303;
+    const UPDATES_ORIGINAL_VALUE: bool = true;
+    const TAG: PoolTag = TAG;
+
+    fn create(_: u32, _: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
+        Ok((Trusting, 8))
+    }
+
+    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn find(&self, _: Input<'_>, _: Input<'_>, _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        _: Input<'_>,
+        _: Input<'_>,
+        stored: &mut [u8],
+        _: u32,
+    ) -> Result<(), ebpf_result_t> {
+        let allocate = map_client_dispatch_table()
+            .epoch_allocate_with_tag
+            .expect("allocate");
+        // SAFETY: the core's allocator, called from a user-mode update (inside its epoch).
+        let block = unsafe { allocate(8, TRUSTING_TAG) };
+        stored.copy_from_slice(&(block as usize).to_ne_bytes());
+        Ok(())
+    }
+
+    fn delete_element(&self, _: Input<'_>, stored: Input<'_>, _: u32) {
+        let mut address = [0u8; 8];
+        assert!(stored.read_at(0, &mut address), "8 stored bytes");
+        let free = map_client_dispatch_table().epoch_free.expect("free");
+        // SAFETY: a block `update` allocated, freed once; whether an epoch is entered is
+        // what the test is about.
+        unsafe { free(usize::from_ne_bytes(address) as *mut core::ffi::c_void) };
+    }
+}
+
+fn trusting_map() -> BpfMap {
+    objects_of(Trusting::MAP_TYPE)
+}
+
+/// The core runs a map's teardown (the delete callback of each entry left, with
+/// `EBPF_MAP_OPERATION_MAP_CLEANUP`) from an epoch work item, outside any epoch: a provider
+/// that frees epoch memory there without entering one is caught, though every other delete
+/// of the same provider is inside the core's epoch and passes. The SDK's object maps enter
+/// their own (`objects_live_in_epoch_memory_and_go_with_their_values` drops a map holding
+/// objects).
+#[test]
+fn freeing_in_a_maps_teardown_without_an_epoch_is_caught() {
+    let kernel = Kernel::new();
+    let provider = MapProvider::<Trusting>::register(PROVIDER_MODULE, TAG).expect("register");
+    let map = trusting_map();
+    update(&map, 1, 10).expect("update");
+    map.delete(&1u32.to_le_bytes())
+        .expect("a delete from user mode is inside the core's epoch");
+    update(&map, 2, 20).expect("replace");
+    update(&map, 2, 21).expect("a replaced value is freed inside the core's epoch");
+    map.delete(&2u32.to_le_bytes()).expect("delete");
+    drop(map);
+    drop(provider);
+    kernel.assert_no_leaks();
+
+    let check = expect_bugcheck(
+        "freeing_in_a_maps_teardown_without_an_epoch_is_caught",
+        || {
+            let _kernel = Kernel::new();
+            let _provider =
+                MapProvider::<Trusting>::register(PROVIDER_MODULE, TAG).expect("register");
+            let map = trusting_map();
+            update(&map, 1, 10).expect("update");
+            drop(map);
+        },
+    );
+    assert_eq!(
+        Contract::of(&check),
+        Some(Contract::OutsideEpoch),
+        "{check}"
+    );
 }

@@ -31,8 +31,15 @@
 //! alive on the same thread therefore waits for ever, as on Windows.
 //!
 //! The core's client dispatch table gives the provider the lookup and the six epoch functions
-//! (see the crate's `epoch` module); every provider callback runs inside an epoch of the
-//! core's, as the core's user-mode operations and program runs do.
+//! (see the crate's `epoch` module). The provider's callbacks run inside an epoch of the
+//! core's, as the core's user-mode operations and program runs do, except a map's teardown:
+//! the delete callback of each entry left (`EBPF_MAP_OPERATION_MAP_CLEANUP`) and
+//! `postprocess_map_delete` run outside any, as the core runs them from the map object's
+//! free, an epoch work item that enters none (upstream's documentation says every provider
+//! callback is protected; its code does not protect this one). A provider that frees epoch
+//! memory there enters an epoch itself, or [`Contract::OutsideEpoch`](crate::Contract) stops
+//! it. A map whose create fails is deleted inside the create's epoch, as the core deletes it
+//! inside the request that made it.
 //!
 //! Not modelled: a program's
 //! `bpf_map_lookup_and_delete_elem`, push, pop and peek on a custom map (NULL or refused).
@@ -484,26 +491,33 @@ impl CustomMap {
             entries: Mutex::new(BTreeMap::new()),
             retired: Mutex::new(Vec::new()),
         };
-        if actual == 0 {
-            return Err(format!(
-                "actual_value_size 0 (EBPF_INVALID_ARGUMENT {EBPF_INVALID_ARGUMENT})"
-            ));
-        }
         let d = &bound.dispatch;
-        if !bound.updates_original_value && actual != value_size {
-            return Err(format!(
+        let refused = if actual == 0 {
+            Some(format!(
+                "actual_value_size 0 (EBPF_INVALID_ARGUMENT {EBPF_INVALID_ARGUMENT})"
+            ))
+        } else if !bound.updates_original_value && actual != value_size {
+            Some(format!(
                 "actual_value_size {actual} differs from the value size {value_size}"
-            ));
-        }
-        if bound.updates_original_value
+            ))
+        } else if bound.updates_original_value
             && (d.postprocess_map_find_element.is_none()
                 || d.preprocess_map_update_element.is_none()
                 || (d.postprocess_map_delete_element.is_none()
                     && d.preprocess_map_delete_element.is_none()))
         {
-            return Err("updates_original_value without find, update and delete callbacks".into());
+            Some("updates_original_value without find, update and delete callbacks".into())
+        } else {
+            None
+        };
+        match refused {
+            // The core deletes the map it could not finish inside the request's epoch.
+            Some(why) => {
+                epoch::protected(|| drop(map));
+                Err(why)
+            }
+            None => Ok(map),
         }
-        Ok(map)
     }
 
     /// The provider's map context (what the core keeps at [`MAP_CONTEXT_OFFSET`]).
@@ -540,41 +554,50 @@ impl CustomMap {
         lock(&self.registration.client().bound).is_some()
     }
 
-    /// Hands `stored` (removed) to the provider's delete callback. The key is copied into a
-    /// buffer of the call's own: the provider reads buffers as program memory, which is
-    /// writable (see [`writable`]).
+    /// Hands `stored` (removed) to the provider's delete callback: inside an epoch of the
+    /// core's, except for a map's cleanup (`EBPF_MAP_OPERATION_MAP_CLEANUP`, which the core
+    /// calls from the map's free, outside any). The key is copied into a buffer of the call's
+    /// own: the provider reads buffers as program memory, which is writable (see
+    /// [`writable`]).
     fn delete_callback(&self, key: &[u8], stored: &Stored, flags: u32) {
         if !self.live() {
             return;
         }
         let mut key = writable(key);
         let d = &self.bound.dispatch;
-        if let Some(delete) = d.postprocess_map_delete_element {
-            // SAFETY: the provider's callback; buffers of the sizes passed.
-            epoch::protected(|| unsafe {
-                delete(
-                    self.bound.binding,
-                    self.context,
-                    key.len(),
-                    key.as_mut_ptr(),
-                    stored.len(),
-                    stored.as_mut_ptr(),
-                    flags,
-                );
-            });
-        } else if let Some(delete) = d.preprocess_map_delete_element {
-            // SAFETY: as above.
-            let _ = epoch::protected(|| unsafe {
-                delete(
-                    self.bound.binding,
-                    self.context,
-                    key.len(),
-                    key.as_mut_ptr(),
-                    stored.len(),
-                    stored.as_mut_ptr(),
-                    flags,
-                )
-            });
+        let mut call = || {
+            if let Some(delete) = d.postprocess_map_delete_element {
+                // SAFETY: the provider's callback; buffers of the sizes passed.
+                unsafe {
+                    delete(
+                        self.bound.binding,
+                        self.context,
+                        key.len(),
+                        key.as_mut_ptr(),
+                        stored.len(),
+                        stored.as_mut_ptr(),
+                        flags,
+                    );
+                }
+            } else if let Some(delete) = d.preprocess_map_delete_element {
+                // SAFETY: as above.
+                let _ = unsafe {
+                    delete(
+                        self.bound.binding,
+                        self.context,
+                        key.len(),
+                        key.as_mut_ptr(),
+                        stored.len(),
+                        stored.as_mut_ptr(),
+                        flags,
+                    )
+                };
+            }
+        };
+        if flags & EBPF_MAP_OPERATION_MAP_CLEANUP == 0 {
+            epoch::protected(call);
+        } else {
+            call();
         }
     }
 
@@ -755,6 +778,9 @@ impl ValueSet for CustomMap {
     }
 }
 
+/// The map's teardown, as the core's object free runs it: outside any epoch of the core's
+/// (see the module's docs), each entry left handed to the delete callback with
+/// `EBPF_MAP_OPERATION_MAP_CLEANUP`, then `postprocess_map_delete`.
 impl Drop for CustomMap {
     fn drop(&mut self) {
         let entries = core::mem::take(&mut *lock(&self.entries));
@@ -765,7 +791,7 @@ impl Drop for CustomMap {
             && self.live()
         {
             // SAFETY: the provider's callback, once, with its map context.
-            epoch::protected(|| unsafe { delete(self.bound.binding, self.context) });
+            unsafe { delete(self.bound.binding, self.context) };
         }
         self.registration.client().release();
     }
