@@ -47,6 +47,26 @@ pub(crate) fn out_of_tree() -> Result<()> {
     result
 }
 
+/// The `file://` URL of `path` as cargo writes it (in its install record, which the new
+/// extension's pin comes from): the bytes the URL standard's path percent-encode set names
+/// (controls, space, `"`, `#`, `<`, `>`, `?`, `` ` ``, `{`, `}`) and every non-ASCII byte as
+/// `%XX`, the rest as they are. A checkout under a folder with a space gets `%20`.
+fn file_url(path: &Path) -> String {
+    let mut url = String::from("file://");
+    for byte in path.as_os_str().as_encoded_bytes() {
+        match byte {
+            0..=0x20 | 0x7f.. | b'"' | b'#' | b'<' | b'>' | b'?' | b'`' | b'{' | b'}' => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                url.push('%');
+                url.push(char::from(HEX[usize::from(byte >> 4)]));
+                url.push(char::from(HEX[usize::from(byte & 0xF)]));
+            }
+            _ => url.push(char::from(*byte)),
+        }
+    }
+    url
+}
+
 fn out_of_tree_in(outside: &Path) -> Result<()> {
     let root = workspace_root();
     let dir = root.join("target").join("e2e");
@@ -61,7 +81,7 @@ fn out_of_tree_in(outside: &Path) -> Result<()> {
         .arg("--git-dir")
         .arg(&bare)
         .args(["tag", TAG, "HEAD"]))?;
-    let url = format!("file://{}", bare.display());
+    let url = file_url(&bare);
     let tools = dir.join("tools");
     run(command(Tool::Cargo)
         .args([
@@ -280,4 +300,24 @@ fn get_value(context: &EventContext) -> u64 {{
             ),
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::file_url;
+
+    #[test]
+    fn a_file_url_encodes_what_cargo_encodes() {
+        assert_eq!(file_url(Path::new("/srv/sdk.git")), "file:///srv/sdk.git");
+        assert_eq!(
+            file_url(Path::new("/work/path with space/sdk clone/sdk.git")),
+            "file:///work/path%20with%20space/sdk%20clone/sdk.git"
+        );
+        assert_eq!(
+            file_url(Path::new("/a#b?c{d}/é+~@")),
+            "file:///a%23b%3Fc%7Bd%7D/%C3%A9+~@"
+        );
+    }
 }
