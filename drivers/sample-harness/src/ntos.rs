@@ -279,8 +279,19 @@ const LOCAL_SYSTEM_SID: [u8; 12] = [1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0];
 /// A test-run input as a user-mode caller writes it: `process_notify_context_t` (296 bytes:
 /// the 64-byte header, `process_md_t` at 64, then the four `UNICODE_STRING`s at 224, 240,
 /// 256 and 272 and `account_lookup_done` at 288, upstream's offsets written out here rather
-/// than taken from the sample's structs) and the four strings packed in `data_in`.
+/// than taken from the sample's structs) and the four strings packed in `data_in`;
+/// `token_sid_size` is `sid`'s length.
 fn test_run_input(command: &str, account: Option<(&str, &str)>, sid: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    test_run_input_sized(command, account, sid, u32::try_from(sid.len()).unwrap_or(0))
+}
+
+/// [`test_run_input`] with `token_sid_size` as the caller says, whatever `sid`'s length.
+fn test_run_input_sized(
+    command: &str,
+    account: Option<(&str, &str)>,
+    sid: &[u8],
+    token_sid_size: u32,
+) -> (Vec<u8>, Vec<u8>) {
     let mut ctx = vec![0u8; 296];
     let md = 64;
     let mut put = |at: usize, bytes: &[u8]| ctx[at..at + bytes.len()].copy_from_slice(bytes);
@@ -290,10 +301,7 @@ fn test_run_input(command: &str, account: Option<(&str, &str)>, sid: &[u8]) -> (
     put(md + 40, &40u64.to_le_bytes());
     put(md + 48, &0x01DC_0000_0000_0000u64.to_le_bytes());
     put(md + 68, &0u32.to_le_bytes()); // PROCESS_OPERATION_CREATE
-    put(
-        md + 72,
-        &u32::try_from(sid.len()).unwrap_or(0).to_le_bytes(),
-    );
+    put(md + 72, &token_sid_size.to_le_bytes());
     put(md + 76, sid);
     let (name, domain) = account.unwrap_or(("", ""));
     let strings = [command, "\\??\\C:\\t.exe", name, domain].map(utf16_bytes);
@@ -995,6 +1003,18 @@ pub struct AccountTestRun {
 /// fault stopped it before the helpers ran.
 #[must_use]
 pub fn account_test_run(kernel: &Kernel, target: Target<'_>, sid: &[u8]) -> Option<AccountTestRun> {
+    account_test_run_sized(kernel, target, sid, u32::try_from(sid.len()).unwrap_or(0))
+}
+
+/// [`account_test_run`] with the context's `token_sid_size` as the caller says, whatever
+/// `sid`'s length.
+#[must_use]
+pub fn account_test_run_sized(
+    kernel: &Kernel,
+    target: Target<'_>,
+    sid: &[u8],
+    token_sid_size: u32,
+) -> Option<AccountTestRun> {
     let driver = crate::LoadedDriver::load(target, "SampleNtosEbpfExt").ok()?;
     let Ok(client) = ProgramInfoClient::attach(PROGRAM_TYPE) else {
         driver.unload();
@@ -1006,7 +1026,7 @@ pub fn account_test_run(kernel: &Kernel, target: Target<'_>, sid: &[u8]) -> Opti
     let seen = address(HELPER_GET_ACCOUNT_NAME)
         .zip(address(HELPER_GET_ACCOUNT_DOMAIN))
         .and_then(|(name_helper, domain_helper)| {
-            let (data, ctx) = test_run_input("t.exe", None, sid);
+            let (data, ctx) = test_run_input_sized("t.exe", None, sid, token_sid_size);
             let context = client.create_context(&data, &ctx).ok()?;
             let call = |helper| {
                 let mut buffer = [0u8; 128];

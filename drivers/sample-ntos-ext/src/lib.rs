@@ -35,7 +35,9 @@
 //!   their lengths are meaningful: the owner moved). Programs see only `process_md_t`, and
 //!   `ctx_out` clears the pointers, so nothing observable changes.
 //! - A test run's `ctx_out` has zero in the two header slots the core writes; ntosebpfext
-//!   copies the core's kernel addresses there out to the caller.
+//!   copies the core's kernel addresses there out to the caller. Its `account_lookup_done`
+//!   is 0 or 1; ntosebpfext gives back a non-zero byte other than 1 as the caller wrote it
+//!   when no account helper ran.
 //!
 //! Not confirmed against Windows (usersim's choices, which these tests rely on): whether
 //! `SecLookupAccountSid`'s sizes count a terminator, and the status it returns for a SID it

@@ -143,10 +143,18 @@ impl Notification {
 
 /// The account string, or `-ENOENT` if the token's SID does not resolve (looked up by the
 /// first account helper call of the notification, for every later call and program).
+///
+/// As ntosebpfext: `token_sid_size` says only whether a SID was captured (0: none); the SID
+/// is the one `token_sid` holds, as long as its own header says (a test run's or a
+/// program's other sizes change nothing).
 fn account(notification: &mut Notification, domain: bool, out: Output<'_>) -> u64 {
     let public = &notification.notify.public;
-    let sid = public.token_sid;
-    let sid = sid.get(..public.token_sid_size as usize).unwrap_or(&[]);
+    let token_sid = public.token_sid;
+    let sid: &[u8] = if public.token_sid_size == 0 {
+        &[]
+    } else {
+        &token_sid
+    };
     let first = !notification.accounts.looked_up();
     let resolved = notification.accounts.resolve(sid);
     notification.sync_accounts();

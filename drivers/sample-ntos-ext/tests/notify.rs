@@ -17,7 +17,7 @@ use sample_harness::Target;
 use sample_harness::bpf::in_both_modes;
 use sample_harness::ntos::{
     AccountTestRun, LONG_USER_NAME, LONG_USER_SID, account_helpers_once, account_test_run,
-    identity_scenario,
+    account_test_run_sized, identity_scenario,
 };
 use sample_ntos_ext::driver_entry;
 
@@ -245,4 +245,37 @@ fn test_runs_sweep_their_lookup_faults_cleanly_in_both_modes() {
     assert!(sweep_allocation_failures(|kernel| drop(run(kernel, Target::Image(&image)))) > 5);
     drop(loader);
     image.unload();
+}
+
+/// As ntosebpfext, `token_sid_size` says only whether a SID was captured: the account helpers
+/// look up the SID `token_sid` holds, as long as its own header says, whether the size a test
+/// run (or a program) gives is short of it or past the array; 0 means none, and `-ENOENT`.
+#[test]
+fn the_account_helpers_read_the_sid_token_sid_holds_unless_its_size_is_0() {
+    let sid = LOCAL_SYSTEM_SID.as_bytes();
+    for size in [8, 12, 68, 0x100] {
+        let kernel = Kernel::new();
+        let run = account_test_run_sized(&kernel, Target::Native(driver_entry), sid, size)
+            .expect("test run");
+        kernel.assert_no_leaks();
+        assert_eq!(
+            (run.name, run.domain),
+            ((12, "SYSTEM".to_owned()), (24, "NT AUTHORITY".to_owned())),
+            "token_sid_size {size}"
+        );
+    }
+    let kernel = Kernel::new();
+    let run =
+        account_test_run_sized(&kernel, Target::Native(driver_entry), sid, 0).expect("test run");
+    kernel.assert_no_leaks();
+    assert_eq!(
+        (run.name.0, run.domain.0),
+        (-2, -2),
+        "no SID captured: -ENOENT"
+    );
+    assert_eq!(
+        kernel.call_count("SecLookupAccountSid"),
+        0,
+        "nothing to look up"
+    );
 }
