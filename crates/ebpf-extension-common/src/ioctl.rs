@@ -405,9 +405,10 @@ impl Completion {
     }
 
     /// Whether this completion may complete `request`: a refusal may complete any (it has no
-    /// bytes), a reply only the request it answers, and only within its output.
+    /// bytes), a reply only the request it answers, and only within its output. (A reply of
+    /// no bytes to another request is no refusal: it would complete this one as a success.)
     pub(crate) fn answers(&self, request: u64, output_len: usize) -> bool {
-        self.information == 0 || (self.request == request && self.information <= output_len)
+        self.request == 0 || (self.request == request && self.information <= output_len)
     }
 }
 
@@ -517,11 +518,14 @@ impl<'a> Request<'a> {
         let header = size_of::<I::Request>();
         let request = read::<I::Request>(&self.buffer[..self.input_len])
             .ok_or(invalid("input shorter than the request"))?;
-        if self
-            .buffer
-            .as_ptr()
-            .align_offset(I::ALIGNMENT.max(align_of::<I::Request>()))
-            != 0
+        // No input and no output: the I/O manager passes no buffer, so there is nothing to
+        // align (an empty slice's address says nothing).
+        if !self.buffer.is_empty()
+            && self
+                .buffer
+                .as_ptr()
+                .align_offset(I::ALIGNMENT.max(align_of::<I::Request>()))
+                != 0
         {
             return Err(Refusal::new(
                 STATUS_DATATYPE_MISALIGNMENT,
@@ -681,6 +685,27 @@ mod tests {
         fn payload_len(request: &Header) -> Option<usize> {
             Some(request.len as usize)
         }
+    }
+
+    /// A request with nothing in and nothing out (a "reset"): zero-sized request and reply.
+    enum Reset {}
+    impl Ioctl for Reset {
+        const CODE: u32 = 0x22_2004;
+        type Request = [u8; 0];
+        type Reply = [u8; 0];
+    }
+
+    #[test]
+    fn a_request_with_no_input_and_no_output_reaches_its_handler() {
+        let _kernel = ebpf_ext_usersim::Kernel::new();
+        // As the I/O manager passes it: no system buffer (an empty slice, whose address is
+        // not 8-aligned).
+        let completion =
+            Request::new(Reset::CODE, &mut [], 0, 0).handle::<Reset>(|call| Ok(call.reply(&[])));
+        assert_eq!(
+            (completion.status(), completion.information()),
+            (STATUS_SUCCESS, 0)
+        );
     }
 
     fn run(storage: &mut [u64; 4], offset: usize, input: &[u8], output_len: usize) -> Completion {

@@ -37,6 +37,14 @@ impl Ioctl for Keep {
     const MAX_PAYLOAD: usize = 64;
 }
 
+/// Replies with no bytes, and keeps that completion.
+enum KeepEmpty {}
+impl Ioctl for KeepEmpty {
+    const CODE: u32 = CTL_CODE(FILE_DEVICE_NETWORK, 0x904, METHOD_BUFFERED, FILE_ANY_ACCESS);
+    type Request = Header;
+    type Reply = [u8; 0];
+}
+
 /// Answered with the completion `Keep` kept.
 const REPLAY: u32 = CTL_CODE(FILE_DEVICE_NETWORK, 0x901, METHOD_BUFFERED, FILE_ANY_ACCESS);
 /// Refused with `STATUS_PENDING`.
@@ -79,6 +87,12 @@ impl ExtensionDriver for Keeper {
                 .expect("lock")
                 .take()
                 .unwrap_or_else(|| request.unknown()),
+            KeepEmpty::CODE => request.handle::<KeepEmpty>(|call| {
+                let reply = call.reply(&[]);
+                assert_eq!(reply.information(), 0);
+                *self.kept.lock().expect("lock") = Some(reply);
+                Err(Refusal::invalid("kept the empty reply"))
+            }),
             PEND => request.handle::<Keep>(|_| Err(Refusal::new(STATUS_PENDING, "pending"))),
             FABRICATE => {
                 let mut own = [0u64; 2];
@@ -123,6 +137,13 @@ fn a_completion_kept_from_another_request_or_a_pending_refusal_completes_as_an_e
         (STATUS_INTERNAL_ERROR, 0),
         "{:x?}",
         replayed.output
+    );
+    // A kept reply of no bytes is still another request's: not a success for this one.
+    let _ = kernel.device_io_control(&handle, KeepEmpty::CODE, &input[..Header::SIZE], 0);
+    let replayed = kernel.device_io_control(&handle, REPLAY, &[], 0);
+    assert_eq!(
+        (replayed.status, replayed.information),
+        (STATUS_INTERNAL_ERROR, 0)
     );
     let fabricated = kernel.device_io_control(&handle, FABRICATE, &[], 16);
     assert_eq!(
