@@ -24,6 +24,7 @@ use ebpf_ext_core_sim::bpf::{
 use ebpf_ext_core_sim::{LinkSpec, ProgramInfo, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_base::{
     EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
+    EBPF_ARGUMENT_TYPE_PTR_TO_MAP_OF_PROGRAMS,
 };
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID;
 use ebpf_ext_sys::ebpf_program_types::{
@@ -419,15 +420,22 @@ extern "win64" fn tail_call_override(_: u64, _: u64, _: u64, _: u64, _: u64, _: 
 fn a_caller_returns_at_once_when_a_providers_tail_call_override_succeeds() {
     let object = compile(&format!(
         r#"{PRELUDE}
+struct {{ __uint(type, 3); __type(key, uint32_t); __type(value, uint32_t); __uint(max_entries, 1); }} programs SEC(".maps");
 SEC("test_prog")
-int caller(struct test_context* ctx) {{ bpf_tail_call(ctx, 0, 0); return 42; }}
+int caller(struct test_context* ctx) {{ bpf_tail_call(ctx, &programs, 0); return 42; }}
 char _license[] SEC("license") = "MIT";
 "#
     ));
     let kernel = Kernel::new();
     let mut spec = spec();
     let mut tail_call = Proto::new(5, c"bpf_tail_call");
-    tail_call.arguments = [EBPF_ARGUMENT_TYPE_DONTCARE; 5];
+    tail_call.arguments = [
+        EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
+        EBPF_ARGUMENT_TYPE_PTR_TO_MAP_OF_PROGRAMS,
+        EBPF_ARGUMENT_TYPE_ANYTHING,
+        0,
+        0,
+    ];
     spec.global_helpers.push(tail_call);
     spec.global_addresses = Some(Addresses::new(vec![
         pid_override as *const () as u64,
@@ -446,6 +454,70 @@ char _license[] SEC("license") = "MIT";
     drop(at);
     drop(program);
     drop(client);
+    provider.deregister();
+    drop(kernel);
+}
+
+extern "win64" fn cookie_override(r1: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    r1
+}
+
+/// The verifier checks a call to a general helper's id against the core's prototype, never
+/// the provider's declaration of its override: an override of `bpf_get_socket_cookie` (26,
+/// the core's prototype: the context) declared as taking anything still gets only the
+/// context, and a program passing something else is refused; an override of an id the core
+/// has no general helper of leaves calls to it unknown.
+#[test]
+fn overrides_are_checked_against_the_cores_prototypes() {
+    let object = compile(&format!(
+        r#"{PRELUDE}
+static uint64_t (*not_general)(void) = (void*)100;
+SEC("test_prog")
+int with_context(struct test_context* ctx) {{ return bpf_get_socket_cookie(ctx) == (uint64_t)ctx; }}
+SEC("test_prog/other")
+int with_other(struct test_context* ctx) {{ return bpf_get_socket_cookie((void*)ctx->value) != 0; }}
+SEC("test_prog/unknown")
+int unknown(struct test_context* ctx) {{ return not_general(); }}
+char _license[] SEC("license") = "MIT";
+"#
+    ));
+    let kernel = Kernel::new();
+    let mut spec = spec();
+    let mut cookie = Proto::new(26, c"bpf_get_socket_cookie");
+    cookie.arguments = [EBPF_ARGUMENT_TYPE_ANYTHING, 0, 0, 0, 0];
+    let mut other = Proto::new(100, c"not_general");
+    other.arguments = [EBPF_ARGUMENT_TYPE_DONTCARE; 5];
+    spec.global_helpers.extend([cookie, other]);
+    spec.global_addresses = Some(Addresses::new(vec![
+        pid_override as *const () as u64,
+        cookie_override as *const () as u64,
+        pid_override as *const () as u64,
+    ]));
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let info = client.info();
+    let bytes = context(0x5000, 0);
+    let at = client.create_context(&[], &bytes).expect("context");
+    let program = BpfProgram::load(&object, "test_prog", &info).expect("loads");
+    // SAFETY: a context of the program type from its provider's context_create.
+    let got = unsafe { program.run(at.as_ptr()) };
+    assert_eq!(got, Ok(1), "the override got the context");
+    let program = BpfProgram::load(&object, "test_prog/other", &info).expect("loads");
+    // SAFETY: as above.
+    let refused = unsafe { program.run(at.as_ptr()) };
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("not the program context")),
+        "checked against the core's prototype, not the declared one: {refused:?}"
+    );
+    let unknown = BpfProgram::load(&object, "test_prog/unknown", &info);
+    assert!(
+        matches!(unknown, Err(BpfError::UndeclaredHelper { id: 100, .. })),
+        "{unknown:?}"
+    );
+    drop(at);
+    drop((program, client));
     provider.deregister();
     drop(kernel);
 }
@@ -2226,4 +2298,22 @@ fn a_program_loaded_with_data_from_before_a_detach_binds_to_the_current_provider
     drop(client);
     provider.deregister();
     kernel.assert_no_leaks();
+}
+
+/// The general helpers core-sim implements have the core's prototypes, as the SDK's check
+/// of global overrides knows them (`ebpf_ext_sys::ebpf_general_helpers`): one table of facts.
+#[test]
+fn core_sims_general_helpers_have_the_cores_prototypes() {
+    use ebpf_ext_core_sim::bpf::GENERAL_HELPERS;
+    use ebpf_ext_sys::ebpf_general_helpers::general_helper_prototype;
+    for helper in GENERAL_HELPERS {
+        let core = general_helper_prototype(helper.id).expect("a general helper id");
+        assert_eq!(
+            (helper.return_type, helper.arguments),
+            (core.return_type, core.arguments),
+            "{} ({})",
+            helper.name,
+            helper.id
+        );
+    }
 }

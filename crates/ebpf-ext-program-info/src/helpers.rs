@@ -1099,6 +1099,47 @@ pub const fn check_return(return_type: ebpf_return_type_t, arguments: &[ebpf_arg
     panic!("a helper that returns a map value (MapValueOrNull) must take a map (Map or MapAndKey)");
 }
 
+/// Refuses, at compile time, a global-helper override whose prototype is not the one the core
+/// gives its id ([`ebpf_ext_sys::ebpf_general_helpers`]): the verifier checks a program's
+/// calls to an id below `0xFFFF` against the core's prototype only, never the extension's, so
+/// an override of other kinds would receive registers its wrapper trusts and nothing
+/// checked. [`program_type!`](crate::program_type!)'s `global helpers` call it for every
+/// entry.
+///
+/// # Panics
+/// At compile time if `id` is not one of the core's general helpers, if the override takes
+/// the implicit context (the core's prototype does not ask for it, so a native module's call
+/// may not pass it), or if its return type or any of its five argument types differs from the
+/// core's.
+pub const fn check_global_override(
+    id: u32,
+    return_type: ebpf_return_type_t,
+    arguments: &[ebpf_argument_type_t; 5],
+    implicit_context: bool,
+) {
+    let Some(core) = ebpf_ext_sys::ebpf_general_helpers::general_helper_prototype(id) else {
+        panic!(
+            "a global helper override must have the id of one of the core's general helpers (1..=35)"
+        );
+    };
+    assert!(
+        !implicit_context,
+        "a global helper override cannot take the implicit context: the core's prototype does not declare it"
+    );
+    assert!(
+        return_type == core.return_type,
+        "a global helper override must return what the core's prototype for its id returns"
+    );
+    let mut i = 0;
+    while i < arguments.len() {
+        assert!(
+            arguments[i] == core.arguments[i],
+            "a global helper override must take exactly the argument kinds of the core's prototype for its id: the verifier checks calls against that prototype only"
+        );
+        i += 1;
+    }
+}
+
 /// The five prototype argument types of a helper whose arguments are `kinds` (their
 /// [`HelperArgument::TYPES`] in order), unused ones `DONTCARE`.
 ///
@@ -1168,7 +1209,10 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// Ids are checked by `ProgramInfo::new` (range: above 0xFFFF for program-type specific
 /// helpers, below 0xFFFF for global-helper overrides; duplicates), and the address count by
 /// `ProgramData::with_helpers` / `with_global_helpers`: declare a type's overrides of global
-/// helpers with a second `helpers!`.
+/// helpers with a second `helpers!` that starts `@global;` (before `context`): then every line
+/// must declare the core's prototype for its id, or it does not compile
+/// ([`check_global_override`]), since the verifier checks calls to those ids against the
+/// core's prototypes only.
 ///
 /// A function whose parameters or result differ from the declaration does not compile:
 ///
@@ -1356,6 +1400,7 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 #[macro_export]
 macro_rules! helpers {
     (
+        $(@ $overrides:ident;)?
         context $ctx:ty $(, data $data:expr)?;
         $(#[$prototypes_meta:meta])* $prototypes_vis:vis static $prototypes:ident;
         $(#[$addresses_meta:meta])* $addresses_vis:vis static $addresses:ident;
@@ -1365,8 +1410,11 @@ macro_rules! helpers {
         )+
     ) => {
         $(#[$prototypes_meta])*
-        $prototypes_vis static $prototypes: [$crate::HelperPrototype; [$($id),+].len()] = [
-            $(
+        $prototypes_vis static $prototypes: [$crate::HelperPrototype; [$($id),+].len()] = {
+            // Whether these are overrides of the core's general helpers (`@global`).
+            const __EBPF_EXT_OVERRIDES: ::core::primitive::bool =
+                $crate::helpers!(@overrides [$($overrides)?]);
+            [$(
                 $crate::helpers!(@implicit_prototype [$($implicit)?] {
                     $crate::check_overlap(
                         &[$(<$kind as $crate::HelperArgument<$ctx>>::MEMORY),*],
@@ -1378,6 +1426,16 @@ macro_rules! helpers {
                             &[$(<$kind as $crate::HelperArgument<$ctx>>::TYPES),*]
                         ),
                     );
+                    if __EBPF_EXT_OVERRIDES {
+                        $crate::check_global_override(
+                            $id,
+                            <$crate::helpers!(@return $($ret)?) as $crate::HelperReturn>::TYPE,
+                            &$crate::argument_types(
+                                &[$(<$kind as $crate::HelperArgument<$ctx>>::TYPES),*]
+                            ),
+                            $crate::helpers!(@has_implicit [$($implicit)?]),
+                        );
+                    }
                     $crate::HelperPrototype::new(
                         $id,
                         $name,
@@ -1387,8 +1445,8 @@ macro_rules! helpers {
                         ),
                     )
                 })
-            ),+
-        ];
+            ),+]
+        };
         $(#[$addresses_meta])*
         $addresses_vis static $addresses: $crate::HelperAddresses = {
             // Where the context's data pointers lie: kept across `ContextMut` helpers.
@@ -1404,6 +1462,8 @@ macro_rules! helpers {
             $crate::HelperAddresses::new(&FUNCTIONS)
         };
     };
+    (@overrides []) => { false };
+    (@overrides [global]) => { true };
     (@data) => { $crate::DataPointerOffsets::NONE };
     (@data $data:expr) => { $data };
     (@return) => { ::core::primitive::u64 };
@@ -1522,6 +1582,13 @@ macro_rules! helpers {
 /// (that very type): hooks and test runs set them for each invocation, so programs see only
 /// bytes that live while they run (see [`TestRun::data`]).
 ///
+/// `global helpers` override some of the core's general helpers (ids 1 to 35) for programs of
+/// this type. The verifier checks a program's calls to those ids against the core's
+/// prototypes ([`ebpf_ext_sys::ebpf_general_helpers`]), never the extension's, so each
+/// override must declare exactly the core's prototype for its id (return type and argument
+/// kinds, no implicit context), or the declaration does not compile
+/// ([`check_global_override`](crate::check_global_override)).
+///
 /// [`DataPointer`]: crate::DataPointer
 /// [`TestRun::data`]: crate::TestRun::data
 ///
@@ -1547,6 +1614,78 @@ macro_rules! helpers {
 ///     (1, 1)
 /// );
 /// assert_eq!(DATA.raw().required_irql, 2);
+/// ```
+///
+/// An override with the core's prototype (`bpf_redirect_map`: a map and two values) compiles;
+/// one with other kinds, of an id the core has no general helper of, or taking the implicit
+/// context does not:
+///
+/// ```
+/// # use ebpf_ext_program_info::*;
+/// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { value: u64, other: u64 } }
+/// fn value(context: &Ctx) -> u64 { context.value }
+/// fn redirect(_: ProgramMap<'_>, key: u64, _: u64) -> u64 { key }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Ctx;
+///     helpers { 0x10000, c"example_value" => value(Context); }
+///     global helpers { 35, c"bpf_redirect_map" => redirect(Map, Anything, Anything); }
+/// }
+/// # let _ = &DATA;
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { value: u64, other: u64 } }
+/// fn value(context: &Ctx) -> u64 { context.value }
+/// // The core's 19 takes nothing: any registers would reach the output unchecked.
+/// fn pid(mut out: Output<'_>) -> u64 { out.write_at(0, &[1]); 7 }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Ctx;
+///     helpers { 0x10000, c"example_value" => value(Context); }
+///     global helpers { 19, c"bpf_get_current_pid_tgid" => pid(BytesMut); }
+/// }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { value: u64, other: u64 } }
+/// fn value(context: &Ctx) -> u64 { context.value }
+/// fn other() -> u64 { 7 }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Ctx;
+///     helpers { 0x10000, c"example_value" => value(Context); }
+///     global helpers { 100, c"not_a_general_helper" => other(); }
+/// }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { value: u64, other: u64 } }
+/// fn value(context: &Ctx) -> u64 { context.value }
+/// fn pid(context: &Ctx) -> u64 { context.value }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Ctx;
+///     helpers { 0x10000, c"example_value" => value(Context); }
+///     global helpers { 19, c"bpf_get_current_pid_tgid" => pid() with context; }
+/// }
+/// ```
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { value: u64, other: u64 } }
+/// fn value(context: &Ctx) -> u64 { context.value }
+/// // The core's 1 returns a map value or NULL: the program would dereference this integer.
+/// fn lookup(_: MapKey<'_>) -> u64 { 1 }
+/// program_type! {
+///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
+///     context Ctx;
+///     helpers { 0x10000, c"example_value" => value(Context); }
+///     global helpers { 1, c"bpf_map_lookup_elem" => lookup(MapAndKey); }
+/// }
 /// ```
 ///
 /// Programs may write any bytes of their context, so a context some bytes of which are no
@@ -1775,7 +1914,10 @@ macro_rules! program_type {
                 static __EBPF_EXT_HELPERS; static __EBPF_EXT_ADDRESSES; $($helpers)+
             }
             $(
+                // Overrides of the core's general helpers: each must declare the core's
+                // prototype for its id, the only one the verifier checks calls against.
                 $crate::helpers! {
+                    @global;
                     context __EBPF_EXT_HELPER_CONTEXT, data __EBPF_EXT_DATA_OFFSETS;
                     static __EBPF_EXT_GLOBAL_HELPERS; static __EBPF_EXT_GLOBAL_ADDRESSES;
                     $($globals)+
@@ -1809,7 +1951,8 @@ macro_rules! program_type {
             // __EBPF_EXT_HELPER_CONTEXT` just above, and its only test run is `$run`, whose
             // context is checked to be that very type (the macro accepts no other builder
             // call that could replace them); its data pointers, if any, are `$ctx`'s two
-            // `DataPointer` fields (checked above), and its test runs set them.
+            // `DataPointer` fields (checked above), and its test runs set them; its global
+            // overrides declare the core's prototypes for their ids (checked above).
             unsafe { $crate::TypedProgramData::new(data) }
         };
     };

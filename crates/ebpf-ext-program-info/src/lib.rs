@@ -378,8 +378,8 @@ pub use helpers::implicit_context as __implicit_context;
 pub use helpers::{
     Anything, Bytes, BytesMut, Cells, CellsMut, Context, ContextMut, DataPointerOffsets, DontCare,
     HelperArgument, HelperReturn, Input, Map, MapAndKey, MapKey, MapValueOrNull, Memory, Output,
-    ProgramMap, ReadableCells, SharedBytes, SharedOutput, argument_types, check_overlap,
-    check_return,
+    ProgramMap, ReadableCells, SharedBytes, SharedOutput, argument_types, check_global_override,
+    check_overlap, check_return,
 };
 #[doc(hidden)]
 pub use helpers::{
@@ -819,6 +819,9 @@ impl<C> TypedProgramData<C> {
     /// two [`DataPointer`] fields of `C`, which hooks write before every invocation; its test
     /// runs set them as [`ProgramData::with_test_run_data`] does, and its `ContextMut` helpers
     /// put them back as [`helpers!`]'s `data` clause does.
+    /// Every global override's prototype is the core's for its id
+    /// ([`check_global_override`]: the verifier checks calls to those ids against the core's
+    /// prototypes only; [`program_type!`] checks this too).
     #[must_use]
     pub const unsafe fn new(data: ProgramData) -> Self {
         TypedProgramData {
@@ -929,7 +932,8 @@ impl ProgramInfoProvider {
     /// either). If the context descriptor names data pointers, every value they hold while a
     /// program runs bounds live memory the program may read and write: hooks and test runs
     /// set them, and each `ContextMut` helper leaves them as it found them. The bytes programs
-    /// may write (the context descriptor's size) are a [`NoPadding`] type. (A
+    /// may write (the context descriptor's size) are a [`NoPadding`] type. Every global
+    /// override's prototype is the core's for its id ([`check_global_override`]). (A
     /// [`TypedProgramData`] from [`program_type!`] ensures all of this for the SDK's hooks.)
     ///
     /// # Errors

@@ -321,7 +321,7 @@ program_type! {
     static WIDEN_DATA = c"widen", WIDEN, 997;
     context MutCtx, data data_start..data_end;
     helpers { 0x1_0000, c"widen" => widen(Bytes, ContextMut); }
-    global helpers { 19, c"bpf_get_current_pid_tgid" => widen_global(ContextMut); }
+    global helpers { 26, c"bpf_get_socket_cookie" => widen_global(ContextMut); }
     test run MutRun<MutCtx>;
 }
 
@@ -424,7 +424,7 @@ fn helpers_keep_the_range<C>(data: &'static TypedProgramData<C>, helpers: &[&str
 
 #[test]
 fn a_helper_with_the_context_mutably_cannot_move_the_data_pointers() {
-    helpers_keep_the_range(&WIDEN_DATA, &["widen", "bpf_get_current_pid_tgid"]);
+    helpers_keep_the_range(&WIDEN_DATA, &["widen", "bpf_get_socket_cookie"]);
 }
 
 #[test]

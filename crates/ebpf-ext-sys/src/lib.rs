@@ -26,6 +26,7 @@ mod macros;
 pub mod ebpf_base;
 pub mod ebpf_extension;
 pub mod ebpf_extension_uuids;
+pub mod ebpf_general_helpers;
 pub mod ebpf_program_attach_type_guids;
 pub mod ebpf_program_types;
 pub mod ebpf_result;

@@ -11,6 +11,7 @@ use ebpf_ext_sys::ebpf_extension::{
     EBPF_CONTEXT_HEADER_SIZE, ebpf_execution_context_state_t,
     ebpf_execution_context_state_tail_call_t,
 };
+use ebpf_ext_sys::ebpf_general_helpers::general_helper_prototype;
 use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
 use ebpf_ext_sys::ebpf_result::{EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_FAILED, ebpf_result_t};
 use ebpf_ext_sys::ebpf_windows::{EBPF_MAX_GENERAL_HELPER_FUNCTION, MAX_TAIL_CALL_CNT};
@@ -248,15 +249,25 @@ fn create_maps(object: &BpfObject) -> Result<Vec<Arc<BpfMap>>, BpfError> {
 
 /// Resolves helper `id` as the core does (C.7): below `0xFFFF` the provider's global
 /// overrides first, then the core's general helpers; from `0xFFFF` the program-type helpers
-/// only.
+/// only. Below `0xFFFF` the verifier knows only the core's prototypes (its program
+/// information merges the type's own helpers with the general ones, never the overrides'
+/// declarations), so a call is checked against the core's prototype for its id whoever
+/// implements it, and an id the core has no general helper of is unknown even if the
+/// provider declares an override of it.
 fn resolve(id: u32, info: &ProgramInfo, section: &str, insn: usize) -> Result<Resolved, BpfError> {
-    if let Some(helper) = info.helper(id) {
-        let address = helper.address.ok_or_else(|| BpfError::UndeclaredHelper {
-            section: section.to_owned(),
-            insn,
-            id,
-            program_type: format!("{} (declared without an address)", info.name),
-        })?;
+    let undeclared = |program_type: String| BpfError::UndeclaredHelper {
+        section: section.to_owned(),
+        insn,
+        id,
+        program_type,
+    };
+    if id >= EBPF_MAX_GENERAL_HELPER_FUNCTION {
+        let helper = info
+            .helper(id)
+            .ok_or_else(|| undeclared(info.name.clone()))?;
+        let address = helper
+            .address
+            .ok_or_else(|| undeclared(format!("{} (declared without an address)", info.name)))?;
         return Ok(Resolved {
             id,
             name: helper.name.clone(),
@@ -264,27 +275,31 @@ fn resolve(id: u32, info: &ProgramInfo, section: &str, insn: usize) -> Result<Re
             target: Target::Extension(address),
         });
     }
-    if id < EBPF_MAX_GENERAL_HELPER_FUNCTION {
-        if let Some(general) = GENERAL_HELPERS.iter().find(|g| g.id == id) {
-            return Ok(Resolved {
-                id,
-                name: general.name.to_owned(),
-                arguments: general.arguments,
-                target: Target::General,
-            });
-        }
-        if (1..=35).contains(&id) {
-            return Err(BpfError::UnsupportedHelper {
-                section: section.to_owned(),
-                id,
-            });
-        }
+    let Some(prototype) = general_helper_prototype(id) else {
+        return Err(undeclared(info.name.clone()));
+    };
+    if let Some(helper) = info.helper(id) {
+        let address = helper
+            .address
+            .ok_or_else(|| undeclared(format!("{} (declared without an address)", info.name)))?;
+        return Ok(Resolved {
+            id,
+            name: helper.name.clone(),
+            arguments: prototype.arguments,
+            target: Target::Extension(address),
+        });
     }
-    Err(BpfError::UndeclaredHelper {
+    if let Some(general) = GENERAL_HELPERS.iter().find(|g| g.id == id) {
+        return Ok(Resolved {
+            id,
+            name: general.name.to_owned(),
+            arguments: general.arguments,
+            target: Target::General,
+        });
+    }
+    Err(BpfError::UnsupportedHelper {
         section: section.to_owned(),
-        insn,
         id,
-        program_type: info.name.clone(),
     })
 }
 
