@@ -206,8 +206,9 @@ impl<'a, E: HookExtension> Attached<'a, E> {
 /// The programs attached now; holds the snapshot until dropped.
 ///
 /// # IRQL
-/// Create and drop at ≤ DISPATCH_LEVEL. A detach completes only after this is dropped, so
-/// hold it briefly.
+/// Create and drop at ≤ DISPATCH_LEVEL. An attach or a detach of the hook completes only
+/// after this is dropped (each waits out the snapshot's readers), so hold it briefly and do
+/// not wait for one while holding it.
 pub struct AttachedClients<'a, E: HookExtension> {
     pub(crate) snapshot: SnapshotGuard<'a, Entry<E>>,
 }

@@ -274,10 +274,13 @@ impl<E: HookExtension> HookProvider<E> {
     /// # IRQL
     /// ≤ DISPATCH_LEVEL. `f` must return at the IRQL it was called at: the core's
     /// `batch_end` requires the IRQL of `batch_begin` (and, at DISPATCH_LEVEL, the processor).
-    /// The batch holds the snapshot, so a detach waits until `f` returns: keep batches short.
+    /// The batch holds the snapshot, so an attach or a detach of this hook (each publishes a
+    /// new snapshot and waits out the old one's readers) waits until `f` returns: keep batches
+    /// short.
     ///
     /// # Locking
-    /// Takes no lock; `f` must not wait for a detach of this hook (it would wait for itself).
+    /// Takes no lock; `f` must not wait for an attach or a detach of this hook (it would wait
+    /// for itself).
     pub fn with_batch<R>(&self, parameter: &E::Parameter, f: impl FnOnce(&Batch<'_, E>) -> R) -> R {
         let snapshot = self.state().snapshots.read();
         // The core's state: all-zero is its initial value. It stays in this frame, never

@@ -215,14 +215,19 @@ pub(crate) unsafe fn handle(link: *const Link) -> HANDLE {
 ///
 /// The driver glue calls this once the extension has been dropped (at unload, and when
 /// `DriverEntry` fails), before the device and tracing go; a driver with its own
-/// `DriverEntry` calls it from its unload the same way. Call it only then: it deregisters
-/// providers still in use as well, and no other thread may be running the driver's code (a
-/// `Provider` dropped concurrently is not waited for).
+/// `DriverEntry` calls it from its unload the same way.
 ///
 /// On the host the list is the bound simulated kernel's, which natively linked drivers and
 /// the test itself share: unloading one driver also deregisters the other drivers' and the
 /// test's own providers in that kernel. Give each natively linked driver its own kernel, or
 /// load images (each has its own list).
+///
+/// # Safety
+/// No other thread runs the driver's code, and no `Provider` of the driver is dropped until
+/// this returns: it deregisters providers still in use as well, and a `Provider` dropped
+/// meanwhile returns at once without waiting for NMR's last callback (its state is left in
+/// place), so whatever its owner frees next (a device its bindings' work items use) could
+/// still be in use. The driver's unload, once its extension value is dropped, is such a time.
 ///
 /// # IRQL
 /// PASSIVE_LEVEL.
@@ -230,7 +235,7 @@ pub(crate) unsafe fn handle(link: *const Link) -> HANDLE {
     clippy::must_use_candidate,
     reason = "the count is for tests and diagnostics; an unload has no use for it"
 )]
-pub fn deregister_leaked() -> usize {
+pub unsafe fn deregister_leaked() -> usize {
     let Some(list) = list() else {
         return 0;
     };

@@ -232,6 +232,9 @@ impl Drop for RundownGuard<'_> {
 /// Cache-aware run-down protection (`EX_RUNDOWN_REF_CACHE_AWARE`), allocated from non-paged
 /// pool with the caller's tag.
 ///
+/// # IRQL
+/// Dropped at ≤ APC_LEVEL (`ExFreeCacheAwareRundownProtection`), not from a DPC.
+///
 /// # Invariants
 /// `inner` came from `ExAllocateCacheAwareRundownProtection` and is freed only in `Drop`.
 pub struct CacheAwareRundown {

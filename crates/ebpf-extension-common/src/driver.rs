@@ -638,7 +638,9 @@ impl<D: ExtensionDriver> Drop for Running<D> {
         unsafe { core::mem::ManuallyDrop::drop(&mut self.extension) };
         // A provider the extension leaked goes before the device its hooks may use; a notify
         // routine it left added goes too.
-        ebpf_ext_nmr::deregister_leaked();
+        // SAFETY: unload: the extension value and every provider it held are dropped (above,
+        // on this thread); a provider it leaked is never dropped.
+        unsafe { ebpf_ext_nmr::deregister_leaked() };
         crate::process::remove_leaked();
     }
 }
@@ -709,7 +711,10 @@ pub mod glue {
             Err(e) => {
                 // A provider the failed start leaked goes before the device it may use; a
                 // notify routine it added goes too.
-                ebpf_ext_nmr::deregister_leaked();
+                // SAFETY: inside `DriverEntry`, after the failed start dropped what it had
+                // made: the driver has no other thread, and a leaked provider is never
+                // dropped.
+                unsafe { ebpf_ext_nmr::deregister_leaked() };
                 crate::process::remove_leaked();
                 return Err(e);
             }

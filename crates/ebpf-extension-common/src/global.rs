@@ -51,6 +51,17 @@ const TAKING: u8 = 3;
 ///   returns the value to drop (PASSIVE_LEVEL). After it, `set` may publish again (a driver
 ///   loaded twice).
 ///
+/// A driver global is a `static`: `set`, `get` and `take` take `&'static self`, so a value
+/// on the stack or in a heap allocation, which would leak what it holds when dropped (there is
+/// no `Drop`) and whose address another value could later reuse, cannot publish anything.
+///
+/// ```compile_fail,E0597
+/// # use ebpf_extension_common::global::DriverGlobal;
+/// # use ebpf_extension_common::pool::PoolTag;
+/// let local = DriverGlobal::<u64>::new(PoolTag::new(*b"Test"));
+/// let _ = local.set(1);
+/// ```
+///
 /// # Locking
 /// `set` and `take` are the driver's entry and unload, which the I/O manager never runs
 /// concurrently for one driver. Called concurrently anyway, they exclude each other through
@@ -88,18 +99,18 @@ impl<T: Send + Sync> DriverGlobal<T> {
 
     #[cfg(target_os = "windows")]
     #[inline]
-    fn state(&self) -> Option<&State<T>> {
+    fn state(&'static self) -> Option<&'static State<T>> {
         Some(&self.state)
     }
 
     /// The state of the simulated kernel bound to this thread; `None` when none is bound.
     #[cfg(not(target_os = "windows"))]
     #[inline]
-    fn state(&self) -> Option<&State<T>> {
+    fn state(&'static self) -> Option<&'static State<T>> {
         // SAFETY: all-zero is a valid `State` (see its documentation), only changed through
-        // atomics and the kernel's rundown routines; `self` is the only user of its address as
-        // a key; the reference lives no longer than `&self`, used while the thread's binding
-        // keeps the kernel alive.
+        // atomics and the kernel's rundown routines; `self` is a static (`&'static self`), so
+        // no other value ever has its address to use as a key; the reference is used while
+        // the thread's binding keeps the kernel alive.
         unsafe { ebpf_ext_sys::host::kernel_local::<State<T>>(ptr::from_ref(self).cast()) }
     }
 
@@ -112,7 +123,7 @@ impl<T: Send + Sync> DriverGlobal<T> {
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
-    pub fn set(&self, value: T) -> Result {
+    pub fn set(&'static self, value: T) -> Result {
         let state = self.state().ok_or(Error::InvalidDeviceState)?;
         // Only from an empty global, and only one `set` at a time: a racing `set` that got
         // there first wins, and this value is dropped (which stops whatever it runs).
@@ -145,7 +156,7 @@ impl<T: Send + Sync> DriverGlobal<T> {
     /// ≤ DISPATCH_LEVEL.
     #[inline]
     #[must_use]
-    pub fn get(&self) -> Option<GlobalRef<'_, T>> {
+    pub fn get(&'static self) -> Option<GlobalRef<'static, T>> {
         let state = self.state()?;
         let guard = state.rundown.try_acquire()?;
         let value = ptr::NonNull::new(state.value.load(Ordering::Acquire))?;
@@ -161,7 +172,7 @@ impl<T: Send + Sync> DriverGlobal<T> {
     /// # IRQL
     /// PASSIVE_LEVEL (it may block).
     #[must_use = "dropping the value stops what it runs"]
-    pub fn take(&self) -> Option<PoolBox<T>> {
+    pub fn take(&'static self) -> Option<PoolBox<T>> {
         let state = self.state()?;
         // While TAKING no `set` begins, so no value is published and no borrow reopened
         // between the wait and the removal below.

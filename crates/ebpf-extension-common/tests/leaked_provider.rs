@@ -9,6 +9,7 @@ use core::ptr;
 
 use ebpf_ext_core_sim::{Link, LinkSpec, ProgramInfoClient};
 use ebpf_ext_usersim::{DriverObject, Kernel};
+use ebpf_extension_common::nmr::deregister_leaked as sweep;
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ntstatus::STATUS_SUCCESS;
 
@@ -203,9 +204,12 @@ fn a_provider_dropped_after_the_sweep_is_neither_deregistered_again_nor_freed() 
     // SAFETY: the one provider of the type; no hook invokes its programs.
     let provider = unsafe { ProgramInfoProvider::register(&DATA, TAG) }.expect("register");
     assert!(ProgramInfoClient::attach(PROGRAM).is_ok());
-    assert_eq!(ebpf_extension_common::nmr::deregister_leaked(), 1);
+    // SAFETY: this thread is the only one running the provider's code, and drops nothing
+    // until the sweep returns.
+    assert_eq!(unsafe { sweep() }, 1);
     assert!(kernel.nmr_registrations().is_empty());
-    assert_eq!(ebpf_extension_common::nmr::deregister_leaked(), 0, "once");
+    // SAFETY: as above.
+    assert_eq!(unsafe { sweep() }, 0, "once");
     // A second deregistration would be refused (and traced) by NMR, and a freed state would
     // leave nothing outstanding below.
     drop(provider);
@@ -219,7 +223,8 @@ fn a_provider_dropped_normally_is_not_swept() {
     // SAFETY: as above.
     let provider = unsafe { ProgramInfoProvider::register(&DATA, TAG) }.expect("register");
     drop(provider);
-    assert_eq!(ebpf_extension_common::nmr::deregister_leaked(), 0);
+    // SAFETY: as above.
+    assert_eq!(unsafe { sweep() }, 0);
     kernel.assert_no_leaks();
 }
 
@@ -235,7 +240,8 @@ fn the_sweep_takes_every_leaked_provider_and_no_dropped_one() {
     core::mem::forget(first);
     core::mem::forget(third);
     assert_eq!(providers(&kernel), 2);
-    assert_eq!(ebpf_extension_common::nmr::deregister_leaked(), 2);
+    // SAFETY: as above.
+    assert_eq!(unsafe { sweep() }, 2);
     assert_eq!(providers(&kernel), 0);
     for program_type in [PROGRAM, SECOND.program_type(), THIRD.program_type()] {
         assert!(ProgramInfoClient::attach(program_type).is_err());
