@@ -1106,26 +1106,23 @@ pub const fn check_return(return_type: ebpf_return_type_t, arguments: &[ebpf_arg
 /// checked. [`program_type!`](crate::program_type!)'s `global helpers` call it for every
 /// entry.
 ///
+/// An override may take the implicit context (`implicit_context` is not part of what the
+/// verifier checks: the core passes the program context sixth to every helper, and
+/// netebpfext's overrides of `bpf_get_current_pid_tgid` read it that way).
+///
 /// # Panics
-/// At compile time if `id` is not one of the core's general helpers, if the override takes
-/// the implicit context (the core's prototype does not ask for it, so a native module's call
-/// may not pass it), or if its return type or any of its five argument types differs from the
-/// core's.
+/// At compile time if `id` is not one of the core's general helpers, or if its return type
+/// or any of its five argument types differs from the core's.
 pub const fn check_global_override(
     id: u32,
     return_type: ebpf_return_type_t,
     arguments: &[ebpf_argument_type_t; 5],
-    implicit_context: bool,
 ) {
     let Some(core) = ebpf_ext_sys::ebpf_general_helpers::general_helper_prototype(id) else {
         panic!(
             "a global helper override must have the id of one of the core's general helpers (1..=35)"
         );
     };
-    assert!(
-        !implicit_context,
-        "a global helper override cannot take the implicit context: the core's prototype does not declare it"
-    );
     assert!(
         return_type == core.return_type,
         "a global helper override must return what the core's prototype for its id returns"
@@ -1433,7 +1430,6 @@ macro_rules! helpers {
                             &$crate::argument_types(
                                 &[$(<$kind as $crate::HelperArgument<$ctx>>::TYPES),*]
                             ),
-                            $crate::helpers!(@has_implicit [$($implicit)?]),
                         );
                     }
                     $crate::HelperPrototype::new(
@@ -1586,7 +1582,7 @@ macro_rules! helpers {
 /// this type. The verifier checks a program's calls to those ids against the core's
 /// prototypes ([`ebpf_ext_sys::ebpf_general_helpers`]), never the extension's, so each
 /// override must declare exactly the core's prototype for its id (return type and argument
-/// kinds, no implicit context), or the declaration does not compile
+/// kinds; `with context` is allowed), or the declaration does not compile
 /// ([`check_global_override`](crate::check_global_override)).
 ///
 /// [`DataPointer`]: crate::DataPointer
@@ -1616,20 +1612,25 @@ macro_rules! helpers {
 /// assert_eq!(DATA.raw().required_irql, 2);
 /// ```
 ///
-/// An override with the core's prototype (`bpf_redirect_map`: a map and two values) compiles;
-/// one with other kinds, of an id the core has no general helper of, or taking the implicit
-/// context does not:
+/// An override with the core's prototype (`bpf_redirect_map`: a map and two values;
+/// `bpf_get_current_pid_tgid`: nothing, here reading the implicit context as netebpfext's
+/// does) compiles; one with other kinds, or of an id the core has no general helper of, does
+/// not:
 ///
 /// ```
 /// # use ebpf_ext_program_info::*;
 /// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { value: u64, other: u64 } }
 /// fn value(context: &Ctx) -> u64 { context.value }
 /// fn redirect(_: ProgramMap<'_>, key: u64, _: u64) -> u64 { key }
+/// fn pid(context: &Ctx) -> u64 { context.other }
 /// program_type! {
 ///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
 ///     context Ctx;
 ///     helpers { 0x10000, c"example_value" => value(Context); }
-///     global helpers { 35, c"bpf_redirect_map" => redirect(Map, Anything, Anything); }
+///     global helpers {
+///         19, c"bpf_get_current_pid_tgid" => pid() with context;
+///         35, c"bpf_redirect_map" => redirect(Map, Anything, Anything);
+///     }
 /// }
 /// # let _ = &DATA;
 /// ```
@@ -1658,19 +1659,6 @@ macro_rules! helpers {
 ///     context Ctx;
 ///     helpers { 0x10000, c"example_value" => value(Context); }
 ///     global helpers { 100, c"not_a_general_helper" => other(); }
-/// }
-/// ```
-///
-/// ```compile_fail
-/// # use ebpf_ext_program_info::*;
-/// no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { value: u64, other: u64 } }
-/// fn value(context: &Ctx) -> u64 { context.value }
-/// fn pid(context: &Ctx) -> u64 { context.value }
-/// program_type! {
-///     static DATA = c"example", ebpf_ext_sys::ntdef::GUID::from_u128(1), 1000;
-///     context Ctx;
-///     helpers { 0x10000, c"example_value" => value(Context); }
-///     global helpers { 19, c"bpf_get_current_pid_tgid" => pid() with context; }
 /// }
 /// ```
 ///

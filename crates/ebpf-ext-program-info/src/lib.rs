@@ -97,6 +97,22 @@
 //! static DATA: ProgramData = ProgramData::new(&INFO).checked();
 //! ```
 //!
+//! ```compile_fail
+//! # use ebpf_ext_program_info::*;
+//! # use ebpf_ext_sys::ebpf_program_types::{ebpf_program_context_create_t, ebpf_program_context_destroy_t};
+//! # static CONTEXT: ContextDescriptor = ContextDescriptor::new(16, None, None, None);
+//! # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+//! # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
+//! # const CREATE: ebpf_program_context_create_t = { unsafe extern "win64" fn c(_: *const u8, _: usize, _: *const u8, _: usize, _: *mut *mut core::ffi::c_void) -> i32 { 0 } c };
+//! # const DESTROY: ebpf_program_context_destroy_t = { unsafe extern "win64" fn d(_: *mut core::ffi::c_void, _: *mut u8, _: *mut usize, _: *mut u8, _: *mut usize) {} d };
+//! // Context functions called at HIGH_LEVEL (they allocate and free pool): refused whatever
+//! // the order of the builder's calls, `checked()` first included.
+//! static DATA: ProgramData = ProgramData::new(&INFO)
+//!     .with_context_functions(CREATE, DESTROY)
+//!     .checked()
+//!     .with_required_irql(15);
+//! ```
+//!
 //! With [`helpers!`] each helper is declared once — id, name, argument kinds and the Rust
 //! function together — and the prototype table and address table are generated from that one
 //! list, so they cannot disagree or be misordered:
@@ -590,12 +606,20 @@ impl ProgramData {
     }
 
     /// Context create/destroy for `bpf_prog_test_run`.
+    ///
+    /// # Panics
+    /// At compile time if `required_irql` is already above DISPATCH_LEVEL (see
+    /// [`ProgramData::checked`]).
     #[must_use]
     pub const fn with_context_functions(
         mut self,
         create: ebpf_program_context_create_t,
         destroy: ebpf_program_context_destroy_t,
     ) -> Self {
+        assert!(
+            self.0.required_irql <= DISPATCH_LEVEL,
+            "context functions with required_irql above DISPATCH_LEVEL"
+        );
         self.0.context_create = Some(create);
         self.0.context_destroy = Some(destroy);
         self
@@ -723,11 +747,17 @@ impl ProgramData {
     /// at).
     ///
     /// # Panics
-    /// At compile time if above HIGH_LEVEL; [`ProgramData::checked`] also refuses a level
-    /// above DISPATCH_LEVEL with context functions.
+    /// At compile time if above HIGH_LEVEL, or above DISPATCH_LEVEL with context functions
+    /// (set before or after this: [`ProgramData::with_context_functions`] refuses them at such
+    /// a level, and [`ProgramData::checked`] checks the pair again).
     #[must_use]
     pub const fn with_required_irql(mut self, irql: KIRQL) -> Self {
         assert!(irql <= HIGH_LEVEL, "required_irql above HIGH_LEVEL");
+        assert!(
+            (self.0.context_create.is_none() && self.0.context_destroy.is_none())
+                || irql <= DISPATCH_LEVEL,
+            "context functions with required_irql above DISPATCH_LEVEL"
+        );
         self.0.required_irql = irql;
         self
     }
