@@ -235,6 +235,13 @@ fn repeated<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
 pub fn problems(store: &Store) -> Vec<String> {
     let mut problems = Vec::new();
     for p in &store.programs {
+        // A line break would end the `.reg` file's `"Name"="…"` line early.
+        if let Some(c) = p.name.chars().find(|c| c.is_control()) {
+            problems.push(format!(
+                "program type {:?}'s name holds {c:?}; the store's Name is one line of text",
+                p.name
+            ));
+        }
         let kind = format!("a helper of program type {:?}", p.name);
         problems.extend(
             p.helpers
@@ -535,14 +542,34 @@ pub fn parse_reg(bytes: &[u8]) -> Result<Parsed, String> {
     Ok(parsed)
 }
 
+/// `s` as a PowerShell single-quoted string: each of the characters PowerShell takes for a
+/// single quote there (`'` and U+2018 to U+201B) doubled, so none ends the string.
 fn ps_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    let mut quoted = String::from("'");
+    for c in s.chars() {
+        if matches!(c, '\'' | '\u{2018}'..='\u{201b}') {
+            quoted.push(c);
+        }
+        quoted.push(c);
+    }
+    quoted.push('\'');
+    quoted
+}
+
+/// `s` for the script's `<# … #>` help comment, which a `#>` in it would end.
+fn ps_comment(s: &str) -> String {
+    s.replace("#>", "# >")
 }
 
 /// The PowerShell install script of a package: `Install-<name>.ps1 [-Uninstall]`. Install:
 /// trust the test certificate, `sc.exe create` the kernel service and start it, then write
 /// the store under `HKLM` and the installing user's `HKCU` (each owned key deleted first).
 /// Uninstall: stop and delete the service, delete the store keys from both hives.
+///
+/// The store is written through .NET's `RegistryKey` (`CreateSubKey`, `SetValue`,
+/// `DeleteSubKeyTree`), as upstream's store helper calls `RegCreateKeyEx`: only `\`
+/// separates keys, so a section named `cgroup/connect4` is one key (PowerShell's registry
+/// paths would split it at the `/`), and no name is a wildcard pattern.
 #[must_use]
 pub fn install_script(name: &str, service: &str, store: &Store) -> String {
     let mut s = format!(
@@ -558,9 +585,11 @@ param([switch] $Uninstall, [switch] $StoreOnly)
 $ErrorActionPreference = 'Stop'
 $here = $PSScriptRoot
 $service = {service_q}
-$hives = @('HKCU:', 'HKLM:')
+$hives = @([Microsoft.Win32.Registry]::CurrentUser, [Microsoft.Win32.Registry]::LocalMachine)
 $owned = @(
 ",
+        name = ps_comment(name),
+        service = ps_comment(service),
         service_q = ps_quote(service)
     );
     for root in roots(store) {
@@ -570,15 +599,12 @@ $owned = @(
         r#")
 function Clear-Store {
     foreach ($hive in $hives) {
-        foreach ($key in $owned) {
-            $path = Join-Path $hive $key
-            if (Test-Path $path) { Remove-Item -Path $path -Recurse -Force }
-        }
+        foreach ($key in $owned) { $hive.DeleteSubKeyTree($key, $false) }
     }
 }
-function Set-Dword($path, $name, $value) { New-ItemProperty -Path $path -Name $name -PropertyType DWord -Value ([uint32]$value) -Force | Out-Null }
-function Set-String($path, $name, $value) { New-ItemProperty -Path $path -Name $name -PropertyType String -Value $value -Force | Out-Null }
-function Set-Binary($path, $name, [byte[]] $value) { New-ItemProperty -Path $path -Name $name -PropertyType Binary -Value $value -Force | Out-Null }
+function Set-Dword($key, $name, [int] $value) { $key.SetValue($name, $value, [Microsoft.Win32.RegistryValueKind]::DWord) }
+function Set-String($key, $name, [string] $value) { $key.SetValue($name, $value, [Microsoft.Win32.RegistryValueKind]::String) }
+function Set-Binary($key, $name, [byte[]] $value) { $key.SetValue($name, $value, [Microsoft.Win32.RegistryValueKind]::Binary) }
 
 if ($Uninstall) {
     if (-not $StoreOnly -and (Get-Service $service -ErrorAction SilentlyContinue)) {
@@ -613,14 +639,13 @@ foreach ($hive in $hives) {
 "#,
     );
     for key in keys(store) {
-        let _ = writeln!(
-            s,
-            "    $k = Join-Path $hive {}; New-Item -Path $k -Force | Out-Null",
-            ps_quote(&key.path)
-        );
+        let _ = writeln!(s, "    $k = $hive.CreateSubKey({})", ps_quote(&key.path));
         for (value_name, value) in &key.values {
             let line = match value {
-                Value::Dword(v) => format!("Set-Dword $k {} {v}", ps_quote(value_name)),
+                // A REG_DWORD is 32 bits; `SetValue` takes them as an `Int32`.
+                Value::Dword(v) => {
+                    format!("Set-Dword $k {} {}", ps_quote(value_name), v.cast_signed())
+                }
                 Value::String(v) => {
                     format!("Set-String $k {} {}", ps_quote(value_name), ps_quote(v))
                 }
@@ -635,6 +660,7 @@ foreach ($hive in $hives) {
             };
             let _ = writeln!(s, "    {line}");
         }
+        s.push_str("    $k.Close()\n");
     }
     s.push_str("}\nWrite-Host \"installed $service and its eBPF store entries (HKLM and HKCU)\"\n");
     s
@@ -816,17 +842,123 @@ mod tests {
                 btf_modules: Vec::new(),
             },
         );
-        assert!(script.contains("$hives = @('HKCU:', 'HKLM:')"));
+        assert!(script.contains(
+            "$hives = @([Microsoft.Win32.Registry]::CurrentUser, [Microsoft.Win32.Registry]::LocalMachine)"
+        ));
         assert!(script.contains(
             r"'Software\eBPF\Providers\ProgramData\{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}'"
         ));
         let clear = script
             .rfind("\nClear-Store")
             .expect("clears before writing");
-        let write = script.find("New-Item -Path $k").expect("writes");
+        let write = script.find("$k = $hive.CreateSubKey(").expect("writes");
         assert!(clear < write);
         assert!(script.contains("Set-Binary $k 'ContextDescriptor' @(0x90,0x00,0x00,0x00,0x00,0x00,0x00,0x00,0x08,0x00,0x00,0x00,0xff,0xff,0xff,0xff)"));
         assert!(script.contains("if ($Uninstall)"));
+    }
+
+    /// The script writes the store as upstream's store helper does, with `RegCreateKeyEx`'s
+    /// rules: a `/` in a section name is part of one key (PowerShell's registry paths would
+    /// nest `cgroup\connect4`, whose parent the reader finds without values), and a `*` or a
+    /// `[` is no wildcard (PowerShell's `-Path` would expand it, in `Clear-Store` too).
+    #[test]
+    fn the_install_script_writes_keys_as_the_registry_api_does() {
+        let (program, mut section) = process();
+        section.name = "cgroup/connect4".into();
+        let mut other = section.clone();
+        other.name = "x*[1]".into();
+        let store = Store {
+            programs: vec![program],
+            sections: vec![section, other],
+            btf_modules: Vec::new(),
+        };
+        assert!(problems(&store).is_empty(), "{:?}", problems(&store));
+        let script = install_script("my_ext", "MyExt", &store);
+        for name in ["cgroup/connect4", "x*[1]"] {
+            let key = format!(r"'Software\eBPF\Providers\SectionData\{name}'");
+            assert!(
+                script.contains(&format!("$k = $hive.CreateSubKey({key})")),
+                "{name}: one key"
+            );
+            assert!(
+                script.contains(&format!("    {key}\n")),
+                "{name}: cleared as one key"
+            );
+        }
+        for path_cmdlet in [
+            "Join-Path $hive",
+            "New-Item",
+            "Remove-Item",
+            "Test-Path",
+            " -Path ",
+        ] {
+            assert!(
+                !script.contains(path_cmdlet),
+                "{path_cmdlet}: PowerShell path syntax for the store"
+            );
+        }
+        assert!(script.contains("$hive.DeleteSubKeyTree($key, $false)"));
+        assert!(script.contains("    $k.Close()"));
+    }
+
+    #[test]
+    fn a_dword_above_i32_max_is_written_as_its_32_bits() {
+        let (program, mut section) = process();
+        section.bpf_attach_type = u32::MAX;
+        let script = install_script(
+            "my_ext",
+            "MyExt",
+            &Store {
+                programs: vec![program],
+                sections: vec![section],
+                btf_modules: Vec::new(),
+            },
+        );
+        assert!(
+            script.contains("Set-Dword $k 'BpfAttachType' -1"),
+            "SetValue takes a REG_DWORD as an Int32"
+        );
+    }
+
+    #[test]
+    fn names_cannot_end_the_scripts_strings_or_comment() {
+        assert_eq!(ps_quote("it's"), "'it''s'");
+        assert_eq!(ps_quote("it\u{2019}s"), "'it\u{2019}\u{2019}s'");
+        assert_eq!(
+            ps_quote("\u{2018}\u{201a}\u{201b}"),
+            "'\u{2018}\u{2018}\u{201a}\u{201a}\u{201b}\u{201b}'"
+        );
+        let (program, section) = process();
+        let script = install_script(
+            "my_ext",
+            "Evil#>Service",
+            &Store {
+                programs: vec![program],
+                sections: vec![section],
+                btf_modules: Vec::new(),
+            },
+        );
+        let comment_end = script.find("#>").expect("the help comment ends");
+        assert!(
+            script[..comment_end].contains("Evil# >Service"),
+            "the name cannot close the comment"
+        );
+        assert!(script.contains("$service = 'Evil#>Service'"));
+    }
+
+    #[test]
+    fn a_program_type_name_with_a_line_break_is_a_problem() {
+        let (mut program, _) = process();
+        program.name = "two\nlines".into();
+        let store = Store {
+            programs: vec![program],
+            ..Store::default()
+        };
+        assert!(
+            problems(&store).iter().any(|p| p.contains("'\\n'")),
+            "{:?}",
+            problems(&store)
+        );
     }
 
     #[test]
