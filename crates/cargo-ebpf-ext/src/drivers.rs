@@ -110,25 +110,25 @@ fn import_libraries(out: &Path, drivers: &[&Driver]) -> Result<(PathBuf, Vec<Def
 /// strings: each flag stays one argument (a path with a space too), and cargo joins the array
 /// to the ones the workspace's configuration sets for the target.
 fn rustflags_config(flags: &[String]) -> String {
-    let quoted: Vec<String> = flags
-        .iter()
-        .map(|flag| {
-            let mut out = String::from("\"");
-            for c in flag.chars() {
-                match c {
-                    '"' => out.push_str("\\\""),
-                    '\\' => out.push_str("\\\\"),
-                    c if c.is_control() => {
-                        let _ = write!(out, "\\u{:04X}", u32::from(c));
-                    }
-                    c => out.push(c),
-                }
-            }
-            out.push('"');
-            out
-        })
-        .collect();
+    let quoted: Vec<String> = flags.iter().map(|flag| toml_string(flag)).collect();
     format!("target.{DRIVER_TARGET}.rustflags=[{}]", quoted.join(","))
+}
+
+/// `s` as a TOML basic string: quoted, with `"`, `\` and control characters escaped.
+pub(crate) fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The rustc flags that link a native-subsystem driver, one argument each.
@@ -248,6 +248,59 @@ fn built(out: &Path, driver: &Driver, command: &str) -> Result<(PathBuf, PathBuf
     Ok((sys, out.join(format!("{}.map", driver.name))))
 }
 
+/// The cargo command that builds `package`'s driver image into `target_dir`, with the
+/// driver profile and `link_config` (the link flags, a `--config` setting). Flags the
+/// environment would give instead of the target's `rustflags` are removed: cargo takes
+/// `CARGO_ENCODED_RUSTFLAGS`, then `RUSTFLAGS`, over the configuration, so either would drop
+/// the link flags (and the build would look for `link.exe`).
+fn driver_cargo(
+    root: &Path,
+    package: &str,
+    target_dir: &Path,
+    link_config: &str,
+) -> std::process::Command {
+    let mut cargo = command(Tool::SystemCargo);
+    cargo
+        .current_dir(root)
+        .args([
+            "rustc",
+            "--lib",
+            "--crate-type",
+            "cdylib",
+            "--target",
+            DRIVER_TARGET,
+        ])
+        .args([
+            "-Zbuild-std=core,alloc,compiler_builtins",
+            "-Zbuild-std-features=compiler-builtins-mem",
+        ]);
+    for setting in PROFILE_SETTINGS {
+        cargo.args(["--config", setting]);
+    }
+    cargo
+        .args([
+            "--profile",
+            PROFILE,
+            "--package",
+            package,
+            "--features",
+            "driver",
+        ])
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("RUSTC", Tool::SystemRustc.program())
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("CARGO")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        // Debian's cargo cannot fetch git dependencies (an SDK pinned by tag) with its
+        // libgit2 ("invalid version 0 on git_proxy_options"); the git program can.
+        .env("CARGO_NET_GIT_FETCH_WITH_CLI", "true")
+        .env("CARGO_TARGET_DIR", target_dir)
+        // Joined to any the workspace's own configuration gives for the target.
+        .args(["--config", link_config]);
+    cargo
+}
+
 /// Builds the driver packages `only` names (all when empty) into `<root>/target/driver/`,
 /// post-processes and checks the images. Returns the `.sys` paths.
 ///
@@ -271,44 +324,12 @@ pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
             driver.package
         );
         let _ = std::io::Write::flush(&mut std::io::stdout());
-        let mut cargo = command(Tool::SystemCargo);
-        cargo
-            .current_dir(&ws.root)
-            .args([
-                "rustc",
-                "--lib",
-                "--crate-type",
-                "cdylib",
-                "--target",
-                DRIVER_TARGET,
-            ])
-            .args([
-                "-Zbuild-std=core,alloc,compiler_builtins",
-                "-Zbuild-std-features=compiler-builtins-mem",
-            ]);
-        for setting in PROFILE_SETTINGS {
-            cargo.args(["--config", setting]);
-        }
-        run(cargo
-            .args([
-                "--profile",
-                PROFILE,
-                "--package",
-                &driver.package,
-                "--features",
-                "driver",
-            ])
-            .env("RUSTC_BOOTSTRAP", "1")
-            .env("RUSTC", Tool::SystemRustc.program())
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .env_remove("CARGO")
-            .env_remove("RUSTFLAGS")
-            // Debian's cargo cannot fetch git dependencies (an SDK pinned by tag) with its
-            // libgit2 ("invalid version 0 on git_proxy_options"); the git program can.
-            .env("CARGO_NET_GIT_FETCH_WITH_CLI", "true")
-            .env("CARGO_TARGET_DIR", &target_dir)
-            // Joined to any the workspace's own configuration gives for the target.
-            .args(["--config", &rustflags_config(&link_flags(&lib_dir, &defs))]))?;
+        run(&mut driver_cargo(
+            &ws.root,
+            &driver.package,
+            &target_dir,
+            &rustflags_config(&link_flags(&lib_dir, &defs)),
+        ))?;
         println!("built in {:.0} s", started.elapsed().as_secs_f64());
         let artifacts = target_dir.join(DRIVER_TARGET).join(PROFILE);
         let dll = artifacts.join(format!("{}.dll", driver.name));
@@ -507,30 +528,71 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Stamps `DriverVer` into an `.inx` template.
+/// Stamps `DriverVer` into an `.inx` template, as stampinf does: `$DRIVERVER$` becomes
+/// `MM/DD/YYYY,w.x.y.z`.
 ///
 /// # Errors
-/// As [`driver_ver_version`].
+/// As [`driver_ver_version`]; an `.inx` without `$DRIVERVER$` (its INF would have no
+/// `DriverVer`, which Windows requires); a `$TOKEN$` (capitals and `_`) left after stamping,
+/// such as stampinf's `$ARCH$`, which this tool does not fill in (`"$WINDOWS NT$"`, the
+/// signature, is no token).
 fn stamp_inf(inx: &str, version: &str) -> Result<String> {
     let version = driver_ver_version(version)?;
-    Ok(inx.replace("$DRIVERVER$", &format!("{},{version}", driver_date())))
+    if !inx.contains("$DRIVERVER$") {
+        bail!(
+            "the .inx has no $DRIVERVER$: its [Version] section needs `DriverVer = $DRIVERVER$`, which packaging stamps"
+        );
+    }
+    let inf = inx.replace("$DRIVERVER$", &format!("{},{version}", driver_date()));
+    if let Some(token) = unstamped_token(&inf) {
+        bail!("the .inx holds {token}, which packaging does not stamp (only $DRIVERVER$)");
+    }
+    Ok(inf)
 }
 
-/// The four-part version an INF's `DriverVer` takes (`w.x.y.z`, each 0..=65535) for a crate
-/// version `major.minor.patch[-pre][+build]`: `major.minor.patch.0`. A pre-release or build
-/// suffix has no place there and is dropped (`1.0.0-rc.1` and `1.0.0` stamp the same).
+/// The first `$NAME$` in `text` whose name is capitals and `_` only.
+fn unstamped_token(text: &str) -> Option<&str> {
+    let mut rest = text;
+    let mut offset = 0;
+    while let Some(start) = rest.find('$') {
+        let after = &rest[start + 1..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .unwrap_or(after.len());
+        if name_len > 0 && after[name_len..].starts_with('$') {
+            let at = offset + start;
+            return Some(&text[at..at + name_len + 2]);
+        }
+        offset += start + 1;
+        rest = after;
+    }
+    None
+}
+
+/// The four-part version an INF's `DriverVer` takes (`w.x.y.z`, each below 65535, not all
+/// zero) for a crate version `major.minor.patch[-pre][+build]`: `major.minor.patch.0`. A
+/// pre-release or build suffix has no place there and is dropped (`1.0.0-rc.1` and `1.0.0`
+/// stamp the same).
 ///
 /// # Errors
-/// A version that is not three numbers before any suffix, or a number above 65535.
+/// A version that is not three numbers before any suffix, a number of 65535 or more, or
+/// `0.0.0` (Windows refuses `DriverVer` 0.0.0.0; it is also what cargo reports for a package
+/// without a `version`).
 fn driver_ver_version(version: &str) -> Result<String> {
     let core = version.split(['-', '+']).next().unwrap_or_default();
     let parts: Vec<&str> = core.split('.').collect();
-    let numbers: Option<Vec<u16>> = parts.iter().map(|p| p.parse::<u16>().ok()).collect();
+    let numbers: Option<Vec<u16>> = parts
+        .iter()
+        .map(|p| p.parse::<u16>().ok().filter(|&n| n < u16::MAX))
+        .collect();
     match numbers {
+        Some(n) if n == [0, 0, 0] => {
+            bail!("version {version}: DriverVer 0.0.0.0 is not valid; give the package a version")
+        }
         Some(n) if n.len() == 3 => Ok(format!("{}.{}.{}.0", n[0], n[1], n[2])),
-        _ => bail!(
-            "version {version}: an INF's DriverVer needs major.minor.patch, each at most 65535"
-        ),
+        _ => {
+            bail!("version {version}: an INF's DriverVer needs major.minor.patch, each below 65535")
+        }
     }
 }
 
@@ -612,17 +674,66 @@ mod tests {
     }
 
     #[test]
-    fn driver_ver_takes_four_numbers_of_at_most_16_bits() {
+    fn driver_ver_takes_four_numbers_below_65535_not_all_zero() {
         let ver = |v: &str| super::driver_ver_version(v).ok();
         assert_eq!(ver("0.1.0").as_deref(), Some("0.1.0.0"));
+        assert_eq!(ver("0.0.1").as_deref(), Some("0.0.1.0"));
         assert_eq!(ver("1.2.3-rc.1").as_deref(), Some("1.2.3.0"));
         assert_eq!(ver("1.2.3+build.7").as_deref(), Some("1.2.3.0"));
-        assert_eq!(ver("65535.0.1").as_deref(), Some("65535.0.1.0"));
+        assert_eq!(ver("65534.0.1").as_deref(), Some("65534.0.1.0"));
+        assert_eq!(ver("65535.0.1"), None, "each part below 65535");
         assert_eq!(ver("65536.0.0"), None);
+        assert_eq!(ver("0.0.0"), None, "0.0.0.0 is not valid");
         assert_eq!(ver("1.2"), None);
         assert_eq!(ver("1.2.x"), None);
         let inf = super::stamp_inf("DriverVer = $DRIVERVER$", "2.0.1-beta").expect("stamped");
         assert!(inf.ends_with(",2.0.1.0"), "{inf}");
+    }
+
+    #[test]
+    fn an_inx_is_refused_without_driverver_or_with_a_token_left() {
+        let signature = "Signature = \"$WINDOWS NT$\"\r\nDriverVer = $DRIVERVER$\r\n";
+        assert!(
+            super::stamp_inf(signature, "1.0.0").is_ok(),
+            "the signature is no token"
+        );
+        let missing = super::stamp_inf("Signature = \"$WINDOWS NT$\"\r\n", "1.0.0");
+        assert!(
+            missing.is_err_and(|e| e.to_string().contains("no $DRIVERVER$")),
+            "an INF without DriverVer"
+        );
+        let arch = super::stamp_inf(
+            "DriverVer = $DRIVERVER$\r\n[Manufacturer]\r\n%M% = Standard,NT$ARCH$\r\n",
+            "1.0.0",
+        );
+        assert!(
+            arch.is_err_and(|e| e.to_string().contains("$ARCH$")),
+            "stampinf's other tokens are not filled in"
+        );
+        assert_eq!(super::unstamped_token("a $ b $C_D$ e"), Some("$C_D$"));
+        assert_eq!(super::unstamped_token("$$ $x$ $"), None);
+    }
+
+    #[test]
+    fn the_driver_build_clears_flags_that_would_replace_the_link_flags() {
+        let cargo = super::driver_cargo(
+            std::path::Path::new("/ws"),
+            "my-ext",
+            std::path::Path::new("/ws/target"),
+            "target.x.rustflags=[]",
+        );
+        let envs: Vec<_> = cargo.get_envs().collect();
+        for name in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS"] {
+            assert!(
+                envs.contains(&(std::ffi::OsStr::new(name), None)),
+                "{name} removed: {envs:?}"
+            );
+        }
+        let args: Vec<_> = cargo.get_args().collect();
+        assert_eq!(
+            args.last(),
+            Some(&std::ffi::OsStr::new("target.x.rustflags=[]"))
+        );
     }
 
     #[test]

@@ -618,7 +618,9 @@ fn claims(driver: &Driver) -> Result<Vec<Claim>> {
 
 /// Fails when two drivers of the workspace claim the same ETW provider GUID, program type,
 /// attach type, section, `bpf_attach_type` or BTF module; `bpf_prog_type`s are checked
-/// by [`unique_prog_types`] from the published data.
+/// by [`unique_prog_types`] from the published data. One driver may claim one twice (two of
+/// its sections with one attach type); its section names are checked by the store's own
+/// problems.
 ///
 /// # Errors
 /// Naming each clash and both drivers.
@@ -627,7 +629,10 @@ pub fn check_unique(ws: &Workspace) -> Result<()> {
     let mut clashes = Vec::new();
     for driver in &ws.drivers {
         for claim in claims(driver)? {
-            if let Some((_, other)) = seen.iter().find(|(c, _)| *c == claim) {
+            if let Some((_, other)) = seen
+                .iter()
+                .find(|(c, other)| *c == claim && *other != driver.package)
+            {
                 clashes.push(format!(
                     "{} {} is claimed by {other} and {}",
                     claim.0, claim.1, driver.package
@@ -719,6 +724,22 @@ mod unique_tests {
             .expect_err("same bpf_prog_type")
             .to_string();
         assert!(error.contains("bpf_prog_type 7"), "{error}");
+    }
+
+    #[test]
+    fn one_driver_may_give_two_sections_one_attach_type() {
+        let mut two = driver("a", "{22ea7b37-1043-4d0d-b60d-cafa1c7b638e}", 11);
+        let first = two.metadata["ebpf-ext"]["store"]["sections"][0].clone();
+        let mut second = first.clone();
+        second["name"] = "a/more".into();
+        two.metadata["ebpf-ext"]["store"]["sections"] = serde_json::json!([first, second]);
+        let ws = Workspace {
+            root: "/ws".into(),
+            members: vec!["a".into()],
+            drivers: vec![two],
+            sdk: None,
+        };
+        check_unique(&ws).expect("no clash with itself");
     }
 
     #[test]

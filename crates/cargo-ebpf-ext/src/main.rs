@@ -94,7 +94,7 @@ fn new(options: &NewOptions) -> Result<()> {
             url: url.clone(),
             tag: tag.clone(),
         }),
-        (_, _, Some(path)) => Some(new::Sdk::Path(std::path::absolute(path)?)),
+        (_, _, Some(path)) => Some(new::Sdk::Path(new::absolute(path)?)),
         _ => None,
     };
     let here = std::env::current_dir()?;
@@ -103,11 +103,7 @@ fn new(options: &NewOptions) -> Result<()> {
     } else {
         new::enclosing_workspace(&here)
     };
-    let path = options
-        .path
-        .as_deref()
-        .map(std::path::absolute)
-        .transpose()?;
+    let path = options.path.as_deref().map(new::absolute).transpose()?;
     match around {
         Some((root, metadata))
             if options.workspace_member || path.as_ref().is_none_or(|p| p.starts_with(&root)) =>

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use serde_json::Value;
 
+use crate::drivers::toml_string;
 use crate::prereqs::{Tool, command};
 
 /// Where the SDK crates come from in the new repository's manifest.
@@ -44,10 +45,14 @@ impl Sdk {
     /// The dependency table of `krate`.
     fn dependency(&self, krate: &str) -> String {
         match self {
-            Sdk::Git { url, tag } => format!("{{ git = \"{url}\", tag = \"{tag}\" }}"),
+            Sdk::Git { url, tag } => format!(
+                "{{ git = {}, tag = {} }}",
+                toml_string(url),
+                toml_string(tag)
+            ),
             Sdk::Path(root) => format!(
-                "{{ path = \"{}\" }}",
-                root.join("crates").join(krate).display()
+                "{{ path = {} }}",
+                toml_string(&root.join("crates").join(krate).display().to_string())
             ),
         }
     }
@@ -476,7 +481,7 @@ pub fn with_member(text: &str, member: &str) -> Result<Option<String>> {
         .iter()
         .position(|l| l.trim_start().starts_with('['))
         .map_or(lines.len(), |i| table + 1 + i);
-    let entry = format!("\"{member}\"");
+    let entry = toml_string(member);
     let Some(start) = (table + 1..end).find(|&i| {
         let l = lines[i].trim_start();
         l.starts_with("members") && l["members".len()..].trim_start().starts_with('=')
@@ -652,6 +657,26 @@ fn relative_path(from: &Path, target: &Path) -> PathBuf {
     let mut path: PathBuf = from[common..].iter().map(|_| "..").collect();
     path.extend(&target[common..]);
     path
+}
+
+/// `path` made absolute (against the current folder) with its `.` and `..` resolved by name,
+/// as a user means `--path ../x`: `Path::starts_with` compares components, so
+/// `/ws/../x` would pass for a folder inside `/ws`.
+///
+/// # Errors
+/// If the current folder cannot be read.
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    let mut normal = PathBuf::new();
+    for component in std::path::absolute(path)?.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            other => normal.push(other),
+        }
+    }
+    Ok(normal)
 }
 
 #[cfg(test)]
@@ -842,6 +867,15 @@ mod tests {
             checkout.dependency("ebpf-ext-map"),
             r#"{ path = "../../b/sdk/crates/ebpf-ext-map" }"#
         );
+        let odd = Sdk::Git {
+            url: r#"file:///a "b"\c"#.into(),
+            tag: "v1".into(),
+        };
+        assert_eq!(
+            odd.dependency("ebpf-ext-map"),
+            r#"{ git = "file:///a \"b\"\\c", tag = "v1" }"#,
+            "TOML escapes"
+        );
         assert_eq!(camel("my-ext_two"), "MyExtTwo");
         let longest = "e".repeat(crate::store::MAX_SECTION_NAME);
         assert!(files(&longest, &sdk).is_ok());
@@ -850,5 +884,19 @@ mod tests {
         for reserved in ["core", "std", "test", "async", "self"] {
             assert!(files(reserved, &sdk).is_err(), "{reserved}");
         }
+    }
+
+    #[test]
+    fn a_path_with_dot_dot_is_resolved_before_it_is_compared() {
+        let ws = Path::new("/ws");
+        let outside = super::absolute(Path::new("/ws/../my-ext")).expect("absolute");
+        assert_eq!(outside, Path::new("/my-ext"));
+        assert!(!outside.starts_with(ws), "outside the workspace");
+        let inside = super::absolute(Path::new("/ws/./drivers/../drivers/x")).expect("absolute");
+        assert_eq!(inside, Path::new("/ws/drivers/x"));
+        assert!(
+            Path::new("/ws/../my-ext").starts_with(ws),
+            "what the check compared before"
+        );
     }
 }
