@@ -108,7 +108,7 @@ impl Kernel {
 #[unsafe(no_mangle)]
 pub unsafe extern "win64" fn PsReferencePrimaryToken(Process: *mut c_void) -> *mut c_void {
     const API: &str = "PsReferencePrimaryToken";
-    require_irql(API, APC_LEVEL);
+    require_irql(API, PASSIVE_LEVEL);
     let token = Arc::clone(&process_object(API, Process).token);
     let address = Arc::as_ptr(&token) as usize;
     with_kernel(API, |k| {

@@ -393,6 +393,37 @@ fn sid_routine(which: &str) -> u32 {
     }
 }
 
+/// `PsReferencePrimaryToken` is PASSIVE_LEVEL only (Microsoft Learn), unlike the SID
+/// routines: at APC_LEVEL it bug-checks.
+#[test]
+fn a_primary_token_reference_above_passive_level_bugchecks() {
+    unsafe extern "win64" fn at_apc(
+        process: *mut c_void,
+        _id: *mut c_void,
+        _info: *mut PS_CREATE_NOTIFY_INFO,
+    ) {
+        set_current_irql(APC_LEVEL);
+        // SAFETY: the callback's process object (the IRQL is wrong).
+        let _ = unsafe { PsReferencePrimaryToken(process) };
+    }
+    let check = expect_bugcheck(
+        "a_primary_token_reference_above_passive_level_bugchecks",
+        || {
+            let kernel = Kernel::new();
+            // SAFETY: a notify routine of this test, removed with the kernel.
+            let status = unsafe { PsSetCreateProcessNotifyRoutineEx(at_apc, FALSE) };
+            assert_eq!(status, STATUS_SUCCESS);
+            let _ = kernel.create_process(&process(1));
+        },
+    );
+    assert_eq!(check.code, IRQL_NOT_LESS_OR_EQUAL);
+    assert_eq!(check.api, "PsReferencePrimaryToken");
+    assert_eq!(
+        check.parameters[..2],
+        [u64::from(APC_LEVEL), u64::from(PASSIVE_LEVEL)]
+    );
+}
+
 #[test]
 fn sid_routines_run_at_apc_level() {
     let _kernel = Kernel::new();
