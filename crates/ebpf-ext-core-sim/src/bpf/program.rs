@@ -261,22 +261,11 @@ fn resolve(id: u32, info: &ProgramInfo, section: &str, insn: usize) -> Result<Re
         id,
         program_type,
     };
-    if id >= EBPF_MAX_GENERAL_HELPER_FUNCTION {
-        let helper = info
-            .helper(id)
-            .ok_or_else(|| undeclared(info.name.clone()))?;
-        let address = helper
-            .address
-            .ok_or_else(|| undeclared(format!("{} (declared without an address)", info.name)))?;
-        return Ok(Resolved {
-            id,
-            name: helper.name.clone(),
-            arguments: helper.arguments,
-            target: Target::Extension(address),
-        });
-    }
-    let Some(prototype) = general_helper_prototype(id) else {
-        return Err(undeclared(info.name.clone()));
+    // Below 0xFFFF the core's prototype, whoever implements the id; none: unknown.
+    let core = if id < EBPF_MAX_GENERAL_HELPER_FUNCTION {
+        Some(general_helper_prototype(id).ok_or_else(|| undeclared(info.name.clone()))?)
+    } else {
+        None
     };
     if let Some(helper) = info.helper(id) {
         let address = helper
@@ -285,9 +274,12 @@ fn resolve(id: u32, info: &ProgramInfo, section: &str, insn: usize) -> Result<Re
         return Ok(Resolved {
             id,
             name: helper.name.clone(),
-            arguments: prototype.arguments,
+            arguments: core.map_or(helper.arguments, |core| core.arguments),
             target: Target::Extension(address),
         });
+    }
+    if core.is_none() {
+        return Err(undeclared(info.name.clone()));
     }
     if let Some(general) = GENERAL_HELPERS.iter().find(|g| g.id == id) {
         return Ok(Resolved {
