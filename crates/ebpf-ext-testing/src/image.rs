@@ -54,15 +54,17 @@ pub fn image_dir() -> Result<PathBuf, String> {
         })
 }
 
-/// The outermost folder at or above `dir` whose `Cargo.toml` has a `[workspace]` table.
+/// The nearest folder at or above `dir` whose `Cargo.toml` has a `[workspace]` table: the
+/// workspace cargo (and `cargo ebpf-ext build`, through `cargo metadata`) builds there, so a
+/// repository of its own inside another workspace (`cargo ebpf-ext new --standalone`) finds
+/// its own images, not the outer one's.
 #[must_use]
 pub fn workspace_around(dir: &Path) -> Option<PathBuf> {
     dir.ancestors()
-        .filter(|d| {
+        .find(|d| {
             std::fs::read_to_string(d.join("Cargo.toml"))
                 .is_ok_and(|m| m.lines().any(|l| l.trim() == "[workspace]"))
         })
-        .last()
         .map(Path::to_path_buf)
 }
 
@@ -209,6 +211,29 @@ mod tests {
         assert!(here.starts_with(&root));
         assert!(root.join("crates").join("ebpf-ext-testing").is_dir());
         assert_eq!(workspace_around(Path::new("/")), None);
+    }
+
+    #[test]
+    fn a_workspace_inside_another_is_its_own() {
+        let outer = tempfile::tempdir().expect("a folder of the test's own");
+        let inner = outer.path().join("my-ext");
+        let package = inner.join("src");
+        std::fs::create_dir_all(&package).expect("folders");
+        std::fs::write(
+            outer.path().join("Cargo.toml"),
+            "[workspace]\nmembers = []\n",
+        )
+        .expect("outer");
+        std::fs::write(
+            inner.join("Cargo.toml"),
+            "[package]\nname = \"my-ext\"\n\n[workspace]\n",
+        )
+        .expect("inner");
+        assert_eq!(
+            workspace_around(&package).as_deref(),
+            Some(inner.as_path()),
+            "the nearest workspace"
+        );
     }
 
     #[test]

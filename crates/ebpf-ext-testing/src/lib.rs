@@ -199,7 +199,8 @@ pub struct Opened<'a> {
 }
 
 /// Loads `target` as `service` and attaches a program-information client for `program_type`,
-/// narrating both steps.
+/// narrating both steps. When the attach fails the driver is unloaded before the error
+/// returns, so a fault sweep over `open` leaves nothing registered.
 ///
 /// # Errors
 /// If `DriverEntry` fails or the program information is refused.
@@ -212,8 +213,13 @@ pub fn open<'a>(
     say("load: DriverEntry");
     let driver = LoadedDriver::load(target, service)
         .map_err(|s| format!("DriverEntry failed: {}", status::describe(s)))?;
-    let info_client =
-        ProgramInfoClient::attach(program_type).map_err(|e| format!("program info: {e}"))?;
+    let info_client = match ProgramInfoClient::attach(program_type) {
+        Ok(client) => client,
+        Err(e) => {
+            driver.unload();
+            return Err(format!("program info: {e}"));
+        }
+    };
     let info = info_client.info();
     let helpers: Vec<String> = info.helpers.iter().map(|h| h.name.clone()).collect();
     say(&format!(
@@ -228,7 +234,8 @@ pub fn open<'a>(
     })
 }
 
-/// The trace events one provider wrote, one line each: event name, then its fields.
+/// The trace events one provider wrote, one line each: event name, `[level L keyword K
+/// opcode O]`, then its fields (each with its type: `U64(5)`).
 #[must_use]
 pub fn trace_lines(kernel: &Kernel, provider_name: &str) -> Vec<String> {
     kernel
@@ -236,7 +243,12 @@ pub fn trace_lines(kernel: &Kernel, provider_name: &str) -> Vec<String> {
         .iter()
         .filter(|e| e.provider_name.as_deref() == Some(provider_name))
         .map(|e| {
-            let mut line = e.name.clone();
+            // Level, keyword and opcode are what a trace session filters on: two modes that
+            // wrote one event at different ones differ.
+            let mut line = format!(
+                "{} [level {} keyword {:#x} opcode {}]",
+                e.name, e.level, e.keyword, e.opcode
+            );
             for field in &e.fields {
                 let status = match &field.value {
                     _ if !field.name.eq_ignore_ascii_case("status") => None,

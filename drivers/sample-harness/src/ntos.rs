@@ -940,13 +940,13 @@ pub fn identity_scenario(
 /// # Panics
 /// If the creation is not allowed (a fault must never deny a process).
 pub fn account_helpers_once(kernel: &Kernel, target: Target<'_>, sid: &[u8]) -> Option<(i64, i64)> {
-    // Not `open`, which leaves the driver loaded when the program-information attach fails.
-    let driver = crate::LoadedDriver::load(target, "SampleNtosEbpfExt").ok()?;
-    let Ok(info_client) = ProgramInfoClient::attach(PROGRAM_TYPE) else {
-        driver.unload();
-        return None;
-    };
-    let info = info_client.info();
+    // A failed `open` has unloaded what it loaded.
+    let crate::Opened {
+        driver,
+        info_client,
+        info,
+        ..
+    } = crate::open(target, "SampleNtosEbpfExt", PROGRAM_TYPE, &mut |_| {}).ok()?;
     kernel.add_account(&LONG_USER_SID, LONG_USER_NAME, "CONTOSO");
     let address = |id| info.helper(id).and_then(|h| h.address);
     let helpers = address(HELPER_GET_ACCOUNT_NAME).zip(address(HELPER_GET_ACCOUNT_DOMAIN));

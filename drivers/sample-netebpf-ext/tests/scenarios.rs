@@ -41,7 +41,7 @@ fn the_end_to_end_scenario_holds_and_repeats_identically() {
         first
             .traces
             .iter()
-            .any(|t| t.contains("program attached for interface")),
+            .any(|t| t.contains("program attached for interface") && t.contains("[level 4 ")),
         "attach is traced: {:?}",
         first.traces
     );
@@ -183,5 +183,28 @@ fn profiling_at_dispatch_lowers_the_irql_between_short_stretches() {
     kernel.close(handle);
     drop(program);
     driver.unload();
+    kernel.assert_no_leaks();
+}
+
+/// `open` of a program type the driver does not provide fails, and unloads the driver it
+/// loaded: nothing stays registered (a fault sweep over `open` relies on it).
+#[test]
+fn an_open_whose_program_information_is_refused_unloads_the_driver() {
+    let kernel = Kernel::new();
+    let other = ebpf_ext_sys::ntdef::GUID::from_u128(0x0bad_0000_0000_4000_8000_0000_0000_0001);
+    let opened = sample_harness::open(
+        Target::Native(driver_entry),
+        "SampleNetEbpfExt",
+        other,
+        &mut |_| {},
+    );
+    assert!(
+        opened
+            .as_ref()
+            .is_err_and(|e| e.starts_with("program info:")),
+        "{:?}",
+        opened.as_ref().err()
+    );
+    drop(opened);
     kernel.assert_no_leaks();
 }
