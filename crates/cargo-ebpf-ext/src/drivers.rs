@@ -532,15 +532,16 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// `MM/DD/YYYY,w.x.y.z`.
 ///
 /// # Errors
-/// As [`driver_ver_version`]; an `.inx` without `$DRIVERVER$` (its INF would have no
-/// `DriverVer`, which Windows requires); a `$TOKEN$` (capitals and `_`) left after stamping,
-/// such as stampinf's `$ARCH$`, which this tool does not fill in (`"$WINDOWS NT$"`, the
-/// signature, is no token).
+/// As [`driver_ver_version`]; an `.inx` without `$DRIVERVER$` (packaging stamps `DriverVer`
+/// from the crate's version; a hand-written one would not follow it); a `$TOKEN$` (capitals
+/// and `_`) left after stamping, such as stampinf's `$ARCH$`, which this tool does not fill
+/// in. The INF signatures (`$WINDOWS NT$`, `$CHICAGO$`, `$WINDOWS 95$`, any case) are no
+/// tokens.
 fn stamp_inf(inx: &str, version: &str) -> Result<String> {
     let version = driver_ver_version(version)?;
     if !inx.contains("$DRIVERVER$") {
         bail!(
-            "the .inx has no $DRIVERVER$: its [Version] section needs `DriverVer = $DRIVERVER$`, which packaging stamps"
+            "the .inx has no $DRIVERVER$: its [Version] section needs `DriverVer = $DRIVERVER$`, which packaging stamps from the crate's version"
         );
     }
     let inf = inx.replace("$DRIVERVER$", &format!("{},{version}", driver_date()));
@@ -550,7 +551,11 @@ fn stamp_inf(inx: &str, version: &str) -> Result<String> {
     Ok(inf)
 }
 
-/// The first `$NAME$` in `text` whose name is capitals and `_` only.
+/// The INF signatures, which look like tokens (compared without case).
+const SIGNATURES: [&str; 3] = ["$WINDOWS NT$", "$CHICAGO$", "$WINDOWS 95$"];
+
+/// The first `$NAME$` in `text` whose name is capitals and `_` only and that is no
+/// [`SIGNATURES`] entry.
 fn unstamped_token(text: &str) -> Option<&str> {
     let mut rest = text;
     let mut offset = 0;
@@ -561,7 +566,10 @@ fn unstamped_token(text: &str) -> Option<&str> {
             .unwrap_or(after.len());
         if name_len > 0 && after[name_len..].starts_with('$') {
             let at = offset + start;
-            return Some(&text[at..at + name_len + 2]);
+            let token = &text[at..at + name_len + 2];
+            if !SIGNATURES.iter().any(|s| s.eq_ignore_ascii_case(token)) {
+                return Some(token);
+            }
         }
         offset += start + 1;
         rest = after;
@@ -711,6 +719,11 @@ mod tests {
             "stampinf's other tokens are not filled in"
         );
         assert_eq!(super::unstamped_token("a $ b $C_D$ e"), Some("$C_D$"));
+        assert_eq!(
+            super::unstamped_token("Signature = \"$CHICAGO$\" ; or \"$Windows 95$\""),
+            None,
+            "signatures are no tokens"
+        );
         assert_eq!(super::unstamped_token("$$ $x$ $"), None);
     }
 

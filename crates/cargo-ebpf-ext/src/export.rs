@@ -618,9 +618,9 @@ fn claims(driver: &Driver) -> Result<Vec<Claim>> {
 
 /// Fails when two drivers of the workspace claim the same ETW provider GUID, program type,
 /// attach type, section, `bpf_attach_type` or BTF module; `bpf_prog_type`s are checked
-/// by [`unique_prog_types`] from the published data. One driver may claim one twice (two of
-/// its sections with one attach type); its section names are checked by the store's own
-/// problems.
+/// by [`unique_prog_types`] from the published data. One driver may give two of its sections
+/// one attach type or `bpf_attach_type`; any other claim made twice, by one driver too, is a
+/// clash.
 ///
 /// # Errors
 /// Naming each clash and both drivers.
@@ -629,9 +629,11 @@ pub fn check_unique(ws: &Workspace) -> Result<()> {
     let mut clashes = Vec::new();
     for driver in &ws.drivers {
         for claim in claims(driver)? {
+            // Sections of one driver may share an attach type.
+            let shareable = matches!(claim.0, "attach type" | "bpf_attach_type");
             if let Some((_, other)) = seen
                 .iter()
-                .find(|(c, other)| *c == claim && *other != driver.package)
+                .find(|(c, other)| *c == claim && !(shareable && *other == driver.package))
             {
                 clashes.push(format!(
                     "{} {} is claimed by {other} and {}",
@@ -740,6 +742,16 @@ mod unique_tests {
             sdk: None,
         };
         check_unique(&ws).expect("no clash with itself");
+        let mut twice = ws.drivers[0].clone();
+        twice.metadata["ebpf-ext"]["store"]["sections"][1]["name"] = "A".into();
+        let ws = Workspace {
+            drivers: vec![twice],
+            ..ws
+        };
+        let error = check_unique(&ws)
+            .expect_err("one section name twice")
+            .to_string();
+        assert!(error.contains("section a is claimed by a and a"), "{error}");
     }
 
     #[test]

@@ -101,8 +101,8 @@
 //! - Allocations and frees inside an epoch (program runs, batches and the provider's map
 //!   callbacks are inside the core's own, except a map's teardown, which the core runs
 //!   outside any) → `0x1E`, [`Contract::OutsideEpoch`] (epoch:
-//!   `allocating_outside_an_epoch_is_caught`, `freeing_outside_an_epoch_is_caught`,
-//!   `freeing_in_a_maps_teardown_without_an_epoch_is_caught`).
+//!   `allocating_outside_an_epoch_is_caught`, `freeing_outside_an_epoch_is_caught`; and
+//!   `ebpf-ext-map`'s epoch tests: `freeing_in_a_maps_teardown_without_an_epoch_is_caught`).
 //!
 //! Program-information side, [`ProgramInfoClient`]:
 //! - `ebpf_validate_program_data` and `ebpf_program.c`'s checks (versions, sizes, NULL

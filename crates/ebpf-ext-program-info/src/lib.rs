@@ -478,7 +478,8 @@ impl ProgramInfo {
     /// program-type specific helpers only).
     ///
     /// # Panics
-    /// At compile time if an id is out of its range or appears twice.
+    /// At compile time if an id is out of its range or appears twice, or if an override does
+    /// not declare the core's prototype for its id ([`check_global_override`]).
     #[must_use]
     pub const fn new(
         descriptor: &'static ProgramTypeDescriptor,
@@ -534,6 +535,8 @@ const fn check_ids(helpers: &[HelperPrototype], type_specific: bool) {
                 id < EBPF_MAX_GENERAL_HELPER_FUNCTION,
                 "global helper ids must be below 0xFFFF"
             );
+            // The verifier checks calls to this id against the core's prototype only.
+            check_global_override(id, helpers[i].0.return_type, &helpers[i].0.arguments);
         }
         let mut j = i + 1;
         while j < helpers.len() {

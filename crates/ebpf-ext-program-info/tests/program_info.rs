@@ -11,10 +11,7 @@ use ebpf_ext_program_info::{
     ProgramInfoProvider, ProgramTypeDescriptor,
 };
 use ebpf_ext_sys::Error;
-use ebpf_ext_sys::ebpf_base::{
-    EBPF_ARGUMENT_TYPE_CONST_SIZE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
-    EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM, EBPF_RETURN_TYPE_INTEGER,
-};
+use ebpf_ext_sys::ebpf_base::{EBPF_ARGUMENT_TYPE_PTR_TO_CTX, EBPF_RETURN_TYPE_INTEGER};
 use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_SUCCESS, ebpf_result_t};
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, ExAllocatePool2, ExFreePoolWithTag, POOL_FLAG_NON_PAGED};
@@ -144,14 +141,12 @@ static HELPERS: [HelperPrototype; 1] = [HelperPrototype::new(
     EBPF_RETURN_TYPE_INTEGER,
     &[EBPF_ARGUMENT_TYPE_PTR_TO_CTX],
 )];
+// The core's prototype for 19 (no arguments), read through the implicit context.
 static GLOBAL_HELPERS: [HelperPrototype; 1] = [HelperPrototype::new(
     19,
     c"bpf_get_current_pid_tgid_override",
     EBPF_RETURN_TYPE_INTEGER,
-    &[
-        EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
-        EBPF_ARGUMENT_TYPE_CONST_SIZE,
-    ],
+    &[],
 )
 .with_implicit_context()];
 static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &HELPERS, &GLOBAL_HELPERS);

@@ -780,7 +780,9 @@ impl ValueSet for CustomMap {
 
 /// The map's teardown, as the core's object free runs it: outside any epoch of the core's
 /// (see the module's docs), each entry left handed to the delete callback with
-/// `EBPF_MAP_OPERATION_MAP_CLEANUP`, then `postprocess_map_delete`.
+/// `EBPF_MAP_OPERATION_MAP_CLEANUP`, then `postprocess_map_delete`. It runs on the thread
+/// that drops the last reference (the core defers it to a work item); a test that drops a map
+/// inside an epoch of its own runs the teardown inside that epoch, which the core never does.
 impl Drop for CustomMap {
     fn drop(&mut self) {
         let entries = core::mem::take(&mut *lock(&self.entries));
