@@ -312,8 +312,8 @@ mod tests {
     fn a_file_url_encodes_what_cargo_encodes() {
         assert_eq!(file_url(Path::new("/srv/sdk.git")), "file:///srv/sdk.git");
         assert_eq!(
-            file_url(Path::new("/work/path with space/sdk clone/sdk.git")),
-            "file:///work/path%20with%20space/sdk%20clone/sdk.git"
+            file_url(Path::new("/home/me/my sdk/a clone/sdk.git")),
+            "file:///home/me/my%20sdk/a%20clone/sdk.git"
         );
         assert_eq!(
             file_url(Path::new("/a#b?c{d}/é+~@")),
