@@ -1103,8 +1103,8 @@ pub const fn check_return(return_type: ebpf_return_type_t, arguments: &[ebpf_arg
 /// gives its id ([`ebpf_ext_sys::ebpf_general_helpers`]): the verifier checks a program's
 /// calls to an id below `0xFFFF` against the core's prototype only, never the extension's, so
 /// an override of other kinds would receive registers its wrapper trusts and nothing
-/// checked. [`program_type!`](crate::program_type!)'s `global helpers` call it for every
-/// entry.
+/// checked. [`ProgramInfo::new`](crate::ProgramInfo::new) calls it for every override (those
+/// of [`program_type!`](crate::program_type!)'s `global helpers` included).
 ///
 /// An override may take the implicit context (`implicit_context` is not part of what the
 /// verifier checks: the core passes the program context sixth to every helper, and
@@ -1206,10 +1206,9 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 /// Ids are checked by `ProgramInfo::new` (range: above 0xFFFF for program-type specific
 /// helpers, below 0xFFFF for global-helper overrides; duplicates), and the address count by
 /// `ProgramData::with_helpers` / `with_global_helpers`: declare a type's overrides of global
-/// helpers with a second `helpers!` that starts `@global;` (before `context`): then every line
-/// must declare the core's prototype for its id, or it does not compile
-/// ([`check_global_override`]), since the verifier checks calls to those ids against the
-/// core's prototypes only.
+/// helpers with a second `helpers!`. `ProgramInfo::new` also checks that every override
+/// declares the core's prototype for its id ([`check_global_override`]), since the verifier
+/// checks calls to those ids against the core's prototypes only.
 ///
 /// A function whose parameters or result differ from the declaration does not compile:
 ///
@@ -1397,7 +1396,6 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
 #[macro_export]
 macro_rules! helpers {
     (
-        $(@ $overrides:ident;)?
         context $ctx:ty $(, data $data:expr)?;
         $(#[$prototypes_meta:meta])* $prototypes_vis:vis static $prototypes:ident;
         $(#[$addresses_meta:meta])* $addresses_vis:vis static $addresses:ident;
@@ -1407,11 +1405,8 @@ macro_rules! helpers {
         )+
     ) => {
         $(#[$prototypes_meta])*
-        $prototypes_vis static $prototypes: [$crate::HelperPrototype; [$($id),+].len()] = {
-            // Whether these are overrides of the core's general helpers (`@global`).
-            const __EBPF_EXT_OVERRIDES: ::core::primitive::bool =
-                $crate::helpers!(@overrides [$($overrides)?]);
-            [$(
+        $prototypes_vis static $prototypes: [$crate::HelperPrototype; [$($id),+].len()] = [
+            $(
                 $crate::helpers!(@implicit_prototype [$($implicit)?] {
                     $crate::check_overlap(
                         &[$(<$kind as $crate::HelperArgument<$ctx>>::MEMORY),*],
@@ -1423,15 +1418,6 @@ macro_rules! helpers {
                             &[$(<$kind as $crate::HelperArgument<$ctx>>::TYPES),*]
                         ),
                     );
-                    if __EBPF_EXT_OVERRIDES {
-                        $crate::check_global_override(
-                            $id,
-                            <$crate::helpers!(@return $($ret)?) as $crate::HelperReturn>::TYPE,
-                            &$crate::argument_types(
-                                &[$(<$kind as $crate::HelperArgument<$ctx>>::TYPES),*]
-                            ),
-                        );
-                    }
                     $crate::HelperPrototype::new(
                         $id,
                         $name,
@@ -1441,8 +1427,8 @@ macro_rules! helpers {
                         ),
                     )
                 })
-            ),+]
-        };
+            ),+
+        ];
         $(#[$addresses_meta])*
         $addresses_vis static $addresses: $crate::HelperAddresses = {
             // Where the context's data pointers lie: kept across `ContextMut` helpers.
@@ -1458,8 +1444,6 @@ macro_rules! helpers {
             $crate::HelperAddresses::new(&FUNCTIONS)
         };
     };
-    (@overrides []) => { false };
-    (@overrides [global]) => { true };
     (@data) => { $crate::DataPointerOffsets::NONE };
     (@data $data:expr) => { $data };
     (@return) => { ::core::primitive::u64 };
@@ -1902,10 +1886,9 @@ macro_rules! program_type {
                 static __EBPF_EXT_HELPERS; static __EBPF_EXT_ADDRESSES; $($helpers)+
             }
             $(
-                // Overrides of the core's general helpers: each must declare the core's
-                // prototype for its id, the only one the verifier checks calls against.
+                // Overrides of the core's general helpers: `ProgramInfo::new` checks each
+                // declares the core's prototype for its id.
                 $crate::helpers! {
-                    @global;
                     context __EBPF_EXT_HELPER_CONTEXT, data __EBPF_EXT_DATA_OFFSETS;
                     static __EBPF_EXT_GLOBAL_HELPERS; static __EBPF_EXT_GLOBAL_ADDRESSES;
                     $($globals)+
@@ -1940,7 +1923,7 @@ macro_rules! program_type {
             // context is checked to be that very type (the macro accepts no other builder
             // call that could replace them); its data pointers, if any, are `$ctx`'s two
             // `DataPointer` fields (checked above), and its test runs set them; its global
-            // overrides declare the core's prototypes for their ids (checked above).
+            // overrides declare the core's prototypes for their ids (`ProgramInfo::new`).
             unsafe { $crate::TypedProgramData::new(data) }
         };
     };
