@@ -703,6 +703,15 @@ mod tests {
         )
     }
 
+    /// A store of one program type and one section.
+    fn store_of(program: ProgramEntry, section: SectionEntry) -> Store {
+        Store {
+            programs: vec![program],
+            sections: vec![section],
+            btf_modules: Vec::new(),
+        }
+    }
+
     fn value<'a>(parsed: &'a Parsed, key: &str, name: &str) -> &'a Value {
         let (_, values) = parsed
             .written
@@ -719,11 +728,7 @@ mod tests {
     #[test]
     fn the_worked_values_of_section_e_come_back_byte_for_byte() {
         let (program, section) = process();
-        let bytes = reg_file_bytes(&reg_text(&Store {
-            programs: vec![program],
-            sections: vec![section],
-            btf_modules: Vec::new(),
-        }));
+        let bytes = reg_file_bytes(&reg_text(&store_of(program, section)));
         let parsed = parse_reg(&bytes).expect("parses");
         for hive in HIVES {
             let root = format!(
@@ -785,11 +790,7 @@ mod tests {
     #[test]
     fn names_the_reader_would_skip_or_merge_are_problems() {
         let (program, section) = process();
-        let clean = Store {
-            programs: vec![program.clone()],
-            sections: vec![section.clone()],
-            btf_modules: Vec::new(),
-        };
+        let clean = store_of(program.clone(), section.clone());
         assert_eq!(problems(&clean), Vec::<String>::new());
         let mut store = clean.clone();
         store.programs[0].helpers[1].name = store.programs[0].helpers[0].name.to_uppercase();
@@ -833,15 +834,7 @@ mod tests {
     #[test]
     fn the_install_script_clears_then_writes_both_hives() {
         let (program, section) = process();
-        let script = install_script(
-            "my_ext",
-            "MyExt",
-            &Store {
-                programs: vec![program],
-                sections: vec![section],
-                btf_modules: Vec::new(),
-            },
-        );
+        let script = install_script("my_ext", "MyExt", &store_of(program, section));
         assert!(script.contains(
             "$hives = @([Microsoft.Win32.Registry]::CurrentUser, [Microsoft.Win32.Registry]::LocalMachine)"
         ));
@@ -905,15 +898,7 @@ mod tests {
     fn a_dword_above_i32_max_is_written_as_its_32_bits() {
         let (program, mut section) = process();
         section.bpf_attach_type = u32::MAX;
-        let script = install_script(
-            "my_ext",
-            "MyExt",
-            &Store {
-                programs: vec![program],
-                sections: vec![section],
-                btf_modules: Vec::new(),
-            },
-        );
+        let script = install_script("my_ext", "MyExt", &store_of(program, section));
         assert!(
             script.contains("Set-Dword $k 'BpfAttachType' -1"),
             "SetValue takes a REG_DWORD as an Int32"
@@ -929,15 +914,7 @@ mod tests {
             "'\u{2018}\u{2018}\u{201a}\u{201a}\u{201b}\u{201b}'"
         );
         let (program, section) = process();
-        let script = install_script(
-            "my_ext",
-            "Evil#>Service",
-            &Store {
-                programs: vec![program],
-                sections: vec![section],
-                btf_modules: Vec::new(),
-            },
-        );
+        let script = install_script("my_ext", "Evil#>Service", &store_of(program, section));
         let comment_end = script.find("#>").expect("the help comment ends");
         assert!(
             script[..comment_end].contains("Evil# >Service"),
