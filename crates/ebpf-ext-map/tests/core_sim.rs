@@ -9,6 +9,8 @@
     reason = "host tests"
 )]
 
+mod common;
+
 use std::cell::RefCell;
 
 use ebpf_ext_core_sim::bpf::{BPF_EXIST, BPF_NOEXIST, BpfMap, MapDefinition, MapError};
@@ -50,15 +52,7 @@ thread_local! {
 }
 
 fn seen(call: &'static str, key: Input<'_>, bytes: Input<'_>, out_len: usize, flags: u32) {
-    // The core calls a provider inside its epoch (user-mode operations and programs alike),
-    // except for a map's cleanup, which it runs from an epoch work item, outside any.
-    let cleanup = flags & EBPF_MAP_OPERATION_MAP_CLEANUP != 0;
-    assert_eq!(
-        ebpf_ext_core_sim::in_epoch(),
-        !cleanup,
-        "{call} (flags {flags:#x}) inside the core's epoch: {}",
-        ebpf_ext_core_sim::in_epoch()
-    );
+    common::assert_epoch_as_the_core(call, flags);
     SEEN.with(|s| {
         s.borrow_mut().push(Seen {
             call,

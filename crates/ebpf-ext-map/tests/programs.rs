@@ -9,6 +9,8 @@
     reason = "host tests"
 )]
 
+mod common;
+
 use std::cell::RefCell;
 
 use ebpf_ext_core_sim::ProgramInfoClient;
@@ -41,15 +43,7 @@ thread_local! {
 }
 
 fn seen(call: &'static str, key: Input<'_>, flags: u32) {
-    // The core calls a provider inside its epoch (user-mode operations and programs alike),
-    // except for a map's cleanup, which it runs from an epoch work item, outside any.
-    let cleanup = flags & EBPF_MAP_OPERATION_MAP_CLEANUP != 0;
-    assert_eq!(
-        ebpf_ext_core_sim::in_epoch(),
-        !cleanup,
-        "{call} (flags {flags:#x}) inside the core's epoch: {}",
-        ebpf_ext_core_sim::in_epoch()
-    );
+    common::assert_epoch_as_the_core(call, flags);
     // SAFETY: reads the calling thread's IRQL.
     let irql = unsafe { KeGetCurrentIrql() };
     SEEN.with(|s| {
