@@ -631,8 +631,8 @@ pub fn create(name: &str, dir: &Path, sdk: &Sdk) -> Result<Vec<PathBuf>> {
     write_files(dir, files(name, &sdk.seen_from(dir))?)
 }
 
-/// `path` with `.` dropped and each `..` taking back the folder before it (lexically: as the
-/// path reads, symbolic links not followed).
+/// `path` with `.` dropped and each `..` taking back the folder before it, or staying at the
+/// root (lexically: as the path reads, symbolic links not followed).
 fn normalised(path: &Path) -> Vec<std::path::Component<'_>> {
     use std::path::Component;
     let mut parts: Vec<Component<'_>> = Vec::new();
@@ -642,6 +642,7 @@ fn normalised(path: &Path) -> Vec<std::path::Component<'_>> {
             Component::ParentDir if matches!(parts.last(), Some(Component::Normal(_))) => {
                 parts.pop();
             }
+            Component::ParentDir if matches!(parts.last(), Some(Component::RootDir)) => {}
             other => parts.push(other),
         }
     }
@@ -666,17 +667,8 @@ fn relative_path(from: &Path, target: &Path) -> PathBuf {
 /// # Errors
 /// If the current folder cannot be read.
 pub fn absolute(path: &Path) -> Result<PathBuf> {
-    let mut normal = PathBuf::new();
-    for component in std::path::absolute(path)?.components() {
-        match component {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                normal.pop();
-            }
-            other => normal.push(other),
-        }
-    }
-    Ok(normal)
+    let absolute = std::path::absolute(path)?;
+    Ok(normalised(&absolute).into_iter().collect())
 }
 
 #[cfg(test)]
@@ -897,6 +889,11 @@ mod tests {
         assert!(
             Path::new("/ws/../my-ext").starts_with(ws),
             "what the check compared before"
+        );
+        assert_eq!(
+            super::absolute(Path::new("/../x")).expect("absolute"),
+            Path::new("/x"),
+            "`..` at the root stays there"
         );
     }
 }
