@@ -2299,21 +2299,3 @@ fn a_program_loaded_with_data_from_before_a_detach_binds_to_the_current_provider
     provider.deregister();
     kernel.assert_no_leaks();
 }
-
-/// The general helpers core-sim implements have the core's prototypes, as the SDK's check
-/// of global overrides knows them (`ebpf_ext_sys::ebpf_general_helpers`): one table of facts.
-#[test]
-fn core_sims_general_helpers_have_the_cores_prototypes() {
-    use ebpf_ext_core_sim::bpf::GENERAL_HELPERS;
-    use ebpf_ext_sys::ebpf_general_helpers::general_helper_prototype;
-    for helper in GENERAL_HELPERS {
-        let core = general_helper_prototype(helper.id).expect("a general helper id");
-        assert_eq!(
-            (helper.return_type, helper.arguments),
-            (core.return_type, core.arguments),
-            "{} ({})",
-            helper.name,
-            helper.id
-        );
-    }
-}
