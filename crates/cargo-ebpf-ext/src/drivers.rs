@@ -307,6 +307,7 @@ fn driver_cargo(
 /// # Errors
 /// A missing prerequisite, a failed build, or an image that fails its checks.
 pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
+    let _held = ws.lock_output()?;
     let drivers = ws.select(only)?;
     crate::prereqs::ensure(crate::prereqs::Scope::Drivers)?;
     driver_toolchain()?;
@@ -363,6 +364,7 @@ pub fn build(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
 /// # Errors
 /// An unbuilt driver or a failed check.
 pub fn check(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
+    let _held = ws.lock_output()?;
     crate::export::check_unique(ws)?;
     let out = ws.output_dir();
     let mut checked = Vec::new();
@@ -381,6 +383,7 @@ pub fn check(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
 /// # Errors
 /// An unbuilt or unsigned driver, or a failed test.
 pub fn test(ws: &Workspace, only: &[String]) -> Result<()> {
+    let _held = ws.lock_output()?;
     let out = ws.output_dir();
     for driver in ws.select(only)? {
         let (sys, _) = built(&out, driver, "cargo ebpf-ext build && cargo ebpf-ext sign")?;
@@ -486,6 +489,7 @@ fn sign_file(file: &Path, description: &str, out: &Path) -> Result<()> {
 /// # Errors
 /// An unbuilt driver, a failed signature or check.
 pub fn sign(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
+    let _held = ws.lock_output()?;
     let out = ws.output_dir();
     let mut signed = Vec::new();
     for driver in ws.select(only)? {
@@ -612,6 +616,7 @@ fn driver_ver_version(version: &str) -> Result<String> {
 /// # Errors
 /// An unbuilt or unsigned driver, or a missing `.inx`, `.wprp` or `.guid`.
 pub fn package(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
+    let _held = ws.lock_output()?;
     let out = ws.output_dir();
     let drivers = ws.select(only)?;
     crate::export::check_unique(ws)?;

@@ -373,6 +373,7 @@ pub fn write(driver: &Driver, out: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
 /// # Errors
 /// A driver without a store table among those named, or as [`write()`].
 pub fn export(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
+    let _held = ws.lock_output()?;
     let out = ws.output_dir();
     check_unique(ws)?;
     let mut written = Vec::new();

@@ -1,6 +1,7 @@
 //! The workspace and its driver packages, found at run time with `cargo metadata`: never a
 //! path compiled in, so the tool works on any workspace (and on a moved or copied one).
 
+use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -38,6 +39,13 @@ pub struct Workspace {
     pub drivers: Vec<Driver>,
     /// How its members pin the SDK (a git URL and tag, or a checkout), if they depend on it.
     pub sdk: Option<crate::new::Sdk>,
+}
+
+/// A command's hold on a workspace's driver outputs ([`Workspace::lock_output`]); dropping it
+/// lets the next command in.
+#[derive(Debug)]
+pub struct OutputLock {
+    _file: File,
 }
 
 impl Workspace {
@@ -138,6 +146,43 @@ impl Workspace {
     #[must_use]
     pub fn output_dir(&self) -> PathBuf {
         self.root.join("target").join(crate::drivers::PROFILE)
+    }
+
+    /// Holds the workspace's driver outputs (`<root>/target/driver/`) for one command: every
+    /// command that reads or writes them (build, sign, package, check, test, export) takes this
+    /// first, so two of them on one workspace run one after the other instead of interleaving
+    /// their writes (the import libraries, `pecheck.py`, the test certificate and key, the
+    /// images). A command that finds the outputs held says so on stderr and waits, as cargo
+    /// does for its own build folder. The hold is an advisory lock on
+    /// `target/driver/.lock`, released when the returned value drops (or the process ends).
+    ///
+    /// # Errors
+    /// If the folder or the lock file cannot be made, or the lock cannot be taken.
+    pub fn lock_output(&self) -> Result<OutputLock> {
+        let dir = self.output_dir();
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let path = dir.join(".lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                eprintln!(
+                    "cargo-ebpf-ext: waiting for another command on this workspace's driver outputs to finish (lock {})",
+                    path.display()
+                );
+                file.lock()
+                    .with_context(|| format!("lock {}", path.display()))?;
+            }
+            Err(TryLockError::Error(error)) => {
+                return Err(error).with_context(|| format!("lock {}", path.display()));
+            }
+        }
+        Ok(OutputLock { _file: file })
     }
 
     /// The drivers `only` names (all when empty).
