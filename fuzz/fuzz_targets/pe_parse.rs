@@ -61,6 +61,11 @@ fuzz_target!(|bytes: &[u8]| {
             for export in image.exports() {
                 let _ = export;
             }
+            if let Some(signature) = image.authenticode_signature() {
+                // A slice of the file, after a WIN_CERTIFICATE header.
+                let start = signature.as_ptr() as usize - image.bytes().as_ptr() as usize;
+                assert!(start >= 8 && start + signature.len() <= image.bytes().len());
+            }
             let _ = (
                 image.image_base(),
                 image.section_alignment(),

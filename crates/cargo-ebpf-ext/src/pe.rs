@@ -25,10 +25,6 @@ mod layout {
     pub(super) const OPTIONAL_HEADER: usize = 4 + 20;
     /// `CheckSum`, in the PE32+ optional header.
     pub(super) const CHECKSUM: usize = 64;
-    /// The data directories, in the PE32+ optional header.
-    pub(super) const DATA_DIRECTORIES: usize = 112;
-    /// `IMAGE_DIRECTORY_ENTRY_SECURITY` (the certificate table).
-    pub(super) const SECURITY_DIRECTORY: usize = 4;
     /// `sizeof(IMAGE_SECTION_HEADER)`.
     pub(super) const SECTION_HEADER: usize = 40;
     /// `Characteristics`, in a section header.
@@ -62,7 +58,7 @@ pub(crate) struct Image {
     pub(crate) sections: Vec<Section>,
     imports: Vec<(String, Vec<String>)>,
     checksum_offset: usize,
-    security_directory: usize,
+    signed: bool,
 }
 
 impl Image {
@@ -101,9 +97,7 @@ impl Image {
             sections,
             imports,
             checksum_offset: optional + layout::CHECKSUM,
-            security_directory: optional
-                + layout::DATA_DIRECTORIES
-                + layout::SECURITY_DIRECTORY * 8,
+            signed: parsed.authenticode_signature().is_some(),
             bytes,
         })
     }
@@ -113,9 +107,10 @@ impl Image {
         &self.imports
     }
 
-    /// Whether the image carries an Authenticode signature (a certificate table).
+    /// Whether the image carries an Authenticode signature (the loader's
+    /// `authenticode_signature`).
     pub(crate) fn has_signature(&self) -> bool {
-        u32_at(&self.bytes, self.security_directory + 4).is_ok_and(|size| size != 0)
+        self.signed
     }
 
     /// The PE checksum of the image as it is (the checksum field counted as zero).

@@ -50,6 +50,13 @@ pub mod directory {
     pub const BASERELOC: usize = 5;
 }
 
+/// Size of a `WIN_CERTIFICATE` header (`dwLength`, `wRevision`, `wCertificateType`).
+const WIN_CERTIFICATE_HEADER: usize = 8;
+/// `WIN_CERT_REVISION_2_0`.
+const WIN_CERT_REVISION_2_0: u16 = 0x0200;
+/// `WIN_CERT_TYPE_PKCS_SIGNED_DATA`.
+const WIN_CERT_TYPE_PKCS_SIGNED_DATA: u16 = 0x0002;
+
 /// Largest `SizeOfImage` accepted (drivers are a few MiB at most).
 pub const MAX_IMAGE_SIZE: u32 = 256 << 20;
 /// Page size of the host and of x64 Windows.
@@ -201,6 +208,7 @@ pub struct PeImage<'a> {
     functions: Vec<RuntimeFunction>,
     exports: Vec<Export>,
     export_name: Option<String>,
+    certificates: Option<&'a [u8]>,
 }
 
 /// Validates a driver image and extracts what the loader needs.
@@ -291,6 +299,30 @@ impl<'a> PeImage<'a> {
     #[must_use]
     pub fn exports(&self) -> &[Export] {
         &self.exports
+    }
+
+    /// The image's Authenticode signature: the PKCS#7 `SignedData` of the first entry of the
+    /// certificate table that is one (`WIN_CERTIFICATE` revision 2.0, type
+    /// `WIN_CERT_TYPE_PKCS_SIGNED_DATA`); `None` for an image that has none, which Windows
+    /// refuses to load as a driver. Only its presence is checked here, not whether it verifies.
+    #[must_use]
+    pub fn authenticode_signature(&self) -> Option<&'a [u8]> {
+        let mut table = self.certificates?;
+        // Each `WIN_CERTIFICATE`: dwLength (header included), wRevision, wCertificateType,
+        // then its bytes; the next one starts at the next 8-byte boundary.
+        while let (Some(length), Some(revision), Some(kind)) = (
+            u32_at(table, 0),
+            table.get(4..6).map(|b| u16::from_le_bytes([b[0], b[1]])),
+            table.get(6..8).map(|b| u16::from_le_bytes([b[0], b[1]])),
+        ) {
+            let length = usize_from(length);
+            let entry = table.get(WIN_CERTIFICATE_HEADER..length)?;
+            if revision == WIN_CERT_REVISION_2_0 && kind == WIN_CERT_TYPE_PKCS_SIGNED_DATA {
+                return (!entry.is_empty()).then_some(entry);
+            }
+            table = table.get(length.next_multiple_of(8)..)?;
+        }
+        None
     }
 
     /// The module name recorded in the export directory, if there is one.
@@ -609,6 +641,7 @@ impl<'a> Parser<'a> {
         }
 
         let mut directories = [(0_u32, 0_u32); 16];
+        let mut certificates = None;
         for (index, slot) in directories
             .iter_mut()
             .enumerate()
@@ -627,6 +660,9 @@ impl<'a> Parser<'a> {
                 {
                     return Err(Error::CertificateOutOfFile);
                 }
+                certificates = self
+                    .bytes
+                    .get(usize_from(rva)..usize_from(rva) + usize_from(size));
                 continue;
             }
             if rva.checked_add(size).is_none_or(|end| end > size_of_image) {
@@ -665,6 +701,7 @@ impl<'a> Parser<'a> {
             functions,
             exports,
             export_name,
+            certificates,
         })
     }
 }

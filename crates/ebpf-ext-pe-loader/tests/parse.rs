@@ -502,6 +502,90 @@ fn certificate_table_must_be_in_the_file() {
     );
 }
 
+/// The default image with `table` appended (at an 8-byte boundary) as its certificate table.
+fn with_certificates(table: &[u8]) -> Built {
+    let mut built = valid();
+    let at = built.bytes.len().next_multiple_of(8);
+    built.bytes.resize(at, 0);
+    built.bytes.extend_from_slice(table);
+    let (at, size) = (
+        u32::try_from(at).unwrap(),
+        u32::try_from(table.len()).unwrap(),
+    );
+    built
+        .set_u32(Built::directory(4), at)
+        .set_u32(Built::directory(4) + 4, size);
+    built
+}
+
+/// One `WIN_CERTIFICATE`: `dwLength`, `wRevision`, `wCertificateType`, `data`, then zeros to
+/// the next 8-byte boundary.
+fn certificate(revision: u16, kind: u16, data: &[u8]) -> Vec<u8> {
+    let mut entry = u32::try_from(8 + data.len())
+        .unwrap()
+        .to_le_bytes()
+        .to_vec();
+    entry.extend_from_slice(&revision.to_le_bytes());
+    entry.extend_from_slice(&kind.to_le_bytes());
+    entry.extend_from_slice(data);
+    entry.resize(entry.len().next_multiple_of(8), 0);
+    entry
+}
+
+#[test]
+fn the_signature_is_the_certificate_tables_pkcs7_entry() {
+    let unsigned = valid();
+    assert_eq!(
+        parse(&unsigned.bytes)
+            .expect("valid")
+            .authenticode_signature(),
+        None,
+        "no certificate table"
+    );
+    let signed = with_certificates(&certificate(0x0200, 2, b"pkcs#7 signed data"));
+    assert_eq!(
+        parse(&signed.bytes)
+            .expect("valid")
+            .authenticode_signature(),
+        Some(&b"pkcs#7 signed data"[..])
+    );
+    // An X.509 entry (type 1) first: the PKCS#7 one after it, at its 8-byte boundary.
+    let mut table = certificate(0x0200, 1, b"x509");
+    table.extend(certificate(0x0200, 2, b"the signature"));
+    let second = with_certificates(&table);
+    assert_eq!(
+        parse(&second.bytes)
+            .expect("valid")
+            .authenticode_signature(),
+        Some(&b"the signature"[..])
+    );
+}
+
+#[test]
+fn a_certificate_table_without_a_pkcs7_entry_is_no_signature() {
+    for (table, why) in [
+        (certificate(0x0100, 2, b"data"), "revision 1.0"),
+        (certificate(0x0200, 1, b"x509"), "only an X.509 entry"),
+        (certificate(0x0200, 2, b""), "an empty entry"),
+        (vec![0; 16], "a zero length"),
+        (
+            {
+                let mut entry = certificate(0x0200, 2, b"data");
+                entry[..4].copy_from_slice(&64u32.to_le_bytes());
+                entry
+            },
+            "a length past the table",
+        ),
+    ] {
+        let built = with_certificates(&table);
+        assert_eq!(
+            parse(&built.bytes).expect("valid").authenticode_signature(),
+            None,
+            "{why}"
+        );
+    }
+}
+
 #[test]
 fn import_directory_must_be_terminated() {
     assert_eq!(

@@ -138,8 +138,11 @@ pub fn load_with(kernel: &Kernel, name: &str, stand_ins: &[StandIn]) -> Result<L
 /// integrity-check flag of the loaded images (`PsSetCreateProcessNotifyRoutineEx`). The bytes
 /// are read once, hashed, and those very bytes are loaded.
 ///
+/// As Windows, it refuses an image without an Authenticode signature. Whether the signature
+/// verifies is not checked here: `cargo ebpf-ext sign` verifies it when it signs.
+///
 /// # Errors
-/// If the file cannot be read or the loader refuses it.
+/// If the file cannot be read, is not signed, or the loader refuses it.
 pub fn load_path(kernel: &Kernel, path: &Path) -> Result<Loaded, String> {
     load_path_with(kernel, path, &[])
 }
@@ -179,6 +182,12 @@ pub fn load_path_resolving(
             path.display()
         )
     })?;
+    if ebpf_ext_pe_loader::parse(&bytes).is_ok_and(|pe| pe.authenticode_signature().is_none()) {
+        return Err(format!(
+            "{}: not signed; Windows loads no driver without an Authenticode signature (STATUS_INVALID_IMAGE_HASH, 0xC0000428). Sign it first (cargo ebpf-ext sign; in the SDK's own workspace cargo xtask sign)",
+            path.display()
+        ));
+    }
     let resolver =
         |module: &str, name: &str| usersim_resolver(module, name).or_else(|| resolve(module, name));
     let image = load_file_bytes(&path, &bytes, resolver)

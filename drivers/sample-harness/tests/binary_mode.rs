@@ -98,6 +98,48 @@ fn every_failure_in_the_images_load_and_unload_is_clean() {
     image.unload();
 }
 
+/// `bytes` (a signed image) without its signature: the certificate table entry zeroed and the
+/// table cut off the end of the file, as `osslsigncode remove-signature` leaves it.
+fn unsigned(mut bytes: Vec<u8>) -> Vec<u8> {
+    let field = |bytes: &[u8], at: usize| {
+        u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize
+    };
+    // IMAGE_DIRECTORY_ENTRY_SECURITY: e_lfanew, then the signature (4), the file header (20)
+    // and the PE32+ optional header's fields before its data directories (112).
+    let directory = field(&bytes, 0x3C) + 4 + 20 + 112 + 4 * 8;
+    let table = field(&bytes, directory);
+    assert!(
+        table != 0 && field(&bytes, directory + 4) != 0,
+        "a signed image"
+    );
+    bytes[directory..directory + 8].fill(0);
+    bytes.truncate(table);
+    bytes
+}
+
+#[test]
+fn an_unsigned_image_is_refused_as_windows_refuses_it() {
+    let kernel = Kernel::new();
+    let signed = binary::image_dir()
+        .expect("image folder")
+        .join("sample_netebpf_ext.sys");
+    let bytes = std::fs::read(&signed).expect("the signed image (cargo xtask build-drivers, sign)");
+    let dir = tempfile::tempdir().expect("a folder of the test's own");
+    let stripped = dir.path().join("sample_netebpf_ext.sys");
+    std::fs::write(&stripped, unsigned(bytes)).expect("write");
+    let Err(error) = ebpf_ext_testing::image::load_path(&kernel, &stripped) else {
+        panic!("an unsigned image loaded");
+    };
+    assert!(
+        error.contains("not signed") && error.contains("0xC0000428"),
+        "{error}"
+    );
+    let loaded = ebpf_ext_testing::image::load_path(&kernel, &signed).expect("the signed image");
+    kernel.assert_no_leaks();
+    drop(kernel);
+    loaded.image.unload();
+}
+
 #[test]
 fn the_ntos_image_honours_its_integrity_flag() {
     let kernel = Kernel::new();
