@@ -24,8 +24,8 @@ fn usersim_irql() -> u8 {
 
 /// Whether the loaded image containing `address` was linked with `/INTEGRITYCHECK`; `None`
 /// outside every loaded image. Give it to
-/// [`Kernel::set_image_flags_lookup`](ebpf_ext_usersim::Kernel::set_image_flags_lookup) so
-/// `PsSetCreateProcessNotifyRoutineEx` checks the real image's flag.
+/// [`set_loader_image_flags`](ebpf_ext_usersim::set_loader_image_flags) so
+/// `PsSetCreateProcessNotifyRoutineEx` checks the real image's flag on every kernel.
 #[must_use]
 pub fn usersim_image_flags(address: usize) -> Option<bool> {
     crate::image_dll_characteristics(address)

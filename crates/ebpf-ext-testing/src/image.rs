@@ -134,9 +134,12 @@ pub fn load_with(kernel: &Kernel, name: &str, stand_ins: &[StandIn]) -> Result<L
     load_path_with(kernel, &image_dir()?.join(format!("{name}.sys")), stand_ins)
 }
 
-/// Loads the image at `path`, binds its imports to usersim, and lets `kernel` check the
-/// integrity-check flag of the loaded images (`PsSetCreateProcessNotifyRoutineEx`). The bytes
-/// are read once, hashed, and those very bytes are loaded.
+/// Loads the image at `path`, binds its imports to usersim, and lets every kernel of the
+/// process check the integrity-check flag of the loaded images
+/// (`PsSetCreateProcessNotifyRoutineEx`, through
+/// [`set_loader_image_flags`](ebpf_ext_usersim::set_loader_image_flags)): the image may run
+/// under kernels other than `kernel`, as a fault sweep's. The bytes are read once, hashed, and
+/// those very bytes are loaded.
 ///
 /// As Windows, it refuses an image without an Authenticode signature. Whether the signature
 /// verifies is not checked here: `cargo ebpf-ext sign` verifies it when it signs.
@@ -175,6 +178,9 @@ pub fn load_path_resolving(
     path: &Path,
     resolve: &dyn Fn(&str, &str) -> Option<usize>,
 ) -> Result<Loaded, String> {
+    // The kernel the caller runs the image under: the loader needs none, as the image's
+    // flags are checked on every kernel of the process. Kept so callers need no change.
+    let _ = kernel;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let bytes = std::fs::read(&path).map_err(|e| {
         format!(
@@ -193,7 +199,7 @@ pub fn load_path_resolving(
     let image = load_file_bytes(&path, &bytes, resolver)
         .map_err(|e| format!("loading {}: {e}", path.display()))?;
     ebpf_ext_pe_loader::use_usersim_irql();
-    kernel.set_image_flags_lookup(Some(usersim_image_flags));
+    ebpf_ext_usersim::set_loader_image_flags(usersim_image_flags);
     Ok(Loaded {
         image,
         sha256: sha256_hex(&bytes),

@@ -63,5 +63,6 @@ pub use nmr::{MAX_DECLINES, NmrDecline, NmrRegistration};
 pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, pool_allocation_containing, tag_name};
 pub use process::{
     ImageFlagsLookup, NewProcess, PROCESS_CLOCK_START, ProcessExit, ProcessIdentity,
+    set_loader_image_flags,
 };
 pub use unload::image_unloaded;

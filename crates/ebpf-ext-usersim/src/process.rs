@@ -3,8 +3,10 @@
 //! `PsSetCreateProcessNotifyRoutineEx` keeps up to 64 routines, refuses one already registered
 //! (STATUS_INVALID_PARAMETER), and refuses registration when the image holding the routine
 //! lacks the integrity-check flag (STATUS_ACCESS_DENIED). Code linked into the test binary has
-//! no image, so by default it passes; a PE loader registers an [`ImageFlagsLookup`] with
-//! [`Kernel::set_image_flags_lookup`] so the flag of a loaded image is honoured. Removal waits
+//! no image, so by default it passes. A PE loader registers an [`ImageFlagsLookup`] for the
+//! whole process with [`set_loader_image_flags`] (its images are mapped into the process, and
+//! code in them may run under any kernel), so the flag of a loaded image is honoured on every
+//! kernel; a test overrides it for one kernel with [`Kernel::set_image_flags_lookup`]. Removal waits
 //! for the routine's running callbacks; removing from inside the callback is a bug check
 //! (it would deadlock).
 //!
@@ -30,7 +32,7 @@ use core::ops::Range;
 use core::ptr;
 use core::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use ebpf_ext_sys::ntddk::{
@@ -55,6 +57,17 @@ const MAX_ROUTINES: usize = 64;
 /// Answers whether the image containing an address carries
 /// `IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY`; `None` when the address is in no loaded image.
 pub type ImageFlagsLookup = fn(address: usize) -> Option<bool>;
+
+/// The PE loader's lookup, for every kernel of the process ([`set_loader_image_flags`]).
+static LOADER_IMAGE_FLAGS: Mutex<Option<ImageFlagsLookup>> = Mutex::new(None);
+
+/// Registers the lookup of the PE loader that maps images into this process: every kernel
+/// asks it whether the image holding a process notify routine has the integrity-check flag,
+/// unless a test set a lookup of its own for that kernel ([`Kernel::set_image_flags_lookup`]).
+/// Registering again replaces it.
+pub fn set_loader_image_flags(lookup: ImageFlagsLookup) {
+    *lock(&LOADER_IMAGE_FLAGS) = Some(lookup);
+}
 
 /// A registered notify routine.
 struct Routine {
@@ -204,7 +217,7 @@ pub unsafe extern "win64" fn PsSetCreateProcessNotifyRoutineEx(
     }
     with_kernel(API, |k| {
         let state = lock(&k.process);
-        if let Some(lookup) = state.image_flags
+        if let Some(lookup) = state.image_flags.or(*lock(&LOADER_IMAGE_FLAGS))
             && lookup(routine) == Some(false)
         {
             return STATUS_ACCESS_DENIED;
@@ -352,8 +365,9 @@ fn unicode(s: &str) -> Box<OwnedUnicode> {
 }
 
 impl Kernel {
-    /// Lets registration check the integrity-check flag of the image holding a routine (a PE
-    /// loader registers this; see the module documentation).
+    /// Lets registration on this kernel check the integrity-check flag of the image holding a
+    /// routine with `lookup` instead of the PE loader's ([`set_loader_image_flags`]); `None`
+    /// goes back to the loader's.
     pub fn set_image_flags_lookup(&self, lookup: Option<ImageFlagsLookup>) {
         lock(&self.inner().process).image_flags = lookup;
     }

@@ -386,6 +386,49 @@ fn registration_honours_the_images_integrity_flag() {
     };
 }
 
+/// A routine only [`the_loaders_lookup_counts_on_every_kernel_unless_overridden`] registers,
+/// so the process-wide lookup it sets refuses nothing another test registers.
+unsafe extern "win64" fn in_an_image_without_the_flag(
+    _process: *mut c_void,
+    _id: *mut c_void,
+    _info: *mut PS_CREATE_NOTIFY_INFO,
+) {
+}
+
+#[test]
+fn the_loaders_lookup_counts_on_every_kernel_unless_overridden() {
+    fn loader(address: usize) -> Option<bool> {
+        (address == in_an_image_without_the_flag as *const () as usize).then_some(false)
+    }
+    ebpf_ext_usersim::set_loader_image_flags(loader);
+    for _ in 0..2 {
+        // Each kernel, not only one the loader was told of.
+        let kernel = Kernel::new();
+        // SAFETY: a valid routine.
+        unsafe {
+            assert_eq!(
+                PsSetCreateProcessNotifyRoutineEx(in_an_image_without_the_flag, 0),
+                STATUS_ACCESS_DENIED
+            );
+        };
+        assert_eq!(kernel.process_notify_routines(), 0);
+    }
+    let kernel = Kernel::new();
+    kernel.set_image_flags_lookup(Some(|_| Some(true)));
+    // SAFETY: a valid routine; removed below.
+    unsafe {
+        assert_eq!(
+            PsSetCreateProcessNotifyRoutineEx(in_an_image_without_the_flag, 0),
+            STATUS_SUCCESS,
+            "a kernel's own lookup overrides the loader's"
+        );
+        assert_eq!(
+            PsSetCreateProcessNotifyRoutineEx(in_an_image_without_the_flag, 1),
+            STATUS_SUCCESS
+        );
+    }
+}
+
 unsafe extern "win64" fn removes_itself(
     _process: *mut c_void,
     _id: *mut c_void,

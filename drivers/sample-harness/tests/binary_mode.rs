@@ -174,6 +174,56 @@ fn the_ntos_image_honours_its_integrity_flag() {
     image.unload();
 }
 
+/// A copy of the ntos image, loaded, with its integrity-check flag cleared (as if linked
+/// without `/INTEGRITYCHECK`); the signature stays, as the loader checks only its presence.
+fn ntos_image_without_integrity_flag(kernel: &Kernel) -> sample_harness::binary::Sample {
+    let signed = binary::image_dir()
+        .expect("image folder")
+        .join("sample_ntos_ext.sys");
+    let mut bytes = std::fs::read(&signed).expect("the signed image");
+    // DllCharacteristics: e_lfanew, then the signature (4), the file header (20) and 70 bytes
+    // of the PE32+ optional header; IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY is 0x80.
+    let nt = u32::from_le_bytes(bytes[0x3C..0x40].try_into().expect("4 bytes")) as usize;
+    let at = nt + 4 + 20 + 70;
+    assert_ne!(
+        bytes[at] & 0x80,
+        0,
+        "the sample is linked with /INTEGRITYCHECK"
+    );
+    bytes[at] &= !0x80;
+    let dir = tempfile::tempdir().expect("a folder of the test's own");
+    let copy = dir.path().join("sample_ntos_ext.sys");
+    std::fs::write(&copy, bytes).expect("write");
+    ebpf_ext_testing::image::load_path(kernel, &copy).expect("load")
+}
+
+#[test]
+fn an_images_integrity_flag_counts_on_every_kernel_not_only_the_loaders() {
+    let image = {
+        let loader_kernel = Kernel::new();
+        ntos_image_without_integrity_flag(&loader_kernel).image
+    };
+    // Another kernel, as a fault sweep's, runs the image the first one loaded.
+    let kernel = Kernel::new();
+    let driver = LoadedDriver::load(Target::Image(&image), "SampleNtosEbpfExt").expect("load");
+    let refused = Link::attach(
+        LinkSpec::new(
+            sample_ntos_ext::program::PROGRAM_TYPE,
+            sample_ntos_ext::hook::ATTACH_TYPE,
+        ),
+        |_| Ok(0),
+    );
+    assert!(
+        refused.is_err(),
+        "the notify routine of an image without the flag registered"
+    );
+    assert_eq!(kernel.process_notify_routines(), 0);
+    driver.unload();
+    kernel.assert_no_leaks();
+    drop(kernel);
+    image.unload();
+}
+
 #[test]
 fn addresses_in_a_loaded_image_are_named_from_its_pdb() {
     let kernel = Kernel::new();
