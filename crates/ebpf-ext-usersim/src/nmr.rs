@@ -4,7 +4,11 @@
 //!
 //! Callbacks run on the thread that triggered them (registration, deregistration or the
 //! `Nmr*DetachComplete` call that finished a binding), never under the registrar's lock, so
-//! they may call back into NMR.
+//! they may call back into NMR. Attach callbacks run at PASSIVE_LEVEL; detach and cleanup
+//! callbacks run at DISPATCH_LEVEL, the highest IRQL NMR may call them at (it calls them at
+//! the IRQL of whichever side deregisters or completes, up to DISPATCH_LEVEL), so a callback
+//! that blocks or touches pageable memory bug-checks here as it would on Windows when the
+//! other side deregisters at DISPATCH_LEVEL. One that returns at another IRQL bug-checks.
 
 use core::ffi::c_void;
 use core::ops::Range;
@@ -25,8 +29,40 @@ use ebpf_ext_sys::wdm::{
 };
 
 use crate::kernel::{
-    Inner, Kernel, allocation_fails, bugcheck, call_fails, lock, require_irql, with_kernel,
+    Inner, Kernel, allocation_fails, bugcheck, call_fails, current_irql, lock, require_irql,
+    set_irql, with_kernel,
 };
+
+/// Bug check `IRQL_UNEXPECTED_VALUE`.
+const IRQL_UNEXPECTED_VALUE: u32 = 0xC8;
+
+/// The name of `kind`'s detach callback (the bug-check's routine).
+fn detach_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Provider => "ProviderDetachClient",
+        Kind::Client => "ClientDetachProvider",
+    }
+}
+
+/// Runs a detach or cleanup callback (`what`, at `callback`) at DISPATCH_LEVEL, then restores
+/// the caller's IRQL; bug-checks if it returned at another IRQL.
+fn at_dispatch<T>(what: &'static str, callback: usize, f: impl FnOnce() -> T) -> T {
+    let saved = current_irql();
+    let run_at = saved.max(DISPATCH_LEVEL);
+    set_irql(run_at);
+    let result = f();
+    let returned = current_irql();
+    if returned != run_at {
+        bugcheck(
+            what,
+            IRQL_UNEXPECTED_VALUE,
+            [u64::from(returned), u64::from(run_at), callback as u64, 0],
+            "an NMR detach or cleanup callback returned at another IRQL than it was called at",
+        );
+    }
+    set_irql(saved);
+    result
+}
 
 const REGISTRATION_HANDLE_BASE: usize = 0x4E4D_5200_0000; // "NMR"
 const BINDING_HANDLE_BASE: usize = 0x4E4D_4200_0000;
@@ -451,8 +487,10 @@ fn detach(k: &Inner, binding: u64) {
             f.map(|f| (f, context))
         };
         let status = match call {
-            // SAFETY: the registrant keeps its detach callback valid while registered.
-            Some((f, context)) => unsafe { f(context as *mut c_void) },
+            Some((f, context)) => at_dispatch(detach_name(kind), f as usize, || {
+                // SAFETY: the registrant keeps its detach callback valid while registered.
+                unsafe { f(context as *mut c_void) }
+            }),
             None => STATUS_SUCCESS,
         };
         let mut nmr = lock(&k.nmr);
@@ -524,28 +562,30 @@ fn finish_if_done(k: &Inner, binding: u64) {
         let (provider, client) = (b.provider, b.client);
         let (provider_side, client_side) = (b.provider_side, b.client_side);
         let (provider_context, client_context) = (b.provider_context, b.client_context);
-        let mut cleanups: Vec<(unsafe extern "win64" fn(*mut c_void), usize)> = Vec::new();
+        let mut cleanups: Vec<(&str, unsafe extern "win64" fn(*mut c_void), usize)> = Vec::new();
         if provider_side == Side::Done
             && let Some(r) = nmr.registrations.get(&provider)
             && let Some(f) = provider_chars(r).ProviderCleanupBindingContext
         {
-            cleanups.push((f, provider_context));
+            cleanups.push(("ProviderCleanupBindingContext", f, provider_context));
         }
         if client_side == Side::Done
             && let Some(r) = nmr.registrations.get(&client)
             && let Some(f) = client_chars(r).ClientCleanupBindingContext
         {
-            cleanups.push((f, client_context));
+            cleanups.push(("ClientCleanupBindingContext", f, client_context));
         }
         if let Some(b) = nmr.bindings.get_mut(&binding) {
             b.cleaning = true;
         }
         cleanups
     };
-    for (f, context) in cleanups {
-        // SAFETY: the registrant keeps its cleanup callback valid while registered; each
-        // context is cleaned up exactly once, after both sides detached.
-        unsafe { f(context as *mut c_void) };
+    for (name, f, context) in cleanups {
+        at_dispatch(name, f as usize, || {
+            // SAFETY: the registrant keeps its cleanup callback valid while registered; each
+            // context is cleaned up exactly once, after both sides detached.
+            unsafe { f(context as *mut c_void) };
+        });
     }
     let mut nmr = lock(&k.nmr);
     nmr.bindings.remove(&binding);

@@ -15,7 +15,8 @@ use ebpf_ext_sys::ntstatus::{
     STATUS_SUCCESS,
 };
 use ebpf_ext_sys::wdm::{
-    DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS, DRIVER_VERIFIER_DETECTED_VIOLATION,
+    DISPATCH_LEVEL, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
+    DRIVER_VERIFIER_DETECTED_VIOLATION, PASSIVE_LEVEL,
 };
 use ebpf_ext_usersim::{
     Config, Fault, Kernel, MAX_DECLINES, NmrDecline, expect_bugcheck, image_unloaded,
@@ -59,10 +60,20 @@ struct Side {
     /// The provider's detach completes itself (`NmrProviderDetachClientComplete`) before
     /// returning.
     complete_in_detach: AtomicBool,
+    /// The detach callback lowers the IRQL to PASSIVE_LEVEL before returning (a bug).
+    lower_in_detach: AtomicBool,
     attached: AtomicU32,
     detached: AtomicU32,
     cleaned: AtomicU32,
     binding: Mutex<Option<usize>>,
+    /// The IRQL each detach and cleanup callback ran at, in order.
+    irqls: Mutex<Vec<(&'static str, u8)>>,
+}
+
+/// Records the IRQL `callback` of `s` runs at.
+fn record_irql(s: &Side, callback: &'static str) {
+    let irql = ebpf_ext_usersim::exports::all::KeGetCurrentIrql();
+    s.irqls.lock().unwrap().push((callback, irql));
 }
 
 fn side(ctx: *mut c_void) -> &'static Side {
@@ -98,7 +109,11 @@ unsafe extern "win64" fn provider_attach(
 
 unsafe extern "win64" fn provider_detach(ctx: *mut c_void) -> NTSTATUS {
     let s = side(ctx);
+    record_irql(s, "detach");
     s.detached.fetch_add(1, Ordering::SeqCst);
+    if s.lower_in_detach.load(Ordering::SeqCst) {
+        ebpf_ext_usersim::set_current_irql(PASSIVE_LEVEL);
+    }
     if s.complete_in_detach.load(Ordering::SeqCst) {
         let binding = s.binding.lock().unwrap().expect("attached");
         safe::NmrProviderDetachClientComplete(binding as HANDLE);
@@ -111,6 +126,7 @@ unsafe extern "win64" fn provider_detach(ctx: *mut c_void) -> NTSTATUS {
 }
 
 unsafe extern "win64" fn provider_cleanup(ctx: *mut c_void) {
+    record_irql(side(ctx), "cleanup");
     side(ctx).cleaned.fetch_add(1, Ordering::SeqCst);
 }
 
@@ -144,6 +160,7 @@ unsafe extern "win64" fn client_attach(
 
 unsafe extern "win64" fn client_detach(ctx: *mut c_void) -> NTSTATUS {
     let s = side(ctx);
+    record_irql(s, "detach");
     s.detached.fetch_add(1, Ordering::SeqCst);
     if s.pend_detach.load(Ordering::SeqCst) {
         STATUS_PENDING
@@ -153,6 +170,7 @@ unsafe extern "win64" fn client_detach(ctx: *mut c_void) -> NTSTATUS {
 }
 
 unsafe extern "win64" fn client_cleanup(ctx: *mut c_void) {
+    record_irql(side(ctx), "cleanup");
     side(ctx).cleaned.fetch_add(1, Ordering::SeqCst);
 }
 
@@ -286,6 +304,68 @@ fn attach_in_either_order_and_only_matching_npi() {
     deregister_client(ch2);
     deregister_client(stranger_h);
     kernel.assert_no_leaks();
+}
+
+#[test]
+fn detach_and_cleanup_callbacks_run_at_dispatch_level_whatever_the_callers_irql() {
+    static NPI_ID: GUID = NPI;
+    let kernel = Kernel::new();
+    for (first, second) in [("client", "provider"), ("provider", "client")] {
+        let (p, c) = (new_side(true), new_side(true));
+        let (_, ph) = register_provider(&NPI_ID, p);
+        let (_, ch) = register_client(&NPI_ID, c);
+        // NMR may call them at any IRQL up to DISPATCH_LEVEL: the one a blocking callback
+        // fails at, though this deregistration comes from PASSIVE_LEVEL.
+        if first == "client" {
+            deregister_client(ch);
+        } else {
+            deregister_provider(ph);
+        }
+        let expected = [("detach", DISPATCH_LEVEL), ("cleanup", DISPATCH_LEVEL)];
+        assert_eq!(
+            *p.irqls.lock().unwrap(),
+            expected,
+            "{first} first: provider"
+        );
+        assert_eq!(*c.irqls.lock().unwrap(), expected, "{first} first: client");
+        assert_eq!(
+            ebpf_ext_usersim::exports::all::KeGetCurrentIrql(),
+            PASSIVE_LEVEL,
+            "the caller's IRQL is back"
+        );
+        if second == "provider" {
+            deregister_provider(ph);
+        } else {
+            deregister_client(ch);
+        }
+    }
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_detach_callback_returning_at_another_irql_bugchecks() {
+    static NPI_ID: GUID = NPI;
+    let check = expect_bugcheck(
+        "a_detach_callback_returning_at_another_irql_bugchecks",
+        || {
+            let _kernel = Kernel::new();
+            let p = new_side(true);
+            p.lower_in_detach.store(true, Ordering::SeqCst);
+            let (_, _ph) = register_provider(&NPI_ID, p);
+            let (_, ch) = register_client(&NPI_ID, new_side(true));
+            deregister_client(ch);
+        },
+    );
+    assert_eq!(check.code, 0xC8, "IRQL_UNEXPECTED_VALUE");
+    assert_eq!(
+        check.parameters[..2],
+        [u64::from(PASSIVE_LEVEL), u64::from(DISPATCH_LEVEL)]
+    );
+    assert_eq!(check.api, "ProviderDetachClient");
+    assert_ne!(
+        check.parameters[2], 0,
+        "the callback's address (in the dying child)"
+    );
 }
 
 #[test]
