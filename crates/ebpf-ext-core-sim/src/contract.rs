@@ -91,11 +91,18 @@ pub enum Contract {
     OutsideEpoch = 16,
     /// An epoch allocation of 0 bytes (the core asserts the size).
     EpochAllocateZero = 17,
+    /// A test run's `context_create` that succeeded with a NULL context: the core writes the
+    /// context header in front of it (`CONTAINING_RECORD` of NULL).
+    NullTestRunContext = 18,
+    /// A test run's `context_destroy` that reported more `data_out` or `ctx_out` bytes than
+    /// the capacity it was given: the core builds the reply from the reported sizes, past
+    /// the buffers.
+    TestRunOutputTooLarge = 19,
 }
 
 impl Contract {
     /// Every contract, in number order.
-    pub const ALL: [Contract; 17] = [
+    pub const ALL: [Contract; 19] = [
         Contract::BatchStateMoved,
         Contract::BatchStateReused,
         Contract::BatchEndIrql,
@@ -113,6 +120,8 @@ impl Contract {
         Contract::EpochMemoryInvalid,
         Contract::OutsideEpoch,
         Contract::EpochAllocateZero,
+        Contract::NullTestRunContext,
+        Contract::TestRunOutputTooLarge,
     ];
 
     /// The bug check code and first parameter this contract fails with.
@@ -140,7 +149,11 @@ impl Contract {
                 (KMODE_EXCEPTION_NOT_HANDLED, STATUS_ASSERTION_FAILURE)
             }
             Contract::IrqlAboveDispatch => (IRQL_NOT_LESS_OR_EQUAL, 0),
-            Contract::NullPointer | Contract::NotALink | Contract::InvokeAfterDetach => {
+            Contract::NullPointer
+            | Contract::NotALink
+            | Contract::InvokeAfterDetach
+            | Contract::NullTestRunContext
+            | Contract::TestRunOutputTooLarge => {
                 (KMODE_EXCEPTION_NOT_HANDLED, STATUS_ACCESS_VIOLATION)
             }
             Contract::NoContextHeader => (BAD_POOL_HEADER, 0),

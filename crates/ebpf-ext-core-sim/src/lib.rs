@@ -113,10 +113,17 @@
 //! - Helper resolution by id range: ids from 0xFFFF in the type-specific table only, smaller
 //!   ones in the global overrides only ([`ProgramInfo::helper`]; `program_info`:
 //!   `helpers_resolve_by_the_cores_id_ranges`).
-//! - `context_create` and `context_destroy` both present → `EBPF_OPERATION_NOT_SUPPORTED`;
+//! - `context_create` and `context_destroy` both present, else `EBPF_INVALID_ARGUMENT`;
 //!   64 writable bytes in front of a created context, written once per test run (by effect,
 //!   as above) (`program_info`: `context_create_and_destroy_as_test_run_does`); test runs at
 //!   `required_irql` (`program_info`: `runs_at_the_required_irql`).
+//! - A context a failed `context_create` left in its out slot is destroyed, as the core's
+//!   test run does whether the create succeeded or not (`program_info`:
+//!   `a_context_left_by_a_failed_create_is_destroyed`); a successful create with a NULL
+//!   context → `0x1E`, [`Contract::NullTestRunContext`]; a `context_destroy` reporting more
+//!   output than its room → `0x1E`, [`Contract::TestRunOutputTooLarge`] (`contracts`:
+//!   `a_test_run_context_created_null_is_caught`,
+//!   `a_test_run_reporting_more_output_than_its_room_is_caught`).
 //!
 //! Where the core-sim is stricter than the core: a batch invoke with a moved state fails at
 //! once (the core fails at end, or corrupts memory); an end on another thread fails at any

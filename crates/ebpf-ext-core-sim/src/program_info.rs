@@ -16,8 +16,7 @@ use ebpf_ext_sys::ebpf_program_types::{
     ebpf_program_data_t,
 };
 use ebpf_ext_sys::ebpf_result::{
-    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_FAILED, EBPF_OPERATION_NOT_SUPPORTED, EBPF_SUCCESS,
-    ebpf_result_t,
+    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_SUCCESS, ebpf_result_t,
 };
 use ebpf_ext_sys::ebpf_windows::EBPF_MAX_GENERAL_HELPER_FUNCTION;
 use ebpf_ext_sys::intrin::{KeGetCurrentIrql, KeRaiseIrql};
@@ -504,10 +503,17 @@ impl ProgramInfoClient {
     /// providers may point into it (netebpfext's bind context points its app id there).
     /// The context borrows `context_in`.
     ///
+    /// As the core, a `context_create` that fails but leaves a context in its out slot gets
+    /// that context destroyed (with no output buffers), and one that succeeds with a NULL
+    /// context breaks [`Contract::NullTestRunContext`]. [`TestRunContext::destroy`] breaks
+    /// [`Contract::TestRunOutputTooLarge`] if the provider reports more output than it had
+    /// room for.
+    ///
     /// # Errors
-    /// What `context_create` returned; `EBPF_EXTENSION_FAILED_TO_LOAD` if no provider is
-    /// attached; `EBPF_OPERATION_NOT_SUPPORTED` if the provider has no `context_create` or
-    /// no `context_destroy` (as the core); `EBPF_FAILED` if it succeeded with a NULL context.
+    /// What `context_create` returned (the core reports any failure to the caller as
+    /// `EBPF_INVALID_ARGUMENT`; tests see the provider's own status);
+    /// `EBPF_EXTENSION_FAILED_TO_LOAD` if no provider is attached; `EBPF_INVALID_ARGUMENT` if
+    /// the provider has no `context_create` or no `context_destroy` (as the core).
     ///
     /// # IRQL
     /// PASSIVE_LEVEL. As the core, it raises to the provider's `required_irql` for the
@@ -564,8 +570,11 @@ impl ProgramInfoClient {
         let Some(provider) = *binding else {
             return Err(EBPF_EXTENSION_FAILED_TO_LOAD);
         };
-        let (Some(create), Some(_)) = (provider.context_create, provider.context_destroy) else {
-            return Err(EBPF_OPERATION_NOT_SUPPORTED);
+        // As the core's `ebpf_program_execute_test_run`: a type without both functions does
+        // not support test runs.
+        let (Some(create), Some(destroy)) = (provider.context_create, provider.context_destroy)
+        else {
+            return Err(EBPF_INVALID_ARGUMENT);
         };
         let mut context: *mut c_void = ptr::null_mut();
         // SAFETY: the provider is attached and cannot detach while the binding lock is held
@@ -577,10 +586,31 @@ impl ProgramInfoClient {
             create(data, data_size, context_in, context_size, &raw mut context)
         });
         if result != EBPF_SUCCESS {
+            if !context.is_null() {
+                // As the core's test run, which destroys whatever context `context_create`
+                // left, whether it succeeded or not: a provider that freed its context and
+                // failed without clearing the slot is destroying it twice.
+                let (mut data_size_out, mut context_size_out) = (0, 0);
+                // SAFETY: the provider is attached (binding lock held); the context is what
+                // its `context_create` left; both outputs NULL with size 0.
+                at_irql(provider.required_irql, || unsafe {
+                    destroy(
+                        context,
+                        ptr::null_mut(),
+                        &raw mut data_size_out,
+                        ptr::null_mut(),
+                        &raw mut context_size_out,
+                    );
+                });
+            }
             return Err(result);
         }
         if context.is_null() {
-            return Err(EBPF_FAILED);
+            Contract::NullTestRunContext.broken(
+                format_args!("context_create returned EBPF_SUCCESS and a NULL context"),
+                0,
+                0,
+            );
         }
         // As the core once per test run: slot 0 of the 64-byte header in front of the context
         // is the execution state (none outside a run: NULL), slot 1 the core's copy of the
@@ -678,6 +708,15 @@ impl ProgramInfoClient {
                 &raw mut context_size_out,
             );
         });
+        if data_size_out > data_capacity || context_size_out > context_capacity {
+            Contract::TestRunOutputTooLarge.broken(
+                format_args!(
+                    "context_destroy reported {data_size_out} data bytes (room for {data_capacity}) and {context_size_out} context bytes (room for {context_capacity})"
+                ),
+                data_size_out,
+                context_size_out,
+            );
+        }
         data.truncate(data_size_out);
         context_out.truncate(context_size_out);
         Ok(ContextOutput {

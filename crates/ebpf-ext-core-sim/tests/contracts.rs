@@ -499,3 +499,71 @@ fn a_test_run_context_without_room_for_the_header_is_caught() {
     assert_eq!(contract, Contract::NoContextHeader);
     assert_eq!(Contract::NoContextHeader.bugcheck(), (BAD_POOL_HEADER, 0));
 }
+
+/// `context_create` that claims success but gives no context.
+unsafe extern "win64" fn null_create(
+    _data_in: *const u8,
+    _data_size_in: usize,
+    _context_in: *const u8,
+    _context_size_in: usize,
+    _context: *mut *mut c_void,
+) -> ebpf_ext_sys::ebpf_result::ebpf_result_t {
+    EBPF_SUCCESS
+}
+
+/// `context_destroy` of the test type that then reports one `data_out` byte more than it was
+/// given room for.
+unsafe extern "win64" fn oversized_destroy(
+    context: *mut c_void,
+    data_out: *mut u8,
+    data_size_out: *mut usize,
+    context_out: *mut u8,
+    context_size_out: *mut usize,
+) {
+    // SAFETY: the caller's size slot.
+    let room = unsafe { data_size_out.read() };
+    // SAFETY: the caller's arguments, passed on.
+    unsafe {
+        common::test_context_destroy(
+            context,
+            data_out,
+            data_size_out,
+            context_out,
+            context_size_out,
+        );
+    }
+    // SAFETY: as above.
+    unsafe { data_size_out.write(room + 1) };
+}
+
+#[test]
+fn a_test_run_context_created_null_is_caught() {
+    let contract = caught("a_test_run_context_created_null_is_caught", || {
+        let _kernel = Kernel::new();
+        let mut spec = common::ProgramDataSpec::valid();
+        spec.context_create = Some(null_create);
+        let _provider = common::InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
+        let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+        let context = [0u8; size_of::<common::TestContext>()];
+        let _ = client.create_context(&[], &context);
+    });
+    assert_eq!(contract, Contract::NullTestRunContext);
+}
+
+#[test]
+fn a_test_run_reporting_more_output_than_its_room_is_caught() {
+    let contract = caught(
+        "a_test_run_reporting_more_output_than_its_room_is_caught",
+        || {
+            let _kernel = Kernel::new();
+            let mut spec = common::ProgramDataSpec::valid();
+            spec.context_destroy = Some(oversized_destroy);
+            let _provider = common::InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
+            let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+            let context = [0u8; size_of::<common::TestContext>()];
+            let created = client.create_context(b"data", &context).expect("created");
+            let _ = created.destroy(16, size_of::<common::TestContext>());
+        },
+    );
+    assert_eq!(contract, Contract::TestRunOutputTooLarge);
+}

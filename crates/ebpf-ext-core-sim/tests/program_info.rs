@@ -3,6 +3,7 @@
 
 mod common;
 
+use core::ffi::c_void;
 use core::mem::size_of;
 
 use common::{
@@ -18,7 +19,8 @@ use ebpf_ext_sys::ebpf_base::{
 };
 use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
 use ebpf_ext_sys::ebpf_result::{
-    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_OPERATION_NOT_SUPPORTED,
+    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS,
+    ebpf_result_t,
 };
 use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
 use ebpf_ext_sys::intrin::KeGetCurrentIrql;
@@ -790,7 +792,8 @@ fn context_create_and_destroy_as_test_run_does() {
     assert!(!client.info().has_context_create);
     assert_eq!(
         client.create_context(&data, &input).err(),
-        Some(EBPF_OPERATION_NOT_SUPPORTED)
+        Some(EBPF_INVALID_ARGUMENT),
+        "as the core: the type does not support test runs"
     );
     drop(client);
     provider.deregister();
@@ -808,5 +811,76 @@ fn runs_at_the_required_irql() {
     drop(client);
     provider.deregister();
     assert_eq!(STATUS_SUCCESS, 0);
+    kernel.assert_no_leaks();
+}
+
+/// Destroy calls of [`failing_create`]'s provider.
+static FAILED_CREATE_DESTROYS: core::sync::atomic::AtomicU32 =
+    core::sync::atomic::AtomicU32::new(0);
+
+/// `context_create` of the test type that creates the context, leaves it in the out slot,
+/// and fails.
+unsafe extern "win64" fn failing_create(
+    data_in: *const u8,
+    data_size_in: usize,
+    context_in: *const u8,
+    context_size_in: usize,
+    context: *mut *mut c_void,
+) -> ebpf_result_t {
+    // SAFETY: the caller's arguments, passed on.
+    let created = unsafe {
+        common::test_context_create(data_in, data_size_in, context_in, context_size_in, context)
+    };
+    assert_eq!(created, EBPF_SUCCESS);
+    EBPF_NO_MEMORY
+}
+
+/// `context_destroy` of the test type, counted.
+unsafe extern "win64" fn counted_destroy(
+    context: *mut c_void,
+    data_out: *mut u8,
+    data_size_out: *mut usize,
+    context_out: *mut u8,
+    context_size_out: *mut usize,
+) {
+    FAILED_CREATE_DESTROYS.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+    // SAFETY: the caller's arguments, passed on.
+    unsafe {
+        common::test_context_destroy(
+            context,
+            data_out,
+            data_size_out,
+            context_out,
+            context_size_out,
+        );
+    }
+}
+
+#[test]
+fn a_context_left_by_a_failed_create_is_destroyed() {
+    let kernel = Kernel::new();
+    let mut spec = ProgramDataSpec::valid();
+    spec.context_create = Some(failing_create);
+    spec.context_destroy = Some(counted_destroy);
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let input = context_bytes(&TestContext {
+        value: 7,
+        flags: 9,
+        data_start: core::ptr::null(),
+        data_end: core::ptr::null(),
+    });
+    assert_eq!(
+        client.create_context(b"data", &input).err(),
+        Some(EBPF_NO_MEMORY),
+        "the provider's own status"
+    );
+    assert_eq!(
+        FAILED_CREATE_DESTROYS.load(core::sync::atomic::Ordering::SeqCst),
+        1,
+        "as the core's test run: what the failed create left is destroyed"
+    );
+    drop(client);
+    provider.deregister();
     kernel.assert_no_leaks();
 }
