@@ -205,6 +205,7 @@ fn deliver(callback: ETWENABLECALLBACK, context: usize, enablement: Option<Enabl
     };
     let irql = current_irql();
     set_irql(PASSIVE_LEVEL);
+    let depth = crate::cpu::critical_region_depth();
     // SAFETY: the provider registered this callback and context and keeps them valid until
     // EtwUnregister returns, which waits for callbacks in flight; ETW calls it at PASSIVE_LEVEL
     // with these arguments.
@@ -219,6 +220,13 @@ fn deliver(callback: ETWENABLECALLBACK, context: usize, enablement: Option<Enabl
             context as *mut c_void,
         );
     }
+    crate::kernel::check_callback_returned(
+        "ETWENABLECALLBACK",
+        callback as usize,
+        crate::kernel::CalledFrom::SystemService,
+        PASSIVE_LEVEL,
+        depth,
+    );
     set_irql(irql);
 }
 

@@ -566,6 +566,66 @@ pub(crate) fn set_irql(irql: KIRQL) {
     THREAD.with(|t| t.irql.set(irql));
 }
 
+/// Bug check `APC_INDEX_MISMATCH`: a thread went back with unbalanced critical regions.
+pub(crate) const APC_INDEX_MISMATCH: u32 = 0x01;
+/// Bug check `IRQL_GT_ZERO_AT_SYSTEM_SERVICE`: a thread went back to user mode above
+/// PASSIVE_LEVEL.
+pub(crate) const IRQL_GT_ZERO_AT_SYSTEM_SERVICE: u32 = 0x4A;
+/// Bug check `IRQL_UNEXPECTED_VALUE`: the IRQL is not what it should be.
+pub(crate) const IRQL_UNEXPECTED_VALUE: u32 = 0xC8;
+
+/// How the kernel reaches a driver callback, which decides how it reports a callback that
+/// returns in another state than it was called in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CalledFrom {
+    /// A system call from user mode (an IRP dispatch, an ETW enable callback): going back to
+    /// user mode above PASSIVE_LEVEL is `IRQL_GT_ZERO_AT_SYSTEM_SERVICE`.
+    SystemService,
+    /// The kernel's own code (a notify routine): `IRQL_UNEXPECTED_VALUE`.
+    Kernel,
+}
+
+/// Bug-checks if the driver callback `what` (its type's name, at `routine`), called at `irql` with critical
+/// regions nested `depth` deep, returned at another IRQL or another depth: a callback must
+/// give back the thread as it got it (a raised IRQL or an unbalanced
+/// `KeEnterCriticalRegion` would otherwise leak into its caller).
+pub(crate) fn check_callback_returned(
+    what: &'static str,
+    routine: usize,
+    from: CalledFrom,
+    irql: KIRQL,
+    depth: u32,
+) {
+    let (returned, returned_depth) = (current_irql(), crate::cpu::critical_region_depth());
+    if returned != irql {
+        let code = match from {
+            CalledFrom::SystemService => IRQL_GT_ZERO_AT_SYSTEM_SERVICE,
+            CalledFrom::Kernel => IRQL_UNEXPECTED_VALUE,
+        };
+        bugcheck(
+            what,
+            code,
+            [routine as u64, u64::from(returned), u64::from(irql), 0],
+            &format!("{what} returned at IRQL {returned}; it was called at {irql}"),
+        );
+    }
+    if returned_depth != depth {
+        bugcheck(
+            what,
+            APC_INDEX_MISMATCH,
+            [
+                routine as u64,
+                u64::from(returned_depth),
+                u64::from(depth),
+                0,
+            ],
+            &format!(
+                "{what} returned inside {returned_depth} critical region(s); it was called inside {depth}"
+            ),
+        );
+    }
+}
+
 /// Bug-checks if the calling thread's IRQL is above `max` for `api`.
 pub(crate) fn require_irql(api: &'static str, max: KIRQL) {
     let irql = current_irql();

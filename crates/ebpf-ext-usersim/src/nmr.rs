@@ -29,12 +29,9 @@ use ebpf_ext_sys::wdm::{
 };
 
 use crate::kernel::{
-    Inner, Kernel, allocation_fails, bugcheck, call_fails, current_irql, lock, require_irql,
-    set_irql, with_kernel,
+    IRQL_UNEXPECTED_VALUE, Inner, Kernel, allocation_fails, bugcheck, call_fails, current_irql,
+    lock, require_irql, set_irql, with_kernel,
 };
-
-/// Bug check `IRQL_UNEXPECTED_VALUE`.
-const IRQL_UNEXPECTED_VALUE: u32 = 0xC8;
 
 /// The name of `kind`'s detach callback (the bug-check's routine).
 fn detach_name(kind: Kind) -> &'static str {

@@ -512,8 +512,16 @@ impl Kernel {
             // this call (its running count is above zero).
             let f: PCREATE_PROCESS_NOTIFY_ROUTINE_EX = unsafe { core::mem::transmute(routine) };
             IN_CALLBACK.with(|c| c.set(true));
+            let depth = crate::cpu::critical_region_depth();
             // SAFETY: the routine's documented arguments; `info` is NULL or valid for the call.
             unsafe { f(object, process_id as *mut c_void, info) };
+            crate::kernel::check_callback_returned(
+                "PCREATE_PROCESS_NOTIFY_ROUTINE_EX",
+                routine,
+                crate::kernel::CalledFrom::Kernel,
+                PASSIVE_LEVEL,
+                depth,
+            );
             IN_CALLBACK.with(|c| c.set(false));
             let mut state = lock(&inner.process);
             if let Some(entry) = state.routines.iter_mut().find(|r| r.address == routine) {

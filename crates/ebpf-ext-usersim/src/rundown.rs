@@ -258,12 +258,15 @@ impl CacheAware {
         (0..self.slots).map(|i| slot(self, i))
     }
 
-    /// References outstanding, summed over the processors' words (each may have wrapped).
-    fn outstanding(&self) -> usize {
+    /// References outstanding, summed over the processors' words (each may have wrapped: a
+    /// reference may be released on another processor than it was acquired on). Negative
+    /// when more were released than acquired.
+    fn outstanding(&self) -> isize {
         self.words()
             .map(|w| w.load(Ordering::SeqCst) & !ACTIVE)
             .fold(0, usize::wrapping_add)
-            / ONE_REF
+            .cast_signed()
+            / ONE_REF.cast_signed()
     }
 
     /// Whether a wait has begun (bit 0 set in every word).
@@ -490,7 +493,23 @@ pub unsafe extern "win64" fn ExWaitForRundownProtectionReleaseCacheAware(
     for word in header.words() {
         word.fetch_or(ACTIVE, Ordering::SeqCst);
     }
-    with_kernel(API, |k| wait_until(k, || header.outstanding() == 0));
+    // Once run-down is active no acquire succeeds, so the sum only falls: below zero, a
+    // reference was released that was never acquired (which would otherwise leave this wait
+    // for ever, the sum having wrapped).
+    with_kernel(API, |k| {
+        wait_until(k, || {
+            let outstanding = header.outstanding();
+            if outstanding < 0 {
+                bugcheck(
+                    API,
+                    DRIVER_VERIFIER_DETECTED_VIOLATION,
+                    [RunRef as u64, outstanding.cast_unsigned() as u64, 0, 0],
+                    "a cache-aware rundown reference was released more often than acquired",
+                );
+            }
+            outstanding == 0
+        });
+    });
     // The kernel's cache-aware wait leaves its wait block in every processor's word, whether
     // or not it had to block.
     header.wait.store(BLOCKED, Ordering::Release);
@@ -537,7 +556,12 @@ pub unsafe extern "win64" fn ExReInitializeRundownProtectionCacheAware(
         bugcheck(
             API,
             DRIVER_VERIFIER_DETECTED_VIOLATION,
-            [RunRefCacheAware as u64, outstanding as u64, 0, 0],
+            [
+                RunRefCacheAware as u64,
+                outstanding.cast_unsigned() as u64,
+                0,
+                0,
+            ],
             "re-initialised a cache-aware rundown reference that was not run down",
         );
     }

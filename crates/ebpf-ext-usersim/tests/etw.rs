@@ -943,3 +943,39 @@ fn an_image_unloading_with_its_etw_provider_registered_bugchecks() {
     image_unloaded("tracer.sys", callback..callback + 1);
     kernel.assert_no_leaks();
 }
+
+unsafe extern "win64" fn raises_irql(
+    _source: *const GUID,
+    _code: u32,
+    _level: u8,
+    _any: u64,
+    _all: u64,
+    _filter: *const EVENT_FILTER_DESCRIPTOR,
+    _context: *mut c_void,
+) {
+    // SAFETY: deliberately not lowered again: ETW must catch it.
+    let _ = unsafe { ebpf_ext_sys::intrin::KeRaiseIrql(ebpf_ext_sys::wdm::DISPATCH_LEVEL) };
+}
+
+#[test]
+fn an_enable_callback_returning_at_a_raised_irql_bugchecks() {
+    let check = expect_bugcheck(
+        "an_enable_callback_returning_at_a_raised_irql_bugchecks",
+        || {
+            let _kernel = Kernel::new();
+            let (provider, mut handle) = (PROVIDER, 0);
+            // SAFETY: valid id, callback and out pointer; no context.
+            let _ = unsafe {
+                EtwRegister(
+                    &raw const provider,
+                    Some(raises_irql),
+                    ptr::null_mut(),
+                    &raw mut handle,
+                )
+            };
+        },
+    );
+    assert_eq!(check.code, 0x4A, "IRQL_GT_ZERO_AT_SYSTEM_SERVICE");
+    assert_eq!(check.api, "ETWENABLECALLBACK");
+    assert_eq!(check.parameters[1..3], [2, 0]);
+}

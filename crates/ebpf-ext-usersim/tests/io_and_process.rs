@@ -26,9 +26,10 @@ use ebpf_ext_sys::ntstatus::{
     STATUS_SUCCESS, STATUS_UNKNOWN_REVISION,
 };
 use ebpf_ext_sys::wdm::{
-    DEVICE_OBJECT, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS, FILE_DEVICE_NETWORK, IRP,
-    IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IoCreateDevice, IoCreateSymbolicLink, IoDeleteDevice,
-    IoDeleteSymbolicLink, IoGetCurrentIrpStackLocation, IofCompleteRequest,
+    APC_LEVEL, DEVICE_OBJECT, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
+    FILE_DEVICE_NETWORK, IRP, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IoCreateDevice,
+    IoCreateSymbolicLink, IoDeleteDevice, IoDeleteSymbolicLink, IoGetCurrentIrpStackLocation,
+    IofCompleteRequest, PASSIVE_LEVEL,
 };
 use ebpf_ext_usersim::{
     Caller, DriverObject, Fault, Kernel, NewProcess, STALE_BYTE, expect_bugcheck, image_unloaded,
@@ -115,6 +116,8 @@ const OVERFLOWING: u32 = 0x0012_0004;
 const OVERRUNNING: u32 = 0x0012_0008;
 /// Completes with `Information` = the output length, having written nothing.
 const STALE: u32 = 0x0012_000C;
+/// Completes, leaving a critical region entered (a bug).
+const IN_A_CRITICAL_REGION: u32 = 0x0012_0010;
 const STATUS_BUFFER_OVERFLOW: NTSTATUS = 0x8000_0005_u32.cast_signed();
 
 /// A dispatch routine that echoes the input reversed and reports what it saw.
@@ -142,6 +145,10 @@ unsafe extern "win64" fn dispatch(_device: *mut DEVICE_OBJECT, irp: *mut IRP) ->
             STATUS_BUFFER_OVERFLOW
         } else if p.IoControlCode == STALE {
             information = p.OutputBufferLength as usize;
+            STATUS_SUCCESS
+        } else if p.IoControlCode == IN_A_CRITICAL_REGION {
+            // SAFETY: deliberately unbalanced: the I/O manager must catch it.
+            unsafe { ebpf_ext_sys::ntddk::KeEnterCriticalRegion() };
             STATUS_SUCCESS
         } else if p.IoControlCode == OVERRUNNING {
             information = p.OutputBufferLength as usize + 1;
@@ -682,4 +689,51 @@ fn an_image_unloading_with_its_notify_routine_registered_bugchecks() {
     unsafe { assert_eq!(PsSetCreateProcessNotifyRoutineEx(notify, 1), STATUS_SUCCESS) };
     image_unloaded("notifier.sys", routine..routine + 1);
     kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_dispatch_routine_returning_inside_a_critical_region_bugchecks() {
+    let check = expect_bugcheck(
+        "a_dispatch_routine_returning_inside_a_critical_region_bugchecks",
+        || {
+            let kernel = Kernel::new();
+            let mut driver = DriverObject::new();
+            let _device = echo_device(&kernel, &mut driver, "Unbalanced");
+            let handle = kernel
+                .open("\\\\.\\Unbalanced", Caller::System)
+                .expect("open");
+            let _ = kernel.device_io_control(&handle, IN_A_CRITICAL_REGION, &[1], 4);
+        },
+    );
+    assert_eq!(check.code, 0x01, "APC_INDEX_MISMATCH");
+    assert_eq!(check.api, "DRIVER_DISPATCH");
+    assert_eq!(check.parameters[1..3], [1, 0], "one region left of none");
+}
+
+unsafe extern "win64" fn raises_irql(
+    _process: *mut c_void,
+    _id: *mut c_void,
+    _info: *mut PS_CREATE_NOTIFY_INFO,
+) {
+    // SAFETY: deliberately not lowered again: the kernel must catch it.
+    let _ = unsafe { ebpf_ext_sys::intrin::KeRaiseIrql(APC_LEVEL) };
+}
+
+#[test]
+fn a_notify_routine_returning_at_a_raised_irql_bugchecks() {
+    let check = expect_bugcheck(
+        "a_notify_routine_returning_at_a_raised_irql_bugchecks",
+        || {
+            let kernel = Kernel::new();
+            // SAFETY: a valid routine.
+            unsafe { PsSetCreateProcessNotifyRoutineEx(raises_irql, 0) };
+            let _ = kernel.create_process(&process(9));
+        },
+    );
+    assert_eq!(check.code, 0xC8, "IRQL_UNEXPECTED_VALUE");
+    assert_eq!(check.api, "PCREATE_PROCESS_NOTIFY_ROUTINE_EX");
+    assert_eq!(
+        check.parameters[1..3],
+        [u64::from(APC_LEVEL), u64::from(PASSIVE_LEVEL)]
+    );
 }

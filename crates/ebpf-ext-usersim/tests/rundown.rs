@@ -257,6 +257,44 @@ fn reinitializing_a_cache_aware_reference_that_was_not_run_down_bugchecks() {
     );
 }
 
+/// A release without an acquire made the wait's sum wrap, and the wait never returned: a
+/// test hung instead of failing.
+#[test]
+fn waiting_after_more_cache_aware_releases_than_acquires_bugchecks() {
+    let _kernel = Kernel::new();
+    let check = expect_bugcheck(
+        "waiting_after_more_cache_aware_releases_than_acquires_bugchecks",
+        || {
+            // SAFETY: no arguments; a kernel is bound.
+            let size = unsafe { ExSizeOfRundownProtectionCacheAware() };
+            let words = Words::new(size);
+            // SAFETY: `size` bytes of 8-aligned storage that outlives every call.
+            unsafe { ExInitializeRundownProtectionCacheAware(words.as_ptr(), size) };
+            // SAFETY: initialised.
+            let acquired = unsafe { ExAcquireRundownProtectionCacheAware(words.as_ptr()) };
+            assert_eq!(acquired, TRUE);
+            for _ in 0..2 {
+                // SAFETY: initialised; the second release is deliberately one too many.
+                unsafe { ExReleaseRundownProtectionCacheAware(words.as_ptr()) };
+            }
+            // SAFETY: initialised.
+            unsafe { ExWaitForRundownProtectionReleaseCacheAware(words.as_ptr()) };
+        },
+    );
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (
+            DRIVER_VERIFIER_DETECTED_VIOLATION,
+            "ExWaitForRundownProtectionReleaseCacheAware"
+        )
+    );
+    assert!(
+        check.message.contains("released more often than acquired"),
+        "{}",
+        check.message
+    );
+}
+
 /// Initialisation clears every processor's word, whatever the storage held before (cargo
 /// mutants found that only zeroed storage was ever initialised in tests).
 #[test]
