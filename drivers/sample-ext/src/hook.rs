@@ -4,8 +4,17 @@
 //! Attach: one program per attach parameter (a 4-byte value here; upstream compares
 //! parameters of any length bytewise), and a parameterless program only while nothing else
 //! is attached. A run invokes the program attached for its parameter or, failing that, the
-//! parameterless one; upstream invokes the first program when the request has no parameter.
-//! The program's return value is only reported: the sample has no verdict.
+//! parameterless one. The program's return value is only reported: the sample has no verdict.
+//!
+//! Where this differs from upstream: the rules above are the SDK's
+//! [`AttachPolicy::SingleAttachPerParameter`] (netebpfext's), under which a parameterless
+//! program is a wildcard. Upstream treats "no parameter" as one more parameter value: it
+//! refuses only an attach whose parameter equals an attached program's (so one parameterless
+//! program may join parameterised ones, in either order), runs only the program whose
+//! parameter equals the request's (`EBPF_KEY_NOT_FOUND` when none does; the first program for
+//! a request without a parameter, which this protocol cannot send), and never falls back to
+//! the parameterless one. A run without data gives programs NULL data pointers; upstream's
+//! are both the request buffer's address.
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_ATTACH_TYPE_SAMPLE;

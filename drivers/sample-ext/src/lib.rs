@@ -18,7 +18,9 @@
 //! - **Control device** `\\.\SampleEbpfExtIoDevice` ([`protocol`]): run the hook once or as a
 //!   batch over a buffer the programs may rewrite.
 //!
-//! Where this port differs from upstream on purpose, [`program`] and [`hook`] say so.
+//! Where this port differs from upstream on purpose, [`program`], [`hook`] and [`protocol`] say
+//! so. The compatibility is for programs: the control device's protocol is this port's own,
+//! so upstream's user-mode sample application cannot drive this driver.
 #![no_std]
 
 pub mod btf;

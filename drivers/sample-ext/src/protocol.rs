@@ -2,7 +2,13 @@
 //! only), IOCTL codes and request/reply layouts (little-endian, `#[repr(C)]`, no padding).
 //!
 //! The device and link names and the codes are upstream's (`sample_ext_ioctls.h`); the
-//! request layouts are this port's own (typed, versioned, checked by the SDK), not upstream's.
+//! request layouts are this port's own (typed, versioned, checked by the SDK), not upstream's:
+//! - every request starts with its header and version, so upstream's unversioned RUN (the
+//!   data alone) and its RUN_BATCH request (`count`, then the data) are refused;
+//! - each reply starts with its header, the data after it (upstream's RUN replies with the
+//!   data alone, and no program result);
+//! - upstream's PROFILE (code 2) is not implemented, and an unknown code gets
+//!   `STATUS_INVALID_DEVICE_REQUEST` (upstream: `STATUS_UNSUCCESSFUL`).
 
 use ebpf_extension_common::sys::wdm::{
     CTL_CODE, FILE_ANY_ACCESS, FILE_DEVICE_NETWORK, METHOD_BUFFERED,

@@ -1,4 +1,4 @@
-//! The process hook: any number of programs, the notify routine registered on the first
+//! The process hook: up to 64 programs, the notify routine registered on the first
 //! attach and removed on the last detach, the deny-on-failure verdict, and the driver that
 //! starts it.
 

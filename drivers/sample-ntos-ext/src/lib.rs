@@ -5,7 +5,9 @@
 //!   ([`ProcessContext`]) and may call `bpf_process_get_image_path`,
 //!   `bpf_process_get_account_name` and `bpf_process_get_account_domain`; `context_create`
 //!   accepts the notify routine's whole context for test runs.
-//! - **Hook** ([`hook`]): any number of programs, no parameter. The process notify routine
+//! - **Hook** ([`hook`]): up to 64 programs at once (the capacity of the SDK hook's published
+//!   snapshot; ntosebpfext keeps a list and has no limit, so a 65th attach is refused here
+//!   with `STATUS_INSUFFICIENT_RESOURCES`), no parameter. The process notify routine
 //!   is registered when the first program attaches and removed when the last detaches (the
 //!   kernel accepts it only from an image linked with `/INTEGRITYCHECK`, which
 //!   `cargo xtask build-drivers` sets).
