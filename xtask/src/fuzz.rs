@@ -134,8 +134,12 @@ fn ensure_cargo_fuzz() -> Result<()> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !present {
+        let line = cargo_ebpf_ext::prereqs::list()
+            .into_iter()
+            .find(|p| p.provides == "cargo-fuzz")
+            .map_or("cargo-fuzz", |p| p.name);
         bail!(
-            "cargo fuzz is missing: install it with `cargo install --locked cargo-fuzz`, or every \
+            "cargo fuzz is missing: install it with `cargo install --locked {line}`, or every \
              prerequisite with `cargo xtask prereqs --install` (fuzzing needs {})",
             TOOLS.join(", ")
         );
@@ -217,7 +221,8 @@ mod tests {
         let list = cargo_ebpf_ext::prereqs::list();
         for tool in TOOLS {
             assert!(
-                list.iter().any(|p| p.name == *tool),
+                // A crate's line may pin its version (`cargo-fuzz@0.13.2`).
+                list.iter().any(|p| p.name.split('@').next() == Some(*tool)),
                 "{tool} is not in crates/cargo-ebpf-ext/prerequisites.tsv"
             );
         }

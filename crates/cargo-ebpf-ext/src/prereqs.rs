@@ -522,7 +522,7 @@ mod tests {
         );
         assert!(
             list.iter()
-                .any(|p| p.scope == Scope::Sdk && p.name == "cargo-fuzz"),
+                .any(|p| p.scope == Scope::Sdk && p.provides == "cargo-fuzz"),
             "fuzzing is this workspace's"
         );
     }
@@ -578,6 +578,108 @@ mod tests {
         assert!(
             offenders.is_empty(),
             "programs started outside prereqs::command: {offenders:?}"
+        );
+    }
+
+    /// Every `.rs` file under `dir`, recursively.
+    fn rust_files(dir: &std::path::Path, into: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                rust_files(&path, into);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                into.push(path);
+            }
+        }
+    }
+
+    /// What a program start with `argument` in `text` starts: `Ok(None)` for the running test or
+    /// one of the workspace's own binaries, `Ok(Some(program))` for a program named by a
+    /// literal or a `&str` constant of the file, `Err` for what this test cannot resolve.
+    fn started_program(text: &str, argument: &str) -> Result<Option<String>, String> {
+        let argument = argument.trim();
+        if argument.contains("CARGO_BIN_EXE_") || argument.contains("current_exe") {
+            return Ok(None);
+        }
+        if let Some(literal) = argument.strip_prefix('"') {
+            return Ok(Some(literal.trim_end_matches('"').to_owned()));
+        }
+        if let Some(rest) = text.split(&format!("const {argument}: &str = \"")).nth(1) {
+            return Ok(rest.split('"').next().map(str::to_owned));
+        }
+        let binding = format!("let {argument} = ");
+        if text
+            .lines()
+            .any(|l| l.contains(&binding) && l.contains("current_exe"))
+        {
+            return Ok(None);
+        }
+        Err(argument.to_owned())
+    }
+
+    /// Outside cargo-ebpf-ext and xtask (which start programs only through [`command`]), the
+    /// workspace's crates, drivers and fuzz targets start only listed programs (named by a
+    /// literal or a constant, so this test can check them) or their own binaries.
+    #[test]
+    fn programs_started_anywhere_else_are_listed() {
+        let root = root().canonicalize().expect("the workspace root");
+        let mut files = Vec::new();
+        for group in ["crates", "drivers"] {
+            for member in std::fs::read_dir(root.join(group)).expect("a workspace folder") {
+                let member = member.expect("entry").path();
+                for part in ["src", "tests", "benches", "examples"] {
+                    rust_files(&member.join(part), &mut files);
+                }
+                rust_files(&member.join("build.rs"), &mut files);
+            }
+        }
+        rust_files(&root.join("fuzz"), &mut files);
+        let own = [
+            root.join("crates").join("cargo-ebpf-ext").join("src"),
+            root.join("xtask").join("src"),
+        ];
+        files.retain(|f| !own.iter().any(|o| f.starts_with(o)));
+        assert!(files.len() > 50, "{} files", files.len());
+        let listed: Vec<&str> = list().iter().map(|p| p.provides).collect();
+        let (mut starts, mut offenders) = (0, Vec::new());
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("source");
+            for (at, _) in text.match_indices(concat!("Command", "::new(")) {
+                starts += 1;
+                let rest = &text[at + concat!("Command", "::new(").len()..];
+                let mut depth = 0;
+                let end = rest
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        match c {
+                            '(' => depth += 1,
+                            ')' if depth == 0 => return true,
+                            ')' => depth -= 1,
+                            _ => {}
+                        }
+                        false
+                    })
+                    .map_or(rest.len(), |(i, _)| i);
+                match started_program(&text, &rest[..end]) {
+                    Ok(None) => {}
+                    Ok(Some(program)) if listed.contains(&program.as_str()) => {}
+                    Ok(Some(program)) => {
+                        offenders.push(format!("{}: {program} is not listed", file.display()));
+                    }
+                    Err(argument) => offenders.push(format!(
+                        "{}: a program start from `{argument}` names no literal or constant",
+                        file.display()
+                    )),
+                }
+            }
+        }
+        assert!(starts >= 5, "found only {starts} program starts");
+        assert!(
+            offenders.is_empty(),
+            "programs started outside prerequisites.tsv: {offenders:?}"
         );
     }
 
