@@ -85,7 +85,8 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
     /// provider refuses it first (`EBPF_INVALID_ARGUMENT`, traced) and drops the state.
     ///
     /// # Errors
-    /// The result the core reports for the creation.
+    /// The provider's status for the creation (traced; the core reports any failure to the
+    /// caller as `EBPF_EXTENSION_FAILED_TO_LOAD`).
     fn create(
         key_size: u32,
         value_size: u32,
@@ -252,9 +253,10 @@ impl CoreSide {
     }
 }
 
-/// Most maps of one custom type alive at once. A creation beyond is refused with
-/// `EBPF_NO_MEMORY` after [`CustomMap::create`] ran: its `M` is dropped again, and no map
-/// exists.
+/// Most maps of one custom type alive at once (a limit of this provider's; the core has
+/// none). A creation beyond is refused with `EBPF_NO_MEMORY` after [`CustomMap::create`] ran:
+/// its `M` is dropped again, and no map exists. The caller sees
+/// `EBPF_EXTENSION_FAILED_TO_LOAD`, as for any refused creation.
 pub const MAX_MAPS: usize = 128;
 
 /// The map contexts this provider made and has not deleted. The core keeps every extensible

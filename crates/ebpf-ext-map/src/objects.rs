@@ -47,7 +47,8 @@ pub trait ObjectMap: Sized + Send + Sync + 'static {
     /// A map is being created: check the sizes and return its state.
     ///
     /// # Errors
-    /// The result the core reports for the creation.
+    /// The provider's status for the creation (the core reports any failure to the caller as
+    /// `EBPF_EXTENSION_FAILED_TO_LOAD`).
     fn create(key_size: u32, value_size: u32, max_entries: u32) -> Result<Self, ebpf_result_t>;
 
     /// A program of `program_type` is loaded with the map.

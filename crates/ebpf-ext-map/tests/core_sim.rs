@@ -223,6 +223,59 @@ fn a_map_that_keeps_the_callers_value_sees_it_and_gets_no_output_buffer() {
     kernel.assert_no_leaks();
 }
 
+/// A map type an extension provides under a number of the core's own enum, as XDP provides
+/// `BPF_MAP_TYPE_XSKMAP` (16): the core sends it to the provider like any custom type.
+#[derive(Debug)]
+struct XskLike;
+
+impl CustomMap for XskLike {
+    const MAP_TYPE: u32 = 16;
+    const UPDATES_ORIGINAL_VALUE: bool = false;
+    const TAG: PoolTag = TAG;
+
+    fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
+        Ok((XskLike, value_size))
+    }
+
+    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn find(&self, _: Input<'_>, _: Input<'_>, _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        _: Input<'_>,
+        _: Input<'_>,
+        _: &mut [u8],
+        _: u32,
+    ) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn delete_element(&self, _: Input<'_>, _: Input<'_>, _: u32) {}
+}
+
+#[test]
+fn a_provider_of_the_xskmap_number_gets_its_maps() {
+    let kernel = Kernel::new();
+    assert!(
+        BpfMap::create(&definition(XskLike::MAP_TYPE)).is_err(),
+        "no provider yet"
+    );
+    let provider = MapProvider::<XskLike>::register(PROVIDER_MODULE, TAG).expect("register");
+    let map = BpfMap::create(&definition(XskLike::MAP_TYPE)).expect("the provider's map");
+    let key = 1u32.to_le_bytes();
+    map.update(&key, &[9; 8], 0).expect("update");
+    assert_eq!(map.lookup(&key).expect("lookup"), Some(vec![9; 8]));
+    drop(map);
+    drop(provider);
+    kernel.wait_for_work_items();
+    kernel.assert_no_leaks();
+}
+
 /// The base hash map refuses an insert the provider already made (the key's presence against
 /// the update's flags, or the map full): the provider's delete callback undoes it
 /// (`EBPF_MAP_OPERATION_UPDATE`), and the map is unchanged.
