@@ -631,9 +631,9 @@ impl ProgramData {
     /// Test runs of this program type through `R`: the SDK's `context_create` and
     /// `context_destroy`, which check the core's pointers and sizes, build the context with
     /// [`TestRun::create`] in a pool allocation tagged `R::TAG`, and hand it back to
-    /// [`TestRun::destroy`] with the output buffers. The context's data pointers stay as
-    /// `create` wrote them and [`TestRun::data`] is not asked: for a context with data
-    /// pointers use [`ProgramData::with_test_run_data`] (as [`program_type!`] does).
+    /// [`TestRun::destroy`] with the output buffers. [`TestRun::data`] is not asked: this is
+    /// for a context without data pointers; for one with them use
+    /// [`ProgramData::with_test_run_data`] (as [`program_type!`] does).
     ///
     /// # Panics
     /// At compile time if `R::Context` is smaller than the program type's context descriptor
@@ -705,10 +705,39 @@ impl ProgramData {
     /// static DATA: ProgramData = ProgramData::new(&INFO).with_test_run::<Run>();
     /// ```
     ///
+    /// A context with data pointers is refused (use [`ProgramData::with_test_run_data`]):
+    /// `create` would copy them from `ctx_in`, which the caller of `bpf_prog_test_run`
+    /// chooses, and programs would read and write wherever it pointed them.
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_program_info::*;
+    /// # use ebpf_ext_pool::PoolTag;
+    /// # no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { data: DataPointer, end: DataPointer, value: u64 } }
+    /// static CONTEXT: ContextDescriptor = ContextDescriptor::of::<Ctx>(Some(0), Some(8), None);
+    /// # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+    /// # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
+    /// static DATA: ProgramData =
+    ///     ProgramData::new(&INFO).with_test_run::<CopyTestRun<Ctx, { PoolTag::new(*b"Test").value() }>>();
+    /// ```
+    ///
     /// # IRQL
     /// The core calls both at [`ProgramData::with_required_irql`]'s level.
     #[must_use]
     pub const fn with_test_run<R: TestRun>(self) -> Self {
+        let context = self.test_run_context::<R>();
+        assert!(
+            context.data < 0 && context.end < 0 && context.meta < 0,
+            "the context has data pointers: plug the test run in with with_test_run_data, so that they are set for each run and never copied from ctx_in"
+        );
+        let (create, destroy) = test_run_functions::<R>();
+        self.with_context_functions(create, destroy)
+    }
+
+    /// The program type's context descriptor, checked against `R::Context`.
+    ///
+    /// # Panics
+    /// At compile time if `R::Context` is smaller than the descriptor says.
+    const fn test_run_context<R: TestRun>(&self) -> &ebpf_context_descriptor_t {
         // SAFETY: the descriptor pointer was made from a `&'static ProgramTypeDescriptor`.
         let descriptor = unsafe { &*self.info().program_type_descriptor };
         // SAFETY: made from a `&'static ContextDescriptor` in `ProgramTypeDescriptor::new`.
@@ -718,8 +747,7 @@ impl ProgramData {
             size_of::<R::Context>() >= context.size.unsigned_abs() as usize,
             "the test run's context type is smaller than the program type's context descriptor"
         );
-        let (create, destroy) = test_run_functions::<R>();
-        self.with_context_functions(create, destroy)
+        context
     }
 
     /// [`ProgramData::with_test_run`] for a context whose data pointers lie at byte offsets
@@ -730,20 +758,21 @@ impl ProgramData {
     ///
     /// # Safety
     /// `START` and `END` are the offsets of two pointer fields of `R::Context` that programs
-    /// read as their data range (`DataPointer`s), or both `usize::MAX` (none: the same as
-    /// [`ProgramData::with_test_run`]).
+    /// read as their data range (`DataPointer`s), or both `usize::MAX`: then the context has no
+    /// data pointers, or [`TestRun::create`] points them, for every run, at memory the run
+    /// owns (never where `ctx_in` says).
     ///
     /// # Panics
-    /// If a field would not lie within `R::Context` (at compile time in a `static`), or as
-    /// [`ProgramData::with_test_run`].
+    /// If a field would not lie within `R::Context` (at compile time in a `static`), or
+    /// `R::Context` is smaller than the context descriptor says.
     #[must_use]
     pub const unsafe fn with_test_run_data<R: TestRun, const START: usize, const END: usize>(
         self,
     ) -> Self {
-        let checked = self.with_test_run::<R>();
+        let _ = self.test_run_context::<R>();
         // SAFETY: the caller's contract.
         let (create, destroy) = unsafe { test_run::test_run_data_functions::<R, START, END>() };
-        checked.with_context_functions(create, destroy)
+        self.with_context_functions(create, destroy)
     }
 
     /// The IRQL `bpf_prog_test_run` runs the program at (and calls the context functions

@@ -370,7 +370,8 @@ macro_rules! no_padding {
 #[derive(Debug, Clone, Copy)]
 pub struct TestRunContext<T> {
     /// The header: slot 0 the core's execution state, slot 1 its context descriptor (written
-    /// once per run); the rest is left as the extension set it.
+    /// once per run; [`TestRun::destroy`] sees both as zero, so they cannot reach the caller);
+    /// the rest is left as the extension set it.
     pub header: EBPF_CONTEXT_HEADER,
     /// The program's context: programs receive a pointer to it.
     pub context: T,
@@ -614,7 +615,7 @@ impl TestRunOutput {
     /// of the context descriptor: kernel addresses), go out as zero; the other six as the
     /// run left them. (ntosebpfext copies the core's two as well.)
     pub fn write_header_and_context<T: NoPadding>(&mut self, run: &TestRunContext<T>) -> bool {
-        const CORE_SLOTS: usize = 2 * size_of::<u64>();
+        const CORE_SLOTS: usize = CORE_HEADER_SLOTS * size_of::<u64>();
         self.write_context_parts(&[
             &[0; CORE_SLOTS],
             &bytes_of(&run.header)[CORE_SLOTS..],
@@ -892,6 +893,9 @@ pub const fn test_run_functions<R: TestRun>() -> (
     )
 }
 
+/// The header slots the core writes (0: its execution state, 1: its context descriptor).
+const CORE_HEADER_SLOTS: usize = 2;
+
 /// An offset that names no data field: the SDK writes no data pointers.
 pub(crate) const NO_FIELD: usize = usize::MAX;
 
@@ -1148,6 +1152,10 @@ pub(crate) unsafe extern "win64" fn context_destroy<
             );
         }
     }
+    // The header slots the core wrote (its execution state, on its stack, and its copy of
+    // the context descriptor) are kernel addresses: `destroy` sees them as zero, so no way of
+    // writing the header sends them to the caller. The core reads neither after the run.
+    context.header[..CORE_HEADER_SLOTS].fill(0);
     state.destroy(&mut context, &mut output);
     if !data_size_out.is_null() {
         // SAFETY: writable (the caller's contract).

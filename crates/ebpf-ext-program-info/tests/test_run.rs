@@ -106,10 +106,13 @@ static CONTEXT: ContextDescriptor = ContextDescriptor::of::<EchoContext>(
 static DESCRIPTOR: ProgramTypeDescriptor =
     ProgramTypeDescriptor::new(c"echo", &CONTEXT, PROGRAM_TYPE, 998, false);
 static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
-static DATA: ProgramData = ProgramData::new(&INFO)
-    .with_test_run::<Echo>()
-    .with_required_irql(DISPATCH_LEVEL)
-    .checked();
+static DATA: ProgramData =
+    // SAFETY: `Echo::create` points the data pointers at its own copy of the data, every run.
+    unsafe { ProgramData::new(&INFO).with_test_run_data::<Echo, NONE, NONE>() }
+            .with_required_irql(DISPATCH_LEVEL)
+            .checked();
+/// The offset `with_test_run_data` takes for "no field": the run sets its pointers itself.
+const NONE: usize = usize::MAX;
 
 /// `ctx_in` for an [`EchoContext`] with `value` (the pointers are the caller's garbage).
 fn context_in(value: u64) -> Vec<u8> {
@@ -343,8 +346,10 @@ fn the_trampolines_refuse_what_the_core_never_passes() {
 }
 
 const COPY_PROGRAM_TYPE: GUID = GUID::from_u128(0x5e5e_0002_0000_4000_8000_0000_0000_0001);
+/// The same layout without data pointers, which a plain copy of `ctx_in` may have.
+static COPY_CONTEXT: ContextDescriptor = ContextDescriptor::of::<EchoContext>(None, None, None);
 static COPY_DESCRIPTOR: ProgramTypeDescriptor =
-    ProgramTypeDescriptor::new(c"copy", &CONTEXT, COPY_PROGRAM_TYPE, 997, false);
+    ProgramTypeDescriptor::new(c"copy", &COPY_CONTEXT, COPY_PROGRAM_TYPE, 997, false);
 static COPY_INFO: ProgramInfo = ProgramInfo::new(&COPY_DESCRIPTOR, &[], &[]);
 static COPY_DATA: ProgramData = ProgramData::new(&COPY_INFO)
     .with_test_run::<CopyTestRun<EchoContext>>()
@@ -555,8 +560,8 @@ fn context_functions_at_dispatch_level_and_none_above_it_are_accepted() {
         .with_required_irql(DISPATCH_LEVEL + 1)
         .checked();
     assert_eq!(without.raw().required_irql, DISPATCH_LEVEL + 1);
-    let at_dispatch = ProgramData::new(&INFO)
-        .with_test_run::<Echo>()
+    // SAFETY: as for `DATA`.
+    let at_dispatch = unsafe { ProgramData::new(&INFO).with_test_run_data::<Echo, NONE, NONE>() }
         .with_required_irql(DISPATCH_LEVEL)
         .checked();
     assert_eq!(at_dispatch.raw().required_irql, DISPATCH_LEVEL);
@@ -568,8 +573,53 @@ fn context_functions_at_dispatch_level_and_none_above_it_are_accepted() {
 #[test]
 #[should_panic(expected = "context functions with required_irql above DISPATCH_LEVEL")]
 fn context_functions_above_dispatch_level_are_refused() {
-    let _ = ProgramData::new(&INFO)
-        .with_test_run::<Echo>()
+    // SAFETY: as for `DATA`.
+    let _ = unsafe { ProgramData::new(&INFO).with_test_run_data::<Echo, NONE, NONE>() }
         .with_required_irql(DISPATCH_LEVEL + 1)
         .checked();
+}
+
+/// A test run whose `destroy` writes the whole header to `ctx_out` as it finds it.
+struct RawHeader;
+
+impl TestRun for RawHeader {
+    type Context = EchoContext;
+    const TAG: PoolTag = TAG;
+
+    fn create(
+        input: &TestRunInput<'_>,
+    ) -> Result<(TestRunContext<EchoContext>, Self), ebpf_result_t> {
+        let mut context: EchoContext = input.context().ok_or(EBPF_INVALID_ARGUMENT)?;
+        (context.data_start, context.data_end) = (ptr::null_mut(), ptr::null_mut());
+        Ok((TestRunContext::new(context), RawHeader))
+    }
+
+    fn destroy(self, context: &mut TestRunContext<EchoContext>, output: &mut TestRunOutput) {
+        output.write_context(&context.header);
+    }
+}
+
+static RAW_HEADER_DESCRIPTOR: ProgramTypeDescriptor =
+    ProgramTypeDescriptor::new(c"raw_header", &COPY_CONTEXT, PROGRAM_TYPE, 996, false);
+static RAW_HEADER_INFO: ProgramInfo = ProgramInfo::new(&RAW_HEADER_DESCRIPTOR, &[], &[]);
+static RAW_HEADER_DATA: ProgramData = ProgramData::new(&RAW_HEADER_INFO)
+    .with_test_run::<RawHeader>()
+    .checked();
+
+/// The core writes kernel addresses into header slots 0 and 1 (core-sim writes its copy of
+/// the context descriptor's address into slot 1); however `destroy` writes the header, they
+/// reach `ctx_out` as zero.
+#[test]
+fn the_cores_header_slots_never_reach_ctx_out() {
+    let kernel = Kernel::new();
+    let provider = register(&RAW_HEADER_DATA).expect("register");
+    let client = ProgramInfoClient::attach(PROGRAM_TYPE).expect("attach");
+    let ctx = context_in(5);
+    let created = client.create_context(&[], &ctx).expect("created");
+    let out = created.destroy(0, 64).expect("destroyed");
+    assert_eq!(out.context_size_out, 64);
+    assert_eq!(out.context[..16], [0; 16], "slots 0 and 1");
+    drop(client);
+    drop(provider);
+    kernel.assert_no_leaks();
 }
