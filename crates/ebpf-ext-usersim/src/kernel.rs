@@ -3,7 +3,7 @@
 use core::any::Any;
 use core::cell::{Cell, RefCell};
 use core::fmt;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::{env, process, thread};
@@ -151,6 +151,8 @@ pub(crate) struct Inner {
     pub(crate) rundown_sleepers: AtomicU64,
     /// Times a rundown wait found references outstanding ([`Kernel::rundown_wait_checks`]).
     pub(crate) rundown_checks: AtomicU64,
+    /// Live paged pool blocks (the fast path of `pool::require_nonpaged`).
+    pub(crate) paged_blocks: AtomicUsize,
     pub(crate) delays: AtomicU64,
     /// Storage of host builds' driver globals (see `locals`).
     pub(crate) locals: Mutex<Locals>,
@@ -254,6 +256,7 @@ impl Kernel {
             irql_raises: AtomicU64::new(0),
             rundown_sleepers: AtomicU64::new(0),
             rundown_checks: AtomicU64::new(0),
+            paged_blocks: AtomicUsize::new(0),
             delays: AtomicU64::new(0),
             locals: Mutex::new(Locals::default()),
             components: Mutex::new(Vec::new()),

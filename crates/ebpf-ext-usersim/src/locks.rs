@@ -93,6 +93,7 @@ fn spin_word<'a>(lock: *mut EX_SPIN_LOCK) -> &'a AtomicI32 {
 fn spin_acquire_prologue(api: &'static str, lock: *mut EX_SPIN_LOCK) -> KIRQL {
     require_bound(api);
     require_irql(api, DISPATCH_LEVEL);
+    crate::pool::require_nonpaged(api, lock as usize, "the spin lock", true);
     if held(lock as usize).is_some() {
         bugcheck(
             api,

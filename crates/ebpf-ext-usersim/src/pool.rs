@@ -9,6 +9,7 @@
 use core::alloc::Layout;
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::Ordering;
 use std::alloc;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -40,6 +41,9 @@ struct Block {
 #[derive(Default)]
 pub(crate) struct PoolState {
     live: HashMap<usize, Block>,
+    /// The live paged blocks, start → size (also in `live`): where a lock or a rundown
+    /// reference may not be used at DISPATCH_LEVEL.
+    paged: BTreeMap<usize, usize>,
     quarantine: VecDeque<(usize, Layout)>,
     quarantined: HashMap<usize, u32>,
     quarantine_bytes: usize,
@@ -49,6 +53,7 @@ pub(crate) struct PoolState {
 impl PoolState {
     /// Frees everything (the kernel is going away).
     pub(crate) fn release_all(&mut self) {
+        self.paged.clear();
         for (addr, block) in self.live.drain() {
             // SAFETY: `addr` was returned by `alloc` with this layout and not freed.
             unsafe { alloc::dealloc(addr as *mut u8, block.layout) };
@@ -176,14 +181,12 @@ pub(crate) fn pool_alloc(
         let mut pool = lock(&k.pool);
         pool.total_allocations += 1;
         pool.quarantined.remove(&(p as usize));
-        pool.live.insert(
-            p as usize,
-            Block {
-                tag,
-                layout,
-                paged: flags & POOL_FLAG_PAGED != 0,
-            },
-        );
+        let paged = flags & POOL_FLAG_PAGED != 0;
+        if paged {
+            pool.paged.insert(p as usize, layout.size());
+            k.paged_blocks.fetch_add(1, Ordering::Relaxed);
+        }
+        pool.live.insert(p as usize, Block { tag, layout, paged });
         p.cast()
     })
 }
@@ -205,6 +208,37 @@ pub fn pool_allocation_containing(address: usize) -> Option<core::ops::Range<usi
             .find(|range| range.contains(&address))
     })
     .flatten()
+}
+
+/// Bug-checks `IRQL_NOT_LESS_OR_EQUAL` if `what` (a lock or a rundown reference `api` uses at
+/// `address`) lies in paged pool while the thread is above APC_LEVEL, or will be once `api`
+/// raises to DISPATCH_LEVEL (`raises`): Windows touches it there, and a page fault at
+/// DISPATCH_LEVEL bug-checks (only when the page is out, so at random; here always).
+pub(crate) fn require_nonpaged(api: &'static str, address: usize, what: &str, raises: bool) {
+    if !raises && current_irql() <= APC_LEVEL {
+        return;
+    }
+    let paged = try_with_kernel(|k| {
+        // Most kernels never allocate paged pool: no lock taken for them.
+        k.paged_blocks.load(Ordering::Relaxed) != 0
+            && lock(&k.pool)
+                .paged
+                .range(..=address)
+                .next_back()
+                .is_some_and(|(&start, &size)| address - start < size)
+    })
+    .unwrap_or(false);
+    if paged {
+        let irql = current_irql().max(if raises { DISPATCH_LEVEL } else { 0 });
+        bugcheck(
+            api,
+            ebpf_ext_sys::wdm::IRQL_NOT_LESS_OR_EQUAL,
+            [address as u64, u64::from(irql), 0, 0],
+            &format!(
+                "{what} at {address:#x} is in paged pool, used at IRQL {irql} (it must be non-paged)"
+            ),
+        );
+    }
 }
 
 /// Frees pool for `api`; `tag` of `None` skips the tag check (`ExFreePool`).
@@ -266,6 +300,10 @@ pub(crate) fn pool_free(api: &'static str, p: *mut c_void, tag: Option<u32>) {
                     tag_name(found)
                 ),
             );
+        }
+        if block.paged {
+            pool.paged.remove(&addr);
+            k.paged_blocks.fetch_sub(1, Ordering::Relaxed);
         }
         // SAFETY: the block is live, `layout.size()` bytes long, and now owned by the quarantine.
         unsafe { ptr::write_bytes(p.cast::<u8>(), FREED_POISON, block.layout.size()) };

@@ -125,6 +125,12 @@ pub unsafe extern "win64" fn ExReInitializeRundownProtection(RunRef: *mut EX_RUN
 pub unsafe extern "win64" fn ExAcquireRundownProtection(RunRef: *mut EX_RUNDOWN_REF) -> BOOLEAN {
     require_bound("ExAcquireRundownProtection");
     require_irql("ExAcquireRundownProtection", DISPATCH_LEVEL);
+    crate::pool::require_nonpaged(
+        "ExAcquireRundownProtection",
+        RunRef as usize,
+        "the rundown reference",
+        false,
+    );
     if try_acquire(count_word(RunRef)) {
         TRUE
     } else {
@@ -161,6 +167,7 @@ pub unsafe extern "win64" fn ExReleaseRundownProtection(RunRef: *mut EX_RUNDOWN_
     const API: &str = "ExReleaseRundownProtection";
     require_bound(API);
     require_irql(API, DISPATCH_LEVEL);
+    crate::pool::require_nonpaged(API, RunRef as usize, "the rundown reference", false);
     let old = count_word(RunRef).fetch_sub(ONE_REF, Ordering::Release);
     if old < ONE_REF || old == WAIT_BLOCK {
         bugcheck(

@@ -197,3 +197,67 @@ fn kernels_are_independent() {
     assert_eq!(second.pool_outstanding()[0].tag, "Othr");
     assert!(!p.is_null());
 }
+
+/// A spin lock in paged pool: acquiring it raises to DISPATCH_LEVEL and touches it there,
+/// which on Windows bug-checks whenever the page is out; here always.
+#[test]
+fn a_spin_lock_in_paged_pool_bugchecks() {
+    let check = expect_bugcheck("a_spin_lock_in_paged_pool_bugchecks", || {
+        let _kernel = Kernel::new();
+        let lock = alloc(POOL_FLAG_PAGED, 64, TAG);
+        // SAFETY: a zeroed (initialised) spin lock in a live allocation; the acquire must
+        // stop the machine before it returns.
+        let _ =
+            unsafe { ebpf_ext_sys::wdm::ExAcquireSpinLockExclusive(lock.wrapping_add(8).cast()) };
+    });
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (IRQL_NOT_LESS_OR_EQUAL, "ExAcquireSpinLockExclusive")
+    );
+    assert_eq!(check.parameters[1], u64::from(DISPATCH_LEVEL));
+    assert!(check.message.contains("paged pool"), "{}", check.message);
+}
+
+/// A zeroed (initialised) rundown reference in a pool allocation of `flags`.
+fn rundown_in(flags: u64) -> *mut ebpf_ext_sys::wdm::EX_RUNDOWN_REF {
+    // SAFETY: a kernel is bound by the caller; pool is 16-byte aligned.
+    unsafe { ExAllocatePool2(flags, 8, TAG) }.cast()
+}
+
+/// A rundown reference in paged pool may be used up to APC_LEVEL; at DISPATCH_LEVEL it may
+/// be paged out, and using it there bug-checks.
+#[test]
+fn a_rundown_reference_in_paged_pool_is_refused_at_dispatch_level_only() {
+    let kernel = Kernel::new();
+    let paged = rundown_in(POOL_FLAG_PAGED);
+    let unpaged = rundown_in(POOL_FLAG_NON_PAGED);
+    // Each acquired and released once, the paged one at PASSIVE_LEVEL, the other at
+    // DISPATCH_LEVEL.
+    for (reference, irql) in [(paged, 0), (unpaged, DISPATCH_LEVEL)] {
+        set_current_irql(irql);
+        // SAFETY: a zeroed (initialised) reference in a live allocation.
+        let acquired = unsafe { ebpf_ext_sys::wdm::ExAcquireRundownProtection(reference) };
+        assert_eq!(acquired, 1);
+        // SAFETY: as above; the reference just acquired.
+        unsafe { ebpf_ext_sys::wdm::ExReleaseRundownProtection(reference) };
+        set_current_irql(0);
+        // SAFETY: allocated above with this tag, freed once.
+        unsafe { ExFreePoolWithTag(reference.cast(), TAG) };
+    }
+    kernel.assert_no_leaks();
+    let check = expect_bugcheck(
+        "a_rundown_reference_in_paged_pool_is_refused_at_dispatch_level_only",
+        || {
+            let _kernel = Kernel::new();
+            let paged = rundown_in(POOL_FLAG_PAGED);
+            set_current_irql(DISPATCH_LEVEL);
+            // SAFETY: a zeroed reference in a live allocation; the acquire must stop the
+            // machine.
+            let _ = unsafe { ebpf_ext_sys::wdm::ExAcquireRundownProtection(paged) };
+        },
+    );
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (IRQL_NOT_LESS_OR_EQUAL, "ExAcquireRundownProtection")
+    );
+}
