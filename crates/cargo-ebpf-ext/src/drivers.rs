@@ -447,7 +447,7 @@ fn sign_file(file: &Path, description: &str, out: &Path) -> Result<()> {
     let _ = fs::remove_file(&tmp);
     // Signing again replaces the signature rather than adding one.
     let is_pe = file.extension().is_some_and(|e| e == "sys");
-    let input = if is_pe && is_signed(file)? {
+    let input = if is_pe && Image::parse(fs::read(file)?)?.has_certificate_table() {
         let unsigned = file.with_extension("unsigned");
         let _ = fs::remove_file(&unsigned);
         run(command(Tool::Osslsigncode)

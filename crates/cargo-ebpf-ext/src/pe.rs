@@ -59,6 +59,7 @@ pub(crate) struct Image {
     imports: Vec<(String, Vec<String>)>,
     checksum_offset: usize,
     signed: bool,
+    certificate_table: bool,
 }
 
 impl Image {
@@ -98,6 +99,7 @@ impl Image {
             imports,
             checksum_offset: optional + layout::CHECKSUM,
             signed: parsed.authenticode_signature().is_some(),
+            certificate_table: parsed.certificate_table().is_some(),
             bytes,
         })
     }
@@ -111,6 +113,12 @@ impl Image {
     /// `authenticode_signature`).
     pub(crate) fn has_signature(&self) -> bool {
         self.signed
+    }
+
+    /// Whether the image has a certificate table at all (a signature, or what is left of
+    /// one): signing again must remove it first.
+    pub(crate) fn has_certificate_table(&self) -> bool {
+        self.certificate_table
     }
 
     /// The PE checksum of the image as it is (the checksum field counted as zero).

@@ -581,9 +581,15 @@ mod tests {
         );
     }
 
-    /// Every `.rs` file under `dir`, recursively.
-    fn rust_files(dir: &std::path::Path, into: &mut Vec<std::path::PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
+    /// `path` if it is a `.rs` file, else every `.rs` file under it, recursively.
+    fn rust_files(path: &std::path::Path, into: &mut Vec<std::path::PathBuf>) {
+        if path.is_file() {
+            if path.extension().is_some_and(|e| e == "rs") {
+                into.push(path.to_path_buf());
+            }
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(path) else {
             return;
         };
         for entry in entries {
@@ -636,7 +642,7 @@ mod tests {
                 rust_files(&member.join("build.rs"), &mut files);
             }
         }
-        rust_files(&root.join("fuzz"), &mut files);
+        rust_files(&root.join("fuzz").join("fuzz_targets"), &mut files);
         let own = [
             root.join("crates").join("cargo-ebpf-ext").join("src"),
             root.join("xtask").join("src"),

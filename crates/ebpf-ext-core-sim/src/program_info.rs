@@ -504,7 +504,8 @@ impl ProgramInfoClient {
     /// The context borrows `context_in`.
     ///
     /// As the core, a `context_create` that fails but leaves a context in its out slot gets
-    /// that context destroyed (with no output buffers), and one that succeeds with a NULL
+    /// that context destroyed (here with no output buffers; the core passes the caller's),
+    /// and one that succeeds with a NULL
     /// context breaks [`Contract::NullTestRunContext`]. [`TestRunContext::destroy`] breaks
     /// [`Contract::TestRunOutputTooLarge`] if the provider reports more output than it had
     /// room for.

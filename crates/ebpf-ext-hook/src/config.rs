@@ -176,7 +176,9 @@ pub struct AttachRequest<P> {
 pub trait HookExtension: Send + Sync + Sized + 'static {
     /// Attach parameter type (`()` for none).
     type Parameter: AttachParameter;
-    /// Data the extension keeps per attached program.
+    /// Data the extension keeps per attached program. It is dropped with the program's
+    /// binding in NMR's cleanup callback, at IRQL ≤ DISPATCH_LEVEL: its `Drop` may neither
+    /// block nor touch pageable memory.
     type ClientData: Send + Sync + 'static;
     /// The context programs are invoked with (the `T` of [`ProgramContext<T>`]): the type the
     /// program type's helpers receive, which is what makes reading it in a helper sound. The

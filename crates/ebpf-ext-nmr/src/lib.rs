@@ -162,7 +162,9 @@ unsafe fn client_module_guid(instance: *const NPI_REGISTRATION_INSTANCE) -> GUID
 pub unsafe trait NpiProvider: Send + Sync + Sized + 'static {
     /// The NPI-specific characteristics published to clients (`NpiSpecificCharacteristics`).
     type Characteristics: 'static;
-    /// What the provider keeps per attached client (NMR's provider binding context).
+    /// What the provider keeps per attached client (NMR's provider binding context). It is
+    /// dropped in NMR's cleanup callback, at IRQL ≤ DISPATCH_LEVEL: its `Drop` may neither
+    /// block nor touch pageable memory.
     type Binding: Send + Sync + 'static;
 
     /// The NPI this provider implements.

@@ -301,6 +301,13 @@ impl<'a> PeImage<'a> {
         &self.exports
     }
 
+    /// The certificate table (`IMAGE_DIRECTORY_ENTRY_SECURITY`, a file range checked to lie in
+    /// the file), whatever it holds; `None` for an image without one.
+    #[must_use]
+    pub fn certificate_table(&self) -> Option<&'a [u8]> {
+        self.certificates
+    }
+
     /// The image's Authenticode signature: the PKCS#7 `SignedData` of the first entry of the
     /// certificate table that is one (`WIN_CERTIFICATE` revision 2.0, type
     /// `WIN_CERT_TYPE_PKCS_SIGNED_DATA`); `None` for an image that has none, which Windows

@@ -535,13 +535,13 @@ fn certificate(revision: u16, kind: u16, data: &[u8]) -> Vec<u8> {
 #[test]
 fn the_signature_is_the_certificate_tables_pkcs7_entry() {
     let unsigned = valid();
+    let parsed = parse(&unsigned.bytes).expect("valid");
     assert_eq!(
-        parse(&unsigned.bytes)
-            .expect("valid")
-            .authenticode_signature(),
+        parsed.authenticode_signature(),
         None,
         "no certificate table"
     );
+    assert_eq!(parsed.certificate_table(), None);
     let signed = with_certificates(&certificate(0x0200, 2, b"pkcs#7 signed data"));
     assert_eq!(
         parse(&signed.bytes)
@@ -578,10 +578,12 @@ fn a_certificate_table_without_a_pkcs7_entry_is_no_signature() {
         ),
     ] {
         let built = with_certificates(&table);
+        let parsed = parse(&built.bytes).expect("valid");
+        assert_eq!(parsed.authenticode_signature(), None, "{why}");
         assert_eq!(
-            parse(&built.bytes).expect("valid").authenticode_signature(),
-            None,
-            "{why}"
+            parsed.certificate_table(),
+            Some(&table[..]),
+            "{why}: still a certificate table"
         );
     }
 }

@@ -132,9 +132,11 @@
 //! ```
 //!
 //! Test runs (`bpf_prog_test_run`): implement [`TestRun`] — build the context from the
-//! caller's buffers, write it back afterwards — and plug it in with
-//! [`ProgramData::with_test_run`]; the SDK's `context_create` / `context_destroy` do the
-//! pointer work, the allocation (the 64-byte context header included) and the size reporting.
+//! caller's buffers, write it back afterwards — and plug it in with `test run T;` in
+//! [`program_type!`] (by hand: [`ProgramData::with_test_run`] for a context without data
+//! pointers, [`ProgramData::with_test_run_data`] for one with them); the SDK's
+//! `context_create` / `context_destroy` do the pointer work, the allocation (the 64-byte
+//! context header included) and the size reporting.
 //!
 //! This replaces netebpfext's `net_ebpf_extension_program_info_provider_register` /
 //! `_unregister` and ntosebpfext's `ebpf_extension_program_info_provider_register`.
@@ -644,9 +646,7 @@ impl ProgramData {
     /// # use ebpf_ext_program_info::*;
     /// # use ebpf_ext_pool::PoolTag;
     /// # use ebpf_ext_sys::ebpf_result::ebpf_result_t;
-    /// #[repr(C)]
-    /// struct Ctx { data: *mut u8, end: *mut u8, value: u64 }
-    /// static CONTEXT: ContextDescriptor = ContextDescriptor::of::<Ctx>(Some(0), Some(8), None);
+    /// static CONTEXT: ContextDescriptor = ContextDescriptor::new(24, None, None, None);
     /// # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
     /// # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
     /// struct Run;
@@ -714,6 +714,19 @@ impl ProgramData {
     /// # use ebpf_ext_pool::PoolTag;
     /// # no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { data: DataPointer, end: DataPointer, value: u64 } }
     /// static CONTEXT: ContextDescriptor = ContextDescriptor::of::<Ctx>(Some(0), Some(8), None);
+    /// # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+    /// # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
+    /// static DATA: ProgramData =
+    ///     ProgramData::new(&INFO).with_test_run::<CopyTestRun<Ctx, { PoolTag::new(*b"Test").value() }>>();
+    /// ```
+    ///
+    /// The same context described without data pointers is accepted:
+    ///
+    /// ```
+    /// # use ebpf_ext_program_info::*;
+    /// # use ebpf_ext_pool::PoolTag;
+    /// # no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { data: DataPointer, end: DataPointer, value: u64 } }
+    /// static CONTEXT: ContextDescriptor = ContextDescriptor::of::<Ctx>(None, None, None);
     /// # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
     /// # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
     /// static DATA: ProgramData =

@@ -1,7 +1,8 @@
 //! Test runs (`bpf_prog_test_run`): the extension builds its program context from the
 //! caller's buffers and writes it back, safely, through [`TestRun`]; the SDK's
-//! `context_create` / `context_destroy` trampolines ([`ProgramData::with_test_run`]) do all
-//! the pointer work once.
+//! `context_create` / `context_destroy` trampolines (`test run T;` in
+//! [`program_type!`](crate::program_type), or by hand [`ProgramData::with_test_run`] and
+//! [`ProgramData::with_test_run_data`]) do all the pointer work once.
 //!
 //! The core's side (eBPF for Windows `_ebpf_program_test_run_work_item`): an input of size 0
 //! arrives as NULL; `context_create` must return a pointer with 64 writable bytes in front

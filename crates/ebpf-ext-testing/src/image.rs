@@ -93,8 +93,8 @@ pub struct Loaded {
 /// [`load_path`].
 ///
 /// # Errors
-/// If the image is missing (the message says where it looked and how to build it) or the
-/// loader refuses it.
+/// If the image is missing (the message says where it looked and how to build it), is not
+/// signed, or the loader refuses it.
 pub fn load(kernel: &Kernel, name: &str) -> Result<Loaded, String> {
     load_path(kernel, &image_dir()?.join(format!("{name}.sys")))
 }

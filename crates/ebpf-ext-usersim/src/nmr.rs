@@ -29,8 +29,8 @@ use ebpf_ext_sys::wdm::{
 };
 
 use crate::kernel::{
-    IRQL_UNEXPECTED_VALUE, Inner, Kernel, allocation_fails, bugcheck, call_fails, current_irql,
-    lock, require_irql, set_irql, with_kernel,
+    CalledFrom, Inner, Kernel, allocation_fails, bugcheck, call_fails, check_callback_returned,
+    current_irql, lock, require_irql, set_irql, with_kernel,
 };
 
 /// The name of `kind`'s detach callback (the bug-check's routine).
@@ -42,21 +42,15 @@ fn detach_name(kind: Kind) -> &'static str {
 }
 
 /// Runs a detach or cleanup callback (`what`, at `callback`) at DISPATCH_LEVEL, then restores
-/// the caller's IRQL; bug-checks if it returned at another IRQL.
+/// the caller's IRQL; bug-checks if it returned at another IRQL or with critical regions
+/// unbalanced.
 fn at_dispatch<T>(what: &'static str, callback: usize, f: impl FnOnce() -> T) -> T {
     let saved = current_irql();
     let run_at = saved.max(DISPATCH_LEVEL);
     set_irql(run_at);
+    let depth = crate::cpu::critical_region_depth();
     let result = f();
-    let returned = current_irql();
-    if returned != run_at {
-        bugcheck(
-            what,
-            IRQL_UNEXPECTED_VALUE,
-            [u64::from(returned), u64::from(run_at), callback as u64, 0],
-            "an NMR detach or cleanup callback returned at another IRQL than it was called at",
-        );
-    }
+    check_callback_returned(what, callback, CalledFrom::Kernel, run_at, depth);
     set_irql(saved);
     result
 }

@@ -339,6 +339,27 @@ fn detach_and_cleanup_callbacks_run_at_dispatch_level_whatever_the_callers_irql(
             deregister_client(ch);
         }
     }
+    // A deregistration at DISPATCH_LEVEL (allowed for NmrDeregisterClient): the callbacks
+    // still run at DISPATCH_LEVEL, and the caller's level is left as it was.
+    let (p, c) = (new_side(true), new_side(true));
+    let (_, ph) = register_provider(&NPI_ID, p);
+    let (_, ch) = register_client(&NPI_ID, c);
+    ebpf_ext_usersim::set_current_irql(DISPATCH_LEVEL);
+    let status = safe::NmrDeregisterClient(ch);
+    assert_eq!(
+        ebpf_ext_usersim::exports::all::KeGetCurrentIrql(),
+        DISPATCH_LEVEL
+    );
+    ebpf_ext_usersim::set_current_irql(PASSIVE_LEVEL);
+    assert!(
+        status == STATUS_SUCCESS || status == STATUS_PENDING,
+        "{status:#x}"
+    );
+    assert_eq!(safe::NmrWaitForClientDeregisterComplete(ch), STATUS_SUCCESS);
+    let expected = [("detach", DISPATCH_LEVEL), ("cleanup", DISPATCH_LEVEL)];
+    assert_eq!(*p.irqls.lock().unwrap(), expected);
+    assert_eq!(*c.irqls.lock().unwrap(), expected);
+    deregister_provider(ph);
     kernel.assert_no_leaks();
 }
 
@@ -357,14 +378,15 @@ fn a_detach_callback_returning_at_another_irql_bugchecks() {
         },
     );
     assert_eq!(check.code, 0xC8, "IRQL_UNEXPECTED_VALUE");
-    assert_eq!(
-        check.parameters[..2],
-        [u64::from(PASSIVE_LEVEL), u64::from(DISPATCH_LEVEL)]
-    );
     assert_eq!(check.api, "ProviderDetachClient");
     assert_ne!(
-        check.parameters[2], 0,
+        check.parameters[0], 0,
         "the callback's address (in the dying child)"
+    );
+    assert_eq!(
+        check.parameters[1..3],
+        [u64::from(PASSIVE_LEVEL), u64::from(DISPATCH_LEVEL)],
+        "returned at, called at"
     );
 }
 
