@@ -61,6 +61,12 @@ fuzz_target!(|bytes: &[u8]| {
             for export in image.exports() {
                 let _ = export;
             }
+            if let Some(table) = image.certificate_table() {
+                assert!(
+                    table.as_ptr() as usize + table.len()
+                        <= image.bytes().as_ptr() as usize + image.bytes().len()
+                );
+            }
             if let Some(signature) = image.authenticode_signature() {
                 // A slice of the file, after a WIN_CERTIFICATE header.
                 let start = signature.as_ptr() as usize - image.bytes().as_ptr() as usize;
