@@ -288,7 +288,7 @@ pub fn epoch_memory() -> EpochMemory {
     current_machine().map_or_else(EpochMemory::default, |m| lock(&m.shared).counts)
 }
 
-fn require_in_epoch(what: &str) {
+pub(crate) fn require_in_epoch(what: &str) {
     if !in_epoch() {
         Contract::OutsideEpoch.broken(
             format_args!("{what} outside an epoch (call epoch_enter first)"),

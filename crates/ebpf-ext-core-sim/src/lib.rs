@@ -98,6 +98,8 @@
 //!   [`Contract::EpochMemoryInvalid`] (epoch: `freeing_twice_is_caught`,
 //!   `freeing_with_the_other_free_is_caught`, `freeing_memory_of_another_allocator_is_caught`);
 //!   no allocation of 0 bytes → `0x1E`, [`Contract::EpochAllocateZero`].
+//! - The map client's `find_element_function` inside an epoch → `0x1E`,
+//!   [`Contract::OutsideEpoch`] (epoch: `finding_an_element_outside_an_epoch_is_caught`).
 //! - Allocations and frees inside an epoch (program runs, batches and the provider's map
 //!   callbacks are inside the core's own, except a map's teardown, which the core runs
 //!   outside any) → `0x1E`, [`Contract::OutsideEpoch`] (epoch:

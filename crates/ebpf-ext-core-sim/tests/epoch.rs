@@ -249,6 +249,27 @@ fn freeing_outside_an_epoch_is_caught() {
     assert_eq!(contract, Contract::OutsideEpoch);
 }
 
+/// The core's lookup hands out a value that lives only until the caller's epoch ends, so a
+/// provider may call it only inside one.
+#[test]
+fn finding_an_element_outside_an_epoch_is_caught() {
+    let contract = caught("finding_an_element_outside_an_epoch_is_caught", || {
+        let _kernel = Kernel::new();
+        let find = table().find_element_function.expect("find");
+        let (key, mut value) = (0u32, core::ptr::null_mut());
+        // SAFETY: valid pointers (the map is not one of the core's: the epoch check comes
+        // first).
+        let _ = unsafe {
+            find(
+                core::ptr::from_ref(&key).cast(),
+                core::ptr::from_ref(&key).cast(),
+                &raw mut value,
+            )
+        };
+    });
+    assert_eq!(contract, Contract::OutsideEpoch);
+}
+
 #[test]
 fn allocating_zero_bytes_is_caught() {
     let contract = caught("allocating_zero_bytes_is_caught", || {

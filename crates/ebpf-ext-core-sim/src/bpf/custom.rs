@@ -103,12 +103,16 @@ pub fn map_client_dispatch_table() -> &'static ebpf_base_map_client_dispatch_tab
 }
 
 /// `find_element_function`: the stored value of `key` in the map object `map` of the
-/// running program.
+/// running program. As the core requires, only inside an epoch ([`Contract::OutsideEpoch`]
+/// otherwise: the value it returns may be freed once the epoch ends).
+///
+/// [`Contract::OutsideEpoch`]: crate::Contract::OutsideEpoch
 unsafe extern "win64" fn find_element(
     map: *const c_void,
     key: *const u8,
     value: *mut *mut u8,
 ) -> ebpf_result_t {
+    crate::epoch::require_in_epoch("find_element_function");
     if map.is_null() || key.is_null() || value.is_null() {
         return EBPF_INVALID_ARGUMENT;
     }
