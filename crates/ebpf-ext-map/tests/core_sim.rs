@@ -68,17 +68,18 @@ fn take_seen() -> Vec<Seen> {
     SEEN.with(RefCell::take)
 }
 
-/// A map type that keeps the caller's value: its callbacks can only observe and refuse.
+/// A map type that keeps the caller's value: its callbacks can only observe and refuse. Its
+/// number is `TYPE` (a custom one by default).
 #[derive(Debug)]
-struct Plain;
+struct Plain<const TYPE: u32 = 4101>;
 
-impl CustomMap for Plain {
-    const MAP_TYPE: u32 = 4101;
+impl<const TYPE: u32> CustomMap for Plain<TYPE> {
+    const MAP_TYPE: u32 = TYPE;
     const UPDATES_ORIGINAL_VALUE: bool = false;
     const TAG: PoolTag = TAG;
 
     fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
-        Ok((Plain, value_size))
+        Ok((Plain::<TYPE>, value_size))
     }
 
     fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
@@ -164,7 +165,7 @@ fn definition(map_type: u32) -> MapDefinition {
 fn a_map_that_keeps_the_callers_value_sees_it_and_gets_no_output_buffer() {
     let kernel = Kernel::new();
     let provider = MapProvider::<Plain>::register(PROVIDER_MODULE, TAG).expect("register");
-    let map = BpfMap::create(&definition(Plain::MAP_TYPE)).expect("create");
+    let map = BpfMap::create(&definition(<Plain>::MAP_TYPE)).expect("create");
     let key = 7u32.to_le_bytes();
     let value = [1, 2, 3, 4, 5, 6, 7, 8];
 
@@ -225,38 +226,7 @@ fn a_map_that_keeps_the_callers_value_sees_it_and_gets_no_output_buffer() {
 
 /// A map type an extension provides under a number of the core's own enum, as XDP provides
 /// `BPF_MAP_TYPE_XSKMAP` (16): the core sends it to the provider like any custom type.
-#[derive(Debug)]
-struct XskLike;
-
-impl CustomMap for XskLike {
-    const MAP_TYPE: u32 = 16;
-    const UPDATES_ORIGINAL_VALUE: bool = false;
-    const TAG: PoolTag = TAG;
-
-    fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
-        Ok((XskLike, value_size))
-    }
-
-    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
-        Ok(())
-    }
-
-    fn find(&self, _: Input<'_>, _: Input<'_>, _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
-        Ok(())
-    }
-
-    fn update(
-        &self,
-        _: Input<'_>,
-        _: Input<'_>,
-        _: &mut [u8],
-        _: u32,
-    ) -> Result<(), ebpf_result_t> {
-        Ok(())
-    }
-
-    fn delete_element(&self, _: Input<'_>, _: Input<'_>, _: u32) {}
-}
+type XskLike = Plain<16>;
 
 #[test]
 fn a_provider_of_the_xskmap_number_gets_its_maps() {
@@ -285,7 +255,7 @@ fn an_insert_the_base_map_refuses_is_undone_through_the_delete_callback() {
     let provider = MapProvider::<Plain>::register(PROVIDER_MODULE, TAG).expect("register");
     let map = BpfMap::create(&MapDefinition {
         max_entries: 2,
-        ..definition(Plain::MAP_TYPE)
+        ..definition(<Plain>::MAP_TYPE)
     })
     .expect("create");
     let (one, two, three) = (1u32.to_le_bytes(), 2u32.to_le_bytes(), 3u32.to_le_bytes());
@@ -386,7 +356,7 @@ fn a_stored_size_the_core_would_refuse_is_refused_by_the_provider_and_traced() {
 fn dropping_the_provider_waits_until_its_maps_are_gone() {
     let kernel = Kernel::new();
     let provider = MapProvider::<Plain>::register(PROVIDER_MODULE, TAG).expect("register");
-    let map = BpfMap::create(&definition(Plain::MAP_TYPE)).expect("create");
+    let map = BpfMap::create(&definition(<Plain>::MAP_TYPE)).expect("create");
     let key = 3u32.to_le_bytes();
     let dropped = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -602,9 +572,9 @@ fn a_map_beyond_max_maps_is_refused_and_traced() {
     ebpf_ext_trace::initiate(&TRACE).expect("tracing");
     let provider = MapProvider::<Plain>::register(PROVIDER_MODULE, TAG).expect("register");
     let mut maps: Vec<BpfMap> = (0..ebpf_ext_map::MAX_MAPS)
-        .map(|_| BpfMap::create(&definition(Plain::MAP_TYPE)).expect("create"))
+        .map(|_| BpfMap::create(&definition(<Plain>::MAP_TYPE)).expect("create"))
         .collect();
-    let error = BpfMap::create(&definition(Plain::MAP_TYPE)).expect_err("one too many");
+    let error = BpfMap::create(&definition(<Plain>::MAP_TYPE)).expect_err("one too many");
     assert!(
         error
             .to_string()
@@ -618,7 +588,7 @@ fn a_map_beyond_max_maps_is_refused_and_traced() {
     });
     assert!(traced, "the refusal is traced");
     maps.pop();
-    maps.push(BpfMap::create(&definition(Plain::MAP_TYPE)).expect("room again"));
+    maps.push(BpfMap::create(&definition(<Plain>::MAP_TYPE)).expect("room again"));
     drop(maps);
     drop(provider);
     take_seen();
@@ -635,7 +605,7 @@ fn every_allocation_failure_around_a_custom_map_is_clean() {
         let Ok(provider) = MapProvider::<Plain>::register(PROVIDER_MODULE, TAG) else {
             return;
         };
-        if let Ok(map) = BpfMap::create(&definition(Plain::MAP_TYPE)) {
+        if let Ok(map) = BpfMap::create(&definition(<Plain>::MAP_TYPE)) {
             let key = 3u32.to_le_bytes();
             let _ = map.update(&key, &[1; 8], 0);
             let _ = map.lookup(&key);
