@@ -588,9 +588,9 @@ pub(crate) enum CalledFrom {
     Kernel,
 }
 
-/// Bug-checks if the driver callback `what` (its type's name, at `routine`), called at `irql` with critical
-/// regions nested `depth` deep, returned at another IRQL or another depth: a callback must
-/// give back the thread as it got it (a raised IRQL or an unbalanced
+/// Bug-checks if the driver callback `what` (its type's name, at `routine`), called at `irql`
+/// with critical regions nested `depth` deep, returned at another IRQL or another depth: a
+/// callback must give back the thread as it got it (a raised IRQL or an unbalanced
 /// `KeEnterCriticalRegion` would otherwise leak into its caller).
 pub(crate) fn check_callback_returned(
     what: &'static str,

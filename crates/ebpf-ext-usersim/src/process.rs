@@ -6,9 +6,9 @@
 //! no image, so by default it passes. A PE loader registers an [`ImageFlagsLookup`] for the
 //! whole process with [`set_loader_image_flags`] (its images are mapped into the process, and
 //! code in them may run under any kernel), so the flag of a loaded image is honoured on every
-//! kernel; a test overrides it for one kernel with [`Kernel::set_image_flags_lookup`]. Removal waits
-//! for the routine's running callbacks; removing from inside the callback is a bug check
-//! (it would deadlock).
+//! kernel; a test overrides it for one kernel with [`Kernel::set_image_flags_lookup`].
+//! Removal waits for the routine's running callbacks; removing from inside the callback is a
+//! bug check (it would deadlock).
 //!
 //! Tests raise events with [`Kernel::create_process`] and [`Kernel::exit_process`] (or their
 //! `_as` / `_with` forms, which say who the process runs as, when it was created, how and
