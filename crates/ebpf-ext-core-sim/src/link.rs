@@ -17,7 +17,7 @@ use ebpf_ext_sys::ebpf_extension::{
     ebpf_extension_program_dispatch_table_t,
 };
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_HOOK_EXTENSION_IID;
-use ebpf_ext_sys::ebpf_result::{EBPF_SUCCESS, ebpf_result_t};
+use ebpf_ext_sys::ebpf_result::{EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_SUCCESS, ebpf_result_t};
 use ebpf_ext_sys::ebpf_structs::{bpf_attach_type_t, bpf_link_type};
 use ebpf_ext_sys::ebpf_windows::{EBPF_ATTACH_CLIENT_DATA_HEADER_VERSION, ebpf_extension_header_t};
 use ebpf_ext_sys::intrin::KeGetCurrentIrql;
@@ -29,6 +29,7 @@ use crate::batch;
 use crate::contract::Contract;
 use crate::error::{CoreError, Refusal, failed_to_load};
 use crate::nmr::{NmrClient, Registration, Shared, lock};
+use crate::program_info::ProgramInfoClient;
 use crate::validate::{npi_specific, provider_module_guid, validate_attach_provider_data};
 
 /// "The program": called with the program context pointer exactly as the extension passed
@@ -629,14 +630,36 @@ impl Link {
     ///   `ProviderAttachClient` status, e.g. `STATUS_ACCESS_DENIED`), `refusal` the last
     ///   provider the link's own checks refused.
     ///
+    /// As the core's program, the link first binds to the program-information provider of its
+    /// program type, when one is registered, and holds it: once that provider is gone (a driver
+    /// that stops its program type before its hook), an invocation runs nothing, gives
+    /// result 0 and returns `EBPF_EXTENSION_FAILED_TO_LOAD`, as the core's invoke does without
+    /// its provider's program data. (The core would not create a program of a type no provider
+    /// publishes; the core-sim links one anyway, so a hook provider can be tested alone.)
+    ///
     /// # IRQL
     /// PASSIVE_LEVEL, on a thread bound to a usersim kernel.
     pub fn attach<P>(spec: LinkSpec, program: P) -> Result<Link, CoreError>
     where
         P: Fn(*mut c_void) -> Result<u32, ebpf_result_t> + Send + Sync + 'static,
     {
+        let program: Program = match ProgramInfoClient::attach(spec.program_type) {
+            Ok(info) => Box::new(move |context| {
+                if !info.is_attached() {
+                    return Err(EBPF_EXTENSION_FAILED_TO_LOAD);
+                }
+                program(context)
+            }),
+            Err(_) => Box::new(program),
+        };
+        Self::attach_program(spec, program)
+    }
+
+    /// [`Link::attach`] without the binding to a program-information provider: for a program
+    /// that holds its own ([`crate::bpf::BpfProgram`]).
+    pub(crate) fn attach_program(spec: LinkSpec, program: Program) -> Result<Link, CoreError> {
         let attach_type = spec.attach_type;
-        let state = LinkState::new(spec, Box::new(program));
+        let state = LinkState::new(spec, program);
         let mut registration =
             Registration::register(EBPF_HOOK_EXTENSION_IID, state, LinkState::client_data_ptr)?;
         if lock(&registration.client().log).attached {

@@ -22,7 +22,8 @@ use ebpf_ext_core_sim::{
 use ebpf_ext_sys::ebpf_extension::ebpf_execution_context_state_t;
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_HOOK_EXTENSION_IID;
 use ebpf_ext_sys::ebpf_result::{
-    EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS, ebpf_result_t,
+    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS,
+    ebpf_result_t,
 };
 use ebpf_ext_sys::ebpf_structs::BPF_LINK_TYPE_PLAIN;
 use ebpf_ext_sys::ebpf_windows::{EBPF_ATTACH_CLIENT_DATA_HEADER_VERSION, ebpf_extension_header_t};
@@ -236,6 +237,36 @@ fn a_second_provider_for_the_same_link_is_refused() {
     drop(link);
     first.deregister();
     second.deregister();
+    kernel.assert_no_leaks();
+}
+
+/// A link holds its program type's program-information provider, as the core's program
+/// does: once that provider is gone, an invocation runs nothing and fails, with result 0.
+#[test]
+fn an_invocation_after_the_program_information_provider_left_fails() {
+    let kernel = Kernel::new();
+    let info = common::InfoProvider::register(TEST_PROGRAM_TYPE, &common::ProgramDataSpec::valid());
+    let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+    let hook = provider.state;
+    let runs = Arc::new(core::sync::atomic::AtomicU32::new(0));
+    let link = Link::attach(spec(), {
+        let runs = Arc::clone(&runs);
+        move |_| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Ok(7)
+        }
+    })
+    .expect("attached");
+    assert_eq!(hook.invoke_value(0, 1), (EBPF_SUCCESS, 7));
+    info.deregister();
+    assert_eq!(
+        hook.invoke_value(0, 1),
+        (EBPF_EXTENSION_FAILED_TO_LOAD, 0),
+        "the core's invoke without its provider's program data"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the program did not run");
+    drop(link);
+    provider.deregister();
     kernel.assert_no_leaks();
 }
 

@@ -936,7 +936,8 @@ impl BpfProgram {
             });
         }
         let program = Arc::clone(self);
-        Link::attach(spec, move |context| program.invoke(context)).map_err(BpfError::Attach)
+        Link::attach_program(spec, Box::new(move |context| program.invoke(context)))
+            .map_err(BpfError::Attach)
     }
 }
 
