@@ -404,8 +404,8 @@ pub use helpers::{
     KeptDataPointers as __KeptDataPointers, context_mut_register as __context_mut_register,
 };
 pub use test_run::{
-    AnyBitPattern, COPY_TEST_RUN_TAG, CopyTestRun, CountedString, DataPointer, NoPadding,
-    PackedStrings, TestRun, TestRunContext, TestRunData, TestRunInput, TestRunOutput,
+    AnyBitPattern, COPY_TEST_RUN_TAG, CopyTestRun, CountedString, DataPointer, MAX_TEST_RUN_SIZE,
+    NoPadding, PackedStrings, TestRun, TestRunContext, TestRunData, TestRunInput, TestRunOutput,
     test_run_functions,
 };
 
@@ -640,7 +640,8 @@ impl ProgramData {
     /// # Panics
     /// At compile time if `R::Context` is smaller than the program type's context descriptor
     /// says (programs and the verifier would access past it), or aligned to more than 64 bytes;
-    /// or if the run (context and `R`) needs an alignment the pool cannot give it.
+    /// or if the run (context and `R`) needs an alignment the pool cannot give it, or is larger
+    /// than [`MAX_TEST_RUN_SIZE`].
     ///
     /// ```compile_fail
     /// # use ebpf_ext_program_info::*;

@@ -948,16 +948,69 @@ struct Run<R: TestRun> {
 
 impl<R: TestRun> Run<R> {
     /// Fails to compile if the context does not follow its 64-byte header directly
-    /// ([`TestRunContext::CONTEXT_OFFSET`]), or the pool cannot align the run as it needs
-    /// (every `context_create` would fail with `EBPF_NO_MEMORY`).
+    /// ([`TestRunContext::CONTEXT_OFFSET`]), the pool cannot align the run as it needs
+    /// (every `context_create` would fail with `EBPF_NO_MEMORY`), or the run is larger than
+    /// [`MAX_TEST_RUN_SIZE`]: `context_create` and `context_destroy` move it by value on the
+    /// kernel stack, at DISPATCH_LEVEL, where overflowing the stack is a bug check.
     const LAYOUT: () = {
         let _ = TestRunContext::<R::Context>::CONTEXT_OFFSET;
         assert!(
             ebpf_ext_pool::pool_can_align(size_of::<Run<R>>(), align_of::<Run<R>>()),
             "a test run's state needs an alignment the pool cannot give it"
         );
+        assert!(
+            size_of::<Run<R>>() <= MAX_TEST_RUN_SIZE,
+            "a test run's context and state exceed MAX_TEST_RUN_SIZE: keep what is large in pool (PoolArray, PoolBox)"
+        );
     };
 }
+
+/// Most bytes a test run (its [`TestRunContext`], header included, and its [`TestRun`] state)
+/// may take: the SDK moves it by value on the kernel stack (24 KiB on x64, shared with the
+/// core's frames) while it creates and destroys it. A frame above one page would also need
+/// stack probes (`__chkstk`), which a driver image does not link.
+///
+/// ```compile_fail
+/// # use ebpf_ext_program_info::*;
+/// # use ebpf_ext_pool::PoolTag;
+/// # use ebpf_ext_sys::ebpf_result::ebpf_result_t;
+/// # static CONTEXT: ContextDescriptor = ContextDescriptor::new(16, None, None, None);
+/// # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+/// # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
+/// // A 4 KiB buffer inline in the run's state: too large for the stack.
+/// struct Run { buffer: [u8; 4096] }
+/// impl TestRun for Run {
+///     type Context = [u64; 2];
+///     const TAG: PoolTag = PoolTag::new(*b"Test");
+///     fn create(_: &TestRunInput<'_>) -> Result<(TestRunContext<[u64; 2]>, Self), ebpf_result_t> {
+///         Err(0)
+///     }
+///     fn destroy(self, _: &mut TestRunContext<[u64; 2]>, _: &mut TestRunOutput) {}
+/// }
+/// static DATA: ProgramData = ProgramData::new(&INFO).with_test_run::<Run>();
+/// ```
+///
+/// The same run with its buffer in pool compiles:
+///
+/// ```
+/// # use ebpf_ext_program_info::*;
+/// # use ebpf_ext_pool::{PoolArray, PoolTag};
+/// # use ebpf_ext_sys::ebpf_result::ebpf_result_t;
+/// # static CONTEXT: ContextDescriptor = ContextDescriptor::new(16, None, None, None);
+/// # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+/// # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
+/// struct Run { buffer: PoolArray<u8> }
+/// impl TestRun for Run {
+///     type Context = [u64; 2];
+///     const TAG: PoolTag = PoolTag::new(*b"Test");
+///     fn create(_: &TestRunInput<'_>) -> Result<(TestRunContext<[u64; 2]>, Self), ebpf_result_t> {
+///         Err(0)
+///     }
+///     fn destroy(self, _: &mut TestRunContext<[u64; 2]>, _: &mut TestRunOutput) {}
+/// }
+/// static DATA: ProgramData = ProgramData::new(&INFO).with_test_run::<Run>();
+/// ```
+pub const MAX_TEST_RUN_SIZE: usize = 2048;
 
 /// Where the program's context lies in a [`Run`].
 const fn program_offset<R: TestRun>() -> usize {
