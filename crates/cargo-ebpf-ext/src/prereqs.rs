@@ -555,15 +555,10 @@ mod tests {
         let mut offenders = Vec::new();
         let mut sources = Vec::new();
         for src in [manifest_dir().join("src"), root().join("xtask").join("src")] {
-            for entry in std::fs::read_dir(&src).expect("a src folder") {
-                sources.push(entry.expect("entry").path());
-            }
+            rust_files(&src, &mut sources);
         }
         assert!(sources.len() > 5, "{sources:?}");
         for path in sources {
-            if path.is_dir() {
-                continue;
-            }
             let text = std::fs::read_to_string(&path).expect("source");
             let allowed = if path.ends_with("cargo-ebpf-ext/src/prereqs.rs") {
                 3
