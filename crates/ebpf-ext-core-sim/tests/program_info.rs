@@ -814,10 +814,6 @@ fn runs_at_the_required_irql() {
     kernel.assert_no_leaks();
 }
 
-/// Destroy calls of [`failing_create`]'s provider.
-static FAILED_CREATE_DESTROYS: core::sync::atomic::AtomicU32 =
-    core::sync::atomic::AtomicU32::new(0);
-
 /// `context_create` of the test type that creates the context, leaves it in the out slot,
 /// and fails.
 unsafe extern "win64" fn failing_create(
@@ -835,33 +831,11 @@ unsafe extern "win64" fn failing_create(
     EBPF_NO_MEMORY
 }
 
-/// `context_destroy` of the test type, counted.
-unsafe extern "win64" fn counted_destroy(
-    context: *mut c_void,
-    data_out: *mut u8,
-    data_size_out: *mut usize,
-    context_out: *mut u8,
-    context_size_out: *mut usize,
-) {
-    FAILED_CREATE_DESTROYS.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
-    // SAFETY: the caller's arguments, passed on.
-    unsafe {
-        common::test_context_destroy(
-            context,
-            data_out,
-            data_size_out,
-            context_out,
-            context_size_out,
-        );
-    }
-}
-
 #[test]
 fn a_context_left_by_a_failed_create_is_destroyed() {
     let kernel = Kernel::new();
     let mut spec = ProgramDataSpec::valid();
     spec.context_create = Some(failing_create);
-    spec.context_destroy = Some(counted_destroy);
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
     let input = context_bytes(&TestContext {
@@ -870,13 +844,15 @@ fn a_context_left_by_a_failed_create_is_destroyed() {
         data_start: core::ptr::null(),
         data_end: core::ptr::null(),
     });
+    let destroys = || common::CONTEXT_DESTROYS.with(core::cell::Cell::get);
+    let before = destroys();
     assert_eq!(
         client.create_context(b"data", &input).err(),
         Some(EBPF_NO_MEMORY),
         "the provider's own status"
     );
     assert_eq!(
-        FAILED_CREATE_DESTROYS.load(core::sync::atomic::Ordering::SeqCst),
+        destroys() - before,
         1,
         "as the core's test run: what the failed create left is destroyed"
     );

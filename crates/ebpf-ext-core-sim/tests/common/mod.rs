@@ -307,6 +307,8 @@ thread_local! {
     /// at.
     pub(crate) static CONTEXT_CALL_IRQLS: core::cell::Cell<(u8, u8)> =
         const { core::cell::Cell::new((0xFF, 0xFF)) };
+    /// Calls of `test_context_destroy` on this thread.
+    pub(crate) static CONTEXT_DESTROYS: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
 }
 
 /// `context_create` of the test program type: the context input must be a whole
@@ -356,6 +358,7 @@ pub(crate) unsafe extern "win64" fn test_context_destroy(
 ) {
     let irql = ebpf_ext_sys::intrin::KeGetCurrentIrql();
     CONTEXT_CALL_IRQLS.with(|c| c.set((c.get().0, irql)));
+    CONTEXT_DESTROYS.with(|c| c.set(c.get() + 1));
     if context.is_null() {
         return;
     }
