@@ -28,13 +28,14 @@ use core::ffi::c_void;
 use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
+use ebpf_extension_common::profile::{MAX_ITERATIONS, ProfileReply, ProfileRequest};
 use ioctl::{INPUT_FILL, Length, Who, touch, touched};
 use libfuzzer_sys::fuzz_target;
 use sample_netebpf_ext::hook::{ATTACH_TYPE, WILDCARD_INTERFACE};
 use sample_netebpf_ext::program::PROGRAM_TYPE;
 use sample_netebpf_ext::protocol::{
-    IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, MAX_ITERATIONS, ProfileReply, ProfileRequest,
-    REQUEST_VERSION, RunReply, RunRequest, WIN32_PATH,
+    IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, REQUEST_VERSION, RunReply, RunRequest,
+    WIN32_PATH,
 };
 use sample_netebpf_ext::{PacketContext, VERDICT_BLOCK, VERDICT_PERMIT, driver_entry};
 
@@ -187,7 +188,7 @@ fn encode(request: &Request) -> (u32, Vec<u8>, usize) {
                 IOCTL_SAMPLE_NET_PROFILE,
                 ProfileRequest {
                     version,
-                    interface_id: request.interface_id,
+                    parameter: request.interface_id,
                     iterations,
                     flags: request.protocol_or_flags,
                     data_len,
@@ -278,8 +279,8 @@ fn scenario(env: &Env, input: &Input) {
                     let asked = ProfileRequest::from_bytes(&bytes).expect("request");
                     assert_eq!(reply.iterations, asked.iterations);
                     assert_eq!(
-                        Some((reply.verdict, reply.programs_run)),
-                        expected(&model, asked.interface_id),
+                        Some((reply.result, reply.programs_run)),
+                        expected(&model, asked.parameter),
                         "the last iteration's verdict and programs run"
                     );
                 }

@@ -1,6 +1,6 @@
 //! IRQL and timing helpers a hot path needs: [`at_dispatch`] and [`at_level`], which run a
-//! closure with the IRQL raised and lower it back when the closure returns, and [`Stopwatch`]
-//! over the performance counter.
+//! closure with the IRQL raised and lower it back when the closure returns; [`Stopwatch`]
+//! over the performance counter; and [`current_processor`].
 //!
 //! The raise is scoped to a closure rather than handed out as a guard value: a guard could be
 //! dropped out of order (lowering below a level another raise still needs) or moved into a
@@ -9,7 +9,7 @@
 use core::marker::PhantomData;
 
 use ebpf_ext_sys::intrin::{KeGetCurrentIrql, KeRaiseIrql};
-use ebpf_ext_sys::ntddk::KeQueryPerformanceCounter;
+use ebpf_ext_sys::ntddk::{KeGetCurrentProcessorNumberEx, KeQueryPerformanceCounter};
 use ebpf_ext_sys::ntdef::KIRQL;
 use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, KeLowerIrql};
 
@@ -92,6 +92,18 @@ pub fn repeat<E>(
         remaining -= chunk;
     }
     Ok(())
+}
+
+/// The system-wide number of the processor the caller runs on
+/// (`KeGetCurrentProcessorNumberEx`). Below DISPATCH_LEVEL the thread may move to another
+/// processor as soon as this returns.
+///
+/// # IRQL
+/// Any level.
+#[must_use]
+pub fn current_processor() -> u32 {
+    // SAFETY: NULL is allowed for the group-relative number, which is not wanted.
+    unsafe { KeGetCurrentProcessorNumberEx(core::ptr::null_mut()) }
 }
 
 /// A stopwatch over `KeQueryPerformanceCounter`.

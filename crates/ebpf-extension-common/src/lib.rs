@@ -11,7 +11,8 @@
 //!   into `DriverEntry`, unload and the dispatch table and keep it running in between, starting
 //!   any number of program types and hooks in order; [`ioctl`](mod@ioctl): typed buffered IOCTLs, refused
 //!   by the SDK when malformed; [`irql`]: scoped IRQL raises and a performance-counter stopwatch;
-//!   [`process`]: a safe process-creation notify routine;
+//!   [`process`]: a safe process-creation notify routine; [`profile`]: a control code that
+//!   fires the hook N times from user mode and replies with how long it took;
 //! - [`helpers!`]: one declaration per helper; [`btf_functions!`]: functions exported to
 //!   programs of any type by name (BTF-resolved functions), registered with
 //!   [`driver::Start::btf_functions`]; [`program_info::TestRun`]: safe test-run
@@ -47,6 +48,7 @@ pub mod global;
 pub mod ioctl;
 pub mod irql;
 pub mod process;
+pub mod profile;
 
 /// The names an extension uses day to day.
 pub mod prelude {
@@ -76,7 +78,7 @@ pub mod prelude {
     };
     pub use crate::global::DriverGlobal;
     pub use crate::ioctl::{Call, Completion, Ioctl, Refusal, Request};
-    pub use crate::irql::{Stopwatch, at_dispatch, repeat};
+    pub use crate::irql::{Stopwatch, at_dispatch, current_processor, repeat};
     pub use crate::{
         any_bit_pattern, btf_functions, driver_entry, helpers, ioctl, no_padding, program_type,
         utf16, wire,

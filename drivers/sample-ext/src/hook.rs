@@ -27,7 +27,7 @@ use ebpf_ext_map::MapProvider;
 use crate::btf::BTF_FUNCTIONS;
 use crate::maps::{MAP_PROVIDER_MODULE_ID, SampleMaps};
 use crate::program::{PROGRAM_DATA, PROGRAM_TYPE, SampleContext};
-use crate::protocol::{Run, RunBatch, RunBatchReply, RunReply};
+use crate::protocol::{Profile, Run, RunBatch, RunBatchReply, RunReply};
 
 /// Attach type GUID of the hook (`EBPF_ATTACH_TYPE_SAMPLE`).
 pub const ATTACH_TYPE: GUID = EBPF_ATTACH_TYPE_SAMPLE;
@@ -99,7 +99,8 @@ impl ExtensionDriver for SampleExt {
     }
 
     /// Run: the program for the request's parameter once over the data. Run batch: `count`
-    /// times over one context inside one batch, as upstream's RUN_BATCH.
+    /// times over one context inside one batch, as upstream's RUN_BATCH. Profile: as
+    /// upstream's PROFILE.
     fn device_control(&self, request: Request<'_>) -> Completion {
         match request.code() {
             Run::CODE => request.handle::<Run>(|mut call| {
@@ -134,6 +135,19 @@ impl ExtensionDriver for SampleExt {
                     })
                     .map_err(Refusal::from_invocation)?;
                 Ok(call.reply(&reply))
+            }),
+            Profile::CODE => request.handle::<Profile>(|call| {
+                let context = SampleContext {
+                    uint32_data: current_processor(),
+                    helper_data_1: 0,
+                    helper_data_2: 0,
+                    ..SampleContext::RUN
+                };
+                call.profile(TAG, |request, data| {
+                    let mut context = ProgramContext::with_data(context, data);
+                    self.hook
+                        .invoke_until(&request.parameter, &mut context, |_| true)
+                })
             }),
             _ => request.unknown(),
         }

@@ -7,9 +7,13 @@
 //!   data alone) and its RUN_BATCH request (`count`, then the data) are refused;
 //! - each reply starts with its header, the data after it (upstream's RUN replies with the
 //!   data alone, and no program result);
-//! - upstream's PROFILE (code 2) is not implemented, and an unknown code gets
-//!   `STATUS_INVALID_DEVICE_REQUEST` (upstream: `STATUS_UNSUCCESSFUL`).
+//! - PROFILE (code 2) is the SDK's profile request (`ebpf_extension_common::profile`):
+//!   versioned, its `parameter` selecting the program as a run's does, at DISPATCH_LEVEL in
+//!   stretches when asked (upstream's flag for that is 0, so its `flags & 0` never raises),
+//!   and replying with more than upstream's `duration`;
+//! - an unknown code gets `STATUS_INVALID_DEVICE_REQUEST` (upstream: `STATUS_UNSUCCESSFUL`).
 
+use ebpf_extension_common::profile;
 use ebpf_extension_common::sys::wdm::{
     CTL_CODE, FILE_ANY_ACCESS, FILE_DEVICE_NETWORK, METHOD_BUFFERED,
 };
@@ -25,6 +29,10 @@ pub const IOCTL_SAMPLE_EBPF_EXT_CTL_RUN: u32 =
 /// [`RunBatchReply`] + the data out (`IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH`).
 pub const IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH: u32 =
     CTL_CODE(FILE_DEVICE_NETWORK, 1, METHOD_BUFFERED, FILE_ANY_ACCESS);
+
+/// Fire the hook `iterations` times: [`Profile`] (`IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE`).
+pub const IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE: u32 =
+    CTL_CODE(FILE_DEVICE_NETWORK, 2, METHOD_BUFFERED, FILE_ANY_ACCESS);
 
 /// `version` of every request: "SEXT", as upstream's run request.
 pub const REQUEST_VERSION: u32 = 0x5345_5854;
@@ -88,3 +96,8 @@ ebpf_extension_common::ioctl! {
     pub RunBatch = IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH, RunBatchRequest => RunBatchReply,
         version REQUEST_VERSION, payload data_len up to MAX_DATA, field count in 1..=MAX_BATCH;
 }
+
+/// `IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE`: the SDK's profile request; `parameter` selects the
+/// program as [`RunRequest::attach_parameter`] does, and the program sees the processor
+/// number in `uint32_data` (as upstream's profile), the payload as its data, and 0 helper data.
+pub type Profile = profile::Profile<IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE, REQUEST_VERSION, MAX_DATA>;

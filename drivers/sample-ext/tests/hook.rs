@@ -120,3 +120,84 @@ fn context_create_and_destroy_at_their_edges() {
     driver.unload();
     kernel.assert_no_leaks();
 }
+
+/// PROFILE runs the program for its parameter `iterations` times over the payload, with the
+/// processor number in `uint32_data` and no helper data (upstream's profile context), and
+/// replies with the count and the last result.
+#[test]
+fn profile_runs_the_program_for_its_parameter_with_upstreams_context() {
+    use ebpf_extension_common::profile::{ProfileReply, ProfileRequest};
+    use sample_ext::SampleContext;
+    use sample_ext::protocol::IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE;
+    use std::sync::{Arc, Mutex};
+
+    let kernel = Kernel::new();
+    let driver = LoadedDriver::load(Target::Native(sample_ext::driver_entry), "SampleEbpfExt")
+        .expect("DriverEntry");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    let five = Link::attach(spec(Some(5)), move |context| {
+        // SAFETY: the hook invokes programs with a `SampleContext` whose data pointers span
+        // the run's copy of the payload.
+        let (context, data) = unsafe {
+            let context = *context.cast::<SampleContext>();
+            let start = context.data_start.as_ptr();
+            let len = context.data_end.as_ptr().offset_from(start).unsigned_abs();
+            (context, std::slice::from_raw_parts(start, len).to_vec())
+        };
+        let helper_data = (context.helper_data_1, context.helper_data_2);
+        record
+            .lock()
+            .expect("record")
+            .push((context.uint32_data, helper_data, data));
+        Ok(55)
+    })
+    .expect("parameter 5");
+    // A thread of its own, so that its processor number is not the first thread's 0.
+    let _ = ebpf_extension_common::irql::current_processor();
+    let (processor, status, reply) = std::thread::scope(|s| {
+        s.spawn(|| {
+            kernel.bind_current_thread();
+            let handle = kernel.open(WIN32_PATH, Caller::System).expect("open");
+            let profile = |parameter: u32| {
+                let request = ProfileRequest {
+                    version: REQUEST_VERSION,
+                    parameter,
+                    iterations: 3,
+                    flags: 0,
+                    data_len: 3,
+                };
+                let input = [request.to_bytes().as_slice(), b"abc"].concat();
+                kernel.device_io_control(
+                    &handle,
+                    IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE,
+                    &input,
+                    ProfileReply::SIZE,
+                )
+            };
+            assert_eq!(profile(6).status, STATUS_NOT_FOUND, "no program for 6");
+            let result = profile(5);
+            kernel.close(handle);
+            let processor = ebpf_extension_common::irql::current_processor();
+            (
+                processor,
+                result.status,
+                ProfileReply::from_bytes(&result.output),
+            )
+        })
+        .join()
+        .expect("thread")
+    });
+    assert_ne!(processor, 0, "a processor number other than the default");
+    assert_eq!(status, STATUS_SUCCESS);
+    let reply = reply.expect("reply");
+    assert_eq!(
+        (reply.iterations, reply.result, reply.programs_run),
+        (3, 55, 1)
+    );
+    let expected = (processor, (0, 0), b"abc".to_vec());
+    assert_eq!(*seen.lock().expect("seen"), vec![expected; 3]);
+    five.detach().expect("detach");
+    driver.unload();
+    kernel.assert_no_leaks();
+}

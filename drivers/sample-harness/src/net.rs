@@ -11,14 +11,16 @@ use ebpf_ext_sys::ntstatus::{
 };
 use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
 use ebpf_ext_usersim::{Caller, FileHandle, Kernel};
+use ebpf_extension_common::profile::{
+    MAX_ITERATIONS, PROFILE_AT_DISPATCH, ProfileReply, ProfileRequest,
+};
 use sample_netebpf_ext::hook::ATTACH_TYPE;
 use sample_netebpf_ext::program::{
     HELPER_CHECKSUM, HELPER_GET_INTERFACE_ID, PROGRAM_TYPE, internet_checksum,
 };
 use sample_netebpf_ext::protocol::{
-    IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, MAX_ITERATIONS, MAX_PACKET,
-    PROFILE_AT_DISPATCH, ProfileReply, ProfileRequest, REQUEST_VERSION, RunReply, RunRequest,
-    WIN32_PATH,
+    IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, MAX_PACKET, REQUEST_VERSION, RunReply,
+    RunRequest, WIN32_PATH,
 };
 use sample_netebpf_ext::{PacketContext, VERDICT_BLOCK, VERDICT_PERMIT};
 
@@ -98,7 +100,7 @@ pub fn run_request(interface: u32, protocol: u32, packet: &[u8]) -> Vec<u8> {
 pub fn profile_request(interface: u32, iterations: u64, flags: u32, packet: &[u8]) -> Vec<u8> {
     let header = ProfileRequest {
         version: REQUEST_VERSION,
-        interface_id: interface,
+        parameter: interface,
         iterations,
         flags,
         data_len: u32::try_from(packet.len()).unwrap_or(u32::MAX),
@@ -434,7 +436,7 @@ pub fn scenario(
         profile.iterations, profile.duration, profile.frequency
     ));
     expect!(
-        profile.iterations == 1000 && profile.verdict == VERDICT_BLOCK && profile.programs_run == 1,
+        profile.iterations == 1000 && profile.result == VERDICT_BLOCK && profile.programs_run == 1,
         "profile reply {profile:?}"
     );
     (profile.duration, profile.frequency) = (0, 0);

@@ -7,10 +7,7 @@ use ebpf_extension_common::sys::wdm::FILE_DEVICE_NETWORK;
 
 use crate::hook::{HOOK_CONFIG, SampleNetHook, TAG, fire};
 use crate::program::{PROGRAM_DATA, PacketContext};
-use crate::protocol::{PROFILE_AT_DISPATCH, Profile, ProfileReply, Run, RunReply};
-
-/// Iterations a profile request runs at DISPATCH_LEVEL before lowering the IRQL again.
-pub const DISPATCH_CHUNK: u64 = 64;
+use crate::protocol::{Profile, Run, RunReply};
 
 /// The running extension. Fields drop in order: the hook first, then its program type.
 pub struct SampleNet {
@@ -39,7 +36,15 @@ impl ExtensionDriver for SampleNet {
     fn device_control(&self, request: Request<'_>) -> Completion {
         match request.code() {
             Run::CODE => request.handle(|call| run(&self.hook, call)),
-            Profile::CODE => request.handle(|call| profile(&self.hook, call)),
+            Profile::CODE => request.handle::<Profile>(|call| {
+                call.profile(TAG, |request, packet| {
+                    let context = PacketContext {
+                        interface_id: request.parameter,
+                        ..PacketContext::default()
+                    };
+                    fire(&self.hook, &mut ProgramContext::with_data(context, packet))
+                })
+            }),
             _ => request.unknown(),
         }
     }
@@ -61,36 +66,5 @@ fn run(hook: &HookProvider<SampleNetHook>, mut call: Call<'_, Run>) -> Result<Co
     Ok(call.reply(&RunReply {
         verdict: run.result,
         programs_run: run.programs_run,
-    }))
-}
-
-/// `IOCTL_SAMPLE_NET_PROFILE`: fires the hook `iterations` times and replies with the
-/// duration; at DISPATCH_LEVEL with [`PROFILE_AT_DISPATCH`], in stretches of
-/// [`DISPATCH_CHUNK`].
-fn profile(
-    hook: &HookProvider<SampleNetHook>,
-    call: Call<'_, Profile>,
-) -> Result<Completion, Refusal> {
-    let request = *call.request();
-    // The reply overwrites the request, so the packet gets its own copy.
-    let mut packet = call.payload_copy(TAG)?;
-    let context = PacketContext {
-        interface_id: request.interface_id,
-        ..PacketContext::default()
-    };
-    let stretch = (request.flags & PROFILE_AT_DISPATCH != 0).then_some(DISPATCH_CHUNK);
-    let (watch, mut last) = (Stopwatch::start(), None);
-    repeat(request.iterations, stretch, || {
-        let mut context = ProgramContext::with_data(context, &mut packet[..]);
-        fire(hook, &mut context).map(|run| last = Some(run))
-    })
-    .map_err(Refusal::from_invocation)?;
-    let (verdict, programs_run) = last.map_or((0, 0), |run| (run.result, run.programs_run));
-    Ok(call.reply(&ProfileReply {
-        duration: watch.elapsed_ticks(),
-        frequency: watch.frequency(),
-        iterations: request.iterations,
-        verdict,
-        programs_run,
     }))
 }

@@ -12,13 +12,12 @@ use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::{STATUS_NOT_FOUND, STATUS_SUCCESS};
 use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
 use ebpf_ext_usersim::{Caller, Kernel, sweep_allocation_failures, sweep_call_failures};
+use ebpf_extension_common::profile::{DISPATCH_STRETCH, PROFILE_AT_DISPATCH, ProfileReply};
 use sample_harness::net::{profile_request, run, scenario};
 use sample_harness::{LoadedDriver, Target};
 use sample_netebpf_ext::hook::ATTACH_TYPE;
 use sample_netebpf_ext::program::PROGRAM_TYPE;
-use sample_netebpf_ext::protocol::{
-    IOCTL_SAMPLE_NET_PROFILE, PROFILE_AT_DISPATCH, ProfileReply, WIN32_PATH,
-};
+use sample_netebpf_ext::protocol::{IOCTL_SAMPLE_NET_PROFILE, WIN32_PATH};
 use sample_netebpf_ext::{VERDICT_BLOCK, VERDICT_PERMIT, driver_entry};
 
 fn link(interface: u32, verdict: u32) -> Link {
@@ -175,10 +174,10 @@ fn profiling_at_dispatch_lowers_the_irql_between_short_stretches() {
     assert_eq!(reply.status, STATUS_SUCCESS);
     assert_eq!(program.invocations(), 200);
     assert_eq!(program.last_irql(), Some(DISPATCH_LEVEL));
-    // 200 iterations in stretches of DISPATCH_CHUNK (64): four raises to DISPATCH_LEVEL.
+    // 200 iterations in stretches of DISPATCH_STRETCH (64): four raises to DISPATCH_LEVEL.
     assert_eq!(
         kernel.irql_raises() - raises,
-        200u64.div_ceil(sample_netebpf_ext::control::DISPATCH_CHUNK)
+        200u64.div_ceil(DISPATCH_STRETCH)
     );
     kernel.close(handle);
     drop(program);
