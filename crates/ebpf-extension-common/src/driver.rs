@@ -2,25 +2,26 @@
 //!
 //! # Start and stop order
 //!
-//! An extension starts tracing, then its program-information provider, then its hook
-//! providers, and stops in reverse: hooks first (so no program runs once the program type is
-//! gone), then program information, then tracing. Holding them as fields of one struct in
-//! stop order gets this for free — Rust drops fields in declaration order — and starting them
-//! with `?` undoes partial work when a step fails, because the values already created are
-//! dropped (in reverse) on the early return:
+//! An extension starts tracing, then its program-information providers, then its hook
+//! providers, and stops in reverse: hooks first (so no program runs once its program type is
+//! gone), then program information, then tracing. The SDK keeps the program types
+//! ([`Start::program_type`]) and stops them, in reverse order of registration, after the
+//! extension value has dropped; the extension holds its hooks (and anything else it starts)
+//! as fields, which Rust drops in declaration order. Starting them with `?` undoes partial
+//! work when a step fails: the values already created are dropped (in reverse) on the early
+//! return, then the program types the SDK kept.
 //!
 //! ```ignore
 //! struct MyExtension {
-//!     hook: HookProvider<MyHook>,           // dropped first
-//!     _program_type: ProgramType<MyContext>,
-//! }                                         // (the SDK drops the device and tracing after)
+//!     hook: HookProvider<MyHook>,
+//! }   // the SDK then stops the program type, the device and tracing
 //!
 //! impl ExtensionDriver for MyExtension {
 //!     // ...
 //!     fn start(start: &Start<'_>) -> Result<Self> {
 //!         let program_type = start.program_type(&PROGRAM_DATA)?;
-//!         let hook = start.hook(&program_type, HOOK_CONFIG, MyHook)?; // on error, drops the above
-//!         Ok(MyExtension { hook, _program_type: program_type })
+//!         let hook = start.hook(&program_type, HOOK_CONFIG, MyHook)?;
+//!         Ok(MyExtension { hook })
 //!     }
 //! }
 //! ```
@@ -349,8 +350,9 @@ pub struct ControlDeviceNames {
 /// `DriverEntry` starts tracing, creates the device object hooks need, calls
 /// [`ExtensionDriver::start`], then creates the control device (if any); a failed step undoes
 /// the earlier ones. Unload deletes the control device (waiting for running requests), drops
-/// the extension (its fields in declaration order: declare hooks before the program types
-/// they run, so they stop first), then the device and tracing.
+/// the extension (its fields in declaration order), then the program types registered
+/// through [`Start::program_type`] (in reverse order of registration, so after every hook
+/// that runs their programs), then the device and tracing.
 pub trait ExtensionDriver: Send + Sync + Sized + 'static {
     /// The driver's ETW provider (`tracelogging::define_provider!`).
     const TRACE_PROVIDER: &'static tracelogging::Provider;
@@ -360,8 +362,10 @@ pub trait ExtensionDriver: Send + Sync + Sized + 'static {
     /// [`ExtensionDriver::device_control`].
     const CONTROL_DEVICE: Option<ControlDeviceNames> = None;
 
-    /// Starts the extension's program types and hooks, in order; return them in a value whose
-    /// fields drop in stop order. `?` on each step undoes the earlier ones on failure.
+    /// Starts the extension's program types and hooks, in order; return the hooks (and anything
+    /// else it keeps) in a value whose fields drop in stop order; the SDK keeps the program
+    /// types and stops them after that value. `?` on each step undoes the earlier ones on
+    /// failure.
     ///
     /// # Errors
     /// The first step's error: `DriverEntry` returns its status.
@@ -387,15 +391,10 @@ pub const MAX_PROGRAM_TYPES: usize = 32;
 /// [`Start::btf_functions`].
 pub const MAX_BTF_MODULES: usize = 8;
 
-/// The free slot of `slots` to record `guid` in once registered. A `guid` recorded already is
-/// refused with [`Error::InvalidParameter`], and a full table with
+/// The index of the free slot of `slots` to record `guid` in once registered. A `guid`
+/// recorded already is refused with [`Error::InvalidParameter`], and a full table with
 /// [`Error::InsufficientResources`], each traced as an error with its message.
-fn free_slot<'s>(
-    slots: &'s [Cell<Option<GUID>>],
-    guid: GUID,
-    twice: &str,
-    full: &str,
-) -> Result<&'s Cell<Option<GUID>>> {
+fn free_slot(slots: &[Cell<Option<GUID>>], guid: GUID, twice: &str, full: &str) -> Result<usize> {
     let refuse = |message: &str, error: Error| {
         ebpf_ext_trace::trace_message!(
             ebpf_ext_trace::Level::Error,
@@ -407,8 +406,8 @@ fn free_slot<'s>(
     if slots.iter().any(|slot| slot.get() == Some(guid)) {
         return refuse(twice, Error::InvalidParameter);
     }
-    match slots.iter().find(|slot| slot.get().is_none()) {
-        Some(slot) => Ok(slot),
+    match slots.iter().position(|slot| slot.get().is_none()) {
+        Some(index) => Ok(index),
         None => refuse(full, Error::InsufficientResources),
     }
 }
@@ -418,24 +417,65 @@ pub struct Start<'a> {
     device: &'a Device,
     tag: PoolTag,
     /// The program types registered so far, for as long as the driver starts: a second
-    /// registration of one is refused, even after the first was dropped.
+    /// registration of one is refused.
     registered: [Cell<Option<GUID>>; MAX_PROGRAM_TYPES],
-    /// The modules of BTF-resolved functions registered so far, likewise.
+    /// Their providers, slot for slot, kept until the driver stops.
+    program_types: ProgramTypes,
+    /// The modules of BTF-resolved functions registered so far, likewise (even after the
+    /// extension dropped one).
     modules: [Cell<Option<GUID>>; MAX_BTF_MODULES],
 }
 
-/// A registered program type whose helpers and test runs read the program context as `C`:
-/// what [`Start::program_type`] returns and [`Start::hook`] takes. Dropping it unregisters
-/// the program-information provider and waits until the core has detached; drop it after the
-/// hooks that run its programs (declare it after them).
-pub struct ProgramType<C> {
-    _provider: ProgramInfoProvider,
+/// The program-information providers a driver registered through [`Start::program_type`]:
+/// the SDK keeps them from `DriverEntry` until the extension value has dropped (at unload, or
+/// when its start fails), then deregisters them in reverse order of registration, each waiting
+/// until the core has detached.
+struct ProgramTypes([Cell<Option<ProgramInfoProvider>>; MAX_PROGRAM_TYPES]);
+
+impl ProgramTypes {
+    const fn new() -> Self {
+        ProgramTypes([const { Cell::new(None) }; MAX_PROGRAM_TYPES])
+    }
+
+    /// The providers, moved out for the running driver (which is shared between threads).
+    fn keep(&self) -> KeptProgramTypes {
+        KeptProgramTypes(core::array::from_fn(|slot| {
+            self.0.get(slot).and_then(Cell::take)
+        }))
+    }
+}
+
+impl Drop for ProgramTypes {
+    fn drop(&mut self) {
+        drop(self.keep());
+    }
+}
+
+/// [`ProgramTypes`] of a running driver, in registration order; dropped in reverse.
+struct KeptProgramTypes([Option<ProgramInfoProvider>; MAX_PROGRAM_TYPES]);
+
+impl Drop for KeptProgramTypes {
+    fn drop(&mut self) {
+        for slot in self.0.iter_mut().rev() {
+            drop(slot.take());
+        }
+    }
+}
+
+/// A program type registered through [`Start::program_type`], whose helpers and test runs
+/// read the program context as `C`: what [`Start::hook`] takes to start the hooks that run
+/// its programs. The SDK keeps the program-information provider and stops it after the
+/// extension value, and so after every hook; this is only its name and layout, for the
+/// duration of the start.
+#[derive(Debug)]
+pub struct ProgramType<'s, C> {
     guid: GUID,
     data_fields: Option<DataFields>,
+    _start: PhantomData<&'s ()>,
     _context: PhantomData<fn(C) -> C>,
 }
 
-impl<C> ProgramType<C> {
+impl<C> ProgramType<'_, C> {
     /// The program type GUID.
     #[must_use]
     pub fn program_type(&self) -> GUID {
@@ -463,11 +503,13 @@ impl Start<'_> {
             "more BTF modules than MAX_BTF_MODULES",
         )?;
         let provider = BtfFunctionProvider::register(functions, self.tag)?;
-        slot.set(Some(functions.module()));
+        self.modules[slot].set(Some(functions.module()));
         Ok(provider)
     }
 
-    /// Registers the program-information provider of one program type.
+    /// Registers the program-information provider of one program type. The SDK keeps it until
+    /// the driver stops: after the extension value (and every hook in it) has dropped, it
+    /// deregisters the program types in reverse order of registration.
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] (traced) if this driver already registered the program type
@@ -477,7 +519,10 @@ impl Start<'_> {
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
-    pub fn program_type<C>(&self, data: &'static TypedProgramData<C>) -> Result<ProgramType<C>> {
+    pub fn program_type<C>(
+        &self,
+        data: &'static TypedProgramData<C>,
+    ) -> Result<ProgramType<'_, C>> {
         let program_type = data.program_type();
         let slot = free_slot(
             &self.registered,
@@ -486,16 +531,17 @@ impl Start<'_> {
             "more program types than MAX_PROGRAM_TYPES",
         )?;
         // SAFETY: this driver's safe hooks invoke programs of this type only through
-        // `Start::hook`, which takes the returned `ProgramType<C>` and so hands them a `C`, the
+        // `Start::hook`, which takes the returned `ProgramType<'_, C>` and so hands them a `C`, the
         // context `data`'s helpers and test runs read (`TypedProgramData`); and no other
         // provider of the type is registered through this `Start` (checked above; the record
         // is kept while the driver starts).
         let provider = unsafe { ProgramInfoProvider::register(data, self.tag) }?;
-        slot.set(Some(program_type));
+        self.registered[slot].set(Some(program_type));
+        self.program_types.0[slot].set(Some(provider));
         Ok(ProgramType {
-            _provider: provider,
             guid: program_type,
             data_fields: data_fields(data),
+            _start: PhantomData,
             _context: PhantomData,
         })
     }
@@ -505,7 +551,8 @@ impl Start<'_> {
     /// helpers read (a hook with another context does not compile).
     ///
     /// The provider's detach work items use the driver's device object, which the SDK deletes
-    /// only after the [`ExtensionDriver`] value (and every provider it holds) is dropped.
+    /// only after the [`ExtensionDriver`] value (and every provider it holds) is dropped. Keep
+    /// the hook in that value: the SDK stops `program`'s type only after it.
     ///
     /// ```
     /// # use ebpf_ext_usersim as _;
@@ -525,9 +572,9 @@ impl Start<'_> {
     ///     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> { Ok(()) }
     /// }
     /// const CONFIG: HookConfig<()> = HookConfig::new(GUID::from_u128(2), GUID::from_u128(1), 1, PoolTag::new(*b"Test"));
-    /// fn start_both(start: &Start<'_>) -> Result<(HookProvider<Hook>, ProgramType<Seen>)> {
+    /// fn start_both(start: &Start<'_>) -> Result<HookProvider<Hook>> {
     ///     let program_type = start.program_type(&DATA)?;
-    ///     Ok((start.hook(&program_type, CONFIG, Hook)?, program_type))
+    ///     start.hook(&program_type, CONFIG, Hook)
     /// }
     /// ```
     ///
@@ -551,9 +598,9 @@ impl Start<'_> {
     ///     fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> { Ok(()) }
     /// }
     /// const CONFIG: HookConfig<()> = HookConfig::new(GUID::from_u128(2), GUID::from_u128(1), 1, PoolTag::new(*b"Test"));
-    /// fn start_both(start: &Start<'_>) -> Result<(HookProvider<Hook>, ProgramType<Seen>)> {
+    /// fn start_both(start: &Start<'_>) -> Result<HookProvider<Hook>> {
     ///     let program_type = start.program_type(&DATA)?;
-    ///     Ok((start.hook(&program_type, CONFIG, Hook)?, program_type))
+    ///     start.hook(&program_type, CONFIG, Hook)
     /// }
     /// ```
     ///
@@ -565,7 +612,7 @@ impl Start<'_> {
     /// PASSIVE_LEVEL.
     pub fn hook<E: HookExtension>(
         &self,
-        program: &ProgramType<E::Context>,
+        program: &ProgramType<'_, E::Context>,
         config: HookConfig<E::Parameter>,
         extension: E,
     ) -> Result<HookProvider<E>> {
@@ -611,14 +658,17 @@ fn check_program_type<P>(program_type: GUID, config: &HookConfig<P>) -> Result<(
 }
 
 /// A running extension driver, as [`crate::driver_entry!`] keeps it. It stops in this
-/// order: control device (no new requests), the extension, any NPI provider the extension
-/// leaked (deregistered, traced: [`ebpf_ext_nmr::deregister_leaked`]), any process notify
+/// order: control device (no new requests), the extension, the program types it registered
+/// (in reverse order of registration), any NPI provider the extension leaked (deregistered, traced: [`ebpf_ext_nmr::deregister_leaked`]), any process notify
 /// routine it left added (removed, traced: [`crate::process::remove_leaked`]), the device
 /// object, tracing.
 pub struct Running<D: ExtensionDriver> {
     control: Option<ControlDevice>,
-    /// Dropped only in `Drop`, followed by the sweep of leaked providers.
+    /// Dropped only in `Drop`, followed by the program types and the sweep of leaked
+    /// providers.
     extension: core::mem::ManuallyDrop<D>,
+    /// Taken in `Drop`, after the extension.
+    program_types: Option<KeptProgramTypes>,
     _device: Device,
     _tracing: Tracing,
 }
@@ -636,6 +686,9 @@ impl<D: ExtensionDriver> Drop for Running<D> {
         // SAFETY: dropped once, here; `self` is not used again but to drop the device and
         // tracing fields, which do not touch the extension.
         unsafe { core::mem::ManuallyDrop::drop(&mut self.extension) };
+        // Every hook is gone: no program of these types runs any more. They go before the
+        // sweep, which would count them as leaked.
+        drop(self.program_types.take());
         // A provider the extension leaked goes before the device its hooks may use; a notify
         // routine it left added goes too.
         // SAFETY: unload: the extension value and every provider it held are dropped (above,
@@ -658,7 +711,7 @@ pub mod glue {
         IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL,
     };
 
-    use super::{Device, ExtensionDriver, Running, Start};
+    use super::{Device, ExtensionDriver, ProgramTypes, Running, Start};
     use crate::control::{ControlDevice, DeviceControl, complete_request, dispatch_succeed};
     use crate::global::DriverGlobal;
     use crate::ioctl::Request;
@@ -700,15 +753,21 @@ pub mod glue {
         ebpf_ext_trace::trace_entry!();
         // SAFETY: the driver object outlives the device (dropped with `Running`).
         let device = unsafe { Device::create(driver) }?;
-        let started = D::start(&Start {
+        let start = Start {
             device: &device,
             tag: D::TAG,
             registered: [const { core::cell::Cell::new(None) }; super::MAX_PROGRAM_TYPES],
+            program_types: ProgramTypes::new(),
             modules: [const { core::cell::Cell::new(None) }; super::MAX_BTF_MODULES],
-        });
+        };
+        // The start's own values are dropped on its way out, the program types it registered
+        // after them, here.
+        let started = D::start(&start);
+        let program_types = start.program_types.keep();
         let extension = match started {
             Ok(extension) => extension,
             Err(e) => {
+                drop(program_types);
                 // A provider the failed start leaked goes before the device it may use; a
                 // notify routine it added goes too.
                 // SAFETY: inside `DriverEntry`, after the failed start dropped what it had
@@ -723,6 +782,7 @@ pub mod glue {
         let mut running = Running {
             control: None,
             extension: core::mem::ManuallyDrop::new(extension),
+            program_types: Some(program_types),
             _device: device,
             _tracing: tracing,
         };

@@ -148,8 +148,8 @@ impl<const CODE: u32, const VERSION: u32, const MAX_PAYLOAD: usize>
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
-    use std::vec::Vec;
+    extern crate alloc;
+    use alloc::vec::Vec;
 
     use ebpf_ext_sys::Error;
     use ebpf_ext_sys::intrin::KeGetCurrentIrql;

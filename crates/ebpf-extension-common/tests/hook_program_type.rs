@@ -53,7 +53,6 @@ impl HookExtension for Hook {
 
 struct Mismatched {
     _hook: HookProvider<Hook>,
-    _program_type: ProgramType<EventContext>,
 }
 
 impl ExtensionDriver for Mismatched {
@@ -68,10 +67,7 @@ impl ExtensionDriver for Mismatched {
             HookConfig::new(HOOK, OTHER_PROGRAM, 2101, TAG),
             Hook,
         )?;
-        Ok(Mismatched {
-            _hook: hook,
-            _program_type: program_type,
-        })
+        Ok(Mismatched { _hook: hook })
     }
 }
 

@@ -68,7 +68,7 @@ impl HookExtension for Hook {
 
 const HOOK_CONFIG: HookConfig<()> = HookConfig::new(HOOK, PROGRAM, 2301, TAG).with_link_type(1);
 
-/// A driver that leaks its hook provider while starting, and keeps its program type.
+/// A driver that leaks its hook provider while starting (the SDK keeps its program type).
 mod leaks_its_hook {
     use super::*;
 
@@ -78,9 +78,7 @@ mod leaks_its_hook {
         id("5c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f")
     );
 
-    struct LeaksItsHook {
-        _program_type: ProgramType<Seen>,
-    }
+    struct LeaksItsHook;
 
     impl ExtensionDriver for LeaksItsHook {
         const TRACE_PROVIDER: &'static tracelogging::Provider = &TRACE;
@@ -89,16 +87,15 @@ mod leaks_its_hook {
         fn start(start: &Start<'_>) -> Result<Self> {
             let program_type = start.program_type(&DATA)?;
             core::mem::forget(start.hook(&program_type, HOOK_CONFIG, Hook)?);
-            Ok(LeaksItsHook {
-                _program_type: program_type,
-            })
+            Ok(LeaksItsHook)
         }
     }
 
     driver_entry!(static DRIVER: LeaksItsHook);
 }
 
-/// A driver whose start leaks its program type, then fails.
+/// A driver whose start leaks its hook, then fails (the SDK stops the program type it
+/// keeps, then sweeps the hook).
 mod leaks_then_fails {
     use super::*;
 
@@ -115,7 +112,8 @@ mod leaks_then_fails {
         const TAG: PoolTag = TAG;
 
         fn start(start: &Start<'_>) -> Result<Self> {
-            core::mem::forget(start.program_type(&DATA)?);
+            let program_type = start.program_type(&DATA)?;
+            core::mem::forget(start.hook(&program_type, HOOK_CONFIG, Hook)?);
             Err(Error::InsufficientResources)
         }
     }

@@ -138,12 +138,10 @@ impl Ioctl for Fire {
 
 // ---- The driver ---------------------------------------------------------------------------
 
-/// Hooks first, so they stop before the program types they run.
+/// The hooks; the SDK stops the program types after them.
 struct TwoHooks {
     bind: HookProvider<Bind>,
     connect: HookProvider<Connect>,
-    _bind_type: ProgramType<BindContext>,
-    _connect_type: ProgramType<ConnectContext>,
 }
 
 impl ExtensionDriver for TwoHooks {
@@ -160,12 +158,7 @@ impl ExtensionDriver for TwoHooks {
         let connect_type = start.program_type(&CONNECT_DATA)?;
         let bind = start.hook(&bind_type, BIND_HOOK_CONFIG, Bind)?;
         let connect = start.hook(&connect_type, CONNECT_HOOK_CONFIG, Connect)?;
-        Ok(TwoHooks {
-            bind,
-            connect,
-            _bind_type: bind_type,
-            _connect_type: connect_type,
-        })
+        Ok(TwoHooks { bind, connect })
     }
 
     fn device_control(&self, request: Request<'_>) -> Completion {

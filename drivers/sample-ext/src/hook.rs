@@ -65,14 +65,13 @@ pub const HOOK_CONFIG: HookConfig<u32> =
     HookConfig::new(ATTACH_TYPE, PROGRAM_TYPE, BPF_ATTACH_TYPE, TAG)
         .with_policy(AttachPolicy::SingleAttachPerParameter);
 
-/// The running extension. Fields drop in order, as upstream unloads: the BTF-resolved
-/// function provider first (its deregistration waits until no program calls the function),
-/// then the hook, its program type, and the map provider (whose deregistration waits until
-/// every map of its type is gone). They start in the opposite order.
+/// The running extension. Fields drop in order: the BTF-resolved function provider first
+/// (its deregistration waits until no program calls the function), then the hook and the map
+/// provider (whose deregistration waits until every map of its type is gone); the SDK stops
+/// the program type last. Upstream stops the program type before the map provider.
 pub struct SampleExt {
     _btf: BtfFunctionProvider,
     hook: HookProvider<SampleHook>,
-    _program_type: ProgramType<SampleContext>,
     pub(crate) maps: MapProvider<SampleMaps>,
 }
 
@@ -93,7 +92,6 @@ impl ExtensionDriver for SampleExt {
         Ok(SampleExt {
             _btf: btf,
             hook,
-            _program_type: program_type,
             maps,
         })
     }

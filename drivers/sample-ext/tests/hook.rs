@@ -137,14 +137,12 @@ fn profile_runs_the_program_for_its_parameter_with_upstreams_context() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&seen);
     let five = Link::attach(spec(Some(5)), move |context| {
-        // SAFETY: the hook invokes programs with a `SampleContext` whose data pointers span
-        // the run's copy of the payload.
-        let (context, data) = unsafe {
-            let context = *context.cast::<SampleContext>();
-            let start = context.data_start.as_ptr();
-            let len = context.data_end.as_ptr().offset_from(start).unsigned_abs();
-            (context, std::slice::from_raw_parts(start, len).to_vec())
-        };
+        // SAFETY: the hook invokes programs with a `SampleContext`.
+        let context = unsafe { *context.cast::<SampleContext>() };
+        let start = context.data_start.as_ptr();
+        let len = (context.data_end.as_ptr() as usize).saturating_sub(start as usize);
+        // SAFETY: its data pointers span the run's copy of the payload.
+        let data = unsafe { std::slice::from_raw_parts(start, len) }.to_vec();
         let helper_data = (context.helper_data_1, context.helper_data_2);
         record
             .lock()

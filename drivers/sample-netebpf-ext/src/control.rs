@@ -9,10 +9,9 @@ use crate::hook::{HOOK_CONFIG, SampleNetHook, TAG, fire};
 use crate::program::{PROGRAM_DATA, PacketContext};
 use crate::protocol::{Profile, Run, RunReply};
 
-/// The running extension. Fields drop in order: the hook first, then its program type.
+/// The running extension: its hook (the SDK stops the program type after it).
 pub struct SampleNet {
     hook: HookProvider<SampleNetHook>,
-    _program_type: ProgramType<PacketContext>,
 }
 
 impl ExtensionDriver for SampleNet {
@@ -27,15 +26,26 @@ impl ExtensionDriver for SampleNet {
     fn start(start: &Start<'_>) -> Result<Self> {
         let program_type = start.program_type(&PROGRAM_DATA)?;
         let hook = start.hook(&program_type, HOOK_CONFIG, SampleNetHook)?;
-        Ok(SampleNet {
-            hook,
-            _program_type: program_type,
-        })
+        Ok(SampleNet { hook })
     }
 
     fn device_control(&self, request: Request<'_>) -> Completion {
         match request.code() {
-            Run::CODE => request.handle(|call| run(&self.hook, call)),
+            // Fires the hook once over the packet, which programs may change in the reply.
+            Run::CODE => request.handle::<Run>(|mut call| {
+                let request = *call.request();
+                let context = PacketContext {
+                    interface_id: request.interface_id,
+                    protocol: request.protocol,
+                    ..PacketContext::default()
+                };
+                let mut context = ProgramContext::with_data(context, call.payload_in_reply()?);
+                let run = fire(&self.hook, &mut context).map_err(Refusal::from_invocation)?;
+                Ok(call.reply(&RunReply {
+                    verdict: run.result,
+                    programs_run: run.programs_run,
+                }))
+            }),
             Profile::CODE => request.handle::<Profile>(|call| {
                 call.profile(TAG, |request, packet| {
                     let context = PacketContext {
@@ -51,20 +61,3 @@ impl ExtensionDriver for SampleNet {
 }
 
 driver_entry!(static DRIVER: SampleNet);
-
-/// `IOCTL_SAMPLE_NET_RUN`: fires the hook once over the packet, which the programs see (and
-/// may change) in place in the reply.
-fn run(hook: &HookProvider<SampleNetHook>, mut call: Call<'_, Run>) -> Result<Completion, Refusal> {
-    let request = *call.request();
-    let context = PacketContext {
-        interface_id: request.interface_id,
-        protocol: request.protocol,
-        ..PacketContext::default()
-    };
-    let mut context = ProgramContext::with_data(context, call.payload_in_reply()?);
-    let run = fire(hook, &mut context).map_err(Refusal::from_invocation)?;
-    Ok(call.reply(&RunReply {
-        verdict: run.result,
-        programs_run: run.programs_run,
-    }))
-}

@@ -71,11 +71,10 @@ pub(crate) fn fire(
         .map(|run| run.result as i32)
 }
 
-/// The running extension. Fields drop in order: the hook first (detaching every program,
-/// which removes the notify routine), then its program type.
+/// The running extension: its hook, which detaches every program when it drops (removing the
+/// notify routine) before the SDK stops the program type.
 pub struct SampleProcess {
     hook: HookProvider<SampleProcessHook>,
-    _program_type: ProgramType<Notification>,
 }
 
 impl ExtensionDriver for SampleProcess {
@@ -85,10 +84,7 @@ impl ExtensionDriver for SampleProcess {
     fn start(start: &Start<'_>) -> Result<Self> {
         let program_type = start.program_type(&PROGRAM_DATA)?;
         let hook = start.hook(&program_type, HOOK_CONFIG, SampleProcessHook)?;
-        Ok(SampleProcess {
-            hook,
-            _program_type: program_type,
-        })
+        Ok(SampleProcess { hook })
     }
 }
 
