@@ -1,6 +1,6 @@
 //! The upstream sample's port, `sample-ext`, through its control device:
-//! `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`, `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH` and any other
-//! `METHOD_BUFFERED` code, sent through usersim's `Kernel::device_io_control` to the driver
+//! `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN`, `IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH`,
+//! `IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE` and any other `METHOD_BUFFERED` code, sent through usersim's `Kernel::device_io_control` to the driver
 //! loaded into usersim (its `DriverEntry`, linked into this process).
 //!
 //! The hook admits one program per attach parameter, and a parameterless one only while
@@ -14,7 +14,9 @@
 //! one attached for the parameter, else the parameterless one) once, over a context with the
 //! request's `uint32_data` and the helper values 1 and 2, and returns exactly the reply and
 //! the data as one run of it leaves them; a successful batch ran it `count` times and returns
-//! their count, the sum of their results and the data as `count` runs leave it; a request the
+//! their count, the sum of their results and the data as `count` runs leave it; a successful
+//! profile ran it `iterations` times over a context with the processor number and no helper
+//! values, and returns the count, its result and one program run, without the data; a request the
 //! model says no program can serve fails; after each input the kernel holds exactly the pool
 //! and NMR registrations it held before.
 #![no_main]
@@ -29,19 +31,25 @@ use core::ffi::c_void;
 use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
+use ebpf_extension_common::irql::current_processor;
+use ebpf_extension_common::profile::{MAX_ITERATIONS, ProfileReply, ProfileRequest};
 use ioctl::{INPUT_FILL, Length, Who, touch, touched};
 use libfuzzer_sys::fuzz_target;
 use sample_ext::hook::ATTACH_TYPE;
 use sample_ext::program::PROGRAM_TYPE;
 use sample_ext::protocol::{
-    IOCTL_SAMPLE_EBPF_EXT_CTL_RUN, IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH, MAX_BATCH, REQUEST_VERSION,
-    RunBatchReply, RunBatchRequest, RunReply, RunRequest, WIN32_PATH,
+    IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE, IOCTL_SAMPLE_EBPF_EXT_CTL_RUN,
+    IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH, MAX_BATCH, REQUEST_VERSION, RunBatchReply,
+    RunBatchRequest, RunReply, RunRequest, WIN32_PATH,
 };
 use sample_ext::{SampleContext, driver_entry};
 
 /// Invocations a fuzzed batch may run (a larger valid count is reduced to this range, so one
 /// input stays fast; counts outside `1..=MAX_BATCH` are kept, to be refused).
 const MAX_FUZZ_BATCH: u32 = 8;
+/// Iterations a fuzzed profile may run, likewise (counts outside `1..=MAX_ITERATIONS` are
+/// kept, to be refused).
+const MAX_FUZZ_ITERATIONS: u64 = 8;
 const MAX_STEPS: usize = 16;
 const MAX_LINKS: usize = 4;
 
@@ -51,7 +59,8 @@ const MAX_LINKS: usize = 4;
 enum Code {
     Run,
     Batch,
-    /// Any code, of any transfer method (usersim gives other methods than `METHOD_BUFFERED`
+    Profile,
+    /// Any code (the profile code's requests go as `Profile`'s), of any transfer method (usersim gives other methods than `METHOD_BUFFERED`
     /// no buffers, and checks that the driver refuses them).
     Other(u32),
 }
@@ -63,8 +72,10 @@ struct Request {
     version: u32,
     /// Taken modulo 4, so that it often names an attached program.
     attach_parameter: u8,
-    /// Run: `uint32_data`; batch: `count`.
+    /// Run: `uint32_data`; batch: `count`; profile: `iterations`.
     value: u32,
+    /// Profile: `flags`.
+    flags: u32,
     /// `data_len`: `None` is the data's length.
     data_len: Option<u32>,
     data: Vec<u8>,
@@ -127,7 +138,7 @@ fn program(result: Option<u32>) -> impl Fn(*mut c_void) -> Result<u32, i32> + Se
         SEEN.set(Seen {
             uint32_data: context.uint32_data,
             helper_data: (context.helper_data_1, context.helper_data_2),
-            runs: SEEN.get().runs + 1,
+            runs: SEEN.get().runs.wrapping_add(1),
         });
         result.ok_or(ebpf_ext_sys::ebpf_result::EBPF_INVALID_ARGUMENT)
     }
@@ -172,7 +183,28 @@ fn encode(request: &Request) -> (u32, Vec<u8>, usize) {
         .unwrap_or(u32::try_from(request.data.len()).unwrap_or(u32::MAX));
     let version = request.version ^ REQUEST_VERSION;
     let attach_parameter = u32::from(request.attach_parameter % 4);
+    let profile = |value: u32| {
+        let iterations = match u64::from(value) {
+            n @ 2..=MAX_ITERATIONS => n % MAX_FUZZ_ITERATIONS + 1,
+            n => n,
+        };
+        (
+            IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE,
+            ProfileRequest {
+                version,
+                parameter: attach_parameter,
+                iterations,
+                flags: request.flags,
+                data_len,
+            }
+            .to_bytes()
+            .to_vec(),
+            ProfileReply::SIZE,
+        )
+    };
     let (code, mut bytes, reply) = match request.code {
+        Code::Profile => profile(request.value),
+        Code::Other(IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE) => profile(request.value),
         Code::Run | Code::Other(_) => (
             IOCTL_SAMPLE_EBPF_EXT_CTL_RUN,
             RunRequest {
@@ -205,7 +237,7 @@ fn encode(request: &Request) -> (u32, Vec<u8>, usize) {
         }
     };
     let code = match request.code {
-        Code::Other(c) => c,
+        Code::Other(c) if c != IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE => c,
         _ => code,
     };
     bytes.extend_from_slice(&request.data);
@@ -228,9 +260,10 @@ fn check(
     let (header, reply) = match code {
         IOCTL_SAMPLE_EBPF_EXT_CTL_RUN => (RunRequest::SIZE, RunReply::SIZE),
         IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH => (RunBatchRequest::SIZE, RunBatchReply::SIZE),
+        IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE => (ProfileRequest::SIZE, ProfileReply::SIZE),
         _ => return,
     };
-    // The attach parameter sits at the same offset in both requests.
+    // The attach parameter sits at the same offset in every request.
     let parameter = bytes
         .get(4..8)
         .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
@@ -244,6 +277,26 @@ fn check(
         .result
         .expect("a failing program's request succeeded");
     let data = &bytes[header..];
+    if code == IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE {
+        let request = ProfileRequest::from_bytes(bytes).expect("request");
+        let reply = ProfileReply::from_bytes(&result.output).expect("reply");
+        assert_eq!(result.information, ProfileReply::SIZE, "no data comes back");
+        assert_eq!(
+            (reply.iterations, reply.result, reply.programs_run),
+            (request.iterations, program_result, 1)
+        );
+        assert_eq!(
+            u64::from(seen.runs.wrapping_sub(runs_before)),
+            request.iterations,
+            "programs run"
+        );
+        assert_eq!(
+            (seen.uint32_data, seen.helper_data),
+            (current_processor(), (0, 0)),
+            "upstream's profile context"
+        );
+        return;
+    }
     assert_eq!(result.information, reply + data.len());
     let runs = if code == IOCTL_SAMPLE_EBPF_EXT_CTL_RUN {
         let request = RunRequest::from_bytes(bytes).expect("request");
@@ -266,7 +319,7 @@ fn check(
         assert_eq!(seen.uint32_data, 0, "a batch's context is the RUN context");
         request.count
     };
-    assert_eq!(seen.runs - runs_before, runs, "programs run");
+    assert_eq!(seen.runs.wrapping_sub(runs_before), runs, "programs run");
     assert_eq!(
         seen.helper_data,
         (1, 2),

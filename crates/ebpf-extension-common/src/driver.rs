@@ -683,8 +683,8 @@ impl<D: ExtensionDriver> core::ops::Deref for Running<D> {
 impl<D: ExtensionDriver> Drop for Running<D> {
     fn drop(&mut self) {
         drop(self.control.take());
-        // SAFETY: dropped once, here; `self` is not used again but to drop the device and
-        // tracing fields, which do not touch the extension.
+        // SAFETY: dropped once, here; `self` is not used again but to take the program types
+        // and drop the device and tracing fields, which do not touch the extension.
         unsafe { core::mem::ManuallyDrop::drop(&mut self.extension) };
         // Every hook is gone: no program of these types runs any more. They go before the
         // sweep, which would count them as leaked.

@@ -13,7 +13,8 @@
 //! Profile::CODE => request.handle::<Profile>(|call| {
 //!     call.profile(TAG, |request, packet| {
 //!         let context = MyContext { interface_id: request.parameter, ..MyContext::default() };
-//!         self.hook.invoke(&request.parameter, &mut ProgramContext::with_data(context, packet))
+//!         let mut context = ProgramContext::with_data(context, packet);
+//!         self.hook.invoke_until(&request.parameter, &mut context, |_| false)
 //!     })
 //! }),
 //! ```
@@ -51,7 +52,7 @@ crate::wire! {
         pub data_len: u32,
     }
 
-    /// A profile reply (40 bytes).
+    /// A profile reply (32 bytes).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
     pub struct ProfileReply {
         /// Performance-counter ticks the iterations took, the IRQL changes included.
@@ -155,6 +156,7 @@ mod tests {
     use ebpf_ext_sys::intrin::KeGetCurrentIrql;
     use ebpf_ext_sys::ntstatus::{
         STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
+        STATUS_UNSUCCESSFUL,
     };
     use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, PASSIVE_LEVEL};
     use ebpf_ext_usersim::Kernel;
@@ -270,7 +272,13 @@ mod tests {
 
     #[test]
     fn out_of_range_iterations_flags_and_payloads_are_refused_before_firing() {
+        tracelogging::define_provider!(
+            PROVIDER,
+            "ProfileRangeTest",
+            id("5d7e1f3a-2b4c-4d6e-8f90-a1b2c3d4e5f7")
+        );
         let kernel = Kernel::new();
+        let tracing = ebpf_ext_trace::Tracing::start(&PROVIDER).expect("tracing");
         let mut wrong_version = input(1, 0, &[]);
         wrong_version[0] ^= 1;
         let cases = [
@@ -284,14 +292,20 @@ mod tests {
             let (completion, _) = send(&bytes, |_, _| panic!("fired a refused request"));
             assert_eq!(completion.status(), status);
         }
+        let traced = |why| kernel.etw_messages_containing(why);
+        assert_eq!(traced("`iterations` out of range"), 2);
+        assert_eq!(traced("`flags` out of range"), 1);
+        let mut fired = 0;
         let (completion, _) = send(&input(MAX_ITERATIONS, 0, &[0; 16]), |_, _| {
+            fired += 1;
             Err(Error::Unsuccessful)
         });
-        assert_ne!(
-            completion.status(),
-            STATUS_INVALID_PARAMETER,
-            "the largest request passes"
+        assert_eq!(
+            (completion.status(), fired),
+            (STATUS_UNSUCCESSFUL, 1),
+            "the largest request passes the checks and fires"
         );
+        drop(tracing);
         kernel.assert_no_leaks();
     }
 }

@@ -129,10 +129,11 @@ mod failing {
         const TAG: PoolTag = TAG;
 
         fn start(start: &Start<'_>) -> Result<Self> {
+            // Made before the hook, so it drops after it.
+            let _witness = Witness;
             let first = start.program_type(&FIRST_DATA)?;
             start.program_type(&SECOND_DATA)?;
             let _hook = start.hook(&first, HOOK_CONFIG, Hook)?;
-            let _witness = Witness;
             Err(Error::InsufficientResources)
         }
     }
@@ -170,8 +171,9 @@ fn a_failed_start_stops_the_program_types_after_its_own_values() {
     assert_eq!(status, Error::InsufficientResources.ntstatus());
     assert_eq!(
         seen_at_drop(),
-        [(true, true, true)],
-        "the start's witness dropped (before its hook) with both program types registered"
+        [(true, true, false)],
+        "when the start's last value dropped, its hook was gone and both program types were \
+         still there"
     );
     assert!(kernel.nmr_registrations().is_empty());
     assert!(failing::DRIVER.get().is_none());

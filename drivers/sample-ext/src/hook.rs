@@ -97,8 +97,8 @@ impl ExtensionDriver for SampleExt {
     }
 
     /// Run: the program for the request's parameter once over the data. Run batch: `count`
-    /// times over one context inside one batch, as upstream's RUN_BATCH. Profile: as
-    /// upstream's PROFILE.
+    /// times over one context inside one batch, as upstream's RUN_BATCH. Profile: see
+    /// [`Profile`].
     fn device_control(&self, request: Request<'_>) -> Completion {
         match request.code() {
             Run::CODE => request.handle::<Run>(|mut call| {
@@ -135,16 +135,21 @@ impl ExtensionDriver for SampleExt {
                 Ok(call.reply(&reply))
             }),
             Profile::CODE => request.handle::<Profile>(|call| {
-                let context = SampleContext {
+                let mut context = SampleContext {
                     uint32_data: current_processor(),
                     helper_data_1: 0,
                     helper_data_2: 0,
                     ..SampleContext::RUN
                 };
                 call.profile(TAG, |request, data| {
-                    let mut context = ProgramContext::with_data(context, data);
-                    self.hook
-                        .invoke_until(&request.parameter, &mut context, |_| true)
+                    // One context for every iteration, as upstream's: what a program writes
+                    // to it, the next one sees.
+                    let mut run = ProgramContext::with_data(context, data);
+                    let invoked = self
+                        .hook
+                        .invoke_until(&request.parameter, &mut run, |_| true);
+                    context = run.context;
+                    invoked
                 })
             }),
             _ => request.unknown(),

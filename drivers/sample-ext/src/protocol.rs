@@ -7,10 +7,8 @@
 //!   data alone) and its RUN_BATCH request (`count`, then the data) are refused;
 //! - each reply starts with its header, the data after it (upstream's RUN replies with the
 //!   data alone, and no program result);
-//! - PROFILE (code 2) is the SDK's profile request (`ebpf_extension_common::profile`):
-//!   versioned, its `parameter` selecting the program as a run's does, at DISPATCH_LEVEL in
-//!   stretches when asked (upstream's flag for that is 0, so its `flags & 0` never raises),
-//!   and replying with more than upstream's `duration`;
+//! - PROFILE (code 2) is the SDK's profile request (`ebpf_extension_common::profile`, see
+//!   [`Profile`] for what stays upstream's);
 //! - an unknown code gets `STATUS_INVALID_DEVICE_REQUEST` (upstream: `STATUS_UNSUCCESSFUL`).
 
 use ebpf_extension_common::profile;
@@ -97,7 +95,18 @@ ebpf_extension_common::ioctl! {
         version REQUEST_VERSION, payload data_len up to MAX_DATA, field count in 1..=MAX_BATCH;
 }
 
-/// `IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE`: the SDK's profile request; `parameter` selects the
-/// program as [`RunRequest::attach_parameter`] does, and the program sees the processor
-/// number in `uint32_data` (as upstream's profile), the payload as its data, and 0 helper data.
+/// `IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE`: the SDK's profile request.
+///
+/// As upstream's: every iteration runs the program over one context (what a program writes
+/// to it, the next sees), with the data as its data, 0 helper data and, in `uint32_data`, the
+/// number of the processor the request started on.
+///
+/// Not as upstream's, which runs its one attached program and ignores what an invocation
+/// returns: `parameter` selects the program as [`RunRequest::attach_parameter`] does
+/// (`STATUS_NOT_FOUND` if none; upstream: `STATUS_UNSUCCESSFUL` without a program); the first
+/// failed invocation ends the request with `STATUS_UNSUCCESSFUL`; 0 iterations are refused;
+/// the request is versioned and the reply is the SDK's [`ProfileReply`](profile::ProfileReply)
+/// without the data (upstream's reply is `duration` over the whole output buffer, the data
+/// as the programs left it after it); the IRQL is raised when asked (upstream's flag for it
+/// is 0, so its `flags & 0` never raises).
 pub type Profile = profile::Profile<IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE, REQUEST_VERSION, MAX_DATA>;

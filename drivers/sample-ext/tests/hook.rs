@@ -121,9 +121,9 @@ fn context_create_and_destroy_at_their_edges() {
     kernel.assert_no_leaks();
 }
 
-/// PROFILE runs the program for its parameter `iterations` times over the payload, with the
-/// processor number in `uint32_data` and no helper data (upstream's profile context), and
-/// replies with the count and the last result.
+/// PROFILE runs the program for its parameter `iterations` times over the payload and one
+/// context, with the processor number in `uint32_data` and no helper data (upstream's profile
+/// context), and replies with the count and the last result.
 #[test]
 fn profile_runs_the_program_for_its_parameter_with_upstreams_context() {
     use ebpf_extension_common::profile::{ProfileReply, ProfileRequest};
@@ -131,23 +131,32 @@ fn profile_runs_the_program_for_its_parameter_with_upstreams_context() {
     use sample_ext::protocol::IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE;
     use std::sync::{Arc, Mutex};
 
-    let kernel = Kernel::new();
+    // Enough processors that the second thread to ask gets a number other than the first's.
+    let kernel = Kernel::with_config(ebpf_ext_usersim::Config {
+        processor_count: 64,
+        ..ebpf_ext_usersim::Config::default()
+    });
     let driver = LoadedDriver::load(Target::Native(sample_ext::driver_entry), "SampleEbpfExt")
         .expect("DriverEntry");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&seen);
     let five = Link::attach(spec(Some(5)), move |context| {
-        // SAFETY: the hook invokes programs with a `SampleContext`.
-        let context = unsafe { *context.cast::<SampleContext>() };
+        // SAFETY: the hook invokes programs with a `SampleContext`, theirs to write.
+        let context = unsafe {
+            let written = &mut *context.cast::<SampleContext>();
+            written.uint16_data += 1;
+            *written
+        };
         let start = context.data_start.as_ptr();
         let len = (context.data_end.as_ptr() as usize).saturating_sub(start as usize);
         // SAFETY: its data pointers span the run's copy of the payload.
         let data = unsafe { std::slice::from_raw_parts(start, len) }.to_vec();
         let helper_data = (context.helper_data_1, context.helper_data_2);
+        let written = context.uint16_data;
         record
             .lock()
             .expect("record")
-            .push((context.uint32_data, helper_data, data));
+            .push((context.uint32_data, helper_data, written, data));
         Ok(55)
     })
     .expect("parameter 5");
@@ -193,8 +202,12 @@ fn profile_runs_the_program_for_its_parameter_with_upstreams_context() {
         (reply.iterations, reply.result, reply.programs_run),
         (3, 55, 1)
     );
-    let expected = (processor, (0, 0), b"abc".to_vec());
-    assert_eq!(*seen.lock().expect("seen"), vec![expected; 3]);
+    let expected = |written| (processor, (0, 0), written, b"abc".to_vec());
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        [expected(1), expected(2), expected(3)],
+        "each iteration sees what the last wrote to the context"
+    );
     five.detach().expect("detach");
     driver.unload();
     kernel.assert_no_leaks();
