@@ -504,8 +504,9 @@ impl ProgramInfoClient {
     /// The context borrows `context_in`.
     ///
     /// As the core, a `context_create` that fails but leaves a context in its out slot gets
-    /// that context destroyed (here with no output buffers; the core passes the caller's),
-    /// and one that succeeds with a NULL
+    /// that context destroyed (here with no output buffers, since the caller names its output
+    /// room only at [`TestRunContext::destroy`]; [`crate::bpf::BpfProgram::test_run`] passes
+    /// buffers of its rooms, as the core passes the caller's), and one that succeeds with a NULL
     /// context breaks [`Contract::NullTestRunContext`]. [`TestRunContext::destroy`] breaks
     /// [`Contract::TestRunOutputTooLarge`] if the provider reports more output than it had
     /// room for.
@@ -553,19 +554,23 @@ impl ProgramInfoClient {
             None => data_in.raw(),
         };
         let (context_in, context_size) = context_in.raw();
-        let mut created = self.create_context_raw(data, data_size, context_in, context_size)?;
+        let mut created =
+            self.create_context_raw(data, data_size, context_in, context_size, (0, 0))?;
         created.data_in = copy;
         Ok(created)
     }
 
     /// [`ProgramInfoClient::create_context_with`] on raw inputs (a test run's data buffer,
-    /// which programs may write through the context's data pointers).
+    /// which programs may write through the context's data pointers). A context a failed
+    /// create leaves is destroyed into output buffers of `out_room` (data, context) bytes,
+    /// which are then dropped: the core destroys it into the caller's and fails the run.
     pub(crate) fn create_context_raw(
         &self,
         data: *const u8,
         data_size: usize,
         context_in: *const u8,
         context_size: usize,
+        out_room: (usize, usize),
     ) -> Result<TestRunContext<'_>, ebpf_result_t> {
         let binding = read(&self.registration.client().binding);
         let Some(provider) = *binding else {
@@ -591,18 +596,10 @@ impl ProgramInfoClient {
                 // As the core's test run, which destroys whatever context `context_create`
                 // left, whether it succeeded or not: a provider that freed its context and
                 // failed without clearing the slot is destroying it twice.
-                let (mut data_size_out, mut context_size_out) = (0, 0);
                 // SAFETY: the provider is attached (binding lock held); the context is what
-                // its `context_create` left; both outputs NULL with size 0.
-                at_irql(provider.required_irql, || unsafe {
-                    destroy(
-                        context,
-                        ptr::null_mut(),
-                        &raw mut data_size_out,
-                        ptr::null_mut(),
-                        &raw mut context_size_out,
-                    );
-                });
+                // its `context_create` left, destroyed once.
+                let _discarded =
+                    unsafe { destroy_into(destroy, provider.required_irql, context, out_room) };
             }
             return Err(result);
         }
@@ -685,47 +682,71 @@ impl ProgramInfoClient {
         else {
             return Err(CoreError::NotAttached);
         };
-        let mut data = vec![0u8; data_capacity];
-        let mut context_out = vec![0u8; context_capacity];
-        let mut data_size_out = data_capacity;
-        let mut context_size_out = context_capacity;
-        let out = |buffer: &mut Vec<u8>| {
-            if buffer.is_empty() {
-                ptr::null_mut()
-            } else {
-                buffer.as_mut_ptr()
-            }
-        };
         // SAFETY: the provider is attached (binding lock held shared); `context` came from its
-        // `context_create` and is destroyed once; each output buffer is NULL or writable for
-        // the capacity passed in its size slot.
-        // As the core: still raised to the provider's `required_irql`.
-        at_irql(required, || unsafe {
-            destroy(
+        // `context_create` and is destroyed once.
+        Ok(unsafe {
+            destroy_into(
+                destroy,
+                required,
                 context,
-                out(&mut data),
-                &raw mut data_size_out,
-                out(&mut context_out),
-                &raw mut context_size_out,
-            );
-        });
-        if data_size_out > data_capacity || context_size_out > context_capacity {
-            Contract::TestRunOutputTooLarge.broken(
-                format_args!(
-                    "context_destroy reported {data_size_out} data bytes (room for {data_capacity}) and {context_size_out} context bytes (room for {context_capacity})"
-                ),
-                data_size_out,
-                context_size_out,
-            );
-        }
-        data.truncate(data_size_out);
-        context_out.truncate(context_size_out);
-        Ok(ContextOutput {
-            data,
-            data_size_out,
-            context: context_out,
-            context_size_out,
+                (data_capacity, context_capacity),
+            )
         })
+    }
+}
+
+/// Calls a provider's `context_destroy` with output buffers of `room` (data, context) bytes
+/// (NULL for none), at `required` as the core does, and returns what it wrote; a provider
+/// reporting more than its room breaks [`Contract::TestRunOutputTooLarge`].
+///
+/// # Safety
+/// `destroy` is the `context_destroy` of a provider that stays attached for the call, and
+/// `context` came from its `context_create` and is destroyed only here.
+unsafe fn destroy_into(
+    destroy: ebpf_program_context_destroy_t,
+    required: KIRQL,
+    context: *mut c_void,
+    (data_capacity, context_capacity): (usize, usize),
+) -> ContextOutput {
+    let mut data = vec![0u8; data_capacity];
+    let mut context_out = vec![0u8; context_capacity];
+    let mut data_size_out = data_capacity;
+    let mut context_size_out = context_capacity;
+    let out = |buffer: &mut Vec<u8>| {
+        if buffer.is_empty() {
+            ptr::null_mut()
+        } else {
+            buffer.as_mut_ptr()
+        }
+    };
+    // SAFETY: the caller's contract for `destroy` and `context`; each output buffer is NULL or
+    // writable for the capacity passed in its size slot.
+    // As the core: still raised to the provider's `required_irql`.
+    at_irql(required, || unsafe {
+        destroy(
+            context,
+            out(&mut data),
+            &raw mut data_size_out,
+            out(&mut context_out),
+            &raw mut context_size_out,
+        );
+    });
+    if data_size_out > data_capacity || context_size_out > context_capacity {
+        Contract::TestRunOutputTooLarge.broken(
+            format_args!(
+                "context_destroy reported {data_size_out} data bytes (room for {data_capacity}) and {context_size_out} context bytes (room for {context_capacity})"
+            ),
+            data_size_out,
+            context_size_out,
+        );
+    }
+    data.truncate(data_size_out);
+    context_out.truncate(context_size_out);
+    ContextOutput {
+        data,
+        data_size_out,
+        context: context_out,
+        context_size_out,
     }
 }
 

@@ -2299,3 +2299,34 @@ fn a_program_loaded_with_data_from_before_a_detach_binds_to_the_current_provider
     provider.deregister();
     kernel.assert_no_leaks();
 }
+
+/// As the core's test run: a context a failed `context_create` left is destroyed into the
+/// caller's output buffers (their sizes in the size slots), and the run fails.
+#[test]
+fn a_failed_creates_context_is_destroyed_into_the_callers_output_buffers() {
+    let object = returning("0");
+    let kernel = Kernel::new();
+    let mut failing = spec();
+    failing.context_create = Some(common::failing_create);
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &failing);
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let info = client.info();
+    let program = BpfProgram::load(&object, "test_prog", &info).expect("loads");
+    let destroys = || common::CONTEXT_DESTROYS.with(core::cell::Cell::get);
+    let before = destroys();
+    let failed = program.test_run_with_room(&client, &[1, 2, 3], &context(7, 0), 1, 16);
+    assert!(
+        matches!(failed, Err(BpfError::TestRun(_))),
+        "the run fails: {failed:?}"
+    );
+    assert_eq!(destroys() - before, 1);
+    assert_eq!(
+        common::CONTEXT_DESTROY_ROOM.with(core::cell::Cell::get),
+        (Some(16), Some(size_of::<TestContext>())),
+        "the run's output room: 16 data bytes and the context's size"
+    );
+    drop(program);
+    drop(client);
+    provider.deregister();
+    kernel.assert_no_leaks();
+}

@@ -3,7 +3,6 @@
 
 mod common;
 
-use core::ffi::c_void;
 use core::mem::size_of;
 
 use common::{
@@ -19,8 +18,7 @@ use ebpf_ext_sys::ebpf_base::{
 };
 use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
 use ebpf_ext_sys::ebpf_result::{
-    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS,
-    ebpf_result_t,
+    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY,
 };
 use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
 use ebpf_ext_sys::intrin::KeGetCurrentIrql;
@@ -814,28 +812,11 @@ fn runs_at_the_required_irql() {
     kernel.assert_no_leaks();
 }
 
-/// `context_create` of the test type that creates the context, leaves it in the out slot,
-/// and fails.
-unsafe extern "win64" fn failing_create(
-    data_in: *const u8,
-    data_size_in: usize,
-    context_in: *const u8,
-    context_size_in: usize,
-    context: *mut *mut c_void,
-) -> ebpf_result_t {
-    // SAFETY: the caller's arguments, passed on.
-    let created = unsafe {
-        common::test_context_create(data_in, data_size_in, context_in, context_size_in, context)
-    };
-    assert_eq!(created, EBPF_SUCCESS);
-    EBPF_NO_MEMORY
-}
-
 #[test]
 fn a_context_left_by_a_failed_create_is_destroyed() {
     let kernel = Kernel::new();
     let mut spec = ProgramDataSpec::valid();
-    spec.context_create = Some(failing_create);
+    spec.context_create = Some(common::failing_create);
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
     let input = context_bytes(&TestContext {
@@ -855,6 +836,11 @@ fn a_context_left_by_a_failed_create_is_destroyed() {
         destroys() - before,
         1,
         "as the core's test run: what the failed create left is destroyed"
+    );
+    assert_eq!(
+        common::CONTEXT_DESTROY_ROOM.with(core::cell::Cell::get),
+        (None, None),
+        "create_context learns no output room, so it passes no buffers"
     );
     drop(client);
     provider.deregister();

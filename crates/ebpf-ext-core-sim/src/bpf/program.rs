@@ -1033,7 +1033,13 @@ impl BpfProgram {
         };
         client.at_required_irql(|| {
             let context = client
-                .create_context_raw(data_ptr, data_size, context_ptr, context_size)
+                .create_context_raw(
+                    data_ptr,
+                    data_size,
+                    context_ptr,
+                    context_size,
+                    (data_out_room, context_in.len()),
+                )
                 .map_err(|r| BpfError::TestRun(format!("context_create returned {r}")))?;
             let mut outcome = Ok(0);
             // SAFETY: plain data; all-zero is its initial value.

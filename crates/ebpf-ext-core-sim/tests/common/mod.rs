@@ -309,6 +309,27 @@ thread_local! {
         const { core::cell::Cell::new((0xFF, 0xFF)) };
     /// Calls of `test_context_destroy` on this thread.
     pub(crate) static CONTEXT_DESTROYS: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+    /// The output room the last `test_context_destroy` on this thread was given: data, then
+    /// context, each `None` for a NULL buffer, else its size slot.
+    pub(crate) static CONTEXT_DESTROY_ROOM: core::cell::Cell<(Option<usize>, Option<usize>)> =
+        const { core::cell::Cell::new((None, None)) };
+}
+
+/// `context_create` of the test type that creates the context, leaves it in the out slot,
+/// and fails.
+#[allow(dead_code, reason = "not every test file uses it")]
+pub(crate) unsafe extern "win64" fn failing_create(
+    data_in: *const u8,
+    data_size_in: usize,
+    context_in: *const u8,
+    context_size_in: usize,
+    context: *mut *mut c_void,
+) -> ebpf_result_t {
+    // SAFETY: the caller's arguments, passed on.
+    let created =
+        unsafe { test_context_create(data_in, data_size_in, context_in, context_size_in, context) };
+    assert_eq!(created, EBPF_SUCCESS);
+    ebpf_ext_sys::ebpf_result::EBPF_NO_MEMORY
 }
 
 /// `context_create` of the test program type: the context input must be a whole
@@ -368,6 +389,14 @@ pub(crate) unsafe extern "win64" fn test_context_destroy(
     let data_len = (value.data_end as usize).wrapping_sub(value.data_start as usize);
     // SAFETY: size slots of the caller.
     let data_capacity = unsafe { data_size_out.read() };
+    // SAFETY: as above.
+    let context_room = unsafe { context_size_out.read() };
+    let room = |buffer: *mut u8, size| (!buffer.is_null()).then_some(size);
+    let seen = (
+        room(data_out, data_capacity),
+        room(context_out, context_room),
+    );
+    CONTEXT_DESTROY_ROOM.with(|r| r.set(seen));
     if !data_out.is_null() && data_capacity >= data_len {
         // SAFETY: the data the context points at (the caller's `data_in`) into a large
         // enough buffer.
