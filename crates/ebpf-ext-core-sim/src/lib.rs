@@ -124,9 +124,10 @@
 //!   `required_irql` (`program_info`: `runs_at_the_required_irql`).
 //! - A context a failed `context_create` left in its out slot is destroyed, as the core's
 //!   test run does whether the create succeeded or not, into the run's output buffers as the
-//!   core passes the caller's (`program_info`: `a_context_left_by_a_failed_create_is_destroyed`;
-//!   `bpf`: `a_failed_creates_context_is_destroyed_into_the_callers_output_buffers`); a successful create with a NULL
-//!   context → `0x1E`, [`Contract::NullTestRunContext`]; a `context_destroy` reporting more
+//!   core passes the caller's (`program_info`:
+//!   `a_context_left_by_a_failed_create_is_destroyed`; `bpf`:
+//!   `a_failed_creates_context_is_destroyed_into_the_callers_output_buffers`); a successful
+//!   create with a NULL context → `0x1E`, [`Contract::NullTestRunContext`]; a `context_destroy` reporting more
 //!   output than its room → `0x1E`, [`Contract::TestRunOutputTooLarge`] (`contracts`:
 //!   `a_test_run_context_created_null_is_caught`,
 //!   `a_test_run_reporting_more_output_than_its_room_is_caught`).

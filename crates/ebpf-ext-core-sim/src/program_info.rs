@@ -506,8 +506,8 @@ impl ProgramInfoClient {
     /// As the core, a `context_create` that fails but leaves a context in its out slot gets
     /// that context destroyed (here with no output buffers, since the caller names its output
     /// room only at [`TestRunContext::destroy`]; [`crate::bpf::BpfProgram::test_run`] passes
-    /// buffers of its rooms, as the core passes the caller's), and one that succeeds with a NULL
-    /// context breaks [`Contract::NullTestRunContext`]. [`TestRunContext::destroy`] breaks
+    /// buffers of its rooms, as the core passes the caller's), and one that succeeds with a
+    /// NULL context breaks [`Contract::NullTestRunContext`]. [`TestRunContext::destroy`] breaks
     /// [`Contract::TestRunOutputTooLarge`] if the provider reports more output than it had
     /// room for.
     ///
