@@ -128,8 +128,8 @@
 //!   `a_context_left_by_a_failed_create_is_destroyed`; `bpf`:
 //!   `a_failed_creates_context_is_destroyed_into_the_callers_output_buffers`); a successful
 //!   create with a NULL context → `0x1E`, [`Contract::NullTestRunContext`]; a
-//!   `context_destroy` reporting more output than its room → `0x1E`, [`Contract::TestRunOutputTooLarge`] (`contracts`:
-//!   `a_test_run_context_created_null_is_caught`,
+//!   `context_destroy` reporting more output than its room → `0x1E`,
+//!   [`Contract::TestRunOutputTooLarge`] (`contracts`: `a_test_run_context_created_null_is_caught`,
 //!   `a_test_run_reporting_more_output_than_its_room_is_caught`).
 //!
 //! Where the core-sim is stricter than the core: a batch invoke with a moved state fails at
