@@ -123,10 +123,10 @@
 //!   as above) (`program_info`: `context_create_and_destroy_as_test_run_does`); test runs at
 //!   `required_irql` (`program_info`: `runs_at_the_required_irql`).
 //! - A context a failed `context_create` left in its out slot is destroyed, as the core's
-//!   test run does whether the create succeeded or not, into the run's output buffers as the
-//!   core passes the caller's (`program_info`:
-//!   `a_context_left_by_a_failed_create_is_destroyed`; `bpf`:
-//!   `a_failed_creates_context_is_destroyed_into_the_callers_output_buffers`); a successful
+//!   test run does whether the create succeeded or not: by `BpfProgram::test_run*` into the
+//!   run's output buffers, as the core passes the caller's; by `create_context`, which learns
+//!   no room, into none (`program_info`: `a_context_left_by_a_failed_create_is_destroyed`;
+//!   `bpf`: `a_failed_creates_context_is_destroyed_into_the_callers_output_buffers`); a successful
 //!   create with a NULL context → `0x1E`, [`Contract::NullTestRunContext`]; a
 //!   `context_destroy` reporting more output than its room → `0x1E`,
 //!   [`Contract::TestRunOutputTooLarge`] (`contracts`: `a_test_run_context_created_null_is_caught`,

@@ -518,9 +518,12 @@ impl ProgramInfoClient {
     /// the provider has no `context_create` or no `context_destroy` (as the core).
     ///
     /// # IRQL
-    /// PASSIVE_LEVEL. As the core, it raises to the provider's `required_irql` for the
-    /// provider's `context_create`, and so does [`TestRunContext::destroy`] for its
-    /// `context_destroy`.
+    /// PASSIVE_LEVEL. It raises to the provider's `required_irql` for the provider's
+    /// `context_create`, and so does [`TestRunContext::destroy`] for its `context_destroy`, as
+    /// the core's test run does in the version the reference sheets describe (its work item
+    /// raises, creates, runs, destroys, lowers). The later upstream versions read here call
+    /// `context_create` on the caller's thread and `context_destroy` after lowering. Raised is
+    /// the stricter of the two: a provider that works here works with either.
     ///
     /// # Locking
     /// Holds the client's binding lock shared during the call: a provider detach waits for it.
@@ -586,8 +589,7 @@ impl ProgramInfoClient {
         // SAFETY: the provider is attached and cannot detach while the binding lock is held
         // shared, so its callback is callable; each input is NULL or valid for its size (an
         // `Input::Null` size is the provider's to reject); the out slot is a local.
-        // As the core: at the provider's `required_irql` (the test run's work item raises
-        // before it creates).
+        // At the provider's `required_irql` (see `create_context` on why).
         let result = at_irql(provider.required_irql, || unsafe {
             create(data, data_size, context_in, context_size, &raw mut context)
         });
@@ -596,6 +598,8 @@ impl ProgramInfoClient {
                 // As the core's test run, which destroys whatever context `context_create`
                 // left, whether it succeeded or not: a provider that freed its context and
                 // failed without clearing the slot is destroying it twice.
+                // The core reads neither what it writes nor the sizes it reports: the run
+                // fails. (So no output contract here.)
                 // SAFETY: the provider is attached (binding lock held); the context is what
                 // its `context_create` left, destroyed once.
                 let _discarded =
@@ -684,20 +688,33 @@ impl ProgramInfoClient {
         };
         // SAFETY: the provider is attached (binding lock held shared); `context` came from its
         // `context_create` and is destroyed once.
-        Ok(unsafe {
+        let mut output = unsafe {
             destroy_into(
                 destroy,
                 required,
                 context,
                 (data_capacity, context_capacity),
             )
-        })
+        };
+        let (data_size_out, context_size_out) = (output.data_size_out, output.context_size_out);
+        if data_size_out > data_capacity || context_size_out > context_capacity {
+            Contract::TestRunOutputTooLarge.broken(
+                format_args!(
+                    "context_destroy reported {data_size_out} data bytes (room for {data_capacity}) and {context_size_out} context bytes (room for {context_capacity})"
+                ),
+                data_size_out,
+                context_size_out,
+            );
+        }
+        output.data.truncate(data_size_out);
+        output.context.truncate(context_size_out);
+        Ok(output)
     }
 }
 
 /// Calls a provider's `context_destroy` with output buffers of `room` (data, context) bytes
-/// (NULL for none), at `required` as the core does, and returns what it wrote; a provider
-/// reporting more than its room breaks [`Contract::TestRunOutputTooLarge`].
+/// (NULL for none), at `required` (see [`ProgramInfoClient::create_context`] on why), and
+/// returns the buffers whole with the sizes it reported.
 ///
 /// # Safety
 /// `destroy` is the `context_destroy` of a provider that stays attached for the call, and
@@ -721,7 +738,6 @@ unsafe fn destroy_into(
     };
     // SAFETY: the caller's contract for `destroy` and `context`; each output buffer is NULL or
     // writable for the capacity passed in its size slot.
-    // As the core: still raised to the provider's `required_irql`.
     at_irql(required, || unsafe {
         destroy(
             context,
@@ -731,17 +747,6 @@ unsafe fn destroy_into(
             &raw mut context_size_out,
         );
     });
-    if data_size_out > data_capacity || context_size_out > context_capacity {
-        Contract::TestRunOutputTooLarge.broken(
-            format_args!(
-                "context_destroy reported {data_size_out} data bytes (room for {data_capacity}) and {context_size_out} context bytes (room for {context_capacity})"
-            ),
-            data_size_out,
-            context_size_out,
-        );
-    }
-    data.truncate(data_size_out);
-    context_out.truncate(context_size_out);
     ContextOutput {
         data,
         data_size_out,

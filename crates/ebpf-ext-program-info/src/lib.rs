@@ -789,8 +789,9 @@ impl ProgramData {
         self.with_context_functions(create, destroy)
     }
 
-    /// The IRQL `bpf_prog_test_run` runs the program at (and calls the context functions
-    /// at).
+    /// The IRQL `bpf_prog_test_run` runs the program at. Write the context functions to work
+    /// at it too: the core's test run called them raised to it in the version the reference
+    /// sheets describe, and later versions call them at PASSIVE_LEVEL (core-sim raises).
     ///
     /// # Panics
     /// At compile time if above HIGH_LEVEL, or above DISPATCH_LEVEL with context functions

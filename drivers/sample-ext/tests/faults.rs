@@ -8,6 +8,7 @@
 )]
 
 use ebpf_ext_core_sim::{Link, LinkSpec};
+use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_usersim::{Caller, Kernel, sweep_allocation_failures, sweep_call_failures};
 use ebpf_extension_common::profile::{PROFILE_AT_DISPATCH, ProfileReply, ProfileRequest};
 use sample_ext::hook::ATTACH_TYPE;
@@ -21,6 +22,8 @@ use sample_harness::{LoadedDriver, Target};
 
 /// Loads the driver, attaches a program for parameter 3, sends one request of each code, and
 /// unloads; each step may fail (the sweep makes it), and the scenario cleans up after it.
+/// Until a fault fires, every request succeeds and runs the program as often as it asks (the
+/// run without faults, which the sweep makes first, checks the scenario reaches every code).
 fn scenario(kernel: &Kernel) {
     let Ok(driver) = LoadedDriver::load(Target::Native(sample_ext::driver_entry), "SampleEbpfExt")
     else {
@@ -68,7 +71,19 @@ fn scenario(kernel: &Kernel) {
                 ),
             ];
             for (code, input, output_len) in requests {
-                let _ = kernel.device_io_control(&handle, code, &input, output_len);
+                let status = kernel
+                    .device_io_control(&handle, code, &input, output_len)
+                    .status;
+                if kernel.faults_triggered().is_empty() {
+                    assert_eq!(status, STATUS_SUCCESS, "{code:#x} without a fault");
+                }
+            }
+            if kernel.faults_triggered().is_empty() {
+                assert_eq!(
+                    (link.invocations(), link.batch_invocations()),
+                    (1 + 70, 4),
+                    "RUN once and PROFILE 70 times; RUN_BATCH 4 times in one batch"
+                );
             }
             kernel.close(handle);
         }
