@@ -205,27 +205,24 @@ fn deliver(callback: ETWENABLECALLBACK, context: usize, enablement: Option<Enabl
     };
     let irql = current_irql();
     set_irql(PASSIVE_LEVEL);
-    let depth = crate::cpu::critical_region_depth();
-    // SAFETY: the provider registered this callback and context and keeps them valid until
-    // EtwUnregister returns, which waits for callbacks in flight; ETW calls it at PASSIVE_LEVEL
-    // with these arguments.
-    unsafe {
-        callback(
-            &raw const source,
-            code,
-            e.level,
-            e.match_any,
-            e.match_all,
-            ptr::null(),
-            context as *mut c_void,
-        );
-    }
-    crate::kernel::check_callback_returned(
+    crate::kernel::call_driver_callback(
         "ETWENABLECALLBACK",
         callback as usize,
         crate::kernel::CalledFrom::SystemService,
-        PASSIVE_LEVEL,
-        depth,
+        // SAFETY: the provider registered this callback and context and keeps them valid
+        // until EtwUnregister returns, which waits for callbacks in flight; ETW calls it at
+        // PASSIVE_LEVEL with these arguments.
+        || unsafe {
+            callback(
+                &raw const source,
+                code,
+                e.level,
+                e.match_any,
+                e.match_all,
+                ptr::null(),
+                context as *mut c_void,
+            );
+        },
     );
     set_irql(irql);
 }

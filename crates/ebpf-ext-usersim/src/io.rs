@@ -444,19 +444,13 @@ impl Request {
             return (STATUS_INVALID_DEVICE_REQUEST, 0);
         };
         let irp = ptr::addr_of_mut!(*self.irp);
-        let (irql, depth) = (
-            crate::kernel::current_irql(),
-            crate::cpu::critical_region_depth(),
-        );
-        // SAFETY: the driver's dispatch routine with a live device and an IRP it owns until it
-        // completes it.
-        let status = unsafe { dispatch(device, irp) };
-        crate::kernel::check_callback_returned(
+        let status = crate::kernel::call_driver_callback(
             "DRIVER_DISPATCH",
             dispatch as usize,
             crate::kernel::CalledFrom::SystemService,
-            irql,
-            depth,
+            // SAFETY: the driver's dispatch routine with a live device and an IRP it owns until
+            // it completes it.
+            || unsafe { dispatch(device, irp) },
         );
         assert!(
             status != STATUS_PENDING,

@@ -588,17 +588,18 @@ pub(crate) enum CalledFrom {
     Kernel,
 }
 
-/// Bug-checks if the driver callback `what` (its type's name, at `routine`), called at `irql`
-/// with critical regions nested `depth` deep, returned at another IRQL or another depth: a
-/// callback must give back the thread as it got it (a raised IRQL or an unbalanced
-/// `KeEnterCriticalRegion` would otherwise leak into its caller).
-pub(crate) fn check_callback_returned(
+/// Calls the driver callback `what` (its type's name, at `routine`) through `call`, at the
+/// IRQL and critical-region depth the caller set up, and bug-checks if it returned at another
+/// IRQL or another depth: a callback must give back the thread as it got it (a raised IRQL or
+/// an unbalanced `KeEnterCriticalRegion` would otherwise leak into its caller).
+pub(crate) fn call_driver_callback<R>(
     what: &'static str,
     routine: usize,
     from: CalledFrom,
-    irql: KIRQL,
-    depth: u32,
-) {
+    call: impl FnOnce() -> R,
+) -> R {
+    let (irql, depth) = (current_irql(), crate::cpu::critical_region_depth());
+    let result = call();
     let (returned, returned_depth) = (current_irql(), crate::cpu::critical_region_depth());
     if returned != irql {
         let code = match from {
@@ -627,6 +628,7 @@ pub(crate) fn check_callback_returned(
             ),
         );
     }
+    result
 }
 
 /// Bug-checks if the calling thread's IRQL is above `max` for `api`.

@@ -29,7 +29,7 @@ use ebpf_ext_sys::wdm::{
 };
 
 use crate::kernel::{
-    CalledFrom, Inner, Kernel, allocation_fails, bugcheck, call_fails, check_callback_returned,
+    CalledFrom, Inner, Kernel, allocation_fails, bugcheck, call_driver_callback, call_fails,
     current_irql, lock, require_irql, set_irql, with_kernel,
 };
 
@@ -48,9 +48,7 @@ fn at_dispatch<T>(what: &'static str, callback: usize, f: impl FnOnce() -> T) ->
     let saved = current_irql();
     let run_at = saved.max(DISPATCH_LEVEL);
     set_irql(run_at);
-    let depth = crate::cpu::critical_region_depth();
-    let result = f();
-    check_callback_returned(what, callback, CalledFrom::Kernel, run_at, depth);
+    let result = call_driver_callback(what, callback, CalledFrom::Kernel, f);
     set_irql(saved);
     result
 }

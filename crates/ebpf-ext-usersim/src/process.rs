@@ -512,15 +512,13 @@ impl Kernel {
             // this call (its running count is above zero).
             let f: PCREATE_PROCESS_NOTIFY_ROUTINE_EX = unsafe { core::mem::transmute(routine) };
             IN_CALLBACK.with(|c| c.set(true));
-            let depth = crate::cpu::critical_region_depth();
-            // SAFETY: the routine's documented arguments; `info` is NULL or valid for the call.
-            unsafe { f(object, process_id as *mut c_void, info) };
-            crate::kernel::check_callback_returned(
+            crate::kernel::call_driver_callback(
                 "PCREATE_PROCESS_NOTIFY_ROUTINE_EX",
                 routine,
                 crate::kernel::CalledFrom::Kernel,
-                PASSIVE_LEVEL,
-                depth,
+                // SAFETY: the routine's documented arguments; `info` is NULL or valid for the
+                // call.
+                || unsafe { f(object, process_id as *mut c_void, info) },
             );
             IN_CALLBACK.with(|c| c.set(false));
             let mut state = lock(&inner.process);
