@@ -7,6 +7,9 @@ use core::ptr;
 
 use ebpf_ext_usersim::{DriverObject, Kernel};
 use ebpf_extension_common::prelude::*;
+
+mod common;
+use common::{Hook, Seen, value};
 use ebpf_extension_common::sys::ntstatus::STATUS_INVALID_PARAMETER;
 
 tracelogging::define_provider!(
@@ -20,34 +23,11 @@ const PROGRAM: GUID = GUID::from_u128(0x7d0e_0011_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f)
 const OTHER_PROGRAM: GUID = GUID::from_u128(0x7d0e_0012_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f);
 const HOOK: GUID = GUID::from_u128(0x7d0e_0013_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f);
 
-no_padding! {
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct EventContext {
-        value: u64,
-        flags: u64,
-    }
-}
-
-fn value(context: &EventContext) -> u64 {
-    context.value
-}
-
 program_type! {
     static DATA = c"mismatch", PROGRAM, 2101;
-    context EventContext;
+    context Seen;
     helpers {
         0x1_0000, c"mismatch_value" => value(Context);
-    }
-}
-
-struct Hook;
-impl HookExtension for Hook {
-    type Parameter = ();
-    type ClientData = ();
-    type Context = EventContext;
-    fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> {
-        Ok(())
     }
 }
 

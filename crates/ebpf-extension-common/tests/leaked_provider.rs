@@ -11,6 +11,9 @@ use ebpf_ext_core_sim::{Link, LinkSpec, ProgramInfoClient};
 use ebpf_ext_usersim::{DriverObject, Kernel};
 use ebpf_extension_common::nmr::deregister_leaked as sweep;
 use ebpf_extension_common::prelude::*;
+
+mod common;
+use common::{Hook, Seen, value};
 use ebpf_extension_common::sys::ntstatus::STATUS_SUCCESS;
 
 const TAG: PoolTag = PoolTag::new(*b"Leak");
@@ -18,19 +21,6 @@ const PROGRAM: GUID = GUID::from_u128(0x7d0e_0031_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f)
 const HOOK: GUID = GUID::from_u128(0x7d0e_0032_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f);
 /// What the sweep traces for each provider it deregisters.
 const SWEPT: &str = "its Provider was leaked";
-
-no_padding! {
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Seen {
-        value: u64,
-        flags: u64,
-    }
-}
-
-fn value(context: &Seen) -> u64 {
-    context.value
-}
 
 program_type! {
     static DATA = c"leaky", PROGRAM, 2301;
@@ -53,16 +43,6 @@ program_type! {
     context Seen;
     helpers {
         0x1_0000, c"leaky3_value" => value(Context);
-    }
-}
-
-struct Hook;
-impl HookExtension for Hook {
-    type Parameter = ();
-    type ClientData = ();
-    type Context = Seen;
-    fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> {
-        Ok(())
     }
 }
 

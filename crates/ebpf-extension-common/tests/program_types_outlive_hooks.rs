@@ -10,25 +10,15 @@ use core::ptr;
 use ebpf_ext_core_sim::{Link, LinkSpec, ProgramInfoClient};
 use ebpf_ext_usersim::{DriverObject, Kernel};
 use ebpf_extension_common::prelude::*;
+
+mod common;
+use common::{Hook, Seen, value};
 use ebpf_extension_common::sys::ntstatus::STATUS_SUCCESS;
 
 const TAG: PoolTag = PoolTag::new(*b"PtHk");
 const FIRST: GUID = GUID::from_u128(0x7d0e_0041_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f);
 const SECOND: GUID = GUID::from_u128(0x7d0e_0042_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f);
 const HOOK: GUID = GUID::from_u128(0x7d0e_0043_4a8b_4c2d_9e1f_1a2b_3c4d_5e6f);
-
-no_padding! {
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Seen {
-        value: u64,
-        flags: u64,
-    }
-}
-
-fn value(context: &Seen) -> u64 {
-    context.value
-}
 
 program_type! {
     static FIRST_DATA = c"outlive1", FIRST, 2401;
@@ -43,16 +33,6 @@ program_type! {
     context Seen;
     helpers {
         0x1_0000, c"outlive2_value" => value(Context);
-    }
-}
-
-struct Hook;
-impl HookExtension for Hook {
-    type Parameter = ();
-    type ClientData = ();
-    type Context = Seen;
-    fn on_attach(&self, _: &AttachRequest<()>, _: &Attached<'_, Self>) -> Result<()> {
-        Ok(())
     }
 }
 
