@@ -183,28 +183,26 @@ fn encode(request: &Request) -> (u32, Vec<u8>, usize) {
         .unwrap_or(u32::try_from(request.data.len()).unwrap_or(u32::MAX));
     let version = request.version ^ REQUEST_VERSION;
     let attach_parameter = u32::from(request.attach_parameter % 4);
-    let profile = |value: u32| {
-        let iterations = match u64::from(value) {
-            n @ 2..=MAX_ITERATIONS => n % MAX_FUZZ_ITERATIONS + 1,
-            n => n,
-        };
-        (
-            IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE,
-            ProfileRequest {
-                version,
-                parameter: attach_parameter,
-                iterations,
-                flags: request.flags,
-                data_len,
-            }
-            .to_bytes()
-            .to_vec(),
-            ProfileReply::SIZE,
-        )
-    };
     let (code, mut bytes, reply) = match request.code {
-        Code::Profile => profile(request.value),
-        Code::Other(IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE) => profile(request.value),
+        Code::Profile | Code::Other(IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE) => {
+            let iterations = match u64::from(request.value) {
+                n @ 2..=MAX_ITERATIONS => n % MAX_FUZZ_ITERATIONS + 1,
+                n => n,
+            };
+            (
+                IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE,
+                ProfileRequest {
+                    version,
+                    parameter: attach_parameter,
+                    iterations,
+                    flags: request.flags,
+                    data_len,
+                }
+                .to_bytes()
+                .to_vec(),
+                ProfileReply::SIZE,
+            )
+        }
         Code::Run | Code::Other(_) => (
             IOCTL_SAMPLE_EBPF_EXT_CTL_RUN,
             RunRequest {
