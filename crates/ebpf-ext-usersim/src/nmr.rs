@@ -62,6 +62,15 @@ enum Kind {
     Client,
 }
 
+impl Kind {
+    const fn name(self) -> &'static str {
+        match self {
+            Kind::Provider => "provider",
+            Kind::Client => "client",
+        }
+    }
+}
+
 struct Registration {
     kind: Kind,
     npi_id: GUID,
@@ -105,11 +114,17 @@ pub(crate) struct NmrState {
     bindings: BTreeMap<u64, Binding>,
     /// The most recent [`MAX_DECLINES`].
     declines: VecDeque<NmrDecline>,
+    /// The most recent [`MAX_DEREGISTRATIONS`], oldest first.
+    deregistrations: VecDeque<NmrDeregistration>,
 }
 
 /// How many declines [`Kernel::nmr_declines`] keeps: the oldest go first, so a long fuzzing
 /// run's record stays bounded.
 pub const MAX_DECLINES: usize = 1024;
+
+/// How many completed deregistrations [`Kernel::nmr_deregistrations`] keeps (the oldest go
+/// first).
+pub const MAX_DEREGISTRATIONS: usize = 1024;
 
 impl NmrState {
     /// Registrations (not yet deregistered and waited for) whose characteristics or callbacks
@@ -187,7 +202,30 @@ pub struct NmrDecline {
     pub status: NTSTATUS,
 }
 
+/// A registration whose deregistration completed (its `NmrWaitFor*DeregisterComplete`
+/// returned): what a test reads to see the order a driver stopped its providers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NmrDeregistration {
+    /// "provider" or "client".
+    pub kind: &'static str,
+    /// NPI id.
+    pub npi_id: GUID,
+    /// The registrant's module GUID (its `ModuleId->Guid`; `GUID_NULL` if it is not a GUID).
+    pub module: GUID,
+}
+
 impl Kernel {
+    /// Registrations whose deregistration completed, in the order they completed: the most
+    /// recent [`MAX_DEREGISTRATIONS`] of the kernel's life.
+    #[must_use]
+    pub fn nmr_deregistrations(&self) -> Vec<NmrDeregistration> {
+        lock(&self.inner().nmr)
+            .deregistrations
+            .iter()
+            .copied()
+            .collect()
+    }
+
     /// The times a client declined a provider (its `ClientAttachProvider` failed without
     /// attaching), oldest first: the most recent [`MAX_DECLINES`] of the kernel's life.
     #[must_use]
@@ -202,11 +240,7 @@ impl Kernel {
         nmr.registrations
             .iter()
             .map(|(&id, r)| NmrRegistration {
-                kind: if r.kind == Kind::Provider {
-                    "provider"
-                } else {
-                    "client"
-                },
+                kind: r.kind.name(),
                 npi_id: r.npi_id,
                 deregistering: r.deregistering,
                 bindings: nmr.bindings_of(id),
@@ -628,7 +662,23 @@ fn wait_deregister(api: &'static str, kind: Kind, handle: HANDLE) -> NTSTATUS {
                 .wait(nmr)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
-        nmr.registrations.remove(&id);
+        let Some(r) = nmr.registrations.remove(&id) else {
+            // Another wait on the same handle completed it meanwhile, and logged it.
+            return STATUS_SUCCESS;
+        };
+        // SAFETY: the registration instance stays valid until this wait returns (the
+        // registrant's promise).
+        let module_id = unsafe { (*instance(&r)).ModuleId };
+        // SAFETY: its module id, checked non-NULL at registration and valid likewise.
+        let module = unsafe { module_id.as_ref() };
+        if nmr.deregistrations.len() == MAX_DEREGISTRATIONS {
+            nmr.deregistrations.pop_front();
+        }
+        nmr.deregistrations.push_back(NmrDeregistration {
+            kind: r.kind.name(),
+            npi_id: r.npi_id,
+            module: module.and_then(NPI_MODULEID::guid).unwrap_or(GUID::NULL),
+        });
         STATUS_SUCCESS
     })
 }

@@ -19,7 +19,8 @@ use ebpf_ext_sys::wdm::{
     DRIVER_VERIFIER_DETECTED_VIOLATION, PASSIVE_LEVEL,
 };
 use ebpf_ext_usersim::{
-    Config, Fault, Kernel, MAX_DECLINES, NmrDecline, expect_bugcheck, image_unloaded,
+    Config, Fault, Kernel, MAX_DECLINES, MAX_DEREGISTRATIONS, NmrDecline, NmrDeregistration,
+    expect_bugcheck, image_unloaded,
 };
 
 /// Handle-only NMR routines: usersim validates handles, so these are safe to call here.
@@ -435,6 +436,62 @@ fn a_client_declining_a_provider_is_recorded_with_its_status() {
     }
     assert_eq!(kernel.nmr_declines().len(), MAX_DECLINES);
     deregister_provider(ph);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn completed_deregistrations_are_recorded_in_the_order_they_completed() {
+    static NPI_ID: GUID = NPI;
+    static OTHER_ID: GUID = OTHER_NPI;
+    let kernel = Kernel::new();
+    let (first, second, client) = (new_side(true), new_side(true), new_side(true));
+    let (_, first) = register_provider(&NPI_ID, first);
+    let (_, second) = register_provider(&OTHER_ID, second);
+    let (_, client) = register_client(&NPI_ID, client);
+    assert!(kernel.nmr_deregistrations().is_empty());
+    assert_eq!(safe::NmrDeregisterProvider(second), STATUS_PENDING);
+    assert!(
+        kernel.nmr_deregistrations().is_empty(),
+        "started is not completed"
+    );
+    deregister_client(client);
+    assert_eq!(
+        safe::NmrWaitForProviderDeregisterComplete(second),
+        STATUS_SUCCESS
+    );
+    deregister_provider(first);
+    let module = GUID::from_u128(0xABCD);
+    assert_eq!(
+        kernel.nmr_deregistrations(),
+        [
+            NmrDeregistration {
+                kind: "client",
+                npi_id: NPI,
+                module
+            },
+            NmrDeregistration {
+                kind: "provider",
+                npi_id: OTHER_NPI,
+                module
+            },
+            NmrDeregistration {
+                kind: "provider",
+                npi_id: NPI,
+                module
+            },
+        ]
+    );
+    // The record keeps the most recent MAX_DEREGISTRATIONS.
+    for _ in 0..MAX_DEREGISTRATIONS {
+        let (_, client) = register_client(&NPI_ID, new_side(true));
+        deregister_client(client);
+    }
+    let kept = kernel.nmr_deregistrations();
+    assert_eq!(kept.len(), MAX_DEREGISTRATIONS);
+    assert!(
+        kept.iter().all(|d| d.kind == "client"),
+        "the oldest went first"
+    );
     kernel.assert_no_leaks();
 }
 

@@ -1,7 +1,8 @@
 //! The SDK keeps the program types a driver registers through `Start::program_type` and stops
 //! them only after the extension value (and every hook in it) has dropped: at unload, and
 //! when the start fails after registering them. Whatever order the extension declares its
-//! fields in, no hook outlives the program type whose programs it runs.
+//! fields in, no hook outlives the program type whose programs it runs; the program types
+//! stop in the reverse of the order they were registered in.
 #![allow(clippy::std_instead_of_core, reason = "host tests")]
 
 use core::cell::RefCell;
@@ -58,6 +59,17 @@ impl Drop for Witness {
 
 fn seen_at_drop() -> Vec<(bool, bool, bool)> {
     SEEN_AT_DROP.with(|s| s.borrow_mut().drain(..).collect())
+}
+
+/// The module GUIDs of the providers that deregistered, in the order they did: the hook's
+/// module is its attach type, a program type's its GUID.
+fn providers_stopped(kernel: &Kernel) -> Vec<GUID> {
+    kernel
+        .nmr_deregistrations()
+        .into_iter()
+        .filter(|d| d.kind == "provider")
+        .map(|d| d.module)
+        .collect()
 }
 
 /// A driver that declares a field dropped after its hook; both drop before the program types.
@@ -138,6 +150,11 @@ fn unload_stops_the_program_types_after_the_extension() {
          were still there"
     );
     assert!(kernel.nmr_registrations().is_empty(), "then they went too");
+    assert_eq!(
+        providers_stopped(&kernel),
+        [HOOK, SECOND, FIRST],
+        "the hook first, then the program types, the last registered first"
+    );
     drop(object);
     kernel.assert_no_leaks();
 }
@@ -156,6 +173,7 @@ fn a_failed_start_stops_the_program_types_after_its_own_values() {
          still there"
     );
     assert!(kernel.nmr_registrations().is_empty());
+    assert_eq!(providers_stopped(&kernel), [HOOK, SECOND, FIRST]);
     assert!(failing::DRIVER.get().is_none());
     drop(object);
     kernel.assert_no_leaks();

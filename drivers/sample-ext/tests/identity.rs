@@ -226,3 +226,40 @@ fn the_btf_resolved_function_is_upstreams() {
     );
     kernel.assert_no_leaks();
 }
+
+/// Unload stops the four providers in the order the driver's docs give: the BTF-resolved
+/// function provider, the hook, the map provider, and the program type last (upstream stops
+/// the program type before the map provider).
+#[test]
+fn unload_stops_the_providers_in_the_documented_order() {
+    use ebpf_ext_sys::ebpf_extension_uuids::{
+        EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID, EBPF_HOOK_EXTENSION_IID,
+        EBPF_MAP_INFO_EXTENSION_IID, EBPF_PROGRAM_INFO_EXTENSION_IID,
+    };
+    let kernel = Kernel::new();
+    let driver = LoadedDriver::load(Target::Native(sample_ext::driver_entry), "SampleEbpfExt")
+        .expect("DriverEntry");
+    driver.unload();
+    let stopped: Vec<_> = kernel
+        .nmr_deregistrations()
+        .into_iter()
+        .filter(|d| d.kind == "provider")
+        .map(|d| (d.npi_id, d.module))
+        .collect();
+    assert_eq!(
+        stopped,
+        [
+            (
+                EBPF_BTF_RESOLVED_FUNCTION_EXTENSION_IID,
+                sample_ext::btf::BTF_MODULE
+            ),
+            (EBPF_HOOK_EXTENSION_IID, sample_ext::hook::ATTACH_TYPE),
+            (
+                EBPF_MAP_INFO_EXTENSION_IID,
+                sample_ext::maps::MAP_PROVIDER_MODULE_ID
+            ),
+            (EBPF_PROGRAM_INFO_EXTENSION_IID, PROGRAM_TYPE),
+        ]
+    );
+    kernel.assert_no_leaks();
+}
