@@ -95,12 +95,15 @@ unsafe fn register_provider(
     }
 }
 
-/// Deregisters a provider and waits until every client has detached and been cleaned up;
-/// after it returns NMR holds no reference to the provider. An unexpected status is traced.
+/// Deregisters a provider and waits until every client has detached and been cleaned up.
+/// Returns whether NMR is done with the registration: true when it returned, NMR holding no
+/// reference to the provider any more; false if either call failed (each failure is traced),
+/// when what NMR still holds is unknown and the provider's state must never be freed.
 ///
 /// # Safety
 /// `handle` came from [`register_provider`] and is deregistered once.
-unsafe fn deregister_provider(handle: HANDLE) {
+#[must_use]
+unsafe fn deregister_provider(handle: HANDLE) -> bool {
     // SAFETY: a live registration handle (caller's contract).
     let status = unsafe { NmrDeregisterProvider(handle) };
     if status != STATUS_PENDING && status != STATUS_SUCCESS {
@@ -109,7 +112,7 @@ unsafe fn deregister_provider(handle: HANDLE) {
             "NmrDeregisterProvider",
             status
         );
-        return;
+        return false;
     }
     // SAFETY: deregistration started above.
     let status = unsafe { NmrWaitForProviderDeregisterComplete(handle) };
@@ -119,7 +122,9 @@ unsafe fn deregister_provider(handle: HANDLE) {
             "NmrWaitForProviderDeregisterComplete",
             status
         );
+        return false;
     }
+    true
 }
 
 /// The module GUID of a client's registration instance (GUID_NULL if absent or not
@@ -342,7 +347,9 @@ struct Registered<P: NpiProvider> {
 }
 
 /// A registered NPI provider. Dropping it deregisters and waits until every client has
-/// detached and been cleaned up.
+/// detached and been cleaned up. If NMR fails the deregistration or the wait (it should not:
+/// `STATUS_PENDING` is the documented result), the failure is traced and the state leaked,
+/// never freed while NMR may still read it.
 ///
 /// A leaked one (`mem::forget`, a reference cycle) stays registered until its driver
 /// unloads, where [`deregister_leaked`] (which the driver glue calls) deregisters it and
@@ -436,10 +443,17 @@ impl<P: NpiProvider> Drop for Provider<P> {
         }
         // SAFETY: unlisted just above, by this drop.
         let handle = unsafe { live::handle(registered.link.get()) };
-        // SAFETY: the live handle of this registration, deregistered once. When this returns
-        // every client has detached and been cleaned up, and NMR holds no reference.
-        unsafe { deregister_provider(handle) };
-        drop(registered);
+        // SAFETY: the live handle of this registration, deregistered once. When it returns
+        // true every client has detached and been cleaned up, and NMR holds no reference.
+        if unsafe { deregister_provider(handle) } {
+            drop(registered);
+        } else {
+            // NMR refused or did not finish the deregistration (traced): it may still hold
+            // the characteristics and call back with the context, so the state is leaked
+            // rather than freed. A driver cannot recover from this; Driver Verifier reports
+            // the leaked pool, and NMR the registration left behind at unload.
+            mem::forget(registered);
+        }
     }
 }
 

@@ -82,8 +82,9 @@ pub enum Fault {
     /// (`IoAllocateWorkItem`, `IoCreateDevice`, `EtwRegister`, `NmrRegister*`,
     /// `ExAllocateCacheAwareRundownProtection`).
     Allocation(u64),
-    /// Fail the N-th call of the named routine (see [`FAULTABLE_APIS`]) with the status that
-    /// routine's injected failure returns by default.
+    /// Fail the N-th call of the named routine (see [`FAULTABLE_APIS`] and
+    /// [`UNRECOVERABLE_FAULTABLE_APIS`]) with the status that routine's injected failure
+    /// returns by default.
     Call(&'static str, u64),
     /// Fail the N-th call of the named routine with the given failure status (see
     /// [`STATUS_FAULTABLE_APIS`]); the routine returns it without writing its outputs, as a
@@ -107,6 +108,16 @@ pub const FAULTABLE_APIS: &[&str] = &[
     "PsSetCreateProcessNotifyRoutineEx",
     "SecLookupAccountSid",
 ];
+
+/// Routines whose failure a driver cannot recover from, injectable one call at a time
+/// ([`Fault::Call`]) but never swept ([`sweep_call_failures`]): what is left after one fails
+/// is a leak on Windows too, so a test asserts what the driver did instead (that it traced
+/// the status and freed nothing the kernel may still read).
+///
+/// - `NmrDeregisterProvider` (`STATUS_UNSUCCESSFUL`): documented to return `STATUS_PENDING`
+///   or an error; an injected failure leaves the registration as it was, attached bindings
+///   and all.
+pub const UNRECOVERABLE_FAULTABLE_APIS: &[&str] = &["NmrDeregisterProvider"];
 
 /// The fault-injectable routines whose injected failure status a test can choose
 /// ([`Fault::CallWithStatus`]): routines whose failure statuses on Windows are not all
@@ -305,7 +316,8 @@ impl Kernel {
     /// Arms a fault; several may be armed at once.
     ///
     /// # Panics
-    /// If the count is zero or the routine cannot fail on Windows; for
+    /// If the count is zero or the routine cannot fail on Windows (it is in neither
+    /// [`FAULTABLE_APIS`] nor [`UNRECOVERABLE_FAULTABLE_APIS`]); for
     /// [`Fault::CallWithStatus`], if the routine is not one of [`STATUS_FAULTABLE_APIS`] or
     /// the status is a success (`NT_SUCCESS`).
     pub fn inject(&self, fault: Fault) {
@@ -313,7 +325,7 @@ impl Kernel {
             Fault::Allocation(n) => n,
             Fault::Call(api, n) => {
                 assert!(
-                    FAULTABLE_APIS.contains(&api),
+                    FAULTABLE_APIS.contains(&api) || UNRECOVERABLE_FAULTABLE_APIS.contains(&api),
                     "{api} cannot fail on Windows; not injectable"
                 );
                 n

@@ -21,7 +21,8 @@
 //!   drops it and the kernel symbols are missing.
 //! - Only routines that can fail on Windows can be fault-injected ([`Fault`],
 //!   [`FAULTABLE_APIS`]); some with a failure status the test chooses
-//!   ([`STATUS_FAULTABLE_APIS`]).
+//!   ([`STATUS_FAULTABLE_APIS`]); a few, whose failure a driver cannot recover from, only
+//!   one call at a time and never in a sweep ([`UNRECOVERABLE_FAULTABLE_APIS`]).
 //!
 //! Every export is listed in [`exports::EXPORTS`] by module and name, so a loader can bind a
 //! driver image's imports to this implementation.
@@ -55,8 +56,8 @@ pub use etw::{CapturedEvent, Enablement};
 pub use io::{Caller, FileHandle, IoResult, STALE_BYTE};
 pub use kernel::{
     BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND,
-    STATUS_FAULTABLE_APIS, component, expect_bugcheck, kernel_id, run_dying_child,
-    sweep_allocation_failures, sweep_call_failures,
+    STATUS_FAULTABLE_APIS, UNRECOVERABLE_FAULTABLE_APIS, component, expect_bugcheck, kernel_id,
+    run_dying_child, sweep_allocation_failures, sweep_call_failures,
 };
 pub use locals::ebpf_ext_usersim_kernel_local;
 pub use nmr::{MAX_DECLINES, MAX_DEREGISTRATIONS, NmrDecline, NmrDeregistration, NmrRegistration};

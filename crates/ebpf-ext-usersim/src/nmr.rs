@@ -22,7 +22,7 @@ use ebpf_ext_sys::netioddk::{
 use ebpf_ext_sys::ntdef::{GUID, HANDLE, NT_SUCCESS, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING,
-    STATUS_SUCCESS,
+    STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
 };
 use ebpf_ext_sys::wdm::{
     APC_LEVEL, DISPATCH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, PASSIVE_LEVEL,
@@ -618,6 +618,9 @@ fn finish_if_done(k: &Inner, binding: u64) {
 fn deregister(api: &'static str, kind: Kind, handle: HANDLE) -> NTSTATUS {
     require_irql(api, DISPATCH_LEVEL);
     with_kernel(api, |k| {
+        if kind == Kind::Provider && call_fails(k, api) {
+            return STATUS_UNSUCCESSFUL;
+        }
         let bindings: Vec<u64> = {
             let mut nmr = lock(&k.nmr);
             let Some(id) = handle_id(handle, REGISTRATION_HANDLE_BASE) else {

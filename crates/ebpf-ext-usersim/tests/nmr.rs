@@ -12,15 +12,15 @@ use ebpf_ext_sys::ntdef::NTSTATUS;
 use ebpf_ext_sys::ntdef::{GUID, HANDLE};
 use ebpf_ext_sys::ntstatus::{
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOINTERFACE, STATUS_PENDING,
-    STATUS_SUCCESS,
+    STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
 };
 use ebpf_ext_sys::wdm::{
     DISPATCH_LEVEL, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
     DRIVER_VERIFIER_DETECTED_VIOLATION, PASSIVE_LEVEL,
 };
 use ebpf_ext_usersim::{
-    Config, Fault, Kernel, MAX_DECLINES, MAX_DEREGISTRATIONS, NmrDecline, NmrDeregistration,
-    expect_bugcheck, image_unloaded,
+    Config, FAULTABLE_APIS, Fault, Kernel, MAX_DECLINES, MAX_DEREGISTRATIONS, NmrDecline,
+    NmrDeregistration, UNRECOVERABLE_FAULTABLE_APIS, expect_bugcheck, image_unloaded,
 };
 
 /// Handle-only NMR routines: usersim validates handles, so these are safe to call here.
@@ -492,6 +492,31 @@ fn completed_deregistrations_are_recorded_in_the_order_they_completed() {
         kept.iter().all(|d| d.kind == "client"),
         "the oldest went first"
     );
+    kernel.assert_no_leaks();
+}
+
+/// An injected `NmrDeregisterProvider` failure changes nothing: the registration and its
+/// binding stay, and a later deregistration works. It is never part of a sweep.
+#[test]
+fn an_injected_deregistration_failure_leaves_the_registration_as_it_was() {
+    static NPI_ID: GUID = NPI;
+    let kernel = Kernel::new();
+    let (p, c) = (new_side(true), new_side(true));
+    let (_, ph) = register_provider(&NPI_ID, p);
+    let (_, ch) = register_client(&NPI_ID, c);
+    kernel.inject(Fault::Call("NmrDeregisterProvider", 1));
+    assert_eq!(safe::NmrDeregisterProvider(ph), STATUS_UNSUCCESSFUL);
+    assert_eq!(kernel.nmr_binding_count(), 1);
+    assert_eq!(p.detached.load(Ordering::SeqCst), 0);
+    assert!(kernel.nmr_registrations().iter().all(|r| !r.deregistering));
+    assert!(
+        !FAULTABLE_APIS.contains(&"NmrDeregisterProvider"),
+        "not swept"
+    );
+    assert!(UNRECOVERABLE_FAULTABLE_APIS.contains(&"NmrDeregisterProvider"));
+    deregister_provider(ph);
+    assert_eq!(p.detached.load(Ordering::SeqCst), 1);
+    deregister_client(ch);
     kernel.assert_no_leaks();
 }
 

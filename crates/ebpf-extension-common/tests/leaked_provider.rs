@@ -226,3 +226,55 @@ fn the_sweep_takes_every_leaked_provider_and_no_dropped_one() {
     }
     only_the_leaked_state_is_left(&kernel);
 }
+
+tracelogging::define_provider!(
+    REFUSED_TRACE,
+    "RefusedDeregistrationTestProvider",
+    id("7e3f4a5b-6c7d-4e8f-a091-b2c3d4e5f6a8")
+);
+
+/// NMR failing a deregistration (documented to answer `STATUS_PENDING`, so it should not)
+/// leaves NMR holding the provider: `Drop` traces the status and leaks the state rather than
+/// free what NMR still reads. The core stays attached, and its own detach, later, runs the
+/// provider's callbacks on that live state.
+#[test]
+fn a_provider_nmr_would_not_deregister_is_leaked_not_freed() {
+    use ebpf_ext_usersim::Fault;
+    use ebpf_ext_usersim::tracelogging::Value;
+
+    let kernel = Kernel::new();
+    ebpf_extension_common::trace::initiate(&REFUSED_TRACE).expect("tracing");
+    // SAFETY: the one provider of the type; no hook invokes its programs.
+    let provider = unsafe { ProgramInfoProvider::register(&DATA, TAG) }.expect("register");
+    let client = ProgramInfoClient::attach(PROGRAM).expect("the core attaches");
+    let state = kernel.pool_outstanding_with_tag("Leak");
+    assert_eq!(state, 2, "the provider's state and the core's binding");
+    kernel.inject(Fault::Call("NmrDeregisterProvider", 1));
+    drop(provider);
+    assert_eq!(
+        kernel.faults_triggered(),
+        [Fault::Call("NmrDeregisterProvider", 1)]
+    );
+    assert!(
+        kernel
+            .etw_events()
+            .iter()
+            .any(|e| e.name == "EbpfExtApiError"
+                && e.field("api") == Some(&Value::Str("NmrDeregisterProvider".into())))
+    );
+    assert_eq!(providers(&kernel), 1, "NMR still holds it");
+    assert!(client.is_attached());
+    assert_eq!(
+        kernel.pool_outstanding_with_tag("Leak"),
+        state,
+        "nothing freed"
+    );
+    drop(client);
+    assert_eq!(
+        kernel.pool_outstanding_with_tag("Leak"),
+        1,
+        "the core's detach ran the provider's cleanup, which freed its binding; the state stays"
+    );
+    ebpf_extension_common::trace::terminate();
+    only_the_leaked_state_is_left(&kernel);
+}
