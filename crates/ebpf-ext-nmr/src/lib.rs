@@ -35,7 +35,7 @@ use ebpf_ext_sys::{Error, Result};
 
 mod live;
 
-pub use live::deregister_leaked;
+pub use live::{deregister_leaked, deregister_leaked_except};
 
 /// Characteristics of a provider of `npi_id` with these callbacks (version 0, length 72,
 /// registration instance version 0, size 40, number 0). The module id and NPI-specific
@@ -391,7 +391,7 @@ impl<P: NpiProvider> Provider<P> {
                     cleanup_binding_context::<P>,
                 ),
                 module_id: NPI_MODULEID::from_guid(module_id),
-                link: live::LinkCell::new(module_id),
+                link: live::LinkCell::new(*P::NPI_ID, module_id),
                 tag,
                 provider,
                 _pin: PhantomPinned,

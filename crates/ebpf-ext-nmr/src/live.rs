@@ -47,6 +47,8 @@ pub(crate) struct Link {
     next: *mut Link,
     prev: *mut Link,
     handle: HANDLE,
+    /// The NPI it provides, which [`deregister_leaked_except`] sweeps by.
+    npi: GUID,
     module: GUID,
     linked: Linked,
     /// The list it was put on (on the host, the kernel bound when it was registered, which
@@ -62,12 +64,13 @@ pub(crate) struct LinkCell(UnsafeCell<Link>);
 impl core::panic::RefUnwindSafe for LinkCell {}
 
 impl LinkCell {
-    /// An unlisted entry for the registration of `module`.
-    pub(crate) const fn new(module: GUID) -> LinkCell {
+    /// An unlisted entry for the registration of `module` as a provider of `npi`.
+    pub(crate) const fn new(npi: GUID, module: GUID) -> LinkCell {
         LinkCell(UnsafeCell::new(Link {
             next: ptr::null_mut(),
             prev: ptr::null_mut(),
             handle: ptr::null_mut(),
+            npi,
             module,
             linked: Linked::No,
             list: ptr::null(),
@@ -236,21 +239,56 @@ pub(crate) unsafe fn handle(link: *const Link) -> HANDLE {
     reason = "the count is for tests and diagnostics; an unload has no use for it"
 )]
 pub unsafe fn deregister_leaked() -> usize {
+    sweep(|_| true)
+}
+
+/// As [`deregister_leaked`], but leaves every provider of `npi` registered (and listed, so a
+/// later [`deregister_leaked`] still takes a leaked one). For an unload that stops providers
+/// it still keeps after the leaked ones: the driver glue sweeps everything but the
+/// program-information providers (a leaked hook stops before the program type whose programs
+/// it runs), stops the program types it keeps, then sweeps the rest.
+///
+/// # Safety
+/// As [`deregister_leaked`]; the providers of `npi` it leaves may be dropped afterwards.
+///
+/// # IRQL
+/// PASSIVE_LEVEL.
+#[expect(
+    clippy::must_use_candidate,
+    reason = "the count is for tests and diagnostics; an unload has no use for it"
+)]
+pub unsafe fn deregister_leaked_except(npi: &GUID) -> usize {
+    sweep(|other| other != npi)
+}
+
+/// Deregisters every listed provider whose NPI `take` accepts, newest first.
+fn sweep(take: impl Fn(&GUID) -> bool) -> usize {
     let Some(list) = list() else {
         return 0;
     };
     let mut swept = 0;
     loop {
         let taken = list.locked(|head| {
+            let mut at = *head;
             // SAFETY: listed entries are valid and accessed only under the lock, held here.
-            let entry = unsafe { head.as_mut() }?;
-            *head = entry.next;
-            // SAFETY: as above.
-            if let Some(next) = unsafe { entry.next.as_mut() } {
-                next.prev = ptr::null_mut();
+            while let Some(entry) = unsafe { at.as_mut() } {
+                if !take(&entry.npi) {
+                    at = entry.next;
+                    continue;
+                }
+                // SAFETY: its listed neighbours likewise.
+                match unsafe { entry.prev.as_mut() } {
+                    Some(prev) => prev.next = entry.next,
+                    None => *head = entry.next,
+                }
+                // SAFETY: as above.
+                if let Some(next) = unsafe { entry.next.as_mut() } {
+                    next.prev = entry.prev;
+                }
+                entry.linked = Linked::Swept;
+                return Some((entry.handle, entry.module));
             }
-            entry.linked = Linked::Swept;
-            Some((entry.handle, entry.module))
+            None
         });
         let Some((handle, module)) = taken else {
             return swept;

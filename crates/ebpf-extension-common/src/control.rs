@@ -243,6 +243,10 @@ impl DeviceControl<'_> {
     ///
     /// # Safety
     /// `irp` is the IRP a dispatch routine received, not yet completed, and outlives `'irp`.
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL (the system buffer is non-paged); a dispatch routine runs at
+    /// PASSIVE_LEVEL.
     #[must_use]
     pub unsafe fn from_irp(irp: *mut IRP) -> Option<Self> {
         // SAFETY: the caller passes an IRP in its dispatch routine.
@@ -345,6 +349,9 @@ pub unsafe fn complete_request(irp: *mut IRP, status: NTSTATUS, information: usi
 ///
 /// # Safety
 /// Called by the I/O manager with a live device and IRP.
+///
+/// # IRQL
+/// PASSIVE_LEVEL (the I/O manager calls these dispatch routines there).
 pub unsafe extern "win64" fn dispatch_succeed(
     _device: *mut DEVICE_OBJECT,
     irp: *mut IRP,

@@ -37,6 +37,7 @@ use ebpf_ext_pool::PoolTag;
 use ebpf_ext_program_info::{
     BtfFunctionProvider, BtfFunctions, ProgramInfoProvider, TypedProgramData,
 };
+use ebpf_ext_sys::ebpf_extension_uuids::EBPF_PROGRAM_INFO_EXTENSION_IID;
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
 use ebpf_ext_sys::wdm::{
@@ -657,9 +658,35 @@ fn check_program_type<P>(program_type: GUID, config: &HookConfig<P>) -> Result<(
     Err(Error::InvalidParameter)
 }
 
+/// Stops what an extension leaves once its value (or its failed start's values) has dropped,
+/// before the device its hooks may use goes: first every NPI provider it leaked but the
+/// program-information ones (a leaked hook stops before the program type whose programs it
+/// runs), then the program types the SDK keeps, in reverse order of registration, then any
+/// program-information provider it leaked, and last any process notify routine it left
+/// added. Each leaked one is traced ([`ebpf_ext_nmr::deregister_leaked`],
+/// [`crate::process::remove_leaked`]).
+///
+/// # Safety
+/// As [`ebpf_ext_nmr::deregister_leaked`]: no other thread runs the driver's code, and every
+/// provider the extension held has been dropped.
+///
+/// # IRQL
+/// PASSIVE_LEVEL.
+unsafe fn stop_kept_and_leaked(program_types: Option<KeptProgramTypes>) {
+    // SAFETY: the caller's contract; the kept program types drop only after it returns.
+    unsafe { ebpf_ext_nmr::deregister_leaked_except(&EBPF_PROGRAM_INFO_EXTENSION_IID) };
+    // No hook is left: no program of these types runs any more.
+    drop(program_types);
+    // SAFETY: the caller's contract.
+    unsafe { ebpf_ext_nmr::deregister_leaked() };
+    crate::process::remove_leaked();
+}
+
 /// A running extension driver, as [`crate::driver_entry!`] keeps it. It stops in this
-/// order: control device (no new requests), the extension, the program types it registered
-/// (in reverse order of registration), any NPI provider the extension leaked (deregistered, traced: [`ebpf_ext_nmr::deregister_leaked`]), any process notify
+/// order: control device (no new requests), the extension, any NPI provider the extension
+/// leaked but program-information ones, the program types it registered (in reverse order
+/// of registration), any program-information provider it leaked (each leaked one
+/// deregistered and traced: [`ebpf_ext_nmr::deregister_leaked`]), any process notify
 /// routine it left added (removed, traced: [`crate::process::remove_leaked`]), the device
 /// object, tracing.
 pub struct Running<D: ExtensionDriver> {
@@ -686,15 +713,10 @@ impl<D: ExtensionDriver> Drop for Running<D> {
         // SAFETY: dropped once, here; `self` is not used again but to take the program types
         // and drop the device and tracing fields, which do not touch the extension.
         unsafe { core::mem::ManuallyDrop::drop(&mut self.extension) };
-        // Every hook is gone: no program of these types runs any more. They go before the
-        // sweep, which would count them as leaked.
-        drop(self.program_types.take());
-        // A provider the extension leaked goes before the device its hooks may use; a notify
-        // routine it left added goes too.
         // SAFETY: unload: the extension value and every provider it held are dropped (above,
-        // on this thread); a provider it leaked is never dropped.
-        unsafe { ebpf_ext_nmr::deregister_leaked() };
-        crate::process::remove_leaked();
+        // on this thread); a provider it leaked is never dropped, and the program types kept
+        // here are dropped only once this has returned.
+        unsafe { stop_kept_and_leaked(self.program_types.take()) };
     }
 }
 
@@ -767,14 +789,10 @@ pub mod glue {
         let extension = match started {
             Ok(extension) => extension,
             Err(e) => {
-                drop(program_types);
-                // A provider the failed start leaked goes before the device it may use; a
-                // notify routine it added goes too.
                 // SAFETY: inside `DriverEntry`, after the failed start dropped what it had
                 // made: the driver has no other thread, and a leaked provider is never
                 // dropped.
-                unsafe { ebpf_ext_nmr::deregister_leaked() };
-                crate::process::remove_leaked();
+                unsafe { super::stop_kept_and_leaked(Some(program_types)) };
                 return Err(e);
             }
         };

@@ -415,7 +415,7 @@ impl Completion {
 impl From<Refusal> for Completion {
     /// Traces the refusal (`EbpfExtGenericMessage`, Warning, keyword `EXTENSION`, with the
     /// status) and completes with its status (`STATUS_INTERNAL_ERROR` for a success or
-    /// informational one) and no output.
+    /// informational one) and no output. IRQL: ≤ DISPATCH_LEVEL (tracing).
     fn from(refusal: Refusal) -> Self {
         trace_message_status!(
             Level::Warning,
@@ -474,7 +474,10 @@ impl<'a> Request<'a> {
         self.code
     }
 
-    /// Refuses an unknown control code (`STATUS_INVALID_DEVICE_REQUEST`).
+    /// Refuses an unknown control code (`STATUS_INVALID_DEVICE_REQUEST`), traced.
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL (tracing).
     #[must_use]
     pub fn unknown(self) -> Completion {
         Refusal::new(STATUS_INVALID_DEVICE_REQUEST, "unknown control code").into()
@@ -490,6 +493,10 @@ impl<'a> Request<'a> {
     /// (`STATUS_INVALID_PARAMETER`); an output shorter than `I::Reply`
     /// (`STATUS_BUFFER_TOO_SMALL`); a field [`Ioctl::check_fields`] refuses
     /// (`STATUS_INVALID_PARAMETER`).
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL (tracing); `handler` runs at the caller's IRQL, PASSIVE_LEVEL in
+    /// [`crate::driver::ExtensionDriver::device_control`].
     pub fn handle<I: Ioctl>(
         self,
         handler: impl FnOnce(Call<'_, I>) -> Result<Completion, Refusal>,
@@ -606,6 +613,9 @@ impl<I: Ioctl> Call<'_, I> {
     ///
     /// # Errors
     /// `STATUS_INSUFFICIENT_RESOURCES` if the allocation fails.
+    ///
+    /// # IRQL
+    /// ≤ DISPATCH_LEVEL (non-paged pool).
     pub fn payload_copy(&self, tag: ebpf_ext_pool::PoolTag) -> Result<PoolArray<u8>, Refusal> {
         let mut copy = PoolArray::try_new(self.payload().len(), tag).map_err(|_| {
             Refusal::new(

@@ -67,14 +67,16 @@ pub fn at_level<R>(level: KIRQL, f: impl FnOnce() -> R) -> Option<R> {
 
 /// Runs `f` `count` times and stops at its first error. With `stretch`, it runs at
 /// DISPATCH_LEVEL, as a network stack runs its hooks, in stretches of that many calls with the
-/// IRQL lowered in between, so a long run cannot hold the processor long enough for the DPC
-/// watchdog.
+/// IRQL lowered to the caller's in between, so that a long run called below DISPATCH_LEVEL
+/// cannot hold the processor long enough for the DPC watchdog.
 ///
 /// # Errors
 /// The first error `f` returns.
 ///
 /// # IRQL
-/// ≤ DISPATCH_LEVEL; with `stretch`, `f` runs at DISPATCH_LEVEL.
+/// ≤ DISPATCH_LEVEL; with `stretch`, `f` runs at DISPATCH_LEVEL. Called at DISPATCH_LEVEL,
+/// there is nothing to lower to between stretches: the whole run holds the processor, so
+/// keep `count` short there.
 pub fn repeat<E>(
     count: u64,
     stretch: Option<u64>,

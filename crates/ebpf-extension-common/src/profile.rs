@@ -116,8 +116,10 @@ impl<const CODE: u32, const VERSION: u32, const MAX_PAYLOAD: usize>
     /// `STATUS_NOT_FOUND`).
     ///
     /// # IRQL
-    /// PASSIVE_LEVEL to DISPATCH_LEVEL (a dispatch routine runs at PASSIVE_LEVEL); `fire`
-    /// runs at DISPATCH_LEVEL with [`PROFILE_AT_DISPATCH`], else at the caller's IRQL.
+    /// Below DISPATCH_LEVEL (a dispatch routine runs at PASSIVE_LEVEL): up to
+    /// [`MAX_ITERATIONS`] calls, as many as user mode asks for, must give the processor back
+    /// between stretches, and called at DISPATCH_LEVEL they could not. `fire` runs at
+    /// DISPATCH_LEVEL with [`PROFILE_AT_DISPATCH`], else at the caller's IRQL.
     pub fn profile(
         self,
         tag: PoolTag,

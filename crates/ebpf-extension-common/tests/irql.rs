@@ -79,4 +79,17 @@ fn repeat_runs_stretches_at_dispatch_and_lowers_between_them() {
     });
     assert_eq!((stopped, calls), (Err(3), 3), "the first error stops it");
     assert_eq!(kernel.irql_raises(), 3, "no stretch: no raise");
+    // Called at DISPATCH_LEVEL, the IRQL has nowhere lower to go between stretches (the docs
+    // say so: keep such runs short).
+    let mut levels = Vec::new();
+    let done: Result<(), ()> = at_dispatch(|| {
+        repeat(10, Some(4), || {
+            levels.push(KeGetCurrentIrql());
+            Ok(())
+        })
+    })
+    .expect("from PASSIVE_LEVEL");
+    assert_eq!(done, Ok(()));
+    assert_eq!(levels, vec![DISPATCH_LEVEL; 10]);
+    assert_eq!(KeGetCurrentIrql(), PASSIVE_LEVEL);
 }

@@ -74,8 +74,8 @@ mod leaks_its_hook {
     driver_entry!(static DRIVER: LeaksItsHook);
 }
 
-/// A driver whose start leaks its hook, then fails (the SDK stops the program type it
-/// keeps, then sweeps the hook).
+/// A driver whose start leaks its hook, then fails (the SDK sweeps the hook, then stops the
+/// program type it keeps).
 mod leaks_then_fails {
     use super::*;
 
@@ -99,6 +99,35 @@ mod leaks_then_fails {
     }
 
     driver_entry!(static DRIVER: LeaksThenFails);
+}
+
+/// A driver that leaks its hook and a program-information provider it registered itself,
+/// beside the program type the SDK keeps.
+mod leaks_a_program_type_too {
+    use super::*;
+
+    tracelogging::define_provider!(
+        TRACE,
+        "LeaksAProgramTypeTooTestProvider",
+        id("6d2e3f4a-5b6c-4d7e-9f80-a1b2c3d4e5f7")
+    );
+
+    struct LeaksAProgramTypeToo;
+
+    impl ExtensionDriver for LeaksAProgramTypeToo {
+        const TRACE_PROVIDER: &'static tracelogging::Provider = &TRACE;
+        const TAG: PoolTag = TAG;
+
+        fn start(start: &Start<'_>) -> Result<Self> {
+            // SAFETY: the one provider of its type; no hook invokes its programs.
+            core::mem::forget(unsafe { ProgramInfoProvider::register(&SECOND, TAG) }?);
+            let program_type = start.program_type(&DATA)?;
+            core::mem::forget(start.hook(&program_type, HOOK_CONFIG, Hook)?);
+            Ok(LeaksAProgramTypeToo)
+        }
+    }
+
+    driver_entry!(static DRIVER: LeaksAProgramTypeToo);
 }
 
 /// Every allocation still outstanding is the leaked providers' (the test's tag), and there is
@@ -131,6 +160,16 @@ fn swept_messages(kernel: &Kernel) -> usize {
     kernel.etw_messages_containing(SWEPT)
 }
 
+/// The module GUIDs of the providers that deregistered, in the order they did.
+fn providers_stopped(kernel: &Kernel) -> Vec<GUID> {
+    kernel
+        .nmr_deregistrations()
+        .into_iter()
+        .filter(|d| d.kind == "provider")
+        .map(|d| d.module)
+        .collect()
+}
+
 #[test]
 fn unload_deregisters_a_leaked_hook_and_detaches_its_programs() {
     let kernel = Kernel::new();
@@ -153,8 +192,40 @@ fn unload_deregisters_a_leaked_hook_and_detaches_its_programs() {
     );
     assert!(!link.is_attached(), "its program was detached");
     assert_eq!(swept_messages(&kernel), 1, "traced once, for the hook");
+    assert_eq!(
+        providers_stopped(&kernel),
+        [HOOK, PROGRAM],
+        "the leaked hook stops before the program type whose programs it runs"
+    );
     drop(link);
     assert!(kernel.nmr_registrations().is_empty());
+    drop(object);
+    only_the_leaked_state_is_left(&kernel);
+}
+
+/// Unload sweeps the leaked hook first, stops the program type the SDK keeps, then sweeps
+/// the leaked program-information provider: a sweep that left program types for later keeps
+/// them listed.
+#[test]
+fn unload_stops_leaked_hooks_then_kept_program_types_then_leaked_ones() {
+    let kernel = Kernel::new();
+    let mut object = DriverObject::new();
+    // SAFETY: a fresh driver object that outlives the driver (unloaded below).
+    let status = unsafe { leaks_a_program_type_too::driver_entry(object.as_ptr(), ptr::null()) };
+    assert_eq!(status, STATUS_SUCCESS);
+    assert_eq!(providers(&kernel), 3);
+    let unload = object.get().DriverUnload.expect("DriverUnload set");
+    // SAFETY: the driver's own unload routine, once.
+    unsafe { unload(object.as_ptr()) };
+    assert_eq!(
+        providers_stopped(&kernel),
+        [HOOK, PROGRAM, SECOND.program_type()]
+    );
+    assert_eq!(
+        swept_messages(&kernel),
+        2,
+        "the hook and the program type it leaked"
+    );
     drop(object);
     only_the_leaked_state_is_left(&kernel);
 }
@@ -172,6 +243,7 @@ fn a_failed_start_deregisters_what_it_leaked() {
         "the core finds no provider of the type"
     );
     assert_eq!(swept_messages(&kernel), 1);
+    assert_eq!(providers_stopped(&kernel), [HOOK, PROGRAM]);
     drop(object);
     only_the_leaked_state_is_left(&kernel);
 }
