@@ -95,15 +95,26 @@ unsafe fn register_provider(
     }
 }
 
+/// How [`deregister_provider`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Deregistration {
+    /// NMR holds no reference to the provider any more.
+    Complete,
+    /// `NmrDeregisterProvider` failed: no deregistration started, the provider stays
+    /// registered, and deregistering it may be tried again.
+    Refused,
+    /// The wait failed: what NMR still holds is unknown.
+    Unfinished,
+}
+
 /// Deregisters a provider and waits until every client has detached and been cleaned up.
-/// Returns whether NMR is done with the registration: true when it returned, NMR holding no
-/// reference to the provider any more; false if either call failed (each failure is traced),
-/// when what NMR still holds is unknown and the provider's state must never be freed.
+/// Each failure is traced; after any but [`Deregistration::Complete`] NMR may still call
+/// back with the provider's context, so its state must never be freed.
 ///
 /// # Safety
-/// `handle` came from [`register_provider`] and is deregistered once.
-#[must_use]
-unsafe fn deregister_provider(handle: HANDLE) -> bool {
+/// `handle` came from [`register_provider`] and is deregistered once (again only after
+/// [`Deregistration::Refused`]).
+unsafe fn deregister_provider(handle: HANDLE) -> Deregistration {
     // SAFETY: a live registration handle (caller's contract).
     let status = unsafe { NmrDeregisterProvider(handle) };
     if status != STATUS_PENDING && status != STATUS_SUCCESS {
@@ -112,7 +123,7 @@ unsafe fn deregister_provider(handle: HANDLE) -> bool {
             "NmrDeregisterProvider",
             status
         );
-        return false;
+        return Deregistration::Refused;
     }
     // SAFETY: deregistration started above.
     let status = unsafe { NmrWaitForProviderDeregisterComplete(handle) };
@@ -122,9 +133,9 @@ unsafe fn deregister_provider(handle: HANDLE) -> bool {
             "NmrWaitForProviderDeregisterComplete",
             status
         );
-        return false;
+        return Deregistration::Unfinished;
     }
-    true
+    Deregistration::Complete
 }
 
 /// The module GUID of a client's registration instance (GUID_NULL if absent or not
@@ -349,7 +360,8 @@ struct Registered<P: NpiProvider> {
 /// A registered NPI provider. Dropping it deregisters and waits until every client has
 /// detached and been cleaned up. If NMR fails the deregistration or the wait (it should not:
 /// `STATUS_PENDING` is the documented result), the failure is traced and the state leaked,
-/// never freed while NMR may still read it.
+/// never freed while NMR may still read it; a refused deregistration is tried again by the
+/// unload sweep ([`deregister_leaked`]).
 ///
 /// A leaked one (`mem::forget`, a reference cycle) stays registered until its driver
 /// unloads, where [`deregister_leaked`] (which the driver glue calls) deregisters it and
@@ -443,16 +455,21 @@ impl<P: NpiProvider> Drop for Provider<P> {
         }
         // SAFETY: unlisted just above, by this drop.
         let handle = unsafe { live::handle(registered.link.get()) };
-        // SAFETY: the live handle of this registration, deregistered once. When it returns
-        // true every client has detached and been cleaned up, and NMR holds no reference.
-        if unsafe { deregister_provider(handle) } {
-            drop(registered);
-        } else {
-            // NMR refused or did not finish the deregistration (traced): it may still hold
-            // the characteristics and call back with the context, so the state is leaked
-            // rather than freed. A driver cannot recover from this; Driver Verifier reports
-            // the leaked pool, and NMR the registration left behind at unload.
-            mem::forget(registered);
+        // SAFETY: the live handle of this registration, deregistered once. When it is
+        // complete every client has detached and been cleaned up, and NMR holds no reference.
+        match unsafe { deregister_provider(handle) } {
+            Deregistration::Complete => drop(registered),
+            Deregistration::Refused => {
+                // Still registered (traced): the state stays, and goes back on the list, so
+                // that unload's sweep (`deregister_leaked`) tries again before the image
+                // goes. Driver Verifier reports the leaked pool.
+                // SAFETY: unlisted above and never freed from here on (forgotten below).
+                unsafe { live::list_registration(registered.link.get(), handle) };
+                mem::forget(registered);
+            }
+            // NMR did not finish the deregistration (traced): it may still call back with
+            // the context, so the state is leaked rather than freed. Nothing can be retried.
+            Deregistration::Unfinished => mem::forget(registered),
         }
     }
 }

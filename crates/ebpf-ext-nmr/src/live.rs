@@ -34,10 +34,12 @@ use ebpf_ext_sys::wdm::{EX_PUSH_LOCK, ExAcquirePushLockExclusiveEx, ExReleasePus
 enum Linked {
     /// Never listed (on the host, registered with no kernel storage: nothing to sweep into).
     No,
-    /// Listed: its `Provider`'s `Drop` deregisters it.
+    /// Listed: its `Provider`'s `Drop` deregisters it (or, put back after NMR refused that
+    /// `Drop`'s deregistration, a sweep does).
     Yes,
-    /// Taken off the list and deregistered by [`deregister_leaked`]: its `Provider`, if ever
-    /// dropped, must neither deregister it again nor free it.
+    /// Taken off the list and deregistered by a sweep ([`deregister_leaked`],
+    /// [`deregister_leaked_except`]): its `Provider`, if ever dropped, must neither
+    /// deregister it again nor free it.
     Swept,
 }
 
@@ -163,7 +165,7 @@ pub(crate) unsafe fn list_registration(link: *mut Link, handle: HANDLE) {
 }
 
 /// Takes a registration off its list for its `Provider`'s `Drop`: whether that `Drop` still
-/// deregisters it (false once [`deregister_leaked`] has).
+/// deregisters it (false once a sweep has).
 ///
 /// # Safety
 /// `link` was given to [`list_registration`], and this is its one call.
@@ -300,7 +302,8 @@ fn sweep(take: impl Fn(&GUID) -> bool) -> usize {
             module,
             STATUS_SUCCESS
         );
-        // A failure is traced; the state is leaked either way.
+        // A failure is traced; the state is leaked either way (a refused one stays
+        // registered: the sweep is the last try).
         // SAFETY: a live registration handle: swept (so its `Provider` never deregisters it)
         // from the list, which holds only registrations not yet deregistered. Its state is
         // never freed, so NMR's references stay valid through the wait.

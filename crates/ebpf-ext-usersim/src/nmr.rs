@@ -618,16 +618,19 @@ fn finish_if_done(k: &Inner, binding: u64) {
 fn deregister(api: &'static str, kind: Kind, handle: HANDLE) -> NTSTATUS {
     require_irql(api, DISPATCH_LEVEL);
     with_kernel(api, |k| {
-        if kind == Kind::Provider && call_fails(k, api) {
-            return STATUS_UNSUCCESSFUL;
-        }
         let bindings: Vec<u64> = {
             let mut nmr = lock(&k.nmr);
             let Some(id) = handle_id(handle, REGISTRATION_HANDLE_BASE) else {
                 return STATUS_INVALID_PARAMETER;
             };
             match nmr.registrations.get_mut(&id) {
-                Some(r) if r.kind == kind && !r.deregistering => r.deregistering = true,
+                // An injected failure leaves the registration as it was.
+                Some(r) if r.kind == kind && !r.deregistering => {
+                    if kind == Kind::Provider && call_fails(k, api) {
+                        return STATUS_UNSUCCESSFUL;
+                    }
+                    r.deregistering = true;
+                }
                 _ => return STATUS_INVALID_PARAMETER,
             }
             nmr.bindings

@@ -505,6 +505,12 @@ fn an_injected_deregistration_failure_leaves_the_registration_as_it_was() {
     let (_, ph) = register_provider(&NPI_ID, p);
     let (_, ch) = register_client(&NPI_ID, c);
     kernel.inject(Fault::Call("NmrDeregisterProvider", 1));
+    assert_eq!(
+        safe::NmrDeregisterProvider(ch),
+        STATUS_INVALID_PARAMETER,
+        "a client's handle is still refused as such, and no call counts"
+    );
+    assert!(kernel.faults_triggered().is_empty());
     assert_eq!(safe::NmrDeregisterProvider(ph), STATUS_UNSUCCESSFUL);
     assert_eq!(kernel.nmr_binding_count(), 1);
     assert_eq!(p.detached.load(Ordering::SeqCst), 0);

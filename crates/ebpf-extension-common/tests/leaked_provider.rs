@@ -119,10 +119,12 @@ mod leaks_a_program_type_too {
         const TAG: PoolTag = TAG;
 
         fn start(start: &Start<'_>) -> Result<Self> {
-            // SAFETY: the one provider of its type; no hook invokes its programs.
-            core::mem::forget(unsafe { ProgramInfoProvider::register(&SECOND, TAG) }?);
             let program_type = start.program_type(&DATA)?;
             core::mem::forget(start.hook(&program_type, HOOK_CONFIG, Hook)?);
+            // Registered last, so first on the list: the first sweep skips it and takes the
+            // hook from the middle of the list.
+            // SAFETY: the one provider of its type; no hook invokes its programs.
+            core::mem::forget(unsafe { ProgramInfoProvider::register(&SECOND, TAG) }?);
             Ok(LeaksAProgramTypeToo)
         }
     }
@@ -305,12 +307,12 @@ tracelogging::define_provider!(
     id("7e3f4a5b-6c7d-4e8f-a091-b2c3d4e5f6a8")
 );
 
-/// NMR failing a deregistration (documented to answer `STATUS_PENDING`, so it should not)
-/// leaves NMR holding the provider: `Drop` traces the status and leaks the state rather than
-/// free what NMR still reads. The core stays attached, and its own detach, later, runs the
-/// provider's callbacks on that live state.
+/// NMR refusing a deregistration (documented to answer `STATUS_PENDING`, so it should not)
+/// leaves the provider registered: `Drop` traces the status and leaks the state rather than
+/// free what NMR still reads, and puts it back on the list, so unload's sweep deregisters it
+/// before the image goes. Until then the core stays attached to live state.
 #[test]
-fn a_provider_nmr_would_not_deregister_is_leaked_not_freed() {
+fn a_provider_nmr_would_not_deregister_is_leaked_and_swept_at_unload() {
     use ebpf_ext_usersim::Fault;
     use ebpf_ext_usersim::tracelogging::Value;
 
@@ -341,12 +343,17 @@ fn a_provider_nmr_would_not_deregister_is_leaked_not_freed() {
         state,
         "nothing freed"
     );
-    drop(client);
+    // SAFETY: this thread is the only one running the provider's code.
+    assert_eq!(unsafe { sweep() }, 1, "unload's sweep takes it");
+    assert_eq!(providers(&kernel), 0);
+    assert!(!client.is_attached(), "its detach ran on the leaked state");
+    assert_eq!(swept_messages(&kernel), 1);
     assert_eq!(
         kernel.pool_outstanding_with_tag("Leak"),
         1,
-        "the core's detach ran the provider's cleanup, which freed its binding; the state stays"
+        "the cleanup freed the core's binding; the state stays"
     );
+    drop(client);
     ebpf_extension_common::trace::terminate();
     only_the_leaked_state_is_left(&kernel);
 }
