@@ -355,7 +355,9 @@ fn unicode(s: &str) -> Box<OwnedUnicode> {
     let length = u16::try_from((buffer.len() - 1) * 2).expect("string under 32 KiB");
     let string = UNICODE_STRING {
         Length: length,
-        MaximumLength: length + 2,
+        MaximumLength: length
+            .checked_add(2)
+            .expect("string and terminator under 32 KiB"),
         Buffer: buffer.as_mut_ptr(),
     };
     Box::new(OwnedUnicode {

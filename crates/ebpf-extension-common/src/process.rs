@@ -474,6 +474,9 @@ impl Added {
 ///
 /// # IRQL
 /// PASSIVE_LEVEL.
+///
+/// # Locking
+/// As [`remove`]: serialise `add` and [`remove`] of one `N`.
 pub fn add<N: ProcessNotify>() -> Result {
     let notify: PCREATE_PROCESS_NOTIFY_ROUTINE_EX = routine::<N>;
     // SAFETY: this image's routine for `N`, listed below or removed again.
@@ -494,7 +497,12 @@ pub fn add<N: ProcessNotify>() -> Result {
 /// Removes `N`'s notify routine, waiting for running callbacks; not from inside one.
 ///
 /// # Errors
-/// [`Error::Api`] with the kernel's status (`STATUS_INVALID_PARAMETER` if not added).
+/// [`Error::Api`] with the kernel's status (`STATUS_PROCEDURE_NOT_FOUND` if not added).
+///
+/// # Locking
+/// Serialise [`add`] and `remove` of one `N` (a hook's `on_first_attach` and
+/// `on_last_detach` are): the kernel's call and this driver's record of added routines,
+/// which [`remove_leaked`] reads at unload, are two steps.
 ///
 /// # IRQL
 /// PASSIVE_LEVEL.

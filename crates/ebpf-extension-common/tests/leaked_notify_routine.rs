@@ -9,7 +9,9 @@ use core::ptr;
 use ebpf_ext_usersim::{DriverObject, Kernel, NewProcess};
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::{self, ProcessEvent, ProcessNotify};
-use ebpf_extension_common::sys::ntstatus::STATUS_SUCCESS;
+use ebpf_extension_common::sys::ntstatus::{
+    STATUS_INVALID_PARAMETER, STATUS_PROCEDURE_NOT_FOUND, STATUS_SUCCESS,
+};
 
 const TAG: PoolTag = PoolTag::new(*b"LkPr");
 /// What the sweep traces for each routine it removes.
@@ -227,6 +229,22 @@ fn one_routine_beyond_the_record_is_refused_and_removed_again() {
     assert_eq!(kernel.process_notify_routines(), 8, "removed again");
     assert_eq!(traced(), 1);
     process::remove::<Numbered<0>>().expect("removed");
+    assert_eq!(
+        process::remove::<Numbered<0>>(),
+        Err(Error::api(
+            "PsSetCreateProcessNotifyRoutineEx",
+            STATUS_PROCEDURE_NOT_FOUND
+        )),
+        "as its docs say: not added"
+    );
+    assert_eq!(
+        process::add::<Numbered<1>>(),
+        Err(Error::api(
+            "PsSetCreateProcessNotifyRoutineEx",
+            STATUS_INVALID_PARAMETER
+        )),
+        "as its docs say: already added"
+    );
     process::add::<Numbered<8>>().expect("a freed slot is used again");
     assert_eq!(
         process::remove_leaked(),
