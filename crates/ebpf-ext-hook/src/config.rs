@@ -221,6 +221,12 @@ pub trait HookExtension: Send + Sync + Sized + 'static {
     /// Called at PASSIVE_LEVEL once a detaching program can no longer be invoked, before the
     /// detach completes, under the provider's writer lock like [`HookExtension::on_attach`]:
     /// the two never overlap, so state they share needs no lock of its own.
+    ///
+    /// A detaching program no longer counts against the attach policy (it is not in
+    /// [`Attached`]), so a new program may attach with the same parameter before this runs:
+    /// that program's `on_attach` can come first. An extension that keeps a resource per
+    /// parameter (a filter per interface) counts its users rather than creating it in
+    /// `on_attach` and deleting it here.
     fn on_detach(&self, client: &Self::ClientData) {
         let _ = client;
     }
