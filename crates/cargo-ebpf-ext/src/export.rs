@@ -40,7 +40,7 @@ use serde_json::Value;
 
 use crate::store::{
     BtfModuleEntry, MAX_SECTION_NAME, ProgramEntry, SectionEntry, Store, install_script,
-    key_name_problem, problems, reg_file_bytes, reg_text,
+    key_name_problem, problems, reg_file_bytes, reg_text, script_file_bytes,
 };
 use crate::workspace::{Driver, Workspace};
 
@@ -363,7 +363,10 @@ pub fn write(driver: &Driver, out: &Path, dir: &Path) -> Result<Vec<PathBuf>> {
     let reg = dir.join(format!("{}.reg", driver.name));
     fs::write(&reg, reg_file_bytes(&reg_text(&store)))?;
     let ps1 = dir.join(format!("Install-{}.ps1", driver.name));
-    fs::write(&ps1, install_script(&driver.name, &service, &store))?;
+    fs::write(
+        &ps1,
+        script_file_bytes(&install_script(&driver.name, &service, &store)),
+    )?;
     Ok(vec![reg, ps1])
 }
 

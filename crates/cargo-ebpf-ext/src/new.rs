@@ -474,8 +474,15 @@ pub fn member_files(name: &str, sdk: &Sdk) -> Result<Vec<(PathBuf, String)>> {
 /// If the manifest has no `[workspace]` table or a `members` array this cannot read.
 pub fn with_member(text: &str, member: &str) -> Result<Option<String>> {
     let lines: Vec<&str> = text.lines().collect();
-    let Some(table) = lines.iter().position(|l| l.trim() == "[workspace]") else {
-        bail!("the workspace's Cargo.toml has no [workspace] table");
+    let Some(table) = lines
+        .iter()
+        .position(|l| strip_comment(l).trim() == "[workspace]")
+    else {
+        bail!(
+            "the workspace's Cargo.toml has no [workspace] table: it is a package of its own; \
+             run `cargo ebpf-ext new --standalone` for a repository of the extension's own, or \
+             add a [workspace] table to make the new extension its member"
+        );
     };
     let end = lines[table + 1..]
         .iter()
@@ -514,7 +521,8 @@ pub fn with_member(text: &str, member: &str) -> Result<Option<String>> {
     let mut out: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
     if start == close {
         let line = &out[close];
-        let at = line
+        // The array's `]`, not one in a comment after it.
+        let at = strip_comment(line)
             .rfind(']')
             .context("the workspace's `members` has no `]`")?;
         let before = line[..at].trim_end();
@@ -712,7 +720,20 @@ mod tests {
         );
         let glob = "[workspace]\nmembers = [\"crates/*\", \"drivers/*\"]\n";
         assert_eq!(with_member(glob, "drivers/x").expect("edit"), None);
-        assert!(with_member("[package]\nname = \"p\"\n", "drivers/x").is_err());
+        let own_package = with_member("[package]\nname = \"p\"\n", "drivers/x")
+            .expect_err("no workspace to add to");
+        assert!(
+            own_package.to_string().contains("--standalone"),
+            "{own_package}"
+        );
+        // A comment after the array or the table header is not part of them.
+        let commented = "[workspace] # the root\nmembers = [\"crates/a\"] # see [notes]\n";
+        assert_eq!(
+            with_member(commented, "drivers/x")
+                .expect("edit")
+                .as_deref(),
+            Some("[workspace] # the root\nmembers = [\"crates/a\", \"drivers/x\"] # see [notes]\n")
+        );
         assert!(covers("drivers/sample-*", "drivers/sample-x"));
         assert!(!covers("drivers/*", "drivers/x/y"));
     }

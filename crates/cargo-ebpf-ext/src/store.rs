@@ -479,6 +479,17 @@ pub fn reg_file_bytes(text: &str) -> Vec<u8> {
     bytes
 }
 
+/// The bytes of a PowerShell script file: UTF-8 after a byte order mark. Without one,
+/// Windows PowerShell 5.1 (what `powershell.exe` and `Invoke-Command` run) reads a script in
+/// the ANSI code page, where the UTF-8 bytes of a name such as `ESPAÑA` hold a byte it takes
+/// for a closing single quote.
+#[must_use]
+pub fn script_file_bytes(text: &str) -> Vec<u8> {
+    let mut bytes = vec![0xEF, 0xBB, 0xBF];
+    bytes.extend_from_slice(text.as_bytes());
+    bytes
+}
+
 /// A parsed `.reg` file: deleted keys and written keys, each with its hive.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
@@ -562,8 +573,10 @@ fn ps_comment(s: &str) -> String {
 }
 
 /// The PowerShell install script of a package: `Install-<name>.ps1 [-Uninstall]`. Install:
-/// trust the test certificate, `sc.exe create` the kernel service and start it, then write
-/// the store under `HKLM` and the installing user's `HKCU` (each owned key deleted first).
+/// trust the test certificate, `sc.exe create` the kernel service (or, installed before,
+/// stop it and `sc.exe config` it to this package's image) and start it, then write the
+/// store under `HKLM` and the installing user's `HKCU` (each owned key deleted first). Write
+/// it with [`script_file_bytes`].
 /// Uninstall: stop and delete the service, delete the store keys from both hives.
 ///
 /// The store is written through .NET's `RegistryKey` (`CreateSubKey`, `SetValue`,
@@ -623,11 +636,20 @@ if (-not $StoreOnly) {
     );
     let _ = writeln!(
         s,
-        "    sc.exe create $service type= kernel start= demand binpath= (Join-Path $here {}) | Out-Host",
+        "    $image = Join-Path $here {}",
         ps_quote(&format!("{name}.sys"))
     );
     s.push_str(
-        r#"    $started = $false
+        r#"    if (Get-Service $service -ErrorAction SilentlyContinue) {
+        # Installed before: unload the running image and point the service at this one.
+        Stop-Service $service
+        sc.exe config $service type= kernel start= demand binpath= $image | Out-Host
+    } else {
+        sc.exe create $service type= kernel start= demand binpath= $image | Out-Host
+    }
+    # A native command's failure does not stop the script by itself.
+    if ($LASTEXITCODE -ne 0) { throw "sc.exe could not set up $service ($LASTEXITCODE)" }
+    $started = $false
     foreach ($attempt in 1..10) {
         try { Start-Service $service; $started = $true; break } catch { Start-Sleep -Seconds 1 }
     }
@@ -892,6 +914,36 @@ mod tests {
         }
         assert!(script.contains("$hive.DeleteSubKeyTree($key, $false)"));
         assert!(script.contains("    $k.Close()"));
+    }
+
+    /// Installing over an earlier install stops the running driver and points the service at
+    /// the new image before starting it; a failed `sc.exe` stops the script.
+    #[test]
+    fn a_reinstall_replaces_the_running_image() {
+        let (program, section) = process();
+        let script = install_script("my_ext", "MyExt", &store_of(program, section));
+        let stop = script
+            .find("    Stop-Service $service\n")
+            .expect("stops it");
+        let config = script
+            .find("sc.exe config $service type= kernel start= demand binpath= $image")
+            .expect("repoints it");
+        let create = script
+            .find("sc.exe create $service type= kernel start= demand binpath= $image")
+            .expect("or creates it");
+        let checked = script
+            .find("if ($LASTEXITCODE -ne 0) { throw")
+            .expect("checks sc.exe");
+        let start = script.find("Start-Service $service").expect("starts it");
+        assert!(stop < config && config < create && create < checked && checked < start);
+        assert!(script.contains("$image = Join-Path $here 'my_ext.sys'"));
+    }
+
+    #[test]
+    fn the_script_file_is_utf8_with_a_byte_order_mark() {
+        let bytes = script_file_bytes("$n = 'ESPA\u{d1}A'");
+        assert_eq!(bytes[..3], [0xEF, 0xBB, 0xBF]);
+        assert_eq!(core::str::from_utf8(&bytes[3..]), Ok("$n = 'ESPA\u{d1}A'"));
     }
 
     #[test]
