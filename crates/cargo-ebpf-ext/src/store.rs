@@ -922,20 +922,15 @@ mod tests {
     fn a_reinstall_replaces_the_running_image() {
         let (program, section) = process();
         let script = install_script("my_ext", "MyExt", &store_of(program, section));
-        let stop = script
-            .find("    Stop-Service $service\n")
-            .expect("stops it");
-        let config = script
-            .find("sc.exe config $service type= kernel start= demand binpath= $image")
-            .expect("repoints it");
-        let create = script
-            .find("sc.exe create $service type= kernel start= demand binpath= $image")
-            .expect("or creates it");
-        let checked = script
-            .find("if ($LASTEXITCODE -ne 0) { throw")
-            .expect("checks sc.exe");
-        let start = script.find("Start-Service $service").expect("starts it");
-        assert!(stop < config && config < create && create < checked && checked < start);
+        let steps = [
+            "    Stop-Service $service\n",
+            "sc.exe config $service type= kernel start= demand binpath= $image",
+            "sc.exe create $service type= kernel start= demand binpath= $image",
+            "if ($LASTEXITCODE -ne 0) { throw",
+            "Start-Service $service",
+        ]
+        .map(|step| script.find(step).unwrap_or_else(|| panic!("no {step:?}")));
+        assert!(steps.is_sorted(), "in this order: {steps:?}");
         assert!(script.contains("$image = Join-Path $here 'my_ext.sys'"));
     }
 

@@ -164,6 +164,24 @@ pub(crate) unsafe fn list_registration(link: *mut Link, handle: HANDLE) {
     });
 }
 
+/// Takes `entry` off the list whose first entry `head` holds, and marks it `now`.
+///
+/// # Safety
+/// `entry` is on that list, and the caller holds the list's lock.
+unsafe fn unlink(head: &mut *mut Link, entry: &mut Link, now: Linked) {
+    // SAFETY: its listed neighbours are valid and accessed only under the lock (caller's
+    // contract).
+    match unsafe { entry.prev.as_mut() } {
+        Some(prev) => prev.next = entry.next,
+        None => *head = entry.next,
+    }
+    // SAFETY: as above.
+    if let Some(next) = unsafe { entry.next.as_mut() } {
+        next.prev = entry.prev;
+    }
+    entry.linked = now;
+}
+
 /// Takes a registration off its list for its `Provider`'s `Drop`: whether that `Drop` still
 /// deregisters it (false once a sweep has).
 ///
@@ -178,16 +196,8 @@ pub(crate) unsafe fn unlist(link: *mut Link) -> bool {
             Linked::No => return true,
             Linked::Yes => {}
         }
-        // SAFETY: its listed neighbours are valid and accessed only under the lock.
-        match unsafe { entry.prev.as_mut() } {
-            Some(prev) => prev.next = entry.next,
-            None => *head = entry.next,
-        }
-        // SAFETY: as above.
-        if let Some(next) = unsafe { entry.next.as_mut() } {
-            next.prev = entry.prev;
-        }
-        entry.linked = Linked::No;
+        // SAFETY: listed (checked) on the list whose lock is held.
+        unsafe { unlink(head, entry, Linked::No) };
         true
     };
     // SAFETY: the entry is valid (caller's contract); `list` is written only when it is
@@ -278,16 +288,8 @@ fn sweep(take: impl Fn(&GUID) -> bool) -> usize {
                     at = entry.next;
                     continue;
                 }
-                // SAFETY: its listed neighbours likewise.
-                match unsafe { entry.prev.as_mut() } {
-                    Some(prev) => prev.next = entry.next,
-                    None => *head = entry.next,
-                }
-                // SAFETY: as above.
-                if let Some(next) = unsafe { entry.next.as_mut() } {
-                    next.prev = entry.prev;
-                }
-                entry.linked = Linked::Swept;
+                // SAFETY: listed on this list, whose lock is held.
+                unsafe { unlink(head, entry, Linked::Swept) };
                 return Some((entry.handle, entry.module));
             }
             None

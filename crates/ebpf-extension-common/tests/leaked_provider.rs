@@ -13,7 +13,7 @@ use ebpf_extension_common::nmr::deregister_leaked as sweep;
 use ebpf_extension_common::prelude::*;
 
 mod common;
-use common::{Hook, Seen, value};
+use common::{Hook, Seen, providers_stopped, value};
 use ebpf_extension_common::sys::ntstatus::STATUS_SUCCESS;
 
 const TAG: PoolTag = PoolTag::new(*b"Leak");
@@ -160,16 +160,6 @@ fn providers(kernel: &Kernel) -> usize {
 
 fn swept_messages(kernel: &Kernel) -> usize {
     kernel.etw_messages_containing(SWEPT)
-}
-
-/// The module GUIDs of the providers that deregistered, in the order they did.
-fn providers_stopped(kernel: &Kernel) -> Vec<GUID> {
-    kernel
-        .nmr_deregistrations()
-        .into_iter()
-        .filter(|d| d.kind == "provider")
-        .map(|d| d.module)
-        .collect()
 }
 
 #[test]

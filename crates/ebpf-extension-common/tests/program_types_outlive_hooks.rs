@@ -13,7 +13,7 @@ use ebpf_ext_usersim::{DriverObject, Kernel};
 use ebpf_extension_common::prelude::*;
 
 mod common;
-use common::{Hook, Seen, value};
+use common::{Hook, Seen, providers_stopped, value};
 use ebpf_extension_common::sys::ntstatus::STATUS_SUCCESS;
 
 const TAG: PoolTag = PoolTag::new(*b"PtHk");
@@ -59,17 +59,6 @@ impl Drop for Witness {
 
 fn seen_at_drop() -> Vec<(bool, bool, bool)> {
     SEEN_AT_DROP.with(|s| s.borrow_mut().drain(..).collect())
-}
-
-/// The module GUIDs of the providers that deregistered, in the order they did: the hook's
-/// module is its attach type, a program type's its GUID.
-fn providers_stopped(kernel: &Kernel) -> Vec<GUID> {
-    kernel
-        .nmr_deregistrations()
-        .into_iter()
-        .filter(|d| d.kind == "provider")
-        .map(|d| d.module)
-        .collect()
 }
 
 /// A driver that declares a field dropped after its hook; both drop before the program types.
