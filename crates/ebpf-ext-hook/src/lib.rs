@@ -57,6 +57,7 @@ mod invoke;
 mod policy;
 mod provider;
 mod snapshot;
+mod sync;
 mod validate;
 mod work_item;
 

@@ -29,20 +29,20 @@
 //!
 //! A reader retries at most once per concurrent publish; publishes happen only on attach and
 //! detach.
+//!
+//! Written against `crate::sync`, so that `tests/loom_snapshot.rs` can check this very code
+//! over loom's atomics, cells and a model of the rundown reference.
 
-use core::cell::UnsafeCell;
-use core::hint;
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
-use ebpf_ext_pool::{PoolArray, PoolTag};
-use ebpf_ext_rundown::{CacheAwareRundown, CacheAwareRundownGuard};
 use ebpf_ext_sys::Result;
 
+use crate::sync::{Array, AtomicUsize, Cell, Ordering, Rundown, RundownGuard, Shared, Tag};
+
 struct Slot<T> {
-    rundown: CacheAwareRundown,
-    entries: UnsafeCell<PoolArray<T>>,
-    len: UnsafeCell<usize>,
+    rundown: Rundown,
+    entries: Cell<Array<T>>,
+    len: Cell<usize>,
 }
 
 /// Two snapshot slots of `T` entries with a fixed capacity.
@@ -60,7 +60,10 @@ unsafe impl<T: Send> Send for Snapshots<T> {}
 
 /// A reader's hold on the current snapshot.
 pub(crate) struct SnapshotGuard<'a, T> {
-    _guard: CacheAwareRundownGuard<'a>,
+    /// The borrow of the slot's entries; declared first, so it ends before the rundown is
+    /// released (after which a writer may refill the slot).
+    _borrow: Shared<'a, Array<T>>,
+    _guard: RundownGuard<'a>,
     entries: &'a [T],
 }
 
@@ -76,12 +79,12 @@ impl<T: Default + Copy> Snapshots<T> {
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
-    pub(crate) fn new(capacity: usize, tag: PoolTag) -> Result<Self> {
+    pub(crate) fn new(capacity: usize, tag: Tag) -> Result<Self> {
         let slot = || -> Result<Slot<T>> {
             Ok(Slot {
-                rundown: CacheAwareRundown::new(tag.value())?,
-                entries: UnsafeCell::new(PoolArray::try_new(capacity, tag)?),
-                len: UnsafeCell::new(0),
+                rundown: Rundown::new(tag.value())?,
+                entries: Cell::new(Array::try_new(capacity, tag)?),
+                len: Cell::new(0),
             })
         };
         let snapshots = Snapshots {
@@ -109,15 +112,17 @@ impl<T: Default + Copy> Snapshots<T> {
             let slot = &self.slots[index];
             if let Some(guard) = slot.rundown.try_acquire() {
                 // SAFETY: holding the slot's rundown, so no writer modifies it (protocol).
-                let len = unsafe { *slot.len.get() };
-                // SAFETY: as above; `len <= capacity`.
-                let entries = unsafe { &(&*slot.entries.get())[..len] };
+                let len = *unsafe { slot.len.borrow() }.1;
+                // SAFETY: as above, for as long as the guard holds it.
+                let (borrow, entries) = unsafe { slot.entries.borrow() };
                 return SnapshotGuard {
+                    _borrow: borrow,
                     _guard: guard,
-                    entries,
+                    // `len <= capacity`.
+                    entries: &entries[..len],
                 };
             }
-            hint::spin_loop();
+            crate::sync::spin_loop();
         }
     }
 
@@ -128,9 +133,9 @@ impl<T: Default + Copy> Snapshots<T> {
     pub(crate) unsafe fn current_for_writer(&self) -> &[T] {
         let slot = &self.slots[self.current.load(Ordering::Acquire)];
         // SAFETY: only writers change slots, and the caller excludes other writers.
-        let len = unsafe { *slot.len.get() };
+        let len = *unsafe { slot.len.borrow() }.1;
         // SAFETY: as above.
-        unsafe { &(&*slot.entries.get())[..len] }
+        &unsafe { slot.entries.borrow() }.1[..len]
     }
 
     /// Publishes a new snapshot built by `build` from the current entries into a buffer of
@@ -176,9 +181,9 @@ impl<T: Default + Copy> Writer<'_, T> {
         let slot = &self.snapshots.slots[self.snapshots.current.load(Ordering::Acquire)];
         // SAFETY: only writers change slots, and the writer lock (type invariant) excludes
         // other writers; `publish` needs `&mut self`, so it cannot run while this borrow lives.
-        let len = unsafe { *slot.len.get() };
+        let len = *unsafe { slot.len.borrow() }.1;
         // SAFETY: as above.
-        unsafe { &(&*slot.entries.get())[..len] }
+        &unsafe { slot.entries.borrow() }.1[..len]
     }
 
     /// Writer steps 1-3: fill the non-current slot with `build`, make it current, wait for
@@ -189,15 +194,17 @@ impl<T: Default + Copy> Writer<'_, T> {
         let new = 1 - old;
         let (old_slot, new_slot) = (&snapshots.slots[old], &snapshots.slots[new]);
         let old_entries = self.current();
-        // SAFETY: the writer lock is held (type invariant) and the new slot is run down, so
-        // nobody else accesses it.
-        let new_entries = unsafe { &mut *new_slot.entries.get() };
-        let len = build(old_entries, new_entries).min(snapshots.capacity);
-        for entry in &mut new_entries[len..] {
-            *entry = T::default();
+        {
+            // SAFETY: the writer lock is held (type invariant) and the new slot is run down,
+            // so nobody else accesses it until it is reopened below, after this borrow.
+            let (_borrow, new_entries) = unsafe { new_slot.entries.borrow_mut() };
+            let len = build(old_entries, &mut new_entries[..]).min(snapshots.capacity);
+            for entry in &mut new_entries[len..] {
+                *entry = T::default();
+            }
+            // SAFETY: as above.
+            *unsafe { new_slot.len.borrow_mut() }.1 = len;
         }
-        // SAFETY: as above.
-        unsafe { *new_slot.len.get() = len };
         // The new slot was run down by the previous publish (or at creation), and only a
         // writer holding the lock reopens it, so this cannot fail: a failure would leave
         // `current` at a run-down slot, where every reader would spin.

@@ -1,10 +1,12 @@
-//! A `loom` model of the hook provider's snapshot protocol (see `src/snapshot.rs`): two slots,
-//! each guarded by a rundown reference whose acquire increments a counter and then checks the
-//! "run-down active" flag, and whose wait sets the flag and then waits for the counter to drain
-//! (the cache-aware reference's protocol, one counter here).
+//! A `loom` model of the hook provider's snapshot protocol: `src/snapshot.rs` itself,
+//! included here as it is, written against a `sync` of loom's atomics and cells, a pool array
+//! on the heap, and a model of the cache-aware rundown reference (one counter, whose acquire
+//! increments it and then checks the "run-down active" flag, and whose wait sets the flag and
+//! then waits for the counter to drain).
 //!
 //! Properties checked over every interleaving loom explores:
-//! - a reader never reads a slot while the writer writes it (loom's `UnsafeCell` tracking);
+//! - a reader never reads a slot while the writer writes it (loom's cell tracking: the
+//!   reader's borrow of the entries lasts as long as its `SnapshotGuard`);
 //! - once the writer's publish has returned, no reader can still use the entry it removed
 //!   (the writer "frees" it and readers assert it is alive);
 //! - with two publishes, the second refills the slot the first retired, while a reader may
@@ -13,150 +15,252 @@
 //!
 //! The rundown's acquire/wait pair is a store-then-load handshake on two locations (acquire:
 //! increment the counter, then read the flag; wait: set the flag, then read the counter). The
-//! implementation relies on sequentially consistent ordering for it (a single total order of
-//! SeqCst operations, and interlocked instructions in the kernel). loom models SeqCst accesses
-//! as acquire/release only, under which that handshake is not ordered and loom reports a false
-//! alarm; so this model states the same handshake with read-modify-write operations on the flag
-//! (`fetch_or(0)` to read, `swap` to set), whose ordering loom models soundly.
+//! kernel's reference relies on sequentially consistent ordering for it (interlocked
+//! instructions). loom models SeqCst accesses as acquire/release only, under which that
+//! handshake is not ordered and loom reports a false alarm; so the model states the same
+//! handshake with read-modify-write operations on the flag (`fetch_or(false)` to read, `swap`
+//! to set), whose ordering loom models soundly.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p ebpf-ext-hook --test loom_snapshot --release`.
 #![cfg(loom)]
+#![allow(
+    clippy::std_instead_of_alloc,
+    clippy::std_instead_of_core,
+    reason = "a host test"
+)]
 
-use loom::cell::UnsafeCell;
+/// What `snapshot.rs` is written against, over loom.
+#[allow(
+    clippy::unused_self,
+    clippy::unnecessary_wraps,
+    reason = "stand-ins with the signatures of the real items"
+)]
+mod sync {
+    use core::marker::PhantomData;
+    use core::ops::{Deref, DerefMut};
+
+    use ebpf_ext_sys::{Error, Result};
+    use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+    pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A turn of a reader's retry: lets loom run the writer.
+    pub(crate) fn spin_loop() {
+        loom::thread::yield_now();
+    }
+
+    /// A pool tag (unused here).
+    #[derive(Clone, Copy)]
+    pub(crate) struct Tag;
+
+    impl Tag {
+        pub(crate) fn value(self) -> u32 {
+            0
+        }
+    }
+
+    /// A pool array, on the heap.
+    pub(crate) struct Array<T>(Vec<T>);
+
+    impl<T: Default> Array<T> {
+        pub(crate) fn try_new(len: usize, _: Tag) -> Result<Self> {
+            Ok(Array((0..len).map(|_| T::default()).collect()))
+        }
+    }
+
+    impl<T> Deref for Array<T> {
+        type Target = [T];
+        fn deref(&self) -> &[T] {
+            &self.0
+        }
+    }
+
+    impl<T> DerefMut for Array<T> {
+        fn deref_mut(&mut self) -> &mut [T] {
+            &mut self.0
+        }
+    }
+
+    /// The cache-aware rundown reference (one counter; see the module docs).
+    pub(crate) struct Rundown {
+        count: AtomicUsize,
+        active: AtomicBool,
+    }
+
+    /// A reference on a [`Rundown`], released on drop.
+    pub(crate) struct RundownGuard<'a>(&'a Rundown);
+
+    impl Drop for RundownGuard<'_> {
+        fn drop(&mut self) {
+            self.0.count.fetch_sub(1, SeqCst);
+        }
+    }
+
+    impl Rundown {
+        pub(crate) fn new(_: u32) -> Result<Self> {
+            Ok(Rundown {
+                count: AtomicUsize::new(0),
+                active: AtomicBool::new(false),
+            })
+        }
+
+        pub(crate) fn try_acquire(&self) -> Option<RundownGuard<'_>> {
+            self.count.fetch_add(1, SeqCst);
+            if !self.active.fetch_or(false, SeqCst) {
+                return Some(RundownGuard(self));
+            }
+            self.count.fetch_sub(1, SeqCst);
+            None
+        }
+
+        pub(crate) fn wait_for_release(&self) {
+            self.active.swap(true, SeqCst);
+            while self.count.fetch_add(0, SeqCst) != 0 {
+                loom::thread::yield_now();
+            }
+        }
+
+        /// Reopens a run-down reference; an open one is an error, as the kernel's wrapper
+        /// refuses it.
+        pub(crate) fn reinitialize(&self) -> Result {
+            if self.active.swap(false, SeqCst) {
+                Ok(())
+            } else {
+                Err(Error::InvalidParameter)
+            }
+        }
+    }
+
+    /// A cell whose borrows loom tracks until their tokens drop.
+    pub(crate) struct Cell<T>(loom::cell::UnsafeCell<T>);
+
+    /// A shared borrow's token: loom sees the access until it drops.
+    pub(crate) struct Shared<'a, T> {
+        _tracked: loom::cell::ConstPtr<T>,
+        _borrow: PhantomData<&'a T>,
+    }
+
+    /// An exclusive borrow's token.
+    pub(crate) struct Exclusive<'a, T> {
+        _tracked: loom::cell::MutPtr<T>,
+        _borrow: PhantomData<&'a mut T>,
+    }
+
+    impl<T> Cell<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Cell(loom::cell::UnsafeCell::new(value))
+        }
+
+        pub(crate) unsafe fn borrow(&self) -> (Shared<'_, T>, &T) {
+            let tracked = self.0.get();
+            let value = tracked.with(|p| p);
+            let token = Shared {
+                _tracked: tracked,
+                _borrow: PhantomData,
+            };
+            // SAFETY: the caller's contract; loom checks it while the token lives.
+            (token, unsafe { &*value })
+        }
+
+        #[expect(clippy::mut_from_ref, reason = "an UnsafeCell's borrow")]
+        pub(crate) unsafe fn borrow_mut(&self) -> (Exclusive<'_, T>, &mut T) {
+            let tracked = self.0.get_mut();
+            let value = tracked.with(|p| p);
+            let token = Exclusive {
+                _tracked: tracked,
+                _borrow: PhantomData,
+            };
+            // SAFETY: the caller's contract; loom checks it while the token lives.
+            (token, unsafe { &mut *value })
+        }
+    }
+}
+
+#[path = "../src/snapshot.rs"]
+#[allow(dead_code, reason = "the model uses the reader and the writer only")]
+mod snapshot;
+
 use loom::sync::Arc;
-use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use loom::thread;
 
-struct Rundown {
-    count: AtomicUsize,
-    active: AtomicBool,
-}
+use snapshot::Snapshots;
 
-impl Rundown {
-    fn new(active: bool) -> Self {
-        Rundown {
-            count: AtomicUsize::new(0),
-            active: AtomicBool::new(active),
-        }
-    }
-    fn try_acquire(&self) -> bool {
-        self.count.fetch_add(1, SeqCst);
-        if !self.active.fetch_or(false, SeqCst) {
-            return true;
-        }
-        self.count.fetch_sub(1, SeqCst);
-        false
-    }
-    fn release(&self) {
-        self.count.fetch_sub(1, SeqCst);
-    }
-    fn wait(&self) {
-        self.active.swap(true, SeqCst);
-        while self.count.fetch_add(0, SeqCst) != 0 {
-            thread::yield_now();
-        }
-    }
-    fn reinitialize(&self) {
-        self.active.swap(false, SeqCst);
-    }
-}
-
-/// An "attached client": alive until the writer frees it.
-struct Client {
-    alive: AtomicBool,
-}
-
-struct Slot {
-    rundown: Rundown,
-    /// Index into `clients` of the one client this snapshot holds.
-    entry: UnsafeCell<usize>,
-}
-
+/// The published set and the clients its entries name (by index): alive until the writer
+/// frees them.
 struct Model {
-    slots: [Slot; 2],
-    current: AtomicUsize,
-    clients: [Client; 3],
+    snapshots: Snapshots<usize>,
+    alive: [AtomicBool; 3],
 }
 
-fn read(model: &Model) -> usize {
-    loop {
-        let index = model.current.load(SeqCst);
-        let slot = &model.slots[index];
-        if slot.rundown.try_acquire() {
-            let client = slot.entry.with(|e| unsafe { *e });
-            assert!(
-                model.clients[client].alive.load(SeqCst),
-                "reader reached a freed client"
-            );
-            slot.rundown.release();
-            return client;
-        }
-        thread::yield_now();
+/// A reader: holds the current snapshot, checks every client it names is alive, and says
+/// which it saw.
+fn read(model: &Model) -> Vec<usize> {
+    let snapshot = model.snapshots.read();
+    for &client in snapshot.entries() {
+        assert!(
+            model.alive[client].load(SeqCst),
+            "reader reached a freed client"
+        );
+    }
+    snapshot.entries().to_vec()
+}
+
+/// The writer: publishes a snapshot naming only `client`.
+fn publish(model: &Model, client: usize) {
+    // SAFETY: the test's main thread is the one writer, and nothing here is at DISPATCH_LEVEL.
+    unsafe {
+        model.snapshots.publish(|_, new| {
+            new[0] = client;
+            1
+        });
     }
 }
 
-fn publish(model: &Model, client: usize) {
-    let old = model.current.load(SeqCst);
-    let new = 1 - old;
-    model.slots[new].entry.with_mut(|e| unsafe { *e = client });
-    model.slots[new].rundown.reinitialize();
-    model.current.store(new, SeqCst);
-    model.slots[old].rundown.wait();
-}
-
-fn model(clients: usize) -> Arc<Model> {
-    Arc::new(Model {
-        slots: [
-            Slot {
-                rundown: Rundown::new(false),
-                entry: UnsafeCell::new(0),
-            },
-            Slot {
-                rundown: Rundown::new(true),
-                entry: UnsafeCell::new(0),
-            },
-        ],
-        current: AtomicUsize::new(0),
-        clients: core::array::from_fn(|i| Client {
-            alive: AtomicBool::new(i < clients),
-        }),
-    })
-}
-
-#[test]
-fn a_retired_slot_is_refilled_only_once_no_reader_can_reach_it() {
-    loom::model(|| {
-        let model = model(3);
-        let reader = {
-            let model = Arc::clone(&model);
-            thread::spawn(move || read(&model))
-        };
-        // Detach client 0 (slot 1 now holds client 1), then client 1 (slot 0, refilled,
-        // holds client 2): each freed once its publish returns.
-        publish(&model, 1);
-        model.clients[0].alive.store(false, SeqCst);
-        publish(&model, 2);
-        model.clients[1].alive.store(false, SeqCst);
-        let seen = reader.join().unwrap();
-        assert!(seen <= 2);
-        assert_eq!(read(&model), 2);
+/// A model whose current snapshot names client 0, clients 0..3 alive.
+fn model() -> Arc<Model> {
+    let model = Arc::new(Model {
+        snapshots: Snapshots::new(1, sync::Tag).expect("two slots"),
+        alive: core::array::from_fn(|_| AtomicBool::new(true)),
     });
+    publish(&model, 0);
+    model
 }
 
 #[test]
 fn readers_never_see_a_retired_snapshot() {
     loom::model(|| {
-        let model = model(2);
+        let model = model();
         let reader = {
             let model = Arc::clone(&model);
             thread::spawn(move || read(&model))
         };
-        // Detach client 0: publish a snapshot holding client 1, then free client 0.
+        // Detach client 0: publish a snapshot naming client 1, then free client 0.
         publish(&model, 1);
-        model.clients[0].alive.store(false, SeqCst);
+        model.alive[0].store(false, SeqCst);
         let seen = reader.join().unwrap();
-        assert!(seen == 0 || seen == 1);
+        assert!(seen == [0] || seen == [1], "{seen:?}");
         // A read after the publish sees only the new snapshot.
-        assert_eq!(read(&model), 1);
+        assert_eq!(read(&model), [1]);
+    });
+}
+
+#[test]
+fn a_retired_slot_is_refilled_only_once_no_reader_can_reach_it() {
+    loom::model(|| {
+        let model = model();
+        let reader = {
+            let model = Arc::clone(&model);
+            thread::spawn(move || read(&model))
+        };
+        // Detach client 0 (the other slot now names client 1), then client 1 (the first
+        // slot, refilled, names client 2): each freed once its publish returns.
+        publish(&model, 1);
+        model.alive[0].store(false, SeqCst);
+        publish(&model, 2);
+        model.alive[1].store(false, SeqCst);
+        let seen = reader.join().unwrap();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(read(&model), [2]);
     });
 }
