@@ -360,7 +360,9 @@ pub trait ExtensionDriver: Send + Sync + Sized + 'static {
     /// Pool tag of the SDK's allocations for this driver.
     const TAG: PoolTag;
     /// The control device, if the driver has one; its requests go to
-    /// [`ExtensionDriver::device_control`].
+    /// [`ExtensionDriver::device_control`]. A request the device receives while the driver
+    /// is not running (after the device is created and before `DriverEntry` returns, or once
+    /// unload has begun) is refused with `STATUS_DEVICE_NOT_READY` and a trace event.
     const CONTROL_DEVICE: Option<ControlDeviceNames> = None;
 
     /// Starts the extension's program types and hooks, in order; return the hooks (and anything
@@ -848,6 +850,15 @@ pub mod glue {
             return unsafe { complete_request(irp, STATUS_INVALID_DEVICE_REQUEST, 0) };
         };
         let Some(running) = global.get() else {
+            // The device exists, but the driver is not published: the request came between
+            // the control device's creation and the end of `DriverEntry`, or after unload
+            // began taking the driver.
+            ebpf_ext_trace::trace_message_status!(
+                ebpf_ext_trace::Level::Warning,
+                ebpf_ext_trace::keyword::BASE,
+                "control request refused: the driver is not running",
+                STATUS_DEVICE_NOT_READY
+            );
             // SAFETY: as above.
             return unsafe { complete_request(irp, STATUS_DEVICE_NOT_READY, 0) };
         };
