@@ -11,7 +11,14 @@
 //!   (the writer "frees" it and readers assert it is alive);
 //! - with two publishes, the second refills the slot the first retired, while a reader may
 //!   still hold that slot's index from before the first: the refill never races its read,
-//!   and the reader never reaches either freed client.
+//!   and the reader never reaches either freed client;
+//! - two readers at once, each on either slot, never block each other or the writer's
+//!   retirement;
+//! - the detach lifecycle as the hook provider runs it (`client.rs`, `attach.rs`): the
+//!   detaching flag stored `Relaxed`, the work item queued, the worker's publish of the live
+//!   clients under the writer lock, then the free, racing an attach's publish under the same
+//!   lock and a reader. The attach may keep the detaching client one snapshot longer, but the
+//!   worker's publish always leaves it out, and no reader reaches it once freed.
 //!
 //! The rundown's acquire/wait pair is a store-then-load handshake on two locations (acquire:
 //! increment the counter, then read the flag; wait: set the flag, then read the counter). The
@@ -180,17 +187,20 @@ mod sync {
 #[allow(dead_code, reason = "the model uses the reader and the writer only")]
 mod snapshot;
 
-use loom::sync::Arc;
-use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use loom::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::SeqCst};
+use loom::sync::{Arc, Mutex};
 use loom::thread;
 
 use snapshot::Snapshots;
 
 /// The published set and the clients its entries name (by index): alive until the writer
-/// frees them.
+/// frees them, and marked detaching as the hook provider marks them (`Relaxed`).
 struct Model {
     snapshots: Snapshots<usize>,
     alive: [AtomicBool; 3],
+    detaching: [AtomicBool; 3],
+    /// The provider's writer lock.
+    writer: Mutex<()>,
 }
 
 /// A reader: holds the current snapshot, checks every client it names is alive, and says
@@ -217,11 +227,34 @@ fn publish(model: &Model, client: usize) {
     }
 }
 
-/// A model whose current snapshot names client 0, clients 0..3 alive.
+/// The hook provider's republish, under its writer lock: the live clients of the current
+/// snapshot (the flag read `Relaxed`, as `client::live` reads it), then `added`.
+fn republish(model: &Model, added: Option<usize>) {
+    let _writer = model.writer.lock().unwrap();
+    // SAFETY: the writer lock is held, and nothing here is at DISPATCH_LEVEL.
+    unsafe {
+        model.snapshots.publish(|old, new| {
+            let live = old
+                .iter()
+                .copied()
+                .filter(|&client| !model.detaching[client].load(Relaxed));
+            let mut n = 0;
+            for client in live.chain(added) {
+                new[n] = client;
+                n += 1;
+            }
+            n
+        });
+    }
+}
+
+/// A model whose current snapshot names client 0, clients 0..3 alive, with room for two.
 fn model() -> Arc<Model> {
     let model = Arc::new(Model {
-        snapshots: Snapshots::new(1, sync::Tag).expect("two slots"),
+        snapshots: Snapshots::new(2, sync::Tag).expect("two slots"),
         alive: core::array::from_fn(|_| AtomicBool::new(true)),
+        detaching: core::array::from_fn(|_| AtomicBool::new(false)),
+        writer: Mutex::new(()),
     });
     publish(&model, 0);
     model
@@ -262,5 +295,70 @@ fn a_retired_slot_is_refilled_only_once_no_reader_can_reach_it() {
         let seen = reader.join().unwrap();
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert_eq!(read(&model), [2]);
+    });
+}
+
+/// A model of three or more threads, at most three preemptions per execution: unbounded,
+/// the readers' retry loops make the search run for hours; bounded, it takes seconds and
+/// still finds the mistakes checked for (queueing the detach's work before storing its
+/// flag fails the lifecycle test: the worker's publish keeps the client and a reader
+/// reaches it freed).
+fn bounded() -> loom::model::Builder {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder
+}
+
+#[test]
+fn two_readers_at_once_never_reach_a_freed_client() {
+    bounded().check(|| {
+        let model = model();
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let model = Arc::clone(&model);
+                thread::spawn(move || read(&model))
+            })
+            .collect();
+        publish(&model, 1);
+        model.alive[0].store(false, SeqCst);
+        for reader in readers {
+            let seen = reader.join().unwrap();
+            assert!(seen == [0] || seen == [1], "{seen:?}");
+        }
+    });
+}
+
+#[test]
+fn a_detaching_client_is_left_out_by_its_worker_even_when_an_attach_races_it() {
+    bounded().check(|| {
+        let model = model();
+        let reader = {
+            let model = Arc::clone(&model);
+            thread::spawn(move || read(&model))
+        };
+        let attach = {
+            let model = Arc::clone(&model);
+            thread::spawn(move || republish(&model, Some(1)))
+        };
+        // NMR detaches client 0: the flag, then the work item (a new thread: queueing it
+        // orders the flag before everything the worker does).
+        model.detaching[0].store(true, Relaxed);
+        let worker = {
+            let model = Arc::clone(&model);
+            thread::spawn(move || {
+                republish(&model, None);
+                // The detach completes; NMR frees the client.
+                model.alive[0].store(false, SeqCst);
+            })
+        };
+        let seen = reader.join().unwrap();
+        assert!(seen.len() <= 2, "{seen:?}");
+        attach.join().unwrap();
+        worker.join().unwrap();
+        assert_eq!(
+            read(&model),
+            [1],
+            "the worker's publish left the detached client out"
+        );
     });
 }
