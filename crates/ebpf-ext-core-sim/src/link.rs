@@ -634,8 +634,11 @@ impl Link {
     /// program type, when one is registered, and holds it: once that provider is gone (a driver
     /// that stops its program type before its hook), an invocation runs nothing, gives
     /// result 0 and returns `EBPF_EXTENSION_FAILED_TO_LOAD`, as the core's invoke does without
-    /// its provider's program data. (The core would not create a program of a type no provider
-    /// publishes; the core-sim links one anyway, so a hook provider can be tested alone.)
+    /// its provider's program data. If a provider of the type is registered but the core's
+    /// checks refuse its program data, or its `ProviderAttachClient` fails, the core loads no
+    /// program, and this returns that [`CoreError::ExtensionFailedToLoad`]. (The core would
+    /// not create a program of a type no provider publishes; the core-sim links one anyway,
+    /// so a hook provider can be tested alone.)
     ///
     /// # IRQL
     /// PASSIVE_LEVEL, on a thread bound to a usersim kernel.
@@ -650,7 +653,15 @@ impl Link {
                 }
                 program(context)
             }),
-            Err(_) => Box::new(program),
+            // No provider of the type is registered: link the program bare.
+            Err(CoreError::ExtensionFailedToLoad {
+                refusal: None,
+                provider_status: None,
+                ..
+            }) => Box::new(program),
+            // A provider of the type is registered but was refused, or refused the client:
+            // the core loads no program, so there is nothing to link.
+            Err(error) => return Err(error),
         };
         Self::attach_program(spec, program)
     }

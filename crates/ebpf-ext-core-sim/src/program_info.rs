@@ -33,6 +33,10 @@ use crate::validate::{
     context_functions, copy_program_data, npi_specific, provider_module_guid, validate_program_data,
 };
 
+/// The client dispatch table the core hands each program-information provider: a placeholder
+/// (`{int reserved}`, 0), never NULL.
+static CLIENT_DISPATCH: i32 = 0;
+
 /// One helper function a program-information provider describes, with its address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Helper {
@@ -168,6 +172,17 @@ impl Liveness {
         let mut current = info.clone();
         current.binding = InfoBinding::default();
         programs.current = Some((current, generation));
+    }
+
+    /// A test run (from `context_create` to `context_destroy`) under the attachment current
+    /// now, if a provider is attached: a detach waits for it, as for a program's run.
+    fn enter_current(&self) -> Option<LiveRun<'_>> {
+        let mut state = lock(&self.state);
+        if !state.attached {
+            return None;
+        }
+        state.runs += 1;
+        Some(LiveRun(self))
     }
 
     /// A run of a program bound to attachment `generation`, if it is still attached.
@@ -344,12 +359,12 @@ impl NmrClient for ProgramInfoState {
         let mut provider_dispatch: *const c_void = ptr::null();
         // SAFETY: called from `ClientAttachProvider` with NMR's binding handle; the binding
         // context is this registration's context (alive until deregistration completes); the
-        // program-information NPI has no client dispatch; the out slots are locals.
+        // client dispatch is a static; the out slots are locals.
         let status = unsafe {
             NmrClientAttachProvider(
                 binding,
                 context,
-                ptr::null(),
+                (&raw const CLIENT_DISPATCH).cast(),
                 &raw mut provider_binding_context,
                 &raw mut provider_dispatch,
             )
@@ -526,7 +541,10 @@ impl ProgramInfoClient {
     /// the stricter of the two: a provider that works here works with either.
     ///
     /// # Locking
-    /// Holds the client's binding lock shared during the call: a provider detach waits for it.
+    /// Holds the client's binding lock shared during the call, and the provider's
+    /// program-information rundown from this call until the context is destroyed, as the
+    /// core's test run does: a provider detach (its deregistration) waits until then, so do not
+    /// deregister the provider on the thread that holds the context.
     pub fn create_context<'a>(
         &'a self,
         data_in: &'a [u8],
@@ -575,6 +593,11 @@ impl ProgramInfoClient {
         context_size: usize,
         out_room: (usize, usize),
     ) -> Result<TestRunContext<'_>, ebpf_result_t> {
+        // As the core's test run, which holds the program-information rundown from
+        // `context_create` to `context_destroy`: a provider detach waits for the whole run.
+        let Some(run) = self.registration.client().liveness.enter_current() else {
+            return Err(EBPF_EXTENSION_FAILED_TO_LOAD);
+        };
         let binding = read(&self.registration.client().binding);
         let Some(provider) = *binding else {
             return Err(EBPF_EXTENSION_FAILED_TO_LOAD);
@@ -648,6 +671,7 @@ impl ProgramInfoClient {
             context,
             info,
             data_in: None,
+            _run: run,
             _inputs: PhantomData,
         })
     }
@@ -820,6 +844,9 @@ pub struct TestRunContext<'a> {
     /// (`Drop` runs before the fields drop). Bytes a program works on, not state a panic can
     /// leave inconsistent, so the context stays `RefUnwindSafe`.
     data_in: Option<AssertUnwindSafe<Box<[UnsafeCell<u8>]>>>,
+    /// The run under the provider's attachment: its detach waits until the context is
+    /// destroyed (released after `Drop` has destroyed it).
+    _run: LiveRun<'a>,
     _inputs: PhantomData<&'a [u8]>,
 }
 
@@ -865,7 +892,8 @@ impl TestRunContext<'_> {
     ///
     /// # Errors
     /// [`CoreError::NotAttached`] if the provider has detached (the context is then leaked
-    /// in the provider's pool: its module may be gone).
+    /// in the provider's pool: its module may be gone). The context holds the provider's
+    /// rundown, so this does not happen while NMR and the provider keep their contracts.
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.

@@ -6,11 +6,13 @@ mod common;
 use core::mem::size_of;
 
 use common::{
-    Addresses, InfoProvider, OTHER_PROGRAM_TYPE, ProgramDataSpec, Proto, TEST_PROGRAM_TYPE,
-    TestContext, helper_a_address, helper_b_address, helper_pid_address,
+    Addresses, HookProvider, InfoProvider, OTHER_PROGRAM_TYPE, ProgramDataSpec, Proto,
+    TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE, TestContext, helper_a_address, helper_b_address,
+    helper_pid_address,
 };
 use ebpf_ext_core_sim::{
-    CoreError, HelperTable, Input, Object, ProgramDataError, ProgramInfoClient, Refusal,
+    CoreError, HelperTable, Input, Link, LinkSpec, Object, ProgramDataError, ProgramInfoClient,
+    Refusal,
 };
 use ebpf_ext_sys::ebpf_base::{
     EBPF_ARGUMENT_TYPE_CONST_SIZE, EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
@@ -53,6 +55,11 @@ fn valid_provider_attaches_and_the_copy_matches() {
         *provider.state.client_module.lock().unwrap(),
         Some((MIT_GUID, client.module_id())),
         "the provider sees the client's fresh MIT_GUID module id"
+    );
+    assert_eq!(
+        *provider.state.client_dispatch.lock().unwrap(),
+        Some(0),
+        "the core's client dispatch: a zeroed `{{int reserved}}`, never NULL"
     );
     let info = client.info();
     assert_eq!(info.name, "test_prog");
@@ -844,5 +851,82 @@ fn a_context_left_by_a_failed_create_is_destroyed() {
     );
     drop(client);
     provider.deregister();
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_link_of_a_type_whose_provider_is_refused_is_not_made() {
+    let kernel = Kernel::new();
+    let hook = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+    let link = || {
+        Link::attach(LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE), |_| {
+            Ok(0)
+        })
+    };
+    // The core's checks refuse the program data: no program loads, so no link.
+    let mut spec = ProgramDataSpec::valid();
+    spec.capabilities = 0b11;
+    let refused = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
+    let error = link().expect_err("refused program data");
+    assert_eq!(
+        refusal(&error),
+        ProgramDataError::ReservedCapability { capabilities: 0b11 }
+    );
+    refused.deregister();
+    // The provider refuses the client: likewise.
+    let denying = InfoProvider::register_raw(
+        NPI_MODULEID::from_guid(TEST_PROGRAM_TYPE),
+        ProgramDataSpec::valid().build(),
+        STATUS_ACCESS_DENIED,
+    );
+    let error = link().expect_err("the provider denied the client");
+    assert_eq!(error.provider_status(), Some(STATUS_ACCESS_DENIED));
+    denying.deregister();
+    assert_eq!(
+        hook.state
+            .attaches
+            .load(core::sync::atomic::Ordering::SeqCst),
+        0,
+        "the hook never saw a link"
+    );
+    // Only a provider of another type: the program links bare, as before.
+    let other = InfoProvider::register(OTHER_PROGRAM_TYPE, &ProgramDataSpec::valid());
+    let bare = link().expect("no provider of the type: a bare program");
+    drop(bare);
+    other.deregister();
+    hook.deregister();
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_provider_detach_waits_for_a_test_run_context_to_be_destroyed() {
+    let kernel = Kernel::new();
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &ProgramDataSpec::valid());
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let input = context_bytes(&TestContext {
+        value: 7,
+        flags: 9,
+        data_start: core::ptr::null(),
+        data_end: core::ptr::null(),
+    });
+    let context = client.create_context(&[], &input).expect("created");
+    std::thread::scope(|s| {
+        let deregistering = kernel.scoped(s, move || provider.deregister());
+        // The detach has begun once no test run may start; it then waits for this one.
+        common::wait_until("the provider's detach began", || {
+            client.create_context(&[], &input).err() == Some(EBPF_EXTENSION_FAILED_TO_LOAD)
+        });
+        assert!(
+            !deregistering.is_finished(),
+            "the deregistration finished while a test run held the provider"
+        );
+        let out = context
+            .destroy(0, size_of::<TestContext>())
+            .expect("destroyed by the provider still attached");
+        assert_eq!(out.context_size_out, size_of::<TestContext>());
+        deregistering.join().expect("deregistered");
+    });
+    assert!(!client.is_attached());
+    drop(client);
     kernel.assert_no_leaks();
 }

@@ -560,6 +560,9 @@ pub(crate) struct InfoProviderState {
     pub(crate) detaches: AtomicU32,
     pub(crate) cleanups: AtomicU32,
     pub(crate) client_module: Mutex<Option<(i32, GUID)>>,
+    /// The `reserved` field of the client dispatch table the last attach received; `None`
+    /// if it was NULL.
+    pub(crate) client_dispatch: Mutex<Option<i32>>,
 }
 
 fn info_state(ctx: *const c_void) -> &'static InfoProviderState {
@@ -572,11 +575,14 @@ unsafe extern "win64" fn info_attach(
     ctx: *mut c_void,
     client: *const NPI_REGISTRATION_INSTANCE,
     _client_binding: *mut c_void,
-    _client_dispatch: *const c_void,
+    client_dispatch: *const c_void,
     provider_binding: *mut *mut c_void,
     provider_dispatch: *mut *const c_void,
 ) -> NTSTATUS {
     let s = info_state(ctx);
+    // SAFETY: a non-NULL client dispatch of the program-information NPI is `{int reserved}`.
+    *s.client_dispatch.lock().unwrap() =
+        (!client_dispatch.is_null()).then(|| unsafe { client_dispatch.cast::<i32>().read() });
     let status = s.attach_status.load(Ordering::SeqCst);
     if status != STATUS_SUCCESS {
         return status;
