@@ -266,6 +266,30 @@ fn reclaim(machine: &Machine) {
     }
 }
 
+/// The core's `ebpf_epoch_synchronize`: returns once every epoch that was active on a thread
+/// of this kernel when it was called has ended. Called inside an epoch, it waits for ever for
+/// the caller's own, as the core's would.
+///
+/// # IRQL
+/// PASSIVE_LEVEL.
+pub(crate) fn synchronize() {
+    let Some(machine) = current_machine() else {
+        return;
+    };
+    // Epochs entered from here on start at `now` or later; the ones to wait for, before it.
+    let now = machine.clock.fetch_add(1, Ordering::SeqCst) + 1;
+    loop {
+        let waiting = lock(&machine.shared).threads.iter().any(|slot| {
+            let entered = slot.load(Ordering::SeqCst);
+            entered != 0 && entered - 1 < now
+        });
+        if !waiting {
+            return;
+        }
+        std::thread::sleep(core::time::Duration::from_millis(1));
+    }
+}
+
 /// Runs `f` inside an epoch of the core's own (a program run, a batch, a provider callback
 /// other than a map's teardown).
 pub(crate) fn protected<R>(f: impl FnOnce() -> R) -> R {

@@ -392,9 +392,15 @@ impl NmrClient for ProgramInfoState {
         self.liveness.detach();
         // Waits for context calls in flight; none starts afterwards.
         *write(&self.binding) = None;
-        let mut log = lock(&self.log);
-        log.claimed = false;
-        log.detaches += 1;
+        {
+            let mut log = lock(&self.log);
+            log.claimed = false;
+            log.detaches += 1;
+        }
+        // As the core, after it frees its copy: waits until every epoch active now has ended
+        // (a batch open on any thread, for one). A provider deregistered from inside an epoch
+        // of its own thread waits for ever here, as with the core.
+        crate::epoch::synchronize();
         STATUS_SUCCESS
     }
 }
@@ -406,6 +412,11 @@ impl NmrClient for ProgramInfoState {
 /// `ntosebpf_ext_helper_t`), and checks the provider as the core does (see
 /// [`ProgramInfoClient::attach`]). Dropping it deregisters and waits, like
 /// [`ProgramInfoClient::detach`].
+///
+/// When its provider detaches (the provider deregisters), it waits, as the core does, for the
+/// runs of programs loaded with the provider's data and for test-run contexts to end, drops
+/// its copy of the program data, and then waits until every epoch active at that moment has
+/// ended (`ebpf_epoch_synchronize`: a batch open on another thread, for one).
 pub struct ProgramInfoClient {
     registration: Registration<ProgramInfoState>,
     /// The copy taken at attach.

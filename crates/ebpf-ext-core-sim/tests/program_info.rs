@@ -4,6 +4,8 @@
 mod common;
 
 use core::mem::size_of;
+use core::sync::atomic::AtomicBool;
+use core::sync::atomic::Ordering::SeqCst;
 
 use common::{
     Addresses, HookProvider, InfoProvider, OTHER_PROGRAM_TYPE, ProgramDataSpec, Proto,
@@ -20,7 +22,7 @@ use ebpf_ext_sys::ebpf_base::{
 };
 use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
 use ebpf_ext_sys::ebpf_result::{
-    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY,
+    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_INVALID_ARGUMENT, EBPF_NO_MEMORY, EBPF_SUCCESS,
 };
 use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
 use ebpf_ext_sys::intrin::KeGetCurrentIrql;
@@ -927,6 +929,56 @@ fn a_provider_detach_waits_for_a_test_run_context_to_be_destroyed() {
         deregistering.join().expect("deregistered");
     });
     assert!(!client.is_attached());
+    drop(client);
+    kernel.assert_no_leaks();
+}
+
+#[test]
+fn a_provider_detach_waits_for_the_epochs_active_when_it_began() {
+    let kernel = Kernel::new();
+    // A link before any provider of its type: a bare program, so the one client of the
+    // provider below is `client`.
+    let hook = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+    let link = Link::attach(LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE), |_| {
+        Ok(1)
+    })
+    .expect("linked");
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &ProgramDataSpec::valid());
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let table = hook.state.client(0).table.expect("dispatch table");
+    let (begin, end) = (
+        table.ebpf_program_batch_begin_invoke_function.unwrap(),
+        table.ebpf_program_batch_end_invoke_function.unwrap(),
+    );
+    let batch_open = AtomicBool::new(false);
+    let release = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        // A batch (an epoch) open on another thread.
+        let batch = kernel.scoped(s, || {
+            let mut state = [0u64; 8];
+            // SAFETY: 64 writable bytes, ended on this thread below.
+            let status = unsafe { begin(64, state.as_mut_ptr().cast()) };
+            assert_eq!(status, EBPF_SUCCESS);
+            batch_open.store(true, SeqCst);
+            common::wait_until("released", || release.load(SeqCst));
+            // SAFETY: the state begun above.
+            let ended = unsafe { end(state.as_mut_ptr().cast()) };
+            assert_eq!(ended, EBPF_SUCCESS);
+        });
+        common::wait_until("the batch began", || batch_open.load(SeqCst));
+        let deregistering = kernel.scoped(s, move || provider.deregister());
+        // The client's copy is gone once its detach has reached the epoch wait.
+        common::wait_until("the client let its provider go", || !client.is_attached());
+        assert!(
+            !deregistering.is_finished(),
+            "the deregistration finished while an epoch active before it was still open"
+        );
+        release.store(true, SeqCst);
+        batch.join().expect("batch");
+        deregistering.join().expect("deregistered");
+    });
+    link.detach().expect("detached");
+    hook.deregister();
     drop(client);
     kernel.assert_no_leaks();
 }
