@@ -15,6 +15,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::time::Duration;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Instant;
 
 use ebpf_ext_hook::{
     AttachPolicy, AttachRequest, Attached, Flow, HookConfig, HookExtension, HookProvider,
@@ -1032,24 +1033,45 @@ fn unregister_with_programs_attached() {
 
 #[test]
 fn invocation_under_attach_and_detach_churn() {
+    const INVOKERS: u32 = 2;
+    const LINKS: u32 = 100;
     let setup = Setup::new();
     let provider = setup.provider(AttachPolicy::Unrestricted, TestHook::default());
     let stop = AtomicBool::new(false);
-    let calls = AtomicU32::new(0);
+    // Invokers that have finished at least one invocation.
+    let invoked = AtomicU32::new(0);
     thread::scope(|s| {
-        for _ in 0..2 {
+        for _ in 0..INVOKERS {
             setup.kernel.scoped(s, || {
                 let mut ctx = ProgramContext::new(0u64);
+                let mut first = true;
                 while !stop.load(Ordering::SeqCst) {
                     set_current_irql(DISPATCH_LEVEL);
-                    let _ = provider.invoke(&0, &mut ctx);
+                    let result = provider.invoke(&0, &mut ctx);
                     set_current_irql(PASSIVE_LEVEL);
-                    calls.fetch_add(1, Ordering::Relaxed);
+                    // At most one link is attached at a time: either none is (nothing ran) or
+                    // the link of round `i` ran its program, which returns `i`.
+                    assert!(
+                        matches!(result, Ok(i) if i < LINKS)
+                            || result == Err(Error::ObjectNotFound),
+                        "unexpected invocation result {result:?}"
+                    );
+                    if first {
+                        first = false;
+                        invoked.fetch_add(1, Ordering::SeqCst);
+                    }
                 }
             });
         }
         setup.kernel.scoped(s, || {
-            for i in 0..100u32 {
+            // The churn starts once every invoker has invoked, so that it runs while they
+            // invoke. If one has not within 10 s, the churn runs anyway (so that the invokers
+            // are stopped), and the check after the scope fails.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while invoked.load(Ordering::SeqCst) < INVOKERS && Instant::now() < deadline {
+                thread::yield_now();
+            }
+            for i in 0..LINKS {
                 let l = Link::attach(ATTACH_TYPE, ClientSpec::wildcard(), move |_| Ok(i));
                 assert!(l.is_attached());
                 drop(l);
@@ -1057,7 +1079,11 @@ fn invocation_under_attach_and_detach_churn() {
             stop.store(true, Ordering::SeqCst);
         });
     });
-    assert!(calls.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        invoked.load(Ordering::SeqCst),
+        INVOKERS,
+        "every invoker invoked before the churn"
+    );
     assert_eq!(provider.clients().len(), 0);
     drop(provider);
     setup.finish();

@@ -143,7 +143,13 @@ fn stress<G>(
                 }
             });
         }
-        thread::sleep(Duration::from_millis(20));
+        // The wait begins once an acquire has succeeded, so that it runs down a reference in
+        // use; if none succeeds within 10 s it begins anyway, and the caller's check of the
+        // returned count fails.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while acquired.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+            thread::yield_now();
+        }
         wait();
         // After the wait returns, nobody may acquire.
         assert!(acquire().is_none());
@@ -158,7 +164,7 @@ fn stress_many_threads_then_wait() {
     let n = stress(&kernel, &|| rundown.try_acquire(), &|| {
         rundown.wait_for_release();
     });
-    assert!(n > 0);
+    assert!(n > 0, "no acquire succeeded before the wait");
     assert_eq!(raw(&rundown), 1, "run down with no references left");
 }
 
@@ -202,7 +208,7 @@ fn cache_aware_stress() {
     let n = stress(&kernel, &|| rundown.try_acquire(), &|| {
         rundown.wait_for_release();
     });
-    assert!(n > 0);
+    assert!(n > 0, "no acquire succeeded before the wait");
     drop(rundown);
     kernel.assert_no_leaks();
 }

@@ -488,15 +488,16 @@ fn removal_waits_for_a_running_callback() {
     });
 }
 
-static SLOW_CALLS: AtomicUsize = AtomicUsize::new(0);
+static SLOW_A_CALLS: AtomicUsize = AtomicUsize::new(0);
+static SLOW_B_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 unsafe extern "win64" fn slow_a(_p: *mut c_void, _id: *mut c_void, _i: *mut PS_CREATE_NOTIFY_INFO) {
-    SLOW_CALLS.fetch_add(1, Ordering::SeqCst);
+    SLOW_A_CALLS.fetch_add(1, Ordering::SeqCst);
     std::thread::sleep(std::time::Duration::from_millis(60));
 }
 
 unsafe extern "win64" fn slow_b(_p: *mut c_void, _id: *mut c_void, _i: *mut PS_CREATE_NOTIFY_INFO) {
-    SLOW_CALLS.fetch_add(1, Ordering::SeqCst);
+    SLOW_B_CALLS.fetch_add(1, Ordering::SeqCst);
     std::thread::sleep(std::time::Duration::from_millis(60));
 }
 
@@ -510,11 +511,11 @@ fn concurrent_removals_wait_for_their_own_routine_and_stop_new_callbacks() {
     }
     std::thread::scope(|s| {
         let k = &kernel;
-        s.spawn(move || {
+        let creation = s.spawn(move || {
             k.bind_current_thread();
             k.create_process(&process(21))
         });
-        while SLOW_CALLS.load(Ordering::SeqCst) == 0 {
+        while SLOW_A_CALLS.load(Ordering::SeqCst) == 0 {
             std::thread::yield_now();
         }
         // slow_a is running; remove slow_b (later in the list) and slow_a at the same time.
@@ -530,12 +531,28 @@ fn concurrent_removals_wait_for_their_own_routine_and_stop_new_callbacks() {
         });
         assert_eq!(a.join().unwrap(), STATUS_SUCCESS);
         assert_eq!(b.join().unwrap(), STATUS_SUCCESS);
+        assert_eq!(creation.join().unwrap(), STATUS_SUCCESS);
     });
-    assert_eq!(kernel.process_notify_routines(), 0);
-    assert!(
-        SLOW_CALLS.load(Ordering::SeqCst) <= 2,
-        "a routine being removed got a new callback"
+    // The creation began while both routines were registered, so it called each once.
+    assert_eq!(
+        (
+            SLOW_A_CALLS.load(Ordering::SeqCst),
+            SLOW_B_CALLS.load(Ordering::SeqCst)
+        ),
+        (1, 1),
+        "the creation that began before the removals called each routine once"
     );
+    // A creation after both removals calls neither.
+    assert_eq!(kernel.create_process(&process(22)), STATUS_SUCCESS);
+    assert_eq!(
+        (
+            SLOW_A_CALLS.load(Ordering::SeqCst),
+            SLOW_B_CALLS.load(Ordering::SeqCst)
+        ),
+        (1, 1),
+        "a removed routine got a new callback"
+    );
+    assert_eq!(kernel.process_notify_routines(), 0);
     // SAFETY: already removed: a second removal finds nothing.
     let again = unsafe { PsSetCreateProcessNotifyRoutineEx(slow_a, 1) };
     assert_eq!(again, ebpf_ext_sys::ntstatus::STATUS_PROCEDURE_NOT_FOUND);

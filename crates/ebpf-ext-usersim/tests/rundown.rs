@@ -26,6 +26,8 @@ use ebpf_ext_usersim::{Kernel, expect_bugcheck};
 const WATCH: Duration = Duration::from_secs(2);
 /// Failed acquires (and observations) after which an observer may stop early.
 const ROUNDS: usize = 200_000;
+/// How long a thread waits at most for another thread's rundown wait to go to sleep.
+const WAITER_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Storage for a reference, read by the observer word by word with atomic loads (the kernel
 /// routines write it atomically too).
@@ -417,12 +419,21 @@ impl Reference {
         }
     }
 
-    /// A wait that has to block: a reference is held and released by another thread.
+    /// A wait that has to block: a reference is held and released by another thread once the
+    /// wait is asleep (the kernel counts it as a rundown waiter), so the wait cannot find the
+    /// reference already released and return at once.
     fn blocked_wait(&self, kernel: &Kernel) {
         assert!(self.acquire());
         thread::scope(|s| {
             let releaser = kernel.scoped(s, || {
-                thread::sleep(Duration::from_millis(50));
+                let start = Instant::now();
+                while kernel.rundown_waiters() != 1 {
+                    assert!(
+                        start.elapsed() < WAITER_DEADLINE,
+                        "the wait did not go to sleep within {WAITER_DEADLINE:?}"
+                    );
+                    thread::yield_now();
+                }
                 self.release();
             });
             self.wait();

@@ -7,6 +7,8 @@
 )]
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::time::Duration;
+use std::time::Instant;
 
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::{STATUS_NOT_FOUND, STATUS_SUCCESS};
@@ -118,11 +120,15 @@ fn programs_detach_and_reattach_while_events_fire() {
                 kernel.close(handle);
             });
         }
-        for round in 0..200 {
+        // At least 200 rounds, and more until an event has run a program (10 s at most; then
+        // the check after the scope fails).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut round = 0u32;
+        while round < 200 || (fired.load(Ordering::Relaxed) == 0 && Instant::now() < deadline) {
             let specific = link(7, VERDICT_PERMIT);
             let wildcard = link(
                 0,
-                if round % 2 == 0 {
+                if round.is_multiple_of(2) {
                     VERDICT_BLOCK
                 } else {
                     VERDICT_PERMIT
@@ -131,6 +137,7 @@ fn programs_detach_and_reattach_while_events_fire() {
             std::thread::yield_now();
             specific.detach().expect("detach");
             wildcard.detach().expect("detach");
+            round += 1;
         }
         stop.store(true, Ordering::Relaxed);
     });
