@@ -114,11 +114,12 @@ pub(crate) fn at_dispatch<R>(f: impl FnOnce() -> R) -> R {
 /// `state` is NULL or writable for `state_size` bytes.
 pub(crate) unsafe fn begin(caller: Caller, state_size: usize, state: *mut c_void) -> ebpf_result_t {
     require_dispatch_or_below("batch begin");
-    if state.is_null() {
-        Contract::NullPointer.broken(format_args!("batch begin with a NULL state"), 0, 0);
-    }
+    // The size first, as the core checks it: a NULL state with a short size is refused.
     if state_size < size_of::<ebpf_execution_context_state_t>() {
         return EBPF_INVALID_ARGUMENT;
+    }
+    if state.is_null() {
+        Contract::NullPointer.broken(format_args!("batch begin with a NULL state"), 0, 0);
     }
     let address = state as usize;
     let irql = KeGetCurrentIrql();

@@ -211,7 +211,7 @@ pub use hash::{
     UnknownHelper, program_info_hash, program_info_hash_input, program_info_hash_input_with_btf,
     program_info_hash_with_btf,
 };
-pub use link::{Link, LinkSpec, Malformation, Program};
+pub use link::{DetachWatch, Link, LinkSpec, Malformation, Program};
 pub use program_info::{
     ContextOutput, Helper, Input, ProgramInfo, ProgramInfoClient, TestRunContext,
 };

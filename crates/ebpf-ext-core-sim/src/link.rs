@@ -6,9 +6,9 @@ use core::ffi::c_void;
 use core::fmt;
 use core::mem::size_of;
 use core::ptr;
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use core::time::Duration;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use ebpf_ext_sys::ebpf_extension::{
@@ -213,6 +213,9 @@ struct LinkState {
     invocations: AtomicU64,
     batch_invocations: AtomicU64,
     in_flight: AtomicU64,
+    /// Set by the detach once it has counted the invocations still running (see
+    /// [`DetachWatch`]).
+    detach_counted: AtomicBool,
     last_irql: AtomicU8,
 }
 
@@ -319,6 +322,7 @@ impl LinkState {
             invocations: AtomicU64::new(0),
             batch_invocations: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            detach_counted: AtomicBool::new(false),
             last_irql: AtomicU8::new(NO_IRQL),
         }
     }
@@ -811,6 +815,13 @@ impl Link {
         self.state().batch_invocations.load(Ordering::SeqCst)
     }
 
+    /// A view of this link's detach for another thread (the link itself moves into the
+    /// thread that detaches it).
+    #[must_use]
+    pub fn detach_watch(&self) -> DetachWatch {
+        DetachWatch(self.registration.share())
+    }
+
     /// Invocations running now.
     #[must_use]
     pub fn in_flight(&self) -> u64 {
@@ -865,6 +876,7 @@ impl Link {
         // Counted after the store: an invocation counted in while the magic was still live is
         // seen here, including one that started after the provider's detach completed.
         let in_flight = state.in_flight.load(Ordering::SeqCst);
+        state.detach_counted.store(true, Ordering::SeqCst);
         while state.in_flight.load(Ordering::SeqCst) != 0 {
             thread::sleep(Duration::from_millis(1));
         }
@@ -889,6 +901,28 @@ impl Link {
         } else {
             Err(CoreError::DetachedWhileInvoking { in_flight })
         }
+    }
+}
+
+/// What a test racing a link's detach can see of it from another thread
+/// ([`Link::detach_watch`]).
+pub struct DetachWatch(Arc<crate::nmr::Shared<LinkState>>);
+
+impl fmt::Debug for DetachWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DetachWatch")
+            .field("counted_in_flight", &self.counted_in_flight())
+            .finish()
+    }
+}
+
+impl DetachWatch {
+    /// Whether the detach has counted the invocations still running when the provider
+    /// completed its detach (what [`CoreError::DetachedWhileInvoking`] reports): from then
+    /// on it only waits for them to end.
+    #[must_use]
+    pub fn counted_in_flight(&self) -> bool {
+        self.0.client().detach_counted.load(Ordering::SeqCst)
     }
 }
 

@@ -67,6 +67,11 @@ pub(crate) struct Shared<T> {
 }
 
 impl<T: NmrClient> Shared<T> {
+    /// The client state.
+    pub(crate) fn client(&self) -> &T {
+        &self.client
+    }
+
     /// The client state behind a context pointer NMR passed back.
     ///
     /// # Safety
@@ -153,6 +158,12 @@ impl<T: NmrClient> Registration<T> {
     /// The client state.
     pub(crate) fn client(&self) -> &T {
         &self.shared.client
+    }
+
+    /// The client state, shared: alive for as long as the returned handle, whatever becomes
+    /// of the registration.
+    pub(crate) fn share(&self) -> Arc<Shared<T>> {
+        Arc::clone(&self.shared)
     }
 
     /// The context pointer NMR hands back to the callbacks.

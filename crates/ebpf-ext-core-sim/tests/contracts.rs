@@ -17,7 +17,7 @@ use ebpf_ext_sys::ebpf_extension::{
     ebpf_extension_program_dispatch_table_t, ebpf_program_batch_begin_invoke_function_t,
     ebpf_program_batch_end_invoke_function_t, ebpf_program_batch_invoke_function_t,
 };
-use ebpf_ext_sys::ebpf_result::EBPF_SUCCESS;
+use ebpf_ext_sys::ebpf_result::{EBPF_INVALID_ARGUMENT, EBPF_SUCCESS};
 use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, PASSIVE_LEVEL};
 use ebpf_ext_usersim::{Kernel, expect_bugcheck, set_current_irql};
 
@@ -240,6 +240,23 @@ fn batch_begin_with_a_null_state_is_caught() {
         let _ = unsafe { begin(64, ptr::null_mut()) };
     });
     assert_eq!(contract, Contract::NullPointer);
+}
+
+#[test]
+fn batch_begin_with_a_null_state_and_a_short_size_is_refused_first() {
+    let world = World::new();
+    let (begin, _, _) = world.batch();
+    // SAFETY: the core checks the size before the state, so the state is never touched.
+    let status = unsafe { begin(8, ptr::null_mut()) };
+    assert_eq!(status, EBPF_INVALID_ARGUMENT);
+    let World {
+        link,
+        provider,
+        kernel,
+    } = world;
+    link.detach().expect("clean detach");
+    provider.deregister();
+    kernel.assert_no_leaks();
 }
 
 #[test]

@@ -476,11 +476,16 @@ fn a_provider_completing_detach_under_a_running_invocation_is_reported() {
     .expect("attached");
     let invoker = kernel.spawn(move || hook.invoke_value(0, 0));
     wait_until("the invocation is in flight", || link.in_flight() == 1);
+    let watch = link.detach_watch();
     let detacher = kernel.spawn(move || link.detach());
-    wait_until("the provider detached", || {
-        hook.detaches.load(Ordering::SeqCst) == 1
+    wait_until("the detach counted the running invocation", || {
+        watch.counted_in_flight()
     });
-    thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        hook.detaches.load(Ordering::SeqCst),
+        1,
+        "the provider detached"
+    );
     gate.open();
     assert_eq!(invoker.join().unwrap(), (EBPF_SUCCESS, 1));
     assert_eq!(
