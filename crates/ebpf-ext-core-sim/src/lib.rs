@@ -136,7 +136,13 @@
 //! once (the core fails at end, or corrupts memory); an end on another thread fails at any
 //! IRQL (the core has a slow path below DISPATCH_LEVEL), and so does an `epoch_exit` on
 //! another thread; epoch memory used outside an epoch fails at once (upstream leaves it
-//! undefined). Not enforced: a batch that is never
+//! undefined). Every extension header the core-sim validates (program information, its
+//! descriptor, helper prototypes, address tables, program data, attach provider data,
+//! BTF-resolved function data, custom map headers) must have `total_size` at least `size`,
+//! as upstream's newest validators require; the core the reference sheets describe checks
+//! only version and size there, and accepts ntosebpfext's released headers, whose
+//! `total_size` is 0, which the core-sim refuses (`TotalSizeBelowSize`). The SDK writes full
+//! headers. Not enforced: a batch that is never
 //! ended (the core's epoch reclamation would stall; [`open_batches`] lets a test check it);
 //! an invoke racing the end of the core-sim's deregistration wait (between the provider's
 //! `NmrProviderDetachClientComplete` and the link being marked dead) is not caught.
