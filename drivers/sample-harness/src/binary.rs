@@ -36,7 +36,13 @@ mod tests {
     #[test]
     fn the_samples_images_are_looked_for_in_this_workspace() {
         let dir = super::image_dir().expect("tests run inside the workspace");
-        if std::env::var_os(super::DRIVER_DIR_VAR).is_none() {
+        if let Some(chosen) = std::env::var_os(super::DRIVER_DIR_VAR) {
+            assert_eq!(
+                dir,
+                std::path::PathBuf::from(chosen),
+                "the directory the variable names"
+            );
+        } else {
             assert!(dir.ends_with("target/driver"), "{}", dir.display());
             assert!(
                 dir.parent()

@@ -88,12 +88,22 @@ fn every_failure_in_the_images_load_and_unload_is_clean() {
             driver.unload();
         }
     };
+    let allocations = sweep_allocation_failures(scenario);
+    assert!(
+        allocations > 5,
+        "the image's load allocates ({allocations})"
+    );
     assert_eq!(
-        sweep_allocation_failures(scenario),
+        allocations,
         sweep_allocation_failures(native),
         "the image allocates exactly as the crate does"
     );
-    assert_eq!(sweep_call_failures(scenario), sweep_call_failures(native));
+    let calls = sweep_call_failures(scenario);
+    assert!(
+        calls > 3,
+        "the image's load makes faultable calls ({calls})"
+    );
+    assert_eq!(calls, sweep_call_failures(native));
     drop(loader_kernel);
     image.unload();
 }

@@ -50,9 +50,14 @@ fn the_end_to_end_scenario_holds_and_repeats_identically() {
 
 #[test]
 fn every_allocation_and_api_failure_in_load_and_unload_is_clean() {
-    let scenario = |_: &Kernel| {
-        if let Ok(driver) = LoadedDriver::load(Target::Native(driver_entry), "SampleNetEbpfExt") {
-            driver.unload();
+    let scenario = |kernel: &Kernel| {
+        match LoadedDriver::load(Target::Native(driver_entry), "SampleNetEbpfExt") {
+            Ok(driver) => driver.unload(),
+            // Only an injected fault may fail the load (the sweep's first run injects none).
+            Err(status) => assert!(
+                !kernel.faults_triggered().is_empty(),
+                "the load failed ({status:#x}) with no fault injected"
+            ),
         }
     };
     assert!(sweep_allocation_failures(scenario) > 5);
@@ -65,24 +70,35 @@ fn every_allocation_and_api_failure_in_load_and_unload_is_clean() {
 #[test]
 fn failures_while_attaching_and_firing_leak_nothing() {
     let scenario = |kernel: &Kernel| {
+        // Without an injected fault every step succeeds (the sweep's first run injects none,
+        // so it checks that the scenario reaches the steps the sweep then fails).
+        let no_fault = || kernel.faults_triggered().is_empty();
         let Ok(driver) = LoadedDriver::load(Target::Native(driver_entry), "SampleNetEbpfExt")
         else {
+            assert!(!no_fault(), "the load failed with no fault injected");
             return;
         };
-        if let Ok(link) = Link::attach(
+        match Link::attach(
             LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE).attach_parameter(&1u32.to_ne_bytes()),
             |_| Ok(VERDICT_PERMIT),
         ) {
-            let handle = kernel.open(WIN32_PATH, Caller::System).expect("open");
-            let _ = run(kernel, &handle, 1, &[1, 2, 3]);
-            let _ = kernel.device_io_control(
-                &handle,
-                IOCTL_SAMPLE_NET_PROFILE,
-                &profile_request(1, 3, 0, &[1, 2, 3]),
-                ProfileReply::SIZE,
-            );
-            kernel.close(handle);
-            drop(link);
+            Ok(link) => {
+                let handle = kernel.open(WIN32_PATH, Caller::System).expect("open");
+                let ran = run(kernel, &handle, 1, &[1, 2, 3]).map(|(status, ..)| status);
+                let profiled = kernel.device_io_control(
+                    &handle,
+                    IOCTL_SAMPLE_NET_PROFILE,
+                    &profile_request(1, 3, 0, &[1, 2, 3]),
+                    ProfileReply::SIZE,
+                );
+                if no_fault() {
+                    assert_eq!(ran, Ok(STATUS_SUCCESS), "run");
+                    assert_eq!(profiled.status, STATUS_SUCCESS, "profile");
+                }
+                kernel.close(handle);
+                drop(link);
+            }
+            Err(error) => assert!(!no_fault(), "attach failed with no fault injected: {error}"),
         }
         driver.unload();
     };

@@ -82,14 +82,24 @@ fn an_image_without_the_integrity_flag_cannot_attach() {
 #[test]
 fn every_failure_in_load_attach_and_unload_is_clean() {
     let scenario = |kernel: &Kernel| {
+        // Without an injected fault every step succeeds (the sweep's first run injects none,
+        // so it checks that the scenario reaches the steps the sweep then fails).
+        let no_fault = || kernel.faults_triggered().is_empty();
         let Ok(driver) = LoadedDriver::load(Target::Native(driver_entry), "SampleNtosEbpfExt")
         else {
+            assert!(!no_fault(), "the load failed with no fault injected");
             return;
         };
-        if let Ok(link) = attach() {
-            assert_eq!(kernel.create_process(&process(10)), STATUS_SUCCESS);
-            assert!(kernel.exit_process(10));
-            drop(link);
+        match attach() {
+            Ok(link) => {
+                if no_fault() {
+                    assert_eq!(kernel.process_notify_routines(), 1, "the notify routine");
+                }
+                assert_eq!(kernel.create_process(&process(10)), STATUS_SUCCESS);
+                assert!(kernel.exit_process(10));
+                drop(link);
+            }
+            Err(error) => assert!(!no_fault(), "attach failed with no fault injected: {error}"),
         }
         assert_eq!(kernel.process_notify_routines(), 0);
         driver.unload();
