@@ -492,7 +492,15 @@ fn two_waits_at_once(cache_aware: bool, test: &str, api: &str) {
         assert!(reference.acquire());
         thread::scope(|s| {
             let _first = kernel.scoped(s, || reference.wait());
-            thread::sleep(Duration::from_millis(50));
+            // The second wait starts while the first sleeps in the kernel.
+            let start = Instant::now();
+            while kernel.rundown_waiters() != 1 {
+                assert!(
+                    start.elapsed() < WAITER_DEADLINE,
+                    "the first wait did not go to sleep within {WAITER_DEADLINE:?}"
+                );
+                thread::yield_now();
+            }
             reference.wait();
         });
     });
