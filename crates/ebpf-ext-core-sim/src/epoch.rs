@@ -135,6 +135,8 @@ struct Machine {
     clock: AtomicU64,
     /// Freed blocks not yet given back (read at every exit, without the lock).
     pending: AtomicUsize,
+    /// Callers of [`synchronize`] waiting now.
+    synchronizing: AtomicUsize,
     shared: Mutex<Shared>,
 }
 
@@ -266,28 +268,48 @@ fn reclaim(machine: &Machine) {
     }
 }
 
-/// The core's `ebpf_epoch_synchronize`: returns once every epoch that was active on a thread
-/// of this kernel when it was called has ended. Called inside an epoch, it waits for ever for
-/// the caller's own, as the core's would.
+/// The core's `ebpf_epoch_synchronize`: returns once every epoch that was active on a live
+/// thread of this kernel when it was called has ended (a thread that ended inside an epoch
+/// holds none). Called inside an epoch, it waits for ever for the caller's own, as the
+/// core's would.
 ///
 /// # IRQL
-/// PASSIVE_LEVEL.
+/// Any: it waits by yielding, then sleeping (usersim runs NMR's detach callbacks, where it is
+/// called, at DISPATCH_LEVEL).
 pub(crate) fn synchronize() {
     let Some(machine) = current_machine() else {
         return;
     };
     // Epochs entered from here on start at `now` or later; the ones to wait for, before it.
     let now = machine.clock.fetch_add(1, Ordering::SeqCst) + 1;
+    machine.synchronizing.fetch_add(1, Ordering::SeqCst);
+    let mut round = 0u32;
     loop {
         let waiting = lock(&machine.shared).threads.iter().any(|slot| {
             let entered = slot.load(Ordering::SeqCst);
-            entered != 0 && entered - 1 < now
+            // Only the list holds the slot of a thread that has ended.
+            Arc::strong_count(slot) > 1 && entered != 0 && entered - 1 < now
         });
         if !waiting {
-            return;
+            break;
         }
-        std::thread::sleep(core::time::Duration::from_millis(1));
+        if round < 64 {
+            std::thread::yield_now();
+            round += 1;
+        } else {
+            std::thread::sleep(core::time::Duration::from_millis(1));
+        }
     }
+    machine.synchronizing.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// How many threads of the kernel bound to the calling thread wait now for the epochs that
+/// were active when they began to end (the core's `ebpf_epoch_synchronize`, which a
+/// program-information binding's detach ends with): a test racing such a detach waits on
+/// this rather than sleeping.
+#[must_use]
+pub fn epoch_synchronize_waiters() -> usize {
+    current_machine().map_or(0, |m| m.synchronizing.load(Ordering::SeqCst))
 }
 
 /// Runs `f` inside an epoch of the core's own (a program run, a batch, a provider callback

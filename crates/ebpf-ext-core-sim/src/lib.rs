@@ -209,7 +209,7 @@ pub use contract::{
     FAST_FAIL_INVALID_ARG, IRQL_NOT_LESS_OR_EQUAL, KERNEL_SECURITY_CHECK_FAILURE,
     KMODE_EXCEPTION_NOT_HANDLED, STATUS_ACCESS_VIOLATION, STATUS_ASSERTION_FAILURE,
 };
-pub use epoch::{CACHE_LINE, EpochMemory, epoch_memory, in_epoch};
+pub use epoch::{CACHE_LINE, EpochMemory, epoch_memory, epoch_synchronize_waiters, in_epoch};
 pub use error::{
     AttachProviderDataError, CoreError, HelperTable, Object, ProgramDataError, Refusal,
 };

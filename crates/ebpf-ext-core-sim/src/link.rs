@@ -640,7 +640,8 @@ impl Link {
     /// result 0 and returns `EBPF_EXTENSION_FAILED_TO_LOAD`, as the core's invoke does without
     /// its provider's program data. If a provider of the type is registered but the core's
     /// checks refuse its program data, or its `ProviderAttachClient` fails, the core loads no
-    /// program, and this returns that [`CoreError::ExtensionFailedToLoad`]. (The core would
+    /// program, and this returns that [`CoreError::ExtensionFailedToLoad`]; likewise
+    /// [`CoreError::RegisterClient`] if NMR does not register that client. (The core would
     /// not create a program of a type no provider publishes; the core-sim links one anyway,
     /// so a hook provider can be tested alone.)
     ///
@@ -650,22 +651,21 @@ impl Link {
     where
         P: Fn(*mut c_void) -> Result<u32, ebpf_result_t> + Send + Sync + 'static,
     {
-        let program: Program = match ProgramInfoClient::attach(spec.program_type) {
+        let program: Program = match ProgramInfoClient::attach_typed(spec.program_type) {
             Ok(info) => Box::new(move |context| {
                 if !info.is_attached() {
                     return Err(EBPF_EXTENSION_FAILED_TO_LOAD);
                 }
                 program(context)
             }),
-            // No provider of the type is registered: link the program bare.
-            Err(CoreError::ExtensionFailedToLoad {
-                refusal: None,
-                provider_status: None,
-                ..
-            }) => Box::new(program),
-            // A provider of the type is registered but was refused, or refused the client:
-            // the core loads no program, so there is nothing to link.
-            Err(error) => return Err(error),
+            // A provider of the type is registered but was refused, or refused the client,
+            // or NMR did not register the client: the core loads no program, so there is
+            // nothing to link.
+            Err((error, true) | (error @ CoreError::RegisterClient { .. }, false)) => {
+                return Err(error);
+            }
+            // No provider of the type was offered: link the program bare.
+            Err((_, false)) => Box::new(program),
         };
         Self::attach_program(spec, program)
     }
@@ -846,7 +846,9 @@ impl Link {
     /// running; and releases the program. Works whether or not the provider is still
     /// attached. Do not call it from inside the link's program: it would
     /// wait for itself (as the real core's link deletion would wait for the provider's
-    /// rundown).
+    /// rundown). A link bound to a program-information provider lets it go when it releases
+    /// the program, which waits for every epoch active then ([`ProgramInfoClient`]), so do
+    /// not call it inside any program, helper or batch on the same thread either.
     ///
     /// # Errors
     /// - [`CoreError::DetachedWhileInvoking`] if the provider completed its detach while an

@@ -279,6 +279,8 @@ struct AttachLog {
     provider_status: Option<NTSTATUS>,
     /// Providers of other program types.
     declined: u32,
+    /// A provider of this program type was offered (whatever became of it).
+    matched: bool,
     detaches: u32,
 }
 
@@ -309,6 +311,7 @@ impl ProgramInfoState {
         if guid != self.program_type {
             return Err(None);
         }
+        lock(&self.log).matched = true;
         // SAFETY: `provider` is non-NULL (`provider_module_guid` checked it).
         let data = unsafe { npi_specific(provider) }.cast::<ebpf_program_data_t>();
         let invalid = |e| Some(Refusal::InvalidProgramData(e));
@@ -413,10 +416,14 @@ impl NmrClient for ProgramInfoState {
 /// [`ProgramInfoClient::attach`]). Dropping it deregisters and waits, like
 /// [`ProgramInfoClient::detach`].
 ///
-/// When its provider detaches (the provider deregisters), it waits, as the core does, for the
-/// runs of programs loaded with the provider's data and for test-run contexts to end, drops
-/// its copy of the program data, and then waits until every epoch active at that moment has
-/// ended (`ebpf_epoch_synchronize`: a batch open on another thread, for one).
+/// When it and its provider detach (the provider deregisters, or this client does), it waits,
+/// as the core does, for the runs of programs loaded with the provider's data and for
+/// test-run contexts to end, lets the provider go (context calls fail from then on; the copy
+/// [`ProgramInfoClient::info`] returns stays), and then waits until every epoch active at
+/// that moment has ended (`ebpf_epoch_synchronize`): a batch open on another thread, or any
+/// program running anywhere, each invocation being an epoch. So neither a deregistration of
+/// its provider nor its own detach (or drop) may happen inside an epoch, a program or a
+/// helper on the same thread: it would wait for itself for ever, as with the core.
 pub struct ProgramInfoClient {
     registration: Registration<ProgramInfoState>,
     /// The copy taken at attach.
@@ -456,6 +463,12 @@ impl ProgramInfoClient {
     /// # IRQL
     /// PASSIVE_LEVEL, on a thread bound to a usersim kernel.
     pub fn attach(program_type: GUID) -> Result<Self, CoreError> {
+        Self::attach_typed(program_type).map_err(|(error, _)| error)
+    }
+
+    /// [`ProgramInfoClient::attach`]; an error comes with whether a provider of the program
+    /// type was offered (a refused one, or one that refused the client) rather than none.
+    pub(crate) fn attach_typed(program_type: GUID) -> Result<Self, (CoreError, bool)> {
         let state = ProgramInfoState {
             program_type,
             log: Mutex::new(AttachLog::default()),
@@ -464,7 +477,8 @@ impl ProgramInfoClient {
             liveness: Arc::default(),
         };
         let mut registration =
-            Registration::register(EBPF_PROGRAM_INFO_EXTENSION_IID, state, |_| ptr::null())?;
+            Registration::register(EBPF_PROGRAM_INFO_EXTENSION_IID, state, |_| ptr::null())
+                .map_err(|error| (error, false))?;
         let attached_info = lock(&registration.client().info).clone();
         if let Some(attached_info) = attached_info
             && read(&registration.client().binding).is_some()
@@ -474,18 +488,19 @@ impl ProgramInfoClient {
                 attached_info,
             });
         }
-        let error = {
+        let (error, matched) = {
             let log = lock(&registration.client().log);
-            failed_to_load(
+            let error = failed_to_load(
                 "program-information",
                 program_type,
                 log.refusal.clone(),
                 log.provider_status,
                 log.declined,
-            )
+            );
+            (error, log.matched)
         };
-        registration.deregister()?;
-        Err(error)
+        registration.deregister().map_err(|e| (e, matched))?;
+        Err((error, matched))
     }
 
     /// The program type this client asked for.

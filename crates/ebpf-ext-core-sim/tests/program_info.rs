@@ -891,11 +891,16 @@ fn a_link_of_a_type_whose_provider_is_refused_is_not_made() {
         0,
         "the hook never saw a link"
     );
-    // Only a provider of another type: the program links bare, as before.
+    // Only a provider of another type, and one whose module id is no GUID (refused before
+    // its type is known): the program links bare, as before.
     let other = InfoProvider::register(OTHER_PROGRAM_TYPE, &ProgramDataSpec::valid());
+    let mut luid = NPI_MODULEID::from_guid(TEST_PROGRAM_TYPE);
+    luid.Type = MIT_IF_LUID;
+    let untyped = InfoProvider::register_raw(luid, ProgramDataSpec::valid().build(), 0);
     let bare = link().expect("no provider of the type: a bare program");
     drop(bare);
     other.deregister();
+    untyped.deregister();
     hook.deregister();
     kernel.assert_no_leaks();
 }
@@ -967,8 +972,9 @@ fn a_provider_detach_waits_for_the_epochs_active_when_it_began() {
         });
         common::wait_until("the batch began", || batch_open.load(SeqCst));
         let deregistering = kernel.scoped(s, move || provider.deregister());
-        // The client's copy is gone once its detach has reached the epoch wait.
-        common::wait_until("the client let its provider go", || !client.is_attached());
+        common::wait_until("the detach waits for the epochs", || {
+            ebpf_ext_core_sim::epoch_synchronize_waiters() == 1
+        });
         assert!(
             !deregistering.is_finished(),
             "the deregistration finished while an epoch active before it was still open"
@@ -976,6 +982,7 @@ fn a_provider_detach_waits_for_the_epochs_active_when_it_began() {
         release.store(true, SeqCst);
         batch.join().expect("batch");
         deregistering.join().expect("deregistered");
+        assert_eq!(ebpf_ext_core_sim::epoch_synchronize_waiters(), 0);
     });
     link.detach().expect("detached");
     hook.deregister();

@@ -143,9 +143,9 @@ fn stress<G>(
                 }
             });
         }
-        // The wait begins once an acquire has succeeded, so that it runs down a reference in
-        // use; if none succeeds within 10 s it begins anyway, and the caller's check of the
-        // returned count fails.
+        // The wait begins once an acquire has succeeded, so that it starts while the
+        // acquirers are running (and, likely, holding references); if none succeeds within
+        // 10 s it begins anyway, and the caller's check of the returned count fails.
         let deadline = Instant::now() + Duration::from_secs(10);
         while acquired.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
             thread::yield_now();
