@@ -616,3 +616,89 @@ fn every_allocation_failure_around_a_custom_map_is_clean() {
     });
     assert!(points > 3, "{points} allocations");
 }
+
+static FIND_RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static FIND_GATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static DELETED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A map type whose find waits until [`FIND_GATE`] opens, and whose delete callback records
+/// that it ran.
+#[derive(Debug)]
+struct FindWaits;
+
+impl CustomMap for FindWaits {
+    const MAP_TYPE: u32 = 4105;
+    const UPDATES_ORIGINAL_VALUE: bool = false;
+    const TAG: PoolTag = TAG;
+
+    fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
+        Ok((FindWaits, value_size))
+    }
+
+    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn find(&self, _: Input<'_>, _: Input<'_>, _: &mut [u8], _: u32) -> Result<(), ebpf_result_t> {
+        FIND_RUNNING.store(true, std::sync::atomic::Ordering::SeqCst);
+        while !FIND_GATE.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        _: Input<'_>,
+        _: Input<'_>,
+        _: &mut [u8],
+        _: u32,
+    ) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn delete_element(&self, _: Input<'_>, _: Input<'_>, _: u32) {
+        DELETED.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// As with the core, which runs a provider's find under no lock of its own (the epoch keeps
+/// the value), a delete of the same key completes, its callback included, while a find is
+/// still running: a provider must not free, outside the epoch, what its find may be reading.
+#[test]
+fn a_delete_of_a_key_completes_while_a_find_of_it_runs() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let kernel = Kernel::new();
+    let provider = MapProvider::<FindWaits>::register(PROVIDER_MODULE, TAG).expect("register");
+    let map = BpfMap::create(&definition(FindWaits::MAP_TYPE)).expect("created");
+    let key = [1, 0, 0, 0];
+    let value = [7; 8];
+    map.update(&key, &value, 0).expect("inserted");
+    std::thread::scope(|s| {
+        let finder = kernel.scoped(s, || map.lookup(&key));
+        common_wait("the find runs", || FIND_RUNNING.load(SeqCst));
+        let deleter = kernel.scoped(s, || map.delete(&key));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !deleter.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let deleted_first = deleter.is_finished();
+        // Open the gate either way, so that a failure ends instead of hanging.
+        FIND_GATE.store(true, SeqCst);
+        assert!(
+            deleted_first,
+            "the delete waited for the find: the core-sim held a lock the core does not"
+        );
+        assert_eq!(deleter.join().expect("delete"), Ok(()));
+        assert!(DELETED.load(SeqCst), "the delete callback ran");
+        assert_eq!(
+            finder.join().expect("find"),
+            Ok(Some(value.to_vec())),
+            "the find read the value it found"
+        );
+    });
+    drop(map);
+    drop(provider);
+    kernel.wait_for_work_items();
+    kernel.assert_no_leaks();
+}

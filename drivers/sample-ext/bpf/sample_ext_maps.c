@@ -51,6 +51,7 @@ int custom_map(sample_context_t* ctx)
     observe(3, bpf_map_update_elem(&sample_map, &key, &other, BPF_ANY));
     observe(4, bpf_map_delete_elem(&sample_map, &key));
     observe(5, sample_ext_helper_map_lookup_element(&sample_map, &key) == 0);
+    observe(7, bpf_map_push_elem(&sample_map, &other, 0));
     return got == 0 ? (int)value : -1;
 }
 

@@ -14,15 +14,17 @@
 //! delete callbacks, every `total_size` at least its `size` (the newest core), client data
 //! {1, 40, 40} with the map-context offset, `actual_value_size` non-zero (and equal to the
 //! value size unless the provider updates the stored value, which then needs find, update
-//! and a delete callback), and BPF-program operations (lookup, update, delete) refused with
-//! `EBPF_OPERATION_NOT_SUPPORTED` when `updates_original_value` is set. Without it the
+//! and a delete callback), and BPF-program operations (lookup, update, delete, push, pop,
+//! peek) refused with `EBPF_OPERATION_NOT_SUPPORTED` when `updates_original_value` is set. Without it the
 //! provider's find and update get no output buffer (NULL, size 0) and the core stores and
 //! returns the caller's value itself; a program's lookup, update and delete then go through
 //! the provider's callbacks with `EBPF_MAP_OPERATION_HELPER`, at the program's IRQL, and its
 //! lookup returns the stored value, which the program may read and write. A user-mode update goes through the provider first,
 //! then the base hash map applies the update's flags (`BPF_NOEXIST`, `BPF_EXIST`) and its
 //! `max_entries`; an insert it refuses is undone through the provider's delete callback
-//! (`EBPF_MAP_OPERATION_UPDATE`), as the core undoes a failed insert.
+//! (`EBPF_MAP_OPERATION_UPDATE`), as the core undoes a failed insert. The provider's find
+//! runs under no lock of the map's, as the core's does (the epoch keeps the value): a delete
+//! or replace of the same key, its delete callback included, may run meanwhile.
 //!
 //! The provider's rundown: each map holds it until the map is deleted, so a provider's
 //! deregistration waits until every map of its type is gone (the map client's detach stays
@@ -41,8 +43,10 @@
 //! it. A map whose create fails is deleted inside the create's epoch, as the core deletes it
 //! inside the request that made it.
 //!
-//! Not modelled: a program's
-//! `bpf_map_lookup_and_delete_elem`, push, pop and peek on a custom map (NULL or refused).
+//! Not modelled: a program's `bpf_map_lookup_and_delete_elem` on a custom map that keeps the
+//! caller's value (NULL; whether the core calls the provider's find and delete there is not
+//! confirmed), and its
+//! push, pop and peek there (refused).
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -414,11 +418,32 @@ impl Stored {
         }
     }
 
-    /// Copies the front into `out` (at most `len()` bytes).
-    fn read(&self, out: &mut [u8]) {
-        let len = out.len().min(self.len());
-        // SAFETY: `len` bytes of this allocation into a buffer that is not in it.
-        unsafe { ptr::copy_nonoverlapping(self.as_mut_ptr(), out.as_mut_ptr(), len) };
+    /// Where it is, to use without the map's lock.
+    fn at(&self) -> StoredAt {
+        StoredAt {
+            address: self.as_mut_ptr(),
+            len: self.len(),
+        }
+    }
+}
+
+/// A stored value's place, used after the map's lock is released: the core calls the
+/// provider's find without a lock (the epoch keeps the value), so a delete or replace of the
+/// same key may run meanwhile. The allocation stays valid: a value taken out of the map is
+/// retired, never freed, until the map drops.
+#[derive(Clone, Copy)]
+struct StoredAt {
+    address: *mut u8,
+    len: usize,
+}
+
+impl StoredAt {
+    /// Copies the front into `out` (at most `len` bytes).
+    fn read(self, out: &mut [u8]) {
+        let len = out.len().min(self.len);
+        // SAFETY: `len` bytes of a stored value's allocation (never freed while the map
+        // lives) into a buffer that is not in it.
+        unsafe { ptr::copy_nonoverlapping(self.address, out.as_mut_ptr(), len) };
     }
 }
 
@@ -687,7 +712,7 @@ impl CustomMap {
     fn find_callback(
         &self,
         key: &[u8],
-        stored: &Stored,
+        stored: StoredAt,
         out: Option<&mut [u8]>,
         flags: u32,
     ) -> Result<(), ebpf_result_t> {
@@ -705,8 +730,8 @@ impl CustomMap {
                 self.context,
                 key.len(),
                 key.as_mut_ptr(),
-                stored.len(),
-                stored.as_mut_ptr(),
+                stored.len,
+                stored.address,
                 out_size,
                 out_ptr,
                 flags,
@@ -721,8 +746,8 @@ impl CustomMap {
 
     /// A user-mode lookup: the provider turns what is stored into the caller's value.
     pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ebpf_result_t> {
-        let entries = lock(&self.entries);
-        let Some(stored) = entries.get(key) else {
+        // The provider's find runs without the lock, as the core's does.
+        let Some(stored) = lock(&self.entries).get(key).map(Stored::at) else {
             return Ok(None);
         };
         let mut out = vec![0u8; self.value_size];
@@ -750,11 +775,11 @@ impl CustomMap {
     /// the address of the stored value, which the program may read and write, or `None` when
     /// the key is absent or the provider refuses.
     pub(crate) fn program_lookup(&self, key: &[u8]) -> Option<*mut u8> {
-        let entries = lock(&self.entries);
-        let stored = entries.get(key)?;
+        // The provider's find runs without the lock, as the core's does.
+        let stored = lock(&self.entries).get(key).map(Stored::at)?;
         self.find_callback(key, stored, None, EBPF_MAP_OPERATION_HELPER)
             .ok()?;
-        Some(stored.as_mut_ptr())
+        Some(stored.address)
     }
 
     /// The keys, sorted.

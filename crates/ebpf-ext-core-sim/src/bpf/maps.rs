@@ -541,6 +541,14 @@ impl BpfMap {
         Ok(())
     }
 
+    /// Whether the map is a custom one whose provider updates the original value: the core
+    /// refuses every program operation on it before calling the provider.
+    fn refuses_programs(&self) -> bool {
+        self.custom
+            .as_ref()
+            .is_some_and(CustomMap::refuses_programs)
+    }
+
     /// `bpf_map_delete_elem`.
     pub(crate) fn delete_value(&self, key: &[u8]) -> Result<(), ebpf_result_t> {
         if let Some(custom) = self.custom.as_ref().filter(|c| !c.refuses_programs()) {
@@ -597,6 +605,9 @@ impl BpfMap {
     /// `bpf_map_push_elem`: appends `value` to a queue or stack; when it is full, `flags`
     /// with `BPF_EXIST` first drops the oldest value, else `EBPF_OUT_OF_SPACE`.
     pub(crate) fn push_value(&self, value: &[u8], flags: u64) -> Result<(), ebpf_result_t> {
+        if self.refuses_programs() {
+            return Err(EBPF_OPERATION_NOT_SUPPORTED);
+        }
         // A program may pass a pointer into this map's own values: copy it out first.
         let value = &value.to_vec();
         match self.kind {
@@ -624,6 +635,9 @@ impl BpfMap {
     /// `bpf_map_pop_elem` (`remove`) and `bpf_map_peek_elem`: the next value of a queue (the
     /// oldest) or stack (the newest) into `out`; `EBPF_OBJECT_NOT_FOUND` when empty.
     pub(crate) fn pop_value(&self, out: &mut [u8], remove: bool) -> Result<(), ebpf_result_t> {
+        if self.refuses_programs() {
+            return Err(EBPF_OPERATION_NOT_SUPPORTED);
+        }
         match self.kind {
             Kind::Queue | Kind::Stack => {}
             Kind::RingBuffer => return Err(EBPF_OPERATION_NOT_SUPPORTED),
