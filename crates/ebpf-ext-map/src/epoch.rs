@@ -3,7 +3,9 @@
 //! once no region that could see them remains.
 //!
 //! The use it is for: a custom map whose stored values point at objects of the provider's
-//! (upstream's sample keeps a pointer to a 4-byte object per key; XDP's XSKMAP a socket).
+//! (upstream's sample keeps a pointer to a 4-byte object per key; XDP's XSKMAP a socket,
+//! which needs releasing as well as freeing: [`crate::Objects`] frees plain `Copy` objects
+//! only, so such a map implements [`crate::CustomMap`] over this module itself).
 //! The provider allocates the object on update, stores its address in the value the core
 //! keeps, reads it on lookup or from a helper, and drops it when the core deletes or replaces
 //! the value: a program that found the object before may go on reading it until its run ends,

@@ -144,6 +144,16 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
 
     /// A stored value was removed, replaced or cleaned up with the map; cannot fail. `key`
     /// is empty if the core passes none. Both are [`Input`] views, as for [`CustomMap::find`].
+    ///
+    /// `flags` says why: 0 for a delete from user mode; `EBPF_MAP_OPERATION_HELPER` for one
+    /// from a program (only without [`CustomMap::UPDATES_ORIGINAL_VALUE`]), at the program's
+    /// IRQL, up to DISPATCH_LEVEL; `EBPF_MAP_OPERATION_UPDATE` (with the operation's own
+    /// flag) for a value an update replaced, or for the value of an insert the core refused
+    /// after [`CustomMap::update`] had accepted it, which undoes that update; and
+    /// `EBPF_MAP_OPERATION_MAP_CLEANUP` for each value left when the map is deleted, outside
+    /// any epoch. A find of the same key may still be running when it is called (the core
+    /// takes no lock around the provider's find): free what the value refers to under epoch
+    /// control, never at once.
     fn delete_element(&self, key: Input<'_>, stored: Input<'_>, flags: u32);
 }
 

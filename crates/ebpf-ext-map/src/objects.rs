@@ -58,6 +58,8 @@ pub trait ObjectMap: Sized + Send + Sync + 'static {
     fn associate(&self, program_type: &GUID) -> Result<(), ebpf_result_t>;
 
     /// An update from user mode: the object to keep for the caller's `value` under `key`.
+    /// `flags` is the core's `EBPF_MAP_OPERATION_*` value (0 from user mode); the update's
+    /// `BPF_NOEXIST` / `BPF_EXIST` never reach the provider, the core applies them after.
     ///
     /// # Errors
     /// The result the update fails with; the key keeps its previous object.
@@ -68,7 +70,8 @@ pub trait ObjectMap: Sized + Send + Sync + 'static {
         flags: u32,
     ) -> Result<Self::Object, ebpf_result_t>;
 
-    /// A lookup from user mode: writes the caller's value for `object` into `out`.
+    /// A lookup from user mode: writes the caller's value for `object` into `out`. `flags`
+    /// is the core's `EBPF_MAP_OPERATION_*` value (0 from user mode).
     ///
     /// # Errors
     /// The result the lookup fails with.
