@@ -63,7 +63,8 @@ pub enum Contract {
     /// A binding context that is not a link's (NULL, misaligned, or not what attach
     /// received): the core dereferences it as its link object.
     NotALink = 8,
-    /// An invoke of a link whose detach has completed: the core has released the program.
+    /// An invoke of a link whose detach has completed (the link's or the provider's): the
+    /// core may have released the program and freed the link.
     InvokeAfterDetach = 9,
     /// A test-run context from `context_create` in a pool allocation that does not hold the
     /// 64 bytes in front of it: the core writes its context header there, over whatever

@@ -64,10 +64,12 @@
 //!   [`Contract::NotALink`] (contracts:
 //!   `invoke_with_a_binding_context_that_is_not_a_link_is_caught`,
 //!   `invoke_with_a_misaligned_binding_context_is_caught`).
-//! - No invoke once the detach has completed → `0x1E`/`STATUS_ACCESS_VIOLATION`,
-//!   [`Contract::InvokeAfterDetach`] (contracts:
-//!   `invoke_after_the_detach_completed_is_caught`); detached links are never freed, so this
-//!   is a check, not a use after free.
+//! - No invoke once the detach has completed, whether the link's user detached it or the
+//!   provider deregistered (NMR has then finished with the binding, and the core may free
+//!   the link) → `0x1E`/`STATUS_ACCESS_VIOLATION`, [`Contract::InvokeAfterDetach`]
+//!   (contracts: `invoke_after_the_detach_completed_is_caught`,
+//!   `invoke_after_the_provider_completed_its_own_detach_is_caught`); detached links are
+//!   never freed, so this is a check, not a use after free.
 //! - No use of `client_data->data` once the detach has completed: the core frees it, the
 //!   core-sim fills it with usersim's freed-pool poison (by effect; contracts:
 //!   `the_attach_parameter_is_gone_after_the_detach`).
@@ -144,8 +146,8 @@
 //! `total_size` is 0, which the core-sim refuses (`TotalSizeBelowSize`). The SDK writes full
 //! headers. Not enforced: a batch that is never
 //! ended (the core's epoch reclamation would stall; [`open_batches`] lets a test check it);
-//! an invoke racing the end of the core-sim's deregistration wait (between the provider's
-//! `NmrProviderDetachClientComplete` and the link being marked dead) is not caught.
+//! a late invoke by a provider whose binding has been replaced by another provider's (the
+//! link's binding context is the same for both).
 //!
 //! Both call the real kernel exports (`NmrRegisterClient`, `NmrClientAttachProvider`,
 //! `NmrDeregisterClient`, `NmrWaitForClientDeregisterComplete`), which `ebpf-ext-usersim`

@@ -216,6 +216,10 @@ struct LinkState {
     /// Set by the detach once it has counted the invocations still running (see
     /// [`DetachWatch`]).
     detach_counted: AtomicBool,
+    /// Set when NMR detaches the link from its provider (`ClientDetachProvider`), cleared
+    /// when a provider attaches: from then on an invoke checks that the provider has not
+    /// completed its detach.
+    provider_detaching: AtomicBool,
     last_irql: AtomicU8,
 }
 
@@ -323,6 +327,7 @@ impl LinkState {
             batch_invocations: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             detach_counted: AtomicBool::new(false),
+            provider_detaching: AtomicBool::new(false),
             last_irql: AtomicU8::new(NO_IRQL),
         }
     }
@@ -372,6 +377,20 @@ impl LinkState {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             Contract::InvokeAfterDetach.broken(
                 format_args!("invoke of a link whose provider completed its detach meanwhile"),
+                ptr::from_ref(self) as usize,
+                0,
+            );
+        }
+        // Once NMR has begun detaching the binding (the link's `ClientDetachProvider` ran),
+        // the provider may invoke until it completes its side of the detach, not after: NMR
+        // has then finished with the binding, and the core may free the link at any time.
+        // (The link's context is its state's address.)
+        if self.provider_detaching.load(Ordering::SeqCst)
+            && !ebpf_ext_usersim::nmr_provider_holds_client(ptr::from_ref(self).cast())
+        {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Contract::InvokeAfterDetach.broken(
+                format_args!("invoke of a link after its provider completed its detach"),
                 ptr::from_ref(self) as usize,
                 0,
             );
@@ -482,6 +501,7 @@ impl NmrClient for LinkState {
         log.provider_status = Some(status);
         if NT_SUCCESS(status) {
             log.attached = true;
+            self.provider_detaching.store(false, Ordering::SeqCst);
             log.bpf_attach_type = Some(provider_data.bpf_attach_type);
             log.link_type = Some(provider_data.link_type);
         } else {
@@ -493,6 +513,7 @@ impl NmrClient for LinkState {
     fn detach_provider(&self) -> NTSTATUS {
         // The core does not call into the provider here: invocations still running finish
         // under the provider's own rundown before it completes its detach.
+        self.provider_detaching.store(true, Ordering::SeqCst);
         let mut log = lock(&self.log);
         log.attached = false;
         log.claimed = false;

@@ -358,6 +358,30 @@ fn invoke_after_the_detach_completed_is_caught() {
     assert_eq!(contract, Contract::InvokeAfterDetach);
 }
 
+/// A provider that deregisters (NMR detaches it from the link, and it completes its detach)
+/// and then still invokes the binding it kept: the link is alive (its user has not detached
+/// it), but NMR has finished with the binding and the core may free the link at any time.
+#[test]
+fn invoke_after_the_provider_completed_its_own_detach_is_caught() {
+    let contract = caught(
+        "invoke_after_the_provider_completed_its_own_detach_is_caught",
+        || {
+            let world = World::new();
+            let state = world.provider.state;
+            let client = state.client(0);
+            world.provider.deregister();
+            assert!(!world.link.is_attached(), "NMR detached the link");
+            let mut context = HookContext::new(0);
+            let _ = state.invoke_raw(
+                &client,
+                client.binding_context as *const c_void,
+                context.ptr(),
+            );
+        },
+    );
+    assert_eq!(contract, Contract::InvokeAfterDetach);
+}
+
 /// A provider that completes its detach while one of its invocations still runs, and then
 /// starts another: the link is dead from the moment the detach completed, so the late
 /// invocation is caught even though the link's detach is still waiting for the first.

@@ -60,7 +60,10 @@ pub use kernel::{
     run_dying_child, sweep_allocation_failures, sweep_call_failures,
 };
 pub use locals::ebpf_ext_usersim_kernel_local;
-pub use nmr::{MAX_DECLINES, MAX_DEREGISTRATIONS, NmrDecline, NmrDeregistration, NmrRegistration};
+pub use nmr::{
+    MAX_DECLINES, MAX_DEREGISTRATIONS, NmrDecline, NmrDeregistration, NmrRegistration,
+    nmr_provider_holds_client,
+};
 pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, pool_allocation_containing, tag_name};
 pub use process::{
     ImageFlagsLookup, NewProcess, PROCESS_CLOCK_START, ProcessExit, ProcessIdentity,

@@ -30,7 +30,7 @@ use ebpf_ext_sys::wdm::{
 
 use crate::kernel::{
     CalledFrom, Inner, Kernel, allocation_fails, bugcheck, call_driver_callback, call_fails,
-    current_irql, lock, require_irql, set_irql, with_kernel,
+    current_irql, lock, require_irql, set_irql, try_with_kernel, with_kernel,
 };
 
 /// The name of `kind`'s detach callback (the bug-check's routine).
@@ -257,6 +257,24 @@ impl Kernel {
             .filter(|b| b.provider_side == Side::Attached && b.client_side == Side::Attached)
             .count()
     }
+}
+
+/// Whether the kernel bound to this thread holds a binding whose client binding context is
+/// `client_binding_context` and whose provider has not completed its detach (it may be
+/// attaching, attached, or inside or pending its detach). A client whose binding context a
+/// provider uses when this is false sees a call the provider may no longer make: NMR has
+/// finished with that binding, and the client may have freed what it named. For a stand-in
+/// of such a client (core-sim's links) to catch it. False with no kernel bound.
+#[must_use]
+pub fn nmr_provider_holds_client(client_binding_context: *const c_void) -> bool {
+    let context = client_binding_context as usize;
+    try_with_kernel(|k| {
+        lock(&k.nmr)
+            .bindings
+            .values()
+            .any(|b| b.client_context == context && !matches!(b.provider_side, Side::Done))
+    })
+    .unwrap_or(false)
 }
 
 fn registration_handle(id: u64) -> HANDLE {
