@@ -274,8 +274,9 @@ fn reclaim(machine: &Machine) {
 /// core's would.
 ///
 /// # IRQL
-/// Any: it waits by yielding, then sleeping (usersim runs NMR's detach callbacks, where it is
-/// called, at DISPATCH_LEVEL).
+/// The core's must be called below DISPATCH_LEVEL. This one waits by yielding, then
+/// sleeping, at any IRQL, because usersim runs NMR's detach callbacks, where it is called, at
+/// DISPATCH_LEVEL.
 pub(crate) fn synchronize() {
     let Some(machine) = current_machine() else {
         return;

@@ -679,14 +679,12 @@ impl Link {
                 }
                 program(context)
             }),
-            // A provider of the type is registered but was refused, or refused the client,
-            // or NMR did not register the client: the core loads no program, so there is
-            // nothing to link.
-            Err((error, true) | (error @ CoreError::RegisterClient { .. }, false)) => {
-                return Err(error);
-            }
             // No provider of the type was offered: link the program bare.
-            Err((_, false)) => Box::new(program),
+            Err((CoreError::ExtensionFailedToLoad { .. }, false)) => Box::new(program),
+            // A provider of the type is registered but was refused, or refused the client,
+            // or NMR did not register or deregister the client: the core loads no program, so
+            // there is nothing to link.
+            Err((error, _)) => return Err(error),
         };
         Self::attach_program(spec, program)
     }

@@ -382,6 +382,30 @@ fn invoke_after_the_provider_completed_its_own_detach_is_caught() {
     assert_eq!(contract, Contract::InvokeAfterDetach);
 }
 
+/// A link whose provider deregistered is offered to a new provider of its hook, which
+/// invokes it from inside its attach callback (the core allows it): a binding being attached
+/// is held, so the invoke runs.
+#[test]
+fn a_new_provider_may_invoke_a_link_from_inside_its_attach() {
+    let World {
+        link,
+        provider,
+        kernel,
+    } = World::new();
+    provider.deregister();
+    assert!(!link.is_attached(), "the first provider went");
+    let again = HookProvider::register_invoking_in_attach(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+    assert!(link.is_attached(), "offered to the new provider");
+    assert_eq!(
+        *again.state.attach_invocations.lock().unwrap(),
+        [(EBPF_SUCCESS, 1)],
+        "the invoke from inside the attach ran the program"
+    );
+    link.detach().expect("clean detach");
+    again.deregister();
+    kernel.assert_no_leaks();
+}
+
 /// A provider that completes its detach while one of its invocations still runs, and then
 /// starts another: the link is dead from the moment the detach completed, so the late
 /// invocation is caught even though the link's detach is still waiting for the first.

@@ -260,8 +260,9 @@ impl Kernel {
 }
 
 /// Whether the kernel bound to this thread holds a binding whose client binding context is
-/// `client_binding_context` and whose provider has not completed its detach (it may be
-/// attaching, attached, or inside or pending its detach). A client whose binding context a
+/// `client_binding_context` and whose provider has not completed its detach (it may be inside
+/// its attach callback, attached, or inside or pending its detach: the binding takes the
+/// client's context when the client calls `NmrClientAttachProvider`). A client whose binding context a
 /// provider uses when this is false sees a call the provider may no longer make: NMR has
 /// finished with that binding, and the client may have freed what it named. For a stand-in
 /// of such a client (core-sim's links) to catch it. False with no kernel bound.
@@ -855,7 +856,7 @@ pub unsafe extern "win64" fn NmrClientAttachProvider(
             return STATUS_INVALID_PARAMETER;
         };
         let (attach_fn, provider_context, client_instance) = {
-            let nmr = lock(&k.nmr);
+            let mut nmr = lock(&k.nmr);
             let Some(b) = nmr
                 .bindings
                 .get(&binding)
@@ -872,11 +873,17 @@ pub unsafe extern "win64" fn NmrClientAttachProvider(
             if p.deregistering {
                 return STATUS_NOINTERFACE;
             }
-            (
+            let call = (
                 provider_chars(p).ProviderAttachClient,
                 p.context,
                 instance(c),
-            )
+            );
+            // The client's binding context is the binding's from here: the provider may use
+            // it inside its attach callback (`nmr_provider_holds_client`).
+            if let Some(b) = nmr.bindings.get_mut(&binding) {
+                b.client_context = ClientBindingContext as usize;
+            }
+            call
         };
         if call_fails(k, API) {
             return STATUS_INSUFFICIENT_RESOURCES;

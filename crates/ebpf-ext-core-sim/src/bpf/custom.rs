@@ -51,7 +51,7 @@
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::mem::offset_of;
-use core::ptr;
+use core::ptr::{self, NonNull};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -387,15 +387,25 @@ pub(crate) struct CustomMap {
     retired: Mutex<Vec<Stored>>,
 }
 
-/// The bytes the core stores for one key, held as the built-in maps hold their values
-/// (`Box<[UnsafeCell<u8>]>`, reached through `UnsafeCell::raw_get`): the pointer
-/// `find_element_function` hands a program stays valid, and no reference the map makes later
-/// (a lookup, a replacement) covers the bytes the program accesses through it.
-struct Stored(Box<[UnsafeCell<u8>]>);
+/// The bytes the core stores for one key, reached through `UnsafeCell::raw_get` as the
+/// built-in maps reach their values: the pointer `find_element_function` hands a program
+/// stays valid, and no reference the map makes later (a lookup, a replacement) covers the
+/// bytes the program accesses through it. Held by a raw pointer (from `Box::leak`, freed on
+/// drop), not a `Box`: moving the value from the map to the retired list must not assert
+/// a unique hold on bytes a program or a running find still uses.
+struct Stored(NonNull<[UnsafeCell<u8>]>);
+
+impl Drop for Stored {
+    fn drop(&mut self) {
+        // SAFETY: a leaked box (`zeroed`), given back once, here.
+        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+    }
+}
 
 impl Stored {
     fn zeroed(len: usize) -> Self {
-        Stored((0..len).map(|_| UnsafeCell::new(0)).collect())
+        let bytes: Box<[UnsafeCell<u8>]> = (0..len).map(|_| UnsafeCell::new(0)).collect();
+        Stored(NonNull::from(Box::leak(bytes)))
     }
 
     fn len(&self) -> usize {
@@ -403,7 +413,7 @@ impl Stored {
     }
 
     fn as_mut_ptr(&self) -> *mut u8 {
-        UnsafeCell::raw_get(self.0.as_ptr())
+        UnsafeCell::raw_get(self.0.as_ptr().cast::<UnsafeCell<u8>>())
     }
 
     /// Copies `bytes` (at most `len()`) to the front.

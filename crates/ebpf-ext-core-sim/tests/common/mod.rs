@@ -746,6 +746,10 @@ pub(crate) struct HookState {
     pub(crate) pending: Mutex<Vec<usize>>,
     /// Invocations in flight through this provider (its "rundown").
     pub(crate) in_flight: AtomicU32,
+    /// Invoke each client once from inside the attach callback, before attaching it.
+    pub(crate) invoke_in_attach: AtomicBool,
+    /// What those invocations returned (status, result), in order.
+    pub(crate) attach_invocations: Mutex<Vec<(ebpf_result_t, u32)>>,
 }
 
 fn hook_state(ctx: *const c_void) -> &'static HookState {
@@ -848,6 +852,11 @@ unsafe extern "win64" fn hook_attach(
             binding: binding as usize,
         });
     }
+    if s.invoke_in_attach.load(Ordering::SeqCst) {
+        let mut context = HookContext::new(0);
+        let invoked = s.invoke_raw(&client_view, client_binding.cast_const(), context.ptr());
+        s.attach_invocations.lock().unwrap().push(invoked);
+    }
     s.clients.lock().unwrap().push(client_view);
     s.attaches.fetch_add(1, Ordering::SeqCst);
     // SAFETY: NMR's out slots.
@@ -907,6 +916,18 @@ impl HookProvider {
         )
     }
 
+    /// A valid hook provider that invokes each client once from inside its attach callback
+    /// (see [`HookState::attach_invocations`]).
+    pub(crate) fn register_invoking_in_attach(attach_type: GUID, program_type: GUID) -> Self {
+        let state = leak(HookState::default());
+        state.invoke_in_attach.store(true, Ordering::SeqCst);
+        Self::register_state(
+            state,
+            NPI_MODULEID::from_guid(attach_type),
+            Some(hook_data(program_type)),
+        )
+    }
+
     /// Any module id and attach provider data (`None`: NULL); `attach_status` is what its
     /// attach returns; `pend_detach` makes its detach return `STATUS_PENDING`.
     pub(crate) fn register_with(
@@ -918,6 +939,14 @@ impl HookProvider {
         let state = leak(HookState::default());
         state.attach_status.store(attach_status, Ordering::SeqCst);
         state.pend_detach.store(pend_detach, Ordering::SeqCst);
+        Self::register_state(state, module_id, data)
+    }
+
+    fn register_state(
+        state: &'static HookState,
+        module_id: NPI_MODULEID,
+        data: Option<ebpf_attach_provider_data_t>,
+    ) -> Self {
         let data: *const c_void = data.map_or(ptr::null(), |d| ptr::from_ref(leak(d)).cast());
         let handle = register_provider(
             &EBPF_HOOK_EXTENSION_IID,
