@@ -29,6 +29,18 @@ const ROUNDS: usize = 200_000;
 /// How long a thread waits at most for another thread's rundown wait to go to sleep.
 const WAITER_DEADLINE: Duration = Duration::from_secs(10);
 
+/// Returns once one rundown wait sleeps in `kernel` (at most [`WAITER_DEADLINE`]).
+fn until_one_wait_sleeps(kernel: &Kernel) {
+    let start = Instant::now();
+    while kernel.rundown_waiters() != 1 {
+        assert!(
+            start.elapsed() < WAITER_DEADLINE,
+            "no rundown wait went to sleep within {WAITER_DEADLINE:?}"
+        );
+        thread::yield_now();
+    }
+}
+
 /// Storage for a reference, read by the observer word by word with atomic loads (the kernel
 /// routines write it atomically too).
 struct Words(Vec<AtomicU64>);
@@ -426,14 +438,7 @@ impl Reference {
         assert!(self.acquire());
         thread::scope(|s| {
             let releaser = kernel.scoped(s, || {
-                let start = Instant::now();
-                while kernel.rundown_waiters() != 1 {
-                    assert!(
-                        start.elapsed() < WAITER_DEADLINE,
-                        "the wait did not go to sleep within {WAITER_DEADLINE:?}"
-                    );
-                    thread::yield_now();
-                }
+                until_one_wait_sleeps(kernel);
                 self.release();
             });
             self.wait();
@@ -493,14 +498,7 @@ fn two_waits_at_once(cache_aware: bool, test: &str, api: &str) {
         thread::scope(|s| {
             let _first = kernel.scoped(s, || reference.wait());
             // The second wait starts while the first sleeps in the kernel.
-            let start = Instant::now();
-            while kernel.rundown_waiters() != 1 {
-                assert!(
-                    start.elapsed() < WAITER_DEADLINE,
-                    "the first wait did not go to sleep within {WAITER_DEADLINE:?}"
-                );
-                thread::yield_now();
-            }
+            until_one_wait_sleeps(&kernel);
             reference.wait();
         });
     });
