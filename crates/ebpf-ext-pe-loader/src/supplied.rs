@@ -9,13 +9,17 @@ use core::ffi::c_int;
 
 use crate::chkstk;
 
-/// `memcpy`.
+/// `memcpy`. Copies as `memmove` does, so an overlapping copy a driver makes behaves as it
+/// would in most C libraries rather than aborting the test; 0 bytes touch neither pointer
+/// (drivers pass NULL with a length of 0).
 ///
 /// # Safety
-/// As C `memcpy`: `src` and `dst` are valid for `count` bytes and do not overlap.
+/// As C `memcpy`: `src` and `dst` are valid for `count` bytes.
 unsafe extern "win64" fn memcpy(dst: *mut u8, src: *const u8, count: usize) -> *mut u8 {
-    // SAFETY: the caller upholds memcpy's contract.
-    unsafe { core::ptr::copy_nonoverlapping(src, dst, count) };
+    if count != 0 {
+        // SAFETY: the caller upholds memcpy's contract; `copy` allows overlap.
+        unsafe { core::ptr::copy(src, dst, count) };
+    }
     dst
 }
 
@@ -24,8 +28,10 @@ unsafe extern "win64" fn memcpy(dst: *mut u8, src: *const u8, count: usize) -> *
 /// # Safety
 /// As C `memmove`: `src` and `dst` are valid for `count` bytes.
 unsafe extern "win64" fn memmove(dst: *mut u8, src: *const u8, count: usize) -> *mut u8 {
-    // SAFETY: the caller upholds memmove's contract.
-    unsafe { core::ptr::copy(src, dst, count) };
+    if count != 0 {
+        // SAFETY: the caller upholds memmove's contract.
+        unsafe { core::ptr::copy(src, dst, count) };
+    }
     dst
 }
 
@@ -36,8 +42,10 @@ unsafe extern "win64" fn memmove(dst: *mut u8, src: *const u8, count: usize) -> 
 unsafe extern "win64" fn memset(dst: *mut u8, value: c_int, count: usize) -> *mut u8 {
     // C converts the value to unsigned char.
     let [byte, ..] = value.to_le_bytes();
-    // SAFETY: the caller upholds memset's contract.
-    unsafe { core::ptr::write_bytes(dst, byte, count) };
+    if count != 0 {
+        // SAFETY: the caller upholds memset's contract.
+        unsafe { core::ptr::write_bytes(dst, byte, count) };
+    }
     dst
 }
 
@@ -46,6 +54,10 @@ unsafe extern "win64" fn memset(dst: *mut u8, value: c_int, count: usize) -> *mu
 /// # Safety
 /// As C `memcmp`: `a` and `b` are valid for `count` bytes.
 unsafe extern "win64" fn memcmp(a: *const u8, b: *const u8, count: usize) -> c_int {
+    if count == 0 {
+        // Equal, whatever the pointers (a slice may not be made from NULL).
+        return 0;
+    }
     // SAFETY: the caller guarantees both buffers are readable for `count` bytes.
     let a = unsafe { core::slice::from_raw_parts(a, count) };
     // SAFETY: as above.
@@ -94,6 +106,22 @@ mod tests {
         assert!(order > 0);
         // SAFETY: as above.
         assert_eq!(unsafe { memcmp(source.as_ptr(), source.as_ptr(), 8) }, 0);
+    }
+
+    #[test]
+    fn zero_bytes_touch_no_pointer_and_memcpy_tolerates_overlap() {
+        let null = core::ptr::null_mut::<u8>();
+        // SAFETY: 0 bytes: neither pointer is used.
+        unsafe {
+            assert_eq!(memcmp(null, null, 0), 0);
+            assert_eq!(memcpy(null, null, 0), null);
+            assert_eq!(memmove(null, null, 0), null);
+            assert_eq!(memset(null, 1, 0), null);
+        }
+        let mut buffer = [1_u8, 2, 3, 4, 5, 6, 7, 8];
+        // SAFETY: 6 bytes inside one 8-byte buffer, overlapping.
+        unsafe { memcpy(buffer.as_mut_ptr().wrapping_add(2), buffer.as_ptr(), 6) };
+        assert_eq!(buffer, [1, 2, 1, 2, 3, 4, 5, 6]);
     }
 
     #[test]

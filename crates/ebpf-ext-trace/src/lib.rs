@@ -260,7 +260,10 @@ pub fn initiate(provider: &'static Provider) -> Result {
 
 /// Unregisters the provider (`ebpf_ext_trace_terminate`); does nothing if none is registered.
 /// Must run before the driver unloads: ETW would otherwise call back into unloaded code. Once
-/// it returns, no enable callback runs and the macros write nothing.
+/// it returns, no enable callback runs and macros that start afterwards write nothing. A
+/// macro already running on another processor may still write with the handle being
+/// unregistered, so stop every code path that traces (callbacks, requests, hooks) before
+/// calling it, as the SDK's driver glue does by stopping tracing last.
 ///
 /// # IRQL
 /// PASSIVE_LEVEL.
