@@ -111,13 +111,14 @@ mod tests {
     #[test]
     fn zero_bytes_touch_no_pointer_and_memcpy_tolerates_overlap() {
         let null = core::ptr::null_mut::<u8>();
-        // SAFETY: 0 bytes: neither pointer is used.
-        unsafe {
-            assert_eq!(memcmp(null, null, 0), 0);
-            assert_eq!(memcpy(null, null, 0), null);
-            assert_eq!(memmove(null, null, 0), null);
-            assert_eq!(memset(null, 1, 0), null);
-        }
+        // SAFETY: 0 bytes: neither pointer is used (likewise below).
+        assert_eq!(unsafe { memcmp(null, null, 0) }, 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { memcpy(null, null, 0) }, null);
+        // SAFETY: as above.
+        assert_eq!(unsafe { memmove(null, null, 0) }, null);
+        // SAFETY: as above.
+        assert_eq!(unsafe { memset(null, 1, 0) }, null);
         let mut buffer = [1_u8, 2, 3, 4, 5, 6, 7, 8];
         // SAFETY: 6 bytes inside one 8-byte buffer, overlapping.
         unsafe { memcpy(buffer.as_mut_ptr().wrapping_add(2), buffer.as_ptr(), 6) };
