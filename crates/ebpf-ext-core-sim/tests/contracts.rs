@@ -8,7 +8,9 @@ mod common;
 use core::ffi::c_void;
 use core::ptr;
 
-use common::{HookContext, HookProvider, TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE};
+use common::{
+    ClientView, HookContext, HookProvider, HookState, TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE,
+};
 use ebpf_ext_core_sim::{
     BAD_POOL_HEADER, Contract, FAST_FAIL_CORRUPT_LIST_ENTRY, KERNEL_SECURITY_CHECK_FAILURE, Link,
     LinkSpec, ProgramInfoClient,
@@ -86,6 +88,17 @@ impl World {
         assert_eq!(status, EBPF_SUCCESS);
         result
     }
+}
+
+/// Invokes `client`'s link through the binding context the provider kept at attach, as a
+/// provider that goes on using it late does (the core-sim is to catch it).
+fn invoke_kept_binding(hook: &HookState, client: &ClientView) {
+    let mut context = HookContext::new(0);
+    let _ = hook.invoke_raw(
+        client,
+        client.binding_context as *const c_void,
+        context.ptr(),
+    );
 }
 
 /// The state a test provider begins a batch with (64 bytes, 8-aligned).
@@ -348,12 +361,7 @@ fn invoke_after_the_detach_completed_is_caught() {
         let world = World::new();
         let client = world.provider.state.client(0);
         world.link.detach().expect("clean detach");
-        let mut context = HookContext::new(0);
-        let _ = world.provider.state.invoke_raw(
-            &client,
-            client.binding_context as *const c_void,
-            context.ptr(),
-        );
+        invoke_kept_binding(world.provider.state, &client);
     });
     assert_eq!(contract, Contract::InvokeAfterDetach);
 }
@@ -371,12 +379,7 @@ fn invoke_after_the_provider_completed_its_own_detach_is_caught() {
             let client = state.client(0);
             world.provider.deregister();
             assert!(!world.link.is_attached(), "NMR detached the link");
-            let mut context = HookContext::new(0);
-            let _ = state.invoke_raw(
-                &client,
-                client.binding_context as *const c_void,
-                context.ptr(),
-            );
+            invoke_kept_binding(state, &client);
         },
     );
     assert_eq!(contract, Contract::InvokeAfterDetach);
@@ -440,12 +443,7 @@ fn invoke_while_the_detach_waits_for_a_running_one_is_caught() {
                 let magic = unsafe { &*state.cast::<core::sync::atomic::AtomicU64>() };
                 magic.load(core::sync::atomic::Ordering::SeqCst) != u64::from_be_bytes(*b"CoreLink")
             });
-            let mut context = HookContext::new(0);
-            let _ = hook.invoke_raw(
-                &client,
-                client.binding_context as *const c_void,
-                context.ptr(),
-            );
+            invoke_kept_binding(hook, &client);
         },
     );
     assert_eq!(contract, Contract::InvokeAfterDetach);

@@ -690,10 +690,11 @@ fn provider_going_away_detaches_the_client() {
     kernel.assert_no_leaks();
 }
 
-fn context_bytes(value: &TestContext) -> Vec<u8> {
+/// The bytes of a [`TestContext`] with `value` and `flags` and NULL data pointers.
+fn context_bytes(value: u64, flags: u64) -> Vec<u8> {
     let mut bytes = Vec::new();
-    bytes.extend_from_slice(&value.value.to_ne_bytes());
-    bytes.extend_from_slice(&value.flags.to_ne_bytes());
+    bytes.extend_from_slice(&value.to_ne_bytes());
+    bytes.extend_from_slice(&flags.to_ne_bytes());
     bytes.extend_from_slice(&[0; 16]);
     bytes
 }
@@ -703,12 +704,7 @@ fn context_create_and_destroy_as_test_run_does() {
     let kernel = Kernel::new();
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &ProgramDataSpec::valid());
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
-    let input = context_bytes(&TestContext {
-        value: 7,
-        flags: 9,
-        data_start: core::ptr::null(),
-        data_end: core::ptr::null(),
-    });
+    let input = context_bytes(7, 9);
     let data = b"packet bytes".to_vec();
 
     let context = client.create_context(&data, &input).expect("created");
@@ -747,15 +743,7 @@ fn context_create_and_destroy_as_test_run_does() {
     assert_eq!(KeGetCurrentIrql(), PASSIVE_LEVEL, "and lowered back");
     assert_eq!(out.data, data);
     assert_eq!(out.context_size_out, size_of::<TestContext>());
-    assert_eq!(
-        out.context,
-        context_bytes(&TestContext {
-            value: 7,
-            flags: 9,
-            data_start: core::ptr::null(),
-            data_end: core::ptr::null(),
-        })
-    );
+    assert_eq!(out.context, context_bytes(7, 9));
 
     let small = client.create_context(&data, &input).expect("created");
     let out = small.destroy(4, 8).expect("destroyed");
@@ -828,12 +816,7 @@ fn a_context_left_by_a_failed_create_is_destroyed() {
     spec.context_create = Some(common::failing_create);
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
-    let input = context_bytes(&TestContext {
-        value: 7,
-        flags: 9,
-        data_start: core::ptr::null(),
-        data_end: core::ptr::null(),
-    });
+    let input = context_bytes(7, 9);
     let destroys = || common::CONTEXT_DESTROYS.with(core::cell::Cell::get);
     let before = destroys();
     assert_eq!(
@@ -910,12 +893,7 @@ fn a_provider_detach_waits_for_a_test_run_context_to_be_destroyed() {
     let kernel = Kernel::new();
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &ProgramDataSpec::valid());
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
-    let input = context_bytes(&TestContext {
-        value: 7,
-        flags: 9,
-        data_start: core::ptr::null(),
-        data_end: core::ptr::null(),
-    });
+    let input = context_bytes(7, 9);
     let context = client.create_context(&[], &input).expect("created");
     std::thread::scope(|s| {
         let deregistering = kernel.scoped(s, move || provider.deregister());

@@ -262,10 +262,10 @@ impl Kernel {
 /// Whether the kernel bound to this thread holds a binding whose client binding context is
 /// `client_binding_context` and whose provider has not completed its detach (it may be inside
 /// its attach callback, attached, or inside or pending its detach: the binding takes the
-/// client's context when the client calls `NmrClientAttachProvider`). A client whose binding context a
-/// provider uses when this is false sees a call the provider may no longer make: NMR has
-/// finished with that binding, and the client may have freed what it named. For a stand-in
-/// of such a client (core-sim's links) to catch it. False with no kernel bound.
+/// client's context when the client calls `NmrClientAttachProvider`). A client whose binding
+/// context a provider uses when this is false sees a call the provider may no longer make:
+/// NMR has finished with that binding, and the client may have freed what it named. For a
+/// stand-in of such a client (core-sim's links) to catch it. False with no kernel bound.
 #[must_use]
 pub fn nmr_provider_holds_client(client_binding_context: *const c_void) -> bool {
     let context = client_binding_context as usize;
@@ -276,6 +276,27 @@ pub fn nmr_provider_holds_client(client_binding_context: *const c_void) -> bool 
             .any(|b| b.client_context == context && !matches!(b.provider_side, Side::Done))
     })
     .unwrap_or(false)
+}
+
+/// The module GUID of a registration instance (`GUID_NULL` if its module id is not a GUID).
+///
+/// # Safety
+/// `instance` is a registration instance valid now; its module id was checked non-NULL at
+/// registration and is valid likewise.
+unsafe fn module_guid(instance: *const NPI_REGISTRATION_INSTANCE) -> GUID {
+    // SAFETY: the caller's precondition.
+    let module_id = unsafe { (*instance).ModuleId };
+    // SAFETY: as above.
+    let module = unsafe { module_id.as_ref() };
+    module.and_then(NPI_MODULEID::guid).unwrap_or(GUID::NULL)
+}
+
+/// Appends `entry` to a record that keeps its most recent `max` entries.
+fn push_bounded<T>(record: &mut VecDeque<T>, entry: T, max: usize) {
+    if record.len() == max {
+        record.pop_front();
+    }
+    record.push_back(entry);
 }
 
 fn registration_handle(id: u64) -> HANDLE {
@@ -461,17 +482,13 @@ fn attach(k: &Inner, provider: u64, client: u64) {
             if !NT_SUCCESS(status) {
                 // SAFETY: the provider's registration instance, valid while it is registered,
                 // which it is until this binding is removed (its deregistration waits for it).
-                let module_id = unsafe { (*provider_instance).ModuleId };
-                // SAFETY: its module id, checked non-NULL at registration and valid likewise.
-                let module = unsafe { module_id.as_ref() };
-                if nmr.declines.len() == MAX_DECLINES {
-                    nmr.declines.pop_front();
-                }
-                nmr.declines.push_back(NmrDecline {
+                let provider_module = unsafe { module_guid(provider_instance) };
+                let decline = NmrDecline {
                     npi_id,
-                    provider_module: module.and_then(NPI_MODULEID::guid).unwrap_or(GUID::NULL),
+                    provider_module,
                     status,
-                });
+                };
+                push_bounded(&mut nmr.declines, decline, MAX_DECLINES);
             }
             nmr.bindings.remove(&binding);
             false
@@ -693,17 +710,17 @@ fn wait_deregister(api: &'static str, kind: Kind, handle: HANDLE) -> NTSTATUS {
         };
         // SAFETY: the registration instance stays valid until this wait returns (the
         // registrant's promise).
-        let module_id = unsafe { (*instance(&r)).ModuleId };
-        // SAFETY: its module id, checked non-NULL at registration and valid likewise.
-        let module = unsafe { module_id.as_ref() };
-        if nmr.deregistrations.len() == MAX_DEREGISTRATIONS {
-            nmr.deregistrations.pop_front();
-        }
-        nmr.deregistrations.push_back(NmrDeregistration {
+        let module = unsafe { module_guid(instance(&r)) };
+        let deregistration = NmrDeregistration {
             kind: r.kind.name(),
             npi_id: r.npi_id,
-            module: module.and_then(NPI_MODULEID::guid).unwrap_or(GUID::NULL),
-        });
+            module,
+        };
+        push_bounded(
+            &mut nmr.deregistrations,
+            deregistration,
+            MAX_DEREGISTRATIONS,
+        );
         STATUS_SUCCESS
     })
 }

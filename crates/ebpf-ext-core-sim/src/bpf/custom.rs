@@ -15,14 +15,15 @@
 //! {1, 40, 40} with the map-context offset, `actual_value_size` non-zero (and equal to the
 //! value size unless the provider updates the stored value, which then needs find, update
 //! and a delete callback), and BPF-program operations (lookup, update, delete, push, pop,
-//! peek) refused with `EBPF_OPERATION_NOT_SUPPORTED` when `updates_original_value` is set. Without it the
-//! provider's find and update get no output buffer (NULL, size 0) and the core stores and
-//! returns the caller's value itself; a program's lookup, update and delete then go through
-//! the provider's callbacks with `EBPF_MAP_OPERATION_HELPER`, at the program's IRQL, and its
-//! lookup returns the stored value, which the program may read and write. A user-mode update goes through the provider first,
-//! then the base hash map applies the update's flags (`BPF_NOEXIST`, `BPF_EXIST`) and its
-//! `max_entries`; an insert it refuses is undone through the provider's delete callback
-//! (`EBPF_MAP_OPERATION_UPDATE`), as the core undoes a failed insert. The provider's find
+//! peek) refused with `EBPF_OPERATION_NOT_SUPPORTED` when `updates_original_value` is set.
+//! Without it the provider's find and update get no output buffer (NULL, size 0) and the
+//! core stores and returns the caller's value itself; a program's lookup, update and delete
+//! then go through the provider's callbacks with `EBPF_MAP_OPERATION_HELPER`, at the
+//! program's IRQL, and its lookup returns the stored value, which the program may read and
+//! write. A user-mode update goes through the provider first, then the base hash map
+//! applies the update's flags (`BPF_NOEXIST`, `BPF_EXIST`) and its `max_entries`; an insert
+//! it refuses is undone through the provider's delete callback (`EBPF_MAP_OPERATION_UPDATE`),
+//! as the core undoes a failed insert. The provider's find
 //! runs under no lock of the map's, as the core's does (the epoch keeps the value): a delete
 //! or replace of the same key, its delete callback included, may run meanwhile.
 //!
@@ -45,8 +46,7 @@
 //!
 //! Not modelled: a program's `bpf_map_lookup_and_delete_elem` on a custom map that keeps the
 //! caller's value (NULL; whether the core calls the provider's find and delete there is not
-//! confirmed), and its
-//! push, pop and peek there (refused).
+//! confirmed), and its push, pop and peek there (refused).
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;

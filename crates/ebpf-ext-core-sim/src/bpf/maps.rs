@@ -448,11 +448,7 @@ impl BpfMap {
         flags: u64,
         cpu: Option<usize>,
     ) -> Result<(), ebpf_result_t> {
-        if self
-            .custom
-            .as_ref()
-            .is_some_and(CustomMap::refuses_programs)
-        {
+        if self.refuses_programs() {
             return Err(EBPF_OPERATION_NOT_SUPPORTED);
         }
         // A program may pass a pointer into this map's own values: copy it out before any
