@@ -25,6 +25,16 @@
 //! decodes the TraceLogging descriptors (type 2 provider metadata, type 1 event metadata, type
 //! 0 payload, concatenated in order) with [`crate::tracelogging`] into a [`CapturedEvent`]. An
 //! event that cannot be decoded is still captured, with [`CapturedEvent::decode_error`] set.
+//!
+//! # Handles
+//!
+//! On Windows a registration handle stands for the kernel's registration object, which
+//! `EtwUnregister` frees. So `EtwUnregister`, `EtwSetInformation` and `EtwWriteTransfer` with
+//! a non-zero handle that is not registered (one already unregistered, or a value
+//! `EtwRegister` never wrote) bug-check `DRIVER_VERIFIER_DETECTED_VIOLATION` here, where
+//! Windows would use freed or foreign memory. Handle 0, which a provider holds before it
+//! registers and after it unregisters, gives `STATUS_INVALID_HANDLE` (what Windows does with 0
+//! is unconfirmed).
 
 use core::ffi::c_void;
 use core::ops::Range;
@@ -40,8 +50,9 @@ use ebpf_ext_sys::ntstatus::{
     STATUS_NO_MEMORY, STATUS_SUCCESS,
 };
 use ebpf_ext_sys::wdm::{
-    APC_LEVEL, ETWENABLECALLBACK, EVENT_ACTIVITY_CTRL_CREATE_ID, EVENT_ACTIVITY_CTRL_CREATE_SET_ID,
-    EVENT_ACTIVITY_CTRL_GET_ID, EVENT_ACTIVITY_CTRL_GET_SET_ID, EVENT_ACTIVITY_CTRL_SET_ID,
+    APC_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, ETWENABLECALLBACK,
+    EVENT_ACTIVITY_CTRL_CREATE_ID, EVENT_ACTIVITY_CTRL_CREATE_SET_ID, EVENT_ACTIVITY_CTRL_GET_ID,
+    EVENT_ACTIVITY_CTRL_GET_SET_ID, EVENT_ACTIVITY_CTRL_SET_ID,
     EVENT_CONTROL_CODE_DISABLE_PROVIDER, EVENT_CONTROL_CODE_ENABLE_PROVIDER, EVENT_DATA_DESCRIPTOR,
     EVENT_DATA_DESCRIPTOR_TYPE_EVENT_METADATA, EVENT_DATA_DESCRIPTOR_TYPE_NONE,
     EVENT_DATA_DESCRIPTOR_TYPE_PROVIDER_METADATA, EVENT_DESCRIPTOR, EVENT_INFO_CLASS,
@@ -49,14 +60,32 @@ use ebpf_ext_sys::wdm::{
 };
 
 use crate::kernel::{
-    Inner, Kernel, THREAD, allocation_fails, call_fails, current_irql, lock, require_bound,
-    require_irql, set_irql, with_kernel,
+    Inner, Kernel, THREAD, allocation_fails, bugcheck, call_fails, current_irql, lock,
+    require_bound, require_irql, set_irql, with_kernel,
 };
 pub use crate::tracelogging::{DecodeError, Field, Value};
 use crate::tracelogging::{decode_event_metadata, decode_payload, decode_provider_metadata};
 
 /// Registration handles count up from here ("ETW"), so a handle is never 0.
 const HANDLE_BASE: u64 = 0x4554_5700_0000;
+
+/// What `api` gets for `handle`, which is not registered: `STATUS_INVALID_HANDLE` for 0 (a
+/// provider's handle before it registers and after it unregisters); any other value is a
+/// registration object Windows has freed or never had, so a bug check (see the module docs).
+fn unregistered(api: &'static str, handle: REGHANDLE) -> NTSTATUS {
+    if handle == 0 {
+        return STATUS_INVALID_HANDLE;
+    }
+    bugcheck(
+        api,
+        DRIVER_VERIFIER_DETECTED_VIOLATION,
+        [handle, 0, 0, 0],
+        &format!(
+            "{api} with ETW registration handle {handle:#x}, which is not registered \
+             (EtwUnregister already ended it, or EtwRegister never returned it)"
+        ),
+    )
+}
 
 /// Activity ids `EVENT_ACTIVITY_CTRL_CREATE_ID` makes: this prefix, then the kernel's counter
 /// in the low 64 bits (locally unique, as Windows promises, not a real UUID).
@@ -451,8 +480,9 @@ pub unsafe extern "win64" fn EtwRegister(
 }
 
 /// `EtwUnregister`: ends a registration; no callback. Waits for an enable callback another
-/// thread is delivering, so none runs after it returns. `STATUS_INVALID_HANDLE` for a handle
-/// that is not registered. IRQL: PASSIVE_LEVEL.
+/// thread is delivering, so none runs after it returns. A handle that is not registered is
+/// `STATUS_INVALID_HANDLE` if 0 and a bug check otherwise (see the module docs). IRQL:
+/// PASSIVE_LEVEL.
 #[unsafe(no_mangle)]
 pub extern "win64" fn EtwUnregister(RegHandle: REGHANDLE) -> NTSTATUS {
     const API: &str = "EtwUnregister";
@@ -461,7 +491,8 @@ pub extern "win64" fn EtwUnregister(RegHandle: REGHANDLE) -> NTSTATUS {
     with_kernel(API, |k| {
         let mut etw = lock(&k.etw);
         if etw.registrations.remove(&RegHandle).is_none() {
-            return STATUS_INVALID_HANDLE;
+            drop(etw);
+            return unregistered(API, RegHandle);
         }
         let me = thread::current().id();
         while etw.notifier.is_some_and(|(owner, _)| owner != me) {
@@ -476,8 +507,9 @@ pub extern "win64" fn EtwUnregister(RegHandle: REGHANDLE) -> NTSTATUS {
 
 /// `EtwSetInformation`: class 2 (`EventProviderSetTraits`) stores a copy of the traits blob;
 /// class 0 (`EventProviderBinaryTrackInfo`) is accepted and ignored; other classes are
-/// `STATUS_INVALID_DEVICE_REQUEST`. `STATUS_INVALID_HANDLE` for an unknown handle,
-/// `STATUS_INVALID_PARAMETER` for traits at NULL with a non-zero length. IRQL: PASSIVE_LEVEL.
+/// `STATUS_INVALID_DEVICE_REQUEST`. `STATUS_INVALID_PARAMETER` for traits at NULL with a
+/// non-zero length. A handle that is not registered is `STATUS_INVALID_HANDLE` if 0 and a bug
+/// check otherwise (see the module docs). IRQL: PASSIVE_LEVEL.
 ///
 /// # Safety
 /// Kernel routine; `EventInformation` holds `InformationLength` readable bytes when non-NULL.
@@ -494,7 +526,8 @@ pub unsafe extern "win64" fn EtwSetInformation(
     with_kernel(API, |k| {
         let mut etw = lock(&k.etw);
         let Some(registration) = etw.registrations.get_mut(&RegHandle) else {
-            return STATUS_INVALID_HANDLE;
+            drop(etw);
+            return unregistered(API, RegHandle);
         };
         if InformationClass == EventProviderBinaryTrackInfo {
             return STATUS_SUCCESS;
@@ -544,8 +577,9 @@ unsafe fn descriptor_bytes(d: &EVENT_DATA_DESCRIPTOR) -> Result<&[u8], String> {
 
 /// `EtwWriteTransfer`: captures the event if a session wants it (see the module docs),
 /// decoding its TraceLogging metadata; otherwise drops it. Returns `STATUS_SUCCESS` either
-/// way, `STATUS_INVALID_HANDLE` for an unknown handle, `STATUS_INVALID_PARAMETER` for a NULL
-/// event descriptor or descriptor array. IRQL: any.
+/// way, and `STATUS_INVALID_PARAMETER` for a NULL event descriptor or descriptor array. A
+/// handle that is not registered is `STATUS_INVALID_HANDLE` if 0 and a bug check otherwise
+/// (see the module docs). IRQL: any.
 ///
 /// # Safety
 /// Kernel routine; `EventDescriptor` is valid; `UserData` holds `UserDataCount` descriptors,
@@ -574,7 +608,7 @@ pub unsafe extern "win64" fn EtwWriteTransfer(
             .map(|r| (r.provider, r.enabled))
     });
     let Some((provider, enabled)) = target else {
-        return STATUS_INVALID_HANDLE;
+        return unregistered(API, RegHandle);
     };
     if !enabled.is_some_and(|e| e.wants(descriptor.Level, descriptor.Keyword)) {
         return STATUS_SUCCESS;

@@ -18,11 +18,11 @@ use ebpf_ext_sys::ntstatus::{
 };
 use ebpf_ext_sys::wdm::{
     DISPATCH_LEVEL, DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS,
-    EVENT_ACTIVITY_CTRL_CREATE_ID, EVENT_ACTIVITY_CTRL_CREATE_SET_ID, EVENT_ACTIVITY_CTRL_GET_ID,
-    EVENT_ACTIVITY_CTRL_GET_SET_ID, EVENT_ACTIVITY_CTRL_SET_ID, EVENT_DATA_DESCRIPTOR,
-    EVENT_DESCRIPTOR, EVENT_FILTER_DESCRIPTOR, EtwActivityIdControl, EtwRegister,
-    EtwSetInformation, EtwUnregister, EtwWriteTransfer, IRQL_NOT_LESS_OR_EQUAL, PASSIVE_LEVEL,
-    REGHANDLE,
+    DRIVER_VERIFIER_DETECTED_VIOLATION, EVENT_ACTIVITY_CTRL_CREATE_ID,
+    EVENT_ACTIVITY_CTRL_CREATE_SET_ID, EVENT_ACTIVITY_CTRL_GET_ID, EVENT_ACTIVITY_CTRL_GET_SET_ID,
+    EVENT_ACTIVITY_CTRL_SET_ID, EVENT_DATA_DESCRIPTOR, EVENT_DESCRIPTOR, EVENT_FILTER_DESCRIPTOR,
+    EtwActivityIdControl, EtwRegister, EtwSetInformation, EtwUnregister, EtwWriteTransfer,
+    IRQL_NOT_LESS_OR_EQUAL, PASSIVE_LEVEL, REGHANDLE,
 };
 use ebpf_ext_usersim::tracelogging::{
     Value, decode_event_metadata, decode_payload, decode_provider_metadata,
@@ -296,9 +296,78 @@ fn register_enables_through_the_callback() {
     assert_eq!(kernel.etw_registrations(), 1);
     assert_eq!(unregister(handle), STATUS_SUCCESS);
     assert!(calls.take().is_empty(), "no callback on unregister");
-    assert_eq!(unregister(handle), STATUS_INVALID_HANDLE);
+    assert_eq!(
+        unregister(0),
+        STATUS_INVALID_HANDLE,
+        "the handle of no registration"
+    );
     assert_eq!(kernel.etw_registrations(), 0);
     kernel.assert_no_leaks();
+}
+
+/// A handle `EtwUnregister` ended, used again: a bug check naming the routine and the handle,
+/// where Windows would use the freed registration.
+fn stale_handle_bugchecks(test: &str, api: &str, use_it: fn(REGHANDLE)) {
+    let check = expect_bugcheck(test, || {
+        let _kernel = Kernel::new();
+        let calls = Calls::default();
+        let handle = register(PROVIDER, &calls);
+        assert_eq!(unregister(handle), STATUS_SUCCESS);
+        use_it(handle);
+    });
+    assert_eq!(check.code, DRIVER_VERIFIER_DETECTED_VIOLATION);
+    assert_eq!(check.api, api);
+    assert!(
+        check.message.contains("not registered"),
+        "{}",
+        check.message
+    );
+    assert!(
+        check.parameters[0] > 0x4554_5700_0000,
+        "the handle: {:x?}",
+        check.parameters
+    );
+}
+
+#[test]
+fn unregister_twice_bugchecks() {
+    stale_handle_bugchecks("unregister_twice_bugchecks", "EtwUnregister", |handle| {
+        unregister(handle);
+    });
+}
+
+#[test]
+fn write_after_unregister_bugchecks() {
+    stale_handle_bugchecks(
+        "write_after_unregister_bugchecks",
+        "EtwWriteTransfer",
+        |handle| {
+            let meta = event_meta("E", 0, &[]);
+            write(handle, 1, 0, &[(&meta, 1)]);
+        },
+    );
+}
+
+#[test]
+fn set_information_after_unregister_bugchecks() {
+    stale_handle_bugchecks(
+        "set_information_after_unregister_bugchecks",
+        "EtwSetInformation",
+        |handle| {
+            set_traits(handle, 2, &[4, 0, 0, 0]);
+        },
+    );
+}
+
+#[test]
+fn a_handle_etw_never_returned_bugchecks() {
+    let check = expect_bugcheck("a_handle_etw_never_returned_bugchecks", || {
+        let _kernel = Kernel::new();
+        let meta = event_meta("E", 0, &[]);
+        write(0xDEAD, 1, 0, &[(&meta, 1)]);
+    });
+    assert_eq!(check.code, DRIVER_VERIFIER_DETECTED_VIOLATION);
+    assert_eq!(check.parameters[0], 0xDEAD);
 }
 
 #[test]
@@ -426,7 +495,6 @@ fn a_callback_may_unregister_itself() {
     kernel.etw_disable(PROVIDER);
     assert_eq!(calls.take().last().map(|c| c.code), Some(0));
     assert_eq!(kernel.etw_registrations(), 0);
-    assert_eq!(unregister(handle), STATUS_INVALID_HANDLE);
 }
 
 #[test]
@@ -484,9 +552,12 @@ fn events_are_filtered_by_level_and_keyword() {
     assert_eq!(write(handle, 0, 0, &blobs), STATUS_SUCCESS);
     assert!(kernel.etw_events().is_empty(), "disabled: dropped");
 
-    assert_eq!(write(0xDEAD, 1, 0, &blobs), STATUS_INVALID_HANDLE);
+    assert_eq!(
+        write(0, 1, 0, &blobs),
+        STATUS_INVALID_HANDLE,
+        "no registration's handle"
+    );
     assert_eq!(unregister(handle), STATUS_SUCCESS);
-    assert_eq!(write(handle, 1, 0, &blobs), STATUS_INVALID_HANDLE);
 }
 
 // ---- decoding ------------------------------------------------------------------------------
@@ -820,7 +891,7 @@ fn traits_and_information_classes() {
         set_traits(handle, 7, &traits),
         STATUS_INVALID_DEVICE_REQUEST
     );
-    assert_eq!(set_traits(0x5, 2, &traits), STATUS_INVALID_HANDLE);
+    assert_eq!(set_traits(0, 2, &traits), STATUS_INVALID_HANDLE);
     // SAFETY: NULL with a length (rejected, not read).
     let status = unsafe { EtwSetInformation(handle, 2, ptr::null(), 8) };
     assert_eq!(status, STATUS_INVALID_PARAMETER);
