@@ -6,7 +6,11 @@
 //! The crate promises "no panic, no out-of-bounds read, whatever the input". Properties
 //! checked besides that: whatever `parse` refuses, `load` refuses with the same error (`load`
 //! parses first); a parsed image's headers, entry point and section mappings lie within
-//! `SizeOfImage`; a loaded image maps at least `SizeOfImage` bytes.
+//! `SizeOfImage`; a loaded image maps at least `SizeOfImage` bytes; what `load` refuses after
+//! `parse` accepted is refused for a reason of the load step that the parsed image shows (a
+//! relocation of another type than DIR64, an import by ordinal, relocations stripped), or a
+//! failed `mmap`/`mprotect`: never a parse error, and never an unresolved import (every
+//! import resolves here).
 //!
 //! Seeds: the sample drivers' `.sys` images (`cargo xtask build-drivers`), which `cargo xtask
 //! fuzz` adds when they exist, and `seeds/pe_parse/` from `seeds/make_seeds.py`.
@@ -14,7 +18,8 @@
 
 mod common;
 
-use ebpf_ext_pe_loader::{load, parse};
+use ebpf_ext_pe_loader::pe::{IMAGE_REL_BASED_DIR64, ImportName};
+use ebpf_ext_pe_loader::{Error, load, parse};
 use libfuzzer_sys::fuzz_target;
 
 /// Images mapped for the load step at most this large (a larger valid image is parsed only,
@@ -72,6 +77,9 @@ fuzz_target!(|bytes: &[u8]| {
                 let start = signature.as_ptr() as usize - image.bytes().as_ptr() as usize;
                 assert!(start >= 8 && start + signature.len() <= image.bytes().len());
             }
+            if let Some(codeview) = image.codeview() {
+                let _ = (codeview.guid, codeview.age, codeview.path.len());
+            }
             let _ = (
                 image.image_base(),
                 image.section_alignment(),
@@ -99,6 +107,23 @@ fuzz_target!(|bytes: &[u8]| {
         (Ok(_), Ok(image)) => {
             assert!(image.size() >= size_of_image.unwrap_or(0) as usize);
         }
-        (Ok(_), Err(_)) => {}
+        (Ok(image), Err(error)) => {
+            let explained = match error {
+                Error::UnsupportedRelocation { rva, kind } => image
+                    .relocations()
+                    .iter()
+                    .any(|r| r.rva == *rva && r.kind == *kind && r.kind != IMAGE_REL_BASED_DIR64),
+                Error::ImportByOrdinal { module, ordinal } => image.imports().iter().any(|m| {
+                    m.name == *module
+                        && m.imports
+                            .iter()
+                            .any(|i| i.name == ImportName::Ordinal(*ordinal))
+                }),
+                Error::RelocationsStripped => image.relocations_stripped(),
+                Error::Map { .. } | Error::Protect { .. } | Error::TooManyImages => true,
+                _ => false,
+            };
+            assert!(explained, "load refused a parsed image with {error:?}");
+        }
     }
 });

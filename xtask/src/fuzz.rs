@@ -31,6 +31,7 @@ pub(crate) const TARGETS: &[&str] = &[
     "sample_process",
     "test_run",
     "pe_parse",
+    "pdb_read",
     "btf_externs",
     "bpf_interpret",
 ];

@@ -230,6 +230,10 @@ pub enum Error {
     /// Too many images are loaded at once.
     #[error("too many images loaded at once")]
     TooManyImages,
+    /// A PDB could not be read ([`Pdb::read`](crate::Pdb::read)): not a PDB, or a malformed
+    /// stream.
+    #[error("unreadable PDB: {0}")]
+    Pdb(String),
     /// The image file could not be read.
     #[error("cannot read {path}: {kind}")]
     Read {

@@ -1,12 +1,15 @@
 //! The fault handler: CR8 emulation, fault reports, and the child-process test helper.
 //!
-//! One `SA_SIGINFO | SA_ONSTACK` handler for SIGSEGV, SIGILL, SIGBUS and SIGFPE, installed the
-//! first time an image is loaded or called. It
+//! One `SA_SIGINFO | SA_ONSTACK` handler for SIGSEGV, SIGILL, SIGBUS, SIGFPE and SIGTRAP,
+//! installed the first time an image is loaded or called. It
 //! 1. emulates `mov reg, cr8` / `mov cr8, reg` executed by a loaded image (they fault in ring
 //!    3) through the registered [`set_irql_source`] callbacks, and resumes after them;
 //! 2. reports any other fault whose instruction is inside a loaded image (or inside the
 //!    loader's `__chkstk` called from one), and any fault on the guard page of a kernel stack,
-//!    as one line on stderr, then aborts the process as a bug check halts a machine;
+//!    as one line on stderr, then aborts the process as a bug check halts a machine. A
+//!    breakpoint (`int3`, SIGTRAP) in an image counts: without a kernel debugger, Windows
+//!    bug-checks on it (`KMODE_EXCEPTION_NOT_HANDLED`, `STATUS_BREAKPOINT`). A debugger that
+//!    traces the process sees its own traps before any handler does;
 //! 3. hands every other fault to the handler that was installed before (Rust's stack
 //!    overflow handler, or the default action).
 //!
@@ -25,7 +28,15 @@ use crate::{chkstk, registry, stack};
 /// Every line the handler reports starts with this.
 pub const FAULT_MARKER: &str = "fault: ";
 
-const SIGNALS: [c_int; 4] = [libc::SIGSEGV, libc::SIGILL, libc::SIGBUS, libc::SIGFPE];
+const SIGNALS: [c_int; 5] = [
+    libc::SIGSEGV,
+    libc::SIGILL,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+];
+/// `int3`.
+const INT3: u8 = 0xCC;
 /// `ucontext_t` general-register index of each x86 register number (RAX = 0 … R15 = 15).
 const GREG_OF_REGISTER: [c_int; 16] = [
     libc::REG_RAX,
@@ -47,7 +58,7 @@ const GREG_OF_REGISTER: [c_int; 16] = [
 ];
 
 static INSTALL: Once = Once::new();
-static PREVIOUS: OnceLock<[libc::sigaction; 4]> = OnceLock::new();
+static PREVIOUS: OnceLock<[libc::sigaction; SIGNALS.len()]> = OnceLock::new();
 static IRQL_GET: AtomicUsize = AtomicUsize::new(0);
 static IRQL_SET: AtomicUsize = AtomicUsize::new(0);
 
@@ -90,7 +101,7 @@ fn irql_source() -> Option<IrqlSource> {
 pub(crate) fn install() {
     INSTALL.call_once(|| {
         // SAFETY: `sigaction` is a plain C struct for which all-zero is a valid value.
-        let mut previous: [libc::sigaction; 4] = unsafe { core::mem::zeroed() };
+        let mut previous: [libc::sigaction; SIGNALS.len()] = unsafe { core::mem::zeroed() };
         for (signal, previous) in SIGNALS.iter().zip(&mut previous) {
             // SAFETY: queries the current action into a valid struct.
             unsafe { libc::sigaction(*signal, ptr::null(), previous) };
@@ -210,6 +221,7 @@ fn signal_name(signal: c_int) -> &'static str {
         libc::SIGILL => "SIGILL",
         libc::SIGBUS => "SIGBUS",
         libc::SIGFPE => "SIGFPE",
+        libc::SIGTRAP => "SIGTRAP (breakpoint)",
         _ => "signal",
     }
 }
@@ -288,10 +300,27 @@ extern "C" fn handler(signal: c_int, info: *mut libc::siginfo_t, context: *mut c
             .and_then(|&v| usize::try_from(v.cast_unsigned()).ok())
             .unwrap_or_default()
     };
-    let (rip, rsp) = (reg(libc::REG_RIP), reg(libc::REG_RSP));
+    let (mut rip, rsp) = (reg(libc::REG_RIP), reg(libc::REG_RSP));
+    if signal == libc::SIGTRAP {
+        // A trap reports the instruction after it: the `int3` is the byte before, if that
+        // byte is in an image and is one.
+        let breakpoint = rip.wrapping_sub(1);
+        let is_int3 = |image: &registry::ImageRecord| {
+            image
+                .rva(breakpoint)
+                .is_some_and(|rva| image.is_executable(rva, 1))
+                // SAFETY: the byte lies inside an executable section of a registered image,
+                // which is mapped read+execute while registered (the registry holds it).
+                && unsafe { ptr::read_volatile(breakpoint as *const u8) } == INT3
+        };
+        if registry::with_image(breakpoint, is_int3) == Some(true) {
+            rip = breakpoint;
+        }
+    }
     // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t.
     let info_ref = unsafe { &*info };
-    // SAFETY: SIGSEGV, SIGILL, SIGBUS and SIGFPE carry a fault address.
+    // SAFETY: every siginfo_t has the field (SIGSEGV, SIGILL, SIGBUS and SIGFPE set it to the
+    // fault address; for SIGTRAP it is not reported).
     let address = unsafe { info_ref.si_addr() } as usize;
 
     let mut cr8_without_source = false;

@@ -9,6 +9,7 @@ use core::ptr;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::pdb_names::Pdb;
 use crate::pe::{
     IMAGE_REL_BASED_DIR64, ImportName, PAGE_SIZE, PeImage, Protection, Section, parse,
 };
@@ -84,9 +85,11 @@ pub fn load_with(
 }
 
 /// Reads and loads the driver image at `path`, named after its file name. If a PDB with the
-/// same stem lies beside it (`driver.sys` and `driver.pdb`), its function names are used in
-/// fault reports and by [`symbolize`](crate::symbolize); a PDB that cannot be read is ignored
-/// (names then come from the exports and the entry point).
+/// same stem lies beside it (`driver.sys` and `driver.pdb`) and it is the PDB the image was
+/// linked with ([`Pdb::matches`] its CodeView record), its function names are used in fault
+/// reports and by [`symbolize`](crate::symbolize). A PDB that cannot be read, or that belongs
+/// to another build, is ignored with a note on stderr (names then come from the exports and
+/// the entry point), so a stale PDB never names functions wrongly.
 ///
 /// # Errors
 /// [`Error::Read`] if the file cannot be read; otherwise as [`load`].
@@ -116,8 +119,37 @@ pub fn load_file_bytes(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let symbols = crate::pdb_names::function_names(&path.with_extension("pdb")).unwrap_or_default();
-    load_with(&name, bytes, &LoadOptions::new().symbols(symbols), resolver)
+    let image = parse(bytes)?;
+    let symbols = pdb_functions(&path.with_extension("pdb"), &image);
+    image.load(&name, &LoadOptions::new().symbols(symbols), resolver)
+}
+
+/// The functions of the PDB at `path` if it is `image`'s; none if there is no file there, and
+/// none with a note on stderr if the file is not `image`'s PDB or cannot be read.
+fn pdb_functions(path: &Path, image: &PeImage<'_>) -> Vec<(u32, String)> {
+    let ignored = |why: &str| {
+        eprintln!(
+            "ebpf-ext-pe-loader: {} not used for function names: {why}",
+            path.display()
+        );
+        Vec::new()
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => return ignored(&e.to_string()),
+    };
+    let Some(codeview) = image.codeview() else {
+        return ignored("the image names no PDB (it has no CodeView record)");
+    };
+    match Pdb::read(&bytes) {
+        Err(e) => ignored(&e.to_string()),
+        Ok(pdb) if !pdb.matches(&codeview) => ignored(&format!(
+            "the image was linked with another PDB ({}, GUID or age differ)",
+            codeview.path
+        )),
+        Ok(pdb) => pdb.into_functions(),
+    }
 }
 
 pub(crate) fn errno() -> i32 {

@@ -33,7 +33,8 @@
 //!
 //! # Faults
 //!
-//! A fault (SIGSEGV, SIGILL, SIGBUS, SIGFPE) whose instruction is in a loaded image, or in
+//! A fault (SIGSEGV, SIGILL, SIGBUS, SIGFPE, or SIGTRAP from an `int3`, which Windows
+//! bug-checks without a kernel debugger) whose instruction is in a loaded image, or in
 //! the loader's `__chkstk` called from one, and any fault on a kernel stack's guard page, is
 //! reported on stderr as one line and the process aborts, as a bug check halts a machine:
 //!
@@ -45,7 +46,8 @@
 //!
 //! Functions are found from the exception directory (`.pdata`, which covers every function
 //! with a frame) and named by the image's exports, its entry point (`DriverEntry`) and, when
-//! [`load_file`] finds `<image>.pdb` beside the image, the procedures of the PDB. Faults elsewhere go to the handler installed before (Rust's own
+//! [`load_file`] finds `<image>.pdb` beside the image and it is the image's ([`Pdb::matches`]),
+//! the procedures of the PDB. Faults elsewhere go to the handler installed before (Rust's own
 //! stack-overflow handler, or the default action). Tests check a fault in a child process
 //! with [`expect_fault`].
 //!
@@ -86,7 +88,8 @@ pub use error::{Error, Result};
 pub use fault::{FAULT_MARKER, clear_irql_source, expect_fault, set_irql_source};
 pub(crate) use image::errno;
 pub use image::{LoadOptions, LoadedImage, load, load_file, load_file_bytes, load_with};
-pub use pe::{PeImage, parse};
+pub use pdb_names::Pdb;
+pub use pe::{CodeView, PeImage, parse};
 pub use registry::{Function, Symbol, image_dll_characteristics, symbolize};
 pub use stack::{GUARD_SIZE, KERNEL_STACK_SIZE, call_win64};
 pub use usersim::{use_usersim_irql, usersim_image_flags, usersim_resolver};

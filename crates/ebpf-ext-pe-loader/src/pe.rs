@@ -48,7 +48,16 @@ pub mod directory {
     pub const SECURITY: usize = 4;
     /// Base relocation directory.
     pub const BASERELOC: usize = 5;
+    /// Debug directory.
+    pub const DEBUG: usize = 6;
 }
+
+/// `IMAGE_DEBUG_TYPE_CODEVIEW`.
+const IMAGE_DEBUG_TYPE_CODEVIEW: u32 = 2;
+/// Size of an `IMAGE_DEBUG_DIRECTORY` entry.
+const DEBUG_DIRECTORY_ENTRY_SIZE: usize = 28;
+/// Signature of a PDB 7.0 CodeView record.
+const RSDS: &[u8; 4] = b"RSDS";
 
 /// Size of a `WIN_CERTIFICATE` header (`dwLength`, `wRevision`, `wCertificateType`).
 const WIN_CERTIFICATE_HEADER: usize = 8;
@@ -188,6 +197,18 @@ pub struct Export {
     pub rva: u32,
 }
 
+/// What identifies the PDB an image was linked with: the image's CodeView record (`RSDS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeView {
+    /// The PDB's GUID, in the byte order of a `GUID` structure in memory (as the file holds it).
+    pub guid: [u8; 16],
+    /// The PDB's age: a PDB matches the image when its GUID is the same and its age (the DBI
+    /// stream's) is this one.
+    pub age: u32,
+    /// The PDB's path as the linker recorded it (lossily decoded as UTF-8).
+    pub path: String,
+}
+
 /// A validated PE32+ driver image, borrowing the file bytes.
 ///
 /// Built only by [`parse`], so every RVA and size it holds has been checked against the file
@@ -209,6 +230,8 @@ pub struct PeImage<'a> {
     exports: Vec<Export>,
     export_name: Option<String>,
     certificates: Option<&'a [u8]>,
+    /// The debug directory's `(rva, size)`, checked only to lie in the image.
+    debug: (u32, u32),
 }
 
 /// Validates a driver image and extracts what the loader needs.
@@ -336,6 +359,43 @@ impl<'a> PeImage<'a> {
     #[must_use]
     pub fn export_name(&self) -> Option<&str> {
         self.export_name.as_deref()
+    }
+
+    /// The first CodeView record (`RSDS`) of the debug directory: which PDB the image was
+    /// linked with. `None` when there is none, or when the debug directory or the record lies
+    /// outside the file; as Windows' loader, the parser does not refuse an image for its
+    /// debug directory.
+    #[must_use]
+    pub fn codeview(&self) -> Option<CodeView> {
+        let (rva, size) = self.debug;
+        let layout = Layout {
+            bytes: self.bytes,
+            size_of_image: self.size_of_image,
+            size_of_headers: self.size_of_headers,
+            sections: &self.sections,
+        };
+        let table = layout.data(rva, size)?;
+        table
+            .chunks_exact(DEBUG_DIRECTORY_ENTRY_SIZE)
+            .filter(|entry| u32_at(entry, 12) == Some(IMAGE_DEBUG_TYPE_CODEVIEW))
+            .find_map(|entry| {
+                // SizeOfData at 16, PointerToRawData (a file offset) at 24.
+                let (size, at) = (
+                    usize_from(u32_at(entry, 16)?),
+                    usize_from(u32_at(entry, 24)?),
+                );
+                let record = self.bytes.get(at..at.checked_add(size)?)?;
+                if record.get(..4)? != RSDS {
+                    return None;
+                }
+                let path = record.get(24..)?;
+                let path = &path[..path.iter().position(|&b| b == 0).unwrap_or(path.len())];
+                Some(CodeView {
+                    guid: array_at(record, 4)?,
+                    age: u32_at(record, 20)?,
+                    path: String::from_utf8_lossy(path).into_owned(),
+                })
+            })
     }
 }
 
@@ -709,6 +769,7 @@ impl<'a> Parser<'a> {
             exports,
             export_name,
             certificates,
+            debug: directories[directory::DEBUG],
         })
     }
 }

@@ -53,6 +53,22 @@ fn illegal_instruction_is_reported() {
 }
 
 #[test]
+fn a_breakpoint_is_reported_at_its_int3() {
+    let line = expect_fault("a_breakpoint_is_reported_at_its_int3", || {
+        let (built, image) = loaded();
+        // SAFETY: traps in the child, which is the point.
+        let _ = unsafe { image.call(built.rva("breakpoint"), []) };
+    });
+    assert_eq!(
+        line,
+        format!(
+            "fault: SIGTRAP (breakpoint) in test.sys+{:#x} (breakpoint+0x1)",
+            rva("breakpoint") + 1
+        )
+    );
+}
+
+#[test]
 fn fault_on_an_ordinary_thread_is_reported() {
     let line = expect_fault("fault_on_an_ordinary_thread_is_reported", || {
         let (built, image) = loaded();

@@ -6,8 +6,8 @@ mod support;
 use ebpf_ext_pe_loader::pe::{ImportName, Protection};
 use ebpf_ext_pe_loader::{Error, parse};
 use support::{
-    Built, DATA, FILE_HEADER, GLOBAL_VALUE, IMAGE_BASE, NT, OPT, RDATA, RELOC, SCN_TEXT, Spec,
-    TEXT, build, opt, sec,
+    Built, CODEVIEW_AGE, CODEVIEW_GUID, CODEVIEW_PATH, DATA, FILE_HEADER, GLOBAL_VALUE, IMAGE_BASE,
+    NT, OPT, RDATA, RELOC, SCN_TEXT, Spec, TEXT, build, opt, sec,
 };
 
 fn valid() -> Built {
@@ -101,6 +101,65 @@ fn valid_image_parses_to_what_was_built() {
         u64::from_le_bytes(built.bytes[global..global + 8].try_into().unwrap()),
         GLOBAL_VALUE
     );
+}
+
+#[test]
+fn the_codeview_record_names_the_pdb() {
+    let built = valid();
+    let codeview = parse(&built.bytes)
+        .unwrap()
+        .codeview()
+        .expect("a CodeView record");
+    assert_eq!(codeview.guid, CODEVIEW_GUID);
+    assert_eq!(codeview.age, CODEVIEW_AGE);
+    assert_eq!(codeview.path, CODEVIEW_PATH);
+}
+
+#[test]
+fn a_broken_debug_directory_hides_the_codeview_record_but_the_image_still_parses() {
+    type Breaks = fn(&mut Built);
+    let cases: [(&str, Breaks); 6] = [
+        ("no debug directory", |b| {
+            b.set_u32(Built::directory(6) + 4, 0);
+        }),
+        ("an entry of another type", |b| {
+            let at = b.debug_entry + 12;
+            b.set_u32(at, 4);
+        }),
+        ("a record past the end of the file", |b| {
+            let at = b.debug_entry + 24;
+            let len = u32::try_from(b.bytes.len()).unwrap();
+            b.set_u32(at, len - 8);
+        }),
+        ("a record size past the end of the file", |b| {
+            let at = b.debug_entry + 16;
+            b.set_u32(at, u32::MAX);
+        }),
+        ("a record without the RSDS signature", |b| {
+            let at = b.codeview;
+            b.bytes[at..at + 4].copy_from_slice(b"NB10");
+        }),
+        ("a record too short for its age", |b| {
+            let at = b.debug_entry + 16;
+            b.set_u32(at, 20);
+        }),
+    ];
+    for (case, breaks) in cases {
+        let mut built = valid();
+        breaks(&mut built);
+        let image = parse(&built.bytes).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(image.codeview(), None, "{case}");
+    }
+    // A record without a terminating NUL: the path is the rest of the record.
+    let mut built = valid();
+    let at = built.debug_entry + 16;
+    let size = built.u32(at);
+    built.set_u32(at, size - 1);
+    let codeview = parse(&built.bytes)
+        .unwrap()
+        .codeview()
+        .expect("a CodeView record");
+    assert_eq!(codeview.path, CODEVIEW_PATH);
 }
 
 #[test]

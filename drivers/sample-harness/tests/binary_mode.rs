@@ -265,6 +265,87 @@ fn addresses_in_a_loaded_image_are_named_from_its_pdb() {
     image.unload();
 }
 
+/// The net image with its CodeView record's GUID (byte 0) or age changed by `edit`: an image
+/// of another link as far as its PDB is concerned (the loader does not verify the signature).
+fn net_image_relinked(edit: impl FnOnce(&mut [u8; 16], &mut u32)) -> Vec<u8> {
+    let path = binary::image_dir()
+        .expect("image folder")
+        .join("sample_netebpf_ext.sys");
+    let mut bytes = std::fs::read(path).expect("the net image");
+    let codeview = ebpf_ext_pe_loader::parse(&bytes)
+        .expect("parses")
+        .codeview()
+        .expect("lld-link writes a CodeView record");
+    let mut record = b"RSDS".to_vec();
+    record.extend_from_slice(&codeview.guid);
+    record.extend_from_slice(&codeview.age.to_le_bytes());
+    let at = bytes
+        .windows(record.len())
+        .position(|w| w == record)
+        .expect("the record in the file");
+    let (mut guid, mut age) = (codeview.guid, codeview.age);
+    edit(&mut guid, &mut age);
+    bytes[at + 4..at + 20].copy_from_slice(&guid);
+    bytes[at + 20..at + 24].copy_from_slice(&age.to_le_bytes());
+    bytes
+}
+
+#[test]
+fn only_the_pdb_the_image_was_linked_with_names_its_functions() {
+    let images = binary::image_dir().expect("image folder");
+    let image = std::fs::read(images.join("sample_netebpf_ext.sys")).expect("the net image");
+    let pdb = std::fs::read(images.join("sample_netebpf_ext.pdb")).expect("the net PDB");
+    let cases = [
+        ("the image's own PDB", image.clone(), pdb.clone(), true),
+        (
+            "another GUID",
+            net_image_relinked(|guid, _| guid[0] ^= 1),
+            pdb.clone(),
+            false,
+        ),
+        (
+            "another age",
+            net_image_relinked(|_, age| *age += 1),
+            pdb.clone(),
+            false,
+        ),
+        (
+            "a truncated PDB",
+            image.clone(),
+            pdb[..pdb.len() / 3].to_vec(),
+            false,
+        ),
+        ("not a PDB", image, vec![0x5A; 4096], false),
+    ];
+    let dir = tempfile::tempdir().expect("a folder of the test's own");
+    let image_path = dir.path().join("sample_netebpf_ext.sys");
+    for (case, image, pdb, named) in cases {
+        std::fs::write(&image_path, image).expect("write the image");
+        std::fs::write(dir.path().join("sample_netebpf_ext.pdb"), pdb).expect("write the PDB");
+        let kernel = Kernel::new();
+        let loaded = ebpf_ext_testing::image::load_path(&kernel, &image_path).expect("image");
+        let driver =
+            LoadedDriver::load(Target::Image(&loaded.image), "SampleNetEbpfExt").expect("load");
+        // SAFETY: the driver object lives as long as `driver`.
+        let unload = unsafe { &*driver.object() }.DriverUnload.expect("unload") as usize;
+        let symbol = ebpf_ext_pe_loader::symbolize(unload).expect("inside the image");
+        let name = symbol.function.and_then(|f| f.name);
+        if named {
+            assert!(
+                name.as_deref()
+                    .is_some_and(|n| n.ends_with("driver_unload")),
+                "{case}: {name:?}"
+            );
+        } else {
+            assert_eq!(name, None, "{case}: named by a PDB that is not the image's");
+        }
+        driver.unload();
+        kernel.assert_no_leaks();
+        drop(kernel);
+        loaded.image.unload();
+    }
+}
+
 /// Runs the demo binary on the built images with `--expect` for the net image.
 fn demo_with_expected_net_hash(sha: &str) -> std::process::Output {
     let dir = binary::image_dir().expect("image folder");

@@ -20,6 +20,13 @@ pub(crate) const SIZE_OF_HEADERS: u32 = 0x400;
 pub(crate) const GLOBAL_VALUE: u64 = 0x0123_4567_89AB_CDEF;
 /// What `DriverEntry` adds to its first argument.
 pub(crate) const ENTRY_ADDEND: usize = 0x1234;
+/// The GUID of the CodeView record (`RSDS`) every built image has, as the file holds it.
+pub(crate) const CODEVIEW_GUID: [u8; 16] =
+    *b"\x10\x32\x54\x76\x98\xba\xdc\xfe\x01\x23\x45\x67\x89\xab\xcd\xef";
+/// Its age.
+pub(crate) const CODEVIEW_AGE: u32 = 3;
+/// Its PDB path.
+pub(crate) const CODEVIEW_PATH: &str = "C:\\build\\test.pdb";
 
 /// `e_lfanew`.
 pub(crate) const NT: usize = 0x40;
@@ -147,6 +154,10 @@ pub(crate) struct Built {
     pub(crate) pdata: usize,
     /// File offset of the export directory (if any).
     pub(crate) export_directory: Option<usize>,
+    /// File offset of the debug directory's one entry (CodeView), and of its record.
+    pub(crate) debug_entry: usize,
+    /// File offset of the CodeView record.
+    pub(crate) codeview: usize,
     pub(crate) size_of_image: u32,
 }
 
@@ -303,6 +314,8 @@ pub(crate) fn build(spec: &Spec) -> Built {
     text.function("crash", &[0x31, 0xC0, 0x48, 0x8B, 0x00, 0xC3], None);
     // ud2
     text.function("illegal", &[0x0F, 0x0B], None);
+    // nop; int3; ret
+    text.function("breakpoint", &[0x90, 0xCC, 0xC3], None);
     // call recurse (itself); ret
     text.function("recurse", &[0xE8, 0xFB, 0xFF, 0xFF, 0xFF, 0xC3], None);
 
@@ -447,6 +460,22 @@ pub(crate) fn build(spec: &Spec) -> Built {
         }
         export_size = rdata.len() - at;
     }
+
+    // The debug directory: one CodeView entry, its record (PointerToRawData patched below).
+    pad_to(&mut rdata, 4);
+    let debug_at = rdata.len();
+    rdata.resize(debug_at + 28, 0);
+    let codeview_at = rdata.len();
+    rdata.extend_from_slice(b"RSDS");
+    rdata.extend_from_slice(&CODEVIEW_GUID);
+    put32(&mut rdata, CODEVIEW_AGE);
+    rdata.extend_from_slice(CODEVIEW_PATH.as_bytes());
+    rdata.push(0);
+    let codeview_size = rdata.len() - codeview_at;
+    rdata[debug_at + 12..debug_at + 16].copy_from_slice(&2_u32.to_le_bytes());
+    rdata[debug_at + 16..debug_at + 20].copy_from_slice(&u32_of(codeview_size).to_le_bytes());
+    rdata[debug_at + 20..debug_at + 24]
+        .copy_from_slice(&(rdata_rva + u32_of(codeview_at)).to_le_bytes());
     let rdata_size = rdata.len();
 
     // ---- .data: a pointer to GLOBAL_VALUE, relocated.
@@ -521,6 +550,8 @@ pub(crate) fn build(spec: &Spec) -> Built {
         reloc_block: 0,
         pdata: 0,
         export_directory: None,
+        debug_entry: 0,
+        codeview: 0,
         size_of_image,
     };
     let rdata_file = built.sections[RDATA].1 as usize;
@@ -529,6 +560,10 @@ pub(crate) fn build(spec: &Spec) -> Built {
     built.reloc_block = built.sections[RELOC].1 as usize;
     built.pdata = rdata_file + pdata_at;
     built.export_directory = export_at.map(|o| rdata_file + o);
+    built.debug_entry = rdata_file + debug_at;
+    built.codeview = rdata_file + codeview_at;
+    let pointer = u32_of(built.codeview);
+    built.set_u32(built.debug_entry + 24, pointer);
 
     built.bytes[0..2].copy_from_slice(b"MZ");
     built.set_u32(0x3C, u32_of(NT));
@@ -575,7 +610,9 @@ pub(crate) fn build(spec: &Spec) -> Built {
         .set_u32(Built::directory(3), rdata_rva + u32_of(pdata_at))
         .set_u32(Built::directory(3) + 4, u32_of(pdata_size))
         .set_u32(Built::directory(5), reloc_rva)
-        .set_u32(Built::directory(5) + 4, u32_of(reloc.len()));
+        .set_u32(Built::directory(5) + 4, u32_of(reloc.len()))
+        .set_u32(Built::directory(6), rdata_rva + u32_of(debug_at))
+        .set_u32(Built::directory(6) + 4, 28);
     built
 }
 
