@@ -26,8 +26,9 @@
 //! 4. [`LoadedImage::call_driver_entry`], [`LoadedImage::call`] and [`call_win64`] call into
 //!    the image with the Windows x64 convention on a separate [`KERNEL_STACK_SIZE`] (24 KiB)
 //!    stack with a guard page below it, as a driver would run on Windows. Callbacks the
-//!    driver registers (dispatch routines, NMR callbacks, work items) are called by usersim
-//!    on its own threads, directly.
+//!    driver registers (dispatch routines, NMR, ETW and process notify callbacks, work items)
+//!    are called by usersim, on its own threads; with [`usersim_callback_stack`] registered
+//!    ([`ebpf_ext_usersim::set_callback_stack`]) they run on such a stack too.
 //! 5. Dropping the [`LoadedImage`] unmaps it. [`symbolize`] names the image, RVA and function
 //!    of any address inside a loaded image.
 //!
@@ -91,5 +92,7 @@ pub use image::{LoadOptions, LoadedImage, load, load_file, load_file_bytes, load
 pub use pdb_names::Pdb;
 pub use pe::{CodeView, PeImage, parse};
 pub use registry::{Function, Symbol, image_dll_characteristics, symbolize};
-pub use stack::{GUARD_SIZE, KERNEL_STACK_SIZE, call_win64};
-pub use usersim::{use_usersim_irql, usersim_image_flags, usersim_resolver};
+pub use stack::{GUARD_SIZE, KERNEL_STACK_SIZE, call_win64, run_on_kernel_stack};
+pub use usersim::{
+    use_usersim_irql, usersim_callback_stack, usersim_image_flags, usersim_resolver,
+};

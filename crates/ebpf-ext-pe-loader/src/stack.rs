@@ -250,3 +250,27 @@ pub unsafe fn call_win64<const N: usize>(function: usize, args: [usize; N]) -> u
     CACHED.set(Some(stack));
     result
 }
+
+/// `call`, called from [`run_on_kernel_stack`]'s stack.
+extern "win64" fn run_call(call: usize) -> usize {
+    // SAFETY: `run_on_kernel_stack` passes the address of its `&mut dyn FnMut()`, live and
+    // not otherwise used until this returns.
+    let call = unsafe { &mut *(call as *mut &mut dyn FnMut()) };
+    call();
+    0
+}
+
+/// Runs `call` on a [`KERNEL_STACK_SIZE`] stack with a guard page below it, as
+/// [`call_win64`] runs a function of an image: everything `call` runs, the image code it
+/// calls and the host code that calls back, shares that stack, and an overflow is reported
+/// by the fault handler. A panic in `call` aborts the process (nothing unwinds across the
+/// stack switch).
+///
+/// # Panics
+/// If no stack can be mapped (the system is out of memory or mappings).
+pub fn run_on_kernel_stack(mut call: &mut dyn FnMut()) {
+    let call_address = (&raw mut call) as usize;
+    // SAFETY: `run_call` follows the win64 convention and takes one argument, the address of
+    // a live `&mut dyn FnMut()` that nothing else uses during the call.
+    let _ = unsafe { call_win64(run_call as *const () as usize, [call_address]) };
+}

@@ -6,7 +6,10 @@ mod support;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
-use ebpf_ext_pe_loader::{LoadedImage, call_win64, expect_fault, load, usersim_resolver};
+use ebpf_ext_pe_loader::{
+    KERNEL_STACK_SIZE, LoadedImage, call_win64, expect_fault, load, run_on_kernel_stack,
+    usersim_callback_stack, usersim_resolver,
+};
 use support::{Built, Spec, build};
 
 fn loaded() -> (Built, LoadedImage) {
@@ -99,6 +102,79 @@ fn stack_overflow_hits_the_guard_page() {
             rva("recurse")
         )
     );
+}
+
+/// The calling thread's stack, as pthreads reports it.
+fn thread_stack() -> core::ops::Range<usize> {
+    // SAFETY: all-zero is a valid `pthread_attr_t` for pthread_getattr_np to initialise.
+    let mut attr: libc::pthread_attr_t = unsafe { core::mem::zeroed() };
+    // SAFETY: no precondition.
+    let me = unsafe { libc::pthread_self() };
+    // SAFETY: the calling thread and a writable attribute object.
+    let got = unsafe { libc::pthread_getattr_np(me, &raw mut attr) };
+    assert_eq!(got, 0);
+    let (mut low, mut size) = (core::ptr::null_mut(), 0);
+    // SAFETY: an initialised attribute object and writable outputs.
+    let got = unsafe { libc::pthread_attr_getstack(&raw const attr, &raw mut low, &raw mut size) };
+    assert_eq!(got, 0);
+    // SAFETY: initialised above and destroyed once.
+    unsafe { libc::pthread_attr_destroy(&raw mut attr) };
+    low as usize..low as usize + size
+}
+
+#[test]
+fn a_callback_into_an_image_runs_on_a_kernel_stack() {
+    let (built, image) = loaded();
+    let routine = image.address(built.rva("read_global")).unwrap();
+    let mut at = 0;
+    let claimed = usersim_callback_stack(routine, &mut || {
+        let local = 0_u8;
+        at = core::hint::black_box(&raw const local) as usize;
+    });
+    assert!(claimed);
+    assert_ne!(at, 0, "the call ran");
+    assert!(
+        !thread_stack().contains(&at),
+        "ran on the thread's own stack: {at:#x}"
+    );
+
+    let mut ran = false;
+    let host = thread_stack as *const () as usize;
+    assert!(
+        !usersim_callback_stack(host, &mut || ran = true),
+        "a routine outside every image is not claimed"
+    );
+    assert!(!ran, "and not run");
+}
+
+/// Recurses 200 times with a frame of at least 1 KiB: 200 KiB of stack or more, far more than
+/// a kernel stack, less than the 2 MiB of a test's thread.
+fn deep(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 128]);
+    if depth == 200 {
+        return frame[0];
+    }
+    deep(depth + 1) + frame[usize::try_from(depth % 128).unwrap()]
+}
+
+#[test]
+fn a_callback_too_deep_for_the_kernel_stack_overflows_its_guard_page() {
+    // On the test's own stack the recursion returns (the sum of its frames' values).
+    assert_eq!(deep(0), (0..=200).sum::<u64>());
+    let line = expect_fault(
+        "a_callback_too_deep_for_the_kernel_stack_overflows_its_guard_page",
+        || {
+            run_on_kernel_stack(&mut || {
+                core::hint::black_box(deep(0));
+            });
+        },
+    );
+    assert!(
+        line.starts_with("fault: stack overflow in host code"),
+        "{line}"
+    );
+    // The recursion needs 200 KiB or more: more than the kernel stack.
+    const { assert!(KERNEL_STACK_SIZE < 200 << 10) };
 }
 
 #[test]

@@ -200,6 +200,7 @@ pub fn load_path_resolving(
         .map_err(|e| format!("loading {}: {e}", path.display()))?;
     ebpf_ext_pe_loader::use_usersim_irql();
     ebpf_ext_usersim::set_loader_image_flags(usersim_image_flags);
+    ebpf_ext_usersim::set_callback_stack(ebpf_ext_pe_loader::usersim_callback_stack);
     Ok(Loaded {
         image,
         sha256: sha256_hex(&bytes),

@@ -600,10 +600,43 @@ pub(crate) enum CalledFrom {
     Kernel,
 }
 
+/// Runs a driver routine on the stack the kernel would give it: `call` calls the routine at
+/// address `routine`. Returns `false`, without running `call`, for a routine it does not
+/// know (one linked into the test, not in a loaded image); usersim then runs it on the
+/// calling thread's own stack. When it returns `true` it has run `call` exactly once.
+pub type CallbackStack = fn(routine: usize, call: &mut dyn FnMut()) -> bool;
+
+/// The PE loader's stack runner, for every kernel of the process ([`set_callback_stack`]).
+static CALLBACK_STACK: Mutex<Option<CallbackStack>> = Mutex::new(None);
+
+/// Registers the stack runner of the PE loader that maps driver images into this process:
+/// every driver routine usersim calls (IRP dispatch, NMR, ETW enable and process notify
+/// callbacks, work item routines) goes through it, so a routine in a loaded image runs on a
+/// kernel-sized stack, as on Windows, and a deep one overflows there. Registering again
+/// replaces it.
+pub fn set_callback_stack(stack: CallbackStack) {
+    *lock(&CALLBACK_STACK) = Some(stack);
+}
+
+/// Calls the driver routine at `routine` through `call`, on the registered stack runner's
+/// stack if it knows the routine ([`set_callback_stack`]), otherwise here.
+pub(crate) fn run_driver_routine<R>(routine: usize, call: impl FnOnce() -> R) -> R {
+    let Some(stack) = *lock(&CALLBACK_STACK) else {
+        return call();
+    };
+    let (mut call, mut result) = (Some(call), None);
+    let mut run = || result = call.take().map(|call| call());
+    if !stack(routine, &mut run) {
+        run();
+    }
+    result.unwrap_or_else(|| panic!("the callback stack runner did not run {routine:#x}"))
+}
+
 /// Calls the driver callback `what` (its type's name, at `routine`) through `call`, at the
 /// IRQL and critical-region depth the caller set up, and bug-checks if it returned at another
 /// IRQL or another depth: a callback must give back the thread as it got it (a raised IRQL or
-/// an unbalanced `KeEnterCriticalRegion` would otherwise leak into its caller).
+/// an unbalanced `KeEnterCriticalRegion` would otherwise leak into its caller). It runs on the
+/// stack [`run_driver_routine`] gives it.
 pub(crate) fn call_driver_callback<R>(
     what: &'static str,
     routine: usize,
@@ -611,7 +644,7 @@ pub(crate) fn call_driver_callback<R>(
     call: impl FnOnce() -> R,
 ) -> R {
     let (irql, depth) = (current_irql(), crate::cpu::critical_region_depth());
-    let result = call();
+    let result = run_driver_routine(routine, call);
     let (returned, returned_depth) = (current_irql(), crate::cpu::critical_region_depth());
     if returned != irql {
         let code = match from {

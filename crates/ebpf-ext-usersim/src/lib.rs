@@ -55,9 +55,9 @@ pub use devices::DriverObject;
 pub use etw::{CapturedEvent, Enablement};
 pub use io::{Caller, FileHandle, IoResult, STALE_BYTE};
 pub use kernel::{
-    BugCheck, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND,
+    BugCheck, CallbackStack, Config, DebugMessage, FAULTABLE_APIS, Fault, Kernel, NO_KERNEL_BOUND,
     STATUS_FAULTABLE_APIS, UNRECOVERABLE_FAULTABLE_APIS, component, expect_bugcheck, kernel_id,
-    run_dying_child, sweep_allocation_failures, sweep_call_failures,
+    run_dying_child, set_callback_stack, sweep_allocation_failures, sweep_call_failures,
 };
 pub use locals::ebpf_ext_usersim_kernel_local;
 pub use nmr::{

@@ -145,9 +145,11 @@ fn worker_main(inner: &Arc<Inner>) {
         };
         let Some(job) = job else { break };
         set_irql(PASSIVE_LEVEL);
-        // SAFETY: the routine and context were supplied by the driver to IoQueueWorkItem, which
-        // promises they stay valid until the routine runs.
-        unsafe { (job.routine)(job.device as *mut DEVICE_OBJECT, job.context as *mut c_void) };
+        crate::kernel::run_driver_routine(job.routine as usize, || {
+            // SAFETY: the routine and context were supplied by the driver to IoQueueWorkItem,
+            // which promises they stay valid until the routine runs.
+            unsafe { (job.routine)(job.device as *mut DEVICE_OBJECT, job.context as *mut c_void) };
+        });
         let irql = current_irql();
         if irql != PASSIVE_LEVEL || critical_region_depth() != 0 {
             bugcheck(
