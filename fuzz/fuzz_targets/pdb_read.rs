@@ -2,8 +2,8 @@
 //! `load_file` runs on whatever `.pdb` lies beside an image.
 //!
 //! Properties checked besides "no panic, no out-of-bounds read": reading is deterministic (the
-//! same bytes give the same GUID, ages and procedures); a PDB matches no CodeView record of
-//! another GUID.
+//! same bytes give the same GUID, ages and procedures); a PDB matches a CodeView record of its
+//! own GUID and age, and none of another GUID or age; no procedure name holds a NUL.
 //!
 //! The `pdb` crate that `Pdb::read` uses panics on some malformed files (arithmetic overflow
 //! on sizes it reads); `Pdb::read` catches those panics and returns an error. libFuzzer's panic
@@ -11,9 +11,13 @@
 //! crate unwind (to be caught); every other panic still aborts, and `Pdb::read` must then
 //! return an error for that input.
 //!
-//! Seed: `seeds/pdb_read/two-functions.pdb`, the PDB of a two-function DLL (`clang
-//! --target=x86_64-pc-windows-msvc -g -gcodeview -c`, then `lld-link /dll /noentry
-//! /nodefaultlib /debug`).
+//! Seed: `seeds/pdb_read/two-functions.pdb`, the PDB of a DLL of two functions, made from
+//! `int f(int x){return x+1;} int g(int x){return f(x)*2;}` in `a.c` by `clang -cc1 -triple
+//! x86_64-pc-windows-msvc -emit-obj -gcodeview -debug-info-kind=constructor -O1
+//! -fdebug-compilation-dir=. -fcoverage-compilation-dir=. -o a.obj a.c`, then, beside
+//! `a.obj`, `lld-link /dll /noentry /nodefaultlib /debug /pdb:two-functions.pdb
+//! /pdbaltpath:two-functions.pdb /pdbsourcepath:/seed /out:two-functions.dll a.obj /export:g`
+//! (the `-cc1` and `/pdbsourcepath` keep the building machine's paths out of it).
 #![no_main]
 
 mod common;
@@ -54,16 +58,25 @@ fuzz_target!(|bytes: &[u8]| {
     for (_, name) in pdb.functions() {
         assert!(!name.contains('\0'), "a name with a NUL: {name:?}");
     }
-    // Whatever the PDB's GUID, one of these two differs from it.
-    let matched = [[0; 16], [0xFF; 16]]
-        .into_iter()
-        .filter(|&guid| {
-            pdb.matches(&CodeView {
-                guid,
-                age: 1,
-                path: String::new(),
-            })
-        })
-        .count();
-    assert!(matched <= 1, "one PDB matched two GUIDs");
+    let own = CodeView {
+        guid: pdb.guid(),
+        age: pdb.age(),
+        path: String::new(),
+    };
+    assert!(
+        pdb.matches(&own),
+        "a PDB does not match its own GUID and age"
+    );
+    let mut other_guid = own.clone();
+    other_guid.guid[0] ^= 1;
+    assert!(!pdb.matches(&other_guid), "a PDB matches another GUID");
+    let other_age = CodeView {
+        age: own.age.wrapping_add(1),
+        ..own
+    };
+    // A later age never matches (an age that wraps around to 0 is not later).
+    assert!(
+        !pdb.matches(&other_age) || own.age.wrapping_add(1) <= pdb.age(),
+        "a PDB matches a later age"
+    );
 });

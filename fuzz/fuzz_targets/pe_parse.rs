@@ -78,7 +78,10 @@ fuzz_target!(|bytes: &[u8]| {
                 assert!(start >= 8 && start + signature.len() <= image.bytes().len());
             }
             if let Some(codeview) = image.codeview() {
-                let _ = (codeview.guid, codeview.age, codeview.path.len());
+                assert!(
+                    !codeview.path.contains('\0'),
+                    "the PDB path runs past its NUL"
+                );
             }
             let _ = (
                 image.image_base(),

@@ -356,18 +356,21 @@ fn chain(signal: c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
     });
     // SAFETY: with SA_SIGINFO the kernel passes a valid siginfo_t.
     let user_sent = unsafe { (*info).si_code } <= 0;
+    // A trap (`int3`) has already executed: returning would resume after it.
+    let trap = signal == libc::SIGTRAP && !user_sent;
     let action = previous.map_or(libc::SIG_DFL, |p| p.sa_sigaction);
     if action == libc::SIG_DFL || action == libc::SIG_IGN {
         if action == libc::SIG_IGN && user_sent {
             return;
         }
         // Restore the default action: a hardware fault re-executes and terminates the
-        // process the usual way; a signal sent by kill(2) is raised again.
+        // process the usual way; a signal sent by kill(2), and a trap, which does not
+        // re-execute, are raised again (the kernel does not let a trap be ignored either).
         // SAFETY: all-zero is a valid `sigaction` (SIG_DFL, empty mask, no flags).
         let default: libc::sigaction = unsafe { core::mem::zeroed() };
         // SAFETY: installs a valid action.
         unsafe { libc::sigaction(signal, &raw const default, ptr::null_mut()) };
-        if user_sent {
+        if user_sent || trap {
             // SAFETY: raise(3) is async-signal-safe.
             unsafe { libc::raise(signal) };
         }

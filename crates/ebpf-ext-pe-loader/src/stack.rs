@@ -167,6 +167,11 @@ pub(crate) fn in_guard(address: usize) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether the calling thread runs on a kernel stack now (inside [`call_win64`]).
+pub(crate) fn on_kernel_stack() -> bool {
+    GUARD.get() != (0, 0)
+}
+
 /// Makes sure the thread has an alternate signal stack, so that the fault handler can run
 /// when the stack itself overflowed. Threads started by `std` have one already.
 fn ensure_alt_stack() {

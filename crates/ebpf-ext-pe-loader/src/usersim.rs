@@ -32,15 +32,25 @@ pub fn usersim_image_flags(address: usize) -> Option<bool> {
         .map(|flags| flags & crate::pe::IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY != 0)
 }
 
-/// Runs `call` on a kernel stack ([`run_on_kernel_stack`](crate::run_on_kernel_stack)) when
-/// `routine` lies in a loaded image; `false`, without running it, otherwise. Give it to
+/// Runs `call` on a kernel stack when `routine` lies in a loaded image; `false`, without
+/// running it, otherwise. Give it to
 /// [`set_callback_stack`](ebpf_ext_usersim::set_callback_stack) so the callbacks usersim makes
 /// into images run on a [`KERNEL_STACK_SIZE`](crate::KERNEL_STACK_SIZE) stack, as `DriverEntry`
 /// does, and a callback too deep for the kernel's stack overflows its guard page.
+///
+/// A callback made while the thread already runs on a kernel stack (an ETW enable callback
+/// inside `EtwRegister` called by `DriverEntry`, an NMR detach callback inside a
+/// deregistration called by `DriverUnload`) runs in place, sharing what is left of that stack
+/// as it would on Windows; otherwise it gets a whole one
+/// ([`run_on_kernel_stack`](crate::run_on_kernel_stack)).
 pub fn usersim_callback_stack(routine: usize, call: &mut dyn FnMut()) -> bool {
     if crate::registry::with_image(routine, |_| ()).is_none() {
         return false;
     }
-    crate::run_on_kernel_stack(call);
+    if crate::stack::on_kernel_stack() {
+        call();
+    } else {
+        crate::run_on_kernel_stack(call);
+    }
     true
 }

@@ -138,6 +138,21 @@ fn a_callback_into_an_image_runs_on_a_kernel_stack() {
         "ran on the thread's own stack: {at:#x}"
     );
 
+    // A callback made from one shares its stack, as on Windows.
+    let (mut outer, mut inner) = (0, 0);
+    usersim_callback_stack(routine, &mut || {
+        let local = 0_u8;
+        outer = core::hint::black_box(&raw const local) as usize;
+        usersim_callback_stack(routine, &mut || {
+            let local = 0_u8;
+            inner = core::hint::black_box(&raw const local) as usize;
+        });
+    });
+    assert!(
+        inner < outer && outer - inner < KERNEL_STACK_SIZE,
+        "a nested callback got a stack of its own: {outer:#x}, then {inner:#x}"
+    );
+
     let mut ran = false;
     let host = thread_stack as *const () as usize;
     assert!(
@@ -271,5 +286,29 @@ fn faults_outside_images_go_to_the_previous_handler() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.signal(), Some(libc::SIGSEGV), "{stderr}");
+    assert!(!stderr.contains("fault: "), "{stderr}");
+}
+
+#[test]
+fn a_breakpoint_outside_images_still_ends_the_process() {
+    if std::env::var_os(OTHER_CHILD).is_some() {
+        let (_built, image) = loaded();
+        // SAFETY: a breakpoint in host code, with the loader's handler installed: the default
+        // action must still kill us (a trap does not re-execute, so the handler raises it).
+        unsafe { core::arch::asm!("int3") };
+        drop(image);
+        std::process::exit(0);
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_breakpoint_outside_images_still_ends_the_process",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(OTHER_CHILD, "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.signal(), Some(libc::SIGTRAP), "{stderr}");
     assert!(!stderr.contains("fault: "), "{stderr}");
 }

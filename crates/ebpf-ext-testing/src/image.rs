@@ -138,8 +138,11 @@ pub fn load_with(kernel: &Kernel, name: &str, stand_ins: &[StandIn]) -> Result<L
 /// process check the integrity-check flag of the loaded images
 /// (`PsSetCreateProcessNotifyRoutineEx`, through
 /// [`set_loader_image_flags`](ebpf_ext_usersim::set_loader_image_flags)): the image may run
-/// under kernels other than `kernel`, as a fault sweep's. The bytes are read once, hashed, and
-/// those very bytes are loaded.
+/// under kernels other than `kernel`, as a fault sweep's. It also makes every kernel of the
+/// process run the image's callbacks (dispatch routines, NMR, ETW and process notify callbacks,
+/// work items) on a 24 KiB kernel stack
+/// ([`set_callback_stack`](ebpf_ext_usersim::set_callback_stack)). The bytes are read once,
+/// hashed, and those very bytes are loaded.
 ///
 /// As Windows, it refuses an image without an Authenticode signature. Whether the signature
 /// verifies is not checked here: `cargo ebpf-ext sign` verifies it when it signs.

@@ -247,6 +247,71 @@ fn deregister_client(h: HANDLE) {
     assert_eq!(safe::NmrWaitForClientDeregisterComplete(h), STATUS_SUCCESS);
 }
 
+thread_local! {
+    /// The routines [`recording_runner`] saw on this thread, while recording.
+    static RUN_THROUGH: core::cell::RefCell<Option<Vec<usize>>> =
+        const { core::cell::RefCell::new(None) };
+}
+
+/// A callback stack runner that records, on a thread that asked it to, every routine it is
+/// given and runs it in place; on other threads it claims nothing (so other tests of this
+/// process are unaffected).
+fn recording_runner(routine: usize, call: &mut dyn FnMut()) -> bool {
+    let recorded = RUN_THROUGH.with(|seen| {
+        seen.borrow_mut()
+            .as_mut()
+            .map(|seen| seen.push(routine))
+            .is_some()
+    });
+    if recorded {
+        call();
+    }
+    recorded
+}
+
+#[test]
+fn every_callback_goes_through_the_callback_stack_runner() {
+    static NPI_ID: GUID = NPI;
+    ebpf_ext_usersim::set_callback_stack(recording_runner);
+    RUN_THROUGH.with(|seen| *seen.borrow_mut() = Some(Vec::new()));
+    let kernel = Kernel::new();
+    let (p, c) = (new_side(true), new_side(true));
+    let (_, ph) = register_provider(&NPI_ID, p);
+    let (_, ch) = register_client(&NPI_ID, c);
+    assert_eq!(kernel.nmr_binding_count(), 1);
+    deregister_client(ch);
+    deregister_provider(ph);
+    let seen = RUN_THROUGH
+        .with(|seen| seen.borrow_mut().take())
+        .unwrap_or_default();
+    for (name, routine) in [
+        (
+            "ProviderAttachClient",
+            provider_attach as *const () as usize,
+        ),
+        ("ClientAttachProvider", client_attach as *const () as usize),
+        (
+            "ProviderDetachClient",
+            provider_detach as *const () as usize,
+        ),
+        ("ClientDetachProvider", client_detach as *const () as usize),
+        (
+            "ProviderCleanupBindingContext",
+            provider_cleanup as *const () as usize,
+        ),
+        (
+            "ClientCleanupBindingContext",
+            client_cleanup as *const () as usize,
+        ),
+    ] {
+        assert!(
+            seen.contains(&routine),
+            "{name} was not run through the runner: {seen:x?}"
+        );
+    }
+    kernel.assert_no_leaks();
+}
+
 #[test]
 fn attach_in_either_order_and_only_matching_npi() {
     static NPI_ID: GUID = NPI;
