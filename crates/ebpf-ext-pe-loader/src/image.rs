@@ -115,12 +115,24 @@ pub fn load_file_bytes(
     bytes: &[u8],
     resolver: impl FnMut(&str, &str) -> Option<usize>,
 ) -> Result<LoadedImage> {
+    load_file_parsed(path, &parse(bytes)?, resolver)
+}
+
+/// [`load_file_bytes`] for an image the caller has already parsed (to check something of it
+/// first, as its signature), so the file is parsed once.
+///
+/// # Errors
+/// As [`load`], less the parse errors.
+pub fn load_file_parsed(
+    path: &Path,
+    image: &PeImage<'_>,
+    resolver: impl FnMut(&str, &str) -> Option<usize>,
+) -> Result<LoadedImage> {
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let image = parse(bytes)?;
-    let symbols = pdb_functions(&path.with_extension("pdb"), &image);
+    let symbols = pdb_functions(&path.with_extension("pdb"), image);
     image.load(&name, &LoadOptions::new().symbols(symbols), resolver)
 }
 

@@ -88,7 +88,9 @@ mod usersim;
 pub use error::{Error, Result};
 pub use fault::{FAULT_MARKER, clear_irql_source, expect_fault, set_irql_source};
 pub(crate) use image::errno;
-pub use image::{LoadOptions, LoadedImage, load, load_file, load_file_bytes, load_with};
+pub use image::{
+    LoadOptions, LoadedImage, load, load_file, load_file_bytes, load_file_parsed, load_with,
+};
 pub use pdb_names::Pdb;
 pub use pe::{CodeView, PeImage, parse};
 pub use registry::{Function, Symbol, image_dll_characteristics, symbolize};

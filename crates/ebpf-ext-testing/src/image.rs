@@ -8,7 +8,7 @@
 use core::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use ebpf_ext_pe_loader::{LoadedImage, load_file_bytes, usersim_image_flags, usersim_resolver};
+use ebpf_ext_pe_loader::{LoadedImage, load_file_parsed, usersim_image_flags, usersim_resolver};
 use ebpf_ext_usersim::Kernel;
 use sha2::{Digest as _, Sha256};
 
@@ -191,7 +191,9 @@ pub fn load_path_resolving(
             path.display()
         )
     })?;
-    if ebpf_ext_pe_loader::parse(&bytes).is_ok_and(|pe| pe.authenticode_signature().is_none()) {
+    let pe = ebpf_ext_pe_loader::parse(&bytes)
+        .map_err(|e| format!("loading {}: {e}", path.display()))?;
+    if pe.authenticode_signature().is_none() {
         return Err(format!(
             "{}: not signed; Windows loads no driver without an Authenticode signature (STATUS_INVALID_IMAGE_HASH, 0xC0000428). Sign it first (cargo ebpf-ext sign; in the SDK's own workspace cargo xtask sign)",
             path.display()
@@ -199,7 +201,7 @@ pub fn load_path_resolving(
     }
     let resolver =
         |module: &str, name: &str| usersim_resolver(module, name).or_else(|| resolve(module, name));
-    let image = load_file_bytes(&path, &bytes, resolver)
+    let image = load_file_parsed(&path, &pe, resolver)
         .map_err(|e| format!("loading {}: {e}", path.display()))?;
     ebpf_ext_pe_loader::use_usersim_irql();
     ebpf_ext_usersim::set_loader_image_flags(usersim_image_flags);
