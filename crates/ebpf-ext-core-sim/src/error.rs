@@ -267,6 +267,14 @@ pub enum Refusal {
     /// A provider is already attached (or attaching) to this client.
     #[error("a provider is already attached to this client")]
     SecondProvider,
+    /// The provider's program data binds none of the programs loaded through this client
+    /// (the program-information hash over a program's helpers differs, or a helper it calls
+    /// no longer resolves), and the client has at least one. The core keeps one client per
+    /// program and refuses each such program's attach before the provider sees it; core-sim
+    /// shares one client, so it refuses when every program would be refused (the first
+    /// program's reason is kept).
+    #[error("no program loaded through this client binds to the provider's program data: {0}")]
+    ProgramsDoNotBind(String),
 }
 
 impl Refusal {

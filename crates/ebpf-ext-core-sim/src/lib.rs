@@ -117,6 +117,16 @@
 //!   `STATUS_INVALID_PARAMETER` and a [`ProgramDataError`] (`program_info`:
 //!   `every_rule_of_the_core_refuses_its_bad_input`, `versions_the_core_accepts`,
 //!   `module_id_must_be_a_guid`, `a_second_provider_of_the_type_is_refused`).
+//! - A provider that registers again with program data that binds none of the programs
+//!   loaded through a client (their program-information hash over their helpers changed, or
+//!   a helper they call no longer resolves) is refused before it sees the client, as each
+//!   program's client in the core refuses it; the client keeps
+//!   [`Refusal::ProgramsDoNotBind`] ([`ProgramInfoClient::last_refusal`]) and the programs
+//!   their reasons (`bpf`:
+//!   `a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_before`).
+//!   The core keeps one client per program; core-sim shares one per [`ProgramInfoClient`], so
+//!   a provider that binds some of its programs but not others attaches once, for those
+//!   that bind (`bpf`: `a_reattached_provider_that_binds_some_programs_attaches_for_them`).
 //! - Helper resolution by id range: ids from 0xFFFF in the type-specific table only, smaller
 //!   ones in the global overrides only ([`ProgramInfo::helper`]; `program_info`:
 //!   `helpers_resolve_by_the_cores_id_ranges`).

@@ -159,6 +159,27 @@ impl Liveness {
         }
     }
 
+    /// Why no program loaded through this client can bind to program data `info`, if there
+    /// is at least one and every one fails ([`HelperBinding::check`]): each keeps its
+    /// reason, and the attach is refused before the provider sees the client, as the core's
+    /// per-program clients would each refuse. `None` if there is no program, or one binds.
+    fn none_binds(&self, info: &ProgramInfo) -> Option<String> {
+        let mut programs = lock(&self.programs);
+        programs.bindings.retain(|p| p.strong_count() > 0);
+        let live: Vec<_> = programs.bindings.iter().filter_map(Weak::upgrade).collect();
+        let mut reasons = Vec::new();
+        for program in &live {
+            match program.check(info) {
+                Ok(_) => return None,
+                Err(why) => reasons.push(why),
+            }
+        }
+        for (program, why) in live.iter().zip(&reasons) {
+            program.refuse(why.clone());
+        }
+        reasons.into_iter().next()
+    }
+
     /// A new attachment (`generation`, with program data `info`) re-resolves every program
     /// loaded with an earlier one, as the core's attach does for each program's client. No
     /// program runs meanwhile: each is still bound to an earlier attachment. Registrations
@@ -350,6 +371,14 @@ impl NmrClient for ProgramInfoState {
                 return STATUS_INVALID_PARAMETER;
             }
         };
+        // As each program's client in the core: its hash and helpers are checked before the
+        // provider sees the client.
+        if let Some(why) = self.liveness.none_binds(&info) {
+            let refusal = Refusal::ProgramsDoNotBind(why);
+            let status = refusal.status();
+            lock(&self.log).refusal = Some(refusal);
+            return status;
+        }
         {
             let mut log = lock(&self.log);
             if log.claimed {
@@ -520,6 +549,12 @@ impl ProgramInfoClient {
     #[must_use]
     pub fn is_attached(&self) -> bool {
         read(&self.registration.client().binding).is_some()
+    }
+
+    /// The last provider this client refused, and why (`None` if it refused none).
+    #[must_use]
+    pub fn last_refusal(&self) -> Option<Refusal> {
+        lock(&self.registration.client().log).refusal.clone()
     }
 
     /// How many times a provider detached from this client.

@@ -21,7 +21,7 @@ use ebpf_ext_core_sim::bpf::{
     BPF_EXIST, BPF_NOEXIST, BpfError, BpfMap, BpfObject, BpfProgram, BtfFunctionUse, BtfPrototype,
     CORE_SIM_LOGON_ID, CORE_SIM_PROCESS_START_KEY, MapError, compile_c,
 };
-use ebpf_ext_core_sim::{LinkSpec, ProgramInfo, ProgramInfoClient};
+use ebpf_ext_core_sim::{LinkSpec, ProgramInfo, ProgramInfoClient, Refusal};
 use ebpf_ext_sys::ebpf_base::{
     EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
     EBPF_ARGUMENT_TYPE_PTR_TO_MAP_OF_PROGRAMS,
@@ -2166,8 +2166,9 @@ fn programs_of_a_detached_program_information_provider_do_not_run() {
 
 /// As the core's attach for a program already loaded: a provider whose program data hashes
 /// differently over the program's helpers (here a changed prototype of a helper it calls) is
-/// refused for that program, which stays unable to run; a program loaded against the new
-/// data runs, and so does the old one once a provider with the original data is back.
+/// refused for that program before the provider sees the client, and the program stays unable
+/// to run; a program loaded against the new data (with a client of its own) runs, and so does
+/// the old one once a provider with the original data is back.
 #[test]
 fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_before() {
     let object = returning("test_get_a(ctx)");
@@ -2183,7 +2184,23 @@ fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_befo
     let mut changed = spec();
     changed.helpers[0].arguments[0] = EBPF_ARGUMENT_TYPE_ANYTHING;
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &changed);
-    assert!(client.is_attached(), "the client attaches the new provider");
+    assert!(!client.is_attached(), "the client refuses the new provider");
+    assert_eq!(
+        provider
+            .state
+            .attaches
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "before the provider saw the client"
+    );
+    assert!(
+        matches!(
+            client.last_refusal(),
+            Some(Refusal::ProgramsDoNotBind(ref why)) if why.contains("hash")
+        ),
+        "{:?}",
+        client.last_refusal()
+    );
     assert!(
         matches!(
             run_once(&program),
@@ -2193,13 +2210,15 @@ fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_befo
     );
     let refusal = program.program_info_refusal().expect("a refusal");
     assert!(refusal.contains("hash"), "{refusal}");
-    let fresh = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    let own_client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let fresh = BpfProgram::load(&object, "test_prog", &own_client.info()).expect("loads");
     assert_eq!(
         run_once(&fresh),
         Ok(0xA),
         "a program loaded against the new data runs"
     );
     drop(fresh);
+    drop(own_client);
     provider.deregister();
 
     // The original image again: the program's hash matches, it runs.
@@ -2207,6 +2226,44 @@ fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_befo
     assert_eq!(run_once(&program), Ok(0xA));
     assert_eq!(program.program_info_refusal(), None);
     drop(program);
+    drop(client);
+    provider.deregister();
+    kernel.assert_no_leaks();
+}
+
+/// With programs of which only some bind to a reattached provider's data, core-sim's one
+/// client attaches (the core's clients of the programs that bind would), and only the
+/// programs that do not bind are refused.
+#[test]
+fn a_reattached_provider_that_binds_some_programs_attaches_for_them() {
+    let calls_a = returning("test_get_a(ctx)");
+    let calls_nothing = returning("7");
+    let kernel = Kernel::new();
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let uses_helper = BpfProgram::load(&calls_a, "test_prog", &client.info()).expect("loads");
+    let plain = BpfProgram::load(&calls_nothing, "test_prog", &client.info()).expect("loads");
+    provider.deregister();
+
+    let mut changed = spec();
+    changed.helpers[0].arguments[0] = EBPF_ARGUMENT_TYPE_ANYTHING;
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &changed);
+    assert!(client.is_attached(), "attached for the program that binds");
+    assert_eq!(
+        provider
+            .state
+            .attaches
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(run_once(&plain), Ok(7));
+    assert!(matches!(
+        run_once(&uses_helper),
+        Err(BpfError::ProgramInfoDetached { .. })
+    ));
+    let refusal = uses_helper.program_info_refusal().expect("a refusal");
+    assert!(refusal.contains("hash"), "{refusal}");
+    drop((uses_helper, plain));
     drop(client);
     provider.deregister();
     kernel.assert_no_leaks();
@@ -2230,7 +2287,17 @@ fn a_reattached_provider_without_the_helper_address_does_not_run_programs_loaded
     let mut without = spec();
     without.global_addresses = None;
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &without);
-    assert!(client.is_attached());
+    assert!(
+        !client.is_attached(),
+        "refused before the provider saw the client"
+    );
+    assert_eq!(
+        provider
+            .state
+            .attaches
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
     let run = run_once(&program);
     assert!(
         matches!(run, Err(BpfError::ProgramInfoDetached { .. })),

@@ -154,7 +154,30 @@ impl HelperBinding {
     /// Not modelled: the core's JIT refuses a reattach that changes the number of helpers
     /// (its trampoline table); core-sim, an interpreter, re-resolves regardless.
     pub(crate) fn rebind(&self, info: &ProgramInfo, generation: u64) {
-        let resolved = (|| {
+        match self.check(info) {
+            Ok(targets) => {
+                for ((_, implementer, address), (now, at)) in self.slots.iter().zip(targets) {
+                    address.store(at, Ordering::Relaxed);
+                    implementer.store(now, Ordering::Relaxed);
+                }
+                *lock(&self.refusal) = None;
+                // Publishes the slots to the runs that enter with this attachment.
+                self.generation.store(generation, Ordering::Release);
+            }
+            Err(why) => self.refuse(why),
+        }
+    }
+
+    /// Records why the program cannot bind to the provider attached now (it stays unable to
+    /// run).
+    pub(crate) fn refuse(&self, why: String) {
+        *lock(&self.refusal) = Some(why);
+    }
+
+    /// The checks of [`rebind`](Self::rebind), changing nothing: each call slot's new
+    /// implementer and address, or why the program cannot bind to `info`.
+    pub(crate) fn check(&self, info: &ProgramInfo) -> Result<Vec<(u8, u64)>, String> {
+        (|| {
             let hash = program_info_hash_with_btf(info, &self.helper_ids, &self.btf_functions).ok();
             if hash != self.hash {
                 return Err(format!(
@@ -188,19 +211,7 @@ impl HelperBinding {
                     }
                 })
                 .collect::<Result<Vec<(u8, u64)>, String>>()
-        })();
-        match resolved {
-            Ok(targets) => {
-                for ((_, implementer, address), (now, at)) in self.slots.iter().zip(targets) {
-                    address.store(at, Ordering::Relaxed);
-                    implementer.store(now, Ordering::Relaxed);
-                }
-                *lock(&self.refusal) = None;
-                // Publishes the slots to the runs that enter with this attachment.
-                self.generation.store(generation, Ordering::Release);
-            }
-            Err(why) => *lock(&self.refusal) = Some(why),
-        }
+        })()
     }
 }
 
