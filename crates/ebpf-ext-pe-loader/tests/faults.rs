@@ -266,49 +266,45 @@ fn stack_overflow_in_host_code_on_a_kernel_stack_is_caught() {
 
 const OTHER_CHILD: &str = "EBPF_EXT_PE_LOADER_TEST_OTHER_FAULT";
 
-#[test]
-fn faults_outside_images_go_to_the_previous_handler() {
+/// Runs `test` again in a child process, where `fault` runs outside any image with the
+/// loader's handler installed, and checks that the default action of `signal` ended it and
+/// the handler reported nothing. In the child, this runs `fault` and exits.
+fn dies_by_default_action(test: &str, signal: i32, fault: fn()) {
     if std::env::var_os(OTHER_CHILD).is_some() {
         let (_built, image) = loaded();
-        // SAFETY: deliberately faults outside any image: the default action must kill us.
-        unsafe { core::ptr::read_volatile(core::ptr::null::<u8>().wrapping_add(8)) };
+        fault();
         drop(image);
         std::process::exit(0);
     }
     let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "faults_outside_images_go_to_the_previous_handler",
-            "--exact",
-            "--nocapture",
-        ])
+        .args([test, "--exact", "--nocapture"])
         .env(OTHER_CHILD, "1")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.signal(), Some(libc::SIGSEGV), "{stderr}");
+    assert_eq!(output.status.signal(), Some(signal), "{stderr}");
     assert!(!stderr.contains("fault: "), "{stderr}");
 }
 
 #[test]
+fn faults_outside_images_go_to_the_previous_handler() {
+    dies_by_default_action(
+        "faults_outside_images_go_to_the_previous_handler",
+        libc::SIGSEGV,
+        // SAFETY: deliberately faults outside any image: the default action must kill us.
+        || unsafe {
+            core::ptr::read_volatile(core::ptr::null::<u8>().wrapping_add(8));
+        },
+    );
+}
+
+#[test]
 fn a_breakpoint_outside_images_still_ends_the_process() {
-    if std::env::var_os(OTHER_CHILD).is_some() {
-        let (_built, image) = loaded();
-        // SAFETY: a breakpoint in host code, with the loader's handler installed: the default
-        // action must still kill us (a trap does not re-execute, so the handler raises it).
-        unsafe { core::arch::asm!("int3") };
-        drop(image);
-        std::process::exit(0);
-    }
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "a_breakpoint_outside_images_still_ends_the_process",
-            "--exact",
-            "--nocapture",
-        ])
-        .env(OTHER_CHILD, "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.signal(), Some(libc::SIGTRAP), "{stderr}");
-    assert!(!stderr.contains("fault: "), "{stderr}");
+    dies_by_default_action(
+        "a_breakpoint_outside_images_still_ends_the_process",
+        libc::SIGTRAP,
+        // SAFETY: a breakpoint in host code: the default action must still kill us (a trap
+        // does not re-execute, so the handler raises it again).
+        || unsafe { core::arch::asm!("int3") },
+    );
 }
