@@ -3,7 +3,8 @@
 //!
 //! Properties checked besides "no panic, no out-of-bounds read": reading is deterministic (the
 //! same bytes give the same GUID, ages and procedures); a PDB matches a CodeView record of its
-//! own GUID and age, and none of another GUID or age; no procedure name holds a NUL.
+//! own GUID and age, none of another GUID, and none of a later age; no procedure name holds a
+//! NUL.
 //!
 //! The `pdb` crate that `Pdb::read` uses panics on some malformed files (arithmetic overflow
 //! on sizes it reads); `Pdb::read` catches those panics and returns an error. libFuzzer's panic

@@ -371,19 +371,19 @@ impl NmrClient for ProgramInfoState {
                 return STATUS_INVALID_PARAMETER;
             }
         };
-        // As each program's client in the core: its hash and helpers are checked before the
-        // provider sees the client.
-        if let Some(why) = self.liveness.none_binds(&info) {
-            let refusal = Refusal::ProgramsDoNotBind(why);
-            let status = refusal.status();
-            lock(&self.log).refusal = Some(refusal);
-            return status;
-        }
         {
             let mut log = lock(&self.log);
             if log.claimed {
                 log.refusal = Some(Refusal::SecondProvider);
                 return Refusal::SecondProvider.status();
+            }
+            // As each program's client in the core, after its "already attached" check: the
+            // hash and the helpers are checked before the provider sees the client.
+            if let Some(why) = self.liveness.none_binds(&info) {
+                let refusal = Refusal::ProgramsDoNotBind(why);
+                let status = refusal.status();
+                log.refusal = Some(refusal);
+                return status;
             }
             log.claimed = true;
         }
@@ -477,8 +477,10 @@ impl ProgramInfoClient {
     /// `STATUS_INVALID_PARAMETER` and no binding is made): `ModuleId->Type == MIT_GUID`;
     /// `ModuleId->Guid == program_type` (other program types are declined silently); the
     /// program data, rule by rule as the core does (see [`ProgramDataError`]); then that no
-    /// provider is attached yet. Then it calls `NmrClientAttachProvider` and keeps an owned
-    /// copy of the program data ([`ProgramInfoClient::info`]).
+    /// provider is attached yet; then, if programs were loaded through the client, that the
+    /// data binds at least one of them ([`Refusal::ProgramsDoNotBind`]). Then it calls
+    /// `NmrClientAttachProvider` and keeps an owned copy of the program data
+    /// ([`ProgramInfoClient::info`]).
     ///
     /// [`ProgramDataError`]: crate::ProgramDataError
     ///
@@ -545,7 +547,9 @@ impl ProgramInfoClient {
     }
 
     /// Whether a provider is attached. False once the provider has deregistered (NMR called
-    /// the client's detach callback); true again if a valid provider registers later.
+    /// the client's detach callback); true again if a valid provider registers later whose
+    /// data binds a program loaded through the client, if there is any
+    /// ([`Refusal::ProgramsDoNotBind`] otherwise, and it stays false).
     #[must_use]
     pub fn is_attached(&self) -> bool {
         read(&self.registration.client().binding).is_some()

@@ -2269,6 +2269,33 @@ fn a_reattached_provider_that_binds_some_programs_attaches_for_them() {
     kernel.assert_no_leaks();
 }
 
+/// A second provider of the type, whose data would bind none of the client's programs, is
+/// refused as a second provider (the core checks "already attached" before the hash), and
+/// the programs bound to the first keep running with no refusal recorded.
+#[test]
+fn a_second_provider_with_changed_data_is_refused_as_a_second_provider() {
+    let object = returning("test_get_a(ctx)");
+    let kernel = Kernel::new();
+    let first = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let program = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    let mut changed = spec();
+    changed.helpers[0].arguments[0] = EBPF_ARGUMENT_TYPE_ANYTHING;
+    let second = InfoProvider::register(TEST_PROGRAM_TYPE, &changed);
+    assert_eq!(client.last_refusal(), Some(Refusal::SecondProvider));
+    assert_eq!(program.program_info_refusal(), None);
+    assert_eq!(
+        run_once(&program),
+        Ok(0xA),
+        "still bound to the first provider"
+    );
+    drop(program);
+    drop(client);
+    second.deregister();
+    first.deregister();
+    kernel.assert_no_leaks();
+}
+
 /// A helper the program calls that the reattached provider still declares, but without an
 /// address (no table of global-helper addresses), does not re-resolve: the hash is the same
 /// (overrides are not hashed), yet the program stays unable to run.

@@ -364,7 +364,8 @@ impl<'a> PeImage<'a> {
     /// The first CodeView record (`RSDS`) of the debug directory: which PDB the image was
     /// linked with. `None` when there is none, or when the debug directory's entries or the
     /// record lie outside the file. [`parse`] checks only that the debug directory lies in the
-    /// image, as it does every directory; what it holds refuses no image.
+    /// image, as it does every directory but the certificate table; what it holds refuses no
+    /// image.
     #[must_use]
     pub fn codeview(&self) -> Option<CodeView> {
         let (rva, size) = self.debug;

@@ -456,16 +456,21 @@ fn attach(k: &Inner, provider: u64, client: u64) {
         )
     };
     let Some(attach_fn) = attach_fn else { return };
-    let status = crate::kernel::run_driver_routine(attach_fn as usize, || {
-        // SAFETY: the client registered this callback and keeps it valid while registered.
-        unsafe {
-            attach_fn(
-                binding_handle(binding),
-                client_context as *mut c_void,
-                provider_instance,
-            )
-        }
-    });
+    let status = call_driver_callback(
+        "ClientAttachProvider",
+        attach_fn as usize,
+        CalledFrom::Kernel,
+        || {
+            // SAFETY: the client registered this callback and keeps it valid while registered.
+            unsafe {
+                attach_fn(
+                    binding_handle(binding),
+                    client_context as *mut c_void,
+                    provider_instance,
+                )
+            }
+        },
+    );
     let detach_now = {
         let mut nmr = lock(&k.nmr);
         let deregistering = [provider, client]
@@ -912,21 +917,26 @@ pub unsafe extern "win64" fn NmrClientAttachProvider(
         };
         let mut provider_binding: *mut c_void = ptr::null_mut();
         let mut provider_dispatch: *const c_void = ptr::null();
-        let status = crate::kernel::run_driver_routine(attach_fn as usize, || {
-            // SAFETY: the provider registered this callback and keeps it valid while
-            // registered; the out pointers are locals.
-            unsafe {
-                attach_fn(
-                    NmrBindingHandle,
-                    provider_context as *mut c_void,
-                    client_instance,
-                    ClientBindingContext,
-                    ClientDispatch,
-                    &raw mut provider_binding,
-                    &raw mut provider_dispatch,
-                )
-            }
-        });
+        let status = call_driver_callback(
+            "ProviderAttachClient",
+            attach_fn as usize,
+            CalledFrom::Kernel,
+            || {
+                // SAFETY: the provider registered this callback and keeps it valid while
+                // registered; the out pointers are locals.
+                unsafe {
+                    attach_fn(
+                        NmrBindingHandle,
+                        provider_context as *mut c_void,
+                        client_instance,
+                        ClientBindingContext,
+                        ClientDispatch,
+                        &raw mut provider_binding,
+                        &raw mut provider_dispatch,
+                    )
+                }
+            },
+        );
         if NT_SUCCESS(status) {
             let mut nmr = lock(&k.nmr);
             if let Some(b) = nmr.bindings.get_mut(&binding) {

@@ -63,6 +63,8 @@ struct Side {
     complete_in_detach: AtomicBool,
     /// The detach callback lowers the IRQL to PASSIVE_LEVEL before returning (a bug).
     lower_in_detach: AtomicBool,
+    /// The attach callback raises the IRQL to DISPATCH_LEVEL and returns there (a bug).
+    raise_in_attach: AtomicBool,
     attached: AtomicU32,
     detached: AtomicU32,
     cleaned: AtomicU32,
@@ -97,6 +99,9 @@ unsafe extern "win64" fn provider_attach(
     }
     s.attached.fetch_add(1, Ordering::SeqCst);
     *s.binding.lock().unwrap() = Some(binding as usize);
+    if s.raise_in_attach.load(Ordering::SeqCst) {
+        ebpf_ext_usersim::set_current_irql(DISPATCH_LEVEL);
+    }
     // SAFETY: NMR passes writable out slots.
     unsafe {
         *provider_binding = ctx;
@@ -427,6 +432,28 @@ fn detach_and_cleanup_callbacks_run_at_dispatch_level_whatever_the_callers_irql(
     assert_eq!(*c.irqls.lock().unwrap(), expected);
     deregister_provider(ph);
     kernel.assert_no_leaks();
+}
+
+#[test]
+fn an_attach_callback_returning_at_another_irql_bugchecks() {
+    static NPI_ID: GUID = NPI;
+    let check = expect_bugcheck(
+        "an_attach_callback_returning_at_another_irql_bugchecks",
+        || {
+            let _kernel = Kernel::new();
+            let p = new_side(true);
+            p.raise_in_attach.store(true, Ordering::SeqCst);
+            let (_, _ph) = register_provider(&NPI_ID, p);
+            let (_, _ch) = register_client(&NPI_ID, new_side(true));
+        },
+    );
+    assert_eq!(check.code, 0xC8, "IRQL_UNEXPECTED_VALUE");
+    assert_eq!(check.api, "ProviderAttachClient");
+    assert_eq!(
+        check.parameters[1..3],
+        [u64::from(DISPATCH_LEVEL), u64::from(PASSIVE_LEVEL)],
+        "returned at, called at"
+    );
 }
 
 #[test]

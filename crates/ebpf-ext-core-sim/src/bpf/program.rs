@@ -605,10 +605,11 @@ impl BpfProgram {
         binding
     }
 
-    /// Why the last attachment of its program-information provider did not re-resolve the
+    /// Why the last provider of its program information to register did not re-resolve the
     /// program's helpers (the hash of the new program data differs, or a helper it calls no
-    /// longer resolves), so that it does not run; `None` if it did, or if none has attached
-    /// since the program was loaded.
+    /// longer resolves), so that it does not run, whether the client then attached that
+    /// provider for other programs or refused it; `None` if it re-resolved, or if no provider
+    /// has registered since the program was loaded.
     #[must_use]
     pub fn program_info_refusal(&self) -> Option<String> {
         lock(&self.binding.refusal).clone()
