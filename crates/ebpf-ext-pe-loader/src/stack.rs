@@ -4,8 +4,8 @@
 //! and reuses it; a nested [`call_win64`] or [`run_on_kernel_stack`] (driver code calling back
 //! into Rust that calls the driver again directly) gets a fresh one. Callbacks that usersim
 //! makes through [`usersim_callback_stack`](crate::usersim_callback_stack) run in place when
-//! the thread is already on a kernel stack. While a call runs, the thread records where its guard page is so
-//! the fault handler can tell a stack overflow from any other fault.
+//! the thread is already on a kernel stack. While a call runs, the thread records where its
+//! guard page is so the fault handler can tell a stack overflow from any other fault.
 
 use core::arch::global_asm;
 use core::cell::Cell;
