@@ -70,3 +70,4 @@ pub use process::{
     set_loader_image_flags,
 };
 pub use unload::image_unloaded;
+pub use workitem::queue_system_work;

@@ -44,7 +44,13 @@ struct WorkItem {
     queued: AtomicBool,
 }
 
-struct Job {
+/// A queued routine: a driver's work item, or a simulated kernel component's own work.
+enum Job {
+    Io(IoJob),
+    System(Box<dyn FnOnce() + Send>),
+}
+
+struct IoJob {
     item: usize,
     routine: IO_WORKITEM_ROUTINE,
     context: usize,
@@ -128,10 +134,12 @@ fn worker_main(inner: &Arc<Inner>) {
             loop {
                 if let Some(job) = state.jobs.pop_front() {
                     state.running += 1;
-                    // SAFETY: a queued item cannot be freed (IoFreeWorkItem bug-checks), so it
-                    // is live while its job is in the queue.
-                    let item = unsafe { &*(job.item as *const WorkItem) };
-                    item.queued.store(false, Ordering::Release);
+                    if let Job::Io(job) = &job {
+                        // SAFETY: a queued item cannot be freed (IoFreeWorkItem bug-checks),
+                        // so it is live while its job is in the queue.
+                        let item = unsafe { &*(job.item as *const WorkItem) };
+                        item.queued.store(false, Ordering::Release);
+                    }
                     break Some(job);
                 }
                 if state.shutdown {
@@ -145,35 +153,77 @@ fn worker_main(inner: &Arc<Inner>) {
         };
         let Some(job) = job else { break };
         set_irql(PASSIVE_LEVEL);
-        crate::kernel::run_driver_routine(job.routine as usize, || {
-            // SAFETY: the routine and context were supplied by the driver to IoQueueWorkItem,
-            // which promises they stay valid until the routine runs.
-            unsafe { (job.routine)(job.device as *mut DEVICE_OBJECT, job.context as *mut c_void) };
-        });
-        let irql = current_irql();
-        if irql != PASSIVE_LEVEL || critical_region_depth() != 0 {
-            bugcheck(
-                "IoQueueWorkItem",
-                WORKER_THREAD_RETURNED_AT_BAD_IRQL,
-                [
-                    job.routine as usize as u64,
-                    u64::from(irql),
-                    job.item as u64,
-                    u64::from(critical_region_depth()),
-                ],
-                "work item routine returned at raised IRQL or inside a critical region",
-            );
-        }
-        // The routine has returned: only now may the device object, its driver object and
-        // the driver image go.
-        if job.referenced {
-            dereference_device("IoQueueWorkItem", inner, job.device as *mut DEVICE_OBJECT);
+        match job {
+            Job::Io(job) => run_io_job(inner, &job),
+            Job::System(work) => {
+                work();
+                check_return("queue_system_work", 0, 0);
+            }
         }
         let mut state = lock(&queue.state);
         state.running -= 1;
         queue.cv.notify_all();
     }
     bind(None);
+}
+
+/// Runs a driver's work item routine, then lets its device object go.
+fn run_io_job(inner: &Arc<Inner>, job: &IoJob) {
+    crate::kernel::run_driver_routine(job.routine as usize, || {
+        // SAFETY: the routine and context were supplied by the driver to IoQueueWorkItem,
+        // which promises they stay valid until the routine runs.
+        unsafe { (job.routine)(job.device as *mut DEVICE_OBJECT, job.context as *mut c_void) };
+    });
+    check_return(
+        "IoQueueWorkItem",
+        job.routine as usize as u64,
+        job.item as u64,
+    );
+    // The routine has returned: only now may the device object, its driver object and
+    // the driver image go.
+    if job.referenced {
+        dereference_device("IoQueueWorkItem", inner, job.device as *mut DEVICE_OBJECT);
+    }
+}
+
+/// Bug-checks (`WORKER_THREAD_RETURNED_AT_BAD_IRQL`, as Windows does) if a routine returned
+/// to the worker at raised IRQL or inside a critical region.
+fn check_return(api: &'static str, routine: u64, item: u64) {
+    let irql = current_irql();
+    if irql != PASSIVE_LEVEL || critical_region_depth() != 0 {
+        bugcheck(
+            api,
+            WORKER_THREAD_RETURNED_AT_BAD_IRQL,
+            [
+                routine,
+                u64::from(irql),
+                item,
+                u64::from(critical_region_depth()),
+            ],
+            "work item routine returned at raised IRQL or inside a critical region",
+        );
+    }
+}
+
+/// Queues `work` to run on one of the bound kernel's worker threads, at PASSIVE_LEVEL: how a
+/// simulated kernel component (not a driver) defers work, as the kernel's own components use
+/// system work items (`ExQueueWorkItem`), for example the eBPF core's epoch work items.
+/// [`Kernel::wait_for_work_items`](crate::Kernel::wait_for_work_items) waits for it, and so
+/// does dropping the kernel. `work` must return at PASSIVE_LEVEL outside any critical
+/// region, or the worker bug-checks (`WORKER_THREAD_RETURNED_AT_BAD_IRQL`, 0xE1).
+///
+/// # IRQL
+/// Any level up to DISPATCH_LEVEL, on a thread bound to a kernel.
+pub fn queue_system_work(work: impl FnOnce() + Send + 'static) {
+    const API: &str = "queue_system_work";
+    require_irql(API, DISPATCH_LEVEL);
+    with_kernel(API, |k| {
+        k.work.start_workers(k);
+        lock(&k.work.state)
+            .jobs
+            .push_back(Job::System(Box::new(work)));
+        k.work.cv.notify_all();
+    });
 }
 
 fn check_item(api: &'static str, inner: &Inner, item: PIO_WORKITEM) {
@@ -286,13 +336,13 @@ pub unsafe extern "win64" fn IoQueueWorkItem(
             );
         }
         let mut state = lock(&k.work.state);
-        state.jobs.push_back(Job {
+        state.jobs.push_back(Job::Io(IoJob {
             item: IoWorkItem as usize,
             routine: WorkerRoutine,
             context: Context as usize,
             device: item.device as usize,
             referenced,
-        });
+        }));
         drop(state);
         k.work.cv.notify_all();
     });

@@ -268,3 +268,46 @@ fn a_components_state_is_one_per_kernel_shared_by_its_threads_and_dropped_with_i
     drop(first);
     assert!(weak.upgrade().is_none(), "dropped with its kernel");
 }
+
+/// A component's system work runs on a worker of the kernel that queued it (bound to it), at
+/// PASSIVE_LEVEL though queued at DISPATCH_LEVEL, and `wait_for_work_items` waits for it.
+#[test]
+fn system_work_runs_at_passive_on_a_worker_bound_to_the_kernel() {
+    let kernel = Kernel::new();
+    let id = ebpf_ext_usersim::kernel_id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    ebpf_ext_usersim::set_current_irql(ebpf_ext_sys::wdm::DISPATCH_LEVEL);
+    ebpf_ext_usersim::queue_system_work(move || {
+        let seen = (
+            ebpf_ext_usersim::kernel_id(),
+            ebpf_ext_sys::intrin::KeGetCurrentIrql(),
+            std::thread::current().id(),
+        );
+        std::thread::sleep(core::time::Duration::from_millis(20));
+        sender.send(seen).expect("the test waits");
+    });
+    ebpf_ext_usersim::set_current_irql(PASSIVE_LEVEL);
+    kernel.wait_for_work_items();
+    let (kernel_seen, irql, thread) = receiver.try_recv().expect("ran before the wait returned");
+    assert_eq!(kernel_seen, id);
+    assert_eq!(irql, PASSIVE_LEVEL);
+    assert_ne!(thread, std::thread::current().id(), "on a worker");
+}
+
+/// System work that returns at raised IRQL bug-checks as a work item routine would.
+#[test]
+fn system_work_returning_at_dispatch_bugchecks() {
+    let check = expect_bugcheck("system_work_returning_at_dispatch_bugchecks", || {
+        let kernel = Kernel::new();
+        ebpf_ext_usersim::queue_system_work(|| {
+            ebpf_ext_usersim::set_current_irql(ebpf_ext_sys::wdm::DISPATCH_LEVEL);
+        });
+        kernel.wait_for_work_items();
+    });
+    assert_eq!(check.code, 0xE1, "WORKER_THREAD_RETURNED_AT_BAD_IRQL");
+    assert_eq!(check.api, "queue_system_work");
+    assert_eq!(
+        check.parameters[1],
+        u64::from(ebpf_ext_sys::wdm::DISPATCH_LEVEL)
+    );
+}
