@@ -267,14 +267,14 @@ pub enum Refusal {
     /// A provider is already attached (or attaching) to this client.
     #[error("a provider is already attached to this client")]
     SecondProvider,
-    /// The provider's program data binds none of the programs loaded through this client
-    /// (the program-information hash over a program's helpers differs, or a helper it calls
-    /// no longer resolves), and the client has at least one. The core keeps one client per
-    /// program and refuses each such program's attach before the provider sees it; core-sim
-    /// shares one client, so it refuses when every program would be refused (the first
-    /// program's reason is kept).
-    #[error("no program loaded through this client binds to the provider's program data: {0}")]
-    ProgramsDoNotBind(String),
+    /// The client is a program's own ([`BpfProgram::info_client`]), and the provider's
+    /// program data does not bind that program: the program-information hash over its
+    /// helpers differs from the data it was loaded with, or a helper it calls no longer
+    /// resolves. As the core's client of each program, it refuses before the provider sees it.
+    ///
+    /// [`BpfProgram::info_client`]: crate::bpf::BpfProgram::info_client
+    #[error("the client's program does not bind to the provider's program data: {0}")]
+    ProgramDoesNotBind(String),
 }
 
 impl Refusal {

@@ -117,16 +117,19 @@
 //!   `STATUS_INVALID_PARAMETER` and a [`ProgramDataError`] (`program_info`:
 //!   `every_rule_of_the_core_refuses_its_bad_input`, `versions_the_core_accepts`,
 //!   `module_id_must_be_a_guid`, `a_second_provider_of_the_type_is_refused`).
-//! - A provider that registers again with program data that binds none of the programs
-//!   loaded through a client (their program-information hash over their helpers changed, or
-//!   a helper they call no longer resolves) is refused before it sees the client, as each
-//!   program's client in the core refuses it; the client keeps
-//!   [`Refusal::ProgramsDoNotBind`] ([`ProgramInfoClient::last_refusal`]) and the programs
-//!   their reasons (`bpf`:
-//!   `a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_before`).
-//!   The core keeps one client per program; core-sim shares one per [`ProgramInfoClient`], so
-//!   a provider that binds some of its programs but not others attaches once, for those
-//!   that bind (`bpf`: `a_reattached_provider_that_binds_some_programs_attaches_for_them`).
+//! - One client per program, as `ebpf_program_create` registers: `BpfProgram::load` with
+//!   program data a provider published registers a client of the program's own (its own
+//!   module id), which the provider must attach during the load, else the load fails
+//!   (`BpfError::ProgramInfoUnavailable`); the program's free deregisters it, at once at
+//!   PASSIVE_LEVEL outside an epoch, else from a worker thread, as the core's epoch work item
+//!   (`bpf`: `every_program_has_a_program_information_client_of_its_own`).
+//! - A provider that registers again with program data that does not bind a loaded program
+//!   (its program-information hash over the program's helpers changed, or a helper it calls
+//!   no longer resolves) is refused by that program's client before it sees the client; the
+//!   client keeps [`Refusal::ProgramDoesNotBind`] ([`ProgramInfoClient::last_refusal`]) and
+//!   the program its reason, and the other programs' clients attach it (`bpf`:
+//!   `a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_before`,
+//!   `each_program_binds_a_reattached_provider_by_itself`).
 //! - Helper resolution by id range: ids from 0xFFFF in the type-specific table only, smaller
 //!   ones in the global overrides only ([`ProgramInfo::helper`]; `program_info`:
 //!   `helpers_resolve_by_the_cores_id_ranges`).

@@ -97,8 +97,9 @@ pub struct ProgramInfo {
 pub(crate) struct Liveness {
     state: Mutex<LiveState>,
     idle: std::sync::Condvar,
-    /// The programs loaded with this client's data, and the attachment they are to be bound
-    /// to (its program data and number; `None` while detached).
+    /// The program loaded through this client (a program's own client has one, a client a
+    /// test registers has none), and the attachment it is to be bound to (its program data
+    /// and number; `None` while detached).
     programs: Mutex<Programs>,
 }
 
@@ -159,10 +160,10 @@ impl Liveness {
         }
     }
 
-    /// Why no program loaded through this client can bind to program data `info`, if there
-    /// is at least one and every one fails ([`HelperBinding::check`]): each keeps its
-    /// reason, and the attach is refused before the provider sees the client, as the core's
-    /// per-program clients would each refuse. `None` if there is no program, or one binds.
+    /// Why the program loaded through this client cannot bind to program data `info`
+    /// ([`HelperBinding::check`]): it keeps the reason, and the attach is refused before the
+    /// provider sees the client, as the core's client of that program refuses. `None` if
+    /// there is no program, or it binds.
     fn none_binds(&self, info: &ProgramInfo) -> Option<String> {
         let mut programs = lock(&self.programs);
         programs.bindings.retain(|p| p.strong_count() > 0);
@@ -180,10 +181,10 @@ impl Liveness {
         reasons.into_iter().next()
     }
 
-    /// A new attachment (`generation`, with program data `info`) re-resolves every program
-    /// loaded with an earlier one, as the core's attach does for each program's client. No
-    /// program runs meanwhile: each is still bound to an earlier attachment. Registrations
-    /// wait (the programs' lock is held throughout), so none is missed.
+    /// A new attachment (`generation`, with program data `info`) re-resolves the program
+    /// loaded with an earlier one, as the core's attach does for the program's client. It
+    /// does not run meanwhile: it is still bound to an earlier attachment. A registration
+    /// waits (the programs' lock is held throughout), so none is missed.
     fn rebind_programs(&self, info: &ProgramInfo, generation: u64) {
         let mut programs = lock(&self.programs);
         programs.bindings.retain(|p| p.strong_count() > 0);
@@ -264,6 +265,18 @@ impl fmt::Debug for InfoBinding {
 }
 
 impl ProgramInfo {
+    /// A copy that no provider's attachment backs, as program data built by hand: a program
+    /// loaded with it registers no program-information client of its own and runs whatever
+    /// becomes of the providers (for tests of core-sim's own checks, such as a program of the
+    /// type with another context layout).
+    #[must_use]
+    pub fn unbound(&self) -> ProgramInfo {
+        ProgramInfo {
+            binding: InfoBinding::default(),
+            ..self.clone()
+        }
+    }
+
     /// The helper a program calling `id` gets from this provider, by the core's id ranges
     /// (`_ebpf_program_get_helper_address_info_from_program_data`): an id of at least
     /// `EBPF_MAX_GENERAL_HELPER_FUNCTION` (0xFFFF) is looked up in the program-type-specific
@@ -377,10 +390,10 @@ impl NmrClient for ProgramInfoState {
                 log.refusal = Some(Refusal::SecondProvider);
                 return Refusal::SecondProvider.status();
             }
-            // As each program's client in the core, after its "already attached" check: the
-            // hash and the helpers are checked before the provider sees the client.
+            // As a program's client in the core, after its "already attached" check: the hash
+            // and the helpers are checked before the provider sees the client.
             if let Some(why) = self.liveness.none_binds(&info) {
-                let refusal = Refusal::ProgramsDoNotBind(why);
+                let refusal = Refusal::ProgramDoesNotBind(why);
                 let status = refusal.status();
                 log.refusal = Some(refusal);
                 return status;
@@ -443,11 +456,14 @@ impl NmrClient for ProgramInfoState {
 /// Replaces the program-information client of the C harnesses (`netebpf_ext_helper_t`,
 /// `ntosebpf_ext_helper_t`), and checks the provider as the core does (see
 /// [`ProgramInfoClient::attach`]). Dropping it deregisters and waits, like
-/// [`ProgramInfoClient::detach`].
+/// [`ProgramInfoClient::detach`]. A test registers one to get the program data to load
+/// programs with ([`ProgramInfoClient::info`]) and to create test-run contexts; each program
+/// loaded with that data then registers a client of its own, as in the core
+/// ([`BpfProgram::info_client`](crate::bpf::BpfProgram::info_client)).
 ///
 /// When it and its provider detach (the provider deregisters, or this client does), it waits,
-/// as the core does, for the runs of programs loaded with the provider's data and for
-/// test-run contexts to end, lets the provider go (context calls fail from then on; the copy
+/// as the core does, for the runs of its program (for a program's own client) and for
+/// test-run contexts created through it to end, lets the provider go (context calls fail from then on; the copy
 /// [`ProgramInfoClient::info`] returns stays), and then waits until every epoch active at
 /// that moment has ended (`ebpf_epoch_synchronize`): a batch open on another thread, or any
 /// program running anywhere, each invocation being an epoch. So neither a deregistration of
@@ -477,8 +493,9 @@ impl ProgramInfoClient {
     /// `STATUS_INVALID_PARAMETER` and no binding is made): `ModuleId->Type == MIT_GUID`;
     /// `ModuleId->Guid == program_type` (other program types are declined silently); the
     /// program data, rule by rule as the core does (see [`ProgramDataError`]); then that no
-    /// provider is attached yet; then, if programs were loaded through the client, that the
-    /// data binds at least one of them ([`Refusal::ProgramsDoNotBind`]). Then it calls
+    /// provider is attached yet; then, for a program's own client
+    /// ([`BpfProgram::info_client`](crate::bpf::BpfProgram::info_client)), that the data binds
+    /// the program ([`Refusal::ProgramDoesNotBind`]). Then it calls
     /// `NmrClientAttachProvider` and keeps an owned copy of the program data
     /// ([`ProgramInfoClient::info`]).
     ///
@@ -547,9 +564,9 @@ impl ProgramInfoClient {
     }
 
     /// Whether a provider is attached. False once the provider has deregistered (NMR called
-    /// the client's detach callback); true again if a valid provider registers later whose
-    /// data binds a program loaded through the client, if there is any
-    /// ([`Refusal::ProgramsDoNotBind`] otherwise, and it stays false).
+    /// the client's detach callback); true again if a valid provider registers later (whose
+    /// data binds the program, for a program's own client: [`Refusal::ProgramDoesNotBind`]
+    /// otherwise, and it stays false).
     #[must_use]
     pub fn is_attached(&self) -> bool {
         read(&self.registration.client().binding).is_some()
@@ -559,6 +576,11 @@ impl ProgramInfoClient {
     #[must_use]
     pub fn last_refusal(&self) -> Option<Refusal> {
         lock(&self.registration.client().log).refusal.clone()
+    }
+
+    /// The client's liveness, which the programs loaded through it register with.
+    pub(crate) fn liveness(&self) -> Arc<Liveness> {
+        Arc::clone(&self.registration.client().liveness)
     }
 
     /// How many times a provider detached from this client.

@@ -37,6 +37,7 @@ use ebpf_ext_sys::ebpf_result::{
 use ebpf_ext_sys::ebpf_windows::{
     EBPF_BTF_RESOLVED_FUNCTION_PROTOTYPE_HEADER, EBPF_BTF_RESOLVED_FUNCTION_PROVIDER_DATA_HEADER,
 };
+use ebpf_ext_sys::netioddk::MIT_GUID;
 use ebpf_ext_sys::ntdef::GUID;
 use ebpf_ext_sys::ntstatus::{STATUS_INVALID_DEVICE_STATE, STATUS_NOINTERFACE};
 use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
@@ -502,9 +503,9 @@ char _license[] SEC("license") = "MIT";
     // SAFETY: a context of the program type from its provider's context_create.
     let got = unsafe { program.run(at.as_ptr()) };
     assert_eq!(got, Ok(1), "the override got the context");
-    let program = BpfProgram::load(&object, "test_prog/other", &info).expect("loads");
+    let other = BpfProgram::load(&object, "test_prog/other", &info).expect("loads");
     // SAFETY: as above.
-    let refused = unsafe { program.run(at.as_ptr()) };
+    let refused = unsafe { other.run(at.as_ptr()) };
     assert!(
         refused
             .as_ref()
@@ -517,7 +518,7 @@ char _license[] SEC("license") = "MIT";
         "{unknown:?}"
     );
     drop(at);
-    drop((program, client));
+    drop((program, other, client));
     provider.deregister();
     drop(kernel);
 }
@@ -1306,7 +1307,7 @@ fn program_arrays_take_programs_of_one_type_by_index() {
             Err(MapError::Result(EBPF_INVALID_FD)),
             "a program of another type"
         );
-        let mut wider = ProgramInfo::clone(info);
+        let mut wider = info.unbound();
         wider.context_descriptor.size = 4096;
         let wide = BpfProgram::load(&object, "test_prog/callee", &Arc::new(wider)).expect("loads");
         assert_eq!(
@@ -2166,9 +2167,10 @@ fn programs_of_a_detached_program_information_provider_do_not_run() {
 
 /// As the core's attach for a program already loaded: a provider whose program data hashes
 /// differently over the program's helpers (here a changed prototype of a helper it calls) is
-/// refused for that program before the provider sees the client, and the program stays unable
-/// to run; a program loaded against the new data (with a client of its own) runs, and so does
-/// the old one once a provider with the original data is back.
+/// refused by that program's own client before the provider sees it, and the program stays
+/// unable to run, while a client with no such program (the test's) attaches; a program loaded
+/// against the new data runs, and so does the old one once a provider with the original data
+/// is back.
 #[test]
 fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_before() {
     let object = returning("test_get_a(ctx)");
@@ -2178,28 +2180,37 @@ fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_befo
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
     let program = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
     assert_eq!(run_once(&program), Ok(0xA));
+    let old_info = client.info();
     provider.deregister();
 
     // The next image declares test_get_a with another argument type.
     let mut changed = spec();
     changed.helpers[0].arguments[0] = EBPF_ARGUMENT_TYPE_ANYTHING;
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &changed);
-    assert!(!client.is_attached(), "the client refuses the new provider");
+    let own = program.info_client().expect("the program's own client");
+    assert!(
+        !own.is_attached(),
+        "the program's client refuses the new provider"
+    );
+    assert!(
+        matches!(
+            own.last_refusal(),
+            Some(Refusal::ProgramDoesNotBind(ref why)) if why.contains("hash")
+        ),
+        "{:?}",
+        own.last_refusal()
+    );
+    assert!(
+        client.is_attached(),
+        "a client without the program attaches"
+    );
     assert_eq!(
         provider
             .state
             .attaches
             .load(std::sync::atomic::Ordering::SeqCst),
-        0,
-        "before the provider saw the client"
-    );
-    assert!(
-        matches!(
-            client.last_refusal(),
-            Some(Refusal::ProgramsDoNotBind(ref why)) if why.contains("hash")
-        ),
-        "{:?}",
-        client.last_refusal()
+        1,
+        "the provider saw the test's client only"
     );
     assert!(
         matches!(
@@ -2210,15 +2221,23 @@ fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_befo
     );
     let refusal = program.program_info_refusal().expect("a refusal");
     assert!(refusal.contains("hash"), "{refusal}");
-    let own_client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
-    let fresh = BpfProgram::load(&object, "test_prog", &own_client.info()).expect("loads");
+    let test_run = program.test_run(&client, &[], &context(1, 0), 1);
+    assert!(
+        matches!(test_run, Err(BpfError::TestRun(_))),
+        "a test run goes through the program's own client, which has no provider: {test_run:?}"
+    );
+    let fresh = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
     assert_eq!(
         run_once(&fresh),
         Ok(0xA),
         "a program loaded against the new data runs"
     );
+    let stale = BpfProgram::load(&object, "test_prog", &old_info);
+    assert!(
+        matches!(&stale, Err(BpfError::ProgramInfoUnavailable { message, .. }) if message.contains("hash")),
+        "a program checked against the old data does not load: {stale:?}"
+    );
     drop(fresh);
-    drop(own_client);
     provider.deregister();
 
     // The original image again: the program's hash matches, it runs.
@@ -2231,11 +2250,11 @@ fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_befo
     kernel.assert_no_leaks();
 }
 
-/// With programs of which only some bind to a reattached provider's data, core-sim's one
-/// client attaches (the core's clients of the programs that bind would), and only the
-/// programs that do not bind are refused.
+/// As the core, where each program has a client of its own: of two programs loaded before a
+/// provider re-registered with changed data, the one whose helpers the change touches refuses
+/// the provider and stays unable to run, the other attaches it and runs.
 #[test]
-fn a_reattached_provider_that_binds_some_programs_attaches_for_them() {
+fn each_program_binds_a_reattached_provider_by_itself() {
     let calls_a = returning("test_get_a(ctx)");
     let calls_nothing = returning("7");
     let kernel = Kernel::new();
@@ -2243,27 +2262,149 @@ fn a_reattached_provider_that_binds_some_programs_attaches_for_them() {
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
     let uses_helper = BpfProgram::load(&calls_a, "test_prog", &client.info()).expect("loads");
     let plain = BpfProgram::load(&calls_nothing, "test_prog", &client.info()).expect("loads");
+    drop(client);
     provider.deregister();
 
     let mut changed = spec();
     changed.helpers[0].arguments[0] = EBPF_ARGUMENT_TYPE_ANYTHING;
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &changed);
-    assert!(client.is_attached(), "attached for the program that binds");
     assert_eq!(
         provider
             .state
             .attaches
             .load(std::sync::atomic::Ordering::SeqCst),
-        1
+        1,
+        "attached for the program that binds only"
+    );
+    let plain_client = plain.info_client().expect("its client");
+    assert!(plain_client.is_attached());
+    assert_eq!(
+        *provider.state.client_module.lock().unwrap(),
+        Some((MIT_GUID, plain_client.module_id())),
+        "the provider saw that program's client"
     );
     assert_eq!(run_once(&plain), Ok(7));
     assert!(matches!(
         run_once(&uses_helper),
         Err(BpfError::ProgramInfoDetached { .. })
     ));
+    assert!(matches!(
+        uses_helper
+            .info_client()
+            .expect("its client")
+            .last_refusal(),
+        Some(Refusal::ProgramDoesNotBind(_))
+    ));
     let refusal = uses_helper.program_info_refusal().expect("a refusal");
     assert!(refusal.contains("hash"), "{refusal}");
     drop((uses_helper, plain));
+    provider.deregister();
+    kernel.assert_no_leaks();
+}
+
+/// As the core's `ebpf_program_create`: every program registers a program-information client
+/// of its own, with a module id of its own, which the provider attaches during the load; the
+/// program's free deregisters it (the provider sees the detach), and a program of a type no
+/// provider publishes does not load.
+#[test]
+fn every_program_has_a_program_information_client_of_its_own() {
+    let object = returning("test_get_a(ctx)");
+    let kernel = Kernel::new();
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let attaches = || {
+        provider
+            .state
+            .attaches
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let detaches = || {
+        provider
+            .state
+            .detaches
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let first = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    let second = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    assert_eq!(attaches(), 3, "the test's client and one per program");
+    let modules: Vec<GUID> = [&first, &second]
+        .iter()
+        .map(|p| p.info_client().expect("a client").module_id())
+        .collect();
+    assert_ne!(modules[0], modules[1]);
+    assert!(!modules.contains(&client.module_id()));
+    assert_eq!(
+        *provider.state.client_module.lock().unwrap(),
+        Some((MIT_GUID, modules[1])),
+        "the provider saw the second program's client last"
+    );
+    drop(first);
+    assert_eq!(detaches(), 1, "freeing a program detaches its client");
+    assert_eq!(run_once(&second), Ok(0xA));
+    drop(second);
+    assert_eq!(detaches(), 2);
+
+    let unbound =
+        BpfProgram::load(&object, "test_prog", &Arc::new(client.info().unbound())).expect("loads");
+    assert!(unbound.info_client().is_none(), "data built by hand");
+    assert_eq!(attaches(), 3);
+    drop(unbound);
+    let kept = client.info();
+    drop(client);
+    provider.deregister();
+    let orphan = BpfProgram::load(&object, "test_prog", &kept);
+    assert!(
+        matches!(orphan, Err(BpfError::ProgramInfoUnavailable { .. })),
+        "no provider of the type: {orphan:?}"
+    );
+    kernel.assert_no_leaks();
+}
+
+/// The program [`pid_frees_a_program`] drops, inside the run of another.
+static FREED_IN_RUN: std::sync::Mutex<Option<Arc<BpfProgram>>> = std::sync::Mutex::new(None);
+
+/// A `bpf_get_current_pid_tgid` override that drops the last reference to the program in
+/// [`FREED_IN_RUN`], inside the epoch of the run that called it; returns 0x4321.
+extern "win64" fn pid_frees_a_program(_: u64, _: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    let program = FREED_IN_RUN.lock().unwrap().take();
+    assert!(ebpf_ext_core_sim::in_epoch(), "inside the run's epoch");
+    drop(program);
+    0x4321
+}
+
+/// As the core, which frees a program from an epoch work item: a program whose last
+/// reference goes inside an epoch (here in a helper, during another program's run)
+/// deregisters its client from a worker thread once the epoch has ended, rather than on its
+/// own thread, where the detach's wait for the epochs active would wait for itself.
+#[test]
+fn a_program_freed_inside_an_epoch_deregisters_its_client_from_a_worker() {
+    let object = returning("bpf_get_current_pid_tgid()");
+    let kernel = Kernel::new();
+    let mut spec = spec();
+    spec.global_addresses = Some(Addresses::new(vec![
+        pid_frees_a_program as *const () as u64,
+    ]));
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec);
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let runner = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    let freed = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    *FREED_IN_RUN.lock().unwrap() = Some(freed);
+    let running = {
+        let runner = Arc::clone(&runner);
+        kernel.spawn(move || run_once(&runner))
+    };
+    common::wait_until("the run returns", || running.is_finished());
+    assert_eq!(running.join().expect("ran"), Ok(0x4321));
+    kernel.wait_for_work_items();
+    assert_eq!(
+        provider
+            .state
+            .detaches
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the freed program's client detached"
+    );
+    drop(runner);
     drop(client);
     provider.deregister();
     kernel.assert_no_leaks();
@@ -2283,6 +2424,10 @@ fn a_second_provider_with_changed_data_is_refused_as_a_second_provider() {
     changed.helpers[0].arguments[0] = EBPF_ARGUMENT_TYPE_ANYTHING;
     let second = InfoProvider::register(TEST_PROGRAM_TYPE, &changed);
     assert_eq!(client.last_refusal(), Some(Refusal::SecondProvider));
+    assert_eq!(
+        program.info_client().expect("its client").last_refusal(),
+        Some(Refusal::SecondProvider)
+    );
     assert_eq!(program.program_info_refusal(), None);
     assert_eq!(
         run_once(&program),
@@ -2308,6 +2453,7 @@ fn a_reattached_provider_without_the_helper_address_does_not_run_programs_loaded
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
     let program = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
     assert_eq!(run_once(&program), Ok(0x1234));
+    drop(client);
     provider.deregister();
 
     // Overrides are not hashed: the same hash, but the override has no address now.
@@ -2315,7 +2461,7 @@ fn a_reattached_provider_without_the_helper_address_does_not_run_programs_loaded
     without.global_addresses = None;
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &without);
     assert!(
-        !client.is_attached(),
+        !program.info_client().expect("its client").is_attached(),
         "refused before the provider saw the client"
     );
     assert_eq!(
@@ -2333,7 +2479,6 @@ fn a_reattached_provider_without_the_helper_address_does_not_run_programs_loaded
     let refusal = program.program_info_refusal().expect("a refusal");
     assert!(refusal.contains("0x13"), "{refusal}");
     drop(program);
-    drop(client);
     provider.deregister();
     kernel.assert_no_leaks();
 }

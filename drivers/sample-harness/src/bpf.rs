@@ -885,6 +885,8 @@ pub fn net_scenario(
     ));
     link.detach().map_err(|e| e.to_string())?;
     kernel.close(handle);
+    // The program's own program-information client goes with it.
+    drop(program);
     drop(info_client);
     driver.unload();
     kernel.assert_no_leaks();

@@ -561,7 +561,8 @@ pub fn scenario(
     // The driver unloads with the programs still loaded: its BTF-resolved function provider
     // goes first, and the programs' clients detach from it.
     driver.unload();
-    drop(programs);
+    // Each program's own program-information client goes with it.
+    drop((programs, rewrite, helpers, overrun));
     kernel.assert_no_leaks();
     Ok(report)
 }

@@ -671,6 +671,8 @@ pub fn bpf_scenario(
         "BPF sample_process.o (clang): {} runs via link attach and test runs: deny/allow, 5 map types, the 3 process helpers; bad inputs, loads and faults refused",
         program.runs()
     ));
+    // Each program's own program-information client goes with it.
+    drop((program, upstream, identity, faulty));
     drop(info_client);
     driver.unload();
     kernel.assert_no_leaks();

@@ -276,6 +276,18 @@ pub enum BpfError {
         /// The program's section.
         section: String,
     },
+    /// The program's own program-information client (the core registers one per program)
+    /// got no provider of its type to attach, or the attached provider's program data does
+    /// not bind the program (another hash over its helpers than the data it was loaded with,
+    /// or a helper that no longer resolves): the core fails the program's creation
+    /// (`EBPF_EXTENSION_FAILED_TO_LOAD`).
+    #[error("{section}: no program-information provider takes the program: {message}")]
+    ProgramInfoUnavailable {
+        /// The program's section.
+        section: String,
+        /// Why.
+        message: String,
+    },
     /// A test run could not create or destroy its context.
     #[error("test run: {0}")]
     TestRun(String),

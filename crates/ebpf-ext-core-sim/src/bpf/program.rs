@@ -235,6 +235,31 @@ pub struct BpfProgram {
     faults: Mutex<Vec<String>>,
     printk: Mutex<Vec<String>>,
     runs: AtomicU64,
+    /// The program's own program-information client (`None` for program data built by
+    /// hand), as the core registers one per program; deregistered when the program goes.
+    info_client: Option<ProgramInfoClient>,
+}
+
+impl Drop for BpfProgram {
+    /// Deregisters the program's program-information client, as the core does when it frees
+    /// a program: from an epoch work item, so never inside an epoch. Here the deregistration
+    /// runs at once when the thread is at PASSIVE_LEVEL outside every epoch, which is where
+    /// tests drop programs; otherwise (the last reference to a program that a tail call
+    /// reached, dropped by the run) it goes to a worker thread of the kernel
+    /// ([`queue_system_work`](ebpf_ext_usersim::queue_system_work)), whose deregistration waits
+    /// for that epoch to end, as the core's work item runs after it.
+    fn drop(&mut self) {
+        let Some(client) = self.info_client.take() else {
+            return;
+        };
+        if crate::epoch::in_epoch()
+            || ebpf_ext_sys::intrin::KeGetCurrentIrql() > ebpf_ext_sys::wdm::PASSIVE_LEVEL
+        {
+            ebpf_ext_usersim::queue_system_work(move || drop(client));
+        } else {
+            drop(client);
+        }
+    }
 }
 
 impl core::fmt::Debug for BpfProgram {
@@ -545,7 +570,7 @@ impl BpfProgram {
             .map(BtfLookup::bind)
             .transpose()
             .map_err(|why| failed_to_load(section, &why))?;
-        let binding = Self::bind(info, &helpers, btf.as_ref(), kept_size);
+        let (binding, info_client) = Self::bind(section, info, &helpers, btf.as_ref(), kept_size)?;
         Ok(Arc::new(BpfProgram {
             section: section.to_owned(),
             function: code.name.clone(),
@@ -561,27 +586,49 @@ impl BpfProgram {
             faults: Mutex::default(),
             printk: Mutex::default(),
             runs: AtomicU64::new(0),
+            info_client,
         }))
     }
 
-    /// The program's [`HelperBinding`] to the attachment `info` came from, kept by the client
-    /// for its later attachments.
+    /// The program's [`HelperBinding`] and, for program data a provider published (`info`
+    /// came from a [`ProgramInfoClient`]), the program's own program-information client.
+    ///
+    /// As the core's `ebpf_program_create`, each program registers a client of its own (with
+    /// a module id of its own), which the provider of the program type must attach during the
+    /// registration; the program's helpers are then resolved against the program data that
+    /// client copied, which must bind them as the core's attach requires of a program already
+    /// loaded: the same hash over the program's helpers as `info`'s (what the program was
+    /// checked against), and every helper resolving. Each later attachment of that client
+    /// re-resolves them ([`HelperBinding::rebind`]).
     fn bind(
+        section: &str,
         info: &ProgramInfo,
         helpers: &[Resolved],
         btf: Option<&BtfImports>,
         kept_size: usize,
-    ) -> Arc<HelperBinding> {
+    ) -> Result<(Arc<HelperBinding>, Option<ProgramInfoClient>), BpfError> {
         let helper_ids: Vec<u32> = helpers
             .iter()
             .filter(|h| !matches!(h.target, Target::Btf(_)))
             .map(|h| h.id)
             .collect();
         let btf_functions = btf.map_or_else(Vec::new, BtfImports::uses);
-        let attachment = info.binding.attachment();
+        let client = match info.binding.attachment() {
+            None => None,
+            Some(_) => Some(
+                ProgramInfoClient::attach(info.program_type).map_err(|error| {
+                    BpfError::ProgramInfoUnavailable {
+                        section: section.to_owned(),
+                        message: error.to_string(),
+                    }
+                })?,
+            ),
+        };
         let binding = Arc::new(HelperBinding {
-            liveness: attachment.map(|(liveness, _)| Arc::clone(liveness)),
-            generation: AtomicU64::new(attachment.map_or(0, |(_, generation)| generation)),
+            liveness: client.as_ref().map(ProgramInfoClient::liveness),
+            // No attachment yet: registering with the client's liveness binds the program to
+            // the client's current one.
+            generation: AtomicU64::new(0),
             slots: helpers
                 .iter()
                 .map(|h| {
@@ -599,17 +646,32 @@ impl BpfProgram {
             kept_room: kept_size > 0,
             refusal: Mutex::new(None),
         });
-        if let Some((liveness, _)) = attachment {
-            liveness.register(&binding);
+        if let Some(client) = &client {
+            client.liveness().register(&binding);
+            if let Some(why) = lock(&binding.refusal).clone() {
+                return Err(BpfError::ProgramInfoUnavailable {
+                    section: section.to_owned(),
+                    message: why,
+                });
+            }
         }
-        binding
+        Ok((binding, client))
     }
 
-    /// Why the last provider of its program information to register did not re-resolve the
-    /// program's helpers (the hash of the new program data differs, or a helper it calls no
-    /// longer resolves), so that it does not run, whether the client then attached that
-    /// provider for other programs or refused it; `None` if it re-resolved, or if no provider
-    /// has registered since the program was loaded.
+    /// The program's own program-information client, which the core registers for each
+    /// program (`None` for a program loaded with [`ProgramInfo::unbound`] data): its module
+    /// id is what the provider sees, and [`ProgramInfoClient::last_refusal`] says why it
+    /// refused a provider.
+    #[must_use]
+    pub fn info_client(&self) -> Option<&ProgramInfoClient> {
+        self.info_client.as_ref()
+    }
+
+    /// Why the program's client refused the last provider of its program information to
+    /// register, before that provider saw it, because the provider's data does not bind the
+    /// program (the hash of the new program data over the program's helpers differs, or a
+    /// helper it calls no longer resolves), so that it does not run; `None` if the program
+    /// re-resolved against it, or if no provider has registered since the program was loaded.
     #[must_use]
     pub fn program_info_refusal(&self) -> Option<String> {
         lock(&self.binding.refusal).clone()
@@ -965,7 +1027,9 @@ pub struct TestRun {
 }
 
 impl BpfProgram {
-    /// Runs the program `repeat` times (0 means 1) as the core's `bpf_prog_test_run` does:
+    /// Runs the program `repeat` times (0 means 1) as the core's `bpf_prog_test_run` does,
+    /// through the provider attached to the program's own client ([`BpfProgram::info_client`];
+    /// `client`'s for a program loaded with [`ProgramInfo::unbound`] data):
     /// at the provider's `required_irql`, the provider's `context_create` over a copy of
     /// `data_in` (which the program may change in place) and `context_in` (each passed as
     /// NULL when empty), the runs, stopping at the first that fails, then
@@ -1009,6 +1073,8 @@ impl BpfProgram {
         repeat: u32,
         data_out_room: usize,
     ) -> Result<TestRun, BpfError> {
+        // As the core's test run, which calls the provider bound to the program's own client.
+        let client = self.info_client.as_ref().unwrap_or(client);
         if client.program_type() != self.info.program_type {
             return Err(BpfError::TestRun(format!(
                 "the program is of type {:?}, the client of {:?}",
