@@ -82,15 +82,16 @@ pub struct ProgramInfo {
     pub has_context_create: bool,
     /// `context_destroy` is non-NULL.
     pub has_context_destroy: bool,
-    /// The client attachment this copy came from (none for a copy built by hand): programs
-    /// loaded with it run only while that provider is attached.
+    /// The client attachment this copy came from (none for a copy built by hand): a program
+    /// loaded with it registers a client of its own, and runs only while a provider whose
+    /// data binds it is attached to that client.
     pub(crate) binding: InfoBinding,
 }
 
 /// Whether a client's program-information provider is attached, and which attachment, and
-/// the runs of programs loaded with its program data in flight: the core's
-/// program-information rundown. A detach waits for the runs, and afterwards a program loaded
-/// with that attachment's data does not run (the core's invoke returns
+/// the runs in flight of the program loaded through the client (a program's own client) or
+/// of test runs through it: the core's program-information rundown. A detach waits for the
+/// runs, and afterwards the program does not run (the core's invoke returns
 /// `EBPF_EXTENSION_FAILED_TO_LOAD`) until a later attachment has re-resolved its helpers
 /// ([`HelperBinding::rebind`]).
 #[derive(Default)]
@@ -145,18 +146,33 @@ impl Liveness {
         }
     }
 
-    /// Keeps `program` to re-resolve at every later attachment. A program loaded with the
-    /// data of an earlier attachment (a copy kept across a detach) is re-resolved against the
-    /// current one at once, as a program the core loads binds to the provider attached now.
-    pub(crate) fn register(&self, program: &Arc<HelperBinding>) {
+    /// Keeps `program` to re-resolve at every later attachment, and binds it to the
+    /// attachment current now, as the core's load checks the program against the program
+    /// data its client holds at that moment: an error (why) if no provider is attached (the
+    /// core's `EBPF_EXTENSION_FAILED_TO_LOAD`) or the program does not bind to the attached
+    /// one's data. Decided under the programs' lock, so an attach or a detach in between
+    /// cannot leave a program that loaded but never runs.
+    pub(crate) fn register(&self, program: &Arc<HelperBinding>) -> Result<(), String> {
         // Held while it rebinds: an attach's rebind cannot run between the check and the push.
         let mut programs = lock(&self.programs);
         programs.bindings.retain(|p| p.strong_count() > 0);
         programs.bindings.push(Arc::downgrade(program));
-        if let Some((info, generation)) = &programs.current
-            && program.generation() != *generation
-        {
+        let Some((info, generation)) = &programs.current else {
+            return Err(
+                "no provider of the program type is attached to the program's client \
+                 (EBPF_EXTENSION_FAILED_TO_LOAD)"
+                    .to_owned(),
+            );
+        };
+        if program.generation() != *generation {
             program.rebind(info, *generation);
+        }
+        if program.generation() == *generation {
+            Ok(())
+        } else {
+            Err(program
+                .refusal()
+                .unwrap_or_else(|| format!("the program does not bind to {}", info.name)))
         }
     }
 
@@ -326,7 +342,8 @@ struct ProgramInfoState {
     /// it waits for them and no call starts afterwards.
     binding: RwLock<Option<ProviderBinding>>,
     info: Mutex<Option<Arc<ProgramInfo>>>,
-    /// The runs of programs loaded with an attached provider's data.
+    /// The attached provider's attachment, and the runs under it of the program loaded
+    /// through this client (for a program's own client) and of test runs.
     liveness: Arc<Liveness>,
 }
 

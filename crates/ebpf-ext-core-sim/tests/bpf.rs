@@ -2232,10 +2232,26 @@ fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_befo
         Ok(0xA),
         "a program loaded against the new data runs"
     );
+    let seen =
+        |counter: &std::sync::atomic::AtomicU32| counter.load(std::sync::atomic::Ordering::SeqCst);
+    let (attaches, detaches) = (
+        seen(&provider.state.attaches),
+        seen(&provider.state.detaches),
+    );
     let stale = BpfProgram::load(&object, "test_prog", &old_info);
     assert!(
         matches!(&stale, Err(BpfError::ProgramInfoUnavailable { message, .. }) if message.contains("hash")),
         "a program checked against the old data does not load: {stale:?}"
+    );
+    // As the core, which checks a program's hash only once the program is created: its
+    // client's first attach is not checked, the load fails afterwards and frees the client.
+    assert_eq!(
+        (
+            seen(&provider.state.attaches),
+            seen(&provider.state.detaches)
+        ),
+        (attaches + 1, detaches + 1),
+        "the provider saw the stale program's client attach and detach"
     );
     drop(fresh);
     provider.deregister();
@@ -2247,6 +2263,84 @@ fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_befo
     drop(program);
     drop(client);
     provider.deregister();
+    kernel.assert_no_leaks();
+}
+
+/// Stress: programs load with a provider's data while that provider and one whose helpers
+/// changed take turns (the second's attaches slowed, so a load often lands while its own
+/// client has no provider or is being attached to the changed one). As the core's load,
+/// which checks the program against the data its client holds when the program is created,
+/// a load either binds the program to the original provider or fails: no program loads
+/// whose client is attached to a provider it refused, and none loads while its client has no
+/// provider. Checked each time the changed provider has attached every client.
+#[test]
+fn a_load_racing_a_provider_swap_binds_or_fails() {
+    use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use core::time::Duration;
+    use std::sync::Mutex;
+
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    let object = returning("test_get_a(ctx)");
+    let kernel = Kernel::new();
+    let original = spec();
+    let mut changed = spec();
+    changed.helpers[0].arguments[0] = EBPF_ARGUMENT_TYPE_ANYTHING;
+    let mut provider = Some(InfoProvider::register(TEST_PROGRAM_TYPE, &original));
+    let info = ProgramInfoClient::attach(TEST_PROGRAM_TYPE)
+        .expect("attached")
+        .info();
+    let (stop, failed) = (AtomicBool::new(false), AtomicU32::new(0));
+    let loaded: Mutex<Vec<Arc<BpfProgram>>> = Mutex::default();
+    let mut checked = 0_usize;
+    std::thread::scope(|scope| {
+        let loading = kernel.scoped(scope, || {
+            while !stop.load(Ordering::SeqCst) {
+                match BpfProgram::load(&object, "test_prog", &info) {
+                    Ok(program) => loaded.lock().unwrap().push(program),
+                    Err(BpfError::ProgramInfoUnavailable { .. }) => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(other) => panic!("neither loaded nor refused: {other}"),
+                }
+            }
+        });
+        let _stop = Stop(&stop);
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(2) {
+            provider.take().expect("a provider").deregister();
+            let swapped = common::with_attach_delay(Duration::from_micros(200), || {
+                InfoProvider::register(TEST_PROGRAM_TYPE, &changed)
+            });
+            // Every client registered now has been offered the changed provider.
+            for program in loaded.lock().unwrap().drain(..) {
+                let own = program.info_client().expect("the program's own client");
+                assert!(
+                    !(own.is_attached() && program.program_info_refusal().is_some()),
+                    "a program loaded whose client attached a provider it refuses: {:?}",
+                    program.program_info_refusal()
+                );
+                checked += 1;
+            }
+            swapped.deregister();
+            provider = Some(InfoProvider::register(TEST_PROGRAM_TYPE, &original));
+            std::thread::yield_now();
+        }
+        stop.store(true, Ordering::SeqCst);
+        loading.join().expect("the loader");
+    });
+    assert!(
+        checked > 0 && failed.load(Ordering::SeqCst) > 0,
+        "both outcomes seen: {checked} loaded, {} refused",
+        failed.load(Ordering::SeqCst)
+    );
+    loaded.lock().unwrap().clear();
+    provider.take().expect("a provider").deregister();
     kernel.assert_no_leaks();
 }
 

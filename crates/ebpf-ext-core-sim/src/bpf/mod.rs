@@ -277,10 +277,14 @@ pub enum BpfError {
         section: String,
     },
     /// The program's own program-information client (the core registers one per program)
-    /// got no provider of its type to attach, or the attached provider's program data does
-    /// not bind the program (another hash over its helpers than the data it was loaded with,
-    /// or a helper that no longer resolves): the core fails the program's creation
-    /// (`EBPF_EXTENSION_FAILED_TO_LOAD`).
+    /// got no provider of its type to attach, had none attached by the time the program was
+    /// checked against it (its provider left during the load), or the attached provider's
+    /// program data does not bind the program (another hash over its helpers than the data
+    /// it was loaded with, or a helper that no longer resolves): the core fails the load
+    /// (`EBPF_EXTENSION_FAILED_TO_LOAD`). As in the core, the client's first attach is not
+    /// checked against the program (the provider sees the client attach and then detach);
+    /// the check follows, under the client's lock, so a provider that attaches or leaves
+    /// meanwhile cannot leave a program that loaded but cannot run.
     #[error("{section}: no program-information provider takes the program: {message}")]
     ProgramInfoUnavailable {
         /// The program's section.

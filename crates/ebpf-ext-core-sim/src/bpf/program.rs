@@ -174,6 +174,11 @@ impl HelperBinding {
         *lock(&self.refusal) = Some(why);
     }
 
+    /// Why the last attachment did not re-resolve the program, if it did not.
+    pub(crate) fn refusal(&self) -> Option<String> {
+        lock(&self.refusal).clone()
+    }
+
     /// The checks of [`rebind`](Self::rebind), changing nothing: each call slot's new
     /// implementer and address, or why the program cannot bind to `info`.
     pub(crate) fn check(&self, info: &ProgramInfo) -> Result<Vec<(u8, u64)>, String> {
@@ -415,7 +420,9 @@ impl BpfProgram {
     /// helper id the program information does not declare (nor the core's general helpers),
     /// a load or store through the context pointer beyond the context descriptor's size,
     /// a map of a type the core-sim does not have, or code the interpreter's own checks
-    /// reject.
+    /// reject. For data a provider published, the program's own program-information client
+    /// must then get a provider of the type whose data binds the program (see
+    /// [`BpfError::ProgramInfoUnavailable`]).
     ///
     /// # Errors
     /// The [`BpfError`] saying which of those it was.
@@ -647,13 +654,12 @@ impl BpfProgram {
             refusal: Mutex::new(None),
         });
         if let Some(client) = &client {
-            client.liveness().register(&binding);
-            if let Some(why) = lock(&binding.refusal).clone() {
-                return Err(BpfError::ProgramInfoUnavailable {
+            client.liveness().register(&binding).map_err(|message| {
+                BpfError::ProgramInfoUnavailable {
                     section: section.to_owned(),
-                    message: why,
-                });
-            }
+                    message,
+                }
+            })?;
         }
         Ok((binding, client))
     }
@@ -674,7 +680,7 @@ impl BpfProgram {
     /// re-resolved against it, or if no provider has registered since the program was loaded.
     #[must_use]
     pub fn program_info_refusal(&self) -> Option<String> {
-        lock(&self.binding.refusal).clone()
+        self.binding.refusal()
     }
 
     /// The section it was loaded from.

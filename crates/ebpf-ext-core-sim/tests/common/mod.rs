@@ -565,6 +565,23 @@ pub(crate) struct InfoProviderState {
     pub(crate) client_dispatch: Mutex<Option<i32>>,
 }
 
+std::thread_local! {
+    /// How long this thread's program-information attaches sleep before they attach
+    /// ([`with_attach_delay`]).
+    static ATTACH_DELAY: core::cell::Cell<core::time::Duration> =
+        const { core::cell::Cell::new(core::time::Duration::ZERO) };
+}
+
+/// Runs `f` with each program-information attach made on this thread (a provider
+/// registering attaches its existing clients on the registering thread) sleeping `delay`
+/// first: it widens the time during which the client is being attached.
+pub(crate) fn with_attach_delay<T>(delay: core::time::Duration, f: impl FnOnce() -> T) -> T {
+    ATTACH_DELAY.with(|d| d.set(delay));
+    let result = f();
+    ATTACH_DELAY.with(|d| d.set(core::time::Duration::ZERO));
+    result
+}
+
 fn info_state(ctx: *const c_void) -> &'static InfoProviderState {
     // SAFETY: every program-information provider context here is a leaked state.
     unsafe { &*ctx.cast::<InfoProviderState>() }
@@ -580,6 +597,10 @@ unsafe extern "win64" fn info_attach(
     provider_dispatch: *mut *const c_void,
 ) -> NTSTATUS {
     let s = info_state(ctx);
+    let delay = ATTACH_DELAY.with(core::cell::Cell::get);
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
     // SAFETY: a non-NULL client dispatch of the program-information NPI is `{int reserved}`.
     *s.client_dispatch.lock().unwrap() =
         (!client_dispatch.is_null()).then(|| unsafe { client_dispatch.cast::<i32>().read() });
