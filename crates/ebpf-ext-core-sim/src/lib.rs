@@ -169,7 +169,9 @@
 //! # Runtime contract
 //!
 //! - The calling thread has a usersim [`Kernel`](ebpf_ext_usersim::Kernel) bound (create it
-//!   first, drop it last: a [`Link`] or [`ProgramInfoClient`] deregisters when dropped).
+//!   first, drop it last: a [`Link`], a [`ProgramInfoClient`] or a loaded
+//!   [`BpfProgram`](bpf::BpfProgram), whose own program-information client goes with it,
+//!   deregisters when dropped).
 //! - Everything the provider hands over is checked for NULL before use, and provider data is
 //!   read field by field, only as far as its header says it extends. A pointer that is
 //!   non-NULL but dangling, or an array shorter than its declared count, cannot be detected

@@ -2266,6 +2266,31 @@ fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_befo
     kernel.assert_no_leaks();
 }
 
+/// A program dropped on a thread with no kernel bound bug-checks where its client
+/// deregisters, naming that call, as any client dropped there does.
+#[test]
+fn a_program_dropped_with_no_kernel_bound_bug_checks_in_its_deregistration() {
+    let check = ebpf_ext_usersim::expect_bugcheck(
+        "a_program_dropped_with_no_kernel_bound_bug_checks_in_its_deregistration",
+        || {
+            let _kernel = Kernel::new();
+            let _provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
+            let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+            let program =
+                BpfProgram::load(&returning("1"), "test_prog", &client.info()).expect("loads");
+            // A plain thread: no kernel is bound to it.
+            std::thread::spawn(move || drop(program))
+                .join()
+                .expect("the drop");
+        },
+    );
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (ebpf_ext_usersim::NO_KERNEL_BOUND, "NmrDeregisterClient"),
+        "{check}"
+    );
+}
+
 /// Stress: programs load with a provider's data while that provider and one whose helpers
 /// changed take turns (the second's attaches slowed, so a load often lands while its own
 /// client has no provider or is being attached to the changed one). As the core's load,

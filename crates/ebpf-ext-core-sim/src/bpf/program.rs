@@ -252,12 +252,20 @@ impl Drop for BpfProgram {
     /// tests drop programs; otherwise (the last reference to a program that a tail call
     /// reached, dropped by the run) it goes to a worker thread of the kernel
     /// ([`queue_system_work`](ebpf_ext_usersim::queue_system_work)), whose deregistration waits
-    /// for that epoch to end, as the core's work item runs after it.
+    /// for that epoch to end, as the core's work item runs after it. Dropped on a thread
+    /// with no kernel bound, the deregistration bug-checks (`NmrDeregisterClient`,
+    /// [`NO_KERNEL_BOUND`](ebpf_ext_usersim::NO_KERNEL_BOUND)), as any client's drop there.
+    ///
+    /// Unlike the core, which always frees a program from an epoch work item, the free at
+    /// PASSIVE_LEVEL outside every epoch is synchronous: a test that drops its last
+    /// reference finds the client gone when the drop returns.
     fn drop(&mut self) {
         let Some(client) = self.info_client.take() else {
             return;
         };
-        if crate::epoch::in_epoch()
+        if ebpf_ext_usersim::kernel_id().is_none() {
+            drop(client);
+        } else if crate::epoch::in_epoch()
             || ebpf_ext_sys::intrin::KeGetCurrentIrql() > ebpf_ext_sys::wdm::PASSIVE_LEVEL
         {
             ebpf_ext_usersim::queue_system_work(move || drop(client));
