@@ -127,17 +127,17 @@ impl Kernel {
     /// Panics with a leak report if any pool allocation is outstanding, or any NMR
     /// registration, device object, work item or ETW registration is still alive.
     ///
-    /// A device object the driver deleted while a work item of it was queued or running is
-    /// freed when the routine returns (see `IoQueueWorkItem`), and only then would Windows
-    /// unload the driver and Driver Verifier check its pool: if there is one, this first waits
-    /// for the work items to run (call it from a thread no work item waits for).
+    /// It first waits for every queued work item to run (call it from a thread no work item
+    /// waits for): a routine still queued or running may yet free what it holds (a system
+    /// work item of a simulated component frees what it was given), and a device object the
+    /// driver deleted while a work item of it was queued or running is freed when the routine
+    /// returns (see `IoQueueWorkItem`), which is when Windows would unload the driver and
+    /// Driver Verifier check its pool.
     ///
     /// # Panics
     /// On the first kind of leak found, listing what leaked.
     pub fn assert_no_leaks(&self) {
-        if self.delete_pending_devices() > 0 {
-            self.wait_for_work_items();
-        }
+        self.wait_for_work_items();
         let leaks = self.pool_outstanding();
         assert!(leaks.is_empty(), "pool leak: {leaks:?}");
         self.assert_no_object_leaks();

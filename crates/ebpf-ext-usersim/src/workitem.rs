@@ -31,11 +31,13 @@ use ebpf_ext_sys::wdm::{
 use crate::cpu::critical_region_depth;
 use crate::devices::{dereference_device, device_exists, reference_device};
 use crate::kernel::{
-    Inner, bind, bugcheck, call_fails, current_irql, lock, require_irql, set_irql, with_kernel,
+    Inner, NO_KERNEL_BOUND, bind, bugcheck, call_fails, current_irql, lock, require_irql, set_irql,
+    with_kernel,
 };
 use crate::pool::{pool_alloc, pool_free};
 
 const WORKER_THREAD_RETURNED_AT_BAD_IRQL: u32 = 0xE1;
+const SYSTEM_THREAD_EXCEPTION_NOT_HANDLED: u32 = 0x7E;
 const WORKITEM_TAG: u32 = u32::from_le_bytes(*b"IoWk");
 
 #[repr(C)]
@@ -96,9 +98,20 @@ impl WorkQueue {
         lock(&self.state).live_items.len()
     }
 
+    /// Waits for the queue to run dry, then stops the workers; decided under the queue's lock,
+    /// so a routine queued afterwards bug-checks ([`WorkQueue::enqueue`]) rather than run on
+    /// a worker of a kernel being dropped.
     pub(crate) fn shutdown(&self) {
-        self.wait_idle();
-        lock(&self.state).shutdown = true;
+        {
+            let mut state = lock(&self.state);
+            while !state.jobs.is_empty() || state.running > 0 {
+                state = self
+                    .cv
+                    .wait(state)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            state.shutdown = true;
+        }
         self.cv.notify_all();
         let workers = mem::take(&mut *lock(&self.workers));
         let me = thread::current().id();
@@ -107,6 +120,27 @@ impl WorkQueue {
                 let _ = worker.join();
             }
         }
+    }
+
+    /// Queues `job` for `api` and starts the workers if none runs; bug-checks
+    /// ([`NO_KERNEL_BOUND`]) once the kernel's drop has stopped them.
+    fn enqueue(&self, api: &'static str, inner: &Arc<Inner>, job: Job) {
+        {
+            let mut state = lock(&self.state);
+            if state.shutdown {
+                drop(state);
+                bugcheck(
+                    api,
+                    NO_KERNEL_BOUND,
+                    [0; 4],
+                    "work queued after the kernel was dropped (its worker threads are gone)",
+                );
+            }
+            state.jobs.push_back(job);
+        }
+        // Pushed before shutdown could begin, which waits for it: the workers run it.
+        self.start_workers(inner);
+        self.cv.notify_all();
     }
 
     fn start_workers(&self, inner: &Arc<Inner>) {
@@ -156,7 +190,17 @@ fn worker_main(inner: &Arc<Inner>) {
         match job {
             Job::Io(job) => run_io_job(inner, &job),
             Job::System(work) => {
-                work();
+                // A panic would leave the job counted as running (and every wait for the
+                // queue waiting for ever): the kernel's answer to an exception a system
+                // thread does not handle.
+                if std::panic::catch_unwind(core::panic::AssertUnwindSafe(work)).is_err() {
+                    bugcheck(
+                        "queue_system_work",
+                        SYSTEM_THREAD_EXCEPTION_NOT_HANDLED,
+                        [0; 4],
+                        "a system work routine panicked",
+                    );
+                }
                 check_return("queue_system_work", 0, 0);
             }
         }
@@ -210,20 +254,17 @@ fn check_return(api: &'static str, routine: u64, item: u64) {
 /// system work items (`ExQueueWorkItem`), for example the eBPF core's epoch work items.
 /// [`Kernel::wait_for_work_items`](crate::Kernel::wait_for_work_items) waits for it, and so
 /// does dropping the kernel. `work` must return at PASSIVE_LEVEL outside any critical
-/// region, or the worker bug-checks (`WORKER_THREAD_RETURNED_AT_BAD_IRQL`, 0xE1).
+/// region, or the worker bug-checks (`WORKER_THREAD_RETURNED_AT_BAD_IRQL`, 0xE1); if it
+/// panics, the worker bug-checks (`SYSTEM_THREAD_EXCEPTION_NOT_HANDLED`, 0x7E). Queued once
+/// the kernel's drop has stopped its workers (from a thread that outlived it), it bug-checks
+/// ([`NO_KERNEL_BOUND`](crate::NO_KERNEL_BOUND)).
 ///
 /// # IRQL
 /// Any level up to DISPATCH_LEVEL, on a thread bound to a kernel.
 pub fn queue_system_work(work: impl FnOnce() + Send + 'static) {
     const API: &str = "queue_system_work";
     require_irql(API, DISPATCH_LEVEL);
-    with_kernel(API, |k| {
-        k.work.start_workers(k);
-        lock(&k.work.state)
-            .jobs
-            .push_back(Job::System(Box::new(work)));
-        k.work.cv.notify_all();
-    });
+    with_kernel(API, |k| k.work.enqueue(API, k, Job::System(Box::new(work))));
 }
 
 fn check_item(api: &'static str, inner: &Inner, item: PIO_WORKITEM) {
@@ -324,7 +365,6 @@ pub unsafe extern "win64" fn IoQueueWorkItem(
                 "work item queued while already queued",
             );
         }
-        k.work.start_workers(k);
         // Held until the routine has returned (dropped by the worker).
         let referenced = reference_device(k, item.device);
         if !referenced {
@@ -335,16 +375,14 @@ pub unsafe extern "win64" fn IoQueueWorkItem(
                 "work item queued after its device object was freed",
             );
         }
-        let mut state = lock(&k.work.state);
-        state.jobs.push_back(Job::Io(IoJob {
+        let job = Job::Io(IoJob {
             item: IoWorkItem as usize,
             routine: WorkerRoutine,
             context: Context as usize,
             device: item.device as usize,
             referenced,
-        }));
-        drop(state);
-        k.work.cv.notify_all();
+        });
+        k.work.enqueue(API, k, job);
     });
 }
 

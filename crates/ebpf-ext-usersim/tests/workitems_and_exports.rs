@@ -311,3 +311,68 @@ fn system_work_returning_at_dispatch_bugchecks() {
         u64::from(ebpf_ext_sys::wdm::DISPATCH_LEVEL)
     );
 }
+
+/// Work queued from a thread that outlived its kernel bug-checks: the kernel's drop stopped
+/// its workers, and nothing may run on a worker of a kernel that is gone.
+#[test]
+fn system_work_queued_after_the_kernel_was_dropped_bugchecks() {
+    let check = expect_bugcheck(
+        "system_work_queued_after_the_kernel_was_dropped_bugchecks",
+        || {
+            let kernel = Kernel::new();
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let late = kernel.spawn(move || {
+                wait.recv().expect("the test's signal");
+                ebpf_ext_usersim::queue_system_work(|| {});
+            });
+            drop(kernel);
+            go.send(()).expect("the late thread waits");
+            late.join().expect("the late thread");
+        },
+    );
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (ebpf_ext_usersim::NO_KERNEL_BOUND, "queue_system_work"),
+        "{check}"
+    );
+    assert!(check.message.contains("dropped"), "{check}");
+}
+
+/// A system work routine that panics bug-checks (SYSTEM_THREAD_EXCEPTION_NOT_HANDLED), as an
+/// exception a system thread does not handle: it does not leave the queue waiting for ever.
+#[test]
+fn system_work_that_panics_bugchecks() {
+    let check = expect_bugcheck("system_work_that_panics_bugchecks", || {
+        let kernel = Kernel::new();
+        ebpf_ext_usersim::queue_system_work(|| panic!("a simulated component's bug"));
+        // Long enough for the bug check; a worker that swallowed the panic lets the child
+        // exit normally instead (the kernel is leaked: its drop would wait for ever).
+        std::thread::sleep(core::time::Duration::from_secs(5));
+        core::mem::forget(kernel);
+    });
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (0x7E, "queue_system_work"),
+        "{check}"
+    );
+}
+
+/// `assert_no_leaks` waits for queued work first: pool a system work routine frees when it
+/// runs is not reported as a leak.
+#[test]
+fn assert_no_leaks_waits_for_work_that_frees_what_it_holds() {
+    const TAG: u32 = u32::from_le_bytes(*b"TsWk");
+    let kernel = Kernel::new();
+    // SAFETY: a plain allocation at PASSIVE_LEVEL, freed by the work below.
+    let memory = unsafe {
+        ebpf_ext_sys::wdm::ExAllocatePool2(ebpf_ext_sys::wdm::POOL_FLAG_NON_PAGED, 64, TAG)
+    };
+    assert!(!memory.is_null());
+    let memory = memory as usize;
+    ebpf_ext_usersim::queue_system_work(move || {
+        std::thread::sleep(core::time::Duration::from_millis(200));
+        // SAFETY: the allocation above, freed once.
+        unsafe { ebpf_ext_sys::wdm::ExFreePoolWithTag(memory as *mut c_void, TAG) };
+    });
+    kernel.assert_no_leaks();
+}
