@@ -287,15 +287,25 @@ fn api_failure_sweep() {
     assert!(points >= 2, "swept {points}");
 }
 
-/// Stress: core clients (one per program being loaded, as the core registers them) attach and
-/// leave on four threads while the provider registers and unregisters over and over, as
-/// programs load while an extension restarts. Each attach either gets the provider's data or
+/// Stress: core-sim program-information clients, the kind the core registers for each
+/// program it loads, attach and leave on four threads while the provider registers and
+/// unregisters over and over, as programs load while an extension restarts (the clients
+/// alone: no program is loaded). Each attach either gets the provider's data or
 /// fails to load (nothing else), usersim finds no misuse of NMR, and nothing leaks. The cycles
 /// go on until both outcomes were seen (here: thousands of each in 50 cycles).
 #[test]
 fn clients_come_and_go_while_the_provider_registers_and_unregisters() {
     use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use ebpf_ext_core_sim::CoreError;
+
+    /// Stops the workers however the cycles end (a failed assertion too), so the scope's
+    /// join does not wait for ever.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
 
     let kernel = Kernel::new();
     let (attached, refused, stop) = (AtomicU32::new(0), AtomicU32::new(0), AtomicBool::new(false));
@@ -318,6 +328,7 @@ fn clients_come_and_go_while_the_provider_registers_and_unregisters() {
                 })
             })
             .collect();
+        let _stop = Stop(&stop);
         let started = std::time::Instant::now();
         let mut cycles = 0;
         while cycles < 50
