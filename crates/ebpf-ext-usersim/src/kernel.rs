@@ -715,7 +715,9 @@ pub(crate) fn bugcheck(api: &str, code: u32, parameters: [u64; 4], message: &str
 }
 
 /// Code reported (through the bug-check path) when a kernel routine is called on a thread
-/// with no simulated kernel bound. Not a Windows bug check code.
+/// with no simulated kernel bound, when work is queued once the kernel's drop has stopped its
+/// workers, and when a kernel is dropped from one of its own work routines. Not a Windows bug
+/// check code.
 pub const NO_KERNEL_BOUND: u32 = 0;
 
 const BUGCHECK_MARKER: &str = "USERSIM-BUGCHECK";

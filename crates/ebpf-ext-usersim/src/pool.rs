@@ -127,8 +127,9 @@ impl Kernel {
     /// Panics with a leak report if any pool allocation is outstanding, or any NMR
     /// registration, device object, work item or ETW registration is still alive.
     ///
-    /// It first waits for every queued work item to run (call it from a thread no work item
-    /// waits for): a routine still queued or running may yet free what it holds (a system
+    /// It first waits for every queued work item to run, so call it neither from a work
+    /// routine nor from a thread a queued routine waits for (one inside a core-sim epoch, say,
+    /// while a program's deferred free waits for that epoch to end): a routine still queued or running may yet free what it holds (a system
     /// work item of a simulated component frees what it was given), and a device object the
     /// driver deleted while a work item of it was queued or running is freed when the routine
     /// returns (see `IoQueueWorkItem`), which is when Windows would unload the driver and

@@ -101,7 +101,19 @@ impl WorkQueue {
     /// Waits for the queue to run dry, then stops the workers; decided under the queue's lock,
     /// so a routine queued afterwards bug-checks ([`WorkQueue::enqueue`]) rather than run on
     /// a worker of a kernel being dropped.
+    ///
+    /// Called from one of the queue's own workers (a work routine that drops the last handle
+    /// of its kernel), it bug-checks: it would wait for its own routine for ever.
     pub(crate) fn shutdown(&self) {
+        let me = thread::current().id();
+        if lock(&self.workers).iter().any(|w| w.thread().id() == me) {
+            bugcheck(
+                "Kernel::drop",
+                NO_KERNEL_BOUND,
+                [0; 4],
+                "a kernel dropped from one of its own work routines (it waits for them)",
+            );
+        }
         {
             let mut state = lock(&self.state);
             while !state.jobs.is_empty() || state.running > 0 {
@@ -114,11 +126,8 @@ impl WorkQueue {
         }
         self.cv.notify_all();
         let workers = mem::take(&mut *lock(&self.workers));
-        let me = thread::current().id();
         for worker in workers {
-            if worker.thread().id() != me {
-                let _ = worker.join();
-            }
+            let _ = worker.join();
         }
     }
 
@@ -145,7 +154,8 @@ impl WorkQueue {
 
     fn start_workers(&self, inner: &Arc<Inner>) {
         let mut workers = lock(&self.workers);
-        if !workers.is_empty() {
+        // Once shut down (the job pushed before it has run): no new workers, none to join.
+        if !workers.is_empty() || lock(&self.state).shutdown {
             return;
         }
         for i in 0..inner.config.worker_threads {
@@ -187,22 +197,32 @@ fn worker_main(inner: &Arc<Inner>) {
         };
         let Some(job) = job else { break };
         set_irql(PASSIVE_LEVEL);
-        match job {
+        let api = match &job {
+            Job::Io(_) => "IoQueueWorkItem",
+            Job::System(_) => "queue_system_work",
+        };
+        let run = core::panic::AssertUnwindSafe(|| match job {
             Job::Io(job) => run_io_job(inner, &job),
             Job::System(work) => {
-                // A panic would leave the job counted as running (and every wait for the
-                // queue waiting for ever): the kernel's answer to an exception a system
-                // thread does not handle.
-                if std::panic::catch_unwind(core::panic::AssertUnwindSafe(work)).is_err() {
-                    bugcheck(
-                        "queue_system_work",
-                        SYSTEM_THREAD_EXCEPTION_NOT_HANDLED,
-                        [0; 4],
-                        "a system work routine panicked",
-                    );
-                }
+                work();
                 check_return("queue_system_work", 0, 0);
             }
+        });
+        // A panic (a simulated component's routine, or the callback-stack runner) would leave
+        // the job counted as running, and every wait for the queue waiting for ever: the
+        // kernel's answer to an exception a system thread does not handle.
+        if let Err(payload) = std::panic::catch_unwind(run) {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            bugcheck(
+                api,
+                SYSTEM_THREAD_EXCEPTION_NOT_HANDLED,
+                [0; 4],
+                &format!("a work routine panicked: {what}"),
+            );
         }
         let mut state = lock(&queue.state);
         state.running -= 1;
@@ -331,6 +351,8 @@ pub unsafe extern "win64" fn IoAllocateWorkItem(DeviceObject: *mut DEVICE_OBJECT
 }
 
 /// `IoQueueWorkItem`: references the item's device object until the routine has returned.
+/// Queued once the kernel's drop has stopped its workers (from a thread that outlived it), it
+/// bug-checks ([`NO_KERNEL_BOUND`](crate::NO_KERNEL_BOUND)).
 ///
 /// # Safety
 /// Kernel routine; the item is live and not queued.

@@ -355,6 +355,31 @@ fn system_work_that_panics_bugchecks() {
         (0x7E, "queue_system_work"),
         "{check}"
     );
+    assert!(
+        check.message.contains("a simulated component's bug"),
+        "{check}"
+    );
+}
+
+/// A kernel dropped from one of its own work routines bug-checks: its drop waits for every
+/// routine to finish, its own included, so it would wait for ever.
+#[test]
+fn a_kernel_dropped_from_its_own_work_routine_bugchecks() {
+    let check = expect_bugcheck(
+        "a_kernel_dropped_from_its_own_work_routine_bugchecks",
+        || {
+            let kernel = Kernel::new();
+            ebpf_ext_usersim::queue_system_work(move || drop(kernel));
+            // Long enough for the bug check; a drop that waits for itself lets the child
+            // exit normally instead.
+            std::thread::sleep(core::time::Duration::from_secs(5));
+        },
+    );
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (ebpf_ext_usersim::NO_KERNEL_BOUND, "Kernel::drop"),
+        "{check}"
+    );
 }
 
 /// `assert_no_leaks` waits for queued work first: pool a system work routine frees when it
