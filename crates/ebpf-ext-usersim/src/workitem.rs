@@ -85,6 +85,11 @@ impl WorkQueue {
     }
 
     pub(crate) fn wait_idle(&self) {
+        drop(self.idle());
+    }
+
+    /// The queue's state once no job is queued or running, still locked.
+    fn idle(&self) -> std::sync::MutexGuard<'_, QueueState> {
         let mut state = lock(&self.state);
         while !state.jobs.is_empty() || state.running > 0 {
             state = self
@@ -92,6 +97,7 @@ impl WorkQueue {
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+        state
     }
 
     pub(crate) fn live_items(&self) -> usize {
@@ -114,16 +120,7 @@ impl WorkQueue {
                 "a kernel dropped from one of its own work routines (it waits for them)",
             );
         }
-        {
-            let mut state = lock(&self.state);
-            while !state.jobs.is_empty() || state.running > 0 {
-                state = self
-                    .cv
-                    .wait(state)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-            state.shutdown = true;
-        }
+        self.idle().shutdown = true;
         self.cv.notify_all();
         let workers = mem::take(&mut *lock(&self.workers));
         for worker in workers {
