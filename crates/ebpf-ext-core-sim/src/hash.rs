@@ -4,6 +4,7 @@
 //! provider whose published information differs (a reordered prototype, a changed flag) is
 //! caught. [`program_info_hash_input`] describes the byte stream.
 
+use ebpf_ext_sys::ebpf_general_helpers::general_helper_prototype;
 use sha2::{Digest, Sha256};
 
 use crate::bpf::{BtfFunctionUse, GENERAL_HELPERS};
@@ -11,19 +12,24 @@ use crate::program_info::ProgramInfo;
 
 /// A helper id used by the program that neither the provider's program-type helpers nor the
 /// core's general helpers declare (the core fails with `EBPF_INVALID_ARGUMENT`). The general
-/// prototypes are the core-sim's ([`GENERAL_HELPERS`]): a general helper the core-sim does
-/// not implement is reported here too.
+/// prototypes are the core's, all of them (`ebpf_general_helpers`), including those the core
+/// declares but does not implement (26 and 35, which extensions override): a program calling
+/// one is hashed like any other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("helper id {0:#x} is neither a program-type helper nor a general helper")]
 pub struct UnknownHelper(pub u32);
 
-/// The core's own name of a general helper, where it differs from the program-side one.
-fn core_name(id: u32, program_side: &str) -> &str {
+/// The core's own name of general helper `id`: core-sim's name for it where that differs
+/// from the program-side one, and the names of the two the core declares without
+/// implementing them (core-sim has no [`GENERAL_HELPERS`] entry for those).
+fn core_name(id: u32) -> Option<&'static str> {
     match id {
-        22 => "bpf_memcpy",
-        23 => "bpf_memcmp",
-        25 => "bpf_memmove",
-        _ => program_side,
+        22 => Some("bpf_memcpy"),
+        23 => Some("bpf_memcmp"),
+        25 => Some("bpf_memmove"),
+        26 => Some("bpf_get_socket_cookie"),
+        35 => Some("bpf_redirect_map"),
+        _ => GENERAL_HELPERS.iter().find(|g| g.id == id).map(|g| g.name),
     }
 }
 
@@ -68,11 +74,10 @@ pub fn program_info_hash_input(
                 h.reallocate_packet,
             )
         } else {
-            let g = GENERAL_HELPERS
-                .iter()
-                .find(|g| g.id == id)
-                .ok_or(UnknownHelper(id))?;
-            (core_name(id, g.name), g.return_type, g.arguments, false)
+            let (Some(name), Some(g)) = (core_name(id), general_helper_prototype(id)) else {
+                return Err(UnknownHelper(id));
+            };
+            (name, g.return_type, g.arguments, false)
         };
         out.extend_from_slice(&id.to_le_bytes());
         out.extend_from_slice(name.as_bytes());
@@ -158,7 +163,9 @@ mod tests {
     use ebpf_ext_sys::ebpf_program_types::ebpf_context_descriptor_t;
     use ebpf_ext_sys::ntdef::GUID;
 
-    use super::{UnknownHelper, program_info_hash_input, program_info_hash_input_with_btf};
+    use super::{
+        UnknownHelper, core_name, program_info_hash_input, program_info_hash_input_with_btf,
+    };
     use crate::bpf::{BtfFunctionUse, BtfPrototype};
     use crate::program_info::{Helper, ProgramInfo};
 
@@ -241,5 +248,14 @@ mod tests {
             }
         }
         assert_eq!(input, expected);
+    }
+
+    /// Every general helper the core declares has a name to hash, implemented by core-sim or
+    /// not: a program calling an override of one is hashed, never left without a hash.
+    #[test]
+    fn every_general_helper_of_the_core_has_a_name_to_hash() {
+        for prototype in ebpf_ext_sys::ebpf_general_helpers::GENERAL_HELPER_PROTOTYPES {
+            assert!(core_name(prototype.id).is_some(), "id {}", prototype.id);
+        }
     }
 }

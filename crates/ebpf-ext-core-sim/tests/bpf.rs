@@ -2266,6 +2266,63 @@ fn a_reattached_provider_whose_helpers_changed_does_not_run_programs_loaded_befo
     kernel.assert_no_leaks();
 }
 
+/// A program that calls a general helper the core has no implementation of (26,
+/// `bpf_get_socket_cookie`, which an extension overrides) is hashed with the core's prototype
+/// of it like any other: a provider re-registered with another context size is refused by
+/// the program's client, and the program does not run over that context.
+#[test]
+fn a_program_calling_an_override_only_helper_refuses_a_provider_with_another_context() {
+    let object = compile(&format!(
+        r#"{PRELUDE}
+SEC("test_prog")
+int cookie(struct test_context* ctx) {{ return bpf_get_socket_cookie(ctx) == (uint64_t)ctx; }}
+char _license[] SEC("license") = "MIT";
+"#
+    ));
+    let kernel = Kernel::new();
+    let with_cookie = |context_size: Option<u16>| {
+        let mut spec = spec();
+        let mut cookie = Proto::new(26, c"bpf_get_socket_cookie");
+        cookie.arguments = [EBPF_ARGUMENT_TYPE_PTR_TO_CTX, 0, 0, 0, 0];
+        spec.global_helpers.push(cookie);
+        spec.global_addresses = Some(Addresses::new(vec![
+            pid_override as *const () as u64,
+            cookie_override as *const () as u64,
+        ]));
+        if let (Some(size), Some(context)) = (context_size, spec.context.as_mut()) {
+            context.size = i32::from(size);
+        }
+        spec
+    };
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &with_cookie(None));
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let program = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    drop(client);
+    provider.deregister();
+
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &with_cookie(Some(40)));
+    let own = program.info_client().expect("the program's own client");
+    assert!(
+        !own.is_attached(),
+        "the context descriptor is hashed: the program's client refuses the provider"
+    );
+    assert!(
+        matches!(&own.last_refusal(), Some(Refusal::ProgramDoesNotBind(why)) if why.contains("hash")),
+        "{:?}",
+        own.last_refusal()
+    );
+    assert!(
+        matches!(
+            run_once(&program),
+            Err(BpfError::ProgramInfoDetached { .. })
+        ),
+        "the program does not run against the other context"
+    );
+    drop(program);
+    provider.deregister();
+    kernel.assert_no_leaks();
+}
+
 /// A program dropped on a thread with no kernel bound bug-checks where its client
 /// deregisters, naming that call, as any client dropped there does.
 #[test]

@@ -183,12 +183,17 @@ impl HelperBinding {
     /// implementer and address, or why the program cannot bind to `info`.
     pub(crate) fn check(&self, info: &ProgramInfo) -> Result<Vec<(u8, u64)>, String> {
         (|| {
-            let hash = program_info_hash_with_btf(info, &self.helper_ids, &self.btf_functions).ok();
-            if hash != self.hash {
-                return Err(format!(
-                    "the program-information hash of {} over the program's helpers changed",
-                    info.name
-                ));
+            let hash = program_info_hash_with_btf(info, &self.helper_ids, &self.btf_functions);
+            // A hash that cannot be computed (a helper the new data does not declare) never
+            // matches, even one that could not be computed at load either.
+            match (hash, self.hash) {
+                (Ok(now), Some(loaded)) if now == loaded => {}
+                _ => {
+                    return Err(format!(
+                        "the program-information hash of {} over the program's helpers changed",
+                        info.name
+                    ));
+                }
             }
             self.slots
                 .iter()
