@@ -345,6 +345,11 @@ struct ProgramInfoState {
     /// The attached provider's attachment, and the runs under it of the program loaded
     /// through this client (for a program's own client) and of test runs.
     liveness: Arc<Liveness>,
+    /// Whether a detach ends with an epoch synchronize: always for a client a test
+    /// registers; for a program's own client only once the program loaded, as the core
+    /// skips it while the program has no object id (a load failing after its client
+    /// attached does not wait for the epochs of other threads).
+    synchronizes: core::sync::atomic::AtomicBool,
 }
 
 impl ProgramInfoState {
@@ -462,7 +467,9 @@ impl NmrClient for ProgramInfoState {
         // As the core, after it frees its copy: waits until every epoch active now has ended
         // (a batch open on any thread, for one). A provider deregistered from inside an epoch
         // of its own thread waits for ever here, as with the core.
-        crate::epoch::synchronize();
+        if self.synchronizes.load(core::sync::atomic::Ordering::SeqCst) {
+            crate::epoch::synchronize();
+        }
         STATUS_SUCCESS
     }
 }
@@ -480,12 +487,15 @@ impl NmrClient for ProgramInfoState {
 ///
 /// When it and its provider detach (the provider deregisters, or this client does), it waits,
 /// as the core does, for the runs of its program (for a program's own client) and for
-/// test-run contexts created through it to end, lets the provider go (context calls fail from then on; the copy
-/// [`ProgramInfoClient::info`] returns stays), and then waits until every epoch active at
-/// that moment has ended (`ebpf_epoch_synchronize`): a batch open on another thread, or any
-/// program running anywhere, each invocation being an epoch. So neither a deregistration of
-/// its provider nor its own detach (or drop) may happen inside an epoch, a program or a
-/// helper on the same thread: it would wait for itself for ever, as with the core.
+/// test-run contexts created through it to end, lets the provider go (context calls fail
+/// from then on; the copy [`ProgramInfoClient::info`] returns stays), and then waits until
+/// every epoch active at that moment has ended (`ebpf_epoch_synchronize`): a batch open on
+/// another thread, or any program running anywhere, each invocation being an epoch. (A
+/// program's own client skips that wait until the program has loaded, as the core's does
+/// before the program has an object id, so a failed load does not wait.) So neither a
+/// deregistration of its provider nor its own detach (or drop) may happen inside an epoch, a
+/// program or a helper on the same thread: it would wait for itself for ever, as with the
+/// core.
 pub struct ProgramInfoClient {
     registration: Registration<ProgramInfoState>,
     /// The copy taken at attach.
@@ -534,12 +544,32 @@ impl ProgramInfoClient {
     /// [`ProgramInfoClient::attach`]; an error comes with whether a provider of the program
     /// type was offered (a refused one, or one that refused the client) rather than none.
     pub(crate) fn attach_typed(program_type: GUID) -> Result<Self, (CoreError, bool)> {
+        Self::attach_as(program_type, true)
+    }
+
+    /// [`ProgramInfoClient::attach`] for a program being loaded: until
+    /// [`ProgramInfoClient::program_loaded`], a detach does not synchronize epochs.
+    pub(crate) fn attach_for_program(program_type: GUID) -> Result<Self, CoreError> {
+        Self::attach_as(program_type, false).map_err(|(error, _)| error)
+    }
+
+    /// The program this client was registered for has loaded (has an object id, in the
+    /// core's terms): from now on a detach ends with an epoch synchronize.
+    pub(crate) fn program_loaded(&self) {
+        self.registration
+            .client()
+            .synchronizes
+            .store(true, core::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn attach_as(program_type: GUID, synchronizes: bool) -> Result<Self, (CoreError, bool)> {
         let state = ProgramInfoState {
             program_type,
             log: Mutex::new(AttachLog::default()),
             binding: RwLock::new(None),
             info: Mutex::new(None),
             liveness: Arc::default(),
+            synchronizes: core::sync::atomic::AtomicBool::new(synchronizes),
         };
         let mut registration =
             Registration::register(EBPF_PROGRAM_INFO_EXTENSION_IID, state, |_| ptr::null())

@@ -2323,6 +2323,74 @@ char _license[] SEC("license") = "MIT";
     kernel.assert_no_leaks();
 }
 
+/// As the core, whose program-information detach skips the epoch synchronize while the
+/// program has no object id: a load that fails after its client attached (a stale hash)
+/// returns while another thread is still inside an epoch, where the free of a loaded
+/// program (its client's detach) waits for that epoch to end.
+#[test]
+fn a_load_that_fails_does_not_wait_for_the_epochs_of_other_threads() {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    use core::time::Duration;
+
+    let object = returning("test_get_a(ctx)");
+    let kernel = Kernel::new();
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
+    let old_info = ProgramInfoClient::attach(TEST_PROGRAM_TYPE)
+        .expect("attached")
+        .info();
+    provider.deregister();
+    let mut changed = spec();
+    changed.helpers[0].arguments[0] = EBPF_ARGUMENT_TYPE_ANYTHING;
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &changed);
+
+    let left = Arc::new(AtomicBool::new(false));
+    let (entered, wait_entered) = std::sync::mpsc::channel();
+    let (leave, wait_leave) = std::sync::mpsc::channel::<()>();
+    let holder = kernel.spawn({
+        let left = Arc::clone(&left);
+        move || {
+            let table = ebpf_ext_core_sim::bpf::map_client_dispatch_table();
+            let mut state = [0_u64; ebpf_ext_sys::ebpf_extension::EBPF_EPOCH_STATE_SIZE / 8];
+            // SAFETY: 32 writable bytes that stay put until the matching exit.
+            unsafe { table.epoch_enter.expect("epoch_enter")(state.as_mut_ptr().cast()) };
+            entered.send(()).expect("the test waits");
+            // A detach that waits for this epoch wrongly ends it after the timeout.
+            let _ = wait_leave.recv_timeout(Duration::from_secs(10));
+            // SAFETY: the state the enter was given.
+            unsafe { table.epoch_exit.expect("epoch_exit")(state.as_mut_ptr().cast()) };
+            left.store(true, Ordering::SeqCst);
+        }
+    });
+    wait_entered.recv().expect("the holder entered its epoch");
+    let stale = BpfProgram::load(&object, "test_prog", &old_info);
+    assert!(
+        matches!(&stale, Err(BpfError::ProgramInfoUnavailable { .. })),
+        "{stale:?}"
+    );
+    assert!(
+        !left.load(Ordering::SeqCst),
+        "the failed load returned while the other thread's epoch was still open"
+    );
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let loaded = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    let dropper = kernel.spawn(move || drop(loaded));
+    let started = std::time::Instant::now();
+    while ebpf_ext_core_sim::epoch_synchronize_waiters() == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the free of a loaded program waits for the open epoch"
+        );
+        std::thread::yield_now();
+    }
+    assert!(!dropper.is_finished() && !left.load(Ordering::SeqCst));
+    leave.send(()).expect("the holder waits");
+    holder.join().expect("the holder");
+    dropper.join().expect("the dropper");
+    drop(client);
+    provider.deregister();
+    kernel.assert_no_leaks();
+}
+
 /// A program dropped on a thread with no kernel bound bug-checks where its client
 /// deregisters, naming that call, as any client dropped there does.
 #[test]

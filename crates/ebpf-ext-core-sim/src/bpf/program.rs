@@ -636,7 +636,7 @@ impl BpfProgram {
         let client = match info.binding.attachment() {
             None => None,
             Some(_) => Some(
-                ProgramInfoClient::attach(info.program_type).map_err(|error| {
+                ProgramInfoClient::attach_for_program(info.program_type).map_err(|error| {
                     BpfError::ProgramInfoUnavailable {
                         section: section.to_owned(),
                         message: error.to_string(),
@@ -673,6 +673,7 @@ impl BpfProgram {
                     message,
                 }
             })?;
+            client.program_loaded();
         }
         Ok((binding, client))
     }
