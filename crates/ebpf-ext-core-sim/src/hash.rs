@@ -95,15 +95,14 @@ pub fn program_info_hash_input(
 /// [`program_info_hash_input`] for a program that also calls the BTF-resolved functions
 /// `btf_functions` ([`BpfProgram::btf_functions`](crate::bpf::BpfProgram::btf_functions)): when
 /// there are any, their number (8 bytes) follows, then each function, sorted by module GUID
-/// (its bytes in memory order) and name, as its name, module GUID (memory order), return
+/// (its bytes in memory order) and name, as its module GUID (memory order), name, return
 /// type, five argument types and flags (4 bytes each).
 ///
-/// That is the layout eBPF for Windows' design document (`docs/BtfResolvedFunctions.md`,
-/// "Hash Computation") and its specification (`docs/specs/btfid`, REQ-B2C-006 to 008) give:
-/// name before module GUID, flags always. Not confirmed against the core's code, which was
-/// not available; an earlier revision of the design document ordered the functions by BTF
-/// id and hashed the flags only when not 0, and `upstream-extensions.md` (A.8, item 8) puts
-/// the GUID before the name.
+/// That is the layout of the core's code (`_ebpf_program_compute_program_information_hash`
+/// and the per-function step it calls, in `ebpf_program.c`) and of `upstream-extensions.md`
+/// (A.8, item 8): module GUID before name, flags always. eBPF for Windows' design document
+/// (`docs/BtfResolvedFunctions.md`, "Hash Computation") and its specification
+/// (`docs/specs/btfid`, REQ-B2C-006 to 008) put the name first; the code is what runs.
 ///
 /// # Errors
 /// As [`program_info_hash_input`].
@@ -122,8 +121,8 @@ pub fn program_info_hash_input_with_btf(
     functions.dedup_by(|a, b| a.module == b.module && a.name == b.name);
     out.extend_from_slice(&(functions.len() as u64).to_le_bytes());
     for f in functions {
-        out.extend_from_slice(f.name.as_bytes());
         out.extend_from_slice(&f.module.to_bytes_le());
+        out.extend_from_slice(f.name.as_bytes());
         out.extend_from_slice(&f.prototype.return_type.to_le_bytes());
         for a in f.prototype.arguments {
             out.extend_from_slice(&a.to_le_bytes());
@@ -241,8 +240,8 @@ mod tests {
         let mut expected = without;
         expected.extend_from_slice(&3u64.to_le_bytes());
         for (module, name) in [(2u128, "a"), (2, "b"), (1 << 120, "a")] {
-            expected.extend_from_slice(name.as_bytes());
             expected.extend_from_slice(&GUID::from_u128(module).to_bytes_le());
+            expected.extend_from_slice(name.as_bytes());
             for v in [1u32, 1, 9, 2, 0, 0, 7] {
                 expected.extend_from_slice(&v.to_le_bytes());
             }

@@ -1801,8 +1801,8 @@ fn a_btf_resolved_function_is_called_through_its_modules_provider() {
         .expect("known");
         let mut expected = ebpf_ext_core_sim::program_info_hash_input(info, &[19]).expect("known");
         expected.extend_from_slice(&1u64.to_le_bytes());
-        expected.extend_from_slice(b"test_btf_lookup");
         expected.extend_from_slice(&BTF_MODULE.to_bytes_le());
+        expected.extend_from_slice(b"test_btf_lookup");
         for v in [0, 1, 9, 2, 0, 0, 0u32] {
             expected.extend_from_slice(&v.to_le_bytes());
         }
