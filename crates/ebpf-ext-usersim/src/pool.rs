@@ -129,11 +129,11 @@ impl Kernel {
     ///
     /// It first waits for every queued work item to run, so call it neither from a work
     /// routine nor from a thread a queued routine waits for (one inside a core-sim epoch, say,
-    /// while a program's deferred free waits for that epoch to end): a routine still queued or running may yet free what it holds (a system
-    /// work item of a simulated component frees what it was given), and a device object the
-    /// driver deleted while a work item of it was queued or running is freed when the routine
-    /// returns (see `IoQueueWorkItem`), which is when Windows would unload the driver and
-    /// Driver Verifier check its pool.
+    /// while a program's deferred free waits for that epoch to end): a routine still queued
+    /// or running may yet free what it holds (a system work item of a simulated component
+    /// frees what it was given), and a device object the driver deleted while a work item of
+    /// it was queued or running is freed when the routine returns (see `IoQueueWorkItem`),
+    /// which is when Windows would unload the driver and Driver Verifier check its pool.
     ///
     /// # Panics
     /// On the first kind of leak found, listing what leaked.

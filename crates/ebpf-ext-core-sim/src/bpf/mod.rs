@@ -283,10 +283,10 @@ pub enum BpfError {
     /// it was loaded with, or a helper that no longer resolves): the core fails the load
     /// (`EBPF_EXTENSION_FAILED_TO_LOAD` with no provider; `EBPF_INVALID_ARGUMENT` for a hash
     /// that differs from the one the program was checked against, as for a native image's
-    /// embedded hash). As in the core, the client's first attach is not
-    /// checked against the program (the provider sees the client attach and then detach);
-    /// the check follows, under the client's lock, so a provider that attaches or leaves
-    /// meanwhile cannot leave a program that loaded but cannot run.
+    /// embedded hash). As in the core, the client's first attach is not checked against the
+    /// program (the provider sees the client attach and then detach); the check follows,
+    /// under the client's lock, so a provider that attaches or leaves meanwhile cannot leave
+    /// a program that loaded but cannot run.
     #[error("{section}: no program-information provider takes the program: {message}")]
     ProgramInfoUnavailable {
         /// The program's section.
