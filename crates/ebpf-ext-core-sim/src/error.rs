@@ -2,7 +2,9 @@
 
 use core::fmt;
 
-use ebpf_ext_sys::ebpf_result::{EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_FAILED, ebpf_result_t};
+use ebpf_ext_sys::ebpf_result::{
+    EBPF_EXTENSION_FAILED_TO_LOAD, EBPF_FAILED, EBPF_NO_MEMORY, ebpf_result_t,
+};
 use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::STATUS_INVALID_PARAMETER;
 
@@ -332,6 +334,16 @@ pub enum CoreError {
         /// Its status.
         status: NTSTATUS,
     },
+    /// A test run's output buffers (`data_out`, `ctx_out`) could not be allocated. The caller
+    /// asks for their sizes, so this is the caller's error, found before any provider is
+    /// called (`EBPF_NO_MEMORY`).
+    #[error("no memory for test-run output buffers of {data} and {context} bytes")]
+    NoMemory {
+        /// Bytes asked for `data_out`.
+        data: usize,
+        /// Bytes asked for `ctx_out`.
+        context: usize,
+    },
 }
 
 impl CoreError {
@@ -362,6 +374,7 @@ impl CoreError {
             CoreError::ExtensionFailedToLoad { .. } | CoreError::NotAttached => {
                 EBPF_EXTENSION_FAILED_TO_LOAD
             }
+            CoreError::NoMemory { .. } => EBPF_NO_MEMORY,
             _ => EBPF_FAILED,
         }
     }

@@ -5,6 +5,7 @@ use core::cell::UnsafeCell;
 use core::ffi::c_void;
 use core::fmt;
 use core::marker::PhantomData;
+use core::mem;
 use core::panic::AssertUnwindSafe;
 use core::ptr;
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -709,23 +710,28 @@ impl ProgramInfoClient {
             None => data_in.raw(),
         };
         let (context_in, context_size) = context_in.raw();
-        let mut created =
-            self.create_context_raw(data, data_size, context_in, context_size, (0, 0))?;
+        let mut created = self.create_context_raw(
+            data,
+            data_size,
+            context_in,
+            context_size,
+            &mut OutputBuffers::default(),
+        )?;
         created.data_in = copy;
         Ok(created)
     }
 
     /// [`ProgramInfoClient::create_context_with`] on raw inputs (a test run's data buffer,
     /// which programs may write through the context's data pointers). A context a failed
-    /// create leaves is destroyed into output buffers of `out_room` (data, context) bytes,
-    /// which are then dropped: the core destroys it into the caller's and fails the run.
+    /// create leaves is destroyed into `out` (the caller's output buffers, whose contents are
+    /// then meaningless): the core destroys it into the caller's and fails the run.
     pub(crate) fn create_context_raw(
         &self,
         data: *const u8,
         data_size: usize,
         context_in: *const u8,
         context_size: usize,
-        out_room: (usize, usize),
+        out: &mut OutputBuffers,
     ) -> Result<TestRunContext<'_>, ebpf_result_t> {
         // As the core's test run, which holds the program-information rundown from
         // `context_create` to `context_destroy`: a provider detach waits for the whole run.
@@ -759,8 +765,9 @@ impl ProgramInfoClient {
                 // fails. (So no output contract here.)
                 // SAFETY: the provider is attached (binding lock held); the context is what
                 // its `context_create` left, destroyed once.
-                let _discarded =
-                    unsafe { destroy_into(destroy, provider.required_irql, context, out_room) };
+                let _discarded = unsafe {
+                    destroy_into(destroy, provider.required_irql, context, mem::take(out))
+                };
             }
             return Err(result);
         }
@@ -835,8 +842,7 @@ impl ProgramInfoClient {
     fn destroy_context(
         &self,
         context: *mut c_void,
-        data_capacity: usize,
-        context_capacity: usize,
+        out: OutputBuffers,
     ) -> Result<ContextOutput, CoreError> {
         let binding = read(&self.registration.client().binding);
         let Some((destroy, required)) =
@@ -844,16 +850,10 @@ impl ProgramInfoClient {
         else {
             return Err(CoreError::NotAttached);
         };
+        let (data_capacity, context_capacity) = (out.data.len(), out.context.len());
         // SAFETY: the provider is attached (binding lock held shared); `context` came from its
         // `context_create` and is destroyed once.
-        let mut output = unsafe {
-            destroy_into(
-                destroy,
-                required,
-                context,
-                (data_capacity, context_capacity),
-            )
-        };
+        let mut output = unsafe { destroy_into(destroy, required, context, out) };
         let (data_size_out, context_size_out) = (output.data_size_out, output.context_size_out);
         if data_size_out > data_capacity || context_size_out > context_capacity {
             Contract::TestRunOutputTooLarge.broken(
@@ -870,9 +870,38 @@ impl ProgramInfoClient {
     }
 }
 
-/// Calls a provider's `context_destroy` with output buffers of `room` (data, context) bytes
-/// (NULL for none), at `required` (see [`ProgramInfoClient::create_context`] on why), and
-/// returns the buffers whole with the sizes it reported.
+/// A test run's zeroed output buffers (`data_out`, `ctx_out`), allocated before the run's
+/// context is created: a run cannot then fail to allocate them after the provider created a
+/// context (which would leak it), as the core's caller owns its reply buffer before the run.
+#[derive(Debug, Default)]
+pub(crate) struct OutputBuffers {
+    data: Vec<u8>,
+    context: Vec<u8>,
+}
+
+impl OutputBuffers {
+    /// Zeroed buffers of `data` and `context` bytes.
+    ///
+    /// # Errors
+    /// [`CoreError::NoMemory`] if either cannot be allocated (a size beyond `isize::MAX`
+    /// included).
+    pub(crate) fn zeroed(data: usize, context: usize) -> Result<Self, CoreError> {
+        let buffer = |size: usize| {
+            let mut buffer = Vec::new();
+            buffer.try_reserve_exact(size).ok()?;
+            buffer.resize(size, 0u8);
+            Some(buffer)
+        };
+        match (buffer(data), buffer(context)) {
+            (Some(data), Some(context)) => Ok(OutputBuffers { data, context }),
+            _ => Err(CoreError::NoMemory { data, context }),
+        }
+    }
+}
+
+/// Calls a provider's `context_destroy` with the output buffers `out` (NULL for an empty one),
+/// at `required` (see [`ProgramInfoClient::create_context`] on why), and returns the buffers
+/// whole with the sizes it reported.
 ///
 /// # Safety
 /// `destroy` is the `context_destroy` of a provider that stays attached for the call, and
@@ -881,12 +910,14 @@ unsafe fn destroy_into(
     destroy: ebpf_program_context_destroy_t,
     required: KIRQL,
     context: *mut c_void,
-    (data_capacity, context_capacity): (usize, usize),
+    out: OutputBuffers,
 ) -> ContextOutput {
-    let mut data = vec![0u8; data_capacity];
-    let mut context_out = vec![0u8; context_capacity];
-    let mut data_size_out = data_capacity;
-    let mut context_size_out = context_capacity;
+    let OutputBuffers {
+        mut data,
+        context: mut context_out,
+    } = out;
+    let mut data_size_out = data.len();
+    let mut context_size_out = context_out.len();
     let out = |buffer: &mut Vec<u8>| {
         if buffer.is_empty() {
             ptr::null_mut()
@@ -1025,27 +1056,36 @@ impl TestRunContext<'_> {
     /// `bpf_prog_test_run` does, and returns what it wrote.
     ///
     /// # Errors
-    /// [`CoreError::NotAttached`] if the provider has detached (the context is then leaked
-    /// in the provider's pool: its module may be gone). The context holds the provider's
-    /// rundown, so this does not happen while NMR and the provider keep their contracts.
+    /// [`CoreError::NoMemory`] if the buffers cannot be allocated (the context is then
+    /// destroyed with none); [`CoreError::NotAttached`] if the provider has detached (the
+    /// context is then leaked in the provider's pool: its module may be gone). The context
+    /// holds the provider's rundown, so this does not happen while NMR and the provider keep
+    /// their contracts.
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
     pub fn destroy(
-        mut self,
+        self,
         data_capacity: usize,
         context_capacity: usize,
     ) -> Result<ContextOutput, CoreError> {
-        let context = core::mem::replace(&mut self.context, ptr::null_mut());
-        self.client
-            .destroy_context(context, data_capacity, context_capacity)
+        let out = OutputBuffers::zeroed(data_capacity, context_capacity)?;
+        self.destroy_into(out)
+    }
+
+    /// [`TestRunContext::destroy`] into buffers the caller allocated.
+    pub(crate) fn destroy_into(mut self, out: OutputBuffers) -> Result<ContextOutput, CoreError> {
+        let context = mem::replace(&mut self.context, ptr::null_mut());
+        self.client.destroy_context(context, out)
     }
 }
 
 impl Drop for TestRunContext<'_> {
     fn drop(&mut self) {
         if !self.context.is_null() {
-            let _ = self.client.destroy_context(self.context, 0, 0);
+            let _ = self
+                .client
+                .destroy_context(self.context, OutputBuffers::default());
         }
     }
 }

@@ -2783,6 +2783,38 @@ fn a_program_loaded_with_data_from_before_a_detach_binds_to_the_current_provider
     kernel.assert_no_leaks();
 }
 
+/// A test run whose output room cannot be allocated fails before the provider creates a
+/// context (which it would otherwise leave undestroyed), and the next run works.
+#[test]
+fn a_test_run_with_room_that_cannot_be_allocated_fails_before_the_provider_is_called() {
+    let object = returning("0");
+    let kernel = Kernel::new();
+    let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &spec());
+    let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");
+    let program = BpfProgram::load(&object, "test_prog", &client.info()).expect("loads");
+    for room in [usize::MAX, isize::MAX.unsigned_abs() + 1] {
+        common::CONTEXT_CALL_IRQLS.with(|irqls| irqls.set((0xFF, 0xFF)));
+        let failed = program.test_run_with_room(&client, &[1, 2, 3], &context(7, 0), 1, room);
+        assert!(
+            matches!(&failed, Err(BpfError::TestRun(why)) if why.contains("no memory")),
+            "room {room}: {failed:?}"
+        );
+        assert_eq!(
+            common::CONTEXT_CALL_IRQLS.with(core::cell::Cell::get),
+            (0xFF, 0xFF),
+            "room {room}: neither context_create nor context_destroy ran"
+        );
+    }
+    let run = program
+        .test_run(&client, &[1, 2, 3], &context(7, 0), 1)
+        .expect("a run with room runs");
+    assert_eq!(run.data_out, [1, 2, 3]);
+    drop(program);
+    drop(client);
+    provider.deregister();
+    kernel.assert_no_leaks();
+}
+
 /// As the core's test run: a context a failed `context_create` left is destroyed into the
 /// caller's output buffers (their sizes in the size slots), and the run fails.
 #[test]

@@ -28,7 +28,7 @@ use super::vm::{self, Machine, Region, Stack};
 use crate::hash::program_info_hash_with_btf;
 use crate::link::{Link, LinkSpec};
 use crate::nmr::lock;
-use crate::program_info::{LiveRun, Liveness, ProgramInfo, ProgramInfoClient};
+use crate::program_info::{LiveRun, Liveness, OutputBuffers, ProgramInfo, ProgramInfoClient};
 
 /// `bpf_map_lookup_and_delete_elem`'s id: a program calling it gets room for the values it
 /// takes out.
@@ -1081,7 +1081,8 @@ impl BpfProgram {
     /// (and `ctx_out` the size of `ctx_in`), so a provider may return more data than came in.
     ///
     /// # Errors
-    /// As [`BpfProgram::test_run`].
+    /// As [`BpfProgram::test_run`], and [`BpfError::TestRun`] if `data_out_room` bytes cannot
+    /// be allocated (before the provider is called).
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
@@ -1129,15 +1130,13 @@ impl BpfProgram {
         } else {
             (context_in.as_ptr(), context_in.len())
         };
+        // The output buffers exist before the run, as the caller's reply buffer does: room
+        // that cannot be allocated fails the run before the provider creates a context.
+        let mut out = OutputBuffers::zeroed(data_out_room, context_in.len())
+            .map_err(|e| BpfError::TestRun(e.to_string()))?;
         client.at_required_irql(|| {
             let context = client
-                .create_context_raw(
-                    data_ptr,
-                    data_size,
-                    context_ptr,
-                    context_size,
-                    (data_out_room, context_in.len()),
-                )
+                .create_context_raw(data_ptr, data_size, context_ptr, context_size, &mut out)
                 .map_err(|r| BpfError::TestRun(format!("context_create returned {r}")))?;
             let mut outcome = Ok(0);
             // SAFETY: plain data; all-zero is its initial value.
@@ -1161,7 +1160,7 @@ impl BpfProgram {
                 }
             }
             let output = context
-                .destroy(data_out_room, context_in.len())
+                .destroy_into(out)
                 .map_err(|e| BpfError::TestRun(e.to_string()))?;
             #[expect(
                 clippy::cast_possible_truncation,
