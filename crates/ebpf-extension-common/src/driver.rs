@@ -371,7 +371,9 @@ pub trait ExtensionDriver: Send + Sync + Sized + 'static {
     /// failure.
     ///
     /// # Errors
-    /// The first step's error: `DriverEntry` returns its status.
+    /// The first step's error: the SDK traces it (Error, keyword `BASE`) and `DriverEntry`
+    /// returns its status, or `STATUS_INTERNAL_ERROR` if that status is a success or
+    /// informational one (which would keep loaded a driver that has stopped).
     ///
     /// # IRQL
     /// PASSIVE_LEVEL.
@@ -725,7 +727,7 @@ impl<D: ExtensionDriver> Drop for Running<D> {
 /// The runtime of [`crate::driver_entry!`]; not for direct use.
 #[doc(hidden)]
 pub mod glue {
-    use ebpf_ext_sys::ntdef::NTSTATUS;
+    use ebpf_ext_sys::ntdef::{NT_SUCCESS, NTSTATUS};
     use ebpf_ext_sys::ntstatus::{
         STATUS_DEVICE_NOT_READY, STATUS_INTERNAL_ERROR, STATUS_INVALID_DEVICE_REQUEST,
         STATUS_SUCCESS,
@@ -766,8 +768,31 @@ pub mod glue {
         // SAFETY: the caller's driver object outlives the running driver.
         match unsafe { start::<D>(driver) }.and_then(|running| global.set(running)) {
             Ok(()) => STATUS_SUCCESS,
-            Err(e) => e.ntstatus(),
+            Err(e) => failure_status(e),
         }
+    }
+
+    /// What `DriverEntry` returns for a failed start: the error's status, unless that is a
+    /// success or informational one (`Error::Status(STATUS_PENDING)`, or the
+    /// `STATUS_OBJECT_NAME_EXISTS` that `EBPF_ALREADY_PINNED` converts to), with which the I/O
+    /// manager would keep loaded a driver that has stopped everything: then
+    /// `STATUS_INTERNAL_ERROR`, as for a refused request.
+    fn failure_status(error: ebpf_ext_sys::Error) -> NTSTATUS {
+        match error.ntstatus() {
+            status if NT_SUCCESS(status) => STATUS_INTERNAL_ERROR,
+            status => status,
+        }
+    }
+
+    /// Traces a failed start while tracing is still running (`EbpfExtGenericMessage`, Error,
+    /// keyword `BASE`, with the status `DriverEntry` will return).
+    fn trace_failed_start(why: &str, error: ebpf_ext_sys::Error) {
+        ebpf_ext_trace::trace_message_status!(
+            ebpf_ext_trace::Level::Error,
+            ebpf_ext_trace::keyword::BASE,
+            why,
+            failure_status(error)
+        );
     }
 
     /// # Safety
@@ -791,6 +816,7 @@ pub mod glue {
         let extension = match started {
             Ok(extension) => extension,
             Err(e) => {
+                trace_failed_start("the extension's start failed", e);
                 // SAFETY: inside `DriverEntry`, after the failed start dropped what it had
                 // made: the driver has no other thread, and a leaked provider is never
                 // dropped.
@@ -808,9 +834,11 @@ pub mod glue {
         };
         if let Some(names) = D::CONTROL_DEVICE {
             // SAFETY: as above; the dispatch table was set before this request can arrive.
-            running.control = Some(unsafe {
-                ControlDevice::create(driver, names.name, names.link, names.device_type)
-            }?);
+            let control =
+                unsafe { ControlDevice::create(driver, names.name, names.link, names.device_type) };
+            running.control = Some(control.inspect_err(|e| {
+                trace_failed_start("the control device could not be created", *e);
+            })?);
         }
         ebpf_ext_trace::trace_exit!();
         Ok(running)
