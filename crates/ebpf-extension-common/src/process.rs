@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 use ebpf_ext_hook::ContextData;
 use ebpf_ext_pool::{PoolArray, PoolTag};
+use ebpf_ext_sys::intrin::KeGetCurrentIrql;
 use ebpf_ext_sys::ksecdd::SecLookupAccountSid;
 use ebpf_ext_sys::ntddk::{
     PCREATE_PROCESS_NOTIFY_ROUTINE_EX, PS_CREATE_NOTIFY_INFO, PsGetProcessCreateTimeQuadPart,
@@ -32,9 +33,9 @@ use ebpf_ext_sys::ntifs::{
 };
 use ebpf_ext_sys::ntstatus::{
     STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_SID, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
+    STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_SID, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
 };
-use ebpf_ext_sys::wdm::ExFreePool;
+use ebpf_ext_sys::wdm::{ExFreePool, PASSIVE_LEVEL};
 use ebpf_ext_sys::{Error, Result};
 
 /// What a driver does when a process is created or exits.
@@ -725,13 +726,26 @@ impl AccountNames {
     /// not a whole valid SID), `STATUS_BUFFER_OVERFLOW` for a size above 65535 bytes,
     /// `STATUS_INSUFFICIENT_RESOURCES` when a retry buffer cannot be allocated,
     /// `STATUS_BUFFER_TOO_SMALL` when the retry is still too small. Both strings are then
-    /// cleared (NULL).
+    /// cleared (NULL). `STATUS_INVALID_DEVICE_STATE` above PASSIVE_LEVEL, with a trace event
+    /// (Warning, keyword `PROCESS`): the lookup needs PASSIVE_LEVEL, so none is made, and
+    /// nothing is recorded (a later call at PASSIVE_LEVEL looks up).
     ///
     /// # IRQL
-    /// PASSIVE_LEVEL.
+    /// PASSIVE_LEVEL to look up (`SecLookupAccountSid`'s); any level once a result is
+    /// recorded. A helper may run higher, for example when a profile request fires the hook
+    /// at DISPATCH_LEVEL.
     pub fn resolve(&mut self, sid: &[u8]) -> core::result::Result<(), NTSTATUS> {
         if let Some(result) = self.lookup {
             return result;
+        }
+        if KeGetCurrentIrql() != PASSIVE_LEVEL {
+            ebpf_ext_trace::trace_message_status!(
+                ebpf_ext_trace::Level::Warning,
+                ebpf_ext_trace::keyword::PROCESS,
+                "account lookup refused above PASSIVE_LEVEL",
+                STATUS_INVALID_DEVICE_STATE
+            );
+            return Err(STATUS_INVALID_DEVICE_STATE);
         }
         let result = self.lookup_with_retry(sid);
         if result.is_err() {
@@ -782,7 +796,9 @@ impl AccountNames {
 
     /// The name string's bytes in use (UTF-16LE, no terminator), `None` if it is NULL: after
     /// a successful [`AccountNames::resolve`], the account name; before, what was supplied
-    /// (empty for [`AccountNames::new`]); after a failure, `None`.
+    /// (empty for [`AccountNames::new`]); after a failed lookup, `None`. A failed result that
+    /// was supplied ([`AccountNames::supplied`] with `looked_up` and a NULL string) keeps the
+    /// strings as supplied, the one that has a buffer included.
     #[must_use]
     pub fn name(&self) -> Option<&[u8]> {
         self.name.bytes()

@@ -21,12 +21,15 @@
 
 use ebpf_ext_hook::Invocation;
 use ebpf_ext_pool::PoolTag;
+use ebpf_ext_sys::ntdef::KIRQL;
+use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
 
 use crate::ioctl::{Call, Completion, Ioctl, Refusal};
 use crate::irql::{Stopwatch, repeat};
 
 /// [`ProfileRequest::flags`]: fire the hook at DISPATCH_LEVEL, as a network stack runs its
-/// hooks, in stretches of [`DISPATCH_STRETCH`] with the IRQL lowered in between.
+/// hooks, in stretches of [`DISPATCH_STRETCH`] with the IRQL lowered in between. Refused by a
+/// [`Profile`] whose `MAX_IRQL` is below DISPATCH_LEVEL.
 pub const PROFILE_AT_DISPATCH: u32 = 0x1;
 /// Most iterations one request may ask for.
 pub const MAX_ITERATIONS: u64 = 10_000_000;
@@ -74,11 +77,23 @@ crate::wire! {
 /// 1..=[`MAX_ITERATIONS`] and any flag but [`PROFILE_AT_DISPATCH`], besides what
 /// [`Request::handle`](crate::ioctl::Request::handle) refuses for every code. `CODE` is a
 /// `METHOD_BUFFERED` control code.
+///
+/// `MAX_IRQL` is the highest IRQL the hook's programs and helpers may run at: the program
+/// type's `required_irql` (`ProgramData::with_required_irql`). Below DISPATCH_LEVEL, requests
+/// with [`PROFILE_AT_DISPATCH`] are refused as well, so that user mode cannot make a helper
+/// that needs PASSIVE_LEVEL run at DISPATCH_LEVEL (a bug check on Windows). The default,
+/// DISPATCH_LEVEL, suits hooks a network stack fires; a program type that runs at
+/// PASSIVE_LEVEL, as a process hook's, names `PASSIVE_LEVEL`.
 #[derive(Debug)]
-pub enum Profile<const CODE: u32, const VERSION: u32, const MAX_PAYLOAD: usize> {}
+pub enum Profile<
+    const CODE: u32,
+    const VERSION: u32,
+    const MAX_PAYLOAD: usize,
+    const MAX_IRQL: KIRQL = DISPATCH_LEVEL,
+> {}
 
-impl<const CODE: u32, const VERSION: u32, const MAX_PAYLOAD: usize> Ioctl
-    for Profile<CODE, VERSION, MAX_PAYLOAD>
+impl<const CODE: u32, const VERSION: u32, const MAX_PAYLOAD: usize, const MAX_IRQL: KIRQL> Ioctl
+    for Profile<CODE, VERSION, MAX_PAYLOAD, MAX_IRQL>
 {
     const CODE: u32 = CODE;
     type Request = ProfileRequest;
@@ -97,12 +112,17 @@ impl<const CODE: u32, const VERSION: u32, const MAX_PAYLOAD: usize> Ioctl
         if request.flags & !PROFILE_AT_DISPATCH != 0 {
             return Err("`flags` out of range");
         }
+        if request.flags & PROFILE_AT_DISPATCH != 0 && MAX_IRQL < DISPATCH_LEVEL {
+            return Err(
+                "`flags`: PROFILE_AT_DISPATCH, but the hook's programs run below DISPATCH_LEVEL",
+            );
+        }
         Ok(())
     }
 }
 
-impl<const CODE: u32, const VERSION: u32, const MAX_PAYLOAD: usize>
-    Call<'_, Profile<CODE, VERSION, MAX_PAYLOAD>>
+impl<const CODE: u32, const VERSION: u32, const MAX_PAYLOAD: usize, const MAX_IRQL: KIRQL>
+    Call<'_, Profile<CODE, VERSION, MAX_PAYLOAD, MAX_IRQL>>
 {
     /// Runs the request: calls `fire` `iterations` times with the request and one copy of the
     /// payload in non-paged pool (tagged `tag`; the programs may change it, and each
@@ -249,6 +269,53 @@ mod tests {
             200u64.div_ceil(DISPATCH_STRETCH)
         );
         assert_eq!(KeGetCurrentIrql(), PASSIVE_LEVEL);
+        kernel.assert_no_leaks();
+    }
+
+    #[test]
+    fn a_profile_of_programs_that_run_below_dispatch_refuses_to_raise() {
+        tracelogging::define_provider!(
+            PROVIDER,
+            "ProfilePassiveTest",
+            id("5d7e1f3a-2b4c-4d6e-8f90-a1b2c3d4e5f8")
+        );
+        type Passive = Profile<0x22_2010, 0x5052_4F46, 16, PASSIVE_LEVEL>;
+        let kernel = Kernel::new();
+        let tracing = ebpf_ext_trace::Tracing::start(&PROVIDER).expect("tracing");
+        let send_passive = |input: &[u8], fire: &mut dyn FnMut() -> u8| {
+            let mut storage = [0u64; 8];
+            // SAFETY: the u64 storage viewed as its 64 bytes.
+            let buffer =
+                unsafe { core::slice::from_raw_parts_mut(storage.as_mut_ptr().cast(), 64) };
+            buffer[..input.len()].copy_from_slice(input);
+            Request::new(Passive::CODE, buffer, input.len(), ProfileReply::SIZE)
+                .handle::<Passive>(|call| {
+                    call.profile(TAG, |_, _| {
+                        assert_eq!(fire(), PASSIVE_LEVEL);
+                        Ok(NONE)
+                    })
+                })
+                .status()
+        };
+        let mut fired = 0;
+        let mut fire = || {
+            fired += 1;
+            KeGetCurrentIrql()
+        };
+        assert_eq!(
+            send_passive(&input(3, PROFILE_AT_DISPATCH, &[]), &mut fire),
+            STATUS_INVALID_PARAMETER
+        );
+        assert_eq!(
+            kernel.etw_messages_containing("but the hook's programs run below DISPATCH_LEVEL"),
+            1
+        );
+        assert_eq!(send_passive(&input(3, 0, &[]), &mut fire), STATUS_SUCCESS);
+        assert_eq!(
+            fired, 3,
+            "only the request without the flag fired, at PASSIVE_LEVEL"
+        );
+        drop(tracing);
         kernel.assert_no_leaks();
     }
 

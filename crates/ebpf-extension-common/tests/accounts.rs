@@ -12,8 +12,8 @@ use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::process::AccountNames;
 use ebpf_extension_common::sys::ntifs::LOCAL_SYSTEM_SID;
 use ebpf_extension_common::sys::ntstatus::{
-    STATUS_ACCESS_DENIED, STATUS_BUFFER_OVERFLOW, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
-    STATUS_UNSUCCESSFUL,
+    STATUS_ACCESS_DENIED, STATUS_BUFFER_OVERFLOW, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
 };
 
 const TAG: PoolTag = PoolTag::new(*b"Acct");
@@ -200,5 +200,39 @@ fn supplied_strings_are_the_result_or_the_lookup_s_first_buffers() {
     );
     assert_eq!(into.strings()[0].MaximumLength, 22);
     drop((given, half, into));
+    kernel.assert_no_leaks();
+}
+
+/// Above PASSIVE_LEVEL (a helper a profile request fires at DISPATCH_LEVEL) the lookup is
+/// refused with a status and a trace event instead of calling `SecLookupAccountSid`, which
+/// needs PASSIVE_LEVEL; nothing is remembered, so a lookup at PASSIVE_LEVEL still works.
+#[test]
+fn a_lookup_above_passive_level_is_refused_not_made_and_not_remembered() {
+    tracelogging::define_provider!(
+        TRACE,
+        "AccountsAtDispatchTestProvider",
+        id("9d3a6f21-0c84-4e5b-a7d2-51b8e6c0f493")
+    );
+    let kernel = Kernel::new();
+    let tracing = ebpf_extension_common::trace::Tracing::start(&TRACE).expect("tracing");
+    let mut accounts = AccountNames::new(TAG);
+    let refused =
+        ebpf_extension_common::irql::at_dispatch(|| accounts.resolve(LOCAL_SYSTEM_SID.as_bytes()));
+    assert_eq!(refused, Some(Err(STATUS_INVALID_DEVICE_STATE)));
+    assert_eq!(lookups(&kernel), 0, "no lookup at DISPATCH_LEVEL");
+    assert!(!accounts.looked_up(), "nothing remembered");
+    assert_eq!(
+        kernel.etw_message_count("account lookup refused above PASSIVE_LEVEL"),
+        1
+    );
+    assert_eq!(accounts.resolve(LOCAL_SYSTEM_SID.as_bytes()), Ok(()));
+    assert_eq!(text(accounts.name()).as_deref(), Some("SYSTEM"));
+    // Once recorded, the result is returned at any level.
+    let again =
+        ebpf_extension_common::irql::at_dispatch(|| accounts.resolve(LOCAL_SYSTEM_SID.as_bytes()));
+    assert_eq!(again, Some(Ok(())));
+    assert_eq!(lookups(&kernel), 1);
+    drop(accounts);
+    drop(tracing);
     kernel.assert_no_leaks();
 }
