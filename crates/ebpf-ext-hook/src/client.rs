@@ -219,15 +219,17 @@ impl<E: HookExtension> AttachedClients<'_, E> {
         live(self.snapshot.entries()).map(|client| ClientRef { client })
     }
 
-    /// Number of attached programs (including any being detached).
+    /// Number of programs [`AttachedClients::iter`] yields: attached, detaching ones not
+    /// counted. (Counted, not stored: the snapshot may hold a detaching program until the next
+    /// publish.)
     #[must_use]
     pub fn len(&self) -> usize {
-        self.snapshot.entries().len()
+        live(self.snapshot.entries()).count()
     }
 
-    /// Whether no program is attached.
+    /// Whether [`AttachedClients::iter`] yields nothing.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.snapshot.entries().is_empty()
+        live(self.snapshot.entries()).next().is_none()
     }
 }

@@ -110,24 +110,11 @@ impl<P: Copy> HookConfig<P> {
         HookConfig { link_type, ..self }
     }
 
-    /// Most programs attached at once.
-    ///
-    /// # Panics
-    /// If `max_clients` is 0 (at compile time in a `const`); `HookProvider::register` refuses
-    /// such a configuration too.
-    ///
-    /// ```compile_fail
-    /// # use ebpf_ext_hook::HookConfig;
-    /// # use ebpf_ext_pool::PoolTag;
-    /// # use ebpf_ext_sys::ntdef::GUID;
-    /// const CONFIG: HookConfig<()> =
-    ///     HookConfig::new(GUID::from_u128(1), GUID::from_u128(2), 1, PoolTag::new(*b"Test"))
-    ///         .with_max_clients(0);
-    /// # let _ = CONFIG;
-    /// ```
+    /// Most programs attached at once. `HookProvider::register` refuses 0 with
+    /// `Error::InvalidParameter` and a trace event (this builder does not panic, so a value
+    /// computed at run time, read from the registry say, cannot bug-check the driver).
     #[must_use]
     pub const fn with_max_clients(self, max_clients: usize) -> Self {
-        assert!(max_clients > 0, "a hook admits at least one program");
         HookConfig {
             max_clients,
             ..self

@@ -180,9 +180,10 @@ impl<E: HookExtension> HookProvider<E> {
     /// as having returned 0 and the chain goes on: ntosebpfext's process hook, where a failed
     /// program neither denies the creation nor keeps later programs from running. Each
     /// failure is traced (an `EbpfExtGenericMessage` "program invoke failed" at error level,
-    /// keyword `EXTENSION`, with the core's status as an `NTSTATUS`). A program skipped
-    /// because it is detaching (its rundown can no longer be entered) is not run and not
-    /// counted, as upstream's loop skips it.
+    /// keyword `EXTENSION`, with the core's status as an `NTSTATUS`). A program that is
+    /// detaching (the core has begun its detach, or a publish has already left it out) is not
+    /// run and not counted, as upstream's loop skips a client whose rundown it cannot enter;
+    /// unlike upstream's, the skip is not traced.
     ///
     /// [`Invocation::programs_run`] counts every program invoked, failed ones included;
     /// [`Invocation::result`] is the last result considered (0 for a failure).

@@ -20,6 +20,12 @@ pub enum AttachPolicy {
     SingleAttachPerParameter,
     /// Up to [`MAX_CLIENTS_PER_PARAMETER`] programs per parameter; wildcard programs run after
     /// specific ones (`ATTACH_CAPABILITY_MULTI_ATTACH_WITH_WILDCARD`).
+    ///
+    /// The wildcards are one group of at most [`MAX_CLIENTS_PER_PARAMETER`], however a client
+    /// asked for the wildcard. netebpfext groups clients by their attach data's bytes, so on a
+    /// hook whose configured wildcard value is also a valid parameter (sock_addr's compartment
+    /// 0) the clients without attach data and those with the wildcard value fill two groups of
+    /// 16 there, 32 wildcard programs in all; here the 17th is refused.
     MultiAttachWithWildcard,
     /// Any number of programs; attach data is ignored (ntosebpfext's process hook).
     Unrestricted,

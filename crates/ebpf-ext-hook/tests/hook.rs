@@ -1396,6 +1396,11 @@ fn a_program_being_detached_still_counts_as_attached() {
     // Its detach work item now waits behind the gate.
     detaching.start_detach();
     assert!(provider.clients().iter().next().is_none(), "no longer live");
+    assert_eq!(
+        (provider.clients().len(), provider.clients().is_empty()),
+        (0, true),
+        "len and is_empty count what iter yields"
+    );
     let attached = wildcard_link();
     assert!(attached.is_attached());
     assert_eq!(
@@ -1575,6 +1580,8 @@ fn a_hook_config_built_with_new_has_the_common_settings_and_each_with_changes_on
         (changed.attach_type, changed.program_type, changed.tag),
         (attach, program, tag)
     );
-    let none = std::panic::catch_unwind(|| plain.with_max_clients(0));
-    assert!(none.is_err(), "a hook admits at least one program");
+    // 0 is refused by `register` (see `a_hook_no_program_could_attach_to_is_refused_and_traced`), not by
+    // the builder: a value computed at run time must not panic in a driver.
+    let none = core::hint::black_box(0);
+    assert_eq!(plain.with_max_clients(none).max_clients, 0);
 }
