@@ -1580,8 +1580,9 @@ fn a_hook_config_built_with_new_has_the_common_settings_and_each_with_changes_on
         (changed.attach_type, changed.program_type, changed.tag),
         (attach, program, tag)
     );
-    // 0 is refused by `register` (see `a_hook_no_program_could_attach_to_is_refused_and_traced`), not by
-    // the builder: a value computed at run time must not panic in a driver.
+    // 0 is refused by `register` (see
+    // `a_hook_no_program_could_attach_to_is_refused_and_traced`), not by the builder: a value
+    // computed at run time must not panic in a driver.
     let none = core::hint::black_box(0);
     assert_eq!(plain.with_max_clients(none).max_clients, 0);
 }
