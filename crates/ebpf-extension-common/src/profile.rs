@@ -186,7 +186,8 @@ mod tests {
     use super::*;
     use crate::ioctl::Request;
 
-    type Test = Profile<0x22_2010, 0x5052_4F46, 16>;
+    /// The tests' profile code, for programs that may run at up to `MAX_IRQL`.
+    type TestAt<const MAX_IRQL: KIRQL> = Profile<0x22_2010, 0x5052_4F46, 16, MAX_IRQL>;
     const NONE: Invocation = Invocation {
         result: 0,
         programs_run: 0,
@@ -210,12 +211,25 @@ mod tests {
         input: &[u8],
         fire: impl FnMut(&ProfileRequest, &mut [u8]) -> ebpf_ext_sys::Result<Invocation>,
     ) -> (Completion, Option<ProfileReply>) {
+        send_at::<DISPATCH_LEVEL>(input, fire)
+    }
+
+    /// [`send`] to the profile code of programs that may run at up to `MAX_IRQL`.
+    fn send_at<const MAX_IRQL: KIRQL>(
+        input: &[u8],
+        fire: impl FnMut(&ProfileRequest, &mut [u8]) -> ebpf_ext_sys::Result<Invocation>,
+    ) -> (Completion, Option<ProfileReply>) {
         let mut storage = [0u64; 8];
         // SAFETY: the u64 storage viewed as its 64 bytes.
         let buffer = unsafe { core::slice::from_raw_parts_mut(storage.as_mut_ptr().cast(), 64) };
         buffer[..input.len()].copy_from_slice(input);
-        let completion = Request::new(Test::CODE, buffer, input.len(), ProfileReply::SIZE)
-            .handle::<Test>(|call| call.profile(TAG, fire));
+        let completion = Request::new(
+            TestAt::<MAX_IRQL>::CODE,
+            buffer,
+            input.len(),
+            ProfileReply::SIZE,
+        )
+        .handle::<TestAt<MAX_IRQL>>(|call| call.profile(TAG, fire));
         let reply = ProfileReply::from_bytes(&buffer[..completion.information()]);
         (completion, reply)
     }
@@ -279,40 +293,23 @@ mod tests {
             "ProfilePassiveTest",
             id("5d7e1f3a-2b4c-4d6e-8f90-a1b2c3d4e5f8")
         );
-        type Passive = Profile<0x22_2010, 0x5052_4F46, 16, PASSIVE_LEVEL>;
         let kernel = Kernel::new();
         let tracing = ebpf_ext_trace::Tracing::start(&PROVIDER).expect("tracing");
-        let send_passive = |input: &[u8], fire: &mut dyn FnMut() -> u8| {
-            let mut storage = [0u64; 8];
-            // SAFETY: the u64 storage viewed as its 64 bytes.
-            let buffer =
-                unsafe { core::slice::from_raw_parts_mut(storage.as_mut_ptr().cast(), 64) };
-            buffer[..input.len()].copy_from_slice(input);
-            Request::new(Passive::CODE, buffer, input.len(), ProfileReply::SIZE)
-                .handle::<Passive>(|call| {
-                    call.profile(TAG, |_, _| {
-                        assert_eq!(fire(), PASSIVE_LEVEL);
-                        Ok(NONE)
-                    })
-                })
-                .status()
+        let mut levels = Vec::new();
+        let mut fire = |_: &ProfileRequest, _: &mut [u8]| {
+            levels.push(KeGetCurrentIrql());
+            Ok(NONE)
         };
-        let mut fired = 0;
-        let mut fire = || {
-            fired += 1;
-            KeGetCurrentIrql()
-        };
-        assert_eq!(
-            send_passive(&input(3, PROFILE_AT_DISPATCH, &[]), &mut fire),
-            STATUS_INVALID_PARAMETER
-        );
+        let (refused, _) = send_at::<PASSIVE_LEVEL>(&input(3, PROFILE_AT_DISPATCH, &[]), &mut fire);
+        assert_eq!(refused.status(), STATUS_INVALID_PARAMETER);
         assert_eq!(
             kernel.etw_messages_containing("but the hook's programs run below DISPATCH_LEVEL"),
             1
         );
-        assert_eq!(send_passive(&input(3, 0, &[]), &mut fire), STATUS_SUCCESS);
+        let (ran, _) = send_at::<PASSIVE_LEVEL>(&input(3, 0, &[]), &mut fire);
+        assert_eq!(ran.status(), STATUS_SUCCESS);
         assert_eq!(
-            fired, 3,
+            levels, [PASSIVE_LEVEL; 3],
             "only the request without the flag fired, at PASSIVE_LEVEL"
         );
         drop(tracing);
