@@ -1,8 +1,8 @@
 //! IRQL, critical regions and processor numbers.
 //!
 //! Each thread has a simulated IRQL. A thread's processor number is assigned round-robin the
-//! first time it asks and never changes, so it is stable while the thread is at
-//! DISPATCH_LEVEL, as the kernel guarantees.
+//! first time it asks and does not change while the thread stays bound to the same kernel, so
+//! it is stable while the thread is at DISPATCH_LEVEL, as the kernel guarantees.
 
 use core::sync::atomic::Ordering;
 

@@ -575,11 +575,25 @@ unsafe fn descriptor_bytes(d: &EVENT_DATA_DESCRIPTOR) -> Result<&[u8], String> {
     Ok(unsafe { core::slice::from_raw_parts(address as *const u8, d.Size as usize) })
 }
 
+/// Above APC_LEVEL, everything `EtwWriteTransfer` reads must be non-paged, whether or not a
+/// session wants the event: the structures it is given and the data they point to.
+fn require_nonpaged_event(structures: [(usize, &str); 4], descriptors: &[EVENT_DATA_DESCRIPTOR]) {
+    const API: &str = "EtwWriteTransfer";
+    let data = descriptors
+        .iter()
+        .filter(|d| d.Size != 0)
+        .map(|d| (usize::try_from(d.Ptr).unwrap_or(0), "event data"));
+    for (address, what) in structures.into_iter().chain(data) {
+        crate::pool::require_nonpaged(API, address, what, false);
+    }
+}
+
 /// `EtwWriteTransfer`: captures the event if a session wants it (see the module docs),
 /// decoding its TraceLogging metadata; otherwise drops it. Returns `STATUS_SUCCESS` either
 /// way, and `STATUS_INVALID_PARAMETER` for a NULL event descriptor or descriptor array. A
 /// handle that is not registered is `STATUS_INVALID_HANDLE` if 0 and a bug check otherwise
-/// (see the module docs). IRQL: any.
+/// (see the module docs). IRQL: any; above APC_LEVEL, a descriptor, activity id or data in
+/// paged pool is a bug check (`IRQL_NOT_LESS_OR_EQUAL`), whether or not the event is wanted.
 ///
 /// # Safety
 /// Kernel routine; `EventDescriptor` is valid; `UserData` holds `UserDataCount` descriptors,
@@ -599,6 +613,21 @@ pub unsafe extern "win64" fn EtwWriteTransfer(
     if EventDescriptor.is_null() || (UserData.is_null() && UserDataCount != 0) {
         return STATUS_INVALID_PARAMETER;
     }
+    let descriptors = if UserDataCount == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the caller passes `UserDataCount` descriptors.
+        unsafe { core::slice::from_raw_parts(UserData, UserDataCount as usize) }
+    };
+    require_nonpaged_event(
+        [
+            (EventDescriptor as usize, "the event descriptor"),
+            (UserData as usize, "the data descriptors"),
+            (ActivityId as usize, "the activity id"),
+            (RelatedActivityId as usize, "the related activity id"),
+        ],
+        descriptors,
+    );
     // SAFETY: a non-NULL event descriptor from the caller is readable.
     let descriptor = unsafe { *EventDescriptor };
     let target = with_kernel(API, |k| {
@@ -613,12 +642,6 @@ pub unsafe extern "win64" fn EtwWriteTransfer(
     if !enabled.is_some_and(|e| e.wants(descriptor.Level, descriptor.Keyword)) {
         return STATUS_SUCCESS;
     }
-    let descriptors = if UserDataCount == 0 {
-        &[][..]
-    } else {
-        // SAFETY: the caller passes `UserDataCount` descriptors.
-        unsafe { core::slice::from_raw_parts(UserData, UserDataCount as usize) }
-    };
     let mut problems = Vec::new();
     let (mut provider_meta, mut event_meta, mut payload) = (None, None, Vec::new());
     for (i, d) in descriptors.iter().enumerate() {

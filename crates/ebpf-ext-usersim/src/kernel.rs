@@ -195,8 +195,12 @@ pub(crate) struct HeldLock {
     pub(crate) spin_old_irql: Option<KIRQL>,
 }
 
-/// Per-thread simulated CPU state.
+/// Per-thread simulated CPU state. It belongs to one kernel: binding the thread to another
+/// kernel starts it afresh (see [`bind`]), so a processor number, IRQL or lock left over from
+/// an earlier kernel on the same thread never reaches the next one.
 pub(crate) struct ThreadState {
+    /// The [`kernel_id`] of the kernel this state belongs to; 0 before the first binding.
+    pub(crate) kernel: Cell<u64>,
     pub(crate) irql: Cell<KIRQL>,
     pub(crate) critical_region: Cell<u32>,
     pub(crate) processor: Cell<Option<u32>>,
@@ -209,6 +213,7 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<Inner>>> = const { RefCell::new(None) };
     pub(crate) static THREAD: ThreadState = const {
         ThreadState {
+            kernel: Cell::new(0),
             irql: Cell::new(PASSIVE_LEVEL),
             critical_region: Cell::new(0),
             processor: Cell::new(None),
@@ -485,8 +490,23 @@ pub fn component<T: Any + Default + Send + Sync>() -> Option<Arc<T>> {
     })
 }
 
+/// Binds the calling thread to `inner` (or unbinds it). Binding it to a kernel other than the
+/// one its CPU state belongs to resets that state: PASSIVE_LEVEL, no critical region, no locks
+/// held, no activity id, and a processor number the new kernel assigns (one below its own
+/// processor count). Unbinding keeps the state, for the same kernel's next binding.
 pub(crate) fn bind(inner: Option<Arc<Inner>>) {
     forget_cached();
+    if let Some(new) = &inner {
+        THREAD.with(|t| {
+            if t.kernel.replace(new.id) != new.id {
+                t.irql.set(PASSIVE_LEVEL);
+                t.critical_region.set(0);
+                t.processor.set(None);
+                t.held_locks.borrow_mut().clear();
+                t.activity_id.set(GUID::NULL);
+            }
+        });
+    }
     CURRENT.with(|c| *c.borrow_mut() = inner);
 }
 

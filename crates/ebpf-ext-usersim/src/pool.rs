@@ -211,15 +211,9 @@ pub fn pool_allocation_containing(address: usize) -> Option<core::ops::Range<usi
     .flatten()
 }
 
-/// Bug-checks `IRQL_NOT_LESS_OR_EQUAL` if `what` (a lock or a rundown reference `api` uses at
-/// `address`) lies in paged pool while the thread is above APC_LEVEL, or will be once `api`
-/// raises to DISPATCH_LEVEL (`raises`): Windows touches it there, and a page fault at
-/// DISPATCH_LEVEL bug-checks (only when the page is out, so at random; here always).
-pub(crate) fn require_nonpaged(api: &'static str, address: usize, what: &str, raises: bool) {
-    if !raises && current_irql() <= APC_LEVEL {
-        return;
-    }
-    let paged = try_with_kernel(|k| {
+/// Whether `address` lies in a live paged pool block of the bound kernel.
+pub(crate) fn in_paged_pool(address: usize) -> bool {
+    try_with_kernel(|k| {
         // Most kernels never allocate paged pool: no lock taken for them.
         k.paged_blocks.load(Ordering::Relaxed) != 0
             && lock(&k.pool)
@@ -228,8 +222,18 @@ pub(crate) fn require_nonpaged(api: &'static str, address: usize, what: &str, ra
                 .next_back()
                 .is_some_and(|(&start, &size)| address - start < size)
     })
-    .unwrap_or(false);
-    if paged {
+    .unwrap_or(false)
+}
+
+/// Bug-checks `IRQL_NOT_LESS_OR_EQUAL` if `what` (a lock, a rundown reference or data that
+/// `api` uses at `address`) lies in paged pool while the thread is above APC_LEVEL, or will be once `api`
+/// raises to DISPATCH_LEVEL (`raises`): Windows touches it there, and a page fault at
+/// DISPATCH_LEVEL bug-checks (only when the page is out, so at random; here always).
+pub(crate) fn require_nonpaged(api: &'static str, address: usize, what: &str, raises: bool) {
+    if !raises && current_irql() <= APC_LEVEL {
+        return;
+    }
+    if in_paged_pool(address) {
         let irql = current_irql().max(if raises { DISPATCH_LEVEL } else { 0 });
         bugcheck(
             api,

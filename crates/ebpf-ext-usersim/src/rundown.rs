@@ -253,8 +253,9 @@ struct CacheAware {
     slots: u32,
     /// Pool tag when allocated by `ExAllocateCacheAwareRundownProtection`, else 0.
     pool_tag: u32,
-    /// Whether it was allocated from paged pool: acquire and release (allowed up to
-    /// DISPATCH_LEVEL for a non-paged reference) may then not run above APC_LEVEL.
+    /// Whether it lives in paged pool (allocated from it, or caller storage in it): acquire
+    /// and release (allowed up to DISPATCH_LEVEL for a non-paged reference) may then not run
+    /// above APC_LEVEL.
     paged: bool,
     /// Offset from the header to the first word (cache-line aligned).
     first_slot: usize,
@@ -367,7 +368,9 @@ pub unsafe extern "win64" fn ExInitializeRundownProtectionCacheAware(
             "storage smaller than ExSizeOfRundownProtectionCacheAware() or misaligned",
         );
     }
-    init_cache_aware(RunRefCacheAware, slots, 0, false);
+    // Caller storage in paged pool is as limited as a paged allocation's.
+    let paged = crate::pool::in_paged_pool(RunRefCacheAware as usize);
+    init_cache_aware(RunRefCacheAware, slots, 0, paged);
 }
 
 /// `ExAllocateCacheAwareRundownProtection`.

@@ -275,3 +275,40 @@ fn a_kernel_dropped_after_the_threads_binding_is_gone() {
     .join()
     .expect("the thread exits cleanly");
 }
+
+/// A thread's CPU state belongs to the kernel it was bound to: a second kernel created on
+/// the same thread gives it a processor number below its own processor count and starts it
+/// at PASSIVE_LEVEL, whatever the first kernel had assigned or left.
+#[test]
+fn a_new_kernel_on_the_same_thread_starts_its_cpu_state_afresh() {
+    use ebpf_ext_sys::ntddk::{KeGetCurrentProcessorNumberEx, KeQueryActiveProcessorCountEx};
+    use ebpf_ext_usersim::Config;
+
+    let first = Kernel::with_config(Config {
+        processor_count: 4,
+        ..Config::default()
+    });
+    // Three other threads take processors 0, 1 and 2, so this one gets 3.
+    for _ in 0..3 {
+        // SAFETY: a NULL PROCESSOR_NUMBER is allowed.
+        first
+            .spawn(|| unsafe { KeGetCurrentProcessorNumberEx(ptr::null_mut()) })
+            .join()
+            .expect("a processor number");
+    }
+    // SAFETY: as above.
+    assert_eq!(unsafe { KeGetCurrentProcessorNumberEx(ptr::null_mut()) }, 3);
+    set_current_irql(APC_LEVEL);
+    drop(first);
+
+    let _second = Kernel::with_config(Config {
+        processor_count: 1,
+        ..Config::default()
+    });
+    // SAFETY: as above.
+    let processor = unsafe { KeGetCurrentProcessorNumberEx(ptr::null_mut()) };
+    // SAFETY: any IRQL; 0xFFFF is every group.
+    let count = unsafe { KeQueryActiveProcessorCountEx(0xFFFF) };
+    assert!(processor < count, "processor {processor} of {count}");
+    assert_eq!(KeGetCurrentIrql(), PASSIVE_LEVEL);
+}

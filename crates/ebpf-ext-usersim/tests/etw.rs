@@ -1047,3 +1047,51 @@ fn an_enable_callback_returning_at_a_raised_irql_bugchecks() {
     assert_eq!(check.api, "ETWENABLECALLBACK");
     assert_eq!(check.parameters[1..3], [2, 0]);
 }
+
+/// Event data in paged pool may be written up to APC_LEVEL; above it the page may be out, so
+/// it bug-checks. Non-paged data is fine at any IRQL.
+#[test]
+fn event_data_in_paged_pool_is_refused_above_apc_level_only() {
+    use ebpf_ext_sys::wdm::{
+        ExAllocatePool2, ExFreePoolWithTag, POOL_FLAG_NON_PAGED, POOL_FLAG_PAGED,
+    };
+    const TAG: u32 = u32::from_le_bytes(*b"Etwp");
+    /// Writes one event with the 8 bytes at `data` at `irql`.
+    fn write_at(handle: REGHANDLE, data: *mut c_void, irql: u8) -> i32 {
+        // SAFETY: `data` is a live allocation of 8 bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(data.cast::<u8>(), 8) };
+        let descriptors = [descriptor(bytes, 0)];
+        set_current_irql(irql);
+        let status = write_descriptors(handle, &event(1, 0), None, None, &descriptors);
+        set_current_irql(PASSIVE_LEVEL);
+        status
+    }
+
+    let kernel = Kernel::new();
+    let calls = Calls::default();
+    let handle = register(PROVIDER, &calls);
+    // SAFETY: a kernel is bound; it is freed below.
+    let paged = unsafe { ExAllocatePool2(POOL_FLAG_PAGED, 8, TAG) };
+    // SAFETY: as above.
+    let unpaged = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, 8, TAG) };
+    assert_eq!(write_at(handle, paged, PASSIVE_LEVEL), STATUS_SUCCESS);
+    assert_eq!(write_at(handle, unpaged, DISPATCH_LEVEL), STATUS_SUCCESS);
+    assert_eq!(kernel.etw_events().len(), 2);
+    let check = expect_bugcheck(
+        "event_data_in_paged_pool_is_refused_above_apc_level_only",
+        || {
+            write_at(handle, paged, DISPATCH_LEVEL);
+        },
+    );
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (IRQL_NOT_LESS_OR_EQUAL, "EtwWriteTransfer")
+    );
+    assert!(check.message.contains("paged pool"), "{}", check.message);
+    // SAFETY: allocated above with this tag, freed once.
+    unsafe { ExFreePoolWithTag(paged, TAG) };
+    // SAFETY: as above.
+    unsafe { ExFreePoolWithTag(unpaged, TAG) };
+    assert_eq!(unregister(handle), STATUS_SUCCESS);
+    kernel.assert_no_leaks();
+}

@@ -576,3 +576,40 @@ fn a_paged_cache_aware_reference_is_not_for_dispatch_level() {
         )
     );
 }
+
+/// A cache-aware reference the caller keeps in paged pool is as limited as one allocated from
+/// paged pool: at DISPATCH_LEVEL its words could be paged out.
+#[test]
+fn a_cache_aware_reference_in_paged_caller_storage_is_not_for_dispatch_level() {
+    use ebpf_ext_sys::wdm::{
+        DISPATCH_LEVEL, ExAllocatePool2, IRQL_NOT_LESS_OR_EQUAL, POOL_FLAG_PAGED,
+    };
+    let check = expect_bugcheck(
+        "a_cache_aware_reference_in_paged_caller_storage_is_not_for_dispatch_level",
+        || {
+            let _kernel = Kernel::new();
+            // SAFETY: no preconditions; a kernel is bound.
+            let size = unsafe { ExSizeOfRundownProtectionCacheAware() };
+            // SAFETY: as above; the block is leaked (the machine stops below).
+            let storage = unsafe { ExAllocatePool2(POOL_FLAG_PAGED, size, 0x6764_7052) };
+            assert!(!storage.is_null());
+            let r = storage.cast();
+            // SAFETY: `size` bytes of 16-byte-aligned storage.
+            unsafe { ExInitializeRundownProtectionCacheAware(r, size) };
+            // SAFETY: initialised above, not run down.
+            assert_eq!(unsafe { ExAcquireRundownProtectionCacheAware(r) }, TRUE);
+            // SAFETY: the reference acquired above.
+            unsafe { ExReleaseRundownProtectionCacheAware(r) };
+            ebpf_ext_usersim::set_current_irql(DISPATCH_LEVEL);
+            // SAFETY: initialised above, not run down.
+            let _ = unsafe { ExAcquireRundownProtectionCacheAware(r) };
+        },
+    );
+    assert_eq!(
+        (check.code, check.api.as_str()),
+        (
+            IRQL_NOT_LESS_OR_EQUAL,
+            "ExAcquireRundownProtectionCacheAware"
+        )
+    );
+}
