@@ -240,19 +240,22 @@ impl<T: Default> PoolArray<T> {
         let layout = Layout::array::<T>(len.max(1)).map_err(|_| Error::InsufficientResources)?;
         let ptr =
             NonNull::new(allocate(layout, tag).cast::<T>()).ok_or(Error::InsufficientResources)?;
-        for i in 0..len {
-            // SAFETY: `i < len` lies inside the fresh allocation of `len` elements.
-            let slot = unsafe { ptr.as_ptr().add(i) };
-            // SAFETY: as above; the slot is uninitialised and suitably aligned.
-            unsafe { slot.write(T::default()) };
-        }
-        // INVARIANT: all `len` elements initialised above.
-        Ok(PoolArray {
+        // INVARIANT: no element yet; each counts once written, so a `T::default()` that
+        // unwinds (host builds; drivers abort) drops those before it and frees the block.
+        let mut array = PoolArray {
             ptr,
-            len,
+            len: 0,
             tag,
             _owns: PhantomData,
-        })
+        };
+        while array.len < len {
+            // SAFETY: `array.len < len` lies inside the fresh allocation of `len` elements.
+            let slot = unsafe { ptr.as_ptr().add(array.len) };
+            // SAFETY: as above; the slot is uninitialised and suitably aligned.
+            unsafe { slot.write(T::default()) };
+            array.len += 1;
+        }
+        Ok(array)
     }
 }
 

@@ -115,3 +115,40 @@ fn array_is_default_initialised_and_freed() {
     );
     kernel.assert_no_leaks();
 }
+
+/// An element whose `Default` unwinds on its third call, counting the drops of the others.
+struct Fragile;
+
+thread_local! {
+    static MADE: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+    static DROPPED: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+}
+
+impl Default for Fragile {
+    fn default() -> Self {
+        let made = MADE.with(|m| m.replace(m.get() + 1));
+        assert!(made < 2, "the third element fails");
+        Fragile
+    }
+}
+
+impl Drop for Fragile {
+    fn drop(&mut self) {
+        DROPPED.with(|d| d.set(d.get() + 1));
+    }
+}
+
+/// A `Default` that unwinds part-way (host builds; drivers abort on panic) leaves neither the
+/// pool block nor the elements made before it.
+#[test]
+fn an_array_whose_element_default_unwinds_frees_what_it_made() {
+    let kernel = Kernel::new();
+    let unwound = std::panic::catch_unwind(|| PoolArray::<Fragile>::try_new(4, TAG));
+    assert!(unwound.is_err());
+    assert_eq!(
+        DROPPED.with(core::cell::Cell::get),
+        2,
+        "the two elements made"
+    );
+    kernel.assert_no_leaks();
+}
