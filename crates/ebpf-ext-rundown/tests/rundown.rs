@@ -1,7 +1,7 @@
 //! Rundown protection against usersim: counts, refusal after the wait begins, blocking waits,
 //! cross-thread release, reinitialisation and a bounded stress run.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::time::Duration;
 use std::thread;
 use std::time::Instant;
@@ -24,8 +24,10 @@ fn until(ready: impl Fn() -> bool, returned: impl Fn() -> bool) {
 
 /// The raw count in Windows' encoding: references × 2, bit 0 = run-down active.
 fn raw(rundown: &Rundown) -> usize {
-    // SAFETY: reading the reference's word; the test holds no concurrent writers.
-    unsafe { (*rundown.as_ptr()).Count }
+    // SAFETY: the reference is one pointer-sized word (`Count`), live and aligned, which the
+    // kernel's routines change only atomically (a waiter may be changing it now), so an
+    // atomic load reads it.
+    unsafe { AtomicUsize::from_ptr(rundown.as_ptr().cast()) }.load(Ordering::SeqCst)
 }
 
 #[test]

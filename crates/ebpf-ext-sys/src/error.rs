@@ -136,7 +136,14 @@ impl Error {
         Error::Api { api, status }
     }
 
-    /// The `NTSTATUS` a kernel callback should return for this error.
+    /// The `NTSTATUS` of this error, for a kernel callback to return.
+    ///
+    /// It may be a success-class code: an [`Error::Status`] or [`Error::Api`] keeps the code it
+    /// was made from, and some `ebpf_result_t` values map to informational ones
+    /// (`EBPF_PENDING` to `STATUS_PENDING`, `EBPF_ALREADY_PINNED` to
+    /// `STATUS_OBJECT_NAME_EXISTS`), so that the code maps back to the same result. Where the
+    /// caller reads any `NT_SUCCESS` status as success (a `DriverEntry`, an IRP's completion),
+    /// map such a code to a failure first, as the facade's driver glue does.
     #[must_use]
     pub const fn ntstatus(self) -> NTSTATUS {
         match self {
