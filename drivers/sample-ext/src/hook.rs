@@ -14,7 +14,9 @@
 //! parameter equals the request's (`EBPF_KEY_NOT_FOUND` when none does; the first program for
 //! a request without a parameter, which this protocol cannot send), and never falls back to
 //! the parameterless one. A run without data gives programs NULL data pointers; upstream's
-//! are both the request buffer's address.
+//! are both the request buffer's address. A parameter of another length than 4 bytes is
+//! refused (`STATUS_INVALID_PARAMETER`), and so is a 65th program (the SDK hook's
+//! `max_clients`, `STATUS_INSUFFICIENT_RESOURCES`); upstream keeps a list of any length.
 
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_program_attach_type_guids::EBPF_ATTACH_TYPE_SAMPLE;

@@ -6,9 +6,11 @@
     reason = "host tests"
 )]
 
-use ebpf_ext_core_sim::{Input, Link, LinkSpec, ProgramInfoClient};
+use ebpf_ext_core_sim::{CoreError, Input, Link, LinkSpec, ProgramInfoClient};
 use ebpf_ext_sys::ebpf_result::EBPF_INVALID_ARGUMENT;
-use ebpf_ext_sys::ntstatus::{STATUS_NOT_FOUND, STATUS_SUCCESS};
+use ebpf_ext_sys::ntstatus::{
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOT_FOUND, STATUS_SUCCESS,
+};
 use ebpf_ext_usersim::{Caller, Kernel};
 use sample_ext::hook::ATTACH_TYPE;
 use sample_ext::program::PROGRAM_TYPE;
@@ -73,6 +75,50 @@ fn one_program_per_parameter_and_runs_select_by_parameter() {
     kernel.assert_no_leaks();
 }
 
+/// The status the hook provider refused `spec` with.
+fn refused(spec: LinkSpec) -> Option<i32> {
+    match Link::attach(spec, |_| Ok(0)) {
+        Err(CoreError::ExtensionFailedToLoad {
+            provider_status, ..
+        }) => provider_status,
+        other => panic!("not refused by the provider: {other:?}"),
+    }
+}
+
+/// Where this port's hook is narrower than upstream's, on purpose: an attach parameter is
+/// exactly 4 bytes (upstream compares parameters of any length), and at most 64 programs are
+/// attached at once (upstream keeps a list).
+#[test]
+fn parameters_are_four_bytes_and_at_most_64_programs_attach() {
+    let kernel = Kernel::new();
+    let driver = LoadedDriver::load(Target::Native(sample_ext::driver_entry), "SampleEbpfExt")
+        .expect("DriverEntry");
+    for bytes in [&[1u8][..], &[1, 0, 0, 0, 0, 0, 0, 0]] {
+        let spec = LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE).attach_parameter(bytes);
+        assert_eq!(
+            refused(spec),
+            Some(STATUS_INVALID_PARAMETER),
+            "a {}-byte parameter",
+            bytes.len()
+        );
+    }
+    let links: Vec<Link> = (0..64)
+        .map(|p| Link::attach(spec(Some(p)), |_| Ok(0)).expect("one of 64"))
+        .collect();
+    assert_eq!(
+        refused(spec(Some(64))),
+        Some(STATUS_INSUFFICIENT_RESOURCES),
+        "a 65th"
+    );
+    for link in links {
+        link.detach().expect("detach");
+    }
+    let again = Link::attach(spec(Some(64)), |_| Ok(0)).expect("room again");
+    again.detach().expect("detach");
+    driver.unload();
+    kernel.assert_no_leaks();
+}
+
 #[test]
 fn context_create_and_destroy_at_their_edges() {
     let kernel = Kernel::new();
@@ -111,8 +157,13 @@ fn context_create_and_destroy_at_their_edges() {
     let created = client.create_context(&data, &context).expect("created");
     let out = created.destroy(6, 31).expect("destroyed");
     assert_eq!((out.data_size_out, out.context_size_out), (0, 0));
-    // No data: NULL data pointers, nothing copied out.
+    // No data: the created context's data pointers are NULL (not the caller's values, which
+    // upstream keeps), nothing copied out.
+    context[..16].fill(0x5A);
     let created = client.create_context(&[], &context).expect("created");
+    // SAFETY: the provider created a SampleContext here, alive until destroyed.
+    let made = unsafe { *created.as_ptr().cast::<sample_ext::SampleContext>() };
+    assert!(made.data_start.as_ptr().is_null() && made.data_end.as_ptr().is_null());
     let out = created.destroy(16, 32).expect("destroyed");
     assert_eq!(out.data_size_out, 0);
     assert_eq!(out.context[..16], [0; 16]);

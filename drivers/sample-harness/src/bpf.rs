@@ -59,6 +59,8 @@ pub struct Sample {
     pub driver_entry: DriverEntry,
     /// Its program type.
     pub program_type: GUID,
+    /// The section its programs go in (its manifest's store section for the program type).
+    pub section: &'static str,
     /// The attach type of its hook.
     pub attach_type: GUID,
     /// The hook's `bpf_attach_type_t`.
@@ -82,6 +84,7 @@ pub fn samples() -> [Sample; 2] {
             service: "SampleNetEbpfExt",
             driver_entry: sample_netebpf_ext::driver_entry,
             program_type: sample_netebpf_ext::program::PROGRAM_TYPE,
+            section: "sample_net",
             attach_type: sample_netebpf_ext::hook::ATTACH_TYPE,
             bpf_attach_type: sample_netebpf_ext::hook::BPF_ATTACH_TYPE,
             fields: vec![
@@ -122,6 +125,7 @@ pub fn samples() -> [Sample; 2] {
             service: "SampleNtosEbpfExt",
             driver_entry: sample_ntos_ext::driver_entry,
             program_type: sample_ntos_ext::program::PROGRAM_TYPE,
+            section: "process",
             attach_type: sample_ntos_ext::hook::ATTACH_TYPE,
             bpf_attach_type: sample_ntos_ext::hook::BPF_ATTACH_TYPE,
             fields: vec![
@@ -323,7 +327,11 @@ pub fn program_header(sample: &Sample, info: &ProgramInfo) -> Result<String, Fai
         "{GENERATED}\n// from the program information {} publishes. Do not edit.\n#pragma once\n\n#include \"{GENERAL_HEADER}\"\n",
         sample.dir
     );
-    let _ = writeln!(h, "// Program type {name:?}: programs go in SEC({name:?}).");
+    let section = sample.section;
+    let _ = writeln!(
+        h,
+        "// Program type {name:?}: programs go in SEC({section:?})."
+    );
     let _ = writeln!(h, "#define {upper}_PROGRAM_TYPE_NAME \"{name}\"");
     let _ = writeln!(
         h,

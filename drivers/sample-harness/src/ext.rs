@@ -48,6 +48,7 @@ pub fn sample() -> Sample {
         service: SERVICE,
         driver_entry: sample_ext::driver_entry,
         program_type: PROGRAM_TYPE,
+        section: sample_ext::program::SECTION,
         attach_type: ATTACH_TYPE,
         bpf_attach_type: BPF_ATTACH_TYPE,
         fields: vec![

@@ -476,14 +476,17 @@ pub fn bpf_scenario(
     expect!(program.faults().is_empty(), "faults {:?}", program.faults());
     link.detach().map_err(|e| e.to_string())?;
 
-    // Test runs: supplied account strings are returned without a lookup, the denial is the
-    // run's result, the strings come back in data_out and the context without its pointers.
+    // Test runs: supplied account strings are returned without a lookup (strings no lookup
+    // of the SID gives: S-1-5-18 is SYSTEM in NT AUTHORITY), the denial is the run's result,
+    // the strings come back in data_out and the context without its pointers.
     let supplied = test_run_input(
         "t.exe --forbidden",
-        Some(("SYSTEM", "NT AUTHORITY")),
+        Some(("ALICE", "CONTOSO")),
         &LOCAL_SYSTEM_SID,
     );
+    let lookups = kernel.call_count("SecLookupAccountSid");
     let out = test_run(&info_client, &program, &supplied)?;
+    let lookups = kernel.call_count("SecLookupAccountSid") - lookups;
     let result = out.return_value;
     let record = events.drain_records();
     expect!(
@@ -493,10 +496,12 @@ pub fn bpf_scenario(
     );
     let event = describe_event(&record[0]);
     expect!(
-        u32_at(&record[0], 20) == 12
-            && u32_at(&record[0], 24) == 24
-            && u32_at(&record[0], 36) == 12,
-        "test run event: {event}"
+        u32_at(&record[0], 20) == 10
+            && utf16(&record[0][112..122]) == "ALICE"
+            && u32_at(&record[0], 24) == 14
+            && u32_at(&record[0], 36) == 12
+            && lookups == 0,
+        "test run event: {event} ({lookups} lookups)"
     );
     expect!(
         out.data_out == supplied.0 && out.context_out.len() == NOTIFY_CONTEXT_SIZE,
@@ -514,6 +519,27 @@ pub fn bpf_scenario(
         crate::status::describe(result.cast_signed()),
         out.data_out.len(),
         out.context_out.len()
+    ));
+    // A lookup said done with one string missing is a failed one: -ENOENT from both account
+    // helpers, and still no lookup.
+    let half = test_run_input("t.exe --forbidden", Some(("ALICE", "")), &LOCAL_SYSTEM_SID);
+    let lookups = kernel.call_count("SecLookupAccountSid");
+    test_run(&info_client, &program, &half)?;
+    let lookups = kernel.call_count("SecLookupAccountSid") - lookups;
+    let record = events.drain_records();
+    expect!(
+        record.len() == 1
+            && u32_at(&record[0], 20).cast_signed() == -2
+            && u32_at(&record[0], 24).cast_signed() == -2
+            && lookups == 0,
+        "test run with half an account: {} ({lookups} lookups)",
+        record
+            .first()
+            .map_or_else(String::new, |r| describe_event(r))
+    );
+    add(format!(
+        "test run (account done, domain missing): {}",
+        describe_event(&record[0])
     ));
     // Without supplied strings (lookup not done) the run looks the SID up, as ntosebpfext's
     // test runs do: into pool buffers (the caller's are empty), freed by context_destroy.

@@ -45,3 +45,26 @@ fn the_checked_in_headers_match_what_the_samples_publish() {
         stale.join("\n")
     );
 }
+
+/// The section each generated header tells programs to use is the one the sample's manifest
+/// exports for its program type (what the store and a loader resolve sections by).
+#[test]
+fn each_header_names_the_section_the_manifest_exports() {
+    let manifests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for sample in samples().into_iter().chain([ext::sample()]) {
+        let manifest = manifests.join(sample.dir).join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).expect("the sample's manifest");
+        let exported = format!(
+            "{{ name = \"{}\", program-type = \"{{{}}}\"",
+            sample.section, sample.program_type
+        );
+        assert!(
+            text.lines()
+                .any(|line| line.trim_start().starts_with(&exported)),
+            "{} exports no section {:?} for {}",
+            manifest.display(),
+            sample.section,
+            sample.program_type
+        );
+    }
+}

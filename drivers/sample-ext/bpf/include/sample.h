@@ -4,7 +4,7 @@
 
 #include "ebpf_general_helpers.h"
 
-// Program type "sample": programs go in SEC("sample").
+// Program type "sample": programs go in SEC("sample_ext").
 #define SAMPLE_PROGRAM_TYPE_NAME "sample"
 #define SAMPLE_PROGRAM_TYPE_GUID {0xf788ef4a, 0x207d, 0x4dc3, {0x85, 0xcf, 0x0f, 0x2e, 0xa1, 0x07, 0x21, 0x3c}}
 #define SAMPLE_BPF_PROG_TYPE 999
