@@ -5,15 +5,21 @@
 # only the rustup toolchain (and the cargo-nextest the machine image ships beside it) and the
 # cargo registry cache come in, read-only (writes land in a throw-away overlay).
 #
-# Usage: sudo scripts/fresh-machine.sh [--keep]
+# Usage: sudo scripts/fresh-machine.sh [--keep | --clean]
 #   --keep   leave the root filesystem under target/fresh-machine/ for inspection
+#   --clean  only remove what an earlier run left there (its mounts first), then exit
 # Needs: root, debootstrap, git, overlayfs. Takes about as long as CI plus ~3 minutes.
 set -euo pipefail
 # All of it in one function, read whole before it runs: editing this file while it runs is safe.
 main() {
 
-keep=0
-if [ "${1:-}" = "--keep" ]; then keep=1; fi
+keep=0 clean_only=0
+case "${1:-}" in
+    --keep) keep=1 ;;
+    --clean) clean_only=1 ;;
+    "") ;;
+    *) echo "fresh-machine: unknown option $1 (--keep or --clean)"; exit 2 ;;
+esac
 
 repo=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 work="$repo/target/fresh-machine"
@@ -21,6 +27,34 @@ root="$work/root"
 log="$work/ci.log"
 
 [ "$(id -u)" -eq 0 ] || { echo "fresh-machine: run as root (debootstrap, chroot, mounts)"; exit 2; }
+
+# Mount points at or under $1, deepest first: the root filesystem bind-mounts the host's /dev
+# (read-write), and a run killed before its cleanup leaves that mounted.
+mounts_under() {
+    awk -v r="$1" '$2 == r || index($2, r "/") == 1 { print $2 }' /proc/self/mounts | sort -r
+}
+# Removes the root filesystem and the overlay: unmounts what is still mounted under them, and
+# removes nothing while a mount remains (deleting through a bind mount of /dev deletes the
+# host's device nodes); --one-file-system in case one appears meanwhile.
+remove_root() {
+    local m
+    for m in $(mounts_under "$root") $(mounts_under "$work/overlay"); do
+        umount -l "$m" || true
+    done
+    local left
+    left=$(mounts_under "$root"; mounts_under "$work/overlay")
+    if [ -n "$left" ]; then
+        echo "fresh-machine: still mounted, so nothing removed:"
+        echo "$left" | sed 's/^/  /'
+        return 1
+    fi
+    rm -rf --one-file-system "$root" "$work/overlay"
+}
+if [ "$clean_only" -eq 1 ]; then
+    remove_root
+    echo "fresh-machine: removed $root"
+    exit 0
+fi
 command -v debootstrap >/dev/null || { echo "fresh-machine: needs debootstrap (apt-get install debootstrap)"; exit 2; }
 
 . /etc/os-release
@@ -62,7 +96,7 @@ cleanup() {
     for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
         umount -l "${mounts[$i]}" 2>/dev/null || true
     done
-    if [ "$keep" -eq 0 ]; then rm -rf "$root" "$work/overlay"; fi
+    if [ "$keep" -eq 0 ]; then remove_root || true; fi
 }
 trap cleanup EXIT
 mount_at() { # mount_at DIRECTORY MOUNT-ARGS...
@@ -73,7 +107,7 @@ mount_at() { # mount_at DIRECTORY MOUNT-ARGS...
     mounts+=("$target")
 }
 
-rm -rf "$root" "$work/overlay"
+remove_root || { echo "fresh-machine: FAIL (an earlier run's root filesystem could not be removed)"; exit 1; }
 mkdir -p "$work/debs" "$root"
 echo "fresh-machine: debootstrap $release (minbase) from $mirror"
 start=$(date +%s)
