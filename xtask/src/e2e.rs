@@ -139,6 +139,14 @@ fn out_of_tree_in(outside: &Path) -> Result<()> {
             bail!("{} has no {file}", package.display());
         }
     }
+    // Packaging ships the certificate the image was signed with: without the one `sign` used,
+    // it refuses rather than make a new one the image does not verify against.
+    let cert = ext.join("target").join("driver").join("cert");
+    let moved = ext.join("target").join("driver").join("cert-moved");
+    std::fs::rename(&cert, &moved)?;
+    let refused = step_says(&tools, &ext, "package", false, "run the sign step first");
+    std::fs::rename(&moved, &cert)?;
+    refused.context("packaging without the signing certificate")?;
     // A workspace that pins another tag of the SDK than the tool's is refused, naming the
     // install line of the right tool (the check reads the manifest only: the tag need not
     // exist).
@@ -191,15 +199,20 @@ fn declared_import(tools: &Path, ext: &Path, manifest: &str) -> Result<()> {
 /// Runs `cargo ebpf-ext check` on the extension in `ext`; fails unless it succeeds exactly
 /// when `passes` and says `expect` on stderr (where its notes and errors go).
 fn check_says(tools: &Path, ext: &Path, passes: bool, expect: &str) -> Result<()> {
+    step_says(tools, ext, "check", passes, expect)
+}
+
+/// [`check_says`] for any step of `cargo ebpf-ext`.
+fn step_says(tools: &Path, ext: &Path, step: &str, passes: bool, expect: &str) -> Result<()> {
     let manifest_path = ext.join("Cargo.toml").display().to_string();
-    let checked = cargo_ebpf_ext(tools, &["check", "--manifest-path", &manifest_path])
+    let ran = cargo_ebpf_ext(tools, &[step, "--manifest-path", &manifest_path])
         .current_dir(ext)
         .output()
-        .context("run cargo ebpf-ext check")?;
-    let said = String::from_utf8_lossy(&checked.stderr);
-    if checked.status.success() != passes || !said.contains(expect) {
+        .with_context(|| format!("run cargo ebpf-ext {step}"))?;
+    let said = String::from_utf8_lossy(&ran.stderr);
+    if ran.status.success() != passes || !said.contains(expect) {
         bail!(
-            "cargo ebpf-ext check should have {} saying {expect:?}:\n{said}",
+            "cargo ebpf-ext {step} should have {} saying {expect:?}:\n{said}",
             if passes { "passed" } else { "failed" }
         );
     }

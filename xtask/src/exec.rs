@@ -79,11 +79,8 @@ mod tests {
     #[test]
     fn the_workspace_is_the_one_around_the_directory_at_run_time() {
         // A second workspace, as a copied checkout would be: cargo finds it, not this one.
-        let dir = std::env::temp_dir().join(format!(
-            "xtask-locate-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        let temporary = tempfile::tempdir().expect("a temporary folder");
+        let dir = temporary.path();
         let inner = dir.join("crates").join("a");
         std::fs::create_dir_all(inner.join("src")).expect("dirs");
         std::fs::write(
@@ -99,7 +96,6 @@ mod tests {
         std::fs::write(inner.join("src").join("lib.rs"), "").expect("lib.rs");
         let found = locate_workspace_from(&inner).and_then(|f| Ok(f.canonicalize()?));
         let expected = dir.canonicalize().expect("the temporary workspace");
-        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(found.expect("a workspace"), expected);
     }
 }

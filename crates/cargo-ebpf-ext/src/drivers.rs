@@ -78,6 +78,15 @@ pub fn driver_toolchain() -> Result<()> {
         .args(["--print", "sysroot"])
         .output()
         .context("run rustc --print sysroot")?;
+    if !sysroot.status.success() {
+        bail!(
+            "{} --print sysroot failed ({}): {}; {}",
+            Tool::SystemRustc.program().to_string_lossy(),
+            sysroot.status,
+            String::from_utf8_lossy(&sysroot.stderr).trim(),
+            Tool::SystemRustc.hint()
+        );
+    }
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
         bail!(
@@ -168,20 +177,26 @@ pub fn pefile_venv(out: &Path) -> PathBuf {
     out.join("pyenv")
 }
 
-/// Makes sure the pefile check's virtual environment exists and has pefile.
+/// Makes sure the pefile check's virtual environment exists and has pefile. One left half-made
+/// (a `venv` interrupted, or one whose pip never came) is made again.
 fn ensure_pefile(out: &Path) -> Result<PathBuf> {
     let venv = pefile_venv(out);
-    if !venv.join("bin").join("python").is_file() {
-        run(command(Tool::Python3).args(["-m", "venv"]).arg(&venv))
-            .with_context(|| format!("python3 -m venv failed; {}", Tool::Python3.hint()))?;
+    let succeeds = |args: &[&str]| {
+        pefile_python(&venv)
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if succeeds(&["-c", "import pefile"]) {
+        return Ok(venv);
     }
-    let has_pefile = pefile_python(&venv)
-        .args(["-c", "import pefile"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_pefile {
-        run(pefile_python(&venv).args(["-m", "pip", "install", "--quiet", PEFILE]))?;
+    if !succeeds(&["-m", "pip", "--version"]) {
+        run(command(Tool::Python3)
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))
+        .with_context(|| format!("python3 -m venv failed; {}", Tool::Python3.hint()))?;
     }
+    run(pefile_python(&venv).args(["-m", "pip", "install", "--quiet", PEFILE]))?;
     Ok(venv)
 }
 
@@ -402,15 +417,33 @@ pub fn test(ws: &Workspace, only: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The test-signing certificate of this checkout: created once under `target/driver/cert`.
-/// Returns (certificate PEM, key PEM, certificate DER `.cer`).
-fn test_certificate(out: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+/// Where the test certificate lives under `out`: the PEM certificate and key `sign` uses,
+/// and the DER `.cer` a package ships.
+fn certificate_paths(out: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let dir = out.join("cert");
-    let (cert, key, cer) = (
+    (
         dir.join("cert.pem"),
         dir.join("key.pem"),
         dir.join("EbpfExtLocalTestCert.cer"),
-    );
+    )
+}
+
+/// Checks that `file`'s signature verifies against the certificate `cert` (PEM).
+fn verify_signature(file: &Path, cert: &Path) -> Result<()> {
+    require(Tool::Osslsigncode)?;
+    run(command(Tool::Osslsigncode)
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(cert)
+        .arg("-in")
+        .arg(file))
+}
+
+/// The test-signing certificate of this checkout: created once under `target/driver/cert`.
+/// Returns (certificate PEM, key PEM, certificate DER `.cer`).
+fn test_certificate(out: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let (cert, key, cer) = certificate_paths(out);
+    let dir = out.join("cert");
     if !(cert.is_file() && key.is_file() && cer.is_file()) {
         fs::create_dir_all(&dir)?;
         require(Tool::Openssl)?;
@@ -470,17 +503,17 @@ fn sign_file(file: &Path, description: &str, out: &Path) -> Result<()> {
         .arg(&input)
         .arg("-out")
         .arg(&tmp))?;
-    fs::rename(&tmp, file)?;
     if input != file {
         fs::remove_file(&input)?;
     }
-    run(command(Tool::Osslsigncode)
-        .arg("verify")
-        .arg("-CAfile")
-        .arg(&cert)
-        .arg("-in")
-        .arg(file))
-    .context("the signature does not verify")
+    // Verified before it replaces the file: a signature that does not verify never takes the
+    // place of the image, where a later step could take it for a good one.
+    if let Err(error) = verify_signature(&tmp, &cert) {
+        let _ = fs::remove_file(&tmp);
+        return Err(error.context("the signature does not verify"));
+    }
+    fs::rename(&tmp, file)?;
+    Ok(())
 }
 
 /// Authenticode-signs the built `.sys` of each driver `only` names (all when empty) with the
@@ -614,13 +647,22 @@ fn driver_ver_version(version: &str) -> Result<String> {
 /// manifest has `[package.metadata.ebpf-ext.store]` ([`crate::export`]).
 ///
 /// # Errors
-/// An unbuilt or unsigned driver, or a missing `.inx`, `.wprp` or `.guid`.
+/// An unbuilt or unsigned driver, no test certificate (packaging never makes one), an image
+/// whose signature does not verify against it, or a missing `.inx`, `.wprp` or `.guid`.
 pub fn package(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
     let _held = ws.lock_output()?;
     let out = ws.output_dir();
     let drivers = ws.select(only)?;
     crate::export::check_unique(ws)?;
-    let (_, _, cer) = test_certificate(&out)?;
+    // The certificate `sign` used, never a new one: the package must hold the certificate its
+    // image verifies against.
+    let (cert, _, cer) = certificate_paths(&out);
+    if !(cert.is_file() && cer.is_file()) {
+        bail!(
+            "no test certificate in {}; run the sign step first",
+            out.join("cert").display()
+        );
+    }
     let mut packages = Vec::new();
     for driver in drivers {
         let dir = out.join(format!("{}_package", driver.name));
@@ -635,9 +677,17 @@ pub fn package(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
                 )
             })?;
         }
-        if !is_signed(&dir.join(format!("{}.sys", driver.name)))? {
+        let sys = dir.join(format!("{}.sys", driver.name));
+        if !is_signed(&sys)? {
             bail!("{}.sys is not signed; run the sign step first", driver.name);
         }
+        verify_signature(&sys, &cert).with_context(|| {
+            format!(
+                "{}.sys does not verify against the test certificate in {}; run the sign step again",
+                driver.name,
+                out.join("cert").display()
+            )
+        })?;
         let inx_path = driver.dir.join(format!("{}.inx", driver.name));
         let inx = fs::read_to_string(&inx_path)
             .with_context(|| format!("{} has no {}", driver.package, inx_path.display()))?;
@@ -678,6 +728,30 @@ pub fn package(ws: &Workspace, only: &[String]) -> Result<Vec<PathBuf>> {
 
 #[cfg(test)]
 mod tests {
+    use crate::prereqs::{Tool, command, pefile_python};
+
+    /// A virtual environment left without pip (`venv` interrupted, or made without it) is
+    /// made again, and then has pefile. Installs pefile from PyPI into a folder of its own.
+    #[test]
+    #[cfg(not(windows))]
+    fn a_half_made_pefile_environment_is_made_again() {
+        let out = tempfile::tempdir().expect("a folder");
+        let venv = super::pefile_venv(out.path());
+        let made = command(Tool::Python3)
+            .args(["-m", "venv", "--without-pip"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(made.success());
+        assert!(venv.join("bin").join("python").is_file(), "half made");
+        super::ensure_pefile(out.path()).expect("made again");
+        let imports = pefile_python(&venv)
+            .args(["-c", "import pefile"])
+            .status()
+            .expect("the environment's python runs");
+        assert!(imports.success());
+    }
+
     #[test]
     fn driver_dates_are_civil_dates() {
         assert_eq!(super::civil_from_days(0), (1970, 1, 1));

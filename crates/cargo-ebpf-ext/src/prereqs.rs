@@ -215,6 +215,8 @@ impl Tool {
             Self::Dlltool => "llvm-dlltool".into(),
             Self::Osslsigncode => "osslsigncode".into(),
             Self::Openssl => "openssl".into(),
+            // Debian's, which the list installs, not whichever python3 is first on PATH.
+            Self::Python3 if !cfg!(windows) => "/usr/bin/python3".into(),
             Self::Python3 => "python3".into(),
             // The venv's own: see [`pefile_python`].
             Self::PefilePython => "python".into(),
@@ -527,6 +529,17 @@ mod tests {
         );
     }
 
+    /// The tools a Debian package provides at a path are started at that path, so a program
+    /// of the same name earlier on PATH (a rustup cargo, a pyenv python3) never stands in
+    /// for the package the list installs.
+    #[test]
+    #[cfg(not(windows))]
+    fn tools_listed_at_a_path_are_started_there() {
+        for tool in [Tool::SystemCargo, Tool::SystemRustc, Tool::Python3] {
+            assert_eq!(tool.program(), tool.prerequisite().provides, "{tool:?}");
+        }
+    }
+
     #[test]
     fn the_driver_toolchain_packages_are_listed() {
         // The packages whose absence broke CI on fresh machines, each with what it provides.
@@ -538,6 +551,7 @@ mod tests {
             ("lld", "lld-link"),
             ("llvm", "llvm-dlltool"),
             ("gcc", "cc"),
+            ("python3-venv", "/usr/bin/python3"),
         ] {
             assert!(
                 list.iter().any(|p| p.source == Source::Debian
