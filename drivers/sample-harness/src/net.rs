@@ -207,6 +207,46 @@ fn attach(helpers: (u64, u64), log: &Log) -> Result<Programs, Failure> {
     })
 }
 
+/// A request case: its name, control code, input, output room and the status it must get.
+type Case = (&'static str, u32, Vec<u8>, usize, NTSTATUS);
+
+/// Sends each case: its name, the status it got and the one it must get.
+fn answers(
+    kernel: &Kernel,
+    handle: &FileHandle,
+    cases: Vec<Case>,
+) -> Vec<(String, NTSTATUS, NTSTATUS)> {
+    cases
+        .into_iter()
+        .map(|(name, code, input, output_len, expected)| {
+            let result = kernel.device_io_control(handle, code, &input, output_len);
+            (name.to_owned(), result.status, expected)
+        })
+        .collect()
+}
+
+/// Well-formed requests at the limits: accepted (interface 2's program blocks them).
+fn at_the_limits(kernel: &Kernel, handle: &FileHandle) -> Vec<(String, NTSTATUS, NTSTATUS)> {
+    let largest = vec![0u8; MAX_PACKET];
+    let cases = vec![
+        (
+            "the largest packet, protocol 255 (accepted)",
+            IOCTL_SAMPLE_NET_RUN,
+            run_request(2, 255, &largest),
+            RunReply::SIZE + MAX_PACKET,
+            STATUS_SUCCESS,
+        ),
+        (
+            "a profile of the largest packet (accepted)",
+            IOCTL_SAMPLE_NET_PROFILE,
+            profile_request(2, 1, 0, &largest),
+            64,
+            STATUS_SUCCESS,
+        ),
+    ];
+    answers(kernel, handle, cases)
+}
+
 /// Malformed requests and the status each must get.
 fn refusals(kernel: &Kernel, handle: &FileHandle) -> Vec<(String, NTSTATUS, NTSTATUS)> {
     let packet = [1u8, 2, 3, 4];
@@ -216,7 +256,7 @@ fn refusals(kernel: &Kernel, handle: &FileHandle) -> Vec<(String, NTSTATUS, NTST
     let mut short_data = good.clone();
     short_data.pop();
     let huge = run_request(1, 6, &vec![0u8; MAX_PACKET + 1]);
-    let cases: Vec<(&str, u32, Vec<u8>, usize, NTSTATUS)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "empty input",
             IOCTL_SAMPLE_NET_RUN,
@@ -302,13 +342,7 @@ fn refusals(kernel: &Kernel, handle: &FileHandle) -> Vec<(String, NTSTATUS, NTST
             STATUS_BUFFER_TOO_SMALL,
         ),
     ];
-    cases
-        .into_iter()
-        .map(|(name, code, input, output_len, expected)| {
-            let result = kernel.device_io_control(handle, code, &input, output_len);
-            (name.to_owned(), result.status, expected)
-        })
-        .collect()
+    answers(kernel, handle, cases)
 }
 
 /// Runs the scenario against `target`, on `kernel` (bound to
@@ -452,7 +486,10 @@ pub fn scenario(
     );
 
     let mut refused = Vec::new();
-    for (name, status, expected) in refusals(kernel, &handle) {
+    let answered = refusals(kernel, &handle)
+        .into_iter()
+        .chain(at_the_limits(kernel, &handle));
+    for (name, status, expected) in answered {
         expect!(
             status == expected,
             "{name}: got {}, expected {}",
@@ -462,7 +499,7 @@ pub fn scenario(
         refused.push((name, status));
     }
     say(&format!(
-        "{} malformed requests refused with their statuses",
+        "{} requests at and beyond the limits answered with their statuses",
         refused.len()
     ));
 

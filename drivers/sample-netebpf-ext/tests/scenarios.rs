@@ -15,11 +15,13 @@ use ebpf_ext_sys::ntstatus::{STATUS_NOT_FOUND, STATUS_SUCCESS};
 use ebpf_ext_sys::wdm::DISPATCH_LEVEL;
 use ebpf_ext_usersim::{Caller, Kernel, sweep_allocation_failures, sweep_call_failures};
 use ebpf_extension_common::profile::{DISPATCH_STRETCH, PROFILE_AT_DISPATCH, ProfileReply};
-use sample_harness::net::{profile_request, run, scenario};
+use sample_harness::net::{profile_request, run, run_request, scenario};
 use sample_harness::{LoadedDriver, Target};
 use sample_netebpf_ext::hook::ATTACH_TYPE;
 use sample_netebpf_ext::program::PROGRAM_TYPE;
-use sample_netebpf_ext::protocol::{IOCTL_SAMPLE_NET_PROFILE, WIN32_PATH};
+use sample_netebpf_ext::protocol::{
+    IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, RunReply, WIN32_PATH,
+};
 use sample_netebpf_ext::{VERDICT_BLOCK, VERDICT_PERMIT, driver_entry};
 
 fn link(interface: u32, verdict: u32) -> Link {
@@ -38,14 +40,25 @@ fn the_end_to_end_scenario_holds_and_repeats_identically() {
     let second = scenario(&kernel, Target::Native(driver_entry), &mut |_| {})
         .expect("reload in one process");
     assert_eq!(first, second, "a reload behaves exactly as the first load");
-    assert!(
-        first
-            .traces
-            .iter()
-            .any(|t| t.contains("program attached for interface") && t.contains("[level 4 ")),
-        "attach is traced: {:?}",
-        first.traces
-    );
+    // Each attach and detach is traced at level 4 with its interface: the scenario's programs
+    // on interface 1, the wildcard (0) and interface 2, in that order.
+    let hook_events: Vec<&str> = first
+        .traces
+        .iter()
+        .filter(|t| t.contains(" interface\")"))
+        .map(String::as_str)
+        .collect();
+    let expected: Vec<String> = ["attached for", "detached from"]
+        .iter()
+        .flat_map(|what| {
+            [1, 0, 2].map(|interface| {
+                format!(
+                    "EbpfExtGenericMessage [level 4 keyword 0x4 opcode 0] Message=Str(\"program {what} interface\") value=U64({interface})"
+                )
+            })
+        })
+        .collect();
+    assert_eq!(hook_events, expected);
 }
 
 #[test]
@@ -84,17 +97,40 @@ fn failures_while_attaching_and_firing_leak_nothing() {
         ) {
             Ok(link) => {
                 let handle = kernel.open(WIN32_PATH, Caller::System).expect("open");
-                let ran = run(kernel, &handle, 1, &[1, 2, 3]).map(|(status, ..)| status);
-                let profiled = kernel.device_io_control(
-                    &handle,
+                // Each request succeeds with a well-formed reply (always, when no fault fired)
+                // or fails with nothing returned and the failure traced.
+                let answered = |code, input: &[u8], room, size| {
+                    let events = kernel.etw_events().len();
+                    let faults = kernel.faults_triggered().len();
+                    let result = kernel.device_io_control(&handle, code, input, room);
+                    if result.status == STATUS_SUCCESS {
+                        assert_eq!(result.information, size, "{code:#x}: a whole reply");
+                    } else {
+                        assert!(
+                            kernel.faults_triggered().len() > faults,
+                            "{code:#x} failed ({:#x}) with no fault injected",
+                            result.status
+                        );
+                        assert_eq!(result.information, 0, "{code:#x}: nothing on failure");
+                        assert!(
+                            kernel.etw_events().len() > events,
+                            "{code:#x} failed ({:#x}) untraced",
+                            result.status
+                        );
+                    }
+                };
+                answered(
+                    IOCTL_SAMPLE_NET_RUN,
+                    &run_request(1, 6, &[1, 2, 3]),
+                    RunReply::SIZE + 3,
+                    RunReply::SIZE + 3,
+                );
+                answered(
                     IOCTL_SAMPLE_NET_PROFILE,
                     &profile_request(1, 3, 0, &[1, 2, 3]),
                     ProfileReply::SIZE,
+                    ProfileReply::SIZE,
                 );
-                if no_fault() {
-                    assert_eq!(ran, Ok(STATUS_SUCCESS), "run");
-                    assert_eq!(profiled.status, STATUS_SUCCESS, "profile");
-                }
                 kernel.close(handle);
                 drop(link);
             }
