@@ -9,7 +9,7 @@
 //!   unload, borrowed under rundown protection;
 //! - [`driver`]: [`driver::ExtensionDriver`] and [`driver_entry!`], which turn an extension
 //!   into `DriverEntry`, unload and the dispatch table and keep it running in between, starting
-//!   any number of program types and hooks in order; [`ioctl`](mod@ioctl): typed buffered IOCTLs, refused
+//!   up to [`driver::MAX_PROGRAM_TYPES`] program types and any number of hooks in order; [`ioctl`](mod@ioctl): typed buffered IOCTLs, refused
 //!   by the SDK when malformed; [`irql`]: scoped IRQL raises and a performance-counter stopwatch;
 //!   [`process`]: a safe process-creation notify routine; [`profile`]: a control code that
 //!   fires the hook N times from user mode and replies with how long it took;
@@ -21,8 +21,9 @@
 //!   the program-information provider and a hook provider in order, stops them in reverse and
 //!   undoes partial work when a step fails;
 //! - with the `driver` feature, on the Windows target: `driver::panic` (a panic handler that
-//!   prints the panic with `DbgPrintEx` and bug-checks with [`driver::RUST_PANIC_BUGCHECK`])
-//!   and the `global_allocator!` macro for a pool-backed global allocator.
+//!   prints the panic with `DbgPrintEx` and bug-checks with [`driver::RUST_PANIC_BUGCHECK`]);
+//!   always: the [`global_allocator!`] macro for a pool-backed global allocator, meant for
+//!   driver builds.
 #![no_std]
 
 // Host builds of an extension's `cdylib` need a panic handler and unwinding: the host's

@@ -1,5 +1,5 @@
-//! A netebpfext-style eBPF extension, written on `ebpf-extension-common` only: copy it to
-//! start your own.
+//! A netebpfext-style eBPF extension on `ebpf-extension-common` only: a reference for your
+//! own, which `cargo ebpf-ext new` starts (a copy of this one builds only in this workspace).
 //!
 //! - **Program type** `sample_net` ([`program`]): programs see a [`PacketContext`] and may
 //!   call `sample_net_get_interface_id` and `sample_net_checksum`.
