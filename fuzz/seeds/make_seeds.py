@@ -107,6 +107,45 @@ hook_seed(
 )
 
 
+# ---- map_attach ------------------------------------------------------------------------------
+# ClientInput: no_client_data, version, size (Current | Any(u16)), total_size, map_context_offset,
+# table (Option<Table>: version, size, total_size, seven NULL-slot flags); all zero but the
+# option's byte is what the core presents.
+
+
+def map_size(size=None):
+    return variant(0, 2) if size is None else variant(1, 2) + struct.pack("<H", size)
+
+
+def map_table(size=None, version=0, null_slots=(0,) * 7):
+    return struct.pack("<H", version) + map_size(size) + bytes(8) + bytes(null_slots)
+
+
+def map_client(table=map_table(), size=None, offset=48, no_client_data=0):
+    body = bytes([no_client_data]) + struct.pack("<H", 0) + map_size(size) + bytes(8)
+    body += struct.pack("<Q", offset)
+    return body + (b"\x01" + table if table is not None else b"\x00")
+
+
+def map_seed(name, clients, detach_order=b""):
+    data = bytearray()
+    for c in clients:
+        data += b"\x01" + c
+    data += b"\x00"
+    for d in detach_order:
+        data += b"\x01" + bytes([d])
+    write("map_attach", name, data)
+
+
+map_seed("what-the-core-presents", [map_client()])
+map_seed(
+    "accepted-and-refused-together",
+    [map_client(), map_client(table=map_table(size=56)), map_client(table=None),
+     map_client(table=map_table(size=32)), map_client(size=32)],
+    b"\x01\x00",
+)
+
+
 # ---- program_info ----------------------------------------------------------------------------
 # All zero bytes describe well-formed program data: current headers, a named type descriptor
 # with a 16-byte context, no helpers, no address tables.

@@ -25,6 +25,7 @@ use crate::prereqs::{Tool, command};
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`).
 pub(crate) const TARGETS: &[&str] = &[
     "hook_attach",
+    "map_attach",
     "program_info",
     "sample_ioctl",
     "sample_ext_ioctl",
