@@ -8,8 +8,16 @@
 //! the range). An input is a script: requests with any header fields, packet, input and
 //! output lengths, from any caller, and extra links attached and detached between them.
 //!
+//! Every link can be detached, those attached at load included (they are attached again once
+//! the input is done), so a run may find no program or end with a permit.
+//!
 //! Properties checked besides "no crash, no leak": usersim bug-checks a request completed with
-//! more output than the caller's buffer; a successful run returns exactly the reply and the
+//! more output than the caller's buffer; a well-formed request (a code the sample serves, the
+//! version, an input of exactly the header and its packet, a packet up to `MAX_PACKET`, room for
+//! the reply, and the sample's field ranges) gets exactly the status the model gives:
+//! `STATUS_SUCCESS`, `STATUS_NOT_FOUND` when no program is attached for it, or
+//! `STATUS_UNSUCCESSFUL` when a program's invoke fails; a successful run returns exactly the
+//! reply and the
 //! packet, the verdict and the number of programs run that the target's model of the hook
 //! gives (the interface's programs in attach order, then the wildcard ones, until one blocks;
 //! a failed invoke or no program fails the request), and the packet exactly as that many
@@ -26,16 +34,21 @@ mod ioctl;
 use core::ffi::c_void;
 
 use arbitrary::Arbitrary;
+use core::cell::RefCell;
 use ebpf_ext_core_sim::{Link, LinkSpec};
-use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
-use ebpf_extension_common::profile::{MAX_ITERATIONS, ProfileReply, ProfileRequest};
+
+use ebpf_ext_sys::ntdef::NTSTATUS;
+use ebpf_ext_sys::ntstatus::{STATUS_NOT_FOUND, STATUS_SUCCESS, STATUS_UNSUCCESSFUL};
+use ebpf_extension_common::profile::{
+    MAX_ITERATIONS, PROFILE_AT_DISPATCH, ProfileReply, ProfileRequest,
+};
 use ioctl::{INPUT_FILL, Length, Who, touch, touched};
 use libfuzzer_sys::fuzz_target;
 use sample_netebpf_ext::hook::{ATTACH_TYPE, WILDCARD_INTERFACE};
 use sample_netebpf_ext::program::PROGRAM_TYPE;
 use sample_netebpf_ext::protocol::{
-    IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, REQUEST_VERSION, RunReply, RunRequest,
-    WIN32_PATH,
+    IOCTL_SAMPLE_NET_PROFILE, IOCTL_SAMPLE_NET_RUN, MAX_PACKET, REQUEST_VERSION, RunReply,
+    RunRequest, WIN32_PATH,
 };
 use sample_netebpf_ext::{PacketContext, VERDICT_BLOCK, VERDICT_PERMIT, driver_entry};
 
@@ -119,9 +132,9 @@ const LOADED: [(Option<u32>, Option<u32>); 3] = [
 
 /// What firing the hook for `interface` must give, by the hook's rules as the sample documents
 /// them: the programs attached for the interface in attach order, then the wildcard ones,
-/// until one blocks; `(verdict, programs run)`, or `None` for a failure (a program's invoke
-/// failed, or none is attached).
-fn expected(model: &[(Option<u32>, Option<u32>)], interface: u32) -> Option<(u32, u32)> {
+/// until one blocks; `(verdict, programs run)`, or the status of the failure:
+/// `STATUS_UNSUCCESSFUL` if a program's invoke failed, `STATUS_NOT_FOUND` if none is attached.
+fn expected(model: &[(Option<u32>, Option<u32>)], interface: u32) -> Result<(u32, u32), NTSTATUS> {
     let specific = model
         .iter()
         .filter(|(p, _)| interface != WILDCARD_INTERFACE && *p == Some(interface));
@@ -129,12 +142,48 @@ fn expected(model: &[(Option<u32>, Option<u32>)], interface: u32) -> Option<(u32
     let mut programs_run = 0;
     for (_, verdict) in specific.chain(wildcards) {
         programs_run += 1;
-        if *verdict == Some(VERDICT_BLOCK) {
-            return Some((VERDICT_BLOCK, programs_run));
+        match verdict {
+            Some(VERDICT_BLOCK) => return Ok((VERDICT_BLOCK, programs_run)),
+            Some(_) => {}
+            None => return Err(STATUS_UNSUCCESSFUL),
         }
-        verdict.as_ref()?;
     }
-    (programs_run > 0).then_some((VERDICT_PERMIT, programs_run))
+    if programs_run > 0 {
+        Ok((VERDICT_PERMIT, programs_run))
+    } else {
+        Err(STATUS_NOT_FOUND)
+    }
+}
+
+/// The interface a request the sample must serve fires the hook for: `None` for any request
+/// the SDK or the sample refuses before firing (a code it does not serve, another version, an
+/// input that is not exactly the header and its packet, a packet over `MAX_PACKET`, no room
+/// for the reply (and, for a run, the packet), a field out of its range).
+fn well_formed(code: u32, bytes: &[u8], output_len: usize) -> Option<u32> {
+    let packet = |header: usize, data_len: u32| {
+        let len = usize::try_from(data_len).ok()?;
+        (bytes.len() == header + len && len <= MAX_PACKET).then_some(len)
+    };
+    match code {
+        IOCTL_SAMPLE_NET_RUN => {
+            let request = RunRequest::from_bytes(bytes)?;
+            let len = packet(RunRequest::SIZE, request.data_len)?;
+            (request.version == REQUEST_VERSION
+                && request.protocol <= 255
+                && output_len >= RunReply::SIZE + len)
+                .then_some(request.interface_id)
+        }
+        IOCTL_SAMPLE_NET_PROFILE => {
+            let request = ProfileRequest::from_bytes(bytes)?;
+            packet(ProfileRequest::SIZE, request.data_len)?;
+            (request.version == REQUEST_VERSION
+                && (1..=MAX_ITERATIONS).contains(&request.iterations)
+                && request.flags & !PROFILE_AT_DISPATCH == 0
+                && output_len >= ProfileReply::SIZE)
+                .then_some(request.parameter)
+        }
+        _ => None,
+    }
 }
 
 fn link(interface: Option<u32>, verdict: Option<u32>) -> Option<Link> {
@@ -145,17 +194,28 @@ fn link(interface: Option<u32>, verdict: Option<u32>) -> Option<Link> {
     Link::attach(spec, program(verdict)).ok()
 }
 
+/// The links of [`LOADED`], by index: `None` while an input has detached one.
+type LoadedLinks = RefCell<Vec<Option<Link>>>;
+
 /// The target's driver, its kernel and their baseline.
-type Env = common::Loaded<Vec<Link>>;
+type Env = common::Loaded<LoadedLinks>;
 
 thread_local! {
     /// Loaded on the fuzzing thread at the first input and never unloaded (see hook_attach.rs).
     static ENV: &'static Env = Box::leak(Box::new(Env::native(driver_entry, "SampleNetEbpfExt", || {
-        LOADED
-            .iter()
-            .map(|&(interface, verdict)| link(interface, verdict).expect("attach"))
-            .collect::<Vec<Link>>()
+        RefCell::new(
+            LOADED
+                .iter()
+                .map(|&(interface, verdict)| Some(link(interface, verdict).expect("attach")))
+                .collect(),
+        )
     })));
+}
+
+/// Whose a link attached during an input is: one of [`LOADED`] (by index) or the input's.
+enum Owner {
+    Loaded(usize),
+    Input(Link),
 }
 
 // ---- the scenario ---------------------------------------------------------------------------
@@ -217,26 +277,36 @@ fn scenario(env: &Env, input: &Input) {
     if common::verbose() {
         eprintln!("open as {caller:?}: {:?}", handle.as_ref().err());
     }
-    let mut links: Vec<Link> = Vec::new();
-    let mut model = LOADED.to_vec();
+    // What is attached, in attach order: (interface, verdict) as the model sees it, and whose.
+    let mut attached: Vec<(Option<u32>, Option<u32>, Owner)> = LOADED
+        .iter()
+        .enumerate()
+        .map(|(k, &(interface, verdict))| (interface, verdict, Owner::Loaded(k)))
+        .collect();
+    let mut added = 0;
     for step in input.steps.iter().take(MAX_REQUESTS) {
+        let model: Vec<(Option<u32>, Option<u32>)> =
+            attached.iter().map(|&(i, v, _)| (i, v)).collect();
         match step {
             Step::Attach { interface, verdict } => {
-                if links.len() < 4 {
+                if added < 4 {
+                    added += 1;
                     let verdict = [VERDICT_PERMIT, VERDICT_BLOCK]
                         .get(*verdict as usize % 3)
                         .copied();
                     let link = link(*interface, verdict).expect("at most 16 per interface");
-                    links.push(link);
                     let interface = interface.filter(|&i| i != WILDCARD_INTERFACE);
-                    model.push((interface, verdict));
+                    attached.push((interface, verdict, Owner::Input(link)));
                 }
             }
             Step::Detach(i) => {
-                if !links.is_empty() {
-                    let i = usize::from(*i) % links.len();
-                    links.remove(i).detach().expect("detach");
-                    model.remove(LOADED.len() + i);
+                if !attached.is_empty() {
+                    let (.., owner) = attached.remove(usize::from(*i) % attached.len());
+                    let link = match owner {
+                        Owner::Loaded(k) => env.kept.borrow_mut()[k].take().expect("attached"),
+                        Owner::Input(link) => link,
+                    };
+                    link.detach().expect("detach");
                 }
             }
             Step::Request(request) => {
@@ -255,13 +325,20 @@ fn scenario(env: &Env, input: &Input) {
                         result.information
                     );
                 }
+                if let Some(interface) = well_formed(code, &bytes, output_len) {
+                    let status = expected(&model, interface).map_or_else(|s| s, |_| STATUS_SUCCESS);
+                    assert_eq!(
+                        result.status, status,
+                        "a well-formed request for interface {interface}, by the hook's rules"
+                    );
+                }
                 if code == IOCTL_SAMPLE_NET_RUN && result.status == STATUS_SUCCESS {
                     let packet = &bytes[RunRequest::SIZE..];
                     assert_eq!(result.information, RunReply::SIZE + packet.len());
                     let reply = RunReply::from_bytes(&result.output).expect("reply");
                     let asked = RunRequest::from_bytes(&bytes).expect("request");
                     assert_eq!(
-                        Some((reply.verdict, reply.programs_run)),
+                        Ok((reply.verdict, reply.programs_run)),
                         expected(&model, asked.interface_id),
                         "the verdict and the programs run, by the hook's rules"
                     );
@@ -279,7 +356,7 @@ fn scenario(env: &Env, input: &Input) {
                     let asked = ProfileRequest::from_bytes(&bytes).expect("request");
                     assert_eq!(reply.iterations, asked.iterations);
                     assert_eq!(
-                        Some((reply.result, reply.programs_run)),
+                        Ok((reply.result, reply.programs_run)),
                         expected(&model, asked.parameter),
                         "the last iteration's verdict and programs run"
                     );
@@ -287,7 +364,14 @@ fn scenario(env: &Env, input: &Input) {
             }
         }
     }
-    drop(links);
+    // The input's links go; those of LOADED it detached are attached again.
+    drop(attached);
+    for (k, slot) in env.kept.borrow_mut().iter_mut().enumerate() {
+        if slot.is_none() {
+            let (interface, verdict) = LOADED[k];
+            *slot = Some(link(interface, verdict).expect("attach again"));
+        }
+    }
     if let Ok(handle) = handle {
         env.kernel.close(handle);
     }

@@ -50,8 +50,9 @@ impl Baseline {
 }
 
 /// A sample driver linked into the target, loaded on a kernel of its own for the target's
-/// life, with what the target set up after the load (kept, never dropped) and the baseline
-/// taken once both are in place.
+/// life, with what the target set up after the load (`kept`: never dropped, though a target
+/// may change it as long as each input ends with it as it was) and the baseline taken once
+/// both are in place.
 #[allow(
     dead_code,
     reason = "only the targets that keep a kernel between inputs use it"
@@ -59,7 +60,7 @@ impl Baseline {
 pub struct Loaded<T = ()> {
     pub kernel: Kernel,
     _driver: LoadedDriver<'static>,
-    _kept: T,
+    pub kept: T,
     pub baseline: Baseline,
 }
 
@@ -80,7 +81,7 @@ impl<T> Loaded<T> {
         Loaded {
             kernel,
             _driver: driver,
-            _kept: kept,
+            kept,
             baseline,
         }
     }
