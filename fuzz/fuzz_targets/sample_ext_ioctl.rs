@@ -17,7 +17,11 @@
 //! their count, the sum of their results and the data as `count` runs leave it; a successful
 //! profile ran it `iterations` times over a context with the processor number and no helper
 //! values, and returns the count, its result and one program run, without the data; a request the
-//! model says no program can serve fails; after each input the kernel holds exactly the pool
+//! model says no program can serve fails; a well-formed request (a code the sample serves, the
+//! version, an input of exactly the header and its data, data up to `MAX_DATA`, room for the
+//! reply (and, for a run or batch, the data), counts and flags in range) gets exactly the
+//! model's status: `STATUS_SUCCESS`, `STATUS_NOT_FOUND` with no program for it, or
+//! `STATUS_UNSUCCESSFUL` when its program fails; after each input the kernel holds exactly the pool
 //! and NMR registrations it held before.
 #![no_main]
 
@@ -30,16 +34,18 @@ use core::ffi::c_void;
 
 use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
-use ebpf_ext_sys::ntstatus::STATUS_SUCCESS;
+use ebpf_ext_sys::ntstatus::{STATUS_NOT_FOUND, STATUS_SUCCESS, STATUS_UNSUCCESSFUL};
 use ebpf_extension_common::irql::current_processor;
-use ebpf_extension_common::profile::{MAX_ITERATIONS, ProfileReply, ProfileRequest};
+use ebpf_extension_common::profile::{
+    MAX_ITERATIONS, PROFILE_AT_DISPATCH, ProfileReply, ProfileRequest,
+};
 use ioctl::{INPUT_FILL, Length, Who, touch, touched};
 use libfuzzer_sys::fuzz_target;
 use sample_ext::hook::ATTACH_TYPE;
 use sample_ext::program::PROGRAM_TYPE;
 use sample_ext::protocol::{
     IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE, IOCTL_SAMPLE_EBPF_EXT_CTL_RUN,
-    IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH, MAX_BATCH, REQUEST_VERSION, RunBatchReply,
+    IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH, MAX_BATCH, MAX_DATA, REQUEST_VERSION, RunBatchReply,
     RunBatchRequest, RunReply, RunRequest, WIN32_PATH,
 };
 use sample_ext::{SampleContext, driver_entry};
@@ -246,15 +252,62 @@ fn encode(request: &Request) -> (u32, Vec<u8>, usize) {
     (code, bytes, output_len)
 }
 
-/// Checks a completed run or batch against the model; `runs_before` is [`Seen::runs`] before
-/// the request.
+/// The attach parameter of a request the sample must serve: `None` for any request the SDK or
+/// the sample refuses before running a program (a code it does not serve, another version, an
+/// input that is not exactly the header and its data, data over `MAX_DATA`, no room for the
+/// reply (and, for a run or batch, the data), a count, iteration count or flag out of range).
+fn well_formed(code: u32, bytes: &[u8], output_len: usize) -> Option<u32> {
+    let data = |header: usize, data_len: u32| {
+        let len = usize::try_from(data_len).ok()?;
+        (bytes.len() == header + len && len <= MAX_DATA).then_some(len)
+    };
+    match code {
+        IOCTL_SAMPLE_EBPF_EXT_CTL_RUN => {
+            let request = RunRequest::from_bytes(bytes)?;
+            let len = data(RunRequest::SIZE, request.data_len)?;
+            (request.version == REQUEST_VERSION && output_len >= RunReply::SIZE + len)
+                .then_some(request.attach_parameter)
+        }
+        IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH => {
+            let request = RunBatchRequest::from_bytes(bytes)?;
+            let len = data(RunBatchRequest::SIZE, request.data_len)?;
+            (request.version == REQUEST_VERSION
+                && (1..=MAX_BATCH).contains(&request.count)
+                && output_len >= RunBatchReply::SIZE + len)
+                .then_some(request.attach_parameter)
+        }
+        IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE => {
+            let request = ProfileRequest::from_bytes(bytes)?;
+            data(ProfileRequest::SIZE, request.data_len)?;
+            (request.version == REQUEST_VERSION
+                && (1..=MAX_ITERATIONS).contains(&request.iterations)
+                && request.flags & !PROFILE_AT_DISPATCH == 0
+                && output_len >= ProfileReply::SIZE)
+                .then_some(request.parameter)
+        }
+        _ => None,
+    }
+}
+
+/// Checks a completed request against the model; `runs_before` is [`Seen::runs`] before it.
 fn check(
     links: &[Attached],
     code: u32,
-    bytes: &[u8],
+    (bytes, output_len): (&[u8], usize),
     result: &ebpf_ext_usersim::IoResult,
     runs_before: u32,
 ) {
+    if let Some(parameter) = well_formed(code, bytes, output_len) {
+        let status = match chosen(links, parameter) {
+            None => STATUS_NOT_FOUND,
+            Some(Attached { result: None, .. }) => STATUS_UNSUCCESSFUL,
+            Some(_) => STATUS_SUCCESS,
+        };
+        assert_eq!(
+            result.status, status,
+            "a well-formed request for parameter {parameter}, by the hook's rules"
+        );
+    }
     let (header, reply) = match code {
         IOCTL_SAMPLE_EBPF_EXT_CTL_RUN => (RunRequest::SIZE, RunReply::SIZE),
         IOCTL_SAMPLE_EBPF_EXT_CTL_RUN_BATCH => (RunBatchRequest::SIZE, RunBatchReply::SIZE),
@@ -384,7 +437,7 @@ fn scenario(env: &Env, input: &Input) {
                         result.information
                     );
                 }
-                check(&links, code, &bytes, &result, runs_before);
+                check(&links, code, (&bytes, output_len), &result, runs_before);
             }
         }
     }
