@@ -61,6 +61,7 @@ static long (*bpf_trace_printk3)(const char* fmt, uint32_t size, uint64_t a) = (
 static uint64_t (*bpf_get_current_pid_tgid)(void) = (void*)19;
 static int (*bpf_memcmp_s)(const void* a, uint64_t a_size, const void* b, uint64_t b_size) = (void*)23;
 static uint64_t (*bpf_strnlen_s)(const char* s, uint64_t size) = (void*)29;
+static uint64_t (*bpf_memset)(void* m, uint64_t size, int value) = (void*)24;
 static uint64_t (*test_get_a)(void* ctx) = (void*)0x10001;
 static uint64_t (*test_context_value)(void* ctx) = (void*)0x10002;
 static uint64_t (*bpf_tail_call)(void* ctx, void* map, uint32_t index) = (void*)5;
@@ -83,7 +84,9 @@ static long long (*bpf_get_current_thread_create_time)(void) = (void*)34;
 const PROGRAMS: &str = r#"
 struct { __uint(type, 2); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 16); } results SEC(".maps");
 struct { __uint(type, 8); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 2); } lru SEC(".maps");
-struct { __uint(type, 13); __uint(max_entries, 64); } ring SEC(".maps");
+struct { __uint(type, 13); __uint(max_entries, 4096); } ring SEC(".maps");
+struct { __uint(type, 2); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 4); } scratch SEC(".maps");
+struct { __uint(type, 5); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 4); } percpu SEC(".maps");
 
 struct { __uint(type, 10); __type(value, uint32_t); __uint(max_entries, 2); } queue SEC(".maps");
 struct { __uint(type, 1); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 16); } hash SEC(".maps");
@@ -109,12 +112,35 @@ int resolve(struct test_context* ctx)
     uint64_t* seeded = bpf_map_lookup_elem(&results, &key);
     if (seeded) *seeded += 1;
     for (uint32_t k = 0; k < 3; k++) { uint64_t v = k; bpf_map_update_elem(&lru, &k, &v, 0); }
-    uint64_t record = 0x1122334455667788ULL;
-    long first = bpf_ringbuf_output(&ring, &record, sizeof(record), 0);
+    uint64_t record[32] = {0x1122334455667788ULL};
+    long first = bpf_ringbuf_output(&ring, record, sizeof(record), 0);
     long full = 0;
-    for (int i = 0; i < 8; i++) full = bpf_ringbuf_output(&ring, &record, sizeof(record), 0);
+    for (int i = 0; i < 16; i++) full = bpf_ringbuf_output(&ring, record, sizeof(record), 0);
     put(6, (uint64_t)(first * 1000 + full));
     return (int)ctx->flags;
+}
+
+// Arrays as the core updates and deletes them, the map helpers on a ring buffer, and memset.
+SEC("test_prog/arrays")
+int arrays(struct test_context* ctx)
+{
+    uint32_t k = 3, far = 4;
+    uint64_t five = 5;
+    put(0, (uint64_t)bpf_map_update_elem(&scratch, &k, &five, 1));
+    put(1, (uint64_t)bpf_map_update_elem(&scratch, &k, &five, 4));
+    uint64_t* v = bpf_map_lookup_elem(&scratch, &k);
+    put(2, v ? *v : 99);
+    put(3, (uint64_t)bpf_map_delete_elem(&scratch, &k));
+    put(4, v ? *v : 99);
+    put(5, (uint64_t)bpf_map_delete_elem(&scratch, &far));
+    put(6, (uint64_t)bpf_map_update_elem(&percpu, &k, &five, 1));
+    put(7, (uint64_t)bpf_map_update_elem(&percpu, &far, &five, 0));
+    put(8, (uint64_t)bpf_map_update_elem(&ring, &k, &five, 0));
+    put(9, (uint64_t)bpf_map_delete_elem(&ring, &k));
+    uint64_t buffer = 0;
+    put(10, bpf_memset(&buffer, 8, 0x41) == (uint64_t)&buffer);
+    put(11, buffer);
+    return 0;
 }
 
 SEC("test_prog/general")
@@ -579,10 +605,119 @@ fn helpers_resolve_by_the_cores_id_ranges_and_maps_are_shared_with_the_test() {
             Err(MapError::Result(EBPF_KEY_NOT_FOUND))
         );
         let records = program.map("ring").expect("ring").drain_records();
-        assert_eq!(records.len(), 4, "64 bytes hold four 16-byte records");
-        assert_eq!(records[0], 0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(
+            records.len(),
+            15,
+            "4096 bytes hold fifteen records of 256 bytes and an 8-byte header"
+        );
+        assert_eq!(records[0].len(), 256);
+        assert_eq!(records[0][..8], 0x1122_3344_5566_7788u64.to_le_bytes());
         assert!(program.faults().is_empty());
     });
+}
+
+/// The core's array update refuses `BPF_NOEXIST` (an array's entries always exist) and checks
+/// no other flag; a program's update of a per-CPU array writes its processor's copy whatever
+/// the flags; a delete zeroes the value; a ring buffer has no update or delete; `bpf_memset`
+/// returns the buffer's address.
+#[test]
+fn arrays_ring_buffers_and_memset_answer_as_the_cores() {
+    let object = object();
+    with_info(|client, info| {
+        let program = BpfProgram::load(&object, "test_prog/arrays", info).expect("loads");
+        let results = program.map("results").expect("results map");
+        let bytes = context(0, 0);
+        let context = client.create_context(&[], &bytes).expect("context");
+        // SAFETY: a context of the program type from its provider's context_create.
+        assert_eq!(unsafe { program.run(context.as_ptr()) }, Ok(0));
+        assert!(program.faults().is_empty(), "{:?}", program.faults());
+        let value = |key: u32| result(&results, key).cast_signed();
+        assert_eq!(
+            value(0),
+            -6,
+            "BPF_NOEXIST on an array: EBPF_INVALID_ARGUMENT"
+        );
+        assert_eq!(value(1), 0, "an unknown flag: not checked");
+        assert_eq!(value(2), 5);
+        assert_eq!(value(3), 0, "delete from an array");
+        assert_eq!(value(4), 0, "zeroes the value in place");
+        assert_eq!(value(5), -6, "delete past the end: EBPF_INVALID_ARGUMENT");
+        assert_eq!(
+            value(6),
+            0,
+            "a program's BPF_NOEXIST on a per-CPU array: written"
+        );
+        assert_eq!(value(7), -6, "past the end of a per-CPU array");
+        assert_eq!(
+            value(8),
+            -18,
+            "update of a ring buffer: EBPF_OPERATION_NOT_SUPPORTED"
+        );
+        assert_eq!(value(9), -18, "delete from a ring buffer");
+        assert_eq!(value(10), 1, "bpf_memset returns the buffer");
+        assert_eq!(value(11), 0x4141_4141_4141_4141);
+        let copies = program
+            .map("percpu")
+            .expect("percpu")
+            .lookup_per_cpu(&3u32.to_le_bytes())
+            .expect("per-CPU")
+            .expect("in range");
+        assert_eq!(
+            copies
+                .iter()
+                .filter(|c| c[..] == 5u64.to_le_bytes())
+                .count(),
+            1,
+            "one processor's copy: {copies:?}"
+        );
+        // Test code updates as the core's user-mode update does: the same refusal.
+        let scratch = program.map("scratch").expect("scratch");
+        assert_eq!(
+            scratch.update(&1u32.to_le_bytes(), &7u64.to_le_bytes(), BPF_NOEXIST),
+            Err(MapError::Result(EBPF_INVALID_ARGUMENT))
+        );
+        assert_eq!(
+            scratch.update(&1u32.to_le_bytes(), &7u64.to_le_bytes(), BPF_EXIST),
+            Ok(())
+        );
+        assert_eq!(scratch.delete(&1u32.to_le_bytes()), Ok(()));
+        assert_eq!(result(&scratch, 1), 0, "deleted: zero");
+    });
+}
+
+/// A ring buffer's or perf event array's rings are a power of two of whole pages, and a ring
+/// buffer has no key: anything else fails the map's creation, so the load.
+#[test]
+fn rings_that_are_not_whole_pages_in_a_power_of_two_are_refused() {
+    for (map, refused) in [
+        ("__uint(type, 13); __uint(max_entries, 4096);", false),
+        ("__uint(type, 13); __uint(max_entries, 16384);", false),
+        ("__uint(type, 14); __uint(max_entries, 4096);", false),
+        ("__uint(type, 13); __uint(max_entries, 64);", true),
+        ("__uint(type, 13); __uint(max_entries, 1000);", true),
+        ("__uint(type, 13); __uint(max_entries, 12288);", true),
+        ("__uint(type, 14); __uint(max_entries, 64);", true),
+        (
+            "__uint(type, 13); __type(key, uint32_t); __uint(max_entries, 4096);",
+            true,
+        ),
+    ] {
+        let object = compile(&format!(
+            r#"{PRELUDE}
+struct {{ {map} }} rings SEC(".maps");
+SEC("test_prog")
+int output(struct test_context* ctx) {{ uint64_t v = 1; return (int)bpf_ringbuf_output(&rings, &v, 8, 0); }}
+char _license[] SEC("license") = "MIT";
+"#
+        ));
+        with_info(|_, info| {
+            let loaded = BpfProgram::load(&object, "test_prog", info);
+            assert_eq!(loaded.is_err(), refused, "{map}");
+            if let Err(error) = loaded {
+                assert!(matches!(error, BpfError::Map(_)), "{map}: {error}");
+            }
+        });
+    }
 }
 
 #[test]
@@ -1377,7 +1512,7 @@ fn program_arrays_take_programs_of_one_type_by_index() {
 
 /// Programs that write perf events.
 const PERF_EVENTS: &str = r#"
-struct { __uint(type, 14); __type(key, uint32_t); __type(value, uint32_t); __uint(max_entries, 64); } events SEC(".maps");
+struct { __uint(type, 14); __type(key, uint32_t); __type(value, uint32_t); __uint(max_entries, 4096); } events SEC(".maps");
 struct { __uint(type, 2); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 1); } other SEC(".maps");
 
 // A record of ctx->value, with ctx->flags as the helper's flags.
@@ -1494,19 +1629,6 @@ fn perf_events_go_to_the_running_processors_ring_with_context_data_on_request() 
         let cpu = usize::try_from(accepted[0]).expect("small");
         assert_eq!(events.drain_cpu_records(cpu), Ok(vec![record(10, &[])]));
 
-        // A record over the ring's 64 bytes: refused, and counted as lost.
-        let big = perf
-            .test_run(client, &[0xAB; 60], &context(1, CURRENT_CPU | 60 << 32), 1)
-            .expect("runs");
-        assert_eq!(big.return_value, invalid);
-        assert_eq!(perf_records(&events), (vec![], 1));
-
-        // A 64-byte ring holds four 16-byte records; the fifth is lost.
-        let results: Vec<u32> = (0..5).map(|v| run(v, CURRENT_CPU)).collect();
-        assert_eq!(results, [0, 0, 0, 0, (-12i32).cast_unsigned()]);
-        let (records, lost) = perf_records(&events);
-        assert_eq!((records.len(), lost), (4, 2), "lost counts since creation");
-
         // A plain run: core-sim gives it no context descriptor, so no context data to
         // capture (checked before the processor, as the core does), and an explicit
         // processor number below DISPATCH_LEVEL is refused.
@@ -1551,6 +1673,34 @@ fn perf_events_go_to_the_running_processors_ring_with_context_data_on_request() 
                 .contains("slot 1 of the context header holds 0xbad"),
             "{fault}"
         );
+    });
+}
+
+/// A record over a perf ring's size is refused and counted as lost; a full ring loses the
+/// records it has no room for.
+#[test]
+fn a_perf_ring_refuses_records_over_its_size_and_loses_those_it_has_no_room_for() {
+    let object = compile(&format!("{PRELUDE}{PERF_EVENTS}"));
+    with_info(|client, info| {
+        let programs = BpfProgram::load_all(&object, info).expect("loads");
+        let perf = section(&programs, "test_prog/perf");
+        let events = perf.map("events").expect("events");
+        let invalid = (-6i32).cast_unsigned();
+        // A record over the ring's 4096 bytes: refused, and counted as lost.
+        let with_data = |value: u64, data: &[u8]| {
+            let context = context(value, CURRENT_CPU | (data.len() as u64) << 32);
+            perf.test_run(client, data, &context, 1)
+                .expect("runs")
+                .return_value
+        };
+        assert_eq!(with_data(1, &[0xAB; 4096]), invalid);
+        assert_eq!(perf_records(&events), (vec![], 1));
+
+        // 4096 bytes hold four records of 1016 bytes and an 8-byte header; the fifth is lost.
+        let results: Vec<u32> = (0..5).map(|v| with_data(v, &[0xCD; 1008])).collect();
+        assert_eq!(results, [0, 0, 0, 0, (-12i32).cast_unsigned()]);
+        let (records, lost) = perf_records(&events);
+        assert_eq!((records.len(), lost), (4, 2), "lost counts since creation");
     });
 }
 

@@ -9,7 +9,6 @@
 //! program memory is held across a call.
 
 use core::cell::{RefCell, UnsafeCell};
-use core::fmt::Write as _;
 use core::ops::Range;
 use std::sync::Arc;
 
@@ -778,10 +777,15 @@ fn call_general(
                 return Ok(u64::MAX);
             }
             let format = bytes(args[0], fmt_size);
-            let line = printk(&format, &args[2..(id as usize - 10)]);
-            let len = line.len() as u64;
-            program.record_printk(line);
-            len
+            match printk(&format, &args[2..(id as usize - 10)]) {
+                Some(line) => {
+                    let len = line.len() as u64;
+                    program.record_printk(String::from_utf8_lossy(&line).into_owned());
+                    len
+                }
+                // An unsupported conversion, or as many as the arguments: nothing logged.
+                None => u64::MAX,
+            }
         }
         19 => {
             let thread = {
@@ -1061,6 +1065,7 @@ fn memory_helper(id: u32, args: &[u64; 5]) -> Result<u64, String> {
                 core::cmp::Ordering::Greater => 1,
             }
         }
+        // The core returns `memset`'s result: the buffer's address.
         24 => {
             if args[1] > 0 {
                 #[expect(clippy::cast_possible_truncation, reason = "memset's int value")]
@@ -1074,7 +1079,7 @@ fn memory_helper(id: u32, args: &[u64; 5]) -> Result<u64, String> {
                     );
                 };
             }
-            0
+            args[0]
         }
         27 | 28 => {
             // Worked on copies and written back through the raw pointer: the destination may
@@ -1107,51 +1112,100 @@ fn memory_helper(id: u32, args: &[u64; 5]) -> Result<u64, String> {
     })
 }
 
-/// Formats a `bpf_printk` line: `%d %i %u %x` with `l`/`ll`, and `%%`.
-fn printk(format: &[u8], args: &[u64]) -> String {
-    let text = String::from_utf8_lossy(format.split(|&b| b == 0).next().unwrap_or(&[]));
-    let mut out = String::new();
+/// Formats a `bpf_printk` line as the core does, from the `fmt_size` bytes of `format` (at
+/// least 2): the last byte is dropped (the NUL a well-formed format ends with), and a newline
+/// before it too; the text ends at its first NUL. Conversions are `%d %i %u %x`, each with
+/// an optional `l` or `ll`, and `%%`; a format with any other (a flag, a width, `%s`, `%p`, a
+/// `%` at the end), or with another number of conversions than `args`, gives `None` (the
+/// helper returns -1 and logs nothing). The line is what Windows' `RtlStringCchVPrintfA`
+/// makes of it: without `ll` a value is 32 bits (`long` is 32 bits on Windows), so `%lx` of
+/// `0x1_0000_0002` is `2`.
+fn printk(format: &[u8], args: &[u64]) -> Option<Vec<u8>> {
+    let size = format.len();
+    let cut = if size >= 2 && format[size - 2] == b'\n' {
+        size - 2
+    } else {
+        size.saturating_sub(1)
+    };
+    let text = format[..cut].split(|&b| b == 0).next().unwrap_or(&[]);
+    let mut out = Vec::new();
     let mut args = args.iter();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '%' {
+    let mut rest = text;
+    while let Some((&c, tail)) = rest.split_first() {
+        rest = tail;
+        if c != b'%' {
             out.push(c);
             continue;
         }
-        let mut long = 0;
-        while chars.peek() == Some(&'l') {
-            chars.next();
-            long += 1;
+        if let Some((b'%', tail)) = rest.split_first() {
+            rest = tail;
+            out.push(b'%');
+            continue;
         }
-        let value = |v: u64| if long == 0 { v & 0xFFFF_FFFF } else { v };
-        match chars.next() {
-            Some('%') | None => out.push('%'),
-            Some('d' | 'i') => {
-                let v = *args.next().unwrap_or(&0);
-                #[expect(clippy::cast_possible_truncation, reason = "a 32-bit %d")]
-                let signed = if long == 0 {
-                    i64::from(v as i32)
-                } else {
-                    v.cast_signed()
-                };
-                out.push_str(&signed.to_string());
-            }
-            Some('u') => out.push_str(&value(*args.next().unwrap_or(&0)).to_string()),
-            Some('x') => {
-                let _ = write!(out, "{:x}", value(*args.next().unwrap_or(&0)));
-            }
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-        }
+        let long_long = rest.starts_with(b"ll");
+        let skip = if long_long {
+            2
+        } else {
+            usize::from(rest.first() == Some(&b'l'))
+        };
+        let (&conversion, tail) = rest.get(skip..)?.split_first()?;
+        rest = tail;
+        let value = *args.next()?;
+        #[expect(clippy::cast_possible_truncation, reason = "a 32-bit int or long")]
+        let narrow = value as u32;
+        let formatted = match (conversion, long_long) {
+            (b'd' | b'i', true) => value.cast_signed().to_string(),
+            (b'd' | b'i', false) => narrow.cast_signed().to_string(),
+            (b'u', true) => value.to_string(),
+            (b'u', false) => narrow.to_string(),
+            (b'x', true) => format!("{value:x}"),
+            (b'x', false) => format!("{narrow:x}"),
+            _ => return None,
+        };
+        out.extend_from_slice(formatted.as_bytes());
     }
-    out
+    // Every argument has its conversion.
+    args.next().is_none().then_some(out)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{EINVAL, STRING_INVALID, STRING_TRUNCATED, csum_diff, string_copy};
+    use super::{EINVAL, STRING_INVALID, STRING_TRUNCATED, csum_diff, printk, string_copy};
+
+    #[test]
+    fn printk_formats_as_the_core_and_windows_do_and_refuses_what_the_core_refuses() {
+        let line = |format: &[u8], args: &[u64]| printk(format, args);
+        let some = |s: &str| Some(s.as_bytes().to_vec());
+        // Without `ll` a value is a 32-bit int or long (Windows' `long`).
+        assert_eq!(line(b"%lx\0", &[0x1_0000_0002]), some("2"));
+        assert_eq!(line(b"%llx\0", &[0x1_0000_0002]), some("100000002"));
+        assert_eq!(
+            line(b"%ld %d\0", &[0xFFFF_FFFF, 0xFFFF_FFFE]),
+            some("-1 -2")
+        );
+        assert_eq!(line(b"%lld\0", &[u64::MAX]), some("-1"));
+        assert_eq!(line(b"%u%%\0", &[0x1_0000_0007]), some("7%"));
+        // A newline before the NUL is dropped; the last byte always is.
+        assert_eq!(line(b"hi\n\0", &[]), some("hi"));
+        assert_eq!(line(b"abc", &[]), some("ab"));
+        // Anything else, or another number of conversions than arguments: refused.
+        for (format, args) in [
+            (&b"%s\0"[..], &[3u64][..]),
+            (b"%5d\0", &[1]),
+            (b"%p\0", &[1]),
+            (b"%lu %u\0", &[1]),
+            (b"no conversion\0", &[1]),
+            (b"100%\0", &[]),
+            (b"%lll\0", &[1]),
+        ] {
+            assert_eq!(
+                line(format, args),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(format)
+            );
+        }
+    }
 
     #[test]
     fn strings_stop_at_the_source_nul_and_refuse_what_the_kernel_refuses() {

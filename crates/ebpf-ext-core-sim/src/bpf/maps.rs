@@ -188,19 +188,36 @@ impl core::fmt::Debug for BpfMap {
     }
 }
 
+/// The kernel's page size: a ring buffer's or perf event array's rings are whole pages.
+const PAGE_SIZE: usize = 4096;
+
 /// Refuses sizes a map of `kind` cannot have (as the core refuses them at creation).
+///
+/// `max_entries` is at most 2^20, core-sim's own limit on what a test allocates, except for
+/// the bytes of a ring (2^26, rings of 64 MiB). A ring buffer's or perf event array's rings
+/// hold a power of two of bytes (the core's `EBPF_INVALID_ARGUMENT`) and whole pages (the
+/// kernel's ring memory refuses anything else, so the map's creation fails); a ring buffer
+/// has no key.
 fn check_sizes(definition: &MapDefinition, kind: Kind) -> Result<(), String> {
     let entries = definition.max_entries as usize;
-    if entries == 0 || entries > 1 << 20 {
+    let rings = matches!(kind, Kind::RingBuffer | Kind::PerfEventArray);
+    let most = if rings { 1 << 26 } else { 1 << 20 };
+    if entries == 0 || entries > most {
         return Err(format!(
             "map {}: max_entries {entries} out of range",
             definition.name
         ));
     }
-    if kind == Kind::PerfEventArray && !entries.is_power_of_two() {
+    if rings && !(entries.is_power_of_two() && entries.is_multiple_of(PAGE_SIZE)) {
         return Err(format!(
-            "map {}: a perf event array's rings hold a power of two of bytes, not {entries}",
+            "map {}: a ring holds a power of two of bytes in whole {PAGE_SIZE}-byte pages, not {entries}",
             definition.name
+        ));
+    }
+    if kind == Kind::RingBuffer && definition.key_size != 0 {
+        return Err(format!(
+            "map {}: a ring buffer has no key, not {} bytes",
+            definition.name, definition.key_size
         ));
     }
     if !matches!(kind, Kind::RingBuffer | Kind::PerfEventArray) && definition.value_size == 0 {
@@ -466,24 +483,34 @@ impl BpfMap {
             // The core's update of a queue or stack is a push.
             return self.push_value(value, flags);
         }
-        if value.len() != self.value_size() || flags > BPF_EXIST {
+        if value.len() != self.value_size() {
             return Err(EBPF_INVALID_ARGUMENT);
         }
-        let slots: Vec<usize> = match self.kind {
-            Kind::Array | Kind::PerCpuArray => {
+        let slots: Vec<usize> = match (self.kind, cpu) {
+            // A program's update of a per-CPU array: the core finds the entry and writes this
+            // processor's copy, whatever the flags (an index out of range is not found, and
+            // the array's own update then refuses it).
+            (Kind::PerCpuArray, Some(cpu)) => {
                 let index = self.array_index(key).ok_or(EBPF_INVALID_ARGUMENT)?;
+                vec![index * self.cpus + cpu.min(self.cpus - 1)]
+            }
+            // The core's array update: BPF_NOEXIST is refused before the index is looked at
+            // (an array's entries always exist), and other flags are not checked.
+            (Kind::Array | Kind::PerCpuArray, _) => {
                 if flags == BPF_NOEXIST {
-                    return Err(EBPF_KEY_ALREADY_EXISTS);
+                    return Err(EBPF_INVALID_ARGUMENT);
                 }
+                let index = self.array_index(key).ok_or(EBPF_INVALID_ARGUMENT)?;
                 if self.kind == Kind::Array {
                     vec![index]
-                } else if let Some(cpu) = cpu {
-                    vec![index * self.cpus + cpu.min(self.cpus - 1)]
                 } else {
                     (0..self.cpus).map(|c| index * self.cpus + c).collect()
                 }
             }
-            Kind::Hash | Kind::LruHash => {
+            (Kind::Hash | Kind::LruHash, _) => {
+                if flags > BPF_EXIST {
+                    return Err(EBPF_INVALID_ARGUMENT);
+                }
                 let mut state = lock(&self.hash);
                 let existing = state.slots.get(key).copied();
                 match (existing, flags) {
@@ -521,12 +548,16 @@ impl BpfMap {
                 }
                 return Ok(());
             }
-            Kind::RingBuffer
-            | Kind::PerfEventArray
-            | Kind::Custom
-            | Kind::Queue
-            | Kind::Stack
-            | Kind::ProgramArray => {
+            // The core's ring buffer has no update function.
+            (Kind::RingBuffer, _) => return Err(EBPF_OPERATION_NOT_SUPPORTED),
+            (
+                Kind::PerfEventArray
+                | Kind::Custom
+                | Kind::Queue
+                | Kind::Stack
+                | Kind::ProgramArray,
+                _,
+            ) => {
                 return Err(EBPF_INVALID_ARGUMENT);
             }
         };
@@ -551,8 +582,22 @@ impl BpfMap {
             return custom.delete(key, EBPF_MAP_OPERATION_HELPER);
         }
         match self.kind {
-            Kind::Custom | Kind::Queue | Kind::Stack | Kind::PerfEventArray => {
+            Kind::Custom | Kind::Queue | Kind::Stack | Kind::PerfEventArray | Kind::RingBuffer => {
                 Err(EBPF_OPERATION_NOT_SUPPORTED)
+            }
+            // The core's array delete zeroes the value (every processor's copy).
+            Kind::Array | Kind::PerCpuArray => {
+                let index = self.array_index(key).ok_or(EBPF_INVALID_ARGUMENT)?;
+                let copies = if self.kind == Kind::Array {
+                    1
+                } else {
+                    self.cpus
+                };
+                for slot in index * copies..(index + 1) * copies {
+                    // SAFETY: a slot of this map, `value_size` bytes.
+                    unsafe { core::ptr::write_bytes(self.slot(slot), 0, self.value_size()) };
+                }
+                Ok(())
             }
             Kind::Hash | Kind::LruHash => {
                 let mut state = lock(&self.hash);
@@ -565,7 +610,6 @@ impl BpfMap {
                 lock(&self.programs).0[index] = None;
                 Ok(())
             }
-            _ => Err(EBPF_INVALID_ARGUMENT),
         }
     }
 
@@ -815,7 +859,8 @@ impl BpfMap {
             .map_err(MapError::Result)
     }
 
-    /// Deletes `key` from a hash map, or empties slot `key` of a program array.
+    /// Deletes `key` from a hash map, zeroes entry `key` of an array (every processor's copy
+    /// of a per-CPU array), or empties slot `key` of a program array.
     ///
     /// # Errors
     /// [`MapError::Result`] with what `bpf_map_delete_elem` would return.

@@ -64,8 +64,12 @@
 //!   context data outside the program's data (the core would use the wrong map, or copy from
 //!   wherever the pointers say); a plain [`BpfProgram::run`] is given no context
 //!   descriptor, even for a context with a header, so it captures no context data. Ring
-//!   buffers and perf event arrays hold at most 1 MiB (per processor), as every map holds at
-//!   most 2^20 entries here.
+//!   buffers and perf event arrays hold at most 64 MiB (per processor), and every other map
+//!   at most 2^20 entries here.
+//! - A hash map holds at most `max_entries` keys, and an insert into a full one returns
+//!   `EBPF_NO_MEMORY`. The core's plain hash map has no entry limit (it creates its table
+//!   with `max_entries` as the initial bucket count only; its LRU hash is the bounded one),
+//!   so a test that fills a plain hash map proves nothing about Windows.
 //! - No verifier: a program the core's verifier would refuse for what it does at run time
 //!   (a loop without a bound, an access it cannot prove in bounds) loads here, and faults
 //!   only if it does the wrong thing; a run ends in a fault after 2^24 instructions. The
