@@ -11,7 +11,7 @@
 //! Every extension callback and every change of the count runs under the provider's writer
 //! lock, so the count the first-attach decision reads is the one the last detach leaves.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::AtomicBool;
 
 use ebpf_ext_nmr::{AttachingClient, Bound, Detach, DetachCompletion};
 use ebpf_ext_sys::ntdef::NTSTATUS;
@@ -159,11 +159,12 @@ pub(crate) fn attach<E: HookExtension>(
 /// # IRQL
 /// ≤ DISPATCH_LEVEL.
 pub(crate) fn detach<E: HookExtension>(client: &Client<E>) -> Detach {
-    client.detaching.store(true, Ordering::Relaxed);
-    // SAFETY: NMR detaches a binding once, so this is the item's one queueing; the client
-    // stays in place until its cleanup, which NMR runs only once the detach is complete: by
-    // the routine, after `run` has returned the completion this Pending owes.
-    unsafe { client.work_item.queue(client) };
+    crate::detaching::mark_then_queue(&client.detaching, || {
+        // SAFETY: NMR detaches a binding once, so this is the item's one queueing; the client
+        // stays in place until its cleanup, which NMR runs only once the detach is complete:
+        // by the routine, after `run` has returned the completion this Pending owes.
+        unsafe { client.work_item.queue(client) };
+    });
     Detach::Pending
 }
 

@@ -53,6 +53,7 @@
 mod attach;
 mod client;
 mod config;
+mod detaching;
 mod invoke;
 mod policy;
 mod provider;

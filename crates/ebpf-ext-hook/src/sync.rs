@@ -7,7 +7,7 @@
 use core::marker::PhantomData;
 
 pub(crate) use core::hint::spin_loop;
-pub(crate) use core::sync::atomic::{AtomicUsize, Ordering};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 pub(crate) use ebpf_ext_pool::{PoolArray as Array, PoolTag as Tag};
 pub(crate) use ebpf_ext_rundown::{
     CacheAwareRundown as Rundown, CacheAwareRundownGuard as RundownGuard,

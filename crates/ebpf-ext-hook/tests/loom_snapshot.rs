@@ -14,8 +14,9 @@
 //!   and the reader never reaches either freed client;
 //! - two readers at once, each on either slot, never block each other or the writer's
 //!   retirement;
-//! - the detach lifecycle as the hook provider runs it (`client.rs`, `attach.rs`): the
-//!   detaching flag stored `Relaxed`, the work item queued, the worker's publish of the live
+//! - the detach lifecycle as the hook provider runs it: its first step is `src/detaching.rs`
+//!   itself (the detaching flag stored `Relaxed`, then the work item queued), then, as
+//!   `client.rs` and `attach.rs` do it, the worker's publish of the live
 //!   clients under the writer lock, then the free, racing an attach's publish under the same
 //!   lock and a reader. The attach may keep the detaching client one snapshot longer, but the
 //!   worker's publish always leaves it out, and no reader reaches it once freed.
@@ -47,9 +48,9 @@ mod sync {
     use core::ops::{Deref, DerefMut};
 
     use ebpf_ext_sys::{Error, Result};
-    use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use loom::sync::atomic::Ordering::SeqCst;
 
-    pub(crate) use loom::sync::atomic::{AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     /// A turn of a reader's retry: lets loom run the writer.
     pub(crate) fn spin_loop() {
@@ -183,6 +184,9 @@ mod sync {
     }
 }
 
+#[path = "../src/detaching.rs"]
+#[allow(dead_code, reason = "the model uses the one function")]
+mod detaching;
 #[path = "../src/snapshot.rs"]
 #[allow(dead_code, reason = "the model uses the reader and the writer only")]
 mod snapshot;
@@ -340,17 +344,18 @@ fn a_detaching_client_is_left_out_by_its_worker_even_when_an_attach_races_it() {
             let model = Arc::clone(&model);
             thread::spawn(move || republish(&model, Some(1)))
         };
-        // NMR detaches client 0: the flag, then the work item (a new thread: queueing it
-        // orders the flag before everything the worker does).
-        model.detaching[0].store(true, Relaxed);
-        let worker = {
+        // NMR detaches client 0: the hook provider's own first step (`src/detaching.rs`),
+        // which queues the work item (a new thread here) once the client is marked.
+        let mut worker = None;
+        detaching::mark_then_queue(&model.detaching[0], || {
             let model = Arc::clone(&model);
-            thread::spawn(move || {
+            worker = Some(thread::spawn(move || {
                 republish(&model, None);
                 // The detach completes; NMR frees the client.
                 model.alive[0].store(false, SeqCst);
-            })
-        };
+            }));
+        });
+        let worker = worker.expect("queued");
         let seen = reader.join().unwrap();
         assert!(seen.len() <= 2, "{seen:?}");
         attach.join().unwrap();
