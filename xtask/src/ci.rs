@@ -76,14 +76,15 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
 
 /// The `loom` models of lock-free protocols (built with `--cfg loom`, in their own target
 /// directory so the normal build is not invalidated): the hook provider's snapshots,
-/// core-sim's link, whose invocations read its program without a lock, and the rundown
-/// wrappers' wait state.
+/// core-sim's link, whose invocations read its program without a lock, the rundown
+/// wrappers' wait state, and the facade's driver global.
 fn run_loom_models() -> Result<()> {
     let target_dir = workspace_root().join("target").join("loom");
     for (package, test) in [
         ("ebpf-ext-hook", "loom_snapshot"),
         ("ebpf-ext-core-sim", "loom_link"),
         ("ebpf-ext-rundown", "loom_wait_state"),
+        ("ebpf-extension-common", "loom_global"),
     ] {
         run(command(Tool::Cargo)
             .args(["test", "--release", "--package", package, "--test", test])

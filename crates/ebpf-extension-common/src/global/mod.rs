@@ -13,31 +13,29 @@
 
 use core::ops::Deref;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+#[cfg(target_os = "windows")]
+use core::sync::atomic::{AtomicPtr, AtomicU8};
 
 use ebpf_ext_pool::{PoolBox, PoolTag};
-use ebpf_ext_rundown::{Rundown, RundownGuard};
+#[cfg(target_os = "windows")]
+use ebpf_ext_rundown::Rundown;
+use ebpf_ext_rundown::RundownGuard;
 use ebpf_ext_sys::{Error, Result};
 
-/// What a [`DriverGlobal`] holds: where `set` and `take` stand, the published value and the
-/// rundown that guards it. All-zero bytes are its initial state ([`EMPTY`]; no value; an
-/// initialised, not-run-down reference).
-struct State<T> {
-    phase: AtomicU8,
-    value: AtomicPtr<T>,
-    rundown: Rundown,
-}
+mod state;
 
-/// No value: `set` may begin.
-const EMPTY: u8 = 0;
-/// A `set` is publishing: no other `set` nor any `take` may begin.
-const SETTING: u8 = 1;
-/// A value is published: `take` may begin.
-const SET: u8 = 2;
-/// A `take` is running down the borrows and removing the value: no `set` may begin until it
-/// is done (one that published between its wait and its removal would lend a value that
-/// the `take` then returns to be dropped).
-const TAKING: u8 = 3;
+#[cfg(target_os = "windows")]
+use state::EMPTY;
+use state::State;
+
+/// What [`state`] is written against: the real atomics, pool and rundown reference (the
+/// `loom` model gives it loom's and its own).
+mod sync {
+    pub(super) use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+
+    pub(super) use ebpf_ext_pool::{PoolBox, PoolTag};
+    pub(super) use ebpf_ext_rundown::{Rundown, RundownGuard};
+}
 
 /// A pool-allocated value published by `DriverEntry`, borrowed by callbacks under rundown
 /// protection ([`ebpf_ext_rundown::Rundown`]), and taken back at unload only once no borrow
@@ -61,6 +59,8 @@ const TAKING: u8 = 3;
 /// let local = DriverGlobal::<u64>::new(PoolTag::new(*b"Test"));
 /// let _ = local.set(1);
 /// ```
+///
+/// The protocol is `state.rs`, modelled with `loom` in `tests/loom_global.rs`.
 ///
 /// # Locking
 /// `set` and `take` are the driver's entry and unload, which the I/O manager never runs
@@ -124,30 +124,9 @@ impl<T: Send + Sync> DriverGlobal<T> {
     /// # IRQL
     /// PASSIVE_LEVEL.
     pub fn set(&'static self, value: T) -> Result {
-        let state = self.state().ok_or(Error::InvalidDeviceState)?;
-        // Only from an empty global, and only one `set` at a time: a racing `set` that got
-        // there first wins, and this value is dropped (which stops whatever it runs).
-        if state
-            .phase
-            .compare_exchange(EMPTY, SETTING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return Err(Error::InvalidDeviceState);
-        }
-        let value = match PoolBox::try_new(value, self.tag) {
-            Ok(value) => value,
-            Err(e) => {
-                state.phase.store(EMPTY, Ordering::Release);
-                return Err(e);
-            }
-        };
-        state
-            .value
-            .store(value.into_raw().as_ptr(), Ordering::Release);
-        // After a `take`, borrows may be taken again (Err only if never run down).
-        let _ = state.rundown.reinitialize();
-        state.phase.store(SET, Ordering::Release);
-        Ok(())
+        self.state()
+            .ok_or(Error::InvalidDeviceState)?
+            .set(value, self.tag)
     }
 
     /// Borrows the value, if published and not being taken.
@@ -157,9 +136,7 @@ impl<T: Send + Sync> DriverGlobal<T> {
     #[inline]
     #[must_use]
     pub fn get(&'static self) -> Option<GlobalRef<'static, T>> {
-        let state = self.state()?;
-        let guard = state.rundown.try_acquire()?;
-        let value = ptr::NonNull::new(state.value.load(Ordering::Acquire))?;
+        let (guard, value) = self.state()?.get()?;
         Some(GlobalRef {
             _guard: guard,
             value,
@@ -173,21 +150,7 @@ impl<T: Send + Sync> DriverGlobal<T> {
     /// PASSIVE_LEVEL (it may block).
     #[must_use = "dropping the value stops what it runs"]
     pub fn take(&'static self) -> Option<PoolBox<T>> {
-        let state = self.state()?;
-        // While TAKING no `set` begins, so no value is published and no borrow reopened
-        // between the wait and the removal below.
-        state
-            .phase
-            .compare_exchange(SET, TAKING, Ordering::AcqRel, Ordering::Acquire)
-            .ok()?;
-        state.rundown.wait_for_release();
-        let value = state.value.swap(ptr::null_mut(), Ordering::AcqRel);
-        state.phase.store(EMPTY, Ordering::Release);
-        let value = ptr::NonNull::new(value)?;
-        // SAFETY: published by `set` from `PoolBox::into_raw` with this tag; no borrow exists
-        // (rundown completed) and none can begin (run down, and no `set` could reopen it
-        // while TAKING).
-        Some(unsafe { PoolBox::from_raw(value, self.tag) })
+        self.state()?.take(self.tag)
     }
 }
 
