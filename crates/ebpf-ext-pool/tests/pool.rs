@@ -152,3 +152,41 @@ fn an_array_whose_element_default_unwinds_frees_what_it_made() {
     );
     kernel.assert_no_leaks();
 }
+
+/// A value the allocation cannot hold comes back from `try_new_or_return` (its caller may
+/// have to undo what it stands for); one it can is boxed.
+#[test]
+fn try_new_or_return_hands_the_value_back_when_the_allocation_fails() {
+    let kernel = Kernel::new();
+    let drops = AtomicU32::new(0);
+    kernel.inject(Fault::Allocation(1));
+    let refused = PoolBox::try_new_or_return(Counted(&drops), TAG);
+    let back = refused.err().expect("handed back");
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "not dropped: handed back");
+    let boxed = PoolBox::try_new_or_return(back, TAG).ok().expect("boxed");
+    drop(boxed);
+    assert_eq!(drops.load(Ordering::SeqCst), 1);
+    kernel.assert_no_leaks();
+}
+
+/// A type aligned beyond pool's 16 bytes is boxed at its alignment when pool can honour it
+/// (up to a cache line, with `POOL_FLAG_CACHE_ALIGNED`), and refused otherwise; never
+/// misaligned.
+#[test]
+fn an_over_aligned_value_is_boxed_at_its_alignment_or_refused() {
+    #[repr(align(64))]
+    struct Line([u8; 64]);
+    #[repr(align(128))]
+    struct Wide(#[allow(dead_code, reason = "only its size and alignment matter")] [u8; 128]);
+    let kernel = Kernel::new();
+    let line = PoolBox::try_new(Line([7; 64]), TAG).expect("a cache line is honoured");
+    assert!(line.as_ptr().is_aligned(), "{:p}", line.as_ptr());
+    assert_eq!(line.0[63], 7);
+    drop(line);
+    assert_eq!(
+        PoolBox::try_new(Wide([0; 128]), TAG).err(),
+        Some(Error::InsufficientResources),
+        "128-byte alignment below a page: pool cannot honour it"
+    );
+    kernel.assert_no_leaks();
+}
