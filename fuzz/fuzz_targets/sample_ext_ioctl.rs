@@ -36,9 +36,7 @@ use arbitrary::Arbitrary;
 use ebpf_ext_core_sim::{Link, LinkSpec};
 use ebpf_ext_sys::ntstatus::{STATUS_NOT_FOUND, STATUS_SUCCESS, STATUS_UNSUCCESSFUL};
 use ebpf_extension_common::irql::current_processor;
-use ebpf_extension_common::profile::{
-    MAX_ITERATIONS, PROFILE_AT_DISPATCH, ProfileReply, ProfileRequest,
-};
+use ebpf_extension_common::profile::{MAX_ITERATIONS, ProfileReply, ProfileRequest};
 use ioctl::{INPUT_FILL, Length, Who, touch, touched};
 use libfuzzer_sys::fuzz_target;
 use sample_ext::hook::ATTACH_TYPE;
@@ -257,10 +255,7 @@ fn encode(request: &Request) -> (u32, Vec<u8>, usize) {
 /// input that is not exactly the header and its data, data over `MAX_DATA`, no room for the
 /// reply (and, for a run or batch, the data), a count, iteration count or flag out of range).
 fn well_formed(code: u32, bytes: &[u8], output_len: usize) -> Option<u32> {
-    let data = |header: usize, data_len: u32| {
-        let len = usize::try_from(data_len).ok()?;
-        (bytes.len() == header + len && len <= MAX_DATA).then_some(len)
-    };
+    let data = |header: usize, data_len: u32| ioctl::payload_len(bytes, header, data_len, MAX_DATA);
     match code {
         IOCTL_SAMPLE_EBPF_EXT_CTL_RUN => {
             let request = RunRequest::from_bytes(bytes)?;
@@ -277,13 +272,7 @@ fn well_formed(code: u32, bytes: &[u8], output_len: usize) -> Option<u32> {
                 .then_some(request.attach_parameter)
         }
         IOCTL_SAMPLE_EBPF_EXT_CTL_PROFILE => {
-            let request = ProfileRequest::from_bytes(bytes)?;
-            data(ProfileRequest::SIZE, request.data_len)?;
-            (request.version == REQUEST_VERSION
-                && (1..=MAX_ITERATIONS).contains(&request.iterations)
-                && request.flags & !PROFILE_AT_DISPATCH == 0
-                && output_len >= ProfileReply::SIZE)
-                .then_some(request.parameter)
+            ioctl::well_formed_profile(bytes, output_len, REQUEST_VERSION, MAX_DATA)
         }
         _ => None,
     }

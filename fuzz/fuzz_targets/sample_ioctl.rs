@@ -39,9 +39,7 @@ use ebpf_ext_core_sim::{Link, LinkSpec};
 
 use ebpf_ext_sys::ntdef::NTSTATUS;
 use ebpf_ext_sys::ntstatus::{STATUS_NOT_FOUND, STATUS_SUCCESS, STATUS_UNSUCCESSFUL};
-use ebpf_extension_common::profile::{
-    MAX_ITERATIONS, PROFILE_AT_DISPATCH, ProfileReply, ProfileRequest,
-};
+use ebpf_extension_common::profile::{MAX_ITERATIONS, ProfileReply, ProfileRequest};
 use ioctl::{INPUT_FILL, Length, Who, touch, touched};
 use libfuzzer_sys::fuzz_target;
 use sample_netebpf_ext::hook::{ATTACH_TYPE, WILDCARD_INTERFACE};
@@ -160,27 +158,17 @@ fn expected(model: &[(Option<u32>, Option<u32>)], interface: u32) -> Result<(u32
 /// input that is not exactly the header and its packet, a packet over `MAX_PACKET`, no room
 /// for the reply (and, for a run, the packet), a field out of its range).
 fn well_formed(code: u32, bytes: &[u8], output_len: usize) -> Option<u32> {
-    let packet = |header: usize, data_len: u32| {
-        let len = usize::try_from(data_len).ok()?;
-        (bytes.len() == header + len && len <= MAX_PACKET).then_some(len)
-    };
     match code {
         IOCTL_SAMPLE_NET_RUN => {
             let request = RunRequest::from_bytes(bytes)?;
-            let len = packet(RunRequest::SIZE, request.data_len)?;
+            let len = ioctl::payload_len(bytes, RunRequest::SIZE, request.data_len, MAX_PACKET)?;
             (request.version == REQUEST_VERSION
                 && request.protocol <= 255
                 && output_len >= RunReply::SIZE + len)
                 .then_some(request.interface_id)
         }
         IOCTL_SAMPLE_NET_PROFILE => {
-            let request = ProfileRequest::from_bytes(bytes)?;
-            packet(ProfileRequest::SIZE, request.data_len)?;
-            (request.version == REQUEST_VERSION
-                && (1..=MAX_ITERATIONS).contains(&request.iterations)
-                && request.flags & !PROFILE_AT_DISPATCH == 0
-                && output_len >= ProfileReply::SIZE)
-                .then_some(request.parameter)
+            ioctl::well_formed_profile(bytes, output_len, REQUEST_VERSION, MAX_PACKET)
         }
         _ => None,
     }

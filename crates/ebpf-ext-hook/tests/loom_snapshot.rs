@@ -21,13 +21,8 @@
 //!   lock and a reader. The attach may keep the detaching client one snapshot longer, but the
 //!   worker's publish always leaves it out, and no reader reaches it once freed.
 //!
-//! The rundown's acquire/wait pair is a store-then-load handshake on two locations (acquire:
-//! increment the counter, then read the flag; wait: set the flag, then read the counter). The
-//! kernel's reference relies on sequentially consistent ordering for it (interlocked
-//! instructions). loom models SeqCst accesses as acquire/release only, under which that
-//! handshake is not ordered and loom reports a false alarm; so the model states the same
-//! handshake with read-modify-write operations on the flag (`fetch_or(false)` to read, `swap`
-//! to set), whose ordering loom models soundly.
+//! The rundown reference's model is `ebpf-ext-rundown`'s `tests/models/rundown.rs` (it
+//! says why its flag is read and set with read-modify-write operations).
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test -p ebpf-ext-hook --test loom_snapshot --release`.
 #![cfg(loom)]
@@ -47,8 +42,7 @@ mod sync {
     use core::marker::PhantomData;
     use core::ops::{Deref, DerefMut};
 
-    use ebpf_ext_sys::{Error, Result};
-    use loom::sync::atomic::Ordering::SeqCst;
+    use ebpf_ext_sys::Result;
 
     pub(crate) use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -89,53 +83,13 @@ mod sync {
         }
     }
 
-    /// The cache-aware rundown reference (one counter; see the module docs).
-    pub(crate) struct Rundown {
-        count: AtomicUsize,
-        active: AtomicBool,
-    }
+    pub(crate) use crate::rundown::{Rundown, RundownGuard};
 
-    /// A reference on a [`Rundown`], released on drop.
-    pub(crate) struct RundownGuard<'a>(&'a Rundown);
-
-    impl Drop for RundownGuard<'_> {
-        fn drop(&mut self) {
-            self.0.count.fetch_sub(1, SeqCst);
-        }
-    }
-
+    /// The cache-aware reference's constructor, over the model (`tests/models/rundown.rs`
+    /// of `ebpf-ext-rundown`).
     impl Rundown {
         pub(crate) fn new(_: u32) -> Result<Self> {
-            Ok(Rundown {
-                count: AtomicUsize::new(0),
-                active: AtomicBool::new(false),
-            })
-        }
-
-        pub(crate) fn try_acquire(&self) -> Option<RundownGuard<'_>> {
-            self.count.fetch_add(1, SeqCst);
-            if !self.active.fetch_or(false, SeqCst) {
-                return Some(RundownGuard(self));
-            }
-            self.count.fetch_sub(1, SeqCst);
-            None
-        }
-
-        pub(crate) fn wait_for_release(&self) {
-            self.active.swap(true, SeqCst);
-            while self.count.fetch_add(0, SeqCst) != 0 {
-                loom::thread::yield_now();
-            }
-        }
-
-        /// Reopens a run-down reference; an open one is an error, as the kernel's wrapper
-        /// refuses it.
-        pub(crate) fn reinitialize(&self) -> Result {
-            if self.active.swap(false, SeqCst) {
-                Ok(())
-            } else {
-                Err(Error::InvalidParameter)
-            }
+            Ok(Rundown::open())
         }
     }
 
@@ -187,6 +141,8 @@ mod sync {
 #[path = "../src/detaching.rs"]
 #[allow(dead_code, reason = "the model uses the one function")]
 mod detaching;
+#[path = "../../ebpf-ext-rundown/tests/models/rundown.rs"]
+mod rundown;
 #[path = "../src/snapshot.rs"]
 #[allow(dead_code, reason = "the model uses the reader and the writer only")]
 mod snapshot;

@@ -1,9 +1,7 @@
 //! A `loom` model of a driver global's protocol: `src/global/state.rs` itself, included here
 //! as it is, written against a `sync` of loom's atomics, a pool box on the heap that records
-//! whether its value was freed, and a model of the rundown reference (one counter, whose
-//! acquire increments it and then checks the "run-down active" flag, and whose wait sets the
-//! flag and then waits for the counter to drain; the flag is read and set with
-//! read-modify-write operations, as `ebpf-ext-hook`'s snapshot model explains).
+//! whether its value was freed, and `ebpf-ext-rundown`'s model of the rundown reference
+//! (`tests/models/rundown.rs`).
 //!
 //! Properties checked over every interleaving loom explores:
 //! - a borrow (`get`) never reads a value `take` has returned to be freed, and a `take` that
@@ -23,14 +21,18 @@
 )]
 
 /// What `state.rs` is written against, over loom.
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "stand-ins with the signatures of the real items"
+)]
 mod sync {
     use core::ops::Deref;
     use core::ptr::NonNull;
 
-    use ebpf_ext_sys::{Error, Result};
+    use ebpf_ext_sys::Result;
     use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
-    pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
     /// A pool tag (unused here).
     #[derive(Clone, Copy)]
@@ -98,57 +100,11 @@ mod sync {
         }
     }
 
-    /// The rundown reference (see the module docs). All-zero: open.
-    pub(crate) struct Rundown {
-        count: AtomicUsize,
-        active: AtomicBool,
-    }
-
-    /// A reference on a [`Rundown`], released on drop.
-    pub(crate) struct RundownGuard<'a>(&'a Rundown);
-
-    impl Drop for RundownGuard<'_> {
-        fn drop(&mut self) {
-            self.0.count.fetch_sub(1, SeqCst);
-        }
-    }
-
-    impl Rundown {
-        pub(crate) fn new() -> Self {
-            Rundown {
-                count: AtomicUsize::new(0),
-                active: AtomicBool::new(false),
-            }
-        }
-
-        pub(crate) fn try_acquire(&self) -> Option<RundownGuard<'_>> {
-            self.count.fetch_add(1, SeqCst);
-            if !self.active.fetch_or(false, SeqCst) {
-                return Some(RundownGuard(self));
-            }
-            self.count.fetch_sub(1, SeqCst);
-            None
-        }
-
-        pub(crate) fn wait_for_release(&self) {
-            self.active.swap(true, SeqCst);
-            while self.count.fetch_add(0, SeqCst) != 0 {
-                loom::thread::yield_now();
-            }
-        }
-
-        /// Reopens a run-down reference; an open one is an error, as the kernel's
-        /// wrapper refuses it.
-        pub(crate) fn reinitialize(&self) -> Result {
-            if self.active.swap(false, SeqCst) {
-                Ok(())
-            } else {
-                Err(Error::InvalidParameter)
-            }
-        }
-    }
+    pub(crate) use crate::rundown::{Rundown, RundownGuard};
 }
 
+#[path = "../../ebpf-ext-rundown/tests/models/rundown.rs"]
+mod rundown;
 #[path = "../src/global/state.rs"]
 mod state;
 
@@ -163,7 +119,7 @@ fn empty() -> Arc<State<u32>> {
     Arc::new(State {
         phase: AtomicU8::new(EMPTY),
         value: AtomicPtr::new(ptr::null_mut()),
-        rundown: Rundown::new(),
+        rundown: Rundown::open(),
     })
 }
 

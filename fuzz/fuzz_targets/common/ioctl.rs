@@ -1,9 +1,13 @@
-//! What the two IOCTL targets share: who opens the device, the lengths a request may have, and
-//! what their test programs do to the data they see. Included by those targets as
+//! What the two IOCTL targets share: who opens the device, the lengths a request may have,
+//! which of the SDK's requests are well formed, and what their test programs do to the data
+//! they see. Included by those targets as
 //! `#[path = "common/ioctl.rs"] mod ioctl;`.
 
 use arbitrary::Arbitrary;
 use ebpf_ext_usersim::Caller;
+use ebpf_extension_common::profile::{
+    MAX_ITERATIONS, PROFILE_AT_DISPATCH, ProfileReply, ProfileRequest,
+};
 
 /// What an input longer than the request is filled with (not usersim's `STALE_BYTE`, so bytes
 /// the driver echoes are told from stale ones).
@@ -63,4 +67,30 @@ pub fn touched(data: &[u8], runs: u32) -> Vec<u8> {
         touch(&mut data);
     }
     data
+}
+
+/// The payload length of a request of `bytes` whose header is `header` bytes and announces
+/// `data_len` payload bytes: `Some` when the input is exactly the header and the payload, and
+/// the payload is at most `max` bytes (what the SDK checks of every typed request).
+pub fn payload_len(bytes: &[u8], header: usize, data_len: u32, max: usize) -> Option<usize> {
+    let len = usize::try_from(data_len).ok()?;
+    (bytes.len() == header + len && len <= max).then_some(len)
+}
+
+/// The parameter of an SDK profile request in `bytes` that the SDK accepts with `output_len`
+/// bytes of room: the `version`, an exact input with a payload up to `max`, iterations in
+/// range, known flags and room for the reply; `None` for any it refuses.
+pub fn well_formed_profile(
+    bytes: &[u8],
+    output_len: usize,
+    version: u32,
+    max: usize,
+) -> Option<u32> {
+    let request = ProfileRequest::from_bytes(bytes)?;
+    payload_len(bytes, ProfileRequest::SIZE, request.data_len, max)?;
+    (request.version == version
+        && (1..=MAX_ITERATIONS).contains(&request.iterations)
+        && request.flags & !PROFILE_AT_DISPATCH == 0
+        && output_len >= ProfileReply::SIZE)
+        .then_some(request.parameter)
 }
