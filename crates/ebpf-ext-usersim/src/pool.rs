@@ -226,9 +226,9 @@ pub(crate) fn in_paged_pool(address: usize) -> bool {
 }
 
 /// Bug-checks `IRQL_NOT_LESS_OR_EQUAL` if `what` (a lock, a rundown reference or data that
-/// `api` uses at `address`) lies in paged pool while the thread is above APC_LEVEL, or will be once `api`
-/// raises to DISPATCH_LEVEL (`raises`): Windows touches it there, and a page fault at
-/// DISPATCH_LEVEL bug-checks (only when the page is out, so at random; here always).
+/// `api` uses at `address`) lies in paged pool while the thread is above APC_LEVEL, or will
+/// be once `api` raises to DISPATCH_LEVEL (`raises`): Windows touches it there, and a page
+/// fault at DISPATCH_LEVEL bug-checks (only when the page is out, so at random; here always).
 pub(crate) fn require_nonpaged(api: &'static str, address: usize, what: &str, raises: bool) {
     if !raises && current_irql() <= APC_LEVEL {
         return;

@@ -9,8 +9,9 @@
 //!   unload, borrowed under rundown protection;
 //! - [`driver`]: [`driver::ExtensionDriver`] and [`driver_entry!`], which turn an extension
 //!   into `DriverEntry`, unload and the dispatch table and keep it running in between, starting
-//!   up to [`driver::MAX_PROGRAM_TYPES`] program types and any number of hooks in order; [`ioctl`](mod@ioctl): typed buffered IOCTLs, refused
-//!   by the SDK when malformed; [`irql`]: scoped IRQL raises and a performance-counter stopwatch;
+//!   up to [`driver::MAX_PROGRAM_TYPES`] program types and any number of hooks in order;
+//!   [`ioctl`](mod@ioctl): typed buffered IOCTLs, refused by the SDK when malformed;
+//!   [`irql`]: scoped IRQL raises and a performance-counter stopwatch;
 //!   [`process`]: a safe process-creation notify routine; [`profile`]: a control code that
 //!   fires the hook N times from user mode and replies with how long it took;
 //! - [`helpers!`]: one declaration per helper; [`btf_functions!`]: functions exported to
