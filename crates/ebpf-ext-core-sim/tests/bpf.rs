@@ -409,6 +409,16 @@ fn context(value: u64, flags: u64) -> Vec<u8> {
     .to_vec()
 }
 
+/// Runs `program` once over a context of `context(0, 0)` without data, as its provider creates
+/// it, and checks that it returned 0 without a fault.
+fn run_clean(client: &ProgramInfoClient, program: &BpfProgram) {
+    let bytes = context(0, 0);
+    let context = client.create_context(&[], &bytes).expect("context");
+    // SAFETY: a context of the program type from its provider's context_create.
+    assert_eq!(unsafe { program.run(context.as_ptr()) }, Ok(0));
+    assert!(program.faults().is_empty(), "{:?}", program.faults());
+}
+
 /// The `u64` a program stored under `key` of its `results` array.
 fn result(results: &BpfMap, key: u32) -> u64 {
     let value = results
@@ -626,11 +636,7 @@ fn arrays_ring_buffers_and_memset_answer_as_the_cores() {
     with_info(|client, info| {
         let program = BpfProgram::load(&object, "test_prog/arrays", info).expect("loads");
         let results = program.map("results").expect("results map");
-        let bytes = context(0, 0);
-        let context = client.create_context(&[], &bytes).expect("context");
-        // SAFETY: a context of the program type from its provider's context_create.
-        assert_eq!(unsafe { program.run(context.as_ptr()) }, Ok(0));
-        assert!(program.faults().is_empty(), "{:?}", program.faults());
+        run_clean(client, &program);
         let value = |key: u32| result(&results, key).cast_signed();
         assert_eq!(
             value(0),
@@ -942,11 +948,7 @@ fn lookup_and_delete_takes_values_the_program_keeps_for_the_invocation() {
             )
             .expect("seeded");
         }
-        let bytes = context(0, 0);
-        let context = client.create_context(&[], &bytes).expect("context");
-        // SAFETY: a context of the program type from its provider's context_create.
-        assert_eq!(unsafe { program.run(context.as_ptr()) }, Ok(0));
-        assert!(program.faults().is_empty(), "{:?}", program.faults());
+        run_clean(client, &program);
         let value = |key: u32| result(&results, key);
         assert_eq!(
             value(0),

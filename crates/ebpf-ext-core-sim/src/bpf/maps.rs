@@ -220,7 +220,7 @@ fn check_sizes(definition: &MapDefinition, kind: Kind) -> Result<(), String> {
             definition.name, definition.key_size
         ));
     }
-    if !matches!(kind, Kind::RingBuffer | Kind::PerfEventArray) && definition.value_size == 0 {
+    if !rings && definition.value_size == 0 {
         return Err(format!("map {}: value size 0", definition.name));
     }
     if matches!(kind, Kind::Queue | Kind::Stack) && definition.key_size != 0 {
@@ -409,6 +409,16 @@ impl BpfMap {
         (index < self.definition.max_entries as usize).then_some(index)
     }
 
+    /// The slots of an array's entry `index`: one, or one per processor for a per-CPU array.
+    fn entry_slots(&self, index: usize) -> core::ops::Range<usize> {
+        let copies = if self.kind == Kind::PerCpuArray {
+            self.cpus
+        } else {
+            1
+        };
+        index * copies..(index + 1) * copies
+    }
+
     fn check_key(&self, key: &[u8]) -> Result<(), MapError> {
         if key.len() == self.definition.key_size as usize {
             Ok(())
@@ -501,11 +511,7 @@ impl BpfMap {
                     return Err(EBPF_INVALID_ARGUMENT);
                 }
                 let index = self.array_index(key).ok_or(EBPF_INVALID_ARGUMENT)?;
-                if self.kind == Kind::Array {
-                    vec![index]
-                } else {
-                    (0..self.cpus).map(|c| index * self.cpus + c).collect()
-                }
+                self.entry_slots(index).collect()
             }
             (Kind::Hash | Kind::LruHash, _) => {
                 if flags > BPF_EXIST {
@@ -588,12 +594,7 @@ impl BpfMap {
             // The core's array delete zeroes the value (every processor's copy).
             Kind::Array | Kind::PerCpuArray => {
                 let index = self.array_index(key).ok_or(EBPF_INVALID_ARGUMENT)?;
-                let copies = if self.kind == Kind::Array {
-                    1
-                } else {
-                    self.cpus
-                };
-                for slot in index * copies..(index + 1) * copies {
+                for slot in self.entry_slots(index) {
                     // SAFETY: a slot of this map, `value_size` bytes.
                     unsafe { core::ptr::write_bytes(self.slot(slot), 0, self.value_size()) };
                 }
@@ -826,8 +827,8 @@ impl BpfMap {
         }
         self.check_key(key)?;
         Ok(self.array_index(key).map(|index| {
-            (0..self.cpus)
-                .map(|cpu| self.read(self.slot(index * self.cpus + cpu)))
+            self.entry_slots(index)
+                .map(|slot| self.read(self.slot(slot)))
                 .collect()
         }))
     }
