@@ -273,8 +273,6 @@ fn scenario(env: &Env, input: &Input) {
         .collect();
     let mut added = 0;
     for step in input.steps.iter().take(MAX_REQUESTS) {
-        let model: Vec<(Option<u32>, Option<u32>)> =
-            attached.iter().map(|&(i, v, _)| (i, v)).collect();
         match step {
             Step::Attach { interface, verdict } => {
                 if added < 4 {
@@ -301,6 +299,8 @@ fn scenario(env: &Env, input: &Input) {
                 let Ok(handle) = handle.as_ref() else {
                     continue;
                 };
+                let model: Vec<(Option<u32>, Option<u32>)> =
+                    attached.iter().map(|&(i, v, _)| (i, v)).collect();
                 let (code, bytes, output_len) = encode(request);
                 let result = env
                     .kernel
