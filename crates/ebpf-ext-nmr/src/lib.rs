@@ -29,8 +29,10 @@ use ebpf_ext_sys::netioddk::{
     NPI_REGISTRATION_INSTANCE, NPIID, NmrDeregisterProvider, NmrProviderDetachClientComplete,
     NmrRegisterProvider, NmrWaitForProviderDeregisterComplete,
 };
-use ebpf_ext_sys::ntdef::{GUID, HANDLE, NTSTATUS};
-use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS};
+use ebpf_ext_sys::ntdef::{GUID, HANDLE, NT_SUCCESS, NTSTATUS};
+use ebpf_ext_sys::ntstatus::{
+    STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
+};
 use ebpf_ext_sys::{Error, Result};
 
 mod live;
@@ -194,7 +196,9 @@ pub unsafe trait NpiProvider: Send + Sync + Sized + 'static {
     /// provider may publish it before returning.
     ///
     /// # Errors
-    /// The status NMR returns to the client (the attach is refused).
+    /// The status NMR returns to the client (the attach is refused). A success-class status
+    /// (`STATUS_PENDING`, say, which an [`Error::Status`] may carry) would tell NMR the client
+    /// is attached with no binding: the client gets `STATUS_UNSUCCESSFUL` instead.
     fn attach(
         &self,
         client: &AttachingClient<'_>,
@@ -513,6 +517,8 @@ unsafe extern "win64" fn attach_client<P: NpiProvider>(
             unsafe { provider_binding_context.write(bound) };
             STATUS_SUCCESS
         }
+        // NMR reads any `NT_SUCCESS` status as an attach.
+        Err(status) if NT_SUCCESS(status) => STATUS_UNSUCCESSFUL,
         Err(status) => status,
     }
 }
