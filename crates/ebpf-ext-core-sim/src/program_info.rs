@@ -671,9 +671,9 @@ impl ProgramInfoClient {
     /// PASSIVE_LEVEL. It raises to the provider's `required_irql` for the provider's
     /// `context_create`, and so does [`TestRunContext::destroy`] for its `context_destroy`, as
     /// the core's test run does in the version the reference sheets describe (its work item
-    /// raises, creates, runs, destroys, lowers). The later upstream versions read here call
-    /// `context_create` on the caller's thread and `context_destroy` after lowering. Raised is
-    /// the stricter of the two: a provider that works here works with either.
+    /// raises, creates, runs, destroys, lowers). Other upstream versions call `context_create`
+    /// on the caller's thread and `context_destroy` after lowering. Raised is the stricter of
+    /// the two: a provider that works here works with either.
     ///
     /// # Locking
     /// Holds the client's binding lock shared during the call, and the provider's

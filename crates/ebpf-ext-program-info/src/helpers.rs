@@ -1141,10 +1141,9 @@ pub const fn check_global_override(
 /// [`HelperArgument::TYPES`] in order), unused ones `DONTCARE`.
 ///
 /// # Panics
-/// At compile time if the kinds need more than five registers, or if a [`DontCare`] comes
-/// before another kind: the verifier reads a prototype only up to its first `DONTCARE`, so it
-/// would check nothing the program passes in the registers after it, and a memory, context
-/// or map argument there would reach the helper unchecked.
+/// At compile time if the kinds need more than five registers. (A [`DontCare`] before another
+/// kind is refused by the prototype the types go into,
+/// [`HelperPrototype::new`](crate::HelperPrototype::new).)
 #[must_use]
 pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument_type_t; 5] {
     let mut types = [EBPF_ARGUMENT_TYPE_DONTCARE; 5];
@@ -1154,12 +1153,6 @@ pub const fn argument_types(kinds: &[&[ebpf_argument_type_t]]) -> [ebpf_argument
         let mut i = 0;
         while i < kinds[k].len() {
             assert!(n < 5, "a helper takes at most five argument registers");
-            assert!(
-                n == 0
-                    || types[n - 1] != EBPF_ARGUMENT_TYPE_DONTCARE
-                    || kinds[k][i] == EBPF_ARGUMENT_TYPE_DONTCARE,
-                "DontCare only after every other argument: the verifier checks no argument after a DONTCARE"
-            );
             types[n] = kinds[k][i];
             n += 1;
             i += 1;
@@ -1801,7 +1794,7 @@ macro_rules! program_type {
         $(#[$meta:meta])*
         $vis:vis static $name:ident = $type_name:literal, $guid:expr, $bpf_prog_type:expr;
         context $ctx:ty $(, data $start:ident .. $end:ident)?;
-        helpers $(<$helper_ctx:ty, $($prefix:ident).+>)? { $($helpers:tt)+ }
+        helpers $(<$helper_ctx:ty, $($prefix:ident).+>)? { $($helpers:tt)* }
         $(global helpers { $($globals:tt)+ })?
         $(test run $run:ty;)?
         $(.with_required_irql($irql:expr))?
@@ -1881,10 +1874,7 @@ macro_rules! program_type {
                     let _: ::core::marker::PhantomData<$ctx> = prefix;
                 }
             )?
-            $crate::helpers! {
-                context __EBPF_EXT_HELPER_CONTEXT, data __EBPF_EXT_DATA_OFFSETS;
-                static __EBPF_EXT_HELPERS; static __EBPF_EXT_ADDRESSES; $($helpers)+
-            }
+            $crate::program_type!(@type_specific_helpers [$($helpers)*]);
             $(
                 // Overrides of the core's general helpers: `ProgramInfo::new` checks each
                 // declares the core's prototype for its id.
@@ -1905,8 +1895,8 @@ macro_rules! program_type {
                 &__EBPF_EXT_HELPERS,
                 $crate::program_type!(@global_prototypes $([$($globals)+])?),
             );
-            let data = $crate::ProgramData::new(&__EBPF_EXT_INFO)
-                .with_helpers(&__EBPF_EXT_ADDRESSES)
+            let data = $crate::ProgramData::new(&__EBPF_EXT_INFO);
+            let data = $crate::program_type!(@with_helpers data [$($helpers)*])
                 $(.with_global_helpers($crate::program_type!(@global_addresses [$($globals)+])))?;
             $(
                 // SAFETY: the offsets are `usize::MAX` (no data clause: none is written) or
@@ -1927,6 +1917,19 @@ macro_rules! program_type {
             unsafe { $crate::TypedProgramData::new(data) }
         };
     };
+    // No type-specific helpers (netebpfext's `bind` has none): no prototypes, and no address
+    // table (the core accepts a NULL one only with a count of 0).
+    (@type_specific_helpers []) => {
+        static __EBPF_EXT_HELPERS: [$crate::HelperPrototype; 0] = [];
+    };
+    (@type_specific_helpers [$($helpers:tt)+]) => {
+        $crate::helpers! {
+            context __EBPF_EXT_HELPER_CONTEXT, data __EBPF_EXT_DATA_OFFSETS;
+            static __EBPF_EXT_HELPERS; static __EBPF_EXT_ADDRESSES; $($helpers)+
+        }
+    };
+    (@with_helpers $data:ident []) => { $data };
+    (@with_helpers $data:ident [$($helpers:tt)+]) => { $data.with_helpers(&__EBPF_EXT_ADDRESSES) };
     (@helper_context $ctx:ty) => { $ctx };
     (@helper_context $ctx:ty, $helper_ctx:ty) => { $helper_ctx };
     (@offset $ctx:ty) => { ::core::option::Option::None };

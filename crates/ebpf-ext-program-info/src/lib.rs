@@ -152,7 +152,9 @@ use core::ptr;
 use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider};
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::Result;
-use ebpf_ext_sys::ebpf_base::{ebpf_argument_type_t, ebpf_return_type_t};
+use ebpf_ext_sys::ebpf_base::{
+    EBPF_ARGUMENT_TYPE_DONTCARE, ebpf_argument_type_t, ebpf_return_type_t,
+};
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_PROGRAM_INFO_EXTENSION_IID;
 use ebpf_ext_sys::ebpf_program_types::{
     ebpf_context_descriptor_t, ebpf_helper_function_addresses_t,
@@ -174,15 +176,24 @@ use ebpf_ext_sys::wdm::{DISPATCH_LEVEL, HIGH_LEVEL, PASSIVE_LEVEL};
 /// The five argument types of a prototype: `arguments`, then `DONTCARE` (0).
 ///
 /// # Panics
-/// At compile time for more than five.
+/// At compile time for more than five, or if a `DONTCARE` comes before another type: the
+/// verifier reads a prototype only up to its first `DONTCARE`, so it would check nothing a
+/// program passes in the registers after it, and a memory, context or map argument there
+/// would reach the function unchecked.
 const fn five_arguments(arguments: &[ebpf_argument_type_t]) -> [ebpf_argument_type_t; 5] {
     assert!(
         arguments.len() <= 5,
         "a function takes at most five arguments"
     );
-    let mut args = [0; 5];
+    let mut args = [EBPF_ARGUMENT_TYPE_DONTCARE; 5];
     let mut i = 0;
     while i < arguments.len() {
+        assert!(
+            i == 0
+                || arguments[i - 1] != EBPF_ARGUMENT_TYPE_DONTCARE
+                || arguments[i] == EBPF_ARGUMENT_TYPE_DONTCARE,
+            "DontCare only after every other argument: the verifier checks no argument after a DONTCARE"
+        );
         args[i] = arguments[i];
         i += 1;
     }
@@ -337,8 +348,26 @@ impl HelperPrototype {
     /// A prototype: id, name, return type and up to five argument types.
     ///
     /// # Panics
-    /// At compile time if there are more than five arguments, or the name is empty or not
-    /// shorter than `EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH` (256, its terminator included).
+    /// At compile time if there are more than five arguments, a `DONTCARE` comes before
+    /// another type, or the name is empty or not shorter than
+    /// `EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH` (256, its terminator included).
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_program_info::HelperPrototype;
+    /// # use ebpf_ext_sys::ebpf_base::*;
+    /// // The verifier stops at the DONTCARE: the buffer and size after it go unchecked.
+    /// static P: HelperPrototype = HelperPrototype::new(
+    ///     0x10000,
+    ///     c"f",
+    ///     EBPF_RETURN_TYPE_INTEGER,
+    ///     &[
+    ///         EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
+    ///         EBPF_ARGUMENT_TYPE_DONTCARE,
+    ///         EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
+    ///         EBPF_ARGUMENT_TYPE_CONST_SIZE,
+    ///     ],
+    /// );
+    /// ```
     #[must_use]
     pub const fn new(
         helper_id: u32,
@@ -777,21 +806,78 @@ impl ProgramData {
     /// owns (never where `ctx_in` says).
     ///
     /// # Panics
-    /// If a field would not lie within `R::Context` (at compile time in a `static`), or
-    /// `R::Context` is smaller than the context descriptor says.
+    /// If a field would not lie within `R::Context` (at compile time in a `static`),
+    /// `R::Context` is smaller than the context descriptor says, the descriptor has a
+    /// metadata pointer (the SDK's test runs never set one, so `ctx_in` would choose it), or
+    /// `START` and `END` are offsets other than the descriptor's data pointers.
+    ///
+    /// ```
+    /// # use ebpf_ext_program_info::*;
+    /// # use ebpf_ext_pool::PoolTag;
+    /// # no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { data: DataPointer, end: DataPointer, meta: DataPointer } }
+    /// static CONTEXT: ContextDescriptor = ContextDescriptor::of::<Ctx>(Some(0), Some(8), None);
+    /// # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+    /// # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
+    /// // SAFETY: `data` and `end` are the data pointers, at 0 and 8.
+    /// static DATA: ProgramData = unsafe {
+    ///     ProgramData::new(&INFO).with_test_run_data::<CopyTestRun<Ctx, { PoolTag::new(*b"Test").value() }>, 0, 8>()
+    /// };
+    /// ```
+    ///
+    /// The same with a metadata pointer in the descriptor is refused (`ctx_in` would choose it):
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_program_info::*;
+    /// # use ebpf_ext_pool::PoolTag;
+    /// # no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { data: DataPointer, end: DataPointer, meta: DataPointer } }
+    /// static CONTEXT: ContextDescriptor = ContextDescriptor::of::<Ctx>(Some(0), Some(8), Some(16));
+    /// # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+    /// # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
+    /// // SAFETY: `data` and `end` are the data pointers, at 0 and 8.
+    /// static DATA: ProgramData = unsafe {
+    ///     ProgramData::new(&INFO).with_test_run_data::<CopyTestRun<Ctx, { PoolTag::new(*b"Test").value() }>, 0, 8>()
+    /// };
+    /// ```
+    ///
+    /// And so is a run that sets other fields than the descriptor's data pointers:
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_program_info::*;
+    /// # use ebpf_ext_pool::PoolTag;
+    /// # no_padding! { #[repr(C)] #[derive(Clone, Copy)] struct Ctx { data: DataPointer, end: DataPointer, meta: DataPointer } }
+    /// static CONTEXT: ContextDescriptor = ContextDescriptor::of::<Ctx>(Some(0), Some(8), None);
+    /// # static DESCRIPTOR: ProgramTypeDescriptor = ProgramTypeDescriptor::new(c"x", &CONTEXT, ebpf_ext_sys::ntdef::GUID::from_u128(1), 1, false);
+    /// # static INFO: ProgramInfo = ProgramInfo::new(&DESCRIPTOR, &[], &[]);
+    /// // SAFETY: (wrongly) `end` and `meta` are the data pointers.
+    /// static DATA: ProgramData = unsafe {
+    ///     ProgramData::new(&INFO).with_test_run_data::<CopyTestRun<Ctx, { PoolTag::new(*b"Test").value() }>, 8, 16>()
+    /// };
+    /// ```
     #[must_use]
     pub const unsafe fn with_test_run_data<R: TestRun, const START: usize, const END: usize>(
         self,
     ) -> Self {
-        let _ = self.test_run_context::<R>();
+        let context = self.test_run_context::<R>();
+        assert!(
+            context.meta < 0,
+            "the context has a metadata pointer, which the SDK's test runs never set: ctx_in would choose it"
+        );
+        assert!(
+            START == usize::MAX
+                || (context.data >= 0
+                    && context.data.unsigned_abs() as usize == START
+                    && context.end >= 0
+                    && context.end.unsigned_abs() as usize == END),
+            "the data pointers the test run sets are not the ones the context descriptor declares"
+        );
         // SAFETY: the caller's contract.
         let (create, destroy) = unsafe { test_run::test_run_data_functions::<R, START, END>() };
         self.with_context_functions(create, destroy)
     }
 
     /// The IRQL `bpf_prog_test_run` runs the program at. Write the context functions to work
-    /// at it too: the core's test run called them raised to it in the version the reference
-    /// sheets describe, and later versions call them at PASSIVE_LEVEL (core-sim raises).
+    /// at it too: the core's test run calls them raised to it in the version the reference
+    /// sheets describe, and at PASSIVE_LEVEL in others (core-sim raises).
     ///
     /// # Panics
     /// At compile time if above HIGH_LEVEL, or above DISPATCH_LEVEL with context functions

@@ -352,3 +352,46 @@ fn clients_come_and_go_while_the_provider_registers_and_unregisters() {
     });
     kernel.assert_no_leaks();
 }
+
+ebpf_ext_program_info::no_padding! {
+    /// A context with no data pointers.
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Bare {
+        value: u64,
+        other: u64,
+    }
+}
+
+const BARE: GUID = GUID::from_u128(0xba4e_0001_0000_4000_8000_0000_0000_0001);
+
+ebpf_ext_program_info::program_type! {
+    /// A program type with no helpers of its own, as netebpfext's `bind`.
+    static BARE_DATA = c"bare", BARE, 1001;
+    context Bare;
+    helpers {}
+}
+
+/// A program type without type-specific helpers publishes none and no address table (a NULL
+/// one, which the core accepts only with a count of 0), and the core accepts it.
+#[test]
+fn a_program_type_without_helpers_publishes_none_and_no_address_table() {
+    let kernel = Kernel::new();
+    let raw = BARE_DATA.raw();
+    assert!(
+        raw.program_type_specific_helper_function_addresses
+            .is_null()
+    );
+    // SAFETY: the program info `program_type!` published, a `'static`.
+    let info = unsafe { &*raw.program_info };
+    assert_eq!(info.count_of_program_type_specific_helpers, 0);
+    // SAFETY: the test's one provider of the type; no hook invokes its programs.
+    let provider = unsafe { ProgramInfoProvider::register(&BARE_DATA, TAG) }.expect("register");
+    let client = ProgramInfoClient::attach(BARE).expect("the core accepts the program data");
+    let seen = client.info();
+    assert_eq!((seen.name.as_str(), seen.bpf_prog_type), ("bare", 1001));
+    assert!(seen.helpers.is_empty());
+    drop(client);
+    drop(provider);
+    kernel.assert_no_leaks();
+}

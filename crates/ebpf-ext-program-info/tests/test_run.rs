@@ -355,6 +355,53 @@ static COPY_DATA: ProgramData = ProgramData::new(&COPY_INFO)
     .with_test_run::<CopyTestRun<EchoContext>>()
     .checked();
 
+/// The core passes `ctx_in` and `ctx_out` where they lie in its request and reply buffers,
+/// right after the data: at any alignment. Both are read and written byte-wise (a debug
+/// build checks the alignment of typed reads and writes, so a regression to one fails here).
+#[test]
+fn a_context_in_and_out_at_odd_addresses_are_copied_bytewise() {
+    let kernel = Kernel::new();
+    let provider = register(&COPY_DATA).expect("register");
+    let raw = COPY_DATA.raw();
+    let (create, destroy) = (
+        raw.context_create.expect("create"),
+        raw.context_destroy.expect("destroy"),
+    );
+    let ctx = context_in(5);
+    // ctx_in at offset 1, ctx_out at offset 1 of a second buffer: neither 8-byte aligned.
+    let mut input = vec![0u8; ctx.len() + 1];
+    input[1..].copy_from_slice(&ctx);
+    let mut output = vec![0u8; ctx.len() + 1];
+    let mut context: *mut c_void = ptr::null_mut();
+    // SAFETY: the caller's context (`ctx.len()` bytes at offset 1), an out slot; no data.
+    let result = unsafe {
+        create(
+            ptr::null(),
+            0,
+            input.as_ptr().wrapping_add(1),
+            ctx.len(),
+            &raw mut context,
+        )
+    };
+    assert_eq!(result, EBPF_SUCCESS);
+    let mut context_size = ctx.len();
+    // SAFETY: the context just created, destroyed once; `ctx.len()` writable bytes at offset 1.
+    unsafe {
+        destroy(
+            context,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            output.as_mut_ptr().wrapping_add(1),
+            &raw mut context_size,
+        );
+    }
+    assert_eq!(context_size, ctx.len());
+    assert_eq!(output[1..], ctx[..], "ctx_out: the context");
+    assert_eq!(output[0], 0, "nothing written before ctx_out");
+    drop(provider);
+    kernel.assert_no_leaks();
+}
+
 /// A reply may share the request's buffer (`METHOD_BUFFERED`), so `ctx_out` can lie over the
 /// tail of `data_in`: the copied run writes `data_out` before it writes the context.
 #[test]
