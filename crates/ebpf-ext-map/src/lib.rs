@@ -34,7 +34,7 @@ use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider, binding_from_context};
-use ebpf_ext_pool::{PoolBox, PoolTag};
+use ebpf_ext_pool::{PoolArray, PoolBox, PoolTag};
 /// The views [`CustomMap`]'s callbacks and [`MapProvider::stored_value`] give.
 pub use ebpf_ext_program_info::{Input, SharedBytes};
 
@@ -104,7 +104,8 @@ pub trait CustomMap: Sized + Send + Sync + 'static {
     /// `key` and `stored` are [`Input`] views, read one byte at a time: a key may be a
     /// program's map value, and a stored value that programs may reach (without
     /// [`CustomMap::UPDATES_ORIGINAL_VALUE`]) may be written by another processor's program
-    /// during the call. `out` is the caller's alone.
+    /// during the call. `out` is the caller's alone: a user-mode lookup's request and reply
+    /// are one buffer, and a key the core passes from inside `out` is copied out first.
     ///
     /// Without [`CustomMap::UPDATES_ORIGINAL_VALUE`] the core gives no output buffer (`out`
     /// is empty) and returns `stored` itself: the lookup can only refuse. Then it may also
@@ -792,13 +793,46 @@ unsafe extern "win64" fn find<M: Callbacks>(
     else {
         return EBPF_INVALID_ARGUMENT;
     };
+    // A user-mode lookup's key and output may be one buffer: the core passes its request's
+    // key and its reply's value, and a `METHOD_BUFFERED` request and reply are the same
+    // memory (key at byte 17, value at byte 8). The provider's output is a `&mut [u8]`, the
+    // only view of its bytes, so a key under it is copied out of the way first (at
+    // PASSIVE_LEVEL: programs get no output).
+    let copy;
+    let key = if overlaps(key.as_ptr(), key.len(), out_value, out_size) {
+        copy = match PoolArray::<u8>::try_new(key.len(), M::TAG) {
+            Ok(mut copy) => {
+                for (to, from) in copy.iter_mut().zip(key.iter()) {
+                    *to = from;
+                }
+                copy
+            }
+            Err(e) => return e.ebpf_result(),
+        };
+        // SAFETY: the copy's bytes, alive until the end of this call.
+        unsafe { Input::from_raw_parts(copy.as_ptr(), copy.len()) }
+    } else {
+        key
+    };
     let out: &mut [u8] = if out_value.is_null() {
         &mut []
     } else {
-        // SAFETY: the core's output buffer of `out_size` bytes.
+        // SAFETY: the core's output buffer of `out_size` bytes, which neither view the
+        // provider also gets reaches (the key is a copy if it lay there).
         unsafe { core::slice::from_raw_parts_mut(out_value, out_size) }
     };
     result(state.map.find(key, stored, out, flags))
+}
+
+/// Whether `[a, a + a_len)` and `[b, b + b_len)` share a byte (neither is empty or NULL).
+fn overlaps(a: *const u8, a_len: usize, b: *const u8, b_len: usize) -> bool {
+    let (a, b) = (a as usize, b as usize);
+    a != 0
+        && b != 0
+        && a_len != 0
+        && b_len != 0
+        && a < b.saturating_add(b_len)
+        && b < a.saturating_add(a_len)
 }
 
 unsafe extern "win64" fn update<M: Callbacks>(

@@ -564,6 +564,79 @@ fn a_refusal_with_ebpf_success_is_reported_as_failed_and_traced() {
     kernel.assert_no_leaks();
 }
 
+/// A map type whose lookup writes the stored value to the output, then reads the key and
+/// puts it at the front: a key that lay under the output would read back as stored bytes.
+#[derive(Debug)]
+struct KeyAfterOutput;
+
+impl CustomMap for KeyAfterOutput {
+    const MAP_TYPE: u32 = 4301;
+    const UPDATES_ORIGINAL_VALUE: bool = true;
+    const TAG: PoolTag = TAG;
+
+    fn create(_: u32, value_size: u32, _: u32) -> Result<(Self, u32), ebpf_result_t> {
+        Ok((KeyAfterOutput, value_size))
+    }
+
+    fn associate(&self, _: &GUID) -> Result<(), ebpf_result_t> {
+        Ok(())
+    }
+
+    fn find(
+        &self,
+        key: Input<'_>,
+        stored: Input<'_>,
+        out: &mut [u8],
+        _: u32,
+    ) -> Result<(), ebpf_result_t> {
+        for (to, from) in out.iter_mut().zip(stored.iter()) {
+            *to = from;
+        }
+        for (to, from) in out.iter_mut().zip(key.iter()) {
+            *to = from;
+        }
+        Ok(())
+    }
+
+    fn update(
+        &self,
+        _: Input<'_>,
+        value: Input<'_>,
+        stored: &mut [u8],
+        _: u32,
+    ) -> Result<(), ebpf_result_t> {
+        for (to, from) in stored.iter_mut().zip(value.iter()) {
+            *to = from;
+        }
+        Ok(())
+    }
+
+    fn delete_element(&self, _: Input<'_>, _: Input<'_>, _: u32) {}
+}
+
+/// The core hands a user-mode lookup its request's key and its reply's value, which are one
+/// buffer (core-sim lays them out as the IOCTL does: the value's 16 bytes at 8 cover the key
+/// at 17). The provider's output is its alone: it still reads the key it was asked for.
+#[test]
+fn a_lookup_whose_key_lies_under_the_output_still_sees_the_key() {
+    let kernel = Kernel::new();
+    let provider = MapProvider::<KeyAfterOutput>::register(PROVIDER_MODULE, TAG).expect("register");
+    let map = BpfMap::create(&MapDefinition {
+        value_size: 16,
+        ..definition(KeyAfterOutput::MAP_TYPE)
+    })
+    .expect("create");
+    let key = 0x1234_5678_u32.to_le_bytes();
+    map.update(&key, &[0xEE; 16], 0).expect("update");
+    let found = map.lookup(&key).expect("lookup").expect("present");
+    assert_eq!(found[..4], key, "the key the provider read");
+    assert_eq!(found[4..], [0xEE; 12], "the stored value after it");
+    drop(map);
+    drop(provider);
+    kernel.wait_for_work_items();
+    kernel.assert_no_leaks();
+}
+
 /// The map after the `MAX_MAPS`-th of a type alive at once is refused with `EBPF_NO_MEMORY`,
 /// and a trace event says why; once one goes, another can be made.
 #[test]

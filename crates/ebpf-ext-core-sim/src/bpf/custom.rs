@@ -726,24 +726,51 @@ impl CustomMap {
         out: Option<&mut [u8]>,
         flags: u32,
     ) -> Result<(), ebpf_result_t> {
-        let Some(find) = self.bound.dispatch.postprocess_map_find_element else {
-            return Ok(());
-        };
         let mut key = writable(key);
         let (out_ptr, out_size) =
             out.map_or((ptr::null_mut(), 0), |out| (out.as_mut_ptr(), out.len()));
-        // SAFETY: the provider's callback; buffers of the sizes passed (the output NULL with
-        // size 0 when there is none).
+        // SAFETY: a key of its own, and the caller's output or none.
+        unsafe {
+            self.find_raw(
+                key.as_mut_ptr(),
+                key.len(),
+                stored,
+                out_ptr,
+                out_size,
+                flags,
+            )
+        }
+    }
+
+    /// Calls the provider's find with the key and output where the caller has them (which
+    /// may be one buffer, as in the core's lookup IOCTL); success if the provider has no find.
+    ///
+    /// # Safety
+    /// `key` and `out` are NULL with size 0 or hold their sizes of writable bytes.
+    unsafe fn find_raw(
+        &self,
+        key: *mut u8,
+        key_size: usize,
+        stored: StoredAt,
+        out: *mut u8,
+        out_size: usize,
+        flags: u32,
+    ) -> Result<(), ebpf_result_t> {
+        let Some(find) = self.bound.dispatch.postprocess_map_find_element else {
+            return Ok(());
+        };
+        // SAFETY: the provider's callback; buffers of the sizes passed (the caller's
+        // contract; the output NULL with size 0 when there is none).
         let result = epoch::protected(|| unsafe {
             find(
                 self.bound.binding,
                 self.context,
-                key.len(),
-                key.as_mut_ptr(),
+                key_size,
+                key,
                 stored.len,
                 stored.address,
                 out_size,
-                out_ptr,
+                out,
                 flags,
             )
         });
@@ -756,19 +783,32 @@ impl CustomMap {
 
     /// A user-mode lookup: the provider turns what is stored into the caller's value.
     pub(crate) fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ebpf_result_t> {
+        // The core passes its request's key and its reply's value, and a `METHOD_BUFFERED`
+        // request and reply are one buffer: the key at byte 17 (after the 8-byte header, the
+        // handle and `find_and_delete`), the value at byte 8 (after the header). So the
+        // provider's output may cover the key.
+        const KEY_AT: usize = 17;
+        const VALUE_AT: usize = 8;
         // The provider's find runs without the lock, as the core's does.
         let Some(stored) = lock(&self.entries).get(key).map(Stored::at) else {
             return Ok(None);
         };
-        let mut out = vec![0u8; self.value_size];
         // Without `updates_original_value` the provider gets no output buffer (NULL, 0) and
         // the core returns what it stores.
         let replaces = self.bound.updates_original_value;
-        self.find_callback(key, stored, replaces.then_some(&mut out[..]), 0)?;
         if !replaces || self.bound.dispatch.postprocess_map_find_element.is_none() {
+            self.find_callback(key, stored, None, 0)?;
+            let mut out = vec![0u8; self.value_size];
             stored.read(&mut out);
+            return Ok(Some(out));
         }
-        Ok(Some(out))
+        let mut buffer = vec![0u8; (KEY_AT + key.len()).max(VALUE_AT + self.value_size)];
+        buffer[KEY_AT..KEY_AT + key.len()].copy_from_slice(key);
+        let base = buffer.as_mut_ptr();
+        let (key_at, value_at) = (base.wrapping_add(KEY_AT), base.wrapping_add(VALUE_AT));
+        // SAFETY: both ranges lie inside `buffer` (sized for both above).
+        unsafe { self.find_raw(key_at, key.len(), stored, value_at, self.value_size, 0) }?;
+        Ok(Some(buffer[VALUE_AT..VALUE_AT + self.value_size].to_vec()))
     }
 
     /// A delete: from user mode (`operation` 0) or a program (`EBPF_MAP_OPERATION_HELPER`),
