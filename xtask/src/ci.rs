@@ -49,6 +49,7 @@ pub(crate) fn run_ci(options: &Options) -> Result<()> {
         crate::public_api::public_api(false)?;
     }
     run_loom_models()?;
+    run_optimised_tests()?;
     check_driver_target()?;
     // The signed images, which the binary-mode tests load.
     crate::drivers::build_drivers(None)?;
@@ -92,6 +93,16 @@ fn run_loom_models() -> Result<()> {
             .env("CARGO_TARGET_DIR", &target_dir))?;
     }
     Ok(())
+}
+
+/// Tests of behaviour that only an optimised build can break, run in the release profile:
+/// each process notify routine must stay a function of its own when the optimiser folds
+/// functions whose code is the same (a debug build never folds them).
+fn run_optimised_tests() -> Result<()> {
+    run(command(Tool::Cargo)
+        .args(["test", "--release", "--package", "ebpf-extension-common"])
+        .args(["--test", "leaked_notify_routine"])
+        .env_remove(crate::drivers::NATIVE_ONLY_VAR))
 }
 
 /// Crates under `crates/` whose `src/lib.rs` is `#![no_std]`.

@@ -75,7 +75,7 @@ impl Device {
     /// `driver` is the driver's live `DRIVER_OBJECT`, which outlives the device.
     ///
     /// # Errors
-    /// [`Error::Api`] with `IoCreateDevice`'s status.
+    /// [`Error::Api`] with `IoCreateDevice`'s status (traced).
     ///
     /// # IRQL
     /// ≤ APC_LEVEL.
@@ -94,6 +94,11 @@ impl Device {
             )
         };
         if status != STATUS_SUCCESS {
+            ebpf_ext_trace::trace_api_failure!(
+                ebpf_ext_trace::keyword::BASE,
+                "IoCreateDevice",
+                status
+            );
             return Err(Error::api("IoCreateDevice", status));
         }
         // INVARIANT: a device just created by IoCreateDevice.
@@ -766,7 +771,15 @@ pub mod glue {
         }
         object.DriverUnload = Some(unload);
         // SAFETY: the caller's driver object outlives the running driver.
-        match unsafe { start::<D>(driver) }.and_then(|running| global.set(running)) {
+        let published = unsafe { start::<D>(driver) }.and_then(|running| {
+            // Traced while the value (and with it tracing) is still running.
+            global.set_or_return(running).map_err(|(e, running)| {
+                trace_failed_start("the driver's state could not be published", e);
+                drop(running);
+                e
+            })
+        });
+        match published {
             Ok(()) => STATUS_SUCCESS,
             Err(e) => failure_status(e),
         }

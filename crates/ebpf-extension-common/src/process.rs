@@ -26,7 +26,7 @@ use ebpf_ext_sys::ntddk::{
     PCREATE_PROCESS_NOTIFY_ROUTINE_EX, PS_CREATE_NOTIFY_INFO, PsGetProcessCreateTimeQuadPart,
     PsGetProcessExitStatus, PsSetCreateProcessNotifyRoutineEx,
 };
-use ebpf_ext_sys::ntdef::{FALSE, HANDLE, NTSTATUS, TRUE, UNICODE_STRING};
+use ebpf_ext_sys::ntdef::{FALSE, HANDLE, NT_SUCCESS, NTSTATUS, TRUE, UNICODE_STRING};
 use ebpf_ext_sys::ntifs::{
     PsDereferencePrimaryToken, PsGetProcessExitTime, PsReferencePrimaryToken, RtlCopySid,
     RtlLengthSid, RtlValidSid, SID_NAME_USE, SeQueryInformationToken, TOKEN_USER, TokenUser,
@@ -221,8 +221,14 @@ impl<'a> ProcessEvent<'a> {
         (status == STATUS_SUCCESS).then_some(length)
     }
 
-    /// Denies the creation with `status` (an error status); ignored on exit.
+    /// Denies the creation with `status`; ignored on exit, and for a success or
+    /// informational status (`NT_SUCCESS`), which would deny nothing and could undo an
+    /// earlier denial of the same creation (ntosebpfext writes `CreationStatus` only for a
+    /// failure status too).
     pub fn deny(&mut self, status: NTSTATUS) {
+        if NT_SUCCESS(status) {
+            return;
+        }
         // SAFETY: NULL or the kernel's creation info, ours to write during the callback
         // (type invariant); no other borrow of it is alive (`&mut self`).
         if let Some(info) = unsafe { self.info.as_mut() } {
@@ -328,6 +334,12 @@ pub unsafe fn lookup_account(
         valid != FALSE
     });
     if !valid {
+        ebpf_ext_trace::trace_message_status!(
+            ebpf_ext_trace::Level::Error,
+            ebpf_ext_trace::keyword::EXTENSION,
+            "account lookup refused: not a whole, valid SID",
+            STATUS_INVALID_SID
+        );
         return Err(AccountLookupError::Failed(STATUS_INVALID_SID));
     }
     let (mut name_size, mut domain_size) = (
@@ -364,11 +376,18 @@ pub unsafe fn lookup_account(
     }
 }
 
+/// `N`'s notify routine. Its address is `N`'s key, with the kernel (which refuses a routine
+/// added twice) and in [`Added`]; so each `N`'s copy must be a function of its own. Rust does
+/// not promise distinct addresses to functions whose code is the same, and optimised builds
+/// fold them (LLVM within the crate, the linker's identical-code folding across the image):
+/// two types with the same `notify` code would share one routine. Each copy therefore uses a
+/// value of its own, `N`'s `TypeId`.
 unsafe extern "win64" fn routine<N: ProcessNotify>(
     process: *mut c_void,
     process_id: HANDLE,
     create_info: *mut PS_CREATE_NOTIFY_INFO,
 ) {
+    core::hint::black_box(core::any::TypeId::of::<N>());
     // INVARIANT: the kernel's arguments, valid (and the creation info ours to write) during
     // this callback, which the event does not outlive.
     let mut event = ProcessEvent {

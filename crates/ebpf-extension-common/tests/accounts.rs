@@ -13,7 +13,7 @@ use ebpf_extension_common::process::AccountNames;
 use ebpf_extension_common::sys::ntifs::LOCAL_SYSTEM_SID;
 use ebpf_extension_common::sys::ntstatus::{
     STATUS_ACCESS_DENIED, STATUS_BUFFER_OVERFLOW, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
+    STATUS_INVALID_DEVICE_STATE, STATUS_INVALID_SID, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
 };
 
 const TAG: PoolTag = PoolTag::new(*b"Acct");
@@ -234,5 +234,32 @@ fn a_lookup_above_passive_level_is_refused_not_made_and_not_remembered() {
     assert_eq!(lookups(&kernel), 1);
     drop(accounts);
     drop(tracing);
+    kernel.assert_no_leaks();
+}
+
+tracelogging::define_provider!(
+    TRACE,
+    "AccountNamesTestProvider",
+    id("7c2e9a41-0b5d-4f63-a8e1-3d9c5b7f2a60")
+);
+
+/// A SID can come from a test run's context, which user mode writes: one that is not whole
+/// (shorter than its header says) or not valid is refused with `STATUS_INVALID_SID` and a
+/// trace event, without a lookup.
+#[test]
+fn a_sid_that_is_not_whole_and_valid_is_refused_and_traced() {
+    let kernel = Kernel::new();
+    ebpf_extension_common::trace::initiate(&TRACE).expect("tracing");
+    let refused = "account lookup refused: not a whole, valid SID";
+    let mut revision_2 = USER_SID;
+    revision_2[0] = 2;
+    let cases: [&[u8]; 3] = [&[1, 1, 0], &USER_SID[..27], &revision_2];
+    for (n, sid) in cases.into_iter().enumerate() {
+        let mut accounts = AccountNames::new(TAG);
+        assert_eq!(accounts.resolve(sid), Err(STATUS_INVALID_SID), "{sid:?}");
+        assert_eq!(kernel.etw_messages_containing(refused), n + 1, "{sid:?}");
+    }
+    assert_eq!(lookups(&kernel), 0);
+    ebpf_extension_common::trace::terminate();
     kernel.assert_no_leaks();
 }

@@ -9,7 +9,7 @@
 use core::ptr;
 
 use ebpf_ext_usersim::tracelogging::Value;
-use ebpf_ext_usersim::{DriverObject, Fault, Kernel};
+use ebpf_ext_usersim::{DriverObject, Fault, Kernel, sweep_call_failures};
 use ebpf_extension_common::prelude::*;
 use ebpf_extension_common::sys::ebpf_result::{EBPF_ALREADY_PINNED, EBPF_PENDING};
 use ebpf_extension_common::sys::ntdef::{NT_SUCCESS, NTSTATUS, UNICODE_STRING};
@@ -177,4 +177,37 @@ fn a_control_device_that_cannot_be_created_is_traced_and_fails_driver_entry() {
         Some(status)
     );
     assert!(no_device::DRIVER.get().is_none());
+}
+
+/// Every kernel routine `DriverEntry` calls may fail (the driver's device, the control device
+/// and its link, the pool allocations of the start and of the driver's published state): each
+/// failure fails `DriverEntry` with a status that a trace event carries, except the one that
+/// comes before tracing runs (`EtwRegister`), and leaves nothing behind.
+#[test]
+fn every_failure_of_driver_entry_is_traced_with_its_status() {
+    let points = sweep_call_failures(|kernel| {
+        let mut object = DriverObject::new();
+        // SAFETY: a fresh driver object, unloaded below if the entry succeeded.
+        let status = unsafe { no_device::driver_entry(object.as_ptr(), ptr::null()) };
+        let failed = kernel.faults_triggered();
+        if NT_SUCCESS(status) {
+            assert!(failed.is_empty(), "{failed:?} did not fail DriverEntry");
+            let unload = object.get().DriverUnload.expect("DriverUnload set");
+            // SAFETY: the driver's own unload routine, once.
+            unsafe { unload(object.as_ptr()) };
+            return;
+        }
+        if failed == [Fault::Call("EtwRegister", 1)] {
+            return;
+        }
+        let traced = kernel.etw_events().iter().any(|event| {
+            matches!(event.field("status"), Some(Value::U64(traced))
+                if u32::try_from(*traced).ok().map(u32::cast_signed) == Some(status))
+        });
+        assert!(
+            traced,
+            "{failed:?}: DriverEntry returned {status:#x} with no trace event carrying it"
+        );
+    });
+    assert!(points >= 5, "swept {points} points");
 }

@@ -204,6 +204,29 @@ tracelogging::define_provider!(
     id("5eaf4071-8293-4da4-bec5-f60718293a4b")
 );
 
+/// Types whose `notify` code is the same still get a routine each: the kernel refuses a
+/// routine added twice, so two types sharing one could not both be added, and removing one
+/// would remove the other's. An optimised build folds functions whose code is the same, and a
+/// debug build never does: `cargo xtask ci` also runs this file in the release profile.
+#[test]
+fn types_with_the_same_notify_code_get_routines_of_their_own() {
+    let kernel = Kernel::new();
+    ebpf_extension_common::trace::initiate(&NUMBERED_TRACE).expect("tracing");
+    process::add::<Numbered<0>>().expect("added");
+    process::add::<Numbered<1>>().expect("a second routine, not the first added twice");
+    assert_eq!(kernel.process_notify_routines(), 2);
+    process::remove::<Numbered<0>>().expect("removed");
+    assert_eq!(
+        kernel.process_notify_routines(),
+        1,
+        "the other routine stays"
+    );
+    process::remove::<Numbered<1>>().expect("removed");
+    assert_eq!(process::remove_leaked(), 0);
+    ebpf_extension_common::trace::terminate();
+    kernel.assert_no_leaks();
+}
+
 /// A driver keeps at most `MAX_NOTIFY_ROUTINES` routines added: one more is refused with
 /// `InsufficientResources` and a trace event, and removed again from the kernel.
 #[test]

@@ -29,7 +29,6 @@ mod sync {
     use core::ops::Deref;
     use core::ptr::NonNull;
 
-    use ebpf_ext_sys::Result;
     use loom::sync::atomic::{AtomicBool, Ordering::SeqCst};
 
     pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
@@ -62,7 +61,7 @@ mod sync {
     }
 
     impl<T> PoolBox<T> {
-        pub(crate) fn try_new(value: T, _: PoolTag) -> Result<Self> {
+        pub(crate) fn try_new_or_return(value: T, _: PoolTag) -> core::result::Result<Self, T> {
             let slot = Box::new(Slot {
                 freed: AtomicBool::new(false),
                 value,

@@ -124,9 +124,22 @@ impl<T: Send + Sync> DriverGlobal<T> {
     /// # IRQL
     /// PASSIVE_LEVEL.
     pub fn set(&'static self, value: T) -> Result {
-        self.state()
-            .ok_or(Error::InvalidDeviceState)?
-            .set(value, self.tag)
+        self.set_or_return(value).map_err(|(e, _)| e)
+    }
+
+    /// [`DriverGlobal::set`], handing `value` back on failure (so that the caller can trace
+    /// the failure before dropping it).
+    ///
+    /// # Errors
+    /// As [`DriverGlobal::set`], with the value.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL.
+    pub fn set_or_return(&'static self, value: T) -> core::result::Result<(), (Error, T)> {
+        match self.state() {
+            Some(state) => state.set(value, self.tag),
+            None => Err((Error::InvalidDeviceState, value)),
+        }
     }
 
     /// Borrows the value, if published and not being taken.

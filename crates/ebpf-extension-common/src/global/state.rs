@@ -4,7 +4,7 @@
 
 use core::ptr::{self, NonNull};
 
-use ebpf_ext_sys::{Error, Result};
+use ebpf_ext_sys::Error;
 
 use super::sync::{AtomicPtr, AtomicU8, Ordering, PoolBox, PoolTag, Rundown, RundownGuard};
 
@@ -29,26 +29,27 @@ const SET: u8 = 2;
 const TAKING: u8 = 3;
 
 impl<T> State<T> {
-    /// Moves `value` to pool tagged `tag` and publishes it. On failure `value` is dropped.
+    /// Moves `value` to pool tagged `tag` and publishes it. On failure `value` comes back.
     ///
     /// # Errors
     /// [`Error::InvalidDeviceState`] if a value is published, or another `set` or a `take`
     /// is running; [`Error::InsufficientResources`] if the allocation fails.
-    pub(crate) fn set(&self, value: T, tag: PoolTag) -> Result {
+    pub(crate) fn set(&self, value: T, tag: PoolTag) -> core::result::Result<(), (Error, T)> {
         // Only from an empty global, and only one `set` at a time: a racing `set` that got
-        // there first wins, and this value is dropped (which stops whatever it runs).
+        // there first wins, and this value goes back to its caller (whose dropping it stops
+        // whatever it runs).
         if self
             .phase
             .compare_exchange(EMPTY, SETTING, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            return Err(Error::InvalidDeviceState);
+            return Err((Error::InvalidDeviceState, value));
         }
-        let value = match PoolBox::try_new(value, tag) {
+        let value = match PoolBox::try_new_or_return(value, tag) {
             Ok(value) => value,
-            Err(e) => {
+            Err(value) => {
                 self.phase.store(EMPTY, Ordering::Release);
-                return Err(e);
+                return Err((Error::InsufficientResources, value));
             }
         };
         self.value
