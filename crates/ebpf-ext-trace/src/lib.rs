@@ -29,8 +29,17 @@
 //! ```
 //!
 //! The SDK's crates, and the extension, then log through that provider with the macros below.
-//! Their events are those of the C common library, so existing capture tooling (`.wprp`
-//! profiles, `tracefmt`) keeps working:
+//! Their events have the C common library's names, levels, keywords, opcodes and field names,
+//! so existing capture tooling (`.wprp` profiles, `tracefmt`, WPA) keeps working. Two field
+//! encodings differ, which only a consumer that parses the payload bytes itself (rather than
+//! through the event's metadata) would see: strings are counted UTF-8 (`str8`) where C writes
+//! NUL-terminated ANSI strings, and statuses are `win_ntstatus` (hex32 shown as NTSTATUS)
+//! where C writes a UINT32 shown as NTSTATUS.
+//!
+//! A session that enables the provider at level 0 receives only level-0 (LogAlways) events:
+//! the `tracelogging` crate, which the Windows build uses, compares each event's level with
+//! the session's as given, and the host build filters the same way. Enable at level 5
+//! (Verbose) to receive every event.
 //!
 //! | Macro | C macro | Event, level, keyword | Fields |
 //! |---|---|---|---|
