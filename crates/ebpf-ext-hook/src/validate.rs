@@ -11,7 +11,7 @@ use ebpf_ext_sys::ebpf_extension::{
     ebpf_program_invoke_function_t,
 };
 use ebpf_ext_sys::ebpf_windows::{
-    EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION, EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION_SIZE,
+    EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION, EBPF_ATTACH_CLIENT_DATA_VERSION_SIZE,
     ebpf_extension_header_t,
 };
 use ebpf_ext_sys::netioddk::NPI_REGISTRATION_INSTANCE;
@@ -119,7 +119,7 @@ fn validate_presented<P: AttachParameter>(
     if header.version != EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION {
         return Err(Rejection::UnsupportedVersion);
     }
-    if header.size < EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION_SIZE {
+    if header.size < EBPF_ATTACH_CLIENT_DATA_VERSION_SIZE {
         return Err(Rejection::HeaderSizeTooSmall);
     }
     if header.total_size < header.size {
@@ -227,7 +227,7 @@ impl Presented {
     /// The whole current client data, when its header says it is that large.
     fn client_data(&self) -> Option<ebpf_extension_data_t> {
         let header = self.header()?;
-        if header.size < EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION_SIZE {
+        if header.size < EBPF_ATTACH_CLIENT_DATA_VERSION_SIZE {
             return None;
         }
         // SAFETY: `header.size` covers the whole current structure (checked above), and the
@@ -339,7 +339,7 @@ mod tests {
         ebpf_extension_data_t {
             header: ebpf_extension_header_t {
                 version: EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION,
-                size: EBPF_ATTACH_CLIENT_DATA_CURRENT_VERSION_SIZE,
+                size: EBPF_ATTACH_CLIENT_DATA_VERSION_SIZE,
                 total_size: size_of::<ebpf_extension_data_t>(),
             },
             data,
