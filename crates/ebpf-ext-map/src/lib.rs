@@ -10,8 +10,8 @@
 //! the core's map objects, and the core's lookup function), so a helper can reach a map's
 //! stored value from the map and key a program passed ([`MapProvider::stored_value`]).
 //!
-//! The core runs one NMR client per map of the type; each attaches to this provider, and the
-//! core's deregistration waits until every map of the type is gone.
+//! The core runs one NMR client per map of the type; each attaches to this provider, and
+//! dropping the [`MapProvider`] (its deregistration) waits until every map of the type is gone.
 //!
 //! A map whose values are objects of the extension's implements [`ObjectMap`] instead, and
 //! registers a `MapProvider<Objects<M>>`: it says how a value becomes an object and back;
@@ -68,6 +68,12 @@ pub use objects::{OBJECT_ADDRESS_SIZE, ObjectMap, Objects};
 /// [`CustomMap::UPDATES_ORIGINAL_VALUE`] the provider fills it on update and turns it into
 /// the caller's value on lookup; without it the core stores and returns the caller's value
 /// itself, and the provider's callbacks can only observe and refuse.
+///
+/// # IRQL
+/// [`CustomMap::create`] and [`CustomMap::associate`]: PASSIVE_LEVEL (a map's creation, a
+/// program's load). The others: see each. The state is dropped when the core deletes the map
+/// (`postprocess_map_delete`), at an IRQL up to DISPATCH_LEVEL: its `Drop` may neither block
+/// nor touch pageable memory.
 pub trait CustomMap: Sized + Send + Sync + 'static {
     /// The map type (`bpf_map_type`) the provider offers.
     const MAP_TYPE: ebpf_map_type_t;

@@ -35,6 +35,12 @@ pub const OBJECT_ADDRESS_SIZE: u32 = size_of::<usize>() as u32;
 /// extension's ([`MapProvider::stored_object`]).
 ///
 /// `Object` is not zero-sized and aligned to at most 64 bytes (a compile error otherwise).
+///
+/// # IRQL
+/// Every method: PASSIVE_LEVEL (a map's creation, a program's load, a user-mode update or
+/// lookup; programs cannot reach the provider). The state is dropped when the core deletes
+/// the map, at an IRQL up to DISPATCH_LEVEL: its `Drop` may neither block nor touch pageable
+/// memory.
 pub trait ObjectMap: Sized + Send + Sync + 'static {
     /// The map type (`bpf_map_type`) the provider offers.
     const MAP_TYPE: ebpf_map_type_t;

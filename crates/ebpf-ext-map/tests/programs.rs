@@ -17,7 +17,9 @@ use ebpf_ext_core_sim::ProgramInfoClient;
 use ebpf_ext_core_sim::bpf::{BpfObject, BpfProgram, compile_c};
 use ebpf_ext_map::{CustomMap, Input, MapProvider};
 use ebpf_ext_pool::PoolTag;
-use ebpf_ext_program_info::{Context, ProgramInfoProvider, program_type};
+use ebpf_ext_program_info::{
+    CellsMut, Context, MapAndKey, MapKey, ProgramInfoProvider, SharedOutput, program_type,
+};
 use ebpf_ext_sys::ebpf_extension::{EBPF_MAP_OPERATION_HELPER, EBPF_MAP_OPERATION_MAP_CLEANUP};
 use ebpf_ext_sys::ebpf_result::{EBPF_KEY_NOT_FOUND, ebpf_result_t};
 use ebpf_ext_sys::ntdef::GUID;
@@ -195,6 +197,95 @@ fn a_programs_map_helpers_reach_the_provider_at_its_irql_and_the_stored_value() 
     drop(client);
     drop(info_provider);
     drop(maps);
+    kernel.wait_for_work_items();
+    kernel.assert_no_leaks();
+}
+
+/// The provider a helper reads through (set while the test below runs).
+static OBSERVED: std::sync::atomic::AtomicPtr<MapProvider<Observed>> =
+    std::sync::atomic::AtomicPtr::new(core::ptr::null_mut());
+
+/// `stored_value(map, key, out, size)`: the value the provider's map stores for `key`,
+/// copied to `out`; its length, or -1 if the map is not one of the provider's or has no
+/// such key.
+fn stored_value(key: MapKey<'_>, out: SharedOutput<'_>) -> u64 {
+    // SAFETY: NULL, or the provider the test keeps alive while programs run.
+    let provider = unsafe { OBSERVED.load(std::sync::atomic::Ordering::Acquire).as_ref() };
+    match provider.and_then(|provider| provider.stored_value(key)) {
+        Some((Observed, value)) => {
+            for (index, byte) in value.input().iter().enumerate() {
+                out.set(index, byte);
+            }
+            value.input().len() as u64
+        }
+        None => u64::MAX,
+    }
+}
+
+const STORED_TYPE: GUID = GUID::from_u128(0x3a9c_0006_0000_4000_8000_0000_0000_0001);
+
+program_type! {
+    static STORED_DATA = c"stored_user", STORED_TYPE, 999;
+    context [u64; 2];
+    helpers { 0x1_0000, c"stored_value" => stored_value(MapAndKey, CellsMut); }
+}
+
+const STORED_PROGRAM: &str = r#"
+typedef unsigned long long uint64_t;
+typedef unsigned int uint32_t;
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, value) int (*name)[value]
+#define __type(name, type) typeof(type)* name
+static long (*stored_value)(void* map, const void* key, void* out, uint32_t size) = (void*)0x10000;
+struct { __uint(type, 4102); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 4); } observed SEC(".maps");
+struct { __uint(type, 2); __type(key, uint32_t); __type(value, uint64_t); __uint(max_entries, 1); } array SEC(".maps");
+SEC("stored_user")
+int read_stored(void* ctx)
+{
+    uint32_t one = 1, absent = 3, zero = 0;
+    uint64_t out = 0, untouched = 0;
+    if (stored_value(&observed, &one, &out, sizeof(out)) != 8) return -1;
+    if (stored_value(&observed, &absent, &untouched, sizeof(untouched)) != -1) return -2;
+    if (stored_value(&array, &zero, &untouched, sizeof(untouched)) != -1) return -3;
+    if (untouched != 0) return -4;
+    return (int)out;
+}
+char _license[] SEC("license") = "MIT";
+"#;
+
+/// `MapProvider::stored_value` hands a helper the value the core stores for a key of one of
+/// the provider's maps, and nothing for an absent key or a map of another type (a built-in
+/// array here).
+#[test]
+fn a_helper_reads_the_stored_value_of_a_providers_map_and_nothing_else() {
+    let object = compile(STORED_PROGRAM);
+    let kernel = Kernel::new();
+    let maps = MapProvider::<Observed>::register(PROVIDER_MODULE, TAG).expect("register");
+    OBSERVED.store(
+        core::ptr::from_ref(&maps).cast_mut(),
+        std::sync::atomic::Ordering::Release,
+    );
+    // SAFETY: the one provider of the type; no hook invokes its programs.
+    let info_provider =
+        unsafe { ProgramInfoProvider::register(&STORED_DATA, TAG) }.expect("register");
+    let client = ProgramInfoClient::attach(STORED_TYPE).expect("attach");
+    let program = BpfProgram::load(&object, "stored_user", &client.info()).expect("loads");
+    let map = program.map("observed").expect("its map");
+    map.update(&1u32.to_le_bytes(), &41u64.to_le_bytes(), 0)
+        .expect("seeded");
+
+    let mut context = [0u64; 2];
+    // SAFETY: a context of the program type (two words, no data pointers).
+    let run = unsafe { program.run(context.as_mut_ptr().cast()) };
+    assert_eq!(run, Ok(41), "the stored value, and nothing for the others");
+
+    drop(program);
+    drop(map);
+    drop(client);
+    drop(info_provider);
+    OBSERVED.store(core::ptr::null_mut(), std::sync::atomic::Ordering::Release);
+    drop(maps);
+    SEEN.with(RefCell::take);
     kernel.wait_for_work_items();
     kernel.assert_no_leaks();
 }
