@@ -247,12 +247,13 @@ write("test_run", "both", test_run(0, SAMPLE_CONTEXT, b"") + test_run(1, PROCESS
 # ---- pe_parse --------------------------------------------------------------------------------
 # A minimal driver image as the loader accepts it: PE32+, AMD64, native subsystem, .text
 # (entry point, one absolute address), .data, .rdata (an import of ntoskrnl.exe!KeBugCheckEx)
-# and .reloc (one DIR64). `imports=False` leaves the import directory out.
-def pe(imports=True):
+# and .reloc (one DIR64). `imports=False` leaves the import directory out; `exports=True`
+# adds an export directory in .rdata (`DriverEntry`, the entry point, by name and ordinal 1).
+def pe(imports=True, exports=False):
     sections = [  # name, rva, virtual size, file offset, characteristics
         (b".text", 0x1000, 0x20, 0x400, 0x60000020),
         (b".data", 0x2000, 0x20, 0x600, 0xC0000040),
-        (b".rdata", 0x3000, 0xC0, 0x800, 0x40000040),
+        (b".rdata", 0x3000, 0x110, 0x800, 0x40000040),
         (b".reloc", 0x4000, 12, 0xA00, 0x42000040),
     ]
     size_of_image, size_of_headers, file_size = 0x5000, 0x400, 0xC00
@@ -267,6 +268,8 @@ def pe(imports=True):
     struct.pack_into("<HHHHHHI", opt, 40, 10, 0, 0, 0, 10, 0, 0)
     struct.pack_into("<IIIHH", opt, 56, size_of_image, size_of_headers, 0, 1, 0x0160)
     struct.pack_into("<QQQQII", opt, 72, 0x40000, 0x1000, 0x100000, 0x1000, 0, 16)
+    if exports:
+        struct.pack_into("<II", opt, 112 + 8 * 0, 0x30C0, 0x50)  # export directory
     if imports:
         struct.pack_into("<II", opt, 112 + 8 * 1, 0x3000, 40)  # import directory
     struct.pack_into("<II", opt, 112 + 8 * 5, 0x4000, 12)  # base relocations
@@ -283,11 +286,21 @@ def pe(imports=True):
     image[rdata + 0x80:rdata + 0x8D] = b"ntoskrnl.exe\0"
     image[rdata + 0xA2:rdata + 0xAF] = b"KeBugCheckEx\0"
     struct.pack_into("<IIHH", image, reloc, 0x1000, 12, (10 << 12) | 0x10, 0)
+    if exports:
+        # Directory at 0x30C0: name, base 1, one function, one name, then the three tables.
+        struct.pack_into("<IIHHIIIIIII", image, rdata + 0xC0, 0, 0, 0, 0, 0x3100, 1, 1, 1,
+                         0x30E8, 0x30EC, 0x30F0)
+        struct.pack_into("<I", image, rdata + 0xE8, 0x1000)  # DriverEntry's RVA
+        struct.pack_into("<I", image, rdata + 0xEC, 0x30F4)  # its name's RVA
+        struct.pack_into("<H", image, rdata + 0xF0, 0)  # its index in the address table
+        image[rdata + 0xF4:rdata + 0x100] = b"DriverEntry\0"
+        image[rdata + 0x100:rdata + 0x109] = b"seed.sys\0"
     return image
 
 
 write("pe_parse", "driver-with-import", pe())
 write("pe_parse", "driver-without-imports", pe(imports=False))
+write("pe_parse", "driver-with-exports", pe(exports=True))
 
 
 # ---- btf_externs -----------------------------------------------------------------------------
