@@ -12,7 +12,6 @@
 
 use core::ffi::c_void;
 use core::ptr;
-use std::sync::Mutex;
 
 use ebpf_ext_map::{CustomMap, Input, MapProvider};
 use ebpf_ext_pool::PoolTag;
@@ -23,16 +22,13 @@ use ebpf_ext_sys::ebpf_extension::{
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_MAP_INFO_EXTENSION_IID;
 use ebpf_ext_sys::ebpf_result::{EBPF_KEY_NOT_FOUND, ebpf_result_t};
 use ebpf_ext_sys::ebpf_windows::ebpf_extension_header_t;
-use ebpf_ext_sys::netioddk::{
-    NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider,
-    NmrDeregisterClient, NmrRegisterClient, NmrWaitForClientDeregisterComplete,
-};
-use ebpf_ext_sys::ntdef::{GUID, HANDLE, NTSTATUS};
+use ebpf_ext_sys::netioddk::NPI_MODULEID;
+use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
 };
 use ebpf_ext_usersim::tracelogging::Value;
-use ebpf_ext_usersim::{Fault, Kernel};
+use ebpf_ext_usersim::{Fault, Kernel, attach_client_once};
 
 const TAG: PoolTag = PoolTag::new(*b"MpCd");
 const PROVIDER_MODULE: GUID = GUID::from_u128(0x3a9c_0001_0000_4000_8000_0000_0000_0001);
@@ -107,91 +103,29 @@ fn table(header: ebpf_extension_header_t) -> Box<[u8]> {
     table.into_boxed_slice()
 }
 
-/// One hand-built map client: its characteristics, client data and dispatch table, and the
-/// status its attach got from the provider.
-struct Client {
-    characteristics: NPI_CLIENT_CHARACTERISTICS,
-    data: ebpf_map_client_data_t,
-    table: Box<[u8]>,
-    status: Mutex<Option<NTSTATUS>>,
-}
-
-unsafe extern "win64" fn client_attach(
-    binding: HANDLE,
-    context: *mut c_void,
-    _: *const NPI_REGISTRATION_INSTANCE,
-) -> NTSTATUS {
-    // SAFETY: the context registered below is a `Client` alive until deregistration.
-    let client = unsafe { &*context.cast::<Client>() };
-    let (mut provider_binding, mut provider_dispatch) = (ptr::null_mut(), ptr::null());
-    // SAFETY: inside ClientAttachProvider, with NMR's binding handle.
-    let status = unsafe {
-        NmrClientAttachProvider(
-            binding,
-            context,
-            ptr::null(),
-            &raw mut provider_binding,
-            &raw mut provider_dispatch,
-        )
-    };
-    *client.status.lock().expect("status lock") = Some(status);
-    status
-}
-
-unsafe extern "win64" fn client_detach(_: *mut c_void) -> NTSTATUS {
-    STATUS_SUCCESS
-}
-
 /// Registers a map client presenting `data` (with `table` as its dispatch table unless
 /// `data.base_client_table` is NULL, and no client data at all for `None`), and returns the
 /// status the provider's attach gave it.
 fn attach(data: Option<ebpf_map_client_data_t>, table_header: ebpf_extension_header_t) -> NTSTATUS {
-    let mut client = Box::new(Client {
-        characteristics: NPI_CLIENT_CHARACTERISTICS {
-            Version: 0,
-            Length: 72,
-            ClientAttachProvider: Some(client_attach),
-            ClientDetachProvider: Some(client_detach),
-            ClientCleanupBindingContext: None,
-            ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
-                Version: 0,
-                Size: 40,
-                NpiId: &EBPF_MAP_INFO_EXTENSION_IID,
-                ModuleId: &CLIENT_MODULE,
-                Number: 0,
-                NpiSpecificCharacteristics: ptr::null(),
-            },
-        },
-        data: data.unwrap_or(ebpf_map_client_data_t {
-            header: EBPF_MAP_CLIENT_DATA_HEADER,
-            map_context_offset: 0,
-            base_client_table: ptr::null(),
-        }),
-        table: table(table_header),
-        status: Mutex::new(None),
+    let table = table(table_header);
+    let data = data.map(|mut data| {
+        if !data.base_client_table.is_null() {
+            data.base_client_table = table.as_ptr().cast();
+        }
+        data
     });
-    if !client.data.base_client_table.is_null() {
-        client.data.base_client_table = client.table.as_ptr().cast();
-    }
-    if data.is_some() {
-        client
-            .characteristics
-            .ClientRegistrationInstance
-            .NpiSpecificCharacteristics = (&raw const client.data).cast();
-    }
-    let context = ptr::from_mut(&mut *client).cast::<c_void>();
-    let mut handle = ptr::null_mut();
-    // SAFETY: the characteristics and context live in the box until deregistration below.
-    let status =
-        unsafe { NmrRegisterClient(&raw const client.characteristics, context, &raw mut handle) };
-    assert_eq!(status, STATUS_SUCCESS, "NmrRegisterClient");
-    // SAFETY: the handle registered above, deregistered once.
-    if unsafe { NmrDeregisterClient(handle) } == STATUS_PENDING {
-        // SAFETY: as above.
-        unsafe { NmrWaitForClientDeregisterComplete(handle) };
-    }
-    let attached = client.status.lock().expect("status lock").take();
-    attached.expect("the provider was offered to the client")
+    let characteristics = data
+        .as_ref()
+        .map_or(ptr::null(), |data| ptr::from_ref(data).cast::<c_void>());
+    // SAFETY: the client data and its table live until this returns.
+    let status = unsafe {
+        attach_client_once(
+            &EBPF_MAP_INFO_EXTENSION_IID,
+            &CLIENT_MODULE,
+            characteristics,
+        )
+    };
+    status.expect("the provider was offered to the client")
 }
 
 /// Client data as the core presents it, pointing at a dispatch table.

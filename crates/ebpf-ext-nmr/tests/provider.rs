@@ -7,27 +7,21 @@
     reason = "host tests"
 )]
 
-use core::ffi::c_void;
 use core::ptr;
-use std::sync::Mutex;
 
 use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider};
 use ebpf_ext_pool::PoolTag;
-use ebpf_ext_sys::netioddk::{
-    NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE, NPIID,
-    NmrClientAttachProvider, NmrDeregisterClient, NmrRegisterClient,
-    NmrWaitForClientDeregisterComplete,
-};
-use ebpf_ext_sys::ntdef::{GUID, HANDLE, NTSTATUS};
+use ebpf_ext_sys::netioddk::{NPI_MODULEID, NPIID};
+use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{
     STATUS_ACCESS_DENIED, STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
 };
-use ebpf_ext_usersim::{Config, Kernel};
+use ebpf_ext_usersim::{Config, Kernel, attach_client_once};
 
 const TAG: PoolTag = PoolTag::new(*b"NmrT");
 static NPI: NPIID = GUID::from_u128(0x6a1e_0001_5b2c_4d3e_8f40_1a2b_3c4d_5e6f);
 const PROVIDER_MODULE: GUID = GUID::from_u128(0x6a1e_0002_5b2c_4d3e_8f40_1a2b_3c4d_5e6f);
-const CLIENT_MODULE: NPI_MODULEID =
+static CLIENT_MODULE: NPI_MODULEID =
     NPI_MODULEID::from_guid(GUID::from_u128(0x6a1e_0003_5b2c_4d3e_8f40_1a2b_3c4d_5e6f));
 
 /// A provider that attaches every client, or refuses each with `refusal`.
@@ -57,72 +51,11 @@ unsafe impl NpiProvider for TestProvider {
     }
 }
 
-/// A raw client of the test NPI: what `NmrClientAttachProvider` returned to it.
-struct Client {
-    characteristics: NPI_CLIENT_CHARACTERISTICS,
-    status: Mutex<Option<NTSTATUS>>,
-}
-
-unsafe extern "win64" fn client_attach(
-    binding: HANDLE,
-    context: *mut c_void,
-    _: *const NPI_REGISTRATION_INSTANCE,
-) -> NTSTATUS {
-    // SAFETY: the context registered in `attach_client`, alive until deregistration.
-    let client = unsafe { &*context.cast::<Client>() };
-    let (mut provider_binding, mut provider_dispatch) = (ptr::null_mut(), ptr::null());
-    // SAFETY: inside ClientAttachProvider, with NMR's binding handle.
-    let status = unsafe {
-        NmrClientAttachProvider(
-            binding,
-            context,
-            ptr::null(),
-            &raw mut provider_binding,
-            &raw mut provider_dispatch,
-        )
-    };
-    *client.status.lock().expect("status lock") = Some(status);
-    status
-}
-
-unsafe extern "win64" fn client_detach(_: *mut c_void) -> NTSTATUS {
-    STATUS_SUCCESS
-}
-
-/// Registers a client of the test NPI, lets it meet the registered provider, deregisters it,
-/// and returns what its attach returned.
+/// Lets a client of the test NPI meet the registered provider; what its attach returned.
 fn attach_client() -> NTSTATUS {
-    let client = Box::new(Client {
-        characteristics: NPI_CLIENT_CHARACTERISTICS {
-            Version: 0,
-            Length: 72,
-            ClientAttachProvider: Some(client_attach),
-            ClientDetachProvider: Some(client_detach),
-            ClientCleanupBindingContext: None,
-            ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
-                Version: 0,
-                Size: 40,
-                NpiId: &raw const NPI,
-                ModuleId: &CLIENT_MODULE,
-                Number: 0,
-                NpiSpecificCharacteristics: ptr::null(),
-            },
-        },
-        status: Mutex::new(None),
-    });
-    let context = ptr::from_ref(&*client).cast_mut().cast::<c_void>();
-    let mut handle = ptr::null_mut();
-    // SAFETY: the characteristics and context live in the box until deregistration below.
-    let status =
-        unsafe { NmrRegisterClient(&raw const client.characteristics, context, &raw mut handle) };
-    assert_eq!(status, STATUS_SUCCESS, "NmrRegisterClient");
-    // SAFETY: the handle registered above, deregistered once.
-    if unsafe { NmrDeregisterClient(handle) } == STATUS_PENDING {
-        // SAFETY: as above.
-        unsafe { NmrWaitForClientDeregisterComplete(handle) };
-    }
-    let attached = client.status.lock().expect("status lock").take();
-    attached.expect("the provider was offered to the client")
+    // SAFETY: no NPI-specific characteristics (the test provider reads none).
+    let status = unsafe { attach_client_once(&NPI, &CLIENT_MODULE, ptr::null()) };
+    status.expect("the provider was offered to the client")
 }
 
 #[test]

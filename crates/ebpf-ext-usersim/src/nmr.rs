@@ -952,3 +952,81 @@ pub unsafe extern "win64" fn NmrClientAttachProvider(
         status
     })
 }
+/// A test's client of one NPI (see [`attach_client_once`]): its characteristics and the
+/// status its attach got.
+struct OnceClient {
+    characteristics: NPI_CLIENT_CHARACTERISTICS,
+    status: std::sync::Mutex<Option<NTSTATUS>>,
+}
+
+unsafe extern "win64" fn once_client_attach(
+    binding: HANDLE,
+    context: *mut c_void,
+    _: *const NPI_REGISTRATION_INSTANCE,
+) -> NTSTATUS {
+    // SAFETY: the `OnceClient` `attach_client_once` registered, alive until it deregisters.
+    let client = unsafe { &*context.cast::<OnceClient>() };
+    let (mut provider_binding, mut provider_dispatch) = (ptr::null_mut(), ptr::null());
+    // SAFETY: inside ClientAttachProvider, with NMR's binding handle; locals for the outputs.
+    let status = unsafe {
+        NmrClientAttachProvider(
+            binding,
+            context,
+            ptr::null(),
+            &raw mut provider_binding,
+            &raw mut provider_dispatch,
+        )
+    };
+    *lock(&client.status) = Some(status);
+    status
+}
+
+unsafe extern "win64" fn once_client_detach(_: *mut c_void) -> NTSTATUS {
+    STATUS_SUCCESS
+}
+
+/// Registers a client of `npi` (module `module`) whose registration instance carries
+/// `npi_specific` as its NPI-specific characteristics, lets it attach to the providers
+/// registered for the NPI, deregisters it (waiting for its detaches), and returns the status
+/// its last attach got from a provider; `None` if no provider was offered. A test's stand-in
+/// for a client that presents data to a provider (the eBPF core's map client, say).
+///
+/// # Safety
+/// `npi_specific` is NULL or readable for as much as the providers read, until this returns.
+///
+/// # Panics
+/// If no kernel is bound to the thread, or the registration fails.
+pub unsafe fn attach_client_once(
+    npi: &'static GUID,
+    module: &'static NPI_MODULEID,
+    npi_specific: *const c_void,
+) -> Option<NTSTATUS> {
+    let client = Box::new(OnceClient {
+        characteristics: NPI_CLIENT_CHARACTERISTICS {
+            Version: 0,
+            Length: 72,
+            ClientAttachProvider: Some(once_client_attach),
+            ClientDetachProvider: Some(once_client_detach),
+            ClientCleanupBindingContext: None,
+            ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
+                Version: 0,
+                Size: 40,
+                NpiId: npi,
+                ModuleId: module,
+                Number: 0,
+                NpiSpecificCharacteristics: npi_specific,
+            },
+        },
+        status: std::sync::Mutex::new(None),
+    });
+    let context = ptr::from_ref(&*client).cast_mut().cast::<c_void>();
+    let mut handle = ptr::null_mut();
+    // SAFETY: the characteristics and context live in the box until deregistration below.
+    let status =
+        unsafe { NmrRegisterClient(&raw const client.characteristics, context, &raw mut handle) };
+    assert_eq!(status, STATUS_SUCCESS, "NmrRegisterClient");
+    if NmrDeregisterClient(handle) == STATUS_PENDING {
+        NmrWaitForClientDeregisterComplete(handle);
+    }
+    lock(&client.status).take()
+}
