@@ -8,6 +8,7 @@
 )]
 
 use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use ebpf_ext_nmr::{AttachingClient, Bound, Detach, NpiProvider, Provider};
 use ebpf_ext_pool::PoolTag;
@@ -16,7 +17,7 @@ use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
 use ebpf_ext_sys::ntstatus::{
     STATUS_ACCESS_DENIED, STATUS_PENDING, STATUS_SUCCESS, STATUS_UNSUCCESSFUL,
 };
-use ebpf_ext_usersim::{Config, Kernel, attach_client_once};
+use ebpf_ext_usersim::{Config, Kernel, TestClient, attach_client_once};
 
 const TAG: PoolTag = PoolTag::new(*b"NmrT");
 static NPI: NPIID = GUID::from_u128(0x6a1e_0001_5b2c_4d3e_8f40_1a2b_3c4d_5e6f);
@@ -24,29 +25,43 @@ const PROVIDER_MODULE: GUID = GUID::from_u128(0x6a1e_0002_5b2c_4d3e_8f40_1a2b_3c
 static CLIENT_MODULE: NPI_MODULEID =
     NPI_MODULEID::from_guid(GUID::from_u128(0x6a1e_0003_5b2c_4d3e_8f40_1a2b_3c4d_5e6f));
 
-/// A provider that attaches every client, or refuses each with `refusal`.
+/// A provider that attaches every client, or refuses each with `refusal`; each binding
+/// counts its detaches in `detaches` (the test's own counter).
 struct TestProvider {
     refusal: Option<NTSTATUS>,
+    detaches: &'static AtomicU32,
+}
+
+impl TestProvider {
+    fn new(refusal: Option<NTSTATUS>) -> Self {
+        TestProvider {
+            refusal,
+            detaches: Box::leak(Box::new(AtomicU32::new(0))),
+        }
+    }
 }
 
 // SAFETY: it publishes no characteristics (a unit), which no client of the test NPI reads.
 unsafe impl NpiProvider for TestProvider {
     type Characteristics = ();
-    type Binding = ();
+    type Binding = &'static AtomicU32;
     const NPI_ID: &'static NPIID = &NPI;
 
     fn characteristics(&self) -> &() {
         &()
     }
 
-    fn attach(&self, client: &AttachingClient<'_>) -> Result<Bound<()>, NTSTATUS> {
+    fn attach(&self, client: &AttachingClient<'_>) -> Result<Bound<&'static AtomicU32>, NTSTATUS> {
         match self.refusal {
             Some(status) => Err(status),
-            None => client.allocate(()).map_err(|()| STATUS_UNSUCCESSFUL),
+            None => client
+                .allocate(self.detaches)
+                .map_err(|_| STATUS_UNSUCCESSFUL),
         }
     }
 
-    fn detach((): &()) -> Detach {
+    fn detach(detaches: &&'static AtomicU32) -> Detach {
+        detaches.fetch_add(1, Ordering::SeqCst);
         Detach::Complete
     }
 }
@@ -63,9 +78,7 @@ fn a_client_is_refused_with_the_providers_failure_status() {
     let kernel = Kernel::new();
     let provider = Provider::register(
         PROVIDER_MODULE,
-        TestProvider {
-            refusal: Some(STATUS_ACCESS_DENIED),
-        },
+        TestProvider::new(Some(STATUS_ACCESS_DENIED)),
         TAG,
     )
     .expect("register");
@@ -82,14 +95,8 @@ fn a_refusal_with_a_success_class_status_reaches_the_client_as_a_failure() {
     // provider binding context, and the provider's detach would find none.
     let kernel = Kernel::new();
     for refusal in [STATUS_PENDING, STATUS_SUCCESS] {
-        let provider = Provider::register(
-            PROVIDER_MODULE,
-            TestProvider {
-                refusal: Some(refusal),
-            },
-            TAG,
-        )
-        .expect("register");
+        let provider = Provider::register(PROVIDER_MODULE, TestProvider::new(Some(refusal)), TAG)
+            .expect("register");
         assert_eq!(attach_client(), STATUS_UNSUCCESSFUL, "{refusal:#x}");
         assert_eq!(kernel.nmr_binding_count(), 0);
         drop(provider);
@@ -98,13 +105,28 @@ fn a_refusal_with_a_success_class_status_reaches_the_client_as_a_failure() {
     kernel.assert_no_leaks();
 }
 
+/// A provider dropped while a client is bound detaches it (its detach called once) and
+/// waits until NMR has let go of it, before its state is freed.
 #[test]
-fn an_attached_client_is_detached_and_its_binding_freed_when_the_provider_drops() {
+fn a_bound_client_is_detached_and_its_binding_freed_when_the_provider_drops() {
     let kernel = Kernel::new();
-    let provider =
-        Provider::register(PROVIDER_MODULE, TestProvider { refusal: None }, TAG).expect("register");
-    assert_eq!(attach_client(), STATUS_SUCCESS);
+    let test_provider = TestProvider::new(None);
+    let detaches = test_provider.detaches;
+    let provider = Provider::register(PROVIDER_MODULE, test_provider, TAG).expect("register");
+    // SAFETY: no NPI-specific characteristics (the test provider reads none).
+    let client = unsafe { TestClient::register(&NPI, &CLIENT_MODULE, ptr::null()) };
+    assert_eq!(client.status(), Some(STATUS_SUCCESS));
+    assert_eq!(kernel.nmr_binding_count(), 1);
     drop(provider);
+    assert_eq!(
+        detaches.load(Ordering::SeqCst),
+        1,
+        "the provider detached the client"
+    );
+    assert_eq!(kernel.nmr_binding_count(), 0);
+    let left: Vec<_> = kernel.nmr_registrations().iter().map(|r| r.kind).collect();
+    assert_eq!(left, ["client"], "the provider's deregistration completed");
+    drop(client);
     assert!(kernel.nmr_registrations().is_empty());
     kernel.assert_no_leaks();
 }
@@ -118,7 +140,7 @@ fn a_deregistration_that_completes_at_once_is_waited_for_and_freed() {
         ..Config::default()
     });
     let provider =
-        Provider::register(PROVIDER_MODULE, TestProvider { refusal: None }, TAG).expect("register");
+        Provider::register(PROVIDER_MODULE, TestProvider::new(None), TAG).expect("register");
     assert_eq!(kernel.nmr_registrations().len(), 1);
     drop(provider);
     assert!(

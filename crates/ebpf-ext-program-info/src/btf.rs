@@ -36,9 +36,30 @@ impl BtfFunctionPrototype {
     /// A prototype: name, return type and up to five argument types; flags 0.
     ///
     /// # Panics
-    /// At compile time if there are more than five arguments, or the name is not a C
+    /// At compile time if there are more than five arguments, a `DONTCARE` comes before
+    /// another type (the verifier would check nothing after it), or the name is not a C
     /// identifier (it is the C declaration's name and the store's registry key name) or is
     /// longer than `EBPF_MAX_HELPER_FUNCTION_NAME_LENGTH`.
+    ///
+    /// ```compile_fail
+    /// # use ebpf_ext_program_info::BtfFunctionPrototype;
+    /// # use ebpf_ext_sys::ebpf_base::*;
+    /// static P: BtfFunctionPrototype = BtfFunctionPrototype::new(
+    ///     c"f",
+    ///     EBPF_RETURN_TYPE_INTEGER,
+    ///     &[EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_DONTCARE, EBPF_ARGUMENT_TYPE_ANYTHING],
+    /// );
+    /// ```
+    ///
+    /// ```
+    /// # use ebpf_ext_program_info::BtfFunctionPrototype;
+    /// # use ebpf_ext_sys::ebpf_base::*;
+    /// static P: BtfFunctionPrototype = BtfFunctionPrototype::new(
+    ///     c"f",
+    ///     EBPF_RETURN_TYPE_INTEGER,
+    ///     &[EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_ANYTHING, EBPF_ARGUMENT_TYPE_DONTCARE],
+    /// );
+    /// ```
     #[must_use]
     pub const fn new(
         name: &'static CStr,

@@ -1908,8 +1908,8 @@ macro_rules! program_type {
                 };
             )?
             let data = data $(.with_required_irql($irql))?.checked();
-            // SAFETY: the data's only helper tables are the two declared with `context
-            // __EBPF_EXT_HELPER_CONTEXT` just above, and its only test run is `$run`, whose
+            // SAFETY: the data's only helper tables are those declared with `context
+            // __EBPF_EXT_HELPER_CONTEXT` just above (none, one or two), and its only test run is `$run`, whose
             // context is checked to be that very type (the macro accepts no other builder
             // call that could replace them); its data pointers, if any, are `$ctx`'s two
             // `DataPointer` fields (checked above), and its test runs set them; its global

@@ -368,6 +368,24 @@ impl HelperPrototype {
     ///     ],
     /// );
     /// ```
+    ///
+    /// The same types with the `DONTCARE` last are accepted:
+    ///
+    /// ```
+    /// # use ebpf_ext_program_info::HelperPrototype;
+    /// # use ebpf_ext_sys::ebpf_base::*;
+    /// static P: HelperPrototype = HelperPrototype::new(
+    ///     0x10000,
+    ///     c"f",
+    ///     EBPF_RETURN_TYPE_INTEGER,
+    ///     &[
+    ///         EBPF_ARGUMENT_TYPE_PTR_TO_CTX,
+    ///         EBPF_ARGUMENT_TYPE_PTR_TO_WRITABLE_MEM,
+    ///         EBPF_ARGUMENT_TYPE_CONST_SIZE,
+    ///         EBPF_ARGUMENT_TYPE_DONTCARE,
+    ///     ],
+    /// );
+    /// ```
     #[must_use]
     pub const fn new(
         helper_id: u32,
@@ -809,7 +827,8 @@ impl ProgramData {
     /// If a field would not lie within `R::Context` (at compile time in a `static`),
     /// `R::Context` is smaller than the context descriptor says, the descriptor has a
     /// metadata pointer (the SDK's test runs never set one, so `ctx_in` would choose it), or
-    /// `START` and `END` are offsets other than the descriptor's data pointers.
+    /// `START` and `END` are offsets other than the descriptor's data pointers (unless both
+    /// are `usize::MAX`: then [`TestRun::create`] sets them, by the contract above).
     ///
     /// ```
     /// # use ebpf_ext_program_info::*;

@@ -61,7 +61,7 @@ pub use kernel::{
 };
 pub use locals::ebpf_ext_usersim_kernel_local;
 pub use nmr::{
-    MAX_DECLINES, MAX_DEREGISTRATIONS, NmrDecline, NmrDeregistration, NmrRegistration,
+    MAX_DECLINES, MAX_DEREGISTRATIONS, NmrDecline, NmrDeregistration, NmrRegistration, TestClient,
     attach_client_once, nmr_provider_holds_client,
 };
 pub use pool::{FREED_POISON, TagUsage, UNINITIALIZED_FILL, pool_allocation_containing, tag_name};

@@ -952,8 +952,8 @@ pub unsafe extern "win64" fn NmrClientAttachProvider(
         status
     })
 }
-/// A test's client of one NPI (see [`attach_client_once`]): its characteristics and the
-/// status its attach got.
+
+/// What a [`TestClient`] registers: its characteristics and the status its attach got.
 struct OnceClient {
     characteristics: NPI_CLIENT_CHARACTERISTICS,
     status: std::sync::Mutex<Option<NTSTATUS>>,
@@ -985,48 +985,90 @@ unsafe extern "win64" fn once_client_detach(_: *mut c_void) -> NTSTATUS {
     STATUS_SUCCESS
 }
 
-/// Registers a client of `npi` (module `module`) whose registration instance carries
-/// `npi_specific` as its NPI-specific characteristics, lets it attach to the providers
-/// registered for the NPI, deregisters it (waiting for its detaches), and returns the status
-/// its last attach got from a provider; `None` if no provider was offered. A test's stand-in
-/// for a client that presents data to a provider (the eBPF core's map client, say).
+/// A test's client of one NPI, registered until dropped: a stand-in for a client that
+/// presents data to a provider (the eBPF core's map client, say). Dropping it deregisters it
+/// and waits for its detaches.
+pub struct TestClient {
+    client: Box<OnceClient>,
+    handle: HANDLE,
+}
+
+impl TestClient {
+    /// Registers a client of `npi` (module `module`) whose registration instance carries
+    /// `npi_specific` as its NPI-specific characteristics; it attaches to the providers
+    /// registered for the NPI now, and to those registered later.
+    ///
+    /// # Safety
+    /// `npi_specific` is NULL or readable for as much as the providers read, until the client
+    /// is dropped.
+    ///
+    /// # Panics
+    /// If no kernel is bound to the thread, or the registration fails.
+    #[must_use]
+    pub unsafe fn register(
+        npi: &'static GUID,
+        module: &'static NPI_MODULEID,
+        npi_specific: *const c_void,
+    ) -> TestClient {
+        let client = Box::new(OnceClient {
+            characteristics: NPI_CLIENT_CHARACTERISTICS {
+                Version: 0,
+                Length: 72,
+                ClientAttachProvider: Some(once_client_attach),
+                ClientDetachProvider: Some(once_client_detach),
+                ClientCleanupBindingContext: None,
+                ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
+                    Version: 0,
+                    Size: 40,
+                    NpiId: npi,
+                    ModuleId: module,
+                    Number: 0,
+                    NpiSpecificCharacteristics: npi_specific,
+                },
+            },
+            status: std::sync::Mutex::new(None),
+        });
+        let context = ptr::from_ref(&*client).cast_mut().cast::<c_void>();
+        let mut handle = ptr::null_mut();
+        // SAFETY: the characteristics and context live in the box until `Drop` deregisters.
+        let status = unsafe {
+            NmrRegisterClient(&raw const client.characteristics, context, &raw mut handle)
+        };
+        assert_eq!(status, STATUS_SUCCESS, "NmrRegisterClient");
+        TestClient { client, handle }
+    }
+
+    /// The status its last attach got from a provider; `None` if none was offered yet.
+    #[must_use]
+    pub fn status(&self) -> Option<NTSTATUS> {
+        *lock(&self.client.status)
+    }
+}
+
+impl Drop for TestClient {
+    fn drop(&mut self) {
+        if NmrDeregisterClient(self.handle) == STATUS_PENDING {
+            NmrWaitForClientDeregisterComplete(self.handle);
+        }
+    }
+}
+
+/// Registers a [`TestClient`], lets it attach to the providers registered for `npi`,
+/// deregisters it (waiting for its detaches), and returns the status its last attach got;
+/// `None` if no provider was offered.
 ///
 /// # Safety
-/// `npi_specific` is NULL or readable for as much as the providers read, until this returns.
+/// As [`TestClient::register`].
 ///
 /// # Panics
-/// If no kernel is bound to the thread, or the registration fails.
+/// As [`TestClient::register`].
+#[must_use]
 pub unsafe fn attach_client_once(
     npi: &'static GUID,
     module: &'static NPI_MODULEID,
     npi_specific: *const c_void,
 ) -> Option<NTSTATUS> {
-    let client = Box::new(OnceClient {
-        characteristics: NPI_CLIENT_CHARACTERISTICS {
-            Version: 0,
-            Length: 72,
-            ClientAttachProvider: Some(once_client_attach),
-            ClientDetachProvider: Some(once_client_detach),
-            ClientCleanupBindingContext: None,
-            ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
-                Version: 0,
-                Size: 40,
-                NpiId: npi,
-                ModuleId: module,
-                Number: 0,
-                NpiSpecificCharacteristics: npi_specific,
-            },
-        },
-        status: std::sync::Mutex::new(None),
-    });
-    let context = ptr::from_ref(&*client).cast_mut().cast::<c_void>();
-    let mut handle = ptr::null_mut();
-    // SAFETY: the characteristics and context live in the box until deregistration below.
-    let status =
-        unsafe { NmrRegisterClient(&raw const client.characteristics, context, &raw mut handle) };
-    assert_eq!(status, STATUS_SUCCESS, "NmrRegisterClient");
-    if NmrDeregisterClient(handle) == STATUS_PENDING {
-        NmrWaitForClientDeregisterComplete(handle);
-    }
-    lock(&client.status).take()
+    // SAFETY: the caller's contract; the client is dropped before this returns.
+    let client = unsafe { TestClient::register(npi, module, npi_specific) };
+    client.status()
 }

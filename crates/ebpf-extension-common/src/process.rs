@@ -380,14 +380,16 @@ pub unsafe fn lookup_account(
 /// added twice) and in [`Added`]; so each `N`'s copy must be a function of its own. Rust does
 /// not promise distinct addresses to functions whose code is the same, and optimised builds
 /// fold them (LLVM within the crate, the linker's identical-code folding across the image):
-/// two types with the same `notify` code would share one routine. Each copy therefore uses a
-/// value of its own, `N`'s `TypeId`.
+/// two types with the same `notify` code would share one routine. Each copy therefore reads
+/// a value of its own, `N`'s `TypeId`, with a volatile read, which the compiler may not drop.
 unsafe extern "win64" fn routine<N: ProcessNotify>(
     process: *mut c_void,
     process_id: HANDLE,
     create_info: *mut PS_CREATE_NOTIFY_INFO,
 ) {
-    core::hint::black_box(core::any::TypeId::of::<N>());
+    let id = core::any::TypeId::of::<N>();
+    // SAFETY: a local, aligned and initialised.
+    let _ = unsafe { ptr::read_volatile(&raw const id) };
     // INVARIANT: the kernel's arguments, valid (and the creation info ours to write) during
     // this callback, which the event does not outlive.
     let mut event = ProcessEvent {

@@ -5,10 +5,12 @@
 use ebpf_ext_usersim::{Kernel, NewProcess};
 use ebpf_extension_common::process::{self, ProcessEvent, ProcessNotify};
 use ebpf_extension_common::sys::ntstatus::{
-    STATUS_ACCESS_DENIED, STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS,
+    STATUS_ACCESS_DENIED, STATUS_NOT_SUPPORTED, STATUS_OBJECT_NAME_EXISTS, STATUS_PENDING,
+    STATUS_SUCCESS,
 };
 
-/// Denies with `STATUS_ACCESS_DENIED`, then "denies" with two statuses that are no denial.
+/// Denies with `STATUS_ACCESS_DENIED`, then "denies" with statuses that are no denial: two of
+/// success severity and an informational one.
 struct DeniesThenSucceeds;
 
 impl ProcessNotify for DeniesThenSucceeds {
@@ -16,6 +18,7 @@ impl ProcessNotify for DeniesThenSucceeds {
         event.deny(STATUS_ACCESS_DENIED);
         event.deny(STATUS_SUCCESS);
         event.deny(STATUS_PENDING);
+        event.deny(STATUS_OBJECT_NAME_EXISTS);
     }
 }
 
