@@ -311,6 +311,14 @@ fn get_value(context: &EventContext) -> u64 {{
                     "    assert_eq!(report.helpers, [\"my_ext_get_value\"]);\n    assert_eq!(report.value, 5 + {STAND_IN_VALUE:#x}, \"the stand-in was called\");\n"
                 ),
             ),
+            // The attached program returns what the helper returns, which now adds the
+            // stand-in's value too.
+            (
+                "    assert_eq!(my_ext::fire(&mut [1, 2, 3], 42), Some(42));\n".to_owned(),
+                format!(
+                    "    assert_eq!(my_ext::fire(&mut [1, 2, 3], 42), Some(42 + {STAND_IN_VALUE:#x}));\n"
+                ),
+            ),
         ],
     )
 }
