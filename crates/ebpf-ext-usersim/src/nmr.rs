@@ -964,7 +964,8 @@ unsafe extern "win64" fn once_client_attach(
     context: *mut c_void,
     _: *const NPI_REGISTRATION_INSTANCE,
 ) -> NTSTATUS {
-    // SAFETY: the `OnceClient` `attach_client_once` registered, alive until it deregisters.
+    // SAFETY: the `OnceClient` `TestClient::register` registered, alive until the client's
+    // `Drop` has deregistered it.
     let client = unsafe { &*context.cast::<OnceClient>() };
     let (mut provider_binding, mut provider_dispatch) = (ptr::null_mut(), ptr::null());
     // SAFETY: inside ClientAttachProvider, with NMR's binding handle; locals for the outputs.
