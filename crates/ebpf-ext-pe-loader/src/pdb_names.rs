@@ -26,7 +26,10 @@ impl Pdb {
     ///
     /// The `pdb` crate that reads the file panics on some malformed input (an arithmetic
     /// overflow on sizes from the file, found by fuzzing); such a panic is caught and becomes
-    /// the error. Its message still goes to the panic hook, which prints it.
+    /// the error. Its message still goes to the panic hook, which prints it. The panic needs
+    /// overflow checks in the `pdb` crate: this workspace's manifest keeps them on in release
+    /// builds too, and a workspace that turns them off may read such a file as a PDB with
+    /// wrong contents instead.
     ///
     /// # Errors
     /// [`Error::Pdb`] if `bytes` are not a PDB, or one of the streams read is malformed.

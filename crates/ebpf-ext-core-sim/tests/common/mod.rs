@@ -285,6 +285,18 @@ pub(crate) fn helper_pid_address() -> u64 {
     helper_pid as *const () as usize as u64
 }
 
+/// Which of the helpers above `address` is, by what it returns (1, 2 or 3): an optimised
+/// build may give one function two addresses (a copy per codegen unit), so an address taken
+/// here need not equal one taken elsewhere for the same function.
+pub(crate) fn helper_at(address: Option<u64>) -> Option<u64> {
+    type Helper = extern "win64" fn() -> u64;
+    let address = usize::try_from(address?).ok()?;
+    // SAFETY: the tests publish only `helper_a`, `helper_b` and `helper_pid` (a NULL address
+    // is `None` above), each an `extern "win64" fn() -> u64`.
+    let helper = unsafe { core::mem::transmute::<usize, Helper>(address) };
+    Some(helper())
+}
+
 /// The program context of the test program type.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
