@@ -312,6 +312,23 @@ pub struct NewProcess {
     pub command_line: Option<String>,
 }
 
+impl NewProcess {
+    /// Process `process_id`, created by thread 8 of process 4, its parent, from the image
+    /// `\??\C:\p.exe`, with no command line: a creation for tests that need one, not its
+    /// details.
+    #[must_use]
+    pub fn new(process_id: usize) -> NewProcess {
+        NewProcess {
+            process_id,
+            parent_process_id: 4,
+            creating_process_id: 4,
+            creating_thread_id: 8,
+            image_file_name: "\\??\\C:\\p.exe".into(),
+            command_line: None,
+        }
+    }
+}
+
 /// Who a process created with [`Kernel::create_process_as`] runs as, and when it was created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessIdentity {

@@ -84,17 +84,6 @@ unsafe extern "win64" fn notify(
     SEEN.with_borrow_mut(|s| s.push((!info.is_null(), created, exited, status, user)));
 }
 
-fn process(id: usize) -> NewProcess {
-    NewProcess {
-        process_id: id,
-        parent_process_id: 4,
-        creating_process_id: 4,
-        creating_thread_id: 8,
-        image_file_name: "\\??\\C:\\p.exe".into(),
-        command_line: None,
-    }
-}
-
 #[test]
 fn notify_routines_read_times_exit_status_and_the_token_user() {
     let kernel = Kernel::new();
@@ -102,13 +91,13 @@ fn notify_routines_read_times_exit_status_and_the_token_user() {
     let status = unsafe { PsSetCreateProcessNotifyRoutineEx(notify, FALSE) };
     assert_eq!(status, STATUS_SUCCESS);
     let user = [1, 2, 0, 0, 0, 0, 0, 5, 21, 0, 0, 0, 7, 0, 0, 0];
-    assert_eq!(kernel.create_process(&process(1)), STATUS_SUCCESS);
+    assert_eq!(kernel.create_process(&NewProcess::new(1)), STATUS_SUCCESS);
     let identity = ProcessIdentity {
         create_time: Some(1234),
         user_sid: user.to_vec(),
     };
     assert_eq!(
-        kernel.create_process_as(&process(2), &identity),
+        kernel.create_process_as(&NewProcess::new(2), &identity),
         STATUS_SUCCESS
     );
     assert!(kernel.exit_process(1));
@@ -156,7 +145,7 @@ fn the_token_user_block_is_pool_and_can_fail() {
     let status = unsafe { PsSetCreateProcessNotifyRoutineEx(notify, FALSE) };
     assert_eq!(status, STATUS_SUCCESS);
     kernel.inject(Fault::Allocation(1));
-    assert_eq!(kernel.create_process(&process(1)), STATUS_SUCCESS);
+    assert_eq!(kernel.create_process(&NewProcess::new(1)), STATUS_SUCCESS);
     assert!(kernel.exit_process(1));
     // SAFETY: as above.
     let status = unsafe { PsSetCreateProcessNotifyRoutineEx(notify, TRUE) };
@@ -185,7 +174,7 @@ fn a_token_reference_not_released_is_a_leak() {
     // SAFETY: as above.
     let status = unsafe { PsSetCreateProcessNotifyRoutineEx(keep, FALSE) };
     assert_eq!(status, STATUS_SUCCESS);
-    assert_eq!(kernel.create_process(&process(1)), STATUS_SUCCESS);
+    assert_eq!(kernel.create_process(&NewProcess::new(1)), STATUS_SUCCESS);
     // SAFETY: as above.
     let status = unsafe { PsSetCreateProcessNotifyRoutineEx(keep, TRUE) };
     assert_eq!(status, STATUS_SUCCESS);
@@ -413,7 +402,7 @@ fn a_primary_token_reference_above_passive_level_bugchecks() {
             // SAFETY: a notify routine of this test, removed with the kernel.
             let status = unsafe { PsSetCreateProcessNotifyRoutineEx(at_apc, FALSE) };
             assert_eq!(status, STATUS_SUCCESS);
-            let _ = kernel.create_process(&process(1));
+            let _ = kernel.create_process(&NewProcess::new(1));
         },
     );
     assert_eq!(check.code, IRQL_NOT_LESS_OR_EQUAL);

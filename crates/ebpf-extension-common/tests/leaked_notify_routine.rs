@@ -114,17 +114,6 @@ fn swept_messages(kernel: &Kernel) -> usize {
     kernel.etw_messages_containing(SWEPT)
 }
 
-fn process(id: usize) -> NewProcess {
-    NewProcess {
-        process_id: id,
-        parent_process_id: 4,
-        creating_process_id: 4,
-        creating_thread_id: 8,
-        image_file_name: "\\??\\C:\\p.exe".into(),
-        command_line: None,
-    }
-}
-
 /// Loads a driver through `entry`, returning its status, and unloads it if it loaded.
 fn load_and_unload(
     entry: unsafe extern "win64" fn(
@@ -151,7 +140,7 @@ fn unload_removes_a_routine_the_driver_left_added() {
     let kernel = Kernel::new();
     let status = load_and_unload(leaves_its_routine::driver_entry, || {
         assert_eq!(kernel.process_notify_routines(), 1);
-        assert_eq!(kernel.create_process(&process(100)), STATUS_SUCCESS);
+        assert_eq!(kernel.create_process(&NewProcess::new(100)), STATUS_SUCCESS);
         assert_eq!(swept_messages(&kernel), 0, "nothing swept while running");
     });
     assert_eq!(status, STATUS_SUCCESS);

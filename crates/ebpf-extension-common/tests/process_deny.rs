@@ -32,22 +32,14 @@ impl ProcessNotify for DeniesTwice {
     }
 }
 
-fn process(process_id: usize) -> NewProcess {
-    NewProcess {
-        process_id,
-        parent_process_id: 4,
-        creating_process_id: 4,
-        creating_thread_id: 8,
-        image_file_name: "\\??\\C:\\p.exe".into(),
-        command_line: None,
-    }
-}
-
 #[test]
 fn a_success_or_informational_status_does_not_undo_a_denial() {
     let kernel = Kernel::new();
     process::add::<DeniesThenSucceeds>().expect("added");
-    assert_eq!(kernel.create_process(&process(100)), STATUS_ACCESS_DENIED);
+    assert_eq!(
+        kernel.create_process(&NewProcess::new(100)),
+        STATUS_ACCESS_DENIED
+    );
     process::remove::<DeniesThenSucceeds>().expect("removed");
     kernel.assert_no_leaks();
 }
@@ -56,7 +48,10 @@ fn a_success_or_informational_status_does_not_undo_a_denial() {
 fn a_later_failure_status_replaces_an_earlier_one() {
     let kernel = Kernel::new();
     process::add::<DeniesTwice>().expect("added");
-    assert_eq!(kernel.create_process(&process(100)), STATUS_NOT_SUPPORTED);
+    assert_eq!(
+        kernel.create_process(&NewProcess::new(100)),
+        STATUS_NOT_SUPPORTED
+    );
     process::remove::<DeniesTwice>().expect("removed");
     kernel.assert_no_leaks();
 }
