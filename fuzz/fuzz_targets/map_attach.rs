@@ -21,22 +21,17 @@
 
 mod common;
 
-use core::ffi::c_void;
 use core::ptr;
-use std::sync::Mutex;
 
 use arbitrary::Arbitrary;
 use ebpf_ext_map::{CustomMap, Input, MapProvider};
 use ebpf_ext_pool::PoolTag;
 use ebpf_ext_sys::ebpf_extension_uuids::EBPF_MAP_INFO_EXTENSION_IID;
 use ebpf_ext_sys::ebpf_result::ebpf_result_t;
-use ebpf_ext_sys::netioddk::{
-    NPI_CLIENT_CHARACTERISTICS, NPI_MODULEID, NPI_REGISTRATION_INSTANCE, NmrClientAttachProvider,
-    NmrDeregisterClient, NmrRegisterClient, NmrWaitForClientDeregisterComplete,
-};
-use ebpf_ext_sys::ntdef::{GUID, HANDLE, NTSTATUS};
-use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS};
-use ebpf_ext_usersim::Kernel;
+use ebpf_ext_sys::netioddk::NPI_MODULEID;
+use ebpf_ext_sys::ntdef::{GUID, NTSTATUS};
+use ebpf_ext_sys::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
+use ebpf_ext_usersim::{Kernel, TestClient};
 use libfuzzer_sys::fuzz_target;
 
 const TAG: PoolTag = PoolTag::new(*b"FzMp");
@@ -164,39 +159,25 @@ unsafe extern "win64" fn never_called() -> u64 {
     std::process::abort()
 }
 
+/// Client `i`'s module id.
+static MODULES: [NPI_MODULEID; MAX_CLIENTS] = {
+    let mut modules = [const { NPI_MODULEID::from_guid(GUID::NULL) }; MAX_CLIENTS];
+    let mut i = 0;
+    while i < MAX_CLIENTS {
+        modules[i] = NPI_MODULEID::from_guid(GUID::from_u128(
+            0x3a9c_0102_0000_4000_8000_0000_0000_0000 | i as u128,
+        ));
+        i += 1;
+    }
+    modules
+};
+
+/// One map client: the buffers it presents, and its NMR registration, which drops first
+/// (fields drop in order), so the buffers outlive it.
 struct Client {
-    characteristics: NPI_CLIENT_CHARACTERISTICS,
-    module: NPI_MODULEID,
+    registration: Option<TestClient>,
     client_data: Option<Vec<u8>>,
     table: Option<Vec<u8>>,
-    status: Mutex<Option<NTSTATUS>>,
-    handle: HANDLE,
-}
-
-unsafe extern "win64" fn client_attach(
-    binding: HANDLE,
-    context: *mut c_void,
-    _: *const NPI_REGISTRATION_INSTANCE,
-) -> NTSTATUS {
-    // SAFETY: the context registered is a `Client` alive until its deregistration completes.
-    let client = unsafe { &*context.cast::<Client>() };
-    let (mut provider_binding, mut provider_dispatch) = (ptr::null_mut(), ptr::null());
-    // SAFETY: inside ClientAttachProvider, with NMR's binding handle; out slots are locals.
-    let status = unsafe {
-        NmrClientAttachProvider(
-            binding,
-            context,
-            ptr::null(),
-            &raw mut provider_binding,
-            &raw mut provider_dispatch,
-        )
-    };
-    *client.status.lock().expect("status lock") = Some(status);
-    status
-}
-
-unsafe extern "win64" fn client_detach(_: *mut c_void) -> NTSTATUS {
-    STATUS_SUCCESS
 }
 
 fn put<const N: usize>(buffer: &mut [u8], offset: usize, bytes: [u8; N]) {
@@ -213,7 +194,7 @@ fn declared(size: Size, current: usize) -> usize {
 }
 
 impl Client {
-    fn new(input: &ClientInput, index: usize) -> Box<Client> {
+    fn new(input: &ClientInput) -> Client {
         let table = input.table.as_ref().map(|t| {
             let size = declared(t.size, TABLE);
             let mut table = vec![0u8; size.max(HEADER)];
@@ -244,40 +225,15 @@ impl Client {
             // `base_client_table` (offset 32) once the table has its final address.
             data
         });
-        let mut client = Box::new(Client {
-            characteristics: NPI_CLIENT_CHARACTERISTICS {
-                Version: 0,
-                Length: size_of::<NPI_CLIENT_CHARACTERISTICS>() as u16,
-                ClientAttachProvider: Some(client_attach),
-                ClientDetachProvider: Some(client_detach),
-                ClientCleanupBindingContext: None,
-                ClientRegistrationInstance: NPI_REGISTRATION_INSTANCE {
-                    Version: 0,
-                    Size: size_of::<NPI_REGISTRATION_INSTANCE>() as u16,
-                    NpiId: &EBPF_MAP_INFO_EXTENSION_IID,
-                    ModuleId: ptr::null(),
-                    Number: 0,
-                    NpiSpecificCharacteristics: ptr::null(),
-                },
-            },
-            module: NPI_MODULEID::from_guid(GUID::from_u128(
-                0x3a9c_0102_0000_4000_8000_0000_0000_0000 | index as u128,
-            )),
+        let mut client = Client {
+            registration: None,
             client_data,
             table,
-            status: Mutex::new(None),
-            handle: ptr::null_mut(),
-        });
+        };
         let table_address = client.table.as_ref().map_or(0, |t| t.as_ptr() as u64);
         if let Some(data) = client.client_data.as_mut() {
             put(data, 32, table_address.to_le_bytes());
         }
-        let instance = &mut client.characteristics.ClientRegistrationInstance;
-        instance.ModuleId = &raw const client.module;
-        instance.NpiSpecificCharacteristics = client
-            .client_data
-            .as_ref()
-            .map_or(ptr::null(), |d| d.as_ptr().cast());
         client
     }
 
@@ -298,26 +254,18 @@ impl Client {
         }
     }
 
-    fn register(&mut self) {
-        let context = ptr::from_mut(self).cast::<c_void>();
-        // SAFETY: the characteristics and everything they point to live in the box until the
-        // deregistration in `deregister` completes.
-        let status = unsafe {
-            NmrRegisterClient(
-                &raw const self.characteristics,
-                context,
-                &raw mut self.handle,
-            )
-        };
-        assert_eq!(status, STATUS_SUCCESS, "NmrRegisterClient");
-    }
-
-    fn deregister(&self) {
-        // SAFETY: the handle registered in `register`, deregistered once.
-        if unsafe { NmrDeregisterClient(self.handle) } == STATUS_PENDING {
-            // SAFETY: as above; deregistration started.
-            unsafe { NmrWaitForClientDeregisterComplete(self.handle) };
-        }
+    /// Registers client `index` with its client data (none if absent): it attaches to the
+    /// provider now.
+    fn register(&mut self, index: usize) {
+        let data = self
+            .client_data
+            .as_ref()
+            .map_or(ptr::null(), |d| d.as_ptr().cast());
+        // SAFETY: the client data and the table it points to live until the registration,
+        // which drops first, has deregistered.
+        self.registration = Some(unsafe {
+            TestClient::register(&EBPF_MAP_INFO_EXTENSION_IID, &MODULES[index], data)
+        });
     }
 }
 
@@ -327,11 +275,11 @@ fuzz_target!(|input: FuzzInput| {
     }
     ENV.with(|env| {
         let specs = &input.clients[..input.clients.len().min(MAX_CLIENTS)];
-        let mut clients: Vec<Box<Client>> = Vec::new();
+        let mut clients: Vec<Client> = Vec::new();
         for (index, spec) in specs.iter().enumerate() {
-            let mut client = Client::new(spec, index);
-            client.register();
-            let status = client.status.lock().expect("status lock").take();
+            let mut client = Client::new(spec);
+            client.register(index);
+            let status = client.registration.as_ref().and_then(TestClient::status);
             assert_eq!(
                 status,
                 Some(Client::expected(spec)),
@@ -343,11 +291,10 @@ fuzz_target!(|input: FuzzInput| {
             if clients.is_empty() {
                 break;
             }
-            let client = clients.remove(usize::from(next) % clients.len());
-            client.deregister();
+            drop(clients.remove(usize::from(next) % clients.len()));
         }
         for client in clients.drain(..).rev() {
-            client.deregister();
+            drop(client);
         }
         env.baseline.assert_unchanged(&env.kernel);
         assert_eq!(
