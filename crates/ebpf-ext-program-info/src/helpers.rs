@@ -1911,9 +1911,10 @@ macro_rules! program_type {
             // SAFETY: the data's only helper tables are those declared with `context
             // __EBPF_EXT_HELPER_CONTEXT` just above (none, one or two), and its only test run
             // is `$run`, whose context is checked to be that very type (the macro accepts no
-            // other builder call that could replace them); its data pointers, if any, are `$ctx`'s two
-            // `DataPointer` fields (checked above), and its test runs set them; its global
-            // overrides declare the core's prototypes for their ids (`ProgramInfo::new`).
+            // other builder call that could replace them); its data pointers, if any, are
+            // `$ctx`'s two `DataPointer` fields (checked above), and its test runs set them;
+            // its global overrides declare the core's prototypes for their ids
+            // (`ProgramInfo::new`).
             unsafe { $crate::TypedProgramData::new(data) }
         };
     };
