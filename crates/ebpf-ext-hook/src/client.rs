@@ -208,7 +208,8 @@ impl<'a, E: HookExtension> Attached<'a, E> {
 /// # IRQL
 /// Create and drop at ≤ DISPATCH_LEVEL. An attach or a detach of the hook completes only
 /// after this is dropped (each waits out the snapshot's readers), so hold it briefly and do
-/// not wait for one while holding it.
+/// not wait for one while holding it. Like a lock guard, it must not be leaked: after a
+/// `mem::forget`, every later attach and detach, and the provider's drop, waits forever.
 pub struct AttachedClients<'a, E: HookExtension> {
     pub(crate) snapshot: SnapshotGuard<'a, Entry<E>>,
 }

@@ -18,6 +18,10 @@ use crate::policy::AttachPolicy;
 
 /// A plain-data attach parameter, compared bytewise as netebpfext does.
 ///
+/// The provider compares parameters with `==`, so `PartialEq` must be bytewise equality: the
+/// derived one of integers, byte arrays and structs of them is, a float's is not (two links
+/// with one NaN's bytes would count as different, and `0.0` and `-0.0` as one).
+///
 /// # Safety
 /// Every bit pattern of `size_of::<Self>()` bytes must be a valid value (the provider reads it
 /// from memory the core supplies), and the type must have no padding.

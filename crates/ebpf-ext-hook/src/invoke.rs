@@ -119,13 +119,15 @@ impl<E: HookExtension> HookProvider<E> {
         mut verdict: impl FnMut(&E::Context, u32) -> Flow,
     ) -> Result<u32> {
         let snapshot = self.state().snapshots.read();
-        // SAFETY: the offsets `register_with_data`'s caller vouched for, of `E::Context`.
-        let program = unsafe { context.program_pointer(self.state().data_fields) };
         let mut outcome = Err(Error::ObjectNotFound);
         for client in live(snapshot.entries()) {
             if !client.matches(parameter) || !filter(&ClientRef { client }) {
                 continue;
             }
+            // Written before each program, not once per call: what one program stored in
+            // them is never the next one's range.
+            // SAFETY: the offsets `register_with_data`'s caller vouched for, of `E::Context`.
+            let program = unsafe { context.program_pointer(self.state().data_fields) };
             let result = client.invoke(program)?;
             outcome = Ok(result);
             // SAFETY: `program` points at `context.context`, an `E::Context`, borrowed mutably
@@ -201,8 +203,6 @@ impl<E: HookExtension> HookProvider<E> {
         mut stop: impl FnMut(u32) -> bool,
     ) -> Result<Invocation> {
         let snapshot = self.state().snapshots.read();
-        // SAFETY: the offsets `register_with_data`'s caller vouched for, of `E::Context`.
-        let program = unsafe { context.program_pointer(self.state().data_fields) };
         let mut outcome = Err(Error::ObjectNotFound);
         let mut programs_run = 0;
         for client in live(snapshot.entries()) {
@@ -210,6 +210,8 @@ impl<E: HookExtension> HookProvider<E> {
                 continue;
             }
             programs_run += 1;
+            // SAFETY: the offsets `register_with_data`'s caller vouched for, of `E::Context`.
+            let program = unsafe { context.program_pointer(self.state().data_fields) };
             let result = client.invoke(program).unwrap_or_else(|error| {
                 ebpf_ext_trace::trace_message_status!(
                     ebpf_ext_trace::Level::Error,
@@ -356,14 +358,15 @@ impl<E: HookExtension> Batch<'_, E> {
         context: &mut ProgramContext<'_, E::Context>,
         mut stop: impl FnMut(u32) -> bool,
     ) -> Result<Invocation> {
-        // SAFETY: the provider's data fields, which `register_with_data`'s caller vouched for.
-        let program = unsafe { context.program_pointer(self.data_fields) };
         let mut outcome = Err(Error::ObjectNotFound);
         let mut programs_run = 0;
         for client in live(self.snapshot.entries()) {
             if !client.matches(&self.parameter) {
                 continue;
             }
+            // SAFETY: the provider's data fields, which `register_with_data`'s caller vouched
+            // for.
+            let program = unsafe { context.program_pointer(self.data_fields) };
             let result = match client.batch {
                 Some(b) if self.batched => {
                     let mut result = 0u32;

@@ -48,6 +48,15 @@
 //! Attach and detach completion serialise on the provider's writer push lock (inside a
 //! critical region); the on-attach and on-detach callbacks run under it, so they must not
 //! call back into the provider's attach path. Invocation takes no lock.
+//!
+//! Invocation holds the published set of programs instead: an attach or a detach publishes a
+//! new set and then waits until every reader of the old one is done. So nothing that runs
+//! while a set is held may wait for an attach or a detach of the same hook: the `filter`,
+//! `verdict` and `stop` closures of the `invoke_*` functions, the closure of
+//! [`HookProvider::with_batch`], and the holder of an [`AttachedClients`]
+//! ([`HookProvider::clients`]), which is a guard: hold it briefly and never leak it
+//! (`mem::forget`), or every later detach, and the provider's drop, waits forever. Never drop a
+//! [`HookProvider`] from its own callbacks: its drop waits for the detaches they run in.
 #![no_std]
 
 mod attach;

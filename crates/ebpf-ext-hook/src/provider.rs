@@ -274,7 +274,8 @@ impl<E: HookExtension> HookProvider<E> {
         &self.state().extension
     }
 
-    /// The programs attached now, in invocation order.
+    /// The programs attached now, in invocation order: a guard on the published set, which
+    /// attaches and detaches wait for (see [`AttachedClients`]).
     ///
     /// # IRQL
     /// ≤ DISPATCH_LEVEL.

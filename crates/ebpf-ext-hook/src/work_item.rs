@@ -109,6 +109,12 @@ unsafe extern "win64" fn routine<W: Work>(_device: *mut DEVICE_OBJECT, context: 
     }
     if let Some(completion) = work.run() {
         // `work` is not used again: NMR may clean up (free) the context inside this call.
+        // Completing the last detach lets the provider's deregistration, and so the driver's
+        // unload, go on while this routine is still returning through the image. That is safe
+        // because the I/O manager holds a reference on the item's device object from
+        // `IoQueueWorkItem` until the routine returns (why `IO_WORKITEM` replaced
+        // `ExQueueWorkItem` for drivers; freeing the item above does not end it), and the
+        // driver object, and with it the image, outlives its devices. usersim models this.
         // SAFETY: `queue`'s contract: a completion the context's binding is owed, once.
         unsafe { completion.complete() };
     }

@@ -177,6 +177,70 @@ fn every_invocation_path_points_programs_at_the_lent_bytes_only() {
     });
 }
 
+/// A program that records its data range, then overwrites the context's data pointers with
+/// a range nothing lent: what the next program in the chain must not see.
+fn attach_forging(seen: &Seen) -> Link {
+    let seen = Arc::clone(seen);
+    Link::attach(
+        LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE),
+        move |ctx: *mut c_void| {
+            // SAFETY: the provider passes a `Packet`, which programs may write.
+            let packet = unsafe { &mut *ctx.cast::<Packet>() };
+            seen.lock()
+                .expect("lock")
+                .push((packet.start as usize, packet.end as usize));
+            (packet.start, packet.end) = (forged(0).start, forged(0).end);
+            Ok(0)
+        },
+    )
+    .expect("attach")
+}
+
+#[test]
+fn each_program_of_a_chain_gets_the_lent_range_whatever_the_one_before_stored() {
+    let kernel = Kernel::new();
+    let mut driver = DriverObject::new();
+    let device = driver.create_device().expect("IoCreateDevice");
+    let provider = register(device, Some(FIELDS)).expect("register");
+    let seen = Seen::default();
+    let links = [attach_forging(&seen), attach_forging(&seen)];
+    let mut packet = vec![0u8; 16];
+    let lent = packet.as_mut_ptr_range();
+    let lent = (lent.start as usize, lent.end as usize);
+    let mut make = || {
+        // SAFETY: the packet's 16 bytes, which nothing else touches while programs run.
+        let data = unsafe { ContextData::from_raw_parts(packet.as_mut_ptr(), 16) };
+        ProgramContext::with_data(forged(0), data)
+    };
+    assert_eq!(provider.invoke(&(), &mut make()), Ok(0));
+    assert_eq!(
+        provider.invoke_with(&(), &mut make(), |_| true, |_, _| Flow::Continue),
+        Ok(0)
+    );
+    assert!(provider.invoke_until(&(), &mut make(), |_| false).is_ok());
+    assert!(
+        provider
+            .invoke_until_failures_as_zero(&(), &mut make(), |_| false)
+            .is_ok()
+    );
+    assert_eq!(
+        provider.invoke_on_expanded_stack(&(), &mut make(), |_| true, |_, _| Flow::Continue),
+        Ok(0)
+    );
+    provider.with_batch(&(), |batch| assert_eq!(batch.invoke(&mut make()), Ok(0)));
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        vec![lent; 2 * 6],
+        "both programs on each of the six paths"
+    );
+    drop(links);
+    drop(provider);
+    kernel.wait_for_work_items();
+    // SAFETY: created above, deleted once, after the provider.
+    unsafe { IoDeleteDevice(device) };
+    kernel.assert_no_leaks();
+}
+
 #[test]
 fn a_context_reused_after_its_data_is_gone_reaches_programs_without_it() {
     with_hook(|provider, seen| {
