@@ -9,6 +9,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
+use crate::drivers::DRIVER_DIR_VAR;
 use crate::exec::{run, workspace_root};
 use crate::prereqs::{Tool, command};
 
@@ -127,6 +128,7 @@ fn out_of_tree_in(outside: &Path) -> Result<()> {
         run(cargo_ebpf_ext(&tools, &[step, "--manifest-path", &manifest_path]).current_dir(&ext))
             .with_context(|| format!("cargo ebpf-ext {step} on the new extension"))?;
     }
+    plain_cargo_test_runs_binary_mode(&ext)?;
     let package = ext.join("target").join("driver").join("my_ext_package");
     for file in [
         "my_ext.sys",
@@ -158,8 +160,40 @@ fn out_of_tree_in(outside: &Path) -> Result<()> {
     refused.context("a workspace pinned at another tag")?;
     declared_import(&tools, &ext, &manifest)?;
     eprintln!(
-        "e2e: cargo-ebpf-ext installed from {url} at {TAG}; a new extension outside the checkout linted, tested, built, signed, packaged, exported and tested in both modes, refused once pinned at another tag, and built, checked, tested, packaged and exported again calling a kernel routine it declares"
+        "e2e: cargo-ebpf-ext installed from {url} at {TAG}; a new extension outside the checkout linted, tested, built, signed, packaged, exported and tested in both modes (plain cargo test too, which fails on a broken image), refused once pinned at another tag, and built, checked, tested, packaged and exported again calling a kernel routine it declares"
     );
+    Ok(())
+}
+
+/// Once the image is built and signed, plain `cargo test` runs the template's binary-mode test
+/// too (it finds the image in `target/driver`) rather than saying it is skipped, and fails
+/// when what lies there is no driver image.
+fn plain_cargo_test_runs_binary_mode(ext: &Path) -> Result<()> {
+    let test = || {
+        command(Tool::Cargo)
+            .args(["test", "--test", "both_modes", "--", "--nocapture"])
+            .current_dir(ext)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove(DRIVER_DIR_VAR)
+            .output()
+            .context("run cargo test on the new extension")
+    };
+    let ran = test()?;
+    let said = String::from_utf8_lossy(&ran.stderr);
+    if !ran.status.success() || said.contains("binary mode skipped") {
+        bail!("cargo test with a signed image should have run binary mode and passed:\n{said}");
+    }
+    let image = ext.join("target").join("driver").join("my_ext.sys");
+    let signed = std::fs::read(&image)?;
+    std::fs::write(&image, b"not a driver image")?;
+    let ran = test();
+    std::fs::write(&image, &signed)?;
+    if ran?.status.success() {
+        bail!(
+            "cargo test passed with no driver image at {}",
+            image.display()
+        );
+    }
     Ok(())
 }
 

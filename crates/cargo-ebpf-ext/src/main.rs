@@ -94,7 +94,7 @@ fn new(options: &NewOptions) -> Result<()> {
             url: url.clone(),
             tag: tag.clone(),
         }),
-        (_, _, Some(path)) => Some(new::Sdk::Path(new::absolute(path)?)),
+        (_, _, Some(path)) => Some(new::Sdk::checkout(new::absolute(path)?)?),
         _ => None,
     };
     let here = std::env::current_dir()?;
@@ -106,7 +106,10 @@ fn new(options: &NewOptions) -> Result<()> {
     let path = options.path.as_deref().map(new::absolute).transpose()?;
     match around {
         Some((root, metadata))
-            if options.workspace_member || path.as_ref().is_none_or(|p| p.starts_with(&root)) =>
+            if options.workspace_member
+                || path
+                    .as_ref()
+                    .is_none_or(|p| new::physical(p).starts_with(new::physical(&root))) =>
         {
             let dir = path.unwrap_or_else(|| root.join("drivers").join(&options.name));
             let sdk = match explicit.or_else(|| new::Sdk::from_workspace(&metadata)) {

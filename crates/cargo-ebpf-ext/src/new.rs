@@ -33,13 +33,36 @@ pub enum Sdk {
 impl Sdk {
     /// This SDK as the manifest in `dir` names it: a checkout by a path relative to `dir` (a
     /// manifest holds no machine's absolute paths), a git pin as it is.
+    /// The path goes between the two folders as they lie on disk (symbolic links resolved),
+    /// which is how cargo follows it: worked out from the names as typed, `link/ext` with
+    /// `link` a link to `/a/b` would get `../../sdk`, read from `/a/b/ext` as `/a/sdk`.
     fn seen_from(&self, dir: &Path) -> Sdk {
         match (self, std::path::absolute(dir)) {
             (Sdk::Path(root), Ok(dir)) if root.is_absolute() => {
-                Sdk::Path(relative_path(&dir, root))
+                Sdk::Path(relative_path(&physical(&dir), &physical(root)))
             }
             _ => self.clone(),
         }
+    }
+
+    /// A checkout of the SDK at `root` (absolute): refused unless it holds the facade
+    /// crate's manifest, so a mistyped `--sdk-path` fails here rather than at the first build.
+    ///
+    /// # Errors
+    /// If `root/crates/ebpf-extension-common/Cargo.toml` is not a file.
+    pub fn checkout(root: PathBuf) -> Result<Sdk> {
+        let facade = root
+            .join("crates")
+            .join("ebpf-extension-common")
+            .join("Cargo.toml");
+        if !facade.is_file() {
+            bail!(
+                "--sdk-path {}: not a checkout of the SDK (it has no {})",
+                root.display(),
+                facade.display()
+            );
+        }
+        Ok(Sdk::Path(root))
     }
 
     /// The dependency table of `krate`.
@@ -589,7 +612,10 @@ pub fn add_member(name: &str, root: &Path, dir: &Path, sdk: &Sdk) -> Result<Vec<
     if dir.exists() {
         bail!("{} exists; pick a new folder", dir.display());
     }
-    let relative = dir.strip_prefix(root).with_context(|| {
+    let relative = physical(dir)
+        .strip_prefix(physical(root))
+        .map(Path::to_path_buf);
+    let relative = relative.with_context(|| {
         format!(
             "{} is not under the workspace root {}; a member must be",
             dir.display(),
@@ -655,6 +681,27 @@ fn normalised(path: &Path) -> Vec<std::path::Component<'_>> {
         }
     }
     parts
+}
+
+/// `path` (absolute) as it lies on disk: its nearest existing ancestor with symbolic links
+/// resolved, then the rest of it (a folder `new` is about to create does not exist yet);
+/// `path` itself if not even the root resolves.
+#[must_use]
+pub fn physical(path: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut existing = path;
+    loop {
+        if let Ok(real) = fs::canonicalize(existing) {
+            return rest.iter().rev().fold(real, |path, part| path.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 /// `target` as a path from the folder `from` (both absolute): `..` up to their closest common

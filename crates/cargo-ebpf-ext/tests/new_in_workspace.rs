@@ -24,13 +24,17 @@ fn workspace(root: &Path) {
     std::fs::write(member.join("src").join("lib.rs"), "").expect("lib.rs");
 }
 
-fn new_in(dir: &Path, args: &[&str]) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_cargo-ebpf-ext"))
+fn run_new(dir: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cargo-ebpf-ext"))
         .args(["ebpf-ext", "new"])
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("run cargo-ebpf-ext");
+        .expect("run cargo-ebpf-ext")
+}
+
+fn new_in(dir: &Path, args: &[&str]) {
+    let output = run_new(dir, args);
     assert!(
         output.status.success(),
         "cargo ebpf-ext new {args:?} failed:\n{}",
@@ -129,4 +133,82 @@ fn new_outside_a_workspace_or_standalone_makes_a_repository_of_its_own() {
     let json = metadata(&root.join("solo"));
     let workspace_root = json["workspace_root"].as_str().expect("workspace_root");
     assert_eq!(Path::new(workspace_root), root.join("solo"));
+}
+
+/// Paths through a symbolic link: a `--path` under a link to the workspace still makes a
+/// member of it, and an `--sdk-path` dependency written for a folder reached through a link
+/// resolves where cargo reads it. A folder that is no SDK checkout is refused before anything
+/// is written.
+#[cfg(unix)]
+#[test]
+fn paths_through_symbolic_links_name_the_folders_on_disk() {
+    let tmp = tempfile::tempdir().expect("temporary folder");
+    let base = tmp.path().canonicalize().expect("canonical folder");
+    let root = base.join("realws");
+    workspace(&root);
+    std::os::unix::fs::symlink(&root, base.join("wslink")).expect("link to the workspace");
+    let before = std::fs::read_to_string(root.join("Cargo.toml")).expect("root manifest");
+    let through_link = base.join("wslink").join("drivers").join("x");
+    new_in(
+        &root,
+        &["x", "--path", through_link.to_str().expect("UTF-8")],
+    );
+    let after = std::fs::read_to_string(root.join("Cargo.toml")).expect("root manifest");
+    assert_ne!(after, before, "listed as a member");
+    assert!(after.contains("\"drivers/x\""), "{after}");
+    assert!(!root.join("drivers").join("x").join(".gitignore").exists());
+
+    // A stand-in checkout: the facade's manifest is what `--sdk-path` looks for.
+    let sdk = base.join("sdk");
+    let facade = sdk.join("crates").join("ebpf-extension-common");
+    std::fs::create_dir_all(facade.join("src")).expect("facade folder");
+    std::fs::write(
+        facade.join("Cargo.toml"),
+        "[package]\nname = \"ebpf-extension-common\"\nversion = \"0.1.0\"\nedition = \"2024\"\n",
+    )
+    .expect("facade manifest");
+    std::fs::write(facade.join("src").join("lib.rs"), "").expect("lib.rs");
+    let deep = base.join("deep").join("a").join("b");
+    std::fs::create_dir_all(&deep).expect("deep folder");
+    std::os::unix::fs::symlink(&deep, base.join("link")).expect("link to the deep folder");
+    let ext = base.join("link").join("my-ext");
+    new_in(
+        &base,
+        &[
+            "my-ext",
+            "--standalone",
+            "--path",
+            ext.to_str().expect("UTF-8"),
+            "--sdk-path",
+            sdk.to_str().expect("UTF-8"),
+        ],
+    );
+    let manifest = std::fs::read_to_string(ext.join("Cargo.toml")).expect("manifest");
+    let written = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("ebpf-extension-common = { path = \""))
+        .and_then(|l| l.strip_suffix("\" }"))
+        .expect("a path dependency on the facade");
+    assert_eq!(
+        deep.join("my-ext").join(written).canonicalize().ok(),
+        facade.canonicalize().ok(),
+        "{written} from where the extension lies"
+    );
+
+    let refused = run_new(
+        &base,
+        &[
+            "other",
+            "--standalone",
+            "--sdk-path",
+            root.to_str().expect("UTF-8"),
+        ],
+    );
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not a checkout of the SDK"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(!base.join("other").exists(), "nothing written");
 }
