@@ -83,4 +83,10 @@ Invoke-Command -VMName $VMName -Credential $Credential -ArgumentList $remote, $n
 }
 
 $log = Join-Path $package.FullName "$name.vm.etl"
-Write-Host "==> the ETW log stays in the VM at $remote\$name.etl (copy it with a PSSession to $log)"
+Write-Host "==> copying the ETW log ${VMName}:$remote\$name.etl to $log"
+$session = New-PSSession -VMName $VMName -Credential $Credential
+try {
+    Copy-Item -FromSession $session -Path "$remote\$name.etl" -Destination $log -Force
+} finally {
+    Remove-PSSession $session
+}

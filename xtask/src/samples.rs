@@ -54,11 +54,15 @@ const VM_NEEDS: &str = "\
   - the VM's Guest Service Interface enabled (Copy-VMFile) and PowerShell Direct access;
   - the packages from cargo xtask package (target/driver/*_package).
 It runs scripts/Deploy-SampleToVm.ps1 -VMName NAME for each package: copies it, installs
-the test certificate, sc create / start, runs the sample's checks, stops and deletes the
-service, and collects the ETW log. This host is not Windows, so nothing was deployed.";
+the test certificate (and the eBPF store entries), starts the service under an ETW trace,
+stops and deletes it, and copies the trace back into the package folder (NAME.vm.etl). It
+loads no program. This host is not Windows, so nothing was built or deployed.";
 
 /// `cargo xtask test-sample [--vm NAME]`.
 pub(crate) fn test_sample(options: &TestOptions) -> Result<()> {
+    if options.vm.is_some() && !cfg!(windows) {
+        bail!("{VM_NEEDS}");
+    }
     crate::prereqs::ensure(crate::prereqs::Scope::Sdk)?;
     let binary = !options.native_only;
     if binary {
@@ -67,9 +71,6 @@ pub(crate) fn test_sample(options: &TestOptions) -> Result<()> {
     }
     host_tests(binary)?;
     if let Some(vm) = &options.vm {
-        if !cfg!(windows) {
-            bail!("{VM_NEEDS}");
-        }
         let script = workspace_root()
             .join("scripts")
             .join("Deploy-SampleToVm.ps1");

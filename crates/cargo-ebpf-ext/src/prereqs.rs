@@ -296,11 +296,30 @@ fn runs(program: impl Into<OsString>, arg: &str) -> bool {
 }
 
 fn cargo_subcommand_present(name: &str) -> bool {
+    cargo_subcommand_version(name).is_some()
+}
+
+/// What `cargo <sub> --version` prints, `None` if it does not run.
+fn cargo_subcommand_version(name: &str) -> Option<String> {
     let sub = name.strip_prefix("cargo-").unwrap_or(name);
     command(Tool::Cargo)
         .args([sub, "--version"])
         .output()
-        .is_ok_and(|o| o.status.success())
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Whether a crate line is satisfied by what `cargo <sub> --version` printed: any version for
+/// a line without one (`cargo-fuzz`), else exactly the pinned one (`cargo-nextest@0.9.143`
+/// against `cargo-nextest 0.9.143 (...)`), so that `--install` replaces another.
+fn crate_version_matches(line: &str, printed: &str) -> bool {
+    line.split_once('@').is_none_or(|(_, version)| {
+        printed
+            .lines()
+            .next()
+            .is_some_and(|first| first.split_whitespace().any(|word| word == version))
+    })
 }
 
 fn is_root() -> bool {
@@ -319,7 +338,11 @@ fn present(p: &Prerequisite) -> Option<bool> {
             std::path::Path::new(p.provides).exists() || runs(p.provides, "--version")
         }),
         Source::Rustup if p.name == "rustup" => Some(runs("rustup", "--version")),
-        Source::Rustup | Source::Crate => Some(cargo_subcommand_present(p.provides)),
+        Source::Rustup => Some(cargo_subcommand_present(p.provides)),
+        Source::Crate => Some(
+            cargo_subcommand_version(p.provides)
+                .is_some_and(|printed| crate_version_matches(p.name, &printed)),
+        ),
         // Installed on first use, into the venv under target/driver.
         Source::Pypi => None,
         Source::Windows => cfg!(windows).then(|| runs(p.provides, "/?")),
@@ -466,6 +489,23 @@ mod tests {
     /// The SDK's workspace root.
     fn root() -> std::path::PathBuf {
         manifest_dir().join("..").join("..")
+    }
+
+    #[test]
+    fn a_crate_line_with_a_version_wants_that_version() {
+        let nextest = "cargo-nextest 0.9.143 (60fa45f63 2026-08-04)\nrelease: 0.9.143\n";
+        assert!(crate_version_matches("cargo-nextest@0.9.143", nextest));
+        assert!(!crate_version_matches(
+            "cargo-nextest@0.9.143",
+            "cargo-nextest 0.9.1 (0 2020-01-01)\nrelease: 0.9.143\n"
+        ));
+        assert!(!crate_version_matches("cargo-nextest@0.9.14", nextest));
+        assert!(crate_version_matches(
+            "cargo-fuzz@0.13.2",
+            "cargo-fuzz 0.13.2\n"
+        ));
+        assert!(crate_version_matches("cargo-fuzz", "cargo-fuzz 0.11.0\n"));
+        assert!(!crate_version_matches("cargo-fuzz@0.13.2", ""));
     }
 
     #[test]
