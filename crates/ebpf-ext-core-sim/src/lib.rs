@@ -77,9 +77,13 @@
 //!   [`Link::detach`] (link:
 //!   `a_provider_completing_detach_under_a_running_invocation_is_reported`); a pending detach
 //!   is waited for (link: `detach_waits_until_the_extension_completes_its_pending_detach`).
-//! - A link holds its program type's program-information provider when one is registered;
-//!   once it is gone, an invocation returns `EBPF_EXTENSION_FAILED_TO_LOAD` with result 0 and
-//!   runs nothing (link: `an_invocation_after_the_program_information_provider_left_fails`).
+//! - A link needs a program-information provider of its program type, as the core's program
+//!   does: without one [`Link::attach`] fails with [`CoreError::ExtensionFailedToLoad`] and no
+//!   hook provider sees an attach (link:
+//!   `a_program_of_a_type_nobody_publishes_never_reaches_a_hook`; a hook tested alone links
+//!   with [`Link::attach_without_program_type`]). A link holds that provider; once it is
+//!   gone, an invocation returns `EBPF_EXTENSION_FAILED_TO_LOAD` with result 0 and runs
+//!   nothing (link: `an_invocation_after_the_program_information_provider_left_fails`).
 //! - Attach provider data version 1, size 48, program type set, `ModuleId` a `MIT_GUID`
 //!   → the provider is refused (`STATUS_INVALID_PARAMETER`, [`Refusal`]) and
 //!   [`Link::attach`] fails with [`CoreError::ExtensionFailedToLoad`] (link:

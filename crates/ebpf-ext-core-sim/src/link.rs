@@ -656,15 +656,14 @@ impl Link {
     ///   provider the link's own checks refused.
     ///
     /// As the core's program, the link first binds to the program-information provider of its
-    /// program type, when one is registered, and holds it: once that provider is gone (a driver
-    /// that stops its program type before its hook), an invocation runs nothing, gives
-    /// result 0 and returns `EBPF_EXTENSION_FAILED_TO_LOAD`, as the core's invoke does without
-    /// its provider's program data. If a provider of the type is registered but the core's
-    /// checks refuse its program data, or its `ProviderAttachClient` fails, the core loads no
-    /// program, and this returns that [`CoreError::ExtensionFailedToLoad`]; likewise
-    /// [`CoreError::RegisterClient`] if NMR does not register that client. (The core would
-    /// not create a program of a type no provider publishes; the core-sim links one anyway,
-    /// so a hook provider can be tested alone.)
+    /// program type and holds it: once that provider is gone (a driver that stops its program
+    /// type before its hook), an invocation runs nothing, gives result 0 and returns
+    /// `EBPF_EXTENSION_FAILED_TO_LOAD`, as the core's invoke does without its provider's
+    /// program data. Without a provider of the type, or if the core's checks refuse its program
+    /// data, or its `ProviderAttachClient` fails, the core loads no program, and this returns
+    /// that [`CoreError::ExtensionFailedToLoad`] before any hook provider sees a link; likewise
+    /// [`CoreError::RegisterClient`] if NMR does not register that client. A hook provider
+    /// tested without a program type uses [`Link::attach_without_program_type`].
     ///
     /// # IRQL
     /// PASSIVE_LEVEL, on a thread bound to a usersim kernel.
@@ -672,21 +671,52 @@ impl Link {
     where
         P: Fn(*mut c_void) -> Result<u32, ebpf_result_t> + Send + Sync + 'static,
     {
-        let program: Program = match ProgramInfoClient::attach_typed(spec.program_type) {
-            Ok(info) => Box::new(move |context| {
-                if !info.is_attached() {
-                    return Err(EBPF_EXTENSION_FAILED_TO_LOAD);
-                }
-                program(context)
-            }),
+        let info =
+            ProgramInfoClient::attach_typed(spec.program_type).map_err(|(error, _)| error)?;
+        let program: Program = Box::new(move |context| {
+            if !info.is_attached() {
+                return Err(EBPF_EXTENSION_FAILED_TO_LOAD);
+            }
+            program(context)
+        });
+        Self::attach_program(spec, program)
+    }
+
+    /// [`Link::attach`] for a hook provider tested alone: when no provider of the program
+    /// type is registered, the program is linked anyway, bound to no program information.
+    /// The core never does this (it loads no program of a type nobody publishes), so a test
+    /// that uses it proves nothing about a hook whose program type goes unpublished: a
+    /// driver's tests use [`Link::attach`]. When a provider of the type is registered, this is
+    /// [`Link::attach`].
+    ///
+    /// # Errors
+    /// As [`Link::attach`], except for a missing program-information provider.
+    ///
+    /// # IRQL
+    /// PASSIVE_LEVEL, on a thread bound to a usersim kernel.
+    pub fn attach_without_program_type<P>(spec: LinkSpec, program: P) -> Result<Link, CoreError>
+    where
+        P: Fn(*mut c_void) -> Result<u32, ebpf_result_t> + Send + Sync + 'static,
+    {
+        match ProgramInfoClient::attach_typed(spec.program_type) {
+            Ok(info) => Self::attach_program(
+                spec,
+                Box::new(move |context| {
+                    if !info.is_attached() {
+                        return Err(EBPF_EXTENSION_FAILED_TO_LOAD);
+                    }
+                    program(context)
+                }),
+            ),
             // No provider of the type was offered: link the program bare.
-            Err((CoreError::ExtensionFailedToLoad { .. }, false)) => Box::new(program),
+            Err((CoreError::ExtensionFailedToLoad { .. }, false)) => {
+                Self::attach_program(spec, Box::new(program))
+            }
             // A provider of the type is registered but was refused, or refused the client,
             // or NMR did not register or deregister the client: the core loads no program, so
             // there is nothing to link.
-            Err((error, _)) => return Err(error),
-        };
-        Self::attach_program(spec, program)
+            Err((error, _)) => Err(error),
+        }
     }
 
     /// [`Link::attach`] without the binding to a program-information provider: for a program

@@ -40,9 +40,10 @@ impl World {
     fn new() -> Self {
         let kernel = Kernel::new();
         let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
-        let link = Link::attach(LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE), |_| {
-            Ok(1)
-        })
+        let link = Link::attach_without_program_type(
+            LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE),
+            |_| Ok(1),
+        )
         .expect("attached");
         World {
             link,
@@ -422,7 +423,7 @@ fn invoke_while_the_detach_waits_for_a_running_one_is_caught() {
             let hook = provider.state;
             let gate = std::sync::Arc::new(common::Gate::default());
             let program_gate = std::sync::Arc::clone(&gate);
-            let link = Link::attach(
+            let link = Link::attach_without_program_type(
                 LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE),
                 move |_| {
                     program_gate.wait();
@@ -499,7 +500,7 @@ fn the_core_writes_the_header_in_front_of_the_context() {
 fn the_attach_parameter_is_gone_after_the_detach() {
     let kernel = Kernel::new();
     let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
-    let link = Link::attach(
+    let link = Link::attach_without_program_type(
         LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE).attach_parameter(&[1, 2, 3, 4]),
         |_| Ok(1),
     )

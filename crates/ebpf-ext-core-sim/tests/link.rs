@@ -48,7 +48,7 @@ fn returns(value: u32) -> impl Fn(*mut c_void) -> Result<u32, ebpf_result_t> + S
 fn attach_presents_the_cores_client_data_and_dispatch_table() {
     let kernel = Kernel::new();
     let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
-    let link = Link::attach(
+    let link = Link::attach_without_program_type(
         spec()
             .attach_parameter(&[1, 2, 3, 4])
             .prog_attach_flags(0x5),
@@ -88,7 +88,7 @@ fn attach_presents_the_cores_client_data_and_dispatch_table() {
     assert!(table.ebpf_program_batch_end_invoke_function.is_some());
 
     // No attach parameter: `data` NULL, `data_size` 0; a fresh module GUID per link.
-    let plain = Link::attach(spec(), returns(0)).expect("attached");
+    let plain = Link::attach_without_program_type(spec(), returns(0)).expect("attached");
     let seen_plain = provider.state.client(1);
     assert_eq!((seen_plain.data, seen_plain.data_size), (0, 0));
     assert_ne!(seen_plain.module_guid, seen.module_guid);
@@ -106,7 +106,8 @@ fn providers_not_for_the_link_are_declined() {
     let kernel = Kernel::new();
     let other_hook = HookProvider::register(OTHER_ATTACH_TYPE, TEST_PROGRAM_TYPE);
     let other_program = HookProvider::register(TEST_ATTACH_TYPE, OTHER_PROGRAM_TYPE);
-    let error = Link::attach(spec(), returns(0)).expect_err("nothing for this link");
+    let error =
+        Link::attach_without_program_type(spec(), returns(0)).expect_err("nothing for this link");
     assert!(
         matches!(
             &error,
@@ -124,7 +125,7 @@ fn providers_not_for_the_link_are_declined() {
     other_hook.deregister();
     other_program.deregister();
     assert!(
-        Link::attach(spec(), returns(0)).is_err(),
+        Link::attach_without_program_type(spec(), returns(0)).is_err(),
         "no provider at all"
     );
     kernel.assert_no_leaks();
@@ -187,7 +188,7 @@ fn the_core_refuses_invalid_hook_providers() {
     ];
     for (module_id, data, expected) in cases {
         let provider = HookProvider::register_with(module_id, data, STATUS_SUCCESS, false);
-        let error = Link::attach(spec(), returns(0)).expect_err("refused");
+        let error = Link::attach_without_program_type(spec(), returns(0)).expect_err("refused");
         assert_eq!(error.refusal(), Some(&expected));
         assert_eq!(expected.status(), STATUS_INVALID_PARAMETER);
         assert_eq!(error.provider_status(), None);
@@ -215,7 +216,8 @@ fn the_providers_attach_status_propagates() {
             status,
             false,
         );
-        let error = Link::attach(spec(), returns(0)).expect_err("provider failed");
+        let error =
+            Link::attach_without_program_type(spec(), returns(0)).expect_err("provider failed");
         assert_eq!(error.provider_status(), Some(status), "{error}");
         assert_eq!(error.refusal(), None);
         assert_eq!(provider.state.offers.load(Ordering::SeqCst), 1);
@@ -230,7 +232,8 @@ fn a_second_provider_for_the_same_link_is_refused() {
     let kernel = Kernel::new();
     let first = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
     let second = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
-    let link = Link::attach(spec(), returns(0)).expect("attached to the first");
+    let link =
+        Link::attach_without_program_type(spec(), returns(0)).expect("attached to the first");
     assert_eq!(first.state.attaches.load(Ordering::SeqCst), 1);
     assert_eq!(second.state.offers.load(Ordering::SeqCst), 0);
     assert_eq!(link.last_refusal(), Some(Refusal::SecondProvider));
@@ -270,12 +273,37 @@ fn an_invocation_after_the_program_information_provider_left_fails() {
     kernel.assert_no_leaks();
 }
 
+/// The core loads no program of a type no provider publishes, so there is no link to offer a
+/// hook: `Link::attach` fails before any hook provider sees an attach (and only
+/// `attach_without_program_type`, for a hook tested alone, links one).
+#[test]
+fn a_program_of_a_type_nobody_publishes_never_reaches_a_hook() {
+    let kernel = Kernel::new();
+    let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
+    let error = Link::attach(spec(), returns(0)).expect_err("no program information");
+    assert!(
+        matches!(&error, CoreError::ExtensionFailedToLoad { .. })
+            && error.to_string().contains("no program-information provider"),
+        "{error}"
+    );
+    assert_eq!(
+        provider.state.offers.load(Ordering::SeqCst),
+        0,
+        "no hook saw the link"
+    );
+    let link = Link::attach_without_program_type(spec(), returns(0)).expect("linked bare");
+    assert_eq!(provider.state.offers.load(Ordering::SeqCst), 1);
+    drop(link);
+    provider.deregister();
+    kernel.assert_no_leaks();
+}
+
 #[test]
 fn invocation_runs_the_program_and_counts() {
     let kernel = Kernel::new();
     let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
     let hook = provider.state;
-    let link = Link::attach(spec(), |context: *mut c_void| {
+    let link = Link::attach_without_program_type(spec(), |context: *mut c_void| {
         // SAFETY: the test passes a `HookContext`, whose context is a `u32`.
         let value = unsafe { context.cast::<u32>().read() };
         Ok(value + 1)
@@ -304,7 +332,8 @@ fn invocation_runs_the_program_and_counts() {
     assert_eq!(link.invocations(), 2);
 
     // A program error is what invoke returns.
-    let failing = Link::attach(spec(), |_| Err(EBPF_NO_MEMORY)).expect("attached");
+    let failing =
+        Link::attach_without_program_type(spec(), |_| Err(EBPF_NO_MEMORY)).expect("attached");
     assert_eq!(hook.invoke_value(1, 0), (EBPF_NO_MEMORY, 0));
     assert_eq!(failing.invocations(), 1);
     drop(failing);
@@ -323,7 +352,7 @@ fn a_single_invoke_is_a_batch_of_one_on_the_cores_own_state() {
     let kernel = Kernel::new();
     let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
     let hook = provider.state;
-    let link = Link::attach(spec(), |context: *mut c_void| {
+    let link = Link::attach_without_program_type(spec(), |context: *mut c_void| {
         // SAFETY: the test passes a `HookContext`: the header's slot 0 is 64 bytes in front.
         let state = unsafe { context.cast::<u64>().wrapping_sub(8).read() };
         let open = u32::try_from(open_batches()).expect("few batches");
@@ -363,7 +392,7 @@ fn a_single_invoke_is_a_batch_of_one_on_the_cores_own_state() {
 fn batch_begin_invoke_end() {
     let kernel = Kernel::new();
     let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
-    let link = Link::attach(spec(), returns(9)).expect("attached");
+    let link = Link::attach_without_program_type(spec(), returns(9)).expect("attached");
     let table = provider.state.client(0).table.unwrap();
     let begin = table.ebpf_program_batch_begin_invoke_function.unwrap();
     let invoke = table.ebpf_program_batch_invoke_function.unwrap();
@@ -421,7 +450,7 @@ fn detach_waits_until_the_extension_completes_its_pending_detach() {
     let hook = provider.state;
     let gate = Arc::new(Gate::default());
     let program_gate = Arc::clone(&gate);
-    let link = Link::attach(spec(), move |_| {
+    let link = Link::attach_without_program_type(spec(), move |_| {
         program_gate.wait();
         Ok(7)
     })
@@ -469,7 +498,7 @@ fn a_provider_completing_detach_under_a_running_invocation_is_reported() {
     let hook = provider.state;
     let gate = Arc::new(Gate::default());
     let program_gate = Arc::clone(&gate);
-    let link = Link::attach(spec(), move |_| {
+    let link = Link::attach_without_program_type(spec(), move |_| {
         program_gate.wait();
         Ok(1)
     })
@@ -501,7 +530,7 @@ fn the_provider_may_go_away_first() {
     let kernel = Kernel::new();
     // Synchronous detach.
     let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
-    let link = Link::attach(spec(), returns(0)).expect("attached");
+    let link = Link::attach_without_program_type(spec(), returns(0)).expect("attached");
     provider.deregister();
     assert!(!link.is_attached());
     assert_eq!(link.detach_count(), 1);
@@ -516,7 +545,7 @@ fn the_provider_may_go_away_first() {
         true,
     );
     let hook = provider.state;
-    let link = Link::attach(spec(), returns(0)).expect("attached");
+    let link = Link::attach_without_program_type(spec(), returns(0)).expect("attached");
     let completer = kernel.spawn(move || {
         wait_until("the detach is pending", || {
             !hook.pending.lock().unwrap().is_empty()
@@ -662,7 +691,7 @@ fn malformed_links_present_what_the_test_asked_for() {
     let provider = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
     for case in malformations() {
         let description = format!("{:?}", case.spec);
-        let link = Link::attach(case.spec, returns(0)).expect(&description);
+        let link = Link::attach_without_program_type(case.spec, returns(0)).expect(&description);
         let offered = provider
             .state
             .offered

@@ -879,12 +879,18 @@ fn a_link_of_a_type_whose_provider_is_refused_is_not_made() {
         "the hook never saw a link"
     );
     // Only a provider of another type, and one whose module id is no GUID (refused before
-    // its type is known): the program links bare, as before.
+    // its type is known): no provider of the type, so no program either; a hook tested alone
+    // links one bare.
     let other = InfoProvider::register(OTHER_PROGRAM_TYPE, &ProgramDataSpec::valid());
     let mut luid = NPI_MODULEID::from_guid(TEST_PROGRAM_TYPE);
     luid.Type = MIT_IF_LUID;
     let untyped = InfoProvider::register_raw(luid, ProgramDataSpec::valid().build(), 0);
-    let bare = link().expect("no provider of the type: a bare program");
+    link().expect_err("no provider of the type");
+    let bare = Link::attach_without_program_type(
+        LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE),
+        |_| Ok(0),
+    )
+    .expect("no provider of the type: a bare program");
     drop(bare);
     other.deregister();
     untyped.deregister();
@@ -926,9 +932,10 @@ fn a_provider_detach_waits_for_the_epochs_active_when_it_began() {
     // A link before any provider of its type: a bare program, so the one client of the
     // provider below is `client`.
     let hook = HookProvider::register(TEST_ATTACH_TYPE, TEST_PROGRAM_TYPE);
-    let link = Link::attach(LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE), |_| {
-        Ok(1)
-    })
+    let link = Link::attach_without_program_type(
+        LinkSpec::new(TEST_PROGRAM_TYPE, TEST_ATTACH_TYPE),
+        |_| Ok(1),
+    )
     .expect("linked");
     let provider = InfoProvider::register(TEST_PROGRAM_TYPE, &ProgramDataSpec::valid());
     let client = ProgramInfoClient::attach(TEST_PROGRAM_TYPE).expect("attached");

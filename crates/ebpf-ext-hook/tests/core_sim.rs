@@ -75,8 +75,8 @@ fn verdict(ctx: *mut c_void) -> core::result::Result<u32, i32> {
 #[test]
 fn the_core_accepts_the_provider_and_runs_programs() {
     let (kernel, _driver, device, provider) = setup();
-    let link =
-        Link::attach(spec(7).prog_attach_flags(0xAB), verdict).expect("the core's checks pass");
+    let link = Link::attach_without_program_type(spec(7).prog_attach_flags(0xAB), verdict)
+        .expect("the core's checks pass");
     assert_eq!(
         (link.bpf_attach_type(), link.link_type()),
         (Some(8), Some(1))
@@ -113,8 +113,8 @@ fn the_core_accepts_the_provider_and_runs_programs() {
 #[test]
 fn policy_refusals_reach_the_core() {
     let (kernel, _driver, device, provider) = setup();
-    let first = Link::attach(spec(3), verdict).expect("attach");
-    match Link::attach(spec(3), verdict) {
+    let first = Link::attach_without_program_type(spec(3), verdict).expect("attach");
+    match Link::attach_without_program_type(spec(3), verdict) {
         Err(e @ CoreError::ExtensionFailedToLoad { .. }) => {
             assert_eq!(e.provider_status(), Some(STATUS_ACCESS_DENIED))
         }
@@ -141,7 +141,7 @@ fn malformed_links_are_refused() {
         Malformation::DispatchCount(0),
         Malformation::NullInvoke,
     ] {
-        match Link::attach(spec(1).malformed(m), verdict) {
+        match Link::attach_without_program_type(spec(1).malformed(m), verdict) {
             Err(e) => assert_eq!(e.provider_status(), Some(STATUS_INVALID_PARAMETER), "{m:?}"),
             Ok(_) => panic!("{m:?} attached"),
         }
@@ -150,8 +150,8 @@ fn malformed_links_are_refused() {
         Malformation::GenericDispatchTable,
         Malformation::NullBatchFunctions,
     ] {
-        let link =
-            Link::attach(spec(1).malformed(m), verdict).unwrap_or_else(|e| panic!("{m:?}: {e}"));
+        let link = Link::attach_without_program_type(spec(1).malformed(m), verdict)
+            .unwrap_or_else(|e| panic!("{m:?}: {e}"));
         let mut ctx = ProgramContext::new(1u32);
         provider.with_batch(&1, |batch| {
             assert_eq!(
@@ -172,8 +172,8 @@ fn malformed_links_are_refused() {
 #[test]
 fn provider_unregistering_first_detaches_the_links() {
     let (kernel, _driver, device, provider) = setup();
-    let a = Link::attach(spec(1), verdict).expect("attach");
-    let b = Link::attach(spec(2), verdict).expect("attach");
+    let a = Link::attach_without_program_type(spec(1), verdict).expect("attach");
+    let b = Link::attach_without_program_type(spec(2), verdict).expect("attach");
     drop(provider);
     assert!(!a.is_attached() && !b.is_attached());
     a.detach().expect("detach after the provider left");

@@ -72,7 +72,7 @@ type Seen = Arc<Mutex<Vec<(usize, usize)>>>;
 /// A program that records its data range and writes its first byte, as a program may.
 fn attach(seen: &Seen) -> Link {
     let seen = Arc::clone(seen);
-    Link::attach(
+    Link::attach_without_program_type(
         LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE),
         move |ctx: *mut c_void| {
             // SAFETY: the provider passes a `Packet`.
@@ -181,7 +181,7 @@ fn every_invocation_path_points_programs_at_the_lent_bytes_only() {
 /// a range nothing lent: what the next program in the chain must not see.
 fn attach_forging(seen: &Seen) -> Link {
     let seen = Arc::clone(seen);
-    Link::attach(
+    Link::attach_without_program_type(
         LinkSpec::new(PROGRAM_TYPE, ATTACH_TYPE),
         move |ctx: *mut c_void| {
             // SAFETY: the provider passes a `Packet`, which programs may write.
