@@ -606,12 +606,10 @@ fn covers(pattern: &str, member: &str) -> bool {
 /// it in the root manifest's `members` (unless a pattern there covers it already).
 ///
 /// # Errors
-/// If `dir` exists or is not under `root`, if the root manifest cannot be read or edited, or
-/// as [`files`].
+/// If `dir` holds anything (as [`create`]) or is not under `root`, if the root manifest
+/// cannot be read or edited, or as [`files`].
 pub fn add_member(name: &str, root: &Path, dir: &Path, sdk: &Sdk) -> Result<Vec<PathBuf>> {
-    if dir.exists() {
-        bail!("{} exists; pick a new folder", dir.display());
-    }
+    fresh_folder(dir)?;
     let relative = physical(dir)
         .strip_prefix(physical(root))
         .map(Path::to_path_buf);
@@ -654,15 +652,34 @@ fn write_files(dir: &Path, files: Vec<(PathBuf, String)>) -> Result<Vec<PathBuf>
     Ok(written)
 }
 
-/// Writes a new extension called `name` into `dir` (which must not exist yet).
+/// Writes a new extension called `name` into `dir` (which must not exist yet, or hold nothing
+/// but a `.git`: a clone of an empty repository).
 ///
 /// # Errors
-/// If `dir` exists, or as [`files`].
+/// If `dir` holds anything else, or as [`files`].
 pub fn create(name: &str, dir: &Path, sdk: &Sdk) -> Result<Vec<PathBuf>> {
-    if dir.exists() {
-        bail!("{} exists; pick a new folder", dir.display());
-    }
+    fresh_folder(dir)?;
     write_files(dir, files(name, &sdk.seen_from(dir))?)
+}
+
+/// Refuses a `dir` that exists and holds anything but a `.git` (so nothing is overwritten):
+/// a missing folder, an empty one and a clone of an empty repository are fresh.
+fn fresh_folder(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let entries = fs::read_dir(dir).with_context(|| format!("{} exists", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("read {}", dir.display()))?;
+        if entry.file_name() != ".git" {
+            bail!(
+                "{} exists and holds {}; pick a new folder (an empty one, or a clone of an empty repository, will do)",
+                dir.display(),
+                entry.file_name().to_string_lossy()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `path` with `.` dropped and each `..` taking back the folder before it, or staying at the

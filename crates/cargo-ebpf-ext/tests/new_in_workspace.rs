@@ -212,3 +212,41 @@ fn paths_through_symbolic_links_name_the_folders_on_disk() {
     );
     assert!(!base.join("other").exists(), "nothing written");
 }
+
+/// A clone of an empty repository (a folder with only `.git`) takes a new extension; a folder
+/// that holds anything else is refused, and nothing in it changes.
+#[test]
+fn new_fills_an_empty_clone_and_refuses_a_folder_in_use() {
+    let tmp = tempfile::tempdir().expect("temporary folder");
+    let base = tmp.path().canonicalize().expect("canonical folder");
+    let pin = [
+        "--standalone",
+        "--sdk-git",
+        "https://example.invalid/sdk",
+        "--sdk-tag",
+        "v7.0.0",
+    ];
+    let clone = base.join("clone");
+    std::fs::create_dir_all(clone.join(".git")).expect("an empty clone");
+    let args = [&["my-ext", "--path", "."][..], &pin[..]].concat();
+    new_in(&clone, &args);
+    assert!(clone.join("Cargo.toml").is_file());
+    assert!(clone.join(".git").is_dir(), "the clone's .git stays");
+
+    let used = base.join("used");
+    std::fs::create_dir_all(&used).expect("folder");
+    std::fs::write(used.join("notes.txt"), "mine").expect("a file");
+    let args = [&["my-ext", "--path", "used"][..], &pin[..]].concat();
+    let refused = run_new(&base, &args);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("holds notes.txt"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(
+        std::fs::read_dir(&used).expect("folder").count(),
+        1,
+        "nothing written"
+    );
+}

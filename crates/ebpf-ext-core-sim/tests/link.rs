@@ -283,7 +283,9 @@ fn a_program_of_a_type_nobody_publishes_never_reaches_a_hook() {
     let error = Link::attach(spec(), returns(0)).expect_err("no program information");
     assert!(
         matches!(&error, CoreError::ExtensionFailedToLoad { .. })
-            && error.to_string().contains("no program-information provider"),
+            && error
+                .to_string()
+                .contains("no program-information provider"),
         "{error}"
     );
     assert_eq!(
